@@ -1,0 +1,48 @@
+/* cpu_kernels.h — the CPU kernel set, one function table per ISA (scalar, AVX2, AVX-512, NEON).
+ * Every *_cpu.c under kernels/ is compiled once per ISA with QN_ISA set, giving suffixed symbols
+ * (QN_ISA_FN(qn_vec_dot_q4_0) -> qn_vec_dot_q4_0_avx2); cpu_features.c picks the table once at
+ * start-up by CPUID. CPU kernels take a row range and own no threads. */
+#ifndef QN_CPU_KERNELS_H
+#define QN_CPU_KERNELS_H
+
+#include "kernels/quant/qformat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum qn_cpu_isa {
+    QN_CPU_ISA_AUTO = 0,
+    QN_CPU_ISA_SCALAR,
+    QN_CPU_ISA_AVX2,
+    QN_CPU_ISA_AVX512,
+    QN_CPU_ISA_NEON,
+    QN_CPU_ISA_COUNT
+} qn_cpu_isa;
+
+typedef struct qn_cpu_kernels {
+    qn_cpu_isa isa;
+    const char *isa_name;
+    qn_vec_dot_fn vec_dot[QN_QFORMAT_COUNT];       /* weight fmt -> dot with its vec_dot_type row */
+    qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
+    qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
+} qn_cpu_kernels;
+
+/* Best ISA this CPU supports and this build compiled. */
+qn_cpu_isa qn_cpu_isa_detect(void);
+const char *qn_cpu_isa_name(qn_cpu_isa isa);
+/* Fills *out with the table for isa (AUTO = detect). QN_ERR_UNSUPPORTED if the CPU or build lacks it. */
+qn_status qn_cpu_kernels_select(qn_cpu_isa isa, qn_cpu_kernels *out);
+
+/* y[t][r] = dot(W row r, x row t) for rows r in [row_begin, row_end) and all tokens t < n_tokens.
+ * W: [n_rows][k] in format wfmt (row stride = qn_qformat_row_bytes(wfmt, k));
+ * xq: [n_tokens][k] already converted to vec_dot_type(wfmt) (row stride likewise);
+ * y: [n_tokens][ldy] floats. Weight rows are streamed once for all tokens. */
+qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const void *w, int64_t k,
+                             const void *xq, int64_t n_tokens, float *y, int64_t ldy,
+                             int64_t row_begin, int64_t row_end);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,68 @@
+/* qformat.h — the weight/activation formats Quern knows and their traits table.
+ * Owns: the qn_qformat enum, per-format block geometry, the scalar reference dequantizer and
+ * reference quantizer of each format. Not: SIMD or CUDA kernels (quant.h, cpu_kernels.h).
+ * Dispatch is through QN_QFORMATS[fmt], never a switch on raw ggml type ids. */
+#ifndef QN_QFORMAT_H
+#define QN_QFORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum qn_qformat {
+    QN_QFORMAT_F32 = 0,
+    QN_QFORMAT_F16,
+    QN_QFORMAT_BF16,
+    QN_QFORMAT_Q4_0,
+    QN_QFORMAT_Q4_1,
+    QN_QFORMAT_Q5_0,
+    QN_QFORMAT_Q5_1,
+    QN_QFORMAT_Q8_0,
+    QN_QFORMAT_Q8_1,
+    QN_QFORMAT_Q2_K,
+    QN_QFORMAT_Q3_K,
+    QN_QFORMAT_Q4_K,
+    QN_QFORMAT_Q5_K,
+    QN_QFORMAT_Q6_K,
+    QN_QFORMAT_Q8_K,
+    QN_QFORMAT_COUNT
+} qn_qformat;
+
+/* src: [n / block_elems] blocks, dst: [n] floats; n is a multiple of block_elems */
+typedef void (*qn_dequant_row_fn)(const void *src, float *dst, int64_t n);
+/* src: [n] floats, dst: [n / block_elems] blocks */
+typedef void (*qn_quantize_row_fn)(const float *src, void *dst, int64_t n);
+/* *out = dot(w_row, a_row) over n elements; w in the weight format, a in its vec_dot_type */
+typedef void (*qn_vec_dot_fn)(int64_t n, float *out, const void *w_row, const void *a_row);
+
+typedef struct qn_qformat_traits {
+    const char *name;          /* ggml spelling: "q4_K", "f16" ... */
+    uint32_t ggml_type;        /* id in GGUF tensor infos */
+    int32_t block_elems;       /* elements per block (1 for plain types) */
+    int32_t block_bytes;       /* bytes per block */
+    bool is_quantized;
+    qn_qformat vec_dot_type;   /* activation format its CPU dot product consumes (llama.cpp's) */
+    qn_dequant_row_fn dequant_ref;   /* scalar reference, exact fp32 formulas of formats.md §2.2 */
+    qn_quantize_row_fn quantize_ref; /* reference quantizer (NULL where none) */
+} qn_qformat_traits;
+
+extern const qn_qformat_traits QN_QFORMATS[QN_QFORMAT_COUNT];
+
+/* Maps a GGUF/ggml type id to our enum; QN_ERR_UNSUPPORTED for ids we do not decode. */
+qn_status qn_qformat_from_ggml(uint32_t ggml_type, qn_qformat *out);
+/* Bytes of one row of n elements; 0 if n is not a multiple of the block size. */
+size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n);
+const char *qn_qformat_name(qn_qformat fmt);
+/* Parses "q4_0", "Q4_K", "f16", ... (case-insensitive); QN_ERR_NOT_FOUND if unknown. */
+qn_status qn_qformat_parse(const char *name, qn_qformat *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
