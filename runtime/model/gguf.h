@@ -65,12 +65,22 @@ uint32_t qn_gguf_version(const qn_gguf *g);
 uint32_t qn_gguf_alignment(const qn_gguf *g);
 uint64_t qn_gguf_file_size(const qn_gguf *g);
 
+uint64_t qn_gguf_data_start(const qn_gguf *g); /* absolute offset of the tensor data section */
+
+/* --- value types --- */
+const char *qn_gguf_type_name(qn_gguf_type t); /* "u32", "string", ...; "invalid" when out of range */
+size_t qn_gguf_type_size(qn_gguf_type t);      /* bytes of a fixed-size type; 0 for string/array */
+
 /* --- metadata --- */
 int64_t qn_gguf_n_kv(const qn_gguf *g);
 int64_t qn_gguf_find_key(const qn_gguf *g, const char *key); /* index or -1 */
 qn_gguf_str qn_gguf_key(const qn_gguf *g, int64_t i);
 qn_gguf_type qn_gguf_kv_type(const qn_gguf *g, int64_t i);
-/* For arrays: element type and count (type ARRAY itself never nests). */
+/* Raw value bytes of a fixed-size scalar (LE, may be unaligned); NULL for strings and arrays. */
+const void *qn_gguf_kv_data(const qn_gguf *g, int64_t i);
+/* The value of a STRING record; empty for other types. */
+qn_gguf_str qn_gguf_kv_str(const qn_gguf *g, int64_t i);
+/* For arrays: element type and count (type ARRAY itself never nests); COUNT / 0 for non-arrays. */
 qn_gguf_type qn_gguf_arr_type(const qn_gguf *g, int64_t i);
 uint64_t qn_gguf_arr_n(const qn_gguf *g, int64_t i);
 /* Raw element pointer for numeric arrays (LE, packed; may be unaligned: memcpy out). */
