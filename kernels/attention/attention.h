@@ -1,0 +1,37 @@
+/* attention.h — attention over a paged KV cache (CPU path; CUDA twins in paged_*.cu).
+ * KV layout, per layer: k_cache, v_cache: [n_blocks * block_size][n_kv_heads][head_dim] fp16 bits;
+ * token position p of a sequence lives in slot block_table[p / block_size] * block_size + p % block_size.
+ * GQA: query head h reads kv head h / (n_heads / n_kv_heads). */
+#ifndef QN_ATTENTION_H
+#define QN_ATTENTION_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qn_attn_cpu_args {
+    const float *q;              /* [n_heads][head_dim] one query token */
+    const uint16_t *k_cache;     /* [n_slots][n_kv_heads][head_dim] fp16 */
+    const uint16_t *v_cache;     /* [n_slots][n_kv_heads][head_dim] fp16 */
+    const int32_t *block_table;  /* [ceil(n_ctx / block_size)] block ids of this sequence */
+    int32_t n_ctx;               /* keys visible to this query: positions [0, n_ctx) */
+    int32_t block_size;
+    int32_t n_heads, n_kv_heads, head_dim;
+    float scale;                 /* usually 1/sqrt(head_dim) */
+    float *out;                  /* [n_heads][head_dim] */
+    float *scratch;              /* [n_ctx] floats */
+} qn_attn_cpu_args;
+
+/* Attention of one query token for heads [h_begin, h_end). */
+void qn_attn_paged_cpu(const qn_attn_cpu_args *a, int h_begin, int h_end);
+
+/* Writes one token's k/v rows ([n_kv_heads][head_dim] f32) into slot `slot` as fp16. */
+void qn_kv_write_cpu(uint16_t *k_cache, uint16_t *v_cache, int64_t slot, const float *k, const float *v,
+                     int n_kv_heads, int head_dim);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# setup_venv.sh — the Python venv used only by tests and tools that compare against peers:
+# gguf-py, numpy, llama-cpp-python (built from its sdist, CPU), openai, litellm.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+if [ ! -x "$QN_VENV/bin/python" ]; then
+  "$QN_SYS_PY" -m venv "$QN_VENV"
+fi
+py="$QN_VENV/bin/python"
+"$py" -m pip install -q --upgrade pip >/dev/null
+"$py" -c "import gguf, numpy" 2>/dev/null || "$py" -m pip install -q gguf numpy
+"$py" -c "import openai, litellm, aiohttp" 2>/dev/null || "$py" -m pip install -q openai litellm aiohttp
+if ! "$py" -c "import llama_cpp" 2>/dev/null; then
+  echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes)..."
+  "$py" -m pip install -q scikit-build-core cmake ninja
+  CMAKE_ARGS="-DGGML_NATIVE=ON" "$py" -m pip install -q --no-build-isolation --no-binary llama-cpp-python "$QN_LLAMACPP_PKG"
+fi
+echo "setup_venv: ok ($py)"
