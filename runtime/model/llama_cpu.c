@@ -1,0 +1,356 @@
+/* llama_cpu.c — Llama-family forward pass on the CPU (model/llama_cpu.h).
+ * Per layer: RMSNorm -> q/k/v matmuls -> (bias) RoPE -> KV write -> paged attention -> o matmul
+ * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
+ * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
+ * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest). */
+#include "model/llama_cpu.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/attention/attention.h"
+#include "kernels/ops/ops.h"
+
+#define QN_MAX_JOBS 3
+
+struct qn_llama_cpu {
+    const qn_model *m;
+    const qn_cpu_kernels *kern;
+    qn_threadpool *tp;
+    int32_t max_tokens, max_ctx;
+    float freq_scale;                   /* RoPE position scale: 1/factor for linear scaling */
+    int64_t kmax;                       /* widest matmul input: max(n_embd, n_head*hd, n_ff) */
+    float *x;                           /* [max_tokens][n_embd] residual stream */
+    float *xn;                          /* [max_tokens][kmax] normed input / attention output */
+    float *q;                           /* [max_tokens][n_head*hd] */
+    float *k, *v;                       /* [max_tokens][n_head_kv*hd] */
+    float *tmp;                         /* [max_tokens][n_embd] o/down projections */
+    float *g, *u;                       /* [max_tokens][n_ff] */
+    float *scratch;                     /* [n_threads][max_ctx] attention scores */
+    void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
+};
+
+/* ---------------------------------------------------------------- parallel tasks */
+
+typedef struct quant_task {
+    const qn_llama_cpu *f;
+    const float *in;      /* [n][ld_in] */
+    int64_t ld_in, k, n;
+    bool need[QN_QFORMAT_COUNT];
+} quant_task;
+
+static void quantize_rows(const qn_llama_cpu *f, qn_qformat vdt, const float *src, int64_t k, int64_t t) {
+    const size_t rb = qn_qformat_row_bytes(vdt, k);
+    uint8_t *dst = (uint8_t *)f->xq[vdt] + rb * (size_t)t;
+    if (vdt == QN_QFORMAT_F32 || !f->kern->from_float[vdt])
+        memcpy(dst, src, sizeof(float) * (size_t)k);
+    else
+        f->kern->from_float[vdt](src, dst, k);
+}
+
+static void quant_fn(void *arg, int ith, int nth) {
+    const quant_task *a = arg;
+    long long b, e;
+    qn_split_range(a->n, ith, nth, &b, &e);
+    for (long long t = b; t < e; t++)
+        for (int v = 0; v < QN_QFORMAT_COUNT; v++)
+            if (a->need[v]) quantize_rows(a->f, (qn_qformat)v, a->in + t * a->ld_in, a->k, t);
+}
+
+typedef struct mm_job {
+    const qn_weight *w;
+    float *y;             /* [n_tokens][ldy] */
+    int64_t ldy;
+    float *resid;         /* optional [n_tokens][ldy]: resid += y for the job's rows */
+} mm_job;
+
+typedef struct mm_task {
+    const qn_llama_cpu *f;
+    int64_t n_tokens;
+    int n_jobs;
+    mm_job jobs[QN_MAX_JOBS];
+} mm_task;
+
+static void mm_fn(void *arg, int ith, int nth) {
+    const mm_task *a = arg;
+    int64_t total = 0;
+    for (int j = 0; j < a->n_jobs; j++) total += a->jobs[j].w->n;
+    /* split in units of 4 rows so each thread's range suits the row micro-tile */
+    long long ub, ue;
+    qn_split_range((total + 3) / 4, ith, nth, &ub, &ue);
+    int64_t b = ub * 4, e = ue * 4 < total ? ue * 4 : total;
+    int64_t base = 0;
+    for (int j = 0; j < a->n_jobs && b < e; j++) {
+        const mm_job *jb = &a->jobs[j];
+        const int64_t lo = b > base ? b - base : 0;
+        const int64_t hi = (e - base) < jb->w->n ? (e - base) : jb->w->n;
+        if (lo < hi) {
+            const qn_qformat vdt = QN_QFORMATS[jb->w->fmt].vec_dot_type;
+            qn_cpu_matmul_rows(a->f->kern, jb->w->fmt, jb->w->data, jb->w->k, a->f->xq[vdt], a->n_tokens, jb->y,
+                               jb->ldy, lo, hi);
+            if (jb->resid)
+                for (int64_t t = 0; t < a->n_tokens; t++)
+                    for (int64_t r = lo; r < hi; r++) jb->resid[t * jb->ldy + r] += jb->y[t * jb->ldy + r];
+        }
+        base += jb->w->n;
+    }
+}
+
+typedef struct layer_task {
+    const qn_llama_cpu *f;
+    const qn_layer_weights *L;
+    const qn_fwd_batch *b;
+    qn_kv_cache *kv;
+    int il;
+} layer_task;
+
+/* bias, RoPE and KV write, split over tokens */
+static void rope_kv_fn(void *arg, int ith, int nth) {
+    const layer_task *a = arg;
+    const qn_llama_cpu *f = a->f;
+    const qn_model_config *c = &f->m->cfg;
+    const int64_t HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim;
+    float cache[1024];
+    long long tb, te;
+    qn_split_range(a->b->n_tokens, ith, nth, &tb, &te);
+    for (long long t = tb; t < te; t++) {
+        float *q = f->q + t * HQ, *k = f->k + t * HK, *v = f->v + t * HK;
+        if (a->L->bq) qn_add_f32(q, a->L->bq, HQ);
+        if (a->L->bk) qn_add_f32(k, a->L->bk, HK);
+        if (a->L->bv) qn_add_f32(v, a->L->bv, HK);
+        qn_rope_cache_f32(cache, a->b->positions[t], c->rope_dim, c->rope_theta, f->freq_scale, f->m->rope_freqs);
+        if (c->rope_style == QN_ROPE_STYLE_NEOX) {
+            qn_rope_neox_f32(q, cache, c->n_head, c->head_dim, c->rope_dim);
+            qn_rope_neox_f32(k, cache, c->n_head_kv, c->head_dim, c->rope_dim);
+        } else {
+            qn_rope_norm_f32(q, cache, c->n_head, c->head_dim, c->rope_dim);
+            qn_rope_norm_f32(k, cache, c->n_head_kv, c->head_dim, c->rope_dim);
+        }
+        qn_kv_write_cpu(a->kv->k[a->il], a->kv->v[a->il], a->b->slot_mapping[t], k, v, c->n_head_kv, c->head_dim);
+    }
+}
+
+/* attention, split over (token, head) pairs; output into xn [t][HQ] */
+static void attn_fn(void *arg, int ith, int nth) {
+    const layer_task *a = arg;
+    const qn_llama_cpu *f = a->f;
+    const qn_model_config *c = &f->m->cfg;
+    const int64_t HQ = (int64_t)c->n_head * c->head_dim;
+    long long wb, we;
+    qn_split_range((long long)a->b->n_tokens * c->n_head, ith, nth, &wb, &we);
+    qn_attn_cpu_args at = {
+        .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
+        .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim,
+        .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->max_ctx,
+    };
+    for (long long w = wb; w < we; w++) {
+        const int64_t t = w / c->n_head;
+        const int h = (int)(w % c->n_head);
+        at.q = f->q + t * HQ;
+        at.out = f->xn + t * f->kmax;
+        at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
+        at.n_ctx = a->b->positions[t] + 1;
+        qn_attn_paged_cpu(&at, h, h + 1);
+    }
+}
+
+typedef struct norm_task {
+    const qn_llama_cpu *f;
+    const float *w;        /* norm weight [n_embd] */
+    const int32_t *rows;   /* optional: source rows of x (output norm); else identity */
+    int64_t n;
+    quant_task q;          /* quantization of the normed rows */
+} norm_task;
+
+static void norm_quant_fn(void *arg, int ith, int nth) {
+    const norm_task *a = arg;
+    const qn_llama_cpu *f = a->f;
+    const int64_t E = f->m->cfg.n_embd;
+    long long b, e;
+    qn_split_range(a->n, ith, nth, &b, &e);
+    for (long long t = b; t < e; t++) {
+        const int64_t src = a->rows ? a->rows[t] : t;
+        float *dst = f->xn + t * f->kmax;
+        qn_rmsnorm_f32(f->x + src * E, a->w, dst, E, f->m->cfg.rms_eps);
+        for (int v = 0; v < QN_QFORMAT_COUNT; v++)
+            if (a->q.need[v]) quantize_rows(f, (qn_qformat)v, dst, E, t);
+    }
+}
+
+static void silu_quant_fn(void *arg, int ith, int nth) {
+    const quant_task *a = arg;
+    const qn_llama_cpu *f = a->f;
+    const int64_t F = f->m->cfg.n_ff;
+    long long b, e;
+    qn_split_range(a->n, ith, nth, &b, &e);
+    for (long long t = b; t < e; t++) {
+        qn_silu_mul_f32(f->g + t * F, f->u + t * F, F);
+        for (int v = 0; v < QN_QFORMAT_COUNT; v++)
+            if (a->need[v]) quantize_rows(f, (qn_qformat)v, f->g + t * F, F, t);
+    }
+}
+
+typedef struct embed_task {
+    const qn_llama_cpu *f;
+    const qn_fwd_batch *b;
+} embed_task;
+
+static void embed_fn(void *arg, int ith, int nth) {
+    const embed_task *a = arg;
+    const int64_t E = a->f->m->cfg.n_embd;
+    long long b, e;
+    qn_split_range(a->b->n_tokens, ith, nth, &b, &e);
+    for (long long t = b; t < e; t++) qn_weight_row_f32(&a->f->m->tok_embd, a->b->tokens[t], a->f->x + t * E);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void need_vdt(bool *need, const qn_weight *w) {
+    if (w && w->data) need[QN_QFORMATS[w->fmt].vec_dot_type] = true;
+}
+
+qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_threadpool *tp,
+                              int32_t max_tokens, int32_t max_ctx, qn_llama_cpu **out, qn_error *err) {
+    const qn_model_config *c = &m->cfg;
+    if (max_tokens < 1 || max_ctx < 1) return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: max_tokens/max_ctx < 1");
+    if (c->rope_dim > 1024) return qn_error_set(err, QN_ERR_UNSUPPORTED, "forward: rope_dim %d > 1024", c->rope_dim);
+    if (c->rope_scaling.type == QN_ROPE_SCALING_YARN)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "forward: YaRN rope scaling is not supported yet");
+    if (c->rope_scaling.type == QN_ROPE_SCALING_LLAMA3 && !m->rope_freqs)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "forward: llama3 rope scaling without rope_freqs factors");
+    qn_llama_cpu *f = calloc(1, sizeof *f);
+    if (!f) return qn_error_set(err, QN_ERR_NOMEM, "forward: out of memory");
+    f->m = m;
+    f->kern = kern;
+    f->tp = tp;
+    f->max_tokens = max_tokens;
+    f->max_ctx = max_ctx;
+    f->freq_scale = c->rope_scaling.type == QN_ROPE_SCALING_LINEAR && c->rope_scaling.factor > 0
+                        ? 1.0f / c->rope_scaling.factor : 1.0f;
+    const int64_t E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim;
+    const int64_t F = c->n_ff, T = max_tokens;
+    f->kmax = E > HQ ? E : HQ;
+    if (F > f->kmax) f->kmax = F;
+    bool ok = (f->x = malloc(sizeof(float) * T * E)) && (f->xn = malloc(sizeof(float) * T * f->kmax)) &&
+              (f->q = malloc(sizeof(float) * T * HQ)) && (f->k = malloc(sizeof(float) * T * HK)) &&
+              (f->v = malloc(sizeof(float) * T * HK)) && (f->tmp = malloc(sizeof(float) * T * E)) &&
+              (f->g = malloc(sizeof(float) * T * F)) && (f->u = malloc(sizeof(float) * T * F)) &&
+              (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) * (size_t)max_ctx));
+    bool need[QN_QFORMAT_COUNT] = {0};
+    need_vdt(need, &m->output);
+    for (int il = 0; il < c->n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        need_vdt(need, &L->wq), need_vdt(need, &L->wk), need_vdt(need, &L->wv), need_vdt(need, &L->wo);
+        need_vdt(need, &L->w_gate), need_vdt(need, &L->w_up), need_vdt(need, &L->w_down);
+    }
+    for (int v = 0; ok && v < QN_QFORMAT_COUNT; v++) {
+        if (!need[v]) continue;
+        if (v != QN_QFORMAT_F32 && !kern->from_float[v]) {
+            qn_llama_cpu_destroy(f);
+            return qn_error_set(err, QN_ERR_UNSUPPORTED, "forward: no CPU quantizer for activation type %s",
+                                QN_QFORMATS[v].name);
+        }
+        const int64_t blk = QN_QFORMATS[v].block_elems;
+        ok = (f->xq[v] = malloc(qn_qformat_row_bytes((qn_qformat)v, (f->kmax + blk - 1) / blk * blk) * (size_t)T)) != NULL;
+    }
+    if (!ok) {
+        qn_llama_cpu_destroy(f);
+        return qn_error_set(err, QN_ERR_NOMEM, "forward: cannot allocate activations for %d tokens", max_tokens);
+    }
+    *out = f;
+    return QN_OK;
+}
+
+void qn_llama_cpu_destroy(qn_llama_cpu *f) {
+    if (!f) return;
+    free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->tmp), free(f->g), free(f->u);
+    free(f->scratch);
+    for (int v = 0; v < QN_QFORMAT_COUNT; v++) free(f->xq[v]);
+    free(f);
+}
+
+/* ---------------------------------------------------------------- forward */
+
+static void set_need(bool *need, const qn_weight *a, const qn_weight *b, const qn_weight *c) {
+    memset(need, 0, sizeof(bool) * QN_QFORMAT_COUNT);
+    need_vdt(need, a), need_vdt(need, b), need_vdt(need, c);
+}
+
+static qn_status check_batch(const qn_llama_cpu *f, const qn_kv_cache *kv, const qn_fwd_batch *b, qn_error *err) {
+    const qn_model_config *c = &f->m->cfg;
+    if (b->n_tokens < 1 || b->n_tokens > f->max_tokens)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: n_tokens %d not in [1, %d]", b->n_tokens, f->max_tokens);
+    if (kv->n_layer != c->n_layer || kv->n_kv_heads != c->n_head_kv || kv->head_dim != c->head_dim)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: kv cache geometry does not match the model");
+    const int64_t n_slots = (int64_t)kv->n_blocks * kv->block_size;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", b->tokens[t], c->n_vocab);
+        if (b->positions[t] < 0 || b->positions[t] >= f->max_ctx)
+            return qn_error_set(err, QN_ERR_CONTEXT, "forward: position %d outside context %d", b->positions[t], f->max_ctx);
+        if (b->slot_mapping[t] < 0 || b->slot_mapping[t] >= n_slots || b->seq_idx[t] < 0 || b->seq_idx[t] >= b->n_seqs)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token %d: bad slot or sequence index", t);
+        if (b->positions[t] / kv->block_size >= b->max_blocks_per_seq)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token %d: position beyond block table", t);
+    }
+    for (int32_t i = 0; i < b->n_out; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: out row %d out of range", b->out_rows[i]);
+    return QN_OK;
+}
+
+qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_batch *b, float *logits,
+                               qn_error *err) {
+    qn_status st = check_batch(f, kv, b, err);
+    if (st != QN_OK) return st;
+    const qn_model *m = f->m;
+    const qn_model_config *c = &m->cfg;
+    const int64_t T = b->n_tokens, E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim;
+    const int64_t HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+
+    embed_task et = {f, b};
+    qn_threadpool_run(f->tp, embed_fn, &et);
+
+    for (int il = 0; il < c->n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        norm_task nt = {.f = f, .w = L->attn_norm, .n = T};
+        set_need(nt.q.need, &L->wq, &L->wk, &L->wv);
+        qn_threadpool_run(f->tp, norm_quant_fn, &nt);
+
+        mm_task qkv = {.f = f, .n_tokens = T, .n_jobs = 3,
+                       .jobs = {{&L->wq, f->q, HQ, NULL}, {&L->wk, f->k, HK, NULL}, {&L->wv, f->v, HK, NULL}}};
+        qn_threadpool_run(f->tp, mm_fn, &qkv);
+
+        layer_task lt = {f, L, b, kv, il};
+        qn_threadpool_run(f->tp, rope_kv_fn, &lt);
+        qn_threadpool_run(f->tp, attn_fn, &lt);
+
+        quant_task qa = {.f = f, .in = f->xn, .ld_in = f->kmax, .k = HQ, .n = T};
+        set_need(qa.need, &L->wo, NULL, NULL);
+        qn_threadpool_run(f->tp, quant_fn, &qa);
+        mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->wo, f->tmp, E, f->x}}};
+        qn_threadpool_run(f->tp, mm_fn, &o);
+
+        norm_task nf = {.f = f, .w = L->ffn_norm, .n = T};
+        set_need(nf.q.need, &L->w_gate, &L->w_up, NULL);
+        qn_threadpool_run(f->tp, norm_quant_fn, &nf);
+        mm_task gu = {.f = f, .n_tokens = T, .n_jobs = 2, .jobs = {{&L->w_gate, f->g, F, NULL}, {&L->w_up, f->u, F, NULL}}};
+        qn_threadpool_run(f->tp, mm_fn, &gu);
+
+        quant_task qs = {.f = f, .n = T};
+        set_need(qs.need, &L->w_down, NULL, NULL);
+        qn_threadpool_run(f->tp, silu_quant_fn, &qs);
+        mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, f->x}}};
+        qn_threadpool_run(f->tp, mm_fn, &dn);
+    }
+
+    if (b->n_out > 0) {
+        norm_task no = {.f = f, .w = m->output_norm, .rows = b->out_rows, .n = b->n_out};
+        set_need(no.q.need, &m->output, NULL, NULL);
+        qn_threadpool_run(f->tp, norm_quant_fn, &no);
+        mm_task lo = {.f = f, .n_tokens = b->n_out, .n_jobs = 1, .jobs = {{&m->output, logits, c->n_vocab, NULL}}};
+        qn_threadpool_run(f->tp, mm_fn, &lo);
+    }
+    return QN_OK;
+}

@@ -1,0 +1,25 @@
+/* llama_cpu.h — the Llama-family forward pass on the CPU (multi-threaded, paged KV).
+ * Owns: scratch activations sized for max_tokens per step and max_ctx keys. Borrows the model,
+ * the thread pool and the kernel table (all must outlive it). One step at a time. */
+#ifndef QN_LLAMA_CPU_H
+#define QN_LLAMA_CPU_H
+
+#include "core/threadpool.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+typedef struct qn_llama_cpu qn_llama_cpu;
+
+/* --- lifecycle --- */
+qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_threadpool *tp,
+                              int32_t max_tokens, int32_t max_ctx, qn_llama_cpu **out, qn_error *err);
+void qn_llama_cpu_destroy(qn_llama_cpu *f); /* NULL is a no-op */
+
+/* Runs one step: writes K/V of every token into kv at batch->slot_mapping, and the logits of
+ * batch->out_rows into logits [n_out][n_vocab]. */
+qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_batch *batch, float *logits,
+                               qn_error *err);
+
+#endif

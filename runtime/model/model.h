@@ -1,0 +1,59 @@
+/* model.h — a loaded Llama-family model: config, weight views and tokenizer.
+ * Owns: the GGUF mapping, the vocab, the chat template string and the few host buffers made at
+ * load (norm vectors converted to f32 when a file stores them otherwise). Weight views point into
+ * the mapping and are valid until qn_model_free. Shapes are checked against the config at load. */
+#ifndef QN_MODEL_H
+#define QN_MODEL_H
+
+#include <stdint.h>
+
+#include "config/model_config.h"
+#include "kernels/quant/qformat.h"
+#include "quern.h"
+
+typedef struct qn_gguf qn_gguf;
+typedef struct qn_vocab qn_vocab;
+
+/* A 2-D weight: n rows (output features) of k elements (input features), row-major blocks. */
+typedef struct qn_weight {
+    const char *name;     /* tensor name (points into the file) */
+    qn_qformat fmt;
+    int64_t k;            /* elements per row (GGUF ne[0]) */
+    int64_t n;            /* rows (GGUF ne[1]) */
+    const void *data;     /* [n][row_bytes(fmt, k)] */
+} qn_weight;
+
+typedef struct qn_layer_weights {
+    const float *attn_norm;       /* [n_embd] */
+    qn_weight wq, wk, wv, wo;     /* q: [n_head*hd][n_embd], k/v: [n_head_kv*hd][n_embd], o: [n_embd][n_head*hd] */
+    const float *bq, *bk, *bv;    /* optional biases (qwen2), [rows] */
+    const float *ffn_norm;        /* [n_embd] */
+    qn_weight w_gate, w_up;       /* [n_ff][n_embd] */
+    qn_weight w_down;             /* [n_embd][n_ff] */
+} qn_layer_weights;
+
+typedef struct qn_model {
+    char *path;
+    qn_model_config cfg;
+    qn_gguf *gguf;
+    qn_weight tok_embd;           /* [n_vocab][n_embd] */
+    qn_weight output;             /* [n_vocab][n_embd]; = tok_embd when tied */
+    const float *output_norm;     /* [n_embd] */
+    const float *rope_freqs;      /* [rope_dim/2] llama3 frequency factors, or NULL */
+    qn_layer_weights *layers;     /* [n_layer] */
+    qn_vocab *vocab;
+    char *chat_template;          /* tokenizer.chat_template or NULL */
+    uint64_t weight_bytes;        /* bytes of all weight tensors */
+    uint64_t n_params;
+    void **owned;                 /* host buffers made at load, freed with the model */
+    int n_owned;
+} qn_model;
+
+/* --- lifecycle --- */
+qn_status qn_model_load(const char *path, qn_model **out, qn_error *err);
+void qn_model_free(qn_model *m); /* NULL is a no-op */
+
+/* Dequantizes row `id` of a weight into out[k] (embedding lookup). */
+qn_status qn_weight_row_f32(const qn_weight *w, int64_t id, float *out);
+
+#endif
