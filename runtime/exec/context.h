@@ -1,0 +1,39 @@
+/* context.h — a single-sequence evaluation context on the CPU path (what `quern run`, `perplexity`
+ * and `bench` drive): model + kernel table + thread pool + forward scratch + a KV cache whose one
+ * sequence owns blocks 0..n-1 in order. Borrows the model; owns everything else. */
+#ifndef QN_CONTEXT_H
+#define QN_CONTEXT_H
+
+#include <stdint.h>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "model/model.h"
+#include "quern.h"
+
+typedef struct qn_ctx_params {
+    int32_t n_ctx;       /* max positions (<= n_ctx_train is not enforced) */
+    int32_t n_batch;     /* max tokens per forward step */
+    int32_t n_threads;
+    qn_cpu_isa isa;      /* QN_CPU_ISA_AUTO = best available */
+    int32_t block_size;  /* KV block size (16) */
+} qn_ctx_params;
+
+typedef struct qn_ctx qn_ctx;
+
+qn_ctx_params qn_ctx_params_default(void);
+/* --- lifecycle --- */
+qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out, qn_error *err);
+void qn_ctx_destroy(qn_ctx *c);
+
+/* --- evaluation --- */
+/* Evaluates tokens[0..n) at positions pos0.. (appending to the sequence; pos0 must equal the
+ * number of tokens already evaluated, or 0 after qn_ctx_reset). Steps of at most n_batch tokens.
+ * logits: [n][n_vocab] when all_logits, else [1][n_vocab] for the last token. */
+qn_status qn_ctx_eval(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, bool all_logits, float *logits,
+                      qn_error *err);
+void qn_ctx_reset(qn_ctx *c);
+int32_t qn_ctx_n_past(const qn_ctx *c);
+const char *qn_ctx_isa_name(const qn_ctx *c);
+int32_t qn_ctx_n_ctx(const qn_ctx *c);
+
+#endif

@@ -1,0 +1,15 @@
+/* commands.h — one entry point per `quern` subcommand (tools/<name>.c). Each returns the process
+ * exit code; argv[0] is the subcommand name. */
+#ifndef QN_COMMANDS_H
+#define QN_COMMANDS_H
+
+int qn_cmd_run(int argc, char **argv);
+int qn_cmd_perplexity(int argc, char **argv);
+int qn_cmd_logits(int argc, char **argv);
+int qn_cmd_inspect(int argc, char **argv);
+int qn_cmd_serve(int argc, char **argv);
+int qn_cmd_bench(int argc, char **argv);
+
+void qn_tool_init_env(void);
+
+#endif

@@ -1,0 +1,92 @@
+/* common.c — helpers shared by the subcommands (tools/common.h). */
+#include "common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char g_default_model[1024]; /* set once by qn_tool_init_env in main() */
+
+void qn_tool_init_env(void);
+void qn_tool_init_env(void) {
+    const char *m = getenv("QUERN_MODEL");
+    const char *home = getenv("HOME");
+    if (m && *m)
+        snprintf(g_default_model, sizeof g_default_model, "%s", m);
+    else
+        snprintf(g_default_model, sizeof g_default_model, "%s/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 home ? home : "/root");
+}
+
+const char *qn_tool_default_model(void) { return g_default_model; }
+
+int qn_tool_default_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
+
+double qn_tool_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+qn_model *qn_tool_load_model(const char *cmd, const char *path) {
+    if (!path) path = qn_tool_default_model();
+    qn_model *m = NULL;
+    qn_error err = {0};
+    if (qn_model_load(path, &m, &err) != QN_OK) {
+        fprintf(stderr, "quern %s: %s\n", cmd, err.msg);
+        if (access(path, R_OK) != 0 && path == qn_tool_default_model())
+            fprintf(stderr, "quern %s: fetch the default model with scripts/fetch_model.sh, or pass -m MODEL\n", cmd);
+        return NULL;
+    }
+    return m;
+}
+
+char *qn_tool_read_text(const char *cmd, const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "quern %s: cannot open '%s'\n", cmd, path);
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t cap = 0, n = 0;
+    for (;;) {
+        if (n + 65536 + 1 > cap) {
+            cap = (n + 65536 + 1) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                fprintf(stderr, "quern %s: out of memory reading '%s'\n", cmd, path);
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, 65536, f);
+        n += r;
+        if (r < 65536) break;
+    }
+    fclose(f);
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out) {
+    static const struct { const char *n; qn_cpu_isa isa; } names[] = {
+        {"auto", QN_CPU_ISA_AUTO}, {"scalar", QN_CPU_ISA_SCALAR}, {"avx2", QN_CPU_ISA_AVX2},
+        {"avx512", QN_CPU_ISA_AVX512}, {"neon", QN_CPU_ISA_NEON}};
+    *out = QN_CPU_ISA_AUTO;
+    if (!name) return 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(name, names[i].n)) {
+            *out = names[i].isa;
+            return 0;
+        }
+    fprintf(stderr, "quern %s: --isa: unknown ISA '%s' (auto, scalar, avx2, avx512, neon)\n", cmd, name);
+    return -1;
+}
