@@ -1,0 +1,103 @@
+/* engine.h — the serving engine: one engine thread owns the model's forward pass, the KV cache,
+ * the block pool and the scheduler, and runs the step loop
+ *   schedule -> build batch -> (CoW copies) -> forward -> sample -> stop checks -> stream out.
+ * Other threads only submit and abort (thread-safe queues); results come back through a per-request
+ * callback that runs ON THE ENGINE THREAD and must not block (the HTTP host queues and wakes its
+ * loop). Sampling is per request with its own seeded RNG, so batching never changes a seeded result. */
+#ifndef QN_ENGINE_H
+#define QN_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "exec/sampling.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "quern.h"
+
+typedef struct qn_model qn_model;
+typedef struct qn_engine qn_engine;
+
+typedef struct qn_engine_config {
+    int32_t n_threads;              /* CPU path threads */
+    qn_cpu_isa isa;
+    int32_t max_model_len;          /* per sequence (0: min(n_ctx_train, 4096)) */
+    int32_t max_num_seqs;           /* 256 */
+    int32_t max_num_batched_tokens; /* 2048 */
+    int32_t block_size;             /* 16 */
+    int64_t kv_cache_bytes;         /* 0: enough for max_num_seqs/8 sequences of max_model_len, >= 1 */
+    bool enable_prefix_cache;       /* true */
+    int32_t max_waiting;            /* submissions beyond this many waiting are refused (QN_ERR_BUSY) */
+} qn_engine_config;
+
+qn_engine_config qn_engine_config_default(void);
+
+typedef struct qn_gen_params {
+    qn_sampling_params sampling;
+    int32_t max_tokens;             /* <= 0: up to max_model_len */
+    bool ignore_eos;
+    const char *const *stop;        /* stop strings (not included in the output), copied */
+    int32_t n_stop;
+    const int32_t *stop_token_ids;  /* copied */
+    int32_t n_stop_token_ids;
+    int32_t n_logprobs;             /* < 0: none; 0: chosen token only; k: chosen + top k */
+} qn_gen_params;
+
+typedef enum qn_event_kind { QN_EVENT_TOKEN = 0, QN_EVENT_FINISH } qn_event_kind;
+typedef enum qn_finish { QN_FINISHED_STOP = 0, QN_FINISHED_LENGTH, QN_FINISHED_ABORT, QN_FINISHED_ERROR } qn_finish;
+
+typedef struct qn_event {
+    qn_event_kind kind;
+    uint64_t id;
+    /* TOKEN */
+    int32_t token;
+    const char *text;               /* UTF-8-complete text delta (may be empty while held back) */
+    size_t text_len;
+    float logprob;                  /* when n_logprobs >= 0 */
+    const qn_token_prob *top;       /* [n_top] when n_logprobs > 0 */
+    int32_t n_top;
+    /* FINISH */
+    qn_finish finish;
+    const char *stop_reason;        /* matched stop string, or NULL */
+    int32_t stop_token;             /* matched stop/eos token id, or -1 */
+    int32_t n_prompt_tokens, n_completion_tokens, n_cached_tokens;
+    qn_status error;
+    const char *error_msg;
+    /* timing (seconds, engine monotonic clock) */
+    double t_arrival, t_first_token, t_now;
+} qn_event;
+
+typedef void (*qn_event_fn)(void *user, const qn_event *ev);
+
+typedef struct qn_engine_stats {
+    int32_t n_running, n_waiting;
+    int32_t n_blocks_total, n_blocks_free;
+    double kv_usage;                /* 0..1 */
+    int64_t prefix_queries, prefix_hits, n_preemptions;
+    int64_t n_prompt_tokens, n_generation_tokens, n_steps;
+} qn_engine_stats;
+
+/* --- lifecycle --- */
+/* Borrows the model (must outlive the engine). Starts the engine thread. Refuses to start, with the
+ * numbers, when max_model_len cannot fit the KV budget even once. */
+qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_engine **out, qn_error *err);
+/* Aborts what is left (FINISH events with ABORT), joins the thread. NULL is a no-op. */
+void qn_engine_destroy(qn_engine *e);
+
+/* --- requests (any thread) --- */
+/* QN_ERR_CONTEXT if n_prompt + max_tokens > max_model_len (or the prompt alone when max_tokens <= 0),
+ * QN_ERR_BUSY when the waiting queue is full, QN_ERR_INVALID_ARG for bad parameters (message names
+ * the field). On success *id identifies the request and fn will receive its events, FINISH last. */
+qn_status qn_engine_submit(qn_engine *e, const int32_t *prompt, int32_t n_prompt, const qn_gen_params *p,
+                           qn_event_fn fn, void *user, uint64_t *id, qn_error *err);
+/* Aborts: the request's KV blocks are freed within one engine step; a FINISH/ABORT event follows
+ * unless it had already finished. */
+void qn_engine_abort(qn_engine *e, uint64_t id);
+
+/* --- queries (any thread) --- */
+void qn_engine_get_stats(qn_engine *e, qn_engine_stats *out);
+int32_t qn_engine_max_model_len(const qn_engine *e);
+const qn_model *qn_engine_model(const qn_engine *e);
+/* Human-readable KV sizing line ("N blocks of 16 = T tokens, max concurrency C at len L"). */
+const char *qn_engine_kv_summary(const qn_engine *e);
+
+#endif

@@ -1,0 +1,151 @@
+# test_llamacpp_parity.py — Quern's CPU forward pass against llama.cpp (llama-cpp-python built from
+# source, CPU) on the real default model (SmolLM2-135M-Instruct Q4_1):
+#   1. our tokenizer gives llama.cpp's token ids for every prompt;
+#   2. logits of every prompt position: top-1 identical at >= 99.9% of positions, NMSE <= 1e-3;
+#   3. greedy 64-token continuations identical;
+#   4. perplexity on alice29.txt (ctx 512) within 0.1% of llama.cpp's, same method.
+# QN_TEST_LABELS: cpu peer slow
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+SKIP = 77
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "<|im_start|>user\nWhat is 17 * 23?<|im_end|>\n<|im_start|>assistant\n",
+    "Les mathématiques sont la reine des sciences, et l'arithmétique",
+    "1, 1, 2, 3, 5, 8, 13, 21,",
+    "Photosynthesis converts light energy into",
+    "日本の首都は東京です。ロンドンは",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWrite a haiku about autumn leaves.<|im_end|>\n<|im_start|>assistant\n",
+]
+N_GREEDY = 64
+PPL_CTX = 512
+
+
+def env(name, default=None):
+    v = os.environ.get(name, default)
+    return v
+
+
+def main():
+    try:
+        import llama_cpp  # noqa: F401
+        from llama_cpp import Llama
+    except ImportError:
+        print("skip: llama-cpp-python not installed in the venv (scripts/setup_venv.sh)")
+        return SKIP
+    model = env("QN_MODEL", os.path.expanduser("~/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    quern = env("QN_QUERN_BIN")
+    text_path = os.path.expanduser("~/.cache/quern/data/alice29.txt")
+    if not os.path.exists(model) or not quern:
+        print("skip: model or quern binary missing")
+        return SKIP
+    threads = str(min(os.cpu_count() or 2, 4))
+    llm = Llama(model_path=model, n_ctx=1024, n_batch=512, logits_all=True, n_threads=int(threads),
+                verbose=False)
+    n_vocab = llm.n_vocab()
+    failures = []
+    n_pos = n_top1 = 0
+    worst_nmse = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for pi, prompt in enumerate(PROMPTS):
+            ref_toks = llm.tokenize(prompt.encode(), add_bos=True, special=True)
+            out = os.path.join(tmp, f"logits{pi}.f32")
+            r = subprocess.run([quern, "logits", "-m", model, "-p", prompt, "--out", out, "--greedy", str(N_GREEDY),
+                                "-t", threads], capture_output=True, text=True)
+            if r.returncode != 0:
+                failures.append(f"prompt {pi}: quern logits failed: {r.stderr.strip()}")
+                continue
+            res = json.loads(r.stdout)
+            if res["tokens"] != list(ref_toks):
+                failures.append(f"prompt {pi}: tokens differ: quern {res['tokens']} llama.cpp {list(ref_toks)}")
+                continue
+            ours = np.fromfile(out, dtype=np.float32).reshape(len(ref_toks), n_vocab)
+            llm.reset()
+            llm.eval(ref_toks)
+            ref = np.array(llm.scores[: len(ref_toks)], dtype=np.float64)
+            top_ours = ours.argmax(axis=1)
+            top_ref = ref.argmax(axis=1)
+            n_pos += len(ref_toks)
+            n_top1 += int((top_ours == top_ref).sum())
+            nmse = float(((ours - ref) ** 2).sum() / (ref ** 2).sum())
+            worst_nmse = max(worst_nmse, nmse)
+            maxabs = float(np.abs(ours - ref).max())
+            # greedy continuation with llama.cpp
+            greedy_ref = []
+            last = ref[-1]
+            for _ in range(N_GREEDY):
+                t = int(np.argmax(last))
+                greedy_ref.append(t)
+                llm.eval([t])
+                last = np.array(llm.scores[llm.n_tokens - 1])
+            same = res["greedy"] == greedy_ref
+            print(f"prompt {pi}: {len(ref_toks)} tokens, top-1 {int((top_ours == top_ref).sum())}/{len(ref_toks)}, "
+                  f"nmse {nmse:.2e}, max|d| {maxabs:.3g}, greedy {'same' if same else 'DIFFERENT'}")
+            if not same:
+                first = next(i for i, (a, b) in enumerate(zip(res["greedy"], greedy_ref)) if a != b)
+                failures.append(f"prompt {pi}: greedy continuation differs from token {first}: "
+                                f"{res['greedy'][first:first + 5]} vs {greedy_ref[first:first + 5]}")
+            if nmse > 1e-3:
+                failures.append(f"prompt {pi}: logits nmse {nmse:.3g} > 1e-3")
+    agree = n_top1 / max(n_pos, 1)
+    print(f"top-1 agreement {n_top1}/{n_pos} = {agree:.4%}; worst nmse {worst_nmse:.3g}")
+    if agree < 0.999:
+        failures.append(f"top-1 agreement {agree:.4%} < 99.9%")
+
+    if os.path.exists(text_path):
+        r = subprocess.run([quern, "perplexity", "-m", model, "-f", text_path, "--ctx", str(PPL_CTX), "-t", threads],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append(f"quern perplexity failed: {r.stderr.strip()[-500:]}")
+        else:
+            ppl_ours = float(r.stdout.strip().splitlines()[-1].split(":")[1])
+            ppl_ref = llamacpp_perplexity(llm, open(text_path, "rb").read(), PPL_CTX)
+            rel = abs(ppl_ours - ppl_ref) / ppl_ref
+            print(f"perplexity alice29 ctx {PPL_CTX}: quern {ppl_ours:.4f} llama.cpp {ppl_ref:.4f} rel diff {rel:.4%}")
+            if rel > 0.001:
+                failures.append(f"perplexity differs by {rel:.4%} > 0.1%")
+    else:
+        failures.append("alice29.txt missing (scripts/fetch_testdata.sh)")
+
+    for f in failures:
+        print("FAIL:", f)
+    print(f"{0 if failures else 1} passed, {1 if failures else 0} failed")
+    return 1 if failures else 0
+
+
+def llamacpp_perplexity(llm, text, n_ctx):
+    """llama.cpp's perplexity method (tools/perplexity), on llama.cpp's own logits."""
+    toks = llm.tokenize(text, add_bos=llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true",
+                        special=False)
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+    n_chunk = len(toks) // n_ctx
+    first = n_ctx // 2
+    nll, count = 0.0, 0
+    for i in range(n_chunk):
+        w = list(toks[i * n_ctx:(i + 1) * n_ctx])
+        if add_bos:
+            w[0] = llm.token_bos()
+        llm.reset()
+        llm.eval(w)
+        lg = np.array(llm.scores[:n_ctx], dtype=np.float64)
+        for j in range(first, n_ctx - 1):
+            row = lg[j]
+            mx = row.max()
+            lse = mx + math.log(np.exp(row - mx).sum())
+            nll += lse - row[w[j + 1]]
+            count += 1
+    return math.exp(nll / count)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
