@@ -65,7 +65,7 @@ struct qn_engine {
     int32_t n_pending;              /* submitted, not yet finished (for max_waiting) */
     uint64_t next_id;
     bool stop;
-    qn_engine_stats stats;          /* snapshot, under mu */
+    qn_engine_snapshot stats;          /* snapshot, under mu */
 };
 
 static double now_s(void) {
@@ -491,7 +491,7 @@ void qn_engine_abort(qn_engine *e, uint64_t id) {
     pthread_mutex_unlock(&e->mu);
 }
 
-void qn_engine_get_stats(qn_engine *e, qn_engine_stats *out) {
+void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out) {
     pthread_mutex_lock(&e->mu);
     *out = e->stats;
     pthread_mutex_unlock(&e->mu);

@@ -32,7 +32,7 @@ typedef struct qn_engine_config {
 qn_engine_config qn_engine_config_default(void);
 
 typedef struct qn_gen_params {
-    qn_sampling_params sampling;
+    qn_sampler_params sampling;
     int32_t max_tokens;             /* <= 0: up to max_model_len */
     bool ignore_eos;
     const char *const *stop;        /* stop strings (not included in the output), copied */
@@ -68,13 +68,13 @@ typedef struct qn_event {
 
 typedef void (*qn_event_fn)(void *user, const qn_event *ev);
 
-typedef struct qn_engine_stats {
+typedef struct qn_engine_snapshot {
     int32_t n_running, n_waiting;
     int32_t n_blocks_total, n_blocks_free;
     double kv_usage;                /* 0..1 */
     int64_t prefix_queries, prefix_hits, n_preemptions;
     int64_t n_prompt_tokens, n_generation_tokens, n_steps;
-} qn_engine_stats;
+} qn_engine_snapshot;
 
 /* --- lifecycle --- */
 /* Borrows the model (must outlive the engine). Starts the engine thread. Refuses to start, with the
@@ -94,7 +94,7 @@ qn_status qn_engine_submit(qn_engine *e, const int32_t *prompt, int32_t n_prompt
 void qn_engine_abort(qn_engine *e, uint64_t id);
 
 /* --- queries (any thread) --- */
-void qn_engine_get_stats(qn_engine *e, qn_engine_stats *out);
+void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out);
 int32_t qn_engine_max_model_len(const qn_engine *e);
 const qn_model *qn_engine_model(const qn_engine *e);
 /* Human-readable KV sizing line ("N blocks of 16 = T tokens, max concurrency C at len L"). */

@@ -6,13 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-qn_sampling_params qn_sampling_params_default(void) {
-    return (qn_sampling_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+qn_sampler_params qn_sampler_params_default(void) {
+    return (qn_sampler_params){.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
                                 .repetition_penalty = 1.0f, .presence_penalty = 0.0f, .frequency_penalty = 0.0f,
                                 .penalty_last_n = 64, .seed = 0x5eed};
 }
 
-qn_status qn_sampling_params_validate(const qn_sampling_params *p, qn_error *err) {
+qn_status qn_sampler_params_validate(const qn_sampler_params *p, qn_error *err) {
     if (!(p->temperature >= 0.0f) || p->temperature > 100.0f)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "temperature: %g not in [0, 100]", p->temperature);
     if (!(p->top_p > 0.0f) || p->top_p > 1.0f) return qn_error_set(err, QN_ERR_INVALID_ARG, "top_p: %g not in (0, 1]", p->top_p);
@@ -35,8 +35,8 @@ static uint64_t rng_next(uint64_t *s) {
     return r;
 }
 
-qn_status qn_sampler_init(qn_sampler *s, const qn_sampling_params *p, int32_t n_vocab, qn_error *err) {
-    qn_status st = qn_sampling_params_validate(p, err);
+qn_status qn_sampler_init(qn_sampler *s, const qn_sampler_params *p, int32_t n_vocab, qn_error *err) {
+    qn_status st = qn_sampler_params_validate(p, err);
     if (st != QN_OK) return st;
     memset(s, 0, sizeof *s);
     s->p = *p;
@@ -79,7 +79,7 @@ static int cmp_desc(const void *a, const void *b) {
 }
 
 static void apply_penalties(qn_sampler *s, float *logits, const int32_t *hist, int32_t n_hist) {
-    const qn_sampling_params *p = &s->p;
+    const qn_sampler_params *p = &s->p;
     if (p->repetition_penalty == 1.0f && p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f) return;
     int32_t start = (p->penalty_last_n < 0 || p->penalty_last_n > n_hist) ? 0 : n_hist - p->penalty_last_n;
     for (int32_t i = start; i < n_hist; i++)
@@ -121,7 +121,7 @@ static void raw_logprobs(qn_sampler *s, const float *logits, int32_t chosen, flo
 
 int32_t qn_sampler_sample(qn_sampler *s, float *logits, const int32_t *history, int32_t n_history,
                           float *chosen_logprob, qn_token_prob *top, int32_t n_top) {
-    const qn_sampling_params *p = &s->p;
+    const qn_sampler_params *p = &s->p;
     const int32_t n = s->n_vocab;
     int32_t chosen;
     if (chosen_logprob || (top && n_top > 0)) {

@@ -9,7 +9,7 @@
 
 #include "quern.h"
 
-typedef struct qn_sampling_params {
+typedef struct qn_sampler_params {
     float temperature;          /* 0 = greedy */
     int32_t top_k;              /* <= 0: off */
     float top_p;                /* >= 1: off */
@@ -19,11 +19,11 @@ typedef struct qn_sampling_params {
     float frequency_penalty;    /* 0: off */
     int32_t penalty_last_n;     /* tokens of history the penalties look at; -1 = all */
     uint64_t seed;
-} qn_sampling_params;
+} qn_sampler_params;
 
-qn_sampling_params qn_sampling_params_default(void);
+qn_sampler_params qn_sampler_params_default(void);
 /* QN_ERR_INVALID_ARG with a message naming the field for out-of-range values. */
-qn_status qn_sampling_params_validate(const qn_sampling_params *p, qn_error *err);
+qn_status qn_sampler_params_validate(const qn_sampler_params *p, qn_error *err);
 
 typedef struct qn_token_prob {
     int32_t id;
@@ -31,7 +31,7 @@ typedef struct qn_token_prob {
 } qn_token_prob;
 
 typedef struct qn_sampler {
-    qn_sampling_params p;
+    qn_sampler_params p;
     int32_t n_vocab;
     uint64_t rng[4];
     qn_token_prob *cand;        /* [n_vocab] scratch */
@@ -39,7 +39,7 @@ typedef struct qn_sampler {
 } qn_sampler;
 
 /* --- lifecycle --- */
-qn_status qn_sampler_init(qn_sampler *s, const qn_sampling_params *p, int32_t n_vocab, qn_error *err);
+qn_status qn_sampler_init(qn_sampler *s, const qn_sampler_params *p, int32_t n_vocab, qn_error *err);
 void qn_sampler_free(qn_sampler *s);
 
 /* Samples a token from logits [n_vocab] (modified in place). history: the request's tokens so far
