@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "commands.h"
 #include "quern.h"
 
 int main(int argc, char **argv) {
@@ -9,6 +10,7 @@ int main(int argc, char **argv) {
         printf("usage: quern <run|serve|bench|perplexity|quantize|convert|inspect> [args]\n");
         return argc < 2 ? 1 : 0;
     }
+    if (!strcmp(argv[1], "inspect")) return qn_cmd_inspect(argc - 1, argv + 1);
     fprintf(stderr, "quern: unknown subcommand '%s'\n", argv[1]);
     return 1;
 }
