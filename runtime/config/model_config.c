@@ -51,7 +51,8 @@ static qn_status validate(const qn_model_config *c, const char *file, qn_error *
                {"n_layer", c->n_layer}, {"n_ff", c->n_ff},               {"n_head", c->n_head},
                {"n_head_kv", c->n_head_kv}, {"head_dim", c->head_dim}, {"rope_dim", c->rope_dim}};
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
-        if (pos[i].v <= 0) return qn_error_set(err, QN_ERR_FORMAT, "%s: %s = %d must be positive", file, pos[i].name, pos[i].v);
+        if (pos[i].v <= 0)
+            return qn_error_set(err, QN_ERR_FORMAT, "%s: %s = %d must be positive", file, pos[i].name, pos[i].v);
     if (c->n_head % c->n_head_kv)
         return qn_error_set(err, QN_ERR_FORMAT, "%s: n_head %d is not a multiple of n_head_kv %d", file, c->n_head,
                             c->n_head_kv);
@@ -173,10 +174,13 @@ static qn_status gguf_vocab(const qn_cfg_gguf *s, qn_model_config *c, qn_error *
     if (st || c->n_vocab) return st;
     const int64_t i = qn_gguf_find_key(s->g, "tokenizer.ggml.tokens");
     if (i < 0 || qn_gguf_kv_type(s->g, i) != QN_GGUF_TYPE_ARRAY)
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: neither '%s.vocab_size' nor the array 'tokenizer.ggml.tokens' is present",
-                            s->file, s->prefix);
+        return qn_error_set(err, QN_ERR_FORMAT,
+                            "%s: neither '%s.vocab_size' nor the array 'tokenizer.ggml.tokens' is present", s->file,
+                            s->prefix);
     const uint64_t n = qn_gguf_arr_n(s->g, i);
-    if (n > INT32_MAX) return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': %llu tokens", s->file, (unsigned long long)n);
+    if (n > INT32_MAX)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': %llu tokens", s->file,
+                            (unsigned long long)n);
     c->n_vocab = (int32_t)n;
     return QN_OK;
 }
@@ -220,8 +224,9 @@ qn_status qn_model_config_from_gguf(const qn_gguf *g, qn_model_config *out, qn_e
         (st = gguf_i32(&s, "rope.dimension_count", c.head_dim, &c.rope_dim, err)))
         return st;
     if (v_len != c.head_dim)
-        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: key '%s.attention.value_length': %d differs from key_length %d",
-                            s.file, s.prefix, v_len, c.head_dim);
+        return qn_error_set(err, QN_ERR_UNSUPPORTED,
+                            "%s: key '%s.attention.value_length': %d differs from key_length %d", s.file, s.prefix,
+                            v_len, c.head_dim);
     if ((st = gguf_vocab(&s, &c, err)) || (st = gguf_rope_scaling(&s, &c, err)) ||
         (st = gguf_special_ids(&s, &c, err)))
         return st;
@@ -315,7 +320,9 @@ static qn_status hf_rope_scaling(json_t *root, const char *file, qn_model_config
     if (!strcmp(t, "linear")) r->type = QN_ROPE_SCALING_LINEAR;
     else if (!strcmp(t, "yarn")) r->type = QN_ROPE_SCALING_YARN;
     else if (!strcmp(t, "llama3")) r->type = QN_ROPE_SCALING_LLAMA3;
-    else return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: key 'rope_scaling.rope_type': '%s' is not supported", file, t);
+    else
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: key 'rope_scaling.rope_type': '%s' is not supported", file,
+                            t);
     const int64_t def_orig = r->type == QN_ROPE_SCALING_LINEAR ? 0 : -1;
     qn_status st;
     if ((st = hf_f32(rs, file, "factor", NAN, &r->factor, err)) ||

@@ -100,7 +100,8 @@ qn_status qn_gguf_writer_set_version(qn_gguf_writer *w, uint32_t version, qn_err
 static qn_status begin_kv(qn_gguf_writer *w, const char *key, qn_error *err) {
     if (!key || !key[0]) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: empty key");
     for (uint64_t i = 0; i < w->n_kv; i++)
-        if (!strcmp(w->keys[i], key)) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: key '%s': duplicate", key);
+        if (!strcmp(w->keys[i], key))
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: key '%s': duplicate", key);
     char **keys = realloc(w->keys, (w->n_kv + 1) * sizeof *keys);
     if (!keys) return qn_error_set(err, QN_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
     w->keys = keys;
@@ -124,10 +125,12 @@ qn_status qn_gguf_writer_add_scalar(qn_gguf_writer *w, const char *key, qn_gguf_
         return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: key '%s': bool must be 0 or 1", key);
     uint32_t align = 0;
     if (key && !strcmp(key, "general.alignment")) {
-        if (type != QN_GGUF_TYPE_UINT32) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: general.alignment must be u32");
+        if (type != QN_GGUF_TYPE_UINT32)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: general.alignment must be u32");
         memcpy(&align, val, 4);
         if (!align || (align & (align - 1)))
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: general.alignment %u is not a power of two", align);
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: general.alignment %u is not a power of two",
+                                align);
     }
     qn_status st = begin_kv(w, key, err);
     if (st) return st;
@@ -220,8 +223,9 @@ qn_status qn_gguf_writer_add_tensor(qn_gguf_writer *w, const char *name, qn_qfor
         return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: tensor '%s': ne[0] %lld not a multiple of %d",
                             name, (long long)t.ne[0], tr->block_elems);
     uint64_t nb = (uint64_t)(t.ne[0] / tr->block_elems);
-    if (__builtin_mul_overflow(nb, (uint64_t)tr->block_bytes, &nb) || __builtin_mul_overflow(nb, (uint64_t)t.ne[1], &nb) ||
-        __builtin_mul_overflow(nb, (uint64_t)t.ne[2], &nb) || __builtin_mul_overflow(nb, (uint64_t)t.ne[3], &nb))
+    if (__builtin_mul_overflow(nb, (uint64_t)tr->block_bytes, &nb) ||
+        __builtin_mul_overflow(nb, (uint64_t)t.ne[1], &nb) || __builtin_mul_overflow(nb, (uint64_t)t.ne[2], &nb) ||
+        __builtin_mul_overflow(nb, (uint64_t)t.ne[3], &nb))
         return qn_error_set(err, QN_ERR_OVERFLOW, "gguf writer: tensor '%s': size overflows", name);
     t.nbytes = nb;
     if (w->n_tensors == w->cap_tensors) {

@@ -80,18 +80,21 @@ static qn_status parse_entry(qn_st *st, int64_t si, const char *name, json_t *v,
                              qn_st_span *span, qn_error *err) {
     const qn_st_shard *sh = &st->shards[si];
     const char *file = sh->path;
-    if (!json_is_object(v)) return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': entry is not an object", file, name);
+    if (!json_is_object(v))
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': entry is not an object", file, name);
     qn_st_tensor t = {.shard = sh->path};
     for (int j = 0; j < QN_ST_MAX_DIMS; j++) t.shape[j] = 1;
 
     json_t *jd = json_object_get(v, "dtype");
-    if (!json_is_string(jd)) return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': dtype missing or not a string", file, name);
+    if (!json_is_string(jd))
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': dtype missing or not a string", file, name);
     if (!dtype_parse(json_string_value(jd), &t.dtype))
         return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s': dtype '%s' is not supported", file, name,
                             json_string_value(jd));
 
     json_t *js = json_object_get(v, "shape");
-    if (!json_is_array(js)) return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': shape missing or not an array", file, name);
+    if (!json_is_array(js))
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': shape missing or not an array", file, name);
     if (json_array_size(js) > QN_ST_MAX_DIMS)
         return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s': shape has %zu dims > %d", file, name,
                             json_array_size(js), QN_ST_MAX_DIMS);
@@ -112,13 +115,14 @@ static qn_status parse_entry(qn_st *st, int64_t si, const char *name, json_t *v,
     json_t *jb = json_array_get(jo, 0), *je = json_array_get(jo, 1);
     if (!json_is_array(jo) || json_array_size(jo) != 2 || !json_is_integer(jb) || !json_is_integer(je) ||
         json_integer_value(jb) < 0 || json_integer_value(je) < 0)
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': data_offsets is not [begin, end] of non-negative integers",
-                            file, name);
+        return qn_error_set(err, QN_ERR_FORMAT,
+                            "%s: tensor '%s': data_offsets is not [begin, end] of non-negative integers", file, name);
     const uint64_t b = (uint64_t)json_integer_value(jb), e = (uint64_t)json_integer_value(je);
     const uint64_t buf_size = sh->size - data_start;
     if (b > e || e > buf_size)
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] outside the %llu-byte buffer",
-                            file, name, (unsigned long long)b, (unsigned long long)e, (unsigned long long)buf_size);
+        return qn_error_set(err, QN_ERR_FORMAT,
+                            "%s: tensor '%s': data_offsets [%llu, %llu] outside the %llu-byte buffer", file, name,
+                            (unsigned long long)b, (unsigned long long)e, (unsigned long long)buf_size);
     if (e - b != nbytes)
         return qn_error_set(err, QN_ERR_FORMAT,
                             "%s: tensor '%s': data_offsets span %llu bytes but dtype %s x shape needs %llu", file, name,
@@ -170,8 +174,9 @@ static qn_status check_overlap(const qn_st *st, const char *file, qn_st_span *sp
     qsort(spans, n, sizeof *spans, span_cmp);
     for (size_t i = 1; i < n; i++)
         if (spans[i].begin < spans[i - 1].end)
-            return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' [%llu, %llu]",
-                                file, st->tensors[spans[i].tensor].name, (unsigned long long)spans[i].begin,
+            return qn_error_set(err, QN_ERR_FORMAT,
+                                "%s: tensor '%s': data_offsets [%llu, %llu] overlap tensor '%s' [%llu, %llu]", file,
+                                st->tensors[spans[i].tensor].name, (unsigned long long)spans[i].begin,
                                 (unsigned long long)spans[i].end, st->tensors[spans[i - 1].tensor].name,
                                 (unsigned long long)spans[i - 1].begin, (unsigned long long)spans[i - 1].end);
     return QN_OK;
@@ -366,7 +371,8 @@ static qn_status open_index(const char *path, qn_st **out, qn_error *err) {
     json_t *v;
     json_object_foreach(wm, k, v) {
         if (!json_is_string(v) || !shard_name_ok(json_string_value(v))) {
-            rc = qn_error_set(err, QN_ERR_FORMAT, "%s: weight_map tensor '%s': shard is not a relative file name", path, k);
+            rc = qn_error_set(err, QN_ERR_FORMAT, "%s: weight_map tensor '%s': shard is not a relative file name", path,
+                              k);
             goto done;
         }
         if (!json_object_get(seen, json_string_value(v))) {

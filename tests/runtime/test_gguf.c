@@ -545,7 +545,8 @@ static void test_bad_tensors(void **state) {
     expect_tensor_fail("q4_2", 2, ne2, 4 /* removed Q4_2 */, 0, 256, QN_ERR_UNSUPPORTED, "tensor 'q4_2'", "type 4");
     expect_tensor_fail("t99", 2, ne2, 99, 0, 256, QN_ERR_UNSUPPORTED, "tensor 't99'", "type 99");
     expect_tensor_fail("mis", 2, ne2, 0, 8, 512, QN_ERR_FORMAT, "tensor 'mis'", "offset 8");
-    expect_tensor_fail("far", 2, ne2, 0, 0, 255, QN_ERR_FORMAT, "tensor 'far'", "offset 0 + size 256 exceeds file size");
+    expect_tensor_fail("far", 2, ne2, 0, 0, 255, QN_ERR_FORMAT, "tensor 'far'",
+                       "offset 0 + size 256 exceeds file size");
     expect_tensor_fail("far2", 2, ne2, 0, 1ull << 63, 256, QN_ERR_FORMAT, "tensor 'far2'", "exceeds file size");
     expect_tensor_fail("far3", 2, ne2, 0, UINT64_MAX - 31, 256, QN_ERR_FORMAT, "tensor 'far3'", "exceeds file size");
     /* the exact fit opens */

@@ -281,15 +281,17 @@ static void test_sharded(void **state) {
     assert_non_null(strstr(e.msg, "tensor 'a'"));
     assert_non_null(strstr(e.msg, "duplicate"));
     /* weight_map names a tensor no shard has */
-    make_sharded(dir, sizeof dir, "missing_tensor",
-                 "{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\",\"z\":\"model-00002-of-00002.safetensors\"}}",
-                 SHARD2);
+    make_sharded(
+        dir, sizeof dir, "missing_tensor",
+        "{\"weight_map\":{\"a\":\"model-00001-of-00002.safetensors\",\"z\":\"model-00002-of-00002.safetensors\"}}",
+        SHARD2);
     assert_int_equal(open_path(dir, &st, &e), QN_ERR_FORMAT);
     assert_non_null(strstr(e.msg, "tensor 'z'"));
     /* weight_map names the wrong shard */
-    make_sharded(dir, sizeof dir, "wrong_shard",
-                 "{\"weight_map\":{\"a\":\"model-00002-of-00002.safetensors\",\"b\":\"model-00001-of-00002.safetensors\"}}",
-                 SHARD2);
+    make_sharded(
+        dir, sizeof dir, "wrong_shard",
+        "{\"weight_map\":{\"a\":\"model-00002-of-00002.safetensors\",\"b\":\"model-00001-of-00002.safetensors\"}}",
+        SHARD2);
     assert_int_equal(open_path(dir, &st, &e), QN_ERR_FORMAT);
     assert_non_null(strstr(e.msg, "tensor 'a'"));
     assert_non_null(strstr(e.msg, "mapped to"));
