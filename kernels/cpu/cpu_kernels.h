@@ -20,10 +20,15 @@ typedef enum qn_cpu_isa {
     QN_CPU_ISA_COUNT
 } qn_cpu_isa;
 
+/* out[t] = dot(w_row, a row t) for t < 4; a_rows: [4][a_stride bytes] in vec_dot_type(fmt).
+ * Decodes each weight block once for four tokens; every out[t] is bit-identical to vec_dot's. */
+typedef void (*qn_vec_dot_x4_fn)(int64_t n, float *out, const void *w_row, const void *a_rows, size_t a_stride);
+
 typedef struct qn_cpu_kernels {
     qn_cpu_isa isa;
     const char *isa_name;
     qn_vec_dot_fn vec_dot[QN_QFORMAT_COUNT];       /* weight fmt -> dot with its vec_dot_type row */
+    qn_vec_dot_x4_fn vec_dot_x4[QN_QFORMAT_COUNT]; /* 1 row x 4 tokens (NULL: use vec_dot) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
 } qn_cpu_kernels;

@@ -16,34 +16,45 @@ static inline uint32_t qn_gguf_le32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* Q3_K: 16 six-bit scales packed in 12 bytes -> out[16] in 0..63 (formats.md §2.2, Q3_K).
- * Word i of the result holds sub-blocks 4i..4i+3: low nibbles come from bytes 0..7 (lo for is < 8,
- * hi for is >= 8), the two high bits from bytes 8..11, shifted by 2 per group of four. */
-static inline void qn_q3_k_scales(const uint8_t *s, uint8_t out[16]) {
+/* Q3_K: 16 six-bit scales packed in 12 bytes (formats.md §2.2, Q3_K) -> 4 words, byte b of word i
+ * = scale of sub-block 4i+b in 0..63. Low nibbles come from bytes 0..7 (lo for is < 8, hi for
+ * is >= 8), the two high bits from bytes 8..11, shifted by 2 per group of four. */
+static inline void qn_q3_k_scale_words(const uint8_t *s, uint32_t out[4]) {
     const uint32_t w0 = qn_gguf_le32(s), w1 = qn_gguf_le32(s + 4), w2 = qn_gguf_le32(s + 8);
     const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const uint32_t a[4] = {
-        (w0 & m4) | (w2 & m2) << 4,
-        (w1 & m4) | ((w2 >> 2) & m2) << 4,
-        ((w0 >> 4) & m4) | ((w2 >> 4) & m2) << 4,
-        ((w1 >> 4) & m4) | ((w2 >> 6) & m2) << 4,
-    };
+    out[0] = (w0 & m4) | (w2 & m2) << 4;
+    out[1] = (w1 & m4) | ((w2 >> 2) & m2) << 4;
+    out[2] = ((w0 >> 4) & m4) | ((w2 >> 4) & m2) << 4;
+    out[3] = ((w1 >> 4) & m4) | ((w2 >> 6) & m2) << 4;
+}
+
+static inline void qn_q3_k_scales(const uint8_t *s, uint8_t out[16]) {
+    uint32_t a[4];
+    qn_q3_k_scale_words(s, a);
     for (int i = 0; i < 4; i++)
         for (int b = 0; b < 4; b++) out[4 * i + b] = (uint8_t)(a[i] >> (8 * b));
 }
 
-/* Q4_K/Q5_K: 8 (scale, min) pairs of 6 bits packed in 12 bytes -> sc[8], mn[8] in 0..63. */
-static inline void qn_q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+/* Q4_K/Q5_K: 8 (scale, min) pairs of 6 bits packed in 12 bytes -> words {sc0..3, sc4..7, mn0..3,
+ * mn4..7}, one 0..63 value per byte: b < 4 from the low 6 bits of bytes b (scale) and b+4 (min);
+ * b >= 4 from the nibbles of byte b+4 plus the top 2 bits of bytes b-4 (scale) and b (min). */
+static inline void qn_q4_k_scale_words(const uint8_t *s, uint32_t out[4]) {
     const uint32_t w0 = qn_gguf_le32(s), w1 = qn_gguf_le32(s + 4), w2 = qn_gguf_le32(s + 8);
     const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
-    const uint32_t sc_lo = w0 & m6, mn_lo = w1 & m6;
-    const uint32_t sc_hi = (w2 & m4) | ((w0 >> 6) & m2) << 4;
-    const uint32_t mn_hi = ((w2 >> 4) & m4) | ((w1 >> 6) & m2) << 4;
+    out[0] = w0 & m6;
+    out[1] = (w2 & m4) | ((w0 >> 6) & m2) << 4;
+    out[2] = w1 & m6;
+    out[3] = ((w2 >> 4) & m4) | ((w1 >> 6) & m2) << 4;
+}
+
+static inline void qn_q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a[4];
+    qn_q4_k_scale_words(s, a);
     for (int b = 0; b < 4; b++) {
-        sc[b] = (uint8_t)(sc_lo >> (8 * b));
-        sc[b + 4] = (uint8_t)(sc_hi >> (8 * b));
-        mn[b] = (uint8_t)(mn_lo >> (8 * b));
-        mn[b + 4] = (uint8_t)(mn_hi >> (8 * b));
+        sc[b] = (uint8_t)(a[0] >> (8 * b));
+        sc[b + 4] = (uint8_t)(a[1] >> (8 * b));
+        mn[b] = (uint8_t)(a[2] >> (8 * b));
+        mn[b + 4] = (uint8_t)(a[3] >> (8 * b));
     }
 }
 

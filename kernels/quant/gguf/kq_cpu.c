@@ -1,3 +1,423 @@
-/* kq_cpu.c — GGUF block dot products, compiled once per ISA (placeholder). */
+/* kq_cpu.c — K-quant weight rows (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) against Q8_K activation rows, and
+ * the Q8_K activation quantizer; compiled once per ISA. Per 256-element super-block the dot product
+ * is an exact integer pair (isum = Σ_sub scale·Σ q_w q_a, summs = Σ_sub min·bsum_a), finished in fp32
+ * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
+ * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. */
+#include <string.h>
+
+#include "kernels/cpu/isa.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
-typedef int qn_kq_cpu_placeholder;
+#include "kernels/quant/gguf/gguf_dequant.h"
+#include "kernels/quant/gguf/gguf_ref.h"
+
+/* The fp32 finish shared by every path: d·isum − dmin·summs with d = d_a·d_w (f32 · f16). */
+QN_INLINE float kq_term(float da, uint16_t dw, uint16_t dminw, int isum, int summs) {
+    const float d = da * qn_cpu_h2f(dw), dmin = da * qn_cpu_h2f(dminw);
+    return d * (float)isum - dmin * (float)summs;
+}
+QN_INLINE float kq_term_sym(float da, uint16_t dw, int isum) { return (da * qn_cpu_h2f(dw)) * (float)isum; }
+
+/* ------------------------------------------------------------------ scalar (every ISA) */
+
+static void dot_q2_k_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q2_k *w = wv;
+    const qn_block_q8_k *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q2_k *x = &w[ib];
+        const qn_block_q8_k *y = &a[ib];
+        int summs = 0, isum = 0;
+        for (int j = 0; j < 16; j++) summs += (x->scales[j] >> 4) * y->bsums[j];
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++)
+                for (int half = 0; half < 2; half++) {
+                    int s = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++)
+                        s += ((x->qs[32 * h + l] >> (2 * j)) & 3) * y->qs[128 * h + 32 * j + l];
+                    isum += (x->scales[8 * h + 2 * j + half] & 15) * s;
+                }
+        sum += kq_term(y->d, x->d, x->dmin, isum, summs);
+    }
+    *out = sum;
+}
+
+static void dot_q3_k_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q3_k *w = wv;
+    const qn_block_q8_k *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q3_k *x = &w[ib];
+        const qn_block_q8_k *y = &a[ib];
+        uint8_t sc[16];
+        qn_q3_k_scales(x->scales, sc);
+        int isum = 0;
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 4; j++)
+                for (int half = 0; half < 2; half++) {
+                    int s = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++) {
+                        const int lo = (x->qs[32 * h + l] >> (2 * j)) & 3;
+                        const int q = lo - (((x->hmask[l] >> (4 * h + j)) & 1) ? 0 : 4);
+                        s += q * y->qs[128 * h + 32 * j + l];
+                    }
+                    isum += (sc[8 * h + 2 * j + half] - 32) * s;
+                }
+        sum += kq_term_sym(y->d, x->d, isum);
+    }
+    *out = sum;
+}
+
+static void dot_q4_k_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q4_k *w = wv;
+    const qn_block_q8_k *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q4_k *x = &w[ib];
+        const qn_block_q8_k *y = &a[ib];
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(x->scales, sc, mn);
+        int isum = 0, summs = 0;
+        for (int c = 0; c < 4; c++)
+            for (int p = 0; p < 2; p++) {
+                int s = 0;
+                for (int l = 0; l < 32; l++) {
+                    const int q = p ? x->qs[32 * c + l] >> 4 : x->qs[32 * c + l] & 15;
+                    s += q * y->qs[64 * c + 32 * p + l];
+                }
+                const int b = 2 * c + p;
+                isum += sc[b] * s;
+                summs += mn[b] * (y->bsums[2 * b] + y->bsums[2 * b + 1]);
+            }
+        sum += kq_term(y->d, x->d, x->dmin, isum, summs);
+    }
+    *out = sum;
+}
+
+static void dot_q5_k_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q5_k *w = wv;
+    const qn_block_q8_k *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q5_k *x = &w[ib];
+        const qn_block_q8_k *y = &a[ib];
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(x->scales, sc, mn);
+        int isum = 0, summs = 0;
+        for (int c = 0; c < 4; c++)
+            for (int p = 0; p < 2; p++) {
+                const int b = 2 * c + p;
+                int s = 0;
+                for (int l = 0; l < 32; l++) {
+                    const int lo = p ? x->qs[32 * c + l] >> 4 : x->qs[32 * c + l] & 15;
+                    s += (lo | ((x->qh[l] >> b) & 1) << 4) * y->qs[64 * c + 32 * p + l];
+                }
+                isum += sc[b] * s;
+                summs += mn[b] * (y->bsums[2 * b] + y->bsums[2 * b + 1]);
+            }
+        sum += kq_term(y->d, x->d, x->dmin, isum, summs);
+    }
+    *out = sum;
+}
+
+static void dot_q6_k_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q6_k *w = wv;
+    const qn_block_q8_k *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q6_k *x = &w[ib];
+        const qn_block_q8_k *y = &a[ib];
+        int isum = 0;
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < 4; k++)
+                for (int half = 0; half < 2; half++) {
+                    int s = 0;
+                    for (int l = 16 * half; l < 16 * half + 16; l++) {
+                        const uint8_t b = x->ql[64 * h + 32 * (k & 1) + l];
+                        const int lo = k < 2 ? b & 15 : b >> 4;
+                        const int hi = (x->qh[32 * h + l] >> (2 * k)) & 3;
+                        s += ((lo | hi << 4) - 32) * y->qs[128 * h + 32 * k + l];
+                    }
+                    isum += x->scales[8 * h + 2 * k + half] * s;
+                }
+        sum += kq_term_sym(y->d, x->d, isum);
+    }
+    *out = sum;
+}
+
+/* ------------------------------------------------------------------ x86: AVX2 (AVX-512 reuses it) */
+#if defined(QN_SIMD_X86)
+
+QN_INLINE int hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* Shuffle mask picking i16 element 2k of a 128-bit lane into the whole low lane and element 2k+1
+ * into the whole high lane: the scales of sub-blocks (2k, 2k+1) for a 32-element chunk whose two
+ * 16-element halves sit in the two lanes of a maddubs result. Advance k by adding 4 to each byte. */
+QN_INLINE __m256i pair_mask0(void) {
+    return _mm256_set_m128i(_mm_set1_epi16(0x0302), _mm_set1_epi16(0x0100));
+}
+
+/* u8 codes · s8 activations, pairs summed to i16 (no saturation: |q_a| <= 127, q_w <= 63), then
+ * multiplied by the i16 scales and summed in pairs to i32. */
+QN_INLINE __m256i dot_scaled(__m256i qw, const int8_t *qa, __m256i scale16) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(qw, _mm256_loadu_si256((const __m256i *)qa)), scale16);
+}
+
+#define QN_Y(t, ib) ((const qn_block_q8_k *)(a0 + (size_t)(t) * as) + (ib))
+
+QN_INLINE void dot_q2_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q2_k *w = wv;
+    float sum[4] = {0};
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q2_k *x = &w[ib];
+        const __m128i s8 = _mm_loadu_si128((const __m128i *)x->scales);
+        const __m128i sc8 = _mm_and_si128(s8, _mm_set1_epi8(15));
+        const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s8, 4), _mm_set1_epi8(15)));
+        const __m256i scl[2] = {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc8)),
+                                _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(sc8, 8)))};
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+            __m256i mask = pair_mask0();
+            for (int j = 0; j < 4; j++) {
+                const __m256i qj = _mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3);
+                const __m256i sv = _mm256_shuffle_epi8(scl[h], mask);
+                mask = _mm256_add_epi8(mask, _mm256_set1_epi8(4));
+                for (int t = 0; t < nt; t++)
+                    acc[t] = _mm256_add_epi32(acc[t], dot_scaled(qj, QN_Y(t, ib)->qs + 128 * h + 32 * j, sv));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            const int summs = hsum_i32(_mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)y->bsums)));
+            sum[t] += kq_term(y->d, x->d, x->dmin, hsum_i32(acc[t]), summs);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+/* Q3_K as q = u − 4 with u = low2 + 4·hbit in 0..7, so Σ s·q·a = Σ s·u·a − 4·Σ s·bsum. */
+QN_INLINE void dot_q3_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q3_k *w = wv;
+    float sum[4] = {0};
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q3_k *x = &w[ib];
+        uint32_t sw[4];
+        qn_q3_k_scale_words(x->scales, sw);
+        const __m128i sc8 = _mm_sub_epi8(_mm_setr_epi32((int)sw[0], (int)sw[1], (int)sw[2], (int)sw[3]),
+                                         _mm_set1_epi8(32));
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+        const __m256i scl[2] = {_mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16)),
+                                _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1))};
+        /* hbit of (h, j) is bit m = 4h+j of hmask[l]: after m right shifts of the i16 lanes it is bit 0
+         * of each byte (bits 8..15 of a lane never reach bit 0 of its low byte within 8 steps) */
+        __m256i hm = _mm256_loadu_si256((const __m256i *)x->hmask);
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * h));
+            __m256i mask = pair_mask0();
+            for (int j = 0; j < 4; j++) {
+                const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * j), m3),
+                                                  _mm256_and_si256(_mm256_slli_epi16(hm, 2), m4));
+                hm = _mm256_srli_epi16(hm, 1);
+                const __m256i sv = _mm256_shuffle_epi8(scl[h], mask);
+                mask = _mm256_add_epi8(mask, _mm256_set1_epi8(4));
+                for (int t = 0; t < nt; t++)
+                    acc[t] = _mm256_add_epi32(acc[t], dot_scaled(u, QN_Y(t, ib)->qs + 128 * h + 32 * j, sv));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
+            sum[t] += kq_term_sym(y->d, x->d, hsum_i32(_mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 2))));
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+/* Q4_K (has_qh = 0) and Q5_K (has_qh = 1): 4 chunks of 64 = two 32-element sub-blocks each. */
+QN_INLINE void dot_q45_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt,
+                            int has_qh) {
+    const size_t bb = has_qh ? sizeof(qn_block_q5_k) : sizeof(qn_block_q4_k);
+    float sum[4] = {0};
+    const __m256i m15 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const uint8_t *x = (const uint8_t *)wv + (size_t)ib * bb;
+        const qn_block_q4_k *x4 = (const qn_block_q4_k *)x;
+        const uint8_t *qs = has_qh ? ((const qn_block_q5_k *)x)->qs : x4->qs;
+        uint32_t sw[4];
+        qn_q4_k_scale_words(x4->scales, sw);
+        const __m128i smv = _mm_setr_epi32((int)sw[0], (int)sw[1], (int)sw[2], (int)sw[3]); /* sc0..7 mn0..7 */
+        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(smv));
+        const __m256i mnp = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(smv, smv)); /* mn0 mn0 mn1 mn1 ... */
+        __m256i hb = has_qh ? _mm256_loadu_si256((const __m256i *)((const qn_block_q5_k *)x)->qh)
+                            : _mm256_setzero_si256();
+        __m256i mask = _mm256_set1_epi16(0x0100);
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, m15), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m15);
+            if (has_qh) { /* bit 2c of qh[l] -> bit 4 of lo, bit 2c+1 -> bit 4 of hi */
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(hb, 4), b4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(hb, 3), b4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            const __m256i s_lo = _mm256_shuffle_epi8(sc16, mask);
+            mask = _mm256_add_epi8(mask, _mm256_set1_epi8(2));
+            const __m256i s_hi = _mm256_shuffle_epi8(sc16, mask);
+            mask = _mm256_add_epi8(mask, _mm256_set1_epi8(2));
+            for (int t = 0; t < nt; t++) {
+                const int8_t *ya = QN_Y(t, ib)->qs + 64 * c;
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(dot_scaled(lo, ya, s_lo), dot_scaled(hi, ya + 32, s_hi)));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            const int summs = hsum_i32(_mm256_madd_epi16(mnp, _mm256_loadu_si256((const __m256i *)y->bsums)));
+            sum[t] += kq_term(y->d, x4->d, x4->dmin, hsum_i32(acc[t]), summs);
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+/* Q6_K as q = u − 32 with u in 0..63: Σ s·q·a = Σ s·u·a − 32·Σ s·bsum. */
+QN_INLINE void dot_q6_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q6_k *w = wv;
+    float sum[4] = {0};
+    const __m256i m15 = _mm256_set1_epi8(15), m48 = _mm256_set1_epi8(0x30);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q6_k *x = &w[ib];
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales));
+        const __m256i scl[2] = {_mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc16)),
+                                _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc16, 1))};
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+            /* k = 0..3: low nibble of l0, l1, high nibble of l0, l1; qh bits 2k..2k+1 -> bits 4..5 */
+            const __m256i u[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, m15), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m48)),
+                _mm256_or_si256(_mm256_and_si256(l1, m15), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m48)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m15), _mm256_and_si256(qh, m48)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m15),
+                                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m48)),
+            };
+            __m256i mask = pair_mask0();
+            for (int k = 0; k < 4; k++) {
+                const __m256i sv = _mm256_shuffle_epi8(scl[h], mask);
+                mask = _mm256_add_epi8(mask, _mm256_set1_epi8(4));
+                for (int t = 0; t < nt; t++)
+                    acc[t] = _mm256_add_epi32(acc[t], dot_scaled(u[k], QN_Y(t, ib)->qs + 128 * h + 32 * k, sv));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
+            sum[t] += kq_term_sym(y->d, x->d, hsum_i32(_mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 5))));
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+#undef QN_Y
+
+#define QN_DEF_KQ_WRAPPERS(name, CALL)                                                               \
+    static void name(int64_t n, float *out, const void *w, const void *a) {                          \
+        const uint8_t *a0 = a;                                                                       \
+        const size_t as = 0;                                                                         \
+        const int nt = 1;                                                                            \
+        CALL;                                                                                        \
+    }                                                                                                \
+    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {          \
+        const uint8_t *a0 = a;                                                                       \
+        const int nt = 4;                                                                            \
+        CALL;                                                                                        \
+    }
+
+QN_DEF_KQ_WRAPPERS(dot_q2_k_avx2, dot_q2_k_nt(n, out, w, a0, as, nt))
+QN_DEF_KQ_WRAPPERS(dot_q3_k_avx2, dot_q3_k_nt(n, out, w, a0, as, nt))
+QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
+QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
+QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
+
+/* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
+ * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */
+static void quantize_q8_k_avx2(const float *x, void *dst, int64_t n) {
+    qn_block_q8_k *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const float *xb = x + (size_t)ib * QN_QK_K;
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < QN_QK_K; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        if (amax == 0.0f) {
+            memset(&y[ib], 0, sizeof y[ib]);
+            continue;
+        }
+        int imax = 0;
+        for (int i = 0; i < QN_QK_K; i += 8) {
+            const __m256 ax = _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i));
+            const int bits = _mm256_movemask_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            if (bits) {
+                imax = i + __builtin_ctz((unsigned)bits);
+                break;
+            }
+        }
+        const float iscale = -127.0f / xb[imax];
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i c127 = _mm256_set1_epi32(127);
+        for (int g = 0; g < QN_QK_K / 16; g++) {
+            __m256i q[2];
+            for (int i = 0; i < 2; i++) {
+                const __m256 v = _mm256_mul_ps(vs, _mm256_loadu_ps(xb + 16 * g + 8 * i));
+                q[i] = _mm256_min_epi32(
+                    _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), c127);
+            }
+            y[ib].bsums[g] = (int16_t)hsum_i32(_mm256_add_epi32(q[0], q[1]));
+            const __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[0], q[1]), 0xd8);
+            _mm_storeu_si128((__m128i *)(y[ib].qs + 16 * g),
+                             _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)));
+        }
+        y[ib].d = 1.0f / iscale;
+    }
+}
+
+#endif /* QN_SIMD_X86 */
+
+/* ------------------------------------------------------------------ table */
+
+void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
+    k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_scalar;
+    k->vec_dot[QN_QFORMAT_Q3_K] = dot_q3_k_scalar;
+    k->vec_dot[QN_QFORMAT_Q4_K] = dot_q4_k_scalar;
+    k->vec_dot[QN_QFORMAT_Q5_K] = dot_q5_k_scalar;
+    k->vec_dot[QN_QFORMAT_Q6_K] = dot_q6_k_scalar;
+    k->from_float[QN_QFORMAT_Q8_K] = qn_quantize_row_q8_k_ref;
+#if defined(QN_SIMD_X86)
+    k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_avx2;
+    k->vec_dot[QN_QFORMAT_Q3_K] = dot_q3_k_avx2;
+    k->vec_dot[QN_QFORMAT_Q4_K] = dot_q4_k_avx2;
+    k->vec_dot[QN_QFORMAT_Q5_K] = dot_q5_k_avx2;
+    k->vec_dot[QN_QFORMAT_Q6_K] = dot_q6_k_avx2;
+    k->vec_dot_x4[QN_QFORMAT_Q2_K] = dot_q2_k_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q3_K] = dot_q3_k_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q4_K] = dot_q4_k_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_K] = dot_q5_k_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
+    k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
+#endif
+}

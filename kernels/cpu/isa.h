@@ -1,0 +1,60 @@
+/* isa.h — compile-time helpers for the *_cpu.c files, each compiled once per ISA with QN_ISA set
+ * (scalar, avx2, avx512, neon; CMakeLists.txt). QN_ISA_FN(name) pastes the ISA suffix so every ISA
+ * object exports distinct symbols; QN_SIMD_X86 / QN_SIMD_NEON say which intrinsics may be used.
+ * Also declares the per-family table fillers that kernels_table_cpu.c calls. Internal to kernels/cpu
+ * and kernels/quant: nothing outside kernels/ includes it. */
+#ifndef QN_CPU_ISA_H
+#define QN_CPU_ISA_H
+
+#include <stdint.h>
+
+#include "kernels/common/half.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+#ifndef QN_ISA
+#error "isa.h is for *_cpu.c files, compiled with -DQN_ISA=<isa>"
+#endif
+
+#define QN_ISA_PASTE_(a, b) a##_##b
+#define QN_ISA_PASTE(a, b) QN_ISA_PASTE_(a, b)
+#define QN_ISA_FN(name) QN_ISA_PASTE(name, QN_ISA)
+
+/* AVX-512 objects are also built with -mavx2 -mfma -mf16c, so 256-bit code serves both. */
+#if defined(QN_ISA_AVX2) || defined(QN_ISA_AVX512)
+#define QN_SIMD_X86 1
+#include <immintrin.h>
+#endif
+#if defined(QN_ISA_AVX512)
+#define QN_SIMD_X86_512 1
+#endif
+#if defined(QN_ISA_NEON) && defined(__ARM_NEON)
+#define QN_SIMD_NEON 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__GNUC__)
+#define QN_INLINE static inline __attribute__((always_inline))
+#else
+#define QN_INLINE static inline
+#endif
+
+/* fp16 -> fp32 of one scale: F16C / the FP16 unit where compiled in, else half.h (all exact). */
+static inline float qn_cpu_h2f(uint16_t h) {
+#if defined(QN_SIMD_X86)
+    return _cvtsh_ss(h);
+#elif defined(QN_SIMD_NEON)
+    __fp16 v;
+    __builtin_memcpy(&v, &h, 2);
+    return (float)v;
+#else
+    return qn_f16_to_f32(h);
+#endif
+}
+
+/* Per-family fillers (one per *_cpu.c family), each writing its entries of the table. */
+void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
+
+#endif

@@ -1,0 +1,13 @@
+/* kernels_table_cpu.c — per-ISA entry point: qn_cpu_kernels_fill_<isa> fills the kernel table with
+ * this ISA's functions, family by family. Later families overwrite nothing of earlier ones; a NULL
+ * entry means "no kernel" (qn_cpu_matmul_rows then refuses the format). */
+#include "kernels/cpu/isa.h"
+
+void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k);
+
+void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k) {
+    QN_ISA_FN(qn_cpu_fill_dequant)(k);
+    QN_ISA_FN(qn_cpu_fill_float)(k);
+    QN_ISA_FN(qn_cpu_fill_legacy)(k);
+    QN_ISA_FN(qn_cpu_fill_kquant)(k);
+}

@@ -1,0 +1,339 @@
+/* q_legacy_cpu.c — Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weight rows against Q8_0/Q8_1 activation rows, and the
+ * Q8_0/Q8_1 activation quantizers; compiled once per ISA. The dot products are integer sums per
+ * 32-element block scaled by d_w·d_a in fp32, as llama.cpp does them:
+ *   q4_0·q8_0 = Σ_b d_w d_a Σ (q_w−8) q_a          q4_1·q8_1 = Σ_b d_w d_a Σ q_w q_a + m_w s_a
+ * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
+ * lanes, so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
+ * per-token instruction sequence as the 1-token ones, so their results are bit-identical. */
+#include <string.h>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_dequant.h"
+#include "kernels/quant/gguf/gguf_ref.h"
+
+/* ------------------------------------------------------------------ scalar (every ISA) */
+
+static void dot_q4_0_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q4_0 *w = wv;
+    const qn_block_q8_0 *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK4_0; ib++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++)
+            s += ((w[ib].qs[j] & 15) - 8) * a[ib].qs[j] + ((w[ib].qs[j] >> 4) - 8) * a[ib].qs[j + 16];
+        sum += (float)s * (qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+    }
+    *out = sum;
+}
+
+static void dot_q4_1_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q4_1 *w = wv;
+    const qn_block_q8_1 *a = av;
+    float sum = 0.0f, summ = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK4_1; ib++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += (w[ib].qs[j] & 15) * a[ib].qs[j] + (w[ib].qs[j] >> 4) * a[ib].qs[j + 16];
+        sum += (float)s * (qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+        summ += qn_cpu_h2f(w[ib].m) * qn_cpu_h2f(a[ib].s);
+    }
+    *out = sum + summ;
+}
+
+static void dot_q5_0_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q5_0 *w = wv;
+    const qn_block_q8_0 *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK5_0; ib++) {
+        const uint32_t qh = qn_gguf_le32(w[ib].qh);
+        int s = 0;
+        for (int j = 0; j < 16; j++) {
+            const int q0 = ((w[ib].qs[j] & 15) | (int)((qh >> j) & 1) << 4) - 16;
+            const int q1 = ((w[ib].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
+            s += q0 * a[ib].qs[j] + q1 * a[ib].qs[j + 16];
+        }
+        sum += (float)s * (qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+    }
+    *out = sum;
+}
+
+static void dot_q5_1_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q5_1 *w = wv;
+    const qn_block_q8_1 *a = av;
+    float sum = 0.0f, summ = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK5_1; ib++) {
+        const uint32_t qh = qn_gguf_le32(w[ib].qh);
+        int s = 0;
+        for (int j = 0; j < 16; j++) {
+            const int q0 = (w[ib].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+            const int q1 = (w[ib].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            s += q0 * a[ib].qs[j] + q1 * a[ib].qs[j + 16];
+        }
+        sum += (float)s * (qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+        summ += qn_cpu_h2f(w[ib].m) * qn_cpu_h2f(a[ib].s);
+    }
+    *out = sum + summ;
+}
+
+static void dot_q8_0_scalar(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q8_0 *w = wv;
+    const qn_block_q8_0 *a = av;
+    float sum = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK8_0; ib++) {
+        int s = 0;
+        for (int j = 0; j < QN_QK8_0; j++) s += w[ib].qs[j] * a[ib].qs[j];
+        sum += (float)s * (qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+    }
+    *out = sum;
+}
+
+/* ------------------------------------------------------------------ x86: AVX2 (AVX-512 reuses it) */
+#if defined(QN_SIMD_X86)
+
+QN_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15 in element order (low nibbles 0..15, then high 16..31). */
+QN_INLINE __m256i nibbles32(const uint8_t *p) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0f));
+}
+
+/* 32 bits of qh -> 32 bytes, 0xff where bit e is set. Byte e takes source byte e/8 and tests bit e%8. */
+QN_INLINE __m256i bits32(const uint8_t *qh) {
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,  //
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qn_gguf_le32(qh)), pick);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit);
+}
+
+/* Σ of 4 adjacent products u8·s8 per i32 lane (the i16 pair sums cannot saturate: |q_a| <= 127). */
+QN_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+/* Same for s8·s8: move the sign of w onto a so that w can go in the unsigned operand. */
+QN_INLINE __m256i dot_s8s8(__m256i w, __m256i a) { return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)); }
+
+/* Weight decoders: block ib -> 32 signed (S) or unsigned (U) bytes in element order. */
+QN_INLINE __m256i dec_q4_0(const void *w, int64_t ib) {
+    return _mm256_sub_epi8(nibbles32(((const qn_block_q4_0 *)w)[ib].qs), _mm256_set1_epi8(8));
+}
+QN_INLINE __m256i dec_q5_0(const void *w, int64_t ib) {
+    const qn_block_q5_0 *b = (const qn_block_q5_0 *)w + ib;
+    /* q - 16 = nibble with 0xf0 or'd in where the fifth bit is clear (two's complement) */
+    return _mm256_or_si256(nibbles32(b->qs), _mm256_andnot_si256(bits32(b->qh), _mm256_set1_epi8((char)0xf0)));
+}
+QN_INLINE __m256i dec_q8_0(const void *w, int64_t ib) {
+    return _mm256_loadu_si256((const __m256i *)((const qn_block_q8_0 *)w)[ib].qs);
+}
+QN_INLINE __m256i dec_q4_1(const void *w, int64_t ib) { return nibbles32(((const qn_block_q4_1 *)w)[ib].qs); }
+QN_INLINE __m256i dec_q5_1(const void *w, int64_t ib) {
+    const qn_block_q5_1 *b = (const qn_block_q5_1 *)w + ib;
+    return _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
+}
+
+/* Symmetric weights (Q4_0, Q5_0, Q8_0; block stride WB bytes, d at offset 0) · Q8_0, nt tokens. */
+#define QN_DEF_DOT_SYM_AVX2(name, DEC, WB)                                                              \
+    QN_INLINE void name##_nt(int64_t n, float *out, const void *w, const uint8_t *a0, size_t as, int nt) { \
+        __m256 acc[4];                                                                                  \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
+        for (int64_t ib = 0; ib < n / 32; ib++) {                                                       \
+            uint16_t dh;                                                                                \
+            memcpy(&dh, (const uint8_t *)w + ib * (WB), 2);                                             \
+            const float dw = qn_cpu_h2f(dh);                                                            \
+            const __m256i qw = DEC(w, ib);                                                              \
+            const __m256i uw = _mm256_sign_epi8(qw, qw);                                                \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const qn_block_q8_0 *a = (const qn_block_q8_0 *)(a0 + (size_t)t * as) + ib;             \
+                const __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);                          \
+                const __m256i p = dot_u8s8(uw, _mm256_sign_epi8(qa, qw));                               \
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(a->d)), _mm256_cvtepi32_ps(p), acc[t]); \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) out[t] = hsum256(acc[t]);                                          \
+    }                                                                                                   \
+    static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
+    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {             \
+        name##_nt(n, out, w, a, as, 4);                                                                 \
+    }
+
+/* Weights with a min (Q4_1, Q5_1; d @0, m @2) · Q8_1: the min term uses the activation's s. */
+#define QN_DEF_DOT_MIN_AVX2(name, DEC, WB)                                                              \
+    QN_INLINE void name##_nt(int64_t n, float *out, const void *w, const uint8_t *a0, size_t as, int nt) { \
+        __m256 acc[4];                                                                                  \
+        float summ[4];                                                                                  \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0.0f;                      \
+        for (int64_t ib = 0; ib < n / 32; ib++) {                                                       \
+            uint16_t dm[2];                                                                             \
+            memcpy(dm, (const uint8_t *)w + ib * (WB), 4);                                              \
+            const float dw = qn_cpu_h2f(dm[0]), mw = qn_cpu_h2f(dm[1]);                                 \
+            const __m256i qw = DEC(w, ib);                                                              \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const qn_block_q8_1 *a = (const qn_block_q8_1 *)(a0 + (size_t)t * as) + ib;             \
+                const __m256i p = dot_u8s8(qw, _mm256_loadu_si256((const __m256i *)a->qs));            \
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(a->d)), _mm256_cvtepi32_ps(p), acc[t]); \
+                summ[t] += mw * qn_cpu_h2f(a->s);                                                       \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++) out[t] = hsum256(acc[t]) + summ[t];                                \
+    }                                                                                                   \
+    static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
+    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {             \
+        name##_nt(n, out, w, a, as, 4);                                                                 \
+    }
+
+QN_DEF_DOT_SYM_AVX2(dot_q4_0_avx2, dec_q4_0, sizeof(qn_block_q4_0))
+QN_DEF_DOT_SYM_AVX2(dot_q5_0_avx2, dec_q5_0, sizeof(qn_block_q5_0))
+QN_DEF_DOT_SYM_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0))
+QN_DEF_DOT_MIN_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1))
+QN_DEF_DOT_MIN_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1))
+
+/* roundf (half away from zero) on 8 lanes, exactly as qn_roundf_away: t = trunc(x), f = x - t. */
+QN_INLINE __m256 round_away256(__m256 x) {
+    const __m256 t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(x, t), one = _mm256_set1_ps(1.0f);
+    const __m256 up = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
+    const __m256 dn = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
+    return _mm256_sub_ps(_mm256_add_ps(t, up), dn);
+}
+
+/* One 32-float block -> 32 int8 (d = amax/127, q = roundf(x/d)) and Σq; bit-identical to the ref. */
+QN_INLINE float quant_block32(const float *x, int8_t *qs, int *sum) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_loadu_ps(x + 8 * i);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float d = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256i q[4];
+    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(round_away256(_mm256_mul_ps(v[i], id)));
+    if (sum) {
+        __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        *sum = _mm_cvtsi128_si32(s4);
+    }
+    /* packs work per 128-bit lane: dwords come out as q0a q1a q2a q3a q0b q1b q2b q3b */
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i *)qs, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return d;
+}
+
+static void quantize_q8_0_avx2(const float *x, void *dst, int64_t n) {
+    qn_block_q8_0 *y = dst;
+    for (int64_t ib = 0; ib < n / QN_QK8_0; ib++) y[ib].d = qn_f32_to_f16(quant_block32(x + 32 * ib, y[ib].qs, NULL));
+}
+
+static void quantize_q8_1_avx2(const float *x, void *dst, int64_t n) {
+    qn_block_q8_1 *y = dst;
+    for (int64_t ib = 0; ib < n / QN_QK8_1; ib++) {
+        int sum;
+        const float d = quant_block32(x + 32 * ib, y[ib].qs, &sum);
+        y[ib].d = qn_f32_to_f16(d);
+        y[ib].s = qn_f32_to_f16((float)sum * d);
+    }
+}
+
+#endif /* QN_SIMD_X86 */
+
+/* ------------------------------------------------------------------ arm64 NEON: Q4_0, Q4_1, Q8_0 */
+#if defined(QN_SIMD_NEON)
+
+/* acc + Σ of 4 adjacent s8·s8 products per i32 lane (SDOT where the CPU feature is compiled in). */
+static inline int32x4_t dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_s8(vget_high_s8(a), vget_high_s8(b)));
+#endif
+}
+
+static void dot_q4_0_neon(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q4_0 *w = wv;
+    const qn_block_q8_0 *a = av;
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    for (int64_t ib = 0; ib < n / QN_QK4_0; ib++) {
+        const uint8x16_t q = vld1q_u8(w[ib].qs);
+        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))), vdupq_n_s8(8));
+        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+        int32x4_t s = dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(a[ib].qs));
+        s = dot_s8x16(s, hi, vld1q_s8(a[ib].qs + 16));
+        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+    }
+    *out = vaddvq_f32(acc);
+}
+
+static void dot_q4_1_neon(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q4_1 *w = wv;
+    const qn_block_q8_1 *a = av;
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    float summ = 0.0f;
+    for (int64_t ib = 0; ib < n / QN_QK4_1; ib++) {
+        const uint8x16_t q = vld1q_u8(w[ib].qs);
+        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15)));
+        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+        int32x4_t s = dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(a[ib].qs));
+        s = dot_s8x16(s, hi, vld1q_s8(a[ib].qs + 16));
+        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+        summ += qn_cpu_h2f(w[ib].m) * qn_cpu_h2f(a[ib].s);
+    }
+    *out = vaddvq_f32(acc) + summ;
+}
+
+static void dot_q8_0_neon(int64_t n, float *out, const void *wv, const void *av) {
+    const qn_block_q8_0 *w = wv;
+    const qn_block_q8_0 *a = av;
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    for (int64_t ib = 0; ib < n / QN_QK8_0; ib++) {
+        int32x4_t s = dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[ib].qs), vld1q_s8(a[ib].qs));
+        s = dot_s8x16(s, vld1q_s8(w[ib].qs + 16), vld1q_s8(a[ib].qs + 16));
+        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+    }
+    *out = vaddvq_f32(acc);
+}
+
+#endif /* QN_SIMD_NEON */
+
+/* ------------------------------------------------------------------ table */
+
+void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k) {
+    k->vec_dot[QN_QFORMAT_Q4_0] = dot_q4_0_scalar;
+    k->vec_dot[QN_QFORMAT_Q4_1] = dot_q4_1_scalar;
+    k->vec_dot[QN_QFORMAT_Q5_0] = dot_q5_0_scalar;
+    k->vec_dot[QN_QFORMAT_Q5_1] = dot_q5_1_scalar;
+    k->vec_dot[QN_QFORMAT_Q8_0] = dot_q8_0_scalar;
+    k->from_float[QN_QFORMAT_Q8_0] = qn_quantize_row_q8_0_ref;
+    k->from_float[QN_QFORMAT_Q8_1] = qn_quantize_row_q8_1_ref;
+#if defined(QN_SIMD_X86)
+    k->vec_dot[QN_QFORMAT_Q4_0] = dot_q4_0_avx2;
+    k->vec_dot[QN_QFORMAT_Q4_1] = dot_q4_1_avx2;
+    k->vec_dot[QN_QFORMAT_Q5_0] = dot_q5_0_avx2;
+    k->vec_dot[QN_QFORMAT_Q5_1] = dot_q5_1_avx2;
+    k->vec_dot[QN_QFORMAT_Q8_0] = dot_q8_0_avx2;
+    k->vec_dot_x4[QN_QFORMAT_Q4_0] = dot_q4_0_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q4_1] = dot_q4_1_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_0] = dot_q5_0_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_1] = dot_q5_1_avx2_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q8_0] = dot_q8_0_avx2_x4;
+    k->from_float[QN_QFORMAT_Q8_0] = quantize_q8_0_avx2;
+    k->from_float[QN_QFORMAT_Q8_1] = quantize_q8_1_avx2;
+#elif defined(QN_SIMD_NEON)
+    k->vec_dot[QN_QFORMAT_Q4_0] = dot_q4_0_neon;
+    k->vec_dot[QN_QFORMAT_Q4_1] = dot_q4_1_neon;
+    k->vec_dot[QN_QFORMAT_Q8_0] = dot_q8_0_neon;
+#endif
+}

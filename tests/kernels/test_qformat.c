@@ -1,0 +1,110 @@
+/* test_qformat.c — traits table sanity: block sizes equal the struct sizes, ggml ids map both ways,
+ * names parse case-insensitively, row sizes, vec_dot_type as in llama.cpp's CPU backend. */
+#include "harness.h"
+
+#include <string.h>
+
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/qformat.h"
+
+static void test_block_sizes(void **state) {
+    (void)state;
+    const struct { qn_qformat f; size_t bytes; int elems; } want[] = {
+        {QN_QFORMAT_F32, 4, 1}, {QN_QFORMAT_F16, 2, 1}, {QN_QFORMAT_BF16, 2, 1},
+        {QN_QFORMAT_Q4_0, sizeof(qn_block_q4_0), 32}, {QN_QFORMAT_Q4_1, sizeof(qn_block_q4_1), 32},
+        {QN_QFORMAT_Q5_0, sizeof(qn_block_q5_0), 32}, {QN_QFORMAT_Q5_1, sizeof(qn_block_q5_1), 32},
+        {QN_QFORMAT_Q8_0, sizeof(qn_block_q8_0), 32}, {QN_QFORMAT_Q8_1, sizeof(qn_block_q8_1), 32},
+        {QN_QFORMAT_Q2_K, sizeof(qn_block_q2_k), 256}, {QN_QFORMAT_Q3_K, sizeof(qn_block_q3_k), 256},
+        {QN_QFORMAT_Q4_K, sizeof(qn_block_q4_k), 256}, {QN_QFORMAT_Q5_K, sizeof(qn_block_q5_k), 256},
+        {QN_QFORMAT_Q6_K, sizeof(qn_block_q6_k), 256}, {QN_QFORMAT_Q8_K, sizeof(qn_block_q8_k), 256},
+    };
+    assert_int_equal(sizeof want / sizeof want[0], QN_QFORMAT_COUNT);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const qn_qformat_traits *t = &QN_QFORMATS[want[i].f];
+        assert_non_null(t->name);
+        assert_int_equal(t->block_bytes, want[i].bytes);
+        assert_int_equal(t->block_elems, want[i].elems);
+        assert_int_equal(t->is_quantized, want[i].elems > 1);
+        assert_non_null(t->dequant_ref);
+    }
+}
+
+static void test_ggml_ids(void **state) {
+    (void)state;
+    /* formats.md §2.1 */
+    const struct { uint32_t id; qn_qformat f; } map[] = {
+        {0, QN_QFORMAT_F32}, {1, QN_QFORMAT_F16}, {30, QN_QFORMAT_BF16}, {2, QN_QFORMAT_Q4_0},
+        {3, QN_QFORMAT_Q4_1}, {6, QN_QFORMAT_Q5_0}, {7, QN_QFORMAT_Q5_1}, {8, QN_QFORMAT_Q8_0},
+        {9, QN_QFORMAT_Q8_1}, {10, QN_QFORMAT_Q2_K}, {11, QN_QFORMAT_Q3_K}, {12, QN_QFORMAT_Q4_K},
+        {13, QN_QFORMAT_Q5_K}, {14, QN_QFORMAT_Q6_K}, {15, QN_QFORMAT_Q8_K},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        qn_qformat f = QN_QFORMAT_COUNT;
+        assert_int_equal(qn_qformat_from_ggml(map[i].id, &f), QN_OK);
+        assert_int_equal(f, map[i].f);
+        assert_int_equal(QN_QFORMATS[f].ggml_type, map[i].id);
+    }
+    const uint32_t unsupported[] = {4, 5, 16, 20, 23, 24, 28, 31, 34, 39, 1000};
+    for (size_t i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++) {
+        qn_qformat f = QN_QFORMAT_COUNT;
+        assert_int_equal(qn_qformat_from_ggml(unsupported[i], &f), QN_ERR_UNSUPPORTED);
+        assert_int_equal(f, QN_QFORMAT_COUNT);
+    }
+}
+
+static void test_names(void **state) {
+    (void)state;
+    for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
+        qn_qformat g = QN_QFORMAT_COUNT;
+        assert_int_equal(qn_qformat_parse(qn_qformat_name((qn_qformat)f), &g), QN_OK);
+        assert_int_equal(g, f);
+    }
+    qn_qformat g;
+    assert_int_equal(qn_qformat_parse("Q4_K", &g), QN_OK);
+    assert_int_equal(g, QN_QFORMAT_Q4_K);
+    assert_int_equal(qn_qformat_parse("q4_k", &g), QN_OK);
+    assert_int_equal(g, QN_QFORMAT_Q4_K);
+    assert_int_equal(qn_qformat_parse("BF16", &g), QN_OK);
+    assert_int_equal(g, QN_QFORMAT_BF16);
+    assert_int_equal(qn_qformat_parse("q4", &g), QN_ERR_NOT_FOUND);
+    assert_int_equal(qn_qformat_parse("q4_0x", &g), QN_ERR_NOT_FOUND);
+    assert_int_equal(qn_qformat_parse("", &g), QN_ERR_NOT_FOUND);
+    assert_int_equal(qn_qformat_parse(NULL, &g), QN_ERR_INVALID_ARG);
+    assert_string_equal(qn_qformat_name(QN_QFORMAT_Q6_K), "q6_K");
+    assert_string_equal(qn_qformat_name(QN_QFORMAT_COUNT), "?");
+}
+
+static void test_row_bytes(void **state) {
+    (void)state;
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q4_K, 4096), 16 * 144);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q4_0, 576), 18 * 18);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q4_K, 576), 0); /* not a multiple of 256 */
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_F16, 7), 14);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_F32, 0), 0);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_F32, -1), 0);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_COUNT, 32), 0);
+}
+
+static void test_vec_dot_types(void **state) {
+    (void)state;
+    const qn_qformat want[QN_QFORMAT_COUNT] = {
+        [QN_QFORMAT_F32] = QN_QFORMAT_F32,   [QN_QFORMAT_F16] = QN_QFORMAT_F16,   [QN_QFORMAT_BF16] = QN_QFORMAT_BF16,
+        [QN_QFORMAT_Q4_0] = QN_QFORMAT_Q8_0, [QN_QFORMAT_Q4_1] = QN_QFORMAT_Q8_1, [QN_QFORMAT_Q5_0] = QN_QFORMAT_Q8_0,
+        [QN_QFORMAT_Q5_1] = QN_QFORMAT_Q8_1, [QN_QFORMAT_Q8_0] = QN_QFORMAT_Q8_0, [QN_QFORMAT_Q8_1] = QN_QFORMAT_Q8_1,
+        [QN_QFORMAT_Q2_K] = QN_QFORMAT_Q8_K, [QN_QFORMAT_Q3_K] = QN_QFORMAT_Q8_K, [QN_QFORMAT_Q4_K] = QN_QFORMAT_Q8_K,
+        [QN_QFORMAT_Q5_K] = QN_QFORMAT_Q8_K, [QN_QFORMAT_Q6_K] = QN_QFORMAT_Q8_K, [QN_QFORMAT_Q8_K] = QN_QFORMAT_Q8_K,
+    };
+    for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
+        assert_int_equal(QN_QFORMATS[f].vec_dot_type, want[f]);
+        /* every activation type has a reference quantizer */
+        assert_non_null(QN_QFORMATS[want[f]].quantize_ref);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_block_sizes), cmocka_unit_test(test_ggml_ids), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,280 @@
+/* test_simd.c — every compiled (and CPU-supported) ISA's kernel table against the scalar table and
+ * against a double-precision reference (tests/ref/ref_quant_gguf.c), on seeded random inputs:
+ *   dequant     bit-exact with the _ref dequantizers (formats.md §2.2: every product is exact);
+ *   from_float  bit-exact with the _ref quantizers (Q8_0/Q8_1 roundf, Q8_K round-half-even, F16/BF16 RNE),
+ *               including rounding ties, all-zero blocks and ± ties for Q8_K's signed max;
+ *   vec_dot     vs double Σ dequant(w)·dequant(a): |got − ref| <= TOL_REF·Σ|w·a| + s_bound, where
+ *               s_bound is the exact effect of Q8_1's fp16 s (ref_quant_gguf.h);
+ *               vs the scalar ISA: K-quants bit-exact (same integers, same fp32 finish), legacy and
+ *               float types |Δ| <= TOL_ISA·Σ|w·a| (8-lane vs sequential fp32 accumulation);
+ *   vec_dot_x4  bit-exact with vec_dot per token;
+ *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN.
+ * Measured errors (in fp32 ulps of Σ|w·a|) are printed per ISA and format. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "ref/ref_quant_gguf.h"
+
+#define EPS32 1.1920928955078125e-07
+/* Both bounds are in fp32 ulps of Σ|w·a| (the L1 mass of the products). The worst case of an fp32
+ * sum of n terms is ~n·eps, but the sums here are blocked (8/16 lanes, per-block integers), and
+ * every ISA measured <= 0.7 ulps on this test's inputs (x86-64, AVX-512 machine, gcc 12): 8 ulps
+ * keeps a 10x margin while still catching any wrong term (one wrong code moves the sum by >> 8). */
+#define TOL_REF (8 * EPS32)
+#define TOL_ISA (8 * EPS32)
+
+static const qn_qformat WFMTS[] = {QN_QFORMAT_F32,  QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1,
+                                   QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K,
+                                   QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K};
+static const qn_qformat AFMTS[] = {QN_QFORMAT_F32, QN_QFORMAT_F16, QN_QFORMAT_BF16,
+                                   QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_1, QN_QFORMAT_Q8_K};
+#define N_WFMTS (int)(sizeof WFMTS / sizeof WFMTS[0])
+#define N_AFMTS (int)(sizeof AFMTS / sizeof AFMTS[0])
+
+static int is_kquant(qn_qformat f) { return QN_QFORMATS[f].block_elems == 256; }
+
+/* The tables this machine can run; [0] is always scalar. */
+static qn_cpu_kernels g_tabs[QN_CPU_ISA_COUNT];
+static int g_ntabs;
+
+static int setup(void **state) {
+    (void)state;
+    g_ntabs = 0;
+    for (int isa = QN_CPU_ISA_SCALAR; isa < QN_CPU_ISA_COUNT; isa++) {
+        const qn_status s = qn_cpu_kernels_select((qn_cpu_isa)isa, &g_tabs[g_ntabs]);
+        if (s == QN_OK) g_ntabs++;
+        else fprintf(stderr, "isa %s: not available here (%d), skipped\n", qn_cpu_isa_name((qn_cpu_isa)isa), s);
+    }
+    return g_ntabs > 0 && g_tabs[0].isa == QN_CPU_ISA_SCALAR ? 0 : -1;
+}
+
+static void *poisoned(size_t bytes) {
+    void *p = malloc(bytes);
+    memset(p, 0xff, bytes); /* all-ones: a NaN in every float lane */
+    return p;
+}
+
+/* Activations with awkward content: per-32-block magnitude changes, an all-zero block, a block of
+ * exact rounding ties (amax 127 -> d = 1 for Q8_0, iscale = 1 for Q8_K), and ± ties of the max. */
+static void fill_activations(qn_rng *rng, float *x, int64_t n) {
+    qn_rng_fill_normal(rng, x, (size_t)n, 1.0f);
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float s = ldexpf(1.0f, (int)(qn_rng_u64(rng) % 9) - 4);
+        for (int j = 0; j < 32; j++) x[32 * b + j] *= s;
+    }
+    if (n >= 64) memset(x + 32, 0, 32 * sizeof(float));
+    if (n >= 256 + 32) {
+        float *t = x + 256;
+        for (int j = 0; j < 32; j++) t[j] = (float)(j - 16) + 0.5f;
+        t[3] = -127.0f;
+        t[9] = 127.0f; /* same magnitude, later: Q8_K must keep the first (negative) one */
+    }
+}
+
+static void test_select(void **state) {
+    (void)state;
+    qn_cpu_kernels k;
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_AUTO, &k), QN_OK);
+    assert_int_equal(k.isa, qn_cpu_isa_detect());
+    assert_int_equal(g_tabs[g_ntabs - 1].isa, k.isa); /* AUTO = the best one available */
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_COUNT, &k), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_SCALAR, NULL), QN_ERR_INVALID_ARG);
+#if defined(__x86_64__)
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_NEON, &k), QN_ERR_UNSUPPORTED);
+#else
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_AVX2, &k), QN_ERR_UNSUPPORTED);
+#endif
+    for (int i = 0; i < g_ntabs; i++) {
+        fprintf(stderr, "table %s\n", g_tabs[i].isa_name);
+        for (int f = 0; f < N_WFMTS; f++) assert_non_null(g_tabs[i].vec_dot[WFMTS[f]]);
+        for (int f = 0; f < N_AFMTS; f++) assert_non_null(g_tabs[i].from_float[AFMTS[f]]);
+        for (int f = 0; f < QN_QFORMAT_COUNT; f++) assert_non_null(g_tabs[i].dequant[f]);
+    }
+}
+
+static void test_dequant(void **state) {
+    (void)state;
+    qn_rng rng;
+    for (int i = 0; i < g_ntabs; i++)
+        for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
+            qn_rng_seed(&rng, 1000 + (uint64_t)f);
+            const int64_t n = QN_QFORMATS[f].block_elems == 1 ? 1001 : QN_QFORMATS[f].block_elems * 13;
+            void *src = malloc(qn_qformat_row_bytes((qn_qformat)f, n));
+            qn_ref_gguf_random_blocks(&rng, (qn_qformat)f, src, n, 1);
+            float *ref = malloc((size_t)n * 4), *got = poisoned((size_t)n * 4);
+            QN_QFORMATS[f].dequant_ref(src, ref, n);
+            g_tabs[i].dequant[f](src, got, n);
+            if (memcmp(ref, got, (size_t)n * 4))
+                fail_msg("dequant %s/%s differs from the reference", g_tabs[i].isa_name, QN_QFORMATS[f].name);
+            free(src), free(ref), free(got);
+        }
+}
+
+static void test_from_float(void **state) {
+    (void)state;
+    qn_rng rng;
+    for (int i = 0; i < g_ntabs; i++)
+        for (int f = 0; f < N_AFMTS; f++) {
+            const qn_qformat af = AFMTS[f];
+            for (int rep = 0; rep < 8; rep++) {
+                qn_rng_seed(&rng, 2000 + 17 * (uint64_t)f + (uint64_t)rep);
+                const int64_t n = QN_QFORMATS[af].block_elems == 1 ? 1001 + rep : 256 * (rep + 2);
+                float *x = malloc((size_t)n * 4);
+                fill_activations(&rng, x, n);
+                const size_t bytes = qn_qformat_row_bytes(af, n);
+                void *ref = poisoned(bytes), *got = poisoned(bytes);
+                QN_QFORMATS[af].quantize_ref(x, ref, n);
+                g_tabs[i].from_float[af](x, got, n);
+                if (memcmp(ref, got, bytes))
+                    fail_msg("from_float %s/%s (n %lld) differs from the reference", g_tabs[i].isa_name,
+                             QN_QFORMATS[af].name, (long long)n);
+                free(x), free(ref), free(got);
+            }
+        }
+}
+
+/* Sizes per format: one block, a few, many (and float lengths off every vector width). */
+static int dot_sizes(qn_qformat f, int64_t out[5]) {
+    const int be = QN_QFORMATS[f].block_elems;
+    if (be == 1) {
+        const int64_t s[5] = {1, 7, 37, 300, 4099};
+        memcpy(out, s, sizeof s);
+        return 5;
+    }
+    out[0] = be, out[1] = be * 3, out[2] = be * (be == 32 ? 37 : 11);
+    return 3;
+}
+
+static void test_vec_dot(void **state) {
+    (void)state;
+    enum { N_ROWS = 5 };
+    qn_rng rng;
+    int failures = 0;
+    fprintf(stderr, "%-7s %-5s %12s %12s\n", "isa", "fmt", "ref_ulps", "isa_ulps");
+    for (int i = 0; i < g_ntabs; i++)
+        for (int f = 0; f < N_WFMTS; f++) {
+            const qn_qformat wf = WFMTS[f], af = QN_QFORMATS[wf].vec_dot_type;
+            double worst_ref = 0.0, worst_isa = 0.0;
+            int64_t sizes[5];
+            const int nsz = dot_sizes(wf, sizes);
+            for (int si = 0; si < nsz; si++) {
+                const int64_t k = sizes[si];
+                qn_rng_seed(&rng, 3000 + 131 * (uint64_t)f + (uint64_t)si);
+                const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
+                uint8_t *w = malloc(wrb * N_ROWS), *a = malloc(arb * 4);
+                float *x = malloc((size_t)k * 4);
+                qn_ref_gguf_random_blocks(&rng, wf, w, k * N_ROWS, 0);
+                for (int t = 0; t < 4; t++) { /* same activation bytes for every ISA: the ref quantizer */
+                    fill_activations(&rng, x, k);
+                    QN_QFORMATS[af].quantize_ref(x, a + (size_t)t * arb, k);
+                }
+                for (int r = 0; r < N_ROWS; r++) {
+                    const uint8_t *wr = w + (size_t)r * wrb;
+                    float got = NAN, sc = NAN;
+                    g_tabs[i].vec_dot[wf](k, &got, wr, a);
+                    g_tabs[0].vec_dot[wf](k, &sc, wr, a);
+                    double abs_sum;
+                    const double ref = qn_ref_gguf_dot(wf, wr, af, a, k, &abs_sum);
+                    const double sb = qn_ref_gguf_s_bound(wf, wr, a, k);
+                    const double scale = abs_sum > 0 ? abs_sum : 1e-30;
+                    const double e_ref = fmax(fabs((double)got - ref) - sb, 0.0) / scale;
+                    const double e_isa = fabs((double)got - (double)sc) / scale;
+                    worst_ref = fmax(worst_ref, e_ref);
+                    worst_isa = fmax(worst_isa, e_isa);
+                    const int exact_needed = is_kquant(wf);
+                    if (isnan(got) || e_ref > TOL_REF || (exact_needed ? got != sc : e_isa > TOL_ISA)) {
+                        fprintf(stderr, "  %s/%s k %lld row %d: got %.9g scalar %.9g ref %.9g (Σ|wa| %.3g, s_bound %.3g)\n",
+                                g_tabs[i].isa_name, QN_QFORMATS[wf].name, (long long)k, r, got, sc, ref, abs_sum, sb);
+                        failures++;
+                    }
+                    if (g_tabs[i].vec_dot_x4[wf]) {
+                        float o4[4] = {NAN, NAN, NAN, NAN};
+                        g_tabs[i].vec_dot_x4[wf](k, o4, wr, a, arb);
+                        for (int t = 0; t < 4; t++) {
+                            float o1 = NAN;
+                            g_tabs[i].vec_dot[wf](k, &o1, wr, a + (size_t)t * arb);
+                            if (memcmp(&o1, &o4[t], 4)) {
+                                fprintf(stderr, "  %s/%s x4 token %d: %.9g vs vec_dot %.9g\n", g_tabs[i].isa_name,
+                                        QN_QFORMATS[wf].name, t, o4[t], o1);
+                                failures++;
+                            }
+                        }
+                    }
+                }
+                free(w), free(a), free(x);
+            }
+            fprintf(stderr, "%-7s %-5s %12.2f %12.2f%s\n", g_tabs[i].isa_name, QN_QFORMATS[wf].name, worst_ref / EPS32,
+                    worst_isa / EPS32, g_tabs[i].vec_dot_x4[wf] ? "  (x4 checked)" : "");
+        }
+    assert_int_equal(failures, 0);
+}
+
+static void test_matmul_rows(void **state) {
+    (void)state;
+    enum { N_ROWS = 23, LDY = N_ROWS + 3 };
+    const int64_t toks[] = {1, 3, 17};
+    const int64_t ranges[][2] = {{0, N_ROWS}, {5, 18}, {7, 8}, {22, 23}};
+    qn_rng rng;
+    int failures = 0;
+    for (int i = 0; i < g_ntabs; i++)
+        for (int f = 0; f < N_WFMTS; f++) {
+            const qn_qformat wf = WFMTS[f], af = QN_QFORMATS[wf].vec_dot_type;
+            const int be = QN_QFORMATS[wf].block_elems;
+            const int64_t k = be == 1 ? 37 : be * 3;
+            const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
+            qn_rng_seed(&rng, 4000 + (uint64_t)f);
+            uint8_t *w = malloc(wrb * N_ROWS), *a = malloc(arb * 17);
+            float *x = malloc((size_t)k * 4), *y = malloc(sizeof(float) * LDY * 17);
+            qn_ref_gguf_random_blocks(&rng, wf, w, k * N_ROWS, 0);
+            for (int t = 0; t < 17; t++) {
+                fill_activations(&rng, x, k);
+                g_tabs[i].from_float[af](x, a + (size_t)t * arb, k);
+            }
+            for (size_t ti = 0; ti < sizeof toks / sizeof toks[0]; ti++)
+                for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
+                    const int64_t nt = toks[ti], r0 = ranges[ri][0], r1 = ranges[ri][1];
+                    for (int j = 0; j < LDY * 17; j++) y[j] = NAN;
+                    assert_int_equal(qn_cpu_matmul_rows(&g_tabs[i], wf, w, k, a, nt, y, LDY, r0, r1), QN_OK);
+                    for (int64_t t = 0; t < 17; t++)
+                        for (int64_t r = 0; r < LDY; r++) {
+                            const float v = y[t * LDY + r];
+                            if (t < nt && r >= r0 && r < r1) {
+                                float want = NAN;
+                                g_tabs[i].vec_dot[wf](k, &want, w + (size_t)r * wrb, a + (size_t)t * arb);
+                                if (memcmp(&v, &want, 4) && failures++ < 5)
+                                    fprintf(stderr, "  matmul %s/%s t %lld r %lld: %.9g vs %.9g\n", g_tabs[i].isa_name,
+                                            QN_QFORMATS[wf].name, (long long)t, (long long)r, v, want);
+                            } else if (!isnan(v) && failures++ < 5) {
+                                fprintf(stderr, "  matmul %s/%s wrote outside its range (t %lld r %lld)\n",
+                                        g_tabs[i].isa_name, QN_QFORMATS[wf].name, (long long)t, (long long)r);
+                            }
+                        }
+                }
+            free(w), free(a), free(x), free(y);
+        }
+    assert_int_equal(failures, 0);
+
+    /* contract errors */
+    const qn_cpu_kernels *kt = &g_tabs[g_ntabs - 1];
+    float y1[4];
+    uint8_t wbuf[2 * sizeof(float) * 64] = {0}, abuf[sizeof(float) * 64] = {0};
+    assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_Q8_K, wbuf, 256, abuf, 1, y1, 4, 0, 1), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_Q4_0, wbuf, 33, abuf, 1, y1, 4, 0, 1), QN_ERR_SHAPE);
+    assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_F32, wbuf, 8, abuf, 1, y1, 4, 2, 1), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_F32, wbuf, 8, abuf, 2, y1, 1, 0, 2), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_cpu_matmul_rows(NULL, QN_QFORMAT_F32, wbuf, 8, abuf, 1, y1, 4, 0, 1), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_F32, wbuf, 8, abuf, 0, y1, 4, 0, 1), QN_OK);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_select),  cmocka_unit_test(test_dequant),     cmocka_unit_test(test_from_float),
+        cmocka_unit_test(test_vec_dot), cmocka_unit_test(test_matmul_rows),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
