@@ -465,6 +465,8 @@ int32_t qn_vocab_find(const qn_vocab *v, const char *s, size_t n) {
     return id < v->n_tokens ? id : -1;
 }
 
+bool qn_vocab_clean_spaces(const qn_vocab *v) { return (v->pre_flags & QN_PRETOK_CLEAN_SPACES) != 0; }
+
 const char *qn_vocab_pre_family(const qn_vocab *v) { return v->pretok ? qn_pretok_family(v->pretok) : "spm"; }
 
 // ---------------------------------------------------------------------------------------------------------------

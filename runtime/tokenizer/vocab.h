@@ -84,6 +84,9 @@ const char *qn_vocab_token_text(const qn_vocab *v, int32_t id);
 qn_token_type qn_vocab_token_type(const qn_vocab *v, int32_t id); /* after llama.cpp's fix-ups */
 /* Id of the token whose text is exactly s[0..n), or -1. */
 int32_t qn_vocab_find(const qn_vocab *v, const char *s, size_t n);
+/* True when detokenization applies llama.cpp's legacy clean-up (" ," -> ",", " 's" -> "'s", ...); set per
+ * pre-tokenizer id, never for SPM. */
+bool qn_vocab_clean_spaces(const qn_vocab *v);
 /* Pre-tokenizer family in use ("llama3", "gpt2", ...), or "spm". */
 const char *qn_vocab_pre_family(const qn_vocab *v);
 
