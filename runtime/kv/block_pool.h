@@ -94,7 +94,8 @@ static inline int32_t qn_seq_blocks_slot(const qn_seq_blocks *seq, int32_t block
  * pass the result to qn_block_pool_can_allocate/allocate in the same step. 0 when disabled. */
 int32_t qn_block_pool_match_prefix(const qn_block_pool *pool, const int32_t *tokens, int32_t n_tokens,
                                    int32_t *out_blocks);
-/* Adds to the prefix-cache counters (the scheduler calls it once per admission). */
+/* Adds to the prefix-cache counters, in tokens (the scheduler calls it once per admission,
+ * re-admissions after preemption included, as vLLM counts them). */
 void qn_block_pool_count_prefix_query(qn_block_pool *pool, int32_t n_query_tokens, int32_t n_hit_tokens);
 /* Registers the hashes of the full blocks of seq among positions [0, n_computed) that are not yet
  * registered (n_computed: tokens whose KV is written; tokens: the sequence's token ids, at least

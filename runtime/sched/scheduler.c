@@ -365,6 +365,9 @@ qn_status qn_sched_step(qn_sched *s, const qn_sched_output **out) {
 qn_status qn_sched_update_after_step(qn_sched *s, const int32_t *sampled, const qn_finish_reason *finish_in,
                                      const qn_sched_update_result **out) {
     if (!s->pending) return QN_ERR_INVALID_ARG;
+    if (!sampled)
+        for (int32_t i = 0; i < s->out.n_entries; i++)
+            if (s->out.entries[i].needs_sample && !s->out.entries[i].cancelled) return QN_ERR_INVALID_ARG;
     s->pending = false;
     s->upd.n_finished = 0;
     qn_status st = GROW(s->upd.finished, s->finished_cap, s->out.n_entries);

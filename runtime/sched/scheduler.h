@@ -111,9 +111,10 @@ qn_status qn_sched_add(qn_sched *sched, qn_request *req, qn_error *err);
  * request, now owned by the caller again. QN_ERR_NOT_FOUND if not queued or running. */
 qn_status qn_sched_abort(qn_sched *sched, uint64_t id, qn_request **out);
 /* n > 1: child, created with parent's tokens (the last one may differ: another sample from the same
- * logits), joins the running list sharing all of parent's blocks; the first write into a shared
- * partial block is copied on write (output.copies). Call between an update and the next step, with
- * parent running and fully computed but its last token. QN_ERR_BUSY when max_num_seqs are running. */
+ * logits), joins the running list sharing all of parent's blocks and takes parent's n_prompt; the
+ * first write into a shared partial block is copied on write (output.copies). Call between an
+ * update and the next step, with parent running and fully computed but its last token.
+ * QN_ERR_BUSY when max_num_seqs are running; QN_ERR_INVALID_ARG when the tokens or states differ. */
 qn_status qn_sched_fork(qn_sched *sched, qn_request *parent, qn_request *child);
 
 /* --- step --- */
@@ -121,7 +122,8 @@ qn_status qn_sched_fork(qn_sched *sched, qn_request *parent, qn_request *child);
  * qn_sched_update_after_step (QN_ERR_INVALID_ARG otherwise). */
 qn_status qn_sched_step(qn_sched *sched, const qn_sched_output **out);
 /* Applies the step's results. sampled[i] and finish[i] are indexed like output.entries and read only
- * where entries[i].needs_sample (finish may be NULL: no caller-side stop). For each entry: advances
+ * where entries[i].needs_sample (batch.logits_entry gives the index; finish may be NULL: no
+ * caller-side stop; sampled may be NULL only when no entry needs a sample). For each entry: advances
  * n_computed, registers newly full blocks in the prefix cache, appends the sampled token, finishes
  * the request on finish[i], max_tokens or max_model_len and frees its blocks. *out may be NULL. */
 qn_status qn_sched_update_after_step(qn_sched *sched, const int32_t *sampled, const qn_finish_reason *finish,
