@@ -4,6 +4,7 @@
 #include "config/model_config.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -263,7 +264,8 @@ static qn_status hf_f32(json_t *o, const char *file, const char *key, float def,
         return QN_OK;
     }
     if (!json_is_number(v)) return qn_error_set(err, QN_ERR_FORMAT, "%s: key '%s' is not a number", file, key);
-    *out = (float)json_number_value(v);
+    const double d = json_number_value(v); /* saturate: out-of-range double -> float is undefined */
+    *out = d > FLT_MAX ? INFINITY : d < -FLT_MAX ? -INFINITY : (float)d;
     return QN_OK;
 }
 

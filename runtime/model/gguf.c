@@ -6,6 +6,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -633,7 +635,8 @@ qn_status qn_gguf_get_f32(const qn_gguf *g, const char *key, float *out, qn_erro
     if (kv->type == QN_GGUF_TYPE_FLOAT64) {
         double d;
         memcpy(&d, kv->val, 8);
-        *out = (float)d;
+        /* out-of-range double -> float is undefined in C: saturate to +-inf as IEEE rounding would */
+        *out = d > FLT_MAX ? INFINITY : d < -FLT_MAX ? -INFINITY : (float)d;
         return QN_OK;
     }
     int neg;
