@@ -32,6 +32,7 @@ typedef struct bytes {
 } bytes;
 
 static bool bytes_put(bytes *b, const void *s, size_t n) {
+    if (n == 0) return true;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n) cap *= 2;
