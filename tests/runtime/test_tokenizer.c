@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <time.h>
 
 #include "harness.h"
@@ -691,6 +692,58 @@ static void test_spm_from_arrays(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// One vocab, many threads (the vocab is immutable; scratch is per call)
+// ---------------------------------------------------------------------------------------------------------------
+
+typedef struct thr_arg {
+    const qn_vocab *v;
+    const vec_case *c;
+    size_t n;
+    int bad;
+} thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    for (int rep = 0; rep < 10; rep++)
+        for (size_t i = 0; i < a->n; i++) {
+            int32_t ids[512], n = 0;
+            if (qn_vocab_tokenize(a->v, a->c[i].text, a->c[i].len, false, false, ids, 512, &n) != QN_OK ||
+                n != a->c[i].n_ids || memcmp(ids, a->c[i].ids, (size_t)n * sizeof *ids) != 0)
+                a->bad++;
+        }
+    return NULL;
+}
+
+static void test_threads(void **state) {
+    static const char *const names[] = {"llama-bpe", "llama-spm"};
+    for (int k = 0; k < 2; k++) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", vocab_dir(), names[k]);
+        size_t n = 0;
+        char *inp = NULL;
+        vec_case *c = read_vectors(path, &n, &inp);
+        if (!c) skip();
+        qn_status st;
+        qn_vocab *v = load_vocab_file(path, &st);
+        assert_non_null(v);
+        pthread_t th[4];
+        thr_arg args[4];
+        for (int i = 0; i < 4; i++) {
+            args[i] = (thr_arg){v, c, n, 0};
+            assert_int_equal(pthread_create(&th[i], NULL, thr_main, &args[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            assert_int_equal(args[i].bad, 0);
+        }
+        for (size_t i = 0; i < n; i++) free(c[i].ids);
+        free(c);
+        free(inp);
+        qn_vocab_destroy(v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Speed: 150 KB of text well under a second
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -756,7 +809,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_qwen2),     cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_detok_bytes),         cmocka_unit_test(test_detok_tokens),
         cmocka_unit_test(test_bpe_from_arrays),     cmocka_unit_test(test_spm_from_arrays),
-        cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_threads),             cmocka_unit_test(test_speed),
     };
     for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) tests[n++] = rest[i];
     return _cmocka_run_group_tests("tokenizer", tests, n, NULL, NULL);
