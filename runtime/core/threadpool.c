@@ -38,7 +38,7 @@ static void *worker_main(void *p) {
     worker_arg wa = *(worker_arg *)p;
     free(p);
     qn_threadpool *tp = wa.tp;
-    unsigned seen = atomic_load(&tp->gen);
+    unsigned seen = 0; /* gen starts at 0 before any worker exists, so no job can be missed */
     for (;;) {
         int spins = 0;
         unsigned g;
@@ -120,5 +120,11 @@ void qn_threadpool_run(qn_threadpool *tp, qn_task_fn fn, void *arg) {
     pthread_cond_broadcast(&tp->cv);
     pthread_mutex_unlock(&tp->mu);
     fn(arg, 0, tp->n);
-    while (atomic_load_explicit(&tp->n_done, memory_order_acquire) < tp->n - 1) cpu_relax();
+    int spins = 0;
+    while (atomic_load_explicit(&tp->n_done, memory_order_acquire) < tp->n - 1) {
+        if (++spins < QN_TP_SPIN)
+            cpu_relax();
+        else
+            sched_yield(); /* oversubscribed machine: let the straggler run */
+    }
 }
