@@ -5,6 +5,7 @@
  * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
  * lanes, so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, so their results are bit-identical. */
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -137,61 +138,86 @@ QN_INLINE __m256i dec_q5_1(const void *w, int64_t ib) {
     return _mm256_or_si256(nibbles32(b->qs), _mm256_and_si256(bits32(b->qh), _mm256_set1_epi8(0x10)));
 }
 
-/* Symmetric weights (Q4_0, Q5_0, Q8_0; block stride WB bytes, d at offset 0) · Q8_0, nt tokens. */
-#define QN_DEF_DOT_SYM_AVX2(name, DEC, WB)                                                              \
-    QN_INLINE void name##_nt(int64_t n, float *out, const void *w, const uint8_t *a0, size_t as, int nt) { \
-        __m256 acc[4];                                                                                  \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();                                      \
-        for (int64_t ib = 0; ib < n / 32; ib++) {                                                       \
-            uint16_t dh;                                                                                \
-            memcpy(&dh, (const uint8_t *)w + ib * (WB), 2);                                             \
-            const float dw = qn_cpu_h2f(dh);                                                            \
-            const __m256i qw = DEC(w, ib);                                                              \
-            const __m256i uw = _mm256_sign_epi8(qw, qw);                                                \
-            for (int t = 0; t < nt; t++) {                                                              \
-                const qn_block_q8_0 *a = (const qn_block_q8_0 *)(a0 + (size_t)t * as) + ib;             \
-                const __m256i qa = _mm256_loadu_si256((const __m256i *)a->qs);                          \
-                const __m256i p = dot_u8s8(uw, _mm256_sign_epi8(qa, qw));                               \
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(a->d)), _mm256_cvtepi32_ps(p), acc[t]); \
-            }                                                                                           \
-        }                                                                                               \
-        for (int t = 0; t < nt; t++) out[t] = hsum256(acc[t]);                                          \
-    }                                                                                                   \
-    static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
-    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {             \
-        name##_nt(n, out, w, a, as, 4);                                                                 \
-    }
+/* 4 fp16 values at p, p + stride, ... -> 4 floats (the scales of 4 consecutive blocks). */
+QN_INLINE __m128 load4_f16(const uint8_t *p, size_t stride) {
+    uint16_t h[4];
+    for (int i = 0; i < 4; i++) memcpy(&h[i], p + (size_t)i * stride, 2);
+    return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
+}
+QN_INLINE float hsum128(__m128 s) {
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 
-/* Weights with a min (Q4_1, Q5_1; d @0, m @2) · Q8_1: the min term uses the activation's s. */
-#define QN_DEF_DOT_MIN_AVX2(name, DEC, WB)                                                              \
+/* Weight rows (block stride WB, d @0 and, with HAS_MIN, m @2) · Q8_0 rows (HAS_MIN = 0, symmetric
+ * weights, signed codes) or Q8_1 rows (HAS_MIN = 1, unsigned codes, min term m_w·s_a), nt tokens.
+ * Blocks go in groups of 4 so that the d_w·d_a products (and m_w·s_a) are one 4-lane multiply
+ * instead of 4 scalar conversions + multiplies + broadcasts; that is ~a quarter of the per-block
+ * instruction count, which is what bounds this loop (decode is compute-bound at ~15 ops/block).
+ * The last nb % 4 blocks take the one-block path. x1 and x4 run the same per-token sequence. */
+#define QN_DEF_DOT_LEGACY_AVX2(name, DEC, WB, HAS_MIN)                                                   \
     QN_INLINE void name##_nt(int64_t n, float *out, const void *w, const uint8_t *a0, size_t as, int nt) { \
+        const size_t ab = HAS_MIN ? sizeof(qn_block_q8_1) : sizeof(qn_block_q8_0);                      \
+        const size_t qoff = HAS_MIN ? offsetof(qn_block_q8_1, qs) : offsetof(qn_block_q8_0, qs);        \
+        const uint8_t *wb = w;                                                                          \
+        const int64_t nb = n / 32;                                                                      \
         __m256 acc[4];                                                                                  \
+        __m128 accm[4];                                                                                 \
         float summ[4];                                                                                  \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0.0f;                      \
-        for (int64_t ib = 0; ib < n / 32; ib++) {                                                       \
-            uint16_t dm[2];                                                                             \
-            memcpy(dm, (const uint8_t *)w + ib * (WB), 4);                                              \
-            const float dw = qn_cpu_h2f(dm[0]), mw = qn_cpu_h2f(dm[1]);                                 \
-            const __m256i qw = DEC(w, ib);                                                              \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps(), accm[t] = _mm_setzero_ps(), summ[t] = 0.0f; \
+        int64_t ib = 0;                                                                                 \
+        for (; ib + 4 <= nb; ib += 4) {                                                                 \
+            const __m128 dw = load4_f16(wb + (size_t)ib * (WB), WB);                                    \
+            __m128 sc[4];                                                                               \
             for (int t = 0; t < nt; t++) {                                                              \
-                const qn_block_q8_1 *a = (const qn_block_q8_1 *)(a0 + (size_t)t * as) + ib;             \
-                const __m256i p = dot_u8s8(qw, _mm256_loadu_si256((const __m256i *)a->qs));            \
-                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(a->d)), _mm256_cvtepi32_ps(p), acc[t]); \
-                summ[t] += mw * qn_cpu_h2f(a->s);                                                       \
+                const uint8_t *ap = a0 + (size_t)t * as + (size_t)ib * ab;                              \
+                sc[t] = _mm_mul_ps(dw, load4_f16(ap, ab));                                              \
+                if (HAS_MIN)                                                                            \
+                    accm[t] = _mm_fmadd_ps(load4_f16(wb + (size_t)ib * (WB) + 2, WB), load4_f16(ap + 2, ab), accm[t]); \
+            }                                                                                           \
+            for (int j = 0; j < 4; j++) {                                                               \
+                const __m256i qw = DEC(w, ib + j);                                                      \
+                const __m256i uw = HAS_MIN ? qw : _mm256_sign_epi8(qw, qw);                             \
+                const __m256i lane = _mm256_set1_epi32(j);                                              \
+                for (int t = 0; t < nt; t++) {                                                          \
+                    const uint8_t *ap = a0 + (size_t)t * as + (size_t)(ib + j) * ab;                    \
+                    __m256i qa = _mm256_loadu_si256((const __m256i *)(ap + qoff));                      \
+                    if (!HAS_MIN) qa = _mm256_sign_epi8(qa, qw);                                        \
+                    const __m256 d = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(sc[t]), lane);     \
+                    acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_u8s8(uw, qa)), acc[t]);          \
+                }                                                                                       \
             }                                                                                           \
         }                                                                                               \
-        for (int t = 0; t < nt; t++) out[t] = hsum256(acc[t]) + summ[t];                                \
+        for (; ib < nb; ib++) {                                                                         \
+            uint16_t dm[2];                                                                             \
+            memcpy(dm, wb + (size_t)ib * (WB), 4);                                                      \
+            const float dw = qn_cpu_h2f(dm[0]);                                                         \
+            const __m256i qw = DEC(w, ib);                                                              \
+            const __m256i uw = HAS_MIN ? qw : _mm256_sign_epi8(qw, qw);                                 \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const uint8_t *ap = a0 + (size_t)t * as + (size_t)ib * ab;                              \
+                uint16_t ds[2];                                                                         \
+                memcpy(ds, ap, 4);                                                                      \
+                __m256i qa = _mm256_loadu_si256((const __m256i *)(ap + qoff));                          \
+                if (!HAS_MIN) qa = _mm256_sign_epi8(qa, qw);                                            \
+                const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(uw, qa));                                  \
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(ds[0])), p, acc[t]);            \
+                if (HAS_MIN) summ[t] += qn_cpu_h2f(dm[1]) * qn_cpu_h2f(ds[1]);                          \
+            }                                                                                           \
+        }                                                                                               \
+        for (int t = 0; t < nt; t++)                                                                    \
+            out[t] = HAS_MIN ? hsum256(acc[t]) + (hsum128(accm[t]) + summ[t]) : hsum256(acc[t]);        \
     }                                                                                                   \
     static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
     static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {             \
         name##_nt(n, out, w, a, as, 4);                                                                 \
     }
 
-QN_DEF_DOT_SYM_AVX2(dot_q4_0_avx2, dec_q4_0, sizeof(qn_block_q4_0))
-QN_DEF_DOT_SYM_AVX2(dot_q5_0_avx2, dec_q5_0, sizeof(qn_block_q5_0))
-QN_DEF_DOT_SYM_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0))
-QN_DEF_DOT_MIN_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1))
-QN_DEF_DOT_MIN_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1))
+QN_DEF_DOT_LEGACY_AVX2(dot_q4_0_avx2, dec_q4_0, sizeof(qn_block_q4_0), 0)
+QN_DEF_DOT_LEGACY_AVX2(dot_q5_0_avx2, dec_q5_0, sizeof(qn_block_q5_0), 0)
+QN_DEF_DOT_LEGACY_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0), 0)
+QN_DEF_DOT_LEGACY_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1), 1)
+QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
 
 /* roundf (half away from zero) on 8 lanes, exactly as qn_roundf_away: t = trunc(x), f = x - t. */
 QN_INLINE __m256 round_away256(__m256 x) {
