@@ -163,8 +163,9 @@ static const pre_id PRE_IDS[] = {
     {"spark2_5", PS_SPARK2_5, 0},
     {"youtu", PS_YOUTU, IM},
     {"falcon", PS_FALCON, CS},
-    {"mpt", PS_GPT2, CS}, {"gpt-2", PS_GPT2, CS}, {"phi-2", PS_GPT2, CS}, {"jina-es", PS_GPT2, CS},
-    {"jina-de", PS_GPT2, CS}, {"gigachat", PS_GPT2, CS}, {"jina-v2-es", PS_GPT2, CS}, {"jina-v2-de", PS_GPT2, CS},
+    {"mpt", PS_GPT2, CS}, {"gpt-2", PS_GPT2, CS}, {"gpt2", PS_GPT2, CS}, {"gpt-neox", PS_GPT2, CS},
+    {"phi-2", PS_GPT2, CS}, {"jina-es", PS_GPT2, CS}, {"jina-de", PS_GPT2, CS}, {"gigachat", PS_GPT2, CS},
+    {"jina-v2-es", PS_GPT2, CS}, {"jina-v2-de", PS_GPT2, CS},
     {"a.x-4.0", PS_GPT2, CS}, {"mellum", PS_GPT2, CS}, {"modern-bert", PS_GPT2, CS}, {"jina-v1-en", PS_GPT2, CS},
     {"jina-v2-code", PS_GPT2, CS}, {"roberta-bpe", PS_GPT2, CS}, {"olmo", PS_GPT2, CS}, {"jais", PS_GPT2, CS},
     {"exaone4", PS_GPT2, CS}, {"trillion", PS_GPT2, 0}, {"granite-docling", PS_GPT2, 0},
@@ -217,6 +218,11 @@ struct qn_pretok {
 };
 
 bool qn_pretok_known(const char *name) { return find_pre(name) != NULL; }
+
+unsigned qn_pretok_flags_of(const char *name) {
+    const pre_id *id = find_pre(name);
+    return id ? id->flags : 0;
+}
 
 qn_status qn_pretok_create(const char *name, qn_pretok **out, qn_error *err) {
     *out = NULL;

@@ -39,6 +39,8 @@ unsigned qn_pretok_flags(const qn_pretok *p);
 const char *qn_pretok_family(const qn_pretok *p); /* canonical family name, e.g. "llama3" */
 /* True when name is a pre-tokenizer id qn_pretok_create accepts. */
 bool qn_pretok_known(const char *name);
+/* Flags of a known id without compiling anything (0 for unknown ids). */
+unsigned qn_pretok_flags_of(const char *name);
 
 /* --- splitting --- */
 /* Splits text[0..len) (well-formed UTF-8; callers sanitize first) into *spans (malloc'd, caller frees), in order

@@ -128,10 +128,7 @@ qn_status qn_vocab_from_gguf(const qn_gguf *g, qn_vocab **out, qn_error *err) {
         }
         if (!qn_pretok_known(pre))
             return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%s' is not supported", path, pre);
-        qn_pretok *pt = NULL;
-        if ((st = qn_pretok_create(pre, &pt, err)) != QN_OK) return st;
-        p.add_bos = (qn_pretok_flags(pt) & QN_PRETOK_ADD_BOS) != 0;
-        qn_pretok_destroy(pt);
+        p.add_bos = (qn_pretok_flags_of(pre) & QN_PRETOK_ADD_BOS) != 0;
     } else if (str_eq(model, "gemma4")) {
         p.type = QN_VOCAB_TYPE_GEMMA4;
     } else {
