@@ -1,0 +1,68 @@
+/* device_util.cuh — small device helpers shared by the CUDA kernels: ceil_div, warp reductions,
+ * 128-bit global/shared loads, cp.async (Ampere+ async copy with zero fill) and the fp16 tensor-core
+ * mma.sync wrapper. Header-only, CUDA C++ only; owns no state. */
+#ifndef QN_DEVICE_UTIL_CUH
+#define QN_DEVICE_UTIL_CUH
+
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+
+#define QN_WARP_SIZE 32
+
+template <typename T>
+__host__ __device__ constexpr T qn_ceil_div(T a, T b) { return (a + b - 1) / b; }
+
+__device__ __forceinline__ float qn_warp_sum(float v) {
+#pragma unroll
+    for (int o = QN_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float qn_warp_max(float v) {
+#pragma unroll
+    for (int o = QN_WARP_SIZE / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* --- 128-bit loads/stores: p must be 16-byte aligned --- */
+__device__ __forceinline__ uint4 qn_ldg128(const void *p) {  /* read-only path (ld.global.nc) */
+    return __ldg(reinterpret_cast<const uint4 *>(p));
+}
+__device__ __forceinline__ uint4 qn_lds128(const void *p) { return *reinterpret_cast<const uint4 *>(p); }
+__device__ __forceinline__ void qn_stg128(void *p, uint4 v) { *reinterpret_cast<uint4 *>(p) = v; }
+
+/* --- cp.async: global -> shared without a register round trip (sm_80+) ---
+ * Copies src_bytes (0..16) from src and zero-fills the rest of the 16-byte destination. Both
+ * addresses 16-byte aligned; with src_bytes == 0 nothing is read (src must still be a valid
+ * pointer value). .cg: cache in L2 only, the data is used once per CTA. */
+__device__ __forceinline__ void qn_cp_async16(void *smem_dst, const void *gmem_src, uint32_t src_bytes) {
+    const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem_src), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void qn_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+/* Waits until at most N committed groups are still in flight. */
+template <int N>
+__device__ __forceinline__ void qn_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+/* --- tensor cores: D = A(16x16 f16, row) * B(16x8 f16, col) + C (f32) ---
+ * Fragment ownership (g = lane/4, q = lane%4), each register two halves along k:
+ *   a0: row g,   k 2q..2q+1    a1: row g+8, k 2q..2q+1
+ *   a2: row g,   k 2q+8..2q+9  a3: row g+8, k 2q+8..2q+9
+ *   b0: col g,   k 2q..2q+1    b1: col g,   k 2q+8..2q+9
+ *   c0,c1: row g, cols 2q,2q+1    c2,c3: row g+8, cols 2q,2q+1
+ * The k index only has to agree between A and B, so a kernel may map (q, register) to any k. */
+__device__ __forceinline__ void qn_mma_16816(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* --- half2 <-> u32 bit casts (fragments travel as u32) --- */
+__device__ __forceinline__ uint32_t qn_h2_bits(__half2 h) { return *reinterpret_cast<uint32_t *>(&h); }
+__device__ __forceinline__ __half2 qn_bits_h2(uint32_t u) { return *reinterpret_cast<__half2 *>(&u); }
+
+#endif /* QN_DEVICE_UTIL_CUH */

@@ -1,0 +1,234 @@
+/* kq_kernel.cuh — the one pipelined kernel behind the GGUF GPU paths (kq_gemv.cu, kq_gemm.cu,
+ * kq_dequant.cu), instantiated per (format, NT). Owns: the CTA tiling, the cp.async stage ring, the
+ * tensor-core inner loop, the split-K cluster reduction and the host-side launch description.
+ *
+ *   NT > 0 (matmul):  y[t][r] = sum_k x[t][k] * W[r][k] for t < n <= 8*NT, r < N
+ *   NT = 0 (dequant): out[r][k] = fp16(W[r][k])
+ *
+ * Tiling: a CTA is 8 warps and 128 rows (16 per warp: the mma M dimension, so each dequantized
+ * weight feeds 8*NT tokens through the tensor cores and is decoded once). blockIdx.y splits K: with
+ * gridDim.y = S > 1 the S CTAs of one row tile form a thread-block cluster (sm_90) and sum their
+ * partial tiles through distributed shared memory, in a fixed order (deterministic, no atomics, no
+ * workspace). Per stage the CTA copies, with 16-byte cp.async, the 16-aligned byte superset of each
+ * row's SK elements (any block alignment works; bytes past the row's end are zero-filled) and, for
+ * NT > 0, the activations already in fragment order; NS stages are in flight. */
+#ifndef QN_KQ_KERNEL_CUH
+#define QN_KQ_KERNEL_CUH
+
+#include <stdint.h>
+
+#include <cooperative_groups.h>
+#include <cuda_fp16.h>
+
+#include "kernels/common/device_util.cuh"
+#include "kernels/quant/gguf/kq_decode.cuh"
+
+#define KQ_ROWS 128   /* rows per CTA: 8 warps x 16 */
+#define KQ_THREADS 256
+#define KQ_SMEM_TARGET (100 * 1024) /* per CTA: two CTAs fit an SM's 228 KB (H100, A100: 164 KB -> 1) */
+#define KQ_MAX_SPLIT 16
+
+struct kq_args {
+    const uint8_t *w;  /* [N][row_bytes] ggml blocks, 16-byte aligned */
+    const __half *x;   /* [n][K] fp16, 16-byte aligned (matmul) */
+    float *y;          /* [n][N] f32 (matmul) */
+    __half *out;       /* [N][K] fp16, 16-byte aligned (dequant) */
+    int64_t N, K, n, row_bytes;
+    int ksteps;        /* ceil(K / SK) */
+    int ks_per_split;  /* stages per blockIdx.y */
+};
+
+template <qn_qformat F, int NT>
+struct kq_cfg {
+    using FT = kq_fmt<F>;
+    static constexpr int SB = FT::SK / FT::BE * FT::BB;      /* bytes of a row per full stage */
+    static constexpr int RSW0 = (SB + 14 + 4 + 15) / 16;     /* + start offset <= 14, + 2-byte over-read */
+    static constexpr int RSW = RSW0 | 1;                     /* odd: row slots 16 mod 32 bytes apart */
+    static constexpr int RS = 16 * RSW;
+    static constexpr int W_BYTES = KQ_ROWS * RS;
+    static constexpr int X_BYTES = FT::SUB * 4 * NT * 32 * 16; /* [SUB][4 runs][NT][32 lanes] x 16 B */
+    static constexpr int STAGE = W_BYTES + X_BYTES;
+    static constexpr int NS0 = KQ_SMEM_TARGET / STAGE;
+    static constexpr int NS = NS0 < 2 ? 2 : NS0 > 6 ? 6 : NS0;
+    static constexpr int RED_LD = 8 * NT + 4;               /* floats per row of the reduction tile */
+    static constexpr int RED_BYTES = KQ_ROWS * RED_LD * 4;
+    static constexpr int SMEM = NS * STAGE > RED_BYTES ? NS * STAGE : RED_BYTES;
+    static constexpr int MIN_BLOCKS = NT >= 4 ? 1 : 2;
+};
+
+template <qn_qformat F, int NT>
+__global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kernel(const kq_args a) {
+    using FT = kq_fmt<F>;
+    using C = kq_cfg<F, NT>;
+    extern __shared__ __align__(16) uint8_t smem[];
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
+    const int64_t row0 = (int64_t)blockIdx.x * KQ_ROWS;
+    const int ks0 = blockIdx.y * a.ks_per_split;
+    const int nk = max(0, min(a.ksteps - ks0, a.ks_per_split));
+    const int64_t ra = row0 + warp * 16 + g, rb = ra + 8; /* this lane's two rows */
+    const int offa = (int)((ra * a.row_bytes) & 15), offb = (int)((rb * a.row_bytes) & 15);
+
+    float acc[NT > 0 ? NT : 1][4];
+#pragma unroll
+    for (int t = 0; t < (NT > 0 ? NT : 1); t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+
+    auto load_stage = [&](int buf, int ks) {
+        uint8_t *ws = smem + buf * C::STAGE;
+        const int64_t k0 = (int64_t)ks * FT::SK;
+        const int64_t kvalid = min((int64_t)FT::SK, a.K - k0);
+        const int64_t cbytes = kvalid / FT::BE * FT::BB;
+        for (int idx = tid; idx < KQ_ROWS * C::RSW; idx += KQ_THREADS) {
+            const int r = idx / C::RSW, wd = idx - r * C::RSW;
+            const int64_t row = row0 + r;
+            const int64_t gs = row * a.row_bytes + (int64_t)ks * C::SB;
+            const int64_t ge = row < a.N ? gs + cbytes : 0;
+            const int64_t addr = (gs & ~(int64_t)15) + 16 * wd;
+            const int64_t rem = ge - addr;
+            const uint32_t nb = rem <= 0 ? 0u : rem >= 16 ? 16u : (uint32_t)rem;
+            qn_cp_async16(ws + r * C::RS + 16 * wd, a.w + (nb ? addr : 0), nb);
+        }
+        if (NT > 0) {
+            uint8_t *xs = ws + C::W_BYTES;
+            for (int slot = tid; slot < FT::SUB * 4 * NT * 32; slot += KQ_THREADS) {
+                const int ln = slot & 31, t = (slot >> 5) % (NT > 0 ? NT : 1), sr = (slot >> 5) / (NT > 0 ? NT : 1);
+                const int64_t tok = 8 * t + (ln >> 2);
+                const int64_t k = k0 + FT::sub_k(ln & 3, sr >> 2) + 8 * (sr & 3);
+                const bool ok = tok < a.n && k < a.K;
+                qn_cp_async16(xs + 16 * slot, ok ? (const void *)(a.x + tok * a.K + k) : (const void *)a.x,
+                              ok ? 16u : 0u);
+            }
+        }
+    };
+
+    auto compute_stage = [&](int buf, int ks) {
+        const uint8_t *ws = smem + buf * C::STAGE;
+        const int so = (int)(((int64_t)ks * C::SB) & 15);
+        const uint8_t *pa = ws + (warp * 16 + g) * C::RS + ((offa + so) & 15);
+        const uint8_t *pb = ws + (warp * 16 + g + 8) * C::RS + ((offb + so) & 15);
+#pragma unroll
+        for (int s = 0; s < FT::SUB; s++) {
+            uint32_t ha[16], hb[16];
+            FT::decode(pa, q, s, ha);
+            FT::decode(pb, q, s, hb);
+            if (NT > 0) {
+                const uint8_t *xs = ws + C::W_BYTES;
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+#pragma unroll
+                    for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
+                        const uint4 bx = qn_lds128(xs + 16 * (((s * 4 + r) * NT + t) * 32 + lane));
+                        qn_mma_16816(acc[t], ha[4 * r], hb[4 * r], ha[4 * r + 1], hb[4 * r + 1], bx.x, bx.y);
+                        qn_mma_16816(acc[t], ha[4 * r + 2], hb[4 * r + 2], ha[4 * r + 3], hb[4 * r + 3], bx.z, bx.w);
+                    }
+                }
+            } else {
+                const int64_t kk = (int64_t)ks * FT::SK + FT::sub_k(q, s);
+                if (kk < a.K) {
+#pragma unroll
+                    for (int r = 0; r < 4; r++) {
+                        if (ra < a.N)
+                            qn_stg128(a.out + ra * a.K + kk + 8 * r,
+                                      make_uint4(ha[4 * r], ha[4 * r + 1], ha[4 * r + 2], ha[4 * r + 3]));
+                        if (rb < a.N)
+                            qn_stg128(a.out + rb * a.K + kk + 8 * r,
+                                      make_uint4(hb[4 * r], hb[4 * r + 1], hb[4 * r + 2], hb[4 * r + 3]));
+                    }
+                }
+            }
+        }
+    };
+
+    /* --- the stage ring: NS-1 stages ahead; a barrier before each refill of the oldest buffer --- */
+#pragma unroll 1
+    for (int s = 0; s < C::NS - 1; s++) {
+        if (s < nk) load_stage(s, ks0 + s);
+        qn_cp_async_commit();
+    }
+#pragma unroll 1
+    for (int i = 0; i < nk; i++) {
+        qn_cp_async_wait<C::NS - 2>();
+        __syncthreads();
+        const int nx = i + C::NS - 1;
+        if (nx < nk) load_stage(nx % C::NS, ks0 + nx);
+        qn_cp_async_commit();
+        compute_stage(i % C::NS, ks0 + i);
+    }
+    qn_cp_async_wait<0>();
+    if (NT == 0) return;
+
+    /* --- epilogue: c0,c1 -> (row g, tokens 2q, 2q+1), c2,c3 -> (row g+8, ...) of each token tile --- */
+    if (gridDim.y == 1) {
+#pragma unroll
+        for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
+            const int64_t t0 = 8 * t + 2 * q;
+            if (ra < a.N) {
+                if (t0 < a.n) a.y[t0 * a.N + ra] = acc[t][0];
+                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + ra] = acc[t][1];
+            }
+            if (rb < a.N) {
+                if (t0 < a.n) a.y[t0 * a.N + rb] = acc[t][2];
+                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + rb] = acc[t][3];
+            }
+        }
+        return;
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    {
+        namespace cg = cooperative_groups;
+        __syncthreads(); /* every warp is done reading the stage buffers */
+        float *red = reinterpret_cast<float *>(smem);
+        const int lr = warp * 16 + g;
+#pragma unroll
+        for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
+            red[lr * C::RED_LD + 8 * t + 2 * q] = acc[t][0];
+            red[lr * C::RED_LD + 8 * t + 2 * q + 1] = acc[t][1];
+            red[(lr + 8) * C::RED_LD + 8 * t + 2 * q] = acc[t][2];
+            red[(lr + 8) * C::RED_LD + 8 * t + 2 * q + 1] = acc[t][3];
+        }
+        cg::cluster_group cl = cg::this_cluster();
+        cl.sync(); /* partial tiles of all S CTAs written */
+        const int S = (int)cl.num_blocks(), rank = (int)cl.block_rank();
+        const int rows_per = (KQ_ROWS + S - 1) / S;
+        const int ntok = (int)min(a.n, (int64_t)(8 * NT));
+        for (int idx = tid; idx < rows_per * ntok; idx += KQ_THREADS) {
+            const int lr2 = rank * rows_per + idx % rows_per, t = idx / rows_per;
+            if (lr2 >= KQ_ROWS) continue;
+            float sum = 0.f;
+            for (int j = 0; j < S; j++) sum += cl.map_shared_rank(red, j)[lr2 * C::RED_LD + t];
+            const int64_t row = row0 + lr2;
+            if (row < a.N) a.y[t * a.N + row] = sum;
+        }
+        cl.sync(); /* keep this CTA's shared memory alive until every rank has read it */
+    }
+#else
+    __trap(); /* split-K needs clusters (sm_90); the launcher never asks for it below */
+#endif
+}
+
+/* --- host side: what a launcher needs to know about one instance --- */
+struct kq_kernel_info {
+    const void *fn;  /* kq_kernel<F, NT> */
+    int nt;          /* token tiles of 8 (0: dequant) */
+    int smem;        /* dynamic shared memory bytes */
+    int sk;          /* elements of a row per stage */
+    int min_blocks;  /* CTAs per SM the kernel is built for */
+};
+
+template <qn_qformat F, int NT>
+kq_kernel_info kq_info() {
+    using C = kq_cfg<F, NT>;
+    return kq_kernel_info{(const void *)kq_kernel<F, NT>, NT, C::SMEM, kq_fmt<F>::SK, C::MIN_BLOCKS};
+}
+
+/* Instance tables, one per translation unit so that the instances compile in parallel.
+ * Each returns false (and leaves *out alone) for a format or NT it does not hold. */
+bool kq_gemv_info(qn_qformat fmt, int nt, kq_kernel_info *out);    /* kq_gemv.cu: nt 1, 2 */
+bool kq_gemm_info(qn_qformat fmt, int nt, kq_kernel_info *out);    /* kq_gemm.cu: nt 4, 8 */
+bool kq_dequant_info(qn_qformat fmt, kq_kernel_info *out);         /* kq_dequant.cu: nt 0 */
+
+/* The formats with GPU kernels, for the instance tables. */
+#define KQ_FOR_EACH_FORMAT(X) \
+    X(F16) X(BF16) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K)
+
+#endif /* QN_KQ_KERNEL_CUH */

@@ -1,0 +1,118 @@
+/* quant.h — the one header runtime/ sees for quantized matmuls on the GPU.
+ * Owns: the GPU entry points for GGUF weight formats (matmul, dequant-to-fp16), their path
+ * selection predicates and workspace sizing. Not: formats and CPU references (qformat.h), CPU
+ * kernels (cpu_kernels.h), device memory (runtime/core/arena), cuBLAS handle lifetime.
+ *
+ * Contract of qn_quant_matmul_cuda (all pointers device memory, all work on `stream`):
+ *   w  [N][K]  ggml blocks of fmt, rows back to back (row stride qn_qformat_row_bytes(fmt, K)),
+ *              16-byte aligned; nothing past the last block is read.
+ *   x  [n][K]  fp16 activations, row-major, 16-byte aligned. (fp16: it is what the tensor cores
+ *              take; the runtime's norms/activations write fp16 for the next matmul.)
+ *   y  [n][N]  f32 outputs, overwritten (no accumulate), f32 accumulation throughout.
+ *   K: a multiple of 32 (F16, BF16, Q4_0..Q8_0) or 256 (K-quants); N, n >= 0.
+ * Weights go through fp16 on every path (tensor cores / cuBLAS fp16): |w| must fit fp16, as in
+ * ggml-cuda; real GGUF weights do.
+ * This header needs no CUDA headers: stream and cuBLAS handle are passed as void *. It is
+ * declared in every build; the definitions exist only when QN_HAVE_CUDA is set. */
+#ifndef QN_QUANT_H
+#define QN_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/qformat.h"
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --- path selection (ggml's should_use_mmvq, as named predicates) --- */
+
+typedef enum qn_quant_path {
+    QN_QUANT_PATH_NONE = -1,          /* no GPU kernel for this format/device */
+    QN_QUANT_PATH_AUTO = 0,           /* qn_quant_select_path() */
+    QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 */
+    QN_QUANT_PATH_MMA,                /* the same kernel with 4-8 token tiles, n in chunks of 64 */
+    QN_QUANT_PATH_DEQUANT_CUBLAS,     /* dequant to an fp16 workspace + cuBLAS fp16 GEMM */
+} qn_quant_path;
+
+/* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
+#define QN_QUANT_GEMV_MAX_TOKENS 16
+/* 16 < n <= this: the fused mma kernel beats dequant + cuBLAS on H100 (measured, same file). */
+#define QN_QUANT_MMA_MAX_TOKENS 64
+
+/* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
+static inline bool qn_quant_cuda_has_format(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16 || fmt == QN_QFORMAT_Q4_0 ||
+           fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
+           fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K ||
+           fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K;
+}
+
+/* sm: compute capability as major*10 + minor (90 = H100). The kernels need sm_80 (cp.async,
+ * mma.sync m16n8k16); split-K across CTAs needs sm_90 clusters. */
+static inline bool qn_quant_use_gemv(qn_qformat fmt, int sm, int64_t n_tokens) {
+    return qn_quant_cuda_has_format(fmt) && sm >= 80 && n_tokens >= 1 && n_tokens <= QN_QUANT_GEMV_MAX_TOKENS;
+}
+
+static inline bool qn_quant_use_mma(qn_qformat fmt, int sm, int64_t n_tokens) {
+    return qn_quant_cuda_has_format(fmt) && sm >= 80 && n_tokens > QN_QUANT_GEMV_MAX_TOKENS &&
+           n_tokens <= QN_QUANT_MMA_MAX_TOKENS;
+}
+
+static inline qn_quant_path qn_quant_select_path(qn_qformat fmt, int sm, int64_t n_tokens) {
+    if (!qn_quant_cuda_has_format(fmt) || sm < 80) return QN_QUANT_PATH_NONE;
+    if (qn_quant_use_gemv(fmt, sm, n_tokens)) return QN_QUANT_PATH_GEMV;
+    if (qn_quant_use_mma(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMA;
+    return n_tokens < 1 ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_DEQUANT_CUBLAS;
+}
+
+/* --- device context: read once per device, passed to every call (no hidden globals) --- */
+
+typedef struct qn_quant_cuda_ctx {
+    int device;   /* CUDA ordinal */
+    int sm;       /* major*10 + minor */
+    int n_sm;     /* multiprocessors: sizes the split-K grid */
+    void *cublas; /* cublasHandle_t, borrowed; only the DEQUANT_CUBLAS path uses it (may be NULL).
+                   * Its stream is set to the call's stream. */
+} qn_quant_cuda_ctx;
+
+/* Reads device properties. QN_ERR_NO_DEVICE when the ordinal does not exist. */
+qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle);
+
+/* QN_OK if the kernels take (fmt, K); QN_ERR_UNSUPPORTED / QN_ERR_SHAPE otherwise. No CUDA calls. */
+qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K);
+
+/* --- entry points --- */
+
+typedef struct qn_quant_matmul_opts {
+    qn_quant_path path; /* AUTO: qn_quant_select_path(fmt, ctx->sm, n) */
+    int split;          /* K split across a cluster of CTAs: 0 = auto, else 1, 2, 4, 8 or 16 (sm_90) */
+} qn_quant_matmul_opts;
+
+/* Workspace bytes the call needs (0 except for DEQUANT_CUBLAS: N*K fp16). path: as in opts. */
+size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
+                                      int64_t N, int64_t K, int64_t n);
+
+/* y[n][N] = x[n][K] . W[N][K]^T (contract above). workspace: device memory of ws_bytes >=
+ * qn_quant_matmul_workspace_size(); QN_ERR_INVALID_ARG if short. stream: cudaStream_t. */
+qn_status qn_quant_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt,
+                               const void *w, /* [N][K] blocks */ int64_t N, int64_t K,
+                               const void *x, /* [n][K] fp16 */ int64_t n,
+                               float *y,      /* [n][N] f32 */
+                               void *workspace, size_t ws_bytes, void *stream);
+
+qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                  int64_t K, const void *x, int64_t n, float *y, void *workspace,
+                                  size_t ws_bytes, void *stream, const qn_quant_matmul_opts *opts);
+
+/* out[N][K] fp16 (16-byte aligned) = the same fp16 weights the matmul paths use. */
+qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                int64_t K, void *out /* [N][K] fp16 */, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_QUANT_H */

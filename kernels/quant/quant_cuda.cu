@@ -1,0 +1,201 @@
+/* quant_cuda.cu — the GPU entry points of quant.h: shape checks, path choice, split-K sizing,
+ * launches of the kq_kernel instances (gguf/kq_*.cu) and the dequant + cuBLAS fp16 GEMM path.
+ * Holds no state: everything it needs comes in through qn_quant_cuda_ctx and the arguments. */
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/quant/gguf/kq_kernel.cuh"
+#include "kernels/quant/quant.h"
+
+qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle) {
+    if (!ctx) return QN_ERR_INVALID_ARG;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
+        (void)cudaGetLastError();
+        return QN_ERR_NO_DEVICE;
+    }
+    int major = 0, minor = 0, n_sm = 0;
+    QN_CUDA_TRY(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    QN_CUDA_TRY(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    QN_CUDA_TRY(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, device));
+    ctx->device = device;
+    ctx->sm = major * 10 + minor;
+    ctx->n_sm = n_sm;
+    ctx->cublas = cublas_handle;
+    return QN_OK;
+}
+
+qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K) {
+    if (!qn_quant_cuda_has_format(fmt)) return QN_ERR_UNSUPPORTED;
+    if (N < 0 || K <= 0) return QN_ERR_SHAPE;
+    const int64_t be = QN_QFORMATS[fmt].block_elems;
+    /* F16/BF16: the kernels walk rows in 32-element sub-chunks */
+    if (K % (be > 32 ? be : 32) != 0) return QN_ERR_SHAPE;
+    if (K > (int64_t)1 << 30 || N > (int64_t)1 << 31) return QN_ERR_SHAPE;
+    return QN_OK;
+}
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
+                                      int64_t N, int64_t K, int64_t n) {
+    if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx ? ctx->sm : 0, n);
+    if (path != QN_QUANT_PATH_DEQUANT_CUBLAS || N <= 0 || K <= 0) return 0;
+    return align256((size_t)N * (size_t)K * sizeof(__half));
+}
+
+/* --- launching one kq_kernel instance --- */
+
+/* CTAs that run at once on one SM: the shared memory and register budget the kernel was built for */
+static int kq_ctas_per_sm(const kq_kernel_info *ki) {
+    const int by_smem = (227 * 1024) / (ki->smem + 1024);
+    const int c = by_smem < ki->min_blocks ? by_smem : ki->min_blocks;
+    return c < 1 ? 1 : c;
+}
+
+/* Split K over S CTAs (a cluster) until the grid covers every SM's CTA slots, each CTA keeping
+ * at least one stage. Power of two, <= 16; 1 below sm_90 (no clusters). */
+static int kq_pick_split(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki, int64_t N, int ksteps) {
+    if (ctx->sm < 90) return 1;
+    const int64_t tiles = (N + KQ_ROWS - 1) / KQ_ROWS;
+    const int64_t target = (int64_t)ctx->n_sm * kq_ctas_per_sm(ki);
+    int s = 1;
+    while (s < KQ_MAX_SPLIT && tiles * s < target && ksteps >= 2 * s) s *= 2;
+    return s;
+}
+
+static qn_status kq_launch(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki, kq_args a, int split,
+                           bool cluster, cudaStream_t stream) {
+    const int64_t tiles = (a.N + KQ_ROWS - 1) / KQ_ROWS;
+    if (tiles == 0) return QN_OK;
+    if (tiles > 0x7fffffff) return QN_ERR_SHAPE;
+    a.ksteps = (int)((a.K + ki->sk - 1) / ki->sk);
+    if (split < 1) split = 1;
+    if (split > a.ksteps) split = a.ksteps;
+    a.ks_per_split = (a.ksteps + split - 1) / split;
+    if (!cluster) split = (a.ksteps + a.ks_per_split - 1) / a.ks_per_split; /* no empty CTAs */
+
+    QN_CUDA_TRY(cudaFuncSetAttribute(ki->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, ki->smem));
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute attr[1];
+    cfg.gridDim = dim3((unsigned)tiles, (unsigned)split, 1);
+    cfg.blockDim = dim3(KQ_THREADS, 1, 1);
+    cfg.dynamicSmemBytes = (size_t)ki->smem;
+    cfg.stream = stream;
+    if (cluster && split > 1) {
+        if (split > 8) QN_CUDA_TRY(cudaFuncSetAttribute(ki->fn, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = 1;
+        attr[0].val.clusterDim.y = (unsigned)split;
+        attr[0].val.clusterDim.z = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+    }
+    void *args[] = {&a};
+    QN_CUDA_TRY(cudaLaunchKernelExC(&cfg, ki->fn, args));
+    return QN_OK;
+}
+
+static bool is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* Fused path: one launch per 64 tokens (per 8*nt for the last chunk). */
+static qn_status kq_matmul_fused(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
+                                 const void *w, int64_t N, int64_t K, const __half *x, int64_t n, float *y,
+                                 int split, cudaStream_t stream) {
+    for (int64_t t0 = 0; t0 < n;) {
+        const int64_t nc = n - t0 < 64 ? n - t0 : 64;
+        const int nt = nc <= 8 ? 1 : nc <= 16 ? 2 : nc <= 32 ? 4 : 8;
+        kq_kernel_info ki;
+        /* GEMV path: at most 16 tokens per launch (2 tiles) */
+        const bool ok = (path == QN_QUANT_PATH_GEMV || nt <= 2) ? kq_gemv_info(fmt, nt <= 2 ? nt : 2, &ki)
+                                                                 : kq_gemm_info(fmt, nt, &ki);
+        if (!ok) return QN_ERR_UNSUPPORTED;
+        const int64_t take = nc < 8 * (int64_t)ki.nt ? nc : 8 * (int64_t)ki.nt;
+        kq_args a = {};
+        a.w = (const uint8_t *)w;
+        a.x = x + t0 * K;
+        a.y = y + t0 * N;
+        a.N = N;
+        a.K = K;
+        a.n = take;
+        a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
+        const int ksteps = (int)((K + ki.sk - 1) / ki.sk);
+        int s = split > 0 ? split : kq_pick_split(ctx, &ki, N, ksteps);
+        if (ctx->sm < 90) s = 1;
+        const qn_status st = kq_launch(ctx, &ki, a, s, true, stream);
+        if (st != QN_OK) return st;
+        t0 += take;
+    }
+    return QN_OK;
+}
+
+qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                int64_t K, void *out, void *stream) {
+    if (!ctx || !w || !out) return QN_ERR_INVALID_ARG;
+    qn_status st = qn_quant_check_shape(fmt, N, K);
+    if (st != QN_OK) return st;
+    if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+    if (!is_aligned16(w) || !is_aligned16(out)) return QN_ERR_INVALID_ARG;
+    kq_kernel_info ki;
+    if (!kq_dequant_info(fmt, &ki)) return QN_ERR_UNSUPPORTED;
+    kq_args a = {};
+    a.w = (const uint8_t *)w;
+    a.out = (__half *)out;
+    a.N = N;
+    a.K = K;
+    a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
+    /* no reduction: split K freely until the grid covers the SMs twice */
+    const int64_t tiles = (N + KQ_ROWS - 1) / KQ_ROWS;
+    const int ksteps = (int)((K + ki.sk - 1) / ki.sk);
+    int s = 1;
+    while (tiles * s < 4LL * ctx->n_sm && s < ksteps) s *= 2;
+    return kq_launch(ctx, &ki, a, s, false, (cudaStream_t)stream);
+}
+
+qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                  int64_t K, const void *x, int64_t n, float *y, void *workspace,
+                                  size_t ws_bytes, void *stream, const qn_quant_matmul_opts *opts) {
+    if (!ctx) return QN_ERR_INVALID_ARG;
+    qn_status st = qn_quant_check_shape(fmt, N, K);
+    if (st != QN_OK) return st;
+    if (n < 0) return QN_ERR_SHAPE;
+    if (n == 0 || N == 0) return QN_OK;
+    if (!w || !x || !y) return QN_ERR_INVALID_ARG;
+    if (!is_aligned16(w) || !is_aligned16(x)) return QN_ERR_INVALID_ARG;
+    qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    const int split = opts ? opts->split : 0;
+    if (split < 0 || split > KQ_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
+    if (split > 1 && ctx->sm < 90) return QN_ERR_UNSUPPORTED;
+    if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
+    if (path == QN_QUANT_PATH_NONE || ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+    const cudaStream_t s = (cudaStream_t)stream;
+
+    if (path == QN_QUANT_PATH_GEMV || path == QN_QUANT_PATH_MMA)
+        return kq_matmul_fused(ctx, fmt, path, w, N, K, (const __half *)x, n, y, split, s);
+
+    /* DEQUANT_CUBLAS: W -> fp16 [N][K] in the workspace, then y^T (N x n, col-major) = W . x^T,
+     * i.e. cuBLAS C = op(A) B with A = W viewed col-major K x N (op T), B = x col-major K x n. */
+    if (path != QN_QUANT_PATH_DEQUANT_CUBLAS) return QN_ERR_INVALID_ARG;
+    if (!ctx->cublas) return QN_ERR_INVALID_ARG;
+    if (!workspace || ws_bytes < qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n) || !is_aligned16(workspace))
+        return QN_ERR_INVALID_ARG;
+    if (N > INT32_MAX || n > INT32_MAX) return QN_ERR_SHAPE;
+    st = qn_quant_dequant_cuda(ctx, fmt, w, N, K, workspace, stream);
+    if (st != QN_OK) return st;
+    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
+    const float alpha = 1.0f, beta = 0.0f;
+    QN_CUBLAS_TRY(cublasSetStream(h, s));
+    QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, workspace, CUDA_R_16F,
+                               (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+    return QN_OK;
+}
+
+qn_status qn_quant_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N, int64_t K,
+                               const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream) {
+    return qn_quant_matmul_cuda_ex(ctx, fmt, w, N, K, x, n, y, workspace, ws_bytes, stream, NULL);
+}

@@ -1,0 +1,458 @@
+/* test_gpu_quant.c — GGUF GPU matmul/dequant (kernels/quant/quant.h) against a double-precision CPU
+ * reference: QN_QFORMATS[fmt].dequant_ref (exact fp32, formats.md §2.2), then double dot products.
+ * Every format x odd shapes (N = 1, 3, 17, 118, 4100; K a multiple of the block but not of the
+ * 256/128-element stage) x n = 1..100 over every path (gemv, fused mma, dequant + cuBLAS) and every
+ * split-K cluster size. Outputs are poisoned (NaN) before each call, a guard past y must survive.
+ * The path predicates run without a GPU; the GPU cases exit 77 (ctest: skipped) when there is none.
+ * QN_TEST_QUICK=1 trims the cases (for compute-sanitizer runs).
+ *
+ * Tolerance: weights reach the tensor cores as fp16 (unit roundoff u = 2^-11), rounded once for
+ * symmetric formats and up to three times (scale, min, value) for affine/K formats, so per output
+ *   |got - ref| <= 8u * sum_k |w_k x_k| + 8u * max_k |w_k| * sqrt(sum_k x_k^2)
+ * (the second term covers d*q - m cancellation), and NMSE <= 1e-5 per case (expected ~1e-7). */
+#include "harness.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "kernels/common/half.h"
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/qformat.h"
+#include "kernels/quant/quant.h"
+
+#define U16 (1.0 / 2048.0) /* fp16 unit roundoff */
+
+static int g_quick;
+
+/* ------------------------------------------------------------------------------------------------
+ * path predicates: no GPU needed */
+
+static const qn_qformat GPU_FORMATS[] = {
+    QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
+    QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+};
+#define N_GPU_FORMATS (int)(sizeof GPU_FORMATS / sizeof GPU_FORMATS[0])
+
+static void test_select_path(void **state) {
+    (void)state;
+    for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
+        bool listed = false;
+        for (int i = 0; i < N_GPU_FORMATS; i++) listed |= GPU_FORMATS[i] == (qn_qformat)f;
+        assert_int_equal(qn_quant_cuda_has_format((qn_qformat)f), listed);
+    }
+    for (int i = 0; i < N_GPU_FORMATS; i++) {
+        const qn_qformat f = GPU_FORMATS[i];
+        for (int64_t n = 1; n <= QN_QUANT_GEMV_MAX_TOKENS; n++) {
+            assert_true(qn_quant_use_gemv(f, 90, n));
+            assert_true(qn_quant_use_gemv(f, 80, n));
+            assert_false(qn_quant_use_mma(f, 90, n));
+            assert_int_equal(qn_quant_select_path(f, 90, n), QN_QUANT_PATH_GEMV);
+        }
+        assert_false(qn_quant_use_gemv(f, 75, 1)); /* no cp.async / m16n8k16 */
+        assert_false(qn_quant_use_gemv(f, 90, 0));
+        assert_false(qn_quant_use_gemv(f, 90, 17));
+        assert_true(qn_quant_use_mma(f, 90, 17));
+        assert_true(qn_quant_use_mma(f, 90, QN_QUANT_MMA_MAX_TOKENS));
+        assert_int_equal(qn_quant_select_path(f, 90, 33), QN_QUANT_PATH_MMA);
+        assert_false(qn_quant_use_mma(f, 90, QN_QUANT_MMA_MAX_TOKENS + 1));
+        assert_int_equal(qn_quant_select_path(f, 90, 4096), QN_QUANT_PATH_DEQUANT_CUBLAS);
+        assert_int_equal(qn_quant_select_path(f, 70, 1), QN_QUANT_PATH_NONE);
+        /* every n gets exactly one path */
+        for (int64_t n = 1; n < 5000; n += 37)
+            assert_int_equal((int)qn_quant_use_gemv(f, 90, n) + (int)qn_quant_use_mma(f, 90, n) +
+                                 (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS),
+                             1);
+    }
+    const qn_qformat none[] = {QN_QFORMAT_F32, QN_QFORMAT_Q8_1, QN_QFORMAT_Q8_K};
+    for (int i = 0; i < 3; i++) {
+        assert_false(qn_quant_use_gemv(none[i], 90, 1));
+        assert_int_equal(qn_quant_select_path(none[i], 90, 1), QN_QUANT_PATH_NONE);
+    }
+}
+
+static void test_check_shape(void **state) {
+    (void)state;
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_0, 3, 32 * 7), QN_OK);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_0, 3, 48), QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_K, 3, 256 * 3), QN_OK);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_K, 3, 32 * 7), QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 32 * 7), QN_OK);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 40), QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_1, 3, 32), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F32, 3, 32), QN_ERR_UNSUPPORTED);
+    const qn_quant_cuda_ctx ctx = {0, 90, 132, NULL};
+    assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 1), 0);
+    assert_true(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 4096) >=
+                (size_t)4096 * 4096 * 2);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * GPU cases */
+
+#define CK(call)                                                                                  \
+    do {                                                                                          \
+        cudaError_t e_ = (call);                                                                  \
+        if (e_ != cudaSuccess) fail_msg("%s: %s", #call, cudaGetErrorString(e_));                 \
+    } while (0)
+
+typedef struct gpu_env {
+    qn_quant_cuda_ctx ctx;
+    cublasHandle_t blas;
+    cudaStream_t stream;
+} gpu_env;
+
+static int gpu_setup(void **state) {
+    gpu_env *e = calloc(1, sizeof *e);
+    if (!e) return -1;
+    if (cudaSetDevice(0) != cudaSuccess || cudaStreamCreate(&e->stream) != cudaSuccess) return -1;
+    if (cublasCreate(&e->blas) != CUBLAS_STATUS_SUCCESS) return -1;
+    if (qn_quant_cuda_ctx_init(&e->ctx, 0, e->blas) != QN_OK) return -1;
+    fprintf(stderr, "test_gpu_quant: device sm_%d, %d SMs%s\n", e->ctx.sm, e->ctx.n_sm, g_quick ? ", quick" : "");
+    *state = e;
+    return 0;
+}
+
+static int gpu_teardown(void **state) {
+    gpu_env *e = *state;
+    if (e) {
+        cublasDestroy(e->blas);
+        cudaStreamDestroy(e->stream);
+        free(e);
+    }
+    return 0;
+}
+
+/* finite, realistic fp16 scale: +-2^[-10, -5] with a random mantissa */
+static uint16_t rand_scale(qn_rng *r) {
+    const float mag = exp2f(qn_rng_uniform(r, -10.0f, -5.0f));
+    return qn_f32_to_f16((qn_rng_u64(r) & 1) ? -mag : mag);
+}
+
+/* Random blocks: random bytes everywhere, then every fp16 scale field set by rand_scale. */
+static void make_weights(qn_qformat fmt, int64_t N, int64_t K, qn_rng *r, uint8_t *w) {
+    const qn_qformat_traits *t = &QN_QFORMATS[fmt];
+    const size_t bytes = (size_t)N * qn_qformat_row_bytes(fmt, K);
+    const size_t nb = bytes / (size_t)t->block_bytes;
+    if (fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16) {
+        uint16_t *h = (uint16_t *)w;
+        for (size_t i = 0; i < nb; i++) {
+            const float v = 0.5f * qn_rng_normal(r);
+            h[i] = fmt == QN_QFORMAT_F16 ? qn_f32_to_f16(v) : qn_f32_to_bf16(v);
+        }
+        return;
+    }
+    qn_rng_fill_bytes(r, w, bytes);
+    size_t off[2] = {0, 0};
+    int n_off = 1;
+    switch (fmt) { /* offsets of the fp16 scale fields (gguf_blocks.h) */
+    case QN_QFORMAT_Q4_0: off[0] = offsetof(qn_block_q4_0, d); break;
+    case QN_QFORMAT_Q4_1: off[0] = offsetof(qn_block_q4_1, d); off[1] = offsetof(qn_block_q4_1, m); n_off = 2; break;
+    case QN_QFORMAT_Q5_0: off[0] = offsetof(qn_block_q5_0, d); break;
+    case QN_QFORMAT_Q5_1: off[0] = offsetof(qn_block_q5_1, d); off[1] = offsetof(qn_block_q5_1, m); n_off = 2; break;
+    case QN_QFORMAT_Q8_0: off[0] = offsetof(qn_block_q8_0, d); break;
+    case QN_QFORMAT_Q2_K: off[0] = offsetof(qn_block_q2_k, d); off[1] = offsetof(qn_block_q2_k, dmin); n_off = 2; break;
+    case QN_QFORMAT_Q3_K: off[0] = offsetof(qn_block_q3_k, d); break;
+    case QN_QFORMAT_Q4_K: off[0] = offsetof(qn_block_q4_k, d); off[1] = offsetof(qn_block_q4_k, dmin); n_off = 2; break;
+    case QN_QFORMAT_Q5_K: off[0] = offsetof(qn_block_q5_k, d); off[1] = offsetof(qn_block_q5_k, dmin); n_off = 2; break;
+    case QN_QFORMAT_Q6_K: off[0] = offsetof(qn_block_q6_k, d); break;
+    default: fail_msg("no GPU format %d", (int)fmt);
+    }
+    for (size_t b = 0; b < nb; b++)
+        for (int i = 0; i < n_off; i++) {
+            const uint16_t s = rand_scale(r);
+            memcpy(w + b * (size_t)t->block_bytes + off[i], &s, 2);
+        }
+}
+
+/* One (format, N, K) problem: weights, activations for up to NMAX tokens, reference and bounds. */
+typedef struct problem {
+    qn_qformat fmt;
+    int64_t N, K, nmax;
+    size_t w_bytes;
+    uint8_t *w;       /* host blocks */
+    float *wref;      /* [N][K] dequant_ref */
+    uint16_t *x;      /* [nmax][K] fp16 */
+    double *yref;     /* [nmax][N] */
+    double *tol;      /* [nmax][N] */
+    void *dw, *dx;    /* device copies */
+    float *dy;        /* [nmax][N] + guard */
+    void *dws;        /* workspace for DEQUANT_CUBLAS */
+    size_t ws_bytes;
+} problem;
+
+#define GUARD 64
+
+static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int64_t K, int64_t nmax, uint64_t seed) {
+    memset(p, 0, sizeof *p);
+    p->fmt = fmt, p->N = N, p->K = K, p->nmax = nmax;
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    p->w_bytes = (size_t)N * qn_qformat_row_bytes(fmt, K);
+    p->w = malloc(p->w_bytes + 1);
+    p->wref = malloc(sizeof(float) * (size_t)(N * K));
+    p->x = malloc(2 * (size_t)(nmax * K));
+    p->yref = malloc(sizeof(double) * (size_t)(nmax * N));
+    p->tol = malloc(sizeof(double) * (size_t)(nmax * N));
+    assert_true(p->w && p->wref && p->x && p->yref && p->tol);
+    make_weights(fmt, N, K, &r, p->w);
+    const size_t rb = qn_qformat_row_bytes(fmt, K);
+    for (int64_t i = 0; i < N; i++) QN_QFORMATS[fmt].dequant_ref(p->w + (size_t)i * rb, p->wref + i * K, K);
+    for (int64_t i = 0; i < nmax * K; i++) p->x[i] = qn_f32_to_f16(qn_rng_normal(&r));
+
+    double *xd = malloc(sizeof(double) * (size_t)K);
+    assert_non_null(xd);
+    for (int64_t t = 0; t < nmax; t++) {
+        double x2 = 0;
+        for (int64_t k = 0; k < K; k++) {
+            xd[k] = qn_f16_to_f32(p->x[t * K + k]);
+            x2 += xd[k] * xd[k];
+        }
+        for (int64_t i = 0; i < N; i++) {
+            const float *wr = p->wref + i * K;
+            double s = 0, sa = 0, wmax = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double v = (double)wr[k] * xd[k];
+                s += v;
+                sa += fabs(v);
+                if (fabs(wr[k]) > wmax) wmax = fabs(wr[k]);
+            }
+            p->yref[t * N + i] = s;
+            p->tol[t * N + i] = 8 * U16 * sa + 8 * U16 * wmax * sqrt(x2) + 1e-30;
+        }
+    }
+    free(xd);
+
+    CK(cudaMalloc(&p->dw, p->w_bytes ? p->w_bytes : 16));
+    CK(cudaMalloc(&p->dx, 2 * (size_t)(nmax * K)));
+    CK(cudaMalloc((void **)&p->dy, sizeof(float) * (size_t)(nmax * N + GUARD)));
+    CK(cudaMemcpy(p->dw, p->w, p->w_bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(p->dx, p->x, 2 * (size_t)(nmax * K), cudaMemcpyHostToDevice));
+    p->ws_bytes = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, nmax);
+    CK(cudaMalloc(&p->dws, p->ws_bytes ? p->ws_bytes : 256));
+}
+
+static void problem_free(problem *p) {
+    free(p->w), free(p->wref), free(p->x), free(p->yref), free(p->tol);
+    cudaFree(p->dw), cudaFree(p->dx), cudaFree(p->dy), cudaFree(p->dws);
+}
+
+static const char *path_name(qn_quant_path p) {
+    return p == QN_QUANT_PATH_GEMV ? "gemv" : p == QN_QUANT_PATH_MMA ? "mma"
+           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : "auto";
+}
+
+/* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference. */
+static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split) {
+    const size_t ny = (size_t)(n * p->N);
+    float *y = malloc(sizeof(float) * (ny + GUARD));
+    assert_non_null(y);
+    CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD))); /* NaN poison */
+    const qn_quant_matmul_opts o = {path, split};
+    const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
+                                                 p->ws_bytes, e->stream, &o);
+    char what[160];
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s split=%d", QN_QFORMATS[p->fmt].name, (long long)p->N,
+             (long long)p->K, (long long)n, path_name(path), split);
+    if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
+    CK(cudaStreamSynchronize(e->stream));
+    CK(cudaGetLastError());
+    CK(cudaMemcpy(y, p->dy, sizeof(float) * (ny + GUARD), cudaMemcpyDeviceToHost));
+
+    size_t bad = 0;
+    double num = 0, den = 0, worst = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double d = fabs((double)y[i] - p->yref[i]);
+        if (!(d <= p->tol[i])) {
+            if (bad++ < 5)
+                fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what,
+                        i / (size_t)p->N, i % (size_t)p->N, y[i], p->yref[i], d, p->tol[i]);
+        }
+        if (d / p->tol[i] > worst) worst = d / p->tol[i];
+        num += d * d;
+        den += p->yref[i] * p->yref[i];
+    }
+    const double nmse = den > 0 ? num / den : num;
+    size_t guard_hit = 0;
+    for (size_t i = ny; i < ny + GUARD; i++) {
+        uint32_t u;
+        memcpy(&u, &y[i], 4);
+        guard_hit += u != 0xFFFFFFFFu;
+    }
+    if (bad || !(nmse <= 1e-5) || guard_hit)
+        fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-5), worst |d|/tol %.3g, %zu guard words written",
+                 what, bad, ny, nmse, worst, guard_hit);
+    free(y);
+}
+
+static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
+static const int64_t NS_MMA[] = {17, 33, 64};
+
+static void small_k(qn_qformat f, int64_t *ka, int64_t *kb) {
+    const int be = QN_QFORMATS[f].block_elems;
+    if (be == 256) *ka = 256 * 3, *kb = 256 * 5; /* not a multiple of a 2-stage split, 5 stages */
+    else *ka = 32 * 7, *kb = 32 * 33;            /* 224: < one 256 stage; 1056: 4 stages + 32 */
+}
+
+static void run_format(void **state, qn_qformat fmt) {
+    gpu_env *e = *state;
+    int64_t ka, kb;
+    small_k(fmt, &ka, &kb);
+    problem p;
+    uint64_t seed = 1000 + (uint64_t)fmt * 7919;
+
+    if (g_quick) {
+        problem_init(&p, e, fmt, 3, ka, 100, seed++);
+        run_case(e, &p, 1, QN_QUANT_PATH_AUTO, 0);
+        run_case(e, &p, 16, QN_QUANT_PATH_AUTO, 0);
+        run_case(e, &p, 100, QN_QUANT_PATH_MMA, 0);
+        run_case(e, &p, 100, QN_QUANT_PATH_DEQUANT_CUBLAS, 0);
+        problem_free(&p);
+        problem_init(&p, e, fmt, 118, kb, 33, seed++);
+        run_case(e, &p, 3, QN_QUANT_PATH_AUTO, 0);
+        run_case(e, &p, 33, QN_QUANT_PATH_AUTO, 0);
+        if (e->ctx.sm >= 90)
+            for (int s = 2; s <= 16; s *= 4) run_case(e, &p, 3, QN_QUANT_PATH_GEMV, s);
+        problem_free(&p);
+        return;
+    }
+
+    const int64_t Ns[] = {1, 3, 17, 118};
+    const int64_t Ks[] = {ka, kb};
+    for (int ni = 0; ni < 4; ni++)
+        for (int ki = 0; ki < 2; ki++) {
+            problem_init(&p, e, fmt, Ns[ni], Ks[ki], 100, seed++);
+            for (size_t i = 0; i < sizeof NS_GEMV / sizeof NS_GEMV[0]; i++)
+                run_case(e, &p, NS_GEMV[i], QN_QUANT_PATH_AUTO, 0);
+            for (size_t i = 0; i < sizeof NS_MMA / sizeof NS_MMA[0]; i++)
+                run_case(e, &p, NS_MMA[i], QN_QUANT_PATH_AUTO, 0);
+            run_case(e, &p, 100, QN_QUANT_PATH_AUTO, 0);            /* dequant + cuBLAS */
+            run_case(e, &p, 100, QN_QUANT_PATH_MMA, 0);             /* 64 + 36 tokens */
+            run_case(e, &p, 33, QN_QUANT_PATH_GEMV, 0);             /* 16 + 16 + 1 */
+            run_case(e, &p, 5, QN_QUANT_PATH_DEQUANT_CUBLAS, 0);
+            problem_free(&p);
+        }
+    /* split-K: every cluster size, including ones the K range caps (5 stages: 5 CTAs, uneven rows) */
+    problem_init(&p, e, fmt, 118, kb, 33, seed++);
+    const int max_split = e->ctx.sm >= 90 ? 16 : 1;
+    for (int s = 1; s <= max_split; s *= 2) {
+        run_case(e, &p, 3, QN_QUANT_PATH_GEMV, s);
+        run_case(e, &p, 16, QN_QUANT_PATH_GEMV, s);
+        run_case(e, &p, 33, QN_QUANT_PATH_MMA, s);
+    }
+    problem_free(&p);
+    /* a partial 33rd row tile, full grid */
+    problem_init(&p, e, fmt, 4100, ka, 64, seed++);
+    run_case(e, &p, 1, QN_QUANT_PATH_AUTO, 0);
+    run_case(e, &p, 16, QN_QUANT_PATH_AUTO, 0);
+    run_case(e, &p, 64, QN_QUANT_PATH_AUTO, 0);
+    problem_free(&p);
+}
+
+#define FORMAT_TEST(F) \
+    static void test_matmul_##F(void **state) { run_format(state, QN_QFORMAT_##F); }
+FORMAT_TEST(F16)
+FORMAT_TEST(BF16)
+FORMAT_TEST(Q4_0)
+FORMAT_TEST(Q4_1)
+FORMAT_TEST(Q5_0)
+FORMAT_TEST(Q5_1)
+FORMAT_TEST(Q8_0)
+FORMAT_TEST(Q2_K)
+FORMAT_TEST(Q3_K)
+FORMAT_TEST(Q4_K)
+FORMAT_TEST(Q5_K)
+FORMAT_TEST(Q6_K)
+
+/* Dequant to fp16 vs fp16(ref): |got - ref| <= 4u (|ref| + max |ref| of its block); symmetric
+ * formats round once, so they must match fp16(ref) to the bit except where ties differ. */
+static void test_dequant(void **state) {
+    gpu_env *e = *state;
+    for (int fi = 0; fi < N_GPU_FORMATS; fi++) {
+        const qn_qformat fmt = GPU_FORMATS[fi];
+        int64_t ka, kb;
+        small_k(fmt, &ka, &kb);
+        const int64_t N = g_quick ? 17 : 131, K = kb;
+        problem p;
+        problem_init(&p, e, fmt, N, K, 1, 77 + (uint64_t)fi);
+        uint16_t *dout, *out = malloc(2 * (size_t)(N * K));
+        assert_non_null(out);
+        CK(cudaMalloc((void **)&dout, 2 * (size_t)(N * K)));
+        CK(cudaMemset(dout, 0xFF, 2 * (size_t)(N * K)));
+        assert_int_equal(qn_quant_dequant_cuda(&e->ctx, fmt, p.dw, N, K, dout, e->stream), QN_OK);
+        CK(cudaStreamSynchronize(e->stream));
+        CK(cudaMemcpy(out, dout, 2 * (size_t)(N * K), cudaMemcpyDeviceToHost));
+        const int be = QN_QFORMATS[fmt].block_elems;
+        size_t bad = 0;
+        for (int64_t i = 0; i < N * K; i += be) {
+            double bmax = 0;
+            for (int j = 0; j < be; j++) bmax = fmax(bmax, fabs(p.wref[i + j]));
+            for (int j = 0; j < be; j++) {
+                const double ref = p.wref[i + j], got = qn_f16_to_f32(out[i + j]);
+                const double tol = 4 * U16 * (fabs(ref) + (be > 1 ? bmax : 0)) + 1e-7;
+                if (!(fabs(got - ref) <= tol) && bad++ < 5)
+                    fprintf(stderr, "  dequant %s [%lld][%lld]: got %.8g ref %.8g\n", QN_QFORMATS[fmt].name,
+                            (long long)((i + j) / K), (long long)((i + j) % K), got, ref);
+            }
+        }
+        cudaFree(dout);
+        free(out);
+        problem_free(&p);
+        if (bad) fail_msg("dequant %s: %zu bad elements", QN_QFORMATS[fmt].name, bad);
+    }
+}
+
+/* Argument checks: they must fail cleanly, without launching. */
+static void test_bad_args(void **state) {
+    gpu_env *e = *state;
+    problem p;
+    problem_init(&p, e, QN_QFORMAT_Q4_0, 3, 64, 2, 5);
+    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0}, odd = {QN_QUANT_PATH_GEMV, 3};
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, (uint8_t *)p.dw + 2, 3, 64, p.dx, 1, p.dy, NULL,
+                                          0, e->stream),
+                     QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 48, p.dx, 1, p.dy, NULL, 0, e->stream),
+                     QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q8_1, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0, e->stream),
+                     QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
+                                             e->stream, &cub),
+                     QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
+                                             e->stream, &odd),
+                     QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 0, p.dy, NULL, 0, e->stream),
+                     QN_OK);
+    problem_free(&p);
+}
+
+int main(void) {
+    g_quick = getenv("QN_TEST_QUICK") && atoi(getenv("QN_TEST_QUICK")) > 0;
+    const struct CMUnitTest cpu_tests[] = {
+        cmocka_unit_test(test_select_path),
+        cmocka_unit_test(test_check_shape),
+    };
+    const int cpu_failed = cmocka_run_group_tests_name("gpu_quant_predicates", cpu_tests, NULL, NULL);
+    if (cpu_failed) return cpu_failed;
+
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+        fprintf(stderr, "test_gpu_quant: no CUDA device, GPU cases skipped\n");
+        return 77;
+    }
+    const struct CMUnitTest gpu_tests[] = {
+        cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant),
+        cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
+        cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
+        cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),
+        cmocka_unit_test(test_matmul_Q8_0), cmocka_unit_test(test_matmul_Q2_K),
+        cmocka_unit_test(test_matmul_Q3_K), cmocka_unit_test(test_matmul_Q4_K),
+        cmocka_unit_test(test_matmul_Q5_K), cmocka_unit_test(test_matmul_Q6_K),
+    };
+    return cmocka_run_group_tests_name("gpu_quant", gpu_tests, gpu_setup, gpu_teardown);
+}
