@@ -3,14 +3,40 @@
 #include <string.h>
 
 #include "commands.h"
-#include "quern.h"
+
+typedef struct qn_subcommand {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} qn_subcommand;
+
+static const qn_subcommand QN_SUBCOMMANDS[] = {
+    {"run", qn_cmd_run, "generate text from a prompt"},
+    {"perplexity", qn_cmd_perplexity, "perplexity of a text file (llama.cpp's method)"},
+    {"bench", qn_cmd_bench, "llama-bench-compatible prompt/generation benchmark"},
+    {"inspect", qn_cmd_inspect, "metadata, tensors and config of a GGUF file or HF directory"},
+    {"logits", qn_cmd_logits, "developer: dump logits / greedy ids for peer comparison"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: quern <command> [options]   (quern <command> --help)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof QN_SUBCOMMANDS / sizeof QN_SUBCOMMANDS[0]; i++)
+        fprintf(f, "  %-12s %s\n", QN_SUBCOMMANDS[i].name, QN_SUBCOMMANDS[i].help);
+}
 
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        printf("usage: quern <run|serve|bench|perplexity|quantize|convert|inspect> [args]\n");
-        return argc < 2 ? 1 : 0;
+    qn_tool_init_env();
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
     }
-    if (!strcmp(argv[1], "inspect")) return qn_cmd_inspect(argc - 1, argv + 1);
-    fprintf(stderr, "quern: unknown subcommand '%s'\n", argv[1]);
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof QN_SUBCOMMANDS / sizeof QN_SUBCOMMANDS[0]; i++)
+        if (!strcmp(argv[1], QN_SUBCOMMANDS[i].name)) return QN_SUBCOMMANDS[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "quern: unknown command '%s'\n", argv[1]);
+    usage(stderr);
     return 1;
 }

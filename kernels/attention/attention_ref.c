@@ -1,6 +1,6 @@
 /* attention_ref.c — CPU paged attention (kernels/attention/attention.h). One query token at a time:
  * scores over the visible keys (q rounded to fp16 as llama.cpp's f16 K·Q does), softmax in f32,
- * weighted sum of V accumulated in f32. fp16 is decoded through F16C when the build has it. */
+ * probabilities rounded to fp16 (ggml's f16 V matmul does) and V summed in f32. fp16 is decoded through F16C when the build has it. */
 #include "kernels/attention/attention.h"
 
 #include <math.h>
@@ -51,7 +51,8 @@ void qn_attn_paged_cpu(const qn_attn_cpu_args *a, int h_begin, int h_end) {
         for (int32_t j = 0; j < a->n_ctx; j++) {
             const int64_t slot = (int64_t)a->block_table[j / a->block_size] * a->block_size + j % a->block_size;
             f16_row_to_f32(a->v_cache + slot * kv_stride + (int64_t)kvh * hd, row, hd);
-            const float p = a->scratch[j] * inv;
+            /* probabilities rounded through fp16, as ggml's f16 V x f32 probs matmul converts them */
+            const float p = qn_f16_to_f32(qn_f32_to_f16(a->scratch[j] * inv));
             for (int d = 0; d < hd; d++) acc[d] += p * row[d];
         }
         memcpy(a->out + (int64_t)h * hd, acc, sizeof(float) * (size_t)hd);

@@ -8,10 +8,8 @@
 
 #include "kernels/common/half.h"
 #include "model/gguf.h"
-#if __has_include("tokenizer/vocab.h") /* transitional: the tokenizer lands in parallel */
+#include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
-#define QN_HAVE_VOCAB 1
-#endif
 
 static qn_status keep(qn_model *m, void *p) {
     void **o = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
@@ -143,13 +141,8 @@ qn_status qn_model_load(const char *path, qn_model **out, qn_error *err) {
     }
     for (int il = 0; il < c->n_layer; il++)
         if ((st = bind_layer(m, il, err)) != QN_OK) goto err_free;
-#ifdef QN_HAVE_VOCAB
     if ((st = qn_vocab_from_gguf(m->gguf, &m->vocab, err)) != QN_OK) goto err_free;
-#endif
-    qn_gguf_str tmpl;
-    if (qn_gguf_get_str(m->gguf, "tokenizer.chat_template", &tmpl, NULL) == QN_OK) {
-        m->chat_template = strndup(tmpl.ptr, (size_t)tmpl.len);
-    }
+    if ((st = qn_chat_template_from_gguf(m->gguf, m->vocab, &m->chat, err)) != QN_OK) goto err_free;
     *out = m;
     return QN_OK;
 err_free:
@@ -162,10 +155,8 @@ void qn_model_free(qn_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-#ifdef QN_HAVE_VOCAB
-    if (m->vocab) qn_vocab_destroy(m->vocab);
-#endif
-    free(m->chat_template);
+    qn_vocab_destroy(m->vocab);
+    qn_chat_template_destroy(m->chat);
     qn_gguf_close(m->gguf);
     free(m->path);
     free(m);

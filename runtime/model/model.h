@@ -1,5 +1,5 @@
 /* model.h — a loaded Llama-family model: config, weight views and tokenizer.
- * Owns: the GGUF mapping, the vocab, the chat template string and the few host buffers made at
+ * Owns: the GGUF mapping, the vocab, the chat template and the few host buffers made at
  * load (norm vectors converted to f32 when a file stores them otherwise). Weight views point into
  * the mapping and are valid until qn_model_free. Shapes are checked against the config at load. */
 #ifndef QN_MODEL_H
@@ -13,6 +13,7 @@
 
 typedef struct qn_gguf qn_gguf;
 typedef struct qn_vocab qn_vocab;
+typedef struct qn_chat_template qn_chat_template;
 
 /* A 2-D weight: n rows (output features) of k elements (input features), row-major blocks. */
 typedef struct qn_weight {
@@ -42,7 +43,7 @@ typedef struct qn_model {
     const float *rope_freqs;      /* [rope_dim/2] llama3 frequency factors, or NULL */
     qn_layer_weights *layers;     /* [n_layer] */
     qn_vocab *vocab;
-    char *chat_template;          /* tokenizer.chat_template or NULL */
+    qn_chat_template *chat;       /* from tokenizer.chat_template (chatml fallback when absent/unknown) */
     uint64_t weight_bytes;        /* bytes of all weight tensors */
     uint64_t n_params;
     void **owned;                 /* host buffers made at load, freed with the model */

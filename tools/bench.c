@@ -1,0 +1,199 @@
+/* bench.c — `quern bench`: llama-bench-compatible model benchmark. Tests pp<N> (prompt of N tokens
+ * from an empty cache, one forward pass per batch) and tg<N> (N single-token steps), repeated -r
+ * times after a warm-up; prints mean ± stddev tokens/s as a markdown table (or csv/json/jsonl with
+ * llama-bench's field names). Timing excludes tokenization and sampling, as llama-bench's does. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+#include "exec/context.h"
+
+#define QN_BENCH_MAX_LIST 16
+
+typedef struct bench_test {
+    int n_prompt, n_gen;
+    double mean_ts, std_ts, avg_ns, std_ns;
+    double samples_ns[64];
+    int n_samples;
+} bench_test;
+
+static int parse_list(const char *s, int *out, int cap) {
+    int n = 0;
+    while (s && *s && n < cap) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > 1000000) return -1;
+        out[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+static int run_test(qn_ctx *ctx, const qn_model *m, bench_test *t, int reps, float *logits) {
+    const int n = t->n_prompt ? t->n_prompt : t->n_gen;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+    if (!toks) return -1;
+    unsigned s = 1234;
+    for (int i = 0; i < n; i++) {
+        s = s * 1103515245u + 12345u;
+        toks[i] = (int32_t)((s >> 8) % (unsigned)m->cfg.n_vocab);
+    }
+    qn_error err = {0};
+    t->n_samples = 0;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        qn_ctx_reset(ctx);
+        const double t0 = qn_tool_now_s();
+        qn_status st = QN_OK;
+        if (t->n_prompt) {
+            st = qn_ctx_eval(ctx, toks, n, 0, false, logits, &err);
+        } else {
+            for (int i = 0; i < n && st == QN_OK; i++) st = qn_ctx_eval(ctx, &toks[i], 1, i, false, logits, &err);
+        }
+        if (st != QN_OK) {
+            fprintf(stderr, "quern bench: %s\n", err.msg);
+            free(toks);
+            return -1;
+        }
+        const double dt = qn_tool_now_s() - t0;
+        if (r >= 0 && t->n_samples < 64) t->samples_ns[t->n_samples++] = dt * 1e9;
+    }
+    double sum_ts = 0, sum2_ts = 0, sum_ns = 0, sum2_ns = 0;
+    for (int i = 0; i < t->n_samples; i++) {
+        const double ts = n / (t->samples_ns[i] * 1e-9);
+        sum_ts += ts, sum2_ts += ts * ts, sum_ns += t->samples_ns[i], sum2_ns += t->samples_ns[i] * t->samples_ns[i];
+    }
+    const double k = t->n_samples;
+    t->mean_ts = sum_ts / k;
+    t->avg_ns = sum_ns / k;
+    t->std_ts = k > 1 ? sqrt(fmax(0, (sum2_ts - k * t->mean_ts * t->mean_ts) / (k - 1))) : 0;
+    t->std_ns = k > 1 ? sqrt(fmax(0, (sum2_ns - k * t->avg_ns * t->avg_ns) / (k - 1))) : 0;
+    free(toks);
+    return 0;
+}
+
+static const char *model_type(const qn_model *m, char *buf, size_t cap) {
+    const double p = (double)m->n_params;
+    const char *q = m->layers[0].wq.fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[m->layers[0].wq.fmt].name : "?";
+    if (p >= 1e9)
+        snprintf(buf, cap, "%s %.0fB %s", qn_arch_name(m->cfg.arch), p / 1e9, q);
+    else
+        snprintf(buf, cap, "%s %.0fM %s", qn_arch_name(m->cfg.arch), p / 1e6, q);
+    return buf;
+}
+
+int qn_cmd_bench(int argc, char **argv) {
+    const char *model_path = NULL, *p_list = "512", *n_list = "128", *out_fmt = "md", *isa_name = NULL;
+    int reps = 5, n_threads = qn_tool_default_threads(), n_batch = 2048;
+    bool help = false;
+    const qn_arg table[] = {
+        {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
+        {"n-prompt", NULL, 'p', QN_ARG_STR, &p_list, "prompt lengths, comma list (512)"},
+        {"n-gen", NULL, 'n', QN_ARG_STR, &n_list, "generation lengths, comma list (128)"},
+        {"repetitions", NULL, 'r', QN_ARG_INT, &reps, "repetitions per test (5)"},
+        {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
+        {"batch-size", NULL, 'b', QN_ARG_INT, &n_batch, "max tokens per forward step (2048)"},
+        {"output", NULL, 'o', QN_ARG_STR, &out_fmt, "md | csv | json | jsonl"},
+        {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
+    };
+    const int nt = (int)(sizeof table / sizeof table[0]);
+    const char *pos[1];
+    int n_pos;
+    if (!qn_args_parse("bench", argc, argv, table, nt, pos, 0, &n_pos)) return 1;
+    if (help) {
+        qn_args_usage("bench", "[-m MODEL] [-p 512] [-n 128] [-r 5] [-t N] [-o md|csv|json|jsonl]", table, nt);
+        return 0;
+    }
+    int pl[QN_BENCH_MAX_LIST], nl[QN_BENCH_MAX_LIST];
+    const int np = parse_list(p_list, pl, QN_BENCH_MAX_LIST), nn = parse_list(n_list, nl, QN_BENCH_MAX_LIST);
+    if (np < 0 || nn < 0 || reps < 1 || reps > 64 || n_threads < 1 || n_batch < 1) {
+        fprintf(stderr, "quern bench: bad -p/-n list, -r (1..64), -t or -b\n");
+        return 1;
+    }
+    if (strcmp(out_fmt, "md") && strcmp(out_fmt, "csv") && strcmp(out_fmt, "json") && strcmp(out_fmt, "jsonl")) {
+        fprintf(stderr, "quern bench: -o must be md, csv, json or jsonl\n");
+        return 1;
+    }
+    qn_cpu_isa isa;
+    if (qn_tool_parse_isa("bench", isa_name, &isa) != 0) return 1;
+    qn_model *m = qn_tool_load_model("bench", model_path);
+    if (!m) return 1;
+    int max_n = 1;
+    for (int i = 0; i < np; i++) max_n = pl[i] > max_n ? pl[i] : max_n;
+    for (int i = 0; i < nn; i++) max_n = nl[i] > max_n ? nl[i] : max_n;
+    qn_ctx_params cp = qn_ctx_params_default();
+    cp.n_ctx = max_n;
+    cp.n_batch = n_batch;
+    cp.n_threads = n_threads;
+    cp.isa = isa;
+    qn_ctx *ctx = NULL;
+    qn_error err = {0};
+    float *logits = malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
+    bench_test tests[2 * QN_BENCH_MAX_LIST];
+    int n_tests = 0, rc = 1;
+    if (!logits || qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
+        fprintf(stderr, "quern bench: %s\n", logits ? err.msg : "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < np; i++)
+        if (pl[i] > 0) tests[n_tests++] = (bench_test){.n_prompt = pl[i]};
+    for (int i = 0; i < nn; i++)
+        if (nl[i] > 0) tests[n_tests++] = (bench_test){.n_gen = nl[i]};
+    char mtype[96], tbuf[32];
+    model_type(m, mtype, sizeof mtype);
+    const double size_mib = (double)m->weight_bytes / (1024.0 * 1024.0);
+    const double params_m = (double)m->n_params / 1e6;
+    time_t now = time(NULL);
+    struct tm tmv;
+    gmtime_r(&now, &tmv);
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    if (!strcmp(out_fmt, "md")) {
+        printf("| model | size | params | backend | threads | isa | test | t/s |\n");
+        printf("| ----- | ---: | -----: | ------- | ------: | --- | ---: | --: |\n");
+    } else if (!strcmp(out_fmt, "csv")) {
+        printf("build_commit,cpu_info,gpu_info,backends,model_filename,model_type,model_size,model_n_params,n_batch,"
+               "n_threads,n_prompt,n_gen,test_time,avg_ns,stddev_ns,avg_ts,stddev_ts\n");
+    } else if (!strcmp(out_fmt, "json")) {
+        printf("[\n");
+    }
+    for (int i = 0; i < n_tests; i++) {
+        bench_test *t = &tests[i];
+        if (run_test(ctx, m, t, reps, logits) != 0) goto done;
+        char test[32];
+        snprintf(test, sizeof test, t->n_prompt ? "pp%d" : "tg%d", t->n_prompt ? t->n_prompt : t->n_gen);
+        if (!strcmp(out_fmt, "md")) {
+            printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %s | %.2f ± %.2f |\n", mtype, size_mib, params_m,
+                   n_threads, qn_ctx_isa_name(ctx), test, t->mean_ts, t->std_ts);
+        } else if (!strcmp(out_fmt, "csv")) {
+            printf("\"%s\",\"%s\",\"\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,%d,\"%s\",%.0f,%.0f,%.6f,%.6f\n",
+                   QN_BUILD_COMMIT, qn_ctx_isa_name(ctx), m->path, mtype, (unsigned long long)m->weight_bytes,
+                   (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
+                   t->std_ns, t->mean_ts, t->std_ts);
+        } else {
+            printf("%s{\"build_commit\": \"%s\", \"cpu_info\": \"%s\", \"gpu_info\": \"\", \"backends\": \"CPU\", "
+                   "\"model_filename\": \"%s\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu, "
+                   "\"n_batch\": %d, \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
+                   "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": [",
+                   (!strcmp(out_fmt, "json") && i) ? ",\n  " : (!strcmp(out_fmt, "json") ? "  " : ""), QN_BUILD_COMMIT,
+                   qn_ctx_isa_name(ctx), m->path, mtype, (unsigned long long)m->weight_bytes,
+                   (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
+                   t->std_ns, t->mean_ts, t->std_ts);
+            for (int k = 0; k < t->n_samples; k++) printf("%s%.0f", k ? ", " : "", t->samples_ns[k]);
+            printf("]}%s", !strcmp(out_fmt, "jsonl") ? "\n" : "");
+        }
+        fflush(stdout);
+    }
+    if (!strcmp(out_fmt, "json")) printf("\n]\n");
+    rc = 0;
+done:
+    qn_ctx_destroy(ctx);
+    free(logits);
+    qn_model_free(m);
+    return rc;
+}
