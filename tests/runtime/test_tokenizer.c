@@ -692,6 +692,74 @@ static void test_spm_from_arrays(void **state) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Random inputs: arbitrary bytes never break tokenization; random valid UTF-8 round trips exactly (qwen2 has no
+// clean-up; llama-spm falls back to bytes)
+// ---------------------------------------------------------------------------------------------------------------
+
+static void random_one(const char *name) {
+    char path[1100];
+    snprintf(path, sizeof path, "%s/ggml-vocab-%s.gguf", vocab_dir(), name);
+    FILE *f = fopen(path, "rb");
+    if (!f) skip();
+    fclose(f);
+    qn_status st;
+    qn_vocab *v = load_vocab_file(path, &st);
+    assert_non_null(v);
+    qn_rng rng;
+    qn_rng_seed(&rng, 1234);
+    char buf[256];
+    int bad = 0;
+    for (int it = 0; it < 300; it++) {
+        /* arbitrary bytes, biased towards UTF-8 lead/continuation bytes, spaces and special-token fragments */
+        size_t n = qn_rng_u64(&rng) % 64;
+        for (size_t i = 0; i < n; i++) {
+            const uint64_t r = qn_rng_u64(&rng);
+            static const char pool[] = " \n\t<|>'sS0a\xE2\x96\x81\xF0\x9F\xC3\xA9\x80\xBF\xFF";
+            buf[i] = (r & 1) ? (char)(r >> 8) : pool[(r >> 8) % (sizeof pool - 1)];
+        }
+        int32_t nt, dl;
+        int32_t *ids = tokenize_all(v, buf, n, (it & 1) != 0, (it & 2) != 0, &nt);
+        char *d = detokenize_all(v, ids, nt, true, &dl);
+        free(d);
+        free(ids);
+
+        /* random valid UTF-8: ASCII, Latin, CJK, emoji */
+        size_t m = 0;
+        for (int k = 0; k < 24; k++) {
+            const uint64_t r = qn_rng_u64(&rng);
+            static const uint32_t base[] = {0x20, 0xC0, 0x400, 0x4E00, 0x1F600, 0x30};
+            static const uint32_t span[] = {0x5F, 0x100, 0x100, 0x500, 0x50, 10};
+            const int b = (int)(r % 6);
+            uint32_t cp = base[b] + (uint32_t)((r >> 8) % span[b]);
+            if (cp == 0x2581) cp = 0x41;
+            m += put_utf8(cp, buf + m);
+        }
+        if (buf[0] == ' ') buf[0] = 'x';
+        ids = tokenize_all(v, buf, m, false, false, &nt);
+        d = detokenize_all(v, ids, nt, false, &dl);
+        if ((size_t)dl != m || memcmp(d, buf, m) != 0) {
+            if (bad++ < 3) {
+                fprintf(stderr, "  %s: '", name);
+                print_escaped(buf, m);
+                fprintf(stderr, "' -> '");
+                print_escaped(d, (size_t)dl);
+                fprintf(stderr, "'\n");
+            }
+        }
+        free(d);
+        free(ids);
+    }
+    qn_vocab_destroy(v);
+    assert_int_equal(bad, 0);
+}
+
+static void test_random_inputs(void **state) {
+    random_one("qwen2");
+    random_one("llama-spm");
+    random_one("gemma-4");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // One vocab, many threads (the vocab is immutable; scratch is per call)
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -809,7 +877,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_qwen2),     cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_detok_bytes),         cmocka_unit_test(test_detok_tokens),
         cmocka_unit_test(test_bpe_from_arrays),     cmocka_unit_test(test_spm_from_arrays),
-        cmocka_unit_test(test_threads),             cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_random_inputs),       cmocka_unit_test(test_threads),             cmocka_unit_test(test_speed),
     };
     for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++) tests[n++] = rest[i];
     return _cmocka_run_group_tests("tokenizer", tests, n, NULL, NULL);
