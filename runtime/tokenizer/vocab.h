@@ -94,7 +94,8 @@ const char *qn_vocab_pre_family(const qn_vocab *v);
 /* Tokenizes text[0..len) into out[0..cap). add_special: prepend bos / append eos as add_bos / add_eos say.
  * parse_special: control tokens written in the text (e.g. "<|im_start|>") become their ids; user-defined tokens
  * are always matched. Returns QN_ERR_INVALID_ARG with the needed count in *n_out when cap is too small (out may
- * be NULL with cap 0 to ask for the count), QN_ERR_NOMEM, or QN_OK with the count in *n_out. */
+ * be NULL with cap 0 to ask for the count), QN_ERR_NOMEM, or QN_OK with the count in *n_out. The count never
+ * exceeds 3 * len + 2 (an ill-formed byte becomes U+FFFD, which may take three byte tokens). */
 qn_status qn_vocab_tokenize(const qn_vocab *v, const char *text, size_t len, bool add_special, bool parse_special,
                             int32_t *out, int32_t cap, int32_t *n_out);
 
