@@ -2,7 +2,8 @@
  * against a double-precision reference (tests/ref/ref_quant_gguf.c), on seeded random inputs:
  *   dequant     bit-exact with the _ref dequantizers (formats.md §2.2: every product is exact);
  *   from_float  bit-exact with the _ref quantizers (Q8_0/Q8_1 roundf, Q8_K round-half-even, F16/BF16 RNE),
- *               including rounding ties, all-zero blocks and ± ties for Q8_K's signed max;
+ *               including rounding ties, all-zero blocks and ± ties for Q8_K's signed max; and the
+ *               quantization error against the exact inputs within the format's bound (check_quant_error);
  *   vec_dot     vs double Σ dequant(w)·dequant(a): |got − ref| <= TOL_REF·Σ|w·a| + s_bound, where
  *               s_bound is the exact effect of Q8_1's fp16 s (ref_quant_gguf.h);
  *               vs the scalar ISA: K-quants bit-exact (same integers, same fp32 finish), legacy and
@@ -17,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/common/half.h"
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/quant/gguf/gguf_blocks.h"
 #include "ref/ref_quant_gguf.h"
 
 #define EPS32 1.1920928955078125e-07
@@ -115,6 +118,38 @@ static void test_dequant(void **state) {
         }
 }
 
+/* The quantizer against the exact values (double): per element |dequant(q) - x| within the rounding
+ * the format allows. Q8_0/Q8_1: 0.5*d plus 127*|fp16(d) - d| (the stored scale is rounded after the
+ * codes are chosen); Q8_K: 0.5*|d| (f32 d); F16: 2^-11 relative + 2^-25 (subnormals); BF16: 2^-8
+ * relative; plus 1e-6 of the block's amax for the fp32 product x*(1/d). */
+static void check_quant_error(qn_qformat af, const float *x, const void *q, int64_t n) {
+    float *dq = malloc((size_t)n * 4);
+    QN_QFORMATS[af].dequant_ref(q, dq, n);
+    const int be = QN_QFORMATS[af].block_elems;
+    for (int64_t b0 = 0; b0 < n; b0 += be) {
+        double amax = 0.0;
+        for (int j = 0; j < be; j++) amax = fmax(amax, fabs((double)x[b0 + j]));
+        double bound = 0.0;
+        if (af == QN_QFORMAT_Q8_0 || af == QN_QFORMAT_Q8_1) {
+            const float d32 = (float)amax / 127.0f;
+            bound = 0.5 * d32 + 127.0 * fabs((double)qn_f16_to_f32(qn_f32_to_f16(d32)) - d32) + 1e-6 * amax;
+        } else if (af == QN_QFORMAT_Q8_K) {
+            bound = 0.5 * fabs((double)((const qn_block_q8_k *)q)[b0 / 256].d) + 1e-6 * amax;
+        }
+        for (int j = 0; j < be; j++) {
+            const double xe = x[b0 + j], err = fabs((double)dq[b0 + j] - xe);
+            const double lim = af == QN_QFORMAT_F32    ? 0.0
+                               : af == QN_QFORMAT_F16  ? ldexp(fabs(xe), -11) + ldexp(1.0, -25)
+                               : af == QN_QFORMAT_BF16 ? ldexp(fabs(xe), -8)
+                                                       : bound;
+            if (err > lim)
+                fail_msg("%s quantization error %.3g > %.3g at %lld (x %.9g)", QN_QFORMATS[af].name, err, lim,
+                         (long long)(b0 + j), xe);
+        }
+    }
+    free(dq);
+}
+
 static void test_from_float(void **state) {
     (void)state;
     qn_rng rng;
@@ -133,6 +168,7 @@ static void test_from_float(void **state) {
                 if (memcmp(ref, got, bytes))
                     fail_msg("from_float %s/%s (n %lld) differs from the reference", g_tabs[i].isa_name,
                              QN_QFORMATS[af].name, (long long)n);
+                if (i == 0) check_quant_error(af, x, ref, n);
                 free(x), free(ref), free(got);
             }
         }
