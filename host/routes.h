@@ -26,13 +26,14 @@ typedef struct qn_job qn_job;
 
 struct qn_server {
     qn_server_config cfg;        /* strings below are owned copies; cfg's pointers aim at them */
-    char *host_owned, *model_owned, *cors_owned;
+    char *host_owned, *model_owned, *cors_owned, *prefix_owned;
     char **keys_owned;           /* [cfg.n_api_keys] */
     qn_engine_iface eng;         /* copy; eng.ctx outlives the server */
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *sock;
-    struct event *stop_ev;       /* activated from any thread by qn_server_stop */
+    int stop_pipe[2];            /* qn_server_stop writes a byte (async-signal-safe) */
+    struct event *stop_ev;       /* reads stop_pipe[0] on the loop */
     qn_bridge *bridge;
     qn_metrics *metrics;
     qn_api_limits limits;

@@ -25,7 +25,7 @@ void qn_route_metrics(qn_http *h) {
     qn_server *s = h->srv;
     qn_engine_stats st;
     memset(&st, 0, sizeof st);
-    bool have = s->eng.stats != NULL;
+    bool have = s->eng.stats != NULL && qn_server_is_ready(s); /* engine gauges once it is up */
     if (have) s->eng.stats(s->eng.ctx, &st);
     size_t len = 0;
     char *text = qn_metrics_render(s->metrics, have ? &st : NULL, &len);
@@ -66,10 +66,20 @@ static json_t *piece_json(qn_server *s, int32_t tok, bool bytes_if_partial) {
     return j;
 }
 
+/* Tokenizer calls need a loaded model: 503 until ready. */
+static bool need_ready(qn_http *h) {
+    if (qn_server_is_ready(h->srv)) return true;
+    qn_api_error e;
+    qn_api_error_set(&e, 503, QN_API_ERR_UNAVAILABLE, NULL, "Loading model");
+    qn_http_reply_error(h, &e);
+    return false;
+}
+
 void qn_route_tokenize(qn_http *h) {
     qn_server *s = h->srv;
     qn_api_error e;
     qn_api_tokenize_req t;
+    if (!need_ready(h)) return;
     if (qn_api_parse_tokenize(h->body, h->body_len, &t, &e) < 0) {
         qn_http_reply_error(h, &e);
         return;
@@ -143,6 +153,7 @@ void qn_route_detokenize(qn_http *h) {
     qn_api_error e;
     int32_t *toks = NULL;
     size_t n = 0;
+    if (!need_ready(h)) return;
     if (qn_api_parse_detokenize(h->body, h->body_len, &toks, &n, &e) < 0) {
         qn_http_reply_error(h, &e);
         return;

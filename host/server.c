@@ -4,6 +4,7 @@
 #include "host/server.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -319,7 +320,11 @@ static void on_request(struct evhttp_request *req, void *arg) {
     snprintf(path, sizeof path, "%s", p);
     size_t pl = strlen(path);
     if (pl > 1 && path[pl - 1] == '/') path[pl - 1] = '\0';
-    h.path = path;
+    const char *rp = path;
+    size_t xl = s->cfg.api_prefix ? strlen(s->cfg.api_prefix) : 0;
+    if (xl && !strncmp(path, s->cfg.api_prefix, xl) && (path[xl] == '/' || path[xl] == '\0'))
+        rp = path[xl] ? path + xl : "/"; /* unprefixed paths keep working too */
+    h.path = rp;
 
     struct evkeyvalq *ih = evhttp_request_get_input_headers(req);
     struct evkeyvalq *oh = evhttp_request_get_output_headers(req);
@@ -337,7 +342,7 @@ static void on_request(struct evhttp_request *req, void *arg) {
     }
     add_cors(s, req, false);
 
-    const qn_route *r = find_route(s, path);
+    const qn_route *r = find_route(s, h.path);
     qn_api_error e;
     if (route_needs_auth(s, r) && !auth_ok(s, req)) {
         qn_api_error_set(&e, 401, QN_API_ERR_AUTH, NULL, "Unauthorized: missing or invalid API key");
@@ -345,14 +350,14 @@ static void on_request(struct evhttp_request *req, void *arg) {
         return;
     }
     if (!r) {
-        qn_api_error_set(&e, 404, QN_API_ERR_NOT_FOUND, NULL, "Not found: %s", path);
+        qn_api_error_set(&e, 404, QN_API_ERR_NOT_FOUND, NULL, "Not found: %s", h.path);
         qn_http_reply_error(&h, &e);
         return;
     }
     int m = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD ? QN_M_GET : cmd == EVHTTP_REQ_POST ? QN_M_POST : 0;
     if (!(r->methods & m)) {
         evhttp_add_header(oh, "Allow", r->methods & QN_M_POST ? "POST, OPTIONS" : "GET, HEAD, OPTIONS");
-        qn_api_error_set(&e, 405, QN_API_ERR_INVALID, NULL, "Method not allowed for %s", path);
+        qn_api_error_set(&e, 405, QN_API_ERR_INVALID, NULL, "Method not allowed for %s", h.path);
         qn_http_reply_error(&h, &e);
         return;
     }
@@ -375,9 +380,13 @@ static void on_request(struct evhttp_request *req, void *arg) {
 /* ------------------------------------------------------------------------------------------------ */
 
 static void stop_cb(evutil_socket_t fd, short what, void *arg) {
-    (void)fd;
     (void)what;
     qn_server *s = arg;
+    if (fd >= 0) {
+        char buf[64];
+        while (read(fd, buf, sizeof buf) > 0) {
+        }
+    }
     if (s->stopping) return;
     s->stopping = true;
     if (s->sock) {
@@ -393,6 +402,7 @@ static void free_owned(qn_server *s) {
     free(s->host_owned);
     free(s->model_owned);
     free(s->cors_owned);
+    free(s->prefix_owned);
     for (size_t i = 0; s->keys_owned && i < s->cfg.n_api_keys; i++) free(s->keys_owned[i]);
     free(s->keys_owned);
 }
@@ -400,6 +410,13 @@ static void free_owned(qn_server *s) {
 static qn_status copy_config(qn_server *s, const qn_server_config *cfg, qn_error *err) {
     s->cfg = *cfg;
     s->host_owned = dup_str(cfg->host ? cfg->host : "127.0.0.1");
+    if (cfg->api_prefix && cfg->api_prefix[0] && strcmp(cfg->api_prefix, "/")) {
+        s->prefix_owned = dup_str(cfg->api_prefix);
+        if (!s->prefix_owned) return qn_error_set(err, QN_ERR_NOMEM, "server: out of memory");
+        size_t n = strlen(s->prefix_owned);
+        if (n > 1 && s->prefix_owned[n - 1] == '/') s->prefix_owned[n - 1] = '\0';
+    }
+    s->cfg.api_prefix = s->prefix_owned;
     s->model_owned = cfg->served_model_name && cfg->served_model_name[0] ? dup_str(cfg->served_model_name) : NULL;
     s->cors_owned = cfg->cors_origins ? dup_str(cfg->cors_origins) : NULL;
     s->cfg.host = s->host_owned;
@@ -480,15 +497,20 @@ qn_status qn_server_create(const qn_server_config *cfg, const qn_engine_iface *e
                             .max_model_len = qn_server_max_model_len(s)};
     st = qn_metrics_create(&mc, &s->metrics, err);
     if (st != QN_OK) goto err_free_bridge;
-    s->stop_ev = event_new(s->base, -1, 0, stop_cb, s);
-    if (!s->stop_ev) {
-        st = qn_error_set(err, QN_ERR_NOMEM, "server: event_new failed");
+    /* qn_server_stop writes one byte here: write() is async-signal-safe, event_active() is not. */
+    if (pipe2(s->stop_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        st = qn_error_set(err, QN_ERR_IO, "server: pipe2 failed");
         goto err_free_metrics;
+    }
+    s->stop_ev = event_new(s->base, s->stop_pipe[0], EV_READ | EV_PERSIST, stop_cb, s);
+    if (!s->stop_ev || event_add(s->stop_ev, NULL) != 0) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "server: event_new failed");
+        goto err_close_pipe;
     }
     s->http = evhttp_new(s->base);
     if (!s->http) {
         st = qn_error_set(err, QN_ERR_NOMEM, "server: evhttp_new failed");
-        goto err_free_stop;
+        goto err_close_pipe;
     }
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
@@ -517,8 +539,10 @@ qn_status qn_server_create(const qn_server_config *cfg, const qn_engine_iface *e
 
 err_free_http:
     evhttp_free(s->http);
-err_free_stop:
-    event_free(s->stop_ev);
+err_close_pipe:
+    if (s->stop_ev) event_free(s->stop_ev);
+    close(s->stop_pipe[0]);
+    close(s->stop_pipe[1]);
 err_free_metrics:
     qn_metrics_destroy(s->metrics);
 err_free_bridge:
@@ -533,7 +557,6 @@ err_free_owned:
 
 qn_status qn_server_run(qn_server *s) {
     if (!s) return QN_ERR_INVALID_ARG;
-    if (atomic_load(&s->stop_requested)) event_active(s->stop_ev, EV_READ, 0);
     int rc = event_base_dispatch(s->base);
     if (!s->stopping) stop_cb(-1, 0, s); /* loop ended on its own: still fail the in-flight jobs */
     return rc < 0 ? QN_ERR_INTERNAL : QN_OK;
@@ -542,7 +565,8 @@ qn_status qn_server_run(qn_server *s) {
 void qn_server_stop(qn_server *s) {
     if (!s) return;
     atomic_store(&s->stop_requested, 1);
-    event_active(s->stop_ev, EV_READ, 0); /* thread-safe: the base was created after evthread_use_pthreads */
+    ssize_t w = write(s->stop_pipe[1], "x", 1); /* EAGAIN: a wake-up is already pending */
+    (void)w;
 }
 
 void qn_server_destroy(qn_server *s) {
@@ -550,6 +574,8 @@ void qn_server_destroy(qn_server *s) {
     qn_jobs_forget_all(s);
     evhttp_free(s->http); /* frees connections and the requests still on them */
     event_free(s->stop_ev);
+    close(s->stop_pipe[0]);
+    close(s->stop_pipe[1]);
     qn_bridge_destroy(s->bridge);
     event_base_free(s->base);
     qn_metrics_destroy(s->metrics);

@@ -46,6 +46,8 @@ typedef struct qn_server_config {
     bool metrics_vllm_compat;        /* also expose vllm:* metric names */
     bool strict_model_name;          /* 404 when "model" names something else (default: accept any) */
     bool enable_ollama;              /* the Ollama /api routes; default true */
+    const char *api_prefix;          /* e.g. "/llm" behind a path-routing proxy: "/llm/v1/models" is served
+                                      * as "/v1/models" (unprefixed paths keep working); NULL = none */
 } qn_server_config;
 
 /* Fills the defaults documented above. */
@@ -59,8 +61,9 @@ qn_status qn_server_create(const qn_server_config *cfg, const qn_engine_iface *e
                            qn_error *err);
 /* Runs the loop on the calling thread until qn_server_stop; returns QN_OK after a clean stop. */
 qn_status qn_server_run(qn_server *s);
-/* Any thread: asks the loop to stop. In-flight requests are aborted in the engine and their clients get
- * an error (stream: an error event + [DONE]; otherwise 503). Safe before run (run then returns at once). */
+/* Any thread, and async-signal-safe (a SIGINT/SIGTERM handler may call it): asks the loop to stop.
+ * In-flight requests are aborted in the engine and their clients get an error (stream: an error event +
+ * [DONE]; otherwise 503). Safe before run (run then returns at once). */
 void qn_server_stop(qn_server *s);
 /* After run has returned (or was never called). Requests the engine still runs may keep delivering
  * events afterwards: they are dropped safely (bridge.h). NULL is a no-op. */

@@ -124,7 +124,7 @@ static void check_families(const exposition *x) {
             assert_non_null(find(x, fam, NULL));
             continue;
         }
-        char bucket[128], sum[128], count[128];
+        char bucket[160], sum[160], count[160];
         snprintf(bucket, sizeof bucket, "%s_bucket", fam);
         snprintf(sum, sizeof sum, "%s_sum", fam);
         snprintf(count, sizeof count, "%s_count", fam);

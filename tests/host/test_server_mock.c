@@ -287,6 +287,13 @@ static void test_health_readiness(void **state) {
     char b[64];
     assert_non_null(hdr(&r, "Retry-After", b, sizeof b));
     resp_free(&r);
+    http(f.port, "POST", "/tokenize", NULL, "{\"content\":\"a\"}", &r);
+    expect_error(&r, 503, "unavailable_error", NULL);
+    resp_free(&r);
+    http(f.port, "GET", "/metrics", NULL, NULL, &r); /* host metrics only while loading */
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "num_requests_running"));
+    resp_free(&r);
     qn_server_set_ready(f.srv, true);
     http(f.port, "GET", "/health", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
@@ -1134,6 +1141,113 @@ static void test_stop_with_inflight_stream(void **state) {
     mock_engine_destroy(f.eng);
 }
 
+/* Reads into buf until needle appears (or the deadline); returns bytes read. */
+static size_t read_until(int fd, char *buf, size_t cap, const char *needle, int timeout_ms) {
+    size_t n = 0;
+    buf[0] = '\0';
+    uint64_t deadline = ms_now() + (uint64_t)timeout_ms;
+    while (!strstr(buf, needle) && n + 1 < cap) {
+        uint64_t now = ms_now();
+        if (now >= deadline) break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)(deadline - now)) <= 0) break;
+        ssize_t k = recv(fd, buf + n, cap - n - 1, 0);
+        if (k <= 0) break;
+        n += (size_t)k;
+        buf[n] = '\0';
+    }
+    return n;
+}
+
+static void send_keepalive(int fd, const char *method, const char *path, const char *body) {
+    char head[1024];
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", method, path,
+                     body ? strlen(body) : 0);
+    send_all(fd, head, (size_t)n);
+    if (body) send_all(fd, body, strlen(body));
+}
+
+/* Several requests on one persistent connection (the close hook must follow each job, never a freed one),
+ * behind an api prefix, HEAD, then the client leaves. */
+static void test_keepalive_and_prefix(void **state) {
+    (void)state;
+    fx f;
+    qn_server_config c;
+    cfg_default(&c);
+    c.api_prefix = "/llm/";
+    fx_start(&f, &c, NULL, true);
+    int fd = tcp_connect(f.port);
+    static char buf[65536];
+    send_keepalive(fd, "GET", "/llm/v1/models", NULL);
+    read_until(fd, buf, sizeof buf, "mock-model", 5000);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    send_keepalive(fd, "POST", "/llm/v1/chat/completions",
+                   "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":3,\"stream\":true}");
+    read_until(fd, buf, sizeof buf, "\r\n0\r\n\r\n", 5000);
+    assert_non_null(strstr(buf, "text/event-stream"));
+    assert_non_null(strstr(buf, "data: [DONE]"));
+    send_keepalive(fd, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":2}");
+    read_until(fd, buf, sizeof buf, "\"usage\"", 5000);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    assert_non_null(strstr(buf, "t0 t1 "));
+    send_keepalive(fd, "HEAD", "/llm/health", NULL);
+    size_t n = read_until(fd, buf, sizeof buf, "\r\n\r\n", 5000);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "HTTP/1.1 200"));
+    /* a stream on the same connection, then the client vanishes mid-way */
+    mock_engine_set_delays(f.eng, 5, 20);
+    send_keepalive(fd, "POST", "/v1/completions", "{\"prompt\":\"a\",\"max_tokens\":200,\"stream\":true}");
+    n = read_until(fd, buf, sizeof buf, "t2 ", 5000);
+    if (!strstr(buf, "t2 ")) fail_msg("no stream on the reused connection: %zu bytes: %.400s", n, buf);
+    uint64_t id = mock_engine_last_id(f.eng);
+    close(fd);
+    assert_true(mock_engine_wait_abort(f.eng, id, 2000));
+    resp r;
+    http(f.port, "GET", "/llm", NULL, NULL, &r); /* the bare prefix is "/" */
+    expect_error(&r, 404, "not_found_error", NULL);
+    resp_free(&r);
+    fx_stop(&f);
+}
+
+static qn_server *g_sig_srv;
+static void on_sigusr1(int sig) {
+    (void)sig;
+    qn_server_stop(g_sig_srv); /* async-signal-safe by contract */
+}
+
+static void test_stop_from_signal_and_bind_conflict(void **state) {
+    (void)state;
+    fx f;
+    qn_server_config c;
+    cfg_default(&c);
+    fx_start(&f, &c, NULL, true);
+    /* a second server on the same port fails cleanly */
+    qn_server_config c2;
+    cfg_default(&c2);
+    c2.host = "127.0.0.1";
+    c2.port = f.port;
+    qn_engine_iface ifc;
+    mock_engine_iface(f.eng, &ifc);
+    qn_server *s2 = NULL;
+    qn_error err;
+    qn_error_clear(&err);
+    assert_int_equal(qn_server_create(&c2, &ifc, &s2, &err), QN_ERR_IO);
+    assert_null(s2);
+    assert_non_null(strstr(err.msg, "bind"));
+    /* stop through a signal handler */
+    g_sig_srv = f.srv;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, &old);
+    raise(SIGUSR1);
+    pthread_join(f.th, NULL); /* returns because of the signal */
+    sigaction(SIGUSR1, &old, NULL);
+    qn_server_destroy(f.srv);
+    mock_engine_destroy(f.eng);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -1155,6 +1269,8 @@ int main(void) {
         cmocka_unit_test(test_long_stream_vs_idle_timeout),
         cmocka_unit_test(test_garbage_never_crashes),
         cmocka_unit_test(test_stop_with_inflight_stream),
+        cmocka_unit_test(test_keepalive_and_prefix),
+        cmocka_unit_test(test_stop_from_signal_and_bind_conflict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
