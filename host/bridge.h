@@ -110,7 +110,8 @@ typedef struct qn_gen_event {
     /* FINAL only */
     qn_finish_reason finish_reason;
     const char *stop_str;              /* the stop string that matched (STOP), else NULL */
-    int32_t stop_token;                /* the stop token id that matched, EOS included (STOP), else -1 */
+    int32_t stop_token;                /* STOP on a stop_token_ids entry: that id; else -1 (EOS and stop
+                                        * strings report -1, so stop_reason is null for EOS as in vLLM) */
     qn_gen_usage usage;
     qn_status error_code;              /* ERROR: what failed */
     const char *error_msg;             /* ERROR: human message, else NULL */

@@ -108,7 +108,15 @@ void qn_http_reply_text(qn_http *h, int status, const char *content_type, const 
     evhttp_remove_header(oh, "Content-Type");
     evhttp_add_header(oh, "Content-Type", content_type);
     struct evbuffer *b = evbuffer_new();
-    if (b && len) evbuffer_add(b, data, len);
+    if (evhttp_request_get_command(h->req) == EVHTTP_REQ_HEAD) {
+        /* evhttp would write the body after a HEAD reply too, breaking keep-alive framing */
+        char cl[24];
+        snprintf(cl, sizeof cl, "%zu", len);
+        evhttp_remove_header(oh, "Content-Length");
+        evhttp_add_header(oh, "Content-Length", cl);
+    } else if (b && len) {
+        evbuffer_add(b, data, len);
+    }
     evhttp_send_reply(h->req, status, reason_phrase(status), b);
     if (b) evbuffer_free(b);
 }

@@ -266,6 +266,24 @@ static void sse_free(sse_events *ev) {
     for (size_t i = 0; i < ev->n; i++) free(ev->data[i]);
 }
 
+/* Reads into buf until needle appears (or the deadline); returns bytes read. */
+static size_t read_until(int fd, char *buf, size_t cap, const char *needle, int timeout_ms) {
+    size_t n = 0;
+    buf[0] = '\0';
+    uint64_t deadline = ms_now() + (uint64_t)timeout_ms;
+    while (!strstr(buf, needle) && n + 1 < cap) {
+        uint64_t now = ms_now();
+        if (now >= deadline) break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, (int)(deadline - now)) <= 0) break;
+        ssize_t k = recv(fd, buf + n, cap - n - 1, 0);
+        if (k <= 0) break;
+        n += (size_t)k;
+        buf[n] = '\0';
+    }
+    return n;
+}
+
 static const char *CHAT5 = "{\"model\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":5}";
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -982,6 +1000,16 @@ static void test_disconnect_stream(void **state) {
     http(f.port, "GET", "/metrics", NULL, NULL, &r);
     assert_non_null(strstr(r.body, "quern:request_success_total{finished_reason=\"abort\",model_name=\"mock-model\"} 1"));
     resp_free(&r);
+    /* a stream still in prefill (only headers sent) when the client leaves */
+    mock_engine_set_delays(f.eng, 5000, 20);
+    fd = send_request(f.port, "POST", "/v1/chat/completions", NULL, body, strlen(body));
+    memset(buf, 0, sizeof buf);
+    read_until(fd, buf, sizeof buf, "\r\n\r\n", 5000);
+    assert_non_null(strstr(buf, "text/event-stream"));
+    assert_null(strstr(buf, "data:")); /* no role chunk before the first token */
+    id = mock_engine_last_id(f.eng);
+    close(fd);
+    assert_true(mock_engine_wait_abort(f.eng, id, 2000));
     fx_stop(&f);
 }
 
@@ -1141,24 +1169,6 @@ static void test_stop_with_inflight_stream(void **state) {
     mock_engine_destroy(f.eng);
 }
 
-/* Reads into buf until needle appears (or the deadline); returns bytes read. */
-static size_t read_until(int fd, char *buf, size_t cap, const char *needle, int timeout_ms) {
-    size_t n = 0;
-    buf[0] = '\0';
-    uint64_t deadline = ms_now() + (uint64_t)timeout_ms;
-    while (!strstr(buf, needle) && n + 1 < cap) {
-        uint64_t now = ms_now();
-        if (now >= deadline) break;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, (int)(deadline - now)) <= 0) break;
-        ssize_t k = recv(fd, buf + n, cap - n - 1, 0);
-        if (k <= 0) break;
-        n += (size_t)k;
-        buf[n] = '\0';
-    }
-    return n;
-}
-
 static void send_keepalive(int fd, const char *method, const char *path, const char *body) {
     char head[1024];
     int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", method, path,
@@ -1203,6 +1213,10 @@ static void test_keepalive_and_prefix(void **state) {
     close(fd);
     assert_true(mock_engine_wait_abort(f.eng, id, 2000));
     resp r;
+    http(f.port, "HEAD", "/health", NULL, NULL, &r); /* no body after HEAD */
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    resp_free(&r);
     http(f.port, "GET", "/llm", NULL, NULL, &r); /* the bare prefix is "/" */
     expect_error(&r, 404, "not_found_error", NULL);
     resp_free(&r);
