@@ -1115,9 +1115,10 @@ static void test_garbage_never_crashes(void **state) {
         int fd = tcp_connect(f.port);
         char junk[600];
         qn_rng_fill_bytes(&rng, junk, sizeof junk);
+        memcpy(junk + sizeof junk - 4, "\r\n\r\n", 4); /* end the "headers" so the parser answers */
         send_all(fd, junk, sizeof junk);
         size_t n;
-        free(read_all(fd, 2000, &n));
+        free(read_all(fd, 300, &n));
         close(fd);
     }
     resp r;
