@@ -9,7 +9,8 @@
  * Tolerance: weights reach the tensor cores as fp16 (unit roundoff u = 2^-11), rounded once for
  * symmetric formats and up to three times (scale, min, value) for affine/K formats, so per output
  *   |got - ref| <= 8u * sum_k |w_k x_k| + 8u * max_k |w_k| * sqrt(sum_k x_k^2)
- * (the second term covers d*q - m cancellation), and NMSE <= 1e-5 per case (expected ~1e-7). */
+ * (the second term covers d*q - m cancellation), and NMSE <= 1e-5 per case of >= 64 outputs
+ * (expected ~1e-7; a handful of outputs can be near zero by cancellation). */
 #include "harness.h"
 
 #include <math.h>
@@ -284,7 +285,7 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
         memcpy(&u, &y[i], 4);
         guard_hit += u != 0xFFFFFFFFu;
     }
-    if (bad || !(nmse <= 1e-5) || guard_hit)
+    if (bad || (ny >= 64 && !(nmse <= 1e-5)) || guard_hit)
         fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-5), worst |d|/tol %.3g, %zu guard words written",
                  what, bad, ny, nmse, worst, guard_hit);
     free(y);

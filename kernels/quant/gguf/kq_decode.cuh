@@ -82,15 +82,13 @@ __device__ __forceinline__ void kq_emit_word(uint32_t h[16], int i, uint32_t cod
     h[4 * (i >> 1) + 2 * (i & 1) + 1] = qn_h2_bits(f(b));
 }
 
-/* K-quant 6-bit scale/min pair j of Q4_K/Q5_K (formats.md §2.2, get_scale_min_k4) */
+/* K-quant 6-bit scale/min pair j (0..7) of Q4_K/Q5_K (formats.md §2.2, get_scale_min_k4).
+ * Branch-free: j differs between the lanes of a warp. */
 __device__ __forceinline__ void kq_scale_min_k4(int j, const uint8_t *S, int &sc, int &mn) {
-    if (j < 4) {
-        sc = S[j] & 63;
-        mn = S[j + 4] & 63;
-    } else {
-        sc = (S[j + 4] & 0xF) | ((S[j - 4] >> 6) << 4);
-        mn = (S[j + 4] >> 4) | ((S[j] >> 6) << 4);
-    }
+    const int A = S[j], B = S[j + 4], C = S[j & 3]; /* C = S[j-4] for j >= 4 */
+    const bool lo = j < 4;
+    sc = lo ? (A & 63) : ((B & 0xF) | ((C >> 6) << 4));
+    mn = lo ? (B & 63) : ((B >> 4) | ((A >> 6) << 4));
 }
 
 /* --- format traits ---

@@ -66,32 +66,62 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     const int64_t row0 = (int64_t)blockIdx.x * KQ_ROWS;
     const int ks0 = blockIdx.y * a.ks_per_split;
     const int nk = max(0, min(a.ksteps - ks0, a.ks_per_split));
-    const int64_t ra = row0 + warp * 16 + g, rb = ra + 8; /* this lane's two rows */
+    const int64_t ra = row0 + warp * 16 + g, rb = ra + 8; /* this lane's two rows (compute) */
     const int offa = (int)((ra * a.row_bytes) & 15), offb = (int)((rb * a.row_bytes) & 15);
 
-    float acc[NT > 0 ? NT : 1][4];
+    /* Two accumulator sets for NT <= 2 (even/odd runs): halves the dependent mma chain. */
+    constexpr int NA = NT > 0 ? NT : 1, NACC = NT > 0 && NT <= 2 ? 2 : 1;
+    float acc[NACC][NA][4];
 #pragma unroll
-    for (int t = 0; t < (NT > 0 ? NT : 1); t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+    for (int u = 0; u < NACC; u++)
+#pragma unroll
+        for (int t = 0; t < NA; t++) acc[u][t][0] = acc[u][t][1] = acc[u][t][2] = acc[u][t][3] = 0.f;
+
+    /* Loader assignment, fixed for the whole kernel: warp w copies rows 16w..16w+15 (the rows it
+     * decodes), lane l row 16w + (l & 15), 16-byte words (l >> 4) + 2i of the row slot. */
+    constexpr int WPL = (C::RSW + 1) / 2;
+    const int lr = warp * 16 + (lane & 15), wpar = lane >> 4;
+    const int64_t lrow = row0 + lr;
+    const bool lrow_ok = lrow < a.N;
+    const int64_t lrow_off = lrow_ok ? lrow * a.row_bytes : 0;
+    const bool lrow_last = lrow == a.N - 1; /* its last word may end past the buffer */
+    const int64_t total = a.N * a.row_bytes;
+    /* x loader: slots tid + 256 j of [SUB][4 runs][NT][32 lanes] */
+    constexpr int XSLOTS = FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
 
     auto load_stage = [&](int buf, int ks) {
         uint8_t *ws = smem + buf * C::STAGE;
         const int64_t k0 = (int64_t)ks * FT::SK;
-        const int64_t kvalid = min((int64_t)FT::SK, a.K - k0);
-        const int64_t cbytes = kvalid / FT::BE * FT::BB;
-        for (int idx = tid; idx < KQ_ROWS * C::RSW; idx += KQ_THREADS) {
-            const int r = idx / C::RSW, wd = idx - r * C::RSW;
-            const int64_t row = row0 + r;
-            const int64_t gs = row * a.row_bytes + (int64_t)ks * C::SB;
-            const int64_t ge = row < a.N ? gs + cbytes : 0;
-            const int64_t addr = (gs & ~(int64_t)15) + 16 * wd;
-            const int64_t rem = ge - addr;
-            const uint32_t nb = rem <= 0 ? 0u : rem >= 16 ? 16u : (uint32_t)rem;
-            qn_cp_async16(ws + r * C::RS + 16 * wd, a.w + (nb ? addr : 0), nb);
+        const int kvalid = (int)min((int64_t)FT::SK, a.K - k0);
+        const int cbytes = kvalid / FT::BE * FT::BB;
+        const int64_t gs = lrow_off + (int64_t)ks * C::SB;
+        const int64_t base = gs & ~(int64_t)15;
+        const int vend = lrow_ok ? (int)(gs - base) + cbytes : 0; /* valid bytes from base */
+        const uint8_t *src = a.w + base;
+        uint8_t *dst = ws + lr * C::RS;
+#pragma unroll
+        for (int i = 0; i < WPL; i++) {
+            const int wd = wpar + 2 * i;
+            if (wd < C::RSW) {
+                const int rem = vend - 16 * wd;
+                const uint32_t nb = rem <= 0 ? 0u : rem >= 16 ? 16u : (uint32_t)rem;
+                if (lrow_last && nb > 0 && base + 16 * wd + 16 > total) {
+                    /* the buffer's last bytes: copy by hand, nothing past the end is read */
+                    uint16_t *d16 = reinterpret_cast<uint16_t *>(dst + 16 * wd);
+                    const uint16_t *s16 = reinterpret_cast<const uint16_t *>(src + 16 * wd);
+                    for (int h = 0; h < 8; h++) d16[h] = 2 * h < (int)nb ? s16[h] : (uint16_t)0;
+                } else {
+                    qn_cp_async16(dst + 16 * wd, nb ? (const void *)(src + 16 * wd) : (const void *)a.w, nb);
+                }
+            }
         }
         if (NT > 0) {
             uint8_t *xs = ws + C::W_BYTES;
-            for (int slot = tid; slot < FT::SUB * 4 * NT * 32; slot += KQ_THREADS) {
-                const int ln = slot & 31, t = (slot >> 5) % (NT > 0 ? NT : 1), sr = (slot >> 5) / (NT > 0 ? NT : 1);
+#pragma unroll
+            for (int j = 0; j < XPT; j++) {
+                const int slot = tid + KQ_THREADS * j;
+                if (XSLOTS % KQ_THREADS != 0 && slot >= XSLOTS) break;
+                const int ln = slot & 31, t = (slot >> 5) % NA, sr = (slot >> 5) / NA;
                 const int64_t tok = 8 * t + (ln >> 2);
                 const int64_t k = k0 + FT::sub_k(ln & 3, sr >> 2) + 8 * (sr & 3);
                 const bool ok = tok < a.n && k < a.K;
@@ -116,10 +146,11 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
 #pragma unroll
                 for (int r = 0; r < 4; r++) {
 #pragma unroll
-                    for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
-                        const uint4 bx = qn_lds128(xs + 16 * (((s * 4 + r) * NT + t) * 32 + lane));
-                        qn_mma_16816(acc[t], ha[4 * r], hb[4 * r], ha[4 * r + 1], hb[4 * r + 1], bx.x, bx.y);
-                        qn_mma_16816(acc[t], ha[4 * r + 2], hb[4 * r + 2], ha[4 * r + 3], hb[4 * r + 3], bx.z, bx.w);
+                    for (int t = 0; t < NA; t++) {
+                        const uint4 bx = qn_lds128(xs + 16 * (((s * 4 + r) * NA + t) * 32 + lane));
+                        float *c = acc[r % NACC][t];
+                        qn_mma_16816(c, ha[4 * r], hb[4 * r], ha[4 * r + 1], hb[4 * r + 1], bx.x, bx.y);
+                        qn_mma_16816(c, ha[4 * r + 2], hb[4 * r + 2], ha[4 * r + 3], hb[4 * r + 3], bx.z, bx.w);
                     }
                 }
             } else {
@@ -156,6 +187,12 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     }
     qn_cp_async_wait<0>();
     if (NT == 0) return;
+    if (NACC == 2) {
+#pragma unroll
+        for (int t = 0; t < NA; t++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[0][t][e] += acc[NACC - 1][t][e];
+    }
 
     /* --- epilogue: c0,c1 -> (row g, tokens 2q, 2q+1), c2,c3 -> (row g+8, ...) of each token tile --- */
     if (gridDim.y == 1) {
@@ -163,12 +200,12 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
             const int64_t t0 = 8 * t + 2 * q;
             if (ra < a.N) {
-                if (t0 < a.n) a.y[t0 * a.N + ra] = acc[t][0];
-                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + ra] = acc[t][1];
+                if (t0 < a.n) a.y[t0 * a.N + ra] = acc[0][t][0];
+                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + ra] = acc[0][t][1];
             }
             if (rb < a.N) {
-                if (t0 < a.n) a.y[t0 * a.N + rb] = acc[t][2];
-                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + rb] = acc[t][3];
+                if (t0 < a.n) a.y[t0 * a.N + rb] = acc[0][t][2];
+                if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + rb] = acc[0][t][3];
             }
         }
         return;
@@ -178,13 +215,13 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         namespace cg = cooperative_groups;
         __syncthreads(); /* every warp is done reading the stage buffers */
         float *red = reinterpret_cast<float *>(smem);
-        const int lr = warp * 16 + g;
+        const int lrc = warp * 16 + g;
 #pragma unroll
         for (int t = 0; t < (NT > 0 ? NT : 1); t++) {
-            red[lr * C::RED_LD + 8 * t + 2 * q] = acc[t][0];
-            red[lr * C::RED_LD + 8 * t + 2 * q + 1] = acc[t][1];
-            red[(lr + 8) * C::RED_LD + 8 * t + 2 * q] = acc[t][2];
-            red[(lr + 8) * C::RED_LD + 8 * t + 2 * q + 1] = acc[t][3];
+            red[lrc * C::RED_LD + 8 * t + 2 * q] = acc[0][t][0];
+            red[lrc * C::RED_LD + 8 * t + 2 * q + 1] = acc[0][t][1];
+            red[(lrc + 8) * C::RED_LD + 8 * t + 2 * q] = acc[0][t][2];
+            red[(lrc + 8) * C::RED_LD + 8 * t + 2 * q + 1] = acc[0][t][3];
         }
         cg::cluster_group cl = cg::this_cluster();
         cl.sync(); /* partial tiles of all S CTAs written */
