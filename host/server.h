@@ -6,7 +6,16 @@
  * /tokenize /detokenize (+ /v1/ aliases); Ollama /api/generate /api/chat /api/tags /api/version.
  * Thread-safety: qn_server_stop and qn_server_set_ready may be called from any thread; everything else
  * from the thread that owns the server. SIGPIPE: create sets it to SIG_IGN if it is at SIG_DFL (a write
- * to a closed socket must not kill the process). */
+ * to a closed socket must not kill the process).
+ *
+ * Wiring (tools/serve.c):
+ *   qn_server_config cfg; qn_server_config_default(&cfg); cfg.port = ...; cfg.api_keys = ...;
+ *   qn_engine_iface eng = {.ctx = engine, .submit = ..., .abort = ..., ...};  // adapter over quern.h
+ *   qn_server *srv; qn_server_create(&cfg, &eng, &srv, &err);   // binds now: fail fast on a busy port
+ *   load the model / start the engine thread, then qn_server_set_ready(srv, true);
+ *   SIGINT/SIGTERM handler: qn_server_stop(srv);
+ *   qn_server_run(srv);                                          // blocks until stopped
+ *   stop the engine and qn_server_destroy(srv), in either order. */
 #ifndef QN_HOST_SERVER_H
 #define QN_HOST_SERVER_H
 
