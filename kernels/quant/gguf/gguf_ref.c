@@ -46,15 +46,24 @@ void qn_quantize_row_bf16_ref(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = qn_f32_to_bf16(src[i]);
 }
 
+/* Round half to even for |x| < 2^22: adding 1.5*2^23 leaves the rounded integer in the mantissa. */
+static inline int qn_round_even_i(float x) {
+    const float v = x + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 void qn_quantize_row_q8_0_ref(const float *src, void *dst, int64_t n) {
     qn_block_q8_0 *y = dst;
     for (int64_t ib = 0; ib < n / QN_QK8_0; ib++, src += QN_QK8_0) {
         float amax = 0.0f;
         for (int j = 0; j < QN_QK8_0; j++) amax = fmaxf(amax, fabsf(src[j]));
+        /* llama.cpp's x86 SIMD quantizer (what its CPU backend runs): id = 127/amax, round half to even */
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         y[ib].d = qn_f32_to_f16(d);
-        for (int j = 0; j < QN_QK8_0; j++) y[ib].qs[j] = (int8_t)qn_roundf_away(src[j] * id);
+        for (int j = 0; j < QN_QK8_0; j++) y[ib].qs[j] = (int8_t)qn_round_even_i(src[j] * id);
     }
 }
 
@@ -64,10 +73,10 @@ void qn_quantize_row_q8_1_ref(const float *src, void *dst, int64_t n) {
         float amax = 0.0f;
         for (int j = 0; j < QN_QK8_1; j++) amax = fmaxf(amax, fabsf(src[j]));
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f; /* as Q8_0 above */
         int sum = 0;
         for (int j = 0; j < QN_QK8_1; j++) {
-            y[ib].qs[j] = (int8_t)qn_roundf_away(src[j] * id);
+            y[ib].qs[j] = (int8_t)qn_round_even_i(src[j] * id);
             sum += y[ib].qs[j];
         }
         y[ib].d = qn_f32_to_f16(d);
@@ -75,13 +84,6 @@ void qn_quantize_row_q8_1_ref(const float *src, void *dst, int64_t n) {
     }
 }
 
-/* Round half to even for |x| < 2^22: adding 1.5*2^23 leaves the rounded integer in the mantissa. */
-static inline int qn_round_even_i(float x) {
-    const float v = x + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &v, 4);
-    return (i & 0x007fffff) - 0x00400000;
-}
 
 void qn_quantize_row_q8_k_ref(const float *src, void *dst, int64_t n) {
     qn_block_q8_k *y = dst;

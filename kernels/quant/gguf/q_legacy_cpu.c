@@ -219,16 +219,8 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0), 0)
 QN_DEF_DOT_LEGACY_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1), 1)
 QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
 
-/* roundf (half away from zero) on 8 lanes, exactly as qn_roundf_away: t = trunc(x), f = x - t. */
-QN_INLINE __m256 round_away256(__m256 x) {
-    const __m256 t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    const __m256 f = _mm256_sub_ps(x, t), one = _mm256_set1_ps(1.0f);
-    const __m256 up = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(0.5f), _CMP_GE_OQ), one);
-    const __m256 dn = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_set1_ps(-0.5f), _CMP_LE_OQ), one);
-    return _mm256_sub_ps(_mm256_add_ps(t, up), dn);
-}
-
-/* One 32-float block -> 32 int8 (d = amax/127, q = roundf(x/d)) and Σq; bit-identical to the ref. */
+/* One 32-float block -> 32 int8 (d = amax/127, q = round-half-even(x*127/amax)) and Σq; bit-identical
+ * to the ref, which follows llama.cpp's x86 SIMD quantizer. */
 QN_INLINE float quant_block32(const float *x, int8_t *qs, int *sum) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v[4];
@@ -242,9 +234,10 @@ QN_INLINE float quant_block32(const float *x, int8_t *qs, int *sum) {
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     const float amax = _mm_cvtss_f32(h);
     const float d = amax / 127.0f;
-    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
     __m256i q[4];
-    for (int i = 0; i < 4; i++) q[i] = _mm256_cvtps_epi32(round_away256(_mm256_mul_ps(v[i], id)));
+    for (int i = 0; i < 4; i++)
+        q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     if (sum) {
         __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
