@@ -41,6 +41,18 @@ __device__ __forceinline__ void qn_cp_async16(void *smem_dst, const void *gmem_s
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(gmem_src), "r"(src_bytes)
                  : "memory");
 }
+/* Same, on a 32-bit shared-window address (__cvta_generic_to_shared once, outside the loop: on sm_90
+ * each generic->shared conversion costs a read of the cluster CTA id). */
+__device__ __forceinline__ void qn_cp_async16_s(uint32_t sdst, const void *gmem_src, uint32_t src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sdst), "l"(gmem_src), "r"(src_bytes)
+                 : "memory");
+}
+/* 16 bytes when pred, nothing otherwise. */
+__device__ __forceinline__ void qn_cp_async16_if(uint32_t sdst, const void *gmem_src, bool pred) {
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(sdst),
+                 "l"(gmem_src), "r"((int)pred)
+                 : "memory");
+}
 __device__ __forceinline__ void qn_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 /* Waits until at most N committed groups are still in flight. */
 template <int N>

@@ -50,21 +50,25 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
 
 /* --- launching one kq_kernel instance --- */
 
-/* CTAs that run at once on one SM: the shared memory and register budget the kernel was built for */
+/* CTAs of this instance that run at once on one SM (shared memory, registers, threads). */
 static int kq_ctas_per_sm(const kq_kernel_info *ki) {
-    const int by_smem = (227 * 1024) / (ki->smem + 1024);
-    const int c = by_smem < ki->min_blocks ? by_smem : ki->min_blocks;
-    return c < 1 ? 1 : c;
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, ki->fn, KQ_THREADS, (size_t)ki->smem) != cudaSuccess) {
+        (void)cudaGetLastError();
+        n = 1;
+    }
+    return n < 1 ? 1 : n;
 }
 
-/* Split K over S CTAs (a cluster) until the grid covers every SM's CTA slots, each CTA keeping
- * at least one stage. Power of two, <= 16; 1 below sm_90 (no clusters). */
+/* Split K over S CTAs (a cluster) so that the grid fills the SMs' CTA slots: the smallest power of
+ * two with tiles*S >= 3/4 of the slots, each CTA keeping at least one stage. 1 below sm_90 (no
+ * clusters). Measured against fixed splits in bench/results/gpu-kernels-*.md. */
 static int kq_pick_split(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki, int64_t N, int ksteps) {
     if (ctx->sm < 90) return 1;
     const int64_t tiles = (N + KQ_ROWS - 1) / KQ_ROWS;
-    const int64_t target = (int64_t)ctx->n_sm * kq_ctas_per_sm(ki);
+    const int64_t slots = (int64_t)ctx->n_sm * kq_ctas_per_sm(ki);
     int s = 1;
-    while (s < KQ_MAX_SPLIT && tiles * s < target && ksteps >= 2 * s) s *= 2;
+    while (s < KQ_MAX_SPLIT && 4 * tiles * s < 3 * slots && ksteps >= 2 * s) s *= 2;
     return s;
 }
 
@@ -124,6 +128,7 @@ static qn_status kq_matmul_fused(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, q
         a.n = take;
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         const int ksteps = (int)((K + ki.sk - 1) / ki.sk);
+        QN_CUDA_TRY(cudaFuncSetAttribute(ki.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, ki.smem));
         int s = split > 0 ? split : kq_pick_split(ctx, &ki, N, ksteps);
         if (ctx->sm < 90) s = 1;
         const qn_status st = kq_launch(ctx, &ki, a, s, true, stream);

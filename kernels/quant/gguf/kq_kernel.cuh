@@ -25,7 +25,9 @@
 
 #define KQ_ROWS 128   /* rows per CTA: 8 warps x 16 */
 #define KQ_THREADS 256
-#define KQ_SMEM_TARGET (100 * 1024) /* per CTA: two CTAs fit an SM's 228 KB (H100, A100: 164 KB -> 1) */
+#ifndef KQ_SMEM_TARGET /* per CTA: three CTAs fit an H100 SM's 228 KB (two on A100's 164 KB) */
+#define KQ_SMEM_TARGET (72 * 1024)
+#endif
 #define KQ_MAX_SPLIT 16
 
 struct kq_args {
@@ -78,55 +80,60 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         for (int t = 0; t < NA; t++) acc[u][t][0] = acc[u][t][1] = acc[u][t][2] = acc[u][t][3] = 0.f;
 
     /* Loader assignment, fixed for the whole kernel: warp w copies rows 16w..16w+15 (the rows it
-     * decodes), lane l row 16w + (l & 15), 16-byte words (l >> 4) + 2i of the row slot. */
+     * decodes), lane l row 16w + (l & 15), 16-byte words (l >> 4) + 2i of the row slot. Words past
+     * the row's valid bytes are not copied: stale bytes there only reach sub-chunks past K (masked
+     * in compute_stage) or rows past N (never stored). */
     constexpr int WPL = (C::RSW + 1) / 2;
     const int lr = warp * 16 + (lane & 15), wpar = lane >> 4;
     const int64_t lrow = row0 + lr;
     const bool lrow_ok = lrow < a.N;
     const int64_t lrow_off = lrow_ok ? lrow * a.row_bytes : 0;
-    const bool lrow_last = lrow == a.N - 1; /* its last word may end past the buffer */
-    const int64_t total = a.N * a.row_bytes;
+    /* The buffer's last bytes (when N*row_bytes is not a multiple of 16) are copied by hand, so that
+     * nothing past the last block is read. */
+    const int64_t total = a.N * a.row_bytes, cut = total & ~(int64_t)15;
+    const bool lrow_last = lrow == a.N - 1 && cut != total;
+    const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    const uint32_t lslot = sbase + lr * C::RS + 16 * wpar;
     /* x loader: slots tid + 256 j of [SUB][4 runs][NT][32 lanes] */
     constexpr int XSLOTS = FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
 
     auto load_stage = [&](int buf, int ks) {
-        uint8_t *ws = smem + buf * C::STAGE;
         const int64_t k0 = (int64_t)ks * FT::SK;
         const int kvalid = (int)min((int64_t)FT::SK, a.K - k0);
-        const int cbytes = kvalid / FT::BE * FT::BB;
         const int64_t gs = lrow_off + (int64_t)ks * C::SB;
         const int64_t base = gs & ~(int64_t)15;
-        const int vend = lrow_ok ? (int)(gs - base) + cbytes : 0; /* valid bytes from base */
-        const uint8_t *src = a.w + base;
-        uint8_t *dst = ws + lr * C::RS;
-#pragma unroll
-        for (int i = 0; i < WPL; i++) {
-            const int wd = wpar + 2 * i;
-            if (wd < C::RSW) {
-                const int rem = vend - 16 * wd;
-                const uint32_t nb = rem <= 0 ? 0u : rem >= 16 ? 16u : (uint32_t)rem;
-                if (lrow_last && nb > 0 && base + 16 * wd + 16 > total) {
-                    /* the buffer's last bytes: copy by hand, nothing past the end is read */
-                    uint16_t *d16 = reinterpret_cast<uint16_t *>(dst + 16 * wd);
-                    const uint16_t *s16 = reinterpret_cast<const uint16_t *>(src + 16 * wd);
-                    for (int h = 0; h < 8; h++) d16[h] = 2 * h < (int)nb ? s16[h] : (uint16_t)0;
-                } else {
-                    qn_cp_async16(dst + 16 * wd, nb ? (const void *)(src + 16 * wd) : (const void *)a.w, nb);
-                }
+        int vend = lrow_ok ? (int)(gs - base) + kvalid / FT::BE * FT::BB : 0; /* valid bytes from base */
+        const uint32_t dst = lslot + buf * C::STAGE;
+        if (lrow_last && base + vend > cut) {
+            const int wt = (int)(cut - base); /* a multiple of 16 */
+            if (((wt >> 4) & 1) == wpar) {
+                const uint16_t *s16 = reinterpret_cast<const uint16_t *>(a.w + cut);
+                uint16_t *d16 = reinterpret_cast<uint16_t *>(smem + (dst - sbase) - 16 * wpar + wt);
+                for (int h = 0; h < (int)(total - cut) / 2; h++) d16[h] = s16[h];
             }
+            vend = wt;
         }
+        /* whole words by predicate, then the one partial word (zero-filled past the valid bytes) */
+        const int nfull = vend >> 4;
+        const uint8_t *src = a.w + base + 16 * wpar;
+#pragma unroll
+        for (int i = 0; i < WPL; i++)
+            if (C::RSW % 2 == 0 || wpar + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wpar + 2 * i < nfull);
+        if ((vend & 15) && (nfull & 1) == wpar)
+            qn_cp_async16_s(dst + 16 * (nfull - wpar), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
         if (NT > 0) {
-            uint8_t *xs = ws + C::W_BYTES;
+            const uint32_t xs = sbase + buf * C::STAGE + C::W_BYTES;
 #pragma unroll
             for (int j = 0; j < XPT; j++) {
                 const int slot = tid + KQ_THREADS * j;
                 if (XSLOTS % KQ_THREADS != 0 && slot >= XSLOTS) break;
-                const int ln = slot & 31, t = (slot >> 5) % NA, sr = (slot >> 5) / NA;
-                const int64_t tok = 8 * t + (ln >> 2);
-                const int64_t k = k0 + FT::sub_k(ln & 3, sr >> 2) + 8 * (sr & 3);
+                const int hi = (tid >> 5) + (KQ_THREADS / 32) * j; /* slot >> 5 */
+                const int t = hi % NA, sr = hi / NA;
+                const int64_t tok = 8 * t + (lane >> 2);
+                const int64_t k = k0 + FT::sub_k(lane & 3, sr >> 2) + 8 * (sr & 3);
                 const bool ok = tok < a.n && k < a.K;
-                qn_cp_async16(xs + 16 * slot, ok ? (const void *)(a.x + tok * a.K + k) : (const void *)a.x,
-                              ok ? 16u : 0u);
+                qn_cp_async16_s(xs + 16 * slot, ok ? (const void *)(a.x + tok * a.K + k) : (const void *)a.x,
+                                ok ? 16u : 0u);
             }
         }
     };
@@ -134,6 +141,7 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     auto compute_stage = [&](int buf, int ks) {
         const uint8_t *ws = smem + buf * C::STAGE;
         const int so = (int)(((int64_t)ks * C::SB) & 15);
+        const bool partial = a.K - (int64_t)ks * FT::SK < FT::SK; /* the last stage of a short K */
         const uint8_t *pa = ws + (warp * 16 + g) * C::RS + ((offa + so) & 15);
         const uint8_t *pb = ws + (warp * 16 + g + 8) * C::RS + ((offb + so) & 15);
 #pragma unroll
@@ -141,6 +149,10 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             uint32_t ha[16], hb[16];
             FT::decode(pa, q, s, ha);
             FT::decode(pb, q, s, hb);
+            if (partial && (int64_t)ks * FT::SK + FT::sub_k(q, s) >= a.K) {
+#pragma unroll
+                for (int i = 0; i < 16; i++) ha[i] = hb[i] = 0u; /* past K: bytes there are stale */
+            }
             if (NT > 0) {
                 const uint8_t *xs = ws + C::W_BYTES;
 #pragma unroll
