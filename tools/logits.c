@@ -12,6 +12,17 @@
 #include "exec/sampling.h"
 #include "tokenizer/vocab.h"
 
+/* --trace DIR: every tapped stage written as DIR/<name>-<layer>.f32, [n_tokens][n] rows */
+static void trace_tap(void *user, const char *name, int layer, const float *rows, int64_t n_tokens, int64_t n,
+                      int64_t ld) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s-%d.f32", (const char *)user, name, layer);
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    for (int64_t t = 0; t < n_tokens; t++) fwrite(rows + t * ld, sizeof(float), (size_t)n, f);
+    fclose(f);
+}
+
 static int parse_ids(const char *s, int32_t *out, int32_t cap, int32_t *n) {
     *n = 0;
     while (*s) {
@@ -26,7 +37,7 @@ static int parse_ids(const char *s, int32_t *out, int32_t cap, int32_t *n) {
 }
 
 int qn_cmd_logits(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *ids = NULL, *out_path = NULL, *isa_name = NULL;
+    const char *model_path = NULL, *prompt = NULL, *ids = NULL, *out_path = NULL, *isa_name = NULL, *trace = NULL;
     int n_greedy = 0, n_threads = qn_tool_default_threads();
     bool help = false, no_special = false;
     const qn_arg table[] = {
@@ -35,6 +46,7 @@ int qn_cmd_logits(int argc, char **argv) {
         {"tokens", NULL, 0, QN_ARG_STR, &ids, "comma-separated token ids instead of a prompt"},
         {"no-special", NULL, 0, QN_ARG_BOOL, &no_special, "tokenize without BOS/EOS and special parsing"},
         {"out", NULL, 'o', QN_ARG_STR, &out_path, "write f32 logits [n_tokens][n_vocab] here"},
+        {"trace", NULL, 0, QN_ARG_STR, &trace, "write each layer's intermediate rows to DIR/<stage>-<layer>.f32"},
         {"greedy", NULL, 0, QN_ARG_INT, &n_greedy, "continue greedily for N tokens (ignores EOS)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads"},
         {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
@@ -74,7 +86,12 @@ int qn_cmd_logits(int argc, char **argv) {
     cp.n_threads = n_threads;
     cp.isa = isa;
     logits = malloc(sizeof(float) * (size_t)n * (size_t)n_vocab);
-    if (!logits || qn_ctx_create(m, &cp, &ctx, &err) != QN_OK || qn_ctx_eval(ctx, toks, n, 0, true, logits, &err) != QN_OK) {
+    if (!logits || qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
+        fprintf(stderr, "quern logits: %s\n", logits ? err.msg : "out of memory");
+        goto done;
+    }
+    if (trace) qn_ctx_set_tap(ctx, trace_tap, (void *)trace);
+    if (qn_ctx_eval(ctx, toks, n, 0, true, logits, &err) != QN_OK) {
         fprintf(stderr, "quern logits: %s\n", logits ? err.msg : "out of memory");
         goto done;
     }
@@ -85,6 +102,7 @@ int qn_cmd_logits(int argc, char **argv) {
             goto done;
         }
     }
+    qn_ctx_set_tap(ctx, NULL, NULL);
     printf("{\"tokens\": [");
     for (int32_t i = 0; i < n; i++) printf("%s%d", i ? ", " : "", toks[i]);
     printf("], \"greedy\": [");

@@ -1,6 +1,7 @@
 /* ops.h — element-wise and row ops of the Llama forward pass (CPU versions; CUDA twins in *.cu).
  * Owns no memory. Numerics follow ggml's CPU ops where that matters for agreement with llama.cpp:
- * RMSNorm sums squares in double; RoPE angles advance by repeated multiplication (theta *= scale). */
+ * RMSNorm sums squares in double; RoPE angles advance by repeated multiplication (theta *= scale);
+ * the rotation is fma(x0, c, -(x1*s)), fma(x0, s, x1*c). */
 #ifndef QN_OPS_H
 #define QN_OPS_H
 

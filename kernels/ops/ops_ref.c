@@ -35,8 +35,8 @@ void qn_rope_norm_f32(float *x, const float *cache, int n_heads, int head_dim, i
         for (int i = 0; i < rope_dim; i += 2) {
             const float c = cache[i], s = cache[i + 1];
             const float x0 = v[i], x1 = v[i + 1];
-            v[i] = x0 * c - x1 * s;
-            v[i + 1] = x0 * s + x1 * c;
+            v[i] = fmaf(x0, c, -(x1 * s));
+            v[i + 1] = fmaf(x0, s, x1 * c);
         }
     }
 }
@@ -48,8 +48,8 @@ void qn_rope_neox_f32(float *x, const float *cache, int n_heads, int head_dim, i
         for (int i = 0; i < half; i++) {
             const float c = cache[2 * i], s = cache[2 * i + 1];
             const float x0 = v[i], x1 = v[i + half];
-            v[i] = x0 * c - x1 * s;
-            v[i + half] = x0 * s + x1 * c;
+            v[i] = fmaf(x0, c, -(x1 * s));
+            v[i + half] = fmaf(x0, s, x1 * c);
         }
     }
 }

@@ -68,6 +68,7 @@ void qn_ctx_destroy(qn_ctx *c) {
 }
 
 void qn_ctx_reset(qn_ctx *c) { c->n_past = 0; }
+void qn_ctx_set_tap(qn_ctx *c, qn_llama_tap_fn fn, void *user) { qn_llama_cpu_set_tap(c->fwd, fn, user); }
 int32_t qn_ctx_n_past(const qn_ctx *c) { return c->n_past; }
 int32_t qn_ctx_n_ctx(const qn_ctx *c) { return c->p.n_ctx; }
 const char *qn_ctx_isa_name(const qn_ctx *c) { return c->kern.isa_name; }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "model/llama_cpu.h"
 #include "model/model.h"
 #include "quern.h"
 
@@ -32,6 +33,8 @@ void qn_ctx_destroy(qn_ctx *c);
 qn_status qn_ctx_eval(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, bool all_logits, float *logits,
                       qn_error *err);
 void qn_ctx_reset(qn_ctx *c);
+/* Debug tap on the forward pass (see model/llama_cpu.h); NULL removes it. */
+void qn_ctx_set_tap(qn_ctx *c, qn_llama_tap_fn fn, void *user);
 int32_t qn_ctx_n_past(const qn_ctx *c);
 const char *qn_ctx_isa_name(const qn_ctx *c);
 int32_t qn_ctx_n_ctx(const qn_ctx *c);

@@ -29,7 +29,19 @@ struct qn_llama_cpu {
     float *g, *u;                       /* [max_tokens][n_ff] */
     float *scratch;                     /* [n_threads][max_ctx] attention scores */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
+    qn_llama_tap_fn tap;                /* optional debug tap */
+    void *tap_user;
 };
+
+void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user) {
+    f->tap = fn;
+    f->tap_user = user;
+}
+
+#define TAP(name, il, rows, n, ld) \
+    do { \
+        if (f->tap) f->tap(f->tap_user, name, il, rows, T, n, ld); \
+    } while (0)
 
 /* ---------------------------------------------------------------- parallel tasks */
 
@@ -317,6 +329,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         norm_task nt = {.f = f, .w = L->attn_norm, .n = T};
         set_need(nt.q.need, &L->wq, &L->wk, &L->wv);
         qn_threadpool_run(f->tp, norm_quant_fn, &nt);
+        TAP("attn_norm", il, f->xn, E, f->kmax);
 
         mm_task qkv = {.f = f, .n_tokens = T, .n_jobs = 3,
                        .jobs = {{&L->wq, f->q, HQ, NULL}, {&L->wk, f->k, HK, NULL}, {&L->wv, f->v, HK, NULL}}};
@@ -324,13 +337,18 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
 
         layer_task lt = {f, L, b, kv, il};
         qn_threadpool_run(f->tp, rope_kv_fn, &lt);
+        TAP("q", il, f->q, HQ, HQ);
+        TAP("k", il, f->k, HK, HK);
+        TAP("v", il, f->v, HK, HK);
         qn_threadpool_run(f->tp, attn_fn, &lt);
+        TAP("kqv_out", il, f->xn, HQ, f->kmax);
 
         quant_task qa = {.f = f, .in = f->xn, .ld_in = f->kmax, .k = HQ, .n = T};
         set_need(qa.need, &L->wo, NULL, NULL);
         qn_threadpool_run(f->tp, quant_fn, &qa);
         mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->wo, f->tmp, E, f->x}}};
         qn_threadpool_run(f->tp, mm_fn, &o);
+        TAP("ffn_inp", il, f->x, E, E);
 
         norm_task nf = {.f = f, .w = L->ffn_norm, .n = T};
         set_need(nf.q.need, &L->w_gate, &L->w_up, NULL);
@@ -343,6 +361,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         qn_threadpool_run(f->tp, silu_quant_fn, &qs);
         mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, f->x}}};
         qn_threadpool_run(f->tp, mm_fn, &dn);
+        TAP("l_out", il, f->x, E, E);
     }
 
     if (b->n_out > 0) {

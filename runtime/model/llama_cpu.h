@@ -17,6 +17,13 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
                               int32_t max_tokens, int32_t max_ctx, qn_llama_cpu **out, qn_error *err);
 void qn_llama_cpu_destroy(qn_llama_cpu *f); /* NULL is a no-op */
 
+/* Debug tap (peer comparison, like ggml's eval callback): when set, called after each stage of
+ * each layer with name ("attn_norm", "q", "k", "v", "kqv_out", "ffn_inp", "l_out"), layer,
+ * rows [n_tokens][n] (row stride ld). Single-threaded, between parallel regions. */
+typedef void (*qn_llama_tap_fn)(void *user, const char *name, int layer, const float *rows, int64_t n_tokens,
+                                int64_t n, int64_t ld);
+void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user);
+
 /* Runs one step: writes K/V of every token into kv at batch->slot_mapping, and the logits of
  * batch->out_rows into logits [n_out][n_vocab]. */
 qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_batch *batch, float *logits,

@@ -6,6 +6,7 @@
  * lanes, so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, so their results are bit-identical. */
 #include <stddef.h>
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -162,9 +163,8 @@ QN_INLINE float hsum128(__m128 s) {
         const uint8_t *wb = w;                                                                          \
         const int64_t nb = n / 32;                                                                      \
         __m256 acc[4];                                                                                  \
-        __m128 accm[4];                                                                                 \
         float summ[4];                                                                                  \
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps(), accm[t] = _mm_setzero_ps(), summ[t] = 0.0f; \
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0.0f; \
         int64_t ib = 0;                                                                                 \
         for (; ib + 4 <= nb; ib += 4) {                                                                 \
             const __m128 dw = load4_f16(wb + (size_t)ib * (WB), WB);                                    \
@@ -172,8 +172,12 @@ QN_INLINE float hsum128(__m128 s) {
             for (int t = 0; t < nt; t++) {                                                              \
                 const uint8_t *ap = a0 + (size_t)t * as + (size_t)ib * ab;                              \
                 sc[t] = _mm_mul_ps(dw, load4_f16(ap, ab));                                              \
-                if (HAS_MIN)                                                                            \
-                    accm[t] = _mm_fmadd_ps(load4_f16(wb + (size_t)ib * (WB) + 2, WB), load4_f16(ap + 2, ab), accm[t]); \
+                if (HAS_MIN) { /* m_w·s_a summed block by block with one rounding each, as llama.cpp */ \
+                    float mw[4], sa[4];                                                                 \
+                    _mm_storeu_ps(mw, load4_f16(wb + (size_t)ib * (WB) + 2, WB));                       \
+                    _mm_storeu_ps(sa, load4_f16(ap + 2, ab));                                           \
+                    for (int j = 0; j < 4; j++) summ[t] = fmaf(mw[j], sa[j], summ[t]);                  \
+                }                                                                                       \
             }                                                                                           \
             for (int j = 0; j < 4; j++) {                                                               \
                 const __m256i qw = DEC(w, ib + j);                                                      \
@@ -202,11 +206,11 @@ QN_INLINE float hsum128(__m128 s) {
                 if (!HAS_MIN) qa = _mm256_sign_epi8(qa, qw);                                            \
                 const __m256 p = _mm256_cvtepi32_ps(dot_u8s8(uw, qa));                                  \
                 acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * qn_cpu_h2f(ds[0])), p, acc[t]);            \
-                if (HAS_MIN) summ[t] += qn_cpu_h2f(dm[1]) * qn_cpu_h2f(ds[1]);                          \
+                if (HAS_MIN) summ[t] = fmaf(qn_cpu_h2f(dm[1]), qn_cpu_h2f(ds[1]), summ[t]);             \
             }                                                                                           \
         }                                                                                               \
         for (int t = 0; t < nt; t++)                                                                    \
-            out[t] = HAS_MIN ? hsum256(acc[t]) + (hsum128(accm[t]) + summ[t]) : hsum256(acc[t]);        \
+            out[t] = HAS_MIN ? hsum256(acc[t]) + summ[t] : hsum256(acc[t]);                             \
     }                                                                                                   \
     static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
     static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {             \
