@@ -22,10 +22,11 @@ typedef struct qn_attn_cpu_args {
     float scale;                 /* usually 1/sqrt(head_dim) */
     float *out;                  /* [n_heads][head_dim] */
     float *scratch;              /* [n_ctx] floats */
+    int32_t lanes;               /* partial sums per dot product (qn_cpu_kernels.attn_lanes); 1 = sequential */
 } qn_attn_cpu_args;
 
-/* Attention of one query token for heads [h_begin, h_end). */
-void qn_attn_paged_cpu(const qn_attn_cpu_args *a, int h_begin, int h_end);
+/* Attention of one query token for heads [h_begin, h_end): qn_cpu_kernels.attn_paged (per ISA). */
+typedef void (*qn_attn_paged_fn)(const qn_attn_cpu_args *a, int h_begin, int h_end);
 
 /* Writes one token's k/v rows ([n_kv_heads][head_dim] f32) into slot `slot` as fp16. */
 void qn_kv_write_cpu(uint16_t *k_cache, uint16_t *v_cache, int64_t slot, const float *k, const float *v,

@@ -5,6 +5,7 @@
 #ifndef QN_CPU_KERNELS_H
 #define QN_CPU_KERNELS_H
 
+#include "kernels/attention/attention.h"
 #include "kernels/quant/qformat.h"
 
 #ifdef __cplusplus
@@ -31,6 +32,8 @@ typedef struct qn_cpu_kernels {
     qn_vec_dot_x4_fn vec_dot_x4[QN_QFORMAT_COUNT]; /* 1 row x 4 tokens (NULL: use vec_dot) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
+    qn_attn_paged_fn attn_paged;                   /* paged attention, one query token */
+    int32_t attn_lanes;                            /* its accumulation lanes (see attention_cpu.c) */
 } qn_cpu_kernels;
 
 /* Best ISA this CPU supports and this build compiled. */

@@ -55,6 +55,7 @@ static inline float qn_cpu_h2f(uint16_t h) {
 void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
 
 #endif

@@ -155,6 +155,7 @@ static void attn_fn(void *arg, int ith, int nth) {
         .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
         .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim,
         .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->max_ctx,
+        .lanes = f->kern->attn_lanes,
     };
     for (long long w = wb; w < we; w++) {
         const int64_t t = w / c->n_head;
@@ -163,7 +164,7 @@ static void attn_fn(void *arg, int ith, int nth) {
         at.out = f->xn + t * f->kmax;
         at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
         at.n_ctx = a->b->positions[t] + 1;
-        qn_attn_paged_cpu(&at, h, h + 1);
+        f->kern->attn_paged(&at, h, h + 1);
     }
 }
 
