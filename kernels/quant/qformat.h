@@ -49,7 +49,10 @@ typedef struct qn_qformat_traits {
     bool is_quantized;
     qn_qformat vec_dot_type;   /* activation format its CPU dot product consumes (llama.cpp's) */
     qn_dequant_row_fn dequant_ref;   /* scalar reference, exact fp32 formulas of formats.md §2.2 */
-    qn_quantize_row_fn quantize_ref; /* reference quantizer (NULL where none) */
+    qn_quantize_row_fn quantize_ref; /* reference quantizer (NULL where none); for Q8_0 the activation one */
+    /* llama-quantize's quantizer for model files (gguf_quantize.h): = quantize_ref except Q8_0, whose
+     * weight rounding (roundf(x/d)) differs from the activation rounding; NULL for activation-only formats */
+    qn_quantize_row_fn quantize_weight;
 } qn_qformat_traits;
 
 extern const qn_qformat_traits QN_QFORMATS[QN_QFORMAT_COUNT];

@@ -1,7 +1,7 @@
 /* gguf_ref.h — scalar reference dequantizers of every ggml type Quern decodes and reference
  * quantizers of the activation types (Q8_0, Q8_1, Q8_K) and of F16/BF16/F32.
  * Owns: the "_ref" functions the traits table (qformat.c) points at. Not: SIMD kernels (cpu/) or
- * the weight-type quantizers (a later task; their quantize_ref is NULL).
+ * the weight-type quantizers (gguf_quantize.h).
  * Row functions: src/dst lengths are n elements, n a multiple of the block size. */
 #ifndef QN_GGUF_REF_H
 #define QN_GGUF_REF_H
