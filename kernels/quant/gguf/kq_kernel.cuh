@@ -23,8 +23,11 @@
 #include "kernels/common/device_util.cuh"
 #include "kernels/quant/gguf/kq_decode.cuh"
 
-#define KQ_ROWS 128   /* rows per CTA: 8 warps x 16 */
-#define KQ_THREADS 256
+#ifndef KQ_WARPS
+#define KQ_WARPS 8    /* per CTA; each warp owns 16 rows (the mma M dimension) */
+#endif
+#define KQ_ROWS (16 * KQ_WARPS)
+#define KQ_THREADS (32 * KQ_WARPS)
 #ifndef KQ_SMEM_TARGET /* per CTA: three CTAs fit an H100 SM's 228 KB (two on A100's 164 KB) */
 #define KQ_SMEM_TARGET (72 * 1024)
 #endif
@@ -55,7 +58,7 @@ struct kq_cfg {
     static constexpr int RED_LD = 8 * NT + 4;               /* floats per row of the reduction tile */
     static constexpr int RED_BYTES = KQ_ROWS * RED_LD * 4;
     static constexpr int SMEM = NS * STAGE > RED_BYTES ? NS * STAGE : RED_BYTES;
-    static constexpr int MIN_BLOCKS = NT >= 4 ? 1 : 2;
+    static constexpr int MIN_BLOCKS = (NT >= 4 ? 256 : 512) / KQ_THREADS; /* <= 128 registers (NT <= 2) */
 };
 
 template <qn_qformat F, int NT>
@@ -81,8 +84,8 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
 
     /* Loader assignment, fixed for the whole kernel: warp w copies rows 16w..16w+15 (the rows it
      * decodes), lane l row 16w + (l & 15), 16-byte words (l >> 4) + 2i of the row slot. Words past
-     * the row's valid bytes are not copied: stale bytes there only reach sub-chunks past K (masked
-     * in compute_stage) or rows past N (never stored). */
+     * the row's valid bytes are not copied (full stages never decode them; rows past N are never
+     * stored); a short last stage zeroes them. */
     constexpr int WPL = (C::RSW + 1) / 2;
     const int lr = warp * 16 + (lane & 15), wpar = lane >> 4;
     const int64_t lrow = row0 + lr;
@@ -104,14 +107,16 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         const int64_t base = gs & ~(int64_t)15;
         int vend = lrow_ok ? (int)(gs - base) + kvalid / FT::BE * FT::BB : 0; /* valid bytes from base */
         const uint32_t dst = lslot + buf * C::STAGE;
+        int zfrom = 0; /* first slot word a short stage zeroes */
         if (lrow_last && base + vend > cut) {
             const int wt = (int)(cut - base); /* a multiple of 16 */
             if (((wt >> 4) & 1) == wpar) {
                 const uint16_t *s16 = reinterpret_cast<const uint16_t *>(a.w + cut);
                 uint16_t *d16 = reinterpret_cast<uint16_t *>(smem + (dst - sbase) - 16 * wpar + wt);
-                for (int h = 0; h < (int)(total - cut) / 2; h++) d16[h] = s16[h];
+                for (int h = 0; h < 8; h++) d16[h] = h < (int)(total - cut) / 2 ? s16[h] : (uint16_t)0;
             }
             vend = wt;
+            zfrom = (wt >> 4) + 1;
         }
         /* whole words by predicate, then the one partial word (zero-filled past the valid bytes) */
         const int nfull = vend >> 4;
@@ -121,6 +126,14 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             if (C::RSW % 2 == 0 || wpar + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wpar + 2 * i < nfull);
         if ((vend & 15) && (nfull & 1) == wpar)
             qn_cp_async16_s(dst + 16 * (nfull - wpar), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
+        if (kvalid < FT::SK) {
+            /* the last stage of a short K: zero the rest of the slot, so that the sub-chunks past K
+             * decode to 0 (stale bytes could decode to Inf/NaN, and NaN * 0 = NaN) */
+            const int wz = max(zfrom, (vend + 15) >> 4); /* first word with no valid byte */
+#pragma unroll 1
+            for (int wd = wpar; wd < C::RSW; wd += 2)
+                if (wd >= wz) *reinterpret_cast<uint4 *>(smem + (dst - sbase) + 16 * (wd - wpar)) = make_uint4(0, 0, 0, 0);
+        }
         if (NT > 0) {
             const uint32_t xs = sbase + buf * C::STAGE + C::W_BYTES;
 #pragma unroll
@@ -141,7 +154,6 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     auto compute_stage = [&](int buf, int ks) {
         const uint8_t *ws = smem + buf * C::STAGE;
         const int so = (int)(((int64_t)ks * C::SB) & 15);
-        const bool partial = a.K - (int64_t)ks * FT::SK < FT::SK; /* the last stage of a short K */
         const uint8_t *pa = ws + (warp * 16 + g) * C::RS + ((offa + so) & 15);
         const uint8_t *pb = ws + (warp * 16 + g + 8) * C::RS + ((offb + so) & 15);
 #pragma unroll
@@ -149,10 +161,6 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             uint32_t ha[16], hb[16];
             FT::decode(pa, q, s, ha);
             FT::decode(pb, q, s, hb);
-            if (partial && (int64_t)ks * FT::SK + FT::sub_k(q, s) >= a.K) {
-#pragma unroll
-                for (int i = 0; i < 16; i++) ha[i] = hb[i] = 0u; /* past K: bytes there are stale */
-            }
             if (NT > 0) {
                 const uint8_t *xs = ws + C::W_BYTES;
 #pragma unroll
