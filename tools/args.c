@@ -42,6 +42,15 @@ static bool set_value(const char *cmd, const qn_arg *a, const char *v) {
         return true;
     }
     case QN_ARG_BOOL: *(bool *)a->dst = true; return true;
+    case QN_ARG_STR_LIST: {
+        qn_arg_list *l = a->dst;
+        if (l->n >= QN_ARG_LIST_CAP) {
+            fprintf(stderr, "quern %s: --%s given more than %d times\n", cmd, a->name, QN_ARG_LIST_CAP);
+            return false;
+        }
+        l->v[l->n++] = v;
+        return true;
+    }
     }
     fprintf(stderr, "quern %s: --%s: invalid value '%s'\n", cmd, a->name, v);
     return false;
@@ -61,6 +70,8 @@ bool qn_args_parse(const char *cmd, int argc, char **argv, const qn_arg *table, 
             if (eq) val = eq + 1;
         } else if (s[0] == '-' && s[1] && !s[2]) {
             a = find(table, n_table, NULL, 0, s[1]);
+        } else if (s[0] == '-' && s[1] && s[1] != '-' && !(s[1] >= '0' && s[1] <= '9') && s[1] != '.') {
+            a = find(table, n_table, s + 1, strlen(s + 1), 0); /* -np, -tp: llama-server style */
         } else {
             if (*n_pos >= pos_cap) {
                 fprintf(stderr, "quern %s: unexpected argument '%s'\n", cmd, s);
@@ -96,6 +107,7 @@ bool qn_args_parse(const char *cmd, int argc, char **argv, const qn_arg *table, 
 void qn_args_usage(const char *cmd, const char *synopsis, const qn_arg *table, int n_table) {
     printf("usage: quern %s %s\n\noptions:\n", cmd, synopsis);
     for (int i = 0; i < n_table; i++) {
+        if (!table[i].help) continue;
         char names[64];
         if (table[i].short_name)
             snprintf(names, sizeof names, "-%c, --%s", table[i].short_name, table[i].name);

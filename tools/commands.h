@@ -9,6 +9,7 @@ int qn_cmd_logits(int argc, char **argv);
 int qn_cmd_inspect(int argc, char **argv);
 int qn_cmd_serve(int argc, char **argv);
 int qn_cmd_bench(int argc, char **argv);
+int qn_cmd_bench_serve(int argc, char **argv); /* `quern bench serve` (tools/bench_serve.c) */
 
 void qn_tool_init_env(void);
 

@@ -1,6 +1,8 @@
 /* common.c — helpers shared by the subcommands (tools/common.h). */
 #include "common.h"
 
+#include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,4 +91,26 @@ int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out) {
         }
     fprintf(stderr, "quern %s: --isa: unknown ISA '%s' (auto, scalar, avx2, avx512, neon)\n", cmd, name);
     return -1;
+}
+
+int qn_tool_parse_size(const char *s, int64_t *out) {
+    if (!s || !*s) return -1;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || !(v >= 0) || !isfinite(v)) return -1;
+    double mul = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mul = 1024.0, end++; break;
+    case 'M': mul = 1024.0 * 1024, end++; break;
+    case 'G': mul = 1024.0 * 1024 * 1024, end++; break;
+    case 'T': mul = 1024.0 * 1024 * 1024 * 1024, end++; break;
+    default: break;
+    }
+    if (mul > 1 && (*end == 'i' || *end == 'I')) end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end) return -1;
+    const double b = v * mul;
+    if (b > 9.0e18) return -1;
+    *out = (int64_t)b;
+    return 0;
 }

@@ -2,6 +2,7 @@
  * is backend-agnostic up to the forward call. */
 #include "exec/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@ typedef struct eng_req {
     qn_gen_params p;
     char **stop;                /* [n_stop] owned copies */
     int32_t *stop_ids;          /* [n_stop_token_ids] */
+    qn_token_bias *bias;        /* [p.n_logit_bias] owned copy */
     qn_sampler smp;
     qn_detok dt;
     char *held;                 /* text held back: might be the start of a stop string */
@@ -55,6 +57,8 @@ struct qn_engine {
     int32_t *sampled;           /* [max entries] */
     qn_finish_reason *finish;   /* [max entries] */
     qn_token_prob *top;         /* [20] */
+    int32_t *eog_ids;           /* [n_eog] end-of-generation ids (min_tokens masks them) */
+    int32_t n_eog;
     char kv_summary[256];
 
     pthread_t thread;
@@ -87,16 +91,37 @@ static void eng_req_free(eng_req *r) {
     for (int32_t i = 0; i < r->p.n_stop; i++) free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);
+    free(r->bias);
     free(r->held);
     qn_sampler_free(&r->smp);
     if (r->req) qn_request_destroy(r->req);
     free(r);
 }
 
+static bool held_append(eng_req *r, const char *s, size_t n) {
+    if (r->n_held + n + 1 > r->cap_held) {
+        size_t cap = (r->n_held + n + 1) * 2;
+        char *h = realloc(r->held, cap);
+        if (!h) return false;
+        r->held = h;
+        r->cap_held = cap;
+    }
+    memcpy(r->held + r->n_held, s, n);
+    r->n_held += n;
+    r->held[r->n_held] = 0;
+    return true;
+}
+
 static void emit_finish(qn_engine *e, eng_req *r, qn_finish fin, const char *stop_reason, int32_t stop_token,
                         qn_status error, const char *msg) {
     if (r->finished) return;
     r->finished = true;
+    if (fin != QN_FINISHED_ABORT && !stop_reason) { /* an incomplete UTF-8 tail becomes U+FFFD */
+        char tail[8];
+        int32_t n_tail = 0;
+        if (qn_detok_flush(&r->dt, tail, (int32_t)sizeof tail, &n_tail) == QN_OK && n_tail > 0)
+            held_append(r, tail, (size_t)n_tail);
+    }
     /* whatever text is still held (a stop-string prefix that never completed) goes out first */
     if (r->n_held && fin != QN_FINISHED_ABORT && !stop_reason) {
         qn_event tk = {.kind = QN_EVENT_TOKEN, .id = r->req->id, .token = -1, .text = r->held, .text_len = r->n_held,
@@ -113,20 +138,6 @@ static void emit_finish(qn_engine *e, eng_req *r, qn_finish fin, const char *sto
     pthread_mutex_lock(&e->mu);
     e->n_pending--;
     pthread_mutex_unlock(&e->mu);
-}
-
-static bool held_append(eng_req *r, const char *s, size_t n) {
-    if (r->n_held + n + 1 > r->cap_held) {
-        size_t cap = (r->n_held + n + 1) * 2;
-        char *h = realloc(r->held, cap);
-        if (!h) return false;
-        r->held = h;
-        r->cap_held = cap;
-    }
-    memcpy(r->held + r->n_held, s, n);
-    r->n_held += n;
-    r->held[r->n_held] = 0;
-    return true;
 }
 
 /* Handles one sampled token: stop tokens, text with stop strings held back, TOKEN event.
@@ -166,6 +177,7 @@ static qn_finish_reason on_token(qn_engine *e, eng_req *r, int32_t tok, float lp
                 }
         }
     }
+    if (matched && r->p.include_stop_str_in_output) emit += strlen(matched);
     qn_event ev = {.kind = QN_EVENT_TOKEN, .id = r->req->id, .token = tok, .text = r->held, .text_len = emit,
                    .logprob = lp, .top = top, .n_top = n_top, .t_arrival = r->t_arrival, .t_first_token = r->t_first,
                    .t_now = now_s()};
@@ -185,6 +197,15 @@ static qn_finish_reason on_token(qn_engine *e, eng_req *r, int32_t tok, float lp
 }
 
 /* ---------------------------------------------------------------- step */
+
+/* logit_bias, then min_tokens: end-of-generation and stop tokens cannot be drawn yet. */
+static void apply_logit_mods(const qn_engine *e, const eng_req *r, float *logits) {
+    for (int32_t i = 0; i < r->p.n_logit_bias; i++) logits[r->bias[i].token] += r->bias[i].bias;
+    if (r->n_emitted >= r->p.min_tokens) return;
+    if (!r->p.ignore_eos)
+        for (int32_t i = 0; i < e->n_eog; i++) logits[e->eog_ids[i]] = -INFINITY;
+    for (int32_t i = 0; i < r->p.n_stop_token_ids; i++) logits[r->stop_ids[i]] = -INFINITY;
+}
 
 static void update_stats(qn_engine *e) {
     qn_block_pool_stats ps;
@@ -267,6 +288,7 @@ static qn_status engine_step(qn_engine *e) {
         float *lg = e->logits + (int64_t)li * n_vocab;
         float lp = 0;
         const int32_t n_top = r->p.n_logprobs > 20 ? 20 : r->p.n_logprobs;
+        apply_logit_mods(e, r, lg);
         const int32_t tok = qn_sampler_sample(&r->smp, lg, en->req->tokens, en->req->n_tokens,
                                               r->p.n_logprobs >= 0 ? &lp : NULL, n_top > 0 ? e->top : NULL, n_top);
         e->sampled[ei] = tok;
@@ -355,7 +377,10 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     e->sampled = calloc(n_entries, sizeof(int32_t));
     e->finish = calloc(n_entries, sizeof(qn_finish_reason));
     e->top = calloc(20, sizeof(qn_token_prob));
-    if (!e->logits || !e->sampled || !e->finish || !e->top) {
+    e->eog_ids = malloc(sizeof(int32_t) * 64);
+    for (int32_t t = 0; e->eog_ids && t < mc->n_vocab && e->n_eog < 64; t++)
+        if (qn_vocab_is_eog(m->vocab, t)) e->eog_ids[e->n_eog++] = t;
+    if (!e->logits || !e->sampled || !e->finish || !e->top || !e->eog_ids) {
         st = qn_error_set(err, QN_ERR_NOMEM, "engine: out of memory for logits");
         goto err_free;
     }
@@ -374,7 +399,7 @@ err_free:
     qn_kv_cache_destroy_cpu(e->kv);
     qn_threadpool_destroy(e->tp);
     qn_batch_free(&e->batch);
-    free(e->logits), free(e->sampled), free(e->finish), free(e->top);
+    free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
     free(e);
     return st;
 }
@@ -403,7 +428,7 @@ void qn_engine_destroy(qn_engine *e) {
     qn_kv_cache_destroy_cpu(e->kv);
     qn_threadpool_destroy(e->tp);
     qn_batch_free(&e->batch);
-    free(e->logits), free(e->sampled), free(e->finish), free(e->top);
+    free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -425,6 +450,15 @@ qn_status qn_engine_submit(qn_engine *e, const int32_t *prompt, int32_t n_prompt
                             max_len, n_prompt + (p->max_tokens > 0 ? p->max_tokens : 0), n_prompt,
                             p->max_tokens > 0 ? p->max_tokens : 0);
     if (p->n_logprobs > 20) return qn_error_set(err, QN_ERR_INVALID_ARG, "logprobs: %d > 20", p->n_logprobs);
+    if (p->min_tokens < 0) return qn_error_set(err, QN_ERR_INVALID_ARG, "min_tokens: %d < 0", p->min_tokens);
+    for (int32_t i = 0; i < p->n_stop_token_ids; i++)
+        if (p->stop_token_ids[i] < 0 || p->stop_token_ids[i] >= e->m->cfg.n_vocab)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "stop_token_ids: token id %d out of range [0, %d)",
+                                p->stop_token_ids[i], e->m->cfg.n_vocab);
+    for (int32_t i = 0; i < p->n_logit_bias; i++)
+        if (p->logit_bias[i].token < 0 || p->logit_bias[i].token >= e->m->cfg.n_vocab || !isfinite(p->logit_bias[i].bias))
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "logit_bias: token id %d out of range [0, %d) or bias not finite",
+                                p->logit_bias[i].token, e->m->cfg.n_vocab);
     eng_req *r = calloc(1, sizeof *r);
     if (!r) return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
     r->p = *p;
@@ -445,13 +479,27 @@ qn_status qn_engine_submit(qn_engine *e, const int32_t *prompt, int32_t n_prompt
                 return qn_error_set(err, QN_ERR_INVALID_ARG, "stop: empty stop string");
             }
             r->stop[i] = strdup(p->stop[i]);
+            if (!r->stop[i]) {
+                r->p.n_stop = i;
+                eng_req_free(r);
+                return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
+            }
         }
     }
     if (p->n_stop_token_ids > 0) {
         r->stop_ids = malloc(sizeof(int32_t) * (size_t)p->n_stop_token_ids);
         if (r->stop_ids) memcpy(r->stop_ids, p->stop_token_ids, sizeof(int32_t) * (size_t)p->n_stop_token_ids);
     }
-    qn_detok_init(&r->dt, e->m->vocab, false);
+    if (p->n_logit_bias > 0) {
+        r->bias = malloc(sizeof(qn_token_bias) * (size_t)p->n_logit_bias);
+        if (r->bias) memcpy(r->bias, p->logit_bias, sizeof(qn_token_bias) * (size_t)p->n_logit_bias);
+    }
+    if ((p->n_stop > 0 && !r->stop) || (p->n_stop_token_ids > 0 && !r->stop_ids) || (p->n_logit_bias > 0 && !r->bias)) {
+        if (!r->stop) r->p.n_stop = 0;
+        eng_req_free(r);
+        return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
+    }
+    qn_detok_init(&r->dt, e->m->vocab, p->render_special);
     pthread_mutex_lock(&e->mu);
     if (e->n_pending - e->stats.n_running >= e->cfg.max_waiting) {
         pthread_mutex_unlock(&e->mu);

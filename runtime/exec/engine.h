@@ -31,15 +31,29 @@ typedef struct qn_engine_config {
 
 qn_engine_config qn_engine_config_default(void);
 
+typedef struct qn_token_bias {
+    int32_t token;
+    float bias;                     /* added to the logit before sampling */
+} qn_token_bias;
+
+/* Zero-initialised fields keep the defaults: no min_tokens, no bias, stop strings cut from the text,
+ * control tokens left out of the text. */
 typedef struct qn_gen_params {
     qn_sampler_params sampling;
     int32_t max_tokens;             /* <= 0: up to max_model_len */
     bool ignore_eos;
-    const char *const *stop;        /* stop strings (not included in the output), copied */
+    const char *const *stop;        /* stop strings (not included in the output unless
+                                     * include_stop_str_in_output), copied */
     int32_t n_stop;
     const int32_t *stop_token_ids;  /* copied */
     int32_t n_stop_token_ids;
     int32_t n_logprobs;             /* < 0: none; 0: chosen token only; k: chosen + top k */
+    int32_t min_tokens;             /* EOS (unless ignore_eos) and stop_token_ids are masked out of the
+                                     * logits until this many tokens have been generated */
+    const qn_token_bias *logit_bias; /* [n_logit_bias], copied; ids must be < n_vocab */
+    int32_t n_logit_bias;
+    bool include_stop_str_in_output; /* a matched stop string ends the text delta instead of being cut */
+    bool render_special;            /* control tokens appear in the text (skip_special_tokens = false) */
 } qn_gen_params;
 
 typedef enum qn_event_kind { QN_EVENT_TOKEN = 0, QN_EVENT_FINISH } qn_event_kind;
