@@ -6,7 +6,7 @@
  * minimum bytes (weights + x + y once), % is of the device-to-device copy bandwidth measured in the
  * same run. One JSON line per point (--json FILE, default stdout), a summary table at the end.
  * Usage: bench_gpu_quant [--fmt q4_K,...] [--n 1,16,...] [--shape 4096x4096,...] [--json FILE]
- *                        [--split-sweep] [--quick] */
+ *                        [--split-sweep] [--split-mode auto|workspace|cluster] [--quick] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -160,6 +160,7 @@ struct summary_row { const char *fmt; int64_t N, K; double us1, pct1, us16, cub1
 int main(int argc, char **argv) {
     const char *fmt_list = NULL, *n_list = NULL, *shape_list = NULL, *json_path = NULL;
     bool sweep = false, quick = false;
+    qn_quant_split_mode split_mode = QN_QUANT_SPLIT_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
@@ -167,6 +168,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--split-sweep")) sweep = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--split-mode") && i + 1 < argc) {
+            ++i;
+            split_mode = !strcmp(argv[i], "cluster") ? QN_QUANT_SPLIT_CLUSTER
+                         : !strcmp(argv[i], "workspace") ? QN_QUANT_SPLIT_WORKSPACE : QN_QUANT_SPLIT_AUTO;
+        }
         else {
             fprintf(stderr, "usage: %s [--fmt LIST] [--n LIST] [--shape NxK,...] [--json FILE] [--split-sweep] [--quick]\n",
                     argv[0]);
@@ -206,10 +212,11 @@ int main(int argc, char **argv) {
     for (const shape &s : SHAPES) kmax = s.K > kmax ? s.K : kmax, Nmax = s.N > Nmax ? s.N : Nmax;
     void *dx, *ws;
     float *dy;
-    const size_t x_bytes = (size_t)(nmax * kmax) * 2, ws_bytes = (size_t)(Nmax * kmax) * 2 + 256;
+    const size_t x_bytes = (size_t)(nmax * kmax) * 2, ws_bytes = (size_t)(Nmax * kmax) * 2 + (1 << 20);
     CK(cudaMalloc(&dx, x_bytes));
     CK(cudaMalloc((void **)&dy, (size_t)(nmax * Nmax) * 4));
     CK(cudaMalloc(&ws, ws_bytes));
+    CK(cudaMemset(ws, 0, ws_bytes)); /* split-K counters start at zero (quant.h) */
     {
         uint16_t *hx = (uint16_t *)malloc(x_bytes);
         for (size_t i = 0; i < x_bytes / 2; i++) hx[i] = qn_f32_to_f16(rnd_normalish());
@@ -289,7 +296,7 @@ int main(int argc, char **argv) {
                 if (sweep && n <= 16) n_split = 6, splits[1] = 1, splits[2] = 2, splits[3] = 4, splits[4] = 8, splits[5] = 16;
                 for (int pi = 0; pi < np; pi++)
                     for (int si = 0; si < (pi == 0 ? n_split : 1); si++) {
-                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si]}};
+                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode}};
                         qn_bench_stats s;
                         if (time_op(&c, op_quant, st, &s) != 0) {
                             fprintf(stderr, "  %s %s n=%lld %s split %d: failed\n", QN_QFORMATS[f].name, sname,

@@ -87,12 +87,25 @@ qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K);
 
 /* --- entry points --- */
 
+/* How the CTAs of a split K sum their partial tiles (both deterministic). */
+typedef enum qn_quant_split_mode {
+    QN_QUANT_SPLIT_AUTO = 0,      /* WORKSPACE when the workspace has room, else CLUSTER (sm_90) or no split */
+    QN_QUANT_SPLIT_WORKSPACE,     /* partial tiles in the workspace, the last CTA of a row tile sums */
+    QN_QUANT_SPLIT_CLUSTER,       /* a thread-block cluster sums through distributed shared memory */
+} qn_quant_split_mode;
+
 typedef struct qn_quant_matmul_opts {
-    qn_quant_path path; /* AUTO: qn_quant_select_path(fmt, ctx->sm, n) */
-    int split;          /* K split across a cluster of CTAs: 0 = auto, else 1, 2, 4, 8 or 16 (sm_90) */
+    qn_quant_path path;             /* AUTO: qn_quant_select_path(fmt, ctx->sm, n) */
+    int split;                      /* K split over CTAs: 0 = auto, else 1, 2, 4, 8 or 16 */
+    qn_quant_split_mode split_mode;
 } qn_quant_matmul_opts;
 
-/* Workspace bytes the call needs (0 except for DEQUANT_CUBLAS: N*K fp16). path: as in opts. */
+/* Workspace bytes the call needs at its best: GEMV/MMA: split-K counters + partial tiles (0 when it
+ * would not split); DEQUANT_CUBLAS: counters + N*K fp16. path: as in opts.
+ * The workspace (device memory, 16-byte aligned) must be zero-filled once after allocation: its
+ * first 64 KB hold split-K counters that every call leaves at zero. One workspace per stream: two
+ * calls in flight must not share one. A smaller workspace is fine for GEMV/MMA (cluster split or
+ * none); DEQUANT_CUBLAS fails with QN_ERR_INVALID_ARG without room. */
 size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
                                       int64_t N, int64_t K, int64_t n);
 

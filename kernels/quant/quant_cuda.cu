@@ -41,12 +41,9 @@ qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K) {
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
-                                      int64_t N, int64_t K, int64_t n) {
-    if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx ? ctx->sm : 0, n);
-    if (path != QN_QUANT_PATH_DEQUANT_CUBLAS || N <= 0 || K <= 0) return 0;
-    return align256((size_t)N * (size_t)K * sizeof(__half));
-}
+/* Workspace layout: [0, 64 KB) split-K arrival counters (zero between launches), then either the
+ * split-K partial tiles or (DEQUANT_CUBLAS) the fp16 weights. */
+#define KQ_WS_COUNTERS ((size_t)64 * 1024)
 
 /* --- launching one kq_kernel instance --- */
 
@@ -60,11 +57,10 @@ static int kq_ctas_per_sm(const kq_kernel_info *ki) {
     return n < 1 ? 1 : n;
 }
 
-/* Split K over S CTAs (a cluster) so that the grid fills the SMs' CTA slots: the smallest power of
- * two with tiles*S >= 3/4 of the slots, each CTA keeping at least one stage. 1 below sm_90 (no
- * clusters). Measured against fixed splits in bench/results/gpu-kernels-*.md. */
+/* Split K over S CTAs so that the grid fills the SMs' CTA slots: the smallest power of two with
+ * tiles*S >= 3/4 of the slots, each CTA keeping at least one stage. Measured against fixed splits
+ * in bench/results/gpu-kernels-*.md. */
 static int kq_pick_split(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki, int64_t N, int ksteps) {
-    if (ctx->sm < 90) return 1;
     const int64_t tiles = (N + KQ_ROWS - 1) / KQ_ROWS;
     const int64_t slots = (int64_t)ctx->n_sm * kq_ctas_per_sm(ki);
     int s = 1;
@@ -74,6 +70,7 @@ static int kq_pick_split(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki,
 
 static qn_status kq_launch(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *ki, kq_args a, int split,
                            bool cluster, cudaStream_t stream) {
+    if (a.part) cluster = false;
     const int64_t tiles = (a.N + KQ_ROWS - 1) / KQ_ROWS;
     if (tiles == 0) return QN_OK;
     if (tiles > 0x7fffffff) return QN_ERR_SHAPE;
@@ -106,34 +103,91 @@ static qn_status kq_launch(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *k
 
 static bool is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* Fused path: one launch per 64 tokens (per 8*nt for the last chunk). */
+/* One launch of the fused path: its instance and split. */
+typedef struct kq_plan {
+    kq_kernel_info ki;
+    int64_t take;  /* tokens of this launch */
+    int split;
+    size_t part_bytes; /* split-K partial tiles at that split */
+} kq_plan;
+
+static size_t kq_part_bytes(int64_t N, int nt, int split) {
+    if (split <= 1) return 0;
+    const size_t tiles = (size_t)((N + KQ_ROWS - 1) / KQ_ROWS);
+    return tiles * (size_t)split * (size_t)(8 * nt) * KQ_ROWS * sizeof(float);
+}
+
+/* nc tokens left: GEMV takes up to 16 per launch, MMA up to 64. */
+static qn_status kq_make_plan(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t N,
+                              int64_t K, int64_t nc, int split, kq_plan *p) {
+    if (nc > 64) nc = 64;
+    const int nt = nc <= 8 ? 1 : nc <= 16 ? 2 : nc <= 32 ? 4 : 8;
+    const bool ok = (path == QN_QUANT_PATH_GEMV || nt <= 2) ? kq_gemv_info(fmt, nt <= 2 ? nt : 2, &p->ki)
+                                                             : kq_gemm_info(fmt, nt, &p->ki);
+    if (!ok) return QN_ERR_UNSUPPORTED;
+    p->take = nc < 8 * (int64_t)p->ki.nt ? nc : 8 * (int64_t)p->ki.nt;
+    const int ksteps = (int)((K + p->ki.sk - 1) / p->ki.sk);
+    QN_CUDA_TRY(cudaFuncSetAttribute(p->ki.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, p->ki.smem));
+    int s = split > 0 ? split : kq_pick_split(ctx, &p->ki, N, ksteps);
+    if (s > ksteps) s = ksteps < 1 ? 1 : ksteps;
+    p->split = s;
+    p->part_bytes = kq_part_bytes(N, p->ki.nt, s);
+    return QN_OK;
+}
+
+size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
+                                      int64_t N, int64_t K, int64_t n) {
+    if (!ctx || N <= 0 || K <= 0 || n <= 0 || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
+    if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
+    if (path == QN_QUANT_PATH_DEQUANT_CUBLAS)
+        return KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
+    if (path != QN_QUANT_PATH_GEMV && path != QN_QUANT_PATH_MMA) return 0;
+    kq_plan p;
+    if (kq_make_plan(ctx, fmt, path, N, K, n, 0, &p) != QN_OK) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    /* partial tiles for the worst split any launch of this call may pick (at most 16) */
+    const size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
+    return worst ? KQ_WS_COUNTERS + align256(worst) : 0;
+}
+
+/* Fused path: one launch per 64 tokens (16 on the GEMV path). Split-K partials go through the
+ * workspace when it has room (or the mode asks for it), else through a cluster (sm_90). */
 static qn_status kq_matmul_fused(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
                                  const void *w, int64_t N, int64_t K, const __half *x, int64_t n, float *y,
-                                 int split, cudaStream_t stream) {
+                                 int split, qn_quant_split_mode mode, void *ws, size_t ws_bytes,
+                                 cudaStream_t stream) {
     for (int64_t t0 = 0; t0 < n;) {
-        const int64_t nc = n - t0 < 64 ? n - t0 : 64;
-        const int nt = nc <= 8 ? 1 : nc <= 16 ? 2 : nc <= 32 ? 4 : 8;
-        kq_kernel_info ki;
-        /* GEMV path: at most 16 tokens per launch (2 tiles) */
-        const bool ok = (path == QN_QUANT_PATH_GEMV || nt <= 2) ? kq_gemv_info(fmt, nt <= 2 ? nt : 2, &ki)
-                                                                 : kq_gemm_info(fmt, nt, &ki);
-        if (!ok) return QN_ERR_UNSUPPORTED;
-        const int64_t take = nc < 8 * (int64_t)ki.nt ? nc : 8 * (int64_t)ki.nt;
+        kq_plan p;
+        qn_status st = kq_make_plan(ctx, fmt, path, N, K, n - t0, split, &p);
+        if (st != QN_OK) return st;
         kq_args a = {};
         a.w = (const uint8_t *)w;
         a.x = x + t0 * K;
         a.y = y + t0 * N;
         a.N = N;
         a.K = K;
-        a.n = take;
+        a.n = p.take;
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
-        const int ksteps = (int)((K + ki.sk - 1) / ki.sk);
-        QN_CUDA_TRY(cudaFuncSetAttribute(ki.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, ki.smem));
-        int s = split > 0 ? split : kq_pick_split(ctx, &ki, N, ksteps);
-        if (ctx->sm < 90) s = 1;
-        const qn_status st = kq_launch(ctx, &ki, a, s, true, stream);
+        const bool ws_fits = ws && ws_bytes >= KQ_WS_COUNTERS + p.part_bytes &&
+                             (N + KQ_ROWS - 1) / KQ_ROWS <= (int64_t)(KQ_WS_COUNTERS / sizeof(unsigned));
+        if (p.split > 1) {
+            bool use_ws = mode == QN_QUANT_SPLIT_WORKSPACE || (mode == QN_QUANT_SPLIT_AUTO && (ws_fits || ctx->sm < 90));
+            if (use_ws && !ws_fits) {
+                if (mode == QN_QUANT_SPLIT_WORKSPACE) return QN_ERR_INVALID_ARG;
+                p.split = 1; /* sm_80 without room: no split */
+                use_ws = false;
+            }
+            if (!use_ws && ctx->sm < 90) return QN_ERR_UNSUPPORTED;
+            if (use_ws) {
+                a.cnt = (unsigned *)ws;
+                a.part = (float *)((uint8_t *)ws + KQ_WS_COUNTERS);
+            }
+        }
+        st = kq_launch(ctx, &p.ki, a, p.split, true, stream);
         if (st != QN_OK) return st;
-        t0 += take;
+        t0 += p.take;
     }
     return QN_OK;
 }
@@ -173,14 +227,16 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (!is_aligned16(w) || !is_aligned16(x)) return QN_ERR_INVALID_ARG;
     qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
     const int split = opts ? opts->split : 0;
+    const qn_quant_split_mode mode = opts ? opts->split_mode : QN_QUANT_SPLIT_AUTO;
     if (split < 0 || split > KQ_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
-    if (split > 1 && ctx->sm < 90) return QN_ERR_UNSUPPORTED;
+    if (split > 1 && mode == QN_QUANT_SPLIT_CLUSTER && ctx->sm < 90) return QN_ERR_UNSUPPORTED;
+    if (workspace && !is_aligned16(workspace)) return QN_ERR_INVALID_ARG;
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_NONE || ctx->sm < 80) return QN_ERR_UNSUPPORTED;
     const cudaStream_t s = (cudaStream_t)stream;
 
     if (path == QN_QUANT_PATH_GEMV || path == QN_QUANT_PATH_MMA)
-        return kq_matmul_fused(ctx, fmt, path, w, N, K, (const __half *)x, n, y, split, s);
+        return kq_matmul_fused(ctx, fmt, path, w, N, K, (const __half *)x, n, y, split, mode, workspace, ws_bytes, s);
 
     /* DEQUANT_CUBLAS: W -> fp16 [N][K] in the workspace, then y^T (N x n, col-major) = W . x^T,
      * i.e. cuBLAS C = op(A) B with A = W viewed col-major K x N (op T), B = x col-major K x n. */
@@ -189,12 +245,13 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (!workspace || ws_bytes < qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n) || !is_aligned16(workspace))
         return QN_ERR_INVALID_ARG;
     if (N > INT32_MAX || n > INT32_MAX) return QN_ERR_SHAPE;
-    st = qn_quant_dequant_cuda(ctx, fmt, w, N, K, workspace, stream);
+    void *w16 = (uint8_t *)workspace + KQ_WS_COUNTERS;
+    st = qn_quant_dequant_cuda(ctx, fmt, w, N, K, w16, stream);
     if (st != QN_OK) return st;
     cublasHandle_t h = (cublasHandle_t)ctx->cublas;
     const float alpha = 1.0f, beta = 0.0f;
     QN_CUBLAS_TRY(cublasSetStream(h, s));
-    QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, workspace, CUDA_R_16F,
+    QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, w16, CUDA_R_16F,
                                (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));
     return QN_OK;

@@ -88,7 +88,7 @@ static void test_check_shape(void **state) {
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_1, 3, 32), QN_ERR_UNSUPPORTED);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F32, 3, 32), QN_ERR_UNSUPPORTED);
     const qn_quant_cuda_ctx ctx = {0, 90, 132, NULL};
-    assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 1), 0);
+    assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q8_1, QN_QUANT_PATH_AUTO, 4096, 4096, 1), 0);
     assert_true(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 4096) >=
                 (size_t)4096 * 4096 * 2);
 }
@@ -234,8 +234,25 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     CK(cudaMalloc((void **)&p->dy, sizeof(float) * (size_t)(nmax * N + GUARD)));
     CK(cudaMemcpy(p->dw, p->w, p->w_bytes, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(p->dx, p->x, 2 * (size_t)(nmax * K), cudaMemcpyHostToDevice));
+    /* one workspace for every path: the larger of the dequant+cuBLAS and the split-K needs */
     p->ws_bytes = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, nmax);
-    CK(cudaMalloc(&p->dws, p->ws_bytes ? p->ws_bytes : 256));
+    const size_t ws_mma = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_MMA, N, K, 64);
+    const size_t ws_gemv = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_GEMV, N, K, 16);
+    if (ws_mma > p->ws_bytes) p->ws_bytes = ws_mma;
+    if (ws_gemv > p->ws_bytes) p->ws_bytes = ws_gemv;
+    CK(cudaMalloc(&p->dws, p->ws_bytes));
+    CK(cudaMemset(p->dws, 0, p->ws_bytes)); /* the split-K counters start at zero */
+}
+
+/* The split-K counters (first 64 KB of the workspace) must be back at zero after every call. */
+static void check_counters_zero(problem *p) {
+    uint32_t *c = malloc(65536);
+    assert_non_null(c);
+    CK(cudaMemcpy(c, p->dws, 65536, cudaMemcpyDeviceToHost));
+    size_t nz = 0;
+    for (size_t i = 0; i < 65536 / 4; i++) nz += c[i] != 0;
+    free(c);
+    if (nz) fail_msg("%s: %zu split-K counters left non-zero", QN_QFORMATS[p->fmt].name, nz);
 }
 
 static void problem_free(problem *p) {
@@ -249,17 +266,18 @@ static const char *path_name(qn_quant_path p) {
 }
 
 /* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference. */
-static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split) {
+static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD))); /* NaN poison */
-    const qn_quant_matmul_opts o = {path, split};
+    const qn_quant_matmul_opts o = {path, split, mode};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
     char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s split=%d", QN_QFORMATS[p->fmt].name, (long long)p->N,
-             (long long)p->K, (long long)n, path_name(path), split);
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s split=%d%s", QN_QFORMATS[p->fmt].name, (long long)p->N,
+             (long long)p->K, (long long)n, path_name(path), split,
+             mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     CK(cudaStreamSynchronize(e->stream));
     CK(cudaGetLastError());
@@ -291,6 +309,10 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
     free(y);
 }
 
+static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split) {
+    run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
+}
+
 static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
 static const int64_t NS_MMA[] = {17, 33, 64};
 
@@ -317,8 +339,11 @@ static void run_format(void **state, qn_qformat fmt) {
         problem_init(&p, e, fmt, 118, kb, 33, seed++);
         run_case(e, &p, 3, QN_QUANT_PATH_AUTO, 0);
         run_case(e, &p, 33, QN_QUANT_PATH_AUTO, 0);
-        if (e->ctx.sm >= 90)
-            for (int s = 2; s <= 16; s *= 4) run_case(e, &p, 3, QN_QUANT_PATH_GEMV, s);
+        for (int s = 2; s <= 16; s *= 4) {
+            run_case_mode(e, &p, 3, QN_QUANT_PATH_GEMV, s, QN_QUANT_SPLIT_WORKSPACE);
+            if (e->ctx.sm >= 90) run_case_mode(e, &p, 3, QN_QUANT_PATH_GEMV, s, QN_QUANT_SPLIT_CLUSTER);
+        }
+        check_counters_zero(&p);
         problem_free(&p);
         return;
     }
@@ -340,18 +365,21 @@ static void run_format(void **state, qn_qformat fmt) {
         }
     /* split-K: every cluster size, including ones the K range caps (5 stages: 5 CTAs, uneven rows) */
     problem_init(&p, e, fmt, 118, kb, 33, seed++);
-    const int max_split = e->ctx.sm >= 90 ? 16 : 1;
-    for (int s = 1; s <= max_split; s *= 2) {
-        run_case(e, &p, 3, QN_QUANT_PATH_GEMV, s);
-        run_case(e, &p, 16, QN_QUANT_PATH_GEMV, s);
-        run_case(e, &p, 33, QN_QUANT_PATH_MMA, s);
-    }
+    for (int s = 1; s <= 16; s *= 2)
+        for (int m = QN_QUANT_SPLIT_WORKSPACE; m <= QN_QUANT_SPLIT_CLUSTER; m++) {
+            if (m == QN_QUANT_SPLIT_CLUSTER && e->ctx.sm < 90) continue;
+            run_case_mode(e, &p, 3, QN_QUANT_PATH_GEMV, s, (qn_quant_split_mode)m);
+            run_case_mode(e, &p, 16, QN_QUANT_PATH_GEMV, s, (qn_quant_split_mode)m);
+            run_case_mode(e, &p, 33, QN_QUANT_PATH_MMA, s, (qn_quant_split_mode)m);
+        }
+    check_counters_zero(&p);
     problem_free(&p);
     /* a partial 33rd row tile, full grid */
     problem_init(&p, e, fmt, 4100, ka, 64, seed++);
     run_case(e, &p, 1, QN_QUANT_PATH_AUTO, 0);
     run_case(e, &p, 16, QN_QUANT_PATH_AUTO, 0);
     run_case(e, &p, 64, QN_QUANT_PATH_AUTO, 0);
+    check_counters_zero(&p);
     problem_free(&p);
 }
 
@@ -413,7 +441,8 @@ static void test_bad_args(void **state) {
     gpu_env *e = *state;
     problem p;
     problem_init(&p, e, QN_QFORMAT_Q4_0, 3, 64, 2, 5);
-    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0}, odd = {QN_QUANT_PATH_GEMV, 3};
+    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO},
+                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO};
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, (uint8_t *)p.dw + 2, 3, 64, p.dx, 1, p.dy, NULL,
                                           0, e->stream),
                      QN_ERR_INVALID_ARG);

@@ -1,15 +1,18 @@
 /* kq_kernel.cuh — the one pipelined kernel behind the GGUF GPU paths (kq_gemv.cu, kq_gemm.cu,
  * kq_dequant.cu), instantiated per (format, NT). Owns: the CTA tiling, the cp.async stage ring, the
- * tensor-core inner loop, the split-K cluster reduction and the host-side launch description.
+ * tensor-core inner loop, the two split-K reductions and the host-side launch description.
  *
  *   NT > 0 (matmul):  y[t][r] = sum_k x[t][k] * W[r][k] for t < n <= 8*NT, r < N
  *   NT = 0 (dequant): out[r][k] = fp16(W[r][k])
  *
  * Tiling: a CTA is 8 warps and 128 rows (16 per warp: the mma M dimension, so each dequantized
- * weight feeds 8*NT tokens through the tensor cores and is decoded once). blockIdx.y splits K: with
- * gridDim.y = S > 1 the S CTAs of one row tile form a thread-block cluster (sm_90) and sum their
- * partial tiles through distributed shared memory, in a fixed order (deterministic, no atomics, no
- * workspace). Per stage the CTA copies, with 16-byte cp.async, the 16-aligned byte superset of each
+ * weight feeds 8*NT tokens through the tensor cores and is decoded once). blockIdx.y splits K over
+ * gridDim.y = S CTAs, whose partial tiles are summed in a fixed order (deterministic) either
+ *   - serially through a global workspace: each CTA stores its tile, the last to arrive (a counter per
+ *     row tile, left at zero again) sums them; no CTA waits for another; or
+ *   - through distributed shared memory of a thread-block cluster (sm_90; no workspace, but every
+ *     CTA waits at two cluster barriers).
+ * Per stage the CTA copies, with 16-byte cp.async, the 16-aligned byte superset of each
  * row's SK elements (any block alignment works; bytes past the row's end are zero-filled) and, for
  * NT > 0, the activations already in fragment order; NS stages are in flight. */
 #ifndef QN_KQ_KERNEL_CUH
@@ -41,6 +44,8 @@ struct kq_args {
     int64_t N, K, n, row_bytes;
     int ksteps;        /* ceil(K / SK) */
     int ks_per_split;  /* stages per blockIdx.y */
+    float *part;       /* split-K partial tiles [tiles][S][8*NT][KQ_ROWS], or NULL: cluster reduction */
+    unsigned *cnt;     /* [tiles] arrival counters, zero before and after every launch */
 };
 
 template <qn_qformat F, int NT>
@@ -228,6 +233,34 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
                 if (t0 + 1 < a.n) a.y[(t0 + 1) * a.N + rb] = acc[0][t][3];
             }
         }
+        return;
+    }
+    if (a.part) {
+        /* serial split-K: store this CTA's tile, then the last CTA of the row tile sums all S */
+        const int S = gridDim.y;
+        const int lrc = warp * 16 + g;
+        float *tile = a.part + (int64_t)blockIdx.x * S * (8 * NA * KQ_ROWS);
+        float *mine = tile + (int64_t)blockIdx.y * (8 * NA * KQ_ROWS);
+#pragma unroll
+        for (int t = 0; t < NA; t++) {
+            const int t0 = 8 * t + 2 * q;
+            mine[t0 * KQ_ROWS + lrc] = acc[0][t][0];
+            mine[(t0 + 1) * KQ_ROWS + lrc] = acc[0][t][1];
+            mine[t0 * KQ_ROWS + lrc + 8] = acc[0][t][2];
+            mine[(t0 + 1) * KQ_ROWS + lrc + 8] = acc[0][t][3];
+        }
+        __threadfence(); /* the tile is visible device-wide before the counter moves */
+        const int last = __syncthreads_or(tid == 0 && atomicAdd(&a.cnt[blockIdx.x], 1u) == (unsigned)(S - 1));
+        if (!last) return;
+        __threadfence();
+        const int ntok = (int)min(a.n, (int64_t)(8 * NA));
+        for (int idx = tid; idx < ntok * KQ_ROWS; idx += KQ_THREADS) {
+            const int t = idx / KQ_ROWS, r = idx - t * KQ_ROWS;
+            float sum = 0.f;
+            for (int j = 0; j < S; j++) sum += __ldcg(tile + (int64_t)j * (8 * NA * KQ_ROWS) + t * KQ_ROWS + r);
+            if (row0 + r < a.N) a.y[t * a.N + row0 + r] = sum;
+        }
+        if (tid == 0) a.cnt[blockIdx.x] = 0u; /* ready for the next launch */
         return;
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
