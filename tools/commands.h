@@ -10,6 +10,8 @@ int qn_cmd_inspect(int argc, char **argv);
 int qn_cmd_serve(int argc, char **argv);
 int qn_cmd_bench(int argc, char **argv);
 int qn_cmd_bench_serve(int argc, char **argv); /* `quern bench serve` (tools/bench_serve.c) */
+int qn_cmd_quantize(int argc, char **argv);
+int qn_cmd_synth(int argc, char **argv);
 
 void qn_tool_init_env(void);
 

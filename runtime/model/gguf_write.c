@@ -24,6 +24,14 @@ typedef struct qn_gguf_wtensor {
     const void *data; /* borrowed; NULL = zeros */
 } qn_gguf_wtensor;
 
+/* An open stream (qn_gguf_writer_stream_*): data goes to tmp_path, renamed to path at the end. */
+typedef struct qn_gguf_wstream {
+    FILE *f;                  /* NULL when no stream is open */
+    char *path, *tmp_path;
+    uint64_t tensor;          /* tensor the next data byte belongs to */
+    uint64_t done;            /* bytes of that tensor already written */
+} qn_gguf_wstream;
+
 struct qn_gguf_writer {
     uint32_t version;
     uint32_t alignment;
@@ -32,6 +40,7 @@ struct qn_gguf_writer {
     uint64_t n_kv;
     qn_gguf_wtensor *tensors; /* [n_tensors] */
     uint64_t n_tensors, cap_tensors;
+    qn_gguf_wstream stream;
 };
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -64,6 +73,8 @@ static int buf_str(qn_gguf_buf *b, const char *s) {
     return buf_u64(b, n) || buf_put(b, s, n);
 }
 
+static int buf_strn(qn_gguf_buf *b, const char *s, uint64_t n) { return buf_u64(b, n) || buf_put(b, s, (size_t)n); }
+
 /* ------------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                        */
 
@@ -78,6 +89,7 @@ qn_status qn_gguf_writer_create(qn_gguf_writer **out, qn_error *err) {
 
 void qn_gguf_writer_destroy(qn_gguf_writer *w) {
     if (!w) return;
+    qn_gguf_writer_stream_abort(w);
     for (uint64_t i = 0; i < w->n_kv; i++) free(w->keys[i]);
     free(w->keys);
     for (uint64_t i = 0; i < w->n_tensors; i++) free(w->tensors[i].name);
@@ -99,6 +111,8 @@ qn_status qn_gguf_writer_set_version(qn_gguf_writer *w, uint32_t version, qn_err
 /* Checks the key and records it; the caller then appends the serialized key + value to w->kv. */
 static qn_status begin_kv(qn_gguf_writer *w, const char *key, qn_error *err) {
     if (!key || !key[0]) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: empty key");
+    if (w->stream.f)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: key '%s': added after stream_begin", key);
     for (uint64_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->keys[i], key))
             return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: key '%s': duplicate", key);
@@ -200,6 +214,41 @@ qn_status qn_gguf_writer_add_arr_str(qn_gguf_writer *w, const char *key, const c
     return QN_OK;
 }
 
+qn_status qn_gguf_writer_copy_kv(qn_gguf_writer *w, const qn_gguf *g, int64_t i, const char *key, qn_error *err) {
+    if (!g || i < 0 || i >= qn_gguf_n_kv(g))
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: copy_kv: record %lld out of range", (long long)i);
+    char own[256];
+    if (!key) {
+        const qn_gguf_str k = qn_gguf_key(g, i);
+        if (k.len >= sizeof own)
+            return qn_error_set(err, QN_ERR_UNSUPPORTED, "gguf writer: copy_kv: key of %llu bytes",
+                                (unsigned long long)k.len);
+        memcpy(own, k.ptr, (size_t)k.len);
+        own[k.len] = 0;
+        key = own;
+    }
+    const qn_gguf_type type = qn_gguf_kv_type(g, i);
+    if (fixed_type(type)) return qn_gguf_writer_add_scalar(w, key, type, qn_gguf_kv_data(g, i), err);
+    qn_status st = begin_kv(w, key, err);
+    if (st) return st;
+    if (buf_str(&w->kv, key) || buf_u32(&w->kv, (uint32_t)type)) return nomem(key, err);
+    if (type == QN_GGUF_TYPE_STRING) {
+        const qn_gguf_str v = qn_gguf_kv_str(g, i);
+        return buf_strn(&w->kv, v.ptr, v.len) ? nomem(key, err) : QN_OK;
+    }
+    const qn_gguf_type elem = qn_gguf_arr_type(g, i);
+    const uint64_t n = qn_gguf_arr_n(g, i);
+    if (buf_u32(&w->kv, (uint32_t)elem) || buf_u64(&w->kv, n)) return nomem(key, err);
+    if (elem == QN_GGUF_TYPE_STRING) {
+        for (uint64_t j = 0; j < n; j++) {
+            const qn_gguf_str v = qn_gguf_arr_str(g, i, j);
+            if (buf_strn(&w->kv, v.ptr, v.len)) return nomem(key, err);
+        }
+        return QN_OK;
+    }
+    return buf_put(&w->kv, qn_gguf_arr_data(g, i), (size_t)n * qn_gguf_type_size(elem)) ? nomem(key, err) : QN_OK;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* tensors                                                                                          */
 
@@ -208,6 +257,8 @@ qn_status qn_gguf_writer_add_tensor(qn_gguf_writer *w, const char *name, qn_qfor
     if (!name || !name[0] || strlen(name) >= 64)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: tensor '%s': name must be 1..63 bytes",
                             name ? name : "");
+    if (w->stream.f)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: tensor '%s': added after stream_begin", name);
     if ((unsigned)fmt >= QN_QFORMAT_COUNT || n_dims < 1 || n_dims > 4 || !ne)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: tensor '%s': bad format or n_dims %u", name, n_dims);
     for (uint64_t i = 0; i < w->n_tensors; i++)
@@ -340,3 +391,119 @@ qn_status qn_gguf_writer_write_file(const qn_gguf_writer *w, const char *path, q
     if (fclose(f) != 0 && st == QN_OK) st = qn_error_set(err, QN_ERR_IO, "%s: close: %s", path, strerror(errno));
     return st;
 }
+
+/* ------------------------------------------------------------------------------------------------ */
+/* streaming output                                                                                 */
+
+void qn_gguf_writer_stream_abort(qn_gguf_writer *w) {
+    qn_gguf_wstream *s = w ? &w->stream : NULL;
+    if (!s) return;
+    if (s->f) {
+        fclose(s->f);
+        remove(s->tmp_path);
+    }
+    free(s->path);
+    free(s->tmp_path);
+    memset(s, 0, sizeof *s);
+}
+
+/* Fails the stream: removes the temp file, then reports. */
+static qn_status stream_fail(qn_gguf_writer *w, qn_status code, const char *what, qn_error *err) {
+    const int e = errno;
+    char path[1024];
+    snprintf(path, sizeof path, "%s", w->stream.tmp_path ? w->stream.tmp_path : "?");
+    qn_gguf_writer_stream_abort(w);
+    return qn_error_set(err, code, "%s: %s%s%s", path, what, e && code == QN_ERR_IO ? ": " : "",
+                        e && code == QN_ERR_IO ? strerror(e) : "");
+}
+
+qn_status qn_gguf_writer_stream_begin(qn_gguf_writer *w, const char *path, qn_error *err) {
+    qn_gguf_wstream *s = &w->stream;
+    if (s->f) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: a stream is already open (%s)", s->path);
+    const size_t n = strlen(path);
+    s->path = strdup(path);
+    s->tmp_path = malloc(n + 5);
+    if (!s->path || !s->tmp_path) {
+        qn_gguf_writer_stream_abort(w);
+        return qn_error_set(err, QN_ERR_NOMEM, "gguf writer: out of memory");
+    }
+    memcpy(s->tmp_path, path, n);
+    memcpy(s->tmp_path + n, ".tmp", 5);
+    errno = 0;
+    s->f = fopen(s->tmp_path, "wb");
+    if (!s->f) {
+        const int e = errno;
+        qn_error_set(err, QN_ERR_IO, "%s: open for writing: %s", s->tmp_path, strerror(e));
+        qn_gguf_writer_stream_abort(w);
+        return QN_ERR_IO;
+    }
+    qn_gguf_buf h = {0};
+    if (build_head(w, &h)) {
+        free(h.p);
+        return stream_fail(w, QN_ERR_NOMEM, "out of memory", err);
+    }
+    qn_gguf_sink sink = {.f = s->f};
+    int bad = sink_put(&sink, h.p, h.len);
+    free(h.p);
+    if (w->n_tensors && !bad) bad = sink_put(&sink, NULL, align_up(sink.pos, w->alignment) - sink.pos);
+    if (bad) return stream_fail(w, QN_ERR_IO, "write", err);
+    s->tensor = 0;
+    s->done = 0;
+    return QN_OK;
+}
+
+qn_status qn_gguf_writer_stream_put(qn_gguf_writer *w, const void *data, uint64_t n, qn_error *err) {
+    qn_gguf_wstream *s = &w->stream;
+    if (!s->f) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: stream_put without stream_begin");
+    const uint8_t *p = data;
+    qn_gguf_sink sink = {.f = s->f};
+    while (n) {
+        if (s->tensor >= w->n_tensors) return stream_fail(w, QN_ERR_INVALID_ARG, "more data than the tensors hold", err);
+        const qn_gguf_wtensor *t = &w->tensors[s->tensor];
+        const uint64_t take = n < t->nbytes - s->done ? n : t->nbytes - s->done;
+        errno = 0;
+        if (sink_put(&sink, p, take)) return stream_fail(w, QN_ERR_IO, "write", err);
+        p += take;
+        n -= take;
+        s->done += take;
+        if (s->done == t->nbytes) {
+            if (sink_put(&sink, NULL, align_up(t->nbytes, w->alignment) - t->nbytes))
+                return stream_fail(w, QN_ERR_IO, "write", err);
+            s->tensor++;
+            s->done = 0;
+        }
+    }
+    /* zero-sized tensors take no data: step over them so stream_tensor() stays exact */
+    while (s->tensor < w->n_tensors && w->tensors[s->tensor].nbytes == 0) s->tensor++;
+    return QN_OK;
+}
+
+qn_status qn_gguf_writer_stream_end(qn_gguf_writer *w, qn_error *err) {
+    qn_gguf_wstream *s = &w->stream;
+    if (!s->f) return qn_error_set(err, QN_ERR_INVALID_ARG, "gguf writer: stream_end without stream_begin");
+    qn_status st = qn_gguf_writer_stream_put(w, NULL, 0, err); /* skips trailing empty tensors */
+    if (st) return st;
+    if (s->tensor < w->n_tensors) {
+        char what[160];
+        snprintf(what, sizeof what, "stream ended in tensor '%s' (%llu of %llu bytes)", w->tensors[s->tensor].name,
+                 (unsigned long long)s->done, (unsigned long long)w->tensors[s->tensor].nbytes);
+        errno = 0;
+        return stream_fail(w, QN_ERR_INVALID_ARG, what, err);
+    }
+    errno = 0;
+    FILE *f = s->f;
+    s->f = NULL;
+    if (fflush(f) != 0 || fclose(f) != 0) {
+        const int e = errno;
+        remove(s->tmp_path);
+        st = qn_error_set(err, QN_ERR_IO, "%s: close: %s", s->tmp_path, strerror(e));
+    } else if (rename(s->tmp_path, s->path) != 0) {
+        const int e = errno;
+        remove(s->tmp_path);
+        st = qn_error_set(err, QN_ERR_IO, "%s: rename to %s: %s", s->tmp_path, s->path, strerror(e));
+    }
+    qn_gguf_writer_stream_abort(w); /* frees the names; the file is already closed */
+    return st;
+}
+
+uint64_t qn_gguf_writer_stream_tensor(const qn_gguf_writer *w) { return w->stream.tensor; }
