@@ -34,6 +34,9 @@
 #ifndef KQ_SMEM_TARGET /* per CTA: three CTAs fit an H100 SM's 228 KB (two on A100's 164 KB) */
 #define KQ_SMEM_TARGET (72 * 1024)
 #endif
+#ifndef KQ_STEPS /* warp steps (SK elements of each row) per pipeline stage: longer contiguous row */
+#define KQ_STEPS 2 /* segments per copy and fewer barriers per byte */
+#endif
 #define KQ_MAX_SPLIT 16
 
 struct kq_args {
@@ -51,12 +54,14 @@ struct kq_args {
 template <qn_qformat F, int NT>
 struct kq_cfg {
     using FT = kq_fmt<F>;
-    static constexpr int SB = FT::SK / FT::BE * FT::BB;      /* bytes of a row per full stage */
+    static constexpr int SKS = KQ_STEPS * FT::SK;            /* elements of a row per stage */
+    static constexpr int STEPB = FT::SK / FT::BE * FT::BB;   /* bytes of a row per warp step */
+    static constexpr int SB = KQ_STEPS * STEPB;              /* bytes of a row per full stage */
     static constexpr int RSW0 = (SB + 14 + 4 + 15) / 16;     /* + start offset <= 14, + 2-byte over-read */
     static constexpr int RSW = RSW0 | 1;                     /* odd: row slots 16 mod 32 bytes apart */
     static constexpr int RS = 16 * RSW;
     static constexpr int W_BYTES = KQ_ROWS * RS;
-    static constexpr int X_BYTES = FT::SUB * 4 * NT * 32 * 16; /* [SUB][4 runs][NT][32 lanes] x 16 B */
+    static constexpr int X_BYTES = KQ_STEPS * FT::SUB * 4 * NT * 32 * 16; /* [steps][SUB][4 runs][NT][32 lanes] x 16 B */
     static constexpr int STAGE = W_BYTES + X_BYTES;
     static constexpr int NS0 = KQ_SMEM_TARGET / STAGE;
     static constexpr int NS = NS0 < 2 ? 2 : NS0 > 6 ? 6 : NS0;
@@ -103,11 +108,11 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     const uint32_t lslot = sbase + lr * C::RS + 16 * wpar;
     /* x loader: slots tid + 256 j of [SUB][4 runs][NT][32 lanes] */
-    constexpr int XSLOTS = FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
+    constexpr int XSLOTS = KQ_STEPS * FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
 
     auto load_stage = [&](int buf, int ks) {
-        const int64_t k0 = (int64_t)ks * FT::SK;
-        const int kvalid = (int)min((int64_t)FT::SK, a.K - k0);
+        const int64_t k0 = (int64_t)ks * C::SKS;
+        const int kvalid = (int)min((int64_t)C::SKS, a.K - k0);
         const int64_t gs = lrow_off + (int64_t)ks * C::SB;
         const int64_t base = gs & ~(int64_t)15;
         int vend = lrow_ok ? (int)(gs - base) + kvalid / FT::BE * FT::BB : 0; /* valid bytes from base */
@@ -131,7 +136,7 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             if (C::RSW % 2 == 0 || wpar + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wpar + 2 * i < nfull);
         if ((vend & 15) && (nfull & 1) == wpar)
             qn_cp_async16_s(dst + 16 * (nfull - wpar), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
-        if (kvalid < FT::SK) {
+        if (kvalid < C::SKS) {
             /* the last stage of a short K: zero the rest of the slot, so that the sub-chunks past K
              * decode to 0 (stale bytes could decode to Inf/NaN, and NaN * 0 = NaN) */
             const int wz = max(zfrom, (vend + 15) >> 4); /* first word with no valid byte */
@@ -148,7 +153,8 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
                 const int hi = (tid >> 5) + (KQ_THREADS / 32) * j; /* slot >> 5 */
                 const int t = hi % NA, sr = hi / NA;
                 const int64_t tok = 8 * t + (lane >> 2);
-                const int64_t k = k0 + FT::sub_k(lane & 3, sr >> 2) + 8 * (sr & 3);
+                const int ss = sr >> 2; /* step * SUB + s */
+                const int64_t k = k0 + (ss / FT::SUB) * FT::SK + FT::sub_k(lane & 3, ss % FT::SUB) + 8 * (sr & 3);
                 const bool ok = tok < a.n && k < a.K;
                 qn_cp_async16_s(xs + 16 * slot, ok ? (const void *)(a.x + tok * a.K + k) : (const void *)a.x,
                                 ok ? 16u : 0u);
@@ -161,25 +167,27 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         const int so = (int)(((int64_t)ks * C::SB) & 15);
         const uint8_t *pa = ws + (warp * 16 + g) * C::RS + ((offa + so) & 15);
         const uint8_t *pb = ws + (warp * 16 + g + 8) * C::RS + ((offb + so) & 15);
+#pragma unroll 1
+        for (int st = 0; st < KQ_STEPS; st++)
 #pragma unroll
         for (int s = 0; s < FT::SUB; s++) {
             uint32_t ha[16], hb[16];
-            FT::decode(pa, q, s, ha);
-            FT::decode(pb, q, s, hb);
+            FT::decode(pa + st * C::STEPB, q, s, ha);
+            FT::decode(pb + st * C::STEPB, q, s, hb);
             if (NT > 0) {
                 const uint8_t *xs = ws + C::W_BYTES;
 #pragma unroll
                 for (int r = 0; r < 4; r++) {
 #pragma unroll
                     for (int t = 0; t < NA; t++) {
-                        const uint4 bx = qn_lds128(xs + 16 * (((s * 4 + r) * NA + t) * 32 + lane));
+                        const uint4 bx = qn_lds128(xs + 16 * ((((st * FT::SUB + s) * 4 + r) * NA + t) * 32 + lane));
                         float *c = acc[r % NACC][t];
                         qn_mma_16816(c, ha[4 * r], hb[4 * r], ha[4 * r + 1], hb[4 * r + 1], bx.x, bx.y);
                         qn_mma_16816(c, ha[4 * r + 2], hb[4 * r + 2], ha[4 * r + 3], hb[4 * r + 3], bx.z, bx.w);
                     }
                 }
             } else {
-                const int64_t kk = (int64_t)ks * FT::SK + FT::sub_k(q, s);
+                const int64_t kk = (int64_t)ks * C::SKS + st * FT::SK + FT::sub_k(q, s);
                 if (kk < a.K) {
 #pragma unroll
                     for (int r = 0; r < 4; r++) {
@@ -308,7 +316,7 @@ struct kq_kernel_info {
 template <qn_qformat F, int NT>
 kq_kernel_info kq_info() {
     using C = kq_cfg<F, NT>;
-    return kq_kernel_info{(const void *)kq_kernel<F, NT>, NT, C::SMEM, kq_fmt<F>::SK, C::MIN_BLOCKS};
+    return kq_kernel_info{(const void *)kq_kernel<F, NT>, NT, C::SMEM, C::SKS, C::MIN_BLOCKS};
 }
 
 /* Instance tables, one per translation unit so that the instances compile in parallel.
