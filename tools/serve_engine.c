@@ -28,6 +28,8 @@ typedef struct serve_req {
     bool ignore_eos;
     int32_t *stop_ids;                /* [n_stop_ids] to tell stop_token_ids from EOS in FINAL */
     int32_t n_stop_ids;
+    int32_t max_tokens;               /* > 0: the max_tokens-th token is folded into FINAL (see below) */
+    int32_t n_tokens;                 /* TOKEN events seen */
     char *tail;                       /* text the engine flushed just before FINISH: goes out with FINAL */
     size_t n_tail, cap_tail;
     char *pieces;                     /* logprob piece scratch */
@@ -88,19 +90,31 @@ static long piece_append(serve_req *r, size_t *used, int32_t id) {
 
 /* ---------------------------------------------------------------- engine thread */
 
+static bool tail_append(serve_req *r, const char *s, size_t n) {
+    if (r->n_tail + n + 1 > r->cap_tail) {
+        size_t cap = (r->n_tail + n + 1) * 2;
+        char *t = realloc(r->tail, cap);
+        if (!t) return false;
+        r->tail = t;
+        r->cap_tail = cap;
+    }
+    memcpy(r->tail + r->n_tail, s, n);
+    r->n_tail += n;
+    return true;
+}
+
 static void on_engine_event(void *user, const qn_event *ev) {
     serve_req *r = user;
+    if (ev->kind == QN_EVENT_TOKEN && ev->token >= 0 && ++r->n_tokens == r->max_tokens) {
+        /* The max_tokens-th token is the last: FINISH follows in this same engine call, so its text goes out
+         * with FINAL and the stream's last chunk carries both text and finish_reason (as vLLM's does); a
+         * separate empty finish chunk would add a ~0 s gap to every client's inter-token latency. */
+        tail_append(r, ev->text, ev->text_len);
+        return;
+    }
     if (ev->kind == QN_EVENT_TOKEN && ev->token < 0) {
         /* held-back text released at the end: it belongs to FINAL (bridge.h: FINAL flushes what is left) */
-        if (r->n_tail + ev->text_len + 1 > r->cap_tail) {
-            size_t cap = (r->n_tail + ev->text_len + 1) * 2;
-            char *t = realloc(r->tail, cap);
-            if (!t) return;
-            r->tail = t;
-            r->cap_tail = cap;
-        }
-        memcpy(r->tail + r->n_tail, ev->text, ev->text_len);
-        r->n_tail += ev->text_len;
+        tail_append(r, ev->text, ev->text_len);
         return;
     }
     qn_gen_event g;
@@ -258,6 +272,8 @@ static qn_status se_submit(void *ctx, const qn_gen_request *req, const qn_stream
     r->logprobs = p.n_logprobs >= 0;
     r->ignore_eos = s->ignore_eos;
     r->n_stop_ids = (int32_t)s->n_stop_token_ids;
+    /* folding needs no logprobs (FINAL has none) and a first TOKEN to mark the end of prefill */
+    r->max_tokens = !r->logprobs && s->max_tokens >= 2 ? s->max_tokens : 0;
 
     qn_status st = qn_engine_submit(eng, prompt, (int32_t)n_prompt, &p, on_engine_event, r, id, err);
     free(bias);  /* the engine copied what it keeps */

@@ -148,6 +148,26 @@ def test_openai(base):
                                        logit_bias={str(tok0): -100})
         check(not rb.choices[0].text.startswith(ctext[:max(1, len(ctext.split()[0]) + 1)]),
               f"logit_bias -100 on {tok0}: {rb.choices[0].text!r} vs {ctext!r}")
+    st, _, sp = post(base, "/tokenize", {"prompt": "<|im_start|>", "add_special_tokens": False})
+    if check(st == 200 and len(sp["tokens"]) == 1, f"<|im_start|> is one special token: {sp}"):
+        im = sp["tokens"][0]
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0, "logit_bias": {str(im): 100}, "ignore_eos": True}
+        _, _, d0 = post(base, "/v1/completions", body)
+        _, _, d1 = post(base, "/v1/completions", dict(body, skip_special_tokens=False))
+        check(d0["choices"][0]["text"] == "" and d1["choices"][0]["text"] == "<|im_start|>",
+              f"skip_special_tokens: {d0['choices'][0]['text']!r} / {d1['choices'][0]['text']!r}")
+        x = tk["tokens"][0] if st == 200 else 0
+        _, _, d2 = post(base, "/v1/completions", {"prompt": prompt, "max_tokens": 5, "temperature": 0,
+                                                  "logit_bias": {str(x): 100}, "stop_token_ids": [x]})
+        ch = d2["choices"][0]
+        check(ch["finish_reason"] == "stop" and ch["stop_reason"] == x and d2["usage"]["completion_tokens"] == 1,
+              f"stop_token_ids [{x}]: {d2}")
+        eos = 2  # <|im_end|> in SmolLM2's vocabulary, an end-of-generation token
+        _, _, d3 = post(base, "/v1/completions", {"prompt": prompt, "max_tokens": 5, "temperature": 0,
+                                                  "logit_bias": {str(eos): 100}})
+        ch = d3["choices"][0]
+        check(ch["finish_reason"] == "stop" and ch["stop_reason"] is None and ch["text"] == "",
+              f"EOS: finish stop, stop_reason null: {d3}")
     hi = [{"role": "user", "content": "Say hi."}]
     r0 = client.chat.completions.create(model=NAME, messages=hi, max_tokens=20, temperature=0)
     if r0.choices[0].finish_reason == "stop" and r0.usage.completion_tokens < 15:

@@ -193,6 +193,39 @@ def disconnects(stack):
     check(aborted and float(aborted[0].split()[-1]) >= 8, f"abort counter: {aborted}")
 
 
+def bench_smoke(stack):
+    """`quern bench serve` against the live server: random prompts with Poisson arrivals, then ShareGPT."""
+    step("quern bench serve (random, Poisson 20 req/s, concurrency 3)")
+    out = os.path.join(stack.tmp, "bench.json")
+    r = subprocess.run([stack.quern_bin, "bench", "serve", "--base-url", stack.base, "--num-prompts", "6",
+                        "--random-input-len", "16", "--random-output-len", "4", "--request-rate", "20",
+                        "--max-concurrency", "3", "--metric-percentiles", "50,90,99", "--save-result",
+                        "--result-filename", out, "--seed", "7"], capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and "Serving Benchmark Result" in r.stdout, f"bench rc {r.returncode}: {r.stderr[-500:]}")
+    if os.path.exists(out):
+        j = json.load(open(out))
+        check(j["completed"] == 6 and j["failed"] == 0 and j["total_input_tokens"] == 96 and
+              j["total_output_tokens"] == 24, f"bench totals {j['completed']} {j['total_input_tokens']} "
+                                              f"{j['total_output_tokens']}")
+        check(j["max_concurrent_requests"] <= 3 and j["p99_ttft_ms"] >= j["median_ttft_ms"] > 0 and
+              len(j["itls"]) == 6 and all(len(x) == 3 for x in j["itls"]), "bench metrics shape")
+    step("quern bench serve (ShareGPT file, lengths from /tokenize)")
+    data = os.path.join(stack.tmp, "sharegpt.json")
+    conv = [{"conversations": [{"from": "human", "value": f"Question {i}: what is {i} plus {i}? Please answer."},
+                               {"from": "gpt", "value": f"The answer is {2 * i}, because {i} + {i} = {2 * i}."}]}
+            for i in range(5)] + [{"conversations": [{"from": "human", "value": "hi"}]}]
+    json.dump(conv, open(data, "w"))
+    r = subprocess.run([stack.quern_bin, "bench", "serve", "--base-url", stack.base, "--dataset-name", "sharegpt",
+                        "--dataset-path", data, "--num-prompts", "3", "--save-result", "--result-filename", out],
+                       capture_output=True, text=True, timeout=120)
+    ok = r.returncode == 0
+    if ok:
+        j = json.load(open(out))
+        ok = j["completed"] == 3 and all(n >= 4 for n in j["input_lens"]) and j["total_output_tokens"] == sum(
+            j["output_lens"]) and all(n >= 4 for n in j["output_lens"])
+    check(ok, f"sharegpt bench: rc {r.returncode} {r.stderr[-300:]}")
+
+
 def main():
     global T0
     T0 = time.monotonic()
@@ -205,6 +238,7 @@ def main():
         step(f"quern on {stack.direct}, nginx on {stack.base}")
         asyncio.run(concurrency(stack.base))
         disconnects(stack)
+        bench_smoke(stack)
         m = su.metrics(stack.direct)
         check(m.get("quern:num_requests_running") == 0, f"idle at the end: {m.get('quern:num_requests_running')}")
     step(f"done: {len(FAILS)} failure(s)")
