@@ -6,6 +6,7 @@
 #define QN_CPU_KERNELS_H
 
 #include "kernels/attention/attention.h"
+#include "kernels/quant/lutq.h"
 #include "kernels/quant/qformat.h"
 
 #ifdef __cplusplus
@@ -25,6 +26,11 @@ typedef enum qn_cpu_isa {
  * Decodes each weight block once for four tokens; every out[t] is bit-identical to vec_dot's. */
 typedef void (*qn_vec_dot_x4_fn)(int64_t n, float *out, const void *w_row, const void *a_rows, size_t a_stride);
 
+/* y[t][r] = Σ_k W[r][k]·x[t][k] for r in [row_begin, row_end), t < n_tokens, W a repacked GPTQ/AWQ/bnb weight
+ * (lutq.h); x: [n_tokens][ldx] fp32 in the checkpoint's column order; y: [n_tokens][ldy]. */
+typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
+                                  int64_t ldy, int64_t row_begin, int64_t row_end);
+
 typedef struct qn_cpu_kernels {
     qn_cpu_isa isa;
     const char *isa_name;
@@ -32,8 +38,12 @@ typedef struct qn_cpu_kernels {
     qn_vec_dot_x4_fn vec_dot_x4[QN_QFORMAT_COUNT]; /* 1 row x 4 tokens (NULL: use vec_dot) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
+    qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */
     qn_attn_paged_fn attn_paged;                   /* paged attention, one query token */
-    int32_t attn_lanes;                            /* its accumulation lanes (see attention_cpu.c) */
+    int32_t attn_lanes_multi;                      /* accumulation lanes when the sequence has >= 2 query */
+    int32_t attn_lanes_single;                     /* tokens in the step / exactly 1 (attention_cpu.c) */
+    bool attn_single_pairwise;                     /* 1-token reduction tree (0+1)+(2+3) */
+    int32_t attn_softmax_lanes;                    /* keys per softmax partial sum */
 } qn_cpu_kernels;
 
 /* Best ISA this CPU supports and this build compiled. */

@@ -57,5 +57,6 @@ void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k);
 
 #endif

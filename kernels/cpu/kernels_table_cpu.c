@@ -10,5 +10,6 @@ void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k) {
     QN_ISA_FN(qn_cpu_fill_float)(k);
     QN_ISA_FN(qn_cpu_fill_legacy)(k);
     QN_ISA_FN(qn_cpu_fill_kquant)(k);
+    QN_ISA_FN(qn_cpu_fill_lutq)(k);
     QN_ISA_FN(qn_cpu_fill_attention)(k);
 }
