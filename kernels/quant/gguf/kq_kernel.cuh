@@ -54,14 +54,15 @@ struct kq_args {
 template <qn_qformat F, int NT>
 struct kq_cfg {
     using FT = kq_fmt<F>;
-    static constexpr int SKS = KQ_STEPS * FT::SK;            /* elements of a row per stage */
+    static constexpr int STEPS = NT >= 4 ? 1 : KQ_STEPS;     /* wide token tiles: x fills the stage */
+    static constexpr int SKS = STEPS * FT::SK;               /* elements of a row per stage */
     static constexpr int STEPB = FT::SK / FT::BE * FT::BB;   /* bytes of a row per warp step */
-    static constexpr int SB = KQ_STEPS * STEPB;              /* bytes of a row per full stage */
+    static constexpr int SB = STEPS * STEPB;              /* bytes of a row per full stage */
     static constexpr int RSW0 = (SB + 14 + 4 + 15) / 16;     /* + start offset <= 14, + 2-byte over-read */
     static constexpr int RSW = RSW0 | 1;                     /* odd: row slots 16 mod 32 bytes apart */
     static constexpr int RS = 16 * RSW;
     static constexpr int W_BYTES = KQ_ROWS * RS;
-    static constexpr int X_BYTES = KQ_STEPS * FT::SUB * 4 * NT * 32 * 16; /* [steps][SUB][4 runs][NT][32 lanes] x 16 B */
+    static constexpr int X_BYTES = STEPS * FT::SUB * 4 * NT * 32 * 16; /* [steps][SUB][4 runs][NT][32 lanes] x 16 B */
     static constexpr int STAGE = W_BYTES + X_BYTES;
     static constexpr int NS0 = KQ_SMEM_TARGET / STAGE;
     static constexpr int NS = NS0 < 2 ? 2 : NS0 > 6 ? 6 : NS0;
@@ -69,6 +70,7 @@ struct kq_cfg {
     static constexpr int RED_BYTES = KQ_ROWS * RED_LD * 4;
     static constexpr int SMEM = NS * STAGE > RED_BYTES ? NS * STAGE : RED_BYTES;
     static constexpr int MIN_BLOCKS = (NT >= 4 ? 256 : 512) / KQ_THREADS; /* <= 128 registers (NT <= 2) */
+    static_assert(SMEM <= 227 * 1024, "shared memory per CTA over the sm_90 limit");
 };
 
 template <qn_qformat F, int NT>
@@ -93,7 +95,8 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         for (int t = 0; t < NA; t++) acc[u][t][0] = acc[u][t][1] = acc[u][t][2] = acc[u][t][3] = 0.f;
 
     /* Loader assignment, fixed for the whole kernel: warp w copies rows 16w..16w+15 (the rows it
-     * decodes), lane l row 16w + (l & 15), 16-byte words (l >> 4) + 2i of the row slot. Words past
+     * decodes), lane l row 16w + (l & 15); lanes l and l+16 take the even and odd 16-byte words of
+     * the global address (so each pair reads whole 32-byte sectors). Words past
      * the row's valid bytes are not copied (full stages never decode them; rows past N are never
      * stored); a short last stage zeroes them. */
     constexpr int WPL = (C::RSW + 1) / 2;
@@ -106,9 +109,9 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     const int64_t total = a.N * a.row_bytes, cut = total & ~(int64_t)15;
     const bool lrow_last = lrow == a.N - 1 && cut != total;
     const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-    const uint32_t lslot = sbase + lr * C::RS + 16 * wpar;
+    const uint32_t lslot = sbase + lr * C::RS; /* this lane's row slot */
     /* x loader: slots tid + 256 j of [SUB][4 runs][NT][32 lanes] */
-    constexpr int XSLOTS = KQ_STEPS * FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
+    constexpr int XSLOTS = C::STEPS * FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
 
     auto load_stage = [&](int buf, int ks) {
         const int64_t k0 = (int64_t)ks * C::SKS;
@@ -116,13 +119,14 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         const int64_t gs = lrow_off + (int64_t)ks * C::SB;
         const int64_t base = gs & ~(int64_t)15;
         int vend = lrow_ok ? (int)(gs - base) + kvalid / FT::BE * FT::BB : 0; /* valid bytes from base */
-        const uint32_t dst = lslot + buf * C::STAGE;
+        const int wp = wpar ^ (int)((base >> 4) & 1); /* this lane's slot word parity in this stage */
+        const uint32_t dst = lslot + buf * C::STAGE + 16 * wp;
         int zfrom = 0; /* first slot word a short stage zeroes */
         if (lrow_last && base + vend > cut) {
             const int wt = (int)(cut - base); /* a multiple of 16 */
-            if (((wt >> 4) & 1) == wpar) {
+            if (((wt >> 4) & 1) == wp) {
                 const uint16_t *s16 = reinterpret_cast<const uint16_t *>(a.w + cut);
-                uint16_t *d16 = reinterpret_cast<uint16_t *>(smem + (dst - sbase) - 16 * wpar + wt);
+                uint16_t *d16 = reinterpret_cast<uint16_t *>(smem + (lslot - sbase) + buf * C::STAGE + wt);
                 for (int h = 0; h < 8; h++) d16[h] = h < (int)(total - cut) / 2 ? s16[h] : (uint16_t)0;
             }
             vend = wt;
@@ -130,19 +134,19 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         }
         /* whole words by predicate, then the one partial word (zero-filled past the valid bytes) */
         const int nfull = vend >> 4;
-        const uint8_t *src = a.w + base + 16 * wpar;
+        const uint8_t *src = a.w + base + 16 * wp;
 #pragma unroll
         for (int i = 0; i < WPL; i++)
-            if (C::RSW % 2 == 0 || wpar + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wpar + 2 * i < nfull);
-        if ((vend & 15) && (nfull & 1) == wpar)
-            qn_cp_async16_s(dst + 16 * (nfull - wpar), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
+            if (wp + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wp + 2 * i < nfull);
+        if ((vend & 15) && (nfull & 1) == wp)
+            qn_cp_async16_s(dst + 16 * (nfull - wp), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
         if (kvalid < C::SKS) {
             /* the last stage of a short K: zero the rest of the slot, so that the sub-chunks past K
              * decode to 0 (stale bytes could decode to Inf/NaN, and NaN * 0 = NaN) */
             const int wz = max(zfrom, (vend + 15) >> 4); /* first word with no valid byte */
 #pragma unroll 1
-            for (int wd = wpar; wd < C::RSW; wd += 2)
-                if (wd >= wz) *reinterpret_cast<uint4 *>(smem + (dst - sbase) + 16 * (wd - wpar)) = make_uint4(0, 0, 0, 0);
+            for (int wd = wp; wd < C::RSW; wd += 2)
+                if (wd >= wz) *reinterpret_cast<uint4 *>(smem + (lslot - sbase) + buf * C::STAGE + 16 * wd) = make_uint4(0, 0, 0, 0);
         }
         if (NT > 0) {
             const uint32_t xs = sbase + buf * C::STAGE + C::W_BYTES;
@@ -168,7 +172,7 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
         const uint8_t *pa = ws + (warp * 16 + g) * C::RS + ((offa + so) & 15);
         const uint8_t *pb = ws + (warp * 16 + g + 8) * C::RS + ((offb + so) & 15);
 #pragma unroll 1
-        for (int st = 0; st < KQ_STEPS; st++)
+        for (int st = 0; st < C::STEPS; st++)
 #pragma unroll
         for (int s = 0; s < FT::SUB; s++) {
             uint32_t ha[16], hb[16];
