@@ -11,6 +11,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "load_hf.h"
 #include "exec/context.h"
 #include "tokenizer/vocab.h"
 
@@ -23,11 +24,12 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t target) {
 }
 
 int qn_cmd_perplexity(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL, *isa = NULL;
+    const char *model_path = NULL, *vocab = NULL, *text_path = NULL, *isa = NULL;
     int n_ctx = 512, n_threads = qn_tool_default_threads(), n_chunks = -1, n_batch = 512;
     bool help = false;
     const qn_arg table[] = {
-        {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
+        {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},
+        {"vocab", NULL, 0, QN_ARG_STR, &vocab, "GGUF to take the tokenizer from (HF directories)"},
         {"file", NULL, 'f', QN_ARG_STR, &text_path, "text file to evaluate"},
         {"ctx", "ctx-size", 'c', QN_ARG_INT, &n_ctx, "window size in tokens (512)"},
         {"batch", "batch-size", 'b', QN_ARG_INT, &n_batch, "tokens per forward step (512)"},
@@ -57,7 +59,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     size_t len = 0;
     char *text = qn_tool_read_text("perplexity", text_path, &len);
     if (!text) return 1;
-    qn_model *m = qn_tool_load_model("perplexity", model_path);
+    qn_model *m = qn_tool_load_model_vocab("perplexity", model_path, vocab);
     if (!m) {
         free(text);
         return 1;

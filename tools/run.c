@@ -9,13 +9,14 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "load_hf.h"
 #include "exec/context.h"
 #include "exec/sampling.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 
 typedef struct run_opts {
-    const char *model, *prompt, *prompt_file, *system, *isa;
+    const char *model, *vocab, *prompt, *prompt_file, *system, *isa;
     bool chat, ignore_eos, token_ids, help;
     int n_predict, n_threads, n_ctx, top_k;
     float temp, top_p, min_p, repeat_penalty, presence, frequency;
@@ -114,7 +115,8 @@ int qn_cmd_run(int argc, char **argv) {
     run_opts o = {.n_predict = 128, .n_threads = qn_tool_default_threads(), .n_ctx = 4096, .top_k = 40,
                   .temp = 0.8f, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f, .seed = 0x5eed};
     const qn_arg table[] = {
-        {"model", NULL, 'm', QN_ARG_STR, &o.model, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
+        {"model", NULL, 'm', QN_ARG_STR, &o.model, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},
+        {"vocab", NULL, 0, QN_ARG_STR, &o.vocab, "GGUF to take the tokenizer from (HF directories)"},
         {"prompt", NULL, 'p', QN_ARG_STR, &o.prompt, "prompt text"},
         {"file", NULL, 'f', QN_ARG_STR, &o.prompt_file, "read the prompt from a file"},
         {"chat", NULL, 0, QN_ARG_BOOL, &o.chat, "wrap the prompt in the model's chat template"},
@@ -154,7 +156,7 @@ int qn_cmd_run(int argc, char **argv) {
     size_t flen = 0;
     if (o.prompt_file && !(file_text = qn_tool_read_text("run", o.prompt_file, &flen))) return 1;
     const char *user = file_text ? file_text : (o.prompt ? o.prompt : "Once upon a time");
-    qn_model *m = qn_tool_load_model("run", o.model);
+    qn_model *m = qn_tool_load_model_vocab("run", o.model, o.vocab);
     if (!m) {
         free(file_text);
         return 1;

@@ -99,8 +99,11 @@ static void mm_fn(void *arg, int ith, int nth) {
         const int64_t hi = (e - base) < jb->w->n ? (e - base) : jb->w->n;
         if (lo < hi) {
             const qn_qformat vdt = QN_QFORMATS[jb->w->fmt].vec_dot_type;
-            qn_cpu_matmul_rows(a->f->kern, jb->w->fmt, jb->w->data, jb->w->k, a->f->xq[vdt], a->n_tokens, jb->y,
-                               jb->ldy, lo, hi);
+            if (jb->w->lutq) /* repacked HF GPTQ/AWQ/bnb weight: takes the fp32 activations (fmt F32) */
+                a->f->kern->lutq_matmul(jb->w->lutq, a->f->xq[vdt], jb->w->k, a->n_tokens, jb->y, jb->ldy, lo, hi);
+            else
+                qn_cpu_matmul_rows(a->f->kern, jb->w->fmt, jb->w->data, jb->w->k, a->f->xq[vdt], a->n_tokens, jb->y,
+                                   jb->ldy, lo, hi);
             if (jb->resid)
                 for (int64_t t = 0; t < a->n_tokens; t++)
                     for (int64_t r = lo; r < hi; r++) jb->resid[t * jb->ldy + r] += jb->y[t * jb->ldy + r];

@@ -5,9 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "kernels/common/half.h"
 #include "model/gguf.h"
+#include "model/safetensors.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 
@@ -74,6 +76,7 @@ static qn_status bind_vec(qn_model *m, const char *name, int64_t n, bool require
 
 qn_status qn_weight_row_f32(const qn_weight *w, int64_t id, float *out) {
     if (id < 0 || id >= w->n) return QN_ERR_INVALID_ARG;
+    if (w->lutq) return QN_ERR_UNSUPPORTED; /* HF quantized linears are never embeddings */
     const qn_qformat_traits *tr = &QN_QFORMATS[w->fmt];
     const size_t rb = qn_qformat_row_bytes(w->fmt, w->k);
     tr->dequant_ref((const uint8_t *)w->data + rb * (size_t)id, out, w->k);
@@ -111,6 +114,8 @@ static qn_status bind_layer(qn_model *m, int il, qn_error *err) {
 
 qn_status qn_model_load(const char *path, qn_model **out, qn_error *err) {
     qn_status st;
+    struct stat sb;
+    if (path && stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return qn_model_load_hf(path, NULL, out, err);
     qn_model *m = calloc(1, sizeof *m);
     if (!m) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", path);
     m->path = strdup(path);
@@ -158,6 +163,7 @@ void qn_model_free(qn_model *m) {
     qn_vocab_destroy(m->vocab);
     qn_chat_template_destroy(m->chat);
     qn_gguf_close(m->gguf);
+    qn_st_close(m->st);
     free(m->path);
     free(m);
 }

@@ -1,0 +1,281 @@
+/* hf_loader.c — binds a Hugging Face Llama-family directory to qn_model (model/model.h): config.json,
+ * safetensors (single file or sharded index), fp16/bf16/fp32 weights or GPTQ / AWQ / bitsandbytes-4bit linears
+ * repacked once into the lutq CPU layout (kernels/quant/lutq.h), HF row order with NEOX RoPE, tied embeddings.
+ * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory): tokenizer.json is not
+ * read yet. Errors name the tensor and the field. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common/half.h"
+#include "model/gguf.h"
+#include "model/hf_quant.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/vocab.h"
+
+typedef struct hf_ctx {
+    qn_model *m;
+    qn_hf_quant_config qc;
+} hf_ctx;
+
+static qn_status keep(qn_model *m, void *p) {
+    void **o = realloc(m->owned, sizeof(void *) * (size_t)(m->n_owned + 1));
+    if (!o) {
+        free(p);
+        return QN_ERR_NOMEM;
+    }
+    m->owned = o;
+    m->owned[m->n_owned++] = p;
+    return QN_OK;
+}
+
+static void *owned_alloc(qn_model *m, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p || keep(m, p) != QN_OK) return NULL;
+    return p;
+}
+
+/* a float copy of a 1-D F32/F16/BF16 tensor */
+static qn_status to_f32(qn_model *m, const qn_st_tensor *t, int64_t n, const float **out, qn_error *err) {
+    static const qn_st_dtype ok[] = {QN_ST_DTYPE_F32, QN_ST_DTYPE_F16, QN_ST_DTYPE_BF16};
+    if (t->dtype != ok[0] && t->dtype != ok[1] && t->dtype != ok[2])
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s': field dtype %s (F32, F16, BF16)", m->path,
+                            t->name, qn_st_dtype_name(t->dtype));
+    float *buf = owned_alloc(m, sizeof(float) * (size_t)n);
+    if (!buf) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+    for (int64_t i = 0; i < n; i++) {
+        if (t->dtype == QN_ST_DTYPE_F32) {
+            memcpy(&buf[i], (const uint8_t *)t->data + 4 * i, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, (const uint8_t *)t->data + 2 * i, 2);
+            buf[i] = t->dtype == QN_ST_DTYPE_F16 ? qn_f16_to_f32(h) : qn_bf16_to_f32(h);
+        }
+    }
+    *out = buf;
+    m->weight_bytes += t->nbytes;
+    m->n_params += (uint64_t)n;
+    return QN_OK;
+}
+
+static qn_status bind_vec(qn_model *m, const char *name, int64_t n, bool required, const float **out, qn_error *err) {
+    const qn_st_tensor *t = qn_st_find(m->st, name);
+    *out = NULL;
+    if (!t) return required ? qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s' is missing", m->path, name) : QN_OK;
+    if (t->n_dims != 1 || t->shape[0] != n)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': field shape is not [%lld]", m->path, name, (long long)n);
+    return to_f32(m, t, n, out, err);
+}
+
+/* A plain [n][k] F16/BF16/F32 matrix as a qn_weight; copied when the file leaves it misaligned for its type. */
+static qn_status bind_plain(qn_model *m, const char *name, int64_t k, int64_t n, qn_weight *w, qn_error *err) {
+    const qn_st_tensor *t = qn_st_find(m->st, name);
+    memset(w, 0, sizeof *w);
+    if (!t) return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s' is missing", m->path, name);
+    if (t->n_dims != 2 || t->shape[0] != n || t->shape[1] != k)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': field shape is [%lld, %lld], expected [%lld, %lld]",
+                            m->path, name, (long long)t->shape[0], (long long)(t->n_dims > 1 ? t->shape[1] : 0),
+                            (long long)n, (long long)k);
+    qn_qformat fmt;
+    if (t->dtype == QN_ST_DTYPE_F16)
+        fmt = QN_QFORMAT_F16;
+    else if (t->dtype == QN_ST_DTYPE_BF16)
+        fmt = QN_QFORMAT_BF16;
+    else if (t->dtype == QN_ST_DTYPE_F32)
+        fmt = QN_QFORMAT_F32;
+    else
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s': field dtype %s (F16, BF16, F32)", m->path, name,
+                            qn_st_dtype_name(t->dtype));
+    const void *data = t->data;
+    const size_t esz = qn_st_dtype_size(t->dtype);
+    if ((uintptr_t)data % esz) {
+        void *copy = owned_alloc(m, (size_t)t->nbytes);
+        if (!copy) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+        memcpy(copy, data, (size_t)t->nbytes);
+        data = copy;
+    }
+    w->name = t->name, w->fmt = fmt, w->k = k, w->n = n, w->data = data;
+    m->weight_bytes += t->nbytes;
+    m->n_params += (uint64_t)(k * n);
+    return QN_OK;
+}
+
+static bool all_zero(const qn_st_tensor *t) {
+    for (uint64_t i = 0; i < t->nbytes; i++) {
+        const uint8_t b = ((const uint8_t *)t->data)[i];
+        /* +0 or -0 in any float dtype: only the sign bits may be set */
+        if (b && !(b == 0x80 && (i + 1) % qn_st_dtype_size(t->dtype) == 0)) return false;
+    }
+    return true;
+}
+
+/* The module at prefix ("model.layers.0.self_attn.q_proj."): GPTQ/AWQ (qweight), bnb (weight.quant_state.*) or
+ * plain (weight). bias: where the forward takes one (NULL: a bias must be absent or all zero). */
+static qn_status bind_linear(hf_ctx *h, const char *prefix, int64_t k, int64_t n, const float **bias, qn_weight *w,
+                             qn_error *err) {
+    qn_model *m = h->m;
+    char name[512];
+    qn_status st;
+    memset(w, 0, sizeof *w);
+    snprintf(name, sizeof name, "%sqweight", prefix);
+    const qn_st_tensor *qw = qn_st_find(m->st, name);
+    snprintf(name, sizeof name, "%sweight.quant_state.bitsandbytes__nf4", prefix);
+    const qn_st_tensor *bq = qn_st_find(m->st, name);
+    if (!bq) {
+        snprintf(name, sizeof name, "%sweight.quant_state.bitsandbytes__fp4", prefix);
+        bq = qn_st_find(m->st, name);
+    }
+    qn_lutq_weight *lw = NULL;
+    size_t bytes = 0;
+    if (qw) {
+        if (h->qc.method == QN_HF_QUANT_GPTQ) {
+            qn_gptq_weight g;
+            if ((st = qn_hf_gptq_bind(m->st, prefix, &h->qc, k, n, &g, err))) return st;
+            bytes = qn_gptq_lutq_bytes(&g);
+            if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+            st = qn_gptq_to_lutq(&g, lw + 1, lw);
+        } else if (h->qc.method == QN_HF_QUANT_AWQ) {
+            qn_awq_weight a;
+            if ((st = qn_hf_awq_bind(m->st, prefix, &h->qc, k, n, &a, err))) return st;
+            bytes = qn_awq_lutq_bytes(&a);
+            if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+            st = qn_awq_to_lutq(&a, lw + 1, lw);
+        } else {
+            return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%sqweight': the config has no GPTQ/AWQ quantization_config",
+                                m->path, prefix);
+        }
+        if (st != QN_OK) return qn_error_set(err, st, "%s: tensor '%sqweight': repack failed", m->path, prefix);
+    } else if (bq) {
+        qn_bnb4_weight b;
+        if ((st = qn_hf_bnb4_bind(m->st, prefix, k, n, &b, err))) return st;
+        if (k % b.blocksize)
+            return qn_error_set(err, QN_ERR_UNSUPPORTED,
+                                "%s: tensor '%sweight': field 'blocksize' %d does not divide in_features %lld (blocks would "
+                                "straddle rows)", m->path, prefix, b.blocksize, (long long)k);
+        bytes = qn_bnb4_lutq_bytes(&b);
+        if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+        if ((st = qn_bnb4_to_lutq(&b, lw + 1, lw)))
+            return qn_error_set(err, st, "%s: tensor '%sweight': repack failed", m->path, prefix);
+    } else {
+        snprintf(name, sizeof name, "%sweight", prefix);
+        if ((st = bind_plain(m, name, k, n, w, err))) return st;
+    }
+    if (lw) {
+        w->name = NULL, w->fmt = QN_QFORMAT_F32, w->k = k, w->n = n, w->data = lw->codes, w->lutq = lw;
+        m->weight_bytes += bytes;
+        m->n_params += (uint64_t)(k * n);
+    }
+    snprintf(name, sizeof name, "%sbias", prefix);
+    const qn_st_tensor *bt = qn_st_find(m->st, name);
+    if (bias) {
+        *bias = NULL;
+        if (bt) return bind_vec(m, name, n, true, bias, err);
+    } else if (bt && !all_zero(bt)) {
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s': a non-zero bias on this projection is not supported",
+                            m->path, name);
+    }
+    return QN_OK;
+}
+
+static qn_status bind_layer(hf_ctx *h, int il, qn_error *err) {
+    qn_model *m = h->m;
+    const qn_model_config *c = &m->cfg;
+    qn_layer_weights *L = &m->layers[il];
+    const int64_t E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim;
+    char p[160], nm[200];
+    qn_status st;
+    snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", il);
+    if ((st = bind_vec(m, nm, E, true, &L->attn_norm, err))) return st;
+    snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", il);
+    if ((st = bind_vec(m, nm, E, true, &L->ffn_norm, err))) return st;
+#define LIN(field, mod, k, n, bias)                                           \
+    snprintf(p, sizeof p, "model.layers.%d." mod ".", il);                    \
+    if ((st = bind_linear(h, p, k, n, bias, &L->field, err))) return st;
+    LIN(wq, "self_attn.q_proj", E, HQ, &L->bq);
+    LIN(wk, "self_attn.k_proj", E, HK, &L->bk);
+    LIN(wv, "self_attn.v_proj", E, HK, &L->bv);
+    LIN(wo, "self_attn.o_proj", HQ, E, NULL);
+    LIN(w_gate, "mlp.gate_proj", E, c->n_ff, NULL);
+    LIN(w_up, "mlp.up_proj", E, c->n_ff, NULL);
+    LIN(w_down, "mlp.down_proj", c->n_ff, E, NULL);
+#undef LIN
+    if (c->qkv_bias && (!L->bq || !L->bk || !L->bv))
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: layer %d: q/k/v biases missing (config says attention_bias)", m->path, il);
+    return QN_OK;
+}
+
+/* the single *.gguf file in dir */
+static qn_status find_vocab(const char *dir, char *out, size_t cap, qn_error *err) {
+    DIR *d = opendir(dir);
+    if (!d) return qn_error_set(err, QN_ERR_IO, "%s: cannot list the directory", dir);
+    int found = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const size_t L = strlen(e->d_name);
+        if (L > 5 && !strcmp(e->d_name + L - 5, ".gguf")) {
+            if (!found) snprintf(out, cap, "%s/%s", dir, e->d_name);
+            found++;
+        }
+    }
+    closedir(d);
+    if (found == 1) return QN_OK;
+    return qn_error_set(err, QN_ERR_NOT_FOUND,
+                        "%s: an HF directory needs a GGUF for its tokenizer (tokenizer.json is not read yet): %s; pass "
+                        "--vocab FILE.gguf",
+                        dir, found ? "several *.gguf files, choose one" : "no *.gguf file in it");
+}
+
+qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **out, qn_error *err) {
+    qn_status st;
+    qn_model *m = calloc(1, sizeof *m);
+    if (!m) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
+    hf_ctx h = {.m = m};
+    char path[4096];
+    if (!(m->path = strdup(dir))) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
+        goto err_free;
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((st = qn_model_config_from_hf(path, &m->cfg, err))) goto err_free;
+    const qn_model_config *c = &m->cfg;
+    if (c->head_dim <= 0 || c->head_dim > 512 || c->n_head % c->n_head_kv != 0 || c->rope_dim > c->head_dim) {
+        st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: head_dim %d / n_head %d / n_head_kv %d / rope_dim %d unsupported",
+                          dir, c->head_dim, c->n_head, c->n_head_kv, c->rope_dim);
+        goto err_free;
+    }
+    if (c->rope_scaling.type == QN_ROPE_SCALING_LLAMA3) {
+        st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: llama3 rope_scaling from config.json is not supported yet", path);
+        goto err_free;
+    }
+    if ((st = qn_hf_quant_config_read(dir, &h.qc, err))) goto err_free;
+    if ((st = qn_st_open(dir, &m->st, err))) goto err_free;
+    if ((st = bind_plain(m, "model.embed_tokens.weight", c->n_embd, c->n_vocab, &m->tok_embd, err))) goto err_free;
+    const bool has_head = qn_st_find(m->st, "lm_head.weight") || qn_st_find(m->st, "lm_head.qweight");
+    if (has_head && !c->tied_embeddings) {
+        if ((st = bind_linear(&h, "lm_head.", c->n_embd, c->n_vocab, NULL, &m->output, err))) goto err_free;
+    } else {
+        m->output = m->tok_embd; /* tied embeddings */
+    }
+    if ((st = bind_vec(m, "model.norm.weight", c->n_embd, true, &m->output_norm, err))) goto err_free;
+    if (!(m->layers = calloc((size_t)c->n_layer, sizeof *m->layers))) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
+        goto err_free;
+    }
+    for (int il = 0; il < c->n_layer; il++)
+        if ((st = bind_layer(&h, il, err))) goto err_free;
+    if (!vocab_gguf) {
+        if ((st = find_vocab(dir, path, sizeof path, err))) goto err_free;
+        vocab_gguf = path;
+    }
+    if ((st = qn_gguf_open(vocab_gguf, &m->gguf, err))) goto err_free;
+    if ((st = qn_vocab_from_gguf(m->gguf, &m->vocab, err))) goto err_free;
+    if ((st = qn_chat_template_from_gguf(m->gguf, m->vocab, &m->chat, err))) goto err_free;
+    *out = m;
+    return QN_OK;
+err_free:
+    qn_model_free(m);
+    return st;
+}
