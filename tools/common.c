@@ -10,11 +10,15 @@
 #include <unistd.h>
 
 static char g_default_model[1024]; /* set once by qn_tool_init_env in main() */
+static char g_cache_dir[1024];     /* likewise */
 
 void qn_tool_init_env(void);
 void qn_tool_init_env(void) {
     const char *m = getenv("QUERN_MODEL");
     const char *home = getenv("HOME");
+    const char *cache = getenv("QN_CACHE");
+    if (cache && *cache) snprintf(g_cache_dir, sizeof g_cache_dir, "%s", cache);
+    else snprintf(g_cache_dir, sizeof g_cache_dir, "%s/.cache/quern", home ? home : "/root");
     if (m && *m)
         snprintf(g_default_model, sizeof g_default_model, "%s", m);
     else
@@ -23,6 +27,8 @@ void qn_tool_init_env(void) {
 }
 
 const char *qn_tool_default_model(void) { return g_default_model; }
+
+const char *qn_tool_cache_dir(void) { return g_cache_dir; }
 
 int qn_tool_default_threads(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);

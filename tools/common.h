@@ -9,6 +9,8 @@
 
 /* ~/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf, or $QUERN_MODEL when set. */
 const char *qn_tool_default_model(void);
+/* $QN_CACHE, or ~/.cache/quern (models/, data/, llama.cpp/ as the scripts lay them out). */
+const char *qn_tool_cache_dir(void);
 int qn_tool_default_threads(void);
 double qn_tool_now_s(void);
 /* Loads path (default model when NULL), printing a clear error on failure. */

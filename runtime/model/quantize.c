@@ -313,6 +313,28 @@ qn_status qn_quantize_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row,
     return bad >= 0 ? QN_ERR_FORMAT : QN_OK;
 }
 
+qn_status qn_quantize_tensor_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_qformat fmt, int64_t n_per_row,
+                                       int64_t n_rows, qn_row_source_fn src, void *src_ud,
+                                       void (*on_slab)(void *slab_ud, int64_t rows_done), void *slab_ud,
+                                       int64_t *bad_row, qn_error *err) {
+    const size_t rb = qn_qformat_row_bytes(fmt, n_per_row);
+    if (!rb || n_rows < 0) return QN_ERR_INVALID_ARG;
+    int64_t slab_rows = (int64_t)(QN_QUANT_SLAB_BYTES / rb);
+    if (slab_rows < 1) slab_rows = 1;
+    if (slab_rows > n_rows) slab_rows = n_rows;
+    uint8_t *slab = malloc(rb * (size_t)(slab_rows ? slab_rows : 1));
+    if (!slab) return QN_ERR_NOMEM;
+    qn_status st = QN_OK;
+    for (int64_t r0 = 0; r0 < n_rows && st == QN_OK; r0 += slab_rows) {
+        const int64_t nr = n_rows - r0 < slab_rows ? n_rows - r0 : slab_rows;
+        st = qn_quantize_rows(tp, fmt, n_per_row, r0, nr, src, src_ud, slab, bad_row);
+        if (st == QN_OK) st = qn_gguf_writer_stream_put(w, slab, rb * (size_t)nr, err);
+        if (st == QN_OK && on_slab && r0 + nr < n_rows) on_slab(slab_ud, r0 + nr);
+    }
+    free(slab);
+    return st;
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 /* whole file                                                                                       */
 
@@ -377,8 +399,25 @@ static void report(const qn_quantize_params *p, qn_quantize_progress *pr, double
                    uint64_t total_elems) {
     if (!p->progress) return;
     pr->elapsed_s = now_s() - t0;
-    pr->eta_s = done_elems > 0 ? pr->elapsed_s * (double)(total_elems - done_elems) / (double)done_elems : -1.0;
+    /* extrapolated from elements encoded; unknown until 1% is done (early tensors are tiny) */
+    pr->eta_s = done_elems * 100 >= total_elems && done_elems > 0
+                    ? pr->elapsed_s * (double)(total_elems - done_elems) / (double)done_elems
+                    : -1.0;
     p->progress(p->progress_ud, pr);
+}
+
+/* Progress between the slabs of one tensor. */
+typedef struct slab_report {
+    const qn_quantize_params *p;
+    qn_quantize_progress *pr;
+    double t0;
+    uint64_t done0, total;
+} slab_report;
+
+static void on_slab(void *ud, int64_t rows_done) {
+    slab_report *s = ud;
+    s->pr->rows_done = rows_done;
+    report(s->p, s->pr, s->t0, s->done0 + (uint64_t)(rows_done * s->pr->n_per_row), s->total);
 }
 
 qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_quantize_params *p,
@@ -398,7 +437,6 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
     qn_gguf_writer *w = NULL;
     qn_threadpool *tp = NULL;
     plan_entry *plan = NULL;
-    uint8_t *slab = NULL;
     int64_t n = 0;
 
     if ((st = qn_gguf_open(in_path, &g, err))) return st;
@@ -468,7 +506,7 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
         const qn_gguf_tensor *t = e->t;
         qn_quantize_progress pr = {.index = i, .count = n, .name = e->name, .from = t->fmt, .to = e->to,
                                    .copied = e->to == t->fmt, .fell_back = e->fell_back, .rows = e->rows,
-                                   .bytes_in = t->nbytes};
+                                   .n_per_row = e->n_per_row, .bytes_in = t->nbytes};
         pr.requantized = !pr.copied && QN_QFORMATS[t->fmt].is_quantized;
         const size_t rb_out = qn_qformat_row_bytes(e->to, e->n_per_row);
         pr.bytes_out = rb_out * (uint64_t)e->rows;
@@ -477,35 +515,20 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
             if ((st = qn_gguf_writer_stream_put(w, t->data, t->nbytes, err))) goto err_pool;
             st_local.n_copied++;
         } else {
-            int64_t slab_rows = (int64_t)(QN_QUANT_SLAB_BYTES / (rb_out ? rb_out : 1));
-            if (slab_rows < 1) slab_rows = 1;
-            if (slab_rows > e->rows) slab_rows = e->rows;
-            free(slab);
-            slab = malloc(rb_out * (size_t)(slab_rows ? slab_rows : 1));
-            if (!slab) {
-                st = qn_error_set(err, QN_ERR_NOMEM, "%s: tensor '%s': out of memory", in_path, e->name);
-                goto err_pool;
-            }
             dequant_src src = {.data = t->data, .fmt = t->fmt, .n_per_row = e->n_per_row,
                                .row_bytes = qn_qformat_row_bytes(t->fmt, e->n_per_row)};
-            for (int64_t r0 = 0; r0 < e->rows; r0 += slab_rows) {
-                const int64_t nr = e->rows - r0 < slab_rows ? e->rows - r0 : slab_rows;
-                int64_t bad = -1;
-                st = qn_quantize_rows(tp, e->to, e->n_per_row, r0, nr, dequant_row, &src, slab, &bad);
-                if (st == QN_ERR_FORMAT) {
-                    st = qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': row %lld holds NaN or Inf", in_path,
-                                      e->name, (long long)bad);
-                    goto err_pool;
-                }
-                if (st) {
-                    st = qn_error_set(err, st, "%s: tensor '%s': cannot encode rows", in_path, e->name);
-                    goto err_pool;
-                }
-                if ((st = qn_gguf_writer_stream_put(w, slab, rb_out * (size_t)nr, err))) goto err_pool;
-                done_elems += (uint64_t)(nr * e->n_per_row);
-                pr.rows_done = r0 + nr;
-                if (pr.rows_done < e->rows) report(p, &pr, t0, done_elems, total_elems);
+            slab_report sr = {.p = p, .pr = &pr, .t0 = t0, .done0 = done_elems, .total = total_elems};
+            int64_t bad = -1;
+            st = qn_quantize_tensor_to_stream(tp, w, e->to, e->n_per_row, e->rows, dequant_row, &src, on_slab, &sr,
+                                              &bad, err);
+            if (st == QN_ERR_FORMAT) {
+                st = qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': row %lld holds NaN or Inf", in_path, e->name,
+                                  (long long)bad);
+                goto err_pool;
             }
+            if (st == QN_ERR_NOMEM) st = qn_error_set(err, st, "%s: tensor '%s': out of memory", in_path, e->name);
+            if (st) goto err_pool;
+            done_elems += (uint64_t)(e->rows * e->n_per_row);
             st_local.n_encoded++;
             if (pr.requantized) {
                 if (!st_local.n_requantized) st_local.requant_from = t->fmt;
@@ -526,7 +549,6 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
     st = QN_OK;
 
 err_pool:
-    free(slab);
     qn_threadpool_destroy(tp);
 err_writer:
     qn_gguf_writer_destroy(w); /* removes OUT.tmp when the stream did not end */

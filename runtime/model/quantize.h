@@ -82,6 +82,16 @@ typedef void (*qn_row_source_fn)(void *ud, int64_t row, float *out);
 qn_status qn_quantize_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row, int64_t row0, int64_t n_rows,
                            qn_row_source_fn src, void *ud, void *dst, int64_t *bad_row);
 
+typedef struct qn_gguf_writer qn_gguf_writer;
+/* Encodes one tensor's rows [0, n_rows) from src in slabs of about 64 MiB and appends them to w's
+ * open stream (gguf_write.h); on_slab(slab_ud, rows_done) follows every slab but the last (may be
+ * NULL). Errors: QN_ERR_FORMAT for a non-finite source row (*bad_row), QN_ERR_NOMEM, the stream's
+ * QN_ERR_IO (err set only for the stream's errors; the caller names the tensor). */
+qn_status qn_quantize_tensor_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_qformat fmt, int64_t n_per_row,
+                                       int64_t n_rows, qn_row_source_fn src, void *src_ud,
+                                       void (*on_slab)(void *slab_ud, int64_t rows_done), void *slab_ud,
+                                       int64_t *bad_row, qn_error *err);
+
 /* --- the whole-file operation --- */
 /* One report per tensor start (done = false) and end (done = true), and one per slab of a large
  * tensor in between, from the calling thread. */
@@ -94,6 +104,7 @@ typedef struct qn_quantize_progress {
     bool fell_back;             /* ne[0] forced a fallback type */
     bool done;
     int64_t rows_done, rows;    /* of this tensor */
+    int64_t n_per_row;
     uint64_t bytes_in, bytes_out;
     double elapsed_s;           /* since the call started */
     double eta_s;               /* remaining, from elements encoded so far; < 0 when unknown */
