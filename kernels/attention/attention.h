@@ -5,6 +5,7 @@
 #ifndef QN_ATTENTION_H
 #define QN_ATTENTION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -22,7 +23,9 @@ typedef struct qn_attn_cpu_args {
     float scale;                 /* usually 1/sqrt(head_dim) */
     float *out;                  /* [n_heads][head_dim] */
     float *scratch;              /* [n_ctx] floats */
-    int32_t lanes;               /* partial sums per dot product (qn_cpu_kernels.attn_lanes); 1 = sequential */
+    int32_t lanes;               /* partial sums per dot product; 1 = sequential (see attention_cpu.c) */
+    int32_t softmax_lanes;       /* keys per partial sum of the softmax normaliser */
+    bool pairwise_tree;          /* final 4 partials reduced (0+1)+(2+3) instead of (0+2)+(1+3) */
 } qn_attn_cpu_args;
 
 /* Attention of one query token for heads [h_begin, h_end): qn_cpu_kernels.attn_paged (per ISA). */

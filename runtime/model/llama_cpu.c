@@ -29,6 +29,7 @@ struct qn_llama_cpu {
     float *g, *u;                       /* [max_tokens][n_ff] */
     float *scratch;                     /* [n_threads][max_ctx] attention scores */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
+    int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
     qn_llama_tap_fn tap;                /* optional debug tap */
     void *tap_user;
 };
@@ -158,7 +159,7 @@ static void attn_fn(void *arg, int ith, int nth) {
         .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
         .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim,
         .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->max_ctx,
-        .lanes = f->kern->attn_lanes,
+        .softmax_lanes = f->kern->attn_softmax_lanes,
     };
     for (long long w = wb; w < we; w++) {
         const int64_t t = w / c->n_head;
@@ -167,6 +168,9 @@ static void attn_fn(void *arg, int ith, int nth) {
         at.out = f->xn + t * f->kmax;
         at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
         at.n_ctx = a->b->positions[t] + 1;
+        const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
+        at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
+        at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
         f->kern->attn_paged(&at, h, h + 1);
     }
 }
@@ -252,7 +256,8 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
               (f->q = malloc(sizeof(float) * T * HQ)) && (f->k = malloc(sizeof(float) * T * HK)) &&
               (f->v = malloc(sizeof(float) * T * HK)) && (f->tmp = malloc(sizeof(float) * T * E)) &&
               (f->g = malloc(sizeof(float) * T * F)) && (f->u = malloc(sizeof(float) * T * F)) &&
-              (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) * (size_t)max_ctx));
+              (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) * (size_t)max_ctx)) &&
+              (f->seq_nq = calloc((size_t)T, sizeof(int32_t)));
     bool need[QN_QFORMAT_COUNT] = {0};
     need_vdt(need, &m->output);
     for (int il = 0; il < c->n_layer; il++) {
@@ -282,6 +287,7 @@ void qn_llama_cpu_destroy(qn_llama_cpu *f) {
     if (!f) return;
     free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->tmp), free(f->g), free(f->u);
     free(f->scratch);
+    free(f->seq_nq);
     for (int v = 0; v < QN_QFORMAT_COUNT; v++) free(f->xq[v]);
     free(f);
 }
@@ -324,6 +330,10 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
     const qn_model_config *c = &m->cfg;
     const int64_t T = b->n_tokens, E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim;
     const int64_t HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+
+    if (b->n_seqs > f->max_tokens) return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: %d sequences > %d", b->n_seqs, f->max_tokens);
+    memset(f->seq_nq, 0, sizeof(int32_t) * (size_t)b->n_seqs);
+    for (int32_t t = 0; t < b->n_tokens; t++) f->seq_nq[b->seq_idx[t]]++;
 
     embed_task et = {f, b};
     qn_threadpool_run(f->tp, embed_fn, &et);
