@@ -58,6 +58,30 @@ __device__ __forceinline__ void qn_cp_async_commit() { asm volatile("cp.async.co
 template <int N>
 __device__ __forceinline__ void qn_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
+/* --- sm_90 bulk copies (the TMA engine, 1-D) completing on an mbarrier --- */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void qn_mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* One arrival that also expects tx_bytes more bytes of asynchronous copies on this phase. */
+__device__ __forceinline__ void qn_mbar_arrive_tx(uint32_t bar, uint32_t tx_bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(tx_bytes) : "memory");
+}
+__device__ __forceinline__ void qn_mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n .reg .pred p;\n WAIT_%=:\n mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 " @!p bra WAIT_%=;\n}\n" ::"r"(bar), "r"(parity)
+                 : "memory");
+}
+/* bytes (a multiple of 16, both addresses 16-byte aligned) from global to shared, counted on bar */
+__device__ __forceinline__ void qn_bulk_g2s(uint32_t sdst, const void *gsrc, uint32_t bytes, uint32_t bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(sdst),
+                 "l"(gsrc), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+/* Orders this thread's earlier generic-proxy shared accesses before its later async-proxy ones. */
+__device__ __forceinline__ void qn_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#endif
+
 /* --- tensor cores: D = A(16x16 f16, row) * B(16x8 f16, col) + C (f32) ---
  * Fragment ownership (g = lane/4, q = lane%4), each register two halves along k:
  *   a0: row g,   k 2q..2q+1    a1: row g+8, k 2q..2q+1

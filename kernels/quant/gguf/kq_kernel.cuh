@@ -110,6 +110,15 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
     const bool lrow_last = lrow == a.N - 1 && cut != total;
     const uint32_t sbase = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
     const uint32_t lslot = sbase + lr * C::RS; /* this lane's row slot */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* sm_90: each row's bytes of a stage come in one bulk copy (TMA), issued by the row's even lane,
+     * counted on the stage's mbarrier (one arrival per row); x and partial words stay on cp.async. */
+    __shared__ __align__(8) uint64_t bars[C::NS];
+    const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
+    if (tid == 0)
+        for (int b = 0; b < C::NS; b++) qn_mbar_init(bar0 + 8 * b, KQ_ROWS);
+    __syncthreads();
+#endif
     /* x loader: slots tid + 256 j of [SUB][4 runs][NT][32 lanes] */
     constexpr int XSLOTS = C::STEPS * FT::SUB * 4 * NA * 32, XPT = (XSLOTS + KQ_THREADS - 1) / KQ_THREADS;
 
@@ -132,6 +141,21 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             vend = wt;
             zfrom = (wt >> 4) + 1;
         }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (wpar == 0) {
+            /* whole 16-byte words (a full stage may over-read the word holding the row's end: the bytes
+             * belong to the next row and are never decoded); a short stage ends on its last whole word
+             * and the partial word goes through cp.async with zero fill */
+            const bool short_stage = kvalid < C::SKS;
+            const int nb = short_stage || lrow_last ? (vend & ~15) : ((vend + 15) & ~15);
+            qn_fence_proxy_async();
+            qn_mbar_arrive_tx(bar0 + 8 * buf, (uint32_t)nb);
+            if (nb > 0) qn_bulk_g2s(lslot + buf * C::STAGE, a.w + base, (uint32_t)nb, bar0 + 8 * buf);
+            if ((short_stage || lrow_last) && (vend & 15))
+                qn_cp_async16_s(lslot + buf * C::STAGE + (vend & ~15), a.w + base + (vend & ~15), (uint32_t)(vend & 15));
+        }
+        (void)dst;
+#else
         /* whole words by predicate, then the one partial word (zero-filled past the valid bytes) */
         const int nfull = vend >> 4;
         const uint8_t *src = a.w + base + 16 * wp;
@@ -140,6 +164,7 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             if (wp + 2 * i < C::RSW) qn_cp_async16_if(dst + 32 * i, src + 32 * i, wp + 2 * i < nfull);
         if ((vend & 15) && (nfull & 1) == wp)
             qn_cp_async16_s(dst + 16 * (nfull - wp), a.w + base + 16 * nfull, (uint32_t)(vend & 15));
+#endif
         if (kvalid < C::SKS) {
             /* the last stage of a short K: zero the rest of the slot, so that the sub-chunks past K
              * decode to 0 (stale bytes could decode to Inf/NaN, and NaN * 0 = NaN) */
@@ -216,6 +241,9 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
 #pragma unroll 1
     for (int i = 0; i < nk; i++) {
         qn_cp_async_wait<C::NS - 2>();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        qn_mbar_wait(bar0 + 8 * (i % C::NS), (uint32_t)((i / C::NS) & 1));
+#endif
         __syncthreads();
         const int nx = i + C::NS - 1;
         if (nx < nk) load_stage(nx % C::NS, ks0 + nx);
