@@ -128,7 +128,8 @@ typedef struct qn_quantize_stats {
 qn_quantize_params qn_quantize_params_default(void);
 /* Quantizes in_path into out_path (written as out_path.tmp, renamed when complete). Errors name the
  * file and tensor: QN_ERR_UNSUPPORTED (architecture, tensor type), QN_ERR_FORMAT (missing tensor,
- * shape, non-finite values), QN_ERR_IO, QN_ERR_INVALID_ARG (out_path = in_path). stats may be NULL. */
+ * shape, non-finite values), QN_ERR_NOT_FOUND (no input), QN_ERR_IO, QN_ERR_INVALID_ARG (out_path =
+ * in_path). stats may be NULL. */
 qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_quantize_params *p,
                            qn_quantize_stats *stats, qn_error *err);
 
