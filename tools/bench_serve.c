@@ -936,6 +936,8 @@ int qn_cmd_bench_serve(int argc, char **argv) {
     const double duration = now_s() - r.t0;
     rc = report(&r, duration);
 done:
+    /* connections of finished requests are freed by zero-delay once-events the loop has not run yet */
+    for (int i = 0; i < 4; i++) event_base_loop(r.base, EVLOOP_NONBLOCK);
     for (int i = 0; r.reqs && i < r.n_reqs; i++) {
         if (r.reqs[i].evcon) evhttp_connection_free(r.reqs[i].evcon);
         req_free(&r.reqs[i]);

@@ -81,6 +81,7 @@ class Stack:
         self.ready_timeout = ready_timeout
         self.tmp = tempfile.mkdtemp(prefix="qn_e2e_")
         self.quern = self.nginx = None
+        self.quern_rc, self.final_log = None, ""
         self.quern_port = self.nginx_port = None
         self.quern_log = os.path.join(self.tmp, "quern.log")
 
@@ -180,8 +181,18 @@ class Stack:
 
     def close(self):
         kill_group(self.nginx)
-        kill_group(self.quern)
+        kill_group(self.quern, timeout=30)  # SIGTERM first: the graceful path must exit 0
+        self.quern_rc = self.quern.returncode if self.quern is not None else None
+        self.final_log = self.log()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def shutdown_problems(self):
+        """After close(): why the server's exit was not clean (exit code, sanitizer reports), or None."""
+        if self.quern_rc != 0:
+            return f"quern serve exited with {self.quern_rc} after SIGTERM:\n{self.final_log[-3000:]}"
+        if "Sanitizer" in self.final_log or "runtime error:" in self.final_log:
+            return "sanitizer report in the server log:\n" + self.final_log[-6000:]
+        return None
 
     def __exit__(self, *exc):
         if exc[0] is not None and self.quern is not None:

@@ -304,7 +304,7 @@ def test_env_key_and_sigterm():
                 rc = st2.quern.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 rc = None
-            check(rc == 0 and "stopped" in st2.log(), f"SIGTERM -> rc {rc}")
+            check(rc == 0 and "stopped" in st2.log() and "Sanitizer" not in st2.log(), f"SIGTERM -> rc {rc}")
     finally:
         if old is None:
             os.environ.pop("QUERN_API_KEY", None)
@@ -334,6 +334,8 @@ def main():
             print("note: litellm not installed, skipped")
         if have_litellm:
             test_litellm(stack.base, chat_text)
+    bad = stack.shutdown_problems()
+    check(bad is None, f"clean shutdown: {bad}")
     test_env_key_and_sigterm()
     step(f"done: {len(FAILS)} failure(s)")
     return 1 if FAILS else 0

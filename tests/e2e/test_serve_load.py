@@ -212,7 +212,7 @@ def bench_smoke(stack):
     step("quern bench serve (ShareGPT file, lengths from /tokenize)")
     data = os.path.join(stack.tmp, "sharegpt.json")
     conv = [{"conversations": [{"from": "human", "value": f"Question {i}: what is {i} plus {i}? Please answer."},
-                               {"from": "gpt", "value": f"The answer is {2 * i}, because {i} + {i} = {2 * i}."}]}
+                               {"from": "gpt", "value": f"It is {2 * i} in all."}]}
             for i in range(5)] + [{"conversations": [{"from": "human", "value": "hi"}]}]
     json.dump(conv, open(data, "w"))
     r = subprocess.run([stack.quern_bin, "bench", "serve", "--base-url", stack.base, "--dataset-name", "sharegpt",
@@ -241,6 +241,8 @@ def main():
         bench_smoke(stack)
         m = su.metrics(stack.direct)
         check(m.get("quern:num_requests_running") == 0, f"idle at the end: {m.get('quern:num_requests_running')}")
+    bad = stack.shutdown_problems()
+    check(bad is None, f"clean shutdown: {bad}")
     step(f"done: {len(FAILS)} failure(s)")
     return 1 if FAILS else 0
 
