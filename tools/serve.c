@@ -94,6 +94,9 @@ static void print_non_default(const qn_arg *t, int n, const serve_opts *o, const
     char line[2048];
     size_t len = 0;
     for (int i = 0; i < n; i++) {
+        bool seen = false; /* -np / -tp share their long flag's field: print it once */
+        for (int k = 0; k < i && !seen; k++) seen = t[k].dst == t[i].dst;
+        if (seen) continue;
         const size_t off = (size_t)((const char *)t[i].dst - (const char *)o);
         const void *cur = (const char *)o + off, *ref = (const char *)def + off;
         char val[256];
