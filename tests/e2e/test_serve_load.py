@@ -28,7 +28,7 @@ PROMPTS = [
     "The sun rises in the",
 ]
 N_CLIENTS = 64
-MAX_TOKENS = 12
+MAX_TOKENS = 8
 FREE_DEADLINE_S = 30.0
 FAILS = []
 
