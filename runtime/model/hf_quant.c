@@ -110,9 +110,10 @@ qn_status qn_hf_quant_config_read(const char *dir, qn_hf_quant_config *out, qn_e
         if (!root) return qn_error_set(err, QN_ERR_FORMAT, "%s: %s (line %d)", path, jerr.text, jerr.line);
         json_t *q = i == 0 ? json_object_get(root, "quantization_config") : root;
         qn_status st = QN_OK;
-        if (q && json_is_object(q)) st = parse_qcfg(q, path, out, err);
+        const bool found = q && json_is_object(q);
+        if (found) st = parse_qcfg(q, path, out, err);
         json_decref(root);
-        if (st != QN_OK || (q && json_is_object(q))) return st;
+        if (st != QN_OK || found) return st;
     }
     return QN_OK;
 }
