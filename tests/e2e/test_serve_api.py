@@ -3,7 +3,8 @@
 # stream_options.include_usage, usage numbers checked against /tokenize), LiteLLM's openai/ provider, curl -N
 # SSE framing and incremental delivery through the proxy, sampling extras (stop, seed, logprobs, logit_bias,
 # min_tokens), and the error paths: 400 over the context, 401 without the key, 413 over the body limit,
-# 404 unknown route, CORS preflight; then QUERN_API_KEY and a graceful SIGTERM on a second, direct server.
+# 404 unknown route, CORS preflight; then QUERN_API_KEY and a graceful SIGTERM on a second, direct server; flag
+# errors; /health 503 while the model loads (a FIFO as the model file) and a clean exit when the load fails.
 # QN_TEST_LABELS: cpu e2e
 import json
 import os
@@ -312,6 +313,43 @@ def test_env_key_and_sigterm():
             os.environ["QUERN_API_KEY"] = old
 
 
+def test_cli_and_loading():
+    """Flag errors, and readiness while the model is still loading: a FIFO as the model file keeps the loader
+    blocked in open() until we write to it, so /health is deterministically 503 meanwhile."""
+    step("CLI errors; /health 503 while loading (FIFO model)")
+    quern, _ = su.need_env()
+    for args, want in ((["--device", "cuda"], "CUDA forward not available"), (["-tp", "2"], "only 1"),
+                       (["--kv-cache-mem", "12x"], "invalid size"), (["--no-such-flag"], "unknown flag")):
+        r = subprocess.run([quern, "serve", "--port", "0"] + args, capture_output=True, text=True, timeout=30)
+        check(r.returncode == 1 and want in r.stderr, f"quern serve {args}: rc {r.returncode} {r.stderr!r}")
+    tmp = __import__("tempfile").mkdtemp(prefix="qn_fifo_")
+    fifo = os.path.join(tmp, "model.gguf")
+    os.mkfifo(fifo)
+    p = subprocess.Popen([quern, "serve", fifo, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+    try:
+        line, t0 = "", time.monotonic()
+        while "listening on" not in line and time.monotonic() - t0 < 30:
+            line = p.stdout.readline()
+        port = int(line.split("127.0.0.1:")[1].split()[0]) if "listening on" in line else None
+        if check(port is not None, f"listening line: {line!r}"):
+            base = f"http://127.0.0.1:{port}"
+            st, _, body = su.http("GET", base + "/health")
+            check(st == 503 and json.loads(body)["error"]["type"] == "unavailable_error", f"/health while loading: {st}")
+            st, hd, _ = su.http("POST", base + "/v1/completions", json.dumps({"prompt": "x"}).encode(),
+                                {"Content-Type": "application/json"})
+            check(st == 503 and "retry-after" in hd, f"completions while loading: {st}")
+        with open(fifo, "wb") as f:  # unblocks the loader: an empty "model" fails to load
+            f.write(b"not a gguf file")
+        rc = p.wait(timeout=30)
+        rest = p.stdout.read()
+        check(rc == 1 and "stopped" in rest, f"load failure -> rc {rc}: {rest!r}")
+    finally:
+        su.kill_group(p)
+        p.stdout.close()
+        __import__("shutil").rmtree(tmp, ignore_errors=True)
+
+
 def main():
     global T0
     T0 = time.monotonic()
@@ -337,6 +375,7 @@ def main():
     bad = stack.shutdown_problems()
     check(bad is None, f"clean shutdown: {bad}")
     test_env_key_and_sigterm()
+    test_cli_and_loading()
     step(f"done: {len(FAILS)} failure(s)")
     return 1 if FAILS else 0
 
