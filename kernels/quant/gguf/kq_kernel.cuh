@@ -293,7 +293,8 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             mine[t0 * KQ_ROWS + lrc + 8] = acc[0][t][2];
             mine[(t0 + 1) * KQ_ROWS + lrc + 8] = acc[0][t][3];
         }
-        __threadfence(); /* the tile is visible device-wide before the counter moves */
+        __threadfence(); /* this thread's part of the tile is visible device-wide... */
+        __syncthreads(); /* ...for every thread, before thread 0 moves the counter */
         const int last = __syncthreads_or(tid == 0 && atomicAdd(&a.cnt[blockIdx.x], 1u) == (unsigned)(S - 1));
         if (!last) return;
         __threadfence();
