@@ -40,8 +40,10 @@ typedef enum qn_quant_path {
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
 #define QN_QUANT_GEMV_MAX_TOKENS 16
-/* 16 < n <= this: the fused mma kernel beats dequant + cuBLAS on H100 (measured, same file). */
-#define QN_QUANT_MMA_MAX_TOKENS 64
+/* 16 < n <= this: the fused mma kernel beats dequant + cuBLAS on H100 (measured, same file: at n = 128
+ * it wins on 29 of 48 format x shape points, by 2-2.5x on the 4096x14336 / 14336x4096 projections,
+ * and loses on 1024x4096; at n = 512 it loses everywhere). */
+#define QN_QUANT_MMA_MAX_TOKENS 128
 
 /* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
 static inline bool qn_quant_cuda_has_format(qn_qformat fmt) {
