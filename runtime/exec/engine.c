@@ -157,10 +157,12 @@ static qn_finish_reason on_token(qn_engine *e, eng_req *r, int32_t tok, float lp
     int32_t n_piece = 0;
     qn_detok_feed(&r->dt, tok, piece, (int32_t)sizeof piece, &n_piece);
     held_append(r, piece, (size_t)n_piece);
-    /* a complete stop string ends the request; text before it is emitted, the string is not */
+    /* a complete stop string ends the request; text before it is emitted, the string is not. As in vLLM, stop
+     * strings are not looked for before min_tokens tokens exist. */
     size_t emit = r->n_held;
     const char *matched = NULL;
-    for (int32_t i = 0; i < r->p.n_stop; i++) {
+    const int32_t n_stop = r->n_emitted >= r->p.min_tokens ? r->p.n_stop : 0;
+    for (int32_t i = 0; i < n_stop; i++) {
         const char *hit = strstr(r->held, r->stop[i]);
         if (hit && (size_t)(hit - r->held) < emit) {
             emit = (size_t)(hit - r->held);
@@ -168,7 +170,7 @@ static qn_finish_reason on_token(qn_engine *e, eng_req *r, int32_t tok, float lp
         }
     }
     if (!matched) { /* hold back the longest suffix that could start a stop string */
-        for (int32_t i = 0; i < r->p.n_stop; i++) {
+        for (int32_t i = 0; i < n_stop; i++) {
             const size_t sl = strlen(r->stop[i]);
             for (size_t k = sl - 1 < r->n_held ? sl - 1 : r->n_held; k >= 1; k--)
                 if (!memcmp(r->held + r->n_held - k, r->stop[i], k)) {

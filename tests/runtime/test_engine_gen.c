@@ -1,6 +1,7 @@
 /* test_engine_gen.c — the serving engine's per-request generation options on the real default model
  * (skipped when it is absent): logit_bias, min_tokens (EOS and stop_token_ids masked), stop strings with and
- * without include_stop_str_in_output, render_special, and the UTF-8 tail flushed as U+FFFD at the end.
+ * without include_stop_str_in_output (and ignored before min_tokens), render_special, and the UTF-8 tail
+ * flushed as U+FFFD at the end.
  * Logit biases of +100 make the outcome independent of the model's numerics. */
 #include <pthread.h>
 #include <stdio.h>
@@ -154,6 +155,20 @@ static void test_stop_strings(void **state) {
     generate("Fruit:", &p, &o);
     assert_int_equal(o.finish, QN_FINISHED_STOP);
     assert_string_equal(o.text, " banana ban");
+
+    /* before min_tokens no stop string is looked for */
+    const char *stop2[] = {"banana"};
+    p.stop = stop2;
+    p.include_stop_str_in_output = false;
+    generate("Fruit:", &p, &o);
+    assert_string_equal(o.text, " ");
+    assert_int_equal(o.n_completion, 1);
+    p.min_tokens = 2;
+    generate("Fruit:", &p, &o);
+    assert_int_equal(o.finish, QN_FINISHED_STOP);
+    assert_string_equal(o.stop_reason, "banana");
+    assert_string_equal(o.text, " banana ");
+    assert_int_equal(o.n_completion, 2);
 }
 
 static void test_render_special(void **state) {
