@@ -5,13 +5,14 @@
 #   2. `quern synth --preset tiny` (16 layers, 256-wide, GQA 4, untied: every k-quant recipe without
 #      fallbacks) written as F32, then quantized to Q2_K, Q3_K_M and Q4_K_M, which together use all five
 #      k-quant formats (Q5_K: Q3_K_M's first attn_v / ffn_down layers) and the layer-dependent rules;
-# each output tensor (name, type, shape, bytes) must be identical, and so must the whole file;
+# each output tensor (name, type, shape, offset, bytes) must be identical, and so must the whole file;
 #   3. `quern synth --type Q4_K_M` gives the tensors of quantizing its own F32 output (same floats);
 #   4. `quern run -n 4` and `quern perplexity --chunks 2` work on our Q4_K_M file.
-# Skips (77) when llama-quantize, gguf-py or the default model is missing.
+# Skips (77) when llama-quantize or the default model is missing.
 # QN_TEST_LABELS: cpu peer slow
 import mmap
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -20,16 +21,64 @@ import time
 SKIP = 77
 
 
-def tensors(path):
-    """name -> (ggml type, shape, raw bytes) of every tensor of a GGUF file."""
-    from gguf import GGUFReader
+_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type -> bytes
 
-    r = GGUFReader(path)
+
+def tensors(path):
+    """name -> (ggml type, shape, raw bytes) of every tensor of a GGUF file (a small parser of
+    formats.md §1: gguf-py's reader spends seconds on the 100k tokenizer strings)."""
     with open(path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        out = {t.name: (int(t.tensor_type), tuple(int(x) for x in t.shape),
-                        bytes(mm[t.data_offset:t.data_offset + t.n_bytes])) for t in r.tensors}
-        mm.close()
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from(fmt, mm, pos)
+        pos += struct.calcsize(fmt)
+        return v if len(v) > 1 else v[0]
+
+    def skip_value(t):
+        nonlocal pos
+        if t == 8:
+            n = take("<Q")  # (not `pos += take(..)`: pos would be read before take moves it)
+            pos += n
+        elif t == 9:
+            et, n = take("<IQ")
+            if et == 8:
+                for _ in range(n):
+                    m = take("<Q")
+                    pos += m
+            else:
+                pos += _SCALAR[et] * n
+        else:
+            pos += _SCALAR[t]
+
+    magic, version, n_tensors, n_kv = take("<4sIQQ")
+    assert magic == b"GGUF" and version == 3, path
+    alignment = 32
+    for _ in range(n_kv):
+        n = take("<Q")
+        key = bytes(mm[pos:pos + n]).decode()
+        pos += n
+        t = take("<I")
+        if key == "general.alignment":
+            alignment = struct.unpack_from("<I", mm, pos)[0]
+        skip_value(t)
+    infos = []
+    for _ in range(n_tensors):
+        n = take("<Q")
+        name = bytes(mm[pos:pos + n]).decode()
+        pos += n
+        nd = take("<I")
+        shape = tuple(take("<Q") for _ in range(nd))
+        typ, off = take("<IQ")
+        infos.append((name, typ, shape, off))
+    data = (pos + alignment - 1) // alignment * alignment
+    out = {}
+    for i, (name, typ, shape, off) in enumerate(infos):
+        end = infos[i + 1][3] if i + 1 < len(infos) else len(mm) - data
+        out[name] = (typ, shape, off, bytes(mm[data + off:data + end]))  # padding included: it must match too
+    mm.close()
     return out
 
 
@@ -47,7 +96,7 @@ def compare(label, ours, ref, failures):
           f"types {dict(sorted(types.items()))}")
     for n in bad[:5]:
         ta, tb = a[n], b[n]
-        why = "type" if ta[0] != tb[0] else "shape" if ta[1] != tb[1] else "bytes"
+        why = "type" if ta[0] != tb[0] else "shape" if ta[1] != tb[1] else "offset" if ta[2] != tb[2] else "bytes"
         failures.append(f"{label}: {n}: {why} differs (ours type {ta[0]}, llama.cpp {tb[0]})")
     if not bad and not same_file:
         failures.append(f"{label}: tensors equal but the files differ (metadata or layout)")
@@ -67,11 +116,6 @@ def main():
     model = os.environ.get("QN_MODEL", os.path.join(cache, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     quern = os.environ.get("QN_QUERN_BIN")
     text = os.path.join(cache, "data", "alice29.txt")
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        print("skip: gguf-py not in the venv")
-        return SKIP
     if not quern or not os.access(lq, os.X_OK) or not os.path.exists(model):
         print(f"skip: need QN_QUERN_BIN, {lq} (scripts/build_llamacpp.sh) and {model}")
         return SKIP
