@@ -33,6 +33,16 @@ def need_env():
     return quern, model
 
 
+def sanitized():
+    """True when the build under test uses ASan/UBSan (QN_SANITIZE): tests shrink their token counts there."""
+    cache = os.path.join(os.environ.get("QN_BUILD_DIR", ""), "CMakeCache.txt")
+    try:
+        with open(cache) as f:
+            return any(line.strip() == "QN_SANITIZE:BOOL=ON" for line in f)
+    except OSError:
+        return False
+
+
 def find_nginx():
     for p in (shutil.which("nginx"), "/usr/sbin/nginx"):
         if p and os.access(p, os.X_OK):
