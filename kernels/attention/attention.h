@@ -22,7 +22,7 @@ typedef struct qn_attn_cpu_args {
     int32_t n_heads, n_kv_heads, head_dim;
     float scale;                 /* usually 1/sqrt(head_dim) */
     float *out;                  /* [n_heads][head_dim] */
-    float *scratch;              /* [n_ctx] floats */
+    float *scratch;              /* [min(n_heads / n_kv_heads, 8)][n_ctx] floats */
     int32_t lanes;               /* partial sums per dot product; 1 = sequential (see attention_cpu.c) */
     int32_t softmax_lanes;       /* keys per partial sum of the softmax normaliser */
     bool pairwise_tree;          /* final 4 partials reduced (0+1)+(2+3) instead of (0+2)+(1+3) */

@@ -2,12 +2,13 @@
  * compiled once per ISA (QN_ISA_FN suffixes), selected through the qn_cpu_kernels table.
  * Numerics follow llama.cpp's CPU backend (non-flash path) so that logits agree bit for bit:
  *   - q and K in fp16, scores as fp32 dot products accumulated in `lanes` partial sums (lane m takes
- *     elements m, m+lanes, ...: the vector accumulator of its f16 GEMM), then reduced by halving the
- *     lanes down to 4 and adding (0+2)+(1+3) — the horizontal-add order of the x86 reductions;
- *   - softmax: exp(s - max) summed per chunk of `lanes` keys with the same reduction, chunk sums
- *     added in double; probabilities scaled by (float)(1/sum) and rounded to fp16;
+ *     elements m, m+lanes, ...: the vector accumulators of its f16 products), then reduced by
+ *     halving the lanes down to 4 and adding (0+2)+(1+3) — or (0+1)+(2+3), two horizontal adds;
+ *   - softmax: exp(s - max) summed per chunk of `softmax_lanes` keys with the same reduction, chunk
+ *     sums added in double; probabilities scaled by (float)(1/sum) and rounded to fp16;
  *   - V: per output dim, the same lane-wise accumulation over key positions.
- * lanes = 1 gives plain sequential sums. fp16 is decoded through F16C when the build has it. */
+ * The lane loops have compile-time widths so the compiler turns them into vector FMAs; heads that
+ * share a KV head (GQA) decode each K/V row from fp16 once. */
 #include "kernels/attention/attention.h"
 
 #include <math.h>
@@ -17,10 +18,12 @@
 #include "kernels/cpu/isa.h"
 
 #define QN_ATTN_MAX_LANES 64
+#define QN_ATTN_MAX_HD 256   /* model.c refuses larger heads */
+#define QN_ATTN_MAX_GROUP 8  /* larger GQA groups are processed 8 heads at a time */
 
 static inline void f16_row_to_f32(const uint16_t *src, float *dst, int n) {
     int i = 0;
-#if defined(__F16C__)
+#if defined(QN_SIMD_X86)
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
 #endif
@@ -28,7 +31,7 @@ static inline void f16_row_to_f32(const uint16_t *src, float *dst, int n) {
 }
 
 /* Horizontal sum of lanes partial sums (lanes a power of two): halve to 4, then (0+2)+(1+3), or
- * (0+1)+(2+3) when pairwise (two horizontal adds). */
+ * (0+1)+(2+3) when pairwise. Destroys v. */
 static inline float reduce_lanes(float *v, int lanes, bool pairwise) {
     if (lanes == 1) return v[0];
     if (lanes == 2) return v[0] + v[1];
@@ -37,53 +40,106 @@ static inline float reduce_lanes(float *v, int lanes, bool pairwise) {
     return pairwise ? (v[0] + v[1]) + (v[2] + v[3]) : (v[0] + v[2]) + (v[1] + v[3]);
 }
 
+/* part[m] = Σ_{d ≡ m (mod L)} q[d]·k[d] in order of d, for a compile-time L dividing hd. */
+#define QN_DEF_DOT_LANES(L)                                                                   \
+    static inline void dot_lanes_##L(const float *q, const float *k, int hd, float *part) {   \
+        float p[L];                                                                           \
+        for (int m = 0; m < L; m++) p[m] = 0.0f;                                              \
+        for (int d0 = 0; d0 < hd; d0 += L)                                                    \
+            for (int m = 0; m < L; m++) p[m] = fmaf(q[d0 + m], k[d0 + m], p[m]);              \
+        memcpy(part, p, sizeof p);                                                            \
+    }
+QN_DEF_DOT_LANES(8)
+QN_DEF_DOT_LANES(16)
+QN_DEF_DOT_LANES(32)
+QN_DEF_DOT_LANES(64)
+
+static inline void dot_lanes(const float *q, const float *k, int hd, int lanes, float *part) {
+    if (hd % lanes == 0) {
+        switch (lanes) {
+        case 8: dot_lanes_8(q, k, hd, part); return;
+        case 16: dot_lanes_16(q, k, hd, part); return;
+        case 32: dot_lanes_32(q, k, hd, part); return;
+        case 64: dot_lanes_64(q, k, hd, part); return;
+        default: break;
+        }
+    }
+    for (int m = 0; m < lanes; m++) part[m] = 0.0f;
+    for (int d = 0; d < hd; d++) part[d % lanes] = fmaf(q[d], k[d], part[d % lanes]);
+}
+
 static inline int64_t slot_of(const qn_attn_cpu_args *a, int32_t j) {
     return (int64_t)a->block_table[j / a->block_size] * a->block_size + j % a->block_size;
 }
 
-static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
-    const int hd = a->head_dim;
-    const int group = a->n_heads / a->n_kv_heads;
+/* Heads [h0, h1) all read KV head kvh (h1 - h0 <= QN_ATTN_MAX_GROUP). */
+static void attn_group(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
+    const int hd = a->head_dim, ng = h1 - h0;
     const int lanes = (a->lanes >= 1 && a->lanes <= QN_ATTN_MAX_LANES) ? a->lanes : 1;
     const int sm_lanes = (a->softmax_lanes >= 1 && a->softmax_lanes <= QN_ATTN_MAX_LANES) ? a->softmax_lanes : 1;
     const bool pw = a->pairwise_tree;
     const int64_t kv_stride = (int64_t)a->n_kv_heads * hd;
-    float qh[512], row[512]; /* head_dim <= 512 (checked by the model loader) */
-    static _Thread_local float acc[512][QN_ATTN_MAX_LANES]; /* 128 KiB: off the stack */
-    float part[QN_ATTN_MAX_LANES];
-    for (int h = h_begin; h < h_end; h++) {
-        const int kvh = h / group;
-        for (int d = 0; d < hd; d++) qh[d] = qn_f16_to_f32(qn_f32_to_f16(a->q[(int64_t)h * hd + d]));
-        /* scores */
-        float mx = -INFINITY;
-        for (int32_t j = 0; j < a->n_ctx; j++) {
-            f16_row_to_f32(a->k_cache + slot_of(a, j) * kv_stride + (int64_t)kvh * hd, row, hd);
-            for (int m = 0; m < lanes; m++) part[m] = 0.0f;
-            for (int d = 0; d < hd; d++) part[d % lanes] = fmaf(qh[d], row[d], part[d % lanes]);
+    const int32_t n_ctx = a->n_ctx;
+    float qh[QN_ATTN_MAX_GROUP][QN_ATTN_MAX_HD], row[QN_ATTN_MAX_HD], part[QN_ATTN_MAX_LANES];
+    static _Thread_local float acc[QN_ATTN_MAX_GROUP][QN_ATTN_MAX_LANES * QN_ATTN_MAX_HD]; /* [g][lane][d] */
+    float *scores = a->scratch; /* [ng][n_ctx] */
+    float mx[QN_ATTN_MAX_GROUP];
+    for (int g = 0; g < ng; g++) {
+        for (int d = 0; d < hd; d++) qh[g][d] = qn_f16_to_f32(qn_f32_to_f16(a->q[(int64_t)(h0 + g) * hd + d]));
+        mx[g] = -INFINITY;
+    }
+    /* scores */
+    for (int32_t j = 0; j < n_ctx; j++) {
+        f16_row_to_f32(a->k_cache + slot_of(a, j) * kv_stride + (int64_t)kvh * hd, row, hd);
+        for (int g = 0; g < ng; g++) {
+            dot_lanes(qh[g], row, hd, lanes, part);
             const float s = reduce_lanes(part, lanes, pw) * a->scale;
-            a->scratch[j] = s;
-            if (s > mx) mx = s;
+            scores[(int64_t)g * n_ctx + j] = s;
+            if (s > mx[g]) mx[g] = s;
         }
-        /* softmax: chunk sums of `lanes` keys, added in double */
+    }
+    /* softmax: chunk sums of sm_lanes keys, added in double; then probabilities rounded to fp16 */
+    for (int g = 0; g < ng; g++) {
+        float *sc = scores + (int64_t)g * n_ctx;
         double sum = 0.0;
-        for (int32_t j0 = 0; j0 < a->n_ctx; j0 += sm_lanes) {
+        for (int32_t j0 = 0; j0 < n_ctx; j0 += sm_lanes) {
             for (int m = 0; m < sm_lanes; m++) {
                 const int32_t j = j0 + m;
-                part[m] = j < a->n_ctx ? (a->scratch[j] = expf(a->scratch[j] - mx)) : 0.0f;
+                part[m] = j < n_ctx ? (sc[j] = expf(sc[j] - mx[g])) : 0.0f;
             }
             sum += (double)reduce_lanes(part, sm_lanes, false);
         }
         const float inv = (float)(1.0 / sum);
-        /* V: lane-wise over key positions, probabilities rounded through fp16 */
-        for (int d = 0; d < hd; d++)
-            for (int m = 0; m < lanes; m++) acc[d][m] = 0.0f;
-        for (int32_t j = 0; j < a->n_ctx; j++) {
-            f16_row_to_f32(a->v_cache + slot_of(a, j) * kv_stride + (int64_t)kvh * hd, row, hd);
-            const float p = qn_f16_to_f32(qn_f32_to_f16(a->scratch[j] * inv));
-            const int m = j % lanes;
-            for (int d = 0; d < hd; d++) acc[d][m] = fmaf(p, row[d], acc[d][m]);
+        for (int32_t j = 0; j < n_ctx; j++) sc[j] = qn_f16_to_f32(qn_f32_to_f16(sc[j] * inv));
+        memset(acc[g], 0, sizeof(float) * (size_t)lanes * (size_t)hd);
+    }
+    /* V: key j goes to lane j % lanes; each lane row accumulates over d in vector FMAs */
+    for (int32_t j = 0; j < n_ctx; j++) {
+        f16_row_to_f32(a->v_cache + slot_of(a, j) * kv_stride + (int64_t)kvh * hd, row, hd);
+        const int m = j % lanes;
+        for (int g = 0; g < ng; g++) {
+            const float p = scores[(int64_t)g * n_ctx + j];
+            float *ac = acc[g] + (int64_t)m * hd;
+            for (int d = 0; d < hd; d++) ac[d] = fmaf(p, row[d], ac[d]);
         }
-        for (int d = 0; d < hd; d++) a->out[(int64_t)h * hd + d] = reduce_lanes(acc[d], lanes, pw);
+    }
+    for (int g = 0; g < ng; g++)
+        for (int d = 0; d < hd; d++) {
+            for (int m = 0; m < lanes; m++) part[m] = acc[g][(int64_t)m * hd + d];
+            a->out[(int64_t)(h0 + g) * hd + d] = reduce_lanes(part, lanes, pw);
+        }
+}
+
+/* scratch must hold (heads per KV head) * n_ctx floats. */
+static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
+    const int group = a->n_heads / a->n_kv_heads;
+    for (int h = h_begin; h < h_end;) {
+        const int kvh = h / group;
+        int h1 = (kvh + 1) * group;
+        if (h1 > h_end) h1 = h_end;
+        if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
+        attn_group(a, kvh, h, h1);
+        h = h1;
     }
 }
 

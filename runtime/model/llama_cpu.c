@@ -27,7 +27,8 @@ struct qn_llama_cpu {
     float *k, *v;                       /* [max_tokens][n_head_kv*hd] */
     float *tmp;                         /* [max_tokens][n_embd] o/down projections */
     float *g, *u;                       /* [max_tokens][n_ff] */
-    float *scratch;                     /* [n_threads][max_ctx] attention scores */
+    float *scratch;                     /* [n_threads][scratch_per_thread] attention scores */
+    int64_t scratch_per_thread;         /* min(GQA group, 8) * max_ctx */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
     int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
     qn_llama_tap_fn tap;                /* optional debug tap */
@@ -147,23 +148,25 @@ static void rope_kv_fn(void *arg, int ith, int nth) {
     }
 }
 
-/* attention, split over (token, head) pairs; output into xn [t][HQ] */
+/* attention, split over (token, KV head) pairs (the heads of a GQA group share K/V rows); output
+ * into xn [t][HQ] */
 static void attn_fn(void *arg, int ith, int nth) {
     const layer_task *a = arg;
     const qn_llama_cpu *f = a->f;
     const qn_model_config *c = &f->m->cfg;
     const int64_t HQ = (int64_t)c->n_head * c->head_dim;
+    const int group = c->n_head / c->n_head_kv;
     long long wb, we;
-    qn_split_range((long long)a->b->n_tokens * c->n_head, ith, nth, &wb, &we);
+    qn_split_range((long long)a->b->n_tokens * c->n_head_kv, ith, nth, &wb, &we);
     qn_attn_cpu_args at = {
         .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
         .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim,
-        .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->max_ctx,
+        .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->scratch_per_thread,
         .softmax_lanes = f->kern->attn_softmax_lanes,
     };
     for (long long w = wb; w < we; w++) {
-        const int64_t t = w / c->n_head;
-        const int h = (int)(w % c->n_head);
+        const int64_t t = w / c->n_head_kv;
+        const int kvh = (int)(w % c->n_head_kv);
         at.q = f->q + t * HQ;
         at.out = f->xn + t * f->kmax;
         at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
@@ -171,7 +174,7 @@ static void attn_fn(void *arg, int ith, int nth) {
         const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
         at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
         at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
-        f->kern->attn_paged(&at, h, h + 1);
+        f->kern->attn_paged(&at, kvh * group, (kvh + 1) * group);
     }
 }
 
@@ -256,7 +259,8 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
               (f->q = malloc(sizeof(float) * T * HQ)) && (f->k = malloc(sizeof(float) * T * HK)) &&
               (f->v = malloc(sizeof(float) * T * HK)) && (f->tmp = malloc(sizeof(float) * T * E)) &&
               (f->g = malloc(sizeof(float) * T * F)) && (f->u = malloc(sizeof(float) * T * F)) &&
-              (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) * (size_t)max_ctx)) &&
+              (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) *
+                                  (size_t)(f->scratch_per_thread = (int64_t)(c->n_head / c->n_head_kv < 8 ? c->n_head / c->n_head_kv : 8) * max_ctx))) &&
               (f->seq_nq = calloc((size_t)T, sizeof(int32_t)));
     bool need[QN_QFORMAT_COUNT] = {0};
     need_vdt(need, &m->output);

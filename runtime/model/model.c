@@ -126,7 +126,7 @@ qn_status qn_model_load(const char *path, qn_model **out, qn_error *err) {
     if ((st = qn_gguf_open(path, &m->gguf, err)) != QN_OK) goto err_free;
     if ((st = qn_model_config_from_gguf(m->gguf, &m->cfg, err)) != QN_OK) goto err_free;
     const qn_model_config *c = &m->cfg;
-    if (c->head_dim <= 0 || c->head_dim > 512 || c->n_head % c->n_head_kv != 0 || c->rope_dim > c->head_dim) {
+    if (c->head_dim <= 0 || c->head_dim > 256 || c->n_head % c->n_head_kv != 0 || c->rope_dim > c->head_dim) {
         st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: head_dim %d / n_head %d / n_head_kv %d / rope_dim %d unsupported",
                           path, c->head_dim, c->n_head, c->n_head_kv, c->rope_dim);
         goto err_free;
