@@ -8,10 +8,12 @@
 #  1. GGUF -> HF: dequantize every tensor with gguf-py, undo the llama Q/K row permutation (docs/formats.md §1.5),
 #     write config.json + model.safetensors (fp16), tied embeddings as in the original.
 #  2. Quantize the 7 linears of every layer (embeddings, norms stay fp16; lm_head is tied):
-#     gptq: 4-bit, group 128, sym, no act-order, checkpoint_format gptq (v1). No calibration data exists here, so
+#     gptq: 4-bit, group 128 (the last group of K = 576 is 64 wide), sym, no act-order, checkpoint_format gptq (v1). No calibration data exists here, so
 #           the scales come from AutoGPTQ's own Quantizer.find_params per group (RTN) and the weights from its
 #           quantize(); the packing is AutoGPTQ's qlinear_cuda.QuantLinear.pack.
-#     awq:  4-bit, group 128, GEMM, zero point: AutoAWQ's AwqQuantizer.pseudo_quantize_tensor (RTN, no
+#     gptq_act: real GPTQ with act-order (desc_act, g_idx) from AutoGPTQ's GPTQ.fasterquant on calibration windows
+#           of the same text that lie after the evaluated ones, 4-bit group 64 sym, packed by GPTQModel as gptq_v2.
+#     awq:  4-bit, group 64 (K = 576 is no multiple of 128), GEMM, zero point: AutoAWQ's AwqQuantizer.pseudo_quantize_tensor (RTN, no
 #           activation-aware scale search: there is no calibration set) + WQLinear_GEMM.from_linear.
 #     nf4:  bitsandbytes functional.quantize_4bit, blocksize 64, double quant, fp16 compute dtype.
 #  3. Reference: each peer's dequantizer (AutoGPTQ QuantLinear torch branch, awq dequantize_gemm,
@@ -156,6 +158,56 @@ def quantize_gptq(cfg, sd, out):
     return write(cfg, new, out, qc), deq
 
 
+def quantize_gptq_act(cfg, sd, out, calib):
+    """Real GPTQ (AutoGPTQ's GPTQ.fasterquant, desc_act, static_groups off) on calibration windows that the
+    perplexity windows never see, layer by layer on the already-quantized prefix (inputs of all 7 linears of a
+    layer from one pass, i.e. not true_sequential); packed by GPTQModel in its v2 layout (checkpoint_format
+    gptq_v2); reference = GPTQModel's TorchLinear.dequantize_weight()."""
+    for n in ["auto_gptq", "auto_gptq.nn_modules", "auto_gptq.nn_modules.qlinear", "auto_gptq.quantization"]:
+        stub_package(n)
+    from auto_gptq.quantization.gptq import GPTQ
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+
+    bits, gs = 4, 64
+    W = dict(sd)
+    new = {k: v for k, v in sd.items() if not any(k[: -len(".weight")].endswith(l) for l in LINEARS)}
+    deq = {}
+    xs = [W["model.embed_tokens.weight"].float()[torch.tensor(c)] for c in calib]
+    for i in range(cfg["num_hidden_layers"]):
+        gq = {}
+        for m in LINEARS:
+            w = W[f"model.layers.{i}.{m}.weight"]
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+            lin.weight.data = w.float().clone()
+            gq[m] = GPTQ(lin)
+            gq[m].quantizer.configure(bits, perchannel=True, sym=True, mse=False)
+        for x in xs:
+            cap = {}
+            llama_layer(cfg, W, i, x, cap)
+            for m in LINEARS:
+                gq[m].add_batch(cap[m], None)
+        for m in LINEARS:
+            name = f"model.layers.{i}.{m}"
+            scale, zero, g_idx = gq[m].fasterquant(blocksize=128, percdamp=0.01, group_size=gs, actorder=True)
+            lin = gq[m].layer
+            N, K = lin.weight.shape
+            lin_h = nn.Linear(K, N, bias=False)
+            lin_h.weight.data = lin.weight.data.half()
+            tl = TorchLinear(bits=bits, group_size=gs, sym=True, desc_act=True, in_features=K, out_features=N, bias=False)
+            tl.pack_original(lin_h, scale.float(), zero.float(), g_idx)
+            tl.post_init()
+            for t in ("qweight", "qzeros", "scales", "g_idx"):
+                new[f"{name}.{t}"] = getattr(tl, t).contiguous().clone()
+            with torch.no_grad():
+                deq[name + ".weight"] = tl.dequantize_weight().t().contiguous().half()
+            W[name + ".weight"] = deq[name + ".weight"]
+        xs = [llama_layer(cfg, W, i, x) for x in xs]
+    qc = {"quant_method": "gptq", "bits": bits, "group_size": gs, "desc_act": True, "sym": True,
+          "checkpoint_format": "gptq_v2", "damp_percent": 0.01, "static_groups": False, "true_sequential": False,
+          "pack_dtype": "int32"}
+    return write(cfg, new, out, qc), deq
+
+
 def quantize_awq(cfg, sd, out):
     for n in ["awq", "awq.modules", "awq.quantize", "awq.utils"]:
         stub_package(n)
@@ -163,7 +215,7 @@ def quantize_awq(cfg, sd, out):
     from awq.quantize.quantizer import AwqQuantizer
     from awq.utils.packing_utils import dequantize_gemm
 
-    gs = 128
+    gs = 64  # AWQ needs K % group == 0: SmolLM2's K = 576 is not a multiple of 128
     new, deq = {}, {}
     for name, w in sd.items():
         mod = name[: -len(".weight")]
@@ -230,42 +282,57 @@ def tokenize(gguf_path, text_path):
     return toks, res["add_bos"], res["bos"]
 
 
-@torch.no_grad()
-def llama_logits(cfg, W, tokens):
-    E, H, HKV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd, eps, theta = cfg["head_dim"], cfg["rms_norm_eps"], cfg["rope_theta"]
-    T = len(tokens)
-    f = lambda n: W[n].float()
-    x = f("model.embed_tokens.weight")[torch.tensor(tokens)]
+def rope_tables(cfg, T):
+    hd, theta = cfg["head_dim"], cfg["rope_theta"]
     inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
     ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None, :]
     cos, sin = torch.cos(ang).float(), torch.sin(ang).float()
-    cos, sin = torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+    return torch.cat([cos, cos], -1), torch.cat([sin, sin], -1)
+
+
+def rms(cfg, v, w):
+    return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + cfg["rms_norm_eps"]) * w
+
+
+@torch.no_grad()
+def llama_layer(cfg, W, i, x, capture=None):
+    """One decoder layer in fp32 (x: [T, E]); capture: dict that receives each linear's input."""
+    H, HKV, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    T = x.shape[0]
+    cos, sin = rope_tables(cfg, T)
+    f = lambda n: W[n].float()
 
     def rope(q):  # [T, heads, hd], rotate-half
         q1, q2 = q[..., : hd // 2], q[..., hd // 2:]
         return q * cos[:, None, :] + torch.cat([-q2, q1], -1) * sin[:, None, :]
 
-    def rms(v, w):
-        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + eps) * w
-
+    p = f"model.layers.{i}."
+    h = rms(cfg, x, f(p + "input_layernorm.weight"))
+    q = rope((h @ f(p + "self_attn.q_proj.weight").t()).view(T, H, hd))
+    k = rope((h @ f(p + "self_attn.k_proj.weight").t()).view(T, HKV, hd))
+    v = (h @ f(p + "self_attn.v_proj.weight").t()).view(T, HKV, hd)
+    k = k.repeat_interleave(H // HKV, 1)
+    v = v.repeat_interleave(H // HKV, 1)
     mask = torch.full((T, T), float("-inf")).triu(1)
+    a = torch.einsum("thd,shd->hts", q, k) / (hd ** 0.5) + mask
+    o = torch.einsum("hts,shd->thd", a.softmax(-1), v).reshape(T, H * hd)
+    x = x + o @ f(p + "self_attn.o_proj.weight").t()
+    h2 = rms(cfg, x, f(p + "post_attention_layernorm.weight"))
+    act = torch.nn.functional.silu(h2 @ f(p + "mlp.gate_proj.weight").t()) * (h2 @ f(p + "mlp.up_proj.weight").t())
+    if capture is not None:
+        for m in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+            capture[m] = h
+        capture["self_attn.o_proj"], capture["mlp.gate_proj"], capture["mlp.up_proj"] = o, h2, h2
+        capture["mlp.down_proj"] = act
+    return x + act @ f(p + "mlp.down_proj.weight").t()
+
+
+@torch.no_grad()
+def llama_logits(cfg, W, tokens):
+    x = W["model.embed_tokens.weight"].float()[torch.tensor(tokens)]
     for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        h = rms(x, f(p + "input_layernorm.weight"))
-        q = rope((h @ f(p + "self_attn.q_proj.weight").t()).view(T, H, hd))
-        k = rope((h @ f(p + "self_attn.k_proj.weight").t()).view(T, HKV, hd))
-        v = (h @ f(p + "self_attn.v_proj.weight").t()).view(T, HKV, hd)
-        k = k.repeat_interleave(H // HKV, 1)
-        v = v.repeat_interleave(H // HKV, 1)
-        a = torch.einsum("thd,shd->hts", q, k) / (hd ** 0.5) + mask
-        o = torch.einsum("hts,shd->thd", a.softmax(-1), v).reshape(T, H * hd)
-        x = x + o @ f(p + "self_attn.o_proj.weight").t()
-        h = rms(x, f(p + "post_attention_layernorm.weight"))
-        g = h @ f(p + "mlp.gate_proj.weight").t()
-        u = h @ f(p + "mlp.up_proj.weight").t()
-        x = x + (torch.nn.functional.silu(g) * u) @ f(p + "mlp.down_proj.weight").t()
-    x = rms(x, f("model.norm.weight"))
+        x = llama_layer(cfg, W, i, x)
+    x = rms(cfg, x, W["model.norm.weight"].float())
     head = W["lm_head.weight"] if "lm_head.weight" in W else W["model.embed_tokens.weight"]
     return x @ head.float().t()
 
@@ -302,7 +369,8 @@ def main():
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--only", default="f16,gptq,awq,nf4")
+    ap.add_argument("--only", default="f16,gptq,gptq_act,awq,nf4")
+    ap.add_argument("--calib", type=int, default=8, help="gptq_act: calibration windows of --ctx tokens")
     ap.add_argument("--json", default=None, help="write the results here")
     a = ap.parse_args()
     if not torch.cuda.is_available():
@@ -315,6 +383,10 @@ def main():
         t0 = time.time()
         if kind == "f16":
             d, deq = os.path.join(a.out, "f16"), {}
+        elif kind == "gptq_act":
+            n_eval = a.chunks * a.ctx  # calibration windows come after the evaluated ones
+            calib = [tokens[n_eval + j * a.ctx: n_eval + (j + 1) * a.ctx] for j in range(a.calib)]
+            d, deq = quantize_gptq_act(cfg, sd, os.path.join(a.out, kind), calib)
         else:
             d, deq = {"gptq": quantize_gptq, "awq": quantize_awq, "nf4": quantize_nf4}[kind](cfg, sd, os.path.join(a.out, kind))
         t_q = time.time() - t0
