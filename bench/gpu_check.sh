@@ -16,6 +16,28 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+
+# `bench/gpu_check.sh --make-deps` (here, on the Debian 12 dev machine, before a device call): copies
+# the installed build dependencies into .gpudeps/root (about 7 MB, git-ignored via .git/info/exclude;
+# pass it in the device call's carry list), with .pc files made relocatable.
+if [ "${1:-}" = "--make-deps" ]; then
+    pkgs="libcmocka-dev libcmocka0 libevent-dev libevent-2.1-7 libevent-core-2.1-7 libevent-extra-2.1-7
+          libevent-pthreads-2.1-7 libevent-openssl-2.1-7 libjansson-dev libjansson4 libpcre2-dev libpcre2-8-0
+          libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 pkgconf-bin libpkgconf3 pkgconf"
+    rm -rf .gpudeps/root && mkdir -p .gpudeps/root
+    for p in $pkgs; do
+        dpkg -L "$p" 2>/dev/null | while read -r f; do
+            case "$f" in */share/doc/* | */share/man/* | */share/lintian/*) continue ;; esac
+            if [ -f "$f" ] || [ -L "$f" ]; then mkdir -p ".gpudeps/root$(dirname "$f")" && cp -a "$f" ".gpudeps/root$f"; fi
+        done
+    done
+    pc=.gpudeps/root/usr/lib/x86_64-linux-gnu/pkgconfig
+    sed -i 's|^prefix=/usr$|prefix=${pcfiledir}/../../..|' "$pc"/*.pc
+    sed -i 's|/usr/include|${pcfiledir}/../../../include|; s|/usr/lib/x86_64-linux-gnu|${pcfiledir}/..|' "$pc"/cmocka.pc
+    grep -qx '/.gpudeps/' .git/info/exclude 2>/dev/null || echo '/.gpudeps/' >>.git/info/exclude
+    du -sh .gpudeps
+    exit 0
+fi
 OUT=${OUT:-$ROOT/gpu-check-out}
 mkdir -p "$OUT"
 BUILD=${QN_GPU_BUILD:-build-gpu}
