@@ -12,7 +12,7 @@ static size_t align_up(size_t x) { return (x + QN_LUTQ_ALIGN - 1) & ~(size_t)(QN
 size_t qn_lutq_bytes(int64_t k, int64_t n, int64_t n_groups, int32_t code_bits, bool has_perm, bool has_zero) {
     size_t b = align_up(sizeof(int32_t) * (size_t)(n_groups + 1));
     if (has_perm) b += align_up(sizeof(int32_t) * (size_t)k);
-    b += align_up((size_t)n * (size_t)(k * code_bits / 8));
+    b += align_up((size_t)n * (size_t)qn_lutq_row_bytes(k, code_bits));
     b += align_up(sizeof(float) * (size_t)n * (size_t)n_groups) * (has_zero ? 2 : 1);
     return b + QN_LUTQ_ALIGN; /* slack to align an unaligned buffer start */
 }
@@ -20,8 +20,7 @@ size_t qn_lutq_bytes(int64_t k, int64_t n, int64_t n_groups, int32_t code_bits, 
 qn_status qn_lutq_init(qn_lutq_weight *w, void *buf, int64_t k, int64_t n, int64_t n_groups, int32_t code_bits,
                        bool has_perm, bool has_zero, int32_t **gstart, int32_t **perm, uint8_t **codes,
                        float **scale, float **zero) {
-    if (!w || !buf || k <= 0 || n <= 0 || n_groups <= 0 || n_groups > k || (code_bits != 4 && code_bits != 8) ||
-        (code_bits == 4 && k % 2))
+    if (!w || !buf || k <= 0 || n <= 0 || n_groups <= 0 || n_groups > k || (code_bits != 4 && code_bits != 8))
         return QN_ERR_INVALID_ARG;
     memset(w, 0, sizeof *w);
     uint8_t *p = (uint8_t *)(((uintptr_t)buf + QN_LUTQ_ALIGN - 1) & ~(uintptr_t)(QN_LUTQ_ALIGN - 1));
@@ -33,7 +32,7 @@ qn_status qn_lutq_init(qn_lutq_weight *w, void *buf, int64_t k, int64_t n, int64
         p += align_up(sizeof(int32_t) * (size_t)k);
     }
     uint8_t *cd = p;
-    const size_t code_bytes = (size_t)n * (size_t)(k * code_bits / 8);
+    const size_t code_bytes = (size_t)n * (size_t)qn_lutq_row_bytes(k, code_bits);
     memset(cd, 0, code_bytes);
     p += align_up(code_bytes);
     float *sc = (float *)p;

@@ -3,9 +3,11 @@
  * y += scale·(d − zero·Σx), so the only roundings are fp32 sums (tolerance: |err| ≲ 1e-5·Σ|w·x|, see
  * tests/kernels/test_quant_lutq.c). Loop nest: 4 tokens × a chunk of ≤ 1024 kernel columns (gathered through
  * perm for act-order, so every group is contiguous) × the caller's rows; each decoded code vector feeds 4 tokens.
- * AVX2 (and AVX-512 objects, which also carry AVX2) decode 8 codes per step: nibbles via a byte shuffle and
- * variable shifts, values via cvt (identity table) or two permutevar8x32 + blend (16-entry table), 8-bit via
- * cvtepu8 (+ gather for a general table). NEON and scalar builds use the scalar loop. */
+ * AVX2 (and AVX-512 objects, which also carry AVX2) decode a 16-column block of 4-bit codes from one 8-byte load
+ * (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values via cvt
+ * (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes 8 per load (+ gather for a general
+ * table). Per group the vector partial is scaled into the row accumulator (one horizontal sum per row).
+ * NEON and scalar builds use the scalar loop. */
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -18,17 +20,19 @@ typedef struct lutq_seg {
     int64_t g, j0, j1; /* group, kernel columns [j0, j1) inside the chunk */
 } lutq_seg;
 
+#if !defined(QN_SIMD_X86)
 /* d[t] = Σ_{j in [j0, j1)} lut[code j]·x_t[j − j0] for t < nt; codes: the row's code bytes. */
 static void seg_dot_scalar(const qn_lutq_weight *w, const uint8_t *codes, int64_t j0, int64_t j1,
                            const float *const *xr, int nt, float *d) {
     float acc[QN_LUTQ_TB] = {0};
     for (int64_t j = j0; j < j1; j++) {
-        const uint32_t c = w->code_bits == 8 ? codes[j] : (uint32_t)(codes[j >> 1] >> ((j & 1) * 4)) & 15u;
+        const uint32_t c = w->code_bits == 8 ? codes[j] : (uint32_t)(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u;
         const float v = w->lut[c];
         for (int t = 0; t < nt; t++) acc[t] += v * xr[t][j - j0];
     }
     for (int t = 0; t < nt; t++) d[t] = acc[t];
 }
+#endif
 
 #if defined(QN_SIMD_X86)
 QN_INLINE float hsum8(__m256 v) {
@@ -38,62 +42,104 @@ QN_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static void seg_dot_avx2(const qn_lutq_weight *w, const uint8_t *codes, int64_t j0, int64_t j1,
-                         const float *const *xr, int nt, float *d) {
-    float head[QN_LUTQ_TB] = {0};
-    int64_t j = j0;
-    /* 4-bit rows decode whole bytes: an odd start takes one scalar step */
-    if (w->code_bits == 4 && (j & 1)) {
-        const float v = w->lut[codes[j >> 1] >> 4];
-        for (int t = 0; t < nt; t++) head[t] = v * xr[t][0];
-        j++;
+typedef struct lutq_x86_consts {
+    __m256 lut_lo, lut_hi;
+    __m256i m15, eight;
+} lutq_x86_consts;
+
+/* 8 code indices -> values through the table (identity: a conversion) */
+QN_INLINE __m256 lut8(__m256i ci, int bits4, int ident, const float *lut, const lutq_x86_consts *k) {
+    if (ident) return _mm256_cvtepi32_ps(ci);
+    if (bits4) {
+        const __m256 lo = _mm256_permutevar8x32_ps(k->lut_lo, ci), hi = _mm256_permutevar8x32_ps(k->lut_hi, ci);
+        return _mm256_blendv_ps(hi, lo, _mm256_castsi256_ps(_mm256_cmpgt_epi32(k->eight, ci))); /* c < 8: low half */
     }
-    __m256 acc[QN_LUTQ_TB];
-    for (int t = 0; t < QN_LUTQ_TB; t++) acc[t] = _mm256_setzero_ps();
-    const __m256 lut_lo = _mm256_loadu_ps(w->lut), lut_hi = _mm256_loadu_ps(w->lut + 8);
-    const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    const __m256i shifts = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4), m15 = _mm256_set1_epi32(15);
-    const __m256i eight = _mm256_set1_epi32(8);
-    for (; j + 8 <= j1; j += 8) {
-        __m256i ci;
-        if (w->code_bits == 4) {
-            uint32_t b4;
-            memcpy(&b4, codes + (j >> 1), 4);
-            const __m128i bytes = _mm_shuffle_epi8(_mm_cvtsi32_si128((int)b4), dup);
-            ci = _mm256_and_si256(_mm256_srlv_epi32(_mm256_cvtepu8_epi32(bytes), shifts), m15);
-        } else {
-            uint64_t b8;
-            memcpy(&b8, codes + j, 8);
-            ci = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)b8));
-        }
-        __m256 v;
-        if (w->lut_identity)
-            v = _mm256_cvtepi32_ps(ci);
-        else if (w->code_bits == 4) {
-            const __m256 lo = _mm256_permutevar8x32_ps(lut_lo, ci), hi = _mm256_permutevar8x32_ps(lut_hi, ci);
-            const __m256 sel = _mm256_castsi256_ps(_mm256_cmpgt_epi32(eight, ci)); /* c < 8: low half */
-            v = _mm256_blendv_ps(hi, lo, sel);
-        } else
-            v = _mm256_i32gather_ps(w->lut, ci, 4);
-        const int64_t o = j - j0;
-        switch (nt) { /* unrolled per token count so acc stays in registers */
-        case 4: acc[3] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr[3] + o), acc[3]); /* fall through */
-        case 3: acc[2] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr[2] + o), acc[2]); /* fall through */
-        case 2: acc[1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr[1] + o), acc[1]); /* fall through */
-        default: acc[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xr[0] + o), acc[0]);
-        }
-    }
-    float tail[QN_LUTQ_TB] = {0};
-    if (j < j1) {
-        const float *xt[QN_LUTQ_TB];
-        for (int t = 0; t < nt; t++) xt[t] = xr[t] + (j - j0);
-        seg_dot_scalar(w, codes, j, j1, xt, nt, tail);
-    }
-    for (int t = 0; t < nt; t++) d[t] = head[t] + hsum8(acc[t]) + tail[t];
+    return _mm256_i32gather_ps(lut, ci, 4);
 }
-#define SEG_DOT seg_dot_avx2
-#else
-#define SEG_DOT seg_dot_scalar
+
+/* One weight row against nt tokens over the chunk's segments: per segment a vector partial Σ lut·x, folded
+ * into the row accumulator with the group scale (one horizontal sum per row, not per group); odd heads and
+ * tails and the zero-point term go to a scalar accumulator. */
+static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_seg *seg, int n_seg, int64_t c0,
+                    const float *const *xc, const float (*gsum)[QN_LUTQ_CHUNK], int nt, const float *sc,
+                    const float *zr, float *out) {
+    const lutq_x86_consts k = {.lut_lo = _mm256_loadu_ps(w->lut), .lut_hi = _mm256_loadu_ps(w->lut + 8),
+                               .m15 = _mm256_set1_epi32(15), .eight = _mm256_set1_epi32(8)};
+    const int bits4 = w->code_bits == 4, ident = w->lut_identity;
+    const float *lut = w->lut;
+    __m256 acc[QN_LUTQ_TB];
+    float sacc[QN_LUTQ_TB] = {0};
+    for (int t = 0; t < QN_LUTQ_TB; t++) acc[t] = _mm256_setzero_ps();
+    /* two partial chains per token (low / high half of a 16-column block) so FMA latency, not one dependent
+     * chain, sets the pace; a single token (decode) runs two blocks per step, four chains */
+#define QN_LUTQ_FMA8(v, o, P)                                                                    \
+    switch (nt) {                                                                                \
+    case 4: P[3] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[3] + (o)), P[3]); /* fall through */    \
+    case 3: P[2] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[2] + (o)), P[2]); /* fall through */    \
+    case 2: P[1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[1] + (o)), P[1]); /* fall through */    \
+    default: P[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[0] + (o)), P[0]);                      \
+    }
+    for (int s = 0; s < n_seg; s++) {
+        const int64_t j1 = seg[s].j1;
+        int64_t j = seg[s].j0;
+        float hs[QN_LUTQ_TB] = {0};
+        __m256 pa[QN_LUTQ_TB], pb[QN_LUTQ_TB];
+        for (int t = 0; t < QN_LUTQ_TB; t++) pa[t] = pb[t] = _mm256_setzero_ps();
+        if (bits4) {
+            /* scalar up to the next 16-column block, then one 8-byte load per block */
+            for (; (j & 15) && j < j1; j++) {
+                const float v = lut[(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u];
+                for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
+            }
+            if (nt == 1) {
+                __m256 pc = _mm256_setzero_ps(), pd = pc;
+                const float *x0 = xc[0] - c0;
+                for (; j + 32 <= j1; j += 32) {
+                    const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
+                    const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8 + 8)));
+                    pa[0] = _mm256_fmadd_ps(lut8(_mm256_and_si256(b0, k.m15), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j), pa[0]);
+                    pb[0] = _mm256_fmadd_ps(lut8(_mm256_srli_epi32(b0, 4), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 8), pb[0]);
+                    pc = _mm256_fmadd_ps(lut8(_mm256_and_si256(b1, k.m15), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 16), pc);
+                    pd = _mm256_fmadd_ps(lut8(_mm256_srli_epi32(b1, 4), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 24), pd);
+                }
+                pa[0] = _mm256_add_ps(pa[0], pc);
+                pb[0] = _mm256_add_ps(pb[0], pd);
+            }
+            for (; j + 16 <= j1; j += 16) {
+                const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
+                const __m256 v0 = lut8(_mm256_and_si256(b, k.m15), 1, ident, lut, &k);
+                const __m256 v1 = lut8(_mm256_srli_epi32(b, 4), 1, ident, lut, &k);
+                QN_LUTQ_FMA8(v0, j - c0, pa);
+                QN_LUTQ_FMA8(v1, j + 8 - c0, pb);
+            }
+        } else {
+            for (; j + 16 <= j1; j += 16) {
+                const __m256 v0 = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j))), 0, ident, lut, &k);
+                const __m256 v1 = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j + 8))), 0, ident, lut, &k);
+                QN_LUTQ_FMA8(v0, j - c0, pa);
+                QN_LUTQ_FMA8(v1, j + 8 - c0, pb);
+            }
+            for (; j + 8 <= j1; j += 8) {
+                const __m256 v = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j))), 0, ident, lut, &k);
+                QN_LUTQ_FMA8(v, j - c0, pa);
+            }
+        }
+#undef QN_LUTQ_FMA8
+        for (; j < j1; j++) {
+            const float v = lut[bits4 ? (uint32_t)(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u : codes[j]];
+            for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
+        }
+        const float sg = sc[seg[s].g];
+        const __m256 vs = _mm256_set1_ps(sg);
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_fmadd_ps(_mm256_add_ps(pa[t], pb[t]), vs, acc[t]);
+        if (zr) {
+            const float z = zr[seg[s].g];
+            for (int t = 0; t < nt; t++) sacc[t] += sg * (hs[t] - z * gsum[t][s]);
+        } else
+            for (int t = 0; t < nt; t++) sacc[t] += sg * hs[t];
+    }
+    for (int t = 0; t < nt; t++) out[t] = hsum8(acc[t]) + sacc[t];
+}
 #endif
 
 static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
@@ -101,7 +147,7 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
     float xs[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     float gsum[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     lutq_seg seg[QN_LUTQ_CHUNK];
-    const int64_t K = w->k, G = w->n_groups, row_bytes = K * w->code_bits / 8;
+    const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
     for (int64_t t0 = 0; t0 < n_tokens; t0 += QN_LUTQ_TB) {
         const int nt = (int)(n_tokens - t0 < QN_LUTQ_TB ? n_tokens - t0 : QN_LUTQ_TB);
         int64_t g = 0;
@@ -134,11 +180,14 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                 const uint8_t *codes = w->codes + r * row_bytes;
                 const float *sc = w->scale + r * G, *zr = w->zero ? w->zero + r * G : NULL;
                 float acc[QN_LUTQ_TB] = {0};
+#if defined(QN_SIMD_X86)
+                row_x86(w, codes, seg, n_seg, c0, xc, (const float(*)[QN_LUTQ_CHUNK])gsum, nt, sc, zr, acc);
+#else
                 for (int s = 0; s < n_seg; s++) {
                     const float *xr[QN_LUTQ_TB];
                     for (int t = 0; t < nt; t++) xr[t] = xc[t] + (seg[s].j0 - c0);
                     float d[QN_LUTQ_TB];
-                    SEG_DOT(w, codes, seg[s].j0, seg[s].j1, xr, nt, d);
+                    seg_dot_scalar(w, codes, seg[s].j0, seg[s].j1, xr, nt, d);
                     const float sg = sc[seg[s].g];
                     if (zr) {
                         const float z = zr[seg[s].g];
@@ -146,6 +195,7 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                     } else
                         for (int t = 0; t < nt; t++) acc[t] += sg * d[t];
                 }
+#endif
                 for (int t = 0; t < nt; t++) {
                     float *yp = y + (t0 + t) * ldy + r;
                     *yp = c0 == 0 ? acc[t] : *yp + acc[t];

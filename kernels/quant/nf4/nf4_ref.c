@@ -78,7 +78,7 @@ size_t qn_bnb4_lutq_bytes(const qn_bnb4_weight *w) {
 }
 
 qn_status qn_bnb4_to_lutq(const qn_bnb4_weight *w, void *buf, qn_lutq_weight *out) {
-    if (w->k % w->blocksize || w->k % 2) return QN_ERR_UNSUPPORTED;
+    if (w->k % w->blocksize) return QN_ERR_UNSUPPORTED;
     const int64_t G = w->k / w->blocksize;
     int32_t *gstart;
     uint8_t *codes;
