@@ -18,9 +18,9 @@ for round in 1 2; do
   "$qn" bench -m "$model" -p 512 -n 128 -r "$reps" -t "$threads" -o jsonl > "$tmp/quern$round.jsonl"
   "$lb" -m "$model" -p 512 -n 128 -r "$reps" -t "$threads" -o jsonl > "$tmp/llama$round.jsonl" 2>/dev/null
 done
-python3 - "$tmp" "$model" "$threads" "$out" "$(git -C "$here" rev-parse --short HEAD)" <<'PY'
+python3 - "$tmp" "$model" "$threads" "$out" "$(git -C "$here" rev-parse --short HEAD)" "$reps" "$(cut -d" " -f1 /proc/loadavg)" <<'PY'
 import json, sys, glob, platform, datetime, statistics
-tmp, model, threads, out, commit = sys.argv[1:]
+tmp, model, threads, out, commit, reps, loadavg = sys.argv[1:]
 def load(prefix):
     res = {}
     for f in sorted(glob.glob(f"{tmp}/{prefix}*.jsonl")):
@@ -35,7 +35,7 @@ q, l = load("quern"), load("llama")
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), platform.processor())
 lines = [f"# CPU: quern vs llama.cpp ({datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC)", "",
          f"- machine: {cpu}, {threads} threads; commit {commit}; model `{model.split('/')[-1]}`",
-         "- each tool ran twice, alternating, 5 repetitions per test; medians of the two runs' means", "",
+         f"- each tool ran twice, alternating, {reps} repetitions per test; medians of the two runs' means; load average at the end {loadavg}", "",
          "| test | quern t/s | llama.cpp t/s | ratio | target |", "| --- | ---: | ---: | ---: | --- |"]
 for test, target in (("pp512", ">= 0.8x"), ("tg128", ">= 1.0x")):
     if test in q and test in l:
