@@ -24,32 +24,7 @@ static bool cand_before(const bpe_cand *a, const bpe_cand *b) {
     return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
 }
 
-static void heap_push(bpe_cand *h, size_t *n, bpe_cand c) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        const size_t p = (i - 1) / 2;
-        if (!cand_before(&c, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = c;
-}
-
-static bpe_cand heap_pop(bpe_cand *h, size_t *n) {
-    const bpe_cand top = h[0];
-    const bpe_cand last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && cand_before(&h[c + 1], &h[c])) c++;
-        if (!cand_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n > 0) h[i] = last;
-    return top;
-}
+QN_TOK_DEF_HEAP(bpe_cand, cand_before)
 
 static bool pair_find(const qn_vocab *v, int32_t l, int32_t r, int32_t *rank, int32_t *merged) {
     if (!v->pair_key) return false;

@@ -22,32 +22,7 @@ static bool cand_before(const spm_cand *a, const spm_cand *b) {
     return a->score > b->score || (a->score == b->score && a->left < b->left);
 }
 
-static void heap_push(spm_cand *h, size_t *n, spm_cand c) {
-    size_t i = (*n)++;
-    while (i > 0) {
-        const size_t p = (i - 1) / 2;
-        if (!cand_before(&c, &h[p])) break;
-        h[i] = h[p];
-        i = p;
-    }
-    h[i] = c;
-}
-
-static spm_cand heap_pop(spm_cand *h, size_t *n) {
-    const spm_cand top = h[0];
-    const spm_cand last = h[--(*n)];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= *n) break;
-        if (c + 1 < *n && cand_before(&h[c + 1], &h[c])) c++;
-        if (!cand_before(&h[c], &last)) break;
-        h[i] = h[c];
-        i = c;
-    }
-    if (*n > 0) h[i] = last;
-    return top;
-}
+QN_TOK_DEF_HEAP(spm_cand, cand_before)
 
 static void try_pair(const qn_vocab *v, const char *t, const spm_sym *s, int32_t l, int32_t r, spm_cand *h,
                      size_t *nh) {

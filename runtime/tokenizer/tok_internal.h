@@ -87,4 +87,34 @@ qn_status qn_bpe_word(const qn_vocab *v, const char *w, size_t n, qn_merge_work 
  * leftmost on ties; leftover symbols fall back to byte tokens. */
 qn_status qn_spm_text(const qn_vocab *v, const char *s, size_t n, qn_merge_work *wk, qn_ids *out);
 
+
+/* Defines heap_push/heap_pop for a binary heap of T in an array, ordered by BEFORE(const T *, const T *):
+ * the element that comes first pops first. Used by the BPE (merge rank) and SPM (score) merge loops. */
+#define QN_TOK_DEF_HEAP(T, BEFORE)                                        \
+    static void heap_push(T *h, size_t *n, T c) {                         \
+        size_t i = (*n)++;                                                \
+        while (i > 0) {                                                   \
+            const size_t p = (i - 1) / 2;                                 \
+            if (!BEFORE(&c, &h[p])) break;                                \
+            h[i] = h[p];                                                  \
+            i = p;                                                        \
+        }                                                                 \
+        h[i] = c;                                                         \
+    }                                                                     \
+    static T heap_pop(T *h, size_t *n) {                                  \
+        const T top = h[0];                                               \
+        const T last = h[--(*n)];                                         \
+        size_t i = 0;                                                     \
+        for (;;) {                                                        \
+            size_t c = 2 * i + 1;                                         \
+            if (c >= *n) break;                                           \
+            if (c + 1 < *n && BEFORE(&h[c + 1], &h[c])) c++;              \
+            if (!BEFORE(&h[c], &last)) break;                             \
+            h[i] = h[c];                                                  \
+            i = c;                                                        \
+        }                                                                 \
+        if (*n > 0) h[i] = last;                                          \
+        return top;                                                       \
+    }
+
 #endif
