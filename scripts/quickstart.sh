@@ -7,4 +7,4 @@ bash "$here/install_deps.sh"
 bash "$here/fetch_model.sh"
 bash "$here/build.sh"
 source "$here/common.sh"
-"$QN_BUILD/quern" run -p "Write a short poem about the sea." --chat -n 128 --temp 0
+"$QN_BUILD/quern" run -p "Write a short poem about the sea." --chat -n 128 --temp 0.7 --seed 42 --repeat-penalty 1.1
