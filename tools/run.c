@@ -31,21 +31,10 @@ static char *build_prompt(const run_opts *o, const qn_model *m, const char *user
     msgs[n++] = (qn_chat_msg){.role = "user", .content = user};
     if (qn_chat_template_is_fallback(m->chat))
         fprintf(stderr, "quern run: warning: unknown chat template, using chatml\n");
-    size_t cap = strlen(user) + (o->system ? strlen(o->system) : 0) + 4096, n_out = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *out = malloc(cap);
-        if (!out) break;
-        qn_status st = qn_chat_template_apply(m->chat, msgs, n, true, NULL, out, cap, &n_out);
-        if (st == QN_OK) return out;
-        free(out);
-        if (n_out < cap) {
-            fprintf(stderr, "quern run: chat template: %s\n", qn_status_str(st));
-            return NULL;
-        }
-        cap = n_out + 1;
-    }
-    fprintf(stderr, "quern run: chat template: out of memory\n");
-    return NULL;
+    char *out = NULL;
+    const qn_status st = qn_chat_template_render(m->chat, msgs, n, true, NULL, &out);
+    if (st != QN_OK) fprintf(stderr, "quern run: chat template: %s\n", qn_status_str(st));
+    return out;
 }
 
 static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, int32_t n_prompt) {

@@ -330,21 +330,10 @@ static qn_status se_apply_chat_template(void *ctx, const qn_chat_message *msgs, 
     qn_chat_msg *cm = malloc(sizeof *cm * (n_msgs ? n_msgs : 1));
     if (!cm) return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n_msgs; i++) cm[i] = (qn_chat_msg){.role = msgs[i].role, .content = msgs[i].content};
-    size_t need = 0;
-    qn_status st = qn_chat_template_apply(m->chat, cm, n_msgs, add_generation_prompt, NULL, NULL, 0, &need);
     char *buf = NULL;
-    if (st == QN_ERR_INVALID_ARG && need > 0) {
-        buf = malloc(need + 1);
-        st = buf ? qn_chat_template_apply(m->chat, cm, n_msgs, add_generation_prompt, NULL, buf, need + 1, &need)
-                 : QN_ERR_NOMEM;
-    } else if (st == QN_OK) {
-        st = QN_ERR_INTERNAL; /* cap 0 cannot hold the NUL */
-    }
+    qn_status st = qn_chat_template_render(m->chat, cm, n_msgs, add_generation_prompt, NULL, &buf);
     free(cm);
-    if (st != QN_OK) {
-        free(buf);
-        return qn_error_set(err, st == QN_ERR_NOMEM ? st : QN_ERR_INVALID_ARG, "chat template: %s", qn_status_str(st));
-    }
+    if (st != QN_OK) return qn_error_set(err, st == QN_ERR_NOMEM ? st : QN_ERR_INVALID_ARG, "chat template: %s", qn_status_str(st));
     *text = buf;
     return QN_OK;
 }

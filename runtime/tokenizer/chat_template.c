@@ -543,3 +543,20 @@ qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *m
     free(b.p);
     return st;
 }
+
+qn_status qn_chat_template_render(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
+                                  bool add_generation_prompt, const char *date, char **out) {
+    size_t need = 0;
+    *out = NULL;
+    qn_status st = qn_chat_template_apply(t, msgs, n, add_generation_prompt, date, NULL, 0, &need);
+    if (st != QN_ERR_INVALID_ARG || need == 0) return st == QN_OK ? QN_ERR_INTERNAL : st; /* cap 0 holds no NUL */
+    char *buf = malloc(need + 1);
+    if (!buf) return QN_ERR_NOMEM;
+    st = qn_chat_template_apply(t, msgs, n, add_generation_prompt, date, buf, need + 1, &need);
+    if (st != QN_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    return QN_OK;
+}

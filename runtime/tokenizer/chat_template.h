@@ -64,6 +64,9 @@ const char *qn_chat_template_default_system(const qn_chat_template *t);
  * templates that call strftime_now). */
 qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
                                  bool add_generation_prompt, const char *date, char *buf, size_t cap, size_t *n_out);
+/* Same, into a malloc'd NUL-terminated string (*out; the caller frees it). */
+qn_status qn_chat_template_render(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
+                                  bool add_generation_prompt, const char *date, char **out);
 
 #ifdef __cplusplus
 }
