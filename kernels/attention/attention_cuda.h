@@ -1,0 +1,102 @@
+/* attention_cuda.h — the CUDA attention of the forward pass over a paged KV cache (CPU twins in
+ * attention.h). Owns no memory; every pointer is device memory, all work is on `stream`.
+ *
+ * KV layout, per layer (as on the CPU path): k_cache, v_cache: [n_blocks * block_size][n_kv_heads]
+ * [head_dim] fp16 or bf16 bits; position p of a sequence lives in slot
+ * block_table[p / block_size] * block_size + p % block_size.  GQA: query head h reads kv head
+ * h / (n_heads / n_kv_heads).
+ *
+ * Query tiles: the tokens of one step are grouped on the host into tiles of consecutive tokens of
+ * one sequence (at most QN_ATTN_TILE_MAX_TOKENS each, positions increasing by one). A decode token
+ * is a tile of one; a prefill chunk is cut into tiles. One CTA serves one (tile, kv head, split):
+ * all group query heads of the tile's tokens against one K/V tile stream in shared memory
+ * (flash-style online softmax, causal: token at position p sees keys [0, p]), so chunked prefill
+ * reads the earlier blocks of its sequence like any other key.
+ * Split-K: the key range of a tile is cut into n_splits parts computed IN THE KERNEL from the
+ * actual positions (so a CUDA graph captured once stays valid as contexts grow); partial results
+ * (m, l, o) go to the workspace and a second kernel combines them (deterministic order). */
+#ifndef QN_ATTENTION_CUDA_H
+#define QN_ATTENTION_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QN_ATTN_TILE_MAX_TOKENS 16
+
+typedef enum qn_kv_dtype { QN_KV_F16 = 0, QN_KV_BF16 = 1 } qn_kv_dtype;
+
+typedef struct qn_attn_tile {
+    int32_t first;   /* first token row of the tile */
+    int32_t count;   /* tokens, 1..QN_ATTN_TILE_MAX_TOKENS, all of one sequence, consecutive positions */
+} qn_attn_tile;
+
+/* Fills tiles[] from a step's seq_idx/positions (host arrays); returns the tile count (<= n_tokens). */
+int32_t qn_attn_make_tiles(const int32_t *seq_idx, /* [n_tokens] */ const int32_t *positions, /* [n_tokens] */
+                           int32_t n_tokens, qn_attn_tile *tiles /* [n_tokens] */);
+
+typedef struct qn_rope_cuda_params {
+    int32_t rope_dim;            /* rotated dims per head (even, <= head_dim) */
+    int32_t neox;                /* 0: pairs (2i, 2i+1); 1: pairs (i, i + rope_dim/2) */
+    float theta_base;
+    float freq_scale;            /* 1/factor for linear scaling, else 1 */
+    const float *freq_factors;   /* [rope_dim/2] llama3 factors, device memory, or NULL */
+} qn_rope_cuda_params;
+
+/* Per token t: q/k/v += bias (each bias may be NULL), RoPE on q and k at positions[t], q written
+ * back in place (f32), k and v written into the caches at slot_mapping[t] (fp16/bf16, RNE). */
+qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads][head_dim] */
+                                const float *k,            /* [n_tokens][n_kv_heads][head_dim] */
+                                const float *v,            /* [n_tokens][n_kv_heads][head_dim] */
+                                const float *bq, const float *bk, const float *bv, /* [rows] or NULL */
+                                const int32_t *positions,  /* [n_tokens] */
+                                const int32_t *slot_mapping, /* [n_tokens] */
+                                int32_t n_tokens, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim,
+                                const qn_rope_cuda_params *rope, qn_kv_dtype kv_dtype,
+                                void *k_cache, void *v_cache, /* [n_slots][n_kv_heads][head_dim] */
+                                void *stream);
+
+typedef struct qn_attn_cuda_args {
+    const float *q;              /* [n_tokens][n_heads][head_dim] f32, RoPE applied */
+    const void *k_cache;         /* [n_slots][n_kv_heads][head_dim] */
+    const void *v_cache;
+    qn_kv_dtype kv_dtype;
+    const int32_t *positions;    /* [n_tokens] */
+    const int32_t *seq_idx;      /* [n_tokens] */
+    const int32_t *block_tables; /* [n_seqs][max_blocks_per_seq] */
+    int32_t max_blocks_per_seq;
+    const qn_attn_tile *tiles;   /* [n_tiles] (device copy of qn_attn_make_tiles) */
+    int32_t n_tiles;
+    int32_t n_tokens, n_heads, n_kv_heads, head_dim, block_size;
+    int32_t max_ctx;             /* upper bound of positions + 1 this launch may see: sizes n_splits */
+    int32_t n_splits;            /* 0: qn_attn_cuda_splits(); else forced (tests), <= QN_ATTN_MAX_SPLITS */
+    float scale;                 /* usually 1/sqrt(head_dim) */
+    uint16_t *out;               /* [n_tokens][n_heads][head_dim] fp16: the o-projection input */
+    void *workspace;             /* qn_attn_cuda_workspace_size() bytes, 16-byte aligned */
+    size_t ws_bytes;
+} qn_attn_cuda_args;
+
+#define QN_ATTN_MAX_SPLITS 32
+
+/* Splits the kernel uses for a launch shape (deterministic in its arguments; n_sm: multiprocessors). */
+int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx, int32_t n_sm);
+/* Workspace bytes for n_splits (>= 1) partial results of n_tokens x n_heads rows. */
+size_t qn_attn_cuda_workspace_size(int32_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t n_splits);
+
+/* QN_ERR_UNSUPPORTED for head_dim not in {64, 80, 96, 128, 256} (compiled variants);
+ * QN_ERR_INVALID_ARG for a short workspace. */
+qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, void *stream);
+
+/* Copies block src to block dst of one layer's caches (copy-on-write of a shared prefix block). */
+qn_status qn_kv_copy_block_cuda(void *k_cache, void *v_cache, int32_t src, int32_t dst, int32_t block_size,
+                                int32_t n_kv_heads, int32_t head_dim, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_ATTENTION_CUDA_H */
