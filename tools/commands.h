@@ -12,6 +12,8 @@ int qn_cmd_bench(int argc, char **argv);
 int qn_cmd_bench_serve(int argc, char **argv); /* `quern bench serve` (tools/bench_serve.c) */
 int qn_cmd_quantize(int argc, char **argv);
 int qn_cmd_synth(int argc, char **argv);
+int qn_cmd_convert(int argc, char **argv);   /* tools/convert.c */
+int qn_cmd_export_hf(int argc, char **argv); /* tools/convert.c */
 
 void qn_tool_init_env(void);
 
