@@ -20,10 +20,14 @@ typedef struct qn_sample_row_params {
     int32_t top_k;       /* <= 0: off */
     float top_p;         /* >= 1: off */
     float min_p;         /* <= 0: off */
-    float u;             /* uniform in [0, 1) for the draw */
+    double u;            /* uniform in [0, 1) for the draw: qn_sampler_uniform() of the request's sampler.
+                          * double, not float: the CPU draw uses all 53 bits, and a float u moves the
+                          * draw by up to 3e-8 of the mass, enough to change ~0.4% of tokens at 128K
+                          * candidates */
 } qn_sample_row_params;
 
-/* Scratch bytes for n_rows x n_vocab (sort keys/values + CUB temp storage). */
+/* Scratch bytes for n_rows x n_vocab (two 8-byte sort keys per logit + CUB temp storage); 0 when
+ * the shape cannot be sampled (n_rows * n_vocab >= 2^31, or the CUB size query fails). */
 size_t qn_sample_cuda_workspace_size(int32_t n_rows, int32_t n_vocab);
 
 /* out[r] = sampled token of logits row r (logits are not modified). */

@@ -65,6 +65,8 @@ void qn_sampler_free(qn_sampler *s) {
     s->counts = NULL;
 }
 
+double qn_sampler_uniform(qn_sampler *s) { return (double)(rng_next(s->rng) >> 11) * (1.0 / 9007199254740992.0); }
+
 int32_t qn_argmax_f32(const float *x, int32_t n) {
     int32_t best = 0;
     for (int32_t i = 1; i < n; i++)
@@ -174,7 +176,7 @@ int32_t qn_sampler_sample(qn_sampler *s, float *logits, const int32_t *history, 
     }
     sum = 0.0;
     for (int32_t i = 0; i < m; i++) sum += s->cand[i].logprob;
-    const double r = (double)(rng_next(s->rng) >> 11) * (1.0 / 9007199254740992.0) * sum;
+    const double r = qn_sampler_uniform(s) * sum;
     double acc = 0.0;
     chosen = s->cand[m - 1].id;
     for (int32_t i = 0; i < m; i++) {

@@ -48,6 +48,11 @@ void qn_sampler_free(qn_sampler *s);
 int32_t qn_sampler_sample(qn_sampler *s, float *logits, const int32_t *history, int32_t n_history,
                           float *chosen_logprob, qn_token_prob *top, int32_t n_top);
 
+/* The next uniform draw in [0, 1) of the sampler's RNG, (rng >> 11) * 2^-53: the number
+ * qn_sampler_sample draws with, so a GPU sampler (kernels/sampling/sampling_cuda.h) fed with it picks
+ * the token the CPU sampler would. Advances the RNG. */
+double qn_sampler_uniform(qn_sampler *s);
+
 /* Greedy pick: the lowest id among the maxima. */
 int32_t qn_argmax_f32(const float *x, int32_t n);
 

@@ -1,0 +1,419 @@
+/* test_gpu_ops.c — the GPU ops of kernels/ops/ops_cuda.h against CPU references:
+ *   embed:        bit-exact against QN_QFORMATS[fmt].dequant_ref of each gathered row (the formulas
+ *                 are exact fp32, formats.md §2.2), every format, repeated and unsorted token ids;
+ *   rmsnorm, add_rmsnorm, silu_mul: fp16 output against fp16(double-precision reference): at most 1 fp16
+ *                 ulp apart (the f32 computation is within ~1e-6 relative of the exact value, so the
+ *                 result rounds to fp16(ref) or, next to a rounding boundary, to its neighbour; any
+ *                 1-ulp neighbour is within 1.5 ulp of ref), and NMSE <= 1e-6 (fp16 rounding alone
+ *                 gives ~1e-7); the residual add bit-exact against the f32 add;
+ *   f32_to_f16:   bit-exact against half.h's qn_f32_to_f16 (round to nearest even), NaN only as NaN.
+ * Shapes n = 576, 1000, 4097, 14336 (and the format's block multiples for embed) x rows 1..37.
+ * Outputs are poisoned (0xFF bytes: NaN) before every call and a guard region after them must survive;
+ * the norms must also give the same bits for a row alone and inside a batch (fixed reduction order).
+ * Exits 77 (ctest: skipped) when there is no CUDA device. QN_TEST_QUICK=1 trims the cases. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu_test.h"
+#include "kernels/common/half.h"
+#include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/qformat.h"
+
+#define GUARD 256 /* elements past every output */
+
+static int g_quick;
+
+/* ------------------------------------------------------------------------------------------------
+ * fp16 checks */
+
+/* fp16 bit pattern -> position on the number line (adjacent finite values differ by 1) */
+static int32_t f16_ord(uint16_t h) { return (h & 0x8000) ? -(int32_t)(h & 0x7fff) : (int32_t)h; }
+
+/* fp16(v): v rounded once to nearest even (v / ulp is exact: ulp is a power of two) */
+static uint16_t f16_of_double(double v) {
+    if (!isfinite(v)) return qn_f32_to_f16((float)v);
+    const double a = fabs(v);
+    int e;
+    frexp(a, &e); /* a in [2^(e-1), 2^e) */
+    const double ulp = a < 0x1p-14 ? 0x1p-24 : ldexp(1.0, e - 11);
+    const double q = nearbyint(v / ulp) * ulp;
+    if (fabs(q) > 65504.0) return v < 0 ? 0xfc00 : 0x7c00;
+    return qn_f32_to_f16((float)q); /* exact: q is an fp16 value */
+}
+
+typedef struct f16_stats {
+    size_t n, n_off1, n_bad;
+    double num, den;
+} f16_stats;
+
+/* got: fp16 outputs, ref: double references. Element bad when NaN or > 1 ulp from fp16(ref). */
+static void f16_check(f16_stats *s, const uint16_t *got, const double *ref, size_t n, const char *what) {
+    for (size_t i = 0; i < n; i++) {
+        const uint16_t want = f16_of_double(ref[i]);
+        const float g = qn_f16_to_f32(got[i]);
+        const int32_t d = abs(f16_ord(got[i]) - f16_ord(want));
+        if (isnan(g) || d > 1) {
+            if (s->n_bad++ < 5)
+                fprintf(stderr, "  %s: [%zu] got %.9g (0x%04x) ref %.9g fp16(ref) 0x%04x\n", what, i, g, got[i], ref[i],
+                        want);
+        } else {
+            s->n_off1 += d == 1;
+        }
+        s->num += ((double)g - ref[i]) * ((double)g - ref[i]);
+        s->den += ref[i] * ref[i];
+    }
+    s->n += n;
+}
+
+static void f16_report(const f16_stats *s, const char *what) {
+    const double nmse = s->den > 0 ? s->num / s->den : s->num;
+    fprintf(stderr, "  %s: %zu outputs, %zu one ulp off fp16(ref), nmse %.3g\n", what, s->n, s->n_off1, nmse);
+    if (s->n_bad) fail_msg("%s: %zu outputs more than 1 fp16 ulp from the reference", what, s->n_bad);
+    if (!(nmse <= 1e-6)) fail_msg("%s: nmse %.3g > 1e-6", what, nmse);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * embed */
+
+static const qn_qformat EMBED_FORMATS[] = {
+    QN_QFORMAT_F32,  QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1,
+    QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K,
+    QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+};
+#define N_EMBED_FORMATS (int)(sizeof EMBED_FORMATS / sizeof EMBED_FORMATS[0])
+
+/* One table of n_vocab rows (reference quantizer on normal data, a few rows scaled to stress the
+ * scales), n token ids gathered: ids repeat, are unsorted and include the first and last row. */
+static void embed_case(qn_qformat fmt, int64_t n_embd, int32_t n_vocab, int32_t n, uint64_t seed) {
+    const qn_qformat_traits *t = &QN_QFORMATS[fmt];
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    const size_t rb = qn_qformat_row_bytes(fmt, n_embd);
+    uint8_t *table = malloc(rb * (size_t)n_vocab);
+    float *src = malloc(sizeof(float) * (size_t)n_embd);
+    float *ref = malloc(sizeof(float) * (size_t)(n * n_embd));
+    float *got = malloc(sizeof(float) * (size_t)(n * n_embd));
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n);
+    assert_true(table && src && ref && got && tok);
+    for (int32_t v = 0; v < n_vocab; v++) {
+        const float scale = (v % 7 == 3) ? 40.0f : (v % 7 == 5) ? 1e-3f : 1.0f;
+        qn_rng_fill_normal(&r, src, (size_t)n_embd, scale);
+        t->quantize_ref(src, table + rb * (size_t)v, n_embd);
+    }
+    for (int32_t i = 0; i < n; i++) {
+        const uint64_t x = qn_rng_u64(&r);
+        if (i < 2) tok[i] = i == 0 ? n_vocab - 1 : 0;
+        else tok[i] = (x & 3) == 0 && i > 2 ? tok[i - 2] : (int32_t)(x % (uint64_t)n_vocab);
+    }
+    for (int32_t i = 0; i < n; i++) t->dequant_ref(table + rb * (size_t)tok[i], ref + (int64_t)i * n_embd, n_embd);
+
+    void *dt = dev_upload(table, rb * (size_t)n_vocab);
+    int32_t *dtok = dev_upload(tok, sizeof(int32_t) * (size_t)n);
+    const size_t out_bytes = sizeof(float) * (size_t)(n * n_embd);
+    float *dout = dev_poisoned(out_bytes, GUARD * sizeof(float));
+    char what[96];
+    snprintf(what, sizeof what, "embed %s n_embd=%lld n=%d", t->name, (long long)n_embd, n);
+    const qn_status st = qn_embed_cuda(fmt, dt, n_embd, dtok, n, dout, g_stream);
+    if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
+    dev_fetch(got, dout, out_bytes, GUARD * sizeof(float), what);
+    size_t bad = 0;
+    for (int64_t i = 0; i < (int64_t)n * n_embd; i++)
+        if (qn_f32_as_u32(got[i]) != qn_f32_as_u32(ref[i]) && bad++ < 5)
+            fprintf(stderr, "  %s: token %lld (id %d) elem %lld got %.9g (0x%08x) ref %.9g (0x%08x)\n", what,
+                    (long long)(i / n_embd), tok[i / n_embd], (long long)(i % n_embd), got[i], qn_f32_as_u32(got[i]),
+                    ref[i], qn_f32_as_u32(ref[i]));
+    if (bad) fail_msg("%s: %zu values differ from dequant_ref", what, bad);
+    cudaFree(dt), cudaFree(dtok), cudaFree(dout);
+    free(table), free(src), free(ref), free(got), free(tok);
+}
+
+static void test_embed(void **state) {
+    (void)state;
+    for (int f = 0; f < N_EMBED_FORMATS; f++) {
+        const qn_qformat fmt = EMBED_FORMATS[f];
+        const int64_t be = QN_QFORMATS[fmt].block_elems;
+        /* plain types: odd widths; blocks: 1 block, 576 = 18 x 32 / 3 x 256 - 192, a large one */
+        const int64_t plain[] = {1, 576, 1000, 4097}, legacy[] = {32, 576, 4128}, kq[] = {256, 768, 4352};
+        const int64_t *ne = be == 1 ? plain : be == 32 ? legacy : kq;
+        const int n_ne = be == 1 ? 4 : 3;
+        const int32_t ns[] = {1, 5, 37};
+        for (int i = 0; i < n_ne; i++)
+            for (int j = 0; j < 3; j++) {
+                if (g_quick && j == 1) continue;
+                embed_case(fmt, ne[i], 97, ns[j], 1000u + 31u * (uint64_t)f + 7u * (uint64_t)i + (uint64_t)j);
+            }
+    }
+    fprintf(stderr, "  embed: %d formats bit-exact against dequant_ref\n", N_EMBED_FORMATS);
+}
+
+static void test_embed_args(void **state) {
+    (void)state;
+    float *dout = dev_poisoned(sizeof(float) * 256, 0);
+    int32_t *dtok = dev_upload((int32_t[]){0}, sizeof(int32_t));
+    void *dt = dev_poisoned(1024, 0);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_Q8_1, dt, 32, dtok, 1, dout, g_stream), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_Q8_K, dt, 256, dtok, 1, dout, g_stream), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_Q4_0, dt, 48, dtok, 1, dout, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_Q4_K, dt, 32, dtok, 1, dout, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_F16, dt, 0, dtok, 1, dout, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_F16, dt, 16, dtok, -1, dout, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_embed_cuda(QN_QFORMAT_F16, dt, 16, dtok, 0, dout, g_stream), QN_OK);
+    CK(cudaStreamSynchronize(g_stream));
+    cudaFree(dout), cudaFree(dtok), cudaFree(dt);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * RMSNorm, plain and with a row gather */
+
+/* One case of a row op: n columns, n_rows rows, inputs from seed; adds its outputs to s. */
+typedef void (*row_case_fn)(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s);
+
+/* Every n of 576, 1000, 4097, 14336 x rows 1, 3, 7, 37 (quick: 1 and 37), then the verdict. */
+static void sweep_rows(row_case_fn fn, uint64_t seed, const char *what) {
+    static const int64_t ns[] = {576, 1000, 4097, 14336};
+    static const int32_t rows[] = {1, 3, 7, 37};
+    f16_stats s = {0};
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) {
+            if (g_quick && (j == 1 || j == 2)) continue;
+            fn(ns[i], rows[j], seed + 10u * (uint64_t)i + (uint64_t)j, &s);
+        }
+    f16_report(&s, what);
+}
+
+/* out[t] = x[src(t)] / sqrt(mean(x[src(t)]^2) + eps) * w, in double */
+static void rmsnorm_ref(const float *x, const int32_t *rows, int32_t n_rows, int64_t n, const float *w, float eps,
+                        double *ref) {
+    for (int32_t t = 0; t < n_rows; t++) {
+        const float *xr = x + (int64_t)(rows ? rows[t] : t) * n;
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        const double scale = 1.0 / sqrt(ss / (double)n + (double)eps);
+        for (int64_t i = 0; i < n; i++) ref[(int64_t)t * n + i] = (double)xr[i] * scale * (double)w[i];
+    }
+}
+
+/* Row t's input scale varies (1e-3 .. 30) so that the normalisation matters. */
+static void fill_rows(qn_rng *r, float *x, int32_t n_rows, int64_t n) {
+    for (int32_t t = 0; t < n_rows; t++)
+        qn_rng_fill_normal(r, x + (int64_t)t * n, (size_t)n, t % 3 == 0 ? 30.0f : t % 3 == 1 ? 1.0f : 1e-3f);
+}
+
+static void norm_case(int64_t n, int32_t n_rows, int gather, uint64_t seed, f16_stats *s) {
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    const int32_t n_src = gather ? 41 : n_rows;
+    float *x = malloc(sizeof(float) * (size_t)(n_src * n));
+    float *w = malloc(sizeof(float) * (size_t)n);
+    int32_t *rows = malloc(sizeof(int32_t) * (size_t)n_rows);
+    double *ref = malloc(sizeof(double) * (size_t)(n_rows * n));
+    uint16_t *got = malloc(2 * (size_t)(n_rows * n)), *one = malloc(2 * (size_t)n);
+    assert_true(x && w && rows && ref && got && one);
+    fill_rows(&r, x, n_src, n);
+    for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.25f * qn_rng_normal(&r);
+    for (int32_t t = 0; t < n_rows; t++) rows[t] = (t % 4 == 3) ? rows[t - 1] : (int32_t)((t * 17 + 5) % n_src);
+    const float eps = 1e-5f;
+    rmsnorm_ref(x, gather ? rows : NULL, n_rows, n, w, eps, ref);
+
+    float *dx = dev_upload(x, sizeof(float) * (size_t)(n_src * n));
+    float *dw = dev_upload(w, sizeof(float) * (size_t)n);
+    int32_t *drows = dev_upload(rows, sizeof(int32_t) * (size_t)n_rows);
+    const size_t ob = 2 * (size_t)(n_rows * n);
+    uint16_t *dout = dev_poisoned(ob, 2 * GUARD);
+    char what[96];
+    snprintf(what, sizeof what, "rmsnorm n=%lld rows=%d%s", (long long)n, n_rows, gather ? " gather" : "");
+    qn_status st = qn_rmsnorm_cuda(dx, gather ? drows : NULL, n_rows, n, dw, eps, dout, g_stream);
+    if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
+    dev_fetch(got, dout, ob, 2 * GUARD, what);
+    f16_check(s, got, ref, (size_t)(n_rows * n), what);
+
+    /* the last row alone gives the same bits as inside the batch */
+    const int32_t last = n_rows - 1;
+    CK(cudaMemset(dout, 0xFF, ob + 2 * GUARD));
+    st = qn_rmsnorm_cuda(gather ? dx : dx + (int64_t)last * n, gather ? drows + last : NULL, 1, n, dw, eps, dout,
+                         g_stream);
+    assert_int_equal(st, QN_OK);
+    dev_fetch(one, dout, 2 * (size_t)n, 2 * GUARD, what);
+    if (memcmp(one, got + (int64_t)last * n, 2 * (size_t)n) != 0)
+        fail_msg("%s: row alone differs from the batch", what);
+
+    cudaFree(dx), cudaFree(dw), cudaFree(drows), cudaFree(dout);
+    free(x), free(w), free(rows), free(ref), free(got), free(one);
+}
+
+static void norm_plain(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s) { norm_case(n, n_rows, 0, seed, s); }
+static void norm_gather(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s) { norm_case(n, n_rows, 1, seed, s); }
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    sweep_rows(norm_plain, 200, "rmsnorm");
+    sweep_rows(norm_gather, 300, "rmsnorm gather");
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * residual add + RMSNorm */
+
+static void add_norm_case(int64_t n, int32_t n_rows, int with_norm, uint64_t seed, f16_stats *s) {
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    const size_t nn = (size_t)(n_rows * n);
+    float *x = malloc(sizeof(float) * nn), *y = malloc(sizeof(float) * nn), *sum = calloc(nn, sizeof(float));
+    float *xgot = malloc(sizeof(float) * nn), *w = malloc(sizeof(float) * (size_t)n);
+    double *ref = malloc(sizeof(double) * nn);
+    uint16_t *got = malloc(2 * nn), *poison = malloc(2 * nn);
+    assert_true(x && y && sum && xgot && w && ref && got && poison);
+    fill_rows(&r, x, n_rows, n);
+    qn_rng_fill_normal(&r, y, nn, 2.0f);
+    for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.25f * qn_rng_normal(&r);
+    for (size_t i = 0; i < nn; i++) sum[i] = x[i] + y[i]; /* f32 add, rounded once (no contraction in C11) */
+    const float eps = 1e-6f;
+    rmsnorm_ref(sum, NULL, n_rows, n, w, eps, ref);
+
+    float *dx = dev_upload(x, sizeof(float) * nn), *dy = dev_upload(y, sizeof(float) * nn);
+    float *dw = dev_upload(w, sizeof(float) * (size_t)n);
+    uint16_t *dout = dev_poisoned(2 * nn, 2 * GUARD);
+    char what[96];
+    snprintf(what, sizeof what, "add_rmsnorm n=%lld rows=%d%s", (long long)n, n_rows, with_norm ? "" : " add only");
+    const qn_status st =
+        qn_add_rmsnorm_cuda(dx, dy, n_rows, n, with_norm ? dw : NULL, eps, with_norm ? dout : NULL, g_stream);
+    if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
+    dev_fetch(got, dout, 2 * nn, 2 * GUARD, what);
+    CK(cudaMemcpy(xgot, dx, sizeof(float) * nn, cudaMemcpyDeviceToHost));
+    if (memcmp(xgot, sum, sizeof(float) * nn) != 0) fail_msg("%s: x + y differs from the f32 add", what);
+    if (with_norm) {
+        f16_check(s, got, ref, nn, what);
+    } else { /* out untouched */
+        memset(poison, 0xFF, 2 * nn);
+        if (memcmp(got, poison, 2 * nn) != 0) fail_msg("%s: wrote out", what);
+    }
+    cudaFree(dx), cudaFree(dy), cudaFree(dw), cudaFree(dout);
+    free(x), free(y), free(sum), free(xgot), free(w), free(ref), free(got), free(poison);
+}
+
+static void add_norm_fused(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s) {
+    add_norm_case(n, n_rows, 1, seed, s);
+}
+
+static void test_add_rmsnorm(void **state) {
+    (void)state;
+    sweep_rows(add_norm_fused, 400, "add_rmsnorm");
+    f16_stats s = {0};
+    add_norm_case(4097, 5, 0, 499, &s); /* w == NULL: the add alone */
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * SiLU * mul */
+
+static void silu_case(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s) {
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    const size_t nn = (size_t)(n_rows * n);
+    float *g = malloc(sizeof(float) * nn), *u = malloc(sizeof(float) * nn);
+    double *ref = malloc(sizeof(double) * nn);
+    uint16_t *got = malloc(2 * nn);
+    assert_true(g && u && ref && got);
+    for (size_t i = 0; i < nn; i++) {
+        g[i] = qn_rng_uniform(&r, -20.0f, 20.0f);
+        u[i] = 3.0f * qn_rng_normal(&r);
+    }
+    /* the tails: e^-g overflows f32 past g < -88.7, the fast division gives up past -87.3 */
+    const float special[] = {0.0f, -0.0f, -87.0f, -88.0f, -89.0f, -100.0f, 88.0f, 100.0f, 1e-30f, -1e-30f, 0.5f, -0.5f};
+    for (size_t i = 0; i < sizeof special / sizeof special[0] && i < nn; i++) g[(i * 7919) % nn] = special[i];
+    for (size_t i = 0; i < nn; i++) ref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i];
+
+    float *dg = dev_upload(g, sizeof(float) * nn), *du = dev_upload(u, sizeof(float) * nn);
+    uint16_t *dout = dev_poisoned(2 * nn, 2 * GUARD);
+    char what[96];
+    snprintf(what, sizeof what, "silu_mul n=%lld rows=%d", (long long)n, n_rows);
+    const qn_status st = qn_silu_mul_cuda(dg, du, n_rows, n, dout, g_stream);
+    if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
+    dev_fetch(got, dout, 2 * nn, 2 * GUARD, what);
+    f16_check(s, got, ref, nn, what);
+    cudaFree(dg), cudaFree(du), cudaFree(dout);
+    free(g), free(u), free(ref), free(got);
+}
+
+static void test_silu_mul(void **state) {
+    (void)state;
+    sweep_rows(silu_case, 500, "silu_mul");
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * f32 -> fp16 */
+
+static void test_f32_to_f16(void **state) {
+    (void)state;
+    qn_rng r;
+    qn_rng_seed(&r, 600);
+    const int64_t n = g_quick ? 100003 : 1000003;
+    float *x = malloc(sizeof(float) * (size_t)n);
+    uint16_t *got = malloc(2 * (size_t)n);
+    assert_true(x && got);
+    for (int64_t i = 0; i < n; i++) {
+        switch (i % 8) {
+        case 0: x[i] = qn_rng_normal(&r); break;
+        case 1: x[i] = 1e-6f * qn_rng_normal(&r); break;   /* fp16 subnormals */
+        case 2: x[i] = 1e-9f * qn_rng_normal(&r); break;   /* underflow to 0 */
+        case 3: x[i] = 7e4f * qn_rng_normal(&r); break;    /* overflow to inf */
+        case 4: { /* exact ties between two finite fp16 values (12 bits: exact in f32), either parity */
+            const uint16_t h = (uint16_t)(qn_rng_u64(&r) % 0x7bff);
+            const double mid = 0.5 * ((double)qn_f16_to_f32(h) + (double)qn_f16_to_f32((uint16_t)(h + 1)));
+            x[i] = (float)((i & 8) ? -mid : mid);
+            break;
+        }
+        case 5: x[i] = qn_u32_as_f32((uint32_t)qn_rng_u64(&r) & 0x807fffffu); break; /* f32 subnormals */
+        case 6: x[i] = 100.0f * qn_rng_normal(&r); break;
+        default: {
+            const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, 65504.0f, 65519.99f, 65520.0f, -65520.0f, NAN};
+            x[i] = sp[(i / 8) % 9];
+        }
+        }
+    }
+    float *dx = dev_upload(x, sizeof(float) * (size_t)n);
+    uint16_t *dout = dev_poisoned(2 * (size_t)n, 2 * GUARD);
+    assert_int_equal(qn_f32_to_f16_cuda(dx, n, dout, g_stream), QN_OK);
+    dev_fetch(got, dout, 2 * (size_t)n, 2 * GUARD, "f32_to_f16");
+    size_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t want = qn_f32_to_f16(x[i]);
+        const int ok = isnan(x[i]) ? isnan(qn_f16_to_f32(got[i])) : got[i] == want;
+        if (!ok && bad++ < 5)
+            fprintf(stderr, "  f32_to_f16: x %.9g (0x%08x) got 0x%04x want 0x%04x\n", x[i], qn_f32_as_u32(x[i]),
+                    got[i], want);
+    }
+    if (bad) fail_msg("f32_to_f16: %zu of %lld differ", bad, (long long)n);
+    assert_int_equal(qn_f32_to_f16_cuda(dx, 0, dout, g_stream), QN_OK);
+    cudaFree(dx), cudaFree(dout);
+    free(x), free(got);
+}
+
+static void test_row_op_args(void **state) {
+    (void)state;
+    float *d = dev_poisoned(4096, 0);
+    uint16_t *o = dev_poisoned(4096, 0);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 0, 16, d, 1e-5f, o, g_stream), QN_OK);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 0, d, 1e-5f, o, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, -1, 16, d, 1e-5f, o, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 1, 0, d, 1e-5f, o, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 0, 16, d, 1e-5f, o, g_stream), QN_OK);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 1, 0, o, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 0, 16, o, g_stream), QN_OK);
+    assert_int_equal(qn_f32_to_f16_cuda(d, -1, o, g_stream), QN_ERR_INVALID_ARG);
+    CK(cudaStreamSynchronize(g_stream));
+    cudaFree(d), cudaFree(o);
+}
+
+int main(void) {
+    g_quick = qn_gpu_test_quick();
+    if (qn_gpu_test_skip("test_gpu_ops")) return 77;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embed_args), cmocka_unit_test(test_embed),       cmocka_unit_test(test_row_op_args),
+        cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_add_rmsnorm), cmocka_unit_test(test_silu_mul),
+        cmocka_unit_test(test_f32_to_f16),
+    };
+    return cmocka_run_group_tests_name("gpu_ops", tests, qn_gpu_test_setup, qn_gpu_test_teardown);
+}
