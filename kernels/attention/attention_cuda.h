@@ -49,7 +49,10 @@ typedef struct qn_rope_cuda_params {
 } qn_rope_cuda_params;
 
 /* Per token t: q/k/v += bias (each bias may be NULL), RoPE on q and k at positions[t], q written
- * back in place (f32), k and v written into the caches at slot_mapping[t] (fp16/bf16, RNE). */
+ * back in place (f32), k and v written into the caches at slot_mapping[t] (fp16/bf16, RNE);
+ * slot_mapping[t] < 0 (a padding token) stores nothing. Angles in double (see attention_cuda.cu
+ * for how they differ from the CPU path's f32 recurrence). QN_ERR_SHAPE for an odd rope_dim or
+ * rope_dim > min(head_dim, 256). */
 qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads][head_dim] */
                                 const float *k,            /* [n_tokens][n_kv_heads][head_dim] */
                                 const float *v,            /* [n_tokens][n_kv_heads][head_dim] */
@@ -85,11 +88,14 @@ typedef struct qn_attn_cuda_args {
 
 /* Splits the kernel uses for a launch shape (deterministic in its arguments; n_sm: multiprocessors). */
 int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx, int32_t n_sm);
-/* Workspace bytes for n_splits (>= 1) partial results of n_tokens x n_heads rows. */
+/* Workspace bytes for n_splits partial results of n_tokens x n_heads rows; 0 when n_splits <= 1
+ * (one split writes `out` directly and needs no workspace). */
 size_t qn_attn_cuda_workspace_size(int32_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t n_splits);
 
 /* QN_ERR_UNSUPPORTED for head_dim not in {64, 80, 96, 128, 256} (compiled variants);
- * QN_ERR_INVALID_ARG for a short workspace. */
+ * QN_ERR_INVALID_ARG for a short or unaligned workspace. The tiles must cover tokens
+ * [0, n_tokens) (qn_attn_make_tiles does), with every key position < pos + 1 of a tile already
+ * written to the cache; the device tiles are not validated. */
 qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, void *stream);
 
 /* Copies block src to block dst of one layer's caches (copy-on-write of a shared prefix block). */

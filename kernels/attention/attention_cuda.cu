@@ -1,0 +1,558 @@
+/* attention_cuda.cu — the CUDA attention of attention_cuda.h: rope_kv_write (bias + RoPE + KV-cache
+ * store), paged_attention_fwd (flash-style paged attention on fp16/bf16 tensor cores, split-K) with
+ * paged_attention_combine, and the KV block copy. Launch planning (tiles, splits, workspace) is host
+ * C in attn_tiles.c.
+ *
+ * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), 4 warps:
+ *   rows   r = t * G + g (token t of the tile, group head g), at most ROWS = 64 per CTA (more rows,
+ *          e.g. G = 8 x 16 tokens, take a second row chunk);
+ *   warps  wr x wk = 4: wr warps of 16 rows each, wk warps splitting each KV tile's keys (decode
+ *          has G <= 16 rows, so all four warps split the keys instead of idling);
+ *   loop   over KV tiles of KT = 64 keys of the split's range: cp.async gather of K and V rows
+ *          through the block table into shared memory (double buffered where it fits), then
+ *          S = Q K^T and O += P V with mma.m16n8k16 (f32 accumulate), online softmax in f32 in
+ *          the exp2 domain (scale * log2 e folded into Q);
+ *   end    the wk partial states of a row are merged through shared memory; with one split the
+ *          CTA writes fp16 out, otherwise (O unnormalised, m, l) to the workspace for
+ *          paged_attention_combine.
+ * Q and P are rounded to the KV dtype for the tensor cores (fp16: 2^-11, bf16: 2^-8 relative);
+ * everything else is f32. Every reduction has a fixed order, so results are deterministic. */
+#include <math.h>
+#include <stdint.h>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/attention/attention_cuda.h"
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_util.cuh"
+
+#define ATTN_THREADS 128 /* 4 warps: one per SM sub-partition */
+#define ATTN_ROWS 64     /* query rows (token x group head) per CTA: 4 warps x 16 mma rows */
+#define ATTN_KT 64       /* keys per shared-memory KV tile */
+#define ATTN_LOG2E 1.4426950408889634f
+
+/* ------------------------------------------------------------------------------------------------
+ * fp16 / bf16 traits: packing two floats into an mma operand register, and the mma itself */
+
+struct kv_f16 {
+    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
+        return qn_h2_bits(__floats2half2_rn(lo, hi));
+    }
+    __device__ static __forceinline__ uint16_t one(float x) { return __half_as_ushort(__float2half_rn(x)); }
+    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+        qn_mma_16816(c, a0, a1, a2, a3, b0, b1);
+    }
+};
+
+struct kv_bf16 {
+    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+    __device__ static __forceinline__ uint16_t one(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
+    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+};
+
+/* Four 8x8 b16 matrices, transposed: lane l gets (row 2(l%4), col l/4) and (row 2(l%4)+1, col l/4)
+ * of each; lanes 8i..8i+7 give the row addresses of matrix i. On V stored [key][d] this yields the
+ * mma B fragment (k = key, n = d) directly. */
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                              uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * rope_kv_write */
+
+#define ROPE_THREADS 128
+#define ROPE_MAX_PAIRS 128 /* rope_dim <= 256 */
+
+/* One CTA per token. The angles are computed in double (theta = pos * freq_scale *
+ * base^(-2i/rope_dim) / ff[i], sincos in double, rounded to f32 once), the rotation in f32 with
+ * the CPU's formula (ops_ref.c qn_rope_norm_f32 / qn_rope_neox_f32). The CPU builds theta by
+ * repeated f32 multiplication and takes cosf of an f32 angle, so it differs from this kernel by
+ * its own angle error: about 2i * 2^-24 relative in theta_i plus half an f32 ulp of the angle
+ * (~1.2e-4 rad at positions near 3000). */
+__global__ void __launch_bounds__(ROPE_THREADS)
+rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
+              const float *__restrict__ bq, const float *__restrict__ bk, const float *__restrict__ bv,
+              const int32_t *__restrict__ positions, const int32_t *__restrict__ slot_mapping, int n_heads,
+              int n_kv_heads, int head_dim, int rope_dim, int neox, double theta_exp, double freq_scale,
+              const float *__restrict__ freq_factors, int bf16, uint16_t *__restrict__ k_cache,
+              uint16_t *__restrict__ v_cache) {
+    __shared__ float cs[ROPE_MAX_PAIRS][2];
+    const int t = blockIdx.x;
+    const int half = rope_dim / 2;
+    const double pos = (double)positions[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double theta = pos * freq_scale * exp((double)i * theta_exp);
+        if (freq_factors) theta /= (double)freq_factors[i];
+        double s, c;
+        sincos(theta, &s, &c);
+        cs[i][0] = (float)c;
+        cs[i][1] = (float)s;
+    }
+    __syncthreads();
+
+    const long long slot = slot_mapping[t];
+    /* q (in place) then k (to the cache): bias, rotate the pairs, pass through dims >= rope_dim */
+    for (int which = 0; which < 2; which++) {
+        const int nh = which == 0 ? n_heads : n_kv_heads;
+        const float *src = which == 0 ? q + (size_t)t * n_heads * head_dim : k + (size_t)t * n_kv_heads * head_dim;
+        const float *bias = which == 0 ? bq : bk;
+        if (which == 1 && slot < 0) break; /* slot < 0: a padding token, nothing to store */
+        uint16_t *dst = which == 1 ? k_cache + (size_t)slot * n_kv_heads * head_dim : NULL;
+        float *qdst = q + (size_t)t * n_heads * head_dim;
+        const int per_head = head_dim - half; /* rotated pairs + pass-through dims */
+        for (int u = threadIdx.x; u < nh * per_head; u += blockDim.x) {
+            const int h = u / per_head, j = u % per_head;
+            const int base = h * head_dim;
+            float y0, y1 = 0.0f;
+            int i0, i1 = -1;
+            if (j < half) {
+                i0 = neox ? j : 2 * j;
+                i1 = neox ? j + half : 2 * j + 1;
+                float x0 = src[base + i0], x1 = src[base + i1];
+                if (bias) {
+                    x0 += bias[base + i0];
+                    x1 += bias[base + i1];
+                }
+                const float c = cs[j][0], s = cs[j][1];
+                y0 = fmaf(x0, c, -(x1 * s));
+                y1 = fmaf(x0, s, x1 * c);
+            } else {
+                i0 = rope_dim + (j - half);
+                y0 = src[base + i0] + (bias ? bias[base + i0] : 0.0f);
+            }
+            if (which == 0) {
+                qdst[base + i0] = y0;
+                if (i1 >= 0) qdst[base + i1] = y1;
+            } else {
+                dst[base + i0] = bf16 ? kv_bf16::one(y0) : kv_f16::one(y0);
+                if (i1 >= 0) dst[base + i1] = bf16 ? kv_bf16::one(y1) : kv_f16::one(y1);
+            }
+        }
+    }
+    if (slot < 0) return;
+    const int nv = n_kv_heads * head_dim;
+    const float *vs = v + (size_t)t * nv;
+    uint16_t *vd = v_cache + (size_t)slot * nv;
+    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
+        const float x = vs[i] + (bv ? bv[i] : 0.0f);
+        vd[i] = bf16 ? kv_bf16::one(x) : kv_f16::one(x);
+    }
+}
+
+extern "C" qn_status qn_rope_kv_write_cuda(float *q, const float *k, const float *v, const float *bq,
+                                           const float *bk, const float *bv, const int32_t *positions,
+                                           const int32_t *slot_mapping, int32_t n_tokens, int32_t n_heads,
+                                           int32_t n_kv_heads, int32_t head_dim, const qn_rope_cuda_params *rope,
+                                           qn_kv_dtype kv_dtype, void *k_cache, void *v_cache, void *stream) {
+    if (n_tokens < 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || !rope) return QN_ERR_INVALID_ARG;
+    if (rope->rope_dim < 0 || rope->rope_dim > head_dim || (rope->rope_dim & 1) ||
+        rope->rope_dim > 2 * ROPE_MAX_PAIRS)
+        return QN_ERR_SHAPE;
+    if (kv_dtype != QN_KV_F16 && kv_dtype != QN_KV_BF16) return QN_ERR_UNSUPPORTED;
+    if (n_tokens == 0) return QN_OK;
+    /* the CPU's exponent, -2/rope_dim, is an f32; base^e = exp(e * ln base) in double */
+    const float e = rope->rope_dim > 0 ? -2.0f / (float)rope->rope_dim : 0.0f;
+    const double theta_exp = (double)e * log((double)rope->theta_base);
+    rope_kv_write<<<n_tokens, ROPE_THREADS, 0, (cudaStream_t)stream>>>(
+        q, k, v, bq, bk, bv, positions, slot_mapping, n_heads, n_kv_heads, head_dim, rope->rope_dim, rope->neox,
+        theta_exp, (double)rope->freq_scale, rope->freq_factors, kv_dtype == QN_KV_BF16, (uint16_t *)k_cache,
+        (uint16_t *)v_cache);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * paged_attention_fwd */
+
+struct attn_params {
+    qn_attn_cuda_args a;         /* the caller's arguments, by value (pointers are device memory) */
+    int group, n_chunks, n_splits;
+    float qscale;                /* scale * log2(e): scores live in the exp2 domain */
+    float *ws_o;                 /* [n_splits][n_tokens][n_heads][D] unnormalised O */
+    float2 *ws_ml;               /* [n_splits][n_tokens][n_heads] (m, l) */
+};
+
+/* Shared memory (halves; rows padded by 8 halves = 16 bytes so that the 8 rows of one ldmatrix
+ * phase or of one fragment load fall on distinct bank groups for every supported D). */
+template <int D>
+struct attn_smem {
+    static constexpr int LD = D + 8;
+    static constexpr int STAGES = D <= 128 ? 2 : 1; /* D = 256 double buffered would not fit sm_80 */
+    static constexpr int Q_HALVES = ATTN_ROWS * LD;
+    static constexpr int KV_HALVES = ATTN_KT * LD;
+    static constexpr size_t MAIN = (size_t)(Q_HALVES + 2 * STAGES * KV_HALVES) * 2;
+    static constexpr size_t EPI = (size_t)4 * 16 * D * 4 + (size_t)4 * 16 * 8; /* per-warp O + (m, l) */
+    static constexpr size_t BYTES = MAIN > EPI ? MAIN : EPI;
+};
+
+/* Gathers keys [j0, j0 + KT) of one kv head into the stage's K and V tiles; keys >= n_keys are
+ * zero-filled (never read from global: the block table may not cover them). */
+template <int D>
+__device__ __forceinline__ void attn_load_kv(const attn_params &p, const int32_t *bt, int kvh, int j0, int n_keys,
+                                             uint32_t ks, uint32_t vs) {
+    constexpr int CH = D / 8; /* 16-byte chunks per row */
+    constexpr int LD = attn_smem<D>::LD;
+    for (int c = threadIdx.x; c < ATTN_KT * CH; c += ATTN_THREADS) {
+        const int key = c / CH, part = c % CH;
+        const int j = j0 + key;
+        const bool ok = j < n_keys;
+        size_t off = 0;
+        if (ok) {
+            const size_t slot = (size_t)bt[j / p.a.block_size] * p.a.block_size + (size_t)(j % p.a.block_size);
+            off = (slot * p.a.n_kv_heads + kvh) * D + part * 8;
+        }
+        const uint32_t so = (uint32_t)((key * LD + part * 8) * 2);
+        qn_cp_async16_s(ks + so, (const uint16_t *)p.a.k_cache + off, ok ? 16u : 0u);
+        qn_cp_async16_s(vs + so, (const uint16_t *)p.a.v_cache + off, ok ? 16u : 0u);
+    }
+}
+
+/* The main loop and epilogue for one CTA with WK warps per row block (4 / WK row blocks). */
+template <int D, typename KV, int WK>
+__device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, int first, int pos0, int kvh,
+                                         int row0, int rows, int n_keys, int kt_begin, int kt_end) {
+    constexpr int WR = 4 / WK;
+    constexpr int KW = ATTN_KT / WK; /* keys of a KV tile per warp: 16, 32 or 64 */
+    constexpr int NB = KW / 8;       /* S n-blocks */
+    constexpr int DN = D / 8;        /* O n-blocks */
+    constexpr int LD = attn_smem<D>::LD;
+    constexpr int STAGES = attn_smem<D>::STAGES;
+    static_assert(KW % 16 == 0, "P.V takes keys 16 at a time");
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int g = lane >> 2, q4 = lane & 3;
+    const int rb = warp % WR, kp = warp / WR;
+    uint16_t *q_s = smem;
+    uint16_t *kv_s = smem + attn_smem<D>::Q_HALVES; /* [STAGES][K, V][KT][LD] */
+    const uint32_t kv_sa = (uint32_t)__cvta_generic_to_shared(kv_s);
+    const int32_t *bt = p.a.block_tables + (size_t)p.a.seq_idx[first] * p.a.max_blocks_per_seq;
+
+    /* the first tile's loads go out before the Q conversion so that they overlap it */
+    if (kt_begin < kt_end) attn_load_kv<D>(p, bt, kvh, kt_begin * ATTN_KT, n_keys, kv_sa, kv_sa + ATTN_KT * LD * 2);
+    qn_cp_async_commit();
+
+    /* Q rows -> KV dtype, pre-scaled; rows past `rows` are zero */
+    for (int i = tid; i < ATTN_ROWS * (D / 2); i += ATTN_THREADS) {
+        const int r = i / (D / 2), d = (i % (D / 2)) * 2;
+        uint32_t v = 0;
+        if (r < rows) {
+            const int R = row0 + r;
+            const int token = first + R / p.group, h = kvh * p.group + R % p.group;
+            const float2 x = *reinterpret_cast<const float2 *>(p.a.q + ((size_t)token * p.a.n_heads + h) * D + d);
+            v = KV::pack(x.x * p.qscale, x.y * p.qscale);
+        }
+        *reinterpret_cast<uint32_t *>(q_s + r * LD + d) = v;
+    }
+
+    /* this thread's two rows: their positions (-1 = padding row: every key masked) */
+    int rpos[2];
+    for (int hh = 0; hh < 2; hh++) {
+        const int r = rb * 16 + g + hh * 8;
+        rpos[hh] = r < rows ? pos0 + (row0 + r) / p.group : -1;
+    }
+
+    float o[DN][4];
+#pragma unroll
+    for (int i = 0; i < DN; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    const uint32_t *qrow0 = reinterpret_cast<const uint32_t *>(q_s + (rb * 16 + g) * LD);
+    const uint32_t *qrow1 = reinterpret_cast<const uint32_t *>(q_s + (rb * 16 + g + 8) * LD);
+
+    for (int it = kt_begin; it < kt_end; it++) {
+        const int stage = STAGES == 2 ? (it - kt_begin) & 1 : 0;
+        if (STAGES == 2) {
+            if (it + 1 < kt_end) {
+                const uint32_t ns = kv_sa + (uint32_t)(((stage ^ 1) * 2 * ATTN_KT * LD) * 2);
+                attn_load_kv<D>(p, bt, kvh, (it + 1) * ATTN_KT, n_keys, ns, ns + ATTN_KT * LD * 2);
+            }
+            qn_cp_async_commit();
+            qn_cp_async_wait<1>();
+        } else {
+            if (it > kt_begin) {
+                attn_load_kv<D>(p, bt, kvh, it * ATTN_KT, n_keys, kv_sa, kv_sa + ATTN_KT * LD * 2);
+                qn_cp_async_commit();
+            }
+            qn_cp_async_wait<0>();
+        }
+        __syncthreads();
+        const uint16_t *k_s = kv_s + stage * 2 * ATTN_KT * LD;
+        const uint32_t v_sa = kv_sa + (uint32_t)((stage * 2 * ATTN_KT * LD + ATTN_KT * LD) * 2);
+
+        /* S = Q K^T over this warp's KW keys */
+        float s[NB][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            const uint32_t a0 = qrow0[kk * 8 + q4], a1 = qrow1[kk * 8 + q4];
+            const uint32_t a2 = qrow0[kk * 8 + 4 + q4], a3 = qrow1[kk * 8 + 4 + q4];
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                const uint32_t *krow = reinterpret_cast<const uint32_t *>(k_s + (kp * KW + nb * 8 + g) * LD);
+                KV::mma(s[nb], a0, a1, a2, a3, krow[kk * 8 + q4], krow[kk * 8 + 4 + q4]);
+            }
+        }
+
+        /* causal mask, online softmax (exp2 domain) */
+        const int key0 = it * ATTN_KT + kp * KW + 2 * q4;
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int j = key0 + nb * 8 + (e & 1);
+                if (j > rpos[e >> 1]) s[nb][e] = -INFINITY;
+                mx[e >> 1] = fmaxf(mx[e >> 1], s[nb][e]);
+            }
+        }
+        float mu[2];
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            mx[hh] = fmaxf(mx[hh], __shfl_xor_sync(0xffffffffu, mx[hh], 1));
+            mx[hh] = fmaxf(mx[hh], __shfl_xor_sync(0xffffffffu, mx[hh], 2));
+            const float mn = fmaxf(m[hh], mx[hh]);
+            mu[hh] = mn == -INFINITY ? 0.0f : mn; /* a fully masked row so far: keep p = 0, no NaN */
+            const float alpha = exp2f(m[hh] - mu[hh]);
+            m[hh] = mn;
+            l[hh] *= alpha;
+#pragma unroll
+            for (int dn = 0; dn < DN; dn++) {
+                o[dn][2 * hh] *= alpha;
+                o[dn][2 * hh + 1] *= alpha;
+            }
+        }
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[nb][e] = exp2f(s[nb][e] - mu[e >> 1]);
+                l[e >> 1] += s[nb][e];
+            }
+        }
+
+        /* O += P V: the S accumulators of two n-blocks are the A fragment of one k16 step */
+        const int lrow = kp * KW + ((lane >> 3) & 1) * 8 + (lane & 7);
+        const uint32_t v_lane = v_sa + (uint32_t)((lrow * LD + (lane >> 4) * 8) * 2);
+#pragma unroll
+        for (int kb = 0; kb < KW / 16; kb++) {
+            const uint32_t a0 = KV::pack(s[2 * kb][0], s[2 * kb][1]);
+            const uint32_t a1 = KV::pack(s[2 * kb][2], s[2 * kb][3]);
+            const uint32_t a2 = KV::pack(s[2 * kb + 1][0], s[2 * kb + 1][1]);
+            const uint32_t a3 = KV::pack(s[2 * kb + 1][2], s[2 * kb + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < D / 16; dp++) {
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4_trans(v_lane + (uint32_t)((kb * 16 * LD + dp * 16) * 2), b0, b1, b2, b3);
+                KV::mma(o[2 * dp], a0, a1, a2, a3, b0, b1);
+                KV::mma(o[2 * dp + 1], a0, a1, a2, a3, b2, b3);
+            }
+        }
+        __syncthreads(); /* this stage is refilled two iterations on (one with a single stage) */
+    }
+    qn_cp_async_wait<0>();
+
+    /* row sums were per lane: add the quad */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 1);
+        l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 2);
+    }
+    __syncthreads(); /* Q and KV tiles are dead: reuse the memory for the per-warp partials */
+    float *o_s = reinterpret_cast<float *>(smem);        /* [4 warps][16][D] */
+    float2 *ml_s = reinterpret_cast<float2 *>(o_s + 4 * 16 * D); /* [4 warps][16] */
+#pragma unroll
+    for (int dn = 0; dn < DN; dn++) {
+        *reinterpret_cast<float2 *>(o_s + (warp * 16 + g) * D + dn * 8 + 2 * q4) = make_float2(o[dn][0], o[dn][1]);
+        *reinterpret_cast<float2 *>(o_s + (warp * 16 + g + 8) * D + dn * 8 + 2 * q4) = make_float2(o[dn][2], o[dn][3]);
+    }
+    if (q4 == 0) {
+        ml_s[warp * 16 + g] = make_float2(m[0], l[0]);
+        ml_s[warp * 16 + g + 8] = make_float2(m[1], l[1]);
+    }
+    __syncthreads();
+
+    /* merge the WK key parts of each row (fixed order), then store */
+    const int split = blockIdx.z;
+    for (int i = tid; i < rows * D; i += ATTN_THREADS) {
+        const int r = i / D, d = i % D;
+        const int rbl = r / 16, rr = r % 16;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < WK; w++) M = fmaxf(M, ml_s[(rbl + w * WR) * 16 + rr].x);
+        float L = 0.0f, O = 0.0f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < WK; w++) {
+                const int wi = rbl + w * WR;
+                const float2 ml = ml_s[wi * 16 + rr];
+                if (ml.x == -INFINITY) continue;
+                const float sc = exp2f(ml.x - M);
+                L += ml.y * sc;
+                O += o_s[(wi * 16 + rr) * D + d] * sc;
+            }
+        }
+        const int R = row0 + r;
+        const size_t orow = (size_t)(first + R / p.group) * p.a.n_heads + (size_t)(kvh * p.group + R % p.group);
+        if (p.n_splits == 1) {
+            p.a.out[orow * D + d] = __half_as_ushort(__float2half_rn(L > 0.0f ? O / L : 0.0f));
+        } else {
+            const size_t prow = (size_t)split * p.a.n_tokens * p.a.n_heads + orow;
+            p.ws_o[prow * D + d] = O;
+            if (d == 0) p.ws_ml[prow] = make_float2(M, L);
+        }
+    }
+}
+
+template <int D, typename KV>
+__global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_params p) {
+    extern __shared__ __align__(16) uint16_t attn_smem_buf[];
+    const int tile_i = blockIdx.x / p.n_chunks, chunk = blockIdx.x % p.n_chunks;
+    const int kvh = blockIdx.y, split = blockIdx.z;
+    const qn_attn_tile tile = p.a.tiles[tile_i];
+    const int rows_total = p.group * tile.count;
+    const int row0 = chunk * ATTN_ROWS;
+    if (row0 >= rows_total) return; /* a short tile needs fewer row chunks than the launch has */
+    const int rows = min(ATTN_ROWS, rows_total - row0);
+    const int pos0 = p.a.positions[tile.first];
+    /* the split's key range, from the real positions (a captured graph stays valid as contexts grow) */
+    const int n_keys = pos0 + tile.count;
+    const int n_kt = (n_keys + ATTN_KT - 1) / ATTN_KT;
+    const int per = (n_kt + p.n_splits - 1) / p.n_splits;
+    const int kt_begin = min(n_kt, split * per), kt_end = min(n_kt, kt_begin + per);
+    /* an empty split still runs the epilogue: it writes (m = -inf, l = 0) for the combine */
+    if (rows <= 16)
+        attn_cta<D, KV, 4>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+    else if (rows <= 32)
+        attn_cta<D, KV, 2>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+    else
+        attn_cta<D, KV, 1>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+}
+
+/* One warp per (token, head) row: out = sum_s O_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), splits in
+ * order. Empty splits (l = 0) are skipped, so their O is never read. */
+__global__ void __launch_bounds__(128)
+paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict__ ws_ml, int n_rows, int head_dim,
+                        int n_splits, uint16_t *__restrict__ out) {
+    const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= n_rows) return;
+    float M = -INFINITY;
+    for (int s = 0; s < n_splits; s++) {
+        const float2 ml = ws_ml[(size_t)s * n_rows + row];
+        if (ml.y > 0.0f) M = fmaxf(M, ml.x);
+    }
+    float L = 0.0f;
+    for (int s = 0; s < n_splits; s++) {
+        const float2 ml = ws_ml[(size_t)s * n_rows + row];
+        if (ml.y > 0.0f) L += ml.y * exp2f(ml.x - M);
+    }
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int d = lane * 4; d < head_dim; d += 128) {
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        for (int s = 0; s < n_splits; s++) {
+            const float2 ml = ws_ml[(size_t)s * n_rows + row];
+            if (!(ml.y > 0.0f)) continue;
+            const float w = exp2f(ml.x - M);
+            const float4 x = *reinterpret_cast<const float4 *>(ws_o + ((size_t)s * n_rows + row) * head_dim + d);
+            acc.x += w * x.x;
+            acc.y += w * x.y;
+            acc.z += w * x.z;
+            acc.w += w * x.w;
+        }
+        __half2 h01 = __floats2half2_rn(acc.x * inv, acc.y * inv);
+        __half2 h23 = __floats2half2_rn(acc.z * inv, acc.w * inv);
+        uint2 st = make_uint2(qn_h2_bits(h01), qn_h2_bits(h23));
+        *reinterpret_cast<uint2 *>(out + (size_t)row * head_dim + d) = st;
+    }
+}
+
+template <int D, typename KV>
+static qn_status attn_launch(const attn_params &p, int n_tiles, cudaStream_t stream) {
+    const size_t smem = attn_smem<D>::BYTES;
+    auto kern = paged_attention_fwd<D, KV>;
+    if (smem > 48 * 1024) QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)(n_tiles * p.n_chunks), (unsigned)p.a.n_kv_heads, (unsigned)p.n_splits);
+    kern<<<grid, ATTN_THREADS, smem, stream>>>(p);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+template <typename KV>
+static qn_status attn_dispatch_d(const attn_params &p, int head_dim, int n_tiles, cudaStream_t stream) {
+    switch (head_dim) {
+    case 64: return attn_launch<64, KV>(p, n_tiles, stream);
+    case 80: return attn_launch<80, KV>(p, n_tiles, stream);
+    case 96: return attn_launch<96, KV>(p, n_tiles, stream);
+    case 128: return attn_launch<128, KV>(p, n_tiles, stream);
+    case 256: return attn_launch<256, KV>(p, n_tiles, stream);
+    default: return QN_ERR_UNSUPPORTED;
+    }
+}
+
+extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, void *stream) {
+    if (!a) return QN_ERR_INVALID_ARG;
+    const int D = a->head_dim;
+    if (D != 64 && D != 80 && D != 96 && D != 128 && D != 256) return QN_ERR_UNSUPPORTED;
+    if (a->kv_dtype != QN_KV_F16 && a->kv_dtype != QN_KV_BF16) return QN_ERR_UNSUPPORTED;
+    if (a->n_tokens < 0 || a->n_tiles < 0 || a->n_heads <= 0 || a->n_kv_heads <= 0 || a->block_size <= 0 ||
+        a->n_heads % a->n_kv_heads != 0 || a->n_splits < 0 || a->n_splits > QN_ATTN_MAX_SPLITS ||
+        a->n_kv_heads > 65535 || a->max_blocks_per_seq <= 0)
+        return QN_ERR_INVALID_ARG;
+    if (a->n_tokens == 0 || a->n_tiles == 0) return QN_OK;
+    const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
+    const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
+    if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;
+
+    attn_params p;
+    p.a = *a;
+    p.group = a->n_heads / a->n_kv_heads;
+    /* row chunks cover the largest tile this launch can hold (a graph's token count is fixed) */
+    const int max_count = a->n_tokens < QN_ATTN_TILE_MAX_TOKENS ? a->n_tokens : QN_ATTN_TILE_MAX_TOKENS;
+    p.n_chunks = (p.group * max_count + ATTN_ROWS - 1) / ATTN_ROWS;
+    p.n_splits = n_splits;
+    p.qscale = a->scale * ATTN_LOG2E;
+    const size_t rows = (size_t)a->n_tokens * a->n_heads;
+    p.ws_o = ws > 0 ? (float *)a->workspace : NULL;
+    p.ws_ml = ws > 0 ? (float2 *)((float *)a->workspace + (size_t)n_splits * rows * D) : NULL;
+    if ((int64_t)a->n_tiles * p.n_chunks > INT32_MAX) return QN_ERR_SHAPE;
+
+    cudaStream_t st = (cudaStream_t)stream;
+    const qn_status s = a->kv_dtype == QN_KV_BF16 ? attn_dispatch_d<kv_bf16>(p, D, a->n_tiles, st)
+                                                   : attn_dispatch_d<kv_f16>(p, D, a->n_tiles, st);
+    if (s != QN_OK || n_splits == 1) return s;
+    paged_attention_combine<<<(unsigned)((rows + 3) / 4), 128, 0, st>>>(p.ws_o, p.ws_ml, (int)rows, D, n_splits,
+                                                                         a->out);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * KV block copy */
+
+extern "C" qn_status qn_kv_copy_block_cuda(void *k_cache, void *v_cache, int32_t src, int32_t dst, int32_t block_size,
+                                           int32_t n_kv_heads, int32_t head_dim, void *stream) {
+    if (src < 0 || dst < 0 || block_size <= 0 || n_kv_heads <= 0 || head_dim <= 0) return QN_ERR_INVALID_ARG;
+    if (src == dst) return QN_OK;
+    const size_t bytes = (size_t)block_size * n_kv_heads * head_dim * sizeof(uint16_t);
+    cudaStream_t st = (cudaStream_t)stream;
+    QN_CUDA_TRY(cudaMemcpyAsync((char *)k_cache + (size_t)dst * bytes, (const char *)k_cache + (size_t)src * bytes, bytes,
+                                cudaMemcpyDeviceToDevice, st));
+    QN_CUDA_TRY(cudaMemcpyAsync((char *)v_cache + (size_t)dst * bytes, (const char *)v_cache + (size_t)src * bytes, bytes,
+                                cudaMemcpyDeviceToDevice, st));
+    return QN_OK;
+}
