@@ -33,11 +33,18 @@ struct qn_llama_cpu {
     int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
     qn_llama_tap_fn tap;                /* optional debug tap */
     void *tap_user;
+    qn_llama_allreduce_fn allreduce;    /* optional TP all-reduce of the o/down partial sums */
+    void *allreduce_user;
 };
 
 void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user) {
     f->tap = fn;
     f->tap_user = user;
+}
+
+void qn_llama_cpu_set_allreduce(qn_llama_cpu *f, qn_llama_allreduce_fn fn, void *user) {
+    f->allreduce = fn;
+    f->allreduce_user = user;
 }
 
 #define TAP(name, il, rows, n, ld) \
@@ -227,6 +234,15 @@ static void embed_fn(void *arg, int ith, int nth) {
     for (long long t = b; t < e; t++) qn_weight_row_f32(&a->f->m->tok_embd, a->b->tokens[t], a->f->x + t * E);
 }
 
+/* TP: sum the ranks' partial o/down rows, then the residual add the matmul would have fused (same
+ * per-element x += y). */
+static qn_status reduce_add_resid(qn_llama_cpu *f, int64_t T, int64_t E, qn_error *err) {
+    qn_status st = f->allreduce(f->allreduce_user, f->tmp, T, E);
+    if (st != QN_OK) return qn_error_set(err, st, "forward: tensor-parallel all-reduce failed");
+    for (int64_t i = 0; i < T * E; i++) f->x[i] += f->tmp[i];
+    return QN_OK;
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void need_vdt(bool *need, const qn_weight *w) {
@@ -364,8 +380,10 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         quant_task qa = {.f = f, .in = f->xn, .ld_in = f->kmax, .k = HQ, .n = T};
         set_need(qa.need, &L->wo, NULL, NULL);
         qn_threadpool_run(f->tp, quant_fn, &qa);
-        mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->wo, f->tmp, E, f->x}}};
+        float *resid = f->allreduce ? NULL : f->x; /* TP adds after the all-reduce */
+        mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->wo, f->tmp, E, resid}}};
         qn_threadpool_run(f->tp, mm_fn, &o);
+        if (f->allreduce && (st = reduce_add_resid(f, T, E, err)) != QN_OK) return st;
         TAP("ffn_inp", il, f->x, E, E);
 
         norm_task nf = {.f = f, .w = L->ffn_norm, .n = T};
@@ -377,8 +395,9 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         quant_task qs = {.f = f, .n = T};
         set_need(qs.need, &L->w_down, NULL, NULL);
         qn_threadpool_run(f->tp, silu_quant_fn, &qs);
-        mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, f->x}}};
+        mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, resid}}};
         qn_threadpool_run(f->tp, mm_fn, &dn);
+        if (f->allreduce && (st = reduce_add_resid(f, T, E, err)) != QN_OK) return st;
         TAP("l_out", il, f->x, E, E);
     }
 

@@ -24,6 +24,14 @@ typedef void (*qn_llama_tap_fn)(void *user, const char *name, int layer, const f
                                 int64_t n, int64_t ld);
 void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user);
 
+/* Tensor-parallel hook (tp/forward_cpu.h): when set, called on the partial output rows [n_tokens][n]
+ * (contiguous) of the o projection and of the down projection of every layer, before the residual add;
+ * it must leave the sum over ranks in place. Called from the forward's thread, between parallel regions.
+ * A non-OK return ends the step with that status. Unset (the default), the step is bit-for-bit what it
+ * was without the hook: the residual add stays fused into the matmul. */
+typedef qn_status (*qn_llama_allreduce_fn)(void *user, float *rows, int64_t n_tokens, int64_t n);
+void qn_llama_cpu_set_allreduce(qn_llama_cpu *f, qn_llama_allreduce_fn fn, void *user);
+
 /* Runs one step: writes K/V of every token into kv at batch->slot_mapping, and the logits of
  * batch->out_rows into logits [n_out][n_vocab]. */
 qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_batch *batch, float *logits,
