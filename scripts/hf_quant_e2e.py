@@ -353,7 +353,7 @@ def perplexity(cfg, W, tokens, add_bos, bos, ctx, chunks):
 
 def quern_ppl(quern, model_dir, gguf, text, chunks, ctx, threads):
     t0 = time.time()
-    r = subprocess.run([quern, "perplexity", "-m", model_dir, "--vocab", gguf, "-f", text, "--chunks", str(chunks),
+    r = subprocess.run([quern, "perplexity", "--device", os.environ.get("QN_HF_E2E_DEVICE", "cpu"), "-m", model_dir, "--vocab", gguf, "-f", text, "--chunks", str(chunks),
                         "--ctx", str(ctx), "-t", str(threads)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"quern perplexity failed on {model_dir}:\n{r.stderr}")

@@ -91,6 +91,7 @@ int qn_cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *p_list = "512", *n_list = "128", *out_fmt = "md", *isa_name = NULL;
     int reps = 5, n_threads = qn_tool_default_threads(), n_batch = 2048;
     bool help = false;
+    qn_tool_device_opts dev = {0};
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
         {"n-prompt", NULL, 'p', QN_ARG_STR, &p_list, "prompt lengths, comma list (512)"},
@@ -100,6 +101,7 @@ int qn_cmd_bench(int argc, char **argv) {
         {"batch-size", NULL, 'b', QN_ARG_INT, &n_batch, "max tokens per forward step (2048)"},
         {"output", NULL, 'o', QN_ARG_STR, &out_fmt, "md | csv | json | jsonl"},
         {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);
@@ -132,6 +134,10 @@ int qn_cmd_bench(int argc, char **argv) {
     cp.n_batch = n_batch;
     cp.n_threads = n_threads;
     cp.isa = isa;
+    if (qn_tool_apply_device("bench", &dev, &cp) != 0) {
+        qn_model_free(m);
+        return 1;
+    }
     qn_ctx *ctx = NULL;
     qn_error err = {0};
     float *logits = malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
@@ -153,6 +159,10 @@ int qn_cmd_bench(int argc, char **argv) {
     struct tm tmv;
     gmtime_r(&now, &tmv);
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
+    const bool gpu = qn_ctx_device(ctx) == QN_DEVICE_CUDA;
+    const char *backend = gpu ? "CUDA" : "CPU";
+    const char *gpu_info = gpu ? qn_ctx_backend_name(ctx) + 5 : ""; /* after "cuda " */
+    const char *isa_col = gpu ? gpu_info : qn_ctx_isa_name(ctx);
     if (!strcmp(out_fmt, "md")) {
         printf("| model | size | params | backend | threads | isa | test | t/s |\n");
         printf("| ----- | ---: | -----: | ------- | ------: | --- | ---: | --: |\n");
@@ -168,20 +178,20 @@ int qn_cmd_bench(int argc, char **argv) {
         char test[32];
         snprintf(test, sizeof test, t->n_prompt ? "pp%d" : "tg%d", t->n_prompt ? t->n_prompt : t->n_gen);
         if (!strcmp(out_fmt, "md")) {
-            printf("| %s | %.2f MiB | %.2f M | CPU | %d | %s | %s | %.2f ± %.2f |\n", mtype, size_mib, params_m,
-                   n_threads, qn_ctx_isa_name(ctx), test, t->mean_ts, t->std_ts);
+            printf("| %s | %.2f MiB | %.2f M | %s | %d | %s | %s | %.2f ± %.2f |\n", mtype, size_mib, params_m, backend,
+                   n_threads, isa_col, test, t->mean_ts, t->std_ts);
         } else if (!strcmp(out_fmt, "csv")) {
-            printf("\"%s\",\"%s\",\"\",\"CPU\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,%d,\"%s\",%.0f,%.0f,%.6f,%.6f\n",
-                   QN_BUILD_COMMIT, qn_ctx_isa_name(ctx), m->path, mtype, (unsigned long long)m->weight_bytes,
+            printf("\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,%d,\"%s\",%.0f,%.0f,%.6f,%.6f\n",
+                   QN_BUILD_COMMIT, qn_ctx_isa_name(ctx), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
                    (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
                    t->std_ns, t->mean_ts, t->std_ts);
         } else {
-            printf("%s{\"build_commit\": \"%s\", \"cpu_info\": \"%s\", \"gpu_info\": \"\", \"backends\": \"CPU\", "
+            printf("%s{\"build_commit\": \"%s\", \"cpu_info\": \"%s\", \"gpu_info\": \"%s\", \"backends\": \"%s\", "
                    "\"model_filename\": \"%s\", \"model_type\": \"%s\", \"model_size\": %llu, \"model_n_params\": %llu, "
                    "\"n_batch\": %d, \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
                    "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": [",
                    (!strcmp(out_fmt, "json") && i) ? ",\n  " : (!strcmp(out_fmt, "json") ? "  " : ""), QN_BUILD_COMMIT,
-                   qn_ctx_isa_name(ctx), m->path, mtype, (unsigned long long)m->weight_bytes,
+                   qn_ctx_isa_name(ctx), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
                    (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
                    t->std_ns, t->mean_ts, t->std_ts);
             for (int k = 0; k < t->n_samples; k++) printf("%s%.0f", k ? ", " : "", t->samples_ns[k]);

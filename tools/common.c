@@ -120,3 +120,22 @@ int qn_tool_parse_size(const char *s, int64_t *out) {
     *out = (int64_t)b;
     return 0;
 }
+
+int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp) {
+    qn_error err = {0};
+    if (o->device && qn_device_parse(o->device, &cp->device, &cp->cuda_device, &err) != QN_OK) {
+        fprintf(stderr, "quern %s: %s\n", cmd, err.msg);
+        return -1;
+    }
+    cp->cuda_graphs = !o->no_graphs;
+    if (o->profile_steps) {
+        int a = -1, b = -1;
+        char tail = 0;
+        if (sscanf(o->profile_steps, "%d:%d%c", &a, &b, &tail) != 2 || a < 0 || b < a) {
+            fprintf(stderr, "quern %s: --profile-steps: '%s' is not A:B with 0 <= A <= B\n", cmd, o->profile_steps);
+            return -1;
+        }
+        cp->profile_begin = a, cp->profile_end = b;
+    }
+    return 0;
+}

@@ -28,4 +28,19 @@ char *qn_tool_read_text(const char *cmd, const char *path, size_t *len);
 /* Parses --isa NAME (NULL/"auto" = detect); prints an error and returns -1 when unknown. */
 int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out);
 
+
+#include "exec/context.h"
+/* --device / --no-cuda-graphs / --profile-steps, shared by run, bench, perplexity, logits. */
+typedef struct qn_tool_device_opts {
+    const char *device;         /* auto | cpu | cuda | cuda:N */
+    bool no_graphs;
+    const char *profile_steps;  /* "A:B" */
+} qn_tool_device_opts;
+#define QN_TOOL_DEVICE_ARGS(o)                                                                                     \
+    {"device", NULL, 0, QN_ARG_STR, &(o).device, "auto | cpu | cuda | cuda:N (auto: the GPU when one is present)"}, \
+    {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &(o).no_graphs, "CUDA: launch decode steps kernel by kernel"},          \
+    {"profile-steps", NULL, 0, QN_ARG_STR, &(o).profile_steps,                                                      \
+     "A:B  CUDA: cudaProfilerStart/Stop around forward steps A..B (nsys --capture-range=cudaProfilerApi)"}
+/* Applies the options to cp; prints an error and returns -1 when malformed. */
+int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp);
 #endif

@@ -40,6 +40,7 @@ int qn_cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *ids = NULL, *out_path = NULL, *isa_name = NULL, *trace = NULL;
     int n_greedy = 0, n_threads = qn_tool_default_threads();
     bool help = false, no_special = false;
+    qn_tool_device_opts dev = {0};
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model"},
         {"prompt", NULL, 'p', QN_ARG_STR, &prompt, "prompt text (tokenized with add_special, parse_special)"},
@@ -50,6 +51,7 @@ int qn_cmd_logits(int argc, char **argv) {
         {"greedy", NULL, 0, QN_ARG_INT, &n_greedy, "continue greedily for N tokens (ignores EOS)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads"},
         {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);
@@ -85,6 +87,7 @@ int qn_cmd_logits(int argc, char **argv) {
     cp.n_ctx = n + n_greedy + 1;
     cp.n_threads = n_threads;
     cp.isa = isa;
+    if (qn_tool_apply_device("logits", &dev, &cp) != 0) goto done;
     logits = malloc(sizeof(float) * (size_t)n * (size_t)n_vocab);
     if (!logits || qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
         fprintf(stderr, "quern logits: %s\n", logits ? err.msg : "out of memory");

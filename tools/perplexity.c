@@ -27,6 +27,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *vocab = NULL, *text_path = NULL, *isa = NULL;
     int n_ctx = 512, n_threads = qn_tool_default_threads(), n_chunks = -1, n_batch = 512;
     bool help = false;
+    qn_tool_device_opts dev = {0};
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},
         {"vocab", NULL, 0, QN_ARG_STR, &vocab, "GGUF to take the tokenizer from (HF directories)"},
@@ -36,6 +37,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
         {"chunks", NULL, 0, QN_ARG_INT, &n_chunks, "evaluate at most N windows (all)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
         {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);
@@ -84,6 +86,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     cp.n_batch = n_batch < n_ctx ? n_batch : n_ctx;
     cp.n_threads = n_threads;
     cp.isa = want;
+    if (qn_tool_apply_device("perplexity", &dev, &cp) != 0) goto done;
     if (qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
         fprintf(stderr, "quern perplexity: %s\n", err.msg);
         goto done;
@@ -98,8 +101,8 @@ int qn_cmd_perplexity(int argc, char **argv) {
     int n_chunk = n_tok / n_ctx;
     if (n_chunks > 0 && n_chunks < n_chunk) n_chunk = n_chunks;
     const int first = n_ctx / 2;
-    fprintf(stderr, "perplexity: %d tokens, %d chunks of %d, %d threads, %s kernels\n", n_tok, n_chunk, n_ctx,
-            n_threads, qn_ctx_isa_name(ctx));
+    fprintf(stderr, "perplexity: %d tokens, %d chunks of %d, %s\n", n_tok, n_chunk, n_ctx,
+            qn_ctx_backend_name(ctx));
     double nll = 0.0, t0 = qn_tool_now_s();
     int64_t count = 0;
     for (int i = 0; i < n_chunk; i++) {

@@ -1,4 +1,5 @@
-/* run.c — `quern run -m MODEL [-p PROMPT] [--chat] [-n N] [--temp T] [--seed S] [-t THREADS]`:
+/* run.c — `quern run -m MODEL [-p PROMPT] [--chat] [-n N] [--temp T] [--seed S] [-t THREADS]
+ * [--device auto|cpu|cuda]`:
  * tokenizes the prompt (through the chat template with --chat), evaluates it, then samples and
  * streams text to stdout (never splitting a UTF-8 code point). Prompt and generation tokens/s go
  * to stderr. */
@@ -21,6 +22,7 @@ typedef struct run_opts {
     int n_predict, n_threads, n_ctx, top_k;
     float temp, top_p, min_p, repeat_penalty, presence, frequency;
     int64_t seed;
+    qn_tool_device_opts dev;
 } run_opts;
 
 static char *build_prompt(const run_opts *o, const qn_model *m, const char *user) {
@@ -57,8 +59,16 @@ static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, 
         return 1;
     }
     int rc = 1;
+    /* On a GPU without penalties the token is sampled on the device (only its id crosses PCIe), with
+     * the uniform draw of the same seeded RNG the host sampler would use. */
+    const bool dev_sample = qn_ctx_samples_on_device(ctx) && sp.repetition_penalty == 1.0f &&
+                            sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
+    qn_sample_row_params rp = {.temperature = sp.temperature, .top_k = sp.top_k, .top_p = sp.top_p, .min_p = sp.min_p};
+    int32_t next = -1;
     double t0 = qn_tool_now_s();
-    if (qn_ctx_eval(ctx, toks, n_prompt, 0, false, logits, &err) != QN_OK) {
+    if (dev_sample) rp.u = sp.temperature > 0 ? qn_sampler_uniform(&smp) : 0.0f;
+    if (dev_sample ? qn_ctx_eval_prompt_sample(ctx, toks, n_prompt, &rp, &next, &err) != QN_OK
+                   : qn_ctx_eval(ctx, toks, n_prompt, 0, false, logits, &err) != QN_OK) {
         fprintf(stderr, "quern run: %s\n", err.msg);
         goto done;
     }
@@ -69,7 +79,7 @@ static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, 
     char buf[256];
     t0 = qn_tool_now_s();
     while (n_gen < o->n_predict) {
-        const int32_t id = qn_sampler_sample(&smp, logits, toks, n_past, NULL, NULL, 0);
+        const int32_t id = dev_sample ? next : qn_sampler_sample(&smp, logits, toks, n_past, NULL, NULL, 0);
         if (!o->ignore_eos && qn_vocab_is_eog(m->vocab, id)) break;
         toks[n_past] = id;
         n_gen++;
@@ -79,7 +89,9 @@ static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, 
         fwrite(buf, 1, (size_t)n_out, stdout);
         fflush(stdout);
         if (n_past + 1 >= qn_ctx_n_ctx(ctx) || n_gen >= o->n_predict) break;
-        if (qn_ctx_eval(ctx, &toks[n_past], 1, n_past, false, logits, &err) != QN_OK) {
+        if (dev_sample) rp.u = sp.temperature > 0 ? qn_sampler_uniform(&smp) : 0.0f;
+        if (dev_sample ? qn_ctx_eval_sample(ctx, toks[n_past], n_past, &rp, &next, &err) != QN_OK
+                       : qn_ctx_eval(ctx, &toks[n_past], 1, n_past, false, logits, &err) != QN_OK) {
             fprintf(stderr, "\nquern run: %s\n", err.msg);
             goto done;
         }
@@ -91,8 +103,8 @@ static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, 
     printf("\n");
     const double t_gen = qn_tool_now_s() - t0;
     fprintf(stderr, "\nprompt: %d tokens in %.3f s, %.2f tokens/s\n", n_prompt, t_prompt, n_prompt / t_prompt);
-    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s (%d threads, %s kernels)\n", n_gen, t_gen,
-            n_gen > 0 ? n_gen / t_gen : 0.0, o->n_threads, qn_ctx_isa_name(ctx));
+    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s (%s%s)\n", n_gen, t_gen,
+            n_gen > 0 ? n_gen / t_gen : 0.0, qn_ctx_backend_name(ctx), dev_sample ? ", sampling on the GPU" : "");
     rc = 0;
 done:
     qn_sampler_free(&smp);
@@ -124,6 +136,7 @@ int qn_cmd_run(int argc, char **argv) {
         {"ignore-eos", NULL, 0, QN_ARG_BOOL, &o.ignore_eos, "keep generating after end-of-generation tokens"},
         {"token-ids", NULL, 0, QN_ARG_BOOL, &o.token_ids, "print generated token ids on stderr"},
         {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        QN_TOOL_DEVICE_ARGS(o.dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);
@@ -172,6 +185,7 @@ int qn_cmd_run(int argc, char **argv) {
     cp.n_ctx = o.n_ctx;
     cp.n_threads = o.n_threads;
     cp.isa = isa;
+    if (qn_tool_apply_device("run", &o.dev, &cp) != 0) goto done;
     qn_error err = {0};
     if (qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
         fprintf(stderr, "quern run: %s\n", err.msg);

@@ -51,9 +51,9 @@ static void *loader_main(void *arg) {
     }
     qn_serve_engine_attach(L->se, L->model, eng);
     fprintf(stderr, "quern serve: %s\n", qn_engine_kv_summary(eng));
-    fprintf(stderr, "quern serve: model %s loaded, engine started in %.2f s (max_model_len %d, %d threads, %s)\n",
-            L->model->path ? L->model->path : "?", qn_tool_now_s() - t0, qn_engine_max_model_len(eng), L->ec.n_threads,
-            qn_cpu_isa_name(L->ec.isa));
+    fprintf(stderr, "quern serve: model %s loaded, engine started in %.2f s (max_model_len %d, %s)\n",
+            L->model->path ? L->model->path : "?", qn_tool_now_s() - t0, qn_engine_max_model_len(eng),
+            qn_engine_backend_name(eng));
     qn_server_set_ready(L->srv, true);
     fprintf(stderr, "quern serve: ready\n");
     return NULL;
@@ -157,7 +157,7 @@ int qn_cmd_serve(int argc, char **argv) {
     memset(&o, 0, sizeof o); /* padding too: print_non_default compares whole fields by offset */
     o.host = "127.0.0.1";
     o.port = 8000;
-    o.device = "cpu";
+    o.device = "auto";
     o.threads = qn_tool_default_threads();
     o.max_num_seqs = edef.max_num_seqs;
     o.max_batched = edef.max_num_batched_tokens;
@@ -182,7 +182,7 @@ int qn_cmd_serve(int argc, char **argv) {
         {"no-prefix-cache", "no-enable-prefix-caching", 0, QN_ARG_BOOL, &o.no_prefix_cache, "disable prefix caching"},
         {"enable-prefix-caching", NULL, 0, QN_ARG_BOOL, &o.enable_prefix_caching, "enable prefix caching (default)"},
         {"threads", NULL, 't', QN_ARG_INT, &o.threads, "CPU threads (all cores)"},
-        {"device", NULL, 0, QN_ARG_STR, &o.device, "cpu | cuda (cpu)"},
+        {"device", NULL, 0, QN_ARG_STR, &o.device, "auto | cpu | cuda | cuda:N (auto: the GPU when present)"},
         {"tensor-parallel-size", NULL, 0, QN_ARG_INT, &o.tp, "tensor parallel GPUs (1); -tp alias"},
         {"tp", NULL, 0, QN_ARG_INT, &o.tp, NULL},
         {"metrics-compat", NULL, 0, QN_ARG_STR, &o.metrics_compat, "also expose vllm:* metric names: vllm"},
@@ -213,11 +213,11 @@ int qn_cmd_serve(int argc, char **argv) {
     }
 
     /* --- validation --- */
-    if (strcmp(o.device, "cpu") && strcmp(o.device, "auto")) {
-        if (!strcmp(o.device, "cuda"))
-            fprintf(stderr, "quern serve: --device cuda: CUDA forward not available in this build yet (use --device cpu)\n");
-        else
-            fprintf(stderr, "quern serve: --device: unknown device '%s' (cpu, cuda)\n", o.device);
+    qn_device_kind dev_kind;
+    int dev_ordinal = 0;
+    qn_error derr = {0};
+    if (qn_device_parse(o.device, &dev_kind, &dev_ordinal, &derr) != QN_OK) {
+        fprintf(stderr, "quern serve: %s\n", derr.msg);
         return 1;
     }
     if (o.tp != 1) {
@@ -259,9 +259,10 @@ int qn_cmd_serve(int argc, char **argv) {
     if (qn_tool_parse_isa("serve", o.isa, &isa) != 0) return 1;
 
     print_non_default(table, nt, &o, &def);
-    if (o.gpu_util != def.gpu_util)
-        fprintf(stderr, "quern serve: note: --gpu-memory-utilization is ignored on the CPU path (size the KV cache "
-                        "with --kv-cache-mem)\n");
+    if (!(o.gpu_util > 0.0f && o.gpu_util <= 1.0f)) {
+        fprintf(stderr, "quern serve: --gpu-memory-utilization: %g not in (0, 1]\n", o.gpu_util);
+        return 1;
+    }
 
     /* --- engine config --- */
     serve_loader L;
@@ -270,6 +271,9 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec = edef;
     L.ec.n_threads = o.threads;
     L.ec.isa = isa;
+    L.ec.device = dev_kind;
+    L.ec.cuda_device = dev_ordinal;
+    L.ec.gpu_memory_utilization = o.gpu_util;
     L.ec.max_model_len = o.max_model_len;
     L.ec.max_num_seqs = o.max_num_seqs;
     L.ec.max_num_batched_tokens = o.max_batched;

@@ -10,10 +10,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/threadpool.h"
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
-#include "model/llama_cpu.h"
+#include "model/llama_cuda.h"
 #include "model/model.h"
 #include "sched/batch.h"
 #include "sched/scheduler.h"
@@ -46,10 +45,7 @@ typedef struct abort_item {
 struct qn_engine {
     const qn_model *m;
     qn_engine_config cfg;
-    qn_cpu_kernels kern;
-    qn_threadpool *tp;
-    qn_kv_cache *kv;
-    qn_llama_cpu *fwd;
+    qn_backend *be;
     qn_block_pool *pool;
     qn_sched *sched;
     qn_batch batch;
@@ -79,7 +75,7 @@ static double now_s(void) {
 }
 
 qn_engine_config qn_engine_config_default(void) {
-    return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .max_model_len = 0, .max_num_seqs = 256,
+    return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .max_model_len = 0, .max_num_seqs = 256,
                               .max_num_batched_tokens = 2048, .block_size = 16, .kv_cache_bytes = 0,
                               .enable_prefix_cache = true, .max_waiting = 1024};
 }
@@ -267,7 +263,11 @@ static qn_status engine_step(qn_engine *e) {
         eng_req_free(r);
     }
     if (out->n_entries == 0) return qn_sched_update_after_step(e->sched, NULL, NULL, NULL);
-    for (int32_t i = 0; i < out->n_copies; i++) qn_kv_cache_copy_block_cpu(e->kv, out->copies[i].src, out->copies[i].dst);
+    for (int32_t i = 0; i < out->n_copies; i++)
+        if ((st = qn_backend_copy_block(e->be, out->copies[i].src, out->copies[i].dst, &err)) != QN_OK) {
+            fprintf(stderr, "quern: engine: %s\n", err.msg);
+            return st;
+        }
     if ((st = qn_batch_build(&e->batch, out, e->cfg.block_size, 0)) != QN_OK) return st;
     const qn_batch *b = &e->batch;
     if (b->n_tokens > 0) {
@@ -275,7 +275,7 @@ static qn_status engine_step(qn_engine *e) {
                                  .seq_idx = b->seq_idx, .slot_mapping = b->slot_mapping, .n_seqs = b->n_seqs,
                                  .block_tables = b->block_tables, .max_blocks_per_seq = b->max_blocks_per_seq,
                                  .n_out = b->n_logits, .out_rows = b->logits_rows};
-        if ((st = qn_llama_cpu_forward(e->fwd, e->kv, &fb, e->logits, &err)) != QN_OK) {
+        if ((st = qn_backend_forward(e->be, &fb, e->logits, &err)) != QN_OK) {
             fprintf(stderr, "quern: engine: forward failed: %s\n", err.msg);
             return st;
         }
@@ -345,8 +345,24 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     const size_t per_token = 2ull * mc->n_layer * mc->n_head_kv * mc->head_dim * sizeof(uint16_t);
     size_t bytes = c->kv_cache_bytes > 0 ? (size_t)c->kv_cache_bytes
                                          : per_token * (size_t)c->max_model_len * (size_t)(c->max_num_seqs / 8 > 1 ? c->max_num_seqs / 8 : 1);
+    qn_backend_params bp = qn_backend_params_default();
+    bp.device = c->device, bp.cuda_device = c->cuda_device, bp.n_threads = c->n_threads, bp.isa = c->isa;
+    bp.max_tokens = c->max_num_batched_tokens, bp.max_seqs = c->max_num_seqs, bp.max_ctx = c->max_model_len;
+    bp.block_size = c->block_size;
+    qn_status st = QN_OK;
+    if (c->kv_cache_bytes <= 0 && c->device != QN_DEVICE_CPU) {
+        uint64_t gpu_kv = 0;
+        st = qn_llama_cuda_kv_budget(m, bp.cuda_device, bp.max_tokens, bp.max_seqs, bp.max_ctx, bp.block_size,
+                                     c->gpu_memory_utilization > 0 ? c->gpu_memory_utilization : 0.9f, &gpu_kv, err);
+        if (st == QN_OK) bytes = gpu_kv;
+        else if (st == QN_ERR_NO_DEVICE && c->device == QN_DEVICE_AUTO) qn_error_clear(err), bp.device = QN_DEVICE_CPU;
+        else {
+            free(e);
+            return st;
+        }
+    }
     qn_kv_capacity cap;
-    qn_status st = qn_kv_capacity_compute(bytes, per_token, c->block_size, c->max_model_len, c->max_num_seqs, &cap, err);
+    st = qn_kv_capacity_compute(bytes, per_token, c->block_size, c->max_model_len, c->max_num_seqs, &cap, err);
     if (st != QN_OK) {
         free(e);
         return st;
@@ -361,15 +377,8 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     pthread_cond_init(&e->cv, NULL);
     qn_batch_init(&e->batch);
     const size_t n_entries = (size_t)c->max_num_seqs + 8;
-    if ((st = qn_cpu_kernels_select(c->isa, &e->kern)) != QN_OK) {
-        qn_error_set(err, st, "engine: CPU ISA %s not available", qn_cpu_isa_name(c->isa));
-        goto err_free;
-    }
-    if ((st = qn_threadpool_create(c->n_threads, &e->tp, err)) != QN_OK) goto err_free;
-    if ((st = qn_kv_cache_create_cpu(mc->n_layer, cap.n_blocks, c->block_size, mc->n_head_kv, mc->head_dim, &e->kv, err)) != QN_OK)
-        goto err_free;
-    if ((st = qn_llama_cpu_create(m, &e->kern, e->tp, c->max_num_batched_tokens, c->max_model_len, &e->fwd, err)) != QN_OK)
-        goto err_free;
+    bp.n_blocks = cap.n_blocks;
+    if ((st = qn_backend_create(m, &bp, &e->be, err)) != QN_OK) goto err_free;
     if ((st = qn_block_pool_create(cap.n_blocks, c->block_size, c->enable_prefix_cache, &e->pool)) != QN_OK) {
         qn_error_set(err, st, "engine: cannot create the block pool");
         goto err_free;
@@ -397,9 +406,7 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
 err_free:
     qn_sched_destroy(e->sched);
     qn_block_pool_destroy(e->pool);
-    qn_llama_cpu_destroy(e->fwd);
-    qn_kv_cache_destroy_cpu(e->kv);
-    qn_threadpool_destroy(e->tp);
+    qn_backend_destroy(e->be);
     qn_batch_free(&e->batch);
     free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
     free(e);
@@ -426,9 +433,7 @@ void qn_engine_destroy(qn_engine *e) {
     }
     qn_sched_destroy(e->sched);
     qn_block_pool_destroy(e->pool);
-    qn_llama_cpu_destroy(e->fwd);
-    qn_kv_cache_destroy_cpu(e->kv);
-    qn_threadpool_destroy(e->tp);
+    qn_backend_destroy(e->be);
     qn_batch_free(&e->batch);
     free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
     pthread_mutex_destroy(&e->mu);
@@ -550,3 +555,4 @@ void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out) {
 int32_t qn_engine_max_model_len(const qn_engine *e) { return e->cfg.max_model_len; }
 const qn_model *qn_engine_model(const qn_engine *e) { return e->m; }
 const char *qn_engine_kv_summary(const qn_engine *e) { return e->kv_summary; }
+const char *qn_engine_backend_name(const qn_engine *e) { return qn_backend_name(e->be); }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "exec/backend.h"
 #include "exec/sampling.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "quern.h"
@@ -20,11 +21,16 @@ typedef struct qn_engine qn_engine;
 typedef struct qn_engine_config {
     int32_t n_threads;              /* CPU path threads */
     qn_cpu_isa isa;
+    qn_device_kind device;          /* AUTO: CUDA when a GPU is present */
+    int cuda_device;                /* CUDA ordinal */
+    float gpu_memory_utilization;   /* CUDA, kv_cache_bytes == 0: KV gets this fraction of the GPU's memory
+                                     * less what the weights and activations take (vLLM's knob; 0.9) */
     int32_t max_model_len;          /* per sequence (0: min(n_ctx_train, 4096)) */
     int32_t max_num_seqs;           /* 256 */
     int32_t max_num_batched_tokens; /* 2048 */
     int32_t block_size;             /* 16 */
-    int64_t kv_cache_bytes;         /* 0: enough for max_num_seqs/8 sequences of max_model_len, >= 1 */
+    int64_t kv_cache_bytes;         /* 0: CPU: enough for max_num_seqs/8 sequences of max_model_len, >= 1;
+                                     * CUDA: from gpu_memory_utilization */
     bool enable_prefix_cache;       /* true */
     int32_t max_waiting;            /* submissions beyond this many waiting are refused (QN_ERR_BUSY) */
 } qn_engine_config;
@@ -113,5 +119,7 @@ int32_t qn_engine_max_model_len(const qn_engine *e);
 const qn_model *qn_engine_model(const qn_engine *e);
 /* Human-readable KV sizing line ("N blocks of 16 = T tokens, max concurrency C at len L"). */
 const char *qn_engine_kv_summary(const qn_engine *e);
+/* "cpu avx512, 2 threads" / "cuda NVIDIA H200 (sm_90, 132 SMs)" */
+const char *qn_engine_backend_name(const qn_engine *e);
 
 #endif

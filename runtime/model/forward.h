@@ -8,6 +8,9 @@
 
 #include <stdint.h>
 
+#include "config/model_config.h"
+#include "quern.h"
+
 typedef struct qn_fwd_batch {
     int32_t n_tokens;
     const int32_t *tokens;        /* [n_tokens] token ids */
@@ -20,5 +23,18 @@ typedef struct qn_fwd_batch {
     int32_t n_out;
     const int32_t *out_rows;      /* [n_out] token rows whose logits are wanted, ascending */
 } qn_fwd_batch;
+
+/* Limits a backend checks a batch against before touching memory. */
+typedef struct qn_fwd_limits {
+    int32_t max_tokens;    /* tokens per step */
+    int32_t max_seqs;      /* sequences per step */
+    int32_t max_ctx;       /* positions per sequence */
+    int64_t n_slots;       /* KV slots (n_blocks * block_size) */
+    int32_t block_size;
+} qn_fwd_limits;
+
+/* QN_ERR_INVALID_ARG / QN_ERR_CONTEXT with the offending token and value named. */
+qn_status qn_fwd_batch_check(const qn_fwd_batch *b, const qn_model_config *c, const qn_fwd_limits *lim,
+                             qn_error *err);
 
 #endif

@@ -66,7 +66,7 @@ def main():
         for pi, prompt in enumerate(PROMPTS):
             ref_toks = llm.tokenize(prompt.encode(), add_bos=True, special=True)
             out = os.path.join(tmp, f"logits{pi}.f32")
-            r = subprocess.run([quern, "logits", "-m", model, "-p", prompt, "--out", out, "--greedy", str(N_GREEDY),
+            r = subprocess.run([quern, "logits", "--device", "cpu", "-m", model, "-p", prompt, "--out", out, "--greedy", str(N_GREEDY),
                                 "-t", threads], capture_output=True, text=True)
             if r.returncode != 0:
                 failures.append(f"prompt {pi}: quern logits failed: {r.stderr.strip()}")
@@ -114,7 +114,7 @@ def main():
     if os.path.exists(text_path):
         chunks = int(os.environ.get("QN_PARITY_PPL_CHUNKS", "0"))
         extra = ["--chunks", str(chunks)] if chunks > 0 else []
-        r = subprocess.run([quern, "perplexity", "-m", model, "-f", text_path, "--ctx", str(PPL_CTX), "-t", threads]
+        r = subprocess.run([quern, "perplexity", "--device", "cpu", "-m", model, "-f", text_path, "--ctx", str(PPL_CTX), "-t", threads]
                            + extra, capture_output=True, text=True)
         if r.returncode != 0:
             failures.append(f"quern perplexity failed: {r.stderr.strip()[-500:]}")

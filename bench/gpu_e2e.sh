@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# gpu_e2e.sh — the end-to-end GPU checks, after bench/gpu_check.sh has built $QN_GPU_BUILD (default
+# build-gpu) on the same machine: the CUDA forward pass against the CPU one (test_gpu_forward), `quern
+# run`, `quern perplexity` and `quern bench` on the GPU, and Llama-3-8B-shape synthetic models.
+# The default model does not fit one device call's carry limit: it travels split in two parts,
+# .gpumodel/a/smol.part.aa (+ alice29.txt) and .gpumodel/b/smol.part.ab (git-ignored), joined here.
+# Env: QN_E2E_STEPS (default "model forward run ppl bench synth"), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16").
+# Logs go to $OUT (default ./gpu-e2e-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu-e2e-out}
+mkdir -p "$OUT"
+BUILD=${QN_GPU_BUILD:-build-gpu}
+Q=$ROOT/$BUILD/quern
+STEPS=" ${QN_E2E_STEPS:-model forward run ppl bench synth} "
+LOG=$OUT/e2e.log
+MODELS=$HOME/.cache/quern/models
+DATA=$HOME/.cache/quern/data
+SMOL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+t0=$(date +%s)
+say() { echo "[gpu_e2e $(($(date +%s) - t0))s] $*" | tee -a "$LOG"; }
+want() { [[ "$STEPS" == *" $1 "* ]]; }
+declare -A RESULT
+step() { # name timeout cmd...
+    local name=$1 tmo=$2
+    shift 2
+    say "$name: $*"
+    timeout "$tmo" "$@" >>"$LOG" 2>&1
+    RESULT[$name]=$?
+    say "$name: rc=${RESULT[$name]}"
+}
+
+if want model; then
+    mkdir -p "$MODELS" "$DATA"
+    if [ -f .gpumodel/a/smol.part.aa ] && [ -f .gpumodel/b/smol.part.ab ]; then
+        cat .gpumodel/a/smol.part.aa .gpumodel/b/smol.part.ab >"$SMOL"
+        cp .gpumodel/a/alice29.txt "$DATA/"
+        echo "b179c952  $(sha256sum "$SMOL" | cut -c1-8)" | tee -a "$LOG"
+    else
+        say "model: parts missing; real-model steps will skip"
+    fi
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv >>"$LOG" 2>&1
+
+if want forward; then
+    step test_gpu_forward 500 "$ROOT/$BUILD/tests/test_gpu_forward"
+fi
+if want run && [ -f "$SMOL" ]; then
+    P="Write a short poem about the sea."
+    step run_cuda 120 "$Q" run --device cuda -p "$P" --chat -n 64 --temp 0
+    step run_cpu 120 "$Q" run --device cpu -t 16 -p "$P" --chat -n 64 --temp 0
+    step run_cuda_sampled 120 "$Q" run --device cuda -p "$P" --chat -n 128 --temp 0.7 --seed 42
+    step run_cuda_penalty 120 "$Q" run --device cuda -p "$P" --chat -n 128 --temp 0.7 --seed 42 --repeat-penalty 1.1
+fi
+if want ppl && [ -f "$SMOL" ]; then
+    step ppl_cuda 300 "$Q" perplexity --device cuda -f "$DATA/alice29.txt" --ctx 512
+    step ppl_cpu 300 "$Q" perplexity --device cpu -t 16 -f "$DATA/alice29.txt" --ctx 512
+fi
+if want bench && [ -f "$SMOL" ]; then
+    step bench_smol 300 "$Q" bench --device cuda -p 512 -n 128 -r 5 -o md
+    step bench_smol_nograph 300 "$Q" bench --device cuda -p 0 -n 128 -r 3 --no-cuda-graphs -o md
+fi
+if want synth && [ -f "$SMOL" ]; then
+    for ty in ${QN_SYNTH_TYPES:-Q4_K_M Q8_0 F16}; do
+        f=/tmp/llama3-8b-$ty.gguf
+        step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" --vocab "$SMOL" -t 16 -o "$f" -q
+        [ -f "$f" ] && step "bench_8b_$ty" 300 "$Q" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md
+        rm -f "$f"
+    done
+fi
+say "summary:"
+for k in "${!RESULT[@]}"; do echo "  $k rc=${RESULT[$k]}"; done | sort | tee -a "$LOG"
+grep -E "^\| |top-1|greedy|graphs:|synth .* rows|paged|ppl|perplexity|Final|tokens/s|PASSED|FAILED" "$LOG" | head -80

@@ -1,0 +1,760 @@
+/* llama_cuda.c — the Llama-family forward pass on one CUDA GPU (model/llama_cuda.h). */
+#include "model/llama_cuda.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef QN_HAVE_CUDA
+
+qn_llama_cuda_params qn_llama_cuda_params_default(void) {
+    return (qn_llama_cuda_params){.max_tokens = 512, .max_seqs = 1, .max_ctx = 2048, .n_blocks = 128,
+                                  .block_size = 16, .cuda_graphs = true, .profile_begin = 1, .profile_end = 0};
+}
+qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, uint64_t *bytes, qn_error *err) {
+    (void)m, (void)p, (void)bytes;
+    return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: this quern was built without CUDA (no nvcc at configure time)");
+}
+qn_status qn_llama_cuda_kv_budget(const qn_model *m, int device, int32_t max_tokens, int32_t max_seqs, int32_t max_ctx,
+                                  int32_t block_size, float utilization, uint64_t *kv_bytes, qn_error *err) {
+    (void)device, (void)max_tokens, (void)max_seqs, (void)max_ctx, (void)block_size, (void)utilization, (void)kv_bytes;
+    return qn_llama_cuda_plan(m, NULL, NULL, err);
+}
+qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, qn_llama_cuda **out, qn_error *err) {
+    (void)out;
+    return qn_llama_cuda_plan(m, p, NULL, err);
+}
+void qn_llama_cuda_destroy(qn_llama_cuda *f) { (void)f; }
+const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return (void)f, "none"; }
+void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) { (void)f, (void)fn, (void)user; }
+qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
+    (void)f, (void)b, (void)logits;
+    return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
+}
+qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, const qn_sample_row_params *p,
+                                       int32_t *tokens, qn_error *err) {
+    (void)f, (void)b, (void)p, (void)tokens;
+    return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
+}
+qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, qn_error *err) {
+    (void)f, (void)src, (void)dst;
+    return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
+}
+
+#else /* QN_HAVE_CUDA */
+
+#include <cublas_v2.h>
+#include <cuda_profiler_api.h>
+#include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
+
+#include "core/log.h"
+#include "kernels/attention/attention_cuda.h"
+#include "kernels/common/half.h"
+#include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/quant.h"
+
+#define ALIGN 256
+
+/* CUDA runtime call: on failure set err (call, message, line) and return QN_ERR_CUDA. */
+#define CK(call)                                                                                          \
+    do {                                                                                                  \
+        const cudaError_t e_ = (call);                                                                    \
+        if (e_ != cudaSuccess)                                                                            \
+            return qn_error_set(err, QN_ERR_CUDA, "cuda: %s failed: %s (%s:%d)", #call, cudaGetErrorString(e_), \
+                                __FILE__, __LINE__);                                                      \
+    } while (0)
+/* Kernel entry point returning qn_status. */
+#define KS(call)                                                                                          \
+    do {                                                                                                  \
+        const qn_status s_ = (call);                                                                      \
+        if (s_ != QN_OK)                                                                                  \
+            return qn_error_set(err, s_, "cuda forward: %s: %s (%s:%d)", #call, qn_status_str(s_), __FILE__, __LINE__); \
+    } while (0)
+
+typedef struct dev_weight {
+    qn_qformat fmt;        /* format on the device (the file's, or F16 when dequantized at load) */
+    int64_t n, k;          /* rows, elements per row */
+    void *d;               /* [n][row_bytes(fmt, k)] device */
+} dev_weight;
+
+typedef struct dev_layer {
+    float *attn_norm, *ffn_norm;   /* [n_embd] */
+    float *bq, *bk, *bv;           /* [rows] or NULL */
+    dev_weight wq, wk, wv, wo, gate, up, down;
+} dev_layer;
+
+/* Offsets (in int32 units) of the step arrays in the staging buffers; capacities fixed at create,
+ * so a graph captured for a shape always copies the same bytes. */
+typedef struct step_layout {
+    size_t tokens, pos, seq, slot, rows, tiles, bt, end; /* bt: [max_seqs][max_blocks] */
+} step_layout;
+
+typedef struct graph_entry {
+    cudaGraphExec_t exec;
+    bool tried;            /* capture attempted (failed captures are not retried) */
+} graph_entry;
+
+struct qn_llama_cuda {
+    qn_model_config cfg;
+    qn_llama_cuda_params p;
+    char name[320];
+    int32_t max_blocks;            /* per sequence: ceil(max_ctx / block_size) */
+    qn_quant_cuda_ctx qctx;
+    cudaStream_t stream;
+    cublasHandle_t cublas;
+    /* weights (one allocation) */
+    void *wmem;
+    uint64_t wbytes;
+    dev_weight tok_embd, output;
+    float *output_norm, *rope_freqs;
+    dev_layer *layers;
+    /* KV: [n_layer] -> [n_blocks * block_size][n_kv_heads][head_dim] fp16 */
+    void *kvmem;
+    uint16_t **k, **v;
+    /* activations (one allocation) */
+    void *amem;
+    int64_t kmax;
+    float *x, *y, *q, *kk, *vv, *g, *u, *logits;
+    uint16_t *xh;                  /* [max_tokens][kmax] fp16 matmul input */
+    int32_t *step_d;               /* step arrays (layout) */
+    qn_sample_row_params *sparams_d;
+    int32_t *sampled_d;
+    void *mm_ws, *attn_ws, *smp_ws;
+    size_t mm_ws_bytes, attn_ws_bytes, smp_ws_bytes;
+    /* pinned host staging */
+    int32_t *step_h;
+    qn_sample_row_params *sparams_h;
+    int32_t *sampled_h;
+    float *logits_h;               /* [max_seqs][n_vocab]: graph replays copy logits here */
+    step_layout lay;
+    int32_t n_attn_tiles;          /* of the step being enqueued */
+    /* graphs of pure-decode steps, [2][max_seqs + 1] (logits, sample) */
+    graph_entry *graphs[2];
+    bool graphs_on;
+    int64_t step;
+    qn_llama_tap_fn tap;
+    void *tap_user;
+    float *tap_buf;                /* host [max_tokens][kmax] */
+};
+
+qn_llama_cuda_params qn_llama_cuda_params_default(void) {
+    return (qn_llama_cuda_params){.device = 0, .max_tokens = 512, .max_seqs = 1, .max_ctx = 2048, .n_blocks = 128,
+                                  .block_size = 16, .cuda_graphs = true, .profile_begin = 1, .profile_end = 0};
+}
+
+const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return f->name; }
+
+void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) {
+    f->tap = fn;
+    f->tap_user = user;
+}
+
+static size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* ---------------------------------------------------------------- weight placement */
+
+/* The format a weight takes on the device: as stored when a GPU kernel takes (fmt, K); otherwise
+ * dequantized once to fp16 (F32 tensors, HF GPTQ/AWQ/NF4 repacks, types without a GPU kernel). */
+static qn_qformat dev_format(const qn_weight *w) {
+    if (!w->lutq && qn_quant_check_shape(w->fmt, w->n, w->k) == QN_OK) return w->fmt;
+    return QN_QFORMAT_F16;
+}
+
+/* The embedding table's device format: what qn_embed_cuda takes, else fp16. */
+static qn_qformat embed_format(const qn_weight *w) {
+    if (w->lutq) return QN_QFORMAT_F16;
+    if (w->fmt == QN_QFORMAT_F32 || qn_quant_cuda_has_format(w->fmt)) return w->fmt;
+    return QN_QFORMAT_F16;
+}
+
+static bool output_shares_embd(const qn_model *m) {
+    return m->output.data == m->tok_embd.data && embed_format(&m->tok_embd) == dev_format(&m->output);
+}
+
+static uint64_t weight_dev_bytes(const qn_weight *w, qn_qformat fmt) {
+    return align_up(qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n);
+}
+
+static uint64_t weights_bytes(const qn_model *m) {
+    const qn_model_config *c = &m->cfg;
+    uint64_t b = weight_dev_bytes(&m->tok_embd, embed_format(&m->tok_embd));
+    if (!output_shares_embd(m)) b += weight_dev_bytes(&m->output, dev_format(&m->output));
+    b += align_up(sizeof(float) * (size_t)c->n_embd) + align_up(sizeof(float) * (size_t)c->rope_dim);
+    for (int il = 0; il < c->n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) b += weight_dev_bytes(ws[i], dev_format(ws[i]));
+        b += 2 * align_up(sizeof(float) * (size_t)c->n_embd);
+        if (L->bq) b += align_up(sizeof(float) * (size_t)L->wq.n);
+        if (L->bk) b += align_up(sizeof(float) * (size_t)L->wk.n);
+        if (L->bv) b += align_up(sizeof(float) * (size_t)L->wv.n);
+    }
+    return b;
+}
+
+/* Dequantizes w to fp16 rows (host) for a weight without a GPU kernel. */
+static qn_status to_f16_host(const qn_weight *w, uint16_t *out, qn_error *err) {
+    const size_t nk = (size_t)w->n * (size_t)w->k;
+    float *tmp = malloc(sizeof(float) * (w->lutq ? nk : (size_t)w->k));
+    if (!tmp) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory converting %s", w->name);
+    if (w->lutq) {
+        qn_lutq_dequant_ref(w->lutq, tmp);
+        for (size_t i = 0; i < nk; i++) out[i] = qn_f32_to_f16(tmp[i]);
+    } else {
+        for (int64_t r = 0; r < w->n; r++) {
+            qn_weight_row_f32(w, r, tmp);
+            for (int64_t i = 0; i < w->k; i++) out[(size_t)r * w->k + i] = qn_f32_to_f16(tmp[i]);
+        }
+    }
+    free(tmp);
+    return QN_OK;
+}
+
+static qn_status upload_weight(qn_llama_cuda *f, const qn_weight *w, qn_qformat fmt, uint64_t *off, dev_weight *out,
+                               qn_error *err) {
+    const size_t bytes = qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n;
+    *out = (dev_weight){fmt, w->n, w->k, (uint8_t *)f->wmem + *off};
+    *off += align_up(bytes);
+    if (fmt == w->fmt && !w->lutq) {
+        CK(cudaMemcpy(out->d, w->data, bytes, cudaMemcpyHostToDevice));
+        return QN_OK;
+    }
+    if (fmt != QN_QFORMAT_F16) return qn_error_set(err, QN_ERR_INTERNAL, "cuda load: %s: bad conversion", w->name);
+    uint16_t *h = malloc(bytes);
+    if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory converting %s", w->name);
+    qn_status st = to_f16_host(w, h, err);
+    if (st == QN_OK && cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+        st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
+    free(h);
+    if (st == QN_OK)
+        QN_LOGD("cuda load: %s: %s has no GPU kernel for K=%lld, dequantized to F16", w->name,
+                QN_QFORMATS[w->fmt].name, (long long)w->k);
+    return st;
+}
+
+static qn_status upload_vec(qn_llama_cuda *f, const float *v, int64_t n, uint64_t *off, float **out, qn_error *err) {
+    if (!v) {
+        *out = NULL;
+        return QN_OK;
+    }
+    *out = (float *)((uint8_t *)f->wmem + *off);
+    *off += align_up(sizeof(float) * (size_t)n);
+    CK(cudaMemcpy(*out, v, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice));
+    return QN_OK;
+}
+
+static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
+    const qn_model_config *c = &m->cfg;
+    uint64_t off = 0;
+    qn_status st;
+    if ((st = upload_weight(f, &m->tok_embd, embed_format(&m->tok_embd), &off, &f->tok_embd, err)) != QN_OK) return st;
+    if (output_shares_embd(m))
+        f->output = f->tok_embd;
+    else if ((st = upload_weight(f, &m->output, dev_format(&m->output), &off, &f->output, err)) != QN_OK)
+        return st;
+    if ((st = upload_vec(f, m->output_norm, c->n_embd, &off, &f->output_norm, err)) != QN_OK) return st;
+    if ((st = upload_vec(f, m->rope_freqs, c->rope_dim / 2, &off, &f->rope_freqs, err)) != QN_OK) return st;
+    for (int il = 0; il < c->n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        dev_layer *D = &f->layers[il];
+        const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
+        for (int i = 0; i < 7; i++)
+            if ((st = upload_weight(f, ws[i], dev_format(ws[i]), &off, ds[i], err)) != QN_OK) return st;
+        if ((st = upload_vec(f, L->attn_norm, c->n_embd, &off, &D->attn_norm, err)) != QN_OK ||
+            (st = upload_vec(f, L->ffn_norm, c->n_embd, &off, &D->ffn_norm, err)) != QN_OK ||
+            (st = upload_vec(f, L->bq, L->wq.n, &off, &D->bq, err)) != QN_OK ||
+            (st = upload_vec(f, L->bk, L->wk.n, &off, &D->bk, err)) != QN_OK ||
+            (st = upload_vec(f, L->bv, L->wv.n, &off, &D->bv, err)) != QN_OK)
+            return st;
+    }
+    if (off > f->wbytes) return qn_error_set(err, QN_ERR_INTERNAL, "cuda load: weight plan %llu < used %llu",
+                                             (unsigned long long)f->wbytes, (unsigned long long)off);
+    return QN_OK;
+}
+
+/* ---------------------------------------------------------------- sizing */
+
+typedef struct act_plan {
+    size_t x, y, q, k, v, g, u, logits, xh, step, sparams, sampled, mm_ws, attn_ws, smp_ws, total;
+    step_layout lay;
+} act_plan;
+
+static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t n_max) {
+    size_t best = 0;
+    for (int64_t n = 1; n <= n_max; n = n < QN_QUANT_GEMV_MAX_TOKENS ? n + 1 : n * 2) {
+        const size_t b = qn_quant_matmul_workspace_size(q, w->fmt, QN_QUANT_PATH_AUTO, w->n, w->k, n);
+        if (b > best) best = b;
+    }
+    const size_t b = qn_quant_matmul_workspace_size(q, w->fmt, QN_QUANT_PATH_AUTO, w->n, w->k, n_max);
+    return b > best ? b : best;
+}
+
+static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q, act_plan *a) {
+    const qn_model_config *c = &f->cfg;
+    const int64_t T = f->p.max_tokens, S = f->p.max_seqs, E = c->n_embd;
+    const int64_t HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    memset(a, 0, sizeof *a);
+    step_layout *l = &a->lay;
+    l->tokens = 0, l->pos = (size_t)T, l->seq = 2 * (size_t)T, l->slot = 3 * (size_t)T, l->rows = 4 * (size_t)T;
+    l->tiles = 5 * (size_t)T, l->bt = 7 * (size_t)T, l->end = l->bt + (size_t)S * (size_t)f->max_blocks;
+    a->x = align_up(sizeof(float) * T * E), a->y = a->x;
+    a->q = align_up(sizeof(float) * T * HQ), a->k = a->v = align_up(sizeof(float) * T * HK);
+    a->g = a->u = align_up(sizeof(float) * T * F);
+    a->logits = align_up(sizeof(float) * T * c->n_vocab);
+    a->xh = align_up(sizeof(uint16_t) * T * f->kmax);
+    a->step = align_up(sizeof(int32_t) * l->end);
+    a->sparams = align_up(sizeof(qn_sample_row_params) * T);
+    a->sampled = align_up(sizeof(int32_t) * T);
+    size_t mm = 0;
+    for (int il = 0; il < c->n_layer; il++) {
+        const dev_layer *D = &f->layers[il];
+        const dev_weight *ws[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
+        for (int i = 0; i < 7; i++) {
+            const size_t b = mm_ws_for(q, ws[i], T);
+            if (b > mm) mm = b;
+        }
+    }
+    const size_t bo = mm_ws_for(q, &f->output, T);
+    a->mm_ws = align_up(bo > mm ? bo : mm);
+    size_t at = 0;
+    for (int32_t tiles = 1; tiles <= T; tiles++) {
+        int64_t toks = (int64_t)tiles * QN_ATTN_TILE_MAX_TOKENS;
+        if (toks > T) toks = T;
+        const int32_t sp = qn_attn_cuda_splits(tiles, c->n_head_kv, f->p.max_ctx, q->n_sm);
+        const size_t b = qn_attn_cuda_workspace_size((int32_t)toks, c->n_head, c->head_dim, sp);
+        if (b > at) at = b;
+    }
+    a->attn_ws = align_up(at ? at : 16);
+    a->smp_ws = align_up(qn_sample_cuda_workspace_size((int32_t)T, c->n_vocab));
+    a->total = a->x + a->y + a->q + a->k + a->v + a->g + a->u + a->logits + a->xh + a->step + a->sparams + a->sampled +
+               a->mm_ws + a->attn_ws + a->smp_ws;
+}
+
+static qn_status check_params(const qn_model *m, const qn_llama_cuda_params *p, qn_error *err) {
+    const qn_model_config *c = &m->cfg;
+    if (p->max_tokens < 1 || p->max_seqs < 1 || p->max_ctx < 1 || p->n_blocks < 1 || p->block_size < 1)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda: max_tokens, max_seqs, max_ctx, n_blocks, block_size must be >= 1");
+    if (c->rope_scaling.type == QN_ROPE_SCALING_YARN)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda: YaRN rope scaling is not supported yet");
+    if (c->rope_scaling.type == QN_ROPE_SCALING_LLAMA3 && !m->rope_freqs)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda: llama3 rope scaling without rope_freqs factors");
+    const int hd = c->head_dim;
+    if (hd != 64 && hd != 80 && hd != 96 && hd != 128 && hd != 256)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda: head_dim %d has no attention kernel (64, 80, 96, 128, 256)", hd);
+    const qn_weight *ws[3] = {&m->tok_embd, &m->output, &m->layers[0].wq};
+    for (int i = 0; i < 3; i++)
+        if (dev_format(ws[i]) == QN_QFORMAT_F16 && ws[i]->k % 32)
+            return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda: %s: K = %lld is not a multiple of 32", ws[i]->name,
+                                (long long)ws[i]->k);
+    return QN_OK;
+}
+
+static qn_status open_device(int device, struct cudaDeviceProp *prop, qn_error *err) {
+    int n = 0;
+    const cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: no usable GPU (%s); use --device cpu",
+                            e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA devices");
+    if (device < 0 || device >= n)
+        return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: device %d does not exist (%d present)", device, n);
+    CK(cudaSetDevice(device));
+    CK(cudaGetDeviceProperties(prop, device));
+    if (prop->major < 8)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda: %s is sm_%d%d; quern's kernels need sm_80 or newer (A100, H100)",
+                            prop->name, prop->major, prop->minor);
+    return QN_OK;
+}
+
+static void set_dims(qn_llama_cuda *f, const qn_model *m, const qn_llama_cuda_params *p) {
+    const qn_model_config *c = &m->cfg;
+    f->cfg = *c;
+    f->p = *p;
+    if (f->p.max_seqs > f->p.max_tokens) f->p.max_seqs = f->p.max_tokens;
+    f->max_blocks = (p->max_ctx + p->block_size - 1) / p->block_size;
+    const int64_t E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim, F = c->n_ff;
+    f->kmax = E > HQ ? E : HQ;
+    if (F > f->kmax) f->kmax = F;
+}
+
+qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, uint64_t *bytes, qn_error *err) {
+    qn_status st = check_params(m, p, err);
+    if (st != QN_OK) return st;
+    struct cudaDeviceProp prop;
+    if ((st = open_device(p->device, &prop, err)) != QN_OK) return st;
+    qn_llama_cuda f = {0};
+    set_dims(&f, m, p);
+    f.layers = calloc((size_t)m->cfg.n_layer, sizeof(dev_layer));
+    if (!f.layers) return qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
+    /* formats and shapes only: plan_activations reads fmt/n/k of the device weights */
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        dev_layer *D = &f.layers[il];
+        const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
+        for (int i = 0; i < 7; i++) *ds[i] = (dev_weight){dev_format(ws[i]), ws[i]->n, ws[i]->k, NULL};
+    }
+    f.output = (dev_weight){dev_format(&m->output), m->output.n, m->output.k, NULL};
+    qn_quant_cuda_ctx q = {.device = p->device, .sm = prop.major * 10 + prop.minor, .n_sm = prop.multiProcessorCount};
+    act_plan a;
+    plan_activations(&f, &q, &a);
+    free(f.layers);
+    *bytes = weights_bytes(m) + a.total +
+             qn_kv_cache_bytes(m->cfg.n_layer, p->n_blocks, p->block_size, m->cfg.n_head_kv, m->cfg.head_dim);
+    return QN_OK;
+}
+
+qn_status qn_llama_cuda_kv_budget(const qn_model *m, int device, int32_t max_tokens, int32_t max_seqs, int32_t max_ctx,
+                                  int32_t block_size, float utilization, uint64_t *kv_bytes, qn_error *err) {
+    qn_llama_cuda_params p = qn_llama_cuda_params_default();
+    p.device = device, p.max_tokens = max_tokens, p.max_seqs = max_seqs, p.max_ctx = max_ctx;
+    p.block_size = block_size, p.n_blocks = 1;
+    uint64_t base = 0;
+    qn_status st = qn_llama_cuda_plan(m, &p, &base, err);
+    if (st != QN_OK) return st;
+    const qn_model_config *c = &m->cfg;
+    base -= qn_kv_cache_bytes(c->n_layer, 1, block_size, c->n_head_kv, c->head_dim);
+    size_t free_b = 0, total_b = 0;
+    CK(cudaMemGetInfo(&free_b, &total_b));
+    const double budget = (double)utilization * (double)total_b - (double)(total_b - free_b) - (double)base;
+    const uint64_t one_seq = qn_kv_cache_bytes(c->n_layer, (max_ctx + block_size - 1) / block_size, block_size,
+                                               c->n_head_kv, c->head_dim);
+    if (budget < (double)one_seq)
+        return qn_error_set(err, QN_ERR_DEVICE_OOM,
+                            "cuda: out of GPU memory: weights + activations need %.1f MiB, %.1f of %.1f MiB are free, "
+                            "so %.0f%% of the GPU leaves %.1f MiB for the KV cache; one sequence of %d tokens needs %.1f MiB "
+                            "(lower --max-model-len / --max-num-batched-tokens, or raise --gpu-memory-utilization)",
+                            base / 1048576.0, free_b / 1048576.0, total_b / 1048576.0, utilization * 100.0,
+                            budget / 1048576.0, max_ctx, one_seq / 1048576.0);
+    *kv_bytes = (uint64_t)budget;
+    return QN_OK;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static qn_status alloc_all(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
+    const qn_model_config *c = &m->cfg;
+    act_plan a;
+    plan_activations(f, &f->qctx, &a);
+    f->lay = a.lay;
+    const uint64_t kvb = qn_kv_cache_bytes(c->n_layer, f->p.n_blocks, f->p.block_size, c->n_head_kv, c->head_dim);
+    const uint64_t need = f->wbytes + kvb + a.total;
+    size_t free_b = 0, total_b = 0;
+    CK(cudaMemGetInfo(&free_b, &total_b));
+    if (need + (256ull << 20) > free_b)
+        return qn_error_set(err, QN_ERR_DEVICE_OOM,
+                            "cuda: out of GPU memory: the model needs %.1f MiB (weights %.1f, KV cache %.1f for %d blocks, "
+                            "activations %.1f) + 256 MiB reserve, %.1f MiB of %.1f are free; lower --ctx-size / --batch-size",
+                            need / 1048576.0, f->wbytes / 1048576.0, kvb / 1048576.0, f->p.n_blocks, a.total / 1048576.0,
+                            free_b / 1048576.0, total_b / 1048576.0);
+    CK(cudaMalloc(&f->wmem, f->wbytes));
+    CK(cudaMalloc(&f->kvmem, kvb));
+    CK(cudaMalloc(&f->amem, a.total));
+    uint8_t *p = f->amem;
+#define TAKE(field, type, sz) (f->field = (type)p, p += (sz))
+    TAKE(x, float *, a.x), TAKE(y, float *, a.y), TAKE(q, float *, a.q), TAKE(kk, float *, a.k);
+    TAKE(vv, float *, a.v), TAKE(g, float *, a.g), TAKE(u, float *, a.u), TAKE(logits, float *, a.logits);
+    TAKE(xh, uint16_t *, a.xh), TAKE(step_d, int32_t *, a.step), TAKE(sparams_d, qn_sample_row_params *, a.sparams);
+    TAKE(sampled_d, int32_t *, a.sampled), TAKE(mm_ws, void *, a.mm_ws), TAKE(attn_ws, void *, a.attn_ws);
+    TAKE(smp_ws, void *, a.smp_ws);
+#undef TAKE
+    f->mm_ws_bytes = a.mm_ws, f->attn_ws_bytes = a.attn_ws, f->smp_ws_bytes = a.smp_ws;
+    CK(cudaMemset(f->mm_ws, 0, a.mm_ws)); /* split-K counters start at zero (quant.h) */
+    CK(cudaMemset(f->kvmem, 0, kvb));
+    f->k = calloc((size_t)c->n_layer, sizeof(uint16_t *));
+    f->v = calloc((size_t)c->n_layer, sizeof(uint16_t *));
+    if (!f->k || !f->v) return qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
+    const size_t per = (size_t)f->p.n_blocks * f->p.block_size * c->n_head_kv * c->head_dim;
+    for (int il = 0; il < c->n_layer; il++) {
+        f->k[il] = (uint16_t *)f->kvmem + (2 * (size_t)il) * per;
+        f->v[il] = (uint16_t *)f->kvmem + (2 * (size_t)il + 1) * per;
+    }
+    CK(cudaMallocHost((void **)&f->step_h, sizeof(int32_t) * f->lay.end));
+    CK(cudaMallocHost((void **)&f->sparams_h, sizeof(qn_sample_row_params) * (size_t)f->p.max_tokens));
+    CK(cudaMallocHost((void **)&f->sampled_h, sizeof(int32_t) * (size_t)f->p.max_tokens));
+    CK(cudaMallocHost((void **)&f->logits_h, sizeof(float) * (size_t)f->p.max_seqs * (size_t)c->n_vocab));
+    memset(f->step_h, 0, sizeof(int32_t) * f->lay.end);
+    for (int i = 0; i < 2; i++)
+        if (!(f->graphs[i] = calloc((size_t)f->p.max_seqs + 1, sizeof(graph_entry))))
+            return qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
+    return QN_OK;
+}
+
+qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, qn_llama_cuda **out, qn_error *err) {
+    qn_status st = check_params(m, p, err);
+    if (st != QN_OK) return st;
+    struct cudaDeviceProp prop;
+    if ((st = open_device(p->device, &prop, err)) != QN_OK) return st;
+    qn_llama_cuda *f = calloc(1, sizeof *f);
+    if (!f || !(f->layers = calloc((size_t)m->cfg.n_layer, sizeof(dev_layer)))) {
+        free(f);
+        return qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
+    }
+    set_dims(f, m, p);
+    f->graphs_on = p->cuda_graphs;
+    snprintf(f->name, sizeof f->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    f->wbytes = weights_bytes(m);
+    if (cublasCreate(&f->cublas) != CUBLAS_STATUS_SUCCESS) {
+        st = qn_error_set(err, QN_ERR_CUDA, "cuda: cublasCreate failed");
+        goto fail;
+    }
+    if ((st = qn_quant_cuda_ctx_init(&f->qctx, p->device, f->cublas)) != QN_OK) {
+        qn_error_set(err, st, "cuda: reading device %d properties failed", p->device);
+        goto fail;
+    }
+    if (cudaStreamCreateWithFlags(&f->stream, cudaStreamNonBlocking) != cudaSuccess) {
+        st = qn_error_set(err, QN_ERR_CUDA, "cuda: cannot create a stream");
+        goto fail;
+    }
+    /* plan_activations needs the device formats: set them before allocating */
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        dev_layer *D = &f->layers[il];
+        const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
+        for (int i = 0; i < 7; i++) *ds[i] = (dev_weight){dev_format(ws[i]), ws[i]->n, ws[i]->k, NULL};
+    }
+    f->output = (dev_weight){dev_format(&m->output), m->output.n, m->output.k, NULL};
+    if ((st = alloc_all(f, m, err)) != QN_OK || (st = upload_model(f, m, err)) != QN_OK) goto fail;
+    if (!(f->tap_buf = malloc(sizeof(float) * (size_t)f->p.max_tokens * (size_t)f->kmax))) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
+        goto fail;
+    }
+    QN_LOGI("cuda: %s: weights %.1f MiB, KV %d blocks x %d", f->name, f->wbytes / 1048576.0, p->n_blocks, p->block_size);
+    *out = f;
+    return QN_OK;
+fail:
+    qn_llama_cuda_destroy(f);
+    return st;
+}
+
+void qn_llama_cuda_destroy(qn_llama_cuda *f) {
+    if (!f) return;
+    for (int i = 0; i < 2; i++) {
+        if (!f->graphs[i]) continue;
+        for (int32_t t = 0; t <= f->p.max_seqs; t++)
+            if (f->graphs[i][t].exec) cudaGraphExecDestroy(f->graphs[i][t].exec);
+        free(f->graphs[i]);
+    }
+    if (f->stream) cudaStreamSynchronize(f->stream);
+    cudaFree(f->wmem), cudaFree(f->kvmem), cudaFree(f->amem);
+    cudaFreeHost(f->step_h), cudaFreeHost(f->sparams_h), cudaFreeHost(f->sampled_h), cudaFreeHost(f->logits_h);
+    if (f->stream) cudaStreamDestroy(f->stream);
+    if (f->cublas) cublasDestroy(f->cublas);
+    free(f->k), free(f->v), free(f->layers), free(f->tap_buf);
+    free(f);
+}
+
+qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, qn_error *err) {
+    if (src < 0 || dst < 0 || src >= f->p.n_blocks || dst >= f->p.n_blocks)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda: copy block %d -> %d out of range", src, dst);
+    for (int il = 0; il < f->cfg.n_layer; il++)
+        KS(qn_kv_copy_block_cuda(f->k[il], f->v[il], src, dst, f->p.block_size, f->cfg.n_head_kv, f->cfg.head_dim,
+                                 f->stream));
+    return QN_OK;
+}
+
+/* ---------------------------------------------------------------- the step */
+
+/* Taps copy device rows to the host as f32 (fp16 rows converted). */
+static qn_status tap_rows(qn_llama_cuda *f, const char *name, int il, const void *rows, bool half, int64_t n_tok,
+                          int64_t n, int64_t ld, qn_error *err) {
+    if (!f->tap) return QN_OK;
+    const size_t esz = half ? 2 : 4;
+    CK(cudaStreamSynchronize(f->stream));
+    CK(cudaMemcpy(f->tap_buf, rows, esz * (size_t)n_tok * (size_t)ld, cudaMemcpyDeviceToHost));
+    if (half) { /* widen in place, back to front */
+        const uint16_t *h = (const uint16_t *)f->tap_buf;
+        for (int64_t i = n_tok * ld - 1; i >= 0; i--) f->tap_buf[i] = qn_f16_to_f32(h[i]);
+    }
+    f->tap(f->tap_user, name, il, f->tap_buf, n_tok, n, ld);
+    return QN_OK;
+}
+
+static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, qn_error *err) {
+    KS(qn_quant_matmul_cuda(&f->qctx, w->fmt, w->d, w->n, w->k, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream));
+    return QN_OK;
+}
+
+#define TRY(call)                                                                                         \
+    do {                                                                                                  \
+        const qn_status s2_ = (call);                                                                     \
+        if (s2_ != QN_OK) return s2_;                                                                     \
+    } while (0)
+
+/* Enqueues one step on the stream. The staging buffers hold the step arrays; n_out rows wanted;
+ * sample: GPU sampling into sampled_h, else logits (to logits_dst when non-NULL, else logits_h). */
+static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32_t n_out, bool sample,
+                              float *logits_dst, qn_error *err) {
+    const qn_model_config *c = &f->cfg;
+    const int64_t E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim, F = c->n_ff, V = c->n_vocab;
+    const step_layout *l = &f->lay;
+    int32_t *sd = f->step_d;
+    const size_t n_copy = l->bt + (size_t)n_seqs * (size_t)f->max_blocks;
+    CK(cudaMemcpyAsync(sd, f->step_h, sizeof(int32_t) * n_copy, cudaMemcpyHostToDevice, f->stream));
+    const qn_rope_cuda_params rope = {
+        .rope_dim = c->rope_dim, .neox = c->rope_style == QN_ROPE_STYLE_NEOX, .theta_base = c->rope_theta,
+        .freq_scale = c->rope_scaling.type == QN_ROPE_SCALING_LINEAR && c->rope_scaling.factor > 0
+                          ? 1.0f / c->rope_scaling.factor : 1.0f,
+        .freq_factors = f->rope_freqs};
+
+    nvtxRangePushA("model.forward");
+    KS(qn_embed_cuda(f->tok_embd.fmt, f->tok_embd.d, E, sd + l->tokens, T, f->x, f->stream));
+    char lname[32];
+    for (int il = 0; il < c->n_layer; il++) {
+        const dev_layer *D = &f->layers[il];
+        snprintf(lname, sizeof lname, "layer.%d", il);
+        nvtxRangePushA(lname);
+        nvtxRangePushA("attn");
+        if (il == 0 || f->tap) {
+            if (il > 0) {
+                KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, f->stream));
+                TRY(tap_rows(f, "l_out", il - 1, f->x, false, T, E, E, err));
+            }
+            KS(qn_rmsnorm_cuda(f->x, NULL, T, E, D->attn_norm, c->rms_eps, f->xh, f->stream));
+        } else { /* previous layer's down-projection residual, fused with this layer's norm */
+            KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->attn_norm, c->rms_eps, f->xh, f->stream));
+        }
+        TRY(tap_rows(f, "attn_norm", il, f->xh, true, T, E, E, err));
+        TRY(mm(f, &D->wq, f->xh, T, f->q, err));
+        TRY(mm(f, &D->wk, f->xh, T, f->kk, err));
+        TRY(mm(f, &D->wv, f->xh, T, f->vv, err));
+        KS(qn_rope_kv_write_cuda(f->q, f->kk, f->vv, D->bq, D->bk, D->bv, sd + l->pos, sd + l->slot, T, c->n_head,
+                                 c->n_head_kv, c->head_dim, &rope, QN_KV_F16, f->k[il], f->v[il], f->stream));
+        TRY(tap_rows(f, "q", il, f->q, false, T, HQ, HQ, err));
+        const qn_attn_cuda_args at = {
+            .q = f->q, .k_cache = f->k[il], .v_cache = f->v[il], .kv_dtype = QN_KV_F16, .positions = sd + l->pos,
+            .seq_idx = sd + l->seq, .block_tables = sd + l->bt, .max_blocks_per_seq = f->max_blocks,
+            .tiles = (const qn_attn_tile *)(sd + l->tiles), .n_tiles = f->n_attn_tiles, .n_tokens = T,
+            .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim, .block_size = f->p.block_size,
+            .max_ctx = f->p.max_ctx, .n_splits = 0, .scale = 1.0f / sqrtf((float)c->head_dim), .out = f->xh,
+            .workspace = f->attn_ws, .ws_bytes = f->attn_ws_bytes};
+        KS(qn_attn_paged_cuda(&at, f->qctx.n_sm, f->stream));
+        TRY(tap_rows(f, "kqv_out", il, f->xh, true, T, HQ, HQ, err));
+        TRY(mm(f, &D->wo, f->xh, T, f->y, err));
+        nvtxRangePop();
+        nvtxRangePushA("mlp");
+        KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, f->stream));
+        TRY(tap_rows(f, "ffn_inp", il, f->x, false, T, E, E, err));
+        TRY(mm(f, &D->gate, f->xh, T, f->g, err));
+        TRY(mm(f, &D->up, f->xh, T, f->u, err));
+        KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, f->stream));
+        TRY(mm(f, &D->down, f->xh, T, f->y, err));
+        nvtxRangePop();
+        nvtxRangePop();
+    }
+    KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, f->stream));
+    TRY(tap_rows(f, "l_out", c->n_layer - 1, f->x, false, T, E, E, err));
+    if (n_out > 0) {
+        KS(qn_rmsnorm_cuda(f->x, sd + l->rows, n_out, E, f->output_norm, c->rms_eps, f->xh, f->stream));
+        TRY(mm(f, &f->output, f->xh, n_out, f->logits, err));
+        if (sample) {
+            nvtxRangePushA("sample");
+            CK(cudaMemcpyAsync(f->sparams_d, f->sparams_h, sizeof(qn_sample_row_params) * (size_t)n_out,
+                               cudaMemcpyHostToDevice, f->stream));
+            KS(qn_sample_cuda(f->logits, n_out, (int32_t)V, f->sparams_d, f->sampled_d, f->smp_ws, f->smp_ws_bytes,
+                              f->stream));
+            CK(cudaMemcpyAsync(f->sampled_h, f->sampled_d, sizeof(int32_t) * (size_t)n_out, cudaMemcpyDeviceToHost,
+                               f->stream));
+            nvtxRangePop();
+        } else {
+            CK(cudaMemcpyAsync(logits_dst ? logits_dst : f->logits_h, f->logits, sizeof(float) * (size_t)n_out * V,
+                               cudaMemcpyDeviceToHost, f->stream));
+        }
+    }
+    nvtxRangePop();
+    return QN_OK;
+}
+
+/* Fills the staging arrays from the batch; returns whether it is a pure-decode step (graph-able). */
+static bool stage_batch(qn_llama_cuda *f, const qn_fwd_batch *b) {
+    const step_layout *l = &f->lay;
+    int32_t *h = f->step_h;
+    const size_t T = (size_t)b->n_tokens;
+    memcpy(h + l->tokens, b->tokens, sizeof(int32_t) * T);
+    memcpy(h + l->pos, b->positions, sizeof(int32_t) * T);
+    memcpy(h + l->seq, b->seq_idx, sizeof(int32_t) * T);
+    memcpy(h + l->slot, b->slot_mapping, sizeof(int32_t) * T);
+    memcpy(h + l->rows, b->out_rows, sizeof(int32_t) * (size_t)b->n_out);
+    f->n_attn_tiles = qn_attn_make_tiles(b->seq_idx, b->positions, b->n_tokens, (qn_attn_tile *)(h + l->tiles));
+    /* block tables re-strided to the fixed capacity; only the entries the step reads */
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        int32_t *dst = h + l->bt + (size_t)s * f->max_blocks;
+        const int32_t n = b->max_blocks_per_seq < f->max_blocks ? b->max_blocks_per_seq : f->max_blocks;
+        memcpy(dst, b->block_tables + (size_t)s * b->max_blocks_per_seq, sizeof(int32_t) * (size_t)n);
+        for (int32_t i = n; i < f->max_blocks; i++) dst[i] = 0;
+    }
+    bool decode = f->n_attn_tiles == b->n_tokens && b->n_out == b->n_tokens && b->n_seqs == b->n_tokens;
+    for (int32_t i = 0; decode && i < b->n_out; i++) decode = b->out_rows[i] == i;
+    return decode;
+}
+
+static qn_status check(qn_llama_cuda *f, const qn_fwd_batch *b, qn_error *err) {
+    const qn_fwd_limits lim = {.max_tokens = f->p.max_tokens, .max_seqs = f->p.max_seqs, .max_ctx = f->p.max_ctx,
+                               .n_slots = (int64_t)f->p.n_blocks * f->p.block_size, .block_size = f->p.block_size};
+    return qn_fwd_batch_check(b, &f->cfg, &lim, err);
+}
+
+/* Runs a staged step: replays (capturing on first use) the graph of a pure-decode shape, else
+ * enqueues directly; then waits for the stream. */
+static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, bool sample, float *logits_dst,
+                          qn_error *err) {
+    if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
+    const int32_t T = b->n_tokens;
+    graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample][T] : NULL;
+    if (ge && !ge->exec && !ge->tried) {
+        ge->tried = true;
+        cudaGraph_t g = NULL;
+        qn_error cap_err = {0};
+        CK(cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal));
+        const qn_status st = enqueue_step(f, T, b->n_seqs, b->n_out, sample, NULL, &cap_err);
+        const cudaError_t ce = cudaStreamEndCapture(f->stream, &g);
+        if (st == QN_OK && ce == cudaSuccess && cudaGraphInstantiate(&ge->exec, g, 0) == cudaSuccess) {
+            QN_LOGD("cuda: captured the decode graph for %d tokens", T);
+        } else {
+            QN_LOGW("cuda: graph capture for %d tokens failed (%s); running without graphs",
+                    T, st != QN_OK ? cap_err.msg : cudaGetErrorString(ce));
+            ge->exec = NULL;
+            f->graphs_on = false;
+            (void)cudaGetLastError();
+        }
+        if (g) cudaGraphDestroy(g);
+    }
+    if (ge && ge->exec) {
+        nvtxRangePushA("model.forward.graph");
+        CK(cudaGraphLaunch(ge->exec, f->stream));
+        nvtxRangePop();
+        CK(cudaStreamSynchronize(f->stream));
+        if (!sample && logits_dst)
+            memcpy(logits_dst, f->logits_h, sizeof(float) * (size_t)b->n_out * (size_t)f->cfg.n_vocab);
+    } else {
+        TRY(enqueue_step(f, T, b->n_seqs, b->n_out, sample, logits_dst, err));
+        CK(cudaStreamSynchronize(f->stream));
+    }
+    CK(cudaGetLastError());
+    if (f->step == f->p.profile_end && f->p.profile_begin <= f->p.profile_end) cudaProfilerStop();
+    f->step++;
+    return QN_OK;
+}
+
+qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
+    TRY(check(f, b, err));
+    if (b->n_out > 0 && !logits) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: logits buffer is NULL");
+    const bool decode = stage_batch(f, b);
+    return run_step(f, b, decode, false, logits, err);
+}
+
+qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, const qn_sample_row_params *params,
+                                       int32_t *tokens, qn_error *err) {
+    TRY(check(f, b, err));
+    if (b->n_out < 1) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: sampling needs out rows");
+    const bool decode = stage_batch(f, b);
+    memcpy(f->sparams_h, params, sizeof(qn_sample_row_params) * (size_t)b->n_out);
+    TRY(run_step(f, b, decode, true, NULL, err));
+    memcpy(tokens, f->sampled_h, sizeof(int32_t) * (size_t)b->n_out);
+    return QN_OK;
+}
+
+#endif /* QN_HAVE_CUDA */

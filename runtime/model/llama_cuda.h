@@ -1,0 +1,69 @@
+/* llama_cuda.h — the Llama-family forward pass on one CUDA GPU, paged KV in device memory.
+ * Owns: the device copy of the weights (GGUF blocks as stored when a kernel takes the format, else
+ * dequantized to fp16 once at load), the KV cache, one activation arena sized for max_tokens per
+ * step, the stream, the cuBLAS handle and the captured CUDA graphs of decode steps. Borrows the
+ * model (host side) only during create. One step at a time; not thread-safe.
+ *
+ * A step: upload the step arrays (one pinned H2D copy) -> embed -> per layer RMSNorm -> q/k/v
+ * matmuls -> bias + RoPE + KV write -> paged attention -> o matmul -> residual + RMSNorm -> gate/up
+ * matmuls -> SiLU*up -> down matmul -> residual -> final norm of the wanted rows -> LM head -> either
+ * logits to the host or GPU sampling (token ids only cross PCIe). Pure-decode steps (every token its
+ * own sequence, every row wanted) replay a CUDA graph captured once per token count.
+ * NVTX (when compiled in): model.forward, layer.N, attn, mlp, sample. The build without CUDA has the
+ * same functions; create returns QN_ERR_NO_DEVICE. */
+#ifndef QN_LLAMA_CUDA_H
+#define QN_LLAMA_CUDA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/sampling/sampling_cuda.h"
+#include "model/forward.h"
+#include "model/llama_cpu.h"
+#include "model/model.h"
+
+typedef struct qn_llama_cuda qn_llama_cuda;
+
+typedef struct qn_llama_cuda_params {
+    int device;             /* CUDA ordinal */
+    int32_t max_tokens;     /* tokens per step */
+    int32_t max_seqs;       /* sequences per step (<= max_tokens) */
+    int32_t max_ctx;        /* positions per sequence */
+    int32_t n_blocks;       /* KV blocks */
+    int32_t block_size;     /* KV block size (16) */
+    bool cuda_graphs;       /* capture/replay pure-decode steps */
+    int32_t profile_begin;  /* cudaProfilerStart before step profile_begin, Stop after profile_end */
+    int32_t profile_end;    /* (0-based step numbers; begin > end: off) */
+} qn_llama_cuda_params;
+
+qn_llama_cuda_params qn_llama_cuda_params_default(void);
+
+/* Device memory create would allocate (weights as uploaded + KV + activations + workspaces). */
+qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, uint64_t *bytes, qn_error *err);
+
+/* KV bytes the GPU can give after weights and activations for these limits, when the process may use
+ * `utilization` of the device's memory (vLLM's gpu_memory_utilization). QN_ERR_DEVICE_OOM if none. */
+qn_status qn_llama_cuda_kv_budget(const qn_model *m, int device, int32_t max_tokens, int32_t max_seqs, int32_t max_ctx,
+                                  int32_t block_size, float utilization, uint64_t *kv_bytes, qn_error *err);
+
+/* --- lifecycle --- */
+/* QN_ERR_NO_DEVICE (no GPU / driver / built without CUDA), QN_ERR_DEVICE_OOM (names need and free). */
+qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, qn_llama_cuda **out, qn_error *err);
+void qn_llama_cuda_destroy(qn_llama_cuda *f); /* NULL is a no-op */
+
+/* "NVIDIA H200 (sm_90, 132 SMs)" */
+const char *qn_llama_cuda_device_name(const qn_llama_cuda *f);
+/* Debug tap (names as the CPU path's, model/llama_cpu.h; k and v are not tapped). Disables graphs
+ * while set; each tap synchronises and copies the rows to the host. */
+void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user);
+
+/* --- steps --- */
+/* Logits of batch->out_rows into host memory logits [n_out][n_vocab]. */
+qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *batch, float *logits, qn_error *err);
+/* Samples one token per out row on the GPU: params [n_out] host memory; tokens [n_out] host memory. */
+qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *batch, const qn_sample_row_params *params,
+                                       int32_t *tokens, qn_error *err);
+/* Copies KV block src to dst in every layer (copy-on-write). */
+qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, qn_error *err);
+
+#endif

@@ -1,0 +1,415 @@
+/* test_gpu_forward.c — the CUDA forward pass (model/llama_cuda.c through exec/backend.h and
+ * exec/context.h) against the CPU forward pass, which is itself matched with llama.cpp's CPU backend
+ * (tests/e2e/test_llamacpp_parity.py). Exit 77 (skipped) without a GPU.
+ *
+ *  1. real model (default SmolLM2-135M Q4_1; skipped when absent): 4 windows of 512 tokens of
+ *     alice29.txt (an embedded paragraph when absent), all logits, GPU prefill in chunks of 128
+ *     (chunked prefill reads the earlier blocks) vs CPU in one step. Reported: top-1 agreement,
+ *     per-row relative error max|g - c| / max|c|, NMSE, perplexity of both.
+ *     Asserted: top-1 >= 99.9% of positions where the CPU's top-1/top-2 margin exceeds 0.02 logits
+ *     (a near-tie flips with any change of summation order; all positions are reported), mean row
+ *     relative error <= 1e-2, NMSE <= 1e-4, perplexities within 0.5%.
+ *     Why not closer: the CPU path quantizes activations to Q8_1 for Q4_1 weights (as llama.cpp's CPU
+ *     backend does), the GPU path feeds fp16 activations to the tensor cores, so the two differ by
+ *     the CPU's 8-bit activation rounding (~0.4% per dot product).
+ *  2. greedy: 8 prompts x 48 tokens, GPU sampling on the device (temperature 0) vs CPU argmax.
+ *     Reported: identical continuations and mean common prefix; asserted: >= 6 of 8 identical.
+ *  3. paged batches through qn_backend: 3 sequences, shuffled block tables, a prefill step, a mixed
+ *     step (decode + a second prefill chunk), 8 decode steps (the CUDA graph path): GPU vs CPU
+ *     logits per step, same bounds as 1 (NMSE <= 1e-4).
+ *  4. graphs: 24 decode steps with CUDA graphs on and off give bit-identical logits.
+ *  5. synthetic models (quern synth, seeded random weights; real shapes): tiny (GQA 4, head_dim 64)
+ *     in F16, Q8_0, Q4_0, Q5_1, Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K; llama3-8b truncated to 2 layers
+ *     in Q4_K_M (head_dim 128, vocab 128256): 64-token prompt, GPU vs CPU NMSE <= 1e-3 (random weights
+ *     make nearly flat logits, so NMSE is the meaningful measure).
+ * QN_TEST_QUICK=1 runs 4 and 3 only (for compute-sanitizer). */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cuda_runtime_api.h>
+
+#include "exec/backend.h"
+#include "exec/context.h"
+#include "exec/sampling.h"
+#include "model/model.h"
+#include "model/synth.h"
+#include "tokenizer/vocab.h"
+
+static const char *EMBEDDED_TEXT =
+    "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing to do: "
+    "once or twice she had peeped into the book her sister was reading, but it had no pictures or conversations "
+    "in it, 'and what is the use of a book,' thought Alice 'without pictures or conversations?' So she was "
+    "considering in her own mind (as well as she could, for the hot day made her feel very sleepy and stupid), "
+    "whether the pleasure of making a daisy-chain would be worth the trouble of getting up and picking the "
+    "daisies, when suddenly a White Rabbit with pink eyes ran close by her. ";
+
+static qn_model *g_model;
+static const char *g_model_path;
+
+static bool have_gpu(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+static qn_ctx *make_ctx(const qn_model *m, qn_device_kind dev, int32_t n_ctx, int32_t n_batch, bool graphs) {
+    qn_ctx_params p = qn_ctx_params_default();
+    p.n_ctx = n_ctx, p.n_batch = n_batch, p.device = dev, p.cuda_graphs = graphs;
+    p.n_threads = (int32_t)sysconf(_SC_NPROCESSORS_ONLN);
+    if (p.n_threads > 16) p.n_threads = 16;
+    qn_ctx *c = NULL;
+    qn_error err = {0};
+    if (qn_ctx_create(m, &p, &c, &err) != QN_OK) fprintf(stderr, "ctx (%s): %s\n", dev == QN_DEVICE_CPU ? "cpu" : "cuda", err.msg);
+    return c;
+}
+
+typedef struct cmp_stats {
+    int64_t rows, top1, top1_margin_rows, top1_margin_ok;
+    double rel_sum, rel_max, se, ref_sq;
+    double nll_gpu, nll_cpu;
+    int64_t n_nll;
+} cmp_stats;
+
+static int32_t argmax2(const float *x, int32_t n, float *margin) {
+    int32_t b = 0, s = -1;
+    for (int32_t i = 1; i < n; i++)
+        if (x[i] > x[b]) s = b, b = i;
+        else if (s < 0 || x[i] > x[s]) s = i;
+    *margin = s >= 0 ? x[b] - x[s] : INFINITY;
+    return b;
+}
+
+static double logsumexp(const float *x, int32_t n) {
+    float mx = x[0];
+    for (int32_t i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double s = 0;
+    for (int32_t i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    return mx + log(s);
+}
+
+/* rows of gpu vs cpu logits; next: the following token of each row for perplexity (or NULL) */
+static void compare_rows(cmp_stats *st, const float *gpu, const float *cpu, int64_t n_rows, int32_t V, const int32_t *next) {
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *g = gpu + r * V, *c = cpu + r * V;
+        float mg, mc;
+        const int32_t ag = argmax2(g, V, &mg), ac = argmax2(c, V, &mc);
+        st->rows++;
+        st->top1 += ag == ac;
+        if (mc > 0.02f) st->top1_margin_rows++, st->top1_margin_ok += ag == ac;
+        double dmax = 0, cmax = 0;
+        for (int32_t i = 0; i < V; i++) {
+            const double d = (double)g[i] - c[i];
+            dmax = fabs(d) > dmax ? fabs(d) : dmax;
+            cmax = fabs(c[i]) > cmax ? fabs(c[i]) : cmax;
+            st->se += d * d;
+            st->ref_sq += (double)c[i] * c[i];
+        }
+        const double rel = dmax / (cmax > 0 ? cmax : 1);
+        st->rel_sum += rel;
+        st->rel_max = rel > st->rel_max ? rel : st->rel_max;
+        if (next) {
+            st->nll_gpu += logsumexp(g, V) - g[next[r]];
+            st->nll_cpu += logsumexp(c, V) - c[next[r]];
+            st->n_nll++;
+        }
+    }
+}
+
+static void report(const char *what, const cmp_stats *s) {
+    printf("%s: %lld rows, top-1 %.4f%% (%lld/%lld), margin>0.02: %.4f%% (%lld/%lld), rel err mean %.3e max %.3e, "
+           "NMSE %.3e",
+           what, (long long)s->rows, 100.0 * s->top1 / s->rows, (long long)s->top1, (long long)s->rows,
+           s->top1_margin_rows ? 100.0 * s->top1_margin_ok / s->top1_margin_rows : 100.0, (long long)s->top1_margin_ok,
+           (long long)s->top1_margin_rows, s->rel_sum / s->rows, s->rel_max, s->se / s->ref_sq);
+    if (s->n_nll)
+        printf(", ppl gpu %.4f cpu %.4f (%+.3f%%)", exp(s->nll_gpu / s->n_nll), exp(s->nll_cpu / s->n_nll),
+               100.0 * (exp((s->nll_gpu - s->nll_cpu) / s->n_nll) - 1.0));
+    printf("\n");
+    fflush(stdout);
+}
+
+static void assert_close_stats(const cmp_stats *s, double nmse_max) {
+    assert_true(s->se / s->ref_sq <= nmse_max);
+    assert_true(s->rel_sum / s->rows <= 1e-2);
+}
+
+/* ------------------------------------------------------------------------------------------------ 1 */
+
+static int32_t *text_tokens(const qn_model *m, int32_t want, int32_t *n_out) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/.cache/quern/data/alice29.txt", getenv("HOME") ? getenv("HOME") : "");
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        fseek(fp, 0, SEEK_END);
+        len = (size_t)ftell(fp);
+        fseek(fp, 0, SEEK_SET);
+        text = malloc(len + 1);
+        if (text && fread(text, 1, len, fp) != len) len = 0;
+        fclose(fp);
+    }
+    if (!text || len == 0) { /* repeat the embedded paragraph */
+        free(text);
+        const size_t pl = strlen(EMBEDDED_TEXT);
+        len = pl * 40;
+        text = malloc(len + 1);
+        for (int i = 0; i < 40; i++) memcpy(text + i * pl, EMBEDDED_TEXT, pl);
+    }
+    text[len] = 0;
+    const int32_t cap = (int32_t)len + 16;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)cap), n = 0;
+    assert_int_equal(qn_vocab_tokenize(m->vocab, text, len, true, false, toks, cap, &n), QN_OK);
+    free(text);
+    *n_out = n < want ? n : want;
+    return toks;
+}
+
+static void test_real_model_logits(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const int32_t W = 512, NW = 4, V = g_model->cfg.n_vocab;
+    int32_t n_tok = 0;
+    int32_t *toks = text_tokens(g_model, W * NW + 1, &n_tok);
+    assert_true(n_tok >= W + 1);
+    qn_ctx *cpu = make_ctx(g_model, QN_DEVICE_CPU, W, W, true);
+    qn_ctx *gpu = make_ctx(g_model, QN_DEVICE_CUDA, W, 128, true);
+    assert_non_null(cpu);
+    assert_non_null(gpu);
+    printf("gpu: %s\n", qn_ctx_backend_name(gpu));
+    float *lc = malloc(sizeof(float) * (size_t)W * V), *lg = malloc(sizeof(float) * (size_t)W * V);
+    cmp_stats st = {0};
+    qn_error err = {0};
+    for (int32_t w = 0; (w + 1) * W + 1 <= n_tok && w < NW; w++) {
+        qn_ctx_reset(cpu), qn_ctx_reset(gpu);
+        for (size_t i = 0; i < (size_t)W * V; i++) lg[i] = NAN; /* poison */
+        assert_int_equal(qn_ctx_eval(cpu, toks + w * W, W, 0, true, lc, &err), QN_OK);
+        if (qn_ctx_eval(gpu, toks + w * W, W, 0, true, lg, &err) != QN_OK) fail_msg("gpu eval: %s", err.msg);
+        compare_rows(&st, lg, lc, W, V, toks + w * W + 1);
+    }
+    report("real model, 512-token windows", &st);
+    assert_true(st.top1_margin_ok >= 0.999 * st.top1_margin_rows);
+    assert_close_stats(&st, 1e-4);
+    assert_true(fabs(exp((st.nll_gpu - st.nll_cpu) / st.n_nll) - 1.0) <= 5e-3);
+    free(lc), free(lg), free(toks);
+    qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
+}
+
+/* ------------------------------------------------------------------------------------------------ 2 */
+
+static void test_greedy(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    static const char *prompts[] = {
+        "The capital of France is", "Once upon a time, in a small village,", "def fibonacci(n):",
+        "The three primary colors are", "Water boils at a temperature of", "In 1969, the first humans",
+        "A haiku about autumn:\n", "The most important rule of programming is",
+    };
+    const int NP = 8, NG = 48, V = g_model->cfg.n_vocab;
+    int identical = 0, prefix_sum = 0;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    for (int p = 0; p < NP; p++) {
+        int32_t toks[256], n = 0, cpu_out[64], gpu_out[64];
+        assert_int_equal(qn_vocab_tokenize(g_model->vocab, prompts[p], strlen(prompts[p]), true, false, toks, 128, &n), QN_OK);
+        qn_ctx *cpu = make_ctx(g_model, QN_DEVICE_CPU, 256, 256, true), *gpu = make_ctx(g_model, QN_DEVICE_CUDA, 256, 256, true);
+        qn_error err = {0};
+        assert_int_equal(qn_ctx_eval(cpu, toks, n, 0, false, logits, &err), QN_OK);
+        for (int g = 0; g < NG; g++) {
+            cpu_out[g] = qn_argmax_f32(logits, V);
+            if (g + 1 < NG) assert_int_equal(qn_ctx_eval(cpu, &cpu_out[g], 1, n + g, false, logits, &err), QN_OK);
+        }
+        const qn_sample_row_params sp = {.temperature = 0.0f, .top_p = 1.0f};
+        if (qn_ctx_eval_prompt_sample(gpu, toks, n, &sp, &gpu_out[0], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
+        for (int g = 1; g < NG; g++)
+            if (qn_ctx_eval_sample(gpu, gpu_out[g - 1], n + g - 1, &sp, &gpu_out[g], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
+        int common = 0;
+        while (common < NG && cpu_out[common] == gpu_out[common]) common++;
+        identical += common == NG;
+        prefix_sum += common;
+        printf("greedy prompt %d: common prefix %d/%d\n", p, common, NG);
+        qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
+    }
+    printf("greedy: %d/%d identical, mean common prefix %.1f of %d\n", identical, NP, (double)prefix_sum / NP, NG);
+    free(logits);
+    assert_true(identical >= 6);
+}
+
+/* ------------------------------------------------------------------------------------------------ 3 */
+
+typedef struct seq_state {
+    int32_t n_done;          /* tokens in the cache */
+    int32_t table[64];       /* block ids */
+    int32_t toks[512];
+} seq_state;
+
+static qn_backend *make_backend(const qn_model *m, qn_device_kind dev, bool graphs) {
+    qn_backend_params p = qn_backend_params_default();
+    p.device = dev, p.max_tokens = 128, p.max_seqs = 4, p.max_ctx = 1024, p.n_blocks = 256, p.block_size = 16;
+    p.cuda_graphs = graphs, p.n_threads = 4;
+    qn_backend *b = NULL;
+    qn_error err = {0};
+    if (qn_backend_create(m, &p, &b, &err) != QN_OK) fprintf(stderr, "backend: %s\n", err.msg);
+    return b;
+}
+
+/* One step: for each sequence s, n_new[s] tokens (0 = not in the step); logits for each sequence's last token. */
+static void paged_step(qn_backend *cpu, qn_backend *gpu, seq_state *seqs, int n_seqs, const int32_t *n_new, int32_t V,
+                       cmp_stats *st) {
+    int32_t tokens[128], pos[128], seq[128], slot[128], rows[8], bt[4 * 64];
+    int32_t T = 0, S = 0, n_out = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        if (!n_new[s]) continue;
+        for (int i = 0; i < n_new[s]; i++) {
+            const int32_t p = seqs[s].n_done + i;
+            tokens[T] = seqs[s].toks[p], pos[T] = p, seq[T] = S;
+            slot[T] = seqs[s].table[p / 16] * 16 + p % 16;
+            T++;
+        }
+        memcpy(bt + S * 64, seqs[s].table, sizeof seqs[s].table);
+        rows[n_out++] = T - 1;
+        S++;
+    }
+    const qn_fwd_batch b = {.n_tokens = T, .tokens = tokens, .positions = pos, .seq_idx = seq, .slot_mapping = slot,
+                            .n_seqs = S, .block_tables = bt, .max_blocks_per_seq = 64, .n_out = n_out, .out_rows = rows};
+    float *lc = malloc(sizeof(float) * (size_t)n_out * V), *lg = malloc(sizeof(float) * (size_t)n_out * V);
+    qn_error err = {0};
+    assert_int_equal(qn_backend_forward(cpu, &b, lc, &err), QN_OK);
+    if (qn_backend_forward(gpu, &b, lg, &err) != QN_OK) fail_msg("gpu step: %s", err.msg);
+    compare_rows(st, lg, lc, n_out, V, NULL);
+    for (int s = 0; s < n_seqs; s++) seqs[s].n_done += n_new[s];
+    free(lc), free(lg);
+}
+
+static void test_paged_batches(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const int32_t V = g_model->cfg.n_vocab;
+    qn_backend *cpu = make_backend(g_model, QN_DEVICE_CPU, true), *gpu = make_backend(g_model, QN_DEVICE_CUDA, true);
+    assert_non_null(cpu);
+    assert_non_null(gpu);
+    /* shuffled, disjoint block ids */
+    int32_t ids[256];
+    for (int i = 0; i < 256; i++) ids[i] = i;
+    qn_rng r;
+    qn_rng_seed(&r, 7);
+    for (int i = 255; i > 0; i--) {
+        const int j = (int)(qn_rng_u64(&r) % (uint64_t)(i + 1));
+        const int32_t t = ids[i];
+        ids[i] = ids[j], ids[j] = t;
+    }
+    seq_state *seqs = calloc(3, sizeof *seqs);
+    for (int s = 0; s < 3; s++) {
+        for (int i = 0; i < 64; i++) seqs[s].table[i] = ids[s * 64 + i];
+        for (int i = 0; i < 512; i++) seqs[s].toks[i] = (int32_t)(qn_rng_u64(&r) % 40000) + 100;
+    }
+    cmp_stats st = {0};
+    const int32_t s1[3] = {37, 20, 5}, s2[3] = {1, 19, 1}, sd[3] = {1, 1, 1};
+    paged_step(cpu, gpu, seqs, 3, s1, V, &st);
+    paged_step(cpu, gpu, seqs, 3, s2, V, &st);
+    for (int k = 0; k < 8; k++) paged_step(cpu, gpu, seqs, 3, sd, V, &st); /* pure decode: graph path */
+    report("paged batches", &st);
+    assert_close_stats(&st, 1e-4);
+    assert_true(st.top1_margin_ok >= st.top1_margin_rows - 1);
+    free(seqs);
+    qn_backend_destroy(cpu), qn_backend_destroy(gpu);
+}
+
+/* ------------------------------------------------------------------------------------------------ 4 */
+
+static void test_graphs_bit_identical(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const int32_t V = g_model->cfg.n_vocab, NP = 20, ND = 24;
+    qn_ctx *a = make_ctx(g_model, QN_DEVICE_CUDA, 256, 64, true), *b = make_ctx(g_model, QN_DEVICE_CUDA, 256, 64, false);
+    assert_non_null(a);
+    assert_non_null(b);
+    int32_t toks[64];
+    for (int i = 0; i < NP + ND; i++) toks[i] = 200 + 37 * i;
+    float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
+    qn_error err = {0};
+    assert_int_equal(qn_ctx_eval(a, toks, NP, 0, false, la, &err), QN_OK);
+    assert_int_equal(qn_ctx_eval(b, toks, NP, 0, false, lb, &err), QN_OK);
+    int differing = 0;
+    for (int i = 0; i < ND; i++) {
+        for (int32_t v = 0; v < V; v++) la[v] = lb[v] = NAN;
+        if (qn_ctx_eval(a, &toks[NP + i], 1, NP + i, false, la, &err) != QN_OK) fail_msg("graph step: %s", err.msg);
+        assert_int_equal(qn_ctx_eval(b, &toks[NP + i], 1, NP + i, false, lb, &err), QN_OK);
+        differing += memcmp(la, lb, sizeof(float) * V) != 0;
+    }
+    printf("graphs: %d of %d decode steps differ from the kernel-by-kernel launch\n", differing, ND);
+    assert_int_equal(differing, 0);
+    free(la), free(lb);
+    qn_ctx_destroy(a), qn_ctx_destroy(b);
+}
+
+/* ------------------------------------------------------------------------------------------------ 5 */
+
+static void synth_case(const char *preset, const char *type, int n_layer) {
+    qn_ftype ft;
+    assert_int_equal(qn_ftype_parse(type, &ft), QN_OK);
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/qn_gpu_fwd_%s_%s_%d.gguf", preset, type, (int)getpid());
+    qn_synth_params sp = {.preset = qn_synth_preset_find(preset), .ftype = ft, .seed = 11, .n_layer = n_layer,
+                          .vocab_path = g_model_path, .n_threads = 16};
+    qn_error err = {0};
+    if (qn_synth_gguf(path, &sp, NULL, &err) != QN_OK) fail_msg("synth %s %s: %s", preset, type, err.msg);
+    qn_model *m = NULL;
+    assert_int_equal(qn_model_load(path, &m, &err), QN_OK);
+    const int32_t V = m->cfg.n_vocab, N = 64;
+    int32_t toks[64];
+    for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 7919 + 13) % 40000) + 50;
+    qn_ctx *cpu = make_ctx(m, QN_DEVICE_CPU, 128, 128, true), *gpu = make_ctx(m, QN_DEVICE_CUDA, 128, 128, true);
+    assert_non_null(cpu);
+    assert_non_null(gpu);
+    float *lc = malloc(sizeof(float) * (size_t)N * V), *lg = malloc(sizeof(float) * (size_t)N * V);
+    assert_int_equal(qn_ctx_eval(cpu, toks, N, 0, true, lc, &err), QN_OK);
+    if (qn_ctx_eval(gpu, toks, N, 0, true, lg, &err) != QN_OK) fail_msg("gpu %s %s: %s", preset, type, err.msg);
+    cmp_stats st = {0};
+    compare_rows(&st, lg, lc, N, V, NULL);
+    char what[96];
+    snprintf(what, sizeof what, "synth %s %s (%d layers)", preset, type, m->cfg.n_layer);
+    report(what, &st);
+    assert_true(st.se / st.ref_sq <= 1e-3);
+    free(lc), free(lg);
+    qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
+    qn_model_free(m);
+    unlink(path);
+}
+
+static void test_synth_types(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    static const char *types[] = {"F16", "Q8_0", "Q4_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K"};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) synth_case("tiny", types[i], 4);
+    synth_case("llama3-8b", "Q4_K_M", 2);
+}
+
+int main(void) {
+    if (!have_gpu()) {
+        printf("skip: no CUDA device\n");
+        return 77;
+    }
+    char path[1024];
+    snprintf(path, sizeof path, "%s/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf", getenv("HOME") ? getenv("HOME") : "");
+    g_model_path = getenv("QUERN_MODEL") ? getenv("QUERN_MODEL") : path;
+    qn_error err = {0};
+    if (qn_model_load(g_model_path, &g_model, &err) != QN_OK) {
+        printf("skip: %s\n", err.msg);
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_graphs_bit_identical), cmocka_unit_test(test_paged_batches),
+        cmocka_unit_test(test_real_model_logits),    cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_synth_types),
+    };
+    /* QN_TEST_QUICK=1 (compute-sanitizer runs): the two small cases */
+    const char *quick = getenv("QN_TEST_QUICK");
+    const int rc = quick && *quick == '1' ? _cmocka_run_group_tests("quick", tests, 2, NULL, NULL)
+                                          : cmocka_run_group_tests(tests, NULL, NULL);
+    qn_model_free(g_model);
+    return rc;
+}
