@@ -88,6 +88,7 @@ if want build; then
         -DQN_CUDA_ARCHS="${QN_CUDA_ARCHS:-90}" "${CMAKE_EXTRA[@]}" ${QN_CMAKE_ARGS:-}
     targets=$(ninja -C "$BUILD" -t targets all 2>/dev/null | grep -oE '^(test_gpu_[a-z0-9_]+|bench_gpu_[a-z0-9_]+):' |
         tr -d ':' | sort -u | tr '\n' ' ')
+    targets="$targets quern"
     say "build targets: $targets"
     # shellcheck disable=SC2086
     run_step build "$OUT/build.log" ninja -C "$BUILD" $targets
