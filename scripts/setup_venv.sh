@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup_venv.sh — the Python venv used only by tests and tools that compare against peers:
-# gguf-py, numpy, llama-cpp-python (built from its sdist, CPU), openai, litellm.
+# gguf-py, numpy, llama-cpp-python (built from its sdist, CPU), openai, litellm, transformers + sentencepiece
+# (llama.cpp's HF converter as a peer).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 if [ ! -x "$QN_VENV/bin/python" ]; then
@@ -10,6 +11,11 @@ py="$QN_VENV/bin/python"
 "$py" -m pip install -q --upgrade pip >/dev/null
 "$py" -c "import gguf, numpy" 2>/dev/null || "$py" -m pip install -q gguf numpy
 "$py" -c "import openai, litellm, aiohttp" 2>/dev/null || "$py" -m pip install -q openai litellm aiohttp
+# llama.cpp's convert_hf_to_gguf.py as the peer of `quern convert` (tests/e2e/test_convert_*.py): the
+# transformers version its requirements pin, sentencepiece (imported before the BPE path), the HF
+# tokenizers library (reads our tokenizer.json); torch is replaced by tests/fixtures/torch_stub
+"$py" -c "import transformers, sentencepiece, tokenizers, google.protobuf" 2>/dev/null ||
+  "$py" -m pip install -q "transformers==4.57.6" sentencepiece tokenizers protobuf
 if ! "$py" -c "import llama_cpp" 2>/dev/null; then
   echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes)..."
   "$py" -m pip install -q scikit-build-core cmake ninja

@@ -251,9 +251,11 @@ static qn_status put_meta(qn_gguf_writer *w, const char *arch, const qn_model_co
             if (json_is_number(json_object_get(rs, "beta_slow"))) F32("rope.scaling.yarn_beta_slow", r->yarn_beta_slow);
         }
     }
-    if (json_is_number(json_object_get(hf, "rope_theta"))) F32("rope.freq_base", c->rope_theta);
-    if (json_is_number(json_object_get(hf, "rms_norm_eps"))) F32("attention.layer_norm_rms_epsilon", c->rms_eps);
-    if (json_is_integer(json_object_get(hf, "head_dim"))) {
+    /* llama.cpp reads config.json through transformers' AutoConfig, whose defaults fill rope_theta and
+     * rms_norm_eps always and head_dim for Llama (transformers 4.57: not Mistral, not Qwen2) */
+    F32("rope.freq_base", c->rope_theta);
+    F32("attention.layer_norm_rms_epsilon", c->rms_eps);
+    if (c->arch == QN_ARCH_LLAMA || json_is_integer(json_object_get(hf, "head_dim"))) {
         U32("attention.key_length", c->head_dim);
         U32("attention.value_length", c->head_dim);
     }

@@ -11,21 +11,20 @@
 # QN_TEST_LABELS: cpu
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
+
+from convert_util import inputs, permute, read_safetensors, write_safetensors
 
 SKIP = 77
 
 
 def main():
-    quern = os.environ.get("QN_QUERN_BIN")
-    cache = os.environ.get("QN_CACHE", os.path.expanduser("~/.cache/quern"))
-    model = os.environ.get("QN_MODEL", os.path.join(cache, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    if not quern or not os.path.exists(model):
-        print("skip: quern binary or default model missing")
+    paths = inputs()
+    if not paths:
         return SKIP
+    quern, model = paths
     try:
         import numpy as np
         from gguf import GGUFReader
@@ -156,37 +155,6 @@ def gguf_name(module):
     return f"blk.{parts[2]}.{m}.weight"
 
 
-def permute(w, n_head, n_head_kv):
-    """llama.cpp's LlamaModel.permute (convert_hf_to_gguf.py)"""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def read_safetensors(path, np):
-    dtypes = {"F16": np.float16, "F32": np.float32}
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        hdr = json.loads(f.read(n))
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    return {k: np.frombuffer(data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
-                             dtype=dtypes[v["dtype"]]).reshape(v["shape"])
-            for k, v in hdr.items() if k != "__metadata__"}
-
-
-def write_safetensors(path, tensors, np):
-    """The format by hand (docs/formats.md §0): u64 header size, JSON header padded to 8, data."""
-    names = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
-    hdr, off, blobs = {}, 0, []
-    for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k])
-        hdr[k] = {"dtype": names[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        off += a.nbytes
-        blobs.append(a.tobytes())
-    h = json.dumps(hdr).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little") + h + b"".join(blobs))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 
+from convert_util import inputs, permute, read_safetensors
+
 SKIP = 77
 
 STRINGS = [
@@ -37,12 +39,10 @@ STRINGS = [
 
 
 def main():
-    quern = os.environ.get("QN_QUERN_BIN")
-    cache = os.environ.get("QN_CACHE", os.path.expanduser("~/.cache/quern"))
-    model = os.environ.get("QN_MODEL", os.path.join(cache, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    if not quern or not os.path.exists(model):
-        print("skip: quern binary or default model missing")
+    paths = inputs()
+    if not paths:
         return SKIP
+    quern, model = paths
     try:
         import numpy as np
         from gguf import GGUFReader
@@ -172,29 +172,6 @@ def gguf_to_hf(name):
              "ffn_down": "mlp.down_proj"}
     _, n, mod, suffix = name.split(".")
     return f"model.layers.{n}.{layer[mod]}.{suffix}"
-
-
-def permute(w, n_head, n_head_kv):
-    """llama.cpp's LlamaModel.permute (convert_hf_to_gguf.py)"""
-    if n_head_kv is not None and n_head != n_head_kv:
-        n_head = n_head_kv
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def read_safetensors(path, np):
-    dtypes = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16}
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        hdr = json.loads(f.read(n))
-        base = 8 + n
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    out = {}
-    for k, v in hdr.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[base + a:base + b], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
-    return out
 
 
 def fields(reader):
