@@ -587,6 +587,24 @@ qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_spac
     json_t *tmpl = json_object_get(tcfg, "chat_template");
     if (json_is_string(tmpl)) {
         st = qn_gguf_writer_add_str(w, "tokenizer.chat_template", json_string_value(tmpl), err);
+    } else if (!tmpl && tcfg) { /* newer transformers save it beside: chat_template.jinja */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+        FILE *f = fopen(path, "rb");
+        char *text = NULL;
+        size_t len = 0;
+        if (f) {
+            FILE *m = open_memstream(&text, &len);
+            int ch;
+            while (m && (ch = fgetc(f)) != EOF) fputc(ch, m);
+            if (m) fclose(m);
+            fclose(f);
+            if (!text || strlen(text) != len)
+                st = qn_error_set(err, QN_ERR_FORMAT, "%s: unreadable or holds a NUL byte", path);
+            else
+                st = qn_gguf_writer_add_str(w, "tokenizer.chat_template", text, err);
+            free(text);
+        }
     } else if (tmpl && !json_is_null(tmpl)) {
         st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s/tokenizer_config.json: field 'chat_template': only a string "
                           "template is supported", dir);
