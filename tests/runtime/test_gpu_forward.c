@@ -2,26 +2,33 @@
  * exec/context.h) against the CPU forward pass, which is itself matched with llama.cpp's CPU backend
  * (tests/e2e/test_llamacpp_parity.py). Exit 77 (skipped) without a GPU.
  *
+ * Two CPU references. The CPU path quantizes activations to each weight type's vec_dot_type (Q8_1
+ * for Q4_1 weights, as llama.cpp's CPU backend does); the GPU path feeds fp16 activations to the
+ * tensor cores. So (a) GPU vs CPU on the same Q4_1 file differ by the CPU's 8-bit activation rounding
+ * (measured on an H200: NMSE ~8e-4, perplexity within 0.3%), while (b) the GPU on the Q4_1 file vs the
+ * CPU on an F16 copy of the same weights (`quern quantize` to F16 is exact up to one fp16 rounding
+ * of d*q+m; the CPU then uses fp16 activations like the GPU) isolates the GPU's own arithmetic, and
+ * (c) F16 copy on both sides compares the two forward passes on identical weights and activation
+ * precision. The tight bounds are on (b) and (c).
+ *
  *  1. real model (default SmolLM2-135M Q4_1; skipped when absent): 4 windows of 512 tokens of
  *     alice29.txt (an embedded paragraph when absent), all logits, GPU prefill in chunks of 128
- *     (chunked prefill reads the earlier blocks) vs CPU in one step. Reported: top-1 agreement,
- *     per-row relative error max|g - c| / max|c|, NMSE, perplexity of both.
- *     Asserted: top-1 >= 99.9% of positions where the CPU's top-1/top-2 margin exceeds 0.02 logits
- *     (a near-tie flips with any change of summation order; all positions are reported), mean row
- *     relative error <= 1e-2, NMSE <= 1e-4, perplexities within 0.5%.
- *     Why not closer: the CPU path quantizes activations to Q8_1 for Q4_1 weights (as llama.cpp's CPU
- *     backend does), the GPU path feeds fp16 activations to the tensor cores, so the two differ by
- *     the CPU's 8-bit activation rounding (~0.4% per dot product).
- *  2. greedy: 8 prompts x 48 tokens, GPU sampling on the device (temperature 0) vs CPU argmax.
- *     Reported: identical continuations and mean common prefix; asserted: >= 6 of 8 identical.
- *  3. paged batches through qn_backend: 3 sequences, shuffled block tables, a prefill step, a mixed
- *     step (decode + a second prefill chunk), 8 decode steps (the CUDA graph path): GPU vs CPU
- *     logits per step, same bounds as 1 (NMSE <= 1e-4).
+ *     (chunked prefill reads the earlier blocks) vs CPU in one step. Reported for (a), (b), (c):
+ *     top-1 agreement (all positions, and where the reference's top-1/top-2 margin exceeds 0.02
+ *     logits: a nearer tie flips with any change of summation order), per-row relative error
+ *     max|g - c| / max|c|, NMSE, perplexity of both.
+ *     Asserted: (b) and (c) top-1 >= 99.9% of margin > 0.02 positions, NMSE <= 1e-4 (b), 1e-5 (c);
+ *     (a) NMSE <= 2e-3 and perplexities within 0.5%.
+ *  2. greedy: 8 prompts x 48 tokens, GPU sampling on the device (temperature 0) vs CPU argmax on the
+ *     F16 copy (asserted: >= 7 of 8 identical) and on the Q4_1 file (reported).
+ *  3. paged batches through qn_backend (F16 copy both sides): 3 sequences, shuffled block tables, a
+ *     prefill step, a mixed step (decode + a second prefill chunk), 8 decode steps (the CUDA graph
+ *     path): NMSE <= 1e-5, top-1 equal wherever the margin exceeds 0.02.
  *  4. graphs: 24 decode steps with CUDA graphs on and off give bit-identical logits.
  *  5. synthetic models (quern synth, seeded random weights; real shapes): tiny (GQA 4, head_dim 64)
  *     in F16, Q8_0, Q4_0, Q5_1, Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K; llama3-8b truncated to 2 layers
- *     in Q4_K_M (head_dim 128, vocab 128256): 64-token prompt, GPU vs CPU NMSE <= 1e-3 (random weights
- *     make nearly flat logits, so NMSE is the meaningful measure).
+ *     in Q4_K_M (head_dim 128, vocab 128256): 64-token prompt, GPU vs CPU on the same file: NMSE
+ *     <= 3e-3 (the CPU's 8-bit activations, as in (a); F16 files: <= 1e-5).
  * QN_TEST_QUICK=1 runs 4 and 3 only (for compute-sanitizer). */
 #include "harness.h"
 
@@ -37,6 +44,7 @@
 #include "exec/context.h"
 #include "exec/sampling.h"
 #include "model/model.h"
+#include "model/quantize.h"
 #include "model/synth.h"
 #include "tokenizer/vocab.h"
 
@@ -48,8 +56,10 @@ static const char *EMBEDDED_TEXT =
     "whether the pleasure of making a daisy-chain would be worth the trouble of getting up and picking the "
     "daisies, when suddenly a White Rabbit with pink eyes ran close by her. ";
 
-static qn_model *g_model;
+static qn_model *g_model;      /* the default model (Q4_1) */
+static qn_model *g_f16;        /* the same weights requantized to F16 */
 static const char *g_model_path;
+static char g_f16_path[256];
 
 static bool have_gpu(void) {
     int n = 0;
@@ -132,10 +142,6 @@ static void report(const char *what, const cmp_stats *s) {
     fflush(stdout);
 }
 
-static void assert_close_stats(const cmp_stats *s, double nmse_max) {
-    assert_true(s->se / s->ref_sq <= nmse_max);
-    assert_true(s->rel_sum / s->rows <= 1e-2);
-}
 
 /* ------------------------------------------------------------------------------------------------ 1 */
 
@@ -169,34 +175,44 @@ static int32_t *text_tokens(const qn_model *m, int32_t want, int32_t *n_out) {
     return toks;
 }
 
-static void test_real_model_logits(void **state) {
-    (void)state;
-    if (!g_model) skip();
+/* all-logit windows of toks through a (GPU) and b (CPU) models */
+static void compare_windows(const char *what, qn_model *mg, qn_model *mc, const int32_t *toks, int32_t n_tok, cmp_stats *st) {
     const int32_t W = 512, NW = 4, V = g_model->cfg.n_vocab;
-    int32_t n_tok = 0;
-    int32_t *toks = text_tokens(g_model, W * NW + 1, &n_tok);
-    assert_true(n_tok >= W + 1);
-    qn_ctx *cpu = make_ctx(g_model, QN_DEVICE_CPU, W, W, true);
-    qn_ctx *gpu = make_ctx(g_model, QN_DEVICE_CUDA, W, 128, true);
+    qn_ctx *cpu = make_ctx(mc, QN_DEVICE_CPU, W, W, true);
+    qn_ctx *gpu = make_ctx(mg, QN_DEVICE_CUDA, W, 128, true);
     assert_non_null(cpu);
     assert_non_null(gpu);
-    printf("gpu: %s\n", qn_ctx_backend_name(gpu));
     float *lc = malloc(sizeof(float) * (size_t)W * V), *lg = malloc(sizeof(float) * (size_t)W * V);
-    cmp_stats st = {0};
     qn_error err = {0};
     for (int32_t w = 0; (w + 1) * W + 1 <= n_tok && w < NW; w++) {
         qn_ctx_reset(cpu), qn_ctx_reset(gpu);
         for (size_t i = 0; i < (size_t)W * V; i++) lg[i] = NAN; /* poison */
         assert_int_equal(qn_ctx_eval(cpu, toks + w * W, W, 0, true, lc, &err), QN_OK);
         if (qn_ctx_eval(gpu, toks + w * W, W, 0, true, lg, &err) != QN_OK) fail_msg("gpu eval: %s", err.msg);
-        compare_rows(&st, lg, lc, W, V, toks + w * W + 1);
+        compare_rows(st, lg, lc, W, V, toks + w * W + 1);
     }
-    report("real model, 512-token windows", &st);
-    assert_true(st.top1_margin_ok >= 0.999 * st.top1_margin_rows);
-    assert_close_stats(&st, 1e-4);
-    assert_true(fabs(exp((st.nll_gpu - st.nll_cpu) / st.n_nll) - 1.0) <= 5e-3);
-    free(lc), free(lg), free(toks);
+    report(what, st);
+    free(lc), free(lg);
     qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
+}
+
+static void test_real_model_logits(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    int32_t n_tok = 0;
+    int32_t *toks = text_tokens(g_model, 512 * 4 + 1, &n_tok);
+    assert_true(n_tok >= 512 + 1);
+    cmp_stats a = {0}, b = {0}, c = {0};
+    compare_windows("(a) gpu q4_1 vs cpu q4_1", g_model, g_model, toks, n_tok, &a);
+    compare_windows("(b) gpu q4_1 vs cpu f16 copy", g_model, g_f16, toks, n_tok, &b);
+    compare_windows("(c) gpu f16 copy vs cpu f16 copy", g_f16, g_f16, toks, n_tok, &c);
+    free(toks);
+    assert_true(b.top1_margin_ok >= 0.999 * b.top1_margin_rows);
+    assert_true(c.top1_margin_ok >= 0.999 * c.top1_margin_rows);
+    assert_true(b.se / b.ref_sq <= 1e-4);
+    assert_true(c.se / c.ref_sq <= 1e-5);
+    assert_true(a.se / a.ref_sq <= 2e-3);
+    assert_true(fabs(exp((a.nll_gpu - a.nll_cpu) / a.n_nll) - 1.0) <= 5e-3);
 }
 
 /* ------------------------------------------------------------------------------------------------ 2 */
@@ -210,32 +226,40 @@ static void test_greedy(void **state) {
         "A haiku about autumn:\n", "The most important rule of programming is",
     };
     const int NP = 8, NG = 48, V = g_model->cfg.n_vocab;
-    int identical = 0, prefix_sum = 0;
+    int identical = 0, prefix_sum = 0, identical_q = 0, prefix_q = 0;
     float *logits = malloc(sizeof(float) * (size_t)V);
     for (int p = 0; p < NP; p++) {
-        int32_t toks[256], n = 0, cpu_out[64], gpu_out[64];
+        int32_t toks[256], n = 0, cpu_out[64], cpuq_out[64], gpu_out[64];
         assert_int_equal(qn_vocab_tokenize(g_model->vocab, prompts[p], strlen(prompts[p]), true, false, toks, 128, &n), QN_OK);
-        qn_ctx *cpu = make_ctx(g_model, QN_DEVICE_CPU, 256, 256, true), *gpu = make_ctx(g_model, QN_DEVICE_CUDA, 256, 256, true);
+        qn_ctx *gpu = make_ctx(g_model, QN_DEVICE_CUDA, 256, 256, true);
         qn_error err = {0};
-        assert_int_equal(qn_ctx_eval(cpu, toks, n, 0, false, logits, &err), QN_OK);
-        for (int g = 0; g < NG; g++) {
-            cpu_out[g] = qn_argmax_f32(logits, V);
-            if (g + 1 < NG) assert_int_equal(qn_ctx_eval(cpu, &cpu_out[g], 1, n + g, false, logits, &err), QN_OK);
+        for (int ref = 0; ref < 2; ref++) {
+            int32_t *out = ref ? cpuq_out : cpu_out;
+            qn_ctx *cpu = make_ctx(ref ? g_model : g_f16, QN_DEVICE_CPU, 256, 256, true);
+            assert_int_equal(qn_ctx_eval(cpu, toks, n, 0, false, logits, &err), QN_OK);
+            for (int g = 0; g < NG; g++) {
+                out[g] = qn_argmax_f32(logits, V);
+                if (g + 1 < NG) assert_int_equal(qn_ctx_eval(cpu, &out[g], 1, n + g, false, logits, &err), QN_OK);
+            }
+            qn_ctx_destroy(cpu);
         }
         const qn_sample_row_params sp = {.temperature = 0.0f, .top_p = 1.0f};
         if (qn_ctx_eval_prompt_sample(gpu, toks, n, &sp, &gpu_out[0], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
         for (int g = 1; g < NG; g++)
             if (qn_ctx_eval_sample(gpu, gpu_out[g - 1], n + g - 1, &sp, &gpu_out[g], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
-        int common = 0;
+        int common = 0, common_q = 0;
         while (common < NG && cpu_out[common] == gpu_out[common]) common++;
-        identical += common == NG;
-        prefix_sum += common;
-        printf("greedy prompt %d: common prefix %d/%d\n", p, common, NG);
-        qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
+        while (common_q < NG && cpuq_out[common_q] == gpu_out[common_q]) common_q++;
+        identical += common == NG, identical_q += common_q == NG;
+        prefix_sum += common, prefix_q += common_q;
+        printf("greedy prompt %d: common prefix with cpu f16 copy %d/%d, with cpu q4_1 %d/%d\n", p, common, NG,
+               common_q, NG);
+        qn_ctx_destroy(gpu);
     }
-    printf("greedy: %d/%d identical, mean common prefix %.1f of %d\n", identical, NP, (double)prefix_sum / NP, NG);
+    printf("greedy: gpu q4_1 vs cpu f16 copy %d/%d identical (mean common prefix %.1f of %d); vs cpu q4_1 %d/%d "
+           "(%.1f)\n", identical, NP, (double)prefix_sum / NP, NG, identical_q, NP, (double)prefix_q / NP);
     free(logits);
-    assert_true(identical >= 6);
+    assert_true(identical >= 7);
 }
 
 /* ------------------------------------------------------------------------------------------------ 3 */
@@ -288,7 +312,7 @@ static void test_paged_batches(void **state) {
     (void)state;
     if (!g_model) skip();
     const int32_t V = g_model->cfg.n_vocab;
-    qn_backend *cpu = make_backend(g_model, QN_DEVICE_CPU, true), *gpu = make_backend(g_model, QN_DEVICE_CUDA, true);
+    qn_backend *cpu = make_backend(g_f16, QN_DEVICE_CPU, true), *gpu = make_backend(g_f16, QN_DEVICE_CUDA, true);
     assert_non_null(cpu);
     assert_non_null(gpu);
     /* shuffled, disjoint block ids */
@@ -311,9 +335,9 @@ static void test_paged_batches(void **state) {
     paged_step(cpu, gpu, seqs, 3, s1, V, &st);
     paged_step(cpu, gpu, seqs, 3, s2, V, &st);
     for (int k = 0; k < 8; k++) paged_step(cpu, gpu, seqs, 3, sd, V, &st); /* pure decode: graph path */
-    report("paged batches", &st);
-    assert_close_stats(&st, 1e-4);
-    assert_true(st.top1_margin_ok >= st.top1_margin_rows - 1);
+    report("paged batches (f16 copy)", &st);
+    assert_true(st.se / st.ref_sq <= 1e-5);
+    assert_int_equal(st.top1_margin_ok, st.top1_margin_rows);
     free(seqs);
     qn_backend_destroy(cpu), qn_backend_destroy(gpu);
 }
@@ -373,7 +397,7 @@ static void synth_case(const char *preset, const char *type, int n_layer) {
     char what[96];
     snprintf(what, sizeof what, "synth %s %s (%d layers)", preset, type, m->cfg.n_layer);
     report(what, &st);
-    assert_true(st.se / st.ref_sq <= 1e-3);
+    assert_true(st.se / st.ref_sq <= (ft == QN_FTYPE_MOSTLY_F16 ? 1e-5 : 3e-3));
     free(lc), free(lg);
     qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
     qn_model_free(m);
@@ -401,6 +425,12 @@ int main(void) {
         printf("skip: %s\n", err.msg);
         return 77;
     }
+    snprintf(g_f16_path, sizeof g_f16_path, "/tmp/qn_gpu_fwd_f16_%d.gguf", (int)getpid());
+    const qn_quantize_params qp = {.ftype = QN_FTYPE_MOSTLY_F16, .n_threads = 16};
+    if (qn_quantize_gguf(g_model_path, g_f16_path, &qp, NULL, &err) != QN_OK || qn_model_load(g_f16_path, &g_f16, &err) != QN_OK) {
+        fprintf(stderr, "f16 copy: %s\n", err.msg);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graphs_bit_identical), cmocka_unit_test(test_paged_batches),
         cmocka_unit_test(test_real_model_logits),    cmocka_unit_test(test_greedy),
@@ -411,5 +441,7 @@ int main(void) {
     const int rc = quick && *quick == '1' ? _cmocka_run_group_tests("quick", tests, 2, NULL, NULL)
                                           : cmocka_run_group_tests(tests, NULL, NULL);
     qn_model_free(g_model);
+    qn_model_free(g_f16);
+    unlink(g_f16_path);
     return rc;
 }
