@@ -19,10 +19,9 @@ for ty in ${QN_PROF_TYPES:-Q4_K_M}; do
     "$NSYS" profile -t cuda,nvtx --capture-range=cudaProfilerApi --capture-range-end=stop -f true -o /tmp/prof_dec \
         "$Q" run -m "$M" --device cuda --no-cuda-graphs --profile-steps 10:19 -p "Hello there" -n 32 --temp 0 >/dev/null 2>&1
     "$NSYS" stats -q -r cuda_gpu_kern_sum,nvtx_sum -f column /tmp/prof_dec.nsys-rep >"$OUT/prof_decode_$ty.txt" 2>&1
-    # prefill: step 0 = one 512-token prompt
-    "$Q" bench -m "$M" --device cuda -p 512 -n 0 -r 1 -o md >/dev/null 2>&1
+    # prefill: step 1 = the first timed 512-token prompt (step 0 is the warm-up)
     "$NSYS" profile -t cuda,nvtx --capture-range=cudaProfilerApi --capture-range-end=stop -f true -o /tmp/prof_pre \
-        "$Q" perplexity -m "$M" --device cuda -f "$HOME/.cache/quern/data/alice29.txt" --ctx 512 --chunks 3 --profile-steps 1:2 >/dev/null 2>&1
+        "$Q" bench -m "$M" --device cuda -p 512 -n 0 -r 2 --profile-steps 1:1 -o md >/dev/null 2>&1
     "$NSYS" stats -q -r cuda_gpu_kern_sum,nvtx_sum -f column /tmp/prof_pre.nsys-rep >"$OUT/prof_prefill_$ty.txt" 2>&1
     head -40 "$OUT/prof_decode_$ty.txt"
     head -30 "$OUT/prof_prefill_$ty.txt"
