@@ -91,7 +91,7 @@ int qn_cmd_bench(int argc, char **argv) {
     const char *model_path = NULL, *p_list = "512", *n_list = "128", *out_fmt = "md", *isa_name = NULL;
     int reps = 5, n_threads = qn_tool_default_threads(), n_batch = 2048;
     bool help = false;
-    qn_tool_device_opts dev = {0};
+    qn_tool_device_opts dev = QN_TOOL_DEVICE_OPTS_INIT;
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
         {"n-prompt", NULL, 'p', QN_ARG_STR, &p_list, "prompt lengths, comma list (512)"},

@@ -128,6 +128,11 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
         return -1;
     }
     cp->cuda_graphs = !o->no_graphs;
+    if (o->tp < 1) {
+        fprintf(stderr, "quern %s: --tensor-parallel-size: %d must be >= 1\n", cmd, o->tp);
+        return -1;
+    }
+    cp->tp_size = o->tp;
     if (o->profile_steps) {
         int a = -1, b = -1;
         char tail = 0;

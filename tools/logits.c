@@ -40,7 +40,7 @@ int qn_cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *ids = NULL, *out_path = NULL, *isa_name = NULL, *trace = NULL;
     int n_greedy = 0, n_threads = qn_tool_default_threads();
     bool help = false, no_special = false;
-    qn_tool_device_opts dev = {0};
+    qn_tool_device_opts dev = QN_TOOL_DEVICE_OPTS_INIT;
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model"},
         {"prompt", NULL, 'p', QN_ARG_STR, &prompt, "prompt text (tokenized with add_special, parse_special)"},

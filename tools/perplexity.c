@@ -27,7 +27,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *vocab = NULL, *text_path = NULL, *isa = NULL;
     int n_ctx = 512, n_threads = qn_tool_default_threads(), n_chunks = -1, n_batch = 512;
     bool help = false;
-    qn_tool_device_opts dev = {0};
+    qn_tool_device_opts dev = QN_TOOL_DEVICE_OPTS_INIT;
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},
         {"vocab", NULL, 0, QN_ARG_STR, &vocab, "GGUF to take the tokenizer from (HF directories)"},

@@ -113,7 +113,7 @@ done:
 }
 
 int qn_cmd_run(int argc, char **argv) {
-    run_opts o = {.n_predict = 128, .n_threads = qn_tool_default_threads(), .n_ctx = 4096, .top_k = 40,
+    run_opts o = {.dev = QN_TOOL_DEVICE_OPTS_INIT, .n_predict = 128, .n_threads = qn_tool_default_threads(), .n_ctx = 4096, .top_k = 40,
                   .temp = 0.8f, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f, .seed = 0x5eed};
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &o.model, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},

@@ -220,8 +220,8 @@ int qn_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "quern serve: %s\n", derr.msg);
         return 1;
     }
-    if (o.tp != 1) {
-        fprintf(stderr, "quern serve: --tensor-parallel-size %d: only 1 is supported for now\n", o.tp);
+    if (o.tp < 1) {
+        fprintf(stderr, "quern serve: --tensor-parallel-size: %d must be >= 1\n", o.tp);
         return 1;
     }
     if (o.port < 0 || o.port > 65535) {
@@ -274,6 +274,7 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec.device = dev_kind;
     L.ec.cuda_device = dev_ordinal;
     L.ec.gpu_memory_utilization = o.gpu_util;
+    L.ec.tp_size = o.tp;
     L.ec.max_model_len = o.max_model_len;
     L.ec.max_num_seqs = o.max_num_seqs;
     L.ec.max_num_batched_tokens = o.max_batched;

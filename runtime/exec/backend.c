@@ -9,6 +9,7 @@
 #include "core/threadpool.h"
 #include "kv/kv_cache.h"
 #include "model/llama_cuda.h"
+#include "tp/forward_cpu.h"
 
 struct qn_backend {
     qn_device_kind kind;
@@ -18,6 +19,8 @@ struct qn_backend {
     qn_threadpool *tp;
     qn_kv_cache *kv;
     qn_llama_cpu *cpu;
+    qn_tp_cpu *tpc;           /* CPU tensor parallel (tp_size > 1) */
+    int32_t tp_size;
     /* CUDA */
     qn_llama_cuda *cuda;
 };
@@ -25,7 +28,7 @@ struct qn_backend {
 qn_backend_params qn_backend_params_default(void) {
     return (qn_backend_params){.device = QN_DEVICE_AUTO, .cuda_device = 0, .n_threads = 2, .isa = QN_CPU_ISA_AUTO,
                                .max_tokens = 512, .max_seqs = 1, .max_ctx = 2048, .n_blocks = 128, .block_size = 16,
-                               .cuda_graphs = true, .profile_begin = 1, .profile_end = 0};
+                               .cuda_graphs = true, .profile_begin = 1, .profile_end = 0, .tp_size = 1};
 }
 
 qn_status qn_device_parse(const char *s, qn_device_kind *kind, int *ordinal, qn_error *err) {
@@ -51,6 +54,16 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
     qn_status st = qn_cpu_kernels_select(p->isa, &b->kern);
     if (st != QN_OK)
         return qn_error_set(err, st, "backend: CPU ISA %s not available on this machine/build", qn_cpu_isa_name(p->isa));
+    b->tp_size = p->tp_size;
+    if (p->tp_size > 1) {
+        const int per_rank = p->n_threads / p->tp_size > 1 ? p->n_threads / p->tp_size : 1;
+        if ((st = qn_tp_cpu_create(m, &b->kern, p->tp_size, per_rank, p->max_tokens, p->max_ctx, p->block_size,
+                                   p->n_blocks, &b->tpc, err)) != QN_OK)
+            return st;
+        b->kind = QN_DEVICE_CPU;
+        snprintf(b->name, sizeof b->name, "cpu %s, tensor parallel %d x %d threads", b->kern.isa_name, p->tp_size, per_rank);
+        return QN_OK;
+    }
     if ((st = qn_threadpool_create(p->n_threads, &b->tp, err)) != QN_OK ||
         (st = qn_kv_cache_create_cpu(c->n_layer, p->n_blocks, p->block_size, c->n_head_kv, c->head_dim, &b->kv, err)) != QN_OK ||
         (st = qn_llama_cpu_create(m, &b->kern, b->tp, p->max_tokens, p->max_ctx, &b->cpu, err)) != QN_OK)
@@ -61,6 +74,11 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
 }
 
 static qn_status create_cuda(qn_backend *b, const qn_model *m, const qn_backend_params *p, qn_error *err) {
+    if (p->tp_size > 1)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED,
+                            "backend: tensor parallel over GPUs (NCCL) is not wired into the CUDA forward yet; "
+                            "use --device cpu for -tp %d, or -tp 1 on the GPU", p->tp_size);
+    b->tp_size = 1;
     qn_llama_cuda_params cp = qn_llama_cuda_params_default();
     cp.device = p->cuda_device;
     cp.max_tokens = p->max_tokens, cp.max_seqs = p->max_seqs, cp.max_ctx = p->max_ctx;
@@ -74,8 +92,9 @@ static qn_status create_cuda(qn_backend *b, const qn_model *m, const qn_backend_
 }
 
 qn_status qn_backend_create(const qn_model *m, const qn_backend_params *p, qn_backend **out, qn_error *err) {
-    if (p->max_tokens < 1 || p->max_seqs < 1 || p->max_ctx < 1 || p->n_blocks < 1 || p->block_size < 1 || p->n_threads < 1)
-        return qn_error_set(err, QN_ERR_INVALID_ARG, "backend: sizes and thread count must be >= 1");
+    if (p->max_tokens < 1 || p->max_seqs < 1 || p->max_ctx < 1 || p->n_blocks < 1 || p->block_size < 1 || p->n_threads < 1 ||
+        p->tp_size < 1)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "backend: sizes, thread count and tensor-parallel size must be >= 1");
     qn_backend *b = calloc(1, sizeof *b);
     if (!b) return qn_error_set(err, QN_ERR_NOMEM, "backend: out of memory");
     qn_status st;
@@ -83,7 +102,7 @@ qn_status qn_backend_create(const qn_model *m, const qn_backend_params *p, qn_ba
         st = create_cpu(b, m, p, err);
     } else {
         st = create_cuda(b, m, p, err);
-        if (st == QN_ERR_NO_DEVICE && p->device == QN_DEVICE_AUTO) {
+        if ((st == QN_ERR_NO_DEVICE || (st == QN_ERR_UNSUPPORTED && p->tp_size > 1)) && p->device == QN_DEVICE_AUTO) {
             QN_LOGI("backend: %s; running on the CPU", err ? err->msg : "no GPU");
             qn_error_clear(err);
             st = create_cpu(b, m, p, err);
@@ -100,6 +119,7 @@ qn_status qn_backend_create(const qn_model *m, const qn_backend_params *p, qn_ba
 void qn_backend_destroy(qn_backend *b) {
     if (!b) return;
     qn_llama_cpu_destroy(b->cpu);
+    qn_tp_cpu_destroy(b->tpc);
     qn_kv_cache_destroy_cpu(b->kv);
     qn_threadpool_destroy(b->tp);
     qn_llama_cuda_destroy(b->cuda);
@@ -109,14 +129,23 @@ void qn_backend_destroy(qn_backend *b) {
 qn_device_kind qn_backend_kind(const qn_backend *b) { return b->kind; }
 const char *qn_backend_name(const qn_backend *b) { return b->name; }
 const char *qn_backend_isa_name(const qn_backend *b) { return b->kind == QN_DEVICE_CUDA ? "CUDA" : b->kern.isa_name; }
+int32_t qn_backend_tp_size(const qn_backend *b) { return b->tp_size > 0 ? b->tp_size : 1; }
+
+double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls) {
+    qn_tp_cpu_stats s = {0};
+    if (b->tpc) qn_tp_cpu_get_stats(b->tpc, &s);
+    if (n_calls) *n_calls = s.n_allreduce;
+    return s.allreduce_s;
+}
 
 void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user) {
-    if (b->cpu) qn_llama_cpu_set_tap(b->cpu, fn, user);
+    if (b->cpu) qn_llama_cpu_set_tap(b->cpu, fn, user); /* (not on TP ranks: each sees a shard) */
     if (b->cuda) qn_llama_cuda_set_tap(b->cuda, fn, user);
 }
 
 qn_status qn_backend_forward(qn_backend *b, const qn_fwd_batch *batch, float *logits, qn_error *err) {
     if (b->cuda) return qn_llama_cuda_forward(b->cuda, batch, logits, err);
+    if (b->tpc) return qn_tp_cpu_forward(b->tpc, batch, logits, err);
     return qn_llama_cpu_forward(b->cpu, b->kv, batch, logits, err);
 }
 
@@ -130,6 +159,11 @@ qn_status qn_backend_forward_sample(qn_backend *b, const qn_fwd_batch *batch, co
 
 qn_status qn_backend_copy_block(qn_backend *b, int32_t src, int32_t dst, qn_error *err) {
     if (b->cuda) return qn_llama_cuda_copy_block(b->cuda, src, dst, err);
+    if (b->tpc) {
+        if (src < 0 || dst < 0) return qn_error_set(err, QN_ERR_INVALID_ARG, "backend: copy block %d -> %d out of range", src, dst);
+        qn_tp_cpu_copy_block(b->tpc, src, dst);
+        return QN_OK;
+    }
     if (src < 0 || dst < 0 || src >= b->kv->n_blocks || dst >= b->kv->n_blocks)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "backend: copy block %d -> %d out of range", src, dst);
     qn_kv_cache_copy_block_cpu(b->kv, src, dst);

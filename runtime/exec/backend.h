@@ -35,6 +35,8 @@ typedef struct qn_backend_params {
     int32_t n_blocks, block_size; /* KV cache */
     bool cuda_graphs;         /* CUDA path: graphs for decode steps */
     int32_t profile_begin, profile_end; /* CUDA path: cudaProfilerStart/Stop around these steps (begin > end: off) */
+    int32_t tp_size;          /* tensor-parallel ranks (1). CPU: in-process ranks (tp/forward_cpu.h), each with
+                               * max(1, n_threads / tp_size) threads; CUDA: one GPU per rank over NCCL (not yet) */
 } qn_backend_params;
 
 qn_backend_params qn_backend_params_default(void);
@@ -49,6 +51,9 @@ qn_device_kind qn_backend_kind(const qn_backend *b);          /* CPU or CUDA (ne
 /* "cpu avx512, 2 threads" / "cuda NVIDIA H200 (sm_90, 132 SMs)" */
 const char *qn_backend_name(const qn_backend *b);
 const char *qn_backend_isa_name(const qn_backend *b);          /* "avx512" / "CUDA" */
+int32_t qn_backend_tp_size(const qn_backend *b);
+/* Seconds spent in tensor-parallel all-reduces since creation (0 without TP), and their count. */
+double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls);
 void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user);
 
 /* --- steps --- */

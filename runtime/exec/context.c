@@ -17,7 +17,7 @@ struct qn_ctx {
 qn_ctx_params qn_ctx_params_default(void) {
     return (qn_ctx_params){.n_ctx = 2048, .n_batch = 512, .n_threads = 2, .isa = QN_CPU_ISA_AUTO, .block_size = 16,
                            .device = QN_DEVICE_AUTO, .cuda_device = 0, .cuda_graphs = true, .profile_begin = 1,
-                           .profile_end = 0};
+                           .profile_end = 0, .tp_size = 1};
 }
 
 qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out, qn_error *err) {
@@ -34,6 +34,7 @@ qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out,
     bp.max_tokens = c->p.n_batch, bp.max_seqs = 1, bp.max_ctx = p->n_ctx;
     bp.n_blocks = c->n_blocks, bp.block_size = p->block_size, bp.cuda_graphs = p->cuda_graphs;
     bp.profile_begin = p->profile_begin, bp.profile_end = p->profile_end;
+    bp.tp_size = p->tp_size > 0 ? p->tp_size : 1;
     qn_status st = qn_backend_create(m, &bp, &c->be, err);
     if (st != QN_OK) {
         qn_ctx_destroy(c);

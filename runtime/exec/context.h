@@ -22,6 +22,7 @@ typedef struct qn_ctx_params {
     int cuda_device;     /* CUDA ordinal */
     bool cuda_graphs;    /* CUDA: replay decode steps as graphs */
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these forward steps */
+    int32_t tp_size;     /* tensor-parallel ranks (exec/backend.h) */
 } qn_ctx_params;
 
 typedef struct qn_ctx qn_ctx;

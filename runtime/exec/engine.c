@@ -75,7 +75,7 @@ static double now_s(void) {
 }
 
 qn_engine_config qn_engine_config_default(void) {
-    return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .max_model_len = 0, .max_num_seqs = 256,
+    return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .tp_size = 1, .max_model_len = 0, .max_num_seqs = 256,
                               .max_num_batched_tokens = 2048, .block_size = 16, .kv_cache_bytes = 0,
                               .enable_prefix_cache = true, .max_waiting = 1024};
 }
@@ -349,8 +349,9 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     bp.device = c->device, bp.cuda_device = c->cuda_device, bp.n_threads = c->n_threads, bp.isa = c->isa;
     bp.max_tokens = c->max_num_batched_tokens, bp.max_seqs = c->max_num_seqs, bp.max_ctx = c->max_model_len;
     bp.block_size = c->block_size;
+    bp.tp_size = c->tp_size > 0 ? c->tp_size : 1;
     qn_status st = QN_OK;
-    if (c->kv_cache_bytes <= 0 && c->device != QN_DEVICE_CPU) {
+    if (c->kv_cache_bytes <= 0 && c->device != QN_DEVICE_CPU && bp.tp_size == 1) {
         uint64_t gpu_kv = 0;
         st = qn_llama_cuda_kv_budget(m, bp.cuda_device, bp.max_tokens, bp.max_seqs, bp.max_ctx, bp.block_size,
                                      c->gpu_memory_utilization > 0 ? c->gpu_memory_utilization : 0.9f, &gpu_kv, err);

@@ -23,6 +23,7 @@ typedef struct qn_engine_config {
     qn_cpu_isa isa;
     qn_device_kind device;          /* AUTO: CUDA when a GPU is present */
     int cuda_device;                /* CUDA ordinal */
+    int32_t tp_size;                /* tensor-parallel ranks (exec/backend.h); n_threads are split among them */
     float gpu_memory_utilization;   /* CUDA, kv_cache_bytes == 0: KV gets this fraction of the GPU's memory
                                      * less what the weights and activations take (vLLM's knob; 0.9) */
     int32_t max_model_len;          /* per sequence (0: min(n_ctx_train, 4096)) */

@@ -318,7 +318,7 @@ def test_cli_and_loading():
     blocked in open() until we write to it, so /health is deterministically 503 meanwhile."""
     step("CLI errors; /health 503 while loading (FIFO model)")
     quern, _ = su.need_env()
-    for args, want in ((["--device", "tpu"], "is not auto, cpu, cuda"), (["-tp", "2"], "only 1"),
+    for args, want in ((["--device", "tpu"], "is not auto, cpu, cuda"), (["-tp", "0"], "must be >= 1"),
                        (["--kv-cache-mem", "12x"], "invalid size"), (["--no-such-flag"], "unknown flag")):
         r = subprocess.run([quern, "serve", "--port", "0"] + args, capture_output=True, text=True, timeout=30)
         check(r.returncode == 1 and want in r.stderr, f"quern serve {args}: rc {r.returncode} {r.stderr!r}")
