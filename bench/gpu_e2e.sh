@@ -4,6 +4,8 @@
 # run`, `quern perplexity` and `quern bench` on the GPU, and Llama-3-8B-shape synthetic models.
 # The default model does not fit one device call's carry limit: it travels split in two parts,
 # .gpumodel/a/smol.part.aa (+ alice29.txt) and .gpumodel/b/smol.part.ab (git-ignored), joined here.
+# With llama.cpp built by bench/gpu_llamacpp.sh ($QN_LLAMA_DIR/build-cuda/bin), the bench and synth steps run
+# llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
 # Env: QN_E2E_STEPS (default "model forward run ppl bench synth"), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16").
 # Logs go to $OUT (default ./gpu-e2e-out).
 set -uo pipefail
@@ -18,6 +20,7 @@ LOG=$OUT/e2e.log
 MODELS=$HOME/.cache/quern/models
 DATA=$HOME/.cache/quern/data
 SMOL=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+LB=${QN_LLAMA_DIR:-/tmp/llama.cpp}/build-cuda/bin/llama-bench
 t0=$(date +%s)
 say() { echo "[gpu_e2e $(($(date +%s) - t0))s] $*" | tee -a "$LOG"; }
 want() { [[ "$STEPS" == *" $1 "* ]]; }
@@ -60,15 +63,17 @@ fi
 if want bench && [ -f "$SMOL" ]; then
     step bench_smol 300 "$Q" bench --device cuda -p 512 -n 128 -r 5 -o md
     step bench_smol_nograph 300 "$Q" bench --device cuda -p 0 -n 128 -r 3 --no-cuda-graphs -o md
+    [ -x "$LB" ] && step llama_bench_smol 300 "$LB" -m "$SMOL" -ngl 99 -p 512 -n 128 -r 5 -o md
 fi
 if want synth && [ -f "$SMOL" ]; then
     for ty in ${QN_SYNTH_TYPES:-Q4_K_M Q8_0 F16}; do
         f=/tmp/llama3-8b-$ty.gguf
         step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" --vocab "$SMOL" -t 16 -o "$f" -q
         [ -f "$f" ] && step "bench_8b_$ty" 300 "$Q" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md
+        [ -f "$f" ] && [ -x "$LB" ] && step "llama_bench_8b_$ty" 300 "$LB" -m "$f" -ngl 99 -p 512 -n 128 -r 3 -o md
         rm -f "$f"
     done
 fi
 say "summary:"
 for k in "${!RESULT[@]}"; do echo "  $k rc=${RESULT[$k]}"; done | sort | tee -a "$LOG"
-grep -E "^\| |top-1|greedy|graphs:|synth .* rows|paged|ppl|perplexity|Final|tokens/s|PASSED|FAILED" "$LOG" | head -80
+grep -E "^\| |^\|  |top-1|greedy|graphs:|synth .* rows|paged|ppl|perplexity|Final|tokens/s|PASSED|FAILED" "$LOG" | head -80
