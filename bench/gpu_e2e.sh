@@ -15,7 +15,7 @@ OUT=${OUT:-$ROOT/gpu-e2e-out}
 mkdir -p "$OUT"
 BUILD=${QN_GPU_BUILD:-build-gpu}
 Q=$ROOT/$BUILD/quern
-STEPS=" ${QN_E2E_STEPS:-model forward run ppl bench synth} "
+STEPS=" ${QN_E2E_STEPS:-model forward run ppl bench synth serve} "
 LOG=$OUT/e2e.log
 MODELS=$HOME/.cache/quern/models
 DATA=$HOME/.cache/quern/data
@@ -71,6 +71,15 @@ if want synth && [ -f "$SMOL" ]; then
         step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" --vocab "$SMOL" -t 16 -o "$f" -q
         [ -f "$f" ] && step "bench_8b_$ty" 300 "$Q" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md
         [ -f "$f" ] && [ -x "$LB" ] && step "llama_bench_8b_$ty" 300 "$LB" -m "$f" -ngl 99 -p 512 -n 128 -r 3 -o md
+        if [ -f "$f" ] && [ "$ty" = Q4_K_M ] && want serve; then
+            # the serving engine on the GPU: continuous batching, 16 concurrent streams of 512 in / 128 out
+            "$Q" serve "$f" --device cuda --port 8765 --max-model-len 2048 >>"$OUT/serve.log" 2>&1 &
+            sp=$!
+            for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
+            step "serve_bench_8b_$ty" 300 "$Q" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
+                --num-prompts 64 --max-concurrency 16 --save-result --result-dir "$OUT" --label "quern-cuda-8b-$ty"
+            kill $sp; wait $sp 2>/dev/null
+        fi
         rm -f "$f"
     done
 fi
