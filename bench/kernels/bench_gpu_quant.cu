@@ -5,8 +5,11 @@
  * over rotating weight copies (> 3x L2, so weights come from HBM), median of 15; GB/s counts the
  * minimum bytes (weights + x + y once), % is of the device-to-device copy bandwidth measured in the
  * same run. One JSON line per point (--json FILE, default stdout), a summary table at the end.
+ * First, the dequant of the DEQUANT_CUBLAS path alone (qn_quant_dequant_cuda_variant, fast and the
+ * previous staged kernel), per format x shape: GB/s of weights read + fp16 written, % of copy bandwidth,
+ * outputs rotating too so that the writes reach HBM ("bench":"gpu_dequant"; --dequant-only stops there).
  * Usage: bench_gpu_quant [--fmt q4_K,...] [--n 1,16,...] [--shape 4096x4096,...] [--json FILE]
- *                        [--split-sweep] [--split-mode auto|workspace|cluster] [--quick] */
+ *                        [--split-sweep] [--split-mode auto|workspace|cluster] [--quick] [--dequant-only] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,6 +91,20 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
         }
 }
 
+/* Rotating device copies of one random weight of `bytes` (qn_bench_rotations many, at most 256): w[0..rot). */
+static int upload_rotations(const qn_bench_env *env, qn_qformat f, size_t bytes, void **w) {
+    int rot = qn_bench_rotations(env, bytes);
+    if (rot > 256) rot = 256;
+    uint8_t *h = (uint8_t *)malloc(bytes);
+    make_weights(f, bytes, h);
+    for (int r = 0; r < rot; r++) {
+        CK(cudaMalloc(&w[r], bytes));
+        CK(cudaMemcpy(w[r], h, bytes, cudaMemcpyHostToDevice));
+    }
+    free(h);
+    return rot;
+}
+
 /* --- one timed operation --- */
 struct op_ctx {
     const qn_quant_cuda_ctx *qc;
@@ -107,6 +124,22 @@ static int op_quant(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
     return qn_quant_matmul_cuda_ex(c->qc, c->fmt, c->w[i % c->rot], c->N, c->K, c->x, c->n, c->y, c->ws,
                                    c->ws_bytes, stream, &c->opts) == QN_OK ? 0 : -1;
+}
+
+/* one dequant: weight copy i % rot into output copy i % rot_out */
+struct dq_ctx {
+    const qn_quant_cuda_ctx *qc;
+    qn_qformat fmt;
+    void **w, **out;
+    int rot, rot_out;
+    int64_t N, K;
+    qn_quant_dequant_variant variant;
+};
+
+static int op_dequant(void *vctx, int i, void *stream) {
+    dq_ctx *c = (dq_ctx *)vctx;
+    return qn_quant_dequant_cuda_variant(c->qc, c->fmt, c->w[i % c->rot], c->N, c->K, c->out[i % c->rot_out],
+                                         stream, c->variant) == QN_OK ? 0 : -1;
 }
 
 static int op_cublas(void *vctx, int i, void *stream) {
@@ -157,9 +190,63 @@ static bool in_list(const char *list, const char *item) {
 
 struct summary_row { const char *fmt; int64_t N, K; double us1, pct1, us16, cub1; };
 
+static const char *dequant_name(qn_quant_dequant_variant v) {
+    return v == QN_QUANT_DEQUANT_FAST ? "fast" : v == QN_QUANT_DEQUANT_STAGED ? "staged" : "ref";
+}
+
+/* The dequant alone, fast and staged, every selected format x shape; a table on stderr. */
+static void bench_dequant(const qn_bench_env *env, const qn_quant_cuda_ctx *qc, cudaStream_t st, FILE *js,
+                          const char *fmt_list, const char *shape_list) {
+    const qn_quant_dequant_variant vs[] = {QN_QUANT_DEQUANT_FAST, QN_QUANT_DEQUANT_STAGED};
+    fprintf(stderr, "\ndequant to fp16 (GB/s = weights read + fp16 written)\n%-6s %-12s %10s %8s %7s %10s %8s %7s\n",
+            "fmt", "NxK", "fast us", "GB/s", "%copy", "staged us", "GB/s", "gain");
+    for (const shape &sh : SHAPES) {
+        char sname[32];
+        snprintf(sname, sizeof sname, "%lldx%lld", (long long)sh.N, (long long)sh.K);
+        if (!in_list(shape_list, sname)) continue;
+        const size_t ob = (size_t)(sh.N * sh.K) * 2;
+        int rot_out = qn_bench_rotations(env, ob);
+        if (rot_out > 256) rot_out = 256;
+        void *out[256];
+        for (int r = 0; r < rot_out; r++) CK(cudaMalloc(&out[r], ob));
+        for (qn_qformat f : FORMATS) {
+            if (!in_list(fmt_list, QN_QFORMATS[f].name)) continue;
+            const size_t wb = (size_t)sh.N * qn_qformat_row_bytes(f, sh.K);
+            void *w[256];
+            const int rot = upload_rotations(env, f, wb, w);
+            double us[2] = {-1, -1}, gbs[2] = {0, 0};
+            for (int vi = 0; vi < 2; vi++) {
+                dq_ctx c = {qc, f, w, out, rot, rot_out, sh.N, sh.K, vs[vi]};
+                const int rmax = rot > rot_out ? rot : rot_out;
+                qn_bench_stats s, e;
+                if (qn_bench_time_ops(op_dequant, &c, st, rmax < 4 ? 4 : rmax, 1, 1, &e) != 0 ||
+                    qn_bench_time_ops(op_dequant, &c, st, ops_for(rmax, e.median_us), 2, 15, &s) != 0) {
+                    fprintf(stderr, "  dequant %s %s %s: failed\n", dequant_name(vs[vi]), QN_QFORMATS[f].name, sname);
+                    continue;
+                }
+                us[vi] = s.median_us;
+                gbs[vi] = ((double)wb + (double)ob) / s.median_us * 1e-3;
+                fprintf(js, "{\"bench\":\"gpu_dequant\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"variant\":\"%s\","
+                            "\"weight_bytes\":%zu,\"out_bytes\":%zu,\"rot\":%d,\"rot_out\":%d,\"us\":%.3f,"
+                            "\"us_min\":%.3f,\"us_max\":%.3f,\"gbs\":%.1f,\"write_gbs\":%.1f,\"pct_copy\":%.1f,",
+                        QN_QFORMATS[f].name, (long long)sh.N, (long long)sh.K, dequant_name(vs[vi]), wb, ob, rot,
+                        rot_out, s.median_us, s.min_us, s.max_us, gbs[vi], (double)ob / s.median_us * 1e-3,
+                        100.0 * gbs[vi] / env->copy_gbs);
+                qn_bench_json_env(js, env);
+                fprintf(js, "}\n");
+                fflush(js);
+            }
+            fprintf(stderr, "%-6s %-12s %10.2f %8.0f %6.1f%% %10.2f %8.0f %6.2fx\n", QN_QFORMATS[f].name, sname, us[0],
+                    gbs[0], 100.0 * gbs[0] / env->copy_gbs, us[1], gbs[1], us[0] > 0 && us[1] > 0 ? us[1] / us[0] : 0.0);
+            for (int r = 0; r < rot; r++) cudaFree(w[r]);
+        }
+        for (int r = 0; r < rot_out; r++) cudaFree(out[r]);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *fmt_list = NULL, *n_list = NULL, *shape_list = NULL, *json_path = NULL;
-    bool sweep = false, quick = false;
+    bool sweep = false, quick = false, dequant_only = false;
     qn_quant_split_mode split_mode = QN_QUANT_SPLIT_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
@@ -168,13 +255,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--split-sweep")) sweep = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
+        else if (!strcmp(argv[i], "--dequant-only")) dequant_only = true;
         else if (!strcmp(argv[i], "--split-mode") && i + 1 < argc) {
             ++i;
             split_mode = !strcmp(argv[i], "cluster") ? QN_QUANT_SPLIT_CLUSTER
                          : !strcmp(argv[i], "workspace") ? QN_QUANT_SPLIT_WORKSPACE : QN_QUANT_SPLIT_AUTO;
         }
         else {
-            fprintf(stderr, "usage: %s [--fmt LIST] [--n LIST] [--shape NxK,...] [--json FILE] [--split-sweep] [--quick]\n",
+            fprintf(stderr, "usage: %s [--fmt LIST] [--n LIST] [--shape NxK,...] [--json FILE] [--split-sweep] [--quick] [--dequant-only]\n",
                     argv[0]);
             return 2;
         }
@@ -201,6 +289,14 @@ int main(int argc, char **argv) {
     if (qn_quant_cuda_ctx_init(&qc, 0, blas) != QN_OK) return 1;
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
+
+    bench_dequant(&env, &qc, st, js, fmt_list, shape_list);
+    if (dequant_only) {
+        if (js != stdout) fclose(js);
+        cublasDestroy(blas);
+        cudaStreamDestroy(st);
+        return 0;
+    }
 
     /* shared activations/outputs/workspace, sized for the largest point */
     int64_t nmax = 1, kmax = 0, Nmax = 0;
@@ -233,17 +329,8 @@ int main(int argc, char **argv) {
 
         /* cuBLAS fp16 baseline: fp16 W [N][K], rotating copies, per n */
         const size_t f16_bytes = (size_t)(sh.N * sh.K) * 2;
-        const int rot16 = qn_bench_rotations(&env, f16_bytes);
         void *w16[256];
-        {
-            uint8_t *h = (uint8_t *)malloc(f16_bytes);
-            make_weights(QN_QFORMAT_F16, f16_bytes, h);
-            for (int r = 0; r < rot16; r++) {
-                CK(cudaMalloc(&w16[r], f16_bytes));
-                CK(cudaMemcpy(w16[r], h, f16_bytes, cudaMemcpyHostToDevice));
-            }
-            free(h);
-        }
+        const int rot16 = upload_rotations(&env, QN_QFORMAT_F16, f16_bytes, w16);
         double cub_us[sizeof NS / sizeof NS[0]];
         for (size_t ni = 0; ni < sizeof NS / sizeof NS[0]; ni++) {
             char b[16];
@@ -267,17 +354,8 @@ int main(int argc, char **argv) {
         for (qn_qformat f : FORMATS) {
             if (!in_list(fmt_list, QN_QFORMATS[f].name)) continue;
             const size_t wb = (size_t)sh.N * qn_qformat_row_bytes(f, sh.K);
-            const int rot = qn_bench_rotations(&env, wb);
             void *w[256];
-            {
-                uint8_t *h = (uint8_t *)malloc(wb);
-                make_weights(f, wb, h);
-                for (int r = 0; r < rot; r++) {
-                    CK(cudaMalloc(&w[r], wb));
-                    CK(cudaMemcpy(w[r], h, wb, cudaMemcpyHostToDevice));
-                }
-                free(h);
-            }
+            const int rot = upload_rotations(&env, f, wb, w);
             summary_row row = {QN_QFORMATS[f].name, sh.N, sh.K, -1, -1, -1, -1};
             for (size_t ni = 0; ni < sizeof NS / sizeof NS[0]; ni++) {
                 const int64_t n = NS[ni];

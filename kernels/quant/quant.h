@@ -42,7 +42,9 @@ typedef enum qn_quant_path {
 #define QN_QUANT_GEMV_MAX_TOKENS 16
 /* 16 < n <= this: the fused mma kernel beats dequant + cuBLAS on H100 (measured, same file: at n = 128
  * it wins on 29 of 48 format x shape points, by 2-2.5x on the 4096x14336 / 14336x4096 projections,
- * and loses on 1024x4096; at n = 512 it loses everywhere). */
+ * and loses on 1024x4096; at n = 512 it loses everywhere). Measured against the staged dequant
+ * (QN_QUANT_DEQUANT_STAGED, ~0.65 TB/s on an H200): with the fast one the crossover is expected lower;
+ * re-measure it (bench_gpu_quant runs both paths at n = 32..512) before changing this. */
 #define QN_QUANT_MMA_MAX_TOKENS 128
 
 /* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
@@ -123,9 +125,24 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
                                   int64_t K, const void *x, int64_t n, float *y, void *workspace,
                                   size_t ws_bytes, void *stream, const qn_quant_matmul_opts *opts);
 
-/* out[N][K] fp16 (16-byte aligned) = the same fp16 weights the matmul paths use. */
+/* out[N][K] fp16 (16-byte aligned) = the same fp16 weights the matmul paths use, bit for bit.
+ * Runs QN_QUANT_DEQUANT_FAST. */
 qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
                                 int64_t K, void *out /* [N][K] fp16 */, void *stream);
+
+/* --- dequant variants: for tests and bench/ (the runtime calls qn_quant_dequant_cuda) --- */
+
+typedef enum qn_quant_dequant_variant {
+    QN_QUANT_DEQUANT_FAST = 0, /* a warp per 2048 weights, staged, row-order 16-byte stores */
+    QN_QUANT_DEQUANT_REF,      /* its simpler twin: a thread per 32 weights; the test reference */
+    QN_QUANT_DEQUANT_STAGED,   /* the previous path (the matmul kernel with no tokens); to be deleted
+                                * once the H200 bench confirms FAST */
+} qn_quant_dequant_variant;
+
+/* As qn_quant_dequant_cuda, through `variant`; all three write the same bits. */
+qn_status qn_quant_dequant_cuda_variant(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                        int64_t K, void *out /* [N][K] fp16 */, void *stream,
+                                        qn_quant_dequant_variant variant);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/quant/gguf/kq_dequant.h"
 #include "kernels/quant/gguf/kq_kernel.cuh"
 #include "kernels/quant/quant.h"
 
@@ -192,13 +193,16 @@ static qn_status kq_matmul_fused(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, q
     return QN_OK;
 }
 
-qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
-                                int64_t K, void *out, void *stream) {
+qn_status qn_quant_dequant_cuda_variant(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                        int64_t K, void *out, void *stream, qn_quant_dequant_variant variant) {
     if (!ctx || !w || !out) return QN_ERR_INVALID_ARG;
     qn_status st = qn_quant_check_shape(fmt, N, K);
     if (st != QN_OK) return st;
     if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
     if (!is_aligned16(w) || !is_aligned16(out)) return QN_ERR_INVALID_ARG;
+    if (variant == QN_QUANT_DEQUANT_FAST) return kq_dequant_fast(fmt, w, N * K, out, ctx->n_sm, stream);
+    if (variant == QN_QUANT_DEQUANT_REF) return kq_dequant_ref(fmt, w, N * K, out, stream);
+    if (variant != QN_QUANT_DEQUANT_STAGED) return QN_ERR_INVALID_ARG;
     kq_kernel_info ki;
     if (!kq_dequant_info(fmt, &ki)) return QN_ERR_UNSUPPORTED;
     kq_args a = {};
@@ -213,6 +217,11 @@ qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, co
     int s = 1;
     while (tiles * s < 4LL * ctx->n_sm && s < ksteps) s *= 2;
     return kq_launch(ctx, &ki, a, s, false, (cudaStream_t)stream);
+}
+
+qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
+                                int64_t K, void *out, void *stream) {
+    return qn_quant_dequant_cuda_variant(ctx, fmt, w, N, K, out, stream, QN_QUANT_DEQUANT_FAST);
 }
 
 qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,

@@ -3,6 +3,8 @@
  * Every format x odd shapes (N = 1, 3, 17, 118, 4100; K a multiple of the block but not of the
  * 256/128-element stage) x n = 1..100 over every path (gemv, fused mma, dequant + cuBLAS) and every
  * split-K cluster size. Outputs are poisoned (NaN) before each call, a guard past y must survive.
+ * The dequant variants must write the same bits as their simpler twin, and the fused paths must see
+ * the same fp16 weights as the dequant (one-hot activations read them out).
  * The path predicates run without a GPU; the GPU cases exit 77 (ctest: skipped) when there is none.
  * QN_TEST_QUICK=1 trims the cases (for compute-sanitizer runs).
  *
@@ -398,8 +400,50 @@ FORMAT_TEST(Q4_K)
 FORMAT_TEST(Q5_K)
 FORMAT_TEST(Q6_K)
 
+/* The fused kernels see the very weights the dequant writes: with one-hot activations (token t = e_{c+t})
+ * the mma and gemv paths return y[t][r] = W[r][c+t] exactly (1 * w plus zeros, f32 accumulation), so
+ * their fp16 weights can be read out and compared with the dequant's w16 [N][K], column block by column
+ * block (64 tokens on the mma path, 16 on the gemv path). Values compare as floats (+0 == -0).
+ * Returns the number of weights that differ. */
+static size_t check_fused_weights(gpu_env *e, problem *p, const uint16_t *w16) {
+    const int64_t N = p->N, K = p->K;
+    uint16_t *onehot = calloc((size_t)(64 * K), 2);
+    float *y = malloc(sizeof(float) * (size_t)(64 * N));
+    void *dx1;
+    assert_true(onehot && y && p->nmax >= 64);
+    CK(cudaMalloc(&dx1, 2 * (size_t)(64 * K)));
+    size_t bad = 0;
+    for (int pi = 0; pi < 2; pi++) {
+        const qn_quant_path path = pi == 0 ? QN_QUANT_PATH_MMA : QN_QUANT_PATH_GEMV;
+        const int64_t nt = pi == 0 ? 64 : 16;
+        for (int64_t c = 0; c < K; c += nt) {
+            const int64_t n = K - c < nt ? K - c : nt;
+            memset(onehot, 0, 2 * (size_t)(n * K));
+            for (int64_t t = 0; t < n; t++) onehot[t * K + c + t] = 0x3C00; /* fp16 1.0 */
+            CK(cudaMemcpy(dx1, onehot, 2 * (size_t)(n * K), cudaMemcpyHostToDevice));
+            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO};
+            assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, N, K, dx1, n, p->dy, p->dws, p->ws_bytes,
+                                                     e->stream, &o),
+                             QN_OK);
+            CK(cudaStreamSynchronize(e->stream));
+            CK(cudaMemcpy(y, p->dy, sizeof(float) * (size_t)(n * N), cudaMemcpyDeviceToHost));
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t i = 0; i < N; i++) {
+                    const float got = y[t * N + i], want = qn_f16_to_f32(w16[i * K + c + t]);
+                    if (!(got == want) && bad++ < 5)
+                        fprintf(stderr, "  %s %s W[%lld][%lld]: fused %.9g, dequant %.9g\n", QN_QFORMATS[p->fmt].name,
+                                path_name(path), (long long)i, (long long)(c + t), got, want);
+                }
+        }
+    }
+    cudaFree(dx1);
+    free(y), free(onehot);
+    return bad;
+}
+
 /* Dequant to fp16 vs fp16(ref): |got - ref| <= 4u (|ref| + max |ref| of its block); symmetric
- * formats round once, so they must match fp16(ref) to the bit except where ties differ. */
+ * formats round once, so they must match fp16(ref) to the bit except where ties differ. Then the
+ * fused paths must see exactly the dequant's weights (check_fused_weights). */
 static void test_dequant(void **state) {
     gpu_env *e = *state;
     for (int fi = 0; fi < N_GPU_FORMATS; fi++) {
@@ -408,7 +452,7 @@ static void test_dequant(void **state) {
         small_k(fmt, &ka, &kb);
         const int64_t N = g_quick ? 17 : 131, K = kb;
         problem p;
-        problem_init(&p, e, fmt, N, K, 1, 77 + (uint64_t)fi);
+        problem_init(&p, e, fmt, N, K, 64, 77 + (uint64_t)fi);
         uint16_t *dout, *out = malloc(2 * (size_t)(N * K));
         assert_non_null(out);
         CK(cudaMalloc((void **)&dout, 2 * (size_t)(N * K)));
@@ -429,10 +473,81 @@ static void test_dequant(void **state) {
                             (long long)((i + j) / K), (long long)((i + j) % K), got, ref);
             }
         }
+        const size_t bad_fused = check_fused_weights(e, &p, out);
         cudaFree(dout);
         free(out);
         problem_free(&p);
         if (bad) fail_msg("dequant %s: %zu bad elements", QN_QFORMATS[fmt].name, bad);
+        if (bad_fused) fail_msg("%s: %zu weights differ between the fused paths and the dequant", QN_QFORMATS[fmt].name,
+                                bad_fused);
+    }
+}
+
+/* Copies `bytes` of device memory to a new host buffer. */
+static uint16_t *fetch(const void *d, size_t bytes) {
+    uint16_t *h = malloc(bytes ? bytes : 1);
+    assert_non_null(h);
+    CK(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
+    return h;
+}
+
+/* The dequant variants write the same bits: FAST (what qn_quant_dequant_cuda runs) and STAGED (the
+ * previous path) against REF, the simpler twin, on random blocks. Shapes: tiles of 2048 weights cut
+ * short (N*K/32 not a multiple of 64, weight bytes not a multiple of 16: the copy of the buffer's last
+ * partial word) and, unless quick, one large enough for warps of the persistent grid to take more
+ * than one tile (4100 x 4096 > 132 SMs x 4 CTAs x 8 warps x 2048 weights). Outputs are poisoned
+ * (0xFFFF, a NaN no finite weight decodes to) and a guard past them must survive. */
+static void test_dequant_variants(void **state) {
+    gpu_env *e = *state;
+    const qn_quant_dequant_variant vs[] = {QN_QUANT_DEQUANT_REF, QN_QUANT_DEQUANT_FAST, QN_QUANT_DEQUANT_STAGED};
+    const char *vname[] = {"ref", "fast", "staged"};
+    for (int fi = 0; fi < N_GPU_FORMATS; fi++) {
+        const qn_qformat fmt = GPU_FORMATS[fi];
+        int64_t ka, kb;
+        small_k(fmt, &ka, &kb);
+        const int64_t shapes[][2] = {{1, ka}, {3, kb}, {17, ka}, {131, kb}, {4100, 4096}};
+        const int n_shapes = g_quick ? 4 : 5;
+        for (int si = 0; si < n_shapes; si++) {
+            const int64_t N = shapes[si][0], K = shapes[si][1];
+            const size_t wb = (size_t)N * qn_qformat_row_bytes(fmt, K), ob = 2 * (size_t)(N * K), gb = 256;
+            qn_rng r;
+            qn_rng_seed(&r, 4242 + 31 * (uint64_t)fi + (uint64_t)si);
+            uint8_t *w = malloc(wb);
+            assert_non_null(w);
+            make_weights(fmt, N, K, &r, w);
+            void *dw;
+            uint16_t *dout[3], *out[3];
+            CK(cudaMalloc(&dw, wb)); /* exact size: memcheck sees any read past the last block */
+            CK(cudaMemcpy(dw, w, wb, cudaMemcpyHostToDevice));
+            for (int v = 0; v < 3; v++) {
+                CK(cudaMalloc((void **)&dout[v], ob + gb));
+                CK(cudaMemset(dout[v], 0xFF, ob + gb));
+                const qn_status st = qn_quant_dequant_cuda_variant(&e->ctx, fmt, dw, N, K, dout[v], e->stream, vs[v]);
+                if (st != QN_OK) fail_msg("dequant %s %s N=%lld K=%lld: status %s", vname[v], QN_QFORMATS[fmt].name,
+                                          (long long)N, (long long)K, qn_status_str(st));
+            }
+            CK(cudaStreamSynchronize(e->stream));
+            CK(cudaGetLastError());
+            for (int v = 0; v < 3; v++) out[v] = fetch(dout[v], ob + gb);
+            for (int v = 0; v < 3; v++) {
+                size_t bad = 0, guard_hit = 0;
+                for (size_t i = 0; i < ob / 2; i++)
+                    if (out[v][i] != out[0][i] || out[v][i] == 0xFFFFu) {
+                        if (bad++ < 5)
+                            fprintf(stderr, "  dequant %s %s N=%lld K=%lld [%zu][%zu]: %04x, ref %04x\n", vname[v],
+                                    QN_QFORMATS[fmt].name, (long long)N, (long long)K, i / (size_t)K, i % (size_t)K,
+                                    out[v][i], out[0][i]);
+                    }
+                for (size_t i = ob / 2; i < (ob + gb) / 2; i++) guard_hit += out[v][i] != 0xFFFFu;
+                if (bad || guard_hit)
+                    fail_msg("dequant %s %s N=%lld K=%lld: %zu elements differ from ref (or unwritten), %zu guard "
+                             "words written", vname[v], QN_QFORMATS[fmt].name, (long long)N, (long long)K, bad,
+                             guard_hit);
+            }
+            for (int v = 0; v < 3; v++) free(out[v]), cudaFree(dout[v]);
+            cudaFree(dw);
+            free(w);
+        }
     }
 }
 
@@ -477,6 +592,7 @@ int main(void) {
     }
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant),
+        cmocka_unit_test(test_dequant_variants),
         cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
         cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
         cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),

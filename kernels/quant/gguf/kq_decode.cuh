@@ -66,6 +66,12 @@ __device__ __forceinline__ void kq_words_a16(const uint8_t *p, uint32_t out[NW])
     }
 }
 
+/* two bf16 (one word, low half first) -> two fp16: bf16 -> f32 is exact, f32 -> fp16 rounds once
+ * (exact for |w| in fp16's normal range). Shared by kq_fmt<BF16>::decode and the elementwise dequant. */
+__device__ __forceinline__ uint32_t kq_bf16x2_to_h2(uint32_t v) {
+    return qn_h2_bits(__floats2half2_rn(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u)));
+}
+
 __device__ __forceinline__ uint16_t kq_u16(const uint8_t *p) { return *reinterpret_cast<const uint16_t *>(p); }
 __device__ __forceinline__ __half2 kq_f16x2(uint16_t bits) { return kq_h2c(bits); }
 
@@ -111,14 +117,10 @@ template <>
 struct kq_fmt<QN_QFORMAT_BF16> {
     static constexpr int BE = 1, BB = 2, LE = 32, SUB = 1, SK = 4 * LE, ALIGN = 16;
     __device__ static int sub_k(int q, int s) { return 32 * q; }
-    /* bf16 -> f32 is exact; f32 -> fp16 rounds once (exact for |w| in fp16's normal range) */
     __device__ static void decode(const uint8_t *row, int q, int s, uint32_t h[16]) {
         kq_words_a16<16>(row + 64 * q, h);
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            const float lo = __uint_as_float(h[i] << 16), hi = __uint_as_float(h[i] & 0xffff0000u);
-            h[i] = qn_h2_bits(__floats2half2_rn(lo, hi));
-        }
+        for (int i = 0; i < 16; i++) h[i] = kq_bf16x2_to_h2(h[i]);
     }
 };
 
