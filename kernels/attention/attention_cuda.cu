@@ -12,9 +12,10 @@
  *          through the block table into shared memory (double buffered where it fits), then
  *          S = Q K^T and O += P V with mma.m16n8k16 (f32 accumulate), online softmax in f32 in
  *          the exp2 domain (scale * log2 e folded into Q);
- *   end    the wk partial states of a row are merged through shared memory; with one split the
- *          CTA writes fp16 out, otherwise (O unnormalised, m, l) to the workspace for
- *          paged_attention_combine.
+ *   end    the wk partial states of a row are merged through shared memory; a CTA whose split
+ *          holds every key of the tile (one split, or a context shorter than one split's range)
+ *          writes fp16 out, otherwise (O unnormalised, m, l) to the workspace for
+ *          paged_attention_combine; an empty split writes only an "empty" (m, l) marker.
  * Q and P are rounded to the KV dtype for the tensor cores (fp16: 2^-11, bf16: 2^-8 relative);
  * everything else is f32. Every reduction has a fixed order, so results are deterministic. */
 #include <math.h>
@@ -32,6 +33,9 @@
 #define ATTN_ROWS 64     /* query rows (token x group head) per CTA: 4 warps x 16 mma rows */
 #define ATTN_KT 64       /* keys per shared-memory KV tile */
 #define ATTN_LOG2E 1.4426950408889634f
+/* (m, l) an empty split leaves for the combine: l < 0 never comes out of a real softmax sum */
+#define ATTN_ML_EMPTY make_float2(INFINITY, -1.0f)
+__device__ __forceinline__ bool attn_ml_is_empty(float m, float l) { return m == INFINITY && l == -1.0f; }
 
 /* ------------------------------------------------------------------------------------------------
  * fp16 / bf16 traits: packing two floats into an mma operand register, and the mma itself */
@@ -75,82 +79,91 @@ __device__ __forceinline__ void ldsm_x4_trans(uint32_t addr, uint32_t &r0, uint3
 /* ------------------------------------------------------------------------------------------------
  * rope_kv_write */
 
-#define ROPE_THREADS 128
+#define ROPE_THREADS 256
 #define ROPE_MAX_PAIRS 128 /* rope_dim <= 256 */
 
-/* One CTA per token. The angles are computed in double (theta = pos * freq_scale *
- * base^(-2i/rope_dim) / ff[i], sincos in double, rounded to f32 once), the rotation in f32 with
- * the CPU's formula (ops_ref.c qn_rope_norm_f32 / qn_rope_neox_f32). The CPU builds theta by
- * repeated f32 multiplication and takes cosf of an f32 angle, so it differs from this kernel by
- * its own angle error: about 2i * 2^-24 relative in theta_i plus half an f32 ulp of the angle
- * (~1.2e-4 rad at positions near 3000). */
+/* Grid (token, group of ROPE heads): the "heads" of a token are its n_heads q heads, then its
+ * n_kv_heads k heads, then its n_kv_heads v heads; a CTA takes heads_per_cta of them, so that its
+ * heads_per_cta * per_head work units fill the 256 threads (Llama-3-8B: 4 heads x 64 units, 12 CTAs
+ * per token). Unit j of a head: j < half rotates pair j, else passes dim rope_dim + (j - half)
+ * through (v heads: copies dims j and, for j < half, j + per_head). One thread per unit, no serial
+ * loop over heads: a decode token is ~2 us (one load round trip after the angles) where one CTA per
+ * token looping over 48 heads took ~17 us.
+ * The angles are computed in double (theta = pos * freq_scale * base^(-2i/rope_dim) / ff[i], sincos
+ * in double, rounded to f32 once) into a shared table by the first `half` threads of each CTA that
+ * has a q or k head (a few duplicates per token, in parallel); the rotation is f32 with the CPU's
+ * formula (ops_ref.c qn_rope_norm_f32 / qn_rope_neox_f32). The CPU builds theta by repeated f32
+ * multiplication and takes cosf of an f32 angle, so it differs from this kernel by its own angle
+ * error: about 2i * 2^-24 relative in theta_i plus half an f32 ulp of the angle (~1.2e-4 rad at
+ * positions near 3000). */
 __global__ void __launch_bounds__(ROPE_THREADS)
 rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *__restrict__ v,
               const float *__restrict__ bq, const float *__restrict__ bk, const float *__restrict__ bv,
               const int32_t *__restrict__ positions, const int32_t *__restrict__ slot_mapping, int n_heads,
               int n_kv_heads, int head_dim, int rope_dim, int neox, double theta_exp, double freq_scale,
-              const float *__restrict__ freq_factors, int bf16, uint16_t *__restrict__ k_cache,
+              const float *__restrict__ freq_factors, int bf16, int heads_per_cta, uint16_t *__restrict__ k_cache,
               uint16_t *__restrict__ v_cache) {
-    __shared__ float cs[ROPE_MAX_PAIRS][2];
+    __shared__ float2 cs[ROPE_MAX_PAIRS]; /* (cos, sin) of pair i */
     const int t = blockIdx.x;
-    const int half = rope_dim / 2;
-    const double pos = (double)positions[t];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        double theta = pos * freq_scale * exp((double)i * theta_exp);
-        if (freq_factors) theta /= (double)freq_factors[i];
-        double s, c;
-        sincos(theta, &s, &c);
-        cs[i][0] = (float)c;
-        cs[i][1] = (float)s;
-    }
-    __syncthreads();
-
+    const int half = rope_dim / 2, per_head = head_dim - half;
+    const int h0 = blockIdx.y * heads_per_cta;
+    const int h_end = min(h0 + heads_per_cta, n_heads + 2 * n_kv_heads);
     const long long slot = slot_mapping[t];
-    /* q (in place) then k (to the cache): bias, rotate the pairs, pass through dims >= rope_dim */
-    for (int which = 0; which < 2; which++) {
-        const int nh = which == 0 ? n_heads : n_kv_heads;
-        const float *src = which == 0 ? q + (size_t)t * n_heads * head_dim : k + (size_t)t * n_kv_heads * head_dim;
-        const float *bias = which == 0 ? bq : bk;
-        if (which == 1 && slot < 0) break; /* slot < 0: a padding token, nothing to store */
-        uint16_t *dst = which == 1 ? k_cache + (size_t)slot * n_kv_heads * head_dim : NULL;
-        float *qdst = q + (size_t)t * n_heads * head_dim;
-        const int per_head = head_dim - half; /* rotated pairs + pass-through dims */
-        for (int u = threadIdx.x; u < nh * per_head; u += blockDim.x) {
-            const int h = u / per_head, j = u % per_head;
-            const int base = h * head_dim;
-            float y0, y1 = 0.0f;
-            int i0, i1 = -1;
-            if (j < half) {
-                i0 = neox ? j : 2 * j;
-                i1 = neox ? j + half : 2 * j + 1;
-                float x0 = src[base + i0], x1 = src[base + i1];
-                if (bias) {
-                    x0 += bias[base + i0];
-                    x1 += bias[base + i1];
-                }
-                const float c = cs[j][0], s = cs[j][1];
-                y0 = fmaf(x0, c, -(x1 * s));
-                y1 = fmaf(x0, s, x1 * c);
-            } else {
-                i0 = rope_dim + (j - half);
-                y0 = src[base + i0] + (bias ? bias[base + i0] : 0.0f);
-            }
-            if (which == 0) {
-                qdst[base + i0] = y0;
-                if (i1 >= 0) qdst[base + i1] = y1;
-            } else {
-                dst[base + i0] = bf16 ? kv_bf16::one(y0) : kv_f16::one(y0);
-                if (i1 >= 0) dst[base + i1] = bf16 ? kv_bf16::one(y1) : kv_f16::one(y1);
-            }
+    if (h0 < n_heads + n_kv_heads) { /* a q or k head here: the angle table (uniform branch) */
+        const double pos = (double)positions[t];
+        for (int i = threadIdx.x; i < half; i += blockDim.x) {
+            double theta = pos * freq_scale * exp((double)i * theta_exp);
+            if (freq_factors) theta /= (double)freq_factors[i];
+            double s, c;
+            sincos(theta, &s, &c);
+            cs[i] = make_float2((float)c, (float)s);
         }
+        __syncthreads();
     }
-    if (slot < 0) return;
-    const int nv = n_kv_heads * head_dim;
-    const float *vs = v + (size_t)t * nv;
-    uint16_t *vd = v_cache + (size_t)slot * nv;
-    for (int i = threadIdx.x; i < nv; i += blockDim.x) {
-        const float x = vs[i] + (bv ? bv[i] : 0.0f);
-        vd[i] = bf16 ? kv_bf16::one(x) : kv_f16::one(x);
+
+    for (int u = threadIdx.x; u < (h_end - h0) * per_head; u += blockDim.x) {
+        const int hh = h0 + u / per_head, j = u % per_head;
+        if (hh >= n_heads && slot < 0) break; /* a padding token stores no k or v; hh grows with u */
+        if (hh >= n_heads + n_kv_heads) { /* v: bias, convert, store */
+            const int h = hh - n_heads - n_kv_heads;
+            const size_t src = ((size_t)t * n_kv_heads + h) * head_dim;
+            const size_t dst = ((size_t)slot * n_kv_heads + h) * head_dim;
+            for (int d = j; d < head_dim; d += per_head) {
+                const float x = v[src + d] + (bv ? bv[(size_t)h * head_dim + d] : 0.0f);
+                v_cache[dst + d] = bf16 ? kv_bf16::one(x) : kv_f16::one(x);
+            }
+            continue;
+        }
+        const bool is_q = hh < n_heads;
+        const int h = is_q ? hh : hh - n_heads;
+        const float *src = is_q ? q + ((size_t)t * n_heads + h) * head_dim : k + ((size_t)t * n_kv_heads + h) * head_dim;
+        const float *bias = is_q ? (bq ? bq + (size_t)h * head_dim : NULL) : (bk ? bk + (size_t)h * head_dim : NULL);
+        float y0, y1 = 0.0f;
+        int i0, i1 = -1;
+        if (j < half) {
+            i0 = neox ? j : 2 * j;
+            i1 = neox ? j + half : 2 * j + 1;
+            float x0 = src[i0], x1 = src[i1];
+            if (bias) {
+                x0 += bias[i0];
+                x1 += bias[i1];
+            }
+            const float2 c = cs[j];
+            y0 = fmaf(x0, c.x, -(x1 * c.y));
+            y1 = fmaf(x0, c.y, x1 * c.x);
+        } else {
+            i0 = rope_dim + (j - half);
+            y0 = src[i0] + (bias ? bias[i0] : 0.0f);
+        }
+        if (is_q) {
+            float *qd = q + ((size_t)t * n_heads + h) * head_dim;
+            qd[i0] = y0;
+            if (i1 >= 0) qd[i1] = y1;
+        } else {
+            uint16_t *kd = k_cache + ((size_t)slot * n_kv_heads + h) * head_dim;
+            kd[i0] = bf16 ? kv_bf16::one(y0) : kv_f16::one(y0);
+            if (i1 >= 0) kd[i1] = bf16 ? kv_bf16::one(y1) : kv_f16::one(y1);
+        }
     }
 }
 
@@ -168,10 +181,16 @@ extern "C" qn_status qn_rope_kv_write_cuda(float *q, const float *k, const float
     /* the CPU's exponent, -2/rope_dim, is an f32; base^e = exp(e * ln base) in double */
     const float e = rope->rope_dim > 0 ? -2.0f / (float)rope->rope_dim : 0.0f;
     const double theta_exp = (double)e * log((double)rope->theta_base);
-    rope_kv_write<<<n_tokens, ROPE_THREADS, 0, (cudaStream_t)stream>>>(
+    const int per_head = head_dim - rope->rope_dim / 2;
+    const int heads = n_heads + 2 * n_kv_heads;
+    const int heads_per_cta = per_head >= ROPE_THREADS ? 1 : ROPE_THREADS / per_head;
+    const int groups = (heads + heads_per_cta - 1) / heads_per_cta;
+    if (groups > 65535) return QN_ERR_SHAPE;
+    const dim3 grid((unsigned)n_tokens, (unsigned)groups);
+    rope_kv_write<<<grid, ROPE_THREADS, 0, (cudaStream_t)stream>>>(
         q, k, v, bq, bk, bv, positions, slot_mapping, n_heads, n_kv_heads, head_dim, rope->rope_dim, rope->neox,
-        theta_exp, (double)rope->freq_scale, rope->freq_factors, kv_dtype == QN_KV_BF16, (uint16_t *)k_cache,
-        (uint16_t *)v_cache);
+        theta_exp, (double)rope->freq_scale, rope->freq_factors, kv_dtype == QN_KV_BF16, heads_per_cta,
+        (uint16_t *)k_cache, (uint16_t *)v_cache);
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }
@@ -225,7 +244,7 @@ __device__ __forceinline__ void attn_load_kv(const attn_params &p, const int32_t
 /* The main loop and epilogue for one CTA with WK warps per row block (4 / WK row blocks). */
 template <int D, typename KV, int WK>
 __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, int first, int pos0, int kvh,
-                                         int row0, int rows, int n_keys, int kt_begin, int kt_end) {
+                                         int row0, int rows, int n_keys, int kt_begin, int kt_end, bool direct) {
     constexpr int WR = 4 / WK;
     constexpr int KW = ATTN_KT / WK; /* keys of a KV tile per warp: 16, 32 or 64 */
     constexpr int NB = KW / 8;       /* S n-blocks */
@@ -409,7 +428,7 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
         }
         const int R = row0 + r;
         const size_t orow = (size_t)(first + R / p.group) * p.a.n_heads + (size_t)(kvh * p.group + R % p.group);
-        if (p.n_splits == 1) {
+        if (direct) {
             p.a.out[orow * D + d] = __half_as_ushort(__float2half_rn(L > 0.0f ? O / L : 0.0f));
         } else {
             const size_t prow = (size_t)split * p.a.n_tokens * p.a.n_heads + orow;
@@ -435,44 +454,55 @@ __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_p
     const int n_kt = (n_keys + ATTN_KT - 1) / ATTN_KT;
     const int per = (n_kt + p.n_splits - 1) / p.n_splits;
     const int kt_begin = min(n_kt, split * per), kt_end = min(n_kt, kt_begin + per);
-    /* an empty split still runs the epilogue: it writes (m = -inf, l = 0) for the combine */
+    /* Non-empty splits are a prefix (split 0 always has keys). An empty split only marks its rows
+     * ATTN_ML_EMPTY for the combine and leaves: with a capacity-sized split count and a short
+     * context (decode at ctx 20 of 4096: 15 of 16 splits) most CTAs are empty. When split 0 holds
+     * every key it writes the fp16 output itself and the combine leaves those rows alone. */
+    if (kt_begin >= kt_end) {
+        for (int r = threadIdx.x; r < rows; r += ATTN_THREADS) {
+            const int R = row0 + r;
+            const size_t orow = (size_t)(tile.first + R / p.group) * p.a.n_heads + (size_t)(kvh * p.group + R % p.group);
+            p.ws_ml[(size_t)split * p.a.n_tokens * p.a.n_heads + orow] = ATTN_ML_EMPTY;
+        }
+        return;
+    }
+    const bool direct = kt_begin == 0 && kt_end == n_kt; /* this split holds every key of the tile */
     if (rows <= 16)
-        attn_cta<D, KV, 4>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+        attn_cta<D, KV, 4>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
     else if (rows <= 32)
-        attn_cta<D, KV, 2>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+        attn_cta<D, KV, 2>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
     else
-        attn_cta<D, KV, 1>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end);
+        attn_cta<D, KV, 1>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
 }
 
-/* One warp per (token, head) row: out = sum_s O_s 2^(m_s - M) / sum_s l_s 2^(m_s - M), splits in
- * order. Empty splits (l = 0) are skipped, so their O is never read. */
+/* One warp per (token, head) row: out = sum_s O_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). Lane s holds
+ * split s's (m, l) (n_splits <= 32), M and L are warp butterflies (fixed order), O is summed over
+ * the splits in order. Splits with l <= 0 (empty, or every key masked for this row) are skipped, so
+ * their O is never read. Split 1 empty means split 0 held every key and already wrote the row. */
 __global__ void __launch_bounds__(128)
 paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict__ ws_ml, int n_rows, int head_dim,
                         int n_splits, uint16_t *__restrict__ out) {
     const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= n_rows) return;
-    float M = -INFINITY;
-    for (int s = 0; s < n_splits; s++) {
-        const float2 ml = ws_ml[(size_t)s * n_rows + row];
-        if (ml.y > 0.0f) M = fmaxf(M, ml.x);
-    }
-    float L = 0.0f;
-    for (int s = 0; s < n_splits; s++) {
-        const float2 ml = ws_ml[(size_t)s * n_rows + row];
-        if (ml.y > 0.0f) L += ml.y * exp2f(ml.x - M);
-    }
+    const float2 ml = lane < n_splits ? ws_ml[(size_t)lane * n_rows + row] : ATTN_ML_EMPTY;
+    if (attn_ml_is_empty(__shfl_sync(0xffffffffu, ml.x, 1), __shfl_sync(0xffffffffu, ml.y, 1))) return;
+    const bool live = ml.y > 0.0f;
+    float M = live ? ml.x : -INFINITY;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    const float w = live ? exp2f(ml.x - M) : 0.0f; /* this lane's split weight */
+    const float L = qn_warp_sum(live ? ml.y * w : 0.0f);
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
     for (int d = lane * 4; d < head_dim; d += 128) {
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int s = 0; s < n_splits; s++) {
-            const float2 ml = ws_ml[(size_t)s * n_rows + row];
-            if (!(ml.y > 0.0f)) continue;
-            const float w = exp2f(ml.x - M);
+            const float ws = __shfl_sync(0xffffffffu, w, s);
+            if (!(ws > 0.0f)) continue; /* warp-uniform */
             const float4 x = *reinterpret_cast<const float4 *>(ws_o + ((size_t)s * n_rows + row) * head_dim + d);
-            acc.x += w * x.x;
-            acc.y += w * x.y;
-            acc.z += w * x.z;
-            acc.w += w * x.w;
+            acc.x += ws * x.x;
+            acc.y += ws * x.y;
+            acc.z += ws * x.z;
+            acc.w += ws * x.w;
         }
         __half2 h01 = __floats2half2_rn(acc.x * inv, acc.y * inv);
         __half2 h23 = __floats2half2_rn(acc.z * inv, acc.w * inv);
