@@ -26,14 +26,30 @@ typedef struct qn_sample_row_params {
                           * candidates */
 } qn_sample_row_params;
 
+/* Largest top_k the fast path takes (its survivors are sorted in shared memory). */
+#define QN_SAMPLE_CUDA_TOPK_MAX 1024
+
+/* How qn_sample_cuda works through a call; both give the same tokens.
+ *   FAST: every row greedy or 0 < top_k <= QN_SAMPLE_CUDA_TOPK_MAX: an argmax over many CTAs per
+ *         row, then a per-row top-k select; no device-wide sort.
+ *   SORT: any rows: a device-wide radix sort of every row's keys. */
+typedef enum qn_sample_path { QN_SAMPLE_PATH_SORT = 0, QN_SAMPLE_PATH_FAST = 1, QN_SAMPLE_PATH_COUNT } qn_sample_path;
+
+/* The path for these params (host memory, the copy the device params are uploaded from). A CUDA
+ * graph holds the path it was captured with: key graphs by it. */
+qn_sample_path qn_sample_cuda_path(const qn_sample_row_params *params, int32_t n_rows);
+
 /* Scratch bytes for n_rows x n_vocab (two 8-byte sort keys per logit + CUB temp storage); 0 when
  * the shape cannot be sampled (n_rows * n_vocab >= 2^31, or the CUB size query fails). */
 size_t qn_sample_cuda_workspace_size(int32_t n_rows, int32_t n_vocab);
 
-/* out[r] = sampled token of logits row r (logits are not modified). */
+/* out[r] = sampled token of logits row r (logits are not modified). path: qn_sample_cuda_path() of
+ * the same params, or QN_SAMPLE_PATH_SORT for any params (a FAST call on a row that needs the sort
+ * path gives that row's greedy token). */
 qn_status qn_sample_cuda(const float *logits, /* [n_rows][n_vocab] */ int32_t n_rows, int32_t n_vocab,
                          const qn_sample_row_params *params, /* [n_rows] device memory */
-                         int32_t *out, /* [n_rows] */ void *workspace, size_t ws_bytes, void *stream);
+                         qn_sample_path path, int32_t *out, /* [n_rows] */ void *workspace, size_t ws_bytes,
+                         void *stream);
 
 #ifdef __cplusplus
 }

@@ -130,8 +130,10 @@ struct qn_llama_cuda {
     float *logits_h;               /* [max_seqs][n_vocab]: graph replays copy logits here */
     step_layout lay;
     int32_t n_attn_tiles;          /* of the step being enqueued */
-    /* graphs of pure-decode steps, [2][max_seqs + 1] (logits, sample) */
-    graph_entry *graphs[2];
+    /* graphs of pure-decode steps, [1 + QN_SAMPLE_PATH_COUNT][max_seqs + 1]: logits, then sampling
+     * by path (a graph holds the sampling path it was captured with) */
+    graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
+    qn_sample_path smp_path;       /* of the sampling step being run */
     bool graphs_on;
     int64_t step;
     qn_llama_tap_fn tap;
@@ -476,7 +478,7 @@ static qn_status alloc_all(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
     CK(cudaMallocHost((void **)&f->sampled_h, sizeof(int32_t) * (size_t)f->p.max_tokens));
     CK(cudaMallocHost((void **)&f->logits_h, sizeof(float) * (size_t)f->p.max_seqs * (size_t)c->n_vocab));
     memset(f->step_h, 0, sizeof(int32_t) * f->lay.end);
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 1 + QN_SAMPLE_PATH_COUNT; i++)
         if (!(f->graphs[i] = calloc((size_t)f->p.max_seqs + 1, sizeof(graph_entry))))
             return qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
     return QN_OK;
@@ -532,7 +534,7 @@ fail:
 
 void qn_llama_cuda_destroy(qn_llama_cuda *f) {
     if (!f) return;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 1 + QN_SAMPLE_PATH_COUNT; i++) {
         if (!f->graphs[i]) continue;
         for (int32_t t = 0; t <= f->p.max_seqs; t++)
             if (f->graphs[i][t].exec) cudaGraphExecDestroy(f->graphs[i][t].exec);
@@ -654,8 +656,8 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
             nvtxRangePushA("sample");
             CK(cudaMemcpyAsync(f->sparams_d, f->sparams_h, sizeof(qn_sample_row_params) * (size_t)n_out,
                                cudaMemcpyHostToDevice, f->stream));
-            KS(qn_sample_cuda(f->logits, n_out, (int32_t)V, f->sparams_d, f->sampled_d, f->smp_ws, f->smp_ws_bytes,
-                              f->stream));
+            KS(qn_sample_cuda(f->logits, n_out, (int32_t)V, f->sparams_d, f->smp_path, f->sampled_d, f->smp_ws,
+                              f->smp_ws_bytes, f->stream));
             CK(cudaMemcpyAsync(f->sampled_h, f->sampled_d, sizeof(int32_t) * (size_t)n_out, cudaMemcpyDeviceToHost,
                                f->stream));
             nvtxRangePop();
@@ -703,7 +705,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
                           qn_error *err) {
     if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
     const int32_t T = b->n_tokens;
-    graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample][T] : NULL;
+    graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample ? 1 + f->smp_path : 0][T] : NULL;
     if (ge && !ge->exec && !ge->tried) {
         ge->tried = true;
         cudaGraph_t g = NULL;
@@ -752,6 +754,7 @@ qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, 
     if (b->n_out < 1) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: sampling needs out rows");
     const bool decode = stage_batch(f, b);
     memcpy(f->sparams_h, params, sizeof(qn_sample_row_params) * (size_t)b->n_out);
+    f->smp_path = qn_sample_cuda_path(params, b->n_out);
     TRY(run_step(f, b, decode, true, NULL, err));
     memcpy(tokens, f->sampled_h, sizeof(int32_t) * (size_t)b->n_out);
     return QN_OK;

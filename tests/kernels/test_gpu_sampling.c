@@ -10,6 +10,9 @@
  *     GPU sums in double in a tree order and the CPU left to right (~1e-16 relative apart) and the
  *     GPU's exp is correctly rounded while glibc's expf is within 0.502 ulp, so any disagreement
  *     at all is expected to be very rare;
+ *   - every call runs the sort path, and the fast path too where qn_sample_cuda_path() allows it
+ *     (all rows greedy or top_k <= QN_SAMPLE_CUDA_TOPK_MAX): the two must agree token for token;
+ *     test_match_cpu_topk sends only such rows, so its calls cover the fast path against the CPU;
  *   - frequencies over 2^17 draws on a 12-token vocab match the (filtered) softmax within 3 sigma.
  * Exits 77 (ctest: skipped) when there is no CUDA device. QN_TEST_QUICK=1 trims the draws. */
 #include "harness.h"
@@ -31,7 +34,8 @@ static int g_quick;
  * one GPU call: logits [n_rows][V] and params [n_rows] from the host, tokens back; the output is
  * poisoned (-1) with a guard after it, and the logits must come back unchanged */
 
-static void gpu_sample(const float *logits, int32_t n_rows, int32_t V, const qn_sample_row_params *prm, int32_t *out) {
+static void gpu_sample_path(const float *logits, int32_t n_rows, int32_t V, const qn_sample_row_params *prm,
+                            qn_sample_path path, int32_t *out) {
     const size_t nl = (size_t)n_rows * (size_t)V;
     const size_t ws_bytes = qn_sample_cuda_workspace_size(n_rows, V);
     assert_true(ws_bytes > 0);
@@ -41,8 +45,8 @@ static void gpu_sample(const float *logits, int32_t n_rows, int32_t V, const qn_
     void *ws = NULL;
     CK(cudaMalloc(&ws, ws_bytes));
     CK(cudaMemset(ws, 0xA5, ws_bytes)); /* no reliance on a clean workspace */
-    const qn_status st = qn_sample_cuda(dl, n_rows, V, dp, dout, ws, ws_bytes, g_stream);
-    if (st != QN_OK) fail_msg("qn_sample_cuda(%d rows, V %d): %s", n_rows, V, qn_status_str(st));
+    const qn_status st = qn_sample_cuda(dl, n_rows, V, dp, path, dout, ws, ws_bytes, g_stream);
+    if (st != QN_OK) fail_msg("qn_sample_cuda(%d rows, V %d, path %d): %s", n_rows, V, path, qn_status_str(st));
     float *back = malloc(sizeof(float) * nl);
     assert_non_null(back);
     dev_fetch(out, dout, sizeof(int32_t) * (size_t)n_rows, sizeof(int32_t) * GUARD, "qn_sample_cuda out");
@@ -52,6 +56,25 @@ static void gpu_sample(const float *logits, int32_t n_rows, int32_t V, const qn_
     if (memcmp(back, logits, sizeof(float) * nl) != 0) fail_msg("logits modified");
     free(back);
     cudaFree(dl), cudaFree(dp), cudaFree(dout), cudaFree(ws);
+}
+
+/* The sort path always; when qn_sample_cuda_path() allows the fast path (every row greedy or a
+ * small top-k), that too, and the two must give the same tokens: they select from the same sorted
+ * candidates with the same code. */
+static int g_n_fast; /* calls that took the fast path too */
+
+static void gpu_sample(const float *logits, int32_t n_rows, int32_t V, const qn_sample_row_params *prm, int32_t *out) {
+    gpu_sample_path(logits, n_rows, V, prm, QN_SAMPLE_PATH_SORT, out);
+    if (qn_sample_cuda_path(prm, n_rows) != QN_SAMPLE_PATH_FAST) return;
+    g_n_fast++;
+    int32_t *fast = malloc(sizeof(int32_t) * (size_t)n_rows);
+    assert_non_null(fast);
+    gpu_sample_path(logits, n_rows, V, prm, QN_SAMPLE_PATH_FAST, fast);
+    for (int32_t r = 0; r < n_rows; r++)
+        if (fast[r] != out[r])
+            fail_msg("row %d of %d (V %d, T %g, top_k %d): fast path %d, sort path %d", r, n_rows, V, prm[r].temperature,
+                     prm[r].top_k, fast[r], out[r]);
+    free(fast);
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -198,13 +221,19 @@ static void test_greedy(void **state) {
     prm[3].top_k = 5, prm[3].top_p = 0.3f, prm[3].min_p = 0.5f; /* filters do not matter when greedy */
     prm[2].temperature = 0.8f, prm[2].u = 0.25;                 /* sampled: a 60 spike over N(0, 2) */
     int32_t out[6];
-    gpu_sample(l, R, V, prm, out);
-    assert_int_equal(out[0], 41);
-    assert_int_equal(out[1], 0);
-    assert_int_equal(out[2], V - 1);
-    assert_int_equal(out[3], 0);
-    assert_int_equal(out[4], 501);
-    assert_int_equal(out[5], qn_argmax_f32(l + 5 * V, V));
+    for (int all_greedy = 0; all_greedy < 2; all_greedy++) {
+        if (all_greedy) { /* every row greedy: the fast path (argmax only) as well */
+            prm[2] = prm[0];
+            assert_int_equal(qn_sample_cuda_path(prm, R), QN_SAMPLE_PATH_FAST);
+        }
+        gpu_sample(l, R, V, prm, out);
+        assert_int_equal(out[0], 41);
+        assert_int_equal(out[1], 0);
+        assert_int_equal(out[2], V - 1);
+        assert_int_equal(out[3], 0);
+        assert_int_equal(out[4], 501);
+        assert_int_equal(out[5], qn_argmax_f32(l + 5 * V, V));
+    }
     /* one row, V = 1 and V = 2 */
     const float one[2] = {1.0f, 1.0f};
     int32_t o1;
@@ -226,7 +255,15 @@ static const cfg CFGS[] = {
 };
 #define N_CFGS (int)(sizeof CFGS / sizeof CFGS[0])
 
-static void match_cpu(int32_t V, int n_calls, int R, uint64_t seed) {
+/* greedy and top-k <= QN_SAMPLE_CUDA_TOPK_MAX only: calls of these take the fast path as well;
+ * the top-k values include a cut inside a run of tied z (logits rounded to 1/8) */
+static const cfg CFGS_TOPK[] = {
+    {0.7f, 1.0f, 0.0f, 40},   {0.8f, 0.95f, 0.02f, 100}, {1.0f, 1.0f, 0.0f, 1},    {0.0f, 1.0f, 0.0f, 0},
+    {0.6f, 0.8f, 0.1f, 20},   {1.2f, 1.0f, 0.0f, 2},     {1.0f, 1.0f, 0.0f, 1024}, {5.0f, 0.7f, 0.0f, 777},
+    {0.05f, 1.0f, 0.0f, 50},  {2.0f, 1.0f, 0.0f, 300},
+};
+
+static void match_cpu_cfgs(int32_t V, int n_calls, int R, uint64_t seed, const cfg *cfgs, int n_cfgs) {
     qn_rng r;
     qn_rng_seed(&r, seed);
     float *l = malloc(sizeof(float) * (size_t)R * (size_t)V), *scratch = malloc(sizeof(float) * (size_t)V);
@@ -237,7 +274,7 @@ static void match_cpu(int32_t V, int n_calls, int R, uint64_t seed) {
     size_t n_draws = 0, n_diff = 0, n_unexplained = 0;
     for (int call = 0; call < n_calls; call++) {
         for (int i = 0; i < R; i++) {
-            const cfg *c = &CFGS[(call + i) % N_CFGS];
+            const cfg *c = &cfgs[(call + i) % n_cfgs];
             const float sigma = (i % 3 == 0) ? 1.0f : (i % 3 == 1) ? 3.0f : 6.0f;
             make_logits(&r, l + (size_t)i * V, V, sigma, i % 4, i % 2);
             pair_init(&pairs[i], c, V, seed * 1000003u + (uint64_t)(call * R + i));
@@ -263,6 +300,17 @@ static void match_cpu(int32_t V, int n_calls, int R, uint64_t seed) {
     if (n_unexplained) fail_msg("V=%d: %zu disagreements are not near ties", V, n_unexplained);
     if (n_diff * 1000 > n_draws) fail_msg("V=%d: %zu of %zu draws disagree (> 0.1%%)", V, n_diff, n_draws);
     free(l), free(scratch), free(prm), free(out), free(pairs);
+}
+
+static void match_cpu(int32_t V, int n_calls, int R, uint64_t seed) { match_cpu_cfgs(V, n_calls, R, seed, CFGS, N_CFGS); }
+
+static void test_match_cpu_topk(void **state) {
+    (void)state;
+    const int n = (int)(sizeof CFGS_TOPK / sizeof CFGS_TOPK[0]);
+    g_n_fast = 0;
+    match_cpu_cfgs(49152, g_quick ? 2 : 8, 32, 750, CFGS_TOPK, n);
+    match_cpu_cfgs(128256, g_quick ? 2 : 16, 32, 850, CFGS_TOPK, n);
+    if (g_n_fast == 0) fail_msg("no call took the fast path");
 }
 
 static void test_match_cpu_49152(void **state) {
@@ -363,10 +411,23 @@ static void test_args(void **state) {
     CK(cudaMalloc((void **)&dout, sizeof(int32_t) * 2));
     CK(cudaMalloc((void **)&dp, sizeof *dp * 2));
     CK(cudaMalloc(&ws, need));
-    assert_int_equal(qn_sample_cuda(dl, 2, 1000, dp, dout, ws, need - 1, g_stream), QN_ERR_INVALID_ARG);
-    assert_int_equal(qn_sample_cuda(dl, 0, 1000, dp, dout, ws, need, g_stream), QN_OK);
-    assert_int_equal(qn_sample_cuda(dl, 2, 0, dp, dout, ws, need, g_stream), QN_ERR_SHAPE);
-    assert_int_equal(qn_sample_cuda(dl, -1, 1000, dp, dout, ws, need, g_stream), QN_ERR_INVALID_ARG);
+    const qn_sample_path S = QN_SAMPLE_PATH_SORT;
+    assert_int_equal(qn_sample_cuda(dl, 2, 1000, dp, S, dout, ws, need - 1, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_sample_cuda(dl, 0, 1000, dp, S, dout, ws, need, g_stream), QN_OK);
+    assert_int_equal(qn_sample_cuda(dl, 2, 0, dp, S, dout, ws, need, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_sample_cuda(dl, -1, 1000, dp, S, dout, ws, need, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_sample_cuda(dl, 2, 1000, dp, QN_SAMPLE_PATH_COUNT, dout, ws, need, g_stream),
+                     QN_ERR_INVALID_ARG);
+    /* the path predicate: host params */
+    qn_sample_row_params hp[3] = {{.temperature = 0.0f}, {.temperature = 0.7f, .top_k = 40, .top_p = 0.9f},
+                                  {.temperature = 1.0f, .top_k = QN_SAMPLE_CUDA_TOPK_MAX, .top_p = 1.0f}};
+    assert_int_equal(qn_sample_cuda_path(hp, 3), QN_SAMPLE_PATH_FAST);
+    hp[2].top_k = QN_SAMPLE_CUDA_TOPK_MAX + 1;
+    assert_int_equal(qn_sample_cuda_path(hp, 3), QN_SAMPLE_PATH_SORT);
+    hp[2].top_k = 0;
+    assert_int_equal(qn_sample_cuda_path(hp, 3), QN_SAMPLE_PATH_SORT);
+    hp[2].temperature = 0.0f; /* greedy: top_k does not matter */
+    assert_int_equal(qn_sample_cuda_path(hp, 3), QN_SAMPLE_PATH_FAST);
     CK(cudaStreamSynchronize(g_stream));
     cudaFree(dl), cudaFree(dout), cudaFree(dp), cudaFree(ws);
 }
@@ -377,7 +438,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_args),          cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_filters_small), cmocka_unit_test(test_frequencies),
-        cmocka_unit_test(test_match_cpu_49152), cmocka_unit_test(test_match_cpu_128256),
+        cmocka_unit_test(test_match_cpu_topk),  cmocka_unit_test(test_match_cpu_49152),
+        cmocka_unit_test(test_match_cpu_128256),
     };
     return cmocka_run_group_tests_name("gpu_sampling", tests, qn_gpu_test_setup, qn_gpu_test_teardown);
 }
