@@ -342,7 +342,8 @@ __global__ void __launch_bounds__(SMP_SEL_THREADS)
     const float inv_t = __fdiv_rn(1.0f, prm.temperature);
     const int K = prm.top_k < V ? prm.top_k : V;
 
-    /* radix select: zt = K-th smallest zb; `need` = its rank among the zb == zt */
+    /* radix select: zt = K-th smallest zb (SMP_ZB_OUT when there are fewer than K candidates);
+     * `need` = its rank among the zb == zt */
     uint32_t zt = 0;
     int need = K;
     for (int pass = 0; pass < 3; pass++) {
@@ -351,10 +352,14 @@ __global__ void __launch_bounds__(SMP_SEL_THREADS)
         for (int b = threadIdx.x; b < SMP_HIST_BINS; b += blockDim.x) tk.hist[b] = 0;
         __syncthreads();
         const int hi = shift + (pass == 2 ? 9 : 11); /* bits above the digit must equal zt's */
+        /* non-candidates are not counted (on a cold row nearly every logit is one, and they would
+         * all hit one bin); a rank past the candidates means "take them all" */
         for (int32_t i = threadIdx.x; i < V; i += blockDim.x) {
             const uint32_t zb = smp_zb(l[i], mx, inv_t);
-            if ((zb >> hi) == (zt >> hi)) atomicAdd(&tk.hist[(zb >> shift) & (uint32_t)(bins - 1)], 1);
+            if (zb != SMP_ZB_OUT && (zb >> hi) == (zt >> hi))
+                atomicAdd(&tk.hist[(zb >> shift) & (uint32_t)(bins - 1)], 1);
         }
+        if (threadIdx.x == 0) tk.bin = -1;
         __syncthreads();
         /* the bin holding rank `need`: thread j owns bins [j * per, (j + 1) * per) */
         const int per = bins / SMP_SEL_THREADS;
@@ -370,9 +375,14 @@ __global__ void __launch_bounds__(SMP_SEL_THREADS)
             excl += c[k];
         }
         __syncthreads();
-        zt |= (uint32_t)tk.bin << shift;
-        need -= tk.before;
+        const int bin = tk.bin, before = tk.before;
         __syncthreads(); /* tk.bin, tk.before and the scan storage are rewritten next pass */
+        if (bin < 0) { /* fewer than K candidates (only possible in the first pass) */
+            zt = SMP_ZB_OUT;
+            break;
+        }
+        zt |= (uint32_t)bin << shift;
+        need -= before;
     }
 
     /* gather the survivors; ties at zt are ranked in id order tile by tile */
