@@ -26,6 +26,13 @@ typedef enum qn_cpu_isa {
  * Decodes each weight block once for four tokens; every out[t] is bit-identical to vec_dot's. */
 typedef void (*qn_vec_dot_x4_fn)(int64_t n, float *out, const void *w_row, const void *a_rows, size_t a_stride);
 
+/* y[t * ldy + r] = dot(w row r, a row t) for r < n_rows, t < n_tok; w: [n_rows][w_stride bytes] in fmt,
+ * a: [n_tok][a_stride bytes] in vec_dot_type(fmt). A register tile of several rows × several tokens,
+ * so each decoded weight block and each loaded activation block serve many outputs; every output is
+ * bit-identical to vec_dot's (same per-block products, same accumulation order, same final sum). */
+typedef void (*qn_vec_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
+                                   size_t a_stride, int64_t n_tok, float *y, int64_t ldy);
+
 /* y[t][r] = Σ_k W[r][k]·x[t][k] for r in [row_begin, row_end), t < n_tokens, W a repacked GPTQ/AWQ/bnb weight
  * (lutq.h); x: [n_tokens][ldx] fp32 in the checkpoint's column order; y: [n_tokens][ldy]. */
 typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
@@ -36,6 +43,8 @@ typedef struct qn_cpu_kernels {
     const char *isa_name;
     qn_vec_dot_fn vec_dot[QN_QFORMAT_COUNT];       /* weight fmt -> dot with its vec_dot_type row */
     qn_vec_dot_x4_fn vec_dot_x4[QN_QFORMAT_COUNT]; /* 1 row x 4 tokens (NULL: use vec_dot) */
+    qn_vec_dot_tile_fn vec_dot_tile[QN_QFORMAT_COUNT]; /* rows x tokens blocks (NULL: use vec_dot_x4) */
+    int32_t vec_dot_tile_rows[QN_QFORMAT_COUNT];   /* rows per register tile (row ranges best a multiple) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */

@@ -3,7 +3,9 @@
  * object defines the function. Owns no threads: the caller splits [0, n_rows) across its pool.
  * Loop nest: a tile of weight rows (~32 KiB, stays in L1/L2) × a chunk of tokens (~256 KiB of
  * activations, stays in L2) × 4 tokens at a time through vec_dot_x4, so every weight byte comes
- * from DRAM once and each decoded block is reused for 4 tokens. */
+ * from DRAM once and each decoded block is reused for 4 tokens. Where the format has a register
+ * tile (vec_dot_tile: several rows × 4 tokens), the row tile is a whole number of its rows and each
+ * (row tile, token chunk) goes to it in one call. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #if !defined(QN_ISA) || defined(QN_ISA_SCALAR)
@@ -21,6 +23,7 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
     if (!w || !xq || !y || (n_tokens > 1 && ldy < row_end)) return QN_ERR_INVALID_ARG;
     const qn_vec_dot_fn dot = kern->vec_dot[wfmt];
     const qn_vec_dot_x4_fn dot4 = kern->vec_dot_x4[wfmt];
+    const qn_vec_dot_tile_fn tile = kern->vec_dot_tile[wfmt];
     if (!dot) return QN_ERR_UNSUPPORTED;
     const size_t wrb = qn_qformat_row_bytes(wfmt, k);
     const size_t arb = qn_qformat_row_bytes(QN_QFORMATS[wfmt].vec_dot_type, k);
@@ -28,6 +31,11 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
 
     const uint8_t *wb = w, *xb = xq;
     int64_t row_tile = (int64_t)(QN_MM_ROW_TILE_BYTES / wrb), tok_chunk = (int64_t)(QN_MM_TOK_CHUNK_BYTES / arb);
+    if (tile) { /* whole register tiles */
+        const int64_t tr = kern->vec_dot_tile_rows[wfmt] > 0 ? kern->vec_dot_tile_rows[wfmt] : 1;
+        row_tile = row_tile / tr * tr;
+        if (row_tile < tr) row_tile = tr;
+    }
     if (row_tile < 1) row_tile = 1;
     tok_chunk = tok_chunk < 4 ? 4 : tok_chunk & ~(int64_t)3;
 
@@ -35,6 +43,10 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
         const int64_t r1 = r0 + row_tile < row_end ? r0 + row_tile : row_end;
         for (int64_t t0 = 0; t0 < n_tokens; t0 += tok_chunk) {
             const int64_t t1 = t0 + tok_chunk < n_tokens ? t0 + tok_chunk : n_tokens;
+            if (tile && t1 - t0 >= 4) {
+                tile(k, wb + (size_t)r0 * wrb, wrb, r1 - r0, xb + (size_t)t0 * arb, arb, t1 - t0, y + t0 * ldy + r0, ldy);
+                continue;
+            }
             for (int64_t r = r0; r < r1; r++) {
                 const uint8_t *wr = wb + (size_t)r * wrb;
                 int64_t t = t0;

@@ -9,7 +9,9 @@
  *               vs the scalar ISA: K-quants bit-exact (same integers, same fp32 finish), legacy and
  *               float types |Δ| <= TOL_ISA·Σ|w·a| (8-lane vs sequential fp32 accumulation);
  *   vec_dot_x4  bit-exact with vec_dot per token;
- *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN.
+ *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
+ *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
+ *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
  * Measured errors (in fp32 ulps of Σ|w·a|) are printed per ISA and format. */
 #include "harness.h"
 
@@ -307,10 +309,55 @@ static void test_matmul_rows(void **state) {
     assert_int_equal(qn_cpu_matmul_rows(kt, QN_QFORMAT_F32, wbuf, 8, abuf, 0, y1, 4, 0, 1), QN_OK);
 }
 
+static void test_matmul_tile(void **state) {
+    (void)state;
+    const int64_t ks[] = {32 * 37, 32 * 1025}; /* > QN_TILE_CHUNK blocks; > QN_TILE_MAX_BLOCKS (fallback) */
+    const int64_t toks[] = {4, 113};           /* 113 > one run of token scales at k = 32·37, and 113 % 4 = 1 */
+    enum { N_ROWS = 13, LDY = 16 };
+    qn_rng rng;
+    int failures = 0, tested = 0;
+    for (int i = 0; i < g_ntabs; i++)
+        for (int f = 0; f < N_WFMTS; f++) {
+            const qn_qformat wf = WFMTS[f], af = QN_QFORMATS[wf].vec_dot_type;
+            if (!g_tabs[i].vec_dot_tile[wf]) continue;
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                const int64_t k = ks[ki], nt = toks[ki == 0 ? 1 : 0];
+                const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
+                qn_rng_seed(&rng, 5000 + 17 * (uint64_t)f + ki);
+                uint8_t *w = malloc(wrb * N_ROWS), *a = malloc(arb * (size_t)nt);
+                float *x = malloc((size_t)k * 4), *y = malloc(sizeof(float) * LDY * (size_t)nt);
+                qn_ref_gguf_random_blocks(&rng, wf, w, k * N_ROWS, 0);
+                for (int64_t t = 0; t < nt; t++) {
+                    fill_activations(&rng, x, k);
+                    QN_QFORMATS[af].quantize_ref(x, a + (size_t)t * arb, k);
+                }
+                for (int64_t ti = 0; ti < (ki == 0 ? 2 : 1); ti++) {
+                    const int64_t n_tok = ki == 0 ? toks[ti] : nt;
+                    for (int j = 0; j < LDY * nt; j++) y[j] = NAN;
+                    g_tabs[i].vec_dot_tile[wf](k, w, wrb, N_ROWS, a, arb, n_tok, y, LDY);
+                    tested++;
+                    for (int64_t t = 0; t < nt; t++)
+                        for (int64_t r = 0; r < LDY; r++) {
+                            const float v = y[t * LDY + r];
+                            float want = NAN;
+                            if (t < n_tok && r < N_ROWS) g_tabs[i].vec_dot[wf](k, &want, w + (size_t)r * wrb, a + (size_t)t * arb);
+                            if (memcmp(&v, &want, 4) && !(isnan(v) && isnan(want)) && failures++ < 5)
+                                fprintf(stderr, "  tile %s/%s k %lld t %lld r %lld: %.9g vs vec_dot %.9g\n",
+                                        g_tabs[i].isa_name, QN_QFORMATS[wf].name, (long long)k, (long long)t,
+                                        (long long)r, v, want);
+                        }
+                }
+                free(w), free(a), free(x), free(y);
+            }
+        }
+    fprintf(stderr, "tile calls checked: %d\n", tested);
+    assert_int_equal(failures, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),  cmocka_unit_test(test_dequant),     cmocka_unit_test(test_from_float),
-        cmocka_unit_test(test_vec_dot), cmocka_unit_test(test_matmul_rows),
+        cmocka_unit_test(test_vec_dot), cmocka_unit_test(test_matmul_rows), cmocka_unit_test(test_matmul_tile),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
