@@ -6,7 +6,7 @@
 # .gpumodel/a/smol.part.aa (+ alice29.txt) and .gpumodel/b/smol.part.ab (git-ignored), joined here.
 # With llama.cpp built by bench/gpu_llamacpp.sh ($QN_LLAMA_DIR/build-cuda/bin), the bench and synth steps run
 # llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
-# Env: QN_E2E_STEPS (default "model forward run ppl bench synth"), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16").
+# Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16").
 # Logs go to $OUT (default ./gpu-e2e-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +58,7 @@ if want run && [ -f "$SMOL" ]; then
 fi
 if want ppl && [ -f "$SMOL" ]; then
     step ppl_cuda 300 "$Q" perplexity --device cuda -f "$DATA/alice29.txt" --ctx 512
-    step ppl_cpu 300 "$Q" perplexity --device cpu -t 16 -f "$DATA/alice29.txt" --ctx 512
+    want pplcpu && step ppl_cpu 300 "$Q" perplexity --device cpu -t 16 -f "$DATA/alice29.txt" --ctx 512
 fi
 if want bench && [ -f "$SMOL" ]; then
     step bench_smol 300 "$Q" bench --device cuda -p 512 -n 128 -r 5 -o md
