@@ -8,7 +8,8 @@
  *     sums added in double; probabilities scaled by (float)(1/sum) and rounded to fp16;
  *   - V: per output dim, the same lane-wise accumulation over key positions.
  * The lane loops have compile-time widths so the compiler turns them into vector FMAs; heads that
- * share a KV head (GQA) decode each K/V row from fp16 once. */
+ * share a KV head (GQA) decode each K/V row from fp16 once. With AVX-512, attn_group_512 computes
+ * the same numbers 16 keys at a time (the lane sums of 16 keys reduced by one transpose tree). */
 #include "kernels/attention/attention.h"
 
 #include <math.h>
@@ -130,6 +131,160 @@ static void attn_group(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
         }
 }
 
+#if defined(QN_SIMD_X86_512)
+/* ---------------------------------------------------------------- AVX-512: 16 keys at a time
+ * The same numbers as attn_group, with the lane sums of 16 keys reduced together: each key's
+ * partial sums are one zmm (fma chains over d as in dot_lanes; 32 or 64 lanes are first folded to
+ * 16 by reduce_lanes' halving), and the 16 zmm go through a transpose tree that performs, per key,
+ * exactly reduce_lanes' additions. V accumulates lane rows in registers, 16 output dims at a time.
+ * Taken when lanes is 16, 32 or 64 and divides head_dim, softmax_lanes is 16, the tree is not the
+ * pairwise one and a KV block holds a multiple of 16 slots (keys j0..j0+15 are then adjacent). */
+
+/* Σ of v's 16 lanes in reduce_lanes' order: (a_i + a_i+8) + (a_i+4 + a_i+12) = c_i, (c0 + c2) + (c1 + c3). */
+static inline float sum16(__m512 v) {
+    const __m256 b = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    const __m128 c = _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1));
+    const __m128 d = _mm_add_ps(c, _mm_movehl_ps(c, c));
+    return _mm_cvtss_f32(_mm_add_ss(d, _mm_movehdup_ps(d)));
+}
+
+/* Slot s of v holds key KEY_OF_SLOT(s); returns the 16 sums (as sum16 computes them) in key order.
+ * Step 1 adds 256-bit halves two keys per vector, step 2 the 128-bit halves four keys per vector,
+ * steps 3 and 4 the 64- and 32-bit halves, leaving lane 4q + j = slot 4j + q. */
+#define KEY_OF_SLOT(s) (4 * ((s) % 4) + (s) / 4)
+static inline __m512 sum16x16(const __m512 v[16]) {
+    __m512 z[8], w[4];
+    for (int i = 0; i < 8; i++)
+        z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+    for (int i = 0; i < 4; i++)
+        w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(z[2 * i], z[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(z[2 * i], z[2 * i + 1], 0xdd));
+    __m512 u[2];
+    for (int i = 0; i < 2; i++) {
+        const __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    return _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], 0x88), _mm512_shuffle_ps(u[0], u[1], 0xdd));
+}
+
+/* rows[L][16 dims] of lane partial sums -> reduce_lanes over the L rows, per dim. Destroys rows. */
+static inline __m512 reduce_rows(__m512 *rows, int L) {
+    for (int n = L; n > 4; n /= 2)
+        for (int i = 0; i < n / 2; i++) rows[i] = _mm512_add_ps(rows[i], rows[i + n / 2]);
+    return _mm512_add_ps(_mm512_add_ps(rows[0], rows[2]), _mm512_add_ps(rows[1], rows[3]));
+}
+
+/* v[s] = the 16-lane partial sums of q·k for the key in slot s: NCH fma chains of
+ * 16 lanes over d (lane = d mod 16·NCH), folded to 16 lanes by reduce_lanes' halving. */
+QN_INLINE void key_partials(const float *q, const float (*kf)[QN_ATTN_MAX_HD], int nc, const int NCH, __m512 v[16]) {
+    if (NCH == 1) { /* 16 independent chains, interleaved */
+        for (int s = 0; s < 16; s++) v[s] = _mm512_setzero_ps();
+        for (int c = 0; c < nc; c++) {
+            const __m512 qc = _mm512_load_ps(q + 16 * c);
+            for (int s = 0; s < 16; s++) v[s] = _mm512_fmadd_ps(qc, _mm512_load_ps(kf[s] + 16 * c), v[s]);
+        }
+        return;
+    }
+    for (int s = 0; s < 16; s++) {
+        __m512 p[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int c = 0; c < nc; c += NCH)
+            for (int i = 0; i < NCH; i++)
+                p[i] = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * (c + i)), _mm512_load_ps(kf[s] + 16 * (c + i)), p[i]);
+        v[s] = NCH == 2 ? _mm512_add_ps(p[0], p[1]) : reduce_rows(p, 4);
+    }
+}
+
+static bool attn_fast_ok(const qn_attn_cpu_args *a) {
+    const int L = a->lanes;
+    return (L == 16 || L == 32 || L == 64) && a->head_dim % L == 0 && a->head_dim <= QN_ATTN_MAX_HD &&
+           a->softmax_lanes == 16 && !a->pairwise_tree && a->block_size % 16 == 0;
+}
+
+static void attn_group_512(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
+    const int hd = a->head_dim, ng = h1 - h0, nc = hd / 16, L = a->lanes, nch = L / 16;
+    const int64_t kv_stride = (int64_t)a->n_kv_heads * hd;
+    const int32_t n_ctx = a->n_ctx;
+    float *scores = a->scratch; /* [ng][n_ctx] */
+    _Alignas(64) float qh[QN_ATTN_MAX_GROUP][QN_ATTN_MAX_HD];
+    _Alignas(64) float kf[16][QN_ATTN_MAX_HD];
+    __m512 mx[QN_ATTN_MAX_GROUP];
+    for (int g = 0; g < ng; g++) {
+        for (int c = 0; c < nc; c++) {
+            const __m512 q = _mm512_loadu_ps(a->q + (int64_t)(h0 + g) * hd + 16 * c);
+            _mm512_store_ps(qh[g] + 16 * c, _mm512_cvtph_ps(_mm512_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT)));
+        }
+        mx[g] = _mm512_set1_ps(-INFINITY);
+    }
+    /* scores, 16 keys at a time (one KV block holds them all) */
+    for (int32_t j0 = 0; j0 < n_ctx; j0 += 16) {
+        const int nk = n_ctx - j0 < 16 ? n_ctx - j0 : 16;
+        const __mmask16 km = (__mmask16)((1u << nk) - 1);
+        const uint16_t *kb = a->k_cache + slot_of(a, j0) * kv_stride + (int64_t)kvh * hd;
+        for (int s = 0; s < 16; s++) /* slots past the last key hold zeros (their lanes are not stored) */
+            for (int c = 0; c < nc; c++)
+                _mm512_store_ps(kf[s] + 16 * c,
+                                KEY_OF_SLOT(s) < nk ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kb + KEY_OF_SLOT(s) * kv_stride + 16 * c)))
+                                                    : _mm512_setzero_ps());
+        for (int g = 0; g < ng; g++) {
+            __m512 v[16];
+            switch (nch) {
+            case 1: key_partials(qh[g], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 1, v); break;
+            case 2: key_partials(qh[g], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 2, v); break;
+            default: key_partials(qh[g], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 4, v); break;
+            }
+            const __m512 sc = _mm512_mul_ps(sum16x16(v), _mm512_set1_ps(a->scale));
+            _mm512_mask_storeu_ps(scores + (int64_t)g * n_ctx + j0, km, sc);
+            mx[g] = _mm512_mask_max_ps(mx[g], km, mx[g], sc);
+        }
+    }
+    /* softmax: exp in the scalar libm (as attn_group), sums of 16 keys added in double, fp16 rounding */
+    for (int g = 0; g < ng; g++) {
+        float *sc = scores + (int64_t)g * n_ctx;
+        const float m = _mm512_reduce_max_ps(mx[g]);
+        for (int32_t j = 0; j < n_ctx; j++) sc[j] = expf(sc[j] - m);
+        double sum = 0.0;
+        for (int32_t j0 = 0; j0 < n_ctx; j0 += 16) {
+            const int nk = n_ctx - j0 < 16 ? n_ctx - j0 : 16;
+            sum += (double)sum16(_mm512_maskz_loadu_ps((__mmask16)((1u << nk) - 1), sc + j0));
+        }
+        const __m512 inv = _mm512_set1_ps((float)(1.0 / sum));
+        for (int32_t j0 = 0; j0 < n_ctx; j0 += 16) {
+            const int nk = n_ctx - j0 < 16 ? n_ctx - j0 : 16;
+            const __mmask16 km = (__mmask16)((1u << nk) - 1);
+            const __m512 pr = _mm512_mul_ps(_mm512_maskz_loadu_ps(km, sc + j0), inv);
+            _mm512_mask_storeu_ps(sc + j0, km, _mm512_cvtph_ps(_mm512_cvtps_ph(pr, _MM_FROUND_TO_NEAREST_INT)));
+        }
+    }
+    /* V: for 16 dims at a time, lane row m (keys j ≡ m mod L) accumulates in a register */
+    for (int g = 0; g < ng; g++) {
+        const float *pg = scores + (int64_t)g * n_ctx;
+        for (int c = 0; c < nc; c++) {
+            __m512 rows[QN_ATTN_MAX_LANES];
+            for (int lg = 0; lg < nch; lg++) {
+                __m512 acc[16];
+                for (int m = 0; m < 16; m++) acc[m] = _mm512_setzero_ps();
+                for (int32_t j0 = 16 * lg; j0 < n_ctx; j0 += L) {
+                    const int nk = n_ctx - j0 < 16 ? n_ctx - j0 : 16;
+                    const uint16_t *vb = a->v_cache + slot_of(a, j0) * kv_stride + (int64_t)kvh * hd + 16 * c;
+                    if (nk == 16)
+                        for (int m = 0; m < 16; m++)
+                            acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(pg[j0 + m]),
+                                                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vb + m * kv_stride))), acc[m]);
+                    else
+                        for (int m = 0; m < nk; m++)
+                            acc[m] = _mm512_fmadd_ps(_mm512_set1_ps(pg[j0 + m]),
+                                                     _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(vb + m * kv_stride))), acc[m]);
+                }
+                for (int m = 0; m < 16; m++) rows[16 * lg + m] = acc[m];
+            }
+            _mm512_storeu_ps(a->out + (int64_t)(h0 + g) * hd + 16 * c, reduce_rows(rows, L));
+        }
+    }
+}
+#undef KEY_OF_SLOT
+#endif /* QN_SIMD_X86_512 */
+
 /* scratch must hold (heads per KV head) * n_ctx floats. */
 static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
     const int group = a->n_heads / a->n_kv_heads;
@@ -138,6 +293,13 @@ static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
         int h1 = (kvh + 1) * group;
         if (h1 > h_end) h1 = h_end;
         if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
+#if defined(QN_SIMD_X86_512)
+        if (attn_fast_ok(a)) {
+            attn_group_512(a, kvh, h, h1);
+            h = h1;
+            continue;
+        }
+#endif
         attn_group(a, kvh, h, h1);
         h = h1;
     }

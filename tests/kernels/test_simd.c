@@ -12,6 +12,8 @@
  *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
+ *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
+ *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx.
  * Measured errors (in fp32 ulps of Σ|w·a|) are printed per ISA and format. */
 #include "harness.h"
 
@@ -354,10 +356,70 @@ static void test_matmul_tile(void **state) {
     assert_int_equal(failures, 0);
 }
 
+/* One query token over a paged fp16 KV cache whose blocks are handed out in a scrambled order. */
+static void run_attention(const qn_cpu_kernels *kt, const float *q, const uint16_t *k_rows, const uint16_t *v_rows,
+                          int n_ctx, int n_heads, int n_kv, int hd, int bs, int lanes, bool pw, float *out) {
+    const int n_blocks = (n_ctx + bs - 1) / bs;
+    const int64_t row = (int64_t)n_kv * hd;
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    uint16_t *kc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row)), *vc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row));
+    float *scratch = malloc(sizeof(float) * 8 * (size_t)n_ctx);
+    for (int b = 0; b < n_blocks; b++) table[b] = (int32_t)((b * 7 + 3) % n_blocks);
+    if (n_blocks > 1 && (n_blocks % 7) == 0) /* keep the map a permutation */
+        for (int b = 0; b < n_blocks; b++) table[b] = n_blocks - 1 - b;
+    for (int j = 0; j < n_ctx; j++) {
+        const int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+        memcpy(kc + slot * row, k_rows + (int64_t)j * row, sizeof(uint16_t) * (size_t)row);
+        memcpy(vc + slot * row, v_rows + (int64_t)j * row, sizeof(uint16_t) * (size_t)row);
+    }
+    const qn_attn_cpu_args a = {.q = q, .k_cache = kc, .v_cache = vc, .block_table = table, .n_ctx = n_ctx,
+                                .block_size = bs, .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd,
+                                .scale = 1.0f / sqrtf((float)hd), .out = out, .scratch = scratch, .lanes = lanes,
+                                .softmax_lanes = kt->attn_softmax_lanes, .pairwise_tree = pw};
+    const int group = n_heads / n_kv;
+    for (int kvh = 0; kvh < n_kv; kvh++) kt->attn_paged(&a, kvh * group, (kvh + 1) * group);
+    free(table), free(kc), free(vc), free(scratch);
+}
+
+static void test_attention_paths(void **state) {
+    (void)state;
+    const int ctxs[] = {1, 5, 16, 17, 54, 97, 300};
+    const int shapes[][3] = {{9, 3, 64}, {8, 1, 128}, {4, 4, 64}}; /* n_heads, n_kv_heads, head_dim */
+    qn_rng rng;
+    int failures = 0;
+    for (int i = 0; i < g_ntabs; i++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++)
+                for (int multi = 0; multi < 2; multi++) {
+                    const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2], n_ctx = ctxs[ci];
+                    const int lanes = multi ? g_tabs[i].attn_lanes_multi : g_tabs[i].attn_lanes_single;
+                    const bool pw = !multi && g_tabs[i].attn_single_pairwise;
+                    const size_t nrow = (size_t)n_ctx * (size_t)nkv * (size_t)hd;
+                    qn_rng_seed(&rng, 6000 + 101 * si + 7 * ci + (uint64_t)multi);
+                    float *q = malloc(sizeof(float) * (size_t)(nh * hd)), *tmp = malloc(sizeof(float) * nrow);
+                    float *o16 = malloc(sizeof(float) * (size_t)(nh * hd)), *o24 = malloc(sizeof(float) * (size_t)(nh * hd));
+                    uint16_t *kr = malloc(sizeof(uint16_t) * nrow), *vr = malloc(sizeof(uint16_t) * nrow);
+                    qn_rng_fill_normal(&rng, q, (size_t)(nh * hd), 2.0f);
+                    qn_rng_fill_normal(&rng, tmp, nrow, 1.0f);
+                    for (size_t j = 0; j < nrow; j++) kr[j] = qn_f32_to_f16(tmp[j]);
+                    qn_rng_fill_normal(&rng, tmp, nrow, 1.0f);
+                    for (size_t j = 0; j < nrow; j++) vr[j] = qn_f32_to_f16(tmp[j]);
+                    run_attention(&g_tabs[i], q, kr, vr, n_ctx, nh, nkv, hd, 16, lanes, pw, o16);
+                    run_attention(&g_tabs[i], q, kr, vr, n_ctx, nh, nkv, hd, 24, lanes, pw, o24);
+                    for (int j = 0; j < nh * hd; j++)
+                        if ((memcmp(&o16[j], &o24[j], 4) || isnan(o16[j])) && failures++ < 5)
+                            fprintf(stderr, "  attn %s heads %d/%d hd %d n_ctx %d lanes %d [%d]: %.9g vs %.9g\n",
+                                    g_tabs[i].isa_name, nh, nkv, hd, n_ctx, lanes, j, o16[j], o24[j]);
+                    free(q), free(tmp), free(o16), free(o24), free(kr), free(vr);
+                }
+    assert_int_equal(failures, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),  cmocka_unit_test(test_dequant),     cmocka_unit_test(test_from_float),
         cmocka_unit_test(test_vec_dot), cmocka_unit_test(test_matmul_rows), cmocka_unit_test(test_matmul_tile),
+        cmocka_unit_test(test_attention_paths),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
