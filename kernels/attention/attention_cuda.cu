@@ -493,17 +493,22 @@ paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict
     const float w = live ? exp2f(ml.x - M) : 0.0f; /* this lane's split weight */
     const float L = qn_warp_sum(live ? ml.y * w : 0.0f);
     const float inv = L > 0.0f ? 1.0f / L : 0.0f;
-    for (int d = lane * 4; d < head_dim; d += 128) {
+    /* every lane runs every iteration (the shuffles need the whole warp); lanes past head_dim
+     * (head_dim 64/80/96) only take part in the shuffles */
+    for (int d0 = 0; d0 < head_dim; d0 += 128) {
+        const int d = d0 + lane * 4;
+        const bool mine = d < head_dim;
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         for (int s = 0; s < n_splits; s++) {
             const float ws = __shfl_sync(0xffffffffu, w, s);
-            if (!(ws > 0.0f)) continue; /* warp-uniform */
+            if (!(ws > 0.0f) || !mine) continue; /* ws is warp-uniform */
             const float4 x = *reinterpret_cast<const float4 *>(ws_o + ((size_t)s * n_rows + row) * head_dim + d);
             acc.x += ws * x.x;
             acc.y += ws * x.y;
             acc.z += ws * x.z;
             acc.w += ws * x.w;
         }
+        if (!mine) continue;
         __half2 h01 = __floats2half2_rn(acc.x * inv, acc.y * inv);
         __half2 h23 = __floats2half2_rn(acc.z * inv, acc.w * inv);
         uint2 st = make_uint2(qn_h2_bits(h01), qn_h2_bits(h23));
