@@ -1,19 +1,22 @@
 /* hf_loader.c — binds a Hugging Face Llama-family directory to qn_model (model/model.h): config.json,
  * safetensors (single file or sharded index), fp16/bf16/fp32 weights or GPTQ / AWQ / bitsandbytes-4bit linears
  * repacked once into the lutq CPU layout (kernels/quant/lutq.h), HF row order with NEOX RoPE, tied embeddings.
- * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory): tokenizer.json is not
- * read yet. Errors name the tensor and the field. */
+ * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory), else from tokenizer.json
+ * (tokenizer/hf_tokenizer.h; byte-level BPE families). Errors name the tensor and the field. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/common/half.h"
 #include "model/gguf.h"
+#include "model/gguf_write.h"
 #include "model/hf_quant.h"
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "tokenizer/chat_template.h"
+#include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/vocab.h"
 
 typedef struct hf_ctx {
@@ -207,6 +210,21 @@ static qn_status bind_layer(hf_ctx *h, int il, qn_error *err) {
     return QN_OK;
 }
 
+/* tokenizer.json (+ tokenizer_config.json, config.json) -> an in-memory GGUF of the tokenizer.* keys, as
+ * `quern convert` writes them (tokenizer/hf_tokenizer.h); the image is owned by the model. */
+static qn_status vocab_from_tokenizer_json(qn_model *m, const char *dir, qn_error *err) {
+    qn_gguf_writer *w = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    qn_status st = qn_gguf_writer_create(&w, err);
+    if (st == QN_OK) st = qn_hf_tokenizer_import(dir, m->cfg.n_vocab, m->cfg.arch != QN_ARCH_QWEN2, w, err);
+    if (st == QN_OK) st = qn_gguf_writer_write_memory(w, &buf, &len, err);
+    qn_gguf_writer_destroy(w);
+    if (st != QN_OK) return st;
+    if (keep(m, buf) != QN_OK) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
+    return qn_gguf_open_memory(buf, len, "tokenizer.json", &m->gguf, err);
+}
+
 /* the single *.gguf file in dir */
 static qn_status find_vocab(const char *dir, char *out, size_t cap, qn_error *err) {
     DIR *d = opendir(dir);
@@ -223,9 +241,8 @@ static qn_status find_vocab(const char *dir, char *out, size_t cap, qn_error *er
     closedir(d);
     if (found == 1) return QN_OK;
     return qn_error_set(err, QN_ERR_NOT_FOUND,
-                        "%s: an HF directory needs a GGUF for its tokenizer (tokenizer.json is not read yet): %s; pass "
-                        "--vocab FILE.gguf",
-                        dir, found ? "several *.gguf files, choose one" : "no *.gguf file in it");
+                        "%s: no tokenizer: no tokenizer.json, and %s; pass --vocab FILE.gguf",
+                        dir, found ? "several *.gguf files (choose one)" : "no *.gguf file");
 }
 
 qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **out, qn_error *err) {
@@ -266,11 +283,20 @@ qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **o
     }
     for (int il = 0; il < c->n_layer; il++)
         if ((st = bind_layer(&h, il, err))) goto err_free;
-    if (!vocab_gguf) {
-        if ((st = find_vocab(dir, path, sizeof path, err))) goto err_free;
-        vocab_gguf = path;
+    if (!vocab_gguf) { /* a single *.gguf beside the checkpoint, else the HF tokenizer.json */
+        char tj[4096];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+        qn_error ferr = {0};
+        if ((st = find_vocab(dir, path, sizeof path, &ferr)) == QN_OK) {
+            vocab_gguf = path;
+        } else if (access(tj, R_OK) != 0) {
+            if (err) *err = ferr;
+            goto err_free;
+        }
     }
-    if ((st = qn_gguf_open(vocab_gguf, &m->gguf, err))) goto err_free;
+    if (vocab_gguf ? (st = qn_gguf_open(vocab_gguf, &m->gguf, err)) != QN_OK
+                   : (st = vocab_from_tokenizer_json(m, dir, err)) != QN_OK)
+        goto err_free;
     if ((st = qn_vocab_from_gguf(m->gguf, &m->vocab, err))) goto err_free;
     if ((st = qn_chat_template_from_gguf(m->gguf, m->vocab, &m->chat, err))) goto err_free;
     *out = m;

@@ -157,13 +157,13 @@ err_free:
 
 void qn_model_free(qn_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
     free(m->layers);
     qn_vocab_destroy(m->vocab);
     qn_chat_template_destroy(m->chat);
     qn_gguf_close(m->gguf);
     qn_st_close(m->st);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]); /* last: the GGUF may be an owned image */
+    free(m->owned);
     free(m->path);
     free(m);
 }
