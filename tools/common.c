@@ -133,6 +133,7 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
         return -1;
     }
     cp->tp_size = o->tp;
+    cp->tp_nccl = o->tp_nccl;
     if (o->profile_steps) {
         int a = -1, b = -1;
         char tail = 0;

@@ -36,6 +36,7 @@ typedef struct qn_tool_device_opts {
     bool no_graphs;
     const char *profile_steps;  /* "A:B" */
     int tp;                     /* tensor-parallel ranks */
+    bool tp_nccl;               /* CUDA: NCCL path even for -tp 1 */
 } qn_tool_device_opts;
 #define QN_TOOL_DEVICE_OPTS_INIT {.tp = 1}
 #define QN_TOOL_DEVICE_ARGS(o)                                                                                     \
@@ -43,7 +44,8 @@ typedef struct qn_tool_device_opts {
     {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &(o).no_graphs, "CUDA: launch decode steps kernel by kernel"},          \
     {"profile-steps", NULL, 0, QN_ARG_STR, &(o).profile_steps,                                                      \
      "A:B  CUDA: cudaProfilerStart/Stop around forward steps A..B (nsys --capture-range=cudaProfilerApi)"},        \
-    {"tensor-parallel-size", "tp", 0, QN_ARG_INT, &(o).tp, "tensor-parallel ranks (1); CPU: in-process ranks"}
+    {"tensor-parallel-size", "tp", 0, QN_ARG_INT, &(o).tp, "tensor-parallel ranks (1): CPU ranks, or GPUs over NCCL"}, \
+    {"tp-nccl", NULL, 0, QN_ARG_BOOL, &(o).tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"}
 /* Applies the options to cp; prints an error and returns -1 when malformed. */
 int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp);
 #endif

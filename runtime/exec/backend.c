@@ -10,6 +10,7 @@
 #include "kv/kv_cache.h"
 #include "model/llama_cuda.h"
 #include "tp/forward_cpu.h"
+#include "tp/forward_cuda.h"
 
 struct qn_backend {
     qn_device_kind kind;
@@ -23,6 +24,7 @@ struct qn_backend {
     int32_t tp_size;
     /* CUDA */
     qn_llama_cuda *cuda;
+    qn_tp_cuda *tpcuda;       /* tensor parallel over GPUs */
 };
 
 qn_backend_params qn_backend_params_default(void) {
@@ -74,18 +76,20 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
 }
 
 static qn_status create_cuda(qn_backend *b, const qn_model *m, const qn_backend_params *p, qn_error *err) {
-    if (p->tp_size > 1)
-        return qn_error_set(err, QN_ERR_UNSUPPORTED,
-                            "backend: tensor parallel over GPUs (NCCL) is not wired into the CUDA forward yet; "
-                            "use --device cpu for -tp %d, or -tp 1 on the GPU", p->tp_size);
-    b->tp_size = 1;
+    b->tp_size = p->tp_size;
     qn_llama_cuda_params cp = qn_llama_cuda_params_default();
     cp.device = p->cuda_device;
     cp.max_tokens = p->max_tokens, cp.max_seqs = p->max_seqs, cp.max_ctx = p->max_ctx;
     cp.n_blocks = p->n_blocks, cp.block_size = p->block_size, cp.cuda_graphs = p->cuda_graphs;
     cp.profile_begin = p->profile_begin, cp.profile_end = p->profile_end;
-    qn_status st = qn_llama_cuda_create(m, &cp, &b->cuda, err);
-    if (st != QN_OK) return st;
+    qn_status st;
+    if (p->tp_size > 1 || p->tp_nccl) {
+        if ((st = qn_tp_cuda_create(m, &cp, p->tp_size, &b->tpcuda, err)) != QN_OK) return st;
+        b->kind = QN_DEVICE_CUDA;
+        snprintf(b->name, sizeof b->name, "cuda %s", qn_tp_cuda_name(b->tpcuda));
+        return QN_OK;
+    }
+    if ((st = qn_llama_cuda_create(m, &cp, &b->cuda, err)) != QN_OK) return st;
     b->kind = QN_DEVICE_CUDA;
     snprintf(b->name, sizeof b->name, "cuda %s", qn_llama_cuda_device_name(b->cuda));
     return QN_OK;
@@ -123,6 +127,7 @@ void qn_backend_destroy(qn_backend *b) {
     qn_kv_cache_destroy_cpu(b->kv);
     qn_threadpool_destroy(b->tp);
     qn_llama_cuda_destroy(b->cuda);
+    qn_tp_cuda_destroy(b->tpcuda);
     free(b);
 }
 
@@ -146,6 +151,7 @@ void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user) {
 qn_status qn_backend_forward(qn_backend *b, const qn_fwd_batch *batch, float *logits, qn_error *err) {
     if (b->cuda) return qn_llama_cuda_forward(b->cuda, batch, logits, err);
     if (b->tpc) return qn_tp_cpu_forward(b->tpc, batch, logits, err);
+    if (b->tpcuda) return qn_tp_cuda_forward(b->tpcuda, batch, logits, err);
     return qn_llama_cpu_forward(b->cpu, b->kv, batch, logits, err);
 }
 
@@ -159,6 +165,7 @@ qn_status qn_backend_forward_sample(qn_backend *b, const qn_fwd_batch *batch, co
 
 qn_status qn_backend_copy_block(qn_backend *b, int32_t src, int32_t dst, qn_error *err) {
     if (b->cuda) return qn_llama_cuda_copy_block(b->cuda, src, dst, err);
+    if (b->tpcuda) return qn_tp_cuda_copy_block(b->tpcuda, src, dst, err);
     if (b->tpc) {
         if (src < 0 || dst < 0) return qn_error_set(err, QN_ERR_INVALID_ARG, "backend: copy block %d -> %d out of range", src, dst);
         qn_tp_cpu_copy_block(b->tpc, src, dst);

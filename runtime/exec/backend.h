@@ -36,7 +36,9 @@ typedef struct qn_backend_params {
     bool cuda_graphs;         /* CUDA path: graphs for decode steps */
     int32_t profile_begin, profile_end; /* CUDA path: cudaProfilerStart/Stop around these steps (begin > end: off) */
     int32_t tp_size;          /* tensor-parallel ranks (1). CPU: in-process ranks (tp/forward_cpu.h), each with
-                               * max(1, n_threads / tp_size) threads; CUDA: one GPU per rank over NCCL (not yet) */
+                               * max(1, n_threads / tp_size) threads; CUDA: GPUs cuda_device .. + tp_size - 1,
+                               * one rank thread each, NCCL all-reduces (tp/forward_cuda.h) */
+    bool tp_nccl;             /* CUDA: take the NCCL tensor-parallel path even for tp_size 1 */
 } qn_backend_params;
 
 qn_backend_params qn_backend_params_default(void);

@@ -35,6 +35,7 @@ qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out,
     bp.n_blocks = c->n_blocks, bp.block_size = p->block_size, bp.cuda_graphs = p->cuda_graphs;
     bp.profile_begin = p->profile_begin, bp.profile_end = p->profile_end;
     bp.tp_size = p->tp_size > 0 ? p->tp_size : 1;
+    bp.tp_nccl = p->tp_nccl;
     qn_status st = qn_backend_create(m, &bp, &c->be, err);
     if (st != QN_OK) {
         qn_ctx_destroy(c);

@@ -23,6 +23,7 @@ typedef struct qn_ctx_params {
     bool cuda_graphs;    /* CUDA: replay decode steps as graphs */
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these forward steps */
     int32_t tp_size;     /* tensor-parallel ranks (exec/backend.h) */
+    bool tp_nccl;        /* CUDA: NCCL tensor-parallel path even for tp_size 1 */
 } qn_ctx_params;
 
 typedef struct qn_ctx qn_ctx;

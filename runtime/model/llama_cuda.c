@@ -28,6 +28,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
 void qn_llama_cuda_destroy(qn_llama_cuda *f) { (void)f; }
 const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return (void)f, "none"; }
 void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) { (void)f, (void)fn, (void)user; }
+void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin) { (void)f, (void)comm, (void)vocab_begin; }
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
     (void)f, (void)b, (void)logits;
     return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
@@ -54,6 +55,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
 #include "kernels/quant/quant.h"
+#include "tp/comm.h"
 
 #define ALIGN 256
 
@@ -139,6 +141,8 @@ struct qn_llama_cuda {
     qn_llama_tap_fn tap;
     void *tap_user;
     float *tap_buf;                /* host [max_tokens][kmax] */
+    qn_tp_comm *comm;              /* tensor parallel: o/down partial sums (NULL: off) */
+    int64_t vocab_begin;           /* first global vocab id of this rank's LM-head rows */
 };
 
 qn_llama_cuda_params qn_llama_cuda_params_default(void) {
@@ -151,6 +155,25 @@ const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return f->name; 
 void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) {
     f->tap = fn;
     f->tap_user = user;
+}
+
+void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin) {
+    f->comm = comm;
+    f->vocab_begin = vocab_begin;
+}
+
+/* the LM head holds only a slice of the vocabulary (tensor parallel) */
+static bool vocab_split(const qn_llama_cuda *f) { return f->output.n < f->cfg.n_vocab; }
+
+/* Logits rows [n_out][rows of this rank] on the device -> their columns of host rows [n_out][n_vocab]. */
+static qn_status logits_to_host(qn_llama_cuda *f, float *dst, int32_t n_out, qn_error *err) {
+    const size_t V = (size_t)f->cfg.n_vocab, nl = (size_t)f->output.n;
+    if (nl == V)
+        CK(cudaMemcpyAsync(dst, f->logits, sizeof(float) * (size_t)n_out * V, cudaMemcpyDeviceToHost, f->stream));
+    else
+        CK(cudaMemcpy2DAsync(dst + f->vocab_begin, sizeof(float) * V, f->logits, sizeof(float) * nl, sizeof(float) * nl,
+                             (size_t)n_out, cudaMemcpyDeviceToHost, f->stream));
+    return QN_OK;
 }
 
 static size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
@@ -552,6 +575,7 @@ void qn_llama_cuda_destroy(qn_llama_cuda *f) {
 qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, qn_error *err) {
     if (src < 0 || dst < 0 || src >= f->p.n_blocks || dst >= f->p.n_blocks)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda: copy block %d -> %d out of range", src, dst);
+    CK(cudaSetDevice(f->qctx.device));
     for (int il = 0; il < f->cfg.n_layer; il++)
         KS(qn_kv_copy_block_cuda(f->k[il], f->v[il], src, dst, f->p.block_size, f->cfg.n_head_kv, f->cfg.head_dim,
                                  f->stream));
@@ -636,6 +660,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         KS(qn_attn_paged_cuda(&at, f->qctx.n_sm, f->stream));
         TRY(tap_rows(f, "kqv_out", il, f->xh, true, T, HQ, HQ, err));
         TRY(mm(f, &D->wo, f->xh, T, f->y, err));
+        if (f->comm) KS(qn_tp_comm_all_reduce_sum_f32(f->comm, f->y, (size_t)T * (size_t)E, f->stream));
         nvtxRangePop();
         nvtxRangePushA("mlp");
         KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, f->stream));
@@ -644,6 +669,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         TRY(mm(f, &D->up, f->xh, T, f->u, err));
         KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, f->stream));
         TRY(mm(f, &D->down, f->xh, T, f->y, err));
+        if (f->comm) KS(qn_tp_comm_all_reduce_sum_f32(f->comm, f->y, (size_t)T * (size_t)E, f->stream));
         nvtxRangePop();
         nvtxRangePop();
     }
@@ -662,8 +688,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
                                f->stream));
             nvtxRangePop();
         } else {
-            CK(cudaMemcpyAsync(logits_dst ? logits_dst : f->logits_h, f->logits, sizeof(float) * (size_t)n_out * V,
-                               cudaMemcpyDeviceToHost, f->stream));
+            TRY(logits_to_host(f, logits_dst ? logits_dst : f->logits_h, n_out, err));
         }
     }
     nvtxRangePop();
@@ -703,6 +728,7 @@ static qn_status check(qn_llama_cuda *f, const qn_fwd_batch *b, qn_error *err) {
  * enqueues directly; then waits for the stream. */
 static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, bool sample, float *logits_dst,
                           qn_error *err) {
+    CK(cudaSetDevice(f->qctx.device)); /* the calling thread may not be the one that created f (engine thread) */
     if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
     const int32_t T = b->n_tokens;
     graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample ? 1 + f->smp_path : 0][T] : NULL;
@@ -729,8 +755,11 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         CK(cudaGraphLaunch(ge->exec, f->stream));
         nvtxRangePop();
         CK(cudaStreamSynchronize(f->stream));
-        if (!sample && logits_dst)
-            memcpy(logits_dst, f->logits_h, sizeof(float) * (size_t)b->n_out * (size_t)f->cfg.n_vocab);
+        if (!sample && logits_dst) { /* this rank's columns only (all of them without tensor parallel) */
+            const size_t V = (size_t)f->cfg.n_vocab, vb = (size_t)f->vocab_begin, nl = (size_t)f->output.n;
+            for (int32_t r = 0; r < b->n_out; r++)
+                memcpy(logits_dst + r * V + vb, f->logits_h + r * V + vb, sizeof(float) * nl);
+        }
     } else {
         TRY(enqueue_step(f, T, b->n_seqs, b->n_out, sample, logits_dst, err));
         CK(cudaStreamSynchronize(f->stream));
@@ -752,6 +781,8 @@ qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, 
                                        int32_t *tokens, qn_error *err) {
     TRY(check(f, b, err));
     if (b->n_out < 1) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: sampling needs out rows");
+    if (vocab_split(f))
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda forward: tensor parallel splits the vocabulary; sample on the host");
     const bool decode = stage_batch(f, b);
     memcpy(f->sparams_h, params, sizeof(qn_sample_row_params) * (size_t)b->n_out);
     f->smp_path = qn_sample_cuda_path(params, b->n_out);

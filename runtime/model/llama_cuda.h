@@ -57,6 +57,13 @@ const char *qn_llama_cuda_device_name(const qn_llama_cuda *f);
  * while set; each tap synchronises and copies the rows to the host. */
 void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user);
 
+/* Tensor parallel (tp/forward_cuda.c): all-reduce the o and down partial outputs over comm before each
+ * residual add (on the step's stream, so graphs capture it), and write the logits of this rank's LM-head
+ * rows, global vocab ids [vocab_begin, vocab_begin + rows), into those columns of the host logits rows.
+ * Sampling on the device is refused while the vocabulary is split. comm NULL: off. */
+typedef struct qn_tp_comm qn_tp_comm;
+void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin);
+
 /* --- steps --- */
 /* Logits of batch->out_rows into host memory logits [n_out][n_vocab]. */
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *batch, float *logits, qn_error *err);

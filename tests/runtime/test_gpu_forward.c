@@ -29,6 +29,10 @@
  *     in F16, Q8_0, Q4_0, Q5_1, Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K; llama3-8b truncated to 2 layers
  *     in Q4_K_M (head_dim 128, vocab 128256): 64-token prompt, GPU vs CPU on the same file: NMSE
  *     <= 3e-3 (the CPU's 8-bit activations, as in (a); F16 files: <= 1e-5).
+ *  6. tensor parallel over NCCL (tp/forward_cuda.c): the NCCL path with one rank (--tp-nccl) gives logits
+ *     bit-identical to the plain CUDA forward (a one-rank all-reduce is a copy); with >= 2 GPUs, the tiny
+ *     synthetic model (4 heads, 1 kv head) at TP = 2 (and 4 with 4 GPUs) vs TP = 1: NMSE <= 1e-6 (F16
+ *     weights: only the o/down summation order changes).
  * QN_TEST_QUICK=1 runs 4 and 3 only (for compute-sanitizer). */
 #include "harness.h"
 
@@ -412,6 +416,65 @@ static void test_synth_types(void **state) {
     synth_case("llama3-8b", "Q4_K_M", 2);
 }
 
+/* ------------------------------------------------------------------------------------------------ 6 */
+
+static void tp_logits(const qn_model *m, int tp, bool nccl, const int32_t *toks, int32_t n, float *out) {
+    qn_ctx_params p = qn_ctx_params_default();
+    p.n_ctx = 128, p.n_batch = 128, p.device = QN_DEVICE_CUDA, p.tp_size = tp, p.tp_nccl = nccl;
+    qn_ctx *c = NULL;
+    qn_error err = {0};
+    if (qn_ctx_create(m, &p, &c, &err) != QN_OK) fail_msg("tp %d%s: %s", tp, nccl ? " (nccl)" : "", err.msg);
+    printf("tp %d: %s\n", tp, qn_ctx_backend_name(c));
+    if (qn_ctx_eval(c, toks, n, 0, true, out, &err) != QN_OK) fail_msg("tp %d eval: %s", tp, err.msg);
+    qn_ctx_destroy(c);
+}
+
+static void test_tensor_parallel(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    const int32_t N = 48, V = g_model->cfg.n_vocab;
+    int32_t toks[48];
+    for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 7919 + 13) % 40000) + 50;
+    float *a = malloc(sizeof(float) * (size_t)N * V), *b = malloc(sizeof(float) * (size_t)N * V);
+    tp_logits(g_f16, 1, false, toks, N, a);
+    tp_logits(g_f16, 1, true, toks, N, b);
+    const bool same = memcmp(a, b, sizeof(float) * (size_t)N * V) == 0;
+    printf("tp: NCCL path with one rank %s the plain forward\n", same ? "is bit-identical to" : "DIFFERS from");
+    assert_true(same);
+    int n_gpu = 0;
+    cudaGetDeviceCount(&n_gpu);
+    if (n_gpu >= 2) {
+        char path[256];
+        snprintf(path, sizeof path, "/tmp/qn_gpu_fwd_tp_%d.gguf", (int)getpid());
+        qn_ftype ft;
+        assert_int_equal(qn_ftype_parse("F16", &ft), QN_OK);
+        qn_synth_params sp = {.preset = qn_synth_preset_find("tiny"), .ftype = ft, .seed = 5, .n_layer = 4,
+                              .vocab_path = g_model_path, .n_threads = 16};
+        qn_error err = {0};
+        qn_model *m = NULL;
+        if (qn_synth_gguf(path, &sp, NULL, &err) != QN_OK || qn_model_load(path, &m, &err) != QN_OK) fail_msg("%s", err.msg);
+        const int32_t Vt = m->cfg.n_vocab;
+        float *r1 = malloc(sizeof(float) * (size_t)N * Vt), *rn = malloc(sizeof(float) * (size_t)N * Vt);
+        tp_logits(m, 1, false, toks, N, r1);
+        for (int tp = 2; tp <= 4 && tp <= n_gpu; tp *= 2) {
+            for (size_t i = 0; i < (size_t)N * Vt; i++) rn[i] = NAN;
+            tp_logits(m, tp, false, toks, N, rn);
+            cmp_stats st = {0};
+            compare_rows(&st, rn, r1, N, Vt, NULL);
+            char what[64];
+            snprintf(what, sizeof what, "tp %d vs 1 (tiny F16, %d GPUs)", tp, n_gpu);
+            report(what, &st);
+            assert_true(st.se / st.ref_sq <= 1e-6);
+        }
+        free(r1), free(rn);
+        qn_model_free(m);
+        unlink(path);
+    } else {
+        printf("tp: one GPU: TP >= 2 not run\n");
+    }
+    free(a), free(b);
+}
+
 int main(void) {
     if (!have_gpu()) {
         printf("skip: no CUDA device\n");
@@ -434,7 +497,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graphs_bit_identical), cmocka_unit_test(test_paged_batches),
         cmocka_unit_test(test_real_model_logits),    cmocka_unit_test(test_greedy),
-        cmocka_unit_test(test_synth_types),
+        cmocka_unit_test(test_synth_types),          cmocka_unit_test(test_tensor_parallel),
     };
     /* QN_TEST_QUICK=1 (compute-sanitizer runs): the two small cases */
     const char *quick = getenv("QN_TEST_QUICK");

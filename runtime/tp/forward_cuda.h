@@ -1,0 +1,36 @@
+/* forward_cuda.h — the Llama forward pass tensor-parallel over N GPUs of one host: rank r drives GPU
+ * base_device + r from its own thread (tp/rank_pool.h) with a qn_llama_cuda over its shard of the model
+ * (tp/model_shard.h: column-parallel q/k/v/gate/up, row-parallel o/down, vocab-parallel LM head, kv heads
+ * split or replicated) and its own KV cache of its kv heads; NCCL all-reduces the o and down partial sums
+ * of every layer on each rank's stream (captured into the decode graphs) and each rank copies its logits
+ * columns to the host. Same step contract as qn_llama_cuda_forward.
+ * Owns: the shards, the per-GPU forwards, the NCCL communicators and the rank threads. Borrows the model.
+ * Block ids are shared across ranks (one block table for all). N = 1 runs the same NCCL path on one GPU. */
+#ifndef QN_TP_FORWARD_CUDA_H
+#define QN_TP_FORWARD_CUDA_H
+
+#include <stdint.h>
+
+#include "model/forward.h"
+#include "model/llama_cuda.h"
+#include "model/model.h"
+
+typedef struct qn_tp_cuda qn_tp_cuda;
+
+/* --- lifecycle --- */
+/* p: as for one GPU (p->device is the first GPU: rank r uses p->device + r). QN_ERR_SHAPE (naming the
+ * tensor or head count) when the model cannot be split n_ranks ways, QN_ERR_NO_DEVICE when fewer than
+ * n_ranks GPUs are visible, QN_ERR_UNSUPPORTED without NCCL. */
+qn_status qn_tp_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, int n_ranks, qn_tp_cuda **out,
+                            qn_error *err);
+void qn_tp_cuda_destroy(qn_tp_cuda *tp); /* NULL is a no-op */
+
+/* --- use --- */
+/* logits: host [n_out][n_vocab]; each rank writes its vocab columns. */
+qn_status qn_tp_cuda_forward(qn_tp_cuda *tp, const qn_fwd_batch *batch, float *logits, qn_error *err);
+qn_status qn_tp_cuda_copy_block(qn_tp_cuda *tp, int32_t src, int32_t dst, qn_error *err);
+int qn_tp_cuda_n_ranks(const qn_tp_cuda *tp);
+/* "NVIDIA H200 (sm_90, 132 SMs) x 2, NCCL" */
+const char *qn_tp_cuda_name(const qn_tp_cuda *tp);
+
+#endif
