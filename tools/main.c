@@ -23,6 +23,7 @@ static const qn_subcommand QN_SUBCOMMANDS[] = {
     {"bench", qn_cmd_bench, "llama-bench-compatible benchmark; `quern bench serve`: serving load generator"},
     {"inspect", qn_cmd_inspect, "metadata, tensors and config of a GGUF file or HF directory"},
     {"quantize", qn_cmd_quantize, "re-encode a GGUF model (llama.cpp types and mixes, Q4_0 ... Q6_K, F16)"},
+    {"imatrix", qn_cmd_imatrix, "importance matrix of a model on a text (llama-imatrix's GGUF/dat files)"},
     {"convert", qn_cmd_convert, "Hugging Face directory -> GGUF (llama.cpp's converter; --lora merges an adapter)"},
     {"export-hf", qn_cmd_export_hf, "GGUF -> Hugging Face directory (safetensors, config, tokenizer.json)"},
     {"synth", qn_cmd_synth, "write a model of real shapes with seeded random weights (benchmarks)"},

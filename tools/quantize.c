@@ -1,6 +1,6 @@
-/* quantize.c — `quern quantize IN.gguf OUT.gguf TYPE [-t THREADS]`: re-encodes a GGUF model with
- * llama.cpp's file types and per-tensor mixes (runtime/model/quantize.h); without an importance
- * matrix the tensors match llama-quantize's byte for byte. Progress (tensor i/N, ETA) on stderr;
+/* quantize.c — `quern quantize [--imatrix FILE] IN.gguf OUT.gguf TYPE [-t THREADS]`: re-encodes a GGUF
+ * model with llama.cpp's file types and per-tensor mixes (runtime/model/quantize.h); the tensors match
+ * llama-quantize's byte for byte, with or without the same importance matrix (GGUF or legacy .dat). Progress (tensor i/N, ETA) on stderr;
  * the output appears only when complete (written as OUT.tmp, then renamed). */
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +9,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
+#include "model/imatrix.h"
 #include "model/quantize.h"
 
 typedef struct progress_state {
@@ -48,12 +49,32 @@ static void on_progress(void *ud, const qn_quantize_progress *p) {
     if (s->tty && p->done && p->index + 1 == p->count) fputc('\n', stderr);
 }
 
+/* The third plain argument (flags and the values of flags that take one skipped) names an HF method: gptq, nf4,
+ * awq (tools/quantize_hf.c). */
+static bool hf_method_requested(int argc, char **argv) {
+    static const char *const with_value[] = {"-t", "--threads", "-b", "--bits", "-g", "--group-size", "--damp",
+                                             "--calib", "--calib-samples", "--calib-ctx"};
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
+                if (!strcmp(argv[i], with_value[j])) i++;
+            continue;
+        }
+        if (++n == 3) return qn_quantize_is_hf_method(argv[i]);
+    }
+    return false;
+}
+
 int qn_cmd_quantize(int argc, char **argv) {
+    if (hf_method_requested(argc, argv)) return qn_cmd_quantize_hf(argc, argv);
     int n_threads = qn_tool_default_threads();
     bool quiet = false, help = false;
+    const char *imatrix_path = NULL;
     const qn_arg table[] = {
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "worker threads (default: all cores)"},
         {"quiet", NULL, 'q', QN_ARG_BOOL, &quiet, "no per-tensor progress"},
+        {"imatrix", NULL, 0, QN_ARG_STR, &imatrix_path, "importance matrix (llama-imatrix / quern imatrix, GGUF or .dat)"},
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "show this help"},
     };
     const int n_table = (int)(sizeof table / sizeof table[0]);
@@ -61,7 +82,7 @@ int qn_cmd_quantize(int argc, char **argv) {
     int n_pos = 0;
     if (!qn_args_parse("quantize", argc, argv, table, n_table, pos, 3, &n_pos)) return 1;
     if (help || n_pos != 3) {
-        qn_args_usage("quantize", "IN.gguf OUT.gguf TYPE", table, n_table);
+        qn_args_usage("quantize", "[--imatrix FILE] IN.gguf OUT.gguf TYPE", table, n_table);
         fprintf(help ? stdout : stderr, "\nTYPE: %s\n", qn_ftype_names());
         return help ? 0 : 1;
     }
@@ -80,7 +101,26 @@ int qn_cmd_quantize(int argc, char **argv) {
     p.progress_ud = &ps;
     qn_quantize_stats stats;
     qn_error err = {0};
-    if (qn_quantize_gguf(pos[0], pos[1], &p, &stats, &err) != QN_OK) {
+    qn_imatrix *im = NULL;
+    if (imatrix_path) {
+        if (qn_imatrix_load(imatrix_path, &im, &err) != QN_OK) {
+            fprintf(stderr, "quern quantize: %s\n", err.msg);
+            return 1;
+        }
+        if (!im->is_legacy && !im->has_metadata) { /* llama-quantize refuses these too */
+            fprintf(stderr, "quern quantize: %s: missing imatrix metadata (imatrix.datasets/chunk_count/chunk_size)\n",
+                    imatrix_path);
+            qn_imatrix_free(im);
+            return 1;
+        }
+        fprintf(stderr, "quern quantize: %d importance matrix entries from %s computed on %d chunks\n", im->n,
+                imatrix_path, im->chunk_count);
+        p.imatrix = im;
+        p.imatrix_file = imatrix_path;
+    }
+    const qn_status qst = qn_quantize_gguf(pos[0], pos[1], &p, &stats, &err);
+    qn_imatrix_free(im);
+    if (qst != QN_OK) {
         fprintf(stderr, "%squern quantize: %s\n", ps.tty && !quiet ? "\n" : "", err.msg);
         return 1;
     }

@@ -38,6 +38,8 @@ typedef enum qn_qformat {
 typedef void (*qn_dequant_row_fn)(const void *src, float *dst, int64_t n);
 /* src: [n] floats, dst: [n / block_elems] blocks */
 typedef void (*qn_quantize_row_fn)(const float *src, void *dst, int64_t n);
+/* src: [n] floats (one row), dst: its blocks, qw: [n] importance weights (llama.cpp imatrix) */
+typedef void (*qn_quantize_row_imatrix_fn)(const float *src, void *dst, int64_t n, const float *qw);
 /* *out = dot(w_row, a_row) over n elements; w in the weight format, a in its vec_dot_type */
 typedef void (*qn_vec_dot_fn)(int64_t n, float *out, const void *w_row, const void *a_row);
 
@@ -53,6 +55,9 @@ typedef struct qn_qformat_traits {
     /* llama-quantize's quantizer for model files (gguf_quantize.h): = quantize_ref except Q8_0, whose
      * weight rounding (roundf(x/d)) differs from the activation rounding; NULL for activation-only formats */
     qn_quantize_row_fn quantize_weight;
+    /* llama-quantize's quantizer when the tensor has importance-matrix data (ggml's
+     * quantize_row_*_impl); NULL where llama.cpp ignores the matrix (Q8_0, plain types) */
+    qn_quantize_row_imatrix_fn quantize_imatrix;
 } qn_qformat_traits;
 
 extern const qn_qformat_traits QN_QFORMATS[QN_QFORMAT_COUNT];

@@ -389,12 +389,14 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         norm_task nf = {.f = f, .w = L->ffn_norm, .n = T};
         set_need(nf.q.need, &L->w_gate, &L->w_up, NULL);
         qn_threadpool_run(f->tp, norm_quant_fn, &nf);
+        TAP("ffn_norm", il, f->xn, E, f->kmax);
         mm_task gu = {.f = f, .n_tokens = T, .n_jobs = 2, .jobs = {{&L->w_gate, f->g, F, NULL}, {&L->w_up, f->u, F, NULL}}};
         qn_threadpool_run(f->tp, mm_fn, &gu);
 
         quant_task qs = {.f = f, .n = T};
         set_need(qs.need, &L->w_down, NULL, NULL);
         qn_threadpool_run(f->tp, silu_quant_fn, &qs);
+        TAP("ffn_swiglu", il, f->g, F, F);
         mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, resid}}};
         qn_threadpool_run(f->tp, mm_fn, &dn);
         if (f->allreduce && (st = reduce_add_resid(f, T, E, err)) != QN_OK) return st;
@@ -405,6 +407,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         norm_task no = {.f = f, .w = m->output_norm, .rows = b->out_rows, .n = b->n_out};
         set_need(no.q.need, &m->output, NULL, NULL);
         qn_threadpool_run(f->tp, norm_quant_fn, &no);
+        if (f->tap) f->tap(f->tap_user, "result_norm", -1, f->xn, b->n_out, E, f->kmax);
         mm_task lo = {.f = f, .n_tokens = b->n_out, .n_jobs = 1, .jobs = {{&m->output, logits, c->n_vocab, NULL}}};
         qn_threadpool_run(f->tp, mm_fn, &lo);
     }

@@ -18,8 +18,10 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
 void qn_llama_cpu_destroy(qn_llama_cpu *f); /* NULL is a no-op */
 
 /* Debug tap (peer comparison, like ggml's eval callback): when set, called after each stage of
- * each layer with name ("attn_norm", "q", "k", "v", "kqv_out", "ffn_inp", "l_out"), layer,
- * rows [n_tokens][n] (row stride ld). Single-threaded, between parallel regions. */
+ * each layer with name ("attn_norm", "q", "k", "v", "kqv_out", "ffn_inp", "ffn_norm", "ffn_swiglu",
+ * "l_out"; llama.cpp's names), layer, rows [n_tokens][n] (row stride ld); then "result_norm" (layer
+ * -1, the n_out output rows) before the output matmul. Every matmul input is among them (imatrix.c).
+ * Single-threaded, between parallel regions. */
 typedef void (*qn_llama_tap_fn)(void *user, const char *name, int layer, const float *rows, int64_t n_tokens,
                                 int64_t n, int64_t ld);
 void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user);

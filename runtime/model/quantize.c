@@ -16,6 +16,7 @@
 #include "model/arch.h"
 #include "model/gguf.h"
 #include "model/gguf_write.h"
+#include "model/imatrix.h"
 
 #define QN_QUANT_VERSION 2                 /* GGML_QNT_VERSION */
 #define QN_QUANT_SLAB_BYTES (64u << 20)    /* output bytes encoded per slab: bounds memory */
@@ -198,6 +199,10 @@ static qn_qformat mix_rule(qn_quant_mix *m, const char *name, const int64_t ne[4
             if (more_bits(i, n)) t = QN_QFORMAT_Q6_K;
         } else if (ft == QN_FTYPE_MOSTLY_Q5_K_M && more_bits(i, n)) t = QN_QFORMAT_Q6_K;
         else if (ft == QN_FTYPE_MOSTLY_Q4_K_S && i < n / 8) t = QN_QFORMAT_Q5_K;
+        /* with an importance matrix, the first eighth of ffn_down gets the affine type (llama.cpp's
+         * guard against Q4_0/Q5_0 "craziness" there) */
+        else if ((ft == QN_FTYPE_MOSTLY_Q4_0 || ft == QN_FTYPE_MOSTLY_Q5_0) && m->has_imatrix && i < n / 8)
+            t = ft == QN_FTYPE_MOSTLY_Q4_0 ? QN_QFORMAT_Q4_1 : QN_QFORMAT_Q5_1;
         m->i_ffn_down++;
     } else if (cat == CAT_ATTN_OUTPUT) {
         if (m->n_expert == 8) {
@@ -265,6 +270,8 @@ typedef struct rows_job {
     void *ud;
     uint8_t *dst;
     size_t row_bytes;
+    const float *qw;  /* optional importance weights [n_mat][n_per_row] (quantize_imatrix) */
+    int64_t rows_per_mat;
     float *scratch;   /* [nth][n_per_row] */
     int64_t *bad;     /* [nth]: first non-finite source row of each worker, or -1 */
 } rows_job;
@@ -275,6 +282,7 @@ static void rows_task(void *arg, int ith, int nth) {
     qn_split_range(j->n_rows, ith, nth, &b, &e);
     float *x = j->scratch + (size_t)ith * (size_t)j->n_per_row;
     const qn_quantize_row_fn q = QN_QFORMATS[j->fmt].quantize_weight;
+    const qn_quantize_row_imatrix_fn qi = j->qw ? QN_QFORMATS[j->fmt].quantize_imatrix : NULL;
     j->bad[ith] = -1;
     for (long long r = b; r < e; r++) {
         j->src(j->ud, j->row0 + r, x);
@@ -283,18 +291,23 @@ static void rows_task(void *arg, int ith, int nth) {
                 if (j->bad[ith] < 0) j->bad[ith] = j->row0 + r;
                 break;
             }
-        q(x, j->dst + (size_t)r * j->row_bytes, j->n_per_row);
+        if (qi) qi(x, j->dst + (size_t)r * j->row_bytes, j->n_per_row, j->qw + (j->row0 + r) / j->rows_per_mat * j->n_per_row);
+        else q(x, j->dst + (size_t)r * j->row_bytes, j->n_per_row);
     }
 }
 
-qn_status qn_quantize_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row, int64_t row0, int64_t n_rows,
-                           qn_row_source_fn src, void *ud, void *dst, int64_t *bad_row) {
+/* qn_quantize_rows with optional importance weights qw ([n_mat][n_per_row], one matrix per
+ * rows_per_mat rows). */
+static qn_status encode_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row, int64_t row0, int64_t n_rows,
+                             qn_row_source_fn src, void *ud, const float *qw, int64_t rows_per_mat, void *dst,
+                             int64_t *bad_row) {
     if ((unsigned)fmt >= QN_QFORMAT_COUNT || !QN_QFORMATS[fmt].quantize_weight || n_per_row <= 0 ||
         n_per_row % QN_QFORMATS[fmt].block_elems || n_rows < 0 || !src || (n_rows && !dst))
         return QN_ERR_INVALID_ARG;
     const int nth = tp ? qn_threadpool_size(tp) : 1;
     rows_job j = {.fmt = fmt, .n_per_row = n_per_row, .row0 = row0, .n_rows = n_rows, .src = src, .ud = ud,
-                  .dst = dst, .row_bytes = qn_qformat_row_bytes(fmt, n_per_row)};
+                  .dst = dst, .row_bytes = qn_qformat_row_bytes(fmt, n_per_row), .qw = qw,
+                  .rows_per_mat = rows_per_mat > 0 ? rows_per_mat : 1};
     j.scratch = malloc(sizeof(float) * (size_t)n_per_row * (size_t)nth);
     j.bad = malloc(sizeof(int64_t) * (size_t)nth);
     if (!j.scratch || !j.bad) {
@@ -313,10 +326,16 @@ qn_status qn_quantize_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row,
     return bad >= 0 ? QN_ERR_FORMAT : QN_OK;
 }
 
-qn_status qn_quantize_tensor_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_qformat fmt, int64_t n_per_row,
-                                       int64_t n_rows, qn_row_source_fn src, void *src_ud,
-                                       void (*on_slab)(void *slab_ud, int64_t rows_done), void *slab_ud,
-                                       int64_t *bad_row, qn_error *err) {
+qn_status qn_quantize_rows(qn_threadpool *tp, qn_qformat fmt, int64_t n_per_row, int64_t row0, int64_t n_rows,
+                           qn_row_source_fn src, void *ud, void *dst, int64_t *bad_row) {
+    return encode_rows(tp, fmt, n_per_row, row0, n_rows, src, ud, NULL, 0, dst, bad_row);
+}
+
+/* qn_quantize_tensor_to_stream with optional importance weights (encode_rows). */
+static qn_status encode_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_qformat fmt, int64_t n_per_row,
+                                  int64_t n_rows, qn_row_source_fn src, void *src_ud, const float *qw,
+                                  int64_t rows_per_mat, void (*on_slab)(void *slab_ud, int64_t rows_done),
+                                  void *slab_ud, int64_t *bad_row, qn_error *err) {
     const size_t rb = qn_qformat_row_bytes(fmt, n_per_row);
     if (!rb || n_rows < 0) return QN_ERR_INVALID_ARG;
     int64_t slab_rows = (int64_t)(QN_QUANT_SLAB_BYTES / rb);
@@ -327,12 +346,19 @@ qn_status qn_quantize_tensor_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_
     qn_status st = QN_OK;
     for (int64_t r0 = 0; r0 < n_rows && st == QN_OK; r0 += slab_rows) {
         const int64_t nr = n_rows - r0 < slab_rows ? n_rows - r0 : slab_rows;
-        st = qn_quantize_rows(tp, fmt, n_per_row, r0, nr, src, src_ud, slab, bad_row);
+        st = encode_rows(tp, fmt, n_per_row, r0, nr, src, src_ud, qw, rows_per_mat, slab, bad_row);
         if (st == QN_OK) st = qn_gguf_writer_stream_put(w, slab, rb * (size_t)nr, err);
         if (st == QN_OK && on_slab && r0 + nr < n_rows) on_slab(slab_ud, r0 + nr);
     }
     free(slab);
     return st;
+}
+
+qn_status qn_quantize_tensor_to_stream(qn_threadpool *tp, qn_gguf_writer *w, qn_qformat fmt, int64_t n_per_row,
+                                       int64_t n_rows, qn_row_source_fn src, void *src_ud,
+                                       void (*on_slab)(void *slab_ud, int64_t rows_done), void *slab_ud,
+                                       int64_t *bad_row, qn_error *err) {
+    return encode_to_stream(tp, w, fmt, n_per_row, n_rows, src, src_ud, NULL, 0, on_slab, slab_ud, bad_row, err);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -379,12 +405,47 @@ static bool same_file(const char *a, const char *b) {
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-static bool skip_key(qn_gguf_str k) {
+static bool skip_key(qn_gguf_str k, bool imatrix) {
     static const char *const keys[] = {"general.quantization_version", "general.file_type", "split.no", "split.count",
-                                       "split.tensors.count"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+                                       "split.tensors.count", /* with an imatrix (rewritten): */ "quantize.imatrix.file",
+                                       "quantize.imatrix.dataset", "quantize.imatrix.entries_count",
+                                       "quantize.imatrix.chunks_count"};
+    for (size_t i = 0; i < (imatrix ? 9 : 5); i++)
         if (k.len == strlen(keys[i]) && !memcmp(k.ptr, keys[i], k.len)) return true;
     return false;
+}
+
+/* llama-quantize's quantize.imatrix.* keys (its KV overrides: strings cut at 127 bytes, counts u32),
+ * after general.file_type. */
+static qn_status add_imatrix_keys(qn_gguf_writer *w, const qn_quantize_params *p, qn_error *err) {
+    char buf[128];
+    const qn_imatrix *m = p->imatrix;
+    snprintf(buf, sizeof buf, "%s", p->imatrix_file ? p->imatrix_file : "");
+    qn_status st = qn_gguf_writer_add_str(w, "quantize.imatrix.file", buf, err);
+    if (!st && m->n_datasets > 0) {
+        snprintf(buf, sizeof buf, "%s", m->datasets[0]);
+        st = qn_gguf_writer_add_str(w, "quantize.imatrix.dataset", buf, err);
+    }
+    if (!st) st = qn_gguf_writer_add_u32(w, "quantize.imatrix.entries_count", (uint32_t)m->n, err);
+    if (!st && m->chunk_count > 0)
+        st = qn_gguf_writer_add_u32(w, "quantize.imatrix.chunks_count", (uint32_t)m->chunk_count, err);
+    return st;
+}
+
+/* The importance weights of tensor e (NULL in *qw when the matrix has no entry for it); an entry of
+ * the wrong size is an error except for token_embd, as in llama-quantize. */
+static qn_status tensor_imatrix(const qn_quantize_params *p, const plan_entry *e, float **qw, qn_error *err) {
+    *qw = NULL;
+    if (!p->imatrix || !QN_QFORMATS[e->to].quantize_imatrix) return QN_OK;
+    const qn_imatrix_entry *ie = qn_imatrix_find((qn_imatrix *)p->imatrix, e->name, 0, false);
+    if (!ie) return QN_OK;
+    if (ie->n_per_mat * ie->n_mat != e->t->ne[0] * e->t->ne[2]) {
+        if (category_of(e->name) == CAT_TOKEN_EMBD) return QN_OK;
+        return qn_error_set(err, QN_ERR_FORMAT, "imatrix size %lld is different from tensor size %lld for %s",
+                            (long long)(ie->n_per_mat * ie->n_mat), (long long)(e->t->ne[0] * e->t->ne[2]), e->name);
+    }
+    if (!(*qw = qn_imatrix_weights(p->imatrix, ie))) return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+    return QN_OK;
 }
 
 /* Reads <arch>.expert_count (absent: dense). */
@@ -467,6 +528,7 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
                                               cfg.arch == QN_ARCH_QWEN2);
     qn_quant_mix_init(&mix, p->ftype, cfg.n_layer, cfg.n_head, cfg.n_head_kv, expert_count(g, &cfg), is_70b,
                       qn_gguf_find_tensor(g, "output.weight") == NULL, n_attn_v);
+    mix.has_imatrix = p->imatrix != NULL;
     uint64_t total_elems = 0;
     for (int64_t i = 0; i < n; i++) {
         plan_entry *e = &plan[i];
@@ -487,9 +549,10 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
     /* output: metadata copied (file type keys last, as llama.cpp writes them), tensor infos */
     if ((st = qn_gguf_writer_create(&w, err))) goto err_plan;
     for (int64_t i = 0; i < qn_gguf_n_kv(g); i++)
-        if (!skip_key(qn_gguf_key(g, i)) && (st = qn_gguf_writer_copy_kv(w, g, i, NULL, err))) goto err_writer;
+        if (!skip_key(qn_gguf_key(g, i), p->imatrix != NULL) && (st = qn_gguf_writer_copy_kv(w, g, i, NULL, err))) goto err_writer;
     if ((st = qn_gguf_writer_add_u32(w, "general.quantization_version", QN_QUANT_VERSION, err)) ||
-        (st = qn_gguf_writer_add_u32(w, "general.file_type", (uint32_t)p->ftype, err)))
+        (st = qn_gguf_writer_add_u32(w, "general.file_type", (uint32_t)p->ftype, err)) ||
+        (p->imatrix && (st = add_imatrix_keys(w, p, err))))
         goto err_writer;
     for (int64_t i = 0; i < n; i++) {
         const plan_entry *e = &plan[i];
@@ -519,8 +582,11 @@ qn_status qn_quantize_gguf(const char *in_path, const char *out_path, const qn_q
                                .row_bytes = qn_qformat_row_bytes(t->fmt, e->n_per_row)};
             slab_report sr = {.p = p, .pr = &pr, .t0 = t0, .done0 = done_elems, .total = total_elems};
             int64_t bad = -1;
-            st = qn_quantize_tensor_to_stream(tp, w, e->to, e->n_per_row, e->rows, dequant_row, &src, on_slab, &sr,
-                                              &bad, err);
+            float *qw = NULL;
+            if ((st = tensor_imatrix(p, e, &qw, err))) goto err_pool;
+            st = encode_to_stream(tp, w, e->to, e->n_per_row, e->rows, dequant_row, &src, qw, e->t->ne[1], on_slab,
+                                  &sr, &bad, err);
+            free(qw);
             if (st == QN_ERR_FORMAT) {
                 st = qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%s': row %lld holds NaN or Inf", in_path, e->name,
                                   (long long)bad);

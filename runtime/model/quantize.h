@@ -6,7 +6,9 @@
  * then by name), metadata is copied with general.file_type / quantization_version updated.
  * Owns: the type-mix rules (qn_quant_mix), the threads and the temporary output file of one call
  * (OUT.tmp, renamed at the end; removed on any error). Not: the block quantizers, the GGUF
- * reader/writer (model/gguf.h, model/gguf_write.h). Not yet: importance-matrix weighting. */
+ * reader/writer (model/gguf.h, model/gguf_write.h), the imatrix files (model/imatrix.h). With an
+ * importance matrix, tensors it has data for use the weighted quantizers (gguf_quantize.h *_imatrix)
+ * and the quantize.imatrix.* keys are written, as llama-quantize --imatrix does. */
 #ifndef QN_QUANTIZE_H
 #define QN_QUANTIZE_H
 
@@ -17,6 +19,7 @@
 #include "quern.h"
 
 typedef struct qn_threadpool qn_threadpool;
+typedef struct qn_imatrix qn_imatrix;
 
 /* llama.cpp's llama_ftype values (what general.file_type holds); only the ones we write. */
 typedef enum qn_ftype {
@@ -60,6 +63,7 @@ typedef struct qn_quant_mix {
     int n_attn_v;       /* attn_v tensors in the file */
     int i_attn_v, i_ffn_down, i_ffn_gate, i_ffn_up; /* advanced by choose, in order */
     int n_fallback;     /* tensors that needed tensor_type_fallback */
+    bool has_imatrix;   /* an importance matrix is given (changes Q4_0/Q5_0 ffn_down) */
 } qn_quant_mix;
 
 void qn_quant_mix_init(qn_quant_mix *m, qn_ftype ftype, int n_layer, int n_head, int n_head_kv, int n_expert,
@@ -116,6 +120,8 @@ typedef struct qn_quantize_params {
     int n_threads;                     /* <= 0: 1 */
     qn_quantize_progress_fn progress;  /* NULL: silent */
     void *progress_ud;
+    const qn_imatrix *imatrix;         /* optional importance matrix (model/imatrix.h) */
+    const char *imatrix_file;          /* its path, for quantize.imatrix.file */
 } qn_quantize_params;
 
 typedef struct qn_quantize_stats {

@@ -10,6 +10,7 @@
 
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_quantize_fit.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -139,5 +140,76 @@ void qn_quantize_row_q8_0_weight_ref(const float *src, void *dst, int64_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = qn_f32_to_f16(d);
         for (int j = 0; j < QN_QK8_0; j++) y[ib].qs[j] = (int8_t)(uint8_t)qn_quant_trunc_i32(roundf(src[j] * id));
+    }
+}
+
+/* ------------------------------------------------------------------ importance-weighted */
+
+/* Per-element weights of block xb: qw * sqrt(sigma2 + x²), sigma2 = mean x² of the whole row. */
+static void imatrix_weights32(const float *xb, const float *qw, float sigma2, float w[32]) {
+    for (int j = 0; j < 32; j++) w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+}
+
+static float row_sigma2(const float *x, int64_t n) {
+    float s = 0.0f;
+    for (int64_t j = 0; j < n; j++) s += x[j] * x[j];
+    return s / n;
+}
+
+/* Symmetric types: weighted fit over 2*half levels (codes = level + half). */
+static void sym32_imatrix(const float *xb, const float *qw, float sigma2, int half, uint16_t *d, uint8_t code[32]) {
+    float w[32];
+    int8_t L[32];
+    imatrix_weights32(xb, qw, sigma2, w);
+    *d = qn_f32_to_f16(qn_kq_fit_sym(32, half, xb, w, L));
+    for (int j = 0; j < 32; j++) code[j] = (uint8_t)L[j];
+}
+
+/* Affine types: weighted fit over levels [0, nmax], m = the fitted minimum. */
+static void affine32_imatrix(const float *xb, const float *qw, float sigma2, int nmax, uint16_t *d, uint16_t *m,
+                             uint8_t code[32]) {
+    float w[32], neg_min;
+    imatrix_weights32(xb, qw, sigma2, w);
+    *d = qn_f32_to_f16(qn_kq_fit_affine(32, nmax, xb, w, code, &neg_min, -0.9f, 0.05f, 36, false));
+    *m = qn_f32_to_f16(-neg_min);
+}
+
+void qn_quantize_row_q4_0_imatrix(const float *src, void *dst, int64_t n, const float *qw) {
+    qn_block_q4_0 *y = dst;
+    uint8_t code[32];
+    const float sigma2 = row_sigma2(src, n);
+    for (int64_t ib = 0; ib < n / QN_QK4_0; ib++) {
+        sym32_imatrix(src + 32 * ib, qw + 32 * ib, sigma2, 8, &y[ib].d, code);
+        for (int j = 0; j < 16; j++) y[ib].qs[j] = (uint8_t)(code[j] | (code[j + 16] << 4));
+    }
+}
+
+void qn_quantize_row_q4_1_imatrix(const float *src, void *dst, int64_t n, const float *qw) {
+    qn_block_q4_1 *y = dst;
+    uint8_t code[32];
+    const float sigma2 = row_sigma2(src, n);
+    for (int64_t ib = 0; ib < n / QN_QK4_1; ib++) {
+        affine32_imatrix(src + 32 * ib, qw + 32 * ib, sigma2, 15, &y[ib].d, &y[ib].m, code);
+        for (int j = 0; j < 16; j++) y[ib].qs[j] = (uint8_t)(code[j] | (code[j + 16] << 4));
+    }
+}
+
+void qn_quantize_row_q5_0_imatrix(const float *src, void *dst, int64_t n, const float *qw) {
+    qn_block_q5_0 *y = dst;
+    uint8_t code[32];
+    const float sigma2 = row_sigma2(src, n);
+    for (int64_t ib = 0; ib < n / QN_QK5_0; ib++) {
+        sym32_imatrix(src + 32 * ib, qw + 32 * ib, sigma2, 16, &y[ib].d, code);
+        pack_nibbles(code, y[ib].qs, y[ib].qh);
+    }
+}
+
+void qn_quantize_row_q5_1_imatrix(const float *src, void *dst, int64_t n, const float *qw) {
+    qn_block_q5_1 *y = dst;
+    uint8_t code[32];
+    const float sigma2 = row_sigma2(src, n);
+    for (int64_t ib = 0; ib < n / QN_QK5_1; ib++) {
+        affine32_imatrix(src + 32 * ib, qw + 32 * ib, sigma2, 31, &y[ib].d, &y[ib].m, code);
+        pack_nibbles(code, y[ib].qs, y[ib].qh);
     }
 }

@@ -1,8 +1,10 @@
 /* gguf_quantize.h — reference quantizers of the ggml weight types, producing the bytes llama.cpp's
  * `llama-quantize` writes when no importance matrix is given (ggml's quantize_row_*_ref family).
  * Owns: Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 (gguf_quantize.c) and Q2_K Q3_K Q4_K Q5_K Q6_K (gguf_quantize_k.c).
- * Not: the activation quantizers (gguf_ref.h), threads (callers split rows), imatrix weighting
- * (not written yet: every search here uses llama.cpp's built-in weights).
+ * Not: the activation quantizers (gguf_ref.h), threads (callers split rows).
+ * With an importance matrix (*_imatrix): ggml's quantize_row_*_impl, what llama-quantize runs for a
+ * tensor that has imatrix data; qw = [n] per-column importance (imatrix mean of x²), one row per call
+ * (Q4_0..Q5_1 take sigma² over the whole row). Q8_0 ignores the matrix in llama.cpp too.
  * Row functions: src = [n] floats, dst = [n / block_elems] blocks, n a multiple of the block size.
  * Bit-exactness needs the same fp32 operation order as ggml and no FMA contraction (C11 mode, which
  * this project builds with, has -ffp-contract=off; ggml-base is built without FMA as well). */
@@ -31,6 +33,17 @@ void qn_quantize_row_q3_k_ref(const float *src, void *dst, int64_t n);
 void qn_quantize_row_q4_k_ref(const float *src, void *dst, int64_t n);
 void qn_quantize_row_q5_k_ref(const float *src, void *dst, int64_t n);
 void qn_quantize_row_q6_k_ref(const float *src, void *dst, int64_t n);
+
+/* --- importance-weighted (one row: n = the row length) --- */
+void qn_quantize_row_q4_0_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q4_1_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q5_0_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q5_1_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q2_k_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q3_k_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q4_k_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q5_k_imatrix(const float *src, void *dst, int64_t n, const float *qw);
+void qn_quantize_row_q6_k_imatrix(const float *src, void *dst, int64_t n, const float *qw);
 
 /* --- rounding helpers shared by both files (and the tests) --- */
 
