@@ -106,8 +106,10 @@ qn_status qn_backend_create(const qn_model *m, const qn_backend_params *p, qn_ba
         st = create_cpu(b, m, p, err);
     } else {
         st = create_cuda(b, m, p, err);
-        if ((st == QN_ERR_NO_DEVICE || (st == QN_ERR_UNSUPPORTED && p->tp_size > 1)) && p->device == QN_DEVICE_AUTO) {
-            QN_LOGI("backend: %s; running on the CPU", err ? err->msg : "no GPU");
+        /* auto: no GPU, or a model/shape the CUDA path does not take (head_dim, rope scaling, no NCCL): the CPU */
+        if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && p->device == QN_DEVICE_AUTO) {
+            if (st == QN_ERR_NO_DEVICE) QN_LOGI("backend: %s; running on the CPU", err ? err->msg : "no GPU");
+            else QN_LOGW("backend: %s; running on the CPU", err ? err->msg : "the GPU path does not take this model");
             qn_error_clear(err);
             st = create_cpu(b, m, p, err);
         }

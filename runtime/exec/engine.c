@@ -356,7 +356,8 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
         st = qn_llama_cuda_kv_budget(m, bp.cuda_device, bp.max_tokens, bp.max_seqs, bp.max_ctx, bp.block_size,
                                      c->gpu_memory_utilization > 0 ? c->gpu_memory_utilization : 0.9f, &gpu_kv, err);
         if (st == QN_OK) bytes = gpu_kv;
-        else if (st == QN_ERR_NO_DEVICE && c->device == QN_DEVICE_AUTO) qn_error_clear(err), bp.device = QN_DEVICE_CPU;
+        else if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && c->device == QN_DEVICE_AUTO)
+            qn_error_clear(err), bp.device = QN_DEVICE_CPU; /* no GPU, or the GPU path does not take this model */
         else {
             free(e);
             return st;

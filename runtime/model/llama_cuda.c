@@ -405,10 +405,9 @@ static void set_dims(qn_llama_cuda *f, const qn_model *m, const qn_llama_cuda_pa
 }
 
 qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, uint64_t *bytes, qn_error *err) {
-    qn_status st = check_params(m, p, err);
-    if (st != QN_OK) return st;
-    struct cudaDeviceProp prop;
-    if ((st = open_device(p->device, &prop, err)) != QN_OK) return st;
+    struct cudaDeviceProp prop; /* no GPU first (QN_ERR_NO_DEVICE), then what this model needs */
+    qn_status st = open_device(p->device, &prop, err);
+    if (st != QN_OK || (st = check_params(m, p, err)) != QN_OK) return st;
     qn_llama_cuda f = {0};
     set_dims(&f, m, p);
     f.layers = calloc((size_t)m->cfg.n_layer, sizeof(dev_layer));
@@ -508,10 +507,9 @@ static qn_status alloc_all(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
 }
 
 qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, qn_llama_cuda **out, qn_error *err) {
-    qn_status st = check_params(m, p, err);
-    if (st != QN_OK) return st;
-    struct cudaDeviceProp prop;
-    if ((st = open_device(p->device, &prop, err)) != QN_OK) return st;
+    struct cudaDeviceProp prop; /* no GPU first (QN_ERR_NO_DEVICE), then what this model needs */
+    qn_status st = open_device(p->device, &prop, err);
+    if (st != QN_OK || (st = check_params(m, p, err)) != QN_OK) return st;
     qn_llama_cuda *f = calloc(1, sizeof *f);
     if (!f || !(f->layers = calloc((size_t)m->cfg.n_layer, sizeof(dev_layer)))) {
         free(f);
