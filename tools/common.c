@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tokenizer/vocab.h"
+
 static char g_default_model[1024]; /* set once by qn_tool_init_env in main() */
 static char g_cache_dir[1024];     /* likewise */
 
@@ -144,4 +146,13 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
         cp->profile_begin = a, cp->profile_end = b;
     }
     return 0;
+}
+
+qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, float *logits, qn_error *err) {
+    const int32_t saved = w[0];
+    if (qn_vocab_add_bos(m->vocab)) w[0] = qn_vocab_bos(m->vocab);
+    qn_ctx_reset(ctx);
+    const qn_status st = qn_ctx_eval(ctx, w, n, 0, true, logits, err);
+    w[0] = saved;
+    return st;
 }

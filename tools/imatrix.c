@@ -91,19 +91,14 @@ int qn_cmd_imatrix(int argc, char **argv) {
     }
     qn_imatrix_collector col = {.m = im, .process_output = process_output, .has_output = m->output.data != m->tok_embd.data};
     qn_ctx_set_tap(ctx, qn_imatrix_tap, &col);
-    const bool add_bos = qn_vocab_add_bos(m->vocab);
     int n_chunk = n_tok / n_ctx;
     if (n_chunks > 0 && n_chunks < n_chunk) n_chunk = n_chunks;
     fprintf(stderr, "imatrix: %d tokens, %d chunks of %d\n", n_tok, n_chunk, n_ctx);
     const double t0 = qn_tool_now_s();
     for (int i = 0; i < n_chunk; i++) {
         int32_t *w = tokens + (int64_t)i * n_ctx;
-        const int32_t saved = w[0];
-        if (add_bos) w[0] = qn_vocab_bos(m->vocab);
-        qn_ctx_reset(ctx);
         /* all logits: llama-imatrix asks for every output row (the output norm sees every token) */
-        qn_status st = qn_ctx_eval(ctx, w, n_ctx, 0, true, logits, &err);
-        w[0] = saved;
+        const qn_status st = qn_tool_eval_window(ctx, m, w, n_ctx, logits, &err);
         if (st != QN_OK || col.st != QN_OK) {
             fprintf(stderr, "quern imatrix: %s\n", st != QN_OK ? err.msg : qn_status_str(col.st));
             goto done;

@@ -97,7 +97,6 @@ int qn_cmd_perplexity(int argc, char **argv) {
         fprintf(stderr, "quern perplexity: out of memory\n");
         goto done;
     }
-    const bool add_bos = qn_vocab_add_bos(m->vocab);
     int n_chunk = n_tok / n_ctx;
     if (n_chunks > 0 && n_chunks < n_chunk) n_chunk = n_chunks;
     const int first = n_ctx / 2;
@@ -107,12 +106,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     int64_t count = 0;
     for (int i = 0; i < n_chunk; i++) {
         int32_t *w = tokens + (int64_t)i * n_ctx;
-        const int32_t saved = w[0];
-        if (add_bos) w[0] = qn_vocab_bos(m->vocab);
-        qn_ctx_reset(ctx);
-        qn_status st = qn_ctx_eval(ctx, w, n_ctx, 0, true, logits, &err);
-        w[0] = saved;
-        if (st != QN_OK) {
+        if (qn_tool_eval_window(ctx, m, w, n_ctx, logits, &err) != QN_OK) {
             fprintf(stderr, "quern perplexity: %s\n", err.msg);
             goto done;
         }
