@@ -11,6 +11,8 @@ int qn_cmd_serve(int argc, char **argv);
 int qn_cmd_bench(int argc, char **argv);
 int qn_cmd_bench_serve(int argc, char **argv); /* `quern bench serve` (tools/bench_serve.c) */
 int qn_cmd_quantize(int argc, char **argv);
+int qn_cmd_quantize_hf(int argc, char **argv);     /* HF_DIR OUT_DIR gptq|nf4 (tools/quantize_hf.c) */
+int qn_quantize_is_hf_method(const char *s);       /* gptq, nf4, awq */
 int qn_cmd_imatrix(int argc, char **argv);
 int qn_cmd_synth(int argc, char **argv);
 int qn_cmd_convert(int argc, char **argv);   /* tools/convert.c */

@@ -49,7 +49,25 @@ static void on_progress(void *ud, const qn_quantize_progress *p) {
     if (s->tty && p->done && p->index + 1 == p->count) fputc('\n', stderr);
 }
 
+/* The third plain argument (flags and the values of flags that take one skipped) names an HF method: gptq, nf4,
+ * awq (tools/quantize_hf.c). */
+static bool hf_method_requested(int argc, char **argv) {
+    static const char *const with_value[] = {"-t", "--threads", "-b", "--bits", "-g", "--group-size", "--damp",
+                                             "--calib", "--calib-samples", "--calib-ctx"};
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-') {
+            for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
+                if (!strcmp(argv[i], with_value[j])) i++;
+            continue;
+        }
+        if (++n == 3) return qn_quantize_is_hf_method(argv[i]);
+    }
+    return false;
+}
+
 int qn_cmd_quantize(int argc, char **argv) {
+    if (hf_method_requested(argc, argv)) return qn_cmd_quantize_hf(argc, argv);
     int n_threads = qn_tool_default_threads();
     bool quiet = false, help = false;
     const char *imatrix_path = NULL;

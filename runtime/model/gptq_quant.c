@@ -1,0 +1,320 @@
+/* gptq_quant.c — GPTQ / round-to-nearest quantization of one linear and its packing (model/gptq_quant.h).
+ * H⁻¹'s upper Cholesky factor comes from one Cholesky and one triangular inverse: with J the reversal,
+ * J·H·J = M·Mᵀ (M lower) gives H = R·Rᵀ for the upper R = J·M·J, so H⁻¹ = (R⁻¹)ᵀ·R⁻¹ and U = R⁻¹ = J·M⁻¹·J —
+ * half the work of AutoGPTQ's cholesky → cholesky_inverse → cholesky(upper), the same U. Rows of W are
+ * independent in GPTQ (the scales are per row), so the pool splits row tiles; a tile of rows shares each
+ * row of U it streams. */
+#include "model/gptq_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "kernels/common/half.h"
+
+#define QN_GPTQ_TILE_ROWS 16 /* rows sharing one pass over U: 16 rows × B floats of error stay in L1 */
+
+qn_gptq_params qn_gptq_params_default(void) {
+    return (qn_gptq_params){.bits = 4, .group_size = 128, .sym = false, .act_order = false, .v2 = false,
+                            .damp = 0.01f, .block_size = 128};
+}
+
+void qn_gptq_result_free(qn_gptq_result *r) {
+    if (!r) return;
+    free(r->q), free(r->scales), free(r->zeros), free(r->g_idx);
+    memset(r, 0, sizeof *r);
+}
+
+static void run(qn_threadpool *tp, qn_task_fn fn, void *arg) {
+    if (tp) qn_threadpool_run(tp, fn, arg);
+    else fn(arg, 0, 1);
+}
+
+static double dotd(const double *a, const double *b, int64_t n) {
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) s0 += a[i] * b[i], s1 += a[i + 1] * b[i + 1], s2 += a[i + 2] * b[i + 2], s3 += a[i + 3] * b[i + 3];
+    for (; i < n; i++) s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* ------------------------------------------------------------------ H⁻¹ = UᵀU */
+
+typedef struct chol_job {
+    double *a;
+    int64_t k, j;
+} chol_job;
+
+static void chol_col_fn(void *arg, int ith, int nth) { /* L[i][j] for i in (j, k) */
+    chol_job *c = arg;
+    const int64_t k = c->k, j = c->j;
+    const double *lj = c->a + j * k;
+    long long b, e;
+    qn_split_range(k - j - 1, ith, nth, &b, &e);
+    for (int64_t i = j + 1 + b; i < j + 1 + e; i++) {
+        double *li = c->a + i * k;
+        li[j] = (li[j] - dotd(li, lj, j)) / lj[j];
+    }
+}
+
+static void trinv_fn(void *arg, int ith, int nth) { /* xt[j][i] = (M⁻¹)[i][j], interleaved columns j */
+    chol_job *c = arg;
+    const int64_t k = c->k;
+    const double *m = c->a;
+    double *xt = c->a + k * k;
+    for (int64_t j = ith; j < k; j += nth) {
+        double *x = xt + j * k;
+        x[j] = 1.0 / m[j * k + j];
+        for (int64_t i = j + 1; i < k; i++) x[i] = -dotd(m + i * k + j, x + j, i - j) / m[i * k + i];
+    }
+}
+
+qn_status qn_gptq_hinv_upper(double *h, int64_t k, double *u, qn_threadpool *tp) {
+    /* a = [M | (M⁻¹)ᵀ]: a <- J·H·J factored in place (lower), then its inverse; u <- J·M⁻¹·J */
+    double *a = malloc(sizeof(double) * (size_t)k * (size_t)k * 2);
+    if (!a) return QN_ERR_NOMEM;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < k; j++) a[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
+    chol_job c = {.a = a, .k = k};
+    for (int64_t j = 0; j < k; j++) {
+        double *lj = a + j * k;
+        const double s = lj[j] - dotd(lj, lj, j);
+        if (!(s > 0)) {
+            free(a);
+            return QN_ERR_FORMAT;
+        }
+        lj[j] = sqrt(s);
+        c.j = j;
+        if ((k - j) * j > 16384) run(tp, chol_col_fn, &c); /* small columns are not worth a fork-join */
+        else chol_col_fn(&c, 0, 1);
+    }
+    run(tp, trinv_fn, &c);
+    const double *xt = a + k * k;
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < k; j++) u[i * k + j] = j >= i ? xt[(k - 1 - j) * k + (k - 1 - i)] : 0.0;
+    memcpy(h, a, sizeof(double) * (size_t)k * (size_t)k);
+    free(a);
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------ quantizer (AutoGPTQ quantizer.py) */
+
+static float f16_round(float x) { return qn_f16_to_f32(qn_f32_to_f16(x)); }
+
+static void find_params(const float *x, int64_t len, int32_t bits, bool sym, bool v2, float *scale, int32_t *zero) {
+    const int32_t maxq = (1 << bits) - 1;
+    float xmin = 0, xmax = 0;
+    for (int64_t i = 0; i < len; i++) {
+        xmin = x[i] < xmin ? x[i] : xmin;
+        xmax = x[i] > xmax ? x[i] : xmax;
+    }
+    if (sym) {
+        xmax = -xmin > xmax ? -xmin : xmax;
+        if (xmin < 0) xmin = -xmax;
+    }
+    if (xmin == 0 && xmax == 0) xmin = -1, xmax = 1;
+    float s = (xmax - xmin) / (float)maxq;
+    int32_t z;
+    if (sym) {
+        z = (maxq + 1) / 2;
+    } else {
+        z = (int32_t)nearbyintf(-xmin / s);
+        if (!v2 && z == 0) { /* v1 stores zero − 1: keep zero >= 1 (header) */
+            z = 1;
+            s = xmax / (float)(maxq - 1);
+        }
+    }
+    s = f16_round(s);
+    if (s == 0) s = qn_f16_to_f32(1); /* fp16 underflow: the smallest subnormal */
+    *scale = s, *zero = z;
+}
+
+static inline int32_t quant1(float x, float s, int32_t z, int32_t maxq) {
+    float q = nearbyintf(x / s) + (float)z;
+    q = q < 0 ? 0 : q > (float)maxq ? (float)maxq : q;
+    return (int32_t)q;
+}
+
+typedef struct gptq_job {
+    const qn_gptq_params *p;
+    int64_t n, k, gs;
+    float *w;           /* [n][k] permuted, updated in place */
+    const float *u;     /* [k][k] or NULL (RTN) */
+    uint8_t *qp;        /* [n][k] codes, permuted order */
+    float *scale;       /* [n_groups][n] (fp16 values) */
+    int32_t *zero;      /* [n_groups][n] */
+    double *loss;       /* [nth] */
+} gptq_job;
+
+static void gptq_rows_fn(void *arg, int ith, int nth) {
+    gptq_job *g = arg;
+    const qn_gptq_params *p = g->p;
+    const int64_t n = g->n, k = g->k, gs = g->gs, B = p->block_size;
+    const int32_t maxq = (1 << p->bits) - 1;
+    const int64_t n_tiles = (n + QN_GPTQ_TILE_ROWS - 1) / QN_GPTQ_TILE_ROWS;
+    long long tb, te;
+    qn_split_range(n_tiles, ith, nth, &tb, &te);
+    float *w1 = malloc(sizeof(float) * (size_t)B * QN_GPTQ_TILE_ROWS * 2);
+    float *errs = w1 + B * QN_GPTQ_TILE_ROWS;
+    double loss = 0;
+    for (int64_t t = tb; w1 && t < te; t++) {
+        const int64_t r0 = t * QN_GPTQ_TILE_ROWS, r1 = r0 + QN_GPTQ_TILE_ROWS < n ? r0 + QN_GPTQ_TILE_ROWS : n;
+        for (int64_t i1 = 0; i1 < k; i1 += B) {
+            const int64_t i2 = i1 + B < k ? i1 + B : k, cnt = i2 - i1;
+            for (int64_t r = r0; r < r1; r++) {
+                float *w = g->w + r * k, *b1 = w1 + (r - r0) * B, *er = errs + (r - r0) * B;
+                memcpy(b1, w + i1, sizeof(float) * (size_t)cnt);
+                float s = 0;
+                int32_t z = 0;
+                for (int64_t i = 0; i < cnt; i++) {
+                    const int64_t col = i1 + i, grp = col / gs;
+                    if (col % gs == 0) { /* fitted on the outer row: earlier blocks' updates, not this block's */
+                        find_params(w + col, col + gs < k ? gs : k - col, p->bits, p->sym, p->v2,
+                                    &g->scale[grp * n + r], &g->zero[grp * n + r]);
+                    }
+                    s = g->scale[grp * n + r], z = g->zero[grp * n + r];
+                    const int32_t q = quant1(b1[i], s, z, maxq);
+                    g->qp[r * k + col] = (uint8_t)q;
+                    if (!g->u) continue;
+                    const float deq = s * (float)(q - z);
+                    const float *urow = g->u + col * k;
+                    const float d = urow[col], e = (b1[i] - deq) / d;
+                    loss += (double)e * e;
+                    for (int64_t j = i + 1; j < cnt; j++) b1[j] -= e * urow[i1 + j];
+                    er[i] = e;
+                }
+            }
+            if (!g->u || i2 == k) continue;
+            for (int64_t c = 0; c < cnt; c++) { /* W[:, i2:] -= Err · U[i1:i2, i2:] */
+                const float *urow = g->u + (i1 + c) * k + i2;
+                for (int64_t r = r0; r < r1; r++) {
+                    const float e = errs[(r - r0) * B + c];
+                    float *w = g->w + r * k + i2;
+                    for (int64_t j = 0; j < k - i2; j++) w[j] -= e * urow[j];
+                }
+            }
+        }
+    }
+    g->loss[ith] = w1 ? loss : NAN;
+    free(w1);
+}
+
+typedef struct diag_key {
+    double key;
+    int64_t idx;
+} diag_key;
+static int cmp_desc(const void *a, const void *b) { /* by descending key, ties by index (a stable sort) */
+    const diag_key *x = a, *y = b;
+    return x->key > y->key ? -1 : x->key < y->key ? 1 : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h, const qn_gptq_params *p,
+                           qn_threadpool *tp, qn_gptq_result *out, qn_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!w || n <= 0 || k <= 0 || !p || (p->bits != 2 && p->bits != 3 && p->bits != 4 && p->bits != 8) ||
+        (p->group_size <= 0 && p->group_size != -1) || p->block_size <= 0 || !(p->damp >= 0))
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "gptq: bad parameters (bits %d, group_size %d)", p ? p->bits : 0,
+                            p ? p->group_size : 0);
+    const int64_t gs = p->group_size > 0 ? p->group_size : k, G = (k + gs - 1) / gs;
+    const int nth = tp ? qn_threadpool_size(tp) : 1;
+    qn_status st = QN_OK;
+    int64_t *perm = malloc(sizeof(int64_t) * (size_t)k);
+    float *wp = malloc(sizeof(float) * (size_t)(n * k));
+    float *uf = h ? malloc(sizeof(float) * (size_t)(k * k)) : NULL;
+    double *hd = h ? malloc(sizeof(double) * (size_t)(k * k)) : NULL, *ud = h ? malloc(sizeof(double) * (size_t)(k * k)) : NULL;
+    double *diag = malloc(sizeof(double) * (size_t)k), *loss = calloc((size_t)nth, sizeof(double));
+    uint8_t *qp = malloc((size_t)(n * k));
+    float *scale = malloc(sizeof(float) * (size_t)(G * n));
+    out->q = malloc((size_t)(n * k));
+    out->scales = malloc(sizeof(uint16_t) * (size_t)(G * n));
+    out->zeros = malloc(sizeof(int32_t) * (size_t)(G * n));
+    out->g_idx = malloc(sizeof(int32_t) * (size_t)k);
+    if (!perm || !wp || (h && (!uf || !hd || !ud)) || !diag || !loss || !qp || !scale || !out->q || !out->scales ||
+        !out->zeros || !out->g_idx) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory (k %lld, n %lld)", (long long)k, (long long)n);
+        goto done;
+    }
+    out->k = k, out->n = n, out->n_groups = G;
+    for (int64_t i = 0; i < k; i++) perm[i] = i, diag[i] = h ? h[i * k + i] : 1.0;
+    if (h && p->act_order) {
+        diag_key *dk = malloc(sizeof *dk * (size_t)k);
+        if (!dk) {
+            st = qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory");
+            goto done;
+        }
+        for (int64_t i = 0; i < k; i++) dk[i] = (diag_key){diag[i] == 0 ? 1.0 : diag[i], i}; /* dead: H_ii = 1 */
+        qsort(dk, (size_t)k, sizeof *dk, cmp_desc);
+        for (int64_t i = 0; i < k; i++) perm[i] = dk[i].idx;
+        free(dk);
+    }
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < k; j++) wp[r * k + j] = diag[perm[j]] == 0 ? 0.0f : w[r * k + perm[j]]; /* dead */
+    if (h) {
+        double mean = 0;
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) hd[i * k + j] = h[perm[i] * k + perm[j]];
+        for (int64_t i = 0; i < k; i++) {
+            if (hd[i * k + i] == 0) hd[i * k + i] = 1;
+            mean += hd[i * k + i];
+        }
+        mean /= (double)k;
+        for (int64_t i = 0; i < k; i++) hd[i * k + i] += (double)p->damp * mean;
+        if ((st = qn_gptq_hinv_upper(hd, k, ud, tp)) != QN_OK) {
+            st = qn_error_set(err, st == QN_ERR_NOMEM ? st : QN_ERR_FORMAT,
+                              "gptq: the damped Hessian (k %lld) is not positive definite; raise --damp", (long long)k);
+            goto done;
+        }
+        for (int64_t i = 0; i < k * k; i++) uf[i] = (float)ud[i];
+    }
+    gptq_job job = {.p = p, .n = n, .k = k, .gs = gs, .w = wp, .u = uf, .qp = qp, .scale = scale, .zero = out->zeros,
+                    .loss = loss};
+    run(tp, gptq_rows_fn, &job);
+    for (int i = 0; i < nth; i++) {
+        if (isnan(loss[i])) {
+            st = qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory");
+            goto done;
+        }
+        out->loss += loss[i];
+    }
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < k; j++) out->q[r * k + perm[j]] = qp[r * k + j];
+    for (int64_t j = 0; j < k; j++) out->g_idx[perm[j]] = (int32_t)(j / gs);
+    for (int64_t i = 0; i < G * n; i++) out->scales[i] = qn_f32_to_f16(scale[i]);
+done:
+    free(perm), free(wp), free(uf), free(hd), free(ud), free(diag), free(loss), free(qp), free(scale);
+    if (st != QN_OK) qn_gptq_result_free(out);
+    return st;
+}
+
+void qn_gptq_result_dequant(const qn_gptq_result *r, float *deq) {
+    for (int64_t i = 0; i < r->n; i++)
+        for (int64_t j = 0; j < r->k; j++) {
+            const int64_t g = r->g_idx[j];
+            const float s = qn_f16_to_f32(r->scales[g * r->n + i]);
+            deq[i * r->k + j] = f16_round(s * (float)((int32_t)r->q[i * r->k + j] - r->zeros[g * r->n + i]));
+        }
+}
+
+/* ------------------------------------------------------------------ packing */
+
+void qn_gptq_pack_put(uint32_t *base, int64_t stride, int32_t bits, int64_t t, uint32_t v) {
+    const int64_t pos = (int64_t)bits * t, wd = pos >> 5;
+    const int off = (int)(pos & 31);
+    base[wd * stride] |= v << off;
+    if (off + bits > 32) base[(wd + 1) * stride] |= v >> (32 - off);
+}
+
+void qn_gptq_pack(const qn_gptq_result *r, int32_t bits, bool v2, int32_t *qweight, int32_t *qzeros) {
+    const int64_t n = r->n, k = r->k, words = n * bits / 32;
+    const uint32_t mask = (1u << bits) - 1u;
+    memset(qweight, 0, sizeof(int32_t) * (size_t)(k * bits / 32 * n));
+    memset(qzeros, 0, sizeof(int32_t) * (size_t)(r->n_groups * words));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < k; j++) qn_gptq_pack_put((uint32_t *)qweight + i, n, bits, j, r->q[i * k + j] & mask);
+    for (int64_t g = 0; g < r->n_groups; g++)
+        for (int64_t i = 0; i < n; i++) {
+            const int32_t z = r->zeros[g * n + i] - (v2 ? 0 : 1);
+            qn_gptq_pack_put((uint32_t *)qzeros + g * words, 1, bits, i, (uint32_t)z & mask);
+        }
+}

@@ -1,0 +1,58 @@
+/* hf_quantize.h — `quern quantize HF_DIR OUT_DIR gptq|nf4` as a library: a Llama-family Hugging Face directory
+ * with plain f16/bf16/f32 weights in, a quantized Hugging Face directory out, in the layouts the peers write:
+ *   GPTQ (AutoGPTQ / GPTQModel, docs/formats.md §3): q/k/v/o/gate/up/down of every layer as qweight / qzeros /
+ *        scales (f16) / g_idx, checkpoint_format "gptq" (v1; zero − 1 stored) or "gptq_v2"; config.json gets
+ *        "quantization_config", and quantize_config.json is written beside it. Hessians come from the
+ *        calibration forward (model/hf_calib.h); --rtn gives round-to-nearest with the same writer.
+ *   NF4  (bitsandbytes Linear4bit as transformers saves it, §5): weight (u8 [numel/2, 1]), absmax (f32, or u8 with
+ *        nested_absmax / nested_quant_map under double quant), quant_map and the quant_state JSON; blocksize 64.
+ * Every other tensor (embeddings, norms, lm_head, biases) is copied as stored. Tokenizer and generation files are
+ * copied. Owns: one call's model, threads and output; everything is written into OUT_DIR.tmp.<pid> and renamed
+ * to OUT_DIR at the end; on any error that directory is removed and OUT_DIR is untouched. */
+#ifndef QN_HF_QUANTIZE_H
+#define QN_HF_QUANTIZE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model/gptq_quant.h"
+#include "model/hf_calib.h"
+#include "quern.h"
+
+typedef enum qn_hfq_method {
+    QN_HFQ_GPTQ = 0,
+    QN_HFQ_NF4,
+} qn_hfq_method;
+
+typedef struct qn_hfq_progress {
+    const char *what;   /* "calibration", "layer", "write" */
+    int64_t index;      /* 0-based item done (layer) */
+    int64_t count;
+    double elapsed_s, eta_s;
+    double loss;        /* GPTQ: Σ of the layer's per-linear losses */
+    bool done;          /* the last callback */
+} qn_hfq_progress;
+
+typedef void (*qn_hfq_progress_fn)(void *ud, const qn_hfq_progress *p);
+
+typedef struct qn_hfq_params {
+    qn_hfq_method method;
+    qn_gptq_params gptq;     /* bits, group_size, sym, act_order, v2, damp */
+    bool rtn;                /* GPTQ layout, round-to-nearest (no calibration, no Hessian) */
+    bool double_quant;       /* NF4 */
+    const char *calib_text;  /* GPTQ: calibration text (not NUL-terminated) */
+    size_t calib_len;
+    qn_calib_params calib;
+    int32_t n_threads;
+    qn_hfq_progress_fn progress;
+    void *progress_ud;
+} qn_hfq_params;
+
+qn_hfq_params qn_hfq_params_default(void);
+
+/* Errors: QN_ERR_NOT_FOUND (no config.json / safetensors), QN_ERR_INVALID_ARG (parameters, OUT_DIR exists and is
+ * not empty, calibration text too short), QN_ERR_UNSUPPORTED (an already quantized input, shapes the packing
+ * cannot take), QN_ERR_IO, QN_ERR_NOMEM; the message names the file, tensor or flag. */
+qn_status qn_hf_quantize(const char *in_dir, const char *out_dir, const qn_hfq_params *p, qn_error *err);
+
+#endif

@@ -1,0 +1,90 @@
+/* quantize_hf.c — `quern quantize HF_DIR OUT_DIR gptq|nf4 [...]`: quantizes a Hugging Face directory into the
+ * AutoGPTQ/GPTQModel or bitsandbytes layout (runtime/model/hf_quantize.h); reached from quantize.c when the third
+ * positional argument names one of these methods. Progress (layer i/N, ETA) on stderr. `awq` is reserved. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "commands.h"
+#include "common.h"
+#include "model/hf_quantize.h"
+
+int qn_quantize_is_hf_method(const char *s) { return !strcmp(s, "gptq") || !strcmp(s, "nf4") || !strcmp(s, "awq"); }
+
+typedef struct hf_progress_state {
+    bool tty, quiet;
+} hf_progress_state;
+
+static void on_progress(void *ud, const qn_hfq_progress *p) {
+    hf_progress_state *s = ud;
+    if (s->quiet || strcmp(p->what, "layer")) return;
+    fprintf(stderr, "%slayer %lld/%lld  %.1f s, ETA %.0f s%s", s->tty ? "\r\033[K" : "", (long long)p->index + 1,
+            (long long)p->count, p->elapsed_s, p->eta_s, s->tty && p->index + 1 < p->count ? "" : "\n");
+}
+
+int qn_cmd_quantize_hf(int argc, char **argv) {
+    int n_threads = qn_tool_default_threads(), bits = 4, group_size = 128, n_samples = 0, calib_ctx = 0;
+    bool act_order = false, sym = false, v2 = false, rtn = false, double_quant = false, quiet = false, help = false;
+    float damp = 0.01f;
+    const char *calib = NULL;
+    const qn_arg table[] = {
+        {"bits", NULL, 'b', QN_ARG_INT, &bits, "gptq: 2, 3, 4 or 8 (default 4)"},
+        {"group-size", NULL, 'g', QN_ARG_INT, &group_size, "gptq: columns per group, -1 = one group (default 128)"},
+        {"act-order", "desc-act", 0, QN_ARG_BOOL, &act_order, "gptq: columns by descending Hessian diagonal"},
+        {"sym", NULL, 0, QN_ARG_BOOL, &sym, "gptq: symmetric (default: asymmetric scale/zero)"},
+        {"damp", NULL, 0, QN_ARG_FLOAT, &damp, "gptq: dampening, fraction of the mean diagonal (default 0.01)"},
+        {"v2", NULL, 0, QN_ARG_BOOL, &v2, "gptq: write checkpoint_format gptq_v2 (GPTQModel) instead of gptq"},
+        {"calib", NULL, 0, QN_ARG_STR, &calib, "gptq: calibration text file"},
+        {"calib-samples", NULL, 0, QN_ARG_INT, &n_samples, "gptq: calibration windows (default 64)"},
+        {"calib-ctx", NULL, 0, QN_ARG_INT, &calib_ctx, "gptq: tokens per window (default 512)"},
+        {"rtn", NULL, 0, QN_ARG_BOOL, &rtn, NULL}, /* round-to-nearest in the GPTQ layout (baseline) */
+        {"double-quant", NULL, 0, QN_ARG_BOOL, &double_quant, "nf4: quantize the absmax too (nested, 256)"},
+        {"threads", NULL, 't', QN_ARG_INT, &n_threads, "worker threads (default: all cores)"},
+        {"quiet", NULL, 'q', QN_ARG_BOOL, &quiet, "no progress"},
+        {"help", NULL, 'h', QN_ARG_BOOL, &help, "show this help"},
+    };
+    const int n_table = (int)(sizeof table / sizeof table[0]);
+    const char *pos[3];
+    int n_pos = 0;
+    if (!qn_args_parse("quantize", argc, argv, table, n_table, pos, 3, &n_pos)) return 1;
+    if (help || n_pos != 3) {
+        qn_args_usage("quantize", "HF_DIR OUT_DIR gptq|nf4", table, n_table);
+        return help ? 0 : 1;
+    }
+    if (!strcmp(pos[2], "awq")) {
+        fprintf(stderr, "quern quantize: awq is not implemented yet (status %d, QN_ERR_UNSUPPORTED)\n", QN_ERR_UNSUPPORTED);
+        return 1;
+    }
+    qn_hfq_params p = qn_hfq_params_default();
+    p.method = !strcmp(pos[2], "nf4") ? QN_HFQ_NF4 : QN_HFQ_GPTQ;
+    p.gptq.bits = bits, p.gptq.group_size = group_size, p.gptq.act_order = act_order, p.gptq.sym = sym;
+    p.gptq.v2 = v2, p.gptq.damp = damp, p.rtn = rtn, p.double_quant = double_quant;
+    if (n_samples) p.calib.n_samples = n_samples;
+    if (calib_ctx) p.calib.ctx = calib_ctx;
+    p.n_threads = n_threads < 1 ? 1 : n_threads;
+    char *text = NULL;
+    if (p.method == QN_HFQ_GPTQ && !rtn) {
+        if (!calib) {
+            fprintf(stderr, "quern quantize: gptq needs --calib TEXT_FILE\n");
+            return 1;
+        }
+        if (!(text = qn_tool_read_text("quantize", calib, &p.calib_len))) return 1;
+        p.calib_text = text;
+    }
+    hf_progress_state ps = {.tty = isatty(2) != 0, .quiet = quiet};
+    p.progress = on_progress, p.progress_ud = &ps;
+    const double t0 = qn_tool_now_s();
+    qn_error err = {0};
+    const qn_status st = qn_hf_quantize(pos[0], pos[1], &p, &err);
+    free(text);
+    if (st != QN_OK) {
+        fprintf(stderr, "quern quantize: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "quern quantize: %s: %s in %.1f s\n", pos[1],
+            p.method == QN_HFQ_NF4 ? (double_quant ? "nf4 (double quant)" : "nf4") : rtn ? "rtn (gptq layout)" : "gptq",
+            qn_tool_now_s() - t0);
+    return 0;
+}
