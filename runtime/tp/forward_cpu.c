@@ -1,9 +1,8 @@
-/* forward_cpu.c — tensor-parallel CPU forward (tp/forward_cpu.h): rank 0 on the caller's thread, ranks
- * 1..N-1 on their own threads woken per step through a generation counter; each rank's qn_llama_cpu calls
- * back into the communicator for the two all-reduces of every layer. */
+/* forward_cpu.c — tensor-parallel CPU forward (tp/forward_cpu.h): the rank threads of tp/rank_pool.h (rank 0
+ * on the caller's thread) run each step; each rank's qn_llama_cpu calls back into the communicator for the
+ * two all-reduces of every layer. */
 #include "tp/forward_cpu.h"
 
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
@@ -13,6 +12,7 @@
 #include "model/llama_cpu.h"
 #include "tp/comm.h"
 #include "tp/model_shard.h"
+#include "tp/rank_pool.h"
 
 typedef struct tp_rank {
     struct qn_tp_cpu *tp;
@@ -22,8 +22,6 @@ typedef struct tp_rank {
     qn_kv_cache *kv;
     qn_llama_cpu *fwd;
     qn_tp_comm *comm;
-    pthread_t thread;
-    bool thread_started;
     /* the last step's outcome; written by the rank's thread, read by the caller after the step joins */
     qn_status st;
     qn_error err;
@@ -37,15 +35,9 @@ struct qn_tp_cpu {
     int32_t kv_heads; /* per rank */
     tp_rank *ranks;   /* [n] */
     qn_tp_cpu_group *group;
+    qn_tp_rank_pool *pool;
     uint64_t n_steps;
-
-    /* --- step hand-off: the caller publishes (batch, logits) and bumps gen; ranks 1..n-1 run the step
-     *     and count themselves in `done`. Guarded by mu. --- */
-    pthread_mutex_t mu;
-    pthread_cond_t cv_start, cv_done;
-    uint64_t gen;
-    int done;
-    bool quit;
+    /* the step every rank runs (set before qn_tp_rank_pool_run) */
     const qn_fwd_batch *batch;
     float *logits;
 };
@@ -75,28 +67,9 @@ static void rank_step(tp_rank *r, const qn_fwd_batch *b, float *logits) {
     r->st = qn_llama_cpu_forward(r->fwd, r->kv, b, logits ? logits + r->shard->vocab_begin : NULL, &r->err);
 }
 
-static void *rank_main(void *arg) {
-    tp_rank *r = arg;
-    qn_tp_cpu *tp = r->tp;
-    uint64_t seen = 0;
-    for (;;) {
-        pthread_mutex_lock(&tp->mu);
-        while (tp->gen == seen && !tp->quit) pthread_cond_wait(&tp->cv_start, &tp->mu);
-        if (tp->quit) {
-            pthread_mutex_unlock(&tp->mu);
-            return NULL;
-        }
-        seen = tp->gen;
-        const qn_fwd_batch *b = tp->batch;
-        float *logits = tp->logits;
-        pthread_mutex_unlock(&tp->mu);
-
-        rank_step(r, b, logits);
-
-        pthread_mutex_lock(&tp->mu);
-        if (++tp->done == tp->n - 1) pthread_cond_signal(&tp->cv_done);
-        pthread_mutex_unlock(&tp->mu);
-    }
+static void rank_step_fn(void *ctx, int rank) {
+    qn_tp_cpu *tp = ctx;
+    rank_step(&tp->ranks[rank], tp->batch, tp->logits);
 }
 
 static qn_status rank_init(qn_tp_cpu *tp, tp_rank *r, const qn_model *m, const qn_cpu_kernels *kern, int threads,
@@ -139,11 +112,14 @@ qn_status qn_tp_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, int n_
     qn_tp_cpu *tp = calloc(1, sizeof *tp);
     if (!tp) return qn_error_set(err, QN_ERR_NOMEM, "tp cpu: out of memory");
     tp->n = n_ranks;
-    if (pthread_mutex_init(&tp->mu, NULL) != 0) goto err_free;
-    if (pthread_cond_init(&tp->cv_start, NULL) != 0) goto err_mutex;
-    if (pthread_cond_init(&tp->cv_done, NULL) != 0) goto err_cv_start;
-    if (!(tp->ranks = calloc((size_t)n_ranks, sizeof *tp->ranks))) goto err_cv_done;
-    if ((st = qn_tp_cpu_group_create(n_ranks, &tp->group)) != QN_OK) goto err_ranks;
+    if (!(tp->ranks = calloc((size_t)n_ranks, sizeof *tp->ranks))) {
+        free(tp);
+        return qn_error_set(err, QN_ERR_NOMEM, "tp cpu: out of memory");
+    }
+    if ((st = qn_tp_cpu_group_create(n_ranks, &tp->group)) != QN_OK) {
+        qn_tp_cpu_destroy(tp);
+        return qn_error_set(err, st, "tp cpu: cannot create the communicator group");
+    }
 
     for (int i = 0; i < n_ranks; i++) {
         tp_rank *r = &tp->ranks[i];
@@ -154,44 +130,21 @@ qn_status qn_tp_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, int n_
         }
     }
     tp->kv_heads = tp->ranks[0].kv->n_kv_heads;
-    for (int i = 1; i < n_ranks; i++) {
-        tp_rank *r = &tp->ranks[i];
-        if (pthread_create(&r->thread, NULL, rank_main, r) != 0) {
-            qn_tp_cpu_destroy(tp);
-            return qn_error_set(err, QN_ERR_INTERNAL, "tp cpu: cannot start the thread of rank %d", i);
-        }
-        r->thread_started = true;
+    if ((st = qn_tp_rank_pool_create(n_ranks, &tp->pool, err)) != QN_OK) {
+        qn_tp_cpu_destroy(tp);
+        return st;
     }
     *out = tp;
     return QN_OK;
-
-err_ranks:
-    free(tp->ranks);
-err_cv_done:
-    pthread_cond_destroy(&tp->cv_done);
-err_cv_start:
-    pthread_cond_destroy(&tp->cv_start);
-err_mutex:
-    pthread_mutex_destroy(&tp->mu);
-err_free:
-    free(tp);
-    return qn_error_set(err, QN_ERR_NOMEM, "tp cpu: out of memory");
 }
 
 void qn_tp_cpu_destroy(qn_tp_cpu *tp) {
     if (!tp) return;
-    pthread_mutex_lock(&tp->mu);
-    tp->quit = true;
-    pthread_cond_broadcast(&tp->cv_start);
-    pthread_mutex_unlock(&tp->mu);
-    for (int i = 0; i < tp->n; i++)
-        if (tp->ranks[i].thread_started) pthread_join(tp->ranks[i].thread, NULL);
-    for (int i = 0; i < tp->n; i++) rank_free(&tp->ranks[i]);
+    qn_tp_rank_pool_destroy(tp->pool); /* joins the rank threads */
+    if (tp->ranks)
+        for (int i = 0; i < tp->n; i++) rank_free(&tp->ranks[i]);
     qn_tp_cpu_group_destroy(tp->group);
     free(tp->ranks);
-    pthread_cond_destroy(&tp->cv_done);
-    pthread_cond_destroy(&tp->cv_start);
-    pthread_mutex_destroy(&tp->mu);
     free(tp);
 }
 
@@ -202,21 +155,9 @@ qn_status qn_tp_cpu_forward(qn_tp_cpu *tp, const qn_fwd_batch *batch, float *log
     if (batch->n_out > 0 && !logits) return qn_error_set(err, QN_ERR_INVALID_ARG, "tp cpu: n_out > 0 without logits");
     /* Every rank validates the same batch the same way before its first collective, so a bad batch fails
      * on all ranks and none is left waiting in an all-reduce. */
-    if (tp->n > 1) {
-        pthread_mutex_lock(&tp->mu);
-        tp->batch = batch;
-        tp->logits = logits;
-        tp->done = 0;
-        tp->gen++;
-        pthread_cond_broadcast(&tp->cv_start);
-        pthread_mutex_unlock(&tp->mu);
-    }
-    rank_step(&tp->ranks[0], batch, logits);
-    if (tp->n > 1) {
-        pthread_mutex_lock(&tp->mu);
-        while (tp->done < tp->n - 1) pthread_cond_wait(&tp->cv_done, &tp->mu);
-        pthread_mutex_unlock(&tp->mu);
-    }
+    tp->batch = batch;
+    tp->logits = logits;
+    qn_tp_rank_pool_run(tp->pool, rank_step_fn, tp);
     tp->n_steps++;
     for (int i = 0; i < tp->n; i++) {
         const tp_rank *r = &tp->ranks[i];
