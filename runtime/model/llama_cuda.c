@@ -194,8 +194,10 @@ static qn_qformat embed_format(const qn_weight *w) {
     return QN_QFORMAT_F16;
 }
 
+/* tied embeddings: one device copy serves both (not for a tensor-parallel shard, whose LM head is a slice) */
 static bool output_shares_embd(const qn_model *m) {
-    return m->output.data == m->tok_embd.data && embed_format(&m->tok_embd) == dev_format(&m->output);
+    return m->output.data == m->tok_embd.data && m->output.n == m->tok_embd.n &&
+           embed_format(&m->tok_embd) == dev_format(&m->output);
 }
 
 static uint64_t weight_dev_bytes(const qn_weight *w, qn_qformat fmt) {
