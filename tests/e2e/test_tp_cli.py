@@ -7,8 +7,9 @@
 #   2. a synthetic `tiny` model (4 heads, 1 kv head: replicated at N = 2, 4), F16 and Q8_0: the first 8
 #      greedy tokens agree at -tp 1, 2, 4 (random weights give near-ties later);
 #   3. `quern serve -tp 3` answers a greedy completion with the same text as -tp 1 (real model);
-#   4. -tp 2 on the real model is refused with the head-count message, -tp 0 as out of range, and a
-#      K-quant tiny model at -tp 2 with the block-straddling message.
+#   4. -tp 2 on the real model is refused with the head-count message, -tp 0 as out of range, a K-quant
+#      tiny model at -tp 2 with the block-straddling message; also the shared device flags: --profile-steps
+#      with B < A and an unknown --device.
 # Skips (77) without the quern binary or the default model (the tokenizer source).
 # QN_TEST_LABELS: cpu
 import json
@@ -107,7 +108,9 @@ def main():
     kq = os.path.join(tmp, "tiny-Q4_K_M.gguf")
     subprocess.run([quern, "synth", "--preset", "tiny", "--type", "Q4_K_M", "-o", kq, "-q"], capture_output=True)
     for args, want in ((["-m", model, "-tp", "2"], "cannot be split 2 ways"), (["-m", model, "-tp", "0"], "must be >= 1"),
-                       (["-m", kq, "-tp", "2"], "must not straddle ranks")):
+                       (["-m", kq, "-tp", "2"], "must not straddle ranks"),
+                       (["-m", model, "--profile-steps", "5:2"], "is not A:B"),
+                       (["-m", model, "--device", "tpu"], "is not auto, cpu, cuda")):
         r = subprocess.run([quern, "run", "--device", "cpu", "-n", "2"] + args, capture_output=True, text=True, timeout=120)
         if r.returncode == 0 or want not in r.stderr:
             fails.append(f"run {args}: rc {r.returncode}, {r.stderr[-200:]!r}")
