@@ -319,27 +319,14 @@ static void set_need(bool *need, const qn_weight *a, const qn_weight *b, const q
     need_vdt(need, a), need_vdt(need, b), need_vdt(need, c);
 }
 
+/* the batch rules shared with the CUDA path (model/forward.h), plus this cache's geometry */
 static qn_status check_batch(const qn_llama_cpu *f, const qn_kv_cache *kv, const qn_fwd_batch *b, qn_error *err) {
     const qn_model_config *c = &f->m->cfg;
-    if (b->n_tokens < 1 || b->n_tokens > f->max_tokens)
-        return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: n_tokens %d not in [1, %d]", b->n_tokens, f->max_tokens);
     if (kv->n_layer != c->n_layer || kv->n_kv_heads != c->n_head_kv || kv->head_dim != c->head_dim)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: kv cache geometry does not match the model");
-    const int64_t n_slots = (int64_t)kv->n_blocks * kv->block_size;
-    for (int32_t t = 0; t < b->n_tokens; t++) {
-        if (b->tokens[t] < 0 || b->tokens[t] >= c->n_vocab)
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token id %d out of range [0, %d)", b->tokens[t], c->n_vocab);
-        if (b->positions[t] < 0 || b->positions[t] >= f->max_ctx)
-            return qn_error_set(err, QN_ERR_CONTEXT, "forward: position %d outside context %d", b->positions[t], f->max_ctx);
-        if (b->slot_mapping[t] < 0 || b->slot_mapping[t] >= n_slots || b->seq_idx[t] < 0 || b->seq_idx[t] >= b->n_seqs)
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token %d: bad slot or sequence index", t);
-        if (b->positions[t] / kv->block_size >= b->max_blocks_per_seq)
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: token %d: position beyond block table", t);
-    }
-    for (int32_t i = 0; i < b->n_out; i++)
-        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_tokens)
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: out row %d out of range", b->out_rows[i]);
-    return QN_OK;
+    const qn_fwd_limits lim = {.max_tokens = f->max_tokens, .max_seqs = f->max_tokens, .max_ctx = f->max_ctx,
+                               .n_slots = (int64_t)kv->n_blocks * kv->block_size, .block_size = kv->block_size};
+    return qn_fwd_batch_check(b, c, &lim, err);
 }
 
 qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_batch *b, float *logits,
@@ -351,7 +338,6 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
     const int64_t T = b->n_tokens, E = c->n_embd, HQ = (int64_t)c->n_head * c->head_dim;
     const int64_t HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
 
-    if (b->n_seqs > f->max_tokens) return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: %d sequences > %d", b->n_seqs, f->max_tokens);
     memset(f->seq_nq, 0, sizeof(int32_t) * (size_t)b->n_seqs);
     for (int32_t t = 0; t < b->n_tokens; t++) f->seq_nq[b->seq_idx[t]]++;
 
