@@ -6,7 +6,8 @@
 # .gpumodel/a/smol.part.aa (+ alice29.txt) and .gpumodel/b/smol.part.ab (git-ignored), joined here.
 # With llama.cpp built by bench/gpu_llamacpp.sh ($QN_LLAMA_DIR/build-cuda/bin), the bench and synth steps run
 # llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
-# Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16").
+# Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16"),
+# QN_SERVE_CONC (max-concurrency values of the serve benchmark, default "16"; 2c prompts, at least 64).
 # Logs go to $OUT (default ./gpu-e2e-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,8 +77,11 @@ if want synth && [ -f "$SMOL" ]; then
             "$Q" serve "$f" --device cuda --port 8765 --max-model-len 2048 >>"$OUT/serve.log" 2>&1 &
             sp=$!
             for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
-            step "serve_bench_8b_$ty" 300 "$Q" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
-                --num-prompts 64 --max-concurrency 16 --save-result --result-dir "$OUT" --label "quern-cuda-8b-$ty"
+            for c in ${QN_SERVE_CONC:-16}; do
+                np=$((c * 2 > 64 ? c * 2 : 64))
+                step "serve_bench_8b_${ty}_c$c" 300 "$Q" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
+                    --num-prompts $np --max-concurrency $c --save-result --result-dir "$OUT" --label "quern-cuda-8b-$ty-c$c"
+            done
             kill $sp; wait $sp 2>/dev/null
         fi
         rm -f "$f"
