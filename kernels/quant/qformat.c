@@ -8,6 +8,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_quantize.h"
 #include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/lutq_gpu.h"
 
 const qn_qformat_traits QN_QFORMATS[QN_QFORMAT_COUNT] = {
     [QN_QFORMAT_F32] = {.name = "f32", .ggml_type = 0, .block_elems = 1, .block_bytes = 4, .is_quantized = false,
@@ -91,6 +92,7 @@ qn_status qn_qformat_from_ggml(uint32_t ggml_type, qn_qformat *out) {
 }
 
 size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n) {
+    if (qn_lutq_gpu_is_format(fmt)) return n >= 0 && n % 32 == 0 ? (size_t)(n / 32) * qn_lutq_gpu_block_bytes(fmt) : 0;
     if ((unsigned)fmt >= QN_QFORMAT_COUNT || n < 0) return 0;
     const qn_qformat_traits *t = &QN_QFORMATS[fmt];
     if (n % t->block_elems) return 0;
@@ -98,6 +100,7 @@ size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n) {
 }
 
 const char *qn_qformat_name(qn_qformat fmt) {
+    if (qn_lutq_gpu_is_format(fmt)) return qn_lutq_gpu_format_name(fmt);
     return (unsigned)fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[fmt].name : "?";
 }
 

@@ -31,7 +31,14 @@ typedef enum qn_qformat {
     QN_QFORMAT_Q5_K,
     QN_QFORMAT_Q6_K,
     QN_QFORMAT_Q8_K,
-    QN_QFORMAT_COUNT
+    QN_QFORMAT_COUNT,
+    /* Device-only block formats (lutq_gpu.h): HF GPTQ/AWQ/bnb weights repacked once at load for the GPU
+     * kernels. Outside QN_QFORMATS (no CPU kernels, no GGUF id, never in a file); of the functions below,
+     * qn_qformat_row_bytes and qn_qformat_name know them. */
+    QN_QFORMAT_LQ4 = 64, /* 32 x 4-bit codes, fp16 scale, integer zero: fp16(d * (q - z)) (GPTQ <= 4 bit, AWQ) */
+    QN_QFORMAT_LQ8,      /* 32 x 8-bit codes, fp16 scale, integer zero (GPTQ 8-bit) */
+    QN_QFORMAT_LNF4,     /* 32 x 4-bit NF4 codes, f32 absmax: fp16(absmax * nf4[q]) (bitsandbytes) */
+    QN_QFORMAT_LFP4,     /* the same with the bitsandbytes FP4 table */
 } qn_qformat;
 
 /* src: [n / block_elems] blocks, dst: [n] floats; n is a multiple of block_elems */
@@ -64,7 +71,7 @@ extern const qn_qformat_traits QN_QFORMATS[QN_QFORMAT_COUNT];
 
 /* Maps a GGUF/ggml type id to our enum; QN_ERR_UNSUPPORTED for ids we do not decode. */
 qn_status qn_qformat_from_ggml(uint32_t ggml_type, qn_qformat *out);
-/* Bytes of one row of n elements; 0 if n is not a multiple of the block size. */
+/* Bytes of one row of n elements; 0 if n is not a multiple of the block size (device formats included). */
 size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n);
 const char *qn_qformat_name(qn_qformat fmt);
 /* Parses "q4_0", "Q4_K", "f16", ... (case-insensitive); QN_ERR_NOT_FOUND if unknown. */

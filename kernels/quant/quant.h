@@ -47,12 +47,14 @@ typedef enum qn_quant_path {
  * re-measure it (bench_gpu_quant runs both paths at n = 32..512) before changing this. */
 #define QN_QUANT_MMA_MAX_TOKENS 128
 
-/* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
+/* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, LQ4/LQ8/LNF4/LFP4. */
 static inline bool qn_quant_cuda_has_format(qn_qformat fmt) {
     return fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16 || fmt == QN_QFORMAT_Q4_0 ||
            fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
            fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K ||
-           fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K;
+           fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K ||
+           /* device-only GPTQ/AWQ/bnb blocks (lutq_gpu.h): K a multiple of 32 */
+           fmt == QN_QFORMAT_LQ4 || fmt == QN_QFORMAT_LQ8 || fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4;
 }
 
 /* sm: compute capability as major*10 + minor (90 = H100). The kernels need sm_80 (cp.async,

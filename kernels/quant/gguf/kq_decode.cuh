@@ -336,4 +336,7 @@ struct kq_fmt<QN_QFORMAT_Q6_K> {
     }
 };
 
+/* the device-only GPTQ/AWQ/bnb formats (lutq_gpu.h) */
+#include "kernels/quant/lutq_decode.cuh"
+
 #endif /* QN_KQ_DECODE_CUH */
