@@ -54,6 +54,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 #include "tp/comm.h"
 
@@ -76,9 +77,12 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
     } while (0)
 
 typedef struct dev_weight {
-    qn_qformat fmt;        /* format on the device (the file's, or F16 when dequantized at load) */
+    qn_qformat fmt;        /* format on the device (the file's, a lutq_gpu.h block format for HF GPTQ/AWQ/bnb
+                            * weights, or F16 when dequantized at load) */
     int64_t n, k;          /* rows, elements per row */
     void *d;               /* [n][row_bytes(fmt, k)] device */
+    bool act;              /* lutq_gpu formats: act-order, x is gathered through perm before the matmul */
+    int32_t *perm;         /* [k] device when act (right behind the blocks), else NULL */
 } dev_weight;
 
 typedef struct dev_layer {
@@ -180,11 +184,25 @@ static size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
 
 /* ---------------------------------------------------------------- weight placement */
 
-/* The format a weight takes on the device: as stored when a GPU kernel takes (fmt, K); otherwise
- * dequantized once to fp16 (F32 tensors, HF GPTQ/AWQ/NF4 repacks, types without a GPU kernel). */
+/* The format a weight takes on the device: as stored when a GPU kernel takes (fmt, K); HF GPTQ/AWQ/bnb
+ * repacks (lutq) in their lutq_gpu.h block format when it takes them; otherwise dequantized once to fp16
+ * (F32 tensors, types without a GPU kernel, lutq weights the block formats refuse, e.g. irregular g_idx). */
 static qn_qformat dev_format(const qn_weight *w) {
-    if (!w->lutq && qn_quant_check_shape(w->fmt, w->n, w->k) == QN_OK) return w->fmt;
+    if (w->lutq) {
+        char why[256];
+        qn_qformat f;
+        if (qn_lutq_gpu_format(w->lutq, &f, why, sizeof why) == QN_OK && qn_quant_check_shape(f, w->n, w->k) == QN_OK)
+            return f;
+        return QN_QFORMAT_F16;
+    }
+    if (qn_quant_check_shape(w->fmt, w->n, w->k) == QN_OK) return w->fmt;
     return QN_QFORMAT_F16;
+}
+
+/* The device weight of w before upload: format, shape, whether it carries an act-order perm. */
+static dev_weight dev_weight_of(const qn_weight *w) {
+    const qn_qformat f = dev_format(w);
+    return (dev_weight){f, w->n, w->k, NULL, qn_lutq_gpu_is_format(f) && w->lutq->perm, NULL};
 }
 
 /* The embedding table's device format: what qn_embed_cuda takes, else fp16. */
@@ -201,7 +219,8 @@ static bool output_shares_embd(const qn_model *m) {
 }
 
 static uint64_t weight_dev_bytes(const qn_weight *w, qn_qformat fmt) {
-    return align_up(qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n);
+    const bool perm = qn_lutq_gpu_is_format(fmt) && w->lutq->perm;
+    return align_up(qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n) + (perm ? align_up(sizeof(int32_t) * (size_t)w->k) : 0);
 }
 
 static uint64_t weights_bytes(const qn_model *m) {
@@ -239,11 +258,38 @@ static qn_status to_f16_host(const qn_weight *w, uint16_t *out, qn_error *err) {
     return QN_OK;
 }
 
+/* A lutq weight in its lutq_gpu.h block format: repacked on the host, blocks then the act-order perm. */
+static qn_status upload_lutq_gpu(qn_llama_cuda *f, const qn_weight *w, uint64_t *off, dev_weight *out, qn_error *err) {
+    const size_t bytes = qn_lutq_gpu_bytes(w->lutq, out->fmt);
+    void *h = malloc(bytes);
+    if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory repacking %s", w->name);
+    qn_status st = qn_lutq_gpu_repack(w->lutq, out->fmt, h);
+    if (st != QN_OK) qn_error_set(err, st, "cuda load: %s: repack to %s failed", w->name, qn_qformat_name(out->fmt));
+    else if (cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+        st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
+    free(h);
+    if (st != QN_OK || !out->act) return st;
+    out->perm = (int32_t *)((uint8_t *)f->wmem + *off);
+    *off += align_up(sizeof(int32_t) * (size_t)w->k);
+    CK(cudaMemcpy(out->perm, w->lutq->perm, sizeof(int32_t) * (size_t)w->k, cudaMemcpyHostToDevice));
+    return QN_OK;
+}
+
 static qn_status upload_weight(qn_llama_cuda *f, const qn_weight *w, qn_qformat fmt, uint64_t *off, dev_weight *out,
                                qn_error *err) {
     const size_t bytes = qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n;
-    *out = (dev_weight){fmt, w->n, w->k, (uint8_t *)f->wmem + *off};
+    *out = (dev_weight){fmt, w->n, w->k, (uint8_t *)f->wmem + *off, false, NULL};
     *off += align_up(bytes);
+    if (qn_lutq_gpu_is_format(fmt)) {
+        out->act = w->lutq->perm != NULL;
+        return upload_lutq_gpu(f, w, off, out, err);
+    }
+    if (w->lutq) { /* say why the block formats refused it */
+        char why[256] = "";
+        qn_qformat lf;
+        if (qn_lutq_gpu_format(w->lutq, &lf, why, sizeof why) != QN_OK)
+            QN_LOGW("cuda load: %s: no GPU block format (%s), dequantized to F16", w->name, why);
+    }
     if (fmt == w->fmt && !w->lutq) {
         CK(cudaMemcpy(out->d, w->data, bytes, cudaMemcpyHostToDevice));
         return QN_OK;
@@ -309,13 +355,18 @@ typedef struct act_plan {
     step_layout lay;
 } act_plan;
 
+static size_t mm_ws_at(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t n) {
+    if (qn_lutq_gpu_is_format(w->fmt)) return qn_lutq_matmul_workspace_size(q, w->fmt, w->n, w->k, w->act, n);
+    return qn_quant_matmul_workspace_size(q, w->fmt, QN_QUANT_PATH_AUTO, w->n, w->k, n);
+}
+
 static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t n_max) {
     size_t best = 0;
     for (int64_t n = 1; n <= n_max; n = n < QN_QUANT_GEMV_MAX_TOKENS ? n + 1 : n * 2) {
-        const size_t b = qn_quant_matmul_workspace_size(q, w->fmt, QN_QUANT_PATH_AUTO, w->n, w->k, n);
+        const size_t b = mm_ws_at(q, w, n);
         if (b > best) best = b;
     }
-    const size_t b = qn_quant_matmul_workspace_size(q, w->fmt, QN_QUANT_PATH_AUTO, w->n, w->k, n_max);
+    const size_t b = mm_ws_at(q, w, n_max);
     return b > best ? b : best;
 }
 
@@ -420,9 +471,9 @@ qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, u
         dev_layer *D = &f.layers[il];
         const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
-        for (int i = 0; i < 7; i++) *ds[i] = (dev_weight){dev_format(ws[i]), ws[i]->n, ws[i]->k, NULL};
+        for (int i = 0; i < 7; i++) *ds[i] = dev_weight_of(ws[i]);
     }
-    f.output = (dev_weight){dev_format(&m->output), m->output.n, m->output.k, NULL};
+    f.output = dev_weight_of(&m->output);
     qn_quant_cuda_ctx q = {.device = p->device, .sm = prop.major * 10 + prop.minor, .n_sm = prop.multiProcessorCount};
     act_plan a;
     plan_activations(&f, &q, &a);
@@ -539,9 +590,9 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
         dev_layer *D = &f->layers[il];
         const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
-        for (int i = 0; i < 7; i++) *ds[i] = (dev_weight){dev_format(ws[i]), ws[i]->n, ws[i]->k, NULL};
+        for (int i = 0; i < 7; i++) *ds[i] = dev_weight_of(ws[i]);
     }
-    f->output = (dev_weight){dev_format(&m->output), m->output.n, m->output.k, NULL};
+    f->output = dev_weight_of(&m->output);
     if ((st = alloc_all(f, m, err)) != QN_OK || (st = upload_model(f, m, err)) != QN_OK) goto fail;
     if (!(f->tap_buf = malloc(sizeof(float) * (size_t)f->p.max_tokens * (size_t)f->kmax))) {
         st = qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
@@ -600,6 +651,11 @@ static qn_status tap_rows(qn_llama_cuda *f, const char *name, int il, const void
 }
 
 static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, qn_error *err) {
+    if (qn_lutq_gpu_is_format(w->fmt)) {
+        const qn_lutq_gpu_weight lw = {w->fmt, w->n, w->k, w->d, w->perm};
+        KS(qn_lutq_matmul_cuda(&f->qctx, &lw, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream));
+        return QN_OK;
+    }
     KS(qn_quant_matmul_cuda(&f->qctx, w->fmt, w->d, w->n, w->k, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream));
     return QN_OK;
 }
