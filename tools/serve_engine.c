@@ -387,6 +387,16 @@ void qn_serve_engine_attach(qn_serve_engine *se, const qn_model *m, qn_engine *e
 void qn_serve_engine_destroy(qn_serve_engine *se) {
     if (!se) return;
     qn_engine *e = atomic_exchange(&se->eng, NULL);
+    if (e) { /* where the engine thread's time went: the first thing to read when serving is slow */
+        qn_engine_snapshot s;
+        qn_engine_get_stats(e, &s);
+        if (s.n_forward_steps > 0)
+            fprintf(stderr,
+                    "quern serve: engine: %lld forward steps, %.1f tokens/step, %lld sampled on the device; "
+                    "schedule %.2f s, forward %.2f s, host sampling + output %.2f s\n",
+                    (long long)s.n_forward_steps, (double)s.n_step_tokens / (double)s.n_forward_steps,
+                    (long long)s.n_device_sampled_steps, s.sched_s, s.forward_s, s.sample_s);
+    }
     qn_engine_destroy(e);
     free(se->model_name);
     free(se);

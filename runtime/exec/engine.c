@@ -1,5 +1,5 @@
-/* engine.c — the engine thread and its step loop (exec/engine.h). CPU forward for now; the step
- * is backend-agnostic up to the forward call. */
+/* engine.c — the engine thread and its step loop (exec/engine.h), over any exec/backend.h backend:
+ * host sampling from copied logits, or device sampling where the backend has it and the rows allow. */
 #include "exec/engine.h"
 
 #include <math.h>
@@ -50,6 +50,8 @@ struct qn_engine {
     qn_sched *sched;
     qn_batch batch;
     float *logits;              /* [max_num_seqs][n_vocab] */
+    qn_sample_row_params *sparams; /* [max entries] device-sampling params of a step's out rows */
+    int32_t *row_tok;           /* [max entries] tokens sampled on the device, by out row */
     int32_t *sampled;           /* [max entries] */
     qn_finish_reason *finish;   /* [max entries] */
     qn_token_prob *top;         /* [20] */
@@ -252,9 +254,41 @@ static void drain_queues(qn_engine *e) {
     }
 }
 
+/* Whether request r's next token can be drawn by the device sampler: nothing the host path would do to
+ * the logits first (penalties, logit_bias, the min_tokens mask) and no logprobs to report. */
+static bool device_samplable(const eng_req *r) {
+    const qn_sampler_params *sp = &r->p.sampling;
+    if (r->p.n_logprobs >= 0 || r->p.n_logit_bias > 0) return false;
+    if (sp->repetition_penalty != 1.0f || sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f) return false;
+    return r->n_emitted >= r->p.min_tokens || (r->p.ignore_eos && r->p.n_stop_token_ids == 0);
+}
+
+/* Fills e->sparams for the step's out rows when every live row is device-samplable. Draws each sampled
+ * row's uniform from its request's RNG exactly when qn_sampler_sample would (temperature > 0), so a
+ * seeded request gets the same draws on either path. Cancelled rows are sampled greedily and ignored. */
+static bool fill_device_params(qn_engine *e, const qn_sched_output *out, const qn_batch *b) {
+    if (e->cfg.host_sampling || !qn_backend_samples_on_device(e->be) || b->n_logits < 1) return false;
+    for (int32_t li = 0; li < b->n_logits; li++) {
+        const qn_sched_entry *en = &out->entries[b->logits_entry[li]];
+        if (!en->cancelled && !device_samplable(en->req->user)) return false;
+    }
+    for (int32_t li = 0; li < b->n_logits; li++) {
+        const qn_sched_entry *en = &out->entries[b->logits_entry[li]];
+        qn_sample_row_params *sp = &e->sparams[li];
+        *sp = (qn_sample_row_params){0};
+        if (en->cancelled) continue;
+        eng_req *r = en->req->user;
+        const qn_sampler_params *p = &r->p.sampling;
+        sp->temperature = p->temperature, sp->top_k = p->top_k, sp->top_p = p->top_p, sp->min_p = p->min_p;
+        if (p->temperature > 0.0f) sp->u = qn_sampler_uniform(&r->smp);
+    }
+    return true;
+}
+
 static qn_status engine_step(qn_engine *e) {
     const qn_sched_output *out = NULL;
     qn_error err = {0};
+    const double t0 = now_s();
     qn_status st = qn_sched_step(e->sched, &out);
     if (st != QN_OK) return st;
     for (int32_t i = 0; i < out->n_failed; i++) {
@@ -270,16 +304,21 @@ static qn_status engine_step(qn_engine *e) {
         }
     if ((st = qn_batch_build(&e->batch, out, e->cfg.block_size, 0)) != QN_OK) return st;
     const qn_batch *b = &e->batch;
+    const bool on_device = fill_device_params(e, out, b);
+    const double t1 = now_s();
     if (b->n_tokens > 0) {
         const qn_fwd_batch fb = {.n_tokens = b->n_tokens, .tokens = b->token_ids, .positions = b->positions,
                                  .seq_idx = b->seq_idx, .slot_mapping = b->slot_mapping, .n_seqs = b->n_seqs,
                                  .block_tables = b->block_tables, .max_blocks_per_seq = b->max_blocks_per_seq,
                                  .n_out = b->n_logits, .out_rows = b->logits_rows};
-        if ((st = qn_backend_forward(e->be, &fb, e->logits, &err)) != QN_OK) {
+        st = on_device ? qn_backend_forward_sample(e->be, &fb, e->sparams, e->row_tok, &err)
+                       : qn_backend_forward(e->be, &fb, e->logits, &err);
+        if (st != QN_OK) {
             fprintf(stderr, "quern: engine: forward failed: %s\n", err.msg);
             return st;
         }
     }
+    const double t2 = now_s();
     const int32_t n_vocab = e->m->cfg.n_vocab;
     for (int32_t i = 0; i < out->n_entries; i++) e->finish[i] = QN_FINISH_NONE, e->sampled[i] = 0;
     for (int32_t li = 0; li < b->n_logits; li++) {
@@ -287,12 +326,17 @@ static qn_status engine_step(qn_engine *e) {
         const qn_sched_entry *en = &out->entries[ei];
         if (en->cancelled) continue;
         eng_req *r = en->req->user;
-        float *lg = e->logits + (int64_t)li * n_vocab;
         float lp = 0;
         const int32_t n_top = r->p.n_logprobs > 20 ? 20 : r->p.n_logprobs;
-        apply_logit_mods(e, r, lg);
-        const int32_t tok = qn_sampler_sample(&r->smp, lg, en->req->tokens, en->req->n_tokens,
-                                              r->p.n_logprobs >= 0 ? &lp : NULL, n_top > 0 ? e->top : NULL, n_top);
+        int32_t tok;
+        if (on_device) {
+            tok = e->row_tok[li];
+        } else {
+            float *lg = e->logits + (int64_t)li * n_vocab;
+            apply_logit_mods(e, r, lg);
+            tok = qn_sampler_sample(&r->smp, lg, en->req->tokens, en->req->n_tokens,
+                                    r->p.n_logprobs >= 0 ? &lp : NULL, n_top > 0 ? e->top : NULL, n_top);
+        }
         e->sampled[ei] = tok;
         e->finish[ei] = on_token(e, r, tok, lp, e->top, n_top > 0 ? n_top : 0);
     }
@@ -304,8 +348,13 @@ static qn_status engine_step(qn_engine *e) {
             emit_finish(e, r, QN_FINISHED_LENGTH, NULL, -1, QN_OK, NULL);
         eng_req_free(r);
     }
+    const double t3 = now_s();
     pthread_mutex_lock(&e->mu);
     e->stats.n_generation_tokens += b->n_logits;
+    e->stats.sched_s += t1 - t0, e->stats.forward_s += t2 - t1, e->stats.sample_s += t3 - t2;
+    e->stats.n_forward_steps += b->n_tokens > 0;
+    e->stats.n_device_sampled_steps += on_device;
+    e->stats.n_step_tokens += b->n_tokens;
     pthread_mutex_unlock(&e->mu);
     return QN_OK;
 }
@@ -388,12 +437,14 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     if ((st = qn_sched_create(&sc, e->pool, &e->sched, err)) != QN_OK) goto err_free;
     e->logits = malloc(sizeof(float) * (size_t)mc->n_vocab * n_entries);
     e->sampled = calloc(n_entries, sizeof(int32_t));
+    e->sparams = calloc(n_entries, sizeof(qn_sample_row_params));
+    e->row_tok = calloc(n_entries, sizeof(int32_t));
     e->finish = calloc(n_entries, sizeof(qn_finish_reason));
     e->top = calloc(20, sizeof(qn_token_prob));
     e->eog_ids = malloc(sizeof(int32_t) * 64);
     for (int32_t t = 0; e->eog_ids && t < mc->n_vocab && e->n_eog < 64; t++)
         if (qn_vocab_is_eog(m->vocab, t)) e->eog_ids[e->n_eog++] = t;
-    if (!e->logits || !e->sampled || !e->finish || !e->top || !e->eog_ids) {
+    if (!e->logits || !e->sampled || !e->sparams || !e->row_tok || !e->finish || !e->top || !e->eog_ids) {
         st = qn_error_set(err, QN_ERR_NOMEM, "engine: out of memory for logits");
         goto err_free;
     }
@@ -410,7 +461,7 @@ err_free:
     qn_block_pool_destroy(e->pool);
     qn_backend_destroy(e->be);
     qn_batch_free(&e->batch);
-    free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
+    free(e->logits), free(e->sampled), free(e->sparams), free(e->row_tok), free(e->finish), free(e->top), free(e->eog_ids);
     free(e);
     return st;
 }
@@ -437,7 +488,7 @@ void qn_engine_destroy(qn_engine *e) {
     qn_block_pool_destroy(e->pool);
     qn_backend_destroy(e->be);
     qn_batch_free(&e->batch);
-    free(e->logits), free(e->sampled), free(e->finish), free(e->top), free(e->eog_ids);
+    free(e->logits), free(e->sampled), free(e->sparams), free(e->row_tok), free(e->finish), free(e->top), free(e->eog_ids);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);

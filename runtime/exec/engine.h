@@ -3,7 +3,10 @@
  *   schedule -> build batch -> (CoW copies) -> forward -> sample -> stop checks -> stream out.
  * Other threads only submit and abort (thread-safe queues); results come back through a per-request
  * callback that runs ON THE ENGINE THREAD and must not block (the HTTP host queues and wakes its
- * loop). Sampling is per request with its own seeded RNG, so batching never changes a seeded result. */
+ * loop). Sampling is per request with its own seeded RNG, so batching never changes a seeded result.
+ * On a backend that samples on the device (CUDA), a step whose rows need nothing but temperature /
+ * top-k / top-p / min-p (no penalties, logprobs, logit_bias or min_tokens mask) is sampled there with
+ * the request's own uniform draw, so only token ids cross PCIe; other steps copy logits to the host. */
 #ifndef QN_ENGINE_H
 #define QN_ENGINE_H
 
@@ -34,6 +37,8 @@ typedef struct qn_engine_config {
                                      * CUDA: from gpu_memory_utilization */
     bool enable_prefix_cache;       /* true */
     int32_t max_waiting;            /* submissions beyond this many waiting are refused (QN_ERR_BUSY) */
+    bool host_sampling;             /* sample every row on the host even where the backend could sample on
+                                     * the device (tests compare the two) */
 } qn_engine_config;
 
 qn_engine_config qn_engine_config_default(void);
@@ -95,6 +100,11 @@ typedef struct qn_engine_snapshot {
     double kv_usage;                /* 0..1 */
     int64_t prefix_queries, prefix_hits, n_preemptions;
     int64_t n_prompt_tokens, n_generation_tokens, n_steps;
+    /* engine-thread time by phase (seconds since start): schedule + batch build, forward (with device
+     * sampling when taken), host sampling + stop checks + events; and the steps whose tokens were
+     * sampled on the device */
+    double sched_s, forward_s, sample_s;
+    int64_t n_forward_steps, n_device_sampled_steps, n_step_tokens;
 } qn_engine_snapshot;
 
 /* --- lifecycle --- */
