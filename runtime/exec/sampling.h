@@ -35,6 +35,7 @@ typedef struct qn_sampler {
     int32_t n_vocab;
     uint64_t rng[4];
     qn_token_prob *cand;        /* [n_vocab] scratch */
+    qn_token_prob *tmp;         /* [n_vocab] sort scratch, allocated on the first tempered sample */
     int32_t *counts;            /* [n_vocab] scratch for penalties */
 } qn_sampler;
 
