@@ -7,7 +7,8 @@
 # With llama.cpp built by bench/gpu_llamacpp.sh ($QN_LLAMA_DIR/build-cuda/bin), the bench and synth steps run
 # llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
 # Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16"),
-# QN_SERVE_CONC (max-concurrency values of the serve benchmark, default "16"; 2c prompts, at least 64).
+# QN_SERVE_CONC (max-concurrency values of the serve benchmark, default "16"; 2c prompts, at least 64),
+# QN_SERVE_TYPES (synth types that are also served, default "Q4_K_M").
 # Logs go to $OUT (default ./gpu-e2e-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,7 +73,7 @@ if want synth && [ -f "$SMOL" ]; then
         step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" --vocab "$SMOL" -t 16 -o "$f" -q
         [ -f "$f" ] && step "bench_8b_$ty" 300 "$Q" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md
         [ -f "$f" ] && [ -x "$LB" ] && step "llama_bench_8b_$ty" 300 "$LB" -m "$f" -ngl 99 -p 512 -n 128 -r 3 -o md
-        if [ -f "$f" ] && [ "$ty" = Q4_K_M ] && want serve; then
+        if [ -f "$f" ] && [[ " ${QN_SERVE_TYPES:-Q4_K_M} " == *" $ty "* ]] && want serve; then
             # the serving engine on the GPU: continuous batching, 16 concurrent streams of 512 in / 128 out
             "$Q" serve "$f" --device cuda --port 8765 --max-model-len 2048 >>"$OUT/serve.log" 2>&1 &
             sp=$!
@@ -83,6 +84,7 @@ if want synth && [ -f "$SMOL" ]; then
                     --num-prompts $np --max-concurrency $c --save-result --result-dir "$OUT" --label "quern-cuda-8b-$ty-c$c"
             done
             kill $sp; wait $sp 2>/dev/null
+            grep "engine:" "$OUT/serve.log" | tail -1 | tee -a "$LOG"
         fi
         rm -f "$f"
     done
