@@ -1,7 +1,8 @@
 /* bench_gpu_quant.cu — GGUF GPU matmul benchmark (kernels/quant/quant.h) beside cuBLAS fp16.
  * Every GPU format x Llama-3-8B projection shapes (N x K = 4096x4096, 1024x4096, 14336x4096,
- * 4096x14336) x n = 1 .. 4096 tokens; each point on the path qn_quant_select_path picks and, for
- * the crossover, on the other candidate path. Times are CUDA-graph replays of back-to-back calls
+ * 4096x14336, and the 128256x4096 LM head) x n = 1 .. 4096 tokens; each point on the path
+ * qn_quant_select_path picks and, for the crossover, on the other candidate path; at n <= 16 the int8
+ * MMVQ path and the tensor-core GEMV side by side (the summary compares them at n = 1). Times are CUDA-graph replays of back-to-back calls
  * over rotating weight copies (> 3x L2, so weights come from HBM), median of 15; GB/s counts the
  * minimum bytes (weights + x + y once), % is of the device-to-device copy bandwidth measured in the
  * same run. One JSON line per point (--json FILE, default stdout), a summary table at the end.
@@ -42,6 +43,7 @@ static const qn_qformat FORMATS[] = {
 struct shape { int64_t N, K; const char *name; };
 static const shape SHAPES[] = {
     {4096, 4096, "q/o"}, {1024, 4096, "k/v"}, {14336, 4096, "gate/up"}, {4096, 14336, "down"},
+    {128256, 4096, "lm_head"},
 };
 static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 64, 128, 512, 4096};
 
@@ -174,7 +176,7 @@ static int time_op(op_ctx *c, qn_bench_op_fn fn, void *stream, qn_bench_stats *s
 
 static const char *path_name(qn_quant_path p) {
     return p == QN_QUANT_PATH_GEMV ? "gemv" : p == QN_QUANT_PATH_MMA ? "mma"
-           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant_cublas" : "?";
+           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant_cublas" : p == QN_QUANT_PATH_MMVQ ? "mmvq" : "?";
 }
 
 static bool in_list(const char *list, const char *item) {
@@ -188,7 +190,7 @@ static bool in_list(const char *list, const char *item) {
     return strstr(buf, key) != NULL;
 }
 
-struct summary_row { const char *fmt; int64_t N, K; double us1, pct1, us16, cub1; };
+struct summary_row { const char *fmt; int64_t N, K; double us1, pct1, us16, cub1, gemv1, gemv_pct1; qn_quant_path p1; };
 
 static const char *dequant_name(qn_quant_dequant_variant v) {
     return v == QN_QUANT_DEQUANT_FAST ? "fast" : v == QN_QUANT_DEQUANT_STAGED ? "staged" : "ref";
@@ -299,16 +301,18 @@ int main(int argc, char **argv) {
     }
 
     /* shared activations/outputs/workspace, sized for the largest point */
-    int64_t nmax = 1, kmax = 0, Nmax = 0;
+    int64_t nmax = 1, kmax = 0, Nmax = 0, NKmax = 0;
     for (size_t i = 0; i < sizeof NS / sizeof NS[0]; i++) {
         char b[16];
         snprintf(b, sizeof b, "%lld", (long long)NS[i]);
         if (in_list(n_list, b) && NS[i] > nmax) nmax = NS[i];
     }
-    for (const shape &s : SHAPES) kmax = s.K > kmax ? s.K : kmax, Nmax = s.N > Nmax ? s.N : Nmax;
+    for (const shape &s : SHAPES)
+        kmax = s.K > kmax ? s.K : kmax, Nmax = s.N > Nmax ? s.N : Nmax, NKmax = s.N * s.K > NKmax ? s.N * s.K : NKmax;
     void *dx, *ws;
     float *dy;
-    const size_t x_bytes = (size_t)(nmax * kmax) * 2, ws_bytes = (size_t)(Nmax * kmax) * 2 + (1 << 20);
+    /* workspace: the dequant+cuBLAS path's fp16 weights (the largest), or the q8 activations */
+    const size_t x_bytes = (size_t)(nmax * kmax) * 2, ws_bytes = (size_t)NKmax * 2 + (size_t)(nmax * kmax) * 2 + (1 << 20);
     CK(cudaMalloc(&dx, x_bytes));
     CK(cudaMalloc((void **)&dy, (size_t)(nmax * Nmax) * 4));
     CK(cudaMalloc(&ws, ws_bytes));
@@ -356,16 +360,19 @@ int main(int argc, char **argv) {
             const size_t wb = (size_t)sh.N * qn_qformat_row_bytes(f, sh.K);
             void *w[256];
             const int rot = upload_rotations(&env, f, wb, w);
-            summary_row row = {QN_QFORMATS[f].name, sh.N, sh.K, -1, -1, -1, -1};
+            summary_row row = {QN_QFORMATS[f].name, sh.N, sh.K, -1, -1, -1, -1, -1, -1, QN_QUANT_PATH_NONE};
             for (size_t ni = 0; ni < sizeof NS / sizeof NS[0]; ni++) {
                 const int64_t n = NS[ni];
                 char b[16];
                 snprintf(b, sizeof b, "%lld", (long long)n);
                 if (!in_list(n_list, b)) continue;
                 const qn_quant_path chosen = qn_quant_select_path(f, qc.sm, n);
-                qn_quant_path paths[3];
+                qn_quant_path paths[4];
                 int np = 0;
                 paths[np++] = chosen;
+                /* decode: the int8 path beside the tensor-core GEMV */
+                if (n <= 16 && chosen != QN_QUANT_PATH_GEMV) paths[np++] = QN_QUANT_PATH_GEMV;
+                if (n <= 16 && chosen != QN_QUANT_PATH_MMVQ && qn_quant_mmvq_has_format(f)) paths[np++] = QN_QUANT_PATH_MMVQ;
                 /* the crossover candidates beside the chosen path */
                 if (n >= 32 && n <= 512 && chosen != QN_QUANT_PATH_MMA) paths[np++] = QN_QUANT_PATH_MMA;
                 if (n >= 32 && chosen != QN_QUANT_PATH_DEQUANT_CUBLAS) paths[np++] = QN_QUANT_PATH_DEQUANT_CUBLAS;
@@ -374,6 +381,7 @@ int main(int argc, char **argv) {
                 if (sweep && n <= 16) n_split = 6, splits[1] = 1, splits[2] = 2, splits[3] = 4, splits[4] = 8, splits[5] = 16;
                 for (int pi = 0; pi < np; pi++)
                     for (int si = 0; si < (pi == 0 ? n_split : 1); si++) {
+                        if (paths[pi] == QN_QUANT_PATH_MMVQ && splits[si] > 4) continue; /* warps per row: 1, 2, 4 */
                         op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode}};
                         qn_bench_stats s;
                         if (time_op(&c, op_quant, st, &s) != 0) {
@@ -396,8 +404,15 @@ int main(int argc, char **argv) {
                         fflush(js);
                         if (pi == 0 && splits[si] == 0) {
                             if (n == 1) row.us1 = s.median_us, row.pct1 = 100.0 * gbs / env.copy_gbs, row.cub1 = cub_us[ni];
+                            if (n == 1) row.p1 = paths[pi];
                             if (n == 16) row.us16 = s.median_us;
                         }
+                        if (n == 1 && paths[pi] == QN_QUANT_PATH_GEMV && splits[si] == 0)
+                            row.gemv1 = s.median_us, row.gemv_pct1 = 100.0 * gbs / env.copy_gbs;
+                        if (n <= 16 && splits[si] == 0)
+                            fprintf(stderr, "  %-5s %-12s n=%-3lld %-5s %9.2f us %7.0f GB/s %5.1f%% of copy\n",
+                                    QN_QFORMATS[f].name, sname, (long long)n, path_name(paths[pi]), s.median_us, gbs,
+                                    100.0 * gbs / env.copy_gbs);
                         if (sweep && n <= 16)
                             fprintf(stderr, "  sweep %s %s n=%lld split %2d: %8.2f us %5.1f%%\n", QN_QFORMATS[f].name, sname,
                                     (long long)n, splits[si], s.median_us, 100.0 * gbs / env.copy_gbs);
@@ -408,12 +423,14 @@ int main(int argc, char **argv) {
         }
     }
 
-    printf("\n%-6s %-12s %9s %8s %9s %8s %10s\n", "fmt", "NxK", "n=1 us", "%copy", "n=16 us", "16/1", "cuBLAS n=1");
+    printf("\n%-6s %-12s %-5s %9s %8s %9s %8s %7s %9s %8s %10s\n", "fmt", "NxK", "n=1", "us", "%copy", "gemv us",
+           "%copy", "gain", "n=16 us", "16/1", "cuBLAS n=1");
     for (int i = 0; i < n_rows; i++) {
         const summary_row &r = rows[i];
         char sn[32];
         snprintf(sn, sizeof sn, "%lldx%lld", (long long)r.N, (long long)r.K);
-        printf("%-6s %-12s %9.2f %7.1f%% %9.2f %8.2f %10.2f\n", r.fmt, sn, r.us1, r.pct1, r.us16,
+        printf("%-6s %-12s %-5s %9.2f %7.1f%% %9.2f %7.1f%% %6.2fx %9.2f %8.2f %10.2f\n", r.fmt, sn, path_name(r.p1),
+               r.us1, r.pct1, r.gemv1, r.gemv_pct1, r.us1 > 0 && r.gemv1 > 0 ? r.gemv1 / r.us1 : 0.0, r.us16,
                r.us1 > 0 && r.us16 > 0 ? r.us16 / r.us1 : 0.0, r.cub1);
     }
     printf("copy bandwidth %.0f GB/s (read+write), graph launch floor %.2f us, %s, commit %s\n", env.copy_gbs,

@@ -10,8 +10,8 @@
  *              take; the runtime's norms/activations write fp16 for the next matmul.)
  *   y  [n][N]  f32 outputs, overwritten (no accumulate), f32 accumulation throughout.
  *   K: a multiple of 32 (F16, BF16, Q4_0..Q8_0) or 256 (K-quants); N, n >= 0.
- * Weights go through fp16 on every path (tensor cores / cuBLAS fp16): |w| must fit fp16, as in
- * ggml-cuda; real GGUF weights do.
+ * Weights go through fp16 on every path but MMVQ (tensor cores / cuBLAS fp16): |w| must fit fp16, as
+ * in ggml-cuda; real GGUF weights do. MMVQ (the decode default) instead rounds x to int8 per 32.
  * This header needs no CUDA headers: stream and cuBLAS handle are passed as void *. It is
  * declared in every build; the definitions exist only when QN_HAVE_CUDA is set. */
 #ifndef QN_QUANT_H
@@ -36,6 +36,8 @@ typedef enum qn_quant_path {
     QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 */
     QN_QUANT_PATH_MMA,                /* the same kernel with 4-8 token tiles, n in chunks of 64 */
     QN_QUANT_PATH_DEQUANT_CUBLAS,     /* dequant to an fp16 workspace + cuBLAS fp16 GEMM */
+    QN_QUANT_PATH_MMVQ,               /* int8 activations (q8, in the workspace) x weight codes by __dp4a,
+                                       * n in launches of <= 8 (kq_mmvq.cuh); legacy and K-quants only */
 } qn_quant_path;
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
@@ -68,8 +70,28 @@ static inline bool qn_quant_use_mma(qn_qformat fmt, int sm, int64_t n_tokens) {
            n_tokens <= QN_QUANT_MMA_MAX_TOKENS;
 }
 
+/* n <= this: the int8 path (MMVQ) instead of the tensor-core GEMV. A first guess (ggml-cuda's mmvq
+ * stops at 8 tokens); re-tune from bench_gpu_quant, which runs both at n = 1..16. */
+#ifndef QN_QUANT_MMVQ_MAX_TOKENS
+#define QN_QUANT_MMVQ_MAX_TOKENS 8
+#endif
+
+/* Formats the int8 path decodes (not F16/BF16: their weights are no integer codes). */
+static inline bool qn_quant_mmvq_has_format(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
+           fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K || fmt == QN_QFORMAT_Q4_K ||
+           fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K;
+}
+
+/* The activations are rounded to int8 per 32 (relative error ~1/254 of the block's max |x|), as in
+ * ggml-cuda's mmvq; the GEMV keeps them fp16. */
+static inline bool qn_quant_use_mmvq(qn_qformat fmt, int sm, int64_t n_tokens) {
+    return qn_quant_mmvq_has_format(fmt) && sm >= 80 && n_tokens >= 1 && n_tokens <= QN_QUANT_MMVQ_MAX_TOKENS;
+}
+
 static inline qn_quant_path qn_quant_select_path(qn_qformat fmt, int sm, int64_t n_tokens) {
     if (!qn_quant_cuda_has_format(fmt) || sm < 80) return QN_QUANT_PATH_NONE;
+    if (qn_quant_use_mmvq(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMVQ;
     if (qn_quant_use_gemv(fmt, sm, n_tokens)) return QN_QUANT_PATH_GEMV;
     if (qn_quant_use_mma(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMA;
     return n_tokens < 1 ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_DEQUANT_CUBLAS;
@@ -102,12 +124,14 @@ typedef enum qn_quant_split_mode {
 
 typedef struct qn_quant_matmul_opts {
     qn_quant_path path;             /* AUTO: qn_quant_select_path(fmt, ctx->sm, n) */
-    int split;                      /* K split over CTAs: 0 = auto, else 1, 2, 4, 8 or 16 */
+    int split;                      /* K split over CTAs: 0 = auto, else 1, 2, 4, 8 or 16
+                                     * (MMVQ: warps of a CTA per row, 0 = auto, 1, 2 or 4) */
     qn_quant_split_mode split_mode;
 } qn_quant_matmul_opts;
 
 /* Workspace bytes the call needs at its best: GEMV/MMA: split-K counters + partial tiles (0 when it
- * would not split); DEQUANT_CUBLAS: counters + N*K fp16. path: as in opts.
+ * would not split); DEQUANT_CUBLAS: counters + N*K fp16; MMVQ: counters + the q8 activations
+ * (qn_mmvq_x_bytes: ~1.25 n*K; under AUTO a short workspace falls back to GEMV). path: as in opts.
  * The workspace (device memory, 16-byte aligned) must be zero-filled once after allocation: its
  * first 64 KB hold split-K counters that every call leaves at zero. One workspace per stream: two
  * calls in flight must not share one. A smaller workspace is fine for GEMV/MMA (cluster split or

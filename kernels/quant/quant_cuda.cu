@@ -10,6 +10,7 @@
 #include "kernels/common/cuda_check.h"
 #include "kernels/quant/gguf/kq_dequant.h"
 #include "kernels/quant/gguf/kq_kernel.cuh"
+#include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/quant.h"
 
 qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle) {
@@ -142,6 +143,8 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_DEQUANT_CUBLAS)
         return KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
+    if (path == QN_QUANT_PATH_MMVQ) /* after the counters, which GEMV calls on this workspace keep */
+        return qn_quant_mmvq_has_format(fmt) ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K)) : 0;
     if (path != QN_QUANT_PATH_GEMV && path != QN_QUANT_PATH_MMA) return 0;
     kq_plan p;
     if (kq_make_plan(ctx, fmt, path, N, K, n, 0, &p) != QN_OK) {
@@ -240,9 +243,25 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (split < 0 || split > KQ_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
     if (split > 1 && mode == QN_QUANT_SPLIT_CLUSTER && ctx->sm < 90) return QN_ERR_UNSUPPORTED;
     if (workspace && !is_aligned16(workspace)) return QN_ERR_INVALID_ARG;
+    const bool automatic = path == QN_QUANT_PATH_AUTO;
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_NONE || ctx->sm < 80) return QN_ERR_UNSUPPORTED;
     const cudaStream_t s = (cudaStream_t)stream;
+
+    if (path == QN_QUANT_PATH_MMVQ) {
+        /* q8 activations after the split-K counters; split = warps per row (1, 2, 4) */
+        const size_t need = KQ_WS_COUNTERS + qn_mmvq_x_bytes(n, K);
+        const bool fits = workspace && ws_bytes >= need && split <= 4;
+        if (!fits && automatic) path = QN_QUANT_PATH_GEMV; /* a runtime sized for the GEMV still works */
+        else if (!qn_quant_mmvq_has_format(fmt)) return QN_ERR_UNSUPPORTED;
+        else if (!fits) return QN_ERR_INVALID_ARG;
+        else {
+            void *xq = (uint8_t *)workspace + KQ_WS_COUNTERS;
+            st = kq_mmvq_quantize_x(x, n, K, xq, stream);
+            if (st != QN_OK) return st;
+            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, stream);
+        }
+    }
 
     if (path == QN_QUANT_PATH_GEMV || path == QN_QUANT_PATH_MMA)
         return kq_matmul_fused(ctx, fmt, path, w, N, K, (const __half *)x, n, y, split, mode, workspace, ws_bytes, s);

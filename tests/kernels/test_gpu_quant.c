@@ -12,7 +12,17 @@
  * symmetric formats and up to three times (scale, min, value) for affine/K formats, so per output
  *   |got - ref| <= 8u * sum_k |w_k x_k| + 8u * max_k |w_k| * sqrt(sum_k x_k^2)
  * (the second term covers d*q - m cancellation), and NMSE <= 1e-5 per case of >= 64 outputs
- * (expected ~1e-7; a handful of outputs can be near zero by cancellation). */
+ * (expected ~1e-7; a handful of outputs can be near zero by cancellation).
+ *
+ * The int8 path (MMVQ, n <= 8 under AUTO) rounds x to q8 blocks (kq_mmvq.h); its quantizer must write
+ * the bits of its host twin qn_mmvq_quantize_x_ref, ties included. Its matmul is checked twice:
+ *   - against the double dot product of the exact weights with the SAME q8 activations (d*q, from the
+ *     host twin): integer block dots are exact, only ~4 f32 roundings per block term and the f32 sums
+ *     remain, so |got - ref8| <= 2^-16 (sum_k |w_k xq_k| + max_k |w_k| * sum_k |xq_k|) (the second
+ *     term covers the d*i + m*S cancellation of affine/K formats) and NMSE <= 1e-10 (expected ~1e-14);
+ *   - against the fp16 reference above, with the bound of the activation rounding added:
+ *     |x - d q| <= 0.50004 d per element (half a step, plus the f32 rounding of 127/amax and amax/127),
+ *     so |got - ref| <= tol + 0.501 sum_k |w_k| d_block(k), NMSE <= 1e-3 (expected ~3e-5 for normal x). */
 #include "harness.h"
 
 #include <math.h>
@@ -26,6 +36,7 @@
 
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/qformat.h"
 #include "kernels/quant/quant.h"
 
@@ -51,12 +62,19 @@ static void test_select_path(void **state) {
     }
     for (int i = 0; i < N_GPU_FORMATS; i++) {
         const qn_qformat f = GPU_FORMATS[i];
+        const bool int8 = f != QN_QFORMAT_F16 && f != QN_QFORMAT_BF16; /* the MMVQ formats */
+        assert_int_equal(qn_quant_mmvq_has_format(f), int8);
         for (int64_t n = 1; n <= QN_QUANT_GEMV_MAX_TOKENS; n++) {
             assert_true(qn_quant_use_gemv(f, 90, n));
             assert_true(qn_quant_use_gemv(f, 80, n));
             assert_false(qn_quant_use_mma(f, 90, n));
-            assert_int_equal(qn_quant_select_path(f, 90, n), QN_QUANT_PATH_GEMV);
+            const bool mmvq = int8 && n <= QN_QUANT_MMVQ_MAX_TOKENS;
+            assert_int_equal(qn_quant_use_mmvq(f, 90, n), mmvq);
+            assert_int_equal(qn_quant_select_path(f, 90, n), mmvq ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_GEMV);
         }
+        assert_false(qn_quant_use_mmvq(f, 90, 0));
+        assert_false(qn_quant_use_mmvq(f, 75, 1));
+        assert_false(qn_quant_use_mmvq(f, 90, QN_QUANT_MMVQ_MAX_TOKENS + 1));
         assert_false(qn_quant_use_gemv(f, 75, 1)); /* no cp.async / m16n8k16 */
         assert_false(qn_quant_use_gemv(f, 90, 0));
         assert_false(qn_quant_use_gemv(f, 90, 17));
@@ -75,6 +93,7 @@ static void test_select_path(void **state) {
     const qn_qformat none[] = {QN_QFORMAT_F32, QN_QFORMAT_Q8_1, QN_QFORMAT_Q8_K};
     for (int i = 0; i < 3; i++) {
         assert_false(qn_quant_use_gemv(none[i], 90, 1));
+        assert_false(qn_quant_use_mmvq(none[i], 90, 1));
         assert_int_equal(qn_quant_select_path(none[i], 90, 1), QN_QUANT_PATH_NONE);
     }
 }
@@ -93,6 +112,12 @@ static void test_check_shape(void **state) {
     assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q8_1, QN_QUANT_PATH_AUTO, 4096, 4096, 1), 0);
     assert_true(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 4096) >=
                 (size_t)4096 * 4096 * 2);
+    /* MMVQ: 64 KB of split-K counters, then n*K int8 codes and n*K/32 8-byte records */
+    for (int64_t n = 1; n <= 8; n++)
+        assert_true(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_0, QN_QUANT_PATH_AUTO, 4096, 14336, n) >=
+                    65536 + (size_t)n * 14336 + (size_t)n * 14336 / 32 * 8);
+    assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_F16, QN_QUANT_PATH_MMVQ, 64, 64, 1), 0);
+    assert_int_equal(qn_mmvq_x_bytes(3, 96), 512 + 3 * 3 * 8); /* 288 codes, padded to a multiple of 256 */
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -183,6 +208,9 @@ typedef struct problem {
     uint16_t *x;      /* [nmax][K] fp16 */
     double *yref;     /* [nmax][N] */
     double *tol;      /* [nmax][N] */
+    double *yq8;      /* [nmax][N] the exact weights . the q8 activations (MMVQ reference) */
+    double *tolq8;    /* [nmax][N] */
+    double *tolx8;    /* [nmax][N] MMVQ against yref: tol + the activation rounding bound */
     void *dw, *dx;    /* device copies */
     float *dy;        /* [nmax][N] + guard */
     void *dws;        /* workspace for DEQUANT_CUBLAS */
@@ -190,6 +218,39 @@ typedef struct problem {
 } problem;
 
 #define GUARD 64
+
+/* The MMVQ references of a problem whose wref and x are set: the host twin's q8 activations, then the
+ * double dot products with the exact weights (yq8, tolq8) and the bound against yref (tolx8). */
+static void problem_init_q8(problem *p) {
+    const int64_t N = p->N, K = p->K, nb = K / QN_MMVQ_QK;
+    int8_t *q = malloc((size_t)(p->nmax * K));
+    qn_mmvq_xrec *rec = malloc(sizeof(qn_mmvq_xrec) * (size_t)(p->nmax * nb));
+    double *xd = malloc(sizeof(double) * (size_t)K), *dk = malloc(sizeof(double) * (size_t)K);
+    assert_true(q && rec && xd && dk);
+    qn_mmvq_quantize_x_ref(p->x, p->nmax, K, q, rec);
+    for (int64_t t = 0; t < p->nmax; t++) {
+        double xa = 0;
+        for (int64_t k = 0; k < K; k++) {
+            dk[k] = rec[t * nb + k / QN_MMVQ_QK].d;
+            xd[k] = dk[k] * (double)q[t * K + k]; /* exact: f32 d times an int8 */
+            xa += fabs(xd[k]);
+        }
+        for (int64_t i = 0; i < N; i++) {
+            const float *wr = p->wref + i * K;
+            double s = 0, sa = 0, wmax = 0, qerr = 0;
+            for (int64_t k = 0; k < K; k++) {
+                s += (double)wr[k] * xd[k];
+                sa += fabs((double)wr[k] * xd[k]);
+                wmax = fmax(wmax, fabs(wr[k]));
+                qerr += fabs(wr[k]) * dk[k];
+            }
+            p->yq8[t * N + i] = s;
+            p->tolq8[t * N + i] = ldexp(sa + wmax * xa, -16) + 1e-30;
+            p->tolx8[t * N + i] = p->tol[t * N + i] + 0.501 * qerr;
+        }
+    }
+    free(q), free(rec), free(xd), free(dk);
+}
 
 static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int64_t K, int64_t nmax, uint64_t seed) {
     memset(p, 0, sizeof *p);
@@ -202,7 +263,10 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     p->x = malloc(2 * (size_t)(nmax * K));
     p->yref = malloc(sizeof(double) * (size_t)(nmax * N));
     p->tol = malloc(sizeof(double) * (size_t)(nmax * N));
-    assert_true(p->w && p->wref && p->x && p->yref && p->tol);
+    p->yq8 = malloc(sizeof(double) * (size_t)(nmax * N));
+    p->tolq8 = malloc(sizeof(double) * (size_t)(nmax * N));
+    p->tolx8 = malloc(sizeof(double) * (size_t)(nmax * N));
+    assert_true(p->w && p->wref && p->x && p->yref && p->tol && p->yq8 && p->tolq8 && p->tolx8);
     make_weights(fmt, N, K, &r, p->w);
     const size_t rb = qn_qformat_row_bytes(fmt, K);
     for (int64_t i = 0; i < N; i++) QN_QFORMATS[fmt].dequant_ref(p->w + (size_t)i * rb, p->wref + i * K, K);
@@ -230,18 +294,21 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
         }
     }
     free(xd);
+    problem_init_q8(p);
 
     CK(cudaMalloc(&p->dw, p->w_bytes ? p->w_bytes : 16));
     CK(cudaMalloc(&p->dx, 2 * (size_t)(nmax * K)));
     CK(cudaMalloc((void **)&p->dy, sizeof(float) * (size_t)(nmax * N + GUARD)));
     CK(cudaMemcpy(p->dw, p->w, p->w_bytes, cudaMemcpyHostToDevice));
     CK(cudaMemcpy(p->dx, p->x, 2 * (size_t)(nmax * K), cudaMemcpyHostToDevice));
-    /* one workspace for every path: the larger of the dequant+cuBLAS and the split-K needs */
+    /* one workspace for every path: the largest of the dequant+cuBLAS, split-K and q8 activation needs */
     p->ws_bytes = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, nmax);
     const size_t ws_mma = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_MMA, N, K, 64);
     const size_t ws_gemv = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_GEMV, N, K, 16);
     if (ws_mma > p->ws_bytes) p->ws_bytes = ws_mma;
     if (ws_gemv > p->ws_bytes) p->ws_bytes = ws_gemv;
+    const size_t ws_mmvq = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_MMVQ, N, K, nmax);
+    if (ws_mmvq > p->ws_bytes) p->ws_bytes = ws_mmvq;
     CK(cudaMalloc(&p->dws, p->ws_bytes));
     CK(cudaMemset(p->dws, 0, p->ws_bytes)); /* the split-K counters start at zero */
 }
@@ -259,15 +326,42 @@ static void check_counters_zero(problem *p) {
 
 static void problem_free(problem *p) {
     free(p->w), free(p->wref), free(p->x), free(p->yref), free(p->tol);
+    free(p->yq8), free(p->tolq8), free(p->tolx8);
     cudaFree(p->dw), cudaFree(p->dx), cudaFree(p->dy), cudaFree(p->dws);
 }
 
 static const char *path_name(qn_quant_path p) {
     return p == QN_QUANT_PATH_GEMV ? "gemv" : p == QN_QUANT_PATH_MMA ? "mma"
-           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : "auto";
+           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : p == QN_QUANT_PATH_MMVQ ? "mmvq" : "auto";
 }
 
-/* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference. */
+/* Checks y [n][N] against ref within tol (per output) and nmse_max; 1 (after saying why) on failure. */
+static int check_outputs(const char *what, const char *ref_name, const float *y, size_t ny, const double *ref,
+                         const double *tol, double nmse_max) {
+    size_t bad = 0;
+    double num = 0, den = 0, worst = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double d = fabs((double)y[i] - ref[i]);
+        if (!(d <= tol[i])) {
+            if (bad++ < 5)
+                fprintf(stderr, "  %s vs %s: y[%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what, ref_name, i, y[i],
+                        ref[i], d, tol[i]);
+        }
+        if (d / tol[i] > worst || d != d) worst = d / tol[i];
+        num += d * d;
+        den += ref[i] * ref[i];
+    }
+    const double nmse = den > 0 ? num / den : num;
+    if (bad || (ny >= 64 && !(nmse <= nmse_max))) {
+        fprintf(stderr, "  %s vs %s: %zu/%zu over tolerance, nmse %.3g (limit %.0e), worst |d|/tol %.3g\n", what,
+                ref_name, bad, ny, nmse, nmse_max, worst);
+        return 1;
+    }
+    return 0;
+}
+
+/* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference: the fp16 one, and
+ * for MMVQ (asked for, or what AUTO picks) the q8 one first. */
 static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
@@ -276,38 +370,31 @@ static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path,
     const qn_quant_matmul_opts o = {path, split, mode};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
+    const qn_quant_path ran = path == QN_QUANT_PATH_AUTO ? qn_quant_select_path(p->fmt, e->ctx.sm, n) : path;
     char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s split=%d%s", QN_QFORMATS[p->fmt].name, (long long)p->N,
-             (long long)p->K, (long long)n, path_name(path), split,
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s", QN_QFORMATS[p->fmt].name,
+             (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
+             path == ran ? "" : path_name(ran), split,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     CK(cudaStreamSynchronize(e->stream));
     CK(cudaGetLastError());
     CK(cudaMemcpy(y, p->dy, sizeof(float) * (ny + GUARD), cudaMemcpyDeviceToHost));
 
-    size_t bad = 0;
-    double num = 0, den = 0, worst = 0;
-    for (size_t i = 0; i < ny; i++) {
-        const double d = fabs((double)y[i] - p->yref[i]);
-        if (!(d <= p->tol[i])) {
-            if (bad++ < 5)
-                fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what,
-                        i / (size_t)p->N, i % (size_t)p->N, y[i], p->yref[i], d, p->tol[i]);
-        }
-        if (d / p->tol[i] > worst) worst = d / p->tol[i];
-        num += d * d;
-        den += p->yref[i] * p->yref[i];
+    int failed = 0;
+    if (ran == QN_QUANT_PATH_MMVQ) {
+        failed |= check_outputs(what, "q8 ref", y, ny, p->yq8, p->tolq8, 1e-10);
+        failed |= check_outputs(what, "fp16 ref", y, ny, p->yref, p->tolx8, 1e-3);
+    } else {
+        failed |= check_outputs(what, "ref", y, ny, p->yref, p->tol, 1e-5);
     }
-    const double nmse = den > 0 ? num / den : num;
     size_t guard_hit = 0;
     for (size_t i = ny; i < ny + GUARD; i++) {
         uint32_t u;
         memcpy(&u, &y[i], 4);
         guard_hit += u != 0xFFFFFFFFu;
     }
-    if (bad || (ny >= 64 && !(nmse <= 1e-5)) || guard_hit)
-        fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-5), worst |d|/tol %.3g, %zu guard words written",
-                 what, bad, ny, nmse, worst, guard_hit);
+    if (failed || guard_hit) fail_msg("%s: over tolerance (above) or %zu guard words written", what, guard_hit);
     free(y);
 }
 
@@ -317,6 +404,20 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
 
 static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
 static const int64_t NS_MMA[] = {17, 33, 64};
+static const int64_t NS_MMVQ[] = {1, 2, 3, 4, 5, 8};
+
+/* The int8 path on one problem: every instance (n = 1..8 per launch), more tokens than one launch, and
+ * the warps-per-row choices (split = 1, 2, 4; 0 = the launcher's). Skipped for F16/BF16. */
+static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
+    if (!qn_quant_mmvq_has_format(p->fmt)) return;
+    for (size_t i = 0; i < sizeof NS_MMVQ / sizeof NS_MMVQ[0]; i++) {
+        if (NS_MMVQ[i] > p->nmax) continue;
+        run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, 0);
+        for (int s = 1; all_splits && s <= 4; s *= 2) run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, s);
+    }
+    if (p->nmax >= 33) run_case(e, p, 33, QN_QUANT_PATH_MMVQ, 0); /* 8 + 8 + 8 + 8 + 1 */
+    if (p->nmax >= 14) run_case(e, p, 14, QN_QUANT_PATH_MMVQ, 2); /* 8 + 6 */
+}
 
 static void small_k(qn_qformat f, int64_t *ka, int64_t *kb) {
     const int be = QN_QFORMATS[f].block_elems;
@@ -340,7 +441,9 @@ static void run_format(void **state, qn_qformat fmt) {
         problem_free(&p);
         problem_init(&p, e, fmt, 118, kb, 33, seed++);
         run_case(e, &p, 3, QN_QUANT_PATH_AUTO, 0);
+        run_case(e, &p, 3, QN_QUANT_PATH_GEMV, 0);
         run_case(e, &p, 33, QN_QUANT_PATH_AUTO, 0);
+        run_mmvq(e, &p, false);
         for (int s = 2; s <= 16; s *= 4) {
             run_case_mode(e, &p, 3, QN_QUANT_PATH_GEMV, s, QN_QUANT_SPLIT_WORKSPACE);
             if (e->ctx.sm >= 90) run_case_mode(e, &p, 3, QN_QUANT_PATH_GEMV, s, QN_QUANT_SPLIT_CLUSTER);
@@ -355,8 +458,11 @@ static void run_format(void **state, qn_qformat fmt) {
     for (int ni = 0; ni < 4; ni++)
         for (int ki = 0; ki < 2; ki++) {
             problem_init(&p, e, fmt, Ns[ni], Ks[ki], 100, seed++);
-            for (size_t i = 0; i < sizeof NS_GEMV / sizeof NS_GEMV[0]; i++)
-                run_case(e, &p, NS_GEMV[i], QN_QUANT_PATH_AUTO, 0);
+            for (size_t i = 0; i < sizeof NS_GEMV / sizeof NS_GEMV[0]; i++) {
+                run_case(e, &p, NS_GEMV[i], QN_QUANT_PATH_AUTO, 0); /* MMVQ for n <= 8 (int8 formats) */
+                run_case(e, &p, NS_GEMV[i], QN_QUANT_PATH_GEMV, 0);
+            }
+            run_mmvq(e, &p, ni == 3); /* every warps-per-row choice on N = 118 */
             for (size_t i = 0; i < sizeof NS_MMA / sizeof NS_MMA[0]; i++)
                 run_case(e, &p, NS_MMA[i], QN_QUANT_PATH_AUTO, 0);
             run_case(e, &p, 100, QN_QUANT_PATH_AUTO, 0);            /* dequant + cuBLAS */
@@ -379,8 +485,16 @@ static void run_format(void **state, qn_qformat fmt) {
     /* a partial 33rd row tile, full grid */
     problem_init(&p, e, fmt, 4100, ka, 64, seed++);
     run_case(e, &p, 1, QN_QUANT_PATH_AUTO, 0);
+    run_case(e, &p, 8, QN_QUANT_PATH_AUTO, 0);
+    run_case(e, &p, 1, QN_QUANT_PATH_GEMV, 0);
     run_case(e, &p, 16, QN_QUANT_PATH_AUTO, 0);
     run_case(e, &p, 64, QN_QUANT_PATH_AUTO, 0);
+    check_counters_zero(&p);
+    problem_free(&p);
+    /* a long row: every warps-per-row choice loops over units (14336 / 32 = 448 per row) */
+    problem_init(&p, e, fmt, 37, 14336, 8, seed++);
+    run_mmvq(e, &p, true);
+    run_case(e, &p, 2, QN_QUANT_PATH_GEMV, 0);
     check_counters_zero(&p);
     problem_free(&p);
 }
@@ -551,6 +665,98 @@ static void test_dequant_variants(void **state) {
     }
 }
 
+/* The q8 activation quantizer writes the bits of its host twin (kq_mmvq.h): normal x, an all-zero
+ * block (d = 0), fp16 subnormals, and a block with amax 127 (inv = 1 exactly) holding +-k.5 ties,
+ * which half-to-even rounds down or up (2.5 -> 2, 3.5 -> 4); the buffer is poisoned first. */
+static void test_mmvq_quantize(void **state) {
+    gpu_env *e = *state;
+    const int64_t shapes[][2] = {{1, 32}, {3, 224}, {8, 4096}, {5, 14336}};
+    for (int si = 0; si < 4; si++) {
+        const int64_t n = shapes[si][0], K = shapes[si][1];
+        const size_t xb = 2 * (size_t)(n * K), qb = qn_mmvq_x_bytes(n, K);
+        qn_rng r;
+        qn_rng_seed(&r, 99 + (uint64_t)si);
+        uint16_t *x = malloc(xb);
+        uint8_t *want = malloc(qb), *got = malloc(qb);
+        assert_true(x && want && got);
+        for (int64_t i = 0; i < n * K; i++) x[i] = qn_f32_to_f16(3.0f * qn_rng_normal(&r));
+        if (K >= 224) {
+            for (int i = 0; i < 32; i++) x[32 + i] = 0;                                /* block 1: zeros */
+            for (int i = 0; i < 32; i++) x[64 + i] = (uint16_t)(i + 1) | (i & 1 ? 0x8000u : 0u); /* subnormals */
+            for (int i = 0; i < 32; i++) {                                            /* block 3: ties */
+                const float v = i == 0 ? 127.0f : (float)(i % 8) + 0.5f;
+                x[96 + i] = qn_f32_to_f16(i & 2 ? -v : v);
+            }
+        }
+        memset(want, 0xFF, qb); /* the padding between qs and rec stays as poisoned on both sides */
+        qn_mmvq_quantize_x_ref(x, n, K, (int8_t *)want, (qn_mmvq_xrec *)(want + qn_mmvq_x_rec_offset(n, K)));
+        if (K >= 224) { /* the twin itself: ties to even, zero block */
+            const int8_t *q3 = (const int8_t *)want + 96;
+            assert_int_equal(q3[1], 2);  /* 1.5 -> 2 */
+            assert_int_equal(q3[2], -2); /* -2.5 -> -2 */
+            assert_int_equal(q3[3], -4); /* -3.5 -> -4 */
+            assert_int_equal(q3[4], 4);  /* 4.5 -> 4 */
+            const qn_mmvq_xrec *r1 = (const qn_mmvq_xrec *)(want + qn_mmvq_x_rec_offset(n, K)) + 1;
+            assert_true(r1->d == 0.0f && r1->s0 == 0 && r1->s1 == 0);
+        }
+        void *dx, *dq;
+        CK(cudaMalloc(&dx, xb));
+        CK(cudaMalloc(&dq, qb + 64));
+        CK(cudaMemcpy(dx, x, xb, cudaMemcpyHostToDevice));
+        CK(cudaMemset(dq, 0xFF, qb + 64)); /* poison + a guard behind */
+        assert_int_equal(kq_mmvq_quantize_x(dx, n, K, dq, e->stream), QN_OK);
+        CK(cudaStreamSynchronize(e->stream));
+        CK(cudaGetLastError());
+        uint8_t guard[64];
+        CK(cudaMemcpy(got, dq, qb, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(guard, (uint8_t *)dq + qb, 64, cudaMemcpyDeviceToHost));
+        size_t bad = 0;
+        for (int i = 0; i < 64; i++) bad += guard[i] != 0xFF;
+        for (size_t i = 0; i < qb; i++)
+            if (got[i] != want[i] && bad++ < 5)
+                fprintf(stderr, "  mmvq quantize n=%lld K=%lld byte %zu: got %02x want %02x\n", (long long)n,
+                        (long long)K, i, got[i], want[i]);
+        cudaFree(dx), cudaFree(dq);
+        free(x), free(want), free(got);
+        if (bad) fail_msg("mmvq quantize n=%lld K=%lld: %zu bytes differ from the host twin", (long long)n,
+                          (long long)K, bad);
+    }
+}
+
+/* The MMVQ call (quantize + matmul) is captured in a CUDA graph and replayed: no allocation, no host
+ * synchronization inside; the replay gives the very bits of the direct call. */
+static void test_mmvq_graph(void **state) {
+    gpu_env *e = *state;
+    problem p;
+    problem_init(&p, e, QN_QFORMAT_Q4_K, 118, 1280, 8, 31);
+    const size_t ny = 8 * 118;
+    float *y0 = malloc(4 * ny), *y1 = malloc(4 * ny);
+    assert_true(y0 && y1);
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, p.fmt, p.dw, p.N, p.K, p.dx, 8, p.dy, p.dws, p.ws_bytes, e->stream),
+                     QN_OK);
+    CK(cudaStreamSynchronize(e->stream));
+    CK(cudaMemcpy(y0, p.dy, 4 * ny, cudaMemcpyDeviceToHost));
+    CK(cudaMemset(p.dy, 0xFF, 4 * ny));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeThreadLocal));
+    const qn_status st = qn_quant_matmul_cuda(&e->ctx, p.fmt, p.dw, p.N, p.K, p.dx, 8, p.dy, p.dws, p.ws_bytes,
+                                              e->stream);
+    CK(cudaStreamEndCapture(e->stream, &g));
+    assert_int_equal(st, QN_OK);
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    CK(cudaGraphLaunch(ge, e->stream));
+    CK(cudaStreamSynchronize(e->stream));
+    CK(cudaMemcpy(y1, p.dy, 4 * ny, cudaMemcpyDeviceToHost));
+    assert_memory_equal(y0, y1, 4 * ny);
+    size_t finite = 0;
+    for (size_t i = 0; i < ny; i++) finite += isfinite(y0[i]) != 0;
+    assert_int_equal(finite, ny);
+    cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
+    free(y0), free(y1);
+    problem_free(&p);
+}
+
 /* Argument checks: they must fail cleanly, without launching. */
 static void test_bad_args(void **state) {
     gpu_env *e = *state;
@@ -573,6 +779,22 @@ static void test_bad_args(void **state) {
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 0, p.dy, NULL, 0, e->stream),
                      QN_OK);
+    /* MMVQ: asked for without room for the q8 activations, with 8 warps per row, or for F16: refused;
+     * under AUTO without room it falls back to the GEMV */
+    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO},
+                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO};
+    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
+                                             e->stream, &mq),
+                     QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, p.dws, p.ws_bytes,
+                                             e->stream, &mq8),
+                     QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_F16, p.dw, 3, 64, p.dx, 1, p.dy, p.dws, p.ws_bytes,
+                                             e->stream, &mq),
+                     QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0, e->stream),
+                     QN_OK);
+    CK(cudaStreamSynchronize(e->stream));
     problem_free(&p);
 }
 
@@ -593,6 +815,7 @@ int main(void) {
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant),
         cmocka_unit_test(test_dequant_variants),
+        cmocka_unit_test(test_mmvq_quantize), cmocka_unit_test(test_mmvq_graph),
         cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
         cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
         cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),

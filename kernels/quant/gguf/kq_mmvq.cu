@@ -1,0 +1,141 @@
+/* kq_mmvq.cu — the int8 decode path (kq_mmvq.h): the activation quantizer, the legacy-format
+ * instances of mq_kernel (kq_mmvq.cuh; the K-quants are in kq_mmvq_k.cu so that the two compile in
+ * parallel) and the launcher. Graph-capturable: no allocation, no host synchronization. */
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/quant/gguf/kq_mmvq.cuh"
+
+/* --- the activation quantizer ---
+ * 4 threads per 32-element block, 8 elements (one 16-byte load) each; amax and the half sums by
+ * shuffles inside the quad. The rounding is spelled out (IEEE division, no FMA, half-to-even) because
+ * the build uses --use_fast_math and the host twin must match bit for bit. */
+__global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restrict__ x, int64_t n8,
+                                                           int8_t *__restrict__ qs, qn_mmvq_xrec *__restrict__ rec) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* 8-element chunk */
+    const bool ok = i < n8; /* n8 % 4 == 0: a quad is all in or all out, but all lanes shuffle */
+    float v[8];
+    float amax = 0.f;
+    if (ok) {
+        const uint4 raw = qn_ldg128(x + 8 * i);
+        const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&wv[k]));
+            v[2 * k] = f.x, v[2 * k + 1] = f.y;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
+    } else {
+#pragma unroll
+        for (int k = 0; k < 8; k++) v[k] = 0.f;
+    }
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+    const float d = __fdiv_rn(amax, 127.0f);
+    const float inv = amax > 0.f ? __fdiv_rn(127.0f, amax) : 0.f;
+    int s = 0;
+    uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+        const int q = __float2int_rn(__fmul_rn(v[k], inv));
+        s += q;
+        packed[k >> 2] |= ((uint32_t)q & 0xFFu) << (8 * (k & 3));
+    }
+    s += __shfl_xor_sync(0xffffffffu, s, 1);            /* quad lanes 0,1: elements 0..15; 2,3: 16..31 */
+    const int s_hi = __shfl_down_sync(0xffffffffu, s, 2); /* lane 0 of the quad gets lanes 2,3's sum */
+    if (!ok) return;
+    *reinterpret_cast<uint2 *>(qs + 8 * i) = make_uint2(packed[0], packed[1]);
+    if ((i & 3) == 0) {
+        qn_mmvq_xrec r;
+        r.d = d;
+        r.s0 = (int16_t)s, r.s1 = (int16_t)s_hi;
+        rec[i >> 2] = r;
+    }
+}
+
+qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream) {
+    const int64_t n8 = n * K / 8;
+    if (n8 <= 0) return QN_OK;
+    const int64_t grid = (n8 + 255) / 256;
+    if (grid > 0x7fffffff) return QN_ERR_SHAPE;
+    int8_t *qs = (int8_t *)xq;
+    qn_mmvq_xrec *rec = (qn_mmvq_xrec *)((uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
+    mq_quantize_kernel<<<(unsigned)grid, 256, 0, (cudaStream_t)stream>>>((const __half *)x, n8, qs, rec);
+    QN_CUDA_TRY(cudaGetLastError());
+    return QN_OK;
+}
+
+/* --- instances and launcher --- */
+
+int mq_unit_elems(qn_qformat fmt) {
+#define MQ_CASE(F) \
+    if (fmt == QN_QFORMAT_##F) return mq_fmt<QN_QFORMAT_##F>::UE;
+    MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0)
+    MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K)
+#undef MQ_CASE
+    return 0;
+}
+
+int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
+
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt) {
+    switch (fmt) {
+    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt);
+    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt);
+    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt);
+    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt);
+    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt);
+    default: return nullptr;
+    }
+}
+
+/* Warps per row when the caller leaves it open: split each row's K over more warps of the CTA until
+ * the grid has about MQ_TARGET_WARPS_PER_SM warps per SM (half of what is resident: enough loads in
+ * flight to cover HBM latency), keeping >= 2 units per lane before a split. Small matrices
+ * (1024x4096 at n = 1: 1024 rows) split, large ones (14336 rows) do not. To be tuned from the bench. */
+#define MQ_TARGET_WARPS_PER_SM 32
+static int mq_pick_warps_per_row(int64_t groups, int64_t units, int n_sm) {
+    int W = 1;
+    while (W < MQ_WARPS && groups * W < (int64_t)MQ_TARGET_WARPS_PER_SM * n_sm && units >= 64 * W) W *= 2;
+    return W;
+}
+
+qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
+                         int n_sm, int warps_per_row, void *stream) {
+    const int ue = mq_unit_elems(fmt);
+    if (!ue) return QN_ERR_UNSUPPORTED;
+    if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
+    if (warps_per_row != 0 && warps_per_row != 1 && warps_per_row != 2 && warps_per_row != 4) return QN_ERR_INVALID_ARG;
+    if (n <= 0 || N <= 0) return QN_OK;
+    const int8_t *qs = (const int8_t *)xq;
+    const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
+    for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
+        const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
+        mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
+        if (!fn) fn = mq_kquant_instance(fmt, nt);
+        if (!fn) return QN_ERR_UNSUPPORTED;
+        const int R = mq_rows(ue, nt);
+        const int64_t groups = (N + R - 1) / R;
+        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(groups, K / ue, n_sm);
+        const int64_t per_cta = MQ_WARPS / W;
+        const int64_t grid = (groups + per_cta - 1) / per_cta;
+        if (grid > 0x7fffffff) return QN_ERR_SHAPE;
+        mq_args a;
+        a.w = (const uint8_t *)w;
+        a.xq = qs + t0 * K;
+        a.xr = rec + t0 * (K / QN_MMVQ_QK);
+        a.y = y + t0 * N;
+        a.N = N, a.K = K;
+        a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
+        a.x_ld = K;
+        a.warps_per_row = W;
+        void *args[] = {&a};
+        QN_CUDA_TRY(cudaLaunchKernel((const void *)fn, dim3((unsigned)grid), dim3(MQ_THREADS), args, 0,
+                                     (cudaStream_t)stream));
+    }
+    return QN_OK;
+}

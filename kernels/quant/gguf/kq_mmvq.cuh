@@ -1,0 +1,505 @@
+/* kq_mmvq.cuh — the int8 decode kernel (QN_QUANT_PATH_MMVQ), instantiated per (format, NT tokens) by
+ * kq_mmvq.cu (legacy formats) and kq_mmvq_k.cu (K-quants):
+ *
+ *   y[t][r] = sum_k xq[t][k] * W[r][k],  t < NT <= 8, r < N,  xq: q8 activations (kq_mmvq.h)
+ *
+ * Why: the tensor-core GEMV (kq_kernel.cuh) turns every weight into fp16 before the mma, about 2
+ * instructions per weight, which bounds it near half of copy bandwidth at n = 1. Here the weight codes
+ * stay integers: 4 of them meet 4 int8 activations in one __dp4a, and the scales are applied once per
+ * 16/32 elements in f32, so a Q4 weight byte costs ~1 integer op.
+ *
+ * Walk: a CTA is 4 warps; W = warps_per_row (1, 2, 4) warps share R rows (R: mq_rows<NT>), the CTA
+ * holds 4/W such groups. A "unit" is UE consecutive elements of a row that one lane decodes at once
+ * (a legacy block, 1/4 or 1/2 of a K-quant super-block); lane l of warp w (of its group) takes units
+ * 32w + l, 32w + l + 32W, ... so each load instruction of a warp reads consecutive units: the row
+ * streams coalesced. The same unit of R rows is decoded against each token's q8 block, loaded once
+ * for the R rows (the activations are small and come from L1/L2). Sums: a warp reduce-scatter
+ * (shuffles), then, for W > 1, shared memory in a fixed order (deterministic).
+ *
+ * Alignment: a row starts 2-byte aligned only (e.g. Q4_0's 18-byte blocks), so 2-aligned fields are
+ * read as aligned words plus 16-bit halves and realigned with funnel shifts (mq_span_a2); no load
+ * touches a byte outside the fields the unit decodes, so nothing past the last block is read. */
+#ifndef QN_KQ_MMVQ_CUH
+#define QN_KQ_MMVQ_CUH
+
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+
+#include "kernels/quant/gguf/kq_decode.cuh" /* kq_spread4_bit4 */
+#include "kernels/quant/gguf/kq_mmvq.h"
+
+#define MQ_WARPS 4 /* per CTA: small CTAs, so that many fit an SM and a short row can split over warps */
+#define MQ_THREADS (32 * MQ_WARPS)
+#define MQ_MAX_NT 8
+
+/* Rows per warp group for units of ue elements and nt tokens: more rows reuse each activation load
+ * (L1 traffic per weight byte grows with nt), fewer rows give more warps on a small matrix and fewer
+ * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows). To be tuned
+ * from bench_gpu_quant; the launcher sizes the grid with the same function. */
+__host__ __device__ constexpr int mq_rows(int ue, int nt) {
+    return nt == 1 ? 1 : (nt <= 3 || ue >= 128) ? 2 : 4;
+}
+/* CTAs per SM the kernel is built for: 4 (16 warps, <= 128 registers) keeps enough loads in flight
+ * to cover HBM latency; the K-quants at nt >= 4 need up to ~250 registers (ptxas -v: several hundred
+ * bytes of spills under a 128 cap), so they get 2 and carry more bytes per warp (4 rows x a unit). */
+__host__ __device__ constexpr int mq_min_ctas(int ue, int nt) { return (ue == 32 || nt <= 3) ? 4 : 2; }
+
+struct mq_args {
+    const uint8_t *w;         /* [N][row_bytes] blocks, 16-byte aligned */
+    const int8_t *xq;         /* [NT][K] q8 codes of this launch's tokens */
+    const qn_mmvq_xrec *xr;   /* [NT][K/32] their scales and half sums */
+    float *y;                 /* [NT][N] */
+    int64_t N, K, row_bytes;
+    int64_t x_ld;             /* elements between tokens in xq (= K); records: x_ld / 32 */
+    int warps_per_row;        /* W: 1, 2 or 4 */
+};
+
+/* --- loads: read-only path; every address is aligned to the load's width --- */
+
+__device__ __forceinline__ uint32_t mq_ld32(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned *>(p)); }
+__device__ __forceinline__ uint32_t mq_ld16(const uint8_t *p) {
+    return __ldg(reinterpret_cast<const unsigned short *>(p));
+}
+
+/* NW little-endian words of the bytes [p, p + 4 NW), p 2-byte aligned, reading only those bytes:
+ * aligned, NW words; otherwise a 16-bit head, NW-1 words and a 16-bit tail, shifted into place
+ * (funnelshift_rc by 32 returns the high word: the aligned case). */
+template <int NW>
+__device__ __forceinline__ void mq_span_a2(const uint8_t *p, uint32_t out[NW]) {
+    const bool mis = (reinterpret_cast<uintptr_t>(p) & 2u) != 0;
+    const uint8_t *a = p + (mis ? 2 : 0);
+    uint32_t w[NW];
+#pragma unroll
+    for (int i = 0; i < NW - 1; i++) w[i] = mq_ld32(a + 4 * i);
+    w[NW - 1] = mis ? mq_ld16(p + 4 * NW - 2) : mq_ld32(p + 4 * NW - 4);
+    const uint32_t head = mis ? mq_ld16(p) << 16 : 0u;
+    const uint32_t sh = mis ? 16u : 32u;
+#pragma unroll
+    for (int i = 0; i < NW; i++) out[i] = __funnelshift_rc(i == 0 ? head : w[i - 1], w[i], sh);
+}
+
+template <int NW>
+__device__ __forceinline__ void mq_words_a4(const uint8_t *p, uint32_t out[NW]) {
+#pragma unroll
+    for (int i = 0; i < NW; i++) out[i] = mq_ld32(p + 4 * i);
+}
+
+template <int NW>
+__device__ __forceinline__ void mq_words_a16(const uint8_t *p, uint32_t out[NW]) {
+    static_assert(NW % 4 == 0, "whole 16-byte vectors");
+#pragma unroll
+    for (int i = 0; i < NW / 4; i++) {
+        const uint4 v = qn_ldg128(p + 16 * i);
+        out[4 * i + 0] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
+    }
+}
+
+__device__ __forceinline__ float mq_f16(uint32_t bits) { return __half2float(__ushort_as_half((unsigned short)bits)); }
+__device__ __forceinline__ int mq_byte(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFFu); }
+
+/* sum over 4 words of dp4a(codes, activations): elements 4*i0 .. 4*i0+15 of a q8 block */
+template <typename Fn>
+__device__ __forceinline__ int mq_dot4(const uint32_t X[8], int i0, Fn codes) {
+    int s = 0;
+#pragma unroll
+    for (int i = i0; i < i0 + 4; i++) s = __dp4a((int)codes(i), (int)X[i], s);
+    return s;
+}
+
+/* One q8 activation block for dot(): X[i] holds elements 4i..4i+3. */
+struct mq_xblk {
+    uint32_t X[8];
+    float d;
+    int s0, s1;
+};
+
+/* The integer dot of a legacy 4/5-bit block: qs words q[0..3] hold elements 4i.. (low nibbles) and
+ * 16 + 4i.. (high nibbles); Q5 adds fifth bit e from bit e of qh. */
+template <bool Q5>
+__device__ __forceinline__ int mq_dot_legacy4(const uint32_t q[4], uint32_t qh, const uint32_t X[8]) {
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t lo = q[i] & 0x0F0F0F0Fu, hi = (q[i] >> 4) & 0x0F0F0F0Fu;
+        if (Q5) lo |= kq_spread4_bit4((qh >> (4 * i)) & 0xFu), hi |= kq_spread4_bit4((qh >> (16 + 4 * i)) & 0xFu);
+        s = __dp4a((int)lo, (int)X[i], s);
+        s = __dp4a((int)hi, (int)X[4 + i], s);
+    }
+    return s;
+}
+
+/* --- formats ---
+ * UE: elements per unit; QB = UE / 32 q8 blocks per unit, j-th at xblock(u, j) of the row.
+ * load(): the unit's weight state; dot(): its f32 contribution against q8 block j (d_x included). */
+template <qn_qformat F>
+struct mq_fmt;
+
+/* Q4_0 — d @0 | qs[16] @2: element l (< 16) lo(qs[l]), 16 + l hi(qs[l]); w = d (c - 8). */
+template <>
+struct mq_fmt<QN_QFORMAT_Q4_0> {
+    static constexpr int UE = 32, BB = 18;
+    struct unit { uint32_t q[4]; float d; };
+    __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + u * BB;
+        w.d = mq_f16(mq_ld16(b));
+        mq_span_a2<4>(b + 2, w.q);
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        return w.d * x.d * (float)(mq_dot_legacy4<false>(w.q, 0u, x.X) - 8 * (x.s0 + x.s1));
+    }
+};
+
+/* Q4_1 — d @0 | m @2 | qs[16] @4 (4-byte aligned); w = d c + m. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q4_1> {
+    static constexpr int UE = 32, BB = 20;
+    struct unit { uint32_t q[4]; float d, m; };
+    __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + u * BB;
+        const uint32_t dm = mq_ld32(b);
+        w.d = mq_f16(dm), w.m = mq_f16(dm >> 16);
+        mq_words_a4<4>(b + 4, w.q);
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        return x.d * fmaf(w.d, (float)mq_dot_legacy4<false>(w.q, 0u, x.X), w.m * (float)(x.s0 + x.s1));
+    }
+};
+
+/* Q5_0 — d @0 | qh u32 @2 | qs[16] @6; fifth bit of element e = bit e of qh; w = d (c - 16). */
+template <>
+struct mq_fmt<QN_QFORMAT_Q5_0> {
+    static constexpr int UE = 32, BB = 22;
+    struct unit { uint32_t q[5]; float d; }; /* q[0] = qh, q[1..4] = qs */
+    __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + u * BB;
+        w.d = mq_f16(mq_ld16(b));
+        mq_span_a2<5>(b + 2, w.q);
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        return w.d * x.d * (float)(mq_dot_legacy4<true>(w.q + 1, w.q[0], x.X) - 16 * (x.s0 + x.s1));
+    }
+};
+
+/* Q5_1 — d @0 | m @2 | qh @4 | qs[16] @8 (8-byte aligned); w = d c + m. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q5_1> {
+    static constexpr int UE = 32, BB = 24;
+    struct unit { uint32_t q[5]; float d, m; };
+    __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + u * BB;
+        uint32_t v[6];
+#pragma unroll
+        for (int i = 0; i < 3; i++) {
+            const uint2 t = __ldg(reinterpret_cast<const uint2 *>(b) + i);
+            v[2 * i] = t.x, v[2 * i + 1] = t.y;
+        }
+        w.d = mq_f16(v[0]), w.m = mq_f16(v[0] >> 16);
+#pragma unroll
+        for (int i = 0; i < 5; i++) w.q[i] = v[1 + i];
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        return x.d * fmaf(w.d, (float)mq_dot_legacy4<true>(w.q + 1, w.q[0], x.X), w.m * (float)(x.s0 + x.s1));
+    }
+};
+
+/* Q8_0 — d @0 | qs i8[32] @2; w = d q. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q8_0> {
+    static constexpr int UE = 32, BB = 34;
+    struct unit { uint32_t q[8]; float d; };
+    __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + u * BB;
+        w.d = mq_f16(mq_ld16(b));
+        mq_span_a2<8>(b + 2, w.q);
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        const int s = mq_dot4(x.X, 0, [&](int i) { return w.q[i]; }) + mq_dot4(x.X, 4, [&](int i) { return w.q[i]; });
+        return w.d * x.d * (float)s;
+    }
+};
+
+/* Q2_K — scales[16] @0 | qs[64] @16 | d @80 | dmin @82 (4-byte aligned). Unit h (128 elements):
+ * element 128h + 32j + l has code (qs[32h + l] >> 2j) & 3, scale byte scales[8h + 2j + (l >= 16)]
+ * (lo: scale, hi: min); w = d sc c - dmin mn. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q2_K> {
+    static constexpr int UE = 128, BB = 84;
+    struct unit { uint32_t q[8], sc[2]; float d, dmin; };
+    __device__ static int64_t xblock(int64_t u, int j) { return 4 * u + j; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 1) * BB;
+        const int h = (int)(u & 1);
+        mq_words_a4<8>(b + 16 + 32 * h, w.q);
+        mq_words_a4<2>(b + 8 * h, w.sc);
+        const uint32_t dd = mq_ld32(b + 80);
+        w.d = mq_f16(dd), w.dmin = mq_f16(dd >> 16);
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        const int i0 = mq_dot4(x.X, 0, [&](int i) { return (w.q[i] >> (2 * j)) & 0x03030303u; });
+        const int i1 = mq_dot4(x.X, 4, [&](int i) { return (w.q[i] >> (2 * j)) & 0x03030303u; });
+        const int b0 = mq_byte(w.sc[j >> 1], 2 * (j & 1)), b1 = mq_byte(w.sc[j >> 1], 2 * (j & 1) + 1);
+        const int sc = (b0 & 15) * i0 + (b1 & 15) * i1, mn = (b0 >> 4) * x.s0 + (b1 >> 4) * x.s1;
+        return x.d * (w.d * (float)sc - w.dmin * (float)mn);
+    }
+};
+
+/* Q3_K — hmask[32] @0 | qs[64] @32 | scales[12] @96 | d @108 (2-byte aligned). Unit h (128 elements):
+ * element 128h + 32j + l: code = ((qs[32h + l] >> 2j) & 3) | ((hmask[l] >> (4h + j)) & 1) << 2, q = code - 4;
+ * 6-bit scale is = 8h + 2j + (l >= 16): lo4 = nibble h of scales[is - 8h], hi2 = (scales[8 + is%4] >> 2(is/4)) & 3;
+ * w = d (scale - 32) q. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q3_K> {
+    static constexpr int UE = 128, BB = 110;
+    struct unit { uint32_t hm[8], q[8], s[3]; float d; int h; };
+    __device__ static int64_t xblock(int64_t u, int j) { return 4 * u + j; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 1) * BB;
+        w.h = (int)(u & 1);
+        mq_span_a2<8>(b, w.hm);
+        mq_span_a2<8>(b + 32 + 32 * w.h, w.q);
+        mq_span_a2<3>(b + 96, w.s);
+        w.d = mq_f16(mq_ld16(b + 108));
+    }
+    __device__ static int scale(const unit &w, int j, int half) {
+        const int e = 2 * j + half; /* is - 8h, 0..7 */
+        const int lo4 = (mq_byte(w.s[e >> 2], e & 3) >> (4 * w.h)) & 15;
+        const int hi2 = (mq_byte(w.s[2], e & 3) >> (2 * (2 * w.h + (j >> 1)))) & 3;
+        return (lo4 | (hi2 << 4)) - 32;
+    }
+    __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
+        const int hs = 4 * w.h + j;
+        auto code = [&](int i) { return ((w.q[i] >> (2 * j)) & 0x03030303u) | (((w.hm[i] >> hs) & 0x01010101u) << 2); };
+        const int i0 = mq_dot4(x.X, 0, code) - 4 * x.s0, i1 = mq_dot4(x.X, 4, code) - 4 * x.s1;
+        return w.d * x.d * (float)(scale(w, j, 0) * i0 + scale(w, j, 1) * i1);
+    }
+};
+
+/* Q4_K scale/min pair b (0..7) from the 12 packed bytes as 3 words (formats.md §2.2). */
+__device__ __forceinline__ void mq_scale_min_k4(const uint32_t S[3], int b, int &sc, int &mn) {
+    const int x0 = mq_byte(S[0], b & 3), x1 = mq_byte(S[1], b & 3), x2 = mq_byte(S[2], b & 3);
+    sc = b < 4 ? (x0 & 63) : ((x2 & 15) | ((x0 >> 6) << 4));
+    mn = b < 4 ? (x1 & 63) : ((x2 >> 4) | ((x1 >> 6) << 4));
+}
+
+/* Q4_K — d @0 | dmin @2 | scales[12] @4 | qs[128] @16 (16-byte aligned: 144 = 9 x 16). Unit c (64 elements):
+ * element 64c + 32p + l has code nibble p of qs[32c + l], pair b = 2c + p; w = d sc c - dmin mn. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q4_K> {
+    static constexpr int UE = 64, BB = 144;
+    struct unit { uint32_t q[8]; float dsc[2], dmn[2]; };
+    __device__ static int64_t xblock(int64_t u, int j) { return 2 * u + j; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 2) * BB;
+        const int c = (int)(u & 3);
+        uint32_t hdr[4];
+        mq_words_a16<4>(b, hdr);
+        mq_words_a16<8>(b + 16 + 32 * c, w.q);
+        const float d = mq_f16(hdr[0]), dmin = mq_f16(hdr[0] >> 16);
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            int sc, mn;
+            mq_scale_min_k4(hdr + 1, 2 * c + p, sc, mn);
+            w.dsc[p] = d * (float)sc, w.dmn[p] = dmin * (float)mn;
+        }
+    }
+    __device__ static float dot(const unit &w, int p, const mq_xblk &x) {
+        const int s = mq_dot4(x.X, 0, [&](int i) { return (w.q[i] >> (4 * p)) & 0x0F0F0F0Fu; }) +
+                      mq_dot4(x.X, 4, [&](int i) { return (w.q[i] >> (4 * p)) & 0x0F0F0F0Fu; });
+        return x.d * (w.dsc[p] * (float)s - w.dmn[p] * (float)(x.s0 + x.s1));
+    }
+};
+
+/* Q5_K — d @0 | dmin @2 | scales[12] @4 | qh[32] @16 | qs[128] @48 (176 = 11 x 16). As Q4_K plus
+ * fifth bit (qh[l] >> (2c + p)) & 1. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q5_K> {
+    static constexpr int UE = 64, BB = 176;
+    struct unit { uint32_t q[8], qh[8]; float dsc[2], dmn[2]; int c; };
+    __device__ static int64_t xblock(int64_t u, int j) { return 2 * u + j; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 2) * BB;
+        w.c = (int)(u & 3);
+        uint32_t hdr[4];
+        mq_words_a16<4>(b, hdr);
+        mq_words_a16<8>(b + 16, w.qh);
+        mq_words_a16<8>(b + 48 + 32 * w.c, w.q);
+        const float d = mq_f16(hdr[0]), dmin = mq_f16(hdr[0] >> 16);
+#pragma unroll
+        for (int p = 0; p < 2; p++) {
+            int sc, mn;
+            mq_scale_min_k4(hdr + 1, 2 * w.c + p, sc, mn);
+            w.dsc[p] = d * (float)sc, w.dmn[p] = dmin * (float)mn;
+        }
+    }
+    __device__ static float dot(const unit &w, int p, const mq_xblk &x) {
+        const int hb = 2 * w.c + p;
+        auto code = [&](int i) { return ((w.q[i] >> (4 * p)) & 0x0F0F0F0Fu) | (((w.qh[i] >> hb) & 0x01010101u) << 4); };
+        const int s = mq_dot4(x.X, 0, code) + mq_dot4(x.X, 4, code);
+        return x.d * (w.dsc[p] * (float)s - w.dmn[p] * (float)(x.s0 + x.s1));
+    }
+};
+
+/* Q6_K — ql[128] @0 | qh[64] @128 | scales i8[16] @192 | d @208 (2-byte aligned). Unit (h, jj)
+ * (64 elements): elements 128h + 32k + l for k = jj + 2p, p = 0, 1: low4 = nibble p of ql[64h + 32jj + l],
+ * high2 = (qh[32h + l] >> 2k) & 3, q = code - 32, scale scales[8h + 2k + (l >= 16)]; w = d sc q. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q6_K> {
+    static constexpr int UE = 64, BB = 210;
+    struct unit { uint32_t ql[8], qh[8], sc[2]; float d; int jj; };
+    __device__ static int64_t xblock(int64_t u, int j) { return 8 * (u >> 2) + 4 * ((u >> 1) & 1) + (u & 1) + 2 * j; }
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 2) * BB;
+        const int h = (int)((u >> 1) & 1);
+        w.jj = (int)(u & 1);
+        mq_span_a2<8>(b + 64 * h + 32 * w.jj, w.ql);
+        mq_span_a2<8>(b + 128 + 32 * h, w.qh);
+        mq_span_a2<2>(b + 192 + 8 * h, w.sc);
+        w.d = mq_f16(mq_ld16(b + 208));
+    }
+    __device__ static float dot(const unit &w, int p, const mq_xblk &x) {
+        const int k = w.jj + 2 * p;
+        auto code = [&](int i) {
+            return ((w.ql[i] >> (4 * p)) & 0x0F0F0F0Fu) | (((w.qh[i] >> (2 * k)) & 0x03030303u) << 4);
+        };
+        const int i0 = mq_dot4(x.X, 0, code) - 32 * x.s0, i1 = mq_dot4(x.X, 4, code) - 32 * x.s1;
+        /* scales[8h + 2k + half]: bytes 2k, 2k+1 of the unit's 8 (k <= 3: both in word k >> 1) */
+        const uint32_t sw = w.sc[k >> 1];
+        const int s0 = (int)(int8_t)(sw >> (16 * (k & 1))), s1 = (int)(int8_t)(sw >> (16 * (k & 1) + 8));
+        return w.d * x.d * (float)(s0 * i0 + s1 * i1);
+    }
+};
+
+/* --- the kernel --- */
+
+/* Reduce-scatter over the warp: v[P] per lane (P a power of two <= 32) -> the warp sum of v[i] for
+ * i = lane >> (5 - log2 P), in every lane. Halving steps first (P - 1 shuffles instead of 5 P): at
+ * offset O a lane keeps the upper half of its C values if (lane & O), the lower half otherwise, and
+ * adds its partner's copy of that half. Recursion instead of a loop, so that every index is constant
+ * (a loop over steps left acc[] in local memory for P = 32). */
+template <int C, int O, int P>
+__device__ __forceinline__ float mq_reduce_steps(float (&v)[P], int lane) {
+    if constexpr (C > 1) {
+        const bool up = (lane & O) != 0;
+#pragma unroll
+        for (int i = 0; i < C / 2; i++) {
+            const float send = up ? v[i] : v[i + C / 2];
+            const float keep = up ? v[i + C / 2] : v[i];
+            v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        return mq_reduce_steps<C / 2, O / 2, P>(v, lane);
+    } else {
+        float r = v[0];
+#pragma unroll
+        for (int o = O; o > 0; o >>= 1) r += __shfl_xor_sync(0xffffffffu, r, o);
+        return r;
+    }
+}
+
+template <int P>
+__device__ __forceinline__ float mq_warp_reduce_scatter(float (&v)[P], int lane) {
+    static_assert(P >= 1 && P <= 32 && (P & (P - 1)) == 0, "P must be a power of two <= 32");
+    return mq_reduce_steps<P, 16, P>(v, lane);
+}
+
+template <int N>
+struct mq_pow2 {
+    static constexpr int P = N <= 1 ? 1 : N <= 2 ? 2 : N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
+};
+
+template <qn_qformat F, int NT>
+__global__ void __launch_bounds__(MQ_THREADS, mq_min_ctas(mq_fmt<F>::UE, NT)) mq_kernel(const mq_args a) {
+    using FT = mq_fmt<F>;
+    constexpr int R = mq_rows(FT::UE, NT), QB = FT::UE / 32, P = mq_pow2<R * NT>::P;
+    static_assert(R * NT <= 32, "one warp reduce-scatter");
+    __shared__ float red[MQ_WARPS][P];
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
+    const int grp = warp / W, wig = warp - grp * W;
+    const int64_t row0 = ((int64_t)blockIdx.x * (MQ_WARPS / W) + grp) * R;
+    const int64_t units = row0 < a.N ? a.K / FT::UE : 0; /* a group wholly past N does no work */
+    const int64_t xr_ld = a.x_ld / QN_MMVQ_QK;
+
+    const uint8_t *wrow[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wrow[r] = a.w + min(row0 + r, a.N - 1) * a.row_bytes; /* rows past N: recomputed, not stored */
+
+    float acc[P];
+#pragma unroll
+    for (int i = 0; i < P; i++) acc[i] = 0.f;
+
+#pragma unroll 1
+    for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
+        typename FT::unit wu[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) FT::load(wrow[r], u, wu[r]);
+#pragma unroll
+        for (int j = 0; j < QB; j++) {
+            const int64_t xb = FT::xblock(u, j);
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                mq_xblk x;
+                const uint4 *xp = reinterpret_cast<const uint4 *>(a.xq + t * a.x_ld + 32 * xb);
+                const uint4 v0 = __ldg(xp), v1 = __ldg(xp + 1);
+                x.X[0] = v0.x, x.X[1] = v0.y, x.X[2] = v0.z, x.X[3] = v0.w;
+                x.X[4] = v1.x, x.X[5] = v1.y, x.X[6] = v1.z, x.X[7] = v1.w;
+                const uint2 rc = __ldg(reinterpret_cast<const uint2 *>(a.xr + t * xr_ld + xb));
+                x.d = __uint_as_float(rc.x);
+                x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
+#pragma unroll
+                for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
+            }
+        }
+    }
+
+    /* lane holds the warp's sum of value i = lane >> (5 - log2 P); lanes lane % (32 / P) == 0 write it */
+    const float s = mq_warp_reduce_scatter<P>(acc, lane);
+    const int i = lane / (32 / P);
+    const bool writer = lane % (32 / P) == 0 && i < R * NT;
+    if (W == 1) {
+        const int64_t row = row0 + i / NT;
+        if (writer && row < a.N) a.y[(int64_t)(i % NT) * a.N + row] = s;
+        return;
+    }
+    if (writer) red[warp][i] = s;
+    __syncthreads();
+    const int per_grp = R * NT, n_out = (MQ_WARPS / W) * per_grp;
+    for (int o = threadIdx.x; o < n_out; o += MQ_THREADS) {
+        const int g = o / per_grp, k = o - g * per_grp;
+        float sum = 0.f;
+        for (int ww = 0; ww < W; ww++) sum += red[g * W + ww][k]; /* fixed order: deterministic */
+        const int64_t row = ((int64_t)blockIdx.x * (MQ_WARPS / W) + g) * R + k / NT;
+        if (row < a.N) a.y[(int64_t)(k % NT) * a.N + row] = sum;
+    }
+}
+
+/* --- host side: the instance table of one translation unit --- */
+typedef void (*mq_kernel_fn)(mq_args);
+
+template <qn_qformat F>
+mq_kernel_fn mq_instance(int nt) {
+    switch (nt) {
+    case 1: return mq_kernel<F, 1>;
+    case 2: return mq_kernel<F, 2>;
+    case 3: return mq_kernel<F, 3>;
+    case 4: return mq_kernel<F, 4>;
+    case 5: return mq_kernel<F, 5>;
+    case 6: return mq_kernel<F, 6>;
+    case 7: return mq_kernel<F, 7>;
+    case 8: return mq_kernel<F, 8>;
+    default: return nullptr;
+    }
+}
+
+/* Elements per unit of fmt (legacy 32, Q4_K/Q5_K/Q6_K 64, Q2_K/Q3_K 128), 0 if not an int8-path format. */
+int mq_unit_elems(qn_qformat fmt);
+/* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants. */
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt);
+mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt);
+
+#endif /* QN_KQ_MMVQ_CUH */

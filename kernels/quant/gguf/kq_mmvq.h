@@ -1,0 +1,66 @@
+/* kq_mmvq.h — the int8 decode path (QN_QUANT_PATH_MMVQ): the layout of the quantized activations,
+ * their host twin and the two launchers (kq_mmvq.cu), for quant_cuda.cu and the tests.
+ * Owns: the q8 activation layout below. Not: shape/alignment checks and path choice (quant_cuda.cu),
+ * the weight block layouts (gguf_blocks.h).
+ *
+ * Activations x[n][K] fp16 are cut into blocks of 32 along K and quantized per block:
+ *   amax = max |x|,  d = amax / 127 (f32, IEEE division),  inv = amax > 0 ? 127 / amax : 0,
+ *   q = round_half_even(x * inv) (f32 product, no FMA)  in [-127, 127],
+ *   s0 = sum q[0..15], s1 = sum q[16..31] (ints; s0 + s1 gives the block sum, the halves serve Q2_K's
+ *   16-element mins).
+ * Device buffer (16-byte aligned), for n tokens:
+ *   qs  [n][K]     int8, at offset 0
+ *   rec [n][K/32]  qn_mmvq_xrec, at offset align256(n*K)
+ * The kernel and qn_mmvq_quantize_x_ref write the same bits (test_gpu_quant checks it). */
+#ifndef QN_KQ_MMVQ_H
+#define QN_KQ_MMVQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/qformat.h"
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qn_mmvq_xrec {
+    float d;         /* amax / 127; 0 for an all-zero block */
+    int16_t s0, s1;  /* sums of q over elements 0..15 and 16..31: |s| <= 16 * 127 */
+} qn_mmvq_xrec;
+QN_STATIC_ASSERT(sizeof(qn_mmvq_xrec) == 8, "mmvq activation record size");
+
+#define QN_MMVQ_QK 32 /* activation block */
+
+/* Byte offset of rec in the buffer, and the buffer's size. */
+static inline size_t qn_mmvq_x_rec_offset(int64_t n, int64_t K) {
+    return ((size_t)n * (size_t)K + 255) & ~(size_t)255;
+}
+static inline size_t qn_mmvq_x_bytes(int64_t n, int64_t K) {
+    return qn_mmvq_x_rec_offset(n, K) + (size_t)n * (size_t)(K / QN_MMVQ_QK) * sizeof(qn_mmvq_xrec);
+}
+
+/* Host twin of the quantizer: x [n][K] fp16 bits, K a multiple of 32 -> qs [n][K], rec [n][K/32]. */
+void qn_mmvq_quantize_x_ref(const uint16_t *x, int64_t n, int64_t K, int8_t *qs, qn_mmvq_xrec *rec);
+
+/* --- launchers (CUDA builds; kq_mmvq.cu). The caller has checked format, shape, alignment. --- */
+
+/* x [n][K] fp16 (16-byte aligned) -> the buffer above at xq (qn_mmvq_x_bytes(n, K), 16-byte aligned). */
+qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream);
+
+/* Formats the int8 path decodes: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
+int kq_mmvq_has_format(qn_qformat fmt);
+
+/* y[t][r] = sum_k xq[t][k] * W[r][k] for t < n (any n >= 1, in launches of up to 8 tokens), r < N.
+ * w: [N][qn_qformat_row_bytes(fmt, K)] blocks, 16-byte aligned; xq: the buffer kq_mmvq_quantize_x wrote
+ * for these n tokens; y [n][N] f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
+ * inside a CTA, 0 picks one from the grid size (n_sm). QN_ERR_UNSUPPORTED for a format it lacks. */
+qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
+                         int n_sm, int warps_per_row, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_KQ_MMVQ_H */
