@@ -126,6 +126,7 @@ if want bench; then
     # shellcheck disable=SC2086
     QN_COMMIT=${QN_COMMIT:-unknown} run_step bench "$OUT/bench.log" \
         "$BUILD/bench/bench_gpu_quant" --json "$OUT/bench_gpu_quant.jsonl" ${QN_BENCH_ARGS:-}
+    ninja -C "$BUILD" bench_allreduce >>"$OUT/bench.log" 2>&1 && run_step allreduce "$OUT/bench.log" "$BUILD/bench/bench_allreduce" --nccl
     tail -60 "$OUT/bench.log"
 fi
 

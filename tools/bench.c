@@ -1,7 +1,9 @@
 /* bench.c — `quern bench`: llama-bench-compatible model benchmark. Tests pp<N> (prompt of N tokens
  * from an empty cache, one forward pass per batch) and tg<N> (N single-token steps), repeated -r
  * times after a warm-up; prints mean ± stddev tokens/s as a markdown table (or csv/json/jsonl with
- * llama-bench's field names). Timing excludes tokenization and sampling, as llama-bench's does. */
+ * llama-bench's field names). Runs through the serving engine, the runtime `quern serve` uses
+ * (one_request.h); timing includes greedy sampling (on the device on a GPU: one argmax per step), which
+ * llama-bench leaves out. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +13,7 @@
 #include "args.h"
 #include "commands.h"
 #include "common.h"
-#include "exec/context.h"
+#include "one_request.h"
 
 #define QN_BENCH_MAX_LIST 16
 
@@ -35,37 +37,41 @@ static int parse_list(const char *s, int *out, int cap) {
     return n;
 }
 
-static int run_test(qn_ctx *ctx, const qn_model *m, bench_test *t, int reps, float *logits) {
-    const int n = t->n_prompt ? t->n_prompt : t->n_gen;
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+/* One test through the serving engine: pp<N> is a request of N random prompt tokens that samples one
+ * token (timed from submission to that token: the prefill steps); tg<N> is a request of one prompt token
+ * that generates N (timed from submission to its last token: N single-token steps). Prefix caching is off,
+ * so every repetition recomputes. Greedy sampling, on the device where the backend has it. */
+static int run_test(qn_engine *e, const qn_model *m, bench_test *t, int reps) {
+    const int n = t->n_prompt ? t->n_prompt : 1;
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)n);
     if (!toks) return -1;
     unsigned s = 1234;
     for (int i = 0; i < n; i++) {
         s = s * 1103515245u + 12345u;
         toks[i] = (int32_t)((s >> 8) % (unsigned)m->cfg.n_vocab);
     }
-    qn_error err = {0};
+    qn_gen_params gp;
+    memset(&gp, 0, sizeof gp);
+    gp.sampling = qn_sampler_params_default();
+    gp.sampling.temperature = 0;
+    gp.max_tokens = t->n_prompt ? 1 : t->n_gen;
+    gp.ignore_eos = true;
+    gp.n_logprobs = -1;
     t->n_samples = 0;
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
-        qn_ctx_reset(ctx);
-        const double t0 = qn_tool_now_s();
-        qn_status st = QN_OK;
-        if (t->n_prompt) {
-            st = qn_ctx_eval(ctx, toks, n, 0, false, logits, &err);
-        } else {
-            for (int i = 0; i < n && st == QN_OK; i++) st = qn_ctx_eval(ctx, &toks[i], 1, i, false, logits, &err);
-        }
-        if (st != QN_OK) {
-            fprintf(stderr, "quern bench: %s\n", err.msg);
+        qn_one_result res;
+        if (qn_one_generate(e, toks, n, &gp, NULL, NULL, &res) != QN_OK) {
+            fprintf(stderr, "quern bench: %s\n", res.error_msg[0] ? res.error_msg : qn_status_str(res.error));
             free(toks);
             return -1;
         }
-        const double dt = qn_tool_now_s() - t0;
+        const double dt = t->n_prompt ? res.t_prefill : res.t_prefill + res.t_decode;
         if (r >= 0 && t->n_samples < 64) t->samples_ns[t->n_samples++] = dt * 1e9;
     }
+    const int n_tok = t->n_prompt ? t->n_prompt : t->n_gen;
     double sum_ts = 0, sum2_ts = 0, sum_ns = 0, sum2_ns = 0;
     for (int i = 0; i < t->n_samples; i++) {
-        const double ts = n / (t->samples_ns[i] * 1e-9);
+        const double ts = n_tok / (t->samples_ns[i] * 1e-9);
         sum_ts += ts, sum2_ts += ts * ts, sum_ns += t->samples_ns[i], sum2_ns += t->samples_ns[i] * t->samples_ns[i];
     }
     const double k = t->n_samples;
@@ -129,24 +135,13 @@ int qn_cmd_bench(int argc, char **argv) {
     int max_n = 1;
     for (int i = 0; i < np; i++) max_n = pl[i] > max_n ? pl[i] : max_n;
     for (int i = 0; i < nn; i++) max_n = nl[i] > max_n ? nl[i] : max_n;
-    qn_ctx_params cp = qn_ctx_params_default();
-    cp.n_ctx = max_n;
-    cp.n_batch = n_batch;
-    cp.n_threads = n_threads;
-    cp.isa = isa;
-    if (qn_tool_apply_device("bench", &dev, &cp) != 0) {
-        qn_model_free(m);
-        return 1;
-    }
-    qn_ctx *ctx = NULL;
-    qn_error err = {0};
-    float *logits = malloc(sizeof(float) * (size_t)m->cfg.n_vocab);
+    /* tg<N>: 1 prompt token + N generated; pp<N>: N + the sampled one */
+    const qn_one_engine_opts eo = {.n_ctx = max_n + 2, .n_batch = n_batch, .n_threads = n_threads, .isa = isa,
+                                   .prefix_cache = false};
     bench_test tests[2 * QN_BENCH_MAX_LIST];
     int n_tests = 0, rc = 1;
-    if (!logits || qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
-        fprintf(stderr, "quern bench: %s\n", logits ? err.msg : "out of memory");
-        goto done;
-    }
+    qn_engine *eng = qn_one_engine_create("bench", m, &eo, &dev);
+    if (!eng) goto done;
     for (int i = 0; i < np; i++)
         if (pl[i] > 0) tests[n_tests++] = (bench_test){.n_prompt = pl[i]};
     for (int i = 0; i < nn; i++)
@@ -159,10 +154,10 @@ int qn_cmd_bench(int argc, char **argv) {
     struct tm tmv;
     gmtime_r(&now, &tmv);
     strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%SZ", &tmv);
-    const bool gpu = qn_ctx_device(ctx) == QN_DEVICE_CUDA;
+    const bool gpu = qn_engine_device(eng) == QN_DEVICE_CUDA;
     const char *backend = gpu ? "CUDA" : "CPU";
-    const char *gpu_info = gpu ? qn_ctx_backend_name(ctx) + 5 : ""; /* after "cuda " */
-    const char *isa_col = gpu ? gpu_info : qn_ctx_isa_name(ctx);
+    const char *gpu_info = gpu ? qn_engine_backend_name(eng) + 5 : ""; /* after "cuda " */
+    const char *isa_col = gpu ? gpu_info : qn_engine_isa_name(eng);
     if (!strcmp(out_fmt, "md")) {
         printf("| model | size | params | backend | threads | isa | test | t/s |\n");
         printf("| ----- | ---: | -----: | ------- | ------: | --- | ---: | --: |\n");
@@ -174,7 +169,7 @@ int qn_cmd_bench(int argc, char **argv) {
     }
     for (int i = 0; i < n_tests; i++) {
         bench_test *t = &tests[i];
-        if (run_test(ctx, m, t, reps, logits) != 0) goto done;
+        if (run_test(eng, m, t, reps) != 0) goto done;
         char test[32];
         snprintf(test, sizeof test, t->n_prompt ? "pp%d" : "tg%d", t->n_prompt ? t->n_prompt : t->n_gen);
         if (!strcmp(out_fmt, "md")) {
@@ -182,7 +177,7 @@ int qn_cmd_bench(int argc, char **argv) {
                    n_threads, isa_col, test, t->mean_ts, t->std_ts);
         } else if (!strcmp(out_fmt, "csv")) {
             printf("\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",\"%s\",%llu,%llu,%d,%d,%d,%d,\"%s\",%.0f,%.0f,%.6f,%.6f\n",
-                   QN_BUILD_COMMIT, qn_ctx_isa_name(ctx), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
+                   QN_BUILD_COMMIT, qn_engine_isa_name(eng), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
                    (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
                    t->std_ns, t->mean_ts, t->std_ts);
         } else {
@@ -191,7 +186,7 @@ int qn_cmd_bench(int argc, char **argv) {
                    "\"n_batch\": %d, \"n_threads\": %d, \"n_prompt\": %d, \"n_gen\": %d, \"test_time\": \"%s\", "
                    "\"avg_ns\": %.0f, \"stddev_ns\": %.0f, \"avg_ts\": %.6f, \"stddev_ts\": %.6f, \"samples_ns\": [",
                    (!strcmp(out_fmt, "json") && i) ? ",\n  " : (!strcmp(out_fmt, "json") ? "  " : ""), QN_BUILD_COMMIT,
-                   qn_ctx_isa_name(ctx), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
+                   qn_engine_isa_name(eng), gpu_info, backend, m->path, mtype, (unsigned long long)m->weight_bytes,
                    (unsigned long long)m->n_params, n_batch, n_threads, t->n_prompt, t->n_gen, tbuf, t->avg_ns,
                    t->std_ns, t->mean_ts, t->std_ts);
             for (int k = 0; k < t->n_samples; k++) printf("%s%.0f", k ? ", " : "", t->samples_ns[k]);
@@ -202,8 +197,7 @@ int qn_cmd_bench(int argc, char **argv) {
     if (!strcmp(out_fmt, "json")) printf("\n]\n");
     rc = 0;
 done:
-    qn_ctx_destroy(ctx);
-    free(logits);
+    qn_engine_destroy(eng);
     qn_model_free(m);
     return rc;
 }

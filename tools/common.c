@@ -148,6 +148,15 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
     return 0;
 }
 
+int qn_tool_apply_device_engine(const char *cmd, const qn_tool_device_opts *o, qn_engine_config *ec) {
+    qn_ctx_params cp = qn_ctx_params_default();
+    if (qn_tool_apply_device(cmd, o, &cp) != 0) return -1;
+    ec->device = cp.device, ec->cuda_device = cp.cuda_device, ec->cuda_graphs = cp.cuda_graphs;
+    ec->tp_size = cp.tp_size, ec->tp_nccl = cp.tp_nccl;
+    ec->profile_begin = cp.profile_begin, ec->profile_end = cp.profile_end;
+    return 0;
+}
+
 qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, float *logits, qn_error *err) {
     const int32_t saved = w[0];
     if (qn_vocab_add_bos(m->vocab)) w[0] = qn_vocab_bos(m->vocab);

@@ -30,6 +30,7 @@ int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out);
 
 
 #include "exec/context.h"
+#include "exec/engine.h"
 /* Evaluates one llama.cpp-style window w[n] from an empty cache (perplexity, imatrix): w[0] replaced
  * by BOS for the call when the vocab adds one; all logits into logits[n][n_vocab]. */
 qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, float *logits, qn_error *err);
@@ -52,4 +53,6 @@ typedef struct qn_tool_device_opts {
     {"tp-nccl", NULL, 0, QN_ARG_BOOL, &(o).tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"}
 /* Applies the options to cp; prints an error and returns -1 when malformed. */
 int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp);
+/* The same options onto a serving-engine config (run, bench and serve drive the engine). */
+int qn_tool_apply_device_engine(const char *cmd, const qn_tool_device_opts *o, qn_engine_config *ec);
 #endif

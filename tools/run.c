@@ -1,8 +1,8 @@
 /* run.c — `quern run -m MODEL [-p PROMPT] [--chat] [-n N] [--temp T] [--seed S] [-t THREADS]
  * [--device auto|cpu|cuda]`:
- * tokenizes the prompt (through the chat template with --chat), evaluates it, then samples and
- * streams text to stdout (never splitting a UTF-8 code point). Prompt and generation tokens/s go
- * to stderr. */
+ * tokenizes the prompt (through the chat template with --chat) and generates through the serving
+ * engine (the runtime `quern serve` uses, one_request.h), streaming text to stdout (never splitting a
+ * UTF-8 code point). Prompt and generation tokens/s go to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +11,7 @@
 #include "commands.h"
 #include "common.h"
 #include "load_hf.h"
-#include "exec/context.h"
-#include "exec/sampling.h"
+#include "one_request.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 
@@ -39,77 +38,36 @@ static char *build_prompt(const run_opts *o, const qn_model *m, const char *user
     return out;
 }
 
-static int generate(const run_opts *o, qn_model *m, qn_ctx *ctx, int32_t *toks, int32_t n_prompt) {
-    const int32_t n_vocab = m->cfg.n_vocab;
-    float *logits = malloc(sizeof(float) * (size_t)n_vocab);
-    qn_sampler_params sp = qn_sampler_params_default();
-    sp.temperature = o->temp;
-    sp.top_k = o->top_k;
-    sp.top_p = o->top_p;
-    sp.min_p = o->min_p;
-    sp.repetition_penalty = o->repeat_penalty;
-    sp.presence_penalty = o->presence;
-    sp.frequency_penalty = o->frequency;
-    sp.seed = (uint64_t)o->seed;
-    qn_sampler smp;
-    qn_error err = {0};
-    if (!logits || qn_sampler_init(&smp, &sp, n_vocab, &err) != QN_OK) {
-        fprintf(stderr, "quern run: %s\n", logits ? err.msg : "out of memory");
-        free(logits);
+/* Generates through the serving engine (one_request.h), streaming text to stdout. */
+static int generate(const run_opts *o, qn_engine *e, const int32_t *toks, int32_t n_prompt) {
+    qn_gen_params gp;
+    memset(&gp, 0, sizeof gp);
+    gp.sampling = qn_sampler_params_default();
+    gp.sampling.temperature = o->temp;
+    gp.sampling.top_k = o->top_k;
+    gp.sampling.top_p = o->top_p;
+    gp.sampling.min_p = o->min_p;
+    gp.sampling.repetition_penalty = o->repeat_penalty;
+    gp.sampling.presence_penalty = o->presence;
+    gp.sampling.frequency_penalty = o->frequency;
+    gp.sampling.seed = (uint64_t)o->seed;
+    gp.max_tokens = o->n_predict;
+    gp.ignore_eos = o->ignore_eos;
+    gp.n_logprobs = -1;
+    qn_one_result r;
+    if (o->n_predict > 0 && qn_one_generate(e, toks, n_prompt, &gp, stdout, o->token_ids ? stderr : NULL, &r) != QN_OK) {
+        fprintf(stderr, "\nquern run: %s\n", r.error_msg[0] ? r.error_msg : qn_status_str(r.error));
         return 1;
     }
-    int rc = 1;
-    /* On a GPU without penalties the token is sampled on the device (only its id crosses PCIe), with
-     * the uniform draw of the same seeded RNG the host sampler would use. */
-    const bool dev_sample = qn_ctx_samples_on_device(ctx) && sp.repetition_penalty == 1.0f &&
-                            sp.presence_penalty == 0.0f && sp.frequency_penalty == 0.0f;
-    qn_sample_row_params rp = {.temperature = sp.temperature, .top_k = sp.top_k, .top_p = sp.top_p, .min_p = sp.min_p};
-    int32_t next = -1;
-    double t0 = qn_tool_now_s();
-    if (dev_sample) rp.u = sp.temperature > 0 ? qn_sampler_uniform(&smp) : 0.0f;
-    if (dev_sample ? qn_ctx_eval_prompt_sample(ctx, toks, n_prompt, &rp, &next, &err) != QN_OK
-                   : qn_ctx_eval(ctx, toks, n_prompt, 0, false, logits, &err) != QN_OK) {
-        fprintf(stderr, "quern run: %s\n", err.msg);
-        goto done;
-    }
-    const double t_prompt = qn_tool_now_s() - t0;
-    qn_detok dt;
-    qn_detok_init(&dt, m->vocab, false);
-    int32_t n_gen = 0, n_past = n_prompt;
-    char buf[256];
-    t0 = qn_tool_now_s();
-    while (n_gen < o->n_predict) {
-        const int32_t id = dev_sample ? next : qn_sampler_sample(&smp, logits, toks, n_past, NULL, NULL, 0);
-        if (!o->ignore_eos && qn_vocab_is_eog(m->vocab, id)) break;
-        toks[n_past] = id;
-        n_gen++;
-        if (o->token_ids) fprintf(stderr, "%d ", id);
-        int32_t n_out = 0;
-        qn_detok_feed(&dt, id, buf, (int32_t)sizeof buf, &n_out);
-        fwrite(buf, 1, (size_t)n_out, stdout);
-        fflush(stdout);
-        if (n_past + 1 >= qn_ctx_n_ctx(ctx) || n_gen >= o->n_predict) break;
-        if (dev_sample) rp.u = sp.temperature > 0 ? qn_sampler_uniform(&smp) : 0.0f;
-        if (dev_sample ? qn_ctx_eval_sample(ctx, toks[n_past], n_past, &rp, &next, &err) != QN_OK
-                       : qn_ctx_eval(ctx, &toks[n_past], 1, n_past, false, logits, &err) != QN_OK) {
-            fprintf(stderr, "\nquern run: %s\n", err.msg);
-            goto done;
-        }
-        n_past++;
-    }
-    int32_t n_fl = 0;
-    qn_detok_flush(&dt, buf, (int32_t)sizeof buf, &n_fl);
-    fwrite(buf, 1, (size_t)n_fl, stdout);
+    if (o->n_predict == 0) return 0;
     printf("\n");
-    const double t_gen = qn_tool_now_s() - t0;
-    fprintf(stderr, "\nprompt: %d tokens in %.3f s, %.2f tokens/s\n", n_prompt, t_prompt, n_prompt / t_prompt);
-    fprintf(stderr, "generation: %d tokens in %.3f s, %.2f tokens/s (%s%s)\n", n_gen, t_gen,
-            n_gen > 0 ? n_gen / t_gen : 0.0, qn_ctx_backend_name(ctx), dev_sample ? ", sampling on the GPU" : "");
-    rc = 0;
-done:
-    qn_sampler_free(&smp);
-    free(logits);
-    return rc;
+    const int32_t n_dec = r.n_tokens > 1 ? r.n_tokens - 1 : 0;
+    fprintf(stderr, "\nprompt: %d tokens in %.3f s, %.2f tokens/s\n", n_prompt, r.t_prefill,
+            r.t_prefill > 0 ? n_prompt / r.t_prefill : 0.0);
+    fprintf(stderr, "generation: %d tokens (%d decode steps in %.3f s), %.2f tokens/s (%s%s)\n", r.n_tokens, n_dec,
+            r.t_decode, r.t_decode > 0 ? n_dec / r.t_decode : 0.0, qn_engine_backend_name(e),
+            qn_engine_samples_on_device(e, &gp) ? ", sampling on the GPU" : "");
+    return 0;
 }
 
 int qn_cmd_run(int argc, char **argv) {
@@ -165,7 +123,7 @@ int qn_cmd_run(int argc, char **argv) {
     }
     int rc = 1;
     int32_t *toks = NULL;
-    qn_ctx *ctx = NULL;
+    qn_engine *eng = NULL;
     char *text = build_prompt(&o, m, user);
     if (!text) goto done;
     const size_t tlen = strlen(text);
@@ -181,19 +139,12 @@ int qn_cmd_run(int argc, char **argv) {
                 o.n_predict, o.n_ctx);
         goto done;
     }
-    qn_ctx_params cp = qn_ctx_params_default();
-    cp.n_ctx = o.n_ctx;
-    cp.n_threads = o.n_threads;
-    cp.isa = isa;
-    if (qn_tool_apply_device("run", &o.dev, &cp) != 0) goto done;
-    qn_error err = {0};
-    if (qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
-        fprintf(stderr, "quern run: %s\n", err.msg);
-        goto done;
-    }
-    rc = generate(&o, m, ctx, toks, n_prompt);
+    const qn_one_engine_opts eo = {.n_ctx = o.n_ctx, .n_batch = 512, .n_threads = o.n_threads, .isa = isa,
+                                   .prefix_cache = false};
+    if (!(eng = qn_one_engine_create("run", m, &eo, &o.dev))) goto done;
+    rc = generate(&o, eng, toks, n_prompt);
 done:
-    qn_ctx_destroy(ctx);
+    qn_engine_destroy(eng);
     free(toks);
     free(text);
     free(file_text);

@@ -23,6 +23,8 @@ typedef struct serve_opts {
     const char *cors;
     qn_arg_list api_keys;
     int port, max_model_len, max_num_seqs, max_batched, block_size, threads, tp, timeout_s;
+    const char *tp_master; /* multi-host TP flags: accepted only to refuse them clearly */
+    int tp_rank, tp_local;
     float gpu_util, sse_ping_s;
     bool no_prefix_cache, enable_prefix_caching, no_enable_prefix_caching, help;
 } serve_opts;
@@ -163,6 +165,7 @@ int qn_cmd_serve(int argc, char **argv) {
     o.max_batched = edef.max_num_batched_tokens;
     o.block_size = edef.block_size;
     o.tp = 1;
+    o.tp_rank = -1;
     o.gpu_util = 0.9f;
     o.sse_ping_s = 15.0f;
     o.timeout_s = 75;
@@ -185,6 +188,9 @@ int qn_cmd_serve(int argc, char **argv) {
         {"device", NULL, 0, QN_ARG_STR, &o.device, "auto | cpu | cuda | cuda:N (auto: the GPU when present)"},
         {"tensor-parallel-size", NULL, 0, QN_ARG_INT, &o.tp, "tensor parallel GPUs (1); -tp alias"},
         {"tp", NULL, 0, QN_ARG_INT, &o.tp, NULL},
+        {"tp-master", NULL, 0, QN_ARG_STR, &o.tp_master, "multi-host TP: not supported by serve yet (refused)"},
+        {"tp-rank", NULL, 0, QN_ARG_INT, &o.tp_rank, NULL},
+        {"tp-local", NULL, 0, QN_ARG_INT, &o.tp_local, NULL},
         {"metrics-compat", NULL, 0, QN_ARG_STR, &o.metrics_compat, "also expose vllm:* metric names: vllm"},
         {"max-body-bytes", NULL, 0, QN_ARG_STR, &o.max_body, "request body limit, e.g. 32M (32M)"},
         {"sse-ping-interval", NULL, 0, QN_ARG_FLOAT, &o.sse_ping_s, "seconds of stream silence before a ':' ping (15; 0 = off)"},
@@ -222,6 +228,12 @@ int qn_cmd_serve(int argc, char **argv) {
     }
     if (o.tp < 1) {
         fprintf(stderr, "quern serve: --tensor-parallel-size: %d must be >= 1\n", o.tp);
+        return 1;
+    }
+    if (o.tp_master || o.tp_rank >= 0 || o.tp_local) { /* docs/tensor_parallel.md §4: the processes would have to
+                                                       * follow rank 0's steps, which serve does not send yet */
+        fprintf(stderr, "quern serve: --tp-master / --tp-rank / --tp-local: multi-host tensor parallel is not "
+                        "supported by serve yet (one host: -tp N; across hosts: quern perplexity / logits)\n");
         return 1;
     }
     if (o.port < 0 || o.port > 65535) {

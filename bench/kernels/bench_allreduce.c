@@ -1,6 +1,8 @@
 /* bench_allreduce.c — all-reduce latency and bandwidth of the TP communicators, 4 KiB .. 64 MiB.
  *   bench_allreduce [--ranks N] [--iters K]          CPU communicator, N threads (default 2)
- *   bench_allreduce --nccl [--ranks N] [--iters K]   NCCL, one thread per GPU (CUDA + NCCL builds)
+ *   bench_allreduce --nccl [--ranks N] [--iters K]   NCCL, one thread per GPU (CUDA + NCCL builds); N
+ *                                                    defaults to the visible GPUs (1 GPU: the one-rank
+ *                                                    NCCL path, a device-local copy; busbw is 0 by definition)
  * Prints one JSON line per size: median/min µs per all-reduce, algbw = bytes / time and
  * busbw = algbw * 2(N-1)/N (nccl-tests' definitions, so the two are comparable). */
 #include <stdio.h>
@@ -87,9 +89,10 @@ static void *create_main(void *p) { /* NCCL init is collective: each rank create
 
 int main(int argc, char **argv) {
     shared sh = {.ranks = 2, .iters = 0};
+    int ranks_given = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--nccl")) sh.nccl = 1;
-        else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) sh.ranks = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--ranks") && i + 1 < argc) sh.ranks = atoi(argv[++i]), ranks_given = 1;
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) sh.iters = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: %s [--nccl] [--ranks N] [--iters K]\n", argv[0]);
@@ -105,17 +108,25 @@ int main(int argc, char **argv) {
     if (sh.nccl) {
 #ifdef HAVE_GPU_COMM
         int n_dev = 0;
+        if (!ranks_given && cudaGetDeviceCount(&n_dev) == cudaSuccess && n_dev > 0)
+            sh.ranks = n_dev < MAX_RANKS ? n_dev : MAX_RANKS;
         if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev < sh.ranks) {
             fprintf(stderr, "bench_allreduce: %d GPU(s) visible, --ranks %d\n", n_dev, sh.ranks);
             return 1;
         }
-        if (qn_tp_nccl_get_unique_id(&sh.id) != QN_OK) return 1;
+        if (qn_tp_nccl_get_unique_id(&sh.id) != QN_OK) {
+            fprintf(stderr, "bench_allreduce: ncclGetUniqueId failed\n");
+            return 1;
+        }
         for (int r = 0; r < sh.ranks; r++) {
             args[r] = (rank_arg){.sh = &sh, .rank = r};
             pthread_create(&th[r], NULL, create_main, &args[r]);
         }
         for (int r = 0; r < sh.ranks; r++) pthread_join(th[r], NULL);
-        if (sh.failed) return 1;
+        if (sh.failed) {
+            fprintf(stderr, "bench_allreduce: creating the NCCL communicators failed\n");
+            return 1;
+        }
 #else
         fprintf(stderr, "bench_allreduce: built without CUDA + NCCL\n");
         return 1;
@@ -127,10 +138,11 @@ int main(int argc, char **argv) {
             if (qn_tp_comm_cpu_create(sh.group, r, &args[r].c) != QN_OK) return 1;
         }
     }
+    const int user_iters = sh.iters; /* --iters K holds for every size */
     for (size_t bytes = 4096; bytes <= ((size_t)64 << 20); bytes *= 4) {
         sh.n = bytes / sizeof(float);
         /* enough work per sample to dwarf the clock, few samples for the big sizes on 2 cores */
-        const int iters = sh.iters > 0 ? sh.iters : (bytes <= (1u << 20) ? 50 : (bytes <= (16u << 20) ? 4 : 1));
+        const int iters = user_iters > 0 ? user_iters : (bytes <= (1u << 20) ? 50 : (bytes <= (16u << 20) ? 4 : 1));
         sh.iters = iters;
         sh.n_samples = bytes <= (16u << 20) ? 15 : 5;
         for (int r = 0; r < sh.ranks; r++) pthread_create(&th[r], NULL, rank_main, &args[r]);

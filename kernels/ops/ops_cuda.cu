@@ -173,12 +173,17 @@ struct emb_fmt<QN_QFORMAT_Q6_K> {
 
 template <qn_qformat F>
 __global__ void __launch_bounds__(EMBED_THREADS)
-    k_embed(const uint8_t *__restrict__ table, int64_t row_bytes, int64_t n_embd, const int32_t *__restrict__ tokens,
-            float *__restrict__ out) {
+    k_embed(const uint8_t *__restrict__ table, int64_t row_bytes, int64_t n_embd, int64_t row_begin, int64_t n_rows,
+            const int32_t *__restrict__ tokens, float *__restrict__ out) {
     using FT = emb_fmt<F>;
     const int64_t t = blockIdx.x;
-    const uint8_t *row = table + (int64_t)tokens[t] * row_bytes;
+    const int64_t id = (int64_t)tokens[t] - row_begin; /* the same for the whole block: no divergence */
     float *o = out + t * n_embd;
+    if (id < 0 || id >= n_rows) { /* another rank's vocab slice (tensor parallel) */
+        for (int64_t e = threadIdx.x; e < n_embd; e += EMBED_THREADS) o[e] = 0.0f;
+        return;
+    }
+    const uint8_t *row = table + id * row_bytes;
     for (int64_t e = threadIdx.x; e < n_embd; e += EMBED_THREADS)
         o[e] = FT::at(row + (e / FT::BE) * FT::BB, (int)(e % FT::BE));
 }
@@ -188,7 +193,12 @@ __global__ void __launch_bounds__(EMBED_THREADS)
 
 qn_status qn_embed_cuda(qn_qformat fmt, const void *table, int64_t n_embd, const int32_t *tokens, int32_t n,
                         float *out, void *stream) {
-    void (*fn)(const uint8_t *, int64_t, int64_t, const int32_t *, float *) = NULL;
+    return qn_embed_rows_cuda(fmt, table, n_embd, 0, INT64_MAX, tokens, n, out, stream);
+}
+
+qn_status qn_embed_rows_cuda(qn_qformat fmt, const void *table, int64_t n_embd, int64_t row_begin, int64_t n_rows,
+                             const int32_t *tokens, int32_t n, float *out, void *stream) {
+    void (*fn)(const uint8_t *, int64_t, int64_t, int64_t, int64_t, const int32_t *, float *) = NULL;
 #define EMB_CASE(F) \
     if (fmt == QN_QFORMAT_##F) fn = k_embed<QN_QFORMAT_##F>;
     EMB_FOR_EACH_FORMAT(EMB_CASE)
@@ -197,9 +207,10 @@ qn_status qn_embed_cuda(qn_qformat fmt, const void *table, int64_t n_embd, const
     if (n < 0) return QN_ERR_INVALID_ARG;
     if (n_embd <= 0 || n_embd % QN_QFORMATS[fmt].block_elems != 0) return QN_ERR_SHAPE;
     if (n == 0) return QN_OK;
-    if (!table || !tokens || !out) return QN_ERR_INVALID_ARG;
+    if (!table || !tokens || !out || row_begin < 0 || n_rows < 0) return QN_ERR_INVALID_ARG;
     const int64_t row_bytes = (int64_t)qn_qformat_row_bytes(fmt, n_embd);
-    fn<<<(unsigned)n, EMBED_THREADS, 0, (cudaStream_t)stream>>>((const uint8_t *)table, row_bytes, n_embd, tokens, out);
+    fn<<<(unsigned)n, EMBED_THREADS, 0, (cudaStream_t)stream>>>((const uint8_t *)table, row_bytes, n_embd, row_begin,
+                                                                 n_rows, tokens, out);
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }

@@ -20,6 +20,11 @@ extern "C" {
  * QN_ERR_UNSUPPORTED for other formats. Token ids are not checked here (the runtime checks them). */
 qn_status qn_embed_cuda(qn_qformat fmt, const void *table, int64_t n_embd,
                         const int32_t *tokens, /* [n] */ int32_t n, float *out /* [n][n_embd] */, void *stream);
+/* Vocab-parallel embedding (tensor parallel): table holds the rows of global ids [row_begin, row_begin +
+ * n_rows); out[t] = that row for tokens[t] inside the range, zeros otherwise (the ranks' all-reduce then
+ * gives every row exactly). qn_embed_cuda is row_begin 0, n_rows unbounded. */
+qn_status qn_embed_rows_cuda(qn_qformat fmt, const void *table, int64_t n_embd, int64_t row_begin, int64_t n_rows,
+                             const int32_t *tokens, /* [n] */ int32_t n, float *out /* [n][n_embd] */, void *stream);
 
 /* out[t] = fp16(x[src(t)] / sqrt(mean(x[src(t)]^2) + eps) * w); src(t) = rows ? rows[t] : t. */
 qn_status qn_rmsnorm_cuda(const float *x, /* [*][n] */ const int32_t *rows, /* [n_rows] or NULL */

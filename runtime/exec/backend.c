@@ -84,7 +84,9 @@ static qn_status create_cuda(qn_backend *b, const qn_model *m, const qn_backend_
     cp.profile_begin = p->profile_begin, cp.profile_end = p->profile_end;
     qn_status st;
     if (p->tp_size > 1 || p->tp_nccl) {
-        if ((st = qn_tp_cuda_create(m, &cp, p->tp_size, &b->tpcuda, err)) != QN_OK) return st;
+        const qn_tp_cuda_placement pl = {.tp_size = p->tp_size, .first_rank = p->tp_master ? p->tp_first_rank : 0,
+                                         .n_local = p->tp_master ? p->tp_local : p->tp_size, .master = p->tp_master};
+        if ((st = qn_tp_cuda_create_placed(m, &cp, &pl, &b->tpcuda, err)) != QN_OK) return st;
         b->kind = QN_DEVICE_CUDA;
         snprintf(b->name, sizeof b->name, "cuda %s", qn_tp_cuda_name(b->tpcuda));
         return QN_OK;
@@ -102,12 +104,14 @@ qn_status qn_backend_create(const qn_model *m, const qn_backend_params *p, qn_ba
     qn_backend *b = calloc(1, sizeof *b);
     if (!b) return qn_error_set(err, QN_ERR_NOMEM, "backend: out of memory");
     qn_status st;
-    if (p->device == QN_DEVICE_CPU) {
+    if (p->device == QN_DEVICE_CPU && p->tp_master) {
+        st = qn_error_set(err, QN_ERR_INVALID_ARG, "backend: a TP group across processes (--tp-master) needs GPUs");
+    } else if (p->device == QN_DEVICE_CPU) {
         st = create_cpu(b, m, p, err);
     } else {
         st = create_cuda(b, m, p, err);
         /* auto: no GPU, or a model/shape the CUDA path does not take (head_dim, rope scaling, no NCCL): the CPU */
-        if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && p->device == QN_DEVICE_AUTO) {
+        if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && p->device == QN_DEVICE_AUTO && !p->tp_master) {
             if (st == QN_ERR_NO_DEVICE) QN_LOGI("backend: %s; running on the CPU", err ? err->msg : "no GPU");
             else QN_LOGW("backend: %s; running on the CPU", err ? err->msg : "the GPU path does not take this model");
             qn_error_clear(err);
@@ -139,6 +143,7 @@ const char *qn_backend_isa_name(const qn_backend *b) { return b->kind == QN_DEVI
 int32_t qn_backend_tp_size(const qn_backend *b) { return b->tp_size > 0 ? b->tp_size : 1; }
 
 double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls) {
+    if (b->tpcuda) return qn_tp_cuda_allreduce_s(b->tpcuda, n_calls);
     qn_tp_cpu_stats s = {0};
     if (b->tpc) qn_tp_cpu_get_stats(b->tpc, &s);
     if (n_calls) *n_calls = s.n_allreduce;

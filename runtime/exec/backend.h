@@ -39,6 +39,10 @@ typedef struct qn_backend_params {
                                * max(1, n_threads / tp_size) threads; CUDA: GPUs cuda_device .. + tp_size - 1,
                                * one rank thread each, NCCL all-reduces (tp/forward_cuda.h) */
     bool tp_nccl;             /* CUDA: take the NCCL tensor-parallel path even for tp_size 1 */
+    const char *tp_master;    /* CUDA: "host:port" when the group spans processes (tp/forward_cuda.h placement):
+                               * this process runs ranks tp_first_rank .. + tp_local - 1 on GPUs cuda_device..;
+                               * no CPU fallback. NULL: every rank here */
+    int tp_first_rank, tp_local;
 } qn_backend_params;
 
 qn_backend_params qn_backend_params_default(void);

@@ -36,6 +36,7 @@ qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out,
     bp.profile_begin = p->profile_begin, bp.profile_end = p->profile_end;
     bp.tp_size = p->tp_size > 0 ? p->tp_size : 1;
     bp.tp_nccl = p->tp_nccl;
+    bp.tp_master = p->tp_master, bp.tp_first_rank = p->tp_first_rank, bp.tp_local = p->tp_local;
     qn_status st = qn_backend_create(m, &bp, &c->be, err);
     if (st != QN_OK) {
         qn_ctx_destroy(c);

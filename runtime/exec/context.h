@@ -24,6 +24,8 @@ typedef struct qn_ctx_params {
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these forward steps */
     int32_t tp_size;     /* tensor-parallel ranks (exec/backend.h) */
     bool tp_nccl;        /* CUDA: NCCL tensor-parallel path even for tp_size 1 */
+    const char *tp_master; /* CUDA: the TP group spans processes (exec/backend.h); NULL: one process */
+    int tp_first_rank, tp_local; /* with tp_master: this process runs ranks first .. first + local - 1 */
 } qn_ctx_params;
 
 typedef struct qn_ctx qn_ctx;

@@ -79,7 +79,12 @@ static double now_s(void) {
 qn_engine_config qn_engine_config_default(void) {
     return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .tp_size = 1, .max_model_len = 0, .max_num_seqs = 256,
                               .max_num_batched_tokens = 2048, .block_size = 16, .kv_cache_bytes = 0,
-                              .enable_prefix_cache = true, .max_waiting = 1024};
+                              .enable_prefix_cache = true, .max_waiting = 1024, .cuda_graphs = true,
+                              .profile_begin = 1, .profile_end = 0};
+}
+
+size_t qn_engine_kv_bytes_per_token(const qn_model *m) {
+    return 2ull * (size_t)m->cfg.n_layer * (size_t)m->cfg.n_head_kv * (size_t)m->cfg.head_dim * sizeof(uint16_t);
 }
 
 /* ---------------------------------------------------------------- events */
@@ -256,11 +261,17 @@ static void drain_queues(qn_engine *e) {
 
 /* Whether request r's next token can be drawn by the device sampler: nothing the host path would do to
  * the logits first (penalties, logit_bias, the min_tokens mask) and no logprobs to report. */
-static bool device_samplable(const eng_req *r) {
-    const qn_sampler_params *sp = &r->p.sampling;
-    if (r->p.n_logprobs >= 0 || r->p.n_logit_bias > 0) return false;
+static bool params_device_samplable(const qn_gen_params *p, int32_t n_emitted) {
+    const qn_sampler_params *sp = &p->sampling;
+    if (p->n_logprobs >= 0 || p->n_logit_bias > 0) return false;
     if (sp->repetition_penalty != 1.0f || sp->presence_penalty != 0.0f || sp->frequency_penalty != 0.0f) return false;
-    return r->n_emitted >= r->p.min_tokens || (r->p.ignore_eos && r->p.n_stop_token_ids == 0);
+    return n_emitted >= p->min_tokens || (p->ignore_eos && p->n_stop_token_ids == 0);
+}
+
+static bool device_samplable(const eng_req *r) { return params_device_samplable(&r->p, r->n_emitted); }
+
+bool qn_engine_samples_on_device(const qn_engine *e, const qn_gen_params *p) {
+    return !e->cfg.host_sampling && qn_backend_samples_on_device(e->be) && params_device_samplable(p, p->min_tokens);
 }
 
 /* Fills e->sparams for the step's out rows when every live row is device-samplable. Draws each sampled
@@ -391,7 +402,7 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
         free(e);
         return qn_error_set(err, QN_ERR_INVALID_ARG, "engine: max-num-seqs, max-num-batched-tokens, block-size, threads must be >= 1");
     }
-    const size_t per_token = 2ull * mc->n_layer * mc->n_head_kv * mc->head_dim * sizeof(uint16_t);
+    const size_t per_token = qn_engine_kv_bytes_per_token(m);
     size_t bytes = c->kv_cache_bytes > 0 ? (size_t)c->kv_cache_bytes
                                          : per_token * (size_t)c->max_model_len * (size_t)(c->max_num_seqs / 8 > 1 ? c->max_num_seqs / 8 : 1);
     qn_backend_params bp = qn_backend_params_default();
@@ -399,6 +410,8 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     bp.max_tokens = c->max_num_batched_tokens, bp.max_seqs = c->max_num_seqs, bp.max_ctx = c->max_model_len;
     bp.block_size = c->block_size;
     bp.tp_size = c->tp_size > 0 ? c->tp_size : 1;
+    bp.cuda_graphs = c->cuda_graphs, bp.profile_begin = c->profile_begin, bp.profile_end = c->profile_end;
+    bp.tp_nccl = c->tp_nccl;
     qn_status st = QN_OK;
     if (c->kv_cache_bytes <= 0 && c->device != QN_DEVICE_CPU && bp.tp_size == 1) {
         uint64_t gpu_kv = 0;
@@ -608,4 +621,6 @@ void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out) {
 int32_t qn_engine_max_model_len(const qn_engine *e) { return e->cfg.max_model_len; }
 const qn_model *qn_engine_model(const qn_engine *e) { return e->m; }
 const char *qn_engine_kv_summary(const qn_engine *e) { return e->kv_summary; }
+qn_device_kind qn_engine_device(const qn_engine *e) { return qn_backend_kind(e->be); }
+const char *qn_engine_isa_name(const qn_engine *e) { return qn_backend_isa_name(e->be); }
 const char *qn_engine_backend_name(const qn_engine *e) { return qn_backend_name(e->be); }

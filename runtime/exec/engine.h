@@ -39,9 +39,14 @@ typedef struct qn_engine_config {
     int32_t max_waiting;            /* submissions beyond this many waiting are refused (QN_ERR_BUSY) */
     bool host_sampling;             /* sample every row on the host even where the backend could sample on
                                      * the device (tests compare the two) */
+    bool cuda_graphs;               /* CUDA: replay pure-decode steps as graphs (true) */
+    int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these steps (begin > end: off) */
+    bool tp_nccl;                   /* CUDA: the NCCL tensor-parallel path even for tp_size 1 */
 } qn_engine_config;
 
 qn_engine_config qn_engine_config_default(void);
+/* KV cache bytes one token takes (K and V, every layer, fp16): kv_cache_bytes for N tokens is N times this. */
+size_t qn_engine_kv_bytes_per_token(const qn_model *m);
 
 typedef struct qn_token_bias {
     int32_t token;
@@ -132,5 +137,9 @@ const qn_model *qn_engine_model(const qn_engine *e);
 const char *qn_engine_kv_summary(const qn_engine *e);
 /* "cpu avx512, 2 threads" / "cuda NVIDIA H200 (sm_90, 132 SMs)" */
 const char *qn_engine_backend_name(const qn_engine *e);
+qn_device_kind qn_engine_device(const qn_engine *e);  /* CPU or CUDA */
+const char *qn_engine_isa_name(const qn_engine *e);    /* "avx512" / "CUDA" */
+/* Whether a request with p (past its min_tokens) has its tokens sampled on the device. */
+bool qn_engine_samples_on_device(const qn_engine *e, const qn_gen_params *p);
 
 #endif

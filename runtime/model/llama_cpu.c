@@ -35,6 +35,7 @@ struct qn_llama_cpu {
     void *tap_user;
     qn_llama_allreduce_fn allreduce;    /* optional TP all-reduce of the o/down partial sums */
     void *allreduce_user;
+    int64_t embd_begin;                 /* global vocab id of tok_embd's row 0 (vocab-parallel embedding) */
 };
 
 void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user) {
@@ -46,6 +47,8 @@ void qn_llama_cpu_set_allreduce(qn_llama_cpu *f, qn_llama_allreduce_fn fn, void 
     f->allreduce = fn;
     f->allreduce_user = user;
 }
+
+void qn_llama_cpu_set_embd_rows(qn_llama_cpu *f, int64_t row_begin) { f->embd_begin = row_begin; }
 
 #define TAP(name, il, rows, n, ld) \
     do { \
@@ -226,12 +229,18 @@ typedef struct embed_task {
     const qn_fwd_batch *b;
 } embed_task;
 
+/* rows outside this rank's vocab slice are zero (the all-reduce fills them in) */
 static void embed_fn(void *arg, int ith, int nth) {
     const embed_task *a = arg;
+    const qn_weight *w = &a->f->m->tok_embd;
     const int64_t E = a->f->m->cfg.n_embd;
     long long b, e;
     qn_split_range(a->b->n_tokens, ith, nth, &b, &e);
-    for (long long t = b; t < e; t++) qn_weight_row_f32(&a->f->m->tok_embd, a->b->tokens[t], a->f->x + t * E);
+    for (long long t = b; t < e; t++) {
+        const int64_t id = (int64_t)a->b->tokens[t] - a->f->embd_begin;
+        if (id >= 0 && id < w->n) qn_weight_row_f32(w, id, a->f->x + t * E);
+        else memset(a->f->x + t * E, 0, sizeof(float) * (size_t)E);
+    }
 }
 
 /* TP: sum the ranks' partial o/down rows, then the residual add the matmul would have fused (same
@@ -343,6 +352,12 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
 
     embed_task et = {f, b};
     qn_threadpool_run(f->tp, embed_fn, &et);
+    if (m->tok_embd.n < c->n_vocab) { /* vocab-parallel: each token's row comes from one rank */
+        if (!f->allreduce)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "forward: a vocab slice of the embedding without an all-reduce");
+        if ((st = f->allreduce(f->allreduce_user, f->x, T, E)) != QN_OK)
+            return qn_error_set(err, st, "forward: tensor-parallel all-reduce of the embeddings failed");
+    }
 
     for (int il = 0; il < c->n_layer; il++) {
         const qn_layer_weights *L = &m->layers[il];

@@ -33,6 +33,10 @@ void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user);
  * was without the hook: the residual add stays fused into the matmul. */
 typedef qn_status (*qn_llama_allreduce_fn)(void *user, float *rows, int64_t n_tokens, int64_t n);
 void qn_llama_cpu_set_allreduce(qn_llama_cpu *f, qn_llama_allreduce_fn fn, void *user);
+/* Vocab-parallel embedding (tensor parallel): when m->tok_embd holds fewer rows than n_vocab, they are the
+ * global vocab ids [row_begin, row_begin + tok_embd.n); a token outside gets a zero row and the all-reduce
+ * hook (required then) sums the ranks' rows into the full embeddings, exactly (one rank is non-zero). */
+void qn_llama_cpu_set_embd_rows(qn_llama_cpu *f, int64_t row_begin);
 
 /* Runs one step: writes K/V of every token into kv at batch->slot_mapping, and the logits of
  * batch->out_rows into logits [n_out][n_vocab]. */

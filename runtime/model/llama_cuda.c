@@ -29,6 +29,11 @@ void qn_llama_cuda_destroy(qn_llama_cuda *f) { (void)f; }
 const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return (void)f, "none"; }
 void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) { (void)f, (void)fn, (void)user; }
 void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin) { (void)f, (void)comm, (void)vocab_begin; }
+double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
+    (void)f;
+    if (n_calls) *n_calls = 0;
+    return 0;
+}
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
     (void)f, (void)b, (void)logits;
     return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
@@ -147,6 +152,10 @@ struct qn_llama_cuda {
     float *tap_buf;                /* host [max_tokens][kmax] */
     qn_tp_comm *comm;              /* tensor parallel: o/down partial sums (NULL: off) */
     int64_t vocab_begin;           /* first global vocab id of this rank's LM-head rows */
+    cudaEvent_t *ar_ev;            /* [2 * ar_per_step] start/stop of each all-reduce of a step */
+    int ar_per_step, ar_i;         /* all-reduces per step; the next one's index while enqueueing */
+    double ar_s;                   /* seconds inside all-reduces, summed over steps */
+    uint64_t ar_calls;
 };
 
 qn_llama_cuda_params qn_llama_cuda_params_default(void) {
@@ -164,6 +173,50 @@ void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) {
 void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin) {
     f->comm = comm;
     f->vocab_begin = vocab_begin;
+    /* events for the all-reduce timing: embedding (vocab-parallel) + o and down of every layer */
+    const int n = 2 * f->cfg.n_layer + (f->tok_embd.n < f->cfg.n_vocab);
+    if (!comm || f->ar_ev || cudaSetDevice(f->qctx.device) != cudaSuccess || !(f->ar_ev = calloc(2 * (size_t)n, sizeof *f->ar_ev)))
+        return;
+    for (int i = 0; i < 2 * n; i++)
+        if (cudaEventCreate(&f->ar_ev[i]) != cudaSuccess) { /* timing is optional: go without */
+            for (int j = 0; j < i; j++) cudaEventDestroy(f->ar_ev[j]);
+            free(f->ar_ev), f->ar_ev = NULL;
+            return;
+        }
+    f->ar_per_step = n;
+}
+
+double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
+    if (n_calls) *n_calls = f->ar_calls;
+    return f->ar_s;
+}
+
+/* The step's all-reduce on its stream, between an event pair (external records: graph captures keep them,
+ * so replays are timed too); comm.c puts the enqueue in the NVTX range "tp.allreduce". */
+static qn_status tp_allreduce(qn_llama_cuda *f, float *buf, size_t n, qn_error *err) {
+    const bool timed = f->ar_ev && f->ar_i < f->ar_per_step;
+    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i], f->stream, cudaEventRecordExternal));
+    const qn_status st = qn_tp_comm_all_reduce_sum_f32(f->comm, buf, n, f->stream);
+    if (st != QN_OK) return qn_error_set(err, st, "cuda forward: tensor-parallel all-reduce failed");
+    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i + 1], f->stream, cudaEventRecordExternal));
+    f->ar_i++;
+    return QN_OK;
+}
+
+/* After a step's stream sync: add the step's all-reduce times. */
+static void tp_time_collect(qn_llama_cuda *f) {
+    if (!f->ar_ev) return;
+    for (int i = 0; i < f->ar_per_step; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, f->ar_ev[2 * i], f->ar_ev[2 * i + 1]) == cudaSuccess) f->ar_s += 1e-3 * ms;
+    }
+    f->ar_calls += (uint64_t)f->ar_per_step;
+}
+
+static void tp_time_free(qn_llama_cuda *f) {
+    if (!f->ar_ev) return;
+    for (int i = 0; i < 2 * f->ar_per_step; i++) cudaEventDestroy(f->ar_ev[i]);
+    free(f->ar_ev);
 }
 
 /* the LM head holds only a slice of the vocabulary (tensor parallel) */
@@ -181,6 +234,21 @@ static qn_status logits_to_host(qn_llama_cuda *f, float *dst, int32_t n_out, qn_
 }
 
 static size_t align_up(size_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
+
+/* Token rows into x [T][n_embd]. Tensor parallel: the embedding holds this rank's vocab rows (the LM head's,
+ * tp/model_shard.h), other tokens get zero rows, and one all-reduce on the step's stream sums the ranks'
+ * rows into the full embeddings (exact: one rank is non-zero per row). */
+static qn_status embed_tokens(qn_llama_cuda *f, const int32_t *tokens_d, int32_t T, qn_error *err) {
+    const dev_weight *w = &f->tok_embd;
+    const int64_t E = f->cfg.n_embd;
+    if (w->n == f->cfg.n_vocab) {
+        KS(qn_embed_cuda(w->fmt, w->d, E, tokens_d, T, f->x, f->stream));
+        return QN_OK;
+    }
+    if (!f->comm) return qn_error_set(err, QN_ERR_INTERNAL, "cuda forward: a vocab slice of the embedding without TP");
+    KS(qn_embed_rows_cuda(w->fmt, w->d, E, f->vocab_begin, w->n, tokens_d, T, f->x, f->stream));
+    return tp_allreduce(f, f->x, (size_t)T * (size_t)E, err);
+}
 
 /* ---------------------------------------------------------------- weight placement */
 
@@ -212,7 +280,8 @@ static qn_qformat embed_format(const qn_weight *w) {
     return QN_QFORMAT_F16;
 }
 
-/* tied embeddings: one device copy serves both (not for a tensor-parallel shard, whose LM head is a slice) */
+/* tied embeddings: one device copy serves both (a tensor-parallel shard slices both to the same vocab rows,
+ * so its two views still match; weights_bytes then counts 1/N of the table per rank) */
 static bool output_shares_embd(const qn_model *m) {
     return m->output.data == m->tok_embd.data && m->output.n == m->tok_embd.n &&
            embed_format(&m->tok_embd) == dev_format(&m->output);
@@ -615,6 +684,7 @@ void qn_llama_cuda_destroy(qn_llama_cuda *f) {
         free(f->graphs[i]);
     }
     if (f->stream) cudaStreamSynchronize(f->stream);
+    tp_time_free(f);
     cudaFree(f->wmem), cudaFree(f->kvmem), cudaFree(f->amem);
     cudaFreeHost(f->step_h), cudaFreeHost(f->sparams_h), cudaFreeHost(f->sampled_h), cudaFreeHost(f->logits_h);
     if (f->stream) cudaStreamDestroy(f->stream);
@@ -683,7 +753,8 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         .freq_factors = f->rope_freqs};
 
     nvtxRangePushA("model.forward");
-    KS(qn_embed_cuda(f->tok_embd.fmt, f->tok_embd.d, E, sd + l->tokens, T, f->x, f->stream));
+    f->ar_i = 0;
+    TRY(embed_tokens(f, sd + l->tokens, T, err));
     char lname[32];
     for (int il = 0; il < c->n_layer; il++) {
         const dev_layer *D = &f->layers[il];
@@ -716,7 +787,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         KS(qn_attn_paged_cuda(&at, f->qctx.n_sm, f->stream));
         TRY(tap_rows(f, "kqv_out", il, f->xh, true, T, HQ, HQ, err));
         TRY(mm(f, &D->wo, f->xh, T, f->y, err));
-        if (f->comm) KS(qn_tp_comm_all_reduce_sum_f32(f->comm, f->y, (size_t)T * (size_t)E, f->stream));
+        if (f->comm) TRY(tp_allreduce(f, f->y, (size_t)T * (size_t)E, err));
         nvtxRangePop();
         nvtxRangePushA("mlp");
         KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, f->stream));
@@ -725,7 +796,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         TRY(mm(f, &D->up, f->xh, T, f->u, err));
         KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, f->stream));
         TRY(mm(f, &D->down, f->xh, T, f->y, err));
-        if (f->comm) KS(qn_tp_comm_all_reduce_sum_f32(f->comm, f->y, (size_t)T * (size_t)E, f->stream));
+        if (f->comm) TRY(tp_allreduce(f, f->y, (size_t)T * (size_t)E, err));
         nvtxRangePop();
         nvtxRangePop();
     }
@@ -821,6 +892,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         CK(cudaStreamSynchronize(f->stream));
     }
     CK(cudaGetLastError());
+    tp_time_collect(f);
     if (f->step == f->p.profile_end && f->p.profile_begin <= f->p.profile_end) cudaProfilerStop();
     f->step++;
     return QN_OK;

@@ -60,9 +60,14 @@ void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user);
 /* Tensor parallel (tp/forward_cuda.c): all-reduce the o and down partial outputs over comm before each
  * residual add (on the step's stream, so graphs capture it), and write the logits of this rank's LM-head
  * rows, global vocab ids [vocab_begin, vocab_begin + rows), into those columns of the host logits rows.
+ * A model whose tok_embd has fewer rows than n_vocab holds the same vocab ids there: other tokens embed
+ * as zeros and one more all-reduce per step completes the embeddings (tp/model_shard.h).
  * Sampling on the device is refused while the vocabulary is split. comm NULL: off. */
 typedef struct qn_tp_comm qn_tp_comm;
 void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin);
+/* With tp set: seconds between the cudaEvent pair around each all-reduce (NVTX range tp.allreduce), summed
+ * over the steps run, and the number of all-reduces (n_calls may be NULL). */
+double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls);
 
 /* --- steps --- */
 /* Logits of batch->out_rows into host memory logits [n_out][n_vocab]. */

@@ -189,12 +189,17 @@ static int send_reply(int fd, uint32_t status, const qn_tp_unique_id *id, int64_
 
 qn_status qn_tp_bootstrap_serve(qn_tp_bootstrap_server *s, int tp_size, const qn_tp_unique_id *id,
                                 int timeout_ms, qn_error *err) {
-    if (!s || !id || tp_size < 1 || tp_size > 65536 || timeout_ms < 0)
+    return qn_tp_bootstrap_serve_remote(s, tp_size, 1, id, timeout_ms, err);
+}
+
+qn_status qn_tp_bootstrap_serve_remote(qn_tp_bootstrap_server *s, int tp_size, int n_local, const qn_tp_unique_id *id,
+                                       int timeout_ms, qn_error *err) {
+    if (!s || !id || tp_size < 1 || tp_size > 65536 || n_local < 1 || n_local > tp_size || timeout_ms < 0)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "tp bootstrap: bad arguments");
     bool *served = calloc((size_t)tp_size, sizeof *served);
     if (!served) return qn_error_set(err, QN_ERR_NOMEM, "tp bootstrap: out of memory");
     const int64_t deadline = now_ms() + timeout_ms;
-    int n_left = tp_size - 1;
+    int n_left = tp_size - n_local;
     qn_status st = QN_OK;
     while (n_left > 0) {
         struct pollfd pfd = {.fd = s->fd, .events = POLLIN};
@@ -203,7 +208,7 @@ qn_status qn_tp_bootstrap_serve(qn_tp_bootstrap_server *s, int tp_size, const qn
         if (pr <= 0) {
             char missing[256] = "";
             size_t ml = 0;
-            for (int r = 1; r < tp_size && ml + 12 < sizeof missing; r++)
+            for (int r = n_local; r < tp_size && ml + 12 < sizeof missing; r++)
                 if (!served[r]) ml += (size_t)snprintf(missing + ml, sizeof missing - ml, " %d", r);
             st = qn_error_set(err, QN_ERR_IO,
                               "tp bootstrap: master port %u %s after %d ms waiting for rank(s)%s of tp_size %d",
@@ -236,10 +241,10 @@ qn_status qn_tp_bootstrap_serve(qn_tp_bootstrap_server *s, int tp_size, const qn
             st = qn_error_set(err, QN_ERR_INVALID_ARG,
                               "tp bootstrap: rank %u was started with tp_size %u, the master with %d", rank, size,
                               tp_size);
-        } else if (rank == 0 || rank >= (uint32_t)tp_size) {
+        } else if (rank < (uint32_t)n_local || rank >= (uint32_t)tp_size) {
             status = QN_TP_REPLY_BAD_RANK;
-            st = qn_error_set(err, QN_ERR_INVALID_ARG, "tp bootstrap: a peer claims rank %u (valid: 1..%d)", rank,
-                              tp_size - 1);
+            st = qn_error_set(err, QN_ERR_INVALID_ARG, "tp bootstrap: a peer claims rank %u (valid: %d..%d; 0..%d "
+                              "run in the master's process)", rank, n_local, tp_size - 1, n_local - 1);
         } else if (served[rank]) {
             status = QN_TP_REPLY_DUP_RANK;
             st = qn_error_set(err, QN_ERR_INVALID_ARG, "tp bootstrap: rank %u connected twice (two processes "
@@ -364,6 +369,26 @@ qn_status qn_tp_bootstrap_exchange(const char *master_spec, int rank, int tp_siz
     st = qn_tp_bootstrap_listen(&m, &s, err);
     if (st != QN_OK) return st;
     st = qn_tp_bootstrap_serve(s, tp_size, id, timeout_ms, err);
+    qn_tp_bootstrap_server_destroy(s);
+    return st;
+}
+
+qn_status qn_tp_bootstrap_exchange_local(const char *master_spec, int first_rank, int n_local, int tp_size,
+                                         qn_tp_unique_id *id, int timeout_ms, qn_error *err) {
+    if (n_local < 1 || first_rank < 0 || first_rank + n_local > tp_size)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "tp bootstrap: ranks %d..%d are outside tp_size %d", first_rank,
+                            first_rank + n_local - 1, tp_size);
+    qn_tp_master m;
+    qn_status st = qn_tp_master_parse(master_spec, &m, err);
+    if (st != QN_OK || n_local == tp_size) return st;
+    if (first_rank != 0) { /* one hello per rank: the master counts ranks, not processes */
+        for (int r = first_rank; r < first_rank + n_local && st == QN_OK; r++)
+            st = qn_tp_bootstrap_fetch(&m, r, tp_size, timeout_ms, id, err);
+        return st;
+    }
+    qn_tp_bootstrap_server *s = NULL;
+    if ((st = qn_tp_bootstrap_listen(&m, &s, err)) != QN_OK) return st;
+    st = qn_tp_bootstrap_serve_remote(s, tp_size, n_local, id, timeout_ms, err);
     qn_tp_bootstrap_server_destroy(s);
     return st;
 }

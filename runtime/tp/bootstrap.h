@@ -42,6 +42,10 @@ uint16_t qn_tp_bootstrap_port(const qn_tp_bootstrap_server *s); /* the bound por
  * missing ranks after timeout_ms, or QN_ERR_INVALID_ARG when a peer disagrees on tp_size / rank. */
 qn_status qn_tp_bootstrap_serve(qn_tp_bootstrap_server *s, int tp_size, const qn_tp_unique_id *id,
                                 int timeout_ms, qn_error *err);
+/* The same when the master's process itself runs ranks 0..n_local-1: only ranks n_local..tp_size-1 are
+ * waited for, and a peer claiming a local rank is refused. */
+qn_status qn_tp_bootstrap_serve_remote(qn_tp_bootstrap_server *s, int tp_size, int n_local, const qn_tp_unique_id *id,
+                                       int timeout_ms, qn_error *err);
 void qn_tp_bootstrap_server_destroy(qn_tp_bootstrap_server *s); /* NULL: no-op */
 
 /* --- ranks 1..tp_size-1 --- */
@@ -56,6 +60,12 @@ qn_status qn_tp_bootstrap_fetch(const qn_tp_master *m, int rank, int tp_size, in
  * e.g. with qn_tp_nccl_get_unique_id); other ranks fetch into *id. */
 qn_status qn_tp_bootstrap_exchange(const char *master_spec, int rank, int tp_size, qn_tp_unique_id *id,
                                    int timeout_ms, qn_error *err);
+/* For a process that runs ranks first_rank .. first_rank + n_local - 1 (`--tp-rank R --tp-local L`): the
+ * process with rank 0 listens and serves the other processes' ranks; every other process fetches the id
+ * once per rank it runs (so the master's count of ranks stays the protocol's). n_local == tp_size: one
+ * process holds every rank, nothing is exchanged. */
+qn_status qn_tp_bootstrap_exchange_local(const char *master_spec, int first_rank, int n_local, int tp_size,
+                                         qn_tp_unique_id *id, int timeout_ms, qn_error *err);
 
 #ifdef __cplusplus
 }

@@ -84,7 +84,10 @@ static qn_status rank_init(qn_tp_cpu *tp, tp_rank *r, const qn_model *m, const q
     if ((st = qn_tp_comm_cpu_create(tp->group, r->rank, &r->comm)) != QN_OK)
         return qn_error_set(err, st, "tp cpu: cannot create the communicator of rank %d", r->rank);
     /* N = 1 keeps the plain, fused residual path (bit-identical to a forward without TP) */
-    if (tp->n > 1) qn_llama_cpu_set_allreduce(r->fwd, rank_allreduce, r);
+    if (tp->n > 1) {
+        qn_llama_cpu_set_allreduce(r->fwd, rank_allreduce, r);
+        qn_llama_cpu_set_embd_rows(r->fwd, r->shard->vocab_begin);
+    }
     return QN_OK;
 }
 

@@ -1,7 +1,7 @@
 /* forward_cpu.h — the Llama forward pass run tensor-parallel on the CPU: N ranks, each a qn_llama_cpu over
  * its shard of the model (tp/model_shard.h) with its own thread pool and its own KV cache of its kv heads,
- * joined by the in-process communicator (tp/comm.h) that sums the o and down partial outputs of every
- * layer. Same step contract as qn_llama_cpu_forward: a qn_fwd_batch in, logits [n_out][n_vocab] out.
+ * joined by the in-process communicator (tp/comm.h) that sums the vocab-parallel embedding rows once per
+ * step and the o and down partial outputs of every layer. Same step contract as qn_llama_cpu_forward: a qn_fwd_batch in, logits [n_out][n_vocab] out.
  * Owns: the rank shards, forwards, thread pools, KV caches, communicators and the N-1 rank threads (rank 0
  * runs on the caller's thread). Borrows the model and the kernel table (both must outlive it).
  * Block ids are shared: one block table addresses the same block in every rank's cache, so the caller's
@@ -19,8 +19,8 @@ typedef struct qn_tp_cpu qn_tp_cpu;
 
 /* All-reduce cost as rank 0 sees it (its wait for slower ranks included), since create or the last reset. */
 typedef struct qn_tp_cpu_stats {
-    double allreduce_s;      /* seconds inside the o/down all-reduces */
-    uint64_t n_allreduce;    /* calls: 2 per layer per step when n_ranks > 1 */
+    double allreduce_s;      /* seconds inside the embedding and o/down all-reduces */
+    uint64_t n_allreduce;    /* calls: 1 + 2 per layer per step when n_ranks > 1 */
     uint64_t allreduce_bytes;/* f32 payload per rank, summed over calls */
     uint64_t n_steps;        /* forward steps run */
 } qn_tp_cpu_stats;

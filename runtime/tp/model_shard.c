@@ -1,4 +1,5 @@
-/* model_shard.c — a rank's model (tp/model_shard.h): views for column-parallel and vocab rows, re-strided
+/* model_shard.c — a rank's model (tp/model_shard.h): views for column-parallel and vocab rows (LM head and
+ * embedding), re-strided
  * copies for the row-parallel input-col slices of GGUF and lutq weights. */
 #include "tp/model_shard.h"
 
@@ -153,6 +154,11 @@ static qn_status build(const qn_model *full, int N, int r, bool dry, qn_tp_model
     if ((st = shard_rule(&full->output, -1, "output", QN_TP_SPLIT_VOCAB, N, r, &sh, err)) != QN_OK) return st;
     s->vocab_begin = sh.row_begin, s->vocab_end = sh.row_end;
     if (!dry && (st = slice_rows(s, &full->output, sh.row_begin, sh.row_end, &s->m.output)) != QN_OK) goto fail;
+    /* vocab-parallel embedding over the LM head's rows: a tied model's two views stay one tensor */
+    if (full->tok_embd.n != c->n_vocab)
+        return qn_error_set(err, QN_ERR_SHAPE, "tp model: token_embd has %lld rows, n_vocab is %d",
+                            (long long)full->tok_embd.n, c->n_vocab);
+    if (!dry && (st = slice_rows(s, &full->tok_embd, sh.row_begin, sh.row_end, &s->m.tok_embd)) != QN_OK) goto fail;
 
     for (int il = 0; il < c->n_layer; il++) {
         const qn_layer_weights *F = &full->layers[il];
@@ -198,6 +204,14 @@ qn_status qn_tp_model_check(const qn_model *full, int tp_size, qn_error *err) {
         if (st != QN_OK) return st;
     }
     return QN_OK;
+}
+
+qn_status qn_tp_model_vocab_range(const qn_model *full, int tp_size, int rank, int64_t *begin, int64_t *end,
+                                  qn_error *err) {
+    qn_tp_shard sh;
+    const qn_status st = shard_rule(&full->output, -1, "output", QN_TP_SPLIT_VOCAB, tp_size, rank, &sh, err);
+    if (st == QN_OK) *begin = sh.row_begin, *end = sh.row_end;
+    return st;
 }
 
 qn_status qn_tp_model_shard_create(const qn_model *full, int tp_size, int rank, qn_tp_model_shard **out,

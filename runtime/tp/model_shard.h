@@ -7,7 +7,10 @@
  *     (a GGUF row slice is a byte sub-range of each row; lutq weights are re-carved, groups cut at the edge
  *     keep their scale and zero, act-order perm follows its columns);
  *   vocab-parallel LM head (view): output rows [vocab_begin, vocab_end); logits land in those columns;
- *   replicated: token_embd (each rank looks up whole rows), norms, rope_freqs, vocab, chat template.
+ *   vocab-parallel embedding (view): token_embd rows [vocab_begin, vocab_end), the LM head's range, so a
+ *     tied model's output and tok_embd stay the same view (one device copy per rank); the forward gives
+ *     other tokens zero rows and one all-reduce makes the full embeddings (llama_cpu.h, llama_cuda.h);
+ *   replicated: norms, rope_freqs, vocab, chat template.
  * Owns: the layer array, the copied row-parallel weights, lutq headers. Borrows everything else from the
  * full model, which must outlive the shard. */
 #ifndef QN_TP_MODEL_SHARD_H
@@ -25,7 +28,7 @@ typedef struct qn_tp_model_shard {
     int tp_size, rank;
     qn_tp_heads heads;                 /* global q / kv heads of this rank */
     int64_t ff_begin, ff_end;          /* global n_ff rows of gate/up (= input cols of down) */
-    int64_t vocab_begin, vocab_end;    /* global LM-head rows = logits columns this rank writes */
+    int64_t vocab_begin, vocab_end;    /* global LM-head and embedding rows = logits columns this rank writes */
     void **owned;                      /* [n_owned] buffers freed with the shard */
     int n_owned;
 } qn_tp_model_shard;
@@ -40,5 +43,8 @@ void qn_tp_model_shard_destroy(qn_tp_model_shard *s); /* NULL is a no-op */
 /* --- queries --- */
 /* QN_OK when every rank of tp_size can be built (the shape checks of create, nothing allocated). */
 qn_status qn_tp_model_check(const qn_model *full, int tp_size, qn_error *err);
+/* The vocab rows [begin, end) rank `rank` of tp_size holds (LM head and embedding), without building it. */
+qn_status qn_tp_model_vocab_range(const qn_model *full, int tp_size, int rank, int64_t *begin, int64_t *end,
+                                  qn_error *err);
 
 #endif

@@ -9,7 +9,10 @@
 #   3. `quern serve -tp 3` answers a greedy completion with the same text as -tp 1 (real model);
 #   4. -tp 2 on the real model is refused with the head-count message, -tp 0 as out of range, a K-quant
 #      tiny model at -tp 2 with the block-straddling message; also the shared device flags: --profile-steps
-#      with B < A and an unknown --device.
+#      with B < A and an unknown --device;
+#   5. the multi-host flags: --tp-rank / --tp-local without --tp-master, --tp-master without --tp-rank, ranks
+#      outside -tp, every rank local, --device cpu, a malformed HOST:PORT, and run / bench / serve (not supported
+#      across hosts yet) are refused with a message (the accepted path needs GPUs on several hosts).
 # Skips (77) without the quern binary or the default model (the tokenizer source).
 # QN_TEST_LABELS: cpu
 import json
@@ -114,6 +117,24 @@ def main():
         r = subprocess.run([quern, "run", "--device", "cpu", "-n", "2"] + args, capture_output=True, text=True, timeout=120)
         if r.returncode == 0 or want not in r.stderr:
             fails.append(f"run {args}: rc {r.returncode}, {r.stderr[-200:]!r}")
+    # 5. multi-host flags (docs/tensor_parallel.md §4): refused before any model work or socket
+    pp = ["perplexity", "-m", model, "-f", text, "--ctx", "128", "--chunks", "1"]
+    master = ["--tp-master", "127.0.0.1:29500"]
+    for args, want in (
+            (pp + ["-tp", "2", "--tp-rank", "1"], "need --tp-master"),
+            (pp + ["-tp", "2", "--tp-local", "2"], "need --tp-master"),
+            (pp + ["-tp", "2"] + master, "needs --tp-rank"),
+            (pp + ["-tp", "2", "--tp-rank", "2"] + master, "ranks 2..2 are outside -tp 2"),
+            (pp + ["-tp", "8", "--tp-rank", "4", "--tp-local", "8"] + master, "ranks 4..11 are outside -tp 8"),
+            (pp + ["-tp", "2", "--tp-rank", "0", "--tp-local", "2"] + master, "nothing spans hosts"),
+            (pp + ["-tp", "2", "--tp-rank", "0", "--device", "cpu"] + master, "--device cpu runs every rank"),
+            (pp + ["-tp", "2", "--tp-rank", "1", "--tp-master", "nohostport"], "expected host:port"),
+            (["run", "-m", model, "-p", "hi", "-n", "2", "-tp", "2", "--tp-rank", "1"] + master, "not by run"),
+            (["bench", "-m", model, "-tp", "2", "--tp-rank", "1"] + master, "not by bench"),
+            (["serve", model, "-tp", "2", "--tp-rank", "1"] + master, "not supported by serve yet")):
+        r = subprocess.run([quern] + args, capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 or want not in r.stderr:
+            fails.append(f"{args[0]} {args[-6:]}: rc {r.returncode}, {r.stderr[-200:]!r}")
     for f in fails:
         print("FAIL:", f)
     return 1 if fails else 0

@@ -118,6 +118,7 @@ static void embed_case(qn_qformat fmt, int64_t n_embd, int32_t n_vocab, int32_t 
     char what[96];
     snprintf(what, sizeof what, "embed %s n_embd=%lld n=%d", t->name, (long long)n_embd, n);
     const qn_status st = qn_embed_cuda(fmt, dt, n_embd, dtok, n, dout, g_stream);
+    qn_status st2;
     if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
     dev_fetch(got, dout, out_bytes, GUARD * sizeof(float), what);
     size_t bad = 0;
@@ -127,6 +128,20 @@ static void embed_case(qn_qformat fmt, int64_t n_embd, int32_t n_vocab, int32_t 
                     (long long)(i / n_embd), tok[i / n_embd], (long long)(i % n_embd), got[i], qn_f32_as_u32(got[i]),
                     ref[i], qn_f32_as_u32(ref[i]));
     if (bad) fail_msg("%s: %zu values differ from dequant_ref", what, bad);
+    /* vocab-parallel: the middle third of the rows as a table of its own; other ids give zero rows */
+    const int32_t v0 = n_vocab / 3, nv = n_vocab / 3;
+    CK(cudaMemset(dout, 0xff, out_bytes));
+    st2 = qn_embed_rows_cuda(fmt, (const uint8_t *)dt + rb * (size_t)v0, n_embd, v0, nv, dtok, n, dout, g_stream);
+    if (st2 != QN_OK) fail_msg("%s rows [%d, %d): %s", what, v0, v0 + nv, qn_status_str(st2));
+    dev_fetch(got, dout, out_bytes, GUARD * sizeof(float), what);
+    for (int64_t i = 0; i < (int64_t)n * n_embd; i++) {
+        const int32_t id = tok[i / n_embd];
+        const float want = id >= v0 && id < v0 + nv ? ref[i] : 0.0f;
+        if (qn_f32_as_u32(got[i]) != qn_f32_as_u32(want) && bad++ < 5)
+            fprintf(stderr, "  %s rows [%d, %d): id %d elem %lld got %.9g want %.9g\n", what, v0, v0 + nv, id,
+                    (long long)(i % n_embd), got[i], want);
+    }
+    if (bad) fail_msg("%s: %zu values differ from the row-range reference", what, bad);
     cudaFree(dt), cudaFree(dtok), cudaFree(dout);
     free(table), free(src), free(ref), free(got), free(tok);
 }

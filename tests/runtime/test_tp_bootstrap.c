@@ -1,6 +1,7 @@
 /* test_tp_bootstrap.c — tp/bootstrap on 127.0.0.1 with a fake 128-byte id: N = 2 and 4 ranks as
  * threads and as forked processes, ranks that start before the master (retry), timeouts that name the
- * missing ranks, tp_size / rank disagreements refused on both sides, a non-Quern connection ignored,
+ * missing ranks, several ranks per process (2 x 4, 4 + 2 + 2 of 8), tp_size / rank disagreements refused
+ * on both sides, a non-Quern connection ignored,
  * and host:port parsing. QN_TEST_LABELS: cpu */
 #include "harness.h"
 
@@ -123,6 +124,65 @@ static void test_processes(void **state) {
     }
     if (st != QN_OK) fail_msg("rank 0: %s", err.msg);
     assert_int_equal(ok, size - 1);
+}
+
+/* Several ranks per process (`--tp-rank R --tp-local L`): tp_size 8 as 2 processes x 4 ranks (the master
+ * serves only ranks 4..7; the other process fetches once per rank), then 3 processes holding 4 + 2 + 2; a
+ * peer claiming one of the master's own ranks is refused. */
+static void run_local(const int *firsts, const int *locals, int n_proc, int size) {
+    const qn_tp_unique_id id = fake_id(91 + (uint64_t)n_proc);
+    char spec[64];
+    snprintf(spec, sizeof spec, "127.0.0.1:%u", (unsigned)free_port());
+    pid_t pid[4];
+    for (int i = 1; i < n_proc; i++) {
+        pid[i] = fork();
+        assert_true(pid[i] >= 0);
+        if (pid[i] == 0) {
+            qn_tp_unique_id got;
+            memset(&got, 0, sizeof got);
+            const qn_status st = qn_tp_bootstrap_exchange_local(spec, firsts[i], locals[i], size, &got, 10000, NULL);
+            _exit(st == QN_OK && memcmp(got.bytes, id.bytes, sizeof id.bytes) == 0 ? 0 : 1);
+        }
+    }
+    qn_tp_unique_id mine = id;
+    qn_error err;
+    qn_error_clear(&err);
+    const qn_status st = qn_tp_bootstrap_exchange_local(spec, 0, locals[0], size, &mine, 10000, &err);
+    int ok = 0;
+    for (int i = 1; i < n_proc; i++) {
+        int ws = 0;
+        waitpid(pid[i], &ws, 0);
+        ok += WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+    }
+    if (st != QN_OK) fail_msg("master: %s", err.msg);
+    assert_int_equal(ok, n_proc - 1);
+}
+
+static void test_local_ranks(void **state) {
+    (void)state;
+    run_local((const int[]){0, 4}, (const int[]){4, 4}, 2, 8);
+    run_local((const int[]){0, 4, 6}, (const int[]){4, 2, 2}, 3, 8);
+    /* one process with every rank: nothing to exchange, no socket */
+    qn_tp_unique_id id = fake_id(5);
+    assert_int_equal(qn_tp_bootstrap_exchange_local("127.0.0.1:1", 0, 4, 4, &id, 100, NULL), QN_OK);
+    qn_error err;
+    qn_error_clear(&err);
+    assert_int_equal(qn_tp_bootstrap_exchange_local("127.0.0.1:1", 6, 4, 8, &id, 100, &err), QN_ERR_INVALID_ARG);
+    assert_non_null(strstr(err.msg, "outside tp_size 8"));
+    /* a peer claiming rank 2 while the master runs 0..3 itself */
+    const uint16_t port = free_port();
+    qn_tp_master m = loopback(port);
+    qn_tp_bootstrap_server *s = NULL;
+    assert_int_equal(qn_tp_bootstrap_listen(&m, &s, NULL), QN_OK);
+    pthread_t th;
+    peer p = {.m = loopback(port), .rank = 2, .size = 8, .timeout_ms = 5000};
+    assert_int_equal(pthread_create(&th, NULL, peer_main, &p), 0);
+    qn_error_clear(&err);
+    assert_int_equal(qn_tp_bootstrap_serve_remote(s, 8, 4, &id, 5000, &err), QN_ERR_INVALID_ARG);
+    pthread_join(th, NULL);
+    qn_tp_bootstrap_server_destroy(s);
+    assert_non_null(strstr(err.msg, "run in the master's process"));
+    assert_int_equal(p.st, QN_ERR_INVALID_ARG);
 }
 
 static void test_timeouts(void **state) {
@@ -266,6 +326,7 @@ int main(void) {
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_processes),
+        cmocka_unit_test(test_local_ranks),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_disagreements),
         cmocka_unit_test(test_non_quern_peer),

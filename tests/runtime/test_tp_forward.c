@@ -6,7 +6,8 @@
  * F16, Q8_0, Q4_1, Q4_K_S, Q6_K (tied embeddings, kv heads split: 8/4), a qwen2 Q4_K_S one (q/k/v biases,
  * untied, kv heads replicated at N = 4: 8/2), and the F16 one with its linears made lutq (the GPTQ/AWQ/NF4 CPU layout: 4- and
  * 8-bit codes, groups of 96 that straddle rank boundaries, act-order perms); N = 2 and 4. TP = 1 is also
- * checked bit for bit against the plain qn_llama_cpu forward, and copy-on-write of a block through
+ * checked bit for bit against the plain qn_llama_cpu forward. The embedding is vocab-parallel like the LM
+ * head (one all-reduce per step; the shard tests check the slices, tied and untied), and copy-on-write of a block through
  * qn_tp_cpu_copy_block. Skips (77) without the default model (also the synthetic models' tokenizer).
  * QN_TEST_LABELS: cpu */
 #include "harness.h"
@@ -214,7 +215,8 @@ static void check_model(const char *name, const qn_model *m, const int *ns, int 
         snprintf(what, sizeof what, "%s TP=%d", name, ns[i]);
         compare_runs(what, m, &ref, &got, t);
         assert_int_equal(st.n_steps, STEPS + 1);
-        assert_int_equal(st.n_allreduce, (uint64_t)2 * m->cfg.n_layer * (STEPS + 1));
+        /* the vocab-parallel embedding, then o and down of every layer */
+        assert_int_equal(st.n_allreduce, (uint64_t)(1 + 2 * m->cfg.n_layer) * (STEPS + 1));
         printf("  %-30s all-reduce: %llu calls, %.3f ms total (%.1f us/call), %.2f MB\n", "", (unsigned long long)st.n_allreduce,
                st.allreduce_s * 1e3, st.allreduce_s * 1e6 / (double)st.n_allreduce, (double)st.allreduce_bytes / 1e6);
         free(got.logits);
@@ -391,10 +393,45 @@ static void test_shard_geometry(void **state) {
         /* the copied row slice is the byte sub-range of the full row */
         const size_t rb = qn_qformat_row_bytes(F->w_down.fmt, 256), rbf = qn_qformat_row_bytes(F->w_down.fmt, 1024);
         assert_memory_equal((const uint8_t *)L->w_down.data + 5 * rb, (const uint8_t *)F->w_down.data + 5 * rbf + r * rb, rb);
-        vocab += s->vocab_end - s->vocab_begin;
+        /* vocab-parallel embedding: the LM head's rows of the (untied) token_embd */
+        const int64_t nv = s->vocab_end - s->vocab_begin;
+        assert_int_equal(s->m.tok_embd.n, nv);
+        assert_int_equal(s->m.output.n, nv);
+        assert_ptr_equal(s->m.tok_embd.data, (const uint8_t *)full->tok_embd.data +
+                                                 (size_t)s->vocab_begin * qn_qformat_row_bytes(full->tok_embd.fmt, full->tok_embd.k));
+        assert_ptr_not_equal(s->m.tok_embd.data, s->m.output.data);
+        vocab += nv;
         qn_tp_model_shard_destroy(s);
     }
     assert_int_equal(vocab, full->cfg.n_vocab);
+    qn_model_free(full);
+}
+
+/* Tied embeddings: each rank's LM head and embedding are one view (the device path uploads it once), and
+ * the rank embeddings partition the table; TP = 1 keeps the whole table. */
+static void test_shard_tied_embd(void **state) {
+    (void)state;
+    const synth_spec sp = {"q8_0.gguf", QN_FTYPE_MOSTLY_Q8_0, 4, false};
+    qn_model *full = load_synth(&sp);
+    assert_ptr_equal(full->output.data, full->tok_embd.data);
+    qn_error err = {0};
+    const size_t rb = qn_qformat_row_bytes(full->tok_embd.fmt, full->tok_embd.k);
+    for (int n = 1; n <= 4; n *= 2) {
+        int64_t next = 0;
+        for (int r = 0; r < n; r++) {
+            qn_tp_model_shard *s = NULL;
+            assert_int_equal(qn_tp_model_shard_create(full, n, r, &s, &err), QN_OK);
+            assert_int_equal(s->vocab_begin, next);
+            assert_ptr_equal(s->m.tok_embd.data, s->m.output.data);
+            assert_int_equal(s->m.tok_embd.n, s->m.output.n);
+            assert_ptr_equal(s->m.tok_embd.data, (const uint8_t *)full->tok_embd.data + (size_t)s->vocab_begin * rb);
+            if (n == 1) assert_int_equal(s->m.tok_embd.n, full->cfg.n_vocab);
+            else assert_true(s->m.tok_embd.n < full->cfg.n_vocab);
+            next = s->vocab_end;
+            qn_tp_model_shard_destroy(s);
+        }
+        assert_int_equal(next, full->cfg.n_vocab);
+    }
     qn_model_free(full);
 }
 
@@ -456,7 +493,8 @@ int main(void) {
     }
     if (qn_cpu_kernels_select(QN_CPU_ISA_AUTO, &g_kern) != QN_OK) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shard_geometry), cmocka_unit_test(test_copy_block), cmocka_unit_test(test_synth_types),
+        cmocka_unit_test(test_shard_geometry), cmocka_unit_test(test_shard_tied_embd), cmocka_unit_test(test_copy_block),
+        cmocka_unit_test(test_synth_types),
         cmocka_unit_test(test_lutq),           cmocka_unit_test(test_smollm2),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);
