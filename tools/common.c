@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "tokenizer/vocab.h"
+#include "tp/bootstrap.h"
 
 static char g_default_model[1024]; /* set once by qn_tool_init_env in main() */
 static char g_cache_dir[1024];     /* likewise */
@@ -123,6 +124,53 @@ int qn_tool_parse_size(const char *s, int64_t *out) {
     return 0;
 }
 
+int qn_tool_check_tp_hosts(const char *cmd, const qn_tool_device_opts *o) {
+    if (!o->tp_master) {
+        if (o->tp_rank >= 0 || o->tp_local != 0) {
+            fprintf(stderr, "quern %s: --tp-rank / --tp-local need --tp-master HOST:PORT (a group that spans "
+                            "processes); one process runs all -tp ranks without them\n", cmd);
+            return -1;
+        }
+        return 0;
+    }
+    /* run, bench and serve drive the serving engine, whose config does not carry a cross-process placement
+     * yet (docs/tensor_parallel.md §4); perplexity and logits drive exec/context.h, which does */
+    if (strcmp(cmd, "perplexity") != 0 && strcmp(cmd, "logits") != 0) {
+        fprintf(stderr, "quern %s: --tp-master: multi-host tensor parallel is supported by `quern perplexity` and "
+                        "`quern logits` for now, not by %s\n", cmd, cmd);
+        return -1;
+    }
+    qn_error err = {0};
+    qn_tp_master m;
+    if (qn_tp_master_parse(o->tp_master, &m, &err) != QN_OK) {
+        fprintf(stderr, "quern %s: --tp-master: %s\n", cmd, err.msg);
+        return -1;
+    }
+    qn_device_kind kind = QN_DEVICE_AUTO;
+    int ordinal = 0;
+    if (o->device && qn_device_parse(o->device, &kind, &ordinal, &err) == QN_OK && kind == QN_DEVICE_CPU) {
+        fprintf(stderr, "quern %s: --tp-master is for GPU ranks over NCCL; --device cpu runs every rank in one "
+                        "process (drop --tp-master)\n", cmd);
+        return -1;
+    }
+    const int local = o->tp_local > 0 ? o->tp_local : 1;
+    if (o->tp_rank < 0) {
+        fprintf(stderr, "quern %s: --tp-master needs --tp-rank R (0 on the master's host)\n", cmd);
+        return -1;
+    }
+    if (o->tp_local < 0 || o->tp_rank + local > o->tp) {
+        fprintf(stderr, "quern %s: --tp-rank %d --tp-local %d: ranks %d..%d are outside -tp %d (0..%d)\n", cmd,
+                o->tp_rank, local, o->tp_rank, o->tp_rank + local - 1, o->tp, o->tp - 1);
+        return -1;
+    }
+    if (local == o->tp) {
+        fprintf(stderr, "quern %s: --tp-master with all %d ranks in this process: nothing spans hosts (drop "
+                        "--tp-master / --tp-rank / --tp-local)\n", cmd, o->tp);
+        return -1;
+    }
+    return 0;
+}
+
 int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp) {
     qn_error err = {0};
     if (o->device && qn_device_parse(o->device, &cp->device, &cp->cuda_device, &err) != QN_OK) {
@@ -136,6 +184,10 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
     }
     cp->tp_size = o->tp;
     cp->tp_nccl = o->tp_nccl;
+    if (qn_tool_check_tp_hosts(cmd, o) != 0) return -1;
+    cp->tp_master = o->tp_master;
+    cp->tp_first_rank = o->tp_master ? o->tp_rank : 0;
+    cp->tp_local = o->tp_master ? (o->tp_local > 0 ? o->tp_local : 1) : 0;
     if (o->profile_steps) {
         int a = -1, b = -1;
         char tail = 0;

@@ -42,15 +42,26 @@ typedef struct qn_tool_device_opts {
     const char *profile_steps;  /* "A:B" */
     int tp;                     /* tensor-parallel ranks */
     bool tp_nccl;               /* CUDA: NCCL path even for -tp 1 */
+    const char *tp_master;      /* "host:port": the TP group spans processes (docs/tensor_parallel.md §4) */
+    int tp_rank;                /* this process's first global rank (-1: not given) */
+    int tp_local;               /* ranks (GPUs) in this process (0: not given; 1 with --tp-master) */
 } qn_tool_device_opts;
-#define QN_TOOL_DEVICE_OPTS_INIT {.tp = 1}
+#define QN_TOOL_DEVICE_OPTS_INIT {.tp = 1, .tp_rank = -1}
 #define QN_TOOL_DEVICE_ARGS(o)                                                                                     \
     {"device", NULL, 0, QN_ARG_STR, &(o).device, "auto | cpu | cuda | cuda:N (auto: the GPU when one is present)"}, \
     {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &(o).no_graphs, "CUDA: launch decode steps kernel by kernel"},          \
     {"profile-steps", NULL, 0, QN_ARG_STR, &(o).profile_steps,                                                      \
      "A:B  CUDA: cudaProfilerStart/Stop around forward steps A..B (nsys --capture-range=cudaProfilerApi)"},        \
     {"tensor-parallel-size", "tp", 0, QN_ARG_INT, &(o).tp, "tensor-parallel ranks (1): CPU ranks, or GPUs over NCCL"}, \
-    {"tp-nccl", NULL, 0, QN_ARG_BOOL, &(o).tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"}
+    {"tp-nccl", NULL, 0, QN_ARG_BOOL, &(o).tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"}, \
+    {"tp-master", NULL, 0, QN_ARG_STR, &(o).tp_master,                                                             \
+     "HOST:PORT  multi-host TP: the process with rank 0 listens there, the others connect"},                       \
+    {"tp-rank", NULL, 0, QN_ARG_INT, &(o).tp_rank, "multi-host TP: this process's first global rank"},             \
+    {"tp-local", NULL, 0, QN_ARG_INT, &(o).tp_local,                                                               \
+     "multi-host TP: ranks (GPUs --device.. ) in this process (1); ranks tp-rank .. tp-rank + tp-local - 1"}
+/* The multi-host flags (--tp-master, --tp-rank, --tp-local) against -tp and --device; prints an error and
+ * returns -1 when they do not fit. */
+int qn_tool_check_tp_hosts(const char *cmd, const qn_tool_device_opts *o);
 /* Applies the options to cp; prints an error and returns -1 when malformed. */
 int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_params *cp);
 /* The same options onto a serving-engine config (run, bench and serve drive the engine). */
