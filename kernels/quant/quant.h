@@ -70,8 +70,7 @@ static inline bool qn_quant_use_mma(qn_qformat fmt, int sm, int64_t n_tokens) {
            n_tokens <= QN_QUANT_MMA_MAX_TOKENS;
 }
 
-/* n <= this: the int8 path (MMVQ) instead of the tensor-core GEMV. A first guess (ggml-cuda's mmvq
- * stops at 8 tokens); re-tune from bench_gpu_quant, which runs both at n = 1..16. */
+/* The most tokens one int8 (MMVQ) launch takes; larger n runs as several launches when asked for. */
 #ifndef QN_QUANT_MMVQ_MAX_TOKENS
 #define QN_QUANT_MMVQ_MAX_TOKENS 8
 #endif
@@ -85,8 +84,22 @@ static inline bool qn_quant_mmvq_has_format(qn_qformat fmt) {
 
 /* The activations are rounded to int8 per 32 (relative error ~1/254 of the block's max |x|), as in
  * ggml-cuda's mmvq; the GEMV keeps them fp16. */
+/* n <= this under AUTO: the int8 path instead of the tensor-core GEMV. Measured on an H200
+ * (bench/results/gpu-decode-2026-12-02.md, Llama-3-8B shapes): MMVQ wins by 1.3-1.6x at n = 1 for the legacy
+ * formats and Q4_K/Q5_K/Q6_K, still wins at n = 8 (legacy) / 4 (Q4_K, Q5_K) / 2 (Q6_K), and loses at every n
+ * for Q2_K/Q3_K (0.7-0.9x: their decode costs more integer work per byte than the fp16 GEMV's). */
+static inline int qn_quant_mmvq_auto_max_tokens(qn_qformat fmt) {
+    switch (fmt) {
+    case QN_QFORMAT_Q4_0: case QN_QFORMAT_Q4_1: case QN_QFORMAT_Q5_0: case QN_QFORMAT_Q5_1: case QN_QFORMAT_Q8_0:
+        return 8;
+    case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q5_K: return 4;
+    case QN_QFORMAT_Q6_K: return 2;
+    default: return 0;
+    }
+}
+
 static inline bool qn_quant_use_mmvq(qn_qformat fmt, int sm, int64_t n_tokens) {
-    return qn_quant_mmvq_has_format(fmt) && sm >= 80 && n_tokens >= 1 && n_tokens <= QN_QUANT_MMVQ_MAX_TOKENS;
+    return qn_quant_mmvq_has_format(fmt) && sm >= 80 && n_tokens >= 1 && n_tokens <= qn_quant_mmvq_auto_max_tokens(fmt);
 }
 
 static inline qn_quant_path qn_quant_select_path(qn_qformat fmt, int sm, int64_t n_tokens) {

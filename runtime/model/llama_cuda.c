@@ -195,10 +195,15 @@ double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
  * so replays are timed too); comm.c puts the enqueue in the NVTX range "tp.allreduce". */
 static qn_status tp_allreduce(qn_llama_cuda *f, float *buf, size_t n, qn_error *err) {
     const bool timed = f->ar_ev && f->ar_i < f->ar_per_step;
-    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i], f->stream, cudaEventRecordExternal));
+    /* cudaEventRecordExternal is only valid while the stream is being captured (measured on an H200:
+     * "operation cannot be performed in the present state" outside a capture) */
+    enum cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    CK(cudaStreamIsCapturing(f->stream, &cap));
+    const unsigned flags = cap == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : cudaEventRecordDefault;
+    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i], f->stream, flags));
     const qn_status st = qn_tp_comm_all_reduce_sum_f32(f->comm, buf, n, f->stream);
     if (st != QN_OK) return qn_error_set(err, st, "cuda forward: tensor-parallel all-reduce failed");
-    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i + 1], f->stream, cudaEventRecordExternal));
+    if (timed) CK(cudaEventRecordWithFlags(f->ar_ev[2 * f->ar_i + 1], f->stream, flags));
     f->ar_i++;
     return QN_OK;
 }

@@ -19,8 +19,10 @@
  *     max|g - c| / max|c|, NMSE, perplexity of both.
  *     Asserted: (b) and (c) top-1 >= 99.9% of margin > 0.02 positions, NMSE <= 1e-4 (b), 1e-5 (c);
  *     (a) NMSE <= 2e-3 and perplexities within 0.5%.
- *  2. greedy: 8 prompts x 48 tokens, GPU sampling on the device (temperature 0) vs CPU argmax on the
- *     F16 copy (asserted: >= 7 of 8 identical) and on the Q4_1 file (reported).
+ *  2. greedy: 8 prompts x 48 tokens, GPU sampling on the device (temperature 0) vs CPU argmax: the F16
+ *     copy on both (asserted: >= 7 of 8 identical); the Q4_1 file, whose GPU decode steps take the int8
+ *     path (reported), and its decode-step logits teacher-forced along the CPU's continuation (asserted
+ *     like (a): NMSE <= 2e-3, top-1 >= 95% where the margin exceeds 0.02).
  *  3. paged batches through qn_backend (F16 copy both sides): 3 sequences, shuffled block tables, a
  *     prefill step, a mixed step (decode + a second prefill chunk), 8 decode steps (the CUDA graph
  *     path): NMSE <= 1e-5, top-1 equal wherever the margin exceeds 0.02.
@@ -221,6 +223,45 @@ static void test_real_model_logits(void **state) {
 
 /* ------------------------------------------------------------------------------------------------ 2 */
 
+/* Greedy continuation of toks[0..n) on ctx for NG tokens (GPU contexts sample on the device). */
+static void greedy_run(qn_ctx *c, const int32_t *toks, int32_t n, int NG, int32_t V, float *logits, int32_t *out) {
+    qn_error err = {0};
+    if (qn_ctx_samples_on_device(c)) {
+        const qn_sample_row_params sp = {.temperature = 0.0f, .top_p = 1.0f};
+        if (qn_ctx_eval_prompt_sample(c, toks, n, &sp, &out[0], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
+        for (int g = 1; g < NG; g++)
+            if (qn_ctx_eval_sample(c, out[g - 1], n + g - 1, &sp, &out[g], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
+        return;
+    }
+    assert_int_equal(qn_ctx_eval(c, toks, n, 0, false, logits, &err), QN_OK);
+    for (int g = 0; g < NG; g++) {
+        out[g] = qn_argmax_f32(logits, V);
+        if (g + 1 < NG) assert_int_equal(qn_ctx_eval(c, &out[g], 1, n + g, false, logits, &err), QN_OK);
+    }
+}
+
+static int common_prefix(const int32_t *a, const int32_t *b, int n) {
+    int i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+/* Decode-step logits of ctx c, teacher-forced along `path` (the prompt, then path tokens one at a time),
+ * into out[NG][V]. */
+static void forced_decode(qn_ctx *c, const int32_t *toks, int32_t n, const int32_t *path, int NG, int32_t V, float *out) {
+    qn_error err = {0};
+    if (qn_ctx_eval(c, toks, n, 0, false, out, &err) != QN_OK) fail_msg("forced decode: %s", err.msg);
+    for (int g = 1; g < NG; g++)
+        if (qn_ctx_eval(c, &path[g - 1], 1, n + g - 1, false, out + (size_t)g * V, &err) != QN_OK)
+            fail_msg("forced decode: %s", err.msg);
+}
+
+/* 2. The GPU's decode steps on the Q4_1 file run the int8 path (MMVQ: activations quantized to q8, as the
+ * CPU's Q8_1 vec_dot does from f32 and llama.cpp's CUDA MMVQ does), so greedy continuations of the Q4_1 file
+ * drift from either CPU reference at near-ties; they are reported. Asserted: on the F16 copy (fp16 paths on
+ * both sides) >= 7 of 8 continuations identical; on the Q4_1 file, the decode-step logits teacher-forced along
+ * the CPU's Q4_1 continuation agree with the CPU's within the bounds of (a): NMSE <= 2e-3, top-1 >= 95% where
+ * the margin exceeds 0.02. */
 static void test_greedy(void **state) {
     (void)state;
     if (!g_model) skip();
@@ -229,41 +270,41 @@ static void test_greedy(void **state) {
         "The three primary colors are", "Water boils at a temperature of", "In 1969, the first humans",
         "A haiku about autumn:\n", "The most important rule of programming is",
     };
-    const int NP = 8, NG = 48, V = g_model->cfg.n_vocab;
-    int identical = 0, prefix_sum = 0, identical_q = 0, prefix_q = 0;
+    enum { NP = 8, NG = 48 };
+    const int32_t V = g_model->cfg.n_vocab;
+    int same_f16 = 0, pre_f16 = 0, same_qf = 0, pre_qf = 0, same_qq = 0, pre_qq = 0;
     float *logits = malloc(sizeof(float) * (size_t)V);
+    float *lc = malloc(sizeof(float) * (size_t)NG * V), *lg = malloc(sizeof(float) * (size_t)NG * V);
+    cmp_stats st = {0};
     for (int p = 0; p < NP; p++) {
-        int32_t toks[256], n = 0, cpu_out[64], cpuq_out[64], gpu_out[64];
+        int32_t toks[256], n = 0, cpu_f16[NG], cpu_q[NG], gpu_f16[NG], gpu_q[NG];
         assert_int_equal(qn_vocab_tokenize(g_model->vocab, prompts[p], strlen(prompts[p]), true, false, toks, 128, &n), QN_OK);
-        qn_ctx *gpu = make_ctx(g_model, QN_DEVICE_CUDA, 256, 256, true);
-        qn_error err = {0};
-        for (int ref = 0; ref < 2; ref++) {
-            int32_t *out = ref ? cpuq_out : cpu_out;
-            qn_ctx *cpu = make_ctx(ref ? g_model : g_f16, QN_DEVICE_CPU, 256, 256, true);
-            assert_int_equal(qn_ctx_eval(cpu, toks, n, 0, false, logits, &err), QN_OK);
-            for (int g = 0; g < NG; g++) {
-                out[g] = qn_argmax_f32(logits, V);
-                if (g + 1 < NG) assert_int_equal(qn_ctx_eval(cpu, &out[g], 1, n + g, false, logits, &err), QN_OK);
-            }
-            qn_ctx_destroy(cpu);
-        }
-        const qn_sample_row_params sp = {.temperature = 0.0f, .top_p = 1.0f};
-        if (qn_ctx_eval_prompt_sample(gpu, toks, n, &sp, &gpu_out[0], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
-        for (int g = 1; g < NG; g++)
-            if (qn_ctx_eval_sample(gpu, gpu_out[g - 1], n + g - 1, &sp, &gpu_out[g], &err) != QN_OK) fail_msg("gpu: %s", err.msg);
-        int common = 0, common_q = 0;
-        while (common < NG && cpu_out[common] == gpu_out[common]) common++;
-        while (common_q < NG && cpuq_out[common_q] == gpu_out[common_q]) common_q++;
-        identical += common == NG, identical_q += common_q == NG;
-        prefix_sum += common, prefix_q += common_q;
-        printf("greedy prompt %d: common prefix with cpu f16 copy %d/%d, with cpu q4_1 %d/%d\n", p, common, NG,
-               common_q, NG);
-        qn_ctx_destroy(gpu);
+        qn_ctx *c_f16 = make_ctx(g_f16, QN_DEVICE_CPU, 256, 256, true), *c_q = make_ctx(g_model, QN_DEVICE_CPU, 256, 256, true);
+        qn_ctx *g_f = make_ctx(g_f16, QN_DEVICE_CUDA, 256, 256, true), *g_q = make_ctx(g_model, QN_DEVICE_CUDA, 256, 256, true);
+        greedy_run(c_f16, toks, n, NG, V, logits, cpu_f16);
+        greedy_run(c_q, toks, n, NG, V, logits, cpu_q);
+        greedy_run(g_f, toks, n, NG, V, logits, gpu_f16);
+        greedy_run(g_q, toks, n, NG, V, logits, gpu_q);
+        const int a = common_prefix(cpu_f16, gpu_f16, NG), b = common_prefix(cpu_f16, gpu_q, NG),
+                  c = common_prefix(cpu_q, gpu_q, NG);
+        same_f16 += a == NG, same_qf += b == NG, same_qq += c == NG;
+        pre_f16 += a, pre_qf += b, pre_qq += c;
+        printf("greedy prompt %d: f16 copy gpu vs cpu %d/%d; q4_1 gpu vs cpu f16 copy %d/%d, vs cpu q4_1 %d/%d\n", p, a, NG,
+               b, NG, c, NG);
+        qn_ctx_reset(c_q), qn_ctx_reset(g_q);
+        forced_decode(c_q, toks, n, cpu_q, NG, V, lc);
+        forced_decode(g_q, toks, n, cpu_q, NG, V, lg);
+        compare_rows(&st, lg, lc, NG, V, NULL);
+        qn_ctx_destroy(c_f16), qn_ctx_destroy(c_q), qn_ctx_destroy(g_f), qn_ctx_destroy(g_q);
     }
-    printf("greedy: gpu q4_1 vs cpu f16 copy %d/%d identical (mean common prefix %.1f of %d); vs cpu q4_1 %d/%d "
-           "(%.1f)\n", identical, NP, (double)prefix_sum / NP, NG, identical_q, NP, (double)prefix_q / NP);
-    free(logits);
-    assert_true(identical >= 7);
+    printf("greedy: f16 copy gpu vs cpu %d/%d identical (mean common prefix %.1f of %d); q4_1 gpu vs cpu f16 copy "
+           "%d/%d (%.1f), vs cpu q4_1 %d/%d (%.1f)\n",
+           same_f16, NP, (double)pre_f16 / NP, NG, same_qf, NP, (double)pre_qf / NP, same_qq, NP, (double)pre_qq / NP);
+    report("q4_1 decode steps (gpu int8 path) vs cpu q4_1, teacher-forced", &st);
+    free(logits), free(lc), free(lg);
+    assert_true(same_f16 >= 7);
+    assert_true(st.se / st.ref_sq <= 2e-3);
+    assert_true(st.top1_margin_ok >= 0.95 * st.top1_margin_rows);
 }
 
 /* ------------------------------------------------------------------------------------------------ 3 */
