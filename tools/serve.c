@@ -27,6 +27,8 @@ typedef struct serve_opts {
     int tp_rank, tp_local;
     float gpu_util, sse_ping_s;
     bool no_prefix_cache, enable_prefix_caching, no_enable_prefix_caching, help;
+    bool no_graphs, tp_nccl;    /* the device flags the other commands take (common.h) */
+    const char *profile_steps;
 } serve_opts;
 
 /* ---------------------------------------------------------------- start-up */
@@ -191,6 +193,10 @@ int qn_cmd_serve(int argc, char **argv) {
         {"tp-master", NULL, 0, QN_ARG_STR, &o.tp_master, "multi-host TP: not supported by serve yet (refused)"},
         {"tp-rank", NULL, 0, QN_ARG_INT, &o.tp_rank, NULL},
         {"tp-local", NULL, 0, QN_ARG_INT, &o.tp_local, NULL},
+        {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &o.no_graphs, "CUDA: launch decode steps kernel by kernel"},
+        {"profile-steps", NULL, 0, QN_ARG_STR, &o.profile_steps,
+         "A:B  CUDA: cudaProfilerStart/Stop around engine steps A..B (nsys --capture-range=cudaProfilerApi)"},
+        {"tp-nccl", NULL, 0, QN_ARG_BOOL, &o.tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"},
         {"metrics-compat", NULL, 0, QN_ARG_STR, &o.metrics_compat, "also expose vllm:* metric names: vllm"},
         {"max-body-bytes", NULL, 0, QN_ARG_STR, &o.max_body, "request body limit, e.g. 32M (32M)"},
         {"sse-ping-interval", NULL, 0, QN_ARG_FLOAT, &o.sse_ping_s, "seconds of stream silence before a ':' ping (15; 0 = off)"},
@@ -285,6 +291,9 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec.isa = isa;
     L.ec.device = dev_kind;
     L.ec.cuda_device = dev_ordinal;
+    const qn_tool_device_opts dv = {.device = o.device, .no_graphs = o.no_graphs, .profile_steps = o.profile_steps,
+                                    .tp = o.tp, .tp_nccl = o.tp_nccl, .tp_rank = -1};
+    if (qn_tool_apply_device_engine("serve", &dv, &L.ec) != 0) return 1;
     L.ec.gpu_memory_utilization = o.gpu_util;
     L.ec.tp_size = o.tp;
     L.ec.max_model_len = o.max_model_len;

@@ -131,7 +131,8 @@ def main():
             (pp + ["-tp", "2", "--tp-rank", "1", "--tp-master", "nohostport"], "expected host:port"),
             (["run", "-m", model, "-p", "hi", "-n", "2", "-tp", "2", "--tp-rank", "1"] + master, "not by run"),
             (["bench", "-m", model, "-tp", "2", "--tp-rank", "1"] + master, "not by bench"),
-            (["serve", model, "-tp", "2", "--tp-rank", "1"] + master, "not supported by serve yet")):
+            (["serve", model, "-tp", "2", "--tp-rank", "1"] + master, "not supported by serve yet"),
+            (["serve", model, "--profile-steps", "3"], "is not A:B")):
         r = subprocess.run([quern] + args, capture_output=True, text=True, timeout=60)
         if r.returncode == 0 or want not in r.stderr:
             fails.append(f"{args[0]} {args[-6:]}: rc {r.returncode}, {r.stderr[-200:]!r}")
