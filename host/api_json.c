@@ -189,17 +189,33 @@ static int rd_bool(json_t *o, const char *key, const char *param, bool *dst, qn_
     return 1;
 }
 
-/* String (strdup'd into *dst, freeing a previous value). */
-static int rd_str(json_t *o, const char *key, const char *param, char **dst, qn_api_error *e) {
+/* True when a JSON string holds U+0000. Bodies are parsed with JSON_ALLOW_NUL because prompt and message texts may
+ * carry it (vLLM's random dataset decodes random token ids, byte 0x00 among them); fields we keep as C strings
+ * (model, role, stop, ...) reject it instead of being cut short at the NUL. */
+static bool has_nul(json_t *s) { return memchr(json_string_value(s), '\0', json_string_length(s)) != NULL; }
+
+static int nul_error(qn_api_error *e, const char *param) {
+    return qn_api_error_set(e, 400, QN_API_ERR_INVALID, param, "'%s' must not contain U+0000", param);
+}
+
+/* String (copied into *dst, NUL-terminated, freeing a previous value). len != NULL: the text may hold U+0000 and
+ * *len gets its length; len == NULL: U+0000 is rejected. */
+static int rd_str_n(json_t *o, const char *key, const char *param, char **dst, size_t *len, qn_api_error *e) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) return 0;
     if (!json_is_string(v)) return qn_api_error_set(e, 400, QN_API_ERR_INVALID, param, "'%s' must be a string", param);
+    if (!len && has_nul(v)) return nul_error(e, param);
     char *s = malloc(json_string_length(v) + 1);
     if (!s) return qn_api_error_set(e, 500, QN_API_ERR_SERVER, NULL, "out of memory");
     memcpy(s, json_string_value(v), json_string_length(v) + 1);
     free(*dst);
     *dst = s;
+    if (len) *len = json_string_length(v);
     return 1;
+}
+
+static int rd_str(json_t *o, const char *key, const char *param, char **dst, qn_api_error *e) {
+    return rd_str_n(o, key, param, dst, NULL, e);
 }
 
 static char *dup_n(const char *s, size_t n) {
@@ -274,6 +290,15 @@ static int rd_stop(json_t *o, const char *key, const char *param, const qn_api_l
             return qn_api_error_set(e, 400, QN_API_ERR_INVALID, param, "'%s[%zu]' must be a string", param, i);
         }
         if (json_string_length(s) == 0) continue; /* an empty stop string would end every request */
+        if (has_nul(s)) {
+            r->sampling.n_stop = k;
+            char pp[48];
+            if (json_is_string(v))
+                snprintf(pp, sizeof pp, "%s", param);
+            else
+                snprintf(pp, sizeof pp, "%s[%zu]", param, i);
+            return nul_error(e, pp);
+        }
         r->stop_owned[k] = dup_n(json_string_value(s), json_string_length(s));
         if (!r->stop_owned[k]) {
             r->sampling.n_stop = k;
@@ -420,16 +445,19 @@ static int rd_sampling_openai(json_t *o, const qn_api_limits *lim, qn_api_reques
     return 0;
 }
 
-/* content: str | [{"type":"text","text":...}] | null -> malloc'd text ("" for null). */
-static int rd_content(json_t *c, size_t mi, char **out, qn_api_error *e) {
+/* content: str | [{"type":"text","text":...}] | null -> malloc'd text ("" for null) of *out_len bytes (U+0000
+ * allowed). */
+static int rd_content(json_t *c, size_t mi, char **out, size_t *out_len, qn_api_error *e) {
     char param[64];
     snprintf(param, sizeof param, "messages[%zu].content", mi);
+    *out_len = 0;
     if (!c || json_is_null(c)) {
         *out = dup_n("", 0);
         return *out ? 0 : qn_api_error_set(e, 500, QN_API_ERR_SERVER, NULL, "out of memory");
     }
     if (json_is_string(c)) {
         *out = dup_n(json_string_value(c), json_string_length(c));
+        *out_len = json_string_length(c);
         return *out ? 0 : qn_api_error_set(e, 500, QN_API_ERR_SERVER, NULL, "out of memory");
     }
     if (!json_is_array(c))
@@ -473,6 +501,7 @@ static int rd_content(json_t *c, size_t mi, char **out, qn_api_error *e) {
     }
     buf[o] = '\0';
     *out = buf;
+    *out_len = o;
     return 0;
 }
 
@@ -496,6 +525,7 @@ static int rd_messages(json_t *o, bool ollama, qn_api_request *r, qn_api_error *
         json_t *role = json_object_get(msg, "role");
         snprintf(param, sizeof param, "messages[%zu].role", i);
         if (!json_is_string(role)) return qn_api_error_set(e, 400, QN_API_ERR_INVALID, param, "'%s' must be a string", param);
+        if (has_nul(role)) return nul_error(e, param);
         if (ollama) {
             json_t *im = json_object_get(msg, "images");
             if (json_is_array(im) && json_array_size(im) > 0) {
@@ -504,8 +534,10 @@ static int rd_messages(json_t *o, bool ollama, qn_api_request *r, qn_api_error *
             }
         }
         char *content = NULL;
-        if (rd_content(json_object_get(msg, "content"), i, &content, e) < 0) return -1;
+        size_t content_len = 0;
+        if (rd_content(json_object_get(msg, "content"), i, &content, &content_len, e) < 0) return -1;
         r->messages[i].content = content;
+        r->messages[i].content_len = content_len;
         r->messages[i].role = dup_n(json_string_value(role), json_string_length(role));
         r->n_messages = i + 1;
         if (!r->messages[i].role) return qn_api_error_set(e, 500, QN_API_ERR_SERVER, NULL, "out of memory");
@@ -675,8 +707,9 @@ static int parse_ollama(json_t *o, bool chat, const qn_api_limits *lim, qn_api_r
     if (json_is_array(im) && json_array_size(im) > 0)
         return qn_api_error_set(e, 400, QN_API_ERR_NOT_SUPPORTED, "images", "images are not supported");
     char *prompt = NULL, *system = NULL;
-    if (rd_str(o, "prompt", "prompt", &prompt, e) < 0) return -1;
-    if (rd_str(o, "system", "system", &system, e) < 0) {
+    size_t prompt_len = 0, system_len = 0;
+    if (rd_str_n(o, "prompt", "prompt", &prompt, &prompt_len, e) < 0) return -1;
+    if (rd_str_n(o, "system", "system", &system, &system_len, e) < 0) {
         free(prompt);
         return -1;
     }
@@ -699,7 +732,7 @@ static int parse_ollama(json_t *o, bool chat, const qn_api_limits *lim, qn_api_r
         }
         r->n_prompts = 1;
         r->prompts[0].text = prompt;
-        r->prompts[0].text_len = strlen(prompt);
+        r->prompts[0].text_len = prompt_len;
         return 0;
     }
     r->messages = calloc(2, sizeof *r->messages);
@@ -709,13 +742,15 @@ static int parse_ollama(json_t *o, bool chat, const qn_api_limits *lim, qn_api_r
         return qn_api_error_set(e, 500, QN_API_ERR_SERVER, NULL, "out of memory");
     }
     size_t k = 0;
-    if (system && system[0]) {
+    if (system && system_len > 0) {
         r->messages[k].role = dup_n("system", 6);
+        r->messages[k].content_len = system_len;
         r->messages[k++].content = system;
     } else {
         free(system);
     }
     r->messages[k].role = dup_n("user", 4);
+    r->messages[k].content_len = prompt_len;
     r->messages[k++].content = prompt;
     r->n_messages = k;
     for (size_t i = 0; i < k; i++)
@@ -729,7 +764,7 @@ static json_t *load_object(const char *body, size_t len, qn_api_error *e) {
         return NULL;
     }
     json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je);
+    json_t *o = json_loadb(body, len, JSON_ALLOW_NUL, &je); /* "\u0000" in a prompt is valid JSON (has_nul) */
     if (!o) {
         qn_api_error_set(e, 400, QN_API_ERR_INVALID, NULL, "invalid JSON at line %d column %d: %s", je.line, je.column,
                          je.text);

@@ -128,8 +128,9 @@ typedef struct qn_stream_sink {
 } qn_stream_sink;
 
 typedef struct qn_chat_message {
-    const char *role;    /* "system", "developer", "user", "assistant", "tool", ... */
-    const char *content; /* UTF-8 text; content-part arrays are already joined */
+    const char *role;    /* "system", "developer", "user", "assistant", "tool", ...; NUL-terminated */
+    const char *content; /* UTF-8 text; content-part arrays are already joined; NUL-terminated at content_len */
+    size_t content_len;  /* bytes of content; may hold U+0000 ("\u0000" in the request JSON); 0 = strlen(content) */
 } qn_chat_message;
 
 typedef struct qn_engine_stats {
@@ -162,9 +163,10 @@ typedef struct qn_engine_iface {
     /* tokens -> UTF-8 text (malloc'd, NUL-terminated; *len excludes the NUL). */
     qn_status (*detokenize)(void *ctx, const int32_t *tokens, size_t n_tokens, bool skip_special, char **text,
                             size_t *len, qn_error *err);
-    /* messages -> prompt text with the model's chat template (malloc'd, NUL-terminated). */
+    /* messages -> prompt text with the model's chat template (malloc'd, NUL-terminated; *text_len excludes the
+     * NUL and counts any U+0000 the message contents carry). */
     qn_status (*apply_chat_template)(void *ctx, const qn_chat_message *msgs, size_t n_msgs,
-                                     bool add_generation_prompt, char **text, qn_error *err);
+                                     bool add_generation_prompt, char **text, size_t *text_len, qn_error *err);
     int32_t (*max_model_len)(void *ctx);  /* per-sequence context; <= 0 = unknown (no host-side check) */
     const char *(*model_name)(void *ctx); /* default served name; the string lives as long as the engine */
     void (*stats)(void *ctx, qn_engine_stats *out);

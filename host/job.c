@@ -473,8 +473,9 @@ static int build_prompts(qn_server *s, qn_api_request *api, qn_prompt_buf **out,
         if (!eng->apply_chat_template)
             return qn_api_error_set(e, 501, QN_API_ERR_NOT_SUPPORTED, "messages", "the engine has no chat template");
         char *text = NULL;
+        size_t text_len = 0;
         qn_status st = eng->apply_chat_template(eng->ctx, api->messages, api->n_messages, api->add_generation_prompt,
-                                                &text, &qe);
+                                                &text, &text_len, &qe);
         if (st != QN_OK || !text) {
             free(text);
             qn_api_error_from_status(e, st == QN_OK ? QN_ERR_INTERNAL : st, qe.msg[0] ? qe.msg : "chat template failed");
@@ -486,7 +487,7 @@ static int build_prompts(qn_server *s, qn_api_request *api, qn_prompt_buf **out,
             p[0].text = text;
             return 0;
         }
-        st = eng->tokenize(eng->ctx, text, strlen(text), false, true, &p[0].tokens, &p[0].n, &qe);
+        st = eng->tokenize(eng->ctx, text, text_len, false, true, &p[0].tokens, &p[0].n, &qe);
         p[0].owned = true;
         if (st != QN_OK) {
             qn_api_error_from_status(e, st, qe.msg[0] ? qe.msg : "tokenization failed");

@@ -101,7 +101,7 @@ void qn_route_tokenize(qn_http *h) {
             return;
         }
         qn_status st = s->eng.apply_chat_template(s->eng.ctx, t.messages, t.n_messages, t.add_generation_prompt,
-                                                  &templated, &qe);
+                                                  &templated, &text_len, &qe);
         if (st != QN_OK || !templated) {
             free(templated);
             qn_api_tokenize_req_free(&t);
@@ -110,7 +110,6 @@ void qn_route_tokenize(qn_http *h) {
             return;
         }
         text = templated;
-        text_len = strlen(templated);
     }
     int32_t *toks = NULL;
     size_t n = 0;

@@ -323,18 +323,21 @@ static qn_status se_detokenize(void *ctx, const int32_t *tokens, size_t n_tokens
 }
 
 static qn_status se_apply_chat_template(void *ctx, const qn_chat_message *msgs, size_t n_msgs,
-                                        bool add_generation_prompt, char **text, qn_error *err) {
+                                        bool add_generation_prompt, char **text, size_t *text_len, qn_error *err) {
     const qn_model *m = get_model(ctx);
     if (!m) return qn_error_set(err, QN_ERR_NO_DEVICE, "the model is still loading");
     if (!m->chat) return qn_error_set(err, QN_ERR_UNSUPPORTED, "the model has no chat template");
     qn_chat_msg *cm = malloc(sizeof *cm * (n_msgs ? n_msgs : 1));
     if (!cm) return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n_msgs; i++) cm[i] = (qn_chat_msg){.role = msgs[i].role, .content = msgs[i].content};
+    for (size_t i = 0; i < n_msgs; i++)
+        cm[i] = (qn_chat_msg){.role = msgs[i].role, .content = msgs[i].content, .content_len = msgs[i].content_len};
     char *buf = NULL;
-    qn_status st = qn_chat_template_render(m->chat, cm, n_msgs, add_generation_prompt, NULL, &buf);
+    size_t len = 0;
+    qn_status st = qn_chat_template_render_n(m->chat, cm, n_msgs, add_generation_prompt, NULL, &buf, &len);
     free(cm);
     if (st != QN_OK) return qn_error_set(err, st == QN_ERR_NOMEM ? st : QN_ERR_INVALID_ARG, "chat template: %s", qn_status_str(st));
     *text = buf;
+    *text_len = len; /* a content may hold U+0000 */
     return QN_OK;
 }
 

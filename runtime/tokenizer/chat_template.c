@@ -428,7 +428,7 @@ static void render_llama2(const qn_chat_template *t, const msg *m, size_t n, sbu
     if (n > 0 && role_is(&m[0], "system")) {
         sys = m[0].content, sys_len = m[0].len;
         m++, n--;
-    } else if (t->default_system && !(n > 0 && strstr(m[0].content, "<<SYS>>"))) {
+    } else if (t->default_system && !(n > 0 && memmem(m[0].content, m[0].len, "<<SYS>>", 7))) {
         sys = t->default_system, sys_len = strlen(sys);
     }
     for (size_t i = 0; i < n; i++) {
@@ -500,7 +500,8 @@ qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *m
     if (!m) return QN_ERR_NOMEM;
     size_t k = 0;
     char *merged = NULL;
-    for (size_t i = 0; i < n; i++) m[k++] = (msg){msgs[i].role, msgs[i].content, strlen(msgs[i].content)};
+    for (size_t i = 0; i < n; i++)
+        m[k++] = (msg){msgs[i].role, msgs[i].content, msgs[i].content_len ? msgs[i].content_len : strlen(msgs[i].content)};
     if (t->sys_place == SYS_POLYFILL && k > 0 && role_is(&m[0], "system")) {
         /* the template rejects system messages: llama.cpp merges it into the next message with "\n" */
         if (k > 1) {
@@ -511,7 +512,8 @@ qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *m
             }
             memcpy(merged, m[0].content, m[0].len);
             merged[m[0].len] = '\n';
-            memcpy(merged + m[0].len + 1, m[1].content, m[1].len + 1);
+            memcpy(merged + m[0].len + 1, m[1].content, m[1].len);
+            merged[m[0].len + 1 + m[1].len] = '\0';
             m[1].content = merged;
             m[1].len = m[0].len + 1 + m[1].len;
         }
@@ -546,8 +548,15 @@ qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *m
 
 qn_status qn_chat_template_render(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
                                   bool add_generation_prompt, const char *date, char **out) {
+    size_t len;
+    return qn_chat_template_render_n(t, msgs, n, add_generation_prompt, date, out, &len);
+}
+
+qn_status qn_chat_template_render_n(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
+                                    bool add_generation_prompt, const char *date, char **out, size_t *n_out) {
     size_t need = 0;
     *out = NULL;
+    *n_out = 0;
     qn_status st = qn_chat_template_apply(t, msgs, n, add_generation_prompt, date, NULL, 0, &need);
     if (st != QN_ERR_INVALID_ARG || need == 0) return st == QN_OK ? QN_ERR_INTERNAL : st; /* cap 0 holds no NUL */
     char *buf = malloc(need + 1);
@@ -558,5 +567,6 @@ qn_status qn_chat_template_render(const qn_chat_template *t, const qn_chat_msg *
         return st;
     }
     *out = buf;
+    *n_out = need;
     return QN_OK;
 }

@@ -33,10 +33,12 @@ typedef enum qn_chat_family {
     QN_CHAT_FAMILY_GEMMA = 5,
 } qn_chat_family;
 
-/* One message; both strings NUL-terminated UTF-8, borrowed for the call. */
+/* One message, borrowed for the call. role is NUL-terminated; content is content_len bytes of UTF-8, which may
+ * hold U+0000 (an API request may send "\u0000"); content_len 0 means NUL-terminated (strlen). */
 typedef struct qn_chat_msg {
     const char *role; /* "system", "user", "assistant", ... */
     const char *content;
+    size_t content_len;
 } qn_chat_msg;
 
 /* --- lifecycle --- */
@@ -67,6 +69,9 @@ qn_status qn_chat_template_apply(const qn_chat_template *t, const qn_chat_msg *m
 /* Same, into a malloc'd NUL-terminated string (*out; the caller frees it). */
 qn_status qn_chat_template_render(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
                                   bool add_generation_prompt, const char *date, char **out);
+/* Same, and *n_out = the length without the NUL, which counts any U+0000 the contents carry (content_len). */
+qn_status qn_chat_template_render_n(const qn_chat_template *t, const qn_chat_msg *msgs, size_t n,
+                                    bool add_generation_prompt, const char *date, char **out, size_t *n_out);
 
 #ifdef __cplusplus
 }

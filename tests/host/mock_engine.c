@@ -93,17 +93,29 @@ static qn_status mk_detokenize(void *ctx, const int32_t *tokens, size_t n, bool 
     return QN_OK;
 }
 
-static qn_status mk_template(void *ctx, const qn_chat_message *msgs, size_t n, bool add_gen, char **text, qn_error *err) {
+/* "<|role|>\ncontent\n" per message; content is content_len bytes (U+0000 kept), as the real engine's template. */
+static qn_status mk_template(void *ctx, const qn_chat_message *msgs, size_t n, bool add_gen, char **text,
+                             size_t *text_len, qn_error *err) {
     (void)ctx;
     size_t need = 32;
-    for (size_t i = 0; i < n; i++) need += strlen(msgs[i].role) + strlen(msgs[i].content) + 8;
+    for (size_t i = 0; i < n; i++) {
+        size_t cl = msgs[i].content_len ? msgs[i].content_len : strlen(msgs[i].content);
+        need += strlen(msgs[i].role) + cl + 8;
+    }
     char *o = malloc(need);
     if (!o) return qn_error_set(err, QN_ERR_NOMEM, "oom");
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += (size_t)sprintf(o + k, "<|%s|>\n%s\n", msgs[i].role, msgs[i].content);
+    for (size_t i = 0; i < n; i++) {
+        size_t cl = msgs[i].content_len ? msgs[i].content_len : strlen(msgs[i].content);
+        k += (size_t)sprintf(o + k, "<|%s|>\n", msgs[i].role);
+        memcpy(o + k, msgs[i].content, cl);
+        k += cl;
+        o[k++] = '\n';
+    }
     if (add_gen) k += (size_t)sprintf(o + k, "<|assistant|>\n");
     o[k] = '\0';
     *text = o;
+    *text_len = k;
     return QN_OK;
 }
 

@@ -309,6 +309,52 @@ static json_t *dump_load(json_t *j) { /* round trip through the compact serializ
     return back;
 }
 
+/* "\u0000" in texts: vLLM's random dataset decodes random token ids, byte 0x00 among them, so `vllm bench serve`
+ * sends it. Prompts and message contents keep it (with their lengths); fields kept as C strings reject it. */
+static void test_nul_in_strings(void **state) {
+    (void)state;
+    qn_api_request r;
+    qn_api_error e;
+    assert_int_equal(parse(QN_API_COMPLETION, "{\"prompt\":\"a\\u0000b\",\"max_tokens\":2}", &r, &e), 0);
+    assert_int_equal(r.prompts[0].text_len, 3);
+    assert_memory_equal(r.prompts[0].text, "a\0b", 4);
+    qn_api_request_free(&r);
+    assert_int_equal(parse(QN_API_COMPLETION, "{\"prompt\":[\"x\\u0000\",\"y\"]}", &r, &e), 0);
+    assert_int_equal(r.prompts[0].text_len, 2);
+    assert_int_equal(r.prompts[1].text_len, 1);
+    qn_api_request_free(&r);
+    assert_int_equal(parse(QN_API_CHAT,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"},{\"role\":\"user\",\"content\":"
+                           "[{\"type\":\"text\",\"text\":\"c\\u0000\"},{\"type\":\"text\",\"text\":\"d\"}]},"
+                           "{\"role\":\"assistant\",\"content\":\"plain\"}]}",
+                           &r, &e),
+                     0);
+    assert_int_equal(r.messages[0].content_len, 3);
+    assert_memory_equal(r.messages[0].content, "a\0b", 4);
+    assert_int_equal(r.messages[1].content_len, 4);
+    assert_memory_equal(r.messages[1].content, "c\0\nd", 5);
+    assert_int_equal(r.messages[2].content_len, 5);
+    qn_api_request_free(&r);
+    assert_int_equal(parse(QN_API_OLLAMA_GENERATE, "{\"prompt\":\"p\\u0000q\",\"system\":\"s\\u0000\"}", &r, &e), 0);
+    assert_int_equal(r.n_messages, 2);
+    assert_int_equal(r.messages[0].content_len, 2);
+    assert_int_equal(r.messages[1].content_len, 3);
+    qn_api_request_free(&r);
+    assert_int_equal(parse(QN_API_OLLAMA_GENERATE, "{\"prompt\":\"p\\u0000q\",\"raw\":true}", &r, &e), 0);
+    assert_int_equal(r.prompts[0].text_len, 3);
+    qn_api_request_free(&r);
+    qn_api_tokenize_req t;
+    const char *tb = "{\"prompt\":\"a\\u0000b\"}";
+    assert_int_equal(qn_api_parse_tokenize(tb, strlen(tb), &t, &e), 0);
+    assert_int_equal(t.text_len, 3);
+    qn_api_tokenize_req_free(&t);
+    const char *inv = QN_API_ERR_INVALID;
+    expect_err(QN_API_COMPLETION, "{\"model\":\"m\\u0000\",\"prompt\":\"p\"}", 400, inv, "model");
+    expect_err(QN_API_CHAT, "{\"messages\":[{\"role\":\"us\\u0000er\",\"content\":\"x\"}]}", 400, inv, "messages[0].role");
+    expect_err(QN_API_COMPLETION, "{\"prompt\":\"p\",\"stop\":\"x\\u0000\"}", 400, inv, "stop");
+    expect_err(QN_API_COMPLETION, "{\"prompt\":\"p\",\"stop\":[\"x\",\"y\\u0000\"]}", 400, inv, "stop[1]");
+}
+
 static void test_chunks(void **state) {
     (void)state;
     qn_api_meta m = {.id = "chatcmpl-abc", .model = "mod", .created = 1700000000};
@@ -493,7 +539,7 @@ int main(void) {
         cmocka_unit_test(test_completion_prompts), cmocka_unit_test(test_ollama_requests),
         cmocka_unit_test(test_tokenize_shapes),  cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_error_envelope),   cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_fuzz_parsers),
+        cmocka_unit_test(test_fuzz_parsers),     cmocka_unit_test(test_nul_in_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

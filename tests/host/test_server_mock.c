@@ -586,6 +586,50 @@ static void test_completions(void **state) {
     fx_stop(&f);
 }
 
+/* "\u0000" in a prompt or message (vLLM's random dataset sends it): 200 with every byte tokenized (the mock
+ * tokenizer maps byte b to b + 3), through the chat template too; the vLLM client fails a run on any 400. */
+static void test_nul_in_prompts(void **state) {
+    (void)state;
+    fx f;
+    qn_server_config c;
+    cfg_default(&c);
+    fx_start(&f, &c, NULL, true);
+    resp r;
+    http(f.port, "POST", "/v1/completions", NULL,
+         "{\"prompt\":\"a\\u0000b\",\"max_tokens\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &r);
+    check_stream_headers(&r);
+    sse_events ev;
+    sse_parse(r.body, &ev);
+    assert_true(ev.n >= 2);
+    assert_string_equal(ev.data[ev.n - 1], "[DONE]");
+    json_t *u = json_loads(ev.data[ev.n - 2], 0, NULL);
+    assert_non_null(u);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(u, "usage"), "prompt_tokens")), 4); /* BOS+3 */
+    json_decref(u);
+    sse_free(&ev);
+    resp_free(&r);
+    /* chat: "<|user|>\na\0b\n<|assistant|>\n" = 27 bytes ("hi" gives 26 in test_tokenize) */
+    http(f.port, "POST", "/v1/chat/completions", NULL,
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}],\"max_tokens\":2}", &r);
+    assert_int_equal(r.status, 200);
+    json_t *j = body_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), 27);
+    json_decref(j);
+    resp_free(&r);
+    http(f.port, "POST", "/tokenize", NULL, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\u0000b\"}]}", &r);
+    assert_int_equal(r.status, 200);
+    j = body_json(&r);
+    assert_int_equal(json_integer_value(json_object_get(j, "count")), 27);
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(j, "tokens"), 10)), 0 + 3);
+    json_decref(j);
+    resp_free(&r);
+    http(f.port, "POST", "/v1/chat/completions", NULL,
+         "{\"messages\":[{\"role\":\"us\\u0000er\",\"content\":\"x\"}]}", &r);
+    expect_error(&r, 400, "invalid_request_error", "messages[0].role");
+    resp_free(&r);
+    fx_stop(&f);
+}
+
 static void test_request_errors(void **state) {
     (void)state;
     fx f;
@@ -1271,6 +1315,7 @@ int main(void) {
         cmocka_unit_test(test_chat_nonstream),
         cmocka_unit_test(test_chat_stream),
         cmocka_unit_test(test_completions),
+        cmocka_unit_test(test_nul_in_prompts),
         cmocka_unit_test(test_request_errors),
         cmocka_unit_test(test_queue_full_429),
         cmocka_unit_test(test_auth_and_cors),

@@ -82,6 +82,7 @@ static void test_fixture(void **state) {
             json_t *pair = json_array_get(msgs, k);
             m[k].role = json_string_value(json_array_get(pair, 0));
             m[k].content = json_string_value(json_array_get(pair, 1));
+            m[k].content_len = 0; /* NUL-terminated */
         }
         const bool gen = json_is_true(json_object_get(c, "add_generation_prompt"));
         const char *want = json_string_value(json_object_get(c, "expected"));
@@ -120,7 +121,7 @@ static void test_smollm2_gguf(void **state) {
     assert_string_equal(qn_chat_template_default_system(t),
                         "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
 
-    const qn_chat_msg user[] = {{"user", "What is the capital of France?"}};
+    const qn_chat_msg user[] = {{"user", "What is the capital of France?", 0}};
     char *s = apply_all(t, user, 1, true, NULL);
     assert_string_equal(s, "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
                            "Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
@@ -134,7 +135,7 @@ static void test_smollm2_gguf(void **state) {
     assert_int_equal(n_end, 2);
     free(s);
 
-    const qn_chat_msg sys[] = {{"system", "Be terse."}, {"user", "Hi"}};
+    const qn_chat_msg sys[] = {{"system", "Be terse.", 0}, {"user", "Hi", 0}};
     s = apply_all(t, sys, 2, false, NULL);
     assert_string_equal(s, "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
     free(s);
@@ -171,7 +172,7 @@ static void test_detection(void **state) {
     /* the fallback renders plain chatml */
     qn_chat_template *t = NULL;
     assert_int_equal(qn_chat_template_create(NULL, 0, NULL, NULL, &t, NULL), QN_OK);
-    const qn_chat_msg m[] = {{"user", "x"}};
+    const qn_chat_msg m[] = {{"user", "x", 0}};
     char *s = apply_all(t, m, 1, true, NULL);
     assert_string_equal(s, "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
     free(s);
@@ -180,8 +181,21 @@ static void test_detection(void **state) {
     size_t n = 0;
     assert_int_equal(qn_chat_template_apply(t, m, 1, true, NULL, small, sizeof small, &n), QN_ERR_INVALID_ARG);
     assert_int_equal(n, strlen("<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n"));
-    const qn_chat_msg bad[] = {{"user", NULL}};
+    const qn_chat_msg bad[] = {{"user", NULL, 0}};
     assert_int_equal(qn_chat_template_apply(t, bad, 1, true, NULL, small, sizeof small, &n), QN_ERR_INVALID_ARG);
+    /* content_len: a content holding U+0000 (an API prompt may) is rendered whole, not cut at the NUL */
+    const qn_chat_msg nul[] = {{"user", "a\0b", 3}};
+    const char want_nul[] = "<|im_start|>user\na\0b<|im_end|>\n<|im_start|>assistant\n";
+    char big[128];
+    assert_int_equal(qn_chat_template_apply(t, nul, 1, true, NULL, big, sizeof big, &n), QN_OK);
+    assert_int_equal(n, sizeof want_nul - 1);
+    assert_memory_equal(big, want_nul, sizeof want_nul);
+    char *rendered = NULL;
+    size_t rendered_len = 0;
+    assert_int_equal(qn_chat_template_render_n(t, nul, 1, true, NULL, &rendered, &rendered_len), QN_OK);
+    assert_int_equal(rendered_len, sizeof want_nul - 1);
+    assert_memory_equal(rendered, want_nul, sizeof want_nul);
+    free(rendered);
     qn_chat_template_destroy(t);
     qn_chat_template_destroy(NULL);
 }
