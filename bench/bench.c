@@ -71,7 +71,7 @@ int qn_bench_env_init(qn_bench_env *e, size_t copy_bytes) {
     memset(e, 0, sizeof *e);
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return -1;
-    snprintf(e->gpu, sizeof e->gpu, "%s", prop.name);
+    snprintf(e->gpu, sizeof e->gpu, "%.127s", prop.name); /* gpu[128] */
     e->sm = prop.major * 10 + prop.minor;
     e->n_sm = prop.multiProcessorCount;
     e->l2_bytes = (size_t)prop.l2CacheSize;

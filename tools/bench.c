@@ -3,7 +3,8 @@
  * times after a warm-up; prints mean ± stddev tokens/s as a markdown table (or csv/json/jsonl with
  * llama-bench's field names). Runs through the serving engine, the runtime `quern serve` uses
  * (one_request.h); timing includes greedy sampling (on the device on a GPU: one argmax per step), which
- * llama-bench leaves out. */
+ * llama-bench leaves out. `quern bench kernels [flags]` runs the GPU matmul kernel benchmark instead
+ * (bench/kernels/gpu_quant_bench.cu, linked in CUDA builds only). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include "args.h"
+#include "bench/kernels/gpu_quant_bench.h"
 #include "commands.h"
 #include "common.h"
 #include "one_request.h"
@@ -93,7 +95,21 @@ static const char *model_type(const qn_model *m, char *buf, size_t cap) {
     return buf;
 }
 
+/* `quern bench kernels ...` (argv[0] = "kernels"): every GPU format x Llama-3-8B shapes x n beside cuBLAS fp16. */
+static int bench_kernels(int argc, char **argv) {
+#ifdef QN_HAVE_CUDA
+    const int rc = qn_bench_kernels_main(argc, argv);
+    return rc == QN_BENCH_KERNELS_NO_DEVICE ? 1 : rc;
+#else
+    (void)argc, (void)argv;
+    fprintf(stderr, "quern bench kernels: needs a CUDA build (this quern was built without CUDA: no nvcc at "
+                    "configure time, or -DQN_CPU_ONLY=ON)\n");
+    return 1;
+#endif
+}
+
 int qn_cmd_bench(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
     const char *model_path = NULL, *p_list = "512", *n_list = "128", *out_fmt = "md", *isa_name = NULL;
     int reps = 5, n_threads = qn_tool_default_threads(), n_batch = 2048;
     bool help = false;
@@ -116,6 +132,8 @@ int qn_cmd_bench(int argc, char **argv) {
     if (!qn_args_parse("bench", argc, argv, table, nt, pos, 0, &n_pos)) return 1;
     if (help) {
         qn_args_usage("bench", "[-m MODEL] [-p 512] [-n 128] [-r 5] [-t N] [-o md|csv|json|jsonl]", table, nt);
+        printf("\nquern bench kernels [--quick] [--fmt LIST] [--n LIST] [--json FILE]: GPU matmul kernels vs cuBLAS "
+               "fp16 (CUDA builds; quern bench kernels --help)\n");
         return 0;
     }
     int pl[QN_BENCH_MAX_LIST], nl[QN_BENCH_MAX_LIST];

@@ -20,7 +20,7 @@ static const qn_subcommand QN_SUBCOMMANDS[] = {
     {"run", qn_cmd_run, "generate text from a prompt"},
     {"serve", qn_cmd_serve, "OpenAI-compatible HTTP server (vllm serve / llama-server flags)"},
     {"perplexity", qn_cmd_perplexity, "perplexity of a text file (llama.cpp's method)"},
-    {"bench", qn_cmd_bench, "llama-bench-compatible benchmark; `quern bench serve`: serving load generator"},
+    {"bench", qn_cmd_bench, "llama-bench-compatible benchmark; `quern bench serve`: serving load generator; `quern bench kernels`: GPU matmuls"},
     {"inspect", qn_cmd_inspect, "metadata, tensors and config of a GGUF file or HF directory"},
     {"quantize", qn_cmd_quantize, "re-encode a GGUF model (llama.cpp types and mixes, Q4_0 ... Q6_K, F16)"},
     {"imatrix", qn_cmd_imatrix, "importance matrix of a model on a text (llama-imatrix's GGUF/dat files)"},
