@@ -2,8 +2,9 @@
 # gpu_e2e.sh — the end-to-end GPU checks, after bench/gpu_check.sh has built $QN_GPU_BUILD (default
 # build-gpu) on the same machine: the CUDA forward pass against the CPU one (test_gpu_forward), `quern
 # run`, `quern perplexity` and `quern bench` on the GPU, and Llama-3-8B-shape synthetic models.
-# The default model does not fit one device call's carry limit: it travels split in two parts,
-# .gpumodel/a/smol.part.aa (+ alice29.txt) and .gpumodel/b/smol.part.ab (git-ignored), joined here.
+# The default model does not fit one device call's carry limit: it travels split in parts (split -b),
+# .gpumodel/a/smol.part.aa (+ alice29.txt), .gpumodel/b/smol.part.ab, ... (git-ignored), one per call,
+# gathered into .gpumodel/ on the machine by the calls and joined here in suffix order.
 # With llama.cpp built by bench/gpu_llamacpp.sh ($QN_LLAMA_DIR/build-cuda/bin), the bench and synth steps run
 # llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
 # Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16"),
@@ -38,8 +39,9 @@ step() { # name timeout cmd...
 
 if want model; then
     mkdir -p "$MODELS" "$DATA"
-    if [ -f .gpumodel/a/smol.part.aa ] && [ -f .gpumodel/b/smol.part.ab ]; then
-        cat .gpumodel/a/smol.part.aa .gpumodel/b/smol.part.ab >"$SMOL"
+    parts=$(ls .gpumodel/*/smol.part.* 2>/dev/null | awk -F/ '{print $NF, $0}' | sort | cut -d' ' -f2)
+    if [ -n "$parts" ] && [ -f .gpumodel/a/alice29.txt ]; then
+        cat $parts >"$SMOL"
         cp .gpumodel/a/alice29.txt "$DATA/"
         echo "b179c952  $(sha256sum "$SMOL" | cut -c1-8)" | tee -a "$LOG"
     else
