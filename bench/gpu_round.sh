@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# gpu_round.sh PHASE — one device call of a three-call GPU round (the default model travels in three parts,
+# one per call, each call carrying its part and .gpudeps; the machine must stay warm between calls):
+#   a   stash part a (+ alice29.txt); build + ctest -L gpu (bench/gpu_check.sh "build test")
+#   b   stash part b; `quern bench kernels --quick` (through bench/gpu_kernels_vs_ggml.sh, beside ggml's MUL_MAT,
+#       when llama.cpp's test-backend-ops is already built on the machine), bench_gpu_lutq
+#   c   gather the parts; bench/gpu_e2e.sh (QN_E2E_STEPS, default "model forward run ppl bench"), then
+#       test_gpu_engine and the GPU HF-quant e2e test (tests/e2e/test_gpu_hf_quant.py)
+# Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-round-out}
+mkdir -p "$OUT"
+PARTS=$HOME/.cache/quern/parts
+B=${QN_GPU_BUILD:-build-gpu}
+mkdir -p "$PARTS"
+stash() { for f in .gpumodel/*/*; do [ -f "$f" ] && cp "$f" "$PARTS/"; done; }
+case "${1:-}" in
+a)
+    stash
+    QN_GPU_CHECK_STEPS="build test" OUT=$OUT bench/gpu_check.sh >/dev/null 2>&1
+    tail -8 "$OUT/check.log"
+    grep -E "Test +#|tests passed" "$OUT/ctest.log"
+    ;;
+b)
+    stash
+    if [ -x /tmp/llama.cpp/build-cuda/bin/test-backend-ops ]; then # quern bench kernels --quick beside ggml's MUL_MAT
+        QN_QUERN_TIMEOUT=120 QN_GGML_TIMEOUT=100 OUT=$OUT timeout 240 bench/gpu_kernels_vs_ggml.sh >"$OUT/vs_ggml.log" 2>&1
+        echo "vs ggml rc=$?"
+    else
+        timeout 150 "$B/quern" bench kernels --quick --json "$OUT/bench_kernels.jsonl" >"$OUT/bench_kernels.md" 2>"$OUT/bench_kernels.err"
+        echo "bench kernels rc=$?"
+    fi
+    timeout 120 "$B/bench/bench_gpu_lutq" --json "$OUT/bench_lutq.jsonl" >"$OUT/bench_lutq.txt" 2>&1
+    echo "bench lutq rc=$?"
+    ;;
+c)
+    stash
+    mkdir -p .gpumodel/a
+    for f in "$PARTS"/*; do # every stashed file this call did not carry
+        ls .gpumodel/*/"$(basename "$f")" >/dev/null 2>&1 || cp "$f" .gpumodel/a/
+    done
+    QN_E2E_STEPS=${QN_E2E_STEPS:-model forward run ppl bench} OUT=$OUT bench/gpu_e2e.sh >"$OUT/e2e.out" 2>&1
+    timeout 120 "$B/tests/test_gpu_engine" >"$OUT/engine.txt" 2>&1
+    echo "test_gpu_engine rc=$?"
+    ;;
+*)
+    echo "usage: bench/gpu_round.sh a|b|c" >&2
+    exit 2
+    ;;
+esac
+exit 0
