@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # gpu_round.sh PHASE — one device call of a three-call GPU round (the default model travels in three parts,
 # one per call, each call carrying its part and .gpudeps; the machine must stay warm between calls):
-#   a   stash part a (+ alice29.txt); build + ctest -L gpu (bench/gpu_check.sh "build test")
+#   a   stash part a (+ alice29.txt, lcet10.txt); build + ctest -L gpu (bench/gpu_check.sh "build test"; the
+#       script tests there need the venv, absent on the GPU machine: "Not Run")
 #   b   stash part b; `quern bench kernels --quick` (through bench/gpu_kernels_vs_ggml.sh, beside ggml's MUL_MAT,
 #       when llama.cpp's test-backend-ops is already built on the machine), bench_gpu_lutq
 #   c   gather the parts; bench/gpu_e2e.sh (QN_E2E_STEPS, default "model forward run ppl bench"), then
-#       test_gpu_engine and the GPU HF-quant e2e test (tests/e2e/test_gpu_hf_quant.py)
+#       test_gpu_engine and the GPU HF-quant e2e test (tests/e2e/test_gpu_hf_quant.py, system python3)
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,9 @@ c)
     QN_E2E_STEPS=${QN_E2E_STEPS:-model forward run ppl bench} OUT=$OUT bench/gpu_e2e.sh >"$OUT/e2e.out" 2>&1
     timeout 120 "$B/tests/test_gpu_engine" >"$OUT/engine.txt" 2>&1
     echo "test_gpu_engine rc=$?"
+    cp .gpumodel/a/lcet10.txt "$HOME/.cache/quern/data/" 2>/dev/null
+    QN_QUERN_BIN=$B/quern timeout ${QN_HFQ_TIMEOUT:-200} python3 tests/e2e/test_gpu_hf_quant.py >"$OUT/gpu_hf_quant.txt" 2>&1
+    echo "test_gpu_hf_quant rc=$?"
     ;;
 *)
     echo "usage: bench/gpu_round.sh a|b|c" >&2
