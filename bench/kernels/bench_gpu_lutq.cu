@@ -1,11 +1,13 @@
 /* bench_gpu_lutq.cu — GPTQ/AWQ/bnb device block formats (kernels/quant/lutq_gpu.h) on the GPU beside cuBLAS
  * fp16: LQ4 (GPTQ-4/AWQ), LQ8 (GPTQ-8), LNF4, LFP4, LQ4/LQ8 also with act-order (the x gather first), on
- * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 16, 512 tokens, each on the
- * path qn_lutq_matmul_cuda picks (GEMV, GEMV, dequant + cuBLAS). Times are CUDA-graph replays of back-to-back
+ * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
+ * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
+ * LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4; lutq_mmvq.cu) and "gemv" (tensor cores); "auto" marks
+ * which one qn_lutq_matmul_cuda picks. n = 512: the AUTO path (dequant + cuBLAS). Times are CUDA-graph replays of back-to-back
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
- * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,16,512] [--json FILE] */
+ * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--json FILE] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +39,7 @@ static const variant VARIANTS[] = {
 };
 struct shape { int64_t N, K; const char *name; };
 static const shape SHAPES[] = {{4096, 4096, "q/o"}, {14336, 4096, "gate/up"}, {4096, 14336, "down"}};
-static const int64_t NS[] = {1, 16, 512};
+static const int64_t NS[] = {1, 2, 4, 8, 16, 512};
 
 static uint64_t g_s = 0x2545F4914F6CDD1Dull;
 static inline uint64_t rnd() {
@@ -74,6 +76,7 @@ struct op_ctx {
     qn_lutq_gpu_weight w[256]; /* rotating copies (blocks; perm shared) */
     int rot;
     int64_t n;
+    qn_quant_path path; /* AUTO, GEMV or MMVQ (the decode path) */
     const void *x;
     float *y;
     void *ws;
@@ -82,7 +85,9 @@ struct op_ctx {
 
 static int op_lutq(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
-    return qn_lutq_matmul_cuda(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream) == QN_OK ? 0 : -1;
+    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO};
+    return qn_lutq_matmul_cuda_ex(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream, &o) == QN_OK
+               ? 0 : -1;
 }
 
 static int op_cublas(void *vctx, int i, void *stream) {
@@ -121,7 +126,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,16,512] [--json FILE]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -142,7 +147,7 @@ int main(int argc, char **argv) {
     if (qn_quant_cuda_ctx_init(&qc, 0, blas) != QN_OK) return 1;
     cudaStream_t st;
     CK(cudaStreamCreate(&st));
-    fprintf(stderr, "%-8s %-8s %5s %10s %8s %7s\n", "format", "shape", "n", "us", "GB/s", "%copy");
+    fprintf(stderr, "%-8s %-8s %5s %-7s %10s %8s %7s\n", "format", "shape", "n", "path", "us", "GB/s", "%copy");
 
     for (const shape &sh : SHAPES)
         for (const variant &v : VARIANTS) {
@@ -182,32 +187,46 @@ int main(int argc, char **argv) {
             for (int64_t n : NS) {
                 if (!n_in_list(n_list, n)) continue;
                 c->n = n;
-                c->ws_bytes = v.fmt == QN_QFORMAT_F16 ? 0 : qn_lutq_matmul_workspace_size(&qc, v.fmt, sh.N, sh.K, v.act, n);
-                c->ws = NULL;
-                if (c->ws_bytes) {
-                    CK(cudaMalloc(&c->ws, c->ws_bytes));
-                    CK(cudaMemset(c->ws, 0, c->ws_bytes));
+                const bool lutq = v.fmt != QN_QFORMAT_F16;
+                const bool both = lutq && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
+                const qn_quant_path auto_path = qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
+                                                                                    : qn_quant_select_path(v.fmt, qc.sm, n);
+                const qn_quant_path paths[2] = {both ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_AUTO, QN_QUANT_PATH_GEMV};
+                for (int pi = 0; pi < (both ? 2 : 1); pi++) {
+                    c->path = paths[pi];
+                    c->ws_bytes = lutq ? qn_lutq_matmul_workspace_size_path(&qc, v.fmt, c->path, sh.N, sh.K, v.act, n) : 0;
+                    c->ws = NULL;
+                    if (c->ws_bytes) {
+                        CK(cudaMalloc(&c->ws, c->ws_bytes));
+                        CK(cudaMemset(c->ws, 0, c->ws_bytes));
+                    }
+                    const qn_quant_path path = c->path == QN_QUANT_PATH_AUTO ? auto_path : c->path;
+                    const char *pname = !lutq ? "cublas" : path == QN_QUANT_PATH_MMVQ ? "decode"
+                                        : path == QN_QUANT_PATH_GEMV ? "gemv" : path == QN_QUANT_PATH_MMA ? "mma" : "dq+blas";
+                    char label[16];
+                    snprintf(label, sizeof label, "%s%s", pname, lutq && path == auto_path && both ? "*" : "");
+                    qn_bench_op_fn fn = lutq ? op_lutq : op_cublas;
+                    qn_bench_stats s0, s;
+                    const int ok = qn_bench_time_ops(fn, c, st, c->rot < 4 ? 4 : c->rot, 1, 1, &s0) == 0 &&
+                                   qn_bench_time_ops(fn, c, st, c->rot < 8 ? 8 : c->rot, 2, 15, &s) == 0;
+                    if (!ok) {
+                        fprintf(stderr, "  %s %s n=%lld %s: failed\n", v.name, sh.name, (long long)n, pname);
+                        (void)cudaGetLastError();
+                    } else {
+                        const double bytes = (double)wb + (v.act ? 4.0 * (double)sh.K : 0) + 2.0 * (double)(n * sh.K) +
+                                             4.0 * (double)(n * sh.N);
+                        const double gbs = bytes / (s.median_us * 1e3);
+                        fprintf(stderr, "%-8s %-8s %5lld %-7s %10.2f %8.0f %6.1f%%\n", v.name, sh.name, (long long)n,
+                                label, s.median_us, gbs, 100.0 * gbs / env.copy_gbs);
+                        fprintf(js, "{\"bench\":\"gpu_lutq\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,\"path\":%d,"
+                                    "\"path_name\":\"%s\",\"auto\":%s,\"us\":%.3f,\"gbs\":%.1f,\"pct_copy\":%.1f,"
+                                    "\"bytes\":%.0f,\"commit\":\"%s\"}\n",
+                                v.name, (long long)sh.N, (long long)sh.K, (long long)n, (int)path, pname,
+                                path == auto_path ? "true" : "false", s.median_us, gbs, 100.0 * gbs / env.copy_gbs,
+                                bytes, env.commit);
+                    }
+                    cudaFree(c->ws);
                 }
-                qn_bench_op_fn fn = v.fmt == QN_QFORMAT_F16 ? op_cublas : op_lutq;
-                qn_bench_stats s0, s;
-                const int ok = qn_bench_time_ops(fn, c, st, c->rot < 4 ? 4 : c->rot, 1, 1, &s0) == 0 &&
-                               qn_bench_time_ops(fn, c, st, c->rot < 8 ? 8 : c->rot, 2, 15, &s) == 0;
-                if (!ok) {
-                    fprintf(stderr, "  %s %s n=%lld: failed\n", v.name, sh.name, (long long)n);
-                    (void)cudaGetLastError();
-                } else {
-                    const double bytes = (double)wb + (v.act ? 4.0 * (double)sh.K : 0) + 2.0 * (double)(n * sh.K) +
-                                         4.0 * (double)(n * sh.N);
-                    const double gbs = bytes / (s.median_us * 1e3);
-                    const qn_quant_path path = qn_quant_select_path(v.fmt, qc.sm, n);
-                    fprintf(stderr, "%-8s %-8s %5lld %10.2f %8.0f %6.1f%%\n", v.name, sh.name, (long long)n, s.median_us,
-                            gbs, 100.0 * gbs / env.copy_gbs);
-                    fprintf(js, "{\"bench\":\"gpu_lutq\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,\"path\":%d,"
-                                "\"us\":%.3f,\"gbs\":%.1f,\"pct_copy\":%.1f,\"bytes\":%.0f,\"commit\":\"%s\"}\n",
-                            v.name, (long long)sh.N, (long long)sh.K, (long long)n, (int)path, s.median_us, gbs,
-                            100.0 * gbs / env.copy_gbs, bytes, env.commit);
-                }
-                cudaFree(c->ws);
             }
             for (int r = 0; r < c->rot; r++) cudaFree((void *)c->w[r].blocks);
             cudaFree(dperm), cudaFree(x), cudaFree(c->y);

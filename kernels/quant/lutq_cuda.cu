@@ -1,12 +1,14 @@
 /* lutq_cuda.cu — the GPU entry points of lutq_gpu.h: the act-order gather of the activations and the
- * matmul over GPTQ/AWQ/bnb device blocks, which is the quant.h matmul on the gathered activations (the
- * kq_kernel paths serve the blocks through lutq_decode.cuh). Holds no state. */
+ * matmul over GPTQ/AWQ/bnb device blocks on the gathered activations: the decode path (the int8 kernel of
+ * kq_mmvq.h with lutq_mmvq.cu's traits) for few tokens, else the quant.h matmul (the kq_kernel paths serve
+ * the blocks through lutq_decode.cuh). Holds no state. */
 #include <stdint.h>
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 
@@ -46,23 +48,56 @@ qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int
 }
 
 /* --- matmul ---
- * Workspace: [0, inner) the quant.h workspace of the blocks (its split-K counters first, always at offset
- * 0), then, with a perm, the gathered x at xoff = align256(max(inner, 64 KB)): never over the counters, and
- * the inner call is told only xoff bytes, so its split-K tiles or fp16 weights stay below the gathered x. */
+ * Workspace: [0, inner) the workspace of the path (its split-K counters first, always at offset 0): the
+ * decode path's is the counters (left untouched) and, for LQ4/LQ8, the q8 activations at 64 KB; the other
+ * paths' is quant.h's. Then, with a perm, the gathered x at xoff = align256(max(inner, 64 KB)): never over
+ * the counters, and the inner call is told only xoff bytes, so its split-K tiles or fp16 weights stay below
+ * the gathered x. */
 
 static size_t lq_x_offset(size_t inner) { return align256(inner > LQ_WS_COUNTERS ? inner : LQ_WS_COUNTERS); }
 
+/* the decode path for (fmt, n) under path (AUTO resolved by qn_lutq_use_decode) */
+static bool lq_decode(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t n) {
+    return path == QN_QUANT_PATH_MMVQ || (path == QN_QUANT_PATH_AUTO && qn_lutq_use_decode(fmt, ctx->sm, n));
+}
+
+static size_t lq_inner_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t N, int64_t K,
+                            int64_t n) {
+    if (!lq_decode(ctx, fmt, path, n)) return qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n);
+    if (kq_mmvq_takes_f16_x(fmt)) return 0;
+    return LQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K));
+}
+
 static size_t lq_ws_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t N, int64_t K,
                          bool act_order, int64_t n) {
-    const size_t inner = qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n);
+    const size_t inner = lq_inner_size(ctx, fmt, path, N, K, n);
     if (!act_order) return inner;
     return lq_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half));
 }
 
+size_t qn_lutq_matmul_workspace_size_path(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path, int64_t N, int64_t K,
+                                          bool act_order, int64_t n) {
+    if (!ctx || n <= 0 || N <= 0 || !qn_lutq_gpu_is_format(fmt) || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
+    return lq_ws_size(ctx, fmt, (qn_quant_path)path, N, K, act_order, n);
+}
+
 size_t qn_lutq_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, bool act_order,
                                      int64_t n) {
-    if (!ctx || n <= 0 || !qn_lutq_gpu_is_format(fmt)) return 0;
-    return lq_ws_size(ctx, fmt, QN_QUANT_PATH_AUTO, N, K, act_order, n);
+    return qn_lutq_matmul_workspace_size_path(ctx, fmt, QN_QUANT_PATH_AUTO, N, K, act_order, n);
+}
+
+static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* The decode path on x (already in kernel column order): LQ4/LQ8 quantize x into the workspace at 64 KB,
+ * then the int8 kernel; LNF4/LFP4 take x as it is. */
+static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
+                                  float *y, void *workspace, int split, void *stream) {
+    if (kq_mmvq_takes_f16_x(w->fmt))
+        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, stream);
+    void *xq = (uint8_t *)workspace + LQ_WS_COUNTERS;
+    const qn_status st = kq_mmvq_quantize_x(x, n, w->k, xq, stream);
+    if (st != QN_OK) return st;
+    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, stream);
 }
 
 qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
@@ -71,16 +106,31 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
     if (!ctx || !w) return QN_ERR_INVALID_ARG;
     if (!qn_lutq_gpu_is_format(w->fmt)) return QN_ERR_UNSUPPORTED;
     if (n < 0) return QN_ERR_SHAPE;
-    if (!w->perm || n == 0 || w->n == 0)
+    const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    const bool decode = lq_decode(ctx, w->fmt, path, n);
+    if (!decode && (!w->perm || n == 0 || w->n == 0))
         return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, x, n, y, workspace, ws_bytes, stream, opts);
     qn_status st = qn_quant_check_shape(w->fmt, w->n, w->k);
     if (st != QN_OK) return st;
-    const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
-    const size_t xoff = lq_x_offset(qn_quant_matmul_workspace_size(ctx, w->fmt, path, w->n, w->k, n));
-    if (!workspace || ws_bytes < lq_ws_size(ctx, w->fmt, path, w->n, w->k, true, n)) return QN_ERR_INVALID_ARG;
-    void *xp = (uint8_t *)workspace + xoff;
-    if ((st = qn_lutq_gather_cuda(x, w->perm, n, w->k, xp, stream)) != QN_OK) return st;
-    return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xp, n, y, workspace, xoff, stream, opts);
+    if (n == 0 || w->n == 0) return QN_OK;
+    if (decode) {
+        const int split = opts ? opts->split : 0;
+        if (split != 0 && split != 1 && split != 2 && split != 4) return QN_ERR_INVALID_ARG;
+        if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+        if (!w->blocks || !x || !y || !lq_aligned16(w->blocks) || !lq_aligned16(x)) return QN_ERR_INVALID_ARG;
+    }
+    const size_t need = lq_ws_size(ctx, w->fmt, path, w->n, w->k, w->perm != NULL, n);
+    if (need && (!workspace || ws_bytes < need || !lq_aligned16(workspace))) return QN_ERR_INVALID_ARG;
+    const void *xk = x; /* x in kernel column order */
+    size_t inner_bytes = ws_bytes;
+    if (w->perm) {
+        inner_bytes = lq_x_offset(lq_inner_size(ctx, w->fmt, path, w->n, w->k, n));
+        void *xp = (uint8_t *)workspace + inner_bytes;
+        if ((st = qn_lutq_gather_cuda(x, w->perm, n, w->k, xp, stream)) != QN_OK) return st;
+        xk = xp;
+    }
+    if (decode) return lq_decode_matmul(ctx, w, xk, n, y, workspace, opts ? opts->split : 0, stream);
+    return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
 }
 
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,

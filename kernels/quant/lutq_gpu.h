@@ -20,7 +20,12 @@
  * Memory, bits per weight: LQ4 5.0 (GPTQ-4 g128 4.16, so +20%; GPTQ 2/3-bit codes widen to 4 bits: 5.0
  * against 2.1/3.1), LQ8 9.0, LNF4/LFP4 5.0 (bnb 4.5, 4.13 with double quant); fp16 is 16.
  * When the peer's dtype is bf16 (lutq round BF16), the device still rounds to fp16 (the kernels' type):
- * the host twin then equals the unrounded lutq value rounded to fp16, not the peer's bf16. */
+ * the host twin then equals the unrounded lutq value rounded to fp16, not the peer's bf16.
+ * Those fp16 weights are what the tensor-core paths (GEMV, MMA, dequant + cuBLAS) use. The decode path
+ * (n <= QN_LUTQ_DECODE_MAX_TOKENS under AUTO, or opts path QN_QUANT_PATH_MMVQ; lutq_mmvq.cu) does not round
+ * them: LQ4/LQ8 take x as q8 blocks (kq_mmvq.h) and sum d_w d_x (sum q x8 - z sum x8), integer parts exact,
+ * so with the weights d (q - z) unrounded; LNF4/LFP4 keep x fp16 and sum table values (map rounded to fp16)
+ * times x in fp16 per 16 products (HFMA2), then a (f32) times the block sum. */
 #ifndef QN_LUTQ_GPU_H
 #define QN_LUTQ_GPU_H
 
@@ -94,6 +99,19 @@ qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out)
  * qn_quant_dequant_cuda(ctx, fmt, ...) writes for the same blocks), from the blocks alone. */
 void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int64_t k, uint16_t *out);
 
+/* --- path choice (as quant.h's qn_quant_use_mmvq) --- */
+
+/* n <= this under AUTO: the decode path (int8 for LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4) instead of
+ * the tensor-core GEMV. A first value, not yet measured: bench_gpu_lutq prints both paths at n = 1..16;
+ * set it per format from there (the int8 GGUF path won up to n = 8 for the legacy formats). */
+#define QN_LUTQ_DECODE_MAX_TOKENS 8
+static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
+    return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
+}
+static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {
+    return sm >= 80 && n_tokens >= 1 && n_tokens <= qn_lutq_decode_auto_max_tokens(f);
+}
+
 /* --- GPU (definitions only with QN_HAVE_CUDA; qn_quant_cuda_ctx comes from quant.h) --- */
 
 typedef struct qn_quant_cuda_ctx qn_quant_cuda_ctx;
@@ -105,16 +123,22 @@ typedef struct qn_lutq_gpu_weight {
     const int32_t *perm;   /* [k] device: original column of kernel column j; NULL = identity */
 } qn_lutq_gpu_weight;
 
-/* Workspace bytes for n tokens of an N x K weight in fmt: qn_quant_matmul_workspace_size of the blocks
- * (path AUTO) and, with a perm (act_order), room for the gathered x [n][K] fp16 behind it (never over the
- * split-K counters). Zero-fill it once after allocation (quant.h). */
+/* Workspace bytes for n tokens of an N x K weight in fmt under AUTO: for the decode path the split-K
+ * counters (64 KB, untouched) and, for LQ4/LQ8, the q8 activations (qn_mmvq_x_bytes) behind them, else
+ * qn_quant_matmul_workspace_size of the blocks; with a perm (act_order), room for the gathered x [n][K]
+ * fp16 behind that (never over the counters). 0: none needed (LNF4/LFP4 decode without act-order). Zero-fill
+ * it once after allocation (quant.h). _path: the same for an explicit path (QN_QUANT_PATH_MMVQ: decode). */
 size_t qn_lutq_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, bool act_order,
                                      int64_t n);
+size_t qn_lutq_matmul_workspace_size_path(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path /* qn_quant_path */,
+                                          int64_t N, int64_t K, bool act_order, int64_t n);
 
-/* y[n][w->n] f32 = x[n][w->k] fp16 (original column order) . W^T, on stream (cudaStream_t), through the
- * path quant.h picks for n (opts NULL) or opts. With a perm, x is first gathered into the workspace:
+/* y[n][w->n] f32 = x[n][w->k] fp16 (original column order) . W^T, on stream (cudaStream_t). Path: opts NULL
+ * or AUTO: the decode path for n <= qn_lutq_decode_auto_max_tokens, else the one quant.h picks; opts
+ * QN_QUANT_PATH_MMVQ: the decode path for any n (launches of 8; opts->split: warps per row 0, 1, 2, 4);
+ * any other path: that tensor-core / cuBLAS path. With a perm, x is first gathered into the workspace:
  * x_perm[t][j] = x[t][perm[j]]. No allocation or synchronisation (CUDA-graph capturable).
- * QN_ERR_INVALID_ARG when the workspace is short of qn_lutq_matmul_workspace_size. */
+ * QN_ERR_INVALID_ARG when the workspace is short of the size above for the path taken (no fallback). */
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w,
                               const void *x, /* [n][k] fp16 */ int64_t n, float *y /* [n][w->n] */,
                               void *workspace, size_t ws_bytes, void *stream);

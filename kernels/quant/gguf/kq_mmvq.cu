@@ -8,6 +8,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/quant/gguf/kq_mmvq.cuh"
+#include "kernels/quant/lutq_gpu.h"
 
 /* --- the activation quantizer ---
  * 4 threads per 32-element block, 8 elements (one 16-byte load) each; amax and the half sums by
@@ -77,8 +78,10 @@ int mq_unit_elems(qn_qformat fmt) {
     MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0)
     MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K)
 #undef MQ_CASE
-    return 0;
+    return qn_lutq_gpu_is_format(fmt) ? QN_LUTQ_GPU_BLOCK : 0; /* lutq_mmvq.cu */
 }
+
+int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4; }
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
@@ -111,12 +114,14 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
     if (warps_per_row != 0 && warps_per_row != 1 && warps_per_row != 2 && warps_per_row != 4) return QN_ERR_INVALID_ARG;
     if (n <= 0 || N <= 0) return QN_OK;
+    const bool f16x = kq_mmvq_takes_f16_x(fmt) != 0;
     const int8_t *qs = (const int8_t *)xq;
     const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
     for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
         mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
         if (!fn) fn = mq_kquant_instance(fmt, nt);
+        if (!fn) fn = mq_lutq_instance(fmt, nt);
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int R = mq_rows(ue, nt);
         const int64_t groups = (N + R - 1) / R;
@@ -126,8 +131,9 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         if (grid > 0x7fffffff) return QN_ERR_SHAPE;
         mq_args a;
         a.w = (const uint8_t *)w;
-        a.xq = qs + t0 * K;
-        a.xr = rec + t0 * (K / QN_MMVQ_QK);
+        a.xq = f16x ? nullptr : qs + t0 * K;
+        a.xr = f16x ? nullptr : rec + t0 * (K / QN_MMVQ_QK);
+        a.xh = f16x ? (const __half *)xq + t0 * K : nullptr;
         a.y = y + t0 * N;
         a.N = N, a.K = K;
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);

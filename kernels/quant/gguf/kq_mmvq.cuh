@@ -51,7 +51,8 @@ struct mq_args {
     const qn_mmvq_xrec *xr;   /* [NT][K/32] their scales and half sums */
     float *y;                 /* [NT][N] */
     int64_t N, K, row_bytes;
-    int64_t x_ld;             /* elements between tokens in xq (= K); records: x_ld / 32 */
+    const __half *xh;         /* [NT][K] fp16 activations, for the formats that take x unquantized (mq_xsrc) */
+    int64_t x_ld;             /* elements between tokens in xq / xh (= K); records: x_ld / 32 */
     int warps_per_row;        /* W: 1, 2 or 4 */
 };
 
@@ -375,6 +376,29 @@ struct mq_fmt<QN_QFORMAT_Q6_K> {
     }
 };
 
+/* --- the activation side ---
+ * mq_xsrc<F>::blk is what dot() takes for one token and q8 block xb, load() fetches it. By default the q8
+ * block of kq_mmvq.h; a format whose weights are no integer codes (LNF4/LFP4, lutq_mmvq.cu) specializes
+ * it to the fp16 x itself. mq_occupancy<F, NT>::CTAS: the kernel's CTAs per SM (launch bounds). */
+template <qn_qformat F>
+struct mq_xsrc {
+    using blk = mq_xblk;
+    __device__ static void load(const mq_args &a, int t, int64_t xb, blk &x) {
+        const uint4 *xp = reinterpret_cast<const uint4 *>(a.xq + t * a.x_ld + 32 * xb);
+        const uint4 v0 = __ldg(xp), v1 = __ldg(xp + 1);
+        x.X[0] = v0.x, x.X[1] = v0.y, x.X[2] = v0.z, x.X[3] = v0.w;
+        x.X[4] = v1.x, x.X[5] = v1.y, x.X[6] = v1.z, x.X[7] = v1.w;
+        const uint2 rc = __ldg(reinterpret_cast<const uint2 *>(a.xr + t * (a.x_ld / QN_MMVQ_QK) + xb));
+        x.d = __uint_as_float(rc.x);
+        x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
+    }
+};
+
+template <qn_qformat F, int NT>
+struct mq_occupancy {
+    static constexpr int CTAS = mq_min_ctas(mq_fmt<F>::UE, NT);
+};
+
 /* --- the kernel --- */
 
 /* Reduce-scatter over the warp: v[P] per lane (P a power of two <= 32) -> the warp sum of v[i] for
@@ -413,7 +437,7 @@ struct mq_pow2 {
 };
 
 template <qn_qformat F, int NT>
-__global__ void __launch_bounds__(MQ_THREADS, mq_min_ctas(mq_fmt<F>::UE, NT)) mq_kernel(const mq_args a) {
+__global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
     using FT = mq_fmt<F>;
     constexpr int R = mq_rows(FT::UE, NT), QB = FT::UE / 32, P = mq_pow2<R * NT>::P;
     static_assert(R * NT <= 32, "one warp reduce-scatter");
@@ -423,7 +447,6 @@ __global__ void __launch_bounds__(MQ_THREADS, mq_min_ctas(mq_fmt<F>::UE, NT)) mq
     const int grp = warp / W, wig = warp - grp * W;
     const int64_t row0 = ((int64_t)blockIdx.x * (MQ_WARPS / W) + grp) * R;
     const int64_t units = row0 < a.N ? a.K / FT::UE : 0; /* a group wholly past N does no work */
-    const int64_t xr_ld = a.x_ld / QN_MMVQ_QK;
 
     const uint8_t *wrow[R];
 #pragma unroll
@@ -443,14 +466,8 @@ __global__ void __launch_bounds__(MQ_THREADS, mq_min_ctas(mq_fmt<F>::UE, NT)) mq
             const int64_t xb = FT::xblock(u, j);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
-                mq_xblk x;
-                const uint4 *xp = reinterpret_cast<const uint4 *>(a.xq + t * a.x_ld + 32 * xb);
-                const uint4 v0 = __ldg(xp), v1 = __ldg(xp + 1);
-                x.X[0] = v0.x, x.X[1] = v0.y, x.X[2] = v0.z, x.X[3] = v0.w;
-                x.X[4] = v1.x, x.X[5] = v1.y, x.X[6] = v1.z, x.X[7] = v1.w;
-                const uint2 rc = __ldg(reinterpret_cast<const uint2 *>(a.xr + t * xr_ld + xb));
-                x.d = __uint_as_float(rc.x);
-                x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
+                typename mq_xsrc<F>::blk x;
+                mq_xsrc<F>::load(a, t, xb, x);
 #pragma unroll
                 for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
             }
@@ -498,8 +515,10 @@ mq_kernel_fn mq_instance(int nt) {
 
 /* Elements per unit of fmt (legacy 32, Q4_K/Q5_K/Q6_K 64, Q2_K/Q3_K 128), 0 if not an int8-path format. */
 int mq_unit_elems(qn_qformat fmt);
-/* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants. */
+/* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
+ * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h). */
 mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt);
 mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt);
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt);
 
 #endif /* QN_KQ_MMVQ_CUH */

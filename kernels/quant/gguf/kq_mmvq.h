@@ -50,12 +50,16 @@ void qn_mmvq_quantize_x_ref(const uint16_t *x, int64_t n, int64_t K, int8_t *qs,
 /* x [n][K] fp16 (16-byte aligned) -> the buffer above at xq (qn_mmvq_x_bytes(n, K), 16-byte aligned). */
 qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream);
 
-/* Formats the int8 path decodes: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K. */
+/* Formats the kernel decodes: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, and the GPTQ/AWQ/bnb device blocks
+ * LQ4, LQ8, LNF4, LFP4 (lutq_gpu.h; their instances are in lutq_mmvq.cu). */
 int kq_mmvq_has_format(qn_qformat fmt);
+/* LNF4/LFP4: values from a float table, not integer codes, so the kernel takes x unquantized (fp16). */
+int kq_mmvq_takes_f16_x(qn_qformat fmt);
 
 /* y[t][r] = sum_k xq[t][k] * W[r][k] for t < n (any n >= 1, in launches of up to 8 tokens), r < N.
  * w: [N][qn_qformat_row_bytes(fmt, K)] blocks, 16-byte aligned; xq: the buffer kq_mmvq_quantize_x wrote
- * for these n tokens; y [n][N] f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
+ * for these n tokens, or for kq_mmvq_takes_f16_x formats x itself ([n][K] fp16, 16-byte aligned); y [n][N]
+ * f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
  * inside a CTA, 0 picks one from the grid size (n_sm). QN_ERR_UNSUPPORTED for a format it lacks. */
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
                          int n_sm, int warps_per_row, void *stream);
