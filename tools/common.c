@@ -133,11 +133,12 @@ int qn_tool_check_tp_hosts(const char *cmd, const qn_tool_device_opts *o) {
         }
         return 0;
     }
-    /* run, bench and serve drive the serving engine, whose config does not carry a cross-process placement
-     * yet (docs/tensor_parallel.md §4); perplexity and logits drive exec/context.h, which does */
-    if (strcmp(cmd, "perplexity") != 0 && strcmp(cmd, "logits") != 0) {
-        fprintf(stderr, "quern %s: --tp-master: multi-host tensor parallel is supported by `quern perplexity` and "
-                        "`quern logits` for now, not by %s\n", cmd, cmd);
+    /* every process runs the same command and so the same steps (docs/tensor_parallel.md §4): true of
+     * perplexity, logits, and of run and bench (one request at a time, sampled the same way from the same
+     * all-gathered logits in every process); serve would need rank 0 to send each step's batch */
+    if (!strcmp(cmd, "serve")) {
+        fprintf(stderr, "quern %s: --tp-master: multi-host tensor parallel is supported by run, bench, perplexity "
+                        "and logits, not by serve yet\n", cmd);
         return -1;
     }
     qn_error err = {0};
@@ -206,6 +207,7 @@ int qn_tool_apply_device_engine(const char *cmd, const qn_tool_device_opts *o, q
     ec->device = cp.device, ec->cuda_device = cp.cuda_device, ec->cuda_graphs = cp.cuda_graphs;
     ec->tp_size = cp.tp_size, ec->tp_nccl = cp.tp_nccl;
     ec->profile_begin = cp.profile_begin, ec->profile_end = cp.profile_end;
+    ec->tp_master = cp.tp_master, ec->tp_first_rank = cp.tp_first_rank, ec->tp_local = cp.tp_local;
     return 0;
 }
 

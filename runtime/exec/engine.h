@@ -42,6 +42,9 @@ typedef struct qn_engine_config {
     bool cuda_graphs;               /* CUDA: replay pure-decode steps as graphs (true) */
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these steps (begin > end: off) */
     bool tp_nccl;                   /* CUDA: the NCCL tensor-parallel path even for tp_size 1 */
+    const char *tp_master;          /* CUDA: the TP group spans processes (exec/backend.h); NULL: one process.
+                                     * Every process must then run the same requests in the same order. */
+    int tp_first_rank, tp_local;    /* with tp_master: this process runs ranks first .. first + local - 1 */
 } qn_engine_config;
 
 qn_engine_config qn_engine_config_default(void);

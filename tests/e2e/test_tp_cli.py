@@ -129,8 +129,8 @@ def main():
             (pp + ["-tp", "2", "--tp-rank", "0", "--tp-local", "2"] + master, "nothing spans hosts"),
             (pp + ["-tp", "2", "--tp-rank", "0", "--device", "cpu"] + master, "--device cpu runs every rank"),
             (pp + ["-tp", "2", "--tp-rank", "1", "--tp-master", "nohostport"], "expected host:port"),
-            (["run", "-m", model, "-p", "hi", "-n", "2", "-tp", "2", "--tp-rank", "1"] + master, "not by run"),
-            (["bench", "-m", model, "-tp", "2", "--tp-rank", "1"] + master, "not by bench"),
+            (["run", "-m", model, "-p", "hi", "-n", "2", "-tp", "2", "--tp-rank", "2"] + master, "ranks 2..2 are outside"),
+            (["bench", "-m", model, "-tp", "2", "--tp-rank", "0", "--device", "cpu"] + master, "--device cpu runs every rank"),
             (["serve", model, "-tp", "2", "--tp-rank", "1"] + master, "not supported by serve yet"),
             (["serve", model, "--profile-steps", "3"], "is not A:B")):
         r = subprocess.run([quern] + args, capture_output=True, text=True, timeout=60)
