@@ -213,6 +213,14 @@ int qn_cmd_bench(int argc, char **argv) {
         fflush(stdout);
     }
     if (!strcmp(out_fmt, "json")) printf("\n]\n");
+    uint64_t n_ar = 0;
+    const double ar_s = qn_engine_allreduce_s(eng, &n_ar);
+    qn_engine_snapshot es;
+    qn_engine_get_stats(eng, &es);
+    if (n_ar > 0 && es.n_forward_steps > 0) /* stderr: the tables on stdout keep llama-bench's columns */
+        fprintf(stderr, "quern bench: tensor parallel %d: %llu all-reduces, %.3f ms per forward step (%.1f%% of the forward time)\n",
+                dev.tp, (unsigned long long)n_ar, 1e3 * ar_s / (double)es.n_forward_steps,
+                es.forward_s > 0 ? 100.0 * ar_s / es.forward_s : 0.0);
     rc = 0;
 done:
     qn_engine_destroy(eng);

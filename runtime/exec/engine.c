@@ -623,5 +623,6 @@ int32_t qn_engine_max_model_len(const qn_engine *e) { return e->cfg.max_model_le
 const qn_model *qn_engine_model(const qn_engine *e) { return e->m; }
 const char *qn_engine_kv_summary(const qn_engine *e) { return e->kv_summary; }
 qn_device_kind qn_engine_device(const qn_engine *e) { return qn_backend_kind(e->be); }
+double qn_engine_allreduce_s(const qn_engine *e, uint64_t *n_calls) { return qn_backend_allreduce_s(e->be, n_calls); }
 const char *qn_engine_isa_name(const qn_engine *e) { return qn_backend_isa_name(e->be); }
 const char *qn_engine_backend_name(const qn_engine *e) { return qn_backend_name(e->be); }

@@ -142,6 +142,9 @@ const char *qn_engine_kv_summary(const qn_engine *e);
 const char *qn_engine_backend_name(const qn_engine *e);
 qn_device_kind qn_engine_device(const qn_engine *e);  /* CPU or CUDA */
 const char *qn_engine_isa_name(const qn_engine *e);    /* "avx512" / "CUDA" */
+/* Seconds the backend spent in tensor-parallel all-reduces since the engine started, and their count
+ * (0 without tensor parallelism). */
+double qn_engine_allreduce_s(const qn_engine *e, uint64_t *n_calls);
 /* Whether a request with p (past its min_tokens) has its tokens sampled on the device. */
 bool qn_engine_samples_on_device(const qn_engine *e, const qn_gen_params *p);
 
