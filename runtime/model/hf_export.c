@@ -236,6 +236,29 @@ done:
     return st;
 }
 
+qn_status qn_hf_export_meta(const qn_gguf *g, const qn_model_config *c, qn_st_dtype dtype, const char *quant_config,
+                            bool tokenizer, const char *out_dir, qn_error *err) {
+    json_t *cfg = config_json(g, c, dtype);
+    if (quant_config) {
+        json_error_t je;
+        json_t *q = json_loads(quant_config, 0, &je);
+        if (!q || !json_is_object(q)) {
+            json_decref(q);
+            json_decref(cfg);
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "export-hf: quantization_config is not a JSON object: %s",
+                                je.text);
+        }
+        json_object_set_new(cfg, "quantization_config", q);
+    }
+    qn_status st;
+    if (tokenizer && (st = qn_hf_tokenizer_export(g, c->n_ctx_train, out_dir, err))) {
+        json_decref(cfg);
+        return st;
+    }
+    if ((st = dump_json(cfg, out_dir, "config.json", err))) return st;
+    return dump_json(generation_config_json(g), out_dir, "generation_config.json", err);
+}
+
 qn_status qn_hf_export(const char *gguf_path, const char *out_dir, qn_st_dtype dtype, qn_error *err) {
     if (dtype != QN_ST_DTYPE_F16 && dtype != QN_ST_DTYPE_BF16 && dtype != QN_ST_DTYPE_F32)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "export-hf: dtype must be f16, bf16 or f32");
@@ -253,9 +276,7 @@ qn_status qn_hf_export(const char *gguf_path, const char *out_dir, qn_st_dtype d
         st = qn_error_set(err, QN_ERR_IO, "%s: mkdir: %s", out_dir, strerror(errno));
         goto done;
     }
-    if ((st = qn_hf_tokenizer_export(g, c.n_ctx_train, out_dir, err)) ||
-        (st = dump_json(config_json(g, &c, dtype), out_dir, "config.json", err)) ||
-        (st = dump_json(generation_config_json(g), out_dir, "generation_config.json", err)) ||
+    if ((st = qn_hf_export_meta(g, &c, dtype, NULL, true, out_dir, err)) ||
         (st = write_weights(g, &c, out_dir, dtype, err)))
         goto done;
 done:

@@ -53,17 +53,16 @@ const char *qn_synth_preset_names(void) { return "llama3-8b llama2-7b mistral-7b
 /* ------------------------------------------------------------------------------------------------ */
 /* seeded values                                                                                    */
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;
     for (; *s; s++) h = (h ^ (uint8_t)*s) * 0x100000001b3ull;
     return h;
+}
+
+uint64_t qn_synth_key(uint64_t seed, const char *name) {
+    uint64_t key = seed ^ fnv1a(name);
+    qn_synth_mix(&key);
+    return key;
 }
 
 /* The values of one tensor: row r comes from a generator seeded by (seed, name, r) alone. */
@@ -74,22 +73,26 @@ typedef struct synth_src {
     bool ones;          /* norms */
 } synth_src;
 
+void qn_synth_gauss_row(uint64_t key, int64_t row, int64_t n, float std, float *out) {
+    uint64_t st = key ^ ((uint64_t)row * 0xd1b54a32d192ed03ull);
+    qn_synth_mix(&st);
+    /* Box-Muller, two values per pair of uniforms (u1 in (0, 1] so the log is finite) */
+    for (int64_t i = 0; i < n; i += 2) {
+        const double u1 = ((double)(qn_synth_mix(&st) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        const double u2 = (double)(qn_synth_mix(&st) >> 11) * (1.0 / 9007199254740992.0);
+        const double r = sqrt(-2.0 * log(u1)) * std, a = 6.283185307179586 * u2;
+        out[i] = (float)(r * cos(a));
+        if (i + 1 < n) out[i + 1] = (float)(r * sin(a));
+    }
+}
+
 static void synth_row(void *ud, int64_t row, float *out) {
     const synth_src *s = ud;
     if (s->ones) {
         for (int64_t i = 0; i < s->n_per_row; i++) out[i] = 1.0f;
         return;
     }
-    uint64_t st = s->key ^ ((uint64_t)row * 0xd1b54a32d192ed03ull);
-    splitmix64(&st);
-    /* Box-Muller, two values per pair of uniforms (u1 in (0, 1] so the log is finite) */
-    for (int64_t i = 0; i < s->n_per_row; i += 2) {
-        const double u1 = ((double)(splitmix64(&st) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-        const double u2 = (double)(splitmix64(&st) >> 11) * (1.0 / 9007199254740992.0);
-        const double r = sqrt(-2.0 * log(u1)) * s->std, a = 6.283185307179586 * u2;
-        out[i] = (float)(r * cos(a));
-        if (i + 1 < s->n_per_row) out[i + 1] = (float)(r * sin(a));
-    }
+    qn_synth_gauss_row(s->key, row, s->n_per_row, s->std, out);
 }
 
 /* ------------------------------------------------------------------------------------------------ */
@@ -206,7 +209,7 @@ static void on_slab(void *ud, int64_t rows_done) {
     report(r, r->done0 + (uint64_t)(rows_done * r->pr->n_per_row));
 }
 
-static qn_status config_of(const qn_synth_params *p, qn_model_config *c, qn_error *err) {
+qn_status qn_synth_config(const qn_synth_params *p, qn_model_config *c, qn_error *err) {
     const qn_synth_preset *ps = p->preset;
     memset(c, 0, sizeof *c);
     if (!strcmp(ps->arch, "qwen2")) c->arch = QN_ARCH_QWEN2;
@@ -278,7 +281,7 @@ qn_status qn_synth_gguf(const char *out_path, const qn_synth_params *p, qn_quant
                             qn_ftype_names());
     const double t0 = now_s();
     qn_model_config c;
-    qn_status st = config_of(p, &c, err);
+    qn_status st = qn_synth_config(p, &c, err);
     if (st) return st;
     qn_gguf *vocab = NULL;
     qn_gguf_writer *w = NULL;
@@ -325,9 +328,8 @@ qn_status qn_synth_gguf(const char *out_path, const qn_synth_params *p, qn_quant
                                    .bytes_out = qn_qformat_row_bytes(fmt[i], t->ne[0]) * (uint64_t)rows};
         synth_report r = {.p = p, .pr = &pr, .t0 = t0, .done0 = done, .total = total};
         report(&r, done);
-        synth_src src = {.key = p->seed ^ fnv1a(t->name), .n_per_row = t->ne[0],
+        synth_src src = {.key = qn_synth_key(p->seed, t->name), .n_per_row = t->ne[0],
                          .std = p->std > 0 ? p->std : QN_SYNTH_STD, .ones = t->role == QN_TENSOR_ROLE_NORM};
-        splitmix64(&src.key);
         st = qn_quantize_tensor_to_stream(tp, w, fmt[i], t->ne[0], rows, synth_row, &src, on_slab, &r, NULL, err);
         if (st) {
             if (st != QN_ERR_IO) st = qn_error_set(err, st, "synth: tensor '%s': cannot encode", t->name);
@@ -353,5 +355,22 @@ err_free:
     qn_gguf_close(vocab);
     free(fmt);
     free(list);
+    return st;
+}
+
+qn_status qn_synth_meta_gguf(const qn_synth_params *p, const qn_model_config *c, void **buf, size_t *len,
+                             qn_error *err) {
+    if (!p || !p->preset || !p->vocab_path || !c || !buf || !len)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "synth: NULL argument (preset, tokenizer file or output)");
+    qn_gguf *vocab = NULL;
+    qn_gguf_writer *w = NULL;
+    qn_status st;
+    if ((st = qn_gguf_open(p->vocab_path, &vocab, err)) || (st = qn_gguf_writer_create(&w, err)) ||
+        (st = write_metadata(w, p, c, vocab, err)))
+        goto done;
+    st = qn_gguf_writer_write_memory(w, buf, len, err);
+done:
+    qn_gguf_writer_destroy(w);
+    qn_gguf_close(vocab);
     return st;
 }

@@ -13,8 +13,10 @@
 #define QN_SYNTH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "config/model_config.h"
 #include "model/quantize.h"
 #include "quern.h"
 
@@ -48,6 +50,26 @@ typedef struct qn_synth_params {
     void *progress_ud;
 } qn_synth_params;
 
+/* --- pieces shared with the Hugging Face writer (model/hf_synth.h) --- */
+/* splitmix64: advances *s and returns the next value. */
+static inline uint64_t qn_synth_mix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+/* The generator key of a tensor: seed mixed with its GGUF name. */
+uint64_t qn_synth_key(uint64_t seed, const char *name);
+/* Row `row` of a N(0, std²) tensor: out[n], a function of (key, row) alone (the values of the GGUF writer). */
+void qn_synth_gauss_row(uint64_t key, int64_t row, int64_t n, float std, float *out);
+/* The model config of p (preset shapes, --layers applied); QN_ERR_INVALID_ARG for a bad layer count. */
+qn_status qn_synth_config(const qn_synth_params *p, qn_model_config *c, qn_error *err);
+/* A tensor-less GGUF image of the metadata the GGUF writer would write (tokenizer padded to the vocabulary),
+ * for exporting the tokenizer and config.json; *buf is malloc'd (caller frees). */
+qn_status qn_synth_meta_gguf(const qn_synth_params *p, const qn_model_config *c, void **buf, size_t *len,
+                             qn_error *err);
+
+/* --- GGUF output --- */
 /* Writes out_path (as out_path.tmp, renamed when complete). QN_ERR_UNSUPPORTED when the tokenizer
  * has more tokens than the preset's vocabulary, QN_ERR_FORMAT when vocab_path has no tokenizer.
  * stats (may be NULL) counts tensors and bytes as for quantize. */

@@ -25,7 +25,7 @@ def permute(w, n_head, n_head_kv):
 
 def read_safetensors(path, np):
     """name -> read-only numpy view (BF16 as uint16 bit patterns)."""
-    dtypes = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16}
+    dtypes = {"F16": np.float16, "F32": np.float32, "BF16": np.uint16, "I32": np.int32, "U8": np.uint8}
     with open(path, "rb") as f:
         n = int.from_bytes(f.read(8), "little")
         hdr = json.loads(f.read(n))
