@@ -42,12 +42,18 @@ typedef enum qn_quant_path {
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
 #define QN_QUANT_GEMV_MAX_TOKENS 16
-/* 16 < n <= this: the fused mma kernel beats dequant + cuBLAS on H100 (measured, same file: at n = 128
- * it wins on 29 of 48 format x shape points, by 2-2.5x on the 4096x14336 / 14336x4096 projections,
- * and loses on 1024x4096; at n = 512 it loses everywhere). Measured against the staged dequant
- * (QN_QUANT_DEQUANT_STAGED, ~0.65 TB/s on an H200): with the fast one the crossover is expected lower;
- * re-measure it (bench_gpu_quant runs both paths at n = 32..512) before changing this. */
-#define QN_QUANT_MMA_MAX_TOKENS 128
+/* 16 < n <= this: the fused mma kernel; beyond, dequant to fp16 + cuBLAS. Measured on an H200 with the fast
+ * dequant (bench/results/gpu-kernels-2026-12-02.md, `quern bench kernels`): at n = 32 the mma kernel wins on
+ * the 8B projections (q4_K 14336x4096: 44 us against ~68 us of dequant + cuBLAS) and loses on 1024x4096
+ * (14.3 against ~11.4); at n = 64 it loses on 4096x4096 (31.7 against ~22.9) and is even on 14336x4096; at
+ * n = 128 it loses everywhere (q4_K 14336x4096: 130 us against ~70). Was 128, tuned against the old staged
+ * dequant. */
+#define QN_QUANT_MMA_MAX_TOKENS 32
+
+/* F16 weights need no dequant: cuBLAS reads them directly at every n (DEQUANT_CUBLAS without the dequant).
+ * Measured on an H200 (same file): cuBLAS fp16 30.9 us against the GEMV's 37.5 at n = 1, 31.6 against 47.6
+ * at n = 16 (14336x4096), and 0.20x / 0.64x for the mma / dequant paths at n = 128 / 512. */
+static inline bool qn_quant_cublas_direct(qn_qformat fmt) { return fmt == QN_QFORMAT_F16; }
 
 /* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, LQ4/LQ8/LNF4/LFP4. */
 static inline bool qn_quant_cuda_has_format(qn_qformat fmt) {
@@ -104,6 +110,7 @@ static inline bool qn_quant_use_mmvq(qn_qformat fmt, int sm, int64_t n_tokens) {
 
 static inline qn_quant_path qn_quant_select_path(qn_qformat fmt, int sm, int64_t n_tokens) {
     if (!qn_quant_cuda_has_format(fmt) || sm < 80) return QN_QUANT_PATH_NONE;
+    if (qn_quant_cublas_direct(fmt) && n_tokens >= 1) return QN_QUANT_PATH_DEQUANT_CUBLAS;
     if (qn_quant_use_mmvq(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMVQ;
     if (qn_quant_use_gemv(fmt, sm, n_tokens)) return QN_QUANT_PATH_GEMV;
     if (qn_quant_use_mma(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMA;

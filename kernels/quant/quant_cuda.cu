@@ -141,8 +141,8 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
                                       int64_t N, int64_t K, int64_t n) {
     if (!ctx || N <= 0 || K <= 0 || n <= 0 || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
-    if (path == QN_QUANT_PATH_DEQUANT_CUBLAS)
-        return KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
+    if (path == QN_QUANT_PATH_DEQUANT_CUBLAS) /* F16: cuBLAS reads the weights themselves */
+        return qn_quant_cublas_direct(fmt) ? 0 : KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
     if (path == QN_QUANT_PATH_MMVQ) /* after the counters, which GEMV calls on this workspace keep */
         return qn_quant_mmvq_has_format(fmt) ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K)) : 0;
     if (path != QN_QUANT_PATH_GEMV && path != QN_QUANT_PATH_MMA) return 0;
@@ -246,6 +246,9 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     const bool automatic = path == QN_QUANT_PATH_AUTO;
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_NONE || ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+    /* without a cuBLAS handle, AUTO keeps F16 on the fused kernels */
+    if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && !ctx->cublas && n <= QN_QUANT_MMA_MAX_TOKENS)
+        path = n <= QN_QUANT_GEMV_MAX_TOKENS ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_MMA;
     const cudaStream_t s = (cudaStream_t)stream;
 
     if (path == QN_QUANT_PATH_MMVQ) {
@@ -270,12 +273,18 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
      * i.e. cuBLAS C = op(A) B with A = W viewed col-major K x N (op T), B = x col-major K x n. */
     if (path != QN_QUANT_PATH_DEQUANT_CUBLAS) return QN_ERR_INVALID_ARG;
     if (!ctx->cublas) return QN_ERR_INVALID_ARG;
-    if (!workspace || ws_bytes < qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n) || !is_aligned16(workspace))
+    const bool direct = qn_quant_cublas_direct(fmt);
+    if (!direct && (!workspace || ws_bytes < qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n) ||
+                    !is_aligned16(workspace)))
         return QN_ERR_INVALID_ARG;
     if (N > INT32_MAX || n > INT32_MAX) return QN_ERR_SHAPE;
-    void *w16 = (uint8_t *)workspace + KQ_WS_COUNTERS;
-    st = qn_quant_dequant_cuda(ctx, fmt, w, N, K, w16, stream);
-    if (st != QN_OK) return st;
+    const void *w16 = w; /* F16: the weights are already fp16 [N][K], row stride K */
+    if (!direct) {
+        void *dq = (uint8_t *)workspace + KQ_WS_COUNTERS;
+        st = qn_quant_dequant_cuda(ctx, fmt, w, N, K, dq, stream);
+        if (st != QN_OK) return st;
+        w16 = dq;
+    }
     cublasHandle_t h = (cublasHandle_t)ctx->cublas;
     const float alpha = 1.0f, beta = 0.0f;
     QN_CUBLAS_TRY(cublasSetStream(h, s));

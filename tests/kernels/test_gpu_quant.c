@@ -70,7 +70,8 @@ static void test_select_path(void **state) {
             assert_false(qn_quant_use_mma(f, 90, n));
             const bool mmvq = int8 && n <= qn_quant_mmvq_auto_max_tokens(f);
             assert_int_equal(qn_quant_use_mmvq(f, 90, n), mmvq);
-            assert_int_equal(qn_quant_select_path(f, 90, n), mmvq ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_GEMV);
+            assert_int_equal(qn_quant_select_path(f, 90, n), qn_quant_cublas_direct(f) ? QN_QUANT_PATH_DEQUANT_CUBLAS
+                                                             : mmvq ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_GEMV);
         }
         assert_false(qn_quant_use_mmvq(f, 90, 0));
         /* the measured choices (quant.h): int8 at n = 1 except Q2_K/Q3_K, whose GEMV is faster */
@@ -82,15 +83,20 @@ static void test_select_path(void **state) {
         assert_false(qn_quant_use_gemv(f, 90, 17));
         assert_true(qn_quant_use_mma(f, 90, 17));
         assert_true(qn_quant_use_mma(f, 90, QN_QUANT_MMA_MAX_TOKENS));
-        assert_int_equal(qn_quant_select_path(f, 90, 33), QN_QUANT_PATH_MMA);
+        assert_int_equal(qn_quant_select_path(f, 90, QN_QUANT_MMA_MAX_TOKENS),
+                         qn_quant_cublas_direct(f) ? QN_QUANT_PATH_DEQUANT_CUBLAS : QN_QUANT_PATH_MMA);
+        assert_int_equal(qn_quant_select_path(f, 90, 128), QN_QUANT_PATH_DEQUANT_CUBLAS); /* measured: quant.h */
         assert_false(qn_quant_use_mma(f, 90, QN_QUANT_MMA_MAX_TOKENS + 1));
         assert_int_equal(qn_quant_select_path(f, 90, 4096), QN_QUANT_PATH_DEQUANT_CUBLAS);
         assert_int_equal(qn_quant_select_path(f, 70, 1), QN_QUANT_PATH_NONE);
-        /* every n gets exactly one path */
+        /* every n gets exactly one path (F16: cuBLAS on the weights at every n) */
         for (int64_t n = 1; n < 5000; n += 37)
-            assert_int_equal((int)qn_quant_use_gemv(f, 90, n) + (int)qn_quant_use_mma(f, 90, n) +
-                                 (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS),
+            assert_int_equal(qn_quant_cublas_direct(f)
+                                 ? (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS)
+                                 : (int)qn_quant_use_gemv(f, 90, n) + (int)qn_quant_use_mma(f, 90, n) +
+                                       (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS),
                              1);
+        assert_int_equal(qn_quant_cublas_direct(f), f == QN_QFORMAT_F16);
     }
     const qn_qformat none[] = {QN_QFORMAT_F32, QN_QFORMAT_Q8_1, QN_QFORMAT_Q8_K};
     for (int i = 0; i < 3; i++) {
@@ -311,6 +317,7 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     if (ws_gemv > p->ws_bytes) p->ws_bytes = ws_gemv;
     const size_t ws_mmvq = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_MMVQ, N, K, nmax);
     if (ws_mmvq > p->ws_bytes) p->ws_bytes = ws_mmvq;
+    if (p->ws_bytes < 65536) p->ws_bytes = 65536; /* the counters check reads 64 KB (F16 may need none) */
     CK(cudaMalloc(&p->dws, p->ws_bytes));
     CK(cudaMemset(p->dws, 0, p->ws_bytes)); /* the split-K counters start at zero */
 }
