@@ -105,7 +105,10 @@ void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int
  * the tensor-core GEMV. A first value, not yet measured: bench_gpu_lutq prints both paths at n = 1..16;
  * set it per format from there (the int8 GGUF path won up to n = 8 for the legacy formats). */
 #define QN_LUTQ_DECODE_MAX_TOKENS 8
+/* Measured on an H200 (bench/results/gpu-kernels-2026-12-02.md, Llama-3-8B shapes): LQ4/LQ8 beat the GEMV up
+ * to n = 8; LNF4/LFP4 up to n = 2 (even at 4, slower at 8: 16.9 vs 14.1 us on 4096x4096). */
 static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
+    if (f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) return 2;
     return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
 }
 static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {
