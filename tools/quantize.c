@@ -53,7 +53,7 @@ static void on_progress(void *ud, const qn_quantize_progress *p) {
  * awq (tools/quantize_hf.c). */
 static bool hf_method_requested(int argc, char **argv) {
     static const char *const with_value[] = {"-t", "--threads", "-b", "--bits", "-g", "--group-size", "--damp",
-                                             "--calib", "--calib-samples", "--calib-ctx"};
+                                             "--calib", "--calib-samples", "--calib-ctx", "--awq-grid"};
     int n = 0;
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-') {

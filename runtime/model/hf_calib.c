@@ -210,7 +210,7 @@ static bool have_avx2(void) {
 qn_status qn_calib_matmul(qn_calib *c, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
                           float *y) {
     mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .avx2 = have_avx2()};
-    if (c->tp) qn_threadpool_run(c->tp, mm_fn, &j);
+    if (c && c->tp) qn_threadpool_run(c->tp, mm_fn, &j);
     else mm_fn(&j, 0, 1);
     return QN_OK;
 }

@@ -15,9 +15,9 @@
  *     for (il = 0; il < n_layer; il++) qn_calib_run_layer(c, il, my_hook, my_state, &err);
  *     qn_calib_destroy(c);
  *
- * A hook for AWQ would, at a stage, collect per-channel activation magnitudes from x, search scales by
- * calling qn_calib_matmul on x and candidate weights, and write the scaled, quantized weights back to w
- * (folding the inverse scale into the previous op is then the writer's business).
+ * The AWQ hook (model/hf_quantize.c) leaves the weights alone, so its stream stays in full precision as AutoAWQ's
+ * does: at each stage it keeps mean |x| per channel and the Gram matrix of x, and after the DOWN stage searches the
+ * layer's scales (model/awq_quant.h); folding the inverse scales into the previous ops is the writer's business.
  * Owns: the token windows, the hidden states [n_tok][n_embd], one layer's f32 weights and the stage buffers.
  * Borrows: the model (weights are read through qn_weight, any plain format) and the thread pool. */
 #ifndef QN_HF_CALIB_H
@@ -84,7 +84,7 @@ int32_t qn_calib_n_samples(const qn_calib *c);
 qn_status qn_calib_run_layer(qn_calib *c, int32_t il, qn_calib_hook_fn hook, void *ud, qn_error *err);
 
 /* --- helpers for hooks --- */
-/* y[t][r] = Σ_j w[r][j]·x[t][j]; x [n_tok][k], w [n][k], y [n_tok][n]; split over the pool. */
+/* y[t][r] = Σ_j w[r][j]·x[t][j]; x [n_tok][k], w [n][k], y [n_tok][n]; split over the pool (c NULL: one thread). */
 qn_status qn_calib_matmul(qn_calib *c, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
                           float *y);
 /* h[k][k] = (2 / n_tok)·Σ_t x[t]·x[t]ᵀ (f32), GPTQ's Hessian. */

@@ -1,4 +1,4 @@
-/* hf_quantize.c — GPTQ / RTN / NF4 quantization of a Hugging Face directory (model/hf_quantize.h). The output
+/* hf_quantize.c — GPTQ / RTN / AWQ / NF4 quantization of a Hugging Face directory (model/hf_quantize.h). The output
  * tensors are collected in memory (the forward needs the whole model anyway), then written through the
  * safetensors writer into a temporary directory that is renamed at the end. */
 #include "model/hf_quantize.h"
@@ -23,8 +23,8 @@
 #include "model/safetensors_write.h"
 
 qn_hfq_params qn_hfq_params_default(void) {
-    return (qn_hfq_params){.method = QN_HFQ_GPTQ, .gptq = qn_gptq_params_default(), .calib = qn_calib_params_default(),
-                           .n_threads = 1};
+    return (qn_hfq_params){.method = QN_HFQ_GPTQ, .gptq = qn_gptq_params_default(), .awq = qn_awq_params_default(),
+                           .calib = qn_calib_params_default(), .n_threads = 1};
 }
 
 /* ------------------------------------------------------------------ output tensor table */
@@ -48,6 +48,11 @@ typedef struct hfq {
     int64_t n_t, cap_t;
     double t0, layer_loss;
     float *h;            /* Hessian scratch [max k][max k] */
+    /* AWQ: one layer's statistics, gathered stage by stage, used after the last stage */
+    float *aw[7];        /* f32 weights q k v o gate up down ([n][k]) */
+    int64_t an[7], ak[7];
+    float *ah[QN_CALIB_STAGE_COUNT];   /* [k][k] (2/n)·Σ x xᵀ of the stage input */
+    float *axm[QN_CALIB_STAGE_COUNT];  /* [k] mean |x_c| */
 } hfq;
 
 static double now_s(void) {
@@ -96,6 +101,13 @@ static bool is_layer_linear(const char *name) {
     for (size_t i = 0; dot && i < sizeof mods / sizeof mods[0]; i++)
         if (!strcmp(dot, mods[i])) return true;
     return false;
+}
+
+/* "model.layers.N.input_layernorm.weight" or "...post_attention_layernorm.weight" (AWQ folds scales into them) */
+static bool is_layer_norm(const char *name) {
+    if (strncmp(name, "model.layers.", 13)) return false;
+    const char *dot = strchr(name + 13, '.');
+    return dot && (!strcmp(dot, ".input_layernorm.weight") || !strcmp(dot, ".post_attention_layernorm.weight"));
 }
 
 /* ------------------------------------------------------------------ GPTQ */
@@ -153,6 +165,153 @@ static qn_status gptq_hook(void *ud, const qn_calib_stage_io *io, qn_error *err)
     for (int i = 0; i < io->n_lin; i++)
         if ((st = emit_gptq(q, io->layer, &io->lin[i], q->h, err))) return st;
     return QN_OK;
+}
+
+/* ------------------------------------------------------------------ AWQ */
+
+static const char *const LIN_MODS[7] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                        "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
+
+static qn_status emit_awq(hfq *q, int32_t il, int lin, qn_error *err) {
+    const int64_t n = q->an[lin], k = q->ak[lin], gs = q->p->awq.group_size, G = k / gs;
+    qn_awq_result r;
+    qn_status st = qn_awq_quantize(q->aw[lin], n, k, (int32_t)gs, &r, err); /* shapes were checked by the hook */
+    if (st != QN_OK) return st;
+    int32_t *qw = malloc(sizeof(int32_t) * (size_t)(k * n / 8)), *qz = malloc(sizeof(int32_t) * (size_t)(G * n / 8));
+    uint16_t *sc = malloc(sizeof(uint16_t) * (size_t)(G * n));
+    if (!qw || !qz || !sc) {
+        free(qw), free(qz), free(sc);
+        qn_awq_result_free(&r);
+        return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+    }
+    qn_awq_pack_gemm(&r, qw, qz);
+    memcpy(sc, r.scales, sizeof(uint16_t) * (size_t)(G * n));
+    qn_awq_result_free(&r);
+    char nm[300];
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.qweight", il, LIN_MODS[lin]);
+    st = add_tensor(q, nm, QN_ST_DTYPE_I32, 2, k, n / 8, qw, NULL, err);
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.qzeros", il, LIN_MODS[lin]);
+    st = st ? (free(qz), st) : add_tensor(q, nm, QN_ST_DTYPE_I32, 2, G, n / 8, qz, NULL, err);
+    snprintf(nm, sizeof nm, "model.layers.%d.%s.scales", il, LIN_MODS[lin]);
+    return st ? (free(sc), st) : add_tensor(q, nm, QN_ST_DTYPE_F16, 2, G, n, sc, NULL, err);
+}
+
+/* the norm weight divided by s, stored in the source tensor's dtype */
+static qn_status emit_norm(hfq *q, const char *name, const float *w, const float *s, int64_t n, qn_error *err) {
+    const qn_st_tensor *t = qn_st_find(q->m->st, name);
+    const qn_st_dtype dt = t && (t->dtype == QN_ST_DTYPE_BF16 || t->dtype == QN_ST_DTYPE_F32) ? t->dtype : QN_ST_DTYPE_F16;
+    void *out = malloc(qn_st_dtype_size(dt) * (size_t)n);
+    if (!out) return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        const float v = w[i] / s[i];
+        if (dt == QN_ST_DTYPE_F32) ((float *)out)[i] = v;
+        else ((uint16_t *)out)[i] = dt == QN_ST_DTYPE_BF16 ? qn_f32_to_bf16(v) : qn_f32_to_f16(v);
+    }
+    return add_tensor(q, name, dt, 1, n, 0, out, NULL, err);
+}
+
+static void scale_cols(float *w, int64_t n, int64_t k, const float *s) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < k; j++) w[r * k + j] *= s[j];
+}
+
+/* H of the scaled input x/s: H_ij / (s_i s_j) */
+static void scale_h(float *h, int64_t k, const float *s) {
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < k; j++) h[i * k + j] /= s[i] * s[j];
+}
+
+/* After the last stage of layer il: search the four scaling groups on the full-precision statistics, fold, clip,
+ * quantize and emit (AutoAWQ's order: every search on the original weights, then apply_scale, apply_clip, quant). */
+static qn_status awq_layer(hfq *q, int32_t il, qn_error *err) {
+    const qn_awq_params *p = &q->p->awq;
+    const qn_layer_weights *L = &q->m->layers[il];
+    const int64_t E = q->m->cfg.n_embd;
+    /* scaling groups: the stage whose input they share, the first linear, how many */
+    static const struct { qn_calib_stage sg; int first, count; } grp[4] = {
+        {QN_CALIB_STAGE_QKV, 0, 3}, {QN_CALIB_STAGE_O, 3, 1}, {QN_CALIB_STAGE_GATE_UP, 4, 2}, {QN_CALIB_STAGE_DOWN, 6, 1}};
+    float *s[4] = {0};
+    qn_status st = QN_OK;
+    /* v_proj -> o_proj only when o's input is v's output one to one (no GQA) and v has no bias to rescale */
+    const bool fold_vo = q->an[2] == q->ak[3] && !L->bv;
+    for (int g = 0; g < 4 && st == QN_OK; g++) {
+        if (g == 1 && !fold_vo) continue;
+        const int64_t k = q->ak[grp[g].first];
+        if (!(s[g] = malloc(sizeof(float) * (size_t)k))) {
+            st = qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+            break;
+        }
+        const float *ws[3];
+        int64_t ns[3];
+        for (int i = 0; i < grp[g].count; i++) ws[i] = q->aw[grp[g].first + i], ns[i] = q->an[grp[g].first + i];
+        double e_best, e_rtn;
+        float alpha;
+        st = qn_awq_search_scale(q->calib, ws, ns, grp[g].count, k, q->axm[grp[g].sg], q->ah[grp[g].sg], p, s[g],
+                                 &e_best, &e_rtn, &alpha, err);
+        q->layer_loss += e_best;
+        if (q->p->awq_log)
+            q->p->awq_log(q->p->progress_ud, il, LIN_MODS[grp[g].first], alpha, e_rtn, e_best);
+    }
+    if (st == QN_OK) { /* apply_scale */
+        for (int g = 0; g < 4; g++) {
+            if (!s[g]) continue;
+            const int64_t k = q->ak[grp[g].first];
+            for (int i = 0; i < grp[g].count; i++)
+                scale_cols(q->aw[grp[g].first + i], q->an[grp[g].first + i], k, s[g]);
+            scale_h(q->ah[grp[g].sg], k, s[g]);
+        }
+        if (s[1]) /* v rows /= s */
+            for (int64_t r = 0; r < q->an[2]; r++)
+                for (int64_t j = 0; j < q->ak[2]; j++) q->aw[2][r * q->ak[2] + j] /= s[1][r];
+        for (int64_t r = 0; r < q->an[5]; r++) /* up rows /= s(down) */
+            for (int64_t j = 0; j < q->ak[5]; j++) q->aw[5][r * q->ak[5] + j] /= s[3][r];
+    }
+    for (int i = 2; p->clip && i < 7 && st == QN_OK; i++) { /* apply_clip: all but q/k */
+        static const qn_calib_stage sg_of[7] = {QN_CALIB_STAGE_QKV, QN_CALIB_STAGE_QKV, QN_CALIB_STAGE_QKV,
+                                                QN_CALIB_STAGE_O, QN_CALIB_STAGE_GATE_UP, QN_CALIB_STAGE_GATE_UP,
+                                                QN_CALIB_STAGE_DOWN};
+        st = qn_awq_search_clip(q->aw[i], q->an[i], q->ak[i], q->ah[sg_of[i]], p, q->tp, err);
+    }
+    for (int i = 0; i < 7 && st == QN_OK; i++) st = emit_awq(q, il, i, err);
+    char nm[200];
+    if (st == QN_OK) {
+        snprintf(nm, sizeof nm, "model.layers.%d.input_layernorm.weight", il);
+        st = emit_norm(q, nm, L->attn_norm, s[0], E, err);
+    }
+    if (st == QN_OK) {
+        snprintf(nm, sizeof nm, "model.layers.%d.post_attention_layernorm.weight", il);
+        st = emit_norm(q, nm, L->ffn_norm, s[2], E, err);
+    }
+    for (int g = 0; g < 4; g++) free(s[g]);
+    return st;
+}
+
+/* At each stage: keep the inputs' statistics and the (unchanged) weights; after the last, quantize the layer.
+ * The weights are left as they are, so the calibration stream stays in full precision (AutoAWQ). */
+static qn_status awq_hook(void *ud, const qn_calib_stage_io *io, qn_error *err) {
+    hfq *q = ud;
+    qn_status st;
+    if ((st = qn_calib_hessian(q->calib, io->x, io->n_tok, io->k, q->ah[io->stage], err))) return st;
+    float *xm = q->axm[io->stage];
+    double *acc = calloc((size_t)io->k, sizeof(double));
+    if (!acc) return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+    for (int64_t t = 0; t < io->n_tok; t++)
+        for (int64_t j = 0; j < io->k; j++) acc[j] += fabs((double)io->x[t * io->k + j]);
+    for (int64_t j = 0; j < io->k; j++) xm[j] = (float)(acc[j] / (double)io->n_tok);
+    free(acc);
+    static const int first[QN_CALIB_STAGE_COUNT] = {0, 3, 4, 6};
+    for (int i = 0; i < io->n_lin; i++) {
+        const int li = first[io->stage] + i;
+        const qn_calib_linear *l = &io->lin[i];
+        if (l->n % 8 || l->k % q->p->awq.group_size)
+            return qn_error_set(err, QN_ERR_UNSUPPORTED, "quantize: model.layers.%d.%s: shape [%lld, %lld]: the AWQ "
+                                "GEMM layout needs out_features %% 8 == 0 and in_features a multiple of the group size "
+                                "%d (try a --group-size that divides it)", io->layer, l->name, (long long)l->n,
+                                (long long)l->k, q->p->awq.group_size);
+        memcpy(q->aw[li], l->w, sizeof(float) * (size_t)(l->n * l->k));
+        q->an[li] = l->n, q->ak[li] = l->k;
+    }
+    return io->stage == QN_CALIB_STAGE_DOWN ? awq_layer(q, io->layer, err) : QN_OK;
 }
 
 /* ------------------------------------------------------------------ NF4 */
@@ -249,6 +408,9 @@ static json_t *quant_config_json(const qn_hfq_params *p) {
                          "llm_int8_enable_fp32_cpu_offload", 0, "llm_int8_has_fp16_weight", 0,
                          "llm_int8_skip_modules", "llm_int8_threshold", 6.0, "load_in_4bit", 1, "load_in_8bit", 0,
                          "quant_method", "bitsandbytes");
+    if (p->method == QN_HFQ_AWQ)
+        return json_pack("{s:s,s:i,s:i,s:b,s:s,s:n}", "quant_method", "awq", "bits", 4, "group_size",
+                         p->awq.group_size, "zero_point", 1, "version", "gemm", "modules_to_not_convert");
     const qn_gptq_params *g = &p->gptq;
     return json_pack("{s:i,s:i,s:b,s:b,s:f,s:b,s:b,s:b,s:s,s:s,s:s,s:n,s:s,s:{s:[s],s:f,s:b,s:s}}", "bits", g->bits,
                      "group_size", g->group_size, "desc_act", g->act_order, "sym", g->sym, "damp_percent",
@@ -343,16 +505,24 @@ static qn_status quantize_layers(hfq *q, qn_error *err) {
     qn_status st;
     const int64_t kmax = c->n_ff > c->n_embd ? (c->n_ff > (int64_t)c->n_head * c->head_dim ? c->n_ff : (int64_t)c->n_head * c->head_dim)
                                              : ((int64_t)c->n_head * c->head_dim > c->n_embd ? (int64_t)c->n_head * c->head_dim : c->n_embd);
-    if (q->p->method == QN_HFQ_GPTQ && !q->p->rtn) {
+    const bool awq = q->p->method == QN_HFQ_AWQ;
+    if ((q->p->method == QN_HFQ_GPTQ && !q->p->rtn) || awq) {
         if (!q->p->calib_text)
-            return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: gptq needs calibration text (--calib FILE)");
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: %s needs calibration text (--calib FILE)",
+                                awq ? "awq" : "gptq");
         if (!(q->h = malloc(sizeof(float) * (size_t)(kmax * kmax))))
             return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+        for (int i = 0; awq && i < 7; i++)
+            if (!(q->aw[i] = malloc(sizeof(float) * (size_t)(kmax * kmax)))) /* n·k <= kmax² for every linear */
+                return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
+        for (int i = 0; awq && i < QN_CALIB_STAGE_COUNT; i++)
+            if (!(q->ah[i] = malloc(sizeof(float) * (size_t)(kmax * kmax))) || !(q->axm[i] = malloc(sizeof(float) * (size_t)kmax)))
+                return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
         if ((st = qn_calib_create(m, q->p->calib_text, q->p->calib_len, &q->p->calib, q->tp, &q->calib, err))) return st;
         progress(q, "calibration", 0, 1, false);
         for (int32_t il = 0; il < c->n_layer; il++) {
             q->layer_loss = 0;
-            if ((st = qn_calib_run_layer(q->calib, il, gptq_hook, q, err))) return st;
+            if ((st = qn_calib_run_layer(q->calib, il, awq ? awq_hook : gptq_hook, q, err))) return st;
             progress(q, "layer", il, c->n_layer, il + 1 == c->n_layer);
         }
         return QN_OK;
@@ -399,6 +569,15 @@ qn_status qn_hf_quantize(const char *in_dir, const char *out_dir, const qn_hfq_p
         if (!(g->damp >= 0 && g->damp < 1))
             return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: --damp %g (0 <= damp < 1)", (double)g->damp);
     }
+    if (p->method == QN_HFQ_AWQ) {
+        const qn_awq_params *a = &p->awq;
+        if (a->group_size <= 0 || a->group_size % 8)
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: --group-size %d (AWQ: a positive multiple of 8)",
+                                a->group_size);
+        if (a->n_grid < 1 || a->clip_grid < 1 || !(a->max_shrink >= 0 && a->max_shrink < 1))
+            return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: awq grid %d / clip grid %d / max shrink %g",
+                                a->n_grid, a->clip_grid, (double)a->max_shrink);
+    }
     const int os = out_state(out_dir);
     if (os < 0) return qn_error_set(err, QN_ERR_INVALID_ARG, "%s: exists and is not an empty directory", out_dir);
     qn_hf_quant_config qc;
@@ -420,7 +599,7 @@ qn_status qn_hf_quantize(const char *in_dir, const char *out_dir, const qn_hfq_p
     /* everything else as stored */
     for (int64_t i = 0; i < qn_st_n_tensors(q.m->st); i++) {
         const qn_st_tensor *t = qn_st_tensor_at(q.m->st, i);
-        if (is_layer_linear(t->name)) continue;
+        if (is_layer_linear(t->name) || (p->method == QN_HFQ_AWQ && is_layer_norm(t->name))) continue;
         if (t->n_dims > 2) {
             st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: tensor '%s' has %u dims", in_dir, t->name, t->n_dims);
             goto err_rm;
@@ -453,6 +632,8 @@ done:
     qn_calib_destroy(q.calib);
     for (int64_t i = 0; i < q.n_t; i++) free(q.t[i].name), free(q.t[i].data);
     free(q.t), free(q.h);
+    for (int i = 0; i < 7; i++) free(q.aw[i]);
+    for (int i = 0; i < QN_CALIB_STAGE_COUNT; i++) free(q.ah[i]), free(q.axm[i]);
     qn_threadpool_destroy(q.tp);
     qn_model_free(q.m);
     return st;

@@ -1,9 +1,13 @@
-/* hf_quantize.h — `quern quantize HF_DIR OUT_DIR gptq|nf4` as a library: a Llama-family Hugging Face directory
+/* hf_quantize.h — `quern quantize HF_DIR OUT_DIR gptq|awq|nf4` as a library: a Llama-family Hugging Face directory
  * with plain f16/bf16/f32 weights in, a quantized Hugging Face directory out, in the layouts the peers write:
  *   GPTQ (AutoGPTQ / GPTQModel, docs/formats.md §3): q/k/v/o/gate/up/down of every layer as qweight / qzeros /
  *        scales (f16) / g_idx, checkpoint_format "gptq" (v1; zero − 1 stored) or "gptq_v2"; config.json gets
  *        "quantization_config", and quantize_config.json is written beside it. Hessians come from the
  *        calibration forward (model/hf_calib.h); --rtn gives round-to-nearest with the same writer.
+ *   AWQ  (AutoAWQ GEMM, §4.1, §6.2): 4-bit asymmetric, qweight / qzeros (interleaved int32) / scales (f16); the
+ *        activation-aware scales (model/awq_quant.h) searched on the calibration forward (kept in full precision,
+ *        as AutoAWQ does) and folded into input_layernorm (q/k/v), post_attention_layernorm (gate/up), v_proj rows
+ *        (o_proj, only without GQA and v bias) and up_proj rows (down_proj); the folded norms replace the stored ones.
  *   NF4  (bitsandbytes Linear4bit as transformers saves it, §5): weight (u8 [numel/2, 1]), absmax (f32, or u8 with
  *        nested_absmax / nested_quant_map under double quant), quant_map and the quant_state JSON; blocksize 64.
  * Every other tensor (embeddings, norms, lm_head, biases) is copied as stored. Tokenizer and generation files are
@@ -15,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "model/awq_quant.h"
 #include "model/gptq_quant.h"
 #include "model/hf_calib.h"
 #include "quern.h"
@@ -22,6 +27,7 @@
 typedef enum qn_hfq_method {
     QN_HFQ_GPTQ = 0,
     QN_HFQ_NF4,
+    QN_HFQ_AWQ,
 } qn_hfq_method;
 
 typedef struct qn_hfq_progress {
@@ -34,17 +40,22 @@ typedef struct qn_hfq_progress {
 } qn_hfq_progress;
 
 typedef void (*qn_hfq_progress_fn)(void *ud, const qn_hfq_progress *p);
+/* AWQ: one scaling group's search result (group named by its first linear; err = output error, RTN vs the pick) */
+typedef void (*qn_hfq_awq_log_fn)(void *ud, int32_t layer, const char *group, float alpha, double err_rtn,
+                                  double err_best);
 
 typedef struct qn_hfq_params {
     qn_hfq_method method;
     qn_gptq_params gptq;     /* bits, group_size, sym, act_order, v2, damp */
+    qn_awq_params awq;       /* group_size, n_grid, clip */
     bool rtn;                /* GPTQ layout, round-to-nearest (no calibration, no Hessian) */
     bool double_quant;       /* NF4 */
-    const char *calib_text;  /* GPTQ: calibration text (not NUL-terminated) */
+    const char *calib_text;  /* GPTQ / AWQ: calibration text (not NUL-terminated) */
     size_t calib_len;
     qn_calib_params calib;
     int32_t n_threads;
     qn_hfq_progress_fn progress;
+    qn_hfq_awq_log_fn awq_log;  /* may be NULL; called with progress_ud */
     void *progress_ud;
 } qn_hfq_params;
 

@@ -1,13 +1,16 @@
-# test_quantize_hf.py — `quern quantize HF_DIR OUT gptq|nf4` end to end on SmolLM2-135M (export-hf f16 of the default
-# GGUF): NF4 with and without double quant, RTN (--rtn) and GPTQ 4-bit g128 load in `quern perplexity -m OUT` and
-# stay near the base (< 1.5x); bad inputs (missing config.json, unsupported bits, too-short calibration text) fail
-# with a clear message and leave no output directory. Skips (77) when the model or alice29 is missing.
-# GPTQ uses a small calibration (8 x 256 tokens of lcet10) to stay within the CPU budget.
-# KNOWN DEFECT, reported not asserted: issue 3 requires GPTQ to beat RTN at the same bits/group size. Measured on
-# 2026-12-01 (alice29): GPTQ 24.84 vs RTN 24.14 at 4 chunks (8 x 256 calibration tokens); at 8 chunks RTN 24.36,
-# GPTQ act-order 24.74, GPTQ with 32 x 512 calibration tokens 26.11 — more calibration makes it worse, which points
-# at a bug in the calibration activations or the update, not at noise. The GPTQ math alone matches a double
-# reference (tests/runtime/test_gptq_quant.c); the line below prints the ratio so a fix shows up here.
+# test_quantize_hf.py — `quern quantize HF_DIR OUT gptq|awq|nf4` end to end on SmolLM2-135M (export-hf f16 of the
+# default GGUF): NF4 with and without double quant, RTN (--rtn) and GPTQ 4-bit g128, RTN and AWQ 4-bit g64 (SmolLM2's
+# in_features 576 is not a multiple of 128, which the AWQ GEMM layout needs) load in `quern perplexity -m OUT` and
+# stay near the base (< 1.5x); AWQ must beat RTN at the same bits and group size; bad inputs (missing config.json,
+# unsupported bits, too-short calibration text, an AWQ group size that does not divide in_features) fail with a clear
+# message and leave no output directory. Skips (77) when the model or alice29 is missing.
+# GPTQ and AWQ use a small calibration (8 x 256 tokens of lcet10) to stay within the CPU budget; AWQ searches 10
+# alpha points instead of 20 for the same reason.
+# KNOWN DEFECT, reported not asserted: issue 3 requires GPTQ to beat RTN at the same bits/group size, and it does
+# not (bench/results/quality-hf-quantize-2026-12-02.md: 24.84 vs 24.14 here; 25.93 with 32 x 512 calibration
+# tokens). The calibration activations match the engine's forward and the checkpoint decodes to what the quantizer
+# decided; GPTQ lowers each layer's held-out output error on ordinary tokens but raises q/k/v errors on the
+# first token of each window (the attention sink) 5-35x. The line below prints the ratio so a fix shows up here.
 # QN_TEST_LABELS: cpu slow
 import os
 import re
@@ -48,21 +51,26 @@ def main():
         for args, msg in (([t, os.path.join(t, "x1"), "nf4"], "config.json"),
                           ([base, os.path.join(t, "x2"), "gptq", "--bits", "5", "--rtn"], "bits"),
                           ([base, os.path.join(t, "x3"), "gptq", "--calib", os.path.join(t, "short.txt")], "too short"),
-                          ([base, os.path.join(t, "x4"), "awq"], "not implemented")):
+                          ([base, os.path.join(t, "x4"), "awq", "--calib", CALIB, "--group-size", "128"],
+                           "group size")):
             if "short.txt" in args[-1]:
                 open(args[-1], "w").write("Too short.")
             p = run("quantize", *args, ok=False)
             assert p.returncode != 0 and msg in p.stderr, (args, p.stderr)
             assert not any(n.startswith(os.path.basename(args[1])) for n in os.listdir(t)), os.listdir(t)
         res = {"base": ppl(base)}
+        calib = ["--calib", CALIB, "--calib-samples", "8", "--calib-ctx", "256"]
         for name, extra in (("nf4", ["nf4"]), ("nf4dq", ["nf4", "--double-quant"]), ("rtn", ["gptq", "--rtn"]),
-                            ("gptq", ["gptq", "--calib", CALIB, "--calib-samples", "8", "--calib-ctx", "256"])):
+                            ("gptq", ["gptq", *calib]), ("rtn64", ["gptq", "--rtn", "--group-size", "64"]),
+                            ("awq64", ["awq", "--group-size", "64", "--awq-grid", "10", *calib])):
             d = os.path.join(t, name)
             run("quantize", base, d, *extra, "-t", "2", "-q")
             res[name] = ppl(d)
         print(res)
         assert res["nf4"] < 1.5 * res["base"] and res["nf4dq"] < 1.5 * res["base"], res
         assert res["gptq"] < 1.5 * res["base"] and res["rtn"] < 1.5 * res["base"], res
+        assert res["awq64"] < res["rtn64"], res
+        print(f"AWQ / RTN perplexity (g64): {res['awq64'] / res['rtn64']:.4f}")
         print(f"GPTQ / RTN perplexity: {res['gptq'] / res['rtn']:.4f} (issue 3 wants < 1; known defect, see header)")
     return 0
 

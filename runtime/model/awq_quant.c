@@ -1,0 +1,220 @@
+/* awq_quant.c — AWQ scale / clip search and the AutoAWQ GEMM packing (model/awq_quant.h). */
+#include "model/awq_quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "kernels/common/half.h"
+
+qn_awq_params qn_awq_params_default(void) {
+    return (qn_awq_params){.group_size = 128, .n_grid = 20, .clip = true, .clip_grid = 20, .max_shrink = 0.5f};
+}
+
+void qn_awq_result_free(qn_awq_result *r) {
+    if (!r) return;
+    free(r->q), free(r->scales), free(r->zeros);
+    memset(r, 0, sizeof *r);
+}
+
+/* ------------------------------------------------------------------ one group of one row */
+
+static float f16_round(float x) { return qn_f16_to_f32(qn_f32_to_f16(x)); }
+
+/* AutoAWQ pseudo_quantize_tensor (zero_point, 4 bits) on w[0..len): fp16 scale and integer zero */
+static void fit_group(const float *w, int64_t len, float *scale, int32_t *zero) {
+    float mn = w[0], mx = w[0];
+    for (int64_t i = 1; i < len; i++) mn = w[i] < mn ? w[i] : mn, mx = w[i] > mx ? w[i] : mx;
+    float s = mx - mn;
+    s = f16_round((s < 1e-5f ? 1e-5f : s) / 15.0f);
+    int32_t z = (int32_t)-nearbyintf(mn / s);
+    *scale = s, *zero = z < 0 ? 0 : z > 15 ? 15 : z;
+}
+
+static inline int32_t code(float w, float s, int32_t z) {
+    const float q = nearbyintf(w / s) + (float)z;
+    return q < 0 ? 0 : q > 15 ? 15 : (int32_t)q;
+}
+
+/* out[i] = fp16(s·(q − z)) for the group w[0..len) */
+static void fake_group(const float *w, int64_t len, float *out) {
+    float s;
+    int32_t z;
+    fit_group(w, len, &s, &z);
+    for (int64_t i = 0; i < len; i++) out[i] = f16_round(s * (float)(code(w[i], s, z) - z));
+}
+
+void qn_awq_fake_quant(float *w, int64_t n, int64_t k, int32_t gs) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t g = 0; g < k; g += gs) fake_group(w + r * k + g, gs, w + r * k + g);
+}
+
+/* ------------------------------------------------------------------ quantize / pack */
+
+qn_status qn_awq_quantize(const float *w, int64_t n, int64_t k, int32_t gs, qn_awq_result *out, qn_error *err) {
+    memset(out, 0, sizeof *out);
+    if (gs <= 0 || k % gs || n % 8)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "awq: shape [%lld, %lld] with group size %d (needs k %% group "
+                            "size == 0 and n %% 8 == 0)", (long long)n, (long long)k, gs);
+    const int64_t G = k / gs;
+    out->n = n, out->k = k, out->n_groups = G;
+    out->q = malloc((size_t)(n * k));
+    out->scales = malloc(sizeof(uint16_t) * (size_t)(G * n));
+    out->zeros = malloc((size_t)(G * n));
+    if (!out->q || !out->scales || !out->zeros) {
+        qn_awq_result_free(out);
+        return qn_error_set(err, QN_ERR_NOMEM, "awq: out of memory");
+    }
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *wg = w + r * k + g * gs;
+            float s;
+            int32_t z;
+            fit_group(wg, gs, &s, &z);
+            out->scales[g * n + r] = qn_f32_to_f16(s), out->zeros[g * n + r] = (uint8_t)z;
+            for (int64_t i = 0; i < gs; i++) out->q[r * k + g * gs + i] = (uint8_t)code(wg[i], s, z);
+        }
+    return QN_OK;
+}
+
+void qn_awq_result_dequant(const qn_awq_result *r, float *deq) {
+    const int64_t gs = r->k / r->n_groups;
+    for (int64_t i = 0; i < r->n; i++)
+        for (int64_t j = 0; j < r->k; j++) {
+            const int64_t g = j / gs;
+            const float s = qn_f16_to_f32(r->scales[g * r->n + i]);
+            deq[i * r->k + j] = f16_round(s * (float)((int32_t)r->q[i * r->k + j] - (int32_t)r->zeros[g * r->n + i]));
+        }
+}
+
+static const int AWQ_ORDER[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
+void qn_awq_pack_gemm(const qn_awq_result *r, int32_t *qweight, int32_t *qzeros) {
+    const int64_t n = r->n, k = r->k, words = n / 8;
+    for (int64_t j = 0; j < k; j++)
+        for (int64_t c = 0; c < words; c++) {
+            uint32_t v = 0;
+            for (int i = 0; i < 8; i++) v |= (uint32_t)(r->q[(8 * c + AWQ_ORDER[i]) * k + j] & 15u) << (4 * i);
+            qweight[j * words + c] = (int32_t)v;
+        }
+    for (int64_t g = 0; g < r->n_groups; g++)
+        for (int64_t c = 0; c < words; c++) {
+            uint32_t v = 0;
+            for (int i = 0; i < 8; i++) v |= (uint32_t)(r->zeros[g * n + 8 * c + AWQ_ORDER[i]] & 15u) << (4 * i);
+            qzeros[g * words + c] = (int32_t)v;
+        }
+}
+
+/* ------------------------------------------------------------------ scale search */
+
+/* Σ_r d_r·H·d_rᵀ for d [n][k] (y: [n][k] scratch) through the calibration GEMM (H is symmetric) */
+static double quad_err(qn_calib *c, const float *d, int64_t n, int64_t k, const float *h, float *y) {
+    qn_calib_matmul(c, d, n, k, h, k, y);
+    double e = 0;
+    for (int64_t i = 0; i < n * k; i++) e += (double)d[i] * (double)y[i];
+    return e;
+}
+
+qn_status qn_awq_search_scale(qn_calib *c, const float *const *w, const int64_t *n, int n_lin, int64_t k,
+                              const float *xmean, const float *h, const qn_awq_params *p, float *s_out,
+                              double *err_best, double *err_rtn, float *alpha_out, qn_error *err) {
+    int64_t nmax = 0;
+    for (int i = 0; i < n_lin; i++) nmax = n[i] > nmax ? n[i] : nmax;
+    float *s = malloc(sizeof(float) * (size_t)k), *d = malloc(sizeof(float) * (size_t)(nmax * k)),
+          *y = malloc(sizeof(float) * (size_t)(nmax * k));
+    if (!s || !d || !y) {
+        free(s), free(d), free(y);
+        return qn_error_set(err, QN_ERR_NOMEM, "awq: out of memory (scale search, k %lld)", (long long)k);
+    }
+    double best = INFINITY;
+    float best_alpha = 0;
+    const int32_t gs = p->group_size;
+    for (int32_t gi = 0; gi < p->n_grid; gi++) {
+        const float alpha = (float)gi / (float)p->n_grid;
+        float smax = 0, smin = INFINITY;
+        for (int64_t j = 0; j < k; j++) {
+            float v = gi == 0 ? 1.0f : powf(xmean[j], alpha);
+            v = v < 1e-4f ? 1e-4f : v;
+            s[j] = v, smax = v > smax ? v : smax, smin = v < smin ? v : smin;
+        }
+        const float norm = sqrtf(smax * smin);
+        for (int64_t j = 0; j < k; j++) s[j] /= norm;
+        double e = 0;
+        for (int i = 0; i < n_lin; i++) {
+            for (int64_t r = 0; r < n[i]; r++)
+                for (int64_t j = 0; j < k; j++) d[r * k + j] = w[i][r * k + j] * s[j];
+            qn_awq_fake_quant(d, n[i], k, gs);
+            for (int64_t r = 0; r < n[i]; r++)
+                for (int64_t j = 0; j < k; j++) d[r * k + j] = w[i][r * k + j] - d[r * k + j] / s[j];
+            e += quad_err(c, d, n[i], k, h, y);
+        }
+        if (gi == 0 && err_rtn) *err_rtn = e;
+        if (e < best) {
+            best = e, best_alpha = alpha;
+            memcpy(s_out, s, sizeof(float) * (size_t)k);
+        }
+    }
+    if (err_best) *err_best = best;
+    if (alpha_out) *alpha_out = best_alpha;
+    free(s), free(d), free(y);
+    return QN_OK;
+}
+
+/* ------------------------------------------------------------------ clip search */
+
+typedef struct clip_job {
+    float *w;
+    int64_t n, k;
+    const float *h;
+    const qn_awq_params *p;
+    bool nomem;
+} clip_job;
+
+static void clip_fn(void *arg, int ith, int nth) {
+    clip_job *j = arg;
+    const int64_t k = j->k, gs = j->p->group_size, n_try = (int64_t)(j->p->max_shrink * (float)j->p->clip_grid);
+    long long rb, re;
+    qn_split_range(j->n, ith, nth, &rb, &re);
+    float *buf = malloc(sizeof(float) * (size_t)gs * 3), *wc = buf, *d = buf + gs, *t = buf + 2 * gs;
+    if (!buf) {
+        j->nomem = true;
+        return;
+    }
+    for (long long r = rb; r < re; r++)
+        for (int64_t g0 = 0; g0 < k; g0 += gs) {
+            float *w = j->w + r * k + g0;
+            float m0 = 0;
+            for (int64_t i = 0; i < gs; i++) m0 = fabsf(w[i]) > m0 ? fabsf(w[i]) : m0;
+            double best = INFINITY;
+            float best_m = m0;
+            for (int64_t it = 0; it < n_try; it++) {
+                const float m = m0 * (1.0f - (float)it / (float)j->p->clip_grid);
+                for (int64_t i = 0; i < gs; i++) wc[i] = w[i] > m ? m : w[i] < -m ? -m : w[i];
+                fake_group(wc, gs, wc);
+                for (int64_t i = 0; i < gs; i++) d[i] = w[i] - wc[i];
+                double e = 0; /* d·H_g·dᵀ */
+                for (int64_t a = 0; a < gs; a++) {
+                    const float *hr = j->h + (g0 + a) * k + g0;
+                    float acc = 0;
+                    for (int64_t b = 0; b < gs; b++) acc += hr[b] * d[b];
+                    t[a] = acc;
+                }
+                for (int64_t a = 0; a < gs; a++) e += (double)d[a] * (double)t[a];
+                if (e < best) best = e, best_m = m;
+            }
+            for (int64_t i = 0; i < gs; i++) w[i] = w[i] > best_m ? best_m : w[i] < -best_m ? -best_m : w[i];
+        }
+    free(buf);
+}
+
+qn_status qn_awq_search_clip(float *w, int64_t n, int64_t k, const float *h, const qn_awq_params *p,
+                             qn_threadpool *tp, qn_error *err) {
+    if (p->group_size <= 0 || k % p->group_size)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "awq: k %lld is not a multiple of the group size %d", (long long)k,
+                            p->group_size);
+    clip_job j = {.w = w, .n = n, .k = k, .h = h, .p = p};
+    if (tp) qn_threadpool_run(tp, clip_fn, &j);
+    else clip_fn(&j, 0, 1);
+    return j.nomem ? qn_error_set(err, QN_ERR_NOMEM, "awq: out of memory (clip search)") : QN_OK;
+}
