@@ -510,6 +510,11 @@ static qn_status quantize_layers(hfq *q, qn_error *err) {
         if (!q->p->calib_text)
             return qn_error_set(err, QN_ERR_INVALID_ARG, "quantize: %s needs calibration text (--calib FILE)",
                                 awq ? "awq" : "gptq");
+        const int64_t gs = q->p->awq.group_size, HQ = (int64_t)c->n_head * c->head_dim;
+        if (awq && (c->n_embd % gs || HQ % gs || c->n_ff % gs)) /* before the calibration forward: fail fast */
+            return qn_error_set(err, QN_ERR_UNSUPPORTED, "quantize: in_features %lld / %lld / %lld: the AWQ GEMM layout "
+                                "needs each a multiple of the group size %lld (try a --group-size that divides them)",
+                                (long long)c->n_embd, (long long)HQ, (long long)c->n_ff, (long long)gs);
         if (!(q->h = malloc(sizeof(float) * (size_t)(kmax * kmax))))
             return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
         for (int i = 0; awq && i < 7; i++)
