@@ -2,13 +2,17 @@
  * safetensors (single file or sharded index), fp16/bf16/fp32 weights or GPTQ / AWQ / bitsandbytes-4bit linears
  * repacked once into the lutq CPU layout (kernels/quant/lutq.h), HF row order with NEOX RoPE, tied embeddings.
  * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory), else from tokenizer.json
- * (tokenizer/hf_tokenizer.h; byte-level BPE families). Errors name the tensor and the field. */
+ * (tokenizer/hf_tokenizer.h; byte-level BPE families). Errors name the tensor and the field.
+ * Binding (lookup, checks, allocation) is sequential; the lutq repacks it queues run afterwards on the load's
+ * threads (repack_all), each job writing only its own buffer, so the result does not depend on the count. */
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/threadpool.h"
 #include "kernels/common/half.h"
 #include "model/gguf.h"
 #include "model/gguf_write.h"
@@ -19,9 +23,30 @@
 #include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/vocab.h"
 
+/* One deferred *_to_lutq repack: the source views point into the mapped checkpoint, lw into a model-owned
+ * buffer sized at bind time; w gets data = lw->codes once the job has run. */
+typedef enum repack_kind { REPACK_GPTQ, REPACK_AWQ, REPACK_BNB4 } repack_kind;
+
+typedef struct repack_job {
+    repack_kind kind;
+    union {
+        qn_gptq_weight gptq;
+        qn_awq_weight awq;
+        qn_bnb4_weight bnb4;
+    } src;
+    qn_lutq_weight *lw;    /* header, followed by its bytes-long lutq buffer (owned by the model) */
+    size_t bytes;
+    qn_weight *w;          /* the model's view, completed after the repack */
+    char tensor[512];      /* named in the error: "model.layers.0.self_attn.q_proj.qweight" */
+    qn_status st;          /* written only by the worker that ran the job */
+} repack_job;
+
 typedef struct hf_ctx {
     qn_model *m;
     qn_hf_quant_config qc;
+    int n_threads;         /* repack threads (>= 1) */
+    repack_job *jobs;      /* [n_jobs], in binding order */
+    int n_jobs, cap_jobs;
 } hf_ctx;
 
 static qn_status keep(qn_model *m, void *p) {
@@ -115,6 +140,81 @@ static bool all_zero(const qn_st_tensor *t) {
     return true;
 }
 
+/* ---------------------------------------------------------------- deferred lutq repacks */
+
+/* A zeroed slot at the end of h->jobs, counted only once bind_linear has filled it (h->n_jobs++). */
+static repack_job *push_job(hf_ctx *h) {
+    if (h->n_jobs == h->cap_jobs) {
+        const int cap = h->cap_jobs ? 2 * h->cap_jobs : 64;
+        repack_job *nj = realloc(h->jobs, sizeof *nj * (size_t)cap);
+        if (!nj) return NULL;
+        h->jobs = nj, h->cap_jobs = cap;
+    }
+    repack_job *j = &h->jobs[h->n_jobs];
+    memset(j, 0, sizeof *j);
+    return j;
+}
+
+static qn_status run_job(repack_job *j) {
+    switch (j->kind) {
+    case REPACK_GPTQ: return qn_gptq_to_lutq(&j->src.gptq, j->lw + 1, j->lw);
+    case REPACK_AWQ: return qn_awq_to_lutq(&j->src.awq, j->lw + 1, j->lw);
+    case REPACK_BNB4: return qn_bnb4_to_lutq(&j->src.bnb4, j->lw + 1, j->lw);
+    }
+    return QN_ERR_INTERNAL;
+}
+
+typedef struct repack_queue {
+    repack_job *jobs;
+    const int *order;      /* [n]: job indices, largest first (the big MLP weights do not finish last) */
+    int n;
+    atomic_int next;       /* next position in order to take */
+} repack_queue;
+
+static void repack_worker(void *arg, int ith, int nth) {
+    (void)ith, (void)nth;
+    repack_queue *q = arg;
+    for (int i; (i = atomic_fetch_add(&q->next, 1)) < q->n;) q->jobs[q->order[i]].st = run_job(&q->jobs[q->order[i]]);
+}
+
+/* order[] = job indices by bytes, descending (insertion sort: a few hundred jobs). */
+static void order_by_size(const repack_job *jobs, int n, int *order) {
+    for (int i = 0; i < n; i++) {
+        int p = i;
+        while (p > 0 && jobs[order[p - 1]].bytes < jobs[i].bytes) {
+            order[p] = order[p - 1];
+            p--;
+        }
+        order[p] = i;
+    }
+}
+
+/* Runs every queued repack on h->n_threads threads, then completes the weights. The first failed job in
+ * binding order is the error, named as the sequential loader named it. */
+static qn_status repack_all(hf_ctx *h, qn_error *err) {
+    qn_model *m = h->m;
+    if (!h->n_jobs) return QN_OK;
+    int *order = malloc(sizeof *order * (size_t)h->n_jobs);
+    if (!order) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+    order_by_size(h->jobs, h->n_jobs, order);
+    repack_queue q = {.jobs = h->jobs, .order = order, .n = h->n_jobs};
+    atomic_init(&q.next, 0);
+    const int nth = h->n_threads < h->n_jobs ? h->n_threads : h->n_jobs;
+    qn_threadpool *tp = NULL;
+    if (nth > 1 && qn_threadpool_create(nth, &tp, NULL) == QN_OK)
+        qn_threadpool_run(tp, repack_worker, &q);
+    else
+        repack_worker(&q, 0, 1); /* one thread, or no pool: the same jobs on the caller */
+    qn_threadpool_destroy(tp);
+    free(order);
+    for (int i = 0; i < h->n_jobs; i++) {
+        const repack_job *j = &h->jobs[i];
+        if (j->st != QN_OK) return qn_error_set(err, j->st, "%s: tensor '%s': repack failed", m->path, j->tensor);
+        j->w->data = j->lw->codes;
+    }
+    return QN_OK;
+}
+
 /* The module at prefix ("model.layers.0.self_attn.q_proj."): GPTQ/AWQ (qweight), bnb (weight.quant_state.*) or
  * plain (weight). bias: where the forward takes one (NULL: a bias must be absent or all zero). */
 static qn_status bind_linear(hf_ctx *h, const char *prefix, int64_t k, int64_t n, const float **bias, qn_weight *w,
@@ -131,45 +231,41 @@ static qn_status bind_linear(hf_ctx *h, const char *prefix, int64_t k, int64_t n
         snprintf(name, sizeof name, "%sweight.quant_state.bitsandbytes__fp4", prefix);
         bq = qn_st_find(m->st, name);
     }
-    qn_lutq_weight *lw = NULL;
-    size_t bytes = 0;
-    if (qw) {
-        if (h->qc.method == QN_HF_QUANT_GPTQ) {
-            qn_gptq_weight g;
-            if ((st = qn_hf_gptq_bind(m->st, prefix, &h->qc, k, n, &g, err))) return st;
-            bytes = qn_gptq_lutq_bytes(&g);
-            if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
-            st = qn_gptq_to_lutq(&g, lw + 1, lw);
-        } else if (h->qc.method == QN_HF_QUANT_AWQ) {
-            qn_awq_weight a;
-            if ((st = qn_hf_awq_bind(m->st, prefix, &h->qc, k, n, &a, err))) return st;
-            bytes = qn_awq_lutq_bytes(&a);
-            if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
-            st = qn_awq_to_lutq(&a, lw + 1, lw);
-        } else {
+    if (qw || bq) {
+        repack_job *j = push_job(h);
+        if (!j) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+        if (qw && h->qc.method == QN_HF_QUANT_GPTQ) {
+            j->kind = REPACK_GPTQ;
+            if ((st = qn_hf_gptq_bind(m->st, prefix, &h->qc, k, n, &j->src.gptq, err))) return st;
+            j->bytes = qn_gptq_lutq_bytes(&j->src.gptq);
+        } else if (qw && h->qc.method == QN_HF_QUANT_AWQ) {
+            j->kind = REPACK_AWQ;
+            if ((st = qn_hf_awq_bind(m->st, prefix, &h->qc, k, n, &j->src.awq, err))) return st;
+            j->bytes = qn_awq_lutq_bytes(&j->src.awq);
+        } else if (qw) {
             return qn_error_set(err, QN_ERR_FORMAT, "%s: tensor '%sqweight': the config has no GPTQ/AWQ quantization_config",
                                 m->path, prefix);
+        } else {
+            qn_bnb4_weight *b = &j->src.bnb4;
+            j->kind = REPACK_BNB4;
+            if ((st = qn_hf_bnb4_bind(m->st, prefix, k, n, b, err))) return st;
+            if (k % b->blocksize)
+                return qn_error_set(err, QN_ERR_UNSUPPORTED,
+                                    "%s: tensor '%sweight': field 'blocksize' %d does not divide in_features %lld (blocks "
+                                    "would straddle rows)", m->path, prefix, b->blocksize, (long long)k);
+            j->bytes = qn_bnb4_lutq_bytes(b);
         }
-        if (st != QN_OK) return qn_error_set(err, st, "%s: tensor '%sqweight': repack failed", m->path, prefix);
-    } else if (bq) {
-        qn_bnb4_weight b;
-        if ((st = qn_hf_bnb4_bind(m->st, prefix, k, n, &b, err))) return st;
-        if (k % b.blocksize)
-            return qn_error_set(err, QN_ERR_UNSUPPORTED,
-                                "%s: tensor '%sweight': field 'blocksize' %d does not divide in_features %lld (blocks would "
-                                "straddle rows)", m->path, prefix, b.blocksize, (long long)k);
-        bytes = qn_bnb4_lutq_bytes(&b);
-        if (!(lw = owned_alloc(m, sizeof *lw + bytes))) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
-        if ((st = qn_bnb4_to_lutq(&b, lw + 1, lw)))
-            return qn_error_set(err, st, "%s: tensor '%sweight': repack failed", m->path, prefix);
+        if (!(j->lw = owned_alloc(m, sizeof *j->lw + j->bytes)))
+            return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", m->path);
+        snprintf(j->tensor, sizeof j->tensor, "%s%s", prefix, qw ? "qweight" : "weight");
+        j->w = w;
+        h->n_jobs++; /* complete: repack_all runs it */
+        w->name = NULL, w->fmt = QN_QFORMAT_F32, w->k = k, w->n = n, w->lutq = j->lw; /* data: after the repack */
+        m->weight_bytes += j->bytes;
+        m->n_params += (uint64_t)(k * n);
     } else {
         snprintf(name, sizeof name, "%sweight", prefix);
         if ((st = bind_plain(m, name, k, n, w, err))) return st;
-    }
-    if (lw) {
-        w->name = NULL, w->fmt = QN_QFORMAT_F32, w->k = k, w->n = n, w->data = lw->codes, w->lutq = lw;
-        m->weight_bytes += bytes;
-        m->n_params += (uint64_t)(k * n);
     }
     snprintf(name, sizeof name, "%sbias", prefix);
     const qn_st_tensor *bt = qn_st_find(m->st, name);
@@ -246,10 +342,19 @@ static qn_status find_vocab(const char *dir, char *out, size_t cap, qn_error *er
 }
 
 qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **out, qn_error *err) {
+    return qn_model_load_hf_threads(dir, vocab_gguf, 0, out, err);
+}
+
+qn_status qn_model_load_hf_threads(const char *dir, const char *vocab_gguf, int n_threads, qn_model **out,
+                                   qn_error *err) {
     qn_status st;
     qn_model *m = calloc(1, sizeof *m);
     if (!m) return qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
-    hf_ctx h = {.m = m};
+    if (n_threads <= 0) {
+        const long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+    }
+    hf_ctx h = {.m = m, .n_threads = n_threads};
     char path[4096];
     if (!(m->path = strdup(dir))) {
         st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory", dir);
@@ -283,6 +388,7 @@ qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **o
     }
     for (int il = 0; il < c->n_layer; il++)
         if ((st = bind_layer(&h, il, err))) goto err_free;
+    if ((st = repack_all(&h, err))) goto err_free;
     if (!vocab_gguf) { /* a single *.gguf beside the checkpoint, else the HF tokenizer.json */
         char tj[4096];
         snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
@@ -299,9 +405,11 @@ qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **o
         goto err_free;
     if ((st = qn_vocab_from_gguf(m->gguf, &m->vocab, err))) goto err_free;
     if ((st = qn_chat_template_from_gguf(m->gguf, m->vocab, &m->chat, err))) goto err_free;
+    free(h.jobs);
     *out = m;
     return QN_OK;
 err_free:
+    free(h.jobs);
     qn_model_free(m);
     return st;
 }

@@ -64,6 +64,10 @@ qn_status qn_model_load(const char *path, qn_model **out, qn_error *err);
  * HF checkpoints carry no GGUF vocab: the tokenizer and chat template come from vocab_gguf, or when NULL from
  * the only *.gguf file in dir (tokenizer.json is not read yet). Implemented in hf_loader.c. */
 qn_status qn_model_load_hf(const char *dir, const char *vocab_gguf, qn_model **out, qn_error *err);
+/* As qn_model_load_hf, with the GPTQ / AWQ / bnb repacks on n_threads threads (<= 0: the online CPUs, which
+ * is what qn_model_load_hf uses). The repacked weights are the same bytes for every n_threads. */
+qn_status qn_model_load_hf_threads(const char *dir, const char *vocab_gguf, int n_threads, qn_model **out,
+                                   qn_error *err);
 void qn_model_free(qn_model *m); /* NULL is a no-op */
 
 /* Dequantizes row `id` of a weight into out[k] (embedding lookup). */

@@ -245,6 +245,45 @@ static float *logits_of(const char *dir, const char *vocab, const int32_t *toks,
     return lg;
 }
 
+/* every array and field of two lutq weights, byte for byte */
+static void assert_same_lutq(const qn_lutq_weight *a, const qn_lutq_weight *b) {
+    assert_true(a->k == b->k && a->n == b->n && a->code_bits == b->code_bits && a->n_groups == b->n_groups);
+    assert_true(a->lut_identity == b->lut_identity && a->round == b->round);
+    assert_memory_equal(a->lut, b->lut, sizeof a->lut);
+    assert_memory_equal(a->gstart, b->gstart, sizeof(int32_t) * (size_t)(a->n_groups + 1));
+    assert_true(!a->perm == !b->perm && !a->zero == !b->zero);
+    if (a->perm) assert_memory_equal(a->perm, b->perm, sizeof(int32_t) * (size_t)a->k);
+    assert_memory_equal(a->codes, b->codes, (size_t)a->n * (size_t)qn_lutq_row_bytes(a->k, a->code_bits));
+    const size_t ng = sizeof(float) * (size_t)a->n * (size_t)a->n_groups;
+    assert_memory_equal(a->scale, b->scale, ng);
+    if (a->zero) assert_memory_equal(a->zero, b->zero, ng);
+}
+
+/* The repacks run on the load's threads: one thread and four give the same lutq bytes, and data = codes. */
+static void check_threads_same(const char *dir, const char *vocab) {
+    qn_model *m1 = NULL, *m4 = NULL;
+    qn_error err = {0};
+    if (qn_model_load_hf_threads(dir, vocab, 1, &m1, &err) != QN_OK) fail_msg("%s", err.msg);
+    if (qn_model_load_hf_threads(dir, vocab, 4, &m4, &err) != QN_OK) fail_msg("%s", err.msg);
+    int n_lutq = 0;
+    for (int il = 0; il < m1->cfg.n_layer; il++) {
+        const qn_layer_weights *a = &m1->layers[il], *b = &m4->layers[il];
+        const qn_weight *wa[7] = {&a->wq, &a->wk, &a->wv, &a->wo, &a->w_gate, &a->w_up, &a->w_down};
+        const qn_weight *wb[7] = {&b->wq, &b->wk, &b->wv, &b->wo, &b->w_gate, &b->w_up, &b->w_down};
+        for (int i = 0; i < 7; i++) {
+            assert_true(!wa[i]->lutq == !wb[i]->lutq);
+            if (!wa[i]->lutq) continue;
+            assert_ptr_equal(wa[i]->data, wa[i]->lutq->codes);
+            assert_ptr_equal(wb[i]->data, wb[i]->lutq->codes);
+            assert_same_lutq(wa[i]->lutq, wb[i]->lutq);
+            n_lutq++;
+        }
+    }
+    assert_int_equal(n_lutq, 7 * m1->cfg.n_layer);
+    qn_model_free(m1);
+    qn_model_free(m4);
+}
+
 static void run_pair(qkind kind, const char *tag) {
     const char *vocab = qn_test_default_model();
     if (!vocab) {
@@ -257,6 +296,7 @@ static void run_pair(qkind kind, const char *tag) {
     char tmp[512];
     qn_test_tmp_path(tmp, sizeof tmp, fdir);
     make_pair(kind, qdir, tmp);
+    check_threads_same(qdir, vocab);
     const int32_t toks[9] = {1, 504, 3458, 282, 4649, 314, 7, 2000, 13};
     float *a = logits_of(qdir, vocab, toks, 9), *b = logits_of(tmp, vocab, toks, 9);
     double *bd = malloc(sizeof(double) * 9 * V);

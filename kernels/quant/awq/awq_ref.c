@@ -61,8 +61,14 @@ qn_status qn_awq_to_lutq(const qn_awq_weight *w, void *buf, qn_lutq_weight *out)
     qn_status st = qn_lutq_init(out, buf, w->k, w->n, G, 4, false, true, &gstart, NULL, &codes, &scale, &zero);
     if (st != QN_OK) return st;
     for (int64_t g = 0; g <= G; g++) gstart[g] = (int32_t)(g * w->group_size);
+    /* codes in tiles of 32 rows: qweight is [K][N/8] words, so a tile reads 4 adjacent words per k instead
+     * of one word per K-strided row walk */
+    for (int64_t n0 = 0; n0 < w->n; n0 += 32) {
+        const int64_t n1 = n0 + 32 < w->n ? n0 + 32 : w->n;
+        for (int64_t k = 0; k < w->k; k++)
+            for (int64_t n = n0; n < n1; n++) qn_lutq_set_code(codes, w->k, 4, n, k, qn_awq_q(w, k, n));
+    }
     for (int64_t n = 0; n < w->n; n++) {
-        for (int64_t k = 0; k < w->k; k++) qn_lutq_set_code(codes, w->k, 4, n, k, qn_awq_q(w, k, n));
         for (int64_t g = 0; g < G; g++) {
             scale[n * G + g] = qn_f16_to_f32(qn_awq_scale_bits(w, g, n));
             zero[n * G + g] = (float)qn_awq_zero(w, g, n);

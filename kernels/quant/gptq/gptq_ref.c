@@ -81,9 +81,14 @@ qn_status qn_gptq_to_lutq(const qn_gptq_weight *w, void *buf, qn_lutq_weight *ou
         for (int64_t g = 0, j = 0; g < w->n_groups; g++)
             for (int64_t k = 0; k < w->k; k++)
                 if (qn_gptq_group(w, k) == g) perm[j++] = (int32_t)k;
-    for (int64_t j = 0; j < w->k; j++) {
-        const int64_t k = act ? perm[j] : j;
-        for (int64_t n = 0; n < w->n; n++) qn_lutq_set_code(codes, w->k, out->code_bits, n, j, qn_gptq_q(w, k, n));
+    /* in tiles of 64 rows: qweight is [K·b/32][N], so a tile reads 64 adjacent words per k while writing
+     * 64 rows' codes (the whole-N sweep per column touched one cache line per row, several times slower) */
+    for (int64_t n0 = 0; n0 < w->n; n0 += 64) {
+        const int64_t n1 = n0 + 64 < w->n ? n0 + 64 : w->n;
+        for (int64_t j = 0; j < w->k; j++) {
+            const int64_t k = act ? perm[j] : j;
+            for (int64_t n = n0; n < n1; n++) qn_lutq_set_code(codes, w->k, out->code_bits, n, j, qn_gptq_q(w, k, n));
+        }
     }
     for (int64_t n = 0; n < w->n; n++)
         for (int64_t g = 0; g < w->n_groups; g++) {
