@@ -83,17 +83,22 @@ size_t qn_lutq_gpu_bytes(const qn_lutq_weight *w, qn_qformat fmt) {
 /* --- repack --- */
 
 qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out) {
-    if (!qn_lutq_gpu_is_format(fmt) || w->k % QN_LUTQ_GPU_BLOCK) return QN_ERR_INVALID_ARG;
+    return qn_lutq_gpu_repack_rows(w, fmt, 0, w->n, out);
+}
+
+qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out) {
+    if (!qn_lutq_gpu_is_format(fmt) || w->k % QN_LUTQ_GPU_BLOCK || r0 < 0 || r1 < r0 || r1 > w->n)
+        return QN_ERR_INVALID_ARG;
     const int64_t nb = w->k / QN_LUTQ_GPU_BLOCK;
     const size_t bb = qn_lutq_gpu_block_bytes(fmt);
-    for (int64_t r = 0; r < w->n; r++) {
+    for (int64_t r = r0; r < r1; r++) {
         int64_t g = 0;
         for (int64_t b = 0; b < nb; b++) {
             const int64_t j0 = b * QN_LUTQ_GPU_BLOCK;
             while (g + 1 < w->n_groups && w->gstart[g + 1] <= j0) g++;
             if (w->gstart[g] > j0 || w->gstart[g + 1] < j0 + QN_LUTQ_GPU_BLOCK) return QN_ERR_UNSUPPORTED;
             const float s = w->scale[r * w->n_groups + g];
-            uint8_t *blk = (uint8_t *)out + (size_t)(r * nb + b) * bb;
+            uint8_t *blk = (uint8_t *)out + (size_t)((r - r0) * nb + b) * bb;
             if (fmt == QN_QFORMAT_LQ4 || fmt == QN_QFORMAT_LQ8) {
                 const uint16_t d = qn_f32_to_f16(s);
                 const uint16_t zb = (uint16_t)(0x6400 + (w->zero ? (int)w->zero[r * w->n_groups + g] : 0));

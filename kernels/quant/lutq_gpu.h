@@ -94,6 +94,9 @@ size_t qn_lutq_gpu_bytes(const qn_lutq_weight *w, qn_qformat fmt);
 /* Writes w's blocks in fmt (from qn_lutq_gpu_format) to out [n][k/32] blocks. The act-order perm is not
  * part of them: the caller uploads w->perm ([k] int32) next to them. */
 qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out);
+/* Rows [r0, r1) only, to out = their (r1 - r0) * (k / 32) blocks: disjoint row ranges may be repacked
+ * concurrently (the load splits a weight over its threads); the bytes equal that slice of qn_lutq_gpu_repack. */
+qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out);
 
 /* The host twin of the device decode: out [n][k] fp16 bits in kernel column order (what
  * qn_quant_dequant_cuda(ctx, fmt, ...) writes for the same blocks), from the blocks alone. */

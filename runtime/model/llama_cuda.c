@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef QN_HAVE_CUDA
 
@@ -55,7 +56,10 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include <cuda_runtime_api.h>
 #include <nvtx3/nvToolsExt.h>
 
+#include <stdatomic.h>
+
 #include "core/log.h"
+#include "core/threadpool.h"
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
@@ -332,31 +336,146 @@ static qn_status to_f16_host(const qn_weight *w, uint16_t *out, qn_error *err) {
     return QN_OK;
 }
 
-/* A lutq weight in its lutq_gpu.h block format: repacked on the host, blocks then the act-order perm. */
-static qn_status upload_lutq_gpu(qn_llama_cuda *f, const qn_weight *w, uint64_t *off, dev_weight *out, qn_error *err) {
+/* ---------------------------------------------------------------- lutq upload: parallel host repack */
+
+/* The host side of the lutq uploads. Each weight is repacked by row ranges on all of tp's threads into one
+ * of two staging buffers, then copied on f->stream while the next weight is repacked into the other: at
+ * most two weights are staged (2 x the largest one), never a second host copy of the model. Buffers are
+ * pinned when cudaMallocHost gives them (the copy then runs asynchronously), else plain malloc (the copy
+ * returns once staged by the driver). */
+typedef struct lutq_stager {
+    qn_threadpool *tp;     /* NULL: the repack runs on the caller */
+    void *buf[2];          /* [cap] each */
+    bool pinned[2];
+    size_t cap;            /* the largest lutq weight's device bytes */
+    cudaEvent_t done[2];   /* recorded after the copy out of buf[i] */
+    bool busy[2];          /* done[i] was recorded and not yet waited on */
+    const char *name[2];   /* the weight being copied out of buf[i], for the error */
+    int cur;               /* the buffer the next weight takes */
+} lutq_stager;
+
+typedef struct rows_job {
+    const qn_lutq_weight *w;
+    qn_qformat fmt;
+    uint8_t *out;          /* [n][row bytes] */
+    size_t row_bytes;
+    atomic_int st;         /* the first failing range's status, else QN_OK */
+} rows_job;
+
+static void repack_rows_fn(void *arg, int ith, int nth) {
+    rows_job *j = arg;
+    long long r0, r1;
+    qn_split_range(j->w->n, ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    const qn_status st = qn_lutq_gpu_repack_rows(j->w, j->fmt, r0, r1, j->out + (size_t)r0 * j->row_bytes);
+    int ok = QN_OK;
+    if (st != QN_OK) atomic_compare_exchange_strong(&j->st, &ok, (int)st);
+}
+
+/* Waits for the copy out of buf[i]; its failure is that weight's copy error. */
+static qn_status stager_wait(lutq_stager *S, int i, qn_error *err) {
+    if (!S->busy[i]) return QN_OK;
+    S->busy[i] = false;
+    if (cudaEventSynchronize(S->done[i]) != cudaSuccess)
+        return qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", S->name[i]);
+    return QN_OK;
+}
+
+/* Waits for both copies, then frees everything (also after an error). */
+static qn_status stager_finish(lutq_stager *S, qn_error *err) {
+    qn_status st = QN_OK;
+    for (int i = 0; i < 2; i++) {
+        const qn_status s = stager_wait(S, i, st == QN_OK ? err : NULL);
+        if (st == QN_OK) st = s;
+        if (S->done[i]) cudaEventDestroy(S->done[i]);
+        if (S->pinned[i]) cudaFreeHost(S->buf[i]);
+        else free(S->buf[i]);
+    }
+    qn_threadpool_destroy(S->tp);
+    memset(S, 0, sizeof *S);
+    return st;
+}
+
+static size_t lutq_upload_bytes(const qn_weight *w) {
+    const qn_qformat f = dev_format(w);
+    return qn_lutq_gpu_is_format(f) ? qn_lutq_gpu_bytes(w->lutq, f) : 0;
+}
+
+/* Sizes the buffers for the largest lutq weight that takes a block format; none: nothing is made. */
+static qn_status stager_init(lutq_stager *S, const qn_model *m, int n_threads, qn_error *err) {
+    memset(S, 0, sizeof *S);
+    size_t cap = 0;
+    if (!output_shares_embd(m)) cap = lutq_upload_bytes(&m->output);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const qn_layer_weights *L = &m->layers[il];
+        const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) {
+            const size_t b = lutq_upload_bytes(ws[i]);
+            if (b > cap) cap = b;
+        }
+    }
+    if (!cap) return QN_OK;
+    S->cap = cap;
+    for (int i = 0; i < 2; i++) {
+        if (cudaMallocHost(&S->buf[i], cap) == cudaSuccess) {
+            S->pinned[i] = true;
+        } else {
+            cudaGetLastError(); /* not sticky: clear it and stage in pageable memory */
+            S->buf[i] = malloc(cap);
+        }
+        if (!S->buf[i]) {
+            stager_finish(S, NULL);
+            return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory staging %zu bytes", cap);
+        }
+        if (cudaEventCreateWithFlags(&S->done[i], cudaEventDisableTiming) != cudaSuccess) {
+            stager_finish(S, NULL);
+            return qn_error_set(err, QN_ERR_CUDA, "cuda load: cannot create an event");
+        }
+    }
+    if (n_threads <= 0) {
+        const long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n < 1 ? 1 : n > 1024 ? 1024 : (int)n;
+    }
+    if (n_threads > 1 && qn_threadpool_create(n_threads, &S->tp, NULL) != QN_OK) S->tp = NULL; /* caller alone */
+    return QN_OK;
+}
+
+/* A lutq weight in its lutq_gpu.h block format: repacked on the host (rows over S's threads), blocks copied
+ * on f->stream, then the act-order perm. */
+static qn_status upload_lutq_gpu(qn_llama_cuda *f, lutq_stager *S, const qn_weight *w, uint64_t *off, dev_weight *out,
+                                 qn_error *err) {
     const size_t bytes = qn_lutq_gpu_bytes(w->lutq, out->fmt);
-    void *h = malloc(bytes);
-    if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory repacking %s", w->name);
-    qn_status st = qn_lutq_gpu_repack(w->lutq, out->fmt, h);
-    if (st != QN_OK) qn_error_set(err, st, "cuda load: %s: repack to %s failed", w->name, qn_qformat_name(out->fmt));
-    else if (cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
-        st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
-    free(h);
-    if (st != QN_OK || !out->act) return st;
+    const int i = S->cur;
+    qn_status st;
+    if (bytes > S->cap)
+        return qn_error_set(err, QN_ERR_INTERNAL, "cuda load: %s: %zu bytes over the staging plan %zu", w->name, bytes,
+                            S->cap);
+    if ((st = stager_wait(S, i, err)) != QN_OK) return st;
+    rows_job j = {.w = w->lutq, .fmt = out->fmt, .out = S->buf[i], .row_bytes = qn_qformat_row_bytes(out->fmt, w->k)};
+    atomic_init(&j.st, QN_OK);
+    if (S->tp) qn_threadpool_run(S->tp, repack_rows_fn, &j);
+    else repack_rows_fn(&j, 0, 1);
+    if ((st = (qn_status)atomic_load(&j.st)) != QN_OK)
+        return qn_error_set(err, st, "cuda load: %s: repack to %s failed", w->name, qn_qformat_name(out->fmt));
+    if (cudaMemcpyAsync(out->d, S->buf[i], bytes, cudaMemcpyHostToDevice, f->stream) != cudaSuccess ||
+        cudaEventRecord(S->done[i], f->stream) != cudaSuccess)
+        return qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
+    S->busy[i] = true, S->name[i] = w->name, S->cur = i ^ 1;
+    if (!out->act) return QN_OK;
     out->perm = (int32_t *)((uint8_t *)f->wmem + *off);
     *off += align_up(sizeof(int32_t) * (size_t)w->k);
     CK(cudaMemcpy(out->perm, w->lutq->perm, sizeof(int32_t) * (size_t)w->k, cudaMemcpyHostToDevice));
     return QN_OK;
 }
 
-static qn_status upload_weight(qn_llama_cuda *f, const qn_weight *w, qn_qformat fmt, uint64_t *off, dev_weight *out,
-                               qn_error *err) {
+static qn_status upload_weight(qn_llama_cuda *f, lutq_stager *S, const qn_weight *w, qn_qformat fmt, uint64_t *off,
+                               dev_weight *out, qn_error *err) {
     const size_t bytes = qn_qformat_row_bytes(fmt, w->k) * (size_t)w->n;
     *out = (dev_weight){fmt, w->n, w->k, (uint8_t *)f->wmem + *off, false, NULL};
     *off += align_up(bytes);
     if (qn_lutq_gpu_is_format(fmt)) {
         out->act = w->lutq->perm != NULL;
-        return upload_lutq_gpu(f, w, off, out, err);
+        return upload_lutq_gpu(f, S, w, off, out, err);
     }
     if (w->lutq) { /* say why the block formats refused it */
         char why[256] = "";
@@ -392,14 +511,15 @@ static qn_status upload_vec(qn_llama_cuda *f, const float *v, int64_t n, uint64_
     return QN_OK;
 }
 
-static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
+static qn_status upload_weights(qn_llama_cuda *f, lutq_stager *S, const qn_model *m, qn_error *err) {
     const qn_model_config *c = &m->cfg;
     uint64_t off = 0;
     qn_status st;
-    if ((st = upload_weight(f, &m->tok_embd, embed_format(&m->tok_embd), &off, &f->tok_embd, err)) != QN_OK) return st;
+    if ((st = upload_weight(f, S, &m->tok_embd, embed_format(&m->tok_embd), &off, &f->tok_embd, err)) != QN_OK)
+        return st;
     if (output_shares_embd(m))
         f->output = f->tok_embd;
-    else if ((st = upload_weight(f, &m->output, dev_format(&m->output), &off, &f->output, err)) != QN_OK)
+    else if ((st = upload_weight(f, S, &m->output, dev_format(&m->output), &off, &f->output, err)) != QN_OK)
         return st;
     if ((st = upload_vec(f, m->output_norm, c->n_embd, &off, &f->output_norm, err)) != QN_OK) return st;
     if ((st = upload_vec(f, m->rope_freqs, c->rope_dim / 2, &off, &f->rope_freqs, err)) != QN_OK) return st;
@@ -409,7 +529,7 @@ static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, qn_error *err
         const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
         dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
         for (int i = 0; i < 7; i++)
-            if ((st = upload_weight(f, ws[i], dev_format(ws[i]), &off, ds[i], err)) != QN_OK) return st;
+            if ((st = upload_weight(f, S, ws[i], dev_format(ws[i]), &off, ds[i], err)) != QN_OK) return st;
         if ((st = upload_vec(f, L->attn_norm, c->n_embd, &off, &D->attn_norm, err)) != QN_OK ||
             (st = upload_vec(f, L->ffn_norm, c->n_embd, &off, &D->ffn_norm, err)) != QN_OK ||
             (st = upload_vec(f, L->bq, L->wq.n, &off, &D->bq, err)) != QN_OK ||
@@ -420,6 +540,16 @@ static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, qn_error *err
     if (off > f->wbytes) return qn_error_set(err, QN_ERR_INTERNAL, "cuda load: weight plan %llu < used %llu",
                                              (unsigned long long)f->wbytes, (unsigned long long)off);
     return QN_OK;
+}
+
+/* Every weight to f->wmem; the lutq copies still in flight are waited for before returning. */
+static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, int load_threads, qn_error *err) {
+    lutq_stager S;
+    qn_status st = stager_init(&S, m, load_threads, err);
+    if (st != QN_OK) return st;
+    st = upload_weights(f, &S, m, err);
+    const qn_status fin = stager_finish(&S, st == QN_OK ? err : NULL);
+    return st != QN_OK ? st : fin;
 }
 
 /* ---------------------------------------------------------------- sizing */
@@ -667,7 +797,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
         for (int i = 0; i < 7; i++) *ds[i] = dev_weight_of(ws[i]);
     }
     f->output = dev_weight_of(&m->output);
-    if ((st = alloc_all(f, m, err)) != QN_OK || (st = upload_model(f, m, err)) != QN_OK) goto fail;
+    if ((st = alloc_all(f, m, err)) != QN_OK || (st = upload_model(f, m, p->load_threads, err)) != QN_OK) goto fail;
     if (!(f->tap_buf = malloc(sizeof(float) * (size_t)f->p.max_tokens * (size_t)f->kmax))) {
         st = qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");
         goto fail;

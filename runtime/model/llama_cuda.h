@@ -34,6 +34,7 @@ typedef struct qn_llama_cuda_params {
     bool cuda_graphs;       /* capture/replay pure-decode steps */
     int32_t profile_begin;  /* cudaProfilerStart before step profile_begin, Stop after profile_end */
     int32_t profile_end;    /* (0-based step numbers; begin > end: off) */
+    int32_t load_threads;   /* host threads repacking GPTQ/AWQ/bnb (lutq) weights at create; <= 0: online CPUs */
 } qn_llama_cuda_params;
 
 qn_llama_cuda_params qn_llama_cuda_params_default(void);

@@ -10,7 +10,8 @@
  * 32/64/128/-1, act-order; AWQ GEMM/GEMV; NF4 with double quant, FP4 plain) and synthetic ones over
  * group sizes 32/64/128/per-channel, random act-order permutations, 2/3-bit ranges, fp16 and bf16 scales,
  * negative scales, NF4/FP4 with random f32 absmax. Refusals: groups off the 32-column grid, K % 32,
- * custom tables, fractional zeros, scales not exact in fp16, fp16 overflow. */
+ * custom tables, fractional zeros, scales not exact in fp16, fp16 overflow. Row slices of the repack
+ * (qn_lutq_gpu_repack_rows) put together give the whole repack's bytes. */
 #include "harness.h"
 
 #include <math.h>
@@ -41,6 +42,18 @@ static qn_qformat check_weight(const char *what, const qn_lutq_weight *w) {
     blocks[bytes] = 0xA5; /* the repack writes exactly `bytes` */
     assert_int_equal(qn_lutq_gpu_repack(w, fmt, blocks), QN_OK);
     assert_int_equal(blocks[bytes], 0xA5);
+    { /* row slices (the load repacks a weight's rows on several threads): the same bytes */
+        uint8_t *sliced = malloc(bytes + 1);
+        assert_non_null(sliced);
+        const size_t row = bytes / (size_t)w->n;
+        const int64_t cut[4] = {0, w->n / 3, w->n / 3 + (w->n > 1), w->n};
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(qn_lutq_gpu_repack_rows(w, fmt, cut[i], cut[i + 1], sliced + (size_t)cut[i] * row), QN_OK);
+        assert_memory_equal(sliced, blocks, bytes);
+        assert_int_equal(qn_lutq_gpu_repack_rows(w, fmt, 1, 0, sliced), QN_ERR_INVALID_ARG);
+        assert_int_equal(qn_lutq_gpu_repack_rows(w, fmt, 0, w->n + 1, sliced), QN_ERR_INVALID_ARG);
+        free(sliced);
+    }
     qn_lutq_gpu_dequant_host(fmt, blocks, w->n, w->k, twin);
     qn_lutq_dequant_ref(w, ref);
     qn_lutq_weight wn = *w;
