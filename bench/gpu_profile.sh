@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# gpu_profile.sh — where a decode step and a prefill step spend their GPU time: Nsight Systems over
-# forward steps chosen with --profile-steps (cudaProfilerApi capture range), kernel and NVTX summaries.
-# Model: Llama-3-8B shapes, Q4_K_M, first QN_PROF_LAYERS (default 4) layers (per-layer kernels and the
-# LM head are those of the full model). Needs $QN_GPU_BUILD (default build-gpu) built, and the default
-# model as the tokenizer source. Writes $OUT/prof_{decode,prefill}.txt.
+# gpu_profile.sh — where a decode step's time goes, on a Llama-3-8B-shape synthetic model (one device call):
+# builds $QN_GPU_BUILD (bench/gpu_check.sh build), writes the model with `quern synth` (tokenizer from
+# .gpumodel/v/ggml-vocab-llama-bpe.gguf when carried, else SmolLM2's padded), runs `quern bench` tg with and
+# without CUDA graphs, then times every kernel of two decode steps under Nsight Compute
+# (--clock-control none, one metric: gpu__time_duration.sum) and sums them per kernel name
+# (bench/profile_summary.py). Env: QN_PROFILE_TYPES (synth types, default "Q4_K_M"), QN_PROFILE_NGEN (64).
+# Logs to $OUT (default ./gpu-profile-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu-prof-out}
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu-profile-out}
 mkdir -p "$OUT"
-Q=$PWD/${QN_GPU_BUILD:-build-gpu}/quern
-SMOL=$HOME/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf
-NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-[ -n "$NSYS" ] || { echo "gpu_profile: no nsys"; exit 1; }
-for ty in ${QN_PROF_TYPES:-Q4_K_M}; do
-    M=/tmp/prof-llama3-8b-$ty.gguf
-    [ -f "$M" ] || "$Q" synth --preset llama3-8b --type "$ty" --layers "${QN_PROF_LAYERS:-4}" --vocab "$SMOL" -t 16 -o "$M" -q
-    # decode: steps 10..19 of a 32-token generation, kernel by kernel (graphs hide the per-kernel view)
-    "$NSYS" profile -t cuda,nvtx --capture-range=cudaProfilerApi --capture-range-end=stop -f true -o /tmp/prof_dec \
-        "$Q" run -m "$M" --device cuda --no-cuda-graphs --profile-steps 10:19 -p "Hello there" -n 32 --temp 0 >/dev/null 2>&1
-    "$NSYS" stats -q -r cuda_gpu_kern_sum,nvtx_sum -f column /tmp/prof_dec.nsys-rep >"$OUT/prof_decode_$ty.txt" 2>&1
-    # prefill: step 1 = the first timed 512-token prompt (step 0 is the warm-up)
-    "$NSYS" profile -t cuda,nvtx --capture-range=cudaProfilerApi --capture-range-end=stop -f true -o /tmp/prof_pre \
-        "$Q" bench -m "$M" --device cuda -p 512 -n 0 -r 2 --profile-steps 1:1 -o md >/dev/null 2>&1
-    "$NSYS" stats -q -r cuda_gpu_kern_sum,nvtx_sum -f column /tmp/prof_pre.nsys-rep >"$OUT/prof_prefill_$ty.txt" 2>&1
-    head -40 "$OUT/prof_decode_$ty.txt"
-    head -30 "$OUT/prof_prefill_$ty.txt"
+B=${QN_GPU_BUILD:-build-gpu}
+Q=$ROOT/$B/quern
+LOG=$OUT/profile.log
+t0=$(date +%s)
+say() { echo "[gpu_profile $(($(date +%s) - t0))s] $*" | tee -a "$LOG"; }
+if [ ! -x "$Q" ] || [ "${QN_PROFILE_BUILD:-1}" = 1 ]; then
+    QN_GPU_CHECK_STEPS="build" OUT=$OUT bench/gpu_check.sh >/dev/null 2>&1
+    tail -3 "$OUT/check.log" | tee -a "$LOG"
+fi
+V=$HOME/.cache/quern/llama.cpp/models
+mkdir -p "$V"
+[ -f .gpumodel/v/ggml-vocab-llama-bpe.gguf ] && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+for ty in ${QN_PROFILE_TYPES:-Q4_K_M}; do
+    f=/tmp/llama3-8b-$ty.gguf
+    [ -f "$f" ] || { say "synth $ty"; timeout 300 "$Q" synth --preset llama3-8b --type "$ty" -t 16 -o "$f" -q >>"$LOG" 2>&1; }
+    say "bench $ty"
+    timeout 200 "$Q" bench --device cuda -m "$f" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md 2>>"$LOG" | tee -a "$LOG"
+    timeout 200 "$Q" bench --device cuda -m "$f" -p 0 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md --no-cuda-graphs 2>>"$LOG" | tee -a "$LOG"
+    if [ -n "$NCU" ]; then
+        say "ncu $ty ($NCU)"
+        timeout 300 "$NCU" --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+            --log-file "$OUT/ncu-$ty.log" "$Q" bench --device cuda -m "$f" -p 0 -n 16 -r 1 --no-cuda-graphs \
+            --profile-steps 6:7 >"$OUT/ncu-$ty.csv" 2>>"$LOG"
+        say "ncu rc=$?"
+        python3 bench/profile_summary.py "$OUT/ncu-$ty.log" --steps 2 | tee -a "$LOG"
+    fi
 done
+say done

@@ -226,18 +226,28 @@ __device__ __forceinline__ void attn_load_kv(const attn_params &p, const int32_t
                                              uint32_t ks, uint32_t vs) {
     constexpr int CH = D / 8; /* 16-byte chunks per row */
     constexpr int LD = attn_smem<D>::LD;
-    for (int c = threadIdx.x; c < ATTN_KT * CH; c += ATTN_THREADS) {
+    constexpr int NC = (ATTN_KT * CH + ATTN_THREADS - 1) / ATTN_THREADS; /* chunks per thread */
+    /* Two phases: every block-table read first, then the copies. The copies are asm volatile with a
+     * memory clobber, so a table read between two of them cannot be hoisted: one loop would wait a
+     * global-memory latency per chunk (NC of them per tile). */
+    int32_t slot[NC]; /* -1: past the keys, zero-filled */
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        const int c = threadIdx.x + i * ATTN_THREADS;
+        const int j = j0 + c / CH;
+        slot[i] = -1;
+        if (c < ATTN_KT * CH && j < n_keys) slot[i] = __ldg(bt + j / p.a.block_size) * p.a.block_size + j % p.a.block_size;
+    }
+#pragma unroll
+    for (int i = 0; i < NC; i++) {
+        const int c = threadIdx.x + i * ATTN_THREADS;
+        if (c >= ATTN_KT * CH) break;
         const int key = c / CH, part = c % CH;
-        const int j = j0 + key;
-        const bool ok = j < n_keys;
-        size_t off = 0;
-        if (ok) {
-            const size_t slot = (size_t)bt[j / p.a.block_size] * p.a.block_size + (size_t)(j % p.a.block_size);
-            off = (slot * p.a.n_kv_heads + kvh) * D + part * 8;
-        }
+        const bool ok = slot[i] >= 0;
+        const size_t o = ok ? ((size_t)slot[i] * p.a.n_kv_heads + kvh) * D + part * 8 : 0;
         const uint32_t so = (uint32_t)((key * LD + part * 8) * 2);
-        qn_cp_async16_s(ks + so, (const uint16_t *)p.a.k_cache + off, ok ? 16u : 0u);
-        qn_cp_async16_s(vs + so, (const uint16_t *)p.a.v_cache + off, ok ? 16u : 0u);
+        qn_cp_async16_s(ks + so, (const uint16_t *)p.a.k_cache + o, ok ? 16u : 0u);
+        qn_cp_async16_s(vs + so, (const uint16_t *)p.a.v_cache + o, ok ? 16u : 0u);
     }
 }
 

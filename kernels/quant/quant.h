@@ -147,7 +147,19 @@ typedef struct qn_quant_matmul_opts {
     int split;                      /* K split over CTAs: 0 = auto, else 1, 2, 4, 8 or 16
                                      * (MMVQ: warps of a CTA per row, 0 = auto, 1, 2 or 4) */
     qn_quant_split_mode split_mode;
+    int unroll;                     /* MMVQ: units each lane loads before it computes (1, 2, 4; 0 = auto) */
+    bool x_ready;                   /* MMVQ only: the workspace already holds the q8 activations of this very x
+                                     * (same x, n, K), written by the previous MMVQ call on this stream with the
+                                     * same workspace and no other use of the workspace in between: the call skips
+                                     * the quantization (q, k, v or gate, up on one normed x). Caller's promise;
+                                     * qn_quant_takes_q8_x() says which calls write and read them. */
 } qn_quant_matmul_opts;
+
+/* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the
+ * workspace (so that a next call on the same x may pass x_ready). */
+static inline bool qn_quant_takes_q8_x(qn_qformat fmt, int sm, int64_t n_tokens) {
+    return qn_quant_select_path(fmt, sm, n_tokens) == QN_QUANT_PATH_MMVQ;
+}
 
 /* Workspace bytes the call needs at its best: GEMV/MMA: split-K counters + partial tiles (0 when it
  * would not split); DEQUANT_CUBLAS: counters + N*K fp16; MMVQ: counters + the q8 activations

@@ -138,6 +138,8 @@ struct qn_llama_cuda {
     int32_t *sampled_d;
     void *mm_ws, *attn_ws, *smp_ws;
     size_t mm_ws_bytes, attn_ws_bytes, smp_ws_bytes;
+    const uint16_t *q8_x;          /* the x whose int8 activations the last mm left in mm_ws (NULL: none) */
+    int64_t q8_n, q8_k;            /* its tokens and width */
     /* pinned host staging */
     int32_t *step_h;
     qn_sample_row_params *sparams_h;
@@ -855,14 +857,34 @@ static qn_status tap_rows(qn_llama_cuda *f, const char *name, int il, const void
     return QN_OK;
 }
 
-static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, qn_error *err) {
+/* Whether the matmul of w on n tokens writes int8 activations of its x into mm_ws (quant.h x_ready). */
+static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) {
+    if (qn_lutq_gpu_is_format(w->fmt))
+        return !w->perm && (w->fmt == QN_QFORMAT_LQ4 || w->fmt == QN_QFORMAT_LQ8) && qn_lutq_use_decode(w->fmt, f->qctx.sm, n);
+    return qn_quant_takes_q8_x(w->fmt, f->qctx.sm, n);
+}
+
+/* y[n][w->n] = x[n][w->k] . W^T. same_x: x is the previous mm's x, unchanged since (q, k, v on one normed
+ * x; gate, up): when both calls take int8 activations, this one reuses the previous call's instead of
+ * quantizing x again (one launch less). */
+static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, bool same_x,
+                      qn_error *err) {
+    const bool q8 = mm_takes_q8(f, w, n);
+    qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
+    o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k;
     if (qn_lutq_gpu_is_format(w->fmt)) {
         const qn_lutq_gpu_weight lw = {w->fmt, w->n, w->k, w->d, w->perm};
-        KS(qn_lutq_matmul_cuda(&f->qctx, &lw, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream));
-        return QN_OK;
+        KS(qn_lutq_matmul_cuda_ex(&f->qctx, &lw, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream, &o));
+    } else {
+        KS(qn_quant_matmul_cuda_ex(&f->qctx, w->fmt, w->d, w->n, w->k, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream,
+                                   &o));
     }
-    KS(qn_quant_matmul_cuda(&f->qctx, w->fmt, w->d, w->n, w->k, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream));
+    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = w->k;
     return QN_OK;
+}
+
+static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, qn_error *err) {
+    return mm_x(f, w, x, n, y, false, err);
 }
 
 #define TRY(call)                                                                                         \
@@ -907,8 +929,8 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         }
         TRY(tap_rows(f, "attn_norm", il, f->xh, true, T, E, E, err));
         TRY(mm(f, &D->wq, f->xh, T, f->q, err));
-        TRY(mm(f, &D->wk, f->xh, T, f->kk, err));
-        TRY(mm(f, &D->wv, f->xh, T, f->vv, err));
+        TRY(mm_x(f, &D->wk, f->xh, T, f->kk, true, err));
+        TRY(mm_x(f, &D->wv, f->xh, T, f->vv, true, err));
         KS(qn_rope_kv_write_cuda(f->q, f->kk, f->vv, D->bq, D->bk, D->bv, sd + l->pos, sd + l->slot, T, c->n_head,
                                  c->n_head_kv, c->head_dim, &rope, QN_KV_F16, f->k[il], f->v[il], f->stream));
         TRY(tap_rows(f, "q", il, f->q, false, T, HQ, HQ, err));
@@ -928,7 +950,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, f->stream));
         TRY(tap_rows(f, "ffn_inp", il, f->x, false, T, E, E, err));
         TRY(mm(f, &D->gate, f->xh, T, f->g, err));
-        TRY(mm(f, &D->up, f->xh, T, f->u, err));
+        TRY(mm_x(f, &D->up, f->xh, T, f->u, true, err));
         KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, f->stream));
         TRY(mm(f, &D->down, f->xh, T, f->y, err));
         if (f->comm) TRY(tp_allreduce(f, f->y, (size_t)T * (size_t)E, err));

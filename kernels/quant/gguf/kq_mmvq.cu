@@ -85,13 +85,13 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt =
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt) {
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, int u) {
     switch (fmt) {
-    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt);
-    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt);
-    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt);
-    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt);
-    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt);
+    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt, u);
+    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt, u);
+    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, u);
+    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, u);
+    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, u);
     default: return nullptr;
     }
 }
@@ -107,25 +107,37 @@ static int mq_pick_warps_per_row(int64_t groups, int64_t units, int n_sm) {
     return W;
 }
 
+/* Units per lane in flight when the caller leaves it open (nt <= 2 only; more tokens carry more work per
+ * load already): no more than each lane has units. */
+#define MQ_AUTO_UNROLL 1
+static int mq_pick_unroll(int nt, int64_t units, int W) {
+    if (nt > 2) return 1;
+    int u = MQ_AUTO_UNROLL;
+    while (u > 1 && units < (int64_t)32 * W * u) u /= 2;
+    return u;
+}
+
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, void *stream) {
+                         int n_sm, int warps_per_row, int unroll, void *stream) {
     const int ue = mq_unit_elems(fmt);
     if (!ue) return QN_ERR_UNSUPPORTED;
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
     if (warps_per_row != 0 && warps_per_row != 1 && warps_per_row != 2 && warps_per_row != 4) return QN_ERR_INVALID_ARG;
+    if (unroll != 0 && unroll != 1 && unroll != 2 && unroll != 4) return QN_ERR_INVALID_ARG;
     if (n <= 0 || N <= 0) return QN_OK;
     const bool f16x = kq_mmvq_takes_f16_x(fmt) != 0;
     const int8_t *qs = (const int8_t *)xq;
     const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
     for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
-        mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
-        if (!fn) fn = mq_kquant_instance(fmt, nt);
-        if (!fn) fn = mq_lutq_instance(fmt, nt);
-        if (!fn) return QN_ERR_UNSUPPORTED;
         const int R = mq_rows(ue, nt);
         const int64_t groups = (N + R - 1) / R;
         const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(groups, K / ue, n_sm);
+        const int U = nt > 2 ? 1 : unroll ? unroll : mq_pick_unroll(nt, K / ue, W);
+        mq_kernel_fn fn = mq_legacy_instance(fmt, nt, U);
+        if (!fn) fn = mq_kquant_instance(fmt, nt, U);
+        if (!fn) fn = mq_lutq_instance(fmt, nt, U);
+        if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         const int64_t grid = (groups + per_cta - 1) / per_cta;
         if (grid > 0x7fffffff) return QN_ERR_SHAPE;
