@@ -3,8 +3,9 @@
 # builds $QN_GPU_BUILD (bench/gpu_check.sh build), writes the model with `quern synth` (tokenizer from
 # .gpumodel/v/ggml-vocab-llama-bpe.gguf when carried, else SmolLM2's padded), runs `quern bench` tg with and
 # without CUDA graphs, then times every kernel of two decode steps under Nsight Compute
-# (--clock-control none, one metric: gpu__time_duration.sum) and sums them per kernel name
-# (bench/profile_summary.py). Env: QN_PROFILE_TYPES (synth types, default "Q4_K_M"), QN_PROFILE_NGEN (64).
+# (--clock-control none --cache-control none, one metric: gpu__time_duration.sum) and sums them per kernel
+# name (bench/profile_summary.py). Nsight Compute, not Systems: nsys makes no report on these machines
+# (.library/device/KINDS.md); ncu serialises the kernels, so the sum is kernel time without overlap. Env: QN_PROFILE_TYPES (synth types, default "Q4_K_M"), QN_PROFILE_NGEN (64).
 # Logs to $OUT (default ./gpu-profile-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ for ty in ${QN_PROFILE_TYPES:-Q4_K_M}; do
     timeout 200 "$Q" bench --device cuda -m "$f" -p 0 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md --no-cuda-graphs 2>>"$LOG" | tee -a "$LOG"
     if [ -n "$NCU" ]; then
         say "ncu $ty ($NCU)"
-        timeout 300 "$NCU" --clock-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+        timeout 300 "$NCU" --clock-control none --cache-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
             --log-file "$OUT/ncu-$ty.log" "$Q" bench --device cuda -m "$f" -p 0 -n 16 -r 1 --no-cuda-graphs \
             --profile-steps 6:7 >"$OUT/ncu-$ty.csv" 2>>"$LOG"
         say "ncu rc=$?"

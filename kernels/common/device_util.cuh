@@ -82,6 +82,24 @@ __device__ __forceinline__ void qn_bulk_g2s(uint32_t sdst, const void *gsrc, uin
 __device__ __forceinline__ void qn_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif
 
+/* --- programmatic dependent launch (sm_90; no-ops below) ---
+ * A kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization may start while the kernel
+ * before it in the stream still runs, once every CTA of that one has called qn_pdl_trigger() (or ended).
+ * It must call qn_pdl_wait() before it reads what the earlier kernel wrote and before its first global
+ * write; the wait returns once the earlier kernel has completed and its writes are visible. Every CTA
+ * waits before it ends (so that its grid completes after the one before: later kernels rely on that).
+ * A kernel launched without the attribute returns from the wait at once. */
+__device__ __forceinline__ void qn_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void qn_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" :::);
+#endif
+}
+
 /* --- tensor cores: D = A(16x16 f16, row) * B(16x8 f16, col) + C (f32) ---
  * Fragment ownership (g = lane/4, q = lane%4), each register two halves along k:
  *   a0: row g,   k 2q..2q+1    a1: row g+8, k 2q..2q+1

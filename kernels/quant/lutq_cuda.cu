@@ -93,11 +93,11 @@ static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
                                   float *y, void *workspace, int split, int unroll, bool x_ready, void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
-        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, unroll, stream);
+        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, unroll, ctx->sm >= 90, stream);
     void *xq = (uint8_t *)workspace + LQ_WS_COUNTERS;
     const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x(x, n, w->k, xq, stream);
     if (st != QN_OK) return st;
-    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, unroll, stream);
+    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, unroll, ctx->sm >= 90, stream);
 }
 
 qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,

@@ -262,7 +262,7 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
             void *xq = (uint8_t *)workspace + KQ_WS_COUNTERS;
             if (!(opts && opts->x_ready)) st = kq_mmvq_quantize_x(x, n, K, xq, stream);
             if (st != QN_OK) return st;
-            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, opts ? opts->unroll : 0, stream);
+            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, opts ? opts->unroll : 0, ctx->sm >= 90, stream);
         }
     }
 

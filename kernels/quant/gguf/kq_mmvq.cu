@@ -16,6 +16,7 @@
  * the build uses --use_fast_math and the host twin must match bit for bit. */
 __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restrict__ x, int64_t n8,
                                                            int8_t *__restrict__ qs, qn_mmvq_xrec *__restrict__ rec) {
+    qn_pdl_trigger(); /* the matmul after it (PDL) starts loading weights meanwhile */
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* 8-element chunk */
     const bool ok = i < n8; /* n8 % 4 == 0: a quad is all in or all out, but all lanes shuffle */
     float v[8];
@@ -118,7 +119,7 @@ static int mq_pick_unroll(int nt, int64_t units, int W) {
 }
 
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, int unroll, void *stream) {
+                         int n_sm, int warps_per_row, int unroll, int pdl, void *stream) {
     const int ue = mq_unit_elems(fmt);
     if (!ue) return QN_ERR_UNSUPPORTED;
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
@@ -151,9 +152,13 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         a.x_ld = K;
         a.warps_per_row = W;
-        void *args[] = {&a};
-        QN_CUDA_TRY(cudaLaunchKernel((const void *)fn, dim3((unsigned)grid), dim3(MQ_THREADS), args, 0,
-                                     (cudaStream_t)stream));
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(MQ_THREADS), cfg.stream = (cudaStream_t)stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
+        QN_CUDA_TRY(cudaLaunchKernelEx(&cfg, fn, a));
     }
     return QN_OK;
 }

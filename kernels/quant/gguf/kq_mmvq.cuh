@@ -26,6 +26,7 @@
 
 #include <cuda_fp16.h>
 
+#include "kernels/common/device_util.cuh" /* qn_pdl_wait, qn_pdl_trigger */
 #include "kernels/quant/gguf/kq_decode.cuh" /* kq_spread4_bit4 */
 #include "kernels/quant/gguf/kq_mmvq.h"
 
@@ -445,6 +446,7 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     static_assert(R * NT <= 32, "one warp reduce-scatter");
     __shared__ float red[MQ_WARPS][P];
 
+    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
     const int grp = warp / W, wig = warp - grp * W;
     const int64_t row0 = ((int64_t)blockIdx.x * (MQ_WARPS / W) + grp) * R;
@@ -469,6 +471,9 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
                 for (int r = 0; r < R; r++) FT::load(wrow[r], u, wu[v][r]);
             }
         }
+        /* the weights do not depend on the kernel before (PDL): their first loads are in flight before
+         * the wait for x; later iterations find the wait satisfied */
+        qn_pdl_wait();
 #pragma unroll
         for (int v = 0; v < U; v++) {
             const int64_t u = u0 + (int64_t)v * 32 * W;
@@ -487,6 +492,7 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
         }
     }
 
+    qn_pdl_wait(); /* a warp with no units: no write before the kernel before has completed */
     /* lane holds the warp's sum of value i = lane >> (5 - log2 P); lanes lane % (32 / P) == 0 write it */
     const float s = mq_warp_reduce_scatter<P>(acc, lane);
     const int i = lane / (32 / P);
