@@ -28,16 +28,27 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 for ty in ${QN_PROFILE_TYPES:-Q4_K_M}; do
     f=/tmp/llama3-8b-$ty.gguf
     [ -f "$f" ] || { say "synth $ty"; timeout 300 "$Q" synth --preset llama3-8b --type "$ty" -t 16 -o "$f" -q >>"$LOG" 2>&1; }
-    say "bench $ty"
-    timeout 200 "$Q" bench --device cuda -m "$f" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md 2>>"$LOG" | tee -a "$LOG"
+    for co in ${QN_PROFILE_CARVEOUTS:--1}; do # shared-memory carveout of the step's kernels (-1: the driver's)
+        say "bench $ty, QN_CUDA_SMEM_CARVEOUT=$co"
+        QN_CUDA_SMEM_CARVEOUT=$co timeout 200 "$Q" bench --device cuda -m "$f" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 \
+            -o md 2>>"$LOG" | tee -a "$LOG"
+    done
     timeout 200 "$Q" bench --device cuda -m "$f" -p 0 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md --no-cuda-graphs 2>>"$LOG" | tee -a "$LOG"
     if [ -n "$NCU" ]; then
         say "ncu $ty ($NCU)"
-        timeout 300 "$NCU" --clock-control none --cache-control none --profile-from-start off --metrics gpu__time_duration.sum --csv \
+        timeout 300 "$NCU" --clock-control none --cache-control none --profile-from-start off --metrics gpu__time_duration.sum,launch__shared_mem_config_size --csv \
             --log-file "$OUT/ncu-$ty.log" "$Q" bench --device cuda -m "$f" -p 0 -n 16 -r 1 --no-cuda-graphs \
             --profile-steps 6:7 >"$OUT/ncu-$ty.csv" 2>>"$LOG"
         say "ncu rc=$?"
         python3 bench/profile_summary.py "$OUT/ncu-$ty.log" --steps 2 | tee -a "$LOG"
     fi
+done
+for ty in ${QN_PROFILE_HF_TYPES:-}; do # GPTQ / AWQ / NF4 directories at 8B shapes: end-to-end decode
+    d=/tmp/llama3-8b-$ty
+    say "synth $ty"
+    timeout 200 "$Q" synth --preset llama3-8b --type "$ty" -t 16 -o "$d" -q >>"$LOG" 2>&1
+    say "bench $ty"
+    timeout 300 "$Q" bench --device cuda -m "$d" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md 2>>"$LOG" | tee -a "$LOG"
+    rm -rf "$d"
 done
 say done

@@ -21,9 +21,13 @@ def main():
     ap.add_argument("--steps", type=int, default=1)
     a = ap.parse_args()
     rows = []
+    smem = {}  # kernel -> shared-memory configuration sizes seen (launch__shared_mem_config_size)
     with open(a.csv, newline="") as fh:
         lines = [l for l in fh if l.startswith('"')]
     for r in csv.DictReader(lines):
+        if r.get("Metric Name") == "launch__shared_mem_config_size":
+            smem.setdefault(short(r["Kernel Name"]), set()).add(r["Metric Value"] + " " + r["Metric Unit"])
+            continue
         if r.get("Metric Name") != "gpu__time_duration.sum":
             continue
         us = float(r["Metric Value"].replace(",", "")) * SCALE.get(r["Metric Unit"], 1.0)
@@ -41,6 +45,8 @@ def main():
     for (k, g), (n, us) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
         print(f"| {k} | {g} | {n / a.steps:g} | {us / a.steps:.1f} | {100 * us / total:.1f}% |")
     print(f"\nkernels/step {len(rows) / a.steps:g}, kernel time/step {total / a.steps:.1f} µs")
+    for k, v in sorted(smem.items()):
+        print(f"shared-memory config: {k}: {', '.join(sorted(v))}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
- * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--json FILE] [--unroll 1|2|4] */
+ * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--json FILE] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,7 +77,6 @@ struct op_ctx {
     int rot;
     int64_t n;
     qn_quant_path path; /* AUTO, GEMV or MMVQ (the decode path) */
-    int unroll;         /* the decode path's units per lane in flight (0 = auto; --unroll) */
     const void *x;
     float *y;
     void *ws;
@@ -86,7 +85,7 @@ struct op_ctx {
 
 static int op_lutq(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
-    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO, c->unroll, false};
+    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO, false};
     return qn_lutq_matmul_cuda_ex(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream, &o) == QN_OK
                ? 0 : -1;
 }
@@ -122,14 +121,12 @@ static bool n_in_list(const char *list, int64_t n) {
 
 int main(int argc, char **argv) {
     const char *fmt_list = NULL, *n_list = NULL, *json_path = NULL;
-    int unroll = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-        else if (!strcmp(argv[i], "--unroll") && i + 1 < argc) unroll = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE] [--unroll 1|2|4]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n", argv[0]);
             return 2;
         }
     }
@@ -157,7 +154,7 @@ int main(int argc, char **argv) {
             if (!in_list(fmt_list, v.name)) continue;
             const size_t wb = v.fmt == QN_QFORMAT_F16 ? 2 * (size_t)(sh.N * sh.K) : (size_t)sh.N * qn_qformat_row_bytes(v.fmt, sh.K);
             op_ctx *c = (op_ctx *)calloc(1, sizeof(op_ctx));
-            c->qc = &qc, c->blas = blas, c->unroll = unroll;
+            c->qc = &qc, c->blas = blas;
             c->rot = qn_bench_rotations(&env, wb);
             if (c->rot > 256) c->rot = 256;
             uint8_t *h = (uint8_t *)malloc(wb);

@@ -330,7 +330,7 @@ static void print_row(const char *fmt, const char *sname, int64_t n, const char 
 static void usage(FILE *f, const char *prog) {
     fprintf(f,
             "usage: %s [--fmt LIST] [--n LIST] [--shape NxK,...|all] [--json FILE|-] [--quick] [--dequant-only]\n"
-            "          [--split-sweep] [--unroll-sweep] [--split-mode auto|workspace|cluster]\n"
+            "          [--split-sweep] [--split-mode auto|workspace|cluster]\n"
             "  GPU matmul kernels (every format the GPU takes) x Llama-3-8B shapes x n, beside cuBLAS fp16:\n"
             "  us, GB/s, TFLOP/s, %% of measured copy bandwidth; weights rotate through > 3x L2.\n"
             "  --fmt     formats, e.g. q4_K,q8_0,lq4 (default: all with a GPU kernel)\n"
@@ -345,7 +345,6 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
     const char *prog = argc > 0 && strcmp(argv[0], "kernels") ? argv[0] : "quern bench kernels";
     const char *fmt_list = NULL, *n_list = NULL, *shape_list = NULL, *json_path = NULL;
     bool sweep = false, quick = false, dequant_only = false;
-    bool usweep = false; /* MMVQ at n <= 2: every unroll x warps per row (stderr + JSON) */
     qn_quant_split_mode split_mode = QN_QUANT_SPLIT_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
@@ -353,7 +352,6 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--split-sweep")) sweep = true;
-        else if (!strcmp(argv[i], "--unroll-sweep")) usweep = true;
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--dequant-only")) dequant_only = true;
         else if (!strcmp(argv[i], "--split-mode") && i + 1 < argc &&
@@ -506,7 +504,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                 for (int pi = 0; pi < np; pi++)
                     for (int si = 0; si < (pi == 0 ? n_split : 1); si++) {
                         if (paths[pi] == QN_QUANT_PATH_MMVQ && splits[si] > 4) continue; /* warps per row: 1, 2, 4 */
-                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode, 0, false}};
+                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode, false}};
                         qn_bench_stats s;
                         if (time_rotating(op_quant, &c, rot, st, quick, &s) != 0) {
                             fprintf(stderr, "  %s %s n=%lld %s split %d: failed\n", fmt_name(f), sname,
@@ -540,24 +538,6 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                             fprintf(stderr, "  sweep %s %s n=%lld split %2d: %8.2f us %5.1f%%\n", fmt_name(f), sname,
                                     (long long)n, splits[si], p.us, p.pct);
                     }
-                if (usweep && n <= 2 && qn_quant_mmvq_has_format(f)) /* the int8 kernel's unroll x warps per row */
-                    for (int u = 1; u <= 4; u *= 2)
-                        for (int wr = 0; wr <= 4; wr = wr ? 2 * wr : 1) {
-                            op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes,
-                                        {QN_QUANT_PATH_MMVQ, wr, split_mode, u, false}};
-                            qn_bench_stats s;
-                            if (time_rotating(op_quant, &c, rot, st, quick, &s) != 0) continue;
-                            const point p = make_point(&env, s, (double)wb + n * sh.K * 2.0 + n * sh.N * 4.0, sh, n);
-                            fprintf(stderr, "  usweep %-5s %-12s n=%lld unroll %d warps/row %d: %8.2f us %5.1f%% of copy\n",
-                                    fmt_name(f), sname, (long long)n, u, wr, p.us, p.pct);
-                            if (js) {
-                                fprintf(js, "{\"bench\":\"gpu_quant_unroll\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,"
-                                            "\"unroll\":%d,\"warps_per_row\":%d,\"us\":%.3f,\"pct_copy\":%.1f,",
-                                        fmt_name(f), (long long)sh.N, (long long)sh.K, (long long)n, u, wr, p.us, p.pct);
-                                qn_bench_json_env(js, &env);
-                                fprintf(js, "}\n");
-                            }
-                        }
             }
             for (int r = 0; r < rot; r++) cudaFree(w[r]);
             if (n_rows < 128) rows[n_rows++] = row;

@@ -91,13 +91,13 @@ static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 /* The decode path on x (already in kernel column order): LQ4/LQ8 quantize x into the workspace at 64 KB,
  * then the int8 kernel; LNF4/LFP4 take x as it is. */
 static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
-                                  float *y, void *workspace, int split, int unroll, bool x_ready, void *stream) {
+                                  float *y, void *workspace, int split, bool x_ready, void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
-        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, unroll, ctx->sm >= 90, stream);
+        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
     void *xq = (uint8_t *)workspace + LQ_WS_COUNTERS;
     const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x(x, n, w->k, xq, stream);
     if (st != QN_OK) return st;
-    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, unroll, ctx->sm >= 90, stream);
+    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
 }
 
 qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
@@ -130,8 +130,8 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
         xk = xp;
     }
     if (decode) /* x_ready: only without a gather (quant.h: the same x) */
-        return lq_decode_matmul(ctx, w, xk, n, y, workspace, opts ? opts->split : 0, opts ? opts->unroll : 0,
-                                opts && opts->x_ready && !w->perm, stream);
+        return lq_decode_matmul(ctx, w, xk, n, y, workspace, opts ? opts->split : 0, opts && opts->x_ready && !w->perm,
+                                stream);
     return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
 }
 

@@ -130,6 +130,11 @@ typedef struct qn_quant_cuda_ctx {
 /* Reads device properties. QN_ERR_NO_DEVICE when the ordinal does not exist. */
 qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle);
 
+/* cudaFuncAttributePreferredSharedMemoryCarveout (percent of the most shared memory, 0..100) for the
+ * decode kernels (int8 path and its quantizer): with ops_cuda.h / attention_cuda.h's setters, one L1/shared
+ * split for all kernels of a decode step (llama_cuda.h smem_carveout). Process-wide, per device. */
+qn_status qn_quant_cuda_set_carveout(int percent);
+
 /* QN_OK if the kernels take (fmt, K); QN_ERR_UNSUPPORTED / QN_ERR_SHAPE otherwise. No CUDA calls. */
 qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K);
 
@@ -147,7 +152,6 @@ typedef struct qn_quant_matmul_opts {
     int split;                      /* K split over CTAs: 0 = auto, else 1, 2, 4, 8 or 16
                                      * (MMVQ: warps of a CTA per row, 0 = auto, 1, 2 or 4) */
     qn_quant_split_mode split_mode;
-    int unroll;                     /* MMVQ: units each lane loads before it computes (1, 2, 4; 0 = auto) */
     bool x_ready;                   /* MMVQ only: the workspace already holds the q8 activations of this very x
                                      * (same x, n, K), written by the previous MMVQ call on this stream with the
                                      * same workspace and no other use of the workspace in between: the call skips

@@ -262,7 +262,7 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
             void *xq = (uint8_t *)workspace + KQ_WS_COUNTERS;
             if (!(opts && opts->x_ready)) st = kq_mmvq_quantize_x(x, n, K, xq, stream);
             if (st != QN_OK) return st;
-            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, opts ? opts->unroll : 0, ctx->sm >= 90, stream);
+            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
         }
     }
 
@@ -298,3 +298,5 @@ qn_status qn_quant_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, con
                                const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream) {
     return qn_quant_matmul_cuda_ex(ctx, fmt, w, N, K, x, n, y, workspace, ws_bytes, stream, NULL);
 }
+
+qn_status qn_quant_cuda_set_carveout(int percent) { return kq_mmvq_set_carveout(percent); }

@@ -371,20 +371,19 @@ static int check_outputs(const char *what, const char *ref_name, const float *y,
 
 /* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference: the fp16 one, and
  * for MMVQ (asked for, or what AUTO picks) the q8 one first. */
-static void run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
-                          int unroll) {
+static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD))); /* NaN poison */
-    const qn_quant_matmul_opts o = {path, split, mode, unroll, false};
+    const qn_quant_matmul_opts o = {path, split, mode, false};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
     const qn_quant_path ran = path == QN_QUANT_PATH_AUTO ? qn_quant_select_path(p->fmt, e->ctx.sm, n) : path;
     char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d unroll=%d%s", QN_QFORMATS[p->fmt].name,
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s", QN_QFORMATS[p->fmt].name,
              (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
-             path == ran ? "" : path_name(ran), split, unroll,
+             path == ran ? "" : path_name(ran), split,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     CK(cudaStreamSynchronize(e->stream));
@@ -408,10 +407,6 @@ static void run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path path,
     free(y);
 }
 
-static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
-    run_case_full(e, p, n, path, split, mode, 0);
-}
-
 static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split) {
     run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
 }
@@ -429,11 +424,6 @@ static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
         run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, 0);
         for (int s = 1; all_splits && s <= 4; s *= 2) run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, s);
     }
-    /* the unrolled instances (1-2 tokens): every unroll x warps-per-row, K not a multiple of 32 W U units */
-    for (int64_t n = 1; n <= 2 && n <= p->nmax; n++)
-        for (int u = 1; u <= 4; u *= 2)
-            for (int s = all_splits ? 1 : 0; s <= (all_splits ? 4 : 0); s = s ? 2 * s : 1)
-                run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, s, QN_QUANT_SPLIT_AUTO, u);
     if (p->nmax >= 33) run_case(e, p, 33, QN_QUANT_PATH_MMVQ, 0); /* 8 + 8 + 8 + 8 + 1 */
     if (p->nmax >= 14) run_case(e, p, 14, QN_QUANT_PATH_MMVQ, 2); /* 8 + 6 */
 }
@@ -554,7 +544,7 @@ static size_t check_fused_weights(gpu_env *e, problem *p, const uint16_t *w16) {
             memset(onehot, 0, 2 * (size_t)(n * K));
             for (int64_t t = 0; t < n; t++) onehot[t * K + c + t] = 0x3C00; /* fp16 1.0 */
             CK(cudaMemcpy(dx1, onehot, 2 * (size_t)(n * K), cudaMemcpyHostToDevice));
-            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, 0, false};
+            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, false};
             assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, N, K, dx1, n, p->dy, p->dws, p->ws_bytes,
                                                      e->stream, &o),
                              QN_OK);
@@ -788,8 +778,8 @@ static void test_mmvq_x_ready(void **state) {
     const size_t ny = (size_t)(n * b.N);
     float *want = malloc(4 * ny), *got = malloc(4 * ny), *other = malloc(4 * ny);
     assert_true(want && got && other);
-    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, 0, false},
-                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, 0, true};
+    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false},
+                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, true};
 #define MM(P, X, O) \
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, P.fmt, P.dw, P.N, P.K, X, n, P.dy, a.dws, a.ws_bytes, e->stream, &O), QN_OK)
     MM(b, a.dx, q); /* b's weights on a's x, quantized by the call */
@@ -816,8 +806,8 @@ static void test_bad_args(void **state) {
     gpu_env *e = *state;
     problem p;
     problem_init(&p, e, QN_QFORMAT_Q4_0, 3, 64, 2, 5);
-    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, 0, false},
-                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, 0, false};
+    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, false},
+                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, false};
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, (uint8_t *)p.dw + 2, 3, 64, p.dx, 1, p.dy, NULL,
                                           0, e->stream),
                      QN_ERR_INVALID_ARG);
@@ -835,8 +825,8 @@ static void test_bad_args(void **state) {
                      QN_OK);
     /* MMVQ: asked for without room for the q8 activations, with 8 warps per row, or for F16: refused;
      * under AUTO without room it falls back to the GEMV */
-    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, 0, false},
-                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, 0, false};
+    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false},
+                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false};
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
                                              e->stream, &mq),
                      QN_ERR_INVALID_ARG);

@@ -185,16 +185,15 @@ static const char *path_name(qn_quant_path p) {
            : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : p == QN_QUANT_PATH_MMVQ ? "decode" : "auto";
 }
 
-static void run_case_u(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
-                       int unroll) {
+static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD)));
-    const qn_quant_matmul_opts o = {path, split, mode, unroll, false};
+    const qn_quant_matmul_opts o = {path, split, mode, false};
     const qn_status st = qn_lutq_matmul_cuda_ex(&e->ctx, &p->dw, p->dx, n, p->dy, p->dws, p->ws_bytes, g_stream, &o);
     char what[200];
-    snprintf(what, sizeof what, "%s n=%lld %s split=%d unroll=%d%s", p->name, (long long)n, path_name(path), split, unroll,
+    snprintf(what, sizeof what, "%s n=%lld %s split=%d%s", p->name, (long long)n, path_name(path), split,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     dev_fetch(y, p->dy, sizeof(float) * ny, 0, what);
@@ -224,10 +223,6 @@ static void run_case_u(env *e, problem *p, int64_t n, qn_quant_path path, int sp
         fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit %.0e), worst |d|/tol %.3g, %zu guard words written",
                  what, bad, ny, nmse, nmse_max, worst, guard_hit);
     free(y);
-}
-
-static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
-    run_case_u(e, p, n, path, split, mode, 0);
 }
 
 static void check_counters_zero(problem *p) {
@@ -284,9 +279,6 @@ static void run_decode_cases(env *e, problem *p) {
         if (ns[i] == 1 || ns[i] == 8) run_case(e, p, ns[i], QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO);
     }
     for (int w = 1; w <= 4; w *= 2) run_case(e, p, 3, QN_QUANT_PATH_MMVQ, w, QN_QUANT_SPLIT_AUTO);
-    for (int n = 1; n <= 2 && n <= p->nmax; n++) /* the unrolled instances, with every warps-per-row */
-        for (int u = 1; u <= 4; u *= 2)
-            for (int w = 1; w <= 4; w *= 2) run_case_u(e, p, n, QN_QUANT_PATH_MMVQ, w, QN_QUANT_SPLIT_AUTO, u);
     if (p->nmax >= 17) run_case(e, p, 17, QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO);
 }
 
@@ -414,7 +406,7 @@ static void test_gather(void **state) {
     assert_true(need4 >= 65536 + qn_mmvq_x_bytes(n, k));
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &w4, dx, n, (float *)dxp, dxp, need4 - 1, g_stream), QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LNF4, QN_QUANT_PATH_MMVQ, 64, k, false, n), 0);
-    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, 0, false};
+    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false};
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &wf, dx, n, (float *)dxp, NULL, 0, g_stream, &bad_split),
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &wf, (const uint8_t *)dx + 2, n, (float *)dxp, NULL, 0, g_stream),

@@ -86,45 +86,35 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt =
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, int u) {
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt) {
     switch (fmt) {
-    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt, u);
-    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt, u);
-    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, u);
-    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, u);
-    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, u);
+    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt);
+    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt);
+    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt);
+    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt);
+    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt);
     default: return nullptr;
     }
 }
 
 /* Warps per row when the caller leaves it open: split each row's K over more warps of the CTA until
- * the grid has about MQ_TARGET_WARPS_PER_SM warps per SM (half of what is resident: enough loads in
- * flight to cover HBM latency), keeping >= 2 units per lane before a split. Small matrices
- * (1024x4096 at n = 1: 1024 rows) split, large ones (14336 rows) do not. To be tuned from the bench. */
-#define MQ_TARGET_WARPS_PER_SM 32
-static int mq_pick_warps_per_row(int64_t groups, int64_t units, int n_sm) {
+ * the grid has about `target` warps per SM, keeping >= 2 units per lane before a split. Small matrices
+ * (1024x4096 at n = 1: 1024 rows) split, large ones do not. target, from the H200 sweep of warps per row
+ * (bench/results/gpu-decode-step-2026-12-02.md): 16 (4096-row matrices run unsplit: 6-10% faster for
+ * Q4_0/Q4_K at n = 1), 32 for Q6_K (4096x14336 is 11% slower unsplit). */
+static int mq_pick_warps_per_row(qn_qformat fmt, int64_t groups, int64_t units, int n_sm) {
+    const int64_t target = fmt == QN_QFORMAT_Q6_K ? 32 : 16;
     int W = 1;
-    while (W < MQ_WARPS && groups * W < (int64_t)MQ_TARGET_WARPS_PER_SM * n_sm && units >= 64 * W) W *= 2;
+    while (W < MQ_WARPS && groups * W < target * n_sm && units >= 64 * W) W *= 2;
     return W;
 }
 
-/* Units per lane in flight when the caller leaves it open (nt <= 2 only; more tokens carry more work per
- * load already): no more than each lane has units. */
-#define MQ_AUTO_UNROLL 1
-static int mq_pick_unroll(int nt, int64_t units, int W) {
-    if (nt > 2) return 1;
-    int u = MQ_AUTO_UNROLL;
-    while (u > 1 && units < (int64_t)32 * W * u) u /= 2;
-    return u;
-}
-
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, int unroll, int pdl, void *stream) {
+                         int n_sm, int warps_per_row, int pdl, void *stream) {
     const int ue = mq_unit_elems(fmt);
     if (!ue) return QN_ERR_UNSUPPORTED;
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
     if (warps_per_row != 0 && warps_per_row != 1 && warps_per_row != 2 && warps_per_row != 4) return QN_ERR_INVALID_ARG;
-    if (unroll != 0 && unroll != 1 && unroll != 2 && unroll != 4) return QN_ERR_INVALID_ARG;
     if (n <= 0 || N <= 0) return QN_OK;
     const bool f16x = kq_mmvq_takes_f16_x(fmt) != 0;
     const int8_t *qs = (const int8_t *)xq;
@@ -133,11 +123,10 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
         const int R = mq_rows(ue, nt);
         const int64_t groups = (N + R - 1) / R;
-        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(groups, K / ue, n_sm);
-        const int U = nt > 2 ? 1 : unroll ? unroll : mq_pick_unroll(nt, K / ue, W);
-        mq_kernel_fn fn = mq_legacy_instance(fmt, nt, U);
-        if (!fn) fn = mq_kquant_instance(fmt, nt, U);
-        if (!fn) fn = mq_lutq_instance(fmt, nt, U);
+        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(fmt, groups, K / ue, n_sm);
+        mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
+        if (!fn) fn = mq_kquant_instance(fmt, nt);
+        if (!fn) fn = mq_lutq_instance(fmt, nt);
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         const int64_t grid = (groups + per_cta - 1) / per_cta;
@@ -160,5 +149,21 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
         QN_CUDA_TRY(cudaLaunchKernelEx(&cfg, fn, a));
     }
+    return QN_OK;
+}
+
+qn_status kq_mmvq_set_carveout(int percent) {
+    if (percent < 0 || percent > 100) return QN_ERR_INVALID_ARG;
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0,
+                               QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+                               QN_QFORMAT_LQ4,  QN_QFORMAT_LQ8,  QN_QFORMAT_LNF4, QN_QFORMAT_LFP4};
+    for (qn_qformat f : fmts)
+        for (int nt = 1; nt <= MQ_MAX_NT; nt++) {
+            mq_kernel_fn fn = mq_legacy_instance(f, nt);
+            if (!fn) fn = mq_kquant_instance(f, nt);
+            if (!fn) fn = mq_lutq_instance(f, nt);
+            if (fn) QN_CUDA_TRY(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
+        }
+    QN_CUDA_TRY(cudaFuncSetAttribute((const void *)mq_quantize_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
     return QN_OK;
 }

@@ -437,9 +437,7 @@ struct mq_pow2 {
     static constexpr int P = N <= 1 ? 1 : N <= 2 ? 2 : N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
 };
 
-/* U: units each lane loads before it computes (1, 2, 4; instances with U > 1 only for NT <= 2, where
- * one unit's loads are too few bytes in flight per warp to cover HBM latency). */
-template <qn_qformat F, int NT, int U>
+template <qn_qformat F, int NT>
 __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
     using FT = mq_fmt<F>;
     constexpr int R = mq_rows(FT::UE, NT), QB = FT::UE / 32, P = mq_pow2<R * NT>::P;
@@ -461,33 +459,23 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     for (int i = 0; i < P; i++) acc[i] = 0.f;
 
 #pragma unroll 1
-    for (int64_t u0 = 32 * wig + lane; u0 < units; u0 += 32 * W * U) {
-        typename FT::unit wu[U][R];
+    for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
+        typename FT::unit wu[R];
 #pragma unroll
-        for (int v = 0; v < U; v++) { /* every load of the U units first */
-            const int64_t u = u0 + (int64_t)v * 32 * W;
-            if (v == 0 || u < units) {
-#pragma unroll
-                for (int r = 0; r < R; r++) FT::load(wrow[r], u, wu[v][r]);
-            }
-        }
+        for (int r = 0; r < R; r++) FT::load(wrow[r], u, wu[r]);
         /* the weights do not depend on the kernel before (PDL): their first loads are in flight before
-         * the wait for x; later iterations find the wait satisfied */
+         * the wait for x; later iterations find the wait satisfied. (Loading 2 or 4 units per lane before
+         * computing was measured on the H200 and gained nothing: bench/results/gpu-decode-step-2026-12-02.md.) */
         qn_pdl_wait();
 #pragma unroll
-        for (int v = 0; v < U; v++) {
-            const int64_t u = u0 + (int64_t)v * 32 * W;
-            if (v > 0 && u >= units) break;
+        for (int j = 0; j < QB; j++) {
+            const int64_t xb = FT::xblock(u, j);
 #pragma unroll
-            for (int j = 0; j < QB; j++) {
-                const int64_t xb = FT::xblock(u, j);
+            for (int t = 0; t < NT; t++) {
+                typename mq_xsrc<F>::blk x;
+                mq_xsrc<F>::load(a, t, xb, x);
 #pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    typename mq_xsrc<F>::blk x;
-                    mq_xsrc<F>::load(a, t, xb, x);
-#pragma unroll
-                    for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[v][r], j, x);
-                }
+                for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
             }
         }
     }
@@ -517,31 +505,27 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
 /* --- host side: the instance table of one translation unit --- */
 typedef void (*mq_kernel_fn)(mq_args);
 
-/* The instance for nt tokens and unroll u (u = 2, 4 only for nt <= 2; NULL otherwise). */
 template <qn_qformat F>
-mq_kernel_fn mq_instance(int nt, int u) {
-    if (u == 2) return nt == 1 ? mq_kernel<F, 1, 2> : nt == 2 ? mq_kernel<F, 2, 2> : nullptr;
-    if (u == 4) return nt == 1 ? mq_kernel<F, 1, 4> : nt == 2 ? mq_kernel<F, 2, 4> : nullptr;
-    if (u != 1) return nullptr;
+mq_kernel_fn mq_instance(int nt) {
     switch (nt) {
-    case 1: return mq_kernel<F, 1, 1>;
-    case 2: return mq_kernel<F, 2, 1>;
-    case 3: return mq_kernel<F, 3, 1>;
-    case 4: return mq_kernel<F, 4, 1>;
-    case 5: return mq_kernel<F, 5, 1>;
-    case 6: return mq_kernel<F, 6, 1>;
-    case 7: return mq_kernel<F, 7, 1>;
-    case 8: return mq_kernel<F, 8, 1>;
+    case 1: return mq_kernel<F, 1>;
+    case 2: return mq_kernel<F, 2>;
+    case 3: return mq_kernel<F, 3>;
+    case 4: return mq_kernel<F, 4>;
+    case 5: return mq_kernel<F, 5>;
+    case 6: return mq_kernel<F, 6>;
+    case 7: return mq_kernel<F, 7>;
+    case 8: return mq_kernel<F, 8>;
     default: return nullptr;
     }
 }
 
 /* Elements per unit of fmt (legacy 32, Q4_K/Q5_K/Q6_K 64, Q2_K/Q3_K 128), 0 if not an int8-path format. */
 int mq_unit_elems(qn_qformat fmt);
-/* The kernel of (fmt, nt, unroll u), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
+/* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
  * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h). */
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, int u);
-mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, int u);
-mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, int u);
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt);
+mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt);
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt);
 
 #endif /* QN_KQ_MMVQ_CUH */

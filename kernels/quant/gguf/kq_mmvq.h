@@ -60,12 +60,15 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt);
  * w: [N][qn_qformat_row_bytes(fmt, K)] blocks, 16-byte aligned; xq: the buffer kq_mmvq_quantize_x wrote
  * for these n tokens, or for kq_mmvq_takes_f16_x formats x itself ([n][K] fp16, 16-byte aligned); y [n][N]
  * f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
- * inside a CTA, 0 picks one from the grid size (n_sm). unroll: units each lane loads before it computes,
- * 1, 2 or 4 (launches of 1-2 tokens; more tokens always 1), 0 = auto. pdl (sm_90 only): launched as a
+ * inside a CTA, 0 picks one from the grid size (n_sm). pdl (sm_90 only): launched as a
  * programmatic dependent of the kernel before it in the stream, so that its CTAs start and load weights while
  * that one finishes (device_util.cuh). QN_ERR_UNSUPPORTED for a format it lacks. */
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, int unroll, int pdl, void *stream);
+                         int n_sm, int warps_per_row, int pdl, void *stream);
+
+/* cudaFuncAttributePreferredSharedMemoryCarveout (percent, 0..100) for every instance and the quantizer
+ * (quant.h qn_quant_cuda_set_carveout). */
+qn_status kq_mmvq_set_carveout(int percent);
 
 #ifdef __cplusplus
 }
