@@ -28,11 +28,8 @@ NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -
 for ty in ${QN_PROFILE_TYPES:-Q4_K_M}; do
     f=/tmp/llama3-8b-$ty.gguf
     [ -f "$f" ] || { say "synth $ty"; timeout 300 "$Q" synth --preset llama3-8b --type "$ty" -t 16 -o "$f" -q >>"$LOG" 2>&1; }
-    for co in ${QN_PROFILE_CARVEOUTS:--1}; do # shared-memory carveout of the step's kernels (-1: the driver's)
-        say "bench $ty, QN_CUDA_SMEM_CARVEOUT=$co"
-        QN_CUDA_SMEM_CARVEOUT=$co timeout 200 "$Q" bench --device cuda -m "$f" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 \
-            -o md 2>>"$LOG" | tee -a "$LOG"
-    done
+    say "bench $ty"
+    timeout 200 "$Q" bench --device cuda -m "$f" -p 512 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md 2>>"$LOG" | tee -a "$LOG"
     timeout 200 "$Q" bench --device cuda -m "$f" -p 0 -n "${QN_PROFILE_NGEN:-64}" -r 3 -o md --no-cuda-graphs 2>>"$LOG" | tee -a "$LOG"
     if [ -n "$NCU" ]; then
         say "ncu $ty ($NCU)"

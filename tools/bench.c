@@ -87,7 +87,18 @@ static int run_test(qn_engine *e, const qn_model *m, bench_test *t, int reps) {
 
 static const char *model_type(const qn_model *m, char *buf, size_t cap) {
     const double p = (double)m->n_params;
-    const char *q = m->layers[0].wq.fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[m->layers[0].wq.fmt].name : "?";
+    const qn_weight *wq = &m->layers[0].wq;
+    char lq[48];
+    const char *q = wq->fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[wq->fmt].name : "?";
+    if (wq->lutq) { /* HF GPTQ / AWQ / bnb: the repacked layout, not its f32 activation format */
+        const qn_lutq_weight *l = wq->lutq;
+        if (l->lut_identity)
+            snprintf(lq, sizeof lq, "gptq/awq %d-bit g%lld", (int)l->code_bits,
+                     (long long)(l->n_groups > 0 ? l->k / l->n_groups : l->k));
+        else
+            snprintf(lq, sizeof lq, "bnb %d-bit", (int)l->code_bits);
+        q = lq;
+    }
     if (p >= 1e9)
         snprintf(buf, cap, "%s %.0fB %s", qn_arch_name(m->cfg.arch), p / 1e9, q);
     else

@@ -601,25 +601,3 @@ extern "C" qn_status qn_kv_copy_block_cuda(void *k_cache, void *v_cache, int32_t
                                 cudaMemcpyDeviceToDevice, st));
     return QN_OK;
 }
-
-/* ------------------------------------------------------------------------------------------------
- * Shared-memory carveout (attention_cuda.h) */
-
-template <typename KV>
-static qn_status attn_set_carveout_kv(int percent) {
-    const void *fns[] = {(const void *)paged_attention_fwd<64, KV>, (const void *)paged_attention_fwd<80, KV>,
-                         (const void *)paged_attention_fwd<96, KV>, (const void *)paged_attention_fwd<128, KV>,
-                         (const void *)paged_attention_fwd<256, KV>};
-    for (const void *f : fns) QN_CUDA_TRY(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
-    return QN_OK;
-}
-
-extern "C" qn_status qn_attn_cuda_set_carveout(int percent) {
-    if (percent < 0 || percent > 100) return QN_ERR_INVALID_ARG;
-    qn_status s = attn_set_carveout_kv<kv_f16>(percent);
-    if (s == QN_OK) s = attn_set_carveout_kv<kv_bf16>(percent);
-    if (s != QN_OK) return s;
-    QN_CUDA_TRY(cudaFuncSetAttribute((const void *)paged_attention_combine, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
-    QN_CUDA_TRY(cudaFuncSetAttribute((const void *)rope_kv_write, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
-    return QN_OK;
-}

@@ -98,10 +98,6 @@ size_t qn_attn_cuda_workspace_size(int32_t n_tokens, int32_t n_heads, int32_t he
  * written to the cache; the device tiles are not validated. */
 qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, void *stream);
 
-/* cudaFuncAttributePreferredSharedMemoryCarveout (percent, 0..100) for the attention, combine and
- * RoPE/KV-write kernels (ops_cuda.h qn_ops_cuda_set_carveout says why). */
-qn_status qn_attn_cuda_set_carveout(int percent);
-
 /* Copies block src to block dst of one layer's caches (copy-on-write of a shared prefix block). */
 qn_status qn_kv_copy_block_cuda(void *k_cache, void *v_cache, int32_t src, int32_t dst, int32_t block_size,
                                 int32_t n_kv_heads, int32_t head_dim, void *stream);

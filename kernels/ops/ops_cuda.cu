@@ -430,14 +430,3 @@ qn_status qn_f32_to_f16_cuda(const float *x, int64_t n, uint16_t *out, void *str
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }
-
-/* ------------------------------------------------------------------------------------------------
- * Shared-memory carveout of this file's per-step kernels (ops_cuda.h). */
-qn_status qn_ops_cuda_set_carveout(int percent) {
-    if (percent < 0 || percent > 100) return QN_ERR_INVALID_ARG;
-    const void *fns[] = {(const void *)k_rmsnorm_v4<false>, (const void *)k_rmsnorm_v4<true>,
-                         (const void *)k_rmsnorm<false>, (const void *)k_rmsnorm<true>, (const void *)k_add,
-                         (const void *)k_silu_mul, (const void *)k_f32_to_f16};
-    for (const void *f : fns) QN_CUDA_TRY(cudaFuncSetAttribute(f, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
-    return QN_OK;
-}

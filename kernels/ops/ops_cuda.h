@@ -43,11 +43,6 @@ qn_status qn_silu_mul_cuda(const float *g, const float *u, /* [n_rows][n] */ int
 /* out[i] = fp16(x[i]) */
 qn_status qn_f32_to_f16_cuda(const float *x, int64_t n, uint16_t *out, void *stream);
 
-/* cudaFuncAttributePreferredSharedMemoryCarveout (percent of the most shared memory, 0..100) for the
- * norm, add and SiLU kernels: one L1/shared split for every kernel of a forward step, so that the SM does
- * not reconfigure between kernels that would each pick their own (llama_cuda.h smem_carveout). */
-qn_status qn_ops_cuda_set_carveout(int percent);
-
 #ifdef __cplusplus
 }
 #endif

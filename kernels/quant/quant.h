@@ -130,11 +130,6 @@ typedef struct qn_quant_cuda_ctx {
 /* Reads device properties. QN_ERR_NO_DEVICE when the ordinal does not exist. */
 qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle);
 
-/* cudaFuncAttributePreferredSharedMemoryCarveout (percent of the most shared memory, 0..100) for the
- * decode kernels (int8 path and its quantizer): with ops_cuda.h / attention_cuda.h's setters, one L1/shared
- * split for all kernels of a decode step (llama_cuda.h smem_carveout). Process-wide, per device. */
-qn_status qn_quant_cuda_set_carveout(int percent);
-
 /* QN_OK if the kernels take (fmt, K); QN_ERR_UNSUPPORTED / QN_ERR_SHAPE otherwise. No CUDA calls. */
 qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K);
 

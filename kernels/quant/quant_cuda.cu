@@ -298,5 +298,3 @@ qn_status qn_quant_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, con
                                const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream) {
     return qn_quant_matmul_cuda_ex(ctx, fmt, w, N, K, x, n, y, workspace, ws_bytes, stream, NULL);
 }
-
-qn_status qn_quant_cuda_set_carveout(int percent) { return kq_mmvq_set_carveout(percent); }

@@ -164,18 +164,9 @@ struct qn_llama_cuda {
     uint64_t ar_calls;
 };
 
-/* QN_CUDA_SMEM_CARVEOUT: a tuning knob, read once into the params (nothing global keeps it). */
-static int32_t carveout_from_env(void) {
-    const char *e = getenv("QN_CUDA_SMEM_CARVEOUT");
-    char *end = NULL;
-    const long v = e && *e ? strtol(e, &end, 10) : -1;
-    return e && *e && end && *end == '\0' && v >= 0 && v <= 100 ? (int32_t)v : -1;
-}
-
 qn_llama_cuda_params qn_llama_cuda_params_default(void) {
     return (qn_llama_cuda_params){.device = 0, .max_tokens = 512, .max_seqs = 1, .max_ctx = 2048, .n_blocks = 128,
-                                  .block_size = 16, .cuda_graphs = true, .profile_begin = 1, .profile_end = 0,
-                                  .smem_carveout = carveout_from_env()};
+                                  .block_size = 16, .cuda_graphs = true, .profile_begin = 1, .profile_end = 0};
 }
 
 const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return f->name; }
@@ -793,13 +784,6 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
     }
     if ((st = qn_quant_cuda_ctx_init(&f->qctx, p->device, f->cublas)) != QN_OK) {
         qn_error_set(err, st, "cuda: reading device %d properties failed", p->device);
-        goto fail;
-    }
-    if (p->smem_carveout >= 0 &&
-        ((st = qn_quant_cuda_set_carveout(p->smem_carveout)) != QN_OK ||
-         (st = qn_ops_cuda_set_carveout(p->smem_carveout)) != QN_OK ||
-         (st = qn_attn_cuda_set_carveout(p->smem_carveout)) != QN_OK)) {
-        qn_error_set(err, st, "cuda: setting the shared-memory carveout to %d%% failed", p->smem_carveout);
         goto fail;
     }
     if (cudaStreamCreateWithFlags(&f->stream, cudaStreamNonBlocking) != cudaSuccess) {

@@ -35,9 +35,6 @@ typedef struct qn_llama_cuda_params {
     int32_t profile_begin;  /* cudaProfilerStart before step profile_begin, Stop after profile_end */
     int32_t profile_end;    /* (0-based step numbers; begin > end: off) */
     int32_t load_threads;   /* host threads repacking GPTQ/AWQ/bnb (lutq) weights at create; <= 0: online CPUs */
-    int32_t smem_carveout;  /* 0..100: cudaFuncAttributePreferredSharedMemoryCarveout of every decode-step kernel
-                             * (one L1/shared split, no SM reconfiguration between kernels); -1: each kernel's
-                             * own (the driver's choice). Default: env QN_CUDA_SMEM_CARVEOUT, else -1. */
 } qn_llama_cuda_params;
 
 qn_llama_cuda_params qn_llama_cuda_params_default(void);

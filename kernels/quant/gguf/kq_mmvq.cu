@@ -97,15 +97,17 @@ mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt) {
     }
 }
 
-/* Warps per row when the caller leaves it open: split each row's K over more warps of the CTA until
- * the grid has about `target` warps per SM, keeping >= 2 units per lane before a split. Small matrices
- * (1024x4096 at n = 1: 1024 rows) split, large ones do not. target, from the H200 sweep of warps per row
- * (bench/results/gpu-decode-step-2026-12-02.md): 16 (4096-row matrices run unsplit: 6-10% faster for
- * Q4_0/Q4_K at n = 1), 32 for Q6_K (4096x14336 is 11% slower unsplit). */
-static int mq_pick_warps_per_row(qn_qformat fmt, int64_t groups, int64_t units, int n_sm) {
-    const int64_t target = fmt == QN_QFORMAT_Q6_K ? 32 : 16;
+/* Warps per row when the caller leaves it open: split each row's K over more warps of the CTA until the
+ * grid has about `target` warps per SM, keeping >= 2 units per lane before a split. Small matrices
+ * (1024x4096 at n = 1) split, large ones do not. From the H200 sweep of warps per row at n = 1, 2
+ * (bench/results/gpu-decode-step-2026-12-02.md): there, counting rows, target 16 (4096-row matrices run
+ * unsplit: 6-10% faster for Q4_0/Q4_K), except Q6_K (32: 4096x14336 is 11% slower unsplit); n > 2 (not
+ * swept) keeps the first rule, warp groups against 32. */
+static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, int64_t units, int n_sm) {
+    const int64_t target = nt > 2 || fmt == QN_QFORMAT_Q6_K ? 32 : 16;
+    const int64_t count = nt > 2 ? groups : groups * R;
     int W = 1;
-    while (W < MQ_WARPS && groups * W < target * n_sm && units >= 64 * W) W *= 2;
+    while (W < MQ_WARPS && count * W < target * n_sm && units >= 64 * W) W *= 2;
     return W;
 }
 
@@ -123,7 +125,7 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
         const int R = mq_rows(ue, nt);
         const int64_t groups = (N + R - 1) / R;
-        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(fmt, groups, K / ue, n_sm);
+        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(fmt, nt, groups, R, K / ue, n_sm);
         mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
         if (!fn) fn = mq_kquant_instance(fmt, nt);
         if (!fn) fn = mq_lutq_instance(fmt, nt);
@@ -149,21 +151,5 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
         QN_CUDA_TRY(cudaLaunchKernelEx(&cfg, fn, a));
     }
-    return QN_OK;
-}
-
-qn_status kq_mmvq_set_carveout(int percent) {
-    if (percent < 0 || percent > 100) return QN_ERR_INVALID_ARG;
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0,
-                               QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
-                               QN_QFORMAT_LQ4,  QN_QFORMAT_LQ8,  QN_QFORMAT_LNF4, QN_QFORMAT_LFP4};
-    for (qn_qformat f : fmts)
-        for (int nt = 1; nt <= MQ_MAX_NT; nt++) {
-            mq_kernel_fn fn = mq_legacy_instance(f, nt);
-            if (!fn) fn = mq_kquant_instance(f, nt);
-            if (!fn) fn = mq_lutq_instance(f, nt);
-            if (fn) QN_CUDA_TRY(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
-        }
-    QN_CUDA_TRY(cudaFuncSetAttribute((const void *)mq_quantize_kernel, cudaFuncAttributePreferredSharedMemoryCarveout, percent));
     return QN_OK;
 }

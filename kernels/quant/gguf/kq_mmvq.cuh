@@ -36,10 +36,12 @@
 
 /* Rows per warp group for units of ue elements and nt tokens: more rows reuse each activation load
  * (L1 traffic per weight byte grows with nt), fewer rows give more warps on a small matrix and fewer
- * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows). To be tuned
- * from bench_gpu_quant; the launcher sizes the grid with the same function. */
+ * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows). At nt = 1 two
+ * rows (one row each moved ~3.5 bytes of activations and weights through L1 per Q4_K weight byte against
+ * Q8_0's ~2.2, and ran at 52% of copy bandwidth against Q8_0's 78%, bench/results/gpu-decode-step-2026-12-02.md).
+ * The launcher sizes the grid with the same function. */
 __host__ __device__ constexpr int mq_rows(int ue, int nt) {
-    return nt == 1 ? 1 : (nt <= 3 || ue >= 128) ? 2 : 4;
+    return nt == 1 ? (ue >= 128 ? 1 : 2) : (nt <= 3 || ue >= 128) ? 2 : 4;
 }
 /* CTAs per SM the kernel is built for: 4 (16 warps, <= 128 registers) keeps enough loads in flight
  * to cover HBM latency; the K-quants at nt >= 4 need up to ~250 registers (ptxas -v: several hundred

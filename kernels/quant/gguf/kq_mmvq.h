@@ -66,10 +66,6 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt);
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
                          int n_sm, int warps_per_row, int pdl, void *stream);
 
-/* cudaFuncAttributePreferredSharedMemoryCarveout (percent, 0..100) for every instance and the quantizer
- * (quant.h qn_quant_cuda_set_carveout). */
-qn_status kq_mmvq_set_carveout(int percent);
-
 #ifdef __cplusplus
 }
 #endif
