@@ -35,16 +35,20 @@ static void on_progress(void *ud, const qn_hfq_progress *p) {
 int qn_cmd_quantize_hf(int argc, char **argv) {
     int n_threads = qn_tool_default_threads(), bits = 4, group_size = 128, n_samples = 0, calib_ctx = 0;
     bool act_order = false, sym = false, v2 = false, rtn = false, double_quant = false, quiet = false, help = false;
-    bool no_clip = false, verbose = false;
+    bool no_clip = false, verbose = false, mse = false, no_act_order = false, dynamic_groups = false;
     int awq_grid = 0;
     float damp = 0.01f;
     const char *calib = NULL;
     const qn_arg table[] = {
         {"bits", NULL, 'b', QN_ARG_INT, &bits, "gptq: 2, 3, 4 or 8 (default 4)"},
         {"group-size", NULL, 'g', QN_ARG_INT, &group_size, "gptq/awq: columns per group, -1 = one group (gptq; default 128)"},
-        {"act-order", "desc-act", 0, QN_ARG_BOOL, &act_order, "gptq: columns by descending Hessian diagonal"},
+        {"act-order", "desc-act", 0, QN_ARG_BOOL, &act_order, "gptq: columns by descending Hessian diagonal (the default)"},
+        {"no-act-order", NULL, 0, QN_ARG_BOOL, &no_act_order, "gptq: columns in their stored order"},
+        {"dynamic-groups", NULL, 0, QN_ARG_BOOL, &dynamic_groups, "gptq: fit each group's scale/zero when GPTQ reaches it, "
+         "on the updated weights (default: static groups, fitted on the original weights; g_idx stays k / group)"},
         {"sym", NULL, 0, QN_ARG_BOOL, &sym, "gptq: symmetric (default: asymmetric scale/zero)"},
         {"damp", NULL, 0, QN_ARG_FLOAT, &damp, "gptq: dampening, fraction of the mean diagonal (default 0.01)"},
+        {"mse", NULL, 0, QN_ARG_BOOL, &mse, "gptq: per-group range search (shrink of min/max, lowest |error|^2.4)"},
         {"v2", NULL, 0, QN_ARG_BOOL, &v2, "gptq: write checkpoint_format gptq_v2 (GPTQModel) instead of gptq"},
         {"calib", NULL, 0, QN_ARG_STR, &calib, "gptq/awq: calibration text file"},
         {"calib-samples", NULL, 0, QN_ARG_INT, &n_samples, "gptq/awq: calibration windows (default 64)"},
@@ -70,8 +74,11 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
     p.method = !strcmp(pos[2], "nf4") ? QN_HFQ_NF4 : !strcmp(pos[2], "awq") ? QN_HFQ_AWQ : QN_HFQ_GPTQ;
     p.awq.group_size = group_size, p.awq.clip = !no_clip;
     if (awq_grid) p.awq.n_grid = awq_grid;
-    p.gptq.bits = bits, p.gptq.group_size = group_size, p.gptq.act_order = act_order, p.gptq.sym = sym;
-    p.gptq.v2 = v2, p.gptq.damp = damp, p.rtn = rtn, p.double_quant = double_quant;
+    /* act-order with static groups by default: the one GPTQ variant measured better than round-to-nearest on
+     * SmolLM2 (bench/results/quality-hf-quantize-2026-12-02.md); --act-order is kept for old command lines */
+    (void)act_order;
+    p.gptq.bits = bits, p.gptq.group_size = group_size, p.gptq.act_order = !no_act_order, p.gptq.sym = sym;
+    p.gptq.v2 = v2, p.gptq.mse = mse, p.gptq.static_groups = !dynamic_groups, p.gptq.damp = damp, p.rtn = rtn, p.double_quant = double_quant;
     if (n_samples) p.calib.n_samples = n_samples;
     if (calib_ctx) p.calib.ctx = calib_ctx;
     p.n_threads = n_threads < 1 ? 1 : n_threads;
@@ -83,9 +90,6 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
         }
         if (!(text = qn_tool_read_text("quantize", calib, &p.calib_len))) return 1;
         p.calib_text = text;
-        if (p.method == QN_HFQ_GPTQ)
-            fprintf(stderr, "quern quantize: warning: GPTQ currently measures WORSE than round-to-nearest on SmolLM2 "
-                            "(bench/results/quality-hf-quantize-2026-12-02.md); a defect under investigation\n");
     }
     hf_progress_state ps = {.tty = isatty(2) != 0, .quiet = quiet, .verbose = verbose};
     p.progress = on_progress, p.awq_log = on_awq, p.progress_ud = &ps;

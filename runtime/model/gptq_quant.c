@@ -14,10 +14,12 @@
 #include "kernels/common/half.h"
 
 #define QN_GPTQ_TILE_ROWS 16 /* rows sharing one pass over U: 16 rows × B floats of error stay in L1 */
+#define QN_GPTQ_MSE_GRID 100.0f /* shrink steps of 1/100 ... */
+#define QN_GPTQ_MSE_MAXSHRINK 0.8f /* ... down to p = 0.21 (AutoGPTQ's defaults) */
 
 qn_gptq_params qn_gptq_params_default(void) {
-    return (qn_gptq_params){.bits = 4, .group_size = 128, .sym = false, .act_order = false, .v2 = false,
-                            .damp = 0.01f, .block_size = 128};
+    return (qn_gptq_params){.bits = 4, .group_size = 128, .sym = false, .act_order = false,
+                            .static_groups = false, .v2 = false, .mse = false, .damp = 0.01f, .block_size = 128};
 }
 
 void qn_gptq_result_free(qn_gptq_result *r) {
@@ -102,13 +104,9 @@ qn_status qn_gptq_hinv_upper(double *h, int64_t k, double *u, qn_threadpool *tp)
 
 static float f16_round(float x) { return qn_f16_to_f32(qn_f32_to_f16(x)); }
 
-static void find_params(const float *x, int64_t len, int32_t bits, bool sym, bool v2, float *scale, int32_t *zero) {
+/* scale/zero of the range [xmin, xmax] (xmin <= 0 <= xmax), the scale rounded to the fp16 it is stored as */
+static void fit_range(float xmin, float xmax, int32_t bits, bool sym, bool v2, float *scale, int32_t *zero) {
     const int32_t maxq = (1 << bits) - 1;
-    float xmin = 0, xmax = 0;
-    for (int64_t i = 0; i < len; i++) {
-        xmin = x[i] < xmin ? x[i] : xmin;
-        xmax = x[i] > xmax ? x[i] : xmax;
-    }
     if (sym) {
         xmax = -xmin > xmax ? -xmin : xmax;
         if (xmin < 0) xmin = -xmax;
@@ -136,6 +134,38 @@ static inline int32_t quant1(float x, float s, int32_t z, int32_t maxq) {
     return (int32_t)q;
 }
 
+/* Σ |Q(x) − x|^2.4 over the group (AutoGPTQ's quantizer norm): the fp16 rounding of Q(x) left out, as there */
+static double grid_err(const float *x, int64_t len, float s, int32_t z, int32_t maxq) {
+    double e = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const float d = fabsf(s * (float)(quant1(x[i], s, z, maxq) - z) - x[i]);
+        e += (double)powf(d, 2.4f);
+    }
+    return e;
+}
+
+/* min-max fit, or with mse the shrink p·[xmin, xmax], p = 1, 0.99, ..., 0.21, of lowest grid_err (AutoGPTQ
+ * quantizer.find_params with mse=True: grid 100, maxshrink 0.8, norm 2.4) */
+static void find_params(const float *x, int64_t len, const qn_gptq_params *p, float *scale, int32_t *zero) {
+    float xmin = 0, xmax = 0;
+    for (int64_t i = 0; i < len; i++) {
+        xmin = x[i] < xmin ? x[i] : xmin;
+        xmax = x[i] > xmax ? x[i] : xmax;
+    }
+    fit_range(xmin, xmax, p->bits, p->sym, p->v2, scale, zero);
+    if (!p->mse) return;
+    const int32_t maxq = (1 << p->bits) - 1;
+    double best = grid_err(x, len, *scale, *zero, maxq);
+    for (int i = 1; i < (int)(QN_GPTQ_MSE_MAXSHRINK * QN_GPTQ_MSE_GRID); i++) {
+        const float sh = 1.0f - (float)i / QN_GPTQ_MSE_GRID;
+        float s;
+        int32_t z;
+        fit_range(sh * xmin, sh * xmax, p->bits, p->sym, p->v2, &s, &z);
+        const double e = grid_err(x, len, s, z, maxq);
+        if (e < best) best = e, *scale = s, *zero = z;
+    }
+}
+
 typedef struct gptq_job {
     const qn_gptq_params *p;
     int64_t n, k, gs;
@@ -145,6 +175,8 @@ typedef struct gptq_job {
     float *scale;       /* [n_groups][n] (fp16 values) */
     int32_t *zero;      /* [n_groups][n] */
     double *loss;       /* [nth] */
+    bool static_groups; /* scale/zero fitted before the loop on the original columns; group = perm[col] / gs */
+    const int64_t *perm;/* [k] permuted column -> original column */
 } gptq_job;
 
 static void gptq_rows_fn(void *arg, int ith, int nth) {
@@ -168,10 +200,11 @@ static void gptq_rows_fn(void *arg, int ith, int nth) {
                 float s = 0;
                 int32_t z = 0;
                 for (int64_t i = 0; i < cnt; i++) {
-                    const int64_t col = i1 + i, grp = col / gs;
-                    if (col % gs == 0) { /* fitted on the outer row: earlier blocks' updates, not this block's */
-                        find_params(w + col, col + gs < k ? gs : k - col, p->bits, p->sym, p->v2,
-                                    &g->scale[grp * n + r], &g->zero[grp * n + r]);
+                    const int64_t col = i1 + i, grp = g->static_groups ? g->perm[col] / gs : col / gs;
+                    /* fitted on the outer row: earlier blocks' updates, not this block's */
+                    if (!g->static_groups && col % gs == 0) {
+                        find_params(w + col, col + gs < k ? gs : k - col, p, &g->scale[grp * n + r],
+                                    &g->zero[grp * n + r]);
                     }
                     s = g->scale[grp * n + r], z = g->zero[grp * n + r];
                     const int32_t q = quant1(b1[i], s, z, maxq);
@@ -207,6 +240,22 @@ typedef struct diag_key {
 static int cmp_desc(const void *a, const void *b) { /* by descending key, ties by index (a stable sort) */
     const diag_key *x = a, *y = b;
     return x->key > y->key ? -1 : x->key < y->key ? 1 : (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/* AutoGPTQ static_groups: every group's scale/zero fitted before GPTQ runs, on the original weights (dead columns
+ * zeroed) in the original column order, so the grid is RTN's and g_idx stays k / gs under act-order.
+ * scale/zero: [n_groups][n]. */
+static qn_status fit_static_groups(const float *w, int64_t n, int64_t k, int64_t gs, const double *diag,
+                                   const qn_gptq_params *p, float *scale, int32_t *zero, qn_error *err) {
+    float *row = malloc(sizeof(float) * (size_t)k);
+    if (!row) return qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory");
+    for (int64_t r = 0; r < n; r++) {
+        for (int64_t j = 0; j < k; j++) row[j] = diag[j] == 0 ? 0.0f : w[r * k + j];
+        for (int64_t g0 = 0; g0 < k; g0 += gs)
+            find_params(row + g0, g0 + gs < k ? gs : k - g0, p, &scale[(g0 / gs) * n + r], &zero[(g0 / gs) * n + r]);
+    }
+    free(row);
+    return QN_OK;
 }
 
 qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h, const qn_gptq_params *p,
@@ -267,8 +316,10 @@ qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h,
         }
         for (int64_t i = 0; i < k * k; i++) uf[i] = (float)ud[i];
     }
+    const bool stat = h && p->static_groups;
+    if (stat && (st = fit_static_groups(w, n, k, gs, diag, p, scale, out->zeros, err)) != QN_OK) goto done;
     gptq_job job = {.p = p, .n = n, .k = k, .gs = gs, .w = wp, .u = uf, .qp = qp, .scale = scale, .zero = out->zeros,
-                    .loss = loss};
+                    .loss = loss, .static_groups = stat, .perm = perm};
     run(tp, gptq_rows_fn, &job);
     for (int i = 0; i < nth; i++) {
         if (isnan(loss[i])) {
@@ -279,7 +330,7 @@ qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h,
     }
     for (int64_t r = 0; r < n; r++)
         for (int64_t j = 0; j < k; j++) out->q[r * k + perm[j]] = qp[r * k + j];
-    for (int64_t j = 0; j < k; j++) out->g_idx[perm[j]] = (int32_t)(j / gs);
+    for (int64_t j = 0; j < k; j++) out->g_idx[perm[j]] = (int32_t)((stat ? perm[j] : j) / gs);
     for (int64_t i = 0; i < G * n; i++) out->scales[i] = qn_f32_to_f16(scale[i]);
 done:
     free(perm), free(wp), free(uf), free(hd), free(ud), free(diag), free(loss), free(qp), free(scale);

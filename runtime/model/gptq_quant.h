@@ -4,8 +4,9 @@
  * (model/hf_quantize.h). Owns nothing beyond one call's scratch; threads come from the caller's pool.
  *
  * Conventions: W is [n][k] row-major (PyTorch nn.Linear, n = out_features). Group g of the (possibly
- * act-order-permuted) column order covers columns [g·gs, (g+1)·gs) of that order; g_idx maps an ORIGINAL
- * column to its group. Scales are rounded to fp16 when fitted, so the error feedback sees the stored scale.
+ * act-order-permuted) column order covers columns [g·gs, (g+1)·gs) of that order, or with static_groups columns
+ * [g·gs, (g+1)·gs) of the original order whatever the processing order; g_idx maps an ORIGINAL column to its
+ * group. Scales are rounded to fp16 when fitted, so the error feedback sees the stored scale.
  * A v1 ("gptq") checkpoint stores zero − 1 and readers add 1 without wrapping (hf_quant.c, qlinear_cuda), so
  * a v1 asymmetric zero is kept >= 1: a group whose min-max zero would be 0 takes zero 1 and the scale
  * max / (maxq − 1) instead. v2 ("gptq_v2") stores the zero itself and has no such limit. */
@@ -24,7 +25,9 @@ typedef struct qn_gptq_params {
     int32_t group_size;  /* > 0, or -1 = one group over all of K */
     bool sym;            /* zero = 2^(bits-1), scale = 2·max|w| / maxq */
     bool act_order;      /* desc_act: columns by descending diag(H) */
+    bool static_groups;  /* groups of the original order, fitted on the original W before GPTQ (RTN's grid) */
     bool v2;             /* zeros stored as gptq_v2 (no zero >= 1 limit) */
+    bool mse;            /* group range shrunk to the lowest Σ|Q(w) − w|^2.4 (AutoGPTQ mse=True), else min-max */
     float damp;          /* percdamp: λ = damp · mean(diag H) (AutoGPTQ 0.01) */
     int32_t block_size;  /* lazy-batch block B (128) */
 } qn_gptq_params;

@@ -412,13 +412,14 @@ static json_t *quant_config_json(const qn_hfq_params *p) {
         return json_pack("{s:s,s:i,s:i,s:b,s:s,s:n}", "quant_method", "awq", "bits", 4, "group_size",
                          p->awq.group_size, "zero_point", 1, "version", "gemm", "modules_to_not_convert");
     const qn_gptq_params *g = &p->gptq;
-    return json_pack("{s:i,s:i,s:b,s:b,s:f,s:b,s:b,s:b,s:s,s:s,s:s,s:n,s:s,s:{s:[s],s:f,s:b,s:s}}", "bits", g->bits,
-                     "group_size", g->group_size, "desc_act", g->act_order, "sym", g->sym, "damp_percent",
-                     (double)g->damp, "static_groups", 0, "true_sequential", 1, "lm_head", 0, "quant_method", "gptq",
+    const bool act = g->act_order && !p->rtn, stat = g->static_groups && !p->rtn; /* RTN has no Hessian order */
+    return json_pack("{s:i,s:i,s:b,s:b,s:f,s:b,s:b,s:b,s:s,s:s,s:s,s:n,s:s,s:{s:[s],s:f,s:b,s:b,s:b,s:s}}", "bits",
+                     g->bits, "group_size", g->group_size, "desc_act", act, "sym", g->sym, "damp_percent",
+                     (double)g->damp, "static_groups", stat, "true_sequential", 1, "lm_head", 0, "quant_method", "gptq",
                      "checkpoint_format", g->v2 ? "gptq_v2" : "gptq", "pack_dtype", "int32", "model_name_or_path",
                      "model_file_base_name", "model", "meta", "quantizer", p->rtn ? "quern:rtn" : "quern:gptq",
-                     "damp_percent", (double)g->damp, "true_sequential", 1, "calibration",
-                     p->rtn ? "none" : "text");
+                     "damp_percent", (double)g->damp, "static_groups", stat, "true_sequential", 1, "mse", g->mse,
+                     "calibration", p->rtn ? "none" : "text");
 }
 
 static qn_status write_json(json_t *j, const char *path, qn_error *err) {

@@ -90,7 +90,7 @@ static void ref_params(const double *x, int64_t len, int bits, bool sym, float *
 
 /* column-by-column GPTQ; gs must be a multiple of the lazy block (or -1) for the codes to agree exactly */
 static void ref_gptq(const float *w, int64_t n, int64_t k, const float *hf, int bits, int64_t gs, bool sym, bool act,
-                     double damp, uint8_t *q_out, double *werr) {
+                     bool stat, double damp, uint8_t *q_out, double *werr) {
     double *h = malloc(sizeof(double) * (size_t)(k * k)), *u = malloc(sizeof(double) * (size_t)(k * k));
     double *wd = malloc(sizeof(double) * (size_t)(n * k));
     int64_t *perm = malloc(sizeof(int64_t) * (size_t)k);
@@ -113,12 +113,17 @@ static void ref_gptq(const float *w, int64_t n, int64_t k, const float *hf, int 
     for (int64_t r = 0; r < n; r++)
         for (int64_t j = 0; j < k; j++) wd[r * k + j] = w[r * k + perm[j]];
     *werr = 0;
+    double *orig = malloc(sizeof(double) * (size_t)k);
     for (int64_t r = 0; r < n; r++) {
         double *wr = wd + r * k;
         float s = 0;
         int z = 0;
+        for (int64_t j = 0; j < k; j++) orig[j] = w[r * k + j];
         for (int64_t i = 0; i < k; i++) {
-            if (i % gs == 0) ref_params(wr + i, i + gs < k ? gs : k - i, bits, sym, &s, &z);
+            if (stat) /* static groups: the group of the original column, fitted on the original row */
+                ref_params(orig + perm[i] / gs * gs, perm[i] / gs * gs + gs < k ? gs : k - perm[i] / gs * gs, bits,
+                           sym, &s, &z);
+            else if (i % gs == 0) ref_params(wr + i, i + gs < k ? gs : k - i, bits, sym, &s, &z);
             double qv = nearbyint((double)(float)((float)wr[i] / s)) + z;
             qv = qv < 0 ? 0 : qv > maxq ? maxq : qv;
             q_out[r * k + perm[i]] = (uint8_t)qv;
@@ -127,7 +132,7 @@ static void ref_gptq(const float *w, int64_t n, int64_t k, const float *hf, int 
         }
     }
     (void)col;
-    free(col), free(h), free(u), free(wd), free(perm);
+    free(col), free(h), free(u), free(wd), free(perm), free(orig);
 }
 
 /* tr((W − Q) H (W − Q)ᵀ): the proxy loss GPTQ minimizes */
@@ -166,9 +171,9 @@ static void test_hinv_upper(void **state) {
     free(hf), free(h), free(u), free(ur);
 }
 
-static void check_gptq(int bits, int gs, bool sym, bool act) {
+static void check_gptq(int bits, int gs, bool sym, bool act, bool stat) {
     qn_rng r;
-    qn_rng_seed(&r, 1000 + bits * 10 + (gs > 0) + 2 * sym + 4 * act);
+    qn_rng_seed(&r, 1000 + bits * 10 + (gs > 0) + 2 * sym + 4 * act + 8 * stat);
     const int64_t n = 32, k = 384;
     float *w = malloc(sizeof(float) * n * k), *h = malloc(sizeof(float) * k * k);
     float *deq = malloc(sizeof(float) * n * k), *deq_ref = malloc(sizeof(float) * n * k);
@@ -176,12 +181,12 @@ static void check_gptq(int bits, int gs, bool sym, bool act) {
     qn_rng_fill_normal(&r, w, (size_t)(n * k), 0.05f);
     make_h(&r, k, 800, h);
     qn_gptq_params p = qn_gptq_params_default();
-    p.bits = bits, p.group_size = gs, p.sym = sym, p.act_order = act;
+    p.bits = bits, p.group_size = gs, p.sym = sym, p.act_order = act, p.static_groups = stat;
     qn_gptq_result res;
     qn_error err = {0};
     assert_int_equal(qn_gptq_quantize(w, n, k, h, &p, NULL, &res, &err), QN_OK);
     double werr;
-    ref_gptq(w, n, k, h, bits, gs, sym, act, p.damp, qref, &werr);
+    ref_gptq(w, n, k, h, bits, gs, sym, act, stat, p.damp, qref, &werr);
     int64_t same = 0;
     for (int64_t i = 0; i < n * k; i++) same += res.q[i] == qref[i];
     /* reference dequant with our scales (same params in both when codes agree) */
@@ -196,8 +201,8 @@ static void check_gptq(int bits, int gs, bool sym, bool act) {
     float *deq_rtn = malloc(sizeof(float) * n * k);
     qn_gptq_result_dequant(&rtn, deq_rtn);
     const double lrtn = hloss(w, deq_rtn, n, k, h);
-    printf("gptq b%d g%d %s %s: codes equal %.4f, loss %.5g (ref %.5g, rtn %.5g)\n", bits, gs, sym ? "sym" : "asym",
-           act ? "act" : "noact", (double)same / (double)(n * k), lq, lr, lrtn);
+    printf("gptq b%d g%d %s %s%s: codes equal %.4f, loss %.5g (ref %.5g, rtn %.5g)\n", bits, gs, sym ? "sym" : "asym",
+           act ? "act" : "noact", stat ? " static" : "", (double)same / (double)(n * k), lq, lr, lrtn);
     assert_true(same >= (int64_t)(0.995 * (double)(n * k))); /* float vs double: rare rounding-boundary flips */
     assert_true(fabs(lq - lr) <= 0.02 * lr);
     assert_true(lq < lrtn);
@@ -207,10 +212,13 @@ static void check_gptq(int bits, int gs, bool sym, bool act) {
     for (int64_t j = 0; j < k; j++) {
         assert_true(res.g_idx[j] >= 0 && res.g_idx[j] < G);
         cnt[res.g_idx[j]]++;
-        if (!act) assert_int_equal(res.g_idx[j], gs > 0 ? j / gs : 0);
+        if (!act || stat) assert_int_equal(res.g_idx[j], gs > 0 ? j / gs : 0);
     }
     for (int64_t g = 0; g < G; g++) assert_int_equal(cnt[g], gs > 0 ? (g + 1 < G ? gs : k - g * gs) : k);
-    if (act)
+    if (stat) /* the grid is RTN's: scale/zero from the original weights of the original groups */
+        for (int64_t i = 0; i < G * n; i++)
+            assert_true(res.scales[i] == rtn.scales[i] && res.zeros[i] == rtn.zeros[i]);
+    if (act && !stat)
         for (int64_t i = 0; i < k; i++)
             for (int64_t j = 0; j < k; j++)
                 if (res.g_idx[i] < res.g_idx[j]) assert_true(h[i * k + i] >= h[j * k + j]);
@@ -220,12 +228,50 @@ static void check_gptq(int bits, int gs, bool sym, bool act) {
 
 static void test_gptq_vs_ref(void **state) {
     (void)state;
-    check_gptq(4, 128, false, false);
-    check_gptq(4, 128, true, true);
-    check_gptq(4, -1, false, true);
-    check_gptq(3, 128, false, false);
-    check_gptq(8, 128, true, false);
-    check_gptq(2, 128, false, true);
+    check_gptq(4, 128, false, false, false);
+    check_gptq(4, 128, true, true, false);
+    check_gptq(4, -1, false, true, false);
+    check_gptq(3, 128, false, false, false);
+    check_gptq(8, 128, true, false, false);
+    check_gptq(2, 128, false, true, false);
+    check_gptq(4, 128, false, true, true);
+    check_gptq(3, 128, true, true, true);
+    check_gptq(4, 128, false, false, true);
+}
+
+/* --mse: every group's Σ|Q(w) − w|^2.4 is at most the min-max grid's (p = 1 is one of the candidates), and lower
+ * somewhere on heavy-tailed weights */
+static void test_mse_range(void **state) {
+    (void)state;
+    qn_rng r;
+    qn_rng_seed(&r, 21);
+    const int64_t n = 16, k = 256, gs = 64, G = k / gs;
+    float *w = malloc(sizeof(float) * n * k), *d0 = malloc(sizeof(float) * n * k), *d1 = malloc(sizeof(float) * n * k);
+    qn_rng_fill_normal(&r, w, (size_t)(n * k), 0.02f);
+    for (int64_t i = 0; i < n * k; i += 97) w[i] *= 8; /* outliers, so that clipping pays */
+    qn_gptq_params p = qn_gptq_params_default();
+    p.group_size = (int32_t)gs;
+    qn_gptq_result a, b;
+    qn_error err = {0};
+    assert_int_equal(qn_gptq_quantize(w, n, k, NULL, &p, NULL, &a, &err), QN_OK);
+    p.mse = true;
+    assert_int_equal(qn_gptq_quantize(w, n, k, NULL, &p, NULL, &b, &err), QN_OK);
+    qn_gptq_result_dequant(&a, d0), qn_gptq_result_dequant(&b, d1);
+    int lower = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t g = 0; g < G; g++) {
+            double e0 = 0, e1 = 0;
+            for (int64_t j = g * gs; j < (g + 1) * gs; j++) {
+                e0 += pow(fabs((double)d0[i * k + j] - w[i * k + j]), 2.4);
+                e1 += pow(fabs((double)d1[i * k + j] - w[i * k + j]), 2.4);
+            }
+            assert_true(e1 <= e0 * (1 + 1e-3)); /* fp16 rounding of the decoded values is outside the search */
+            lower += e1 < 0.99 * e0;
+        }
+    printf("mse range: %d of %lld groups lower than min-max\n", lower, (long long)(n * G));
+    assert_true(lower > 0);
+    free(w), free(d0), free(d1);
+    qn_gptq_result_free(&a), qn_gptq_result_free(&b);
 }
 
 static void test_pack_roundtrip(void **state) {
@@ -337,7 +383,8 @@ static void test_nf4_dynamic_map_peer(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hinv_upper),   cmocka_unit_test(test_gptq_vs_ref), cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_hinv_upper),   cmocka_unit_test(test_gptq_vs_ref), cmocka_unit_test(test_mse_range),
+        cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_nf4),          cmocka_unit_test(test_nf4_dynamic_map_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
