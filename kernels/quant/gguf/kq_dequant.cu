@@ -95,16 +95,22 @@ __global__ void __launch_bounds__(KQD_THREADS, KQD_MIN_BLOCKS)
     const int64_t n_tiles = (n_units + KQD_UNITS - 1) / KQD_UNITS;
     const int64_t step = (int64_t)gridDim.x * KQD_WARPS;
 
-    /* The buffer's last word may be partial: cp.async reads only its valid bytes (zero-filling the
-     * rest), so nothing past the last block is read. */
+    /* The buffer's last word may be partial: it is copied byte by byte with plain loads, zero-filled,
+     * so nothing past the last block is read (compute-sanitizer counts a cp.async with a short source
+     * size as a 16-byte read past the allocation: seen on the H200 at 287d110). */
     auto stage = [&](int buf, int64_t tile) {
         const int64_t base = tile * C::TILE_BYTES;
 #pragma unroll
         for (int j = 0; j < (C::TILE_WORDS + 31) / 32; j++) {
             const int i = lane + 32 * j;
             const int64_t left = w_bytes - (base + 16 * i);
-            if ((C::TILE_WORDS % 32 == 0 || i < C::TILE_WORDS) && left > 0)
-                qn_cp_async16_s(sin + buf * C::IN_SLOT + 16 * i, w + base + 16 * i, left < 16 ? (uint32_t)left : 16u);
+            if (!(C::TILE_WORDS % 32 == 0 || i < C::TILE_WORDS) || left <= 0) continue;
+            if (left >= 16) {
+                qn_cp_async16_s(sin + buf * C::IN_SLOT + 16 * i, w + base + 16 * i, 16u);
+            } else {
+                uint8_t *d = slot + buf * C::IN_SLOT + 16 * i;
+                for (int b = 0; b < 16; b++) d[b] = b < left ? w[base + 16 * i + b] : (uint8_t)0;
+            }
         }
     };
 
