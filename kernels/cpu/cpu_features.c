@@ -3,6 +3,9 @@
  * qn_cpu_kernels_fill_<isa> (kernels_table_cpu.c). Reads nothing from the environment: an ISA
  * override reaches us only as an argument (tools/ owns flags and env). */
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "kernels/cpu/cpu_kernels.h"
 
@@ -28,6 +31,14 @@ const char *qn_cpu_isa_name(qn_cpu_isa isa) {
     return (unsigned)isa < QN_CPU_ISA_COUNT ? QN_CPU_ISA_NAMES[isa] : "?";
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* F16C (CPUID leaf 1, ECX bit 29) read directly: clang 14's __builtin_cpu_supports has no "f16c". */
+static int qn_cpu_has_f16c(void) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 /* The filler for isa when both this build and this CPU have it, else NULL. */
 static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {
     switch (isa) {
@@ -36,7 +47,7 @@ static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {
 #if defined(QN_HAVE_ISA_AVX2) && (defined(__x86_64__) || defined(__i386__))
     case QN_CPU_ISA_AVX2:
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && qn_cpu_has_f16c())
             return qn_cpu_kernels_fill_avx2;
         return NULL;
 #endif
@@ -45,7 +56,7 @@ static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {
         __builtin_cpu_init();
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+            __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && qn_cpu_has_f16c())
             return qn_cpu_kernels_fill_avx512;
         return NULL;
 #endif

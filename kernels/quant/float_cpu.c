@@ -33,13 +33,6 @@ static void dot_bf16_scalar(int64_t n, float *out, const void *wv, const void *a
 /* ------------------------------------------------------------------ x86: AVX2 and AVX-512 */
 #if defined(QN_SIMD_X86)
 
-QN_INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 #if defined(QN_SIMD_X86_512)
 #define QN_VW 16
 typedef __m512 qn_vf;
@@ -52,6 +45,12 @@ typedef __m512 qn_vf;
 #define QN_VLOAD_BF16(p) \
     _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #else
+QN_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 #define QN_VW 8
 typedef __m256 qn_vf;
 #define QN_VZERO() _mm256_setzero_ps()

@@ -119,8 +119,6 @@ QN_INLINE __m256i bits32(const uint8_t *qh) {
 QN_INLINE __m256i dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
-/* Same for s8·s8: move the sign of w onto a so that w can go in the unsigned operand. */
-QN_INLINE __m256i dot_s8s8(__m256i w, __m256i a) { return dot_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)); }
 
 /* Weight decoders: block ib -> 32 signed (S) or unsigned (U) bytes in element order. */
 QN_INLINE __m256i dec_q4_0(const void *w, int64_t ib) {
@@ -145,10 +143,6 @@ QN_INLINE __m128 load4_f16(const uint8_t *p, size_t stride) {
     uint16_t h[4];
     for (int i = 0; i < 4; i++) memcpy(&h[i], p + (size_t)i * stride, 2);
     return _mm_cvtph_ps(_mm_setr_epi16((short)h[0], (short)h[1], (short)h[2], (short)h[3], 0, 0, 0, 0));
-}
-QN_INLINE float hsum128(__m128 s) {
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* Weight rows (block stride WB, d @0 and, with HAS_MIN, m @2) · Q8_0 rows (HAS_MIN = 0, symmetric
