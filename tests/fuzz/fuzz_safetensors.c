@@ -1,5 +1,7 @@
 /* fuzz_safetensors.c — libFuzzer target: any byte string through qn_st_open_memory, then every
- * tensor view and metadata entry of what parses. Built with -DQN_FUZZ=ON and clang. */
+ * tensor view and metadata entry of what parses. Built with -DQN_FUZZ=ON and clang; seeds in
+ * tests/fuzz/corpus_safetensors/ (without them the fuzzer rarely gets past the JSON header: jansson
+ * carries no coverage). Run: build-fuzz/tests/fuzz_safetensors NEW_DIR tests/fuzz/corpus_safetensors */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
