@@ -6,9 +6,10 @@
 # in_features) fail with a clear message and leave no output directory. Skips (77) when the model or alice29 is
 # missing.
 # GPTQ uses a small calibration (8 x 256 tokens of lcet10) to stay within the CPU budget, with the CLI defaults
-# (act-order, static groups: 23.60 vs RTN 24.14 measured, bench/results/quality-hf-quantize-2026-12-02.md; without
-# act-order and static groups GPTQ measured 24.84, worse than RTN). AWQ uses 4 x 256 tokens and searches 5 alpha
-# points instead of 20 for the same reason (21.60 vs RTN 23.12 measured; 21.26 with 8 x 256, grid 20).
+# (act-order, static groups, damp 0.1: 23.02 vs RTN 24.14 measured, bench/results/quality-hf-quantize-2026-12-02.md;
+# the old defaults, no act-order, dynamic groups, damp 0.01, measured 24.84, worse than RTN). AWQ uses 4 x 256 tokens
+# and searches 5 alpha points instead of 20 for the same reason (21.60 vs RTN 23.12 measured; 21.26 with 8 x 256,
+# grid 20).
 # QN_TEST_LABELS: cpu slow
 import os
 import re
