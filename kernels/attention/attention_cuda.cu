@@ -1,7 +1,8 @@
 /* attention_cuda.cu — the CUDA attention of attention_cuda.h: rope_kv_write (bias + RoPE + KV-cache
  * store), paged_attention_fwd (flash-style paged attention on fp16/bf16 tensor cores, split-K) with
  * paged_attention_combine, and the KV block copy. Launch planning (tiles, splits, workspace) is host
- * C in attn_tiles.c.
+ * C in attn_tiles.c. Steps of decode tokens only go to paged_attention_decode (attention_decode.cu)
+ * unless the caller forces this kernel; what both share is in attn_common.cuh.
  *
  * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), 4 warps:
  *   rows   r = t * G + g (token t of the tile, group head g), at most ROWS = 64 per CTA (more rows,
@@ -28,43 +29,7 @@
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_util.cuh"
-
-#define ATTN_THREADS 128 /* 4 warps: one per SM sub-partition */
-#define ATTN_ROWS 64     /* query rows (token x group head) per CTA: 4 warps x 16 mma rows */
-#define ATTN_KT 64       /* keys per shared-memory KV tile */
-#define ATTN_LOG2E 1.4426950408889634f
-/* (m, l) an empty split leaves for the combine: l < 0 never comes out of a real softmax sum */
-#define ATTN_ML_EMPTY make_float2(INFINITY, -1.0f)
-__device__ __forceinline__ bool attn_ml_is_empty(float m, float l) { return m == INFINITY && l == -1.0f; }
-
-/* ------------------------------------------------------------------------------------------------
- * fp16 / bf16 traits: packing two floats into an mma operand register, and the mma itself */
-
-struct kv_f16 {
-    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
-        return qn_h2_bits(__floats2half2_rn(lo, hi));
-    }
-    __device__ static __forceinline__ uint16_t one(float x) { return __half_as_ushort(__float2half_rn(x)); }
-    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-        qn_mma_16816(c, a0, a1, a2, a3, b0, b1);
-    }
-};
-
-struct kv_bf16 {
-    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-    __device__ static __forceinline__ uint16_t one(float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); }
-    __device__ static __forceinline__ void mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                               uint32_t b0, uint32_t b1) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
-};
+#include "kernels/attention/attn_common.cuh"
 
 /* Four 8x8 b16 matrices, transposed: lane l gets (row 2(l%4), col l/4) and (row 2(l%4)+1, col l/4)
  * of each; lanes 8i..8i+7 give the row addresses of matrix i. On V stored [key][d] this yields the
@@ -198,13 +163,7 @@ extern "C" qn_status qn_rope_kv_write_cuda(float *q, const float *k, const float
 /* ------------------------------------------------------------------------------------------------
  * paged_attention_fwd */
 
-struct attn_params {
-    qn_attn_cuda_args a;         /* the caller's arguments, by value (pointers are device memory) */
-    int group, n_chunks, n_splits;
-    float qscale;                /* scale * log2(e): scores live in the exp2 domain */
-    float *ws_o;                 /* [n_splits][n_tokens][n_heads][D] unnormalised O */
-    float2 *ws_ml;               /* [n_splits][n_tokens][n_heads] (m, l) */
-};
+
 
 /* Shared memory (halves; rows padded by 8 halves = 16 bytes so that the 8 rows of one ldmatrix
  * phase or of one fragment load fall on distinct bank groups for every supported D). */
@@ -438,13 +397,7 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
         }
         const int R = row0 + r;
         const size_t orow = (size_t)(first + R / p.group) * p.a.n_heads + (size_t)(kvh * p.group + R % p.group);
-        if (direct) {
-            p.a.out[orow * D + d] = __half_as_ushort(__float2half_rn(L > 0.0f ? O / L : 0.0f));
-        } else {
-            const size_t prow = (size_t)split * p.a.n_tokens * p.a.n_heads + orow;
-            p.ws_o[prow * D + d] = O;
-            if (d == 0) p.ws_ml[prow] = make_float2(M, L);
-        }
+        attn_store<D>(p, direct, split, orow, d, M, L, O);
     }
 }
 
@@ -461,9 +414,8 @@ __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_p
     const int pos0 = p.a.positions[tile.first];
     /* the split's key range, from the real positions (a captured graph stays valid as contexts grow) */
     const int n_keys = pos0 + tile.count;
-    const int n_kt = (n_keys + ATTN_KT - 1) / ATTN_KT;
-    const int per = (n_kt + p.n_splits - 1) / p.n_splits;
-    const int kt_begin = min(n_kt, split * per), kt_end = min(n_kt, kt_begin + per);
+    const attn_split sp = attn_split_keys(n_keys, p.n_splits, split);
+    const int kt_begin = sp.k_begin / ATTN_KT, kt_end = (sp.k_end + ATTN_KT - 1) / ATTN_KT;
     /* Non-empty splits are a prefix (split 0 always has keys). An empty split only marks its rows
      * ATTN_ML_EMPTY for the combine and leaves: with a capacity-sized split count and a short
      * context (decode at ctx 20 of 4096: 15 of 16 splits) most CTAs are empty. When split 0 holds
@@ -476,7 +428,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_p
         }
         return;
     }
-    const bool direct = kt_begin == 0 && kt_end == n_kt; /* this split holds every key of the tile */
+    const bool direct = sp.all; /* this split holds every key of the tile */
     if (rows <= 16)
         attn_cta<D, KV, 4>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
     else if (rows <= 32)
@@ -558,7 +510,11 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
         a->n_heads % a->n_kv_heads != 0 || a->n_splits < 0 || a->n_splits > QN_ATTN_MAX_SPLITS ||
         a->n_kv_heads > 65535 || a->max_blocks_per_seq <= 0)
         return QN_ERR_INVALID_ARG;
+    if (a->path != QN_ATTN_PATH_AUTO && a->path != QN_ATTN_PATH_TENSOR_CORE && a->path != QN_ATTN_PATH_DECODE)
+        return QN_ERR_INVALID_ARG;
     if (a->n_tokens == 0 || a->n_tiles == 0) return QN_OK;
+    const int decode = qn_attn_cuda_takes_decode(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D);
+    if (a->path == QN_ATTN_PATH_DECODE && !decode) return QN_ERR_UNSUPPORTED;
     const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
     const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
     if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;
@@ -577,8 +533,12 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
     if ((int64_t)a->n_tiles * p.n_chunks > INT32_MAX) return QN_ERR_SHAPE;
 
     cudaStream_t st = (cudaStream_t)stream;
-    const qn_status s = a->kv_dtype == QN_KV_BF16 ? attn_dispatch_d<kv_bf16>(p, D, a->n_tiles, st)
-                                                   : attn_dispatch_d<kv_f16>(p, D, a->n_tiles, st);
+    const bool bf16 = a->kv_dtype == QN_KV_BF16;
+    qn_status s;
+    if (a->path == QN_ATTN_PATH_DECODE || (a->path == QN_ATTN_PATH_AUTO && decode))
+        s = attn_decode_launch(p, bf16, st);
+    else
+        s = bf16 ? attn_dispatch_d<kv_bf16>(p, D, a->n_tiles, st) : attn_dispatch_d<kv_f16>(p, D, a->n_tiles, st);
     if (s != QN_OK || n_splits == 1) return s;
     paged_attention_combine<<<(unsigned)((rows + 3) / 4), 128, 0, st>>>(p.ws_o, p.ws_ml, (int)rows, D, n_splits,
                                                                          a->out);

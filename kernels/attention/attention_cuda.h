@@ -64,6 +64,18 @@ qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads
                                 void *k_cache, void *v_cache, /* [n_slots][n_kv_heads][head_dim] */
                                 void *stream);
 
+/* Which kernel serves a launch. AUTO: DECODE when qn_attn_cuda_takes_decode(), else TENSOR_CORE.
+ * TENSOR_CORE (paged_attention_fwd): any tiles; mma.sync on shared-memory K/V tiles.
+ * DECODE (paged_attention_decode): every tile one token (n_tiles == n_tokens), head_dim 64 or 128,
+ *   group <= 8; K/V rows straight from global memory into CUDA-core f32 dot products, ~20 KB of
+ *   shared memory instead of ~87 KB, Q and P kept in f32. Forcing it where it does not apply is
+ *   QN_ERR_UNSUPPORTED. Both cut the keys into the same splits (same workspace, same combine). */
+typedef enum qn_attn_path { QN_ATTN_PATH_AUTO = 0, QN_ATTN_PATH_TENSOR_CORE = 1, QN_ATTN_PATH_DECODE = 2 } qn_attn_path;
+
+/* Whether AUTO takes the decode kernel for this launch shape (host C, no CUDA call). */
+int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
+                              int32_t head_dim);
+
 typedef struct qn_attn_cuda_args {
     const float *q;              /* [n_tokens][n_heads][head_dim] f32, RoPE applied */
     const void *k_cache;         /* [n_slots][n_kv_heads][head_dim] */
@@ -78,6 +90,7 @@ typedef struct qn_attn_cuda_args {
     int32_t n_tokens, n_heads, n_kv_heads, head_dim, block_size;
     int32_t max_ctx;             /* upper bound of positions + 1 this launch may see: sizes n_splits */
     int32_t n_splits;            /* 0: qn_attn_cuda_splits(); else forced (tests), <= QN_ATTN_MAX_SPLITS */
+    qn_attn_path path;           /* AUTO in the forward pass; tests force each kernel */
     float scale;                 /* usually 1/sqrt(head_dim) */
     uint16_t *out;               /* [n_tokens][n_heads][head_dim] fp16: the o-projection input */
     void *workspace;             /* qn_attn_cuda_workspace_size() bytes, 16-byte aligned */

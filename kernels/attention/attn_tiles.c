@@ -38,6 +38,14 @@ int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx
     return s < 1 ? 1 : (int32_t)s;
 }
 
+#define QN_ATTN_DECODE_MAX_GROUP 8
+
+int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
+                              int32_t head_dim) {
+    if (n_tokens <= 0 || n_tiles != n_tokens || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) return 0;
+    return (head_dim == 64 || head_dim == 128) && n_heads / n_kv_heads <= QN_ATTN_DECODE_MAX_GROUP;
+}
+
 size_t qn_attn_cuda_workspace_size(int32_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t n_splits) {
     if (n_splits <= 1 || n_tokens <= 0 || n_heads <= 0 || head_dim <= 0) return 0;
     const size_t rows = (size_t)n_splits * (size_t)n_tokens * (size_t)n_heads;

@@ -48,6 +48,9 @@ static float from_kv(uint16_t h, qn_kv_dtype dt) { return dt == QN_KV_BF16 ? qn_
 static const char *dt_name(qn_kv_dtype dt) { return dt == QN_KV_BF16 ? "bf16" : "f16"; }
 
 /* sign-magnitude 16-bit float bits -> an integer that orders like the value (+0 == -0) */
+static const char *path_name(qn_attn_path p) {
+    return p == QN_ATTN_PATH_DECODE ? "decode" : p == QN_ATTN_PATH_TENSOR_CORE ? "tensor-core" : "auto";
+}
 static int ord16(uint16_t h) { return (h & 0x8000u) ? -(int)(h & 0x7fffu) : (int)h; }
 
 static void shuffle_i32(qn_rng *r, int32_t *a, int n) {
@@ -169,6 +172,19 @@ static void test_bad_args(void **state) {
     a.n_splits = 1, a.n_heads = 9, a.n_kv_heads = 2;
     assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_INVALID_ARG);
     assert_int_equal(qn_attn_paged_cuda(NULL, 132, NULL), QN_ERR_INVALID_ARG);
+    a.n_heads = 8, a.path = (qn_attn_path)3;
+    assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_INVALID_ARG);
+    a.path = QN_ATTN_PATH_DECODE, a.head_dim = 96; /* the decode kernel has head_dim 64 and 128 only */
+    assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_UNSUPPORTED);
+
+    /* which shapes AUTO gives the decode kernel */
+    assert_true(qn_attn_cuda_takes_decode(1, 1, 32, 8, 128));
+    assert_true(qn_attn_cuda_takes_decode(256, 256, 9, 3, 64));
+    assert_true(qn_attn_cuda_takes_decode(3, 3, 16, 2, 64));     /* group 8 */
+    assert_false(qn_attn_cuda_takes_decode(4, 4, 32, 2, 128));   /* group 16 */
+    assert_false(qn_attn_cuda_takes_decode(4, 4, 8, 8, 96));     /* head_dim 96 */
+    assert_false(qn_attn_cuda_takes_decode(5, 4, 32, 8, 128));   /* a tile of two tokens */
+    assert_false(qn_attn_cuda_takes_decode(0, 0, 32, 8, 128));
 
     qn_rope_cuda_params rp = {63, 0, 10000.0f, 1.0f, NULL};
     assert_int_equal(qn_rope_kv_write_cuda(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 2, 64, &rp, QN_KV_F16,
@@ -354,7 +370,7 @@ static void print_case(const attn_case *c, const attn_problem *p, int n_splits) 
 }
 
 /* Runs one (case, n_splits); returns 1 when it passes, printing the worst element otherwise. */
-static int attn_run(const attn_case *c, attn_problem *p, int forced_splits) {
+static int attn_run(const attn_case *c, attn_problem *p, int forced_splits, qn_attn_path path) {
     const int D = c->head_dim;
     const size_t on = (size_t)p->n_tokens * c->n_heads * D;
     const int n_splits = forced_splits ? forced_splits : qn_attn_cuda_splits(p->n_tiles, c->n_kv, p->max_ctx, g_n_sm);
@@ -367,20 +383,20 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits) {
     a.positions = p->dpos, a.seq_idx = p->dseq, a.block_tables = p->dbt, a.max_blocks_per_seq = p->max_blocks;
     a.tiles = p->dtiles, a.n_tiles = p->n_tiles;
     a.n_tokens = p->n_tokens, a.n_heads = c->n_heads, a.n_kv_heads = c->n_kv, a.head_dim = D;
-    a.block_size = c->block_size, a.max_ctx = p->max_ctx, a.n_splits = forced_splits;
+    a.block_size = c->block_size, a.max_ctx = p->max_ctx, a.n_splits = forced_splits, a.path = path;
     a.scale = (float)(1.0 / sqrt((double)D));
     a.out = dout, a.workspace = dws, a.ws_bytes = ws;
     const qn_status st = qn_attn_paged_cuda(&a, g_n_sm, g_stream);
     uint16_t *out = malloc(2 * on);
     assert_non_null(out);
     char what[96];
-    snprintf(what, sizeof what, "attention case %s, n_splits %d", c->name, n_splits);
+    snprintf(what, sizeof what, "attention case %s, n_splits %d, path %s", c->name, n_splits, path_name(path));
     dev_fetch(out, dout, 2 * on, 2 * OUT_GUARD, what); /* fails on an overwritten guard */
     cudaFree(dout);
     cudaFree(dws);
     if (st != QN_OK) {
         print_case(c, p, n_splits);
-        fprintf(stderr, "  qn_attn_paged_cuda returned %d\n", (int)st);
+        fprintf(stderr, "  qn_attn_paged_cuda (path %s) returned %d\n", path_name(path), (int)st);
         free(out);
         return 0;
     }
@@ -405,8 +421,8 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits) {
     if (!ok) {
         print_case(c, p, n_splits);
         const int t = (int)(wi / ((size_t)c->n_heads * D)), h = (int)(wi / D % c->n_heads), d = (int)(wi % D);
-        fprintf(stderr, "  FAIL: max abs err %.4g (limit %.4g = %g * max|v| %.4g), NMSE %.3g (limit %.1g), %zu NaN/inf\n",
-                worst, atol, bf ? 1e-2 : 2e-3, p->max_abs_v, nmse, max_nmse, n_nan);
+        fprintf(stderr, "  FAIL (path %s): max abs err %.4g (limit %.4g = %g * max|v| %.4g), NMSE %.3g (limit %.1g), %zu NaN/inf\n",
+                path_name(path), worst, atol, bf ? 1e-2 : 2e-3, p->max_abs_v, nmse, max_nmse, n_nan);
         int tile = -1;
         for (int i = 0; i < p->n_tiles; i++)
             if (t >= p->tiles[i].first && t < p->tiles[i].first + p->tiles[i].count) tile = i;
@@ -418,19 +434,59 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits) {
     return ok;
 }
 
-static void run_cases(const attn_case *cases, int n_cases, uint64_t seed) {
+/* Every case under each split count, through AUTO and, where AUTO takes the decode kernel, the
+ * tensor-core kernel too (so both stay covered on decode steps). Returns the runs that took the
+ * decode kernel. */
+static int run_cases(const attn_case *cases, int n_cases, uint64_t seed) {
     static const int SPLITS_FULL[] = {0, 1, 2, 7, 32};
     static const int SPLITS_QUICK[] = {0, 7};
     const int *splits = g_quick ? SPLITS_QUICK : SPLITS_FULL;
     const int n_sp = g_quick ? 2 : 5;
-    int failed = 0;
+    int failed = 0, n_decode = 0;
     for (int i = 0; i < n_cases; i++) {
+        const attn_case *c = &cases[i];
         attn_problem p;
-        attn_build(&cases[i], seed + (uint64_t)i, &p);
-        for (int s = 0; s < n_sp; s++) failed += !attn_run(&cases[i], &p, splits[s]);
+        attn_build(c, seed + (uint64_t)i, &p);
+        const int dec = qn_attn_cuda_takes_decode(p.n_tokens, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
+        for (int s = 0; s < n_sp; s++) {
+            failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_AUTO);
+            if (dec) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_TENSOR_CORE), n_decode++;
+        }
         attn_free(&p);
     }
     if (failed) fail_msg("%d attention runs failed (details above)", failed);
+    return n_decode;
+}
+
+/* Steps of decode tokens only (the decode kernel under AUTO): contexts from 1 key to ~3000, every
+ * group 1..8 at head_dim 64 and 128, block sizes 1, 16, 32, both dtypes. */
+static void test_attn_decode(void **state) {
+    (void)state;
+    static const attn_case cases[] = {
+        {"dec_llama3_g4_d128", 32, 8, 128, 16, QN_KV_F16, 1.0f, 5, {{0, 1}, {31, 1}, {32, 1}, {1023, 1}, {2999, 1}}},
+        {"dec_smollm2_g3_d64_bf16", 9, 3, 64, 16, QN_KV_BF16, 1.0f, 4, {{200, 1}, {63, 1}, {64, 1}, {1500, 1}}},
+        {"dec_g8_d128_bs32_sharp", 16, 2, 128, 32, QN_KV_F16, 4.0f, 3, {{700, 1}, {127, 1}, {5, 1}}},
+        {"dec_g7_d128_bs1", 14, 2, 128, 1, QN_KV_BF16, 1.0f, 2, {{300, 1}, {129, 1}}},
+        {"dec_g2_d64_bs1", 8, 4, 64, 1, QN_KV_F16, 2.0f, 3, {{95, 1}, {0, 1}, {2100, 1}}},
+        {"dec_g1_d128", 4, 4, 128, 16, QN_KV_F16, 1.0f, 2, {{450, 1}, {16, 1}}},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    const int n_decode = run_cases(cases, n, 4000);
+    assert_true(n_decode > 0); /* the predicate took these shapes: the decode kernel ran */
+    /* a shape the decode kernel does not take: AUTO gives it to the tensor-core kernel, forcing it fails */
+    const attn_case g16 = {"dec_g16_d128", 32, 2, 128, 16, QN_KV_F16, 1.0f, 2, {{400, 1}, {3, 1}}};
+    attn_problem p;
+    attn_build(&g16, 4100, &p);
+    int failed = !attn_run(&g16, &p, 0, QN_ATTN_PATH_AUTO);
+    qn_attn_cuda_args a;
+    memset(&a, 0, sizeof a);
+    a.q = p.dq, a.k_cache = p.dk, a.v_cache = p.dv, a.positions = p.dpos, a.seq_idx = p.dseq, a.block_tables = p.dbt;
+    a.max_blocks_per_seq = p.max_blocks, a.tiles = p.dtiles, a.n_tiles = p.n_tiles, a.n_tokens = p.n_tokens;
+    a.n_heads = 32, a.n_kv_heads = 2, a.head_dim = 128, a.block_size = 16, a.max_ctx = p.max_ctx, a.n_splits = 1;
+    a.path = QN_ATTN_PATH_DECODE, a.scale = 0.1f, a.out = (uint16_t *)p.dq; /* never written: refused first */
+    assert_int_equal(qn_attn_paged_cuda(&a, g_n_sm, g_stream), QN_ERR_UNSUPPORTED);
+    attn_free(&p);
+    if (failed) fail_msg("group-16 decode step failed under AUTO");
 }
 
 static void test_attn_f16(void **state) {
@@ -467,7 +523,7 @@ static void test_attn_prefill_tiles(void **state) {
     assert_int_equal(p.tiles[1].count, 16);
     assert_int_equal(p.tiles[2].count, 8);
     int failed = 0;
-    for (int s = 0; s <= 3; s++) failed += !attn_run(&c, &p, s);
+    for (int s = 0; s <= 3; s++) failed += !attn_run(&c, &p, s, QN_ATTN_PATH_AUTO);
     attn_free(&p);
     if (failed) fail_msg("%d prefill-tile runs failed", failed);
 }
@@ -665,7 +721,7 @@ int main(void) {
     const struct CMUnitTest gpu_tests[] = {
         cmocka_unit_test(test_rope_kv_write),       cmocka_unit_test(test_kv_copy_block),
         cmocka_unit_test(test_attn_prefill_tiles),  cmocka_unit_test(test_attn_f16),
-        cmocka_unit_test(test_attn_bf16),
+        cmocka_unit_test(test_attn_bf16),           cmocka_unit_test(test_attn_decode),
     };
     return cmocka_run_group_tests_name("gpu_attention", gpu_tests, gpu_setup, qn_gpu_test_teardown);
 }
