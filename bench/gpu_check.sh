@@ -12,7 +12,8 @@
 # Env: QN_COMMIT (commit id for the JSON), QN_GPU_CHECK_STEPS (default "build test sanitize sass
 # bench"), QN_BENCH_ARGS (extra bench_gpu_quant flags), QN_CUDA_ARCHS (default 90),
 # QN_GPU_BUILD (build dir, default build-gpu), QN_CMAKE_ARGS (extra cmake flags, e.g. an A/B variant),
-# QN_STEP_TIMEOUT (seconds per step, default 400).
+# QN_STEP_TIMEOUT (seconds per step, default 400), QN_SANITIZE_TESTS (test binaries to sanitize, default
+# every test_gpu_*), QN_SANITIZE_TOOLS (default "memcheck racecheck synccheck").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -101,7 +102,8 @@ fi
 if want sanitize; then
     for t in "$BUILD"/tests/test_gpu_*; do
         [ -x "$t" ] || continue
-        for tool in memcheck racecheck synccheck; do
+        if [ -n "${QN_SANITIZE_TESTS:-}" ] && [[ " $QN_SANITIZE_TESTS " != *" $(basename "$t") "* ]]; then continue; fi
+        for tool in ${QN_SANITIZE_TOOLS:-memcheck racecheck synccheck}; do
             echo "=== $tool $(basename "$t")" >>"$OUT/sanitizer.log"
             QN_TEST_QUICK=1 run_step "$tool:$(basename "$t")" "$OUT/sanitizer.log" \
                 compute-sanitizer --tool "$tool" --error-exitcode 99 "$t"
