@@ -69,6 +69,7 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
               const float *__restrict__ freq_factors, int bf16, int heads_per_cta, uint16_t *__restrict__ k_cache,
               uint16_t *__restrict__ v_cache) {
     __shared__ float2 cs[ROPE_MAX_PAIRS]; /* (cos, sin) of pair i */
+    qn_pdl_trigger();
     const int t = blockIdx.x;
     const int half = rope_dim / 2, per_head = head_dim - half;
     const int h0 = blockIdx.y * heads_per_cta;
@@ -85,6 +86,7 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
         }
         __syncthreads();
     }
+    qn_pdl_wait(); /* positions and slots are step inputs; q, k, v come from the kernels before */
 
     for (int u = threadIdx.x; u < (h_end - h0) * per_head; u += blockDim.x) {
         const int hh = h0 + u / per_head, j = u % per_head;
@@ -152,11 +154,10 @@ extern "C" qn_status qn_rope_kv_write_cuda(float *q, const float *k, const float
     const int groups = (heads + heads_per_cta - 1) / heads_per_cta;
     if (groups > 65535) return QN_ERR_SHAPE;
     const dim3 grid((unsigned)n_tokens, (unsigned)groups);
-    rope_kv_write<<<grid, ROPE_THREADS, 0, (cudaStream_t)stream>>>(
-        q, k, v, bq, bk, bv, positions, slot_mapping, n_heads, n_kv_heads, head_dim, rope->rope_dim, rope->neox,
-        theta_exp, (double)rope->freq_scale, rope->freq_factors, kv_dtype == QN_KV_BF16, heads_per_cta,
-        (uint16_t *)k_cache, (uint16_t *)v_cache);
-    QN_CUDA_TRY_LAUNCH();
+    QN_CUDA_TRY(qn_launch(rope_kv_write, grid, dim3(ROPE_THREADS), 0, (cudaStream_t)stream, rope->pdl != 0, q, k, v, bq,
+                          bk, bv, positions, slot_mapping, (int)n_heads, (int)n_kv_heads, (int)head_dim,
+                          (int)rope->rope_dim, (int)rope->neox, theta_exp, (double)rope->freq_scale, rope->freq_factors,
+                          (int)(kv_dtype == QN_KV_BF16), heads_per_cta, (uint16_t *)k_cache, (uint16_t *)v_cache));
     return QN_OK;
 }
 
@@ -404,6 +405,8 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
 template <int D, typename KV>
 __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_params p) {
     extern __shared__ __align__(16) uint16_t attn_smem_buf[];
+    qn_pdl_trigger();
+    qn_pdl_wait();
     const int tile_i = blockIdx.x / p.n_chunks, chunk = blockIdx.x % p.n_chunks;
     const int kvh = blockIdx.y, split = blockIdx.z;
     const qn_attn_tile tile = p.a.tiles[tile_i];
@@ -444,6 +447,8 @@ __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_p
 __global__ void __launch_bounds__(128)
 paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict__ ws_ml, int n_rows, int head_dim,
                         int n_splits, uint16_t *__restrict__ out) {
+    qn_pdl_trigger();
+    qn_pdl_wait();
     const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= n_rows) return;
     const float2 ml = lane < n_splits ? ws_ml[(size_t)lane * n_rows + row] : ATTN_ML_EMPTY;
@@ -484,8 +489,7 @@ static qn_status attn_launch(const attn_params &p, int n_tiles, cudaStream_t str
     auto kern = paged_attention_fwd<D, KV>;
     if (smem > 48 * 1024) QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)(n_tiles * p.n_chunks), (unsigned)p.a.n_kv_heads, (unsigned)p.n_splits);
-    kern<<<grid, ATTN_THREADS, smem, stream>>>(p);
-    QN_CUDA_TRY_LAUNCH();
+    QN_CUDA_TRY(qn_launch(kern, grid, dim3(ATTN_THREADS), smem, stream, p.a.pdl != 0, p));
     return QN_OK;
 }
 
@@ -540,9 +544,8 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
     else
         s = bf16 ? attn_dispatch_d<kv_bf16>(p, D, a->n_tiles, st) : attn_dispatch_d<kv_f16>(p, D, a->n_tiles, st);
     if (s != QN_OK || n_splits == 1) return s;
-    paged_attention_combine<<<(unsigned)((rows + 3) / 4), 128, 0, st>>>(p.ws_o, p.ws_ml, (int)rows, D, n_splits,
-                                                                         a->out);
-    QN_CUDA_TRY_LAUNCH();
+    QN_CUDA_TRY(qn_launch(paged_attention_combine, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, st, a->pdl != 0,
+                          (const float *)p.ws_o, (const float2 *)p.ws_ml, (int)rows, (int)D, (int)n_splits, a->out));
     return QN_OK;
 }
 

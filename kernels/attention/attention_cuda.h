@@ -46,6 +46,8 @@ typedef struct qn_rope_cuda_params {
     float theta_base;
     float freq_scale;            /* 1/factor for linear scaling, else 1 */
     const float *freq_factors;   /* [rope_dim/2] llama3 factors, device memory, or NULL */
+    int32_t pdl;                 /* launch with programmatic dependent launch (sm_90+): the angles are
+                                  * computed while the kernel before still runs */
 } qn_rope_cuda_params;
 
 /* Per token t: q/k/v += bias (each bias may be NULL), RoPE on q and k at positions[t], q written
@@ -91,6 +93,8 @@ typedef struct qn_attn_cuda_args {
     int32_t max_ctx;             /* upper bound of positions + 1 this launch may see: sizes n_splits */
     int32_t n_splits;            /* 0: qn_attn_cuda_splits(); else forced (tests), <= QN_ATTN_MAX_SPLITS */
     qn_attn_path path;           /* AUTO in the forward pass; tests force each kernel */
+    int32_t pdl;                 /* programmatic dependent launch (sm_90+): the decode kernel reads the step
+                                  * arrays and block table while the kernel before still runs */
     float scale;                 /* usually 1/sqrt(head_dim) */
     uint16_t *out;               /* [n_tokens][n_heads][head_dim] fp16: the o-projection input */
     void *workspace;             /* qn_attn_cuda_workspace_size() bytes, 16-byte aligned */

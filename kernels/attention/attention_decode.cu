@@ -39,12 +39,23 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
     __shared__ __align__(16) float o_s[DEC_WARPS][GM][D]; /* per-warp unnormalised O */
     __shared__ float2 ml_s[DEC_WARPS][GM];              /* per-warp (m, l) */
 
+    qn_pdl_trigger();
     const int G = p.group;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int kvh = blockIdx.y, split = blockIdx.z;
+    /* prologue on the step inputs (copied before the first kernel of the step): under PDL it runs
+     * while the kernel before (RoPE + KV write) finishes */
     const int token = p.a.tiles[blockIdx.x].first;
     const attn_split sp = attn_split_keys(p.a.positions[token] + 1, p.n_splits, split);
     const size_t row0 = (size_t)token * p.a.n_heads + (size_t)kvh * G; /* output rows row0 .. row0 + G - 1 */
+    const int32_t *bt = p.a.block_tables + (size_t)p.a.seq_idx[token] * p.a.max_blocks_per_seq;
+    const int bs = p.a.block_size;
+    int32_t slot = 0; /* this lane's key of the warp's first chunk */
+    {
+        const int j = sp.k_begin + warp * 32 + lane;
+        if (j < sp.k_end) slot = __ldg(bt + j / bs) * bs + j % bs;
+    }
+    qn_pdl_wait(); /* q and this token's K/V row come from the kernel before */
     if (sp.k_begin >= sp.k_end) {
         if (tid < G) p.ws_ml[(size_t)split * p.a.n_tokens * p.a.n_heads + row0 + tid] = ATTN_ML_EMPTY;
         return;
@@ -53,8 +64,6 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
         const float4 x = reinterpret_cast<const float4 *>(p.a.q + row0 * D)[i];
         reinterpret_cast<float4 *>(q_s)[i] = make_float4(x.x * p.qscale, x.y * p.qscale, x.z * p.qscale, x.w * p.qscale);
     }
-    const int32_t *bt = p.a.block_tables + (size_t)p.a.seq_idx[token] * p.a.max_blocks_per_seq;
-    const int bs = p.a.block_size;
     const size_t slot_halves = (size_t)p.a.n_kv_heads * D;
     const uint16_t *kc = (const uint16_t *)p.a.k_cache + (size_t)kvh * D;
     const uint16_t *vc = (const uint16_t *)p.a.v_cache + (size_t)kvh * D;
@@ -73,7 +82,7 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
         /* S: this lane's key against the G query rows */
         const int j = c0 + lane;
         const bool ok = j < sp.k_end;
-        const int32_t slot = ok ? __ldg(bt + j / bs) * bs + j % bs : 0;
+        if (c0 != sp.k_begin + warp * 32) slot = ok ? __ldg(bt + j / bs) * bs + j % bs : 0; /* first: prologue */
         const uint16_t *kr = kc + (size_t)slot * slot_halves;
         uint4 kraw[NC];
 #pragma unroll
@@ -175,11 +184,8 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
 template <int D, typename KV>
 static qn_status dec_launch_d(const attn_params &p, cudaStream_t stream) {
     const dim3 grid((unsigned)p.a.n_tiles, (unsigned)p.a.n_kv_heads, (unsigned)p.n_splits);
-    if (p.group <= 4)
-        paged_attention_decode<D, KV, 4><<<grid, DEC_THREADS, 0, stream>>>(p);
-    else
-        paged_attention_decode<D, KV, 8><<<grid, DEC_THREADS, 0, stream>>>(p);
-    QN_CUDA_TRY_LAUNCH();
+    auto kern = p.group <= 4 ? paged_attention_decode<D, KV, 4> : paged_attention_decode<D, KV, 8>;
+    QN_CUDA_TRY(qn_launch(kern, grid, dim3(DEC_THREADS), 0, stream, p.a.pdl != 0, p));
     return QN_OK;
 }
 

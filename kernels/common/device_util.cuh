@@ -1,12 +1,13 @@
 /* device_util.cuh — small device helpers shared by the CUDA kernels: ceil_div, warp reductions,
  * 128-bit global/shared loads, cp.async (Ampere+ async copy with zero fill) and the fp16 tensor-core
- * mma.sync wrapper. Header-only, CUDA C++ only; owns no state. */
+ * mma.sync wrapper, programmatic dependent launch (device side and qn_launch). Header-only, CUDA C++ only; owns no state. */
 #ifndef QN_DEVICE_UTIL_CUH
 #define QN_DEVICE_UTIL_CUH
 
 #include <stdint.h>
 
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #define QN_WARP_SIZE 32
 
@@ -98,6 +99,20 @@ __device__ __forceinline__ void qn_pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;\n" :::);
 #endif
+}
+
+/* Launches kern<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when pdl
+ * (sm_90+; the kernel must then follow the qn_pdl_wait contract above in every CTA). */
+template <typename... P, typename... A>
+inline cudaError_t qn_launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
+                             A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kern, args...);
 }
 
 /* --- tensor cores: D = A(16x16 f16, row) * B(16x8 f16, col) + C (f32) ---

@@ -186,7 +186,7 @@ static void test_bad_args(void **state) {
     assert_false(qn_attn_cuda_takes_decode(5, 4, 32, 8, 128));   /* a tile of two tokens */
     assert_false(qn_attn_cuda_takes_decode(0, 0, 32, 8, 128));
 
-    qn_rope_cuda_params rp = {63, 0, 10000.0f, 1.0f, NULL};
+    qn_rope_cuda_params rp = {63, 0, 10000.0f, 1.0f, NULL, 0};
     assert_int_equal(qn_rope_kv_write_cuda(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 8, 2, 64, &rp, QN_KV_F16,
                                            NULL, NULL, NULL),
                      QN_ERR_SHAPE);
@@ -384,6 +384,7 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits, qn_a
     a.tiles = p->dtiles, a.n_tiles = p->n_tiles;
     a.n_tokens = p->n_tokens, a.n_heads = c->n_heads, a.n_kv_heads = c->n_kv, a.head_dim = D;
     a.block_size = c->block_size, a.max_ctx = p->max_ctx, a.n_splits = forced_splits, a.path = path;
+    a.pdl = path == QN_ATTN_PATH_AUTO; /* AUTO runs launch with PDL, the forced ones without */
     a.scale = (float)(1.0 / sqrt((double)D));
     a.out = dout, a.workspace = dws, a.ws_bytes = ws;
     const qn_status st = qn_attn_paged_cuda(&a, g_n_sm, g_stream);
@@ -607,7 +608,9 @@ static void test_rope_kv_write(void **state) {
         float *dff = dev_upload(ff, sizeof(float) * (size_t)(c->rope_dim / 2));
         int32_t *dpos = dev_upload(pos, sizeof(int32_t) * (size_t)T), *dslots = dev_upload(slots, sizeof(int32_t) * (size_t)T);
         uint16_t *dkc = dev_upload(kc0, 2 * (size_t)n_slots * nk), *dvc = dev_upload(vc0, 2 * (size_t)n_slots * nk);
-        const qn_rope_cuda_params rp = {c->rope_dim, c->neox, c->base, c->freq_scale, c->factors ? dff : NULL};
+        /* every other case launches with PDL (a no-op below sm_90) */
+        const qn_rope_cuda_params rp = {c->rope_dim, c->neox, c->base, c->freq_scale, c->factors ? dff : NULL,
+                                        (int32_t)(ci & 1)};
         const qn_status st = qn_rope_kv_write_cuda(dq, dk, dv, c->bias ? dbq : NULL, c->bias ? dbk : NULL,
                                                    c->bias ? dbv : NULL, dpos, dslots, T, c->n_heads, c->n_kv, D, &rp,
                                                    c->dtype, dkc, dvc, g_stream);
