@@ -9,7 +9,8 @@
 # llama-bench (-ngl 99, same -p/-n) on the same model files right after quern bench (same machine, same run).
 # Env: QN_E2E_STEPS (default "model forward run ppl bench synth serve"; add pplcpu for the CPU perplexity), QN_SYNTH_TYPES (default "Q4_K_M Q8_0 F16"),
 # QN_SERVE_CONC (max-concurrency values of the serve benchmark, default "16"; 2c prompts, at least 64),
-# QN_SERVE_TYPES (synth types that are also served, default "Q4_K_M").
+# QN_SERVE_TYPES (synth types that are also served, default "Q4_K_M"), QN_SYNTH_KEEP=1 (leave the 8B files in
+# /tmp for a later call on the same machine).
 # Logs go to $OUT (default ./gpu-e2e-out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,10 +70,16 @@ if want bench && [ -f "$SMOL" ]; then
     step bench_smol_nograph 300 "$Q" bench --device cuda -p 0 -n 128 -r 3 --no-cuda-graphs -o md
     [ -x "$LB" ] && step llama_bench_smol 300 "$LB" -m "$SMOL" -ngl 99 -p 512 -n 128 -r 5 -o md
 fi
-if want synth && [ -f "$SMOL" ]; then
+# the 8B models take the preset's llama-bpe vocabulary when .gpumodel/v carries it (no SmolLM2 parts needed),
+# else SmolLM2's padded to 128256; a model file already in /tmp (an earlier call on the same machine) is reused
+V=$HOME/.cache/quern/llama.cpp/models
+if [ -f .gpumodel/v/ggml-vocab-llama-bpe.gguf ]; then mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"; fi
+VOCAB=()
+[ -f "$V/ggml-vocab-llama-bpe.gguf" ] || VOCAB=(--vocab "$SMOL")
+if want synth && { [ -f "$SMOL" ] || [ ${#VOCAB[@]} = 0 ]; }; then
     for ty in ${QN_SYNTH_TYPES:-Q4_K_M Q8_0 F16}; do
         f=/tmp/llama3-8b-$ty.gguf
-        step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" --vocab "$SMOL" -t 16 -o "$f" -q
+        [ -f "$f" ] || step "synth_$ty" 300 "$Q" synth --preset llama3-8b --type "$ty" "${VOCAB[@]}" -t 16 -o "$f" -q
         [ -f "$f" ] && step "bench_8b_$ty" 300 "$Q" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md
         [ -f "$f" ] && [ -x "$LB" ] && step "llama_bench_8b_$ty" 300 "$LB" -m "$f" -ngl 99 -p 512 -n 128 -r 3 -o md
         if [ -f "$f" ] && [[ " ${QN_SERVE_TYPES:-Q4_K_M} " == *" $ty "* ]] && want serve; then
@@ -88,7 +95,7 @@ if want synth && [ -f "$SMOL" ]; then
             kill $sp; wait $sp 2>/dev/null
             grep "engine:" "$OUT/serve.log" | tail -1 | tee -a "$LOG"
         fi
-        rm -f "$f"
+        [ "${QN_SYNTH_KEEP:-0}" = 1 ] || rm -f "$f"
     done
 fi
 say "summary:"
