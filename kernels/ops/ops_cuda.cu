@@ -1,8 +1,9 @@
 /* ops_cuda.cu — the GPU row and element-wise ops of ops_cuda.h: embedding gather + dequant, RMSNorm
- * (plain, with a row gather, fused with the residual add), SiLU*mul and f32 -> fp16.
- * Holds no state. The norms run one CTA per row and reduce in a fixed order (warp butterflies, then
- * the warp partials in warp order, with a variant and block size that depend on n and the pointers'
- * alignment only), so a row's result does not change from run to run or with the batch it is in. */
+ * (plain, with a row gather, fused with the residual add), SiLU*mul and f32 -> fp16; the norms and
+ * SiLU*mul optionally also write their output as the int8 matmul's q8 activations. Holds no state.
+ * The norms run one CTA per row and reduce in a fixed order (warp butterflies, then the warp partials in
+ * warp order, with a variant and block size that depend on n and the pointers' alignment only), so a
+ * row's result does not change from run to run or with the batch it is in. */
 #include <stdint.h>
 
 #include <cuda_fp16.h>
@@ -13,6 +14,7 @@
 #include "kernels/ops/ops_cuda.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_decode.cuh"
+#include "kernels/quant/gguf/kq_mmvq_x.cuh"
 
 /* ------------------------------------------------------------------------------------------------
  * embedding: one CTA per token, one element per thread and step.
@@ -230,7 +232,11 @@ qn_status qn_embed_rows_cuda(qn_qformat fmt, const void *table, int64_t n_embd, 
  * 4096-wide decode row costs one memory round trip (x, y and w in flight together), one block
  * reduction and one round of 8-byte stores: ~2-3 us instead of the strided loop's ~10 (which
  * waited on each strided load, re-read x after the reduction and stored 2 bytes per thread).
- * k_rmsnorm: the strided loop for every other shape. */
+ * k_rmsnorm: the strided loop for every other shape.
+ * Q8 (q8 given): each 32-element block of the output row is also quantized from its fp16 values, by the
+ * lanes that just wrote them (kq_mmvq_x_store): in k_rmsnorm a warp's iteration covers one block (32
+ * consecutive elements, blockDim and n multiples of 32), in k_rmsnorm_v4 8 lanes' float4s do. The kernel
+ * then lets the int8 matmul after it (PDL) start: it waits for this kernel's completion before reading. */
 
 #define NORM_V4 4 /* float4 per thread in k_rmsnorm_v4: 16 floats of x in registers */
 
@@ -259,12 +265,13 @@ __device__ __forceinline__ float norm_block_sum(float v, float *red) {
     return qn_warp_sum(v);
 }
 
-/* ADD: x[t] += y[t] first (x written back). rows: gather source rows (not with ADD). */
-template <bool ADD>
+/* ADD: x[t] += y[t] first (x written back). rows: gather source rows (not with ADD). Q8: q8 as well. */
+template <bool ADD, bool Q8>
 __global__ void __launch_bounds__(1024)
     k_rmsnorm(float *x, const float *__restrict__ y, const int32_t *__restrict__ rows, int64_t n,
-              const float *__restrict__ w, float eps, __half *__restrict__ out) {
+              const float *__restrict__ w, float eps, __half *__restrict__ out, qn_quant_q8_x q8) {
     __shared__ float red[32];
+    if (Q8) qn_pdl_trigger();
     const int64_t t = blockIdx.x;
     const int64_t src = rows ? (int64_t)rows[t] : t;
     float *xr = x + src * n;
@@ -280,17 +287,24 @@ __global__ void __launch_bounds__(1024)
     ss = norm_block_sum(ss, red);
     const float scale = rsqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps));
     __half *o = out + t * n;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-        o[i] = __float2half_rn(__fmul_rn(__fmul_rn(xr[i], scale), w[i]));
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) { /* the same trip count across a warp under Q8 */
+        const __half h = __float2half_rn(__fmul_rn(__fmul_rn(xr[i], scale), w[i]));
+        o[i] = h;
+        if (Q8) {
+            const float v[1] = {__half2float(h)};
+            kq_mmvq_x_store<1>(v, true, q8.qs + t * n + i, q8.rec + (t * n + i) / QN_MMVQ_QK);
+        }
+    }
 }
 
 /* Thread j holds float4 number k * blockDim + j of the row (k < NORM_V4): each load instruction of
  * a warp covers 512 contiguous bytes. */
-template <bool ADD>
+template <bool ADD, bool Q8>
 __global__ void __launch_bounds__(1024)
     k_rmsnorm_v4(float *x, const float *__restrict__ y, const int32_t *__restrict__ rows, int64_t n,
-                 const float *__restrict__ w, float eps, __half *__restrict__ out) {
+                 const float *__restrict__ w, float eps, __half *__restrict__ out, qn_quant_q8_x q8) {
     __shared__ float red[32];
+    if (Q8) qn_pdl_trigger();
     const int64_t t = blockIdx.x;
     const int64_t src = rows ? (int64_t)rows[t] : t;
     const int n4 = (int)(n / 4);
@@ -329,26 +343,45 @@ __global__ void __launch_bounds__(1024)
 #pragma unroll
     for (int k = 0; k < NORM_V4; k++) {
         const int i = k * (int)blockDim.x + (int)threadIdx.x;
+        __half2 lo = __float2half2_rn(0.0f), hi = lo;
         if (i < n4) {
             const float4 g = wr[i];
-            const __half2 lo = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].x, scale), g.x),
-                                                 __fmul_rn(__fmul_rn(v[k].y, scale), g.y));
-            const __half2 hi = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].z, scale), g.z),
-                                                 __fmul_rn(__fmul_rn(v[k].w, scale), g.w));
+            lo = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].x, scale), g.x), __fmul_rn(__fmul_rn(v[k].y, scale), g.y));
+            hi = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].z, scale), g.z), __fmul_rn(__fmul_rn(v[k].w, scale), g.w));
             o[i] = make_uint2(qn_h2_bits(lo), qn_h2_bits(hi));
+        }
+        if (Q8) { /* n % 32 == 0: the 8 lanes of a block (8 float4) are all in or all out */
+            const float2 a = __half22float2(lo), b = __half22float2(hi);
+            const float q[4] = {a.x, a.y, b.x, b.y};
+            kq_mmvq_x_store<4>(q, i < n4, q8.qs + t * n + 4 * i, q8.rec + t * (n / QN_MMVQ_QK) + i / 8);
         }
     }
 }
 
 /* One launch of either variant (norm_use_v4 picks, from n and the alignment only). */
-template <bool ADD>
-static void norm_launch(float *x, const float *y, const int32_t *rows, int32_t n_rows, int64_t n, const float *w,
-                        float eps, uint16_t *out, cudaStream_t st) {
+template <bool ADD, bool Q8>
+static void norm_launch_q8(float *x, const float *y, const int32_t *rows, int32_t n_rows, int64_t n, const float *w,
+                           float eps, uint16_t *out, qn_quant_q8_x q8, cudaStream_t st) {
     __half *o = reinterpret_cast<__half *>(out);
     if (norm_use_v4(n, x, ADD ? y : NULL, w, out))
-        k_rmsnorm_v4<ADD><<<(unsigned)n_rows, norm_v4_threads(n), 0, st>>>(x, y, rows, n, w, eps, o);
+        k_rmsnorm_v4<ADD, Q8><<<(unsigned)n_rows, norm_v4_threads(n), 0, st>>>(x, y, rows, n, w, eps, o, q8);
     else
-        k_rmsnorm<ADD><<<(unsigned)n_rows, norm_threads(n), 0, st>>>(x, y, rows, n, w, eps, o);
+        k_rmsnorm<ADD, Q8><<<(unsigned)n_rows, norm_threads(n), 0, st>>>(x, y, rows, n, w, eps, o, q8);
+}
+
+template <bool ADD>
+static void norm_launch(float *x, const float *y, const int32_t *rows, int32_t n_rows, int64_t n, const float *w,
+                        float eps, uint16_t *out, const qn_quant_q8_x *q8, cudaStream_t st) {
+    if (q8) norm_launch_q8<ADD, true>(x, y, rows, n_rows, n, w, eps, out, *q8, st);
+    else norm_launch_q8<ADD, false>(x, y, rows, n_rows, n, w, eps, out, qn_quant_q8_x{}, st);
+}
+
+/* q8 (ops_cuda.h): the width and the pointers the q8 stores need */
+static qn_status q8_check(const qn_quant_q8_x *q8, int64_t n) {
+    if (!q8) return QN_OK;
+    if (n % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
+    if (!q8->qs || !q8->rec || ((uintptr_t)q8->qs & 7u) || ((uintptr_t)q8->rec & 7u)) return QN_ERR_INVALID_ARG;
+    return QN_OK;
 }
 
 /* flat element-wise kernels: a grid-stride loop over [0, total) */
@@ -365,28 +398,32 @@ __global__ void k_add(float *__restrict__ x, const float *__restrict__ y, int64_
 }
 
 qn_status qn_rmsnorm_cuda(const float *x, const int32_t *rows, int32_t n_rows, int64_t n, const float *w, float eps,
-                          uint16_t *out, void *stream) {
+                          uint16_t *out, const qn_quant_q8_x *q8, void *stream) {
     if (n_rows < 0) return QN_ERR_INVALID_ARG;
     if (n <= 0 || n > INT32_MAX) return QN_ERR_SHAPE;
     if (n_rows == 0) return QN_OK;
     if (!x || !w || !out) return QN_ERR_INVALID_ARG;
-    norm_launch<false>(const_cast<float *>(x), NULL, rows, n_rows, n, w, eps, out, (cudaStream_t)stream);
+    const qn_status q8st = q8_check(q8, n);
+    if (q8st != QN_OK) return q8st;
+    norm_launch<false>(const_cast<float *>(x), NULL, rows, n_rows, n, w, eps, out, q8, (cudaStream_t)stream);
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }
 
 qn_status qn_add_rmsnorm_cuda(float *x, const float *y, int32_t n_rows, int64_t n, const float *w, float eps,
-                              uint16_t *out, void *stream) {
+                              uint16_t *out, const qn_quant_q8_x *q8, void *stream) {
     if (n_rows < 0) return QN_ERR_INVALID_ARG;
     if (n <= 0 || n > INT32_MAX) return QN_ERR_SHAPE;
     if (n_rows == 0) return QN_OK;
-    if (!x || !y || (w && !out)) return QN_ERR_INVALID_ARG;
+    if (!x || !y || (w && !out) || (!w && q8)) return QN_ERR_INVALID_ARG;
+    const qn_status q8st = q8_check(q8, n);
+    if (q8st != QN_OK) return q8st;
     const cudaStream_t st = (cudaStream_t)stream;
     if (!w) {
         const int64_t total = (int64_t)n_rows * n;
         k_add<<<ew_blocks(total), EW_THREADS, 0, st>>>(x, y, total);
     } else {
-        norm_launch<true>(x, y, NULL, n_rows, n, w, eps, out, st);
+        norm_launch<true>(x, y, NULL, n_rows, n, w, eps, out, q8, st);
     }
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
@@ -399,11 +436,20 @@ qn_status qn_add_rmsnorm_cuda(float *x, const float *y, int32_t n_rows, int64_t 
  * __fdividef within 2 ulp; it returns 0 once 1 + e^-g > 2^126 (g < -87.3), where the exact value
  * (|g| e^g < 1e-36) is 0 in fp16 as well. So the fp16 output is within 1 ulp of fp16(exact). */
 
+/* Q8: q8 as well; a warp's iteration covers one 32-element block (blockDim, total and n multiples of 32,
+ * so blocks never straddle rows and the flat index is the q8 layout's), PDL as in the norms. */
+template <bool Q8>
 __global__ void k_silu_mul(const float *__restrict__ g, const float *__restrict__ u, int64_t total,
-                           __half *__restrict__ out) {
+                           __half *__restrict__ out, qn_quant_q8_x q8) {
+    if (Q8) qn_pdl_trigger();
     EW_LOOP(i, total) {
         const float x = g[i];
-        out[i] = __float2half_rn(__fmul_rn(__fdividef(x, __fadd_rn(1.0f, __expf(-x))), u[i]));
+        const __half h = __float2half_rn(__fmul_rn(__fdividef(x, __fadd_rn(1.0f, __expf(-x))), u[i]));
+        out[i] = h;
+        if (Q8) {
+            const float v[1] = {__half2float(h)};
+            kq_mmvq_x_store<1>(v, true, q8.qs + i, q8.rec + i / QN_MMVQ_QK);
+        }
     }
 }
 
@@ -411,13 +457,20 @@ __global__ void k_f32_to_f16(const float *__restrict__ x, int64_t total, __half 
     EW_LOOP(i, total) out[i] = __float2half_rn(x[i]);
 }
 
-qn_status qn_silu_mul_cuda(const float *g, const float *u, int32_t n_rows, int64_t n, uint16_t *out, void *stream) {
+qn_status qn_silu_mul_cuda(const float *g, const float *u, int32_t n_rows, int64_t n, uint16_t *out,
+                           const qn_quant_q8_x *q8, void *stream) {
     if (n_rows < 0) return QN_ERR_INVALID_ARG;
     if (n <= 0) return QN_ERR_SHAPE;
     if (n_rows == 0) return QN_OK;
     if (!g || !u || !out) return QN_ERR_INVALID_ARG;
+    const qn_status q8st = q8_check(q8, n);
+    if (q8st != QN_OK) return q8st;
     const int64_t total = (int64_t)n_rows * n;
-    k_silu_mul<<<ew_blocks(total), EW_THREADS, 0, (cudaStream_t)stream>>>(g, u, total, reinterpret_cast<__half *>(out));
+    const unsigned grid = ew_blocks(total);
+    const cudaStream_t st = (cudaStream_t)stream;
+    __half *o = reinterpret_cast<__half *>(out);
+    if (q8) k_silu_mul<true><<<grid, EW_THREADS, 0, st>>>(g, u, total, o, *q8);
+    else k_silu_mul<false><<<grid, EW_THREADS, 0, st>>>(g, u, total, o, qn_quant_q8_x{});
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }

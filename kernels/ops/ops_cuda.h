@@ -2,13 +2,21 @@
  * Owns no memory; every pointer is device memory, all work on `stream`; status out (launch errors).
  * Activations: the residual stream and matmul outputs are f32; what feeds a matmul is fp16 (the
  * contract of kernels/quant/quant.h). Sums of squares and reductions in f32 with a fixed order
- * (deterministic run to run). */
+ * (deterministic run to run).
+ * q8 (the ops that feed a matmul): NULL, or where to write the int8 activations of out as well, the int8
+ * matmul path's (qn_quant_q8_x: qs [n_rows][n], rec [n_rows][n/32], row t of each for out[t]; n a multiple
+ * of 32, else QN_ERR_SHAPE; both 8-byte aligned). They are the bits the path's own quantizer makes of out
+ * (qn_mmvq_quantize_x_ref of the fp16 output), so with q8 = qn_quant_q8_x_in_workspace() of the next
+ * matmul's workspace that matmul may pass x_ready and skip its quantizer launch. With q8 the kernel also
+ * lets the kernel after it start early if that one is a programmatic dependent launch (the int8 matmul
+ * waits for it before reading; device_util.cuh). */
 #ifndef QN_OPS_CUDA_H
 #define QN_OPS_CUDA_H
 
 #include <stdint.h>
 
 #include "kernels/quant/qformat.h"
+#include "kernels/quant/quant.h" /* qn_quant_q8_x */
 #include "quern.h"
 
 #ifdef __cplusplus
@@ -29,16 +37,17 @@ qn_status qn_embed_rows_cuda(qn_qformat fmt, const void *table, int64_t n_embd, 
 /* out[t] = fp16(x[src(t)] / sqrt(mean(x[src(t)]^2) + eps) * w); src(t) = rows ? rows[t] : t. */
 qn_status qn_rmsnorm_cuda(const float *x, /* [*][n] */ const int32_t *rows, /* [n_rows] or NULL */
                           int32_t n_rows, int64_t n, const float *w, /* [n] */ float eps,
-                          uint16_t *out /* [n_rows][n] fp16 */, void *stream);
+                          uint16_t *out /* [n_rows][n] fp16 */, const qn_quant_q8_x *q8 /* or NULL */, void *stream);
 
-/* Residual add then norm: x[t] += y[t]; out[t] = fp16(rmsnorm(x[t]) * w). w == NULL: add only (out unused). */
+/* Residual add then norm: x[t] += y[t]; out[t] = fp16(rmsnorm(x[t]) * w). w == NULL: add only (out and q8
+ * unused; q8 must be NULL). */
 qn_status qn_add_rmsnorm_cuda(float *x, /* [n_rows][n] */ const float *y, /* [n_rows][n] */ int32_t n_rows,
                               int64_t n, const float *w, float eps, uint16_t *out /* [n_rows][n] fp16 */,
-                              void *stream);
+                              const qn_quant_q8_x *q8 /* or NULL */, void *stream);
 
 /* out[t][i] = fp16(silu(g[t][i]) * u[t][i]) */
 qn_status qn_silu_mul_cuda(const float *g, const float *u, /* [n_rows][n] */ int32_t n_rows, int64_t n,
-                           uint16_t *out /* [n_rows][n] fp16 */, void *stream);
+                           uint16_t *out /* [n_rows][n] fp16 */, const qn_quant_q8_x *q8 /* or NULL */, void *stream);
 
 /* out[i] = fp16(x[i]) */
 qn_status qn_f32_to_f16_cuda(const float *x, int64_t n, uint16_t *out, void *stream);

@@ -49,10 +49,10 @@ qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int
 
 /* --- matmul ---
  * Workspace: [0, inner) the workspace of the path (its split-K counters first, always at offset 0): the
- * decode path's is the counters (left untouched) and, for LQ4/LQ8, the q8 activations at 64 KB; the other
- * paths' is quant.h's. Then, with a perm, the gathered x at xoff = align256(max(inner, 64 KB)): never over
- * the counters, and the inner call is told only xoff bytes, so its split-K tiles or fp16 weights stay below
- * the gathered x. */
+ * decode path's is the counters (left untouched) and, for LQ4/LQ8, the q8 activations at 64 KB (where
+ * qn_quant_q8_x_in_workspace puts them, as for quant.h's int8 path); the other paths' is quant.h's. Then,
+ * with a perm, the gathered x at xoff = align256(max(inner, 64 KB)): never over the counters, and the inner
+ * call is told only xoff bytes, so its split-K tiles or fp16 weights stay below the gathered x. */
 
 static size_t lq_x_offset(size_t inner) { return align256(inner > LQ_WS_COUNTERS ? inner : LQ_WS_COUNTERS); }
 
@@ -91,10 +91,12 @@ static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 /* The decode path on x (already in kernel column order): LQ4/LQ8 quantize x into the workspace at 64 KB,
  * then the int8 kernel; LNF4/LFP4 take x as it is. */
 static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
-                                  float *y, void *workspace, int split, bool x_ready, void *stream) {
+                                  float *y, void *workspace, size_t ws_bytes, int split, bool x_ready, void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
         return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
-    void *xq = (uint8_t *)workspace + LQ_WS_COUNTERS;
+    qn_quant_q8_x q8; /* where quant.h's MMVQ path keeps them too */
+    if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
+    void *xq = q8.qs;
     const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x(x, n, w->k, xq, stream);
     if (st != QN_OK) return st;
     return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
@@ -130,8 +132,8 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
         xk = xp;
     }
     if (decode) /* x_ready: only without a gather (quant.h: the same x) */
-        return lq_decode_matmul(ctx, w, xk, n, y, workspace, opts ? opts->split : 0, opts && opts->x_ready && !w->perm,
-                                stream);
+        return lq_decode_matmul(ctx, w, xk, n, y, workspace, ws_bytes, opts ? opts->split : 0,
+                                opts && opts->x_ready && !w->perm, stream);
     return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
 }
 

@@ -148,10 +148,13 @@ typedef struct qn_quant_matmul_opts {
                                      * (MMVQ: warps of a CTA per row, 0 = auto, 1, 2 or 4) */
     qn_quant_split_mode split_mode;
     bool x_ready;                   /* MMVQ only: the workspace already holds the q8 activations of this very x
-                                     * (same x, n, K), written by the previous MMVQ call on this stream with the
-                                     * same workspace and no other use of the workspace in between: the call skips
-                                     * the quantization (q, k, v or gate, up on one normed x). Caller's promise;
-                                     * qn_quant_takes_q8_x() says which calls write and read them. */
+                                     * (same x, n, K), written after x was last written and with no other use of
+                                     * the workspace in between, on this stream, either by the previous MMVQ call
+                                     * with the same workspace (q, k, v or gate, up on one normed x) or by the
+                                     * kernel that wrote x, at qn_quant_q8_x_in_workspace() (ops_cuda.h: the
+                                     * norms and silu_mul write the quantizer's exact bits): the call skips the
+                                     * quantization. Caller's promise; qn_quant_takes_q8_x() says which calls
+                                     * write and read them. */
 } qn_quant_matmul_opts;
 
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the
@@ -159,6 +162,23 @@ typedef struct qn_quant_matmul_opts {
 static inline bool qn_quant_takes_q8_x(qn_qformat fmt, int sm, int64_t n_tokens) {
     return qn_quant_select_path(fmt, sm, n_tokens) == QN_QUANT_PATH_MMVQ;
 }
+
+/* The q8 activations of n tokens of width K, as the int8 path keeps them (layout and rounding:
+ * gguf/kq_mmvq.h, which defines qn_mmvq_xrec). */
+struct qn_mmvq_xrec;
+typedef struct qn_quant_q8_x {
+    int8_t *qs;                /* [n][K] codes */
+    struct qn_mmvq_xrec *rec;  /* [n][K/32] scales and half sums */
+} qn_quant_q8_x;
+
+/* Where every call on n tokens of width K that takes the int8 path reads (and, without x_ready, first
+ * writes) the q8 activations of its x in `workspace`: qn_quant_matmul_cuda_ex on the MMVQ path and
+ * qn_lutq_matmul_cuda_ex on the LQ4/LQ8 decode path (lutq_gpu.h) use the same place, right behind the
+ * split-K counters. A kernel that writes x may write them there as well (ops_cuda.h); the first call on x
+ * then passes x_ready. false (out untouched) when the workspace (ws_bytes) cannot hold them (such a call
+ * does not take the int8 path under AUTO, or fails), is NULL or not 16-byte aligned, n < 1, or K is not a
+ * positive multiple of 32. No CUDA calls. */
+bool qn_quant_q8_x_in_workspace(void *workspace, size_t ws_bytes, int64_t n, int64_t K, qn_quant_q8_x *out);
 
 /* Workspace bytes the call needs at its best: GEMV/MMA: split-K counters + partial tiles (0 when it
  * would not split); DEQUANT_CUBLAS: counters + N*K fp16; MMVQ: counters + the q8 activations

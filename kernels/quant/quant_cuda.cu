@@ -105,6 +105,16 @@ static qn_status kq_launch(const qn_quant_cuda_ctx *ctx, const kq_kernel_info *k
 
 static bool is_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
+/* The MMVQ part of the workspace layout: the q8 activations right behind the counters. */
+bool qn_quant_q8_x_in_workspace(void *workspace, size_t ws_bytes, int64_t n, int64_t K, qn_quant_q8_x *out) {
+    if (!workspace || !is_aligned16(workspace) || n < 1 || K < 1 || K % QN_MMVQ_QK != 0) return false;
+    if (ws_bytes < KQ_WS_COUNTERS || ws_bytes - KQ_WS_COUNTERS < qn_mmvq_x_bytes(n, K)) return false;
+    uint8_t *xq = (uint8_t *)workspace + KQ_WS_COUNTERS;
+    out->qs = (int8_t *)xq;
+    out->rec = (qn_mmvq_xrec *)(xq + qn_mmvq_x_rec_offset(n, K));
+    return true;
+}
+
 /* One launch of the fused path: its instance and split. */
 typedef struct kq_plan {
     kq_kernel_info ki;
@@ -253,13 +263,13 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
 
     if (path == QN_QUANT_PATH_MMVQ) {
         /* q8 activations after the split-K counters; split = warps per row (1, 2, 4) */
-        const size_t need = KQ_WS_COUNTERS + qn_mmvq_x_bytes(n, K);
-        const bool fits = workspace && ws_bytes >= need && split <= 4;
+        qn_quant_q8_x q8;
+        const bool fits = qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, K, &q8) && split <= 4;
         if (!fits && automatic) path = QN_QUANT_PATH_GEMV; /* a runtime sized for the GEMV still works */
         else if (!qn_quant_mmvq_has_format(fmt)) return QN_ERR_UNSUPPORTED;
         else if (!fits) return QN_ERR_INVALID_ARG;
         else {
-            void *xq = (uint8_t *)workspace + KQ_WS_COUNTERS;
+            void *xq = q8.qs; /* the buffer of kq_mmvq.h */
             if (!(opts && opts->x_ready)) st = kq_mmvq_quantize_x(x, n, K, xq, stream);
             if (st != QN_OK) return st;
             return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);

@@ -864,9 +864,10 @@ static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) 
     return qn_quant_takes_q8_x(w->fmt, f->qctx.sm, n);
 }
 
-/* y[n][w->n] = x[n][w->k] . W^T. same_x: x is the previous mm's x, unchanged since (q, k, v on one normed
- * x; gate, up): when both calls take int8 activations, this one reuses the previous call's instead of
- * quantizing x again (one launch less). */
+/* y[n][w->n] = x[n][w->k] . W^T. same_x: the int8 activations of x may be in the workspace already, left
+ * by the previous mm on x, unchanged since (q, k, v on one normed x; gate, up), or by the kernel that wrote x
+ * (q8_written): when this call takes int8 activations and f->q8_* say they are x's, it reuses them instead
+ * of quantizing x again (one launch less). */
 static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, bool same_x,
                       qn_error *err) {
     const bool q8 = mm_takes_q8(f, w, n);
@@ -885,6 +886,23 @@ static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, 
 
 static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, qn_error *err) {
     return mm_x(f, w, x, n, y, false, err);
+}
+
+/* The int8 activations that the kernel writing x (a norm or silu_mul, n rows of K) should write along with
+ * it for the matmul of w right after (ops_cuda.h q8), or NULL: that matmul does not take them (n past the
+ * int8 path, F16/BF16 weights, act-order or LNF4/LFP4 blocks, a width other than w's) or the workspace
+ * cannot hold them. Saves the quantizer launch of the matmul (one per norm and silu_mul at decode). */
+static const qn_quant_q8_x *q8_for(const qn_llama_cuda *f, const dev_weight *w, int64_t n, int64_t K,
+                                   qn_quant_q8_x *buf) {
+    if (w->k != K || !mm_takes_q8(f, w, n) || !qn_quant_q8_x_in_workspace(f->mm_ws, f->mm_ws_bytes, n, K, buf))
+        return NULL;
+    return buf;
+}
+
+/* After the kernel that wrote x with q8 (q8_for) was enqueued: the matmul on x with same_x takes them
+ * (x_ready). Called after every such kernel, also without q8, so that no earlier x's q8 is taken for x. */
+static void q8_written(qn_llama_cuda *f, const qn_quant_q8_x *q8, const uint16_t *x, int64_t n, int64_t K) {
+    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = K;
 }
 
 #define TRY(call)                                                                                         \
@@ -913,22 +931,26 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
     f->ar_i = 0;
     TRY(embed_tokens(f, sd + l->tokens, T, err));
     char lname[32];
+    qn_quant_q8_x q8b; /* the norms and silu_mul write the q8 activations of their output (q8_for) */
+    const qn_quant_q8_x *q8;
     for (int il = 0; il < c->n_layer; il++) {
         const dev_layer *D = &f->layers[il];
         snprintf(lname, sizeof lname, "layer.%d", il);
         nvtxRangePushA(lname);
         nvtxRangePushA("attn");
+        q8 = q8_for(f, &D->wq, T, E, &q8b);
         if (il == 0 || f->tap) {
             if (il > 0) {
-                KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, f->stream));
+                KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, NULL, f->stream));
                 TRY(tap_rows(f, "l_out", il - 1, f->x, false, T, E, E, err));
             }
-            KS(qn_rmsnorm_cuda(f->x, NULL, T, E, D->attn_norm, c->rms_eps, f->xh, f->stream));
+            KS(qn_rmsnorm_cuda(f->x, NULL, T, E, D->attn_norm, c->rms_eps, f->xh, q8, f->stream));
         } else { /* previous layer's down-projection residual, fused with this layer's norm */
-            KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->attn_norm, c->rms_eps, f->xh, f->stream));
+            KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->attn_norm, c->rms_eps, f->xh, q8, f->stream));
         }
+        q8_written(f, q8, f->xh, T, E);
         TRY(tap_rows(f, "attn_norm", il, f->xh, true, T, E, E, err));
-        TRY(mm(f, &D->wq, f->xh, T, f->q, err));
+        TRY(mm_x(f, &D->wq, f->xh, T, f->q, q8 != NULL, err));
         TRY(mm_x(f, &D->wk, f->xh, T, f->kk, true, err));
         TRY(mm_x(f, &D->wv, f->xh, T, f->vv, true, err));
         KS(qn_rope_kv_write_cuda(f->q, f->kk, f->vv, D->bq, D->bk, D->bv, sd + l->pos, sd + l->slot, T, c->n_head,
@@ -947,21 +969,27 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         if (f->comm) TRY(tp_allreduce(f, f->y, (size_t)T * (size_t)E, err));
         nvtxRangePop();
         nvtxRangePushA("mlp");
-        KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, f->stream));
+        q8 = q8_for(f, &D->gate, T, E, &q8b);
+        KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, q8, f->stream));
+        q8_written(f, q8, f->xh, T, E);
         TRY(tap_rows(f, "ffn_inp", il, f->x, false, T, E, E, err));
-        TRY(mm(f, &D->gate, f->xh, T, f->g, err));
+        TRY(mm_x(f, &D->gate, f->xh, T, f->g, q8 != NULL, err));
         TRY(mm_x(f, &D->up, f->xh, T, f->u, true, err));
-        KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, f->stream));
-        TRY(mm(f, &D->down, f->xh, T, f->y, err));
+        q8 = q8_for(f, &D->down, T, F, &q8b);
+        KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, q8, f->stream));
+        q8_written(f, q8, f->xh, T, F);
+        TRY(mm_x(f, &D->down, f->xh, T, f->y, q8 != NULL, err));
         if (f->comm) TRY(tp_allreduce(f, f->y, (size_t)T * (size_t)E, err));
         nvtxRangePop();
         nvtxRangePop();
     }
-    KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, f->stream));
+    KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, NULL, c->rms_eps, NULL, NULL, f->stream));
     TRY(tap_rows(f, "l_out", c->n_layer - 1, f->x, false, T, E, E, err));
-    if (n_out > 0) {
-        KS(qn_rmsnorm_cuda(f->x, sd + l->rows, n_out, E, f->output_norm, c->rms_eps, f->xh, f->stream));
-        TRY(mm(f, &f->output, f->xh, n_out, f->logits, err));
+    if (n_out > 0) { /* the n_out rows wanted, gathered: the LM head (and its q8) sees n_out rows */
+        q8 = q8_for(f, &f->output, n_out, E, &q8b);
+        KS(qn_rmsnorm_cuda(f->x, sd + l->rows, n_out, E, f->output_norm, c->rms_eps, f->xh, q8, f->stream));
+        q8_written(f, q8, f->xh, n_out, E);
+        TRY(mm_x(f, &f->output, f->xh, n_out, f->logits, q8 != NULL, err));
         if (sample) {
             nvtxRangePushA("sample");
             CK(cudaMemcpyAsync(f->sparams_d, f->sparams_h, sizeof(qn_sample_row_params) * (size_t)n_out,

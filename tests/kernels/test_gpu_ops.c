@@ -6,7 +6,13 @@
  *                 result rounds to fp16(ref) or, next to a rounding boundary, to its neighbour; any
  *                 1-ulp neighbour is within 1.5 ulp of ref), and NMSE <= 1e-6 (fp16 rounding alone
  *                 gives ~1e-7); the residual add bit-exact against the f32 add;
- *   f32_to_f16:   bit-exact against half.h's qn_f32_to_f16 (round to nearest even), NaN only as NaN.
+ *   f32_to_f16:   bit-exact against half.h's qn_f32_to_f16 (round to nearest even), NaN only as NaN;
+ *   q8 outputs of rmsnorm (plain and with a row gather), add_rmsnorm and silu_mul, written into a matmul
+ *                 workspace where qn_quant_q8_x_in_workspace puts them: fp16 output (and the residual)
+ *                 bit-identical to the op without q8, codes and records bit-identical to
+ *                 qn_mmvq_quantize_x_ref of that fp16 output (what the int8 matmul's quantizer writes, so
+ *                 x_ready gives the same result), nothing else of the workspace written; K = 4096, 14336,
+ *                 576, 1536 x rows 1..5, both norm variants (vectorized, strided), a zero block per row.
  * Shapes n = 576, 1000, 4097, 14336 (and the format's block multiples for embed) x rows 1..37.
  * Outputs are poisoned (0xFF bytes: NaN) before every call and a guard region after them must survive;
  * the norms must also give the same bits for a row alone and inside a batch (fixed reduction order).
@@ -21,7 +27,9 @@
 #include "gpu_test.h"
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/qformat.h"
+#include "kernels/quant/quant.h"
 
 #define GUARD 256 /* elements past every output */
 
@@ -241,7 +249,7 @@ static void norm_case(int64_t n, int32_t n_rows, int gather, uint64_t seed, f16_
     uint16_t *dout = dev_poisoned(ob, 2 * GUARD);
     char what[96];
     snprintf(what, sizeof what, "rmsnorm n=%lld rows=%d%s", (long long)n, n_rows, gather ? " gather" : "");
-    qn_status st = qn_rmsnorm_cuda(dx, gather ? drows : NULL, n_rows, n, dw, eps, dout, g_stream);
+    qn_status st = qn_rmsnorm_cuda(dx, gather ? drows : NULL, n_rows, n, dw, eps, dout, NULL, g_stream);
     if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
     dev_fetch(got, dout, ob, 2 * GUARD, what);
     f16_check(s, got, ref, (size_t)(n_rows * n), what);
@@ -250,7 +258,7 @@ static void norm_case(int64_t n, int32_t n_rows, int gather, uint64_t seed, f16_
     const int32_t last = n_rows - 1;
     CK(cudaMemset(dout, 0xFF, ob + 2 * GUARD));
     st = qn_rmsnorm_cuda(gather ? dx : dx + (int64_t)last * n, gather ? drows + last : NULL, 1, n, dw, eps, dout,
-                         g_stream);
+                         NULL, g_stream);
     assert_int_equal(st, QN_OK);
     dev_fetch(one, dout, 2 * (size_t)n, 2 * GUARD, what);
     if (memcmp(one, got + (int64_t)last * n, 2 * (size_t)n) != 0)
@@ -294,7 +302,7 @@ static void add_norm_case(int64_t n, int32_t n_rows, int with_norm, uint64_t see
     char what[96];
     snprintf(what, sizeof what, "add_rmsnorm n=%lld rows=%d%s", (long long)n, n_rows, with_norm ? "" : " add only");
     const qn_status st =
-        qn_add_rmsnorm_cuda(dx, dy, n_rows, n, with_norm ? dw : NULL, eps, with_norm ? dout : NULL, g_stream);
+        qn_add_rmsnorm_cuda(dx, dy, n_rows, n, with_norm ? dw : NULL, eps, with_norm ? dout : NULL, NULL, g_stream);
     if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
     dev_fetch(got, dout, 2 * nn, 2 * GUARD, what);
     CK(cudaMemcpy(xgot, dx, sizeof(float) * nn, cudaMemcpyDeviceToHost));
@@ -344,7 +352,7 @@ static void silu_case(int64_t n, int32_t n_rows, uint64_t seed, f16_stats *s) {
     uint16_t *dout = dev_poisoned(2 * nn, 2 * GUARD);
     char what[96];
     snprintf(what, sizeof what, "silu_mul n=%lld rows=%d", (long long)n, n_rows);
-    const qn_status st = qn_silu_mul_cuda(dg, du, n_rows, n, dout, g_stream);
+    const qn_status st = qn_silu_mul_cuda(dg, du, n_rows, n, dout, NULL, g_stream);
     if (st != QN_OK) fail_msg("%s: %s", what, qn_status_str(st));
     dev_fetch(got, dout, 2 * nn, 2 * GUARD, what);
     f16_check(s, got, ref, nn, what);
@@ -410,16 +418,189 @@ static void test_row_op_args(void **state) {
     (void)state;
     float *d = dev_poisoned(4096, 0);
     uint16_t *o = dev_poisoned(4096, 0);
-    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 0, 16, d, 1e-5f, o, g_stream), QN_OK);
-    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 0, d, 1e-5f, o, g_stream), QN_ERR_SHAPE);
-    assert_int_equal(qn_rmsnorm_cuda(d, NULL, -1, 16, d, 1e-5f, o, g_stream), QN_ERR_INVALID_ARG);
-    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 1, 0, d, 1e-5f, o, g_stream), QN_ERR_SHAPE);
-    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 0, 16, d, 1e-5f, o, g_stream), QN_OK);
-    assert_int_equal(qn_silu_mul_cuda(d, d, 1, 0, o, g_stream), QN_ERR_SHAPE);
-    assert_int_equal(qn_silu_mul_cuda(d, d, 0, 16, o, g_stream), QN_OK);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 0, 16, d, 1e-5f, o, NULL, g_stream), QN_OK);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 0, d, 1e-5f, o, NULL, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, -1, 16, d, 1e-5f, o, NULL, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 1, 0, d, 1e-5f, o, NULL, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 0, 16, d, 1e-5f, o, NULL, g_stream), QN_OK);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 1, 0, o, NULL, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 0, 16, o, NULL, g_stream), QN_OK);
     assert_int_equal(qn_f32_to_f16_cuda(d, -1, o, g_stream), QN_ERR_INVALID_ARG);
+    /* q8: a width of whole 32-blocks, both pointers, and a norm to quantize */
+    uint8_t *b = dev_poisoned(4096, 0);
+    const qn_quant_q8_x q8 = {(int8_t *)b, (struct qn_mmvq_xrec *)(b + 2048)};
+    const qn_quant_q8_x no_qs = {NULL, (struct qn_mmvq_xrec *)(b + 2048)};
+    const qn_quant_q8_x odd = {(int8_t *)(b + 4), (struct qn_mmvq_xrec *)(b + 2048)};
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 48, d, 1e-5f, o, &q8, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 32, d, 1e-5f, o, &no_qs, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 1, 32, d, 1e-5f, o, &odd, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_rmsnorm_cuda(d, NULL, 0, 48, d, 1e-5f, o, &q8, g_stream), QN_OK);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 1, 32, NULL, 1e-5f, NULL, &q8, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_add_rmsnorm_cuda(d, d, 1, 48, d, 1e-5f, o, &q8, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 1, 48, o, &q8, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_silu_mul_cuda(d, d, 1, 32, o, &no_qs, g_stream), QN_ERR_INVALID_ARG);
     CK(cudaStreamSynchronize(g_stream));
-    cudaFree(d), cudaFree(o);
+    cudaFree(d), cudaFree(o), cudaFree(b);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * q8 outputs: the int8 matmul's activations, written by the op that writes its fp16 input */
+
+static void test_q8_in_workspace(void **state) {
+    (void)state;
+    const size_t ctr = 64 * 1024; /* quant.h: the split-K counters come first */
+    uint8_t *ws = (uint8_t *)(uintptr_t)0x10000; /* never dereferenced: no CUDA calls */
+    const size_t need = ctr + qn_mmvq_x_bytes(3, 576);
+    qn_quant_q8_x q8 = {NULL, NULL};
+    assert_true(qn_quant_q8_x_in_workspace(ws, need, 3, 576, &q8));
+    assert_ptr_equal(q8.qs, ws + ctr);
+    assert_ptr_equal((uint8_t *)q8.rec, ws + ctr + qn_mmvq_x_rec_offset(3, 576));
+    assert_int_equal(qn_mmvq_x_rec_offset(3, 576) % 256, 0);
+    assert_false(qn_quant_q8_x_in_workspace(ws, need - 1, 3, 576, &q8));
+    assert_false(qn_quant_q8_x_in_workspace(ws, 100, 3, 576, &q8));
+    assert_false(qn_quant_q8_x_in_workspace(NULL, need, 3, 576, &q8));
+    assert_false(qn_quant_q8_x_in_workspace(ws + 8, need, 3, 576, &q8));
+    assert_false(qn_quant_q8_x_in_workspace(ws, need, 3, 560, &q8));
+    assert_false(qn_quant_q8_x_in_workspace(ws, need, 0, 576, &q8));
+}
+
+typedef enum q8_op { Q8_RMSNORM, Q8_RMSNORM_GATHER, Q8_ADD_RMSNORM, Q8_SILU_MUL } q8_op;
+static const char *const Q8_OP_NAMES[] = {"rmsnorm", "rmsnorm gather", "add_rmsnorm", "silu_mul"};
+
+/* The inputs of one case on the host. a: x (norms) or g [n_src][K]; b: y or u [n_rows][K]; w [K]. */
+typedef struct q8_host {
+    q8_op op;
+    int64_t K;
+    int32_t n_rows, n_src;
+    int strided;   /* norms: x (and y) one float off 16-byte alignment: k_rmsnorm instead of k_rmsnorm_v4 */
+    float *a, *b, *w;
+    int32_t *rows; /* [n_rows] rows of a (Q8_RMSNORM_GATHER) */
+} q8_host;
+
+/* n floats on the device, starting one float into the allocation when off; *base: what to free */
+static float *q8_upload(const float *p, size_t n, int off, void **base) {
+    float *d = NULL;
+    CK(cudaMalloc((void **)&d, sizeof(float) * (n + 1)));
+    CK(cudaMemcpy(d + (off ? 1 : 0), p, sizeof(float) * n, cudaMemcpyHostToDevice));
+    *base = d;
+    return d + (off ? 1 : 0);
+}
+
+/* One run of the op on fresh device copies of h's inputs, with q8 (or NULL): its fp16 output to out and,
+ * for add_rmsnorm, the residual x after it to x_after. */
+static void q8_run(const q8_host *h, const qn_quant_q8_x *q8, uint16_t *out, float *x_after, const char *what) {
+    const size_t na = (size_t)h->n_src * (size_t)h->K, nb = (size_t)h->n_rows * (size_t)h->K;
+    void *ba, *bb;
+    float *da = q8_upload(h->a, na, h->strided, &ba), *db = q8_upload(h->b, nb, h->strided, &bb);
+    float *dw = dev_upload(h->w, sizeof(float) * (size_t)h->K);
+    int32_t *drows = dev_upload(h->rows, sizeof(int32_t) * (size_t)h->n_rows);
+    uint16_t *dout = dev_poisoned(2 * nb, 2 * GUARD);
+    const float eps = 1e-5f;
+    qn_status st = QN_ERR_INTERNAL;
+    switch (h->op) {
+    case Q8_RMSNORM: st = qn_rmsnorm_cuda(da, NULL, h->n_rows, h->K, dw, eps, dout, q8, g_stream); break;
+    case Q8_RMSNORM_GATHER: st = qn_rmsnorm_cuda(da, drows, h->n_rows, h->K, dw, eps, dout, q8, g_stream); break;
+    case Q8_ADD_RMSNORM: st = qn_add_rmsnorm_cuda(da, db, h->n_rows, h->K, dw, eps, dout, q8, g_stream); break;
+    case Q8_SILU_MUL: st = qn_silu_mul_cuda(da, db, h->n_rows, h->K, dout, q8, g_stream); break;
+    }
+    if (st != QN_OK) fail_msg("%s%s: %s", what, q8 ? "" : " (without q8)", qn_status_str(st));
+    dev_fetch(out, dout, 2 * nb, 2 * GUARD, what);
+    if (x_after) CK(cudaMemcpy(x_after, da, sizeof(float) * na, cudaMemcpyDeviceToHost));
+    cudaFree(ba), cudaFree(bb), cudaFree(dw), cudaFree(drows), cudaFree(dout);
+}
+
+/* Bytes [from, to) of buf all still 0xFF; else fails, naming the first. */
+static void q8_untouched(const uint8_t *buf, size_t from, size_t to, const char *part, const char *what) {
+    for (size_t i = from; i < to; i++)
+        if (buf[i] != 0xFF) fail_msg("%s: %s written at byte %zu", what, part, i);
+}
+
+static void q8_case(q8_op op, int64_t K, int32_t n_rows, int strided, uint64_t seed) {
+    qn_rng r;
+    qn_rng_seed(&r, seed);
+    q8_host h = {.op = op, .K = K, .n_rows = n_rows, .n_src = op == Q8_RMSNORM_GATHER ? n_rows + 3 : n_rows,
+                 .strided = strided};
+    const size_t na = (size_t)h.n_src * (size_t)K, nb = (size_t)n_rows * (size_t)K;
+    h.a = malloc(sizeof(float) * na), h.b = malloc(sizeof(float) * nb), h.w = malloc(sizeof(float) * (size_t)K);
+    h.rows = malloc(sizeof(int32_t) * (size_t)n_rows);
+    uint16_t *want = malloc(2 * nb), *got = malloc(2 * nb);
+    float *x_want = malloc(sizeof(float) * na), *x_got = malloc(sizeof(float) * na);
+    int8_t *qs_want = malloc(nb);
+    qn_mmvq_xrec *rec_want = malloc(sizeof(qn_mmvq_xrec) * (nb / QN_MMVQ_QK));
+    assert_true(h.a && h.b && h.w && h.rows && want && got && x_want && x_got && qs_want && rec_want);
+    if (op == Q8_SILU_MUL) {
+        for (size_t i = 0; i < na; i++) h.a[i] = qn_rng_uniform(&r, -20.0f, 20.0f);
+        for (size_t i = 0; i < nb; i++) h.b[i] = 3.0f * qn_rng_normal(&r);
+    } else {
+        fill_rows(&r, h.a, h.n_src, K);
+        qn_rng_fill_normal(&r, h.b, nb, 2.0f);
+    }
+    for (int64_t i = 0; i < K; i++) h.w[i] = 1.0f + 0.25f * qn_rng_normal(&r);
+    for (int32_t t = 0; t < n_rows; t++) h.rows[t] = t % 3 == 2 ? h.rows[t - 1] : (int32_t)((5 * t + 3) % h.n_src);
+    /* one all-zero output block per row (d = 0, all codes 0), at a row-dependent place */
+    for (int32_t t = 0; t < h.n_src; t++) {
+        const int64_t b0 = (int64_t)t * K + (t * 7 % (K / QN_MMVQ_QK)) * QN_MMVQ_QK;
+        for (int i = 0; i < QN_MMVQ_QK; i++) {
+            if (op == Q8_ADD_RMSNORM && t < n_rows) h.a[b0 + i] = -h.b[b0 + i]; /* x + y = 0 exactly */
+            else h.a[b0 + i] = 0.0f;
+        }
+    }
+    char what[96];
+    snprintf(what, sizeof what, "%s q8 K=%lld rows=%d%s", Q8_OP_NAMES[op], (long long)K, n_rows,
+             strided ? " strided" : "");
+
+    q8_run(&h, NULL, want, op == Q8_ADD_RMSNORM ? x_want : NULL, what);
+    qn_mmvq_quantize_x_ref(want, n_rows, K, qs_want, rec_want);
+
+    /* a workspace as the matmul's, poisoned: counters, codes, padding, records */
+    const size_t ws_bytes = 64 * 1024 + qn_mmvq_x_bytes(n_rows, K);
+    uint8_t *ws = dev_poisoned(ws_bytes, GUARD), *ws_h = malloc(ws_bytes);
+    assert_non_null(ws_h);
+    qn_quant_q8_x q8;
+    assert_true(qn_quant_q8_x_in_workspace(ws, ws_bytes, n_rows, K, &q8));
+    q8_run(&h, &q8, got, op == Q8_ADD_RMSNORM ? x_got : NULL, what);
+    dev_fetch(ws_h, ws, ws_bytes, GUARD, what);
+
+    if (memcmp(got, want, 2 * nb) != 0) fail_msg("%s: fp16 output differs from the op without q8", what);
+    if (op == Q8_ADD_RMSNORM && memcmp(x_got, x_want, sizeof(float) * na) != 0)
+        fail_msg("%s: residual differs from the op without q8", what);
+    const size_t qs_at = (size_t)((uint8_t *)q8.qs - ws), rec_at = (size_t)((uint8_t *)q8.rec - ws);
+    const qn_mmvq_xrec *rec_got = (const qn_mmvq_xrec *)(ws_h + rec_at);
+    size_t bad = 0;
+    for (size_t b = 0; b < nb / QN_MMVQ_QK; b++) {
+        const int8_t *qg = (const int8_t *)ws_h + qs_at + b * QN_MMVQ_QK, *qw = qs_want + b * QN_MMVQ_QK;
+        const qn_mmvq_xrec *rg = &rec_got[b], *rw = &rec_want[b];
+        if (memcmp(qg, qw, QN_MMVQ_QK) == 0 && memcmp(rg, rw, sizeof *rg) == 0) continue;
+        if (bad++ < 5) {
+            int e = 0;
+            while (e < QN_MMVQ_QK - 1 && qg[e] == qw[e]) e++;
+            fprintf(stderr, "  %s: block %zu (row %zu): d %.9g/%.9g s0 %d/%d s1 %d/%d, code %d: %d/%d (got/want)\n",
+                    what, b, b / (size_t)(K / QN_MMVQ_QK), rg->d, rw->d, rg->s0, rw->s0, rg->s1, rw->s1, e, qg[e],
+                    qw[e]);
+        }
+    }
+    if (bad) fail_msg("%s: %zu blocks differ from qn_mmvq_quantize_x_ref of the fp16 output", what, bad);
+    q8_untouched(ws_h, 0, qs_at, "split-K counters", what);
+    q8_untouched(ws_h, qs_at + nb, rec_at, "padding behind the codes", what);
+    cudaFree(ws);
+    free(ws_h), free(h.a), free(h.b), free(h.w), free(h.rows), free(want), free(got), free(x_want), free(x_got);
+    free(qs_want), free(rec_want);
+}
+
+static void test_q8_outputs(void **state) {
+    (void)state;
+    static const int64_t Ks[] = {4096, 14336, 576, 1536};
+    int n_cases = 0;
+    for (int op = Q8_RMSNORM; op <= Q8_SILU_MUL; op++)
+        for (int strided = 0; strided <= (op == Q8_SILU_MUL ? 0 : 1); strided++)
+            for (int k = 0; k < 4; k++)
+                for (int32_t n_rows = 1; n_rows <= 5; n_rows++) {
+                    if (g_quick && n_rows != 1 && n_rows != 5) continue;
+                    q8_case((q8_op)op, Ks[k], n_rows, strided, 700u + 1000u * (uint64_t)op + 100u * (uint64_t)strided +
+                                                                   10u * (uint64_t)k + (uint64_t)n_rows);
+                    n_cases++;
+                }
+    fprintf(stderr, "  q8 outputs: %d cases bit-identical to the op + qn_mmvq_quantize_x_ref\n", n_cases);
 }
 
 int main(void) {
@@ -428,7 +609,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embed_args), cmocka_unit_test(test_embed),       cmocka_unit_test(test_row_op_args),
         cmocka_unit_test(test_rmsnorm),    cmocka_unit_test(test_add_rmsnorm), cmocka_unit_test(test_silu_mul),
-        cmocka_unit_test(test_f32_to_f16),
+        cmocka_unit_test(test_f32_to_f16), cmocka_unit_test(test_q8_in_workspace), cmocka_unit_test(test_q8_outputs),
     };
     return cmocka_run_group_tests_name("gpu_ops", tests, qn_gpu_test_setup, qn_gpu_test_teardown);
 }

@@ -30,7 +30,10 @@
  *  5. synthetic models (quern synth, seeded random weights; real shapes): tiny (GQA 4, head_dim 64)
  *     in F16, Q8_0, Q4_0, Q5_1, Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, Q6_K; llama3-8b truncated to 2 layers
  *     in Q4_K_M (head_dim 128, vocab 128256): 64-token prompt, GPU vs CPU on the same file: NMSE
- *     <= 3e-3 (the CPU's 8-bit activations, as in (a); F16 files: <= 1e-5).
+ *     <= 3e-3 (the CPU's 8-bit activations, as in (a); F16 files: <= 1e-5). Then 4 decode steps (the
+ *     int8 path for the legacy formats and Q4_K..Q6_K, its activations written by the norms and silu_mul,
+ *     in a CUDA graph): NMSE <= 6e-3, twice the prompt's bound since both sides now round activations to
+ *     8 bits, independently (a first bound from that argument, not yet measured; F16 files: <= 1e-5).
  *  6. tensor parallel over NCCL (tp/forward_cuda.c): the NCCL path with one rank (--tp-nccl) gives logits
  *     bit-identical to the plain CUDA forward (a one-rank all-reduce is a copy); with >= 2 GPUs, the tiny
  *     synthetic model (4 heads, 1 kv head) at TP = 2 (and 4 with 4 GPUs) vs TP = 1: NMSE <= 1e-6 (F16
@@ -437,12 +440,21 @@ static void synth_case(const char *preset, const char *type, int n_layer) {
     float *lc = malloc(sizeof(float) * (size_t)N * V), *lg = malloc(sizeof(float) * (size_t)N * V);
     assert_int_equal(qn_ctx_eval(cpu, toks, N, 0, true, lc, &err), QN_OK);
     if (qn_ctx_eval(gpu, toks, N, 0, true, lg, &err) != QN_OK) fail_msg("gpu %s %s: %s", preset, type, err.msg);
-    cmp_stats st = {0};
+    cmp_stats st = {0}, sd = {0};
     compare_rows(&st, lg, lc, N, V, NULL);
     char what[96];
     snprintf(what, sizeof what, "synth %s %s (%d layers)", preset, type, m->cfg.n_layer);
     report(what, &st);
+    for (int d = 0; d < 4; d++) { /* decode steps: n = 1 */
+        const int32_t tok = (int32_t)((d * 104729 + 17) % 40000) + 50;
+        assert_int_equal(qn_ctx_eval(cpu, &tok, 1, N + d, false, lc, &err), QN_OK);
+        if (qn_ctx_eval(gpu, &tok, 1, N + d, false, lg, &err) != QN_OK) fail_msg("gpu %s %s decode: %s", preset, type, err.msg);
+        compare_rows(&sd, lg, lc, 1, V, NULL);
+    }
+    snprintf(what, sizeof what, "synth %s %s (%d layers), 4 decode steps", preset, type, m->cfg.n_layer);
+    report(what, &sd);
     assert_true(st.se / st.ref_sq <= (ft == QN_FTYPE_MOSTLY_F16 ? 1e-5 : 3e-3));
+    assert_true(sd.se / sd.ref_sq <= (ft == QN_FTYPE_MOSTLY_F16 ? 1e-5 : 6e-3));
     free(lc), free(lg);
     qn_ctx_destroy(cpu), qn_ctx_destroy(gpu);
     qn_model_free(m);

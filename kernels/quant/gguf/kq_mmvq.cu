@@ -8,19 +8,18 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/quant/gguf/kq_mmvq.cuh"
+#include "kernels/quant/gguf/kq_mmvq_x.cuh"
 #include "kernels/quant/lutq_gpu.h"
 
 /* --- the activation quantizer ---
- * 4 threads per 32-element block, 8 elements (one 16-byte load) each; amax and the half sums by
- * shuffles inside the quad. The rounding is spelled out (IEEE division, no FMA, half-to-even) because
- * the build uses --use_fast_math and the host twin must match bit for bit. */
+ * 4 threads per 32-element block, 8 elements (one 16-byte load) each; the block's quantization is
+ * kq_mmvq_x_store (kq_mmvq_x.cuh), shared with the ops that write q8 activations themselves. */
 __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restrict__ x, int64_t n8,
                                                            int8_t *__restrict__ qs, qn_mmvq_xrec *__restrict__ rec) {
     qn_pdl_trigger(); /* the matmul after it (PDL) starts loading weights meanwhile */
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* 8-element chunk */
     const bool ok = i < n8; /* n8 % 4 == 0: a quad is all in or all out, but all lanes shuffle */
     float v[8];
-    float amax = 0.f;
     if (ok) {
         const uint4 raw = qn_ldg128(x + 8 * i);
         const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -29,34 +28,11 @@ __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restri
             const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&wv[k]));
             v[2 * k] = f.x, v[2 * k + 1] = f.y;
         }
-#pragma unroll
-        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k]));
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = 0.f;
     }
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-    const float d = __fdiv_rn(amax, 127.0f);
-    const float inv = amax > 0.f ? __fdiv_rn(127.0f, amax) : 0.f;
-    int s = 0;
-    uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-    for (int k = 0; k < 8; k++) {
-        const int q = __float2int_rn(__fmul_rn(v[k], inv));
-        s += q;
-        packed[k >> 2] |= ((uint32_t)q & 0xFFu) << (8 * (k & 3));
-    }
-    s += __shfl_xor_sync(0xffffffffu, s, 1);            /* quad lanes 0,1: elements 0..15; 2,3: 16..31 */
-    const int s_hi = __shfl_down_sync(0xffffffffu, s, 2); /* lane 0 of the quad gets lanes 2,3's sum */
-    if (!ok) return;
-    *reinterpret_cast<uint2 *>(qs + 8 * i) = make_uint2(packed[0], packed[1]);
-    if ((i & 3) == 0) {
-        qn_mmvq_xrec r;
-        r.d = d;
-        r.s0 = (int16_t)s, r.s1 = (int16_t)s_hi;
-        rec[i >> 2] = r;
-    }
+    kq_mmvq_x_store<8>(v, ok, qs + 8 * i, rec + (i >> 2));
 }
 
 qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream) {

@@ -11,7 +11,10 @@
  * Device buffer (16-byte aligned), for n tokens:
  *   qs  [n][K]     int8, at offset 0
  *   rec [n][K/32]  qn_mmvq_xrec, at offset align256(n*K)
- * The kernel and qn_mmvq_quantize_x_ref write the same bits (test_gpu_quant checks it). */
+ * The kernel and qn_mmvq_quantize_x_ref write the same bits (test_gpu_quant checks it); so do the norms and
+ * SiLU*mul of kernels/ops/ops_cuda.h when asked to write this buffer too (the device code of one block is
+ * kq_mmvq_x.cuh; test_gpu_ops checks them). quant.h's qn_quant_q8_x_in_workspace says where a matmul
+ * workspace holds it. */
 #ifndef QN_KQ_MMVQ_H
 #define QN_KQ_MMVQ_H
 
