@@ -271,10 +271,11 @@ __global__ void __launch_bounds__(1024)
     k_rmsnorm(float *x, const float *__restrict__ y, const int32_t *__restrict__ rows, int64_t n,
               const float *__restrict__ w, float eps, __half *__restrict__ out, qn_quant_q8_x q8) {
     __shared__ float red[32];
-    if (Q8) qn_pdl_trigger();
+    qn_pdl_trigger();
     const int64_t t = blockIdx.x;
-    const int64_t src = rows ? (int64_t)rows[t] : t;
+    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, read before the wait */
     float *xr = x + src * n;
+    qn_pdl_wait(); /* x and y come from the kernels before */
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         float v = xr[i];
@@ -304,13 +305,14 @@ __global__ void __launch_bounds__(1024)
     k_rmsnorm_v4(float *x, const float *__restrict__ y, const int32_t *__restrict__ rows, int64_t n,
                  const float *__restrict__ w, float eps, __half *__restrict__ out, qn_quant_q8_x q8) {
     __shared__ float red[32];
-    if (Q8) qn_pdl_trigger();
+    qn_pdl_trigger();
     const int64_t t = blockIdx.x;
-    const int64_t src = rows ? (int64_t)rows[t] : t;
+    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, read before the wait */
     const int n4 = (int)(n / 4);
     float4 *xr = reinterpret_cast<float4 *>(x + src * n);
     const float4 *yr = ADD ? reinterpret_cast<const float4 *>(y + t * n) : NULL;
     const float4 *wr = reinterpret_cast<const float4 *>(w);
+    qn_pdl_wait(); /* x and y come from the kernels before */
     float4 v[NORM_V4];
 #pragma unroll
     for (int k = 0; k < NORM_V4; k++) {
@@ -358,15 +360,30 @@ __global__ void __launch_bounds__(1024)
     }
 }
 
+/* The norms, silu_mul and add launch with programmatic dependent launch on sm_90+ (device_util.cuh):
+ * they read their step inputs and weights pointers, then wait for the kernel before, and let the
+ * kernel after them start early. Asked of the current device per call (host only, at graph capture
+ * or per eager step). */
+static bool ops_pdl(void) {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        return false;
+    return major >= 9;
+}
+
 /* One launch of either variant (norm_use_v4 picks, from n and the alignment only). */
 template <bool ADD, bool Q8>
 static void norm_launch_q8(float *x, const float *y, const int32_t *rows, int32_t n_rows, int64_t n, const float *w,
                            float eps, uint16_t *out, qn_quant_q8_x q8, cudaStream_t st) {
     __half *o = reinterpret_cast<__half *>(out);
+    const bool pdl = ops_pdl();
     if (norm_use_v4(n, x, ADD ? y : NULL, w, out))
-        k_rmsnorm_v4<ADD, Q8><<<(unsigned)n_rows, norm_v4_threads(n), 0, st>>>(x, y, rows, n, w, eps, o, q8);
+        (void)qn_launch(k_rmsnorm_v4<ADD, Q8>, dim3((unsigned)n_rows), dim3(norm_v4_threads(n)), 0, st, pdl, x, y, rows,
+                        n, w, eps, o, q8);
     else
-        k_rmsnorm<ADD, Q8><<<(unsigned)n_rows, norm_threads(n), 0, st>>>(x, y, rows, n, w, eps, o, q8);
+        (void)qn_launch(k_rmsnorm<ADD, Q8>, dim3((unsigned)n_rows), dim3(norm_threads(n)), 0, st, pdl, x, y, rows, n, w,
+                        eps, o, q8);
 }
 
 template <bool ADD>
@@ -394,6 +411,8 @@ static unsigned ew_blocks(int64_t total) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (total); i += (int64_t)gridDim.x * blockDim.x)
 
 __global__ void k_add(float *__restrict__ x, const float *__restrict__ y, int64_t total) {
+    qn_pdl_trigger();
+    qn_pdl_wait();
     EW_LOOP(i, total) x[i] = __fadd_rn(x[i], y[i]);
 }
 
@@ -421,7 +440,7 @@ qn_status qn_add_rmsnorm_cuda(float *x, const float *y, int32_t n_rows, int64_t 
     const cudaStream_t st = (cudaStream_t)stream;
     if (!w) {
         const int64_t total = (int64_t)n_rows * n;
-        k_add<<<ew_blocks(total), EW_THREADS, 0, st>>>(x, y, total);
+        (void)qn_launch(k_add, dim3(ew_blocks(total)), dim3(EW_THREADS), 0, st, ops_pdl(), x, y, total);
     } else {
         norm_launch<true>(x, y, NULL, n_rows, n, w, eps, out, q8, st);
     }
@@ -441,7 +460,8 @@ qn_status qn_add_rmsnorm_cuda(float *x, const float *y, int32_t n_rows, int64_t 
 template <bool Q8>
 __global__ void k_silu_mul(const float *__restrict__ g, const float *__restrict__ u, int64_t total,
                            __half *__restrict__ out, qn_quant_q8_x q8) {
-    if (Q8) qn_pdl_trigger();
+    qn_pdl_trigger();
+    qn_pdl_wait();
     EW_LOOP(i, total) {
         const float x = g[i];
         const __half h = __float2half_rn(__fmul_rn(__fdividef(x, __fadd_rn(1.0f, __expf(-x))), u[i]));
@@ -469,8 +489,9 @@ qn_status qn_silu_mul_cuda(const float *g, const float *u, int32_t n_rows, int64
     const unsigned grid = ew_blocks(total);
     const cudaStream_t st = (cudaStream_t)stream;
     __half *o = reinterpret_cast<__half *>(out);
-    if (q8) k_silu_mul<true><<<grid, EW_THREADS, 0, st>>>(g, u, total, o, *q8);
-    else k_silu_mul<false><<<grid, EW_THREADS, 0, st>>>(g, u, total, o, qn_quant_q8_x{});
+    const bool pdl = ops_pdl();
+    if (q8) (void)qn_launch(k_silu_mul<true>, dim3(grid), dim3(EW_THREADS), 0, st, pdl, g, u, total, o, *q8);
+    else (void)qn_launch(k_silu_mul<false>, dim3(grid), dim3(EW_THREADS), 0, st, pdl, g, u, total, o, qn_quant_q8_x{});
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }

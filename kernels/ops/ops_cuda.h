@@ -7,9 +7,10 @@
  * matmul path's (qn_quant_q8_x: qs [n_rows][n], rec [n_rows][n/32], row t of each for out[t]; n a multiple
  * of 32, else QN_ERR_SHAPE; both 8-byte aligned). They are the bits the path's own quantizer makes of out
  * (qn_mmvq_quantize_x_ref of the fp16 output), so with q8 = qn_quant_q8_x_in_workspace() of the next
- * matmul's workspace that matmul may pass x_ready and skip its quantizer launch. With q8 the kernel also
- * lets the kernel after it start early if that one is a programmatic dependent launch (the int8 matmul
- * waits for it before reading; device_util.cuh). */
+ * matmul's workspace that matmul may pass x_ready and skip its quantizer launch.
+ * PDL: on sm_90+ the norms, add and silu_mul are programmatic dependent launches (device_util.cuh): they
+ * start while the kernel before finishes and wait for it before touching x/y/g/u, and they let the kernel
+ * after them start early. */
 #ifndef QN_OPS_CUDA_H
 #define QN_OPS_CUDA_H
 

@@ -925,7 +925,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         .rope_dim = c->rope_dim, .neox = c->rope_style == QN_ROPE_STYLE_NEOX, .theta_base = c->rope_theta,
         .freq_scale = c->rope_scaling.type == QN_ROPE_SCALING_LINEAR && c->rope_scaling.factor > 0
                           ? 1.0f / c->rope_scaling.factor : 1.0f,
-        .freq_factors = f->rope_freqs};
+        .freq_factors = f->rope_freqs, .pdl = f->qctx.sm >= 90};
 
     nvtxRangePushA("model.forward");
     f->ar_i = 0;
@@ -962,7 +962,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
             .tiles = (const qn_attn_tile *)(sd + l->tiles), .n_tiles = f->n_attn_tiles, .n_tokens = T,
             .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim, .block_size = f->p.block_size,
             .max_ctx = f->p.max_ctx, .n_splits = 0, .scale = 1.0f / sqrtf((float)c->head_dim), .out = f->xh,
-            .workspace = f->attn_ws, .ws_bytes = f->attn_ws_bytes};
+            .workspace = f->attn_ws, .ws_bytes = f->attn_ws_bytes, .pdl = f->qctx.sm >= 90};
         KS(qn_attn_paged_cuda(&at, f->qctx.n_sm, f->stream));
         TRY(tap_rows(f, "kqv_out", il, f->xh, true, T, HQ, HQ, err));
         TRY(mm(f, &D->wo, f->xh, T, f->y, err));
