@@ -102,7 +102,10 @@ int qn_cmd_export_hf(int argc, char **argv) {
         fprintf(stderr, "quern export-hf: %s\n", err.msg);
         return 1;
     }
+    char tm[4200];
+    snprintf(tm, sizeof tm, "%s/tokenizer.model", pos[1]);
     fprintf(stderr, "quern export-hf: %s: config.json, generation_config.json, model.safetensors (%s), tokenizer.json, "
-            "tokenizer_config.json in %.1f s\n", pos[1], dtype, qn_tool_now_s() - t0);
+            "tokenizer_config.json%s in %.1f s\n", pos[1], dtype, access(tm, F_OK) == 0 ? ", tokenizer.model" : "",
+            qn_tool_now_s() - t0);
     return 0;
 }

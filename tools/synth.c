@@ -7,7 +7,7 @@
  * llama-cpp-python sdist, under $QN_CACHE/llama.cpp) for llama3 / llama2 / mistral / qwen2.5, the
  * default SmolLM2 model for smollm2-135m; otherwise SmolLM2's tokenizer padded to the preset's
  * vocabulary with [PAD<id>] tokens (formats.md §1.3 keys; see synth.h). In a Hugging Face directory the
- * tokenizer is tokenizer.json, or tokenizer.gguf for SentencePiece (llama2 / mistral), which it cannot hold. */
+ * tokenizer is tokenizer.json (+ tokenizer.model for SentencePiece: llama2 / mistral), as export-hf writes it. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -95,8 +95,8 @@ int qn_cmd_synth(int argc, char **argv) {
                 "Hugging Face types write OUT as a directory (model.safetensors, config.json with quantization_config, "
                 "tokenizer.json)\nwith random codes whose dequantized weights have std --std: GPTQ v1 (g_idx; gptq4-act: "
                 "desc_act with\nrandom act-order groups), AutoAWQ GEMM, bitsandbytes NF4 / FP4 (nf4-dq: double quant); "
-                "embeddings and norms\nfp16; the tokenizer as tokenizer.json, or tokenizer.gguf for llama2 / mistral "
-                "(tokenizer.json has no SentencePiece).\n`quern run -m OUT`.\n");
+                "embeddings and norms\nfp16; the tokenizer as tokenizer.json (llama2 / mistral: also tokenizer.model).\n"
+                "`quern run -m OUT`.\n");
         if (!help && (!preset_name || !type || !out))
             fprintf(stderr, "quern synth: --preset, --type and -o are required\n");
         return help ? 0 : 1;

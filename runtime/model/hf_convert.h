@@ -1,6 +1,6 @@
 /* hf_convert.h — `quern convert` as a library: a Hugging Face Llama-family directory (config.json,
- * model.safetensors or a sharded index, tokenizer.json, tokenizer_config.json) -> one GGUF file with
- * the keys, tensor names, Q/K permutation and per-tensor types of llama.cpp's convert_hf_to_gguf.py
+ * model.safetensors or a sharded index, tokenizer.json and/or tokenizer.model, tokenizer_config.json) -> one
+ * GGUF file with the keys, tensor names, Q/K permutation and per-tensor types of llama.cpp's convert_hf_to_gguf.py
  * (LlamaForCausalLM and MistralForCausalLM as arch "llama", permuted; Qwen2ForCausalLM as "qwen2").
  * Optionally merges a PEFT LoRA adapter first: W += (lora_alpha / r) * B·A (alpha / sqrt(r) with
  * use_rslora) on every module the adapter names.

@@ -22,8 +22,8 @@
 
 #define QN_HF_TRANSFORMERS_VERSION "4.57.6" /* the version llama.cpp's converter pins */
 
-static const char *const QN_EXPORT_FILES[] = {"config.json", "generation_config.json", "model.safetensors",
-                                              "tokenizer.json", "tokenizer_config.json"};
+static const char *const QN_EXPORT_FILES[] = {"config.json",    "generation_config.json", "model.safetensors",
+                                              "tokenizer.json", "tokenizer_config.json",  "tokenizer.model"};
 
 /* The double whose shortest decimal form gives back f: config.json reads 1e-05, not 9.99999975e-06. */
 static json_t *json_f32(float f) {

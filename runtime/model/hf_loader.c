@@ -1,8 +1,9 @@
 /* hf_loader.c — binds a Hugging Face Llama-family directory to qn_model (model/model.h): config.json,
  * safetensors (single file or sharded index), fp16/bf16/fp32 weights or GPTQ / AWQ / bitsandbytes-4bit linears
  * repacked once into the lutq CPU layout (kernels/quant/lutq.h), HF row order with NEOX RoPE, tied embeddings.
- * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory), else from tokenizer.json
- * (tokenizer/hf_tokenizer.h; byte-level BPE families). Errors name the tensor and the field.
+ * The tokenizer comes from a GGUF (argument, or the single *.gguf in the directory), else from tokenizer.json /
+ * tokenizer.model (tokenizer/hf_tokenizer.h; byte-level BPE families, SentencePiece). Errors name the tensor and
+ * the field.
  * Binding (lookup, checks, allocation) is sequential; the lutq repacks it queues run afterwards on the load's
  * threads (repack_all), each job writing only its own buffer, so the result does not depend on the count. */
 #include <dirent.h>
@@ -306,8 +307,8 @@ static qn_status bind_layer(hf_ctx *h, int il, qn_error *err) {
     return QN_OK;
 }
 
-/* tokenizer.json (+ tokenizer_config.json, config.json) -> an in-memory GGUF of the tokenizer.* keys, as
- * `quern convert` writes them (tokenizer/hf_tokenizer.h); the image is owned by the model. */
+/* tokenizer.json / tokenizer.model (+ tokenizer_config.json, config.json) -> an in-memory GGUF of the
+ * tokenizer.* keys, as `quern convert` writes them (tokenizer/hf_tokenizer.h); the image is owned by the model. */
 static qn_status vocab_from_tokenizer_json(qn_model *m, const char *dir, qn_error *err) {
     qn_gguf_writer *w = NULL;
     void *buf = NULL;
@@ -337,7 +338,7 @@ static qn_status find_vocab(const char *dir, char *out, size_t cap, qn_error *er
     closedir(d);
     if (found == 1) return QN_OK;
     return qn_error_set(err, QN_ERR_NOT_FOUND,
-                        "%s: no tokenizer: no tokenizer.json, and %s; pass --vocab FILE.gguf",
+                        "%s: no tokenizer: no tokenizer.json or tokenizer.model, and %s; pass --vocab FILE.gguf",
                         dir, found ? "several *.gguf files (choose one)" : "no *.gguf file");
 }
 
@@ -389,13 +390,14 @@ qn_status qn_model_load_hf_threads(const char *dir, const char *vocab_gguf, int 
     for (int il = 0; il < c->n_layer; il++)
         if ((st = bind_layer(&h, il, err))) goto err_free;
     if ((st = repack_all(&h, err))) goto err_free;
-    if (!vocab_gguf) { /* a single *.gguf beside the checkpoint, else the HF tokenizer.json */
-        char tj[4096];
+    if (!vocab_gguf) { /* a single *.gguf beside the checkpoint, else the HF tokenizer.json / tokenizer.model */
+        char tj[4096], tm[4096];
         snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+        snprintf(tm, sizeof tm, "%s/tokenizer.model", dir);
         qn_error ferr = {0};
         if ((st = find_vocab(dir, path, sizeof path, &ferr)) == QN_OK) {
             vocab_gguf = path;
-        } else if (access(tj, R_OK) != 0) {
+        } else if (access(tj, R_OK) != 0 && access(tm, R_OK) != 0) {
             if (err) *err = ferr;
             goto err_free;
         }

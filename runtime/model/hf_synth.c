@@ -497,19 +497,7 @@ static qn_status write_meta(const syn *s, const qn_model_config *c, const char *
     qn_status st = qtext ? QN_OK : qn_error_set(err, QN_ERR_NOMEM, "synth: out of memory");
     if (st == QN_OK) st = qn_synth_meta_gguf(s->p, c, &buf, &len, err);
     if (st == QN_OK) st = qn_gguf_open_memory(buf, len, s->p->vocab_path, &g, err);
-    /* tokenizer.json holds byte-level BPE only (tokenizer/hf_tokenizer.h): a SentencePiece vocabulary (llama2,
-     * mistral) goes beside the weights as tokenizer.gguf, the loader's other tokenizer source */
-    qn_gguf_str model = {0};
-    const bool bpe = g && qn_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL) == QN_OK && model.len == 4 &&
-                     !memcmp(model.ptr, "gpt2", 4);
-    if (st == QN_OK) st = qn_hf_export_meta(g, c, QN_ST_DTYPE_F16, qtext, bpe, dir, err);
-    if (st == QN_OK && !bpe) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/tokenizer.gguf", dir);
-        FILE *f = fopen(path, "wb");
-        const bool ok = f && fwrite(buf, 1, len, f) == len;
-        if ((f && fclose(f) != 0) || !ok) st = qn_error_set(err, QN_ERR_IO, "%s: cannot write", path);
-    }
+    if (st == QN_OK) st = qn_hf_export_meta(g, c, QN_ST_DTYPE_F16, qtext, true, dir, err);
     if (st == QN_OK && s->gptq) {
         char path[4200];
         snprintf(path, sizeof path, "%s/quantize_config.json", dir);

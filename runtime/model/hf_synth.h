@@ -5,8 +5,8 @@
  * (qn_gptq_pack, qn_awq_pack_gemm) and the bnb tables; embeddings, norms (1), biases and an untied lm_head are fp16,
  * with the GGUF writer's values. tokenizer.json / tokenizer_config.json / config.json (with quantization_config) /
  * generation_config.json are those of `quern export-hf` (model/hf_export.h) from the synth tokenizer, so the
- * directory loads on its own (`quern run -m DIR`); a SentencePiece tokenizer (llama2, mistral), which
- * tokenizer.json cannot hold here, is written as tokenizer.gguf instead (the HF loader's other source).
+ * directory loads on its own (`quern run -m DIR`); a SentencePiece tokenizer (llama2, mistral) also gets
+ * tokenizer.model.
  * Values: codes minus zero follow a discretized normal truncated to the code range (GPTQ/AWQ), or are uniform over
  * the 16 codes (NF4/FP4, whose tables are normal quantiles already); zeros (asymmetric), scales and absmax vary by
  * ±10% around a centre chosen so that the dequantized weights have standard deviation p->std. Every value is a

@@ -1,11 +1,12 @@
 /* hf_tokenizer.c — GGUF tokenizer keys <-> tokenizer.json / tokenizer_config.json (contract in
- * hf_tokenizer.h). The pre-tokenizer is recognised by its structure: every family of the table has
- * one canonical tokenizer.json form, compared as a signature that keeps what changes the split
- * (pre-tokenizer types, regexes, Digits/ByteLevel flags) and drops what does not (trim_offsets).
- * llama.cpp instead tokenizes a fixed text with transformers and looks the hash of the ids up in a
- * table of known models; the structure is what decides tokenization, so for the files it knows both
- * give the same id, and where one structure has several ids (starcoder / smollm: same regexes,
- * different detokenizer clean-up) clean_up_tokenization_spaces picks. */
+ * hf_tokenizer.h): byte-level BPE, what both tokenizer kinds share (hf_tok_internal.h), and the choice
+ * between this and SentencePiece (hf_tokenizer_spm.c). The pre-tokenizer is recognised by its
+ * structure: every family of the table has one canonical tokenizer.json form, compared as a signature
+ * that keeps what changes the split (pre-tokenizer types, regexes, Digits/ByteLevel flags) and drops
+ * what does not (trim_offsets). llama.cpp instead tokenizes a fixed text with transformers and looks the
+ * hash of the ids up in a table of known models; the structure is what decides tokenization, so for the
+ * files it knows both give the same id, and where one structure has several ids (starcoder / smollm:
+ * same regexes, different detokenizer clean-up) clean_up_tokenization_spaces picks. */
 #include "tokenizer/hf_tokenizer.h"
 
 #include <errno.h>
@@ -16,6 +17,7 @@
 
 #include "model/gguf.h"
 #include "model/gguf_write.h"
+#include "tokenizer/hf_tok_internal.h"
 #include "tokenizer/pretok.h"
 #include "tokenizer/vocab.h"
 
@@ -94,11 +96,14 @@ static const pre_family *pre_family_of_json(json_t *pre) {
 /* ------------------------------------------------------------------------------------------------ */
 /* small helpers                                                                                    */
 
-static qn_status dump_atomic(json_t *j, const char *dir, const char *name, qn_error *err) {
+qn_status qn_hf_write_file(const char *dir, const char *name, const void *data, size_t len, qn_error *err) {
     char path[4096], tmp[4100];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (json_dump_file(j, tmp, JSON_INDENT(2)) != 0) {
+    FILE *f = fopen(tmp, "wb");
+    bool ok = f && fwrite(data, 1, len, f) == len;
+    if (f && fclose(f) != 0) ok = false;
+    if (!ok) {
         remove(tmp);
         return qn_error_set(err, QN_ERR_IO, "%s: cannot write", tmp);
     }
@@ -109,8 +114,15 @@ static qn_status dump_atomic(json_t *j, const char *dir, const char *name, qn_er
     return QN_OK;
 }
 
-/* Loads dir/name; *out NULL (and QN_OK) when absent and optional. */
-static qn_status load_json(const char *dir, const char *name, bool required, json_t **out, qn_error *err) {
+qn_status qn_hf_dump_json(json_t *j, const char *dir, const char *name, qn_error *err) {
+    char *text = json_dumps(j, JSON_INDENT(2));
+    if (!text) return qn_error_set(err, QN_ERR_NOMEM, "%s/%s: out of memory", dir, name);
+    const qn_status st = qn_hf_write_file(dir, name, text, strlen(text), err);
+    free(text);
+    return st;
+}
+
+qn_status qn_hf_load_json(const char *dir, const char *name, bool required, json_t **out, qn_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     *out = NULL;
@@ -134,48 +146,12 @@ static qn_status load_json(const char *dir, const char *name, bool required, jso
 static json_t *gstr_json(qn_gguf_str s) { return json_stringn(s.ptr, (size_t)s.len); }
 
 /* ------------------------------------------------------------------------------------------------ */
-/* export                                                                                           */
-
-static json_t *added_token(int64_t id, json_t *content, bool special) {
-    return json_pack("{s:I, s:o, s:b, s:b, s:b, s:b, s:b}", "id", (json_int_t)id, "content", content, "single_word",
-                     0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", special);
-}
-
-/* The post-processor: ByteLevel alone, or ByteLevel + a template adding bos/eos as the file says. */
-static json_t *post_processor(const char *bos, int64_t bos_id, bool add_bos, const char *eos, int64_t eos_id,
-                              bool add_eos) {
-    json_t *bl = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 0,
-                           "use_regex", 1);
-    if (!(add_bos && bos) && !(add_eos && eos)) return bl;
-    json_t *single = json_array(), *pair = json_array(), *specials = json_object();
-    if (add_bos && bos) {
-        json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", bos, "type_id", 0));
-        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", bos, "type_id", 0));
-        json_object_set_new(specials, bos, json_pack("{s:s, s:[I], s:[s]}", "id", bos, "ids", (json_int_t)bos_id,
-                                                     "tokens", bos));
-    }
-    json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
-    json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
-    if (add_eos && eos) {
-        json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", eos, "type_id", 0));
-        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", eos, "type_id", 0));
-        json_object_set_new(specials, eos, json_pack("{s:s, s:[I], s:[s]}", "id", eos, "ids", (json_int_t)eos_id,
-                                                     "tokens", eos));
-    }
-    if (add_bos && bos)
-        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", bos, "type_id", 1));
-    json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "B", "type_id", 1));
-    if (add_eos && eos)
-        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", eos, "type_id", 1));
-    json_t *tp = json_pack("{s:s, s:o, s:o, s:o}", "type", "TemplateProcessing", "single", single, "pair", pair,
-                           "special_tokens", specials);
-    return json_pack("{s:s, s:[o, o]}", "type", "Sequence", "processors", bl, tp);
-}
+/* export: the GGUF side                                                                            */
 
 /* Token text of id as a C string (NULL when out of range or holding a NUL), owned by the caller. */
-static char *token_cstr(const qn_gguf *g, int64_t ti, int64_t n, int64_t id) {
-    if (id < 0 || id >= n) return NULL;
-    const qn_gguf_str s = qn_gguf_arr_str(g, ti, (uint64_t)id);
+static char *token_cstr(const qn_hf_gguf_vocab *v, int64_t id) {
+    if (id < 0 || id >= v->n) return NULL;
+    const qn_gguf_str s = qn_gguf_arr_str(v->g, v->ti, (uint64_t)id);
     if (memchr(s.ptr, 0, (size_t)s.len)) return NULL;
     return strndup(s.ptr, (size_t)s.len);
 }
@@ -190,15 +166,209 @@ static int gguf_bool(const qn_gguf *g, const char *key) { /* -1 absent */
     return qn_gguf_get_bool(g, key, &b, NULL) == QN_OK ? (int)b : -1;
 }
 
-qn_status qn_hf_tokenizer_export(const qn_gguf *g, int64_t n_ctx, const char *dir, qn_error *err) {
-    const char *gp = qn_gguf_path(g);
-    qn_gguf_str model = {0}, pre = {0};
-    if (qn_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL) != QN_OK)
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.model' is missing", gp);
-    if (model.len != 4 || memcmp(model.ptr, "gpt2", 4))
-        return qn_error_set(err, QN_ERR_UNSUPPORTED,
-                            "%s: key 'tokenizer.ggml.model': '%.*s': only byte-level BPE ('gpt2') exports to "
-                            "tokenizer.json yet", gp, (int)(model.len > 32 ? 32 : model.len), model.ptr);
+/* A per-token array key of 32-bit values (NULL when absent; an error when it has another shape). */
+static qn_status token_array(const qn_hf_gguf_vocab *v, const char *key, const uint8_t **out, qn_error *err) {
+    const int64_t k = qn_gguf_find_key(v->g, key);
+    *out = NULL;
+    if (k < 0) return QN_OK;
+    if (qn_gguf_kv_type(v->g, k) != QN_GGUF_TYPE_ARRAY || qn_gguf_arr_n(v->g, k) != (uint64_t)v->n ||
+        qn_gguf_type_size(qn_gguf_arr_type(v->g, k)) != 4)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: key '%s': not %lld 32-bit values", v->path, key, (long long)v->n);
+    if (!strcmp(key, "tokenizer.ggml.scores") && qn_gguf_arr_type(v->g, k) != QN_GGUF_TYPE_FLOAT32)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: key '%s': not f32", v->path, key);
+    *out = qn_gguf_arr_data(v->g, k);
+    return QN_OK;
+}
+
+qn_status qn_hf_gguf_vocab_open(const qn_gguf *g, qn_hf_gguf_vocab *v, qn_error *err) {
+    *v = (qn_hf_gguf_vocab){.g = g, .path = qn_gguf_path(g)};
+    v->ti = qn_gguf_find_key(g, "tokenizer.ggml.tokens");
+    if (v->ti < 0 || qn_gguf_kv_type(g, v->ti) != QN_GGUF_TYPE_ARRAY ||
+        qn_gguf_arr_type(g, v->ti) != QN_GGUF_TYPE_STRING)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' is missing or not strings", v->path);
+    v->n = (int64_t)qn_gguf_arr_n(g, v->ti);
+    qn_status st;
+    if ((st = token_array(v, "tokenizer.ggml.token_type", &v->types, err)) ||
+        (st = token_array(v, "tokenizer.ggml.scores", &v->scores, err)))
+        return st;
+    v->bos_id = gguf_id(g, "tokenizer.ggml.bos_token_id");
+    v->eos_id = gguf_id(g, "tokenizer.ggml.eos_token_id");
+    v->unk_id = gguf_id(g, "tokenizer.ggml.unknown_token_id");
+    v->pad_id = gguf_id(g, "tokenizer.ggml.padding_token_id");
+    v->bos = token_cstr(v, v->bos_id);
+    v->eos = token_cstr(v, v->eos_id);
+    v->unk = token_cstr(v, v->unk_id);
+    v->pad = token_cstr(v, v->pad_id);
+    v->add_bos = gguf_bool(g, "tokenizer.ggml.add_bos_token");
+    v->add_eos = gguf_bool(g, "tokenizer.ggml.add_eos_token");
+    v->add_space = gguf_bool(g, "tokenizer.ggml.add_space_prefix");
+    v->add_sep = gguf_bool(g, "tokenizer.ggml.add_sep_token");
+    return QN_OK;
+}
+
+void qn_hf_gguf_vocab_close(qn_hf_gguf_vocab *v) {
+    free(v->bos);
+    free(v->eos);
+    free(v->unk);
+    free(v->pad);
+    v->bos = v->eos = v->unk = v->pad = NULL;
+}
+
+int32_t qn_hf_gguf_vocab_type(const qn_hf_gguf_vocab *v, int64_t id) {
+    int32_t t = QN_TOKEN_TYPE_NORMAL;
+    if (v->types) memcpy(&t, v->types + 4 * id, 4);
+    return t;
+}
+
+float qn_hf_gguf_vocab_score(const qn_hf_gguf_vocab *v, int64_t id) {
+    float f = 0.0f;
+    if (v->scores) memcpy(&f, v->scores + 4 * id, 4);
+    return f;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* export: tokenizer.json and tokenizer_config.json pieces                                          */
+
+static json_t *added_token(int64_t id, json_t *content, bool special) {
+    return json_pack("{s:I, s:o, s:b, s:b, s:b, s:b, s:b}", "id", (json_int_t)id, "content", content, "single_word",
+                     0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", special);
+}
+
+/* Whether llama.cpp's _create_vocab_sentencepiece, reading this token from added_tokens_decoder, gives it
+ * back as it is: it makes such tokens control (special, or looking special) or user-defined with U+2581
+ * turned into spaces, all with score -1000. */
+static bool spm_decoder_roundtrips(const qn_hf_gguf_vocab *v, int64_t id, int32_t type, qn_gguf_str s) {
+    if (qn_hf_gguf_vocab_score(v, id) != -1000.0f) return false;
+    if (type == QN_TOKEN_TYPE_CONTROL) return true;
+    if (type != QN_TOKEN_TYPE_USER_DEFINED || memmem(s.ptr, (size_t)s.len, "\xe2\x96\x81", 3)) return false;
+    char *t = strndup(s.ptr, (size_t)s.len);
+    const bool ok = t && !qn_hf_looks_special(t);
+    free(t);
+    return ok;
+}
+
+qn_status qn_hf_vocab_json(const qn_hf_gguf_vocab *v, bool spm, json_t *vocab, json_t *added,
+                           json_t *decoder_added, qn_error *err) {
+    for (int64_t i = 0; i < v->n; i++) {
+        const qn_gguf_str s = qn_gguf_arr_str(v->g, v->ti, (uint64_t)i);
+        const int32_t type = qn_hf_gguf_vocab_type(v, i);
+        char padname[32];
+        snprintf(padname, sizeof padname, "[PAD%lld]", (long long)i);
+        /* padding the converter invented: leave the id out, vocab_size keeps the count */
+        if (type == QN_TOKEN_TYPE_UNUSED && s.len == strlen(padname) && !memcmp(s.ptr, padname, s.len)) continue;
+        json_t *js = gstr_json(s);
+        if (!js)
+            return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %lld is not valid UTF-8",
+                                v->path, (long long)i);
+        char *key = strndup(s.ptr, (size_t)s.len);
+        if (!key || memchr(s.ptr, 0, (size_t)s.len) || json_object_get(vocab, key)) {
+            json_decref(js);
+            free(key);
+            return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %lld ('%.*s') is a "
+                                "duplicate or holds a NUL", v->path, (long long)i, (int)(s.len > 32 ? 32 : s.len),
+                                s.ptr);
+        }
+        json_object_set_new(vocab, key, json_integer(i));
+        free(key);
+        if (type == QN_TOKEN_TYPE_CONTROL || type == QN_TOKEN_TYPE_USER_DEFINED || type == QN_TOKEN_TYPE_UNKNOWN) {
+            const bool special = type != QN_TOKEN_TYPE_USER_DEFINED;
+            json_array_append_new(added, added_token(i, json_copy(js), special));
+            if (!spm || spm_decoder_roundtrips(v, i, type, s)) {
+                char idbuf[24];
+                snprintf(idbuf, sizeof idbuf, "%lld", (long long)i);
+                json_object_set_new(decoder_added, idbuf,
+                                    json_pack("{s:o, s:b, s:b, s:b, s:b, s:b}", "content", json_copy(js), "lstrip", 0,
+                                              "normalized", 0, "rstrip", 0, "single_word", 0, "special", special));
+            }
+        }
+        json_decref(js);
+    }
+    return QN_OK;
+}
+
+json_t *qn_hf_template_processor(const qn_hf_gguf_vocab *v) {
+    const bool add_bos = v->add_bos == 1 && v->bos, add_eos = v->add_eos == 1 && v->eos;
+    if (!add_bos && !add_eos) return NULL;
+    json_t *single = json_array(), *pair = json_array(), *specials = json_object();
+    if (add_bos) {
+        json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->bos, "type_id", 0));
+        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->bos, "type_id", 0));
+        json_object_set_new(specials, v->bos, json_pack("{s:s, s:[I], s:[s]}", "id", v->bos, "ids",
+                                                        (json_int_t)v->bos_id, "tokens", v->bos));
+    }
+    json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
+    json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "A", "type_id", 0));
+    if (add_eos) {
+        json_array_append_new(single, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->eos, "type_id", 0));
+        if (v->add_sep >= 0)
+            json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->eos, "type_id", 0));
+        json_object_set_new(specials, v->eos, json_pack("{s:s, s:[I], s:[s]}", "id", v->eos, "ids",
+                                                        (json_int_t)v->eos_id, "tokens", v->eos));
+    }
+    /* transformers puts bos (and eos) between A and B, which gguf-py's SpecialVocab reads as add_sep = false:
+     * only when the GGUF has that key, so that it comes back as it was */
+    if (add_bos && v->add_sep >= 0)
+        json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->bos, "type_id", 1));
+    json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "Sequence", "id", "B", "type_id", 1));
+    if (add_eos) json_array_append_new(pair, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", v->eos, "type_id", 1));
+    return json_pack("{s:s, s:o, s:o, s:o}", "type", "TemplateProcessing", "single", single, "pair", pair,
+                     "special_tokens", specials);
+}
+
+/* tokenizer_config.json (steals decoder_added); NULL and err set on a bad chat template. */
+static json_t *tokenizer_config(const qn_hf_gguf_vocab *v, int64_t n_ctx, const qn_hf_tok_files *f, qn_error *err) {
+    json_t *cfg = json_object(), *decoder_added = f->decoder_added;
+    if (!cfg || !decoder_added) {
+        json_decref(cfg);
+        json_decref(decoder_added);
+        qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory building tokenizer_config.json", v->path);
+        return NULL;
+    }
+    if (v->add_bos >= 0) json_object_set_new(cfg, "add_bos_token", json_boolean(v->add_bos));
+    if (v->add_eos >= 0) json_object_set_new(cfg, "add_eos_token", json_boolean(v->add_eos));
+    if (v->add_space >= 0) json_object_set_new(cfg, "add_prefix_space", json_boolean(v->add_space));
+    json_object_set_new(cfg, "added_tokens_decoder", decoder_added);
+    if (v->bos) json_object_set_new(cfg, "bos_token", json_string(v->bos));
+    qn_gguf_str tmpl;
+    if (qn_gguf_get_str(v->g, "tokenizer.chat_template", &tmpl, NULL) == QN_OK) {
+        json_t *t = gstr_json(tmpl);
+        if (!t) {
+            json_decref(cfg);
+            qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.chat_template' is not valid UTF-8", v->path);
+            return NULL;
+        }
+        json_object_set_new(cfg, "chat_template", t);
+    }
+    json_object_set_new(cfg, "clean_up_tokenization_spaces", json_boolean(f->clean));
+    if (v->eos) json_object_set_new(cfg, "eos_token", json_string(v->eos));
+    if (f->legacy) json_object_set_new(cfg, "legacy", json_true());
+    if (n_ctx > 0) json_object_set_new(cfg, "model_max_length", json_integer(n_ctx));
+    if (v->pad) json_object_set_new(cfg, "pad_token", json_string(v->pad));
+    json_object_set_new(cfg, "tokenizer_class", json_string(f->tokenizer_class));
+    if (v->unk) json_object_set_new(cfg, "unk_token", json_string(v->unk));
+    return cfg;
+}
+
+qn_status qn_hf_write_tokenizer(const qn_hf_gguf_vocab *v, int64_t n_ctx, const char *dir, const qn_hf_tok_files *f,
+                                qn_error *err) {
+    json_t *cfg = tokenizer_config(v, n_ctx, f, err);
+    qn_status st = cfg ? QN_OK : err ? err->code : QN_ERR_FORMAT;
+    if (!f->tok) st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory building tokenizer.json", dir);
+    if (st == QN_OK && f->model) st = qn_hf_write_file(dir, "tokenizer.model", f->model, f->model_len, err);
+    if (st == QN_OK) st = qn_hf_dump_json(f->tok, dir, "tokenizer.json", err);
+    if (st == QN_OK) st = qn_hf_dump_json(cfg, dir, "tokenizer_config.json", err);
+    json_decref(f->tok);
+    json_decref(cfg);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* export: byte-level BPE                                                                           */
+
+static qn_status export_bpe(const qn_hf_gguf_vocab *v, int64_t n_ctx, const char *dir, qn_error *err) {
+    const qn_gguf *g = v->g;
+    const char *gp = v->path;
+    qn_gguf_str pre = {0};
     char pre_name[128] = "default";
     if (qn_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL) == QN_OK)
         snprintf(pre_name, sizeof pre_name, "%.*s", (int)(pre.len > 100 ? 100 : pre.len), pre.ptr);
@@ -214,59 +384,12 @@ qn_status qn_hf_tokenizer_export(const qn_gguf *g, int64_t n_ctx, const char *di
         return qn_error_set(err, QN_ERR_UNSUPPORTED,
                             "%s: key 'tokenizer.ggml.pre': '%s' (family %s) has no tokenizer.json form here yet", gp,
                             pre_name, family);
-
-    const int64_t ti = qn_gguf_find_key(g, "tokenizer.ggml.tokens");
-    const int64_t tti = qn_gguf_find_key(g, "tokenizer.ggml.token_type");
     const int64_t mi = qn_gguf_find_key(g, "tokenizer.ggml.merges");
-    if (ti < 0 || qn_gguf_arr_type(g, ti) != QN_GGUF_TYPE_STRING)
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens' is missing or not strings", gp);
-    if (mi < 0 || qn_gguf_arr_type(g, mi) != QN_GGUF_TYPE_STRING)
+    if (mi < 0 || qn_gguf_kv_type(g, mi) != QN_GGUF_TYPE_ARRAY || qn_gguf_arr_type(g, mi) != QN_GGUF_TYPE_STRING)
         return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.merges' is missing or not strings", gp);
-    const int64_t n = (int64_t)qn_gguf_arr_n(g, ti);
-    if (tti >= 0 && (qn_gguf_arr_n(g, tti) != (uint64_t)n || qn_gguf_type_size(qn_gguf_arr_type(g, tti)) != 4))
-        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.token_type': not %lld 32-bit values", gp,
-                            (long long)n);
-    const uint8_t *types = tti >= 0 ? qn_gguf_arr_data(g, tti) : NULL;
 
-    qn_status st = QN_OK;
     json_t *vocab = json_object(), *added = json_array(), *merges = json_array(), *decoder_added = json_object();
-    char *bos = NULL, *eos = NULL, *unk = NULL, *pad = NULL;
-    json_t *tok = NULL, *cfg = NULL;
-    for (int64_t i = 0; i < n && st == QN_OK; i++) {
-        const qn_gguf_str s = qn_gguf_arr_str(g, ti, (uint64_t)i);
-        int32_t type = QN_TOKEN_TYPE_NORMAL;
-        if (types) memcpy(&type, types + 4 * i, 4);
-        char padname[32];
-        snprintf(padname, sizeof padname, "[PAD%lld]", (long long)i);
-        /* padding the converter invented: leave the id out, vocab_size keeps the count */
-        if (type == QN_TOKEN_TYPE_UNUSED && s.len == strlen(padname) && !memcmp(s.ptr, padname, s.len)) continue;
-        json_t *js = gstr_json(s);
-        if (!js) {
-            st = qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %lld is not valid UTF-8", gp,
-                              (long long)i);
-            break;
-        }
-        char *key = strndup(s.ptr, (size_t)s.len);
-        if (!key || memchr(s.ptr, 0, (size_t)s.len) || json_object_get(vocab, key)) {
-            json_decref(js);
-            free(key);
-            st = qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.tokens': token %lld ('%.*s') is a duplicate "
-                              "or holds a NUL", gp, (long long)i, (int)(s.len > 32 ? 32 : s.len), s.ptr);
-            break;
-        }
-        json_object_set_new(vocab, key, json_integer(i));
-        free(key);
-        if (type == QN_TOKEN_TYPE_CONTROL || type == QN_TOKEN_TYPE_USER_DEFINED || type == QN_TOKEN_TYPE_UNKNOWN) {
-            const bool special = type != QN_TOKEN_TYPE_USER_DEFINED;
-            json_array_append_new(added, added_token(i, json_copy(js), special));
-            char idbuf[24];
-            snprintf(idbuf, sizeof idbuf, "%lld", (long long)i);
-            json_object_set_new(decoder_added, idbuf,
-                                json_pack("{s:o, s:b, s:b, s:b, s:b, s:b}", "content", json_copy(js), "lstrip", 0,
-                                          "normalized", 0, "rstrip", 0, "single_word", 0, "special", special));
-        }
-        json_decref(js);
-    }
+    qn_status st = qn_hf_vocab_json(v, false, vocab, added, decoder_added, err);
     const int64_t n_merges = (int64_t)qn_gguf_arr_n(g, mi);
     for (int64_t i = 0; i < n_merges && st == QN_OK; i++) {
         const qn_gguf_str s = qn_gguf_arr_str(g, mi, (uint64_t)i);
@@ -284,72 +407,64 @@ qn_status qn_hf_tokenizer_export(const qn_gguf *g, int64_t n_ctx, const char *di
     }
     if (st) goto done;
 
-    const int64_t bos_id = gguf_id(g, "tokenizer.ggml.bos_token_id"), eos_id = gguf_id(g, "tokenizer.ggml.eos_token_id");
-    bos = token_cstr(g, ti, n, bos_id);
-    eos = token_cstr(g, ti, n, eos_id);
-    unk = token_cstr(g, ti, n, gguf_id(g, "tokenizer.ggml.unknown_token_id"));
-    pad = token_cstr(g, ti, n, gguf_id(g, "tokenizer.ggml.padding_token_id"));
-    const int add_bos = gguf_bool(g, "tokenizer.ggml.add_bos_token"), add_eos = gguf_bool(g, "tokenizer.ggml.add_eos_token");
-    const int add_space = gguf_bool(g, "tokenizer.ggml.add_space_prefix");
-
     json_t *bpe = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout", "unk_token",
                             "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0, "byte_fallback", 0,
                             "ignore_merges", !strcmp(pf->family, "llama3"), "vocab", vocab, "merges", merges);
-    vocab = merges = NULL;
-    tok = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:o, s:o}", "version", "1.0", "truncation", "padding",
-                    "added_tokens", added, "normalizer", "pre_tokenizer", json_loads(pf->json, 0, NULL),
-                    "post_processor", post_processor(bos, bos_id, add_bos == 1, eos, eos_id, add_eos == 1), "decoder",
-                    json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
-                              "use_regex", 1),
-                    "model", bpe);
-    added = NULL;
-    cfg = json_object();
-    if (!tok || !cfg) {
-        st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory building tokenizer.json", dir);
-        goto done;
-    }
-    if (add_bos >= 0) json_object_set_new(cfg, "add_bos_token", json_boolean(add_bos));
-    if (add_eos >= 0) json_object_set_new(cfg, "add_eos_token", json_boolean(add_eos));
-    if (add_space >= 0) json_object_set_new(cfg, "add_prefix_space", json_boolean(add_space));
-    json_object_set_new(cfg, "added_tokens_decoder", decoder_added);
-    decoder_added = NULL;
-    if (bos) json_object_set_new(cfg, "bos_token", json_string(bos));
-    qn_gguf_str tmpl;
-    if (qn_gguf_get_str(g, "tokenizer.chat_template", &tmpl, NULL) == QN_OK) {
-        json_t *t = gstr_json(tmpl);
-        if (!t) {
-            st = qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.chat_template' is not valid UTF-8", gp);
-            goto done;
-        }
-        json_object_set_new(cfg, "chat_template", t);
-    }
-    json_object_set_new(cfg, "clean_up_tokenization_spaces", json_boolean(clean));
-    if (eos) json_object_set_new(cfg, "eos_token", json_string(eos));
-    if (n_ctx > 0) json_object_set_new(cfg, "model_max_length", json_integer(n_ctx));
-    if (pad) json_object_set_new(cfg, "pad_token", json_string(pad));
-    json_object_set_new(cfg, "tokenizer_class", json_string("GPT2Tokenizer"));
-    if (unk) json_object_set_new(cfg, "unk_token", json_string(unk));
-    if ((st = dump_atomic(tok, dir, "tokenizer.json", err))) goto done;
-    st = dump_atomic(cfg, dir, "tokenizer_config.json", err);
+    /* the post-processor: ByteLevel alone, or ByteLevel + a template adding bos/eos as the file says */
+    json_t *pp = json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 0,
+                           "use_regex", 1);
+    json_t *tp = qn_hf_template_processor(v);
+    if (tp) pp = json_pack("{s:s, s:[o, o]}", "type", "Sequence", "processors", pp, tp);
+    const qn_hf_tok_files f = {
+        .tok = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:o, s:o, s:o}", "version", "1.0", "truncation", "padding",
+                         "added_tokens", added, "normalizer", "pre_tokenizer", json_loads(pf->json, 0, NULL),
+                         "post_processor", pp, "decoder",
+                         json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets",
+                                   1, "use_regex", 1),
+                         "model", bpe),
+        .decoder_added = decoder_added, .tokenizer_class = "GPT2Tokenizer", .clean = clean};
+    return qn_hf_write_tokenizer(v, n_ctx, dir, &f, err);
 done:
     json_decref(vocab);
     json_decref(added);
     json_decref(merges);
     json_decref(decoder_added);
-    json_decref(tok);
-    json_decref(cfg);
-    free(bos);
-    free(eos);
-    free(unk);
-    free(pad);
+    return st;
+}
+
+qn_status qn_hf_tokenizer_export(const qn_gguf *g, int64_t n_ctx, const char *dir, qn_error *err) {
+    const char *gp = qn_gguf_path(g);
+    qn_gguf_str model = {0};
+    if (qn_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL) != QN_OK)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: key 'tokenizer.ggml.model' is missing", gp);
+    const bool bpe = model.len == 4 && !memcmp(model.ptr, "gpt2", 4);
+    const bool spm = model.len == 5 && !memcmp(model.ptr, "llama", 5);
+    if (!bpe && !spm)
+        return qn_error_set(err, QN_ERR_UNSUPPORTED,
+                            "%s: key 'tokenizer.ggml.model': '%.*s': only byte-level BPE ('gpt2') and SentencePiece "
+                            "('llama') export to tokenizer.json", gp, (int)(model.len > 32 ? 32 : model.len),
+                            model.ptr);
+    qn_hf_gguf_vocab v;
+    qn_status st = qn_hf_gguf_vocab_open(g, &v, err);
+    if (st == QN_OK) st = spm ? qn_hf_spm_export(&v, n_ctx, dir, err) : export_bpe(&v, n_ctx, dir, err);
+    qn_hf_gguf_vocab_close(&v);
     return st;
 }
 
 /* ------------------------------------------------------------------------------------------------ */
 /* import                                                                                           */
 
-/* llama.cpp's does_token_look_special: added tokens some models forget to mark special */
-static bool looks_special(const char *t) {
+qn_status qn_hf_added_token(json_t *a, size_t i, int64_t n_vocab, const char *path, const char **content,
+                            int64_t *id, qn_error *err) {
+    json_t *jid = json_object_get(a, "id");
+    *content = json_string_value(json_object_get(a, "content"));
+    *id = json_integer_value(jid);
+    if (!*content || !json_is_integer(jid) || *id < 0 || *id >= n_vocab)
+        return qn_error_set(err, QN_ERR_FORMAT, "%s: field 'added_tokens[%zu]': bad content or id", path, i);
+    return QN_OK;
+}
+
+bool qn_hf_looks_special(const char *t) {
     const size_t n = strlen(t);
     if (!strcmp(t, "<pad>") || !strcmp(t, "<mask>") || !strcmp(t, "<2mass>") || !strcmp(t, "[@BOS@]")) return true;
     if (n >= 4 && !strncmp(t, "<|", 2) && !strcmp(t + n - 2, "|>")) return true;
@@ -362,9 +477,13 @@ typedef struct special_state {
     const char *types[7];   /* bos eos unk sep pad cls mask */
     int64_t id[7];          /* -1 unset */
     int order[7], n_order;  /* types in the order their ids were set */
-    int add[2];             /* add_bos, add_eos: -1 unset */
-    int add_order[2], n_add;
+    int add[3];             /* add_bos, add_eos, add_sep: -1 unset */
+    int add_order[3], n_add;
+    bool sep_is_eos;        /* the pair template separates with eos and tokenizer_config.json names no sep */
 } special_state;
+
+static const char *const QN_ADD_KEYS[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                                           "tokenizer.ggml.add_sep_token"};
 
 static const char *const QN_SPECIAL_KEYS[7] = {
     "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
@@ -390,8 +509,36 @@ static const char *special_content(json_t *e) {
     return json_string_value(json_object_get(e, "content"));
 }
 
+static const char *tmpl_special(json_t *pair, size_t i) {
+    return json_string_value(json_object_get(json_object_get(json_array_get(pair, i), "SpecialToken"), "id"));
+}
+
+static const char *tmpl_sequence(json_t *pair, size_t i) {
+    return json_string_value(json_object_get(json_object_get(json_array_get(pair, i), "Sequence"), "id"));
+}
+
+static bool str_in(const char *x, const char *a, const char *b) {
+    return x && ((a && !strcmp(x, a)) || (b && !strcmp(x, b)));
+}
+
+/* SpecialVocab on the "pair" template: what stands between A and B (once the single template's leading /
+ * trailing tokens are taken off) decides add_sep — a sep or eos token there, or second there. */
+static void read_pair_template(json_t *pair, const char *first, const char *last, json_t *tcfg, special_state *s) {
+    size_t lo = 0, hi = json_array_size(pair);
+    const char *sep = special_content(json_object_get(tcfg, "sep_token"));
+    const char *eos = special_content(json_object_get(tcfg, "eos_token"));
+    if (first && str_in(tmpl_special(pair, 0), first, NULL)) lo = 1;
+    if (last && hi > lo && str_in(tmpl_special(pair, hi - 1), last, NULL)) hi--;
+    const char *a = hi > lo ? tmpl_sequence(pair, lo) : NULL, *b = hi > lo ? tmpl_sequence(pair, hi - 1) : NULL;
+    if (!a || !b || strcmp(a, "A") || strcmp(b, "B") || hi - lo < 3) return;
+    bool add_sep = !last && str_in(tmpl_special(pair, lo + 1), sep, eos);
+    if (hi - lo == 4 && str_in(tmpl_special(pair, lo + 2), sep, eos)) add_sep = true;
+    add_set(s, 2, add_sep, true);
+    s->sep_is_eos = add_sep && !sep && tcfg;
+}
+
 /* Crude TemplateProcessing reading, as SpecialVocab: a leading / trailing special token in the
- * "single" template means add_bos / add_eos. */
+ * "single" template means add_bos / add_eos; the "pair" template gives add_sep. */
 static void read_post_processor(json_t *pp, json_t *tcfg, special_state *s) {
     json_t *procs = json_object_get(pp, "processors"), *one = json_array();
     if (!json_is_array(procs)) {
@@ -408,16 +555,16 @@ static void read_post_processor(json_t *pp, json_t *tcfg, special_state *s) {
             add_set(s, 1, false, false);
         } else if (!strcmp(t, "TemplateProcessing")) {
             json_t *single = json_object_get(p, "single");
+            const char *first = NULL, *last = NULL;
             if (json_array_size(single) > 1) {
-                const char *first = json_string_value(
-                    json_object_get(json_object_get(json_array_get(single, 0), "SpecialToken"), "id"));
-                const char *last = json_string_value(json_object_get(
-                    json_object_get(json_array_get(single, json_array_size(single) - 1), "SpecialToken"), "id"));
+                first = tmpl_special(single, 0);
+                last = tmpl_special(single, json_array_size(single) - 1);
                 const char *bos = special_content(json_object_get(tcfg, "bos_token"));
                 const char *eos = special_content(json_object_get(tcfg, "eos_token"));
                 if (first) add_set(s, 0, bos ? !strcmp(first, bos) : true, true);
                 if (last) add_set(s, 1, eos ? !strcmp(last, eos) : true, true);
             }
+            read_pair_template(json_object_get(p, "pair"), first, last, tcfg, s);
         }
     }
     json_decref(one);
@@ -438,10 +585,9 @@ static qn_status read_vocab(import_ctx *c, json_t *tok, qn_error *err) {
     const char *mt = json_string_value(json_object_get(model, "type"));
     if (!json_is_object(model) || !mt)
         return qn_error_set(err, QN_ERR_FORMAT, "%s: field 'model.type' is missing", c->tok_path);
-    if (strcmp(mt, "BPE") || json_is_true(json_object_get(model, "byte_fallback")))
-        return qn_error_set(err, QN_ERR_UNSUPPORTED,
-                            "%s: field 'model': %s%s tokenizers are not supported yet (byte-level BPE only)",
-                            c->tok_path, mt, json_is_true(json_object_get(model, "byte_fallback")) ? " with byte_fallback (SentencePiece)" : "");
+    if (strcmp(mt, "BPE"))
+        return qn_error_set(err, QN_ERR_UNSUPPORTED, "%s: field 'model.type': %s tokenizers are not supported (BPE "
+                            "only: byte-level, or SentencePiece-style with byte_fallback)", c->tok_path, mt);
     json_t *vocab = json_object_get(model, "vocab");
     if (!json_is_object(vocab)) return qn_error_set(err, QN_ERR_FORMAT, "%s: field 'model.vocab' is not an object", c->tok_path);
     const char *k;
@@ -457,14 +603,13 @@ static qn_status read_vocab(import_ctx *c, json_t *tok, qn_error *err) {
     json_t *added = json_object_get(tok, "added_tokens"), *a;
     size_t i;
     json_array_foreach(added, i, a) {
-        const char *content = json_string_value(json_object_get(a, "content"));
-        json_t *jid = json_object_get(a, "id");
-        const json_int_t id = json_integer_value(jid);
-        if (!content || !json_is_integer(jid) || id < 0 || id >= c->n_vocab)
-            return qn_error_set(err, QN_ERR_FORMAT, "%s: field 'added_tokens[%zu]': bad content or id", c->tok_path, i);
+        const char *content;
+        int64_t id;
+        const qn_status st = qn_hf_added_token(a, i, c->n_vocab, c->tok_path, &content, &id, err);
+        if (st) return st;
         free(c->tokens[id]);
         if (!(c->tokens[id] = strdup(content))) return qn_error_set(err, QN_ERR_NOMEM, "out of memory");
-        c->types[id] = json_is_true(json_object_get(a, "special")) || looks_special(content) ? QN_TOKEN_TYPE_CONTROL
+        c->types[id] = json_is_true(json_object_get(a, "special")) || qn_hf_looks_special(content) ? QN_TOKEN_TYPE_CONTROL
                                                                                                : QN_TOKEN_TYPE_USER_DEFINED;
     }
     for (int64_t id = 0; id < c->n_vocab; id++) {
@@ -507,16 +652,18 @@ static qn_status read_vocab(import_ctx *c, json_t *tok, qn_error *err) {
     return QN_OK;
 }
 
-qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_space_prefix, qn_gguf_writer *w,
-                                 qn_error *err) {
+qn_status qn_hf_put_add_space_prefix(qn_gguf_writer *w, json_t *tcfg, bool want, qn_error *err) {
+    json_t *a = json_object_get(tcfg, "add_prefix_space");
+    if (!want || !json_is_boolean(a)) return QN_OK;
+    return qn_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix", json_is_true(a), err);
+}
+
+/* The vocabulary keys of a byte-level BPE: llama.cpp's _set_vocab_gpt2. */
+static qn_status import_bpe_vocab(const char *dir, json_t *tok, json_t *tcfg, int64_t n_vocab, bool add_space_prefix,
+                                  qn_gguf_writer *w, qn_error *err) {
     import_ctx c = {.dir = dir, .n_vocab = n_vocab};
     snprintf(c.tok_path, sizeof c.tok_path, "%s/tokenizer.json", dir);
-    json_t *tok = NULL, *tcfg = NULL, *mcfg = NULL;
     qn_status st;
-    if ((st = load_json(dir, "tokenizer.json", true, &tok, err)) ||
-        (st = load_json(dir, "tokenizer_config.json", false, &tcfg, err)) ||
-        (st = load_json(dir, "config.json", false, &mcfg, err)))
-        goto done;
     if (n_vocab <= 0 || !(c.tokens = calloc((size_t)n_vocab, sizeof *c.tokens)) ||
         !(c.types = calloc((size_t)n_vocab, sizeof *c.types))) {
         st = qn_error_set(err, QN_ERR_NOMEM, "%s: out of memory (%lld tokens)", c.tok_path, (long long)n_vocab);
@@ -534,40 +681,52 @@ qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_spac
     }
     const bool clean = json_is_true(json_object_get(tcfg, "clean_up_tokenization_spaces"));
     const char *pre = clean && pf->id_clean ? pf->id_clean : pf->id;
-
-    if (add_space_prefix && json_is_boolean(json_object_get(tcfg, "add_prefix_space")) &&
-        (st = qn_gguf_writer_add_bool(w, "tokenizer.ggml.add_space_prefix",
-                                      json_is_true(json_object_get(tcfg, "add_prefix_space")), err)))
-        goto done;
-    if ((st = qn_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", err)) ||
+    if ((st = qn_hf_put_add_space_prefix(w, tcfg, add_space_prefix, err)) ||
+        (st = qn_gguf_writer_add_str(w, "tokenizer.ggml.model", "gpt2", err)) ||
         (st = qn_gguf_writer_add_str(w, "tokenizer.ggml.pre", pre, err)) ||
         (st = qn_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)c.tokens, (uint64_t)n_vocab,
                                          err)) ||
         (st = qn_gguf_writer_add_arr(w, "tokenizer.ggml.token_type", QN_GGUF_TYPE_INT32, c.types, (uint64_t)n_vocab,
                                      err)))
         goto done;
-    if (c.n_merges && (st = qn_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)c.merges,
-                                                       (uint64_t)c.n_merges, err)))
-        goto done;
+    if (c.n_merges)
+        st = qn_gguf_writer_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)c.merges, (uint64_t)c.n_merges,
+                                        err);
+done:
+    for (int64_t i = 0; c.tokens && i < n_vocab; i++) free(c.tokens[i]);
+    for (int64_t i = 0; c.merges && i < c.n_merges; i++) free(c.merges[i]);
+    free(c.tokens);
+    free(c.types);
+    free(c.merges);
+    return st;
+}
 
-    special_state s = {.types = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"}, .add = {-1, -1}};
+/* gguf-py's SpecialVocab (load_merges aside): special ids, add_bos/add_eos, the chat template. tok may be
+ * NULL (a tokenizer.model without tokenizer.json): then only config.json names special ids. */
+static qn_status import_specials(const char *dir, json_t *tok, json_t *tcfg, json_t *mcfg, int64_t n_vocab,
+                                 qn_gguf_writer *w, qn_error *err) {
+    qn_status st = QN_OK;
+    special_state s = {.types = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"}, .add = {-1, -1, -1}};
     for (int i = 0; i < 7; i++) s.id[i] = -1;
     json_t *pp = json_object_get(tok, "post_processor");
     if (json_is_object(pp)) read_post_processor(pp, tcfg, &s);
     json_t *added = json_object_get(tok, "added_tokens");
     for (int typ = 0; tcfg && typ < 7; typ++) {
         char key[32];
-        if (typ < 2) {
+        const int add_slot = typ < 2 ? typ : typ == 3 ? 2 : -1; /* bos, eos, sep */
+        if (add_slot >= 0) {
             snprintf(key, sizeof key, "add_%s_token", s.types[typ]);
             json_t *a = json_object_get(tcfg, key);
-            if (json_is_boolean(a)) add_set(&s, typ, json_is_true(a), false);
+            if (json_is_boolean(a)) add_set(&s, add_slot, json_is_true(a), false);
         }
         snprintf(key, sizeof key, "%s_token", s.types[typ]);
         const char *content = special_content(json_object_get(tcfg, key));
+        if (typ == 3 && !content && s.sep_is_eos) content = special_content(json_object_get(tcfg, "eos_token"));
         size_t i;
         json_t *a;
         json_array_foreach(added, i, a) {
-            if (content && !strcmp(content, json_string_value(json_object_get(a, "content")) ? json_string_value(json_object_get(a, "content")) : "")) {
+            const char *c = json_string_value(json_object_get(a, "content"));
+            if (content && c && !strcmp(content, c)) {
                 special_set(&s, typ, json_object_get(a, "id"), n_vocab);
                 break;
             }
@@ -581,9 +740,8 @@ qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_spac
     for (int i = 0; i < s.n_order && st == QN_OK; i++)
         st = qn_gguf_writer_add_u32(w, QN_SPECIAL_KEYS[s.order[i]], (uint32_t)s.id[s.order[i]], err);
     for (int i = 0; i < s.n_add && st == QN_OK; i++)
-        st = qn_gguf_writer_add_bool(w, s.add_order[i] ? "tokenizer.ggml.add_eos_token" : "tokenizer.ggml.add_bos_token",
-                                     s.add[s.add_order[i]] == 1, err);
-    if (st) goto done;
+        st = qn_gguf_writer_add_bool(w, QN_ADD_KEYS[s.add_order[i]], s.add[s.add_order[i]] == 1, err);
+    if (st) return st;
     json_t *tmpl = json_object_get(tcfg, "chat_template");
     if (json_is_string(tmpl)) {
         st = qn_gguf_writer_add_str(w, "tokenizer.chat_template", json_string_value(tmpl), err);
@@ -609,12 +767,27 @@ qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_spac
         st = qn_error_set(err, QN_ERR_UNSUPPORTED, "%s/tokenizer_config.json: field 'chat_template': only a string "
                           "template is supported", dir);
     }
+    return st;
+}
+
+qn_status qn_hf_tokenizer_import(const char *dir, int64_t n_vocab, bool add_space_prefix, qn_gguf_writer *w,
+                                 qn_error *err) {
+    json_t *tok = NULL, *tcfg = NULL, *mcfg = NULL;
+    const bool spm_file = qn_hf_spm_applies(dir, NULL); /* tokenizer.model: tokenizer.json becomes optional */
+    qn_status st;
+    if ((st = qn_hf_load_json(dir, "tokenizer.json", !spm_file, &tok, err)) ||
+        (st = qn_hf_load_json(dir, "tokenizer_config.json", false, &tcfg, err)) ||
+        (st = qn_hf_load_json(dir, "config.json", false, &mcfg, err)))
+        goto done;
+    if (n_vocab <= 0) {
+        st = qn_error_set(err, QN_ERR_INVALID_ARG, "%s: vocabulary size %lld", dir, (long long)n_vocab);
+        goto done;
+    }
+    st = spm_file || qn_hf_spm_applies(dir, tok)
+             ? qn_hf_spm_import_vocab(dir, tok, tcfg, n_vocab, add_space_prefix, w, err)
+             : import_bpe_vocab(dir, tok, tcfg, n_vocab, add_space_prefix, w, err);
+    if (st == QN_OK) st = import_specials(dir, tok, tcfg, mcfg, n_vocab, w, err);
 done:
-    for (int64_t i = 0; c.tokens && i < n_vocab; i++) free(c.tokens[i]);
-    for (int64_t i = 0; c.merges && i < c.n_merges; i++) free(c.merges[i]);
-    free(c.tokens);
-    free(c.types);
-    free(c.merges);
     json_decref(tok);
     json_decref(tcfg);
     json_decref(mcfg);

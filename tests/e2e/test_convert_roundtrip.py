@@ -22,9 +22,10 @@ import subprocess
 import sys
 import tempfile
 
-from convert_util import inputs, permute, read_safetensors
+from convert_util import inputs, permute, read_safetensors, report
 
 SKIP = 77
+OK = "export-hf -> convert round trip (tensors, metadata, tokenizer, greedy text)"
 
 STRINGS = [
     "Hello world",
@@ -65,7 +66,7 @@ def main():
         run(["convert", hf, rt, "--outtype", "f16", "-q"])
         run(["quantize", model, ref, "F16", "-q"])
         if failures:
-            return report(failures)
+            return report(failures, OK)
 
         # 1. the HF directory
         for f in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -158,7 +159,7 @@ def main():
             outs.append(r.stdout)
         if outs[0] != outs[1] or not outs[0].strip():
             failures.append(f"greedy text differs: round trip {outs[0]!r} vs quantize-F16 {outs[1]!r}")
-    return report(failures)
+    return report(failures, OK)
 
 
 def gguf_to_hf(name):
@@ -180,15 +181,6 @@ def fields(reader):
         v = f.contents()
         out[name] = v
     return out
-
-
-def report(failures):
-    for f in failures:
-        print("FAIL:", f)
-    if failures:
-        return 1
-    print("ok: export-hf -> convert round trip (tensors, metadata, tokenizer, greedy text)")
-    return 0
 
 
 if __name__ == "__main__":

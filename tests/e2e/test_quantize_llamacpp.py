@@ -10,76 +10,19 @@
 #   4. `quern run -n 4` and `quern perplexity --chunks 2` work on our Q4_K_M file.
 # Skips (77) when llama-quantize or the default model is missing.
 # QN_TEST_LABELS: cpu peer slow
-import mmap
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
+from convert_util import gguf_read
+
 SKIP = 77
 
 
-_SCALAR = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # GGUF value type -> bytes
-
-
 def tensors(path):
-    """name -> (ggml type, shape, raw bytes) of every tensor of a GGUF file (a small parser of
-    formats.md §1: gguf-py's reader spends seconds on the 100k tokenizer strings)."""
-    with open(path, "rb") as f:
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    pos = 0
-
-    def take(fmt):
-        nonlocal pos
-        v = struct.unpack_from(fmt, mm, pos)
-        pos += struct.calcsize(fmt)
-        return v if len(v) > 1 else v[0]
-
-    def skip_value(t):
-        nonlocal pos
-        if t == 8:
-            n = take("<Q")  # (not `pos += take(..)`: pos would be read before take moves it)
-            pos += n
-        elif t == 9:
-            et, n = take("<IQ")
-            if et == 8:
-                for _ in range(n):
-                    m = take("<Q")
-                    pos += m
-            else:
-                pos += _SCALAR[et] * n
-        else:
-            pos += _SCALAR[t]
-
-    magic, version, n_tensors, n_kv = take("<4sIQQ")
-    assert magic == b"GGUF" and version == 3, path
-    alignment = 32
-    for _ in range(n_kv):
-        n = take("<Q")
-        key = bytes(mm[pos:pos + n]).decode()
-        pos += n
-        t = take("<I")
-        if key == "general.alignment":
-            alignment = struct.unpack_from("<I", mm, pos)[0]
-        skip_value(t)
-    infos = []
-    for _ in range(n_tensors):
-        n = take("<Q")
-        name = bytes(mm[pos:pos + n]).decode()
-        pos += n
-        nd = take("<I")
-        shape = tuple(take("<Q") for _ in range(nd))
-        typ, off = take("<IQ")
-        infos.append((name, typ, shape, off))
-    data = (pos + alignment - 1) // alignment * alignment
-    out = {}
-    for i, (name, typ, shape, off) in enumerate(infos):
-        end = infos[i + 1][3] if i + 1 < len(infos) else len(mm) - data
-        out[name] = (typ, shape, off, bytes(mm[data + off:data + end]))  # padding included: it must match too
-    mm.close()
-    return out
+    return gguf_read(path)[1]
 
 
 def compare(label, ours, ref, failures):

@@ -1,7 +1,8 @@
 /* test_tokenizer.c — tokenizer against llama.cpp's test vectors (ggml-vocab-*.gguf + .inp/.out, replayed with the
  * protocol of llama.cpp tests/test-tokenizer-0.cpp: add_special = false, parse_special = false), detokenization
- * round trips, SmolLM2 ids from an independent reference, the streaming detokenizer, vocabs built from arrays, and
- * a speed check. Vocab files live in ~/.cache/quern/llama.cpp/models (QN_VOCAB_DIR overrides); absent -> skip.
+ * round trips, llama-spm exported to a Hugging Face directory and imported back (hf_tokenizer.h), SmolLM2 ids from an
+ * independent reference, the streaming detokenizer, vocabs built from arrays, and a speed check. Vocab files live
+ * in ~/.cache/quern/llama.cpp/models (QN_VOCAB_DIR overrides); absent -> skip.
  * QN_TEST_LABELS: cpu */
 #include <stdbool.h>
 #include <stdio.h>
@@ -10,8 +11,13 @@
 #include <pthread.h>
 #include <time.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "harness.h"
 #include "model/gguf.h"
+#include "model/gguf_write.h"
+#include "tokenizer/hf_tokenizer.h"
 #include "tokenizer/vocab.h"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -184,6 +190,54 @@ typedef struct vocab_case {
     const char *why;  /* for unsupported ones */
 } vocab_case;
 
+/* Replays base's .inp/.out vectors on v, with the detokenizer round trip; returns the number of failures
+ * (mismatches + round-trip mismatches), or -1 when base has no vectors. */
+static int check_vectors(const qn_vocab *v, const char *base, const char *name) {
+    size_t n = 0;
+    char *inp = NULL;
+    vec_case *c = read_vectors(base, &n, &inp);
+    if (!c) return -1;
+    int bad = 0, rt_bad = 0, n_inexact = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t nt;
+        int32_t *ids = tokenize_all(v, c[i].text, c[i].len, false, false, &nt);
+        const bool ok = nt == c[i].n_ids && memcmp(ids, c[i].ids, (size_t)nt * sizeof *ids) == 0;
+        if (!ok && bad++ < 8) {
+            fprintf(stderr, "  %s case %zu: '", name, i);
+            print_escaped(c[i].text, c[i].len);
+            fprintf(stderr, "'\n");
+            print_ids("expected", c[i].ids, c[i].n_ids);
+            print_ids("got     ", ids, nt);
+        }
+        /* round trip: detokenize(tokenize(x)) == x, except where llama.cpp's legacy space clean-up (on for the
+         * gpt-2 era pre-tokenizers) rewrites " ," " ." " 's" ...: there the text must equal the clean-up of x */
+        int32_t dl;
+        char *d = detokenize_all(v, ids, nt, false, &dl);
+        char *e = malloc(c[i].len + 1);
+        size_t el = c[i].len;
+        memcpy(e, c[i].text, el);
+        if (qn_vocab_clean_spaces(v)) el = ref_clean_spaces(e, el);
+        const bool exact = (size_t)dl == c[i].len && memcmp(d, c[i].text, c[i].len) == 0;
+        if ((size_t)dl != el || memcmp(d, e, el) != 0) {
+            if (rt_bad++ < 5) {
+                fprintf(stderr, "  %s case %zu round trip: '", name, i);
+                print_escaped(d, (size_t)dl);
+                fprintf(stderr, "'\n");
+            }
+        }
+        n_inexact += !exact;
+        free(d);
+        free(e);
+        free(ids);
+    }
+    fprintf(stderr, "%s: %zu vectors, %d mismatches, %d round-trip mismatches, %d changed by clean-up (pre %s)\n",
+            name, n, bad, rt_bad, n_inexact, qn_vocab_pre_family(v));
+    for (size_t i = 0; i < n; i++) free(c[i].ids);
+    free(c);
+    free(inp);
+    return bad + rt_bad;
+}
+
 static void run_vocab_case(void **state) {
     const vocab_case *vc = *state;
     char base[1100];
@@ -204,11 +258,8 @@ static void run_vocab_case(void **state) {
         skip();
     }
     assert_non_null(v);
-
-    size_t n = 0;
-    char *inp = NULL;
-    vec_case *c = read_vectors(base, &n, &inp);
-    if (!c) { /* a vocab without vectors: load + round trip of a fixed text only */
+    const int bad = check_vectors(v, base, vc->name);
+    if (bad < 0) { /* a vocab without vectors: load + round trip of a fixed text only */
         static const char TEXT[] = "Hello world! This is a test: 3333 ... \xF0\x9F\xA6\x99 \xE6\x88\x91\n\tend";
         int32_t nt;
         int32_t *ids = tokenize_all(v, TEXT, sizeof TEXT - 1, false, false, &nt);
@@ -216,51 +267,9 @@ static void run_vocab_case(void **state) {
         free(ids);
         fprintf(stderr, "%s: loaded (%d tokens, pre %s); no .inp/.out vectors\n", vc->name, qn_vocab_n_tokens(v),
                 qn_vocab_pre_family(v));
-        qn_vocab_destroy(v);
-        return;
     }
-
-    int bad = 0, rt_bad = 0, n_inexact = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t nt;
-        int32_t *ids = tokenize_all(v, c[i].text, c[i].len, false, false, &nt);
-        const bool ok = nt == c[i].n_ids && memcmp(ids, c[i].ids, (size_t)nt * sizeof *ids) == 0;
-        if (!ok && bad++ < 8) {
-            fprintf(stderr, "  %s case %zu: '", vc->name, i);
-            print_escaped(c[i].text, c[i].len);
-            fprintf(stderr, "'\n");
-            print_ids("expected", c[i].ids, c[i].n_ids);
-            print_ids("got     ", ids, nt);
-        }
-        /* round trip: detokenize(tokenize(x)) == x, except where llama.cpp's legacy space clean-up (on for the
-         * gpt-2 era pre-tokenizers) rewrites " ," " ." " 's" ...: there the text must equal the clean-up of x */
-        int32_t dl;
-        char *d = detokenize_all(v, ids, nt, false, &dl);
-        char *e = malloc(c[i].len + 1);
-        size_t el = c[i].len;
-        memcpy(e, c[i].text, el);
-        if (qn_vocab_clean_spaces(v)) el = ref_clean_spaces(e, el);
-        const bool exact = (size_t)dl == c[i].len && memcmp(d, c[i].text, c[i].len) == 0;
-        if ((size_t)dl != el || memcmp(d, e, el) != 0) {
-            if (rt_bad++ < 5) {
-                fprintf(stderr, "  %s case %zu round trip: '", vc->name, i);
-                print_escaped(d, (size_t)dl);
-                fprintf(stderr, "'\n");
-            }
-        }
-        n_inexact += !exact;
-        free(d);
-        free(e);
-        free(ids);
-    }
-    fprintf(stderr, "%s: %zu vectors, %d mismatches, %d round-trip mismatches, %d changed by clean-up (pre %s)\n",
-            vc->name, n, bad, rt_bad, n_inexact, qn_vocab_pre_family(v));
-    for (size_t i = 0; i < n; i++) free(c[i].ids);
-    free(c);
-    free(inp);
     qn_vocab_destroy(v);
-    assert_int_equal(bad, 0);
-    assert_int_equal(rt_bad, 0);
+    assert_true(bad <= 0);
 }
 
 static const vocab_case VOCABS[] = {
@@ -353,6 +362,132 @@ static void roundtrip_vocab(const char *name, int token_stride, int cp_stride) {
 static void test_roundtrip_llama_spm(void **state) { roundtrip_vocab("llama-spm", 1, 7); }
 static void test_roundtrip_llama_bpe(void **state) { roundtrip_vocab("llama-bpe", 3, 11); }
 static void test_roundtrip_qwen2(void **state) { roundtrip_vocab("qwen2", 5, 13); }
+
+// ---------------------------------------------------------------------------------------------------------------
+// llama-spm through a Hugging Face directory (hf_tokenizer.h): qn_hf_tokenizer_export, then qn_hf_tokenizer_import
+// back (what `quern export-hf` / `quern convert` do), from tokenizer.model and from tokenizer.json alone
+// ---------------------------------------------------------------------------------------------------------------
+
+/* dir's tokenizer files imported as for the llama architecture, into an in-memory GGUF (image freed by the caller
+ * after qn_gguf_close). */
+static qn_gguf *import_hf(const char *dir, int64_t n_vocab, void **image) {
+    qn_gguf_writer *w = NULL;
+    qn_gguf *g = NULL;
+    qn_error err = {0};
+    size_t len = 0;
+    assert_int_equal(qn_gguf_writer_create(&w, &err), QN_OK);
+    const qn_status st = qn_hf_tokenizer_import(dir, n_vocab, true, w, &err);
+    if (st != QN_OK) fprintf(stderr, "import %s: %s\n", dir, err.msg);
+    assert_int_equal(st, QN_OK);
+    assert_int_equal(qn_gguf_writer_write_memory(w, image, &len, &err), QN_OK);
+    qn_gguf_writer_destroy(w);
+    assert_int_equal(qn_gguf_open_memory(*image, len, dir, &g, &err), QN_OK);
+    return g;
+}
+
+static bool gstr_eq(qn_gguf_str a, qn_gguf_str b) { return a.len == b.len && !memcmp(a.ptr, b.ptr, a.len); }
+
+/* Entries of key that differ between a and b (0 for a scalar that matches, or a key absent from both); -1 when
+ * the key's presence, type or length differs. *first: the first differing entry. */
+static int64_t key_diff(const qn_gguf *a, const qn_gguf *b, const char *key, int64_t *first) {
+    const int64_t i = qn_gguf_find_key(a, key), j = qn_gguf_find_key(b, key);
+    *first = -1;
+    if (i < 0 || j < 0) return i < 0 && j < 0 ? 0 : -1;
+    const qn_gguf_type t = qn_gguf_kv_type(a, i);
+    if (t != qn_gguf_kv_type(b, j)) return -1;
+    if (t == QN_GGUF_TYPE_STRING) return gstr_eq(qn_gguf_kv_str(a, i), qn_gguf_kv_str(b, j)) ? 0 : 1;
+    if (t != QN_GGUF_TYPE_ARRAY) return memcmp(qn_gguf_kv_data(a, i), qn_gguf_kv_data(b, j), qn_gguf_type_size(t)) != 0;
+    const qn_gguf_type et = qn_gguf_arr_type(a, i);
+    const uint64_t n = qn_gguf_arr_n(a, i);
+    if (et != qn_gguf_arr_type(b, j) || n != qn_gguf_arr_n(b, j)) return -1;
+    const size_t es = qn_gguf_type_size(et);
+    int64_t nd = 0;
+    for (uint64_t k = 0; k < n; k++) {
+        const bool same = et == QN_GGUF_TYPE_STRING
+                              ? gstr_eq(qn_gguf_arr_str(a, i, k), qn_gguf_arr_str(b, j, k))
+                              : !memcmp((const char *)qn_gguf_arr_data(a, i) + k * es,
+                                        (const char *)qn_gguf_arr_data(b, j) + k * es, es);
+        if (!same && nd++ == 0) *first = (int64_t)k;
+    }
+    return nd;
+}
+
+/* The tokenizer.* keys of g in file order, joined by spaces. */
+static void tokenizer_keys(const qn_gguf *g, char *buf, size_t cap) {
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int64_t i = 0; i < qn_gguf_n_kv(g); i++) {
+        const qn_gguf_str k = qn_gguf_key(g, i);
+        if (k.len > 10 && !memcmp(k.ptr, "tokenizer.", 10) && len < cap)
+            len += (size_t)snprintf(buf + len, cap - len, "%.*s ", (int)k.len, k.ptr);
+    }
+}
+
+static void test_hf_llama_spm(void **state) {
+    (void)state;
+    char base[1100], dir[1200], path[1300];
+    snprintf(base, sizeof base, "%s/ggml-vocab-llama-spm.gguf", vocab_dir());
+    qn_gguf *g0 = NULL;
+    qn_error err = {0};
+    if (qn_gguf_open(base, &g0, &err) != QN_OK) {
+        fprintf(stderr, "SKIP: %s\n", err.msg);
+        skip();
+    }
+    qn_test_tmp_path(dir, sizeof dir, "hf-llama-spm");
+    mkdir(dir, 0777);
+    const qn_status st = qn_hf_tokenizer_export(g0, 4096, dir, &err);
+    if (st != QN_OK) fprintf(stderr, "export: %s\n", err.msg);
+    assert_int_equal(st, QN_OK);
+    const int64_t n = (int64_t)qn_gguf_arr_n(g0, qn_gguf_find_key(g0, "tokenizer.ggml.tokens"));
+    static const char *const keys[] = {
+        "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+        "tokenizer.ggml.token_type", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.add_eos_token", "tokenizer.ggml.add_space_prefix", "tokenizer.chat_template"};
+    char k0[1024], k1[1024];
+    tokenizer_keys(g0, k0, sizeof k0);
+
+    /* 1. tokenizer.model present: every key as the original, in the same order; the test vectors pass */
+    void *img = NULL;
+    qn_gguf *g1 = import_hf(dir, n, &img);
+    tokenizer_keys(g1, k1, sizeof k1);
+    fprintf(stderr, "original:   %s\nround trip: %s\n", k0, k1);
+    assert_string_equal(k0, k1);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        int64_t first;
+        const int64_t d = key_diff(g0, g1, keys[i], &first);
+        if (d) fprintf(stderr, "%s: %lld differ (first at %lld)\n", keys[i], (long long)d, (long long)first);
+        assert_int_equal(d, 0);
+    }
+    qn_vocab *v = NULL;
+    assert_int_equal(qn_vocab_from_gguf(g1, &v, &err), QN_OK);
+    assert_int_equal(check_vectors(v, base, "llama-spm via tokenizer.model"), 0);
+    qn_vocab_destroy(v);
+    qn_gguf_close(g1);
+    free(img);
+
+    /* 2. tokenizer.json alone (gguf-py's LlamaHfVocab): the same tokens; types as transformers' special tokens
+     * make them (<unk> control, not unknown); scores from the merges, so the vectors still pass */
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    assert_int_equal(remove(path), 0);
+    g1 = import_hf(dir, n, &img);
+    int64_t first;
+    assert_int_equal(key_diff(g0, g1, "tokenizer.ggml.tokens", &first), 0);
+    assert_int_equal(key_diff(g0, g1, "tokenizer.ggml.token_type", &first), 1);
+    assert_int_equal(first, 0);
+    assert_true(key_diff(g0, g1, "tokenizer.ggml.scores", &first) > 0);
+    assert_int_equal(qn_vocab_from_gguf(g1, &v, &err), QN_OK);
+    assert_int_equal(check_vectors(v, base, "llama-spm via tokenizer.json"), 0);
+    qn_vocab_destroy(v);
+    qn_gguf_close(g1);
+    free(img);
+    qn_gguf_close(g0);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    remove(path);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    remove(path);
+    rmdir(dir);
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // SmolLM2 (pre = smollm) against an independent reference
@@ -874,7 +1009,8 @@ int main(void) {
     }
     const struct CMUnitTest rest[] = {
         cmocka_unit_test(test_roundtrip_llama_spm), cmocka_unit_test(test_roundtrip_llama_bpe),
-        cmocka_unit_test(test_roundtrip_qwen2),     cmocka_unit_test(test_smollm2),
+        cmocka_unit_test(test_roundtrip_qwen2),     cmocka_unit_test(test_hf_llama_spm),
+        cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_detok_bytes),         cmocka_unit_test(test_detok_tokens),
         cmocka_unit_test(test_bpe_from_arrays),     cmocka_unit_test(test_spm_from_arrays),
         cmocka_unit_test(test_random_inputs),       cmocka_unit_test(test_threads),             cmocka_unit_test(test_speed),
