@@ -42,8 +42,8 @@ qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void
     if (grid > 0x7fffffff) return QN_ERR_SHAPE;
     int8_t *qs = (int8_t *)xq;
     qn_mmvq_xrec *rec = (qn_mmvq_xrec *)((uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
-    mq_quantize_kernel<<<(unsigned)grid, 256, 0, (cudaStream_t)stream>>>((const __half *)x, n8, qs, rec);
-    QN_CUDA_TRY(cudaGetLastError());
+    QN_CUDA_TRY(qn_launch(mq_quantize_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream, false,
+                          (const __half *)x, n8, qs, rec));
     return QN_OK;
 }
 
@@ -119,13 +119,7 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         a.x_ld = K;
         a.warps_per_row = W;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(MQ_THREADS), cfg.stream = (cudaStream_t)stream;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
-        QN_CUDA_TRY(cudaLaunchKernelEx(&cfg, fn, a));
+        QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(MQ_THREADS), 0, (cudaStream_t)stream, pdl != 0, a));
     }
     return QN_OK;
 }
