@@ -101,26 +101,17 @@ __device__ __forceinline__ void qn_pdl_trigger() {
 #endif
 }
 
-/* Shared-memory carveout hint (percent of the maximum) for the kernels of a decode step: 7% is the
- * 16 KB configuration the int8 matmuls take by themselves, so an SM need not switch its L1/shared
- * split between them and the small kernels around them (without the hint the driver put the decode
- * attention, 13 KB of shared memory, on a 100 KB configuration). A kernel that needs more gets more. */
-#define QN_STEP_SMEM_CARVEOUT 7
-
-/* Launches kern<<<grid, block, smem, stream>>>(args...) with the step carveout hint, and with
- * programmatic dependent launch when pdl (sm_90+; the kernel must then follow the qn_pdl_wait
- * contract above in every CTA). */
+/* Launches kern<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when pdl
+ * (sm_90+; the kernel must then follow the qn_pdl_wait contract above in every CTA). */
 template <typename... P, typename... A>
 inline cudaError_t qn_launch(void (*kern)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, bool pdl,
                              A... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
-    cudaLaunchAttribute attr[2];
-    attr[0].id = cudaLaunchAttributePreferredSharedMemoryCarveout;
-    attr[0].val.sharedMemCarveout = QN_STEP_SMEM_CARVEOUT;
-    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[1].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr, cfg.numAttrs = pdl ? 2 : 1;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr, cfg.numAttrs = pdl ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kern, args...);
 }
 
