@@ -518,7 +518,9 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
         return QN_ERR_INVALID_ARG;
     if (a->n_tokens == 0 || a->n_tiles == 0) return QN_OK;
     const int decode = qn_attn_cuda_takes_decode(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D);
-    if (a->path == QN_ATTN_PATH_DECODE && !decode) return QN_ERR_UNSUPPORTED;
+    if (a->path == QN_ATTN_PATH_DECODE &&
+        !qn_attn_cuda_decode_fits(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D))
+        return QN_ERR_UNSUPPORTED;
     const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
     const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
     if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;

@@ -68,13 +68,16 @@ qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads
 
 /* Which kernel serves a launch. AUTO: DECODE when qn_attn_cuda_takes_decode(), else TENSOR_CORE.
  * TENSOR_CORE (paged_attention_fwd): any tiles; mma.sync on shared-memory K/V tiles.
- * DECODE (paged_attention_decode): every tile one token (n_tiles == n_tokens), head_dim 64 or 128,
- *   group <= 8; K/V rows straight from global memory into CUDA-core f32 dot products, ~20 KB of
+ * DECODE (paged_attention_decode): every tile one token (n_tiles == n_tokens <= 16 under AUTO; any
+ *   count when forced), head_dim 64 or 128, group <= 8; K/V rows straight from global memory into CUDA-core f32 dot products, ~20 KB of
  *   shared memory instead of ~87 KB, Q and P kept in f32. Forcing it where it does not apply is
  *   QN_ERR_UNSUPPORTED. Both cut the keys into the same splits (same workspace, same combine). */
 typedef enum qn_attn_path { QN_ATTN_PATH_AUTO = 0, QN_ATTN_PATH_TENSOR_CORE = 1, QN_ATTN_PATH_DECODE = 2 } qn_attn_path;
 
-/* Whether AUTO takes the decode kernel for this launch shape (host C, no CUDA call). */
+/* Whether the decode kernel can serve this launch shape (forced DECODE), and whether AUTO gives it
+ * to it (host C, no CUDA call). */
+int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
+                             int32_t head_dim);
 int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                               int32_t head_dim);
 

@@ -179,7 +179,9 @@ static void test_bad_args(void **state) {
 
     /* which shapes AUTO gives the decode kernel */
     assert_true(qn_attn_cuda_takes_decode(1, 1, 32, 8, 128));
-    assert_true(qn_attn_cuda_takes_decode(256, 256, 9, 3, 64));
+    assert_true(qn_attn_cuda_takes_decode(16, 16, 9, 3, 64));
+    assert_false(qn_attn_cuda_takes_decode(17, 17, 9, 3, 64));   /* a large decode batch: tensor cores */
+    assert_true(qn_attn_cuda_decode_fits(256, 256, 9, 3, 64));     /* ... unless forced */
     assert_true(qn_attn_cuda_takes_decode(3, 3, 16, 2, 64));     /* group 8 */
     assert_false(qn_attn_cuda_takes_decode(4, 4, 32, 2, 128));   /* group 16 */
     assert_false(qn_attn_cuda_takes_decode(4, 4, 8, 8, 96));     /* head_dim 96 */
@@ -449,9 +451,11 @@ static int run_cases(const attn_case *cases, int n_cases, uint64_t seed) {
         attn_problem p;
         attn_build(c, seed + (uint64_t)i, &p);
         const int dec = qn_attn_cuda_takes_decode(p.n_tokens, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
+        const int fits = qn_attn_cuda_decode_fits(p.n_tokens, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
         for (int s = 0; s < n_sp; s++) {
             failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_AUTO);
             if (dec) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_TENSOR_CORE), n_decode++;
+            else if (fits) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_DECODE), n_decode++;
         }
         attn_free(&p);
     }
