@@ -4,7 +4,8 @@
 # .gpumodel/v/ggml-vocab-llama-bpe.gguf when carried, else SmolLM2's padded), runs `quern bench` tg with and
 # without CUDA graphs, then times every kernel of two decode steps under Nsight Compute
 # (--clock-control none --cache-control none, one metric: gpu__time_duration.sum) and sums them per kernel
-# name (bench/profile_summary.py). Nsight Compute, not Systems: nsys makes no report on these machines
+# name (bench/profile_summary.py); with QN_PROFILE_TRACE=1 also the in-graph kernel timings of a CUDA-graph
+# decode run from CUPTI activity records (bench/trace/cupti_trace.sh). Nsight Compute, not Systems: nsys makes no report on these machines
 # (.library/device/KINDS.md); ncu serialises the kernels, so the sum is kernel time without overlap. Env: QN_PROFILE_TYPES (synth types, default "Q4_K_M"), QN_PROFILE_NGEN (64).
 # Logs to $OUT (default ./gpu-profile-out).
 set -uo pipefail
@@ -38,6 +39,11 @@ for ty in ${QN_PROFILE_TYPES:-Q4_K_M}; do
             --profile-steps 6:7 >"$OUT/ncu-$ty.csv" 2>>"$LOG"
         say "ncu rc=$?"
         python3 bench/profile_summary.py "$OUT/ncu-$ty.log" --steps 2 | tee -a "$LOG"
+    fi
+    if [ "${QN_PROFILE_TRACE:-0}" = 1 ]; then # in-graph kernel timings from CUPTI activity records
+        say "cupti trace $ty"
+        timeout 200 bench/trace/cupti_trace.sh "$Q" bench --device cuda -m "$f" -p 0 -n 64 -r 1 -o md >>"$LOG" 2>&1
+        say "cupti trace rc=$?"
     fi
 done
 for ty in ${QN_PROFILE_HF_TYPES:-}; do # GPTQ / AWQ / NF4 directories at 8B shapes: end-to-end decode
