@@ -4,7 +4,8 @@
  *   - q and K in fp16, scores as fp32 dot products accumulated in `lanes` partial sums (lane m takes
  *     elements m, m+lanes, ...: the vector accumulators of its f16 products), then reduced by
  *     halving the lanes down to 4 and adding (0+2)+(1+3) — or (0+1)+(2+3), two horizontal adds;
- *   - softmax: exp(s - max) summed per chunk of `softmax_lanes` keys with the same reduction, chunk
+ *   - softmax: exp(s - max) in ggml's vector exp form of the ISA (vexp.h), summed per chunk of
+ *     `softmax_lanes` keys with the same reduction, chunk
  *     sums added in double; probabilities scaled by (float)(1/sum) and rounded to fp16;
  *   - V: per output dim, the same lane-wise accumulation over key positions.
  * The lane loops have compile-time widths so the compiler turns them into vector FMAs; heads that
@@ -17,6 +18,7 @@
 
 #include "kernels/common/half.h"
 #include "kernels/cpu/isa.h"
+#include "kernels/ops/vexp_simd.h"
 
 #define QN_ATTN_MAX_LANES 64
 #define QN_ATTN_MAX_HD 256   /* model.c refuses larger heads */
@@ -103,10 +105,11 @@ static void attn_group(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
     for (int g = 0; g < ng; g++) {
         float *sc = scores + (int64_t)g * n_ctx;
         double sum = 0.0;
+        qn_vexp_row_isa(n_ctx, sc, sc, mx[g]);
         for (int32_t j0 = 0; j0 < n_ctx; j0 += sm_lanes) {
             for (int m = 0; m < sm_lanes; m++) {
                 const int32_t j = j0 + m;
-                part[m] = j < n_ctx ? (sc[j] = expf(sc[j] - mx[g])) : 0.0f;
+                part[m] = j < n_ctx ? sc[j] : 0.0f;
             }
             sum += (double)reduce_lanes(part, sm_lanes, false);
         }
@@ -238,11 +241,11 @@ static void attn_group_512(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
             mx[g] = _mm512_mask_max_ps(mx[g], km, mx[g], sc);
         }
     }
-    /* softmax: exp in the scalar libm (as attn_group), sums of 16 keys added in double, fp16 rounding */
+    /* softmax: exp in the ISA's vector form (as attn_group), sums of 16 keys added in double, fp16 rounding */
     for (int g = 0; g < ng; g++) {
         float *sc = scores + (int64_t)g * n_ctx;
         const float m = _mm512_reduce_max_ps(mx[g]);
-        for (int32_t j = 0; j < n_ctx; j++) sc[j] = expf(sc[j] - m);
+        qn_vexp_row_isa(n_ctx, sc, sc, m);
         double sum = 0.0;
         for (int32_t j0 = 0; j0 < n_ctx; j0 += 16) {
             const int nk = n_ctx - j0 < 16 ? n_ctx - j0 : 16;

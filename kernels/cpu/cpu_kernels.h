@@ -6,6 +6,7 @@
 #define QN_CPU_KERNELS_H
 
 #include "kernels/attention/attention.h"
+#include "kernels/ops/vexp.h"
 #include "kernels/quant/lutq.h"
 #include "kernels/quant/qformat.h"
 
@@ -38,6 +39,11 @@ typedef void (*qn_vec_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, in
 typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                   int64_t ldy, int64_t row_begin, int64_t row_end);
 
+/* y[i] = e^(x[i] - shift), i < n, in the table's exp form (vexp.h); x, y: [n] (may alias). */
+typedef void (*qn_exp_row_fn)(int64_t n, float *y, const float *x, float shift);
+/* g[i] = silu(g[i]) * u[i], i < n, as llama.cpp's CPU swiglu on the same ISA (vexp.h); g, u: [n]. */
+typedef void (*qn_silu_mul_fn)(int64_t n, float *g, const float *u);
+
 typedef struct qn_cpu_kernels {
     qn_cpu_isa isa;
     const char *isa_name;
@@ -53,6 +59,10 @@ typedef struct qn_cpu_kernels {
     int32_t attn_lanes_single;                     /* tokens in the step / exactly 1 (attention_cpu.c) */
     bool attn_single_pairwise;                     /* 1-token reduction tree (0+1)+(2+3) */
     int32_t attn_softmax_lanes;                    /* keys per softmax partial sum */
+    qn_vexp_form vexp_form;                        /* exp of the softmax and SiLU (ggml's form on this ISA) */
+    int32_t vexp_width;                            /* floats per vector of that form (SiLU tail: libm) */
+    qn_exp_row_fn exp_row;
+    qn_silu_mul_fn silu_mul;
 } qn_cpu_kernels;
 
 /* Best ISA this CPU supports and this build compiled. */

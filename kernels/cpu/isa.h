@@ -58,5 +58,6 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_vexp)(qn_cpu_kernels *k);
 
 #endif

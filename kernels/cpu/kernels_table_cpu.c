@@ -12,4 +12,5 @@ void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k) {
     QN_ISA_FN(qn_cpu_fill_kquant)(k);
     QN_ISA_FN(qn_cpu_fill_lutq)(k);
     QN_ISA_FN(qn_cpu_fill_attention)(k);
+    QN_ISA_FN(qn_cpu_fill_vexp)(k);
 }

@@ -218,7 +218,7 @@ static void silu_quant_fn(void *arg, int ith, int nth) {
     long long b, e;
     qn_split_range(a->n, ith, nth, &b, &e);
     for (long long t = b; t < e; t++) {
-        qn_silu_mul_f32(f->g + t * F, f->u + t * F, F);
+        f->kern->silu_mul(F, f->g + t * F, f->u + t * F);
         for (int v = 0; v < QN_QFORMAT_COUNT; v++)
             if (a->need[v]) quantize_rows(f, (qn_qformat)v, f->g + t * F, F, t);
     }
