@@ -1,7 +1,8 @@
 /* quantize_hf.c — `quern quantize HF_DIR OUT_DIR gptq|awq|nf4 [...]`: quantizes a Hugging Face directory into the
  * AutoGPTQ/GPTQModel, AutoAWQ (GEMM) or bitsandbytes layout (runtime/model/hf_quantize.h); reached from quantize.c
- * when the third positional argument names one of these methods. Progress (layer i/N, ETA) on stderr; with -v, AWQ
- * prints each scaling group's alpha and its calibration error against round-to-nearest. */
+ * when the third positional argument names one of these methods. Progress (layer i/N, ETA, the device) on stderr;
+ * with -v, AWQ prints each scaling group's alpha and its calibration error against round-to-nearest. --device picks
+ * where GPTQ's / AWQ's calibration work runs (auto: CUDA when built with it and a device is present). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@ int qn_quantize_is_hf_method(const char *s) { return !strcmp(s, "gptq") || !strc
 
 typedef struct hf_progress_state {
     bool tty, quiet, verbose;
+    char device[160]; /* the calibration backend's name, from the first progress callback ("" until then) */
 } hf_progress_state;
 
 static void on_awq(void *ud, int32_t layer, const char *group, float alpha, double err_rtn, double err_best) {
@@ -27,9 +29,12 @@ static void on_awq(void *ud, int32_t layer, const char *group, float alpha, doub
 
 static void on_progress(void *ud, const qn_hfq_progress *p) {
     hf_progress_state *s = ud;
+    if (!s->device[0] && p->device) snprintf(s->device, sizeof s->device, "%s", p->device);
+    if (!s->quiet && !strcmp(p->what, "calibration"))
+        fprintf(stderr, "quantize: calibration and quantization on %s\n", p->device);
     if (s->quiet || strcmp(p->what, "layer")) return;
-    fprintf(stderr, "%slayer %lld/%lld  %.1f s, ETA %.0f s%s", s->tty ? "\r\033[K" : "", (long long)p->index + 1,
-            (long long)p->count, p->elapsed_s, p->eta_s, s->tty && p->index + 1 < p->count ? "" : "\n");
+    fprintf(stderr, "%slayer %lld/%lld [%s]  %.1f s, ETA %.0f s%s", s->tty ? "\r\033[K" : "", (long long)p->index + 1,
+            (long long)p->count, p->device, p->elapsed_s, p->eta_s, s->tty && p->index + 1 < p->count ? "" : "\n");
 }
 
 int qn_cmd_quantize_hf(int argc, char **argv) {
@@ -38,7 +43,7 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
     bool no_clip = false, verbose = false, mse = false, no_act_order = false, dynamic_groups = false;
     int awq_grid = 0;
     float damp = 0.1f; /* transformers/optimum's GPTQConfig default (AutoGPTQ: 0.01), see the defaults note below */
-    const char *calib = NULL;
+    const char *calib = NULL, *device = "auto";
     const qn_arg table[] = {
         {"bits", NULL, 'b', QN_ARG_INT, &bits, "gptq: 2, 3, 4 or 8 (default 4)"},
         {"group-size", NULL, 'g', QN_ARG_INT, &group_size, "gptq/awq: columns per group, -1 = one group (gptq; default 128)"},
@@ -57,6 +62,8 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
         {"no-clip", NULL, 0, QN_ARG_BOOL, &no_clip, "awq: skip the clipping search"},
         {"rtn", NULL, 0, QN_ARG_BOOL, &rtn, NULL}, /* round-to-nearest in the GPTQ layout (baseline) */
         {"double-quant", NULL, 0, QN_ARG_BOOL, &double_quant, "nf4: quantize the absmax too (nested, 256)"},
+        {"device", NULL, 0, QN_ARG_STR, &device, "gptq/awq: auto|cpu|cuda, where calibration and the dense "
+         "quantization work run (default auto: CUDA when this build has it and a GPU is present)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "worker threads (default: all cores)"},
         {"quiet", NULL, 'q', QN_ARG_BOOL, &quiet, "no progress"},
         {"verbose", NULL, 'v', QN_ARG_BOOL, &verbose, "awq: print every scaling group's search result"},
@@ -83,6 +90,10 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
     if (n_samples) p.calib.n_samples = n_samples;
     if (calib_ctx) p.calib.ctx = calib_ctx;
     p.n_threads = n_threads < 1 ? 1 : n_threads;
+    if (!qn_calib_device_parse(device, &p.device)) {
+        fprintf(stderr, "quern quantize: --device %s (auto, cpu or cuda)\n", device);
+        return 1;
+    }
     char *text = NULL;
     if ((p.method == QN_HFQ_GPTQ && !rtn) || p.method == QN_HFQ_AWQ) {
         if (!calib) {
@@ -102,9 +113,9 @@ int qn_cmd_quantize_hf(int argc, char **argv) {
         fprintf(stderr, "quern quantize: %s\n", err.msg);
         return 1;
     }
-    fprintf(stderr, "quern quantize: %s: %s in %.1f s\n", pos[1],
+    fprintf(stderr, "quern quantize: %s: %s in %.1f s on %s\n", pos[1],
             p.method == QN_HFQ_NF4 ? (double_quant ? "nf4 (double quant)" : "nf4")
             : p.method == QN_HFQ_AWQ ? "awq (gemm)" : rtn ? "rtn (gptq layout)" : "gptq",
-            qn_tool_now_s() - t0);
+            qn_tool_now_s() - t0, ps.device[0] ? ps.device : "cpu");
     return 0;
 }

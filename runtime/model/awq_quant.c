@@ -108,23 +108,23 @@ void qn_awq_pack_gemm(const qn_awq_result *r, int32_t *qweight, int32_t *qzeros)
 
 /* ------------------------------------------------------------------ scale search */
 
-/* Σ_r d_r·H·d_rᵀ for d [n][k] (y: [n][k] scratch) through the calibration GEMM (H is symmetric) */
-static double quad_err(qn_calib *c, const float *d, int64_t n, int64_t k, const float *h, float *y) {
-    qn_calib_matmul(c, d, n, k, h, k, y);
-    double e = 0;
-    for (int64_t i = 0; i < n * k; i++) e += (double)d[i] * (double)y[i];
-    return e;
-}
-
-qn_status qn_awq_search_scale(qn_calib *c, const float *const *w, const int64_t *n, int n_lin, int64_t k,
+qn_status qn_awq_search_scale(qn_calib_backend *be, const float *const *w, const int64_t *n, int n_lin, int64_t k,
                               const float *xmean, const float *h, const qn_awq_params *p, float *s_out,
                               double *err_best, double *err_rtn, float *alpha_out, qn_error *err) {
     int64_t nmax = 0;
     for (int i = 0; i < n_lin; i++) nmax = n[i] > nmax ? n[i] : nmax;
-    float *s = malloc(sizeof(float) * (size_t)k), *d = malloc(sizeof(float) * (size_t)(nmax * k)),
-          *y = malloc(sizeof(float) * (size_t)(nmax * k));
-    if (!s || !d || !y) {
-        free(s), free(d), free(y);
+    qn_calib_backend *own = NULL;
+    qn_status st;
+    if (!be && (st = qn_calib_backend_create(QN_CALIB_DEVICE_CPU, NULL, &own, err)) != QN_OK) return st;
+    if (!be) be = own;
+    /* the error of a candidate Ŵ is Σ_r d_r·H·d_rᵀ with d = W − Ŵ: H goes to the backend once for the search */
+    if ((st = qn_calib_backend_load(be, QN_CALIB_SLOT_H, h, k, k, err)) != QN_OK) {
+        qn_calib_backend_destroy(own);
+        return st;
+    }
+    float *s = malloc(sizeof(float) * (size_t)k), *d = malloc(sizeof(float) * (size_t)(nmax * k));
+    if (!s || !d) {
+        free(s), free(d), qn_calib_backend_destroy(own);
         return qn_error_set(err, QN_ERR_NOMEM, "awq: out of memory (scale search, k %lld)", (long long)k);
     }
     double best = INFINITY;
@@ -147,7 +147,9 @@ qn_status qn_awq_search_scale(qn_calib *c, const float *const *w, const int64_t 
             qn_awq_fake_quant(d, n[i], k, gs);
             for (int64_t r = 0; r < n[i]; r++)
                 for (int64_t j = 0; j < k; j++) d[r * k + j] = w[i][r * k + j] - d[r * k + j] / s[j];
-            e += quad_err(c, d, n[i], k, h, y);
+            double ei = 0;
+            if ((st = qn_calib_backend_quad(be, QN_CALIB_SLOT_H, d, n[i], &ei, err)) != QN_OK) goto done;
+            e += ei;
         }
         if (gi == 0 && err_rtn) *err_rtn = e;
         if (e < best) {
@@ -157,8 +159,9 @@ qn_status qn_awq_search_scale(qn_calib *c, const float *const *w, const int64_t 
     }
     if (err_best) *err_best = best;
     if (alpha_out) *alpha_out = best_alpha;
-    free(s), free(d), free(y);
-    return QN_OK;
+done:
+    free(s), free(d), qn_calib_backend_destroy(own);
+    return st;
 }
 
 /* ------------------------------------------------------------------ clip search */

@@ -1,7 +1,7 @@
 /* awq_quant.h — the AWQ quantizer of one scaling group of linears (docs/formats.md §6.2, llm-awq / AutoAWQ) and the
  * AutoAWQ GEMM packing of its result (§4.1). Pure math on caller buffers, except that the error of a candidate is
- * measured with the calibration GEMM (qn_calib_matmul), so a qn_calib is borrowed; the activations enter only as
- * their statistics (mean |x| per input channel and the Gram matrix H = (2/n)·Σ x xᵀ of model/hf_calib.h).
+ * measured on the calibration backend (model/calib_backend.h: CPU or CUDA), which is borrowed; the activations
+ * enter only as their statistics (mean |x| per input channel and the Gram matrix H = (2/n)·Σ x xᵀ of model/hf_calib.h).
  *
  * Conventions: W is [n][k] row-major (nn.Linear, n = out_features); groups of gs consecutive input columns (no
  * act-order). Quantization is AutoAWQ's pseudo_quantize_tensor with zero_point: per (row, group)
@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "model/hf_calib.h"
+#include "model/calib_backend.h"
 #include "quern.h"
 
 typedef struct qn_threadpool qn_threadpool;
@@ -60,8 +60,9 @@ void qn_awq_pack_gemm(const qn_awq_result *r, int32_t *qweight, int32_t *qzeros)
  * and h [k][k]. Tries s = xmean^alpha normalised by sqrt(max·min) (clamped >= 1e−4) for alpha = i / n_grid and
  * keeps the alpha whose fake-quantized Q(W·diag(s))·diag(s)⁻¹ has the least error; alpha = 0 is s = 1 (plain
  * round-to-nearest), so the result is never worse than RTN on the calibration statistics. s_out [k]; err_best and
- * err_rtn (may be NULL) the errors of the pick and of alpha = 0; alpha_out (may be NULL). */
-qn_status qn_awq_search_scale(qn_calib *c, const float *const *w, const int64_t *n, int n_lin, int64_t k,
+ * err_rtn (may be NULL) the errors of the pick and of alpha = 0; alpha_out (may be NULL). be: the backend whose
+ * H slot receives h (NULL = a one-thread CPU backend for the call); candidates are fake-quantized on the CPU. */
+qn_status qn_awq_search_scale(qn_calib_backend *be, const float *const *w, const int64_t *n, int n_lin, int64_t k,
                               const float *xmean, const float *h, const qn_awq_params *p, float *s_out,
                               double *err_best, double *err_rtn, float *alpha_out, qn_error *err);
 /* Clipping search on one [n][k] weight (in place): per (row, group) the clamp max|w|·(1 − i/clip_grid) whose

@@ -179,11 +179,40 @@ typedef struct gptq_job {
     const int64_t *perm;/* [k] permuted column -> original column */
 } gptq_job;
 
+/* Quantizes columns [i1, i2) of row r with GPTQ's in-block error feedback. wo: the row at column i1 as the earlier
+ * blocks left it (find_params reads it up to one group ahead); b1 [B] scratch; er [i2 − i1] out: the scaled
+ * errors (w − q) / U_ii that the lazy-batch update spreads right of the block; *loss += Σ e². */
+static void quant_row_block(const gptq_job *g, int64_t r, int64_t i1, int64_t i2, const float *wo, float *b1,
+                            float *er, double *loss) {
+    const qn_gptq_params *p = g->p;
+    const int64_t n = g->n, k = g->k, gs = g->gs, cnt = i2 - i1;
+    const int32_t maxq = (1 << p->bits) - 1;
+    memcpy(b1, wo, sizeof(float) * (size_t)cnt);
+    float s = 0;
+    int32_t z = 0;
+    for (int64_t i = 0; i < cnt; i++) {
+        const int64_t col = i1 + i, grp = g->static_groups ? g->perm[col] / gs : col / gs;
+        /* fitted on the outer row: earlier blocks' updates, not this block's */
+        if (!g->static_groups && col % gs == 0) {
+            find_params(wo + i, col + gs < k ? gs : k - col, p, &g->scale[grp * n + r], &g->zero[grp * n + r]);
+        }
+        s = g->scale[grp * n + r], z = g->zero[grp * n + r];
+        const int32_t q = quant1(b1[i], s, z, maxq);
+        g->qp[r * k + col] = (uint8_t)q;
+        if (!g->u) continue;
+        const float deq = s * (float)(q - z);
+        const float *urow = g->u + col * k;
+        const float d = urow[col], e = (b1[i] - deq) / d;
+        *loss += (double)e * e;
+        for (int64_t j = i + 1; j < cnt; j++) b1[j] -= e * urow[i1 + j];
+        er[i] = e;
+    }
+}
+
+/* The CPU path: tiles of rows, each tile through every block, the lazy-batch update fused per tile. */
 static void gptq_rows_fn(void *arg, int ith, int nth) {
     gptq_job *g = arg;
-    const qn_gptq_params *p = g->p;
-    const int64_t n = g->n, k = g->k, gs = g->gs, B = p->block_size;
-    const int32_t maxq = (1 << p->bits) - 1;
+    const int64_t n = g->n, k = g->k, B = g->p->block_size;
     const int64_t n_tiles = (n + QN_GPTQ_TILE_ROWS - 1) / QN_GPTQ_TILE_ROWS;
     long long tb, te;
     qn_split_range(n_tiles, ith, nth, &tb, &te);
@@ -194,30 +223,8 @@ static void gptq_rows_fn(void *arg, int ith, int nth) {
         const int64_t r0 = t * QN_GPTQ_TILE_ROWS, r1 = r0 + QN_GPTQ_TILE_ROWS < n ? r0 + QN_GPTQ_TILE_ROWS : n;
         for (int64_t i1 = 0; i1 < k; i1 += B) {
             const int64_t i2 = i1 + B < k ? i1 + B : k, cnt = i2 - i1;
-            for (int64_t r = r0; r < r1; r++) {
-                float *w = g->w + r * k, *b1 = w1 + (r - r0) * B, *er = errs + (r - r0) * B;
-                memcpy(b1, w + i1, sizeof(float) * (size_t)cnt);
-                float s = 0;
-                int32_t z = 0;
-                for (int64_t i = 0; i < cnt; i++) {
-                    const int64_t col = i1 + i, grp = g->static_groups ? g->perm[col] / gs : col / gs;
-                    /* fitted on the outer row: earlier blocks' updates, not this block's */
-                    if (!g->static_groups && col % gs == 0) {
-                        find_params(w + col, col + gs < k ? gs : k - col, p, &g->scale[grp * n + r],
-                                    &g->zero[grp * n + r]);
-                    }
-                    s = g->scale[grp * n + r], z = g->zero[grp * n + r];
-                    const int32_t q = quant1(b1[i], s, z, maxq);
-                    g->qp[r * k + col] = (uint8_t)q;
-                    if (!g->u) continue;
-                    const float deq = s * (float)(q - z);
-                    const float *urow = g->u + col * k;
-                    const float d = urow[col], e = (b1[i] - deq) / d;
-                    loss += (double)e * e;
-                    for (int64_t j = i + 1; j < cnt; j++) b1[j] -= e * urow[i1 + j];
-                    er[i] = e;
-                }
-            }
+            for (int64_t r = r0; r < r1; r++)
+                quant_row_block(g, r, i1, i2, g->w + r * k + i1, w1 + (r - r0) * B, errs + (r - r0) * B, &loss);
             if (!g->u || i2 == k) continue;
             for (int64_t c = 0; c < cnt; c++) { /* W[:, i2:] -= Err · U[i1:i2, i2:] */
                 const float *urow = g->u + (i1 + c) * k + i2;
@@ -231,6 +238,60 @@ static void gptq_rows_fn(void *arg, int ith, int nth) {
     }
     g->loss[ith] = w1 ? loss : NAN;
     free(w1);
+}
+
+/* ------------------------------------------------------------------ GPTQ on a calibration backend */
+
+typedef struct blk_job {
+    const gptq_job *g;
+    int64_t i1, i2, span; /* block [i1, i2); wb holds columns [i1, i1 + span) */
+    const float *wb;      /* [n][span] */
+    float *b1, *er;       /* [n][B], [n][i2 − i1] */
+    double *row_loss;     /* [n] */
+} blk_job;
+
+static void blk_rows_fn(void *arg, int ith, int nth) {
+    blk_job *j = arg;
+    const int64_t B = j->g->p->block_size;
+    long long rb, re;
+    qn_split_range(j->g->n, ith, nth, &rb, &re);
+    for (int64_t r = rb; r < re; r++)
+        quant_row_block(j->g, r, j->i1, j->i2, j->wb + r * j->span, j->b1 + r * B, j->er + r * (j->i2 - j->i1),
+                        &j->row_loss[r]);
+}
+
+/* Block by block over all rows: W and U live on the backend; per block the columns [i1, hi) come back (hi
+ * reaches one group past a group start for find_params), the rows are quantized on the CPU pool, and the
+ * backend applies W[:, i2:] -= Err·U[i1:i2, i2:], the O(n·k²) part of GPTQ. */
+static qn_status gptq_blocks(qn_calib_backend *be, gptq_job *g, qn_threadpool *tp, qn_error *err) {
+    const int64_t n = g->n, k = g->k, B = g->p->block_size, gs = g->gs;
+    const int64_t span_max = B + gs < k ? B + gs : k;
+    qn_status st;
+    if ((st = qn_calib_backend_load(be, QN_CALIB_SLOT_W, g->w, n, k, err)) ||
+        (st = qn_calib_backend_load(be, QN_CALIB_SLOT_U, g->u, k, k, err)))
+        return st;
+    float *wb = malloc(sizeof(float) * (size_t)(n * span_max)), *b1 = malloc(sizeof(float) * (size_t)(n * B));
+    float *er = malloc(sizeof(float) * (size_t)(n * B));
+    double *row_loss = calloc((size_t)n, sizeof(double));
+    if (!wb || !b1 || !er || !row_loss) {
+        st = qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory (k %lld, n %lld)", (long long)k, (long long)n);
+        goto done;
+    }
+    for (int64_t i1 = 0; i1 < k; i1 += B) {
+        const int64_t i2 = i1 + B < k ? i1 + B : k;
+        int64_t hi = i2;
+        for (int64_t c = i1; !g->static_groups && c < i2; c++)
+            if (c % gs == 0 && (c + gs < k ? c + gs : k) > hi) hi = c + gs < k ? c + gs : k;
+        if ((st = qn_calib_backend_read_cols(be, QN_CALIB_SLOT_W, i1, hi, wb, err))) goto done;
+        blk_job j = {.g = g, .i1 = i1, .i2 = i2, .span = hi - i1, .wb = wb, .b1 = b1, .er = er, .row_loss = row_loss};
+        run(tp, blk_rows_fn, &j);
+        if (i2 < k && (st = qn_calib_backend_gptq_update(be, i1, i2, er, err))) goto done;
+    }
+    g->loss[0] = 0;
+    for (int64_t r = 0; r < n; r++) g->loss[0] += row_loss[r];
+done:
+    free(wb), free(b1), free(er), free(row_loss);
+    return st;
 }
 
 typedef struct diag_key {
@@ -260,6 +321,11 @@ static qn_status fit_static_groups(const float *w, int64_t n, int64_t k, int64_t
 
 qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h, const qn_gptq_params *p,
                            qn_threadpool *tp, qn_gptq_result *out, qn_error *err) {
+    return qn_gptq_quantize_on(NULL, w, n, k, h, p, tp, out, err);
+}
+
+qn_status qn_gptq_quantize_on(qn_calib_backend *be, const float *w, int64_t n, int64_t k, const float *h,
+                              const qn_gptq_params *p, qn_threadpool *tp, qn_gptq_result *out, qn_error *err) {
     memset(out, 0, sizeof *out);
     if (!w || n <= 0 || k <= 0 || !p || (p->bits != 2 && p->bits != 3 && p->bits != 4 && p->bits != 8) ||
         (p->group_size <= 0 && p->group_size != -1) || p->block_size <= 0 || !(p->damp >= 0))
@@ -320,7 +386,11 @@ qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h,
     if (stat && (st = fit_static_groups(w, n, k, gs, diag, p, scale, out->zeros, err)) != QN_OK) goto done;
     gptq_job job = {.p = p, .n = n, .k = k, .gs = gs, .w = wp, .u = uf, .qp = qp, .scale = scale, .zero = out->zeros,
                     .loss = loss, .static_groups = stat, .perm = perm};
-    run(tp, gptq_rows_fn, &job);
+    if (be && h) {
+        if ((st = gptq_blocks(be, &job, tp, err)) != QN_OK) goto done;
+    } else {
+        run(tp, gptq_rows_fn, &job);
+    }
     for (int i = 0; i < nth; i++) {
         if (isnan(loss[i])) {
             st = qn_error_set(err, QN_ERR_NOMEM, "gptq: out of memory");

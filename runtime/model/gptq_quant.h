@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "model/calib_backend.h"
 #include "quern.h"
 
 typedef struct qn_threadpool qn_threadpool;
@@ -53,6 +54,13 @@ void qn_gptq_result_free(qn_gptq_result *r); /* frees the arrays; NULL-safe */
  * QN_ERR_INVALID_ARG for bad params, QN_ERR_FORMAT when H is not positive definite after dampening. */
 qn_status qn_gptq_quantize(const float *w, int64_t n, int64_t k, const float *h, const qn_gptq_params *p,
                            qn_threadpool *tp, qn_gptq_result *out, qn_error *err);
+/* The same on a calibration backend (model/calib_backend.h): W and U go to it once, the blocks' lazy-batch updates
+ * W[:, i2:] -= Err·U[i1:i2, i2:] run there and each block's columns come back for the per-column quantization on
+ * the CPU pool; H⁻¹'s Cholesky stays on the CPU. be NULL, or h NULL (RTN), = qn_gptq_quantize's fused CPU loop.
+ * On the CPU backend the codes, scales and zeros are bit-identical to qn_gptq_quantize's (the loss is summed in
+ * another order); on CUDA, cuBLAS's summation order moves the updated weights by float rounding. */
+qn_status qn_gptq_quantize_on(qn_calib_backend *be, const float *w, int64_t n, int64_t k, const float *h,
+                              const qn_gptq_params *p, qn_threadpool *tp, qn_gptq_result *out, qn_error *err);
 /* deq[n][k] = fp16(scale · (q − zero)) as the checkpoint decodes it (the weight the next layer sees). */
 void qn_gptq_result_dequant(const qn_gptq_result *r, float *deq);
 

@@ -1,6 +1,7 @@
-/* hf_calib.c — the calibration forward of the post-training quantizers (model/hf_calib.h). Plain f32 on the
- * CPU through a small register-tiled GEMM (below); attention per (window, head) as two small matmuls (S = Q·Kᵀ,
- * O = P·V) with the causal mask applied in the softmax. */
+/* hf_calib.c — the calibration forward of the post-training quantizers (model/hf_calib.h). Plain f32: the
+ * linears' matmuls and the Hessian go through the calibration backend (model/calib_backend.h, CPU or CUDA);
+ * norms, RoPE, SiLU and attention run on the CPU pool, attention per (window, head) as two small matmuls
+ * (S = Q·Kᵀ, O = P·V) with the causal mask applied in the softmax. */
 #include "model/hf_calib.h"
 
 #include <math.h>
@@ -11,13 +12,11 @@
 #include "kernels/ops/ops.h"
 #include "tokenizer/vocab.h"
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
 struct qn_calib {
     const qn_model *m;
     qn_threadpool *tp;
+    qn_calib_backend *be;           /* borrowed, or owned_be */
+    qn_calib_backend *owned_be;     /* a CPU backend when the caller gave none */
     int nth;
     int32_t n_samples, ctx;
     int64_t n_tok;
@@ -43,11 +42,12 @@ void qn_calib_destroy(qn_calib *c) {
     free(c->h), free(c->x), free(c->q), free(c->k), free(c->v), free(c->a), free(c->g), free(c->u);
     free(c->rope), free(c->scratch);
     for (int i = 0; i < 7; i++) free(c->w[i]);
+    qn_calib_backend_destroy(c->owned_be);
     free(c);
 }
 
 qn_status qn_calib_create(const qn_model *m, const char *text, size_t len, const qn_calib_params *p,
-                          qn_threadpool *tp, qn_calib **out, qn_error *err) {
+                          qn_threadpool *tp, qn_calib_backend *be, qn_calib **out, qn_error *err) {
     const qn_model_config *cf = &m->cfg;
     if (!p || p->n_samples <= 0 || p->ctx <= 1)
         return qn_error_set(err, QN_ERR_INVALID_ARG, "calibration: n_samples and ctx must be positive");
@@ -56,8 +56,10 @@ qn_status qn_calib_create(const qn_model *m, const char *text, size_t len, const
                             qn_rope_scaling_type_name(cf->rope_scaling.type));
     qn_calib *c = calloc(1, sizeof *c);
     if (!c) return qn_error_set(err, QN_ERR_NOMEM, "calibration: out of memory");
-    c->m = m, c->tp = tp, c->nth = tp ? qn_threadpool_size(tp) : 1, c->ctx = p->ctx;
+    c->m = m, c->tp = tp, c->nth = tp ? qn_threadpool_size(tp) : 1, c->ctx = p->ctx, c->be = be;
     qn_status st = QN_OK;
+    if (!be && (st = qn_calib_backend_create(QN_CALIB_DEVICE_CPU, tp, &c->owned_be, err)) != QN_OK) goto fail;
+    if (!be) c->be = c->owned_be;
     int32_t n_ids = 0;
     int32_t *ids = malloc(sizeof(int32_t) * (len * 3 + 2));
     if (!ids || qn_vocab_tokenize(m->vocab, text, len, false, false, ids, (int32_t)(len * 3 + 2), &n_ids) != QN_OK) {
@@ -111,124 +113,11 @@ fail:
     return st;
 }
 
-/* ------------------------------------------------------------------ matmul and Hessian */
+/* ------------------------------------------------------------------ Hessian */
 
-/* y[t][r] += Σ_{j<k} x[t][j]·w[r][j] for t in [t0, t1), r in [r0, r1): the project's F32 matmul is a plain dot
- * product per (row, token) (it serves decode), far too slow for 10^4-token calibration batches, so this is a
- * small register-tiled GEMM: 4 tokens × 4 rows of 8-wide accumulators, K in slices that keep a 64-token strip of
- * x in L2. Not bit-compatible with the engine's matmul (it need not be: calibration only). */
-#define QN_CALIB_KC 512
-#define QN_CALIB_TC 64
-
-static void gemm_ref(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k, int64_t t0, int64_t t1,
-                     int64_t r0, int64_t r1, float *y, int64_t ldy) {
-    for (int64_t t = t0; t < t1; t++)
-        for (int64_t r = r0; r < r1; r++) {
-            float s = 0;
-            for (int64_t j = 0; j < k; j++) s += x[t * ldx + j] * w[r * ldw + j];
-            y[t * ldy + r] += s;
-        }
-}
-
-#if defined(__x86_64__)
-__attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-    a = _mm_add_ss(a, _mm_movehdup_ps(a));
-    return _mm_cvtss_f32(a);
-}
-
-__attribute__((target("avx2,fma"))) static void gemm_avx2(const float *x, int64_t ldx, const float *w, int64_t ldw,
-                                                          int64_t k, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
-                                                          float *y, int64_t ldy) {
-    const int64_t k8 = k & ~(int64_t)7;
-    int64_t t = t0;
-    for (; t + 4 <= t1; t += 4) {
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) {
-            __m256 acc[4][4];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) acc[a][b] = _mm256_setzero_ps();
-            for (int64_t j = 0; j < k8; j += 8) {
-                __m256 xv[4], wv[4];
-                for (int a = 0; a < 4; a++) xv[a] = _mm256_loadu_ps(x + (t + a) * ldx + j);
-                for (int b = 0; b < 4; b++) wv[b] = _mm256_loadu_ps(w + (r + b) * ldw + j);
-                for (int a = 0; a < 4; a++)
-                    for (int b = 0; b < 4; b++) acc[a][b] = _mm256_fmadd_ps(xv[a], wv[b], acc[a][b]);
-            }
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) {
-                    float s = hsum8(acc[a][b]);
-                    for (int64_t j = k8; j < k; j++) s += x[(t + a) * ldx + j] * w[(r + b) * ldw + j];
-                    y[(t + a) * ldy + r + b] += s;
-                }
-        }
-        if (r < r1) gemm_ref(x, ldx, w, ldw, k, t, t + 4, r, r1, y, ldy);
-    }
-    if (t < t1) gemm_ref(x, ldx, w, ldw, k, t, t1, r0, r1, y, ldy);
-}
-#endif
-
-typedef struct mm_job {
-    const float *x, *w;
-    int64_t n_tok, k, n;
-    float *y;
-    bool avx2;
-} mm_job;
-
-static void mm_fn(void *arg, int ith, int nth) {
-    mm_job *j = arg;
-    long long rb, re;
-    qn_split_range(j->n / 4, ith, nth, &rb, &re); /* whole row quads per thread; the last takes the rest */
-    rb *= 4, re *= 4;
-    if (ith == nth - 1) re = j->n;
-    for (int64_t t = 0; t < j->n_tok; t++)
-        for (int64_t r = rb; r < re; r++) j->y[t * j->n + r] = 0;
-    for (int64_t k0 = 0; k0 < j->k; k0 += QN_CALIB_KC) {
-        const int64_t kc = k0 + QN_CALIB_KC < j->k ? QN_CALIB_KC : j->k - k0;
-        for (int64_t t0 = 0; t0 < j->n_tok; t0 += QN_CALIB_TC) {
-            const int64_t t1 = t0 + QN_CALIB_TC < j->n_tok ? t0 + QN_CALIB_TC : j->n_tok;
-#if defined(__x86_64__)
-            if (j->avx2) {
-                gemm_avx2(j->x + k0, j->k, j->w + k0, j->k, kc, t0, t1, rb, re, j->y, j->n);
-                continue;
-            }
-#endif
-            gemm_ref(j->x + k0, j->k, j->w + k0, j->k, kc, t0, t1, rb, re, j->y, j->n);
-        }
-    }
-}
-
-static bool have_avx2(void) {
-#if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
-#endif
-}
-
-qn_status qn_calib_matmul(qn_calib *c, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
-                          float *y) {
-    mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .avx2 = have_avx2()};
-    if (c && c->tp) qn_threadpool_run(c->tp, mm_fn, &j);
-    else mm_fn(&j, 0, 1);
-    return QN_OK;
-}
-
-qn_status qn_calib_hessian(qn_calib *c, const float *x, int64_t n_tok, int64_t k, float *h, qn_error *err) {
-    /* xt [k][n_tok]: H = xt·xtᵀ is a matmul of xt with itself (rows of xt as both weights and tokens) */
-    float *xt = malloc(sizeof(float) * (size_t)(k * n_tok));
-    if (!xt) return qn_error_set(err, QN_ERR_NOMEM, "calibration: out of memory (Hessian %lld x %lld)", (long long)k,
-                                 (long long)n_tok);
-    for (int64_t t0 = 0; t0 < n_tok; t0 += 64) /* transpose in 64-token strips */
-        for (int64_t j = 0; j < k; j++)
-            for (int64_t t = t0; t < t0 + 64 && t < n_tok; t++) xt[j * n_tok + t] = x[t * k + j];
-    qn_status st = qn_calib_matmul(c, xt, k, n_tok, xt, k, h);
-    free(xt);
-    if (st != QN_OK) return qn_error_set(err, st, "calibration: Hessian matmul failed");
-    const float s = 2.0f / (float)n_tok;
-    for (int64_t i = 0; i < k * k; i++) h[i] *= s;
-    return QN_OK;
+qn_status qn_calib_stage_hessian(qn_calib *c, const qn_calib_stage_io *io, float *h, qn_error *err) {
+    (void)io; /* its x is the matrix run_layer put in the X slot before the hook */
+    return qn_calib_backend_gram(c->be, QN_CALIB_SLOT_X, 2.0f / (float)c->n_tok, h, err);
 }
 
 /* ------------------------------------------------------------------ the layer */
@@ -300,16 +189,14 @@ static void attn_fn(void *arg, int ith, int nth) { /* tasks (window, head), inte
             memcpy(kh + t * D, c->k + (t0 + t) * HK + kvh * D, sizeof(float) * (size_t)D);
             for (int64_t d = 0; d < D; d++) vt[d * C + t] = c->v[(t0 + t) * HK + kvh * D + d];
         }
-        mm_job sj = {.x = qh, .w = kh, .n_tok = C, .k = D, .n = C, .y = s, .avx2 = have_avx2()};
-        mm_fn(&sj, 0, 1); /* s[i][j] = q_i · k_j */
+        qn_calib_gemm_f32(qh, C, D, kh, C, s); /* s[i][j] = q_i · k_j */
         for (int64_t i = 0; i < C; i++) {
             float *r = s + i * C;
             for (int64_t jj = 0; jj <= i; jj++) r[jj] *= scale;
             qn_softmax_f32(r, i + 1);
             for (int64_t jj = i + 1; jj < C; jj++) r[jj] = 0;
         }
-        mm_job oj = {.x = s, .w = vt, .n_tok = C, .k = C, .n = D, .y = oh, .avx2 = sj.avx2};
-        mm_fn(&oj, 0, 1); /* o_i = Σ_j p_ij v_j */
+        qn_calib_gemm_f32(s, C, C, vt, D, oh); /* o_i = Σ_j p_ij v_j */
         for (int64_t t = 0; t < C; t++) memcpy(c->a + (t0 + t) * HQ + hd * D, oh + t * D, sizeof(float) * (size_t)D);
     }
 }
@@ -329,9 +216,12 @@ static qn_status load_weight(qn_calib *c, const qn_weight *w, int idx, qn_error 
     return QN_OK;
 }
 
+/* x [n_tok][k] goes to the backend's X slot (one upload on CUDA), where the hook's Hessian and the stage's
+ * matmuls find it; then the hook sees the stage. */
 static qn_status stage(qn_calib *c, int32_t il, qn_calib_stage sg, const float *x, int64_t k, int first, int n_lin,
                        qn_calib_hook_fn hook, void *ud, qn_error *err) {
-    if (!hook) return QN_OK;
+    qn_status st = qn_calib_backend_load(c->be, QN_CALIB_SLOT_X, x, c->n_tok, k, err);
+    if (st != QN_OK || !hook) return st;
     const qn_layer_weights *L = &c->m->layers[il];
     const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
     qn_calib_linear lin[3];
@@ -343,38 +233,39 @@ static qn_status stage(qn_calib *c, int32_t il, qn_calib_stage sg, const float *
     return hook(ud, &io, err);
 }
 
+/* y [n_tok][n] = X·wᵀ, X the stage input in the backend's X slot, w [n][k] */
+static qn_status mm(qn_calib *c, const float *w, int64_t n, float *y, qn_error *err) {
+    return qn_calib_backend_matmul(c->be, QN_CALIB_SLOT_X, w, n, y, err);
+}
+
 qn_status qn_calib_run_layer(qn_calib *c, int32_t il, qn_calib_hook_fn hook, void *ud, qn_error *err) {
     const qn_model_config *cf = &c->m->cfg;
     if (il < 0 || il >= cf->n_layer) return qn_error_set(err, QN_ERR_INVALID_ARG, "calibration: layer %d", il);
     const qn_layer_weights *L = &c->m->layers[il];
     const qn_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    const int64_t T = c->n_tok, E = cf->n_embd, HQ = (int64_t)cf->n_head * cf->head_dim,
-                  HK = (int64_t)cf->n_head_kv * cf->head_dim, F = cf->n_ff;
+    const int64_t E = cf->n_embd, HQ = (int64_t)cf->n_head * cf->head_dim, HK = (int64_t)cf->n_head_kv * cf->head_dim,
+                  F = cf->n_ff;
     qn_status st;
     for (int i = 0; i < 7; i++)
         if ((st = load_weight(c, ws[i], i, err))) return st;
     row_job rj = {.c = c, .norm = L->attn_norm, .bias = {(float *)L->bq, (float *)L->bk, (float *)L->bv}};
     run(c, norm_fn, &rj);
     if ((st = stage(c, il, QN_CALIB_STAGE_QKV, c->x, E, 0, 3, hook, ud, err))) return st;
-    if ((st = qn_calib_matmul(c, c->x, T, E, c->w[0], HQ, c->q)) || (st = qn_calib_matmul(c, c->x, T, E, c->w[1], HK, c->k)) ||
-        (st = qn_calib_matmul(c, c->x, T, E, c->w[2], HK, c->v)))
-        return qn_error_set(err, st, "calibration: layer %d: q/k/v matmul failed", il);
+    if ((st = mm(c, c->w[0], HQ, c->q, err)) || (st = mm(c, c->w[1], HK, c->k, err)) || (st = mm(c, c->w[2], HK, c->v, err)))
+        return st;
     run(c, rope_fn, &rj);
     run(c, attn_fn, &rj);
     if ((st = stage(c, il, QN_CALIB_STAGE_O, c->a, HQ, 3, 1, hook, ud, err))) return st;
-    if ((st = qn_calib_matmul(c, c->a, T, HQ, c->w[3], E, c->x))) /* x is free again */
-        return qn_error_set(err, st, "calibration: layer %d: o matmul failed", il);
+    if ((st = mm(c, c->w[3], E, c->x, err))) return st; /* x is free again (the X slot holds a) */
     rj.src = c->x;
     run(c, add_fn, &rj);
     rj.norm = L->ffn_norm;
     run(c, norm_fn, &rj);
     if ((st = stage(c, il, QN_CALIB_STAGE_GATE_UP, c->x, E, 4, 2, hook, ud, err))) return st;
-    if ((st = qn_calib_matmul(c, c->x, T, E, c->w[4], F, c->g)) || (st = qn_calib_matmul(c, c->x, T, E, c->w[5], F, c->u)))
-        return qn_error_set(err, st, "calibration: layer %d: gate/up matmul failed", il);
+    if ((st = mm(c, c->w[4], F, c->g, err)) || (st = mm(c, c->w[5], F, c->u, err))) return st;
     run(c, silu_fn, &rj);
     if ((st = stage(c, il, QN_CALIB_STAGE_DOWN, c->g, F, 6, 1, hook, ud, err))) return st;
-    if ((st = qn_calib_matmul(c, c->g, T, F, c->w[6], E, c->a)))
-        return qn_error_set(err, st, "calibration: layer %d: down matmul failed", il);
+    if ((st = mm(c, c->w[6], E, c->a, err))) return st;
     rj.src = c->a;
     run(c, add_fn, &rj);
     return QN_OK;

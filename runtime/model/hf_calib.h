@@ -1,6 +1,7 @@
 /* hf_calib.h — calibration forward for the post-training quantizers (GPTQ now, AWQ later): calibration text ->
  * tokens (the model's tokenizer) -> n_samples windows of ctx tokens, then the Llama-family decoder run layer by
- * layer in f32 on the CPU, stopping at each group of linears that share one input so a hook can look at the
+ * layer in f32 (matmuls and Hessians on the calibration backend, CPU or CUDA: model/calib_backend.h; the rest on
+ * the CPU), stopping at each group of linears that share one input so a hook can look at the
  * inputs and replace the weights (AutoGPTQ's sequential, "true_sequential" order, docs/formats.md §6.1 step 1):
  *
  *   QKV      x = RMSNorm(h)·attn_norm           -> q_proj, k_proj, v_proj
@@ -11,7 +12,7 @@
  * Each stage's outputs are computed with the weights as the hook left them, so the next stage, and the next
  * layer, see the quantized model's activations. Usage:
  *
- *     qn_calib_create(model, text, len, &params, tp, &c, &err);
+ *     qn_calib_create(model, text, len, &params, tp, backend, &c, &err);
  *     for (il = 0; il < n_layer; il++) qn_calib_run_layer(c, il, my_hook, my_state, &err);
  *     qn_calib_destroy(c);
  *
@@ -19,13 +20,14 @@
  * does: at each stage it keeps mean |x| per channel and the Gram matrix of x, and after the DOWN stage searches the
  * layer's scales (model/awq_quant.h); folding the inverse scales into the previous ops is the writer's business.
  * Owns: the token windows, the hidden states [n_tok][n_embd], one layer's f32 weights and the stage buffers.
- * Borrows: the model (weights are read through qn_weight, any plain format) and the thread pool. */
+ * Borrows: the model (weights are read through qn_weight, any plain format), the thread pool and the backend. */
 #ifndef QN_HF_CALIB_H
 #define QN_HF_CALIB_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/calib_backend.h"
 #include "model/model.h"
 #include "quern.h"
 
@@ -54,7 +56,7 @@ typedef struct qn_calib_linear {
     float *w;          /* [n][k], valid during the hook */
 } qn_calib_linear;
 
-/* What a hook sees: the common input x of the stage's linears. */
+/* What a hook sees: the common input x of the stage's linears, also in the backend's X slot for the hook's call. */
 typedef struct qn_calib_stage_io {
     int32_t layer;
     qn_calib_stage stage;
@@ -69,9 +71,10 @@ typedef qn_status (*qn_calib_hook_fn)(void *ud, const qn_calib_stage_io *io, qn_
 /* --- lifecycle --- */
 /* Tokenizes text (no BOS/EOS, no special-token parsing) and embeds the windows. QN_ERR_INVALID_ARG when the text
  * has fewer than ctx tokens (the message gives both counts); QN_ERR_UNSUPPORTED for rope scaling other than
- * none/linear. tp: borrowed for the object's lifetime (NULL = one thread). */
+ * none/linear. tp, be: borrowed for the object's lifetime (tp NULL = one thread; be NULL = a CPU backend on tp,
+ * owned by the object). */
 qn_status qn_calib_create(const qn_model *m, const char *text, size_t len, const qn_calib_params *p,
-                          qn_threadpool *tp, qn_calib **out, qn_error *err);
+                          qn_threadpool *tp, qn_calib_backend *be, qn_calib **out, qn_error *err);
 void qn_calib_destroy(qn_calib *c); /* NULL is a no-op */
 
 /* --- queries --- */
@@ -84,10 +87,8 @@ int32_t qn_calib_n_samples(const qn_calib *c);
 qn_status qn_calib_run_layer(qn_calib *c, int32_t il, qn_calib_hook_fn hook, void *ud, qn_error *err);
 
 /* --- helpers for hooks --- */
-/* y[t][r] = Σ_j w[r][j]·x[t][j]; x [n_tok][k], w [n][k], y [n_tok][n]; split over the pool (c NULL: one thread). */
-qn_status qn_calib_matmul(qn_calib *c, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
-                          float *y);
-/* h[k][k] = (2 / n_tok)·Σ_t x[t]·x[t]ᵀ (f32), GPTQ's Hessian. */
-qn_status qn_calib_hessian(qn_calib *c, const float *x, int64_t n_tok, int64_t k, float *h, qn_error *err);
+/* h[k][k] = (2 / n_tok)·Σ_t x[t]·x[t]ᵀ (f32) of the stage input io->x, GPTQ's Hessian, on the backend; valid only
+ * inside the hook of that stage (x is in the backend's X slot then). */
+qn_status qn_calib_stage_hessian(qn_calib *c, const qn_calib_stage_io *io, float *h, qn_error *err);
 
 #endif

@@ -43,6 +43,7 @@ typedef struct hfq {
     const qn_hfq_params *p;
     qn_model *m;
     qn_threadpool *tp;
+    qn_calib_backend *be; /* GPTQ / AWQ: where the dense calibration work runs (NULL for RTN / NF4) */
     qn_calib *calib;
     out_tensor *t;
     int64_t n_t, cap_t;
@@ -121,7 +122,9 @@ static qn_status emit_gptq(hfq *q, int32_t il, const qn_calib_linear *lin, const
                             "at %lld bits (needs multiples of %lld)", il, lin->name, (long long)n, (long long)k,
                             (long long)b, (long long)pack_k);
     qn_gptq_result r;
-    qn_status st = qn_gptq_quantize(lin->w, n, k, h, gp, q->tp, &r, err);
+    /* on the CPU the fused tile loop (qn_gptq_quantize's numbers); on CUDA the blocked loop with cuBLAS updates */
+    qn_calib_backend *be = q->be && qn_calib_backend_device(q->be) == QN_CALIB_DEVICE_CUDA ? q->be : NULL;
+    qn_status st = qn_gptq_quantize_on(be, lin->w, n, k, h, gp, q->tp, &r, err);
     if (st != QN_OK) return st;
     q->layer_loss += r.loss;
     char pre[256], nm[300];
@@ -161,7 +164,7 @@ free_gi:
 static qn_status gptq_hook(void *ud, const qn_calib_stage_io *io, qn_error *err) {
     hfq *q = ud;
     qn_status st;
-    if ((st = qn_calib_hessian(q->calib, io->x, io->n_tok, io->k, q->h, err))) return st;
+    if ((st = qn_calib_stage_hessian(q->calib, io, q->h, err))) return st;
     for (int i = 0; i < io->n_lin; i++)
         if ((st = emit_gptq(q, io->layer, &io->lin[i], q->h, err))) return st;
     return QN_OK;
@@ -246,7 +249,7 @@ static qn_status awq_layer(hfq *q, int32_t il, qn_error *err) {
         for (int i = 0; i < grp[g].count; i++) ws[i] = q->aw[grp[g].first + i], ns[i] = q->an[grp[g].first + i];
         double e_best, e_rtn;
         float alpha;
-        st = qn_awq_search_scale(q->calib, ws, ns, grp[g].count, k, q->axm[grp[g].sg], q->ah[grp[g].sg], p, s[g],
+        st = qn_awq_search_scale(q->be, ws, ns, grp[g].count, k, q->axm[grp[g].sg], q->ah[grp[g].sg], p, s[g],
                                  &e_best, &e_rtn, &alpha, err);
         q->layer_loss += e_best;
         if (q->p->awq_log)
@@ -291,7 +294,7 @@ static qn_status awq_layer(hfq *q, int32_t il, qn_error *err) {
 static qn_status awq_hook(void *ud, const qn_calib_stage_io *io, qn_error *err) {
     hfq *q = ud;
     qn_status st;
-    if ((st = qn_calib_hessian(q->calib, io->x, io->n_tok, io->k, q->ah[io->stage], err))) return st;
+    if ((st = qn_calib_stage_hessian(q->calib, io, q->ah[io->stage], err))) return st;
     float *xm = q->axm[io->stage];
     double *acc = calloc((size_t)io->k, sizeof(double));
     if (!acc) return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
@@ -496,7 +499,8 @@ static void progress(hfq *q, const char *what, int64_t i, int64_t n, bool done) 
     const double el = now_s() - q->t0;
     const qn_hfq_progress pr = {.what = what, .index = i, .count = n, .elapsed_s = el,
                                 .eta_s = i + 1 < n ? el / (double)(i + 1) * (double)(n - i - 1) : 0,
-                                .loss = q->layer_loss, .done = done};
+                                .loss = q->layer_loss, .done = done,
+                                .device = q->be ? qn_calib_backend_name(q->be) : "cpu"};
     q->p->progress(q->p->progress_ud, &pr);
 }
 
@@ -524,7 +528,9 @@ static qn_status quantize_layers(hfq *q, qn_error *err) {
         for (int i = 0; awq && i < QN_CALIB_STAGE_COUNT; i++)
             if (!(q->ah[i] = malloc(sizeof(float) * (size_t)(kmax * kmax))) || !(q->axm[i] = malloc(sizeof(float) * (size_t)kmax)))
                 return qn_error_set(err, QN_ERR_NOMEM, "quantize: out of memory");
-        if ((st = qn_calib_create(m, q->p->calib_text, q->p->calib_len, &q->p->calib, q->tp, &q->calib, err))) return st;
+        if ((st = qn_calib_backend_create(q->p->device, q->tp, &q->be, err)) ||
+            (st = qn_calib_create(m, q->p->calib_text, q->p->calib_len, &q->p->calib, q->tp, q->be, &q->calib, err)))
+            return st;
         progress(q, "calibration", 0, 1, false);
         for (int32_t il = 0; il < c->n_layer; il++) {
             q->layer_loss = 0;
@@ -636,6 +642,7 @@ err_rm:
     remove_dir(tmp);
 done:
     qn_calib_destroy(q.calib);
+    qn_calib_backend_destroy(q.be);
     for (int64_t i = 0; i < q.n_t; i++) free(q.t[i].name), free(q.t[i].data);
     free(q.t), free(q.h);
     for (int i = 0; i < 7; i++) free(q.aw[i]);

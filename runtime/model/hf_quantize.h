@@ -10,6 +10,8 @@
  *        (o_proj, only without GQA and v bias) and up_proj rows (down_proj); the folded norms replace the stored ones.
  *   NF4  (bitsandbytes Linear4bit as transformers saves it, §5): weight (u8 [numel/2, 1]), absmax (f32, or u8 with
  *        nested_absmax / nested_quant_map under double quant), quant_map and the quant_state JSON; blocksize 64.
+ * GPTQ and AWQ run their dense calibration work on params.device (model/calib_backend.h: CUDA when present under
+ * AUTO); RTN and NF4 have none and stay on the CPU.
  * Every other tensor (embeddings, norms, lm_head, biases) is copied as stored. Tokenizer and generation files are
  * copied. Owns: one call's model, threads and output; everything is written into OUT_DIR.tmp.<pid> and renamed
  * to OUT_DIR at the end; on any error that directory is removed and OUT_DIR is untouched. */
@@ -20,6 +22,7 @@
 #include <stdint.h>
 
 #include "model/awq_quant.h"
+#include "model/calib_backend.h"
 #include "model/gptq_quant.h"
 #include "model/hf_calib.h"
 #include "quern.h"
@@ -36,6 +39,7 @@ typedef struct qn_hfq_progress {
     int64_t count;
     double elapsed_s, eta_s;
     double loss;        /* GPTQ: Σ of the layer's per-linear losses */
+    const char *device; /* where the calibration work runs: the backend's name ("cpu (4 threads)", "cuda:0 (...)") */
     bool done;          /* the last callback */
 } qn_hfq_progress;
 
@@ -53,6 +57,7 @@ typedef struct qn_hfq_params {
     const char *calib_text;  /* GPTQ / AWQ: calibration text (not NUL-terminated) */
     size_t calib_len;
     qn_calib_params calib;
+    qn_calib_device device;  /* GPTQ / AWQ: calibration forward, Hessians, GPTQ updates, AWQ scale search (AUTO) */
     int32_t n_threads;
     qn_hfq_progress_fn progress;
     qn_hfq_awq_log_fn awq_log;  /* may be NULL; called with progress_ud */
@@ -63,7 +68,8 @@ qn_hfq_params qn_hfq_params_default(void);
 
 /* Errors: QN_ERR_NOT_FOUND (no config.json / safetensors), QN_ERR_INVALID_ARG (parameters, OUT_DIR exists and is
  * not empty, calibration text too short), QN_ERR_UNSUPPORTED (an already quantized input, shapes the packing
- * cannot take), QN_ERR_IO, QN_ERR_NOMEM; the message names the file, tensor or flag. */
+ * cannot take), QN_ERR_NO_DEVICE (device CUDA without a CUDA build or device), QN_ERR_CUDA, QN_ERR_IO,
+ * QN_ERR_NOMEM; the message names the file, tensor or flag. */
 qn_status qn_hf_quantize(const char *in_dir, const char *out_dir, const qn_hfq_params *p, qn_error *err);
 
 #endif
