@@ -202,6 +202,27 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
                                   int64_t K, const void *x, int64_t n, float *y, void *workspace,
                                   size_t ws_bytes, void *stream, const qn_quant_matmul_opts *opts);
 
+/* One matrix of a grouped matmul: w [N][qn_qformat_row_bytes(fmt, K)] blocks (16-byte aligned), y [n][N] f32. */
+typedef struct qn_quant_mat {
+    const void *w;
+    int64_t N;
+    float *y;
+} qn_quant_mat;
+#define QN_QUANT_MAX_GROUP 3
+
+/* The matmuls of 1..QN_QUANT_MAX_GROUP weights of one format and width K on the same x [n][K] fp16 (q, k and v
+ * of one normed x; gate and up) as one launch of the int8 decode kernel: their CTAs share one grid, so the
+ * small matrices fill the waves of the large one instead of running as short launches of their own. Taken
+ * only where every single call would run the int8 kernel under AUTO: GGUF formats on the MMVQ path, LQ4/LQ8/
+ * LNF4/LFP4 blocks without act-order on their decode path (lutq_gpu.h); QN_ERR_UNSUPPORTED otherwise, and for
+ * a workspace that cannot hold the q8 activations (qn_quant_q8_x_in_workspace): the caller then makes the
+ * calls one by one. opts: NULL or path AUTO; split (warps per row) 0 = from the total rows; x_ready as in
+ * qn_quant_matmul_cuda_ex. Each y equals that matrix's qn_quant_matmul_cuda_ex at the same split bit for bit.
+ * Graph-capturable. */
+qn_status qn_quant_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const qn_quant_mat *mats, int n_mat,
+                                     int64_t K, const void *x, int64_t n, void *workspace, size_t ws_bytes,
+                                     void *stream, const qn_quant_matmul_opts *opts);
+
 /* out[N][K] fp16 (16-byte aligned) = the same fp16 weights the matmul paths use, bit for bit.
  * Runs QN_QUANT_DEQUANT_FAST. */
 qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,

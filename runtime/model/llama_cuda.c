@@ -857,6 +857,12 @@ static qn_status tap_rows(qn_llama_cuda *f, const char *name, int il, const void
     return QN_OK;
 }
 
+#define TRY(call)                                                                                         \
+    do {                                                                                                  \
+        const qn_status s2_ = (call);                                                                     \
+        if (s2_ != QN_OK) return s2_;                                                                     \
+    } while (0)
+
 /* Whether the matmul of w on n tokens writes int8 activations of its x into mm_ws (quant.h x_ready). */
 static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) {
     if (qn_lutq_gpu_is_format(w->fmt))
@@ -888,6 +894,38 @@ static qn_status mm(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, in
     return mm_x(f, w, x, n, y, false, err);
 }
 
+/* ys[i][n][ws[i]->n] = x . W_i^T for the nw weights on the same x (q, k, v; gate, up): a run of weights of one
+ * format and width goes as one grouped launch of the int8 kernel when it takes one (quant.h
+ * qn_quant_matmul_group_cuda: the small matrices share the large one's waves), everything else one by one as
+ * mm_x. same_x: as mm_x, for the first weight; the later ones see x's q8 from the first. */
+static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw, const uint16_t *x, int64_t n,
+                          float *const *ys, bool same_x, qn_error *err) {
+    for (int i = 0; i < nw;) {
+        int j = i + 1;
+        while (j < nw && j - i < QN_QUANT_MAX_GROUP && ws[j]->fmt == ws[i]->fmt && ws[j]->k == ws[i]->k &&
+               !ws[i]->perm && !ws[j]->perm)
+            j++;
+        if (j - i > 1) {
+            qn_quant_mat mats[QN_QUANT_MAX_GROUP];
+            for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};
+            const bool q8 = mm_takes_q8(f, ws[i], n);
+            qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
+            o.x_ready = (same_x || i > 0) && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == ws[i]->k;
+            const qn_status st = qn_quant_matmul_group_cuda(&f->qctx, ws[i]->fmt, mats, j - i, ws[i]->k, x, n,
+                                                            f->mm_ws, f->mm_ws_bytes, f->stream, &o);
+            if (st == QN_OK) {
+                f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = ws[i]->k;
+                i = j;
+                continue;
+            }
+            if (st != QN_ERR_UNSUPPORTED) KS(st);
+        }
+        TRY(mm_x(f, ws[i], x, n, ys[i], same_x || i > 0, err));
+        i++;
+    }
+    return QN_OK;
+}
+
 /* The int8 activations that the kernel writing x (a norm or silu_mul, n rows of K) should write along with
  * it for the matmul of w right after (ops_cuda.h q8), or NULL: that matmul does not take them (n past the
  * int8 path, F16/BF16 weights, act-order or LNF4/LFP4 blocks, a width other than w's) or the workspace
@@ -905,11 +943,6 @@ static void q8_written(qn_llama_cuda *f, const qn_quant_q8_x *q8, const uint16_t
     f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = K;
 }
 
-#define TRY(call)                                                                                         \
-    do {                                                                                                  \
-        const qn_status s2_ = (call);                                                                     \
-        if (s2_ != QN_OK) return s2_;                                                                     \
-    } while (0)
 
 /* Enqueues one step on the stream. The staging buffers hold the step arrays; n_out rows wanted;
  * sample: GPU sampling into sampled_h, else logits (to logits_dst when non-NULL, else logits_h). */
@@ -950,9 +983,11 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         }
         q8_written(f, q8, f->xh, T, E);
         TRY(tap_rows(f, "attn_norm", il, f->xh, true, T, E, E, err));
-        TRY(mm_x(f, &D->wq, f->xh, T, f->q, q8 != NULL, err));
-        TRY(mm_x(f, &D->wk, f->xh, T, f->kk, true, err));
-        TRY(mm_x(f, &D->wv, f->xh, T, f->vv, true, err));
+        {
+            const dev_weight *const qkv[3] = {&D->wq, &D->wk, &D->wv};
+            float *const qkv_y[3] = {f->q, f->kk, f->vv};
+            TRY(mm_group(f, qkv, 3, f->xh, T, qkv_y, q8 != NULL, err));
+        }
         KS(qn_rope_kv_write_cuda(f->q, f->kk, f->vv, D->bq, D->bk, D->bv, sd + l->pos, sd + l->slot, T, c->n_head,
                                  c->n_head_kv, c->head_dim, &rope, QN_KV_F16, f->k[il], f->v[il], f->stream));
         TRY(tap_rows(f, "q", il, f->q, false, T, HQ, HQ, err));
@@ -973,8 +1008,11 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         KS(qn_add_rmsnorm_cuda(f->x, f->y, T, E, D->ffn_norm, c->rms_eps, f->xh, q8, f->stream));
         q8_written(f, q8, f->xh, T, E);
         TRY(tap_rows(f, "ffn_inp", il, f->x, false, T, E, E, err));
-        TRY(mm_x(f, &D->gate, f->xh, T, f->g, q8 != NULL, err));
-        TRY(mm_x(f, &D->up, f->xh, T, f->u, true, err));
+        {
+            const dev_weight *const gu[2] = {&D->gate, &D->up};
+            float *const gu_y[2] = {f->g, f->u};
+            TRY(mm_group(f, gu, 2, f->xh, T, gu_y, q8 != NULL, err));
+        }
         q8 = q8_for(f, &D->down, T, F, &q8b);
         KS(qn_silu_mul_cuda(f->g, f->u, T, F, f->xh, q8, f->stream));
         q8_written(f, q8, f->xh, T, F);

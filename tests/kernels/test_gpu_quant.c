@@ -801,6 +801,72 @@ static void test_mmvq_x_ready(void **state) {
     problem_free(&a), problem_free(&b);
 }
 
+/* qn_quant_matmul_group_cuda: three matrices of one format on the same x in one launch give, per matrix, the
+ * very bits of its single MMVQ call at the same warps per row (1, 2, 4), for every n <= 8 that AUTO sends
+ * to the int8 path for the format (others refused with QN_ERR_UNSUPPORTED: the caller then goes one by one),
+ * with an empty matrix in the middle and the outputs poisoned before. */
+static void test_mmvq_group(void **state) {
+    gpu_env *e = *state;
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0};
+    for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++) {
+        problem p[3]; /* x of p[0] for all three */
+        const int64_t Ns[3] = {118, 37, 64};
+        for (int i = 0; i < 3; i++) problem_init(&p[i], e, fmts[fi], Ns[i], 1280, 8, 70 + 3 * fi + (uint64_t)i);
+        float *want = malloc(4 * 8 * 118), *got = malloc(4 * 8 * 118);
+        float *dy_empty = NULL;
+        assert_true(want && got);
+        const int64_t ns[] = {1, 2, 3, 4, 8};
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            const int64_t n = ns[ni];
+            if (!qn_quant_use_mmvq(fmts[fi], e->ctx.sm, n)) {
+                const qn_quant_mat one[1] = {{p[0].dw, p[0].N, p[0].dy}};
+                assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], one, 1, 1280, p[0].dx, n, p[0].dws,
+                                                            p[0].ws_bytes, e->stream, NULL), QN_ERR_UNSUPPORTED);
+                continue;
+            }
+            for (int split = 1; split <= 4; split *= 2) {
+                const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false},
+                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false};
+                const qn_quant_mat mats[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, 0, dy_empty}, {p[2].dw, p[2].N, p[2].dy}};
+                for (int i = 0; i < 3; i++) CK(cudaMemset(p[i].dy, 0xFF, 4 * (size_t)(n * p[i].N)));
+                assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], mats, 3, 1280, p[0].dx, n, p[0].dws,
+                                                            p[0].ws_bytes, e->stream, &go), QN_OK);
+                CK(cudaStreamSynchronize(e->stream));
+                for (int i = 0; i < 3; i += 2) {
+                    const size_t ny = (size_t)(n * p[i].N);
+                    CK(cudaMemcpy(got, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
+                    assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, fmts[fi], p[i].dw, p[i].N, 1280, p[0].dx, n,
+                                                             p[i].dy, p[0].dws, p[0].ws_bytes, e->stream, &so), QN_OK);
+                    CK(cudaMemcpy(want, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
+                    size_t finite = 0;
+                    for (size_t k = 0; k < ny; k++) finite += isfinite(want[k]) != 0;
+                    assert_int_equal(finite, ny);
+                    if (memcmp(got, want, 4 * ny) != 0)
+                        fail_msg("%s group n=%lld split %d matrix %d: differs from its single call",
+                                 QN_QFORMATS[fmts[fi]].name, (long long)n, split, i);
+                }
+                /* all three, split from the total rows: the second matrix's rows come out too */
+                const qn_quant_mat all[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, p[1].N, p[1].dy}, {p[2].dw, p[2].N, p[2].dy}};
+                CK(cudaMemset(p[1].dy, 0xFF, 4 * (size_t)(n * p[1].N)));
+                assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], all, 3, 1280, p[0].dx, n, p[0].dws,
+                                                            p[0].ws_bytes, e->stream, NULL), QN_OK);
+                CK(cudaMemcpy(got, p[1].dy, 4 * (size_t)(n * p[1].N), cudaMemcpyDeviceToHost));
+                for (int64_t k = 0; k < n * p[1].N; k++) assert_true(isfinite(got[k]));
+            }
+        }
+        /* not the int8 path: n past its AUTO limit, F16 weights */
+        const qn_quant_mat one[1] = {{p[0].dw, p[0].N, p[0].dy}};
+        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], one, 1, 1280, p[0].dx, 200, p[0].dws,
+                                                    p[0].ws_bytes, e->stream, NULL), QN_ERR_UNSUPPORTED);
+        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, QN_QFORMAT_F16, one, 1, 1280, p[0].dx, 1, p[0].dws,
+                                                    p[0].ws_bytes, e->stream, NULL), QN_ERR_UNSUPPORTED);
+        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], one, 4, 1280, p[0].dx, 1, p[0].dws,
+                                                    p[0].ws_bytes, e->stream, NULL), QN_ERR_INVALID_ARG);
+        free(want), free(got);
+        for (int i = 0; i < 3; i++) problem_free(&p[i]);
+    }
+}
+
 /* Argument checks: they must fail cleanly, without launching. */
 static void test_bad_args(void **state) {
     gpu_env *e = *state;
@@ -860,7 +926,7 @@ int main(void) {
         cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant),
         cmocka_unit_test(test_dequant_variants),
         cmocka_unit_test(test_mmvq_quantize), cmocka_unit_test(test_mmvq_graph),
-        cmocka_unit_test(test_mmvq_x_ready),
+        cmocka_unit_test(test_mmvq_x_ready), cmocka_unit_test(test_mmvq_group),
         cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
         cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
         cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),

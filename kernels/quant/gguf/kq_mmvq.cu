@@ -87,39 +87,60 @@ static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, 
     return W;
 }
 
-qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, int pdl, void *stream) {
+qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const void *xq,
+                               int64_t n, int n_sm, int warps_per_row, int pdl, void *stream) {
     const int ue = mq_unit_elems(fmt);
     if (!ue) return QN_ERR_UNSUPPORTED;
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
     if (warps_per_row != 0 && warps_per_row != 1 && warps_per_row != 2 && warps_per_row != 4) return QN_ERR_INVALID_ARG;
-    if (n <= 0 || N <= 0) return QN_OK;
+    if (!mats || n_mat < 1 || n_mat > KQ_MMVQ_MAX_MATS) return QN_ERR_INVALID_ARG;
+    int64_t N_all = 0;
+    for (int i = 0; i < n_mat; i++) {
+        if (mats[i].N < 0) return QN_ERR_SHAPE;
+        N_all += mats[i].N;
+    }
+    if (n <= 0 || N_all == 0) return QN_OK;
     const bool f16x = kq_mmvq_takes_f16_x(fmt) != 0;
     const int8_t *qs = (const int8_t *)xq;
     const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
     for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
         const int R = mq_rows(ue, nt);
-        const int64_t groups = (N + R - 1) / R;
-        const int W = warps_per_row ? warps_per_row : mq_pick_warps_per_row(fmt, nt, groups, R, K / ue, n_sm);
+        const int W = warps_per_row ? warps_per_row
+                                    : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
         mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
         if (!fn) fn = mq_kquant_instance(fmt, nt);
         if (!fn) fn = mq_lutq_instance(fmt, nt);
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
-        const int64_t grid = (groups + per_cta - 1) / per_cta;
+        mq_args a = {};
+        int64_t grid = 0;
+        a.n_mat = 0;
+        for (int i = 0; i < n_mat; i++) {
+            if (mats[i].N == 0) continue; /* nothing to compute: no CTAs */
+            mq_mat &m = a.m[a.n_mat++];
+            m.w = (const uint8_t *)mats[i].w;
+            m.y = mats[i].y + t0 * mats[i].N;
+            m.N = mats[i].N;
+            m.cta0 = grid;
+            grid += ((mats[i].N + R - 1) / R + per_cta - 1) / per_cta;
+        }
         if (grid > 0x7fffffff) return QN_ERR_SHAPE;
-        mq_args a;
-        a.w = (const uint8_t *)w;
         a.xq = f16x ? nullptr : qs + t0 * K;
         a.xr = f16x ? nullptr : rec + t0 * (K / QN_MMVQ_QK);
         a.xh = f16x ? (const __half *)xq + t0 * K : nullptr;
-        a.y = y + t0 * N;
-        a.N = N, a.K = K;
+        a.K = K;
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         a.x_ld = K;
         a.warps_per_row = W;
         QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(MQ_THREADS), 0, (cudaStream_t)stream, pdl != 0, a));
     }
     return QN_OK;
+}
+
+qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
+                         int n_sm, int warps_per_row, int pdl, void *stream) {
+    if (N < 0) return QN_ERR_SHAPE;
+    const kq_mmvq_mat m = {w, N, y};
+    return kq_mmvq_matmul_group(fmt, &m, 1, K, xq, n, n_sm, warps_per_row, pdl, stream);
 }

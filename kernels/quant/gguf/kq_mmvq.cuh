@@ -48,12 +48,20 @@ __host__ __device__ constexpr int mq_rows(int ue, int nt) {
  * bytes of spills under a 128 cap), so they get 2 and carry more bytes per warp (4 rows x a unit). */
 __host__ __device__ constexpr int mq_min_ctas(int ue, int nt) { return (ue == 32 || nt <= 3) ? 4 : 2; }
 
-struct mq_args {
+/* One matrix of a launch: CTAs [cta0, next matrix's cta0) compute its rows. */
+struct mq_mat {
     const uint8_t *w;         /* [N][row_bytes] blocks, 16-byte aligned */
+    float *y;                 /* [NT][N] */
+    int64_t N;
+    int64_t cta0;             /* its first CTA (0 for m[0]) */
+};
+
+struct mq_args {
+    mq_mat m[KQ_MMVQ_MAX_MATS]; /* n_mat matrices of the same format and K on the same activations */
+    int n_mat;
     const int8_t *xq;         /* [NT][K] q8 codes of this launch's tokens */
     const qn_mmvq_xrec *xr;   /* [NT][K/32] their scales and half sums */
-    float *y;                 /* [NT][N] */
-    int64_t N, K, row_bytes;
+    int64_t K, row_bytes;
     const __half *xh;         /* [NT][K] fp16 activations, for the formats that take x unquantized (mq_xsrc) */
     int64_t x_ld;             /* elements between tokens in xq / xh (= K); records: x_ld / 32 */
     int warps_per_row;        /* W: 1, 2 or 4 */
@@ -490,14 +498,21 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     __shared__ float red[MQ_WARPS][P];
 
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
+    /* this CTA's matrix (selects, no indexing into the parameters) */
+    const uint8_t *wm = a.m[0].w;
+    float *ym = a.m[0].y;
+    int64_t N = a.m[0].N, cta = blockIdx.x;
+#pragma unroll
+    for (int i = 1; i < KQ_MMVQ_MAX_MATS; i++)
+        if (i < a.n_mat && (int64_t)blockIdx.x >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = blockIdx.x - a.m[i].cta0;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
     const int grp = warp / W, wig = warp - grp * W;
-    const int64_t row0 = ((int64_t)blockIdx.x * (MQ_WARPS / W) + grp) * R;
-    const int64_t units = row0 < a.N ? a.K / FT::UE : 0; /* a group wholly past N does no work */
+    const int64_t row0 = (cta * (MQ_WARPS / W) + grp) * R;
+    const int64_t units = row0 < N ? a.K / FT::UE : 0; /* a group wholly past N does no work */
 
     const uint8_t *wrow[R];
 #pragma unroll
-    for (int r = 0; r < R; r++) wrow[r] = a.w + min(row0 + r, a.N - 1) * a.row_bytes; /* rows past N: recomputed, not stored */
+    for (int r = 0; r < R; r++) wrow[r] = wm + min(row0 + r, N - 1) * a.row_bytes; /* rows past N: recomputed, not stored */
 
     float acc[P];
 #pragma unroll
@@ -532,7 +547,7 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     const bool writer = lane % (32 / P) == 0 && i < R * NT;
     if (W == 1) {
         const int64_t row = row0 + i / NT;
-        if (writer && row < a.N) a.y[(int64_t)(i % NT) * a.N + row] = s;
+        if (writer && row < N) ym[(int64_t)(i % NT) * N + row] = s;
         return;
     }
     if (writer) red[warp][i] = s;
@@ -542,8 +557,8 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
         const int g = o / per_grp, k = o - g * per_grp;
         float sum = 0.f;
         for (int ww = 0; ww < W; ww++) sum += red[g * W + ww][k]; /* fixed order: deterministic */
-        const int64_t row = ((int64_t)blockIdx.x * (MQ_WARPS / W) + g) * R + k / NT;
-        if (row < a.N) a.y[(int64_t)(k % NT) * a.N + row] = sum;
+        const int64_t row = (cta * (MQ_WARPS / W) + g) * R + k / NT;
+        if (row < N) ym[(int64_t)(k % NT) * N + row] = sum;
     }
 }
 

@@ -69,6 +69,22 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt);
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
                          int n_sm, int warps_per_row, int pdl, void *stream);
 
+/* One matrix of a grouped call: w [N][row_bytes(fmt, K)] blocks (16-byte aligned), y [n][N] f32. */
+typedef struct kq_mmvq_mat {
+    const void *w;
+    int64_t N;
+    float *y;
+} kq_mmvq_mat;
+#define KQ_MMVQ_MAX_MATS 3
+
+/* kq_mmvq_matmul of 1..KQ_MMVQ_MAX_MATS matrices of the same format and K on the same activations (q, k, v
+ * of one normed x; gate and up) in one launch per 8 tokens: the matrices' CTAs follow each other in one
+ * grid, so small matrices share the waves of the large one instead of running as their own short launches.
+ * Every output is bit-identical to kq_mmvq_matmul of that matrix alone at the same warps_per_row (chosen
+ * here from the total rows when 0). */
+qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const void *xq,
+                               int64_t n, int n_sm, int warps_per_row, int pdl, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
