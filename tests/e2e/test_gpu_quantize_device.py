@@ -5,21 +5,25 @@
 # 8 x 256 tokens, grid 10). Asserts, per configuration:
 #   - the CUDA run says it ran on cuda:N and the CPU run on cpu (the quantize log line);
 #   - the dequantized weights agree (numpy unpacking of the written checkpoints, docs/formats.md §3.2 / §4.1):
-#       GPTQ: per linear, NMSE(cuda vs cpu) <= 0.5 x NMSE(cpu vs the f16 base), i.e. the two runs are much closer
-#             to each other than either is to the unquantized weight. The runs differ only by float summation order
-#             (cuBLAS vs the CPU's tiled GEMM, ~1e-7 relative on H and on the updates), which flips a code that sat
-#             on a rounding boundary now and then, and GPTQ's error feedback carries each flip along its row; a
-#             transposed operand or a wrong slot gives a ratio >= 1. Layer 0's q_proj (identical inputs, only H's
-#             rounding differs) must have <= 1% of its codes changed.
+#       GPTQ: against a control made on the CPU alone: the same quantization of the base with ONE f16 weight (layer 0's
+#             input-norm weight 0) moved by one ulp. GPTQ is chaotic in rounding-level changes: a flipped code is fed
+#             back along its row and the calibration of every later layer sees the changed outputs. Measured on
+#             SmolLM2 (bench/results/gpu-decode-grouped-2026-12-02.md): the control's NMSE(ctl vs cpu) /
+#             NMSE(cpu vs base) has mean 0.82, max 1.27, and its perplexity is 2.8% off — the same spread as
+#             the first GPU run's (mean 0.82, max 1.26, 0.95%). Asserted: the CUDA run's ratio mean and max within
+#             1.5x the control's, perplexity within max(0.5%, 1.5x the control's deviation), and layer 0's q_proj
+#             (the same inputs on both devices, H differs by summation order only) <= 1% of its codes changed
+#             (0.02% measured; a transposed operand or a wrong slot changes most of them).
 #       AWQ: >= 90% of the linears with NMSE(cuda vs cpu) <= 1e-4 of their energy: the scale search picks one alpha
 #             from a grid, and only a near-tie between two alphas (errors equal to ~1e-6) may pick differently.
 #   - perplexity (alice29, 4 windows of 512, `quern perplexity --device cpu`, the quality tests' measure) of the
-#     CUDA-quantized model within 0.5% of the CPU-quantized one.
+#     CUDA-quantized model within 0.5% of the CPU-quantized one (GPTQ: or the control's bound above).
 # Wall times of both runs are printed for the record, not asserted. Skips (77) without the model, the texts,
 # numpy / safetensors in QN_PYTHON, or a CUDA device (the probe is `quern quantize --device cuda`).
 # QN_TEST_LABELS: gpu slow
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +42,7 @@ AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 
 try:
     import numpy as np
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file, save_file
 except ImportError:
     np = None
 
@@ -118,6 +122,14 @@ def main():
             return SKIP
         assert probe.returncode == 0, probe.stderr
         base_w = load_file(os.path.join(base, "model.safetensors"))
+        ctl_base = os.path.join(t, "base_ulp") # the control's base: one f16 weight one ulp away
+        shutil.copytree(base, ctl_base)
+        tw = dict(base_w)
+        k = "model.layers.0.input_layernorm.weight"
+        a = tw[k].copy()
+        a.view(np.uint16)[0] ^= 1
+        tw[k] = a
+        save_file(tw, os.path.join(ctl_base, "model.safetensors"), metadata={"format": "pt"})
         bad = []
         for name, method, args in configs:
             dc, dg = os.path.join(t, name + "_cpu"), os.path.join(t, name + "_cuda")
@@ -130,14 +142,19 @@ def main():
                 bad.append(f"{name}: the cpu run does not say it ran on cpu")
             wc, wg = load_file(os.path.join(dc, "model.safetensors")), load_file(os.path.join(dg, "model.safetensors"))
             n_layer = 1 + max(int(k.split(".")[2]) for k in wc if k.startswith("model.layers."))
-            ratios, close, flips0 = [], 0, None
+            ratios, cratios, close, flips0 = [], [], 0, None
+            if method == "gptq":
+                dk = os.path.join(t, name + "_ctl")
+                quantize(ctl_base, dk, args, "cpu")
+                wk = load_file(os.path.join(dk, "model.safetensors"))
             for il in range(n_layer):
                 for lin in LINEARS:
                     pre = f"model.layers.{il}.{lin}."
                     if method == "gptq":
-                        (dqc, qc), (dqg, qg) = gptq_dequant(wc, pre), gptq_dequant(wg, pre)
+                        (dqc, qc), (dqg, qg), (dqk, _) = gptq_dequant(wc, pre), gptq_dequant(wg, pre), gptq_dequant(wk, pre)
                         ref = base_w[pre + "weight"].astype(np.float32)
                         ratios.append(nmse(dqg, dqc) / nmse(dqc, ref))
+                        cratios.append(nmse(dqk, dqc) / nmse(dqc, ref))
                         if il == 0 and lin == "self_attn.q_proj":
                             flips0 = float(np.mean(qc != qg))
                     else:
@@ -145,11 +162,14 @@ def main():
                         e = nmse(dqg, dqc)
                         ratios.append(e)
                         close += e <= 1e-4
+            mean = lambda v: sum(v) / len(v)
             if method == "gptq":
-                print(f"  gptq: NMSE(cuda vs cpu) / NMSE(cpu vs base): max {max(ratios):.3g}, "
-                      f"mean {sum(ratios) / len(ratios):.3g}; layer 0 q_proj codes changed {100 * flips0:.2f}%")
-                if max(ratios) > 0.5 or flips0 > 0.01:
-                    bad.append(f"{name}: weights disagree (ratio max {max(ratios):.3g}, layer-0 flips {flips0:.4f})")
+                print(f"  gptq: NMSE(cuda vs cpu) / NMSE(cpu vs base): max {max(ratios):.3g}, mean {mean(ratios):.3g}; "
+                      f"control (cpu, 1 ulp): max {max(cratios):.3g}, mean {mean(cratios):.3g}; "
+                      f"layer 0 q_proj codes changed {100 * flips0:.2f}%")
+                if max(ratios) > 1.5 * max(cratios) or mean(ratios) > 1.5 * mean(cratios) or flips0 > 0.01:
+                    bad.append(f"{name}: weights disagree beyond the control (ratio max {max(ratios):.3g}, mean "
+                               f"{mean(ratios):.3g}; control {max(cratios):.3g}, {mean(cratios):.3g}; layer-0 flips {flips0:.4f})")
             else:
                 al = lambda log: re.findall(r"awq: layer (\d+) (\S+)\s+alpha ([0-9.]+)", log)
                 ac, ag = al(logc), al(logg)
@@ -159,9 +179,14 @@ def main():
                 if close < 0.9 * len(ratios):
                     bad.append(f"{name}: weights disagree ({close}/{len(ratios)} close)")
             pc, pg = ppl(dc), ppl(dg)
-            print(f"  perplexity: cpu-quantized {pc:.4f}, cuda-quantized {pg:.4f}, ratio {pg / pc:.5f}")
-            if abs(pg / pc - 1.0) > 5e-3:
-                bad.append(f"{name}: perplexity {pg:.4f} vs {pc:.4f}")
+            tol = 5e-3
+            if method == "gptq":
+                pk = ppl(dk)
+                tol = max(tol, 1.5 * abs(pk / pc - 1.0))
+                print(f"  control perplexity {pk:.4f} (ratio {pk / pc:.5f})")
+            print(f"  perplexity: cpu-quantized {pc:.4f}, cuda-quantized {pg:.4f}, ratio {pg / pc:.5f} (bound {tol:.4f})")
+            if abs(pg / pc - 1.0) > tol:
+                bad.append(f"{name}: perplexity {pg:.4f} vs {pc:.4f} (bound {tol:.4f})")
         if bad:
             print("FAIL:\n  " + "\n  ".join(bad))
             return 1
