@@ -51,7 +51,9 @@ def main():
                           ([base, os.path.join(t, "x2"), "gptq", "--bits", "5", "--rtn"], "bits"),
                           ([base, os.path.join(t, "x3"), "gptq", "--calib", os.path.join(t, "short.txt")], "too short"),
                           ([base, os.path.join(t, "x4"), "awq", "--calib", CALIB, "--group-size", "128"],
-                           "group size")):
+                           "group size"),
+                          ([base, os.path.join(t, "x5"), "gptq", "--calib", CALIB, "--device", "bogus"],
+                           "--device bogus")):
             if "short.txt" in args[-1]:
                 open(args[-1], "w").write("Too short.")
             p = run("quantize", *args, ok=False)
