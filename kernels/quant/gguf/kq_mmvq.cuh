@@ -67,55 +67,15 @@ struct mq_args {
     int warps_per_row;        /* W: 1, 2 or 4 */
 };
 
-/* --- loads: read-only path; every address is aligned to the load's width ---
- * Weight loads only (each weight byte is read once). KQ_MQ_LDHINT (an A/B switch, default 0 = __ldg):
- * 1 adds the L2::256B prefetch-size hint (the L2 fetches the whole 256-byte sector group of a miss), 2 also
- * L1::no_allocate (streamed bytes do not evict the activations from L1). */
-#ifndef KQ_MQ_LDHINT
-#define KQ_MQ_LDHINT 0
-#endif
-#if KQ_MQ_LDHINT == 1
-#define MQ_LDQ "ld.global.nc.L2::256B"
-#elif KQ_MQ_LDHINT == 2
-#define MQ_LDQ "ld.global.nc.L1::no_allocate.L2::256B"
-#endif
+/* --- loads: read-only path; every address is aligned to the load's width. (Cache hints on the weight loads
+ * were measured on the H200 at b5aa570: L2::256B changed nothing, L1::no_allocate cost 21% of decode speed;
+ * bench/results/gpu-decode-attn-small-2026-12-02.md.) --- */
 
-__device__ __forceinline__ uint32_t mq_ld32(const uint8_t *p) {
-#ifdef MQ_LDQ
-    uint32_t v;
-    asm(MQ_LDQ ".u32 %0, [%1];" : "=r"(v) : "l"(p));
-    return v;
-#else
-    return __ldg(reinterpret_cast<const unsigned *>(p));
-#endif
-}
+__device__ __forceinline__ uint32_t mq_ld32(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned *>(p)); }
 __device__ __forceinline__ uint32_t mq_ld16(const uint8_t *p) {
-#ifdef MQ_LDQ
-    unsigned short v;
-    asm(MQ_LDQ ".u16 %0, [%1];" : "=h"(v) : "l"(p));
-    return v;
-#else
     return __ldg(reinterpret_cast<const unsigned short *>(p));
-#endif
 }
-__device__ __forceinline__ uint2 mq_ld64(const uint8_t *p) {
-#ifdef MQ_LDQ
-    uint2 v;
-    asm(MQ_LDQ ".v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-    return v;
-#else
-    return __ldg(reinterpret_cast<const uint2 *>(p));
-#endif
-}
-__device__ __forceinline__ uint4 mq_ld128(const uint8_t *p) {
-#ifdef MQ_LDQ
-    uint4 v;
-    asm(MQ_LDQ ".v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-    return v;
-#else
-    return qn_ldg128(p);
-#endif
-}
+__device__ __forceinline__ uint2 mq_ld64(const uint8_t *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
 
 /* NW little-endian words of the bytes [p, p + 4 NW), p 2-byte aligned, reading only those bytes:
  * aligned, NW words; otherwise a 16-bit head, NW-1 words and a 16-bit tail, shifted into place
@@ -145,7 +105,7 @@ __device__ __forceinline__ void mq_words_a16(const uint8_t *p, uint32_t out[NW])
     static_assert(NW % 4 == 0, "whole 16-byte vectors");
 #pragma unroll
     for (int i = 0; i < NW / 4; i++) {
-        const uint4 v = mq_ld128(p + 16 * i);
+        const uint4 v = qn_ldg128(p + 16 * i);
         out[4 * i + 0] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
     }
 }
