@@ -61,7 +61,8 @@ typedef struct qn_cpu_kernels {
     int32_t attn_softmax_lanes;                    /* keys per softmax partial sum */
     qn_vexp_form vexp_form;                        /* exp of the softmax and SiLU (ggml's form on this ISA) */
     int32_t vexp_width;                            /* floats per vector of that form (SiLU tail: libm) */
-    qn_exp_row_fn exp_row;
+    qn_exp_row_fn exp_row;                         /* the softmax's exp (attention_cpu.c inlines the same
+                                                    * qn_vexp_row_isa; this entry is its tested handle) */
     qn_silu_mul_fn silu_mul;
 } qn_cpu_kernels;
 
