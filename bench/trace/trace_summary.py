@@ -36,20 +36,24 @@ def main():
     recs.sort()
     span = recs[-1][1] - recs[0][0]
     busy, gaps = 0, []
-    cur_s, cur_e = recs[0][0], recs[0][1]
-    for s, e, _ in recs[1:]:
+    pairs = collections.defaultdict(lambda: [0, 0])  # (kernel before, kernel after) of gaps over 1 ms
+    cur_s, cur_e, cur_n = recs[0][0], recs[0][1], recs[0][2]
+    for s, e, n in recs[1:]:
         if s > cur_e:
             busy += cur_e - cur_s
             gaps.append(s - cur_e)
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
+            if s - cur_e > 1_000_000:
+                pairs[(cur_n, n)][0] += 1
+                pairs[(cur_n, n)][1] += s - cur_e
+            cur_s, cur_e, cur_n = s, e, n
+        elif e > cur_e:
+            cur_e, cur_n = e, n
     busy += cur_e - cur_s
     tot = collections.defaultdict(lambda: [0, 0])
     for s, e, n in recs:
         tot[n][0] += 1
         tot[n][1] += e - s
-    names = demangle(list(tot))
+    names = demangle(list(tot) + [x for pr in pairs for x in pr])
     merged = collections.defaultdict(lambda: [0, 0])
     for n, (c, t) in tot.items():
         merged[names[n]][0] += c
@@ -61,6 +65,12 @@ def main():
           f"kernel sum {ksum / 1e6:.1f} ms")
     print(f"idle gaps: {len(gaps)} totalling {sum(gaps) / 1e6:.1f} ms; {len(g20)} over 20 us "
           f"({sum(g20) / 1e6:.1f} ms), {len(g1m)} over 1 ms ({sum(g1m) / 1e6:.1f} ms)")
+    if pairs:
+        print()
+        print("| gaps over 1 ms: kernel before | kernel after | gaps | ms |")
+        print("|---|---|---|---|")
+        for (b, f), (c, t) in sorted(pairs.items(), key=lambda kv: -kv[1][1])[:8]:
+            print(f"| {names[b][:60]} | {names[f][:60]} | {c} | {t / 1e6:.1f} |")
     print()
     print("| kernel | launches | total ms | mean us | share of kernel sum |")
     print("|---|---|---|---|---|")

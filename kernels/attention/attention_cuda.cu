@@ -514,13 +514,17 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
         a->n_heads % a->n_kv_heads != 0 || a->n_splits < 0 || a->n_splits > QN_ATTN_MAX_SPLITS ||
         a->n_kv_heads > 65535 || a->max_blocks_per_seq <= 0)
         return QN_ERR_INVALID_ARG;
-    if (a->path != QN_ATTN_PATH_AUTO && a->path != QN_ATTN_PATH_TENSOR_CORE && a->path != QN_ATTN_PATH_DECODE)
+    if (a->path != QN_ATTN_PATH_AUTO && a->path != QN_ATTN_PATH_TENSOR_CORE && a->path != QN_ATTN_PATH_DECODE &&
+        a->path != QN_ATTN_PATH_SPLIT)
         return QN_ERR_INVALID_ARG;
+    if (a->n_single < 0 || a->n_single > a->n_tiles) return QN_ERR_INVALID_ARG;
     if (a->n_tokens == 0 || a->n_tiles == 0) return QN_OK;
     const int decode = qn_attn_cuda_takes_decode(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D);
+    const int split = qn_attn_cuda_takes_split(a->n_single, a->n_tiles, a->n_heads, a->n_kv_heads, D);
     if (a->path == QN_ATTN_PATH_DECODE &&
         !qn_attn_cuda_decode_fits(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D))
         return QN_ERR_UNSUPPORTED;
+    if (a->path == QN_ATTN_PATH_SPLIT && !split) return QN_ERR_UNSUPPORTED;
     const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
     const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
     if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;
@@ -541,9 +545,18 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
     cudaStream_t st = (cudaStream_t)stream;
     const bool bf16 = a->kv_dtype == QN_KV_BF16;
     qn_status s;
-    if (a->path == QN_ATTN_PATH_DECODE || (a->path == QN_ATTN_PATH_AUTO && decode))
+    if (a->path == QN_ATTN_PATH_DECODE || (a->path == QN_ATTN_PATH_AUTO && decode)) {
         s = attn_decode_launch(p, bf16, st);
-    else
+    } else if (a->path == QN_ATTN_PATH_SPLIT || (a->path == QN_ATTN_PATH_AUTO && split)) {
+        /* the single-token tiles to the decode kernel, the rest to the tensor-core kernel; both cut keys
+         * into the same n_splits, so one combine below serves every row */
+        attn_params pd = p, pt = p;
+        pd.a.n_tiles = a->n_single;
+        pt.a.tiles = a->tiles + a->n_single, pt.a.n_tiles = a->n_tiles - a->n_single;
+        s = attn_decode_launch(pd, bf16, st);
+        if (s == QN_OK)
+            s = bf16 ? attn_dispatch_d<kv_bf16>(pt, D, pt.a.n_tiles, st) : attn_dispatch_d<kv_f16>(pt, D, pt.a.n_tiles, st);
+    } else
         s = bf16 ? attn_dispatch_d<kv_bf16>(p, D, a->n_tiles, st) : attn_dispatch_d<kv_f16>(p, D, a->n_tiles, st);
     if (s != QN_OK || n_splits == 1) return s;
     QN_CUDA_TRY(qn_launch(paged_attention_combine, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, st, a->pdl != 0,

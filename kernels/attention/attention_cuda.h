@@ -40,6 +40,12 @@ typedef struct qn_attn_tile {
 int32_t qn_attn_make_tiles(const int32_t *seq_idx, /* [n_tokens] */ const int32_t *positions, /* [n_tokens] */
                            int32_t n_tokens, qn_attn_tile *tiles /* [n_tokens] */);
 
+/* Reorders tiles[] (host) so that the single-token tiles come first, each part keeping its order;
+ * returns how many there are (qn_attn_cuda_args.n_single). A mixed step (decodes beside a prefill
+ * chunk) then gives its decode tokens to the decode kernel and only the prefill tiles to the
+ * tensor-core kernel. */
+int32_t qn_attn_singles_first(qn_attn_tile *tiles, /* [n_tiles] */ int32_t n_tiles);
+
 typedef struct qn_rope_cuda_params {
     int32_t rope_dim;            /* rotated dims per head (even, <= head_dim) */
     int32_t neox;                /* 0: pairs (2i, 2i+1); 1: pairs (i, i + rope_dim/2) */
@@ -72,7 +78,15 @@ qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads
  *   count when forced), head_dim 64 or 128, group <= 8; K/V rows straight from global memory into CUDA-core f32 dot products, ~20 KB of
  *   shared memory instead of ~87 KB, Q and P kept in f32. Forcing it where it does not apply is
  *   QN_ERR_UNSUPPORTED. Both cut the keys into the same splits (same workspace, same combine). */
-typedef enum qn_attn_path { QN_ATTN_PATH_AUTO = 0, QN_ATTN_PATH_TENSOR_CORE = 1, QN_ATTN_PATH_DECODE = 2 } qn_attn_path;
+/* SPLIT (a mixed step, n_single tiles first, 0 < n_single < n_tiles, decode kernel shape): tiles[0,
+ *   n_single) to the decode kernel and the rest to the tensor-core kernel, two launches with the same
+ *   split count; AUTO takes it for every such step (qn_attn_cuda_takes_split). */
+typedef enum qn_attn_path {
+    QN_ATTN_PATH_AUTO = 0,
+    QN_ATTN_PATH_TENSOR_CORE = 1,
+    QN_ATTN_PATH_DECODE = 2,
+    QN_ATTN_PATH_SPLIT = 3
+} qn_attn_path;
 
 /* Whether the decode kernel can serve this launch shape (forced DECODE), and whether AUTO gives it
  * to it (host C, no CUDA call). */
@@ -80,6 +94,7 @@ int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads,
                              int32_t head_dim);
 int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                               int32_t head_dim);
+int qn_attn_cuda_takes_split(int32_t n_single, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim);
 
 typedef struct qn_attn_cuda_args {
     const float *q;              /* [n_tokens][n_heads][head_dim] f32, RoPE applied */
@@ -92,6 +107,7 @@ typedef struct qn_attn_cuda_args {
     int32_t max_blocks_per_seq;
     const qn_attn_tile *tiles;   /* [n_tiles] (device copy of qn_attn_make_tiles) */
     int32_t n_tiles;
+    int32_t n_single;            /* tiles[0, n_single) hold one token each (qn_attn_singles_first); 0: unknown */
     int32_t n_tokens, n_heads, n_kv_heads, head_dim, block_size;
     int32_t max_ctx;             /* upper bound of positions + 1 this launch may see: sizes n_splits */
     int32_t n_splits;            /* 0: qn_attn_cuda_splits(); else forced (tests), <= QN_ATTN_MAX_SPLITS */

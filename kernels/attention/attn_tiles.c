@@ -20,6 +20,22 @@ int32_t qn_attn_make_tiles(const int32_t *seq_idx, const int32_t *positions, int
     return n;
 }
 
+int32_t qn_attn_singles_first(qn_attn_tile *tiles, int32_t n_tiles) {
+    int32_t n_single = 0;
+    for (int32_t i = 0; i < n_tiles; i++) n_single += tiles[i].count == 1;
+    if (n_single == 0 || n_single == n_tiles) return n_single;
+    /* stable partition through a rotation per run of multi-token tiles: O(n) moves in total would need
+     * a buffer; steps have at most a few prefill chunks, so rotating each single into place is cheap */
+    int32_t w = 0;
+    for (int32_t i = 0; i < n_tiles; i++) {
+        if (tiles[i].count != 1) continue;
+        const qn_attn_tile t = tiles[i];
+        for (int32_t j = i; j > w; j--) tiles[j] = tiles[j - 1];
+        tiles[w++] = t;
+    }
+    return n_single;
+}
+
 /* Aim for two CTAs per multiprocessor (one runs while the other waits on memory), but never cut
  * a split below QN_ATTN_MIN_SPLIT_KEYS keys: below that the combine pass and the per-CTA Q load
  * cost more than the parallelism brings. */
@@ -43,7 +59,9 @@ int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx
  * H200, 8B shape) the engine's forward time was 16.0 s with it against 14.9 s with the tensor-core
  * kernel in an earlier run on another machine of the same type: not isolated, so large decode
  * batches stay on the tensor-core kernel until measured side by side. */
+#ifndef QN_ATTN_DECODE_MAX_TOKENS
 #define QN_ATTN_DECODE_MAX_TOKENS 16
+#endif
 
 int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                              int32_t head_dim) {
@@ -54,6 +72,11 @@ int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads,
 int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                               int32_t head_dim) {
     return n_tokens <= QN_ATTN_DECODE_MAX_TOKENS && qn_attn_cuda_decode_fits(n_tokens, n_tiles, n_heads, n_kv_heads, head_dim);
+}
+
+int qn_attn_cuda_takes_split(int32_t n_single, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim) {
+    return n_single > 0 && n_single < n_tiles &&
+           qn_attn_cuda_decode_fits(n_single, n_single, n_heads, n_kv_heads, head_dim);
 }
 
 size_t qn_attn_cuda_workspace_size(int32_t n_tokens, int32_t n_heads, int32_t head_dim, int32_t n_splits) {

@@ -132,7 +132,7 @@ struct qn_llama_cuda {
     void *amem;
     int64_t kmax;
     float *x, *y, *q, *kk, *vv, *g, *u, *logits;
-    uint16_t *xh;                  /* [max_tokens][kmax] fp16 matmul input */
+    uint16_t *xh;                  /* [gemm_rows_cap][kmax] fp16 matmul input */
     int32_t *step_d;               /* step arrays (layout) */
     qn_sample_row_params *sparams_d;
     int32_t *sampled_d;
@@ -147,6 +147,7 @@ struct qn_llama_cuda {
     float *logits_h;               /* [max_seqs][n_vocab]: graph replays copy logits here */
     step_layout lay;
     int32_t n_attn_tiles;          /* of the step being enqueued */
+    int32_t n_attn_single;         /* its single-token tiles, first (qn_attn_singles_first) */
     /* graphs of pure-decode steps, [1 + QN_SAMPLE_PATH_COUNT][max_seqs + 1]: logits, then sampling
      * by path (a graph holds the sampling path it was captured with) */
     graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
@@ -576,19 +577,41 @@ static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t
     return b > best ? b : best;
 }
 
+/* Rows of a cuBLAS matmul are rounded up to a multiple of this (mm_x): the rows past n read stale x rows and
+ * write output rows nobody reads. A server's steps have every token count from 1 to the budget, and cuBLAS
+ * plans each new (m, n, k) on the host while the GPU waits; rounded, a budget of 8192 has 128 row counts per
+ * shape instead of 8192. The activation buffers hold the rounded maximum (gemm_rows_cap). */
+#ifndef QN_GEMM_N_ALIGN
+#define QN_GEMM_N_ALIGN 64
+#endif
+
+static int64_t gemm_rows_cap(const qn_llama_cuda *f) {
+    return (f->p.max_tokens + QN_GEMM_N_ALIGN - 1) / QN_GEMM_N_ALIGN * QN_GEMM_N_ALIGN;
+}
+
+/* The rows to run w's matmul on for n tokens: n, or n rounded up when the matmul goes to cuBLAS (quant.h:
+ * F16 past the GEMV's n, every format past the fused kernels' n). */
+static int64_t gemm_rows(const qn_llama_cuda *f, const dev_weight *w, int64_t n) {
+    const bool cublas = n > QN_QUANT_MMA_MAX_TOKENS || (w->fmt == QN_QFORMAT_F16 && n > QN_QUANT_GEMV_MAX_TOKENS);
+    if (!cublas) return n;
+    const int64_t r = (n + QN_GEMM_N_ALIGN - 1) / QN_GEMM_N_ALIGN * QN_GEMM_N_ALIGN;
+    return r <= gemm_rows_cap(f) ? r : n;
+}
+
 static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q, act_plan *a) {
     const qn_model_config *c = &f->cfg;
     const int64_t T = f->p.max_tokens, S = f->p.max_seqs, E = c->n_embd;
+    const int64_t TR = gemm_rows_cap(f); /* rows of the matmul inputs and outputs (gemm_rows) */
     const int64_t HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
     memset(a, 0, sizeof *a);
     step_layout *l = &a->lay;
     l->tokens = 0, l->pos = (size_t)T, l->seq = 2 * (size_t)T, l->slot = 3 * (size_t)T, l->rows = 4 * (size_t)T;
     l->tiles = 5 * (size_t)T, l->bt = 7 * (size_t)T, l->end = l->bt + (size_t)S * (size_t)f->max_blocks;
-    a->x = align_up(sizeof(float) * T * E), a->y = a->x;
-    a->q = align_up(sizeof(float) * T * HQ), a->k = a->v = align_up(sizeof(float) * T * HK);
-    a->g = a->u = align_up(sizeof(float) * T * F);
-    a->logits = align_up(sizeof(float) * T * c->n_vocab);
-    a->xh = align_up(sizeof(uint16_t) * T * f->kmax);
+    a->x = align_up(sizeof(float) * TR * E), a->y = a->x;
+    a->q = align_up(sizeof(float) * TR * HQ), a->k = a->v = align_up(sizeof(float) * TR * HK);
+    a->g = a->u = align_up(sizeof(float) * TR * F);
+    a->logits = align_up(sizeof(float) * TR * c->n_vocab);
+    a->xh = align_up(sizeof(uint16_t) * TR * f->kmax);
     a->step = align_up(sizeof(int32_t) * l->end);
     a->sparams = align_up(sizeof(qn_sample_row_params) * T);
     a->sampled = align_up(sizeof(int32_t) * T);
@@ -597,11 +620,11 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
         const dev_layer *D = &f->layers[il];
         const dev_weight *ws[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
         for (int i = 0; i < 7; i++) {
-            const size_t b = mm_ws_for(q, ws[i], T);
+            const size_t b = mm_ws_for(q, ws[i], TR);
             if (b > mm) mm = b;
         }
     }
-    const size_t bo = mm_ws_for(q, &f->output, T);
+    const size_t bo = mm_ws_for(q, &f->output, TR);
     a->mm_ws = align_up(bo > mm ? bo : mm);
     size_t at = 0;
     for (int32_t tiles = 1; tiles <= T; tiles++) {
@@ -876,6 +899,7 @@ static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) 
  * of quantizing x again (one launch less). */
 static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, bool same_x,
                       qn_error *err) {
+    n = gemm_rows(f, w, n);
     const bool q8 = mm_takes_q8(f, w, n);
     qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
     o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k;
@@ -994,7 +1018,7 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
         const qn_attn_cuda_args at = {
             .q = f->q, .k_cache = f->k[il], .v_cache = f->v[il], .kv_dtype = QN_KV_F16, .positions = sd + l->pos,
             .seq_idx = sd + l->seq, .block_tables = sd + l->bt, .max_blocks_per_seq = f->max_blocks,
-            .tiles = (const qn_attn_tile *)(sd + l->tiles), .n_tiles = f->n_attn_tiles, .n_tokens = T,
+            .tiles = (const qn_attn_tile *)(sd + l->tiles), .n_tiles = f->n_attn_tiles, .n_single = f->n_attn_single, .n_tokens = T,
             .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim, .block_size = f->p.block_size,
             .max_ctx = f->p.max_ctx, .n_splits = 0, .scale = 1.0f / sqrtf((float)c->head_dim), .out = f->xh,
             .workspace = f->attn_ws, .ws_bytes = f->attn_ws_bytes, .pdl = f->qctx.sm >= 90};
@@ -1056,6 +1080,7 @@ static bool stage_batch(qn_llama_cuda *f, const qn_fwd_batch *b) {
     memcpy(h + l->slot, b->slot_mapping, sizeof(int32_t) * T);
     memcpy(h + l->rows, b->out_rows, sizeof(int32_t) * (size_t)b->n_out);
     f->n_attn_tiles = qn_attn_make_tiles(b->seq_idx, b->positions, b->n_tokens, (qn_attn_tile *)(h + l->tiles));
+    f->n_attn_single = qn_attn_singles_first((qn_attn_tile *)(h + l->tiles), f->n_attn_tiles);
     /* block tables re-strided to the fixed capacity; only the entries the step reads */
     for (int32_t s = 0; s < b->n_seqs; s++) {
         int32_t *dst = h + l->bt + (size_t)s * f->max_blocks;

@@ -49,7 +49,10 @@ static const char *dt_name(qn_kv_dtype dt) { return dt == QN_KV_BF16 ? "bf16" : 
 
 /* sign-magnitude 16-bit float bits -> an integer that orders like the value (+0 == -0) */
 static const char *path_name(qn_attn_path p) {
-    return p == QN_ATTN_PATH_DECODE ? "decode" : p == QN_ATTN_PATH_TENSOR_CORE ? "tensor-core" : "auto";
+    return p == QN_ATTN_PATH_DECODE        ? "decode"
+           : p == QN_ATTN_PATH_TENSOR_CORE ? "tensor-core"
+           : p == QN_ATTN_PATH_SPLIT       ? "split"
+                                           : "auto";
 }
 static int ord16(uint16_t h) { return (h & 0x8000u) ? -(int)(h & 0x7fffu) : (int)h; }
 
@@ -105,6 +108,14 @@ static void test_make_tiles(void **state) {
         assert_int_equal(tiles[i].count, want[i].count);
     }
     check_tiles(seq, pos, n, tiles, nt);
+    /* singles first, each part in its order: {0,1} {44,1} {47,1}, then the rest */
+    assert_int_equal(qn_attn_singles_first(tiles, nt), 3);
+    const qn_attn_tile want_sf[] = {{0, 1}, {44, 1}, {47, 1}, {1, 16}, {17, 16}, {33, 8}, {41, 3}, {45, 2}};
+    for (int i = 0; i < nt; i++) {
+        assert_int_equal(tiles[i].first, want_sf[i].first);
+        assert_int_equal(tiles[i].count, want_sf[i].count);
+    }
+    check_tiles(seq, pos, n, tiles, nt);
     assert_int_equal(qn_attn_make_tiles(seq, pos, 0, tiles), 0);
 
     /* random steps: runs of a sequence with occasional position jumps */
@@ -125,6 +136,11 @@ static void test_make_tiles(void **state) {
         }
         const int nt2 = qn_attn_make_tiles(s2, p2, m, t2);
         assert_true(nt2 >= 1 && nt2 <= m);
+        check_tiles(s2, p2, m, t2, nt2);
+        int singles = 0;
+        for (int i = 0; i < nt2; i++) singles += t2[i].count == 1;
+        assert_int_equal(qn_attn_singles_first(t2, nt2), singles);
+        for (int i = 0; i < nt2; i++) assert_true((t2[i].count == 1) == (i < singles));
         check_tiles(s2, p2, m, t2, nt2);
     }
 }
@@ -232,7 +248,7 @@ typedef struct attn_case {
 
 /* A built problem: host copies, device copies, double reference. */
 typedef struct attn_problem {
-    int n_tokens, n_tiles, max_blocks, n_slots, max_ctx;
+    int n_tokens, n_tiles, n_single, max_blocks, n_slots, max_ctx;
     int32_t *seq_idx, *positions, *block_tables;
     qn_attn_tile *tiles;
     float *q;          /* [n_tokens][n_heads][D] */
@@ -302,6 +318,7 @@ static void attn_build(const attn_case *c, uint64_t seed, attn_problem *p) {
         for (int i = 0; i < c->seqs[s].n_new; i++) p->seq_idx[t] = s, p->positions[t] = c->seqs[s].start + i, t++;
     }
     p->n_tiles = qn_attn_make_tiles(p->seq_idx, p->positions, p->n_tokens, p->tiles);
+    p->n_single = qn_attn_singles_first(p->tiles, p->n_tiles); /* as the forward pass orders them */
 
     const size_t qn = (size_t)p->n_tokens * c->n_heads * D;
     p->q = malloc(sizeof(float) * qn);
@@ -383,7 +400,7 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits, qn_a
     memset(&a, 0, sizeof a);
     a.q = p->dq, a.k_cache = p->dk, a.v_cache = p->dv, a.kv_dtype = c->dtype;
     a.positions = p->dpos, a.seq_idx = p->dseq, a.block_tables = p->dbt, a.max_blocks_per_seq = p->max_blocks;
-    a.tiles = p->dtiles, a.n_tiles = p->n_tiles;
+    a.tiles = p->dtiles, a.n_tiles = p->n_tiles, a.n_single = p->n_single;
     a.n_tokens = p->n_tokens, a.n_heads = c->n_heads, a.n_kv_heads = c->n_kv, a.head_dim = D;
     a.block_size = c->block_size, a.max_ctx = p->max_ctx, a.n_splits = forced_splits, a.path = path;
     a.pdl = path == QN_ATTN_PATH_AUTO; /* AUTO runs launch with PDL, the forced ones without */
@@ -440,6 +457,8 @@ static int attn_run(const attn_case *c, attn_problem *p, int forced_splits, qn_a
 /* Every case under each split count, through AUTO and, where AUTO takes the decode kernel, the
  * tensor-core kernel too (so both stay covered on decode steps). Returns the runs that took the
  * decode kernel. */
+static int g_n_split; /* runs of mixed steps whose AUTO took the split path */
+
 static int run_cases(const attn_case *cases, int n_cases, uint64_t seed) {
     static const int SPLITS_FULL[] = {0, 1, 2, 7, 32};
     static const int SPLITS_QUICK[] = {0, 7};
@@ -452,10 +471,13 @@ static int run_cases(const attn_case *cases, int n_cases, uint64_t seed) {
         attn_build(c, seed + (uint64_t)i, &p);
         const int dec = qn_attn_cuda_takes_decode(p.n_tokens, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
         const int fits = qn_attn_cuda_decode_fits(p.n_tokens, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
+        /* a mixed step: AUTO splits it between the two kernels; the tensor-core kernel alone too */
+        const int spl = qn_attn_cuda_takes_split(p.n_single, p.n_tiles, c->n_heads, c->n_kv, c->head_dim);
         for (int s = 0; s < n_sp; s++) {
             failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_AUTO);
             if (dec) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_TENSOR_CORE), n_decode++;
             else if (fits) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_DECODE), n_decode++;
+            else if (spl) failed += !attn_run(c, &p, splits[s], QN_ATTN_PATH_TENSOR_CORE), g_n_split++;
         }
         attn_free(&p);
     }
@@ -502,8 +524,12 @@ static void test_attn_f16(void **state) {
         {"d80_g1", 8, 8, 80, 16, QN_KV_F16, 1.0f, 2, {{700, 1}, {50, 17}}},
         {"d256_g2", 8, 4, 256, 16, QN_KV_F16, 1.0f, 2, {{1500, 1}, {100, 20}}},
         {"sharp_g4_d64_bs1", 8, 2, 64, 1, QN_KV_F16, 4.0f, 3, {{257, 1}, {63, 9}, {1, 1}}},
+        /* serving's mixed step in miniature: decode tokens at many contexts beside a prefill chunk */
+        {"serve_mix_g4_d128", 32, 8, 128, 16, QN_KV_F16, 1.0f, 7, {{600, 1}, {0, 70}, {17, 1}, {1, 1}, {2047, 1}, {64, 1}, {300, 1}}},
     };
+    g_n_split = 0;
     run_cases(cases, (int)(sizeof cases / sizeof cases[0]), 1000);
+    assert_true(g_n_split > 0); /* the mixed cases took the split path under AUTO */
 }
 
 static void test_attn_bf16(void **state) {
