@@ -55,9 +55,9 @@ static void *loader_main(void *arg) {
     }
     qn_serve_engine_attach(L->se, L->model, eng);
     fprintf(stderr, "quern serve: %s\n", qn_engine_kv_summary(eng));
-    fprintf(stderr, "quern serve: model %s loaded, engine started in %.2f s (max_model_len %d, %s)\n",
+    fprintf(stderr, "quern serve: model %s loaded, engine started in %.2f s (max_model_len %d, %d tokens per step, %s)\n",
             L->model->path ? L->model->path : "?", qn_tool_now_s() - t0, qn_engine_max_model_len(eng),
-            qn_engine_backend_name(eng));
+            qn_engine_max_batched_tokens(eng), qn_engine_backend_name(eng));
     qn_server_set_ready(L->srv, true);
     fprintf(stderr, "quern serve: ready\n");
     return NULL;
@@ -180,7 +180,7 @@ int qn_cmd_serve(int argc, char **argv) {
         {"max-model-len", "ctx-size", 'c', QN_ARG_INT, &o.max_model_len, "per-sequence context (min(n_ctx_train, 4096))"},
         {"max-num-seqs", "parallel", 0, QN_ARG_INT, &o.max_num_seqs, "max sequences per step (256); -np alias"},
         {"np", NULL, 0, QN_ARG_INT, &o.max_num_seqs, NULL},
-        {"max-num-batched-tokens", NULL, 0, QN_ARG_INT, &o.max_batched, "token budget per step (2048)"},
+        {"max-num-batched-tokens", NULL, 0, QN_ARG_INT, &o.max_batched, "token budget per step (auto: 8192 on GPUs of >= 70 GiB but A100, else 2048)"},
         {"block-size", NULL, 0, QN_ARG_INT, &o.block_size, "KV block size in tokens (16)"},
         {"kv-cache-mem", NULL, 0, QN_ARG_STR, &o.kv_mem, "KV cache bytes, e.g. 512M, 2G (default: max-num-seqs/8 full sequences)"},
         {"gpu-memory-utilization", NULL, 0, QN_ARG_FLOAT, &o.gpu_util, "GPU memory fraction (0.9; ignored on the CPU path)"},
@@ -246,10 +246,10 @@ int qn_cmd_serve(int argc, char **argv) {
         fprintf(stderr, "quern serve: --port: %d not in [0, 65535]\n", o.port);
         return 1;
     }
-    if (o.max_model_len < 0 || o.max_num_seqs < 1 || o.max_batched < 1 || o.block_size < 1 || o.threads < 1 ||
+    if (o.max_model_len < 0 || o.max_num_seqs < 1 || o.max_batched < 0 || o.block_size < 1 || o.threads < 1 ||
         o.timeout_s < 1 || !(o.sse_ping_s >= 0)) {
-        fprintf(stderr, "quern serve: --max-num-seqs, --max-num-batched-tokens, --block-size, --threads and --timeout "
-                        "must be >= 1, --max-model-len and --sse-ping-interval >= 0\n");
+        fprintf(stderr, "quern serve: --max-num-seqs, --block-size, --threads and --timeout must be >= 1, "
+                        "--max-model-len, --max-num-batched-tokens (0: auto) and --sse-ping-interval >= 0\n");
         return 1;
     }
     if (!(o.gpu_util > 0 && o.gpu_util <= 1)) {

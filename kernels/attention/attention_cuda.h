@@ -72,12 +72,13 @@ qn_status qn_rope_kv_write_cuda(float *q,                  /* [n_tokens][n_heads
                                 void *k_cache, void *v_cache, /* [n_slots][n_kv_heads][head_dim] */
                                 void *stream);
 
-/* Which kernel serves a launch. AUTO: DECODE when qn_attn_cuda_takes_decode(), else TENSOR_CORE.
+/* Which kernel serves a launch. AUTO: DECODE when qn_attn_cuda_takes_decode(), SPLIT when
+ * qn_attn_cuda_takes_split(), else TENSOR_CORE.
  * TENSOR_CORE (paged_attention_fwd): any tiles; mma.sync on shared-memory K/V tiles.
- * DECODE (paged_attention_decode): every tile one token (n_tiles == n_tokens <= 16 under AUTO; any
- *   count when forced), head_dim 64 or 128, group <= 8; K/V rows straight from global memory into CUDA-core f32 dot products, ~20 KB of
- *   shared memory instead of ~87 KB, Q and P kept in f32. Forcing it where it does not apply is
- *   QN_ERR_UNSUPPORTED. Both cut the keys into the same splits (same workspace, same combine). */
+ * DECODE (paged_attention_decode): every tile one token (n_tiles == n_tokens, any count), head_dim 64 or
+ *   128, group <= 8; each warp stages its 32 K/V rows in shared memory (cp.async) for CUDA-core f32 dot
+ *   products, Q and P kept in f32. Forcing it where it does not apply is QN_ERR_UNSUPPORTED. Both cut the
+ *   keys into the same splits (same workspace, same combine). */
 /* SPLIT (a mixed step, n_single tiles first, 0 < n_single < n_tiles, decode kernel shape): tiles[0,
  *   n_single) to the decode kernel and the rest to the tensor-core kernel, two launches with the same
  *   split count; AUTO takes it for every such step (qn_attn_cuda_takes_split). */

@@ -55,14 +55,10 @@ int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx
 }
 
 #define QN_ATTN_DECODE_MAX_GROUP 8
-/* The decode kernel is for the latency-bound steps of a few sequences. At 256 sequences (serving,
- * H200, 8B shape) the engine's forward time was 16.0 s with it against 14.9 s with the tensor-core
- * kernel in an earlier run on another machine of the same type: not isolated, so large decode
- * batches stay on the tensor-core kernel until measured side by side. */
-#ifndef QN_ATTN_DECODE_MAX_TOKENS
-#define QN_ATTN_DECODE_MAX_TOKENS 16
-#endif
-
+/* Steps of single tokens go to the decode kernel at every count: measured side by side on an H200
+ * (bench_gpu_attention, Llama-3-8B shape, contexts 512-640; bench/results/gpu-serve-attn-2026-12-02.md) it
+ * takes 20.5 / 59.8 / 207 us at 16 / 64 / 256 tokens against the tensor-core kernel's 21.8 / 65.4 / 237,
+ * and 50 against 71 us at 256 tokens of contexts 1-128. */
 int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                              int32_t head_dim) {
     if (n_tokens <= 0 || n_tiles != n_tokens || n_kv_heads <= 0 || n_heads % n_kv_heads != 0) return 0;
@@ -71,7 +67,7 @@ int qn_attn_cuda_decode_fits(int32_t n_tokens, int32_t n_tiles, int32_t n_heads,
 
 int qn_attn_cuda_takes_decode(int32_t n_tokens, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads,
                               int32_t head_dim) {
-    return n_tokens <= QN_ATTN_DECODE_MAX_TOKENS && qn_attn_cuda_decode_fits(n_tokens, n_tiles, n_heads, n_kv_heads, head_dim);
+    return qn_attn_cuda_decode_fits(n_tokens, n_tiles, n_heads, n_kv_heads, head_dim);
 }
 
 int qn_attn_cuda_takes_split(int32_t n_single, int32_t n_tiles, int32_t n_heads, int32_t n_kv_heads, int32_t head_dim) {

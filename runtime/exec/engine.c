@@ -78,7 +78,7 @@ static double now_s(void) {
 
 qn_engine_config qn_engine_config_default(void) {
     return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .tp_size = 1, .max_model_len = 0, .max_num_seqs = 256,
-                              .max_num_batched_tokens = 2048, .block_size = 16, .kv_cache_bytes = 0,
+                              .max_num_batched_tokens = 0, .block_size = 16, .kv_cache_bytes = 0,
                               .enable_prefix_cache = true, .max_waiting = 1024, .cuda_graphs = true,
                               .profile_begin = 1, .profile_end = 0};
 }
@@ -398,6 +398,8 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     e->cfg = *cfg;
     qn_engine_config *c = &e->cfg;
     if (c->max_model_len <= 0) c->max_model_len = mc->n_ctx_train > 0 && mc->n_ctx_train < 4096 ? mc->n_ctx_train : 4096;
+    if (c->max_num_batched_tokens == 0) /* auto: vLLM's rule (llama_cuda.h) on a GPU, 2048 on the CPU */
+        c->max_num_batched_tokens = c->device == QN_DEVICE_CPU ? 2048 : qn_llama_cuda_default_batch_tokens(c->cuda_device);
     if (c->max_num_seqs < 1 || c->max_num_batched_tokens < 1 || c->block_size < 1 || c->n_threads < 1) {
         free(e);
         return qn_error_set(err, QN_ERR_INVALID_ARG, "engine: max-num-seqs, max-num-batched-tokens, block-size, threads must be >= 1");
@@ -620,6 +622,7 @@ void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out) {
 }
 
 int32_t qn_engine_max_model_len(const qn_engine *e) { return e->cfg.max_model_len; }
+int32_t qn_engine_max_batched_tokens(const qn_engine *e) { return e->cfg.max_num_batched_tokens; }
 const qn_model *qn_engine_model(const qn_engine *e) { return e->m; }
 const char *qn_engine_kv_summary(const qn_engine *e) { return e->kv_summary; }
 qn_device_kind qn_engine_device(const qn_engine *e) { return qn_backend_kind(e->be); }

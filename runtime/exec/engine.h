@@ -31,7 +31,7 @@ typedef struct qn_engine_config {
                                      * less what the weights and activations take (vLLM's knob; 0.9) */
     int32_t max_model_len;          /* per sequence (0: min(n_ctx_train, 4096)) */
     int32_t max_num_seqs;           /* 256 */
-    int32_t max_num_batched_tokens; /* 2048 */
+    int32_t max_num_batched_tokens; /* 0: auto (8192 on an H100-class GPU, else 2048: llama_cuda.h) */
     int32_t block_size;             /* 16 */
     int64_t kv_cache_bytes;         /* 0: CPU: enough for max_num_seqs/8 sequences of max_model_len, >= 1;
                                      * CUDA: from gpu_memory_utilization */
@@ -135,6 +135,7 @@ void qn_engine_abort(qn_engine *e, uint64_t id);
 /* --- queries (any thread) --- */
 void qn_engine_get_stats(qn_engine *e, qn_engine_snapshot *out);
 int32_t qn_engine_max_model_len(const qn_engine *e);
+int32_t qn_engine_max_batched_tokens(const qn_engine *e); /* the token budget per step, auto resolved */
 const qn_model *qn_engine_model(const qn_engine *e);
 /* Human-readable KV sizing line ("N blocks of 16 = T tokens, max concurrency C at len L"). */
 const char *qn_engine_kv_summary(const qn_engine *e);

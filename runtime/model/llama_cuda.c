@@ -1,6 +1,7 @@
 /* llama_cuda.c — the Llama-family forward pass on one CUDA GPU (model/llama_cuda.h). */
 #include "model/llama_cuda.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
     return qn_llama_cuda_plan(m, p, NULL, err);
 }
 void qn_llama_cuda_destroy(qn_llama_cuda *f) { (void)f; }
+int32_t qn_llama_cuda_default_batch_tokens(int device) { return (void)device, 2048; }
 const char *qn_llama_cuda_device_name(const qn_llama_cuda *f) { return (void)f, "none"; }
 void qn_llama_cuda_set_tap(qn_llama_cuda *f, qn_llama_tap_fn fn, void *user) { (void)f, (void)fn, (void)user; }
 void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begin) { (void)f, (void)comm, (void)vocab_begin; }
@@ -132,7 +134,7 @@ struct qn_llama_cuda {
     void *amem;
     int64_t kmax;
     float *x, *y, *q, *kk, *vv, *g, *u, *logits;
-    uint16_t *xh;                  /* [gemm_rows_cap][kmax] fp16 matmul input */
+    uint16_t *xh;                  /* [max_tokens][kmax] fp16 matmul input */
     int32_t *step_d;               /* step arrays (layout) */
     qn_sample_row_params *sparams_d;
     int32_t *sampled_d;
@@ -148,6 +150,7 @@ struct qn_llama_cuda {
     step_layout lay;
     int32_t n_attn_tiles;          /* of the step being enqueued */
     int32_t n_attn_single;         /* its single-token tiles, first (qn_attn_singles_first) */
+    int32_t run_T, run_seqs, run_out; /* the staged step's tokens, sequences, out rows (decode_bucket padding) */
     /* graphs of pure-decode steps, [1 + QN_SAMPLE_PATH_COUNT][max_seqs + 1]: logits, then sampling
      * by path (a graph holds the sampling path it was captured with) */
     graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
@@ -577,41 +580,19 @@ static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t
     return b > best ? b : best;
 }
 
-/* Rows of a cuBLAS matmul are rounded up to a multiple of this (mm_x): the rows past n read stale x rows and
- * write output rows nobody reads. A server's steps have every token count from 1 to the budget, and cuBLAS
- * plans each new (m, n, k) on the host while the GPU waits; rounded, a budget of 8192 has 128 row counts per
- * shape instead of 8192. The activation buffers hold the rounded maximum (gemm_rows_cap). */
-#ifndef QN_GEMM_N_ALIGN
-#define QN_GEMM_N_ALIGN 64
-#endif
-
-static int64_t gemm_rows_cap(const qn_llama_cuda *f) {
-    return (f->p.max_tokens + QN_GEMM_N_ALIGN - 1) / QN_GEMM_N_ALIGN * QN_GEMM_N_ALIGN;
-}
-
-/* The rows to run w's matmul on for n tokens: n, or n rounded up when the matmul goes to cuBLAS (quant.h:
- * F16 past the GEMV's n, every format past the fused kernels' n). */
-static int64_t gemm_rows(const qn_llama_cuda *f, const dev_weight *w, int64_t n) {
-    const bool cublas = n > QN_QUANT_MMA_MAX_TOKENS || (w->fmt == QN_QFORMAT_F16 && n > QN_QUANT_GEMV_MAX_TOKENS);
-    if (!cublas) return n;
-    const int64_t r = (n + QN_GEMM_N_ALIGN - 1) / QN_GEMM_N_ALIGN * QN_GEMM_N_ALIGN;
-    return r <= gemm_rows_cap(f) ? r : n;
-}
-
 static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q, act_plan *a) {
     const qn_model_config *c = &f->cfg;
     const int64_t T = f->p.max_tokens, S = f->p.max_seqs, E = c->n_embd;
-    const int64_t TR = gemm_rows_cap(f); /* rows of the matmul inputs and outputs (gemm_rows) */
     const int64_t HQ = (int64_t)c->n_head * c->head_dim, HK = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
     memset(a, 0, sizeof *a);
     step_layout *l = &a->lay;
     l->tokens = 0, l->pos = (size_t)T, l->seq = 2 * (size_t)T, l->slot = 3 * (size_t)T, l->rows = 4 * (size_t)T;
     l->tiles = 5 * (size_t)T, l->bt = 7 * (size_t)T, l->end = l->bt + (size_t)S * (size_t)f->max_blocks;
-    a->x = align_up(sizeof(float) * TR * E), a->y = a->x;
-    a->q = align_up(sizeof(float) * TR * HQ), a->k = a->v = align_up(sizeof(float) * TR * HK);
-    a->g = a->u = align_up(sizeof(float) * TR * F);
-    a->logits = align_up(sizeof(float) * TR * c->n_vocab);
-    a->xh = align_up(sizeof(uint16_t) * TR * f->kmax);
+    a->x = align_up(sizeof(float) * T * E), a->y = a->x;
+    a->q = align_up(sizeof(float) * T * HQ), a->k = a->v = align_up(sizeof(float) * T * HK);
+    a->g = a->u = align_up(sizeof(float) * T * F);
+    a->logits = align_up(sizeof(float) * T * c->n_vocab);
+    a->xh = align_up(sizeof(uint16_t) * T * f->kmax);
     a->step = align_up(sizeof(int32_t) * l->end);
     a->sparams = align_up(sizeof(qn_sample_row_params) * T);
     a->sampled = align_up(sizeof(int32_t) * T);
@@ -620,11 +601,11 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
         const dev_layer *D = &f->layers[il];
         const dev_weight *ws[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
         for (int i = 0; i < 7; i++) {
-            const size_t b = mm_ws_for(q, ws[i], TR);
+            const size_t b = mm_ws_for(q, ws[i], T);
             if (b > mm) mm = b;
         }
     }
-    const size_t bo = mm_ws_for(q, &f->output, TR);
+    const size_t bo = mm_ws_for(q, &f->output, T);
     a->mm_ws = align_up(bo > mm ? bo : mm);
     size_t at = 0;
     for (int32_t tiles = 1; tiles <= T; tiles++) {
@@ -736,6 +717,19 @@ qn_status qn_llama_cuda_kv_budget(const qn_model *m, int device, int32_t max_tok
                             budget / 1048576.0, max_ctx, one_seq / 1048576.0);
     *kv_bytes = (uint64_t)budget;
     return QN_OK;
+}
+
+int32_t qn_llama_cuda_default_batch_tokens(int device) {
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 2048;
+    }
+    char name[sizeof prop.name + 1];
+    size_t i = 0;
+    for (; i < sizeof prop.name && prop.name[i]; i++) name[i] = (char)tolower((unsigned char)prop.name[i]);
+    name[i] = 0;
+    return prop.totalGlobalMem >= (70ull << 30) && !strstr(name, "a100") ? 8192 : 2048;
 }
 
 /* ---------------------------------------------------------------- lifecycle */
@@ -899,7 +893,6 @@ static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) 
  * of quantizing x again (one launch less). */
 static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, bool same_x,
                       qn_error *err) {
-    n = gemm_rows(f, w, n);
     const bool q8 = mm_takes_q8(f, w, n);
     qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
     o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k;
@@ -1069,7 +1062,17 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
     return QN_OK;
 }
 
-/* Fills the staging arrays from the batch; returns whether it is a pure-decode step (graph-able). */
+/* The token count a pure-decode step is padded up to when it runs as a CUDA graph: 1, 2, 4, then multiples
+ * of 8 (the capture sizes vLLM uses). A server's decode steps come in every count from 1 to max_seqs as
+ * requests start and finish; with one graph per exact count most steps of a serving run captured and
+ * instantiated a new graph (~4 ms of host time with the GPU idle: the k_topk -> k_embed gaps of
+ * bench/results/gpu-serve-2026-12-02.md). Padding rows are token 0 at position 0 of sequence 0 with no KV
+ * slot (nothing stored), sampled greedily, never returned. */
+static int32_t decode_bucket(int32_t T) { return T <= 2 ? T : T <= 4 ? 4 : (T + 7) / 8 * 8; }
+
+/* Fills the staging arrays from the batch; returns whether it is a pure-decode step (graph-able). Sets
+ * run_T / run_seqs / run_out: the batch's, or for a decode step that will replay a graph, padded to
+ * decode_bucket (the graph of a count copies that many block-table rows). */
 static bool stage_batch(qn_llama_cuda *f, const qn_fwd_batch *b) {
     const step_layout *l = &f->lay;
     int32_t *h = f->step_h;
@@ -1090,6 +1093,17 @@ static bool stage_batch(qn_llama_cuda *f, const qn_fwd_batch *b) {
     }
     bool decode = f->n_attn_tiles == b->n_tokens && b->n_out == b->n_tokens && b->n_seqs == b->n_tokens;
     for (int32_t i = 0; decode && i < b->n_out; i++) decode = b->out_rows[i] == i;
+    f->run_T = b->n_tokens, f->run_seqs = b->n_seqs, f->run_out = b->n_out;
+    const int32_t Tp = decode_bucket(b->n_tokens);
+    if (decode && f->graphs_on && !f->tap && Tp > b->n_tokens && Tp <= f->p.max_seqs && Tp <= f->p.max_tokens) {
+        qn_attn_tile *tiles = (qn_attn_tile *)(h + l->tiles);
+        for (int32_t t = b->n_tokens; t < Tp; t++) {
+            h[l->tokens + t] = 0, h[l->pos + t] = 0, h[l->seq + t] = 0, h[l->slot + t] = -1, h[l->rows + t] = t;
+            tiles[t] = (qn_attn_tile){t, 1};
+        }
+        f->n_attn_tiles = f->n_attn_single = Tp;
+        f->run_T = f->run_seqs = f->run_out = Tp;
+    }
     return decode;
 }
 
@@ -1105,14 +1119,14 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
                           qn_error *err) {
     CK(cudaSetDevice(f->qctx.device)); /* the calling thread may not be the one that created f (engine thread) */
     if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
-    const int32_t T = b->n_tokens;
+    const int32_t T = f->run_T;
     graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample ? 1 + f->smp_path : 0][T] : NULL;
     if (ge && !ge->exec && !ge->tried) {
         ge->tried = true;
         cudaGraph_t g = NULL;
         qn_error cap_err = {0};
         CK(cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal));
-        const qn_status st = enqueue_step(f, T, b->n_seqs, b->n_out, sample, NULL, &cap_err);
+        const qn_status st = enqueue_step(f, T, f->run_seqs, f->run_out, sample, NULL, &cap_err);
         const cudaError_t ce = cudaStreamEndCapture(f->stream, &g);
         if (st == QN_OK && ce == cudaSuccess && cudaGraphInstantiate(&ge->exec, g, 0) == cudaSuccess) {
             QN_LOGD("cuda: captured the decode graph for %d tokens", T);
@@ -1136,7 +1150,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
                 memcpy(logits_dst + r * V + vb, f->logits_h + r * V + vb, sizeof(float) * nl);
         }
     } else {
-        TRY(enqueue_step(f, T, b->n_seqs, b->n_out, sample, logits_dst, err));
+        TRY(enqueue_step(f, T, f->run_seqs, f->run_out, sample, logits_dst, err));
         CK(cudaStreamSynchronize(f->stream));
     }
     CK(cudaGetLastError());
@@ -1161,6 +1175,7 @@ qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, 
         return qn_error_set(err, QN_ERR_UNSUPPORTED, "cuda forward: tensor parallel splits the vocabulary; sample on the host");
     const bool decode = stage_batch(f, b);
     memcpy(f->sparams_h, params, sizeof(qn_sample_row_params) * (size_t)b->n_out);
+    for (int32_t r = b->n_out; r < f->run_out; r++) f->sparams_h[r] = (qn_sample_row_params){0}; /* padding: greedy */
     f->smp_path = qn_sample_cuda_path(params, b->n_out);
     TRY(run_step(f, b, decode, true, NULL, err));
     memcpy(tokens, f->sampled_h, sizeof(int32_t) * (size_t)b->n_out);

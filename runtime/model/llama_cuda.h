@@ -47,6 +47,13 @@ qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, u
 qn_status qn_llama_cuda_kv_budget(const qn_model *m, int device, int32_t max_tokens, int32_t max_seqs, int32_t max_ctx,
                                   int32_t block_size, float utilization, uint64_t *kv_bytes, qn_error *err);
 
+/* The token budget per step a server on this device gets by default (--max-num-batched-tokens unset):
+ * 8192 on a GPU of at least 70 GiB that is not an A100, else 2048 -- the rule `vllm serve` applies
+ * (vllm/engine/arg_utils.py, get_batch_defaults). Measured here (H200, Llama-3-8B shape at concurrency 256,
+ * bench/results/gpu-serve-2026-12-02.md): 8192 gave +6% (F16) and +7% (Q4_K_M) output tokens/s over 2048.
+ * 2048 when there is no such device or no CUDA. */
+int32_t qn_llama_cuda_default_batch_tokens(int device);
+
 /* --- lifecycle --- */
 /* QN_ERR_NO_DEVICE (no GPU / driver / built without CUDA), QN_ERR_DEVICE_OOM (names need and free). */
 qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p, qn_llama_cuda **out, qn_error *err);

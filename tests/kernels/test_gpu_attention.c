@@ -68,6 +68,22 @@ static void shuffle_i32(qn_rng *r, int32_t *a, int n) {
 /* ------------------------------------------------------------------------------------------------
  * planning and argument checks: no GPU needed */
 
+static int tile_by_first(const void *a, const void *b) {
+    return ((const qn_attn_tile *)a)->first - ((const qn_attn_tile *)b)->first;
+}
+
+static void check_tiles(const int32_t *seq, const int32_t *pos, int n, const qn_attn_tile *tiles, int nt);
+
+/* check_tiles on a copy sorted by first token: the tiles still cover the step after qn_attn_singles_first */
+static void check_tiles_any_order(const int32_t *seq, const int32_t *pos, int n, const qn_attn_tile *tiles, int nt) {
+    qn_attn_tile *s = malloc(sizeof *s * (size_t)(nt > 0 ? nt : 1));
+    assert_non_null(s);
+    memcpy(s, tiles, sizeof *s * (size_t)nt);
+    qsort(s, (size_t)nt, sizeof *s, tile_by_first);
+    check_tiles(seq, pos, n, s, nt);
+    free(s);
+}
+
 static void check_tiles(const int32_t *seq, const int32_t *pos, int n, const qn_attn_tile *tiles, int nt) {
     int next = 0;
     for (int i = 0; i < nt; i++) {
@@ -115,7 +131,7 @@ static void test_make_tiles(void **state) {
         assert_int_equal(tiles[i].first, want_sf[i].first);
         assert_int_equal(tiles[i].count, want_sf[i].count);
     }
-    check_tiles(seq, pos, n, tiles, nt);
+    check_tiles_any_order(seq, pos, n, tiles, nt);
     assert_int_equal(qn_attn_make_tiles(seq, pos, 0, tiles), 0);
 
     /* random steps: runs of a sequence with occasional position jumps */
@@ -141,7 +157,7 @@ static void test_make_tiles(void **state) {
         for (int i = 0; i < nt2; i++) singles += t2[i].count == 1;
         assert_int_equal(qn_attn_singles_first(t2, nt2), singles);
         for (int i = 0; i < nt2; i++) assert_true((t2[i].count == 1) == (i < singles));
-        check_tiles(s2, p2, m, t2, nt2);
+        check_tiles_any_order(s2, p2, m, t2, nt2);
     }
 }
 
@@ -188,16 +204,25 @@ static void test_bad_args(void **state) {
     a.n_splits = 1, a.n_heads = 9, a.n_kv_heads = 2;
     assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_INVALID_ARG);
     assert_int_equal(qn_attn_paged_cuda(NULL, 132, NULL), QN_ERR_INVALID_ARG);
-    a.n_heads = 8, a.path = (qn_attn_path)3;
+    a.n_heads = 8, a.path = (qn_attn_path)4;
     assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_INVALID_ARG);
+    a.path = QN_ATTN_PATH_AUTO, a.n_single = 2; /* more single tiles than tiles */
+    assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_INVALID_ARG);
+    a.path = QN_ATTN_PATH_SPLIT, a.n_single = 1; /* every tile single: nothing to split */
+    assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_UNSUPPORTED);
+    a.n_single = 0;
     a.path = QN_ATTN_PATH_DECODE, a.head_dim = 96; /* the decode kernel has head_dim 64 and 128 only */
     assert_int_equal(qn_attn_paged_cuda(&a, 132, NULL), QN_ERR_UNSUPPORTED);
 
     /* which shapes AUTO gives the decode kernel */
     assert_true(qn_attn_cuda_takes_decode(1, 1, 32, 8, 128));
     assert_true(qn_attn_cuda_takes_decode(16, 16, 9, 3, 64));
-    assert_false(qn_attn_cuda_takes_decode(17, 17, 9, 3, 64));   /* a large decode batch: tensor cores */
-    assert_true(qn_attn_cuda_decode_fits(256, 256, 9, 3, 64));     /* ... unless forced */
+    assert_true(qn_attn_cuda_takes_decode(256, 256, 9, 3, 64));    /* a large decode batch too */
+    assert_false(qn_attn_cuda_takes_decode(17, 16, 9, 3, 64));     /* a tile of two tokens: tensor cores */
+    assert_true(qn_attn_cuda_takes_split(256, 285, 32, 8, 128));    /* decodes beside a prefill chunk */
+    assert_false(qn_attn_cuda_takes_split(0, 30, 32, 8, 128));      /* prefill only */
+    assert_false(qn_attn_cuda_takes_split(30, 30, 32, 8, 128));     /* decode only */
+    assert_false(qn_attn_cuda_takes_split(3, 30, 32, 2, 128));      /* group 16: no decode kernel */
     assert_true(qn_attn_cuda_takes_decode(3, 3, 16, 2, 64));     /* group 8 */
     assert_false(qn_attn_cuda_takes_decode(4, 4, 32, 2, 128));   /* group 16 */
     assert_false(qn_attn_cuda_takes_decode(4, 4, 8, 8, 96));     /* head_dim 96 */
