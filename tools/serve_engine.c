@@ -396,9 +396,15 @@ void qn_serve_engine_destroy(qn_serve_engine *se) {
         if (s.n_forward_steps > 0)
             fprintf(stderr,
                     "quern serve: engine: %lld forward steps, %.1f tokens/step, %lld sampled on the device; "
-                    "schedule %.2f s, forward %.2f s, host sampling + output %.2f s\n",
+                    "schedule %.2f s, forward %.2f s, host sampling + output %.2f s, between steps %.2f s\n",
                     (long long)s.n_forward_steps, (double)s.n_step_tokens / (double)s.n_forward_steps,
-                    (long long)s.n_device_sampled_steps, s.sched_s, s.forward_s, s.sample_s);
+                    (long long)s.n_device_sampled_steps, s.sched_s, s.forward_s, s.sample_s, s.loop_s);
+        if (s.cuda.n_steps > 0) /* the forward time on the GPU path: host staging + launches vs waiting */
+            fprintf(stderr,
+                    "quern serve: cuda: %lld steps (%lld as graphs, %lld graph captures in %.2f s): "
+                    "stage + enqueue %.2f s, waiting on the GPU %.2f s\n",
+                    (long long)s.cuda.n_steps, (long long)s.cuda.n_graph_steps, (long long)s.cuda.n_captures,
+                    s.cuda.capture_s, s.cuda.enqueue_s, s.cuda.wait_s);
     }
     qn_engine_destroy(e);
     free(se->model_name);

@@ -142,6 +142,11 @@ const char *qn_backend_name(const qn_backend *b) { return b->name; }
 const char *qn_backend_isa_name(const qn_backend *b) { return b->kind == QN_DEVICE_CUDA ? "CUDA" : b->kern.isa_name; }
 int32_t qn_backend_tp_size(const qn_backend *b) { return b->tp_size > 0 ? b->tp_size : 1; }
 
+void qn_backend_cuda_host_times(const qn_backend *b, qn_cuda_host_times *out) {
+    if (b->cuda) qn_llama_cuda_host_times(b->cuda, out);
+    else *out = (qn_cuda_host_times){0};
+}
+
 double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls) {
     if (b->tpcuda) return qn_tp_cuda_allreduce_s(b->tpcuda, n_calls);
     qn_tp_cpu_stats s = {0};

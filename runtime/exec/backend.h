@@ -11,6 +11,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/sampling/sampling_cuda.h"
 #include "model/forward.h"
+#include "model/llama_cuda.h"
 #include "model/llama_cpu.h"
 #include "model/model.h"
 #include "quern.h"
@@ -60,6 +61,8 @@ const char *qn_backend_isa_name(const qn_backend *b);          /* "avx512" / "CU
 int32_t qn_backend_tp_size(const qn_backend *b);
 /* Seconds spent in tensor-parallel all-reduces since creation (0 without TP), and their count. */
 double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls);
+/* Host time of the CUDA steps by phase (llama_cuda.h); zeros on the CPU and tensor-parallel backends. */
+void qn_backend_cuda_host_times(const qn_backend *b, qn_cuda_host_times *out);
 void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user);
 
 /* --- steps --- */

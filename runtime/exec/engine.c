@@ -360,7 +360,10 @@ static qn_status engine_step(qn_engine *e) {
         eng_req_free(r);
     }
     const double t3 = now_s();
+    qn_cuda_host_times ht;
+    qn_backend_cuda_host_times(e->be, &ht);
     pthread_mutex_lock(&e->mu);
+    e->stats.cuda = ht;
     e->stats.n_generation_tokens += b->n_logits;
     e->stats.sched_s += t1 - t0, e->stats.forward_s += t2 - t1, e->stats.sample_s += t3 - t2;
     e->stats.n_forward_steps += b->n_tokens > 0;
@@ -378,12 +381,18 @@ static void *engine_main(void *arg) {
         const bool stop = e->stop;
         pthread_mutex_unlock(&e->mu);
         if (stop) break;
+        const double t0 = now_s();
         drain_queues(e);
+        const double t1 = now_s();
         if (qn_sched_has_work(e->sched)) {
             qn_status st = engine_step(e);
             if (st != QN_OK) fprintf(stderr, "quern: engine: step failed: %s\n", qn_status_str(st));
         }
+        const double t2 = now_s();
         update_stats(e);
+        pthread_mutex_lock(&e->mu);
+        e->stats.loop_s += (t1 - t0) + (now_s() - t2);
+        pthread_mutex_unlock(&e->mu);
     }
     return NULL;
 }

@@ -113,6 +113,8 @@ typedef struct qn_engine_snapshot {
      * sampled on the device */
     double sched_s, forward_s, sample_s;
     int64_t n_forward_steps, n_device_sampled_steps, n_step_tokens;
+    double loop_s;                  /* engine-thread time between steps: new requests, aborts, stats */
+    qn_cuda_host_times cuda;        /* inside forward on the CUDA backend (llama_cuda.h); zeros elsewhere */
 } qn_engine_snapshot;
 
 /* --- lifecycle --- */

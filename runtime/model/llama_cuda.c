@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef QN_HAVE_CUDA
@@ -37,6 +38,7 @@ double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
     if (n_calls) *n_calls = 0;
     return 0;
 }
+void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out) { (void)f, *out = (qn_cuda_host_times){0}; }
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
     (void)f, (void)b, (void)logits;
     return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
@@ -151,6 +153,8 @@ struct qn_llama_cuda {
     int32_t n_attn_tiles;          /* of the step being enqueued */
     int32_t n_attn_single;         /* its single-token tiles, first (qn_attn_singles_first) */
     int32_t run_T, run_seqs, run_out; /* the staged step's tokens, sequences, out rows (decode_bucket padding) */
+    qn_cuda_host_times ht;         /* host time by phase (qn_llama_cuda_host_times) */
+    double t_entry;                /* when the step being run entered forward (host_now_s) */
     /* graphs of pure-decode steps, [1 + QN_SAMPLE_PATH_COUNT][max_seqs + 1]: logits, then sampling
      * by path (a graph holds the sampling path it was captured with) */
     graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
@@ -199,6 +203,14 @@ void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begi
 double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
     if (n_calls) *n_calls = f->ar_calls;
     return f->ar_s;
+}
+
+void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out) { *out = f->ht; }
+
+static double host_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* The step's all-reduce on its stream, between an event pair (external records: graph captures keep them,
@@ -1117,11 +1129,13 @@ static qn_status check(qn_llama_cuda *f, const qn_fwd_batch *b, qn_error *err) {
  * enqueues directly; then waits for the stream. */
 static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, bool sample, float *logits_dst,
                           qn_error *err) {
+    const double t0 = f->t_entry;
     CK(cudaSetDevice(f->qctx.device)); /* the calling thread may not be the one that created f (engine thread) */
     if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
     const int32_t T = f->run_T;
     graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample ? 1 + f->smp_path : 0][T] : NULL;
     if (ge && !ge->exec && !ge->tried) {
+        const double tc = host_now_s();
         ge->tried = true;
         cudaGraph_t g = NULL;
         qn_error cap_err = {0};
@@ -1138,11 +1152,15 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
             (void)cudaGetLastError();
         }
         if (g) cudaGraphDestroy(g);
+        f->ht.capture_s += host_now_s() - tc, f->ht.n_captures++;
     }
+    double t1;
     if (ge && ge->exec) {
         nvtxRangePushA("model.forward.graph");
         CK(cudaGraphLaunch(ge->exec, f->stream));
         nvtxRangePop();
+        t1 = host_now_s();
+        f->ht.n_graph_steps++;
         CK(cudaStreamSynchronize(f->stream));
         if (!sample && logits_dst) { /* this rank's columns only (all of them without tensor parallel) */
             const size_t V = (size_t)f->cfg.n_vocab, vb = (size_t)f->vocab_begin, nl = (size_t)f->output.n;
@@ -1151,8 +1169,10 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         }
     } else {
         TRY(enqueue_step(f, T, f->run_seqs, f->run_out, sample, logits_dst, err));
+        t1 = host_now_s();
         CK(cudaStreamSynchronize(f->stream));
     }
+    f->ht.enqueue_s += t1 - t0, f->ht.wait_s += host_now_s() - t1, f->ht.n_steps++;
     CK(cudaGetLastError());
     tp_time_collect(f);
     if (f->step == f->p.profile_end && f->p.profile_begin <= f->p.profile_end) cudaProfilerStop();
@@ -1161,6 +1181,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
 }
 
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
+    f->t_entry = host_now_s();
     TRY(check(f, b, err));
     if (b->n_out > 0 && !logits) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: logits buffer is NULL");
     const bool decode = stage_batch(f, b);
@@ -1169,6 +1190,7 @@ qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *
 
 qn_status qn_llama_cuda_forward_sample(qn_llama_cuda *f, const qn_fwd_batch *b, const qn_sample_row_params *params,
                                        int32_t *tokens, qn_error *err) {
+    f->t_entry = host_now_s();
     TRY(check(f, b, err));
     if (b->n_out < 1) return qn_error_set(err, QN_ERR_INVALID_ARG, "cuda forward: sampling needs out rows");
     if (vocab_split(f))
