@@ -11,7 +11,8 @@
 # 12 packages, see docs in bench/results/gpu-kernels-*.md); the binaries find it by RPATH.
 # Env: QN_COMMIT (commit id for the JSON), QN_GPU_CHECK_STEPS (default "build test sanitize sass
 # bench"), QN_BENCH_ARGS (extra bench_gpu_quant flags), QN_CUDA_ARCHS (default 90),
-# QN_GPU_BUILD (build dir, default build-gpu), QN_CMAKE_ARGS (extra cmake flags, e.g. an A/B variant),
+# QN_GPU_BUILD (build dir, default build-gpu), QN_CMAKE_ARGS (extra cmake flags, e.g. an A/B variant;
+# QN_CUDA_FLAGS / QN_C_FLAGS: CMAKE_CUDA_FLAGS / CMAKE_C_FLAGS, spaces kept, e.g. "-DA=1 -DB=2"),
 # QN_STEP_TIMEOUT (seconds per step, default 400), QN_SANITIZE_TESTS (test binaries to sanitize, default
 # every test_gpu_*), QN_SANITIZE_TOOLS (default "memcheck racecheck synccheck").
 set -uo pipefail
@@ -86,7 +87,8 @@ fi
 
 if want build; then
     run_step configure "$OUT/build.log" cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-        -DQN_CUDA_ARCHS="${QN_CUDA_ARCHS:-90}" "${CMAKE_EXTRA[@]}" ${QN_CMAKE_ARGS:-}
+        -DQN_CUDA_ARCHS="${QN_CUDA_ARCHS:-90}" "${CMAKE_EXTRA[@]}" ${QN_CMAKE_ARGS:-} \
+        ${QN_CUDA_FLAGS:+"-DCMAKE_CUDA_FLAGS=$QN_CUDA_FLAGS"} ${QN_C_FLAGS:+"-DCMAKE_C_FLAGS=$QN_C_FLAGS"}
     targets=$(ninja -C "$BUILD" -t targets all 2>/dev/null | grep -oE '^(test_gpu_[a-z0-9_]+|bench_gpu_[a-z0-9_]+):' |
         tr -d ':' | sort -u | tr '\n' ' ')
     targets="$targets quern"

@@ -2,7 +2,7 @@
  * head_dim 128, fp16 KV in blocks of 16) for the step shapes the engine runs, through each kernel path
  * that can serve the shape (attention_cuda.h): decode-only steps (tensor-core vs decode kernel), serving's
  * mixed steps (a prefill chunk beside 256 decodes: tensor-core alone vs the split), and prefill.
- *   bench_gpu_attention [--json FILE] [--samples N]
+ *   bench_gpu_attention [--json FILE] [--samples N] [--case SUBSTRING]   (only the cases whose name contains it)
  * Per case: median µs per launch (CUDA-graph replays, bench.h), the KV bytes the step must read once
  * (every sequence's context, K and V) per second, and the useful attention FLOP/s (causal: a token at
  * position p against p + 1 keys, 4 * head_dim FLOP per key and head). KV contents are a constant
@@ -154,13 +154,14 @@ static int run(const bcase *c, bprob *p, qn_attn_path path, int samples, const q
 }
 
 int main(int argc, char **argv) {
-    const char *json_path = NULL;
+    const char *json_path = NULL, *only = NULL;
     int samples = 20;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--samples") && i + 1 < argc) samples = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--case") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_gpu_attention [--json FILE] [--samples N]\n");
+            fprintf(stderr, "usage: bench_gpu_attention [--json FILE] [--samples N] [--case SUBSTRING]\n");
             return 2;
         }
     }
@@ -188,6 +189,7 @@ int main(int argc, char **argv) {
     int failed = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const bcase *c = &cases[i];
+        if (only && !strstr(c->name, only)) continue;
         bprob p;
         if (build(c, e.n_sm, &p) != 0) {
             fprintf(stderr, "bench_gpu_attention: %s: setup failed\n", c->name);

@@ -4,11 +4,11 @@
  * C in attn_tiles.c. Steps of decode tokens only go to paged_attention_decode (attention_decode.cu)
  * unless the caller forces this kernel; what both share is in attn_common.cuh.
  *
- * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), 4 warps:
- *   rows   r = t * G + g (token t of the tile, group head g), at most ROWS = 64 per CTA (more rows,
- *          e.g. G = 8 x 16 tokens, take a second row chunk);
- *   warps  wr x wk = 4: wr warps of 16 rows each, wk warps splitting each KV tile's keys (decode
- *          has G <= 16 rows, so all four warps split the keys instead of idling);
+ * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), ATTN_WARPS warps (4; 8 as an A/B):
+ *   rows   r = t * G + g (token t of the tile, group head g), at most ATTN_ROWS = 16 per warp per CTA
+ *          (more rows, e.g. G = 8 x 16 tokens, take a second row chunk);
+ *   warps  wr x wk = ATTN_WARPS: wr warps of 16 rows each, wk warps splitting each KV tile's keys
+ *          (a short tile, e.g. G = 1, has few rows, so warps split the keys instead of idling);
  *   loop   over KV tiles of KT = 64 keys of the split's range: cp.async gather of K and V rows
  *          through the block table into shared memory (double buffered where it fits), then
  *          S = Q K^T and O += P V with mma.m16n8k16 (f32 accumulate), online softmax in f32 in
@@ -175,7 +175,7 @@ struct attn_smem {
     static constexpr int Q_HALVES = ATTN_ROWS * LD;
     static constexpr int KV_HALVES = ATTN_KT * LD;
     static constexpr size_t MAIN = (size_t)(Q_HALVES + 2 * STAGES * KV_HALVES) * 2;
-    static constexpr size_t EPI = (size_t)4 * 16 * D * 4 + (size_t)4 * 16 * 8; /* per-warp O + (m, l) */
+    static constexpr size_t EPI = (size_t)ATTN_WARPS * 16 * D * 4 + (size_t)ATTN_WARPS * 16 * 8; /* per-warp O + (m, l) */
     static constexpr size_t BYTES = MAIN > EPI ? MAIN : EPI;
 };
 
@@ -211,11 +211,11 @@ __device__ __forceinline__ void attn_load_kv(const attn_params &p, const int32_t
     }
 }
 
-/* The main loop and epilogue for one CTA with WK warps per row block (4 / WK row blocks). */
+/* The main loop and epilogue for one CTA with WK warps per row block (ATTN_WARPS / WK row blocks). */
 template <int D, typename KV, int WK>
 __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, int first, int pos0, int kvh,
                                          int row0, int rows, int n_keys, int kt_begin, int kt_end, bool direct) {
-    constexpr int WR = 4 / WK;
+    constexpr int WR = ATTN_WARPS / WK;
     constexpr int KW = ATTN_KT / WK; /* keys of a KV tile per warp: 16, 32 or 64 */
     constexpr int NB = KW / 8;       /* S n-blocks */
     constexpr int DN = D / 8;        /* O n-blocks */
@@ -363,8 +363,8 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
         l[hh] += __shfl_xor_sync(0xffffffffu, l[hh], 2);
     }
     __syncthreads(); /* Q and KV tiles are dead: reuse the memory for the per-warp partials */
-    float *o_s = reinterpret_cast<float *>(smem);        /* [4 warps][16][D] */
-    float2 *ml_s = reinterpret_cast<float2 *>(o_s + 4 * 16 * D); /* [4 warps][16] */
+    float *o_s = reinterpret_cast<float *>(smem);                 /* [ATTN_WARPS][16][D] */
+    float2 *ml_s = reinterpret_cast<float2 *>(o_s + ATTN_WARPS * 16 * D); /* [ATTN_WARPS][16] */
 #pragma unroll
     for (int dn = 0; dn < DN; dn++) {
         *reinterpret_cast<float2 *>(o_s + (warp * 16 + g) * D + dn * 8 + 2 * q4) = make_float2(o[dn][0], o[dn][1]);
@@ -403,7 +403,11 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
 }
 
 template <int D, typename KV>
-__global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_params p) {
+/* CTAs per SM the register allocation must allow (1: no cap; 2 caps 8-warp CTAs at 128 registers) */
+#ifndef QN_ATTN_MIN_CTAS
+#define QN_ATTN_MIN_CTAS 1
+#endif
+__global__ void __launch_bounds__(ATTN_THREADS, QN_ATTN_MIN_CTAS) paged_attention_fwd(const attn_params p) {
     extern __shared__ __align__(16) uint16_t attn_smem_buf[];
     qn_pdl_trigger();
     qn_pdl_wait();
@@ -432,9 +436,9 @@ __global__ void __launch_bounds__(ATTN_THREADS) paged_attention_fwd(const attn_p
         return;
     }
     const bool direct = sp.all; /* this split holds every key of the tile */
-    if (rows <= 16)
+    if (rows <= 16 * ATTN_WARPS / 4)
         attn_cta<D, KV, 4>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
-    else if (rows <= 32)
+    else if (rows <= 16 * ATTN_WARPS / 2)
         attn_cta<D, KV, 2>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);
     else
         attn_cta<D, KV, 1>(p, attn_smem_buf, tile.first, pos0, kvh, row0, rows, n_keys, kt_begin, kt_end, direct);

@@ -27,7 +27,12 @@
 extern "C" {
 #endif
 
-#define QN_ATTN_TILE_MAX_TOKENS 16
+/* Warps of a tensor-core attention CTA (paged_attention_fwd), 16 query rows each; a query tile holds
+ * 4 tokens per warp (G = 4: one CTA's rows). 4 or 8 (an A/B switch: -DQN_ATTN_WARPS=8). */
+#ifndef QN_ATTN_WARPS
+#define QN_ATTN_WARPS 4
+#endif
+#define QN_ATTN_TILE_MAX_TOKENS (4 * QN_ATTN_WARPS)
 
 typedef enum qn_kv_dtype { QN_KV_F16 = 0, QN_KV_BF16 = 1 } qn_kv_dtype;
 

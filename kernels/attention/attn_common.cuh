@@ -15,8 +15,9 @@
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/device_util.cuh"
 
-#define ATTN_THREADS 128 /* 4 warps: one per SM sub-partition */
-#define ATTN_ROWS 64     /* query rows (token x group head) per CTA: 4 warps x 16 mma rows */
+#define ATTN_WARPS QN_ATTN_WARPS            /* attention_cuda.h */
+#define ATTN_THREADS (ATTN_WARPS * 32)
+#define ATTN_ROWS (ATTN_WARPS * 16)        /* query rows (token x group head) per CTA: 16 mma rows a warp */
 #define ATTN_KT 64       /* keys per shared-memory KV tile */
 #define ATTN_LOG2E 1.4426950408889634f
 /* (m, l) an empty split leaves for the combine: l < 0 never comes out of a real softmax sum */

@@ -117,7 +117,15 @@ static void test_make_tiles(void **state) {
     seq[n] = 4, pos[n] = 13, n++;
     qn_attn_tile tiles[64];
     const int nt = qn_attn_make_tiles(seq, pos, n, tiles);
+#if QN_ATTN_TILE_MAX_TOKENS == 16
     const qn_attn_tile want[] = {{0, 1}, {1, 16}, {17, 16}, {33, 8}, {41, 3}, {44, 1}, {45, 2}, {47, 1}};
+    const qn_attn_tile want_sf[] = {{0, 1}, {44, 1}, {47, 1}, {1, 16}, {17, 16}, {33, 8}, {41, 3}, {45, 2}};
+#elif QN_ATTN_TILE_MAX_TOKENS == 32
+    const qn_attn_tile want[] = {{0, 1}, {1, 32}, {33, 8}, {41, 3}, {44, 1}, {45, 2}, {47, 1}};
+    const qn_attn_tile want_sf[] = {{0, 1}, {44, 1}, {47, 1}, {1, 32}, {33, 8}, {41, 3}, {45, 2}};
+#else
+#error "test_make_tiles has expectations for tiles of 16 and 32 tokens"
+#endif
     assert_int_equal(nt, (int)(sizeof want / sizeof want[0]));
     for (int i = 0; i < nt; i++) {
         assert_int_equal(tiles[i].first, want[i].first);
@@ -126,7 +134,6 @@ static void test_make_tiles(void **state) {
     check_tiles(seq, pos, n, tiles, nt);
     /* singles first, each part in its order: {0,1} {44,1} {47,1}, then the rest */
     assert_int_equal(qn_attn_singles_first(tiles, nt), 3);
-    const qn_attn_tile want_sf[] = {{0, 1}, {44, 1}, {47, 1}, {1, 16}, {17, 16}, {33, 8}, {41, 3}, {45, 2}};
     for (int i = 0; i < nt; i++) {
         assert_int_equal(tiles[i].first, want_sf[i].first);
         assert_int_equal(tiles[i].count, want_sf[i].count);
@@ -567,17 +574,17 @@ static void test_attn_bf16(void **state) {
     run_cases(cases, (int)(sizeof cases / sizeof cases[0]), 2000);
 }
 
-/* A 40-token prefill chunk is cut into tiles of 16, 16 and 8 (8 x 16 rows > one CTA's 64: two row
- * chunks per full tile), each seeing the earlier keys of its sequence. */
+/* A 40-token prefill chunk is cut into tiles of QN_ATTN_TILE_MAX_TOKENS (16, 16, 8 with 4-warp CTAs;
+ * 32, 8 with 8) and group 8 makes a full tile two row chunks (8 x 16 rows > one CTA's 64), each tile
+ * seeing the earlier keys of its sequence. */
 static void test_attn_prefill_tiles(void **state) {
     (void)state;
     const attn_case c = {"prefill40_g8", 32, 4, 128, 16, QN_KV_F16, 1.0f, 1, {{77, 40}}};
     attn_problem p;
     attn_build(&c, 3000, &p);
-    assert_int_equal(p.n_tiles, 3);
-    assert_int_equal(p.tiles[0].count, 16);
-    assert_int_equal(p.tiles[1].count, 16);
-    assert_int_equal(p.tiles[2].count, 8);
+    const int M = QN_ATTN_TILE_MAX_TOKENS;
+    assert_int_equal(p.n_tiles, (40 + M - 1) / M);
+    for (int i = 0; i < p.n_tiles; i++) assert_int_equal(p.tiles[i].count, 40 - i * M < M ? 40 - i * M : M);
     int failed = 0;
     for (int s = 0; s <= 3; s++) failed += !attn_run(&c, &p, s, QN_ATTN_PATH_AUTO);
     attn_free(&p);
