@@ -9,6 +9,8 @@
  *   the previous kernel's end in the same replay).
  * QN_TRACE_CSV=FILE also writes every kernel record (start_ns,end_ns,graph_id,node_id,name).
  * QN_TRACE_SKIP=K drops the first K replays of each graph (warm-up; default 2).
+ * QN_TRACE_MEMCPY=1 records memory copies too ("memcpy HtoD", ... as graph 0 in the CSV): what fills, or
+ * does not fill, the idle time between kernels.
  * Build and use: bench/trace/cupti_trace.sh (finds CUPTI under the CUDA toolkit or a pip wheel).
  * Owns nothing of quern's; no quern code links it. */
 #define _GNU_SOURCE
@@ -34,6 +36,13 @@ typedef struct tr_kernel_prefix {
     int64_t grid_id;
     const char *name;
 } tr_kernel_prefix;
+
+/* The leading fields of CUPTI's memcpy activity record (the same in every CUpti_ActivityMemcpyN). */
+typedef struct tr_memcpy_prefix {
+    CUpti_ActivityKind kind;
+    uint8_t copy_kind, src_kind, dst_kind, flags;
+    uint64_t bytes, start, end;
+} tr_memcpy_prefix;
 
 typedef struct tr_rec {
     uint64_t start, end;
@@ -66,6 +75,15 @@ static int tr_name(const char *p) {
     return T.n_names++;
 }
 
+static void tr_push(tr_rec r) {
+    if (T.n == T.cap) {
+        T.cap = T.cap ? 2 * T.cap : 1u << 16;
+        T.recs = realloc(T.recs, sizeof *T.recs * T.cap);
+        if (!T.recs) abort();
+    }
+    T.recs[T.n++] = r;
+}
+
 static void CUPTIAPI tr_buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records) {
     *size = 8u << 20;
     *buffer = aligned_alloc(8, *size);
@@ -78,18 +96,21 @@ static void CUPTIAPI tr_buffer_completed(CUcontext ctx, uint32_t stream_id, uint
     (void)ctx, (void)stream_id, (void)size;
     CUpti_Activity *r = NULL;
     while (cuptiActivityGetNextRecord(buffer, valid, &r) == CUPTI_SUCCESS) {
+        if (r->kind == CUPTI_ACTIVITY_KIND_MEMCPY) { /* QN_TRACE_MEMCPY=1: copies as records of graph 0 */
+            const tr_memcpy_prefix *m = (const tr_memcpy_prefix *)r;
+            static const char *const kinds[] = {"memcpy ?", "memcpy HtoD", "memcpy DtoH", "memcpy HtoA",
+                                                "memcpy AtoH", "memcpy AtoA", "memcpy AtoD", "memcpy DtoA",
+                                                "memcpy DtoD", "memcpy HtoH", "memcpy PtoP"};
+            tr_push((tr_rec){m->start, m->end, 0, 0, tr_name(kinds[m->copy_kind < 11 ? m->copy_kind : 0])});
+            continue;
+        }
         if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && r->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
         const tr_kernel_prefix *k = (const tr_kernel_prefix *)r;
         /* graphNodeId and graphId came with version 5 of the record; later versions append past them */
         const CUpti_ActivityKernel5 *kg = (const CUpti_ActivityKernel5 *)r;
         const uint32_t graph_id = kg->graphId;
         const uint64_t node_id = kg->graphNodeId;
-        if (T.n == T.cap) {
-            T.cap = T.cap ? 2 * T.cap : 1u << 16;
-            T.recs = realloc(T.recs, sizeof *T.recs * T.cap);
-            if (!T.recs) abort();
-        }
-        T.recs[T.n++] = (tr_rec){k->start, k->end, graph_id, node_id, tr_name(k->name)};
+        tr_push((tr_rec){k->start, k->end, graph_id, node_id, tr_name(k->name)});
     }
     free(buffer);
 }
@@ -195,7 +216,8 @@ int InitializeInjection(void); /* the driver's entry point for CUDA_INJECTION64_
 
 int InitializeInjection(void) {
     if (cuptiActivityRegisterCallbacks(tr_buffer_requested, tr_buffer_completed) != CUPTI_SUCCESS ||
-        cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS) {
+        cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS ||
+        (getenv("QN_TRACE_MEMCPY") && cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY) != CUPTI_SUCCESS)) {
         T.failed = 1;
         fprintf(stderr, "cupti_trace: CUPTI activity setup failed\n");
     }

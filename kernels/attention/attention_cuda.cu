@@ -402,12 +402,14 @@ __device__ __forceinline__ void attn_cta(const attn_params &p, uint16_t *smem, i
     }
 }
 
+/* CTAs per SM the register allocation must allow. 8-warp CTAs at head_dim <= 128 are held to 128 registers
+ * (no spills: 0 bytes of local memory at D = 128) so that two fit an SM: measured on an H200 against the
+ * same kernel at 173 registers and one CTA per SM, prefill attention took 143 against 196 us (4 x 512
+ * tokens, Llama-3-8B shape) and 57 against 75 us (1 x 512; bench/results/gpu-serve-attn-2026-12-02.md). */
+#define ATTN_MIN_CTAS(D) ((ATTN_WARPS == 8 && (D) <= 128) ? 2 : 1)
+
 template <int D, typename KV>
-/* CTAs per SM the register allocation must allow (1: no cap; 2 caps 8-warp CTAs at 128 registers) */
-#ifndef QN_ATTN_MIN_CTAS
-#define QN_ATTN_MIN_CTAS 1
-#endif
-__global__ void __launch_bounds__(ATTN_THREADS, QN_ATTN_MIN_CTAS) paged_attention_fwd(const attn_params p) {
+__global__ void __launch_bounds__(ATTN_THREADS, ATTN_MIN_CTAS(D)) paged_attention_fwd(const attn_params p) {
     extern __shared__ __align__(16) uint16_t attn_smem_buf[];
     qn_pdl_trigger();
     qn_pdl_wait();
@@ -529,7 +531,12 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
         !qn_attn_cuda_decode_fits(a->n_tokens, a->n_tiles, a->n_heads, a->n_kv_heads, D))
         return QN_ERR_UNSUPPORTED;
     if (a->path == QN_ATTN_PATH_SPLIT && !split) return QN_ERR_UNSUPPORTED;
-    const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
+    const bool take_split = a->path == QN_ATTN_PATH_SPLIT || (a->path == QN_ATTN_PATH_AUTO && !decode && split);
+    int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
+    if (take_split && a->n_splits == 0) { /* by the tensor-core tiles, when the workspace holds it */
+        const int s2 = qn_attn_cuda_splits(a->n_tiles - a->n_single, a->n_kv_heads, a->max_ctx, n_sm);
+        if (a->ws_bytes >= qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, s2)) n_splits = s2;
+    }
     const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
     if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;
 
@@ -551,7 +558,7 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
     qn_status s;
     if (a->path == QN_ATTN_PATH_DECODE || (a->path == QN_ATTN_PATH_AUTO && decode)) {
         s = attn_decode_launch(p, bf16, st);
-    } else if (a->path == QN_ATTN_PATH_SPLIT || (a->path == QN_ATTN_PATH_AUTO && split)) {
+    } else if (take_split) {
         /* the single-token tiles to the decode kernel, the rest to the tensor-core kernel; both cut keys
          * into the same n_splits, so one combine below serves every row */
         attn_params pd = p, pt = p;

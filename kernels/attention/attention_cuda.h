@@ -28,9 +28,11 @@ extern "C" {
 #endif
 
 /* Warps of a tensor-core attention CTA (paged_attention_fwd), 16 query rows each; a query tile holds
- * 4 tokens per warp (G = 4: one CTA's rows). 4 or 8 (an A/B switch: -DQN_ATTN_WARPS=8). */
+ * 4 tokens per warp (G = 4: one CTA's rows). 8 (tiles of 32 tokens, two CTAs per SM) against 4 (tiles of
+ * 16) measured 1.39x on prefill attention (H200, bench_gpu_attention, 4 x 512 tokens); -DQN_ATTN_WARPS=4
+ * builds the other for an A/B. */
 #ifndef QN_ATTN_WARPS
-#define QN_ATTN_WARPS 4
+#define QN_ATTN_WARPS 8
 #endif
 #define QN_ATTN_TILE_MAX_TOKENS (4 * QN_ATTN_WARPS)
 
@@ -128,7 +130,10 @@ typedef struct qn_attn_cuda_args {
 
 #define QN_ATTN_MAX_SPLITS 32
 
-/* Splits the kernel uses for a launch shape (deterministic in its arguments; n_sm: multiprocessors). */
+/* Splits the kernel uses for a launch shape (deterministic in its arguments; n_sm: multiprocessors). A
+ * SPLIT launch cuts keys by the tensor-core part's tiles alone (n_tiles - n_single): a prefill chunk beside
+ * many decodes is otherwise one split on too few CTAs. Its workspace: qn_attn_cuda_workspace_size with the
+ * launch's n_tokens and those splits (plan for n_tokens up to the chunk's plus max_seqs). */
 int32_t qn_attn_cuda_splits(int32_t n_tiles, int32_t n_kv_heads, int32_t max_ctx, int32_t n_sm);
 /* Workspace bytes for n_splits partial results of n_tokens x n_heads rows; 0 when n_splits <= 1
  * (one split writes `out` directly and needs no workspace). */

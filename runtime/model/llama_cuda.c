@@ -620,8 +620,8 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
     const size_t bo = mm_ws_for(q, &f->output, T);
     a->mm_ws = align_up(bo > mm ? bo : mm);
     size_t at = 0;
-    for (int32_t tiles = 1; tiles <= T; tiles++) {
-        int64_t toks = (int64_t)tiles * QN_ATTN_TILE_MAX_TOKENS;
+    for (int32_t tiles = 1; tiles <= T; tiles++) { /* tiles: of the tensor-core part, beside <= S decodes */
+        int64_t toks = (int64_t)tiles * QN_ATTN_TILE_MAX_TOKENS + S;
         if (toks > T) toks = T;
         const int32_t sp = qn_attn_cuda_splits(tiles, c->n_head_kv, f->p.max_ctx, q->n_sm);
         const size_t b = qn_attn_cuda_workspace_size((int32_t)toks, c->n_head, c->head_dim, sp);
@@ -1154,6 +1154,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         if (g) cudaGraphDestroy(g);
         f->ht.capture_s += host_now_s() - tc, f->ht.n_captures++;
     }
+    const double tl = host_now_s(); /* staging (and any capture) done: the launches start */
     double t1;
     if (ge && ge->exec) {
         nvtxRangePushA("model.forward.graph");
@@ -1172,7 +1173,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         t1 = host_now_s();
         CK(cudaStreamSynchronize(f->stream));
     }
-    f->ht.enqueue_s += t1 - t0, f->ht.wait_s += host_now_s() - t1, f->ht.n_steps++;
+    f->ht.stage_s += tl - t0, f->ht.launch_s += t1 - tl, f->ht.wait_s += host_now_s() - t1, f->ht.n_steps++;
     CK(cudaGetLastError());
     tp_time_collect(f);
     if (f->step == f->p.profile_end && f->p.profile_begin <= f->p.profile_end) cudaProfilerStop();

@@ -77,11 +77,12 @@ void qn_llama_cuda_set_tp(qn_llama_cuda *f, qn_tp_comm *comm, int64_t vocab_begi
  * over the steps run, and the number of all-reduces (n_calls may be NULL). */
 double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls);
 
-/* Host time of the steps run so far, by phase (seconds): staging the batch and enqueuing its kernels (or
- * launching its graph), capturing + instantiating decode graphs (inside enqueue), and blocked in the
- * stream synchronisation at the end of each step. The GPU idles while the host stages the next step. */
+/* Host time of the steps run so far, by phase (seconds): checking + staging the batch (with any graph
+ * capture + instantiation, also counted alone in capture_s), enqueuing its kernels or launching its graph,
+ * and blocked in the stream synchronisation at the end of each step. The GPU idles while the host stages
+ * the next step. */
 typedef struct qn_cuda_host_times {
-    double enqueue_s, capture_s, wait_s;
+    double stage_s, launch_s, capture_s, wait_s;
     int64_t n_steps, n_graph_steps, n_captures;
 } qn_cuda_host_times;
 void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out);
