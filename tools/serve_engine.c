@@ -402,9 +402,10 @@ void qn_serve_engine_destroy(qn_serve_engine *se) {
         if (s.cuda.n_steps > 0) /* the forward time on the GPU path: host staging + launches vs waiting */
             fprintf(stderr,
                     "quern serve: cuda: %lld steps (%lld as graphs, %lld graph captures in %.2f s): "
-                    "stage %.2f s, launch %.2f s, waiting on the GPU %.2f s\n",
+                    "stage %.2f s, launch %.2f s, waiting on the GPU %.2f s (graph steps: %.2f, %.2f, %.2f s)\n",
                     (long long)s.cuda.n_steps, (long long)s.cuda.n_graph_steps, (long long)s.cuda.n_captures,
-                    s.cuda.capture_s, s.cuda.stage_s, s.cuda.launch_s, s.cuda.wait_s);
+                    s.cuda.capture_s, s.cuda.stage_s, s.cuda.launch_s, s.cuda.wait_s, s.cuda.graph_stage_s,
+                    s.cuda.graph_launch_s, s.cuda.graph_wait_s);
     }
     qn_engine_destroy(e);
     free(se->model_name);

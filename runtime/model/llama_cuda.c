@@ -1173,7 +1173,9 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
         t1 = host_now_s();
         CK(cudaStreamSynchronize(f->stream));
     }
-    f->ht.stage_s += tl - t0, f->ht.launch_s += t1 - tl, f->ht.wait_s += host_now_s() - t1, f->ht.n_steps++;
+    const double t2 = host_now_s();
+    f->ht.stage_s += tl - t0, f->ht.launch_s += t1 - tl, f->ht.wait_s += t2 - t1, f->ht.n_steps++;
+    if (ge && ge->exec) f->ht.graph_stage_s += tl - t0, f->ht.graph_launch_s += t1 - tl, f->ht.graph_wait_s += t2 - t1;
     CK(cudaGetLastError());
     tp_time_collect(f);
     if (f->step == f->p.profile_end && f->p.profile_begin <= f->p.profile_end) cudaProfilerStop();

@@ -83,6 +83,7 @@ double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls);
  * the next step. */
 typedef struct qn_cuda_host_times {
     double stage_s, launch_s, capture_s, wait_s;
+    double graph_stage_s, graph_launch_s, graph_wait_s; /* the same for the steps replayed as graphs */
     int64_t n_steps, n_graph_steps, n_captures;
 } qn_cuda_host_times;
 void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out);
