@@ -114,11 +114,7 @@ static const char *path_name(qn_attn_path pa) {
 }
 
 static int run(const bcase *c, bprob *p, qn_attn_path path, int samples, const qn_bench_env *e, FILE *json) {
-    int n_splits = qn_attn_cuda_splits(p->n_tiles, NKV, p->max_ctx, p->n_sm);
-    const int tc_splits = qn_attn_cuda_splits(p->n_tiles - p->n_single, NKV, p->max_ctx, p->n_sm);
-    const int split_path = path == QN_ATTN_PATH_SPLIT ||
-                           (path == QN_ATTN_PATH_AUTO && p->n_single < p->n_tiles && p->n_single > 0);
-    if (split_path && p->n_single < p->n_tiles) n_splits = tc_splits; /* attention_cuda.h: by the tensor-core tiles */
+    const int n_splits = qn_attn_cuda_splits(p->n_tiles, NKV, p->max_ctx, p->n_sm);
     const size_t ws = qn_attn_cuda_workspace_size(p->n_tokens, NH, HD, n_splits);
     if (ws > p->ws_bytes) {
         cudaFree(p->ws);

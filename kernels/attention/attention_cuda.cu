@@ -532,11 +532,7 @@ extern "C" qn_status qn_attn_paged_cuda(const qn_attn_cuda_args *a, int n_sm, vo
         return QN_ERR_UNSUPPORTED;
     if (a->path == QN_ATTN_PATH_SPLIT && !split) return QN_ERR_UNSUPPORTED;
     const bool take_split = a->path == QN_ATTN_PATH_SPLIT || (a->path == QN_ATTN_PATH_AUTO && !decode && split);
-    int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
-    if (take_split && a->n_splits == 0) { /* by the tensor-core tiles, when the workspace holds it */
-        const int s2 = qn_attn_cuda_splits(a->n_tiles - a->n_single, a->n_kv_heads, a->max_ctx, n_sm);
-        if (a->ws_bytes >= qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, s2)) n_splits = s2;
-    }
+    const int n_splits = a->n_splits > 0 ? a->n_splits : qn_attn_cuda_splits(a->n_tiles, a->n_kv_heads, a->max_ctx, n_sm);
     const size_t ws = qn_attn_cuda_workspace_size(a->n_tokens, a->n_heads, D, n_splits);
     if (ws > 0 && (!a->workspace || a->ws_bytes < ws || ((uintptr_t)a->workspace & 15u))) return QN_ERR_INVALID_ARG;
 

@@ -620,8 +620,8 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
     const size_t bo = mm_ws_for(q, &f->output, T);
     a->mm_ws = align_up(bo > mm ? bo : mm);
     size_t at = 0;
-    for (int32_t tiles = 1; tiles <= T; tiles++) { /* tiles: of the tensor-core part, beside <= S decodes */
-        int64_t toks = (int64_t)tiles * QN_ATTN_TILE_MAX_TOKENS + S;
+    for (int32_t tiles = 1; tiles <= T; tiles++) {
+        int64_t toks = (int64_t)tiles * QN_ATTN_TILE_MAX_TOKENS;
         if (toks > T) toks = T;
         const int32_t sp = qn_attn_cuda_splits(tiles, c->n_head_kv, f->p.max_ctx, q->n_sm);
         const size_t b = qn_attn_cuda_workspace_size((int32_t)toks, c->n_head, c->head_dim, sp);

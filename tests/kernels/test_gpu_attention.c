@@ -424,12 +424,8 @@ static void print_case(const attn_case *c, const attn_problem *p, int n_splits) 
 static int attn_run(const attn_case *c, attn_problem *p, int forced_splits, qn_attn_path path) {
     const int D = c->head_dim;
     const size_t on = (size_t)p->n_tokens * c->n_heads * D;
-    int n_splits = forced_splits ? forced_splits : qn_attn_cuda_splits(p->n_tiles, c->n_kv, p->max_ctx, g_n_sm);
-    /* a split launch cuts keys by its tensor-core tiles alone: room for that count too */
-    const int tc_splits = qn_attn_cuda_splits(p->n_tiles - p->n_single, c->n_kv, p->max_ctx, g_n_sm);
-    const int ws_splits = !forced_splits && p->n_single > 0 && p->n_single < p->n_tiles && tc_splits > n_splits
-                              ? tc_splits : n_splits;
-    const size_t ws = qn_attn_cuda_workspace_size(p->n_tokens, c->n_heads, D, ws_splits);
+    const int n_splits = forced_splits ? forced_splits : qn_attn_cuda_splits(p->n_tiles, c->n_kv, p->max_ctx, g_n_sm);
+    const size_t ws = qn_attn_cuda_workspace_size(p->n_tokens, c->n_heads, D, n_splits);
     uint16_t *dout = dev_poisoned(2 * on, 2 * OUT_GUARD);
     void *dws = ws ? dev_poisoned(ws, 0) : NULL;
     qn_attn_cuda_args a;
