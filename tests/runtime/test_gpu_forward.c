@@ -328,25 +328,38 @@ static qn_backend *make_backend(const qn_model *m, qn_device_kind dev, bool grap
     return b;
 }
 
-/* One step: for each sequence s, n_new[s] tokens (0 = not in the step); logits for each sequence's last token. */
-static void paged_step(qn_backend *cpu, qn_backend *gpu, seq_state *seqs, int n_seqs, const int32_t *n_new, int32_t V,
-                       cmp_stats *st) {
+/* The arrays of one step's batch (step_batch). */
+typedef struct step_arrays {
     int32_t tokens[128], pos[128], seq[128], slot[128], rows[8], bt[4 * 64];
+} step_arrays;
+
+/* One step: for each sequence s, n_new[s] tokens (0 = not in the step) after its n_done; logits for each
+ * sequence's last token. The batch points into a. */
+static qn_fwd_batch step_batch(const seq_state *seqs, int n_seqs, const int32_t *n_new, step_arrays *a) {
     int32_t T = 0, S = 0, n_out = 0;
     for (int s = 0; s < n_seqs; s++) {
         if (!n_new[s]) continue;
         for (int i = 0; i < n_new[s]; i++) {
             const int32_t p = seqs[s].n_done + i;
-            tokens[T] = seqs[s].toks[p], pos[T] = p, seq[T] = S;
-            slot[T] = seqs[s].table[p / 16] * 16 + p % 16;
+            a->tokens[T] = seqs[s].toks[p], a->pos[T] = p, a->seq[T] = S;
+            a->slot[T] = seqs[s].table[p / 16] * 16 + p % 16;
             T++;
         }
-        memcpy(bt + S * 64, seqs[s].table, sizeof seqs[s].table);
-        rows[n_out++] = T - 1;
+        memcpy(a->bt + S * 64, seqs[s].table, sizeof seqs[s].table);
+        a->rows[n_out++] = T - 1;
         S++;
     }
-    const qn_fwd_batch b = {.n_tokens = T, .tokens = tokens, .positions = pos, .seq_idx = seq, .slot_mapping = slot,
-                            .n_seqs = S, .block_tables = bt, .max_blocks_per_seq = 64, .n_out = n_out, .out_rows = rows};
+    return (qn_fwd_batch){.n_tokens = T, .tokens = a->tokens, .positions = a->pos, .seq_idx = a->seq,
+                          .slot_mapping = a->slot, .n_seqs = S, .block_tables = a->bt, .max_blocks_per_seq = 64,
+                          .n_out = n_out, .out_rows = a->rows};
+}
+
+/* One step (step_batch) on both backends; compares the logits. */
+static void paged_step(qn_backend *cpu, qn_backend *gpu, seq_state *seqs, int n_seqs, const int32_t *n_new, int32_t V,
+                       cmp_stats *st) {
+    step_arrays a;
+    const qn_fwd_batch b = step_batch(seqs, n_seqs, n_new, &a);
+    const int32_t n_out = b.n_out;
     float *lc = malloc(sizeof(float) * (size_t)n_out * V), *lg = malloc(sizeof(float) * (size_t)n_out * V);
     qn_error err = {0};
     assert_int_equal(qn_backend_forward(cpu, &b, lc, &err), QN_OK);
@@ -412,22 +425,9 @@ static void test_graph_padding(void **state) {
     int steps = 0, differing = 0;
     const int32_t *plan[] = {pre, d3, d3, d3, d3, d3, d3, late, d3, d3, d2, d2, d2};
     for (size_t k = 0; k < sizeof plan / sizeof plan[0]; k++) {
-        int32_t tokens[64], pos[64], seq[64], slot[64], rows[4], bt[4 * 64];
-        int32_t T = 0, S = 0, n_out = 0;
-        for (int s = 0; s < 3; s++) {
-            if (!plan[k][s]) continue;
-            for (int i = 0; i < plan[k][s]; i++) {
-                const int32_t p = seqs[s].n_done + i;
-                tokens[T] = seqs[s].toks[p], pos[T] = p, seq[T] = S, slot[T] = seqs[s].table[p / 16] * 16 + p % 16;
-                T++;
-            }
-            memcpy(bt + S * 64, seqs[s].table, sizeof seqs[s].table);
-            rows[n_out++] = T - 1;
-            S++;
-        }
-        const qn_fwd_batch b = {.n_tokens = T, .tokens = tokens, .positions = pos, .seq_idx = seq,
-                                .slot_mapping = slot, .n_seqs = S, .block_tables = bt, .max_blocks_per_seq = 64,
-                                .n_out = n_out, .out_rows = rows};
+        step_arrays a;
+        const qn_fwd_batch b = step_batch(seqs, 3, plan[k], &a);
+        const int32_t n_out = b.n_out;
         float *la = malloc(sizeof(float) * (size_t)n_out * V), *lb = malloc(sizeof(float) * (size_t)n_out * V);
         qn_error err = {0};
         if (qn_backend_forward(ga, &b, la, &err) != QN_OK) fail_msg("graph step %zu: %s", k, err.msg);
