@@ -319,7 +319,8 @@ def test_cli_and_loading():
     step("CLI errors; /health 503 while loading (FIFO model)")
     quern, _ = su.need_env()
     for args, want in ((["--device", "tpu"], "is not auto, cpu, cuda"), (["-tp", "0"], "must be >= 1"),
-                       (["--kv-cache-mem", "12x"], "invalid size"), (["--no-such-flag"], "unknown flag")):
+                       (["--kv-cache-mem", "12x"], "invalid size"), (["--no-such-flag"], "unknown flag"),
+                       (["--max-num-batched-tokens", "-1"], "--max-num-batched-tokens (0: auto)")):
         r = subprocess.run([quern, "serve", "--port", "0"] + args, capture_output=True, text=True, timeout=30)
         check(r.returncode == 1 and want in r.stderr, f"quern serve {args}: rc {r.returncode} {r.stderr!r}")
     tmp = __import__("tempfile").mkdtemp(prefix="qn_fifo_")
