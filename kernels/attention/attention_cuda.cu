@@ -2,9 +2,10 @@
  * store), paged_attention_fwd (flash-style paged attention on fp16/bf16 tensor cores, split-K) with
  * paged_attention_combine, and the KV block copy. Launch planning (tiles, splits, workspace) is host
  * C in attn_tiles.c. Steps of decode tokens only go to paged_attention_decode (attention_decode.cu)
- * unless the caller forces this kernel; what both share is in attn_common.cuh.
+ * unless the caller forces this kernel, and a mixed step's single-token tiles too (SPLIT: two launches,
+ * one combine); what both share is in attn_common.cuh.
  *
- * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), ATTN_WARPS warps (4; 8 as an A/B):
+ * paged_attention_fwd, one CTA = (query tile, row chunk, kv head, split), ATTN_WARPS warps (8; 4 for an A/B):
  *   rows   r = t * G + g (token t of the tile, group head g), at most ATTN_ROWS = 16 per warp per CTA
  *          (more rows, e.g. G = 8 x 16 tokens, take a second row chunk);
  *   warps  wr x wk = ATTN_WARPS: wr warps of 16 rows each, wk warps splitting each KV tile's keys

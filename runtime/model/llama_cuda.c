@@ -1076,10 +1076,10 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
 
 /* The token count a pure-decode step is padded up to when it runs as a CUDA graph: 1, 2, 4, then multiples
  * of 8 (the capture sizes vLLM uses). A server's decode steps come in every count from 1 to max_seqs as
- * requests start and finish; with one graph per exact count most steps of a serving run captured and
- * instantiated a new graph (~4 ms of host time with the GPU idle: the k_topk -> k_embed gaps of
- * bench/results/gpu-serve-2026-12-02.md). Padding rows are token 0 at position 0 of sequence 0 with no KV
- * slot (nothing stored), sampled greedily, never returned. */
+ * requests start and finish, and each new count captured and instantiated its own graph: ~26 ms of host time
+ * with the GPU idle, measured on an H200 (bench/results/gpu-serve-2026-12-02.md; 18 captures in a 512-request
+ * run with the padding). Padding rows are token 0 at position 0 of sequence 0 with no KV slot (nothing
+ * stored), sampled greedily, never returned. */
 static int32_t decode_bucket(int32_t T) { return T <= 2 ? T : T <= 4 ? 4 : (T + 7) / 8 * 8; }
 
 /* Fills the staging arrays from the batch; returns whether it is a pure-decode step (graph-able). Sets
