@@ -407,7 +407,8 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     e->cfg = *cfg;
     qn_engine_config *c = &e->cfg;
     if (c->max_model_len <= 0) c->max_model_len = mc->n_ctx_train > 0 && mc->n_ctx_train < 4096 ? mc->n_ctx_train : 4096;
-    if (c->max_num_batched_tokens == 0) /* auto: vLLM's rule (llama_cuda.h) on a GPU, 2048 on the CPU */
+    const bool auto_budget = c->max_num_batched_tokens == 0; /* vLLM's rule (llama_cuda.h) on a GPU, 2048 on the CPU */
+    if (auto_budget)
         c->max_num_batched_tokens = c->device == QN_DEVICE_CPU ? 2048 : qn_llama_cuda_default_batch_tokens(c->cuda_device);
     if (c->max_num_seqs < 1 || c->max_num_batched_tokens < 1 || c->block_size < 1 || c->n_threads < 1) {
         free(e);
@@ -430,8 +431,10 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
         st = qn_llama_cuda_kv_budget(m, bp.cuda_device, bp.max_tokens, bp.max_seqs, bp.max_ctx, bp.block_size,
                                      c->gpu_memory_utilization > 0 ? c->gpu_memory_utilization : 0.9f, &gpu_kv, err);
         if (st == QN_OK) bytes = gpu_kv;
-        else if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && c->device == QN_DEVICE_AUTO)
+        else if ((st == QN_ERR_NO_DEVICE || st == QN_ERR_UNSUPPORTED) && c->device == QN_DEVICE_AUTO) {
             qn_error_clear(err), bp.device = QN_DEVICE_CPU; /* no GPU, or the GPU path does not take this model */
+            if (auto_budget) c->max_num_batched_tokens = bp.max_tokens = 2048; /* the CPU's default, not the GPU's */
+        }
         else {
             free(e);
             return st;
