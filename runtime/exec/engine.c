@@ -212,7 +212,9 @@ static void apply_logit_mods(const qn_engine *e, const eng_req *r, float *logits
     for (int32_t i = 0; i < r->p.n_stop_token_ids; i++) logits[r->stop_ids[i]] = -INFINITY;
 }
 
-static void update_stats(qn_engine *e) {
+/* Copies the pool and scheduler figures into the stats; loop_s: engine-thread seconds spent draining new
+ * requests and aborts since the last call (added to stats.loop_s). */
+static void update_stats(qn_engine *e, double loop_s) {
     qn_block_pool_stats ps;
     qn_sched_stats ss;
     qn_block_pool_get_stats(e->pool, &ps);
@@ -228,6 +230,7 @@ static void update_stats(qn_engine *e) {
     e->stats.n_preemptions = ss.n_preemptions;
     e->stats.n_prompt_tokens = ss.n_prompt_tokens;
     e->stats.n_steps = ss.n_steps;
+    e->stats.loop_s += loop_s;
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -383,16 +386,12 @@ static void *engine_main(void *arg) {
         if (stop) break;
         const double t0 = now_s();
         drain_queues(e);
-        const double t1 = now_s();
+        const double t_drain = now_s() - t0;
         if (qn_sched_has_work(e->sched)) {
             qn_status st = engine_step(e);
             if (st != QN_OK) fprintf(stderr, "quern: engine: step failed: %s\n", qn_status_str(st));
         }
-        const double t2 = now_s();
-        update_stats(e);
-        pthread_mutex_lock(&e->mu);
-        e->stats.loop_s += (t1 - t0) + (now_s() - t2);
-        pthread_mutex_unlock(&e->mu);
+        update_stats(e, t_drain);
     }
     return NULL;
 }
@@ -481,7 +480,7 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
         st = qn_error_set(err, QN_ERR_INTERNAL, "engine: cannot start the engine thread");
         goto err_free;
     }
-    update_stats(e);
+    update_stats(e, 0);
     *out = e;
     return QN_OK;
 err_free:

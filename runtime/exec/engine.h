@@ -113,7 +113,7 @@ typedef struct qn_engine_snapshot {
      * sampled on the device */
     double sched_s, forward_s, sample_s;
     int64_t n_forward_steps, n_device_sampled_steps, n_step_tokens;
-    double loop_s;                  /* engine-thread time between steps: new requests, aborts, stats */
+    double loop_s;                  /* engine-thread time between steps: taking new requests and aborts */
     qn_cuda_host_times cuda;        /* inside forward on the CUDA backend (llama_cuda.h); zeros elsewhere */
 } qn_engine_snapshot;
 
