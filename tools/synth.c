@@ -94,7 +94,8 @@ int qn_cmd_synth(int argc, char **argv) {
                 "SmolLM2's padded to the vocabulary size when a file is missing.\n"
                 "Hugging Face types write OUT as a directory (model.safetensors, config.json with quantization_config, "
                 "tokenizer.json)\nwith random codes whose dequantized weights have std --std: GPTQ v1 (g_idx; gptq4-act: "
-                "desc_act with\nrandom act-order groups), AutoAWQ GEMM, bitsandbytes NF4 / FP4 (nf4-dq: double quant); "
+                "desc_act with\nrandom act-order groups, one order per input as GPTQ gives: q/k/v, gate/up), AutoAWQ GEMM, "
+                "bitsandbytes NF4 / FP4\n(nf4-dq: double quant); "
                 "embeddings and norms\nfp16; the tokenizer as tokenizer.json (llama2 / mistral: also tokenizer.model).\n"
                 "`quern run -m OUT`.\n");
         if (!help && (!preset_name || !type || !out))

@@ -1,5 +1,5 @@
 /* bench_gpu_lutq.cu — GPTQ/AWQ/bnb device block formats (kernels/quant/lutq_gpu.h) on the GPU beside cuBLAS
- * fp16: LQ4 (GPTQ-4/AWQ), LQ8 (GPTQ-8), LNF4, LFP4, LQ4/LQ8 also with act-order (the x gather first), on
+ * fp16: LQ4 (GPTQ-4/AWQ), LQ8 (GPTQ-8), LNF4, LFP4, LQ4/LQ8 also with act-order (x quantized through perm on the decode path, gathered first on the others), on
  * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
  * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
  * LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4; lutq_mmvq.cu) and "gemv" (tensor cores); "auto" marks

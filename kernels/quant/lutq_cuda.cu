@@ -68,10 +68,16 @@ static size_t lq_inner_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_qua
     return LQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K));
 }
 
+/* Whether an act-order call gathers x into an fp16 copy first: not on the LQ4/LQ8 decode path, whose
+ * quantizer reads x through perm itself (kq_mmvq_quantize_x_perm). */
+static bool lq_gathers(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t n) {
+    return !lq_decode(ctx, fmt, path, n) || kq_mmvq_takes_f16_x(fmt);
+}
+
 static size_t lq_ws_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path, int64_t N, int64_t K,
                          bool act_order, int64_t n) {
     const size_t inner = lq_inner_size(ctx, fmt, path, N, K, n);
-    if (!act_order) return inner;
+    if (!act_order || !lq_gathers(ctx, fmt, path, n)) return inner;
     return lq_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half));
 }
 
@@ -88,16 +94,17 @@ size_t qn_lutq_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fm
 
 static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* The decode path on x (already in kernel column order): LQ4/LQ8 quantize x into the workspace at 64 KB,
- * then the int8 kernel; LNF4/LFP4 take x as it is. */
-static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
-                                  float *y, void *workspace, size_t ws_bytes, int split, bool x_ready, void *stream) {
+/* The decode path: LQ4/LQ8 quantize x, gathered through perm (NULL: x already in kernel column order), into
+ * the workspace at 64 KB, then the int8 kernel; LNF4/LFP4 take x as it is (gathered by the caller). */
+static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x,
+                                  const int32_t *perm, int64_t n, float *y, void *workspace, size_t ws_bytes, int split,
+                                  bool x_ready, void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
         return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
     qn_quant_q8_x q8; /* where quant.h's MMVQ path keeps them too */
     if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
     void *xq = q8.qs;
-    const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x(x, n, w->k, xq, stream);
+    const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, stream);
     if (st != QN_OK) return st;
     return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
 }
@@ -123,18 +130,28 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
     }
     const size_t need = lq_ws_size(ctx, w->fmt, path, w->n, w->k, w->perm != NULL, n);
     if (need && (!workspace || ws_bytes < need || !lq_aligned16(workspace))) return QN_ERR_INVALID_ARG;
-    const void *xk = x; /* x in kernel column order */
+    const void *xk = x; /* x in kernel column order, or read through perm by the decode quantizer */
     size_t inner_bytes = ws_bytes;
-    if (w->perm) {
+    if (w->perm && lq_gathers(ctx, w->fmt, path, n)) {
         inner_bytes = lq_x_offset(lq_inner_size(ctx, w->fmt, path, w->n, w->k, n));
         void *xp = (uint8_t *)workspace + inner_bytes;
         if ((st = qn_lutq_gather_cuda(x, w->perm, n, w->k, xp, stream)) != QN_OK) return st;
         xk = xp;
     }
-    if (decode) /* x_ready: only without a gather (quant.h: the same x) */
-        return lq_decode_matmul(ctx, w, xk, n, y, workspace, ws_bytes, opts ? opts->split : 0,
-                                opts && opts->x_ready && !w->perm, stream);
+    if (decode) /* x_ready (quant.h): with a perm, the caller's q8 are of x gathered through this same perm */
+        return lq_decode_matmul(ctx, w, xk, xk == x ? w->perm : NULL, n, y, workspace, ws_bytes,
+                                opts ? opts->split : 0, opts && opts->x_ready, stream);
     return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
+}
+
+qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
+                                  void *workspace, size_t ws_bytes, void *stream) {
+    if (!ctx || !w || n < 1) return QN_ERR_INVALID_ARG;
+    if (!lq_decode(ctx, w->fmt, QN_QUANT_PATH_AUTO, n) || kq_mmvq_takes_f16_x(w->fmt)) return QN_ERR_UNSUPPORTED;
+    if (!x || !lq_aligned16(x) || w->k % 32) return QN_ERR_INVALID_ARG;
+    qn_quant_q8_x q8;
+    if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
+    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, stream);
 }
 
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,

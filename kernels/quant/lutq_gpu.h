@@ -132,7 +132,8 @@ typedef struct qn_lutq_gpu_weight {
 /* Workspace bytes for n tokens of an N x K weight in fmt under AUTO: for the decode path the split-K
  * counters (64 KB, untouched) and, for LQ4/LQ8, the q8 activations (qn_mmvq_x_bytes) behind them, else
  * qn_quant_matmul_workspace_size of the blocks; with a perm (act_order), room for the gathered x [n][K]
- * fp16 behind that (never over the counters). 0: none needed (LNF4/LFP4 decode without act-order). Zero-fill
+ * fp16 behind that (never over the counters), except on the LQ4/LQ8 decode path (its quantizer reads x
+ * through perm). 0: none needed (LNF4/LFP4 decode without act-order). Zero-fill
  * it once after allocation (quant.h). _path: the same for an explicit path (QN_QUANT_PATH_MMVQ: decode). */
 size_t qn_lutq_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, bool act_order,
                                      int64_t n);
@@ -143,7 +144,10 @@ size_t qn_lutq_matmul_workspace_size_path(const qn_quant_cuda_ctx *ctx, qn_qform
  * or AUTO: the decode path for n <= qn_lutq_decode_auto_max_tokens, else the one quant.h picks; opts
  * QN_QUANT_PATH_MMVQ: the decode path for any n (launches of 8; opts->split: warps per row 0, 1, 2, 4);
  * any other path: that tensor-core / cuBLAS path. With a perm, x is first gathered into the workspace:
- * x_perm[t][j] = x[t][perm[j]]. No allocation or synchronisation (CUDA-graph capturable).
+ * x_perm[t][j] = x[t][perm[j]]; on the LQ4/LQ8 decode path the q8 quantizer reads x through perm instead
+ * (one launch, kq_mmvq_quantize_x_perm), and opts->x_ready says the workspace holds the q8 of x gathered
+ * through this same perm (weights of one input share their g_idx, so q, k, v or gate, up share it).
+ * No allocation or synchronisation (CUDA-graph capturable).
  * QN_ERR_INVALID_ARG when the workspace is short of the size above for the path taken (no fallback). */
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w,
                               const void *x, /* [n][k] fp16 */ int64_t n, float *y /* [n][w->n] */,
@@ -152,6 +156,14 @@ struct qn_quant_matmul_opts;
 qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
                                  float *y, void *workspace, size_t ws_bytes, void *stream,
                                  const struct qn_quant_matmul_opts *opts);
+
+/* The q8 activations that w's LQ4/LQ8 decode path on n tokens reads (x gathered through w->perm, or as it is
+ * without one) written to qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k): a later call on the same
+ * x with opts x_ready (this call or the grouped quant.h one, for weights with the same perm) skips its own
+ * quantizer. QN_ERR_UNSUPPORTED when that call would not take the q8 path (format, n past the AUTO limit),
+ * QN_ERR_INVALID_ARG for a workspace that cannot hold them. One launch; graph-capturable. */
+qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
+                                  void *workspace, size_t ws_bytes, void *stream);
 
 /* x_perm[t][j] = x[t][perm[j]], t < n, j < k (fp16; x_perm 16-byte aligned, not overlapping x). */
 qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, void *stream);

@@ -214,7 +214,9 @@ typedef struct qn_quant_mat {
  * of one normed x; gate and up) as one launch of the int8 decode kernel: their CTAs share one grid, so the
  * small matrices fill the waves of the large one instead of running as short launches of their own. Taken
  * only where every single call would run the int8 kernel under AUTO: GGUF formats on the MMVQ path, LQ4/LQ8/
- * LNF4/LFP4 blocks without act-order on their decode path (lutq_gpu.h); QN_ERR_UNSUPPORTED otherwise, and for
+ * LNF4/LFP4 blocks on their decode path (lutq_gpu.h; act-order weights sharing one perm only with x_ready,
+ * their q8 written by qn_lutq_quantize_x_cuda, as this call's own quantizer reads x unpermuted);
+ * QN_ERR_UNSUPPORTED otherwise, and for
  * a workspace that cannot hold the q8 activations (qn_quant_q8_x_in_workspace): the caller then makes the
  * calls one by one. opts: NULL or path AUTO; split (warps per row) 0 = from the total rows; x_ready as in
  * qn_quant_matmul_cuda_ex. Each y equals that matrix's qn_quant_matmul_cuda_ex at the same split bit for bit.

@@ -72,6 +72,7 @@ typedef struct syn_tensor {
     char name[256];          /* HF name */
     part part;
     uint64_t key;            /* qn_synth_key(seed, GGUF name) of the weight it belongs to */
+    uint64_t perm_key;       /* gptq4-act: the key its act-order perm comes from (input_key) */
     int64_t k, n;            /* a linear's in / out features; F16 / ONES: row length, rows (1 for a vector) */
 } syn_tensor;
 
@@ -142,20 +143,36 @@ static qn_status add(syn *s, const char *name, part pt, uint64_t key, int64_t k,
                      uint32_t nd, int64_t d0, int64_t d1, qn_st_writer *w, qn_error *err) {
     syn_tensor *t = &s->t[s->n_t++];
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->part = pt, t->key = key, t->k = k, t->n = n;
+    t->part = pt, t->key = key, t->perm_key = key, t->k = k, t->n = n;
     const int64_t shape[2] = {d0, d1};
     return qn_st_writer_add(w, t->name, dt, nd, shape, err);
 }
 
-/* The tensors of one linear (prefix "model.layers.0.self_attn.q_proj."). */
-static qn_status add_linear(syn *s, const char *prefix, uint64_t key, int64_t k, int64_t n, qn_st_writer *w,
-                            qn_error *err) {
+/* The key of the linear that reads the same input as the GGUF weight `name`: attn_k and attn_v read attn_q's,
+ * ffn_up reads ffn_gate's, the others their own. GPTQ's act-order perm is the column order of the Hessian
+ * diagonal of that input, so linears on one input share it (and their g_idx). */
+static uint64_t input_key(uint64_t seed, const char *name) {
+    static const char *const same[][2] = {{".attn_k.", ".attn_q."}, {".attn_v.", ".attn_q."}, {".ffn_up.", ".ffn_gate."}};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        const char *at = strstr(name, same[i][0]);
+        if (!at) continue;
+        char buf[256];
+        snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - name), name, same[i][1], at + strlen(same[i][0]));
+        return qn_synth_key(seed, buf);
+    }
+    return qn_synth_key(seed, name);
+}
+
+/* The tensors of one linear (prefix "model.layers.0.self_attn.q_proj."); perm_key: input_key. */
+static qn_status add_linear(syn *s, const char *prefix, uint64_t key, uint64_t perm_key, int64_t k, int64_t n,
+                            qn_st_writer *w, qn_error *err) {
     char nm[256];
     qn_status st = QN_OK;
 #define ADD(suffix, pt, dt, nd, d0, d1)                                                      \
     do {                                                                                    \
         snprintf(nm, sizeof nm, "%s" suffix, prefix);                                       \
         if (st == QN_OK) st = add(s, nm, pt, key, k, n, dt, nd, d0, d1, w, err);            \
+        if (st == QN_OK) s->t[s->n_t - 1].perm_key = perm_key;                              \
     } while (0)
     if (s->gptq) {
         const int64_t pack = 32 / s->bits, G = groups_of(s, k);
@@ -271,7 +288,7 @@ static qn_status linear_state(syn *s, const syn_tensor *t, qn_error *err) {
     for (int64_t i = 0; i < G * N; i++) s->zeros[i] = (uint8_t)(sym ? mid : mid - 1 + (int)(hash_at(kz, (uint64_t)i) % 3));
     if (perm) { /* act-order: columns taken in a random order, groups of gs formed in that order */
         for (int64_t i = 0; i < K; i++) perm[i] = (int32_t)i;
-        const uint64_t kp = salted(t->key, SALT_PERM);
+        const uint64_t kp = salted(t->perm_key, SALT_PERM); /* shared by the linears of one input */
         for (int64_t i = K - 1; i > 0; i--) {
             const int64_t j = (int64_t)(hash_at(kp, (uint64_t)i) % (uint64_t)(i + 1));
             const int32_t x = perm[i];
@@ -601,7 +618,7 @@ qn_status qn_synth_hf(const char *out_dir, const qn_synth_params *p, const qn_sy
         const uint64_t key = qn_synth_key(p->seed, a->name);
         if (a->role == QN_TENSOR_ROLE_MATRIX) {
             hf[strlen(hf) - strlen("weight")] = '\0'; /* the module prefix */
-            st = add_linear(&s, hf, key, a->ne[0], a->ne[1], w, err);
+            st = add_linear(&s, hf, key, input_key(p->seed, a->name), a->ne[0], a->ne[1], w, err);
         } else {
             const part pt = a->role == QN_TENSOR_ROLE_NORM ? PART_ONES : PART_F16;
             const int64_t rows = a->n_dims > 1 ? a->ne[1] : 1;

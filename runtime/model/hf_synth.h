@@ -25,7 +25,8 @@
 typedef enum qn_synth_hf_type {
     QN_SYNTH_HF_GPTQ4 = 0,   /* GPTQ 4-bit, desc_act false */
     QN_SYNTH_HF_GPTQ8,       /* GPTQ 8-bit */
-    QN_SYNTH_HF_GPTQ4_ACT,   /* GPTQ 4-bit, desc_act true: g_idx from a random permutation (act-order groups) */
+    QN_SYNTH_HF_GPTQ4_ACT,   /* GPTQ 4-bit, desc_act true: g_idx from a random permutation (act-order groups),
+                              * one per input (q/k/v share it, gate/up share it), as GPTQ's Hessian order does */
     QN_SYNTH_HF_AWQ4,        /* AutoAWQ GEMM, zero_point true */
     QN_SYNTH_HF_NF4,         /* bitsandbytes NF4, blocksize 64, f32 absmax */
     QN_SYNTH_HF_NF4_DQ,      /* NF4 with double quant (u8 absmax, nested absmax / map / offset) */

@@ -95,7 +95,9 @@ typedef struct dev_weight {
     int64_t n, k;          /* rows, elements per row */
     void *d;               /* [n][row_bytes(fmt, k)] device */
     bool act;              /* lutq_gpu formats: act-order, x is gathered through perm before the matmul */
-    int32_t *perm;         /* [k] device when act (right behind the blocks), else NULL */
+    int32_t *perm;         /* [k] device when act (right behind the blocks, or the previous weight's when the
+                            * two are equal: q, k, v and gate, up of a GPTQ checkpoint share their g_idx, so
+                            * their matmuls share one quantization of x), else NULL */
 } dev_weight;
 
 typedef struct dev_layer {
@@ -144,6 +146,7 @@ struct qn_llama_cuda {
     size_t mm_ws_bytes, attn_ws_bytes, smp_ws_bytes;
     const uint16_t *q8_x;          /* the x whose int8 activations the last mm left in mm_ws (NULL: none) */
     int64_t q8_n, q8_k;            /* its tokens and width */
+    const int32_t *q8_perm;        /* the act-order perm they were gathered through (NULL: none) */
     /* pinned host staging */
     int32_t *step_h;
     qn_sample_row_params *sparams_h;
@@ -370,6 +373,9 @@ typedef struct lutq_stager {
     bool busy[2];          /* done[i] was recorded and not yet waited on */
     const char *name[2];   /* the weight being copied out of buf[i], for the error */
     int cur;               /* the buffer the next weight takes */
+    const int32_t *prev_perm_h; /* [prev_k] the last uploaded act-order perm (host), NULL before any */
+    int32_t *prev_perm_d;       /* [prev_k] its device copy */
+    int64_t prev_k;
 } lutq_stager;
 
 typedef struct rows_job {
@@ -480,9 +486,16 @@ static qn_status upload_lutq_gpu(qn_llama_cuda *f, lutq_stager *S, const qn_weig
         return qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
     S->busy[i] = true, S->name[i] = w->name, S->cur = i ^ 1;
     if (!out->act) return QN_OK;
-    out->perm = (int32_t *)((uint8_t *)f->wmem + *off);
-    *off += align_up(sizeof(int32_t) * (size_t)w->k);
-    CK(cudaMemcpy(out->perm, w->lutq->perm, sizeof(int32_t) * (size_t)w->k, cudaMemcpyHostToDevice));
+    const int32_t *ph = w->lutq->perm;
+    const size_t pb = sizeof(int32_t) * (size_t)w->k;
+    if (S->prev_perm_h && S->prev_k == w->k && memcmp(S->prev_perm_h, ph, pb) == 0) {
+        out->perm = S->prev_perm_d; /* its own slot (planned) stays unused */
+    } else {
+        out->perm = (int32_t *)((uint8_t *)f->wmem + *off);
+        CK(cudaMemcpy(out->perm, ph, pb, cudaMemcpyHostToDevice));
+        S->prev_perm_h = ph, S->prev_perm_d = out->perm, S->prev_k = w->k;
+    }
+    *off += align_up(pb);
     return QN_OK;
 }
 
@@ -894,8 +907,8 @@ static qn_status tap_rows(qn_llama_cuda *f, const char *name, int il, const void
 
 /* Whether the matmul of w on n tokens writes int8 activations of its x into mm_ws (quant.h x_ready). */
 static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) {
-    if (qn_lutq_gpu_is_format(w->fmt))
-        return !w->perm && (w->fmt == QN_QFORMAT_LQ4 || w->fmt == QN_QFORMAT_LQ8) && qn_lutq_use_decode(w->fmt, f->qctx.sm, n);
+    if (qn_lutq_gpu_is_format(w->fmt)) /* act-order too: x is quantized through perm (f->q8_perm) */
+        return (w->fmt == QN_QFORMAT_LQ4 || w->fmt == QN_QFORMAT_LQ8) && qn_lutq_use_decode(w->fmt, f->qctx.sm, n);
     return qn_quant_takes_q8_x(w->fmt, f->qctx.sm, n);
 }
 
@@ -907,7 +920,7 @@ static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, 
                       qn_error *err) {
     const bool q8 = mm_takes_q8(f, w, n);
     qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
-    o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k;
+    o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k && f->q8_perm == w->perm;
     if (qn_lutq_gpu_is_format(w->fmt)) {
         const qn_lutq_gpu_weight lw = {w->fmt, w->n, w->k, w->d, w->perm};
         KS(qn_lutq_matmul_cuda_ex(&f->qctx, &lw, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream, &o));
@@ -915,7 +928,7 @@ static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, 
         KS(qn_quant_matmul_cuda_ex(&f->qctx, w->fmt, w->d, w->n, w->k, x, n, y, f->mm_ws, f->mm_ws_bytes, f->stream,
                                    &o));
     }
-    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = w->k;
+    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = w->k, f->q8_perm = w->perm;
     return QN_OK;
 }
 
@@ -932,18 +945,26 @@ static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw,
     for (int i = 0; i < nw;) {
         int j = i + 1;
         while (j < nw && j - i < QN_QUANT_MAX_GROUP && ws[j]->fmt == ws[i]->fmt && ws[j]->k == ws[i]->k &&
-               !ws[i]->perm && !ws[j]->perm)
+               ws[j]->perm == ws[i]->perm)
             j++;
-        if (j - i > 1) {
+        const bool q8 = mm_takes_q8(f, ws[i], n);
+        if (j - i > 1 && (!ws[i]->perm || q8)) {
             qn_quant_mat mats[QN_QUANT_MAX_GROUP];
             for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};
-            const bool q8 = mm_takes_q8(f, ws[i], n);
             qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
-            o.x_ready = (same_x || i > 0) && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == ws[i]->k;
-            const qn_status st = qn_quant_matmul_group_cuda(&f->qctx, ws[i]->fmt, mats, j - i, ws[i]->k, x, n,
-                                                            f->mm_ws, f->mm_ws_bytes, f->stream, &o);
+            o.x_ready = (same_x || i > 0) && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == ws[i]->k &&
+                        f->q8_perm == ws[i]->perm;
+            qn_status st = QN_OK;
+            if (ws[i]->perm && !o.x_ready) { /* the grouped kernel's own quantizer knows no perm */
+                const qn_lutq_gpu_weight lw = {ws[i]->fmt, ws[i]->n, ws[i]->k, ws[i]->d, ws[i]->perm};
+                st = qn_lutq_quantize_x_cuda(&f->qctx, &lw, x, n, f->mm_ws, f->mm_ws_bytes, f->stream);
+                o.x_ready = st == QN_OK;
+            }
+            if (st == QN_OK)
+                st = qn_quant_matmul_group_cuda(&f->qctx, ws[i]->fmt, mats, j - i, ws[i]->k, x, n, f->mm_ws,
+                                                f->mm_ws_bytes, f->stream, &o);
             if (st == QN_OK) {
-                f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = ws[i]->k;
+                f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = ws[i]->k, f->q8_perm = ws[i]->perm;
                 i = j;
                 continue;
             }
@@ -961,7 +982,8 @@ static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw,
  * cannot hold them. Saves the quantizer launch of the matmul (one per norm and silu_mul at decode). */
 static const qn_quant_q8_x *q8_for(const qn_llama_cuda *f, const dev_weight *w, int64_t n, int64_t K,
                                    qn_quant_q8_x *buf) {
-    if (w->k != K || !mm_takes_q8(f, w, n) || !qn_quant_q8_x_in_workspace(f->mm_ws, f->mm_ws_bytes, n, K, buf))
+    if (w->k != K || w->perm || !mm_takes_q8(f, w, n) ||
+        !qn_quant_q8_x_in_workspace(f->mm_ws, f->mm_ws_bytes, n, K, buf))
         return NULL;
     return buf;
 }
@@ -969,7 +991,7 @@ static const qn_quant_q8_x *q8_for(const qn_llama_cuda *f, const dev_weight *w, 
 /* After the kernel that wrote x with q8 (q8_for) was enqueued: the matmul on x with same_x takes them
  * (x_ready). Called after every such kernel, also without q8, so that no earlier x's q8 is taken for x. */
 static void q8_written(qn_llama_cuda *f, const qn_quant_q8_x *q8, const uint16_t *x, int64_t n, int64_t K) {
-    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = K;
+    f->q8_x = q8 ? x : NULL, f->q8_n = n, f->q8_k = K, f->q8_perm = NULL;
 }
 
 

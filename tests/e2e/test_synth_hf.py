@@ -143,6 +143,16 @@ def main():
                         if cnt.tolist() != want_cnt or bool((np.diff(g) >= 0).all()):
                             failures.append(f"{preset} gptq4-act {lin}: g_idx counts {cnt.tolist()} (want "
                                             f"{want_cnt}), monotone {bool((np.diff(g) >= 0).all())}")
+                    # one act order per input, as GPTQ's Hessian gives: q/k/v share g_idx, gate/up share it,
+                    # the others differ from them
+                    gi = {lin: t[f"model.layers.0.{lin}.g_idx"] for lin in LINEARS}
+                    for x, y, same in (("self_attn.q_proj", "self_attn.k_proj", True),
+                                       ("self_attn.q_proj", "self_attn.v_proj", True),
+                                       ("mlp.gate_proj", "mlp.up_proj", True),
+                                       ("self_attn.q_proj", "self_attn.o_proj", False),
+                                       ("self_attn.q_proj", "mlp.gate_proj", False)):
+                        if gi[x].shape == gi[y].shape and bool((gi[x] == gi[y]).all()) != same:
+                            failures.append(f"{preset} gptq4-act: {x} and {y} g_idx {'differ' if same else 'equal'}")
                 print(f"{preset} {ty}: loads, runs, logits finite; worst std error {100 * worst:.2f}%")
 
         # 2. threads do not change the bytes

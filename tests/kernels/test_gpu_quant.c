@@ -676,12 +676,15 @@ static void test_dequant_variants(void **state) {
 
 /* The q8 activation quantizer writes the bits of its host twin (kq_mmvq.h): normal x, an all-zero
  * block (d = 0), fp16 subnormals, and a block with amax 127 (inv = 1 exactly) holding +-k.5 ties,
- * which half-to-even rounds down or up (2.5 -> 2, 3.5 -> 4); the buffer is poisoned first. */
+ * which half-to-even rounds down or up (2.5 -> 2, 3.5 -> 4); the buffer is poisoned first. Then the
+ * act-order form (kq_mmvq_quantize_x_perm) against the twin of x gathered on the host through a random
+ * permutation: a wrong index moves codes between blocks and changes their scales. */
 static void test_mmvq_quantize(void **state) {
     gpu_env *e = *state;
     const int64_t shapes[][2] = {{1, 32}, {3, 224}, {8, 4096}, {5, 14336}};
-    for (int si = 0; si < 4; si++) {
-        const int64_t n = shapes[si][0], K = shapes[si][1];
+    for (int si = 0; si < 8; si++) {
+        const bool permuted = si >= 4;
+        const int64_t n = shapes[si % 4][0], K = shapes[si % 4][1];
         const size_t xb = 2 * (size_t)(n * K), qb = qn_mmvq_x_bytes(n, K);
         qn_rng r;
         qn_rng_seed(&r, 99 + (uint64_t)si);
@@ -698,8 +701,23 @@ static void test_mmvq_quantize(void **state) {
             }
         }
         memset(want, 0xFF, qb); /* the padding between qs and rec stays as poisoned on both sides */
-        qn_mmvq_quantize_x_ref(x, n, K, (int8_t *)want, (qn_mmvq_xrec *)(want + qn_mmvq_x_rec_offset(n, K)));
-        if (K >= 224) { /* the twin itself: ties to even, zero block */
+        int32_t *perm = NULL;
+        uint16_t *xg = x;
+        if (permuted) { /* a random permutation, and x gathered through it on the host */
+            perm = malloc(sizeof(int32_t) * (size_t)K);
+            xg = malloc(xb);
+            assert_true(perm && xg);
+            for (int64_t j = 0; j < K; j++) perm[j] = (int32_t)j;
+            for (int64_t j = K - 1; j > 0; j--) {
+                const int64_t i = (int64_t)(qn_rng_u64(&r) % (uint64_t)(j + 1));
+                const int32_t t = perm[j];
+                perm[j] = perm[i], perm[i] = t;
+            }
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t j = 0; j < K; j++) xg[t * K + j] = x[t * K + perm[j]];
+        }
+        qn_mmvq_quantize_x_ref(xg, n, K, (int8_t *)want, (qn_mmvq_xrec *)(want + qn_mmvq_x_rec_offset(n, K)));
+        if (K >= 224 && !permuted) { /* the twin itself: ties to even, zero block */
             const int8_t *q3 = (const int8_t *)want + 96;
             assert_int_equal(q3[1], 2);  /* 1.5 -> 2 */
             assert_int_equal(q3[2], -2); /* -2.5 -> -2 */
@@ -713,7 +731,15 @@ static void test_mmvq_quantize(void **state) {
         CK(cudaMalloc(&dq, qb + 64));
         CK(cudaMemcpy(dx, x, xb, cudaMemcpyHostToDevice));
         CK(cudaMemset(dq, 0xFF, qb + 64)); /* poison + a guard behind */
-        assert_int_equal(kq_mmvq_quantize_x(dx, n, K, dq, e->stream), QN_OK);
+        int32_t *dp = NULL;
+        if (permuted) {
+            CK(cudaMalloc((void **)&dp, sizeof(int32_t) * (size_t)K));
+            CK(cudaMemcpy(dp, perm, sizeof(int32_t) * (size_t)K, cudaMemcpyHostToDevice));
+            assert_int_equal(kq_mmvq_quantize_x_perm(dx, dp + 1, n, K, dq, e->stream), QN_ERR_INVALID_ARG);
+            assert_int_equal(kq_mmvq_quantize_x_perm(dx, dp, n, K, dq, e->stream), QN_OK);
+        } else {
+            assert_int_equal(kq_mmvq_quantize_x(dx, n, K, dq, e->stream), QN_OK);
+        }
         CK(cudaStreamSynchronize(e->stream));
         CK(cudaGetLastError());
         uint8_t guard[64];
@@ -725,10 +751,11 @@ static void test_mmvq_quantize(void **state) {
             if (got[i] != want[i] && bad++ < 5)
                 fprintf(stderr, "  mmvq quantize n=%lld K=%lld byte %zu: got %02x want %02x\n", (long long)n,
                         (long long)K, i, got[i], want[i]);
-        cudaFree(dx), cudaFree(dq);
-        free(x), free(want), free(got);
-        if (bad) fail_msg("mmvq quantize n=%lld K=%lld: %zu bytes differ from the host twin", (long long)n,
-                          (long long)K, bad);
+        cudaFree(dx), cudaFree(dq), cudaFree(dp);
+        if (xg != x) free(xg);
+        free(x), free(want), free(got), free(perm);
+        if (bad) fail_msg("mmvq quantize%s n=%lld K=%lld: %zu bytes differ from the host twin",
+                          permuted ? " (perm)" : "", (long long)n, (long long)K, bad);
     }
 }
 

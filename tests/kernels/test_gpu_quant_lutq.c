@@ -371,6 +371,57 @@ static void test_decode_graph(void **state) {
     }
 }
 
+/* Act-order weights of one input share their perm (GPTQ's q, k, v and gate, up): x is quantized through it
+ * once (qn_lutq_quantize_x_cuda) and both the grouped launch and a single call with x_ready read those q8.
+ * Each output must be bit-identical to that weight's own call (which quantizes itself; run_case checks
+ * those against the reference); a q8 written without the perm would change every block. */
+static void test_decode_shared_perm(void **state) {
+    env *e = *state;
+    problem a, b;
+    problem_init(&a, e, &CASES[0], 96, 1056, 8, 61); /* LQ4 g128 act-order */
+    problem_init(&b, e, &CASES[0], 40, 1056, 8, 62);
+    qn_lutq_gpu_weight bw = b.dw;
+    bw.perm = a.dw.perm; /* b's blocks read through a's perm: another weight, the same test */
+    const int64_t ns[] = {1, 3, 8};
+    for (int i = 0; i < 3; i++) {
+        const int64_t n = ns[i];
+        const size_t na = (size_t)(n * a.N), nb = (size_t)(n * b.N);
+        float *ya = malloc(4 * na), *yb = malloc(4 * nb), *ga = malloc(4 * na), *gb = malloc(4 * nb);
+        assert_true(ya && yb && ga && gb);
+        const qn_quant_matmul_opts one = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, false};
+        const qn_quant_matmul_opts ready = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, true};
+        assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &a.dw, a.dx, n, a.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
+        assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &bw, a.dx, n, b.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
+        dev_fetch(ya, a.dy, 4 * na, 0, "single a");
+        dev_fetch(yb, b.dy, 4 * nb, 0, "single b");
+        /* grouped, on q8 written through the perm */
+        CK(cudaMemset(a.dy, 0xFF, 4 * na));
+        CK(cudaMemset(b.dy, 0xFF, 4 * nb));
+        CK(cudaMemset((uint8_t *)a.dws + 65536, 0xFF, a.ws_bytes - 65536)); /* no stale q8 */
+        assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &a.dw, a.dx, n, a.dws, a.ws_bytes, g_stream), QN_OK);
+        const qn_quant_mat mats[2] = {{a.dw.blocks, a.N, a.dy}, {b.dw.blocks, b.N, b.dy}};
+        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, a.fmt, mats, 2, a.K, a.dx, n, a.dws, a.ws_bytes, g_stream,
+                                                    &ready), QN_OK);
+        dev_fetch(ga, a.dy, 4 * na, 0, "group a");
+        dev_fetch(gb, b.dy, 4 * nb, 0, "group b");
+        if (memcmp(ya, ga, 4 * na) || memcmp(yb, gb, 4 * nb))
+            fail_msg("shared perm n=%lld: the grouped outputs differ from the single calls", (long long)n);
+        /* a single call with x_ready on those q8 */
+        CK(cudaMemset(b.dy, 0xFF, 4 * nb));
+        assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &bw, a.dx, n, b.dy, a.dws, a.ws_bytes, g_stream, &ready), QN_OK);
+        dev_fetch(gb, b.dy, 4 * nb, 0, "x_ready b");
+        if (memcmp(yb, gb, 4 * nb)) fail_msg("shared perm n=%lld: x_ready differs from the single call", (long long)n);
+        free(ya), free(yb), free(ga), free(gb);
+    }
+    /* past the decode limit there are no q8 to write; an LNF4 weight takes fp16 x */
+    assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &a.dw, a.dx, 9, a.dws, a.ws_bytes, g_stream), QN_ERR_UNSUPPORTED);
+    const qn_lutq_gpu_weight wf = {QN_QFORMAT_LNF4, 64, 1056, a.dw.blocks, NULL};
+    assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &wf, a.dx, 1, a.dws, a.ws_bytes, g_stream), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &a.dw, a.dx, 1, a.dws, 65536, g_stream), QN_ERR_INVALID_ARG);
+    check_counters_zero(&a);
+    problem_free(&a), problem_free(&b);
+}
+
 /* The gather alone against a host gather, and the workspace check of the act-order path. */
 static void test_gather(void **state) {
     env *e = *state;
@@ -394,12 +445,17 @@ static void test_gather(void **state) {
     for (int64_t t = 0; t < n; t++)
         for (int64_t j = 0; j < k; j++)
             if (got[t * k + j] != x[t * k + perm[j]]) fail_msg("gather [%lld][%lld]", (long long)t, (long long)j);
-    /* a workspace one byte short of the act-order need is refused before any launch */
+    /* a workspace one byte short of the act-order need is refused before any launch: the tensor-core GEMV
+     * gathers x into the workspace; the decode path quantizes through perm and needs no more than without */
     const qn_lutq_gpu_weight w = {QN_QFORMAT_LQ4, 64, k, dx /* any 16-aligned device pointer */, dp};
-    const size_t need = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4, 64, k, true, n);
+    const qn_quant_matmul_opts gemv = {QN_QUANT_PATH_GEMV, 0, QN_QUANT_SPLIT_AUTO, false};
+    const size_t need = qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LQ4, QN_QUANT_PATH_GEMV, 64, k, true, n);
     assert_true(need >= 65536 + 2 * (size_t)(n * k));
-    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &w, dx, n, (float *)dxp, dxp, need - 1, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &w, dx, n, (float *)dxp, dxp, need - 1, g_stream, &gemv),
+                     QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &w, dx, n, (float *)dxp, NULL, 0, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4, 64, k, true, n),
+                     qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4, 64, k, false, n));
     /* the decode path without act-order: LQ4 needs the q8 buffer behind the counters, LNF4 nothing */
     const qn_lutq_gpu_weight w4 = {QN_QFORMAT_LQ4, 64, k, dx, NULL}, wf = {QN_QFORMAT_LNF4, 64, k, dx, NULL};
     const size_t need4 = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4, 64, k, false, n);
@@ -422,6 +478,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_decode_large),
         cmocka_unit_test(test_decode_graph),
+        cmocka_unit_test(test_decode_shared_perm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
