@@ -55,6 +55,11 @@ static void *loader_main(void *arg) {
     }
     qn_serve_engine_attach(L->se, L->model, eng);
     fprintf(stderr, "quern serve: %s\n", qn_engine_kv_summary(eng));
+    qn_engine_snapshot snap;
+    qn_engine_get_stats(eng, &snap);
+    if (snap.cuda.n_captures > 0) /* the engine's start-up capture (engine.h capture_graphs_at_start) */
+        fprintf(stderr, "quern serve: cuda: %lld decode graphs captured at start in %.2f s\n",
+                (long long)snap.cuda.n_captures, snap.cuda.capture_s);
     fprintf(stderr, "quern serve: model %s loaded, engine started in %.2f s (max_model_len %d, %d tokens per step, %s)\n",
             L->model->path ? L->model->path : "?", qn_tool_now_s() - t0, qn_engine_max_model_len(eng),
             qn_engine_max_batched_tokens(eng), qn_engine_backend_name(eng));

@@ -160,6 +160,12 @@ void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user) {
     if (b->cuda) qn_llama_cuda_set_tap(b->cuda, fn, user);
 }
 
+qn_status qn_backend_capture_decode_graphs(qn_backend *b, int32_t max_tokens, int32_t *n_captured, qn_error *err) {
+    if (b->cuda) return qn_llama_cuda_capture_decode_graphs(b->cuda, max_tokens, n_captured, err);
+    *n_captured = 0;
+    return QN_OK;
+}
+
 qn_status qn_backend_forward(qn_backend *b, const qn_fwd_batch *batch, float *logits, qn_error *err) {
     if (b->cuda) return qn_llama_cuda_forward(b->cuda, batch, logits, err);
     if (b->tpc) return qn_tp_cpu_forward(b->tpc, batch, logits, err);

@@ -64,6 +64,9 @@ double qn_backend_allreduce_s(const qn_backend *b, uint64_t *n_calls);
 /* Host time of the CUDA steps by phase (llama_cuda.h); zeros on the CPU and tensor-parallel backends. */
 void qn_backend_cuda_host_times(const qn_backend *b, qn_cuda_host_times *out);
 void qn_backend_set_tap(qn_backend *b, qn_llama_tap_fn fn, void *user);
+/* CUDA (one GPU): captures the device-sampling graphs of pure-decode steps up to max_tokens tokens ahead of
+ * use (llama_cuda.h qn_llama_cuda_capture_decode_graphs); n_captured 0 and QN_OK elsewhere. */
+qn_status qn_backend_capture_decode_graphs(qn_backend *b, int32_t max_tokens, int32_t *n_captured, qn_error *err);
 
 /* --- steps --- */
 /* logits: host [n_out][n_vocab]. */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/log.h"
 #include "kv/block_pool.h"
 #include "kv/kv_cache.h"
 #include "model/llama_cuda.h"
@@ -80,6 +81,7 @@ qn_engine_config qn_engine_config_default(void) {
     return (qn_engine_config){.n_threads = 2, .isa = QN_CPU_ISA_AUTO, .device = QN_DEVICE_AUTO, .gpu_memory_utilization = 0.9f, .tp_size = 1, .max_model_len = 0, .max_num_seqs = 256,
                               .max_num_batched_tokens = 0, .block_size = 16, .kv_cache_bytes = 0,
                               .enable_prefix_cache = true, .max_waiting = 1024, .cuda_graphs = true,
+                              .capture_graphs_at_start = true,
                               .profile_begin = 1, .profile_end = 0};
 }
 
@@ -457,6 +459,14 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     const size_t n_entries = (size_t)c->max_num_seqs + 8;
     bp.n_blocks = cap.n_blocks;
     if ((st = qn_backend_create(m, &bp, &e->be, err)) != QN_OK) goto err_free;
+    if (c->cuda_graphs && c->capture_graphs_at_start && !c->host_sampling && qn_backend_samples_on_device(e->be)) {
+        const double t0 = now_s();
+        int32_t n_graphs = 0;
+        if ((st = qn_backend_capture_decode_graphs(e->be, c->max_num_seqs, &n_graphs, err)) != QN_OK) goto err_free;
+        if (n_graphs > 0)
+            QN_LOGI("engine: captured %d decode graphs (up to %d sequences) in %.2f s", n_graphs, c->max_num_seqs,
+                    now_s() - t0);
+    }
     if ((st = qn_block_pool_create(cap.n_blocks, c->block_size, c->enable_prefix_cache, &e->pool)) != QN_OK) {
         qn_error_set(err, st, "engine: cannot create the block pool");
         goto err_free;

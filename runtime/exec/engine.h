@@ -40,6 +40,9 @@ typedef struct qn_engine_config {
     bool host_sampling;             /* sample every row on the host even where the backend could sample on
                                      * the device (tests compare the two) */
     bool cuda_graphs;               /* CUDA: replay pure-decode steps as graphs (true) */
+    bool capture_graphs_at_start;   /* CUDA, with cuda_graphs and device sampling: capture the decode graphs of
+                                     * every padded step size up to max_num_seqs at create, as vLLM does, instead
+                                     * of on first use mid-serving (true; ~26 ms each, two sampling paths) */
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these steps (begin > end: off) */
     bool tp_nccl;                   /* CUDA: the NCCL tensor-parallel path even for tp_size 1 */
     const char *tp_master;          /* CUDA: the TP group spans processes (exec/backend.h); NULL: one process.

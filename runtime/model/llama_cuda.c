@@ -39,6 +39,12 @@ double qn_llama_cuda_allreduce_s(const qn_llama_cuda *f, uint64_t *n_calls) {
     return 0;
 }
 void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out) { (void)f, *out = (qn_cuda_host_times){0}; }
+qn_status qn_llama_cuda_capture_decode_graphs(qn_llama_cuda *f, int32_t max_tokens, int32_t *n_captured,
+                                              qn_error *err) {
+    (void)f, (void)max_tokens, (void)err;
+    *n_captured = 0;
+    return QN_OK;
+}
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *b, float *logits, qn_error *err) {
     (void)f, (void)b, (void)logits;
     return qn_error_set(err, QN_ERR_NO_DEVICE, "cuda: built without CUDA");
@@ -1147,6 +1153,55 @@ static qn_status check(qn_llama_cuda *f, const qn_fwd_batch *b, qn_error *err) {
     return qn_fwd_batch_check(b, &f->cfg, &lim, err);
 }
 
+/* Captures and instantiates ge, the graph of the staged decode step (run_T tokens; sampling on
+ * f->smp_path when sample). A capture that fails turns graphs off (steps then run kernel by kernel) and
+ * is not an error; QN_ERR_CUDA only when the stream cannot even begin one. */
+static qn_status capture_graph(qn_llama_cuda *f, graph_entry *ge, bool sample, qn_error *err) {
+    const double tc = host_now_s();
+    const int32_t T = f->run_T;
+    ge->tried = true;
+    cudaGraph_t g = NULL;
+    qn_error cap_err = {0};
+    CK(cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal));
+    const qn_status st = enqueue_step(f, T, f->run_seqs, f->run_out, sample, NULL, &cap_err);
+    const cudaError_t ce = cudaStreamEndCapture(f->stream, &g);
+    if (st == QN_OK && ce == cudaSuccess && cudaGraphInstantiate(&ge->exec, g, 0) == cudaSuccess) {
+        QN_LOGD("cuda: captured the decode graph for %d tokens", T);
+    } else {
+        QN_LOGW("cuda: graph capture for %d tokens failed (%s); running without graphs",
+                T, st != QN_OK ? cap_err.msg : cudaGetErrorString(ce));
+        ge->exec = NULL;
+        f->graphs_on = false;
+        (void)cudaGetLastError();
+    }
+    if (g) cudaGraphDestroy(g);
+    f->ht.capture_s += host_now_s() - tc, f->ht.n_captures++;
+    return QN_OK;
+}
+
+qn_status qn_llama_cuda_capture_decode_graphs(qn_llama_cuda *f, int32_t max_tokens, int32_t *n_captured,
+                                              qn_error *err) {
+    *n_captured = 0;
+    if (!f->graphs_on || f->tap || vocab_split(f)) return QN_OK;
+    CK(cudaSetDevice(f->qctx.device));
+    int32_t lim = max_tokens < f->p.max_seqs ? max_tokens : f->p.max_seqs;
+    if (lim > f->p.max_tokens) lim = f->p.max_tokens;
+    for (int32_t T = 1; T <= lim && f->graphs_on; T = decode_bucket(T + 1)) {
+        /* what stage_batch leaves for a pure-decode step of T tokens; the staging bytes themselves are only
+         * read when a replay copies them */
+        f->run_T = f->run_seqs = f->run_out = T;
+        f->n_attn_tiles = f->n_attn_single = T;
+        for (int path = 0; path < QN_SAMPLE_PATH_COUNT && f->graphs_on; path++) {
+            graph_entry *ge = &f->graphs[1 + path][T];
+            if (ge->exec || ge->tried) continue;
+            f->smp_path = (qn_sample_path)path;
+            TRY(capture_graph(f, ge, true, err));
+            *n_captured += ge->exec != NULL;
+        }
+    }
+    return QN_OK;
+}
+
 /* Runs a staged step: replays (capturing on first use) the graph of a pure-decode shape, else
  * enqueues directly; then waits for the stream. */
 static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, bool sample, float *logits_dst,
@@ -1156,26 +1211,7 @@ static qn_status run_step(qn_llama_cuda *f, const qn_fwd_batch *b, bool decode, 
     if (f->step == f->p.profile_begin && f->p.profile_begin <= f->p.profile_end) cudaProfilerStart();
     const int32_t T = f->run_T;
     graph_entry *ge = decode && f->graphs_on && !f->tap && T <= f->p.max_seqs ? &f->graphs[sample ? 1 + f->smp_path : 0][T] : NULL;
-    if (ge && !ge->exec && !ge->tried) {
-        const double tc = host_now_s();
-        ge->tried = true;
-        cudaGraph_t g = NULL;
-        qn_error cap_err = {0};
-        CK(cudaStreamBeginCapture(f->stream, cudaStreamCaptureModeThreadLocal));
-        const qn_status st = enqueue_step(f, T, f->run_seqs, f->run_out, sample, NULL, &cap_err);
-        const cudaError_t ce = cudaStreamEndCapture(f->stream, &g);
-        if (st == QN_OK && ce == cudaSuccess && cudaGraphInstantiate(&ge->exec, g, 0) == cudaSuccess) {
-            QN_LOGD("cuda: captured the decode graph for %d tokens", T);
-        } else {
-            QN_LOGW("cuda: graph capture for %d tokens failed (%s); running without graphs",
-                    T, st != QN_OK ? cap_err.msg : cudaGetErrorString(ce));
-            ge->exec = NULL;
-            f->graphs_on = false;
-            (void)cudaGetLastError();
-        }
-        if (g) cudaGraphDestroy(g);
-        f->ht.capture_s += host_now_s() - tc, f->ht.n_captures++;
-    }
+    if (ge && !ge->exec && !ge->tried) TRY(capture_graph(f, ge, sample, err));
     const double tl = host_now_s(); /* staging (and any capture) done: the launches start */
     double t1;
     if (ge && ge->exec) {

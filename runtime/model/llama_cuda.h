@@ -88,6 +88,15 @@ typedef struct qn_cuda_host_times {
 } qn_cuda_host_times;
 void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out);
 
+/* Captures the sampling graphs of pure-decode steps ahead of use, as vLLM does at start-up: every padded
+ * token count (1, 2, 4, then multiples of 8) up to min(max_tokens, max_seqs, the step budget), for both
+ * sampling paths (kernels/sampling/sampling_cuda.h). Otherwise the first step of each count captures its
+ * graph (~26 ms with the GPU idle, H200, 8B) in the middle of serving. Nothing is launched: the KV cache
+ * and every output stay untouched. No-op with graphs off, a tap set, or a split vocabulary (no device
+ * sampling); a failed capture turns graphs off as in a step. n_captured: graphs instantiated. */
+qn_status qn_llama_cuda_capture_decode_graphs(qn_llama_cuda *f, int32_t max_tokens, int32_t *n_captured,
+                                              qn_error *err);
+
 /* --- steps --- */
 /* Logits of batch->out_rows into host memory logits [n_out][n_vocab]. */
 qn_status qn_llama_cuda_forward(qn_llama_cuda *f, const qn_fwd_batch *batch, float *logits, qn_error *err);

@@ -443,6 +443,60 @@ static void test_graph_padding(void **state) {
     qn_backend_destroy(ga), qn_backend_destroy(gb);
 }
 
+/* Decode graphs captured at start (qn_backend_capture_decode_graphs, as the engine does): every padded size
+ * up to 4 sequences, both sampling paths, and no capture after that while decode steps of 3 and 2 sequences
+ * sample greedily (FAST path) and with top-p (SORT path); the tokens equal those of plain launches. */
+static void test_graph_precapture(void **state) {
+    (void)state;
+    if (!g_model) skip();
+    qn_backend *ga = make_backend(g_model, QN_DEVICE_CUDA, true), *gb = make_backend(g_model, QN_DEVICE_CUDA, false);
+    assert_non_null(ga);
+    assert_non_null(gb);
+    qn_error err = {0};
+    int32_t n_graphs = -1;
+    assert_int_equal(qn_backend_capture_decode_graphs(ga, 4, &n_graphs, &err), QN_OK);
+    assert_int_equal(n_graphs, 3 * QN_SAMPLE_PATH_COUNT); /* 1, 2, 4 tokens */
+    int32_t n_none = -1;
+    assert_int_equal(qn_backend_capture_decode_graphs(gb, 4, &n_none, &err), QN_OK); /* graphs off: none */
+    assert_int_equal(n_none, 0);
+    qn_cuda_host_times h0;
+    qn_backend_cuda_host_times(ga, &h0);
+    assert_int_equal(h0.n_captures, n_graphs);
+    seq_state *seqs = calloc(3, sizeof *seqs);
+    qn_rng r;
+    qn_rng_seed(&r, 23);
+    for (int s = 0; s < 3; s++) {
+        for (int i = 0; i < 64; i++) seqs[s].table[i] = 80 * s + i + 1;
+        for (int i = 0; i < 512; i++) seqs[s].toks[i] = (int32_t)(qn_rng_u64(&r) % 40000) + 100;
+    }
+    const int32_t pre[3] = {11, 30, 5}, d3[3] = {1, 1, 1}, d2[3] = {0, 1, 1};
+    const int32_t *plan[] = {pre, d3, d3, d3, d3, d2, d2, d2, d2};
+    int differing = 0;
+    for (size_t k = 0; k < sizeof plan / sizeof plan[0]; k++) {
+        step_arrays a;
+        const qn_fwd_batch b = step_batch(seqs, 3, plan[k], &a);
+        qn_sample_row_params sp[3];
+        for (int i = 0; i < b.n_out; i++)
+            sp[i] = k % 2 ? (qn_sample_row_params){.temperature = 0.0f, .top_p = 1.0f}
+                          : (qn_sample_row_params){.temperature = 0.8f, .top_p = 0.9f, .u = 0.37 + 0.1 * i};
+        int32_t ta[3] = {-1, -1, -1}, tb[3] = {-2, -2, -2};
+        if (qn_backend_forward_sample(ga, &b, sp, ta, &err) != QN_OK) fail_msg("pre-captured step %zu: %s", k, err.msg);
+        if (qn_backend_forward_sample(gb, &b, sp, tb, &err) != QN_OK) fail_msg("plain step %zu: %s", k, err.msg);
+        differing += memcmp(ta, tb, sizeof(int32_t) * (size_t)b.n_out) != 0;
+        for (int s = 0; s < 3; s++) seqs[s].n_done += plan[k][s];
+    }
+    qn_cuda_host_times h1;
+    qn_backend_cuda_host_times(ga, &h1);
+    printf("graph pre-capture: %d graphs; %lld of %lld steps replayed, %lld captures after; %d of %zu steps' tokens "
+           "differ from plain launches\n", n_graphs, (long long)h1.n_graph_steps, (long long)h1.n_steps,
+           (long long)(h1.n_captures - h0.n_captures), differing, sizeof plan / sizeof plan[0]);
+    assert_int_equal(h1.n_captures, h0.n_captures);
+    assert_int_equal(h1.n_graph_steps, 8);
+    assert_int_equal(differing, 0);
+    free(seqs);
+    qn_backend_destroy(ga), qn_backend_destroy(gb);
+}
+
 /* ------------------------------------------------------------------------------------------------ 4 */
 
 static void test_graphs_bit_identical(void **state) {
@@ -602,7 +656,7 @@ int main(void) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_graphs_bit_identical), cmocka_unit_test(test_paged_batches),
-        cmocka_unit_test(test_graph_padding),
+        cmocka_unit_test(test_graph_padding),         cmocka_unit_test(test_graph_precapture),
         cmocka_unit_test(test_real_model_logits),    cmocka_unit_test(test_greedy),
         cmocka_unit_test(test_synth_types),          cmocka_unit_test(test_tensor_parallel),
     };
