@@ -33,10 +33,42 @@ __global__ void lq_gather_kernel(const __half *__restrict__ x, /* [n][k] */
     *reinterpret_cast<__half2 *>(xp + t * k + j) = v;
 }
 
+/* The same, one CTA per row of x staged in shared memory with 16-byte loads: the scattered reads then hit
+ * shared memory instead of L1/L2 sectors (a 2-byte read per 32-byte sector above), so a prefill-sized x
+ * costs about one read and one write of it. For rows of up to LQ_GATHER_SMEM_MAX columns, x 16-byte and
+ * perm 8-byte aligned, k a multiple of 8. */
+#define LQ_GATHER_SMEM_MAX 24576 /* 48 KB of fp16: the default dynamic shared memory limit */
+__global__ void __launch_bounds__(256) lq_gather_smem_kernel(const __half *__restrict__ x,       /* [n][k] */
+                                                             const int32_t *__restrict__ perm, /* [k] */
+                                                             __half *__restrict__ xp,          /* [n][k] */
+                                                             int64_t k) {
+    extern __shared__ uint4 lq_sx[]; /* [k / 8] */
+    const int64_t t = blockIdx.x;
+    const uint4 *xr = reinterpret_cast<const uint4 *>(x + t * k);
+    for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) lq_sx[i] = xr[i];
+    __syncthreads();
+    const __half *sx = reinterpret_cast<const __half *>(lq_sx);
+    const int2 *p2 = reinterpret_cast<const int2 *>(perm);
+    __half2 *out = reinterpret_cast<__half2 *>(xp + t * k);
+    for (int64_t j = threadIdx.x; j < k / 2; j += blockDim.x) {
+        const int2 pj = p2[j];
+        __half2 v;
+        v.x = sx[pj.x];
+        v.y = sx[pj.y];
+        out[j] = v;
+    }
+}
+
 qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, void *stream) {
     if (n < 0 || k < 0 || k % 2) return QN_ERR_SHAPE;
     if (n == 0 || k == 0) return QN_OK;
     if (!x || !perm || !x_perm || ((uintptr_t)x_perm & 3u)) return QN_ERR_INVALID_ARG;
+    if (k % 8 == 0 && k <= LQ_GATHER_SMEM_MAX && n <= 0x7fffffff && !((uintptr_t)x & 15u) && !((uintptr_t)perm & 7u)) {
+        lq_gather_smem_kernel<<<(unsigned)n, 256, (size_t)k * sizeof(__half), (cudaStream_t)stream>>>(
+            (const __half *)x, perm, (__half *)x_perm, k);
+        QN_CUDA_TRY_LAUNCH();
+        return QN_OK;
+    }
     if (n > 65535) return QN_ERR_SHAPE; /* gridDim.y */
     const int threads = 256;
     const int64_t bx = (k / 2 + threads - 1) / threads;

@@ -1166,6 +1166,9 @@ static qn_status capture_graph(qn_llama_cuda *f, graph_entry *ge, bool sample, q
     const qn_status st = enqueue_step(f, T, f->run_seqs, f->run_out, sample, NULL, &cap_err);
     const cudaError_t ce = cudaStreamEndCapture(f->stream, &g);
     if (st == QN_OK && ce == cudaSuccess && cudaGraphInstantiate(&ge->exec, g, 0) == cudaSuccess) {
+        /* the exec's device side now, not on its first launch mid-serving */
+        if (cudaGraphUpload(ge->exec, f->stream) != cudaSuccess || cudaStreamSynchronize(f->stream) != cudaSuccess)
+            (void)cudaGetLastError(); /* the first launch uploads it then */
         QN_LOGD("cuda: captured the decode graph for %d tokens", T);
     } else {
         QN_LOGW("cuda: graph capture for %d tokens failed (%s); running without graphs",
