@@ -452,29 +452,13 @@ static void check_gather(int64_t n, int64_t k, uint64_t seed) {
  * plain one: other even k and longer rows), and the workspace check of the act-order path. */
 static void test_gather(void **state) {
     env *e = *state;
+    check_gather(7, 1056, 5);
     check_gather(3, 14336, 6);
     check_gather(5, 1058, 7);
     check_gather(2, 24578, 8);
-    qn_rng rng;
-    qn_rng_seed(&rng, 5);
-    const int64_t n = 7, k = 1056;
-    uint16_t *x = malloc(2 * (size_t)(n * k)), *got = malloc(2 * (size_t)(n * k));
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)k);
-    assert_true(x && got && perm);
-    qn_rng_fill_bytes(&rng, x, 2 * (size_t)(n * k));
-    for (int64_t j = 0; j < k; j++) perm[j] = (int32_t)j;
-    for (int64_t j = k - 1; j > 0; j--) {
-        const int64_t i = (int64_t)(qn_rng_u64(&rng) % (uint64_t)(j + 1));
-        const int32_t t = perm[j];
-        perm[j] = perm[i], perm[i] = t;
-    }
-    void *dx = dev_upload(x, 2 * (size_t)(n * k)), *dp = dev_upload(perm, sizeof(int32_t) * (size_t)k);
+    const int64_t n = 7, k = 1056; /* the refusals below launch nothing: any device buffers serve */
+    void *dx = dev_poisoned(2 * (size_t)(n * k), 0), *dp = dev_poisoned(sizeof(int32_t) * (size_t)k, 0);
     void *dxp = dev_poisoned(2 * (size_t)(n * k), 256);
-    assert_int_equal(qn_lutq_gather_cuda(dx, dp, n, k, dxp, g_stream), QN_OK);
-    dev_fetch(got, dxp, 2 * (size_t)(n * k), 256, "gather");
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t j = 0; j < k; j++)
-            if (got[t * k + j] != x[t * k + perm[j]]) fail_msg("gather [%lld][%lld]", (long long)t, (long long)j);
     /* a workspace one byte short of the act-order need is refused before any launch: the tensor-core GEMV
      * gathers x into the workspace; the decode path quantizes through perm and needs no more than without */
     const qn_lutq_gpu_weight w = {QN_QFORMAT_LQ4, 64, k, dx /* any 16-aligned device pointer */, dp};
@@ -498,7 +482,6 @@ static void test_gather(void **state) {
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &wf, (const uint8_t *)dx + 2, n, (float *)dxp, NULL, 0, g_stream),
                      QN_ERR_INVALID_ARG); /* x not 16-byte aligned */
     cudaFree(dx), cudaFree(dp), cudaFree(dxp);
-    free(x), free(got), free(perm);
 }
 
 int main(void) {
