@@ -37,7 +37,8 @@ __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restri
 
 /* The same through an act-order permutation: chunk i covers kernel columns j0 .. j0 + 7 of token t
  * (8 i = t K + j0) and reads x[t][perm[j0 + e]]; the row of x stays in L1/L2, so the scattered 2-byte reads
- * cost about what the 16-byte load costs above. */
+ * cost about what the 16-byte load costs above. perm does not depend on the kernel before, so it is read
+ * before the PDL wait: launched as a dependent (sm_90), that load overlaps the earlier kernel's tail. */
 __global__ void __launch_bounds__(256) mq_quantize_perm_kernel(const __half *__restrict__ x,     /* [n][K] */
                                                                 const int32_t *__restrict__ perm, /* [K] */
                                                                 int64_t K, int64_t n8,
@@ -45,11 +46,15 @@ __global__ void __launch_bounds__(256) mq_quantize_perm_kernel(const __half *__r
     qn_pdl_trigger();
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const bool ok = i < n8;
+    const int64_t t = ok ? 8 * i / K : 0, j0 = ok ? 8 * i - t * K : 0;
+    int4 p0 = make_int4(0, 0, 0, 0), p1 = p0;
+    if (ok) {
+        p0 = __ldg(reinterpret_cast<const int4 *>(perm + j0));
+        p1 = __ldg(reinterpret_cast<const int4 *>(perm + j0 + 4));
+    }
+    qn_pdl_wait(); /* x is the earlier kernel's output */
     float v[8];
     if (ok) {
-        const int64_t t = 8 * i / K, j0 = 8 * i - t * K;
-        const int4 p0 = __ldg(reinterpret_cast<const int4 *>(perm + j0));
-        const int4 p1 = __ldg(reinterpret_cast<const int4 *>(perm + j0 + 4));
         const int pj[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
         const __half *xr = x + t * K;
 #pragma unroll
@@ -61,7 +66,8 @@ __global__ void __launch_bounds__(256) mq_quantize_perm_kernel(const __half *__r
     kq_mmvq_x_store<8>(v, ok, qs + 8 * i, rec + (i >> 2));
 }
 
-qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n, int64_t K, void *xq, void *stream) {
+qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n, int64_t K, void *xq, int pdl,
+                                  void *stream) {
     const int64_t n8 = n * K / 8;
     if (n8 <= 0) return QN_OK;
     if (perm && ((uintptr_t)perm & 15u)) return QN_ERR_INVALID_ARG;
@@ -70,8 +76,8 @@ qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n,
     int8_t *qs = (int8_t *)xq;
     qn_mmvq_xrec *rec = (qn_mmvq_xrec *)((uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
     if (perm)
-        QN_CUDA_TRY(qn_launch(mq_quantize_perm_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream, false,
-                              (const __half *)x, perm, K, n8, qs, rec));
+        QN_CUDA_TRY(qn_launch(mq_quantize_perm_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream,
+                              pdl != 0, (const __half *)x, perm, K, n8, qs, rec));
     else
         QN_CUDA_TRY(qn_launch(mq_quantize_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream, false,
                               (const __half *)x, n8, qs, rec));
@@ -79,7 +85,7 @@ qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n,
 }
 
 qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream) {
-    return kq_mmvq_quantize_x_perm(x, NULL, n, K, xq, stream);
+    return kq_mmvq_quantize_x_perm(x, NULL, n, K, xq, 0, stream);
 }
 
 /* --- instances and launcher --- */

@@ -54,8 +54,11 @@ void qn_mmvq_quantize_x_ref(const uint16_t *x, int64_t n, int64_t K, int8_t *qs,
 qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream);
 /* The same for x gathered through an act-order permutation first (lutq_gpu.h): the buffer holds the q8 of
  * x_perm[t][j] = x[t][perm[j]], bit for bit qn_mmvq_quantize_x_ref of that gathered x, in one launch (no fp16
- * copy of x_perm). perm [K] device int32, 16-byte aligned (else QN_ERR_INVALID_ARG); NULL = identity. */
-qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n, int64_t K, void *xq, void *stream);
+ * copy of x_perm). perm [K] device int32, 16-byte aligned (else QN_ERR_INVALID_ARG); NULL = identity (the
+ * plain quantizer). pdl (sm_90 only): launched as a programmatic dependent of the kernel before, so that
+ * its perm loads overlap that kernel's end (device_util.cuh). */
+qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n, int64_t K, void *xq, int pdl,
+                                  void *stream);
 
 /* Formats the kernel decodes: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, and the GPTQ/AWQ/bnb device blocks
  * LQ4, LQ8, LNF4, LFP4 (lutq_gpu.h; their instances are in lutq_mmvq.cu). */
