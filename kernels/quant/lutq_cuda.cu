@@ -16,6 +16,12 @@
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
+/* Whether the act-order q8 quantizer is launched as a PDL dependent on sm_90 (kq_mmvq.h); a compile-time
+ * switch for A/B runs of bench_gpu_lutq. */
+#ifndef QN_LUTQ_PERM_PDL
+#define QN_LUTQ_PERM_PDL 1
+#endif
+
 /* --- gather: x_perm[t][j] = x[t][perm[j]] ---
  * One thread per 2 output columns (a 4-byte store); rows via blockIdx.y. The reads are scattered within a
  * row of x, which stays in L2 (K <= a few ten thousand fp16): the cost is about one pass over x. */
@@ -136,7 +142,8 @@ static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
     qn_quant_q8_x q8; /* where quant.h's MMVQ path keeps them too */
     if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
     void *xq = q8.qs;
-    const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, perm && ctx->sm >= 90, stream);
+    const int pdl = QN_LUTQ_PERM_PDL && perm && ctx->sm >= 90;
+    const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, pdl, stream);
     if (st != QN_OK) return st;
     return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
 }
@@ -183,7 +190,8 @@ qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
     if (!x || !lq_aligned16(x) || w->k % 32) return QN_ERR_INVALID_ARG;
     qn_quant_q8_x q8;
     if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
-    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, w->perm && ctx->sm >= 90, stream);
+    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, QN_LUTQ_PERM_PDL && w->perm && ctx->sm >= 90,
+                                   stream);
 }
 
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
