@@ -16,11 +16,16 @@
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* Whether the act-order q8 quantizer is launched as a PDL dependent on sm_90 (kq_mmvq.h); a compile-time
- * switch for A/B runs of bench_gpu_lutq. */
+/* Whether the act-order q8 quantizer is launched as a PDL dependent on sm_90 (kq_mmvq.h). Measured on an
+ * H200 (bench_gpu_lutq, n = 1, 8B shapes, two runs each, bench/results/gpu-actorder-2026-12-02.md): for LQ4 it
+ * takes act-order from +3..8% over the plain weights to -4..+1%; for LQ8 it costs +11% (q/o) and +25% (down)
+ * against +4% without. QN_LUTQ_PERM_PDL=0 turns it off for A/B runs. */
 #ifndef QN_LUTQ_PERM_PDL
 #define QN_LUTQ_PERM_PDL 1
 #endif
+static int lq_perm_pdl(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const int32_t *perm) {
+    return QN_LUTQ_PERM_PDL && perm && ctx->sm >= 90 && fmt == QN_QFORMAT_LQ4;
+}
 
 /* --- gather: x_perm[t][j] = x[t][perm[j]] ---
  * One thread per 2 output columns (a 4-byte store); rows via blockIdx.y. The reads are scattered within a
@@ -142,8 +147,8 @@ static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
     qn_quant_q8_x q8; /* where quant.h's MMVQ path keeps them too */
     if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
     void *xq = q8.qs;
-    const int pdl = QN_LUTQ_PERM_PDL && perm && ctx->sm >= 90;
-    const qn_status st = x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, pdl, stream);
+    const qn_status st =
+        x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, lq_perm_pdl(ctx, w->fmt, perm), stream);
     if (st != QN_OK) return st;
     return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
 }
@@ -190,8 +195,7 @@ qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
     if (!x || !lq_aligned16(x) || w->k % 32) return QN_ERR_INVALID_ARG;
     qn_quant_q8_x q8;
     if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
-    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, QN_LUTQ_PERM_PDL && w->perm && ctx->sm >= 90,
-                                   stream);
+    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, lq_perm_pdl(ctx, w->fmt, w->perm), stream);
 }
 
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,

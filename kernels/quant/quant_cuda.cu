@@ -28,6 +28,7 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->sm = major * 10 + minor;
     ctx->n_sm = n_sm;
     ctx->cublas = cublas_handle;
+    ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
     return QN_OK;
 }
 
@@ -298,6 +299,7 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     cublasHandle_t h = (cublasHandle_t)ctx->cublas;
     const float alpha = 1.0f, beta = 0.0f;
     QN_CUBLAS_TRY(cublasSetStream(h, s));
+    if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
     QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, w16, CUDA_R_16F,
                                (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT));

@@ -592,7 +592,7 @@ static qn_status upload_model(qn_llama_cuda *f, const qn_model *m, int load_thre
 /* ---------------------------------------------------------------- sizing */
 
 typedef struct act_plan {
-    size_t x, y, q, k, v, g, u, logits, xh, step, sparams, sampled, mm_ws, attn_ws, smp_ws, total;
+    size_t x, y, q, k, v, g, u, logits, xh, step, sparams, sampled, mm_ws, attn_ws, smp_ws, blas_ws, total;
     step_layout lay;
 } act_plan;
 
@@ -648,8 +648,9 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
     }
     a->attn_ws = align_up(at ? at : 16);
     a->smp_ws = align_up(qn_sample_cuda_workspace_size((int32_t)T, c->n_vocab));
+    a->blas_ws = QN_QUANT_BLAS_WS_BYTES; /* cuBLAS's, so that graphs captured before any eager step match (quant.h) */
     a->total = a->x + a->y + a->q + a->k + a->v + a->g + a->u + a->logits + a->xh + a->step + a->sparams + a->sampled +
-               a->mm_ws + a->attn_ws + a->smp_ws;
+               a->mm_ws + a->attn_ws + a->smp_ws + a->blas_ws;
 }
 
 static qn_status check_params(const qn_model *m, const qn_llama_cuda_params *p, qn_error *err) {
@@ -789,8 +790,9 @@ static qn_status alloc_all(qn_llama_cuda *f, const qn_model *m, qn_error *err) {
     TAKE(vv, float *, a.v), TAKE(g, float *, a.g), TAKE(u, float *, a.u), TAKE(logits, float *, a.logits);
     TAKE(xh, uint16_t *, a.xh), TAKE(step_d, int32_t *, a.step), TAKE(sparams_d, qn_sample_row_params *, a.sparams);
     TAKE(sampled_d, int32_t *, a.sampled), TAKE(mm_ws, void *, a.mm_ws), TAKE(attn_ws, void *, a.attn_ws);
-    TAKE(smp_ws, void *, a.smp_ws);
+    TAKE(smp_ws, void *, a.smp_ws), TAKE(qctx.blas_ws, void *, a.blas_ws);
 #undef TAKE
+    f->qctx.blas_ws_bytes = a.blas_ws;
     f->mm_ws_bytes = a.mm_ws, f->attn_ws_bytes = a.attn_ws, f->smp_ws_bytes = a.smp_ws;
     CK(cudaMemset(f->mm_ws, 0, a.mm_ws)); /* split-K counters start at zero (quant.h) */
     CK(cudaMemset(f->kvmem, 0, kvb));

@@ -116,7 +116,7 @@ static void test_check_shape(void **state) {
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 40), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_1, 3, 32), QN_ERR_UNSUPPORTED);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F32, 3, 32), QN_ERR_UNSUPPORTED);
-    const qn_quant_cuda_ctx ctx = {0, 90, 132, NULL};
+    const qn_quant_cuda_ctx ctx = {.device = 0, .sm = 90, .n_sm = 132};
     assert_int_equal(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q8_1, QN_QUANT_PATH_AUTO, 4096, 4096, 1), 0);
     assert_true(qn_quant_matmul_workspace_size(&ctx, QN_QFORMAT_Q4_K, QN_QUANT_PATH_AUTO, 4096, 4096, 4096) >=
                 (size_t)4096 * 4096 * 2);
