@@ -36,6 +36,15 @@ void qn_rng_fill_bytes(qn_rng *r, void *p, size_t n) {
     for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(qn_rng_u64(r) >> 56);
 }
 
+void qn_rng_permutation(qn_rng *r, int32_t *perm, int64_t n) {
+    for (int64_t j = 0; j < n; j++) perm[j] = (int32_t)j;
+    for (int64_t j = n - 1; j > 0; j--) {
+        const int64_t i = (int64_t)(qn_rng_u64(r) % (uint64_t)(j + 1));
+        const int32_t t = perm[j];
+        perm[j] = perm[i], perm[i] = t;
+    }
+}
+
 static int check_impl(const char *what, const float *got, const double *refd, const float *reff, size_t n,
                       double atol, double rtol, double max_nmse, qn_check_result *out) {
     qn_check_result res = {0};

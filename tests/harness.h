@@ -17,6 +17,8 @@ float qn_rng_uniform(qn_rng *r, float lo, float hi);
 float qn_rng_normal(qn_rng *r);
 void qn_rng_fill_normal(qn_rng *r, float *x, size_t n, float scale);
 void qn_rng_fill_bytes(qn_rng *r, void *p, size_t n);
+/* perm[0..n) = a uniformly random permutation of 0..n-1 (Fisher-Yates, n - 1 draws). */
+void qn_rng_permutation(qn_rng *r, int32_t *perm, int64_t n);
 
 /* --- comparisons --- */
 typedef struct qn_check_result {

@@ -707,12 +707,7 @@ static void test_mmvq_quantize(void **state) {
             perm = malloc(sizeof(int32_t) * (size_t)K);
             xg = malloc(xb);
             assert_true(perm && xg);
-            for (int64_t j = 0; j < K; j++) perm[j] = (int32_t)j;
-            for (int64_t j = K - 1; j > 0; j--) {
-                const int64_t i = (int64_t)(qn_rng_u64(&r) % (uint64_t)(j + 1));
-                const int32_t t = perm[j];
-                perm[j] = perm[i], perm[i] = t;
-            }
+            qn_rng_permutation(&r, perm, K);
             for (int64_t t = 0; t < n; t++)
                 for (int64_t j = 0; j < K; j++) xg[t * K + j] = x[t * K + perm[j]];
         }

@@ -430,12 +430,7 @@ static void check_gather(int64_t n, int64_t k, uint64_t seed) {
     int32_t *perm = malloc(sizeof(int32_t) * (size_t)k);
     assert_true(x && got && perm);
     qn_rng_fill_bytes(&rng, x, 2 * (size_t)(n * k));
-    for (int64_t j = 0; j < k; j++) perm[j] = (int32_t)j;
-    for (int64_t j = k - 1; j > 0; j--) {
-        const int64_t i = (int64_t)(qn_rng_u64(&rng) % (uint64_t)(j + 1));
-        const int32_t t = perm[j];
-        perm[j] = perm[i], perm[i] = t;
-    }
+    qn_rng_permutation(&rng, perm, k);
     void *dx = dev_upload(x, 2 * (size_t)(n * k)), *dp = dev_upload(perm, sizeof(int32_t) * (size_t)k);
     void *dxp = dev_poisoned(2 * (size_t)(n * k), 256);
     assert_int_equal(qn_lutq_gather_cuda(dx, dp, n, k, dxp, g_stream), QN_OK);

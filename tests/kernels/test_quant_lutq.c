@@ -110,12 +110,7 @@ static void test_synthetic_geometry(void **state) {
         for (int64_t g = 0; g < G; g++) gstart[g + 1] = gstart[g] + (int32_t)sizes[g];
         assert_int_equal(gstart[G], K);
         if (has_perm) {
-            for (int64_t j = 0; j < K; j++) perm[j] = (int32_t)j;
-            for (int64_t j = K - 1; j > 0; j--) {
-                const int64_t i = (int64_t)(qn_rng_u64(&rng) % (uint64_t)(j + 1));
-                const int32_t t = perm[j];
-                perm[j] = perm[i], perm[i] = t;
-            }
+            qn_rng_permutation(&rng, perm, K);
         }
         for (int64_t r = 0; r < N; r++)
             for (int64_t j = 0; j < K; j++)

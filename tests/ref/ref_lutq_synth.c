@@ -22,12 +22,7 @@ void *qn_ref_lutq_synth_make(const qn_ref_lutq_synth *s, int64_t K, int64_t N, q
     }
     for (int64_t g = 0; g <= G; g++) gstart[g] = (int32_t)(g * gs < K ? g * gs : K);
     if (s->act) {
-        for (int64_t j = 0; j < K; j++) perm[j] = (int32_t)j;
-        for (int64_t j = K - 1; j > 0; j--) {
-            const int64_t i = (int64_t)(qn_rng_u64(rng) % (uint64_t)(j + 1));
-            const int32_t t = perm[j];
-            perm[j] = perm[i], perm[i] = t;
-        }
+        qn_rng_permutation(rng, perm, K);
     }
     const uint32_t vmax = (1u << s->value_bits) - 1;
     for (int64_t r = 0; r < N; r++)

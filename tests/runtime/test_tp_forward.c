@@ -308,12 +308,7 @@ static qn_weight make_lutq(const qn_weight *w, int bits, bool act_order, qn_rng 
     assert_int_equal(qn_lutq_init(lw, buf, k, n, G, bits, act_order, true, &gstart, &perm, &codes, &scale, &zero), QN_OK);
     for (int64_t g = 0; g <= G; g++) gstart[g] = (int32_t)(g < G ? g * 96 : k);
     if (perm) {
-        for (int64_t j = 0; j < k; j++) perm[j] = (int32_t)j;
-        for (int64_t j = k - 1; j > 0; j--) {
-            const int64_t i = (int64_t)(qn_rng_u64(rng) % (uint64_t)(j + 1));
-            const int32_t t = perm[j];
-            perm[j] = perm[i], perm[i] = t;
-        }
+        qn_rng_permutation(rng, perm, k);
     }
     for (int64_t r = 0; r < n; r++) {
         assert_int_equal(qn_weight_row_f32(w, r, row), QN_OK);
