@@ -137,18 +137,25 @@ size_t qn_lutq_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fm
 
 static bool lq_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* The decode path: LQ4/LQ8 quantize x, gathered through perm (NULL: x already in kernel column order), into
- * the workspace at 64 KB, then the int8 kernel; LNF4/LFP4 take x as it is (gathered by the caller). */
-static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x,
-                                  const int32_t *perm, int64_t n, float *y, void *workspace, size_t ws_bytes, int split,
-                                  bool x_ready, void *stream) {
+/* The q8 activations of x (read through w->perm when set) at 64 KB into the workspace, where quant.h's MMVQ
+ * path keeps them too; xq: their address. */
+static qn_status lq_quantize(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
+                             void *workspace, size_t ws_bytes, bool x_ready, void **xq, void *stream) {
+    qn_quant_q8_x q8;
+    if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
+    *xq = q8.qs;
+    if (x_ready) return QN_OK;
+    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, lq_perm_pdl(ctx, w->fmt, w->perm), stream);
+}
+
+/* The decode path: LQ4/LQ8 quantize x through perm (lq_quantize), then the int8 kernel; LNF4/LFP4 take x as
+ * it is (gathered by the caller when there is a perm). */
+static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
+                                  float *y, void *workspace, size_t ws_bytes, int split, bool x_ready, void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
         return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
-    qn_quant_q8_x q8; /* where quant.h's MMVQ path keeps them too */
-    if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
-    void *xq = q8.qs;
-    const qn_status st =
-        x_ready ? QN_OK : kq_mmvq_quantize_x_perm(x, perm, n, w->k, xq, lq_perm_pdl(ctx, w->fmt, perm), stream);
+    void *xq = NULL;
+    const qn_status st = lq_quantize(ctx, w, x, n, workspace, ws_bytes, x_ready, &xq, stream);
     if (st != QN_OK) return st;
     return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
 }
@@ -183,8 +190,8 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
         xk = xp;
     }
     if (decode) /* x_ready (quant.h): with a perm, the caller's q8 are of x gathered through this same perm */
-        return lq_decode_matmul(ctx, w, xk, xk == x ? w->perm : NULL, n, y, workspace, ws_bytes,
-                                opts ? opts->split : 0, opts && opts->x_ready, stream);
+        return lq_decode_matmul(ctx, w, xk, n, y, workspace, ws_bytes, opts ? opts->split : 0,
+                                opts && opts->x_ready, stream);
     return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
 }
 
@@ -193,9 +200,8 @@ qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
     if (!ctx || !w || n < 1) return QN_ERR_INVALID_ARG;
     if (!lq_decode(ctx, w->fmt, QN_QUANT_PATH_AUTO, n) || kq_mmvq_takes_f16_x(w->fmt)) return QN_ERR_UNSUPPORTED;
     if (!x || !lq_aligned16(x) || w->k % 32) return QN_ERR_INVALID_ARG;
-    qn_quant_q8_x q8;
-    if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, w->k, &q8)) return QN_ERR_INVALID_ARG;
-    return kq_mmvq_quantize_x_perm(x, w->perm, n, w->k, q8.qs, lq_perm_pdl(ctx, w->fmt, w->perm), stream);
+    void *xq = NULL;
+    return lq_quantize(ctx, w, x, n, workspace, ws_bytes, false, &xq, stream);
 }
 
 qn_status qn_lutq_matmul_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,

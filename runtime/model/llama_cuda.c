@@ -1112,6 +1112,19 @@ static qn_status enqueue_step(qn_llama_cuda *f, int32_t T, int32_t n_seqs, int32
  * stored), sampled greedily, never returned. */
 static int32_t decode_bucket(int32_t T) { return T <= 2 ? T : T <= 4 ? 4 : (T + 7) / 8 * 8; }
 
+/* Staged rows [t0, t1) become padding rows (above) and the step a pure-decode one of t1 tokens. */
+static void pad_decode_rows(qn_llama_cuda *f, int32_t t0, int32_t t1) {
+    const step_layout *l = &f->lay;
+    int32_t *h = f->step_h;
+    qn_attn_tile *tiles = (qn_attn_tile *)(h + l->tiles);
+    for (int32_t t = t0; t < t1; t++) {
+        h[l->tokens + t] = 0, h[l->pos + t] = 0, h[l->seq + t] = 0, h[l->slot + t] = -1, h[l->rows + t] = t;
+        tiles[t] = (qn_attn_tile){t, 1};
+    }
+    f->n_attn_tiles = f->n_attn_single = t1;
+    f->run_T = f->run_seqs = f->run_out = t1;
+}
+
 /* Fills the staging arrays from the batch; returns whether it is a pure-decode step (graph-able). Sets
  * run_T / run_seqs / run_out: the batch's, or for a decode step that will replay a graph, padded to
  * decode_bucket (the graph of a count copies that many block-table rows). */
@@ -1137,15 +1150,8 @@ static bool stage_batch(qn_llama_cuda *f, const qn_fwd_batch *b) {
     for (int32_t i = 0; decode && i < b->n_out; i++) decode = b->out_rows[i] == i;
     f->run_T = b->n_tokens, f->run_seqs = b->n_seqs, f->run_out = b->n_out;
     const int32_t Tp = decode_bucket(b->n_tokens);
-    if (decode && f->graphs_on && !f->tap && Tp > b->n_tokens && Tp <= f->p.max_seqs && Tp <= f->p.max_tokens) {
-        qn_attn_tile *tiles = (qn_attn_tile *)(h + l->tiles);
-        for (int32_t t = b->n_tokens; t < Tp; t++) {
-            h[l->tokens + t] = 0, h[l->pos + t] = 0, h[l->seq + t] = 0, h[l->slot + t] = -1, h[l->rows + t] = t;
-            tiles[t] = (qn_attn_tile){t, 1};
-        }
-        f->n_attn_tiles = f->n_attn_single = Tp;
-        f->run_T = f->run_seqs = f->run_out = Tp;
-    }
+    if (decode && f->graphs_on && !f->tap && Tp > b->n_tokens && Tp <= f->p.max_seqs && Tp <= f->p.max_tokens)
+        pad_decode_rows(f, b->n_tokens, Tp);
     return decode;
 }
 
@@ -1191,20 +1197,11 @@ qn_status qn_llama_cuda_capture_decode_graphs(qn_llama_cuda *f, int32_t max_toke
     CK(cudaSetDevice(f->qctx.device));
     int32_t lim = max_tokens < f->p.max_seqs ? max_tokens : f->p.max_seqs;
     if (lim > f->p.max_tokens) lim = f->p.max_tokens;
-    const step_layout *l = &f->lay;
-    int32_t *h = f->step_h;
     for (int32_t T = 1; T <= lim && f->graphs_on; T = decode_bucket(T + 1)) {
-        /* a pure-decode step of T tokens as stage_batch pads one: token 0 at position 0 of its own sequence,
-         * no KV slot (nothing stored), block tables of zeros, greedy params */
-        qn_attn_tile *tiles = (qn_attn_tile *)(h + l->tiles);
-        for (int32_t t = 0; t < T; t++) {
-            h[l->tokens + t] = 0, h[l->pos + t] = 0, h[l->seq + t] = t, h[l->slot + t] = -1, h[l->rows + t] = t;
-            tiles[t] = (qn_attn_tile){t, 1};
-            f->sparams_h[t] = (qn_sample_row_params){0};
-        }
-        memset(h + l->bt, 0, sizeof(int32_t) * (size_t)T * (size_t)f->max_blocks);
-        f->run_T = f->run_seqs = f->run_out = T;
-        f->n_attn_tiles = f->n_attn_single = T;
+        /* a decode step of T padding rows (no KV slot: nothing stored), block tables of zeros, greedy */
+        pad_decode_rows(f, 0, T);
+        memset(f->step_h + f->lay.bt, 0, sizeof(int32_t) * (size_t)T * (size_t)f->max_blocks);
+        memset(f->sparams_h, 0, sizeof(qn_sample_row_params) * (size_t)T);
         for (int path = 0; path < QN_SAMPLE_PATH_COUNT && f->graphs_on; path++) {
             graph_entry *ge = &f->graphs[1 + path][T];
             if (ge->exec || ge->tried) continue;

@@ -92,7 +92,7 @@ void qn_llama_cuda_host_times(const qn_llama_cuda *f, qn_cuda_host_times *out);
  * token count (1, 2, 4, then multiples of 8) up to min(max_tokens, max_seqs, the step budget), for both
  * sampling paths (kernels/sampling/sampling_cuda.h). Otherwise the first step of each count captures its
  * graph (~26 ms with the GPU idle, H200, 8B) in the middle of serving. Each capture follows one eager run
- * of the same step on dummy rows (token 0 at position 0 of its own sequence, no KV slot), as vLLM warms
+ * of the same step on dummy rows (token 0 at position 0 of sequence 0, no KV slot), as vLLM warms
  * up: the KV cache stays untouched; the device logits and sampled-token buffers are overwritten. No-op
  * with graphs off, a tap set, or a split vocabulary (no device sampling); a failed capture turns graphs
  * off as in a step. n_captured: graphs instantiated. */
