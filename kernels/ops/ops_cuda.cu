@@ -228,8 +228,8 @@ qn_status qn_embed_rows_cuda(qn_qformat fmt, const void *table, int64_t n_embd, 
  * CPU twin's (ops_ref.c) order.
  *
  * k_rmsnorm_v4 (n % 4 == 0, n <= 4 * 4 * 1024, 16-byte aligned x/y/w, 8-byte aligned out): the row
- * stays in registers, NORM_V4 float4 per thread, all loads issued before the first use, so a
- * 4096-wide decode row costs one memory round trip (x, y and w in flight together), one block
+ * stays in registers, NORM_V4 float4 per thread, all loads issued before the first use (w's before the
+ * PDL wait), so a 4096-wide decode row costs one memory round trip (x and y in flight together), one block
  * reduction and one round of 8-byte stores: ~2-3 us instead of the strided loop's ~10 (which
  * waited on each strided load, re-read x after the reduction and stored 2 bytes per thread).
  * k_rmsnorm: the strided loop for every other shape.
@@ -312,6 +312,14 @@ __global__ void __launch_bounds__(1024)
     float4 *xr = reinterpret_cast<float4 *>(x + src * n);
     const float4 *yr = ADD ? reinterpret_cast<const float4 *>(y + t * n) : NULL;
     const float4 *wr = reinterpret_cast<const float4 *>(w);
+    float4 g[NORM_V4]; /* the norm weights do not depend on the kernel before: their loads (from HBM in a
+                        * decode step, where each layer's weights have pushed them out of L2) overlap its end
+                        * instead of following the block reduction */
+#pragma unroll
+    for (int k = 0; k < NORM_V4; k++) {
+        const int i = k * (int)blockDim.x + (int)threadIdx.x;
+        g[k] = i < n4 ? wr[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     qn_pdl_wait(); /* x and y come from the kernels before */
     float4 v[NORM_V4];
 #pragma unroll
@@ -347,9 +355,8 @@ __global__ void __launch_bounds__(1024)
         const int i = k * (int)blockDim.x + (int)threadIdx.x;
         __half2 lo = __float2half2_rn(0.0f), hi = lo;
         if (i < n4) {
-            const float4 g = wr[i];
-            lo = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].x, scale), g.x), __fmul_rn(__fmul_rn(v[k].y, scale), g.y));
-            hi = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].z, scale), g.z), __fmul_rn(__fmul_rn(v[k].w, scale), g.w));
+            lo = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].x, scale), g[k].x), __fmul_rn(__fmul_rn(v[k].y, scale), g[k].y));
+            hi = __floats2half2_rn(__fmul_rn(__fmul_rn(v[k].z, scale), g[k].z), __fmul_rn(__fmul_rn(v[k].w, scale), g[k].w));
             o[i] = make_uint2(qn_h2_bits(lo), qn_h2_bits(hi));
         }
         if (Q8) { /* n % 32 == 0: the 8 lanes of a block (8 float4) are all in or all out */

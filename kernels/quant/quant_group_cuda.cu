@@ -34,7 +34,7 @@ qn_status qn_quant_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fm
         qn_quant_q8_x q8; /* where the single calls keep them (quant.h) */
         if (!qn_quant_q8_x_in_workspace(workspace, ws_bytes, n, K, &q8)) return QN_ERR_UNSUPPORTED;
         if (!(opts && opts->x_ready)) {
-            const qn_status st = kq_mmvq_quantize_x(x, n, K, q8.qs, stream);
+            const qn_status st = kq_mmvq_quantize_x_perm(x, NULL, n, K, q8.qs, ctx->sm >= 90, stream);
             if (st != QN_OK) return st;
         }
         xk = q8.qs;

@@ -19,6 +19,7 @@ __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restri
     qn_pdl_trigger(); /* the matmul after it (PDL) starts loading weights meanwhile */
     const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; /* 8-element chunk */
     const bool ok = i < n8; /* n8 % 4 == 0: a quad is all in or all out, but all lanes shuffle */
+    qn_pdl_wait();          /* launched as a dependent (pdl): x is the kernel before's output */
     float v[8];
     if (ok) {
         const uint4 raw = qn_ldg128(x + 8 * i);
@@ -79,7 +80,7 @@ qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n,
         QN_CUDA_TRY(qn_launch(mq_quantize_perm_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream,
                               pdl != 0, (const __half *)x, perm, K, n8, qs, rec));
     else
-        QN_CUDA_TRY(qn_launch(mq_quantize_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream, false,
+        QN_CUDA_TRY(qn_launch(mq_quantize_kernel, dim3((unsigned)grid), dim3(256), 0, (cudaStream_t)stream, pdl != 0,
                               (const __half *)x, n8, qs, rec));
     return QN_OK;
 }

@@ -50,13 +50,14 @@ void qn_mmvq_quantize_x_ref(const uint16_t *x, int64_t n, int64_t K, int8_t *qs,
 
 /* --- launchers (CUDA builds; kq_mmvq.cu). The caller has checked format, shape, alignment. --- */
 
-/* x [n][K] fp16 (16-byte aligned) -> the buffer above at xq (qn_mmvq_x_bytes(n, K), 16-byte aligned). */
+/* x [n][K] fp16 (16-byte aligned) -> the buffer above at xq (qn_mmvq_x_bytes(n, K), 16-byte aligned).
+ * kq_mmvq_quantize_x_perm with perm NULL and pdl 0. */
 qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void *stream);
 /* The same for x gathered through an act-order permutation first (lutq_gpu.h): the buffer holds the q8 of
  * x_perm[t][j] = x[t][perm[j]], bit for bit qn_mmvq_quantize_x_ref of that gathered x, in one launch (no fp16
  * copy of x_perm). perm [K] device int32, 16-byte aligned (else QN_ERR_INVALID_ARG); NULL = identity (the
  * plain quantizer). pdl (sm_90 only): launched as a programmatic dependent of the kernel before, so that
- * its perm loads overlap that kernel's end (device_util.cuh). */
+ * its launch (and its perm loads) overlap that kernel's end (device_util.cuh). */
 qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n, int64_t K, void *xq, int pdl,
                                   void *stream);
 
