@@ -2,7 +2,7 @@
  * decode tokens (attention_cuda.h QN_ATTN_PATH_DECODE), on CUDA cores.
  *
  * Code size matters here: K and V rows of a chunk are staged per warp with cp.async (one round trip for
- * both; a warp's first chunk, but for this token's own row, before the PDL wait: dec_stage), the loops stay rolled and no per-head branch surrounds a shuffle, so the kernel is 30 KB of sm_90
+ * both), the loops stay rolled and no per-head branch surrounds a shuffle, so the kernel is 30 KB of sm_90
  * code instead of the first version's 61 KB of straight-line code with collective fallback paths. That
  * version cost 365 tok/s on the 8B Q4_K_M decode against this one's 412 (H200, CUDA graphs,
  * bench/results/gpu-decode-attn-small-2026-12-02.md): the instruction-cache lead of
@@ -43,27 +43,6 @@ struct dec_smem {
     static constexpr size_t BYTES = (size_t)DEC_WARPS * 2 * 32 * LDR * 2;
 };
 
-/* The K and V rows of keys c0 .. c0 + 31 (cache slots in slots[], -1: zero-filled, never read) into a warp's
- * staging rows with cp.async, all in flight at once. which: DEC_ALL, DEC_OLD (every row but key `cur`'s) or
- * DEC_CUR (only key `cur`'s row, if it is in the chunk). */
-enum { DEC_ALL, DEC_OLD, DEC_CUR };
-template <int D>
-__device__ __forceinline__ void dec_stage(const int32_t *slots, int c0, int cur, int which, const uint16_t *kc,
-                                          const uint16_t *vc, size_t slot_halves, uint32_t ks_a, uint32_t vs_a, int lane) {
-    constexpr int NC = D / 8, LDR = dec_smem<D>::LDR;
-#pragma unroll 4
-    for (int i = lane; i < 32 * NC; i += 32) {
-        const int r = i / NC, c = i % NC;
-        const bool is_cur = c0 + r == cur;
-        if (which == DEC_OLD ? is_cur : which == DEC_CUR ? !is_cur : false) continue;
-        const int32_t sl = slots[r];
-        const size_t off = sl >= 0 ? (size_t)sl * slot_halves + (size_t)c * 8 : 0;
-        const uint32_t so = (uint32_t)((r * LDR + c * 8) * 2);
-        qn_cp_async16_s(ks_a + so, kc + off, sl >= 0 ? 16u : 0u);
-        qn_cp_async16_s(vs_a + so, vc + off, sl >= 0 ? 16u : 0u);
-    }
-}
-
 template <int D, typename KV, int GM>
 __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn_params p) {
     constexpr int NC = D / 8;    /* 16-byte chunks of a row */
@@ -89,22 +68,11 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
     const size_t row0 = (size_t)token * p.a.n_heads + (size_t)kvh * G; /* output rows row0 .. row0 + G - 1 */
     const int32_t *bt = p.a.block_tables + (size_t)p.a.seq_idx[token] * p.a.max_blocks_per_seq;
     const int bs = p.a.block_size;
-    const size_t slot_halves = (size_t)p.a.n_kv_heads * D;
-    const uint16_t *kc = (const uint16_t *)p.a.k_cache + (size_t)kvh * D;
-    const uint16_t *vc = (const uint16_t *)p.a.v_cache + (size_t)kvh * D;
-    const uint16_t *ks = dec_kv + (size_t)warp * 2 * 32 * LDR, *vs = ks + 32 * LDR;
-    const uint32_t ks_a = (uint32_t)__cvta_generic_to_shared(ks), vs_a = (uint32_t)__cvta_generic_to_shared(vs);
-    /* The warp's first chunk, staged before the wait: every key but this token's own (key cur) was written
-     * by an earlier step, which completed before this step's inputs were copied; only key cur's row comes
-     * from the kernel before (RoPE + KV write), so only it is requested after the wait. A decode step holds
-     * one token per sequence. At tg128 contexts the whole cache read moves off the critical path. */
-    const int cur = p.a.positions[token], c_first = sp.k_begin + warp * 32;
     int32_t slot = -1; /* this lane's key of the warp's first chunk */
-    if (c_first + lane < sp.k_end) slot = __ldg(bt + (c_first + lane) / bs) * bs + (c_first + lane) % bs;
-    slot_s[warp][lane] = slot;
-    __syncwarp();
-    if (c_first < sp.k_end) dec_stage<D>(slot_s[warp], c_first, cur, DEC_OLD, kc, vc, slot_halves, ks_a, vs_a, lane);
-    qn_cp_async_commit();
+    {
+        const int j = sp.k_begin + warp * 32 + lane;
+        if (j < sp.k_end) slot = __ldg(bt + j / bs) * bs + j % bs;
+    }
     qn_pdl_wait(); /* q and this token's K/V row come from the kernel before */
     if (sp.k_begin >= sp.k_end) {
         if (tid < G) p.ws_ml[(size_t)split * p.a.n_tokens * p.a.n_heads + row0 + tid] = ATTN_ML_EMPTY;
@@ -121,6 +89,11 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
         }
         reinterpret_cast<float4 *>(q_s)[i] = v;
     }
+    const size_t slot_halves = (size_t)p.a.n_kv_heads * D;
+    const uint16_t *kc = (const uint16_t *)p.a.k_cache + (size_t)kvh * D;
+    const uint16_t *vc = (const uint16_t *)p.a.v_cache + (size_t)kvh * D;
+    const uint16_t *ks = dec_kv + (size_t)warp * 2 * 32 * LDR, *vs = ks + 32 * LDR;
+    const uint32_t ks_a = (uint32_t)__cvta_generic_to_shared(ks), vs_a = (uint32_t)__cvta_generic_to_shared(vs);
     const int kg = lane / NC, ch = lane % NC;
     __syncthreads();
 
@@ -132,14 +105,23 @@ __global__ void __launch_bounds__(DEC_THREADS) paged_attention_decode(const attn
         for (int e = 0; e < 8; e++) o[g][e] = 0.0f;
     }
 
-    for (int c0 = c_first; c0 < sp.k_end; c0 += DEC_WARPS * 32) {
+    for (int c0 = sp.k_begin + warp * 32; c0 < sp.k_end; c0 += DEC_WARPS * 32) {
         const int j = c0 + lane;
         const bool ok = j < sp.k_end;
-        if (c0 != c_first) { /* the first chunk's slots and older rows: before the wait */
-            slot_s[warp][lane] = ok ? __ldg(bt + j / bs) * bs + j % bs : -1;
-            __syncwarp();
+        if (c0 != sp.k_begin + warp * 32) slot = ok ? __ldg(bt + j / bs) * bs + j % bs : -1; /* first: prologue */
+        slot_s[warp][lane] = slot;
+        __syncwarp();
+        /* the chunk's K and V rows into this warp's staging rows, all in flight at once (rows past the
+         * keys zero-filled, never read from global) */
+#pragma unroll 4
+        for (int i = lane; i < 32 * NC; i += 32) {
+            const int r = i / NC, c = i % NC;
+            const int32_t sl = slot_s[warp][r];
+            const size_t off = sl >= 0 ? (size_t)sl * slot_halves + (size_t)c * 8 : 0;
+            const uint32_t so = (uint32_t)((r * LDR + c * 8) * 2);
+            qn_cp_async16_s(ks_a + so, kc + off, sl >= 0 ? 16u : 0u);
+            qn_cp_async16_s(vs_a + so, vc + off, sl >= 0 ? 16u : 0u);
         }
-        dec_stage<D>(slot_s[warp], c0, cur, c0 == c_first ? DEC_CUR : DEC_ALL, kc, vc, slot_halves, ks_a, vs_a, lane);
         qn_cp_async_commit();
         qn_cp_async_wait<0>();
         __syncwarp();
