@@ -112,7 +112,6 @@ void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int
  * to n = 8; LNF4/LFP4 up to n = 2 (even at 4, slower at 8: 16.9 vs 14.1 us on 4096x4096). */
 static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
     if (f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) return 2;
-    if (f == QN_QFORMAT_LQ4) return 16; /* n >= 3 on the tensor-core kernel (kq_imma.cuh) */
     return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
 }
 static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {

@@ -18,7 +18,6 @@
 
 #include <cuda_fp16.h>
 
-#include "kernels/quant/gguf/kq_imma.cuh"
 #include "kernels/quant/gguf/kq_mmvq.cuh"
 #include "kernels/quant/lutq_gpu.h"
 
@@ -157,33 +156,4 @@ mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt) {
     case QN_QFORMAT_LFP4: return mq_instance<QN_QFORMAT_LFP4>(nt);
     default: return nullptr;
     }
-}
-
-/* LQ4 on the tensor-core kernel (kq_imma.cuh): a chunk is 4 blocks; lane q takes qs word q of each, half 0
- * its low nibbles (elements 4q..4q+3), half 1 its high nibbles (16 + 4q..). */
-template <>
-struct im_fmt<QN_QFORMAT_LQ4> {
-    static constexpr int SB = 128, KB = 4, BB = 20;
-    static constexpr bool K16 = false;
-    struct frag { uint32_t dz[4], qs[4]; };
-    __device__ static void load(const uint8_t *row, int64_t s, int q, frag &f) {
-        const uint8_t *b = row + s * (KB * BB);
-#pragma unroll
-        for (int i = 0; i < KB; i++) f.dz[i] = mq_ld32(b + i * BB), f.qs[i] = mq_ld32(b + i * BB + 4 + 4 * q);
-    }
-    __device__ static uint32_t a(const frag &f, int j, int hh) { return (f.qs[j] >> (4 * hh)) & 0x0F0F0F0Fu; }
-    __device__ static int xoff(int hh, int q) { return 16 * hh + 4 * q; }
-    __device__ static float term(const frag &f, int j, int c0, int c1, int s0, int s1) {
-        return mq_f16(f.dz[j]) * (float)(c0 - mq_lq_zero(f.dz[j] >> 16) * (s0 + s1));
-    }
-};
-
-im_kernel_fn im_lutq_instance(qn_qformat fmt, int tiles) {
-    return fmt == QN_QFORMAT_LQ4 ? im_instance<QN_QFORMAT_LQ4>(tiles) : nullptr;
-}
-
-int im_lutq_chunk(qn_qformat fmt) { return fmt == QN_QFORMAT_LQ4 ? im_fmt<QN_QFORMAT_LQ4>::SB : 0; }
-
-size_t im_lutq_smem(qn_qformat fmt, int tiles, int ks) {
-    return fmt == QN_QFORMAT_LQ4 ? im_smem_bytes<QN_QFORMAT_LQ4>(tiles, ks) : 0;
 }

@@ -76,10 +76,9 @@ static inline bool qn_quant_use_mma(qn_qformat fmt, int sm, int64_t n_tokens) {
            n_tokens <= QN_QUANT_MMA_MAX_TOKENS;
 }
 
-/* The most tokens one int8 (MMVQ) launch takes (16 on the tensor-core kernel, kq_imma.cuh; 8 on the __dp4a
- * one); larger n runs as several launches when asked for. */
+/* The most tokens one int8 (MMVQ) launch takes; larger n runs as several launches when asked for. */
 #ifndef QN_QUANT_MMVQ_MAX_TOKENS
-#define QN_QUANT_MMVQ_MAX_TOKENS 16
+#define QN_QUANT_MMVQ_MAX_TOKENS 8
 #endif
 
 /* Formats the int8 path decodes (not F16/BF16: their weights are no integer codes). */
@@ -99,8 +98,8 @@ static inline int qn_quant_mmvq_auto_max_tokens(qn_qformat fmt) {
     switch (fmt) {
     case QN_QFORMAT_Q4_0: case QN_QFORMAT_Q4_1: case QN_QFORMAT_Q5_0: case QN_QFORMAT_Q5_1: case QN_QFORMAT_Q8_0:
         return 8;
-    case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q6_K: return 16; /* n >= 3 on the tensor-core kernel (kq_imma.cuh) */
-    case QN_QFORMAT_Q5_K: return 4;
+    case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q5_K: return 4;
+    case QN_QFORMAT_Q6_K: return 2;
     default: return 0;
     }
 }

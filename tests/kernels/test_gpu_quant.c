@@ -413,12 +413,10 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
 
 static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
 static const int64_t NS_MMA[] = {17, 33, 64};
-static const int64_t NS_MMVQ[] = {1, 2, 3, 4, 5, 8, 9, 16};
+static const int64_t NS_MMVQ[] = {1, 2, 3, 4, 5, 8};
 
-/* The int8 path on one problem: every instance (n = 1..8 per launch on the __dp4a kernel; 3..16 in one or
- * two 8-token tiles on the tensor-core kernel, kq_imma.cuh, for Q4_K/Q6_K under split 0), more tokens than
- * one launch, and the warps-per-row choices (split = 1, 2, 4: the __dp4a kernel; 0 = the launcher's).
- * Skipped for F16/BF16. */
+/* The int8 path on one problem: every instance (n = 1..8 per launch), more tokens than one launch, and
+ * the warps-per-row choices (split = 1, 2, 4; 0 = the launcher's). Skipped for F16/BF16. */
 static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
     if (!qn_quant_mmvq_has_format(p->fmt)) return;
     for (size_t i = 0; i < sizeof NS_MMVQ / sizeof NS_MMVQ[0]; i++) {
@@ -426,7 +424,7 @@ static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
         run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, 0);
         for (int s = 1; all_splits && s <= 4; s *= 2) run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, s);
     }
-    if (p->nmax >= 33) run_case(e, p, 33, QN_QUANT_PATH_MMVQ, 0); /* 8 + 8 + 8 + 8 + 1, or 16 + 16 + 1 */
+    if (p->nmax >= 33) run_case(e, p, 33, QN_QUANT_PATH_MMVQ, 0); /* 8 + 8 + 8 + 8 + 1 */
     if (p->nmax >= 14) run_case(e, p, 14, QN_QUANT_PATH_MMVQ, 2); /* 8 + 6 */
 }
 

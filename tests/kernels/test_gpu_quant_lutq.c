@@ -315,12 +315,6 @@ static void test_matmul(void **state) {
     run_case(e, &p, 1, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO);
     run_case(e, &p, 16, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO);
     run_case(e, &p, 64, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO);
-    /* K = 1024, a multiple of 128: LQ4 takes the tensor-core decode kernel (kq_imma.cuh) from n = 3 on,
-     * in one tile, two tiles, and 16 + 16 + 1 tokens (the last on the __dp4a kernel) */
-    for (int i = 0; i < 4; i++) {
-        const int64_t ns[] = {3, 9, 16, 33};
-        run_case(e, &p, ns[i], QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO);
-    }
     check_counters_zero(&p);
     check_dequant(e, &p);
     problem_free(&p);

@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
-#include "kernels/quant/gguf/kq_imma.cuh"
 #include "kernels/quant/gguf/kq_mmvq.cuh"
 #include "kernels/quant/gguf/kq_mmvq_x.cuh"
 #include "kernels/quant/lutq_gpu.h"
@@ -130,55 +129,6 @@ static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, 
     return W;
 }
 
-/* --- the tensor-core kernel (kq_imma.cuh) --- */
-
-static im_kernel_fn im_of(qn_qformat fmt, int tiles, int *chunk) {
-    im_kernel_fn fn = im_kquant_instance(fmt, tiles);
-    *chunk = fn ? im_kquant_chunk(fmt) : 0;
-    if (!fn) fn = im_lutq_instance(fmt, tiles), *chunk = fn ? im_lutq_chunk(fmt) : 0;
-    return fn;
-}
-
-int kq_imma_takes(qn_qformat fmt, int64_t K, int64_t n) {
-    int chunk = 0;
-    return n >= KQ_IMMA_MIN_TOKENS && im_of(fmt, 1, &chunk) != nullptr && K % chunk == 0;
-}
-
-/* K slices per CTA (each CTA: 64 rows, IM_RG warps per slice): double until the grid holds 16 warps per SM
- * (128 registers each: a full register file), keeping >= 2 chunks per slice. */
-static int im_pick_slices(int64_t ctas, int64_t chunks, int n_sm) {
-    int ks = 1;
-    while (ks < IM_MAX_KS && ctas * IM_RG * ks < 16 * (int64_t)n_sm && chunks >= 4 * ks) ks *= 2;
-    return ks;
-}
-
-static qn_status im_launch(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const int8_t *qs,
-                           const qn_mmvq_xrec *rec, int64_t t0, int nt, int n_sm, int pdl, void *stream) {
-    int chunk = 0;
-    const int tiles = (nt + 7) / 8;
-    const im_kernel_fn fn = im_of(fmt, tiles, &chunk);
-    if (!fn || K % chunk != 0) return QN_ERR_UNSUPPORTED;
-    im_args a = {};
-    int64_t grid = 0;
-    for (int i = 0; i < n_mat; i++) {
-        if (mats[i].N == 0) continue;
-        mq_mat &m = a.m[a.n_mat++];
-        m.w = (const uint8_t *)mats[i].w;
-        m.y = mats[i].y + t0 * mats[i].N;
-        m.N = mats[i].N;
-        m.cta0 = grid;
-        grid += (mats[i].N + IM_ROWS - 1) / IM_ROWS;
-    }
-    if (grid > 0x7fffffff) return QN_ERR_SHAPE;
-    a.xq = qs, a.xr = rec, a.K = K, a.x_ld = K, a.n = nt;
-    a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
-    const int ks = im_pick_slices(grid, K / chunk, n_sm);
-    const size_t smem = im_kquant_instance(fmt, tiles) ? im_kquant_smem(fmt, tiles, ks) : im_lutq_smem(fmt, tiles, ks);
-    if (smem > 48 * 1024) QN_CUDA_TRY(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(32 * IM_RG * ks), smem, (cudaStream_t)stream, pdl != 0, a));
-    return QN_OK;
-}
-
 qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const void *xq,
                                int64_t n, int n_sm, int warps_per_row, int pdl, void *stream) {
     const int ue = mq_unit_elems(fmt);
@@ -195,21 +145,14 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
     const bool f16x = kq_mmvq_takes_f16_x(fmt) != 0;
     const int8_t *qs = (const int8_t *)xq;
     const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
-    for (int64_t t0 = 0, nt = 0; t0 < n; t0 += nt) {
-        if (warps_per_row == 0 && !f16x && kq_imma_takes(fmt, K, n - t0)) { /* the tensor-core kernel */
-            nt = n - t0 < 8 * IM_MAX_TILES ? n - t0 : 8 * IM_MAX_TILES;
-            const qn_status st = im_launch(fmt, mats, n_mat, K, qs + t0 * K, rec + t0 * (K / QN_MMVQ_QK), t0, (int)nt, n_sm,
-                                           pdl, stream);
-            if (st != QN_OK) return st;
-            continue;
-        }
-        nt = n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT;
-        const int R = mq_rows(ue, (int)nt);
+    for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
+        const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
+        const int R = mq_rows(ue, nt);
         const int W = warps_per_row ? warps_per_row
-                                    : mq_pick_warps_per_row(fmt, (int)nt, (N_all + R - 1) / R, R, K / ue, n_sm);
-        mq_kernel_fn fn = mq_legacy_instance(fmt, (int)nt);
-        if (!fn) fn = mq_kquant_instance(fmt, (int)nt);
-        if (!fn) fn = mq_lutq_instance(fmt, (int)nt);
+                                    : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
+        mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
+        if (!fn) fn = mq_kquant_instance(fmt, nt);
+        if (!fn) fn = mq_lutq_instance(fmt, nt);
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         mq_args a = {};

@@ -67,18 +67,7 @@ int kq_mmvq_has_format(qn_qformat fmt);
 /* LNF4/LFP4: values from a float table, not integer codes, so the kernel takes x unquantized (fp16). */
 int kq_mmvq_takes_f16_x(qn_qformat fmt);
 
-/* The tensor-core kernel (kq_imma.cuh: Q4_K, Q6_K, LQ4) takes the tokens of a call, 16 per launch, while
- * at least this many are left and warps_per_row is 0 (explicit warps per row keep the __dp4a kernel, for
- * the tests that pin it). First value, to be set from `quern bench kernels` at n = 1..16. */
-#ifndef KQ_IMMA_MIN_TOKENS
-#define KQ_IMMA_MIN_TOKENS 3
-#endif
-/* Whether n tokens of width K in fmt start on the tensor-core kernel (nonzero) under warps_per_row 0:
- * fmt has it, n >= KQ_IMMA_MIN_TOKENS, and K is a multiple of its chunk (256 for the K-quants, 128 for LQ4). */
-int kq_imma_takes(qn_qformat fmt, int64_t K, int64_t n);
-
-/* y[t][r] = sum_k xq[t][k] * W[r][k] for t < n (any n >= 1, in launches of up to 8 tokens, or 16 on the
- * tensor-core kernel: kq_imma_takes), r < N.
+/* y[t][r] = sum_k xq[t][k] * W[r][k] for t < n (any n >= 1, in launches of up to 8 tokens), r < N.
  * w: [N][qn_qformat_row_bytes(fmt, K)] blocks, 16-byte aligned; xq: the buffer kq_mmvq_quantize_x wrote
  * for these n tokens, or for kq_mmvq_takes_f16_x formats x itself ([n][K] fp16, 16-byte aligned); y [n][N]
  * f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
