@@ -14,3 +14,19 @@ QN_BROTLI_PKG="brotli==1.2.1"
 mkdir -p "$QN_CACHE" "$QN_MODELS" "$QN_DATA"
 # pick a python3 with venv support: the system one on Debian, else whatever is on PATH
 QN_SYS_PY="${QN_SYS_PY:-$(command -v python3)}"
+# ggml CPU ISA flags for the llama.cpp peers we build: what -march=native gives, minus AMX. On
+# Sapphire-Rapids-class CPUs ggml repacks quantized weights into an AMX buffer and ggml_backend_amx_mul_mat
+# segfaults on the first matmul (llama.cpp #20824, machine-dependent, closed without a fix); the parity tests
+# compare against ggml's vec_dot path, which is what it runs on every other x86 CPU. Without AMX: -march=native.
+qn_ggml_cpu_args() {
+  local f
+  f=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  if [[ "$f" != *" amx_int8 "* ]]; then echo "-DGGML_NATIVE=ON"; return; fi
+  local a="-DGGML_NATIVE=OFF" opt flag
+  for pair in SSE42:sse4_2 AVX:avx AVX2:avx2 FMA:fma F16C:f16c BMI2:bmi2 AVX_VNNI:avx_vnni AVX512:avx512bw \
+              AVX512_VBMI:avx512vbmi AVX512_VNNI:avx512_vnni AVX512_BF16:avx512_bf16; do
+    opt=${pair%%:*} flag=${pair#*:}
+    if [[ "$f" == *" $flag "* ]]; then a+=" -DGGML_$opt=ON"; else a+=" -DGGML_$opt=OFF"; fi
+  done
+  echo "$a -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+}

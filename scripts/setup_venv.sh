@@ -16,9 +16,16 @@ py="$QN_VENV/bin/python"
 # tokenizers library (reads our tokenizer.json); torch is replaced by tests/fixtures/torch_stub
 "$py" -c "import transformers, sentencepiece, tokenizers, google.protobuf" 2>/dev/null ||
   "$py" -m pip install -q "transformers==4.57.6" sentencepiece tokenizers protobuf
-if ! "$py" -c "import llama_cpp" 2>/dev/null; then
-  echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes)..."
+# llama-cpp-python built from source for this CPU (qn_ggml_cpu_args: native ISA, never AMX); the stamp
+# records the package and flags it was built with, and a venv built otherwise is rebuilt
+ggml_args="$(qn_ggml_cpu_args)"
+stamp="$QN_VENV/.llamacpp-build"
+if ! "$py" -c "import llama_cpp" 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$QN_LLAMACPP_PKG $ggml_args" ]; then
+  echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes; $ggml_args)..."
   "$py" -m pip install -q scikit-build-core cmake ninja
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "$py" -m pip install -q --no-build-isolation --no-binary llama-cpp-python "$QN_LLAMACPP_PKG"
+  CMAKE_ARGS="$ggml_args" "$py" -m pip install -q --no-build-isolation --no-binary llama-cpp-python \
+    --force-reinstall --no-deps --no-cache-dir "$QN_LLAMACPP_PKG"
+  "$py" -c "import llama_cpp"
+  echo "$QN_LLAMACPP_PKG $ggml_args" >"$stamp"
 fi
 echo "setup_venv: ok ($py)"

@@ -77,6 +77,7 @@ struct op_ctx {
     int rot;
     int64_t n;
     qn_quant_path path; /* AUTO, GEMV or MMVQ (the decode path) */
+    int stage;          /* the decode kernel's weight loads: 0 staged where it can, -1 direct (--mmvq-direct) */
     const void *x;
     float *y;
     void *ws;
@@ -85,7 +86,7 @@ struct op_ctx {
 
 static int op_lutq(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
-    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO, false};
+    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO, false, c->stage};
     return qn_lutq_matmul_cuda_ex(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream, &o) == QN_OK
                ? 0 : -1;
 }
@@ -121,12 +122,15 @@ static bool n_in_list(const char *list, int64_t n) {
 
 int main(int argc, char **argv) {
     const char *fmt_list = NULL, *n_list = NULL, *json_path = NULL;
+    int stage = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--mmvq-direct")) stage = -1;
         else {
-            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n"
+                            "          [--mmvq-direct]  (decode path: weights read directly, not staged; A/B runs)\n", argv[0]);
             return 2;
         }
     }
@@ -154,7 +158,7 @@ int main(int argc, char **argv) {
             if (!in_list(fmt_list, v.name)) continue;
             const size_t wb = v.fmt == QN_QFORMAT_F16 ? 2 * (size_t)(sh.N * sh.K) : (size_t)sh.N * qn_qformat_row_bytes(v.fmt, sh.K);
             op_ctx *c = (op_ctx *)calloc(1, sizeof(op_ctx));
-            c->qc = &qc, c->blas = blas;
+            c->qc = &qc, c->blas = blas, c->stage = stage;
             c->rot = qn_bench_rotations(&env, wb);
             if (c->rot > 256) c->rot = 256;
             uint8_t *h = (uint8_t *)malloc(wb);

@@ -151,13 +151,14 @@ static qn_status lq_quantize(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_wei
 /* The decode path: LQ4/LQ8 quantize x through perm (lq_quantize), then the int8 kernel; LNF4/LFP4 take x as
  * it is (gathered by the caller when there is a perm). */
 static qn_status lq_decode_matmul(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
-                                  float *y, void *workspace, size_t ws_bytes, int split, bool x_ready, void *stream) {
+                                  float *y, void *workspace, size_t ws_bytes, int split, int stage, bool x_ready,
+                                  void *stream) {
     if (kq_mmvq_takes_f16_x(w->fmt))
-        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
+        return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, x, n, y, ctx->n_sm, split, stage, ctx->sm >= 90, stream);
     void *xq = NULL;
     const qn_status st = lq_quantize(ctx, w, x, n, workspace, ws_bytes, x_ready, &xq, stream);
     if (st != QN_OK) return st;
-    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
+    return kq_mmvq_matmul(w->fmt, w->blocks, w->n, w->k, xq, n, y, ctx->n_sm, split, stage, ctx->sm >= 90, stream);
 }
 
 qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu_weight *w, const void *x, int64_t n,
@@ -191,7 +192,7 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
     }
     if (decode) /* x_ready (quant.h): with a perm, the caller's q8 are of x gathered through this same perm */
         return lq_decode_matmul(ctx, w, xk, n, y, workspace, ws_bytes, opts ? opts->split : 0,
-                                opts && opts->x_ready, stream);
+                                opts ? opts->mmvq_stage : 0, opts && opts->x_ready, stream);
     return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, xk, n, y, workspace, inner_bytes, stream, opts);
 }
 

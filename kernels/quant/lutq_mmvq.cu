@@ -26,14 +26,15 @@ __device__ __forceinline__ int mq_lq_zero(uint32_t zb) { return (int)(mq_f16(zb)
 
 template <>
 struct mq_fmt<QN_QFORMAT_LQ4> {
-    static constexpr int UE = 32, BB = 20;
+    static constexpr int UE = 32, BB = 20, BE = 32;
     struct unit { uint32_t q[4]; float d; int z; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        const uint32_t dz = mq_ld32(b);
+        const uint32_t dz = M::ld32(b);
         w.d = mq_f16(dz), w.z = mq_lq_zero(dz >> 16);
-        mq_words_a4<4>(b + 4, w.q);
+        mq_words_a4<4, M>(b + 4, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         return w.d * x.d * (float)(mq_dot_legacy4<false>(w.q, 0u, x.X) - w.z * (x.s0 + x.s1));
@@ -44,14 +45,15 @@ struct mq_fmt<QN_QFORMAT_LQ4> {
  * sum q x = sum (q - 128) x + 128 sum x. */
 template <>
 struct mq_fmt<QN_QFORMAT_LQ8> {
-    static constexpr int UE = 32, BB = 36;
+    static constexpr int UE = 32, BB = 36, BE = 32;
     struct unit { uint32_t q[8]; float d; int z; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        const uint32_t dz = mq_ld32(b);
+        const uint32_t dz = M::ld32(b);
         w.d = mq_f16(dz), w.z = mq_lq_zero(dz >> 16);
-        mq_words_a4<8>(b + 4, w.q);
+        mq_words_a4<8, M>(b + 4, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         auto code = [&](int i) { return w.q[i] ^ 0x80808080u; };
@@ -119,14 +121,15 @@ struct mq_occupancy<QN_QFORMAT_LFP4, NT> {
 
 template <typename Map>
 struct mq_fmt_bnb4 {
-    static constexpr int UE = 32, BB = 20;
+    static constexpr int UE = 32, BB = 20, BE = 32;
     struct unit { uint32_t h[16]; float a; }; /* h[i]: fp16 table values of columns 2i, 2i + 1 */
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         constexpr mq_lut16 T = mq_bnb4_table<Map>();
         const uint32_t L[4] = {T.L[0], T.L[1], T.L[2], T.L[3]}, H[4] = {T.H[0], T.H[1], T.H[2], T.H[3]};
         uint32_t W[5];
-        mq_words_a4<5>(row + u * BB, W);
+        mq_words_a4<5, M>(row + u * BB, W);
         w.a = __uint_as_float(W[0]);
 #pragma unroll
         for (int i = 0; i < 4; i++) {
@@ -148,12 +151,12 @@ struct mq_fmt<QN_QFORMAT_LNF4> : mq_fmt_bnb4<kq_map_nf4> {};
 template <>
 struct mq_fmt<QN_QFORMAT_LFP4> : mq_fmt_bnb4<kq_map_fp4> {};
 
-mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt) {
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged) {
     switch (fmt) {
-    case QN_QFORMAT_LQ4: return mq_instance<QN_QFORMAT_LQ4>(nt);
-    case QN_QFORMAT_LQ8: return mq_instance<QN_QFORMAT_LQ8>(nt);
-    case QN_QFORMAT_LNF4: return mq_instance<QN_QFORMAT_LNF4>(nt);
-    case QN_QFORMAT_LFP4: return mq_instance<QN_QFORMAT_LFP4>(nt);
+    case QN_QFORMAT_LQ4: return mq_instance<QN_QFORMAT_LQ4>(nt, staged);
+    case QN_QFORMAT_LQ8: return mq_instance<QN_QFORMAT_LQ8>(nt, staged);
+    case QN_QFORMAT_LNF4: return mq_instance<QN_QFORMAT_LNF4>(nt, staged);
+    case QN_QFORMAT_LFP4: return mq_instance<QN_QFORMAT_LFP4>(nt, staged);
     default: return nullptr;
     }
 }

@@ -273,7 +273,8 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
             void *xq = q8.qs; /* the buffer of kq_mmvq.h */
             if (!(opts && opts->x_ready)) st = kq_mmvq_quantize_x_perm(x, NULL, n, K, xq, ctx->sm >= 90, stream);
             if (st != QN_OK) return st;
-            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, ctx->sm >= 90, stream);
+            return kq_mmvq_matmul(fmt, w, N, K, xq, n, y, ctx->n_sm, split, opts ? opts->mmvq_stage : 0,
+                                  ctx->sm >= 90, stream);
         }
     }
 

@@ -39,5 +39,6 @@ qn_status qn_quant_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fm
         }
         xk = q8.qs;
     }
-    return kq_mmvq_matmul_group(fmt, m, n_mat, K, xk, n, ctx->n_sm, split, ctx->sm >= 90, stream);
+    return kq_mmvq_matmul_group(fmt, m, n_mat, K, xk, n, ctx->n_sm, split, opts ? opts->mmvq_stage : 0,
+                                ctx->sm >= 90, stream);
 }

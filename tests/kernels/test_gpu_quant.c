@@ -371,20 +371,22 @@ static int check_outputs(const char *what, const char *ref_name, const float *y,
 
 /* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference: the fp16 one, and
  * for MMVQ (asked for, or what AUTO picks) the q8 one first. */
-static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
+static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
+                            int stage) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD))); /* NaN poison */
-    const qn_quant_matmul_opts o = {path, split, mode, false};
+    const qn_quant_matmul_opts o = {path, split, mode, false, stage};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
     const qn_quant_path ran = path == QN_QUANT_PATH_AUTO ? qn_quant_select_path(p->fmt, e->ctx.sm, n) : path;
     char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s", QN_QFORMATS[p->fmt].name,
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s%s", QN_QFORMATS[p->fmt].name,
              (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
              path == ran ? "" : path_name(ran), split,
-             mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
+             mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "",
+             ran != QN_QUANT_PATH_MMVQ ? "" : stage < 0 ? " direct" : kq_mmvq_stages(p->fmt, p->K, n < 8 ? (int)n : 8) ? " staged" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     CK(cudaStreamSynchronize(e->stream));
     CK(cudaGetLastError());
@@ -404,11 +406,26 @@ static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path,
         guard_hit += u != 0xFFFFFFFFu;
     }
     if (failed || guard_hit) fail_msg("%s: over tolerance (above) or %zu guard words written", what, guard_hit);
-    free(y);
+    return y;
+}
+
+static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
+    free(run_case_full(e, p, n, path, split, mode, 0));
 }
 
 static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split) {
     run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
+}
+
+/* The int8 path with its weights staged through shared memory (the default, where kq_mmvq_stages) and read
+ * directly: each against the references, and the two bit-identical (same arithmetic, same order). */
+static void run_mmvq_case(gpu_env *e, problem *p, int64_t n, int split) {
+    float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
+    float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
+    if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
+        fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", QN_QFORMATS[p->fmt].name,
+                 (long long)p->N, (long long)p->K, (long long)n, split);
+    free(staged), free(direct);
 }
 
 static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
@@ -421,11 +438,11 @@ static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
     if (!qn_quant_mmvq_has_format(p->fmt)) return;
     for (size_t i = 0; i < sizeof NS_MMVQ / sizeof NS_MMVQ[0]; i++) {
         if (NS_MMVQ[i] > p->nmax) continue;
-        run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, 0);
-        for (int s = 1; all_splits && s <= 4; s *= 2) run_case(e, p, NS_MMVQ[i], QN_QUANT_PATH_MMVQ, s);
+        run_mmvq_case(e, p, NS_MMVQ[i], 0);
+        for (int s = 1; all_splits && s <= 4; s *= 2) run_mmvq_case(e, p, NS_MMVQ[i], s);
     }
-    if (p->nmax >= 33) run_case(e, p, 33, QN_QUANT_PATH_MMVQ, 0); /* 8 + 8 + 8 + 8 + 1 */
-    if (p->nmax >= 14) run_case(e, p, 14, QN_QUANT_PATH_MMVQ, 2); /* 8 + 6 */
+    if (p->nmax >= 33) run_mmvq_case(e, p, 33, 0); /* 8 + 8 + 8 + 8 + 1 */
+    if (p->nmax >= 14) run_mmvq_case(e, p, 14, 2); /* 8 + 6 */
 }
 
 static void small_k(qn_qformat f, int64_t *ka, int64_t *kb) {
@@ -500,11 +517,21 @@ static void run_format(void **state, qn_qformat fmt) {
     run_case(e, &p, 64, QN_QUANT_PATH_AUTO, 0);
     check_counters_zero(&p);
     problem_free(&p);
-    /* a long row: every warps-per-row choice loops over units (14336 / 32 = 448 per row) */
+    /* a long row: every warps-per-row choice loops over units (14336 / 32 = 448 per row); rows of a
+     * multiple of 16 bytes for every int8 format, so the staged kernel runs (Q3_K: 3.5 chunks per row) */
     problem_init(&p, e, fmt, 37, 14336, 8, seed++);
+    if (qn_quant_mmvq_has_format(fmt)) assert_true(kq_mmvq_stages(fmt, 14336, 1));
     run_mmvq(e, &p, true);
     run_case(e, &p, 2, QN_QUANT_PATH_GEMV, 0);
     check_counters_zero(&p);
+    problem_free(&p);
+    /* staged rows that end in a partial chunk for the legacy formats and Q4_K/Q5_K (1280 = 40 legacy units,
+     * 20 K-quant units); Q2_K/Q3_K/Q6_K read directly (5 blocks of 84, 110, 210 bytes: rows not 16-aligned) */
+    problem_init(&p, e, fmt, 118, 1280, 8, seed++);
+    if (qn_quant_mmvq_has_format(fmt))
+        assert_int_equal(kq_mmvq_stages(fmt, 1280, 1),
+                         fmt != QN_QFORMAT_Q6_K && fmt != QN_QFORMAT_Q3_K && fmt != QN_QFORMAT_Q2_K);
+    run_mmvq(e, &p, true);
     problem_free(&p);
 }
 
@@ -544,7 +571,7 @@ static size_t check_fused_weights(gpu_env *e, problem *p, const uint16_t *w16) {
             memset(onehot, 0, 2 * (size_t)(n * K));
             for (int64_t t = 0; t < n; t++) onehot[t * K + c + t] = 0x3C00; /* fp16 1.0 */
             CK(cudaMemcpy(dx1, onehot, 2 * (size_t)(n * K), cudaMemcpyHostToDevice));
-            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, false};
+            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, false, 0};
             assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, N, K, dx1, n, p->dy, p->dws, p->ws_bytes,
                                                      e->stream, &o),
                              QN_OK);
@@ -801,8 +828,8 @@ static void test_mmvq_x_ready(void **state) {
     const size_t ny = (size_t)(n * b.N);
     float *want = malloc(4 * ny), *got = malloc(4 * ny), *other = malloc(4 * ny);
     assert_true(want && got && other);
-    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false},
-                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, true};
+    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0},
+                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, true, 0};
 #define MM(P, X, O) \
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, P.fmt, P.dw, P.N, P.K, X, n, P.dy, a.dws, a.ws_bytes, e->stream, &O), QN_OK)
     MM(b, a.dx, q); /* b's weights on a's x, quantized by the call */
@@ -848,8 +875,8 @@ static void test_mmvq_group(void **state) {
                 continue;
             }
             for (int split = 1; split <= 4; split *= 2) {
-                const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false},
-                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false};
+                const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false, 0},
+                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 0};
                 const qn_quant_mat mats[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, 0, dy_empty}, {p[2].dw, p[2].N, p[2].dy}};
                 for (int i = 0; i < 3; i++) CK(cudaMemset(p[i].dy, 0xFF, 4 * (size_t)(n * p[i].N)));
                 assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], mats, 3, 1280, p[0].dx, n, p[0].dws,
@@ -895,8 +922,8 @@ static void test_bad_args(void **state) {
     gpu_env *e = *state;
     problem p;
     problem_init(&p, e, QN_QFORMAT_Q4_0, 3, 64, 2, 5);
-    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, false},
-                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, false};
+    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, false, 0},
+                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, false, 0};
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, (uint8_t *)p.dw + 2, 3, 64, p.dx, 1, p.dy, NULL,
                                           0, e->stream),
                      QN_ERR_INVALID_ARG);
@@ -914,8 +941,8 @@ static void test_bad_args(void **state) {
                      QN_OK);
     /* MMVQ: asked for without room for the q8 activations, with 8 warps per row, or for F16: refused;
      * under AUTO without room it falls back to the GEMV */
-    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false},
-                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false};
+    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0},
+                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0};
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
                                              e->stream, &mq),
                      QN_ERR_INVALID_ARG);

@@ -185,16 +185,20 @@ static const char *path_name(qn_quant_path p) {
            : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : p == QN_QUANT_PATH_MMVQ ? "decode" : "auto";
 }
 
-static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
+/* Runs one case, checks it (below) and returns the outputs [n][N] (caller frees). stage: the decode
+ * kernel's weight loads (quant.h: 0 staged where it can, < 0 direct). */
+static float *run_case_stage(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
+                             int stage) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD)));
-    const qn_quant_matmul_opts o = {path, split, mode, false};
+    const qn_quant_matmul_opts o = {path, split, mode, false, stage};
     const qn_status st = qn_lutq_matmul_cuda_ex(&e->ctx, &p->dw, p->dx, n, p->dy, p->dws, p->ws_bytes, g_stream, &o);
     char what[200];
-    snprintf(what, sizeof what, "%s n=%lld %s split=%d%s", p->name, (long long)n, path_name(path), split,
-             mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "");
+    snprintf(what, sizeof what, "%s n=%lld %s split=%d%s%s", p->name, (long long)n, path_name(path), split,
+             mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "",
+             stage < 0 ? " direct" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     dev_fetch(y, p->dy, sizeof(float) * ny, 0, what);
     CK(cudaMemcpy(y + ny, p->dy + ny, sizeof(float) * GUARD, cudaMemcpyDeviceToHost));
@@ -222,7 +226,21 @@ static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int spli
     if (bad || !(nmse <= nmse_max) || guard_hit)
         fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit %.0e), worst |d|/tol %.3g, %zu guard words written",
                  what, bad, ny, nmse, nmse_max, worst, guard_hit);
-    free(y);
+    return y;
+}
+
+static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
+    free(run_case_stage(e, p, n, path, split, mode, 0));
+}
+
+/* The decode path with staged (the default where kq_mmvq_stages) and direct weight loads: both checked, and
+ * bit-identical to each other. */
+static void run_decode_case(env *e, problem *p, int64_t n, int split) {
+    float *staged = run_case_stage(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
+    float *direct = run_case_stage(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
+    if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
+        fail_msg("%s n=%lld split=%d: staged and direct weight loads differ", p->name, (long long)n, split);
+    free(staged), free(direct);
 }
 
 static void check_counters_zero(problem *p) {
@@ -275,11 +293,11 @@ static void run_decode_cases(env *e, problem *p) {
     const int64_t ns[] = {1, 2, 3, 5, 8};
     for (int i = 0; i < 5; i++) {
         if (ns[i] > p->nmax) continue;
-        run_case(e, p, ns[i], QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO);
+        run_decode_case(e, p, ns[i], 0);
         if (ns[i] == 1 || ns[i] == 8) run_case(e, p, ns[i], QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO);
     }
-    for (int w = 1; w <= 4; w *= 2) run_case(e, p, 3, QN_QUANT_PATH_MMVQ, w, QN_QUANT_SPLIT_AUTO);
-    if (p->nmax >= 17) run_case(e, p, 17, QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO);
+    for (int w = 1; w <= 4; w *= 2) run_decode_case(e, p, 3, w);
+    if (p->nmax >= 17) run_decode_case(e, p, 17, 0);
 }
 
 static void test_matmul(void **state) {
@@ -320,18 +338,23 @@ static void test_matmul(void **state) {
     problem_free(&p);
 }
 
-/* The decode path at a real width, K = 4096 + 32 and an odd N, every format, with and without act-order. */
+/* The decode path at a real width and an odd N, every format, with and without act-order: K = 4096 + 32
+ * (rows of 129 blocks: not 16-byte multiples, read directly) and K = 4096 + 128 (132 blocks: staged, the last
+ * chunk of each row partial). */
 static void test_decode_large(void **state) {
     env *e = *state;
     const size_t cases[] = {0, 1, 5, 7, 8}; /* LQ4 act, LQ4, LQ8 act, LNF4, LFP4 */
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        if (qn_gpu_test_quick() && c > 1) break;
-        problem p;
-        problem_init(&p, e, &CASES[cases[c]], 1027, 4128, 8, 400 + c);
-        run_decode_cases(e, &p);
-        check_counters_zero(&p);
-        problem_free(&p);
-    }
+    const int64_t Ks[] = {4128, 4224};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int ki = 0; ki < 2; ki++) {
+            if (qn_gpu_test_quick() && c > 1) break;
+            problem p;
+            problem_init(&p, e, &CASES[cases[c]], 1027, Ks[ki], 8, 400 + 2 * c + (uint64_t)ki);
+            assert_int_equal(kq_mmvq_stages(p.fmt, Ks[ki], 1), ki == 1);
+            run_decode_cases(e, &p);
+            check_counters_zero(&p);
+            problem_free(&p);
+        }
 }
 
 /* The decode call (gather, quantize, int8 kernel; or the fp16 table kernel) captured in a CUDA graph and
@@ -388,8 +411,8 @@ static void test_decode_shared_perm(void **state) {
         const size_t na = (size_t)(n * a.N), nb = (size_t)(n * b.N);
         float *ya = malloc(4 * na), *yb = malloc(4 * nb), *ga = malloc(4 * na), *gb = malloc(4 * nb);
         assert_true(ya && yb && ga && gb);
-        const qn_quant_matmul_opts one = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, false};
-        const qn_quant_matmul_opts ready = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, true};
+        const qn_quant_matmul_opts one = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, false, 0};
+        const qn_quant_matmul_opts ready = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, true, 0};
         assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &a.dw, a.dx, n, a.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
         assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &bw, a.dx, n, b.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
         dev_fetch(ya, a.dy, 4 * na, 0, "single a");
@@ -457,7 +480,7 @@ static void test_gather(void **state) {
     /* a workspace one byte short of the act-order need is refused before any launch: the tensor-core GEMV
      * gathers x into the workspace; the decode path quantizes through perm and needs no more than without */
     const qn_lutq_gpu_weight w = {QN_QFORMAT_LQ4, 64, k, dx /* any 16-aligned device pointer */, dp};
-    const qn_quant_matmul_opts gemv = {QN_QUANT_PATH_GEMV, 0, QN_QUANT_SPLIT_AUTO, false};
+    const qn_quant_matmul_opts gemv = {QN_QUANT_PATH_GEMV, 0, QN_QUANT_SPLIT_AUTO, false, 0};
     const size_t need = qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LQ4, QN_QUANT_PATH_GEMV, 64, k, true, n);
     assert_true(need >= 65536 + 2 * (size_t)(n * k));
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &w, dx, n, (float *)dxp, dxp, need - 1, g_stream, &gemv),
@@ -471,7 +494,7 @@ static void test_gather(void **state) {
     assert_true(need4 >= 65536 + qn_mmvq_x_bytes(n, k));
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &w4, dx, n, (float *)dxp, dxp, need4 - 1, g_stream), QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LNF4, QN_QUANT_PATH_MMVQ, 64, k, false, n), 0);
-    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false};
+    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0};
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &wf, dx, n, (float *)dxp, NULL, 0, g_stream, &bad_split),
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &wf, (const uint8_t *)dx + 2, n, (float *)dxp, NULL, 0, g_stream),

@@ -104,13 +104,13 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt =
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt) {
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged) {
     switch (fmt) {
-    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt);
-    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt);
-    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt);
-    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt);
-    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt);
+    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt, staged);
+    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt, staged);
+    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, staged);
+    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, staged);
+    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, staged);
     default: return nullptr;
     }
 }
@@ -129,8 +129,21 @@ static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, 
     return W;
 }
 
+static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged) {
+    mq_kernel_fn fn = mq_legacy_instance(fmt, nt, staged);
+    if (!fn) fn = mq_kquant_instance(fmt, nt, staged);
+    if (!fn) fn = mq_lutq_instance(fmt, nt, staged);
+    return fn;
+}
+
+int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt) {
+    const int ue = mq_unit_elems(fmt);
+    if (!ue || K <= 0 || K % ue != 0 || nt < 1 || nt > MQ_MAX_NT) return 0;
+    return mq_stage_ok((int64_t)qn_qformat_row_bytes(fmt, K)) && mq_pick_instance(fmt, nt, true) != nullptr;
+}
+
 qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const void *xq,
-                               int64_t n, int n_sm, int warps_per_row, int pdl, void *stream) {
+                               int64_t n, int n_sm, int warps_per_row, int stage, int pdl, void *stream) {
     const int ue = mq_unit_elems(fmt);
     if (!ue) return QN_ERR_UNSUPPORTED;
     if (K % ue != 0 || K % QN_MMVQ_QK != 0) return QN_ERR_SHAPE;
@@ -150,9 +163,7 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         const int R = mq_rows(ue, nt);
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
-        mq_kernel_fn fn = mq_legacy_instance(fmt, nt);
-        if (!fn) fn = mq_kquant_instance(fmt, nt);
-        if (!fn) fn = mq_lutq_instance(fmt, nt);
+        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, stage >= 0 && kq_mmvq_stages(fmt, K, nt));
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         mq_args a = {};
@@ -181,8 +192,8 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
 }
 
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
-                         int n_sm, int warps_per_row, int pdl, void *stream) {
+                         int n_sm, int warps_per_row, int stage, int pdl, void *stream) {
     if (N < 0) return QN_ERR_SHAPE;
     const kq_mmvq_mat m = {w, N, y};
-    return kq_mmvq_matmul_group(fmt, &m, 1, K, xq, n, n_sm, warps_per_row, pdl, stream);
+    return kq_mmvq_matmul_group(fmt, &m, 1, K, xq, n, n_sm, warps_per_row, stage, pdl, stream);
 }

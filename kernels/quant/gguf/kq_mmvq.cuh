@@ -71,41 +71,50 @@ struct mq_args {
  * were measured on the H200 at b5aa570: L2::256B changed nothing, L1::no_allocate cost 21% of decode speed;
  * bench/results/gpu-decode-attn-small-2026-12-02.md.) --- */
 
-__device__ __forceinline__ uint32_t mq_ld32(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned *>(p)); }
-__device__ __forceinline__ uint32_t mq_ld16(const uint8_t *p) {
-    return __ldg(reinterpret_cast<const unsigned short *>(p));
-}
-__device__ __forceinline__ uint2 mq_ld64(const uint8_t *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
+/* Where load() reads a unit's weights from: global memory (read-only path), or the warp's staged copy of
+ * its chunk in shared memory (the staged kernel below). Every address is aligned to the load's width. */
+struct mq_gmem {
+    __device__ static uint32_t ld16(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned short *>(p)); }
+    __device__ static uint32_t ld32(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned *>(p)); }
+    __device__ static uint2 ld64(const uint8_t *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
+    __device__ static uint4 ld128(const uint8_t *p) { return qn_ldg128(p); }
+};
+struct mq_smem {
+    __device__ static uint32_t ld16(const uint8_t *p) { return *reinterpret_cast<const unsigned short *>(p); }
+    __device__ static uint32_t ld32(const uint8_t *p) { return *reinterpret_cast<const unsigned *>(p); }
+    __device__ static uint2 ld64(const uint8_t *p) { return *reinterpret_cast<const uint2 *>(p); }
+    __device__ static uint4 ld128(const uint8_t *p) { return qn_lds128(p); }
+};
 
 /* NW little-endian words of the bytes [p, p + 4 NW), p 2-byte aligned, reading only those bytes:
  * aligned, NW words; otherwise a 16-bit head, NW-1 words and a 16-bit tail, shifted into place
  * (funnelshift_rc by 32 returns the high word: the aligned case). */
-template <int NW>
+template <int NW, class M = mq_gmem>
 __device__ __forceinline__ void mq_span_a2(const uint8_t *p, uint32_t out[NW]) {
     const bool mis = (reinterpret_cast<uintptr_t>(p) & 2u) != 0;
     const uint8_t *a = p + (mis ? 2 : 0);
     uint32_t w[NW];
 #pragma unroll
-    for (int i = 0; i < NW - 1; i++) w[i] = mq_ld32(a + 4 * i);
-    w[NW - 1] = mis ? mq_ld16(p + 4 * NW - 2) : mq_ld32(p + 4 * NW - 4);
-    const uint32_t head = mis ? mq_ld16(p) << 16 : 0u;
+    for (int i = 0; i < NW - 1; i++) w[i] = M::ld32(a + 4 * i);
+    w[NW - 1] = mis ? M::ld16(p + 4 * NW - 2) : M::ld32(p + 4 * NW - 4);
+    const uint32_t head = mis ? M::ld16(p) << 16 : 0u;
     const uint32_t sh = mis ? 16u : 32u;
 #pragma unroll
     for (int i = 0; i < NW; i++) out[i] = __funnelshift_rc(i == 0 ? head : w[i - 1], w[i], sh);
 }
 
-template <int NW>
+template <int NW, class M = mq_gmem>
 __device__ __forceinline__ void mq_words_a4(const uint8_t *p, uint32_t out[NW]) {
 #pragma unroll
-    for (int i = 0; i < NW; i++) out[i] = mq_ld32(p + 4 * i);
+    for (int i = 0; i < NW; i++) out[i] = M::ld32(p + 4 * i);
 }
 
-template <int NW>
+template <int NW, class M = mq_gmem>
 __device__ __forceinline__ void mq_words_a16(const uint8_t *p, uint32_t out[NW]) {
     static_assert(NW % 4 == 0, "whole 16-byte vectors");
 #pragma unroll
     for (int i = 0; i < NW / 4; i++) {
-        const uint4 v = qn_ldg128(p + 16 * i);
+        const uint4 v = M::ld128(p + 16 * i);
         out[4 * i + 0] = v.x, out[4 * i + 1] = v.y, out[4 * i + 2] = v.z, out[4 * i + 3] = v.w;
     }
 }
@@ -153,13 +162,14 @@ struct mq_fmt;
 /* Q4_0 — d @0 | qs[16] @2: element l (< 16) lo(qs[l]), 16 + l hi(qs[l]); w = d (c - 8). */
 template <>
 struct mq_fmt<QN_QFORMAT_Q4_0> {
-    static constexpr int UE = 32, BB = 18;
+    static constexpr int UE = 32, BB = 18, BE = 32;
     struct unit { uint32_t q[4]; float d; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        w.d = mq_f16(mq_ld16(b));
-        mq_span_a2<4>(b + 2, w.q);
+        w.d = mq_f16(M::ld16(b));
+        mq_span_a2<4, M>(b + 2, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         return w.d * x.d * (float)(mq_dot_legacy4<false>(w.q, 0u, x.X) - 8 * (x.s0 + x.s1));
@@ -169,14 +179,15 @@ struct mq_fmt<QN_QFORMAT_Q4_0> {
 /* Q4_1 — d @0 | m @2 | qs[16] @4 (4-byte aligned); w = d c + m. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q4_1> {
-    static constexpr int UE = 32, BB = 20;
+    static constexpr int UE = 32, BB = 20, BE = 32;
     struct unit { uint32_t q[4]; float d, m; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        const uint32_t dm = mq_ld32(b);
+        const uint32_t dm = M::ld32(b);
         w.d = mq_f16(dm), w.m = mq_f16(dm >> 16);
-        mq_words_a4<4>(b + 4, w.q);
+        mq_words_a4<4, M>(b + 4, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         return x.d * fmaf(w.d, (float)mq_dot_legacy4<false>(w.q, 0u, x.X), w.m * (float)(x.s0 + x.s1));
@@ -186,13 +197,14 @@ struct mq_fmt<QN_QFORMAT_Q4_1> {
 /* Q5_0 — d @0 | qh u32 @2 | qs[16] @6; fifth bit of element e = bit e of qh; w = d (c - 16). */
 template <>
 struct mq_fmt<QN_QFORMAT_Q5_0> {
-    static constexpr int UE = 32, BB = 22;
+    static constexpr int UE = 32, BB = 22, BE = 32;
     struct unit { uint32_t q[5]; float d; }; /* q[0] = qh, q[1..4] = qs */
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        w.d = mq_f16(mq_ld16(b));
-        mq_span_a2<5>(b + 2, w.q);
+        w.d = mq_f16(M::ld16(b));
+        mq_span_a2<5, M>(b + 2, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         return w.d * x.d * (float)(mq_dot_legacy4<true>(w.q + 1, w.q[0], x.X) - 16 * (x.s0 + x.s1));
@@ -202,15 +214,16 @@ struct mq_fmt<QN_QFORMAT_Q5_0> {
 /* Q5_1 — d @0 | m @2 | qh @4 | qs[16] @8 (8-byte aligned); w = d c + m. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q5_1> {
-    static constexpr int UE = 32, BB = 24;
+    static constexpr int UE = 32, BB = 24, BE = 32;
     struct unit { uint32_t q[5]; float d, m; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
         uint32_t v[6];
 #pragma unroll
         for (int i = 0; i < 3; i++) {
-            const uint2 t = mq_ld64(b + 8 * i);
+            const uint2 t = M::ld64(b + 8 * i);
             v[2 * i] = t.x, v[2 * i + 1] = t.y;
         }
         w.d = mq_f16(v[0]), w.m = mq_f16(v[0] >> 16);
@@ -225,13 +238,14 @@ struct mq_fmt<QN_QFORMAT_Q5_1> {
 /* Q8_0 — d @0 | qs i8[32] @2; w = d q. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q8_0> {
-    static constexpr int UE = 32, BB = 34;
+    static constexpr int UE = 32, BB = 34, BE = 32;
     struct unit { uint32_t q[8]; float d; };
     __device__ static int64_t xblock(int64_t u, int j) { return u; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + u * BB;
-        w.d = mq_f16(mq_ld16(b));
-        mq_span_a2<8>(b + 2, w.q);
+        w.d = mq_f16(M::ld16(b));
+        mq_span_a2<8, M>(b + 2, w.q);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         const int s = mq_dot4(x.X, 0, [&](int i) { return w.q[i]; }) + mq_dot4(x.X, 4, [&](int i) { return w.q[i]; });
@@ -244,15 +258,16 @@ struct mq_fmt<QN_QFORMAT_Q8_0> {
  * (lo: scale, hi: min); w = d sc c - dmin mn. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q2_K> {
-    static constexpr int UE = 128, BB = 84;
+    static constexpr int UE = 128, BB = 84, BE = 256;
     struct unit { uint32_t q[8], sc[2]; float d, dmin; };
     __device__ static int64_t xblock(int64_t u, int j) { return 4 * u + j; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + (u >> 1) * BB;
         const int h = (int)(u & 1);
-        mq_words_a4<8>(b + 16 + 32 * h, w.q);
-        mq_words_a4<2>(b + 8 * h, w.sc);
-        const uint32_t dd = mq_ld32(b + 80);
+        mq_words_a4<8, M>(b + 16 + 32 * h, w.q);
+        mq_words_a4<2, M>(b + 8 * h, w.sc);
+        const uint32_t dd = M::ld32(b + 80);
         w.d = mq_f16(dd), w.dmin = mq_f16(dd >> 16);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
@@ -270,16 +285,17 @@ struct mq_fmt<QN_QFORMAT_Q2_K> {
  * w = d (scale - 32) q. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q3_K> {
-    static constexpr int UE = 128, BB = 110;
+    static constexpr int UE = 128, BB = 110, BE = 256;
     struct unit { uint32_t hm[8], q[8], s[3]; float d; int h; };
     __device__ static int64_t xblock(int64_t u, int j) { return 4 * u + j; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + (u >> 1) * BB;
         w.h = (int)(u & 1);
-        mq_span_a2<8>(b, w.hm);
-        mq_span_a2<8>(b + 32 + 32 * w.h, w.q);
-        mq_span_a2<3>(b + 96, w.s);
-        w.d = mq_f16(mq_ld16(b + 108));
+        mq_span_a2<8, M>(b, w.hm);
+        mq_span_a2<8, M>(b + 32 + 32 * w.h, w.q);
+        mq_span_a2<3, M>(b + 96, w.s);
+        w.d = mq_f16(M::ld16(b + 108));
     }
     __device__ static int scale(const unit &w, int j, int half) {
         const int e = 2 * j + half; /* is - 8h, 0..7 */
@@ -306,15 +322,16 @@ __device__ __forceinline__ void mq_scale_min_k4(const uint32_t S[3], int b, int 
  * element 64c + 32p + l has code nibble p of qs[32c + l], pair b = 2c + p; w = d sc c - dmin mn. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q4_K> {
-    static constexpr int UE = 64, BB = 144;
+    static constexpr int UE = 64, BB = 144, BE = 256;
     struct unit { uint32_t q[8]; float dsc[2], dmn[2]; };
     __device__ static int64_t xblock(int64_t u, int j) { return 2 * u + j; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + (u >> 2) * BB;
         const int c = (int)(u & 3);
         uint32_t hdr[4];
-        mq_words_a16<4>(b, hdr);
-        mq_words_a16<8>(b + 16 + 32 * c, w.q);
+        mq_words_a16<4, M>(b, hdr);
+        mq_words_a16<8, M>(b + 16 + 32 * c, w.q);
         const float d = mq_f16(hdr[0]), dmin = mq_f16(hdr[0] >> 16);
 #pragma unroll
         for (int p = 0; p < 2; p++) {
@@ -334,16 +351,17 @@ struct mq_fmt<QN_QFORMAT_Q4_K> {
  * fifth bit (qh[l] >> (2c + p)) & 1. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q5_K> {
-    static constexpr int UE = 64, BB = 176;
+    static constexpr int UE = 64, BB = 176, BE = 256;
     struct unit { uint32_t q[8], qh[8]; float dsc[2], dmn[2]; int c; };
     __device__ static int64_t xblock(int64_t u, int j) { return 2 * u + j; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + (u >> 2) * BB;
         w.c = (int)(u & 3);
         uint32_t hdr[4];
-        mq_words_a16<4>(b, hdr);
-        mq_words_a16<8>(b + 16, w.qh);
-        mq_words_a16<8>(b + 48 + 32 * w.c, w.q);
+        mq_words_a16<4, M>(b, hdr);
+        mq_words_a16<8, M>(b + 16, w.qh);
+        mq_words_a16<8, M>(b + 48 + 32 * w.c, w.q);
         const float d = mq_f16(hdr[0]), dmin = mq_f16(hdr[0] >> 16);
 #pragma unroll
         for (int p = 0; p < 2; p++) {
@@ -365,17 +383,18 @@ struct mq_fmt<QN_QFORMAT_Q5_K> {
  * high2 = (qh[32h + l] >> 2k) & 3, q = code - 32, scale scales[8h + 2k + (l >= 16)]; w = d sc q. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q6_K> {
-    static constexpr int UE = 64, BB = 210;
+    static constexpr int UE = 64, BB = 210, BE = 256;
     struct unit { uint32_t ql[8], qh[8], sc[2]; float d; int jj; };
     __device__ static int64_t xblock(int64_t u, int j) { return 8 * (u >> 2) + 4 * ((u >> 1) & 1) + (u & 1) + 2 * j; }
+    template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
         const uint8_t *b = row + (u >> 2) * BB;
         const int h = (int)((u >> 1) & 1);
         w.jj = (int)(u & 1);
-        mq_span_a2<8>(b + 64 * h + 32 * w.jj, w.ql);
-        mq_span_a2<8>(b + 128 + 32 * h, w.qh);
-        mq_span_a2<2>(b + 192 + 8 * h, w.sc);
-        w.d = mq_f16(mq_ld16(b + 208));
+        mq_span_a2<8, M>(b + 64 * h + 32 * w.jj, w.ql);
+        mq_span_a2<8, M>(b + 128 + 32 * h, w.qh);
+        mq_span_a2<2, M>(b + 192 + 8 * h, w.sc);
+        w.d = mq_f16(M::ld16(b + 208));
     }
     __device__ static float dot(const unit &w, int p, const mq_xblk &x) {
         const int k = w.jj + 2 * p;
@@ -450,12 +469,60 @@ struct mq_pow2 {
     static constexpr int P = N <= 1 ? 1 : N <= 2 ? 2 : N <= 4 ? 4 : N <= 8 ? 8 : N <= 16 ? 16 : 32;
 };
 
+/* --- staging ---
+ * A warp's units of one loop step are 32 consecutive units of its rows: a chunk of mq_chunk_bytes<F>
+ * contiguous bytes per row (8 Q6_K super-blocks, 32 Q8_0 blocks, ...). Read directly, each load instruction
+ * of the warp touches a dozen cache lines (lanes one unit apart, 2- or 4-byte words for the 2-byte aligned
+ * formats), and the L1 wavefronts, not DRAM, set the pace. Staged, the warp copies its rows' next chunk into
+ * its own shared memory with 16-byte cp.async while it decodes the current one from there: the global side
+ * is a plain coalesced copy, the shared side the same loads as before, one wavefront each. Needs rows of a
+ * multiple of 16 bytes (then every chunk starts and ends 16-byte aligned, the last one at the row's end;
+ * mq_stage_ok), and fits where two chunks per row per warp stay within 48 KB (mq_stage_fits). */
+template <qn_qformat F>
+__host__ __device__ constexpr int mq_chunk_bytes() {
+    using FT = mq_fmt<F>;
+    return 32 * FT::UE / FT::BE * FT::BB; /* 32 units; a unit is a whole block or 1/2, 1/4 of one */
+}
 template <qn_qformat F, int NT>
+__host__ __device__ constexpr int mq_stage_bytes() {
+    return MQ_WARPS * 2 * mq_rows(mq_fmt<F>::UE, NT) * mq_chunk_bytes<F>();
+}
+template <qn_qformat F, int NT>
+__host__ __device__ constexpr bool mq_stage_fits() {
+    return mq_stage_bytes<F, NT>() <= 48 * 1024 && mq_chunk_bytes<F>() % 16 == 0;
+}
+__host__ __device__ constexpr bool mq_stage_ok(int64_t row_bytes) { return row_bytes % 16 == 0; }
+
+/* --- the kernel --- */
+
+/* One unit of R rows against every token: acc[r * NT + t] += dot. */
+template <qn_qformat F, int NT, int R, int P>
+__device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const typename mq_fmt<F>::unit (&wu)[R],
+                                             float (&acc)[P]) {
+    using FT = mq_fmt<F>;
+#pragma unroll
+    for (int j = 0; j < FT::UE / 32; j++) {
+        const int64_t xb = FT::xblock(u, j);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            typename mq_xsrc<F>::blk x;
+            mq_xsrc<F>::load(a, t, xb, x);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
+        }
+    }
+}
+
+/* ST: the staged variant (above; the launcher takes it where mq_stage_ok and an instance exists). Both
+ * variants do the same arithmetic in the same order: bit-identical outputs. */
+template <qn_qformat F, int NT, bool ST>
 __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
     using FT = mq_fmt<F>;
-    constexpr int R = mq_rows(FT::UE, NT), QB = FT::UE / 32, P = mq_pow2<R * NT>::P;
+    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P, CB = mq_chunk_bytes<F>();
     static_assert(R * NT <= 32, "one warp reduce-scatter");
+    static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
     __shared__ float red[MQ_WARPS][P];
+    __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
 
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     /* this CTA's matrix (selects, no indexing into the parameters) */
@@ -478,25 +545,51 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
 #pragma unroll
     for (int i = 0; i < P; i++) acc[i] = 0.f;
 
-#pragma unroll 1
-    for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
-        typename FT::unit wu[R];
+    if constexpr (ST) {
+        /* chunks c = wig, wig + W, ... (units 32c .. 32c + 31); buffer c's step parity; one chunk ahead */
+        uint8_t *const mine = stage_buf + warp * 2 * R * CB;
+        const uint32_t s_mine = static_cast<uint32_t>(__cvta_generic_to_shared(mine));
+        const int64_t n_chunks = (units + 31) / 32;
+        auto stage = [&](int64_t c, int buf) { /* then one commit, also when there is nothing to copy */
+            if (c < n_chunks) {
+                const int64_t off = c * CB;
+                const int bytes = (int)min((int64_t)CB, a.row_bytes - off); /* a multiple of 16 */
 #pragma unroll
-        for (int r = 0; r < R; r++) FT::load(wrow[r], u, wu[r]);
-        /* the weights do not depend on the kernel before (PDL): their first loads are in flight before
-         * the wait for x; later iterations find the wait satisfied. (Loading 2 or 4 units per lane before
-         * computing was measured on the H200 and gained nothing: bench/results/gpu-decode-step-2026-12-02.md.) */
-        qn_pdl_wait();
-#pragma unroll
-        for (int j = 0; j < QB; j++) {
-            const int64_t xb = FT::xblock(u, j);
-#pragma unroll
-            for (int t = 0; t < NT; t++) {
-                typename mq_xsrc<F>::blk x;
-                mq_xsrc<F>::load(a, t, xb, x);
-#pragma unroll
-                for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
+                for (int r = 0; r < R; r++)
+                    for (int i = 16 * lane; i < bytes; i += 16 * 32)
+                        qn_cp_async16_s(s_mine + (uint32_t)((buf * R + r) * CB + i), wrow[r] + off + i, 16u);
             }
+            qn_cp_async_commit();
+        };
+        stage(wig, 0);
+        int buf = 0;
+#pragma unroll 1
+        for (int64_t c = wig; c < n_chunks; c += W, buf ^= 1) {
+            __syncwarp();             /* every lane is done with the other buffer (the step before) */
+            stage(c + W, buf ^ 1);    /* the next chunk streams in while this one is decoded */
+            qn_cp_async_wait<1>();    /* this lane's copies of chunk c have landed */
+            __syncwarp();             /* ... and every other lane's */
+            const int64_t u = 32 * c + lane;
+            if (u < units) {
+                typename FT::unit wu[R];
+#pragma unroll
+                for (int r = 0; r < R; r++) FT::template load<mq_smem>(mine + (buf * R + r) * CB, lane, wu[r]);
+                qn_pdl_wait(); /* x is the kernel before's output; the weights were not */
+                mq_unit_dots<F, NT, R, P>(a, u, wu, acc);
+            }
+        }
+        qn_cp_async_wait<0>(); /* nothing left in flight when the warp moves on */
+    } else {
+#pragma unroll 1
+        for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
+            typename FT::unit wu[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) FT::template load<mq_gmem>(wrow[r], u, wu[r]);
+            /* the weights do not depend on the kernel before (PDL): their first loads are in flight before
+             * the wait for x; later iterations find the wait satisfied. (Loading 2 or 4 units per lane before
+             * computing was measured on the H200 and gained nothing: bench/results/gpu-decode-step-2026-12-02.md.) */
+            qn_pdl_wait();
+            mq_unit_dots<F, NT, R, P>(a, u, wu, acc);
         }
     }
 
@@ -525,17 +618,26 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
 /* --- host side: the instance table of one translation unit --- */
 typedef void (*mq_kernel_fn)(mq_args);
 
+template <qn_qformat F, int NT>
+mq_kernel_fn mq_instance_nt(bool staged) {
+    if constexpr (mq_stage_fits<F, NT>()) {
+        if (staged) return mq_kernel<F, NT, true>;
+    }
+    return staged ? nullptr : mq_kernel<F, NT, false>;
+}
+
+/* The kernel of (F, nt) reading weights directly, or staged (NULL where no staged instance fits). */
 template <qn_qformat F>
-mq_kernel_fn mq_instance(int nt) {
+mq_kernel_fn mq_instance(int nt, bool staged) {
     switch (nt) {
-    case 1: return mq_kernel<F, 1>;
-    case 2: return mq_kernel<F, 2>;
-    case 3: return mq_kernel<F, 3>;
-    case 4: return mq_kernel<F, 4>;
-    case 5: return mq_kernel<F, 5>;
-    case 6: return mq_kernel<F, 6>;
-    case 7: return mq_kernel<F, 7>;
-    case 8: return mq_kernel<F, 8>;
+    case 1: return mq_instance_nt<F, 1>(staged);
+    case 2: return mq_instance_nt<F, 2>(staged);
+    case 3: return mq_instance_nt<F, 3>(staged);
+    case 4: return mq_instance_nt<F, 4>(staged);
+    case 5: return mq_instance_nt<F, 5>(staged);
+    case 6: return mq_instance_nt<F, 6>(staged);
+    case 7: return mq_instance_nt<F, 7>(staged);
+    case 8: return mq_instance_nt<F, 8>(staged);
     default: return nullptr;
     }
 }
@@ -544,8 +646,8 @@ mq_kernel_fn mq_instance(int nt) {
 int mq_unit_elems(qn_qformat fmt);
 /* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
  * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h). */
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt);
-mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt);
-mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt);
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged);
+mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged);
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged);
 
 #endif /* QN_KQ_MMVQ_CUH */
