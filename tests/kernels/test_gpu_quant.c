@@ -386,7 +386,7 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
              (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
              path == ran ? "" : path_name(ran), split,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "",
-             ran != QN_QUANT_PATH_MMVQ ? "" : stage < 0 ? " direct" : kq_mmvq_stages(p->fmt, p->K, n < 8 ? (int)n : 8) ? " staged" : "");
+             ran == QN_QUANT_PATH_MMVQ && stage > 0 && kq_mmvq_stages(p->fmt, p->K, n < 8 ? (int)n : 8) ? " staged" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     CK(cudaStreamSynchronize(e->stream));
     CK(cudaGetLastError());
@@ -417,11 +417,11 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
     run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
 }
 
-/* The int8 path with its weights staged through shared memory (the default, where kq_mmvq_stages) and read
- * directly: each against the references, and the two bit-identical (same arithmetic, same order). */
+/* The int8 path with its weights read directly (the default) and staged through shared memory (where
+ * kq_mmvq_stages): each against the references, and the two bit-identical (same arithmetic, same order). */
 static void run_mmvq_case(gpu_env *e, problem *p, int64_t n, int split) {
-    float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
-    float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
+    float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 1);
+    float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
     if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
         fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", QN_QFORMATS[p->fmt].name,
                  (long long)p->N, (long long)p->K, (long long)n, split);

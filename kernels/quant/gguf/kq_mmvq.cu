@@ -163,7 +163,7 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         const int R = mq_rows(ue, nt);
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
-        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, stage >= 0 && kq_mmvq_stages(fmt, K, nt));
+        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, stage > 0 && kq_mmvq_stages(fmt, K, nt));
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         mq_args a = {};

@@ -18,7 +18,10 @@
  *
  * Alignment: a row starts 2-byte aligned only (e.g. Q4_0's 18-byte blocks), so 2-aligned fields are
  * read as aligned words plus 16-bit halves and realigned with funnel shifts (mq_span_a2); no load
- * touches a byte outside the fields the unit decodes, so nothing past the last block is read. */
+ * touches a byte outside the fields the unit decodes, so nothing past the last block is read.
+ *
+ * Weight loads come in two variants with the same arithmetic: direct from global memory (the default),
+ * or staged by chunks through shared memory with cp.async (see "staging" below; asked for by the caller). */
 #ifndef QN_KQ_MMVQ_CUH
 #define QN_KQ_MMVQ_CUH
 
@@ -513,7 +516,8 @@ __device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const 
     }
 }
 
-/* ST: the staged variant (above; the launcher takes it where mq_stage_ok and an instance exists). Both
+/* ST: the staged variant (above; the launcher takes it when asked to, where mq_stage_ok and an instance
+ * exists). Both
  * variants do the same arithmetic in the same order: bit-identical outputs. */
 template <qn_qformat F, int NT, bool ST>
 __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
