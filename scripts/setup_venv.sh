@@ -23,8 +23,10 @@ stamp="$QN_VENV/.llamacpp-build"
 if ! "$py" -c "import llama_cpp" 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$QN_LLAMACPP_PKG $ggml_args" ]; then
   echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes; $ggml_args)..."
   "$py" -m pip install -q scikit-build-core cmake ninja
+  "$py" -m pip uninstall -q -y llama-cpp-python >/dev/null 2>&1 || true
+  # --no-cache-dir: pip's wheel cache knows the version, not the flags it was built with
   CMAKE_ARGS="$ggml_args" "$py" -m pip install -q --no-build-isolation --no-binary llama-cpp-python \
-    --force-reinstall --no-deps --no-cache-dir "$QN_LLAMACPP_PKG"
+    --no-cache-dir "$QN_LLAMACPP_PKG"
   "$py" -c "import llama_cpp"
   echo "$QN_LLAMACPP_PKG $ggml_args" >"$stamp"
 fi
