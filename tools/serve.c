@@ -28,6 +28,7 @@ typedef struct serve_opts {
     float gpu_util, sse_ping_s;
     bool no_prefix_cache, enable_prefix_caching, no_enable_prefix_caching, help;
     bool no_graphs, tp_nccl;    /* the device flags the other commands take (common.h) */
+    bool mmvq_staged;
     const char *profile_steps;
 } serve_opts;
 
@@ -199,6 +200,8 @@ int qn_cmd_serve(int argc, char **argv) {
         {"tp-rank", NULL, 0, QN_ARG_INT, &o.tp_rank, NULL},
         {"tp-local", NULL, 0, QN_ARG_INT, &o.tp_local, NULL},
         {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &o.no_graphs, "CUDA: launch decode steps kernel by kernel"},
+        {"mmvq-staged", NULL, 0, QN_ARG_BOOL, &o.mmvq_staged,
+         "CUDA: int8 decode matmuls stage weights through shared memory (A/B; not yet measured)"},
         {"profile-steps", NULL, 0, QN_ARG_STR, &o.profile_steps,
          "A:B  CUDA: cudaProfilerStart/Stop around engine steps A..B (nsys --capture-range=cudaProfilerApi)"},
         {"tp-nccl", NULL, 0, QN_ARG_BOOL, &o.tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"},
@@ -296,7 +299,8 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec.isa = isa;
     L.ec.device = dev_kind;
     L.ec.cuda_device = dev_ordinal;
-    const qn_tool_device_opts dv = {.device = o.device, .no_graphs = o.no_graphs, .profile_steps = o.profile_steps,
+    const qn_tool_device_opts dv = {.device = o.device, .no_graphs = o.no_graphs, .mmvq_staged = o.mmvq_staged,
+                                    .profile_steps = o.profile_steps,
                                     .tp = o.tp, .tp_nccl = o.tp_nccl, .tp_rank = -1};
     if (qn_tool_apply_device_engine("serve", &dv, &L.ec) != 0) return 1;
     L.ec.gpu_memory_utilization = o.gpu_util;

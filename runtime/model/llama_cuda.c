@@ -169,6 +169,7 @@ struct qn_llama_cuda {
     graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
     qn_sample_path smp_path;       /* of the sampling step being run */
     bool graphs_on;
+    int mmvq_stage;             /* opts.mmvq_stage of every matmul (quant.h): 1 with p.mmvq_staged */
     int64_t step;
     qn_llama_tap_fn tap;
     void *tap_user;
@@ -826,6 +827,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
     }
     set_dims(f, m, p);
     f->graphs_on = p->cuda_graphs;
+    f->mmvq_stage = p->mmvq_staged ? 1 : 0;
     snprintf(f->name, sizeof f->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     f->wbytes = weights_bytes(m);
     if (cublasCreate(&f->cublas) != CUBLAS_STATUS_SUCCESS) {
@@ -927,7 +929,7 @@ static bool mm_takes_q8(const qn_llama_cuda *f, const dev_weight *w, int64_t n) 
 static qn_status mm_x(qn_llama_cuda *f, const dev_weight *w, const uint16_t *x, int64_t n, float *y, bool same_x,
                       qn_error *err) {
     const bool q8 = mm_takes_q8(f, w, n);
-    qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
+    qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO, .mmvq_stage = f->mmvq_stage};
     o.x_ready = same_x && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == w->k && f->q8_perm == w->perm;
     if (qn_lutq_gpu_is_format(w->fmt)) {
         const qn_lutq_gpu_weight lw = {w->fmt, w->n, w->k, w->d, w->perm};
@@ -959,7 +961,7 @@ static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw,
         if (j - i > 1 && (!ws[i]->perm || q8)) {
             qn_quant_mat mats[QN_QUANT_MAX_GROUP];
             for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};
-            qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
+            qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO, .mmvq_stage = f->mmvq_stage};
             o.x_ready = (same_x || i > 0) && q8 && f->q8_x == x && f->q8_n == n && f->q8_k == ws[i]->k &&
                         f->q8_perm == ws[i]->perm;
             qn_status st = QN_OK;

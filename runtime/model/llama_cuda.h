@@ -32,6 +32,8 @@ typedef struct qn_llama_cuda_params {
     int32_t n_blocks;       /* KV blocks */
     int32_t block_size;     /* KV block size (16) */
     bool cuda_graphs;       /* capture/replay pure-decode steps */
+    bool mmvq_staged;       /* int8 decode matmuls stage their weights through shared memory (quant.h
+                             * opts.mmvq_stage; A/B runs, not yet the default) */
     int32_t profile_begin;  /* cudaProfilerStart before step profile_begin, Stop after profile_end */
     int32_t profile_end;    /* (0-based step numbers; begin > end: off) */
     int32_t load_threads;   /* host threads repacking GPTQ/AWQ/bnb (lutq) weights at create; <= 0: online CPUs */
