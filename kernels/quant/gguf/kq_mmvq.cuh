@@ -476,7 +476,8 @@ struct mq_pow2 {
  * A warp's units of one loop step are 32 consecutive units of its rows: a chunk of mq_chunk_bytes<F>
  * contiguous bytes per row (8 Q6_K super-blocks, 32 Q8_0 blocks, ...). Read directly, each load instruction
  * of the warp touches a dozen cache lines (lanes one unit apart, 2- or 4-byte words for the 2-byte aligned
- * formats), and the L1 wavefronts, not DRAM, set the pace. Staged, the warp copies its rows' next chunk into
+ * formats); the hypothesis this variant tests is that those L1 wavefronts, not DRAM, set the pace of Q6_K
+ * (~50% of copy bandwidth against Q8_0's ~75%). Staged, the warp copies its rows' next chunk into
  * its own shared memory with 16-byte cp.async while it decodes the current one from there: the global side
  * is a plain coalesced copy, the shared side the same loads as before, one wavefront each. Needs rows of a
  * multiple of 16 bytes (then every chunk starts and ends 16-byte aligned, the last one at the row's end;
