@@ -17,8 +17,10 @@ py="$QN_VENV/bin/python"
 "$py" -c "import transformers, sentencepiece, tokenizers, google.protobuf" 2>/dev/null ||
   "$py" -m pip install -q "transformers==4.57.6" sentencepiece tokenizers protobuf
 # llama-cpp-python built from source for this CPU (qn_ggml_cpu_args: native ISA, never AMX); the stamp
-# records the package and flags it was built with, and a venv built otherwise is rebuilt
-ggml_args="$(qn_ggml_cpu_args)"
+# records the package and flags it was built with, and a venv built otherwise is rebuilt. LLAVA_BUILD=OFF: the
+# multimodal library (tools/mtmd) is imported only by llava chat handlers, which no test uses; it is minutes
+# of the CI's 2-core build
+ggml_args="$(qn_ggml_cpu_args) -DLLAVA_BUILD=OFF"
 stamp="$QN_VENV/.llamacpp-build"
 if ! "$py" -c "import llama_cpp" 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$QN_LLAMACPP_PKG $ggml_args" ]; then
   echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes; $ggml_args)..."
