@@ -179,7 +179,11 @@ int qn_tool_apply_device(const char *cmd, const qn_tool_device_opts *o, qn_ctx_p
         return -1;
     }
     cp->cuda_graphs = !o->no_graphs;
-    cp->mmvq_staged = o->mmvq_staged;
+    if (o->mmvq_staged && o->mmvq_direct) {
+        fprintf(stderr, "quern %s: --mmvq-staged and --mmvq-direct: give one of them\n", cmd);
+        return -1;
+    }
+    cp->mmvq_stage = o->mmvq_staged ? 1 : o->mmvq_direct ? -1 : 0;
     if (o->tp < 1) {
         fprintf(stderr, "quern %s: --tensor-parallel-size: %d must be >= 1\n", cmd, o->tp);
         return -1;
@@ -206,7 +210,7 @@ int qn_tool_apply_device_engine(const char *cmd, const qn_tool_device_opts *o, q
     qn_ctx_params cp = qn_ctx_params_default();
     if (qn_tool_apply_device(cmd, o, &cp) != 0) return -1;
     ec->device = cp.device, ec->cuda_device = cp.cuda_device, ec->cuda_graphs = cp.cuda_graphs;
-    ec->mmvq_staged = cp.mmvq_staged;
+    ec->mmvq_stage = cp.mmvq_stage;
     ec->tp_size = cp.tp_size, ec->tp_nccl = cp.tp_nccl;
     ec->profile_begin = cp.profile_begin, ec->profile_end = cp.profile_end;
     ec->tp_master = cp.tp_master, ec->tp_first_rank = cp.tp_first_rank, ec->tp_local = cp.tp_local;

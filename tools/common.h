@@ -39,7 +39,8 @@ qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_
 typedef struct qn_tool_device_opts {
     const char *device;         /* auto | cpu | cuda | cuda:N */
     bool no_graphs;
-    bool mmvq_staged;           /* CUDA: staged int8 decode matmuls (A/B runs) */
+    bool mmvq_staged;           /* CUDA: int8 decode matmuls stage every weight they can (A/B runs) */
+    bool mmvq_direct;           /* CUDA: int8 decode matmuls read every weight directly (A/B runs) */
     const char *profile_steps;  /* "A:B" */
     int tp;                     /* tensor-parallel ranks */
     bool tp_nccl;               /* CUDA: NCCL path even for -tp 1 */
@@ -52,7 +53,9 @@ typedef struct qn_tool_device_opts {
     {"device", NULL, 0, QN_ARG_STR, &(o).device, "auto | cpu | cuda | cuda:N (auto: the GPU when one is present)"}, \
     {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &(o).no_graphs, "CUDA: launch decode steps kernel by kernel"},          \
     {"mmvq-staged", NULL, 0, QN_ARG_BOOL, &(o).mmvq_staged,                                                         \
-     "CUDA: int8 decode matmuls stage weights through shared memory (A/B; not yet measured)"},                    \
+     "CUDA: int8 decode matmuls stage all weights they can through shared memory (A/B; default: where faster)"},   \
+    {"mmvq-direct", NULL, 0, QN_ARG_BOOL, &(o).mmvq_direct,                                                         \
+     "CUDA: int8 decode matmuls read all weights directly, never staged (A/B)"},                                   \
     {"profile-steps", NULL, 0, QN_ARG_STR, &(o).profile_steps,                                                      \
      "A:B  CUDA: cudaProfilerStart/Stop around forward steps A..B (nsys --capture-range=cudaProfilerApi)"},        \
     {"tensor-parallel-size", "tp", 0, QN_ARG_INT, &(o).tp, "tensor-parallel ranks (1): CPU ranks, or GPUs over NCCL"}, \

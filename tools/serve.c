@@ -28,7 +28,7 @@ typedef struct serve_opts {
     float gpu_util, sse_ping_s;
     bool no_prefix_cache, enable_prefix_caching, no_enable_prefix_caching, help;
     bool no_graphs, tp_nccl;    /* the device flags the other commands take (common.h) */
-    bool mmvq_staged;
+    bool mmvq_staged, mmvq_direct;
     const char *profile_steps;
 } serve_opts;
 
@@ -201,7 +201,8 @@ int qn_cmd_serve(int argc, char **argv) {
         {"tp-local", NULL, 0, QN_ARG_INT, &o.tp_local, NULL},
         {"no-cuda-graphs", NULL, 0, QN_ARG_BOOL, &o.no_graphs, "CUDA: launch decode steps kernel by kernel"},
         {"mmvq-staged", NULL, 0, QN_ARG_BOOL, &o.mmvq_staged,
-         "CUDA: int8 decode matmuls stage weights through shared memory (A/B; not yet measured)"},
+         "CUDA: int8 decode matmuls stage all weights they can through shared memory (A/B; default: where faster)"},
+        {"mmvq-direct", NULL, 0, QN_ARG_BOOL, &o.mmvq_direct, "CUDA: int8 decode matmuls read all weights directly (A/B)"},
         {"profile-steps", NULL, 0, QN_ARG_STR, &o.profile_steps,
          "A:B  CUDA: cudaProfilerStart/Stop around engine steps A..B (nsys --capture-range=cudaProfilerApi)"},
         {"tp-nccl", NULL, 0, QN_ARG_BOOL, &o.tp_nccl, "CUDA: the NCCL tensor-parallel path even for -tp 1 (testing)"},
@@ -300,6 +301,7 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec.device = dev_kind;
     L.ec.cuda_device = dev_ordinal;
     const qn_tool_device_opts dv = {.device = o.device, .no_graphs = o.no_graphs, .mmvq_staged = o.mmvq_staged,
+                                    .mmvq_direct = o.mmvq_direct,
                                     .profile_steps = o.profile_steps,
                                     .tp = o.tp, .tp_nccl = o.tp_nccl, .tp_rank = -1};
     if (qn_tool_apply_device_engine("serve", &dv, &L.ec) != 0) return 1;

@@ -77,7 +77,7 @@ struct op_ctx {
     int rot;
     int64_t n;
     qn_quant_path path; /* AUTO, GEMV or MMVQ (the decode path) */
-    int stage;          /* the decode kernel's weight loads: 0 direct, 1 staged where it can (--mmvq-staged) */
+    int stage;          /* the decode kernel's weight loads (quant.h opts.mmvq_stage): 0 auto, 1 --mmvq-staged, -1 --mmvq-direct */
     const void *x;
     float *y;
     void *ws;
@@ -128,9 +128,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--mmvq-staged")) stage = 1;
+        else if (!strcmp(argv[i], "--mmvq-direct")) stage = -1;
         else {
             fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n"
-                            "          [--mmvq-staged]  (decode path: weights staged through shared memory; A/B runs)\n", argv[0]);
+                            "          [--mmvq-staged|--mmvq-direct]  (decode path: weights all staged through shared memory, or all read directly; A/B runs)\n", argv[0]);
             return 2;
         }
     }

@@ -330,7 +330,7 @@ static void print_row(const char *fmt, const char *sname, int64_t n, const char 
 static void usage(FILE *f, const char *prog) {
     fprintf(f,
             "usage: %s [--fmt LIST] [--n LIST] [--shape NxK,...|all] [--json FILE|-] [--quick] [--dequant-only]\n"
-            "          [--split-sweep] [--split-mode auto|workspace|cluster] [--mmvq-staged]\n"
+            "          [--split-sweep] [--split-mode auto|workspace|cluster] [--mmvq-staged|--mmvq-direct]\n"
             "  GPU matmul kernels (every format the GPU takes) x Llama-3-8B shapes x n, beside cuBLAS fp16:\n"
             "  us, GB/s, TFLOP/s, %% of measured copy bandwidth; weights rotate through > 3x L2.\n"
             "  --fmt     formats, e.g. q4_K,q8_0,lq4 (default: all with a GPU kernel)\n"
@@ -338,8 +338,8 @@ static void usage(FILE *f, const char *prog) {
             "  --shape   4096x4096,1024x4096,14336x4096,4096x14336 (default); 'all' adds 128256x4096 (LM head)\n"
             "  --json    one JSON line per point to FILE ('-' = stdout)\n"
             "  --quick   the AUTO path and cuBLAS only, no dequant table, fewer replays (about a minute on an H200)\n"
-            "  --mmvq-staged  the int8 path stages its weights through shared memory where it can, instead of\n"
-            "                 reading them directly (kq_mmvq.h; for A/B runs)\n",
+            "  --mmvq-staged  the int8 path stages all weights it can through shared memory (kq_mmvq.h; A/B runs)\n"
+            "  --mmvq-direct  the int8 path reads all weights directly (default: staged where measured faster)\n",
             prog);
 }
 
@@ -358,6 +358,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quick")) quick = true;
         else if (!strcmp(argv[i], "--dequant-only")) dequant_only = true;
         else if (!strcmp(argv[i], "--mmvq-staged")) mmvq_stage = 1;
+        else if (!strcmp(argv[i], "--mmvq-direct")) mmvq_stage = -1;
         else if (!strcmp(argv[i], "--split-mode") && i + 1 < argc &&
                  (!strcmp(argv[i + 1], "auto") || !strcmp(argv[i + 1], "workspace") || !strcmp(argv[i + 1], "cluster"))) {
             ++i;
@@ -522,11 +523,11 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                             fprintf(js, "{\"bench\":\"gpu_quant\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,\"path\":\"%s\","
                                         "\"chosen\":%s,\"split\":%d,\"weight_bytes\":%zu,\"rot\":%d,\"us\":%.3f,\"us_min\":%.3f,"
                                         "\"us_max\":%.3f,\"gbs\":%.1f,\"pct_copy\":%.1f,\"tflops\":%.2f,\"cublas_us\":%.3f,"
-                                        "\"vs_cublas\":%.3f,\"mmvq_staged\":%s,",
+                                        "\"vs_cublas\":%.3f,\"mmvq_stage\":\"%s\",",
                                     fmt_name(f), (long long)sh.N, (long long)sh.K, (long long)n, path_name(paths[pi]),
                                     is_auto ? "true" : "false", splits[si], wb, rot, p.us, p.us_min, p.us_max, p.gbs,
                                     p.pct, p.tflops, cub[ni].us, cub[ni].us > 0 ? cub[ni].us / p.us : 0.0,
-                                    mmvq_stage > 0 ? "true" : "false");
+                                    mmvq_stage > 0 ? "staged" : mmvq_stage < 0 ? "direct" : "auto");
                             qn_bench_json_env(js, &env);
                             fprintf(js, "}\n");
                             fflush(js);

@@ -87,7 +87,8 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
         }
         __syncthreads();
     }
-    qn_pdl_wait(); /* positions and slots are step inputs; q, k, v come from the kernels before */
+    qn_pdl_wait(); /* positions and slots are step inputs; q, k, v come from the kernels before (read with
+                    * __ldca below: a PDL dependent must not read them through .nc, device_util.cuh) */
 
     for (int u = threadIdx.x; u < (h_end - h0) * per_head; u += blockDim.x) {
         const int hh = h0 + u / per_head, j = u % per_head;
@@ -97,7 +98,7 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
             const size_t src = ((size_t)t * n_kv_heads + h) * head_dim;
             const size_t dst = ((size_t)slot * n_kv_heads + h) * head_dim;
             for (int d = j; d < head_dim; d += per_head) {
-                const float x = v[src + d] + (bv ? bv[(size_t)h * head_dim + d] : 0.0f);
+                const float x = __ldca(v + src + d) + (bv ? bv[(size_t)h * head_dim + d] : 0.0f);
                 v_cache[dst + d] = bf16 ? kv_bf16::one(x) : kv_f16::one(x);
             }
             continue;
@@ -111,7 +112,7 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
         if (j < half) {
             i0 = neox ? j : 2 * j;
             i1 = neox ? j + half : 2 * j + 1;
-            float x0 = src[i0], x1 = src[i1];
+            float x0 = __ldca(src + i0), x1 = __ldca(src + i1);
             if (bias) {
                 x0 += bias[i0];
                 x1 += bias[i1];
@@ -121,7 +122,7 @@ rope_kv_write(float *__restrict__ q, const float *__restrict__ k, const float *_
             y1 = fmaf(x0, c.y, x1 * c.x);
         } else {
             i0 = rope_dim + (j - half);
-            y0 = src[i0] + (bias ? bias[i0] : 0.0f);
+            y0 = __ldca(src + i0) + (bias ? bias[i0] : 0.0f);
         }
         if (is_q) {
             float *qd = q + ((size_t)t * n_heads + h) * head_dim;
@@ -458,7 +459,7 @@ paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict
     qn_pdl_wait();
     const int row = blockIdx.x * 4 + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= n_rows) return;
-    const float2 ml = lane < n_splits ? ws_ml[(size_t)lane * n_rows + row] : ATTN_ML_EMPTY;
+    const float2 ml = lane < n_splits ? __ldca(ws_ml + (size_t)lane * n_rows + row) : ATTN_ML_EMPTY;
     if (attn_ml_is_empty(__shfl_sync(0xffffffffu, ml.x, 1), __shfl_sync(0xffffffffu, ml.y, 1))) return;
     const bool live = ml.y > 0.0f;
     float M = live ? ml.x : -INFINITY;
@@ -476,7 +477,7 @@ paged_attention_combine(const float *__restrict__ ws_o, const float2 *__restrict
         for (int s = 0; s < n_splits; s++) {
             const float ws = __shfl_sync(0xffffffffu, w, s);
             if (!(ws > 0.0f) || !mine) continue; /* ws is warp-uniform */
-            const float4 x = *reinterpret_cast<const float4 *>(ws_o + ((size_t)s * n_rows + row) * head_dim + d);
+            const float4 x = __ldca(reinterpret_cast<const float4 *>(ws_o + ((size_t)s * n_rows + row) * head_dim + d));
             acc.x += ws * x.x;
             acc.y += ws * x.y;
             acc.z += ws * x.z;

@@ -31,6 +31,11 @@ __device__ __forceinline__ uint4 qn_ldg128(const void *p) {  /* read-only path (
     return __ldg(reinterpret_cast<const uint4 *>(p));
 }
 __device__ __forceinline__ uint4 qn_lds128(const void *p) { return *reinterpret_cast<const uint4 *>(p); }
+/* Coherent, L1-cached (ld.global.ca): for what the kernel before wrote, in a kernel launched as its PDL
+ * dependent. ld.global.nc asks that the data stay read-only for the kernel's whole lifetime, and a dependent
+ * starts while the kernel before still writes: measured on the H200, the int8 decode kernel read stale
+ * activations through .nc after griddepcontrol.wait (bench/results/gpu-staged-2026-12-03.md). */
+__device__ __forceinline__ uint4 qn_ldca128(const void *p) { return __ldca(reinterpret_cast<const uint4 *>(p)); }
 __device__ __forceinline__ void qn_stg128(void *p, uint4 v) { *reinterpret_cast<uint4 *>(p) = v; }
 
 /* --- cp.async: global -> shared without a register round trip (sm_80+) ---

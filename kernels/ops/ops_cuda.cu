@@ -280,7 +280,7 @@ __global__ void __launch_bounds__(1024)
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         float v = xr[i];
         if (ADD) {
-            v = __fadd_rn(v, y[t * n + i]);
+            v = __fadd_rn(v, __ldca(y + t * n + i)); /* the kernel before's output: not .nc (PDL) */
             xr[i] = v; /* read back below by this same thread */
         }
         ss = __fmaf_rn(v, v, ss);
@@ -332,7 +332,7 @@ __global__ void __launch_bounds__(1024)
         for (int k = 0; k < NORM_V4; k++) {
             const int i = k * (int)blockDim.x + (int)threadIdx.x;
             if (i < n4) {
-                const float4 b = yr[i];
+                const float4 b = __ldca(yr + i); /* the kernel before's output: not .nc (PDL) */
                 v[k] = make_float4(__fadd_rn(v[k].x, b.x), __fadd_rn(v[k].y, b.y), __fadd_rn(v[k].z, b.z),
                                    __fadd_rn(v[k].w, b.w));
                 xr[i] = v[k];
@@ -420,7 +420,7 @@ static unsigned ew_blocks(int64_t total) {
 __global__ void k_add(float *__restrict__ x, const float *__restrict__ y, int64_t total) {
     qn_pdl_trigger();
     qn_pdl_wait();
-    EW_LOOP(i, total) x[i] = __fadd_rn(x[i], y[i]);
+    EW_LOOP(i, total) x[i] = __fadd_rn(x[i], __ldca(y + i)); /* y: the kernel before's (PDL: not .nc) */
 }
 
 qn_status qn_rmsnorm_cuda(const float *x, const int32_t *rows, int32_t n_rows, int64_t n, const float *w, float eps,
@@ -470,8 +470,8 @@ __global__ void k_silu_mul(const float *__restrict__ g, const float *__restrict_
     qn_pdl_trigger();
     qn_pdl_wait();
     EW_LOOP(i, total) {
-        const float x = g[i];
-        const __half h = __float2half_rn(__fmul_rn(__fdividef(x, __fadd_rn(1.0f, __expf(-x))), u[i]));
+        const float x = __ldca(g + i); /* g, u: the kernels before wrote them (PDL: coherent loads, not .nc) */
+        const __half h = __float2half_rn(__fmul_rn(__fdividef(x, __fadd_rn(1.0f, __expf(-x))), __ldca(u + i)));
         out[i] = h;
         if (Q8) {
             const float v[1] = {__half2float(h)};

@@ -100,7 +100,7 @@ struct mq_xsrc_f16 {
     using blk = mq_xh;
     __device__ static void load(const mq_args &a, int t, int64_t xb, blk &x) {
         const uint8_t *p = reinterpret_cast<const uint8_t *>(a.xh + t * a.x_ld + 32 * xb); /* 64-byte aligned */
-        mq_words_a16<16>(p, x.h);
+        mq_words_a16<16, mq_xmem>(p, x.h); /* the kernel before's output: coherent loads (mq_xmem) */
     }
 };
 template <>

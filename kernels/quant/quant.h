@@ -163,9 +163,9 @@ typedef struct qn_quant_matmul_opts {
                                      * norms and silu_mul write the quantizer's exact bits): the call skips the
                                      * quantization. Caller's promise; qn_quant_takes_q8_x() says which calls
                                      * write and read them. */
-    int mmvq_stage;                 /* MMVQ only: 0 = read the weights directly (the measured default), 1 = stage
-                                     * them through shared memory where the kernel can (kq_mmvq.h,
-                                     * kq_mmvq_stages; not yet measured on a GPU); bit-identical outputs */
+    int mmvq_stage;                 /* MMVQ only: 0 = auto (stage the weights through shared memory where that
+                                     * measured faster: kq_mmvq.h), 1 = stage them wherever the kernel can
+                                     * (kq_mmvq_stages), -1 = read them directly; bit-identical outputs */
 } qn_quant_matmul_opts;
 
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the

@@ -81,7 +81,7 @@ static qn_status create_cuda(qn_backend *b, const qn_model *m, const qn_backend_
     cp.device = p->cuda_device;
     cp.max_tokens = p->max_tokens, cp.max_seqs = p->max_seqs, cp.max_ctx = p->max_ctx;
     cp.n_blocks = p->n_blocks, cp.block_size = p->block_size, cp.cuda_graphs = p->cuda_graphs;
-    cp.mmvq_staged = p->mmvq_staged;
+    cp.mmvq_stage = p->mmvq_stage;
     cp.profile_begin = p->profile_begin, cp.profile_end = p->profile_end;
     qn_status st;
     if (p->tp_size > 1 || p->tp_nccl) {

@@ -35,7 +35,7 @@ typedef struct qn_backend_params {
     int32_t max_ctx;          /* positions per sequence */
     int32_t n_blocks, block_size; /* KV cache */
     bool cuda_graphs;         /* CUDA path: graphs for decode steps */
-    bool mmvq_staged;         /* CUDA path: staged int8 decode matmuls (llama_cuda.h) */
+    int mmvq_stage;           /* CUDA path: int8 decode weight loads (llama_cuda.h; 0 = auto) */
     int32_t profile_begin, profile_end; /* CUDA path: cudaProfilerStart/Stop around these steps (begin > end: off) */
     int32_t tp_size;          /* tensor-parallel ranks (1). CPU: in-process ranks (tp/forward_cpu.h), each with
                                * max(1, n_threads / tp_size) threads; CUDA: GPUs cuda_device .. + tp_size - 1,

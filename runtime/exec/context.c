@@ -33,7 +33,7 @@ qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out,
     bp.device = p->device, bp.cuda_device = p->cuda_device, bp.n_threads = p->n_threads, bp.isa = p->isa;
     bp.max_tokens = c->p.n_batch, bp.max_seqs = 1, bp.max_ctx = p->n_ctx;
     bp.n_blocks = c->n_blocks, bp.block_size = p->block_size, bp.cuda_graphs = p->cuda_graphs;
-    bp.mmvq_staged = p->mmvq_staged;
+    bp.mmvq_stage = p->mmvq_stage;
     bp.profile_begin = p->profile_begin, bp.profile_end = p->profile_end;
     bp.tp_size = p->tp_size > 0 ? p->tp_size : 1;
     bp.tp_nccl = p->tp_nccl;

@@ -21,7 +21,7 @@ typedef struct qn_ctx_params {
     qn_device_kind device; /* AUTO: CUDA when a GPU is present */
     int cuda_device;     /* CUDA ordinal */
     bool cuda_graphs;    /* CUDA: replay decode steps as graphs */
-    bool mmvq_staged;    /* CUDA: staged int8 decode matmuls (llama_cuda.h) */
+    int mmvq_stage;      /* CUDA: int8 decode weight loads (llama_cuda.h; 0 = auto) */
     int32_t profile_begin, profile_end; /* CUDA: cudaProfilerStart/Stop around these forward steps */
     int32_t tp_size;     /* tensor-parallel ranks (exec/backend.h) */
     bool tp_nccl;        /* CUDA: NCCL tensor-parallel path even for tp_size 1 */

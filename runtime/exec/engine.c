@@ -424,7 +424,7 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     bp.block_size = c->block_size;
     bp.tp_size = c->tp_size > 0 ? c->tp_size : 1;
     bp.cuda_graphs = c->cuda_graphs, bp.profile_begin = c->profile_begin, bp.profile_end = c->profile_end;
-    bp.mmvq_staged = c->mmvq_staged;
+    bp.mmvq_stage = c->mmvq_stage;
     bp.tp_nccl = c->tp_nccl;
     bp.tp_master = c->tp_master, bp.tp_first_rank = c->tp_first_rank, bp.tp_local = c->tp_local;
     qn_status st = QN_OK;

@@ -40,7 +40,7 @@ typedef struct qn_engine_config {
     bool host_sampling;             /* sample every row on the host even where the backend could sample on
                                      * the device (tests compare the two) */
     bool cuda_graphs;               /* CUDA: replay pure-decode steps as graphs (true) */
-    bool mmvq_staged;               /* CUDA: staged int8 decode matmuls (llama_cuda.h; false) */
+    int mmvq_stage;                 /* CUDA: int8 decode weight loads (llama_cuda.h; 0 = auto) */
     bool capture_graphs_at_start;   /* CUDA, with cuda_graphs and device sampling: capture the decode graphs of
                                      * every padded step size up to max_num_seqs at create, as vLLM does, instead
                                      * of on first use mid-serving (true; ~26 ms each, two sampling paths) */

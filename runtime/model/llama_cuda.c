@@ -169,7 +169,7 @@ struct qn_llama_cuda {
     graph_entry *graphs[1 + QN_SAMPLE_PATH_COUNT];
     qn_sample_path smp_path;       /* of the sampling step being run */
     bool graphs_on;
-    int mmvq_stage;             /* opts.mmvq_stage of every matmul (quant.h): 1 with p.mmvq_staged */
+    int mmvq_stage;             /* opts.mmvq_stage of every matmul (quant.h): p.mmvq_stage */
     int64_t step;
     qn_llama_tap_fn tap;
     void *tap_user;
@@ -827,7 +827,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
     }
     set_dims(f, m, p);
     f->graphs_on = p->cuda_graphs;
-    f->mmvq_stage = p->mmvq_staged ? 1 : 0;
+    f->mmvq_stage = p->mmvq_stage;
     snprintf(f->name, sizeof f->name, "%s (sm_%d%d, %d SMs)", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
     f->wbytes = weights_bytes(m);
     if (cublasCreate(&f->cublas) != CUBLAS_STATUS_SUCCESS) {

@@ -32,8 +32,9 @@ typedef struct qn_llama_cuda_params {
     int32_t n_blocks;       /* KV blocks */
     int32_t block_size;     /* KV block size (16) */
     bool cuda_graphs;       /* capture/replay pure-decode steps */
-    bool mmvq_staged;       /* int8 decode matmuls stage their weights through shared memory (quant.h
-                             * opts.mmvq_stage; A/B runs, not yet the default) */
+    int mmvq_stage;         /* int8 decode matmuls' weight loads (quant.h opts.mmvq_stage): 0 = auto (staged
+                             * through shared memory where measured faster), 1 = staged where the kernel
+                             * can, -1 = direct; bit-identical outputs either way */
     int32_t profile_begin;  /* cudaProfilerStart before step profile_begin, Stop after profile_end */
     int32_t profile_end;    /* (0-based step numbers; begin > end: off) */
     int32_t load_threads;   /* host threads repacking GPTQ/AWQ/bnb (lutq) weights at create; <= 0: online CPUs */

@@ -377,6 +377,12 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD))); /* NaN poison */
+    /* the q8 activations poisoned too (codes 127, scales 3.4e38): the quantizer rewrites them; a matmul that
+     * read them before its PDL wait would see the poison, not the previous case's identical bits */
+    qn_quant_q8_x q8;
+    if (qn_quant_q8_x_in_workspace(p->dws, p->ws_bytes, n, p->K, &q8) &&
+        (uint8_t *)q8.qs + qn_mmvq_x_bytes(n, p->K) <= (uint8_t *)p->dws + p->ws_bytes)
+        CK(cudaMemsetAsync(q8.qs, 0x7F, qn_mmvq_x_bytes(n, p->K), e->stream));
     const qn_quant_matmul_opts o = {path, split, mode, false, stage};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
@@ -417,11 +423,11 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
     run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
 }
 
-/* The int8 path with its weights read directly (the default) and staged through shared memory (where
+/* The int8 path with its weights read directly and staged through shared memory (where
  * kq_mmvq_stages): each against the references, and the two bit-identical (same arithmetic, same order). */
 static void run_mmvq_case(gpu_env *e, problem *p, int64_t n, int split) {
     float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 1);
-    float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
+    float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
     if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
         fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", QN_QFORMATS[p->fmt].name,
                  (long long)p->N, (long long)p->K, (long long)n, split);
@@ -876,7 +882,8 @@ static void test_mmvq_group(void **state) {
             }
             for (int split = 1; split <= 4; split *= 2) {
                 const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false, 0},
-                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 0};
+                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 0},
+                                           gso = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 1};
                 const qn_quant_mat mats[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, 0, dy_empty}, {p[2].dw, p[2].N, p[2].dy}};
                 for (int i = 0; i < 3; i++) CK(cudaMemset(p[i].dy, 0xFF, 4 * (size_t)(n * p[i].N)));
                 assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], mats, 3, 1280, p[0].dx, n, p[0].dws,
@@ -885,6 +892,14 @@ static void test_mmvq_group(void **state) {
                 for (int i = 0; i < 3; i += 2) {
                     const size_t ny = (size_t)(n * p[i].N);
                     CK(cudaMemcpy(got, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
+                    /* the staged group launch: the same bits (where kq_mmvq_stages; else it is the direct one) */
+                    CK(cudaMemset(p[i].dy, 0xFF, 4 * ny));
+                    assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], mats, 3, 1280, p[0].dx, n, p[0].dws,
+                                                                p[0].ws_bytes, e->stream, &gso), QN_OK);
+                    CK(cudaMemcpy(want, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
+                    if (memcmp(got, want, 4 * ny) != 0)
+                        fail_msg("%s group n=%lld split %d matrix %d: staged differs from direct", QN_QFORMATS[fmts[fi]].name,
+                                 (long long)n, split, i);
                     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, fmts[fi], p[i].dw, p[i].N, 1280, p[0].dx, n,
                                                              p[i].dy, p[0].dws, p[0].ws_bytes, e->stream, &so), QN_OK);
                     CK(cudaMemcpy(want, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
@@ -914,6 +929,24 @@ static void test_mmvq_group(void **state) {
                                                     p[0].ws_bytes, e->stream, NULL), QN_ERR_INVALID_ARG);
         free(want), free(got);
         for (int i = 0; i < 3; i++) problem_free(&p[i]);
+    }
+}
+
+/* The int8 path at Llama-3-8B decode shapes (the launcher picks W = 1 or 2 and a grid of ~1000 CTAs, where
+ * the small problems above run a few CTAs): staged and direct each against the references and bit-identical,
+ * three times over (a race shows as a run that differs). Q6_K 4096x14336 is an 8B Q4_K_M down projection. */
+static void test_mmvq_engine_shapes(void **state) {
+    gpu_env *e = *state;
+    const struct { qn_qformat fmt; int64_t N, K; } cs[] = {
+        {QN_QFORMAT_Q6_K, 4096, 14336}, {QN_QFORMAT_Q6_K, 1024, 4096}, {QN_QFORMAT_Q4_K, 14336, 4096},
+        {QN_QFORMAT_Q4_K, 4096, 14336}, {QN_QFORMAT_Q8_0, 4096, 4096}};
+    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+        problem p;
+        problem_init(&p, e, cs[ci].fmt, cs[ci].N, cs[ci].K, 2, 4242 + ci);
+        assert_true(kq_mmvq_stages(cs[ci].fmt, cs[ci].K, 1) && kq_mmvq_stages(cs[ci].fmt, cs[ci].K, 2));
+        for (int rep = 0; rep < 3; rep++)
+            for (int64_t n = 1; n <= 2; n++) run_mmvq_case(e, &p, n, 0);
+        problem_free(&p);
     }
 }
 
@@ -977,6 +1010,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_variants),
         cmocka_unit_test(test_mmvq_quantize), cmocka_unit_test(test_mmvq_graph),
         cmocka_unit_test(test_mmvq_x_ready), cmocka_unit_test(test_mmvq_group),
+        cmocka_unit_test(test_mmvq_engine_shapes),
         cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
         cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
         cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),

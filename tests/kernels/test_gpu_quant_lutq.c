@@ -186,7 +186,7 @@ static const char *path_name(qn_quant_path p) {
 }
 
 /* Runs one case, checks it (below) and returns the outputs [n][N] (caller frees). stage: the decode
- * kernel's weight loads (quant.h: 0 direct, 1 staged where it can). */
+ * kernel's weight loads (quant.h: -1 direct, 0 auto, 1 staged where it can). */
 static float *run_case_stage(env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
                              int stage) {
     const size_t ny = (size_t)(n * p->N);
@@ -233,11 +233,11 @@ static void run_case(env *e, problem *p, int64_t n, qn_quant_path path, int spli
     free(run_case_stage(e, p, n, path, split, mode, 0));
 }
 
-/* The decode path with direct (the default) and staged weight loads (where kq_mmvq_stages): both checked,
+/* The decode path with direct and staged weight loads (where kq_mmvq_stages; the default picks per format): both checked,
  * and bit-identical to each other. */
 static void run_decode_case(env *e, problem *p, int64_t n, int split) {
     float *staged = run_case_stage(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 1);
-    float *direct = run_case_stage(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 0);
+    float *direct = run_case_stage(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
     if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
         fail_msg("%s n=%lld split=%d: staged and direct weight loads differ", p->name, (long long)n, split);
     free(staged), free(direct);

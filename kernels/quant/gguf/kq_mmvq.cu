@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(256) mq_quantize_kernel(const __half *__restri
     qn_pdl_wait();          /* launched as a dependent (pdl): x is the kernel before's output */
     float v[8];
     if (ok) {
-        const uint4 raw = qn_ldg128(x + 8 * i);
+        const uint4 raw = qn_ldca128(x + 8 * i); /* the kernel before's output: not .nc (PDL) */
         const uint32_t wv[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
         for (int k = 0; k < 4; k++) {
@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(256) mq_quantize_perm_kernel(const __half *__r
         const int pj[8] = {p0.x, p0.y, p0.z, p0.w, p1.x, p1.y, p1.z, p1.w};
         const __half *xr = x + t * K;
 #pragma unroll
-        for (int k = 0; k < 8; k++) v[k] = __half2float(xr[pj[k]]);
+        for (int k = 0; k < 8; k++) v[k] = __half2float(__ldca(xr + pj[k])); /* not .nc (PDL) */
     } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) v[k] = 0.f;
@@ -136,6 +136,14 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged) {
     return fn;
 }
 
+/* stage == 0 (auto): staged for Q6_K and Q8_0 at nt <= 2, the cases measured faster on the H200 at the 8B
+ * shapes, n = 1, 2 (Q6_K 8-42% faster; Q8_0 from 1% slower to 43% faster); direct for the rest, where staging
+ * measured mixed (Q4_K: 18% slower on 14336x4096) or was not measured (nt > 2):
+ * bench/results/gpu-staged-2026-12-03.md. */
+static bool mq_stage_auto(qn_qformat fmt, int nt) {
+    return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0) && nt <= 2;
+}
+
 int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt) {
     const int ue = mq_unit_elems(fmt);
     if (!ue || K <= 0 || K % ue != 0 || nt < 1 || nt > MQ_MAX_NT) return 0;
@@ -163,7 +171,8 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         const int R = mq_rows(ue, nt);
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
-        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, stage > 0 && kq_mmvq_stages(fmt, K, nt));
+        const bool staged = (stage > 0 || (stage == 0 && mq_stage_auto(fmt, nt))) && kq_mmvq_stages(fmt, K, nt);
+        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, staged);
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         mq_args a = {};

@@ -20,8 +20,9 @@
  * read as aligned words plus 16-bit halves and realigned with funnel shifts (mq_span_a2); no load
  * touches a byte outside the fields the unit decodes, so nothing past the last block is read.
  *
- * Weight loads come in two variants with the same arithmetic: direct from global memory (the default),
- * or staged by chunks through shared memory with cp.async (see "staging" below; asked for by the caller). */
+ * Weight loads come in two variants with the same arithmetic: direct from global memory, or staged by
+ * chunks through shared memory with cp.async (see "staging" below; the launcher picks, kq_mmvq.cu).
+ * Activations (the kernel before's output) are read with coherent loads, never ld.global.nc (mq_xmem). */
 #ifndef QN_KQ_MMVQ_CUH
 #define QN_KQ_MMVQ_CUH
 
@@ -81,6 +82,14 @@ struct mq_gmem {
     __device__ static uint32_t ld32(const uint8_t *p) { return __ldg(reinterpret_cast<const unsigned *>(p)); }
     __device__ static uint2 ld64(const uint8_t *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
     __device__ static uint4 ld128(const uint8_t *p) { return qn_ldg128(p); }
+};
+/* The activations: written by the kernel before, which may still run when this one starts (PDL): coherent
+ * loads (qn_ldca128), never the read-only path. */
+struct mq_xmem {
+    __device__ static uint32_t ld16(const uint8_t *p) { return __ldca(reinterpret_cast<const unsigned short *>(p)); }
+    __device__ static uint32_t ld32(const uint8_t *p) { return __ldca(reinterpret_cast<const unsigned *>(p)); }
+    __device__ static uint2 ld64(const uint8_t *p) { return __ldca(reinterpret_cast<const uint2 *>(p)); }
+    __device__ static uint4 ld128(const uint8_t *p) { return qn_ldca128(p); }
 };
 struct mq_smem {
     __device__ static uint32_t ld16(const uint8_t *p) { return *reinterpret_cast<const unsigned short *>(p); }
@@ -420,11 +429,11 @@ template <qn_qformat F>
 struct mq_xsrc {
     using blk = mq_xblk;
     __device__ static void load(const mq_args &a, int t, int64_t xb, blk &x) {
-        const uint4 *xp = reinterpret_cast<const uint4 *>(a.xq + t * a.x_ld + 32 * xb);
-        const uint4 v0 = __ldg(xp), v1 = __ldg(xp + 1);
+        const uint8_t *xp = reinterpret_cast<const uint8_t *>(a.xq + t * a.x_ld + 32 * xb);
+        const uint4 v0 = mq_xmem::ld128(xp), v1 = mq_xmem::ld128(xp + 16);
         x.X[0] = v0.x, x.X[1] = v0.y, x.X[2] = v0.z, x.X[3] = v0.w;
         x.X[4] = v1.x, x.X[5] = v1.y, x.X[6] = v1.z, x.X[7] = v1.w;
-        const uint2 rc = __ldg(reinterpret_cast<const uint2 *>(a.xr + t * (a.x_ld / QN_MMVQ_QK) + xb));
+        const uint2 rc = mq_xmem::ld64(reinterpret_cast<const uint8_t *>(a.xr + t * (a.x_ld / QN_MMVQ_QK) + xb));
         x.d = __uint_as_float(rc.x);
         x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
     }
@@ -476,8 +485,9 @@ struct mq_pow2 {
  * A warp's units of one loop step are 32 consecutive units of its rows: a chunk of mq_chunk_bytes<F>
  * contiguous bytes per row (8 Q6_K super-blocks, 32 Q8_0 blocks, ...). Read directly, each load instruction
  * of the warp touches a dozen cache lines (lanes one unit apart, 2- or 4-byte words for the 2-byte aligned
- * formats); the hypothesis this variant tests is that those L1 wavefronts, not DRAM, set the pace of Q6_K
- * (~50% of copy bandwidth against Q8_0's ~75%). Staged, the warp copies its rows' next chunk into
+ * formats), and Q6_K ran near 50% of copy bandwidth. Staged, Q6_K measured 8-42% faster at the 8B shapes on
+ * the H200 and Q8_0 up to 43%, while Q4_K, whose loads are 16-byte vectors already, gained little or lost
+ * (bench/results/gpu-staged-2026-12-03.md). Staged, the warp copies its rows' next chunk into
  * its own shared memory with 16-byte cp.async while it decodes the current one from there: the global side
  * is a plain coalesced copy, the shared side the same loads as before, one wavefront each. Needs rows of a
  * multiple of 16 bytes (then every chunk starts and ends 16-byte aligned, the last one at the row's end;

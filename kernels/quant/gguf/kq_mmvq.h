@@ -72,15 +72,17 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt);
  * for these n tokens, or for kq_mmvq_takes_f16_x formats x itself ([n][K] fp16, 16-byte aligned); y [n][N]
  * f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
  * inside a CTA, 0 picks one from the grid size (n_sm). stage: > 0 stages the weights through shared memory
- * wherever kq_mmvq_stages says the kernel can, <= 0 reads them directly (the default: the staged kernel has
- * not yet been measured on a GPU); the outputs are bit-identical either way. pdl (sm_90 only): launched as a
+ * wherever kq_mmvq_stages says the kernel can, < 0 reads them directly, 0 (auto) stages where that measured
+ * faster (Q6_K and Q8_0 at <= 2 tokens per launch, kq_mmvq.cu); the outputs are bit-identical either way.
+ * pdl (sm_90 only): launched as a
  * programmatic dependent of the kernel before it in the stream, so that its CTAs start and load weights while
  * that one finishes (device_util.cuh). QN_ERR_UNSUPPORTED for a format it lacks. */
 qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xq, int64_t n, float *y,
                          int n_sm, int warps_per_row, int stage, int pdl, void *stream);
 
-/* Whether a launch of nt (1..8) tokens on (fmt, K) stages its weights through shared memory when asked
- * to (stage > 0): rows of a multiple of 16 bytes (e.g. Q6_K needs K % 2048 == 0, Q8_0 K % 256 == 0) and a
+/* Whether a launch of nt (1..8) tokens on (fmt, K) can stage its weights through shared memory (it does
+ * with stage > 0, and with stage 0 where kq_mmvq.cu's auto policy says): rows of a multiple of 16 bytes
+ * (e.g. Q6_K needs K % 2048 == 0, Q8_0 K % 256 == 0) and a
  * staged instance that fits 48 KB (not Q6_K at nt >= 4). */
 int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt);
 
