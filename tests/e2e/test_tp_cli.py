@@ -9,7 +9,7 @@
 #   3. `quern serve -tp 3` answers a greedy completion with the same text as -tp 1 (real model);
 #   4. -tp 2 on the real model is refused with the head-count message, -tp 0 as out of range, a K-quant
 #      tiny model at -tp 2 with the block-straddling message; also the shared device flags: --profile-steps
-#      with B < A and an unknown --device;
+#      with B < A, an unknown --device, and --mmvq-staged with --mmvq-direct (run and serve);
 #   5. the multi-host flags: --tp-rank / --tp-local without --tp-master, --tp-master without --tp-rank, ranks
 #      outside -tp, every rank local, --device cpu, a malformed HOST:PORT, and run / bench / serve (not supported
 #      across hosts yet) are refused with a message (the accepted path needs GPUs on several hosts).
@@ -113,7 +113,8 @@ def main():
     for args, want in ((["-m", model, "-tp", "2"], "cannot be split 2 ways"), (["-m", model, "-tp", "0"], "must be >= 1"),
                        (["-m", kq, "-tp", "2"], "must not straddle ranks"),
                        (["-m", model, "--profile-steps", "5:2"], "is not A:B"),
-                       (["-m", model, "--device", "tpu"], "is not auto, cpu, cuda")):
+                       (["-m", model, "--device", "tpu"], "is not auto, cpu, cuda"),
+                       (["-m", model, "--mmvq-staged", "--mmvq-direct"], "give one of them")):
         r = subprocess.run([quern, "run", "--device", "cpu", "-n", "2"] + args, capture_output=True, text=True, timeout=120)
         if r.returncode == 0 or want not in r.stderr:
             fails.append(f"run {args}: rc {r.returncode}, {r.stderr[-200:]!r}")
@@ -132,7 +133,8 @@ def main():
             (["run", "-m", model, "-p", "hi", "-n", "2", "-tp", "2", "--tp-rank", "2"] + master, "ranks 2..2 are outside"),
             (["bench", "-m", model, "-tp", "2", "--tp-rank", "0", "--device", "cpu"] + master, "--device cpu runs every rank"),
             (["serve", model, "-tp", "2", "--tp-rank", "1"] + master, "not supported by serve yet"),
-            (["serve", model, "--profile-steps", "3"], "is not A:B")):
+            (["serve", model, "--profile-steps", "3"], "is not A:B"),
+            (["serve", model, "--mmvq-staged", "--mmvq-direct"], "give one of them")):
         r = subprocess.run([quern] + args, capture_output=True, text=True, timeout=60)
         if r.returncode == 0 or want not in r.stderr:
             fails.append(f"{args[0]} {args[-6:]}: rc {r.returncode}, {r.stderr[-200:]!r}")
