@@ -83,6 +83,12 @@ struct mq_gmem {
     __device__ static uint2 ld64(const uint8_t *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
     __device__ static uint4 ld128(const uint8_t *p) { return qn_ldg128(p); }
 };
+struct mq_smem {
+    __device__ static uint32_t ld16(const uint8_t *p) { return *reinterpret_cast<const unsigned short *>(p); }
+    __device__ static uint32_t ld32(const uint8_t *p) { return *reinterpret_cast<const unsigned *>(p); }
+    __device__ static uint2 ld64(const uint8_t *p) { return *reinterpret_cast<const uint2 *>(p); }
+    __device__ static uint4 ld128(const uint8_t *p) { return qn_lds128(p); }
+};
 /* The activations: written by the kernel before, which may still run when this one starts (PDL): coherent
  * loads (qn_ldca128), never the read-only path. */
 struct mq_xmem {
@@ -90,12 +96,6 @@ struct mq_xmem {
     __device__ static uint32_t ld32(const uint8_t *p) { return __ldca(reinterpret_cast<const unsigned *>(p)); }
     __device__ static uint2 ld64(const uint8_t *p) { return __ldca(reinterpret_cast<const uint2 *>(p)); }
     __device__ static uint4 ld128(const uint8_t *p) { return qn_ldca128(p); }
-};
-struct mq_smem {
-    __device__ static uint32_t ld16(const uint8_t *p) { return *reinterpret_cast<const unsigned short *>(p); }
-    __device__ static uint32_t ld32(const uint8_t *p) { return *reinterpret_cast<const unsigned *>(p); }
-    __device__ static uint2 ld64(const uint8_t *p) { return *reinterpret_cast<const uint2 *>(p); }
-    __device__ static uint4 ld128(const uint8_t *p) { return qn_lds128(p); }
 };
 
 /* NW little-endian words of the bytes [p, p + 4 NW), p 2-byte aligned, reading only those bytes:
