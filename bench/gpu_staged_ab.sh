@@ -29,7 +29,7 @@ for t in test_gpu_quant test_gpu_quant_lutq; do
     [ $rc = 0 ] || grep -B2 -A10 -E "FAILED|differ|over tol" "/tmp/gpu-staged-$t.log" | head -60 >>"$L"
 done
 # run directly: the device has no venv (ctest's QN_PYTHON); the test needs only the standard library
-QN_QUERN_BIN="$PWD/$B/quern" timeout 200 python3 tests/e2e/test_gpu_decode_stage.py >/tmp/gpu-staged-e2e.log 2>&1
+QN_QUERN_BIN="$(cd "$B" && pwd)/quern" timeout 200 python3 tests/e2e/test_gpu_decode_stage.py >/tmp/gpu-staged-e2e.log 2>&1
 say "test_gpu_decode_stage rc=$?"
 grep -E "Q4_K_M|Q8_0|FAIL|passed|skip" /tmp/gpu-staged-e2e.log | cut -c1-200 >>"$L"
 M=/tmp/llama3-8b-Q4_K_M.gguf
