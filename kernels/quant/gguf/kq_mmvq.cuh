@@ -90,10 +90,8 @@ struct mq_smem {
     __device__ static uint4 ld128(const uint8_t *p) { return qn_lds128(p); }
 };
 /* The activations: written by the kernel before, which may still run when this one starts (PDL): coherent
- * loads (qn_ldca128), never the read-only path. */
+ * loads (qn_ldca128), never the read-only path. Whole aligned vectors only (q8 blocks, records, fp16 x). */
 struct mq_xmem {
-    __device__ static uint32_t ld16(const uint8_t *p) { return __ldca(reinterpret_cast<const unsigned short *>(p)); }
-    __device__ static uint32_t ld32(const uint8_t *p) { return __ldca(reinterpret_cast<const unsigned *>(p)); }
     __device__ static uint2 ld64(const uint8_t *p) { return __ldca(reinterpret_cast<const uint2 *>(p)); }
     __device__ static uint4 ld128(const uint8_t *p) { return qn_ldca128(p); }
 };
