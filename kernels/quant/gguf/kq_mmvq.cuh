@@ -43,9 +43,14 @@
  * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows). At nt = 1 two
  * rows (one row each moved ~3.5 bytes of activations and weights through L1 per Q4_K weight byte against
  * Q8_0's ~2.2, and ran at 52% of copy bandwidth against Q8_0's 78%, bench/results/gpu-decode-step-2026-12-02.md).
+ * Four rows (bench/gpu_rows_ab.sh) measured mixed per kernel and 4.8% slower end to end on the 8B Q4_K_M, where
+ * Q6_K's staged instance no longer fits: bench/results/gpu-decode-auto-2026-12-03.md.
  * The launcher sizes the grid with the same function. */
+#ifndef QN_MQ_ROWS_NT1
+#define QN_MQ_ROWS_NT1 2 /* rows per warp group at nt = 1 for units of < 128 elements (an A/B knob: -D) */
+#endif
 __host__ __device__ constexpr int mq_rows(int ue, int nt) {
-    return nt == 1 ? (ue >= 128 ? 1 : 2) : (nt <= 3 || ue >= 128) ? 2 : 4;
+    return nt == 1 ? (ue >= 128 ? 1 : QN_MQ_ROWS_NT1) : (nt <= 3 || ue >= 128) ? 2 : 4;
 }
 /* CTAs per SM the kernel is built for: 4 (16 warps, <= 128 registers) keeps enough loads in flight
  * to cover HBM latency; the K-quants at nt >= 4 need up to ~250 registers (ptxas -v: several hundred
