@@ -16,6 +16,7 @@ rc=0
 echo "=== ctest: ASan+UBSan build (labels cpu, excluding slow/peer) ==="
 ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$QN_ROOT/build-asan" -L cpu -LE 'slow|peer' -j"$jobs" --output-on-failure || rc=1
 echo "=== ctest: Release build (all tests) ==="
-# the llama.cpp parity test compares perplexity on the whole of alice29 (QN_PARITY_PPL_CHUNKS=N: N windows)
+# the llama.cpp parity test compares perplexity on the whole of alice29 (QN_PARITY_PPL_CHUNKS=N: N windows;
+# llama.cpp's side from tests/fixtures/llamacpp/ppl_alice29.json, 3 windows live; QN_PARITY_PPL_LIVE=1: all live)
 ctest --test-dir "$QN_BUILD" -j"$jobs" --output-on-failure || rc=1
 exit $rc

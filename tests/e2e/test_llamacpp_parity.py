@@ -7,8 +7,15 @@
 #      attention partial sums, and ggml's vector exp in SiLU and softmax (kernels/ops/vexp.h) — so the
 #      logits are reported bit-exact (max|d| 0) and the continuations cannot part on a near-tie;
 #   4. perplexity on alice29.txt (ctx 512) within 0.1% of llama.cpp's, same method.
-# QN_PARITY_PPL_CHUNKS=N limits the perplexity comparison to N windows (CI); unset = whole file.
+# llama.cpp's side of 4 (70 windows, about two thirds of this test's time on two cores) is recorded in
+# tests/fixtures/llamacpp/ppl_alice29.json by `test_llamacpp_parity.py --record` (llama.cpp's per-window negative
+# log-likelihoods, with the sha256 of the model and the text and the llama-cpp-python version). When the record
+# matches this run's model, text and version, the test recomputes SPOT_WINDOWS of its windows with llama.cpp
+# (first, middle, last) and asserts each within SPOT_REL of the record, then compares quern's whole-file
+# perplexity with the record's; otherwise, or with QN_PARITY_PPL_LIVE=1, llama.cpp computes every window here.
+# QN_PARITY_PPL_CHUNKS=N limits the perplexity comparison to N windows; unset = whole file.
 # QN_TEST_LABELS: cpu peer slow
+import hashlib
 import json
 import math
 import os
@@ -33,6 +40,9 @@ PROMPTS = [
 ]
 N_GREEDY = 64
 PPL_CTX = 512
+REF_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "llamacpp",
+                        "ppl_alice29.json")
+SPOT_REL = 1e-4  # a recomputed window's mean NLL against the record's (llama.cpp on another x86 ISA path)
 
 
 def env(name, default=None):
@@ -121,7 +131,8 @@ def main():
             failures.append(f"quern perplexity failed: {r.stderr.strip()[-500:]}")
         else:
             ppl_ours = float(r.stdout.strip().splitlines()[-1].split(":")[1])
-            ppl_ref = llamacpp_perplexity(llm, open(text_path, "rb").read(), PPL_CTX, chunks)
+            text = open(text_path, "rb").read()
+            ppl_ref = reference_perplexity(llm, model, text, chunks, failures)
             rel = abs(ppl_ours - ppl_ref) / ppl_ref
             print(f"perplexity alice29 ctx {PPL_CTX}: quern {ppl_ours:.4f} llama.cpp {ppl_ref:.4f} rel diff {rel:.4%}")
             if rel > 0.001:
@@ -135,31 +146,94 @@ def main():
     return 1 if failures else 0
 
 
-def llamacpp_perplexity(llm, text, n_ctx, max_chunks=0):
-    """llama.cpp's perplexity method (tools/perplexity), on llama.cpp's own logits."""
-    toks = llm.tokenize(text, add_bos=llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true",
-                        special=False)
+def sha256_of(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def llama_cpp_version():
+    import llama_cpp
+    return getattr(llama_cpp, "__version__", "unknown")
+
+
+def reference_perplexity(llm, model, text, max_chunks, failures):
+    """llama.cpp's perplexity of text: from the record (after a spot check) when it is this run's, else live."""
+    rec = None
+    if os.environ.get("QN_PARITY_PPL_LIVE", "0") != "1" and os.path.exists(REF_PATH):
+        rec = json.load(open(REF_PATH))
+        want = {"model_sha256": sha256_of(open(model, "rb").read()), "text_sha256": sha256_of(text),
+                "llama_cpp_python": llama_cpp_version(), "n_ctx": PPL_CTX}
+        stale = [k for k, v in want.items() if rec.get(k) != v]
+        if stale:
+            print(f"llama.cpp perplexity record does not match this run ({', '.join(stale)}): computing every window")
+            rec = None
+    if rec is None:
+        return window_perplexity(llamacpp_windows(llm, text, PPL_CTX, max_chunks=max_chunks))
+    windows = rec["windows"]  # [[nll sum, count], ...] per window, llama.cpp's
+    n = len(windows) if max_chunks <= 0 else min(len(windows), max_chunks)
+    spot = sorted({0, n // 2, n - 1})
+    live = llamacpp_windows(llm, text, PPL_CTX, only=spot)
+    for i, (nll, count) in zip(spot, live):
+        r_nll, r_count = windows[i]
+        rel = abs(nll / count - r_nll / r_count) / (r_nll / r_count)
+        print(f"llama.cpp window {i}: mean nll {nll / count:.9f} live, {r_nll / r_count:.9f} recorded, rel {rel:.2e}")
+        if count != r_count or rel > SPOT_REL:
+            failures.append(f"llama.cpp window {i} recomputed: mean nll {nll / count:.9g} over {count} "
+                            f"against the record's {r_nll / r_count:.9g} over {r_count} (tolerance {SPOT_REL})")
+    return window_perplexity(windows[:n])
+
+
+def window_perplexity(windows):
+    return math.exp(sum(w[0] for w in windows) / sum(w[1] for w in windows))
+
+
+def llamacpp_windows(llm, text, n_ctx, max_chunks=0, only=None):
+    """llama.cpp's perplexity method (tools/perplexity), on llama.cpp's own logits: [nll sum, count] of each
+    window (the windows of `only`, else the first max_chunks, else all)."""
     add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
+    toks = llm.tokenize(text, add_bos=add_bos, special=False)
     n_chunk = len(toks) // n_ctx
     if max_chunks > 0:
         n_chunk = min(n_chunk, max_chunks)
     first = n_ctx // 2
-    nll, count = 0.0, 0
-    for i in range(n_chunk):
+    out = []
+    for i in (only if only is not None else range(n_chunk)):
         w = list(toks[i * n_ctx:(i + 1) * n_ctx])
         if add_bos:
             w[0] = llm.token_bos()
         llm.reset()
         llm.eval(w)
         lg = np.array(llm.scores[:n_ctx], dtype=np.float64)
+        nll, count = 0.0, 0
         for j in range(first, n_ctx - 1):
             row = lg[j]
             mx = row.max()
             lse = mx + math.log(np.exp(row - mx).sum())
             nll += lse - row[w[j + 1]]
             count += 1
-    return math.exp(nll / count)
+        out.append([nll, count])
+    return out
+
+
+def record():
+    """Writes REF_PATH: llama.cpp's windows of alice29 with the default model (every window, live)."""
+    from llama_cpp import Llama
+    model = env("QN_MODEL", os.path.expanduser("~/.cache/quern/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    text = open(os.path.expanduser("~/.cache/quern/data/alice29.txt"), "rb").read()
+    llm = Llama(model_path=model, n_ctx=1024, n_batch=512, logits_all=True,
+                n_threads=min(os.cpu_count() or 2, 4), verbose=False)
+    windows = llamacpp_windows(llm, text, PPL_CTX)
+    rec = {"what": "llama.cpp (llama-cpp-python, CPU) perplexity windows of alice29.txt, ctx 512, "
+                   "written by tests/e2e/test_llamacpp_parity.py --record",
+           "model": os.path.basename(model), "model_sha256": sha256_of(open(model, "rb").read()),
+           "text_sha256": sha256_of(text), "llama_cpp_python": llama_cpp_version(), "n_ctx": PPL_CTX,
+           "ppl": window_perplexity(windows), "windows": windows}
+    os.makedirs(os.path.dirname(REF_PATH), exist_ok=True)
+    with open(REF_PATH, "w") as f:
+        json.dump(rec, f, indent=0)
+        f.write("\n")
+    print(f"wrote {REF_PATH}: {len(windows)} windows, ppl {rec['ppl']:.6f}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(record() if sys.argv[1:] == ["--record"] else main())
