@@ -7,10 +7,10 @@
 #      attention partial sums, and ggml's vector exp in SiLU and softmax (kernels/ops/vexp.h) — so the
 #      logits are reported bit-exact (max|d| 0) and the continuations cannot part on a near-tie;
 #   4. perplexity on alice29.txt (ctx 512) within 0.1% of llama.cpp's, same method.
-# llama.cpp's side of 4 (70 windows, about two thirds of this test's time on two cores) is recorded in
+# llama.cpp's side of 4 (81 windows, about two thirds of this test's time on two cores) is recorded in
 # tests/fixtures/llamacpp/ppl_alice29.json by `test_llamacpp_parity.py --record` (llama.cpp's per-window negative
 # log-likelihoods, with the sha256 of the model and the text and the llama-cpp-python version). When the record
-# matches this run's model, text and version, the test recomputes SPOT_WINDOWS of its windows with llama.cpp
+# matches this run's model, text and version, the test recomputes three of its windows with llama.cpp
 # (first, middle, last) and asserts each within SPOT_REL of the record, then compares quern's whole-file
 # perplexity with the record's; otherwise, or with QN_PARITY_PPL_LIVE=1, llama.cpp computes every window here.
 # QN_PARITY_PPL_CHUNKS=N limits the perplexity comparison to N windows; unset = whole file.
