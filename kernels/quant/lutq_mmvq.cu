@@ -151,12 +151,12 @@ struct mq_fmt<QN_QFORMAT_LNF4> : mq_fmt_bnb4<kq_map_nf4> {};
 template <>
 struct mq_fmt<QN_QFORMAT_LFP4> : mq_fmt_bnb4<kq_map_fp4> {};
 
-mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged) {
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem) {
     switch (fmt) {
-    case QN_QFORMAT_LQ4: return mq_instance<QN_QFORMAT_LQ4>(nt, staged);
-    case QN_QFORMAT_LQ8: return mq_instance<QN_QFORMAT_LQ8>(nt, staged);
-    case QN_QFORMAT_LNF4: return mq_instance<QN_QFORMAT_LNF4>(nt, staged);
-    case QN_QFORMAT_LFP4: return mq_instance<QN_QFORMAT_LFP4>(nt, staged);
+    case QN_QFORMAT_LQ4: return mq_instance<QN_QFORMAT_LQ4>(nt, staged, xs, smem);
+    case QN_QFORMAT_LQ8: return mq_instance<QN_QFORMAT_LQ8>(nt, staged, xs, smem);
+    case QN_QFORMAT_LNF4: return mq_instance<QN_QFORMAT_LNF4>(nt, staged, xs, smem);
+    case QN_QFORMAT_LFP4: return mq_instance<QN_QFORMAT_LFP4>(nt, staged, xs, smem);
     default: return nullptr;
     }
 }

@@ -92,14 +92,16 @@ static inline bool qn_quant_mmvq_has_format(qn_qformat fmt) {
  * ggml-cuda's mmvq; the GEMV keeps them fp16. */
 /* n <= this under AUTO: the int8 path instead of the tensor-core GEMV. Measured on an H200
  * (bench/results/gpu-decode-2026-12-02.md, Llama-3-8B shapes): MMVQ wins by 1.3-1.6x at n = 1 for the legacy
- * formats and Q4_K/Q5_K/Q6_K, still wins at n = 8 (legacy) / 4 (Q4_K, Q5_K) / 2 (Q6_K), and loses at every n
- * for Q2_K/Q3_K (0.7-0.9x: their decode costs more integer work per byte than the fp16 GEMV's). */
+ * formats and Q4_K/Q5_K/Q6_K, still wins at n = 8 (legacy) / 4 (Q4_K, Q5_K) / 2 (Q6_K). Q2_K/Q3_K: with two
+ * rows per warp and staged weights at n = 1 (kq_mmvq.cuh), 1.26-1.76x the GEMV; at n = 2 the GEMV is faster
+ * (bench/results/gpu-k23-2026-12-03.md). */
 static inline int qn_quant_mmvq_auto_max_tokens(qn_qformat fmt) {
     switch (fmt) {
     case QN_QFORMAT_Q4_0: case QN_QFORMAT_Q4_1: case QN_QFORMAT_Q5_0: case QN_QFORMAT_Q5_1: case QN_QFORMAT_Q8_0:
         return 8;
     case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q5_K: return 4;
     case QN_QFORMAT_Q6_K: return 2;
+    case QN_QFORMAT_Q2_K: case QN_QFORMAT_Q3_K: return 1;
     default: return 0;
     }
 }

@@ -1,13 +1,14 @@
 # test_gpu_decode_stage.py — the int8 decode matmuls read their weights directly (--mmvq-direct), staged through
-# shared memory (--mmvq-staged) or as the default picks (staged for Q6_K/Q8_0, kq_mmvq.cu): the three must give the
-# very same bits end to end, on Llama-3-8B shapes where the engine chains its kernels with programmatic dependent
-# launch (PDL). The unit tests compare the two kernels one launch at a time and could not see what this test was
-# written for: the staged kernel read the activations through ld.global.nc, and as a PDL dependent it got stale
+# shared memory (--mmvq-staged) or as the default picks (staged for Q2_K/Q3_K/Q6_K/Q8_0, kq_mmvq.cu): the three must
+# give the very same bits end to end, on Llama-3-8B shapes where the engine chains its kernels with programmatic
+# dependent launch (PDL). The unit tests compare the two kernels one launch at a time and could not see what this test
+# was written for: the staged kernel read the activations through ld.global.nc, and as a PDL dependent it got stale
 # lines that an earlier kernel had read on the same SM; greedy decoding turned to token 0 and the perplexity to nan
-# (bench/results/gpu-staged-2026-12-03.md). Models: `quern synth --preset llama3-8b --layers 2` as Q4_K_M (Q4_K
-# and Q6_K weights, a Q6_K LM head) and Q8_0. Asserted per model: the greedy continuation (16 decode steps) and the
-# prompt logits identical across the three modes, and the decode-path perplexity (batch 1: 127 decode steps)
-# identical and finite. Skips (77) without a CUDA device or alice29.
+# (bench/results/gpu-staged-2026-12-03.md). Models: `quern synth --preset llama3-8b --layers 2` as Q4_K_M (Q4_K and
+# Q6_K weights, a Q6_K LM head), Q8_0 and Q2_K (Q2_K/Q3_K/Q4_K weights; the x of the one-token launches from shared
+# memory in every mode, kq_mmvq.cuh). Asserted per model: the greedy continuation (16 decode steps) and the prompt
+# logits identical across the three modes, and the decode-path perplexity (batch 1: 127 decode steps) identical and
+# finite. Skips (77) without a CUDA device or alice29.
 # QN_TEST_LABELS: gpu slow
 import glob
 import math
@@ -43,7 +44,7 @@ def main():
         text = os.path.join(t, "a20k.txt")
         with open(TEXT, "rb") as f, open(text, "wb") as g:
             g.write(f.read(20000))
-        for typ in ("Q4_K_M", "Q8_0"):
+        for typ in ("Q4_K_M", "Q8_0", "Q2_K"):
             m = os.path.join(t, f"l2-{typ}.gguf")
             run("synth", "--preset", "llama3-8b", "--type", typ, "--layers", "2", "-o", m, "-q")
             probe = subprocess.run([Q, "logits", "--device", "cuda", "-m", m, "--tokens", "128000"],

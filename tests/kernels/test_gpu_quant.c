@@ -74,8 +74,9 @@ static void test_select_path(void **state) {
                                                              : mmvq ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_GEMV);
         }
         assert_false(qn_quant_use_mmvq(f, 90, 0));
-        /* the measured choices (quant.h): int8 at n = 1 except Q2_K/Q3_K, whose GEMV is faster */
-        assert_int_equal(qn_quant_use_mmvq(f, 90, 1), int8 && f != QN_QFORMAT_Q2_K && f != QN_QFORMAT_Q3_K);
+        /* the measured choices (quant.h): int8 at n = 1 for every integer format; Q2_K/Q3_K only there */
+        assert_int_equal(qn_quant_use_mmvq(f, 90, 1), int8);
+        if (f == QN_QFORMAT_Q2_K || f == QN_QFORMAT_Q3_K) assert_false(qn_quant_use_mmvq(f, 90, 2));
         assert_false(qn_quant_use_mmvq(f, 75, 1));
         assert_false(qn_quant_use_mmvq(f, 90, QN_QUANT_MMVQ_MAX_TOKENS + 1));
         assert_false(qn_quant_use_gemv(f, 75, 1)); /* no cp.async / m16n8k16 */

@@ -104,13 +104,13 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt =
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged) {
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem) {
     switch (fmt) {
-    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt, staged);
-    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt, staged);
-    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, staged);
-    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, staged);
-    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, staged);
+    case QN_QFORMAT_Q4_0: return mq_instance<QN_QFORMAT_Q4_0>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q4_1: return mq_instance<QN_QFORMAT_Q4_1>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, staged, xs, smem);
     default: return nullptr;
     }
 }
@@ -129,25 +129,29 @@ static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, 
     return W;
 }
 
-static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged) {
-    mq_kernel_fn fn = mq_legacy_instance(fmt, nt, staged);
-    if (!fn) fn = mq_kquant_instance(fmt, nt, staged);
-    if (!fn) fn = mq_lutq_instance(fmt, nt, staged);
+static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem) {
+    mq_kernel_fn fn = mq_legacy_instance(fmt, nt, staged, xs, smem);
+    if (!fn) fn = mq_kquant_instance(fmt, nt, staged, xs, smem);
+    if (!fn) fn = mq_lutq_instance(fmt, nt, staged, xs, smem);
     return fn;
 }
 
 /* stage == 0 (auto): staged for Q6_K and Q8_0 at nt <= 2, the cases measured faster on the H200 at the 8B
- * shapes, n = 1, 2 (Q6_K 8-42% faster; Q8_0 from 1% slower to 43% faster); direct for the rest, where staging
- * measured mixed (Q4_K: 18% slower on 14336x4096) or was not measured (nt > 2):
- * bench/results/gpu-staged-2026-12-03.md. */
+ * shapes, n = 1, 2 (Q6_K 8-42% faster; Q8_0 from 1% slower to 43% faster), and for Q2_K/Q3_K (at n = 1, their
+ * only AUTO use: staged 0.99-1.58x as fast as direct with two rows, bench/results/gpu-k23-2026-12-03.md);
+ * direct for the rest, where staging measured mixed (Q4_K: 18% slower on 14336x4096) or was not measured
+ * (nt > 2): bench/results/gpu-staged-2026-12-03.md. */
 static bool mq_stage_auto(qn_qformat fmt, int nt) {
-    return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0) && nt <= 2;
+    return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&
+           nt <= 2;
 }
 
 int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt) {
     const int ue = mq_unit_elems(fmt);
     if (!ue || K <= 0 || K % ue != 0 || nt < 1 || nt > MQ_MAX_NT) return 0;
-    return mq_stage_ok((int64_t)qn_qformat_row_bytes(fmt, K)) && mq_pick_instance(fmt, nt, true) != nullptr;
+    int smem = 0;
+    return mq_stage_ok((int64_t)qn_qformat_row_bytes(fmt, K)) &&
+           mq_pick_instance(fmt, nt, true, false, &smem) != nullptr;
 }
 
 qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_mat, int64_t K, const void *xq,
@@ -172,7 +176,15 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
         const bool staged = (stage > 0 || (stage == 0 && mq_stage_auto(fmt, nt))) && kq_mmvq_stages(fmt, K, nt);
-        const mq_kernel_fn fn = mq_pick_instance(fmt, nt, staged);
+        int smem = 0;
+        mq_kernel_fn fn = nullptr;
+        size_t dyn = 0;
+        if (QN_MQ_XSMEM && nt == 1) { /* x from shared memory where an instance exists and it fits in 48 KB */
+            fn = mq_pick_instance(fmt, nt, staged, true, &smem);
+            dyn = (size_t)mq_xs_bytes(K);
+            if (fn && (size_t)smem + dyn > 48 * 1024) fn = nullptr;
+        }
+        if (!fn) fn = mq_pick_instance(fmt, nt, staged, false, &smem), dyn = 0;
         if (!fn) return QN_ERR_UNSUPPORTED;
         const int64_t per_cta = MQ_WARPS / W;
         mq_args a = {};
@@ -188,6 +200,9 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
             grid += ((mats[i].N + R - 1) / R + per_cta - 1) / per_cta;
         }
         if (grid > 0x7fffffff) return QN_ERR_SHAPE;
+        a.n_cta = grid;
+        if (QN_MQ_XS_PERSIST && dyn > 0 && n_sm > 0 && grid > (int64_t)n_sm * mq_min_ctas(ue, 1))
+            grid = (int64_t)n_sm * mq_min_ctas(ue, 1); /* persistent: every CTA resident at once */
         a.xq = f16x ? nullptr : qs + t0 * K;
         a.xr = f16x ? nullptr : rec + t0 * (K / QN_MMVQ_QK);
         a.xh = f16x ? (const __half *)xq + t0 * K : nullptr;
@@ -195,7 +210,7 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         a.x_ld = K;
         a.warps_per_row = W;
-        QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(MQ_THREADS), 0, (cudaStream_t)stream, pdl != 0, a));
+        QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(MQ_THREADS), dyn, (cudaStream_t)stream, pdl != 0, a));
     }
     return QN_OK;
 }

@@ -28,6 +28,8 @@
 
 #include <stdint.h>
 
+#include <type_traits>
+
 #include <cuda_fp16.h>
 
 #include "kernels/common/device_util.cuh" /* qn_pdl_wait, qn_pdl_trigger */
@@ -40,7 +42,9 @@
 
 /* Rows per warp group for units of ue elements and nt tokens: more rows reuse each activation load
  * (L1 traffic per weight byte grows with nt), fewer rows give more warps on a small matrix and fewer
- * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows). At nt = 1 two
+ * registers (the 128-element units of Q2_K/Q3_K hold ~20 words per row: at most 2 rows; at nt = 1 two rows
+ * instead of one measured 1.6-1.8x faster staged on three 8B shapes, equal on 1024x4096:
+ * bench/results/gpu-k23-2026-12-03.md). At nt = 1 two
  * rows (one row each moved ~3.5 bytes of activations and weights through L1 per Q4_K weight byte against
  * Q8_0's ~2.2, and ran at 52% of copy bandwidth against Q8_0's 78%, bench/results/gpu-decode-step-2026-12-02.md).
  * Four rows (bench/gpu_rows_ab.sh) measured mixed per kernel and 4.8% slower end to end on the 8B Q4_K_M, where
@@ -49,8 +53,11 @@
 #ifndef QN_MQ_ROWS_NT1
 #define QN_MQ_ROWS_NT1 2 /* rows per warp group at nt = 1 for units of < 128 elements (an A/B knob: -D) */
 #endif
+#ifndef QN_MQ_ROWS_NT1_UE128
+#define QN_MQ_ROWS_NT1_UE128 2 /* the same for the 128-element units of Q2_K/Q3_K (an A/B knob: -D) */
+#endif
 __host__ __device__ constexpr int mq_rows(int ue, int nt) {
-    return nt == 1 ? (ue >= 128 ? 1 : QN_MQ_ROWS_NT1) : (nt <= 3 || ue >= 128) ? 2 : 4;
+    return nt == 1 ? (ue >= 128 ? QN_MQ_ROWS_NT1_UE128 : QN_MQ_ROWS_NT1) : (nt <= 3 || ue >= 128) ? 2 : 4;
 }
 /* CTAs per SM the kernel is built for: 4 (16 warps, <= 128 registers) keeps enough loads in flight
  * to cover HBM latency; the K-quants at nt >= 4 need up to ~250 registers (ptxas -v: several hundred
@@ -74,6 +81,7 @@ struct mq_args {
     const __half *xh;         /* [NT][K] fp16 activations, for the formats that take x unquantized (mq_xsrc) */
     int64_t x_ld;             /* elements between tokens in xq / xh (= K); records: x_ld / 32 */
     int warps_per_row;        /* W: 1, 2 or 4 */
+    int64_t n_cta;            /* row blocks of the launch (the grid, or more in a persistent XS launch) */
 };
 
 /* --- loads: read-only path; every address is aligned to the load's width. (Cache hints on the weight loads
@@ -144,6 +152,24 @@ __device__ __forceinline__ int mq_dot4(const uint32_t X[8], int i0, Fn codes) {
 #pragma unroll
     for (int i = i0; i < i0 + 4; i++) s = __dp4a((int)codes(i), (int)X[i], s);
     return s;
+}
+
+/* dp4a of unsigned weight bytes against signed activation bytes (PTX dp4a.u32.s32): the K-quant codes
+ * below are masked in place, so a byte may hold a code times 2^b up to 192, outside int8. */
+__device__ __forceinline__ int mq_dp4a_us(uint32_t a, uint32_t b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* sum over 4 words of the codes at bit b of each byte (width of mask m >> b), against elements
+ * 4*i0 .. 4*i0+15: the codes are masked where they lie (one LOP3 per word instead of a shift and a mask)
+ * and the sum, a multiple of 2^b, shifted back once (an arithmetic shift of an exact multiple: exact). */
+__device__ __forceinline__ int mq_dot4_field(const uint32_t q[], const uint32_t X[8], int i0, uint32_t m, int b) {
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) s = mq_dp4a_us(q[i] & m, X[i0 + i], s);
+    return s >> b;
 }
 
 /* One q8 activation block for dot(): X[i] holds elements 4i..4i+3. */
@@ -286,8 +312,8 @@ struct mq_fmt<QN_QFORMAT_Q2_K> {
         w.d = mq_f16(dd), w.dmin = mq_f16(dd >> 16);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
-        const int i0 = mq_dot4(x.X, 0, [&](int i) { return (w.q[i] >> (2 * j)) & 0x03030303u; });
-        const int i1 = mq_dot4(x.X, 4, [&](int i) { return (w.q[i] >> (2 * j)) & 0x03030303u; });
+        const uint32_t m = 0x03030303u << (2 * j); /* j is a constant after unrolling */
+        const int i0 = mq_dot4_field(w.q, x.X, 0, m, 2 * j), i1 = mq_dot4_field(w.q + 4, x.X, 4, m, 2 * j);
         const int b0 = mq_byte(w.sc[j >> 1], 2 * (j & 1)), b1 = mq_byte(w.sc[j >> 1], 2 * (j & 1) + 1);
         const int sc = (b0 & 15) * i0 + (b1 & 15) * i1, mn = (b0 >> 4) * x.s0 + (b1 >> 4) * x.s1;
         return x.d * (w.d * (float)sc - w.dmin * (float)mn);
@@ -297,11 +323,12 @@ struct mq_fmt<QN_QFORMAT_Q2_K> {
 /* Q3_K — hmask[32] @0 | qs[64] @32 | scales[12] @96 | d @108 (2-byte aligned). Unit h (128 elements):
  * element 128h + 32j + l: code = ((qs[32h + l] >> 2j) & 3) | ((hmask[l] >> (4h + j)) & 1) << 2, q = code - 4;
  * 6-bit scale is = 8h + 2j + (l >= 16): lo4 = nibble h of scales[is - 8h], hi2 = (scales[8 + is%4] >> 2(is/4)) & 3;
- * w = d (scale - 32) q. */
+ * w = d (scale - 32) q. load() gathers the unit's 8 scales + 32 as bytes (e = is - 8h, byte e & 3 of sc[e >> 2]);
+ * dot() sums the two code fields apart (mq_dot4_field): sum code x = sum low2 x + 4 sum high x. */
 template <>
 struct mq_fmt<QN_QFORMAT_Q3_K> {
     static constexpr int UE = 128, BB = 110, BE = 256;
-    struct unit { uint32_t hm[8], q[8], s[3]; float d; int h; };
+    struct unit { uint32_t hm[8], q[8], sc[2]; float d; int h; };
     __device__ static int64_t xblock(int64_t u, int j) { return 4 * u + j; }
     template <class M>
     __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
@@ -309,20 +336,22 @@ struct mq_fmt<QN_QFORMAT_Q3_K> {
         w.h = (int)(u & 1);
         mq_span_a2<8, M>(b, w.hm);
         mq_span_a2<8, M>(b + 32 + 32 * w.h, w.q);
-        mq_span_a2<3, M>(b + 96, w.s);
+        uint32_t s[3];
+        mq_span_a2<3, M>(b + 96, s);
         w.d = mq_f16(M::ld16(b + 108));
-    }
-    __device__ static int scale(const unit &w, int j, int half) {
-        const int e = 2 * j + half; /* is - 8h, 0..7 */
-        const int lo4 = (mq_byte(w.s[e >> 2], e & 3) >> (4 * w.h)) & 15;
-        const int hi2 = (mq_byte(w.s[2], e & 3) >> (2 * (2 * w.h + (j >> 1)))) & 3;
-        return (lo4 | (hi2 << 4)) - 32;
+#pragma unroll
+        for (int k = 0; k < 2; k++) /* scales e = 4k .. 4k + 3: lo4 from s[k], hi2 from s[2] at bit 2 (2h + k) */
+            w.sc[k] = ((s[k] >> (4 * w.h)) & 0x0F0F0F0Fu) | (((s[2] >> (2 * (2 * w.h + k))) & 0x03030303u) << 4);
     }
     __device__ static float dot(const unit &w, int j, const mq_xblk &x) {
         const int hs = 4 * w.h + j;
-        auto code = [&](int i) { return ((w.q[i] >> (2 * j)) & 0x03030303u) | (((w.hm[i] >> hs) & 0x01010101u) << 2); };
-        const int i0 = mq_dot4(x.X, 0, code) - 4 * x.s0, i1 = mq_dot4(x.X, 4, code) - 4 * x.s1;
-        return w.d * x.d * (float)(scale(w, j, 0) * i0 + scale(w, j, 1) * i1);
+        const uint32_t ml = 0x03030303u << (2 * j), mh = 0x01010101u << hs;
+        const int i0 = mq_dot4_field(w.q, x.X, 0, ml, 2 * j) + 4 * mq_dot4_field(w.hm, x.X, 0, mh, hs) - 4 * x.s0;
+        const int i1 =
+            mq_dot4_field(w.q + 4, x.X, 4, ml, 2 * j) + 4 * mq_dot4_field(w.hm + 4, x.X, 4, mh, hs) - 4 * x.s1;
+        const uint32_t sw = w.sc[j >> 1]; /* scales e = 2j, 2j + 1: bytes 2 (j & 1), 2 (j & 1) + 1 */
+        const int s0 = mq_byte(sw, 2 * (j & 1)) - 32, s1 = mq_byte(sw, 2 * (j & 1) + 1) - 32;
+        return w.d * x.d * (float)(s0 * i0 + s1 * i1);
     }
 };
 
@@ -447,6 +476,97 @@ struct mq_occupancy {
     static constexpr int CTAS = mq_min_ctas(mq_fmt<F>::UE, NT);
 };
 
+/* --- the activations in shared memory (XS) ---
+ * Read from global memory, lane l's q8 blocks lie UE bytes from lane l + 1's: each 16-byte load of a
+ * warp touches 8 (UE = 32) to 32 (UE = 128) cache lines, and at nt = 1 those wavefronts of L1 outnumber
+ * the weights' own (Q2_K/Q3_K: about 3 to 1 by count). With XS the CTA first copies the token's q8 codes and
+ * records into shared memory, each unit's P = UE / 16 pieces of 16 bytes at slots u P + ((k + rot(u)) mod P),
+ * rot(u) = (u P / 8) mod P: the 8 lanes of a quarter warp reading piece k of 8 consecutive units then
+ * hit 8 different bank groups (no conflict), and so do the copy's stores. Records (8 bytes, q8 block j
+ * of unit u) at [j][u]: consecutive lanes, consecutive words. The copy is 1.25 K bytes per CTA from L2 (the
+ * token's x is the same for every CTA). Only for the q8 formats (mq_xsrc's mq_xblk) at nt = 1, and where
+ * it fits beside the kernel's static shared memory (mq_xs_bytes, the launcher's choice). */
+template <int P>
+__device__ __forceinline__ int mq_xs_slot(int u, int k) {
+    return u * P + ((k + (u * P / 8)) & (P - 1));
+}
+/* The unit u and its block j (FT::xblock(u, j) == b) of q8 block b of a row. */
+template <qn_qformat F>
+__device__ __forceinline__ void mq_xunit(int b, int &u, int &j) {
+    if constexpr (F == QN_QFORMAT_Q6_K) { /* xblock = 8 (u >> 2) + 4 ((u >> 1) & 1) + (u & 1) + 2 j */
+        const int r = b & 7;
+        u = 4 * (b >> 3) + 2 * (r >> 2) + (r & 1), j = (r >> 1) & 1;
+    } else {
+        constexpr int QB = mq_fmt<F>::UE / 32; /* xblock = QB u + j */
+        u = b / QB, j = b - (b / QB) * QB;
+    }
+}
+__host__ __device__ constexpr int64_t mq_xs_bytes(int64_t K) { return K + K / 32 * 8; } /* codes, records */
+#ifndef QN_MQ_XSMEM
+#define QN_MQ_XSMEM 1 /* 0: x always from global memory (an A/B knob: -D) */
+#endif
+
+/* Every thread of the CTA: the token's x (a.xq, a.xr; K = a.K) into xs (mq_xs_bytes, 16-byte aligned).
+ * Ends with every copy landed (and every earlier cp.async group of this thread too); the caller syncs. */
+template <qn_qformat F>
+__device__ __forceinline__ void mq_xs_fill(const mq_args &a, uint8_t *xs) {
+    constexpr int P = mq_fmt<F>::UE / 16, RB = 4;
+    const int K = (int)a.K, U = K / mq_fmt<F>::UE, nq = K / 16, nb = K / 32;
+    const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(xs));
+    const uint8_t *xq = reinterpret_cast<const uint8_t *>(a.xq);
+    for (int q = threadIdx.x; q < nq; q += MQ_THREADS) {
+        int u, j;
+        mq_xunit<F>(q >> 1, u, j);
+        qn_cp_async16_s(s + 16u * (uint32_t)mq_xs_slot<P>(u, 2 * j + (q & 1)), xq + 16 * (int64_t)q, 16u);
+    }
+    qn_cp_async_commit();
+    const uint8_t *xr = reinterpret_cast<const uint8_t *>(a.xr);
+    for (int b0 = threadIdx.x; b0 < nb; b0 += RB * MQ_THREADS) { /* RB loads in flight, then the stores */
+        uint2 v[RB];
+#pragma unroll
+        for (int i = 0; i < RB; i++)
+            if (b0 + i * MQ_THREADS < nb) v[i] = mq_xmem::ld64(xr + 8 * (int64_t)(b0 + i * MQ_THREADS));
+#pragma unroll
+        for (int i = 0; i < RB; i++) {
+            const int b = b0 + i * MQ_THREADS;
+            if (b < nb) {
+                int u, j;
+                mq_xunit<F>(b, u, j);
+                *reinterpret_cast<uint2 *>(xs + K + 8 * (j * U + u)) = v[i];
+            }
+        }
+    }
+    qn_cp_async_wait<0>();
+}
+
+/* q8 block j of unit u (U units per row) from xs, as mq_xsrc<F>::load reads it from global memory. */
+template <qn_qformat F>
+__device__ __forceinline__ void mq_xs_load(const uint8_t *xs, int K, int u, int j, mq_xblk &x) {
+    constexpr int P = mq_fmt<F>::UE / 16;
+    const uint4 v0 = qn_lds128(xs + 16 * mq_xs_slot<P>(u, 2 * j));
+    const uint4 v1 = qn_lds128(xs + 16 * mq_xs_slot<P>(u, 2 * j + 1));
+    x.X[0] = v0.x, x.X[1] = v0.y, x.X[2] = v0.z, x.X[3] = v0.w;
+    x.X[4] = v1.x, x.X[5] = v1.y, x.X[6] = v1.z, x.X[7] = v1.w;
+    const uint2 rc = *reinterpret_cast<const uint2 *>(xs + K + 8 * (j * (K / mq_fmt<F>::UE) + u));
+    x.d = __uint_as_float(rc.x);
+    x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
+}
+template <qn_qformat F>
+__host__ __device__ constexpr bool mq_xs_format() {
+    return std::is_same<typename mq_xsrc<F>::blk, mq_xblk>::value;
+}
+/* The formats whose one-token instances take x from shared memory: Q2_K/Q3_K, measured faster on the H200
+ * (their 128-element units put lanes 128 bytes of x apart); the others measured slower, a copy of x per short
+ * CTA costing more than the wavefronts it saves (bench/results/gpu-k23-2026-12-03.md). QN_MQ_XS_ALL=1: every
+ * q8 format (an A/B knob: -D). */
+#ifndef QN_MQ_XS_ALL
+#define QN_MQ_XS_ALL 0
+#endif
+template <qn_qformat F>
+__host__ __device__ constexpr bool mq_xs_want() {
+    return mq_xs_format<F>() && (QN_MQ_XS_ALL || F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K);
+}
+
 /* --- the kernel --- */
 
 /* Reduce-scatter over the warp: v[P] per lane (P a power of two <= 32) -> the warp sum of v[i] for
@@ -513,9 +633,9 @@ __host__ __device__ constexpr bool mq_stage_ok(int64_t row_bytes) { return row_b
 /* --- the kernel --- */
 
 /* One unit of R rows against every token: acc[r * NT + t] += dot. */
-template <qn_qformat F, int NT, int R, int P>
+template <qn_qformat F, int NT, int R, int P, bool XS>
 __device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const typename mq_fmt<F>::unit (&wu)[R],
-                                             float (&acc)[P]) {
+                                             float (&acc)[P], const uint8_t *xs) {
     using FT = mq_fmt<F>;
 #pragma unroll
     for (int j = 0; j < FT::UE / 32; j++) {
@@ -523,33 +643,31 @@ __device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const 
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             typename mq_xsrc<F>::blk x;
-            mq_xsrc<F>::load(a, t, xb, x);
+            if constexpr (XS) mq_xs_load<F>(xs, (int)a.K, (int)u, j, x); /* NT == 1 */
+            else mq_xsrc<F>::load(a, t, xb, x);
 #pragma unroll
             for (int r = 0; r < R; r++) acc[r * NT + t] += FT::dot(wu[r], j, x);
         }
     }
 }
 
-/* ST: the staged variant (above; the launcher takes it when asked to, where mq_stage_ok and an instance
- * exists). Both
- * variants do the same arithmetic in the same order: bit-identical outputs. */
-template <qn_qformat F, int NT, bool ST>
-__global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
-    using FT = mq_fmt<F>;
-    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P, CB = mq_chunk_bytes<F>();
-    static_assert(R * NT <= 32, "one warp reduce-scatter");
-    static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
-    __shared__ float red[MQ_WARPS][P];
-    __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
+extern __shared__ __align__(16) uint8_t mq_xs_dyn[]; /* XS: mq_xs_bytes(K), the launch's dynamic shared memory */
 
-    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
+/* ST: the staged variant (above; the launcher takes it when asked to, where mq_stage_ok and an instance
+ * exists). XS: x from shared memory (above; nt = 1). All variants do the same arithmetic in the same
+ * order: bit-identical outputs. */
+/* One CTA's rows (CTA index vcta of the launch's row blocks); fill: copy x to shared memory first (XS). */
+template <qn_qformat F, int NT, bool ST, bool XS, int P>
+__device__ __forceinline__ void mq_cta(const mq_args &a, int64_t vcta, bool fill, float (*red)[P], uint8_t *stage_buf) {
+    using FT = mq_fmt<F>;
+    constexpr int R = mq_rows(FT::UE, NT), CB = mq_chunk_bytes<F>();
     /* this CTA's matrix (selects, no indexing into the parameters) */
     const uint8_t *wm = a.m[0].w;
     float *ym = a.m[0].y;
-    int64_t N = a.m[0].N, cta = blockIdx.x;
+    int64_t N = a.m[0].N, cta = vcta;
 #pragma unroll
     for (int i = 1; i < KQ_MMVQ_MAX_MATS; i++)
-        if (i < a.n_mat && (int64_t)blockIdx.x >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = blockIdx.x - a.m[i].cta0;
+        if (i < a.n_mat && vcta >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = vcta - a.m[i].cta0;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
     const int grp = warp / W, wig = warp - grp * W;
     const int64_t row0 = (cta * (MQ_WARPS / W) + grp) * R;
@@ -580,6 +698,13 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
             qn_cp_async_commit();
         };
         stage(wig, 0);
+        if constexpr (XS) {
+            if (fill) { /* the first chunk streams in meanwhile */
+                qn_pdl_wait();
+                mq_xs_fill<F>(a, mq_xs_dyn);
+                __syncthreads();
+            }
+        }
         int buf = 0;
 #pragma unroll 1
         for (int64_t c = wig; c < n_chunks; c += W, buf ^= 1) {
@@ -593,11 +718,23 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
 #pragma unroll
                 for (int r = 0; r < R; r++) FT::template load<mq_smem>(mine + (buf * R + r) * CB, lane, wu[r]);
                 qn_pdl_wait(); /* x is the kernel before's output; the weights were not */
-                mq_unit_dots<F, NT, R, P>(a, u, wu, acc);
+                mq_unit_dots<F, NT, R, P, XS>(a, u, wu, acc, mq_xs_dyn);
             }
         }
         qn_cp_async_wait<0>(); /* nothing left in flight when the warp moves on */
     } else {
+        if constexpr (XS) {
+            if (fill) {
+                const int64_t u0 = 32 * wig + lane; /* its first block on its way to L2 while x is copied */
+                if (u0 < units)
+#pragma unroll
+                    for (int r = 0; r < R; r++)
+                        asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[r] + u0 * FT::UE / FT::BE * FT::BB));
+                qn_pdl_wait();
+                mq_xs_fill<F>(a, mq_xs_dyn);
+                __syncthreads();
+            }
+        }
 #pragma unroll 1
         for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
             typename FT::unit wu[R];
@@ -607,7 +744,7 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
              * the wait for x; later iterations find the wait satisfied. (Loading 2 or 4 units per lane before
              * computing was measured on the H200 and gained nothing: bench/results/gpu-decode-step-2026-12-02.md.) */
             qn_pdl_wait();
-            mq_unit_dots<F, NT, R, P>(a, u, wu, acc);
+            mq_unit_dots<F, NT, R, P, XS>(a, u, wu, acc, mq_xs_dyn);
         }
     }
 
@@ -633,29 +770,80 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     }
 }
 
+/* Persistent XS launches (QN_MQ_XS_PERSIST, an A/B knob, off): a grid of at most the CTAs that fit the GPU at
+ * once, each copying x once and then taking row blocks blockIdx.x, + gridDim.x, ... of a.n_cta. With XS on every
+ * q8 format it measured no better for Q2_K/Q3_K and still slower for the others (8B Q4_K_M decode 371 against
+ * 484 t/s without XS): bench/results/gpu-k23-2026-12-03.md. */
+#ifndef QN_MQ_XS_PERSIST
+#define QN_MQ_XS_PERSIST 0
+#endif
+
+template <qn_qformat F, int NT, bool ST, bool XS>
+__global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
+    using FT = mq_fmt<F>;
+    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P;
+    static_assert(R * NT <= 32, "one warp reduce-scatter");
+    static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
+    static_assert(!XS || (NT == 1 && mq_xs_format<F>()), "x in shared memory: q8 formats at one token");
+    __shared__ float red[MQ_WARPS][P];
+    __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
+
+    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
+    if constexpr (XS && QN_MQ_XS_PERSIST) {
+        bool first = true;
+#pragma unroll 1
+        for (int64_t v = blockIdx.x; v < a.n_cta; v += gridDim.x, first = false) {
+            mq_cta<F, NT, ST, XS, P>(a, v, first, red, stage_buf);
+            __syncthreads(); /* red and the staging buffers are free for the next row block */
+        }
+        qn_pdl_wait(); /* every CTA, also one without a row block */
+    } else {
+        mq_cta<F, NT, ST, XS, P>(a, blockIdx.x, true, red, stage_buf);
+    }
+}
+
 /* --- host side: the instance table of one translation unit --- */
 typedef void (*mq_kernel_fn)(mq_args);
 
-template <qn_qformat F, int NT>
-mq_kernel_fn mq_instance_nt(bool staged) {
-    if constexpr (mq_stage_fits<F, NT>()) {
-        if (staged) return mq_kernel<F, NT, true>;
-    }
-    return staged ? nullptr : mq_kernel<F, NT, false>;
+/* Static shared memory of an instance (the launcher adds XS's dynamic bytes within 48 KB). */
+template <qn_qformat F, int NT, bool ST>
+constexpr int mq_static_smem() {
+    return MQ_WARPS * mq_pow2<mq_rows(mq_fmt<F>::UE, NT) * NT>::P * 4 + (ST ? mq_stage_bytes<F, NT>() : 16) + 16;
 }
 
-/* The kernel of (F, nt) reading weights directly, or staged (NULL where no staged instance fits). */
+template <qn_qformat F, int NT, bool XS>
+mq_kernel_fn mq_instance_xs(bool staged, int *smem) {
+    if constexpr (mq_stage_fits<F, NT>()) {
+        if (staged) {
+            *smem = mq_static_smem<F, NT, true>();
+            return mq_kernel<F, NT, true, XS>;
+        }
+    }
+    if (staged) return nullptr;
+    *smem = mq_static_smem<F, NT, false>();
+    return mq_kernel<F, NT, false, XS>;
+}
+template <qn_qformat F, int NT>
+mq_kernel_fn mq_instance_nt(bool staged, bool xs, int *smem) {
+    if constexpr (NT == 1 && mq_xs_want<F>()) {
+        if (xs) return mq_instance_xs<F, NT, true>(staged, smem);
+    }
+    return xs ? nullptr : mq_instance_xs<F, NT, false>(staged, smem);
+}
+
+/* The kernel of (F, nt) reading weights directly, or staged, taking x from global or shared memory (xs);
+ * NULL where no such instance exists. *smem: its static shared memory, bytes. */
 template <qn_qformat F>
-mq_kernel_fn mq_instance(int nt, bool staged) {
+mq_kernel_fn mq_instance(int nt, bool staged, bool xs, int *smem) {
     switch (nt) {
-    case 1: return mq_instance_nt<F, 1>(staged);
-    case 2: return mq_instance_nt<F, 2>(staged);
-    case 3: return mq_instance_nt<F, 3>(staged);
-    case 4: return mq_instance_nt<F, 4>(staged);
-    case 5: return mq_instance_nt<F, 5>(staged);
-    case 6: return mq_instance_nt<F, 6>(staged);
-    case 7: return mq_instance_nt<F, 7>(staged);
-    case 8: return mq_instance_nt<F, 8>(staged);
+    case 1: return mq_instance_nt<F, 1>(staged, xs, smem);
+    case 2: return mq_instance_nt<F, 2>(staged, xs, smem);
+    case 3: return mq_instance_nt<F, 3>(staged, xs, smem);
+    case 4: return mq_instance_nt<F, 4>(staged, xs, smem);
+    case 5: return mq_instance_nt<F, 5>(staged, xs, smem);
+    case 6: return mq_instance_nt<F, 6>(staged, xs, smem);
+    case 7: return mq_instance_nt<F, 7>(staged, xs, smem);
+    case 8: return mq_instance_nt<F, 8>(staged, xs, smem);
     default: return nullptr;
     }
 }
@@ -664,8 +852,8 @@ mq_kernel_fn mq_instance(int nt, bool staged) {
 int mq_unit_elems(qn_qformat fmt);
 /* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
  * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h). */
-mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged);
-mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged);
-mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged);
+mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
+mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
+mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
 
 #endif /* QN_KQ_MMVQ_CUH */

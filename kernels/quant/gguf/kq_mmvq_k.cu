@@ -2,13 +2,13 @@
  * translation unit of its own so that it compiles beside kq_mmvq.cu. */
 #include "kernels/quant/gguf/kq_mmvq.cuh"
 
-mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged) {
+mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem) {
     switch (fmt) {
-    case QN_QFORMAT_Q2_K: return mq_instance<QN_QFORMAT_Q2_K>(nt, staged);
-    case QN_QFORMAT_Q3_K: return mq_instance<QN_QFORMAT_Q3_K>(nt, staged);
-    case QN_QFORMAT_Q4_K: return mq_instance<QN_QFORMAT_Q4_K>(nt, staged);
-    case QN_QFORMAT_Q5_K: return mq_instance<QN_QFORMAT_Q5_K>(nt, staged);
-    case QN_QFORMAT_Q6_K: return mq_instance<QN_QFORMAT_Q6_K>(nt, staged);
+    case QN_QFORMAT_Q2_K: return mq_instance<QN_QFORMAT_Q2_K>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q3_K: return mq_instance<QN_QFORMAT_Q3_K>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q4_K: return mq_instance<QN_QFORMAT_Q4_K>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q5_K: return mq_instance<QN_QFORMAT_Q5_K>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q6_K: return mq_instance<QN_QFORMAT_Q6_K>(nt, staged, xs, smem);
     default: return nullptr;
     }
 }
