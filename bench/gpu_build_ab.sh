@@ -8,8 +8,8 @@
 #   3. Llama-3-8B-shape models (quern synth, QN_AB_MODELS types, default "Q4_K_M Q2_K"; llama-bpe vocab in
 #      ~/.cache/quern/llama.cpp/models): tg128 per variant, round robin, twice; decode-path perplexity on
 #      20 KB of alice29 per variant (equal bits expected where the knob keeps the arithmetic);
-#   4. compute-sanitizer memcheck + racecheck on test_gpu_quant (quick) of the last variant, while the call
-#      has time (QN_AB_SANITIZE_BEFORE_S, default 420 s; a device call is at most 600 s).
+#   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant,
+#      while the call has time (QN_AB_SANITIZE_BEFORE_S, default 420 s; a device call is at most 600 s).
 # Env: OUT (default ./gpu-ab-out; at most 8 files: log.txt, kb-<name>.md per variant), QN_TEXT (alice29.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +74,7 @@ for t in $MODELS; do
     done
 done
 CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null | head -1)
-for tool in memcheck racecheck; do
+for tool in ${QN_AB_SANITIZERS:-memcheck racecheck}; do
     [ -n "$CS" ] && [ $(($(date +%s) - T0)) -lt "${QN_AB_SANITIZE_BEFORE_S:-420}" ] || { say "skipped: $tool"; continue; }
     limit=$([ $tool = memcheck ] && echo 70 || echo 110)
     QN_TEST_QUICK=1 timeout "$limit" "$CS" --tool $tool --error-exitcode 9 "build-$last/tests/test_gpu_quant" \

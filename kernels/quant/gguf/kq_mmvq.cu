@@ -200,9 +200,6 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
             grid += ((mats[i].N + R - 1) / R + per_cta - 1) / per_cta;
         }
         if (grid > 0x7fffffff) return QN_ERR_SHAPE;
-        a.n_cta = grid;
-        if (QN_MQ_XS_PERSIST && dyn > 0 && n_sm > 0 && grid > (int64_t)n_sm * mq_min_ctas(ue, 1))
-            grid = (int64_t)n_sm * mq_min_ctas(ue, 1); /* persistent: every CTA resident at once */
         a.xq = f16x ? nullptr : qs + t0 * K;
         a.xr = f16x ? nullptr : rec + t0 * (K / QN_MMVQ_QK);
         a.xh = f16x ? (const __half *)xq + t0 * K : nullptr;

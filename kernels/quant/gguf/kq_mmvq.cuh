@@ -81,7 +81,6 @@ struct mq_args {
     const __half *xh;         /* [NT][K] fp16 activations, for the formats that take x unquantized (mq_xsrc) */
     int64_t x_ld;             /* elements between tokens in xq / xh (= K); records: x_ld / 32 */
     int warps_per_row;        /* W: 1, 2 or 4 */
-    int64_t n_cta;            /* row blocks of the launch (the grid, or more in a persistent XS launch) */
 };
 
 /* --- loads: read-only path; every address is aligned to the load's width. (Cache hints on the weight loads
@@ -484,22 +483,18 @@ struct mq_occupancy {
  * rot(u) = (u P / 8) mod P: the 8 lanes of a quarter warp reading piece k of 8 consecutive units then
  * hit 8 different bank groups (no conflict), and so do the copy's stores. Records (8 bytes, q8 block j
  * of unit u) at [j][u]: consecutive lanes, consecutive words. The copy is 1.25 K bytes per CTA from L2 (the
- * token's x is the same for every CTA). Only for the q8 formats (mq_xsrc's mq_xblk) at nt = 1, and where
- * it fits beside the kernel's static shared memory (mq_xs_bytes, the launcher's choice). */
+ * token's x is the same for every CTA). Only for Q2_K/Q3_K (mq_xs_want) at nt = 1, and where it fits beside
+ * the kernel's static shared memory (mq_xs_bytes, the launcher's choice). */
 template <int P>
 __device__ __forceinline__ int mq_xs_slot(int u, int k) {
     return u * P + ((k + (u * P / 8)) & (P - 1));
 }
-/* The unit u and its block j (FT::xblock(u, j) == b) of q8 block b of a row. */
+/* The unit u and its block j of q8 block b of a row, for the formats whose xblock(u, j) is QB u + j (all but
+ * Q6_K; mq_xs_want takes only such formats). */
 template <qn_qformat F>
 __device__ __forceinline__ void mq_xunit(int b, int &u, int &j) {
-    if constexpr (F == QN_QFORMAT_Q6_K) { /* xblock = 8 (u >> 2) + 4 ((u >> 1) & 1) + (u & 1) + 2 j */
-        const int r = b & 7;
-        u = 4 * (b >> 3) + 2 * (r >> 2) + (r & 1), j = (r >> 1) & 1;
-    } else {
-        constexpr int QB = mq_fmt<F>::UE / 32; /* xblock = QB u + j */
-        u = b / QB, j = b - (b / QB) * QB;
-    }
+    constexpr int QB = mq_fmt<F>::UE / 32;
+    u = b / QB, j = b - (b / QB) * QB;
 }
 __host__ __device__ constexpr int64_t mq_xs_bytes(int64_t K) { return K + K / 32 * 8; } /* codes, records */
 #ifndef QN_MQ_XSMEM
@@ -556,15 +551,12 @@ __host__ __device__ constexpr bool mq_xs_format() {
     return std::is_same<typename mq_xsrc<F>::blk, mq_xblk>::value;
 }
 /* The formats whose one-token instances take x from shared memory: Q2_K/Q3_K, measured faster on the H200
- * (their 128-element units put lanes 128 bytes of x apart); the others measured slower, a copy of x per short
- * CTA costing more than the wavefronts it saves (bench/results/gpu-k23-2026-12-03.md). QN_MQ_XS_ALL=1: every
- * q8 format (an A/B knob: -D). */
-#ifndef QN_MQ_XS_ALL
-#define QN_MQ_XS_ALL 0
-#endif
+ * (their 128-element units put lanes 128 bytes of x apart). On every q8 format, also as a persistent launch
+ * (one copy of x per resident CTA), XS measured slower for the others: a copy of x per short CTA costs more than
+ * the wavefronts it saves (bench/results/gpu-k23-2026-12-03.md; that A/B's code: commit f0764b2). */
 template <qn_qformat F>
 __host__ __device__ constexpr bool mq_xs_want() {
-    return mq_xs_format<F>() && (QN_MQ_XS_ALL || F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K);
+    return mq_xs_format<F>() && (F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K);
 }
 
 /* --- the kernel --- */
@@ -656,18 +648,24 @@ extern __shared__ __align__(16) uint8_t mq_xs_dyn[]; /* XS: mq_xs_bytes(K), the 
 /* ST: the staged variant (above; the launcher takes it when asked to, where mq_stage_ok and an instance
  * exists). XS: x from shared memory (above; nt = 1). All variants do the same arithmetic in the same
  * order: bit-identical outputs. */
-/* One CTA's rows (CTA index vcta of the launch's row blocks); fill: copy x to shared memory first (XS). */
-template <qn_qformat F, int NT, bool ST, bool XS, int P>
-__device__ __forceinline__ void mq_cta(const mq_args &a, int64_t vcta, bool fill, float (*red)[P], uint8_t *stage_buf) {
+template <qn_qformat F, int NT, bool ST, bool XS>
+__global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
     using FT = mq_fmt<F>;
-    constexpr int R = mq_rows(FT::UE, NT), CB = mq_chunk_bytes<F>();
+    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P, CB = mq_chunk_bytes<F>();
+    static_assert(R * NT <= 32, "one warp reduce-scatter");
+    static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
+    static_assert(!XS || (NT == 1 && mq_xs_want<F>()), "x in shared memory: Q2_K/Q3_K at one token");
+    __shared__ float red[MQ_WARPS][P];
+    __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
+
+    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     /* this CTA's matrix (selects, no indexing into the parameters) */
     const uint8_t *wm = a.m[0].w;
     float *ym = a.m[0].y;
-    int64_t N = a.m[0].N, cta = vcta;
+    int64_t N = a.m[0].N, cta = blockIdx.x;
 #pragma unroll
     for (int i = 1; i < KQ_MMVQ_MAX_MATS; i++)
-        if (i < a.n_mat && vcta >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = vcta - a.m[i].cta0;
+        if (i < a.n_mat && (int64_t)blockIdx.x >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = blockIdx.x - a.m[i].cta0;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
     const int grp = warp / W, wig = warp - grp * W;
     const int64_t row0 = (cta * (MQ_WARPS / W) + grp) * R;
@@ -698,12 +696,10 @@ __device__ __forceinline__ void mq_cta(const mq_args &a, int64_t vcta, bool fill
             qn_cp_async_commit();
         };
         stage(wig, 0);
-        if constexpr (XS) {
-            if (fill) { /* the first chunk streams in meanwhile */
-                qn_pdl_wait();
-                mq_xs_fill<F>(a, mq_xs_dyn);
-                __syncthreads();
-            }
+        if constexpr (XS) { /* the first chunk streams in meanwhile */
+            qn_pdl_wait();
+            mq_xs_fill<F>(a, mq_xs_dyn);
+            __syncthreads();
         }
         int buf = 0;
 #pragma unroll 1
@@ -724,16 +720,14 @@ __device__ __forceinline__ void mq_cta(const mq_args &a, int64_t vcta, bool fill
         qn_cp_async_wait<0>(); /* nothing left in flight when the warp moves on */
     } else {
         if constexpr (XS) {
-            if (fill) {
-                const int64_t u0 = 32 * wig + lane; /* its first block on its way to L2 while x is copied */
-                if (u0 < units)
+            const int64_t u0 = 32 * wig + lane; /* its first block on its way to L2 while x is copied */
+            if (u0 < units)
 #pragma unroll
-                    for (int r = 0; r < R; r++)
-                        asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[r] + u0 * FT::UE / FT::BE * FT::BB));
-                qn_pdl_wait();
-                mq_xs_fill<F>(a, mq_xs_dyn);
-                __syncthreads();
-            }
+                for (int r = 0; r < R; r++)
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(wrow[r] + u0 * FT::UE / FT::BE * FT::BB));
+            qn_pdl_wait();
+            mq_xs_fill<F>(a, mq_xs_dyn);
+            __syncthreads();
         }
 #pragma unroll 1
         for (int64_t u = 32 * wig + lane; u < units; u += 32 * W) {
@@ -767,38 +761,6 @@ __device__ __forceinline__ void mq_cta(const mq_args &a, int64_t vcta, bool fill
         for (int ww = 0; ww < W; ww++) sum += red[g * W + ww][k]; /* fixed order: deterministic */
         const int64_t row = (cta * (MQ_WARPS / W) + g) * R + k / NT;
         if (row < N) ym[(int64_t)(k % NT) * N + row] = sum;
-    }
-}
-
-/* Persistent XS launches (QN_MQ_XS_PERSIST, an A/B knob, off): a grid of at most the CTAs that fit the GPU at
- * once, each copying x once and then taking row blocks blockIdx.x, + gridDim.x, ... of a.n_cta. With XS on every
- * q8 format it measured no better for Q2_K/Q3_K and still slower for the others (8B Q4_K_M decode 371 against
- * 484 t/s without XS): bench/results/gpu-k23-2026-12-03.md. */
-#ifndef QN_MQ_XS_PERSIST
-#define QN_MQ_XS_PERSIST 0
-#endif
-
-template <qn_qformat F, int NT, bool ST, bool XS>
-__global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
-    using FT = mq_fmt<F>;
-    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P;
-    static_assert(R * NT <= 32, "one warp reduce-scatter");
-    static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
-    static_assert(!XS || (NT == 1 && mq_xs_format<F>()), "x in shared memory: q8 formats at one token");
-    __shared__ float red[MQ_WARPS][P];
-    __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
-
-    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
-    if constexpr (XS && QN_MQ_XS_PERSIST) {
-        bool first = true;
-#pragma unroll 1
-        for (int64_t v = blockIdx.x; v < a.n_cta; v += gridDim.x, first = false) {
-            mq_cta<F, NT, ST, XS, P>(a, v, first, red, stage_buf);
-            __syncthreads(); /* red and the staging buffers are free for the next row block */
-        }
-        qn_pdl_wait(); /* every CTA, also one without a row block */
-    } else {
-        mq_cta<F, NT, ST, XS, P>(a, blockIdx.x, true, red, stage_buf);
     }
 }
 
