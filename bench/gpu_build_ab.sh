@@ -4,8 +4,8 @@
 # Steps, per variant unless said:
 #   1. test_gpu_quant, test_gpu_quant_lutq (the kernels against the CPU references) and tests/e2e/
 #      test_gpu_decode_stage.py for the first variant (direct, auto and staged weights: the same bits end to end);
-#   2. `quern bench kernels --quick --n 1 --shape all` on the int8 formats (QN_AB_FMTS);
-#   3. Llama-3-8B-shape models (quern synth, QN_AB_MODELS types, default "Q4_K_M Q2_K"; llama-bpe vocab in
+#   2. `quern bench kernels --quick --n 1 --shape all` on the int8 formats (QN_AB_FMTS; empty: skipped);
+#   3. Llama-3-8B-shape models (quern synth, QN_AB_MODELS types, default "Q4_K_M Q2_K", may be empty; llama-bpe vocab in
 #      ~/.cache/quern/llama.cpp/models): tg128 per variant, round robin, twice; decode-path perplexity on
 #      20 KB of alice29 per variant (equal bits expected where the knob keeps the arithmetic);
 #   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant,
@@ -15,8 +15,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-ab-out}
 TEXT=${QN_TEXT:-$HOME/.cache/quern/data/alice29.txt}
-FMTS=${QN_AB_FMTS:-q4_0,q4_1,q5_0,q5_1,q8_0,q2_K,q3_K,q4_K,q5_K,q6_K,lq4,lq8}
-MODELS=${QN_AB_MODELS:-Q4_K_M Q2_K}
+FMTS=${QN_AB_FMTS-q4_0,q4_1,q5_0,q5_1,q8_0,q2_K,q3_K,q4_K,q5_K,q6_K,lq4,lq8}
+MODELS=${QN_AB_MODELS-Q4_K_M Q2_K}
 mkdir -p "$OUT"
 L=$OUT/log.txt
 T0=$(date +%s)
@@ -52,6 +52,7 @@ for n in "${NAMES[@]}"; do
         say "$n $t rc=$rc $(grep -E "PASSED|FAILED|SKIPPED" "/tmp/ab-$n-$t.log" | tail -1)"
         [ $rc = 0 ] || grep -B2 -A10 -E "FAILED|differ|over tol|ERROR" "/tmp/ab-$n-$t.log" | head -40 >>"$L"
     done
+    [ -n "$FMTS" ] || continue
     timeout 150 "build-$n/quern" bench kernels --quick --fmt "$FMTS" --n 1 --shape all >"$OUT/kb-$n.md" 2>/dev/null
     say "$n kernels rc=$?"
 done
