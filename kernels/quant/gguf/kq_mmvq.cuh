@@ -551,9 +551,9 @@ __host__ __device__ constexpr bool mq_xs_format() {
     return std::is_same<typename mq_xsrc<F>::blk, mq_xblk>::value;
 }
 /* The formats whose one-token instances take x from shared memory: Q2_K/Q3_K, measured faster on the H200
- * (their 128-element units put lanes 128 bytes of x apart). On every q8 format, also as a persistent launch
- * (one copy of x per resident CTA), XS measured slower for the others: a copy of x per short CTA costs more than
- * the wavefronts it saves (bench/results/gpu-k23-2026-12-03.md; that A/B's code: commit f0764b2). */
+ * (their 128-element units put lanes 128 bytes of x apart). On every q8 format, per CTA and as a persistent launch
+ * (one copy of x per resident CTA), XS measured slower for the others, 8B Q4_K_M decode by 23-32%; why was not
+ * profiled (bench/results/gpu-k23-2026-12-03.md; that A/B's code: commit f0764b2). */
 template <qn_qformat F>
 __host__ __device__ constexpr bool mq_xs_want() {
     return mq_xs_format<F>() && (F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K);
