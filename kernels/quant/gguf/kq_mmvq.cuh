@@ -28,8 +28,6 @@
 
 #include <stdint.h>
 
-#include <type_traits>
-
 #include <cuda_fp16.h>
 
 #include "kernels/common/device_util.cuh" /* qn_pdl_wait, qn_pdl_trigger */
@@ -546,17 +544,13 @@ __device__ __forceinline__ void mq_xs_load(const uint8_t *xs, int K, int u, int 
     x.d = __uint_as_float(rc.x);
     x.s0 = (int)(int16_t)(rc.y & 0xFFFFu), x.s1 = (int)(int16_t)(rc.y >> 16);
 }
-template <qn_qformat F>
-__host__ __device__ constexpr bool mq_xs_format() {
-    return std::is_same<typename mq_xsrc<F>::blk, mq_xblk>::value;
-}
 /* The formats whose one-token instances take x from shared memory: Q2_K/Q3_K, measured faster on the H200
  * (their 128-element units put lanes 128 bytes of x apart). On every q8 format, per CTA and as a persistent launch
  * (one copy of x per resident CTA), XS measured slower for the others, 8B Q4_K_M decode by 23-32%; why was not
  * profiled (bench/results/gpu-k23-2026-12-03.md; that A/B's code: commit f0764b2). */
 template <qn_qformat F>
 __host__ __device__ constexpr bool mq_xs_want() {
-    return mq_xs_format<F>() && (F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K);
+    return F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K; /* q8 formats (mq_xsrc's mq_xblk) */
 }
 
 /* --- the kernel --- */
