@@ -10,7 +10,7 @@
 #      20 KB of alice29 per variant (equal bits expected where the knob keeps the arithmetic);
 #   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant,
 #      while the call has time (QN_AB_SANITIZE_BEFORE_S, default 420 s; a device call is at most 600 s).
-# Env: OUT (default ./gpu-ab-out; at most 8 files: log.txt, kb-<name>.md per variant), QN_TEXT (alice29.txt).
+# Env: QN_AB_TESTS (the tests of step 1, default as listed there), QN_AB_STAGE_TEST=0 skips test_gpu_decode_stage; OUT (default ./gpu-ab-out; at most 8 files: log.txt, kb-<name>.md per variant), QN_TEXT (alice29.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-ab-out}
@@ -41,9 +41,9 @@ first=${NAMES[0]} last=${NAMES[${#NAMES[@]}-1]}
 done) &
 SYN=$!
 for n in "${NAMES[@]}"; do
-    for t in test_gpu_quant test_gpu_quant_lutq test_gpu_decode_stage; do
+    for t in ${QN_AB_TESTS:-test_gpu_quant test_gpu_quant_lutq test_gpu_decode_stage}; do
         if [ $t = test_gpu_decode_stage ]; then
-            [ "$n" = "$first" ] || continue # ~100 s: the first variant only
+            [ "$n" = "$first" ] && [ "${QN_AB_STAGE_TEST:-1}" = 1 ] || continue # ~100 s: the first variant only
             QN_QUERN_BIN="$PWD/build-$n/quern" timeout 200 python3 tests/e2e/$t.py >"/tmp/ab-$n-$t.log" 2>&1
         else
             timeout 200 "build-$n/tests/$t" >"/tmp/ab-$n-$t.log" 2>&1

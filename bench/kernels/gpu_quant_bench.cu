@@ -28,6 +28,7 @@
 #include "bench.h"
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/qformat.h"
 #include "kernels/quant/quant.h"
@@ -157,6 +158,26 @@ static int op_quant(void *vctx, int i, void *stream) {
                                    c->ws_bytes, stream, &c->opts) == QN_OK ? 0 : -1;
 }
 
+/* The int8 decode kernel alone (kq_mmvq_matmul), on activations quantized once beforehand: what a decode step
+ * launches, where the norm or SiLU before the matmul writes the q8 activations itself. pdl: each launch a
+ * programmatic dependent of the one before (the decode step's CUDA graphs launch every kernel so). */
+struct mk_ctx {
+    const qn_quant_cuda_ctx *qc;
+    qn_qformat fmt;
+    void **w;
+    int rot;
+    int64_t N, K, n;
+    const void *xq; /* q8 activations, or fp16 x for kq_mmvq_takes_f16_x formats */
+    float *y;
+    int stage, pdl;
+};
+
+static int op_mmvq_kernel(void *vctx, int i, void *stream) {
+    mk_ctx *c = (mk_ctx *)vctx;
+    return kq_mmvq_matmul(c->fmt, c->w[i % c->rot], c->N, c->K, c->xq, c->n, c->y, c->qc->n_sm, 0, c->stage,
+                          c->pdl, stream) == QN_OK ? 0 : -1;
+}
+
 /* one dequant: weight copy i % rot into output copy i % rot_out */
 struct dq_ctx {
     const qn_quant_cuda_ctx *qc;
@@ -246,7 +267,13 @@ static bool fmt_wanted(const char *fmt_list, qn_qformat f) {
     return qn_quant_cuda_has_format(f) && in_list(fmt_list, fmt_name(f));
 }
 
-struct summary_row { const char *fmt; int64_t N, K; double us1, pct1, us16, cub1, gemv1, gemv_pct1; qn_quant_path p1; };
+struct summary_row {
+    const char *fmt;
+    int64_t N, K;
+    double us1, pct1, us16, cub1, gemv1, gemv_pct1;
+    double kern1, kern_pct1, kpdl1, kpdl_pct1; /* the int8 kernel alone at n = 1: plain launches, PDL chain */
+    qn_quant_path p1;
+};
 
 static const char *dequant_name(qn_quant_dequant_variant v) {
     return v == QN_QUANT_DEQUANT_FAST ? "fast" : v == QN_QUANT_DEQUANT_STAGED ? "staged" : "ref";
@@ -435,6 +462,8 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
     CK(cudaMalloc(&dx, x_bytes));
     CK(cudaMalloc((void **)&dy, (size_t)(nmax * Nmax) * 4));
     CK(cudaMalloc(&ws, ws_bytes));
+    void *xq; /* q8 activations of up to 8 tokens for the int8 kernel alone */
+    CK(cudaMalloc(&xq, qn_mmvq_x_bytes(8, kmax)));
     CK(cudaMemset(ws, 0, ws_bytes)); /* split-K counters start at zero (quant.h) */
     {
         uint16_t *hx = (uint16_t *)malloc(x_bytes);
@@ -487,7 +516,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
             if (qn_quant_check_shape(f, sh.N, sh.K) != QN_OK || wb == 0) continue;
             void *w[256];
             const int rot = upload_rotations(&env, f, wb, w);
-            summary_row row = {fmt_name(f), sh.N, sh.K, -1, -1, -1, -1, -1, -1, QN_QUANT_PATH_NONE};
+            summary_row row = {fmt_name(f), sh.N, sh.K, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, QN_QUANT_PATH_NONE};
             for (int ni = 0; ni < N_NS; ni++) {
                 const int64_t n = NS[ni];
                 if (!n_wanted(n_list, n)) continue;
@@ -544,6 +573,43 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                             fprintf(stderr, "  sweep %s %s n=%lld split %2d: %8.2f us %5.1f%%\n", fmt_name(f), sname,
                                     (long long)n, splits[si], p.us, p.pct);
                     }
+                if (chosen == QN_QUANT_PATH_MMVQ && n <= 8 && kq_mmvq_has_format(f)) {
+                    /* the kernel alone, x quantized once (fp16 x itself for the formats that take it) */
+                    const void *xin = dx;
+                    if (!kq_mmvq_takes_f16_x(f)) {
+                        if (kq_mmvq_quantize_x(dx, n, sh.K, xq, st) != QN_OK) {
+                            fprintf(stderr, "  %s %s n=%lld: q8 quantizer failed\n", fmt_name(f), sname, (long long)n);
+                            continue;
+                        }
+                        CK(cudaStreamSynchronize(st));
+                        xin = xq;
+                    }
+                    for (int pdl = 0; pdl < (qc.sm >= 90 ? 2 : 1); pdl++) { /* PDL: sm_90 */
+                        mk_ctx c = {&qc, f, w, rot, sh.N, sh.K, n, xin, dy, mmvq_stage, pdl};
+                        qn_bench_stats s;
+                        if (time_rotating(op_mmvq_kernel, &c, rot, st, quick, &s) != 0) {
+                            fprintf(stderr, "  %s %s n=%lld mmvq kernel pdl %d: failed\n", fmt_name(f), sname,
+                                    (long long)n, pdl);
+                            continue;
+                        }
+                        const point p = make_point(&env, s, (double)wb + n * sh.K * 2.0 + n * sh.N * 4.0, sh, n);
+                        if (n == 1) {
+                            if (pdl) row.kpdl1 = p.us, row.kpdl_pct1 = p.pct;
+                            else row.kern1 = p.us, row.kern_pct1 = p.pct;
+                        }
+                        if (js) {
+                            fprintf(js, "{\"bench\":\"gpu_quant\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,"
+                                        "\"path\":\"%s\",\"chosen\":false,\"weight_bytes\":%zu,\"rot\":%d,\"us\":%.3f,"
+                                        "\"us_min\":%.3f,\"us_max\":%.3f,\"gbs\":%.1f,\"pct_copy\":%.1f,\"tflops\":%.2f,",
+                                    fmt_name(f), (long long)sh.N, (long long)sh.K, (long long)n,
+                                    pdl ? "mmvq_kernel_pdl" : "mmvq_kernel", wb, rot, p.us, p.us_min, p.us_max, p.gbs,
+                                    p.pct, p.tflops);
+                            qn_bench_json_env(js, &env);
+                            fprintf(js, "}\n");
+                            fflush(js);
+                        }
+                    }
+                }
             }
             for (int r = 0; r < rot; r++) cudaFree(w[r]);
             if (n_rows < 128) rows[n_rows++] = row;
@@ -551,15 +617,18 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
     }
 
     if (n_wanted(n_list, 1)) {
-        printf("\nn = 1 (AUTO path; gemv: the tensor-core GEMV)\n\n%-6s %-12s %-5s %9s %8s %9s %8s %7s %9s %8s %10s\n", "fmt",
-               "NxK", "path", "us", "%copy", "gemv us", "%copy", "gain", "n=16 us", "16/1", "cuBLAS n=1");
+        printf("\nn = 1 (AUTO path; gemv: the tensor-core GEMV; kernel: the int8 kernel alone on q8 x quantized once, plain "
+               "launches and a PDL chain)\n\n%-6s %-12s %-5s %9s %8s %9s %8s %7s %9s %8s %10s %9s %8s %9s %8s\n", "fmt",
+               "NxK", "path", "us", "%copy", "gemv us", "%copy", "gain", "n=16 us", "16/1", "cuBLAS n=1", "kernel us",
+               "%copy", "pdl us", "%copy");
         for (int i = 0; i < n_rows; i++) {
             const summary_row &r = rows[i];
             char sn[32];
             snprintf(sn, sizeof sn, "%lldx%lld", (long long)r.N, (long long)r.K);
-            printf("%-6s %-12s %-5s %9.2f %7.1f%% %9.2f %7.1f%% %6.2fx %9.2f %8.2f %10.2f\n", r.fmt, sn, path_name(r.p1),
-                   r.us1, r.pct1, r.gemv1, r.gemv_pct1, r.us1 > 0 && r.gemv1 > 0 ? r.gemv1 / r.us1 : 0.0, r.us16,
-                   r.us1 > 0 && r.us16 > 0 ? r.us16 / r.us1 : 0.0, r.cub1);
+            printf("%-6s %-12s %-5s %9.2f %7.1f%% %9.2f %7.1f%% %6.2fx %9.2f %8.2f %10.2f %9.2f %7.1f%% %9.2f %7.1f%%\n",
+                   r.fmt, sn, path_name(r.p1), r.us1, r.pct1, r.gemv1, r.gemv_pct1,
+                   r.us1 > 0 && r.gemv1 > 0 ? r.gemv1 / r.us1 : 0.0, r.us16, r.us1 > 0 && r.us16 > 0 ? r.us16 / r.us1 : 0.0,
+                   r.cub1, r.kern1, r.kern_pct1, r.kpdl1, r.kpdl_pct1);
         }
     }
     printf("copy bandwidth %.0f GB/s (read+write), graph launch floor %.2f us, %s, commit %s\n", env.copy_gbs,
@@ -568,6 +637,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
     cudaFree(dx);
     cudaFree(dy);
     cudaFree(ws);
+    cudaFree(xq);
     cublasDestroy(blas);
     cudaStreamDestroy(st);
     return 0;

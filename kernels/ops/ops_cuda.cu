@@ -273,7 +273,7 @@ __global__ void __launch_bounds__(1024)
     __shared__ float red[32];
     qn_pdl_trigger();
     const int64_t t = blockIdx.x;
-    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, read before the wait */
+    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, not the kernel before's output */
     float *xr = x + src * n;
     qn_pdl_wait(); /* x and y come from the kernels before */
     float ss = 0.0f;
@@ -307,14 +307,14 @@ __global__ void __launch_bounds__(1024)
     __shared__ float red[32];
     qn_pdl_trigger();
     const int64_t t = blockIdx.x;
-    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, read before the wait */
+    const int64_t src = rows ? (int64_t)rows[t] : t; /* rows: a step input, not the kernel before's output */
     const int n4 = (int)(n / 4);
     float4 *xr = reinterpret_cast<float4 *>(x + src * n);
     const float4 *yr = ADD ? reinterpret_cast<const float4 *>(y + t * n) : NULL;
     const float4 *wr = reinterpret_cast<const float4 *>(w);
-    float4 g[NORM_V4]; /* the norm weights do not depend on the kernel before: their loads (from HBM in a
-                        * decode step, where each layer's weights have pushed them out of L2) overlap its end
-                        * instead of following the block reduction */
+    float4 g[NORM_V4]; /* the norm weights do not depend on the kernel before, so they are loaded first in the
+                        * source; ptxas still schedules the wait ahead of these loads (SASS, device_util.cuh), so
+                        * what they gain is issue before the block reduction, not overlap with that kernel */
 #pragma unroll
     for (int k = 0; k < NORM_V4; k++) {
         const int i = k * (int)blockDim.x + (int)threadIdx.x;

@@ -120,7 +120,9 @@ mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, in
  * (1024x4096 at n = 1) split, large ones do not. From the H200 sweep of warps per row at n = 1, 2
  * (bench/results/gpu-decode-step-2026-12-02.md): there, counting rows, target 16 (4096-row matrices run
  * unsplit: 6-10% faster for Q4_0/Q4_K), except Q6_K (32: 4096x14336 is 11% slower unsplit); n > 2 (not
- * swept) keeps the first rule, warp groups against 32. */
+ * swept) keeps the first rule, warp groups against 32. Target 32 at nt <= 2 (4096x14336 split over two warps)
+ * measured slower end to end under CUDA graphs and PDL: 8B Q4_K_M tg128 -1.1%, Q8_0 -6%
+ * (bench/results/gpu-fixed-cost-2026-12-03.md). */
 static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, int64_t units, int n_sm) {
     const int64_t target = nt > 2 || fmt == QN_QFORMAT_Q6_K ? 32 : 16;
     const int64_t count = nt > 2 ? groups : groups * R;

@@ -728,9 +728,11 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
             typename FT::unit wu[R];
 #pragma unroll
             for (int r = 0; r < R; r++) FT::template load<mq_gmem>(wrow[r], u, wu[r]);
-            /* the weights do not depend on the kernel before (PDL): their first loads are in flight before
-             * the wait for x; later iterations find the wait satisfied. (Loading 2 or 4 units per lane before
-             * computing was measured on the H200 and gained nothing: bench/results/gpu-decode-step-2026-12-02.md.) */
+            /* x is the kernel before's output (PDL): the wait precedes its loads. ptxas places the wait ahead of
+             * the weight loads too (SASS), so those do not overlap the kernel before; the staged variant's
+             * cp.async copies do. Later iterations find the wait satisfied. (Loading 2 or 4 units per lane
+             * before computing gained nothing: bench/results/gpu-decode-step-2026-12-02.md; L1/L2 prefetches
+             * before the wait cost 1-7% end to end: bench/results/gpu-fixed-cost-2026-12-03.md.) */
             qn_pdl_wait();
             mq_unit_dots<F, NT, R, P, XS>(a, u, wu, acc, mq_xs_dyn);
         }
