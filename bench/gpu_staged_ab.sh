@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # gpu_staged_ab.sh — one device call that checks and measures the int8 decode kernel's weight loads (kq_mmvq.cuh
-# "staging"): --mmvq-direct (all direct), the default (auto: Q6_K/Q8_0 staged) and --mmvq-staged (all staged), in
+# "staging"): --mmvq-direct (all direct), the default (auto: Q6_K/Q8_0/Q2_K/Q3_K staged) and --mmvq-staged (all staged), in
 # one build (bench/gpu_check.sh's):
 #   1. test_gpu_quant, test_gpu_quant_lutq (every int8-path case both ways, staged == direct bit for bit) and
 #      test_gpu_decode_stage (the three modes give the same bits end to end on 8B shapes, PDL on);
