@@ -15,7 +15,6 @@
 # perplexity with the record's; otherwise, or with QN_PARITY_PPL_LIVE=1, llama.cpp computes every window here.
 # QN_PARITY_PPL_CHUNKS=N limits the perplexity comparison to N windows; unset = whole file.
 # QN_TEST_LABELS: cpu peer slow
-# QN_TEST_COST: 560 (seconds in CI's Release run: started first under ctest -j)
 import hashlib
 import json
 import math

@@ -11,7 +11,6 @@
 # and searches 5 alpha points instead of 20 for the same reason (21.60 vs RTN 23.12 measured; 21.26 with 8 x 256,
 # grid 20).
 # QN_TEST_LABELS: cpu slow
-# QN_TEST_COST: 800 (seconds in CI's Release run: started first under ctest -j)
 import os
 import re
 import subprocess
