@@ -95,9 +95,10 @@ __device__ __forceinline__ void qn_fence_proxy_async() { asm volatile("fence.pro
  * write; the wait returns once the earlier kernel has completed and its writes are visible. Every CTA
  * waits before it ends (so that its grid completes after the one before: later kernels rely on that).
  * A kernel launched without the attribute returns from the wait at once.
- * Placement: ptxas (CUDA 13.0, sm_90) schedules the wait (SASS ACQBULK) ahead of global loads that come
- * before it in the source, so "load, then wait" does not put those loads in flight early; cp.async
- * (LDGSTS) and prefetch (CCTL) instructions stay before it. Prefetching the first weights that way was
+ * Placement: ptxas (CUDA 13.0, sm_90) may schedule the wait (SASS ACQBULK) ahead of global loads that come
+ * before it in the source: it did in the direct int8 matmul (kq_mmvq.cuh) and k_rmsnorm_v4, not in the
+ * decode attention's prologue or the act-order quantizer's perm loads; only the SASS tells. cp.async
+ * (LDGSTS) and prefetch (CCTL) stayed before it. Prefetching the matmul's first weights that way was
  * measured slower end to end (bench/results/gpu-fixed-cost-2026-12-03.md). */
 __device__ __forceinline__ void qn_pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
