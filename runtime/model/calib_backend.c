@@ -177,34 +177,57 @@ __attribute__((target("avx2,fma"))) static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(a);
 }
 
-__attribute__((target("avx2,fma"))) static void gemm_avx2(const float *x, int64_t ldx, const float *w, int64_t ldw,
-                                                          int64_t k, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
-                                                          float *y, int64_t ldy) {
-    const int64_t k8 = k & ~(int64_t)7;
-    int64_t t = t0;
-    for (; t + 4 <= t1; t += 4) {
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) {
-            __m256 acc[4][4];
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) acc[a][b] = _mm256_setzero_ps();
-            for (int64_t j = 0; j < k8; j += 8) {
-                __m256 xv[4], wv[4];
-                for (int a = 0; a < 4; a++) xv[a] = _mm256_loadu_ps(x + (t + a) * ldx + j);
-                for (int b = 0; b < 4; b++) wv[b] = _mm256_loadu_ps(w + (r + b) * ldw + j);
-                for (int a = 0; a < 4; a++)
-                    for (int b = 0; b < 4; b++) acc[a][b] = _mm256_fmadd_ps(xv[a], wv[b], acc[a][b]);
-            }
-            for (int a = 0; a < 4; a++)
-                for (int b = 0; b < 4; b++) {
-                    float s = hsum8(acc[a][b]);
-                    for (int64_t j = k8; j < k; j++) s += x[(t + a) * ldx + j] * w[(r + b) * ldw + j];
-                    y[(t + a) * ldy + r + b] += s;
-                }
-        }
-        if (r < r1) gemm_ref(x, ldx, w, ldw, k, t, t + 4, r, r1, y, ldy);
+/* One 4-token x 4-row tile of y += x·wᵀ over k: every (token, row) element is an 8-lane FMA accumulator over j,
+ * reduced by hsum8, then the scalar tail; TT tokens at a time so the accumulators, the 4 w vectors and an x vector
+ * stay in registers (TT = 2 with AVX2's 16 ymm registers, TT = 4 with AVX-512VL's 32). An element's arithmetic
+ * does not depend on TT, so both give the same bits. */
+#define QN_GEMM_TILE(TT)                                                                                           \
+    for (int a0 = 0; a0 < 4; a0 += (TT)) {                                                                         \
+        __m256 acc[TT][4];                                                                                         \
+        for (int a = 0; a < (TT); a++)                                                                             \
+            for (int b = 0; b < 4; b++) acc[a][b] = _mm256_setzero_ps();                                           \
+        const float *xa = x + (t + a0) * ldx, *w0 = w + r * ldw;                                                   \
+        for (int64_t j = 0; j < k8; j += 8) {                                                                      \
+            const __m256 wv0 = _mm256_loadu_ps(w0 + j), wv1 = _mm256_loadu_ps(w0 + ldw + j);                      \
+            const __m256 wv2 = _mm256_loadu_ps(w0 + 2 * ldw + j), wv3 = _mm256_loadu_ps(w0 + 3 * ldw + j);        \
+            _Pragma("GCC unroll 4") for (int a = 0; a < (TT); a++) {                                               \
+                const __m256 xv = _mm256_loadu_ps(xa + a * ldx + j);                                               \
+                acc[a][0] = _mm256_fmadd_ps(xv, wv0, acc[a][0]);                                                   \
+                acc[a][1] = _mm256_fmadd_ps(xv, wv1, acc[a][1]);                                                   \
+                acc[a][2] = _mm256_fmadd_ps(xv, wv2, acc[a][2]);                                                   \
+                acc[a][3] = _mm256_fmadd_ps(xv, wv3, acc[a][3]);                                                   \
+            }                                                                                                      \
+        }                                                                                                          \
+        for (int a = 0; a < (TT); a++)                                                                             \
+            for (int b = 0; b < 4; b++) {                                                                          \
+                float s = hsum8(acc[a][b]);                                                                        \
+                for (int64_t j = k8; j < k; j++) s += x[(t + a0 + a) * ldx + j] * w[(r + b) * ldw + j];           \
+                y[(t + a0 + a) * ldy + r + b] += s;                                                                \
+            }                                                                                                      \
     }
+
+#define QN_GEMM_BODY(TT)                                                                                           \
+    const int64_t k8 = k & ~(int64_t)7;                                                                            \
+    int64_t t = t0;                                                                                                \
+    for (; t + 4 <= t1; t += 4) {                                                                                  \
+        int64_t r = r0;                                                                                            \
+        for (; r + 4 <= r1; r += 4) { QN_GEMM_TILE(TT) }                                                           \
+        if (r < r1) gemm_ref(x, ldx, w, ldw, k, t, t + 4, r, r1, y, ldy);                                          \
+    }                                                                                                              \
     if (t < t1) gemm_ref(x, ldx, w, ldw, k, t, t1, r0, r1, y, ldy);
+
+/* The scalar tail s += x·w stays a separate multiply and add: -std=c11 (CMakeLists.txt) turns GCC's FMA
+ * contraction off. */
+__attribute__((target("avx2,fma"))) static void
+gemm_avx2(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k, int64_t t0, int64_t t1, int64_t r0,
+          int64_t r1, float *y, int64_t ldy) {
+    QN_GEMM_BODY(2)
+}
+
+__attribute__((target("avx2,fma,avx512f,avx512vl"))) static void
+gemm_avx512vl(const float *x, int64_t ldx, const float *w, int64_t ldw, int64_t k, int64_t t0, int64_t t1, int64_t r0,
+              int64_t r1, float *y, int64_t ldy) {
+    QN_GEMM_BODY(4)
 }
 #endif
 
@@ -212,7 +235,7 @@ typedef struct mm_job {
     const float *x, *w;
     int64_t n_tok, k, n;
     float *y;
-    bool avx2;
+    qn_calib_isa isa;
 } mm_job;
 
 /* Rows of w split in whole quads, so every (t, r) element sees the same tiles whatever the thread count. */
@@ -229,7 +252,11 @@ static void mm_fn(void *arg, int ith, int nth) {
         for (int64_t t0 = 0; t0 < j->n_tok; t0 += QN_CALIB_TC) {
             const int64_t t1 = t0 + QN_CALIB_TC < j->n_tok ? t0 + QN_CALIB_TC : j->n_tok;
 #if defined(__x86_64__)
-            if (j->avx2) {
+            if (j->isa == QN_CALIB_ISA_AVX512VL) {
+                gemm_avx512vl(j->x + k0, j->k, j->w + k0, j->k, kc, t0, t1, rb, re, j->y, j->n);
+                continue;
+            }
+            if (j->isa == QN_CALIB_ISA_AVX2) {
                 gemm_avx2(j->x + k0, j->k, j->w + k0, j->k, kc, t0, t1, rb, re, j->y, j->n);
                 continue;
             }
@@ -239,22 +266,37 @@ static void mm_fn(void *arg, int ith, int nth) {
     }
 }
 
-static bool have_avx2(void) {
+bool qn_calib_isa_supported(qn_calib_isa isa) {
 #if defined(__x86_64__)
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#else
-    return false;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (isa == QN_CALIB_ISA_AVX2) return avx2;
+    if (isa == QN_CALIB_ISA_AVX512VL)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
 #endif
+    return isa == QN_CALIB_ISA_SCALAR;
+}
+
+static qn_calib_isa best_isa(void) {
+    return qn_calib_isa_supported(QN_CALIB_ISA_AVX512VL) ? QN_CALIB_ISA_AVX512VL
+           : qn_calib_isa_supported(QN_CALIB_ISA_AVX2)   ? QN_CALIB_ISA_AVX2
+                                                           : QN_CALIB_ISA_SCALAR;
+}
+
+bool qn_calib_gemm_f32_isa(qn_calib_isa isa, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
+                           float *y) {
+    if (!qn_calib_isa_supported(isa)) return false;
+    mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .isa = isa};
+    mm_fn(&j, 0, 1);
+    return true;
 }
 
 void qn_calib_gemm_f32(const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n, float *y) {
-    mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .avx2 = have_avx2()};
-    mm_fn(&j, 0, 1);
+    qn_calib_gemm_f32_isa(best_isa(), x, n_tok, k, w, n, y);
 }
 
 static void cpu_matmul(qn_calib_backend *b, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
                        float *y) {
-    mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .avx2 = have_avx2()};
+    mm_job j = {.x = x, .w = w, .n_tok = n_tok, .k = k, .n = n, .y = y, .isa = best_isa()};
     run(b, mm_fn, &j);
 }
 

@@ -77,5 +77,11 @@ qn_status qn_calib_backend_gptq_update(qn_calib_backend *b, int64_t i1, int64_t 
 /* --- the CPU GEMM, for callers that run it on their own thread (the calibration's per-head attention) --- */
 /* y[t][r] = Σ_j x[t][j]·w[r][j] for x [n_tok][k], w [n][k], y [n_tok][n]: one thread, the CPU backend's numbers. */
 void qn_calib_gemm_f32(const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n, float *y);
+/* The same GEMM on a named instruction set (tests): AVX2 and AVX-512VL give the same bits (8-lane accumulators,
+ * only the tile's register blocking differs); the scalar loop sums in its own order. False when this CPU lacks it. */
+typedef enum qn_calib_isa { QN_CALIB_ISA_SCALAR, QN_CALIB_ISA_AVX2, QN_CALIB_ISA_AVX512VL } qn_calib_isa;
+bool qn_calib_isa_supported(qn_calib_isa isa);
+bool qn_calib_gemm_f32_isa(qn_calib_isa isa, const float *x, int64_t n_tok, int64_t k, const float *w, int64_t n,
+                           float *y);
 
 #endif

@@ -13,6 +13,10 @@
 #include "core/threadpool.h"
 #include "kernels/common/half.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #define QN_GPTQ_TILE_ROWS 16 /* rows sharing one pass over U: 16 rows × B floats of error stay in L1 */
 #define QN_GPTQ_MSE_GRID 100.0f /* shrink steps of 1/100 ... */
 #define QN_GPTQ_MSE_MAXSHRINK 0.8f /* ... down to p = 0.21 (AutoGPTQ's defaults) */
@@ -33,6 +37,14 @@ static void run(qn_threadpool *tp, qn_task_fn fn, void *arg) {
     else fn(arg, 0, 1);
 }
 
+static bool have_avx2(void) {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
 static double dotd(const double *a, const double *b, int64_t n) {
     double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     int64_t i = 0;
@@ -46,7 +58,33 @@ static double dotd(const double *a, const double *b, int64_t n) {
 typedef struct chol_job {
     double *a;
     int64_t k, j;
+    bool avx2; /* the four-row dot products (same bits) */
 } chol_job;
+
+#if defined(__x86_64__)
+/* dotd of four rows a0..a3 with one b, out[r] = dotd(ar, b, n) bit for bit: a row's four partial sums s0..s3 are
+ * the four lanes of one vector (multiply, then add: -std=c11 keeps GCC from contracting dotd to FMA either), the
+ * tail goes to s0, then (s0 + s1) + (s2 + s3). Four rows give four independent add chains where dotd has two. */
+__attribute__((target("avx2"))) static void dotd4_avx2(const double *a0, const double *a1, const double *a2,
+                                                        const double *a3, const double *b, int64_t n, double out[4]) {
+    __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+    const double *a[4] = {a0, a1, a2, a3};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const __m256d bv = _mm256_loadu_pd(b + i);
+        s[0] = _mm256_add_pd(s[0], _mm256_mul_pd(_mm256_loadu_pd(a0 + i), bv));
+        s[1] = _mm256_add_pd(s[1], _mm256_mul_pd(_mm256_loadu_pd(a1 + i), bv));
+        s[2] = _mm256_add_pd(s[2], _mm256_mul_pd(_mm256_loadu_pd(a2 + i), bv));
+        s[3] = _mm256_add_pd(s[3], _mm256_mul_pd(_mm256_loadu_pd(a3 + i), bv));
+    }
+    for (int r = 0; r < 4; r++) {
+        double l[4];
+        _mm256_storeu_pd(l, s[r]);
+        for (int64_t t = i; t < n; t++) l[0] += a[r][t] * b[t];
+        out[r] = (l[0] + l[1]) + (l[2] + l[3]);
+    }
+}
+#endif
 
 static void chol_col_fn(void *arg, int ith, int nth) { /* L[i][j] for i in (j, k) */
     chol_job *c = arg;
@@ -54,31 +92,100 @@ static void chol_col_fn(void *arg, int ith, int nth) { /* L[i][j] for i in (j, k
     const double *lj = c->a + j * k;
     long long b, e;
     qn_split_range(k - j - 1, ith, nth, &b, &e);
-    for (int64_t i = j + 1 + b; i < j + 1 + e; i++) {
+    int64_t i = j + 1 + b;
+#if defined(__x86_64__)
+    if (c->avx2)
+        for (; i + 4 <= j + 1 + e; i += 4) {
+            double d[4];
+            dotd4_avx2(c->a + i * k, c->a + (i + 1) * k, c->a + (i + 2) * k, c->a + (i + 3) * k, lj, j, d);
+            for (int r = 0; r < 4; r++) c->a[(i + r) * k + j] = (c->a[(i + r) * k + j] - d[r]) / lj[j];
+        }
+#endif
+    for (; i < j + 1 + e; i++) {
         double *li = c->a + i * k;
         li[j] = (li[j] - dotd(li, lj, j)) / lj[j];
     }
 }
 
-static void trinv_fn(void *arg, int ith, int nth) { /* xt[j][i] = (M⁻¹)[i][j], interleaved columns j */
+static void trinv_col(const double *m, int64_t k, double *xt, int64_t j) { /* column j of M⁻¹, into xt[j] */
+    double *x = xt + j * k;
+    x[j] = 1.0 / m[j * k + j];
+    for (int64_t i = j + 1; i < k; i++) x[i] = -dotd(m + i * k + j, x + j, i - j) / m[i * k + i];
+}
+
+#if defined(__x86_64__)
+/* Columns j0..j0+3 of M⁻¹ at once, bit for bit trinv_col's: lane c of every vector is column j0 + c. Column c's
+ * dot product at row i runs over p < n_c = i − j0 − c, m[i][j0 + c + p]·x_c[j0 + c + p]; dotd puts p into partial
+ * sum p mod 4 while p < n_c rounded down to 4 and the rest into s0. y [k][4]: y[p][c] = x_c[j0 + c + p], so
+ * one step p is one load of m[i][j0 + p ..] and one of y[p]; the ragged ends go lane by lane. */
+__attribute__((target("avx2"))) static void trinv_cols4_avx2(const double *m, int64_t k, double *xt, int64_t j0,
+                                                              double *y) {
+    for (int c = 0; c < 4; c++) { /* the rows before all four columns are under way: trinv_col's loop */
+        double *x = xt + (j0 + c) * k;
+        x[j0 + c] = 1.0 / m[(j0 + c) * k + j0 + c];
+        for (int64_t i = j0 + c + 1; i < j0 + 4; i++)
+            x[i] = -dotd(m + i * k + j0 + c, x + j0 + c, i - j0 - c) / m[i * k + i];
+        for (int64_t i = j0 + c; i < j0 + 4; i++) y[(i - j0 - c) * 4 + c] = x[i];
+    }
+    for (int64_t i = j0 + 4; i < k; i++) {
+        const double *mi = m + i * k + j0;
+        const int64_t n3 = i - j0 - 3, f3 = n3 & ~(int64_t)3; /* lane 3 is the shortest */
+        __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+        int64_t p = 0;
+        for (; p < f3; p += 4) {
+            a0 = _mm256_add_pd(a0, _mm256_mul_pd(_mm256_loadu_pd(mi + p), _mm256_loadu_pd(y + p * 4)));
+            a1 = _mm256_add_pd(a1, _mm256_mul_pd(_mm256_loadu_pd(mi + p + 1), _mm256_loadu_pd(y + p * 4 + 4)));
+            a2 = _mm256_add_pd(a2, _mm256_mul_pd(_mm256_loadu_pd(mi + p + 2), _mm256_loadu_pd(y + p * 4 + 8)));
+            a3 = _mm256_add_pd(a3, _mm256_mul_pd(_mm256_loadu_pd(mi + p + 3), _mm256_loadu_pd(y + p * 4 + 12)));
+        }
+        double sum[4][4];
+        _mm256_storeu_pd(sum[0], a0), _mm256_storeu_pd(sum[1], a1), _mm256_storeu_pd(sum[2], a2);
+        _mm256_storeu_pd(sum[3], a3);
+        for (int c = 0; c < 4; c++) {
+            const int64_t n = i - j0 - c, f = n & ~(int64_t)3;
+            for (int64_t pp = p; pp < n; pp++)
+                sum[pp < f ? pp & 3 : 0][c] += mi[c + pp] * y[pp * 4 + c];
+            const double d = (sum[0][c] + sum[1][c]) + (sum[2][c] + sum[3][c]);
+            const double xi = -d / m[i * k + i];
+            xt[(j0 + c) * k + i] = xi;
+            y[n * 4 + c] = xi;
+        }
+    }
+}
+#endif
+
+static void trinv_fn(void *arg, int ith, int nth) { /* xt[j][i] = (M⁻¹)[i][j], blocks of 4 columns interleaved */
     chol_job *c = arg;
     const int64_t k = c->k;
     const double *m = c->a;
     double *xt = c->a + k * k;
-    for (int64_t j = ith; j < k; j += nth) {
-        double *x = xt + j * k;
-        x[j] = 1.0 / m[j * k + j];
-        for (int64_t i = j + 1; i < k; i++) x[i] = -dotd(m + i * k + j, x + j, i - j) / m[i * k + i];
+    double *y = NULL;
+#if defined(__x86_64__)
+    if (c->avx2) y = malloc(sizeof(double) * (size_t)k * 4);
+#endif
+    for (int64_t j0 = 4 * (int64_t)ith; j0 < k; j0 += 4 * (int64_t)nth) {
+#if defined(__x86_64__)
+        if (y && j0 + 4 <= k) {
+            trinv_cols4_avx2(m, k, xt, j0, y);
+            continue;
+        }
+#endif
+        for (int64_t j = j0; j < j0 + 4 && j < k; j++) trinv_col(m, k, xt, j);
     }
+    free(y);
 }
 
 qn_status qn_gptq_hinv_upper(double *h, int64_t k, double *u, qn_threadpool *tp) {
+    return qn_gptq_hinv_upper_isa(h, k, u, tp, false);
+}
+
+qn_status qn_gptq_hinv_upper_isa(double *h, int64_t k, double *u, qn_threadpool *tp, bool scalar) {
     /* a = [M | (M⁻¹)ᵀ]: a <- J·H·J factored in place (lower), then its inverse; u <- J·M⁻¹·J */
     double *a = malloc(sizeof(double) * (size_t)k * (size_t)k * 2);
     if (!a) return QN_ERR_NOMEM;
     for (int64_t i = 0; i < k; i++)
         for (int64_t j = 0; j < k; j++) a[i * k + j] = h[(k - 1 - i) * k + (k - 1 - j)];
-    chol_job c = {.a = a, .k = k};
+    chol_job c = {.a = a, .k = k, .avx2 = !scalar && have_avx2()};
     for (int64_t j = 0; j < k; j++) {
         double *lj = a + j * k;
         const double s = lj[j] - dotd(lj, lj, j);
@@ -177,6 +284,7 @@ typedef struct gptq_job {
     double *loss;       /* [nth] */
     bool static_groups; /* scale/zero fitted before the loop on the original columns; group = perm[col] / gs */
     const int64_t *perm;/* [k] permuted column -> original column */
+    bool avx2;          /* the lazy-batch update two rows at a time (same bits) */
 } gptq_job;
 
 /* Quantizes columns [i1, i2) of row r with GPTQ's in-block error feedback. wo: the row at column i1 as the earlier
@@ -209,6 +317,41 @@ static void quant_row_block(const gptq_job *g, int64_t r, int64_t i1, int64_t i2
     }
 }
 
+#if defined(__x86_64__)
+/* The lazy-batch update of two rows, w_r[j] -= e_r[c]·u[c][j] for c = 0..cnt−1 in order, j < len, each a multiply
+ * then a subtract as in the scalar loop (same bits): 32 columns of both rows stay in registers through all cnt
+ * rows of U (ldu apart), which the scalar loop streams through memory once per c. */
+__attribute__((target("avx2"))) static void upd_pair_avx2(float *w0, float *w1, const float *e0, const float *e1,
+                                                           const float *u, int64_t ldu, int64_t cnt, int64_t len) {
+    int64_t j = 0;
+    for (; j + 32 <= len; j += 32) {
+        __m256 a[4], b[4];
+        for (int v = 0; v < 4; v++) a[v] = _mm256_loadu_ps(w0 + j + 8 * v), b[v] = _mm256_loadu_ps(w1 + j + 8 * v);
+        for (int64_t c = 0; c < cnt; c++) {
+            const __m256 x0 = _mm256_set1_ps(e0[c]), x1 = _mm256_set1_ps(e1[c]);
+            const float *uc = u + c * ldu + j;
+            for (int v = 0; v < 4; v++) {
+                const __m256 uv = _mm256_loadu_ps(uc + 8 * v);
+                a[v] = _mm256_sub_ps(a[v], _mm256_mul_ps(x0, uv));
+                b[v] = _mm256_sub_ps(b[v], _mm256_mul_ps(x1, uv));
+            }
+        }
+        for (int v = 0; v < 4; v++) _mm256_storeu_ps(w0 + j + 8 * v, a[v]), _mm256_storeu_ps(w1 + j + 8 * v, b[v]);
+    }
+    for (; j + 8 <= len; j += 8) {
+        __m256 a = _mm256_loadu_ps(w0 + j), b = _mm256_loadu_ps(w1 + j);
+        for (int64_t c = 0; c < cnt; c++) {
+            const __m256 uv = _mm256_loadu_ps(u + c * ldu + j);
+            a = _mm256_sub_ps(a, _mm256_mul_ps(_mm256_set1_ps(e0[c]), uv));
+            b = _mm256_sub_ps(b, _mm256_mul_ps(_mm256_set1_ps(e1[c]), uv));
+        }
+        _mm256_storeu_ps(w0 + j, a), _mm256_storeu_ps(w1 + j, b);
+    }
+    for (; j < len; j++)
+        for (int64_t c = 0; c < cnt; c++) w0[j] -= e0[c] * u[c * ldu + j], w1[j] -= e1[c] * u[c * ldu + j];
+}
+#endif
+
 /* The CPU path: tiles of rows, each tile through every block, the lazy-batch update fused per tile. */
 static void gptq_rows_fn(void *arg, int ith, int nth) {
     gptq_job *g = arg;
@@ -226,11 +369,18 @@ static void gptq_rows_fn(void *arg, int ith, int nth) {
             for (int64_t r = r0; r < r1; r++)
                 quant_row_block(g, r, i1, i2, g->w + r * k + i1, w1 + (r - r0) * B, errs + (r - r0) * B, &loss);
             if (!g->u || i2 == k) continue;
-            for (int64_t c = 0; c < cnt; c++) { /* W[:, i2:] -= Err · U[i1:i2, i2:] */
+            int64_t r = r0; /* W[:, i2:] -= Err · U[i1:i2, i2:] */
+#if defined(__x86_64__)
+            if (g->avx2)
+                for (; r + 2 <= r1; r += 2)
+                    upd_pair_avx2(g->w + r * k + i2, g->w + (r + 1) * k + i2, errs + (r - r0) * B,
+                                  errs + (r + 1 - r0) * B, g->u + i1 * k + i2, k, cnt, k - i2);
+#endif
+            for (int64_t c = 0; c < cnt; c++) {
                 const float *urow = g->u + (i1 + c) * k + i2;
-                for (int64_t r = r0; r < r1; r++) {
-                    const float e = errs[(r - r0) * B + c];
-                    float *w = g->w + r * k + i2;
+                for (int64_t rr = r; rr < r1; rr++) {
+                    const float e = errs[(rr - r0) * B + c];
+                    float *w = g->w + rr * k + i2;
                     for (int64_t j = 0; j < k - i2; j++) w[j] -= e * urow[j];
                 }
             }
@@ -375,7 +525,7 @@ qn_status qn_gptq_quantize_on(qn_calib_backend *be, const float *w, int64_t n, i
         }
         mean /= (double)k;
         for (int64_t i = 0; i < k; i++) hd[i * k + i] += (double)p->damp * mean;
-        if ((st = qn_gptq_hinv_upper(hd, k, ud, tp)) != QN_OK) {
+        if ((st = qn_gptq_hinv_upper_isa(hd, k, ud, tp, p->scalar)) != QN_OK) {
             st = qn_error_set(err, st == QN_ERR_NOMEM ? st : QN_ERR_FORMAT,
                               "gptq: the damped Hessian (k %lld) is not positive definite; raise --damp", (long long)k);
             goto done;
@@ -385,7 +535,7 @@ qn_status qn_gptq_quantize_on(qn_calib_backend *be, const float *w, int64_t n, i
     const bool stat = h && p->static_groups;
     if (stat && (st = fit_static_groups(w, n, k, gs, diag, p, scale, out->zeros, err)) != QN_OK) goto done;
     gptq_job job = {.p = p, .n = n, .k = k, .gs = gs, .w = wp, .u = uf, .qp = qp, .scale = scale, .zero = out->zeros,
-                    .loss = loss, .static_groups = stat, .perm = perm};
+                    .loss = loss, .static_groups = stat, .perm = perm, .avx2 = !p->scalar && have_avx2()};
     if (be && h) {
         if ((st = gptq_blocks(be, &job, tp, err)) != QN_OK) goto done;
     } else {

@@ -31,6 +31,8 @@ typedef struct qn_gptq_params {
     bool mse;            /* group range shrunk to the lowest Σ|Q(w) − w|^2.4 (AutoGPTQ mse=True), else min-max */
     float damp;          /* percdamp: λ = damp · mean(diag H) (AutoGPTQ 0.01) */
     int32_t block_size;  /* lazy-batch block B (128) */
+    bool scalar;         /* tests: the scalar loops only; the AVX2 ones (taken where the CPU has AVX2) give the
+                            same bits */
 } qn_gptq_params;
 
 qn_gptq_params qn_gptq_params_default(void); /* 4 bits, g128, asym, no act-order, v1, damp 0.01, B 128 */
@@ -67,6 +69,8 @@ void qn_gptq_result_dequant(const qn_gptq_result *r, float *deq);
 /* U with H⁻¹ = UᵀU, U upper (row-major [k][k], double); h is overwritten by the Cholesky work.
  * QN_ERR_FORMAT when not positive definite. Exposed for the tests. */
 qn_status qn_gptq_hinv_upper(double *h, int64_t k, double *u, qn_threadpool *tp);
+/* The same with the AVX2 loops off (scalar true) or on where the CPU has them: the same bits either way (tests). */
+qn_status qn_gptq_hinv_upper_isa(double *h, int64_t k, double *u, qn_threadpool *tp, bool scalar);
 
 /* --- packing (formats.md §3.2: LSB-first bit strings of int32 words, 3-bit runs across words) --- */
 /* qweight: [k·bits/32][n] int32; qzeros: [n_groups][n·bits/32] int32 (v1: zero − 1, v2: zero). k and n

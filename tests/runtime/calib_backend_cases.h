@@ -52,6 +52,16 @@ static void cases_check(const char *what, const float *got, const double *ref, i
     assert_true(ok);
 }
 
+/* ref[t][i] = Σ_j x[t][j]·w[i][j] in double */
+static void cases_ref_matmul(const float *x, int64_t T, int64_t k, const float *w, int64_t n, double *ref) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < n; i++) {
+            double a = 0;
+            for (int64_t j = 0; j < k; j++) a += (double)x[t * k + j] * (double)w[i * k + j];
+            ref[t * n + i] = a;
+        }
+}
+
 /* y = X·wᵀ, X in slot X */
 static void test_matmul(void **state) {
     qn_calib_backend *b = *state;
@@ -62,12 +72,7 @@ static void test_matmul(void **state) {
         const int64_t T = shapes[s][0], k = shapes[s][1], n = shapes[s][2];
         float *x = cases_normal(&r, T * k), *w = cases_normal(&r, n * k), *y = malloc(sizeof(float) * (size_t)(T * n));
         double *ref = malloc(sizeof(double) * (size_t)(T * n));
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t i = 0; i < n; i++) {
-                double a = 0;
-                for (int64_t j = 0; j < k; j++) a += (double)x[t * k + j] * (double)w[i * k + j];
-                ref[t * n + i] = a;
-            }
+        cases_ref_matmul(x, T, k, w, n, ref);
         qn_error err = {0};
         assert_int_equal(qn_calib_backend_load(b, QN_CALIB_SLOT_X, x, T, k, &err), QN_OK);
         assert_int_equal(qn_calib_backend_matmul(b, QN_CALIB_SLOT_X, w, n, y, &err), QN_OK);
