@@ -29,6 +29,8 @@ typedef struct qn_awq_params {
     bool clip;           /* clipping search on every linear but q/k (AutoAWQ apply_clip) */
     int32_t clip_grid;   /* clip candidates max·(1 − i/clip_grid), i < max_shrink·clip_grid (20, 0.5) */
     float max_shrink;
+    bool scalar;         /* tests: the clip search's scalar loop only; the AVX2 one (eight rows in lockstep, taken
+                            where the CPU has AVX2 and F16C) gives the same bits */
 } qn_awq_params;
 
 qn_awq_params qn_awq_params_default(void); /* g128, grid 20, clip on (grid 20, max_shrink 0.5) */

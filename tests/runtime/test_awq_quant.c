@@ -156,6 +156,16 @@ static void test_search(void **state) {
     const double e_noclip = out_err(w1, wq, n1, k, h), e_clip = out_err(w1, wcq, n1, k, h);
     printf("  clip search: error %.4g vs %.4g without\n", e_clip, e_noclip);
     assert_true(e_clip <= e_noclip * (1 + 1e-6));
+    /* the scalar loop gives the same clipped weights; 29 rows: three blocks of eight in lockstep and five alone */
+    float *wcs = malloc(sizeof(float) * (size_t)(n1 * k));
+    memcpy(wc, w1, sizeof(float) * (size_t)(n1 * k)), memcpy(wcs, w1, sizeof(float) * (size_t)(n1 * k));
+    assert_int_equal(qn_awq_search_clip(wc, 29, k, h, &p, NULL, &err), QN_OK);
+    qn_awq_params ps = p;
+    ps.scalar = true;
+    assert_int_equal(qn_awq_search_clip(wcs, 29, k, h, &ps, NULL, &err), QN_OK);
+    assert_memory_equal(wc, wcs, sizeof(float) * (size_t)(n1 * k));
+    assert_memory_not_equal(wc, w1, sizeof(float) * (size_t)(29 * k)); /* some group was clipped */
+    free(wcs);
     free(wc), free(wcq), free(x), free(h), free(xm), free(w1), free(w2), free(s), free(wq);
 }
 
