@@ -47,6 +47,7 @@
 static const qn_qformat FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+    QN_QFORMAT_Q6_KP, /* device-only: Q6_K padded to 224-byte blocks at upload (gguf/q6kp.h) */
     QN_QFORMAT_LQ4,  QN_QFORMAT_LQ8,  QN_QFORMAT_LNF4, QN_QFORMAT_LFP4,
 };
 struct shape { int64_t N, K; const char *name; bool extra; /* extra: only with --shape all or by name */ };
@@ -85,7 +86,9 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
         const uint64_t r = rnd();
         memcpy(w + i, &r, 8);
     }
-    const int be = f < QN_QFORMAT_COUNT ? QN_QFORMATS[f].block_elems : 32; /* lutq_gpu.h blocks: 32 */
+    const int be = f < QN_QFORMAT_COUNT ? QN_QFORMATS[f].block_elems
+                   : f == QN_QFORMAT_Q6_KP ? 256 /* q6kp.h */
+                                           : 32; /* lutq_gpu.h blocks: 32 */
     const size_t bb = qn_qformat_row_bytes(f, be);
     if (f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) {
         for (size_t b = 0; b + bb <= bytes; b += bb) {
@@ -111,12 +114,14 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
     if (f == QN_QFORMAT_Q3_K) off[0] = offsetof(qn_block_q3_k, d);
     if (f == QN_QFORMAT_Q4_K) off[0] = offsetof(qn_block_q4_k, d), off[1] = offsetof(qn_block_q4_k, dmin), n = 2;
     if (f == QN_QFORMAT_Q5_K) off[0] = offsetof(qn_block_q5_k, d), off[1] = offsetof(qn_block_q5_k, dmin), n = 2;
-    if (f == QN_QFORMAT_Q6_K) off[0] = offsetof(qn_block_q6_k, d);
-    for (size_t b = 0; b + bb <= bytes; b += bb)
+    if (f == QN_QFORMAT_Q6_K || f == QN_QFORMAT_Q6_KP) off[0] = offsetof(qn_block_q6_k, d);
+    for (size_t b = 0; b + bb <= bytes; b += bb) {
         for (int i = 0; i < n; i++) {
             const uint16_t s = rnd_scale();
             memcpy(w + b + off[i], &s, 2);
         }
+        if (f == QN_QFORMAT_Q6_KP) memset(w + b + sizeof(qn_block_q6_k), 0, bb - sizeof(qn_block_q6_k)); /* the pad */
+    }
 }
 
 /* Rotating device copies of one random weight of `bytes` (qn_bench_rotations many, at most 256): w[0..rot). */

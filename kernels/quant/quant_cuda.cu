@@ -35,7 +35,9 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
 qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K) {
     if (!qn_quant_cuda_has_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (N < 0 || K <= 0) return QN_ERR_SHAPE;
-    const int64_t be = fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[fmt].block_elems : 32; /* lutq_gpu.h blocks */
+    const int64_t be = fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[fmt].block_elems
+                       : fmt == QN_QFORMAT_Q6_KP ? 256 /* gguf/q6kp.h */
+                                                  : 32; /* lutq_gpu.h blocks */
     /* F16/BF16: the kernels walk rows in 32-element sub-chunks */
     if (K % (be > 32 ? be : 32) != 0) return QN_ERR_SHAPE;
     if (K > (int64_t)1 << 30 || N > (int64_t)1 << 31) return QN_ERR_SHAPE;

@@ -73,6 +73,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 #include "tp/comm.h"
@@ -292,7 +293,7 @@ static qn_status embed_tokens(qn_llama_cuda *f, const int32_t *tokens_d, int32_t
 /* The format a weight takes on the device: as stored when a GPU kernel takes (fmt, K); HF GPTQ/AWQ/bnb
  * repacks (lutq) in their lutq_gpu.h block format when it takes them; otherwise dequantized once to fp16
  * (F32 tensors, types without a GPU kernel, lutq weights the block formats refuse, e.g. irregular g_idx). */
-static qn_qformat dev_format(const qn_weight *w) {
+static qn_qformat dev_format_stored(const qn_weight *w) {
     if (w->lutq) {
         char why[256];
         qn_qformat f;
@@ -302,6 +303,18 @@ static qn_qformat dev_format(const qn_weight *w) {
     }
     if (qn_quant_check_shape(w->fmt, w->n, w->k) == QN_OK) return w->fmt;
     return QN_QFORMAT_F16;
+}
+
+/* Q6_K matmul weights go to the device padded to Q6_KP (gguf/q6kp.h: 16-byte aligned blocks for the int8
+ * decode kernel's vector loads, +6.7% bytes); 0 keeps them Q6_K (an A/B knob: -D). */
+#ifndef QN_Q6K_PAD
+#define QN_Q6K_PAD 1
+#endif
+
+/* The format a matmul weight takes on the device: dev_format_stored, Q6_K padded to Q6_KP. */
+static qn_qformat dev_format(const qn_weight *w) {
+    const qn_qformat f = dev_format_stored(w);
+    return QN_Q6K_PAD && f == QN_QFORMAT_Q6_K ? QN_QFORMAT_Q6_KP : f;
 }
 
 /* The device weight of w before upload: format, shape, whether it carries an act-order perm. */
@@ -318,10 +331,18 @@ static qn_qformat embed_format(const qn_weight *w) {
 }
 
 /* tied embeddings: one device copy serves both (a tensor-parallel shard slices both to the same vocab rows,
- * so its two views still match; weights_bytes then counts 1/N of the table per rank) */
+ * so its two views still match; weights_bytes then counts 1/N of the table per rank). A tied Q6_K table stays
+ * Q6_K (not padded: the embedding lookup reads Q6_K). */
 static bool output_shares_embd(const qn_model *m) {
     return m->output.data == m->tok_embd.data && m->output.n == m->tok_embd.n &&
-           embed_format(&m->tok_embd) == dev_format(&m->output);
+           embed_format(&m->tok_embd) == dev_format_stored(&m->output);
+}
+
+/* The output projection's device weight before upload: the embedding's format when the two share a copy. */
+static dev_weight output_weight_of(const qn_model *m) {
+    dev_weight d = dev_weight_of(&m->output);
+    if (output_shares_embd(m)) d.fmt = embed_format(&m->tok_embd);
+    return d;
 }
 
 static uint64_t weight_dev_bytes(const qn_weight *w, qn_qformat fmt) {
@@ -525,6 +546,16 @@ static qn_status upload_weight(qn_llama_cuda *f, lutq_stager *S, const qn_weight
         CK(cudaMemcpy(out->d, w->data, bytes, cudaMemcpyHostToDevice));
         return QN_OK;
     }
+    if (fmt == QN_QFORMAT_Q6_KP && w->fmt == QN_QFORMAT_Q6_K && !w->lutq) {
+        uint8_t *h = malloc(bytes);
+        if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory padding %s to q6_Kp", w->name);
+        qn_status st = qn_q6kp_repack(w->data, h, w->n, w->k);
+        if (st != QN_OK) st = qn_error_set(err, st, "cuda load: %s: k = %lld cannot be padded to q6_Kp", w->name, (long long)w->k);
+        else if (cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+            st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
+        free(h);
+        return st;
+    }
     if (fmt != QN_QFORMAT_F16) return qn_error_set(err, QN_ERR_INTERNAL, "cuda load: %s: bad conversion", w->name);
     uint16_t *h = malloc(bytes);
     if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory converting %s", w->name);
@@ -716,7 +747,7 @@ qn_status qn_llama_cuda_plan(const qn_model *m, const qn_llama_cuda_params *p, u
         dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
         for (int i = 0; i < 7; i++) *ds[i] = dev_weight_of(ws[i]);
     }
-    f.output = dev_weight_of(&m->output);
+    f.output = output_weight_of(m);
     qn_quant_cuda_ctx q = {.device = p->device, .sm = prop.major * 10 + prop.minor, .n_sm = prop.multiProcessorCount};
     act_plan a;
     plan_activations(&f, &q, &a);
@@ -850,7 +881,7 @@ qn_status qn_llama_cuda_create(const qn_model *m, const qn_llama_cuda_params *p,
         dev_weight *ds[7] = {&D->wq, &D->wk, &D->wv, &D->wo, &D->gate, &D->up, &D->down};
         for (int i = 0; i < 7; i++) *ds[i] = dev_weight_of(ws[i]);
     }
-    f->output = dev_weight_of(&m->output);
+    f->output = output_weight_of(m);
     if ((st = alloc_all(f, m, err)) != QN_OK || (st = upload_model(f, m, p->load_threads, err)) != QN_OK) goto fail;
     if (!(f->tap_buf = malloc(sizeof(float) * (size_t)f->p.max_tokens * (size_t)f->kmax))) {
         st = qn_error_set(err, QN_ERR_NOMEM, "cuda: out of memory");

@@ -37,6 +37,7 @@
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_mmvq.h"
+#include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/qformat.h"
 #include "kernels/quant/quant.h"
 
@@ -44,12 +45,19 @@
 
 static int g_quick;
 
+/* Q6_KP (gguf/q6kp.h) is device-only, outside QN_QFORMATS: its block size and reference dequantizer. */
+static int fmt_block_elems(qn_qformat f) { return f == QN_QFORMAT_Q6_KP ? 256 : QN_QFORMATS[f].block_elems; }
+static qn_dequant_row_fn fmt_dequant_ref(qn_qformat f) {
+    return f == QN_QFORMAT_Q6_KP ? qn_dequant_row_q6kp_ref : QN_QFORMATS[f].dequant_ref;
+}
+
 /* ------------------------------------------------------------------------------------------------
  * path predicates: no GPU needed */
 
 static const qn_qformat GPU_FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+    QN_QFORMAT_Q6_KP,
 };
 #define N_GPU_FORMATS (int)(sizeof GPU_FORMATS / sizeof GPU_FORMATS[0])
 
@@ -60,6 +68,7 @@ static void test_select_path(void **state) {
         for (int i = 0; i < N_GPU_FORMATS; i++) listed |= GPU_FORMATS[i] == (qn_qformat)f;
         assert_int_equal(qn_quant_cuda_has_format((qn_qformat)f), listed);
     }
+    assert_true(qn_quant_cuda_has_format(QN_QFORMAT_Q6_KP)); /* device-only, past QN_QFORMAT_COUNT */
     for (int i = 0; i < N_GPU_FORMATS; i++) {
         const qn_qformat f = GPU_FORMATS[i];
         const bool int8 = f != QN_QFORMAT_F16 && f != QN_QFORMAT_BF16; /* the MMVQ formats */
@@ -173,6 +182,14 @@ static uint16_t rand_scale(qn_rng *r) {
 
 /* Random blocks: random bytes everywhere, then every fp16 scale field set by rand_scale. */
 static void make_weights(qn_qformat fmt, int64_t N, int64_t K, qn_rng *r, uint8_t *w) {
+    if (fmt == QN_QFORMAT_Q6_KP) { /* the Q6_K blocks the same rng state gives, padded */
+        uint8_t *q6 = malloc((size_t)N * qn_qformat_row_bytes(QN_QFORMAT_Q6_K, K) + 1);
+        assert_non_null(q6);
+        make_weights(QN_QFORMAT_Q6_K, N, K, r, q6);
+        assert_int_equal(qn_q6kp_repack(q6, w, N, K), QN_OK);
+        free(q6);
+        return;
+    }
     const qn_qformat_traits *t = &QN_QFORMATS[fmt];
     const size_t bytes = (size_t)N * qn_qformat_row_bytes(fmt, K);
     const size_t nb = bytes / (size_t)t->block_bytes;
@@ -278,7 +295,7 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     assert_true(p->w && p->wref && p->x && p->yref && p->tol && p->yq8 && p->tolq8 && p->tolx8);
     make_weights(fmt, N, K, &r, p->w);
     const size_t rb = qn_qformat_row_bytes(fmt, K);
-    for (int64_t i = 0; i < N; i++) QN_QFORMATS[fmt].dequant_ref(p->w + (size_t)i * rb, p->wref + i * K, K);
+    for (int64_t i = 0; i < N; i++) fmt_dequant_ref(fmt)(p->w + (size_t)i * rb, p->wref + i * K, K);
     for (int64_t i = 0; i < nmax * K; i++) p->x[i] = qn_f32_to_f16(qn_rng_normal(&r));
 
     double *xd = malloc(sizeof(double) * (size_t)K);
@@ -331,7 +348,7 @@ static void check_counters_zero(problem *p) {
     size_t nz = 0;
     for (size_t i = 0; i < 65536 / 4; i++) nz += c[i] != 0;
     free(c);
-    if (nz) fail_msg("%s: %zu split-K counters left non-zero", QN_QFORMATS[p->fmt].name, nz);
+    if (nz) fail_msg("%s: %zu split-K counters left non-zero", qn_qformat_name(p->fmt), nz);
 }
 
 static void problem_free(problem *p) {
@@ -391,7 +408,7 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
                                                  p->ws_bytes, e->stream, &o);
     const qn_quant_path ran = path == QN_QUANT_PATH_AUTO ? qn_quant_select_path(p->fmt, e->ctx.sm, n) : path;
     char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s%s", QN_QFORMATS[p->fmt].name,
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s%s", qn_qformat_name(p->fmt),
              (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
              path == ran ? "" : path_name(ran), split,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "",
@@ -432,7 +449,7 @@ static void run_mmvq_case(gpu_env *e, problem *p, int64_t n, int split) {
     float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 1);
     float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
     if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
-        fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", QN_QFORMATS[p->fmt].name,
+        fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", qn_qformat_name(p->fmt),
                  (long long)p->N, (long long)p->K, (long long)n, split);
     free(staged), free(direct);
 }
@@ -455,7 +472,7 @@ static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
 }
 
 static void small_k(qn_qformat f, int64_t *ka, int64_t *kb) {
-    const int be = QN_QFORMATS[f].block_elems;
+    const int be = fmt_block_elems(f);
     if (be == 256) *ka = 256 * 3, *kb = 256 * 5; /* not a multiple of a 2-stage split, 5 stages */
     else *ka = 32 * 7, *kb = 32 * 33;            /* 224: < one 256 stage; 1056: 4 stages + 32 */
 }
@@ -558,6 +575,7 @@ FORMAT_TEST(Q3_K)
 FORMAT_TEST(Q4_K)
 FORMAT_TEST(Q5_K)
 FORMAT_TEST(Q6_K)
+FORMAT_TEST(Q6_KP)
 
 /* The fused kernels see the very weights the dequant writes: with one-hot activations (token t = e_{c+t})
  * the mma and gemv paths return y[t][r] = W[r][c+t] exactly (1 * w plus zeros, f32 accumulation), so
@@ -590,7 +608,7 @@ static size_t check_fused_weights(gpu_env *e, problem *p, const uint16_t *w16) {
                 for (int64_t i = 0; i < N; i++) {
                     const float got = y[t * N + i], want = qn_f16_to_f32(w16[i * K + c + t]);
                     if (!(got == want) && bad++ < 5)
-                        fprintf(stderr, "  %s %s W[%lld][%lld]: fused %.9g, dequant %.9g\n", QN_QFORMATS[p->fmt].name,
+                        fprintf(stderr, "  %s %s W[%lld][%lld]: fused %.9g, dequant %.9g\n", qn_qformat_name(p->fmt),
                                 path_name(path), (long long)i, (long long)(c + t), got, want);
                 }
         }
@@ -619,7 +637,7 @@ static void test_dequant(void **state) {
         assert_int_equal(qn_quant_dequant_cuda(&e->ctx, fmt, p.dw, N, K, dout, e->stream), QN_OK);
         CK(cudaStreamSynchronize(e->stream));
         CK(cudaMemcpy(out, dout, 2 * (size_t)(N * K), cudaMemcpyDeviceToHost));
-        const int be = QN_QFORMATS[fmt].block_elems;
+        const int be = fmt_block_elems(fmt);
         size_t bad = 0;
         for (int64_t i = 0; i < N * K; i += be) {
             double bmax = 0;
@@ -628,7 +646,7 @@ static void test_dequant(void **state) {
                 const double ref = p.wref[i + j], got = qn_f16_to_f32(out[i + j]);
                 const double tol = 4 * U16 * (fabs(ref) + (be > 1 ? bmax : 0)) + 1e-7;
                 if (!(fabs(got - ref) <= tol) && bad++ < 5)
-                    fprintf(stderr, "  dequant %s [%lld][%lld]: got %.8g ref %.8g\n", QN_QFORMATS[fmt].name,
+                    fprintf(stderr, "  dequant %s [%lld][%lld]: got %.8g ref %.8g\n", qn_qformat_name(fmt),
                             (long long)((i + j) / K), (long long)((i + j) % K), got, ref);
             }
         }
@@ -636,8 +654,8 @@ static void test_dequant(void **state) {
         cudaFree(dout);
         free(out);
         problem_free(&p);
-        if (bad) fail_msg("dequant %s: %zu bad elements", QN_QFORMATS[fmt].name, bad);
-        if (bad_fused) fail_msg("%s: %zu weights differ between the fused paths and the dequant", QN_QFORMATS[fmt].name,
+        if (bad) fail_msg("dequant %s: %zu bad elements", qn_qformat_name(fmt), bad);
+        if (bad_fused) fail_msg("%s: %zu weights differ between the fused paths and the dequant", qn_qformat_name(fmt),
                                 bad_fused);
     }
 }
@@ -682,7 +700,7 @@ static void test_dequant_variants(void **state) {
                 CK(cudaMalloc((void **)&dout[v], ob + gb));
                 CK(cudaMemset(dout[v], 0xFF, ob + gb));
                 const qn_status st = qn_quant_dequant_cuda_variant(&e->ctx, fmt, dw, N, K, dout[v], e->stream, vs[v]);
-                if (st != QN_OK) fail_msg("dequant %s %s N=%lld K=%lld: status %s", vname[v], QN_QFORMATS[fmt].name,
+                if (st != QN_OK) fail_msg("dequant %s %s N=%lld K=%lld: status %s", vname[v], qn_qformat_name(fmt),
                                           (long long)N, (long long)K, qn_status_str(st));
             }
             CK(cudaStreamSynchronize(e->stream));
@@ -694,13 +712,13 @@ static void test_dequant_variants(void **state) {
                     if (out[v][i] != out[0][i] || out[v][i] == 0xFFFFu) {
                         if (bad++ < 5)
                             fprintf(stderr, "  dequant %s %s N=%lld K=%lld [%zu][%zu]: %04x, ref %04x\n", vname[v],
-                                    QN_QFORMATS[fmt].name, (long long)N, (long long)K, i / (size_t)K, i % (size_t)K,
+                                    qn_qformat_name(fmt), (long long)N, (long long)K, i / (size_t)K, i % (size_t)K,
                                     out[v][i], out[0][i]);
                     }
                 for (size_t i = ob / 2; i < (ob + gb) / 2; i++) guard_hit += out[v][i] != 0xFFFFu;
                 if (bad || guard_hit)
                     fail_msg("dequant %s %s N=%lld K=%lld: %zu elements differ from ref (or unwritten), %zu guard "
-                             "words written", vname[v], QN_QFORMATS[fmt].name, (long long)N, (long long)K, bad,
+                             "words written", vname[v], qn_qformat_name(fmt), (long long)N, (long long)K, bad,
                              guard_hit);
             }
             for (int v = 0; v < 3; v++) free(out[v]), cudaFree(dout[v]);
@@ -866,7 +884,7 @@ static void test_mmvq_x_ready(void **state) {
  * with an empty matrix in the middle and the outputs poisoned before. */
 static void test_mmvq_group(void **state) {
     gpu_env *e = *state;
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0, QN_QFORMAT_Q6_KP};
     for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++) {
         problem p[3]; /* x of p[0] for all three */
         const int64_t Ns[3] = {118, 37, 64};
@@ -901,7 +919,7 @@ static void test_mmvq_group(void **state) {
                                                                 p[0].ws_bytes, e->stream, &gso), QN_OK);
                     CK(cudaMemcpy(want, p[i].dy, 4 * ny, cudaMemcpyDeviceToHost));
                     if (memcmp(got, want, 4 * ny) != 0)
-                        fail_msg("%s group n=%lld split %d matrix %d: staged differs from direct", QN_QFORMATS[fmts[fi]].name,
+                        fail_msg("%s group n=%lld split %d matrix %d: staged differs from direct", qn_qformat_name(fmts[fi]),
                                  (long long)n, split, i);
                     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, fmts[fi], p[i].dw, p[i].N, 1280, p[0].dx, n,
                                                              p[i].dy, p[0].dws, p[0].ws_bytes, e->stream, &so), QN_OK);
@@ -911,7 +929,7 @@ static void test_mmvq_group(void **state) {
                     assert_int_equal(finite, ny);
                     if (memcmp(got, want, 4 * ny) != 0)
                         fail_msg("%s group n=%lld split %d matrix %d: differs from its single call",
-                                 QN_QFORMATS[fmts[fi]].name, (long long)n, split, i);
+                                 qn_qformat_name(fmts[fi]), (long long)n, split, i);
                 }
                 /* all three, split from the total rows: the second matrix's rows come out too */
                 const qn_quant_mat all[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, p[1].N, p[1].dy}, {p[2].dw, p[2].N, p[2].dy}};
@@ -941,7 +959,8 @@ static void test_mmvq_group(void **state) {
 static void test_mmvq_engine_shapes(void **state) {
     gpu_env *e = *state;
     const struct { qn_qformat fmt; int64_t N, K; } cs[] = {
-        {QN_QFORMAT_Q6_K, 4096, 14336}, {QN_QFORMAT_Q6_K, 1024, 4096}, {QN_QFORMAT_Q4_K, 14336, 4096},
+        {QN_QFORMAT_Q6_K, 4096, 14336}, {QN_QFORMAT_Q6_K, 1024, 4096}, {QN_QFORMAT_Q6_KP, 4096, 14336},
+        {QN_QFORMAT_Q6_KP, 1024, 4096}, {QN_QFORMAT_Q4_K, 14336, 4096},
         {QN_QFORMAT_Q4_K, 4096, 14336}, {QN_QFORMAT_Q8_0, 4096, 4096}};
     for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
         problem p;
@@ -950,6 +969,36 @@ static void test_mmvq_engine_shapes(void **state) {
         for (int rep = 0; rep < 3; rep++)
             for (int64_t n = 1; n <= 2; n++) run_mmvq_case(e, &p, n, 0);
         problem_free(&p);
+    }
+}
+
+/* Q6_KP holds the Q6_K values and the kernels decode them with the same arithmetic in the same order, so every
+ * path gives the very bits of the Q6_K call on the same blocks (problem_init makes the same blocks and x for both
+ * from one seed): the int8 path at n = 1..8 with each warps-per-row choice, direct and staged, the tensor-core
+ * GEMV and MMA paths and dequant + cuBLAS. An odd N, K with a partial staging chunk, an 8B shape. */
+static void test_q6kp_same_bits(void **state) {
+    gpu_env *e = *state;
+    const int64_t shapes[][2] = {{118, 1280}, {37, 14336}, {1024, 4096}};
+    for (int si = 0; si < (g_quick ? 2 : 3); si++) {
+        problem a, b;
+        problem_init(&a, e, QN_QFORMAT_Q6_K, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
+        problem_init(&b, e, QN_QFORMAT_Q6_KP, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
+        assert_memory_equal(a.wref, b.wref, sizeof(float) * (size_t)(a.N * a.K));
+        assert_memory_equal(a.x, b.x, 2 * (size_t)(a.nmax * a.K));
+        struct { int64_t n; qn_quant_path path; int split, stage; } cs[] = {
+            {1, QN_QUANT_PATH_MMVQ, 0, -1}, {1, QN_QUANT_PATH_MMVQ, 1, -1}, {1, QN_QUANT_PATH_MMVQ, 2, 1},
+            {2, QN_QUANT_PATH_MMVQ, 4, -1}, {5, QN_QUANT_PATH_MMVQ, 0, -1},  {8, QN_QUANT_PATH_MMVQ, 2, 1},
+            {3, QN_QUANT_PATH_GEMV, 0, 0},  {16, QN_QUANT_PATH_GEMV, 0, 0},  {33, QN_QUANT_PATH_MMA, 0, 0},
+            {100, QN_QUANT_PATH_DEQUANT_CUBLAS, 0, 0}, {1, QN_QUANT_PATH_AUTO, 0, 0}};
+        for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+            float *ya = run_case_full(e, &a, cs[ci].n, cs[ci].path, cs[ci].split, QN_QUANT_SPLIT_AUTO, cs[ci].stage);
+            float *yb = run_case_full(e, &b, cs[ci].n, cs[ci].path, cs[ci].split, QN_QUANT_SPLIT_AUTO, cs[ci].stage);
+            if (memcmp(ya, yb, sizeof(float) * (size_t)(cs[ci].n * a.N)) != 0)
+                fail_msg("q6_Kp N=%lld K=%lld n=%lld %s split=%d stage=%d: differs from q6_K", (long long)a.N,
+                         (long long)a.K, (long long)cs[ci].n, path_name(cs[ci].path), cs[ci].split, cs[ci].stage);
+            free(ya), free(yb);
+        }
+        problem_free(&a), problem_free(&b);
     }
 }
 
@@ -1020,6 +1069,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_Q8_0), cmocka_unit_test(test_matmul_Q2_K),
         cmocka_unit_test(test_matmul_Q3_K), cmocka_unit_test(test_matmul_Q4_K),
         cmocka_unit_test(test_matmul_Q5_K), cmocka_unit_test(test_matmul_Q6_K),
+        cmocka_unit_test(test_matmul_Q6_KP), cmocka_unit_test(test_q6kp_same_bits),
     };
     return cmocka_run_group_tests_name("gpu_quant", gpu_tests, gpu_setup, gpu_teardown);
 }

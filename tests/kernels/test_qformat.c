@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_quantize.h"
+#include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/qformat.h"
 
 static void test_block_sizes(void **state) {
@@ -101,10 +104,51 @@ static void test_vec_dot_types(void **state) {
     }
 }
 
+/* Q6_KP (device-only): each 210-byte Q6_K block lands at the start of a 224-byte slot, the pad zeroed (the
+ * buffer is poisoned first), nothing past the last slot written, and the values read back are Q6_K's, bit for
+ * bit. Real blocks: random rows through llama.cpp's Q6_K quantizer. */
+static void test_q6kp(void **state) {
+    (void)state;
+    enum { ROWS = 3, K = 3 * 256, NB = ROWS * K / 256, GUARD = 32 };
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q6_KP, K), 3 * 224);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q6_KP, 576), 0);
+    assert_string_equal(qn_qformat_name(QN_QFORMAT_Q6_KP), "q6_Kp");
+    qn_qformat g;
+    assert_int_equal(qn_qformat_parse("q6_Kp", &g), QN_ERR_NOT_FOUND); /* never in a file or on a command line */
+
+    qn_rng r;
+    qn_rng_seed(&r, 606);
+    static float x[ROWS * K], want[ROWS * K], got[ROWS * K];
+    static uint8_t q6[NB * 210], pad[NB * 224 + GUARD];
+    qn_rng_fill_normal(&r, x, ROWS * K, 1.0f);
+    for (int i = 0; i < ROWS; i++) qn_quantize_row_q6_k_ref(x + i * K, q6 + i * 3 * 210, K);
+    memset(pad, 0xAA, sizeof pad);
+    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, K), QN_OK);
+    for (int b = 0; b < NB; b++) {
+        assert_memory_equal(pad + 224 * b, q6 + 210 * b, 210);
+        for (int i = 210; i < 224; i++) assert_int_equal(pad[224 * b + i], 0);
+    }
+    for (int i = 0; i < GUARD; i++) assert_int_equal(pad[NB * 224 + i], 0xAA);
+    for (int i = 0; i < ROWS; i++) {
+        qn_dequant_row_q6_k_ref(q6 + i * 3 * 210, want + i * K, K);
+        qn_dequant_row_q6kp_ref(pad + i * 3 * 224, got + i * K, K);
+    }
+    assert_memory_equal(got, want, sizeof want);
+    float amax = 0;
+    for (int i = 0; i < ROWS * K; i++) amax = want[i] > amax ? want[i] : -want[i] > amax ? -want[i] : amax;
+    assert_true(amax > 1.0f); /* the rows are not all zero */
+
+    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, 576), QN_ERR_SHAPE);
+    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, 0), QN_ERR_SHAPE);
+    assert_int_equal(qn_q6kp_repack(q6, pad, -1, K), QN_ERR_SHAPE);
+    assert_int_equal(qn_q6kp_repack(NULL, pad, ROWS, K), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_q6kp_repack(NULL, NULL, 0, K), QN_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_sizes), cmocka_unit_test(test_ggml_ids), cmocka_unit_test(test_names),
-        cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types),
+        cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types), cmocka_unit_test(test_q6kp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

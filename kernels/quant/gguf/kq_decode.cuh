@@ -317,11 +317,17 @@ struct kq_fmt<QN_QFORMAT_Q6_K> {
     __device__ static int sub_k(int q, int s) { return 64 * q + 32 * s; }
     /* e = 128h + 32k + l: low4 = nibble (k >= 2) of ql[64h + 32(k&1) + l],
      * high2 = (qh[32h + l] >> 2k) & 3, q = code - 32, scale scales[8h + 2k + (l >= 16)] */
+    template <bool A16 = false>
     __device__ static void decode(const uint8_t *b, int q, int s, uint32_t h[16]) {
         const int hh = q >> 1, k = 2 * (q & 1) + s;
         uint32_t Wl[8], Wh[8];
-        kq_words_a2<8>(b + 64 * hh + 32 * (k & 1), Wl);
-        kq_words_a2<8>(b + 128 + 32 * hh, Wh);
+        if constexpr (A16) {
+            kq_words_a16<8>(b + 64 * hh + 32 * (k & 1), Wl);
+            kq_words_a16<8>(b + 128 + 32 * hh, Wh);
+        } else {
+            kq_words_a2<8>(b + 64 * hh + 32 * (k & 1), Wl);
+            kq_words_a2<8>(b + 128 + 32 * hh, Wh);
+        }
         const float d = __half2float(__ushort_as_half(kq_u16(b + 208)));
         const int8_t *S = reinterpret_cast<const int8_t *>(b + 192);
         const int nsh = 4 * (k >> 1), hsh = 2 * k;
@@ -333,6 +339,17 @@ struct kq_fmt<QN_QFORMAT_Q6_K> {
             for (int i = 4 * half; i < 4 * half + 4; i++)
                 kq_emit_word(h, i, ((Wl[i] >> nsh) & 0x0F0F0F0Fu) | (((Wh[i] >> hsh) & 0x03030303u) << 4), f);
         }
+    }
+};
+
+/* Q6_KP (device-only, q6kp.h): the Q6_K block at the start of a 224-byte slot, so 16-byte aligned: the same
+ * decode with 16-byte shared loads (the stages keep the global address mod 16, kq_kernel.cuh, kq_dequant.cu). */
+template <>
+struct kq_fmt<QN_QFORMAT_Q6_KP> {
+    static constexpr int BE = 256, BB = 224, LE = 64, SUB = 2, SK = 4 * LE, ALIGN = 16;
+    __device__ static int sub_k(int q, int s) { return kq_fmt<QN_QFORMAT_Q6_K>::sub_k(q, s); }
+    __device__ static void decode(const uint8_t *b, int q, int s, uint32_t h[16]) {
+        kq_fmt<QN_QFORMAT_Q6_K>::decode<true>(b, q, s, h);
     }
 };
 

@@ -95,7 +95,7 @@ int mq_unit_elems(qn_qformat fmt) {
 #define MQ_CASE(F) \
     if (fmt == QN_QFORMAT_##F) return mq_fmt<QN_QFORMAT_##F>::UE;
     MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0)
-    MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K)
+    MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K) MQ_CASE(Q6_KP)
 #undef MQ_CASE
     return qn_lutq_gpu_is_format(fmt) ? QN_LUTQ_GPU_BLOCK : 0; /* lutq_mmvq.cu */
 }
@@ -123,8 +123,11 @@ mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, in
  * swept) keeps the first rule, warp groups against 32. Target 32 at nt <= 2 (4096x14336 split over two warps)
  * measured slower end to end under CUDA graphs and PDL: 8B Q4_K_M tg128 -1.1%, Q8_0 -6%
  * (bench/results/gpu-fixed-cost-2026-12-03.md). */
+#ifndef QN_MQ_TARGET_Q6KP
+#define QN_MQ_TARGET_Q6KP 16 /* Q6_KP at nt <= 2: as Q4_K, whose loads it now shares (an A/B knob: -D) */
+#endif
 static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, int64_t units, int n_sm) {
-    const int64_t target = nt > 2 || fmt == QN_QFORMAT_Q6_K ? 32 : 16;
+    const int64_t target = nt > 2 || fmt == QN_QFORMAT_Q6_K ? 32 : fmt == QN_QFORMAT_Q6_KP ? QN_MQ_TARGET_Q6KP : 16;
     const int64_t count = nt > 2 ? groups : groups * R;
     int W = 1;
     while (W < MQ_WARPS && count * W < target * n_sm && units >= 64 * W) W *= 2;
@@ -143,7 +146,11 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
  * only AUTO use: staged 0.99-1.58x as fast as direct with two rows, bench/results/gpu-k23-2026-12-03.md);
  * direct for the rest, where staging measured mixed (Q4_K: 18% slower on 14336x4096) or was not measured
  * (nt > 2): bench/results/gpu-staged-2026-12-03.md. */
+#ifndef QN_MQ_STAGE_Q6KP
+#define QN_MQ_STAGE_Q6KP 0 /* 1: Q6_KP staged at nt <= 2 as Q6_K (an A/B knob: -D); its 16-byte loads read directly */
+#endif
 static bool mq_stage_auto(qn_qformat fmt, int nt) {
+    if (fmt == QN_QFORMAT_Q6_KP) return QN_MQ_STAGE_Q6KP && nt <= 2;
     return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&
            nt <= 2;
 }

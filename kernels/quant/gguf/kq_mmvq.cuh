@@ -450,6 +450,25 @@ struct mq_fmt<QN_QFORMAT_Q6_K> {
     }
 };
 
+/* Q6_KP (device-only, q6kp.h) — the Q6_K block at the start of a 224-byte, 16-byte aligned slot: the same
+ * unit and dot, loaded with two 16-byte vectors each for ql and qh, 8 bytes of scales and the 2-byte d
+ * (Q6_K's 210-byte blocks take ~21 realigned 4- and 2-byte loads per unit). */
+template <>
+struct mq_fmt<QN_QFORMAT_Q6_KP> : mq_fmt<QN_QFORMAT_Q6_K> {
+    static constexpr int BB = 224;
+    template <class M>
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 2) * BB;
+        const int h = (int)((u >> 1) & 1);
+        w.jj = (int)(u & 1);
+        mq_words_a16<8, M>(b + 64 * h + 32 * w.jj, w.ql);
+        mq_words_a16<8, M>(b + 128 + 32 * h, w.qh);
+        const uint2 sc = M::ld64(b + 192 + 8 * h);
+        w.sc[0] = sc.x, w.sc[1] = sc.y;
+        w.d = mq_f16(M::ld16(b + 208));
+    }
+};
+
 /* --- the activation side ---
  * mq_xsrc<F>::blk is what dot() takes for one token and q8 block xb, load() fetches it. By default the q8
  * block of kq_mmvq.h; a format whose weights are no integer codes (LNF4/LFP4, lutq_mmvq.cu) specializes
