@@ -149,7 +149,18 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #ifndef QN_MQ_STAGE_Q6KP
 #define QN_MQ_STAGE_Q6KP 0 /* 1: Q6_KP staged at nt <= 2 as Q6_K (an A/B knob: -D); its 16-byte loads read directly */
 #endif
-static bool mq_stage_auto(qn_qformat fmt, int nt) {
+/* Q4_K, Q5_K, Q6_KP at nt <= 2, whose loads are 16-byte vectors, staged only where the launch's weights are at
+ * most QN_MQ_STAGE_SMALL_BYTES or its rows at least QN_MQ_STAGE_LONG_K long (0: never): A/B knobs (-D). */
+#ifndef QN_MQ_STAGE_SMALL_BYTES
+#define QN_MQ_STAGE_SMALL_BYTES 0
+#endif
+#ifndef QN_MQ_STAGE_LONG_K
+#define QN_MQ_STAGE_LONG_K 0
+#endif
+static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
+    if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP) && nt <= 2 &&
+        ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
+        return true;
     if (fmt == QN_QFORMAT_Q6_KP) return QN_MQ_STAGE_Q6KP && nt <= 2;
     return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&
            nt <= 2;
@@ -184,7 +195,8 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         const int R = mq_rows(ue, nt);
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
-        const bool staged = (stage > 0 || (stage == 0 && mq_stage_auto(fmt, nt))) && kq_mmvq_stages(fmt, K, nt);
+        const bool staged = (stage > 0 || (stage == 0 && mq_stage_auto(fmt, nt, K, N_all * (int64_t)qn_qformat_row_bytes(fmt, K)))) &&
+                            kq_mmvq_stages(fmt, K, nt);
         int smem = 0;
         mq_kernel_fn fn = nullptr;
         size_t dyn = 0;
