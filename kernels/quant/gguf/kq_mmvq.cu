@@ -123,8 +123,8 @@ mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, in
  * swept) keeps the first rule, warp groups against 32. Target 32 at nt <= 2 (4096x14336 split over two warps)
  * measured slower end to end under CUDA graphs and PDL: 8B Q4_K_M tg128 -1.1%, Q8_0 -6%
  * (bench/results/gpu-fixed-cost-2026-12-03.md). */
-#ifndef QN_MQ_TARGET_Q6KP
-#define QN_MQ_TARGET_Q6KP 16 /* Q6_KP at nt <= 2: as Q4_K, whose loads it now shares (an A/B knob: -D) */
+#ifndef QN_MQ_TARGET_Q6KP /* Q6_KP at nt <= 2: as Q4_K, whose loads it shares; 32 measured -0.9% end to end on the */
+#define QN_MQ_TARGET_Q6KP 16 /* 8B Q4_K_M (bench/results/gpu-q6kp-2026-12-04.md; an A/B knob: -D) */
 #endif
 static int mq_pick_warps_per_row(qn_qformat fmt, int nt, int64_t groups, int R, int64_t units, int n_sm) {
     const int64_t target = nt > 2 || fmt == QN_QFORMAT_Q6_K ? 32 : fmt == QN_QFORMAT_Q6_KP ? QN_MQ_TARGET_Q6KP : 16;
@@ -149,13 +149,18 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #ifndef QN_MQ_STAGE_Q6KP
 #define QN_MQ_STAGE_Q6KP 0 /* 1: Q6_KP staged at nt <= 2 as Q6_K (an A/B knob: -D); its 16-byte loads read directly */
 #endif
-/* Q4_K, Q5_K, Q6_KP at nt <= 2, whose loads are 16-byte vectors, staged only where the launch's weights are at
- * most QN_MQ_STAGE_SMALL_BYTES or its rows at least QN_MQ_STAGE_LONG_K long (0: never): A/B knobs (-D). */
+/* Q4_K, Q5_K, Q6_KP at nt <= 2, whose loads are 16-byte vectors, are staged where the launch's weights are at most
+ * QN_MQ_STAGE_SMALL_BYTES (an 8B 1024x4096 projection: the copies issued before the PDL wait overlap the kernel
+ * before, PDL chain q6_Kp 3.20 -> 1.81 us, q4_K 2.71 -> 1.81, q5_K 3.10 -> 1.95) or its rows at least QN_MQ_STAGE_LONG_K
+ * long (the 8B down projection, 4096x14336: q4_K 11.62 -> 10.75 us, q6_Kp 15.89 -> 14.88, q5_K 13.59 -> 12.61;
+ * Q5_K not measured end to end); directly elsewhere (14336x4096,
+ * the LM head: unchanged or slower staged). End to end, 8B Q4_K_M tg128: 500.6/499.3 -> 509.6/513.1 t/s with both
+ * rules, 502.2/505.3 with the first alone (bench/results/gpu-q6kp-2026-12-04.md). 0 turns a rule off (A/B: -D). */
 #ifndef QN_MQ_STAGE_SMALL_BYTES
-#define QN_MQ_STAGE_SMALL_BYTES 0
+#define QN_MQ_STAGE_SMALL_BYTES (8 << 20)
 #endif
 #ifndef QN_MQ_STAGE_LONG_K
-#define QN_MQ_STAGE_LONG_K 0
+#define QN_MQ_STAGE_LONG_K 8192
 #endif
 static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
     if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP) && nt <= 2 &&
