@@ -162,12 +162,10 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #ifndef QN_MQ_STAGE_LONG_K
 #define QN_MQ_STAGE_LONG_K 8192
 #endif
-#ifndef QN_MQ_STAGE_RULE_LQ
-#define QN_MQ_STAGE_RULE_LQ 0 /* 1: the same two rules for the GPTQ/AWQ blocks LQ4/LQ8 (an A/B knob: -D) */
-#endif
+/* The same two rules for the GPTQ/AWQ blocks LQ4/LQ8 measured 5.5% slower end to end (8B gptq4 tg128 442.0/441.9
+ * against 466.5/468.4 t/s, same call, bench/results/gpu-q6kp-2026-12-04.md §5): they stay direct. */
 static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
-    const bool lq = QN_MQ_STAGE_RULE_LQ && (fmt == QN_QFORMAT_LQ4 || fmt == QN_QFORMAT_LQ8);
-    if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP || lq) && nt <= 2 &&
+    if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP) && nt <= 2 &&
         ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
         return true;
     if (fmt == QN_QFORMAT_Q6_KP) return QN_MQ_STAGE_Q6KP && nt <= 2;
