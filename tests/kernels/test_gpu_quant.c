@@ -122,6 +122,8 @@ static void test_check_shape(void **state) {
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_0, 3, 48), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_K, 3, 256 * 3), QN_OK);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_K, 3, 32 * 7), QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q6_KP, 3, 256 * 3), QN_OK);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q6_KP, 3, 32 * 7), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 32 * 7), QN_OK);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 40), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_1, 3, 32), QN_ERR_UNSUPPORTED);

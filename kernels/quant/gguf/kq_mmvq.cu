@@ -145,16 +145,12 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
  * shapes, n = 1, 2 (Q6_K 8-42% faster; Q8_0 from 1% slower to 43% faster), and for Q2_K/Q3_K (at n = 1, their
  * only AUTO use: staged 0.99-1.58x as fast as direct with two rows, bench/results/gpu-k23-2026-12-03.md);
  * direct for the rest, where staging measured mixed (Q4_K: 18% slower on 14336x4096) or was not measured
- * (nt > 2): bench/results/gpu-staged-2026-12-03.md. */
-#ifndef QN_MQ_STAGE_Q6KP
-#define QN_MQ_STAGE_Q6KP 0 /* 1: Q6_KP staged at nt <= 2 as Q6_K (an A/B knob: -D); its 16-byte loads read directly */
-#endif
-/* Q4_K, Q5_K, Q6_KP at nt <= 2, whose loads are 16-byte vectors, are staged where the launch's weights are at most
+ * (nt > 2): bench/results/gpu-staged-2026-12-03.md.
+ * Q4_K, Q5_K, Q6_KP at nt <= 2, whose loads are 16-byte vectors, are staged where the launch's weights are at most
  * QN_MQ_STAGE_SMALL_BYTES (an 8B 1024x4096 projection: the copies issued before the PDL wait overlap the kernel
  * before, PDL chain q6_Kp 3.20 -> 1.81 us, q4_K 2.71 -> 1.81, q5_K 3.10 -> 1.95) or its rows at least QN_MQ_STAGE_LONG_K
  * long (the 8B down projection, 4096x14336: q4_K 11.62 -> 10.75 us, q6_Kp 15.89 -> 14.88, q5_K 13.59 -> 12.61;
- * Q5_K not measured end to end); directly elsewhere (14336x4096,
- * the LM head: unchanged or slower staged). End to end, 8B Q4_K_M tg128: 500.6/499.3 -> 509.6/513.1 t/s with both
+ * Q5_K not measured end to end); directly elsewhere (14336x4096, the LM head: unchanged or slower staged). End to end, 8B Q4_K_M tg128: 500.6/499.3 -> 509.6/513.1 t/s with both
  * rules, 502.2/505.3 with the first alone (bench/results/gpu-q6kp-2026-12-04.md). 0 turns a rule off (A/B: -D). */
 #ifndef QN_MQ_STAGE_SMALL_BYTES
 #define QN_MQ_STAGE_SMALL_BYTES (8 << 20)
@@ -168,7 +164,6 @@ static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
     if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP) && nt <= 2 &&
         ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
         return true;
-    if (fmt == QN_QFORMAT_Q6_KP) return QN_MQ_STAGE_Q6KP && nt <= 2;
     return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&
            nt <= 2;
 }
