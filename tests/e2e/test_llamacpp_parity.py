@@ -15,7 +15,8 @@
 # The test recomputes three windows with llama.cpp (first, middle, last) and takes the first record of this run's
 # model, text and version whose three windows agree within SPOT_REL, then compares quern's whole-file perplexity
 # with it. No such record (another ISA path, another llama.cpp), or QN_PARITY_PPL_LIVE=1: llama.cpp computes every
-# window here. The records are a cache of llama.cpp's side; the comparison itself is the same either way.
+# window here. The records are a cache of llama.cpp's side; the comparison itself is the same either way. A record
+# of this very system info (same llama.cpp build flags) whose windows this llama.cpp does not reproduce fails.
 # QN_PARITY_PPL_CHUNKS=N limits the perplexity comparison to N windows; unset = whole file.
 # QN_TEST_LABELS: cpu peer slow
 import hashlib
@@ -135,7 +136,7 @@ def main():
         else:
             ppl_ours = float(r.stdout.strip().splitlines()[-1].split(":")[1])
             text = open(text_path, "rb").read()
-            ppl_ref = reference_perplexity(llm, model, text, chunks)
+            ppl_ref = reference_perplexity(llm, model, text, chunks, failures)
             rel = abs(ppl_ours - ppl_ref) / ppl_ref
             print(f"perplexity alice29 ctx {PPL_CTX}: quern {ppl_ours:.4f} llama.cpp {ppl_ref:.4f} rel diff {rel:.4%}")
             if rel > 0.001:
@@ -166,7 +167,7 @@ def load_records():
     return data["records"] if isinstance(data, dict) and "records" in data else [data]
 
 
-def reference_perplexity(llm, model, text, max_chunks):
+def reference_perplexity(llm, model, text, max_chunks, failures):
     """llama.cpp's perplexity of text: from a record whose spot windows this llama.cpp reproduces, else live."""
     recs = []
     if os.environ.get("QN_PARITY_PPL_LIVE", "0") != "1":
@@ -175,6 +176,8 @@ def reference_perplexity(llm, model, text, max_chunks):
         recs = [r for r in load_records() if all(r.get(k) == v for k, v in want.items())]
         if not recs:
             print("no llama.cpp perplexity record of this model, text and version: computing every window")
+    import llama_cpp
+    here = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     live = {}  # window -> llama.cpp's [nll sum, count] here, computed once for all records
     for rec in recs:
         windows = rec["windows"]  # [[nll sum, count], ...] per window, llama.cpp's
@@ -192,6 +195,9 @@ def reference_perplexity(llm, model, text, max_chunks):
             ok &= count == r_count and rel <= SPOT_REL
         if ok:
             return window_perplexity(windows[:n])
+        if rec.get("system_info") == here:  # the same ISA path and llama.cpp: its record must reproduce
+            failures.append(f"llama.cpp's windows {spot} recomputed differ from the record of this very system "
+                            f"({here[:60]}) beyond {SPOT_REL}")
     if recs:
         print("no record's windows reproduced by this llama.cpp (another ISA path?): computing every window")
     return window_perplexity(llamacpp_windows(llm, text, PPL_CTX, max_chunks=max_chunks))
