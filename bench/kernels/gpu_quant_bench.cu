@@ -48,6 +48,7 @@ static const qn_qformat FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
     QN_QFORMAT_Q6_KP, /* device-only: Q6_K padded to 224-byte blocks at upload (gguf/q6kp.h) */
+    QN_QFORMAT_Q8_0P, /* device-only: Q8_0 regrouped in 272-byte super-blocks at upload (gguf/q8_0p.h) */
     QN_QFORMAT_LQ4,  QN_QFORMAT_LQ8,  QN_QFORMAT_LNF4, QN_QFORMAT_LFP4,
 };
 struct shape { int64_t N, K; const char *name; bool extra; /* extra: only with --shape all or by name */ };
@@ -87,8 +88,8 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
         memcpy(w + i, &r, 8);
     }
     const int be = f < QN_QFORMAT_COUNT ? QN_QFORMATS[f].block_elems
-                   : f == QN_QFORMAT_Q6_KP ? 256 /* q6kp.h */
-                                           : 32; /* lutq_gpu.h blocks: 32 */
+                   : f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 /* q6kp.h, q8_0p.h */
+                                                                    : 32; /* lutq_gpu.h blocks: 32 */
     const size_t bb = qn_qformat_row_bytes(f, be);
     if (f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) {
         for (size_t b = 0; b + bb <= bytes; b += bb) {
@@ -103,7 +104,7 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
         }
         return;
     }
-    size_t off[2] = {0, 0};
+    size_t off[8] = {0};
     int n = 1;
     if (f == QN_QFORMAT_Q4_0) off[0] = offsetof(qn_block_q4_0, d);
     if (f == QN_QFORMAT_Q4_1) off[0] = offsetof(qn_block_q4_1, d), off[1] = offsetof(qn_block_q4_1, m), n = 2;
@@ -115,6 +116,8 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
     if (f == QN_QFORMAT_Q4_K) off[0] = offsetof(qn_block_q4_k, d), off[1] = offsetof(qn_block_q4_k, dmin), n = 2;
     if (f == QN_QFORMAT_Q5_K) off[0] = offsetof(qn_block_q5_k, d), off[1] = offsetof(qn_block_q5_k, dmin), n = 2;
     if (f == QN_QFORMAT_Q6_K || f == QN_QFORMAT_Q6_KP) off[0] = offsetof(qn_block_q6_k, d);
+    if (f == QN_QFORMAT_Q8_0P) /* d f16[8] @0 (q8_0p.h) */
+        for (n = 0; n < 8; n++) off[n] = 2 * (size_t)n;
     for (size_t b = 0; b + bb <= bytes; b += bb) {
         for (int i = 0; i < n; i++) {
             const uint16_t s = rnd_scale();

@@ -42,6 +42,9 @@ typedef enum qn_qformat {
     /* Device-only, GGUF (gguf/q6kp.h): a Q6_K block padded to 224 bytes, so that every block and field of it is
      * 16-byte aligned for the decode kernel's vector loads. Made at upload from Q6_K matmul weights. */
     QN_QFORMAT_Q6_KP = 80,
+    /* Device-only, GGUF (gguf/q8_0p.h): eight Q8_0 blocks regrouped into a 272-byte super-block (8 scales, then
+     * 256 codes), 16-byte aligned, the same bytes. Made at upload from Q8_0 matmul weights with K % 256 == 0. */
+    QN_QFORMAT_Q8_0P = 81,
 } qn_qformat;
 
 /* src: [n / block_elems] blocks, dst: [n] floats; n is a multiple of block_elems */

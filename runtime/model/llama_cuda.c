@@ -74,6 +74,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 #include "tp/comm.h"
@@ -311,10 +312,20 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #define QN_Q6K_PAD 1
 #endif
 
-/* The format a matmul weight takes on the device: dev_format_stored, Q6_K padded to Q6_KP. */
+/* Q8_0 matmul weights with K a multiple of 256 go to the device regrouped as Q8_0P (gguf/q8_0p.h: 16-byte aligned
+ * super-blocks of 8 Q8_0 blocks, the same bytes); 0 keeps them Q8_0 (an A/B knob: -D). */
+#ifndef QN_Q80_GROUP
+#define QN_Q80_GROUP 1
+#endif
+
+/* The format a matmul weight takes on the device: dev_format_stored, Q6_K padded to Q6_KP, Q8_0 regrouped to
+ * Q8_0P where its K allows. */
 static qn_qformat dev_format(const qn_weight *w) {
     const qn_qformat f = dev_format_stored(w);
-    return QN_Q6K_PAD && f == QN_QFORMAT_Q6_K ? QN_QFORMAT_Q6_KP : f;
+    if (QN_Q6K_PAD && f == QN_QFORMAT_Q6_K) return QN_QFORMAT_Q6_KP;
+    if (QN_Q80_GROUP && f == QN_QFORMAT_Q8_0 && qn_quant_check_shape(QN_QFORMAT_Q8_0P, w->n, w->k) == QN_OK)
+        return QN_QFORMAT_Q8_0P;
+    return f;
 }
 
 /* The device weight of w before upload: format, shape, whether it carries an act-order perm. */
@@ -331,8 +342,8 @@ static qn_qformat embed_format(const qn_weight *w) {
 }
 
 /* tied embeddings: one device copy serves both (a tensor-parallel shard slices both to the same vocab rows,
- * so its two views still match; weights_bytes then counts 1/N of the table per rank). A tied Q6_K table stays
- * Q6_K (not padded: the embedding lookup reads Q6_K). */
+ * so its two views still match; weights_bytes then counts 1/N of the table per rank). A tied Q6_K or Q8_0 table
+ * stays as it is (not padded or regrouped: the embedding lookup reads the file's blocks). */
 static bool output_shares_embd(const qn_model *m) {
     return m->output.data == m->tok_embd.data && m->output.n == m->tok_embd.n &&
            embed_format(&m->tok_embd) == dev_format_stored(&m->output);
@@ -546,11 +557,13 @@ static qn_status upload_weight(qn_llama_cuda *f, lutq_stager *S, const qn_weight
         CK(cudaMemcpy(out->d, w->data, bytes, cudaMemcpyHostToDevice));
         return QN_OK;
     }
-    if (fmt == QN_QFORMAT_Q6_KP && w->fmt == QN_QFORMAT_Q6_K && !w->lutq) {
+    if ((fmt == QN_QFORMAT_Q6_KP && w->fmt == QN_QFORMAT_Q6_K && !w->lutq) ||
+        (fmt == QN_QFORMAT_Q8_0P && w->fmt == QN_QFORMAT_Q8_0 && !w->lutq)) {
         uint8_t *h = malloc(bytes);
-        if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory padding %s to q6_Kp", w->name);
-        qn_status st = qn_q6kp_repack(w->data, h, w->n, w->k);
-        if (st != QN_OK) st = qn_error_set(err, st, "cuda load: %s: k = %lld cannot be padded to q6_Kp", w->name, (long long)w->k);
+        const char *to = qn_qformat_name(fmt);
+        if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory repacking %s to %s", w->name, to);
+        qn_status st = fmt == QN_QFORMAT_Q6_KP ? qn_q6kp_repack(w->data, h, w->n, w->k) : qn_q8_0p_repack(w->data, h, w->n, w->k);
+        if (st != QN_OK) st = qn_error_set(err, st, "cuda load: %s: k = %lld cannot be repacked to %s", w->name, (long long)w->k, to);
         else if (cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
             st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);
         free(h);

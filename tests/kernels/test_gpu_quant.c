@@ -38,6 +38,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/qformat.h"
 #include "kernels/quant/quant.h"
 
@@ -45,10 +46,15 @@
 
 static int g_quick;
 
-/* Q6_KP (gguf/q6kp.h) is device-only, outside QN_QFORMATS: its block size and reference dequantizer. */
-static int fmt_block_elems(qn_qformat f) { return f == QN_QFORMAT_Q6_KP ? 256 : QN_QFORMATS[f].block_elems; }
+/* Q6_KP, Q8_0P (gguf/q6kp.h, q8_0p.h) are device-only, outside QN_QFORMATS: their block size and reference
+ * dequantizer. */
+static int fmt_block_elems(qn_qformat f) {
+    return f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 : QN_QFORMATS[f].block_elems;
+}
 static qn_dequant_row_fn fmt_dequant_ref(qn_qformat f) {
-    return f == QN_QFORMAT_Q6_KP ? qn_dequant_row_q6kp_ref : QN_QFORMATS[f].dequant_ref;
+    return f == QN_QFORMAT_Q6_KP ? qn_dequant_row_q6kp_ref
+           : f == QN_QFORMAT_Q8_0P ? qn_dequant_row_q8_0p_ref
+                                   : QN_QFORMATS[f].dequant_ref;
 }
 
 /* ------------------------------------------------------------------------------------------------
@@ -57,7 +63,7 @@ static qn_dequant_row_fn fmt_dequant_ref(qn_qformat f) {
 static const qn_qformat GPU_FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
-    QN_QFORMAT_Q6_KP,
+    QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P,
 };
 #define N_GPU_FORMATS (int)(sizeof GPU_FORMATS / sizeof GPU_FORMATS[0])
 
@@ -69,6 +75,7 @@ static void test_select_path(void **state) {
         assert_int_equal(qn_quant_cuda_has_format((qn_qformat)f), listed);
     }
     assert_true(qn_quant_cuda_has_format(QN_QFORMAT_Q6_KP)); /* device-only, past QN_QFORMAT_COUNT */
+    assert_true(qn_quant_cuda_has_format(QN_QFORMAT_Q8_0P));
     for (int i = 0; i < N_GPU_FORMATS; i++) {
         const qn_qformat f = GPU_FORMATS[i];
         const bool int8 = f != QN_QFORMAT_F16 && f != QN_QFORMAT_BF16; /* the MMVQ formats */
@@ -124,6 +131,8 @@ static void test_check_shape(void **state) {
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q4_K, 3, 32 * 7), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q6_KP, 3, 256 * 3), QN_OK);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q6_KP, 3, 32 * 7), QN_ERR_SHAPE);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_0P, 3, 256 * 3), QN_OK);
+    assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_0P, 3, 32 * 7), QN_ERR_SHAPE); /* Q8_0 takes it: 256 needed */
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 32 * 7), QN_OK);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_F16, 3, 40), QN_ERR_SHAPE);
     assert_int_equal(qn_quant_check_shape(QN_QFORMAT_Q8_1, 3, 32), QN_ERR_UNSUPPORTED);
@@ -184,12 +193,13 @@ static uint16_t rand_scale(qn_rng *r) {
 
 /* Random blocks: random bytes everywhere, then every fp16 scale field set by rand_scale. */
 static void make_weights(qn_qformat fmt, int64_t N, int64_t K, qn_rng *r, uint8_t *w) {
-    if (fmt == QN_QFORMAT_Q6_KP) { /* the Q6_K blocks the same rng state gives, padded */
-        uint8_t *q6 = malloc((size_t)N * qn_qformat_row_bytes(QN_QFORMAT_Q6_K, K) + 1);
-        assert_non_null(q6);
-        make_weights(QN_QFORMAT_Q6_K, N, K, r, q6);
-        assert_int_equal(qn_q6kp_repack(q6, w, N, K), QN_OK);
-        free(q6);
+    if (fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) { /* the file blocks the same rng state gives, repacked */
+        const qn_qformat base = fmt == QN_QFORMAT_Q6_KP ? QN_QFORMAT_Q6_K : QN_QFORMAT_Q8_0;
+        uint8_t *b = malloc((size_t)N * qn_qformat_row_bytes(base, K) + 1);
+        assert_non_null(b);
+        make_weights(base, N, K, r, b);
+        assert_int_equal(fmt == QN_QFORMAT_Q6_KP ? qn_q6kp_repack(b, w, N, K) : qn_q8_0p_repack(b, w, N, K), QN_OK);
+        free(b);
         return;
     }
     const qn_qformat_traits *t = &QN_QFORMATS[fmt];
@@ -578,6 +588,7 @@ FORMAT_TEST(Q4_K)
 FORMAT_TEST(Q5_K)
 FORMAT_TEST(Q6_K)
 FORMAT_TEST(Q6_KP)
+FORMAT_TEST(Q8_0P)
 
 /* The fused kernels see the very weights the dequant writes: with one-hot activations (token t = e_{c+t})
  * the mma and gemv paths return y[t][r] = W[r][c+t] exactly (1 * w plus zeros, f32 accumulation), so
@@ -886,7 +897,7 @@ static void test_mmvq_x_ready(void **state) {
  * with an empty matrix in the middle and the outputs poisoned before. */
 static void test_mmvq_group(void **state) {
     gpu_env *e = *state;
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0, QN_QFORMAT_Q6_KP};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P};
     for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++) {
         problem p[3]; /* x of p[0] for all three */
         const int64_t Ns[3] = {118, 37, 64};
@@ -962,7 +973,8 @@ static void test_mmvq_engine_shapes(void **state) {
     gpu_env *e = *state;
     const struct { qn_qformat fmt; int64_t N, K; } cs[] = {
         {QN_QFORMAT_Q6_K, 4096, 14336}, {QN_QFORMAT_Q6_K, 1024, 4096}, {QN_QFORMAT_Q6_KP, 4096, 14336},
-        {QN_QFORMAT_Q6_KP, 1024, 4096}, {QN_QFORMAT_Q4_K, 14336, 4096},
+        {QN_QFORMAT_Q6_KP, 1024, 4096}, {QN_QFORMAT_Q8_0P, 4096, 14336}, {QN_QFORMAT_Q8_0P, 1024, 4096},
+        {QN_QFORMAT_Q4_K, 14336, 4096},
         {QN_QFORMAT_Q4_K, 4096, 14336}, {QN_QFORMAT_Q8_0, 4096, 4096}};
     for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
         problem p;
@@ -974,17 +986,17 @@ static void test_mmvq_engine_shapes(void **state) {
     }
 }
 
-/* Q6_KP holds the Q6_K values and the kernels decode them with the same arithmetic in the same order, so every
- * path gives the very bits of the Q6_K call on the same blocks (problem_init makes the same blocks and x for both
- * from one seed): the int8 path at n = 1..8 with each warps-per-row choice, direct and staged, the tensor-core
- * GEMV and MMA paths and dequant + cuBLAS. An odd N, K with a partial staging chunk, an 8B shape. */
-static void test_q6kp_same_bits(void **state) {
-    gpu_env *e = *state;
+/* Q6_KP (Q8_0P) holds the Q6_K (Q8_0) values and the kernels decode them with the same arithmetic in the same
+ * order, so every path gives the very bits of the Q6_K (Q8_0) call on the same blocks (problem_init makes the same
+ * blocks and x for both from one seed): the int8 path at n = 1..8 with each warps-per-row choice, direct and
+ * staged, the tensor-core GEMV and MMA paths and dequant + cuBLAS. An odd N, K with a partial staging chunk, an 8B
+ * shape. */
+static void same_bits(gpu_env *e, qn_qformat base, qn_qformat dev) {
     const int64_t shapes[][2] = {{118, 1280}, {37, 14336}, {1024, 4096}};
     for (int si = 0; si < (g_quick ? 2 : 3); si++) {
         problem a, b;
-        problem_init(&a, e, QN_QFORMAT_Q6_K, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
-        problem_init(&b, e, QN_QFORMAT_Q6_KP, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
+        problem_init(&a, e, base, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
+        problem_init(&b, e, dev, shapes[si][0], shapes[si][1], 100, 5150 + (uint64_t)si);
         assert_memory_equal(a.wref, b.wref, sizeof(float) * (size_t)(a.N * a.K));
         assert_memory_equal(a.x, b.x, 2 * (size_t)(a.nmax * a.K));
         struct { int64_t n; qn_quant_path path; int split, stage; } cs[] = {
@@ -996,13 +1008,16 @@ static void test_q6kp_same_bits(void **state) {
             float *ya = run_case_full(e, &a, cs[ci].n, cs[ci].path, cs[ci].split, QN_QUANT_SPLIT_AUTO, cs[ci].stage);
             float *yb = run_case_full(e, &b, cs[ci].n, cs[ci].path, cs[ci].split, QN_QUANT_SPLIT_AUTO, cs[ci].stage);
             if (memcmp(ya, yb, sizeof(float) * (size_t)(cs[ci].n * a.N)) != 0)
-                fail_msg("q6_Kp N=%lld K=%lld n=%lld %s split=%d stage=%d: differs from q6_K", (long long)a.N,
-                         (long long)a.K, (long long)cs[ci].n, path_name(cs[ci].path), cs[ci].split, cs[ci].stage);
+                fail_msg("%s N=%lld K=%lld n=%lld %s split=%d stage=%d: differs from %s", qn_qformat_name(dev),
+                         (long long)a.N, (long long)a.K, (long long)cs[ci].n, path_name(cs[ci].path), cs[ci].split,
+                         cs[ci].stage, qn_qformat_name(base));
             free(ya), free(yb);
         }
         problem_free(&a), problem_free(&b);
     }
 }
+static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_K, QN_QFORMAT_Q6_KP); }
+static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
 
 /* Argument checks: they must fail cleanly, without launching. */
 static void test_bad_args(void **state) {
@@ -1072,6 +1087,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_Q3_K), cmocka_unit_test(test_matmul_Q4_K),
         cmocka_unit_test(test_matmul_Q5_K), cmocka_unit_test(test_matmul_Q6_K),
         cmocka_unit_test(test_matmul_Q6_KP), cmocka_unit_test(test_q6kp_same_bits),
+        cmocka_unit_test(test_matmul_Q8_0P), cmocka_unit_test(test_q8_0p_same_bits),
     };
     return cmocka_run_group_tests_name("gpu_quant", gpu_tests, gpu_setup, gpu_teardown);
 }

@@ -8,6 +8,7 @@
 #include "kernels/quant/gguf/gguf_quantize.h"
 #include "kernels/quant/gguf/gguf_ref.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/qformat.h"
 
 static void test_block_sizes(void **state) {
@@ -104,6 +105,21 @@ static void test_vec_dot_types(void **state) {
     }
 }
 
+/* The device repacks' shared checks: the reference rows are not all zero, and bad shapes or NULL buffers are
+ * refused (576 = SmolLM2's width, not a multiple of 256). */
+typedef qn_status (*repack_fn)(const void *src, void *dst, int64_t rows, int64_t k);
+static void check_values_and_args(const float *want, int n, repack_fn repack, const void *src, void *dst, int rows,
+                                  int k) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) amax = want[i] > amax ? want[i] : -want[i] > amax ? -want[i] : amax;
+    assert_true(amax > 1.0f);
+    assert_int_equal(repack(src, dst, rows, 576), QN_ERR_SHAPE);
+    assert_int_equal(repack(src, dst, rows, 0), QN_ERR_SHAPE);
+    assert_int_equal(repack(src, dst, -1, k), QN_ERR_SHAPE);
+    assert_int_equal(repack(NULL, dst, rows, k), QN_ERR_INVALID_ARG);
+    assert_int_equal(repack(NULL, NULL, 0, k), QN_OK);
+}
+
 /* Q6_KP (device-only): each 210-byte Q6_K block lands at the start of a 224-byte slot, the pad zeroed (the
  * buffer is poisoned first), nothing past the last slot written, and the values read back are Q6_K's, bit for
  * bit. Real blocks: random rows through llama.cpp's Q6_K quantizer. */
@@ -134,21 +150,49 @@ static void test_q6kp(void **state) {
         qn_dequant_row_q6kp_ref(pad + i * 3 * 224, got + i * K, K);
     }
     assert_memory_equal(got, want, sizeof want);
-    float amax = 0;
-    for (int i = 0; i < ROWS * K; i++) amax = want[i] > amax ? want[i] : -want[i] > amax ? -want[i] : amax;
-    assert_true(amax > 1.0f); /* the rows are not all zero */
+    check_values_and_args(want, ROWS * K, qn_q6kp_repack, q6, pad, ROWS, K);
+}
 
-    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, 576), QN_ERR_SHAPE);
-    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, 0), QN_ERR_SHAPE);
-    assert_int_equal(qn_q6kp_repack(q6, pad, -1, K), QN_ERR_SHAPE);
-    assert_int_equal(qn_q6kp_repack(NULL, pad, ROWS, K), QN_ERR_INVALID_ARG);
-    assert_int_equal(qn_q6kp_repack(NULL, NULL, 0, K), QN_OK);
+/* Q8_0P (device-only): Q8_0 block j of each group of eight has its scale at 2j and its codes at 16 + 32j of a
+ * 272-byte block (the buffer is poisoned first: every byte written), nothing past the last block written, and the
+ * values read back are Q8_0's, bit for bit. Real blocks: random rows through llama.cpp's Q8_0 quantizer. */
+static void test_q8_0p(void **state) {
+    (void)state;
+    enum { ROWS = 3, K = 2 * 256, NB = ROWS * K / 256, GUARD = 32 };
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q8_0P, K), 2 * 272);
+    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q8_0P, 576), 0); /* SmolLM2's 576 stays Q8_0 */
+    assert_string_equal(qn_qformat_name(QN_QFORMAT_Q8_0P), "q8_0p");
+    qn_qformat g;
+    assert_int_equal(qn_qformat_parse("q8_0p", &g), QN_ERR_NOT_FOUND); /* never in a file or on a command line */
+
+    qn_rng r;
+    qn_rng_seed(&r, 808);
+    static float x[ROWS * K], want[ROWS * K], got[ROWS * K];
+    static uint8_t q8[NB * 8 * 34], grp[NB * 272 + GUARD];
+    qn_rng_fill_normal(&r, x, ROWS * K, 1.0f);
+    for (int i = 0; i < ROWS; i++) qn_quantize_row_q8_0_ref(x + i * K, q8 + i * (K / 32) * 34, K);
+    memset(grp, 0xAA, sizeof grp);
+    assert_int_equal(qn_q8_0p_repack(q8, grp, ROWS, K), QN_OK);
+    for (int b = 0; b < NB; b++)
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *blk = q8 + 34 * (8 * b + j);
+            assert_memory_equal(grp + 272 * b + 2 * j, blk, 2);
+            assert_memory_equal(grp + 272 * b + 16 + 32 * j, blk + 2, 32);
+        }
+    for (int i = 0; i < GUARD; i++) assert_int_equal(grp[NB * 272 + i], 0xAA);
+    for (int i = 0; i < ROWS; i++) {
+        qn_dequant_row_q8_0_ref(q8 + i * (K / 32) * 34, want + i * K, K);
+        qn_dequant_row_q8_0p_ref(grp + i * 2 * 272, got + i * K, K);
+    }
+    assert_memory_equal(got, want, sizeof want);
+    check_values_and_args(want, ROWS * K, qn_q8_0p_repack, q8, grp, ROWS, K);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_sizes), cmocka_unit_test(test_ggml_ids), cmocka_unit_test(test_names),
         cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types), cmocka_unit_test(test_q6kp),
+        cmocka_unit_test(test_q8_0p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

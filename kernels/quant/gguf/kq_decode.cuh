@@ -217,6 +217,23 @@ struct kq_fmt<QN_QFORMAT_Q8_0> {
     }
 };
 
+/* Q8_0P (device-only, q8_0p.h): one super-block is Q8_0's stage (8 blocks, 272 bytes), 16-byte aligned; sub-chunk
+ * (q, s) is Q8_0 block q + 4s as for Q8_0 (the same k order, so the same sums), its codes read with 16-byte loads. */
+template <>
+struct kq_fmt<QN_QFORMAT_Q8_0P> {
+    static constexpr int BE = 256, BB = 272, LE = 64, SUB = 2, SK = 4 * LE, ALIGN = 16;
+    __device__ static int sub_k(int q, int s) { return kq_fmt<QN_QFORMAT_Q8_0>::sub_k(q, s); }
+    __device__ static void decode(const uint8_t *b, int q, int s, uint32_t h[16]) {
+        const int j = q + 4 * s;
+        const __half2 d = kq_f16x2(kq_u16(b + 2 * j));
+        uint32_t Q[8];
+        kq_words_a16<8>(b + 16 + 32 * j, Q);
+        auto f = [d](__half2 v) { return __hmul2(__hsub2(v, kq_h2c(0x6480)), d); }; /* as Q8_0 */
+#pragma unroll
+        for (int i = 0; i < 8; i++) kq_emit_word(h, i, Q[i] ^ 0x80808080u, f);
+    }
+};
+
 /* K-quants: 256-element super-blocks; lane q takes elements 64q..64q+63 of the stage's block,
  * sub-chunk s the 32 of them at 64q + 32s. */
 template <>

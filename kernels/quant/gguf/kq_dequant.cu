@@ -47,6 +47,11 @@ struct kqd_unit {
     /* unit j of the block at b -> 32 fp16 in order, as 16 half2 */
     __device__ static void decode(const uint8_t *b, int j, uint32_t h[16]) { FT::decode(b, j >> 1, j & 1, h); }
 };
+/* Q8_0P: its sub-chunk (q, s) is Q8_0 block q + 4s (kq_decode.cuh), so elements 32j.. are (j % 4, j / 4). */
+template <>
+__device__ void kqd_unit<QN_QFORMAT_Q8_0P>::decode(const uint8_t *b, int j, uint32_t h[16]) {
+    kq_fmt<QN_QFORMAT_Q8_0P>::decode(b, j & 3, j >> 2, h);
+}
 
 /* --- fast ---
  * A warp takes a tile of 64 units (2048 weights, 4 KB of fp16) at a time, over a persistent grid.

@@ -94,7 +94,7 @@ qn_status kq_mmvq_quantize_x(const void *x, int64_t n, int64_t K, void *xq, void
 int mq_unit_elems(qn_qformat fmt) {
 #define MQ_CASE(F) \
     if (fmt == QN_QFORMAT_##F) return mq_fmt<QN_QFORMAT_##F>::UE;
-    MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0)
+    MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0) MQ_CASE(Q8_0P)
     MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K) MQ_CASE(Q6_KP)
 #undef MQ_CASE
     return qn_lutq_gpu_is_format(fmt) ? QN_LUTQ_GPU_BLOCK : 0; /* lutq_mmvq.cu */
@@ -111,6 +111,7 @@ mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, in
     case QN_QFORMAT_Q5_0: return mq_instance<QN_QFORMAT_Q5_0>(nt, staged, xs, smem);
     case QN_QFORMAT_Q5_1: return mq_instance<QN_QFORMAT_Q5_1>(nt, staged, xs, smem);
     case QN_QFORMAT_Q8_0: return mq_instance<QN_QFORMAT_Q8_0>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q8_0P: return mq_instance<QN_QFORMAT_Q8_0P>(nt, staged, xs, smem);
     default: return nullptr;
     }
 }
@@ -160,8 +161,13 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #endif
 /* The same two rules for the GPTQ/AWQ blocks LQ4/LQ8 measured 5.5% slower end to end (8B gptq4 tg128 442.0/441.9
  * against 466.5/468.4 t/s, same call, bench/results/gpu-q6kp-2026-12-04.md §5): they stay direct. */
+/* Q8_0P (16-byte loads like Q4_K) takes the two rules; 1 stages it at nt <= 2 always, as Q8_0 (an A/B knob: -D). */
+#ifndef QN_MQ_STAGE_Q80P_ALL
+#define QN_MQ_STAGE_Q80P_ALL 0
+#endif
 static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
-    if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP) && nt <= 2 &&
+    if (QN_MQ_STAGE_Q80P_ALL && fmt == QN_QFORMAT_Q8_0P && nt <= 2) return true;
+    if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) && nt <= 2 &&
         ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
         return true;
     return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&

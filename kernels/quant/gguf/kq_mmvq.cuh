@@ -469,6 +469,21 @@ struct mq_fmt<QN_QFORMAT_Q6_KP> : mq_fmt<QN_QFORMAT_Q6_K> {
     }
 };
 
+/* Q8_0P (device-only, q8_0p.h) — d f16[8] @0 | qs i8[8][32] @16, 272 bytes: Q8_0 block j of the super-block
+ * as d[j], qs[j]. Unit u is Q8_0's unit u (the same 32 elements, the same dot, the same order of sums), its
+ * codes two 16-byte vectors and its scale one 2-byte load (Q8_0's 34-byte blocks: 8 realigned words). */
+template <>
+struct mq_fmt<QN_QFORMAT_Q8_0P> : mq_fmt<QN_QFORMAT_Q8_0> {
+    static constexpr int BB = 272, BE = 256;
+    template <class M>
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 3) * BB;
+        const int j = (int)(u & 7);
+        w.d = mq_f16(M::ld16(b + 2 * j));
+        mq_words_a16<8, M>(b + 16 + 32 * j, w.q);
+    }
+};
+
 /* --- the activation side ---
  * mq_xsrc<F>::blk is what dot() takes for one token and q8 block xb, load() fetches it. By default the q8
  * block of kq_mmvq.h; a format whose weights are no integer codes (LNF4/LFP4, lutq_mmvq.cu) specializes
