@@ -161,12 +161,14 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #endif
 /* The same two rules for the GPTQ/AWQ blocks LQ4/LQ8 measured 5.5% slower end to end (8B gptq4 tg128 442.0/441.9
  * against 466.5/468.4 t/s, same call, bench/results/gpu-q6kp-2026-12-04.md §5): they stay direct. */
-/* Q8_0P (16-byte loads like Q4_K) takes the two rules; 1 stages it at nt <= 2 always, as Q8_0 (an A/B knob: -D). */
-#ifndef QN_MQ_STAGE_Q80P_ALL
-#define QN_MQ_STAGE_Q80P_ALL 0
+/* Q8_0P (16-byte loads like Q4_K) takes the two rules, its small-launch bound QN_MQ_STAGE_Q80P_BYTES (an A/B knob:
+ * -D). Staged at nt <= 2 always, as Q8_0, measured 1.3% slower end to end on the 8B Q8_0 (376.4/374.2 against
+ * 378.5/380.1 t/s; 14336x4096 15.51 -> 17.33 us in a PDL chain, bench/results/gpu-q8_0p-2026-12-04.md). */
+#ifndef QN_MQ_STAGE_Q80P_BYTES
+#define QN_MQ_STAGE_Q80P_BYTES QN_MQ_STAGE_SMALL_BYTES
 #endif
 static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
-    if (QN_MQ_STAGE_Q80P_ALL && fmt == QN_QFORMAT_Q8_0P && nt <= 2) return true;
+    if (fmt == QN_QFORMAT_Q8_0P && nt <= 2 && bytes <= QN_MQ_STAGE_Q80P_BYTES) return true;
     if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) && nt <= 2 &&
         ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
         return true;
