@@ -217,11 +217,12 @@ int qn_tool_apply_device_engine(const char *cmd, const qn_tool_device_opts *o, q
     return 0;
 }
 
-qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, float *logits, qn_error *err) {
+qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, int32_t out_from, float *logits,
+                              qn_error *err) {
     const int32_t saved = w[0];
     if (qn_vocab_add_bos(m->vocab)) w[0] = qn_vocab_bos(m->vocab);
     qn_ctx_reset(ctx);
-    const qn_status st = qn_ctx_eval(ctx, w, n, 0, true, logits, err);
+    const qn_status st = qn_ctx_eval_from(ctx, w, n, 0, out_from, logits, err);
     w[0] = saved;
     return st;
 }

@@ -32,8 +32,10 @@ int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out);
 #include "exec/context.h"
 #include "exec/engine.h"
 /* Evaluates one llama.cpp-style window w[n] from an empty cache (perplexity, imatrix): w[0] replaced
- * by BOS for the call when the vocab adds one; all logits into logits[n][n_vocab]. */
-qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, float *logits, qn_error *err);
+ * by BOS for the call when the vocab adds one; the logits of rows [out_from, n) into logits[n][n_vocab] (the rows
+ * before are not computed, as llama-perplexity asks only for the rows it scores). */
+qn_status qn_tool_eval_window(qn_ctx *ctx, const qn_model *m, int32_t *w, int32_t n, int32_t out_from, float *logits,
+                              qn_error *err);
 
 /* --device / --no-cuda-graphs / --profile-steps, shared by run, bench, perplexity, logits. */
 typedef struct qn_tool_device_opts {

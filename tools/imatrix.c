@@ -98,7 +98,7 @@ int qn_cmd_imatrix(int argc, char **argv) {
     for (int i = 0; i < n_chunk; i++) {
         int32_t *w = tokens + (int64_t)i * n_ctx;
         /* all logits: llama-imatrix asks for every output row (the output norm sees every token) */
-        const qn_status st = qn_tool_eval_window(ctx, m, w, n_ctx, logits, &err);
+        const qn_status st = qn_tool_eval_window(ctx, m, w, n_ctx, 0, logits, &err);
         if (st != QN_OK || col.st != QN_OK) {
             fprintf(stderr, "quern imatrix: %s\n", st != QN_OK ? err.msg : qn_status_str(col.st));
             goto done;

@@ -106,7 +106,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     int64_t count = 0;
     for (int i = 0; i < n_chunk; i++) {
         int32_t *w = tokens + (int64_t)i * n_ctx;
-        if (qn_tool_eval_window(ctx, m, w, n_ctx, logits, &err) != QN_OK) {
+        if (qn_tool_eval_window(ctx, m, w, n_ctx, first, logits, &err) != QN_OK) {
             fprintf(stderr, "quern perplexity: %s\n", err.msg);
             goto done;
         }

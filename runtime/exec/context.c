@@ -82,13 +82,14 @@ static qn_status check_eval(const qn_ctx *c, int32_t n, int32_t pos0, qn_error *
 }
 
 /* Step arrays for tokens [done, done + step) of a call starting at pos0; returns n_out. */
-static int32_t build_step(qn_ctx *c, const int32_t *tokens, int32_t step, int32_t pos0, bool all_rows, bool last,
+/* rows_from: the step's rows from it on get logits (>= step: none but the last one of the last step) */
+static int32_t build_step(qn_ctx *c, const int32_t *tokens, int32_t step, int32_t pos0, int32_t rows_from, bool last,
                           qn_fwd_batch *b) {
     int32_t n_out = 0;
     for (int32_t i = 0; i < step; i++) {
         c->pos[i] = pos0 + i;
         c->slot[i] = c->pos[i]; /* identity block table: slot == position */
-        if (all_rows || (last && i == step - 1)) c->rows[n_out++] = i;
+        if (i >= rows_from || (last && i == step - 1)) c->rows[n_out++] = i;
     }
     *b = (qn_fwd_batch){.n_tokens = step, .tokens = tokens, .positions = c->pos, .seq_idx = c->seq,
                         .slot_mapping = c->slot, .n_seqs = 1, .block_tables = c->block_table,
@@ -96,22 +97,37 @@ static int32_t build_step(qn_ctx *c, const int32_t *tokens, int32_t step, int32_
     return n_out;
 }
 
-qn_status qn_ctx_eval(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, bool all_logits, float *logits,
-                      qn_error *err) {
+/* out_from < 0: the last row's logits only, into logits[0]; else rows [out_from, n) into logits[row]. */
+static qn_status eval_rows(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, int32_t out_from, float *logits,
+                           qn_error *err) {
     qn_status st = check_eval(c, n, pos0, err);
     if (st != QN_OK) return st;
     const int32_t n_vocab = c->m->cfg.n_vocab;
     for (int32_t done = 0; done < n;) {
         const int32_t step = n - done < c->p.n_batch ? n - done : c->p.n_batch;
+        const int32_t from = out_from < 0 ? step : out_from > done ? out_from - done : 0; /* within this step */
         qn_fwd_batch b;
-        const int32_t n_out = build_step(c, tokens + done, step, pos0 + done, all_logits, done + step == n, &b);
-        float *dst = logits ? logits + (all_logits ? (int64_t)done * n_vocab : 0) : NULL;
+        const int32_t n_out = build_step(c, tokens + done, step, pos0 + done, from, done + step == n, &b);
+        float *dst = logits ? logits + (out_from >= 0 ? (int64_t)(done + (from < step ? from : step - 1)) * n_vocab : 0)
+                            : NULL;
         if (!dst && n_out) return qn_error_set(err, QN_ERR_INVALID_ARG, "context: logits buffer is NULL");
         if ((st = qn_backend_forward(c->be, &b, dst, err)) != QN_OK) return st;
         done += step;
         c->n_past = pos0 + done;
     }
     return QN_OK;
+}
+
+qn_status qn_ctx_eval(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, bool all_logits, float *logits,
+                      qn_error *err) {
+    return eval_rows(c, tokens, n, pos0, all_logits ? 0 : -1, logits, err);
+}
+
+qn_status qn_ctx_eval_from(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, int32_t out_from, float *logits,
+                           qn_error *err) {
+    if (out_from < 0 || out_from >= n)
+        return qn_error_set(err, QN_ERR_INVALID_ARG, "context: logits from row %d of %d", out_from, n);
+    return eval_rows(c, tokens, n, pos0, out_from, logits, err);
 }
 
 qn_status qn_ctx_eval_prompt_sample(qn_ctx *c, const int32_t *tokens, int32_t n, const qn_sample_row_params *p,
@@ -123,7 +139,7 @@ qn_status qn_ctx_eval_prompt_sample(qn_ctx *c, const int32_t *tokens, int32_t n,
         const int32_t step = n - done < c->p.n_batch ? n - done : c->p.n_batch;
         const bool last = done + step == n;
         qn_fwd_batch b;
-        build_step(c, tokens + done, step, pos0 + done, false, last, &b);
+        build_step(c, tokens + done, step, pos0 + done, step, last, &b);
         st = last ? qn_backend_forward_sample(c->be, &b, p, out, err) : qn_backend_forward(c->be, &b, NULL, err);
         if (st != QN_OK) return st;
         done += step;

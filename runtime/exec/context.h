@@ -42,6 +42,10 @@ void qn_ctx_destroy(qn_ctx *c);
  * logits: [n][n_vocab] when all_logits, else [1][n_vocab] for the last token. */
 qn_status qn_ctx_eval(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, bool all_logits, float *logits,
                       qn_error *err);
+/* As qn_ctx_eval with all_logits, but only rows [out_from, n) get logits, into logits[out_from..n) of [n][n_vocab]
+ * (the rows before are not written; the LM head runs for the wanted rows only). 0 <= out_from < n. */
+qn_status qn_ctx_eval_from(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t pos0, int32_t out_from, float *logits,
+                           qn_error *err);
 /* One decode step of the token at pos0 that samples on the device (CUDA backends only; see
  * qn_backend_samples_on_device): *token gets the sampled id. */
 qn_status qn_ctx_eval_sample(qn_ctx *c, int32_t token, int32_t pos0, const qn_sample_row_params *p, int32_t *out,

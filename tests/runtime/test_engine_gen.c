@@ -1,13 +1,15 @@
 /* test_engine_gen.c — the serving engine's per-request generation options on the real default model
  * (skipped when it is absent): logit_bias, min_tokens (EOS and stop_token_ids masked), stop strings with and
  * without include_stop_str_in_output (and ignored before min_tokens), render_special, and the UTF-8 tail
- * flushed as U+FFFD at the end.
+ * flushed as U+FFFD at the end. Also qn_ctx_eval_from, the context call that perplexity uses (logits of the
+ * scored rows only).
  * Logit biases of +100 make the outcome independent of the model's numerics. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "exec/context.h"
 #include "exec/engine.h"
 #include "harness.h"
 #include "model/model.h"
@@ -231,6 +233,41 @@ static void test_bad_params(void **state) {
     assert_int_equal(qn_engine_submit(g_eng, prompt, 2, &p, on_event, NULL, &id, &err), QN_ERR_INVALID_ARG);
 }
 
+/* qn_ctx_eval_from: rows [from, n) are qn_ctx_eval's all-logits rows bit for bit, in one step and across steps
+ * (n_batch 4: from at the start, inside the second step, in the last step); the rows before keep their poison; a from
+ * outside [0, n) is refused. */
+static void test_ctx_eval_from(void **state) {
+    (void)state;
+    enum { N = 11 };
+    const int32_t toks[N] = {1, 504, 3458, 282, 4649, 314, 7, 2000, 13, 42, 99};
+    const size_t V = (size_t)g_model->cfg.n_vocab;
+    float *all = malloc(sizeof(float) * N * V), *part = malloc(sizeof(float) * N * V);
+    assert_true(all && part);
+    for (int nb = 0; nb < 2; nb++) {
+        qn_ctx_params cp = qn_ctx_params_default();
+        cp.n_ctx = 32, cp.n_batch = nb ? 4 : 32, cp.n_threads = 2;
+        qn_ctx *ctx = NULL;
+        qn_error err = {0};
+        assert_int_equal(qn_ctx_create(g_model, &cp, &ctx, &err), QN_OK);
+        assert_int_equal(qn_ctx_eval(ctx, toks, N, 0, true, all, &err), QN_OK);
+        for (int from = 0; from < N; from += 5) {
+            memset(part, 0xFF, sizeof(float) * N * V);
+            qn_ctx_reset(ctx);
+            assert_int_equal(qn_ctx_eval_from(ctx, toks, N, 0, from, part, &err), QN_OK);
+            assert_int_equal(qn_ctx_n_past(ctx), N);
+            assert_memory_equal(part + from * V, all + from * V, sizeof(float) * (N - from) * V);
+            const uint8_t *b = (const uint8_t *)part;
+            for (size_t i = 0; i < sizeof(float) * from * V; i++)
+                if (b[i] != 0xFF) fail_msg("n_batch %d from %d: row %zu written", cp.n_batch, from, i / (4 * V));
+        }
+        qn_ctx_reset(ctx);
+        assert_int_equal(qn_ctx_eval_from(ctx, toks, N, 0, N, part, &err), QN_ERR_INVALID_ARG);
+        assert_int_equal(qn_ctx_eval_from(ctx, toks, N, 0, -1, part, &err), QN_ERR_INVALID_ARG);
+        qn_ctx_destroy(ctx);
+    }
+    free(all), free(part);
+}
+
 static int setup(void **state) {
     (void)state;
     const char *path = qn_test_default_model();
@@ -260,6 +297,7 @@ int main(void) {
         cmocka_unit_test(test_logit_bias),     cmocka_unit_test(test_min_tokens),
         cmocka_unit_test(test_stop_strings),   cmocka_unit_test(test_render_special),
         cmocka_unit_test(test_utf8_tail_flush), cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_ctx_eval_from),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
