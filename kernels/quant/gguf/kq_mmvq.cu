@@ -159,8 +159,6 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #ifndef QN_MQ_STAGE_LONG_K
 #define QN_MQ_STAGE_LONG_K 8192
 #endif
-/* The same two rules for the GPTQ/AWQ blocks LQ4/LQ8 measured 5.5% slower end to end (8B gptq4 tg128 442.0/441.9
- * against 466.5/468.4 t/s, same call, bench/results/gpu-q6kp-2026-12-04.md §5): they stay direct. */
 /* Q8_0P (16-byte loads like Q4_K) takes the two rules, with a larger small-launch bound: 32 MiB stages the 8B
  * attention launches (q+k+v 25.5 MiB, o 17 MiB; 4096x4096 6.28 -> 5.61 us in a PDL chain) and measured 0.8% faster
  * end to end on the 8B Q8_0 than 8 MiB (383.1/382.2 against 380.1/379.0 t/s; 20 MiB, o alone: 376.2/378.4). Staged
@@ -169,6 +167,8 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
 #ifndef QN_MQ_STAGE_Q80P_BYTES
 #define QN_MQ_STAGE_Q80P_BYTES (32 << 20)
 #endif
+/* The same two rules for the GPTQ/AWQ blocks LQ4/LQ8 measured 5.5% slower end to end (8B gptq4 tg128 442.0/441.9
+ * against 466.5/468.4 t/s, same call, bench/results/gpu-q6kp-2026-12-04.md §5): they stay direct. */
 static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
     if (fmt == QN_QFORMAT_Q8_0P && nt <= 2 && bytes <= QN_MQ_STAGE_Q80P_BYTES) return true;
     if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) && nt <= 2 &&
