@@ -19,16 +19,32 @@ py="$QN_VENV/bin/python"
 # llama-cpp-python built from source for this CPU (qn_ggml_cpu_args: native ISA, never AMX); the stamp
 # records the package and flags it was built with, and a venv built otherwise is rebuilt. LLAVA_BUILD=OFF: the
 # multimodal library (tools/mtmd) is imported only by llava chat handlers, which no test uses; it is minutes
-# of the CI's 2-core build
-ggml_args="$(qn_ggml_cpu_args) -DLLAVA_BUILD=OFF"
+# of the CI's 2-core build. LLAMA_BUILD_COMMON=OFF: llama.cpp's common library (argument parsing, chat
+# templates; libllama-common) is not loaded by the Python package (it loads libllama and ggml only), and it was
+# ~175 s of the 425 s build on a 2-core machine. llama-cpp-python forces it on in its CMakeLists.txt, so the build
+# runs from the sdist (fetch_testdata.sh) with that one line turned off; where the line is not found, the sdist
+# builds as it is.
+ggml_args="$(qn_ggml_cpu_args) -DLLAVA_BUILD=OFF -DLLAMA_BUILD_COMMON=OFF"
 stamp="$QN_VENV/.llamacpp-build"
 if ! "$py" -c "import llama_cpp" 2>/dev/null || [ "$(cat "$stamp" 2>/dev/null)" != "$QN_LLAMACPP_PKG $ggml_args" ]; then
   echo "setup_venv: building $QN_LLAMACPP_PKG from source (a few minutes; $ggml_args)..."
   "$py" -m pip install -q scikit-build-core cmake ninja
   "$py" -m pip uninstall -q -y llama-cpp-python >/dev/null 2>&1 || true
+  src=$(mktemp -d)
+  sdist=$(ls "$QN_CACHE"/sdist/llama_cpp_python-"${QN_LLAMACPP_PKG#*==}".tar.gz 2>/dev/null || true)
+  [ -n "$sdist" ] || "$QN_SYS_PY" -m pip download -q --no-deps --no-binary :all: "$QN_LLAMACPP_PKG" -d "$src"
+  tar xzf "${sdist:-$(ls "$src"/llama_cpp_python-*.tar.gz)}" -C "$src"
+  dir=$(ls -d "$src"/llama_cpp_python-*/)
+  force='set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)'
+  if grep -qF "$force" "$dir/CMakeLists.txt"; then
+    "$QN_SYS_PY" -c 'import sys; p, s = sys.argv[1:]; t = open(p).read()
+open(p, "w").write(t.replace(s, "# (setup_venv.sh: LLAMA_BUILD_COMMON left to CMAKE_ARGS)"))' "$dir/CMakeLists.txt" "$force"
+  else
+    echo "setup_venv: $QN_LLAMACPP_PKG's CMakeLists.txt does not force LLAMA_BUILD_COMMON as expected: built as it is"
+  fi
   # --no-cache-dir: pip's wheel cache knows the version, not the flags it was built with
-  CMAKE_ARGS="$ggml_args" "$py" -m pip install -q --no-build-isolation --no-binary llama-cpp-python \
-    --no-cache-dir "$QN_LLAMACPP_PKG"
+  CMAKE_ARGS="$ggml_args" "$py" -m pip install -q --no-build-isolation --no-cache-dir "$dir"
+  rm -rf "$src"
   "$py" -c "import llama_cpp"
   echo "$QN_LLAMACPP_PKG $ggml_args" >"$stamp"
 fi

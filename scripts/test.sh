@@ -5,18 +5,29 @@
 set -euo pipefail
 here="$(dirname "$0")"
 source "$here/common.sh"
-bash "$here/install_deps.sh"
-bash "$here/fetch_model.sh"
-bash "$here/fetch_testdata.sh"
-bash "$here/setup_venv.sh"
+t_all=$(date +%s)
+# step NAME CMD...: runs CMD and says how long it took (the CI log's time budget, step by step)
+step() {
+  local name=$1 t=$(date +%s) r=0
+  shift
+  "$@" || r=$?
+  echo "test.sh: $name took $(( $(date +%s) - t )) s (rc $r)"
+  return $r
+}
+step install_deps bash "$here/install_deps.sh"
+step fetch_model bash "$here/fetch_model.sh"
+step fetch_testdata bash "$here/fetch_testdata.sh"
+step setup_venv bash "$here/setup_venv.sh"
 jobs="$(nproc)"
-bash "$here/build.sh" "$QN_BUILD"
-bash "$here/build.sh" "$QN_ROOT/build-asan" -DQN_SANITIZE=ON -DQN_CPU_ONLY=ON
+step build_release bash "$here/build.sh" "$QN_BUILD"
+step build_asan bash "$here/build.sh" "$QN_ROOT/build-asan" -DQN_SANITIZE=ON -DQN_CPU_ONLY=ON
 rc=0
 echo "=== ctest: ASan+UBSan build (labels cpu, excluding slow/peer) ==="
-ASAN_OPTIONS=detect_leaks=1 ctest --test-dir "$QN_ROOT/build-asan" -L cpu -LE 'slow|peer' -j"$jobs" --output-on-failure || rc=1
+ASAN_OPTIONS=detect_leaks=1 step ctest_asan ctest --test-dir "$QN_ROOT/build-asan" -L cpu -LE 'slow|peer' -j"$jobs" \
+  --output-on-failure || rc=1
 echo "=== ctest: Release build (all tests) ==="
 # the llama.cpp parity test compares perplexity on the whole of alice29 (QN_PARITY_PPL_CHUNKS=N: N windows;
 # llama.cpp's side from tests/fixtures/llamacpp/ppl_alice29.json, 3 windows live; QN_PARITY_PPL_LIVE=1: all live)
-ctest --test-dir "$QN_BUILD" -j"$jobs" --output-on-failure || rc=1
+step ctest_release ctest --test-dir "$QN_BUILD" -j"$jobs" --output-on-failure || rc=1
+echo "test.sh: all steps took $(( $(date +%s) - t_all )) s"
 exit $rc
