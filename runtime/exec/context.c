@@ -105,11 +105,11 @@ static qn_status eval_rows(qn_ctx *c, const int32_t *tokens, int32_t n, int32_t 
     const int32_t n_vocab = c->m->cfg.n_vocab;
     for (int32_t done = 0; done < n;) {
         const int32_t step = n - done < c->p.n_batch ? n - done : c->p.n_batch;
-        const int32_t from = out_from < 0 ? step : out_from > done ? out_from - done : 0; /* within this step */
+        /* the step's first row with logits, in [0, step] (step: none but the call's last row) */
+        const int32_t from = out_from < 0 || out_from - done >= step ? step : out_from > done ? out_from - done : 0;
         qn_fwd_batch b;
         const int32_t n_out = build_step(c, tokens + done, step, pos0 + done, from, done + step == n, &b);
-        float *dst = logits ? logits + (out_from >= 0 ? (int64_t)(done + (from < step ? from : step - 1)) * n_vocab : 0)
-                            : NULL;
+        float *dst = logits ? logits + (out_from >= 0 ? (int64_t)(done + from) * n_vocab : 0) : NULL;
         if (!dst && n_out) return qn_error_set(err, QN_ERR_INVALID_ARG, "context: logits buffer is NULL");
         if ((st = qn_backend_forward(c->be, &b, dst, err)) != QN_OK) return st;
         done += step;
