@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite: dependencies, model, peer venv (gguf-py, llama-cpp-python, openai,
-# litellm), a Release build and an ASan+UBSan build, then ctest. GPU tests (label gpu) skip without
+# litellm), a Release build and an ASan+UBSan build, then ctest; then the arm64 NEON kernels under qemu
+# (scripts/test_neon.sh). GPU tests (label gpu) skip without
 # a GPU; run them on a GPU machine with bench/gpu_check.sh.
 set -euo pipefail
 here="$(dirname "$0")"
@@ -40,5 +41,8 @@ echo "=== ctest: Release build (all tests) ==="
 # the llama.cpp parity test compares perplexity on the whole of alice29 (QN_PARITY_PPL_CHUNKS=N: N windows;
 # llama.cpp's side from tests/fixtures/llamacpp/ppl_alice29.json, 3 windows live; QN_PARITY_PPL_LIVE=1: all live)
 step ctest_release ctest --test-dir "$QN_BUILD" -j"$jobs" --output-on-failure || rc=1
+# the arm64 NEON kernels: an aarch64 cross build of the kernels, the runtime and their C tests, label neon under
+# qemu-aarch64 (installs the cross compiler and qemu-user; about a minute and a half once they are there)
+step test_neon bash "$here/test_neon.sh" || rc=1
 echo "test.sh: all steps took $(( $(date +%s) - t_all )) s"
 exit $rc

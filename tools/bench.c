@@ -133,7 +133,7 @@ int qn_cmd_bench(int argc, char **argv) {
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
         {"batch-size", NULL, 'b', QN_ARG_INT, &n_batch, "max tokens per forward step (2048)"},
         {"output", NULL, 'o', QN_ARG_STR, &out_fmt, "md | csv | json | jsonl"},
-        {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };

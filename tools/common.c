@@ -90,7 +90,8 @@ char *qn_tool_read_text(const char *cmd, const char *path, size_t *len) {
 int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out) {
     static const struct { const char *n; qn_cpu_isa isa; } names[] = {
         {"auto", QN_CPU_ISA_AUTO}, {"scalar", QN_CPU_ISA_SCALAR}, {"avx2", QN_CPU_ISA_AVX2},
-        {"avx512", QN_CPU_ISA_AVX512}, {"neon", QN_CPU_ISA_NEON}};
+        {"avx512", QN_CPU_ISA_AVX512}, {"neon", QN_CPU_ISA_NEON},
+        {"neon_dotprod", QN_CPU_ISA_NEON_DOTPROD}};
     *out = QN_CPU_ISA_AUTO;
     if (!name) return 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -98,7 +99,7 @@ int qn_tool_parse_isa(const char *cmd, const char *name, qn_cpu_isa *out) {
             *out = names[i].isa;
             return 0;
         }
-    fprintf(stderr, "quern %s: --isa: unknown ISA '%s' (auto, scalar, avx2, avx512, neon)\n", cmd, name);
+    fprintf(stderr, "quern %s: --isa: unknown ISA '%s' (auto, scalar, avx2, avx512, neon, neon_dotprod)\n", cmd, name);
     return -1;
 }
 

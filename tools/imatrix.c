@@ -29,7 +29,7 @@ int qn_cmd_imatrix(int argc, char **argv) {
         {"chunks", NULL, 0, QN_ARG_INT, &n_chunks, "process at most N windows (all)"},
         {"process-output", NULL, 0, QN_ARG_BOOL, &process_output, "also collect output.weight (untied models)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
-        {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);

@@ -50,7 +50,7 @@ int qn_cmd_logits(int argc, char **argv) {
         {"trace", NULL, 0, QN_ARG_STR, &trace, "write each layer's intermediate rows to DIR/<stage>-<layer>.f32"},
         {"greedy", NULL, 0, QN_ARG_INT, &n_greedy, "continue greedily for N tokens (ignores EOS)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads"},
-        {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };

@@ -36,7 +36,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
         {"batch", "batch-size", 'b', QN_ARG_INT, &n_batch, "tokens per forward step (512)"},
         {"chunks", NULL, 0, QN_ARG_INT, &n_chunks, "evaluate at most N windows (all)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
-        {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };

@@ -93,7 +93,7 @@ int qn_cmd_run(int argc, char **argv) {
         {"ctx-size", "max-model-len", 'c', QN_ARG_INT, &o.n_ctx, "context length (4096)"},
         {"ignore-eos", NULL, 0, QN_ARG_BOOL, &o.ignore_eos, "keep generating after end-of-generation tokens"},
         {"token-ids", NULL, 0, QN_ARG_BOOL, &o.token_ids, "print generated token ids on stderr"},
-        {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         QN_TOOL_DEVICE_ARGS(o.dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };

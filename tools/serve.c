@@ -212,7 +212,7 @@ int qn_cmd_serve(int argc, char **argv) {
         {"timeout", NULL, 0, QN_ARG_INT, &o.timeout_s, "keep-alive idle / read timeout in seconds (75)"},
         {"root-path", "api-prefix", 0, QN_ARG_STR, &o.root_path, "path prefix behind a proxy, e.g. /llm"},
         {"allowed-origins", "cors-origins", 0, QN_ARG_STR, &o.cors, "CORS origins: * or a comma list (* without a key)"},
-        {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon"},
+        {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);

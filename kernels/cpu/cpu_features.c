@@ -1,5 +1,5 @@
 /* cpu_features.c — picks the CPU kernel table: CPUID (via __builtin_cpu_supports) decides the best
- * ISA this machine runs and this build compiled; each ISA object exports one filler,
+ * ISA this machine runs and this build compiled (arm64: the hwcaps, getauxval); each ISA object exports one filler,
  * qn_cpu_kernels_fill_<isa> (kernels_table_cpu.c). Reads nothing from the environment: an ISA
  * override reaches us only as an argument (tools/ owns flags and env). */
 #include <string.h>
@@ -21,10 +21,18 @@ void qn_cpu_kernels_fill_avx512(qn_cpu_kernels *k);
 #if defined(QN_HAVE_ISA_NEON)
 void qn_cpu_kernels_fill_neon(qn_cpu_kernels *k);
 #endif
+#if defined(QN_HAVE_ISA_NEON_DOTPROD)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* Linux arm64 hwcap: SDOT/UDOT */
+#endif
+void qn_cpu_kernels_fill_neon_dotprod(qn_cpu_kernels *k);
+#endif
 
 static const char *const QN_CPU_ISA_NAMES[QN_CPU_ISA_COUNT] = {
     [QN_CPU_ISA_AUTO] = "auto", [QN_CPU_ISA_SCALAR] = "scalar", [QN_CPU_ISA_AVX2] = "avx2",
     [QN_CPU_ISA_AVX512] = "avx512", [QN_CPU_ISA_NEON] = "neon",
+    [QN_CPU_ISA_NEON_DOTPROD] = "neon_dotprod",
 };
 
 const char *qn_cpu_isa_name(qn_cpu_isa isa) {
@@ -64,13 +72,17 @@ static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {
     case QN_CPU_ISA_NEON: /* Advanced SIMD is mandatory on arm64 */
         return qn_cpu_kernels_fill_neon;
 #endif
+#if defined(QN_HAVE_ISA_NEON_DOTPROD)
+    case QN_CPU_ISA_NEON_DOTPROD:
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) ? qn_cpu_kernels_fill_neon_dotprod : NULL;
+#endif
     default:
         return NULL;
     }
 }
 
 qn_cpu_isa qn_cpu_isa_detect(void) {
-    static const qn_cpu_isa pref[] = {QN_CPU_ISA_AVX512, QN_CPU_ISA_AVX2, QN_CPU_ISA_NEON};
+    static const qn_cpu_isa pref[] = {QN_CPU_ISA_AVX512, QN_CPU_ISA_AVX2, QN_CPU_ISA_NEON_DOTPROD, QN_CPU_ISA_NEON};
     for (size_t i = 0; i < sizeof pref / sizeof pref[0]; i++)
         if (qn_cpu_isa_filler(pref[i])) return pref[i];
     return QN_CPU_ISA_SCALAR;

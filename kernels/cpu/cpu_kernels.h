@@ -1,4 +1,4 @@
-/* cpu_kernels.h — the CPU kernel set, one function table per ISA (scalar, AVX2, AVX-512, NEON).
+/* cpu_kernels.h — the CPU kernel set, one function table per ISA (scalar, AVX2, AVX-512, NEON, NEON+dotprod).
  * Every *_cpu.c under kernels/ is compiled once per ISA with QN_ISA set, giving suffixed symbols
  * (QN_ISA_FN(qn_vec_dot_q4_0) -> qn_vec_dot_q4_0_avx2); cpu_features.c picks the table once at
  * start-up by CPUID. CPU kernels take a row range and own no threads. */
@@ -20,6 +20,7 @@ typedef enum qn_cpu_isa {
     QN_CPU_ISA_AVX2,
     QN_CPU_ISA_AVX512,
     QN_CPU_ISA_NEON,
+    QN_CPU_ISA_NEON_DOTPROD, /* NEON + the Armv8.2 SDOT/UDOT instructions (FEAT_DotProd) */
     QN_CPU_ISA_COUNT
 } qn_cpu_isa;
 

@@ -1,5 +1,5 @@
 /* isa.h — compile-time helpers for the *_cpu.c files, each compiled once per ISA with QN_ISA set
- * (scalar, avx2, avx512, neon; CMakeLists.txt). QN_ISA_FN(name) pastes the ISA suffix so every ISA
+ * (scalar, avx2, avx512, neon, neon_dotprod; CMakeLists.txt). QN_ISA_FN(name) pastes the ISA suffix so every ISA
  * object exports distinct symbols; QN_SIMD_X86 / QN_SIMD_NEON say which intrinsics may be used.
  * Also declares the per-family table fillers that kernels_table_cpu.c calls. Internal to kernels/cpu
  * and kernels/quant: nothing outside kernels/ includes it. */
@@ -27,7 +27,7 @@
 #if defined(QN_ISA_AVX512)
 #define QN_SIMD_X86_512 1
 #endif
-#if defined(QN_ISA_NEON) && defined(__ARM_NEON)
+#if (defined(QN_ISA_NEON) || defined(QN_ISA_NEON_DOTPROD)) && defined(__ARM_NEON)
 #define QN_SIMD_NEON 1
 #include <arm_neon.h>
 #endif
@@ -50,6 +50,19 @@ static inline float qn_cpu_h2f(uint16_t h) {
     return qn_f16_to_f32(h);
 #endif
 }
+
+#if defined(QN_SIMD_NEON)
+/* acc + Σ of 4 adjacent s8·s8 products per i32 lane (SDOT where the CPU feature is compiled in, else
+ * widening multiplies and pairwise adds); exact integers either way. */
+static inline int32x4_t qn_neon_dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    return vpadalq_s16(acc, vmull_s8(vget_high_s8(a), vget_high_s8(b)));
+#endif
+}
+#endif
 
 /* Per-family fillers (one per *_cpu.c family), each writing its entries of the table. */
 void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k);

@@ -17,7 +17,7 @@
 #elif defined(QN_SIMD_X86)
 #define QN_VEXP_FORM_ISA QN_VEXP_FMA
 #define QN_VEXP_WIDTH_ISA 8
-#elif defined(QN_ISA_NEON)
+#elif defined(QN_SIMD_NEON)
 #define QN_VEXP_FORM_ISA QN_VEXP_FMA /* lanes by the reference (fmaf is one instruction on aarch64) */
 #define QN_VEXP_WIDTH_ISA 4
 #else

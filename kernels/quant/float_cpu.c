@@ -1,7 +1,7 @@
 /* float_cpu.c — F32·F32, F16·F16 and BF16·BF16 dot products and the F32 -> F16/BF16/F32 activation
  * converters, compiled once per ISA. fp16×fp16 and bf16×bf16 products are exact in fp32, so the only
- * rounding is in the sums: the scalar path sums in double, the SIMD paths in 4 independent fp32
- * vectors (ILP for the FMA latency) reduced at the end; n need not be a multiple of anything. */
+ * rounding is in the sums: the scalar path sums in double, the SIMD paths (AVX2, AVX-512, NEON) in 4
+ * independent fp32 vectors (ILP for the FMA latency) reduced at the end; n need not be a multiple of anything. */
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -29,6 +29,27 @@ static void dot_bf16_scalar(int64_t n, float *out, const void *wv, const void *a
     for (int64_t i = 0; i < n; i++) s += (double)(qn_bf16_to_f32(w[i]) * qn_bf16_to_f32(a[i]));
     *out = (float)s;
 }
+
+/* One body for the three element types and every SIMD ISA: 4 accumulators of QN_VW lanes (qn_vf, QN_VFMA(a, b, c)
+ * = a·b + c, ... defined per ISA below, before use), then a scalar tail. */
+#define QN_DEF_DOT_FLOAT(name, T, LOAD, TO_F32)                                              \
+    static void name(int64_t n, float *out, const void *wv, const void *av) {              \
+        const T *w = wv, *a = av;                                                          \
+        qn_vf acc0 = QN_VZERO(), acc1 = QN_VZERO(), acc2 = QN_VZERO(), acc3 = QN_VZERO(); \
+        int64_t i = 0;                                                                     \
+        for (; i + 4 * QN_VW <= n; i += 4 * QN_VW) {                                       \
+            acc0 = QN_VFMA(LOAD(w + i), LOAD(a + i), acc0);                                \
+            acc1 = QN_VFMA(LOAD(w + i + QN_VW), LOAD(a + i + QN_VW), acc1);                \
+            acc2 = QN_VFMA(LOAD(w + i + 2 * QN_VW), LOAD(a + i + 2 * QN_VW), acc2);        \
+            acc3 = QN_VFMA(LOAD(w + i + 3 * QN_VW), LOAD(a + i + 3 * QN_VW), acc3);        \
+        }                                                                                  \
+        for (; i + QN_VW <= n; i += QN_VW) acc0 = QN_VFMA(LOAD(w + i), LOAD(a + i), acc0); \
+        float s = QN_VHSUM(QN_VADD(QN_VADD(acc0, acc1), QN_VADD(acc2, acc3)));             \
+        for (; i < n; i++) s += TO_F32(w[i]) * TO_F32(a[i]);                               \
+        *out = s;                                                                          \
+    }
+
+#define QN_ID_F32(x) (x)
 
 /* ------------------------------------------------------------------ x86: AVX2 and AVX-512 */
 #if defined(QN_SIMD_X86)
@@ -63,25 +84,6 @@ typedef __m256 qn_vf;
     _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
 #endif
 
-/* One body for the three element types: 4 accumulators of QN_VW lanes, then a scalar tail. */
-#define QN_DEF_DOT_FLOAT(name, T, LOAD, TO_F32)                                              \
-    static void name(int64_t n, float *out, const void *wv, const void *av) {              \
-        const T *w = wv, *a = av;                                                          \
-        qn_vf acc0 = QN_VZERO(), acc1 = QN_VZERO(), acc2 = QN_VZERO(), acc3 = QN_VZERO(); \
-        int64_t i = 0;                                                                     \
-        for (; i + 4 * QN_VW <= n; i += 4 * QN_VW) {                                       \
-            acc0 = QN_VFMA(LOAD(w + i), LOAD(a + i), acc0);                                \
-            acc1 = QN_VFMA(LOAD(w + i + QN_VW), LOAD(a + i + QN_VW), acc1);                \
-            acc2 = QN_VFMA(LOAD(w + i + 2 * QN_VW), LOAD(a + i + 2 * QN_VW), acc2);        \
-            acc3 = QN_VFMA(LOAD(w + i + 3 * QN_VW), LOAD(a + i + 3 * QN_VW), acc3);        \
-        }                                                                                  \
-        for (; i + QN_VW <= n; i += QN_VW) acc0 = QN_VFMA(LOAD(w + i), LOAD(a + i), acc0); \
-        float s = QN_VHSUM(QN_VADD(QN_VADD(acc0, acc1), QN_VADD(acc2, acc3)));             \
-        for (; i < n; i++) s += TO_F32(w[i]) * TO_F32(a[i]);                               \
-        *out = s;                                                                          \
-    }
-
-#define QN_ID_F32(x) (x)
 QN_DEF_DOT_FLOAT(dot_f32_x86, float, QN_VLOAD_F32, QN_ID_F32)
 QN_DEF_DOT_FLOAT(dot_f16_x86, uint16_t, QN_VLOAD_F16, qn_cpu_h2f)
 QN_DEF_DOT_FLOAT(dot_bf16_x86, uint16_t, QN_VLOAD_BF16, qn_bf16_to_f32)
@@ -120,6 +122,50 @@ static void from_float_bf16_x86(const float *x, void *dst, int64_t n) {
 
 #endif /* QN_SIMD_X86 */
 
+/* ------------------------------------------------------------------ arm64 NEON */
+#if defined(QN_SIMD_NEON)
+
+#define QN_VW 4
+typedef float32x4_t qn_vf;
+#define QN_VZERO() vdupq_n_f32(0.0f)
+#define QN_VFMA(a, b, c) vfmaq_f32(c, a, b)
+#define QN_VADD(a, b) vaddq_f32(a, b)
+#define QN_VHSUM(v) vaddvq_f32(v)
+#define QN_VLOAD_F32(p) vld1q_f32(p)
+#define QN_VLOAD_F16(p) vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)))
+#define QN_VLOAD_BF16(p) vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16))
+
+QN_DEF_DOT_FLOAT(dot_f32_neon, float, QN_VLOAD_F32, QN_ID_F32)
+QN_DEF_DOT_FLOAT(dot_f16_neon, uint16_t, QN_VLOAD_F16, qn_cpu_h2f)
+QN_DEF_DOT_FLOAT(dot_bf16_neon, uint16_t, QN_VLOAD_BF16, qn_bf16_to_f32)
+
+/* F32 -> F16 (FCVTN: round to nearest even under the default FPCR, as half.h; NaN payloads may differ). */
+static void from_float_f16_neon(const float *x, void *dst, int64_t n) {
+    uint16_t *y = dst;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+    for (; i < n; i++) y[i] = qn_f32_to_f16(x[i]);
+}
+
+/* F32 -> BF16, round to nearest even on the bit pattern; NaN -> quiet NaN (same as half.h). */
+static void from_float_bf16_neon(const float *x, void *dst, int64_t n) {
+    uint16_t *y = dst;
+    const uint32x4_t one = vdupq_n_u32(1), bias = vdupq_n_u32(0x7fff), quiet = vdupq_n_u32(0x40);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const uint32x4_t u = vreinterpretq_u32_f32(v);
+        const uint32x4_t lsb = vandq_u32(vshrq_n_u32(u, 16), one);
+        const uint32x4_t rn = vshrq_n_u32(vaddq_u32(u, vaddq_u32(bias, lsb)), 16);
+        const uint32x4_t qn = vorrq_u32(vshrq_n_u32(u, 16), quiet);
+        const uint32x4_t isnum = vceqq_f32(v, v);
+        vst1_u16(y + i, vmovn_u32(vbslq_u32(isnum, rn, qn)));
+    }
+    for (; i < n; i++) y[i] = qn_f32_to_bf16(x[i]);
+}
+
+#endif /* QN_SIMD_NEON */
+
 /* ------------------------------------------------------------------ table */
 
 void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k) {
@@ -135,5 +181,11 @@ void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k) {
     k->vec_dot[QN_QFORMAT_BF16] = dot_bf16_x86;
     k->from_float[QN_QFORMAT_F16] = from_float_f16_x86;
     k->from_float[QN_QFORMAT_BF16] = from_float_bf16_x86;
+#elif defined(QN_SIMD_NEON)
+    k->vec_dot[QN_QFORMAT_F32] = dot_f32_neon;
+    k->vec_dot[QN_QFORMAT_F16] = dot_f16_neon;
+    k->vec_dot[QN_QFORMAT_BF16] = dot_bf16_neon;
+    k->from_float[QN_QFORMAT_F16] = from_float_f16_neon;
+    k->from_float[QN_QFORMAT_BF16] = from_float_bf16_neon;
 #endif
 }

@@ -7,7 +7,8 @@
  * (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values via cvt
  * (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes 8 per load (+ gather for a general
  * table). Per group the vector partial is scaled into the row accumulator (one horizontal sum per row).
- * NEON and scalar builds use the scalar loop. */
+ * NEON decodes a 16-column block the same way from one 8-byte load (& 15 / >> 4, then widening conversions,
+ * or TBL over the 16-entry table's 64 bytes), 4 lanes per vector. The scalar build runs a plain loop. */
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -20,13 +21,18 @@ typedef struct lutq_seg {
     int64_t g, j0, j1; /* group, kernel columns [j0, j1) inside the chunk */
 } lutq_seg;
 
-#if !defined(QN_SIMD_X86)
+/* the code of column j in a row's code bytes (4-bit: the nibble layout of lutq.h) */
+static inline uint32_t code_at(const uint8_t *codes, int bits4, int64_t j) {
+    return bits4 ? (uint32_t)(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u : codes[j];
+}
+
+#if !defined(QN_SIMD_X86) && !defined(QN_SIMD_NEON)
 /* d[t] = Σ_{j in [j0, j1)} lut[code j]·x_t[j − j0] for t < nt; codes: the row's code bytes. */
 static void seg_dot_scalar(const qn_lutq_weight *w, const uint8_t *codes, int64_t j0, int64_t j1,
                            const float *const *xr, int nt, float *d) {
     float acc[QN_LUTQ_TB] = {0};
     for (int64_t j = j0; j < j1; j++) {
-        const uint32_t c = w->code_bits == 8 ? codes[j] : (uint32_t)(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u;
+        const uint32_t c = code_at(codes, w->code_bits == 4, j);
         const float v = w->lut[c];
         for (int t = 0; t < nt; t++) acc[t] += v * xr[t][j - j0];
     }
@@ -88,7 +94,7 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
         if (bits4) {
             /* scalar up to the next 16-column block, then one 8-byte load per block */
             for (; (j & 15) && j < j1; j++) {
-                const float v = lut[(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u];
+                const float v = lut[code_at(codes, 1, j)];
                 for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
             }
             if (nt == 1) {
@@ -126,7 +132,7 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
         }
 #undef QN_LUTQ_FMA8
         for (; j < j1; j++) {
-            const float v = lut[bits4 ? (uint32_t)(codes[qn_lutq_nib_byte(j)] >> qn_lutq_nib_shift(j)) & 15u : codes[j]];
+            const float v = lut[code_at(codes, bits4, j)];
             for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
         }
         const float sg = sc[seg[s].g];
@@ -139,6 +145,99 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
             for (int t = 0; t < nt; t++) sacc[t] += sg * hs[t];
     }
     for (int t = 0; t < nt; t++) out[t] = hsum8(acc[t]) + sacc[t];
+}
+#endif
+
+#if defined(QN_SIMD_NEON)
+/* 4-bit codes of one 16-column block (8 bytes at p) -> 16 values in 4 vectors of 4 columns. Identity tables
+ * convert the codes; a 16-entry table is read with TBL over its 64 bytes: the byte index of column c is
+ * 4·code + (byte of the float), built by replicating each 4·code over its 4 byte lanes. */
+QN_INLINE void dec16_nib(const uint8_t *p, int ident, const uint8x16x4_t *lutb, float32x4_t v[4]) {
+    const uint8x8_t b = vld1_u8(p);
+    const uint8x16_t c = vcombine_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8(b, 4)); /* columns 0..15 */
+    if (ident) {
+        const uint16x8_t c0 = vmovl_u8(vget_low_u8(c)), c1 = vmovl_u8(vget_high_u8(c));
+        v[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c0)));
+        v[1] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c0)));
+        v[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c1)));
+        v[3] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c1)));
+        return;
+    }
+    static const uint8_t rep[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
+    static const uint8_t byte[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    const uint8x16_t c4 = vshlq_n_u8(c, 2), r = vld1q_u8(rep), by = vld1q_u8(byte);
+    for (int q = 0; q < 4; q++) {
+        const uint8x16_t idx = vaddq_u8(vqtbl1q_u8(c4, vaddq_u8(r, vdupq_n_u8((uint8_t)(4 * q)))), by);
+        v[q] = vreinterpretq_f32_u8(vqtbl4q_u8(*lutb, idx));
+    }
+}
+
+/* 8-bit codes of 16 columns -> 16 values (identity: conversion; else the table, element by element). */
+QN_INLINE void dec16_byte(const uint8_t *p, int ident, const float *lut, float32x4_t v[4]) {
+    if (ident) {
+        const uint8x16_t c = vld1q_u8(p);
+        const uint16x8_t c0 = vmovl_u8(vget_low_u8(c)), c1 = vmovl_u8(vget_high_u8(c));
+        v[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c0)));
+        v[1] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c0)));
+        v[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c1)));
+        v[3] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c1)));
+        return;
+    }
+    float t[16];
+    for (int i = 0; i < 16; i++) t[i] = lut[p[i]];
+    for (int q = 0; q < 4; q++) v[q] = vld1q_f32(t + 4 * q);
+}
+
+/* One weight row against nt tokens over the chunk's segments, as row_x86: per segment a vector partial
+ * Σ lut·x (16-column blocks, two partial chains per token), folded into a 4-lane row accumulator with the
+ * group scale; odd heads and tails and the zero-point term go to a scalar accumulator. */
+static void row_neon(const qn_lutq_weight *w, const uint8_t *codes, const lutq_seg *seg, int n_seg, int64_t c0,
+                     const float *const *xc, const float (*gsum)[QN_LUTQ_CHUNK], int nt, const float *sc,
+                     const float *zr, float *out) {
+    const int bits4 = w->code_bits == 4, ident = w->lut_identity;
+    const float *lut = w->lut;
+    const uint8x16x4_t lutb = {{vld1q_u8((const uint8_t *)lut), vld1q_u8((const uint8_t *)lut + 16),
+                                vld1q_u8((const uint8_t *)lut + 32), vld1q_u8((const uint8_t *)lut + 48)}};
+    float32x4_t acc[QN_LUTQ_TB];
+    float sacc[QN_LUTQ_TB] = {0};
+    for (int t = 0; t < QN_LUTQ_TB; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int s = 0; s < n_seg; s++) {
+        const int64_t j1 = seg[s].j1;
+        int64_t j = seg[s].j0;
+        float hs[QN_LUTQ_TB] = {0};
+        float32x4_t pa[QN_LUTQ_TB], pb[QN_LUTQ_TB];
+        for (int t = 0; t < QN_LUTQ_TB; t++) pa[t] = pb[t] = vdupq_n_f32(0.0f);
+        /* scalar up to the next 16-column block (4-bit codes come in blocks of 16) */
+        if (bits4)
+            for (; (j & 15) && j < j1; j++) {
+                const float v = lut[code_at(codes, 1, j)];
+                for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
+            }
+        for (; j + 16 <= j1; j += 16) {
+            float32x4_t v[4];
+            if (bits4) dec16_nib(codes + (j >> 4) * 8, ident, &lutb, v);
+            else dec16_byte(codes + j, ident, lut, v);
+            for (int t = 0; t < nt; t++) {
+                const float *x = xc[t] + (j - c0);
+                pa[t] = vfmaq_f32(pa[t], v[0], vld1q_f32(x));
+                pb[t] = vfmaq_f32(pb[t], v[1], vld1q_f32(x + 4));
+                pa[t] = vfmaq_f32(pa[t], v[2], vld1q_f32(x + 8));
+                pb[t] = vfmaq_f32(pb[t], v[3], vld1q_f32(x + 12));
+            }
+        }
+        for (; j < j1; j++) {
+            const float v = lut[code_at(codes, bits4, j)];
+            for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
+        }
+        const float sg = sc[seg[s].g];
+        for (int t = 0; t < nt; t++) acc[t] = vfmaq_n_f32(acc[t], vaddq_f32(pa[t], pb[t]), sg);
+        if (zr) {
+            const float z = zr[seg[s].g];
+            for (int t = 0; t < nt; t++) sacc[t] += sg * (hs[t] - z * gsum[t][s]);
+        } else
+            for (int t = 0; t < nt; t++) sacc[t] += sg * hs[t];
+    }
+    for (int t = 0; t < nt; t++) out[t] = vaddvq_f32(acc[t]) + sacc[t];
 }
 #endif
 
@@ -182,6 +281,8 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                 float acc[QN_LUTQ_TB] = {0};
 #if defined(QN_SIMD_X86)
                 row_x86(w, codes, seg, n_seg, c0, xc, (const float(*)[QN_LUTQ_CHUNK])gsum, nt, sc, zr, acc);
+#elif defined(QN_SIMD_NEON)
+                row_neon(w, codes, seg, n_seg, c0, xc, (const float(*)[QN_LUTQ_CHUNK])gsum, nt, sc, zr, acc);
 #else
                 for (int s = 0; s < n_seg; s++) {
                     const float *xr[QN_LUTQ_TB];

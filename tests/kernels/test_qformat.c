@@ -1,5 +1,6 @@
 /* test_qformat.c — traits table sanity: block sizes equal the struct sizes, ggml ids map both ways,
  * names parse case-insensitively, row sizes, vec_dot_type as in llama.cpp's CPU backend. */
+/* QN_TEST_LABELS: cpu neon (scripts/test_neon.sh runs the neon label under qemu-aarch64) */
 #include "harness.h"
 
 #include <string.h>

@@ -5,6 +5,7 @@
  * a random permutation, 4- and 8-bit codes, identity and 16/256-entry tables, with and without zero points).
  * Tolerance: |y − ref| ≤ 2e-6·Σ_k scale·(|lut[c]| + |zero|)·|x[k]| + 1e-12 — fp32 sums over ≤ 1024-column chunks
  * with per-group partial sums (measured max printed at the end, ~1e-7). */
+/* QN_TEST_LABELS: cpu neon (scripts/test_neon.sh runs the neon label under qemu-aarch64) */
 #include "harness.h"
 
 #include <math.h>

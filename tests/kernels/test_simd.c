@@ -15,6 +15,7 @@
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
  *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx.
  * Measured errors (in fp32 ulps of Σ|w·a|) are printed per ISA and format. */
+/* QN_TEST_LABELS: cpu neon (scripts/test_neon.sh runs the neon label under qemu-aarch64) */
 #include "harness.h"
 
 #include <math.h>

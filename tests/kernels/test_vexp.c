@@ -10,6 +10,7 @@
  *             leftover elements in libm), and silu·u is within 4 ulp-ish of the double reference.
  * Which form each ISA uses is the peer's choice (llama.cpp's ggml CPU backend): AVX-512 SCALEF, AVX2 and
  * NEON FMA, scalar libm. Agreement with the peer itself is test_llamacpp_parity's job. */
+/* QN_TEST_LABELS: cpu neon (scripts/test_neon.sh runs the neon label under qemu-aarch64) */
 #include "harness.h"
 
 #include <math.h>

@@ -3,6 +3,7 @@
  * is an exact integer pair (isum = Σ_sub scale·Σ q_w q_a, summs = Σ_sub min·bsum_a), finished in fp32
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. */
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -143,6 +144,20 @@ static void dot_q6_k_scalar(int64_t n, float *out, const void *wv, const void *a
     }
     *out = sum;
 }
+
+/* 1-token and 4-token entry points over one nt-token body (nt = 1 or 4, a compile-time constant). */
+#define QN_DEF_KQ_WRAPPERS(name, CALL)                                                               \
+    static void name(int64_t n, float *out, const void *w, const void *a) {                          \
+        const uint8_t *a0 = a;                                                                       \
+        const size_t as = 0;                                                                         \
+        const int nt = 1;                                                                            \
+        CALL;                                                                                        \
+    }                                                                                                \
+    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {          \
+        const uint8_t *a0 = a;                                                                       \
+        const int nt = 4;                                                                            \
+        CALL;                                                                                        \
+    }
 
 /* ------------------------------------------------------------------ x86: AVX2 (AVX-512 reuses it) */
 #if defined(QN_SIMD_X86)
@@ -332,19 +347,6 @@ QN_INLINE void dot_q6_k_nt(int64_t n, float *out, const void *wv, const uint8_t 
 
 #undef QN_Y
 
-#define QN_DEF_KQ_WRAPPERS(name, CALL)                                                               \
-    static void name(int64_t n, float *out, const void *w, const void *a) {                          \
-        const uint8_t *a0 = a;                                                                       \
-        const size_t as = 0;                                                                         \
-        const int nt = 1;                                                                            \
-        CALL;                                                                                        \
-    }                                                                                                \
-    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {          \
-        const uint8_t *a0 = a;                                                                       \
-        const int nt = 4;                                                                            \
-        CALL;                                                                                        \
-    }
-
 QN_DEF_KQ_WRAPPERS(dot_q2_k_avx2, dot_q2_k_nt(n, out, w, a0, as, nt))
 QN_DEF_KQ_WRAPPERS(dot_q3_k_avx2, dot_q3_k_nt(n, out, w, a0, as, nt))
 QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
@@ -398,6 +400,217 @@ static void quantize_q8_k_avx2(const float *x, void *dst, int64_t n) {
 
 #endif /* QN_SIMD_X86 */
 
+/* ------------------------------------------------------------------ arm64 NEON */
+#if defined(QN_SIMD_NEON)
+
+#define QN_Y(t, ib) ((const qn_block_q8_k *)(a0 + (size_t)(t) * as) + (ib))
+
+/* acc + scale·Σ w·a over one 16-element sub-block (w: s8 codes, a: its 16 Q8_K activations). Exact integers:
+ * the lanes sum to the scalar path's s·scale in any order. */
+QN_INLINE int32x4_t sub16(int32x4_t acc, int8x16_t w, const int8_t *a, int32_t scale) {
+    return vmlaq_n_s32(acc, qn_neon_dot_s8x16(vdupq_n_s32(0), w, vld1q_s8(a)), scale);
+}
+
+/* acc + scale·Σ w·a over one 32-element sub-block held as two 16-lane halves */
+QN_INLINE int32x4_t sub32(int32x4_t acc, int8x16_t w0, int8x16_t w1, const int8_t *a, int32_t scale) {
+    const int32x4_t s = qn_neon_dot_s8x16(qn_neon_dot_s8x16(vdupq_n_s32(0), w0, vld1q_s8(a)), w1, vld1q_s8(a + 16));
+    return vmlaq_n_s32(acc, s, scale);
+}
+
+/* Σ_{j<16} m[j]·bsums[j] for u8 weights m (widened to i16) and the Q8_K bsums */
+QN_INLINE int dot_bsums(uint8x16_t m, const int16_t *bsums) {
+    const int16x8_t m0 = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(m)));
+    const int16x8_t m1 = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(m)));
+    const int16x8_t b0 = vld1q_s16(bsums), b1 = vld1q_s16(bsums + 8);
+    int32x4_t s = vmull_s16(vget_low_s16(m0), vget_low_s16(b0));
+    s = vmlal_s16(s, vget_high_s16(m0), vget_high_s16(b0));
+    s = vmlal_s16(s, vget_low_s16(m1), vget_low_s16(b1));
+    s = vmlal_s16(s, vget_high_s16(m1), vget_high_s16(b1));
+    return vaddvq_s32(s);
+}
+
+QN_INLINE int8x16_t s8(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
+
+QN_INLINE void dot_q2_k_nt_neon(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q2_k *w = wv;
+    float sum[4] = {0};
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q2_k *x = &w[ib];
+        const uint8x16_t mn = vshrq_n_u8(vld1q_u8(x->scales), 4);
+        int32x4_t acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(x->qs + 32 * h), q1 = vld1q_u8(x->qs + 32 * h + 16);
+            for (int j = 0; j < 4; j++) {
+                const int8x16_t w0 = s8(vandq_u8(q0, m3)), w1 = s8(vandq_u8(q1, m3));
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+                const int32_t s0 = x->scales[8 * h + 2 * j] & 15, s1 = x->scales[8 * h + 2 * j + 1] & 15;
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *ya = QN_Y(t, ib)->qs + 128 * h + 32 * j;
+                    acc[t] = sub16(sub16(acc[t], w0, ya, s0), w1, ya + 16, s1);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            sum[t] += kq_term(y->d, x->d, x->dmin, vaddvq_s32(acc[t]), dot_bsums(mn, y->bsums));
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+QN_INLINE void dot_q3_k_nt_neon(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q3_k *w = wv;
+    float sum[4] = {0};
+    const uint8x16_t m3 = vdupq_n_u8(3), m4 = vdupq_n_u8(4);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q3_k *x = &w[ib];
+        uint8_t sc[16];
+        qn_q3_k_scales(x->scales, sc);
+        const uint8x16_t hm0 = vld1q_u8(x->hmask), hm1 = vld1q_u8(x->hmask + 16);
+        int32x4_t acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            uint8x16_t q0 = vld1q_u8(x->qs + 32 * h), q1 = vld1q_u8(x->qs + 32 * h + 16);
+            for (int j = 0; j < 4; j++) {
+                /* q = low2 − 4 when the high bit is clear: (low2 | 4·hbit) − 4 */
+                const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << (4 * h + j)));
+                const int8x16_t w0 = vsubq_s8(s8(vorrq_u8(vandq_u8(q0, m3), vandq_u8(vtstq_u8(hm0, bit), m4))), s8(m4));
+                const int8x16_t w1 = vsubq_s8(s8(vorrq_u8(vandq_u8(q1, m3), vandq_u8(vtstq_u8(hm1, bit), m4))), s8(m4));
+                q0 = vshrq_n_u8(q0, 2);
+                q1 = vshrq_n_u8(q1, 2);
+                const int32_t s0 = sc[8 * h + 2 * j] - 32, s1 = sc[8 * h + 2 * j + 1] - 32;
+                for (int t = 0; t < nt; t++) {
+                    const int8_t *ya = QN_Y(t, ib)->qs + 128 * h + 32 * j;
+                    acc[t] = sub16(sub16(acc[t], w0, ya, s0), w1, ya + 16, s1);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) sum[t] += kq_term_sym(QN_Y(t, ib)->d, x->d, vaddvq_s32(acc[t]));
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+/* Q4_K (has_qh = 0) and Q5_K (has_qh = 1): 4 chunks of 64 = two 32-element sub-blocks each. */
+QN_INLINE void dot_q45_k_nt_neon(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt,
+                                 int has_qh) {
+    const size_t bb = has_qh ? sizeof(qn_block_q5_k) : sizeof(qn_block_q4_k);
+    float sum[4] = {0};
+    const uint8x16_t m15 = vdupq_n_u8(15), b4 = vdupq_n_u8(16);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const uint8_t *x = (const uint8_t *)wv + (size_t)ib * bb;
+        const qn_block_q4_k *x4 = (const qn_block_q4_k *)x;
+        const uint8_t *qs = has_qh ? ((const qn_block_q5_k *)x)->qs : x4->qs;
+        const uint8_t *qh = has_qh ? ((const qn_block_q5_k *)x)->qh : NULL;
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(x4->scales, sc, mn);
+        const uint8x8x2_t mz = vzip_u8(vld1_u8(mn), vld1_u8(mn)); /* mn0 mn0 mn1 mn1 ... per bsum */
+        const uint8x16_t mnp = vcombine_u8(mz.val[0], mz.val[1]);
+        const uint8x16_t qh0 = has_qh ? vld1q_u8(qh) : vdupq_n_u8(0), qh1 = has_qh ? vld1q_u8(qh + 16) : vdupq_n_u8(0);
+        int32x4_t acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int c = 0; c < 4; c++) {
+            const uint8x16_t q0 = vld1q_u8(qs + 32 * c), q1 = vld1q_u8(qs + 32 * c + 16);
+            uint8x16_t lo0 = vandq_u8(q0, m15), lo1 = vandq_u8(q1, m15);
+            uint8x16_t hi0 = vshrq_n_u8(q0, 4), hi1 = vshrq_n_u8(q1, 4);
+            if (has_qh) { /* bit 2c of qh[l] -> bit 4 of lo, bit 2c+1 -> bit 4 of hi */
+                const uint8x16_t bl = vdupq_n_u8((uint8_t)(1u << (2 * c))), bh = vdupq_n_u8((uint8_t)(2u << (2 * c)));
+                lo0 = vorrq_u8(lo0, vandq_u8(vtstq_u8(qh0, bl), b4));
+                lo1 = vorrq_u8(lo1, vandq_u8(vtstq_u8(qh1, bl), b4));
+                hi0 = vorrq_u8(hi0, vandq_u8(vtstq_u8(qh0, bh), b4));
+                hi1 = vorrq_u8(hi1, vandq_u8(vtstq_u8(qh1, bh), b4));
+            }
+            for (int t = 0; t < nt; t++) {
+                const int8_t *ya = QN_Y(t, ib)->qs + 64 * c;
+                acc[t] = sub32(acc[t], s8(lo0), s8(lo1), ya, sc[2 * c]);
+                acc[t] = sub32(acc[t], s8(hi0), s8(hi1), ya + 32, sc[2 * c + 1]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const qn_block_q8_k *y = QN_Y(t, ib);
+            sum[t] += kq_term(y->d, x4->d, x4->dmin, vaddvq_s32(acc[t]), dot_bsums(mnp, y->bsums));
+        }
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+QN_INLINE void dot_q6_k_nt_neon(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
+    const qn_block_q6_k *w = wv;
+    float sum[4] = {0};
+    const uint8x16_t m15 = vdupq_n_u8(15), m48 = vdupq_n_u8(0x30), m32 = vdupq_n_u8(32);
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const qn_block_q6_k *x = &w[ib];
+        int32x4_t acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x->ql + 64 * h;
+            /* half b of the 32 elements of (h, k): ql byte 32(k&1) + 16b + i, qh byte 16b + i */
+            for (int b = 0; b < 2; b++) {
+                const uint8x16_t l0 = vld1q_u8(ql + 16 * b), l1 = vld1q_u8(ql + 32 + 16 * b);
+                const uint8x16_t qh = vld1q_u8(x->qh + 32 * h + 16 * b);
+                /* k = 0..3: low nibble of l0, l1, high nibble of l0, l1; qh bits 2k..2k+1 -> bits 4..5; q = u − 32 */
+                const uint8x16_t u[4] = {
+                    vorrq_u8(vandq_u8(l0, m15), vandq_u8(vshlq_n_u8(qh, 4), m48)),
+                    vorrq_u8(vandq_u8(l1, m15), vandq_u8(vshlq_n_u8(qh, 2), m48)),
+                    vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(qh, m48)),
+                    vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(qh, 2), m48)),
+                };
+                for (int k = 0; k < 4; k++) {
+                    const int8x16_t q = vsubq_s8(s8(u[k]), s8(m32));
+                    const int32_t sc = x->scales[8 * h + 2 * k + b];
+                    for (int t = 0; t < nt; t++)
+                        acc[t] = sub16(acc[t], q, QN_Y(t, ib)->qs + 128 * h + 32 * k + 16 * b, sc);
+                }
+            }
+        }
+        for (int t = 0; t < nt; t++) sum[t] += kq_term_sym(QN_Y(t, ib)->d, x->d, vaddvq_s32(acc[t]));
+    }
+    for (int t = 0; t < nt; t++) out[t] = sum[t];
+}
+
+#undef QN_Y
+
+QN_DEF_KQ_WRAPPERS(dot_q2_k_neon, dot_q2_k_nt_neon(n, out, w, a0, as, nt))
+QN_DEF_KQ_WRAPPERS(dot_q3_k_neon, dot_q3_k_nt_neon(n, out, w, a0, as, nt))
+QN_DEF_KQ_WRAPPERS(dot_q4_k_neon, dot_q45_k_nt_neon(n, out, w, a0, as, nt, 0))
+QN_DEF_KQ_WRAPPERS(dot_q5_k_neon, dot_q45_k_nt_neon(n, out, w, a0, as, nt, 1))
+QN_DEF_KQ_WRAPPERS(dot_q6_k_neon, dot_q6_k_nt_neon(n, out, w, a0, as, nt))
+
+/* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
+ * largest magnitude (vmaxnm skips NaN as the reference's comparison does), q = min(127,
+ * round-half-even(iscale·x)) (FCVTNS), d = 1/iscale. */
+static void quantize_q8_k_neon(const float *x, void *dst, int64_t n) {
+    qn_block_q8_k *y = dst;
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const float *xb = x + (size_t)ib * QN_QK_K;
+        float32x4_t m = vdupq_n_f32(0.0f);
+        for (int i = 0; i < QN_QK_K; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(xb + i)));
+        const float amax = vmaxnmvq_f32(m);
+        if (amax == 0.0f) {
+            memset(&y[ib], 0, sizeof y[ib]);
+            continue;
+        }
+        int imax = 0;
+        while (fabsf(xb[imax]) != amax) imax++;
+        const float iscale = -127.0f / xb[imax];
+        const int32x4_t c127 = vdupq_n_s32(127);
+        for (int g = 0; g < QN_QK_K / 16; g++) {
+            int32x4_t q[4];
+            for (int i = 0; i < 4; i++)
+                q[i] = vminq_s32(vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(xb + 16 * g + 4 * i), iscale)), c127);
+            y[ib].bsums[g] = (int16_t)vaddvq_s32(vaddq_s32(vaddq_s32(q[0], q[1]), vaddq_s32(q[2], q[3])));
+            const int16x8_t p0 = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1]));
+            const int16x8_t p1 = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
+            vst1q_s8(y[ib].qs + 16 * g, vcombine_s8(vqmovn_s16(p0), vqmovn_s16(p1)));
+        }
+        y[ib].d = 1.0f / iscale;
+    }
+}
+
+#endif /* QN_SIMD_NEON */
+
 /* ------------------------------------------------------------------ table */
 
 void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
@@ -419,5 +632,17 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q5_K] = dot_q5_k_avx2_x4;
     k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
+#elif defined(QN_SIMD_NEON)
+    k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_neon;
+    k->vec_dot[QN_QFORMAT_Q3_K] = dot_q3_k_neon;
+    k->vec_dot[QN_QFORMAT_Q4_K] = dot_q4_k_neon;
+    k->vec_dot[QN_QFORMAT_Q5_K] = dot_q5_k_neon;
+    k->vec_dot[QN_QFORMAT_Q6_K] = dot_q6_k_neon;
+    k->vec_dot_x4[QN_QFORMAT_Q2_K] = dot_q2_k_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q3_K] = dot_q3_k_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q4_K] = dot_q4_k_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_K] = dot_q5_k_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_neon_x4;
+    k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_neon;
 #endif
 }

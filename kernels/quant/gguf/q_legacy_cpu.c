@@ -3,7 +3,7 @@
  * 32-element block scaled by d_w·d_a in fp32, as llama.cpp does them:
  *   q4_0·q8_0 = Σ_b d_w d_a Σ (q_w−8) q_a          q4_1·q8_1 = Σ_b d_w d_a Σ q_w q_a + m_w s_a
  * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
- * lanes, so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
+ * lanes (AVX2) or 4 (NEON), so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, and the Q4_1 register tile (rows × 4 tokens)
  * the same per-output arithmetic, so their results are bit-identical. */
 #include <stddef.h>
@@ -384,62 +384,113 @@ static void quantize_q8_1_avx2(const float *x, void *dst, int64_t n) {
 
 #endif /* QN_SIMD_X86 */
 
-/* ------------------------------------------------------------------ arm64 NEON: Q4_0, Q4_1, Q8_0 */
+/* ------------------------------------------------------------------ arm64 NEON */
 #if defined(QN_SIMD_NEON)
 
-/* acc + Σ of 4 adjacent s8·s8 products per i32 lane (SDOT where the CPU feature is compiled in). */
-static inline int32x4_t dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
-#if defined(__ARM_FEATURE_DOTPROD)
-    return vdotq_s32(acc, a, b);
-#else
-    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
-    return vpadalq_s16(acc, vmull_s8(vget_high_s8(a), vget_high_s8(b)));
-#endif
+/* 16 bits of qh (element e <- bit e) -> 16 bytes, 0xff where the bit is set. */
+QN_INLINE uint8x16_t bits16(uint32_t bits) {
+    static const uint8_t pat[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t b = vcombine_u8(vdup_n_u8((uint8_t)bits), vdup_n_u8((uint8_t)(bits >> 8)));
+    return vtstq_u8(b, vld1q_u8(pat));
 }
 
-static void dot_q4_0_neon(int64_t n, float *out, const void *wv, const void *av) {
-    const qn_block_q4_0 *w = wv;
-    const qn_block_q8_0 *a = av;
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (int64_t ib = 0; ib < n / QN_QK4_0; ib++) {
-        const uint8x16_t q = vld1q_u8(w[ib].qs);
-        const int8x16_t lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))), vdupq_n_s8(8));
-        const int8x16_t hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
-        int32x4_t s = dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(a[ib].qs));
-        s = dot_s8x16(s, hi, vld1q_s8(a[ib].qs + 16));
-        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
-    }
-    *out = vaddvq_f32(acc);
+/* Weight decoders: one block -> elements 0..15 (*lo) and 16..31 (*hi) as signed bytes. */
+QN_INLINE void dec_q4_0_neon(const qn_block_q4_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    const uint8x16_t q = vld1q_u8(b->qs);
+    *lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15))), vdupq_n_s8(8));
+    *hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+}
+QN_INLINE void dec_q4_1_neon(const qn_block_q4_1 *b, int8x16_t *lo, int8x16_t *hi) {
+    const uint8x16_t q = vld1q_u8(b->qs);
+    *lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15)));
+    *hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+}
+/* q − 16 = nibble with 0xf0 or'd in where the fifth bit is clear (two's complement) */
+QN_INLINE void dec_q5_0_neon(const qn_block_q5_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    const uint8x16_t q = vld1q_u8(b->qs), f0 = vdupq_n_u8(0xf0);
+    const uint32_t qh = qn_gguf_le32(b->qh);
+    *lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(15)), vbicq_u8(f0, bits16(qh))));
+    *hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), vbicq_u8(f0, bits16(qh >> 16))));
+}
+QN_INLINE void dec_q5_1_neon(const qn_block_q5_1 *b, int8x16_t *lo, int8x16_t *hi) {
+    const uint8x16_t q = vld1q_u8(b->qs), b4 = vdupq_n_u8(0x10);
+    const uint32_t qh = qn_gguf_le32(b->qh);
+    *lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(q, vdupq_n_u8(15)), vandq_u8(bits16(qh), b4)));
+    *hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q, 4), vandq_u8(bits16(qh >> 16), b4)));
+}
+QN_INLINE void dec_q8_0_neon(const qn_block_q8_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    *lo = vld1q_s8(b->qs);
+    *hi = vld1q_s8(b->qs + 16);
 }
 
-static void dot_q4_1_neon(int64_t n, float *out, const void *wv, const void *av) {
-    const qn_block_q4_1 *w = wv;
-    const qn_block_q8_1 *a = av;
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    float summ = 0.0f;
-    for (int64_t ib = 0; ib < n / QN_QK4_1; ib++) {
-        const uint8x16_t q = vld1q_u8(w[ib].qs);
-        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(15)));
-        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
-        int32x4_t s = dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(a[ib].qs));
-        s = dot_s8x16(s, hi, vld1q_s8(a[ib].qs + 16));
-        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
-        summ += qn_cpu_h2f(w[ib].m) * qn_cpu_h2f(a[ib].s);
-    }
-    *out = vaddvq_f32(acc) + summ;
-}
+#define QN_NO_MIN(w, a) 0.0f
+#define QN_MIN_TERM(w, a) (qn_cpu_h2f((w)->m) * qn_cpu_h2f((a)->s))
 
-static void dot_q8_0_neon(int64_t n, float *out, const void *wv, const void *av) {
-    const qn_block_q8_0 *w = wv;
-    const qn_block_q8_0 *a = av;
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (int64_t ib = 0; ib < n / QN_QK8_0; ib++) {
-        int32x4_t s = dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[ib].qs), vld1q_s8(a[ib].qs));
-        s = dot_s8x16(s, vld1q_s8(w[ib].qs + 16), vld1q_s8(a[ib].qs + 16));
-        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(s), qn_cpu_h2f(w[ib].d) * qn_cpu_h2f(a[ib].d));
+/* Weight rows of block type WT · activation rows of type AT (Q8_0 or Q8_1), nt tokens: per block the exact
+ * integer dot, scaled by d_w·d_a into 4 fp32 lanes; formats with a min add m_w·s_a block by block. The
+ * weights are decoded once per block for all nt tokens; x1 and x4 run the same per-token sequence. */
+#define QN_DEF_DOT_LEGACY_NEON(name, WT, AT, DEC, MIN, HAS_MIN)                                           \
+    QN_INLINE void name##_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) { \
+        const WT *w = wv;                                                                                 \
+        float32x4_t acc[4];                                                                               \
+        float summ[4];                                                                                    \
+        for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f), summ[t] = 0.0f;                          \
+        for (int64_t ib = 0; ib < n / 32; ib++) {                                                         \
+            int8x16_t lo, hi;                                                                             \
+            DEC(&w[ib], &lo, &hi);                                                                        \
+            const float dw = qn_cpu_h2f(w[ib].d);                                                         \
+            for (int t = 0; t < nt; t++) {                                                                \
+                const AT *a = (const AT *)(a0 + (size_t)t * as) + ib;                                     \
+                const int32x4_t s = qn_neon_dot_s8x16(qn_neon_dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(a->qs)), \
+                                                      hi, vld1q_s8(a->qs + 16));                          \
+                acc[t] = vmlaq_n_f32(acc[t], vcvtq_f32_s32(s), dw * qn_cpu_h2f(a->d));                    \
+                summ[t] += MIN(&w[ib], a);                                                                \
+            }                                                                                             \
+        }                                                                                                 \
+        for (int t = 0; t < nt; t++) out[t] = HAS_MIN ? vaddvq_f32(acc[t]) + summ[t] : vaddvq_f32(acc[t]); \
+    }                                                                                                     \
+    static void name(int64_t n, float *out, const void *w, const void *a) { name##_nt(n, out, w, a, 0, 1); } \
+    static void name##_x4(int64_t n, float *out, const void *w, const void *a, size_t as) {               \
+        name##_nt(n, out, w, a, as, 4);                                                                   \
     }
-    *out = vaddvq_f32(acc);
+
+QN_DEF_DOT_LEGACY_NEON(dot_q4_0_neon, qn_block_q4_0, qn_block_q8_0, dec_q4_0_neon, QN_NO_MIN, 0)
+QN_DEF_DOT_LEGACY_NEON(dot_q5_0_neon, qn_block_q5_0, qn_block_q8_0, dec_q5_0_neon, QN_NO_MIN, 0)
+QN_DEF_DOT_LEGACY_NEON(dot_q8_0_neon, qn_block_q8_0, qn_block_q8_0, dec_q8_0_neon, QN_NO_MIN, 0)
+QN_DEF_DOT_LEGACY_NEON(dot_q4_1_neon, qn_block_q4_1, qn_block_q8_1, dec_q4_1_neon, QN_MIN_TERM, 1)
+QN_DEF_DOT_LEGACY_NEON(dot_q5_1_neon, qn_block_q5_1, qn_block_q8_1, dec_q5_1_neon, QN_MIN_TERM, 1)
+
+/* Q8_0 (with_sum = 0) and Q8_1 (with_sum = 1) quantizers, bit-identical to the _ref ones: amax with
+ * vmaxnm (NaN skipped, as fmaxf), id = 127/amax, q = round-half-even(x·id) (FCVTNS). */
+QN_INLINE void quantize_q8_neon(const float *x, uint8_t *dst, int64_t n, int with_sum) {
+    const size_t bs = with_sum ? sizeof(qn_block_q8_1) : sizeof(qn_block_q8_0);
+    const size_t qoff = with_sum ? offsetof(qn_block_q8_1, qs) : offsetof(qn_block_q8_0, qs);
+    for (int64_t ib = 0; ib < n / 32; ib++, x += 32, dst += bs) {
+        float32x4_t v[8];
+        float32x4_t m = vdupq_n_f32(0.0f);
+        for (int i = 0; i < 8; i++) m = vmaxnmq_f32(m, vabsq_f32(v[i] = vld1q_f32(x + 4 * i)));
+        const float amax = vmaxnmvq_f32(m);
+        const float d = amax / 127.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32x4_t q[8];
+        for (int i = 0; i < 8; i++) q[i] = vcvtnq_s32_f32(vmulq_n_f32(v[i], id));
+        for (int h = 0; h < 2; h++) {
+            const int16x8_t p0 = vcombine_s16(vqmovn_s32(q[4 * h]), vqmovn_s32(q[4 * h + 1]));
+            const int16x8_t p1 = vcombine_s16(vqmovn_s32(q[4 * h + 2]), vqmovn_s32(q[4 * h + 3]));
+            vst1q_s8((int8_t *)(dst + qoff) + 16 * h, vcombine_s8(vqmovn_s16(p0), vqmovn_s16(p1)));
+        }
+        const uint16_t dh = qn_f32_to_f16(d);
+        memcpy(dst, &dh, 2);
+        if (with_sum) {
+            int32x4_t s = vdupq_n_s32(0);
+            for (int i = 0; i < 8; i++) s = vaddq_s32(s, q[i]);
+            const uint16_t sh = qn_f32_to_f16((float)vaddvq_s32(s) * d);
+            memcpy(dst + offsetof(qn_block_q8_1, s), &sh, 2);
+        }
+    }
 }
+static void quantize_q8_0_neon(const float *x, void *dst, int64_t n) { quantize_q8_neon(x, dst, n, 0); }
+static void quantize_q8_1_neon(const float *x, void *dst, int64_t n) { quantize_q8_neon(x, dst, n, 1); }
 
 #endif /* QN_SIMD_NEON */
 
@@ -476,6 +527,15 @@ void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k) {
 #elif defined(QN_SIMD_NEON)
     k->vec_dot[QN_QFORMAT_Q4_0] = dot_q4_0_neon;
     k->vec_dot[QN_QFORMAT_Q4_1] = dot_q4_1_neon;
+    k->vec_dot[QN_QFORMAT_Q5_0] = dot_q5_0_neon;
+    k->vec_dot[QN_QFORMAT_Q5_1] = dot_q5_1_neon;
     k->vec_dot[QN_QFORMAT_Q8_0] = dot_q8_0_neon;
+    k->vec_dot_x4[QN_QFORMAT_Q4_0] = dot_q4_0_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q4_1] = dot_q4_1_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_0] = dot_q5_0_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q5_1] = dot_q5_1_neon_x4;
+    k->vec_dot_x4[QN_QFORMAT_Q8_0] = dot_q8_0_neon_x4;
+    k->from_float[QN_QFORMAT_Q8_0] = quantize_q8_0_neon;
+    k->from_float[QN_QFORMAT_Q8_1] = quantize_q8_1_neon;
 #endif
 }
