@@ -40,6 +40,23 @@ static void seg_dot_scalar(const qn_lutq_weight *w, const uint8_t *codes, int64_
 }
 #endif
 
+#if defined(QN_SIMD_X86) || defined(QN_SIMD_NEON)
+/* hs[t] += Σ lut[code j]·x_t[j] over columns [j, j1) one by one: a segment's tail after its vector blocks */
+static inline void cols_scalar(const float *lut, const uint8_t *codes, int bits4, int64_t j, int64_t j1, int64_t c0,
+                               const float *const *xc, int nt, float *hs) {
+    for (; j < j1; j++) {
+        const float v = lut[code_at(codes, bits4, j)];
+        for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
+    }
+}
+
+/* the segment's scalar part into sacc: sg·(hs − zero·Σx), zero = 0 without a zero point (gsum unused then) */
+static inline void seg_scalar_terms(float *sacc, const float *hs, float sg, float zero,
+                                    const float (*gsum)[QN_LUTQ_CHUNK], int s, int nt) {
+    for (int t = 0; t < nt; t++) sacc[t] += sg * (zero != 0.0f ? hs[t] - zero * gsum[t][s] : hs[t]);
+}
+#endif
+
 #if defined(QN_SIMD_X86)
 QN_INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -93,10 +110,9 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
         for (int t = 0; t < QN_LUTQ_TB; t++) pa[t] = pb[t] = _mm256_setzero_ps();
         if (bits4) {
             /* scalar up to the next 16-column block, then one 8-byte load per block */
-            for (; (j & 15) && j < j1; j++) {
-                const float v = lut[code_at(codes, 1, j)];
-                for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
-            }
+            const int64_t next16 = (j + 15) & ~(int64_t)15, jb = next16 < j1 ? next16 : j1;
+            cols_scalar(lut, codes, 1, j, jb, c0, xc, nt, hs);
+            j = jb;
             if (nt == 1) {
                 __m256 pc = _mm256_setzero_ps(), pd = pc;
                 const float *x0 = xc[0] - c0;
@@ -131,18 +147,11 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
             }
         }
 #undef QN_LUTQ_FMA8
-        for (; j < j1; j++) {
-            const float v = lut[code_at(codes, bits4, j)];
-            for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
-        }
+        cols_scalar(lut, codes, bits4, j, j1, c0, xc, nt, hs);
         const float sg = sc[seg[s].g];
         const __m256 vs = _mm256_set1_ps(sg);
         for (int t = 0; t < nt; t++) acc[t] = _mm256_fmadd_ps(_mm256_add_ps(pa[t], pb[t]), vs, acc[t]);
-        if (zr) {
-            const float z = zr[seg[s].g];
-            for (int t = 0; t < nt; t++) sacc[t] += sg * (hs[t] - z * gsum[t][s]);
-        } else
-            for (int t = 0; t < nt; t++) sacc[t] += sg * hs[t];
+        seg_scalar_terms(sacc, hs, sg, zr ? zr[seg[s].g] : 0.0f, gsum, s, nt);
     }
     for (int t = 0; t < nt; t++) out[t] = hsum8(acc[t]) + sacc[t];
 }
@@ -208,11 +217,11 @@ static void row_neon(const qn_lutq_weight *w, const uint8_t *codes, const lutq_s
         float32x4_t pa[QN_LUTQ_TB], pb[QN_LUTQ_TB];
         for (int t = 0; t < QN_LUTQ_TB; t++) pa[t] = pb[t] = vdupq_n_f32(0.0f);
         /* scalar up to the next 16-column block (4-bit codes come in blocks of 16) */
-        if (bits4)
-            for (; (j & 15) && j < j1; j++) {
-                const float v = lut[code_at(codes, 1, j)];
-                for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
-            }
+        if (bits4) {
+            const int64_t next16 = (j + 15) & ~(int64_t)15, jb = next16 < j1 ? next16 : j1;
+            cols_scalar(lut, codes, 1, j, jb, c0, xc, nt, hs);
+            j = jb;
+        }
         for (; j + 16 <= j1; j += 16) {
             float32x4_t v[4];
             if (bits4) dec16_nib(codes + (j >> 4) * 8, ident, &lutb, v);
@@ -225,17 +234,10 @@ static void row_neon(const qn_lutq_weight *w, const uint8_t *codes, const lutq_s
                 pb[t] = vfmaq_f32(pb[t], v[3], vld1q_f32(x + 12));
             }
         }
-        for (; j < j1; j++) {
-            const float v = lut[code_at(codes, bits4, j)];
-            for (int t = 0; t < nt; t++) hs[t] += v * xc[t][j - c0];
-        }
+        cols_scalar(lut, codes, bits4, j, j1, c0, xc, nt, hs);
         const float sg = sc[seg[s].g];
         for (int t = 0; t < nt; t++) acc[t] = vfmaq_n_f32(acc[t], vaddq_f32(pa[t], pb[t]), sg);
-        if (zr) {
-            const float z = zr[seg[s].g];
-            for (int t = 0; t < nt; t++) sacc[t] += sg * (hs[t] - z * gsum[t][s]);
-        } else
-            for (int t = 0; t < nt; t++) sacc[t] += sg * hs[t];
+        seg_scalar_terms(sacc, hs, sg, zr ? zr[seg[s].g] : 0.0f, gsum, s, nt);
     }
     for (int t = 0; t < nt; t++) out[t] = vaddvq_f32(acc[t]) + sacc[t];
 }
