@@ -314,17 +314,17 @@ static void test_matmul_rows(void **state) {
 
 static void test_matmul_tile(void **state) {
     (void)state;
-    const int64_t ks[] = {32 * 37, 32 * 1025}; /* > QN_TILE_CHUNK blocks; > QN_TILE_MAX_BLOCKS (fallback) */
-    const int64_t toks[] = {4, 113};           /* 113 > one run of token scales at k = 32·37, and 113 % 4 = 1 */
-    enum { N_ROWS = 13, LDY = 16 };
+    const int64_t kb[] = {37, 1025}; /* blocks per row: > QN_TILE_CHUNK; > QN_TILE_MAX_BLOCKS (Q4_1's fallback) */
+    const int64_t toks[] = {4, 113}; /* 113 > one run of token scales at k = 32·37, and 113 % 4 = 1 */
+    enum { N_ROWS = 13, LDY = 16 };   /* 13 rows: whole register tiles (2, 4 or 8 rows) and leftover rows */
     qn_rng rng;
     int failures = 0, tested = 0;
     for (int i = 0; i < g_ntabs; i++)
         for (int f = 0; f < N_WFMTS; f++) {
             const qn_qformat wf = WFMTS[f], af = QN_QFORMATS[wf].vec_dot_type;
             if (!g_tabs[i].vec_dot_tile[wf]) continue;
-            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
-                const int64_t k = ks[ki], nt = toks[ki == 0 ? 1 : 0];
+            for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++) {
+                const int64_t k = kb[ki] * QN_QFORMATS[wf].block_elems, nt = toks[ki == 0 ? 1 : 0];
                 const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
                 qn_rng_seed(&rng, 5000 + 17 * (uint64_t)f + ki);
                 uint8_t *w = malloc(wrb * N_ROWS), *a = malloc(arb * (size_t)nt);

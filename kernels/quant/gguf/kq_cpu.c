@@ -4,6 +4,7 @@
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -184,9 +185,45 @@ QN_INLINE __m256i dot_scaled(__m256i qw, const int8_t *qa, __m256i scale16) {
 
 #define QN_Y(t, ib) ((const qn_block_q8_k *)(a0 + (size_t)(t) * as) + (ib))
 
+/* Horizontal sums of 4 vectors at once: lane t = Σ of v[t]'s 8 i32 lanes (exact integers). */
+QN_INLINE __m128i hsum4_i32(const __m256i v[4]) {
+    const __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    return _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+}
+
+/* The running sums of nt (1 or 4) tokens: s += the block's kq_term (smv != NULL) or kq_term_sym, block after
+ * block, token by token bit-identical to the scalar path. isv[t] / smv[t] hold token t's isum / summs spread over
+ * 8 i32 lanes. With 4 tokens the horizontal sums and the fp32 finish run once for all 4, one token per lane,
+ * each lane doing kq_term's operations in its order (no FMA contraction: ISO C, -ffp-contract=off). */
+typedef struct kq_sums {
+    __m128 v4;  /* nt = 4 */
+    float s1;   /* nt = 1 */
+} kq_sums;
+
+QN_INLINE void kq_add(kq_sums *S, const __m256i *isv, const __m256i *smv, uint16_t dw, uint16_t dminw,
+                      const uint8_t *a0, size_t as, int64_t ib, int nt) {
+    if (nt == 4) {
+        const __m128 da = _mm_setr_ps(QN_Y(0, ib)->d, QN_Y(1, ib)->d, QN_Y(2, ib)->d, QN_Y(3, ib)->d);
+        __m128 term = _mm_mul_ps(_mm_mul_ps(da, _mm_set1_ps(qn_cpu_h2f(dw))), _mm_cvtepi32_ps(hsum4_i32(isv)));
+        if (smv) {
+            const __m128 dmin = _mm_mul_ps(da, _mm_set1_ps(qn_cpu_h2f(dminw)));
+            term = _mm_sub_ps(term, _mm_mul_ps(dmin, _mm_cvtepi32_ps(hsum4_i32(smv))));
+        }
+        S->v4 = _mm_add_ps(S->v4, term);
+    } else {
+        const float da = QN_Y(0, ib)->d;
+        S->s1 += smv ? kq_term(da, dw, dminw, hsum_i32(isv[0]), hsum_i32(smv[0])) : kq_term_sym(da, dw, hsum_i32(isv[0]));
+    }
+}
+
+QN_INLINE void kq_store(const kq_sums *S, float *out, int nt) {
+    if (nt == 4) _mm_storeu_ps(out, S->v4);
+    else out[0] = S->s1;
+}
+
 QN_INLINE void dot_q2_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
     const qn_block_q2_k *w = wv;
-    float sum[4] = {0};
+    kq_sums S = {_mm_setzero_ps(), 0.0f};
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         const qn_block_q2_k *x = &w[ib];
@@ -208,19 +245,18 @@ QN_INLINE void dot_q2_k_nt(int64_t n, float *out, const void *wv, const uint8_t 
                     acc[t] = _mm256_add_epi32(acc[t], dot_scaled(qj, QN_Y(t, ib)->qs + 128 * h + 32 * j, sv));
             }
         }
-        for (int t = 0; t < nt; t++) {
-            const qn_block_q8_k *y = QN_Y(t, ib);
-            const int summs = hsum_i32(_mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)y->bsums)));
-            sum[t] += kq_term(y->d, x->d, x->dmin, hsum_i32(acc[t]), summs);
-        }
+        __m256i sm[4];
+        for (int t = 0; t < nt; t++)
+            sm[t] = _mm256_madd_epi16(mn16, _mm256_loadu_si256((const __m256i *)QN_Y(t, ib)->bsums));
+        kq_add(&S, acc, sm, x->d, x->dmin, a0, as, ib, nt);
     }
-    for (int t = 0; t < nt; t++) out[t] = sum[t];
+    kq_store(&S, out, nt);
 }
 
 /* Q3_K as q = u − 4 with u = low2 + 4·hbit in 0..7, so Σ s·q·a = Σ s·u·a − 4·Σ s·bsum. */
 QN_INLINE void dot_q3_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
     const qn_block_q3_k *w = wv;
-    float sum[4] = {0};
+    kq_sums S = {_mm_setzero_ps(), 0.0f};
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         const qn_block_q3_k *x = &w[ib];
@@ -250,19 +286,19 @@ QN_INLINE void dot_q3_k_nt(int64_t n, float *out, const void *wv, const uint8_t 
             }
         }
         for (int t = 0; t < nt; t++) {
-            const qn_block_q8_k *y = QN_Y(t, ib);
-            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
-            sum[t] += kq_term_sym(y->d, x->d, hsum_i32(_mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 2))));
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)QN_Y(t, ib)->bsums));
+            acc[t] = _mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 2));
         }
+        kq_add(&S, acc, NULL, x->d, 0, a0, as, ib, nt);
     }
-    for (int t = 0; t < nt; t++) out[t] = sum[t];
+    kq_store(&S, out, nt);
 }
 
 /* Q4_K (has_qh = 0) and Q5_K (has_qh = 1): 4 chunks of 64 = two 32-element sub-blocks each. */
 QN_INLINE void dot_q45_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt,
                             int has_qh) {
     const size_t bb = has_qh ? sizeof(qn_block_q5_k) : sizeof(qn_block_q4_k);
-    float sum[4] = {0};
+    kq_sums S = {_mm_setzero_ps(), 0.0f};
     const __m256i m15 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         const uint8_t *x = (const uint8_t *)wv + (size_t)ib * bb;
@@ -295,19 +331,18 @@ QN_INLINE void dot_q45_k_nt(int64_t n, float *out, const void *wv, const uint8_t
                 acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(dot_scaled(lo, ya, s_lo), dot_scaled(hi, ya + 32, s_hi)));
             }
         }
-        for (int t = 0; t < nt; t++) {
-            const qn_block_q8_k *y = QN_Y(t, ib);
-            const int summs = hsum_i32(_mm256_madd_epi16(mnp, _mm256_loadu_si256((const __m256i *)y->bsums)));
-            sum[t] += kq_term(y->d, x4->d, x4->dmin, hsum_i32(acc[t]), summs);
-        }
+        __m256i sm[4];
+        for (int t = 0; t < nt; t++)
+            sm[t] = _mm256_madd_epi16(mnp, _mm256_loadu_si256((const __m256i *)QN_Y(t, ib)->bsums));
+        kq_add(&S, acc, sm, x4->d, x4->dmin, a0, as, ib, nt);
     }
-    for (int t = 0; t < nt; t++) out[t] = sum[t];
+    kq_store(&S, out, nt);
 }
 
 /* Q6_K as q = u − 32 with u in 0..63: Σ s·q·a = Σ s·u·a − 32·Σ s·bsum. */
 QN_INLINE void dot_q6_k_nt(int64_t n, float *out, const void *wv, const uint8_t *a0, size_t as, int nt) {
     const qn_block_q6_k *w = wv;
-    float sum[4] = {0};
+    kq_sums S = {_mm_setzero_ps(), 0.0f};
     const __m256i m15 = _mm256_set1_epi8(15), m48 = _mm256_set1_epi8(0x30);
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         const qn_block_q6_k *x = &w[ib];
@@ -337,12 +372,12 @@ QN_INLINE void dot_q6_k_nt(int64_t n, float *out, const void *wv, const uint8_t 
             }
         }
         for (int t = 0; t < nt; t++) {
-            const qn_block_q8_k *y = QN_Y(t, ib);
-            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y->bsums));
-            sum[t] += kq_term_sym(y->d, x->d, hsum_i32(_mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 5))));
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)QN_Y(t, ib)->bsums));
+            acc[t] = _mm256_sub_epi32(acc[t], _mm256_slli_epi32(corr, 5));
         }
+        kq_add(&S, acc, NULL, x->d, 0, a0, as, ib, nt);
     }
-    for (int t = 0; t < nt; t++) out[t] = sum[t];
+    kq_store(&S, out, nt);
 }
 
 #undef QN_Y
@@ -352,6 +387,145 @@ QN_DEF_KQ_WRAPPERS(dot_q3_k_avx2, dot_q3_k_nt(n, out, w, a0, as, nt))
 QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
 QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
 QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
+
+/* ------------------------------------------------------------------ x86: Q4_K register tile
+ * 8 weight rows × 4 tokens at a time (vec_dot_tile), the 8 rows in the 8 lanes: per 4-element step one
+ * maddubs of 8 rows' 4 codes (a dword per row, from an 8×8 dword transpose of the rows' code bytes) with the
+ * token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8 steps of at most 2·15·127:
+ * |Σ| <= 30480) and is scaled once per row (madd with the rows' scales). The block's finish runs in lanes, one
+ * row per lane, with kq_term's operations in its order, and the rows' sums add block after block: every output
+ * is bit-identical to vec_dot's (the same integers isum and summs, the same fp32 steps). No horizontal sums:
+ * that, and the scales and the transpose shared by 4 tokens, is what the tile saves over 1 row × 4 tokens. */
+#define QN_Q4K_TILE_ROWS 8
+
+/* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
+QN_INLINE void rows_to_lanes8(const uint8_t *p, size_t ws, __m256i out[8]) {
+    __m256i r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_si256((const __m256i *)(p + (size_t)i * ws));
+    for (int i = 0; i < 8; i += 2) { /* t[i]: rows i, i+1 dwords 0,1 | 4,5; t[i+1]: 2,3 | 6,7 */
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) { /* u[i + s]: rows i..i+3, dword s | s + 4 */
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int s = 0; s < 4; s++) {
+        out[s] = _mm256_permute2x128_si256(u[s], u[s + 4], 0x20);
+        out[s + 4] = _mm256_permute2x128_si256(u[s], u[s + 4], 0x31);
+    }
+}
+
+/* pshufb mask putting byte b0 of each dword into its i16 lane 0 and byte b1 into lane 1 (zero-extended) */
+QN_INLINE __m256i dword_bytes_mask(int b0, int b1) {
+    const __m256i offs = _mm256_setr_epi8(0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0,  //
+                                          0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0);
+    return _mm256_add_epi8(_mm256_set1_epi32(b0 | 0x80 << 8 | b1 << 16 | 0x80 << 24), offs);
+}
+
+/* The 8 rows' fp16 of block ib at byte offset off (0: d, 2: dmin) of the block header in hdr lanes -> 8 floats */
+QN_INLINE __m256 lanes_f16(__m256i hdr, int off) {
+    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,  //
+                                          0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i h = _mm256_shuffle_epi8(off ? _mm256_srli_epi32(hdr, 16) : hdr, pick);
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(h, 0x08)));
+}
+
+/* Rows r0..r0+7 × tokens t0..t0+3 of a Q4_K matmul (w: row 0 of the tile; a: token 0 of the tile). */
+static void q4_k_tile8x4(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y, int64_t ldy) {
+    const __m256i m15 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f),
+                  m2 = _mm256_set1_epi8(0x03);
+    __m256 sum[4];
+    for (int t = 0; t < 4; t++) sum[t] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        const uint8_t *x = w + (size_t)ib * sizeof(qn_block_q4_k); /* row 0's block; row r at + r·ws */
+        /* the 8 rows' 16-byte headers (d, dmin, scales[12]) -> dword k of each row in lanes: h[0] = d | dmin << 16,
+         * h[1..3] = the three scale words of qn_q4_k_scale_words */
+        __m256i h[4];
+        {
+            __m256i R[4], t[4];
+            for (int i = 0; i < 4; i++)
+                R[i] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(x + (size_t)i * ws)),
+                                         _mm_loadu_si128((const __m128i *)(x + (size_t)(i + 4) * ws)));
+            t[0] = _mm256_unpacklo_epi32(R[0], R[1]), t[1] = _mm256_unpackhi_epi32(R[0], R[1]);
+            t[2] = _mm256_unpacklo_epi32(R[2], R[3]), t[3] = _mm256_unpackhi_epi32(R[2], R[3]);
+            h[0] = _mm256_unpacklo_epi64(t[0], t[2]), h[1] = _mm256_unpackhi_epi64(t[0], t[2]);
+            h[2] = _mm256_unpacklo_epi64(t[1], t[3]), h[3] = _mm256_unpackhi_epi64(t[1], t[3]);
+        }
+        /* qn_q4_k_scale_words, lane by lane: sc0..3, sc4..7, mn0..3, mn4..7 (one 6-bit value per byte) */
+        const __m256i w0 = h[1], w1 = h[2], w2 = h[3];
+        const __m256i scw[2] = {
+            _mm256_and_si256(w0, m6),
+            _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4))};
+        const __m256i mnw[2] = {
+            _mm256_and_si256(w1, m6),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
+                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4))};
+        const __m256 dw = lanes_f16(h[0], 0), dminw = lanes_f16(h[0], 2);
+        __m256i isum[4];
+        for (int t = 0; t < 4; t++) isum[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i v[8];
+            rows_to_lanes8(x + offsetof(qn_block_q4_k, qs) + 32 * c, ws, v);
+            for (int half = 0; half < 2; half++) { /* sub-block b = 2c + half: low nibbles, then high */
+                const int b = 2 * c + half;
+                __m256i acc[4];
+                for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_si256();
+                for (int s = 0; s < 8; s++) {
+                    const __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v[s], 4) : v[s], m15);
+                    for (int t = 0; t < 4; t++) {
+                        int32_t a4;
+                        memcpy(&a4, ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs + 64 * c + 32 * half + 4 * s, 4);
+                        acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a4)));
+                        __asm__("" : "+x"(acc[t])); /* keep the sum in a register: GCC would otherwise keep every
+                                                     * product of the unrolled steps and add them later, spilled */
+                    }
+                }
+                const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
+                for (int t = 0; t < 4; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
+            }
+        }
+        /* summs = Σ_b mn_b·(bsums[2b] + bsums[2b + 1]), as pairs of sub-blocks: madd of (mn_2p, mn_2p+1) */
+        __m256i mnp[4];
+        for (int p = 0; p < 4; p++) mnp[p] = _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
+        for (int t = 0; t < 4; t++) {
+            const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+            const __m256i bp = _mm256_hadd_epi16(bs, bs); /* B0..B3 | B4..B7, twice per lane */
+            __m256i sm = _mm256_setzero_si256();
+            static const int32_t lane_of_pair[4] = {0, 1, 4, 5};
+            for (int p = 0; p < 4; p++)
+                sm = _mm256_add_epi32(sm, _mm256_madd_epi16(mnp[p], _mm256_permutevar8x32_epi32(bp, _mm256_set1_epi32(lane_of_pair[p]))));
+            const __m256 da = _mm256_set1_ps(yb->d);
+            const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(da, dw), _mm256_cvtepi32_ps(isum[t])),
+                                              _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(sm)));
+            sum[t] = _mm256_add_ps(sum[t], term);
+        }
+    }
+    for (int t = 0; t < 4; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+}
+
+static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_rows, const void *av, size_t as,
+                               int64_t n_tok, float *y, int64_t ldy) {
+    const uint8_t *w = wv, *a = av;
+    const int64_t rt = n_rows / QN_Q4K_TILE_ROWS * QN_Q4K_TILE_ROWS, tt = n_tok / 4 * 4;
+    for (int64_t r = 0; r < rt; r += QN_Q4K_TILE_ROWS) {
+        for (int64_t t = 0; t < tt; t += 4) q4_k_tile8x4(n, w + (size_t)r * ws, ws, a + (size_t)t * as, as, y + t * ldy + r, ldy);
+        for (int64_t t = tt; t < n_tok; t++)
+            for (int64_t i = r; i < r + QN_Q4K_TILE_ROWS; i++) dot_q4_k_avx2(n, &y[t * ldy + i], w + (size_t)i * ws, a + (size_t)t * as);
+    }
+    for (int64_t i = rt; i < n_rows; i++) { /* leftover rows: 1 row × 4 tokens, then single tokens */
+        int64_t t = 0;
+        for (; t + 4 <= n_tok; t += 4) {
+            float o[4];
+            dot_q4_k_avx2_x4(n, o, w + (size_t)i * ws, a + (size_t)t * as, as);
+            for (int j = 0; j < 4; j++) y[(t + j) * ldy + i] = o[j];
+        }
+        for (; t < n_tok; t++) dot_q4_k_avx2(n, &y[t * ldy + i], w + (size_t)i * ws, a + (size_t)t * as);
+    }
+}
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
  * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */
@@ -631,6 +805,8 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q4_K] = dot_q4_k_avx2_x4;
     k->vec_dot_x4[QN_QFORMAT_Q5_K] = dot_q5_k_avx2_x4;
     k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
+    k->vec_dot_tile[QN_QFORMAT_Q4_K] = dot_q4_k_tile_avx2;
+    k->vec_dot_tile_rows[QN_QFORMAT_Q4_K] = QN_Q4K_TILE_ROWS;
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
 #elif defined(QN_SIMD_NEON)
     k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_neon;
