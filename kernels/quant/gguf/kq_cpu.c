@@ -422,7 +422,7 @@ QN_INLINE void rows_to_lanes8(const uint8_t *p, size_t ws, __m256i out[8]) {
 QN_INLINE __m256i dword_bytes_mask(int b0, int b1) {
     const __m256i offs = _mm256_setr_epi8(0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0,  //
                                           0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0);
-    return _mm256_add_epi8(_mm256_set1_epi32(b0 | 0x80 << 8 | b1 << 16 | 0x80 << 24), offs);
+    return _mm256_add_epi8(_mm256_set1_epi32((int)((uint32_t)b0 | 0x80u << 8 | (uint32_t)b1 << 16 | 0x80u << 24)), offs);
 }
 
 /* The 8 rows' fp16 of block ib at byte offset off (0: d, 2: dmin) of the block header in hdr lanes -> 8 floats */
