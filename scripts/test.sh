@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # test.sh — the whole test suite: dependencies, model, peer venv (gguf-py, llama-cpp-python, openai,
 # litellm), a Release build and an ASan+UBSan build, then ctest; then the arm64 NEON kernels under qemu
-# (scripts/test_neon.sh). GPU tests (label gpu) skip without
-# a GPU; run them on a GPU machine with bench/gpu_check.sh.
+# (scripts/test_neon.sh). GPU tests (label gpu) skip without a GPU; run them on a GPU machine with
+# bench/gpu_check.sh.
 set -euo pipefail
 here="$(dirname "$0")"
 source "$here/common.sh"

@@ -20,4 +20,4 @@ cmake -S "$QN_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DQN_PYTHON="$QN_VENV/bin/python" >/dev/null
 ninja -C "$dir" -j"$(nproc)"
 echo "=== ctest: arm64 cross build under qemu-aarch64 (label neon) ==="
-ctest --test-dir "$dir" -L neon -j"$(nproc)" --output-on-failure
+ctest --test-dir "$dir" -L neon -j"$(nproc)" --output-on-failure --no-tests=error

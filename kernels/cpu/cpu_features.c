@@ -1,10 +1,16 @@
 /* cpu_features.c — picks the CPU kernel table: CPUID (via __builtin_cpu_supports) decides the best
- * ISA this machine runs and this build compiled (arm64: the hwcaps, getauxval); each ISA object exports one filler,
- * qn_cpu_kernels_fill_<isa> (kernels_table_cpu.c). Reads nothing from the environment: an ISA
+ * ISA this machine runs and this build compiled (arm64: the hwcaps, from getauxval); each ISA object
+ * exports one filler, qn_cpu_kernels_fill_<isa> (kernels_table_cpu.c). Reads nothing from the environment: an ISA
  * override reaches us only as an argument (tools/ owns flags and env). */
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#endif
+#if defined(QN_HAVE_ISA_NEON_DOTPROD)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20) /* Linux arm64 hwcap: SDOT/UDOT */
+#endif
 #endif
 
 #include "kernels/cpu/cpu_kernels.h"
@@ -22,10 +28,6 @@ void qn_cpu_kernels_fill_avx512(qn_cpu_kernels *k);
 void qn_cpu_kernels_fill_neon(qn_cpu_kernels *k);
 #endif
 #if defined(QN_HAVE_ISA_NEON_DOTPROD)
-#include <sys/auxv.h>
-#ifndef HWCAP_ASIMDDP
-#define HWCAP_ASIMDDP (1UL << 20) /* Linux arm64 hwcap: SDOT/UDOT */
-#endif
 void qn_cpu_kernels_fill_neon_dotprod(qn_cpu_kernels *k);
 #endif
 

@@ -2,7 +2,9 @@
  * the Q8_K activation quantizer; compiled once per ISA. Per 256-element super-block the dot product
  * is an exact integer pair (isum = Σ_sub scale·Σ q_w q_a, summs = Σ_sub min·bsum_a), finished in fp32
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
- * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. */
+ * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
+ * AVX2 (also in the AVX-512 objects) with a Q4_K register tile of 8 rows × 4 tokens; NEON (SDOT in the
+ * neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
