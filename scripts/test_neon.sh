@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_neon.sh [BUILD_DIR] — the arm64 (NEON) CPU kernels, tested on this x86-64 machine: cross-builds the
-# kernels, the runtime and their C tests for aarch64 (cmake/aarch64-linux-gnu.cmake) and runs the tests
+# kernels, the runtime and their C tests for aarch64 (scripts/aarch64-linux-gnu.cmake) and runs the tests
 # labelled `neon` under qemu-aarch64 (user-mode emulation: right answers, meaningless timings).
 # Installs, when missing: gcc-aarch64-linux-gnu, qemu-user and the arm64 cmocka/jansson/PCRE2 -dev packages
 # (Debian multiarch). libevent-dev is not installed for arm64: its arm64 package replaces the amd64 one, so
@@ -16,7 +16,7 @@ if ! dpkg -s "${pkgs[@]}" >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 cmake -S "$QN_ROOT" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DCMAKE_TOOLCHAIN_FILE="$QN_ROOT/cmake/aarch64-linux-gnu.cmake" -DQN_CPU_ONLY=ON -DQN_BUILD_HOST=OFF \
+  -DCMAKE_TOOLCHAIN_FILE="$QN_ROOT/scripts/aarch64-linux-gnu.cmake" -DQN_CPU_ONLY=ON -DQN_BUILD_HOST=OFF \
   -DQN_PYTHON="$QN_VENV/bin/python" >/dev/null
 ninja -C "$dir" -j"$(nproc)"
 echo "=== ctest: arm64 cross build under qemu-aarch64 (label neon) ==="
