@@ -94,8 +94,10 @@ static void test_select(void **state) {
     assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_SCALAR, NULL), QN_ERR_INVALID_ARG);
 #if defined(__x86_64__)
     assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_NEON, &k), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_NEON_DOTPROD, &k), QN_ERR_UNSUPPORTED);
 #else
     assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_AVX2, &k), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_AVX512, &k), QN_ERR_UNSUPPORTED);
 #endif
     for (int i = 0; i < g_ntabs; i++) {
         fprintf(stderr, "table %s\n", g_tabs[i].isa_name);
