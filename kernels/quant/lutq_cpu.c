@@ -158,6 +158,15 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
 #endif
 
 #if defined(QN_SIMD_NEON)
+/* 16 codes -> their values under the identity table, 4 columns per vector (exact widening conversions) */
+QN_INLINE void codes_to_f32(uint8x16_t c, float32x4_t v[4]) {
+    const uint16x8_t c0 = vmovl_u8(vget_low_u8(c)), c1 = vmovl_u8(vget_high_u8(c));
+    v[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c0)));
+    v[1] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c0)));
+    v[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c1)));
+    v[3] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c1)));
+}
+
 /* 4-bit codes of one 16-column block (8 bytes at p) -> 16 values in 4 vectors of 4 columns. Identity tables
  * convert the codes; a 16-entry table is read with TBL over its 64 bytes: the byte index of column c is
  * 4·code + (byte of the float), built by replicating each 4·code over its 4 byte lanes. */
@@ -165,11 +174,7 @@ QN_INLINE void dec16_nib(const uint8_t *p, int ident, const uint8x16x4_t *lutb, 
     const uint8x8_t b = vld1_u8(p);
     const uint8x16_t c = vcombine_u8(vand_u8(b, vdup_n_u8(15)), vshr_n_u8(b, 4)); /* columns 0..15 */
     if (ident) {
-        const uint16x8_t c0 = vmovl_u8(vget_low_u8(c)), c1 = vmovl_u8(vget_high_u8(c));
-        v[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c0)));
-        v[1] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c0)));
-        v[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c1)));
-        v[3] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c1)));
+        codes_to_f32(c, v);
         return;
     }
     static const uint8_t rep[16] = {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3};
@@ -184,12 +189,7 @@ QN_INLINE void dec16_nib(const uint8_t *p, int ident, const uint8x16x4_t *lutb, 
 /* 8-bit codes of 16 columns -> 16 values (identity: conversion; else the table, element by element). */
 QN_INLINE void dec16_byte(const uint8_t *p, int ident, const float *lut, float32x4_t v[4]) {
     if (ident) {
-        const uint8x16_t c = vld1q_u8(p);
-        const uint16x8_t c0 = vmovl_u8(vget_low_u8(c)), c1 = vmovl_u8(vget_high_u8(c));
-        v[0] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c0)));
-        v[1] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c0)));
-        v[2] = vcvtq_f32_u32(vmovl_u16(vget_low_u16(c1)));
-        v[3] = vcvtq_f32_u32(vmovl_u16(vget_high_u16(c1)));
+        codes_to_f32(vld1q_u8(p), v);
         return;
     }
     float t[16];
