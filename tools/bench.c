@@ -123,7 +123,7 @@ int qn_cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
     const char *model_path = NULL, *p_list = "512", *n_list = "128", *out_fmt = "md", *isa_name = NULL;
     int reps = 5, n_threads = qn_tool_default_threads(), n_batch = 2048;
-    bool help = false;
+    bool help = false, no_repack = false;
     qn_tool_device_opts dev = QN_TOOL_DEVICE_OPTS_INIT;
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model (default: SmolLM2-135M-Instruct Q4_1)"},
@@ -134,6 +134,7 @@ int qn_cmd_bench(int argc, char **argv) {
         {"batch-size", NULL, 'b', QN_ARG_INT, &n_batch, "max tokens per forward step (2048)"},
         {"output", NULL, 'o', QN_ARG_STR, &out_fmt, "md | csv | json | jsonl"},
         {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "keep Q4_K weights as in the file (no 8-row CPU repack; A/B)"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
@@ -165,7 +166,7 @@ int qn_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < np; i++) max_n = pl[i] > max_n ? pl[i] : max_n;
     for (int i = 0; i < nn; i++) max_n = nl[i] > max_n ? nl[i] : max_n;
     /* tg<N>: 1 prompt token + N generated; pp<N>: N + the sampled one */
-    const qn_one_engine_opts eo = {.n_ctx = max_n + 2, .n_batch = n_batch, .n_threads = n_threads, .isa = isa,
+    const qn_one_engine_opts eo = {.n_ctx = max_n + 2, .n_batch = n_batch, .n_threads = n_threads, .isa = isa, .no_repack = no_repack,
                                    .prefix_cache = false};
     bench_test tests[2 * QN_BENCH_MAX_LIST];
     int n_tests = 0, rc = 1;

@@ -8,7 +8,7 @@ qn_engine *qn_one_engine_create(const char *cmd, const qn_model *m, const qn_one
                                 const qn_tool_device_opts *dev) {
     qn_engine_config ec = qn_engine_config_default();
     if (qn_tool_apply_device_engine(cmd, dev, &ec) != 0) return NULL;
-    ec.n_threads = o->n_threads, ec.isa = o->isa;
+    ec.n_threads = o->n_threads, ec.isa = o->isa, ec.no_repack = o->no_repack;
     ec.max_model_len = o->n_ctx;
     ec.max_num_seqs = 1;
     ec.max_num_batched_tokens = o->n_batch < o->n_ctx ? o->n_batch : o->n_ctx;

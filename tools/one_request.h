@@ -16,6 +16,7 @@ typedef struct qn_one_engine_opts {
     int32_t n_batch;        /* max tokens per forward step (prefill chunk) */
     int32_t n_threads;
     qn_cpu_isa isa;
+    bool no_repack;
     bool prefix_cache;      /* bench turns it off: every repetition recomputes its prompt */
 } qn_one_engine_opts;
 

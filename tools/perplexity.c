@@ -26,7 +26,7 @@ static double nll_of(const float *logits, int32_t n_vocab, int32_t target) {
 int qn_cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *vocab = NULL, *text_path = NULL, *isa = NULL;
     int n_ctx = 512, n_threads = qn_tool_default_threads(), n_chunks = -1, n_batch = 512;
-    bool help = false;
+    bool help = false, no_repack = false;
     qn_tool_device_opts dev = QN_TOOL_DEVICE_OPTS_INIT;
     const qn_arg table[] = {
         {"model", NULL, 'm', QN_ARG_STR, &model_path, "GGUF model or HF directory (default: SmolLM2-135M-Instruct Q4_1)"},
@@ -37,6 +37,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
         {"chunks", NULL, 0, QN_ARG_INT, &n_chunks, "evaluate at most N windows (all)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
         {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "keep Q4_K weights as in the file (no 8-row CPU repack; A/B)"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };
@@ -86,6 +87,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
     cp.n_batch = n_batch < n_ctx ? n_batch : n_ctx;
     cp.n_threads = n_threads;
     cp.isa = want;
+    cp.no_repack = no_repack;
     if (qn_tool_apply_device("perplexity", &dev, &cp) != 0) goto done;
     if (qn_ctx_create(m, &cp, &ctx, &err) != QN_OK) {
         fprintf(stderr, "quern perplexity: %s\n", err.msg);

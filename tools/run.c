@@ -17,7 +17,7 @@
 
 typedef struct run_opts {
     const char *model, *vocab, *prompt, *prompt_file, *system, *isa;
-    bool chat, ignore_eos, token_ids, help;
+    bool chat, ignore_eos, token_ids, no_repack, help;
     int n_predict, n_threads, n_ctx, top_k;
     float temp, top_p, min_p, repeat_penalty, presence, frequency;
     int64_t seed;
@@ -94,6 +94,7 @@ int qn_cmd_run(int argc, char **argv) {
         {"ignore-eos", NULL, 0, QN_ARG_BOOL, &o.ignore_eos, "keep generating after end-of-generation tokens"},
         {"token-ids", NULL, 0, QN_ARG_BOOL, &o.token_ids, "print generated token ids on stderr"},
         {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "keep Q4_K weights as in the file (no 8-row CPU repack; A/B)"},
         QN_TOOL_DEVICE_ARGS(o.dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };
@@ -139,7 +140,7 @@ int qn_cmd_run(int argc, char **argv) {
                 o.n_predict, o.n_ctx);
         goto done;
     }
-    const qn_one_engine_opts eo = {.n_ctx = o.n_ctx, .n_batch = 512, .n_threads = o.n_threads, .isa = isa,
+    const qn_one_engine_opts eo = {.n_ctx = o.n_ctx, .n_batch = 512, .n_threads = o.n_threads, .isa = isa, .no_repack = o.no_repack,
                                    .prefix_cache = false};
     if (!(eng = qn_one_engine_create("run", m, &eo, &o.dev))) goto done;
     rc = generate(&o, eng, toks, n_prompt);

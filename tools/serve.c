@@ -27,7 +27,7 @@ typedef struct serve_opts {
     int tp_rank, tp_local;
     float gpu_util, sse_ping_s;
     bool no_prefix_cache, enable_prefix_caching, no_enable_prefix_caching, help;
-    bool no_graphs, tp_nccl;    /* the device flags the other commands take (common.h) */
+    bool no_graphs, tp_nccl, no_repack;    /* the device flags the other commands take (common.h) */
     bool mmvq_staged, mmvq_direct;
     const char *profile_steps;
 } serve_opts;
@@ -213,6 +213,7 @@ int qn_cmd_serve(int argc, char **argv) {
         {"root-path", "api-prefix", 0, QN_ARG_STR, &o.root_path, "path prefix behind a proxy, e.g. /llm"},
         {"allowed-origins", "cors-origins", 0, QN_ARG_STR, &o.cors, "CORS origins: * or a comma list (* without a key)"},
         {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "keep Q4_K weights as in the file (no 8-row CPU repack; A/B)"},
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);
@@ -298,6 +299,7 @@ int qn_cmd_serve(int argc, char **argv) {
     L.ec = edef;
     L.ec.n_threads = o.threads;
     L.ec.isa = isa;
+    L.ec.no_repack = o.no_repack;
     L.ec.device = dev_kind;
     L.ec.cuda_device = dev_ordinal;
     const qn_tool_device_opts dv = {.device = o.device, .no_graphs = o.no_graphs, .mmvq_staged = o.mmvq_staged,

@@ -35,6 +35,12 @@ typedef void (*qn_vec_dot_x4_fn)(int64_t n, float *out, const void *w_row, const
 typedef void (*qn_vec_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, int64_t n_rows, const void *a,
                                    size_t a_stride, int64_t n_tok, float *y, int64_t ldy);
 
+/* y[t * ldy + 8g + r] = dot(W row 8g + r, a row t) for g < n_groups, r < 8, t < n_tok; w8: n_groups row groups of
+ * a weight repacked 8 rows at a time (Q4_K: gguf/q4kx8.h; group g at w8 + g·(n / 256)·1152 bytes), a: [n_tok][a_stride
+ * bytes] in vec_dot_type(fmt). Every output is bit-identical to vec_dot's on W's plain rows. */
+typedef void (*qn_matmul_x8_fn)(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t a_stride,
+                                int64_t n_tok, float *y, int64_t ldy);
+
 /* y[t][r] = Σ_k W[r][k]·x[t][k] for r in [row_begin, row_end), t < n_tokens, W a repacked GPTQ/AWQ/bnb weight
  * (lutq.h); x: [n_tokens][ldx] fp32 in the checkpoint's column order; y: [n_tokens][ldy]. */
 typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
@@ -52,6 +58,7 @@ typedef struct qn_cpu_kernels {
     qn_vec_dot_x4_fn vec_dot_x4[QN_QFORMAT_COUNT]; /* 1 row x 4 tokens (NULL: use vec_dot) */
     qn_vec_dot_tile_fn vec_dot_tile[QN_QFORMAT_COUNT]; /* rows x tokens blocks (NULL: use vec_dot_x4) */
     int32_t vec_dot_tile_rows[QN_QFORMAT_COUNT];   /* rows per register tile (row ranges best a multiple) */
+    qn_matmul_x8_fn matmul_x8[QN_QFORMAT_COUNT];   /* weights repacked 8 rows at a time (NULL: no repack) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */
@@ -80,6 +87,12 @@ qn_status qn_cpu_kernels_select(qn_cpu_isa isa, qn_cpu_kernels *out);
 qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const void *w, int64_t k,
                              const void *xq, int64_t n_tokens, float *y, int64_t ldy,
                              int64_t row_begin, int64_t row_end);
+
+/* As qn_cpu_matmul_rows for a weight repacked 8 rows at a time (w8: the whole [n_rows / 8] groups, see
+ * qn_matmul_x8_fn): row_begin and row_end must be multiples of 8. QN_ERR_UNSUPPORTED if the table has no
+ * matmul_x8 kernel for wfmt. */
+qn_status qn_cpu_matmul_x8(const qn_cpu_kernels *kern, qn_qformat wfmt, const void *w8, int64_t k, const void *xq,
+                           int64_t n_tokens, float *y, int64_t ldy, int64_t row_begin, int64_t row_end);
 
 #ifdef __cplusplus
 }

@@ -63,6 +63,33 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
     return QN_OK;
 }
 
+qn_status qn_cpu_matmul_x8(const qn_cpu_kernels *kern, qn_qformat wfmt, const void *w8, int64_t k, const void *xq,
+                           int64_t n_tokens, float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+    if (!kern || (unsigned)wfmt >= QN_QFORMAT_COUNT || k <= 0 || n_tokens < 0 || row_begin < 0 ||
+        row_end < row_begin || row_begin % 8 || row_end % 8)
+        return QN_ERR_INVALID_ARG;
+    const qn_matmul_x8_fn mm = kern->matmul_x8[wfmt];
+    if (!mm) return QN_ERR_UNSUPPORTED;
+    if (row_end == row_begin || n_tokens == 0) return QN_OK;
+    if (!w8 || !xq || !y || (n_tokens > 1 && ldy < row_end)) return QN_ERR_INVALID_ARG;
+    const size_t wrb = qn_qformat_row_bytes(wfmt, k); /* a group holds 8 rows' bytes */
+    const size_t arb = qn_qformat_row_bytes(QN_QFORMATS[wfmt].vec_dot_type, k);
+    if (!wrb || !arb) return QN_ERR_SHAPE;
+    /* the same blocking as qn_cpu_matmul_rows: ~32 KiB of weight groups (at least one) × ~256 KiB of tokens */
+    int64_t g_tile = (int64_t)(QN_MM_ROW_TILE_BYTES / (8 * wrb)), tok_chunk = (int64_t)(QN_MM_TOK_CHUNK_BYTES / arb);
+    if (g_tile < 1) g_tile = 1;
+    tok_chunk = tok_chunk < 4 ? 4 : tok_chunk & ~(int64_t)3;
+    const uint8_t *wb = w8, *xb = xq;
+    for (int64_t g0 = row_begin / 8; g0 < row_end / 8; g0 += g_tile) {
+        const int64_t g1 = g0 + g_tile < row_end / 8 ? g0 + g_tile : row_end / 8;
+        for (int64_t t0 = 0; t0 < n_tokens; t0 += tok_chunk) {
+            const int64_t t1 = t0 + tok_chunk < n_tokens ? t0 + tok_chunk : n_tokens;
+            mm(k, wb + (size_t)g0 * 8 * wrb, g1 - g0, xb + (size_t)t0 * arb, arb, t1 - t0, y + t0 * ldy + g0 * 8, ldy);
+        }
+    }
+    return QN_OK;
+}
+
 #else
 typedef int qn_matmul_cpu_isa_unused; /* keeps the per-ISA object a valid translation unit */
 #endif

@@ -56,6 +56,7 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
     qn_status st = qn_cpu_kernels_select(p->isa, &b->kern);
     if (st != QN_OK)
         return qn_error_set(err, st, "backend: CPU ISA %s not available on this machine/build", qn_cpu_isa_name(p->isa));
+    if (p->no_repack) memset(b->kern.matmul_x8, 0, sizeof b->kern.matmul_x8);
     b->tp_size = p->tp_size;
     if (p->tp_size > 1) {
         const int per_rank = p->n_threads / p->tp_size > 1 ? p->n_threads / p->tp_size : 1;
@@ -72,6 +73,8 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
         return st;
     b->kind = QN_DEVICE_CPU;
     snprintf(b->name, sizeof b->name, "cpu %s, %d threads", b->kern.isa_name, p->n_threads);
+    const size_t rp = qn_llama_cpu_repacked_bytes(b->cpu);
+    if (rp) QN_LOGI("backend: %.1f MiB of Q4_K weights repacked 8 rows at a time for %s", rp / 1048576.0, b->kern.isa_name);
     return QN_OK;
 }
 

@@ -30,6 +30,7 @@ typedef struct qn_backend_params {
     int cuda_device;          /* ordinal */
     int32_t n_threads;        /* CPU path */
     qn_cpu_isa isa;           /* CPU path */
+    bool no_repack;           /* CPU path: no load-time weight repack (llama_cpu.c; an A/B switch) */
     int32_t max_tokens;       /* per step */
     int32_t max_seqs;         /* per step */
     int32_t max_ctx;          /* positions per sequence */

@@ -30,7 +30,7 @@ qn_status qn_ctx_create(const qn_model *m, const qn_ctx_params *p, qn_ctx **out,
     if (c->p.n_batch > c->p.n_ctx) c->p.n_batch = c->p.n_ctx;
     c->n_blocks = (p->n_ctx + p->block_size - 1) / p->block_size;
     qn_backend_params bp = qn_backend_params_default();
-    bp.device = p->device, bp.cuda_device = p->cuda_device, bp.n_threads = p->n_threads, bp.isa = p->isa;
+    bp.device = p->device, bp.cuda_device = p->cuda_device, bp.n_threads = p->n_threads, bp.isa = p->isa, bp.no_repack = p->no_repack;
     bp.max_tokens = c->p.n_batch, bp.max_seqs = 1, bp.max_ctx = p->n_ctx;
     bp.n_blocks = c->n_blocks, bp.block_size = p->block_size, bp.cuda_graphs = p->cuda_graphs;
     bp.mmvq_stage = p->mmvq_stage;

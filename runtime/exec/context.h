@@ -17,6 +17,7 @@ typedef struct qn_ctx_params {
     int32_t n_batch;     /* max tokens per forward step */
     int32_t n_threads;
     qn_cpu_isa isa;      /* QN_CPU_ISA_AUTO = best available */
+    bool no_repack;      /* CPU: no load-time weight repack (exec/backend.h) */
     int32_t block_size;  /* KV block size (16) */
     qn_device_kind device; /* AUTO: CUDA when a GPU is present */
     int cuda_device;     /* CUDA ordinal */

@@ -419,7 +419,7 @@ qn_status qn_engine_create(const qn_model *m, const qn_engine_config *cfg, qn_en
     size_t bytes = c->kv_cache_bytes > 0 ? (size_t)c->kv_cache_bytes
                                          : per_token * (size_t)c->max_model_len * (size_t)(c->max_num_seqs / 8 > 1 ? c->max_num_seqs / 8 : 1);
     qn_backend_params bp = qn_backend_params_default();
-    bp.device = c->device, bp.cuda_device = c->cuda_device, bp.n_threads = c->n_threads, bp.isa = c->isa;
+    bp.device = c->device, bp.cuda_device = c->cuda_device, bp.n_threads = c->n_threads, bp.isa = c->isa, bp.no_repack = c->no_repack;
     bp.max_tokens = c->max_num_batched_tokens, bp.max_seqs = c->max_num_seqs, bp.max_ctx = c->max_model_len;
     bp.block_size = c->block_size;
     bp.tp_size = c->tp_size > 0 ? c->tp_size : 1;

@@ -24,6 +24,7 @@ typedef struct qn_engine qn_engine;
 typedef struct qn_engine_config {
     int32_t n_threads;              /* CPU path threads */
     qn_cpu_isa isa;
+    bool no_repack;                 /* CPU: no load-time weight repack (exec/backend.h) */
     qn_device_kind device;          /* AUTO: CUDA when a GPU is present */
     int cuda_device;                /* CUDA ordinal */
     int32_t tp_size;                /* tensor-parallel ranks (exec/backend.h); n_threads are split among them */

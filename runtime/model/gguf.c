@@ -485,6 +485,14 @@ qn_status qn_gguf_open(const char *path, qn_gguf **out, qn_error *err) {
     return open_image(map ? map : "", size, map, path, out, err);
 }
 
+void qn_gguf_drop_pages(const qn_gguf *g, const void *p, size_t n) {
+    if (!g || !g->map || !p) return;
+    const uintptr_t map = (uintptr_t)g->map, lo = (uintptr_t)p, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    if (lo < map || n > g->size || lo - map > g->size - n) return;
+    const uintptr_t b = (lo + page - 1) / page * page, e = (lo + n) / page * page;
+    if (e > b) (void)madvise((void *)b, e - b, MADV_DONTNEED); /* advice only: a failure changes nothing */
+}
+
 void qn_gguf_close(qn_gguf *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) free(g->kv[i].strs);

@@ -58,6 +58,10 @@ qn_status qn_gguf_open(const char *path, qn_gguf **out, qn_error *err);
 /* Parses an in-memory image (no copy; buf must outlive the object). For tests and the fuzzer. */
 qn_status qn_gguf_open_memory(const void *buf, size_t len, const char *label, qn_gguf **out, qn_error *err);
 void qn_gguf_close(qn_gguf *g); /* NULL is a no-op */
+/* The pages wholly inside [p, p + n) stop counting as this process's memory (madvise MADV_DONTNEED) when they
+ * lie in the file mapping of qn_gguf_open: a later read faults them back from the file, unchanged. A no-op for
+ * memory images and ranges outside the mapping. For bytes copied elsewhere (the CPU forward's repacked weights). */
+void qn_gguf_drop_pages(const qn_gguf *g, const void *p, size_t n);
 
 /* --- file-level queries --- */
 const char *qn_gguf_path(const qn_gguf *g);

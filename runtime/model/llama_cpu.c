@@ -2,7 +2,10 @@
  * Per layer: RMSNorm -> q/k/v matmuls -> (bias) RoPE -> KV write -> paged attention -> o matmul
  * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
  * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
- * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest). */
+ * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest).
+ * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K on x86 SIMD) are copied once, at
+ * create, into that layout (8 rows interleaved, gguf/q4kx8.h), and their file pages are dropped
+ * (qn_gguf_drop_pages): the same bytes, not twice; every output stays bit-identical. */
 #include "model/llama_cpu.h"
 
 #include <math.h>
@@ -11,8 +14,13 @@
 
 #include "kernels/attention/attention.h"
 #include "kernels/ops/ops.h"
+#include "kernels/quant/gguf/q4kx8.h"
+#include "model/gguf.h"
 
 #define QN_MAX_JOBS 3
+
+/* a layer's matmul weights, in the order of the forward's x8 table; the output weight follows the layers */
+enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_PER_LAYER };
 
 struct qn_llama_cpu {
     const qn_model *m;
@@ -36,6 +44,9 @@ struct qn_llama_cpu {
     qn_llama_allreduce_fn allreduce;    /* optional TP all-reduce of the o/down partial sums */
     void *allreduce_user;
     int64_t embd_begin;                 /* global vocab id of tok_embd's row 0 (vocab-parallel embedding) */
+    uint8_t *x8_mem;                    /* the repacked matmul weights, one allocation (NULL: none) */
+    size_t x8_bytes;
+    const void **x8;                    /* [n_layer * W_PER_LAYER + 1]: a weight's repacked copy in x8_mem, or NULL */
 };
 
 void qn_llama_cpu_set_tap(qn_llama_cpu *f, qn_llama_tap_fn fn, void *user) {
@@ -84,6 +95,7 @@ static void quant_fn(void *arg, int ith, int nth) {
 
 typedef struct mm_job {
     const qn_weight *w;
+    const void *x8;       /* w repacked 8 rows at a time (kern->matmul_x8), or NULL: w->data as it is */
     float *y;             /* [n_tokens][ldy] */
     int64_t ldy;
     float *resid;         /* optional [n_tokens][ldy]: resid += y for the job's rows */
@@ -100,18 +112,23 @@ static void mm_fn(void *arg, int ith, int nth) {
     const mm_task *a = arg;
     int64_t total = 0;
     for (int j = 0; j < a->n_jobs; j++) total += a->jobs[j].w->n;
-    /* split in units of 4 rows so each thread's range suits the row micro-tile */
+    /* split in units of 8 rows so each thread's range suits the row tiles and the 8-row groups */
     long long ub, ue;
-    qn_split_range((total + 3) / 4, ith, nth, &ub, &ue);
-    int64_t b = ub * 4, e = ue * 4 < total ? ue * 4 : total;
+    qn_split_range((total + 7) / 8, ith, nth, &ub, &ue);
+    int64_t b = ub * 8, e = ue * 8 < total ? ue * 8 : total;
     int64_t base = 0;
     for (int j = 0; j < a->n_jobs && b < e; j++) {
         const mm_job *jb = &a->jobs[j];
-        const int64_t lo = b > base ? b - base : 0;
-        const int64_t hi = (e - base) < jb->w->n ? (e - base) : jb->w->n;
+        int64_t lo = b > base ? b - base : 0;
+        int64_t hi = (e - base) < jb->w->n ? (e - base) : jb->w->n;
+        if (jb->x8) /* whole groups: group g goes to the thread whose rows hold row 8g (n is a multiple of 8) */
+            lo = (lo + 7) / 8 * 8, hi = (hi + 7) / 8 * 8;
         if (lo < hi) {
             const qn_qformat vdt = QN_QFORMATS[jb->w->fmt].vec_dot_type;
-            if (jb->w->lutq) /* repacked HF GPTQ/AWQ/bnb weight: takes the fp32 activations (fmt F32) */
+            if (jb->x8)
+                qn_cpu_matmul_x8(a->f->kern, jb->w->fmt, jb->x8, jb->w->k, a->f->xq[vdt], a->n_tokens, jb->y, jb->ldy,
+                                 lo, hi);
+            else if (jb->w->lutq) /* repacked HF GPTQ/AWQ/bnb weight: takes the fp32 activations (fmt F32) */
                 a->f->kern->lutq_matmul(jb->w->lutq, a->f->xq[vdt], jb->w->k, a->n_tokens, jb->y, jb->ldy, lo, hi);
             else
                 qn_cpu_matmul_rows(a->f->kern, jb->w->fmt, jb->w->data, jb->w->k, a->f->xq[vdt], a->n_tokens, jb->y,
@@ -254,6 +271,60 @@ static qn_status reduce_add_resid(qn_llama_cpu *f, int64_t T, int64_t E, qn_erro
 
 /* ---------------------------------------------------------------- lifecycle */
 
+static const qn_weight *weight_at(const qn_model *m, int64_t i) {
+    if (i == (int64_t)m->cfg.n_layer * W_PER_LAYER) return &m->output;
+    const qn_layer_weights *L = &m->layers[i / W_PER_LAYER];
+    const qn_weight *ws[W_PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+    return ws[i % W_PER_LAYER];
+}
+
+/* A weight the table repacks: a kernel for its format, whole 8-row groups, and not the embedding's bytes (tied
+ * output: the token lookup reads those rows as they are). */
+static bool x8_takes(const qn_model *m, const qn_cpu_kernels *kern, const qn_weight *w) {
+    return w->data && !w->lutq && w->fmt == QN_QFORMAT_Q4_K && kern->matmul_x8[w->fmt] && w->n > 0 &&
+           qn_q4kx8_check_shape(w->n, w->k) == QN_OK && w->data != m->tok_embd.data;
+}
+
+typedef struct x8_task {
+    const qn_weight *w;
+    uint8_t *dst;
+} x8_task;
+
+static void x8_fn(void *arg, int ith, int nth) {
+    const x8_task *a = arg;
+    long long gb, ge;
+    qn_split_range(a->w->n / QN_Q4KX8_ROWS, ith, nth, &gb, &ge);
+    (void)qn_q4kx8_repack(a->w->data, a->dst, a->w->n, a->w->k, gb, ge); /* shapes checked by x8_takes */
+}
+
+/* Repacks every weight x8_takes, one parallel region per weight, into one allocation. */
+static qn_status repack_weights(qn_llama_cpu *f) {
+    const qn_model *m = f->m;
+    const int64_t nw = (int64_t)m->cfg.n_layer * W_PER_LAYER + 1;
+    size_t total = 0;
+    for (int64_t i = 0; i < nw; i++) {
+        const qn_weight *w = weight_at(m, i);
+        if (x8_takes(m, f->kern, w)) total += qn_qformat_row_bytes(w->fmt, w->k) * (size_t)w->n;
+    }
+    if (!total) return QN_OK;
+    void *mem = NULL;
+    if (!(f->x8 = calloc((size_t)nw, sizeof *f->x8)) || posix_memalign(&mem, 64, total) != 0) return QN_ERR_NOMEM;
+    f->x8_mem = mem;
+    f->x8_bytes = total;
+    size_t off = 0;
+    for (int64_t i = 0; i < nw; i++) {
+        const qn_weight *w = weight_at(m, i);
+        if (!x8_takes(m, f->kern, w)) continue;
+        const size_t bytes = qn_qformat_row_bytes(w->fmt, w->k) * (size_t)w->n;
+        x8_task t = {w, f->x8_mem + off};
+        qn_threadpool_run(f->tp, x8_fn, &t);
+        qn_gguf_drop_pages(m->gguf, w->data, bytes);
+        f->x8[i] = f->x8_mem + off;
+        off += bytes;
+    }
+    return QN_OK;
+}
+
 static void need_vdt(bool *need, const qn_weight *w) {
     if (w && w->data) need[QN_QFORMATS[w->fmt].vec_dot_type] = true;
 }
@@ -308,9 +379,15 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
         qn_llama_cpu_destroy(f);
         return qn_error_set(err, QN_ERR_NOMEM, "forward: cannot allocate activations for %d tokens", max_tokens);
     }
+    if (repack_weights(f) != QN_OK) {
+        qn_llama_cpu_destroy(f);
+        return qn_error_set(err, QN_ERR_NOMEM, "forward: cannot allocate the repacked (Q4_K x8) weights");
+    }
     *out = f;
     return QN_OK;
 }
+
+size_t qn_llama_cpu_repacked_bytes(const qn_llama_cpu *f) { return f ? f->x8_bytes : 0; }
 
 void qn_llama_cpu_destroy(qn_llama_cpu *f) {
     if (!f) return;
@@ -318,6 +395,7 @@ void qn_llama_cpu_destroy(qn_llama_cpu *f) {
     free(f->scratch);
     free(f->seq_nq);
     for (int v = 0; v < QN_QFORMAT_COUNT; v++) free(f->xq[v]);
+    free(f->x8_mem), free(f->x8);
     free(f);
 }
 
@@ -326,6 +404,11 @@ void qn_llama_cpu_destroy(qn_llama_cpu *f) {
 static void set_need(bool *need, const qn_weight *a, const qn_weight *b, const qn_weight *c) {
     memset(need, 0, sizeof(bool) * QN_QFORMAT_COUNT);
     need_vdt(need, a), need_vdt(need, b), need_vdt(need, c);
+}
+
+/* a matmul job on weight i of the x8 table (weight_at), with its repacked copy when there is one */
+static mm_job job(const qn_llama_cpu *f, int64_t i, float *y, int64_t ldy, float *resid) {
+    return (mm_job){weight_at(f->m, i), f->x8 ? f->x8[i] : NULL, y, ldy, resid};
 }
 
 /* the batch rules shared with the CUDA path (model/forward.h), plus this cache's geometry */
@@ -366,8 +449,10 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         qn_threadpool_run(f->tp, norm_quant_fn, &nt);
         TAP("attn_norm", il, f->xn, E, f->kmax);
 
+        const int64_t wi = (int64_t)il * W_PER_LAYER;
         mm_task qkv = {.f = f, .n_tokens = T, .n_jobs = 3,
-                       .jobs = {{&L->wq, f->q, HQ, NULL}, {&L->wk, f->k, HK, NULL}, {&L->wv, f->v, HK, NULL}}};
+                       .jobs = {job(f, wi + W_Q, f->q, HQ, NULL), job(f, wi + W_K, f->k, HK, NULL),
+                                job(f, wi + W_V, f->v, HK, NULL)}};
         qn_threadpool_run(f->tp, mm_fn, &qkv);
 
         layer_task lt = {f, L, b, kv, il};
@@ -382,7 +467,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         set_need(qa.need, &L->wo, NULL, NULL);
         qn_threadpool_run(f->tp, quant_fn, &qa);
         float *resid = f->allreduce ? NULL : f->x; /* TP adds after the all-reduce */
-        mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->wo, f->tmp, E, resid}}};
+        mm_task o = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {job(f, wi + W_O, f->tmp, E, resid)}};
         qn_threadpool_run(f->tp, mm_fn, &o);
         if (f->allreduce && (st = reduce_add_resid(f, T, E, err)) != QN_OK) return st;
         TAP("ffn_inp", il, f->x, E, E);
@@ -391,14 +476,14 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         set_need(nf.q.need, &L->w_gate, &L->w_up, NULL);
         qn_threadpool_run(f->tp, norm_quant_fn, &nf);
         TAP("ffn_norm", il, f->xn, E, f->kmax);
-        mm_task gu = {.f = f, .n_tokens = T, .n_jobs = 2, .jobs = {{&L->w_gate, f->g, F, NULL}, {&L->w_up, f->u, F, NULL}}};
+        mm_task gu = {.f = f, .n_tokens = T, .n_jobs = 2, .jobs = {job(f, wi + W_GATE, f->g, F, NULL), job(f, wi + W_UP, f->u, F, NULL)}};
         qn_threadpool_run(f->tp, mm_fn, &gu);
 
         quant_task qs = {.f = f, .n = T};
         set_need(qs.need, &L->w_down, NULL, NULL);
         qn_threadpool_run(f->tp, silu_quant_fn, &qs);
         TAP("ffn_swiglu", il, f->g, F, F);
-        mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {{&L->w_down, f->tmp, E, resid}}};
+        mm_task dn = {.f = f, .n_tokens = T, .n_jobs = 1, .jobs = {job(f, wi + W_DOWN, f->tmp, E, resid)}};
         qn_threadpool_run(f->tp, mm_fn, &dn);
         if (f->allreduce && (st = reduce_add_resid(f, T, E, err)) != QN_OK) return st;
         TAP("l_out", il, f->x, E, E);
@@ -409,7 +494,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
         set_need(no.q.need, &m->output, NULL, NULL);
         qn_threadpool_run(f->tp, norm_quant_fn, &no);
         if (f->tap) f->tap(f->tap_user, "result_norm", -1, f->xn, b->n_out, E, f->kmax);
-        mm_task lo = {.f = f, .n_tokens = b->n_out, .n_jobs = 1, .jobs = {{&m->output, logits, c->n_vocab, NULL}}};
+        mm_task lo = {.f = f, .n_tokens = b->n_out, .n_jobs = 1, .jobs = {job(f, (int64_t)c->n_layer * W_PER_LAYER, logits, c->n_vocab, NULL)}};
         qn_threadpool_run(f->tp, mm_fn, &lo);
     }
     return QN_OK;

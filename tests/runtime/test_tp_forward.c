@@ -8,7 +8,7 @@
  * 8-bit codes, groups of 96 that straddle rank boundaries, act-order perms); N = 2 and 4. TP = 1 is also
  * checked bit for bit against the plain qn_llama_cpu forward. The embedding is vocab-parallel like the LM
  * head (one all-reduce per step; the shard tests check the slices, tied and untied), and copy-on-write of a block through
- * qn_tp_cpu_copy_block. Skips (77) without the default model (also the synthetic models' tokenizer).
+ * qn_tp_cpu_copy_block; the load-time Q4_K repack bit for bit against no repack. Skips (77) without the default model (also the synthetic models' tokenizer).
  * QN_TEST_LABELS: cpu */
 #include "harness.h"
 
@@ -139,19 +139,22 @@ static void run_tp(const qn_model *m, int n_ranks, run_out *out, qn_tp_cpu_stats
     qn_tp_cpu_destroy(tp);
 }
 
-static void run_plain(const qn_model *m, run_out *out) {
+static void run_plain_kern(const qn_model *m, const qn_cpu_kernels *kern, run_out *out, size_t *repacked) {
     qn_threadpool *pool = NULL;
     plain_ctx p = {0};
     qn_error err = {0};
     const qn_model_config *c = &m->cfg;
     assert_int_equal(qn_threadpool_create(2, &pool, &err), QN_OK);
     assert_int_equal(qn_kv_cache_create_cpu(c->n_layer, NBLK, BS, c->n_head_kv, c->head_dim, &p.kv, &err), QN_OK);
-    assert_int_equal(qn_llama_cpu_create(m, &g_kern, pool, 64, MAXB * BS, &p.f, &err), QN_OK);
+    assert_int_equal(qn_llama_cpu_create(m, kern, pool, 64, MAXB * BS, &p.f, &err), QN_OK);
+    if (repacked) *repacked = qn_llama_cpu_repacked_bytes(p.f);
     run_scenario(m, plain_fwd, &p, out);
     qn_llama_cpu_destroy(p.f);
     qn_kv_cache_destroy_cpu(p.kv);
     qn_threadpool_destroy(pool);
 }
+
+static void run_plain(const qn_model *m, run_out *out) { run_plain_kern(m, &g_kern, out, NULL); }
 
 static float top2_gap(const float *x, int64_t n) {
     float a = -INFINITY, b = -INFINITY;
@@ -286,6 +289,33 @@ static void test_synth_types(void **state) {
         check_model(specs[i].file, m, ns, 2, i == 0, TOL_SYNTH);
         if (i == 3) /* wo: 1024 input cols = 4 Q4_K blocks, so 8 ranks would cut blocks */
             expect_refused(m, 8, "'blk.0.attn_output.weight': row split of 1024 input cols 8 ways");
+        qn_model_free(m);
+    }
+}
+
+/* The load-time repack (Q4_K×8, llama_cpu.c): the forward with it gives every logit of every step bit for bit as
+ * the same table without it (matmul_x8 cleared), on a tied model (the Q4_K embedding is not repacked: the token
+ * lookup reads it) and an untied one. Two threads, so rows split between them in whole groups. The plain run
+ * comes second: it reads the file pages the repack dropped. */
+static void test_repack(void **state) {
+    (void)state;
+    static const synth_spec specs[] = {{"q4_k_s.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 4, false},
+                                       {"q4_k_s-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 2, true}};
+    qn_cpu_kernels plain = g_kern;
+    memset(plain.matmul_x8, 0, sizeof plain.matmul_x8);
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        qn_model *m = load_synth(&specs[i]);
+        run_out rp = {0}, pl = {0};
+        size_t bytes_rp = 0, bytes_pl = 1;
+        run_plain_kern(m, &g_kern, &rp, &bytes_rp);
+        run_plain_kern(m, &plain, &pl, &bytes_pl);
+        fprintf(stderr, "%s (%s): %zu bytes repacked\n", specs[i].file, g_kern.isa_name, bytes_rp);
+        assert_int_equal(bytes_pl, 0);
+        if (g_kern.matmul_x8[QN_QFORMAT_Q4_K]) assert_true(bytes_rp > 0);
+        const size_t n = (size_t)(STEPS + 1) * S * (size_t)m->cfg.n_vocab;
+        assert_memory_equal(rp.logits, pl.logits, sizeof(float) * n);
+        assert_memory_equal(rp.tokens, pl.tokens, sizeof rp.tokens);
+        free(rp.logits), free(pl.logits);
         qn_model_free(m);
     }
 }
@@ -489,7 +519,7 @@ int main(void) {
     if (qn_cpu_kernels_select(QN_CPU_ISA_AUTO, &g_kern) != QN_OK) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_geometry), cmocka_unit_test(test_shard_tied_embd), cmocka_unit_test(test_copy_block),
-        cmocka_unit_test(test_synth_types),
+        cmocka_unit_test(test_synth_types),    cmocka_unit_test(test_repack),
         cmocka_unit_test(test_lutq),           cmocka_unit_test(test_smollm2),
     };
     const int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,6 +13,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/gguf/q4kx8.h"
 
 /* The fp32 finish shared by every path: d·isum − dmin·summs with d = d_a·d_w (f32 · f16). */
 QN_INLINE float kq_term(float da, uint16_t dw, uint16_t dminw, int isum, int summs) {
@@ -391,14 +392,16 @@ QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
 QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
 
 /* ------------------------------------------------------------------ x86: Q4_K register tile
- * 8 weight rows × 4 tokens at a time (vec_dot_tile), the 8 rows in the 8 lanes: per 4-element step one
- * maddubs of 8 rows' 4 codes (a dword per row, from an 8×8 dword transpose of the rows' code bytes) with the
- * token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8 steps of at most 2·15·127:
- * |Σ| <= 30480) and is scaled once per row (madd with the rows' scales). The block's finish runs in lanes, one
- * row per lane, with kq_term's operations in its order, and the rows' sums add block after block: every output
- * is bit-identical to vec_dot's (the same integers isum and summs, the same fp32 steps). No horizontal sums:
- * that, and the scales and the transpose shared by 4 tokens, is what the tile saves over 1 row × 4 tokens. */
-#define QN_Q4K_TILE_ROWS 8
+ * 8 weight rows × up to 4 tokens at a time, the 8 rows in the 8 lanes, over Q4_K×8 group blocks (q4kx8.h: the
+ * rows' super-blocks dword-interleaved, so dword lane r is row r's): per 4-element step one maddubs of 8 rows' 4
+ * codes (one 32-byte load) with the token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8
+ * steps of at most 2·15·127: |Σ| <= 30480) and is scaled once per row (madd with the rows' scales). The block's
+ * finish runs in lanes, one row per lane, with kq_term's operations in its order, and the rows' sums add block
+ * after block: every output is bit-identical to vec_dot's (the same integers isum and summs, the same fp32 steps).
+ * No horizontal sums: that, and the scales shared by the tokens, is what the tile saves over 1 row × 4 tokens.
+ * Weights repacked at load (matmul_x8) are read as they are; plain rows (vec_dot_tile) are interleaved block by
+ * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens. */
+#define QN_Q4K_TILE_ROWS QN_Q4KX8_ROWS
 
 /* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
 QN_INLINE void rows_to_lanes8(const uint8_t *p, size_t ws, __m256i out[8]) {
@@ -420,6 +423,25 @@ QN_INLINE void rows_to_lanes8(const uint8_t *p, size_t ws, __m256i out[8]) {
     }
 }
 
+/* Super-block ib of the 8 plain rows x + r·ws -> one Q4_K×8 group block g (q4kx8.h), with the AVX2 transposes. */
+QN_INLINE void q4k_rows_to_x8(const uint8_t *x, size_t ws, uint8_t *g) {
+    __m256i R[4], t[4];
+    for (int i = 0; i < 4; i++) /* headers: 4×8 dword transpose of the rows' first 16 bytes */
+        R[i] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(x + (size_t)i * ws)),
+                                 _mm_loadu_si128((const __m128i *)(x + (size_t)(i + 4) * ws)));
+    t[0] = _mm256_unpacklo_epi32(R[0], R[1]), t[1] = _mm256_unpackhi_epi32(R[0], R[1]);
+    t[2] = _mm256_unpacklo_epi32(R[2], R[3]), t[3] = _mm256_unpackhi_epi32(R[2], R[3]);
+    _mm256_storeu_si256((__m256i *)g, _mm256_unpacklo_epi64(t[0], t[2]));
+    _mm256_storeu_si256((__m256i *)(g + 32), _mm256_unpackhi_epi64(t[0], t[2]));
+    _mm256_storeu_si256((__m256i *)(g + 64), _mm256_unpacklo_epi64(t[1], t[3]));
+    _mm256_storeu_si256((__m256i *)(g + 96), _mm256_unpackhi_epi64(t[1], t[3]));
+    for (int c = 0; c < 4; c++) {
+        __m256i v[8];
+        rows_to_lanes8(x + offsetof(qn_block_q4_k, qs) + 32 * c, ws, v);
+        for (int s = 0; s < 8; s++) _mm256_storeu_si256((__m256i *)(g + 128 + 256 * c + 32 * s), v[s]);
+    }
+}
+
 /* pshufb mask putting byte b0 of each dword into its i16 lane 0 and byte b1 into lane 1 (zero-extended) */
 QN_INLINE __m256i dword_bytes_mask(int b0, int b1) {
     const __m256i offs = _mm256_setr_epi8(0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0,  //
@@ -435,89 +457,99 @@ QN_INLINE __m256 lanes_f16(__m256i hdr, int off) {
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(h, 0x08)));
 }
 
-/* Rows r0..r0+7 × tokens t0..t0+3 of a Q4_K matmul (w: row 0 of the tile; a: token 0 of the tile). */
-static void q4_k_tile8x4(int64_t n, const uint8_t *w, size_t ws, const uint8_t *a, size_t as, float *y, int64_t ldy) {
+/* sum[t] lane r += row r's kq_term of super-block ib for token t < nt (nt: a compile-time constant 1..4);
+ * g: the group block (q4kx8.h), a: token 0's Q8_K row (token t at + t·as). */
+QN_INLINE void q4kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
     const __m256i m15 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f),
                   m2 = _mm256_set1_epi8(0x03);
-    __m256 sum[4];
-    for (int t = 0; t < 4; t++) sum[t] = _mm256_setzero_ps();
-    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
-        const uint8_t *x = w + (size_t)ib * sizeof(qn_block_q4_k); /* row 0's block; row r at + r·ws */
-        /* the 8 rows' 16-byte headers (d, dmin, scales[12]) -> dword k of each row in lanes: h[0] = d | dmin << 16,
-         * h[1..3] = the three scale words of qn_q4_k_scale_words */
-        __m256i h[4];
-        {
-            __m256i R[4], t[4];
-            for (int i = 0; i < 4; i++)
-                R[i] = _mm256_setr_m128i(_mm_loadu_si128((const __m128i *)(x + (size_t)i * ws)),
-                                         _mm_loadu_si128((const __m128i *)(x + (size_t)(i + 4) * ws)));
-            t[0] = _mm256_unpacklo_epi32(R[0], R[1]), t[1] = _mm256_unpackhi_epi32(R[0], R[1]);
-            t[2] = _mm256_unpacklo_epi32(R[2], R[3]), t[3] = _mm256_unpackhi_epi32(R[2], R[3]);
-            h[0] = _mm256_unpacklo_epi64(t[0], t[2]), h[1] = _mm256_unpackhi_epi64(t[0], t[2]);
-            h[2] = _mm256_unpacklo_epi64(t[1], t[3]), h[3] = _mm256_unpackhi_epi64(t[1], t[3]);
-        }
-        /* qn_q4_k_scale_words, lane by lane: sc0..3, sc4..7, mn0..3, mn4..7 (one 6-bit value per byte) */
-        const __m256i w0 = h[1], w1 = h[2], w2 = h[3];
-        const __m256i scw[2] = {
-            _mm256_and_si256(w0, m6),
-            _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4))};
-        const __m256i mnw[2] = {
-            _mm256_and_si256(w1, m6),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
-                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4))};
-        const __m256 dw = lanes_f16(h[0], 0), dminw = lanes_f16(h[0], 2);
-        __m256i isum[4];
-        for (int t = 0; t < 4; t++) isum[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i v[8];
-            rows_to_lanes8(x + offsetof(qn_block_q4_k, qs) + 32 * c, ws, v);
-            for (int half = 0; half < 2; half++) { /* sub-block b = 2c + half: low nibbles, then high */
-                const int b = 2 * c + half;
-                __m256i acc[4];
-                for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_si256();
-                for (int s = 0; s < 8; s++) {
-                    const __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v[s], 4) : v[s], m15);
-                    for (int t = 0; t < 4; t++) {
-                        int32_t a4;
-                        memcpy(&a4, ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs + 64 * c + 32 * half + 4 * s, 4);
-                        acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a4)));
-                        __asm__("" : "+x"(acc[t])); /* keep the sum in a register: GCC would otherwise keep every
-                                                     * product of the unrolled steps and add them later, spilled */
-                    }
-                }
-                const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
-                for (int t = 0; t < 4; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
+    const __m256i *gv = (const __m256i *)g;
+    /* dword lanes: gv[0] = d | dmin << 16, gv[1..3] = the three scale words of qn_q4_k_scale_words, unpacked here
+     * lane by lane to sc0..3, sc4..7, mn0..3, mn4..7 (one 6-bit value per byte) */
+    const __m256i w0 = _mm256_loadu_si256(gv + 1), w1 = _mm256_loadu_si256(gv + 2), w2 = _mm256_loadu_si256(gv + 3);
+    const __m256i scw[2] = {
+        _mm256_and_si256(w0, m6),
+        _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4))};
+    const __m256i mnw[2] = {
+        _mm256_and_si256(w1, m6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
+                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4))};
+    const __m256i hdr = _mm256_loadu_si256(gv);
+    const __m256 dw = lanes_f16(hdr, 0), dminw = lanes_f16(hdr, 2);
+    const int8_t *aq[4];
+    for (int t = 0; t < nt; t++) aq[t] = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs;
+    __m256i isum[4];
+    for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+    for (int b = 0; b < 8; b++) { /* sub-block b: chunk c = b / 2, low nibbles (even b), then high */
+        const int c = b / 2, half = b % 2;
+        __m256i acc[4];
+        for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; s++) {
+            const __m256i v = _mm256_loadu_si256(gv + 4 + 8 * c + s);
+            const __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v, 4) : v, m15);
+            for (int t = 0; t < nt; t++) {
+                int32_t a4;
+                memcpy(&a4, aq[t] + 32 * b + 4 * s, 4);
+                acc[t] = _mm256_add_epi16(acc[t], _mm256_maddubs_epi16(q, _mm256_set1_epi32(a4)));
+                __asm__("" : "+x"(acc[t])); /* keep the sum in a register: GCC would otherwise keep every
+                                             * product of the unrolled steps and add them later, spilled */
             }
         }
-        /* summs = Σ_b mn_b·(bsums[2b] + bsums[2b + 1]), as pairs of sub-blocks: madd of (mn_2p, mn_2p+1) */
-        __m256i mnp[4];
-        for (int p = 0; p < 4; p++) mnp[p] = _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
-        for (int t = 0; t < 4; t++) {
-            const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
-            const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
-            const __m256i bp = _mm256_hadd_epi16(bs, bs); /* B0..B3 | B4..B7, twice per lane */
-            __m256i sm = _mm256_setzero_si256();
-            static const int32_t lane_of_pair[4] = {0, 1, 4, 5};
-            for (int p = 0; p < 4; p++)
-                sm = _mm256_add_epi32(sm, _mm256_madd_epi16(mnp[p], _mm256_permutevar8x32_epi32(bp, _mm256_set1_epi32(lane_of_pair[p]))));
-            const __m256 da = _mm256_set1_ps(yb->d);
-            const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(da, dw), _mm256_cvtepi32_ps(isum[t])),
-                                              _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(sm)));
-            sum[t] = _mm256_add_ps(sum[t], term);
-        }
+        const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
     }
-    for (int t = 0; t < 4; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+    /* summs = Σ_b mn_b·(bsums[2b] + bsums[2b + 1]), as pairs of sub-blocks: madd of (mn_2p, mn_2p+1) */
+    __m256i mnp[4];
+    for (int p = 0; p < 4; p++) mnp[p] = _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
+    for (int t = 0; t < nt; t++) {
+        const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
+        const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+        const __m256i bp = _mm256_hadd_epi16(bs, bs); /* B0..B3 | B4..B7, twice per lane */
+        __m256i sm = _mm256_setzero_si256();
+        static const int32_t lane_of_pair[4] = {0, 1, 4, 5};
+        for (int p = 0; p < 4; p++)
+            sm = _mm256_add_epi32(sm, _mm256_madd_epi16(mnp[p], _mm256_permutevar8x32_epi32(bp, _mm256_set1_epi32(lane_of_pair[p]))));
+        const __m256 da = _mm256_set1_ps(yb->d);
+        const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(da, dw), _mm256_cvtepi32_ps(isum[t])),
+                                          _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(sm)));
+        sum[t] = _mm256_add_ps(sum[t], term);
+    }
+}
+
+/* Rows r0..r0+7 × tokens t0..t0+nt-1 (w: row 0 of the tile; a: token 0). plain: w holds 8 plain Q4_K rows of
+ * stride ws; else w is the rows' Q4_K×8 group (its n / 256 group blocks). */
+QN_INLINE void q4k_tile8(int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a, size_t as, const int nt,
+                         float *y, int64_t ldy) {
+    __m256 sum[4];
+    for (int t = 0; t < nt; t++) sum[t] = _mm256_setzero_ps();
+    _Alignas(32) uint8_t buf[QN_Q4KX8_BLOCK_BYTES];
+    for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
+        if (plain) q4k_rows_to_x8(w + (size_t)ib * sizeof(qn_block_q4_k), ws, buf);
+        q4kx8_block(plain ? buf : w + (size_t)ib * QN_Q4KX8_BLOCK_BYTES, a, as, ib, nt, sum);
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+}
+
+/* 8 rows × every token: 4 at a time, then the 1..3 left */
+static void q4k_tile8_tokens(int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a, size_t as,
+                             int64_t n_tok, float *y, int64_t ldy) {
+    int64_t t = 0;
+    for (; t + 4 <= n_tok; t += 4) q4k_tile8(n, w, ws, plain, a + (size_t)t * as, as, 4, y + t * ldy, ldy);
+    switch (n_tok - t) {
+    case 3: q4k_tile8(n, w, ws, plain, a + (size_t)t * as, as, 3, y + t * ldy, ldy); break;
+    case 2: q4k_tile8(n, w, ws, plain, a + (size_t)t * as, as, 2, y + t * ldy, ldy); break;
+    case 1: q4k_tile8(n, w, ws, plain, a + (size_t)t * as, as, 1, y + t * ldy, ldy); break;
+    default: break;
+    }
 }
 
 static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_rows, const void *av, size_t as,
                                int64_t n_tok, float *y, int64_t ldy) {
     const uint8_t *w = wv, *a = av;
     const int64_t rt = n_rows / QN_Q4K_TILE_ROWS * QN_Q4K_TILE_ROWS, tt = n_tok / 4 * 4;
-    for (int64_t r = 0; r < rt; r += QN_Q4K_TILE_ROWS) {
-        for (int64_t t = 0; t < tt; t += 4) q4_k_tile8x4(n, w + (size_t)r * ws, ws, a + (size_t)t * as, as, y + t * ldy + r, ldy);
-        for (int64_t t = tt; t < n_tok; t++)
-            for (int64_t i = r; i < r + QN_Q4K_TILE_ROWS; i++) dot_q4_k_avx2(n, &y[t * ldy + i], w + (size_t)i * ws, a + (size_t)t * as);
-    }
+    for (int64_t r = 0; r < rt; r += QN_Q4K_TILE_ROWS) /* whole 4-token steps here; the 1..3 left below */
+        q4k_tile8_tokens(n, w + (size_t)r * ws, ws, true, a, as, tt, y + r, ldy);
+    for (int64_t r = 0; r < rt; r++)
+        for (int64_t t = tt; t < n_tok; t++) dot_q4_k_avx2(n, &y[t * ldy + r], w + (size_t)r * ws, a + (size_t)t * as);
     for (int64_t i = rt; i < n_rows; i++) { /* leftover rows: 1 row × 4 tokens, then single tokens */
         int64_t t = 0;
         for (; t + 4 <= n_tok; t += 4) {
@@ -527,6 +559,13 @@ static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_r
         }
         for (; t < n_tok; t++) dot_q4_k_avx2(n, &y[t * ldy + i], w + (size_t)i * ws, a + (size_t)t * as);
     }
+}
+
+static void matmul_q4kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
+                              float *y, int64_t ldy) {
+    const size_t gb = (size_t)(n / QN_QK_K) * QN_Q4KX8_BLOCK_BYTES;
+    for (int64_t g = 0; g < n_groups; g++)
+        q4k_tile8_tokens(n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok, y + g * QN_Q4KX8_ROWS, ldy);
 }
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
@@ -809,6 +848,7 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
     k->vec_dot_tile[QN_QFORMAT_Q4_K] = dot_q4_k_tile_avx2;
     k->vec_dot_tile_rows[QN_QFORMAT_Q4_K] = QN_Q4K_TILE_ROWS;
+    k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx8_avx2;
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
 #elif defined(QN_SIMD_NEON)
     k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_neon;
