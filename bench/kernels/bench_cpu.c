@@ -1,7 +1,9 @@
 /* bench_cpu.c — CPU GEMV/GEMM microbench of qn_cpu_matmul_rows, single thread, per ISA × weight type
  * × shape (SmolLM2-135M and Llama-3-8B projections) × n_tokens (1 = decode, 32 = prefill chunk).
  * Prints µs per call, GB/s of weight bytes streamed and GFLOP/s (2·rows·k·n_tokens); the best of
- * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's).
+ * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's). Where the table has a
+ * repacked kernel (matmul_x8: Q4_K on x86 SIMD) a second row, type "q4_Kx8", times qn_cpu_matmul_x8 on the
+ * same weights repacked as the CPU forward does at load.
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */
 #include <stdio.h>
@@ -12,6 +14,7 @@
 #include "kernels/common/half.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/q4kx8.h"
 
 typedef struct bench_shape { const char *model, *name; int64_t rows, k; } bench_shape;
 
@@ -75,7 +78,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    printf("%-7s %-5s %-10s %-20s %5s %11s %9s %9s\n", "isa", "type", "model", "shape (rows x k)", "ntok", "us/call",
+    printf("%-7s %-7s %-10s %-20s %5s %11s %9s %9s\n", "isa", "type", "model", "shape (rows x k)", "ntok", "us/call",
            "GB/s", "GFLOP/s");
     for (int isa = QN_CPU_ISA_SCALAR; isa < QN_CPU_ISA_COUNT; isa++) {
         if (want_isa && strcmp(want_isa, qn_cpu_isa_name((qn_cpu_isa)isa))) continue;
@@ -93,6 +96,13 @@ int main(int argc, char **argv) {
                 if (!wrb) continue; /* k not a multiple of the block (K-quants at k = 576) */
                 uint8_t *w = malloc(wrb * (size_t)sh->rows);
                 fill_weights((qn_qformat)f, w, wrb * (size_t)sh->rows, sh->rows * sh->k);
+                uint8_t *w8 = NULL; /* Q4_K x8 (the CPU forward's load-time repack) where the table has its kernel */
+                if (kern.matmul_x8[f] && f == QN_QFORMAT_Q4_K && qn_q4kx8_check_shape(sh->rows, sh->k) == QN_OK &&
+                    (w8 = malloc(wrb * (size_t)sh->rows)) &&
+                    qn_q4kx8_repack(w, w8, sh->rows, sh->k, 0, sh->rows / 8) != QN_OK) {
+                    free(w8);
+                    w8 = NULL;
+                }
                 const int64_t ntoks[] = {1, 32};
                 for (int ti = 0; ti < 2; ti++) {
                     const int64_t nt = want_tokens ? want_tokens : ntoks[ti];
@@ -103,27 +113,33 @@ int main(int argc, char **argv) {
                         for (int64_t i = 0; i < sh->k; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
                         kern.from_float[af](x, xq + (size_t)t * arb, sh->k);
                     }
-                    double best = 1e30, spent = 0.0;
-                    int reps = 0;
-                    while (reps < 2 || (spent < min_s && reps < 1000)) {
-                        const double t0 = now_s();
-                        if (qn_cpu_matmul_rows(&kern, (qn_qformat)f, w, sh->k, xq, nt, y, sh->rows, 0, sh->rows)) {
-                            fprintf(stderr, "matmul failed\n");
-                            return 1;
+                    for (int x8 = 0; x8 < 2; x8++) { /* the plain rows, then the load-time repack where there is one */
+                        if (x8 && !w8) break;
+                        double best = 1e30, spent = 0.0;
+                        int reps = 0;
+                        while (reps < 2 || (spent < min_s && reps < 1000)) {
+                            const double t0 = now_s();
+                            if (x8 ? qn_cpu_matmul_x8(&kern, (qn_qformat)f, w8, sh->k, xq, nt, y, sh->rows, 0, sh->rows)
+                                   : qn_cpu_matmul_rows(&kern, (qn_qformat)f, w, sh->k, xq, nt, y, sh->rows, 0, sh->rows)) {
+                                fprintf(stderr, "matmul failed\n");
+                                return 1;
+                            }
+                            const double dt = now_s() - t0;
+                            best = dt < best ? dt : best;
+                            spent += dt;
+                            reps++;
                         }
-                        const double dt = now_s() - t0;
-                        best = dt < best ? dt : best;
-                        spent += dt;
-                        reps++;
+                        const double gb = (double)(wrb * (size_t)sh->rows) / best * 1e-9;
+                        const double gflop = 2.0 * (double)sh->rows * (double)sh->k * (double)nt / best * 1e-9;
+                        char tname[16];
+                        snprintf(tname, sizeof tname, "%s%s", QN_QFORMATS[f].name, x8 ? "x8" : "");
+                        printf("%-7s %-7s %-10s %-20s %5lld %11.1f %9.2f %9.2f\n", kern.isa_name, tname, sh->model,
+                               sh->name, (long long)nt, best * 1e6, gb, gflop);
+                        fflush(stdout);
                     }
-                    const double gb = (double)(wrb * (size_t)sh->rows) / best * 1e-9;
-                    const double gflop = 2.0 * (double)sh->rows * (double)sh->k * (double)nt / best * 1e-9;
-                    printf("%-7s %-5s %-10s %-20s %5lld %11.1f %9.2f %9.2f\n", kern.isa_name, QN_QFORMATS[f].name,
-                           sh->model, sh->name, (long long)nt, best * 1e6, gb, gflop);
-                    fflush(stdout);
                     free(x), free(y), free(xq);
                 }
-                free(w);
+                free(w), free(w8);
             }
         }
     }
