@@ -2,7 +2,7 @@
  * × shape (SmolLM2-135M and Llama-3-8B projections) × n_tokens (1 = decode, 32 = prefill chunk).
  * Prints µs per call, GB/s of weight bytes streamed and GFLOP/s (2·rows·k·n_tokens); the best of
  * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's). Where the table has a
- * repacked kernel (matmul_x8: Q4_K on x86 SIMD) a second row, type "q4_Kx8", times qn_cpu_matmul_x8 on the
+ * repacked kernel (matmul_x8: Q4_K, Q6_K on x86 SIMD) a second row, type "q4_Kx8" / "q6_Kx8", times qn_cpu_matmul_x8 on the
  * same weights repacked as the CPU forward does at load.
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */
@@ -14,7 +14,7 @@
 #include "kernels/common/half.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
-#include "kernels/quant/gguf/q4kx8.h"
+#include "kernels/quant/gguf/kx8.h"
 
 typedef struct bench_shape { const char *model, *name; int64_t rows, k; } bench_shape;
 
@@ -22,6 +22,7 @@ static const bench_shape SHAPES[] = {
     {"smollm2", "q/o 576x576", 576, 576},      {"smollm2", "gate/up 1536x576", 1536, 576},
     {"smollm2", "down 576x1536", 576, 1536},   {"llama3-8b", "q/o 4096x4096", 4096, 4096},
     {"llama3-8b", "gate/up 14336x4096", 14336, 4096}, {"llama3-8b", "down 4096x14336", 4096, 14336},
+    {"llama3-8b", "output 128256x4096", 128256, 4096},
 };
 
 static double now_s(void) {
@@ -96,10 +97,10 @@ int main(int argc, char **argv) {
                 if (!wrb) continue; /* k not a multiple of the block (K-quants at k = 576) */
                 uint8_t *w = malloc(wrb * (size_t)sh->rows);
                 fill_weights((qn_qformat)f, w, wrb * (size_t)sh->rows, sh->rows * sh->k);
-                uint8_t *w8 = NULL; /* Q4_K x8 (the CPU forward's load-time repack) where the table has its kernel */
-                if (kern.matmul_x8[f] && f == QN_QFORMAT_Q4_K && qn_q4kx8_check_shape(sh->rows, sh->k) == QN_OK &&
+                uint8_t *w8 = NULL; /* the CPU forward's load-time repack (kx8.h) where the table has its kernel */
+                if (kern.matmul_x8[f] && qn_kx8_check_shape((qn_qformat)f, sh->rows, sh->k) == QN_OK &&
                     (w8 = malloc(wrb * (size_t)sh->rows)) &&
-                    qn_q4kx8_repack(w, w8, sh->rows, sh->k, 0, sh->rows / 8) != QN_OK) {
+                    qn_kx8_repack((qn_qformat)f, w, w8, sh->rows, sh->k, 0, sh->rows / 8) != QN_OK) {
                     free(w8);
                     w8 = NULL;
                 }

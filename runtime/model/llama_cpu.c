@@ -3,8 +3,8 @@
  * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
  * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
  * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest).
- * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K on x86 SIMD) are copied once, at
- * create, into that layout (8 rows interleaved, gguf/q4kx8.h), and their file pages are dropped
+ * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K and Q6_K on x86 SIMD) are copied once, at
+ * create, into that layout (8 rows interleaved, gguf/kx8.h), and their file pages are dropped
  * (qn_gguf_drop_pages): the same bytes, not twice; every output stays bit-identical. */
 #include "model/llama_cpu.h"
 
@@ -14,7 +14,7 @@
 
 #include "kernels/attention/attention.h"
 #include "kernels/ops/ops.h"
-#include "kernels/quant/gguf/q4kx8.h"
+#include "kernels/quant/gguf/kx8.h"
 #include "model/gguf.h"
 
 #define QN_MAX_JOBS 3
@@ -281,8 +281,8 @@ static const qn_weight *weight_at(const qn_model *m, int64_t i) {
 /* A weight the table repacks: a kernel for its format, whole 8-row groups, and not the embedding's bytes (tied
  * output: the token lookup reads those rows as they are). */
 static bool x8_takes(const qn_model *m, const qn_cpu_kernels *kern, const qn_weight *w) {
-    return w->data && !w->lutq && w->fmt == QN_QFORMAT_Q4_K && kern->matmul_x8[w->fmt] && w->n > 0 &&
-           qn_q4kx8_check_shape(w->n, w->k) == QN_OK && w->data != m->tok_embd.data;
+    return w->data && !w->lutq && kern->matmul_x8[w->fmt] && w->n > 0 &&
+           qn_kx8_check_shape(w->fmt, w->n, w->k) == QN_OK && w->data != m->tok_embd.data;
 }
 
 typedef struct x8_task {
@@ -293,8 +293,8 @@ typedef struct x8_task {
 static void x8_fn(void *arg, int ith, int nth) {
     const x8_task *a = arg;
     long long gb, ge;
-    qn_split_range(a->w->n / QN_Q4KX8_ROWS, ith, nth, &gb, &ge);
-    (void)qn_q4kx8_repack(a->w->data, a->dst, a->w->n, a->w->k, gb, ge); /* shapes checked by x8_takes */
+    qn_split_range(a->w->n / QN_KX8_ROWS, ith, nth, &gb, &ge);
+    (void)qn_kx8_repack(a->w->fmt, a->w->data, a->dst, a->w->n, a->w->k, gb, ge); /* shapes checked by x8_takes */
 }
 
 /* Repacks every weight x8_takes, one parallel region per weight, into one allocation. */
@@ -381,7 +381,7 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
     }
     if (repack_weights(f) != QN_OK) {
         qn_llama_cpu_destroy(f);
-        return qn_error_set(err, QN_ERR_NOMEM, "forward: cannot allocate the repacked (Q4_K x8) weights");
+        return qn_error_set(err, QN_ERR_NOMEM, "forward: cannot allocate the repacked (K-quant x8) weights");
     }
     *out = f;
     return QN_OK;

@@ -12,7 +12,7 @@
  *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
- *   matmul_x8   (the load-time repack, Q4_K×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
+ *   matmul_x8   (the load-time repack, Q4_K×8 and Q6_K×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
  *               with the scalar vec_dot on the plain rows for 1..5, 7 and 113 tokens (every token tail), 1 and 37
  *               blocks per row, sub-ranges of row groups, untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
@@ -29,7 +29,7 @@
 #include "kernels/common/half.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
-#include "kernels/quant/gguf/q4kx8.h"
+#include "kernels/quant/gguf/kx8.h"
 #include "ref/ref_quant_gguf.h"
 
 #define EPS32 1.1920928955078125e-07
@@ -369,13 +369,15 @@ static void test_matmul_x8(void **state) {
     const int64_t kb[] = {1, 37};
     const int64_t toks[] = {1, 2, 3, 4, 5, 7, MAX_TOK};
     const int64_t ranges[][2] = {{0, N_ROWS}, {8, 16}, {16, 24}};
-    const qn_qformat wf = QN_QFORMAT_Q4_K, af = QN_QFORMAT_Q8_K;
+    const qn_qformat af = QN_QFORMAT_Q8_K, fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K};
     qn_rng rng;
     int failures = 0, tested = 0, x86_simd = 0;
+    for (size_t fi = 0; fi < 2; fi++)
     for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++) {
+        const qn_qformat wf = fmts[fi];
         const int64_t k = kb[ki] * QN_QK_K;
         const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
-        qn_rng_seed(&rng, 7000 + ki);
+        qn_rng_seed(&rng, 7000 + 10 * fi + ki);
         uint8_t *w = malloc(wrb * N_ROWS), *w8 = malloc(wrb * N_ROWS), *row = malloc(wrb), *a = malloc(arb * MAX_TOK);
         float *x = malloc((size_t)k * 4), *y = malloc(sizeof(float) * LDY * MAX_TOK);
         qn_ref_gguf_random_blocks(&rng, wf, w, k * N_ROWS, 0);
@@ -384,17 +386,17 @@ static void test_matmul_x8(void **state) {
             QN_QFORMATS[af].quantize_ref(x, a + (size_t)t * arb, k);
         }
         memset(w8, 0xa5, wrb * N_ROWS);
-        assert_int_equal(qn_q4kx8_repack(w, w8, N_ROWS, k, 1, 3), QN_OK); /* two calls: disjoint group ranges */
-        assert_int_equal(qn_q4kx8_repack(w, w8, N_ROWS, k, 0, 1), QN_OK);
+        assert_int_equal(qn_kx8_repack(wf, w, w8, N_ROWS, k, 1, 3), QN_OK); /* two calls: disjoint group ranges */
+        assert_int_equal(qn_kx8_repack(wf, w, w8, N_ROWS, k, 0, 1), QN_OK);
         for (int64_t r = 0; r < N_ROWS; r++) {
             memset(row, 0, wrb);
-            assert_int_equal(qn_q4kx8_unpack_row(w8, row, N_ROWS, k, r), QN_OK);
+            assert_int_equal(qn_kx8_unpack_row(wf, w8, row, N_ROWS, k, r), QN_OK);
             assert_memory_equal(row, w + (size_t)r * wrb, wrb);
         }
         for (int i = 0; i < g_ntabs; i++) {
             const bool simd = g_tabs[i].isa == QN_CPU_ISA_AVX2 || g_tabs[i].isa == QN_CPU_ISA_AVX512;
             x86_simd += simd;
-            if (simd) assert_non_null(g_tabs[i].matmul_x8[wf]);
+            if (simd) assert_non_null(g_tabs[i].matmul_x8[wf]); /* Q4_K and Q6_K on AVX2 / AVX-512 */
             if (!g_tabs[i].matmul_x8[wf]) {
                 assert_int_equal(qn_cpu_matmul_x8(&g_tabs[i], wf, w8, k, a, 1, y, LDY, 0, 8), QN_ERR_UNSUPPORTED);
                 continue;
@@ -412,8 +414,8 @@ static void test_matmul_x8(void **state) {
                             if (t < nt && r >= r0 && r < r1)
                                 g_tabs[0].vec_dot[wf](k, &want, w + (size_t)r * wrb, a + (size_t)t * arb);
                             if (memcmp(&v, &want, 4) && !(isnan(v) && isnan(want)) && failures++ < 5)
-                                fprintf(stderr, "  x8 %s k %lld n_tok %lld t %lld r %lld: %.9g vs scalar %.9g\n",
-                                        g_tabs[i].isa_name, (long long)k, (long long)nt, (long long)t, (long long)r, v,
+                                fprintf(stderr, "  x8 %s/%s k %lld n_tok %lld t %lld r %lld: %.9g vs scalar %.9g\n",
+                                        g_tabs[i].isa_name, QN_QFORMATS[wf].name, (long long)k, (long long)nt, (long long)t, (long long)r, v,
                                         want);
                         }
                 }
@@ -426,13 +428,15 @@ static void test_matmul_x8(void **state) {
 
     /* contract errors */
     const qn_cpu_kernels *kt = &g_tabs[g_ntabs - 1];
+    const qn_qformat wf = QN_QFORMAT_Q4_K;
     uint8_t wbuf[8 * 144] = {0}, abuf[292] = {0};
     float y1[8];
-    assert_int_equal(qn_q4kx8_repack(wbuf, wbuf, 7, 256, 0, 0), QN_ERR_SHAPE);   /* rows not a multiple of 8 */
-    assert_int_equal(qn_q4kx8_repack(wbuf, wbuf, 8, 255, 0, 1), QN_ERR_SHAPE);   /* k not a multiple of 256 */
-    assert_int_equal(qn_q4kx8_repack(wbuf, wbuf, 8, 256, 0, 2), QN_ERR_SHAPE);   /* past the last group */
-    assert_int_equal(qn_q4kx8_repack(NULL, wbuf, 8, 256, 0, 1), QN_ERR_INVALID_ARG);
-    assert_int_equal(qn_q4kx8_unpack_row(wbuf, abuf, 8, 256, 8), QN_ERR_SHAPE);
+    assert_int_equal(qn_kx8_repack(wf, wbuf, wbuf, 7, 256, 0, 0), QN_ERR_SHAPE);   /* rows not a multiple of 8 */
+    assert_int_equal(qn_kx8_repack(wf, wbuf, wbuf, 8, 255, 0, 1), QN_ERR_SHAPE);   /* k not a multiple of 256 */
+    assert_int_equal(qn_kx8_repack(wf, wbuf, wbuf, 8, 256, 0, 2), QN_ERR_SHAPE);   /* past the last group */
+    assert_int_equal(qn_kx8_repack(wf, NULL, wbuf, 8, 256, 0, 1), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_kx8_repack(QN_QFORMAT_Q5_K, wbuf, wbuf, 8, 256, 0, 1), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_kx8_unpack_row(wf, wbuf, abuf, 8, 256, 8), QN_ERR_SHAPE);
     if (kt->matmul_x8[wf]) {
         assert_int_equal(qn_cpu_matmul_x8(kt, wf, wbuf, 256, abuf, 1, y1, 8, 0, 4), QN_ERR_INVALID_ARG);
         assert_int_equal(qn_cpu_matmul_x8(kt, wf, wbuf, 256, abuf, 2, y1, 4, 0, 8), QN_ERR_INVALID_ARG);

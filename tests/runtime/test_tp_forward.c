@@ -8,7 +8,7 @@
  * 8-bit codes, groups of 96 that straddle rank boundaries, act-order perms); N = 2 and 4. TP = 1 is also
  * checked bit for bit against the plain qn_llama_cpu forward. The embedding is vocab-parallel like the LM
  * head (one all-reduce per step; the shard tests check the slices, tied and untied), and copy-on-write of a block through
- * qn_tp_cpu_copy_block; the load-time Q4_K repack bit for bit against no repack. Skips (77) without the default model (also the synthetic models' tokenizer).
+ * qn_tp_cpu_copy_block; the load-time K-quant repack bit for bit against no repack. Skips (77) without the default model (also the synthetic models' tokenizer).
  * QN_TEST_LABELS: cpu */
 #include "harness.h"
 
@@ -293,13 +293,14 @@ static void test_synth_types(void **state) {
     }
 }
 
-/* The load-time repack (Q4_K×8, llama_cpu.c): the forward with it gives every logit of every step bit for bit as
- * the same table without it (matmul_x8 cleared), on a tied model (the Q4_K embedding is not repacked: the token
- * lookup reads it) and an untied one. Two threads, so rows split between them in whole groups. The plain run
+/* The load-time repack (Q4_K×8, Q6_K×8: llama_cpu.c): the forward with it gives every logit of every step bit for
+ * bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not repacked: the token
+ * lookup reads it) and an untied one (its Q6_K output weight is). Two threads, so rows split between them in whole groups. The plain run
  * comes second: it reads the file pages the repack dropped. */
 static void test_repack(void **state) {
     (void)state;
     static const synth_spec specs[] = {{"q4_k_s.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 4, false},
+                                       {"q6_k.gguf", QN_FTYPE_MOSTLY_Q6_K, 4, false},
                                        {"q4_k_s-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 2, true}};
     qn_cpu_kernels plain = g_kern;
     memset(plain.matmul_x8, 0, sizeof plain.matmul_x8);

@@ -1,0 +1,96 @@
+/* kx8.c — the Q4_K / Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
+#include "kernels/quant/gguf/kx8.h"
+
+#include <string.h>
+
+#include "kernels/quant/gguf/gguf_blocks.h"
+
+QN_STATIC_ASSERT(QN_Q4KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_k) &&
+                     QN_Q6KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q6_k),
+                 "kx8 blocks");
+QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 sections");
+
+qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
+    if (fmt != QN_QFORMAT_Q4_K && fmt != QN_QFORMAT_Q6_K) return QN_ERR_UNSUPPORTED;
+    return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QK_K == 0 ? QN_OK : QN_ERR_SHAPE;
+}
+
+/* byte i (< 4) of dword [j][r] of a group block */
+#define GB(grp, j, r, i) ((grp)[32 * (j) + 4 * (r) + (i)])
+
+/* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk) */
+static void move_q4_k(uint8_t *grp, uint8_t *blk, int r, bool to_group) {
+    for (int j = 0; j < (int)sizeof(qn_block_q4_k) / 4; j++) {
+        uint8_t *g = &GB(grp, j, r, 0), *b = blk + 4 * j;
+        memcpy(to_group ? g : b, to_group ? b : g, 4);
+    }
+}
+
+static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            uint8_t *ql0 = &blk->ql[64 * h + l], *ql1 = &blk->ql[64 * h + 32 + l], *qh = &blk->qh[32 * h + l];
+            uint8_t *st[3];
+            for (int c = 0; c < 3; c++) st[c] = &GB(grp, 24 * h + 8 * c + l / 4, r, l % 4);
+            if (to_group) {
+                const int q[4] = {(*ql0 & 15) | (*qh & 3) << 4, (*ql1 & 15) | (*qh >> 2 & 3) << 4,
+                                  (*ql0 >> 4) | (*qh >> 4 & 3) << 4, (*ql1 >> 4) | (*qh >> 6 & 3) << 4};
+                for (int c = 0; c < 3; c++) *st[c] = (uint8_t)(q[c] | (q[3] >> (2 * c) & 3) << 6);
+            } else {
+                int q[4] = {*st[0] & 63, *st[1] & 63, *st[2] & 63, 0};
+                for (int c = 0; c < 3; c++) q[3] |= (*st[c] >> 6) << (2 * c);
+                *ql0 = (uint8_t)((q[0] & 15) | (q[2] & 15) << 4);
+                *ql1 = (uint8_t)((q[1] & 15) | (q[3] & 15) << 4);
+                *qh = (uint8_t)((q[0] >> 4) | (q[1] >> 4) << 2 | (q[2] >> 4) << 4 | (q[3] >> 4) << 6);
+            }
+        }
+    for (int j = 0; j < 4; j++) {
+        uint8_t *g = &GB(grp, QN_Q6KX8_SC_DWORD + j, r, 0), *b = (uint8_t *)blk->scales + 4 * j;
+        memcpy(to_group ? g : b, to_group ? b : g, 4);
+    }
+    uint8_t *g = grp + QN_Q6KX8_D_BYTE + 2 * r;
+    memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
+}
+
+static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
+    if (fmt == QN_QFORMAT_Q4_K) move_q4_k(grp, blk, r, to_group);
+    else move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
+}
+
+static size_t block_bytes(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k) : sizeof(qn_block_q6_k);
+}
+
+qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t g_begin,
+                        int64_t g_end) {
+    const qn_status st = qn_kx8_check_shape(fmt, rows, k);
+    if (st != QN_OK) return st;
+    if (g_begin < 0 || g_end < g_begin || g_end > rows / QN_KX8_ROWS) return QN_ERR_SHAPE;
+    if (g_end > g_begin && (!src || !dst)) return QN_ERR_INVALID_ARG;
+    const size_t bb = block_bytes(fmt);
+    const int64_t nb = k / QN_QK_K;
+    for (int64_t g = g_begin; g < g_end; g++)
+        for (int64_t b = 0; b < nb; b++)
+            for (int r = 0; r < QN_KX8_ROWS; r++) { /* a copy: move_row's pointer is not const */
+                _Alignas(8) uint8_t blk[sizeof(qn_block_q4_k) > sizeof(qn_block_q6_k) ? sizeof(qn_block_q4_k)
+                                                                                     : sizeof(qn_block_q6_k)];
+                memcpy(blk, (const uint8_t *)src + ((size_t)(g * QN_KX8_ROWS + r) * (size_t)nb + (size_t)b) * bb, bb);
+                move_row(fmt, (uint8_t *)dst + (size_t)(g * nb + b) * QN_KX8_ROWS * bb, blk, r, true);
+            }
+    return QN_OK;
+}
+
+qn_status qn_kx8_unpack_row(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t r) {
+    const qn_status st = qn_kx8_check_shape(fmt, rows, k);
+    if (st != QN_OK) return st;
+    if (r < 0 || r >= rows) return QN_ERR_SHAPE;
+    if (!src || !dst) return QN_ERR_INVALID_ARG;
+    const size_t bb = block_bytes(fmt), gbytes = QN_KX8_ROWS * bb;
+    const int64_t nb = k / QN_QK_K, g = r / QN_KX8_ROWS;
+    for (int64_t b = 0; b < nb; b++) { /* a copy: move_row's pointer is not const */
+        _Alignas(8) uint8_t grp[QN_Q6KX8_BLOCK_BYTES];
+        memcpy(grp, (const uint8_t *)src + (size_t)(g * nb + b) * gbytes, gbytes);
+        move_row(fmt, grp, (uint8_t *)dst + (size_t)b * bb, (int)(r % QN_KX8_ROWS), false);
+    }
+    return QN_OK;
+}

@@ -1,0 +1,54 @@
+/* kx8.h — Q4_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
+ *
+ *   group block = the super-blocks of 8 consecutive rows for one 256-column span, 32-byte rows of dwords, one dword
+ *   per weight row: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
+ *   rows 8g..8g+7 (group g) × columns 256b..256b+255: group block g·(k / 256) + b.
+ *   Q4_K×8 (1152 bytes): D = 36, T = 0; dword [j][r] = dword j of row r's block. Dwords 0..3 are the headers
+ *     (d | dmin << 16, then the three 6-bit scale words); dword 4 + 8c + s holds qs bytes 32c + 4s .. +3 (c < 4 code
+ *     chunks, s < 8 steps).
+ *   Q6_K×8 (1680 bytes): D = 52, T = 2. The 6-bit codes re-encoded so that three of every four are one AND away:
+ *     with q_k(l) the code of element 128h + 32k + l (h < 2, k < 4, l < 32), dword [24h + 8c + l/4] holds bytes l..l+3
+ *     of stream c < 3: byte = q_c(l) | (bits 2c, 2c+1 of q_3(l)) << 6. Dwords 48..51: the 16 i8 scales (dword j =
+ *     scales 4j..4j+3); then the 8 fp16 d. 192 + 16 + 2 bytes per row, Q6_K's 210.
+ *
+ * Why: the AVX2 K-quant register tiles keep 8 rows in the 8 i32 lanes (kq_cpu.c); fed plain rows they would
+ * transpose every block (an 8×8 dword transpose per 32 bytes) for each 4 tokens. Stored transposed, each 32-byte
+ * step is one load. The same bytes, only moved: no memory is added, every value is the format's and every output
+ * of the kernels stays bit-identical to vec_dot on the plain rows. Made once when the CPU forward is created
+ * (runtime/model/llama_cpu.c) for the Q4_K / Q6_K matmul weights whose row count is a multiple of 8. */
+#ifndef QN_KX8_H
+#define QN_KX8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/qformat.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QN_KX8_ROWS 8
+#define QN_Q4KX8_BLOCK_BYTES 1152 /* 8 × sizeof(qn_block_q4_k) */
+#define QN_Q6KX8_BLOCK_BYTES 1680 /* 8 × sizeof(qn_block_q6_k) */
+#define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
+#define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
+
+/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q4_K or Q6_K (else QN_ERR_UNSUPPORTED), k a positive
+ * multiple of 256 and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
+qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
+
+/* Rows [g_begin·8, g_end·8) of a rows × k matrix of fmt (src: [rows][k / 256] blocks) -> the groups g_begin..g_end-1
+ * of dst (the whole repacked matrix: [rows / 8][k / 256] group blocks, the same bytes as src). qn_kx8_check_shape's
+ * errors, and QN_ERR_SHAPE unless 0 <= g_begin <= g_end <= rows / 8. Threads may repack disjoint group ranges of
+ * one matrix at once. */
+qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t g_begin,
+                        int64_t g_end);
+
+/* The inverse: row r (r < rows) of the repacked matrix src back to its plain row (dst: [k / 256] blocks). */
+qn_status qn_kx8_unpack_row(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t r);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
