@@ -288,13 +288,22 @@ static bool x8_takes(const qn_model *m, const qn_cpu_kernels *kern, const qn_wei
 typedef struct x8_task {
     const qn_weight *w;
     uint8_t *dst;
+    const qn_gguf *file;
 } x8_task;
 
+/* Each thread repacks its groups 1 MiB of source at a time and drops those file pages as it goes, so the peak
+ * memory never holds a whole tensor twice (the LM head is 430 MB at 8B Q6_K). */
 static void x8_fn(void *arg, int ith, int nth) {
     const x8_task *a = arg;
+    const size_t group_bytes = qn_qformat_row_bytes(a->w->fmt, a->w->k) * QN_KX8_ROWS;
+    const long long chunk = (long long)((1u << 20) / group_bytes) + 1;
     long long gb, ge;
     qn_split_range(a->w->n / QN_KX8_ROWS, ith, nth, &gb, &ge);
-    (void)qn_kx8_repack(a->w->fmt, a->w->data, a->dst, a->w->n, a->w->k, gb, ge); /* shapes checked by x8_takes */
+    for (long long g0 = gb; g0 < ge; g0 += chunk) {
+        const long long g1 = g0 + chunk < ge ? g0 + chunk : ge;
+        (void)qn_kx8_repack(a->w->fmt, a->w->data, a->dst, a->w->n, a->w->k, g0, g1); /* shapes: x8_takes */
+        qn_gguf_drop_pages(a->file, (const uint8_t *)a->w->data + (size_t)g0 * group_bytes, (size_t)(g1 - g0) * group_bytes);
+    }
 }
 
 /* Repacks every weight x8_takes, one parallel region per weight, into one allocation. */
@@ -316,9 +325,9 @@ static qn_status repack_weights(qn_llama_cpu *f) {
         const qn_weight *w = weight_at(m, i);
         if (!x8_takes(m, f->kern, w)) continue;
         const size_t bytes = qn_qformat_row_bytes(w->fmt, w->k) * (size_t)w->n;
-        x8_task t = {w, f->x8_mem + off};
+        x8_task t = {w, f->x8_mem + off, m->gguf};
         qn_threadpool_run(f->tp, x8_fn, &t);
-        qn_gguf_drop_pages(m->gguf, w->data, bytes);
+        qn_gguf_drop_pages(m->gguf, w->data, bytes); /* the pages the threads' chunk edges cut */
         f->x8[i] = f->x8_mem + off;
         off += bytes;
     }
