@@ -595,7 +595,8 @@ QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, 
         if (!plain) /* the group block 4 ahead (may lie past the weights: a prefetch never faults). Without it the
                      * hardware prefetchers leave the 1-token tile starved: Q6_K x8 1-token reads went 10.5 -> 15.2 GB/s
                      * (128256x4096) and 12.4 -> 21 GB/s (4096x14336), bench_cpu, 1 thread */
-            for (size_t i = 0; i < gb; i += 64) _mm_prefetch((const char *)w + (size_t)(ib + 4) * gb + i, _MM_HINT_T0);
+            for (size_t i = 0; i < gb; i += 64)
+                _mm_prefetch((const char *)((uintptr_t)w + (size_t)(ib + 4) * gb + i), _MM_HINT_T0);
         if (fmt == QN_QFORMAT_Q6_K) {
             q6kx8_block(w + (size_t)ib * gb, a, as, ib, nt, sum);
             continue;
