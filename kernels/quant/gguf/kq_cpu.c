@@ -3,8 +3,8 @@
  * is an exact integer pair (isum = Σ_sub scale·Σ q_w q_a, summs = Σ_sub min·bsum_a), finished in fp32
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
- * AVX2 (also in the AVX-512 objects) with a Q4_K register tile of 8 rows × 4 tokens; NEON (SDOT in the
- * neon_dotprod objects). */
+ * AVX2 (also in the AVX-512 objects) with register tiles of 8 rows × 1-4 tokens over the load-time repacked
+ * Q4_K×8 / Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -391,8 +391,8 @@ QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
 QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
 QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
 
-/* ------------------------------------------------------------------ x86: Q4_K register tile
- * 8 weight rows × up to 4 tokens at a time, the 8 rows in the 8 lanes, over Q4_K×8 group blocks (kx8.h: the
+/* ------------------------------------------------------------------ x86: Q4_K and Q6_K register tiles
+ * Q4_K: 8 weight rows × up to 4 tokens at a time, the 8 rows in the 8 lanes, over Q4_K×8 group blocks (kx8.h: the
  * rows' super-blocks dword-interleaved, so dword lane r is row r's): per 4-element step one maddubs of 8 rows' 4
  * codes (one 32-byte load) with the token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8
  * steps of at most 2·15·127: |Σ| <= 30480) and is scaled once per row (madd with the rows' scales). The block's
@@ -400,7 +400,8 @@ QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
  * after block: every output is bit-identical to vec_dot's (the same integers isum and summs, the same fp32 steps).
  * No horizontal sums: that, and the scales shared by the tokens, is what the tile saves over 1 row × 4 tokens.
  * Weights repacked at load (matmul_x8) are read as they are; plain rows (vec_dot_tile) are interleaved block by
- * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens. */
+ * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens.
+ * Q6_K: the same tile over Q6_K×8 groups only (q6kx8_block); no plain-row form. */
 #define QN_Q4K_TILE_ROWS QN_KX8_ROWS
 
 /* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
