@@ -4,13 +4,17 @@
 #   - a name that is no ISA is refused, with the list of names (`quern run` and `quern perplexity`, which both
 #     parse --isa through tools/common.c);
 #   - the other architecture's ISAs (neon and neon_dotprod on x86-64) are refused with "not available" at
-#     start-up, exit code 1, not a crash.
+#     start-up, exit code 1, not a crash;
+#   - `--no-repack` (the load-time Q4_K/Q6_K repack off): on a synthetic 2-layer SmolLM2-shape Q4_K_M (its ffn_down
+#     weights are Q4_K and Q6_K) `quern perplexity` prints the same per-chunk figures (4 decimals) with and without
+#     it and `quern run` the same greedy ids (the repacked kernels are bit-identical); bench accepts it.
 # Skips (77) without the quern binary or the default model.
 # QN_TEST_LABELS: cpu
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 
 SKIP = 77
 NAMES = ("auto", "scalar", "avx2", "avx512", "neon", "neon_dotprod")
@@ -57,6 +61,29 @@ def main():
         check(r.returncode == 0 and r.stdout.strip() != "", f"run --isa {isa} generates (rc {r.returncode})")
         ran += 1
     print(f"{ran} kernel table(s) ran")
+
+    # --no-repack: same greedy ids; accepted by the commands that load a model on the CPU
+    with tempfile.TemporaryDirectory() as tmp:
+        kq = os.path.join(tmp, "smol-q4_k_m.gguf")
+        r = run(["synth", "--preset", "smollm2-135m", "--type", "Q4_K_M", "--layers", "2", "-o", kq, "-t", "2"])
+        check(r.returncode == 0 and os.path.exists(kq), f"synth Q4_K_M (rc {r.returncode}: {r.stderr.strip()[-160:]})")
+        if os.path.exists(kq):
+            gen = ["run", "-m", kq, "--device", "cpu", "-p", "The capital of France is", "-n", "12", "--temp", "0",
+                   "--ignore-eos", "--token-ids", "-t", "2"]
+            a, b = run(gen), run(gen + ["--no-repack"])
+            ids = [[ln for ln in x.stderr.splitlines() if ln.split() and all(w.isdigit() for w in ln.split())]
+                   for x in (a, b)]
+            check(a.returncode == 0 and b.returncode == 0 and a.stdout == b.stdout and ids[0] == ids[1] and ids[0],
+                  f"run: the same ids with and without --no-repack (rc {a.returncode}/{b.returncode}: {ids[0][:1]})")
+            ppl = ["perplexity", "-m", kq, "--device", "cpu", "-f", os.path.abspath(__file__), "--chunks", "4", "-c",
+                   "64", "-t", "2"]
+            a, b = run(ppl), run(ppl + ["--no-repack"])
+            figs = [[ln for ln in (x.stdout + x.stderr).splitlines() if ln.startswith("[1]")] for x in (a, b)]
+            figs = [[f.split(",perplexity")[0] for f in x] for x in figs]
+            check(a.returncode == 0 and b.returncode == 0 and figs[0] and figs[0] == figs[1],
+                  f"perplexity: the same chunks with and without --no-repack ({figs[0][:1]} / {figs[1][:1]})")
+            r = run(["bench", "-m", kq, "--device", "cpu", "-p", "16", "-n", "2", "-r", "1", "--no-repack"])
+            check(r.returncode == 0 and "pp16" in r.stdout, f"bench --no-repack (rc {r.returncode})")
 
     if failures:
         print(f"{len(failures)} failure(s)")
