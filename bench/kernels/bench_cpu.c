@@ -2,8 +2,8 @@
  * × shape (SmolLM2-135M and Llama-3-8B projections) × n_tokens (1 = decode, 32 = prefill chunk).
  * Prints µs per call, GB/s of weight bytes streamed and GFLOP/s (2·rows·k·n_tokens); the best of
  * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's). Where the table has a
- * repacked kernel (matmul_x8: Q4_K, Q6_K on x86 SIMD) a second row, type "q4_Kx8" / "q6_Kx8", times qn_cpu_matmul_x8 on the
- * same weights repacked as the CPU forward does at load.
+ * repacked kernel (matmul_x8: Q4_K, Q5_K, Q6_K on x86 SIMD) a second row, type "q4_Kx8" etc., times
+ * qn_cpu_matmul_x8 on the same weights repacked as the CPU forward does at load.
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */
 #include <stdio.h>
@@ -120,8 +120,9 @@ int main(int argc, char **argv) {
                         int reps = 0;
                         while (reps < 2 || (spent < min_s && reps < 1000)) {
                             const double t0 = now_s();
-                            if (x8 ? qn_cpu_matmul_x8(&kern, (qn_qformat)f, w8, sh->k, xq, nt, y, sh->rows, 0, sh->rows)
-                                   : qn_cpu_matmul_rows(&kern, (qn_qformat)f, w, sh->k, xq, nt, y, sh->rows, 0, sh->rows)) {
+                            const qn_qformat wf = (qn_qformat)f;
+                            if (x8 ? qn_cpu_matmul_x8(&kern, wf, w8, sh->k, xq, nt, y, sh->rows, 0, sh->rows)
+                                   : qn_cpu_matmul_rows(&kern, wf, w, sh->k, xq, nt, y, sh->rows, 0, sh->rows)) {
                                 fprintf(stderr, "matmul failed\n");
                                 return 1;
                             }

@@ -3,8 +3,8 @@
  * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
  * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
  * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest).
- * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K and Q6_K on x86 SIMD) are copied once, at
- * create, into that layout (8 rows interleaved, gguf/kx8.h), and their file pages are dropped
+ * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K, Q5_K, Q6_K on x86 SIMD) are
+ * copied once, at create, into that layout (8 rows interleaved, gguf/kx8.h), and their file pages are dropped
  * (qn_gguf_drop_pages): the same bytes, not twice; every output stays bit-identical. */
 #include "model/llama_cpu.h"
 
@@ -302,7 +302,8 @@ static void x8_fn(void *arg, int ith, int nth) {
     for (long long g0 = gb; g0 < ge; g0 += chunk) {
         const long long g1 = g0 + chunk < ge ? g0 + chunk : ge;
         (void)qn_kx8_repack(a->w->fmt, a->w->data, a->dst, a->w->n, a->w->k, g0, g1); /* shapes: x8_takes */
-        qn_gguf_drop_pages(a->file, (const uint8_t *)a->w->data + (size_t)g0 * group_bytes, (size_t)(g1 - g0) * group_bytes);
+        qn_gguf_drop_pages(a->file, (const uint8_t *)a->w->data + (size_t)g0 * group_bytes,
+                           (size_t)(g1 - g0) * group_bytes);
     }
 }
 

@@ -5,7 +5,7 @@
 #     parse --isa through tools/common.c);
 #   - the other architecture's ISAs (neon and neon_dotprod on x86-64) are refused with "not available" at
 #     start-up, exit code 1, not a crash;
-#   - `--no-repack` (the load-time Q4_K/Q6_K repack off): on a synthetic 2-layer SmolLM2-shape Q4_K_M (its ffn_down
+#   - `--no-repack` (the load-time K-quant repack off): on a synthetic 2-layer SmolLM2-shape Q4_K_M (its ffn_down
 #     weights are Q4_K and Q6_K) `quern perplexity` prints the same per-chunk figures (4 decimals) with and without
 #     it and `quern run` the same greedy ids (the repacked kernels are bit-identical); bench accepts it.
 # Skips (77) without the quern binary or the default model.

@@ -293,10 +293,11 @@ static void test_synth_types(void **state) {
     }
 }
 
-/* The load-time repack (Q4_K×8, Q6_K×8: llama_cpu.c): the forward with it gives every logit of every step bit for
- * bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not repacked: the token
- * lookup reads it) and an untied one (its Q6_K output weight is). Two threads, so rows split between them in whole groups. The plain run
- * comes second: it reads the file pages the repack dropped. */
+/* The load-time repack (Q4_K×8, Q5_K×8, Q6_K×8: llama_cpu.c): the forward with it gives every logit of every
+ * step bit for bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not
+ * repacked: the token lookup reads it) and an untied one (its Q6_K output weight is). Q4_K_S's attn_v weights
+ * are Q5_K. Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
+ * file pages the repack dropped. */
 static void test_repack(void **state) {
     (void)state;
     static const synth_spec specs[] = {{"q4_k_s.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 4, false},

@@ -4,7 +4,7 @@
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
  * AVX2 (also in the AVX-512 objects) with register tiles of 8 rows × 1-4 tokens over the load-time repacked
- * Q4_K×8 / Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
+ * Q4_K×8 / Q5_K×8 / Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -391,7 +391,7 @@ QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
 QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
 QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
 
-/* ------------------------------------------------------------------ x86: Q4_K and Q6_K register tiles
+/* ------------------------------------------------------------------ x86: Q4_K, Q5_K and Q6_K register tiles
  * Q4_K: 8 weight rows × up to 4 tokens at a time, the 8 rows in the 8 lanes, over Q4_K×8 group blocks (kx8.h: the
  * rows' super-blocks dword-interleaved, so dword lane r is row r's): per 4-element step one maddubs of 8 rows' 4
  * codes (one 32-byte load) with the token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8
@@ -401,7 +401,8 @@ QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
  * No horizontal sums: that, and the scales shared by the tokens, is what the tile saves over 1 row × 4 tokens.
  * Weights repacked at load (matmul_x8) are read as they are; plain rows (vec_dot_tile) are interleaved block by
  * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens.
- * Q6_K: the same tile over Q6_K×8 groups only (q6kx8_block); no plain-row form. */
+ * Q5_K: the same tile over Q5_K×8 groups (q45kx8_block adds the fifth bit); Q6_K over Q6_K×8 groups
+ * (q6kx8_block). Neither has a plain-row form. */
 #define QN_Q4K_TILE_ROWS QN_KX8_ROWS
 
 /* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
@@ -467,8 +468,14 @@ QN_INLINE __m256 lanes_f16(__m256i hdr, int off) {
 }
 
 /* sum[t] lane r += row r's kq_term of super-block ib for token t < nt (nt: a compile-time constant 1..4);
- * g: the group block (kx8.h), a: token 0's Q8_K row (token t at + t·as). */
-QN_INLINE void q4kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
+ * g: the group block (kx8.h) of fmt Q4_K or Q5_K (a compile-time constant), a: token 0's Q8_K row (token t at
+ * + t·as). Q5_K adds the qh bit b of sub-block b as bit 4 of each code; its codes reach 31, so the i16 sums take
+ * 4 steps (2·31·127·4 = 31496) between the scale madds instead of 8. */
+QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
+                            __m256 sum[4]) {
+    const bool q5 = fmt == QN_QFORMAT_Q5_K;
+    const int qs0 = q5 ? 12 : 4; /* first dword row of qs */
+    const __m256i m16 = _mm256_set1_epi8(16);
     const __m256i m15 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f),
                   m2 = _mm256_set1_epi8(0x03);
     const __m256i *gv = (const __m256i *)g;
@@ -490,11 +497,17 @@ QN_INLINE void q4kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
     for (int b = 0; b < 8; b++) { /* sub-block b: chunk c = b / 2, low nibbles (even b), then high */
         const int c = b / 2, half = b % 2;
+        const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
         __m256i acc[4];
         for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
-            const __m256i v = _mm256_loadu_si256(gv + 4 + 8 * c + s);
-            const __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v, 4) : v, m15);
+            const __m256i v = _mm256_loadu_si256(gv + qs0 + 8 * c + s);
+            __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v, 4) : v, m15);
+            if (q5) { /* qh bytes 4s..4s+3: bit b -> bit 4 (within each byte: the shifts move no bit 4 across) */
+                const __m256i h = _mm256_loadu_si256(gv + 4 + s);
+                q = _mm256_or_si256(q, _mm256_and_si256(b < 4 ? _mm256_slli_epi16(h, 4 - b)
+                                                        : b > 4 ? _mm256_srli_epi16(h, b - 4) : h, m16));
+            }
             for (int t = 0; t < nt; t++) {
                 int32_t a4;
                 memcpy(&a4, aq[t] + 32 * b + 4 * s, 4);
@@ -502,8 +515,12 @@ QN_INLINE void q4kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
                 __asm__("" : "+x"(acc[t])); /* keep the sum in a register: GCC would otherwise keep every
                                              * product of the unrolled steps and add them later, spilled */
             }
+            if (q5 && s == 3)
+                for (int t = 0; t < nt; t++) {
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
+                    acc[t] = _mm256_setzero_si256();
+                }
         }
-        const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
         for (int t = 0; t < nt; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
     }
     /* summs = Σ_b mn_b·(bsums[2b] + bsums[2b + 1]), as pairs of sub-blocks: madd of (mn_2p, mn_2p+1) */
@@ -591,7 +608,9 @@ QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, 
     __m256 sum[4];
     for (int t = 0; t < nt; t++) sum[t] = _mm256_setzero_ps();
     _Alignas(32) uint8_t buf[QN_Q4KX8_BLOCK_BYTES];
-    const size_t gb = fmt == QN_QFORMAT_Q4_K ? QN_Q4KX8_BLOCK_BYTES : QN_Q6KX8_BLOCK_BYTES;
+    const size_t gb = fmt == QN_QFORMAT_Q4_K   ? QN_Q4KX8_BLOCK_BYTES
+                      : fmt == QN_QFORMAT_Q5_K ? QN_Q5KX8_BLOCK_BYTES
+                                               : QN_Q6KX8_BLOCK_BYTES;
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         if (!plain) /* the group block 4 ahead (may lie past the weights: a prefetch never faults). Without it the
                      * hardware prefetchers leave the 1-token tile starved: Q6_K x8 1-token reads went 10.5 -> 15.2 GB/s
@@ -603,7 +622,7 @@ QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, 
             continue;
         }
         if (plain) q4k_rows_to_x8(w + (size_t)ib * sizeof(qn_block_q4_k), ws, buf);
-        q4kx8_block(plain ? buf : w + (size_t)ib * gb, a, as, ib, nt, sum);
+        q45kx8_block(fmt, plain ? buf : w + (size_t)ib * gb, a, as, ib, nt, sum);
     }
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
 }
@@ -650,6 +669,14 @@ static void matmul_q4kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const
     const size_t gb = (size_t)(n / QN_QK_K) * QN_Q4KX8_BLOCK_BYTES;
     for (int64_t g = 0; g < n_groups; g++)
         q4k_tile8_tokens(n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok, y + g * QN_KX8_ROWS, ldy);
+}
+
+static void matmul_q5kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
+                              float *y, int64_t ldy) {
+    const size_t gb = (size_t)(n / QN_QK_K) * QN_Q5KX8_BLOCK_BYTES;
+    for (int64_t g = 0; g < n_groups; g++)
+        kx8_tile_tokens(QN_QFORMAT_Q5_K, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,
+                        y + g * QN_KX8_ROWS, ldy);
 }
 
 static void matmul_q6kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
@@ -941,6 +968,7 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_tile[QN_QFORMAT_Q4_K] = dot_q4_k_tile_avx2;
     k->vec_dot_tile_rows[QN_QFORMAT_Q4_K] = QN_Q4K_TILE_ROWS;
     k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx8_avx2;
+    k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx8_avx2;
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
 #elif defined(QN_SIMD_NEON)

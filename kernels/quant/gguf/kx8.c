@@ -1,4 +1,4 @@
-/* kx8.c — the Q4_K / Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
+/* kx8.c — the Q4_K / Q5_K / Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
 #include "kernels/quant/gguf/kx8.h"
 
 #include <string.h>
@@ -6,21 +6,25 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 
 QN_STATIC_ASSERT(QN_Q4KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_k) &&
+                     QN_Q5KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q5_k) &&
                      QN_Q6KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q6_k),
                  "kx8 blocks");
+QN_STATIC_ASSERT(sizeof(qn_block_q6_k) >= sizeof(qn_block_q5_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q4_k),
+                 "q6_k is the largest block");
 QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 sections");
 
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
-    if (fmt != QN_QFORMAT_Q4_K && fmt != QN_QFORMAT_Q6_K) return QN_ERR_UNSUPPORTED;
+    if (fmt != QN_QFORMAT_Q4_K && fmt != QN_QFORMAT_Q5_K && fmt != QN_QFORMAT_Q6_K) return QN_ERR_UNSUPPORTED;
     return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QK_K == 0 ? QN_OK : QN_ERR_SHAPE;
 }
 
 /* byte i (< 4) of dword [j][r] of a group block */
 #define GB(grp, j, r, i) ((grp)[32 * (j) + 4 * (r) + (i)])
 
-/* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk) */
-static void move_q4_k(uint8_t *grp, uint8_t *blk, int r, bool to_group) {
-    for (int j = 0; j < (int)sizeof(qn_block_q4_k) / 4; j++) {
+/* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk); Q4_K, Q5_K: the
+ * block's dwords as they are */
+static void move_dwords(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to_group) {
+    for (int j = 0; j < n_dwords; j++) {
         uint8_t *g = &GB(grp, j, r, 0), *b = blk + 4 * j;
         memcpy(to_group ? g : b, to_group ? b : g, 4);
     }
@@ -52,13 +56,16 @@ static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
     memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
 }
 
+static size_t block_bytes(qn_qformat fmt);
+
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
-    if (fmt == QN_QFORMAT_Q4_K) move_q4_k(grp, blk, r, to_group);
-    else move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
+    if (fmt == QN_QFORMAT_Q6_K) move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
+    else move_dwords(grp, blk, (int)block_bytes(fmt) / 4, r, to_group);
 }
 
 static size_t block_bytes(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k) : sizeof(qn_block_q6_k);
+    return fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k)
+           : fmt == QN_QFORMAT_Q5_K ? sizeof(qn_block_q5_k) : sizeof(qn_block_q6_k);
 }
 
 qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t g_begin,
@@ -72,8 +79,7 @@ qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows
     for (int64_t g = g_begin; g < g_end; g++)
         for (int64_t b = 0; b < nb; b++)
             for (int r = 0; r < QN_KX8_ROWS; r++) { /* a copy: move_row's pointer is not const */
-                _Alignas(8) uint8_t blk[sizeof(qn_block_q4_k) > sizeof(qn_block_q6_k) ? sizeof(qn_block_q4_k)
-                                                                                     : sizeof(qn_block_q6_k)];
+                _Alignas(8) uint8_t blk[sizeof(qn_block_q6_k)]; /* the largest of the three */
                 memcpy(blk, (const uint8_t *)src + ((size_t)(g * QN_KX8_ROWS + r) * (size_t)nb + (size_t)b) * bb, bb);
                 move_row(fmt, (uint8_t *)dst + (size_t)(g * nb + b) * QN_KX8_ROWS * bb, blk, r, true);
             }

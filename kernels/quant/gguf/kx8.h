@@ -1,4 +1,4 @@
-/* kx8.h — Q4_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
+/* kx8.h — Q4_K×8, Q5_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
  *
  *   group block = the super-blocks of 8 consecutive rows for one 256-column span, 32-byte rows of dwords, one dword
  *   per weight row: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
@@ -6,6 +6,7 @@
  *   Q4_K×8 (1152 bytes): D = 36, T = 0; dword [j][r] = dword j of row r's block. Dwords 0..3 are the headers
  *     (d | dmin << 16, then the three 6-bit scale words); dword 4 + 8c + s holds qs bytes 32c + 4s .. +3 (c < 4 code
  *     chunks, s < 8 steps).
+ *   Q5_K×8 (1408 bytes): D = 44, T = 0, the same dword transpose: headers 0..3, qh 4..11, qs from dword 12.
  *   Q6_K×8 (1680 bytes): D = 52, T = 2. The 6-bit codes re-encoded so that three of every four are one AND away:
  *     with q_k(l) the code of element 128h + 32k + l (h < 2, k < 4, l < 32), dword [24h + 8c + l/4] holds bytes l..l+3
  *     of stream c < 3: byte = q_c(l) | (bits 2c, 2c+1 of q_3(l)) << 6. Dwords 48..51: the 16 i8 scales (dword j =
@@ -15,7 +16,7 @@
  * transpose every block (an 8×8 dword transpose per 32 bytes) for each 4 tokens. Stored transposed, each 32-byte
  * step is one load. The same bytes, only moved: no memory is added, every value is the format's and every output
  * of the kernels stays bit-identical to vec_dot on the plain rows. Made once when the CPU forward is created
- * (runtime/model/llama_cpu.c) for the Q4_K / Q6_K matmul weights whose row count is a multiple of 8. */
+ * (runtime/model/llama_cpu.c) for the Q4_K / Q5_K / Q6_K matmul weights whose row count is a multiple of 8. */
 #ifndef QN_KX8_H
 #define QN_KX8_H
 
@@ -30,11 +31,12 @@ extern "C" {
 
 #define QN_KX8_ROWS 8
 #define QN_Q4KX8_BLOCK_BYTES 1152 /* 8 × sizeof(qn_block_q4_k) */
+#define QN_Q5KX8_BLOCK_BYTES 1408 /* 8 × sizeof(qn_block_q5_k) */
 #define QN_Q6KX8_BLOCK_BYTES 1680 /* 8 × sizeof(qn_block_q6_k) */
 #define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
 #define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
 
-/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q4_K or Q6_K (else QN_ERR_UNSUPPORTED), k a positive
+/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q4_K, Q5_K or Q6_K (else QN_ERR_UNSUPPORTED), k a positive
  * multiple of 256 and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
 
