@@ -664,28 +664,18 @@ static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_r
     }
 }
 
-static void matmul_q4kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
-                              float *y, int64_t ldy) {
-    const size_t gb = (size_t)(n / QN_QK_K) * QN_Q4KX8_BLOCK_BYTES;
-    for (int64_t g = 0; g < n_groups; g++)
-        q4k_tile8_tokens(n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok, y + g * QN_KX8_ROWS, ldy);
-}
-
-static void matmul_q5kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
-                              float *y, int64_t ldy) {
-    const size_t gb = (size_t)(n / QN_QK_K) * QN_Q5KX8_BLOCK_BYTES;
-    for (int64_t g = 0; g < n_groups; g++)
-        kx8_tile_tokens(QN_QFORMAT_Q5_K, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,
-                        y + g * QN_KX8_ROWS, ldy);
-}
-
-static void matmul_q6kx8_avx2(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,
-                              float *y, int64_t ldy) {
-    const size_t gb = (size_t)(n / QN_QK_K) * QN_Q6KX8_BLOCK_BYTES;
-    for (int64_t g = 0; g < n_groups; g++)
-        kx8_tile_tokens(QN_QFORMAT_Q6_K, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,
-                        y + g * QN_KX8_ROWS, ldy);
-}
+/* matmul_x8 (cpu_kernels.h) of fmt: every group, 8 rows × every token. The weights are the repacked groups. */
+#define QN_DEF_KX8_MATMUL(name, FMT, BLOCK_BYTES)                                                                   \
+    static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok, float *y, \
+                     int64_t ldy) {                                                                                  \
+        const size_t gb = (size_t)(n / QN_QK_K) * (BLOCK_BYTES);                                                     \
+        for (int64_t g = 0; g < n_groups; g++)                                                                       \
+            kx8_tile_tokens(FMT, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,                    \
+                            y + g * QN_KX8_ROWS, ldy);                                                               \
+    }
+QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K, QN_Q4KX8_BLOCK_BYTES)
+QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K, QN_Q5KX8_BLOCK_BYTES)
+QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K, QN_Q6KX8_BLOCK_BYTES)
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
  * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */
