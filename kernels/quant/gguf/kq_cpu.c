@@ -601,16 +601,14 @@ QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     }
 }
 
-/* Rows r0..r0+7 × tokens t0..t0+nt-1 (w: row 0 of the tile; a: token 0) of fmt (Q4_K or Q6_K; a compile-time
- * constant, like nt). plain (Q4_K only): w holds 8 plain rows of stride ws; else w is the rows' ×8 group. */
+/* Rows r0..r0+7 × tokens t0..t0+nt-1 (w: row 0 of the tile; a: token 0) of fmt (Q4_K, Q5_K or Q6_K; a
+ * compile-time constant, like nt). plain (Q4_K only): w holds 8 plain rows of stride ws; else w is the rows' ×8 group. */
 QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a, size_t as,
                         const int nt, float *y, int64_t ldy) {
     __m256 sum[4];
     for (int t = 0; t < nt; t++) sum[t] = _mm256_setzero_ps();
     _Alignas(32) uint8_t buf[QN_Q4KX8_BLOCK_BYTES];
-    const size_t gb = fmt == QN_QFORMAT_Q4_K   ? QN_Q4KX8_BLOCK_BYTES
-                      : fmt == QN_QFORMAT_Q5_K ? QN_Q5KX8_BLOCK_BYTES
-                                               : QN_Q6KX8_BLOCK_BYTES;
+    const size_t gb = qn_kx8_block_bytes(fmt);
     for (int64_t ib = 0; ib < n / QN_QK_K; ib++) {
         if (!plain) /* the group block 4 ahead (may lie past the weights: a prefetch never faults). Without it the
                      * hardware prefetchers leave the 1-token tile starved: Q6_K x8 1-token reads went 10.5 -> 15.2 GB/s
@@ -640,17 +638,12 @@ QN_INLINE void kx8_tile_tokens(qn_qformat fmt, int64_t n, const uint8_t *w, size
     }
 }
 
-static void q4k_tile8_tokens(int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a, size_t as,
-                             int64_t n_tok, float *y, int64_t ldy) {
-    kx8_tile_tokens(QN_QFORMAT_Q4_K, n, w, ws, plain, a, as, n_tok, y, ldy);
-}
-
 static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_rows, const void *av, size_t as,
                                int64_t n_tok, float *y, int64_t ldy) {
     const uint8_t *w = wv, *a = av;
     const int64_t rt = n_rows / QN_Q4K_TILE_ROWS * QN_Q4K_TILE_ROWS, tt = n_tok / 4 * 4;
     for (int64_t r = 0; r < rt; r += QN_Q4K_TILE_ROWS) /* whole 4-token steps here; the 1..3 left below */
-        q4k_tile8_tokens(n, w + (size_t)r * ws, ws, true, a, as, tt, y + r, ldy);
+        kx8_tile_tokens(QN_QFORMAT_Q4_K, n, w + (size_t)r * ws, ws, true, a, as, tt, y + r, ldy);
     for (int64_t r = 0; r < rt; r++)
         for (int64_t t = tt; t < n_tok; t++) dot_q4_k_avx2(n, &y[t * ldy + r], w + (size_t)r * ws, a + (size_t)t * as);
     for (int64_t i = rt; i < n_rows; i++) { /* leftover rows: 1 row × 4 tokens, then single tokens */
@@ -665,17 +658,17 @@ static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_r
 }
 
 /* matmul_x8 (cpu_kernels.h) of fmt: every group, 8 rows × every token. The weights are the repacked groups. */
-#define QN_DEF_KX8_MATMUL(name, FMT, BLOCK_BYTES)                                                                   \
+#define QN_DEF_KX8_MATMUL(name, FMT)                                                                                \
     static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok, float *y, \
                      int64_t ldy) {                                                                                  \
-        const size_t gb = (size_t)(n / QN_QK_K) * (BLOCK_BYTES);                                                     \
+        const size_t gb = (size_t)(n / QN_QK_K) * qn_kx8_block_bytes(FMT);                                           \
         for (int64_t g = 0; g < n_groups; g++)                                                                       \
             kx8_tile_tokens(FMT, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,                    \
                             y + g * QN_KX8_ROWS, ldy);                                                               \
     }
-QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K, QN_Q4KX8_BLOCK_BYTES)
-QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K, QN_Q5KX8_BLOCK_BYTES)
-QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K, QN_Q6KX8_BLOCK_BYTES)
+QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K)
+QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K)
+QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K)
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
  * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */

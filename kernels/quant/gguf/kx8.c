@@ -56,16 +56,9 @@ static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
     memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
 }
 
-static size_t block_bytes(qn_qformat fmt);
-
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
     if (fmt == QN_QFORMAT_Q6_K) move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
-    else move_dwords(grp, blk, (int)block_bytes(fmt) / 4, r, to_group);
-}
-
-static size_t block_bytes(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k)
-           : fmt == QN_QFORMAT_Q5_K ? sizeof(qn_block_q5_k) : sizeof(qn_block_q6_k);
+    else move_dwords(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS / 4), r, to_group);
 }
 
 qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t g_begin,
@@ -74,7 +67,7 @@ qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows
     if (st != QN_OK) return st;
     if (g_begin < 0 || g_end < g_begin || g_end > rows / QN_KX8_ROWS) return QN_ERR_SHAPE;
     if (g_end > g_begin && (!src || !dst)) return QN_ERR_INVALID_ARG;
-    const size_t bb = block_bytes(fmt);
+    const size_t bb = qn_kx8_block_bytes(fmt) / QN_KX8_ROWS; /* one row's block */
     const int64_t nb = k / QN_QK_K;
     for (int64_t g = g_begin; g < g_end; g++)
         for (int64_t b = 0; b < nb; b++)
@@ -91,7 +84,7 @@ qn_status qn_kx8_unpack_row(qn_qformat fmt, const void *src, void *dst, int64_t 
     if (st != QN_OK) return st;
     if (r < 0 || r >= rows) return QN_ERR_SHAPE;
     if (!src || !dst) return QN_ERR_INVALID_ARG;
-    const size_t bb = block_bytes(fmt), gbytes = QN_KX8_ROWS * bb;
+    const size_t gbytes = qn_kx8_block_bytes(fmt), bb = gbytes / QN_KX8_ROWS;
     const int64_t nb = k / QN_QK_K, g = r / QN_KX8_ROWS;
     for (int64_t b = 0; b < nb; b++) { /* a copy: move_row's pointer is not const */
         _Alignas(8) uint8_t grp[QN_Q6KX8_BLOCK_BYTES];

@@ -36,6 +36,14 @@ extern "C" {
 #define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
 #define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
 
+/* Bytes of one group block of fmt (Q4_K, Q5_K or Q6_K; 0 for any other format). */
+static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q4_K   ? QN_Q4KX8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q5_K ? QN_Q5KX8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q6_K ? QN_Q6KX8_BLOCK_BYTES
+                                    : 0;
+}
+
 /* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q4_K, Q5_K or Q6_K (else QN_ERR_UNSUPPORTED), k a positive
  * multiple of 256 and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
