@@ -10,7 +10,8 @@
 #      20 KB of alice29 per variant (equal bits expected where the knob keeps the arithmetic);
 #   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant,
 #      while the call has time (QN_AB_SANITIZE_BEFORE_S, default 420 s; a device call is at most 600 s).
-# Env: QN_AB_TESTS (the tests of step 1, default as listed there), QN_AB_STAGE_TEST=0 (skips test_gpu_decode_stage),
+# Env: QN_AB_TESTS (the tests of step 1, default as listed there), QN_AB_TEST_VARIANTS (the variants step 1 runs
+# on, default all), QN_AB_STAGE_TEST=0 (skips test_gpu_decode_stage),
 # OUT (default ./gpu-ab-out; at most 8 files: log.txt, kb-<name>.md per variant), QN_TEXT (alice29.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,7 @@ done) &
 SYN=$!
 for n in "${NAMES[@]}"; do
     for t in ${QN_AB_TESTS:-test_gpu_quant test_gpu_quant_lutq test_gpu_decode_stage}; do
+        [[ " ${QN_AB_TEST_VARIANTS:-${NAMES[*]}} " == *" $n "* ]] || continue
         if [ $t = test_gpu_decode_stage ]; then
             [ "$n" = "$first" ] && [ "${QN_AB_STAGE_TEST:-1}" = 1 ] || continue # ~100 s: the first variant only
             QN_QUERN_BIN="$PWD/build-$n/quern" timeout 200 python3 tests/e2e/$t.py >"/tmp/ab-$n-$t.log" 2>&1

@@ -47,6 +47,7 @@
 static const qn_qformat FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+    QN_QFORMAT_Q3_KP, /* device-only: Q3_K padded to 112-byte blocks at upload (gguf/q3kp.h) */
     QN_QFORMAT_Q6_KP, /* device-only: Q6_K padded to 224-byte blocks at upload (gguf/q6kp.h) */
     QN_QFORMAT_Q8_0P, /* device-only: Q8_0 regrouped in 272-byte super-blocks at upload (gguf/q8_0p.h) */
     QN_QFORMAT_LQ4,  QN_QFORMAT_LQ8,  QN_QFORMAT_LNF4, QN_QFORMAT_LFP4,
@@ -88,7 +89,7 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
         memcpy(w + i, &r, 8);
     }
     const int be = f < QN_QFORMAT_COUNT ? QN_QFORMATS[f].block_elems
-                   : f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 /* q6kp.h, q8_0p.h */
+                   : f == QN_QFORMAT_Q3_KP || f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 /* q3kp.h, q6kp.h, q8_0p.h */
                                                                     : 32; /* lutq_gpu.h blocks: 32 */
     const size_t bb = qn_qformat_row_bytes(f, be);
     if (f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) {
@@ -112,7 +113,7 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
     if (f == QN_QFORMAT_Q5_1) off[0] = offsetof(qn_block_q5_1, d), off[1] = offsetof(qn_block_q5_1, m), n = 2;
     if (f == QN_QFORMAT_Q8_0) off[0] = offsetof(qn_block_q8_0, d);
     if (f == QN_QFORMAT_Q2_K) off[0] = offsetof(qn_block_q2_k, d), off[1] = offsetof(qn_block_q2_k, dmin), n = 2;
-    if (f == QN_QFORMAT_Q3_K) off[0] = offsetof(qn_block_q3_k, d);
+    if (f == QN_QFORMAT_Q3_K || f == QN_QFORMAT_Q3_KP) off[0] = offsetof(qn_block_q3_k, d);
     if (f == QN_QFORMAT_Q4_K) off[0] = offsetof(qn_block_q4_k, d), off[1] = offsetof(qn_block_q4_k, dmin), n = 2;
     if (f == QN_QFORMAT_Q5_K) off[0] = offsetof(qn_block_q5_k, d), off[1] = offsetof(qn_block_q5_k, dmin), n = 2;
     if (f == QN_QFORMAT_Q6_K || f == QN_QFORMAT_Q6_KP) off[0] = offsetof(qn_block_q6_k, d);
@@ -124,6 +125,7 @@ static void make_weights(qn_qformat f, size_t bytes, uint8_t *w) {
             memcpy(w + b + off[i], &s, 2);
         }
         if (f == QN_QFORMAT_Q6_KP) memset(w + b + sizeof(qn_block_q6_k), 0, bb - sizeof(qn_block_q6_k)); /* the pad */
+        if (f == QN_QFORMAT_Q3_KP) memset(w + b + sizeof(qn_block_q3_k), 0, bb - sizeof(qn_block_q3_k));
     }
 }
 

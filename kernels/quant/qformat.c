@@ -8,6 +8,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_quantize.h"
 #include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/lutq_gpu.h"
@@ -95,6 +96,7 @@ qn_status qn_qformat_from_ggml(uint32_t ggml_type, qn_qformat *out) {
 
 size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n) {
     if (fmt == QN_QFORMAT_Q6_KP) return n >= 0 && n % QN_QK_K == 0 ? (size_t)(n / QN_QK_K) * QN_Q6KP_BLOCK_BYTES : 0;
+    if (fmt == QN_QFORMAT_Q3_KP) return n >= 0 && n % QN_QK_K == 0 ? (size_t)(n / QN_QK_K) * QN_Q3KP_BLOCK_BYTES : 0;
     if (fmt == QN_QFORMAT_Q8_0P)
         return n >= 0 && n % QN_Q8_0P_BLOCK_ELEMS == 0 ? (size_t)(n / QN_Q8_0P_BLOCK_ELEMS) * QN_Q8_0P_BLOCK_BYTES : 0;
     if (qn_lutq_gpu_is_format(fmt)) return n >= 0 && n % 32 == 0 ? (size_t)(n / 32) * qn_lutq_gpu_block_bytes(fmt) : 0;
@@ -107,6 +109,7 @@ size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n) {
 const char *qn_qformat_name(qn_qformat fmt) {
     if (qn_lutq_gpu_is_format(fmt)) return qn_lutq_gpu_format_name(fmt);
     if (fmt == QN_QFORMAT_Q6_KP) return "q6_Kp";
+    if (fmt == QN_QFORMAT_Q3_KP) return "q3_Kp";
     if (fmt == QN_QFORMAT_Q8_0P) return "q8_0p";
     return (unsigned)fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[fmt].name : "?";
 }

@@ -45,6 +45,9 @@ typedef enum qn_qformat {
     /* Device-only, GGUF (gguf/q8_0p.h): eight Q8_0 blocks regrouped into a 272-byte super-block (8 scales, then
      * 256 codes), 16-byte aligned, the same bytes. Made at upload from Q8_0 matmul weights with K % 256 == 0. */
     QN_QFORMAT_Q8_0P = 81,
+    /* Device-only, GGUF (gguf/q3kp.h): a Q3_K block padded to 112 bytes (16-byte aligned, +1.8%). Made at upload
+     * from Q3_K matmul weights. */
+    QN_QFORMAT_Q3_KP = 82,
 } qn_qformat;
 
 /* src: [n / block_elems] blocks, dst: [n] floats; n is a multiple of block_elems */

@@ -55,13 +55,13 @@ typedef enum qn_quant_path {
  * at n = 16 (14336x4096), and 0.20x / 0.64x for the mma / dequant paths at n = 128 / 512. */
 static inline bool qn_quant_cublas_direct(qn_qformat fmt) { return fmt == QN_QFORMAT_F16; }
 
-/* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q6_KP, Q8_0P, LQ4/LQ8/LNF4/LFP4. */
+/* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q3_KP, Q6_KP, Q8_0P, LQ4/LQ8/LNF4/LFP4. */
 static inline bool qn_quant_cuda_has_format(qn_qformat fmt) {
     return fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16 || fmt == QN_QFORMAT_Q4_0 ||
            fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
            fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K ||
            fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K ||
-           fmt == QN_QFORMAT_Q6_KP || /* device-only padded Q6_K (gguf/q6kp.h) */
+           fmt == QN_QFORMAT_Q3_KP || fmt == QN_QFORMAT_Q6_KP || /* device-only padded Q3_K, Q6_K (gguf/q3kp.h, q6kp.h) */
            fmt == QN_QFORMAT_Q8_0P || /* device-only Q8_0 super-blocks (gguf/q8_0p.h): K a multiple of 256 */
            /* device-only GPTQ/AWQ/bnb blocks (lutq_gpu.h): K a multiple of 32 */
            fmt == QN_QFORMAT_LQ4 || fmt == QN_QFORMAT_LQ8 || fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4;
@@ -88,7 +88,7 @@ static inline bool qn_quant_mmvq_has_format(qn_qformat fmt) {
     return fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
            fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K || fmt == QN_QFORMAT_Q4_K ||
            fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q6_KP ||
-           fmt == QN_QFORMAT_Q8_0P;
+           fmt == QN_QFORMAT_Q8_0P || fmt == QN_QFORMAT_Q3_KP;
 }
 
 /* The activations are rounded to int8 per 32 (relative error ~1/254 of the block's max |x|), as in
@@ -105,7 +105,7 @@ static inline int qn_quant_mmvq_auto_max_tokens(qn_qformat fmt) {
         return 8;
     case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q5_K: return 4;
     case QN_QFORMAT_Q6_K: case QN_QFORMAT_Q6_KP: return 2; /* Q6_KP: as Q6_K, not measured apart */
-    case QN_QFORMAT_Q2_K: case QN_QFORMAT_Q3_K: return 1;
+    case QN_QFORMAT_Q2_K: case QN_QFORMAT_Q3_K: case QN_QFORMAT_Q3_KP: return 1; /* Q3_KP: as Q3_K */
     default: return 0;
     }
 }
@@ -171,7 +171,8 @@ typedef struct qn_quant_matmul_opts {
                                      * write and read them. */
     int mmvq_stage;                 /* MMVQ only: 0 = auto (stage the weights through shared memory where that
                                      * measured faster: kq_mmvq.h), 1 = stage them wherever the kernel can
-                                     * (kq_mmvq_stages), -1 = read them directly; bit-identical outputs */
+                                     * (kq_mmvq_stages), 2 = the same, persistent where one warp takes a row,
+                                     * -1 = read them directly; bit-identical outputs */
 } qn_quant_matmul_opts;
 
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the

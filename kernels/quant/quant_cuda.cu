@@ -36,7 +36,8 @@ qn_status qn_quant_check_shape(qn_qformat fmt, int64_t N, int64_t K) {
     if (!qn_quant_cuda_has_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (N < 0 || K <= 0) return QN_ERR_SHAPE;
     const int64_t be = fmt < QN_QFORMAT_COUNT ? QN_QFORMATS[fmt].block_elems
-                       : fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P ? 256 /* gguf/q6kp.h, q8_0p.h */
+                       : fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P || fmt == QN_QFORMAT_Q3_KP
+                           ? 256 /* gguf/q6kp.h, q8_0p.h, q3kp.h */
                                                   : 32; /* lutq_gpu.h blocks */
     /* F16/BF16: the kernels walk rows in 32-element sub-chunks */
     if (K % (be > 32 ? be : 32) != 0) return QN_ERR_SHAPE;

@@ -73,6 +73,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/attention/attention_cuda.h"
 #include "kernels/common/half.h"
 #include "kernels/ops/ops_cuda.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/lutq_gpu.h"
@@ -312,17 +313,24 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #define QN_Q6K_PAD 1
 #endif
 
+/* 1: Q3_K matmul weights go to the device padded to Q3_KP (gguf/q3kp.h: 16-byte aligned blocks, +1.8% bytes); 0 (the
+ * default until an A/B on a GPU has measured it) keeps them Q3_K (an A/B knob: -D). */
+#ifndef QN_Q3K_PAD
+#define QN_Q3K_PAD 0
+#endif
+
 /* Q8_0 matmul weights with K a multiple of 256 go to the device regrouped as Q8_0P (gguf/q8_0p.h: 16-byte aligned
  * super-blocks of 8 Q8_0 blocks, the same bytes); 0 keeps them Q8_0 (an A/B knob: -D). */
 #ifndef QN_Q80_GROUP
 #define QN_Q80_GROUP 1
 #endif
 
-/* The format a matmul weight takes on the device: dev_format_stored, Q6_K padded to Q6_KP, Q8_0 regrouped to
+/* The format a matmul weight takes on the device: dev_format_stored, Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
  * Q8_0P where its K allows. */
 static qn_qformat dev_format(const qn_weight *w) {
     const qn_qformat f = dev_format_stored(w);
     if (QN_Q6K_PAD && f == QN_QFORMAT_Q6_K) return QN_QFORMAT_Q6_KP;
+    if (QN_Q3K_PAD && f == QN_QFORMAT_Q3_K) return QN_QFORMAT_Q3_KP;
     if (QN_Q80_GROUP && f == QN_QFORMAT_Q8_0 && qn_quant_check_shape(QN_QFORMAT_Q8_0P, w->n, w->k) == QN_OK)
         return QN_QFORMAT_Q8_0P;
     return f;
@@ -558,11 +566,14 @@ static qn_status upload_weight(qn_llama_cuda *f, lutq_stager *S, const qn_weight
         return QN_OK;
     }
     if ((fmt == QN_QFORMAT_Q6_KP && w->fmt == QN_QFORMAT_Q6_K && !w->lutq) ||
+        (fmt == QN_QFORMAT_Q3_KP && w->fmt == QN_QFORMAT_Q3_K && !w->lutq) ||
         (fmt == QN_QFORMAT_Q8_0P && w->fmt == QN_QFORMAT_Q8_0 && !w->lutq)) {
         uint8_t *h = malloc(bytes);
         const char *to = qn_qformat_name(fmt);
         if (!h) return qn_error_set(err, QN_ERR_NOMEM, "cuda load: out of host memory repacking %s to %s", w->name, to);
-        qn_status st = fmt == QN_QFORMAT_Q6_KP ? qn_q6kp_repack(w->data, h, w->n, w->k) : qn_q8_0p_repack(w->data, h, w->n, w->k);
+        qn_status st = fmt == QN_QFORMAT_Q6_KP   ? qn_q6kp_repack(w->data, h, w->n, w->k)
+                       : fmt == QN_QFORMAT_Q3_KP ? qn_q3kp_repack(w->data, h, w->n, w->k)
+                                                 : qn_q8_0p_repack(w->data, h, w->n, w->k);
         if (st != QN_OK) st = qn_error_set(err, st, "cuda load: %s: k = %lld cannot be repacked to %s", w->name, (long long)w->k, to);
         else if (cudaMemcpy(out->d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
             st = qn_error_set(err, QN_ERR_CUDA, "cuda load: copying %s failed", w->name);

@@ -37,6 +37,7 @@
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_mmvq.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/qformat.h"
@@ -46,13 +47,14 @@
 
 static int g_quick;
 
-/* Q6_KP, Q8_0P (gguf/q6kp.h, q8_0p.h) are device-only, outside QN_QFORMATS: their block size and reference
- * dequantizer. */
+/* Q3_KP, Q6_KP, Q8_0P (gguf/q3kp.h, q6kp.h, q8_0p.h) are device-only, outside QN_QFORMATS: their block size and
+ * reference dequantizer. */
 static int fmt_block_elems(qn_qformat f) {
-    return f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 : QN_QFORMATS[f].block_elems;
+    return f == QN_QFORMAT_Q3_KP || f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q8_0P ? 256 : QN_QFORMATS[f].block_elems;
 }
 static qn_dequant_row_fn fmt_dequant_ref(qn_qformat f) {
-    return f == QN_QFORMAT_Q6_KP ? qn_dequant_row_q6kp_ref
+    return f == QN_QFORMAT_Q6_KP   ? qn_dequant_row_q6kp_ref
+           : f == QN_QFORMAT_Q3_KP ? qn_dequant_row_q3kp_ref
            : f == QN_QFORMAT_Q8_0P ? qn_dequant_row_q8_0p_ref
                                    : QN_QFORMATS[f].dequant_ref;
 }
@@ -63,7 +65,7 @@ static qn_dequant_row_fn fmt_dequant_ref(qn_qformat f) {
 static const qn_qformat GPU_FORMATS[] = {
     QN_QFORMAT_F16,  QN_QFORMAT_BF16, QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1,
     QN_QFORMAT_Q8_0, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
-    QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P,
+    QN_QFORMAT_Q3_KP, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P,
 };
 #define N_GPU_FORMATS (int)(sizeof GPU_FORMATS / sizeof GPU_FORMATS[0])
 
@@ -193,12 +195,16 @@ static uint16_t rand_scale(qn_rng *r) {
 
 /* Random blocks: random bytes everywhere, then every fp16 scale field set by rand_scale. */
 static void make_weights(qn_qformat fmt, int64_t N, int64_t K, qn_rng *r, uint8_t *w) {
-    if (fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) { /* the file blocks the same rng state gives, repacked */
-        const qn_qformat base = fmt == QN_QFORMAT_Q6_KP ? QN_QFORMAT_Q6_K : QN_QFORMAT_Q8_0;
+    if (fmt == QN_QFORMAT_Q3_KP || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) { /* the file blocks the same
+                                                                                             rng state gives, repacked */
+        const qn_qformat base = fmt == QN_QFORMAT_Q6_KP ? QN_QFORMAT_Q6_K : fmt == QN_QFORMAT_Q3_KP ? QN_QFORMAT_Q3_K
+                                                                                                   : QN_QFORMAT_Q8_0;
         uint8_t *b = malloc((size_t)N * qn_qformat_row_bytes(base, K) + 1);
         assert_non_null(b);
         make_weights(base, N, K, r, b);
-        assert_int_equal(fmt == QN_QFORMAT_Q6_KP ? qn_q6kp_repack(b, w, N, K) : qn_q8_0p_repack(b, w, N, K), QN_OK);
+        assert_int_equal(fmt == QN_QFORMAT_Q6_KP   ? qn_q6kp_repack(b, w, N, K)
+                         : fmt == QN_QFORMAT_Q3_KP ? qn_q3kp_repack(b, w, N, K)
+                                                   : qn_q8_0p_repack(b, w, N, K), QN_OK);
         free(b);
         return;
     }
@@ -455,15 +461,19 @@ static void run_case(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int 
     run_case_mode(e, p, n, path, split, QN_QUANT_SPLIT_AUTO);
 }
 
-/* The int8 path with its weights read directly and staged through shared memory (where
- * kq_mmvq_stages): each against the references, and the two bit-identical (same arithmetic, same order). */
+/* The int8 path with its weights read directly, staged through shared memory (where kq_mmvq_stages) and
+ * staged in a persistent launch (where one warp takes a row): each against the references, and all
+ * bit-identical (same arithmetic, same order). */
 static void run_mmvq_case(gpu_env *e, problem *p, int64_t n, int split) {
-    float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, 1);
     float *direct = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, -1);
-    if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
-        fail_msg("%s N=%lld K=%lld n=%lld split=%d: staged and direct weight loads differ", qn_qformat_name(p->fmt),
-                 (long long)p->N, (long long)p->K, (long long)n, split);
-    free(staged), free(direct);
+    for (int stage = 1; stage <= 2; stage++) {
+        float *staged = run_case_full(e, p, n, QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, stage);
+        if (memcmp(staged, direct, sizeof(float) * (size_t)(n * p->N)))
+            fail_msg("%s N=%lld K=%lld n=%lld split=%d: %s and direct weight loads differ", qn_qformat_name(p->fmt),
+                     (long long)p->N, (long long)p->K, (long long)n, split, stage == 1 ? "staged" : "persistent staged");
+        free(staged);
+    }
+    free(direct);
 }
 
 static const int64_t NS_GEMV[] = {1, 2, 3, 8, 16};
@@ -588,6 +598,7 @@ FORMAT_TEST(Q4_K)
 FORMAT_TEST(Q5_K)
 FORMAT_TEST(Q6_K)
 FORMAT_TEST(Q6_KP)
+FORMAT_TEST(Q3_KP)
 FORMAT_TEST(Q8_0P)
 
 /* The fused kernels see the very weights the dequant writes: with one-hot activations (token t = e_{c+t})
@@ -975,7 +986,7 @@ static void test_mmvq_engine_shapes(void **state) {
         {QN_QFORMAT_Q6_K, 4096, 14336}, {QN_QFORMAT_Q6_K, 1024, 4096}, {QN_QFORMAT_Q6_KP, 4096, 14336},
         {QN_QFORMAT_Q6_KP, 1024, 4096}, {QN_QFORMAT_Q8_0P, 4096, 14336}, {QN_QFORMAT_Q8_0P, 1024, 4096},
         {QN_QFORMAT_Q4_K, 14336, 4096},
-        {QN_QFORMAT_Q4_K, 4096, 14336}, {QN_QFORMAT_Q8_0, 4096, 4096}};
+        {QN_QFORMAT_Q4_K, 4096, 14336}, {QN_QFORMAT_Q8_0, 4096, 4096}, {QN_QFORMAT_Q2_K, 14336, 4096}};
     for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
         problem p;
         problem_init(&p, e, cs[ci].fmt, cs[ci].N, cs[ci].K, 2, 4242 + ci);
@@ -983,6 +994,83 @@ static void test_mmvq_engine_shapes(void **state) {
         for (int rep = 0; rep < 3; rep++)
             for (int64_t n = 1; n <= 2; n++) run_mmvq_case(e, &p, n, 0);
         problem_free(&p);
+    }
+}
+
+/* Persistent staged launches (kq_mmvq.h stage 2, one warp per row) where each CTA takes many row blocks: the
+ * launcher is told the GPU has 1 or 3 SMs, so a grid of a few CTAs walks every block, the staging running one
+ * chunk ahead across them (K = 6144: a partial last chunk for Q2_K/Q3_K, 3 to 6 chunks for the others; N odd: a
+ * last block with rows past N). Against the q8 reference, bit-identical to the direct launch, nothing written
+ * past y; and a grouped launch (two matrices and an empty one between) against the single calls. */
+static void test_mmvq_persist(void **state) {
+    gpu_env *e = *state;
+    if (!kq_mmvq_persists()) { /* an A/B build knob (kq_mmvq.cuh): stage 2 is stage 1 here, run_mmvq_case covers it */
+        fprintf(stderr, "test_mmvq_persist: built without QN_MQ_PERSIST, skipped\n");
+        skip();
+    }
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q4_1, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0,
+                               QN_QFORMAT_Q8_0P, QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K,
+                               QN_QFORMAT_Q6_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q3_KP};
+    const int64_t K = 6144, N = 77, N2 = 40, ns[] = {1, 2, 3, 5};
+    for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++) {
+        problem p, p2;
+        problem_init(&p, e, fmts[fi], N, K, 5, 9100 + fi);
+        problem_init(&p2, e, fmts[fi], N2, K, 5, 9200 + fi);
+        void *dq = NULL;
+        CK(cudaMalloc(&dq, qn_mmvq_x_bytes(5, K)));
+        float *want = malloc(sizeof(float) * (size_t)(5 * N + GUARD)), *got = malloc(sizeof(float) * (size_t)(5 * N + GUARD));
+        assert_true(want && got);
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            const int64_t n = ns[ni];
+            if (!kq_mmvq_stages(fmts[fi], K, (int)n)) continue; /* Q6_K at nt >= 4: no staged instance */
+            const size_t ny = (size_t)(n * N), ny2 = (size_t)(n * N2);
+            assert_int_equal(kq_mmvq_quantize_x(p.dx, n, K, dq, e->stream), QN_OK);
+            CK(cudaMemset(p.dy, 0xFF, sizeof(float) * (ny + GUARD)));
+            assert_int_equal(kq_mmvq_matmul(fmts[fi], p.dw, N, K, dq, n, p.dy, e->ctx.n_sm, 1, -1, 0, e->stream), QN_OK);
+            CK(cudaMemcpy(want, p.dy, sizeof(float) * ny, cudaMemcpyDeviceToHost));
+            for (int n_sm = 1; n_sm <= 3; n_sm += 2) {
+                char what[128];
+                snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld persistent on %d SMs", qn_qformat_name(fmts[fi]),
+                         (long long)N, (long long)K, (long long)n, n_sm);
+                CK(cudaMemset(p.dy, 0xFF, sizeof(float) * (ny + GUARD))); /* NaN poison and the guard */
+                assert_int_equal(kq_mmvq_matmul(fmts[fi], p.dw, N, K, dq, n, p.dy, n_sm, 1, 2, 0, e->stream), QN_OK);
+                CK(cudaStreamSynchronize(e->stream));
+                CK(cudaGetLastError());
+                CK(cudaMemcpy(got, p.dy, sizeof(float) * (ny + GUARD), cudaMemcpyDeviceToHost));
+                size_t guard_hit = 0;
+                for (size_t i = ny; i < ny + GUARD; i++) {
+                    uint32_t u;
+                    memcpy(&u, &got[i], 4);
+                    guard_hit += u != 0xFFFFFFFFu;
+                }
+                if (check_outputs(what, "q8 ref", got, ny, p.yq8, p.tolq8, 1e-10) || guard_hit)
+                    fail_msg("%s: over tolerance (above) or %zu guard words written", what, guard_hit);
+                if (memcmp(got, want, sizeof(float) * ny)) fail_msg("%s: differs from the direct launch", what);
+                /* grouped: p's rows, an empty matrix, p2's rows (p2's weights on p's activations) */
+                float *y2 = NULL;
+                CK(cudaMalloc((void **)&y2, sizeof(float) * ny2));
+                const kq_mmvq_mat mats[3] = {{p.dw, N, p.dy}, {p2.dw, 0, NULL}, {p2.dw, N2, y2}};
+                CK(cudaMemset(p.dy, 0xFF, sizeof(float) * ny));
+                CK(cudaMemset(y2, 0xFF, sizeof(float) * ny2));
+                assert_int_equal(kq_mmvq_matmul_group(fmts[fi], mats, 3, K, dq, n, n_sm, 1, 2, 0, e->stream), QN_OK);
+                CK(cudaMemcpy(got, p.dy, sizeof(float) * ny, cudaMemcpyDeviceToHost));
+                if (memcmp(got, want, sizeof(float) * ny)) fail_msg("%s group: matrix 0 differs from its single call", what);
+                float *g2 = malloc(sizeof(float) * ny2), *w2 = malloc(sizeof(float) * ny2);
+                assert_true(g2 && w2);
+                CK(cudaMemcpy(g2, y2, sizeof(float) * ny2, cudaMemcpyDeviceToHost));
+                assert_int_equal(kq_mmvq_matmul(fmts[fi], p2.dw, N2, K, dq, n, y2, e->ctx.n_sm, 1, -1, 0, e->stream), QN_OK);
+                CK(cudaMemcpy(w2, y2, sizeof(float) * ny2, cudaMemcpyDeviceToHost));
+                size_t finite = 0;
+                for (size_t i = 0; i < ny2; i++) finite += isfinite(w2[i]) != 0;
+                assert_int_equal(finite, ny2);
+                if (memcmp(g2, w2, sizeof(float) * ny2)) fail_msg("%s group: matrix 2 differs from its single call", what);
+                free(g2), free(w2);
+                cudaFree(y2);
+            }
+        }
+        free(want), free(got);
+        cudaFree(dq);
+        problem_free(&p), problem_free(&p2);
     }
 }
 
@@ -1017,6 +1105,7 @@ static void same_bits(gpu_env *e, qn_qformat base, qn_qformat dev) {
     }
 }
 static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_K, QN_QFORMAT_Q6_KP); }
+static void test_q3kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q3_K, QN_QFORMAT_Q3_KP); }
 static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
 
 /* Argument checks: they must fail cleanly, without launching. */
@@ -1079,7 +1168,7 @@ int main(void) {
         cmocka_unit_test(test_dequant_variants),
         cmocka_unit_test(test_mmvq_quantize), cmocka_unit_test(test_mmvq_graph),
         cmocka_unit_test(test_mmvq_x_ready), cmocka_unit_test(test_mmvq_group),
-        cmocka_unit_test(test_mmvq_engine_shapes),
+        cmocka_unit_test(test_mmvq_engine_shapes), cmocka_unit_test(test_mmvq_persist),
         cmocka_unit_test(test_matmul_F16), cmocka_unit_test(test_matmul_BF16),
         cmocka_unit_test(test_matmul_Q4_0), cmocka_unit_test(test_matmul_Q4_1),
         cmocka_unit_test(test_matmul_Q5_0), cmocka_unit_test(test_matmul_Q5_1),
@@ -1087,6 +1176,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_Q3_K), cmocka_unit_test(test_matmul_Q4_K),
         cmocka_unit_test(test_matmul_Q5_K), cmocka_unit_test(test_matmul_Q6_K),
         cmocka_unit_test(test_matmul_Q6_KP), cmocka_unit_test(test_q6kp_same_bits),
+        cmocka_unit_test(test_matmul_Q3_KP), cmocka_unit_test(test_q3kp_same_bits),
         cmocka_unit_test(test_matmul_Q8_0P), cmocka_unit_test(test_q8_0p_same_bits),
     };
     return cmocka_run_group_tests_name("gpu_quant", gpu_tests, gpu_setup, gpu_teardown);

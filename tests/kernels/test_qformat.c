@@ -8,6 +8,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_quantize.h"
 #include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/qformat.h"
@@ -121,37 +122,51 @@ static void check_values_and_args(const float *want, int n, repack_fn repack, co
     assert_int_equal(repack(NULL, NULL, 0, k), QN_OK);
 }
 
-/* Q6_KP (device-only): each 210-byte Q6_K block lands at the start of a 224-byte slot, the pad zeroed (the
- * buffer is poisoned first), nothing past the last slot written, and the values read back are Q6_K's, bit for
- * bit. Real blocks: random rows through llama.cpp's Q6_K quantizer. */
-static void test_q6kp(void **state) {
-    (void)state;
+/* A padded device-only K-quant (Q3_KP, Q6_KP): each bb-byte block of the base format lands at the start of a
+ * slot-byte slot, the pad zeroed (the buffer is poisoned first), nothing past the last slot written, and the
+ * values read back are the base format's, bit for bit. Real blocks: random rows through llama.cpp's quantizer. */
+typedef void (*quant_fn)(const float *src, void *dst, int64_t n);
+typedef void (*deq_fn)(const void *src, float *dst, int64_t n);
+static void check_kpad(qn_qformat dev, const char *name, size_t bb, size_t slot, quant_fn quant, deq_fn deq_base,
+                       deq_fn deq_dev, repack_fn repack, uint64_t seed) {
     enum { ROWS = 3, K = 3 * 256, NB = ROWS * K / 256, GUARD = 32 };
-    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q6_KP, K), 3 * 224);
-    assert_int_equal(qn_qformat_row_bytes(QN_QFORMAT_Q6_KP, 576), 0);
-    assert_string_equal(qn_qformat_name(QN_QFORMAT_Q6_KP), "q6_Kp");
+    assert_int_equal(qn_qformat_row_bytes(dev, K), 3 * slot);
+    assert_int_equal(qn_qformat_row_bytes(dev, 576), 0);
+    assert_string_equal(qn_qformat_name(dev), name);
     qn_qformat g;
-    assert_int_equal(qn_qformat_parse("q6_Kp", &g), QN_ERR_NOT_FOUND); /* never in a file or on a command line */
+    assert_int_equal(qn_qformat_parse(name, &g), QN_ERR_NOT_FOUND); /* never in a file or on a command line */
 
     qn_rng r;
-    qn_rng_seed(&r, 606);
+    qn_rng_seed(&r, seed);
     static float x[ROWS * K], want[ROWS * K], got[ROWS * K];
-    static uint8_t q6[NB * 210], pad[NB * 224 + GUARD];
+    static uint8_t base[NB * 256], pad[NB * 256 + GUARD];
     qn_rng_fill_normal(&r, x, ROWS * K, 1.0f);
-    for (int i = 0; i < ROWS; i++) qn_quantize_row_q6_k_ref(x + i * K, q6 + i * 3 * 210, K);
+    for (int i = 0; i < ROWS; i++) quant(x + i * K, base + i * 3 * bb, K);
     memset(pad, 0xAA, sizeof pad);
-    assert_int_equal(qn_q6kp_repack(q6, pad, ROWS, K), QN_OK);
+    assert_int_equal(repack(base, pad, ROWS, K), QN_OK);
     for (int b = 0; b < NB; b++) {
-        assert_memory_equal(pad + 224 * b, q6 + 210 * b, 210);
-        for (int i = 210; i < 224; i++) assert_int_equal(pad[224 * b + i], 0);
+        assert_memory_equal(pad + slot * b, base + bb * b, bb);
+        for (size_t i = bb; i < slot; i++) assert_int_equal(pad[slot * b + i], 0);
     }
-    for (int i = 0; i < GUARD; i++) assert_int_equal(pad[NB * 224 + i], 0xAA);
+    for (int i = 0; i < GUARD; i++) assert_int_equal(pad[NB * slot + i], 0xAA);
     for (int i = 0; i < ROWS; i++) {
-        qn_dequant_row_q6_k_ref(q6 + i * 3 * 210, want + i * K, K);
-        qn_dequant_row_q6kp_ref(pad + i * 3 * 224, got + i * K, K);
+        deq_base(base + i * 3 * bb, want + i * K, K);
+        deq_dev(pad + i * 3 * slot, got + i * K, K);
     }
     assert_memory_equal(got, want, sizeof want);
-    check_values_and_args(want, ROWS * K, qn_q6kp_repack, q6, pad, ROWS, K);
+    check_values_and_args(want, ROWS * K, repack, base, pad, ROWS, K);
+}
+
+static void test_q6kp(void **state) {
+    (void)state;
+    check_kpad(QN_QFORMAT_Q6_KP, "q6_Kp", 210, 224, qn_quantize_row_q6_k_ref, qn_dequant_row_q6_k_ref,
+               qn_dequant_row_q6kp_ref, qn_q6kp_repack, 606);
+}
+
+static void test_q3kp(void **state) {
+    (void)state;
+    check_kpad(QN_QFORMAT_Q3_KP, "q3_Kp", 110, 112, qn_quantize_row_q3_k_ref, qn_dequant_row_q3_k_ref,
+               qn_dequant_row_q3kp_ref, qn_q3kp_repack, 303);
 }
 
 /* Q8_0P (device-only): Q8_0 block j of each group of eight has its scale at 2j and its codes at 16 + 32j of a
@@ -192,7 +207,7 @@ static void test_q8_0p(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_sizes), cmocka_unit_test(test_ggml_ids), cmocka_unit_test(test_names),
-        cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types), cmocka_unit_test(test_q6kp),
+        cmocka_unit_test(test_row_bytes),   cmocka_unit_test(test_vec_dot_types), cmocka_unit_test(test_q6kp), cmocka_unit_test(test_q3kp),
         cmocka_unit_test(test_q8_0p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

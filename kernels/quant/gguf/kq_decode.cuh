@@ -359,6 +359,13 @@ struct kq_fmt<QN_QFORMAT_Q6_K> {
     }
 };
 
+/* Q3_KP (device-only, q3kp.h): the Q3_K block at the start of a 112-byte slot, so 16-byte aligned; decoded as Q3_K
+ * (its realigning loads work at any even address). */
+template <>
+struct kq_fmt<QN_QFORMAT_Q3_KP> : kq_fmt<QN_QFORMAT_Q3_K> {
+    static constexpr int BB = 112, ALIGN = 16;
+};
+
 /* Q6_KP (device-only, q6kp.h): the Q6_K block at the start of a 224-byte slot, so 16-byte aligned: the same
  * decode with 16-byte shared loads (the stages keep the global address mod 16, kq_kernel.cuh, kq_dequant.cu). */
 template <>

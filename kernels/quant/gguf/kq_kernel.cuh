@@ -362,9 +362,10 @@ bool kq_gemv_info(qn_qformat fmt, int nt, kq_kernel_info *out);    /* kq_gemv.cu
 bool kq_gemm_info(qn_qformat fmt, int nt, kq_kernel_info *out);    /* kq_gemm.cu: nt 4, 8 */
 bool kq_dequant_info(qn_qformat fmt, kq_kernel_info *out);         /* kq_dequant.cu: nt 0 */
 
-/* The formats with GPU kernels, for the instance tables (the last six: device-only, q6kp.h, q8_0p.h, lutq_gpu.h). */
+/* The formats with GPU kernels, for the instance tables (the last seven: device-only, q3kp.h, q6kp.h, q8_0p.h,
+ * lutq_gpu.h). */
 #define KQ_FOR_EACH_FORMAT(X) \
     X(F16) X(BF16) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(Q8_0) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K) \
-    X(Q6_KP) X(Q8_0P) X(LQ4) X(LQ8) X(LNF4) X(LFP4)
+    X(Q3_KP) X(Q6_KP) X(Q8_0P) X(LQ4) X(LQ8) X(LNF4) X(LFP4)
 
 #endif /* QN_KQ_KERNEL_CUH */

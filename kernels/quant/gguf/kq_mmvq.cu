@@ -95,7 +95,7 @@ int mq_unit_elems(qn_qformat fmt) {
 #define MQ_CASE(F) \
     if (fmt == QN_QFORMAT_##F) return mq_fmt<QN_QFORMAT_##F>::UE;
     MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0) MQ_CASE(Q8_0P)
-    MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K) MQ_CASE(Q6_KP)
+    MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q3_KP) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K) MQ_CASE(Q6_KP)
 #undef MQ_CASE
     return qn_lutq_gpu_is_format(fmt) ? QN_LUTQ_GPU_BLOCK : 0; /* lutq_mmvq.cu */
 }
@@ -174,8 +174,17 @@ static bool mq_stage_auto(qn_qformat fmt, int nt, int64_t K, int64_t bytes) {
     if ((fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) && nt <= 2 &&
         ((QN_MQ_STAGE_SMALL_BYTES > 0 && bytes <= QN_MQ_STAGE_SMALL_BYTES) || (QN_MQ_STAGE_LONG_K > 0 && K >= QN_MQ_STAGE_LONG_K)))
         return true;
-    return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K) &&
-           nt <= 2;
+    return (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K ||
+            fmt == QN_QFORMAT_Q3_KP) && nt <= 2; /* Q3_KP: as Q3_K */
+}
+
+/* Persistent staged launches (kq_mmvq.cuh, mq_persist, built with QN_MQ_PERSIST > 0) in auto (stage == 0), for a
+ * staged launch with one warp per row: QN_MQ_PERSIST 1 takes them for Q2_K/Q3_K, 2 for every format. */
+int kq_mmvq_persists(void) { return QN_MQ_PERSIST > 0; }
+
+static bool mq_persist_auto(qn_qformat fmt) {
+    return QN_MQ_PERSIST == 2 ||
+           (QN_MQ_PERSIST == 1 && (fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K || fmt == QN_QFORMAT_Q3_KP));
 }
 
 int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt) {
@@ -240,6 +249,13 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
         a.row_bytes = (int64_t)qn_qformat_row_bytes(fmt, K);
         a.x_ld = K;
         a.warps_per_row = W;
+        if (QN_MQ_PERSIST > 0 && staged && W == 1 && (stage == 2 || (stage == 0 && mq_persist_auto(fmt)))) {
+            int per_sm = 0; /* persistent: the CTAs that fit the GPU at once, each taking row blocks in turn */
+            QN_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, MQ_THREADS, dyn));
+            const int64_t fit = (int64_t)(per_sm > 0 ? per_sm : 1) * (n_sm > 0 ? n_sm : 1);
+            a.n_vcta = grid;
+            if (grid > fit) grid = fit;
+        }
         QN_CUDA_TRY(qn_launch(fn, dim3((unsigned)grid), dim3(MQ_THREADS), dyn, (cudaStream_t)stream, pdl != 0, a));
     }
     return QN_OK;

@@ -79,6 +79,7 @@ struct mq_args {
     const __half *xh;         /* [NT][K] fp16 activations, for the formats that take x unquantized (mq_xsrc) */
     int64_t x_ld;             /* elements between tokens in xq / xh (= K); records: x_ld / 32 */
     int warps_per_row;        /* W: 1, 2 or 4 */
+    int64_t n_vcta;           /* > 0: persistent staged launch (mq_persist) over n_vcta row blocks; 0: one per CTA */
 };
 
 /* --- loads: read-only path; every address is aligned to the load's width. (Cache hints on the weight loads
@@ -336,6 +337,10 @@ struct mq_fmt<QN_QFORMAT_Q3_K> {
         uint32_t s[3];
         mq_span_a2<3, M>(b + 96, s);
         w.d = mq_f16(M::ld16(b + 108));
+        scales(s, w);
+    }
+    /* the unit's 8 scales + 32 as bytes from the 12 packed bytes s (unit h = w.h) */
+    __device__ static void scales(const uint32_t s[3], unit &w) {
 #pragma unroll
         for (int k = 0; k < 2; k++) /* scales e = 4k .. 4k + 3: lo4 from s[k], hi2 from s[2] at bit 2 (2h + k) */
             w.sc[k] = ((s[k] >> (4 * w.h)) & 0x0F0F0F0Fu) | (((s[2] >> (2 * (2 * w.h + k))) & 0x03030303u) << 4);
@@ -349,6 +354,24 @@ struct mq_fmt<QN_QFORMAT_Q3_K> {
         const uint32_t sw = w.sc[j >> 1]; /* scales e = 2j, 2j + 1: bytes 2 (j & 1), 2 (j & 1) + 1 */
         const int s0 = mq_byte(sw, 2 * (j & 1)) - 32, s1 = mq_byte(sw, 2 * (j & 1) + 1) - 32;
         return w.d * x.d * (float)(s0 * i0 + s1 * i1);
+    }
+};
+
+/* Q3_KP (device-only, q3kp.h) — the Q3_K block at the start of a 112-byte, 16-byte aligned slot: the same unit
+ * and dot; hmask and the unit's qs are two 16-byte vectors each, the 12 scale bytes and d one 16-byte vector. */
+template <>
+struct mq_fmt<QN_QFORMAT_Q3_KP> : mq_fmt<QN_QFORMAT_Q3_K> {
+    static constexpr int BB = 112;
+    template <class M>
+    __device__ static void load(const uint8_t *row, int64_t u, unit &w) {
+        const uint8_t *b = row + (u >> 1) * BB;
+        w.h = (int)(u & 1);
+        mq_words_a16<8, M>(b, w.hm);
+        mq_words_a16<8, M>(b + 32 + 32 * w.h, w.q);
+        const uint4 sd = M::ld128(b + 96); /* scales[12] @96 | d @108 | pad */
+        w.d = mq_f16(sd.w);
+        const uint32_t s[3] = {sd.x, sd.y, sd.z};
+        scales(s, w);
     }
 };
 
@@ -584,7 +607,7 @@ __device__ __forceinline__ void mq_xs_load(const uint8_t *xs, int K, int u, int 
  * profiled (bench/results/gpu-k23-2026-12-03.md; that A/B's code: commit f0764b2). */
 template <qn_qformat F>
 __host__ __device__ constexpr bool mq_xs_want() {
-    return F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K; /* q8 formats (mq_xsrc's mq_xblk) */
+    return F == QN_QFORMAT_Q2_K || F == QN_QFORMAT_Q3_K || F == QN_QFORMAT_Q3_KP; /* q8 formats (mq_xsrc's mq_xblk) */
 }
 
 /* --- the kernel --- */
@@ -673,6 +696,112 @@ __device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const 
 
 extern __shared__ __align__(16) uint8_t mq_xs_dyn[]; /* XS: mq_xs_bytes(K), the launch's dynamic shared memory */
 
+#ifndef QN_MQ_PERSIST
+#define QN_MQ_PERSIST 0 /* persistent staged launches: 0 not built, 1 auto for Q2_K/Q3_K, 2 auto for all (kq_mmvq.cu) */
+#endif
+
+/* This warp's rows in row block v (the CTA index of a launch with one CTA per block): the matrix, its first row
+ * (mq_kernel's own selection, for the persistent loop). */
+struct mq_rows_of {
+    const uint8_t *w;
+    float *y;
+    int64_t N, row0;
+};
+template <int R>
+__device__ __forceinline__ mq_rows_of mq_locate(const mq_args &a, int64_t v, int warp, int W) {
+    mq_rows_of o = {a.m[0].w, a.m[0].y, a.m[0].N, 0};
+    int64_t cta = v;
+#pragma unroll
+    for (int i = 1; i < KQ_MMVQ_MAX_MATS; i++) /* selects, no indexing into the parameters */
+        if (i < a.n_mat && v >= a.m[i].cta0) o.w = a.m[i].w, o.y = a.m[i].y, o.N = a.m[i].N, cta = v - a.m[i].cta0;
+    o.row0 = (cta * (MQ_WARPS / W) + warp / W) * R;
+    return o;
+}
+
+/* The warp's sums of rows row0 .. row0 + R - 1 (acc, destroyed) to y, for W = 1. */
+template <int R, int NT, int P>
+__device__ __forceinline__ void mq_store_w1(float (&acc)[P], const mq_rows_of &o, int lane) {
+    const float s = mq_warp_reduce_scatter<P>(acc, lane);
+    const int i = lane / (32 / P);
+    const int64_t row = o.row0 + i / NT;
+    if (lane % (32 / P) == 0 && i < R * NT && row < o.N) o.y[(int64_t)(i % NT) * o.N + row] = s;
+}
+
+/* --- persistent staged launches (a.n_vcta > 0; W = 1) ---
+ * Compiled in only with QN_MQ_PERSIST > 0 (an A/B knob, off: written and compiled, not yet run on a GPU; with the
+ * branch in, the staged one-block-per-CTA instances take more registers, e.g. Q2_K's 93 -> 102).
+ * A short row (K = 4096 is one staging chunk of Q2_K/Q3_K) gives each warp of a one-block-per-CTA launch a
+ * single chunk: the copy of x (XS), the set-up and the reduction then cost about as many instructions as the
+ * dots (Nsight Compute, 8B Q2_K gate+up: 854 instructions per warp for two row-units; issue 0.55 per
+ * scheduler-cycle), and nothing overlaps a warp's weight loads with its arithmetic. Here a grid of the CTAs
+ * that fit the GPU at once takes row blocks v = blockIdx.x, + gridDim.x, ... (< n_vcta, the one-per-CTA
+ * grid), and each warp's staging runs one chunk ahead across them: the next block's first chunk streams in
+ * while the last chunk of this one is decoded. Each row's units are summed in the order of the plain staged
+ * kernel (W = 1): the same bits. */
+template <qn_qformat F, int NT, int R, int P, bool XS>
+__device__ __forceinline__ void mq_persist(const mq_args &a, uint8_t *mine, int warp, int lane) {
+    using FT = mq_fmt<F>;
+    constexpr int CB = mq_chunk_bytes<F>();
+    const uint32_t s_mine = static_cast<uint32_t>(__cvta_generic_to_shared(mine));
+    const int64_t units = a.K / FT::UE, n_chunks = (units + 31) / 32;
+    /* staging side: block sv, chunk sc; compute side: block cv, chunk cc (one item behind) */
+    int64_t sv = blockIdx.x, sc = 0, cv = blockIdx.x, cc = 0;
+    mq_rows_of S = mq_locate<R>(a, sv, warp, 1), C = S;
+    auto stage = [&](int buf) { /* the next item into buf, then one commit (also with nothing to copy) */
+        if (sv < a.n_vcta && S.row0 < S.N) {
+            const int64_t off = sc * CB;
+            const int bytes = (int)min((int64_t)CB, a.row_bytes - off); /* a multiple of 16 */
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint8_t *src = S.w + min(S.row0 + r, S.N - 1) * a.row_bytes + off; /* rows past N: recomputed */
+                for (int i = 16 * lane; i < bytes; i += 16 * 32)
+                    qn_cp_async16_s(s_mine + (uint32_t)((buf * R + r) * CB + i), src + i, 16u);
+            }
+        }
+        qn_cp_async_commit();
+        if (++sc == n_chunks) {
+            sc = 0, sv += gridDim.x;
+            if (sv < a.n_vcta) S = mq_locate<R>(a, sv, warp, 1);
+        }
+    };
+    stage(0);
+    if constexpr (XS) { /* the first chunk streams in meanwhile */
+        qn_pdl_wait();
+        mq_xs_fill<F>(a, mq_xs_dyn);
+        __syncthreads();
+    }
+    float acc[P];
+#pragma unroll
+    for (int i = 0; i < P; i++) acc[i] = 0.f;
+    int buf = 0;
+#pragma unroll 1
+    while (cv < a.n_vcta) {
+        __syncwarp();          /* every lane is done with the other buffer (the item before) */
+        stage(buf ^ 1);        /* the next item streams in while this one is decoded */
+        qn_cp_async_wait<1>(); /* this lane's copies of this item have landed */
+        __syncwarp();          /* ... and every other lane's */
+        const int64_t u = 32 * cc + lane;
+        if (C.row0 < C.N && u < units) {
+            typename FT::unit wu[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) FT::template load<mq_smem>(mine + (buf * R + r) * CB, lane, wu[r]);
+            qn_pdl_wait(); /* x is the kernel before's output; the weights were not */
+            mq_unit_dots<F, NT, R, P, XS>(a, u, wu, acc, mq_xs_dyn);
+        }
+        if (++cc == n_chunks) { /* the block's rows are summed: store them, go on to the next block */
+            qn_pdl_wait();      /* no write before the kernel before has completed */
+            mq_store_w1<R, NT, P>(acc, C, lane);
+#pragma unroll
+            for (int i = 0; i < P; i++) acc[i] = 0.f;
+            cc = 0, cv += gridDim.x;
+            if (cv < a.n_vcta) C = mq_locate<R>(a, cv, warp, 1);
+        }
+        buf ^= 1;
+    }
+    qn_cp_async_wait<0>(); /* nothing left in flight */
+    qn_pdl_wait();         /* a CTA with no block: none of its writes come before the kernel before completes */
+}
+
 /* ST: the staged variant (above; the launcher takes it when asked to, where mq_stage_ok and an instance
  * exists). XS: x from shared memory (above; nt = 1). All variants do the same arithmetic in the same
  * order: bit-identical outputs. */
@@ -687,6 +816,13 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
     __shared__ __align__(16) uint8_t stage_buf[ST ? mq_stage_bytes<F, NT>() : 16]; /* [warp][2][R][CB] */
 
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
+    if constexpr (ST && QN_MQ_PERSIST > 0) {
+        if (a.n_vcta > 0) { /* W = 1 (the launcher's promise) */
+            mq_persist<F, NT, R, P, XS>(a, stage_buf + warp * 2 * R * CB, warp, lane);
+            return;
+        }
+    }
     /* this CTA's matrix (selects, no indexing into the parameters) */
     const uint8_t *wm = a.m[0].w;
     float *ym = a.m[0].y;
@@ -694,7 +830,6 @@ __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_ke
 #pragma unroll
     for (int i = 1; i < KQ_MMVQ_MAX_MATS; i++)
         if (i < a.n_mat && (int64_t)blockIdx.x >= a.m[i].cta0) wm = a.m[i].w, ym = a.m[i].y, N = a.m[i].N, cta = blockIdx.x - a.m[i].cta0;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, W = a.warps_per_row;
     const int grp = warp / W, wig = warp - grp * W;
     const int64_t row0 = (cta * (MQ_WARPS / W) + grp) * R;
     const int64_t units = row0 < N ? a.K / FT::UE : 0; /* a group wholly past N does no work */

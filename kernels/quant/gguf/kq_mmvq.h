@@ -72,8 +72,9 @@ int kq_mmvq_takes_f16_x(qn_qformat fmt);
  * for these n tokens, or for kq_mmvq_takes_f16_x formats x itself ([n][K] fp16, 16-byte aligned); y [n][N]
  * f32, overwritten. warps_per_row: 1, 2 or 4 warps split each row's K
  * inside a CTA, 0 picks one from the grid size (n_sm). stage: > 0 stages the weights through shared memory
- * wherever kq_mmvq_stages says the kernel can, < 0 reads them directly, 0 (auto) stages where that measured
- * faster (Q6_K and Q8_0 at <= 2 tokens per launch, kq_mmvq.cu); the outputs are bit-identical either way.
+ * wherever kq_mmvq_stages says the kernel can (2: also as a persistent launch where one warp takes a row, in a
+ * build where kq_mmvq_persists), < 0 reads them directly, 0 (auto) stages where that measured faster
+ * (kq_mmvq.cu); the outputs are bit-identical either way.
  * pdl (sm_90 only): launched as a
  * programmatic dependent of the kernel before it in the stream, so that its CTAs start and load weights while
  * that one finishes (device_util.cuh). QN_ERR_UNSUPPORTED for a format it lacks. */
@@ -85,6 +86,9 @@ qn_status kq_mmvq_matmul(qn_qformat fmt, const void *w, int64_t N, int64_t K, co
  * (e.g. Q6_K needs K % 2048 == 0, Q8_0 K % 256 == 0) and a
  * staged instance that fits 48 KB (not Q6_K at nt >= 4). */
 int kq_mmvq_stages(qn_qformat fmt, int64_t K, int nt);
+
+/* Whether this build holds the persistent staged launches (kq_mmvq.cuh mq_persist; -DQN_MQ_PERSIST=1 or 2). */
+int kq_mmvq_persists(void);
 
 /* One matrix of a grouped call: w [N][row_bytes(fmt, K)] blocks (16-byte aligned), y [n][N] f32. */
 typedef struct kq_mmvq_mat {

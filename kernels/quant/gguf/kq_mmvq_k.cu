@@ -6,6 +6,7 @@ mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged, bool xs, in
     switch (fmt) {
     case QN_QFORMAT_Q2_K: return mq_instance<QN_QFORMAT_Q2_K>(nt, staged, xs, smem);
     case QN_QFORMAT_Q3_K: return mq_instance<QN_QFORMAT_Q3_K>(nt, staged, xs, smem);
+    case QN_QFORMAT_Q3_KP: return mq_instance<QN_QFORMAT_Q3_KP>(nt, staged, xs, smem);
     case QN_QFORMAT_Q4_K: return mq_instance<QN_QFORMAT_Q4_K>(nt, staged, xs, smem);
     case QN_QFORMAT_Q5_K: return mq_instance<QN_QFORMAT_Q5_K>(nt, staged, xs, smem);
     case QN_QFORMAT_Q6_K: return mq_instance<QN_QFORMAT_Q6_K>(nt, staged, xs, smem);
