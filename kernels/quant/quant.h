@@ -171,7 +171,8 @@ typedef struct qn_quant_matmul_opts {
                                      * write and read them. */
     int mmvq_stage;                 /* MMVQ only: 0 = auto (stage the weights through shared memory where that
                                      * measured faster: kq_mmvq.h), 1 = stage them wherever the kernel can
-                                     * (kq_mmvq_stages), 2 = the same, persistent where one warp takes a row,
+                                     * (kq_mmvq_stages), 2 = the same, persistent where one warp takes a row
+                                     * (in a build where kq_mmvq_persists),
                                      * -1 = read them directly; bit-identical outputs */
 } qn_quant_matmul_opts;
 

@@ -195,8 +195,8 @@ static uint16_t rand_scale(qn_rng *r) {
 
 /* Random blocks: random bytes everywhere, then every fp16 scale field set by rand_scale. */
 static void make_weights(qn_qformat fmt, int64_t N, int64_t K, qn_rng *r, uint8_t *w) {
-    if (fmt == QN_QFORMAT_Q3_KP || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) { /* the file blocks the same
-                                                                                             rng state gives, repacked */
+    /* device-only formats: the file blocks the same rng state gives, repacked */
+    if (fmt == QN_QFORMAT_Q3_KP || fmt == QN_QFORMAT_Q6_KP || fmt == QN_QFORMAT_Q8_0P) {
         const qn_qformat base = fmt == QN_QFORMAT_Q6_KP ? QN_QFORMAT_Q6_K : fmt == QN_QFORMAT_Q3_KP ? QN_QFORMAT_Q3_K
                                                                                                    : QN_QFORMAT_Q8_0;
         uint8_t *b = malloc((size_t)N * qn_qformat_row_bytes(base, K) + 1);
