@@ -6,18 +6,17 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/quant/gguf/gguf_blocks.h" /* QN_QK_K */
 #include "quern.h"
-
-#define QN_KPAD_QK 256 /* elements per K-quant block */
 
 /* rows x k weights, src [rows][k / 256] blocks of bb bytes -> dst [rows][k / 256] slots. QN_ERR_SHAPE if k is
  * not a positive multiple of 256 or rows < 0. */
 static inline qn_status qn_kpad_repack(const void *src, void *dst, int64_t rows, int64_t k, size_t bb, size_t slot) {
-    if (rows < 0 || k <= 0 || k % QN_KPAD_QK != 0) return QN_ERR_SHAPE;
+    if (rows < 0 || k <= 0 || k % QN_QK_K != 0) return QN_ERR_SHAPE;
     if (rows > 0 && (!src || !dst)) return QN_ERR_INVALID_ARG;
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
-    const int64_t nb = rows * (k / QN_KPAD_QK);
+    const int64_t nb = rows * (k / QN_QK_K);
     for (int64_t b = 0; b < nb; b++) {
         memcpy(d + b * (int64_t)slot, s + b * (int64_t)bb, bb);
         memset(d + b * (int64_t)slot + bb, 0, slot - bb);
