@@ -12,23 +12,36 @@
 extern "C" {
 #endif
 
+/* Tokens of one sequence a CPU attention call takes at once (attn_paged's n_q): their K/V rows are
+ * converted from fp16 once for all of them and the heads of their GQA group. */
+#define QN_ATTN_CPU_TILE 4
+
 typedef struct qn_attn_cpu_args {
-    const float *q;              /* [n_heads][head_dim] one query token */
+    const float *q;              /* [n_q][q_stride]: query token i's [n_heads][head_dim] at q + i * q_stride */
     const uint16_t *k_cache;     /* [n_slots][n_kv_heads][head_dim] fp16 */
     const uint16_t *v_cache;     /* [n_slots][n_kv_heads][head_dim] fp16 */
-    const int32_t *block_table;  /* [ceil(n_ctx / block_size)] block ids of this sequence */
-    int32_t n_ctx;               /* keys visible to this query: positions [0, n_ctx) */
+    const int32_t *block_table;  /* [ceil((n_ctx + n_q - 1) / block_size)] block ids of this sequence */
+    int32_t n_ctx;               /* keys visible to the first query: positions [0, n_ctx) */
+    int32_t n_q;                 /* query tokens at consecutive positions (0 counts as 1): query i sees n_ctx + i keys */
+    int64_t q_stride, out_stride; /* floats from one query token's q / out to the next's */
     int32_t block_size;
     int32_t n_heads, n_kv_heads, head_dim;
     float scale;                 /* usually 1/sqrt(head_dim) */
-    float *out;                  /* [n_heads][head_dim] */
-    float *scratch;              /* [min(n_heads / n_kv_heads, 8)][n_ctx] floats */
+    float *out;                  /* [n_q][out_stride]: query token i's [n_heads][head_dim] at out + i * out_stride */
+    float *scratch;              /* qn_attn_cpu_scratch_floats(n_heads / n_kv_heads, n_ctx + n_q - 1) floats */
     int32_t lanes;               /* partial sums per dot product; 1 = sequential (see attention_cpu.c) */
     int32_t softmax_lanes;       /* keys per partial sum of the softmax normaliser */
     bool pairwise_tree;          /* final 4 partials reduced (0+1)+(2+3) instead of (0+2)+(1+3) */
 } qn_attn_cpu_args;
 
-/* Attention of one query token for heads [h_begin, h_end): qn_cpu_kernels.attn_paged (per ISA). */
+/* Scratch floats an attention call needs for a GQA group of `group` heads over at most max_ctx keys:
+ * scores of QN_ATTN_CPU_TILE tokens × min(group, 8) heads, and one 8-dim column of V. */
+static inline int64_t qn_attn_cpu_scratch_floats(int32_t group, int32_t max_ctx) {
+    return ((int64_t)QN_ATTN_CPU_TILE * (group < 8 ? group : 8) + 8) * (int64_t)max_ctx;
+}
+
+/* Attention of n_q query tokens for heads [h_begin, h_end): qn_cpu_kernels.attn_paged (per ISA). Every
+ * output is bit-identical to the same token computed alone (n_q = 1). */
 typedef void (*qn_attn_paged_fn)(const qn_attn_cpu_args *a, int h_begin, int h_end);
 
 /* Writes one token's k/v rows ([n_kv_heads][head_dim] f32) into slot `slot` as fp16. */

@@ -10,7 +10,11 @@
  *   - V: per output dim, the same lane-wise accumulation over key positions.
  * The lane loops have compile-time widths so the compiler turns them into vector FMAs; heads that
  * share a KV head (GQA) decode each K/V row from fp16 once. With AVX-512, attn_group_512 computes
- * the same numbers 16 keys at a time (the lane sums of 16 keys reduced by one transpose tree). */
+ * the same numbers 16 keys at a time (the lane sums of 16 keys reduced by one transpose tree). With
+ * AVX2 and 8 lanes (prefill: >= 2 query tokens), attn_tile_avx2 computes them for up to QN_ATTN_CPU_TILE
+ * tokens × 8 heads per pass over the keys: each K/V row is converted from fp16 once for all of them, the
+ * scores of 8 keys come from 8 interleaved fma chains reduced by one transpose tree, and V accumulates its
+ * 8 lane rows in registers. */
 #include "kernels/attention/attention.h"
 
 #include <math.h>
@@ -288,28 +292,203 @@ static void attn_group_512(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
 #undef KEY_OF_SLOT
 #endif /* QN_SIMD_X86_512 */
 
-/* scratch must hold (heads per KV head) * n_ctx floats. */
-static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
-    const int group = a->n_heads / a->n_kv_heads;
-    for (int h = h_begin; h < h_end;) {
-        const int kvh = h / group;
-        int h1 = (kvh + 1) * group;
-        if (h1 > h_end) h1 = h_end;
-        if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
-#if defined(QN_SIMD_X86_512)
-        if (attn_fast_ok(a)) {
-            attn_group_512(a, kvh, h, h1);
-            h = h1;
-            continue;
-        }
-#endif
-        attn_group(a, kvh, h, h1);
-        h = h1;
+#if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512)
+/* ---------------------------------------------------------------- AVX2: a tile of query tokens
+ * attn_group's numbers for lanes = 8, softmax_lanes = 8, the (0+2)+(1+3) tree: the partial sums of a
+ * key are one ymm (an fma chain over d, lane m taking d ≡ m mod 8), and 8 keys' ymm are reduced by a
+ * transpose tree performing, per key, exactly reduce_lanes' additions. Queries are (token, head) pairs,
+ * token-major; query i of the tile sees n_ctx + i / ng keys. */
+
+/* x[s] = the lane partial sums of key s (s < 8); returns their reduce_lanes(8, false) sums in key order. */
+static inline __m256 sum8x8(const __m256 x[8]) {
+    __m256 y[4], u[2];
+    for (int i = 0; i < 4; i++) /* v[i] + v[i+4]: key 2i in the low half, key 2i+1 in the high half */
+        y[i] = _mm256_add_ps(_mm256_permute2f128_ps(x[2 * i], x[2 * i + 1], 0x20),
+                             _mm256_permute2f128_ps(x[2 * i], x[2 * i + 1], 0x31));
+    for (int i = 0; i < 2; i++) { /* (w0 + w2), (w1 + w3): keys 4i, 4i+2 low, 4i+1, 4i+3 high */
+        const __m256d a = _mm256_castps_pd(y[2 * i]), b = _mm256_castps_pd(y[2 * i + 1]);
+        u[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
     }
+    /* (w0 + w2) + (w1 + w3): lanes hold keys 0 2 4 6 | 1 3 5 7 */
+    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd));
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* reduce_lanes(8, false) of one ymm's lanes */
+static inline float sum8(__m256 v) {
+    const __m128 w = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 h = _mm_add_ps(w, _mm_movehl_ps(w, w));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+/* lanes i < n all ones */
+static inline __m256i first_lanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* The lane partial sums of two queries against 4 keys: acc[2 * s + qi], s < 4. */
+static inline void dots_2x4(const float *q0, const float *q1, const float *kf, int nc, __m256 acc[8]) {
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    for (int c = 0; c < nc; c++) {
+        const __m256 a0 = _mm256_load_ps(q0 + 8 * c), a1 = _mm256_load_ps(q1 + 8 * c);
+        for (int s = 0; s < 4; s++) {
+            const __m256 k = _mm256_load_ps(kf + (size_t)s * QN_ATTN_MAX_HD + 8 * c);
+            acc[2 * s] = _mm256_fmadd_ps(a0, k, acc[2 * s]);
+            acc[2 * s + 1] = _mm256_fmadd_ps(a1, k, acc[2 * s + 1]);
+        }
+    }
+}
+
+static bool attn_tile_ok(const qn_attn_cpu_args *a) {
+    return a->lanes == 8 && a->softmax_lanes == 8 && !a->pairwise_tree && a->head_dim % 8 == 0 &&
+           a->head_dim <= QN_ATTN_MAX_HD;
+}
+
+#define QN_ATTN_TILE_Q (QN_ATTN_CPU_TILE * QN_ATTN_MAX_GROUP)
+
+/* Query tokens [t0, t0 + nt) (nt <= QN_ATTN_CPU_TILE) of heads [h0, h1), all reading KV head kvh. */
+static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, int t0, int nt) {
+    const int hd = a->head_dim, ng = h1 - h0, nc = hd / 8, nq = nt * ng;
+    const int64_t kv_stride = (int64_t)a->n_kv_heads * hd;
+    const int32_t ctx0 = a->n_ctx + t0, nmax = ctx0 + nt - 1; /* query i sees ctx0 + i / ng keys */
+    float *scores = a->scratch;                                /* [nq][nmax] */
+    float *vcol = a->scratch + (int64_t)nq * nmax;             /* [nmax][8] one 8-dim column of V */
+    _Alignas(32) float qh[QN_ATTN_TILE_Q + 1][QN_ATTN_MAX_HD];
+    _Alignas(32) float kf[8][QN_ATTN_MAX_HD];
+    __m256 mx[QN_ATTN_TILE_Q + 1];
+    for (int i = 0; i < nq; i++) {
+        const float *src = a->q + (int64_t)(t0 + i / ng) * a->q_stride + (int64_t)(h0 + i % ng) * hd;
+        for (int c = 0; c < nc; c++)
+            _mm256_store_ps(qh[i] + 8 * c, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(src + 8 * c),
+                                                                           _MM_FROUND_TO_NEAREST_INT)));
+        mx[i] = _mm256_set1_ps(-INFINITY);
+    }
+    memcpy(qh[nq], qh[nq - 1], sizeof qh[0]); /* the partner of an odd last query (its sums are dropped) */
+    /* scores, 8 keys at a time; each K row converted once for the whole tile */
+    for (int32_t j0 = 0; j0 < nmax; j0 += 8) {
+        const int nk = nmax - j0 < 8 ? nmax - j0 : 8;
+        for (int s = 0; s < 8; s++) {
+            if (s >= nk) {
+                memset(kf[s], 0, sizeof(float) * (size_t)hd);
+                continue;
+            }
+            const uint16_t *kr = a->k_cache + slot_of(a, j0 + s) * kv_stride + (int64_t)kvh * hd;
+            for (int c = 0; c < nc; c++)
+                _mm256_store_ps(kf[s] + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + 8 * c))));
+        }
+        /* queries whose context ends before j0 are the first ones of the tile: skip them */
+        int i0 = 0;
+        while (i0 < nq && ctx0 + i0 / ng <= j0) i0++;
+        for (int i = i0; i < nq; i += 2) {
+            __m256 lo[8], hi[8], x0[8], x1[8];
+            dots_2x4(qh[i], qh[i + 1], kf[0], nc, lo);
+            dots_2x4(qh[i], qh[i + 1], kf[4], nc, hi);
+            for (int s = 0; s < 4; s++) {
+                x0[s] = lo[2 * s], x1[s] = lo[2 * s + 1];
+                x0[s + 4] = hi[2 * s], x1[s + 4] = hi[2 * s + 1];
+            }
+            const __m256 sc[2] = {_mm256_mul_ps(sum8x8(x0), _mm256_set1_ps(a->scale)),
+                                  _mm256_mul_ps(sum8x8(x1), _mm256_set1_ps(a->scale))};
+            for (int e = 0; e < 2 && i + e < nq; e++) {
+                const int n = ctx0 + (i + e) / ng - j0; /* keys of this block the query sees */
+                const __m256i m = first_lanes(n);
+                _mm256_maskstore_ps(scores + (int64_t)(i + e) * nmax + j0, m, sc[e]);
+                mx[i + e] = _mm256_blendv_ps(mx[i + e], _mm256_max_ps(mx[i + e], sc[e]), _mm256_castsi256_ps(m));
+            }
+        }
+    }
+    /* softmax: exp in the ISA's vector form, sums of 8 keys added in double, probabilities rounded to fp16 */
+    for (int i = 0; i < nq; i++) {
+        float *sc = scores + (int64_t)i * nmax;
+        const int32_t n = ctx0 + i / ng;
+        const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx[i]), _mm256_extractf128_ps(mx[i], 1));
+        const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        qn_vexp_row_isa(n, sc, sc, _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2))));
+        double sum = 0.0;
+        for (int32_t j0 = 0; j0 < n; j0 += 8)
+            sum += (double)sum8(_mm256_maskload_ps(sc + j0, first_lanes(n - j0)));
+        const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+        for (int32_t j0 = 0; j0 < n; j0 += 8) {
+            const __m256i m = first_lanes(n - j0);
+            const __m256 pr = _mm256_mul_ps(_mm256_maskload_ps(sc + j0, m), inv);
+            _mm256_maskstore_ps(sc + j0, m, _mm256_cvtph_ps(_mm256_cvtps_ph(pr, _MM_FROUND_TO_NEAREST_INT)));
+        }
+    }
+    /* V, 8 dims at a time: the column converted once, then per query lane row m (keys j ≡ m mod 8) in a register */
+    for (int c = 0; c < nc; c++) {
+        const uint16_t *vb = a->v_cache + (int64_t)kvh * hd + 8 * c;
+        for (int32_t j = 0; j < nmax; j++)
+            _mm256_storeu_ps(vcol + 8 * (int64_t)j,
+                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vb + slot_of(a, j) * kv_stride))));
+        for (int i = 0; i < nq; i++) {
+            const float *p = scores + (int64_t)i * nmax;
+            const int32_t n = ctx0 + i / ng;
+            __m256 acc[8];
+            for (int m = 0; m < 8; m++) acc[m] = _mm256_setzero_ps();
+            int32_t j0 = 0;
+            for (; j0 + 8 <= n; j0 += 8)
+                for (int m = 0; m < 8; m++)
+                    acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
+            for (int m = 0; j0 + m < n; m++)
+                acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
+            for (int m = 0; m < 4; m++) acc[m] = _mm256_add_ps(acc[m], acc[m + 4]);
+            const __m256 o = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+            _mm256_storeu_ps(a->out + (int64_t)(t0 + i / ng) * a->out_stride + (int64_t)(h0 + i % ng) * hd + 8 * c, o);
+        }
+    }
+}
+#endif /* AVX2 */
+
+/* One query token at a time: attn_group (or its AVX-512 form) per token and GQA group. scratch must
+ * hold min(heads per KV head, 8) * (n_ctx + n_q - 1) floats. */
+static void attn_paged_tokens(const qn_attn_cpu_args *a, int h_begin, int h_end) {
+    const int group = a->n_heads / a->n_kv_heads;
+    const int32_t n_q = a->n_q > 1 ? a->n_q : 1;
+    for (int32_t t = 0; t < n_q; t++) {
+        qn_attn_cpu_args at = *a;
+        at.q = a->q + (int64_t)t * a->q_stride, at.out = a->out + (int64_t)t * a->out_stride;
+        at.n_ctx = a->n_ctx + t, at.n_q = 1;
+        for (int h = h_begin; h < h_end;) {
+            const int kvh = h / group;
+            int h1 = (kvh + 1) * group;
+            if (h1 > h_end) h1 = h_end;
+            if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
+#if defined(QN_SIMD_X86_512)
+            if (attn_fast_ok(&at)) {
+                attn_group_512(&at, kvh, h, h1);
+                h = h1;
+                continue;
+            }
+#endif
+            attn_group(&at, kvh, h, h1);
+            h = h1;
+        }
+    }
+}
+
+static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
+#if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512)
+    if (attn_tile_ok(a)) {
+        const int group = a->n_heads / a->n_kv_heads;
+        const int32_t n_q = a->n_q > 1 ? a->n_q : 1;
+        for (int32_t t0 = 0; t0 < n_q; t0 += QN_ATTN_CPU_TILE)
+            for (int h = h_begin; h < h_end;) {
+                const int kvh = h / group;
+                int h1 = (kvh + 1) * group;
+                if (h1 > h_end) h1 = h_end;
+                if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
+                attn_tile_avx2(a, kvh, h, h1, t0, n_q - t0 < QN_ATTN_CPU_TILE ? n_q - t0 : QN_ATTN_CPU_TILE);
+                h = h1;
+            }
+        return;
+    }
+#endif
+    attn_paged_tokens(a, h_begin, h_end);
 }
 
 void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k) {
     k->attn_paged = attn_paged;
+    k->attn_paged_tokens = attn_paged_tokens;
     /* The accumulators of llama.cpp's CPU f16 products on the same ISA, so the partial sums and
      * their reduction are the same: with >= 2 query tokens its GEMM (one vector of 16 floats with
      * AVX-512, 8 with AVX2, per output); with one token its f16 dot product (4 such vectors: 64 or

@@ -62,7 +62,8 @@ typedef struct qn_cpu_kernels {
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */
-    qn_attn_paged_fn attn_paged;                   /* paged attention, one query token */
+    qn_attn_paged_fn attn_paged;                   /* paged attention of n_q query tokens (AVX2: in tiles) */
+    qn_attn_paged_fn attn_paged_tokens;            /* the same one query token at a time: attn_paged's twin */
     int32_t attn_lanes_multi;                      /* accumulation lanes when the sequence has >= 2 query */
     int32_t attn_lanes_single;                     /* tokens in the step / exactly 1 (attention_cpu.c) */
     bool attn_single_pairwise;                     /* 1-token reduction tree (0+1)+(2+3) */

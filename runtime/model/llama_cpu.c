@@ -22,6 +22,11 @@
 /* a layer's matmul weights, in the order of the forward's x8 table; the output weight follows the layers */
 enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_PER_LAYER };
 
+typedef struct qn_attn_tile_cpu {
+    int32_t first, count; /* tokens [first, first + count) of the step */
+    int64_t cost;
+} qn_attn_tile_cpu;
+
 struct qn_llama_cpu {
     const qn_model *m;
     const qn_cpu_kernels *kern;
@@ -36,9 +41,12 @@ struct qn_llama_cpu {
     float *tmp;                         /* [max_tokens][n_embd] o/down projections */
     float *g, *u;                       /* [max_tokens][n_ff] */
     float *scratch;                     /* [n_threads][scratch_per_thread] attention scores */
-    int64_t scratch_per_thread;         /* min(GQA group, 8) * max_ctx */
+    int64_t scratch_per_thread;         /* qn_attn_cpu_scratch_floats(GQA group, max_ctx) */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
     int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
+    qn_attn_tile_cpu *attn_tiles;       /* [max_tokens] this step's attention tiles (attn_tiles) */
+    int32_t n_attn_tiles;
+    int64_t attn_cost_total;            /* Σ of the tiles' costs */
     qn_llama_tap_fn tap;                /* optional debug tap */
     void *tap_user;
     qn_llama_allreduce_fn allreduce;    /* optional TP all-reduce of the o/down partial sums */
@@ -175,34 +183,61 @@ static void rope_kv_fn(void *arg, int ith, int nth) {
     }
 }
 
-/* attention, split over (token, KV head) pairs (the heads of a GQA group share K/V rows); output
- * into xn [t][HQ] */
+/* attention, split over (tile, KV head) pairs: a tile is up to QN_ATTN_CPU_TILE consecutive tokens of one
+ * sequence (attn_tiles), and the heads of a GQA group share its K/V rows. Each thread takes the pairs whose
+ * cost (keys read) starts in its share of the total, so the long contexts at the end of a prompt are spread over
+ * the threads. Output into xn [t][HQ]; no output depends on the split. */
 static void attn_fn(void *arg, int ith, int nth) {
     const layer_task *a = arg;
     const qn_llama_cpu *f = a->f;
     const qn_model_config *c = &f->m->cfg;
     const int64_t HQ = (int64_t)c->n_head * c->head_dim;
     const int group = c->n_head / c->n_head_kv;
-    long long wb, we;
-    qn_split_range((long long)a->b->n_tokens * c->n_head_kv, ith, nth, &wb, &we);
+    const int64_t total = f->attn_cost_total * c->n_head_kv;
+    const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
     qn_attn_cpu_args at = {
         .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
         .n_heads = c->n_head, .n_kv_heads = c->n_head_kv, .head_dim = c->head_dim,
         .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->scratch_per_thread,
-        .softmax_lanes = f->kern->attn_softmax_lanes,
+        .softmax_lanes = f->kern->attn_softmax_lanes, .q_stride = HQ, .out_stride = f->kmax,
     };
-    for (long long w = wb; w < we; w++) {
-        const int64_t t = w / c->n_head_kv;
-        const int kvh = (int)(w % c->n_head_kv);
-        at.q = f->q + t * HQ;
-        at.out = f->xn + t * f->kmax;
-        at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
-        at.n_ctx = a->b->positions[t] + 1;
-        const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
-        at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
-        at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
-        f->kern->attn_paged(&at, kvh * group, (kvh + 1) * group);
+    int64_t start = 0; /* cost before this tile's first pair */
+    for (int32_t i = 0; i < f->n_attn_tiles && start < hi; i++) {
+        const qn_attn_tile_cpu *tl = &f->attn_tiles[i];
+        for (int kvh = 0; kvh < c->n_head_kv; kvh++, start += tl->cost) {
+            if (start < lo || start >= hi) continue;
+            const int64_t t = tl->first;
+            at.q = f->q + t * HQ;
+            at.out = f->xn + t * f->kmax;
+            at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
+            at.n_ctx = a->b->positions[t] + 1;
+            at.n_q = tl->count;
+            const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
+            at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
+            at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
+            f->kern->attn_paged(&at, kvh * group, (kvh + 1) * group);
+        }
     }
+}
+
+/* The step's attention tiles: runs of up to QN_ATTN_CPU_TILE tokens of one sequence at consecutive positions,
+ * each costed by the keys its tokens read (plus a per-token share for the query and output rows). */
+static void attn_tiles(qn_llama_cpu *f, const qn_fwd_batch *b) {
+    int32_t n = 0;
+    int64_t total = 0;
+    for (int32_t t = 0; t < b->n_tokens; t++) {
+        qn_attn_tile_cpu *cur = n > 0 ? &f->attn_tiles[n - 1] : NULL;
+        const int64_t cost = (int64_t)b->positions[t] + 1 + 16;
+        if (cur && cur->count < QN_ATTN_CPU_TILE && b->seq_idx[t] == b->seq_idx[t - 1] &&
+            b->positions[t] == b->positions[t - 1] + 1) {
+            cur->count++, cur->cost += cost;
+        } else {
+            f->attn_tiles[n++] = (qn_attn_tile_cpu){.first = t, .count = 1, .cost = cost};
+        }
+        total += cost;
+    }
+    f->n_attn_tiles = n;
+    f->attn_cost_total = total;
 }
 
 typedef struct norm_task {
@@ -366,8 +401,9 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
               (f->v = malloc(sizeof(float) * T * HK)) && (f->tmp = malloc(sizeof(float) * T * E)) &&
               (f->g = malloc(sizeof(float) * T * F)) && (f->u = malloc(sizeof(float) * T * F)) &&
               (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) *
-                                  (size_t)(f->scratch_per_thread = (int64_t)(c->n_head / c->n_head_kv < 8 ? c->n_head / c->n_head_kv : 8) * max_ctx))) &&
-              (f->seq_nq = calloc((size_t)T, sizeof(int32_t)));
+                                  (size_t)(f->scratch_per_thread = qn_attn_cpu_scratch_floats(c->n_head / c->n_head_kv, max_ctx)))) &&
+              (f->seq_nq = calloc((size_t)T, sizeof(int32_t))) &&
+              (f->attn_tiles = malloc(sizeof(qn_attn_tile_cpu) * (size_t)T));
     bool need[QN_QFORMAT_COUNT] = {0};
     need_vdt(need, &m->output);
     for (int il = 0; il < c->n_layer; il++) {
@@ -403,7 +439,7 @@ void qn_llama_cpu_destroy(qn_llama_cpu *f) {
     if (!f) return;
     free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->tmp), free(f->g), free(f->u);
     free(f->scratch);
-    free(f->seq_nq);
+    free(f->seq_nq), free(f->attn_tiles);
     for (int v = 0; v < QN_QFORMAT_COUNT; v++) free(f->xq[v]);
     free(f->x8_mem), free(f->x8);
     free(f);
@@ -442,6 +478,7 @@ qn_status qn_llama_cpu_forward(qn_llama_cpu *f, qn_kv_cache *kv, const qn_fwd_ba
 
     memset(f->seq_nq, 0, sizeof(int32_t) * (size_t)b->n_seqs);
     for (int32_t t = 0; t < b->n_tokens; t++) f->seq_nq[b->seq_idx[t]]++;
+    attn_tiles(f, b);
 
     embed_task et = {f, b};
     qn_threadpool_run(f->tp, embed_fn, &et);

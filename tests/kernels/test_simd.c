@@ -16,7 +16,11 @@
  *               with the scalar vec_dot on the plain rows for 1..5, 7 and 113 tokens (every token tail), 1 and 37
  *               blocks per row, sub-ranges of row groups, untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
- *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx.
+ *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx;
+ *               n_q tokens at once (AVX2: tiles of tokens × GQA heads) bit-exact with attn_paged_tokens, one
+ *               token at a time, for 2-9 tokens (partial tiles), GQA groups 1/3/4/9, head_dim 64/128/72,
+ *               outputs between the tokens' rows left NaN; and both within 2e-3 of a double-precision
+ *               softmax(q·K)·V of the fp16 inputs (probabilities and q are rounded to fp16 on the way).
  * Measured errors (in fp32 ulps of Σ|w·a|) are printed per ISA and format. */
 /* QN_TEST_LABELS: cpu neon (scripts/test_neon.sh runs the neon label under qemu-aarch64) */
 #include "harness.h"
@@ -453,6 +457,12 @@ static void test_matmul_x8(void **state) {
     }
 }
 
+/* dst[i] = fp16 of a standard normal, i < n (tmp: n floats of room) */
+static void fill_f16(qn_rng *rng, uint16_t *dst, float *tmp, size_t n) {
+    qn_rng_fill_normal(rng, tmp, n, 1.0f);
+    for (size_t j = 0; j < n; j++) dst[j] = qn_f32_to_f16(tmp[j]);
+}
+
 /* One query token over a paged fp16 KV cache whose blocks are handed out in a scrambled order. */
 static void run_attention(const qn_cpu_kernels *kt, const float *q, const uint16_t *k_rows, const uint16_t *v_rows,
                           int n_ctx, int n_heads, int n_kv, int hd, int bs, int lanes, bool pw, float *out) {
@@ -460,7 +470,7 @@ static void run_attention(const qn_cpu_kernels *kt, const float *q, const uint16
     const int64_t row = (int64_t)n_kv * hd;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
     uint16_t *kc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row)), *vc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row));
-    float *scratch = malloc(sizeof(float) * 8 * (size_t)n_ctx);
+    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(n_heads / n_kv, n_ctx));
     for (int b = 0; b < n_blocks; b++) table[b] = (int32_t)((b * 7 + 3) % n_blocks);
     if (n_blocks > 1 && (n_blocks % 7) == 0) /* keep the map a permutation */
         for (int b = 0; b < n_blocks; b++) table[b] = n_blocks - 1 - b;
@@ -497,10 +507,7 @@ static void test_attention_paths(void **state) {
                     float *o16 = malloc(sizeof(float) * (size_t)(nh * hd)), *o24 = malloc(sizeof(float) * (size_t)(nh * hd));
                     uint16_t *kr = malloc(sizeof(uint16_t) * nrow), *vr = malloc(sizeof(uint16_t) * nrow);
                     qn_rng_fill_normal(&rng, q, (size_t)(nh * hd), 2.0f);
-                    qn_rng_fill_normal(&rng, tmp, nrow, 1.0f);
-                    for (size_t j = 0; j < nrow; j++) kr[j] = qn_f32_to_f16(tmp[j]);
-                    qn_rng_fill_normal(&rng, tmp, nrow, 1.0f);
-                    for (size_t j = 0; j < nrow; j++) vr[j] = qn_f32_to_f16(tmp[j]);
+                    fill_f16(&rng, kr, tmp, nrow), fill_f16(&rng, vr, tmp, nrow);
                     run_attention(&g_tabs[i], q, kr, vr, n_ctx, nh, nkv, hd, 16, lanes, pw, o16);
                     run_attention(&g_tabs[i], q, kr, vr, n_ctx, nh, nkv, hd, 24, lanes, pw, o24);
                     for (int j = 0; j < nh * hd; j++)
@@ -512,12 +519,117 @@ static void test_attention_paths(void **state) {
     assert_int_equal(failures, 0);
 }
 
+/* n_q query tokens at positions n_ctx-1 .. n_ctx+n_q-2 of one sequence (blocks of 16 slots, scrambled),
+ * through fn; out: [n_q][out_stride], the gaps between rows untouched. */
+static void run_attention_tokens(const qn_cpu_kernels *kt, qn_attn_paged_fn fn, const float *q, const uint16_t *k_rows,
+                                 const uint16_t *v_rows, int n_ctx, int n_q, int n_heads, int n_kv, int hd, float *out,
+                                 int64_t out_stride) {
+    const int bs = 16, n_keys = n_ctx + n_q - 1, n_blocks = (n_keys + bs - 1) / bs, group = n_heads / n_kv;
+    const int64_t row = (int64_t)n_kv * hd;
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    uint16_t *kc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row)), *vc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row));
+    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(group, n_keys));
+    for (int b = 0; b < n_blocks; b++) table[b] = n_blocks - 1 - b;
+    for (int j = 0; j < n_keys; j++) {
+        const int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
+        memcpy(kc + slot * row, k_rows + (int64_t)j * row, sizeof(uint16_t) * (size_t)row);
+        memcpy(vc + slot * row, v_rows + (int64_t)j * row, sizeof(uint16_t) * (size_t)row);
+    }
+    const qn_attn_cpu_args a = {.q = q, .k_cache = kc, .v_cache = vc, .block_table = table, .n_ctx = n_ctx, .n_q = n_q,
+                                .q_stride = (int64_t)n_heads * hd, .out_stride = out_stride, .block_size = bs,
+                                .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
+                                .out = out, .scratch = scratch, .lanes = kt->attn_lanes_multi,
+                                .softmax_lanes = kt->attn_softmax_lanes, .pairwise_tree = false};
+    for (int kvh = 0; kvh < n_kv; kvh++) fn(&a, kvh * group, (kvh + 1) * group);
+    free(table), free(kc), free(vc), free(scratch);
+}
+
+/* max |got - ref| / max |ref| of one token's heads against softmax(q·K^T·scale)·V in double, with q and the
+ * probabilities rounded to fp16 as the kernels do */
+static double attention_ref_err(const float *q, const uint16_t *kr, const uint16_t *vr, int n_keys, int n_heads,
+                                int n_kv, int hd, const float *got) {
+    const int group = n_heads / n_kv;
+    double *p = malloc(sizeof(double) * (size_t)n_keys), err = 0.0, mag = 0.0;
+    for (int h = 0; h < n_heads; h++) {
+        const int kvh = h / group;
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < n_keys; j++) {
+            double s = 0.0;
+            for (int d = 0; d < hd; d++)
+                s += (double)qn_f16_to_f32(qn_f32_to_f16(q[h * hd + d])) *
+                     qn_f16_to_f32(kr[((int64_t)j * n_kv + kvh) * hd + d]);
+            p[j] = s / sqrt((double)hd);
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int j = 0; j < n_keys; j++) sum += p[j] = exp(p[j] - mx);
+        for (int j = 0; j < n_keys; j++) p[j] = qn_f16_to_f32(qn_f32_to_f16((float)(p[j] / sum)));
+        for (int d = 0; d < hd; d++) {
+            double o = 0.0;
+            for (int j = 0; j < n_keys; j++) o += p[j] * qn_f16_to_f32(vr[((int64_t)j * n_kv + kvh) * hd + d]);
+            if (fabs(o - got[h * hd + d]) > err || isnan(got[h * hd + d])) err = isnan(got[h * hd + d]) ? INFINITY : fabs(o - got[h * hd + d]);
+            if (fabs(o) > mag) mag = fabs(o);
+        }
+    }
+    free(p);
+    return err / mag;
+}
+
+static void test_attention_tiles(void **state) {
+    (void)state;
+    const int ctxs[] = {1, 5, 16, 17, 54, 97, 300};
+    const int nqs[] = {2, 3, 4, 5, 9};
+    const int shapes[][3] = {{9, 3, 64}, {32, 8, 128}, {4, 4, 64}, {9, 1, 72}}; /* n_heads, n_kv_heads, head_dim */
+    qn_rng rng;
+    int failures = 0, checked = 0;
+    double worst = 0.0;
+    for (int i = 0; i < g_ntabs; i++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++)
+                for (size_t ni = 0; ni < sizeof nqs / sizeof nqs[0]; ni++) {
+                    const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2], n_ctx = ctxs[ci], n_q = nqs[ni];
+                    if (hd == 128 && n_ctx > 100 && ni > 1) continue; /* the big shape: fewer long cases */
+                    const int n_keys = n_ctx + n_q - 1;
+                    const int64_t HQ = (int64_t)nh * hd, ostride = HQ + 5; /* a gap after each token's row */
+                    const size_t nrow = (size_t)n_keys * (size_t)nkv * (size_t)hd, nout = (size_t)(n_q * ostride);
+                    qn_rng_seed(&rng, 7000 + 131 * si + 17 * ci + ni);
+                    float *q = malloc(sizeof(float) * (size_t)(n_q * HQ)), *tmp = malloc(sizeof(float) * nrow);
+                    float *o_tile = malloc(sizeof(float) * nout), *o_tok = malloc(sizeof(float) * nout);
+                    uint16_t *kr = malloc(sizeof(uint16_t) * nrow), *vr = malloc(sizeof(uint16_t) * nrow);
+                    qn_rng_fill_normal(&rng, q, (size_t)(n_q * HQ), 2.0f);
+                    fill_f16(&rng, kr, tmp, nrow), fill_f16(&rng, vr, tmp, nrow);
+                    for (size_t j = 0; j < nout; j++) o_tile[j] = o_tok[j] = NAN;
+                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged, q, kr, vr, n_ctx, n_q, nh, nkv, hd, o_tile, ostride);
+                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged_tokens, q, kr, vr, n_ctx, n_q, nh, nkv, hd, o_tok, ostride);
+                    for (int t = 0; t < n_q; t++) {
+                        for (int64_t j = 0; j < ostride; j++) {
+                            const float x = o_tile[t * ostride + j], y = o_tok[t * ostride + j];
+                            const bool gap = j >= HQ;
+                            if ((gap ? !isnan(x) || !isnan(y) : (memcmp(&x, &y, 4) || isnan(x))) && failures++ < 5)
+                                fprintf(stderr, "  attn tile %s heads %d/%d hd %d n_ctx %d n_q %d t %d [%lld]: %.9g vs %.9g\n",
+                                        g_tabs[i].isa_name, nh, nkv, hd, n_ctx, n_q, t, (long long)j, x, y);
+                        }
+                        if (t == 0 || t == n_q - 1) { /* the first and last token against double */
+                            const double e = attention_ref_err(q + t * HQ, kr, vr, n_ctx + t, nh, nkv, hd, o_tile + t * ostride);
+                            checked++;
+                            if (e > worst) worst = e;
+                            if (!(e <= 2e-3) && failures++ < 5)
+                                fprintf(stderr, "  attn tile %s heads %d/%d hd %d n_ctx %d n_q %d t %d: rel err %.3g\n",
+                                        g_tabs[i].isa_name, nh, nkv, hd, n_ctx, n_q, t, e);
+                        }
+                    }
+                    free(q), free(tmp), free(o_tile), free(o_tok), free(kr), free(vr);
+                }
+    printf("  attention tiles: %d token outputs against double, worst rel err %.3g\n", checked, worst);
+    assert_true(checked > 0);
+    assert_int_equal(failures, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select),  cmocka_unit_test(test_dequant),     cmocka_unit_test(test_from_float),
         cmocka_unit_test(test_vec_dot), cmocka_unit_test(test_matmul_rows), cmocka_unit_test(test_matmul_tile),
         cmocka_unit_test(test_matmul_x8),
-        cmocka_unit_test(test_attention_paths),
+        cmocka_unit_test(test_attention_paths), cmocka_unit_test(test_attention_tiles),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
