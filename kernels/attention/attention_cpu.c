@@ -294,23 +294,30 @@ static void attn_group_512(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
 
 #if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512)
 /* ---------------------------------------------------------------- AVX2: a tile of query tokens
- * attn_group's numbers for lanes = 8, softmax_lanes = 8, the (0+2)+(1+3) tree: the partial sums of a
- * key are one ymm (an fma chain over d, lane m taking d ≡ m mod 8), and 8 keys' ymm are reduced by a
- * transpose tree performing, per key, exactly reduce_lanes' additions. Queries are (token, head) pairs,
- * token-major; query i of the tile sees n_ctx + i / ng keys. */
+ * attn_group's numbers for lanes L = 8, 16, 32 or 64 (dividing head_dim), softmax_lanes = 8, either tree. The
+ * partial sums of a key are L/8 ymm (fma chains over d, lane m taking d ≡ m mod L) folded to one ymm by
+ * reduce_lanes' halving, and 8 keys' ymm are reduced by a transpose tree performing, per key, exactly
+ * reduce_lanes' last additions. V keeps L lane rows of 8 dims, 8 at a time in registers. Queries are (token, head)
+ * pairs, token-major; query i of the tile sees n_ctx + t0 + i / ng keys. */
 
-/* x[s] = the lane partial sums of key s (s < 8); returns their reduce_lanes(8, false) sums in key order. */
-static inline __m256 sum8x8(const __m256 x[8]) {
+/* x[s] = the 8 lane sums of key s (s < 8); returns, in key order, reduce_lanes' last steps on them: v[i] + v[i+4],
+ * then (0+2)+(1+3), or (0+1)+(2+3) when pairwise. */
+static inline __m256 sum8x8(const __m256 x[8], bool pairwise) {
     __m256 y[4], u[2];
     for (int i = 0; i < 4; i++) /* v[i] + v[i+4]: key 2i in the low half, key 2i+1 in the high half */
         y[i] = _mm256_add_ps(_mm256_permute2f128_ps(x[2 * i], x[2 * i + 1], 0x20),
                              _mm256_permute2f128_ps(x[2 * i], x[2 * i + 1], 0x31));
-    for (int i = 0; i < 2; i++) { /* (w0 + w2), (w1 + w3): keys 4i, 4i+2 low, 4i+1, 4i+3 high */
-        const __m256d a = _mm256_castps_pd(y[2 * i]), b = _mm256_castps_pd(y[2 * i + 1]);
-        u[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+    __m256 r;
+    if (pairwise) { /* (w0 + w1), (w2 + w3), then their sum: lanes hold keys 0 2 4 6 | 1 3 5 7 */
+        u[0] = _mm256_hadd_ps(y[0], y[1]), u[1] = _mm256_hadd_ps(y[2], y[3]);
+        r = _mm256_hadd_ps(u[0], u[1]);
+    } else {
+        for (int i = 0; i < 2; i++) { /* (w0 + w2), (w1 + w3): keys 4i, 4i+2 low, 4i+1, 4i+3 high */
+            const __m256d a = _mm256_castps_pd(y[2 * i]), b = _mm256_castps_pd(y[2 * i + 1]);
+            u[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(a, b)), _mm256_castpd_ps(_mm256_unpackhi_pd(a, b)));
+        }
+        r = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd));
     }
-    /* (w0 + w2) + (w1 + w3): lanes hold keys 0 2 4 6 | 1 3 5 7 */
-    const __m256 r = _mm256_add_ps(_mm256_shuffle_ps(u[0], u[1], 0x88), _mm256_shuffle_ps(u[0], u[1], 0xdd));
     return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
@@ -326,7 +333,14 @@ static inline __m256i first_lanes(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* The lane partial sums of two queries against 4 keys: acc[2 * s + qi], s < 4. */
+/* reduce_lanes' halving of n ymm of lanes (n a power of two) down to v[0] */
+static inline __m256 fold_lanes(__m256 *v, int n) {
+    for (; n > 1; n /= 2)
+        for (int i = 0; i < n / 2; i++) v[i] = _mm256_add_ps(v[i], v[i + n / 2]);
+    return v[0];
+}
+
+/* L = 8: the lane sums of two queries against 4 keys: acc[2 * s + qi], s < 4. */
 static inline void dots_2x4(const float *q0, const float *q1, const float *kf, int nc, __m256 acc[8]) {
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     for (int c = 0; c < nc; c++) {
@@ -339,8 +353,25 @@ static inline void dots_2x4(const float *q0, const float *q1, const float *kf, i
     }
 }
 
+/* L = 8·NCH (NCH = 2, 4, 8; a compile-time constant): one query's lane sums against 8 / NCH keys at a time, each
+ * folded to 8 lanes: x[s], s < 8. */
+QN_INLINE void dots_wide(const float *q, const float (*kf)[QN_ATTN_MAX_HD], int nc, const int NCH, __m256 x[8]) {
+    const int KP = 8 / NCH;
+    for (int s0 = 0; s0 < 8; s0 += KP) {
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (int c = 0; c < nc; c++) {
+            const __m256 a = _mm256_load_ps(q + 8 * c);
+            for (int s = 0; s < KP; s++)
+                acc[s * NCH + c % NCH] = _mm256_fmadd_ps(a, _mm256_load_ps(kf[s0 + s] + 8 * c), acc[s * NCH + c % NCH]);
+        }
+        for (int s = 0; s < KP; s++) x[s0 + s] = fold_lanes(acc + s * NCH, NCH);
+    }
+}
+
 static bool attn_tile_ok(const qn_attn_cpu_args *a) {
-    return a->lanes == 8 && a->softmax_lanes == 8 && !a->pairwise_tree && a->head_dim % 8 == 0 &&
+    const int L = a->lanes;
+    return (L == 8 || L == 16 || L == 32 || L == 64) && a->softmax_lanes == 8 && a->head_dim % L == 0 &&
            a->head_dim <= QN_ATTN_MAX_HD;
 }
 
@@ -348,7 +379,8 @@ static bool attn_tile_ok(const qn_attn_cpu_args *a) {
 
 /* Query tokens [t0, t0 + nt) (nt <= QN_ATTN_CPU_TILE) of heads [h0, h1), all reading KV head kvh. */
 static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, int t0, int nt) {
-    const int hd = a->head_dim, ng = h1 - h0, nc = hd / 8, nq = nt * ng;
+    const int hd = a->head_dim, ng = h1 - h0, nc = hd / 8, nq = nt * ng, L = a->lanes, nch = L / 8;
+    const bool pw = a->pairwise_tree;
     const int64_t kv_stride = (int64_t)a->n_kv_heads * hd;
     const int32_t ctx0 = a->n_ctx + t0, nmax = ctx0 + nt - 1; /* query i sees ctx0 + i / ng keys */
     float *scores = a->scratch;                                /* [nq][nmax] */
@@ -379,21 +411,31 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
         /* queries whose context ends before j0 are the first ones of the tile: skip them */
         int i0 = 0;
         while (i0 < nq && ctx0 + i0 / ng <= j0) i0++;
-        for (int i = i0; i < nq; i += 2) {
-            __m256 lo[8], hi[8], x0[8], x1[8];
-            dots_2x4(qh[i], qh[i + 1], kf[0], nc, lo);
-            dots_2x4(qh[i], qh[i + 1], kf[4], nc, hi);
-            for (int s = 0; s < 4; s++) {
-                x0[s] = lo[2 * s], x1[s] = lo[2 * s + 1];
-                x0[s + 4] = hi[2 * s], x1[s + 4] = hi[2 * s + 1];
+        for (int i = i0; i < nq; i += L == 8 ? 2 : 1) {
+            __m256 sc[2];
+            if (L == 8) {
+                __m256 lo[8], hi[8], x0[8], x1[8];
+                dots_2x4(qh[i], qh[i + 1], kf[0], nc, lo);
+                dots_2x4(qh[i], qh[i + 1], kf[4], nc, hi);
+                for (int s = 0; s < 4; s++) {
+                    x0[s] = lo[2 * s], x1[s] = lo[2 * s + 1];
+                    x0[s + 4] = hi[2 * s], x1[s + 4] = hi[2 * s + 1];
+                }
+                sc[0] = sum8x8(x0, pw), sc[1] = sum8x8(x1, pw);
+            } else {
+                __m256 x[8];
+                switch (nch) {
+                case 2: dots_wide(qh[i], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 2, x); break;
+                case 4: dots_wide(qh[i], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 4, x); break;
+                default: dots_wide(qh[i], (const float(*)[QN_ATTN_MAX_HD])kf, nc, 8, x); break;
+                }
+                sc[0] = sum8x8(x, pw);
             }
-            const __m256 sc[2] = {_mm256_mul_ps(sum8x8(x0), _mm256_set1_ps(a->scale)),
-                                  _mm256_mul_ps(sum8x8(x1), _mm256_set1_ps(a->scale))};
-            for (int e = 0; e < 2 && i + e < nq; e++) {
-                const int n = ctx0 + (i + e) / ng - j0; /* keys of this block the query sees */
-                const __m256i m = first_lanes(n);
-                _mm256_maskstore_ps(scores + (int64_t)(i + e) * nmax + j0, m, sc[e]);
-                mx[i + e] = _mm256_blendv_ps(mx[i + e], _mm256_max_ps(mx[i + e], sc[e]), _mm256_castsi256_ps(m));
+            for (int e = 0; e < (L == 8 ? 2 : 1) && i + e < nq; e++) {
+                const __m256 v = _mm256_mul_ps(sc[e], _mm256_set1_ps(a->scale));
+                const __m256i m = first_lanes(ctx0 + (i + e) / ng - j0); /* keys of this block the query sees */
+                _mm256_maskstore_ps(scores + (int64_t)(i + e) * nmax + j0, m, v);
+                mx[i + e] = _mm256_blendv_ps(mx[i + e], _mm256_max_ps(mx[i + e], v), _mm256_castsi256_ps(m));
             }
         }
     }
@@ -414,7 +456,8 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
             _mm256_maskstore_ps(sc + j0, m, _mm256_cvtph_ps(_mm256_cvtps_ph(pr, _MM_FROUND_TO_NEAREST_INT)));
         }
     }
-    /* V, 8 dims at a time: the column converted once, then per query lane row m (keys j ≡ m mod 8) in a register */
+    /* V, 8 dims at a time: the column converted once; per query, lane row m (keys j ≡ m mod L) accumulates in a
+     * register, 8 lane rows at a time, then the L rows go through reduce_lanes' steps */
     for (int c = 0; c < nc; c++) {
         const uint16_t *vb = a->v_cache + (int64_t)kvh * hd + 8 * c;
         for (int32_t j = 0; j < nmax; j++)
@@ -423,16 +466,21 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
         for (int i = 0; i < nq; i++) {
             const float *p = scores + (int64_t)i * nmax;
             const int32_t n = ctx0 + i / ng;
-            __m256 acc[8];
-            for (int m = 0; m < 8; m++) acc[m] = _mm256_setzero_ps();
-            int32_t j0 = 0;
-            for (; j0 + 8 <= n; j0 += 8)
-                for (int m = 0; m < 8; m++)
+            __m256 rows[QN_ATTN_MAX_LANES];
+            for (int lg = 0; lg < nch; lg++) {
+                __m256 *acc = rows + 8 * lg;
+                for (int m = 0; m < 8; m++) acc[m] = _mm256_setzero_ps();
+                int32_t j0 = 8 * lg;
+                for (; j0 + 8 <= n; j0 += L)
+                    for (int m = 0; m < 8; m++)
+                        acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
+                for (int m = 0; j0 + m < n && m < 8; m++)
                     acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
-            for (int m = 0; j0 + m < n; m++)
-                acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
-            for (int m = 0; m < 4; m++) acc[m] = _mm256_add_ps(acc[m], acc[m + 4]);
-            const __m256 o = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+            }
+            for (int n2 = L; n2 > 4; n2 /= 2)
+                for (int m = 0; m < n2 / 2; m++) rows[m] = _mm256_add_ps(rows[m], rows[m + n2 / 2]);
+            const __m256 o = pw ? _mm256_add_ps(_mm256_add_ps(rows[0], rows[1]), _mm256_add_ps(rows[2], rows[3]))
+                                : _mm256_add_ps(_mm256_add_ps(rows[0], rows[2]), _mm256_add_ps(rows[1], rows[3]));
             _mm256_storeu_ps(a->out + (int64_t)(t0 + i / ng) * a->out_stride + (int64_t)(h0 + i % ng) * hd + 8 * c, o);
         }
     }

@@ -183,17 +183,21 @@ static void rope_kv_fn(void *arg, int ith, int nth) {
     }
 }
 
-/* attention, split over (tile, KV head) pairs: a tile is up to QN_ATTN_CPU_TILE consecutive tokens of one
- * sequence (attn_tiles), and the heads of a GQA group share its K/V rows. Each thread takes the pairs whose
- * cost (keys read) starts in its share of the total, so the long contexts at the end of a prompt are spread over
- * the threads. Output into xn [t][HQ]; no output depends on the split. */
+/* attention, split over (tile, KV head, head chunk) units: a tile is up to QN_ATTN_CPU_TILE consecutive tokens of
+ * one sequence (attn_tiles), and the heads of a GQA group share its K/V rows, so a group is cut into chunks only
+ * when there are too few units for the threads (one decoding sequence). Each thread takes the units whose cost (keys
+ * read × heads) starts in its share of the total, so the long contexts at the end of a prompt are spread over the
+ * threads. Output into xn [t][HQ]; no output depends on the split. */
 static void attn_fn(void *arg, int ith, int nth) {
     const layer_task *a = arg;
     const qn_llama_cpu *f = a->f;
     const qn_model_config *c = &f->m->cfg;
     const int64_t HQ = (int64_t)c->n_head * c->head_dim;
     const int group = c->n_head / c->n_head_kv;
-    const int64_t total = f->attn_cost_total * c->n_head_kv;
+    const int64_t units = (int64_t)f->n_attn_tiles * c->n_head_kv;
+    int chunks = units >= 4 * (int64_t)nth ? 1 : (int)((4 * (int64_t)nth + units - 1) / units);
+    if (chunks > group) chunks = group;
+    const int64_t total = f->attn_cost_total * c->n_head;
     const int64_t lo = total * ith / nth, hi = total * (ith + 1) / nth;
     qn_attn_cpu_args at = {
         .k_cache = a->kv->k[a->il], .v_cache = a->kv->v[a->il], .block_size = a->kv->block_size,
@@ -201,22 +205,26 @@ static void attn_fn(void *arg, int ith, int nth) {
         .scale = 1.0f / sqrtf((float)c->head_dim), .scratch = f->scratch + (int64_t)ith * f->scratch_per_thread,
         .softmax_lanes = f->kern->attn_softmax_lanes, .q_stride = HQ, .out_stride = f->kmax,
     };
-    int64_t start = 0; /* cost before this tile's first pair */
+    int64_t start = 0; /* cost before this unit */
     for (int32_t i = 0; i < f->n_attn_tiles && start < hi; i++) {
         const qn_attn_tile_cpu *tl = &f->attn_tiles[i];
-        for (int kvh = 0; kvh < c->n_head_kv; kvh++, start += tl->cost) {
-            if (start < lo || start >= hi) continue;
-            const int64_t t = tl->first;
-            at.q = f->q + t * HQ;
-            at.out = f->xn + t * f->kmax;
-            at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
-            at.n_ctx = a->b->positions[t] + 1;
-            at.n_q = tl->count;
-            const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
-            at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
-            at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
-            f->kern->attn_paged(&at, kvh * group, (kvh + 1) * group);
-        }
+        for (int kvh = 0; kvh < c->n_head_kv; kvh++)
+            for (int ch = 0; ch < chunks; ch++) {
+                const int h0 = kvh * group + group * ch / chunks, h1 = kvh * group + group * (ch + 1) / chunks;
+                const int64_t s0 = start;
+                start += tl->cost * (h1 - h0);
+                if (s0 < lo || s0 >= hi) continue;
+                const int64_t t = tl->first;
+                at.q = f->q + t * HQ;
+                at.out = f->xn + t * f->kmax;
+                at.block_table = a->b->block_tables + (int64_t)a->b->seq_idx[t] * a->b->max_blocks_per_seq;
+                at.n_ctx = a->b->positions[t] + 1;
+                at.n_q = tl->count;
+                const bool multi = f->seq_nq[a->b->seq_idx[t]] >= 2;
+                at.lanes = multi ? f->kern->attn_lanes_multi : f->kern->attn_lanes_single;
+                at.pairwise_tree = !multi && f->kern->attn_single_pairwise;
+                f->kern->attn_paged(&at, h0, h1);
+            }
     }
 }
 

@@ -522,8 +522,8 @@ static void test_attention_paths(void **state) {
 /* n_q query tokens at positions n_ctx-1 .. n_ctx+n_q-2 of one sequence (blocks of 16 slots, scrambled),
  * through fn; out: [n_q][out_stride], the gaps between rows untouched. */
 static void run_attention_tokens(const qn_cpu_kernels *kt, qn_attn_paged_fn fn, const float *q, const uint16_t *k_rows,
-                                 const uint16_t *v_rows, int n_ctx, int n_q, int n_heads, int n_kv, int hd, float *out,
-                                 int64_t out_stride) {
+                                 const uint16_t *v_rows, int n_ctx, int n_q, int n_heads, int n_kv, int hd, int lanes,
+                                 bool pw, float *out, int64_t out_stride) {
     const int bs = 16, n_keys = n_ctx + n_q - 1, n_blocks = (n_keys + bs - 1) / bs, group = n_heads / n_kv;
     const int64_t row = (int64_t)n_kv * hd;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
@@ -538,8 +538,8 @@ static void run_attention_tokens(const qn_cpu_kernels *kt, qn_attn_paged_fn fn, 
     const qn_attn_cpu_args a = {.q = q, .k_cache = kc, .v_cache = vc, .block_table = table, .n_ctx = n_ctx, .n_q = n_q,
                                 .q_stride = (int64_t)n_heads * hd, .out_stride = out_stride, .block_size = bs,
                                 .n_heads = n_heads, .n_kv_heads = n_kv, .head_dim = hd, .scale = 1.0f / sqrtf((float)hd),
-                                .out = out, .scratch = scratch, .lanes = kt->attn_lanes_multi,
-                                .softmax_lanes = kt->attn_softmax_lanes, .pairwise_tree = false};
+                                .out = out, .scratch = scratch, .lanes = lanes,
+                                .softmax_lanes = kt->attn_softmax_lanes, .pairwise_tree = pw};
     for (int kvh = 0; kvh < n_kv; kvh++) fn(&a, kvh * group, (kvh + 1) * group);
     free(table), free(kc), free(vc), free(scratch);
 }
@@ -577,7 +577,7 @@ static double attention_ref_err(const float *q, const uint16_t *kr, const uint16
 static void test_attention_tiles(void **state) {
     (void)state;
     const int ctxs[] = {1, 5, 16, 17, 54, 97, 300};
-    const int nqs[] = {2, 3, 4, 5, 9};
+    const int nqs[] = {1, 2, 3, 4, 5, 9};
     const int shapes[][3] = {{9, 3, 64}, {32, 8, 128}, {4, 4, 64}, {9, 1, 72}}; /* n_heads, n_kv_heads, head_dim */
     qn_rng rng;
     int failures = 0, checked = 0;
@@ -585,28 +585,37 @@ static void test_attention_tiles(void **state) {
     for (int i = 0; i < g_ntabs; i++)
         for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
             for (size_t ci = 0; ci < sizeof ctxs / sizeof ctxs[0]; ci++)
-                for (size_t ni = 0; ni < sizeof nqs / sizeof nqs[0]; ni++) {
-                    const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2], n_ctx = ctxs[ci], n_q = nqs[ni];
-                    if (hd == 128 && n_ctx > 100 && ni > 1) continue; /* the big shape: fewer long cases */
+                for (size_t ni = 0; ni < 4 * sizeof nqs / sizeof nqs[0]; ni++) {
+                    /* variant 0: the multi-token lanes; 1: the single-token ones (decode: n_q 1; more tokens with
+                     * them too); 2, 3: lanes 16 and 64 with either tree, which no table uses yet (1 and 3 tokens) */
+                    const int var = (int)(ni / (sizeof nqs / sizeof nqs[0]));
+                    const int nh = shapes[si][0], nkv = shapes[si][1], hd = shapes[si][2], n_ctx = ctxs[ci];
+                    const int n_q = nqs[ni % (sizeof nqs / sizeof nqs[0])];
+                    const int lanes = var == 0 ? g_tabs[i].attn_lanes_multi : var == 1 ? g_tabs[i].attn_lanes_single
+                                                                                      : var == 2 ? 16 : 64;
+                    const bool pw = var == 1 ? g_tabs[i].attn_single_pairwise : var == 3;
+                    if (hd == 128 && n_ctx > 100 && n_q > 2) continue; /* the big shape: fewer long cases */
+                    if (var >= 2 && n_q != 1 && n_q != 3) continue;
                     const int n_keys = n_ctx + n_q - 1;
                     const int64_t HQ = (int64_t)nh * hd, ostride = HQ + 5; /* a gap after each token's row */
                     const size_t nrow = (size_t)n_keys * (size_t)nkv * (size_t)hd, nout = (size_t)(n_q * ostride);
-                    qn_rng_seed(&rng, 7000 + 131 * si + 17 * ci + ni);
+                    qn_rng_seed(&rng, 7000 + 331 * si + 17 * ci + ni);
                     float *q = malloc(sizeof(float) * (size_t)(n_q * HQ)), *tmp = malloc(sizeof(float) * nrow);
                     float *o_tile = malloc(sizeof(float) * nout), *o_tok = malloc(sizeof(float) * nout);
                     uint16_t *kr = malloc(sizeof(uint16_t) * nrow), *vr = malloc(sizeof(uint16_t) * nrow);
                     qn_rng_fill_normal(&rng, q, (size_t)(n_q * HQ), 2.0f);
                     fill_f16(&rng, kr, tmp, nrow), fill_f16(&rng, vr, tmp, nrow);
                     for (size_t j = 0; j < nout; j++) o_tile[j] = o_tok[j] = NAN;
-                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged, q, kr, vr, n_ctx, n_q, nh, nkv, hd, o_tile, ostride);
-                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged_tokens, q, kr, vr, n_ctx, n_q, nh, nkv, hd, o_tok, ostride);
+                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged, q, kr, vr, n_ctx, n_q, nh, nkv, hd, lanes, pw, o_tile, ostride);
+                    run_attention_tokens(&g_tabs[i], g_tabs[i].attn_paged_tokens, q, kr, vr, n_ctx, n_q, nh, nkv, hd, lanes, pw, o_tok, ostride);
                     for (int t = 0; t < n_q; t++) {
                         for (int64_t j = 0; j < ostride; j++) {
                             const float x = o_tile[t * ostride + j], y = o_tok[t * ostride + j];
                             const bool gap = j >= HQ;
                             if ((gap ? !isnan(x) || !isnan(y) : (memcmp(&x, &y, 4) || isnan(x))) && failures++ < 5)
-                                fprintf(stderr, "  attn tile %s heads %d/%d hd %d n_ctx %d n_q %d t %d [%lld]: %.9g vs %.9g\n",
-                                        g_tabs[i].isa_name, nh, nkv, hd, n_ctx, n_q, t, (long long)j, x, y);
+                                fprintf(stderr, "  attn tile %s lanes %d%s heads %d/%d hd %d n_ctx %d n_q %d t %d [%lld]: %.9g vs %.9g\n",
+                                        g_tabs[i].isa_name, lanes, pw ? " pairwise" : "", nh, nkv, hd, n_ctx, n_q, t,
+                                        (long long)j, x, y);
                         }
                         if (t == 0 || t == n_q - 1) { /* the first and last token against double */
                             const double e = attention_ref_err(q + t * HQ, kr, vr, n_ctx + t, nh, nkv, hd, o_tile + t * ostride);
