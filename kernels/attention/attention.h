@@ -28,16 +28,21 @@ typedef struct qn_attn_cpu_args {
     int32_t n_heads, n_kv_heads, head_dim;
     float scale;                 /* usually 1/sqrt(head_dim) */
     float *out;                  /* [n_q][out_stride]: query token i's [n_heads][head_dim] at out + i * out_stride */
-    float *scratch;              /* qn_attn_cpu_scratch_floats(n_heads / n_kv_heads, n_ctx + n_q - 1) floats */
+    float *scratch;              /* qn_attn_cpu_scratch_floats(n_heads / n_kv_heads, head_dim, n_ctx + n_q - 1) floats */
     int32_t lanes;               /* partial sums per dot product; 1 = sequential (see attention_cpu.c) */
     int32_t softmax_lanes;       /* keys per partial sum of the softmax normaliser */
     bool pairwise_tree;          /* final 4 partials reduced (0+1)+(2+3) instead of (0+2)+(1+3) */
 } qn_attn_cpu_args;
 
-/* Scratch floats an attention call needs for a GQA group of `group` heads over at most max_ctx keys:
- * scores of QN_ATTN_CPU_TILE tokens × min(group, 8) heads, and one 8-dim column of V. */
-static inline int64_t qn_attn_cpu_scratch_floats(int32_t group, int32_t max_ctx) {
-    return ((int64_t)QN_ATTN_CPU_TILE * (group < 8 ? group : 8) + 8) * (int64_t)max_ctx;
+/* Keys whose V rows the AVX2 kernel converts at a time (a multiple of every lane count, 64) */
+#define QN_ATTN_V_KEYS 256
+
+/* Scratch floats an attention call needs for a GQA group of `group` heads of head_dim over at most max_ctx keys:
+ * the scores of QN_ATTN_CPU_TILE tokens × min(group, 8) heads, a block of QN_ATTN_V_KEYS V rows, and the V lane
+ * rows (up to 64 lanes) of every query of the tile, plus alignment. */
+static inline int64_t qn_attn_cpu_scratch_floats(int32_t group, int32_t head_dim, int32_t max_ctx) {
+    const int64_t nq = (int64_t)QN_ATTN_CPU_TILE * (group < 8 ? group : 8);
+    return nq * max_ctx + 8 + (int64_t)QN_ATTN_V_KEYS * head_dim + nq * head_dim * 64;
 }
 
 /* Attention of n_q query tokens for heads [h_begin, h_end): qn_cpu_kernels.attn_paged (per ISA). Every

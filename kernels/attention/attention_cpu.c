@@ -79,6 +79,22 @@ static inline int64_t slot_of(const qn_attn_cpu_args *a, int32_t j) {
     return (int64_t)a->block_table[j / a->block_size] * a->block_size + j % a->block_size;
 }
 
+/* The slots of consecutive keys from key j, one division in all. */
+typedef struct kv_cursor {
+    const int32_t *table;
+    int32_t bs, blk, off;
+} kv_cursor;
+
+static inline kv_cursor kv_cursor_at(const qn_attn_cpu_args *a, int32_t j) {
+    return (kv_cursor){a->block_table, a->block_size, j / a->block_size, j % a->block_size};
+}
+
+static inline int64_t kv_cursor_next(kv_cursor *c) {
+    const int64_t slot = (int64_t)c->table[c->blk] * c->bs + c->off;
+    if (++c->off == c->bs) c->off = 0, c->blk++;
+    return slot;
+}
+
 /* Heads [h0, h1) all read KV head kvh (h1 - h0 <= QN_ATTN_MAX_GROUP). */
 static void attn_group(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
     const int hd = a->head_dim, ng = h1 - h0;
@@ -377,6 +393,8 @@ static bool attn_tile_ok(const qn_attn_cpu_args *a) {
 
 #define QN_ATTN_TILE_Q (QN_ATTN_CPU_TILE * QN_ATTN_MAX_GROUP)
 
+static inline float *qn_attn_align32(float *p) { return (float *)(((uintptr_t)p + 31) & ~(uintptr_t)31); }
+
 /* Query tokens [t0, t0 + nt) (nt <= QN_ATTN_CPU_TILE) of heads [h0, h1), all reading KV head kvh. */
 static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, int t0, int nt) {
     const int hd = a->head_dim, ng = h1 - h0, nc = hd / 8, nq = nt * ng, L = a->lanes, nch = L / 8;
@@ -384,10 +402,12 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
     const int64_t kv_stride = (int64_t)a->n_kv_heads * hd;
     const int32_t ctx0 = a->n_ctx + t0, nmax = ctx0 + nt - 1; /* query i sees ctx0 + i / ng keys */
     float *scores = a->scratch;                                /* [nq][nmax] */
-    float *vcol = a->scratch + (int64_t)nq * nmax;             /* [nmax][8] one 8-dim column of V */
+    float *vt = qn_attn_align32(scores + (int64_t)nq * nmax);  /* [nc][QN_ATTN_V_KEYS][8] a block of V rows */
+    __m256 *vacc = (__m256 *)(vt + (int64_t)nc * QN_ATTN_V_KEYS * 8); /* [nq][nc][L] V lane rows of 8 dims */
     _Alignas(32) float qh[QN_ATTN_TILE_Q + 1][QN_ATTN_MAX_HD];
     _Alignas(32) float kf[8][QN_ATTN_MAX_HD];
     __m256 mx[QN_ATTN_TILE_Q + 1];
+    if (nq < 1 || nq > QN_ATTN_TILE_Q) return; /* callers pass 1..QN_ATTN_CPU_TILE tokens of 1..8 heads */
     for (int i = 0; i < nq; i++) {
         const float *src = a->q + (int64_t)(t0 + i / ng) * a->q_stride + (int64_t)(h0 + i % ng) * hd;
         for (int c = 0; c < nc; c++)
@@ -397,6 +417,7 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
     }
     memcpy(qh[nq], qh[nq - 1], sizeof qh[0]); /* the partner of an odd last query (its sums are dropped) */
     /* scores, 8 keys at a time; each K row converted once for the whole tile */
+    kv_cursor kc = kv_cursor_at(a, 0);
     for (int32_t j0 = 0; j0 < nmax; j0 += 8) {
         const int nk = nmax - j0 < 8 ? nmax - j0 : 8;
         for (int s = 0; s < 8; s++) {
@@ -404,7 +425,7 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
                 memset(kf[s], 0, sizeof(float) * (size_t)hd);
                 continue;
             }
-            const uint16_t *kr = a->k_cache + slot_of(a, j0 + s) * kv_stride + (int64_t)kvh * hd;
+            const uint16_t *kr = a->k_cache + kv_cursor_next(&kc) * kv_stride + (int64_t)kvh * hd;
             for (int c = 0; c < nc; c++)
                 _mm256_store_ps(kf[s] + 8 * c, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + 8 * c))));
         }
@@ -456,34 +477,48 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
             _mm256_maskstore_ps(sc + j0, m, _mm256_cvtph_ps(_mm256_cvtps_ph(pr, _MM_FROUND_TO_NEAREST_INT)));
         }
     }
-    /* V, 8 dims at a time: the column converted once; per query, lane row m (keys j ≡ m mod L) accumulates in a
-     * register, 8 lane rows at a time, then the L rows go through reduce_lanes' steps */
-    for (int c = 0; c < nc; c++) {
-        const uint16_t *vb = a->v_cache + (int64_t)kvh * hd + 8 * c;
-        for (int32_t j = 0; j < nmax; j++)
-            _mm256_storeu_ps(vcol + 8 * (int64_t)j,
-                             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vb + slot_of(a, j) * kv_stride))));
+    /* V, QN_ATTN_V_KEYS keys at a time: their rows converted once, dim-chunk-major (vt); then per query and 8-dim
+     * chunk, lane row m (keys j ≡ m mod L) accumulates in a register, 8 lane rows at a time, carried from block to
+     * block in vacc; at the end the L rows go through reduce_lanes' steps */
+    kv_cursor vc = kv_cursor_at(a, 0);
+    for (int32_t kb = 0; kb < nmax; kb += QN_ATTN_V_KEYS) {
+        const int32_t kn = nmax - kb < QN_ATTN_V_KEYS ? nmax - kb : QN_ATTN_V_KEYS;
+        for (int32_t j = 0; j < kn; j++) {
+            const uint16_t *vr = a->v_cache + kv_cursor_next(&vc) * kv_stride + (int64_t)kvh * hd;
+            for (int c = 0; c < nc; c++)
+                _mm256_store_ps(vt + ((int64_t)c * QN_ATTN_V_KEYS + j) * 8,
+                                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + 8 * c))));
+        }
         for (int i = 0; i < nq; i++) {
-            const float *p = scores + (int64_t)i * nmax;
             const int32_t n = ctx0 + i / ng;
-            __m256 rows[QN_ATTN_MAX_LANES];
-            for (int lg = 0; lg < nch; lg++) {
-                __m256 *acc = rows + 8 * lg;
-                for (int m = 0; m < 8; m++) acc[m] = _mm256_setzero_ps();
-                int32_t j0 = 8 * lg;
-                for (; j0 + 8 <= n; j0 += L)
-                    for (int m = 0; m < 8; m++)
-                        acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
-                for (int m = 0; j0 + m < n && m < 8; m++)
-                    acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_loadu_ps(vcol + 8 * (int64_t)(j0 + m)), acc[m]);
+            if (n <= kb) continue;
+            const float *p = scores + (int64_t)i * nmax;
+            for (int c = 0; c < nc; c++) {
+                const float *vcol = vt + (int64_t)c * QN_ATTN_V_KEYS * 8; /* key j at vcol + 8 (j - kb) */
+                __m256 *rows = vacc + ((int64_t)i * nc + c) * L;
+                for (int lg = 0; lg < nch; lg++) {
+                    __m256 acc[8];
+                    for (int m = 0; m < 8; m++) acc[m] = kb ? rows[8 * lg + m] : _mm256_setzero_ps();
+                    int32_t j0 = kb + 8 * lg;
+                    for (; j0 + 8 <= n && j0 < kb + kn; j0 += L)
+                        for (int m = 0; m < 8; m++)
+                            acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_load_ps(vcol + 8 * (int64_t)(j0 + m - kb)), acc[m]);
+                    for (int m = 0; j0 < kb + kn && j0 + m < n && m < 8; m++)
+                        acc[m] = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j0 + m), _mm256_load_ps(vcol + 8 * (int64_t)(j0 + m - kb)), acc[m]);
+                    for (int m = 0; m < 8; m++) rows[8 * lg + m] = acc[m];
+                }
             }
+        }
+    }
+    for (int i = 0; i < nq; i++)
+        for (int c = 0; c < nc; c++) {
+            __m256 *rows = vacc + ((int64_t)i * nc + c) * L;
             for (int n2 = L; n2 > 4; n2 /= 2)
                 for (int m = 0; m < n2 / 2; m++) rows[m] = _mm256_add_ps(rows[m], rows[m + n2 / 2]);
             const __m256 o = pw ? _mm256_add_ps(_mm256_add_ps(rows[0], rows[1]), _mm256_add_ps(rows[2], rows[3]))
                                 : _mm256_add_ps(_mm256_add_ps(rows[0], rows[2]), _mm256_add_ps(rows[1], rows[3]));
             _mm256_storeu_ps(a->out + (int64_t)(t0 + i / ng) * a->out_stride + (int64_t)(h0 + i % ng) * hd + 8 * c, o);
         }
-    }
 }
 #endif /* AVX2 */
 

@@ -41,7 +41,7 @@ struct qn_llama_cpu {
     float *tmp;                         /* [max_tokens][n_embd] o/down projections */
     float *g, *u;                       /* [max_tokens][n_ff] */
     float *scratch;                     /* [n_threads][scratch_per_thread] attention scores */
-    int64_t scratch_per_thread;         /* qn_attn_cpu_scratch_floats(GQA group, max_ctx) */
+    int64_t scratch_per_thread;         /* qn_attn_cpu_scratch_floats(GQA group, head_dim, max_ctx) */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
     int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
     qn_attn_tile_cpu *attn_tiles;       /* [max_tokens] this step's attention tiles (attn_tiles) */
@@ -409,7 +409,7 @@ qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_
               (f->v = malloc(sizeof(float) * T * HK)) && (f->tmp = malloc(sizeof(float) * T * E)) &&
               (f->g = malloc(sizeof(float) * T * F)) && (f->u = malloc(sizeof(float) * T * F)) &&
               (f->scratch = malloc(sizeof(float) * (size_t)qn_threadpool_size(tp) *
-                                  (size_t)(f->scratch_per_thread = qn_attn_cpu_scratch_floats(c->n_head / c->n_head_kv, max_ctx)))) &&
+                                  (size_t)(f->scratch_per_thread = qn_attn_cpu_scratch_floats(c->n_head / c->n_head_kv, c->head_dim, max_ctx)))) &&
               (f->seq_nq = calloc((size_t)T, sizeof(int32_t))) &&
               (f->attn_tiles = malloc(sizeof(qn_attn_tile_cpu) * (size_t)T));
     bool need[QN_QFORMAT_COUNT] = {0};

@@ -470,7 +470,7 @@ static void run_attention(const qn_cpu_kernels *kt, const float *q, const uint16
     const int64_t row = (int64_t)n_kv * hd;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
     uint16_t *kc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row)), *vc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row));
-    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(n_heads / n_kv, n_ctx));
+    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(n_heads / n_kv, hd, n_ctx));
     for (int b = 0; b < n_blocks; b++) table[b] = (int32_t)((b * 7 + 3) % n_blocks);
     if (n_blocks > 1 && (n_blocks % 7) == 0) /* keep the map a permutation */
         for (int b = 0; b < n_blocks; b++) table[b] = n_blocks - 1 - b;
@@ -528,7 +528,7 @@ static void run_attention_tokens(const qn_cpu_kernels *kt, qn_attn_paged_fn fn, 
     const int64_t row = (int64_t)n_kv * hd;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)n_blocks);
     uint16_t *kc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row)), *vc = malloc(sizeof(uint16_t) * (size_t)(n_blocks * bs * row));
-    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(group, n_keys));
+    float *scratch = malloc(sizeof(float) * (size_t)qn_attn_cpu_scratch_floats(group, hd, n_keys));
     for (int b = 0; b < n_blocks; b++) table[b] = n_blocks - 1 - b;
     for (int j = 0; j < n_keys; j++) {
         const int64_t slot = (int64_t)table[j / bs] * bs + j % bs;
