@@ -11,10 +11,10 @@
  * The lane loops have compile-time widths so the compiler turns them into vector FMAs; heads that
  * share a KV head (GQA) decode each K/V row from fp16 once. With AVX-512, attn_group_512 computes
  * the same numbers 16 keys at a time (the lane sums of 16 keys reduced by one transpose tree). With
- * AVX2 and 8 lanes (prefill: >= 2 query tokens), attn_tile_avx2 computes them for up to QN_ATTN_CPU_TILE
- * tokens × 8 heads per pass over the keys: each K/V row is converted from fp16 once for all of them, the
- * scores of 8 keys come from 8 interleaved fma chains reduced by one transpose tree, and V accumulates its
- * 8 lane rows in registers. */
+ * AVX2 (8 lanes for prefill, 32 for one decoding token), attn_tile_avx2 computes them for up to
+ * QN_ATTN_CPU_TILE tokens × 8 heads per pass over the keys: each K/V row is converted from fp16 once for all
+ * of them, the scores of 8 keys come from interleaved fma chains reduced by one transpose tree, and V
+ * accumulates its lane rows in registers. attn_paged_tokens (attn_group per token) is its tested twin. */
 #include "kernels/attention/attention.h"
 
 #include <math.h>

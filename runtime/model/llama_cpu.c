@@ -40,7 +40,7 @@ struct qn_llama_cpu {
     float *k, *v;                       /* [max_tokens][n_head_kv*hd] */
     float *tmp;                         /* [max_tokens][n_embd] o/down projections */
     float *g, *u;                       /* [max_tokens][n_ff] */
-    float *scratch;                     /* [n_threads][scratch_per_thread] attention scores */
+    float *scratch;                     /* [n_threads][scratch_per_thread] attention scores and V rows */
     int64_t scratch_per_thread;         /* qn_attn_cpu_scratch_floats(GQA group, head_dim, max_ctx) */
     void *xq[QN_QFORMAT_COUNT];         /* [max_tokens][row_bytes(vdt, kmax)] per activation type used */
     int32_t *seq_nq;                    /* [max_tokens] query tokens per sequence in this step */
