@@ -522,6 +522,13 @@ static void attn_tile_avx2(const qn_attn_cpu_args *a, int kvh, int h0, int h1, i
 }
 #endif /* AVX2 */
 
+/* The end of the run of heads from h (< h_end) that read h's KV head, at most QN_ATTN_MAX_GROUP long. */
+static inline int group_end(int h, int h_end, int group) {
+    int h1 = (h / group + 1) * group;
+    if (h1 > h_end) h1 = h_end;
+    return h1 - h > QN_ATTN_MAX_GROUP ? h + QN_ATTN_MAX_GROUP : h1;
+}
+
 /* One query token at a time: attn_group (or its AVX-512 form) per token and GQA group. scratch must
  * hold min(heads per KV head, 8) * (n_ctx + n_q - 1) floats. */
 static void attn_paged_tokens(const qn_attn_cpu_args *a, int h_begin, int h_end) {
@@ -531,20 +538,15 @@ static void attn_paged_tokens(const qn_attn_cpu_args *a, int h_begin, int h_end)
         qn_attn_cpu_args at = *a;
         at.q = a->q + (int64_t)t * a->q_stride, at.out = a->out + (int64_t)t * a->out_stride;
         at.n_ctx = a->n_ctx + t, at.n_q = 1;
-        for (int h = h_begin; h < h_end;) {
-            const int kvh = h / group;
-            int h1 = (kvh + 1) * group;
-            if (h1 > h_end) h1 = h_end;
-            if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
+        for (int h = h_begin, h1; h < h_end; h = h1) {
+            h1 = group_end(h, h_end, group);
 #if defined(QN_SIMD_X86_512)
             if (attn_fast_ok(&at)) {
-                attn_group_512(&at, kvh, h, h1);
-                h = h1;
+                attn_group_512(&at, h / group, h, h1);
                 continue;
             }
 #endif
-            attn_group(&at, kvh, h, h1);
-            h = h1;
+            attn_group(&at, h / group, h, h1);
         }
     }
 }
@@ -555,13 +557,9 @@ static void attn_paged(const qn_attn_cpu_args *a, int h_begin, int h_end) {
         const int group = a->n_heads / a->n_kv_heads;
         const int32_t n_q = a->n_q > 1 ? a->n_q : 1;
         for (int32_t t0 = 0; t0 < n_q; t0 += QN_ATTN_CPU_TILE)
-            for (int h = h_begin; h < h_end;) {
-                const int kvh = h / group;
-                int h1 = (kvh + 1) * group;
-                if (h1 > h_end) h1 = h_end;
-                if (h1 - h > QN_ATTN_MAX_GROUP) h1 = h + QN_ATTN_MAX_GROUP;
-                attn_tile_avx2(a, kvh, h, h1, t0, n_q - t0 < QN_ATTN_CPU_TILE ? n_q - t0 : QN_ATTN_CPU_TILE);
-                h = h1;
+            for (int h = h_begin, h1; h < h_end; h = h1) {
+                h1 = group_end(h, h_end, group);
+                attn_tile_avx2(a, h / group, h, h1, t0, n_q - t0 < QN_ATTN_CPU_TILE ? n_q - t0 : QN_ATTN_CPU_TILE);
             }
         return;
     }
