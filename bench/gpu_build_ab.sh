@@ -8,7 +8,8 @@
 #   3. Llama-3-8B-shape models (quern synth, QN_AB_MODELS types, default "Q4_K_M Q2_K", may be empty; llama-bpe vocab in
 #      ~/.cache/quern/llama.cpp/models): tg128 per variant, round robin, twice; decode-path perplexity on
 #      20 KB of alice29 per variant (equal bits expected where the knob keeps the arithmetic);
-#   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant,
+#   4. compute-sanitizer memcheck + racecheck (QN_AB_SANITIZERS) on test_gpu_quant (quick) of the last variant
+#      (or QN_AB_SANITIZE_VARIANT),
 #      while the call has time (QN_AB_SANITIZE_BEFORE_S, default 420 s; a device call is at most 600 s).
 # Env: QN_AB_TESTS (the tests of step 1, default as listed there), QN_AB_TEST_VARIANTS (the variants step 1 runs
 # on, default all), QN_AB_STAGE_TEST=0 (skips test_gpu_decode_stage),
@@ -36,7 +37,7 @@ for n in "${NAMES[@]}"; do
     [ -x "build-$n/quern" ] || { say "build $n failed"; tail -30 /tmp/ab-build-$n/build.log >>"$L"; exit 1; }
 done
 say "built: ${NAMES[*]}"
-first=${NAMES[0]} last=${NAMES[${#NAMES[@]}-1]}
+first=${NAMES[0]} last=${QN_AB_SANITIZE_VARIANT:-${NAMES[${#NAMES[@]}-1]}}
 (for t in $MODELS; do
     m=/tmp/llama3-8b-$t.gguf
     [ -f "$m" ] || timeout 300 "build-$first/quern" synth --preset llama3-8b --type "$t" -t 16 -o "$m" -q >>"$L" 2>&1
