@@ -213,7 +213,7 @@ qn_status kq_mmvq_matmul_group(qn_qformat fmt, const kq_mmvq_mat *mats, int n_ma
     const qn_mmvq_xrec *rec = (const qn_mmvq_xrec *)((const uint8_t *)xq + qn_mmvq_x_rec_offset(n, K));
     for (int64_t t0 = 0; t0 < n; t0 += MQ_MAX_NT) {
         const int nt = (int)(n - t0 < MQ_MAX_NT ? n - t0 : MQ_MAX_NT);
-        const int R = mq_rows(ue, nt);
+        const int R = mq_rows(fmt, ue, nt);
         const int W = warps_per_row ? warps_per_row
                                     : mq_pick_warps_per_row(fmt, nt, (N_all + R - 1) / R, R, K / ue, n_sm);
         const bool staged = (stage > 0 || (stage == 0 && mq_stage_auto(fmt, nt, K, N_all * (int64_t)qn_qformat_row_bytes(fmt, K)))) &&

@@ -8,7 +8,7 @@
  * stay integers: 4 of them meet 4 int8 activations in one __dp4a, and the scales are applied once per
  * 16/32 elements in f32, so a Q4 weight byte costs ~1 integer op.
  *
- * Walk: a CTA is 4 warps; W = warps_per_row (1, 2, 4) warps share R rows (R: mq_rows<NT>), the CTA
+ * Walk: a CTA is 4 warps; W = warps_per_row (1, 2, 4) warps share R rows (R: mq_rows), the CTA
  * holds 4/W such groups. A "unit" is UE consecutive elements of a row that one lane decodes at once
  * (a legacy block, 1/4 or 1/2 of a K-quant super-block); lane l of warp w (of its group) takes units
  * 32w + l, 32w + l + 32W, ... so each load instruction of a warp reads consecutive units: the row
@@ -54,8 +54,15 @@
 #ifndef QN_MQ_ROWS_NT1_UE128
 #define QN_MQ_ROWS_NT1_UE128 2 /* the same for the 128-element units of Q2_K/Q3_K (an A/B knob: -D) */
 #endif
-__host__ __device__ constexpr int mq_rows(int ue, int nt) {
-    return nt == 1 ? (ue >= 128 ? QN_MQ_ROWS_NT1_UE128 : QN_MQ_ROWS_NT1) : (nt <= 3 || ue >= 128) ? 2 : 4;
+/* Q2_K alone at nt = 1 (an A/B knob: -D). Four rows for Q2_K and Q3_K together measured the Q2_K LM head
+ * 94.3 -> 67.7 us but lost Q3_K's staged instance (two chunks per row per warp past 48 KB) and 7.6% end to end on
+ * the 8B Q2_K mix (bench/results/gpu-persist-2026-12-05.md §1); Q2_K's 84-byte blocks still stage at four rows. */
+#ifndef QN_MQ_ROWS_NT1_Q2K
+#define QN_MQ_ROWS_NT1_Q2K QN_MQ_ROWS_NT1_UE128
+#endif
+__host__ __device__ constexpr int mq_rows(qn_qformat f, int ue, int nt) {
+    return nt == 1 ? (f == QN_QFORMAT_Q2_K ? QN_MQ_ROWS_NT1_Q2K : ue >= 128 ? QN_MQ_ROWS_NT1_UE128 : QN_MQ_ROWS_NT1)
+                   : (nt <= 3 || ue >= 128) ? 2 : 4;
 }
 /* CTAs per SM the kernel is built for: 4 (16 warps, <= 128 registers) keeps enough loads in flight
  * to cover HBM latency; the K-quants at nt >= 4 need up to ~250 registers (ptxas -v: several hundred
@@ -665,7 +672,7 @@ __host__ __device__ constexpr int mq_chunk_bytes() {
 }
 template <qn_qformat F, int NT>
 __host__ __device__ constexpr int mq_stage_bytes() {
-    return MQ_WARPS * 2 * mq_rows(mq_fmt<F>::UE, NT) * mq_chunk_bytes<F>();
+    return MQ_WARPS * 2 * mq_rows(F, mq_fmt<F>::UE, NT) * mq_chunk_bytes<F>();
 }
 template <qn_qformat F, int NT>
 __host__ __device__ constexpr bool mq_stage_fits() {
@@ -808,7 +815,7 @@ __device__ __forceinline__ void mq_persist(const mq_args &a, uint8_t *mine, int 
 template <qn_qformat F, int NT, bool ST, bool XS>
 __global__ void __launch_bounds__(MQ_THREADS, (mq_occupancy<F, NT>::CTAS)) mq_kernel(const mq_args a) {
     using FT = mq_fmt<F>;
-    constexpr int R = mq_rows(FT::UE, NT), P = mq_pow2<R * NT>::P, CB = mq_chunk_bytes<F>();
+    constexpr int R = mq_rows(F, FT::UE, NT), P = mq_pow2<R * NT>::P, CB = mq_chunk_bytes<F>();
     static_assert(R * NT <= 32, "one warp reduce-scatter");
     static_assert(!ST || mq_stage_fits<F, NT>(), "staged instance that does not fit");
     static_assert(!XS || (NT == 1 && mq_xs_want<F>()), "x in shared memory: Q2_K/Q3_K at one token");
@@ -935,7 +942,7 @@ typedef void (*mq_kernel_fn)(mq_args);
 /* Static shared memory of an instance (the launcher adds XS's dynamic bytes within 48 KB). */
 template <qn_qformat F, int NT, bool ST>
 constexpr int mq_static_smem() {
-    return MQ_WARPS * mq_pow2<mq_rows(mq_fmt<F>::UE, NT) * NT>::P * 4 + (ST ? mq_stage_bytes<F, NT>() : 16) + 16;
+    return MQ_WARPS * mq_pow2<mq_rows(F, mq_fmt<F>::UE, NT) * NT>::P * 4 + (ST ? mq_stage_bytes<F, NT>() : 16) + 16;
 }
 
 template <qn_qformat F, int NT, bool XS>
