@@ -601,7 +601,138 @@ QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     }
 }
 
-/* Rows r0..r0+7 × tokens t0..t0+nt-1 (w: row 0 of the tile; a: token 0) of fmt (Q4_K, Q5_K or Q6_K; a
+/* Σ_b c_b·bsum_b of token block yb, in the 8 lanes: cp[p] holds the pair (c_2p, c_2p+1) as i16 in each dword lane */
+QN_INLINE __m256i bsum_pairs(const __m256i cp[8], const qn_block_q8_k *yb) {
+    __m256i s = _mm256_setzero_si256();
+    for (int p = 0; p < 8; p++) {
+        int32_t bp;
+        memcpy(&bp, &yb->bsums[2 * p], 4);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(cp[p], _mm256_set1_epi32(bp)));
+    }
+    return s;
+}
+
+/* The i16 sum over one 16-element sub-block (4 steps) of token t: acc[t] = Σ_s maddubs(q_s, a_t[off + 4s .. +3]). */
+#define KX8_SUB_ACC(acc, q, aq, nt, off)                                                                             \
+    for (int t = 0; t < (nt); t++) {                                                                                 \
+        int32_t a4_;                                                                                                 \
+        memcpy(&a4_, (aq)[t] + (off), 4);                                                                            \
+        const __m256i p_ = _mm256_maddubs_epi16((q), _mm256_set1_epi32(a4_));                                        \
+        (acc)[t] = s ? _mm256_add_epi16((acc)[t], p_) : p_;                                                          \
+        __asm__("" : "+x"((acc)[t])); /* summed as it goes (as in q45kx8_block): no spilled products */              \
+    }
+
+/* Q2_K×8, the sub-blocks 8h + 2j + half (j < 4) of one h (a constant at each call) and one half: the four qs steps
+ * 32h + 16·half + 4s hold plane j's elements of all four; isum[t] += scale_b·Σ codes·a_t. A sub-block is summed in i16
+ * (4·2·3·128 = 3072) and scaled by one madd. */
+QN_INLINE void q2kx8_part(const __m256i *gv, const int8_t *const aq[4], const int nt, const int h, int half,
+                          __m256i isum[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), m15 = _mm256_set1_epi16(15);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const int b = 8 * h + 2 * j + half; /* byte b % 4 = 2 (j % 2) + half of scale dword 2h + j / 2 */
+        const __m256i sc = _mm256_and_si256(
+            _mm256_shuffle_epi8(_mm256_loadu_si256(gv + b / 4), dword_bytes_mask(b % 4, b % 4)), m15);
+        __m256i acc[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const __m256i v = _mm256_loadu_si256(gv + 4 + 8 * h + 4 * half + s); /* an L1 hit after j = 0 */
+            const __m256i q = _mm256_and_si256(j ? _mm256_srli_epi16(v, 2 * j) : v, m3);
+            KX8_SUB_ACC(acc, q, aq, nt, 128 * h + 32 * j + 16 * half + 4 * s)
+        }
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
+    }
+}
+
+/* Q2_K×8 (kx8.h): sum[t] lane r += row r's kq_term of super-block ib for token t < nt (the integers are exact, so the
+ * sub-blocks' order is free; the fp32 finish is the scalar's). The mins' sum is Σ_b min_b·bsum_b. */
+QN_INLINE void q2kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
+    const __m256i *gv = (const __m256i *)g;
+    const __m256i hdr = _mm256_loadu_si256(gv + QN_Q2KX8_D_DWORD);
+    const __m256 dw = lanes_f16(hdr, 0), dminw = lanes_f16(hdr, 2);
+    const int8_t *aq[4];
+    for (int t = 0; t < nt; t++) aq[t] = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs;
+    __m256i isum[4];
+    for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+    for (int half = 0; half < 2; half++) {
+        q2kx8_part(gv, aq, nt, 0, half, isum);
+        q2kx8_part(gv, aq, nt, 1, half, isum);
+    }
+    __m256i mnp[8]; /* the mins (high nibbles) of sub-blocks 2p, 2p + 1 */
+    for (int p = 0; p < 8; p++)
+        mnp[p] = _mm256_srli_epi16(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + p / 2), dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1)), 4);
+    for (int t = 0; t < nt; t++) {
+        const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
+        const __m256 da = _mm256_set1_ps(yb->d);
+        const __m256 term = _mm256_sub_ps(_mm256_mul_ps(_mm256_mul_ps(da, dw), _mm256_cvtepi32_ps(isum[t])),
+                                          _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(bsum_pairs(mnp, yb))));
+        sum[t] = _mm256_add_ps(sum[t], term);
+    }
+}
+
+/* Q3_K×8, the sub-blocks 8h + 2j + half of one h (a constant at each call) and one half, as q2kx8_part; the code is
+ * lo + 4·hbit (0..7), hbit = bit 4h + j of the hmask bytes of the same elements; i16 sums reach 4·2·7·128 = 7168.
+ * sc: the scales − 32 as i8 (byte b of word i: sub-block 4i + b). */
+QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t *const aq[4], const int nt, const int h,
+                          int half, __m256i isum[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        const int b = 8 * h + 2 * j + half, bit = 4 * h + j;
+        const __m256i sc = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask_hi(b % 4, b % 4)), 8);
+        __m256i acc[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            const __m256i v = _mm256_loadu_si256(gv + QN_Q3KX8_QS_DWORD + 8 * h + 4 * half + s),
+                          hm = _mm256_loadu_si256(gv + 4 * half + s);
+            const __m256i lo = _mm256_and_si256(j ? _mm256_srli_epi16(v, 2 * j) : v, m3);
+            const __m256i hi = _mm256_and_si256(bit > 2   ? _mm256_srli_epi16(hm, bit - 2)
+                                                : bit < 2 ? _mm256_slli_epi16(hm, 2 - bit)
+                                                          : hm,
+                                                m4);
+            const __m256i q = _mm256_or_si256(lo, hi);
+            KX8_SUB_ACC(acc, q, aq, nt, 128 * h + 32 * j + 16 * half + 4 * s)
+        }
+        for (int t = 0; t < nt; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
+    }
+}
+
+/* Q3_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The scalar's code
+ * lo − 4·(1 − hbit) is q3kx8_part's − 4, which comes back through the bsums: isum = Σ_b s_b·Σ q'·a − 4·Σ_b s_b·bsum_b
+ * with s_b = scale_b − 32, the scalar path's integer. The packed scales are unpacked lane by lane as
+ * qn_q3_k_scale_words does. */
+QN_INLINE void q3kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
+    const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
+    const __m256i *gv = (const __m256i *)g;
+    const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
+                  w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
+    const __m256i scw[4] = {
+        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32),
+        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32),
+        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32),
+        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32)};
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q3KX8_D_BYTE)));
+    const int8_t *aq[4];
+    for (int t = 0; t < nt; t++) aq[t] = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs;
+    __m256i isum[4];
+    for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
+    for (int half = 0; half < 2; half++) {
+        q3kx8_part(gv, scw, aq, nt, 0, half, isum);
+        q3kx8_part(gv, scw, aq, nt, 1, half, isum);
+    }
+    __m256i scp[8]; /* (s_2p, s_2p+1) */
+    for (int p = 0; p < 8; p++)
+        scp[p] = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[p / 2], dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
+    for (int t = 0; t < nt; t++) {
+        const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
+        const __m256i is = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(bsum_pairs(scp, yb), 2));
+        sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(yb->d), dw), _mm256_cvtepi32_ps(is)));
+    }
+}
+
+/* Rows r0..r0+7 × tokens t0..t0+nt-1 (w: row 0 of the tile; a: token 0) of fmt (Q2_K .. Q6_K; a
  * compile-time constant, like nt). plain (Q4_K only): w holds 8 plain rows of stride ws; else w is the rows' ×8 group. */
 QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a, size_t as,
                         const int nt, float *y, int64_t ldy) {
@@ -617,6 +748,14 @@ QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, 
                 _mm_prefetch((const char *)((uintptr_t)w + (size_t)(ib + 4) * gb + i), _MM_HINT_T0);
         if (fmt == QN_QFORMAT_Q6_K) {
             q6kx8_block(w + (size_t)ib * gb, a, as, ib, nt, sum);
+            continue;
+        }
+        if (fmt == QN_QFORMAT_Q2_K) {
+            q2kx8_block(w + (size_t)ib * gb, a, as, ib, nt, sum);
+            continue;
+        }
+        if (fmt == QN_QFORMAT_Q3_K) {
+            q3kx8_block(w + (size_t)ib * gb, a, as, ib, nt, sum);
             continue;
         }
         if (plain) q4k_rows_to_x8(w + (size_t)ib * sizeof(qn_block_q4_k), ws, buf);
@@ -666,6 +805,8 @@ static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_r
             kx8_tile_tokens(FMT, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,                    \
                             y + g * QN_KX8_ROWS, ldy);                                                               \
     }
+QN_DEF_KX8_MATMUL(matmul_q2kx8_avx2, QN_QFORMAT_Q2_K)
+QN_DEF_KX8_MATMUL(matmul_q3kx8_avx2, QN_QFORMAT_Q3_K)
 QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K)
 QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K)
 QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K)
@@ -950,6 +1091,8 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
     k->vec_dot_tile[QN_QFORMAT_Q4_K] = dot_q4_k_tile_avx2;
     k->vec_dot_tile_rows[QN_QFORMAT_Q4_K] = QN_Q4K_TILE_ROWS;
+    k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx8_avx2;
+    k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx8_avx2;

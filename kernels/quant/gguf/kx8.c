@@ -1,28 +1,36 @@
-/* kx8.c — the Q4_K / Q5_K / Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
+/* kx8.c — the Q2_K .. Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
 #include "kernels/quant/gguf/kx8.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "kernels/quant/gguf/gguf_blocks.h"
 
-QN_STATIC_ASSERT(QN_Q4KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_k) &&
+QN_STATIC_ASSERT(QN_Q2KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q2_k) &&
+                     QN_Q3KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q3_k) &&
+                     QN_Q4KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_k) &&
                      QN_Q5KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q5_k) &&
                      QN_Q6KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q6_k),
                  "kx8 blocks");
-QN_STATIC_ASSERT(sizeof(qn_block_q6_k) >= sizeof(qn_block_q5_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q4_k),
+QN_STATIC_ASSERT(sizeof(qn_block_q6_k) >= sizeof(qn_block_q5_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q4_k) &&
+                     sizeof(qn_block_q6_k) >= sizeof(qn_block_q3_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q2_k),
                  "q6_k is the largest block");
+QN_STATIC_ASSERT(offsetof(qn_block_q2_k, d) == 4 * QN_Q2KX8_D_DWORD && offsetof(qn_block_q3_k, qs) == 4 * QN_Q3KX8_QS_DWORD &&
+                     offsetof(qn_block_q3_k, scales) == 4 * QN_Q3KX8_SC_DWORD && offsetof(qn_block_q3_k, d) == 108 &&
+                     QN_Q3KX8_D_BYTE == 32 * 27,
+                 "q2_kx8 / q3_kx8 sections");
 QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 sections");
 
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
-    if (fmt != QN_QFORMAT_Q4_K && fmt != QN_QFORMAT_Q5_K && fmt != QN_QFORMAT_Q6_K) return QN_ERR_UNSUPPORTED;
+    if (!qn_kx8_block_bytes(fmt)) return QN_ERR_UNSUPPORTED;
     return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QK_K == 0 ? QN_OK : QN_ERR_SHAPE;
 }
 
 /* byte i (< 4) of dword [j][r] of a group block */
 #define GB(grp, j, r, i) ((grp)[32 * (j) + 4 * (r) + (i)])
 
-/* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk); Q4_K, Q5_K: the
- * block's dwords as they are */
+/* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk); Q2_K, Q4_K, Q5_K: the
+ * block's dwords as they are (Q3_K: the first 27, then its d) */
 static void move_dwords(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to_group) {
     for (int j = 0; j < n_dwords; j++) {
         uint8_t *g = &GB(grp, j, r, 0), *b = blk + 4 * j;
@@ -57,8 +65,15 @@ static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
 }
 
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
-    if (fmt == QN_QFORMAT_Q6_K) move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
-    else move_dwords(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS / 4), r, to_group);
+    if (fmt == QN_QFORMAT_Q6_K) {
+        move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
+    } else if (fmt == QN_QFORMAT_Q3_K) {
+        move_dwords(grp, blk, QN_Q3KX8_D_BYTE / 32, r, to_group);
+        uint8_t *g = grp + QN_Q3KX8_D_BYTE + 2 * r, *b = blk + offsetof(qn_block_q3_k, d);
+        memcpy(to_group ? g : b, to_group ? b : g, 2);
+    } else {
+        move_dwords(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS / 4), r, to_group);
+    }
 }
 
 qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows, int64_t k, int64_t g_begin,

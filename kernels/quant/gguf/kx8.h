@@ -1,8 +1,11 @@
-/* kx8.h — Q4_K×8, Q5_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
+/* kx8.h — Q2_K×8, Q3_K×8, Q4_K×8, Q5_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
  *
  *   group block = the super-blocks of 8 consecutive rows for one 256-column span, 32-byte rows of dwords, one dword
  *   per weight row: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
  *   rows 8g..8g+7 (group g) × columns 256b..256b+255: group block g·(k / 256) + b.
+ *   Q2_K×8 (672 bytes): D = 21, T = 0, the block's dwords as they are: scales 0..3 (one byte per 16-element sub-block,
+ *     scale | min << 4), qs 4..19 (dword 4 + j holds qs bytes 4j..4j+3), d | dmin << 16 in dword 20.
+ *   Q3_K×8 (880 bytes): D = 27, T = 2: hmask 0..7, qs 8..23, the 12 packed scale bytes 24..26, then the 8 fp16 d.
  *   Q4_K×8 (1152 bytes): D = 36, T = 0; dword [j][r] = dword j of row r's block. Dwords 0..3 are the headers
  *     (d | dmin << 16, then the three 6-bit scale words); dword 4 + 8c + s holds qs bytes 32c + 4s .. +3 (c < 4 code
  *     chunks, s < 8 steps).
@@ -16,7 +19,7 @@
  * transpose every block (an 8×8 dword transpose per 32 bytes) for each 4 tokens. Stored transposed, each 32-byte
  * step is one load. The same bytes, only moved: no memory is added, every value is the format's and every output
  * of the kernels stays bit-identical to vec_dot on the plain rows. Made once when the CPU forward is created
- * (runtime/model/llama_cpu.c) for the Q4_K / Q5_K / Q6_K matmul weights whose row count is a multiple of 8. */
+ * (runtime/model/llama_cpu.c) for the K-quant matmul weights whose row count is a multiple of 8. */
 #ifndef QN_KX8_H
 #define QN_KX8_H
 
@@ -30,21 +33,29 @@ extern "C" {
 #endif
 
 #define QN_KX8_ROWS 8
+#define QN_Q2KX8_BLOCK_BYTES 672  /* 8 × sizeof(qn_block_q2_k) */
+#define QN_Q2KX8_D_DWORD 20       /* the rows' d | dmin << 16 */
+#define QN_Q3KX8_BLOCK_BYTES 880  /* 8 × sizeof(qn_block_q3_k) */
+#define QN_Q3KX8_QS_DWORD 8       /* first dword row of qs (hmask: 0..7) */
+#define QN_Q3KX8_SC_DWORD 24      /* the packed scales: dwords 24..26 */
+#define QN_Q3KX8_D_BYTE 864       /* the 8 rows' fp16 d */
 #define QN_Q4KX8_BLOCK_BYTES 1152 /* 8 × sizeof(qn_block_q4_k) */
 #define QN_Q5KX8_BLOCK_BYTES 1408 /* 8 × sizeof(qn_block_q5_k) */
 #define QN_Q6KX8_BLOCK_BYTES 1680 /* 8 × sizeof(qn_block_q6_k) */
 #define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
 #define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
 
-/* Bytes of one group block of fmt (Q4_K, Q5_K or Q6_K; 0 for any other format). */
+/* Bytes of one group block of fmt (Q2_K .. Q6_K; 0 for any other format). */
 static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q4_K   ? QN_Q4KX8_BLOCK_BYTES
+    return fmt == QN_QFORMAT_Q2_K   ? QN_Q2KX8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q3_K ? QN_Q3KX8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q4_K ? QN_Q4KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q5_K ? QN_Q5KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q6_K ? QN_Q6KX8_BLOCK_BYTES
                                     : 0;
 }
 
-/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q4_K, Q5_K or Q6_K (else QN_ERR_UNSUPPORTED), k a positive
+/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q2_K .. Q6_K (else QN_ERR_UNSUPPORTED), k a positive
  * multiple of 256 and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
 
