@@ -3,7 +3,7 @@
  * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
  * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
  * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest).
- * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q4_K, Q5_K, Q6_K on x86 SIMD) are
+ * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q2_K .. Q6_K on x86 SIMD) are
  * copied once, at create, into that layout (8 rows interleaved, gguf/kx8.h), and their file pages are dropped
  * (qn_gguf_drop_pages): the same bytes, not twice; every output stays bit-identical. */
 #include "model/llama_cpu.h"

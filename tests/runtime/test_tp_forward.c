@@ -293,15 +293,17 @@ static void test_synth_types(void **state) {
     }
 }
 
-/* The load-time repack (Q4_K×8, Q5_K×8, Q6_K×8: llama_cpu.c): the forward with it gives every logit of every
+/* The load-time repack (Q2_K×8 .. Q6_K×8: llama_cpu.c): the forward with it gives every logit of every
  * step bit for bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not
  * repacked: the token lookup reads it) and an untied one (its Q6_K output weight is). Q4_K_S's attn_v weights
- * are Q5_K. Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
+ * are Q5_K; the Q2_K mix has Q2_K, Q3_K and Q4_K matmuls, Q3_K_M Q3_K, Q4_K and Q5_K. Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
  * file pages the repack dropped. */
 static void test_repack(void **state) {
     (void)state;
     static const synth_spec specs[] = {{"q4_k_s.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 4, false},
                                        {"q6_k.gguf", QN_FTYPE_MOSTLY_Q6_K, 4, false},
+                                       {"q2_k.gguf", QN_FTYPE_MOSTLY_Q2_K, 4, false},
+                                       {"q3_k_m.gguf", QN_FTYPE_MOSTLY_Q3_K_M, 2, false},
                                        {"q4_k_s-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 2, true}};
     qn_cpu_kernels plain = g_kern;
     memset(plain.matmul_x8, 0, sizeof plain.matmul_x8);

@@ -4,7 +4,7 @@
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
  * AVX2 (also in the AVX-512 objects) with register tiles of 8 rows × 1-4 tokens over the load-time repacked
- * Q4_K×8 / Q5_K×8 / Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
+ * Q2_K×8 .. Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -391,7 +391,7 @@ QN_DEF_KQ_WRAPPERS(dot_q4_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 0))
 QN_DEF_KQ_WRAPPERS(dot_q5_k_avx2, dot_q45_k_nt(n, out, w, a0, as, nt, 1))
 QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
 
-/* ------------------------------------------------------------------ x86: Q4_K, Q5_K and Q6_K register tiles
+/* ------------------------------------------------------------------ x86: Q2_K .. Q6_K register tiles
  * Q4_K: 8 weight rows × up to 4 tokens at a time, the 8 rows in the 8 lanes, over Q4_K×8 group blocks (kx8.h: the
  * rows' super-blocks dword-interleaved, so dword lane r is row r's): per 4-element step one maddubs of 8 rows' 4
  * codes (one 32-byte load) with the token's 4 activations broadcast; a 32-element sub-block accumulates in i16 (8
@@ -402,7 +402,8 @@ QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
  * Weights repacked at load (matmul_x8) are read as they are; plain rows (vec_dot_tile) are interleaved block by
  * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens.
  * Q5_K: the same tile over Q5_K×8 groups (q45kx8_block adds the fifth bit); Q6_K over Q6_K×8 groups
- * (q6kx8_block). Neither has a plain-row form. */
+ * (q6kx8_block); Q2_K and Q3_K over theirs (q2kx8_block, q3kx8_block: 16-element sub-blocks, one plane of 2-bit
+ * codes per shift). None of these has a plain-row form. */
 #define QN_Q4K_TILE_ROWS QN_KX8_ROWS
 
 /* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
