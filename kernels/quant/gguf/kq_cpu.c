@@ -671,27 +671,28 @@ QN_INLINE void q2kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     }
 }
 
-/* Q3_K×8, the sub-blocks 8h + 2j + half of one h (a constant at each call) and one half, as q2kx8_part; the code is
- * lo + 4·hbit (0..7), hbit = bit 4h + j of the hmask bytes of the same elements; i16 sums reach 4·2·7·128 = 7168.
- * sc: the scales − 32 as i8 (byte b of word i: sub-block 4i + b). */
+/* Q3_K×8, the sub-blocks 8h + 2j + half of one h (a constant at each call) and one half, as q2kx8_part; the code
+ * c_i (i = 4h + j, 0..7: kx8.h's re-encoding) is one AND, a shift and an AND, or for c6, c7 two pieces; i16 sums
+ * reach 4·2·7·128 = 7168. scw: the scales − 32 as i8 (byte b of word i: sub-block 4i + b). */
 QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t *const aq[4], const int nt, const int h,
                           int half, __m256i isum[4]) {
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i m7 = _mm256_set1_epi8(7), m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
-        const int b = 8 * h + 2 * j + half, bit = 4 * h + j;
+        const int b = 8 * h + 2 * j + half, i = 4 * h + j;
         const __m256i sc = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask_hi(b % 4, b % 4)), 8);
         __m256i acc[4];
 #pragma GCC unroll 4
         for (int s = 0; s < 4; s++) {
-            const __m256i v = _mm256_loadu_si256(gv + QN_Q3KX8_QS_DWORD + 8 * h + 4 * half + s),
-                          hm = _mm256_loadu_si256(gv + 4 * half + s);
-            const __m256i lo = _mm256_and_si256(j ? _mm256_srli_epi16(v, 2 * j) : v, m3);
-            const __m256i hi = _mm256_and_si256(bit > 2   ? _mm256_srli_epi16(hm, bit - 2)
-                                                : bit < 2 ? _mm256_slli_epi16(hm, 2 - bit)
-                                                          : hm,
-                                                m4);
-            const __m256i q = _mm256_or_si256(lo, hi);
+            const __m256i *st = gv + 4 * half + s; /* stream e at st[8e]: elements 32i + 16·half + 4s .. +3 */
+            __m256i q;
+            if (i < 6) {
+                const __m256i e = _mm256_loadu_si256(st + 8 * (i / 2));
+                q = _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, m7);
+            } else { /* c6: bits 6, 7 of e0 and bit 6 of e2; c7: bits 6, 7 of e1 and bit 7 of e2 */
+                q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8 * (i - 6)), 6), m3),
+                                    _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), i - 2), m4));
+            }
             KX8_SUB_ACC(acc, q, aq, nt, 128 * h + 32 * j + 16 * half + 4 * s)
         }
         for (int t = 0; t < nt; t++) isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(acc[t], sc));
@@ -699,7 +700,7 @@ QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t 
 }
 
 /* Q3_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The scalar's code
- * lo − 4·(1 − hbit) is q3kx8_part's − 4, which comes back through the bsums: isum = Σ_b s_b·Σ q'·a − 4·Σ_b s_b·bsum_b
+ * lo − 4·(1 − hbit) is the re-encoded code − 4, which comes back through the bsums: isum = Σ_b s_b·Σ q'·a − 4·Σ_b s_b·bsum_b
  * with s_b = scale_b − 32, the scalar path's integer. The packed scales are unpacked lane by lane as
  * qn_q3_k_scale_words does. */
 QN_INLINE void q3kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {

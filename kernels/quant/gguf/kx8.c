@@ -1,7 +1,6 @@
 /* kx8.c — the Q2_K .. Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
 #include "kernels/quant/gguf/kx8.h"
 
-#include <stddef.h>
 #include <string.h>
 
 #include "kernels/quant/gguf/gguf_blocks.h"
@@ -15,9 +14,7 @@ QN_STATIC_ASSERT(QN_Q2KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q2_k) &&
 QN_STATIC_ASSERT(sizeof(qn_block_q6_k) >= sizeof(qn_block_q5_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q4_k) &&
                      sizeof(qn_block_q6_k) >= sizeof(qn_block_q3_k) && sizeof(qn_block_q6_k) >= sizeof(qn_block_q2_k),
                  "q6_k is the largest block");
-QN_STATIC_ASSERT(offsetof(qn_block_q2_k, d) == 4 * QN_Q2KX8_D_DWORD && offsetof(qn_block_q3_k, qs) == 4 * QN_Q3KX8_QS_DWORD &&
-                     offsetof(qn_block_q3_k, scales) == 4 * QN_Q3KX8_SC_DWORD && offsetof(qn_block_q3_k, d) == 108 &&
-                     QN_Q3KX8_D_BYTE == 32 * 27,
+QN_STATIC_ASSERT(offsetof(qn_block_q2_k, d) == 4 * QN_Q2KX8_D_DWORD && QN_Q3KX8_SC_DWORD == 24 && QN_Q3KX8_D_BYTE == 32 * 27,
                  "q2_kx8 / q3_kx8 sections");
 QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 sections");
 
@@ -30,7 +27,7 @@ qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
 #define GB(grp, j, r, i) ((grp)[32 * (j) + 4 * (r) + (i)])
 
 /* one row's block <-> its place r in a group block (to_group: blk -> grp, else grp -> blk); Q2_K, Q4_K, Q5_K: the
- * block's dwords as they are (Q3_K: the first 27, then its d) */
+ * block's dwords as they are */
 static void move_dwords(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to_group) {
     for (int j = 0; j < n_dwords; j++) {
         uint8_t *g = &GB(grp, j, r, 0), *b = blk + 4 * j;
@@ -64,13 +61,43 @@ static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
     memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
 }
 
+/* Q3_K: code c_i(l) = lo + 4·hbit (0..7) of element 32i + l (i = 4h + j: qs byte 32h + l bits 2j, 2j+1; hmask byte l
+ * bit 4h + j), three streams of bytes e0..e2 per l (kx8.h) */
+static void move_q3_k(uint8_t *grp, qn_block_q3_k *blk, int r, bool to_group) {
+    for (int l = 0; l < 32; l++) {
+        uint8_t *e[3];
+        for (int c = 0; c < 3; c++) e[c] = &GB(grp, 8 * c + l / 4, r, l % 4);
+        int q[8];
+        if (to_group) {
+            for (int i = 0; i < 8; i++)
+                q[i] = (blk->qs[32 * (i / 4) + l] >> (2 * (i % 4)) & 3) | (blk->hmask[l] >> i & 1) << 2;
+            *e[0] = (uint8_t)(q[0] | q[1] << 3 | (q[6] & 3) << 6);
+            *e[1] = (uint8_t)(q[2] | q[3] << 3 | (q[7] & 3) << 6);
+            *e[2] = (uint8_t)(q[4] | q[5] << 3 | (q[6] >> 2) << 6 | (q[7] >> 2) << 7);
+        } else {
+            q[0] = *e[0] & 7, q[1] = *e[0] >> 3 & 7, q[2] = *e[1] & 7, q[3] = *e[1] >> 3 & 7;
+            q[4] = *e[2] & 7, q[5] = *e[2] >> 3 & 7;
+            q[6] = (*e[0] >> 6) | (*e[2] >> 6 & 1) << 2, q[7] = (*e[1] >> 6) | (*e[2] >> 7) << 2;
+            blk->hmask[l] = 0;
+            for (int i = 0; i < 8; i++) blk->hmask[l] |= (uint8_t)((q[i] >> 2) << i);
+            for (int h = 0; h < 2; h++)
+                blk->qs[32 * h + l] = (uint8_t)((q[4 * h] & 3) | (q[4 * h + 1] & 3) << 2 | (q[4 * h + 2] & 3) << 4 |
+                                                (q[4 * h + 3] & 3) << 6);
+        }
+    }
+    for (int j = 0; j < 3; j++) {
+        uint8_t *g = &GB(grp, QN_Q3KX8_SC_DWORD + j, r, 0), *b = blk->scales + 4 * j;
+        memcpy(to_group ? g : b, to_group ? b : g, 4);
+    }
+    uint8_t *g = grp + QN_Q3KX8_D_BYTE + 2 * r;
+    memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
+}
+
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
     if (fmt == QN_QFORMAT_Q6_K) {
         move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
     } else if (fmt == QN_QFORMAT_Q3_K) {
-        move_dwords(grp, blk, QN_Q3KX8_D_BYTE / 32, r, to_group);
-        uint8_t *g = grp + QN_Q3KX8_D_BYTE + 2 * r, *b = blk + offsetof(qn_block_q3_k, d);
-        memcpy(to_group ? g : b, to_group ? b : g, 2);
+        move_q3_k(grp, (qn_block_q3_k *)blk, r, to_group);
     } else {
         move_dwords(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS / 4), r, to_group);
     }

@@ -5,7 +5,11 @@
  *   rows 8g..8g+7 (group g) × columns 256b..256b+255: group block g·(k / 256) + b.
  *   Q2_K×8 (672 bytes): D = 21, T = 0, the block's dwords as they are: scales 0..3 (one byte per 16-element sub-block,
  *     scale | min << 4), qs 4..19 (dword 4 + j holds qs bytes 4j..4j+3), d | dmin << 16 in dword 20.
- *   Q3_K×8 (880 bytes): D = 27, T = 2: hmask 0..7, qs 8..23, the 12 packed scale bytes 24..26, then the 8 fp16 d.
+ *   Q3_K×8 (880 bytes): D = 27, T = 2. The codes re-encoded as c_i(l) = lo + 4·hbit (0..7, the scalar's code + 4) of
+ *     element 32i + l (i < 8, l < 32), three per byte so that six of every eight are one shift and one AND away:
+ *     dword [8e + l/4] holds bytes l..l+3 of stream e < 3: e0 = c0 | c1 << 3 | (c6 & 3) << 6,
+ *     e1 = c2 | c3 << 3 | (c7 & 3) << 6, e2 = c4 | c5 << 3 | (c6 >> 2) << 6 | (c7 >> 2) << 7. Dwords 24..26: the 12
+ *     packed scale bytes; then the 8 fp16 d. 96 + 12 + 2 bytes per row, Q3_K's 110.
  *   Q4_K×8 (1152 bytes): D = 36, T = 0; dword [j][r] = dword j of row r's block. Dwords 0..3 are the headers
  *     (d | dmin << 16, then the three 6-bit scale words); dword 4 + 8c + s holds qs bytes 32c + 4s .. +3 (c < 4 code
  *     chunks, s < 8 steps).
@@ -36,8 +40,7 @@ extern "C" {
 #define QN_Q2KX8_BLOCK_BYTES 672  /* 8 × sizeof(qn_block_q2_k) */
 #define QN_Q2KX8_D_DWORD 20       /* the rows' d | dmin << 16 */
 #define QN_Q3KX8_BLOCK_BYTES 880  /* 8 × sizeof(qn_block_q3_k) */
-#define QN_Q3KX8_QS_DWORD 8       /* first dword row of qs (hmask: 0..7) */
-#define QN_Q3KX8_SC_DWORD 24      /* the packed scales: dwords 24..26 */
+#define QN_Q3KX8_SC_DWORD 24      /* the packed scales: dwords 24..26 (the code streams: 0..23) */
 #define QN_Q3KX8_D_BYTE 864       /* the 8 rows' fp16 d */
 #define QN_Q4KX8_BLOCK_BYTES 1152 /* 8 × sizeof(qn_block_q4_k) */
 #define QN_Q5KX8_BLOCK_BYTES 1408 /* 8 × sizeof(qn_block_q5_k) */
