@@ -35,24 +35,37 @@ static void move_dwords(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to
     }
 }
 
+/* the 32 bytes e[0..31] <-> the 8 dwords [d0 + i][r] (i < 8) of a group block */
+static void move_stream(uint8_t *grp, int d0, int r, uint8_t e[32], bool to_group) {
+    for (int i = 0; i < 8; i++) {
+        uint8_t *g = &GB(grp, d0 + i, r, 0);
+        memcpy(to_group ? g : e + 4 * i, to_group ? e + 4 * i : g, 4);
+    }
+}
+
 static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
-    for (int h = 0; h < 2; h++)
-        for (int l = 0; l < 32; l++) {
-            uint8_t *ql0 = &blk->ql[64 * h + l], *ql1 = &blk->ql[64 * h + 32 + l], *qh = &blk->qh[32 * h + l];
-            uint8_t *st[3];
-            for (int c = 0; c < 3; c++) st[c] = &GB(grp, 24 * h + 8 * c + l / 4, r, l % 4);
-            if (to_group) {
-                const int q[4] = {(*ql0 & 15) | (*qh & 3) << 4, (*ql1 & 15) | (*qh >> 2 & 3) << 4,
-                                  (*ql0 >> 4) | (*qh >> 4 & 3) << 4, (*ql1 >> 4) | (*qh >> 6 & 3) << 4};
-                for (int c = 0; c < 3; c++) *st[c] = (uint8_t)(q[c] | (q[3] >> (2 * c) & 3) << 6);
-            } else {
-                int q[4] = {*st[0] & 63, *st[1] & 63, *st[2] & 63, 0};
-                for (int c = 0; c < 3; c++) q[3] |= (*st[c] >> 6) << (2 * c);
-                *ql0 = (uint8_t)((q[0] & 15) | (q[2] & 15) << 4);
-                *ql1 = (uint8_t)((q[1] & 15) | (q[3] & 15) << 4);
-                *qh = (uint8_t)((q[0] >> 4) | (q[1] >> 4) << 2 | (q[2] >> 4) << 4 | (q[3] >> 4) << 6);
+    for (int h = 0; h < 2; h++) {
+        uint8_t e[3][32]; /* stream c's bytes l < 32 (whole arrays per h: the loops vectorize) */
+        const uint8_t *ql0 = &blk->ql[64 * h], *ql1 = &blk->ql[64 * h + 32], *qh = &blk->qh[32 * h];
+        if (to_group) {
+            for (int l = 0; l < 32; l++) {
+                const int q3 = (ql1[l] >> 4) | (qh[l] >> 6 & 3) << 4;
+                e[0][l] = (uint8_t)((ql0[l] & 15) | (qh[l] & 3) << 4 | (q3 & 3) << 6);
+                e[1][l] = (uint8_t)((ql1[l] & 15) | (qh[l] >> 2 & 3) << 4 | (q3 >> 2 & 3) << 6);
+                e[2][l] = (uint8_t)((ql0[l] >> 4) | (qh[l] >> 4 & 3) << 4 | (q3 >> 4) << 6);
+            }
+            for (int c = 0; c < 3; c++) move_stream(grp, 24 * h + 8 * c, r, e[c], true);
+        } else {
+            for (int c = 0; c < 3; c++) move_stream(grp, 24 * h + 8 * c, r, e[c], false);
+            for (int l = 0; l < 32; l++) {
+                const int q[4] = {e[0][l] & 63, e[1][l] & 63, e[2][l] & 63,
+                                  (e[0][l] >> 6) | (e[1][l] >> 6) << 2 | (e[2][l] >> 6) << 4};
+                blk->ql[64 * h + l] = (uint8_t)((q[0] & 15) | (q[2] & 15) << 4);
+                blk->ql[64 * h + 32 + l] = (uint8_t)((q[1] & 15) | (q[3] & 15) << 4);
+                blk->qh[32 * h + l] = (uint8_t)((q[0] >> 4) | (q[1] >> 4) << 2 | (q[2] >> 4) << 4 | (q[3] >> 4) << 6);
             }
         }
+    }
     for (int j = 0; j < 4; j++) {
         uint8_t *g = &GB(grp, QN_Q6KX8_SC_DWORD + j, r, 0), *b = (uint8_t *)blk->scales + 4 * j;
         memcpy(to_group ? g : b, to_group ? b : g, 4);
@@ -64,20 +77,24 @@ static void move_q6_k(uint8_t *grp, qn_block_q6_k *blk, int r, bool to_group) {
 /* Q3_K: code c_i(l) = lo + 4·hbit (0..7) of element 32i + l (i = 4h + j: qs byte 32h + l bits 2j, 2j+1; hmask byte l
  * bit 4h + j), three streams of bytes e0..e2 per l (kx8.h) */
 static void move_q3_k(uint8_t *grp, qn_block_q3_k *blk, int r, bool to_group) {
-    for (int l = 0; l < 32; l++) {
-        uint8_t *e[3];
-        for (int c = 0; c < 3; c++) e[c] = &GB(grp, 8 * c + l / 4, r, l % 4);
-        int q[8];
-        if (to_group) {
+    uint8_t e[3][32]; /* stream c's bytes l < 32 */
+    if (to_group) {
+        for (int l = 0; l < 32; l++) {
+            int q[8];
             for (int i = 0; i < 8; i++)
                 q[i] = (blk->qs[32 * (i / 4) + l] >> (2 * (i % 4)) & 3) | (blk->hmask[l] >> i & 1) << 2;
-            *e[0] = (uint8_t)(q[0] | q[1] << 3 | (q[6] & 3) << 6);
-            *e[1] = (uint8_t)(q[2] | q[3] << 3 | (q[7] & 3) << 6);
-            *e[2] = (uint8_t)(q[4] | q[5] << 3 | (q[6] >> 2) << 6 | (q[7] >> 2) << 7);
-        } else {
-            q[0] = *e[0] & 7, q[1] = *e[0] >> 3 & 7, q[2] = *e[1] & 7, q[3] = *e[1] >> 3 & 7;
-            q[4] = *e[2] & 7, q[5] = *e[2] >> 3 & 7;
-            q[6] = (*e[0] >> 6) | (*e[2] >> 6 & 1) << 2, q[7] = (*e[1] >> 6) | (*e[2] >> 7) << 2;
+            e[0][l] = (uint8_t)(q[0] | q[1] << 3 | (q[6] & 3) << 6);
+            e[1][l] = (uint8_t)(q[2] | q[3] << 3 | (q[7] & 3) << 6);
+            e[2][l] = (uint8_t)(q[4] | q[5] << 3 | (q[6] >> 2) << 6 | (q[7] >> 2) << 7);
+        }
+        for (int c = 0; c < 3; c++) move_stream(grp, 8 * c, r, e[c], true);
+    } else {
+        for (int c = 0; c < 3; c++) move_stream(grp, 8 * c, r, e[c], false);
+        for (int l = 0; l < 32; l++) {
+            int q[8];
+            q[0] = e[0][l] & 7, q[1] = e[0][l] >> 3 & 7, q[2] = e[1][l] & 7, q[3] = e[1][l] >> 3 & 7;
+            q[4] = e[2][l] & 7, q[5] = e[2][l] >> 3 & 7;
+            q[6] = (e[0][l] >> 6) | (e[2][l] >> 6 & 1) << 2, q[7] = (e[1][l] >> 6) | (e[2][l] >> 7) << 2;
             blk->hmask[l] = 0;
             for (int i = 0; i < 8; i++) blk->hmask[l] |= (uint8_t)((q[i] >> 2) << i);
             for (int h = 0; h < 2; h++)
@@ -111,13 +128,23 @@ qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows
     if (g_end > g_begin && (!src || !dst)) return QN_ERR_INVALID_ARG;
     const size_t bb = qn_kx8_block_bytes(fmt) / QN_KX8_ROWS; /* one row's block */
     const int64_t nb = k / QN_QK_K;
+    const bool dwords = fmt != QN_QFORMAT_Q3_K && fmt != QN_QFORMAT_Q6_K; /* a plain dword transpose */
     for (int64_t g = g_begin; g < g_end; g++)
-        for (int64_t b = 0; b < nb; b++)
-            for (int r = 0; r < QN_KX8_ROWS; r++) { /* a copy: move_row's pointer is not const */
-                _Alignas(8) uint8_t blk[sizeof(qn_block_q6_k)]; /* the largest of the three */
-                memcpy(blk, (const uint8_t *)src + ((size_t)(g * QN_KX8_ROWS + r) * (size_t)nb + (size_t)b) * bb, bb);
-                move_row(fmt, (uint8_t *)dst + (size_t)(g * nb + b) * QN_KX8_ROWS * bb, blk, r, true);
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *s0 = (const uint8_t *)src + ((size_t)(g * QN_KX8_ROWS) * (size_t)nb + (size_t)b) * bb;
+            uint8_t *d = (uint8_t *)dst + (size_t)(g * nb + b) * QN_KX8_ROWS * bb;
+            const size_t rs = (size_t)nb * bb; /* source row stride */
+            if (dwords) { /* the group block written in order: dword j of rows 0..7 */
+                for (size_t j = 0; j < bb / 4; j++)
+                    for (int r = 0; r < QN_KX8_ROWS; r++) memcpy(d + 32 * j + 4 * (size_t)r, s0 + (size_t)r * rs + 4 * j, 4);
+                continue;
             }
+            for (int r = 0; r < QN_KX8_ROWS; r++) { /* a copy: move_row's pointer is not const */
+                _Alignas(8) uint8_t blk[sizeof(qn_block_q6_k)]; /* the largest */
+                memcpy(blk, s0 + (size_t)r * rs, bb);
+                move_row(fmt, d, blk, r, true);
+            }
+        }
     return QN_OK;
 }
 
