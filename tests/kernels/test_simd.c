@@ -12,7 +12,7 @@
  *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
- *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
+ *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
  *               with the scalar vec_dot on the plain rows for 1..5, 7 and 113 tokens (every token tail), 1 and 37
  *               blocks per row, sub-ranges of row groups, untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
@@ -373,24 +373,26 @@ static void test_matmul_x8(void **state) {
     const int64_t kb[] = {1, 37};
     const int64_t toks[] = {1, 2, 3, 4, 5, 7, MAX_TOK};
     const int64_t ranges[][2] = {{0, N_ROWS}, {8, 16}, {16, 24}};
-    const qn_qformat af = QN_QFORMAT_Q8_K,
-                     fmts[] = {QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
+                               QN_QFORMAT_Q4_0, QN_QFORMAT_Q8_0};
     qn_rng rng;
     int failures = 0, tested = 0, x86_simd = 0;
     for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++)
     for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++) {
         const qn_qformat wf = fmts[fi];
-        const int64_t k = kb[ki] * QN_QK_K;
+        const qn_qformat af = QN_QFORMATS[wf].vec_dot_type; /* Q8_K, or Q8_0 for Q4_0 / Q8_0 */
+        const int64_t be = QN_QFORMATS[wf].block_elems, k = kb[ki] * be;
         const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
         qn_rng_seed(&rng, 7000 + 10 * fi + ki);
         uint8_t *w = malloc(wrb * N_ROWS), *w8 = malloc(wrb * N_ROWS), *row = malloc(wrb), *a = malloc(arb * MAX_TOK);
         float *x = malloc((size_t)k * 4), *y = malloc(sizeof(float) * LDY * MAX_TOK);
         qn_ref_gguf_random_blocks(&rng, wf, w, k * N_ROWS, 0);
         /* the i16 sums' worst case: row 3's codes and scales all at their maximum (every byte but the fp16 d/dmin
-         * 0xff), token 0's activations all +127 */
+         * 0xff; Q8_0's codes -128), token 0's activations all +127 */
         for (int64_t b = 0; b < kb[ki]; b++) {
             uint8_t *blk = w + 3 * wrb + (size_t)b * (wrb / (size_t)kb[ki]);
-            if (wf == QN_QFORMAT_Q6_K) memset(blk, 0xff, offsetof(qn_block_q6_k, d));
+            if (wf == QN_QFORMAT_Q4_0 || wf == QN_QFORMAT_Q8_0) memset(blk + 2, wf == QN_QFORMAT_Q4_0 ? 0xff : 0x80, wrb / (size_t)kb[ki] - 2);
+            else if (wf == QN_QFORMAT_Q6_K) memset(blk, 0xff, offsetof(qn_block_q6_k, d));
             else if (wf == QN_QFORMAT_Q2_K) memset(blk, 0xff, offsetof(qn_block_q2_k, d));
             else if (wf == QN_QFORMAT_Q3_K) memset(blk, 0xff, offsetof(qn_block_q3_k, d));
             else memset(blk + 4, 0xff, wrb / (size_t)kb[ki] - 4);
@@ -412,7 +414,7 @@ static void test_matmul_x8(void **state) {
         for (int i = 0; i < g_ntabs; i++) {
             const bool simd = g_tabs[i].isa == QN_CPU_ISA_AVX2 || g_tabs[i].isa == QN_CPU_ISA_AVX512;
             x86_simd += simd;
-            if (simd) assert_non_null(g_tabs[i].matmul_x8[wf]); /* Q2_K .. Q6_K on AVX2 / AVX-512 */
+            if (simd) assert_non_null(g_tabs[i].matmul_x8[wf]); /* every format here on AVX2 / AVX-512 */
             if (!g_tabs[i].matmul_x8[wf]) {
                 assert_int_equal(qn_cpu_matmul_x8(&g_tabs[i], wf, w8, k, a, 1, y, LDY, 0, 8), QN_ERR_UNSUPPORTED);
                 continue;
@@ -451,7 +453,7 @@ static void test_matmul_x8(void **state) {
     assert_int_equal(qn_kx8_repack(wf, wbuf, wbuf, 8, 255, 0, 1), QN_ERR_SHAPE);   /* k not a multiple of 256 */
     assert_int_equal(qn_kx8_repack(wf, wbuf, wbuf, 8, 256, 0, 2), QN_ERR_SHAPE);   /* past the last group */
     assert_int_equal(qn_kx8_repack(wf, NULL, wbuf, 8, 256, 0, 1), QN_ERR_INVALID_ARG);
-    assert_int_equal(qn_kx8_repack(QN_QFORMAT_Q8_0, wbuf, wbuf, 8, 256, 0, 1), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_kx8_repack(QN_QFORMAT_Q4_1, wbuf, wbuf, 8, 256, 0, 1), QN_ERR_UNSUPPORTED);
     assert_int_equal(qn_kx8_unpack_row(wf, wbuf, abuf, 8, 256, 8), QN_ERR_SHAPE);
     if (kt->matmul_x8[wf]) {
         assert_int_equal(qn_cpu_matmul_x8(kt, wf, wbuf, 256, abuf, 1, y1, 8, 0, 4), QN_ERR_INVALID_ARG);

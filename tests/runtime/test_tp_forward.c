@@ -293,10 +293,11 @@ static void test_synth_types(void **state) {
     }
 }
 
-/* The load-time repack (Q2_K×8 .. Q6_K×8: llama_cpu.c): the forward with it gives every logit of every
+/* The load-time repack (Q2_K×8 .. Q6_K×8, Q4_0×8, Q8_0×8: llama_cpu.c): the forward with it gives every logit of every
  * step bit for bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not
  * repacked: the token lookup reads it) and an untied one (its Q6_K output weight is). Q4_K_S's attn_v weights
- * are Q5_K; the Q2_K mix has Q2_K, Q3_K and Q4_K matmuls, Q3_K_M Q3_K, Q4_K and Q5_K. Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
+ * are Q5_K; the Q2_K mix has Q2_K, Q3_K and Q4_K matmuls, Q3_K_M Q3_K, Q4_K and Q5_K; Q4_0 and Q8_0 their own
+ * (against the scalar dot: see below; the Q8_0 model untied, so that no Q8_0 matmul stays on the AVX2 dot). Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
  * file pages the repack dropped. */
 static void test_repack(void **state) {
     (void)state;
@@ -304,9 +305,19 @@ static void test_repack(void **state) {
                                        {"q6_k.gguf", QN_FTYPE_MOSTLY_Q6_K, 4, false},
                                        {"q2_k.gguf", QN_FTYPE_MOSTLY_Q2_K, 4, false},
                                        {"q3_k_m.gguf", QN_FTYPE_MOSTLY_Q3_K_M, 2, false},
+                                       {"q4_0.gguf", QN_FTYPE_MOSTLY_Q4_0, 4, false},
+                                       {"q8_0-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q8_0, 2, true},
                                        {"q4_k_s-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 2, true}};
-    qn_cpu_kernels plain = g_kern;
+    qn_cpu_kernels plain = g_kern, scalar;
     memset(plain.matmul_x8, 0, sizeof plain.matmul_x8);
+    /* Q4_0×8 / Q8_0×8 keep the scalar dot's order (the 1-row AVX2 dots sum in lanes, so they round otherwise): the
+     * plain run takes the scalar dot for those two formats */
+    assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_SCALAR, &scalar), QN_OK);
+    static const qn_qformat scalar_order[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q8_0};
+    for (size_t i = 0; i < sizeof scalar_order / sizeof scalar_order[0]; i++) {
+        const qn_qformat f = scalar_order[i];
+        plain.vec_dot[f] = scalar.vec_dot[f], plain.vec_dot_x4[f] = NULL, plain.vec_dot_tile[f] = NULL;
+    }
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         qn_model *m = load_synth(&specs[i]);
         run_out rp = {0}, pl = {0};

@@ -1,11 +1,14 @@
-/* kx8.c — the Q2_K .. Q6_K -> ×8 row-interleaved repack and its inverse (kx8.h). */
+/* kx8.c — the Q2_K .. Q6_K, Q4_0, Q8_0 -> ×8 row-interleaved repack and its inverse (kx8.h). */
 #include "kernels/quant/gguf/kx8.h"
 
 #include <string.h>
 
 #include "kernels/quant/gguf/gguf_blocks.h"
 
-QN_STATIC_ASSERT(QN_Q2KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q2_k) &&
+QN_STATIC_ASSERT(QN_Q40X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_0) &&
+                     QN_Q80X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q8_0) &&
+                     offsetof(qn_block_q4_0, qs) == 2 && offsetof(qn_block_q8_0, qs) == 2 &&
+                     QN_Q2KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q2_k) &&
                      QN_Q3KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q3_k) &&
                      QN_Q4KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_k) &&
                      QN_Q5KX8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q5_k) &&
@@ -20,7 +23,7 @@ QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 
 
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
     if (!qn_kx8_block_bytes(fmt)) return QN_ERR_UNSUPPORTED;
-    return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QK_K == 0 ? QN_OK : QN_ERR_SHAPE;
+    return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QFORMATS[fmt].block_elems == 0 ? QN_OK : QN_ERR_SHAPE;
 }
 
 /* byte i (< 4) of dword [j][r] of a group block */
@@ -110,8 +113,20 @@ static void move_q3_k(uint8_t *grp, qn_block_q3_k *blk, int r, bool to_group) {
     memcpy(to_group ? g : (uint8_t *)&blk->d, to_group ? (uint8_t *)&blk->d : g, 2);
 }
 
+/* Q4_0, Q8_0: d to the header, the qs dwords (from block byte 2) to the code rows */
+static void move_legacy(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to_group) {
+    uint8_t *g = grp + 2 * r;
+    memcpy(to_group ? g : blk, to_group ? blk : g, 2);
+    for (int j = 0; j < n_dwords; j++) {
+        g = grp + QN_LX8_QS_BYTE + 32 * j + 4 * r;
+        memcpy(to_group ? g : blk + 2 + 4 * j, to_group ? blk + 2 + 4 * j : g, 4);
+    }
+}
+
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
-    if (fmt == QN_QFORMAT_Q6_K) {
+    if (fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q8_0) {
+        move_legacy(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS - 2) / 4, r, to_group);
+    } else if (fmt == QN_QFORMAT_Q6_K) {
         move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);
     } else if (fmt == QN_QFORMAT_Q3_K) {
         move_q3_k(grp, (qn_block_q3_k *)blk, r, to_group);
@@ -127,8 +142,8 @@ qn_status qn_kx8_repack(qn_qformat fmt, const void *src, void *dst, int64_t rows
     if (g_begin < 0 || g_end < g_begin || g_end > rows / QN_KX8_ROWS) return QN_ERR_SHAPE;
     if (g_end > g_begin && (!src || !dst)) return QN_ERR_INVALID_ARG;
     const size_t bb = qn_kx8_block_bytes(fmt) / QN_KX8_ROWS; /* one row's block */
-    const int64_t nb = k / QN_QK_K;
-    const bool dwords = fmt != QN_QFORMAT_Q3_K && fmt != QN_QFORMAT_Q6_K; /* a plain dword transpose */
+    const int64_t nb = k / QN_QFORMATS[fmt].block_elems;
+    const bool dwords = fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K; /* a plain transpose */
     for (int64_t g = g_begin; g < g_end; g++)
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *s0 = (const uint8_t *)src + ((size_t)(g * QN_KX8_ROWS) * (size_t)nb + (size_t)b) * bb;
@@ -154,7 +169,7 @@ qn_status qn_kx8_unpack_row(qn_qformat fmt, const void *src, void *dst, int64_t 
     if (r < 0 || r >= rows) return QN_ERR_SHAPE;
     if (!src || !dst) return QN_ERR_INVALID_ARG;
     const size_t gbytes = qn_kx8_block_bytes(fmt), bb = gbytes / QN_KX8_ROWS;
-    const int64_t nb = k / QN_QK_K, g = r / QN_KX8_ROWS;
+    const int64_t nb = k / QN_QFORMATS[fmt].block_elems, g = r / QN_KX8_ROWS;
     for (int64_t b = 0; b < nb; b++) { /* a copy: move_row's pointer is not const */
         _Alignas(8) uint8_t grp[QN_Q6KX8_BLOCK_BYTES];
         memcpy(grp, (const uint8_t *)src + (size_t)(g * nb + b) * gbytes, gbytes);

@@ -1,8 +1,10 @@
-/* kx8.h — Q2_K×8, Q3_K×8, Q4_K×8, Q5_K×8 and Q6_K×8, the CPU-only row-interleaved K-quant layouts (a load-time repack, no file format).
+/* kx8.h — the CPU-only row-interleaved layouts Q2_K×8 .. Q6_K×8, Q4_0×8 and Q8_0×8 (a load-time repack, no file
+ * format).
  *
- *   group block = the super-blocks of 8 consecutive rows for one 256-column span, 32-byte rows of dwords, one dword
- *   per weight row: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
- *   rows 8g..8g+7 (group g) × columns 256b..256b+255: group block g·(k / 256) + b.
+ *   group block = the blocks of 8 consecutive rows for one block-wide column span (256 columns for the K-quants, 32
+ *   for Q4_0 / Q8_0), rows of 32 bytes holding one dword per weight row. rows 8g..8g+7 (group g) × the span b:
+ *   group block g·(k / block elements) + b.
+ *   K-quants: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
  *   Q2_K×8 (672 bytes): D = 21, T = 0, the block's dwords as they are: scales 0..3 (one byte per 16-element sub-block,
  *     scale | min << 4), qs 4..19 (dword 4 + j holds qs bytes 4j..4j+3), d | dmin << 16 in dword 20.
  *   Q3_K×8 (880 bytes): D = 27, T = 2. The codes re-encoded as c_i(l) = lo + 4·hbit (0..7, the scalar's code + 4) of
@@ -18,12 +20,14 @@
  *     with q_k(l) the code of element 128h + 32k + l (h < 2, k < 4, l < 32), dword [24h + 8c + l/4] holds bytes l..l+3
  *     of stream c < 3: byte = q_c(l) | (bits 2c, 2c+1 of q_3(l)) << 6. Dwords 48..51: the 16 i8 scales (dword j =
  *     scales 4j..4j+3); then the 8 fp16 d. 192 + 16 + 2 bytes per row, Q6_K's 210.
+ *   Q4_0×8 (144 bytes) and Q8_0×8 (272 bytes): the 8 rows' fp16 d first (16 bytes), then dword j of row r's qs at
+ *     byte 16 + 32j + 4r (j < 4 / 8).
  *
- * Why: the AVX2 K-quant register tiles keep 8 rows in the 8 i32 lanes (kq_cpu.c); fed plain rows they would
+ * Why: the AVX2 register tiles keep 8 rows in the 8 i32 lanes (kq_cpu.c, q_legacy_cpu.c); fed plain rows they would
  * transpose every block (an 8×8 dword transpose per 32 bytes) for each 4 tokens. Stored transposed, each 32-byte
  * step is one load. The same bytes, only moved: no memory is added, every value is the format's and every output
  * of the kernels stays bit-identical to vec_dot on the plain rows. Made once when the CPU forward is created
- * (runtime/model/llama_cpu.c) for the K-quant matmul weights whose row count is a multiple of 8. */
+ * (runtime/model/llama_cpu.c) for the matmul weights of these formats whose row count is a multiple of 8. */
 #ifndef QN_KX8_H
 #define QN_KX8_H
 
@@ -37,6 +41,9 @@ extern "C" {
 #endif
 
 #define QN_KX8_ROWS 8
+#define QN_Q40X8_BLOCK_BYTES 144  /* 8 × sizeof(qn_block_q4_0) */
+#define QN_Q80X8_BLOCK_BYTES 272  /* 8 × sizeof(qn_block_q8_0) */
+#define QN_LX8_QS_BYTE 16         /* Q4_0×8, Q8_0×8: the code dwords after the 8 d */
 #define QN_Q2KX8_BLOCK_BYTES 672  /* 8 × sizeof(qn_block_q2_k) */
 #define QN_Q2KX8_D_DWORD 20       /* the rows' d | dmin << 16 */
 #define QN_Q3KX8_BLOCK_BYTES 880  /* 8 × sizeof(qn_block_q3_k) */
@@ -48,9 +55,11 @@ extern "C" {
 #define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
 #define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
 
-/* Bytes of one group block of fmt (Q2_K .. Q6_K; 0 for any other format). */
+/* Bytes of one group block of fmt (Q2_K .. Q6_K, Q4_0, Q8_0; 0 for any other format). */
 static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q2_K   ? QN_Q2KX8_BLOCK_BYTES
+    return fmt == QN_QFORMAT_Q4_0   ? QN_Q40X8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q8_0 ? QN_Q80X8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q2_K ? QN_Q2KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q3_K ? QN_Q3KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q4_K ? QN_Q4KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q5_K ? QN_Q5KX8_BLOCK_BYTES
@@ -58,8 +67,8 @@ static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
                                     : 0;
 }
 
-/* QN_OK when a rows × k matrix of fmt can be repacked: fmt Q2_K .. Q6_K (else QN_ERR_UNSUPPORTED), k a positive
- * multiple of 256 and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
+/* QN_OK when a rows × k matrix of fmt can be repacked: fmt one of qn_kx8_block_bytes' (else QN_ERR_UNSUPPORTED), k a
+ * positive multiple of its block (256 or 32 elements) and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
 
 /* Rows [g_begin·8, g_end·8) of a rows × k matrix of fmt (src: [rows][k / 256] blocks) -> the groups g_begin..g_end-1

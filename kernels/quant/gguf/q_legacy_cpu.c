@@ -14,6 +14,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/gguf_ref.h"
+#include "kernels/quant/gguf/kx8.h"
 
 /* ------------------------------------------------------------------ scalar (every ISA) */
 
@@ -217,6 +218,98 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q5_0_avx2, dec_q5_0, sizeof(qn_block_q5_0), 0)
 QN_DEF_DOT_LEGACY_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0), 0)
 QN_DEF_DOT_LEGACY_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1), 1)
 QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
+
+/* ------------------------------------------------------------------ x86: Q4_0×8 / Q8_0×8 register tiles
+ * 8 weight rows (the lanes) × 1-4 tokens over the load-time repacked groups (kx8.h): per 4-element step one maddubs of
+ * the 8 rows' codes (one 32-byte load) with the token's 4 activations broadcast. Each block's integer Σ q_w·q_a is exact
+ * and each row's sum takes sum += (float)s · (d_w·d_a) block after block, the scalar dot's operations in its order:
+ * every output is bit-identical to dot_q*_0_scalar (the 1-row AVX2 dots sum in lanes and differ from it by rounding).
+ * Q4_0: the codes unsigned (0..15), 8 steps summed in i16 (8·2·15·127 = 30480), the −8 taken back as 8·Σ q_a of the
+ * block (the 4 tokens' sums reduced together). Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot does, in i32. */
+QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
+                         __m256 sum[4]) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
+    const qn_block_q8_0 *yb[4];
+    for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
+    __m256i is[4];
+    if (fmt == QN_QFORMAT_Q4_0) {
+        const __m256i m15 = _mm256_set1_epi8(15), ones8 = _mm256_set1_epi8(1);
+        __m256i acc[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) { /* dword j: elements 4j..4j+3 (low nibbles), 16 + 4j.. (high) */
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_LX8_QS_BYTE + 32 * j));
+            const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+            for (int t = 0; t < nt; t++) {
+                int32_t a0, a1;
+                memcpy(&a0, yb[t]->qs + 4 * j, 4);
+                memcpy(&a1, yb[t]->qs + 16 + 4 * j, 4);
+                const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
+                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+                acc[t] = j ? _mm256_add_epi16(acc[t], p) : p;
+                __asm__("" : "+x"(acc[t])); /* summed as it goes: no spilled products */
+            }
+        }
+        __m256i s8[4]; /* Σ q_a of each token's block, reduced together: [S0 S1 S2 S3] in both halves */
+        for (int t = 0; t < 4; t++)
+            s8[t] = t < nt ? _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb[t]->qs)), ones16)
+                           : _mm256_setzero_si256();
+        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s8[0], s8[1]), _mm256_hadd_epi32(s8[2], s8[3]));
+        h = _mm256_add_epi32(h, _mm256_permute2x128_si256(h, h, 1));
+        for (int t = 0; t < nt; t++)
+            is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16),
+                                     _mm256_slli_epi32(_mm256_permutevar8x32_epi32(h, _mm256_set1_epi32(t)), 3));
+    } else { /* Q8_0 */
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_LX8_QS_BYTE + 32 * j));
+            const __m256i u = _mm256_sign_epi8(v, v);
+            for (int t = 0; t < nt; t++) {
+                int32_t a4;
+                memcpy(&a4, yb[t]->qs + 4 * j, 4);
+                const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(_mm256_set1_epi32(a4), v)), ones16);
+                is[t] = j ? _mm256_add_epi32(is[t], p) : p;
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(qn_cpu_h2f(yb[t]->d)))));
+}
+
+/* 8 rows (group block row w) × nt tokens (nt: a compile-time constant 1..4) over all n / 32 blocks */
+QN_INLINE void lx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, const int nt, float *y,
+                        int64_t ldy) {
+    __m256 sum[4];
+    for (int t = 0; t < nt; t++) sum[t] = _mm256_setzero_ps();
+    const size_t gb = qn_kx8_block_bytes(fmt);
+    for (int64_t ib = 0; ib < n / 32; ib++) {
+        if (ib % 4 == 0) /* 4 group blocks ahead, as kq_cpu.c's tile (a prefetch past the end never faults) */
+            for (size_t i = 0; i < 4 * gb; i += 64) _mm_prefetch((const char *)((uintptr_t)w + (size_t)(ib + 4) * gb + i), _MM_HINT_T0);
+        lx8_block(fmt, w + (size_t)ib * gb, a, as, ib, nt, sum);
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+}
+
+/* matmul_x8 (cpu_kernels.h) of fmt: every group, 8 rows × every token, 4 tokens at a time, then the 1..3 left. */
+#define QN_DEF_LX8_MATMUL(name, FMT)                                                                                 \
+    static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok, float *y, \
+                     int64_t ldy) {                                                                                  \
+        const size_t gbytes = (size_t)(n / 32) * qn_kx8_block_bytes(FMT);                                            \
+        for (int64_t g = 0; g < n_groups; g++) {                                                                     \
+            const uint8_t *w = (const uint8_t *)w8 + (size_t)g * gbytes, *ab = a;                                    \
+            float *yg = y + g * QN_KX8_ROWS;                                                                         \
+            int64_t t = 0;                                                                                           \
+            for (; t + 4 <= n_tok; t += 4) lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 4, yg + t * ldy, ldy);       \
+            switch (n_tok - t) {                                                                                     \
+            case 3: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 3, yg + t * ldy, ldy); break;                       \
+            case 2: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 2, yg + t * ldy, ldy); break;                       \
+            case 1: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 1, yg + t * ldy, ldy); break;                       \
+            default: break;                                                                                          \
+            }                                                                                                        \
+        }                                                                                                            \
+    }
+QN_DEF_LX8_MATMUL(matmul_q4_0x8_avx2, QN_QFORMAT_Q4_0)
+QN_DEF_LX8_MATMUL(matmul_q8_0x8_avx2, QN_QFORMAT_Q8_0)
 
 /* ------------------------------------------------------------------ x86: Q4_1 register tile
  * R weight rows × 4 tokens at a time (vec_dot_tile): each decoded weight block serves 4 tokens and
@@ -517,6 +610,8 @@ void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q8_0] = dot_q8_0_avx2_x4;
     k->from_float[QN_QFORMAT_Q8_0] = quantize_q8_0_avx2;
     k->from_float[QN_QFORMAT_Q8_1] = quantize_q8_1_avx2;
+    k->matmul_x8[QN_QFORMAT_Q4_0] = matmul_q4_0x8_avx2;
+    k->matmul_x8[QN_QFORMAT_Q8_0] = matmul_q8_0x8_avx2;
 #if defined(QN_SIMD_X86_512)
     __builtin_cpu_init();
     k->vec_dot_tile[QN_QFORMAT_Q4_1] = __builtin_cpu_supports("avx512vnni") ? dot_q4_1_tile_vnni : dot_q4_1_tile_avx512;
