@@ -2,7 +2,7 @@
  * × shape (SmolLM2-135M and Llama-3-8B projections) × n_tokens (1 = decode, 32 = prefill chunk).
  * Prints µs per call, GB/s of weight bytes streamed and GFLOP/s (2·rows·k·n_tokens); the best of
  * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's). Where the table has a
- * repacked kernel (matmul_x8: Q2_K .. Q6_K on x86 SIMD) a second row, type "q4_Kx8" etc., times
+ * repacked kernel (matmul_x8: Q2_K .. Q6_K, Q4_0, Q8_0 on x86 SIMD) a second row, type "q4_Kx8" etc., times
  * qn_cpu_matmul_x8 on the same weights repacked as the CPU forward does at load.
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */

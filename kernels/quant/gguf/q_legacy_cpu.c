@@ -5,7 +5,8 @@
  * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
  * lanes (AVX2) or 4 (NEON), so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, and the Q4_1 register tile (rows × 4 tokens)
- * the same per-output arithmetic, so their results are bit-identical. */
+ * the same per-output arithmetic, so their results are bit-identical. The Q4_0×8 / Q8_0×8 tiles over the load-time
+ * repack (kx8.h) follow the scalar path's order instead, bit for bit. */
 #include <stddef.h>
 #include <math.h>
 #include <string.h>
