@@ -227,8 +227,14 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
  * every output is bit-identical to dot_q*_0_scalar (the 1-row AVX2 dots sum in lanes and differ from it by rounding).
  * Q4_0: the codes unsigned (0..15), 8 steps summed in i16 (8·2·15·127 = 30480), the −8 taken back as 8·Σ q_a of the
  * block (the 4 tokens' sums reduced together). Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot does, in i32. */
+/* The 4 tokens' per-block data a tile reads instead of deriving it per group: 8·Σ q_a (Q4_0's correction) and d_a. */
+typedef struct lx8_tok {
+    int32_t corr[4];
+    float da[4];
+} lx8_tok;
+
 QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
-                         __m256 sum[4]) {
+                         const lx8_tok *tb, __m256 sum[4]) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
     const qn_block_q8_0 *yb[4];
@@ -251,15 +257,9 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
                 __asm__("" : "+x"(acc[t])); /* summed as it goes: no spilled products */
             }
         }
-        __m256i s8[4]; /* Σ q_a of each token's block, reduced together: [S0 S1 S2 S3] in both halves */
-        for (int t = 0; t < 4; t++)
-            s8[t] = t < nt ? _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb[t]->qs)), ones16)
-                           : _mm256_setzero_si256();
-        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s8[0], s8[1]), _mm256_hadd_epi32(s8[2], s8[3]));
-        h = _mm256_add_epi32(h, _mm256_permute2x128_si256(h, h, 1));
+        (void)ones8;
         for (int t = 0; t < nt; t++)
-            is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16),
-                                     _mm256_slli_epi32(_mm256_permutevar8x32_epi32(h, _mm256_set1_epi32(t)), 3));
+            is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16), _mm256_set1_epi32(tb->corr[t]));
     } else { /* Q8_0 */
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
@@ -274,40 +274,72 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
         }
     }
     for (int t = 0; t < nt; t++)
-        sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(qn_cpu_h2f(yb[t]->d)))));
+        sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(tb->da[t]))));
+}
+
+/* tb[ib] for the nt tokens at a (stride as) and blocks ib < nb: Σ q_a reduced for 4 tokens at once */
+QN_INLINE void lx8_tok_table(const uint8_t *a, size_t as, int nt, int64_t nb, lx8_tok *tb) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int64_t ib = 0; ib < nb; ib++) {
+        __m256i s8[4];
+        for (int t = 0; t < 4; t++) {
+            const qn_block_q8_0 *yb = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
+            s8[t] = t < nt ? _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb->qs)), ones16)
+                           : _mm256_setzero_si256();
+            tb[ib].da[t] = t < nt ? qn_cpu_h2f(yb->d) : 0.0f;
+        }
+        __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s8[0], s8[1]), _mm256_hadd_epi32(s8[2], s8[3]));
+        h = _mm256_add_epi32(h, _mm256_permute2x128_si256(h, h, 1));
+        _mm_storeu_si128((__m128i *)tb[ib].corr, _mm_slli_epi32(_mm256_castsi256_si128(h), 3));
+    }
 }
 
 /* 8 rows (group block row w) × nt tokens (nt: a compile-time constant 1..4) over all n / 32 blocks */
-QN_INLINE void lx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, const int nt, float *y,
-                        int64_t ldy) {
-    __m256 sum[4];
-    for (int t = 0; t < nt; t++) sum[t] = _mm256_setzero_ps();
+QN_INLINE void lx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, const int nt,
+                        const lx8_tok *tb, bool carry, float *y, int64_t ldy) {
+    __m256 sum[4]; /* carry: the sums so far are in y (an earlier slice of the row) */
+    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm256_loadu_ps(y + t * ldy) : _mm256_setzero_ps();
     const size_t gb = qn_kx8_block_bytes(fmt);
     for (int64_t ib = 0; ib < n / 32; ib++) {
         if (ib % 4 == 0) /* 4 group blocks ahead, as kq_cpu.c's tile (a prefetch past the end never faults) */
             for (size_t i = 0; i < 4 * gb; i += 64) _mm_prefetch((const char *)((uintptr_t)w + (size_t)(ib + 4) * gb + i), _MM_HINT_T0);
-        lx8_block(fmt, w + (size_t)ib * gb, a, as, ib, nt, sum);
+        lx8_block(fmt, w + (size_t)ib * gb, a, as, ib, nt, tb + ib, sum);
     }
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
 }
 
-/* matmul_x8 (cpu_kernels.h) of fmt: every group, 8 rows × every token, 4 tokens at a time, then the 1..3 left. */
+/* matmul_x8 (cpu_kernels.h) of fmt: 4 tokens at a time (then the 1..3 left), their block table made once for every
+ * group of the call (qn_cpu_matmul_x8 gives these formats several groups per call); k up to QN_LX8_MAX_BLOCKS blocks
+ * (the table on the stack), longer rows in slices with the sums carried in y (the same fp32 sequence). */
+#define QN_LX8_MAX_BLOCKS 1024 /* 32 KiB of table */
+QN_INLINE void lx8_matmul(qn_qformat fmt, int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as,
+                          int64_t n_tok, float *y, int64_t ldy) {
+    const int64_t nb = n / 32;
+    const size_t gbytes = (size_t)nb * qn_kx8_block_bytes(fmt);
+    lx8_tok tb[QN_LX8_MAX_BLOCKS];
+    for (int64_t t = 0; t < n_tok; t += 4) {
+        const int nt = n_tok - t < 4 ? (int)(n_tok - t) : 4;
+        for (int64_t b0 = 0; b0 < nb; b0 += QN_LX8_MAX_BLOCKS) { /* one slice unless k > 32768 */
+            const int64_t sb = nb - b0 < QN_LX8_MAX_BLOCKS ? nb - b0 : QN_LX8_MAX_BLOCKS;
+            const uint8_t *at = (const uint8_t *)a + (size_t)t * as + (size_t)b0 * sizeof(qn_block_q8_0);
+            lx8_tok_table(at, as, nt, sb, tb);
+            for (int64_t g = 0; g < n_groups; g++) {
+                const uint8_t *w = (const uint8_t *)w8 + (size_t)g * gbytes + (size_t)b0 * qn_kx8_block_bytes(fmt);
+                float *yg = y + t * ldy + g * QN_KX8_ROWS;
+                switch (nt) {
+                case 4: lx8_tile(fmt, 32 * sb, w, at, as, 4, tb, b0 > 0, yg, ldy); break;
+                case 3: lx8_tile(fmt, 32 * sb, w, at, as, 3, tb, b0 > 0, yg, ldy); break;
+                case 2: lx8_tile(fmt, 32 * sb, w, at, as, 2, tb, b0 > 0, yg, ldy); break;
+                default: lx8_tile(fmt, 32 * sb, w, at, as, 1, tb, b0 > 0, yg, ldy); break;
+                }
+            }
+        }
+    }
+}
 #define QN_DEF_LX8_MATMUL(name, FMT)                                                                                 \
     static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok, float *y, \
                      int64_t ldy) {                                                                                  \
-        const size_t gbytes = (size_t)(n / 32) * qn_kx8_block_bytes(FMT);                                            \
-        for (int64_t g = 0; g < n_groups; g++) {                                                                     \
-            const uint8_t *w = (const uint8_t *)w8 + (size_t)g * gbytes, *ab = a;                                    \
-            float *yg = y + g * QN_KX8_ROWS;                                                                         \
-            int64_t t = 0;                                                                                           \
-            for (; t + 4 <= n_tok; t += 4) lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 4, yg + t * ldy, ldy);       \
-            switch (n_tok - t) {                                                                                     \
-            case 3: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 3, yg + t * ldy, ldy); break;                       \
-            case 2: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 2, yg + t * ldy, ldy); break;                       \
-            case 1: lx8_tile(FMT, n, w, ab + (size_t)t * as, as, 1, yg + t * ldy, ldy); break;                       \
-            default: break;                                                                                          \
-            }                                                                                                        \
-        }                                                                                                            \
+        lx8_matmul(FMT, n, w8, n_groups, a, as, n_tok, y, ldy);                                                      \
     }
 QN_DEF_LX8_MATMUL(matmul_q4_0x8_avx2, QN_QFORMAT_Q4_0)
 QN_DEF_LX8_MATMUL(matmul_q8_0x8_avx2, QN_QFORMAT_Q8_0)
