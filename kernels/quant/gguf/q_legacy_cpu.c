@@ -226,7 +226,8 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
  * and each row's sum takes sum += (float)s · (d_w·d_a) block after block, the scalar dot's operations in its order:
  * every output is bit-identical to dot_q*_0_scalar (the 1-row AVX2 dots sum in lanes and differ from it by rounding).
  * Q4_0: the codes unsigned (0..15), 8 steps summed in i16 (8·2·15·127 = 30480), the −8 taken back as 8·Σ q_a of the
- * block (the 4 tokens' sums reduced together). Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot does, in i32. */
+ * block (lx8_tok_table, once per 4 tokens for all the call's groups). Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot
+ * does, in i32. */
 /* The 4 tokens' per-block data a tile reads instead of deriving it per group: 8·Σ q_a (Q4_0's correction) and d_a. */
 typedef struct lx8_tok {
     int32_t corr[4];
@@ -241,7 +242,7 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
     for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
     __m256i is[4];
     if (fmt == QN_QFORMAT_Q4_0) {
-        const __m256i m15 = _mm256_set1_epi8(15), ones8 = _mm256_set1_epi8(1);
+        const __m256i m15 = _mm256_set1_epi8(15);
         __m256i acc[4];
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++) { /* dword j: elements 4j..4j+3 (low nibbles), 16 + 4j.. (high) */
@@ -257,7 +258,6 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
                 __asm__("" : "+x"(acc[t])); /* summed as it goes: no spilled products */
             }
         }
-        (void)ones8;
         for (int t = 0; t < nt; t++)
             is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16), _mm256_set1_epi32(tb->corr[t]));
     } else { /* Q8_0 */
@@ -277,16 +277,18 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
         sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(tb->da[t]))));
 }
 
-/* tb[ib] for the nt tokens at a (stride as) and blocks ib < nb: Σ q_a reduced for 4 tokens at once */
-QN_INLINE void lx8_tok_table(const uint8_t *a, size_t as, int nt, int64_t nb, lx8_tok *tb) {
+/* tb[ib] for the nt tokens at a (stride as) and blocks ib < nb: d_a, and for Q4_0 8·Σ q_a (4 tokens reduced at once) */
+QN_INLINE void lx8_tok_table(qn_qformat fmt, const uint8_t *a, size_t as, int nt, int64_t nb, lx8_tok *tb) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
     for (int64_t ib = 0; ib < nb; ib++) {
         __m256i s8[4];
         for (int t = 0; t < 4; t++) {
+            s8[t] = _mm256_setzero_si256(), tb[ib].da[t] = 0.0f;
+            if (t >= nt) continue;
             const qn_block_q8_0 *yb = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
-            s8[t] = t < nt ? _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb->qs)), ones16)
-                           : _mm256_setzero_si256();
-            tb[ib].da[t] = t < nt ? qn_cpu_h2f(yb->d) : 0.0f;
+            if (fmt == QN_QFORMAT_Q4_0)
+                s8[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb->qs)), ones16);
+            tb[ib].da[t] = qn_cpu_h2f(yb->d);
         }
         __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s8[0], s8[1]), _mm256_hadd_epi32(s8[2], s8[3]));
         h = _mm256_add_epi32(h, _mm256_permute2x128_si256(h, h, 1));
@@ -322,7 +324,7 @@ QN_INLINE void lx8_matmul(qn_qformat fmt, int64_t n, const void *w8, int64_t n_g
         for (int64_t b0 = 0; b0 < nb; b0 += QN_LX8_MAX_BLOCKS) { /* one slice unless k > 32768 */
             const int64_t sb = nb - b0 < QN_LX8_MAX_BLOCKS ? nb - b0 : QN_LX8_MAX_BLOCKS;
             const uint8_t *at = (const uint8_t *)a + (size_t)t * as + (size_t)b0 * sizeof(qn_block_q8_0);
-            lx8_tok_table(at, as, nt, sb, tb);
+            lx8_tok_table(fmt, at, as, nt, sb, tb);
             for (int64_t g = 0; g < n_groups; g++) {
                 const uint8_t *w = (const uint8_t *)w8 + (size_t)g * gbytes + (size_t)b0 * qn_kx8_block_bytes(fmt);
                 float *yg = y + t * ldy + g * QN_KX8_ROWS;
