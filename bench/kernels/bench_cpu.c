@@ -6,6 +6,7 @@
  * qn_cpu_matmul_x8 on the same weights repacked as the CPU forward does at load.
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,17 +68,39 @@ int main(int argc, char **argv) {
     const char *want_isa = NULL, *want_type = NULL, *want_shape = NULL;
     int64_t want_tokens = 0;
     double min_s = 0.3;
+    bool x8_only = false;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && !strcmp(argv[i], "--isa")) want_isa = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--type")) want_type = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--shape")) want_shape = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--tokens")) want_tokens = atoll(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--min-ms")) min_s = atof(argv[++i]) * 1e-3;
+        else if (!strcmp(argv[i], "--x8-only")) x8_only = true;
         else {
             fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K] [--shape 4096x4096] "
-                            "[--tokens N] [--min-ms MS]\n", argv[0]);
+                            "[--tokens N] [--min-ms MS] [--x8-only]\n"
+                            "  --shape: a row of the table, or any ROWSxK (ROWS a multiple of 8 for the x8 rows)\n"
+                            "  --x8-only: only the load-time repack's rows\n", argv[0]);
             return 2;
         }
+    }
+    bench_shape shapes[sizeof SHAPES / sizeof SHAPES[0] + 1];
+    size_t n_shapes = sizeof SHAPES / sizeof SHAPES[0];
+    memcpy(shapes, SHAPES, sizeof SHAPES);
+    bool in_table = !want_shape;
+    for (size_t s = 0; s < n_shapes && !in_table; s++) {
+        char dims[32];
+        snprintf(dims, sizeof dims, "%lldx%lld", (long long)SHAPES[s].rows, (long long)SHAPES[s].k);
+        in_table = !strcmp(want_shape, dims);
+    }
+    if (!in_table) { /* a shape of the user's own */
+        long long r = 0, k = 0;
+        char end = 0;
+        if (sscanf(want_shape, "%lldx%lld%c", &r, &k, &end) != 2 || r <= 0 || k <= 0) {
+            fprintf(stderr, "--shape %s: want ROWSxK, e.g. 4096x1024\n", want_shape);
+            return 2;
+        }
+        shapes[n_shapes++] = (bench_shape){"custom", want_shape, r, k};
     }
     printf("%-7s %-7s %-10s %-20s %5s %11s %9s %9s\n", "isa", "type", "model", "shape (rows x k)", "ntok", "us/call",
            "GB/s", "GFLOP/s");
@@ -88,8 +111,8 @@ int main(int argc, char **argv) {
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;
             const qn_qformat af = QN_QFORMATS[f].vec_dot_type;
-            for (size_t s = 0; s < sizeof SHAPES / sizeof SHAPES[0]; s++) {
-                const bench_shape *sh = &SHAPES[s];
+            for (size_t s = 0; s < n_shapes; s++) {
+                const bench_shape *sh = &shapes[s];
                 char dims[32];
                 snprintf(dims, sizeof dims, "%lldx%lld", (long long)sh->rows, (long long)sh->k);
                 if (want_shape && strcmp(want_shape, dims)) continue;
@@ -116,6 +139,7 @@ int main(int argc, char **argv) {
                     }
                     for (int x8 = 0; x8 < 2; x8++) { /* the plain rows, then the load-time repack where there is one */
                         if (x8 && !w8) break;
+                        if (!x8 && x8_only && w8) continue;
                         double best = 1e30, spent = 0.0;
                         int reps = 0;
                         while (reps < 2 || (spent < min_s && reps < 1000)) {
