@@ -134,7 +134,7 @@ int qn_cmd_bench(int argc, char **argv) {
         {"batch-size", NULL, 'b', QN_ARG_INT, &n_batch, "max tokens per forward step (2048)"},
         {"output", NULL, 'o', QN_ARG_STR, &out_fmt, "md | csv | json | jsonl"},
         {"isa", NULL, 0, QN_ARG_STR, &isa_name, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
-        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "keep Q2_K..Q6_K/Q4_0/Q8_0 weights as in the file (no 8-row CPU repack; A/B)"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "no 8-row CPU repack of K-quant/Q4_0/Q5_x/Q8_0 weights (A/B)"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };

@@ -37,7 +37,7 @@ int qn_cmd_perplexity(int argc, char **argv) {
         {"chunks", NULL, 0, QN_ARG_INT, &n_chunks, "evaluate at most N windows (all)"},
         {"threads", NULL, 't', QN_ARG_INT, &n_threads, "CPU threads (all cores)"},
         {"isa", NULL, 0, QN_ARG_STR, &isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
-        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "keep Q2_K..Q6_K/Q4_0/Q8_0 weights as in the file (no 8-row CPU repack; A/B)"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &no_repack, "no 8-row CPU repack of K-quant/Q4_0/Q5_x/Q8_0 weights (A/B)"},
         QN_TOOL_DEVICE_ARGS(dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &help, "this help"},
     };

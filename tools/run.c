@@ -94,7 +94,7 @@ int qn_cmd_run(int argc, char **argv) {
         {"ignore-eos", NULL, 0, QN_ARG_BOOL, &o.ignore_eos, "keep generating after end-of-generation tokens"},
         {"token-ids", NULL, 0, QN_ARG_BOOL, &o.token_ids, "print generated token ids on stderr"},
         {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
-        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "keep Q2_K..Q6_K/Q4_0/Q8_0 weights as in the file (no 8-row CPU repack; A/B)"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "no 8-row CPU repack of K-quant/Q4_0/Q5_x/Q8_0 weights (A/B)"},
         QN_TOOL_DEVICE_ARGS(o.dev),
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };

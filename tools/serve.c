@@ -213,7 +213,7 @@ int qn_cmd_serve(int argc, char **argv) {
         {"root-path", "api-prefix", 0, QN_ARG_STR, &o.root_path, "path prefix behind a proxy, e.g. /llm"},
         {"allowed-origins", "cors-origins", 0, QN_ARG_STR, &o.cors, "CORS origins: * or a comma list (* without a key)"},
         {"isa", NULL, 0, QN_ARG_STR, &o.isa, "CPU kernels: auto|scalar|avx2|avx512|neon|neon_dotprod"},
-        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "keep Q2_K..Q6_K/Q4_0/Q8_0 weights as in the file (no 8-row CPU repack; A/B)"},
+        {"no-repack", NULL, 0, QN_ARG_BOOL, &o.no_repack, "no 8-row CPU repack of K-quant/Q4_0/Q5_x/Q8_0 weights (A/B)"},
         {"help", NULL, 'h', QN_ARG_BOOL, &o.help, "this help"},
     };
     const int nt = (int)(sizeof table / sizeof table[0]);

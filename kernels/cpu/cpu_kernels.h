@@ -36,9 +36,9 @@ typedef void (*qn_vec_dot_tile_fn)(int64_t n, const void *w, size_t w_stride, in
                                    size_t a_stride, int64_t n_tok, float *y, int64_t ldy);
 
 /* y[t * ldy + 8g + r] = dot(W row 8g + r, a row t) for g < n_groups, r < 8, t < n_tok; w8: n_groups row groups of
- * a weight repacked 8 rows at a time (Q2_K .. Q6_K, Q4_0, Q8_0: gguf/kx8.h; group g at w8 + g·8·row bytes), a: [n_tok][a_stride
- * bytes] in vec_dot_type(fmt). Every output is bit-identical to the scalar table's vec_dot on W's plain rows (for the
- * K-quants also to this table's; Q4_0 / Q8_0's 1-row SIMD dots sum in lanes and round otherwise). */
+ * a weight repacked 8 rows at a time (Q2_K .. Q6_K, Q4_0, Q5_0, Q5_1, Q8_0: gguf/kx8.h; group g at w8 + g·8·row
+ * bytes), a: [n_tok][a_stride bytes] in vec_dot_type(fmt). Every output is bit-identical to the scalar table's vec_dot on W's plain rows (for the
+ * K-quants also to this table's; the 32-element formats' 1-row SIMD dots sum in lanes and round otherwise). */
 typedef void (*qn_matmul_x8_fn)(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t a_stride,
                                 int64_t n_tok, float *y, int64_t ldy);
 

@@ -78,7 +78,7 @@ qn_status qn_cpu_matmul_x8(const qn_cpu_kernels *kern, qn_qformat wfmt, const vo
     /* the same blocking as qn_cpu_matmul_rows: ~32 KiB of weight groups (at least one) × ~256 KiB of tokens */
     int64_t g_tile = (int64_t)(QN_MM_ROW_TILE_BYTES / (8 * wrb)), tok_chunk = (int64_t)(QN_MM_TOK_CHUNK_BYTES / arb);
     if (g_tile < 1) g_tile = 1;
-    /* Q4_0 / Q8_0 (32-element blocks): the kernel makes a table of the tokens' block data once per call, for every
+    /* Q4_0, Q5_0, Q5_1, Q8_0 (32-element blocks): the kernel makes a table of the tokens' block data once per call, for every
      * group: 8 times the groups (~256 KiB of weights, in L2 beside a 4-token slice of activations) amortize it */
     if (QN_QFORMATS[wfmt].block_elems == 32) g_tile *= 8;
     tok_chunk = tok_chunk < 4 ? 4 : tok_chunk & ~(int64_t)3;

@@ -3,10 +3,10 @@
  * + residual -> RMSNorm -> gate/up matmuls -> SiLU*up -> down matmul + residual. Activations are
  * quantized to each weight format's vec_dot_type (as llama.cpp's CPU backend does) once per
  * format per step, and every parallel region splits rows (matmuls) or tokens/heads (the rest).
- * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q2_K .. Q6_K, Q4_0, Q8_0 on x86 SIMD) are
+ * Matmul weights the kernel table has a repacked kernel for (matmul_x8: Q2_K .. Q6_K, Q4_0, Q5_0, Q5_1, Q8_0 on x86 SIMD) are
  * copied once, at create, into that layout (8 rows interleaved, gguf/kx8.h), and their file pages are dropped
- * (qn_gguf_drop_pages): the same bytes, not twice. The K-quant outputs stay bit-identical; Q4_0 / Q8_0 take the
- * scalar dot's order, where the 1-row AVX2 dots (--no-repack) sum in lanes and round otherwise. */
+ * (qn_gguf_drop_pages): the same bytes, not twice. The K-quant outputs stay bit-identical; Q4_0, Q5_0, Q5_1 and Q8_0
+ * take the scalar dot's order, where the 1-row AVX2 dots (--no-repack) sum in lanes and round otherwise. */
 #include "model/llama_cpu.h"
 
 #include <math.h>

@@ -16,8 +16,8 @@ typedef struct qn_llama_cpu qn_llama_cpu;
 qn_status qn_llama_cpu_create(const qn_model *m, const qn_cpu_kernels *kern, qn_threadpool *tp,
                               int32_t max_tokens, int32_t max_ctx, qn_llama_cpu **out, qn_error *err);
 void qn_llama_cpu_destroy(qn_llama_cpu *f); /* NULL is a no-op */
-/* Bytes of matmul weights create repacked for the table's matmul_x8 kernels (Q2_K×8 .. Q6_K×8, Q4_0×8, Q8_0×8 on x86
- * SIMD); 0: none. */
+/* Bytes of matmul weights create repacked for the table's matmul_x8 kernels (Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8,
+ * Q5_1×8, Q8_0×8 on x86 SIMD); 0: none. */
 size_t qn_llama_cpu_repacked_bytes(const qn_llama_cpu *f);
 
 /* Debug tap (peer comparison, like ggml's eval callback): when set, called after each stage of

@@ -12,7 +12,7 @@
  *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
- *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
+ *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
  *               with the scalar vec_dot on the plain rows for 1..5, 7 and 113 tokens (every token tail), 1 and 37
  *               blocks per row, sub-ranges of row groups, untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
@@ -370,20 +370,27 @@ static void test_matmul_tile(void **state) {
 static void test_matmul_x8(void **state) {
     (void)state;
     enum { N_ROWS = 24, LDY = 27, MAX_TOK = 113 };
-    /* blocks per row; 1030 (Q4_0 / Q8_0 only, up to 7 tokens) crosses the legacy tiles' 1024-block table slice */
+    /* blocks per row; 1030 (the 32-element formats only, up to 7 tokens) crosses the legacy tiles' 1024-block table
+     * slice (Q5_1: refused, kx8.h) */
     const int64_t kb[] = {1, 37, 1030};
     const int64_t toks[] = {1, 2, 3, 4, 5, 7, MAX_TOK};
     const int64_t ranges[][2] = {{0, N_ROWS}, {8, 16}, {16, 24}};
     const qn_qformat fmts[] = {QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
-                               QN_QFORMAT_Q4_0, QN_QFORMAT_Q8_0};
+                               QN_QFORMAT_Q4_0, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0};
     qn_rng rng;
     int failures = 0, tested = 0, x86_simd = 0;
     for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++)
     for (size_t ki = 0; ki < sizeof kb / sizeof kb[0]; ki++) {
         const qn_qformat wf = fmts[fi];
-        const qn_qformat af = QN_QFORMATS[wf].vec_dot_type; /* Q8_K, or Q8_0 for Q4_0 / Q8_0 */
+        const qn_qformat af = QN_QFORMATS[wf].vec_dot_type; /* Q8_K, Q8_1 for Q5_1, else Q8_0 */
         const int64_t be = QN_QFORMATS[wf].block_elems, k = kb[ki] * be;
         if (kb[ki] > 37 && be != 32) continue;
+        if (wf == QN_QFORMAT_Q5_1 && kb[ki] > QN_LX8_MAX_BLOCKS) {
+            uint8_t one[8 * sizeof(qn_block_q5_1)] = {0};
+            assert_int_equal(qn_kx8_check_shape(wf, 8, k), QN_ERR_SHAPE);
+            assert_int_equal(qn_kx8_repack(wf, one, one, 8, k, 0, 1), QN_ERR_SHAPE);
+            continue;
+        }
         const size_t wrb = qn_qformat_row_bytes(wf, k), arb = qn_qformat_row_bytes(af, k);
         qn_rng_seed(&rng, 7000 + 10 * fi + ki);
         uint8_t *w = malloc(wrb * N_ROWS), *w8 = malloc(wrb * N_ROWS), *row = malloc(wrb), *a = malloc(arb * MAX_TOK);
@@ -394,6 +401,7 @@ static void test_matmul_x8(void **state) {
         for (int64_t b = 0; b < kb[ki]; b++) {
             uint8_t *blk = w + 3 * wrb + (size_t)b * (wrb / (size_t)kb[ki]);
             if (wf == QN_QFORMAT_Q4_0 || wf == QN_QFORMAT_Q8_0) memset(blk + 2, wf == QN_QFORMAT_Q4_0 ? 0xff : 0x80, wrb / (size_t)kb[ki] - 2);
+            else if (wf == QN_QFORMAT_Q5_0) memset(blk + 2, 0xff, wrb / (size_t)kb[ki] - 2); /* qh and qs: codes 31 */
             else if (wf == QN_QFORMAT_Q6_K) memset(blk, 0xff, offsetof(qn_block_q6_k, d));
             else if (wf == QN_QFORMAT_Q2_K) memset(blk, 0xff, offsetof(qn_block_q2_k, d));
             else if (wf == QN_QFORMAT_Q3_K) memset(blk, 0xff, offsetof(qn_block_q3_k, d));

@@ -246,7 +246,7 @@ typedef struct synth_spec {
     bool qwen2;
 } synth_spec;
 
-static char g_made[16][512]; /* synthesized files, removed at exit */
+static char g_made[32][512]; /* synthesized files, removed at exit */
 static int g_n_made;
 
 static qn_model *load_synth(const synth_spec *sp) {
@@ -267,7 +267,7 @@ static qn_model *load_synth(const synth_spec *sp) {
         st = qn_synth_gguf(path, &sy, NULL, &err);
         if (st != QN_OK) fprintf(stderr, "synth %s: %s\n", sp->file, err.msg);
         assert_int_equal(st, QN_OK);
-        if (g_n_made < 16) snprintf(g_made[g_n_made++], sizeof g_made[0], "%s", path);
+        if (g_n_made < 32) snprintf(g_made[g_n_made++], sizeof g_made[0], "%s", path);
     }
     qn_model *m = NULL;
     st = qn_model_load(path, &m, &err);
@@ -293,12 +293,13 @@ static void test_synth_types(void **state) {
     }
 }
 
-/* The load-time repack (Q2_K×8 .. Q6_K×8, Q4_0×8, Q8_0×8: llama_cpu.c): the forward with it gives every logit of every
- * step bit for bit as the same table without it (matmul_x8 cleared), on tied models (the embedding is not
- * repacked: the token lookup reads it) and an untied one (its Q6_K output weight is). Q4_K_S's attn_v weights
- * are Q5_K; the Q2_K mix has Q2_K, Q3_K and Q4_K matmuls, Q3_K_M Q3_K, Q4_K and Q5_K; Q4_0 and Q8_0 their own
- * (against the scalar dot: see below; the Q8_0 model untied, so that no Q8_0 matmul stays on the AVX2 dot). Two threads, so rows split between them in whole groups. The plain run comes second: it reads the
- * file pages the repack dropped. */
+/* The load-time repack (Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8: llama_cpu.c): the forward with it gives
+ * every logit of every step bit for bit as the same table without it (matmul_x8 cleared), on tied models (the
+ * embedding is not repacked: the token lookup reads it) and untied ones (their output weight is). Q4_K_S's attn_v
+ * weights are Q5_K; the Q2_K mix has Q2_K, Q3_K and Q4_K matmuls, Q3_K_M Q3_K, Q4_K and Q5_K; Q4_0, Q5_0, Q5_1 and
+ * Q8_0 their own (against the scalar dot: see below; the Q5_1 and Q8_0 models untied, so that no matmul of theirs
+ * stays on the AVX2 dot). Two threads, so rows split between them in whole groups. The plain run comes second: it
+ * reads the file pages the repack dropped. */
 static void test_repack(void **state) {
     (void)state;
     static const synth_spec specs[] = {{"q4_k_s.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 4, false},
@@ -306,14 +307,16 @@ static void test_repack(void **state) {
                                        {"q2_k.gguf", QN_FTYPE_MOSTLY_Q2_K, 4, false},
                                        {"q3_k_m.gguf", QN_FTYPE_MOSTLY_Q3_K_M, 2, false},
                                        {"q4_0.gguf", QN_FTYPE_MOSTLY_Q4_0, 4, false},
+                                       {"q5_0.gguf", QN_FTYPE_MOSTLY_Q5_0, 4, false},
+                                       {"q5_1-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q5_1, 2, true},
                                        {"q8_0-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q8_0, 2, true},
                                        {"q4_k_s-qwen2-kv2.gguf", QN_FTYPE_MOSTLY_Q4_K_S, 2, true}};
     qn_cpu_kernels plain = g_kern, scalar;
     memset(plain.matmul_x8, 0, sizeof plain.matmul_x8);
-    /* Q4_0×8 / Q8_0×8 keep the scalar dot's order (the 1-row AVX2 dots sum in lanes, so they round otherwise): the
-     * plain run takes the scalar dot for those two formats */
+    /* Q4_0×8, Q5_0×8, Q5_1×8 and Q8_0×8 keep the scalar dot's order (the 1-row AVX2 dots sum in lanes, so they round
+     * otherwise): the plain run takes the scalar dot for those formats */
     assert_int_equal(qn_cpu_kernels_select(QN_CPU_ISA_SCALAR, &scalar), QN_OK);
-    static const qn_qformat scalar_order[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q8_0};
+    static const qn_qformat scalar_order[] = {QN_QFORMAT_Q4_0, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0};
     for (size_t i = 0; i < sizeof scalar_order / sizeof scalar_order[0]; i++) {
         const qn_qformat f = scalar_order[i];
         plain.vec_dot[f] = scalar.vec_dot[f], plain.vec_dot_x4[f] = NULL, plain.vec_dot_tile[f] = NULL;

@@ -1,10 +1,17 @@
-/* kx8.c — the Q2_K .. Q6_K, Q4_0, Q8_0 -> ×8 row-interleaved repack and its inverse (kx8.h). */
+/* kx8.c — the Q2_K .. Q6_K, Q4_0, Q5_0, Q5_1, Q8_0 -> ×8 row-interleaved repack and its inverse (kx8.h). */
 #include "kernels/quant/gguf/kx8.h"
 
 #include <string.h>
 
 #include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_dequant.h"
 
+QN_STATIC_ASSERT(QN_Q50X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q5_0) &&
+                     QN_Q51X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q5_1) &&
+                     offsetof(qn_block_q5_0, qh) == 2 && offsetof(qn_block_q5_1, qh) == 4 &&
+                     QN_Q5X8_QS_BYTE(QN_QFORMAT_Q5_0) + 128 == QN_Q50X8_BLOCK_BYTES &&
+                     QN_Q5X8_QS_BYTE(QN_QFORMAT_Q5_1) + 128 == QN_Q51X8_BLOCK_BYTES,
+                 "q5_x x8 blocks");
 QN_STATIC_ASSERT(QN_Q40X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q4_0) &&
                      QN_Q80X8_BLOCK_BYTES == QN_KX8_ROWS * sizeof(qn_block_q8_0) &&
                      offsetof(qn_block_q4_0, qs) == 2 && offsetof(qn_block_q8_0, qs) == 2 &&
@@ -23,6 +30,7 @@ QN_STATIC_ASSERT(QN_Q6KX8_SC_DWORD == 48 && QN_Q6KX8_D_BYTE == 32 * 52, "q6_kx8 
 
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k) {
     if (!qn_kx8_block_bytes(fmt)) return QN_ERR_UNSUPPORTED;
+    if (fmt == QN_QFORMAT_Q5_1 && k > 32 * (int64_t)QN_LX8_MAX_BLOCKS) return QN_ERR_SHAPE;
     return rows >= 0 && rows % QN_KX8_ROWS == 0 && k > 0 && k % QN_QFORMATS[fmt].block_elems == 0 ? QN_OK : QN_ERR_SHAPE;
 }
 
@@ -123,8 +131,51 @@ static void move_legacy(uint8_t *grp, uint8_t *blk, int n_dwords, int r, bool to
     }
 }
 
+/* The 4×4 bit transpose of each 16-bit half (bit 4j + c <-> bit 4c + j): its own inverse */
+static uint32_t transpose4x4_halves(uint32_t x) {
+    uint32_t t = (x ^ x >> 3) & 0x0a0a0a0au;
+    x ^= t ^ t << 3;
+    t = (x ^ x >> 6) & 0x00cc00ccu;
+    return x ^ t ^ t << 6;
+}
+
+/* qh (bit e: element e's fifth bit) <-> H (kx8.h: byte c, bit j = element 4j + c; bit 4 + j = element 16 + 4j + c).
+ * After the transpose nibble c of half h holds elements 16h + 4j + c at bit j; H byte c = nibble c | nibble c' << 4. */
+static uint32_t q5_qh_to_h(uint32_t qh) {
+    const uint32_t t = transpose4x4_halves(qh);
+    uint32_t h = 0;
+    for (int c = 0; c < 4; c++) h |= ((t >> 4 * c & 15) | (t >> (16 + 4 * c) & 15) << 4) << 8 * c;
+    return h;
+}
+static uint32_t q5_h_to_qh(uint32_t h) {
+    uint32_t t = 0;
+    for (int c = 0; c < 4; c++) t |= (h >> 8 * c & 15) << 4 * c | (h >> (8 * c + 4) & 15) << (16 + 4 * c);
+    return transpose4x4_halves(t);
+}
+
+/* Q5_0, Q5_1: d (and m) to the header, qh regrouped to the H row, the qs dwords to the code rows */
+static void move_q5(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
+    const int hb = fmt == QN_QFORMAT_Q5_1 ? 4 : 2; /* qh's byte in the block: after d (and m) */
+    uint8_t *g = grp + 2 * r;
+    memcpy(to_group ? g : blk, to_group ? blk : g, 2);
+    if (fmt == QN_QFORMAT_Q5_1) {
+        g = grp + QN_Q51X8_M_BYTE + 2 * r;
+        memcpy(to_group ? g : blk + 2, to_group ? blk + 2 : g, 2);
+    }
+    g = grp + QN_Q5X8_H_BYTE(fmt) + 4 * r;
+    const uint32_t v = to_group ? q5_qh_to_h(qn_gguf_le32(blk + hb)) : q5_h_to_qh(qn_gguf_le32(g));
+    const uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    memcpy(to_group ? g : blk + hb, le, 4);
+    for (int j = 0; j < 4; j++) {
+        g = grp + QN_Q5X8_QS_BYTE(fmt) + 32 * j + 4 * r;
+        memcpy(to_group ? g : blk + hb + 4 + 4 * j, to_group ? blk + hb + 4 + 4 * j : g, 4);
+    }
+}
+
 static void move_row(qn_qformat fmt, uint8_t *grp, uint8_t *blk, int r, bool to_group) {
-    if (fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q8_0) {
+    if (fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1) {
+        move_q5(fmt, grp, blk, r, to_group);
+    } else if (fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q8_0) {
         move_legacy(grp, blk, (int)(qn_kx8_block_bytes(fmt) / QN_KX8_ROWS - 2) / 4, r, to_group);
     } else if (fmt == QN_QFORMAT_Q6_K) {
         move_q6_k(grp, (qn_block_q6_k *)blk, r, to_group);

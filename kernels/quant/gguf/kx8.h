@@ -1,8 +1,9 @@
-/* kx8.h — the CPU-only row-interleaved layouts Q2_K×8 .. Q6_K×8, Q4_0×8 and Q8_0×8 (a load-time repack, no file
+/* kx8.h — the CPU-only row-interleaved layouts Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8 and Q8_0×8 (a load-time
+ * repack, no file
  * format).
  *
  *   group block = the blocks of 8 consecutive rows for one block-wide column span (256 columns for the K-quants, 32
- *   for Q4_0 / Q8_0), rows of 32 bytes holding one dword per weight row. rows 8g..8g+7 (group g) × the span b:
+ *   for Q4_0 / Q5_0 / Q5_1 / Q8_0), rows of 32 bytes holding one dword per weight row. rows 8g..8g+7 (group g) × the span b:
  *   group block g·(k / block elements) + b.
  *   K-quants: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
  *   Q2_K×8 (672 bytes): D = 21, T = 0, the block's dwords as they are: scales 0..3 (one byte per 16-element sub-block,
@@ -22,6 +23,11 @@
  *     scales 4j..4j+3); then the 8 fp16 d. 192 + 16 + 2 bytes per row, Q6_K's 210.
  *   Q4_0×8 (144 bytes) and Q8_0×8 (272 bytes): the 8 rows' fp16 d first (16 bytes), then dword j of row r's qs at
  *     byte 16 + 32j + 4r (j < 4 / 8).
+ *   Q5_0×8 (176 bytes) and Q5_1×8 (192 bytes): the 8 fp16 d (Q5_1: then the 8 fp16 m), then one dword row H of the
+ *     fifth bits, then the 4 qs dword rows as Q4_0×8's (QN_Q5X8_H_BYTE, QN_Q5X8_QS_BYTE). Row r's H dword is its qh
+ *     regrouped by qs dword: byte c (c < 4) holds at bit j the fifth bit of element 4j + c and at bit 4 + j that of
+ *     element 16 + 4j + c (j < 4), so that the bits of qs dword j's low nibbles are H << (4 − j) & 0x10 per byte
+ *     and those of its high nibbles H >> j & 0x10 (16-bit shifts that move no bit across a byte at bit 4).
  *
  * Why: the AVX2 register tiles keep 8 rows in the 8 i32 lanes (kq_cpu.c, q_legacy_cpu.c); fed plain rows they would
  * transpose every block (an 8×8 dword transpose per 32 bytes) for each 4 tokens. Stored transposed, each 32-byte
@@ -43,7 +49,12 @@ extern "C" {
 #define QN_KX8_ROWS 8
 #define QN_Q40X8_BLOCK_BYTES 144  /* 8 × sizeof(qn_block_q4_0) */
 #define QN_Q80X8_BLOCK_BYTES 272  /* 8 × sizeof(qn_block_q8_0) */
-#define QN_LX8_QS_BYTE 16         /* Q4_0×8, Q8_0×8: the code dwords after the 8 d */
+#define QN_LX8_QS_BYTE 16         /* Q4_0×8, Q8_0×8: the code dwords after the 8 d (Q5_x×8: below) */
+#define QN_Q50X8_BLOCK_BYTES 176  /* 8 × sizeof(qn_block_q5_0) */
+#define QN_Q51X8_BLOCK_BYTES 192  /* 8 × sizeof(qn_block_q5_1) */
+#define QN_Q5X8_H_BYTE(fmt) ((fmt) == QN_QFORMAT_Q5_1 ? 32 : 16) /* the fifth bits' dword row */
+#define QN_Q5X8_QS_BYTE(fmt) (QN_Q5X8_H_BYTE(fmt) + 32)          /* the 4 qs dword rows */
+#define QN_Q51X8_M_BYTE 16        /* Q5_1×8: the 8 fp16 m after the 8 d */
 #define QN_Q2KX8_BLOCK_BYTES 672  /* 8 × sizeof(qn_block_q2_k) */
 #define QN_Q2KX8_D_DWORD 20       /* the rows' d | dmin << 16 */
 #define QN_Q3KX8_BLOCK_BYTES 880  /* 8 × sizeof(qn_block_q3_k) */
@@ -55,9 +66,11 @@ extern "C" {
 #define QN_Q6KX8_SC_DWORD 48      /* first dword row of the scales (the code streams: 0..47) */
 #define QN_Q6KX8_D_BYTE 1664      /* the 8 rows' fp16 d */
 
-/* Bytes of one group block of fmt (Q2_K .. Q6_K, Q4_0, Q8_0; 0 for any other format). */
+/* Bytes of one group block of fmt (Q2_K .. Q6_K, Q4_0, Q5_0, Q5_1, Q8_0; 0 for any other format). */
 static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
     return fmt == QN_QFORMAT_Q4_0   ? QN_Q40X8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q5_0 ? QN_Q50X8_BLOCK_BYTES
+           : fmt == QN_QFORMAT_Q5_1 ? QN_Q51X8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q8_0 ? QN_Q80X8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q2_K ? QN_Q2KX8_BLOCK_BYTES
            : fmt == QN_QFORMAT_Q3_K ? QN_Q3KX8_BLOCK_BYTES
@@ -67,8 +80,14 @@ static inline size_t qn_kx8_block_bytes(qn_qformat fmt) {
                                     : 0;
 }
 
+/* The legacy tiles (q_legacy_cpu.c) read a table of the tokens' block data made per slice of this many blocks; Q5_1's
+ * two sums (Σ s·d_w·d_a and Σ m_w·s_a, added at the end as vec_dot does) cannot carry across slices, so its rows
+ * are at most one slice long. */
+#define QN_LX8_MAX_BLOCKS 1024
+
 /* QN_OK when a rows × k matrix of fmt can be repacked: fmt one of qn_kx8_block_bytes' (else QN_ERR_UNSUPPORTED), k a
- * positive multiple of its block (256 or 32 elements) and rows a multiple of 8 (>= 0) (else QN_ERR_SHAPE). */
+ * positive multiple of its block (256 or 32 elements; Q5_1: at most 32·QN_LX8_MAX_BLOCKS) and rows a multiple of 8
+ * (>= 0) (else QN_ERR_SHAPE). */
 qn_status qn_kx8_check_shape(qn_qformat fmt, int64_t rows, int64_t k);
 
 /* Rows [g_begin·8, g_end·8) of a rows × k matrix of fmt (src: [rows][k / 256] blocks) -> the groups g_begin..g_end-1

@@ -5,7 +5,7 @@
  * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
  * lanes (AVX2) or 4 (NEON), so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, and the Q4_1 register tile (rows × 4 tokens)
- * the same per-output arithmetic, so their results are bit-identical. The Q4_0×8 / Q8_0×8 tiles over the load-time
+ * the same per-output arithmetic, so their results are bit-identical. The Q4_0×8 / Q5_0×8 / Q5_1×8 / Q8_0×8 tiles over the load-time
  * repack (kx8.h) follow the scalar path's order instead, bit for bit. */
 #include <stddef.h>
 #include <math.h>
@@ -220,26 +220,35 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0), 0)
 QN_DEF_DOT_LEGACY_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1), 1)
 QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
 
-/* ------------------------------------------------------------------ x86: Q4_0×8 / Q8_0×8 register tiles
+/* ------------------------------------------------------------------ x86: Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8 register tiles
  * 8 weight rows (the lanes) × 1-4 tokens over the load-time repacked groups (kx8.h): per 4-element step one maddubs of
  * the 8 rows' codes (one 32-byte load) with the token's 4 activations broadcast. Each block's integer Σ q_w·q_a is exact
- * and each row's sum takes sum += (float)s · (d_w·d_a) block after block, the scalar dot's operations in its order:
- * every output is bit-identical to dot_q*_0_scalar (the 1-row AVX2 dots sum in lanes and differ from it by rounding).
+ * and each row's sum takes sum += (float)s · (d_w·d_a) block after block (Q5_1 also summ += m_w·s_a, and sum + summ at
+ * the end), the scalar dot's operations in its order: every output is bit-identical to dot_q*_scalar (the 1-row AVX2
+ * dots sum in lanes and differ from it by rounding).
  * Q4_0: the codes unsigned (0..15), 8 steps summed in i16 (8·2·15·127 = 30480), the −8 taken back as 8·Σ q_a of the
- * block (lx8_tok_table, once per 4 tokens for all the call's groups). Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot
- * does, in i32. */
-/* The 4 tokens' per-block data a tile reads instead of deriving it per group: 8·Σ q_a (Q4_0's correction) and d_a. */
+ * block (lx8_tok_table, once per 4 tokens for all the call's groups). Q5_0 / Q5_1: the codes with their fifth bit
+ * (0..31; kx8.h's H row: one shift and one AND per 32 bytes), 4 steps in i16 (4·2·31·127 = 31496); Q5_0 takes back
+ * 16·Σ q_a. Q8_0: signed codes, |w|·sign(a, w) as Q8_0's dot does, in i32. */
+/* The 4 tokens' per-block data a tile reads instead of deriving it per group: the correction 8·Σ q_a (Q4_0) or
+ * 16·Σ q_a (Q5_0), d_a, and Q5_1's s_a (its Q8_1 block's d·Σ q_a). */
 typedef struct lx8_tok {
     int32_t corr[4];
-    float da[4];
+    float da[4], sa[4];
 } lx8_tok;
 
+/* the activation block ib of token row a: Q8_1 for Q5_1 (qs at byte 4), else Q8_0 (qs at byte 2) */
+QN_INLINE const int8_t *lx8_act_qs(qn_qformat fmt, const uint8_t *a, int64_t ib) {
+    return fmt == QN_QFORMAT_Q5_1 ? ((const qn_block_q8_1 *)(const void *)a + ib)->qs
+                                  : ((const qn_block_q8_0 *)(const void *)a + ib)->qs;
+}
+
 QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
-                         const lx8_tok *tb, __m256 sum[4]) {
+                         const lx8_tok *tb, __m256 sum[4], __m256 summ[4]) {
     const __m256i ones16 = _mm256_set1_epi16(1);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));
-    const qn_block_q8_0 *yb[4];
-    for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
+    const int8_t *aq[4];
+    for (int t = 0; t < nt; t++) aq[t] = lx8_act_qs(fmt, a + (size_t)t * as, ib);
     __m256i is[4];
     if (fmt == QN_QFORMAT_Q4_0) {
         const __m256i m15 = _mm256_set1_epi8(15);
@@ -250,8 +259,8 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
             const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
             for (int t = 0; t < nt; t++) {
                 int32_t a0, a1;
-                memcpy(&a0, yb[t]->qs + 4 * j, 4);
-                memcpy(&a1, yb[t]->qs + 16 + 4 * j, 4);
+                memcpy(&a0, aq[t] + 4 * j, 4);
+                memcpy(&a1, aq[t] + 16 + 4 * j, 4);
                 const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
                                                    _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
                 acc[t] = j ? _mm256_add_epi16(acc[t], p) : p;
@@ -260,6 +269,33 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
         }
         for (int t = 0; t < nt; t++)
             is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16), _mm256_set1_epi32(tb->corr[t]));
+    } else if (fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1) {
+        const __m256i m15 = _mm256_set1_epi8(15), m16 = _mm256_set1_epi8(16);
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(g + QN_Q5X8_H_BYTE(fmt)));
+        __m256i acc[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) { /* as Q4_0's, each code's fifth bit from H (kx8.h) */
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_Q5X8_QS_BYTE(fmt) + 32 * j));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m15), _mm256_and_si256(_mm256_slli_epi16(h, 4 - j), m16));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15),
+                                               _mm256_and_si256(j ? _mm256_srli_epi16(h, j) : h, m16));
+            for (int t = 0; t < nt; t++) {
+                int32_t a0, a1;
+                memcpy(&a0, aq[t] + 4 * j, 4);
+                memcpy(&a1, aq[t] + 16 + 4 * j, 4);
+                const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
+                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+                acc[t] = j % 2 ? _mm256_add_epi16(acc[t], p) : p;
+                __asm__("" : "+x"(acc[t]));
+            }
+            if (j % 2)
+                for (int t = 0; t < nt; t++) {
+                    const __m256i s32 = _mm256_madd_epi16(acc[t], ones16);
+                    is[t] = j == 1 ? s32 : _mm256_add_epi32(is[t], s32);
+                }
+        }
+        if (fmt == QN_QFORMAT_Q5_0)
+            for (int t = 0; t < nt; t++) is[t] = _mm256_sub_epi32(is[t], _mm256_set1_epi32(tb->corr[t]));
     } else { /* Q8_0 */
 #pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
@@ -267,7 +303,7 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
             const __m256i u = _mm256_sign_epi8(v, v);
             for (int t = 0; t < nt; t++) {
                 int32_t a4;
-                memcpy(&a4, yb[t]->qs + 4 * j, 4);
+                memcpy(&a4, aq[t] + 4 * j, 4);
                 const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(_mm256_set1_epi32(a4), v)), ones16);
                 is[t] = j ? _mm256_add_epi32(is[t], p) : p;
             }
@@ -275,55 +311,67 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
     }
     for (int t = 0; t < nt; t++)
         sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(tb->da[t]))));
+    if (fmt == QN_QFORMAT_Q5_1) {
+        const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q51X8_M_BYTE)));
+        for (int t = 0; t < nt; t++) summ[t] = _mm256_add_ps(summ[t], _mm256_mul_ps(mw, _mm256_set1_ps(tb->sa[t])));
+    }
 }
 
-/* tb[ib] for the nt tokens at a (stride as) and blocks ib < nb: d_a, and for Q4_0 8·Σ q_a (4 tokens reduced at once) */
+/* tb[ib] for the nt tokens at a (stride as) and blocks ib < nb: d_a, Q5_1's s_a, and for Q4_0 / Q5_0 the correction
+ * (4 tokens reduced at once) */
 QN_INLINE void lx8_tok_table(qn_qformat fmt, const uint8_t *a, size_t as, int nt, int64_t nb, lx8_tok *tb) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    const bool corr = fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q5_0;
     for (int64_t ib = 0; ib < nb; ib++) {
         __m256i s8[4];
         for (int t = 0; t < 4; t++) {
-            s8[t] = _mm256_setzero_si256(), tb[ib].da[t] = 0.0f;
+            s8[t] = _mm256_setzero_si256(), tb[ib].da[t] = 0.0f, tb[ib].sa[t] = 0.0f;
             if (t >= nt) continue;
-            const qn_block_q8_0 *yb = (const qn_block_q8_0 *)(const void *)(a + (size_t)t * as) + ib;
-            if (fmt == QN_QFORMAT_Q4_0)
-                s8[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)yb->qs)), ones16);
-            tb[ib].da[t] = qn_cpu_h2f(yb->d);
+            const uint8_t *at = a + (size_t)t * as;
+            if (corr)
+                s8[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)lx8_act_qs(fmt, at, ib))), ones16);
+            if (fmt == QN_QFORMAT_Q5_1) {
+                const qn_block_q8_1 *yb = (const qn_block_q8_1 *)(const void *)at + ib;
+                tb[ib].da[t] = qn_cpu_h2f(yb->d), tb[ib].sa[t] = qn_cpu_h2f(yb->s);
+            } else {
+                tb[ib].da[t] = qn_cpu_h2f(((const qn_block_q8_0 *)(const void *)at + ib)->d);
+            }
         }
         __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(s8[0], s8[1]), _mm256_hadd_epi32(s8[2], s8[3]));
         h = _mm256_add_epi32(h, _mm256_permute2x128_si256(h, h, 1));
-        _mm_storeu_si128((__m128i *)tb[ib].corr, _mm_slli_epi32(_mm256_castsi256_si128(h), 3));
+        _mm_storeu_si128((__m128i *)tb[ib].corr, _mm_slli_epi32(_mm256_castsi256_si128(h), fmt == QN_QFORMAT_Q5_0 ? 4 : 3));
     }
 }
 
 /* 8 rows (group block row w) × nt tokens (nt: a compile-time constant 1..4) over all n / 32 blocks */
 QN_INLINE void lx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, const uint8_t *a, size_t as, const int nt,
                         const lx8_tok *tb, bool carry, float *y, int64_t ldy) {
-    __m256 sum[4]; /* carry: the sums so far are in y (an earlier slice of the row) */
-    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm256_loadu_ps(y + t * ldy) : _mm256_setzero_ps();
+    __m256 sum[4], summ[4]; /* carry: the sums so far are in y (an earlier slice of the row; never Q5_1: kx8.h) */
+    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm256_loadu_ps(y + t * ldy) : _mm256_setzero_ps(), summ[t] = _mm256_setzero_ps();
     const size_t gb = qn_kx8_block_bytes(fmt);
     for (int64_t ib = 0; ib < n / 32; ib++) {
         if (ib % 4 == 0) /* 4 group blocks ahead, as kq_cpu.c's tile (a prefetch past the end never faults) */
             for (size_t i = 0; i < 4 * gb; i += 64) _mm_prefetch((const char *)((uintptr_t)w + (size_t)(ib + 4) * gb + i), _MM_HINT_T0);
-        lx8_block(fmt, w + (size_t)ib * gb, a, as, ib, nt, tb + ib, sum);
+        lx8_block(fmt, w + (size_t)ib * gb, a, as, ib, nt, tb + ib, sum, summ);
     }
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+    for (int t = 0; t < nt; t++)
+        _mm256_storeu_ps(y + t * ldy, fmt == QN_QFORMAT_Q5_1 ? _mm256_add_ps(sum[t], summ[t]) : sum[t]);
 }
 
 /* matmul_x8 (cpu_kernels.h) of fmt: 4 tokens at a time (then the 1..3 left), their block table made once for every
  * group of the call (qn_cpu_matmul_x8 gives these formats several groups per call); k up to QN_LX8_MAX_BLOCKS blocks
  * (the table on the stack), longer rows in slices with the sums carried in y (the same fp32 sequence). */
-#define QN_LX8_MAX_BLOCKS 1024 /* 32 KiB of table */
 QN_INLINE void lx8_matmul(qn_qformat fmt, int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as,
                           int64_t n_tok, float *y, int64_t ldy) {
     const int64_t nb = n / 32;
     const size_t gbytes = (size_t)nb * qn_kx8_block_bytes(fmt);
+    const size_t ab = fmt == QN_QFORMAT_Q5_1 ? sizeof(qn_block_q8_1) : sizeof(qn_block_q8_0);
     lx8_tok tb[QN_LX8_MAX_BLOCKS];
     for (int64_t t = 0; t < n_tok; t += 4) {
         const int nt = n_tok - t < 4 ? (int)(n_tok - t) : 4;
         for (int64_t b0 = 0; b0 < nb; b0 += QN_LX8_MAX_BLOCKS) { /* one slice unless k > 32768 */
             const int64_t sb = nb - b0 < QN_LX8_MAX_BLOCKS ? nb - b0 : QN_LX8_MAX_BLOCKS;
-            const uint8_t *at = (const uint8_t *)a + (size_t)t * as + (size_t)b0 * sizeof(qn_block_q8_0);
+            const uint8_t *at = (const uint8_t *)a + (size_t)t * as + (size_t)b0 * ab;
             lx8_tok_table(fmt, at, as, nt, sb, tb);
             for (int64_t g = 0; g < n_groups; g++) {
                 const uint8_t *w = (const uint8_t *)w8 + (size_t)g * gbytes + (size_t)b0 * qn_kx8_block_bytes(fmt);
@@ -344,6 +392,8 @@ QN_INLINE void lx8_matmul(qn_qformat fmt, int64_t n, const void *w8, int64_t n_g
         lx8_matmul(FMT, n, w8, n_groups, a, as, n_tok, y, ldy);                                                      \
     }
 QN_DEF_LX8_MATMUL(matmul_q4_0x8_avx2, QN_QFORMAT_Q4_0)
+QN_DEF_LX8_MATMUL(matmul_q5_0x8_avx2, QN_QFORMAT_Q5_0)
+QN_DEF_LX8_MATMUL(matmul_q5_1x8_avx2, QN_QFORMAT_Q5_1)
 QN_DEF_LX8_MATMUL(matmul_q8_0x8_avx2, QN_QFORMAT_Q8_0)
 
 /* ------------------------------------------------------------------ x86: Q4_1 register tile
@@ -646,6 +696,8 @@ void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k) {
     k->from_float[QN_QFORMAT_Q8_0] = quantize_q8_0_avx2;
     k->from_float[QN_QFORMAT_Q8_1] = quantize_q8_1_avx2;
     k->matmul_x8[QN_QFORMAT_Q4_0] = matmul_q4_0x8_avx2;
+    k->matmul_x8[QN_QFORMAT_Q5_0] = matmul_q5_0x8_avx2;
+    k->matmul_x8[QN_QFORMAT_Q5_1] = matmul_q5_1x8_avx2;
     k->matmul_x8[QN_QFORMAT_Q8_0] = matmul_q8_0x8_avx2;
 #if defined(QN_SIMD_X86_512)
     __builtin_cpu_init();
