@@ -243,6 +243,14 @@ QN_INLINE const int8_t *lx8_act_qs(qn_qformat fmt, const uint8_t *a, int64_t ib)
                                   : ((const qn_block_q8_0 *)(const void *)a + ib)->qs;
 }
 
+/* i16 lanes: the 8 rows' codes of qs dword j (lo: elements 4j..4j+3, hi: 16 + 4j..) against token row aq's */
+QN_INLINE __m256i lx8_codes_dot(__m256i lo, __m256i hi, const int8_t *aq, int j) {
+    int32_t a0, a1;
+    memcpy(&a0, aq + 4 * j, 4);
+    memcpy(&a1, aq + 16 + 4 * j, 4);
+    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)), _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+}
+
 QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
                          const lx8_tok *tb, __m256 sum[4], __m256 summ[4]) {
     const __m256i ones16 = _mm256_set1_epi16(1);
@@ -258,11 +266,7 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
             const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_LX8_QS_BYTE + 32 * j));
             const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
             for (int t = 0; t < nt; t++) {
-                int32_t a0, a1;
-                memcpy(&a0, aq[t] + 4 * j, 4);
-                memcpy(&a1, aq[t] + 16 + 4 * j, 4);
-                const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
-                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+                const __m256i p = lx8_codes_dot(lo, hi, aq[t], j);
                 acc[t] = j ? _mm256_add_epi16(acc[t], p) : p;
                 __asm__("" : "+x"(acc[t])); /* summed as it goes: no spilled products */
             }
@@ -280,11 +284,7 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15),
                                                _mm256_and_si256(j ? _mm256_srli_epi16(h, j) : h, m16));
             for (int t = 0; t < nt; t++) {
-                int32_t a0, a1;
-                memcpy(&a0, aq[t] + 4 * j, 4);
-                memcpy(&a1, aq[t] + 16 + 4 * j, 4);
-                const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_set1_epi32(a0)),
-                                                   _mm256_maddubs_epi16(hi, _mm256_set1_epi32(a1)));
+                const __m256i p = lx8_codes_dot(lo, hi, aq[t], j);
                 acc[t] = j % 2 ? _mm256_add_epi16(acc[t], p) : p;
                 __asm__("" : "+x"(acc[t]));
             }
