@@ -476,48 +476,86 @@ QN_INLINE __m256 lanes_f16(__m256i hdr, int off) {
         __asm__("" : "+x"((isum)[t]));                                                                               \
     }
 
-/* sum[t] lane r += row r's kq_term of super-block ib for token t < nt (nt: a compile-time constant 1..4);
- * g: the group block (kx8.h) of fmt Q4_K or Q5_K (a compile-time constant), a: token 0's Q8_K row (token t at
- * + t·as). Q5_K adds the qh bit b of sub-block b as bit 4 of each code; its codes reach 31, so the i16 sums take
- * 4 steps (2·31·127·4 = 31496) between the scale madds instead of 8. */
-QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt,
-                            __m256 sum[4]) {
-    const bool q5 = fmt == QN_QFORMAT_Q5_K;
-    const int qs0 = q5 ? 12 : 4; /* first dword row of qs */
-    const __m256i m16 = _mm256_set1_epi8(16);
-    const __m256i m15 = _mm256_set1_epi8(15), m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f),
-                  m2 = _mm256_set1_epi8(0x03);
-    const __m256i *gv = (const __m256i *)g;
-    /* dword lanes: gv[0] = d | dmin << 16, gv[1..3] = the three scale words of qn_q4_k_scale_words, unpacked here
-     * lane by lane to sc0..3, sc4..7, mn0..3, mn4..7 (one 6-bit value per byte) */
+/* Σ_b c_b·bsum_b of token block yb, in the 8 lanes: cp[p] holds the pair (c_2p, c_2p+1) as i16 in each dword lane */
+QN_INLINE __m256i bsum_pairs(const __m256i cp[8], const qn_block_q8_k *yb) {
+    __m256i s = _mm256_setzero_si256();
+    for (int p = 0; p < 8; p++) {
+        int32_t bp;
+        memcpy(&bp, &yb->bsums[2 * p], 4);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(cp[p], _mm256_set1_epi32(bp)));
+    }
+    return s;
+}
+
+/* A Q5_K×8 group block decoded once for all the 4-token passes over a k-slice (kx8_tile_tokens, more than 4 tokens):
+ * the rows' codes step by step (q[p]: elements 4p..4p+3 of the 8 rows, 0..31), the sub-blocks' scales as the madd
+ * operands, the mins' pairs and the fp32 d, dmin. The tile then reads each step with one load, its unpacking (4-5
+ * operations per step) done once instead of once per 4 tokens: 4096x4096 at 32 tokens 131 -> 165 GFLOP/s. (Q6_K
+ * gained nothing so: its 2-step i16 madds, not the unpacking, bound it.) */
+typedef struct kx8d_block {
+    __m256i q[64];
+    __m256i sc[8];
+    __m256i mnp[4];
+    __m256 d, dmin;
+} kx8d_block;
+
+/* Q4_K / Q5_K group block gv: the scale and min words (dword lanes: gv[0] = d | dmin << 16, gv[1..3] = the three
+ * scale words of qn_q4_k_scale_words, unpacked lane by lane to sc0..3, sc4..7 and mn0..3, mn4..7, one 6-bit value
+ * per byte) and the fp32 d, dmin */
+QN_INLINE void q45kx8_head(const __m256i *gv, __m256i scw[2], __m256i mnw[2], __m256 *dw, __m256 *dminw) {
+    const __m256i m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x03);
     const __m256i w0 = _mm256_loadu_si256(gv + 1), w1 = _mm256_loadu_si256(gv + 2), w2 = _mm256_loadu_si256(gv + 3);
-    const __m256i scw[2] = {
-        _mm256_and_si256(w0, m6),
-        _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4))};
-    const __m256i mnw[2] = {
-        _mm256_and_si256(w1, m6),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
-                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4))};
+    scw[0] = _mm256_and_si256(w0, m6);
+    scw[1] = _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4));
+    mnw[0] = _mm256_and_si256(w1, m6);
+    mnw[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
+                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4));
     const __m256i hdr = _mm256_loadu_si256(gv);
-    const __m256 dw = lanes_f16(hdr, 0), dminw = lanes_f16(hdr, 2);
+    *dw = lanes_f16(hdr, 0), *dminw = lanes_f16(hdr, 2);
+}
+
+/* the rows' scale of sub-block b in both i16 of each dword; the mins' pair p (mn_2p, mn_2p+1) */
+QN_INLINE __m256i q45kx8_sc(const __m256i scw[2], int b) {
+    return _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
+}
+QN_INLINE __m256i q45kx8_mnp(const __m256i mnw[2], int p) {
+    return _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
+}
+
+/* The rows' codes of sub-block b, step s (elements 32b + 4s .. +3): chunk c = b / 2, low nibbles (even b), then high;
+ * Q5_K adds qh bit b as bit 4 (qh bytes 4s..4s+3; within each byte: the shifts move no bit 4 across) */
+QN_INLINE __m256i q45kx8_codes(bool q5, const __m256i *gv, int b, int s) {
+    const __m256i v = _mm256_loadu_si256(gv + (q5 ? 12 : 4) + 8 * (b / 2) + s); /* qs from dword row 12 (Q5_K) / 4 */
+    const __m256i q = _mm256_and_si256(b % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
+    if (!q5) return q;
+    const __m256i h = _mm256_loadu_si256(gv + 4 + s);
+    return _mm256_or_si256(q, _mm256_and_si256(b < 4 ? _mm256_slli_epi16(h, 4 - b) : b > 4 ? _mm256_srli_epi16(h, b - 4) : h,
+                                               _mm256_set1_epi8(16)));
+}
+
+/* sum[t] lane r += row r's kq_term of super-block ib for token t < nt (nt: a compile-time constant 1..4); the group
+ * block of fmt Q4_K or Q5_K (a compile-time constant) is g (kx8.h), or x decoded (dec, Q5_K), a: token 0's Q8_K row
+ * (token t at + t·as). Q5_K's codes reach 31, so the i16 sums take 4 steps (2·31·127·4 = 31496) between the scale
+ * madds instead of 8. */
+QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const kx8d_block *x, const bool dec, const uint8_t *a,
+                            size_t as, int64_t ib, const int nt, __m256 sum[4]) {
+    const bool q5 = fmt == QN_QFORMAT_Q5_K;
+    const __m256i *gv = (const __m256i *)g;
+    __m256i scw[2], mnw[2];
+    __m256 dw, dminw;
+    if (dec) dw = x->d, dminw = x->dmin;
+    else q45kx8_head(gv, scw, mnw, &dw, &dminw);
     const int8_t *aq[4];
     for (int t = 0; t < nt; t++) aq[t] = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs;
     __m256i isum[4];
     for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int b = 0; b < 8; b++) { /* sub-block b: chunk c = b / 2, low nibbles (even b), then high */
-        const int c = b / 2, half = b % 2;
-        const __m256i sc = _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
+    for (int b = 0; b < 8; b++) {
+        const __m256i sc = dec ? x->sc[b] : q45kx8_sc(scw, b);
         __m256i acc[4];
         for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_si256();
         for (int s = 0; s < 8; s++) {
-            const __m256i v = _mm256_loadu_si256(gv + qs0 + 8 * c + s);
-            __m256i q = _mm256_and_si256(half ? _mm256_srli_epi16(v, 4) : v, m15);
-            if (q5) { /* qh bytes 4s..4s+3: bit b -> bit 4 (within each byte: the shifts move no bit 4 across) */
-                const __m256i h = _mm256_loadu_si256(gv + 4 + s);
-                q = _mm256_or_si256(q, _mm256_and_si256(b < 4 ? _mm256_slli_epi16(h, 4 - b)
-                                                        : b > 4 ? _mm256_srli_epi16(h, b - 4) : h, m16));
-            }
+            const __m256i q = dec ? x->q[8 * b + s] : q45kx8_codes(q5, gv, b, s);
             for (int t = 0; t < nt; t++) {
                 int32_t a4;
                 memcpy(&a4, aq[t] + 32 * b + 4 * s, 4);
@@ -534,7 +572,7 @@ QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, 
     }
     /* summs = Σ_b mn_b·(bsums[2b] + bsums[2b + 1]), as pairs of sub-blocks: madd of (mn_2p, mn_2p+1) */
     __m256i mnp[4];
-    for (int p = 0; p < 4; p++) mnp[p] = _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
+    for (int p = 0; p < 4; p++) mnp[p] = dec ? x->mnp[p] : q45kx8_mnp(mnw, p);
     for (int t = 0; t < nt; t++) {
         const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
         const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
@@ -550,14 +588,32 @@ QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, 
     }
 }
 
-/* Q6_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The 6-bit codes are
- * taken unsigned (0..63): streams 0..2 give q_0..q_2 with one AND, q_3 gathers its 2-bit pieces from the three.
- * The −32 comes back through the Q8_K bsums: isum = Σ_b sc_b·Σ q·a − 32·Σ_b sc_b·bsum_b, the scalar path's
- * integer. A sub-block (16 elements) is 4 steps; 2 steps fit i16 (2·2·63·127 = 32004), so the scale is applied
- * (madd) every 2 steps. */
+/* Q6_K×8: the rows' scale b sign-extended into both i16 of each dword (byte b % 4 to the high bytes, >> 8); the
+ * scales' pair p (sc_2p, sc_2p+1) */
+QN_INLINE __m256i q6kx8_sc(const __m256i *gv, int b) {
+    return _mm256_srai_epi16(
+        _mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + b / 4), dword_bytes_mask_hi(b % 4, b % 4)), 8);
+}
+QN_INLINE __m256i q6kx8_scp(const __m256i *gv, int p) {
+    return _mm256_srai_epi16(
+        _mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + p / 2), dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
+}
+
+/* The rows' codes of sub-block b = 8h + 2k + half, step s (elements 16b + 4s .. +3, as dot_q6_k_scalar walks them):
+ * streams 0..2 give q_0..q_2 with one AND, q_3 gathers its 2-bit pieces (bits 6, 7) from the three */
+QN_INLINE __m256i q6kx8_codes(const __m256i *gv, int b, int s) {
+    const int h = b / 8, k = (b / 2) % 4, l = 16 * (b % 2) + 4 * s;
+    const __m256i *st = gv + 24 * h + l / 4; /* stream c at st[8c] */
+    if (k < 3) return _mm256_and_si256(_mm256_loadu_si256(st + 8 * k), _mm256_set1_epi8(63));
+    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st), 6), _mm256_set1_epi8(3)),
+                                      _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8), 4), _mm256_set1_epi8(12)));
+    return _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), 2), _mm256_set1_epi8(48)));
+}
+
+/* Q6_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The 6-bit codes are taken unsigned (0..63); the −32 comes back through the Q8_K bsums: isum = Σ_b sc_b·Σ q·a −
+ * 32·Σ_b sc_b·bsum_b, the scalar path's integer. A sub-block (16 elements) is 4 steps; 2 steps fit i16
+ * (2·2·63·127 = 32004), so the scale is applied (madd) every 2 steps. */
 QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
-    const __m256i m63 = _mm256_set1_epi8(63), m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12),
-                  m48 = _mm256_set1_epi8(48);
     const __m256i *gv = (const __m256i *)g;
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q6KX8_D_BYTE)));
     const int8_t *aq[4];
@@ -565,27 +621,15 @@ QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     __m256i isum[4];
     for (int t = 0; t < nt; t++) isum[t] = _mm256_setzero_si256();
 #pragma GCC unroll 16
-    for (int b = 0; b < 16; b++) { /* sub-block b = 8h + 2k + half, as dot_q6_k_scalar walks them */
-        const int h = b / 8, k = (b / 2) % 4, half = b % 2;
-        /* the rows' scale b, sign-extended into both i16 of each dword: byte b % 4 to the high bytes, >> 8 */
-        const __m256i sc = _mm256_srai_epi16(
-            _mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + b / 4), dword_bytes_mask_hi(b % 4, b % 4)), 8);
+    for (int b = 0; b < 16; b++) {
+        const __m256i sc = q6kx8_sc(gv, b);
         __m256i acc[4];
 #pragma GCC unroll 4
         for (int s = 0; s < 4; s++) {
-            const int l = 16 * half + 4 * s;
-            const __m256i *st = gv + 24 * h + l / 4; /* stream c at st[8c] */
-            __m256i q;
-            if (k < 3) {
-                q = _mm256_and_si256(_mm256_loadu_si256(st + 8 * k), m63);
-            } else { /* bits 6, 7 of streams 0, 1, 2 -> bits 0-1, 2-3, 4-5 */
-                q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st), 6), m3),
-                                    _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8), 4), m12));
-                q = _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), 2), m48));
-            }
+            const __m256i q = q6kx8_codes(gv, b, s);
             for (int t = 0; t < nt; t++) {
                 int32_t a4;
-                memcpy(&a4, aq[t] + 128 * h + 32 * k + l, 4);
+                memcpy(&a4, aq[t] + 16 * b + 4 * s, 4);
                 const __m256i p = _mm256_maddubs_epi16(q, _mm256_set1_epi32(a4));
                 acc[t] = s % 2 ? _mm256_add_epi16(acc[t], p) : p;
             }
@@ -594,31 +638,24 @@ QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     }
     /* Σ_b sc_b·bsum_b as pairs of sub-blocks: madd of (sc_2p, sc_2p+1) with (bsum_2p, bsum_2p+1) broadcast */
     __m256i scp[8];
-    for (int p = 0; p < 8; p++)
-        scp[p] = _mm256_srai_epi16(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + p / 2),
-                                                       dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
+    for (int p = 0; p < 8; p++) scp[p] = q6kx8_scp(gv, p);
     for (int t = 0; t < nt; t++) {
         const qn_block_q8_k *yb = (const qn_block_q8_k *)(a + (size_t)t * as) + ib;
-        __m256i corr = _mm256_setzero_si256();
-        for (int p = 0; p < 8; p++) {
-            int32_t bp;
-            memcpy(&bp, &yb->bsums[2 * p], 4);
-            corr = _mm256_add_epi32(corr, _mm256_madd_epi16(scp[p], _mm256_set1_epi32(bp)));
-        }
-        const __m256i is = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(corr, 5));
+        const __m256i is = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(bsum_pairs(scp, yb), 5));
         sum[t] = _mm256_add_ps(sum[t], _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(yb->d), dw), _mm256_cvtepi32_ps(is)));
     }
 }
 
-/* Σ_b c_b·bsum_b of token block yb, in the 8 lanes: cp[p] holds the pair (c_2p, c_2p+1) as i16 in each dword lane */
-QN_INLINE __m256i bsum_pairs(const __m256i cp[8], const qn_block_q8_k *yb) {
-    __m256i s = _mm256_setzero_si256();
-    for (int p = 0; p < 8; p++) {
-        int32_t bp;
-        memcpy(&bp, &yb->bsums[2 * p], 4);
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(cp[p], _mm256_set1_epi32(bp)));
+/* Q5_K×8 group block g -> x */
+QN_INLINE void q5kx8_decode(const uint8_t *g, kx8d_block *x) {
+    const __m256i *gv = (const __m256i *)g;
+    __m256i scw[2], mnw[2];
+    q45kx8_head(gv, scw, mnw, &x->d, &x->dmin);
+    for (int b = 0; b < 8; b++) {
+        x->sc[b] = q45kx8_sc(scw, b);
+        for (int s = 0; s < 8; s++) x->q[8 * b + s] = q45kx8_codes(true, gv, b, s);
     }
-    return s;
+    for (int p = 0; p < 4; p++) x->mnp[p] = q45kx8_mnp(mnw, p);
 }
 
 /* The i16 sum over one 16-element sub-block (4 steps) of token t: acc[t] = Σ_s maddubs(q_s, a_t[off + 4s .. +3]). */
@@ -769,14 +806,46 @@ QN_INLINE void kx8_tile(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, 
             continue;
         }
         if (plain) q4k_rows_to_x8(w + (size_t)ib * sizeof(qn_block_q4_k), ws, buf);
-        q45kx8_block(fmt, plain ? buf : w + (size_t)ib * gb, a, as, ib, nt, sum);
+        q45kx8_block(fmt, plain ? buf : w + (size_t)ib * gb, NULL, false, a, as, ib, nt, sum);
     }
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
 }
 
-/* 8 rows × every token: 4 at a time, then the 1..3 left */
+/* 8 rows × nt tokens (a compile-time constant 1..4) over the decoded Q5_K blocks x[0..nb) of super-blocks ib0..
+ * (carry: the sums so far are in y, an earlier k-slice of the rows: the same fp32 sequence) */
+QN_INLINE void q5kx8d_tile(const kx8d_block *x, int64_t nb, int64_t ib0, const uint8_t *a, size_t as, const int nt,
+                           bool carry, float *y, int64_t ldy) {
+    __m256 sum[4];
+    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm256_loadu_ps(y + t * ldy) : _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) q45kx8_block(QN_QFORMAT_Q5_K, NULL, x + i, true, a, as, ib0 + i, nt, sum);
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + t * ldy, sum[t]);
+}
+
+/* super-blocks per k-slice of the decoded path: 4 decoded blocks (10 KiB) and 4 tokens' 4 Q8_K blocks (4.6 KiB) stay
+ * in L1 across the passes (2, 8 and 16 were no faster) */
+#define QN_KX8D_SLICE 4
+
+/* 8 rows × every token: 4 at a time, then the 1..3 left. Q5_K groups with more than 4 tokens are decoded a k-slice at
+ * a time (kx8d_block) and every pass runs over the slice. */
 QN_INLINE void kx8_tile_tokens(qn_qformat fmt, int64_t n, const uint8_t *w, size_t ws, bool plain, const uint8_t *a,
                                size_t as, int64_t n_tok, float *y, int64_t ldy) {
+    if (!plain && n_tok > 4 && fmt == QN_QFORMAT_Q5_K) {
+        kx8d_block x[QN_KX8D_SLICE];
+        const size_t gb = qn_kx8_block_bytes(fmt);
+        for (int64_t ib0 = 0; ib0 < n / QN_QK_K; ib0 += QN_KX8D_SLICE) {
+            const int64_t nb = n / QN_QK_K - ib0 < QN_KX8D_SLICE ? n / QN_QK_K - ib0 : QN_KX8D_SLICE;
+            for (int64_t i = 0; i < nb; i++) q5kx8_decode(w + (size_t)(ib0 + i) * gb, &x[i]);
+            int64_t t = 0;
+            for (; t + 4 <= n_tok; t += 4) q5kx8d_tile(x, nb, ib0, a + (size_t)t * as, as, 4, ib0 > 0, y + t * ldy, ldy);
+            switch (n_tok - t) {
+            case 3: q5kx8d_tile(x, nb, ib0, a + (size_t)t * as, as, 3, ib0 > 0, y + t * ldy, ldy); break;
+            case 2: q5kx8d_tile(x, nb, ib0, a + (size_t)t * as, as, 2, ib0 > 0, y + t * ldy, ldy); break;
+            case 1: q5kx8d_tile(x, nb, ib0, a + (size_t)t * as, as, 1, ib0 > 0, y + t * ldy, ldy); break;
+            default: break;
+            }
+        }
+        return;
+    }
     int64_t t = 0;
     for (; t + 4 <= n_tok; t += 4) kx8_tile(fmt, n, w, ws, plain, a + (size_t)t * as, as, 4, y + t * ldy, ldy);
     switch (n_tok - t) {
