@@ -403,7 +403,8 @@ QN_DEF_KQ_WRAPPERS(dot_q6_k_avx2, dot_q6_k_nt(n, out, w, a0, as, nt))
  * block into a stack buffer first (an 8×8 dword transpose per 32 code bytes), which costs ~30% at 4 tokens.
  * Q5_K: the same tile over Q5_K×8 groups (q45kx8_block adds the fifth bit); Q6_K over Q6_K×8 groups
  * (q6kx8_block); Q2_K and Q3_K over theirs (q2kx8_block, q3kx8_block: 16-element sub-blocks, one plane of 2-bit
- * codes per shift). None of these has a plain-row form. */
+ * codes per shift). None of these has a plain-row form. With more than 4 tokens, Q5_K's groups are decoded a k-slice
+ * at a time for all the passes (kx8d_block). */
 #define QN_Q4K_TILE_ROWS QN_KX8_ROWS
 
 /* out[s] = dword s (bytes 4s..4s+3) of the 8 rows p + r·ws, r = lane (an 8×8 dword transpose) */
@@ -610,9 +611,10 @@ QN_INLINE __m256i q6kx8_codes(const __m256i *gv, int b, int s) {
     return _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), 2), _mm256_set1_epi8(48)));
 }
 
-/* Q6_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The 6-bit codes are taken unsigned (0..63); the −32 comes back through the Q8_K bsums: isum = Σ_b sc_b·Σ q·a −
- * 32·Σ_b sc_b·bsum_b, the scalar path's integer. A sub-block (16 elements) is 4 steps; 2 steps fit i16
- * (2·2·63·127 = 32004), so the scale is applied (madd) every 2 steps. */
+/* Q6_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The 6-bit codes are
+ * taken unsigned (0..63); the −32 comes back through the Q8_K bsums: isum = Σ_b sc_b·Σ q·a − 32·Σ_b sc_b·bsum_b, the
+ * scalar path's integer. A sub-block (16 elements) is 4 steps; 2 steps fit i16 (2·2·63·127 = 32004), so the scale
+ * is applied (madd) every 2 steps. */
 QN_INLINE void q6kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
     const __m256i *gv = (const __m256i *)g;
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q6KX8_D_BYTE)));

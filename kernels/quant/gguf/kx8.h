@@ -1,10 +1,9 @@
 /* kx8.h — the CPU-only row-interleaved layouts Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8 and Q8_0×8 (a load-time
- * repack, no file
- * format).
+ * repack, no file format).
  *
  *   group block = the blocks of 8 consecutive rows for one block-wide column span (256 columns for the K-quants, 32
- *   for Q4_0 / Q5_0 / Q5_1 / Q8_0), rows of 32 bytes holding one dword per weight row. rows 8g..8g+7 (group g) × the span b:
- *   group block g·(k / block elements) + b.
+ *   for Q4_0 / Q5_0 / Q5_1 / Q8_0), rows of 32 bytes holding one dword per weight row. rows 8g..8g+7 (group g) ×
+ *   the span b: group block g·(k / block elements) + b.
  *   K-quants: dword [j][r] at byte 32j + 4r, j < D, r < 8; then T trailing bytes per row (byte 32D + T·r).
  *   Q2_K×8 (672 bytes): D = 21, T = 0, the block's dwords as they are: scales 0..3 (one byte per 16-element sub-block,
  *     scale | min << 4), qs 4..19 (dword 4 + j holds qs bytes 4j..4j+3), d | dmin << 16 in dword 20.

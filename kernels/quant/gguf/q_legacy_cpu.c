@@ -5,8 +5,8 @@
  * The integer part is exact everywhere; the SIMD paths accumulate the per-lane products in 8 fp32
  * lanes (AVX2) or 4 (NEON), so they differ from the scalar path by fp32 rounding only. The x4 variants run the same
  * per-token instruction sequence as the 1-token ones, and the Q4_1 register tile (rows × 4 tokens)
- * the same per-output arithmetic, so their results are bit-identical. The Q4_0×8 / Q5_0×8 / Q5_1×8 / Q8_0×8 tiles over the load-time
- * repack (kx8.h) follow the scalar path's order instead, bit for bit. */
+ * the same per-output arithmetic, so their results are bit-identical. The Q4_0×8 / Q5_0×8 / Q5_1×8 / Q8_0×8 tiles
+ * over the load-time repack (kx8.h) follow the scalar path's order instead, bit for bit. */
 #include <stddef.h>
 #include <math.h>
 #include <string.h>
@@ -220,7 +220,7 @@ QN_DEF_DOT_LEGACY_AVX2(dot_q8_0_avx2, dec_q8_0, sizeof(qn_block_q8_0), 0)
 QN_DEF_DOT_LEGACY_AVX2(dot_q4_1_avx2, dec_q4_1, sizeof(qn_block_q4_1), 1)
 QN_DEF_DOT_LEGACY_AVX2(dot_q5_1_avx2, dec_q5_1, sizeof(qn_block_q5_1), 1)
 
-/* ------------------------------------------------------------------ x86: Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8 register tiles
+/* -------------------------------------------------------- x86: Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8 register tiles
  * 8 weight rows (the lanes) × 1-4 tokens over the load-time repacked groups (kx8.h): per 4-element step one maddubs of
  * the 8 rows' codes (one 32-byte load) with the token's 4 activations broadcast. Each block's integer Σ q_w·q_a is exact
  * and each row's sum takes sum += (float)s · (d_w·d_a) block after block (Q5_1 also summ += m_w·s_a, and sum + summ at
