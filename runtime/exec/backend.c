@@ -74,7 +74,7 @@ static qn_status create_cpu(qn_backend *b, const qn_model *m, const qn_backend_p
     b->kind = QN_DEVICE_CPU;
     snprintf(b->name, sizeof b->name, "cpu %s, %d threads", b->kern.isa_name, p->n_threads);
     const size_t rp = qn_llama_cpu_repacked_bytes(b->cpu);
-    if (rp) QN_LOGI("backend: %.1f MiB of Q4_K/Q5_K/Q6_K weights repacked 8 rows at a time for %s", rp / 1048576.0, b->kern.isa_name);
+    if (rp) QN_LOGI("backend: %.1f MiB of matmul weights repacked 8 rows at a time for %s", rp / 1048576.0, b->kern.isa_name);
     return QN_OK;
 }
 
