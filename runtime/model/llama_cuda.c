@@ -313,10 +313,11 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #define QN_Q6K_PAD 1
 #endif
 
-/* 1: Q3_K matmul weights go to the device padded to Q3_KP (gguf/q3kp.h: 16-byte aligned blocks, +1.8% bytes); 0 (the
- * default until an A/B on a GPU has measured it) keeps them Q3_K (an A/B knob: -D). */
+/* 1 (the default since the H200 A/B of 2026-12-05: Llama-3-8B-shape Q2_K mix tg128 448 -> 461 alone, 494 -> 520
+ * with QN_MQ_PERSIST; bench/results/gpu-persist-2026-12-05.md): Q3_K matmul weights go to the device padded to
+ * Q3_KP (gguf/q3kp.h: 16-byte aligned blocks, +1.8% bytes); 0 keeps them Q3_K (an A/B knob: -D). */
 #ifndef QN_Q3K_PAD
-#define QN_Q3K_PAD 0
+#define QN_Q3K_PAD 1
 #endif
 
 /* Q8_0 matmul weights with K a multiple of 256 go to the device regrouped as Q8_0P (gguf/q8_0p.h: 16-byte aligned

@@ -703,8 +703,11 @@ __device__ __forceinline__ void mq_unit_dots(const mq_args &a, int64_t u, const 
 
 extern __shared__ __align__(16) uint8_t mq_xs_dyn[]; /* XS: mq_xs_bytes(K), the launch's dynamic shared memory */
 
+/* persistent staged launches: 0 not built, 1 auto for Q2_K/Q3_K, 2 auto for all (kq_mmvq.cu). 1 by default since the
+ * H200 A/B of 2026-12-05 (bench/results/gpu-persist-2026-12-05.md: Llama-3-8B-shape Q2_K tg128 448 -> 494 alone,
+ * 520 with QN_Q3K_PAD; the same perplexity; test_gpu_quant and memcheck clean) */
 #ifndef QN_MQ_PERSIST
-#define QN_MQ_PERSIST 0 /* persistent staged launches: 0 not built, 1 auto for Q2_K/Q3_K, 2 auto for all (kq_mmvq.cu) */
+#define QN_MQ_PERSIST 1
 #endif
 
 /* This warp's rows in row block v (the CTA index of a launch with one CTA per block): the matrix, its first row
