@@ -258,43 +258,33 @@ QN_INLINE void lx8_block(qn_qformat fmt, const uint8_t *g, const uint8_t *a, siz
     const int8_t *aq[4];
     for (int t = 0; t < nt; t++) aq[t] = lx8_act_qs(fmt, a + (size_t)t * as, ib);
     __m256i is[4];
-    if (fmt == QN_QFORMAT_Q4_0) {
-        const __m256i m15 = _mm256_set1_epi8(15);
+    if (fmt != QN_QFORMAT_Q8_0) { /* Q4_0, Q5_0, Q5_1: dword j holds elements 4j..4j+3 (low nibbles), 16 + 4j.. (high) */
+        const bool q5 = fmt != QN_QFORMAT_Q4_0;
+        const int qs = q5 ? QN_Q5X8_QS_BYTE(fmt) : QN_LX8_QS_BYTE;
+        const __m256i m15 = _mm256_set1_epi8(15), m16 = _mm256_set1_epi8(16);
+        const __m256i h = q5 ? _mm256_loadu_si256((const __m256i *)(g + QN_Q5X8_H_BYTE(fmt))) : m16; /* Q4_0: unused */
         __m256i acc[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) { /* dword j: elements 4j..4j+3 (low nibbles), 16 + 4j.. (high) */
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_LX8_QS_BYTE + 32 * j));
-            const __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+        for (int j = 0; j < 4; j++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + qs + 32 * j));
+            __m256i lo = _mm256_and_si256(v, m15), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m15);
+            if (q5) { /* each code's fifth bit from H (kx8.h) */
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(h, 4 - j), m16));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(j ? _mm256_srli_epi16(h, j) : h, m16));
+            }
+            const int first = q5 ? j % 2 == 0 : j == 0, last = q5 ? j % 2 == 1 : j == 3; /* one i16 run */
             for (int t = 0; t < nt; t++) {
                 const __m256i p = lx8_codes_dot(lo, hi, aq[t], j);
-                acc[t] = j ? _mm256_add_epi16(acc[t], p) : p;
+                acc[t] = first ? p : _mm256_add_epi16(acc[t], p);
                 __asm__("" : "+x"(acc[t])); /* summed as it goes: no spilled products */
             }
-        }
-        for (int t = 0; t < nt; t++)
-            is[t] = _mm256_sub_epi32(_mm256_madd_epi16(acc[t], ones16), _mm256_set1_epi32(tb->corr[t]));
-    } else if (fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1) {
-        const __m256i m15 = _mm256_set1_epi8(15), m16 = _mm256_set1_epi8(16);
-        const __m256i h = _mm256_loadu_si256((const __m256i *)(g + QN_Q5X8_H_BYTE(fmt)));
-        __m256i acc[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < 4; j++) { /* as Q4_0's, each code's fifth bit from H (kx8.h) */
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(g + QN_Q5X8_QS_BYTE(fmt) + 32 * j));
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(v, m15), _mm256_and_si256(_mm256_slli_epi16(h, 4 - j), m16));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m15),
-                                               _mm256_and_si256(j ? _mm256_srli_epi16(h, j) : h, m16));
-            for (int t = 0; t < nt; t++) {
-                const __m256i p = lx8_codes_dot(lo, hi, aq[t], j);
-                acc[t] = j % 2 ? _mm256_add_epi16(acc[t], p) : p;
-                __asm__("" : "+x"(acc[t]));
-            }
-            if (j % 2)
+            if (last)
                 for (int t = 0; t < nt; t++) {
                     const __m256i s32 = _mm256_madd_epi16(acc[t], ones16);
-                    is[t] = j == 1 ? s32 : _mm256_add_epi32(is[t], s32);
+                    is[t] = q5 && j == 3 ? _mm256_add_epi32(is[t], s32) : s32; /* Q5_x: two runs */
                 }
         }
-        if (fmt == QN_QFORMAT_Q5_0)
+        if (fmt != QN_QFORMAT_Q5_1)
             for (int t = 0; t < nt; t++) is[t] = _mm256_sub_epi32(is[t], _mm256_set1_epi32(tb->corr[t]));
     } else { /* Q8_0 */
 #pragma GCC unroll 8
