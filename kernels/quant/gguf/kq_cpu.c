@@ -892,6 +892,147 @@ QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K)
 QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K)
 QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K)
 
+/* ------------------------------------------------------------------ x86: AVX-512 VNNI prefill tile (Q4_K, Q5_K, Q6_K)
+ * Where the CPU has AVX512_VNNI (asked at run time: the AVX-512 objects are built without -mavx512vnni and these
+ * functions carry the target attribute), matmul_x8 with more than 4 tokens decodes two groups (16 rows) at a time, a
+ * k-slice of super-blocks at a time, into kx16d_block (each 4-element step's codes of the 16 rows as one 64-byte
+ * vector, the scales as i32) and runs 16 rows × up to 8 tokens over the slice. Per step: one load, and per token one
+ * vpdpbusd (u8 codes × the token's 4 s8 activations, broadcast by the instruction from memory) summed straight into
+ * i32, so there is no i16 limit; each sub-block's sum is scaled by one vpmulld. The mins (Q4_K, Q5_K) and the −32
+ * (Q6_K) come from the Q8_K bsums by vpdpwssd. The integers and the fp32 finish are the 8-row tiles' (q45kx8_block,
+ * q6kx8_block), so every output stays bit-identical to vec_dot. An odd last group runs in the low 8 lanes. */
+#if defined(QN_SIMD_X86_512)
+#define QN_VNNI __attribute__((target("avx512vnni")))
+
+typedef struct kx16d_block {
+    __m256i q[64][2];  /* step p: the u8 codes of elements 4p..4p+3 of group 0's 8 rows, then group 1's (one zmm) */
+    __m256i sc[16][2]; /* sub-block b's scale (i32 per row): Q4_K, Q5_K b < 8 (32 elements); Q6_K b < 16 (16) */
+    __m256i cp[8][2];  /* i16 pair j per row, the coefficients of Q8_K bsums 2j, 2j + 1: Q4_K, Q5_K (mn_j, mn_j) (the
+                        * mins of the 32-element sub-blocks); Q6_K (sc_2j, sc_2j+1) */
+    __m256 d[2], dmin[2];
+} kx16d_block;
+
+/* super-blocks per k-slice: 4 decoded (23 KiB) and 8 tokens' 4 Q8_K blocks (9 KiB) stay in L1 */
+#define QN_KX16D_SLICE 4
+
+/* group block g of fmt (Q4_K, Q5_K, Q6_K: a compile-time constant) -> half h (the 8 rows' lanes) of x */
+QN_INLINE void kx16d_decode(qn_qformat fmt, const uint8_t *g, kx16d_block *x, int h) {
+    const __m256i *gv = (const __m256i *)g;
+    if (fmt == QN_QFORMAT_Q6_K) {
+        x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q6KX8_D_BYTE)));
+        x->dmin[h] = _mm256_setzero_ps();
+        for (int b = 0; b < 16; b++) {
+            x->sc[b][h] = _mm256_srai_epi32(q6kx8_sc(gv, b), 16);
+            for (int s = 0; s < 4; s++) x->q[4 * b + s][h] = q6kx8_codes(gv, b, s);
+        }
+        for (int p = 0; p < 8; p++) x->cp[p][h] = q6kx8_scp(gv, p);
+        return;
+    }
+    __m256i scw[2], mnw[2];
+    q45kx8_head(gv, scw, mnw, &x->d[h], &x->dmin[h]);
+    for (int b = 0; b < 8; b++) {
+        x->sc[b][h] = _mm256_srli_epi32(q45kx8_sc(scw, b), 16);
+        x->cp[b][h] = _mm256_shuffle_epi8(mnw[b / 4], dword_bytes_mask(b % 4, b % 4));
+        for (int s = 0; s < 8; s++) x->q[8 * b + s][h] = q45kx8_codes(fmt == QN_QFORMAT_Q5_K, gv, b, s);
+    }
+}
+
+/* y[t·ldy + r] (r < 16 lanes, the low 8 only when !both; t < nt, a compile-time constant 1..8) += row r's kq_term of
+ * super-blocks ib0 .. ib0 + nb − 1, block after block, from the decoded x[0..nb) (carry: y holds the earlier k-slices'
+ * sums, else they start at 0). a: token 0's Q8_K row (token t at + t·as). */
+QN_VNNI QN_INLINE void kx16d_tile(qn_qformat fmt, const kx16d_block *x, int64_t nb, int64_t ib0, const uint8_t *a,
+                                  size_t as, const int nt, bool carry, bool both, float *y, int64_t ldy) {
+    const int sub = fmt == QN_QFORMAT_Q6_K ? 4 : 8; /* steps per sub-block */
+    const __mmask16 m = both ? 0xffff : 0x00ff;
+    __m512 sum[8];
+    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm512_maskz_loadu_ps(m, y + t * ldy) : _mm512_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        const qn_block_q8_k *yb[8];
+        for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_k *)(a + (size_t)t * as) + ib0 + i;
+        __m512i isum[8], acc[8];
+        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+#pragma GCC unroll 64
+        for (int p = 0; p < 64; p++) {
+            const __m512i q = _mm512_load_si512(&x[i].q[p][0]);
+            for (int t = 0; t < nt; t++) {
+                int32_t a4;
+                memcpy(&a4, yb[t]->qs + 4 * p, 4);
+                acc[t] = _mm512_dpbusd_epi32(p % sub ? acc[t] : _mm512_setzero_si512(), q, _mm512_set1_epi32(a4));
+            }
+            if (p % sub == sub - 1) {
+                const __m512i sc = _mm512_load_si512(&x[i].sc[p / sub][0]);
+                for (int t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], sc));
+            }
+        }
+        const __m512 dw = _mm512_load_ps((const float *)&x[i].d[0]), dminw = _mm512_load_ps((const float *)&x[i].dmin[0]);
+        for (int t = 0; t < nt; t++) {
+            __m512i c = _mm512_setzero_si512(); /* Σ_j cp_j · (bsum_2j, bsum_2j+1) */
+            for (int j = 0; j < 8; j++) {
+                int32_t bp;
+                memcpy(&bp, &yb[t]->bsums[2 * j], 4);
+                c = _mm512_dpwssd_epi32(c, _mm512_load_si512(&x[i].cp[j][0]), _mm512_set1_epi32(bp));
+            }
+            const __m512 da = _mm512_set1_ps(yb[t]->d);
+            if (fmt == QN_QFORMAT_Q6_K) {
+                const __m512i is = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(c, 5));
+                sum[t] = _mm512_add_ps(sum[t], _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is)));
+            } else {
+                const __m512 term = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(isum[t])),
+                                                  _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(c)));
+                sum[t] = _mm512_add_ps(sum[t], term);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, m, sum[t]);
+}
+
+/* every token over one decoded slice: 8 at a time, then the 1..7 left */
+QN_VNNI QN_INLINE void kx16d_tokens(qn_qformat fmt, const kx16d_block *x, int64_t nb, int64_t ib0, const uint8_t *a,
+                                    size_t as, int64_t n_tok, bool carry, bool both, float *y, int64_t ldy) {
+    int64_t t = 0;
+    for (; t + 8 <= n_tok; t += 8) kx16d_tile(fmt, x, nb, ib0, a + (size_t)t * as, as, 8, carry, both, y + t * ldy, ldy);
+    a += (size_t)t * as, y += t * ldy;
+    switch (n_tok - t) {
+    case 7: kx16d_tile(fmt, x, nb, ib0, a, as, 7, carry, both, y, ldy); break;
+    case 6: kx16d_tile(fmt, x, nb, ib0, a, as, 6, carry, both, y, ldy); break;
+    case 5: kx16d_tile(fmt, x, nb, ib0, a, as, 5, carry, both, y, ldy); break;
+    case 4: kx16d_tile(fmt, x, nb, ib0, a, as, 4, carry, both, y, ldy); break;
+    case 3: kx16d_tile(fmt, x, nb, ib0, a, as, 3, carry, both, y, ldy); break;
+    case 2: kx16d_tile(fmt, x, nb, ib0, a, as, 2, carry, both, y, ldy); break;
+    case 1: kx16d_tile(fmt, x, nb, ib0, a, as, 1, carry, both, y, ldy); break;
+    default: break;
+    }
+}
+
+/* matmul_x8 of FMT through the decoded 16-row tile (more than 4 tokens; else the 8-row tiles, fallback) */
+#define QN_DEF_KX16D_MATMUL(name, FMT, fallback)                                                                    \
+    QN_VNNI static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,  \
+                             float *y, int64_t ldy) {                                                               \
+        if (n_tok <= 4) {                                                                                           \
+            fallback(n, w8, n_groups, a, as, n_tok, y, ldy);                                                        \
+            return;                                                                                                 \
+        }                                                                                                           \
+        _Alignas(64) kx16d_block buf[QN_KX16D_SLICE];                                                               \
+        const int64_t nblk = n / QN_QK_K;                                                                           \
+        const size_t gb = qn_kx8_block_bytes(FMT), rb = (size_t)nblk * gb;                                          \
+        for (int64_t g = 0; g < n_groups; g += 2) {                                                                 \
+            const bool both = n_groups - g >= 2; /* else the last group, alone in the low lanes (decoded twice) */  \
+            const uint8_t *w0 = (const uint8_t *)w8 + (size_t)g * rb, *w1 = both ? w0 + rb : w0;                    \
+            for (int64_t ib0 = 0; ib0 < nblk; ib0 += QN_KX16D_SLICE) {                                              \
+                const int64_t nb = nblk - ib0 < QN_KX16D_SLICE ? nblk - ib0 : QN_KX16D_SLICE;                       \
+                for (int64_t i = 0; i < nb; i++) {                                                                  \
+                    kx16d_decode(FMT, w0 + (size_t)(ib0 + i) * gb, &buf[i], 0);                                     \
+                    kx16d_decode(FMT, w1 + (size_t)(ib0 + i) * gb, &buf[i], 1);                                     \
+                }                                                                                                   \
+                kx16d_tokens(FMT, buf, nb, ib0, a, as, n_tok, ib0 > 0, both, y + g * QN_KX8_ROWS, ldy);             \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+QN_DEF_KX16D_MATMUL(matmul_q4kx16d_vnni, QN_QFORMAT_Q4_K, matmul_q4kx8_avx2)
+QN_DEF_KX16D_MATMUL(matmul_q5kx16d_vnni, QN_QFORMAT_Q5_K, matmul_q5kx8_avx2)
+QN_DEF_KX16D_MATMUL(matmul_q6kx16d_vnni, QN_QFORMAT_Q6_K, matmul_q6kx8_avx2)
+#endif /* QN_SIMD_X86_512 */
+
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
  * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */
 static void quantize_q8_k_avx2(const float *x, void *dst, int64_t n) {
@@ -1177,6 +1318,14 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx8_avx2;
     k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx8_avx2;
+#if defined(QN_SIMD_X86_512)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vnni")) {
+        k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx16d_vnni;
+        k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx16d_vnni;
+        k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16d_vnni;
+    }
+#endif
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
 #elif defined(QN_SIMD_NEON)
     k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_neon;
