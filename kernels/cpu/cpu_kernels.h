@@ -60,6 +60,9 @@ typedef struct qn_cpu_kernels {
     qn_vec_dot_tile_fn vec_dot_tile[QN_QFORMAT_COUNT]; /* rows x tokens blocks (NULL: use vec_dot_x4) */
     int32_t vec_dot_tile_rows[QN_QFORMAT_COUNT];   /* rows per register tile (row ranges best a multiple) */
     qn_matmul_x8_fn matmul_x8[QN_QFORMAT_COUNT];   /* weights repacked 8 rows at a time (NULL: no repack) */
+    int32_t matmul_x8_min_chunk[QN_QFORMAT_COUNT]; /* qn_cpu_matmul_x8 passes at least this many tokens per call
+                                                    * (0: its L2 sizing alone; a kernel that decodes each k-slice once
+                                                    * per call amortizes that over them) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */

@@ -13,8 +13,9 @@
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
  *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
- *               with the scalar vec_dot on the plain rows for 1..5, 7 and 113 tokens (every token tail), 1 and 37
- *               blocks per row, sub-ranges of row groups, untouched rows stay NaN; every x86 SIMD table has it;
+ *               with the scalar vec_dot on the plain rows for 1..5, 7, 10..12, 14 and 113 tokens (every token tail
+ *               of the 4- and 8-token tiles), 1 and 37 blocks per row, sub-ranges of 1, 2 and 3 row groups (the
+ *               VNNI tile's group pairs and odd group), untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
  *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx;
  *               n_q tokens at once (AVX2: tiles of tokens × GQA heads) bit-exact with attn_paged_tokens, one
@@ -373,8 +374,9 @@ static void test_matmul_x8(void **state) {
     /* blocks per row; 1030 (the 32-element formats only, up to 7 tokens) crosses the legacy tiles' 1024-block table
      * slice (Q5_1: refused, kx8.h) */
     const int64_t kb[] = {1, 37, 1030};
-    const int64_t toks[] = {1, 2, 3, 4, 5, 7, MAX_TOK};
-    const int64_t ranges[][2] = {{0, N_ROWS}, {8, 16}, {16, 24}};
+    /* 10..14: the AVX-512 VNNI K-quant tile's 8 tokens and every remainder (5, 7 and 113 = 64 + 6·8 + 1 the others) */
+    const int64_t toks[] = {1, 2, 3, 4, 5, 7, 10, 11, 12, 14, MAX_TOK};
+    const int64_t ranges[][2] = {{0, N_ROWS}, {8, 16}, {16, 24}, {8, 24}}; /* 3, 1, 1 and 2 groups */
     const qn_qformat fmts[] = {QN_QFORMAT_Q2_K, QN_QFORMAT_Q3_K, QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_K,
                                QN_QFORMAT_Q4_0, QN_QFORMAT_Q5_0, QN_QFORMAT_Q5_1, QN_QFORMAT_Q8_0};
     qn_rng rng;

@@ -915,9 +915,56 @@ typedef struct kx16d_block {
 /* super-blocks per k-slice: 4 decoded (23 KiB) and 8 tokens' 4 Q8_K blocks (9 KiB) stay in L1 */
 #define QN_KX16D_SLICE 4
 
-/* group block g of fmt (Q4_K, Q5_K, Q6_K: a compile-time constant) -> half h (the 8 rows' lanes) of x */
+/* group block g of fmt (Q2_K .. Q6_K: a compile-time constant) -> half h (the 8 rows' lanes) of x. Step p = 32h' + 8j +
+ * 4·half + s of Q2_K / Q3_K is step s of q2kx8_part / q3kx8_part's sub-block 8h' + 2j + half. */
 QN_INLINE void kx16d_decode(qn_qformat fmt, const uint8_t *g, kx16d_block *x, int h) {
     const __m256i *gv = (const __m256i *)g;
+    if (fmt == QN_QFORMAT_Q2_K) {
+        const __m256i hdr = _mm256_loadu_si256(gv + QN_Q2KX8_D_DWORD);
+        x->d[h] = lanes_f16(hdr, 0), x->dmin[h] = lanes_f16(hdr, 2);
+        for (int b = 0; b < 16; b++) /* scale | min << 4 in byte b % 4 of dword row b / 4 */
+            x->sc[b][h] = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + b / 4), dword_bytes_mask(b % 4, b % 4)),
+                                           _mm256_set1_epi32(15));
+        for (int p = 0; p < 8; p++)
+            x->cp[p][h] = _mm256_srli_epi16(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + p / 2), dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1)), 4);
+        for (int p = 0; p < 64; p++) {
+            const int hh = p / 32, j = (p / 8) % 4, hs = p % 8; /* hs = 4·half + s */
+            const __m256i v = _mm256_loadu_si256(gv + 4 + 8 * hh + hs);
+            x->q[p][h] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3));
+        }
+        return;
+    }
+    if (fmt == QN_QFORMAT_Q3_K) {
+        const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
+        const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
+                      w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
+        const __m256i scw[4] = { /* as q3kx8_block: the scales − 32 as i8, byte b of word i: sub-block 4i + b */
+            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32),
+            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32),
+            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
+                                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32),
+            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
+                                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32)};
+        x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q3KX8_D_BYTE)));
+        x->dmin[h] = _mm256_setzero_ps();
+        for (int b = 0; b < 16; b++)
+            x->sc[b][h] = _mm256_srai_epi32(_mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask_hi(b % 4, b % 4)), 24);
+        for (int p = 0; p < 8; p++)
+            x->cp[p][h] = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[p / 2], dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
+        for (int p = 0; p < 64; p++) {
+            const int i = p / 8, hs = p % 8; /* code c_i (kx8.h), i = 4h' + j; stream e at gv[hs + 8e] */
+            __m256i q;
+            if (i < 6) {
+                const __m256i e = _mm256_loadu_si256(gv + hs + 8 * (i / 2));
+                q = _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, _mm256_set1_epi8(7));
+            } else {
+                q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(gv + hs + 8 * (i - 6)), 6), _mm256_set1_epi8(3)),
+                                    _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(gv + hs + 16), i - 2), _mm256_set1_epi8(4)));
+            }
+            x->q[p][h] = q;
+        }
+        return;
+    }
     if (fmt == QN_QFORMAT_Q6_K) {
         x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q6KX8_D_BYTE)));
         x->dmin[h] = _mm256_setzero_ps();
@@ -937,15 +984,21 @@ QN_INLINE void kx16d_decode(qn_qformat fmt, const uint8_t *g, kx16d_block *x, in
     }
 }
 
+/* acc += the dword dot products of the u8 codes q and the s8 activations a4[0..3] (broadcast by the instruction: GCC
+ * keeps a separate vpbroadcastd otherwise, one more instruction per 64 MACs) */
+QN_VNNI QN_INLINE __m512i dpbusd_bcst(__m512i acc, __m512i q, const int8_t *a4) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(q), "m"(*(const int32_t *)(const void *)a4));
+    return acc;
+}
+
 /* y[t·ldy + r] (r < 16 lanes, the low 8 only when !both; t < nt, a compile-time constant 1..8) += row r's kq_term of
  * super-blocks ib0 .. ib0 + nb − 1, block after block, from the decoded x[0..nb) (carry: y holds the earlier k-slices'
- * sums, else they start at 0). a: token 0's Q8_K row (token t at + t·as). */
+ * sums, else they start at 0). a: token 0's Q8_K row (token t at + t·as). The fp32 sums live in y between super-blocks
+ * (a load and a store per block and token): in registers they pushed the integer sums onto the stack. */
 QN_VNNI QN_INLINE void kx16d_tile(qn_qformat fmt, const kx16d_block *x, int64_t nb, int64_t ib0, const uint8_t *a,
                                   size_t as, const int nt, bool carry, bool both, float *y, int64_t ldy) {
-    const int sub = fmt == QN_QFORMAT_Q6_K ? 4 : 8; /* steps per sub-block */
+    const int sub = fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K ? 8 : 4; /* steps per sub-block */
     const __mmask16 m = both ? 0xffff : 0x00ff;
-    __m512 sum[8];
-    for (int t = 0; t < nt; t++) sum[t] = carry ? _mm512_maskz_loadu_ps(m, y + t * ldy) : _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const qn_block_q8_k *yb[8];
         for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_k *)(a + (size_t)t * as) + ib0 + i;
@@ -954,11 +1007,7 @@ QN_VNNI QN_INLINE void kx16d_tile(qn_qformat fmt, const kx16d_block *x, int64_t 
 #pragma GCC unroll 64
         for (int p = 0; p < 64; p++) {
             const __m512i q = _mm512_load_si512(&x[i].q[p][0]);
-            for (int t = 0; t < nt; t++) {
-                int32_t a4;
-                memcpy(&a4, yb[t]->qs + 4 * p, 4);
-                acc[t] = _mm512_dpbusd_epi32(p % sub ? acc[t] : _mm512_setzero_si512(), q, _mm512_set1_epi32(a4));
-            }
+            for (int t = 0; t < nt; t++) acc[t] = dpbusd_bcst(p % sub ? acc[t] : _mm512_setzero_si512(), q, yb[t]->qs + 4 * p);
             if (p % sub == sub - 1) {
                 const __m512i sc = _mm512_load_si512(&x[i].sc[p / sub][0]);
                 for (int t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], sc));
@@ -973,17 +1022,18 @@ QN_VNNI QN_INLINE void kx16d_tile(qn_qformat fmt, const kx16d_block *x, int64_t 
                 c = _mm512_dpwssd_epi32(c, _mm512_load_si512(&x[i].cp[j][0]), _mm512_set1_epi32(bp));
             }
             const __m512 da = _mm512_set1_ps(yb[t]->d);
-            if (fmt == QN_QFORMAT_Q6_K) {
-                const __m512i is = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(c, 5));
-                sum[t] = _mm512_add_ps(sum[t], _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is)));
+            __m512 term;
+            if (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q3_K) { /* the −32 / −4 of the unsigned codes */
+                const __m512i is = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(c, fmt == QN_QFORMAT_Q6_K ? 5 : 2));
+                term = _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is));
             } else {
-                const __m512 term = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(isum[t])),
-                                                  _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(c)));
-                sum[t] = _mm512_add_ps(sum[t], term);
+                term = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(isum[t])),
+                                     _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(c)));
             }
+            const __m512 s0 = carry || i > 0 ? _mm512_maskz_loadu_ps(m, y + t * ldy) : _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(y + t * ldy, m, _mm512_add_ps(s0, term));
         }
     }
-    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + t * ldy, m, sum[t]);
 }
 
 /* every token over one decoded slice: 8 at a time, then the 1..7 left */
@@ -1028,6 +1078,8 @@ QN_VNNI QN_INLINE void kx16d_tokens(qn_qformat fmt, const kx16d_block *x, int64_
             }                                                                                                       \
         }                                                                                                           \
     }
+QN_DEF_KX16D_MATMUL(matmul_q2kx16d_vnni, QN_QFORMAT_Q2_K, matmul_q2kx8_avx2)
+QN_DEF_KX16D_MATMUL(matmul_q3kx16d_vnni, QN_QFORMAT_Q3_K, matmul_q3kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q4kx16d_vnni, QN_QFORMAT_Q4_K, matmul_q4kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q5kx16d_vnni, QN_QFORMAT_Q5_K, matmul_q5kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q6kx16d_vnni, QN_QFORMAT_Q6_K, matmul_q6kx8_avx2)
@@ -1321,9 +1373,13 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
 #if defined(QN_SIMD_X86_512)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512vnni")) {
+        k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx16d_vnni;
+        k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx16d_vnni;
         k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx16d_vnni;
         k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx16d_vnni;
         k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16d_vnni;
+        for (int f = QN_QFORMAT_Q2_K; f <= QN_QFORMAT_Q6_K; f++) /* >= 8 passes of 8 tokens per decoded slice */
+            k->matmul_x8_min_chunk[f] = 64;
     }
 #endif
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
