@@ -738,8 +738,9 @@ __device__ __forceinline__ void mq_store_w1(float (&acc)[P], const mq_rows_of &o
 }
 
 /* --- persistent staged launches (a.n_vcta > 0; W = 1) ---
- * Compiled in only with QN_MQ_PERSIST > 0 (an A/B knob, off: written and compiled, not yet run on a GPU; with the
- * branch in, the staged one-block-per-CTA instances take more registers, e.g. Q2_K's 93 -> 102).
+ * Compiled in only with QN_MQ_PERSIST > 0 (default 1: Q2_K/Q3_K only; 2: every format, an A/B knob not yet measured
+ * on Q4_K..Q8_0; H200 A/B, bench/results/gpu-persist-2026-12-05.md: 8B Q2_K mix tg128 448 -> 494 t/s; with the branch
+ * in, the staged one-block-per-CTA instances take more registers, e.g. Q2_K's 93 -> 102).
  * A short row (K = 4096 is one staging chunk of Q2_K/Q3_K) gives each warp of a one-block-per-CTA launch a
  * single chunk: the copy of x (XS), the set-up and the reduction then cost about as many instructions as the
  * dots (Nsight Compute, 8B Q2_K gate+up: 854 instructions per warp for two row-units; issue 0.55 per
