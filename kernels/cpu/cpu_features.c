@@ -2,9 +2,13 @@
  * ISA this machine runs and this build compiled (arm64: the hwcaps, from getauxval); each ISA object
  * exports one filler, qn_cpu_kernels_fill_<isa> (kernels_table_cpu.c). Reads nothing from the environment: an ISA
  * override reaches us only as an argument (tools/ owns flags and env). */
+#define _DEFAULT_SOURCE /* syscall() */
+#include <stdbool.h>
 #include <string.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 #if defined(QN_HAVE_ISA_NEON_DOTPROD)
 #include <sys/auxv.h>
@@ -81,6 +85,16 @@ static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {
     default:
         return NULL;
     }
+}
+
+bool qn_cpu_amx_int8_usable(void) {
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 25 & 1)) return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
 }
 
 qn_cpu_isa qn_cpu_isa_detect(void) {

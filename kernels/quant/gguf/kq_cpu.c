@@ -15,6 +15,7 @@
 #include "kernels/quant/gguf/gguf_ref.h"
 #include "kernels/quant/gguf/kx8.h"
 
+
 /* The fp32 finish shared by every path: d·isum − dmin·summs with d = d_a·d_w (f32 · f16). */
 QN_INLINE float kq_term(float da, uint16_t dw, uint16_t dminw, int isum, int summs) {
     const float d = da * qn_cpu_h2f(dw), dmin = da * qn_cpu_h2f(dminw);
@@ -1083,6 +1084,152 @@ QN_DEF_KX16D_MATMUL(matmul_q3kx16d_vnni, QN_QFORMAT_Q3_K, matmul_q3kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q4kx16d_vnni, QN_QFORMAT_Q4_K, matmul_q4kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q5kx16d_vnni, QN_QFORMAT_Q5_K, matmul_q5kx8_avx2)
 QN_DEF_KX16D_MATMUL(matmul_q6kx16d_vnni, QN_QFORMAT_Q6_K, matmul_q6kx8_avx2)
+
+/* ------------------------------------------------------------------ x86: AMX-INT8 prefill (Q4_K, Q5_K, Q6_K)
+ * Where the CPU has AMX-INT8 and the kernel grants this process the tile data (arch_prctl, at table fill), whole tiles
+ * of 16 tokens go through the tile unit. The weights of a group pair are decoded per k-slice into byte planes whose
+ * 64-byte rows are tile B rows as they are (row p = step p: 4 K of each of the 16 weight rows, kx16d_block's order):
+ * the sub-block scale is folded into the codes, w' = sc·q (Q4_K, Q5_K; 0..1953) or sc·(q − 32) (Q6_K; −4096..3937),
+ * split into a low byte (u8) and a high byte (w' >> 8), so isum = Σ lo·a + 256·Σ hi·a is the scalar path's integer
+ * with no per-sub-block step at all; Q4_K / Q5_K add a plane of each element's sub-block min (u8) for summs. The
+ * activations are tile A straight from the Q8_K rows (16 tokens at stride as, 64 K bytes each: s8), so
+ * C[token][row] = Σ a·w' (tdpbsud: s8 × u8; tdpbssd for Q6_K's signed high byte) lands in y's order. Per super-block
+ * the C tiles are stored and finished in fp32 as the other tiles (the same integers, the same fp32 steps:
+ * bit-identical to vec_dot). Tokens past the last whole 16 and an odd last group take the VNNI tile. */
+#define QN_AMX __attribute__((target("amx-tile,amx-int8,avx512vnni")))
+#define QN_AMX_SLICE 4 /* super-blocks per decoded slice: 3 planes × 4 KiB each */
+
+typedef struct amx_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_cfg;
+
+/* planes of one super-block for 16 rows: [plane][step p][16 rows × 4 bytes]; plane 0: low bytes of w', 1: high bytes,
+ * 2: the mins (Q4_K, Q5_K) */
+typedef struct amx_sb {
+    _Alignas(64) uint8_t pl[3][64][64];
+} amx_sb;
+
+/* kx16d_block -> the super-block's planes */
+/* the formats whose codes carry an offset folded into w' (Q6_K: q − 32, Q3_K: c − 4; kx16d_block's codes are
+ * unsigned), and those with mins (plane 2) */
+#define QN_AMX_OFFSET(fmt) ((fmt) == QN_QFORMAT_Q6_K ? 32 : (fmt) == QN_QFORMAT_Q3_K ? 4 : 0)
+#define QN_AMX_MINS(fmt) ((fmt) == QN_QFORMAT_Q2_K || (fmt) == QN_QFORMAT_Q4_K || (fmt) == QN_QFORMAT_Q5_K)
+
+QN_AMX QN_INLINE void amx_planes(qn_qformat fmt, const kx16d_block *x, amx_sb *o) {
+    const int sub = fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K ? 8 : 4;
+    const __m512i m8 = _mm512_set1_epi16(0x00ff);
+    for (int b = 0; b < 64 / sub; b++) {
+        const __m512i sc32 = _mm512_load_si512(&x->sc[b][0]);
+        const __m512i sc16 = _mm512_or_si512(_mm512_and_si512(sc32, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sc32, 16));
+        __m512i mn = _mm512_setzero_si512();
+        if (QN_AMX_MINS(fmt)) { /* sub-block b's min in all 4 bytes: Q2_K's cp holds (mn_2j, mn_2j+1), Q4_K / Q5_K's (mn_b, mn_b) */
+            const __m512i cp = _mm512_load_si512(&x->cp[fmt == QN_QFORMAT_Q2_K ? b / 2 : b][0]);
+            const __m512i m = fmt == QN_QFORMAT_Q2_K && b % 2 ? _mm512_srli_epi32(cp, 16) : cp;
+            mn = _mm512_mullo_epi32(_mm512_and_si512(m, _mm512_set1_epi32(0xff)), _mm512_set1_epi32(0x01010101));
+        }
+        for (int s = 0; s < sub; s++) {
+            const int p = sub * b + s;
+            const __m512i q = _mm512_load_si512(&x->q[p][0]);
+            __m512i ev = _mm512_and_si512(q, m8), od = _mm512_srli_epi16(q, 8); /* bytes 0, 2 and 1, 3 as i16 */
+            if (QN_AMX_OFFSET(fmt)) {
+                const __m512i off = _mm512_set1_epi16(QN_AMX_OFFSET(fmt));
+                ev = _mm512_sub_epi16(ev, off), od = _mm512_sub_epi16(od, off);
+            }
+            const __m512i pe = _mm512_mullo_epi16(ev, sc16), po = _mm512_mullo_epi16(od, sc16);
+            _mm512_store_si512(o->pl[0][p], _mm512_or_si512(_mm512_and_si512(pe, m8), _mm512_slli_epi16(po, 8)));
+            _mm512_store_si512(o->pl[1][p], _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(pe, 8), m8),
+                                                            _mm512_andnot_si512(m8, po)));
+            if (QN_AMX_MINS(fmt)) _mm512_store_si512(o->pl[2][p], mn);
+        }
+    }
+}
+
+/* y rows 0..15 of tokens t < 16 (y: token 0, row 0) += kq_term of super-blocks ib0 .. ib0 + nb − 1 from the planes
+ * sb[0..nb) and the decoded headers x[0..nb); carry: y holds the earlier k-slices' sums. Tiles: 0, 1, 2 the C of
+ * planes 0, 1, 2; 3 A; 4, 5, 6 B. */
+QN_AMX QN_INLINE void amx_tile16(qn_qformat fmt, const amx_sb *sb, const kx16d_block *x, int64_t nb, int64_t ib0,
+                                 const uint8_t *a, size_t as, bool carry, float *y, int64_t ldy) {
+    _Alignas(64) int32_t c[3][16][16];
+    for (int64_t i = 0; i < nb; i++) {
+        const qn_block_q8_k *y0 = (const qn_block_q8_k *)a + ib0 + i;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        for (int kc = 0; kc < 4; kc++) {
+            _tile_loadd(3, y0->qs + 64 * kc, as);
+            _tile_loadd(4, sb[i].pl[0][16 * kc], 64);
+            _tile_loadd(5, sb[i].pl[1][16 * kc], 64);
+            _tile_dpbsud(0, 3, 4);
+            if (QN_AMX_OFFSET(fmt)) _tile_dpbssd(1, 3, 5); /* a signed high byte */
+            else _tile_dpbsud(1, 3, 5);
+            if (QN_AMX_MINS(fmt)) {
+                _tile_loadd(6, sb[i].pl[2][16 * kc], 64);
+                _tile_dpbsud(2, 3, 6);
+            }
+        }
+        _tile_stored(0, c[0], 64);
+        _tile_stored(1, c[1], 64);
+        if (QN_AMX_MINS(fmt)) _tile_stored(2, c[2], 64);
+        const __m512 dw = _mm512_load_ps((const float *)&x[i].d[0]), dminw = _mm512_load_ps((const float *)&x[i].dmin[0]);
+        for (int t = 0; t < 16; t++) {
+            const float dat = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib0 + i)->d;
+            const __m512 da = _mm512_set1_ps(dat);
+            const __m512i is = _mm512_add_epi32(_mm512_load_si512(c[0][t]), _mm512_slli_epi32(_mm512_load_si512(c[1][t]), 8));
+            __m512 term = _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is));
+            if (QN_AMX_MINS(fmt))
+                term = _mm512_sub_ps(term, _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(_mm512_load_si512(c[2][t]))));
+            const __m512 s0 = carry || i > 0 ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
+            _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(s0, term));
+        }
+    }
+}
+
+/* matmul_x8 of FMT: group pairs × whole 16-token tiles on AMX, the rest through the VNNI tile (vnni) */
+#define QN_DEF_AMX_MATMUL(name, FMT, vnni)                                                                          \
+    QN_AMX static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,   \
+                            float *y, int64_t ldy) {                                                                \
+        const int64_t n16 = n_tok / 16 * 16, gp = n_groups / 2 * 2;                                                 \
+        if (n16 == 0 || gp == 0) {                                                                                  \
+            vnni(n, w8, n_groups, a, as, n_tok, y, ldy);                                                            \
+            return;                                                                                                 \
+        }                                                                                                           \
+        amx_cfg cfg;                                                                                                \
+        memset(&cfg, 0, sizeof cfg);                                                                                \
+        cfg.palette = 1;                                                                                            \
+        for (int r = 0; r < 7; r++) cfg.rows[r] = 16, cfg.colsb[r] = 64;                                            \
+        _tile_loadconfig(&cfg);                                                                                     \
+        _Alignas(64) kx16d_block buf[QN_AMX_SLICE];                                                                 \
+        _Alignas(64) amx_sb pl[QN_AMX_SLICE];                                                                       \
+        const int64_t nblk = n / QN_QK_K;                                                                           \
+        const size_t gb = qn_kx8_block_bytes(FMT), rb = (size_t)nblk * gb;                                          \
+        for (int64_t g = 0; g < gp; g += 2) {                                                                       \
+            const uint8_t *w0 = (const uint8_t *)w8 + (size_t)g * rb;                                               \
+            for (int64_t ib0 = 0; ib0 < nblk; ib0 += QN_AMX_SLICE) {                                                \
+                const int64_t nb = nblk - ib0 < QN_AMX_SLICE ? nblk - ib0 : QN_AMX_SLICE;                           \
+                for (int64_t i = 0; i < nb; i++) {                                                                  \
+                    kx16d_decode(FMT, w0 + (size_t)(ib0 + i) * gb, &buf[i], 0);                              \
+                    kx16d_decode(FMT, w0 + rb + (size_t)(ib0 + i) * gb, &buf[i], 1);                         \
+                    amx_planes(FMT, &buf[i], &pl[i]);                                                               \
+                }                                                                                                   \
+                for (int64_t t = 0; t < n16; t += 16)                                                               \
+                    amx_tile16(FMT, pl, buf, nb, ib0, (const uint8_t *)a + (size_t)t * as, as, ib0 > 0,             \
+                               y + t * ldy + g * QN_KX8_ROWS, ldy);                                                 \
+            }                                                                                                       \
+        }                                                                                                           \
+        _tile_release();                                                                                            \
+        if (n_tok > n16) /* the last 1..15 tokens, every group */                                                   \
+            vnni(n, w8, n_groups, (const uint8_t *)a + (size_t)n16 * as, as, n_tok - n16, y + n16 * ldy, ldy);      \
+        if (n_groups > gp) /* an odd last group, the whole tokens */                                                \
+            vnni(n, (const uint8_t *)w8 + (size_t)gp * rb, 1, a, as, n16, y + gp * QN_KX8_ROWS, ldy);               \
+    }
+QN_DEF_AMX_MATMUL(matmul_q2kx16_amx, QN_QFORMAT_Q2_K, matmul_q2kx16d_vnni)
+QN_DEF_AMX_MATMUL(matmul_q3kx16_amx, QN_QFORMAT_Q3_K, matmul_q3kx16d_vnni)
+QN_DEF_AMX_MATMUL(matmul_q4kx16_amx, QN_QFORMAT_Q4_K, matmul_q4kx16d_vnni)
+QN_DEF_AMX_MATMUL(matmul_q5kx16_amx, QN_QFORMAT_Q5_K, matmul_q5kx16d_vnni)
+QN_DEF_AMX_MATMUL(matmul_q6kx16_amx, QN_QFORMAT_Q6_K, matmul_q6kx16d_vnni)
+
 #endif /* QN_SIMD_X86_512 */
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
@@ -1380,6 +1527,14 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
         k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16d_vnni;
         for (int f = QN_QFORMAT_Q2_K; f <= QN_QFORMAT_Q6_K; f++) /* >= 8 passes of 8 tokens per decoded slice */
             k->matmul_x8_min_chunk[f] = 64;
+        if (qn_cpu_amx_int8_usable()) { /* 16 tiles of 16 tokens per decoded slice */
+            k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx16_amx;
+            k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx16_amx;
+            k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx16_amx;
+            k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx16_amx;
+            k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16_amx;
+            for (int f = QN_QFORMAT_Q2_K; f <= QN_QFORMAT_Q6_K; f++) k->matmul_x8_min_chunk[f] = 256;
+        }
     }
 #endif
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
