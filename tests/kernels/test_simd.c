@@ -15,7 +15,8 @@
  *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
  *               with the scalar vec_dot on the plain rows for 1..5, 7, 10..12, 14 and 113 tokens (every token tail
  *               of the 4- and 8-token tiles), 1 and 37 blocks per row, sub-ranges of 1, 2 and 3 row groups (the
- *               VNNI tile's group pairs and odd group), untouched rows stay NaN; every x86 SIMD table has it;
+ *               VNNI and AMX tiles' group pairs and odd group; AMX: 113 = 7 tiles of 16 + 1 token through the VNNI
+ *               tile), untouched rows stay NaN; every x86 SIMD table has it;
  *   attn_paged  the 16-keys-at-a-time path (AVX-512, KV blocks of 16) bit-exact with the general one
  *               (KV blocks of 24 slots), multi- and single-token lane counts, awkward n_ctx;
  *               n_q tokens at once (AVX2: tiles of tokens × GQA heads) bit-exact with attn_paged_tokens, one

@@ -1152,6 +1152,8 @@ QN_AMX QN_INLINE void amx_planes(qn_qformat fmt, const kx16d_block *x, amx_sb *o
 QN_AMX QN_INLINE void amx_tile16(qn_qformat fmt, const amx_sb *sb, const kx16d_block *x, int64_t nb, int64_t ib0,
                                  const uint8_t *a, size_t as, bool carry, float *y, int64_t ldy) {
     _Alignas(64) int32_t c[3][16][16];
+    __m512 sum[16]; /* token t's 16 rows */
+    for (int t = 0; t < 16; t++) sum[t] = carry ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
         const qn_block_q8_k *y0 = (const qn_block_q8_k *)a + ib0 + i;
         _tile_zero(0);
@@ -1160,10 +1162,12 @@ QN_AMX QN_INLINE void amx_tile16(qn_qformat fmt, const amx_sb *sb, const kx16d_b
         for (int kc = 0; kc < 4; kc++) {
             _tile_loadd(3, y0->qs + 64 * kc, as);
             _tile_loadd(4, sb[i].pl[0][16 * kc], 64);
-            _tile_loadd(5, sb[i].pl[1][16 * kc], 64);
             _tile_dpbsud(0, 3, 4);
-            if (QN_AMX_OFFSET(fmt)) _tile_dpbssd(1, 3, 5); /* a signed high byte */
-            else _tile_dpbsud(1, 3, 5);
+            if (fmt != QN_QFORMAT_Q2_K) { /* Q2_K's w' <= 15·3: no high byte */
+                _tile_loadd(5, sb[i].pl[1][16 * kc], 64);
+                if (QN_AMX_OFFSET(fmt)) _tile_dpbssd(1, 3, 5); /* a signed high byte */
+                else _tile_dpbsud(1, 3, 5);
+            }
             if (QN_AMX_MINS(fmt)) {
                 _tile_loadd(6, sb[i].pl[2][16 * kc], 64);
                 _tile_dpbsud(2, 3, 6);
@@ -1180,10 +1184,10 @@ QN_AMX QN_INLINE void amx_tile16(qn_qformat fmt, const amx_sb *sb, const kx16d_b
             __m512 term = _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is));
             if (QN_AMX_MINS(fmt))
                 term = _mm512_sub_ps(term, _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(_mm512_load_si512(c[2][t]))));
-            const __m512 s0 = carry || i > 0 ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
-            _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(s0, term));
+            sum[t] = _mm512_add_ps(sum[t], term);
         }
     }
+    for (int t = 0; t < 16; t++) _mm512_storeu_ps(y + t * ldy, sum[t]);
 }
 
 /* matmul_x8 of FMT: group pairs × whole 16-token tiles on AMX, the rest through the VNNI tile (vnni) */
