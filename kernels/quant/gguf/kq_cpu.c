@@ -4,7 +4,9 @@
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
  * AVX2 (also in the AVX-512 objects) with register tiles of 8 rows × 1-4 tokens over the load-time repacked
- * Q2_K×8 .. Q6_K×8 groups (kx8.h; Q4_K also from plain rows); NEON (SDOT in the neon_dotprod objects). */
+ * Q2_K×8 .. Q6_K×8 groups (kx8.h; Q4_K also from plain rows); in the AVX-512 objects, for prefill, a 16-row × 8-token
+ * VNNI tile and AMX-INT8 tiles of 16 tokens where the CPU has them (chosen at table fill); NEON (SDOT in the
+ * neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -719,12 +721,36 @@ QN_INLINE void q2kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
     }
 }
 
+/* Q3_K×8: code c_i (i < 8, a constant; kx8.h's re-encoding) of the 8 rows' 4 elements whose stream e dwords are st[8e]
+ * (elements 32i + 16·half + 4s .. +3 for st = gv + 4·half + s): one AND, a shift and an AND, or for c6, c7 two pieces */
+QN_INLINE __m256i q3kx8_code(const __m256i *st, const int i) {
+    if (i < 6) {
+        const __m256i e = _mm256_loadu_si256(st + 8 * (i / 2));
+        return _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, _mm256_set1_epi8(7));
+    } /* c6: bits 6, 7 of e0 and bit 6 of e2; c7: bits 6, 7 of e1 and bit 7 of e2 */
+    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8 * (i - 6)), 6), _mm256_set1_epi8(3)),
+                           _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), i - 2), _mm256_set1_epi8(4)));
+}
+
+/* Q3_K×8 group block gv: the scales − 32 as i8 (byte b of word i: sub-block 4i + b), unpacked lane by lane as
+ * qn_q3_k_scale_words does */
+QN_INLINE void q3kx8_scales(const __m256i *gv, __m256i scw[4]) {
+    const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
+    const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
+                  w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
+    scw[0] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32);
+    scw[1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32);
+    scw[2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
+                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32);
+    scw[3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
+                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32);
+}
+
 /* Q3_K×8, the sub-blocks 8h + 2j + half of one h (a constant at each call) and one half, as q2kx8_part; the code
  * c_i (i = 4h + j, 0..7: kx8.h's re-encoding) is one AND, a shift and an AND, or for c6, c7 two pieces; i16 sums
  * reach 4·2·7·128 = 7168. scw: the scales − 32 as i8 (byte b of word i: sub-block 4i + b). */
 QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t *const aq[4], const int nt, const int h,
                           int half, __m256i isum[4]) {
-    const __m256i m7 = _mm256_set1_epi8(7), m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         const int b = 8 * h + 2 * j + half, i = 4 * h + j;
@@ -732,15 +758,7 @@ QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t 
         __m256i acc[4];
 #pragma GCC unroll 4
         for (int s = 0; s < 4; s++) {
-            const __m256i *st = gv + 4 * half + s; /* stream e at st[8e]: elements 32i + 16·half + 4s .. +3 */
-            __m256i q;
-            if (i < 6) {
-                const __m256i e = _mm256_loadu_si256(st + 8 * (i / 2));
-                q = _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, m7);
-            } else { /* c6: bits 6, 7 of e0 and bit 6 of e2; c7: bits 6, 7 of e1 and bit 7 of e2 */
-                q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8 * (i - 6)), 6), m3),
-                                    _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), i - 2), m4));
-            }
+            const __m256i q = q3kx8_code(gv + 4 * half + s, i);
             KX8_SUB_ACC(acc, q, aq, nt, 128 * h + 32 * j + 16 * half + 4 * s)
         }
         KX8_SUB_SCALE(isum, acc, sc, nt)
@@ -752,17 +770,9 @@ QN_INLINE void q3kx8_part(const __m256i *gv, const __m256i scw[4], const int8_t 
  * with s_b = scale_b − 32, the scalar path's integer. The packed scales are unpacked lane by lane as
  * qn_q3_k_scale_words does. */
 QN_INLINE void q3kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_t ib, const int nt, __m256 sum[4]) {
-    const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
     const __m256i *gv = (const __m256i *)g;
-    const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
-                  w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
-    const __m256i scw[4] = {
-        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32),
-        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32),
-        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32),
-        _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32)};
+    __m256i scw[4];
+    q3kx8_scales(gv, scw);
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q3KX8_D_BYTE)));
     const int8_t *aq[4];
     for (int t = 0; t < nt; t++) aq[t] = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib)->qs;
@@ -893,23 +903,25 @@ QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K)
 QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K)
 QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K)
 
-/* ------------------------------------------------------------------ x86: AVX-512 VNNI prefill tile (Q4_K, Q5_K, Q6_K)
+/* ------------------------------------------------------------------ x86: AVX-512 VNNI prefill tile (Q2_K .. Q6_K)
  * Where the CPU has AVX512_VNNI (asked at run time: the AVX-512 objects are built without -mavx512vnni and these
  * functions carry the target attribute), matmul_x8 with more than 4 tokens decodes two groups (16 rows) at a time, a
  * k-slice of super-blocks at a time, into kx16d_block (each 4-element step's codes of the 16 rows as one 64-byte
  * vector, the scales as i32) and runs 16 rows × up to 8 tokens over the slice. Per step: one load, and per token one
  * vpdpbusd (u8 codes × the token's 4 s8 activations, broadcast by the instruction from memory) summed straight into
- * i32, so there is no i16 limit; each sub-block's sum is scaled by one vpmulld. The mins (Q4_K, Q5_K) and the −32
- * (Q6_K) come from the Q8_K bsums by vpdpwssd. The integers and the fp32 finish are the 8-row tiles' (q45kx8_block,
- * q6kx8_block), so every output stays bit-identical to vec_dot. An odd last group runs in the low 8 lanes. */
+ * i32, so there is no i16 limit; each sub-block's sum is scaled by one vpmulld. The mins (Q2_K, Q4_K, Q5_K) and the
+ * −32 / −4 of Q6_K's / Q3_K's unsigned codes come from the Q8_K bsums by vpdpwssd. The integers and the fp32 finish
+ * are the 8-row tiles' (q2kx8_block .. q6kx8_block), so every output stays bit-identical to vec_dot. An odd last group
+ * runs in the low 8 lanes. (bench/results/cpu-vnni-kquant-2026-12-05.md) */
 #if defined(QN_SIMD_X86_512)
 #define QN_VNNI __attribute__((target("avx512vnni")))
 
 typedef struct kx16d_block {
     __m256i q[64][2];  /* step p: the u8 codes of elements 4p..4p+3 of group 0's 8 rows, then group 1's (one zmm) */
-    __m256i sc[16][2]; /* sub-block b's scale (i32 per row): Q4_K, Q5_K b < 8 (32 elements); Q6_K b < 16 (16) */
+    __m256i sc[16][2]; /* sub-block b's scale (i32 per row): Q4_K, Q5_K b < 8 (32 elements); Q2_K, Q3_K, Q6_K b < 16
+                        * (16 elements; Q3_K: the scale − 32) */
     __m256i cp[8][2];  /* i16 pair j per row, the coefficients of Q8_K bsums 2j, 2j + 1: Q4_K, Q5_K (mn_j, mn_j) (the
-                        * mins of the 32-element sub-blocks); Q6_K (sc_2j, sc_2j+1) */
+                        * mins of the 32-element sub-blocks); Q2_K (mn_2j, mn_2j+1); Q3_K, Q6_K (sc_2j, sc_2j+1) */
     __m256 d[2], dmin[2];
 } kx16d_block;
 
@@ -936,34 +948,15 @@ QN_INLINE void kx16d_decode(qn_qformat fmt, const uint8_t *g, kx16d_block *x, in
         return;
     }
     if (fmt == QN_QFORMAT_Q3_K) {
-        const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
-        const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
-                      w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
-        const __m256i scw[4] = { /* as q3kx8_block: the scales − 32 as i8, byte b of word i: sub-block 4i + b */
-            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32),
-            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32),
-            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
-                                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32),
-            _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
-                                            _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32)};
+        __m256i scw[4];
+        q3kx8_scales(gv, scw);
         x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q3KX8_D_BYTE)));
         x->dmin[h] = _mm256_setzero_ps();
         for (int b = 0; b < 16; b++)
             x->sc[b][h] = _mm256_srai_epi32(_mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask_hi(b % 4, b % 4)), 24);
         for (int p = 0; p < 8; p++)
             x->cp[p][h] = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[p / 2], dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
-        for (int p = 0; p < 64; p++) {
-            const int i = p / 8, hs = p % 8; /* code c_i (kx8.h), i = 4h' + j; stream e at gv[hs + 8e] */
-            __m256i q;
-            if (i < 6) {
-                const __m256i e = _mm256_loadu_si256(gv + hs + 8 * (i / 2));
-                q = _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, _mm256_set1_epi8(7));
-            } else {
-                q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(gv + hs + 8 * (i - 6)), 6), _mm256_set1_epi8(3)),
-                                    _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(gv + hs + 16), i - 2), _mm256_set1_epi8(4)));
-            }
-            x->q[p][h] = q;
-        }
+        for (int p = 0; p < 64; p++) x->q[p][h] = q3kx8_code(gv + p % 8, p / 8); /* c_i, i = 4h' + j; p % 8 = 4·half + s */
         return;
     }
     if (fmt == QN_QFORMAT_Q6_K) {
