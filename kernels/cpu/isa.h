@@ -68,6 +68,7 @@ static inline int32x4_t qn_neon_dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t 
 void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_kquant_x512)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k);

@@ -4,9 +4,8 @@
  * by kq_term() exactly as in the scalar code, so the SIMD paths (which reach the same integers via
  * the Q8_K bsums) are bit-identical to the scalar path, and the x4 variants to the 1-token ones. Paths: scalar;
  * AVX2 (also in the AVX-512 objects) with register tiles of 8 rows × 1-4 tokens over the load-time repacked
- * Q2_K×8 .. Q6_K×8 groups (kx8.h; Q4_K also from plain rows); in the AVX-512 objects, for prefill, a 16-row × 8-token
- * VNNI tile and AMX-INT8 tiles of 16 tokens where the CPU has them (chosen at table fill); NEON (SDOT in the
- * neon_dotprod objects). */
+ * Q2_K×8 .. Q6_K×8 groups (kx8.h, unpacked by kx8_x86.h; Q4_K also from plain rows), which the AVX-512 VNNI / AMX
+ * prefill paths (kq_x512_cpu.c) fall back to for 4 tokens or fewer; NEON (SDOT in the neon_dotprod objects). */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/gguf_ref.h"
 #include "kernels/quant/gguf/kx8.h"
+#include "kernels/quant/gguf/kx8_x86.h"
 
 
 /* The fp32 finish shared by every path: d·isum − dmin·summs with d = d_a·d_w (f32 · f16). */
@@ -449,29 +449,6 @@ QN_INLINE void q4k_rows_to_x8(const uint8_t *x, size_t ws, uint8_t *g) {
     }
 }
 
-/* pshufb mask putting byte b0 of each dword into its i16 lane 0 and byte b1 into lane 1 (zero-extended) */
-QN_INLINE __m256i dword_bytes_mask(int b0, int b1) {
-    const __m256i offs = _mm256_setr_epi8(0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0,  //
-                                          0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12, 0);
-    return _mm256_add_epi8(_mm256_set1_epi32((int)((uint32_t)b0 | 0x80u << 8 | (uint32_t)b1 << 16 | 0x80u << 24)), offs);
-}
-
-/* pshufb mask putting byte b0 of each dword into the HIGH byte of its i16 lane 0 and b1 into lane 1's (low bytes
- * zero): an arithmetic >> 8 then sign-extends the two bytes to i16 */
-QN_INLINE __m256i dword_bytes_mask_hi(int b0, int b1) {
-    const __m256i offs = _mm256_setr_epi8(0, 0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12,  //
-                                          0, 0, 0, 0, 0, 4, 0, 4, 0, 8, 0, 8, 0, 12, 0, 12);
-    return _mm256_add_epi8(_mm256_set1_epi32((int)(0x80u | (uint32_t)b0 << 8 | 0x80u << 16 | (uint32_t)b1 << 24)), offs);
-}
-
-/* The 8 rows' fp16 of block ib at byte offset off (0: d, 2: dmin) of the block header in hdr lanes -> 8 floats */
-QN_INLINE __m256 lanes_f16(__m256i hdr, int off) {
-    const __m256i pick = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,  //
-                                          0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
-    const __m256i h = _mm256_shuffle_epi8(off ? _mm256_srli_epi32(hdr, 16) : hdr, pick);
-    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(h, 0x08)));
-}
-
 /* isum[t] += madd(acc[t], sc), summed as it goes: GCC would otherwise keep the madds of the unrolled sub-blocks
  * and add them later, spilled (Q6_K×8: 1500 stack accesses, 122 -> 136 GFLOP/s with the barrier) */
 #define KX8_SUB_SCALE(isum, acc, sc, nt)                                                                              \
@@ -502,40 +479,6 @@ typedef struct kx8d_block {
     __m256i mnp[4];
     __m256 d, dmin;
 } kx8d_block;
-
-/* Q4_K / Q5_K group block gv: the scale and min words (dword lanes: gv[0] = d | dmin << 16, gv[1..3] = the three
- * scale words of qn_q4_k_scale_words, unpacked lane by lane to sc0..3, sc4..7 and mn0..3, mn4..7, one 6-bit value
- * per byte) and the fp32 d, dmin */
-QN_INLINE void q45kx8_head(const __m256i *gv, __m256i scw[2], __m256i mnw[2], __m256 *dw, __m256 *dminw) {
-    const __m256i m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x03);
-    const __m256i w0 = _mm256_loadu_si256(gv + 1), w1 = _mm256_loadu_si256(gv + 2), w2 = _mm256_loadu_si256(gv + 3);
-    scw[0] = _mm256_and_si256(w0, m6);
-    scw[1] = _mm256_or_si256(_mm256_and_si256(w2, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w0, 6), m2), 4));
-    mnw[0] = _mm256_and_si256(w1, m6);
-    mnw[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w2, 4), m4),
-                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w1, 6), m2), 4));
-    const __m256i hdr = _mm256_loadu_si256(gv);
-    *dw = lanes_f16(hdr, 0), *dminw = lanes_f16(hdr, 2);
-}
-
-/* the rows' scale of sub-block b in both i16 of each dword; the mins' pair p (mn_2p, mn_2p+1) */
-QN_INLINE __m256i q45kx8_sc(const __m256i scw[2], int b) {
-    return _mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask(b % 4, b % 4));
-}
-QN_INLINE __m256i q45kx8_mnp(const __m256i mnw[2], int p) {
-    return _mm256_shuffle_epi8(mnw[p / 2], dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1));
-}
-
-/* The rows' codes of sub-block b, step s (elements 32b + 4s .. +3): chunk c = b / 2, low nibbles (even b), then high;
- * Q5_K adds qh bit b as bit 4 (qh bytes 4s..4s+3; within each byte: the shifts move no bit 4 across) */
-QN_INLINE __m256i q45kx8_codes(bool q5, const __m256i *gv, int b, int s) {
-    const __m256i v = _mm256_loadu_si256(gv + (q5 ? 12 : 4) + 8 * (b / 2) + s); /* qs from dword row 12 (Q5_K) / 4 */
-    const __m256i q = _mm256_and_si256(b % 2 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
-    if (!q5) return q;
-    const __m256i h = _mm256_loadu_si256(gv + 4 + s);
-    return _mm256_or_si256(q, _mm256_and_si256(b < 4 ? _mm256_slli_epi16(h, 4 - b) : b > 4 ? _mm256_srli_epi16(h, b - 4) : h,
-                                               _mm256_set1_epi8(16)));
-}
 
 /* sum[t] lane r += row r's kq_term of super-block ib for token t < nt (nt: a compile-time constant 1..4); the group
  * block of fmt Q4_K or Q5_K (a compile-time constant) is g (kx8.h), or x decoded (dec, Q5_K), a: token 0's Q8_K row
@@ -590,28 +533,6 @@ QN_INLINE void q45kx8_block(qn_qformat fmt, const uint8_t *g, const kx8d_block *
                                           _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(sm)));
         sum[t] = _mm256_add_ps(sum[t], term);
     }
-}
-
-/* Q6_K×8: the rows' scale b sign-extended into both i16 of each dword (byte b % 4 to the high bytes, >> 8); the
- * scales' pair p (sc_2p, sc_2p+1) */
-QN_INLINE __m256i q6kx8_sc(const __m256i *gv, int b) {
-    return _mm256_srai_epi16(
-        _mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + b / 4), dword_bytes_mask_hi(b % 4, b % 4)), 8);
-}
-QN_INLINE __m256i q6kx8_scp(const __m256i *gv, int p) {
-    return _mm256_srai_epi16(
-        _mm256_shuffle_epi8(_mm256_loadu_si256(gv + QN_Q6KX8_SC_DWORD + p / 2), dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
-}
-
-/* The rows' codes of sub-block b = 8h + 2k + half, step s (elements 16b + 4s .. +3, as dot_q6_k_scalar walks them):
- * streams 0..2 give q_0..q_2 with one AND, q_3 gathers its 2-bit pieces (bits 6, 7) from the three */
-QN_INLINE __m256i q6kx8_codes(const __m256i *gv, int b, int s) {
-    const int h = b / 8, k = (b / 2) % 4, l = 16 * (b % 2) + 4 * s;
-    const __m256i *st = gv + 24 * h + l / 4; /* stream c at st[8c] */
-    if (k < 3) return _mm256_and_si256(_mm256_loadu_si256(st + 8 * k), _mm256_set1_epi8(63));
-    const __m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st), 6), _mm256_set1_epi8(3)),
-                                      _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8), 4), _mm256_set1_epi8(12)));
-    return _mm256_or_si256(q, _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), 2), _mm256_set1_epi8(48)));
 }
 
 /* Q6_K×8 (kx8.h): sum[t] lane r += row r's kq_term_sym of super-block ib for token t < nt. The 6-bit codes are
@@ -719,31 +640,6 @@ QN_INLINE void q2kx8_block(const uint8_t *g, const uint8_t *a, size_t as, int64_
                                           _mm256_mul_ps(_mm256_mul_ps(da, dminw), _mm256_cvtepi32_ps(bsum_pairs(mnp, yb))));
         sum[t] = _mm256_add_ps(sum[t], term);
     }
-}
-
-/* Q3_K×8: code c_i (i < 8, a constant; kx8.h's re-encoding) of the 8 rows' 4 elements whose stream e dwords are st[8e]
- * (elements 32i + 16·half + 4s .. +3 for st = gv + 4·half + s): one AND, a shift and an AND, or for c6, c7 two pieces */
-QN_INLINE __m256i q3kx8_code(const __m256i *st, const int i) {
-    if (i < 6) {
-        const __m256i e = _mm256_loadu_si256(st + 8 * (i / 2));
-        return _mm256_and_si256(i % 2 ? _mm256_srli_epi16(e, 3) : e, _mm256_set1_epi8(7));
-    } /* c6: bits 6, 7 of e0 and bit 6 of e2; c7: bits 6, 7 of e1 and bit 7 of e2 */
-    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 8 * (i - 6)), 6), _mm256_set1_epi8(3)),
-                           _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256(st + 16), i - 2), _mm256_set1_epi8(4)));
-}
-
-/* Q3_K×8 group block gv: the scales − 32 as i8 (byte b of word i: sub-block 4i + b), unpacked lane by lane as
- * qn_q3_k_scale_words does */
-QN_INLINE void q3kx8_scales(const __m256i *gv, __m256i scw[4]) {
-    const __m256i k4 = _mm256_set1_epi8(0x0f), k2 = _mm256_set1_epi8(0x03), c32 = _mm256_set1_epi8(32);
-    const __m256i w0 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD), w1 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 1),
-                  w2 = _mm256_loadu_si256(gv + QN_Q3KX8_SC_DWORD + 2);
-    scw[0] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w0, k4), _mm256_slli_epi32(_mm256_and_si256(w2, k2), 4)), c32);
-    scw[1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(w1, k4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 2), k2), 4)), c32);
-    scw[2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w0, 4), k4),
-                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 4), k2), 4)), c32);
-    scw[3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(w1, 4), k4),
-                                             _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(w2, 6), k2), 4)), c32);
 }
 
 /* Q3_K×8, the sub-blocks 8h + 2j + half of one h (a constant at each call) and one half, as q2kx8_part; the code
@@ -890,344 +786,19 @@ static void dot_q4_k_tile_avx2(int64_t n, const void *wv, size_t ws, int64_t n_r
 
 /* matmul_x8 (cpu_kernels.h) of fmt: every group, 8 rows × every token. The weights are the repacked groups. */
 #define QN_DEF_KX8_MATMUL(name, FMT)                                                                                \
-    static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok, float *y, \
-                     int64_t ldy) {                                                                                  \
+    void QN_ISA_FN(name)(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,       \
+                         float *y, int64_t ldy) {                                                                    \
         const size_t gb = (size_t)(n / QN_QK_K) * qn_kx8_block_bytes(FMT);                                           \
         for (int64_t g = 0; g < n_groups; g++)                                                                       \
             kx8_tile_tokens(FMT, n, (const uint8_t *)w8 + (size_t)g * gb, 0, false, a, as, n_tok,                    \
                             y + g * QN_KX8_ROWS, ldy);                                                               \
     }
-QN_DEF_KX8_MATMUL(matmul_q2kx8_avx2, QN_QFORMAT_Q2_K)
-QN_DEF_KX8_MATMUL(matmul_q3kx8_avx2, QN_QFORMAT_Q3_K)
-QN_DEF_KX8_MATMUL(matmul_q4kx8_avx2, QN_QFORMAT_Q4_K)
-QN_DEF_KX8_MATMUL(matmul_q5kx8_avx2, QN_QFORMAT_Q5_K)
-QN_DEF_KX8_MATMUL(matmul_q6kx8_avx2, QN_QFORMAT_Q6_K)
+QN_DEF_KX8_MATMUL(qn_kx8_matmul_q2k, QN_QFORMAT_Q2_K)
+QN_DEF_KX8_MATMUL(qn_kx8_matmul_q3k, QN_QFORMAT_Q3_K)
+QN_DEF_KX8_MATMUL(qn_kx8_matmul_q4k, QN_QFORMAT_Q4_K)
+QN_DEF_KX8_MATMUL(qn_kx8_matmul_q5k, QN_QFORMAT_Q5_K)
+QN_DEF_KX8_MATMUL(qn_kx8_matmul_q6k, QN_QFORMAT_Q6_K)
 
-/* ------------------------------------------------------------------ x86: AVX-512 VNNI prefill tile (Q2_K .. Q6_K)
- * Where the CPU has AVX512_VNNI (asked at run time: the AVX-512 objects are built without -mavx512vnni and these
- * functions carry the target attribute), matmul_x8 with more than 4 tokens decodes two groups (16 rows) at a time, a
- * k-slice of super-blocks at a time, into kx16d_block (each 4-element step's codes of the 16 rows as one 64-byte
- * vector, the scales as i32) and runs 16 rows × up to 8 tokens over the slice. Per step: one load, and per token one
- * vpdpbusd (u8 codes × the token's 4 s8 activations, broadcast by the instruction from memory) summed straight into
- * i32, so there is no i16 limit; each sub-block's sum is scaled by one vpmulld. The mins (Q2_K, Q4_K, Q5_K) and the
- * −32 / −4 of Q6_K's / Q3_K's unsigned codes come from the Q8_K bsums by vpdpwssd. The integers and the fp32 finish
- * are the 8-row tiles' (q2kx8_block .. q6kx8_block), so every output stays bit-identical to vec_dot. An odd last group
- * runs in the low 8 lanes. (bench/results/cpu-vnni-kquant-2026-12-05.md) */
-#if defined(QN_SIMD_X86_512)
-#define QN_VNNI __attribute__((target("avx512vnni")))
-
-typedef struct kx16d_block {
-    __m256i q[64][2];  /* step p: the u8 codes of elements 4p..4p+3 of group 0's 8 rows, then group 1's (one zmm) */
-    __m256i sc[16][2]; /* sub-block b's scale (i32 per row): Q4_K, Q5_K b < 8 (32 elements); Q2_K, Q3_K, Q6_K b < 16
-                        * (16 elements; Q3_K: the scale − 32) */
-    __m256i cp[8][2];  /* i16 pair j per row, the coefficients of Q8_K bsums 2j, 2j + 1: Q4_K, Q5_K (mn_j, mn_j) (the
-                        * mins of the 32-element sub-blocks); Q2_K (mn_2j, mn_2j+1); Q3_K, Q6_K (sc_2j, sc_2j+1) */
-    __m256 d[2], dmin[2];
-} kx16d_block;
-
-/* super-blocks per k-slice: 4 decoded (23 KiB) and 8 tokens' 4 Q8_K blocks (9 KiB) stay in L1 */
-#define QN_KX16D_SLICE 4
-
-/* group block g of fmt (Q2_K .. Q6_K: a compile-time constant) -> half h (the 8 rows' lanes) of x. Step p = 32h' + 8j +
- * 4·half + s of Q2_K / Q3_K is step s of q2kx8_part / q3kx8_part's sub-block 8h' + 2j + half. */
-QN_INLINE void kx16d_decode(qn_qformat fmt, const uint8_t *g, kx16d_block *x, int h) {
-    const __m256i *gv = (const __m256i *)g;
-    if (fmt == QN_QFORMAT_Q2_K) {
-        const __m256i hdr = _mm256_loadu_si256(gv + QN_Q2KX8_D_DWORD);
-        x->d[h] = lanes_f16(hdr, 0), x->dmin[h] = lanes_f16(hdr, 2);
-        for (int b = 0; b < 16; b++) /* scale | min << 4 in byte b % 4 of dword row b / 4 */
-            x->sc[b][h] = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + b / 4), dword_bytes_mask(b % 4, b % 4)),
-                                           _mm256_set1_epi32(15));
-        for (int p = 0; p < 8; p++)
-            x->cp[p][h] = _mm256_srli_epi16(_mm256_shuffle_epi8(_mm256_loadu_si256(gv + p / 2), dword_bytes_mask(2 * (p % 2), 2 * (p % 2) + 1)), 4);
-        for (int p = 0; p < 64; p++) {
-            const int hh = p / 32, j = (p / 8) % 4, hs = p % 8; /* hs = 4·half + s */
-            const __m256i v = _mm256_loadu_si256(gv + 4 + 8 * hh + hs);
-            x->q[p][h] = _mm256_and_si256(_mm256_srli_epi16(v, 2 * j), _mm256_set1_epi8(3));
-        }
-        return;
-    }
-    if (fmt == QN_QFORMAT_Q3_K) {
-        __m256i scw[4];
-        q3kx8_scales(gv, scw);
-        x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q3KX8_D_BYTE)));
-        x->dmin[h] = _mm256_setzero_ps();
-        for (int b = 0; b < 16; b++)
-            x->sc[b][h] = _mm256_srai_epi32(_mm256_shuffle_epi8(scw[b / 4], dword_bytes_mask_hi(b % 4, b % 4)), 24);
-        for (int p = 0; p < 8; p++)
-            x->cp[p][h] = _mm256_srai_epi16(_mm256_shuffle_epi8(scw[p / 2], dword_bytes_mask_hi(2 * (p % 2), 2 * (p % 2) + 1)), 8);
-        for (int p = 0; p < 64; p++) x->q[p][h] = q3kx8_code(gv + p % 8, p / 8); /* c_i, i = 4h' + j; p % 8 = 4·half + s */
-        return;
-    }
-    if (fmt == QN_QFORMAT_Q6_K) {
-        x->d[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(g + QN_Q6KX8_D_BYTE)));
-        x->dmin[h] = _mm256_setzero_ps();
-        for (int b = 0; b < 16; b++) {
-            x->sc[b][h] = _mm256_srai_epi32(q6kx8_sc(gv, b), 16);
-            for (int s = 0; s < 4; s++) x->q[4 * b + s][h] = q6kx8_codes(gv, b, s);
-        }
-        for (int p = 0; p < 8; p++) x->cp[p][h] = q6kx8_scp(gv, p);
-        return;
-    }
-    __m256i scw[2], mnw[2];
-    q45kx8_head(gv, scw, mnw, &x->d[h], &x->dmin[h]);
-    for (int b = 0; b < 8; b++) {
-        x->sc[b][h] = _mm256_srli_epi32(q45kx8_sc(scw, b), 16);
-        x->cp[b][h] = _mm256_shuffle_epi8(mnw[b / 4], dword_bytes_mask(b % 4, b % 4));
-        for (int s = 0; s < 8; s++) x->q[8 * b + s][h] = q45kx8_codes(fmt == QN_QFORMAT_Q5_K, gv, b, s);
-    }
-}
-
-/* acc += the dword dot products of the u8 codes q and the s8 activations a4[0..3] (broadcast by the instruction: GCC
- * keeps a separate vpbroadcastd otherwise, one more instruction per 64 MACs) */
-QN_VNNI QN_INLINE __m512i dpbusd_bcst(__m512i acc, __m512i q, const int8_t *a4) {
-    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(q), "m"(*(const int32_t *)(const void *)a4));
-    return acc;
-}
-
-/* y[t·ldy + r] (r < 16 lanes, the low 8 only when !both; t < nt, a compile-time constant 1..8) += row r's kq_term of
- * super-blocks ib0 .. ib0 + nb − 1, block after block, from the decoded x[0..nb) (carry: y holds the earlier k-slices'
- * sums, else they start at 0). a: token 0's Q8_K row (token t at + t·as). The fp32 sums live in y between super-blocks
- * (a load and a store per block and token): in registers they pushed the integer sums onto the stack. */
-QN_VNNI QN_INLINE void kx16d_tile(qn_qformat fmt, const kx16d_block *x, int64_t nb, int64_t ib0, const uint8_t *a,
-                                  size_t as, const int nt, bool carry, bool both, float *y, int64_t ldy) {
-    const int sub = fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K ? 8 : 4; /* steps per sub-block */
-    const __mmask16 m = both ? 0xffff : 0x00ff;
-    for (int64_t i = 0; i < nb; i++) {
-        const qn_block_q8_k *yb[8];
-        for (int t = 0; t < nt; t++) yb[t] = (const qn_block_q8_k *)(a + (size_t)t * as) + ib0 + i;
-        __m512i isum[8], acc[8];
-        for (int t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
-#pragma GCC unroll 64
-        for (int p = 0; p < 64; p++) {
-            const __m512i q = _mm512_load_si512(&x[i].q[p][0]);
-            for (int t = 0; t < nt; t++) acc[t] = dpbusd_bcst(p % sub ? acc[t] : _mm512_setzero_si512(), q, yb[t]->qs + 4 * p);
-            if (p % sub == sub - 1) {
-                const __m512i sc = _mm512_load_si512(&x[i].sc[p / sub][0]);
-                for (int t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], _mm512_mullo_epi32(acc[t], sc));
-            }
-        }
-        const __m512 dw = _mm512_load_ps((const float *)&x[i].d[0]), dminw = _mm512_load_ps((const float *)&x[i].dmin[0]);
-        for (int t = 0; t < nt; t++) {
-            __m512i c = _mm512_setzero_si512(); /* Σ_j cp_j · (bsum_2j, bsum_2j+1) */
-            for (int j = 0; j < 8; j++) {
-                int32_t bp;
-                memcpy(&bp, &yb[t]->bsums[2 * j], 4);
-                c = _mm512_dpwssd_epi32(c, _mm512_load_si512(&x[i].cp[j][0]), _mm512_set1_epi32(bp));
-            }
-            const __m512 da = _mm512_set1_ps(yb[t]->d);
-            __m512 term;
-            if (fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q3_K) { /* the −32 / −4 of the unsigned codes */
-                const __m512i is = _mm512_sub_epi32(isum[t], _mm512_slli_epi32(c, fmt == QN_QFORMAT_Q6_K ? 5 : 2));
-                term = _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is));
-            } else {
-                term = _mm512_sub_ps(_mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(isum[t])),
-                                     _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(c)));
-            }
-            const __m512 s0 = carry || i > 0 ? _mm512_maskz_loadu_ps(m, y + t * ldy) : _mm512_setzero_ps();
-            _mm512_mask_storeu_ps(y + t * ldy, m, _mm512_add_ps(s0, term));
-        }
-    }
-}
-
-/* every token over one decoded slice: 8 at a time, then the 1..7 left */
-QN_VNNI QN_INLINE void kx16d_tokens(qn_qformat fmt, const kx16d_block *x, int64_t nb, int64_t ib0, const uint8_t *a,
-                                    size_t as, int64_t n_tok, bool carry, bool both, float *y, int64_t ldy) {
-    int64_t t = 0;
-    for (; t + 8 <= n_tok; t += 8) kx16d_tile(fmt, x, nb, ib0, a + (size_t)t * as, as, 8, carry, both, y + t * ldy, ldy);
-    a += (size_t)t * as, y += t * ldy;
-    switch (n_tok - t) {
-    case 7: kx16d_tile(fmt, x, nb, ib0, a, as, 7, carry, both, y, ldy); break;
-    case 6: kx16d_tile(fmt, x, nb, ib0, a, as, 6, carry, both, y, ldy); break;
-    case 5: kx16d_tile(fmt, x, nb, ib0, a, as, 5, carry, both, y, ldy); break;
-    case 4: kx16d_tile(fmt, x, nb, ib0, a, as, 4, carry, both, y, ldy); break;
-    case 3: kx16d_tile(fmt, x, nb, ib0, a, as, 3, carry, both, y, ldy); break;
-    case 2: kx16d_tile(fmt, x, nb, ib0, a, as, 2, carry, both, y, ldy); break;
-    case 1: kx16d_tile(fmt, x, nb, ib0, a, as, 1, carry, both, y, ldy); break;
-    default: break;
-    }
-}
-
-/* matmul_x8 of FMT through the decoded 16-row tile (more than 4 tokens; else the 8-row tiles, fallback) */
-#define QN_DEF_KX16D_MATMUL(name, FMT, fallback)                                                                    \
-    QN_VNNI static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,  \
-                             float *y, int64_t ldy) {                                                               \
-        if (n_tok <= 4) {                                                                                           \
-            fallback(n, w8, n_groups, a, as, n_tok, y, ldy);                                                        \
-            return;                                                                                                 \
-        }                                                                                                           \
-        _Alignas(64) kx16d_block buf[QN_KX16D_SLICE];                                                               \
-        const int64_t nblk = n / QN_QK_K;                                                                           \
-        const size_t gb = qn_kx8_block_bytes(FMT), rb = (size_t)nblk * gb;                                          \
-        for (int64_t g = 0; g < n_groups; g += 2) {                                                                 \
-            const bool both = n_groups - g >= 2; /* else the last group, alone in the low lanes (decoded twice) */  \
-            const uint8_t *w0 = (const uint8_t *)w8 + (size_t)g * rb, *w1 = both ? w0 + rb : w0;                    \
-            for (int64_t ib0 = 0; ib0 < nblk; ib0 += QN_KX16D_SLICE) {                                              \
-                const int64_t nb = nblk - ib0 < QN_KX16D_SLICE ? nblk - ib0 : QN_KX16D_SLICE;                       \
-                for (int64_t i = 0; i < nb; i++) {                                                                  \
-                    kx16d_decode(FMT, w0 + (size_t)(ib0 + i) * gb, &buf[i], 0);                                     \
-                    kx16d_decode(FMT, w1 + (size_t)(ib0 + i) * gb, &buf[i], 1);                                     \
-                }                                                                                                   \
-                kx16d_tokens(FMT, buf, nb, ib0, a, as, n_tok, ib0 > 0, both, y + g * QN_KX8_ROWS, ldy);             \
-            }                                                                                                       \
-        }                                                                                                           \
-    }
-QN_DEF_KX16D_MATMUL(matmul_q2kx16d_vnni, QN_QFORMAT_Q2_K, matmul_q2kx8_avx2)
-QN_DEF_KX16D_MATMUL(matmul_q3kx16d_vnni, QN_QFORMAT_Q3_K, matmul_q3kx8_avx2)
-QN_DEF_KX16D_MATMUL(matmul_q4kx16d_vnni, QN_QFORMAT_Q4_K, matmul_q4kx8_avx2)
-QN_DEF_KX16D_MATMUL(matmul_q5kx16d_vnni, QN_QFORMAT_Q5_K, matmul_q5kx8_avx2)
-QN_DEF_KX16D_MATMUL(matmul_q6kx16d_vnni, QN_QFORMAT_Q6_K, matmul_q6kx8_avx2)
-
-/* ------------------------------------------------------------------ x86: AMX-INT8 prefill (Q4_K, Q5_K, Q6_K)
- * Where the CPU has AMX-INT8 and the kernel grants this process the tile data (arch_prctl, at table fill), whole tiles
- * of 16 tokens go through the tile unit. The weights of a group pair are decoded per k-slice into byte planes whose
- * 64-byte rows are tile B rows as they are (row p = step p: 4 K of each of the 16 weight rows, kx16d_block's order):
- * the sub-block scale is folded into the codes, w' = sc·q (Q4_K, Q5_K; 0..1953) or sc·(q − 32) (Q6_K; −4096..3937),
- * split into a low byte (u8) and a high byte (w' >> 8), so isum = Σ lo·a + 256·Σ hi·a is the scalar path's integer
- * with no per-sub-block step at all; Q4_K / Q5_K add a plane of each element's sub-block min (u8) for summs. The
- * activations are tile A straight from the Q8_K rows (16 tokens at stride as, 64 K bytes each: s8), so
- * C[token][row] = Σ a·w' (tdpbsud: s8 × u8; tdpbssd for Q6_K's signed high byte) lands in y's order. Per super-block
- * the C tiles are stored and finished in fp32 as the other tiles (the same integers, the same fp32 steps:
- * bit-identical to vec_dot). Tokens past the last whole 16 and an odd last group take the VNNI tile. */
-#define QN_AMX __attribute__((target("amx-tile,amx-int8,avx512vnni")))
-#define QN_AMX_SLICE 4 /* super-blocks per decoded slice: 3 planes × 4 KiB each */
-
-typedef struct amx_cfg {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} amx_cfg;
-
-/* planes of one super-block for 16 rows: [plane][step p][16 rows × 4 bytes]; plane 0: low bytes of w', 1: high bytes,
- * 2: the mins (Q4_K, Q5_K) */
-typedef struct amx_sb {
-    _Alignas(64) uint8_t pl[3][64][64];
-} amx_sb;
-
-/* kx16d_block -> the super-block's planes */
-/* the formats whose codes carry an offset folded into w' (Q6_K: q − 32, Q3_K: c − 4; kx16d_block's codes are
- * unsigned), and those with mins (plane 2) */
-#define QN_AMX_OFFSET(fmt) ((fmt) == QN_QFORMAT_Q6_K ? 32 : (fmt) == QN_QFORMAT_Q3_K ? 4 : 0)
-#define QN_AMX_MINS(fmt) ((fmt) == QN_QFORMAT_Q2_K || (fmt) == QN_QFORMAT_Q4_K || (fmt) == QN_QFORMAT_Q5_K)
-
-QN_AMX QN_INLINE void amx_planes(qn_qformat fmt, const kx16d_block *x, amx_sb *o) {
-    const int sub = fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K ? 8 : 4;
-    const __m512i m8 = _mm512_set1_epi16(0x00ff);
-    for (int b = 0; b < 64 / sub; b++) {
-        const __m512i sc32 = _mm512_load_si512(&x->sc[b][0]);
-        const __m512i sc16 = _mm512_or_si512(_mm512_and_si512(sc32, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sc32, 16));
-        __m512i mn = _mm512_setzero_si512();
-        if (QN_AMX_MINS(fmt)) { /* sub-block b's min in all 4 bytes: Q2_K's cp holds (mn_2j, mn_2j+1), Q4_K / Q5_K's (mn_b, mn_b) */
-            const __m512i cp = _mm512_load_si512(&x->cp[fmt == QN_QFORMAT_Q2_K ? b / 2 : b][0]);
-            const __m512i m = fmt == QN_QFORMAT_Q2_K && b % 2 ? _mm512_srli_epi32(cp, 16) : cp;
-            mn = _mm512_mullo_epi32(_mm512_and_si512(m, _mm512_set1_epi32(0xff)), _mm512_set1_epi32(0x01010101));
-        }
-        for (int s = 0; s < sub; s++) {
-            const int p = sub * b + s;
-            const __m512i q = _mm512_load_si512(&x->q[p][0]);
-            __m512i ev = _mm512_and_si512(q, m8), od = _mm512_srli_epi16(q, 8); /* bytes 0, 2 and 1, 3 as i16 */
-            if (QN_AMX_OFFSET(fmt)) {
-                const __m512i off = _mm512_set1_epi16(QN_AMX_OFFSET(fmt));
-                ev = _mm512_sub_epi16(ev, off), od = _mm512_sub_epi16(od, off);
-            }
-            const __m512i pe = _mm512_mullo_epi16(ev, sc16), po = _mm512_mullo_epi16(od, sc16);
-            _mm512_store_si512(o->pl[0][p], _mm512_or_si512(_mm512_and_si512(pe, m8), _mm512_slli_epi16(po, 8)));
-            _mm512_store_si512(o->pl[1][p], _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(pe, 8), m8),
-                                                            _mm512_andnot_si512(m8, po)));
-            if (QN_AMX_MINS(fmt)) _mm512_store_si512(o->pl[2][p], mn);
-        }
-    }
-}
-
-/* y rows 0..15 of tokens t < 16 (y: token 0, row 0) += kq_term of super-blocks ib0 .. ib0 + nb − 1 from the planes
- * sb[0..nb) and the decoded headers x[0..nb); carry: y holds the earlier k-slices' sums. Tiles: 0, 1, 2 the C of
- * planes 0, 1, 2; 3 A; 4, 5, 6 B. */
-QN_AMX QN_INLINE void amx_tile16(qn_qformat fmt, const amx_sb *sb, const kx16d_block *x, int64_t nb, int64_t ib0,
-                                 const uint8_t *a, size_t as, bool carry, float *y, int64_t ldy) {
-    _Alignas(64) int32_t c[3][16][16];
-    __m512 sum[16]; /* token t's 16 rows */
-    for (int t = 0; t < 16; t++) sum[t] = carry ? _mm512_loadu_ps(y + t * ldy) : _mm512_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        const qn_block_q8_k *y0 = (const qn_block_q8_k *)a + ib0 + i;
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        for (int kc = 0; kc < 4; kc++) {
-            _tile_loadd(3, y0->qs + 64 * kc, as);
-            _tile_loadd(4, sb[i].pl[0][16 * kc], 64);
-            _tile_dpbsud(0, 3, 4);
-            if (fmt != QN_QFORMAT_Q2_K) { /* Q2_K's w' <= 15·3: no high byte */
-                _tile_loadd(5, sb[i].pl[1][16 * kc], 64);
-                if (QN_AMX_OFFSET(fmt)) _tile_dpbssd(1, 3, 5); /* a signed high byte */
-                else _tile_dpbsud(1, 3, 5);
-            }
-            if (QN_AMX_MINS(fmt)) {
-                _tile_loadd(6, sb[i].pl[2][16 * kc], 64);
-                _tile_dpbsud(2, 3, 6);
-            }
-        }
-        _tile_stored(0, c[0], 64);
-        _tile_stored(1, c[1], 64);
-        if (QN_AMX_MINS(fmt)) _tile_stored(2, c[2], 64);
-        const __m512 dw = _mm512_load_ps((const float *)&x[i].d[0]), dminw = _mm512_load_ps((const float *)&x[i].dmin[0]);
-        for (int t = 0; t < 16; t++) {
-            const float dat = ((const qn_block_q8_k *)(a + (size_t)t * as) + ib0 + i)->d;
-            const __m512 da = _mm512_set1_ps(dat);
-            const __m512i is = _mm512_add_epi32(_mm512_load_si512(c[0][t]), _mm512_slli_epi32(_mm512_load_si512(c[1][t]), 8));
-            __m512 term = _mm512_mul_ps(_mm512_mul_ps(da, dw), _mm512_cvtepi32_ps(is));
-            if (QN_AMX_MINS(fmt))
-                term = _mm512_sub_ps(term, _mm512_mul_ps(_mm512_mul_ps(da, dminw), _mm512_cvtepi32_ps(_mm512_load_si512(c[2][t]))));
-            sum[t] = _mm512_add_ps(sum[t], term);
-        }
-    }
-    for (int t = 0; t < 16; t++) _mm512_storeu_ps(y + t * ldy, sum[t]);
-}
-
-/* matmul_x8 of FMT: group pairs × whole 16-token tiles on AMX, the rest through the VNNI tile (vnni) */
-#define QN_DEF_AMX_MATMUL(name, FMT, vnni)                                                                          \
-    QN_AMX static void name(int64_t n, const void *w8, int64_t n_groups, const void *a, size_t as, int64_t n_tok,   \
-                            float *y, int64_t ldy) {                                                                \
-        const int64_t n16 = n_tok / 16 * 16, gp = n_groups / 2 * 2;                                                 \
-        if (n16 == 0 || gp == 0) {                                                                                  \
-            vnni(n, w8, n_groups, a, as, n_tok, y, ldy);                                                            \
-            return;                                                                                                 \
-        }                                                                                                           \
-        amx_cfg cfg;                                                                                                \
-        memset(&cfg, 0, sizeof cfg);                                                                                \
-        cfg.palette = 1;                                                                                            \
-        for (int r = 0; r < 7; r++) cfg.rows[r] = 16, cfg.colsb[r] = 64;                                            \
-        _tile_loadconfig(&cfg);                                                                                     \
-        _Alignas(64) kx16d_block buf[QN_AMX_SLICE];                                                                 \
-        _Alignas(64) amx_sb pl[QN_AMX_SLICE];                                                                       \
-        const int64_t nblk = n / QN_QK_K;                                                                           \
-        const size_t gb = qn_kx8_block_bytes(FMT), rb = (size_t)nblk * gb;                                          \
-        for (int64_t g = 0; g < gp; g += 2) {                                                                       \
-            const uint8_t *w0 = (const uint8_t *)w8 + (size_t)g * rb;                                               \
-            for (int64_t ib0 = 0; ib0 < nblk; ib0 += QN_AMX_SLICE) {                                                \
-                const int64_t nb = nblk - ib0 < QN_AMX_SLICE ? nblk - ib0 : QN_AMX_SLICE;                           \
-                for (int64_t i = 0; i < nb; i++) {                                                                  \
-                    kx16d_decode(FMT, w0 + (size_t)(ib0 + i) * gb, &buf[i], 0);                              \
-                    kx16d_decode(FMT, w0 + rb + (size_t)(ib0 + i) * gb, &buf[i], 1);                         \
-                    amx_planes(FMT, &buf[i], &pl[i]);                                                               \
-                }                                                                                                   \
-                for (int64_t t = 0; t < n16; t += 16)                                                               \
-                    amx_tile16(FMT, pl, buf, nb, ib0, (const uint8_t *)a + (size_t)t * as, as, ib0 > 0,             \
-                               y + t * ldy + g * QN_KX8_ROWS, ldy);                                                 \
-            }                                                                                                       \
-        }                                                                                                           \
-        _tile_release();                                                                                            \
-        if (n_tok > n16) /* the last 1..15 tokens, every group */                                                   \
-            vnni(n, w8, n_groups, (const uint8_t *)a + (size_t)n16 * as, as, n_tok - n16, y + n16 * ldy, ldy);      \
-        if (n_groups > gp) /* an odd last group, the whole tokens */                                                \
-            vnni(n, (const uint8_t *)w8 + (size_t)gp * rb, 1, a, as, n16, y + gp * QN_KX8_ROWS, ldy);               \
-    }
-QN_DEF_AMX_MATMUL(matmul_q2kx16_amx, QN_QFORMAT_Q2_K, matmul_q2kx16d_vnni)
-QN_DEF_AMX_MATMUL(matmul_q3kx16_amx, QN_QFORMAT_Q3_K, matmul_q3kx16d_vnni)
-QN_DEF_AMX_MATMUL(matmul_q4kx16_amx, QN_QFORMAT_Q4_K, matmul_q4kx16d_vnni)
-QN_DEF_AMX_MATMUL(matmul_q5kx16_amx, QN_QFORMAT_Q5_K, matmul_q5kx16d_vnni)
-QN_DEF_AMX_MATMUL(matmul_q6kx16_amx, QN_QFORMAT_Q6_K, matmul_q6kx16d_vnni)
-
-#endif /* QN_SIMD_X86_512 */
 
 /* Q8_K quantizer, bit-identical to qn_quantize_row_q8_k_ref: the signed max is the FIRST element of
  * largest magnitude, q = min(127, round-half-even(iscale·x)), d = 1/iscale. */
@@ -1509,31 +1080,11 @@ void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k) {
     k->vec_dot_x4[QN_QFORMAT_Q6_K] = dot_q6_k_avx2_x4;
     k->vec_dot_tile[QN_QFORMAT_Q4_K] = dot_q4_k_tile_avx2;
     k->vec_dot_tile_rows[QN_QFORMAT_Q4_K] = QN_Q4K_TILE_ROWS;
-    k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx8_avx2;
-    k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx8_avx2;
-    k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx8_avx2;
-    k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx8_avx2;
-    k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx8_avx2;
-#if defined(QN_SIMD_X86_512)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vnni")) {
-        k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx16d_vnni;
-        k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx16d_vnni;
-        k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx16d_vnni;
-        k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx16d_vnni;
-        k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16d_vnni;
-        for (int f = QN_QFORMAT_Q2_K; f <= QN_QFORMAT_Q6_K; f++) /* >= 8 passes of 8 tokens per decoded slice */
-            k->matmul_x8_min_chunk[f] = 64;
-        if (qn_cpu_amx_int8_usable()) { /* 16 tiles of 16 tokens per decoded slice */
-            k->matmul_x8[QN_QFORMAT_Q2_K] = matmul_q2kx16_amx;
-            k->matmul_x8[QN_QFORMAT_Q3_K] = matmul_q3kx16_amx;
-            k->matmul_x8[QN_QFORMAT_Q4_K] = matmul_q4kx16_amx;
-            k->matmul_x8[QN_QFORMAT_Q5_K] = matmul_q5kx16_amx;
-            k->matmul_x8[QN_QFORMAT_Q6_K] = matmul_q6kx16_amx;
-            for (int f = QN_QFORMAT_Q2_K; f <= QN_QFORMAT_Q6_K; f++) k->matmul_x8_min_chunk[f] = 256;
-        }
-    }
-#endif
+    k->matmul_x8[QN_QFORMAT_Q2_K] = QN_ISA_FN(qn_kx8_matmul_q2k);
+    k->matmul_x8[QN_QFORMAT_Q3_K] = QN_ISA_FN(qn_kx8_matmul_q3k);
+    k->matmul_x8[QN_QFORMAT_Q4_K] = QN_ISA_FN(qn_kx8_matmul_q4k);
+    k->matmul_x8[QN_QFORMAT_Q5_K] = QN_ISA_FN(qn_kx8_matmul_q5k);
+    k->matmul_x8[QN_QFORMAT_Q6_K] = QN_ISA_FN(qn_kx8_matmul_q6k);
     k->from_float[QN_QFORMAT_Q8_K] = quantize_q8_k_avx2;
 #elif defined(QN_SIMD_NEON)
     k->vec_dot[QN_QFORMAT_Q2_K] = dot_q2_k_neon;
