@@ -190,17 +190,18 @@ QN_DEF_KX16D_MATMUL(matmul_q4kx16d_vnni, QN_QFORMAT_Q4_K, QN_ISA_FN(qn_kx8_matmu
 QN_DEF_KX16D_MATMUL(matmul_q5kx16d_vnni, QN_QFORMAT_Q5_K, QN_ISA_FN(qn_kx8_matmul_q5k))
 QN_DEF_KX16D_MATMUL(matmul_q6kx16d_vnni, QN_QFORMAT_Q6_K, QN_ISA_FN(qn_kx8_matmul_q6k))
 
-/* ------------------------------------------------------------------ x86: AMX-INT8 prefill (Q4_K, Q5_K, Q6_K)
+/* ------------------------------------------------------------------ x86: AMX-INT8 prefill (Q2_K .. Q6_K)
  * Where the CPU has AMX-INT8 and the kernel grants this process the tile data (arch_prctl, at table fill), whole tiles
  * of 16 tokens go through the tile unit. The weights of a group pair are decoded per k-slice into byte planes whose
  * 64-byte rows are tile B rows as they are (row p = step p: 4 K of each of the 16 weight rows, kx16d_block's order):
- * the sub-block scale is folded into the codes, w' = sc·q (Q4_K, Q5_K; 0..1953) or sc·(q − 32) (Q6_K; −4096..3937),
- * split into a low byte (u8) and a high byte (w' >> 8), so isum = Σ lo·a + 256·Σ hi·a is the scalar path's integer
- * with no per-sub-block step at all; Q4_K / Q5_K add a plane of each element's sub-block min (u8) for summs. The
- * activations are tile A straight from the Q8_K rows (16 tokens at stride as, 64 K bytes each: s8), so
- * C[token][row] = Σ a·w' (tdpbsud: s8 × u8; tdpbssd for Q6_K's signed high byte) lands in y's order. Per super-block
- * the C tiles are stored and finished in fp32 as the other tiles (the same integers, the same fp32 steps:
- * bit-identical to vec_dot). Tokens past the last whole 16 and an odd last group take the VNNI tile. */
+ * the sub-block scale is folded into the codes, w' = sc·q (Q2_K 0..45, Q4_K, Q5_K 0..1953), sc·(q − 32) (Q6_K,
+ * −4096..3937) or s·(c − 4) (Q3_K), split into a low byte (u8) and a high byte (w' >> 8; none for Q2_K), so
+ * isum = Σ lo·a + 256·Σ hi·a is the scalar path's integer with no per-sub-block step at all; Q2_K / Q4_K / Q5_K add a
+ * plane of each element's sub-block min (u8) for summs. The activations are tile A straight from the Q8_K rows (16
+ * tokens at stride as, 64 K bytes each: s8), so C[token][row] = Σ a·w' (tdpbsud: s8 × u8; tdpbssd for a signed high
+ * byte) lands in y's order. Per super-block the C tiles are stored and finished in fp32 as the other tiles (the same
+ * integers, the same fp32 steps: bit-identical to vec_dot). Tokens past the last whole 16 and an odd last group take
+ * the VNNI tile. */
 #define QN_AMX __attribute__((target("amx-tile,amx-int8,avx512vnni")))
 #define QN_AMX_SLICE 4 /* super-blocks per decoded slice: 3 planes × 4 KiB each */
 
