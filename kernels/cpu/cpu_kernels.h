@@ -5,6 +5,8 @@
 #ifndef QN_CPU_KERNELS_H
 #define QN_CPU_KERNELS_H
 
+#include <stdbool.h>
+
 #include "kernels/attention/attention.h"
 #include "kernels/ops/vexp.h"
 #include "kernels/quant/lutq.h"

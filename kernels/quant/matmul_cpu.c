@@ -81,7 +81,7 @@ qn_status qn_cpu_matmul_x8(const qn_cpu_kernels *kern, qn_qformat wfmt, const vo
     /* Q4_0, Q5_0, Q5_1, Q8_0 (32-element blocks): the kernel makes a table of the tokens' block data once per call, for every
      * group: 8 times the groups (~256 KiB of weights, in L2 beside a 4-token slice of activations) amortize it */
     if (QN_QFORMATS[wfmt].block_elems == 32) g_tile *= 8;
-    else g_tile += g_tile & 1; /* the AVX-512 VNNI K-quant tile (kq_cpu.c kx16d_tile) takes groups in pairs */
+    else g_tile += g_tile & 1; /* the AVX-512 VNNI / AMX K-quant paths (kq_x512_cpu.c) take groups in pairs */
     if (tok_chunk < kern->matmul_x8_min_chunk[wfmt]) tok_chunk = kern->matmul_x8_min_chunk[wfmt];
     tok_chunk = tok_chunk < 4 ? 4 : tok_chunk & ~(int64_t)3;
     const uint8_t *wb = w8, *xb = xq;
