@@ -4,6 +4,9 @@
  * repeated hot calls (weights stay in DRAM for the large shapes, L2 for SmolLM2's). Where the table has a
  * repacked kernel (matmul_x8: Q2_K .. Q6_K, Q4_0, Q8_0 on x86 SIMD) a second row, type "q4_Kx8" etc., times
  * qn_cpu_matmul_x8 on the same weights repacked as the CPU forward does at load.
+ * The repacked GPTQ/AWQ/bnb layout (lutq.h) has rows of its own, types gptq4 (sym, g128), gptq4a (act-order:
+ * activations gathered through a random perm), awq4 (zero points, g128), nf4 (16-entry table, blocks of 64)
+ * and gptq8; GB/s there counts codes + scales (+ zeros).
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS]. */
 #include <stdbool.h>
@@ -16,6 +19,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kx8.h"
+#include "kernels/quant/lutq.h"
 
 typedef struct bench_shape { const char *model, *name; int64_t rows, k; } bench_shape;
 
@@ -64,6 +68,75 @@ static void fill_weights(qn_qformat f, uint8_t *w, size_t bytes, int64_t n_elems
         for (size_t j = 0; j < n_h; j++) memcpy(w + b * (size_t)t->block_bytes + off_d + 2 * j, &h, 2);
 }
 
+typedef struct lutq_kind { const char *name; int bits, group; bool perm, zero, table; } lutq_kind;
+static const lutq_kind LUTQ_KINDS[] = {
+    {"gptq4", 4, 128, false, false, false}, {"gptq4a", 4, 128, true, false, false}, {"awq4", 4, 128, false, true, false},
+    {"nf4", 4, 64, false, false, true},     {"gptq8", 8, 128, false, false, false},
+};
+
+/* Random weights of kind lk at rows x k in buf (qn_lutq_bytes long); NULL when k is not a multiple of its group. */
+static qn_lutq_weight *lutq_make(const lutq_kind *lk, int64_t rows, int64_t k, qn_lutq_weight *w, void **buf) {
+    const int64_t G = k / lk->group;
+    if (k % lk->group) return NULL;
+    *buf = malloc(qn_lutq_bytes(k, rows, G, lk->bits, lk->perm, lk->zero));
+    int32_t *gstart, *perm;
+    uint8_t *codes;
+    float *scale, *zero;
+    if (!*buf || qn_lutq_init(w, *buf, k, rows, G, lk->bits, lk->perm, lk->zero, &gstart, &perm, &codes, &scale, &zero))
+        return NULL;
+    for (int64_t g = 0; g <= G; g++) gstart[g] = (int32_t)(g * lk->group);
+    if (lk->perm) { /* a random permutation (Fisher-Yates) */
+        for (int64_t j = 0; j < k; j++) perm[j] = (int32_t)j;
+        for (int64_t j = k - 1; j > 0; j--) {
+            const int64_t i = (int64_t)(rnd() % (uint32_t)(j + 1));
+            const int32_t t = perm[j];
+            perm[j] = perm[i], perm[i] = t;
+        }
+    }
+    const size_t cb = (size_t)rows * (size_t)qn_lutq_row_bytes(k, lk->bits);
+    for (size_t i = 0; i < cb; i++) codes[i] = (uint8_t)rnd();
+    for (int64_t i = 0; i < rows * G; i++) {
+        scale[i] = 0.001f + (float)(rnd() % 1000) * 2e-5f;
+        if (zero) zero[i] = (float)(rnd() % (lk->bits == 8 ? 256u : 16u));
+    }
+    if (lk->table) {
+        w->lut_identity = false;
+        for (int i = 0; i < 16; i++) w->lut[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+    }
+    return w;
+}
+
+/* Times kern.lutq_matmul for every lutq kind (or want_type) on sh at nt tokens; one table row each. */
+static void bench_lutq(const qn_cpu_kernels *kern, const bench_shape *sh, const char *want_type, int64_t nt,
+                       double min_s) {
+    for (size_t li = 0; li < sizeof LUTQ_KINDS / sizeof LUTQ_KINDS[0]; li++) {
+        const lutq_kind *lk = &LUTQ_KINDS[li];
+        if (!kern->lutq_matmul || (want_type && strcmp(want_type, lk->name))) continue;
+        qn_lutq_weight w;
+        void *buf = NULL;
+        if (!lutq_make(lk, sh->rows, sh->k, &w, &buf)) {
+            free(buf);
+            continue;
+        }
+        float *x = malloc(sizeof(float) * (size_t)(sh->k * nt)), *y = malloc(sizeof(float) * (size_t)(sh->rows * nt));
+        for (int64_t i = 0; i < sh->k * nt; i++) x[i] = (float)((int)(rnd() % 2001) - 1000) * 1e-3f;
+        double best = 1e30, spent = 0.0;
+        for (int reps = 0; reps < 2 || (spent < min_s && reps < 1000); reps++) {
+            const double t0 = now_s();
+            kern->lutq_matmul(&w, x, sh->k, nt, y, sh->rows, 0, sh->rows);
+            const double dt = now_s() - t0;
+            best = dt < best ? dt : best;
+            spent += dt;
+        }
+        const double bytes = (double)sh->rows * ((double)qn_lutq_row_bytes(sh->k, lk->bits) +
+                                                 4.0 * (double)w.n_groups * (lk->zero ? 2.0 : 1.0));
+        printf("%-7s %-7s %-10s %-20s %5lld %11.1f %9.2f %9.2f\n", kern->isa_name, lk->name, sh->model, sh->name,
+               (long long)nt, best * 1e6, bytes / best * 1e-9, 2.0 * (double)sh->rows * (double)sh->k * (double)nt / best * 1e-9);
+        fflush(stdout);
+        free(x), free(y), free(buf);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *want_isa = NULL, *want_type = NULL, *want_shape = NULL;
     int64_t want_tokens = 0;
@@ -77,7 +150,7 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--min-ms")) min_s = atof(argv[++i]) * 1e-3;
         else if (!strcmp(argv[i], "--x8-only")) x8_only = true;
         else {
-            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K] [--shape 4096x4096] "
+            fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K|gptq4|gptq4a|awq4|nf4|gptq8] [--shape 4096x4096] "
                             "[--tokens N] [--min-ms MS] [--x8-only]\n"
                             "  --shape: a row of the table, or any ROWSxK (ROWS a multiple of 8 for the x8 rows)\n"
                             "  --x8-only: only the load-time repack's rows\n", argv[0]);
@@ -167,6 +240,14 @@ int main(int argc, char **argv) {
                 }
                 free(w), free(w8);
             }
+        }
+        for (size_t s = 0; s < n_shapes && !x8_only; s++) { /* the repacked GPTQ/AWQ/bnb layout */
+            char dims[32];
+            snprintf(dims, sizeof dims, "%lldx%lld", (long long)shapes[s].rows, (long long)shapes[s].k);
+            if (want_shape && strcmp(want_shape, dims)) continue;
+            const int64_t ntoks[] = {1, 32};
+            for (int ti = 0; ti < 2 && !(want_tokens && ti); ti++)
+                bench_lutq(&kern, &shapes[s], want_type, want_tokens ? want_tokens : ntoks[ti], min_s);
         }
     }
     return 0;

@@ -1,9 +1,13 @@
 /* lutq_cpu.c — y = x·Wᵀ for the repacked GPTQ / AWQ / bnb layout (lutq.h), compiled once per ISA.
  * Activations stay fp32 (no activation quantization): per group segment, d = Σ lut[c]·x and, with a zero point,
  * y += scale·(d − zero·Σx), so the only roundings are fp32 sums (tolerance: |err| ≲ 1e-5·Σ|w·x|, see
- * tests/kernels/test_quant_lutq.c). Loop nest: 4 tokens × a chunk of ≤ 1024 kernel columns (gathered through
- * perm for act-order, so every group is contiguous) × the caller's rows; each decoded code vector feeds 4 tokens.
- * AVX2 (and AVX-512 objects, which also carry AVX2) decode a 16-column block of 4-bit codes from one 8-byte load
+ * tests/kernels/test_quant_lutq.c). Loop nest: QN_LUTQ_TB tokens (8 on AVX-512, else 4) × a chunk of ≤ 1024 kernel
+ * columns (gathered through perm for act-order, so every group is contiguous) × the caller's rows; each decoded
+ * code vector feeds every token of the pass.
+ * AVX-512 (rows_x512) widens a 32-column pair of 4-bit blocks (16 bytes) to 16 lanes in one vpmovzxbd and reads
+ * values with vpermps (identity tables included), the activations stored once per chunk in the matching lane
+ * order; at 1-4 tokens it runs 2 or 4 rows at once so that enough FMA chains are in flight.
+ * AVX2 decodes a 16-column block of 4-bit codes from one 8-byte load
  * (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values via cvt
  * (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes 8 per load (+ gather for a general
  * table). Per group the vector partial is scaled into the row accumulator (one horizontal sum per row).
@@ -14,7 +18,11 @@
 #include "kernels/cpu/isa.h"
 #include "kernels/quant/lutq.h"
 
+#if defined(QN_SIMD_X86_512)
+#define QN_LUTQ_TB 8 /* tokens per pass: each decoded code vector feeds this many */
+#else
 #define QN_LUTQ_TB 4
+#endif
 #define QN_LUTQ_CHUNK 1024
 
 typedef struct lutq_seg {
@@ -57,7 +65,7 @@ static inline void seg_scalar_terms(float *sacc, const float *hs, float sg, floa
 }
 #endif
 
-#if defined(QN_SIMD_X86)
+#if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512)
 QN_INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -157,6 +165,158 @@ static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_se
 }
 #endif
 
+
+#if defined(QN_SIMD_X86_512)
+/* AVX-512. A 32-column pair of 4-bit blocks (16 bytes) widens to 16 i32 lanes in one vpmovzxbd: & 15 gives
+ * columns 0..7 and 16..23, >> 4 columns 8..15 and 24..31. The activations of each 32-column pair are stored
+ * once per chunk in that lane order (xp, "pair order"), so the weights need no shuffle. Values: identity
+ * tables convert, a 16-entry table is one vpermps over its 16 floats, a 256-entry one a gather. */
+QN_INLINE __m512 lut16(__m512i ci, int ident, int bits4, __m512 lut_v, const float *lut) {
+    if (ident) return _mm512_cvtepi32_ps(ci);
+    if (bits4) return _mm512_permutexvar_ps(ci, lut_v);
+    return _mm512_i32gather_ps(ci, lut, 4);
+}
+
+/* xp[j] for one token over [0, n) columns of a chunk (n a multiple of 32, the chunk start 32-aligned): pair order */
+static void pair_order(const float *x, int64_t n, float *xp) {
+    for (int64_t j = 0; j + 32 <= n; j += 32) {
+        memcpy(xp + j, x + j, 8 * sizeof(float));
+        memcpy(xp + j + 8, x + j + 16, 8 * sizeof(float));
+        memcpy(xp + j + 16, x + j + 8, 8 * sizeof(float));
+        memcpy(xp + j + 24, x + j + 24, 8 * sizeof(float));
+    }
+}
+
+/* R weight rows against NT tokens over the chunk's segments (R·NT ≤ 8: the R·NT pairs of FMA chains are what
+ * keeps the FMA units busy at one or two tokens, where one row alone waits on its chain's latency; the rows
+ * share every activation load). Per segment: the 4-bit head up to the next 32-column pair and the tail after
+ * the last one go through cols_scalar; the pairs (4-bit, pair-ordered xp) or 16-column runs (8-bit, natural
+ * xc) through the vector loop; its partial is folded into the row accumulator with the group scale. */
+static inline __attribute__((always_inline)) void rows_x512(
+    const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg, int n_seg, int64_t c0,
+    const float *const *xc, const float *const *xp, const float (*gsum)[QN_LUTQ_CHUNK], const int R, const int NT,
+    const float *const *sc, const float *const *zr, float (*out)[QN_LUTQ_TB]) {
+    const int bits4 = w->code_bits == 4, ident = w->lut_identity;
+    const float *lut = w->lut;
+    const __m512 lut_v = _mm512_loadu_ps(lut); /* 4-bit: codes 0..15 (identity tables too: lut[c] = c) */
+    __m512 acc[4][QN_LUTQ_TB];
+    float sacc[4][QN_LUTQ_TB] = {{0}};
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    for (int s = 0; s < n_seg; s++) {
+        const int64_t j1 = seg[s].j1, g = seg[s].g;
+        int64_t j = seg[s].j0, jv;
+        float hs[4][QN_LUTQ_TB]; /* the scalar columns' sums, where the segment has any (scal) */
+        int scal = 0;
+        __m512 pa[4][QN_LUTQ_TB], pb[4][QN_LUTQ_TB];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) pa[r][t] = pb[r][t] = _mm512_setzero_ps();
+        if (bits4) {
+            const int64_t next32 = (j + 31) & ~(int64_t)31, jb = next32 < j1 ? next32 : j1;
+            if (jb > j) {
+                scal = 1;
+                memset(hs, 0, sizeof hs);
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) cols_scalar(lut, codes[r], 1, j, jb, c0, xc, NT, hs[r]);
+            }
+            for (jv = jb; jv + 32 <= j1; jv += 32) {
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + (jv >> 4) * 8)));
+                    const __m512 va = _mm512_permutexvar_ps(b, lut_v); /* vpermps reads the index's low 4 bits */
+                    const __m512 vb = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut_v);
+#pragma GCC unroll 8
+                    for (int t = 0; t < NT; t++) {
+                        pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xp[t] + (jv - c0)), pa[r][t]);
+                        if (R * NT <= 4) /* else R·NT chains are enough, and the registers are not */
+                            pb[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xp[t] + (jv - c0) + 16), pb[r][t]);
+                        else
+                            pa[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xp[t] + (jv - c0) + 16), pa[r][t]);
+                    }
+                }
+            }
+        } else {
+            for (jv = j; jv + 32 <= j1; jv += 32)
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const __m512 va = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv))), ident, 0, lut_v, lut);
+                    const __m512 vb = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv + 16))), ident, 0, lut_v, lut);
+#pragma GCC unroll 8
+                    for (int t = 0; t < NT; t++) {
+                        pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xc[t] + (jv - c0)), pa[r][t]);
+                        pb[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xc[t] + (jv - c0) + 16), pb[r][t]);
+                    }
+                }
+            if (jv + 16 <= j1) {
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    const __m512 va = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv))), ident, 0, lut_v, lut);
+#pragma GCC unroll 8
+                    for (int t = 0; t < NT; t++) pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xc[t] + (jv - c0)), pa[r][t]);
+                }
+                jv += 16;
+            }
+        }
+        if (jv < j1) {
+            if (!scal) memset(hs, 0, sizeof hs);
+            scal = 1;
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) cols_scalar(lut, codes[r], bits4, jv, j1, c0, xc, NT, hs[r]);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const float sg = sc[r][g];
+            const __m512 vs = _mm512_set1_ps(sg);
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(_mm512_add_ps(pa[r][t], pb[r][t]), vs, acc[r][t]);
+            if (scal) seg_scalar_terms(sacc[r], hs[r], sg, zr[r] ? zr[r][g] : 0.0f, gsum, s, NT);
+            else if (zr[r]) /* seg_scalar_terms with hs = 0 */
+#pragma GCC unroll 8
+                for (int t = 0; t < NT; t++) sacc[r][t] -= sg * (zr[r][g] * gsum[t][s]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) out[r][t] = _mm512_reduce_add_ps(acc[r][t]) + sacc[r][t];
+}
+
+#define QN_LUTQ_X512_ROWS(R, NT)                                                                                    \
+    static void rows_x512_##R##_##NT(const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg,    \
+                                     int n_seg, int64_t c0, const float *const *xc, const float *const *xp,        \
+                                     const float (*gsum)[QN_LUTQ_CHUNK], const float *const *sc,                  \
+                                     const float *const *zr, float (*out)[QN_LUTQ_TB]) {                          \
+        rows_x512(w, codes, seg, n_seg, c0, xc, xp, gsum, R, NT, sc, zr, out);                                     \
+    }
+QN_LUTQ_X512_ROWS(4, 1)
+QN_LUTQ_X512_ROWS(4, 2)
+QN_LUTQ_X512_ROWS(2, 3)
+QN_LUTQ_X512_ROWS(2, 4)
+QN_LUTQ_X512_ROWS(1, 1)
+QN_LUTQ_X512_ROWS(1, 2)
+QN_LUTQ_X512_ROWS(1, 3)
+QN_LUTQ_X512_ROWS(1, 4)
+QN_LUTQ_X512_ROWS(1, 5)
+QN_LUTQ_X512_ROWS(1, 6)
+QN_LUTQ_X512_ROWS(1, 7)
+QN_LUTQ_X512_ROWS(1, 8)
+#undef QN_LUTQ_X512_ROWS
+
+typedef void (*rows_x512_fn)(const qn_lutq_weight *, const uint8_t *const *, const lutq_seg *, int, int64_t,
+                             const float *const *, const float *const *, const float (*)[QN_LUTQ_CHUNK],
+                             const float *const *, const float *const *, float (*)[QN_LUTQ_TB]);
+/* [nt - 1]: the multi-row kernel (and its row count) for nt tokens, and the one-row kernel */
+static const struct { int rows; rows_x512_fn multi, one; } ROWS_X512[QN_LUTQ_TB] = {
+    {4, rows_x512_4_1, rows_x512_1_1}, {4, rows_x512_4_2, rows_x512_1_2}, {2, rows_x512_2_3, rows_x512_1_3},
+    {2, rows_x512_2_4, rows_x512_1_4}, {1, rows_x512_1_5, rows_x512_1_5}, {1, rows_x512_1_6, rows_x512_1_6},
+    {1, rows_x512_1_7, rows_x512_1_7}, {1, rows_x512_1_8, rows_x512_1_8},
+};
+#endif
+
 #if defined(QN_SIMD_NEON)
 /* 16 codes -> their values under the identity table, 4 columns per vector (exact widening conversions) */
 QN_INLINE void codes_to_f32(uint8x16_t c, float32x4_t v[4]) {
@@ -248,6 +408,10 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
     float xs[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     float gsum[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     lutq_seg seg[QN_LUTQ_CHUNK];
+#if defined(QN_SIMD_X86_512)
+    float xps[QN_LUTQ_TB][QN_LUTQ_CHUNK]; /* 4-bit: the chunk's activations in pair order (row_x512) */
+    const float *xp[QN_LUTQ_TB];
+#endif
     const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
     for (int64_t t0 = 0; t0 < n_tokens; t0 += QN_LUTQ_TB) {
         const int nt = (int)(n_tokens - t0 < QN_LUTQ_TB ? n_tokens - t0 : QN_LUTQ_TB);
@@ -262,6 +426,10 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                     xc[t] = xs[t];
                 } else
                     xc[t] = xt + c0;
+#if defined(QN_SIMD_X86_512)
+                if (w->code_bits == 4) pair_order(xc[t], (c1 - c0) & ~(int64_t)31, xps[t]);
+                xp[t] = xps[t];
+#endif
             }
             int n_seg = 0;
             while (g < G && w->gstart[g + 1] <= c0) g++;
@@ -277,6 +445,25 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                         for (int64_t j = seg[s].j0; j < seg[s].j1; j++) sum += xc[t][j - c0];
                         gsum[t][s] = sum;
                     }
+#if defined(QN_SIMD_X86_512)
+            for (int64_t r = row_begin; r < row_end;) {
+                const int R = r + ROWS_X512[nt - 1].rows <= row_end ? ROWS_X512[nt - 1].rows : 1;
+                const rows_x512_fn fn = R > 1 ? ROWS_X512[nt - 1].multi : ROWS_X512[nt - 1].one;
+                const uint8_t *codes[4];
+                const float *sc[4], *zr[4];
+                float acc[4][QN_LUTQ_TB];
+                for (int i = 0; i < R; i++) {
+                    codes[i] = w->codes + (r + i) * row_bytes;
+                    sc[i] = w->scale + (r + i) * G, zr[i] = w->zero ? w->zero + (r + i) * G : NULL;
+                }
+                fn(w, codes, seg, n_seg, c0, xc, xp, (const float(*)[QN_LUTQ_CHUNK])gsum, sc, zr, acc);
+                for (int i = 0; i < R; i++, r++)
+                    for (int t = 0; t < nt; t++) {
+                        float *yp = y + (t0 + t) * ldy + r;
+                        *yp = c0 == 0 ? acc[i][t] : *yp + acc[i][t];
+                    }
+            }
+#else
             for (int64_t r = row_begin; r < row_end; r++) {
                 const uint8_t *codes = w->codes + r * row_bytes;
                 const float *sc = w->scale + r * G, *zr = w->zero ? w->zero + r * G : NULL;
@@ -304,6 +491,7 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
                     *yp = c0 == 0 ? acc[t] : *yp + acc[t];
                 }
             }
+#endif
         }
     }
 }

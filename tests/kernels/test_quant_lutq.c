@@ -17,7 +17,7 @@
 #include "kernels/quant/lutq.h"
 #include "ref/ref_lutq_fixtures.h"
 
-static const int64_t TOKENS[] = {1, 3, 4, 5, 17};
+static const int64_t TOKENS[] = {1, 2, 3, 4, 5, 8, 12, 17}; /* every row-group kernel of each ISA, tails of 4 and 8 */
 
 /* Σ_k scale·(|lut[c]| + |zero|)·|x[t][k]|: the magnitude the kernel's fp32 sums actually carry (with a zero
  * point the kernel forms Σ lut·x and zero·Σx separately, so cancellation there is real) */
