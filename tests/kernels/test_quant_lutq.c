@@ -89,13 +89,16 @@ static void test_synthetic_geometry(void **state) {
     qn_rng rng;
     qn_rng_seed(&rng, 77);
     const int64_t K = 2598, N = 37;
-    for (int variant = 0; variant < 8; variant++) {
+    for (int variant = 0; variant < 16; variant++) {
         const int bits = variant & 1 ? 8 : 4;
-        const bool has_zero = variant & 2, has_perm = variant & 4;
-        /* odd group sizes 1..97 (segments start on odd columns, groups cross the 1024-column chunks) */
+        const bool has_zero = variant & 2, has_perm = variant & 4, tiny = variant & 8;
+        /* odd group sizes 1..97 (segments start on odd columns, groups cross the chunks); tiny: 5, then 1199 of
+         * 1, then 33..97, so a chunk would hold more segments than it may (the kernel cuts it short at a multiple
+         * of 32 columns, here 1024 of gstart[1024] = 1028) and long groups follow the cut */
         int64_t G = 0, sizes[4096];
         for (int64_t left = K; left > 0; G++) {
             int64_t s = 1 + (int64_t)(qn_rng_u64(&rng) % 97);
+            if (tiny) s = G == 0 ? 5 : G < 1200 ? 1 : 33 + (int64_t)(qn_rng_u64(&rng) % 65);
             if (G == 3) s = 1;
             sizes[G] = s < left ? s : left;
             left -= sizes[G];
@@ -125,7 +128,8 @@ static void test_synthetic_geometry(void **state) {
             for (int i = 0; i < 256; i++) w.lut[i] = qn_rng_uniform(&rng, -1.0f, 1.0f);
         }
         char what[64];
-        snprintf(what, sizeof what, "synthetic %d-bit%s%s", bits, has_zero ? " zero" : " table", has_perm ? " perm" : "");
+        snprintf(what, sizeof what, "synthetic %d-bit%s%s%s", bits, has_zero ? " zero" : " table", has_perm ? " perm" : "",
+                 tiny ? " tiny groups" : "");
         check_all_isas(what, &w);
         free(buf);
     }
