@@ -97,6 +97,17 @@ bool qn_cpu_amx_int8_usable(void) {
 #endif
 }
 
+bool qn_cpu_amx_bf16_usable(void) {
+#if defined(__x86_64__) && defined(SYS_arch_prctl)
+    unsigned a, b, c, d, a1, b1, c1, d1;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d >> 24 & 1) || !(d >> 22 & 1)) return false; /* AMX-TILE, -BF16 */
+    if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) || !(a1 >> 5 & 1)) return false;           /* AVX512_BF16 */
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
+}
+
 qn_cpu_isa qn_cpu_isa_detect(void) {
     static const qn_cpu_isa pref[] = {QN_CPU_ISA_AVX512, QN_CPU_ISA_AVX2, QN_CPU_ISA_NEON_DOTPROD, QN_CPU_ISA_NEON};
     for (size_t i = 0; i < sizeof pref / sizeof pref[0]; i++)

@@ -98,6 +98,8 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
 /* Whether AMX-INT8 can run here: CPUID says AMX-TILE and AMX-INT8, and Linux grants this process the tile data state
  * (arch_prctl ARCH_REQ_XCOMP_PERM, a process-wide permission asked once per call; false elsewhere). */
 bool qn_cpu_amx_int8_usable(void);
+/* The same for AMX-BF16 (with AVX512_BF16 for the conversions its callers make). */
+bool qn_cpu_amx_bf16_usable(void);
 
 /* As qn_cpu_matmul_rows for a weight repacked 8 rows at a time (w8: the whole [n_rows / 8] groups, see
  * qn_matmul_x8_fn): row_begin and row_end must be multiples of 8. QN_ERR_UNSUPPORTED if the table has no

@@ -403,8 +403,8 @@ static void row_neon(const qn_lutq_weight *w, const uint8_t *codes, const lutq_s
 }
 #endif
 
-static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
-                        int64_t ldy, int64_t row_begin, int64_t row_end) {
+void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens,
+                                       float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
     float xs[QN_LUTQ_TB * QN_LUTQ_CHUNK]; /* act-order: the chunk's gathered activations, token t at t·cw */
     float gsum[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     lutq_seg seg[QN_LUTQ_CHUNK];
@@ -503,4 +503,4 @@ static void lutq_matmul(const qn_lutq_weight *w, const float *x, int64_t ldx, in
     }
 }
 
-void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k) { k->lutq_matmul = lutq_matmul; }
+void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k) { k->lutq_matmul = QN_ISA_FN(qn_cpu_lutq_matmul_f32); }

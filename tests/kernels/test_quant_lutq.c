@@ -37,11 +37,11 @@ static void abs_ref(const qn_lutq_weight *w, const float *x, int64_t T, double *
 
 static double max_rel_seen;
 
-static void check_all_isas(const char *what, const qn_lutq_weight *w) {
+static void check_isas_tokens(const char *what, const qn_lutq_weight *w, const int64_t *tokens, size_t n_tokens) {
     qn_rng rng;
     qn_rng_seed(&rng, 0x5eed + (uint64_t)w->k * 31 + (uint64_t)w->n);
-    for (size_t ti = 0; ti < sizeof TOKENS / sizeof TOKENS[0]; ti++) {
-        const int64_t T = TOKENS[ti];
+    for (size_t ti = 0; ti < n_tokens; ti++) {
+        const int64_t T = tokens[ti];
         float *x = malloc(sizeof(float) * (size_t)(T * w->k)), *y = malloc(sizeof(float) * (size_t)(T * w->n));
         double *ref = malloc(sizeof(double) * (size_t)(T * w->n)), *aref = malloc(sizeof(double) * (size_t)(T * w->n));
         qn_rng_fill_normal(&rng, x, (size_t)(T * w->k), 1.0f);
@@ -72,6 +72,10 @@ static void check_all_isas(const char *what, const qn_lutq_weight *w) {
         }
         free(x), free(y), free(ref), free(aref);
     }
+}
+
+static void check_all_isas(const char *what, const qn_lutq_weight *w) {
+    check_isas_tokens(what, w, TOKENS, sizeof TOKENS / sizeof TOKENS[0]);
 }
 
 static void check_fixture(void *user, const char *name, const qn_lutq_weight *w) {
@@ -136,10 +140,51 @@ static void test_synthetic_geometry(void **state) {
     printf("max |y - ref| / sum s(|lut|+|z|)|x| seen: %.3g\n", max_rel_seen);
 }
 
+/* Shapes the AMX-BF16 tiles take (lutq_amx_cpu.c, on CPUs that have them; elsewhere the fp32 kernels again):
+ * groups on multiples of 32 columns, one across a 512-column chunk edge, 16-row blocks plus 5 rows, whole 16-token
+ * tiles plus leftovers, 1-5 tiles per pass; identity tables (GPTQ/AWQ), with and without zero points and act-order,
+ * 4- and 8-bit. */
+static void test_tile_geometry(void **state) {
+    (void)state;
+    static const int64_t T_TILES[] = {16, 17, 33, 80};
+    static const int32_t SIZES[] = {64, 32, 96, 128, 352, 96, 32, 160, 128, 448}; /* 352: columns 352..704 */
+    const int64_t K = 1536, N = 37, G = (int64_t)(sizeof SIZES / sizeof SIZES[0]);
+    qn_rng rng;
+    qn_rng_seed(&rng, 78);
+    for (int variant = 0; variant < 8; variant++) {
+        const int bits = variant & 1 ? 8 : 4;
+        const bool has_zero = variant & 2, has_perm = variant & 4;
+        void *buf = malloc(qn_lutq_bytes(K, N, G, bits, has_perm, has_zero));
+        qn_lutq_weight w;
+        int32_t *gstart, *perm;
+        uint8_t *codes;
+        float *scale, *zero;
+        assert_int_equal(qn_lutq_init(&w, buf, K, N, G, bits, has_perm, has_zero, &gstart, &perm, &codes, &scale, &zero),
+                         QN_OK);
+        gstart[0] = 0;
+        for (int64_t g = 0; g < G; g++) gstart[g + 1] = gstart[g] + SIZES[g];
+        assert_int_equal(gstart[G], K);
+        if (has_perm) qn_rng_permutation(&rng, perm, K);
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t j = 0; j < K; j++)
+                qn_lutq_set_code(codes, K, bits, r, j, (uint32_t)(qn_rng_u64(&rng) & (bits == 8 ? 255 : 15)));
+        for (int64_t i = 0; i < N * G; i++) {
+            scale[i] = qn_rng_uniform(&rng, 0.001f, 0.02f);
+            if (has_zero) zero[i] = (float)(qn_rng_u64(&rng) % (bits == 8 ? 256 : 16));
+        }
+        char what[64];
+        snprintf(what, sizeof what, "tiles %d-bit%s%s", bits, has_zero ? " zero" : "", has_perm ? " perm" : "");
+        check_isas_tokens(what, &w, T_TILES, sizeof T_TILES / sizeof T_TILES[0]);
+        free(buf);
+    }
+    printf("max |y - ref| / sum s(|lut|+|z|)|x| seen: %.3g\n", max_rel_seen);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peer_weights),
         cmocka_unit_test(test_synthetic_geometry),
+        cmocka_unit_test(test_tile_geometry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
