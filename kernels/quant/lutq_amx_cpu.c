@@ -1,18 +1,22 @@
-/* lutq_amx_cpu.c — GPTQ / AWQ prefill (the repacked lutq.h layout, identity tables) on the AMX-BF16 tile unit, where
+/* lutq_amx_cpu.c — GPTQ / AWQ / bnb NF4-FP4 prefill (the repacked lutq.h layout) on the AMX-BF16 tile unit, where
  * the CPU has it and the kernel grants this process the tile data; its fill, run after lutq_cpu.c's, replaces
  * the table's lutq_matmul, and everything the tiles do not take goes to that fp32 kernel (qn_cpu_lutq_matmul_f32):
- * fewer than 16 tokens or rows, the last n_tokens mod 16 tokens and rows mod 16 rows, 16-entry tables (bnb NF4/FP4:
- * their values are not bf16 numbers) and groups that do not start on a multiple of 32 columns.
+ * fewer than 16 tokens or rows, the last n_tokens mod 16 tokens and rows mod 16 rows, 8-bit codes under a general
+ * table, and groups that do not start on a multiple of 32 columns.
  *
- * Same arithmetic class as the fp32 kernel: codes are integers (exact in bf16), each activation is split into three
- * bf16 parts x = hi + mid + lo (exact: 8 + 8 + 8 significant bits of fp32's 24), the tile unit forms the products
- * exactly and accumulates in fp32. Per group segment the C tile holds d = Σ code·x for 16 rows × 16 tokens; it is
- * folded into an fp32 accumulator as scale·(d − zero·Σx), as the fp32 kernel does (tests/kernels/test_quant_lutq.c,
- * same tolerance).
+ * Same arithmetic class as the fp32 kernel. Each activation is split into three bf16 parts x = hi + mid + lo
+ * (exact: 8 + 8 + 8 significant bits of fp32's 24); GPTQ/AWQ codes are integers (exact in bf16); a 16-entry table's
+ * values are split the same way, and the six products whose parts add to at least 2^-16 of v·x are formed (the
+ * other three are below fp32's rounding of the product). The tile unit forms each product exactly and accumulates
+ * in fp32. Per group segment the C tile holds d = Σ value·x for 16 rows × 16 tokens; it is folded into an fp32
+ * accumulator as scale·(d − zero·Σx), as the fp32 kernel does (tests/kernels/test_quant_lutq.c, same tolerance;
+ * largest error seen there 1.35e-7 of Σ|w·x|, 9.0e-7 with the table's lo part dropped).
  *
- * Tiles: A = 16 weight rows × 32 columns (codes widened to bf16, natural order), B = the activations of 16 tokens
- * in the tile unit's pair layout (row kp: the bf16 pairs of columns 2kp, 2kp+1 of each token, prepared once per
- * 512-column chunk for up to 64 tokens, 3 parts), C = 4 tiles of 16 rows × 16 tokens. Owns nothing. */
+ * Tiles: A = 16 weight rows × 32 columns (codes, or a table part, in bf16), B = the activations of 16 tokens in the
+ * tile unit's pair layout (row kp: the bf16 pairs of columns 2kp, 2kp+1 of each token, prepared once per
+ * 512-column chunk for up to 128 tokens, 3 parts), C = 4 tiles of 16 rows × 16 tokens. GPTQ/AWQ: A tiles of
+ * 32 rows (two row blocks share each B load) against token tile pairs; tables: the 3 parts of 16 rows against 4
+ * token tiles. A is decoded once per group segment for every token tile. Owns nothing. */
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -118,6 +122,30 @@ QN_LAMX QN_INLINE void decode_a(const uint8_t *const *codes, int bits4, int64_t 
     }
 }
 
+/* A tiles of a 16-entry table (bnb NF4/FP4): each value v = hi + mid + lo in bf16 (exact); tbl[p]: part p of the 16
+ * values, twice (decode_a's wrap). The three A tiles hold part p of each weight, in decode_a's column order. */
+QN_LAMX static void table_parts(const float *lut, __m512i tbl[3]) {
+    _Alignas(64) uint16_t t[3][32];
+    for (int i = 0; i < 16; i++) {
+        const __m512 v = _mm512_set1_ps(lut[i]);
+        const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v, v);
+        const __m512 r = _mm512_sub_ps(v, bf16_lo_ps(h));
+        const __m512i m = (__m512i)_mm512_cvtne2ps_pbh(r, r);
+        const __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(r, bf16_lo_ps(m)), _mm512_sub_ps(r, bf16_lo_ps(m)));
+        t[0][i] = t[0][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(h), 0);
+        t[1][i] = t[1][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(m), 0);
+        t[2][i] = t[2][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(l), 0);
+    }
+    for (int p = 0; p < 3; p++) tbl[p] = _mm512_load_si512(t[p]);
+}
+QN_LAMX QN_INLINE void decode_a_table(const uint8_t *const *codes, int64_t j, const __m512i tbl[3], lamx_tile a[3]) {
+    for (int i = 0; i < 16; i++) {
+        const __m128i v = _mm_loadu_si128((const __m128i *)(codes[i] + (j >> 4) * 8));
+        const __m512i c = _mm512_cvtepu8_epi16(_mm256_set_m128i(_mm_srli_epi16(v, 4), v));
+        for (int p = 0; p < 3; p++) _mm512_store_si512(a[p].d[i], _mm512_permutexvar_epi16(c, tbl[p]));
+    }
+}
+
 /* For token tile TT (of the pair starting at tp), part P, k-step ks: B into tile register BT, then C tile 4 + TT'
  * (TT' = TT − tp: a literal, the intrinsics paste it into the instruction) += A0 · B and, with a second row block,
  * C tile 6 + TT' += A1 · B: each B load serves both row blocks. */
@@ -130,6 +158,52 @@ QN_LAMX QN_INLINE void decode_a(const uint8_t *const *codes, int bits4, int64_t 
         }                                                                                                            \
     } while (0)
 
+/* Table weights, token tile tq + TT into C tile CT: A tiles 0, 1, 2 hold the weights' hi, mid, lo parts, B tile 3
+ * the activations' parts in turn; the six products of parts whose sizes add to at least 2^-16 of v·x (the other
+ * three are below fp32's rounding of the product), the small ones first. */
+#define QN_LAMX_TAB(TT, CT)                                                                                          \
+    do {                                                                                                             \
+        if (tq + TT < ntt) {                                                                                         \
+            _tile_loadd(3, xb[tq + TT][ks][2].d, 64);                                                                \
+            _tile_dpbf16ps(CT, 0, 3);                                                                                \
+            _tile_loadd(3, xb[tq + TT][ks][1].d, 64);                                                                \
+            _tile_dpbf16ps(CT, 1, 3);                                                                                \
+            _tile_dpbf16ps(CT, 0, 3);                                                                                \
+            _tile_loadd(3, xb[tq + TT][ks][0].d, 64);                                                                \
+            _tile_dpbf16ps(CT, 2, 3);                                                                                \
+            _tile_dpbf16ps(CT, 1, 3);                                                                                \
+            _tile_dpbf16ps(CT, 0, 3);                                                                                \
+        }                                                                                                            \
+    } while (0)
+
+/* A segment's C tile, folded into acc: acc[tt][q][i] += scale·(C[i] − zero·Σx) of row r + 16q + i */
+struct fold_seg {
+    const qn_lutq_weight *w;
+    int64_t r;
+    int s;
+    int64_t g;
+    const float (*gs)[QN_LAMX_TT * 16];
+};
+QN_LAMX static void fold_c(const struct fold_seg *f, int ct, lamx_tile *c, int tt, int q,
+                           float (*acc)[2][16][16]) {
+    switch (ct) {
+    case 0: _tile_stored(4, c->d, 64); break;
+    case 1: _tile_stored(5, c->d, 64); break;
+    case 2: _tile_stored(6, c->d, 64); break;
+    default: _tile_stored(7, c->d, 64); break;
+    }
+    const qn_lutq_weight *w = f->w;
+    const __m512 gsv = w->zero ? _mm512_load_ps(f->gs[f->s] + 16 * tt) : _mm512_setzero_ps();
+    for (int i = 0; i < 16; i++) {
+        const int64_t ri = f->r + 16 * q + i;
+        const float sc = w->scale[ri * w->n_groups + f->g];
+        __m512 v = _mm512_load_ps(acc[tt][q][i]);
+        v = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_load_si512(c->d[i])), _mm512_set1_ps(sc), v);
+        if (w->zero) v = _mm512_fnmadd_ps(gsv, _mm512_set1_ps(sc * w->zero[ri * w->n_groups + f->g]), v);
+        _mm512_store_ps(acc[tt][q][i], v);
+    }
+}
+
 /* Rows [r0, r0 + 16·nrb) × tokens [0, 16·ntt) (ntt ≤ QN_LAMX_TT) over every column; y: token t at y + t·ldy. Per
  * 512-column chunk: the B tiles of every token tile, then per 32 rows (two row blocks) and group segment the A tiles
  * once, and per token tile pair the products into C tiles 4..7, folded into acc at the segment's end. */
@@ -139,10 +213,12 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
     _Alignas(64) float xs[16][QN_LAMX_CHUNK];             /* act-order: a token tile's gathered activations */
     _Alignas(64) float gs[QN_LAMX_KS][QN_LAMX_TT * 16];   /* Σx of each segment (zero points) */
     _Alignas(64) float acc[QN_LAMX_TT][2][16][16];        /* [token tile][row block][row][token] */
-    _Alignas(64) lamx_tile a[QN_LAMX_KS][2], c;            /* A: a segment's decoded weights, 2 row blocks */
+    _Alignas(64) lamx_tile a[QN_LAMX_KS][3], c; /* A: a segment's decoded weights, 2 row blocks (tables: 3 parts) */
     int64_t sg_g[QN_LAMX_KS], sg_k0[QN_LAMX_KS], sg_k1[QN_LAMX_KS]; /* segments: group, k-steps [k0, k1) */
     const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(K, w->code_bits);
-    const int bits4 = w->code_bits == 4;
+    const int bits4 = w->code_bits == 4, tab = !w->lut_identity;
+    __m512i tbl[3];
+    if (tab) table_parts(w->lut, tbl);
     int64_t g = 0;
     for (int64_t c0 = 0; c0 < K; c0 += QN_LAMX_CHUNK) {
         const int64_t c1 = c0 + QN_LAMX_CHUNK < K ? c0 + QN_LAMX_CHUNK : K;
@@ -171,50 +247,55 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
             }
             prep_b(xt, nks, xb[tt]);
         }
-        for (int64_t rb = 0; rb < nrb; rb += 2) {
-            const int nr = nrb - rb > 1 ? 2 : 1; /* row blocks of this step: 16 or 32 rows */
+        for (int64_t rb = 0; rb < nrb; rb += 2 - tab) {
+            const int nr = !tab && nrb - rb > 1 ? 2 : 1; /* row blocks of this step: 16 or 32 rows (tables: 16) */
             const int64_t r = r0 + 16 * rb;
             const uint8_t *codes[2][16];
             for (int i = 0; i < 16 * nr; i++) codes[i / 16][i % 16] = w->codes + (r + i) * row_bytes;
             memset(acc, 0, (size_t)ntt * sizeof acc[0]);
             for (int s = 0; s < n_seg; s++) {
-                for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++)
-                    for (int q = 0; q < nr; q++) decode_a(codes[q], bits4, c0 + 32 * ks, &a[ks][q]);
-                for (int tp = 0; tp < ntt; tp += 2) { /* token tile pairs: C tiles 4, 5 (rows 0..15), 6, 7 (16..31) */
-                    _tile_zero(4);
-                    _tile_zero(5);
-                    _tile_zero(6);
-                    _tile_zero(7);
-                    for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
-                        _tile_loadd(0, a[ks][0].d, 64);
-                        if (nr > 1) _tile_loadd(1, a[ks][1].d, 64);
-                        QN_LAMX_DP(0, 2, 2, 4, 6); /* the small parts first */
-                        QN_LAMX_DP(1, 2, 3, 5, 7);
-                        QN_LAMX_DP(0, 1, 2, 4, 6);
-                        QN_LAMX_DP(1, 1, 3, 5, 7);
-                        QN_LAMX_DP(0, 0, 2, 4, 6);
-                        QN_LAMX_DP(1, 0, 3, 5, 7);
-                    }
-                    for (int ct = 0; ct < 4; ct++) { /* C tile 4 + ct: token tile tp + ct % 2, row block ct / 2 */
-                        const int tt = tp + ct % 2, q = ct / 2;
-                        if (tt >= ntt || q >= nr) continue;
-                        switch (ct) {
-                        case 0: _tile_stored(4, c.d, 64); break;
-                        case 1: _tile_stored(5, c.d, 64); break;
-                        case 2: _tile_stored(6, c.d, 64); break;
-                        default: _tile_stored(7, c.d, 64); break;
-                        }
-                        const __m512 gsv = w->zero ? _mm512_load_ps(gs[s] + 16 * tt) : _mm512_setzero_ps();
-                        for (int i = 0; i < 16; i++) {
-                            const int64_t ri = r + 16 * q + i;
-                            const float sc = w->scale[ri * G + sg_g[s]];
-                            __m512 v = _mm512_load_ps(acc[tt][q][i]);
-                            v = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_load_si512(c.d[i])), _mm512_set1_ps(sc), v);
-                            if (w->zero) v = _mm512_fnmadd_ps(gsv, _mm512_set1_ps(sc * w->zero[ri * G + sg_g[s]]), v);
-                            _mm512_store_ps(acc[tt][q][i], v);
-                        }
-                    }
+                const struct fold_seg fs = {w, r, s, sg_g[s], gs};
+                for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
+                    if (tab) decode_a_table(codes[0], c0 + 32 * ks, tbl, a[ks]);
+                    else
+                        for (int q = 0; q < nr; q++) decode_a(codes[q], bits4, c0 + 32 * ks, &a[ks][q]);
                 }
+                if (tab)
+                    for (int tq = 0; tq < ntt; tq += 4) { /* token tiles tq..tq+3: C tiles 4..7 */
+                        _tile_zero(4);
+                        _tile_zero(5);
+                        _tile_zero(6);
+                        _tile_zero(7);
+                        for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
+                            _tile_loadd(0, a[ks][0].d, 64);
+                            _tile_loadd(1, a[ks][1].d, 64);
+                            _tile_loadd(2, a[ks][2].d, 64);
+                            QN_LAMX_TAB(0, 4);
+                            QN_LAMX_TAB(1, 5);
+                            QN_LAMX_TAB(2, 6);
+                            QN_LAMX_TAB(3, 7);
+                        }
+                        for (int ct = 0; ct < 4 && tq + ct < ntt; ct++) fold_c(&fs, ct, &c, tq + ct, 0, acc);
+                    }
+                else
+                    for (int tp = 0; tp < ntt; tp += 2) { /* token tile pairs: C tiles 4, 5 (rows 0..15), 6, 7 (16..31) */
+                        _tile_zero(4);
+                        _tile_zero(5);
+                        _tile_zero(6);
+                        _tile_zero(7);
+                        for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
+                            _tile_loadd(0, a[ks][0].d, 64);
+                            if (nr > 1) _tile_loadd(1, a[ks][1].d, 64);
+                            QN_LAMX_DP(0, 2, 2, 4, 6); /* the small parts first */
+                            QN_LAMX_DP(1, 2, 3, 5, 7);
+                            QN_LAMX_DP(0, 1, 2, 4, 6);
+                            QN_LAMX_DP(1, 1, 3, 5, 7);
+                            QN_LAMX_DP(0, 0, 2, 4, 6);
+                            QN_LAMX_DP(1, 0, 3, 5, 7);
+                        }
+                        for (int ct = 0; ct < 4; ct++) /* C tile 4 + ct: token tile tp + ct % 2, row block ct / 2 */
+                            if (tp + ct % 2 < ntt && ct / 2 < nr) fold_c(&fs, ct, &c, tp + ct % 2, ct / 2, acc);
+                    }
             }
             for (int tt = 0; tt < ntt; tt++) /* [row][token] -> y's [token][row] */
                 for (int q = 0; q < nr; q++) {
@@ -232,11 +313,12 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
     }
 }
 #undef QN_LAMX_DP
+#undef QN_LAMX_TAB
 
 /* lutq_matmul with whole 16-token × 16-row tiles on AMX where the weights allow it, the rest on the fp32 kernel */
 QN_LAMX static void lutq_matmul_amx(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                     int64_t ldy, int64_t row_begin, int64_t row_end) {
-    bool ok = w->lut_identity && w->k % 32 == 0 && n_tokens >= 16 && row_end - row_begin >= 16;
+    bool ok = (w->lut_identity || w->code_bits == 4) && w->k % 32 == 0 && n_tokens >= 16 && row_end - row_begin >= 16;
     for (int64_t g = 0; ok && g <= w->n_groups; g++) ok = w->gstart[g] % 32 == 0;
     if (!ok) {
         QN_ISA_FN(qn_cpu_lutq_matmul_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end);

@@ -142,18 +142,18 @@ static void test_synthetic_geometry(void **state) {
 
 /* Shapes the AMX-BF16 tiles take (lutq_amx_cpu.c, on CPUs that have them; elsewhere the fp32 kernels again):
  * groups on multiples of 32 columns, one across a 512-column chunk edge, 16-row blocks plus 5 rows, whole 16-token
- * tiles plus leftovers, 1-5 tiles per pass; identity tables (GPTQ/AWQ), with and without zero points and act-order,
- * 4- and 8-bit. */
+ * tiles plus leftovers, 1-8 tiles per pass and a second pass; identity tables (GPTQ/AWQ) and general ones (bnb), with and without
+ * zero points and act-order, 4- and 8-bit. */
 static void test_tile_geometry(void **state) {
     (void)state;
-    static const int64_t T_TILES[] = {16, 17, 33, 80};
+    static const int64_t T_TILES[] = {16, 17, 33, 80, 144};
     static const int32_t SIZES[] = {64, 32, 96, 128, 352, 96, 32, 160, 128, 448}; /* 352: columns 352..704 */
     const int64_t K = 1536, N = 37, G = (int64_t)(sizeof SIZES / sizeof SIZES[0]);
     qn_rng rng;
     qn_rng_seed(&rng, 78);
-    for (int variant = 0; variant < 8; variant++) {
+    for (int variant = 0; variant < 16; variant++) {
         const int bits = variant & 1 ? 8 : 4;
-        const bool has_zero = variant & 2, has_perm = variant & 4;
+        const bool has_zero = variant & 2, has_perm = variant & 4, table = variant & 8;
         void *buf = malloc(qn_lutq_bytes(K, N, G, bits, has_perm, has_zero));
         qn_lutq_weight w;
         int32_t *gstart, *perm;
@@ -172,8 +172,13 @@ static void test_tile_geometry(void **state) {
             scale[i] = qn_rng_uniform(&rng, 0.001f, 0.02f);
             if (has_zero) zero[i] = (float)(qn_rng_u64(&rng) % (bits == 8 ? 256 : 16));
         }
+        if (table) { /* a general table: NF4-like for 4-bit codes (the tiles take it), 256 values for 8-bit (they do not) */
+            w.lut_identity = false;
+            for (int i = 0; i < 256; i++) w.lut[i] = qn_rng_uniform(&rng, -1.0f, 1.0f);
+        }
         char what[64];
-        snprintf(what, sizeof what, "tiles %d-bit%s%s", bits, has_zero ? " zero" : "", has_perm ? " perm" : "");
+        snprintf(what, sizeof what, "tiles %d-bit%s%s%s", bits, has_zero ? " zero" : "", has_perm ? " perm" : "",
+                 table ? " table" : "");
         check_isas_tokens(what, &w, T_TILES, sizeof T_TILES / sizeof T_TILES[0]);
         free(buf);
     }
