@@ -252,6 +252,11 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
             const int64_t r = r0 + 16 * rb;
             const uint8_t *codes[2][16];
             for (int i = 0; i < 16 * nr; i++) codes[i / 16][i % 16] = w->codes + (r + i) * row_bytes;
+            { /* the next step's pieces of this chunk: one short piece per row, which the hardware prefetchers miss */
+                const int64_t b0 = qn_lutq_row_bytes(c0, w->code_bits), b1 = qn_lutq_row_bytes(c1, w->code_bits);
+                for (int64_t i = 16 * nr; i < 32 * nr && r + i < r0 + 16 * nrb; i++)
+                    for (int64_t o = b0 & ~(int64_t)63; o < b1; o += 64) _mm_prefetch((const char *)(w->codes + (r + i) * row_bytes + o), _MM_HINT_T0);
+            }
             memset(acc, 0, (size_t)ntt * sizeof acc[0]);
             for (int s = 0; s < n_seg; s++) {
                 const struct fold_seg fs = {w, r, s, sg_g[s], gs};
