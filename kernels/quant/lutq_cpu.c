@@ -1,16 +1,18 @@
 /* lutq_cpu.c — y = x·Wᵀ for the repacked GPTQ / AWQ / bnb layout (lutq.h), compiled once per ISA.
  * Activations stay fp32 (no activation quantization): per group segment, d = Σ lut[c]·x and, with a zero point,
- * y += scale·(d − zero·Σx), so the only roundings are fp32 sums (tolerance: |err| ≲ 1e-5·Σ|w·x|, see
- * tests/kernels/test_quant_lutq.c). Loop nest: QN_LUTQ_TB tokens (8 on AVX-512, else 4) × a chunk of ≤ 1024 kernel
- * columns (gathered through perm for act-order, so every group is contiguous) × the caller's rows; each decoded
- * code vector feeds every token of the pass.
- * AVX-512 (rows_x512) widens a 32-column pair of 4-bit blocks (16 bytes) to 16 lanes in one vpmovzxbd and reads
- * values with vpermps (identity tables included), the activations stored once per chunk in the matching lane
- * order; at 1-4 tokens it runs 2 or 4 rows at once so that enough FMA chains are in flight.
- * AVX2 decodes a 16-column block of 4-bit codes from one 8-byte load
- * (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values via cvt
- * (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes 8 per load (+ gather for a general
- * table). Per group the vector partial is scaled into the row accumulator (one horizontal sum per row).
+ * y += scale·(d − zero·Σx), so the only roundings are fp32 sums (tolerance: |err| ≤ 2e-6·Σ|w·x|, see
+ * tests/kernels/test_quant_lutq.c). Loop nest: QN_LUTQ_TB tokens (8 on AVX-512, else 4) × a chunk of kernel columns
+ * (QN_LUTQ_TB·1024 / tokens of the pass, gathered through perm for act-order, so every group is contiguous) × the
+ * caller's rows; each decoded code vector feeds every token of the pass. On AMX-BF16 machines lutq_amx_cpu.c takes
+ * whole 16 × 16 tiles first and hands the rest to this kernel (qn_cpu_lutq_matmul_f32).
+ * x86 (rows_x86, one body for both widths, R rows × NT tokens per call: at 1-4 tokens 2 or 4 rows at once, so that
+ * enough FMA chains are in flight and the rows share each activation load): AVX-512 widens a 32-column pair of
+ * 4-bit blocks (16 bytes) to 16 lanes in one vpmovzxbd and reads values with vpermps (identity tables included),
+ * the activations stored once per chunk in the matching lane order; AVX2 decodes a 16-column block from one
+ * 8-byte load (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values
+ * via cvt (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes one vector per load
+ * (+ gather for a general table). Per group the vector partial is scaled into the row accumulator (one
+ * horizontal sum per row).
  * NEON decodes a 16-column block the same way from one 8-byte load (& 15 / >> 4, then widening conversions,
  * or TBL over the 16-entry table's 64 bytes), 4 lanes per vector. The scalar build runs a plain loop. */
 #include <string.h>
@@ -65,116 +67,35 @@ static inline void seg_scalar_terms(float *sacc, const float *hs, float sg, floa
 }
 #endif
 
-#if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512)
-QN_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-typedef struct lutq_x86_consts {
-    __m256 lut_lo, lut_hi;
-    __m256i m15, eight;
-} lutq_x86_consts;
-
-/* 8 code indices -> values through the table (identity: a conversion) */
-QN_INLINE __m256 lut8(__m256i ci, int bits4, int ident, const float *lut, const lutq_x86_consts *k) {
-    if (ident) return _mm256_cvtepi32_ps(ci);
-    if (bits4) {
-        const __m256 lo = _mm256_permutevar8x32_ps(k->lut_lo, ci), hi = _mm256_permutevar8x32_ps(k->lut_hi, ci);
-        return _mm256_blendv_ps(hi, lo, _mm256_castsi256_ps(_mm256_cmpgt_epi32(k->eight, ci))); /* c < 8: low half */
-    }
-    return _mm256_i32gather_ps(lut, ci, 4);
-}
-
-/* One weight row against nt tokens over the chunk's segments: per segment a vector partial Σ lut·x, folded
- * into the row accumulator with the group scale (one horizontal sum per row, not per group); odd heads and
- * tails and the zero-point term go to a scalar accumulator. */
-static void row_x86(const qn_lutq_weight *w, const uint8_t *codes, const lutq_seg *seg, int n_seg, int64_t c0,
-                    const float *const *xc, const float (*gsum)[QN_LUTQ_CHUNK], int nt, const float *sc,
-                    const float *zr, float *out) {
-    const lutq_x86_consts k = {.lut_lo = _mm256_loadu_ps(w->lut), .lut_hi = _mm256_loadu_ps(w->lut + 8),
-                               .m15 = _mm256_set1_epi32(15), .eight = _mm256_set1_epi32(8)};
-    const int bits4 = w->code_bits == 4, ident = w->lut_identity;
-    const float *lut = w->lut;
-    __m256 acc[QN_LUTQ_TB];
-    float sacc[QN_LUTQ_TB] = {0};
-    for (int t = 0; t < QN_LUTQ_TB; t++) acc[t] = _mm256_setzero_ps();
-    /* two partial chains per token (low / high half of a 16-column block) so FMA latency, not one dependent
-     * chain, sets the pace; a single token (decode) runs two blocks per step, four chains */
-#define QN_LUTQ_FMA8(v, o, P)                                                                    \
-    switch (nt) {                                                                                \
-    case 4: P[3] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[3] + (o)), P[3]); /* fall through */    \
-    case 3: P[2] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[2] + (o)), P[2]); /* fall through */    \
-    case 2: P[1] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[1] + (o)), P[1]); /* fall through */    \
-    default: P[0] = _mm256_fmadd_ps(v, _mm256_loadu_ps(xc[0] + (o)), P[0]);                      \
-    }
-    for (int s = 0; s < n_seg; s++) {
-        const int64_t j1 = seg[s].j1;
-        int64_t j = seg[s].j0;
-        float hs[QN_LUTQ_TB] = {0};
-        __m256 pa[QN_LUTQ_TB], pb[QN_LUTQ_TB];
-        for (int t = 0; t < QN_LUTQ_TB; t++) pa[t] = pb[t] = _mm256_setzero_ps();
-        if (bits4) {
-            /* scalar up to the next 16-column block, then one 8-byte load per block */
-            const int64_t next16 = (j + 15) & ~(int64_t)15, jb = next16 < j1 ? next16 : j1;
-            cols_scalar(lut, codes, 1, j, jb, c0, xc, nt, hs);
-            j = jb;
-            if (nt == 1) {
-                __m256 pc = _mm256_setzero_ps(), pd = pc;
-                const float *x0 = xc[0] - c0;
-                for (; j + 32 <= j1; j += 32) {
-                    const __m256i b0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
-                    const __m256i b1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8 + 8)));
-                    pa[0] = _mm256_fmadd_ps(lut8(_mm256_and_si256(b0, k.m15), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j), pa[0]);
-                    pb[0] = _mm256_fmadd_ps(lut8(_mm256_srli_epi32(b0, 4), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 8), pb[0]);
-                    pc = _mm256_fmadd_ps(lut8(_mm256_and_si256(b1, k.m15), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 16), pc);
-                    pd = _mm256_fmadd_ps(lut8(_mm256_srli_epi32(b1, 4), 1, ident, lut, &k), _mm256_loadu_ps(x0 + j + 24), pd);
-                }
-                pa[0] = _mm256_add_ps(pa[0], pc);
-                pb[0] = _mm256_add_ps(pb[0], pd);
-            }
-            for (; j + 16 <= j1; j += 16) {
-                const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
-                const __m256 v0 = lut8(_mm256_and_si256(b, k.m15), 1, ident, lut, &k);
-                const __m256 v1 = lut8(_mm256_srli_epi32(b, 4), 1, ident, lut, &k);
-                QN_LUTQ_FMA8(v0, j - c0, pa);
-                QN_LUTQ_FMA8(v1, j + 8 - c0, pb);
-            }
-        } else {
-            for (; j + 16 <= j1; j += 16) {
-                const __m256 v0 = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j))), 0, ident, lut, &k);
-                const __m256 v1 = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j + 8))), 0, ident, lut, &k);
-                QN_LUTQ_FMA8(v0, j - c0, pa);
-                QN_LUTQ_FMA8(v1, j + 8 - c0, pb);
-            }
-            for (; j + 8 <= j1; j += 8) {
-                const __m256 v = lut8(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j))), 0, ident, lut, &k);
-                QN_LUTQ_FMA8(v, j - c0, pa);
-            }
-        }
-#undef QN_LUTQ_FMA8
-        cols_scalar(lut, codes, bits4, j, j1, c0, xc, nt, hs);
-        const float sg = sc[seg[s].g];
-        const __m256 vs = _mm256_set1_ps(sg);
-        for (int t = 0; t < nt; t++) acc[t] = _mm256_fmadd_ps(_mm256_add_ps(pa[t], pb[t]), vs, acc[t]);
-        seg_scalar_terms(sacc, hs, sg, zr ? zr[seg[s].g] : 0.0f, gsum, s, nt);
-    }
-    for (int t = 0; t < nt; t++) out[t] = hsum8(acc[t]) + sacc[t];
-}
-#endif
-
-
+#if defined(QN_SIMD_X86)
+/* x86: one row-group kernel for both widths. A step covers 2·QN_QV_W columns (AVX-512: a 32-column pair of 4-bit
+ * blocks, 16 bytes widened to 16 lanes by one vpmovzxbd, & 15 giving columns 0..7 and 16..23, >> 4 columns 8..15
+ * and 24..31, the activations stored once per chunk in that lane order, "pair order"; AVX2: one 16-column block
+ * from one 8-byte load, & 15 columns 0..7, >> 4 columns 8..15, natural order) or 2·QN_QV_W 8-bit codes. */
 #if defined(QN_SIMD_X86_512)
-/* AVX-512. A 32-column pair of 4-bit blocks (16 bytes) widens to 16 i32 lanes in one vpmovzxbd: & 15 gives
- * columns 0..7 and 16..23, >> 4 columns 8..15 and 24..31. The activations of each 32-column pair are stored
- * once per chunk in that lane order (xp, "pair order"), so the weights need no shuffle. Values: identity
- * tables convert, a 16-entry table is one vpermps over its 16 floats, a 256-entry one a gather. */
-QN_INLINE __m512 lut16(__m512i ci, int ident, int bits4, __m512 lut_v, const float *lut) {
-    if (ident) return _mm512_cvtepi32_ps(ci);
-    if (bits4) return _mm512_permutexvar_ps(ci, lut_v);
-    return _mm512_i32gather_ps(ci, lut, 4);
+#define QN_QV_W 16
+#define QN_QV_PB 4 /* R·NT up to which each (row, token) keeps two FMA chains (registers allow it) */
+typedef __m512 qv;
+#define qv_zero _mm512_setzero_ps
+#define qv_fma _mm512_fmadd_ps
+#define qv_add _mm512_add_ps
+#define qv_set1 _mm512_set1_ps
+#define qv_loadu _mm512_loadu_ps
+#define qv_sum _mm512_reduce_add_ps
+typedef struct qv_lut {
+    __m512 v; /* the first 16 values (a 16-entry table; identity tables too: lut[c] = c) */
+} qv_lut;
+QN_INLINE qv_lut qv_lut_load(const float *lut) { return (qv_lut){_mm512_loadu_ps(lut)}; }
+/* 4-bit codes of columns [j, j + 32) -> the values at pair-order positions 0..15 (va) and 16..31 (vb) */
+QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, qv *va, qv *vb) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + (j >> 4) * 8)));
+    *va = _mm512_permutexvar_ps(b, k->v); /* vpermps reads the index's low 4 bits */
+    *vb = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), k->v);
+}
+/* 8-bit codes of columns [j, j + 16) -> values (identity: a conversion; else a gather) */
+QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
+    const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + j)));
+    return ident ? _mm512_cvtepi32_ps(c) : _mm512_i32gather_ps(c, lut, 4);
 }
 
 /* xp[j] for one token over [0, n) columns of a chunk (n a multiple of 32, the chunk start 32-aligned): pair order */
@@ -186,79 +107,118 @@ static void pair_order(const float *x, int64_t n, float *xp) {
         memcpy(xp + j + 24, x + j + 24, 8 * sizeof(float));
     }
 }
+#else
+#define QN_QV_W 8
+#define QN_QV_PB 2
+typedef __m256 qv;
+#define qv_zero _mm256_setzero_ps
+#define qv_fma _mm256_fmadd_ps
+#define qv_add _mm256_add_ps
+#define qv_set1 _mm256_set1_ps
+#define qv_loadu _mm256_loadu_ps
+QN_INLINE float qv_sum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+typedef struct qv_lut {
+    __m256 lo, hi; /* a 16-entry table's values 0..7, 8..15 */
+    int ident;
+} qv_lut;
+QN_INLINE qv_lut qv_lut_load(const float *lut) { return (qv_lut){_mm256_loadu_ps(lut), _mm256_loadu_ps(lut + 8), 0}; }
+/* 8 4-bit codes -> values: identity tables convert, others two permutevar8x32 and a blend (c < 8: the low half) */
+QN_INLINE __m256 qv_lut16(__m256i ci, const qv_lut *k) {
+    if (k->ident) return _mm256_cvtepi32_ps(ci);
+    const __m256 lo = _mm256_permutevar8x32_ps(k->lo, ci), hi = _mm256_permutevar8x32_ps(k->hi, ci);
+    return _mm256_blendv_ps(hi, lo, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), ci)));
+}
+/* 4-bit codes of the 16-column block at j -> columns 0..7 (va) and 8..15 (vb) */
+QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, qv *va, qv *vb) {
+    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
+    *va = qv_lut16(_mm256_and_si256(b, _mm256_set1_epi32(15)), k);
+    *vb = qv_lut16(_mm256_srli_epi32(b, 4), k);
+}
+/* 8-bit codes of columns [j, j + 8) -> values (identity: a conversion; else a gather) */
+QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
+    const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
+    return ident ? _mm256_cvtepi32_ps(c) : _mm256_i32gather_ps(lut, c, 4);
+}
+#endif
+#define QN_QV_STEP (2 * QN_QV_W)
 
-/* R weight rows against NT tokens over the chunk's segments (R·NT ≤ 8: the R·NT pairs of FMA chains are what
- * keeps the FMA units busy at one or two tokens, where one row alone waits on its chain's latency; the rows
- * share every activation load). Per segment: the 4-bit head up to the next 32-column pair and the tail after
- * the last one go through cols_scalar; the pairs (4-bit, pair-ordered xp) or 16-column runs (8-bit, natural
- * xc) through the vector loop; its partial is folded into the row accumulator with the group scale. */
-static inline __attribute__((always_inline)) void rows_x512(
+/* R weight rows against NT tokens over the chunk's segments. R·NT is what keeps the FMA units busy at one or two
+ * tokens, where one row alone waits on its chains' latency; the rows share every activation load. Per segment:
+ * the 4-bit head up to the next step and the tail after the last one go through cols_scalar; the steps (x4: the
+ * activations in the lane order of qv_dec4) or 8-bit runs (natural xc) through the vector loop; its partial is
+ * folded into the row accumulator with the group scale (one horizontal sum per row at the end). */
+static inline __attribute__((always_inline)) void rows_x86(
     const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg, int n_seg, int64_t c0,
-    const float *const *xc, const float *const *xp, const float (*gsum)[QN_LUTQ_CHUNK], const int R, const int NT,
+    const float *const *xc, const float *const *x4, const float (*gsum)[QN_LUTQ_CHUNK], const int R, const int NT,
     const float *const *sc, const float *const *zr, float (*out)[QN_LUTQ_TB]) {
     const int bits4 = w->code_bits == 4, ident = w->lut_identity;
     const float *lut = w->lut;
-    const __m512 lut_v = _mm512_loadu_ps(lut); /* 4-bit: codes 0..15 (identity tables too: lut[c] = c) */
-    __m512 acc[4][QN_LUTQ_TB];
+    qv_lut k = qv_lut_load(lut);
+#if !defined(QN_SIMD_X86_512)
+    k.ident = ident;
+#endif
+    qv acc[4][QN_LUTQ_TB];
     float sacc[4][QN_LUTQ_TB] = {{0}};
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+        for (int t = 0; t < NT; t++) acc[r][t] = qv_zero();
     for (int s = 0; s < n_seg; s++) {
         const int64_t j1 = seg[s].j1, g = seg[s].g;
         int64_t j = seg[s].j0, jv;
         float hs[4][QN_LUTQ_TB]; /* the scalar columns' sums, where the segment has any (scal) */
         int scal = 0;
-        __m512 pa[4][QN_LUTQ_TB], pb[4][QN_LUTQ_TB];
+        qv pa[4][QN_LUTQ_TB], pb[4][QN_LUTQ_TB];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-            for (int t = 0; t < NT; t++) pa[r][t] = pb[r][t] = _mm512_setzero_ps();
+            for (int t = 0; t < NT; t++) pa[r][t] = pb[r][t] = qv_zero();
         if (bits4) {
-            const int64_t next32 = (j + 31) & ~(int64_t)31, jb = next32 < j1 ? next32 : j1;
+            const int64_t next = (j + QN_QV_STEP - 1) & ~(int64_t)(QN_QV_STEP - 1), jb = next < j1 ? next : j1;
             if (jb > j) {
                 scal = 1;
                 memset(hs, 0, sizeof hs);
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) cols_scalar(lut, codes[r], 1, j, jb, c0, xc, NT, hs[r]);
             }
-            for (jv = jb; jv + 32 <= j1; jv += 32) {
+            for (jv = jb; jv + QN_QV_STEP <= j1; jv += QN_QV_STEP)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + (jv >> 4) * 8)));
-                    const __m512 va = _mm512_permutexvar_ps(b, lut_v); /* vpermps reads the index's low 4 bits */
-                    const __m512 vb = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut_v);
+                    qv va, vb;
+                    qv_dec4(codes[r], jv, &k, &va, &vb);
 #pragma GCC unroll 8
                     for (int t = 0; t < NT; t++) {
-                        pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xp[t] + (jv - c0)), pa[r][t]);
-                        if (R * NT <= 4) /* else R·NT chains are enough, and the registers are not */
-                            pb[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xp[t] + (jv - c0) + 16), pb[r][t]);
+                        pa[r][t] = qv_fma(va, qv_loadu(x4[t] + (jv - c0)), pa[r][t]);
+                        if (R * NT <= QN_QV_PB) /* else R·NT chains are enough, and the registers are not */
+                            pb[r][t] = qv_fma(vb, qv_loadu(x4[t] + (jv - c0) + QN_QV_W), pb[r][t]);
                         else
-                            pa[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xp[t] + (jv - c0) + 16), pa[r][t]);
+                            pa[r][t] = qv_fma(vb, qv_loadu(x4[t] + (jv - c0) + QN_QV_W), pa[r][t]);
                     }
                 }
-            }
         } else {
-            for (jv = j; jv + 32 <= j1; jv += 32)
+            for (jv = j; jv + QN_QV_STEP <= j1; jv += QN_QV_STEP)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    const __m512 va = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv))), ident, 0, lut_v, lut);
-                    const __m512 vb = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv + 16))), ident, 0, lut_v, lut);
+                    const qv va = qv_dec8(codes[r], jv, ident, lut), vb = qv_dec8(codes[r], jv + QN_QV_W, ident, lut);
 #pragma GCC unroll 8
                     for (int t = 0; t < NT; t++) {
-                        pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xc[t] + (jv - c0)), pa[r][t]);
-                        pb[r][t] = _mm512_fmadd_ps(vb, _mm512_loadu_ps(xc[t] + (jv - c0) + 16), pb[r][t]);
+                        pa[r][t] = qv_fma(va, qv_loadu(xc[t] + (jv - c0)), pa[r][t]);
+                        pb[r][t] = qv_fma(vb, qv_loadu(xc[t] + (jv - c0) + QN_QV_W), pb[r][t]);
                     }
                 }
-            if (jv + 16 <= j1) {
+            if (jv + QN_QV_W <= j1) {
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    const __m512 va = lut16(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes[r] + jv))), ident, 0, lut_v, lut);
+                    const qv va = qv_dec8(codes[r], jv, ident, lut);
 #pragma GCC unroll 8
-                    for (int t = 0; t < NT; t++) pa[r][t] = _mm512_fmadd_ps(va, _mm512_loadu_ps(xc[t] + (jv - c0)), pa[r][t]);
+                    for (int t = 0; t < NT; t++) pa[r][t] = qv_fma(va, qv_loadu(xc[t] + (jv - c0)), pa[r][t]);
                 }
-                jv += 16;
+                jv += QN_QV_W;
             }
         }
         if (jv < j1) {
@@ -270,9 +230,9 @@ static inline __attribute__((always_inline)) void rows_x512(
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float sg = sc[r][g];
-            const __m512 vs = _mm512_set1_ps(sg);
+            const qv vs = qv_set1(sg);
 #pragma GCC unroll 8
-            for (int t = 0; t < NT; t++) acc[r][t] = _mm512_fmadd_ps(_mm512_add_ps(pa[r][t], pb[r][t]), vs, acc[r][t]);
+            for (int t = 0; t < NT; t++) acc[r][t] = qv_fma(qv_add(pa[r][t], pb[r][t]), vs, acc[r][t]);
             if (scal) seg_scalar_terms(sacc[r], hs[r], sg, zr[r] ? zr[r][g] : 0.0f, gsum, s, NT);
             else if (zr[r]) /* seg_scalar_terms with hs = 0 */
 #pragma GCC unroll 8
@@ -282,40 +242,51 @@ static inline __attribute__((always_inline)) void rows_x512(
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) out[r][t] = _mm512_reduce_add_ps(acc[r][t]) + sacc[r][t];
+        for (int t = 0; t < NT; t++) out[r][t] = qv_sum(acc[r][t]) + sacc[r][t];
 }
 
-#define QN_LUTQ_X512_ROWS(R, NT)                                                                                    \
-    static void rows_x512_##R##_##NT(const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg,    \
-                                     int n_seg, int64_t c0, const float *const *xc, const float *const *xp,        \
-                                     const float (*gsum)[QN_LUTQ_CHUNK], const float *const *sc,                  \
-                                     const float *const *zr, float (*out)[QN_LUTQ_TB]) {                          \
-        rows_x512(w, codes, seg, n_seg, c0, xc, xp, gsum, R, NT, sc, zr, out);                                     \
+#define QN_LUTQ_X86_ROWS(R, NT)                                                                                     \
+    static void rows_x86_##R##_##NT(const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg,     \
+                                    int n_seg, int64_t c0, const float *const *xc, const float *const *x4,         \
+                                    const float (*gsum)[QN_LUTQ_CHUNK], const float *const *sc,                   \
+                                    const float *const *zr, float (*out)[QN_LUTQ_TB]) {                           \
+        rows_x86(w, codes, seg, n_seg, c0, xc, x4, gsum, R, NT, sc, zr, out);                                      \
     }
-QN_LUTQ_X512_ROWS(4, 1)
-QN_LUTQ_X512_ROWS(4, 2)
-QN_LUTQ_X512_ROWS(2, 3)
-QN_LUTQ_X512_ROWS(2, 4)
-QN_LUTQ_X512_ROWS(1, 1)
-QN_LUTQ_X512_ROWS(1, 2)
-QN_LUTQ_X512_ROWS(1, 3)
-QN_LUTQ_X512_ROWS(1, 4)
-QN_LUTQ_X512_ROWS(1, 5)
-QN_LUTQ_X512_ROWS(1, 6)
-QN_LUTQ_X512_ROWS(1, 7)
-QN_LUTQ_X512_ROWS(1, 8)
-#undef QN_LUTQ_X512_ROWS
+QN_LUTQ_X86_ROWS(4, 1)
+QN_LUTQ_X86_ROWS(1, 1)
+QN_LUTQ_X86_ROWS(1, 3)
+QN_LUTQ_X86_ROWS(1, 4)
+#if defined(QN_SIMD_X86_512)
+QN_LUTQ_X86_ROWS(4, 2)
+QN_LUTQ_X86_ROWS(2, 3)
+QN_LUTQ_X86_ROWS(2, 4)
+QN_LUTQ_X86_ROWS(1, 2)
+QN_LUTQ_X86_ROWS(1, 5)
+QN_LUTQ_X86_ROWS(1, 6)
+QN_LUTQ_X86_ROWS(1, 7)
+QN_LUTQ_X86_ROWS(1, 8)
+#else
+QN_LUTQ_X86_ROWS(2, 2)
+QN_LUTQ_X86_ROWS(1, 2)
+#endif
+#undef QN_LUTQ_X86_ROWS
 
-typedef void (*rows_x512_fn)(const qn_lutq_weight *, const uint8_t *const *, const lutq_seg *, int, int64_t,
-                             const float *const *, const float *const *, const float (*)[QN_LUTQ_CHUNK],
-                             const float *const *, const float *const *, float (*)[QN_LUTQ_TB]);
+typedef void (*rows_x86_fn)(const qn_lutq_weight *, const uint8_t *const *, const lutq_seg *, int, int64_t,
+                            const float *const *, const float *const *, const float (*)[QN_LUTQ_CHUNK],
+                            const float *const *, const float *const *, float (*)[QN_LUTQ_TB]);
 /* [nt - 1]: the multi-row kernel (and its row count) for nt tokens, and the one-row kernel */
-static const struct { int rows; rows_x512_fn multi, one; } ROWS_X512[QN_LUTQ_TB] = {
-    {4, rows_x512_4_1, rows_x512_1_1}, {4, rows_x512_4_2, rows_x512_1_2}, {2, rows_x512_2_3, rows_x512_1_3},
-    {2, rows_x512_2_4, rows_x512_1_4}, {1, rows_x512_1_5, rows_x512_1_5}, {1, rows_x512_1_6, rows_x512_1_6},
-    {1, rows_x512_1_7, rows_x512_1_7}, {1, rows_x512_1_8, rows_x512_1_8},
+static const struct { int rows; rows_x86_fn multi, one; } ROWS_X86[QN_LUTQ_TB] = {
+#if defined(QN_SIMD_X86_512)
+    {4, rows_x86_4_1, rows_x86_1_1}, {4, rows_x86_4_2, rows_x86_1_2}, {2, rows_x86_2_3, rows_x86_1_3},
+    {2, rows_x86_2_4, rows_x86_1_4}, {1, rows_x86_1_5, rows_x86_1_5}, {1, rows_x86_1_6, rows_x86_1_6},
+    {1, rows_x86_1_7, rows_x86_1_7}, {1, rows_x86_1_8, rows_x86_1_8},
+#else
+    {4, rows_x86_4_1, rows_x86_1_1}, {2, rows_x86_2_2, rows_x86_1_2}, {1, rows_x86_1_3, rows_x86_1_3},
+    {1, rows_x86_1_4, rows_x86_1_4},
+#endif
 };
 #endif
+
 
 #if defined(QN_SIMD_NEON)
 /* 16 codes -> their values under the identity table, 4 columns per vector (exact widening conversions) */
@@ -409,8 +380,10 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
     float gsum[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     lutq_seg seg[QN_LUTQ_CHUNK];
 #if defined(QN_SIMD_X86_512)
-    float xps[QN_LUTQ_TB * QN_LUTQ_CHUNK]; /* 4-bit: the chunk's activations in pair order (rows_x512), at t·cw */
-    const float *xp[QN_LUTQ_TB];
+    float xps[QN_LUTQ_TB * QN_LUTQ_CHUNK]; /* 4-bit: the chunk's activations in pair order (qv_dec4's), at t·cw */
+#endif
+#if defined(QN_SIMD_X86)
+    const float *x4[QN_LUTQ_TB]; /* the 4-bit steps' activations: pair order (AVX-512) or xc (AVX2) */
 #endif
     const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
     for (int64_t t0 = 0; t0 < n_tokens; t0 += QN_LUTQ_TB) {
@@ -436,7 +409,9 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                     xc[t] = xt + c0;
 #if defined(QN_SIMD_X86_512)
                 if (w->code_bits == 4) pair_order(xc[t], (c1 - c0) & ~(int64_t)31, xps + t * cw);
-                xp[t] = xps + t * cw;
+                x4[t] = xps + t * cw;
+#elif defined(QN_SIMD_X86)
+                x4[t] = xc[t];
 #endif
             }
             int n_seg = 0;
@@ -452,10 +427,10 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                         for (int64_t j = seg[s].j0; j < seg[s].j1; j++) sum += xc[t][j - c0];
                         gsum[t][s] = sum;
                     }
-#if defined(QN_SIMD_X86_512)
+#if defined(QN_SIMD_X86)
             for (int64_t r = row_begin; r < row_end;) {
-                const int R = r + ROWS_X512[nt - 1].rows <= row_end ? ROWS_X512[nt - 1].rows : 1;
-                const rows_x512_fn fn = R > 1 ? ROWS_X512[nt - 1].multi : ROWS_X512[nt - 1].one;
+                const int R = r + ROWS_X86[nt - 1].rows <= row_end ? ROWS_X86[nt - 1].rows : 1;
+                const rows_x86_fn fn = R > 1 ? ROWS_X86[nt - 1].multi : ROWS_X86[nt - 1].one;
                 const uint8_t *codes[4];
                 const float *sc[4], *zr[4];
                 float acc[4][QN_LUTQ_TB];
@@ -463,7 +438,7 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                     codes[i] = w->codes + (r + i) * row_bytes;
                     sc[i] = w->scale + (r + i) * G, zr[i] = w->zero ? w->zero + (r + i) * G : NULL;
                 }
-                fn(w, codes, seg, n_seg, c0, xc, xp, (const float(*)[QN_LUTQ_CHUNK])gsum, sc, zr, acc);
+                fn(w, codes, seg, n_seg, c0, xc, x4, (const float(*)[QN_LUTQ_CHUNK])gsum, sc, zr, acc);
                 for (int i = 0; i < R; i++, r++)
                     for (int t = 0; t < nt; t++) {
                         float *yp = y + (t0 + t) * ldy + r;
@@ -475,9 +450,7 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                 const uint8_t *codes = w->codes + r * row_bytes;
                 const float *sc = w->scale + r * G, *zr = w->zero ? w->zero + r * G : NULL;
                 float acc[QN_LUTQ_TB] = {0};
-#if defined(QN_SIMD_X86)
-                row_x86(w, codes, seg, n_seg, c0, xc, (const float(*)[QN_LUTQ_CHUNK])gsum, nt, sc, zr, acc);
-#elif defined(QN_SIMD_NEON)
+#if defined(QN_SIMD_NEON)
                 row_neon(w, codes, seg, n_seg, c0, xc, (const float(*)[QN_LUTQ_CHUNK])gsum, nt, sc, zr, acc);
 #else
                 for (int s = 0; s < n_seg; s++) {
