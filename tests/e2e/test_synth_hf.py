@@ -5,6 +5,10 @@
 #      4 tokens, `quern logits` gives finite logits, and every linear dequantized here with numpy
 #      (docs/formats.md §3.3, §4.1, §5.2) has the requested std (--std 0.02; 0.05 once) within 5%;
 #      gptq4-act's g_idx holds every group exactly group_size times (the last one the remainder), out of order;
+#   1b. smollm2-135m, every type: `quern logits` of a 26-token prompt with each SIMD table this CPU runs (avx2,
+#      avx512: on AMX-BF16 machines the first 16 tokens go through lutq_amx_cpu.c's tiles, the other 10 and the
+#      decode-size calls through the fp32 kernels) against `--isa scalar`: NMSE <= 1e-5 (measured <= 4e-8: fp32
+#      summation order and the vector exp; a wrong row range, tile edge or zero-point fold gives far more);
 #   2. the same seed gives the same model.safetensors with 1 or 2 threads;
 #   3. bad input fails with a message and leaves nothing: unknown type, AWQ group size that does not divide
 #      smollm2's 576, --sym on nf4, --group-size on a GGUF type, an output directory that is not empty.
@@ -64,6 +68,36 @@ def dequant(t, pre, qc, np):
     return w.reshape(n, k)
 
 
+ISA_PROMPT = ("The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat near the old wooden "
+              "door of the house")  # 26 tokens: one 16-token tile and 10 more
+ISA_MAX_NMSE = 1e-5
+
+
+def isa_vs_scalar(run, quern, out, tmp, preset, ty, np, failures):
+    """Step 1b: logits of ISA_PROMPT from each SIMD table this CPU runs against --isa scalar."""
+    def logits(isa):
+        lf = os.path.join(tmp, f"logits.{isa}.f32")
+        r = subprocess.run([quern, "logits", "-m", out, "-p", ISA_PROMPT, "-t", "2", "--device", "cpu", "--isa", isa,
+                            "-o", lf], capture_output=True, text=True, timeout=600)
+        if r.returncode:
+            if isa != "scalar" and "not available" in r.stderr:
+                return None
+            failures.append(f"logits --isa {isa} {preset} {ty}: exit {r.returncode}: {r.stderr.strip()[-300:]}")
+            return None
+        return np.fromfile(lf, dtype=np.float32).astype(np.float64)
+    ref = logits("scalar")
+    if ref is None:
+        return
+    for isa in ("avx2", "avx512"):
+        v = logits(isa)
+        if v is None:
+            continue
+        nmse = float(((v - ref) ** 2).sum() / (ref ** 2).sum()) if v.size == ref.size else float("inf")
+        print(f"{preset} {ty}: --isa {isa} vs scalar logits NMSE {nmse:.2e}")
+        if not nmse <= ISA_MAX_NMSE:
+            failures.append(f"{preset} {ty}: --isa {isa} logits NMSE {nmse:.3g} against scalar (max {ISA_MAX_NMSE})")
+
+
 def main():
     got = inputs()
     if got is None:
@@ -118,6 +152,8 @@ def main():
                 lg = np.fromfile(lf, dtype=np.float32)
                 if lg.size == 0 or lg.size % cfg["vocab_size"] or not np.isfinite(lg).all() or lg.std() == 0:
                     failures.append(f"logits {preset} {ty}: {lg.size} values, finite {np.isfinite(lg).all()}")
+                if preset == "smollm2-135m":
+                    isa_vs_scalar(run, quern, out, tmp, preset, ty, np, failures)
                 t = read_safetensors(os.path.join(out, "model.safetensors"), np)
                 worst = 0.0
                 for il in range(2):
