@@ -205,8 +205,9 @@ QN_LAMX static void fold_c(const struct fold_seg *f, int ct, lamx_tile *c, int t
 }
 
 /* Rows [r0, r0 + 16·nrb) × tokens [0, 16·ntt) (ntt ≤ QN_LAMX_TT) over every column; y: token t at y + t·ldy. Per
- * 512-column chunk: the B tiles of every token tile, then per 32 rows (two row blocks) and group segment the A tiles
- * once, and per token tile pair the products into C tiles 4..7, folded into acc at the segment's end. */
+ * 512-column chunk: the B tiles of every token tile; then per row step (32 rows, two row blocks; tables 16 rows) and
+ * group segment the A tiles once, and per token group (a pair of token tiles; tables four) the products into C
+ * tiles 4..7, folded into acc at the segment's end; at the chunk's end acc goes to y (transposed). */
 QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ldx, int ntt, float *y, int64_t ldy,
                              int64_t r0, int64_t nrb) {
     _Alignas(64) lamx_tile xb[QN_LAMX_TT][QN_LAMX_KS][3]; /* 384 KiB: the chunk's B tiles */
