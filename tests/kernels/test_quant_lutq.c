@@ -142,8 +142,8 @@ static void test_synthetic_geometry(void **state) {
 
 /* Shapes the AMX-BF16 tiles take (lutq_amx_cpu.c, on CPUs that have them; elsewhere the fp32 kernels again):
  * groups on multiples of 32 columns, one across a 512-column chunk edge, 16-row blocks plus 5 rows, whole 16-token
- * tiles plus leftovers, 1-8 tiles per pass and a second pass; identity tables (GPTQ/AWQ) and general ones (bnb), with and without
- * zero points and act-order, 4- and 8-bit. */
+ * tiles plus leftovers, 1-8 tiles per pass and a second pass; identity tables (GPTQ/AWQ) and general ones (bnb),
+ * with and without zero points and act-order, 4- and 8-bit. */
 static void test_tile_geometry(void **state) {
     (void)state;
     static const int64_t T_TILES[] = {16, 17, 33, 80, 144};
