@@ -266,31 +266,23 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
                     else
                         for (int q = 0; q < nr; q++) decode_a(codes[q], bits4, c0 + 32 * ks, &a[ks][q]);
                 }
-                if (tab)
-                    for (int tq = 0; tq < ntt; tq += 4) { /* token tiles tq..tq+3: C tiles 4..7 */
-                        _tile_zero(4);
-                        _tile_zero(5);
-                        _tile_zero(6);
-                        _tile_zero(7);
-                        for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
-                            _tile_loadd(0, a[ks][0].d, 64);
+                for (int tg = 0; tg < ntt; tg += tab ? 4 : 2) { /* token groups: C tiles 4..7 */
+                    _tile_zero(4);
+                    _tile_zero(5);
+                    _tile_zero(6);
+                    _tile_zero(7);
+                    for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
+                        _tile_loadd(0, a[ks][0].d, 64);
+                        if (tab) { /* token tiles tg..tg+3 */
+                            const int tq = tg;
                             _tile_loadd(1, a[ks][1].d, 64);
                             _tile_loadd(2, a[ks][2].d, 64);
                             QN_LAMX_TAB(0, 4);
                             QN_LAMX_TAB(1, 5);
                             QN_LAMX_TAB(2, 6);
                             QN_LAMX_TAB(3, 7);
-                        }
-                        for (int ct = 0; ct < 4 && tq + ct < ntt; ct++) fold_c(&fs, ct, &c, tq + ct, 0, acc);
-                    }
-                else
-                    for (int tp = 0; tp < ntt; tp += 2) { /* token tile pairs: C tiles 4, 5 (rows 0..15), 6, 7 (16..31) */
-                        _tile_zero(4);
-                        _tile_zero(5);
-                        _tile_zero(6);
-                        _tile_zero(7);
-                        for (int64_t ks = sg_k0[s]; ks < sg_k1[s]; ks++) {
-                            _tile_loadd(0, a[ks][0].d, 64);
+                        } else { /* token tiles tg, tg+1: C tiles 4, 5 (rows 0..15), 6, 7 (16..31) */
+                            const int tp = tg;
                             if (nr > 1) _tile_loadd(1, a[ks][1].d, 64);
                             QN_LAMX_DP(0, 2, 2, 4, 6); /* the small parts first */
                             QN_LAMX_DP(1, 2, 3, 5, 7);
@@ -299,9 +291,12 @@ QN_LAMX static void amx_pass(const qn_lutq_weight *w, const float *x, int64_t ld
                             QN_LAMX_DP(0, 0, 2, 4, 6);
                             QN_LAMX_DP(1, 0, 3, 5, 7);
                         }
-                        for (int ct = 0; ct < 4; ct++) /* C tile 4 + ct: token tile tp + ct % 2, row block ct / 2 */
-                            if (tp + ct % 2 < ntt && ct / 2 < nr) fold_c(&fs, ct, &c, tp + ct % 2, ct / 2, acc);
                     }
+                    for (int ct = 0; ct < 4; ct++) { /* C tile 4 + ct: tables token tile tg + ct; else tg + ct % 2, row block ct / 2 */
+                        const int tt = tab ? tg + ct : tg + ct % 2, q = tab ? 0 : ct / 2;
+                        if (tt < ntt && q < nr) fold_c(&fs, ct, &c, tt, q, acc);
+                    }
+                }
             }
             for (int tt = 0; tt < ntt; tt++) /* [row][token] -> y's [token][row] */
                 for (int q = 0; q < nr; q++) {

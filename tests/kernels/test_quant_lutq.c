@@ -88,6 +88,30 @@ static void test_peer_weights(void **state) {
     qn_ref_lutq_fixtures_each(check_fixture, NULL);
 }
 
+/* Random weights (codes, scales in [0.001, 0.02], zero points, a random perm) over groups of sizes[0..G); the caller
+ * frees the returned buffer. */
+static void *random_weight(qn_rng *rng, int64_t K, int64_t N, int64_t G, const int64_t *sizes, int bits, bool has_zero,
+                           bool has_perm, qn_lutq_weight *w) {
+    void *buf = malloc(qn_lutq_bytes(K, N, G, bits, has_perm, has_zero));
+    int32_t *gstart, *perm;
+    uint8_t *codes;
+    float *scale, *zero;
+    assert_int_equal(qn_lutq_init(w, buf, K, N, G, bits, has_perm, has_zero, &gstart, &perm, &codes, &scale, &zero),
+                     QN_OK);
+    gstart[0] = 0;
+    for (int64_t g = 0; g < G; g++) gstart[g + 1] = gstart[g] + (int32_t)sizes[g];
+    assert_int_equal(gstart[G], K);
+    if (has_perm) qn_rng_permutation(rng, perm, K);
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t j = 0; j < K; j++)
+            qn_lutq_set_code(codes, K, bits, r, j, (uint32_t)(qn_rng_u64(rng) & (bits == 8 ? 255 : 15)));
+    for (int64_t i = 0; i < N * G; i++) {
+        scale[i] = qn_rng_uniform(rng, 0.001f, 0.02f);
+        if (has_zero) zero[i] = (float)(qn_rng_u64(rng) % (bits == 8 ? 256 : 16));
+    }
+    return buf;
+}
+
 static void test_synthetic_geometry(void **state) {
     (void)state;
     qn_rng rng;
@@ -107,26 +131,8 @@ static void test_synthetic_geometry(void **state) {
             sizes[G] = s < left ? s : left;
             left -= sizes[G];
         }
-        void *buf = malloc(qn_lutq_bytes(K, N, G, bits, has_perm, has_zero));
         qn_lutq_weight w;
-        int32_t *gstart, *perm;
-        uint8_t *codes;
-        float *scale, *zero;
-        assert_int_equal(qn_lutq_init(&w, buf, K, N, G, bits, has_perm, has_zero, &gstart, &perm, &codes, &scale, &zero),
-                         QN_OK);
-        gstart[0] = 0;
-        for (int64_t g = 0; g < G; g++) gstart[g + 1] = gstart[g] + (int32_t)sizes[g];
-        assert_int_equal(gstart[G], K);
-        if (has_perm) {
-            qn_rng_permutation(&rng, perm, K);
-        }
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t j = 0; j < K; j++)
-                qn_lutq_set_code(codes, K, bits, r, j, (uint32_t)(qn_rng_u64(&rng) & (bits == 8 ? 255 : 15)));
-        for (int64_t i = 0; i < N * G; i++) {
-            scale[i] = qn_rng_uniform(&rng, 0.001f, 0.02f);
-            if (has_zero) zero[i] = (float)(qn_rng_u64(&rng) % (bits == 8 ? 256 : 16));
-        }
+        void *buf = random_weight(&rng, K, N, G, sizes, bits, has_zero, has_perm, &w);
         if (variant & 2 ? false : true) { /* no zero point: a general table (NF4-like, or 256 random values) */
             w.lut_identity = false;
             for (int i = 0; i < 256; i++) w.lut[i] = qn_rng_uniform(&rng, -1.0f, 1.0f);
@@ -147,31 +153,15 @@ static void test_synthetic_geometry(void **state) {
 static void test_tile_geometry(void **state) {
     (void)state;
     static const int64_t T_TILES[] = {16, 17, 33, 80, 144};
-    static const int32_t SIZES[] = {64, 32, 96, 128, 352, 96, 32, 160, 128, 448}; /* 352: columns 352..704 */
+    static const int64_t SIZES[] = {64, 32, 96, 128, 352, 96, 32, 160, 128, 448}; /* 352: columns 352..704 */
     const int64_t K = 1536, N = 37, G = (int64_t)(sizeof SIZES / sizeof SIZES[0]);
     qn_rng rng;
     qn_rng_seed(&rng, 78);
     for (int variant = 0; variant < 16; variant++) {
         const int bits = variant & 1 ? 8 : 4;
         const bool has_zero = variant & 2, has_perm = variant & 4, table = variant & 8;
-        void *buf = malloc(qn_lutq_bytes(K, N, G, bits, has_perm, has_zero));
         qn_lutq_weight w;
-        int32_t *gstart, *perm;
-        uint8_t *codes;
-        float *scale, *zero;
-        assert_int_equal(qn_lutq_init(&w, buf, K, N, G, bits, has_perm, has_zero, &gstart, &perm, &codes, &scale, &zero),
-                         QN_OK);
-        gstart[0] = 0;
-        for (int64_t g = 0; g < G; g++) gstart[g + 1] = gstart[g] + SIZES[g];
-        assert_int_equal(gstart[G], K);
-        if (has_perm) qn_rng_permutation(&rng, perm, K);
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t j = 0; j < K; j++)
-                qn_lutq_set_code(codes, K, bits, r, j, (uint32_t)(qn_rng_u64(&rng) & (bits == 8 ? 255 : 15)));
-        for (int64_t i = 0; i < N * G; i++) {
-            scale[i] = qn_rng_uniform(&rng, 0.001f, 0.02f);
-            if (has_zero) zero[i] = (float)(qn_rng_u64(&rng) % (bits == 8 ? 256 : 16));
-        }
+        void *buf = random_weight(&rng, K, N, G, SIZES, bits, has_zero, has_perm, &w);
         if (table) { /* a general table: NF4-like for 4-bit codes (the tiles take it), 256 values for 8-bit (they do not) */
             w.lut_identity = false;
             for (int i = 0; i < 256; i++) w.lut[i] = qn_rng_uniform(&rng, -1.0f, 1.0f);
