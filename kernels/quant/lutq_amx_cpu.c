@@ -75,6 +75,16 @@ QN_LAMX QN_INLINE __m512 bf16_hi_ps(__m512i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
 }
 
+/* 32 fp32 values (x0: 16 low, x1: 16 high) as three bf16 vectors out[0] hi, out[1] mid, out[2] lo, each in the same
+ * 32 word lanes, with x = hi + mid + lo exactly (8 + 8 + 8 significant bits) */
+QN_LAMX QN_INLINE void split3(__m512 x0, __m512 x1, __m512i out[3]) {
+    const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(x1, x0);
+    const __m512 r0 = _mm512_sub_ps(x0, bf16_lo_ps(h)), r1 = _mm512_sub_ps(x1, bf16_hi_ps(h));
+    const __m512i m = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);
+    const __m512 s0 = _mm512_sub_ps(r0, bf16_lo_ps(m)), s1 = _mm512_sub_ps(r1, bf16_hi_ps(m));
+    out[0] = h, out[1] = m, out[2] = (__m512i)_mm512_cvtne2ps_pbh(s1, s0);
+}
+
 /* The B tiles of 16 tokens (xt[t]: its activations from the chunk's first column) over nks k-steps: out[ks][p], parts
  * p = 0 hi, 1 mid, 2 lo, each row kp = the bf16 pairs (2kp, 2kp+1) of the 16 tokens, columns in decode_a's order. */
 QN_LAMX static void prep_b(const float *const *xt, int nks, lamx_tile (*out)[3]) {
@@ -84,11 +94,9 @@ QN_LAMX static void prep_b(const float *const *xt, int nks, lamx_tile (*out)[3])
             const float *p = xt[t] + 32 * ks; /* columns 0..7, 16..23 | 8..15, 24..31 */
             const __m512 x0 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(p)), _mm256_loadu_ps(p + 16), 1);
             const __m512 x1 = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(p + 8)), _mm256_loadu_ps(p + 24), 1);
-            const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(x1, x0); /* x0's 16 low, x1's high */
-            const __m512 r0 = _mm512_sub_ps(x0, bf16_lo_ps(h)), r1 = _mm512_sub_ps(x1, bf16_hi_ps(h));
-            const __m512i m = (__m512i)_mm512_cvtne2ps_pbh(r1, r0);
-            const __m512 s0 = _mm512_sub_ps(r0, bf16_lo_ps(m)), s1 = _mm512_sub_ps(r1, bf16_hi_ps(m));
-            r[0][t] = h, r[1][t] = m, r[2][t] = (__m512i)_mm512_cvtne2ps_pbh(s1, s0);
+            __m512i parts[3];
+            split3(x0, x1, parts);
+            r[0][t] = parts[0], r[1][t] = parts[1], r[2][t] = parts[2];
         }
         for (int p = 0; p < 3; p++) {
             tr16(r[p]);
@@ -125,19 +133,10 @@ QN_LAMX QN_INLINE void decode_a(const uint8_t *const *codes, int bits4, int64_t 
 /* A tiles of a 16-entry table (bnb NF4/FP4): each value v = hi + mid + lo in bf16 (exact); tbl[p]: part p of the 16
  * values, twice (decode_a's wrap). The three A tiles hold part p of each weight, in decode_a's column order. */
 QN_LAMX static void table_parts(const float *lut, __m512i tbl[3]) {
-    _Alignas(64) uint16_t t[3][32];
-    for (int i = 0; i < 16; i++) {
-        const __m512 v = _mm512_set1_ps(lut[i]);
-        const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(v, v);
-        const __m512 r = _mm512_sub_ps(v, bf16_lo_ps(h));
-        const __m512i m = (__m512i)_mm512_cvtne2ps_pbh(r, r);
-        const __m512i l = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(r, bf16_lo_ps(m)), _mm512_sub_ps(r, bf16_lo_ps(m)));
-        t[0][i] = t[0][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(h), 0);
-        t[1][i] = t[1][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(m), 0);
-        t[2][i] = t[2][i + 16] = (uint16_t)_mm_extract_epi16(_mm512_castsi512_si128(l), 0);
-    }
-    for (int p = 0; p < 3; p++) tbl[p] = _mm512_load_si512(t[p]);
+    const __m512 v = _mm512_loadu_ps(lut);
+    split3(v, v, tbl);
 }
+
 QN_LAMX QN_INLINE void decode_a_table(const uint8_t *const *codes, int64_t j, const __m512i tbl[3], lamx_tile a[3]) {
     for (int i = 0; i < 16; i++) {
         const __m128i v = _mm_loadu_si128((const __m128i *)(codes[i] + (j >> 4) * 8));
