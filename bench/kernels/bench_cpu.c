@@ -8,7 +8,8 @@
  * activations gathered through a random perm), awq4 (zero points, g128), nf4 (16-entry table, blocks of 64)
  * and gptq8; GB/s there counts codes + scales (+ zeros).
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
- * [--tokens N] [--min-ms MS]. */
+ * [--tokens N] [--min-ms MS] [--no-amx] (--no-amx: the AVX-512 table's lutq rows on its fp32 kernel, as on an
+ * AVX-512 CPU without AMX-BF16, Zen 4 say). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,13 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kx8.h"
 #include "kernels/quant/lutq.h"
+
+#if defined(__x86_64__)
+/* the AVX-512 table's fp32 lutq kernel (kernels/cpu/isa.h; the table puts lutq_amx_cpu.c's in front where AMX-BF16 is
+ * usable) */
+void qn_cpu_lutq_matmul_f32_avx512(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
+                                   int64_t ldy, int64_t row_begin, int64_t row_end);
+#endif
 
 typedef struct bench_shape { const char *model, *name; int64_t rows, k; } bench_shape;
 
@@ -141,7 +149,7 @@ int main(int argc, char **argv) {
     const char *want_isa = NULL, *want_type = NULL, *want_shape = NULL;
     int64_t want_tokens = 0;
     double min_s = 0.3;
-    bool x8_only = false;
+    bool x8_only = false, no_amx = false;
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && !strcmp(argv[i], "--isa")) want_isa = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--type")) want_type = argv[++i];
@@ -149,11 +157,13 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--tokens")) want_tokens = atoll(argv[++i]);
         else if (i + 1 < argc && !strcmp(argv[i], "--min-ms")) min_s = atof(argv[++i]) * 1e-3;
         else if (!strcmp(argv[i], "--x8-only")) x8_only = true;
+        else if (!strcmp(argv[i], "--no-amx")) no_amx = true;
         else {
             fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K|gptq4|gptq4a|awq4|nf4|gptq8] [--shape 4096x4096] "
-                            "[--tokens N] [--min-ms MS] [--x8-only]\n"
+                            "[--tokens N] [--min-ms MS] [--x8-only] [--no-amx]\n"
                             "  --shape: a row of the table, or any ROWSxK (ROWS a multiple of 8 for the x8 rows)\n"
-                            "  --x8-only: only the load-time repack's rows\n", argv[0]);
+                            "  --x8-only: only the load-time repack's rows\n"
+                            "  --no-amx: the AVX-512 lutq rows without AMX-BF16 (its fp32 kernel)\n", argv[0]);
             return 2;
         }
     }
@@ -181,6 +191,9 @@ int main(int argc, char **argv) {
         if (want_isa && strcmp(want_isa, qn_cpu_isa_name((qn_cpu_isa)isa))) continue;
         qn_cpu_kernels kern;
         if (qn_cpu_kernels_select((qn_cpu_isa)isa, &kern) != QN_OK) continue;
+#if defined(__x86_64__)
+        if (no_amx && isa == QN_CPU_ISA_AVX512) kern.lutq_matmul = qn_cpu_lutq_matmul_f32_avx512;
+#endif
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;
             const qn_qformat af = QN_QFORMATS[f].vec_dot_type;

@@ -12,8 +12,10 @@
  * 8-byte load (cvtepu8 to 8 lanes; & 15 gives columns 0..7, >> 4 columns 8..15: the lutq.h nibble layout), values
  * via cvt (identity table) or two permutevar8x32 + blend (16-entry table); 8-bit codes one vector per load
  * (+ gather for a general table). Per group the vector partial is scaled into the row accumulator (one
- * horizontal sum per row); AVX2 at 4+ tokens instead scales the decoded values by the group scale before the FMAs
- * (its 16 registers hold 8 tokens' accumulators, not their partials too: 8B q/o at 8-32 tokens 35 -> 44 GFLOP/s).
+ * horizontal sum per row); with many accumulators (QN_QV_PRE: AVX2 at 4+ tokens, AVX-512 at 2 rows × 8 tokens)
+ * the decoded values are instead scaled by the group scale before the FMAs, so no partials need registers (AVX2:
+ * 8 tokens' accumulators fill 16; AVX-512: two rows share each activation load). 8B q/o, 8-32 tokens, gptq4:
+ * AVX2 35 -> 44 GFLOP/s, AVX-512 without AMX 63-72 -> 76.
  * NEON decodes a 16-column block the same way from one 8-byte load (& 15 / >> 4, then widening conversions,
  * or TBL over the 16-entry table's 64 bytes), 4 lanes per vector. The scalar build runs a plain loop. */
 #include <string.h>
@@ -76,7 +78,7 @@ static inline void seg_scalar_terms(float *sacc, const float *hs, float sg, floa
 #if defined(QN_SIMD_X86_512)
 #define QN_QV_W 16
 #define QN_QV_PB 4 /* R·NT up to which each (row, token) keeps two FMA chains (registers allow it) */
-#define QN_QV_PRE_NT 99 /* from this many tokens, values are scaled by the group scale before the FMAs (no partials) */
+#define QN_QV_PRE(R, NT) ((R) * (NT) >= 16) /* values scaled by the group scale before the FMAs (no partials) */
 #define qv_mul _mm512_mul_ps
 typedef __m512 qv;
 #define qv_zero _mm512_setzero_ps
@@ -113,7 +115,7 @@ static void pair_order(const float *x, int64_t n, float *xp) {
 #else
 #define QN_QV_W 8
 #define QN_QV_PB 2
-#define QN_QV_PRE_NT 4 /* 16 registers: 4..8 tokens' accumulators and partials would not fit */
+#define QN_QV_PRE(R, NT) ((NT) >= 4) /* 16 registers: 4..8 tokens' accumulators and partials would not fit */
 #define qv_mul _mm256_mul_ps
 typedef __m256 qv;
 #define qv_zero _mm256_setzero_ps
@@ -162,7 +164,7 @@ static inline __attribute__((always_inline)) void rows_x86(
     const float *const *xc, const float *const *x4, const float (*gsum)[QN_LUTQ_CHUNK], const int R, const int NT,
     const float *const *sc, const float *const *zr, float (*out)[QN_LUTQ_TB]) {
     const int bits4 = w->code_bits == 4, ident = w->lut_identity;
-    const int PRE = NT >= QN_QV_PRE_NT; /* a constant of each instance */
+    const int PRE = QN_QV_PRE(R, NT); /* a constant of each instance */
     const float *lut = w->lut;
     qv_lut k = qv_lut_load(lut);
 #if !defined(QN_SIMD_X86_512)
@@ -299,6 +301,7 @@ QN_LUTQ_X86_ROWS(1, 5)
 QN_LUTQ_X86_ROWS(1, 6)
 QN_LUTQ_X86_ROWS(1, 7)
 QN_LUTQ_X86_ROWS(1, 8)
+QN_LUTQ_X86_ROWS(2, 8)
 #else
 QN_LUTQ_X86_ROWS(2, 2)
 QN_LUTQ_X86_ROWS(1, 2)
@@ -318,7 +321,7 @@ static const struct { int rows; rows_x86_fn multi, one; } ROWS_X86[QN_LUTQ_TB] =
 #if defined(QN_SIMD_X86_512)
     {4, rows_x86_4_1, rows_x86_1_1}, {4, rows_x86_4_2, rows_x86_1_2}, {2, rows_x86_2_3, rows_x86_1_3},
     {2, rows_x86_2_4, rows_x86_1_4}, {1, rows_x86_1_5, rows_x86_1_5}, {1, rows_x86_1_6, rows_x86_1_6},
-    {1, rows_x86_1_7, rows_x86_1_7}, {1, rows_x86_1_8, rows_x86_1_8},
+    {1, rows_x86_1_7, rows_x86_1_7}, {2, rows_x86_2_8, rows_x86_1_8},
 #else
     {4, rows_x86_4_1, rows_x86_1_1}, {2, rows_x86_2_2, rows_x86_1_2}, {1, rows_x86_1_3, rows_x86_1_3},
     {2, rows_x86_2_4, rows_x86_1_4}, {1, rows_x86_1_5, rows_x86_1_5}, {1, rows_x86_1_6, rows_x86_1_6},
