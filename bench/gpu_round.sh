@@ -7,6 +7,12 @@
 #       when llama.cpp's test-backend-ops is already built on the machine), bench_gpu_lutq
 #   c   gather the parts; bench/gpu_e2e.sh (QN_E2E_STEPS, default "model forward run ppl bench"), then
 #       test_gpu_engine and the GPU HF-quant e2e test (tests/e2e/test_gpu_hf_quant.py, system python3)
+#   p   peers, no model parts: build (bench/gpu_check.sh "build") while bench/gpu_llamacpp.sh unpacks (or builds)
+#       llama.cpp; then `quern bench kernels` beside ggml-cuda's MUL_MAT for every type (bench/gpu_kernels_vs_ggml.sh)
+#       and bench_gpu_lutq (1..512 tokens). Carry .gpudeps and .gpullama.
+#   s   (after p, same machine) the 8B-shape synthetic models (QN_SYNTH_TYPES) through `quern bench` and llama-bench
+#       (bench/gpu_e2e.sh "synth"). Carry .gpudeps and .gpumodel/v (the llama-bpe vocabulary).
+#   p and s pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,8 +54,30 @@ c)
     QN_QUERN_BIN=$B/quern timeout ${QN_HFQ_TIMEOUT:-200} python3 tests/e2e/test_gpu_hf_quant.py >"$OUT/gpu_hf_quant.txt" 2>&1
     echo "test_gpu_hf_quant rc=$?"
     ;;
+p)
+    W=/tmp/round-p && rm -rf "$W" && mkdir -p "$W"
+    bash bench/gpu_llamacpp.sh >"$W/llama.log" 2>&1 &
+    lp=$!
+    QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1
+    wait $lp
+    tail -3 "$W/check/check.log" "$W/llama.log"
+    QN_QUERN_TIMEOUT=${QN_QUERN_TIMEOUT:-200} QN_GGML_TIMEOUT=${QN_GGML_TIMEOUT:-200} OUT=$W/vs \
+        timeout 480 bench/gpu_kernels_vs_ggml.sh >"$W/vs.log" 2>&1
+    echo "vs ggml rc=$?"
+    timeout 90 "$B/bench/bench_gpu_lutq" --n 1,2,4,8,16,512 --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
+    echo "bench lutq rc=$?"
+    cat "$W/vs/kernels_vs_ggml.md" 2>/dev/null | head -150
+    tar -C "$W" -czf "$OUT/round-p.tgz" .
+    ;;
+s)
+    W=/tmp/round-s && rm -rf "$W" && mkdir -p "$W"
+    QN_E2E_STEPS="synth" QN_SYNTH_TYPES=${QN_SYNTH_TYPES:-Q4_K_M Q8_0 F16} OUT=$W bench/gpu_e2e.sh >"$W/e2e.out" 2>&1
+    echo "e2e rc=$?"
+    grep -E "^\| |tokens/s|rc=" "$W/e2e.log" | head -60
+    tar -C "$W" -czf "$OUT/round-s.tgz" .
+    ;;
 *)
-    echo "usage: bench/gpu_round.sh a|b|c" >&2
+    echo "usage: bench/gpu_round.sh a|b|c|p|s" >&2
     exit 2
     ;;
 esac

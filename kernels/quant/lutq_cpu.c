@@ -158,7 +158,8 @@ QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lu
  * tokens, where one row alone waits on its chains' latency; the rows share every activation load. Per segment:
  * the 4-bit head up to the next step and the tail after the last one go through cols_scalar; the steps (x4: the
  * activations in the lane order of qv_dec4) or 8-bit runs (natural xc) through the vector loop; its partial is
- * folded into the row accumulator with the group scale (one horizontal sum per row at the end). */
+ * folded into the row accumulator with the group scale (one horizontal sum per row at the end), or, where
+ * QN_QV_PRE(R, NT), the values are scaled first and the FMAs go straight into the accumulator. */
 static inline __attribute__((always_inline)) void rows_x86(
     const qn_lutq_weight *w, const uint8_t *const *codes, const lutq_seg *seg, int n_seg, int64_t c0,
     const float *const *xc, const float *const *x4, const float (*gsum)[QN_LUTQ_CHUNK], const int R, const int NT,
@@ -245,9 +246,9 @@ static inline __attribute__((always_inline)) void rows_x86(
                 for (int r = 0; r < R; r++) {
                     const qv va = qv_dec8(codes[r], jv, ident, lut);
                     if (PRE) {
+                        const qv vq = qv_mul(va, vsr[r]);
 #pragma GCC unroll 8
-                        for (int t = 0; t < NT; t++)
-                            acc[r][t] = qv_fma(qv_mul(va, vsr[r]), qv_loadu(xc[t] + (jv - c0)), acc[r][t]);
+                        for (int t = 0; t < NT; t++) acc[r][t] = qv_fma(vq, qv_loadu(xc[t] + (jv - c0)), acc[r][t]);
                         continue;
                     }
 #pragma GCC unroll 8
