@@ -154,6 +154,15 @@ QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lu
 #endif
 #define QN_QV_STEP (2 * QN_QV_W)
 
+/* acc[t] += va·xv[t][o .. o + W) + vb·xv[t][o + W .. o + 2W) for t < nt: a step of prescaled values (QN_QV_PRE) */
+QN_INLINE void fma_step_pre(qv va, qv vb, const float *const *xv, int64_t o, const int nt, qv *acc) {
+#pragma GCC unroll 8
+    for (int t = 0; t < nt; t++) {
+        acc[t] = qv_fma(va, qv_loadu(xv[t] + o), acc[t]);
+        acc[t] = qv_fma(vb, qv_loadu(xv[t] + o + QN_QV_W), acc[t]);
+    }
+}
+
 /* R weight rows against NT tokens over the chunk's segments. R·NT is what keeps the FMA units busy at one or two
  * tokens, where one row alone waits on its chains' latency; the rows share every activation load. Per segment:
  * the 4-bit head up to the next step and the tail after the last one go through cols_scalar; the steps (x4: the
@@ -204,12 +213,7 @@ static inline __attribute__((always_inline)) void rows_x86(
                     qv va, vb;
                     qv_dec4(codes[r], jv, &k, &va, &vb);
                     if (PRE) {
-                        va = qv_mul(va, vsr[r]), vb = qv_mul(vb, vsr[r]);
-#pragma GCC unroll 8
-                        for (int t = 0; t < NT; t++) {
-                            acc[r][t] = qv_fma(va, qv_loadu(x4[t] + (jv - c0)), acc[r][t]);
-                            acc[r][t] = qv_fma(vb, qv_loadu(x4[t] + (jv - c0) + QN_QV_W), acc[r][t]);
-                        }
+                        fma_step_pre(qv_mul(va, vsr[r]), qv_mul(vb, vsr[r]), x4, jv - c0, NT, acc[r]);
                         continue;
                     }
 #pragma GCC unroll 8
@@ -225,14 +229,9 @@ static inline __attribute__((always_inline)) void rows_x86(
             for (jv = j; jv + QN_QV_STEP <= j1; jv += QN_QV_STEP)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    qv va = qv_dec8(codes[r], jv, ident, lut), vb = qv_dec8(codes[r], jv + QN_QV_W, ident, lut);
+                    const qv va = qv_dec8(codes[r], jv, ident, lut), vb = qv_dec8(codes[r], jv + QN_QV_W, ident, lut);
                     if (PRE) {
-                        va = qv_mul(va, vsr[r]), vb = qv_mul(vb, vsr[r]);
-#pragma GCC unroll 8
-                        for (int t = 0; t < NT; t++) {
-                            acc[r][t] = qv_fma(va, qv_loadu(xc[t] + (jv - c0)), acc[r][t]);
-                            acc[r][t] = qv_fma(vb, qv_loadu(xc[t] + (jv - c0) + QN_QV_W), acc[r][t]);
-                        }
+                        fma_step_pre(qv_mul(va, vsr[r]), qv_mul(vb, vsr[r]), xc, jv - c0, NT, acc[r]);
                         continue;
                     }
 #pragma GCC unroll 8
