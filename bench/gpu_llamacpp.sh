@@ -11,7 +11,10 @@
 #   cmake -S ~/.cache/quern/llama.cpp -B /tmp/llama.cpp/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release \
 #     -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
 #     -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-#     -DLLAMA_BUILD_TESTS=ON && ninja -C /tmp/llama.cpp/build-cuda llama-bench test-backend-ops
+#     -DLLAMA_BUILD_TESTS=ON -DCMAKE_EXE_LINKER_FLAGS=-Wl,-rpath-link,/tmp/custub \
+#     && ninja -C /tmp/llama.cpp/build-cuda llama-bench test-backend-ops
+# where /tmp/custub/libcuda.so.1 links to the toolkit's stub (lib64/stubs/libcuda.so): with no driver here, the
+# executables' link needs it to resolve libggml-cuda's driver calls (the driver's own library is used at run time).
 # (the libraries are found by the build's RPATH, so the bundle unpacks to the same /tmp/llama.cpp).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -62,9 +62,9 @@ p)
     wait $lp
     tail -3 "$W/check/check.log" "$W/llama.log"
     QN_QUERN_TIMEOUT=${QN_QUERN_TIMEOUT:-200} QN_GGML_TIMEOUT=${QN_GGML_TIMEOUT:-200} OUT=$W/vs \
-        timeout 480 bench/gpu_kernels_vs_ggml.sh >"$W/vs.log" 2>&1
+        timeout "${QN_VS_TIMEOUT:-400}" bench/gpu_kernels_vs_ggml.sh >"$W/vs.log" 2>&1
     echo "vs ggml rc=$?"
-    timeout 90 "$B/bench/bench_gpu_lutq" --n 1,2,4,8,16,512 --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
+    timeout 80 "$B/bench/bench_gpu_lutq" --n 1,2,4,8,16,512 --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
     echo "bench lutq rc=$?"
     cat "$W/vs/kernels_vs_ggml.md" 2>/dev/null | head -150
     tar -C "$W" -czf "$OUT/round-p.tgz" .
