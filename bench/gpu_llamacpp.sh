@@ -32,7 +32,8 @@ if [ "${1:-}" = "--make-bin" ]; then
 fi
 if [ ! -x "$D/build-cuda/bin/llama-bench" ] && [ -f "$BIN" ]; then
     mkdir -p "$(dirname "$D")" && tar -C "$(dirname "$D")" -xJf "$BIN"
-    "$D/build-cuda/bin/test-backend-ops" --help >/dev/null 2>&1 || echo "gpu_llamacpp: the unpacked test-backend-ops does not start"
+    ldd "$D/build-cuda/bin/test-backend-ops" "$D/build-cuda/bin/llama-bench" | grep "not found" &&
+        echo "gpu_llamacpp: the unpacked binaries miss libraries (above)"
 fi
 if [ ! -x "$D/build-cuda/bin/llama-bench" ]; then
     [ -f .gpullama/llama.tar.xz ] || { echo "gpu_llamacpp: .gpullama/llama.tar.xz missing"; exit 1; }

@@ -12,7 +12,14 @@
 #       and bench_gpu_lutq (1..512 tokens). Carry .gpudeps and .gpullama.
 #   s   (after p, same machine) the 8B-shape synthetic models (QN_SYNTH_TYPES) through `quern bench` and llama-bench
 #       (bench/gpu_e2e.sh "synth"). Carry .gpudeps and .gpumodel/v (the llama-bpe vocabulary).
-#   p and s pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
+#   f1  F16/BF16 on the decode kernel (float_mmvq.cu): build it and a twin with the old policy
+#       (-DQN_QUANT_MMVQ_FLOAT_MAX_TOKENS=0: cuBLAS / the GEMV) in build-gpu-f0, test_gpu_quant (+ compute-sanitizer
+#       memcheck, quick), test_gpu_quant_lutq, `quern bench kernels` on f16/bf16 at n <= 16 (every path), unpack
+#       llama.cpp. Carry .gpudeps and .gpullama/llama-bin.tar.xz.
+#   f2  (after f1, same machine) 8B F16: quern bench new / old / new / llama-bench, and a 2-layer F16 model's
+#       one-token logits (the decode kernel, LM head included) on the GPU against the CPU. Carry .gpudeps and
+#       .gpumodel/v.
+#   p, s, f1 and f2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -76,8 +83,64 @@ s)
     grep -E "^\| |tokens/s|rc=" "$W/e2e.log" | head -60
     tar -C "$W" -czf "$OUT/round-s.tgz" .
     ;;
+f1)
+    W=/tmp/round-f1 && rm -rf "$W" && mkdir -p "$W"
+    bash bench/gpu_llamacpp.sh >"$W/llama.log" 2>&1 &
+    QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1
+    F0="-DQN_QUANT_MMVQ_FLOAT_MAX_TOKENS=0"
+    QN_GPU_BUILD=build-gpu-f0 QN_C_FLAGS="$F0" QN_CUDA_FLAGS="$F0" QN_GPU_CHECK_STEPS="build" OUT=$W/check-f0 \
+        bench/gpu_check.sh >/dev/null 2>&1
+    wait
+    grep -h "build: rc" "$W/check/check.log" "$W/check-f0/check.log"
+    timeout 120 "$B/tests/test_gpu_quant" >"$W/test_gpu_quant.txt" 2>&1
+    echo "test_gpu_quant rc=$?"
+    timeout 60 "$B/tests/test_gpu_quant_lutq" >"$W/test_gpu_quant_lutq.txt" 2>&1
+    echo "test_gpu_quant_lutq rc=$?"
+    grep -E "FAILED|PASSED|tests? run|over tolerance" "$W"/test_gpu_quant*.txt | head -20
+    timeout 150 "$B/quern" bench kernels --fmt f16,bf16 --n 1,2,4,8,16 --json "$W/kernels_f.jsonl" \
+        >"$W/kernels_f.md" 2>"$W/kernels_f.err"
+    echo "bench kernels rc=$?"
+    grep -E "n=(1|2|4|8|16) " "$W/kernels_f.err" | head -80
+    QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$B/tests/test_gpu_quant" \
+        >"$W/memcheck.txt" 2>&1
+    echo "memcheck test_gpu_quant (quick) rc=$?"
+    tail -3 "$W/memcheck.txt"
+    tar -C "$W" -czf "$OUT/round-f1.tgz" .
+    ;;
+f2)
+    W=/tmp/round-f2 && rm -rf "$W" && mkdir -p "$W"
+    V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
+    LB=${QN_LLAMA_DIR:-/tmp/llama.cpp}/build-cuda/bin/llama-bench
+    f=/tmp/llama3-8b-F16.gguf
+    [ -f "$f" ] || "$B/quern" synth --preset llama3-8b --type F16 -t 16 -o "$f" -q >"$W/synth.log" 2>&1
+    for b in "$B" build-gpu-f0 "$B" build-gpu-f0; do
+        echo "== $b" >>"$W/bench.md"
+        timeout 150 "$b/quern" bench --device cuda -m "$f" -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
+    done
+    [ -x "$LB" ] && { echo "== llama-bench" >>"$W/bench.md"; timeout 150 "$LB" -m "$f" -ngl 99 -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>&1; }
+    cat "$W/bench.md"
+    g=/tmp/llama3-8b-F16-2l.gguf
+    "$B/quern" synth --preset llama3-8b --type F16 --layers 2 -t 16 -o "$g" -q >>"$W/synth.log" 2>&1
+    for tok in 1000 51234 128000; do
+        for dev in cuda cpu; do
+            timeout 120 "$B/quern" logits -m "$g" --tokens $tok --device $dev -t 16 -o "$W/logits-$tok-$dev.f32" \
+                >>"$W/logits.log" 2>&1
+        done
+        python3 - "$W/logits-$tok-cuda.f32" "$W/logits-$tok-cpu.f32" <<'PY' | tee -a "$W/logits.log"
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+x, y = (struct.unpack("<%df" % (len(v) // 4), v) for v in (a, b))
+num = sum((u - v) ** 2 for u, v in zip(x, y)); den = sum(v * v for v in y)
+top = lambda z: max(range(len(z)), key=z.__getitem__)
+print("%s: %d logits, nmse %.3g, top-1 gpu %d cpu %d, max |d| %.3g" % (sys.argv[1].split("/")[-1], len(x), num / den,
+      top(x), top(y), max(abs(u - v) for u, v in zip(x, y))))
+PY
+    done
+    rm -f "$g" "$W"/*.f32
+    tar -C "$W" -czf "$OUT/round-f2.tgz" .
+    ;;
 *)
-    echo "usage: bench/gpu_round.sh a|b|c|p|s" >&2
+    echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2" >&2
     exit 2
     ;;
 esac

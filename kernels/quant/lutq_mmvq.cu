@@ -93,16 +93,6 @@ __device__ constexpr mq_lut16 mq_bnb4_table() {
     return t;
 }
 
-/* One token's 32 activations of a block, fp16: h[i] = columns 2i (low half), 2i + 1. */
-struct mq_xh { uint32_t h[16]; };
-
-struct mq_xsrc_f16 {
-    using blk = mq_xh;
-    __device__ static void load(const mq_args &a, int t, int64_t xb, blk &x) {
-        const uint8_t *p = reinterpret_cast<const uint8_t *>(a.xh + t * a.x_ld + 32 * xb); /* 64-byte aligned */
-        mq_words_a16<16, mq_xmem>(p, x.h); /* the kernel before's output: coherent loads (mq_xmem) */
-    }
-};
 template <>
 struct mq_xsrc<QN_QFORMAT_LNF4> : mq_xsrc_f16 {};
 template <>

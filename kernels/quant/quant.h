@@ -36,8 +36,9 @@ typedef enum qn_quant_path {
     QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 */
     QN_QUANT_PATH_MMA,                /* the same kernel with 4-8 token tiles, n in chunks of 64 */
     QN_QUANT_PATH_DEQUANT_CUBLAS,     /* dequant to an fp16 workspace + cuBLAS fp16 GEMM */
-    QN_QUANT_PATH_MMVQ,               /* int8 activations (q8, in the workspace) x weight codes by __dp4a,
-                                       * n in launches of <= 8 (kq_mmvq.cuh); legacy and K-quants only */
+    QN_QUANT_PATH_MMVQ,               /* the decode kernel, n in launches of <= 8 (kq_mmvq.cuh): int8 activations
+                                       * (q8, in the workspace) x weight codes by __dp4a; F16/BF16 (and LNF4/LFP4)
+                                       * take x in fp16 as it is (qn_quant_mmvq_f16_x) */
 } qn_quant_path;
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
@@ -50,9 +51,10 @@ typedef enum qn_quant_path {
  * dequant. */
 #define QN_QUANT_MMA_MAX_TOKENS 32
 
-/* F16 weights need no dequant: cuBLAS reads them directly at every n (DEQUANT_CUBLAS without the dequant).
- * Measured on an H200 (same file): cuBLAS fp16 30.9 us against the GEMV's 37.5 at n = 1, 31.6 against 47.6
- * at n = 16 (14336x4096), and 0.20x / 0.64x for the mma / dequant paths at n = 128 / 512. */
+/* F16 weights need no dequant: cuBLAS reads them directly (DEQUANT_CUBLAS without the dequant) at every n past
+ * the decode kernel's (QN_QUANT_MMVQ_FLOAT_MAX_TOKENS). Measured on an H200 (same file): cuBLAS fp16 30.9 us
+ * against the GEMV's 37.5 at n = 1, 31.6 against 47.6 at n = 16 (14336x4096), and 0.20x / 0.64x for the mma /
+ * dequant paths at n = 128 / 512. */
 static inline bool qn_quant_cublas_direct(qn_qformat fmt) { return fmt == QN_QFORMAT_F16; }
 
 /* Formats with GPU kernels: F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, Q3_KP, Q6_KP, Q8_0P, LQ4/LQ8/LNF4/LFP4. */
@@ -83,13 +85,25 @@ static inline bool qn_quant_use_mma(qn_qformat fmt, int sm, int64_t n_tokens) {
 #define QN_QUANT_MMVQ_MAX_TOKENS 8
 #endif
 
-/* Formats the int8 path decodes (not F16/BF16: their weights are no integer codes). */
+/* Formats the decode kernel (MMVQ) takes: the integer codes against q8 activations, and F16/BF16 (float_mmvq.cu). */
 static inline bool qn_quant_mmvq_has_format(qn_qformat fmt) {
     return fmt == QN_QFORMAT_Q4_0 || fmt == QN_QFORMAT_Q4_1 || fmt == QN_QFORMAT_Q5_0 || fmt == QN_QFORMAT_Q5_1 ||
            fmt == QN_QFORMAT_Q8_0 || fmt == QN_QFORMAT_Q2_K || fmt == QN_QFORMAT_Q3_K || fmt == QN_QFORMAT_Q4_K ||
            fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q6_K || fmt == QN_QFORMAT_Q6_KP ||
-           fmt == QN_QFORMAT_Q8_0P || fmt == QN_QFORMAT_Q3_KP;
+           fmt == QN_QFORMAT_Q8_0P || fmt == QN_QFORMAT_Q3_KP || fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16;
 }
+
+/* The decode-kernel formats whose weights are no integer codes: x goes in as fp16, no q8 rounding, no quantizer
+ * launch (F16/BF16 here; LNF4/LFP4, lutq_gpu.h). */
+static inline bool qn_quant_mmvq_f16_x(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16 || fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4;
+}
+
+/* F16/BF16 on the decode kernel up to this many tokens under AUTO (beyond: cuBLAS for F16, the GEMV for BF16);
+ * an A/B knob (-D). */
+#ifndef QN_QUANT_MMVQ_FLOAT_MAX_TOKENS
+#define QN_QUANT_MMVQ_FLOAT_MAX_TOKENS 2
+#endif
 
 /* The activations are rounded to int8 per 32 (relative error ~1/254 of the block's max |x|), as in
  * ggml-cuda's mmvq; the GEMV keeps them fp16. */
@@ -106,6 +120,7 @@ static inline int qn_quant_mmvq_auto_max_tokens(qn_qformat fmt) {
     case QN_QFORMAT_Q4_K: case QN_QFORMAT_Q5_K: return 4;
     case QN_QFORMAT_Q6_K: case QN_QFORMAT_Q6_KP: return 2; /* Q6_KP: as Q6_K, not measured apart */
     case QN_QFORMAT_Q2_K: case QN_QFORMAT_Q3_K: case QN_QFORMAT_Q3_KP: return 1; /* Q3_KP: as Q3_K */
+    case QN_QFORMAT_F16: case QN_QFORMAT_BF16: return QN_QUANT_MMVQ_FLOAT_MAX_TOKENS;
     default: return 0;
     }
 }
@@ -116,8 +131,8 @@ static inline bool qn_quant_use_mmvq(qn_qformat fmt, int sm, int64_t n_tokens) {
 
 static inline qn_quant_path qn_quant_select_path(qn_qformat fmt, int sm, int64_t n_tokens) {
     if (!qn_quant_cuda_has_format(fmt) || sm < 80) return QN_QUANT_PATH_NONE;
-    if (qn_quant_cublas_direct(fmt) && n_tokens >= 1) return QN_QUANT_PATH_DEQUANT_CUBLAS;
     if (qn_quant_use_mmvq(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMVQ;
+    if (qn_quant_cublas_direct(fmt) && n_tokens >= 1) return QN_QUANT_PATH_DEQUANT_CUBLAS;
     if (qn_quant_use_gemv(fmt, sm, n_tokens)) return QN_QUANT_PATH_GEMV;
     if (qn_quant_use_mma(fmt, sm, n_tokens)) return QN_QUANT_PATH_MMA;
     return n_tokens < 1 ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_DEQUANT_CUBLAS;
@@ -179,7 +194,7 @@ typedef struct qn_quant_matmul_opts {
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the
  * workspace (so that a next call on the same x may pass x_ready). */
 static inline bool qn_quant_takes_q8_x(qn_qformat fmt, int sm, int64_t n_tokens) {
-    return qn_quant_select_path(fmt, sm, n_tokens) == QN_QUANT_PATH_MMVQ;
+    return qn_quant_select_path(fmt, sm, n_tokens) == QN_QUANT_PATH_MMVQ && !qn_quant_mmvq_f16_x(fmt);
 }
 
 /* The q8 activations of n tokens of width K, as the int8 path keeps them (layout and rounding:

@@ -157,8 +157,9 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_DEQUANT_CUBLAS) /* F16: cuBLAS reads the weights themselves */
         return qn_quant_cublas_direct(fmt) ? 0 : KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
-    if (path == QN_QUANT_PATH_MMVQ) /* after the counters, which GEMV calls on this workspace keep */
-        return qn_quant_mmvq_has_format(fmt) ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K)) : 0;
+    if (path == QN_QUANT_PATH_MMVQ) /* after the counters, which GEMV calls on this workspace keep; fp16 x: none */
+        return qn_quant_mmvq_has_format(fmt) && !qn_quant_mmvq_f16_x(fmt) ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K))
+                                                                         : 0;
     if (path != QN_QUANT_PATH_GEMV && path != QN_QUANT_PATH_MMA) return 0;
     kq_plan p;
     if (kq_make_plan(ctx, fmt, path, N, K, n, 0, &p) != QN_OK) {
@@ -265,6 +266,12 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         path = n <= QN_QUANT_GEMV_MAX_TOKENS ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_MMA;
     const cudaStream_t s = (cudaStream_t)stream;
 
+    if (path == QN_QUANT_PATH_MMVQ && qn_quant_mmvq_f16_x(fmt)) { /* F16/BF16: x as it is; split = warps per row */
+        if (!qn_quant_mmvq_has_format(fmt)) return QN_ERR_UNSUPPORTED;
+        if (split > 4) return QN_ERR_INVALID_ARG;
+        return kq_mmvq_matmul(fmt, w, N, K, x, n, y, ctx->n_sm, split, opts ? opts->mmvq_stage : 0, ctx->sm >= 90,
+                              stream);
+    }
     if (path == QN_QUANT_PATH_MMVQ) {
         /* q8 activations after the split-K counters; split = warps per row (1, 2, 4) */
         qn_quant_q8_x q8;

@@ -22,7 +22,10 @@
  *     term covers the d*i + m*S cancellation of affine/K formats) and NMSE <= 1e-10 (expected ~1e-14);
  *   - against the fp16 reference above, with the bound of the activation rounding added:
  *     |x - d q| <= 0.50004 d per element (half a step, plus the f32 rounding of 127/amax and amax/127),
- *     so |got - ref| <= tol + 0.501 sum_k |w_k| d_block(k), NMSE <= 1e-3 (expected ~3e-5 for normal x). */
+ *     so |got - ref| <= tol + 0.501 sum_k |w_k| d_block(k), NMSE <= 1e-3 (expected ~3e-5 for normal x).
+ * F16/BF16 on the same kernel (float_mmvq.cu) take x in fp16 unrounded: every product is exact in f32 and the sums
+ * are f32 chains a few dozen deep, so against the exact reference |got - ref| <= 2^-16 sum_k |w_k x_k| (~30 f32
+ * roundings deep at K = 4100: 2^-19) and NMSE <= 1e-10. */
 #include "harness.h"
 
 #include <math.h>
@@ -80,20 +83,23 @@ static void test_select_path(void **state) {
     assert_true(qn_quant_cuda_has_format(QN_QFORMAT_Q8_0P));
     for (int i = 0; i < N_GPU_FORMATS; i++) {
         const qn_qformat f = GPU_FORMATS[i];
-        const bool int8 = f != QN_QFORMAT_F16 && f != QN_QFORMAT_BF16; /* the MMVQ formats */
-        assert_int_equal(qn_quant_mmvq_has_format(f), int8);
+        const bool int8 = f != QN_QFORMAT_F16 && f != QN_QFORMAT_BF16; /* the q8 formats; F16/BF16 take fp16 x */
+        assert_true(qn_quant_mmvq_has_format(f));
+        assert_int_equal(qn_quant_mmvq_f16_x(f), !int8);
         for (int64_t n = 1; n <= QN_QUANT_GEMV_MAX_TOKENS; n++) {
             assert_true(qn_quant_use_gemv(f, 90, n));
             assert_true(qn_quant_use_gemv(f, 80, n));
             assert_false(qn_quant_use_mma(f, 90, n));
-            const bool mmvq = int8 && n <= qn_quant_mmvq_auto_max_tokens(f);
+            const bool mmvq = n <= qn_quant_mmvq_auto_max_tokens(f);
             assert_int_equal(qn_quant_use_mmvq(f, 90, n), mmvq);
-            assert_int_equal(qn_quant_select_path(f, 90, n), qn_quant_cublas_direct(f) ? QN_QUANT_PATH_DEQUANT_CUBLAS
-                                                             : mmvq ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_GEMV);
+            assert_int_equal(qn_quant_select_path(f, 90, n), mmvq                        ? QN_QUANT_PATH_MMVQ
+                                                             : qn_quant_cublas_direct(f) ? QN_QUANT_PATH_DEQUANT_CUBLAS
+                                                                                         : QN_QUANT_PATH_GEMV);
+            assert_int_equal(qn_quant_takes_q8_x(f, 90, n), mmvq && int8); /* fp16 x: no quantizer, no x_ready */
         }
         assert_false(qn_quant_use_mmvq(f, 90, 0));
-        /* the measured choices (quant.h): int8 at n = 1 for every integer format; Q2_K/Q3_K only there */
-        assert_int_equal(qn_quant_use_mmvq(f, 90, 1), int8);
+        /* the measured choices (quant.h): the decode kernel at n = 1 for every format; Q2_K/Q3_K only there */
+        assert_true(qn_quant_use_mmvq(f, 90, 1));
         if (f == QN_QFORMAT_Q2_K || f == QN_QFORMAT_Q3_K) assert_false(qn_quant_use_mmvq(f, 90, 2));
         assert_false(qn_quant_use_mmvq(f, 75, 1));
         assert_false(qn_quant_use_mmvq(f, 90, QN_QUANT_MMVQ_MAX_TOKENS + 1));
@@ -108,13 +114,16 @@ static void test_select_path(void **state) {
         assert_false(qn_quant_use_mma(f, 90, QN_QUANT_MMA_MAX_TOKENS + 1));
         assert_int_equal(qn_quant_select_path(f, 90, 4096), QN_QUANT_PATH_DEQUANT_CUBLAS);
         assert_int_equal(qn_quant_select_path(f, 70, 1), QN_QUANT_PATH_NONE);
-        /* every n gets exactly one path (F16: cuBLAS on the weights at every n) */
-        for (int64_t n = 1; n < 5000; n += 37)
-            assert_int_equal(qn_quant_cublas_direct(f)
-                                 ? (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS)
-                                 : (int)qn_quant_use_gemv(f, 90, n) + (int)qn_quant_use_mma(f, 90, n) +
-                                       (int)(qn_quant_select_path(f, 90, n) == QN_QUANT_PATH_DEQUANT_CUBLAS),
-                             1);
+        /* every n gets exactly one path (F16: cuBLAS on the weights past the decode kernel's n) */
+        for (int64_t n = 1; n < 5000; n += 37) {
+            const qn_quant_path sp = qn_quant_select_path(f, 90, n);
+            if (qn_quant_use_mmvq(f, 90, n)) assert_int_equal(sp, QN_QUANT_PATH_MMVQ);
+            else if (qn_quant_cublas_direct(f)) assert_int_equal(sp, QN_QUANT_PATH_DEQUANT_CUBLAS);
+            else
+                assert_int_equal((int)qn_quant_use_gemv(f, 90, n) + (int)qn_quant_use_mma(f, 90, n) +
+                                     (int)(sp == QN_QUANT_PATH_DEQUANT_CUBLAS),
+                                 1);
+        }
         assert_int_equal(qn_quant_cublas_direct(f), f == QN_QFORMAT_F16);
     }
     const qn_qformat none[] = {QN_QFORMAT_F32, QN_QFORMAT_Q8_1, QN_QFORMAT_Q8_K};
@@ -255,6 +264,7 @@ typedef struct problem {
     double *yq8;      /* [nmax][N] the exact weights . the q8 activations (MMVQ reference) */
     double *tolq8;    /* [nmax][N] */
     double *tolx8;    /* [nmax][N] MMVQ against yref: tol + the activation rounding bound */
+    double *tolf;     /* [nmax][N] MMVQ on fp16 x (F16/BF16) against yref: 2^-16 sum |w x| (exact products, f32 sums) */
     void *dw, *dx;    /* device copies */
     float *dy;        /* [nmax][N] + guard */
     void *dws;        /* workspace for DEQUANT_CUBLAS */
@@ -310,7 +320,8 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     p->yq8 = malloc(sizeof(double) * (size_t)(nmax * N));
     p->tolq8 = malloc(sizeof(double) * (size_t)(nmax * N));
     p->tolx8 = malloc(sizeof(double) * (size_t)(nmax * N));
-    assert_true(p->w && p->wref && p->x && p->yref && p->tol && p->yq8 && p->tolq8 && p->tolx8);
+    p->tolf = malloc(sizeof(double) * (size_t)(nmax * N));
+    assert_true(p->w && p->wref && p->x && p->yref && p->tol && p->yq8 && p->tolq8 && p->tolx8 && p->tolf);
     make_weights(fmt, N, K, &r, p->w);
     const size_t rb = qn_qformat_row_bytes(fmt, K);
     for (int64_t i = 0; i < N; i++) fmt_dequant_ref(fmt)(p->w + (size_t)i * rb, p->wref + i * K, K);
@@ -335,6 +346,7 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
             }
             p->yref[t * N + i] = s;
             p->tol[t * N + i] = 8 * U16 * sa + 8 * U16 * wmax * sqrt(x2) + 1e-30;
+            p->tolf[t * N + i] = ldexp(sa, -16) + 1e-30;
         }
     }
     free(xd);
@@ -371,7 +383,7 @@ static void check_counters_zero(problem *p) {
 
 static void problem_free(problem *p) {
     free(p->w), free(p->wref), free(p->x), free(p->yref), free(p->tol);
-    free(p->yq8), free(p->tolq8), free(p->tolx8);
+    free(p->yq8), free(p->tolq8), free(p->tolx8), free(p->tolf);
     cudaFree(p->dw), cudaFree(p->dx), cudaFree(p->dy), cudaFree(p->dws);
 }
 
@@ -437,7 +449,9 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
     CK(cudaMemcpy(y, p->dy, sizeof(float) * (ny + GUARD), cudaMemcpyDeviceToHost));
 
     int failed = 0;
-    if (ran == QN_QUANT_PATH_MMVQ) {
+    if (ran == QN_QUANT_PATH_MMVQ && qn_quant_mmvq_f16_x(p->fmt)) {
+        failed |= check_outputs(what, "ref (fp16 x)", y, ny, p->yref, p->tolf, 1e-10);
+    } else if (ran == QN_QUANT_PATH_MMVQ) {
         failed |= check_outputs(what, "q8 ref", y, ny, p->yq8, p->tolq8, 1e-10);
         failed |= check_outputs(what, "fp16 ref", y, ny, p->yref, p->tolx8, 1e-3);
     } else {
@@ -481,7 +495,7 @@ static const int64_t NS_MMA[] = {17, 33, 64};
 static const int64_t NS_MMVQ[] = {1, 2, 3, 4, 5, 8};
 
 /* The int8 path on one problem: every instance (n = 1..8 per launch), more tokens than one launch, and
- * the warps-per-row choices (split = 1, 2, 4; 0 = the launcher's). Skipped for F16/BF16. */
+ * the warps-per-row choices (split = 1, 2, 4; 0 = the launcher's). F16/BF16 on fp16 x. */
 static void run_mmvq(gpu_env *e, problem *p, bool all_splits) {
     if (!qn_quant_mmvq_has_format(p->fmt)) return;
     for (size_t i = 0; i < sizeof NS_MMVQ / sizeof NS_MMVQ[0]; i++) {
@@ -908,7 +922,8 @@ static void test_mmvq_x_ready(void **state) {
  * with an empty matrix in the middle and the outputs poisoned before. */
 static void test_mmvq_group(void **state) {
     gpu_env *e = *state;
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_K, QN_QFORMAT_Q4_0, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P,
+                               QN_QFORMAT_F16, QN_QFORMAT_BF16}; /* F16/BF16: fp16 x, no quantizer */
     for (size_t fi = 0; fi < sizeof fmts / sizeof fmts[0]; fi++) {
         problem p[3]; /* x of p[0] for all three */
         const int64_t Ns[3] = {118, 37, 64};
@@ -964,12 +979,13 @@ static void test_mmvq_group(void **state) {
                 for (int64_t k = 0; k < n * p[1].N; k++) assert_true(isfinite(got[k]));
             }
         }
-        /* not the int8 path: n past its AUTO limit, F16 weights */
+        /* not the decode kernel: n past its AUTO limit, F16 weights past theirs (cuBLAS) */
         const qn_quant_mat one[1] = {{p[0].dw, p[0].N, p[0].dy}};
         assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], one, 1, 1280, p[0].dx, 200, p[0].dws,
                                                     p[0].ws_bytes, e->stream, NULL), QN_ERR_UNSUPPORTED);
-        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, QN_QFORMAT_F16, one, 1, 1280, p[0].dx, 1, p[0].dws,
-                                                    p[0].ws_bytes, e->stream, NULL), QN_ERR_UNSUPPORTED);
+        assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, QN_QFORMAT_F16, one, 1, 1280, p[0].dx,
+                                                    QN_QUANT_MMVQ_FLOAT_MAX_TOKENS + 1, p[0].dws, p[0].ws_bytes,
+                                                    e->stream, NULL), QN_ERR_UNSUPPORTED);
         assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], one, 4, 1280, p[0].dx, 1, p[0].dws,
                                                     p[0].ws_bytes, e->stream, NULL), QN_ERR_INVALID_ARG);
         free(want), free(got);
@@ -1130,7 +1146,7 @@ static void test_bad_args(void **state) {
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 0, p.dy, NULL, 0, e->stream),
                      QN_OK);
-    /* MMVQ: asked for without room for the q8 activations, with 8 warps per row, or for F16: refused;
+    /* MMVQ: asked for without room for the q8 activations, or with 8 warps per row (F16 too): refused;
      * under AUTO without room it falls back to the GEMV */
     const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0},
                                mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0};
@@ -1141,8 +1157,8 @@ static void test_bad_args(void **state) {
                                              e->stream, &mq8),
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_F16, p.dw, 3, 64, p.dx, 1, p.dy, p.dws, p.ws_bytes,
-                                             e->stream, &mq),
-                     QN_ERR_UNSUPPORTED);
+                                             e->stream, &mq8),
+                     QN_ERR_INVALID_ARG);
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0, e->stream),
                      QN_OK);
     CK(cudaStreamSynchronize(e->stream));

@@ -10,6 +10,7 @@
 #include "kernels/quant/gguf/kq_mmvq.cuh"
 #include "kernels/quant/gguf/kq_mmvq_x.cuh"
 #include "kernels/quant/lutq_gpu.h"
+#include "kernels/quant/quant.h" /* qn_quant_mmvq_f16_x */
 
 /* --- the activation quantizer ---
  * 4 threads per 32-element block, 8 elements (one 16-byte load) each; the block's quantization is
@@ -97,10 +98,11 @@ int mq_unit_elems(qn_qformat fmt) {
     MQ_CASE(Q4_0) MQ_CASE(Q4_1) MQ_CASE(Q5_0) MQ_CASE(Q5_1) MQ_CASE(Q8_0) MQ_CASE(Q8_0P)
     MQ_CASE(Q2_K) MQ_CASE(Q3_K) MQ_CASE(Q3_KP) MQ_CASE(Q4_K) MQ_CASE(Q5_K) MQ_CASE(Q6_K) MQ_CASE(Q6_KP)
 #undef MQ_CASE
+    if (fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16) return 32; /* float_mmvq.cu */
     return qn_lutq_gpu_is_format(fmt) ? QN_LUTQ_GPU_BLOCK : 0; /* lutq_mmvq.cu */
 }
 
-int kq_mmvq_takes_f16_x(qn_qformat fmt) { return fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4; }
+int kq_mmvq_takes_f16_x(qn_qformat fmt) { return qn_quant_mmvq_f16_x(fmt); }
 
 int kq_mmvq_has_format(qn_qformat fmt) { return mq_unit_elems(fmt) != 0; }
 
@@ -139,6 +141,7 @@ static mq_kernel_fn mq_pick_instance(qn_qformat fmt, int nt, bool staged, bool x
     mq_kernel_fn fn = mq_legacy_instance(fmt, nt, staged, xs, smem);
     if (!fn) fn = mq_kquant_instance(fmt, nt, staged, xs, smem);
     if (!fn) fn = mq_lutq_instance(fmt, nt, staged, xs, smem);
+    if (!fn) fn = mq_float_instance(fmt, nt, staged, xs, smem);
     return fn;
 }
 

@@ -532,6 +532,18 @@ struct mq_xsrc {
     }
 };
 
+/* The formats that take x unquantized (kq_mmvq_takes_f16_x: F16/BF16 in float_mmvq.cu, LNF4/LFP4 in
+ * lutq_mmvq.cu) read a block of one token's 32 fp16 activations: h[i] = columns 2i (low half), 2i + 1. */
+struct mq_xh { uint32_t h[16]; };
+
+struct mq_xsrc_f16 {
+    using blk = mq_xh;
+    __device__ static void load(const mq_args &a, int t, int64_t xb, blk &x) {
+        const uint8_t *p = reinterpret_cast<const uint8_t *>(a.xh + t * a.x_ld + 32 * xb); /* 64-byte aligned */
+        mq_words_a16<16, mq_xmem>(p, x.h); /* the kernel before's output: coherent loads (mq_xmem) */
+    }
+};
+
 template <qn_qformat F, int NT>
 struct mq_occupancy {
     static constexpr int CTAS = mq_min_ctas(mq_fmt<F>::UE, NT);
@@ -986,12 +998,13 @@ mq_kernel_fn mq_instance(int nt, bool staged, bool xs, int *smem) {
     }
 }
 
-/* Elements per unit of fmt (legacy 32, Q4_K/Q5_K/Q6_K 64, Q2_K/Q3_K 128), 0 if not an int8-path format. */
+/* Elements per unit of fmt (legacy, F16/BF16 32, Q4_K/Q5_K/Q6_K 64, Q2_K/Q3_K 128), 0 if not a decode-kernel format. */
 int mq_unit_elems(qn_qformat fmt);
 /* The kernel of (fmt, nt), or NULL: kq_mmvq.cu holds the legacy formats, kq_mmvq_k.cu the K-quants,
- * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h). */
+ * lutq_mmvq.cu the GPTQ/AWQ/bnb device blocks (lutq_gpu.h), float_mmvq.cu F16/BF16. */
 mq_kernel_fn mq_legacy_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
 mq_kernel_fn mq_kquant_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
 mq_kernel_fn mq_lutq_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
+mq_kernel_fn mq_float_instance(qn_qformat fmt, int nt, bool staged, bool xs, int *smem);
 
 #endif /* QN_KQ_MMVQ_CUH */

@@ -62,9 +62,10 @@ qn_status kq_mmvq_quantize_x_perm(const void *x, const int32_t *perm, int64_t n,
                                   void *stream);
 
 /* Formats the kernel decodes: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K, and the GPTQ/AWQ/bnb device blocks
- * LQ4, LQ8, LNF4, LFP4 (lutq_gpu.h; their instances are in lutq_mmvq.cu). */
+ * LQ4, LQ8, LNF4, LFP4 (lutq_gpu.h; their instances are in lutq_mmvq.cu), F16, BF16 (float_mmvq.cu). */
 int kq_mmvq_has_format(qn_qformat fmt);
-/* LNF4/LFP4: values from a float table, not integer codes, so the kernel takes x unquantized (fp16). */
+/* LNF4/LFP4 (values from a float table) and F16/BF16: no integer codes, so the kernel takes x unquantized (fp16);
+ * quant.h qn_quant_mmvq_f16_x. */
 int kq_mmvq_takes_f16_x(qn_qformat fmt);
 
 /* y[t][r] = sum_k xq[t][k] * W[r][k] for t < n (any n >= 1, in launches of up to 8 tokens), r < N.
