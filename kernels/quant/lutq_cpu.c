@@ -29,6 +29,13 @@
 #define QN_LUTQ_TB 4
 #endif
 #define QN_LUTQ_CHUNK 1024
+/* x86, passes of 4+ tokens: the piece of the chunk of the row QN_LUTQ_PF rows ahead is prefetched. A piece is then
+ * 512 bytes (4-bit codes), too short for the hardware prefetchers once the weights no longer stay in the caches
+ * between passes: 8B gate/up and down, 8-32 tokens, 1.3-2.0x (AVX2 and AVX-512); 4096x4096 (8 MB) within noise
+ * (0.92-1.16x); at 1-3 tokens the pieces are long and it was slower (0.6-0.8x), so it is off there. */
+#ifndef QN_LUTQ_PF
+#define QN_LUTQ_PF 4
+#endif
 
 typedef struct lutq_seg {
     int64_t g, j0, j1; /* group, kernel columns [j0, j1) inside the chunk */
@@ -471,12 +478,16 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                         gsum[t][s] = sum;
                     }
 #if defined(QN_SIMD_X86)
+            const int64_t pf0 = qn_lutq_row_bytes(c0, w->code_bits) & ~(int64_t)63;
+            const int64_t pf1 = nt >= 4 ? qn_lutq_row_bytes(c1, w->code_bits) : 0; /* short pieces only */
             for (int64_t r = row_begin; r < row_end;) {
                 const int R = r + ROWS_X86[nt - 1].rows <= row_end ? ROWS_X86[nt - 1].rows : 1;
                 const rows_x86_fn fn = R > 1 ? ROWS_X86[nt - 1].multi : ROWS_X86[nt - 1].one;
                 const uint8_t *codes[4];
                 const float *sc[4], *zr[4];
                 float acc[4][QN_LUTQ_TB];
+                for (int64_t i = r + QN_LUTQ_PF; i < r + QN_LUTQ_PF + R && i < row_end; i++) /* a later row's piece */
+                    for (int64_t o = pf0; o < pf1; o += 64) _mm_prefetch((const char *)(w->codes + i * row_bytes + o), _MM_HINT_T0);
                 for (int i = 0; i < R; i++) {
                     codes[i] = w->codes + (r + i) * row_bytes;
                     sc[i] = w->scale + (r + i) * G, zr[i] = w->zero ? w->zero + (r + i) * G : NULL;
