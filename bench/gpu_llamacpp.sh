@@ -6,8 +6,9 @@
 # Output: $QN_LLAMA_DIR (default /tmp/llama.cpp) with build-cuda/bin/{llama-bench,test-backend-ops}.
 # The build costs ~340 s of device time. `bench/gpu_llamacpp.sh --make-bin` (on the dev machine, after the same
 # build there: its CUDA toolkit is the GPU machine's, 13.0, and nvcc needs no GPU) packs the built binaries and
-# shared libraries into .gpullama/llama-bin.tar.xz (~15 MB, git-ignored); where that bundle travels, this script
-# unpacks it instead of building. Build it here with
+# shared libraries into .gpullama/llama-bin.tar.xz (~40 MB, git-ignored; with the tree and .gpudeps it just fits a
+# device call's 64 MiB carry); where that bundle travels, this script unpacks it to the same /tmp/llama.cpp, where
+# the build's RPATH finds the libraries, instead of building. Build it here with
 #   cmake -S ~/.cache/quern/llama.cpp -B /tmp/llama.cpp/build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release \
 #     -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
 #     -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
@@ -15,7 +16,6 @@
 #     && ninja -C /tmp/llama.cpp/build-cuda llama-bench test-backend-ops
 # where /tmp/custub/libcuda.so.1 links to the toolkit's stub (lib64/stubs/libcuda.so): with no driver here, the
 # executables' link needs it to resolve libggml-cuda's driver calls (the driver's own library is used at run time).
-# (the libraries are found by the build's RPATH, so the bundle unpacks to the same /tmp/llama.cpp).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 D=${QN_LLAMA_DIR:-/tmp/llama.cpp}

@@ -487,7 +487,8 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                 const float *sc[4], *zr[4];
                 float acc[4][QN_LUTQ_TB];
                 for (int64_t i = r + QN_LUTQ_PF; i < r + QN_LUTQ_PF + R && i < row_end; i++) /* a later row's piece */
-                    for (int64_t o = pf0; o < pf1; o += 64) _mm_prefetch((const char *)(w->codes + i * row_bytes + o), _MM_HINT_T0);
+                    for (int64_t o = pf0; o < pf1; o += 64)
+                        _mm_prefetch((const char *)(w->codes + i * row_bytes + o), _MM_HINT_T0);
                 for (int i = 0; i < R; i++) {
                     codes[i] = w->codes + (r + i) * row_bytes;
                     sc[i] = w->scale + (r + i) * G, zr[i] = w->zero ? w->zero + (r + i) * G : NULL;

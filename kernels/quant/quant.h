@@ -99,8 +99,10 @@ static inline bool qn_quant_mmvq_f16_x(qn_qformat fmt) {
     return fmt == QN_QFORMAT_F16 || fmt == QN_QFORMAT_BF16 || fmt == QN_QFORMAT_LNF4 || fmt == QN_QFORMAT_LFP4;
 }
 
-/* F16/BF16 on the decode kernel up to this many tokens under AUTO (beyond: cuBLAS for F16, the GEMV for BF16);
- * an A/B knob (-D). */
+/* F16/BF16 on the decode kernel up to this many tokens under AUTO (beyond: cuBLAS for F16, the GEMV for BF16).
+ * Measured on an H100 (bench/results/gpu-f16-mmvq-2026-12-06.md): at n = 1, 2 against cuBLAS 1.12-1.17x on
+ * 4096x4096, 1.6x on 1024x4096, 0.96-1.04x on the MLP shapes, and 8B F16 tg128 +8.6% (the grouped q/k/v, gate/up
+ * launches); at n = 4 cuBLAS is faster on every shape but 1024x4096. An A/B knob (-D). */
 #ifndef QN_QUANT_MMVQ_FLOAT_MAX_TOKENS
 #define QN_QUANT_MMVQ_FLOAT_MAX_TOKENS 2
 #endif

@@ -157,9 +157,10 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (path == QN_QUANT_PATH_DEQUANT_CUBLAS) /* F16: cuBLAS reads the weights themselves */
         return qn_quant_cublas_direct(fmt) ? 0 : KQ_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
-    if (path == QN_QUANT_PATH_MMVQ) /* after the counters, which GEMV calls on this workspace keep; fp16 x: none */
-        return qn_quant_mmvq_has_format(fmt) && !qn_quant_mmvq_f16_x(fmt) ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K))
-                                                                         : 0;
+    if (path == QN_QUANT_PATH_MMVQ) { /* after the counters, which GEMV calls on this workspace keep; fp16 x: none */
+        const bool q8 = qn_quant_mmvq_has_format(fmt) && !qn_quant_mmvq_f16_x(fmt);
+        return q8 ? KQ_WS_COUNTERS + align256(qn_mmvq_x_bytes(n, K)) : 0;
+    }
     if (path != QN_QUANT_PATH_GEMV && path != QN_QUANT_PATH_MMA) return 0;
     kq_plan p;
     if (kq_make_plan(ctx, fmt, path, N, K, n, 0, &p) != QN_OK) {
