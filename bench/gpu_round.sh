@@ -19,7 +19,13 @@
 #   f2  (after f1, same machine) 8B F16: quern bench new / old / new / llama-bench, and a 2-layer F16 model's
 #       one-token logits (the decode kernel, LM head included) on the GPU against the CPU. Carry .gpudeps and
 #       .gpumodel/v.
-#   p, s, f1 and f2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
+#   m1  LQ4M (kernels/quant/lq4m.h): build, test_quant_lq4m, test_gpu_quant_lq4m (+ compute-sanitizer memcheck and
+#       racecheck, quick), test_gpu_quant_lutq, test_gpu_quant; bench_gpu_lutq lq4 / lq4m / f16 at 1..512 tokens and
+#       the lq4m K split forced to 1..16 at n = 1, 16. Carry .gpudeps.
+#   m2  (after m1, same machine) 8B-shape GPTQ-4 g128 (plain and act-order) through `quern bench`, LQ4M against a
+#       twin build that keeps LQ4 (-DQN_LUTQ_LQ4M=0, build-gpu-l0), and a 2-layer one's logits GPU against CPU.
+#       Carry .gpudeps and .gpumodel/v.
+#   p, s, f1, f2, m1 and m2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -139,8 +145,73 @@ PY
     rm -f "$g" "$W"/*.f32
     tar -C "$W" -czf "$OUT/round-f2.tgz" .
     ;;
+m1)
+    W=/tmp/round-m1 && rm -rf "$W" && mkdir -p "$W"
+    QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1
+    grep -h "build: rc" "$W/check/check.log"
+    ninja -C "$B" test_quant_lq4m >>"$W/check/build.log" 2>&1
+    for t in test_quant_lq4m test_gpu_quant_lq4m test_gpu_quant_lutq test_gpu_quant; do
+        timeout 150 "$B/tests/$t" >"$W/$t.txt" 2>&1
+        echo "$t rc=$?"
+    done
+    grep -hE "FAILED|PASSED|over tolerance|differ|status" "$W"/test_*.txt | head -20
+    for tool in memcheck racecheck; do
+        QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
+            >"$W/$tool.txt" 2>&1
+        echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
+        tail -2 "$W/$tool.txt"
+    done
+    timeout 150 "$B/bench/bench_gpu_lutq" --fmt lq4,lq4-act,lq4m,lq4m-act,f16 --n 1,2,4,8,16,32,48,64,512 \
+        --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
+    echo "bench lutq rc=$?"
+    cat "$W/bench_lutq.txt"
+    for s in 1 2 4 8 16; do
+        timeout 60 "$B/bench/bench_gpu_lutq" --fmt lq4m --n 1,16 --split $s --json "$W/split$s.jsonl" >"$W/split$s.txt" 2>&1
+        echo "split $s rc=$?"
+        grep -E "^lq4m " "$W/split$s.txt"
+    done
+    tar -C "$W" -czf "$OUT/round-m1.tgz" .
+    ;;
+m2)
+    W=/tmp/round-m2 && rm -rf "$W" && mkdir -p "$W"
+    V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
+    L0="-DQN_LUTQ_LQ4M=0"
+    QN_GPU_BUILD=build-gpu-l0 QN_C_FLAGS="$L0" QN_GPU_CHECK_STEPS="build" OUT=$W/check-l0 bench/gpu_check.sh >/dev/null 2>&1 &
+    for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
+        [ -d /tmp/l8b-$ty ] || "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1
+    done
+    "$B/quern" synth --preset llama3-8b --type gptq4-act --layers 2 -t 16 -o /tmp/l8b2-gptq4-act -q >>"$W/synth.log" 2>&1
+    wait
+    grep -h "build: rc" "$W/check-l0/check.log"
+    for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
+        for b in "$B" build-gpu-l0 "$B"; do
+            echo "== $ty $b" >>"$W/bench.md"
+            timeout 200 "$b/quern" bench --device cuda -m /tmp/l8b-$ty -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
+        done
+    done
+    cat "$W/bench.md"
+    g=/tmp/l8b2-gptq4-act
+    for tok in 1000 51234; do
+        for dev in cuda cpu; do
+            timeout 120 "$B/quern" logits -m "$g" --tokens $tok --device $dev -t 16 -o "$W/logits-$tok-$dev.f32" \
+                >>"$W/logits.log" 2>&1
+        done
+        python3 - "$W/logits-$tok-cuda.f32" "$W/logits-$tok-cpu.f32" <<'PY' | tee -a "$W/logits.log"
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+x, y = (struct.unpack("<%df" % (len(v) // 4), v) for v in (a, b))
+num = sum((u - v) ** 2 for u, v in zip(x, y)); den = sum(v * v for v in y)
+top = lambda z: max(range(len(z)), key=z.__getitem__)
+print("%s: %d logits, nmse %.3g, top-1 gpu %d cpu %d, max |d| %.3g" % (sys.argv[1].split("/")[-1], len(x), num / den,
+      top(x), top(y), max(abs(u - v) for u, v in zip(x, y))))
+PY
+    done
+    grep -i "lq4\|format\|device" "$W/logits.log" | head -8
+    rm -f "$W"/*.f32
+    tar -C "$W" -czf "$OUT/round-m2.tgz" .
+    ;;
 *)
-    echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2" >&2
+    echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2|m1|m2" >&2
     exit 2
     ;;
 esac

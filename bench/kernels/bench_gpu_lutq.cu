@@ -1,5 +1,6 @@
 /* bench_gpu_lutq.cu — GPTQ/AWQ/bnb device block formats (kernels/quant/lutq_gpu.h) on the GPU beside cuBLAS
- * fp16: LQ4 (GPTQ-4/AWQ), LQ8 (GPTQ-8), LNF4, LFP4, LQ4/LQ8 also with act-order (x quantized through perm on the decode path, gathered first on the others), on
+ * fp16: LQ4 (GPTQ-4/AWQ), LQ4M (the same values in lq4m.h's layout, its own mma kernel), LQ8 (GPTQ-8), LNF4, LFP4,
+ * LQ4/LQ4M/LQ8 also with act-order (x quantized through perm on the decode path, gathered first on the others), on
  * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
  * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
  * LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4; lutq_mmvq.cu) and "gemv" (tensor cores); "auto" marks
@@ -7,7 +8,9 @@
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
- * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--json FILE] */
+ * LQ4M runs one path per n (AUTO: the mma kernel up to QN_LQ4M_MMA_MAX_TOKENS, else dequant + cuBLAS); --split S
+ * forces its K split (A/B runs of lq4m_pick_split).
+ * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--split S] [--json FILE] */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +22,7 @@
 
 #include "bench.h"
 #include "kernels/common/half.h"
+#include "kernels/quant/lq4m.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 
@@ -33,13 +37,14 @@
 
 struct variant { const char *name; qn_qformat fmt; bool act; };
 static const variant VARIANTS[] = {
-    {"lq4", QN_QFORMAT_LQ4, false}, {"lq4-act", QN_QFORMAT_LQ4, true}, {"lq8", QN_QFORMAT_LQ8, false},
+    {"lq4", QN_QFORMAT_LQ4, false}, {"lq4-act", QN_QFORMAT_LQ4, true}, {"lq4m", QN_QFORMAT_LQ4M, false},
+    {"lq4m-act", QN_QFORMAT_LQ4M, true}, {"lq8", QN_QFORMAT_LQ8, false},
     {"lq8-act", QN_QFORMAT_LQ8, true}, {"lnf4", QN_QFORMAT_LNF4, false}, {"lfp4", QN_QFORMAT_LFP4, false},
     {"f16", QN_QFORMAT_F16, false}, /* the cuBLAS fp16 baseline */
 };
 struct shape { int64_t N, K; const char *name; };
 static const shape SHAPES[] = {{4096, 4096, "q/o"}, {14336, 4096, "gate/up"}, {4096, 14336, "down"}};
-static const int64_t NS[] = {1, 2, 4, 8, 16, 512};
+static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 48, 64, 128, 512}; /* without --n: 1, 2, 4, 8, 16, 512 */
 
 static uint64_t g_s = 0x2545F4914F6CDD1Dull;
 static inline uint64_t rnd() {
@@ -54,6 +59,14 @@ static void make_blocks(qn_qformat f, size_t bytes, uint8_t *w) {
     if (f == QN_QFORMAT_F16) {
         uint16_t *h = (uint16_t *)w;
         for (size_t i = 0; i < bytes / 2; i++) h[i] = qn_f32_to_f16(0.05f * (rnd_unit() - 0.5f));
+        return;
+    }
+    if (f == QN_QFORMAT_LQ4M) { /* per chunk: 1024 code bytes, then 16 scale words d | (0x6400 + z) << 16 */
+        for (size_t c = 0; c + QN_LQ4M_CHUNK_BYTES <= bytes; c += QN_LQ4M_CHUNK_BYTES)
+            for (int r = 0; r < 16; r++) {
+                const uint32_t d = qn_f32_to_f16(exp2f(-10.0f + 5.0f * rnd_unit())), sc = d | (0x6400u + rnd() % 16) << 16;
+                memcpy(w + c + 1024 + 4 * r, &sc, 4);
+            }
         return;
     }
     const size_t bb = qn_lutq_gpu_block_bytes(f);
@@ -77,6 +90,7 @@ struct op_ctx {
     int rot;
     int64_t n;
     qn_quant_path path; /* AUTO, GEMV or MMVQ (the decode path) */
+    int split;          /* opts.split (--split; 0 auto) */
     int stage;          /* the decode kernel's weight loads (quant.h opts.mmvq_stage): 0 auto, 1 --mmvq-staged, -1 --mmvq-direct */
     const void *x;
     float *y;
@@ -86,7 +100,7 @@ struct op_ctx {
 
 static int op_lutq(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
-    const qn_quant_matmul_opts o = {c->path, 0, QN_QUANT_SPLIT_AUTO, false, c->stage};
+    const qn_quant_matmul_opts o = {c->path, c->split, QN_QUANT_SPLIT_AUTO, false, c->stage};
     return qn_lutq_matmul_cuda_ex(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream, &o) == QN_OK
                ? 0 : -1;
 }
@@ -122,15 +136,16 @@ static bool n_in_list(const char *list, int64_t n) {
 
 int main(int argc, char **argv) {
     const char *fmt_list = NULL, *n_list = NULL, *json_path = NULL;
-    int stage = 0;
+    int stage = 0, split = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--fmt") && i + 1 < argc) fmt_list = argv[++i];
         else if (!strcmp(argv[i], "--n") && i + 1 < argc) n_list = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--split") && i + 1 < argc) split = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--mmvq-staged")) stage = 1;
         else if (!strcmp(argv[i], "--mmvq-direct")) stage = -1;
         else {
-            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--json FILE]\n"
+            fprintf(stderr, "usage: %s [--fmt lq4,lq4-act,lq8,lq8-act,lnf4,lfp4,f16] [--n 1,2,4,8,16,512] [--split S] [--json FILE]\n"
                             "          [--mmvq-staged|--mmvq-direct]  (decode path: weights all staged through shared memory, or all read directly; A/B runs)\n", argv[0]);
             return 2;
         }
@@ -159,7 +174,7 @@ int main(int argc, char **argv) {
             if (!in_list(fmt_list, v.name)) continue;
             const size_t wb = v.fmt == QN_QFORMAT_F16 ? 2 * (size_t)(sh.N * sh.K) : (size_t)sh.N * qn_qformat_row_bytes(v.fmt, sh.K);
             op_ctx *c = (op_ctx *)calloc(1, sizeof(op_ctx));
-            c->qc = &qc, c->blas = blas, c->stage = stage;
+            c->qc = &qc, c->blas = blas, c->stage = stage, c->split = split;
             c->rot = qn_bench_rotations(&env, wb);
             if (c->rot > 256) c->rot = 256;
             uint8_t *h = (uint8_t *)malloc(wb);
@@ -190,12 +205,14 @@ int main(int argc, char **argv) {
             CK(cudaMalloc((void **)&c->y, sizeof(float) * (size_t)(nmax * sh.N)));
             c->x = x;
             for (int64_t n : NS) {
-                if (!n_in_list(n_list, n)) continue;
+                if (!n_in_list(n_list ? n_list : "1,2,4,8,16,512", n)) continue;
                 c->n = n;
                 const bool lutq = v.fmt != QN_QFORMAT_F16;
-                const bool both = lutq && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
-                const qn_quant_path auto_path = qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
-                                                                                    : qn_quant_select_path(v.fmt, qc.sm, n);
+                const bool m4 = v.fmt == QN_QFORMAT_LQ4M;
+                const bool both = lutq && !m4 && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
+                const qn_quant_path auto_path = m4 ? (n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA : QN_QUANT_PATH_DEQUANT_CUBLAS)
+                                                : qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
+                                                                                      : qn_quant_select_path(v.fmt, qc.sm, n);
                 const qn_quant_path paths[2] = {both ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_AUTO, QN_QUANT_PATH_GEMV};
                 for (int pi = 0; pi < (both ? 2 : 1); pi++) {
                     c->path = paths[pi];

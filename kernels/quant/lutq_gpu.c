@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/common/half.h"
+#include "kernels/quant/lq4m.h"
 #include "kernels/quant/nf4/nf4_format.h"
 
 #define FP16_MAX 65504.0f
@@ -87,6 +88,7 @@ qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out)
 }
 
 qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out) {
+    if (fmt == QN_QFORMAT_LQ4M) return qn_lq4m_repack_rows(w, r0, r1, out);
     if (!qn_lutq_gpu_is_format(fmt) || w->k % QN_LUTQ_GPU_BLOCK || r0 < 0 || r1 < r0 || r1 > w->n)
         return QN_ERR_INVALID_ARG;
     const int64_t nb = w->k / QN_LUTQ_GPU_BLOCK;
@@ -123,6 +125,10 @@ qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64
 /* --- host twin --- */
 
 void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int64_t k, uint16_t *out) {
+    if (fmt == QN_QFORMAT_LQ4M) {
+        qn_lq4m_dequant_host(blocks, n, k, out);
+        return;
+    }
     const int64_t nb = n * (k / QN_LUTQ_GPU_BLOCK);
     const size_t bb = qn_lutq_gpu_block_bytes(fmt);
     const float *map = fmt == QN_QFORMAT_LFP4 ? LQ_FP4_MAP : QN_BNB4_NF4_MAP;

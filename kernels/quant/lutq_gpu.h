@@ -71,21 +71,25 @@ static_assert(sizeof(qn_block_lnf4) == 20, "lnf4 block size");
 #define QN_LUTQ_GPU_BLOCK 32 /* columns per block */
 
 static inline bool qn_lutq_gpu_is_format(qn_qformat f) {
-    return f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4;
+    return f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4 ||
+           f == QN_QFORMAT_LQ4M; /* LQ4M: 16-row chunks, no 32-column blocks (lq4m.h) */
 }
+/* bytes of one 32-column block; 0 for LQ4M (chunks of 16 rows, lq4m.h) and other formats */
 static inline size_t qn_lutq_gpu_block_bytes(qn_qformat f) {
-    return f == QN_QFORMAT_LQ8 ? sizeof(qn_block_lq8) : qn_lutq_gpu_is_format(f) ? sizeof(qn_block_lq4) : 0;
+    return f == QN_QFORMAT_LQ8 ? sizeof(qn_block_lq8)
+           : f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4 ? sizeof(qn_block_lq4) : 0;
 }
 static inline const char *qn_lutq_gpu_format_name(qn_qformat f) {
     return f == QN_QFORMAT_LQ4 ? "lq4" : f == QN_QFORMAT_LQ8 ? "lq8" : f == QN_QFORMAT_LNF4 ? "lnf4"
-           : f == QN_QFORMAT_LFP4 ? "lfp4" : "?";
+           : f == QN_QFORMAT_LFP4 ? "lfp4" : f == QN_QFORMAT_LQ4M ? "lq4m" : "?";
 }
 
 /* --- host: format choice, repack, twin --- */
 
 /* The device format w repacks into; QN_ERR_UNSUPPORTED (reason in why) when none fits: K or a group start
  * not on a 32-column block, a scale not exact in fp16 (bf16 scales below fp16's normal range), a zero
- * point that is not an integer code, a table other than identity / NF4 / FP4, a weight that overflows fp16. */
+ * point that is not an integer code, a table other than identity / NF4 / FP4, a weight that overflows fp16.
+ * Gives LQ4 for 4-bit integer codes; the caller may take LQ4M instead where qn_lq4m_takes (lq4m.h). */
 qn_status qn_lutq_gpu_format(const qn_lutq_weight *w, qn_qformat *fmt, char *why, size_t why_cap);
 
 /* Bytes of w's blocks in fmt: n * (k / 32) blocks (rows back to back, qn_qformat_row_bytes(fmt, k) each). */
@@ -95,8 +99,12 @@ size_t qn_lutq_gpu_bytes(const qn_lutq_weight *w, qn_qformat fmt);
  * part of them: the caller uploads w->perm ([k] int32) next to them. */
 qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out);
 /* Rows [r0, r1) only, to out = their (r1 - r0) * (k / 32) blocks: disjoint row ranges may be repacked
- * concurrently (the load splits a weight over its threads); the bytes equal that slice of qn_lutq_gpu_repack. */
+ * concurrently (the load splits a weight over its threads); the bytes equal that slice of qn_lutq_gpu_repack.
+ * LQ4M (lq4m.h): r0 and r1 on 16-row strips (qn_lutq_gpu_row_unit), else QN_ERR_INVALID_ARG. */
 qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out);
+
+/* Rows a repack_rows range must start on: 16 for LQ4M, else 1. */
+static inline int64_t qn_lutq_gpu_row_unit(qn_qformat f) { return f == QN_QFORMAT_LQ4M ? 16 : 1; }
 
 /* The host twin of the device decode: out [n][k] fp16 bits in kernel column order (what
  * qn_quant_dequant_cuda(ctx, fmt, ...) writes for the same blocks), from the blocks alone. */
@@ -112,6 +120,7 @@ void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int
  * to n = 8; LNF4/LFP4 up to n = 2 (even at 4, slower at 8: 16.9 vs 14.1 us on 4096x4096). */
 static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
     if (f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) return 2;
+    if (f == QN_QFORMAT_LQ4M) return 0; /* its own mma kernel at every n up to QN_LQ4M_MMA_MAX_TOKENS (lq4m.h) */
     return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
 }
 static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {

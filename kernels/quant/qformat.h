@@ -39,6 +39,7 @@ typedef enum qn_qformat {
     QN_QFORMAT_LQ8,      /* 32 x 8-bit codes, fp16 scale, integer zero (GPTQ 8-bit) */
     QN_QFORMAT_LNF4,     /* 32 x 4-bit NF4 codes, f32 absmax: fp16(absmax * nf4[q]) (bitsandbytes) */
     QN_QFORMAT_LFP4,     /* the same with the bitsandbytes FP4 table */
+    QN_QFORMAT_LQ4M,     /* LQ4's values in 16-row x 128-column chunks for the tensor-core decode kernel (lq4m.h) */
     /* Device-only, GGUF (gguf/q6kp.h): a Q6_K block padded to 224 bytes, so that every block and field of it is
      * 16-byte aligned for the decode kernel's vector loads. Made at upload from Q6_K matmul weights. */
     QN_QFORMAT_Q6_KP = 80,

@@ -154,6 +154,7 @@ typedef struct qn_quant_cuda_ctx {
                            * first met while capturing gets the algorithms that need no workspace (measured
                            * on an H200: 8B F16 decode graphs captured before any eager step, 4.7% slower) */
     size_t blas_ws_bytes; /* QN_QUANT_BLAS_WS_BYTES */
+    int lq4m_ctas;        /* CTAs of the LQ4M mma kernel resident per SM (lq4m.h; sizes its K split), 0 = ask CUDA per call */
 } qn_quant_cuda_ctx;
 /* cuBLAS's recommended workspace on Hopper (32 MiB; 4 MiB suffices before it). */
 #define QN_QUANT_BLAS_WS_BYTES ((size_t)32 << 20)

@@ -11,6 +11,7 @@
 #include "kernels/quant/gguf/kq_dequant.h"
 #include "kernels/quant/gguf/kq_kernel.cuh"
 #include "kernels/quant/gguf/kq_mmvq.h"
+#include "kernels/quant/lq4m.h"
 #include "kernels/quant/quant.h"
 
 qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cublas_handle) {
@@ -29,6 +30,7 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->n_sm = n_sm;
     ctx->cublas = cublas_handle;
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
+    ctx->lq4m_ctas = qn_lq4m_ctas_per_sm();
     return QN_OK;
 }
 

@@ -76,6 +76,7 @@ qn_status qn_llama_cuda_copy_block(qn_llama_cuda *f, int32_t src, int32_t dst, q
 #include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
+#include "kernels/quant/lq4m.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 #include "tp/comm.h"
@@ -326,10 +327,17 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #define QN_Q80_GROUP 1
 #endif
 
-/* The format a matmul weight takes on the device: dev_format_stored, Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
+/* 1 (default): 4-bit GPTQ/AWQ weights that fit go to the device as LQ4M (lq4m.h: the mma decode kernel, 4.25 bits
+ * per weight) instead of LQ4; 0 keeps LQ4 (an A/B knob: -D). */
+#ifndef QN_LUTQ_LQ4M
+#define QN_LUTQ_LQ4M 1
+#endif
+
+/* The format a matmul weight takes on the device: dev_format_stored, LQ4 as LQ4M where it fits, Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
  * Q8_0P where its K allows. */
 static qn_qformat dev_format(const qn_weight *w) {
     const qn_qformat f = dev_format_stored(w);
+    if (QN_LUTQ_LQ4M && f == QN_QFORMAT_LQ4 && qn_lq4m_takes(w->lutq, NULL, 0)) return QN_QFORMAT_LQ4M;
     if (QN_Q6K_PAD && f == QN_QFORMAT_Q6_K) return QN_QFORMAT_Q6_KP;
     if (QN_Q3K_PAD && f == QN_QFORMAT_Q3_K) return QN_QFORMAT_Q3_KP;
     if (QN_Q80_GROUP && f == QN_QFORMAT_Q8_0 && qn_quant_check_shape(QN_QFORMAT_Q8_0P, w->n, w->k) == QN_OK)
@@ -436,8 +444,10 @@ typedef struct rows_job {
 
 static void repack_rows_fn(void *arg, int ith, int nth) {
     rows_job *j = arg;
+    const int64_t unit = qn_lutq_gpu_row_unit(j->fmt); /* LQ4M: whole 16-row strips */
     long long r0, r1;
-    qn_split_range(j->w->n, ith, nth, &r0, &r1);
+    qn_split_range((j->w->n + unit - 1) / unit, ith, nth, &r0, &r1);
+    r0 *= unit, r1 = r1 * unit < j->w->n ? r1 * unit : j->w->n;
     if (r0 >= r1) return;
     const qn_status st = qn_lutq_gpu_repack_rows(j->w, j->fmt, r0, r1, j->out + (size_t)r0 * j->row_bytes);
     int ok = QN_OK;

@@ -1,0 +1,89 @@
+/* lq4m.h — LQ4M, the Marlin-style GPU layout of 4-bit GPTQ/AWQ weights (lutq_gpu.h's LQ4 values, another
+ * byte order): every thread of a warp reads its tensor-core A fragments with one 16-byte load per 64 columns
+ * of a 16-row strip, and the scales cost 0.25 bit per weight instead of LQ4's 1.0 (4.25 bits per weight,
+ * LQ4 5.0, fp16 16). Owns: the layout, which weights take it, the host repack and host twin, the GPU entry
+ * points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many).
+ * Not: the values (lutq_gpu.h: w = fp16(d · (q − z)), d fp16, q − z an exact small integer), the CPU layout.
+ *
+ * Takes a 4-bit identity-table lutq weight whose LQ4 form exists (qn_lutq_gpu_format gives LQ4) when
+ * n % 16 == 0, k % 128 == 0 and every group starts on a multiple of 128 in kernel column order (group 128,
+ * per-channel, act-order with group 128): then one (d, z) pair holds per row and 128-column chunk.
+ *
+ * Layout: strips of 16 rows, each K/128 chunks of QN_LQ4M_CHUNK_BYTES (1088) bytes, strip-major:
+ *   chunk (s, c) at byte (s · K/128 + c) · 1088 covers rows 16s..16s+15, kernel columns 128c..128c+127:
+ *   [0, 1024)    codes: u32 word[h][lane][i], h < 2, lane < 32, i < 4 (lane's two 16-byte loads, h = 0, 1).
+ *                Word (h, lane, i) is the A fragment of lane (g = lane / 4, t = lane % 4) for the 16x16 tile
+ *                j = i % 2 of column pair-block p = 2h + i / 2, whose k slots map to kernel columns
+ *                k_m = 128c + 32p + 8t + 4j + m (m < 4; the mma's B fragment of lane t is then x[8t .. 8t+7]
+ *                of that 32-column block, one 16-byte load). Its nibbles hold:
+ *                  nibble 0: row g, k_0    nibble 1: row g+8, k_0    nibble 2: row g, k_2    nibble 3: row g+8, k_2
+ *                  nibble 4: row g, k_1    nibble 5: row g+8, k_1    nibble 6: row g, k_3    nibble 7: row g+8, k_3
+ *                so (word >> 4e) & 0x000F000F | 0x64006400 is the half2 (1024 + q, 1024 + q') of register e of
+ *                the fragment (a0: row g k_0 k_1, a1: row g+8 k_0 k_1, a2: row g k_2 k_3, a3: row g+8 k_2 k_3).
+ *   [1024, 1088) scales: u32 per strip row r < 16: fp16 bits of d (low half) | (0x6400 + z) << 16 (high).
+ * Row bytes (qn_qformat_row_bytes): K / 128 · 68. */
+#ifndef QN_LQ4M_H
+#define QN_LQ4M_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/lutq.h"
+#include "kernels/quant/qformat.h"
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QN_LQ4M_ROWS 16          /* rows per strip */
+#define QN_LQ4M_COLS 128         /* columns per chunk (and per scale) */
+#define QN_LQ4M_CHUNK_BYTES 1088 /* 1024 code bytes + 16 scales */
+
+/* Whether w (already taken by LQ4: qn_lutq_gpu_format) fits LQ4M; why says what does not (may be NULL). */
+bool qn_lq4m_takes(const qn_lutq_weight *w, char *why, size_t why_cap);
+
+/* Writes rows [r0, r1) of w (r0, r1 multiples of 16, or r1 == w->n) as LQ4M to out = their strips, the same
+ * bytes as that slice of the whole repack (rows back to back at qn_qformat_row_bytes(LQ4M, k) per row).
+ * QN_ERR_INVALID_ARG for unaligned rows, QN_ERR_UNSUPPORTED for a weight qn_lq4m_takes refuses. */
+qn_status qn_lq4m_repack_rows(const qn_lutq_weight *w, int64_t r0, int64_t r1, void *out);
+
+/* The host twin of the device decode: out [n][k] fp16 bits in kernel column order, from the chunks alone
+ * (equal to qn_lutq_gpu_dequant_host of the LQ4 blocks of the same weight). */
+void qn_lq4m_dequant_host(const void *chunks, int64_t n, int64_t k, uint16_t *out);
+
+/* --- GPU (definitions only with QN_HAVE_CUDA) --- */
+
+typedef struct qn_quant_cuda_ctx qn_quant_cuda_ctx;
+struct qn_quant_matmul_opts;
+
+/* n <= this under AUTO: the mma kernel (in launches of up to 16 tokens); beyond, dequant to fp16 + cuBLAS. */
+#ifndef QN_LQ4M_MMA_MAX_TOKENS
+#define QN_LQ4M_MMA_MAX_TOKENS 48
+#endif
+
+/* Workspace bytes of qn_lq4m_matmul_cuda for n tokens on path (AUTO, MMVQ / GEMV = the mma kernel,
+ * DEQUANT_CUBLAS) of an N x K weight: the split-K counters (64 KB, zero between calls) and partial tiles, or the
+ * fp16 weights; with act_order, the gathered x [n][K] fp16 behind them. 0 for a shape LQ4M does not take. */
+size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path /* qn_quant_path */, int64_t N, int64_t K,
+                              bool act_order, int64_t n);
+
+/* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
+ * W the LQ4M chunks at w (device, 16-byte aligned). opts: NULL / AUTO, or path MMVQ / GEMV (the mma kernel,
+ * any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2, 4, 8, 16; 0 = auto).
+ * Deterministic; no allocation or synchronisation (CUDA-graph capturable). */
+qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const int32_t *perm, int64_t N, int64_t K,
+                              const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream,
+                              const struct qn_quant_matmul_opts *opts);
+
+/* CTAs of the mma kernel resident per SM on the current device (qn_quant_cuda_ctx.lq4m_ctas), at least 1. */
+int qn_lq4m_ctas_per_sm(void);
+
+/* out [N][K] fp16 (kernel column order) = the weights, as qn_lq4m_dequant_host. */
+qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_LQ4M_H */

@@ -1,0 +1,347 @@
+/* lq4m_cuda.cu — the GPU entry points of lq4m.h: the tensor-core matmul over LQ4M chunks for few tokens, the
+ * dequant to fp16 (+ cuBLAS for many tokens), the act-order gather in front (lutq_gpu.h). Holds no state.
+ *
+ * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps takes one 16-row strip and a run
+ * of its 128-column chunks (split-K over gridDim.y); warp w takes chunks w, w + WARPS, ... of the run. Per
+ * chunk a lane makes two 16-byte streaming loads of codes (its A fragments of 8 tiles) and two 4-byte scale
+ * loads, prefetched one chunk ahead; per 32-column block and group of 8 tokens one 16-byte load of x (its B
+ * fragments of two tiles: lq4m.h maps the k slots so). A fragment register = (code pair | 0x6400) as half2
+ * (1024 + q), minus (1024 + z), times d: exact before its one rounding, the host twin's bits. mma.sync
+ * m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up to 16 per launch in two groups). The
+ * warps' tiles are summed in shared memory in warp order; with a split, each CTA writes its tile to the
+ * workspace and the last CTA of the strip (arrival counter) sums the split's tiles in order: deterministic. */
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_util.cuh"
+#include "kernels/quant/lq4m.h"
+#include "kernels/quant/lutq_gpu.h"
+#include "kernels/quant/quant.h"
+
+#define LQ4M_WARPS 4
+#define LQ4M_THREADS (LQ4M_WARPS * 32)
+#define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
+#define LQ4M_WS_COUNTERS ((size_t)64 * 1024) /* quant.h: split-K arrival counters first, zero between calls */
+#define LQ4M_MAX_SPLIT 16
+#define LQ4M_TOKENS 16 /* per launch: two groups of 8 */
+
+static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* 16 code bytes that this kernel reads once: not kept in L1 */
+__device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* One code word (lq4m.h) to the four A-fragment registers, with row g's scale word sg and row g+8's sh
+ * (d | (0x6400 + z) << 16). */
+__device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh, uint32_t a[4]) {
+    const __half2 zg = qn_bits_h2(__byte_perm(sg, 0, 0x3232)), dg = qn_bits_h2(__byte_perm(sg, 0, 0x1010));
+    const __half2 zh = qn_bits_h2(__byte_perm(sh, 0, 0x3232)), dh = qn_bits_h2(__byte_perm(sh, 0, 0x1010));
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const __half2 q = qn_bits_h2(((v >> (4 * e)) & 0x000F000Fu) | 0x64006400u); /* (1024 + q, 1024 + q') */
+        a[e] = qn_h2_bits(__hmul2(__hsub2(q, (e & 1) ? zh : zg), (e & 1) ? dh : dg));
+    }
+}
+
+struct lq4m_chunk {
+    uint4 q0, q1;    /* code words (h = 0, 1) */
+    uint32_t sg, sh; /* scale words of rows g, g + 8 */
+};
+
+__device__ __forceinline__ lq4m_chunk lq4m_load(const uint4 *ch, int lane, int g) {
+    lq4m_chunk c;
+    c.q0 = lq4m_ld_stream(ch + lane);
+    c.q1 = lq4m_ld_stream(ch + 32 + lane);
+    const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
+    c.sg = __ldg(sc + g);
+    c.sh = __ldg(sc + g + 8);
+    return c;
+}
+
+/* NG groups of 8 tokens (n <= 8 NG). y [n][N] f32; part [strips][split][NG * 128] f32 and cnt [strips] when
+ * gridDim.y > 1. */
+template <int NG>
+__global__ void __launch_bounds__(LQ4M_THREADS)
+    lq4m_mma_kernel(const uint4 *__restrict__ w, /* [N/16][K/128] chunks */
+                    const __half *__restrict__ x, /* [n][K] kernel column order */
+                    float *__restrict__ y,        /* [n][N] */
+                    int n, int64_t N, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int64_t strip = blockIdx.x;
+    const int nch = (int)(K / QN_LQ4M_COLS);
+    const int c0 = (int)blockIdx.y * cps, c1 = min(c0 + cps, nch);
+    const uint4 *ws = w + (size_t)strip * (size_t)nch * LQ4M_U4;
+    const __half *xr[NG];
+    bool xv[NG];
+#pragma unroll
+    for (int ng = 0; ng < NG; ng++) {
+        const int tok = 8 * ng + g;
+        xv[ng] = tok < n;
+        xr[ng] = x + (size_t)(xv[ng] ? tok : 0) * (size_t)K + 8 * t;
+    }
+    float acc[NG][4];
+#pragma unroll
+    for (int ng = 0; ng < NG; ng++) acc[ng][0] = acc[ng][1] = acc[ng][2] = acc[ng][3] = 0.f;
+
+    int c = c0 + warp;
+    lq4m_chunk nx = {};
+    if (c < c1) nx = lq4m_load(ws + (size_t)c * LQ4M_U4, lane, g);
+    for (; c < c1; c += LQ4M_WARPS) {
+        const lq4m_chunk cur = nx;
+        if (c + LQ4M_WARPS < c1) nx = lq4m_load(ws + (size_t)(c + LQ4M_WARPS) * LQ4M_U4, lane, g);
+        uint4 xb[NG][4];
+#pragma unroll
+        for (int ng = 0; ng < NG; ng++)
+#pragma unroll
+            for (int p = 0; p < 4; p++)
+                xb[ng][p] = xv[ng] ? qn_ldg128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p) : make_uint4(0, 0, 0, 0);
+        const uint32_t words[8] = {cur.q0.x, cur.q0.y, cur.q0.z, cur.q0.w, cur.q1.x, cur.q1.y, cur.q1.z, cur.q1.w};
+#pragma unroll
+        for (int i = 0; i < 8; i++) { /* block p = i / 2, tile j = i % 2 */
+            uint32_t a[4];
+            lq4m_decode(words[i], cur.sg, cur.sh, a);
+#pragma unroll
+            for (int ng = 0; ng < NG; ng++) {
+                const uint4 b = xb[ng][i / 2];
+                qn_mma_16816(acc[ng], a[0], a[1], a[2], a[3], (i & 1) ? b.z : b.x, (i & 1) ? b.w : b.y);
+            }
+        }
+    }
+
+    /* the warps' tiles, summed in warp order; value i = (register r = i / 32, lane i % 32) */
+    __shared__ float red[LQ4M_WARPS][NG * 4][32];
+    __shared__ bool last;
+#pragma unroll
+    for (int ng = 0; ng < NG; ng++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) red[warp][ng * 4 + e][lane] = acc[ng][e];
+    __syncthreads();
+    const int split = (int)gridDim.y;
+    float sum[(NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS];
+#pragma unroll
+    for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
+        const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+        float s = 0.f;
+        if (i < NG * 128)
+#pragma unroll
+            for (int wp = 0; wp < LQ4M_WARPS; wp++) s += red[wp][i / 32][i % 32];
+        sum[u] = s;
+    }
+    if (split > 1) {
+        float *mine = part + ((size_t)strip * (size_t)split + blockIdx.y) * (NG * 128);
+#pragma unroll
+        for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
+            const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+            if (i < NG * 128) mine[i] = sum[u];
+        }
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const unsigned prev = atomicAdd(&cnt[strip], 1u);
+            last = prev == (unsigned)split - 1;
+            if (last) cnt[strip] = 0; /* every CTA of the strip has arrived: ready for the next call */
+        }
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        const float *all = part + (size_t)strip * (size_t)split * (NG * 128);
+#pragma unroll
+        for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
+            const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+            float s = 0.f;
+            if (i < NG * 128)
+                for (int k = 0; k < split; k++) s += __ldcg(all + (size_t)k * (NG * 128) + i);
+            sum[u] = s;
+        }
+    }
+#pragma unroll
+    for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
+        const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+        if (i >= NG * 128) continue;
+        const int r = i / 32, ln = i % 32, e = r % 4; /* c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8 */
+        const int tok = 8 * (r / 4) + 2 * (ln % 4) + (e & 1);
+        const int64_t row = strip * QN_LQ4M_ROWS + ln / 4 + 8 * (e >> 1);
+        if (tok < n) y[(size_t)tok * (size_t)N + row] = sum[u];
+    }
+}
+
+/* One warp per chunk: its 16 x 128 weights as fp16, two 16-byte stores per row pair and 32-column block. */
+__global__ void __launch_bounds__(256) lq4m_dequant_kernel(const uint4 *__restrict__ w, /* [N/16][K/128] chunks */
+                                                           __half *__restrict__ out,    /* [N][K] */
+                                                           int64_t n_chunks, int64_t K) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t chunk = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (chunk >= n_chunks) return;
+    const int64_t nch = K / QN_LQ4M_COLS, strip = chunk / nch, c = chunk % nch;
+    const lq4m_chunk ch = lq4m_load(w + (size_t)chunk * LQ4M_U4, lane, g);
+    __half *rg = out + (size_t)(strip * QN_LQ4M_ROWS + g) * (size_t)K + (size_t)c * QN_LQ4M_COLS + 8 * t;
+    __half *rh = rg + 8 * (size_t)K;
+    const uint32_t words[8] = {ch.q0.x, ch.q0.y, ch.q0.z, ch.q0.w, ch.q1.x, ch.q1.y, ch.q1.z, ch.q1.w};
+#pragma unroll
+    for (int p = 0; p < 4; p++) {
+        uint32_t a0[4], a1[4]; /* tiles j = 0, 1: columns 8t + 4j + (0..3) of block p */
+        lq4m_decode(words[2 * p], ch.sg, ch.sh, a0);
+        lq4m_decode(words[2 * p + 1], ch.sg, ch.sh, a1);
+        qn_stg128(rg + 32 * p, make_uint4(a0[0], a0[2], a1[0], a1[2]));
+        qn_stg128(rh + 32 * p, make_uint4(a0[1], a0[3], a1[1], a1[3]));
+    }
+}
+
+/* --- host --- */
+
+static bool lq4m_shape_ok(int64_t N, int64_t K) {
+    return N >= 0 && K > 0 && N % QN_LQ4M_ROWS == 0 && K % QN_LQ4M_COLS == 0 && K <= ((int64_t)1 << 30) &&
+           N <= ((int64_t)1 << 31);
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* CTAs of the NG = 2 instance resident per SM */
+int qn_lq4m_ctas_per_sm(void) {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2>, LQ4M_THREADS, 0) != cudaSuccess) {
+        (void)cudaGetLastError();
+        b = 1;
+    }
+    return b < 1 ? 1 : b;
+}
+
+/* The K split: the one with the least estimated time, in units of one chunk per warp: the CTAs' work spread
+ * over the resident slots plus one CTA's (the tail), each CTA costing half a unit more to start and finish and
+ * half a unit more again for a split's partial tile. Strips past the 64 KB of counters: no split. */
+static int lq4m_pick_split(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K) {
+    const int64_t strips = N / QN_LQ4M_ROWS, nch = K / QN_LQ4M_COLS;
+    if (strips > (int64_t)(LQ4M_WS_COUNTERS / sizeof(unsigned))) return 1;
+    const double slots = (double)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
+    int best = 1;
+    double best_t = 1e300;
+    for (int s = 1; s <= LQ4M_MAX_SPLIT && s <= nch; s *= 2) {
+        const int64_t cps = (nch + s - 1) / s;
+        const double per = (double)((cps + LQ4M_WARPS - 1) / LQ4M_WARPS) + (s > 1 ? 1.0 : 0.5);
+        const double tm = (double)(strips * s) * per / slots + per;
+        if (tm < best_t * 0.98) best_t = tm, best = s;
+    }
+    return best;
+}
+
+static size_t lq4m_part_bytes(int64_t N, int split) {
+    return split > 1 ? (size_t)(N / QN_LQ4M_ROWS) * (size_t)split * (2 * 128) * sizeof(float) : 0;
+}
+
+/* the mma kernel for (path, n): anything but DEQUANT_CUBLAS, AUTO up to QN_LQ4M_MMA_MAX_TOKENS (any n without
+ * a cuBLAS handle) */
+static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int64_t n) {
+    if (path == QN_QUANT_PATH_AUTO) return n <= QN_LQ4M_MMA_MAX_TOKENS || !ctx->cublas;
+    return path != QN_QUANT_PATH_DEQUANT_CUBLAS;
+}
+
+static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int64_t N, int64_t K, int64_t n,
+                              int split) {
+    if (!lq4m_mma_path(ctx, path, n)) return LQ4M_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
+    const size_t pb = lq4m_part_bytes(N, split > 0 ? split : lq4m_pick_split(ctx, N, K));
+    return pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
+}
+
+/* with a perm, the gathered x behind the path's workspace, never over the counters (lutq_cuda.cu's rule) */
+static size_t lq4m_x_offset(size_t inner) { return align256(inner > LQ4M_WS_COUNTERS ? inner : LQ4M_WS_COUNTERS); }
+
+size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path, int64_t N, int64_t K, bool act_order, int64_t n) {
+    if (!ctx || n <= 0 || N <= 0 || !lq4m_shape_ok(N, K)) return 0;
+    const size_t inner = lq4m_inner_size(ctx, (qn_quant_path)path, N, K, n, 0);
+    if (!act_order) return inner;
+    return lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half));
+}
+
+qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, void *stream) {
+    if (!lq4m_shape_ok(N, K)) return QN_ERR_SHAPE;
+    if (!w || !out || !aligned16(w) || !aligned16(out)) return QN_ERR_INVALID_ARG;
+    const int64_t chunks = N / QN_LQ4M_ROWS * (K / QN_LQ4M_COLS);
+    if (chunks == 0) return QN_OK;
+    const int64_t blocks = (chunks + 7) / 8;
+    if (blocks > 0x7fffffff) return QN_ERR_SHAPE;
+    lq4m_dequant_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>((const uint4 *)w, (__half *)out, chunks, K);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N, int64_t K, const __half *x,
+                          int64_t n, float *y, int split, void *ws, size_t ws_bytes, cudaStream_t s) {
+    const int64_t strips = N / QN_LQ4M_ROWS, nch = K / QN_LQ4M_COLS;
+    if (split > nch) split = (int)nch;
+    const int cps = (int)((nch + split - 1) / split);
+    split = (int)((nch + cps - 1) / cps); /* no empty CTAs */
+    unsigned *cnt = NULL;
+    float *part = NULL;
+    if (split > 1) {
+        if (strips > (int64_t)(LQ4M_WS_COUNTERS / sizeof(unsigned)) || !ws ||
+            ws_bytes < LQ4M_WS_COUNTERS + lq4m_part_bytes(N, split))
+            return QN_ERR_INVALID_ARG;
+        cnt = (unsigned *)ws;
+        part = (float *)((uint8_t *)ws + LQ4M_WS_COUNTERS);
+    }
+    if (strips > 0x7fffffff) return QN_ERR_SHAPE;
+    const dim3 grid((unsigned)strips, (unsigned)split, 1);
+    for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
+        const int take = (int)(n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS);
+        const __half *xt = x + t0 * K;
+        float *yt = y + t0 * N;
+        if (take <= 8)
+            lq4m_mma_kernel<1><<<grid, LQ4M_THREADS, 0, s>>>((const uint4 *)w, xt, yt, take, N, K, cps, part, cnt);
+        else
+            lq4m_mma_kernel<2><<<grid, LQ4M_THREADS, 0, s>>>((const uint4 *)w, xt, yt, take, N, K, cps, part, cnt);
+        QN_CUDA_TRY_LAUNCH();
+    }
+    return QN_OK;
+}
+
+qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const int32_t *perm, int64_t N, int64_t K,
+                              const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream,
+                              const qn_quant_matmul_opts *opts) {
+    if (!ctx) return QN_ERR_INVALID_ARG;
+    if (!lq4m_shape_ok(N, K)) return QN_ERR_SHAPE;
+    if (n < 0) return QN_ERR_SHAPE;
+    if (n == 0 || N == 0) return QN_OK;
+    if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+    if (!w || !x || !y || !aligned16(w) || !aligned16(x) || (workspace && !aligned16(workspace)))
+        return QN_ERR_INVALID_ARG;
+    const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    const int split = opts ? opts->split : 0;
+    if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
+    const bool mma = lq4m_mma_path(ctx, path, n);
+    if (!mma && !ctx->cublas) return QN_ERR_INVALID_ARG;
+    const size_t inner = lq4m_inner_size(ctx, path, N, K, n, split);
+    const size_t need = perm ? lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half)) : inner;
+    if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
+    const cudaStream_t s = (cudaStream_t)stream;
+    const void *xk = x;
+    if (perm) {
+        void *xp = (uint8_t *)workspace + lq4m_x_offset(inner);
+        const qn_status st = qn_lutq_gather_cuda(x, perm, n, K, xp, stream);
+        if (st != QN_OK) return st;
+        xk = xp;
+    }
+    if (mma)
+        return lq4m_mma(ctx, w, N, K, (const __half *)xk, n, y, split > 0 ? split : lq4m_pick_split(ctx, N, K),
+                        workspace, inner, s);
+    /* dequant + cuBLAS: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace (quant.h's path) */
+    if (N > INT32_MAX || n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
+    void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
+    qn_status st = qn_lq4m_dequant_cuda(w, N, K, w16, stream);
+    if (st != QN_OK) return st;
+    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
+    const float alpha = 1.0f, beta = 0.0f;
+    QN_CUBLAS_TRY(cublasSetStream(h, s));
+    if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
+    QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, w16, CUDA_R_16F, (int)K, xk,
+                               CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return QN_OK;
+}

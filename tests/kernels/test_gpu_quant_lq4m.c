@@ -1,0 +1,294 @@
+/* test_gpu_quant_lq4m.c — LQ4M (kernels/quant/lq4m.h) on the GPU: the tensor-core mma kernel (n = 1..48 under
+ * AUTO, in launches of up to 16 tokens; any n on an explicit path; every K split 1..16) and dequant + cuBLAS
+ * (n = 49, 100, and an explicit small n), with and without act-order, against a double-precision reference.
+ *
+ * Reference: W = qn_lutq_dequant_ref with round = F16 (= the LQ4M host twin, test_quant_lq4m.c), y[t][r] =
+ * sum_k W[r][k] x[t][k] in double over the original column order (act-order checks the gather). The device
+ * weights equal W exactly (checked below: the dequant kernel against the host twin, bit for bit), x is fp16,
+ * so every product is exact and only the f32 sums round (mma accumulation, the warps' and the split's tiles):
+ *   |y - ref| <= 2^-13 sum_k |W x| per output, NMSE <= 1e-10 per case (expected ~1e-14); one code, nibble
+ *   position, scale, zero or permutation wrong moves the NMSE of its case to 1e-6 or more.
+ * Outputs are poisoned (NaN) with a guard behind them; tokens past n must stay untouched; split-K counters
+ * must be back at zero; a repeat of a call gives the same bits (the split's tiles sum in a fixed order); a
+ * CUDA-graph capture replays the direct call's bits. Bad arguments are refused before any launch.
+ * Exits 77 (skipped) without a GPU. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "gpu_test.h"
+#include "kernels/common/half.h"
+#include "kernels/quant/lq4m.h"
+#include "kernels/quant/lutq_gpu.h"
+#include "kernels/quant/quant.h"
+#include "ref/ref_lutq_synth.h"
+
+#define GUARD 64
+
+typedef struct env {
+    qn_quant_cuda_ctx ctx;
+    cublasHandle_t blas;
+} env;
+
+static int setup(void **state) {
+    static env e;
+    if (qn_gpu_test_setup(state) != 0) return -1;
+    if (cublasCreate(&e.blas) != CUBLAS_STATUS_SUCCESS) return -1;
+    if (qn_quant_cuda_ctx_init(&e.ctx, 0, e.blas) != QN_OK) return -1;
+    *state = &e;
+    return 0;
+}
+
+static int teardown(void **state) {
+    env *e = *state;
+    cublasDestroy(e->blas);
+    return qn_gpu_test_teardown(state);
+}
+
+typedef struct problem {
+    char name[96];
+    qn_lutq_weight w;
+    void *wbuf;
+    int64_t N, K, nmax;
+    uint8_t *chunks;       /* host LQ4M */
+    uint16_t *x;           /* [nmax][K] fp16, original column order */
+    double *yref, *yabs;   /* [nmax][N] */
+    qn_lutq_gpu_weight dw; /* device description */
+    void *dx;
+    float *dy; /* [nmax][N] + GUARD */
+    void *dws;
+    size_t ws_bytes;
+} problem;
+
+static void problem_init(problem *p, env *e, const qn_ref_lutq_synth *s, int64_t N, int64_t K, int64_t nmax,
+                         uint64_t seed) {
+    memset(p, 0, sizeof *p);
+    qn_rng rng;
+    qn_rng_seed(&rng, seed);
+    p->wbuf = qn_ref_lutq_synth_make(s, K, N, &rng, &p->w);
+    assert_non_null(p->wbuf);
+    char why[256];
+    if (!qn_lq4m_takes(&p->w, why, sizeof why)) fail_msg("refused: %s", why);
+    snprintf(p->name, sizeof p->name, "lq4m %d-bit g%d%s N=%lld K=%lld", s->value_bits, s->group, s->act ? " act" : "",
+             (long long)N, (long long)K);
+    p->N = N, p->K = K, p->nmax = nmax;
+    const size_t wb = qn_lutq_gpu_bytes(&p->w, QN_QFORMAT_LQ4M);
+    p->chunks = malloc(wb);
+    p->x = malloc(2 * (size_t)(nmax * K));
+    p->yref = malloc(sizeof(double) * (size_t)(nmax * N));
+    p->yabs = malloc(sizeof(double) * (size_t)(nmax * N));
+    float *W = malloc(sizeof(float) * (size_t)(N * K));
+    assert_true(p->chunks && p->x && p->yref && p->yabs && W);
+    assert_int_equal(qn_lutq_gpu_repack(&p->w, QN_QFORMAT_LQ4M, p->chunks), QN_OK);
+    qn_lutq_weight wf = p->w;
+    wf.round = QN_LUTQ_ROUND_F16;
+    qn_lutq_dequant_ref(&wf, W);
+    for (int64_t i = 0; i < nmax * K; i++) p->x[i] = qn_f32_to_f16(qn_rng_normal(&rng));
+    for (int64_t t = 0; t < nmax; t++)
+        for (int64_t r = 0; r < N; r++) {
+            double sum = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double v = (double)W[r * K + k] * (double)qn_f16_to_f32(p->x[t * K + k]);
+                sum += v, sa += fabs(v);
+            }
+            p->yref[t * N + r] = sum, p->yabs[t * N + r] = sa;
+        }
+    free(W);
+    p->dw = (qn_lutq_gpu_weight){QN_QFORMAT_LQ4M, N, K, dev_upload(p->chunks, wb),
+                                 p->w.perm ? dev_upload(p->w.perm, sizeof(int32_t) * (size_t)K) : NULL};
+    p->dx = dev_upload(p->x, 2 * (size_t)(nmax * K));
+    CK(cudaMalloc((void **)&p->dy, sizeof(float) * (size_t)(nmax * N + GUARD)));
+    /* room for every path and split: the largest partial tiles (split 16, two token groups) or fp16 weights,
+     * then the gathered x */
+    const bool act = p->w.perm != NULL;
+    size_t most = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, N, K, act, nmax);
+    const size_t cub = qn_lq4m_workspace_size(&e->ctx, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, act, nmax);
+    const size_t parts = 65536 + (size_t)(N / 16) * 16 * 256 * 4 + 256 + 2 * (size_t)(nmax * K) + 256;
+    most = most > cub ? most : cub;
+    p->ws_bytes = most > parts ? most : parts;
+    CK(cudaMalloc(&p->dws, p->ws_bytes));
+    CK(cudaMemset(p->dws, 0, p->ws_bytes));
+}
+
+static void problem_free(problem *p) {
+    free(p->wbuf), free(p->chunks), free(p->x), free(p->yref), free(p->yabs);
+    cudaFree((void *)p->dw.blocks), cudaFree((void *)p->dw.perm), cudaFree(p->dx), cudaFree(p->dy), cudaFree(p->dws);
+}
+
+static const char *path_name(qn_quant_path p) {
+    return p == QN_QUANT_PATH_MMVQ ? "mma(decode)" : p == QN_QUANT_PATH_GEMV ? "mma(gemv)"
+           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : "auto";
+}
+
+/* Runs one case, checks it and returns the outputs [n][N] (caller frees). */
+static float *run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split) {
+    const size_t ny = (size_t)(n * p->N), nall = (size_t)(p->nmax * p->N);
+    float *y = malloc(sizeof(float) * (nall + GUARD));
+    assert_non_null(y);
+    CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (nall + GUARD)));
+    const qn_quant_matmul_opts o = {path, split, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_status st = qn_lutq_matmul_cuda_ex(&e->ctx, &p->dw, p->dx, n, p->dy, p->dws, p->ws_bytes, g_stream, &o);
+    char what[200];
+    snprintf(what, sizeof what, "%s n=%lld %s split=%d", p->name, (long long)n, path_name(path), split);
+    if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
+    dev_fetch(y, p->dy, sizeof(float) * (nall + GUARD), 0, what);
+    size_t bad = 0, untouched = 0;
+    double num = 0, den = 0, worst = 0;
+    const double rel = ldexp(1, -13);
+    for (size_t i = 0; i < ny; i++) {
+        const double d = fabs((double)y[i] - p->yref[i]), tol = rel * p->yabs[i] + 1e-30;
+        if (!(d <= tol) && bad++ < 5)
+            fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what, i / (size_t)p->N,
+                    i % (size_t)p->N, y[i], p->yref[i], d, tol);
+        if (d / tol > worst) worst = d / tol;
+        num += d * d, den += p->yref[i] * p->yref[i];
+    }
+    for (size_t i = ny; i < nall + GUARD; i++) { /* later tokens' rows and the guard: still poison */
+        uint32_t u;
+        memcpy(&u, &y[i], 4);
+        untouched += u == 0xFFFFFFFFu;
+    }
+    const double nmse = den > 0 ? num / den : num;
+    if (bad || !(nmse <= 1e-10) || untouched != nall + GUARD - ny)
+        fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-10), worst |d|/tol %.3g, %zu words past n written",
+                 what, bad, ny, nmse, worst, nall + GUARD - ny - untouched);
+    return y;
+}
+
+static void check_counters_zero(problem *p) {
+    uint32_t *c = malloc(65536);
+    assert_non_null(c);
+    CK(cudaMemcpy(c, p->dws, 65536, cudaMemcpyDeviceToHost));
+    size_t nz = 0;
+    for (size_t i = 0; i < 65536 / 4; i++) nz += c[i] != 0;
+    free(c);
+    if (nz) fail_msg("%s: %zu split-K counters left non-zero", p->name, nz);
+}
+
+/* The dequant kernel equals the host twin bit for bit (kernel column order). */
+static void check_dequant(problem *p) {
+    const size_t ob = 2 * (size_t)(p->N * p->K);
+    uint16_t *twin = malloc(ob), *got = malloc(ob);
+    assert_true(twin && got);
+    qn_lutq_gpu_dequant_host(QN_QFORMAT_LQ4M, p->chunks, p->N, p->K, twin);
+    void *dout = dev_poisoned(ob, 256);
+    assert_int_equal(qn_lq4m_dequant_cuda(p->dw.blocks, p->N, p->K, dout, g_stream), QN_OK);
+    dev_fetch(got, dout, ob, 256, "lq4m dequant");
+    cudaFree(dout);
+    size_t bad = 0;
+    for (size_t i = 0; i < ob / 2; i++)
+        if (got[i] != twin[i] && bad++ < 5)
+            fprintf(stderr, "  dequant %s [%zu][%zu]: %04x, twin %04x\n", p->name, i / (size_t)p->K, i % (size_t)p->K,
+                    got[i], twin[i]);
+    free(twin), free(got);
+    if (bad) fail_msg("dequant %s: %zu weights differ from the host twin", p->name, bad);
+}
+
+/* 4-bit g128 act-order (GPTQ), g128 plain (AWQ / GPTQ), 3-bit per-channel, 2-bit g128 act-order */
+static const qn_ref_lutq_synth CASES[] = {
+    {4, 4, 128, true, 0, QN_LUTQ_ROUND_F16},
+    {4, 4, 128, false, 0, QN_LUTQ_ROUND_F16},
+    {4, 3, 0, false, 0, QN_LUTQ_ROUND_F16},
+    {4, 2, 128, true, 0, QN_LUTQ_ROUND_BF16},
+};
+
+static void test_matmul(void **state) {
+    env *e = *state;
+    const int64_t Ns[] = {48, 1040}, Ks[] = {384, 4224}; /* 3 strips x 3 chunks; 65 strips x 33 chunks */
+    for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++)
+        for (int si = 0; si < 2; si++) {
+            if (qn_gpu_test_quick() && ci > 1) break;
+            problem p;
+            problem_init(&p, e, &CASES[ci], Ns[si], Ks[si], 100, 500 + 7 * ci + (uint64_t)si);
+            const int64_t ns[] = {1, 2, 3, 8, 9, 16, 17, 33, 48, 49, 100};
+            for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) free(run_case(e, &p, ns[i], QN_QUANT_PATH_AUTO, 0));
+            free(run_case(e, &p, 5, QN_QUANT_PATH_MMVQ, 0));
+            free(run_case(e, &p, 70, QN_QUANT_PATH_GEMV, 0));
+            free(run_case(e, &p, 5, QN_QUANT_PATH_DEQUANT_CUBLAS, 0));
+            for (int s = 1; s <= 16; s *= 2) {
+                float *a = run_case(e, &p, s == 1 ? 1 : s == 2 ? 7 : 16, QN_QUANT_PATH_MMVQ, s);
+                float *b = run_case(e, &p, s == 1 ? 1 : s == 2 ? 7 : 16, QN_QUANT_PATH_MMVQ, s);
+                if (memcmp(a, b, sizeof(float) * (size_t)(p.N * (s == 1 ? 1 : s == 2 ? 7 : 16))))
+                    fail_msg("%s split=%d: a repeat gave other bits", p.name, s);
+                free(a), free(b);
+            }
+            check_counters_zero(&p);
+            check_dequant(&p);
+            problem_free(&p);
+        }
+}
+
+/* A decode call (gather + mma with a split) captured in a CUDA graph and replayed: the direct call's bits. */
+static void test_graph(void **state) {
+    env *e = *state;
+    problem p;
+    problem_init(&p, e, &CASES[0], 1040, 4224, 4, 91);
+    const int64_t n = 3;
+    const size_t ny = (size_t)(n * p.N);
+    float *y0 = run_case(e, &p, n, QN_QUANT_PATH_AUTO, 0), *y1 = malloc(4 * ny);
+    assert_non_null(y1);
+    CK(cudaMemset(p.dy, 0xFF, 4 * ny));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+    const qn_status st = qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, n, p.dy, p.dws, p.ws_bytes, g_stream);
+    CK(cudaStreamEndCapture(g_stream, &g));
+    assert_int_equal(st, QN_OK);
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    for (int rep = 0; rep < 2; rep++) CK(cudaGraphLaunch(ge, g_stream));
+    CK(cudaStreamSynchronize(g_stream));
+    CK(cudaMemcpy(y1, p.dy, 4 * ny, cudaMemcpyDeviceToHost));
+    assert_memory_equal(y0, y1, 4 * ny);
+    cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
+    check_counters_zero(&p);
+    free(y0), free(y1);
+    problem_free(&p);
+}
+
+/* Refusals before any launch. */
+static void test_bad_args(void **state) {
+    env *e = *state;
+    problem p;
+    problem_init(&p, e, &CASES[0], 48, 384, 4, 13);
+    const qn_quant_matmul_opts split3 = {QN_QUANT_PATH_MMVQ, 3, QN_QUANT_SPLIT_AUTO, false, 0};
+    assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &p.dw, p.dx, 1, p.dy, p.dws, p.ws_bytes, g_stream, &split3),
+                     QN_ERR_INVALID_ARG);
+    const size_t need = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, 48, 384, true, 4);
+    assert_true(need >= 65536 + 2 * 4 * 384); /* act-order: the gathered x behind the counters */
+    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, 4, p.dy, p.dws, need - 1, g_stream), QN_ERR_INVALID_ARG);
+    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &p.dw, (const uint8_t *)p.dx + 2, 1, p.dy, p.dws, p.ws_bytes,
+                                         g_stream),
+                     QN_ERR_INVALID_ARG);
+    qn_lutq_gpu_weight odd = p.dw;
+    odd.n = 40;
+    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &odd, p.dx, 1, p.dy, p.dws, p.ws_bytes, g_stream), QN_ERR_SHAPE);
+    odd = p.dw, odd.k = 320;
+    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &odd, p.dx, 1, p.dy, p.dws, p.ws_bytes, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, -1, p.dy, p.dws, p.ws_bytes, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, 40, 384, false, 1), 0);
+    assert_int_equal(qn_lq4m_dequant_cuda(p.dw.blocks, 48, 320, p.dws, g_stream), QN_ERR_SHAPE);
+    /* not taken by the int8 decode kernels: no q8 of x to write, no grouped launch */
+    assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &p.dw, p.dx, 1, p.dws, p.ws_bytes, g_stream), QN_ERR_UNSUPPORTED);
+    const qn_quant_mat mats[1] = {{p.dw.blocks, 48, p.dy}};
+    assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, QN_QFORMAT_LQ4M, mats, 1, 384, p.dx, 1, p.dws, p.ws_bytes,
+                                                g_stream, NULL),
+                     QN_ERR_UNSUPPORTED);
+    CK(cudaStreamSynchronize(g_stream));
+    problem_free(&p);
+}
+
+int main(void) {
+    if (qn_gpu_test_skip("test_gpu_quant_lq4m")) return 77;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_graph),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
