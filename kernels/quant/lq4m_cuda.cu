@@ -67,19 +67,22 @@ __device__ __forceinline__ lq4m_chunk lq4m_load(const uint4 *ch, int lane, int g
     return c;
 }
 
-/* NG groups of 8 tokens (n <= 8 NG). y [n][N] f32; part [strips][split][NG * 128] f32 and cnt [strips] when
- * gridDim.y > 1. */
-template <int NG>
+/* NG groups of 8 tokens (n <= 8 NG), R strips per CTA (and per warp: each B fragment serves R A fragments, which
+ * halves the activation loads per weight byte at R = 2). y [n][N] f32; with gridDim.y > 1, part
+ * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1). */
+template <int NG, int R>
 __global__ void __launch_bounds__(LQ4M_THREADS)
     lq4m_mma_kernel(const uint4 *__restrict__ w, /* [N/16][K/128] chunks */
                     const __half *__restrict__ x, /* [n][K] kernel column order */
                     float *__restrict__ y,        /* [n][N] */
                     int n, int64_t N, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    constexpr int NV = R * NG * 128;                          /* outputs of a CTA's tile, 4 per lane per mma tile */
+    constexpr int PER = (NV + LQ4M_THREADS - 1) / LQ4M_THREADS; /* of them per thread */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int64_t strip = blockIdx.x;
+    const int64_t tile = blockIdx.x, strip0 = tile * R;
     const int nch = (int)(K / QN_LQ4M_COLS);
     const int c0 = (int)blockIdx.y * cps, c1 = min(c0 + cps, nch);
-    const uint4 *ws = w + (size_t)strip * (size_t)nch * LQ4M_U4;
+    const uint4 *ws = w + (size_t)strip0 * (size_t)nch * LQ4M_U4; /* strip r at ws + r * nch * LQ4M_U4 */
     const __half *xr[NG];
     bool xv[NG];
 #pragma unroll
@@ -88,88 +91,106 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         xv[ng] = tok < n;
         xr[ng] = x + (size_t)(xv[ng] ? tok : 0) * (size_t)K + 8 * t;
     }
-    float acc[NG][4];
+    float acc[R][NG][4];
 #pragma unroll
-    for (int ng = 0; ng < NG; ng++) acc[ng][0] = acc[ng][1] = acc[ng][2] = acc[ng][3] = 0.f;
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int ng = 0; ng < NG; ng++) acc[r][ng][0] = acc[r][ng][1] = acc[r][ng][2] = acc[r][ng][3] = 0.f;
 
+    /* chunks c, c + WARPS (two in flight per strip besides the one being used) */
+    lq4m_chunk b0[R] = {}, b1[R] = {};
     int c = c0 + warp;
-    lq4m_chunk nx = {};
-    if (c < c1) nx = lq4m_load(ws + (size_t)c * LQ4M_U4, lane, g);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        if (c < c1) b0[r] = lq4m_load(ws + ((size_t)r * nch + c) * LQ4M_U4, lane, g);
+        if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
+    }
     for (; c < c1; c += LQ4M_WARPS) {
-        const lq4m_chunk cur = nx;
-        if (c + LQ4M_WARPS < c1) nx = lq4m_load(ws + (size_t)(c + LQ4M_WARPS) * LQ4M_U4, lane, g);
+        lq4m_chunk cur[R];
+        const bool more = c + 2 * LQ4M_WARPS < c1;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            cur[r] = b0[r], b0[r] = b1[r];
+            if (more) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + 2 * LQ4M_WARPS) * LQ4M_U4, lane, g);
+        }
         uint4 xb[NG][4];
 #pragma unroll
         for (int ng = 0; ng < NG; ng++)
 #pragma unroll
             for (int p = 0; p < 4; p++)
                 xb[ng][p] = xv[ng] ? qn_ldg128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p) : make_uint4(0, 0, 0, 0);
-        const uint32_t words[8] = {cur.q0.x, cur.q0.y, cur.q0.z, cur.q0.w, cur.q1.x, cur.q1.y, cur.q1.z, cur.q1.w};
 #pragma unroll
-        for (int i = 0; i < 8; i++) { /* block p = i / 2, tile j = i % 2 */
-            uint32_t a[4];
-            lq4m_decode(words[i], cur.sg, cur.sh, a);
+        for (int i = 0; i < 8; i++) /* block p = i / 2, tile j = i % 2 */
 #pragma unroll
-            for (int ng = 0; ng < NG; ng++) {
-                const uint4 b = xb[ng][i / 2];
-                qn_mma_16816(acc[ng], a[0], a[1], a[2], a[3], (i & 1) ? b.z : b.x, (i & 1) ? b.w : b.y);
+            for (int r = 0; r < R; r++) {
+                const uint32_t word = i < 4 ? (i == 0 ? cur[r].q0.x : i == 1 ? cur[r].q0.y : i == 2 ? cur[r].q0.z : cur[r].q0.w)
+                                            : (i == 4 ? cur[r].q1.x : i == 5 ? cur[r].q1.y : i == 6 ? cur[r].q1.z : cur[r].q1.w);
+                uint32_t a[4];
+                lq4m_decode(word, cur[r].sg, cur[r].sh, a);
+#pragma unroll
+                for (int ng = 0; ng < NG; ng++) {
+                    const uint4 b = xb[ng][i / 2];
+                    qn_mma_16816(acc[r][ng], a[0], a[1], a[2], a[3], (i & 1) ? b.z : b.x, (i & 1) ? b.w : b.y);
+                }
             }
-        }
     }
 
-    /* the warps' tiles, summed in warp order; value i = (register r = i / 32, lane i % 32) */
-    __shared__ float red[LQ4M_WARPS][NG * 4][32];
+    /* the warps' tiles, summed in warp order; value v = (register ri = v / 32 = (r NG + ng) 4 + e, lane v % 32) */
+    __shared__ float red[LQ4M_WARPS][R * NG * 4][32];
     __shared__ bool last;
 #pragma unroll
-    for (int ng = 0; ng < NG; ng++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) red[warp][ng * 4 + e][lane] = acc[ng][e];
+        for (int ng = 0; ng < NG; ng++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) red[warp][(r * NG + ng) * 4 + e][lane] = acc[r][ng][e];
     __syncthreads();
     const int split = (int)gridDim.y;
-    float sum[(NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS];
+    float sum[PER];
 #pragma unroll
-    for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
-        const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+    for (int u = 0; u < PER; u++) {
+        const int v = (int)threadIdx.x + u * LQ4M_THREADS;
         float s = 0.f;
-        if (i < NG * 128)
+        if (v < NV)
 #pragma unroll
-            for (int wp = 0; wp < LQ4M_WARPS; wp++) s += red[wp][i / 32][i % 32];
+            for (int wp = 0; wp < LQ4M_WARPS; wp++) s += red[wp][v / 32][v % 32];
         sum[u] = s;
     }
     if (split > 1) {
-        float *mine = part + ((size_t)strip * (size_t)split + blockIdx.y) * (NG * 128);
+        float *mine = part + ((size_t)tile * (size_t)split + blockIdx.y) * NV;
 #pragma unroll
-        for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
-            const int i = (int)threadIdx.x + u * LQ4M_THREADS;
-            if (i < NG * 128) mine[i] = sum[u];
+        for (int u = 0; u < PER; u++) {
+            const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+            if (v < NV) mine[v] = sum[u];
         }
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) {
-            const unsigned prev = atomicAdd(&cnt[strip], 1u);
+            const unsigned prev = atomicAdd(&cnt[tile], 1u);
             last = prev == (unsigned)split - 1;
-            if (last) cnt[strip] = 0; /* every CTA of the strip has arrived: ready for the next call */
+            if (last) cnt[tile] = 0; /* every CTA of the tile has arrived: ready for the next call */
         }
         __syncthreads();
         if (!last) return;
         __threadfence();
-        const float *all = part + (size_t)strip * (size_t)split * (NG * 128);
+        const float *all = part + (size_t)tile * (size_t)split * NV;
 #pragma unroll
-        for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
-            const int i = (int)threadIdx.x + u * LQ4M_THREADS;
+        for (int u = 0; u < PER; u++) {
+            const int v = (int)threadIdx.x + u * LQ4M_THREADS;
             float s = 0.f;
-            if (i < NG * 128)
-                for (int k = 0; k < split; k++) s += __ldcg(all + (size_t)k * (NG * 128) + i);
+            if (v < NV)
+                for (int k = 0; k < split; k++) s += __ldcg(all + (size_t)k * NV + v);
             sum[u] = s;
         }
     }
 #pragma unroll
-    for (int u = 0; u < (NG * 128 + LQ4M_THREADS - 1) / LQ4M_THREADS; u++) {
-        const int i = (int)threadIdx.x + u * LQ4M_THREADS;
-        if (i >= NG * 128) continue;
-        const int r = i / 32, ln = i % 32, e = r % 4; /* c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8 */
-        const int tok = 8 * (r / 4) + 2 * (ln % 4) + (e & 1);
-        const int64_t row = strip * QN_LQ4M_ROWS + ln / 4 + 8 * (e >> 1);
+    for (int u = 0; u < PER; u++) {
+        const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+        if (v >= NV) continue;
+        /* c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8 */
+        const int ri = v / 32, ln = v % 32, e = ri % 4, ng = (ri / 4) % NG, r = ri / (4 * NG);
+        const int tok = 8 * ng + 2 * (ln % 4) + (e & 1);
+        const int64_t row = (strip0 + r) * QN_LQ4M_ROWS + ln / 4 + 8 * (e >> 1);
         if (tok < n) y[(size_t)tok * (size_t)N + row] = sum[u];
     }
 }
@@ -205,36 +226,55 @@ static bool lq4m_shape_ok(int64_t N, int64_t K) {
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* CTAs of the NG = 2 instance resident per SM */
+/* CTAs of the heaviest instance (NG = 2, R = 2) resident per SM */
 int qn_lq4m_ctas_per_sm(void) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2>, LQ4M_THREADS, 0) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2>, LQ4M_THREADS, 0) != cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
     }
     return b < 1 ? 1 : b;
 }
 
-/* The K split: the one with the least estimated time, in units of one chunk per warp: the CTAs' work spread
- * over the resident slots plus one CTA's (the tail), each CTA costing half a unit more to start and finish and
- * half a unit more again for a split's partial tile. Strips past the 64 KB of counters: no split. */
-static int lq4m_pick_split(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K) {
+/* One launch: token groups, strips per CTA, K split. */
+typedef struct lq4m_plan {
+    int ng, r, split;
+} lq4m_plan;
+
+/* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when the strips
+ * pair up). The K split: the smallest that fills one wave of CTA slots (SMs x resident CTAs of the heaviest
+ * instance), keeping at least two chunks per warp; a forced split as given. Measured on an H100 at n = 1 (8B
+ * shapes, bench/results/gpu-lq4m-2026-12-06.md): q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1, down
+ * 4096x14336 at 4. Strips past the 64 KB of counters: no split. */
+static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t take, int forced) {
     const int64_t strips = N / QN_LQ4M_ROWS, nch = K / QN_LQ4M_COLS;
-    if (strips > (int64_t)(LQ4M_WS_COUNTERS / sizeof(unsigned))) return 1;
-    const double slots = (double)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
-    int best = 1;
-    double best_t = 1e300;
-    for (int s = 1; s <= LQ4M_MAX_SPLIT && s <= nch; s *= 2) {
-        const int64_t cps = (nch + s - 1) / s;
-        const double per = (double)((cps + LQ4M_WARPS - 1) / LQ4M_WARPS) + (s > 1 ? 1.0 : 0.5);
-        const double tm = (double)(strips * s) * per / slots + per;
-        if (tm < best_t * 0.98) best_t = tm, best = s;
+    lq4m_plan p = {take <= 8 ? 1 : 2, take > 8 && strips % 2 == 0 ? 2 : 1, 1};
+    const int64_t tiles = strips / p.r;
+    if (forced > 0) p.split = forced;
+    else {
+        const int64_t slots = (int64_t)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
+        while (p.split < LQ4M_MAX_SPLIT && tiles * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS) p.split *= 2;
     }
-    return best;
+    if (p.split > nch) p.split = (int)nch;
+    const int64_t cps = (nch + p.split - 1) / p.split;
+    p.split = (int)((nch + cps - 1) / cps); /* no empty CTAs */
+    if (p.split > 1 && tiles > (int64_t)(LQ4M_WS_COUNTERS / sizeof(unsigned))) p.split = 1;
+    return p;
 }
 
-static size_t lq4m_part_bytes(int64_t N, int split) {
-    return split > 1 ? (size_t)(N / QN_LQ4M_ROWS) * (size_t)split * (2 * 128) * sizeof(float) : 0;
+static size_t lq4m_part_bytes(int64_t N, lq4m_plan p) {
+    return p.split > 1 ? (size_t)(N / QN_LQ4M_ROWS / p.r) * (size_t)p.split * (size_t)(p.r * p.ng * 128) * sizeof(float)
+                       : 0;
+}
+
+/* partial tiles of every launch of an n-token call: launches of 16, then the rest */
+static size_t lq4m_parts_for(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t n, int forced) {
+    size_t b = lq4m_part_bytes(N, lq4m_make_plan(ctx, N, K, n < LQ4M_TOKENS ? n : LQ4M_TOKENS, forced));
+    if (n > LQ4M_TOKENS && n % LQ4M_TOKENS) {
+        const size_t r = lq4m_part_bytes(N, lq4m_make_plan(ctx, N, K, n % LQ4M_TOKENS, forced));
+        if (r > b) b = r;
+    }
+    return b;
 }
 
 /* the mma kernel for (path, n): anything but DEQUANT_CUBLAS, AUTO up to QN_LQ4M_MMA_MAX_TOKENS (any n without
@@ -247,7 +287,7 @@ static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int6
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int64_t N, int64_t K, int64_t n,
                               int split) {
     if (!lq4m_mma_path(ctx, path, n)) return LQ4M_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
-    const size_t pb = lq4m_part_bytes(N, split > 0 ? split : lq4m_pick_split(ctx, N, K));
+    const size_t pb = lq4m_parts_for(ctx, N, K, n, split);
     return pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
 }
 
@@ -274,30 +314,27 @@ qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, v
 }
 
 static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N, int64_t K, const __half *x,
-                          int64_t n, float *y, int split, void *ws, size_t ws_bytes, cudaStream_t s) {
-    const int64_t strips = N / QN_LQ4M_ROWS, nch = K / QN_LQ4M_COLS;
-    if (split > nch) split = (int)nch;
-    const int cps = (int)((nch + split - 1) / split);
-    split = (int)((nch + cps - 1) / cps); /* no empty CTAs */
-    unsigned *cnt = NULL;
-    float *part = NULL;
-    if (split > 1) {
-        if (strips > (int64_t)(LQ4M_WS_COUNTERS / sizeof(unsigned)) || !ws ||
-            ws_bytes < LQ4M_WS_COUNTERS + lq4m_part_bytes(N, split))
-            return QN_ERR_INVALID_ARG;
-        cnt = (unsigned *)ws;
-        part = (float *)((uint8_t *)ws + LQ4M_WS_COUNTERS);
-    }
-    if (strips > 0x7fffffff) return QN_ERR_SHAPE;
-    const dim3 grid((unsigned)strips, (unsigned)split, 1);
+                          int64_t n, float *y, int forced, void *ws, size_t ws_bytes, cudaStream_t s) {
+    const int64_t nch = K / QN_LQ4M_COLS;
+    if (N / QN_LQ4M_ROWS > 0x7fffffff) return QN_ERR_SHAPE;
     for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
         const int take = (int)(n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS);
+        const lq4m_plan p = lq4m_make_plan(ctx, N, K, take, forced);
+        unsigned *cnt = NULL;
+        float *part = NULL;
+        if (p.split > 1) {
+            if (!ws || ws_bytes < LQ4M_WS_COUNTERS + lq4m_part_bytes(N, p)) return QN_ERR_INVALID_ARG;
+            cnt = (unsigned *)ws;
+            part = (float *)((uint8_t *)ws + LQ4M_WS_COUNTERS);
+        }
+        const int cps = (int)((nch + p.split - 1) / p.split);
+        const dim3 grid((unsigned)(N / QN_LQ4M_ROWS / p.r), (unsigned)p.split, 1);
         const __half *xt = x + t0 * K;
         float *yt = y + t0 * N;
-        if (take <= 8)
-            lq4m_mma_kernel<1><<<grid, LQ4M_THREADS, 0, s>>>((const uint4 *)w, xt, yt, take, N, K, cps, part, cnt);
-        else
-            lq4m_mma_kernel<2><<<grid, LQ4M_THREADS, 0, s>>>((const uint4 *)w, xt, yt, take, N, K, cps, part, cnt);
+        const uint4 *w4 = (const uint4 *)w;
+        if (p.ng == 1) lq4m_mma_kernel<1, 1><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
+        else if (p.r == 1) lq4m_mma_kernel<2, 1><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
+        else lq4m_mma_kernel<2, 2><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
         QN_CUDA_TRY_LAUNCH();
     }
     return QN_OK;
@@ -330,8 +367,7 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const
         xk = xp;
     }
     if (mma)
-        return lq4m_mma(ctx, w, N, K, (const __half *)xk, n, y, split > 0 ? split : lq4m_pick_split(ctx, N, K),
-                        workspace, inner, s);
+        return lq4m_mma(ctx, w, N, K, (const __half *)xk, n, y, split, workspace, inner, s);
     /* dequant + cuBLAS: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace (quant.h's path) */
     if (N > INT32_MAX || n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
