@@ -156,13 +156,14 @@ m1)
     done
     grep -hE "FAILED|PASSED|over tolerance|differ|status" "$W"/test_*.txt | head -20
     for tool in memcheck racecheck; do
-        # racecheck: only the lq4m kernels (cuBLAS's nvjet kernels report TMA/mbarrier hazards of their own)
-        flt=() && [ $tool = racecheck ] && flt=(--kernel-name kns=lq4m)
-        QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool "${flt[@]}" --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
+        # racecheck also reports cuBLAS's nvjet kernels (TMA/mbarrier hazards of their own): read its list by kernel
+        QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
             >"$W/$tool.txt" 2>&1
         echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
         tail -2 "$W/$tool.txt"
+        grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
     done
+    cuobjdump -sass "$B/bench/bench_gpu_lutq" 2>/dev/null | awk '/Function : .*lq4m/{f=1} /Function : /&&!/lq4m/{f=0} f' >"$W/lq4m.sass"
     timeout 150 "$B/bench/bench_gpu_lutq" --fmt lq4,lq4-act,lq4m,lq4m-act,f16 --n 1,2,4,8,16,32,48,64,512 \
         --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
     echo "bench lutq rc=$?"

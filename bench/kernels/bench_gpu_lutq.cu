@@ -217,6 +217,8 @@ int main(int argc, char **argv) {
                 for (int pi = 0; pi < (both ? 2 : 1); pi++) {
                     c->path = paths[pi];
                     c->ws_bytes = lutq ? qn_lutq_matmul_workspace_size_path(&qc, v.fmt, c->path, sh.N, sh.K, v.act, n) : 0;
+                    if (m4 && split > 0) /* a forced split's partial tiles (at most 256 floats per strip and split) */
+                        c->ws_bytes += 65536 + (size_t)(sh.N / 16) * (size_t)split * 256 * sizeof(float);
                     c->ws = NULL;
                     if (c->ws_bytes) {
                         CK(cudaMalloc(&c->ws, c->ws_bytes));

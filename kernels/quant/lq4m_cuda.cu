@@ -9,7 +9,9 @@
  * (1024 + q), minus (1024 + z), times d: exact before its one rounding, the host twin's bits. mma.sync
  * m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up to 16 per launch in two groups). The
  * warps' tiles are summed in shared memory in warp order; with a split, each CTA writes its tile to the
- * workspace and the last CTA of the strip (arrival counter) sums the split's tiles in order: deterministic. */
+ * workspace and the last CTA of the strip (arrival counter) sums the split's tiles in order: deterministic.
+ * On sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights stream in while the kernel
+ * before finishes; x is read, and anything written, only after the wait. */
 #include <stdint.h>
 
 #include <cublas_v2.h>
@@ -31,10 +33,11 @@
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* 16 code bytes that this kernel reads once: not kept in L1 */
+/* 16 code bytes that this kernel reads once: not kept in L1. volatile: kept in program order with the PDL wait
+ * (the first chunks are requested before it). */
 __device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
@@ -78,6 +81,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
                     int n, int64_t N, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
     constexpr int NV = R * NG * 128;                          /* outputs of a CTA's tile, 4 per lane per mma tile */
     constexpr int PER = (NV + LQ4M_THREADS - 1) / LQ4M_THREADS; /* of them per thread */
+    qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t tile = blockIdx.x, strip0 = tile * R;
     const int nch = (int)(K / QN_LQ4M_COLS);
@@ -105,6 +109,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         if (c < c1) b0[r] = lq4m_load(ws + ((size_t)r * nch + c) * LQ4M_U4, lane, g);
         if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
     }
+    qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
     for (; c < c1; c += LQ4M_WARPS) {
         lq4m_chunk cur[R];
         const bool more = c + 2 * LQ4M_WARPS < c1;
@@ -332,10 +337,9 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N
         const __half *xt = x + t0 * K;
         float *yt = y + t0 * N;
         const uint4 *w4 = (const uint4 *)w;
-        if (p.ng == 1) lq4m_mma_kernel<1, 1><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
-        else if (p.r == 1) lq4m_mma_kernel<2, 1><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
-        else lq4m_mma_kernel<2, 2><<<grid, LQ4M_THREADS, 0, s>>>(w4, xt, yt, take, N, K, cps, part, cnt);
-        QN_CUDA_TRY_LAUNCH();
+        void (*fn)(const uint4 *, const __half *, float *, int, int64_t, int64_t, int, float *, unsigned *) =
+            p.ng == 1 ? lq4m_mma_kernel<1, 1> : p.r == 1 ? lq4m_mma_kernel<2, 1> : lq4m_mma_kernel<2, 2>;
+        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), 0, s, ctx->sm >= 90, w4, xt, yt, take, N, K, cps, part, cnt));
     }
     return QN_OK;
 }
