@@ -150,7 +150,7 @@ m1)
     QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1
     grep -h "build: rc" "$W/check/check.log"
     ninja -C "$B" test_quant_lq4m >>"$W/check/build.log" 2>&1
-    for t in test_quant_lq4m test_gpu_quant_lq4m test_gpu_quant_lutq test_gpu_quant; do
+    for t in ${QN_M1_TESTS:-test_quant_lq4m test_gpu_quant_lq4m test_gpu_quant_lutq test_gpu_quant}; do
         timeout 150 "$B/tests/$t" >"$W/$t.txt" 2>&1
         echo "$t rc=$?"
     done
@@ -164,7 +164,7 @@ m1)
         grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
     done
     cuobjdump -sass "$B/bench/bench_gpu_lutq" 2>/dev/null | awk '/Function : .*lq4m/{f=1} /Function : /&&!/lq4m/{f=0} f' >"$W/lq4m.sass"
-    timeout 150 "$B/bench/bench_gpu_lutq" --fmt lq4,lq4-act,lq4m,lq4m-act,f16 --n 1,2,4,8,16,32,48,64,512 \
+    timeout 150 "$B/bench/bench_gpu_lutq" --fmt ${QN_M1_FMT:-lq4,lq4-act,lq4m,lq4m-act,f16} --n 1,2,4,8,16,32,48,64,512 \
         --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
     echo "bench lutq rc=$?"
     cat "$W/bench_lutq.txt"
