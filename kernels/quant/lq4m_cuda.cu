@@ -72,13 +72,18 @@ __device__ __forceinline__ lq4m_chunk lq4m_load(const uint4 *ch, int lane, int g
 
 /* NG groups of 8 tokens (n <= 8 NG), R strips per CTA (and per warp: each B fragment serves R A fragments, which
  * halves the activation loads per weight byte at R = 2). y [n][N] f32; with gridDim.y > 1, part
- * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1). */
-template <int NG, int R>
+ * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1).
+ * G (act-order): x is in the original column order and the CTA first gathers its columns of it through perm into
+ * shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps eight tokens' rows on distinct banks), instead
+ * of a gather kernel before it; the B fragments then come from there. */
+template <int NG, int R, bool G>
 __global__ void __launch_bounds__(LQ4M_THREADS)
-    lq4m_mma_kernel(const uint4 *__restrict__ w, /* [N/16][K/128] chunks */
-                    const __half *__restrict__ x, /* [n][K] kernel column order */
-                    float *__restrict__ y,        /* [n][N] */
+    lq4m_mma_kernel(const uint4 *__restrict__ w,      /* [N/16][K/128] chunks */
+                    const __half *__restrict__ x,      /* [n][K] kernel column order (G: original order) */
+                    const int32_t *__restrict__ perm,  /* G: [K] original column of kernel column j */
+                    float *__restrict__ y,             /* [n][N] */
                     int n, int64_t N, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    extern __shared__ uint4 lq4m_xs[];
     constexpr int NV = R * NG * 128;                          /* outputs of a CTA's tile, 4 per lane per mma tile */
     constexpr int PER = (NV + LQ4M_THREADS - 1) / LQ4M_THREADS; /* of them per thread */
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
@@ -93,7 +98,9 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     for (int ng = 0; ng < NG; ng++) {
         const int tok = 8 * ng + g;
         xv[ng] = tok < n;
-        xr[ng] = x + (size_t)(xv[ng] ? tok : 0) * (size_t)K + 8 * t;
+        xr[ng] = G ? reinterpret_cast<const __half *>(lq4m_xs) + (size_t)(xv[ng] ? tok : 0) * (cps * QN_LQ4M_COLS + 8) -
+                         (size_t)c0 * QN_LQ4M_COLS + 8 * t
+                   : x + (size_t)(xv[ng] ? tok : 0) * (size_t)K + 8 * t;
     }
     float acc[R][NG][4];
 #pragma unroll
@@ -110,6 +117,22 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
     }
     qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
+    if constexpr (G) { /* xs[t][j - c0 128] = x[t][perm[j]] over the CTA's columns, four per thread and step */
+        __half *xs = reinterpret_cast<__half *>(lq4m_xs);
+        const int j0 = c0 * QN_LQ4M_COLS, cols = (c1 - c0) * QN_LQ4M_COLS, stride = cps * QN_LQ4M_COLS + 8;
+#pragma unroll 2
+        for (int q = 4 * (int)threadIdx.x; q < cols; q += 4 * LQ4M_THREADS) {
+            const int4 pj = __ldg(reinterpret_cast<const int4 *>(perm + j0 + q));
+            for (int tok = 0; tok < n; tok++) {
+                const __half *xt = x + (size_t)tok * (size_t)K;
+                __half2 lo, hi;
+                lo.x = xt[pj.x], lo.y = xt[pj.y], hi.x = xt[pj.z], hi.y = xt[pj.w];
+                __half2 *d = reinterpret_cast<__half2 *>(xs + (size_t)tok * stride + q);
+                d[0] = lo, d[1] = hi;
+            }
+        }
+        __syncthreads();
+    }
     for (; c < c1; c += LQ4M_WARPS) {
         lq4m_chunk cur[R];
         const bool more = c + 2 * LQ4M_WARPS < c1;
@@ -123,7 +146,9 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         for (int ng = 0; ng < NG; ng++)
 #pragma unroll
             for (int p = 0; p < 4; p++)
-                xb[ng][p] = xv[ng] ? qn_ldg128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p) : make_uint4(0, 0, 0, 0);
+                xb[ng][p] = !xv[ng] ? make_uint4(0, 0, 0, 0)
+                            : G ? qn_lds128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p)
+                                : qn_ldg128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p);
 #pragma unroll
         for (int i = 0; i < 8; i++) /* block p = i / 2, tile j = i % 2 */
 #pragma unroll
@@ -234,7 +259,7 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 /* CTAs of the heaviest instance (NG = 2, R = 2) resident per SM */
 int qn_lq4m_ctas_per_sm(void) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2>, LQ4M_THREADS, 0) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false>, LQ4M_THREADS, 0) != cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
     }
@@ -258,7 +283,7 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t
     if (forced > 0) p.split = forced;
     else {
         const int64_t slots = (int64_t)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
-        while (p.split < LQ4M_MAX_SPLIT && tiles * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS) p.split *= 2;
+        while (p.split < LQ4M_MAX_SPLIT && strips * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS) p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
     const int64_t cps = (nch + p.split - 1) / p.split;
@@ -318,8 +343,28 @@ qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, v
     return QN_OK;
 }
 
+/* Shared memory of a launch's act-order gather (lq4m_mma_kernel G): take tokens x the CTA's columns + pad. */
+static size_t lq4m_xs_bytes(int64_t K, int64_t take, lq4m_plan p) {
+    const int64_t nch = K / QN_LQ4M_COLS, cps = (nch + p.split - 1) / p.split;
+    return (size_t)take * (size_t)(cps * QN_LQ4M_COLS + 8) * sizeof(__half);
+}
+#define LQ4M_XS_MAX ((size_t)48 * 1024) /* the default dynamic shared memory limit */
+
+/* Whether every launch of an n-token call gathers x itself (else a gather kernel runs first). */
+static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t n, int forced) {
+    for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
+        const int64_t take = n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS;
+        if (lq4m_xs_bytes(K, take, lq4m_make_plan(ctx, N, K, take, forced)) > LQ4M_XS_MAX) return false;
+    }
+    return true;
+}
+
+typedef void (*lq4m_fn)(const uint4 *, const __half *, const int32_t *, float *, int, int64_t, int64_t, int, float *,
+                        unsigned *);
+
+/* x: kernel column order, or the original one with perm (every launch then gathers: lq4m_fused_gather). */
 static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N, int64_t K, const __half *x,
-                          int64_t n, float *y, int forced, void *ws, size_t ws_bytes, cudaStream_t s) {
+                          const int32_t *perm, int64_t n, float *y, int forced, void *ws, size_t ws_bytes, cudaStream_t s) {
     const int64_t nch = K / QN_LQ4M_COLS;
     if (N / QN_LQ4M_ROWS > 0x7fffffff) return QN_ERR_SHAPE;
     for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
@@ -337,9 +382,14 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N
         const __half *xt = x + t0 * K;
         float *yt = y + t0 * N;
         const uint4 *w4 = (const uint4 *)w;
-        void (*fn)(const uint4 *, const __half *, float *, int, int64_t, int64_t, int, float *, unsigned *) =
-            p.ng == 1 ? lq4m_mma_kernel<1, 1> : p.r == 1 ? lq4m_mma_kernel<2, 1> : lq4m_mma_kernel<2, 2>;
-        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), 0, s, ctx->sm >= 90, w4, xt, yt, take, N, K, cps, part, cnt));
+        const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : 0;
+        if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
+        const lq4m_fn fn = perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true> : p.r == 1 ? lq4m_mma_kernel<2, 1, true>
+                                                                                    : lq4m_mma_kernel<2, 2, true>)
+                                : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, false>
+                                                                                     : lq4m_mma_kernel<2, 2, false>);
+        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, w4, xt, perm, yt, take, N, K, cps, part,
+                              cnt));
     }
     return QN_OK;
 }
@@ -363,6 +413,8 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const
     const size_t need = perm ? lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half)) : inner;
     if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
     const cudaStream_t s = (cudaStream_t)stream;
+    if (mma && perm && aligned16(perm) && lq4m_fused_gather(ctx, N, K, n, split))
+        return lq4m_mma(ctx, w, N, K, (const __half *)x, perm, n, y, split, workspace, inner, s);
     const void *xk = x;
     if (perm) {
         void *xp = (uint8_t *)workspace + lq4m_x_offset(inner);
@@ -371,7 +423,7 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const
         xk = xp;
     }
     if (mma)
-        return lq4m_mma(ctx, w, N, K, (const __half *)xk, n, y, split, workspace, inner, s);
+        return lq4m_mma(ctx, w, N, K, (const __half *)xk, NULL, n, y, split, workspace, inner, s);
     /* dequant + cuBLAS: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace (quant.h's path) */
     if (N > INT32_MAX || n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;

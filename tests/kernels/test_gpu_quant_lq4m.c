@@ -8,6 +8,8 @@
  * so every product is exact and only the f32 sums round (mma accumulation, the warps' and the split's tiles):
  *   |y - ref| <= 2^-13 sum_k |W x| per output, NMSE <= 1e-10 per case (expected ~1e-14); one code, nibble
  *   position, scale, zero or permutation wrong moves the NMSE of its case to 1e-6 or more.
+ * Act-order runs both ways of gathering x: in each CTA (its columns into shared memory) and, where that does not
+ * fit (16 tokens of 4224 columns unsplit), a gather kernel first.
  * Outputs are poisoned (NaN) with a guard behind them; tokens past n must stay untouched; split-K counters
  * must be back at zero; a repeat of a call gives the same bits (the split's tiles sum in a fixed order); a
  * CUDA-graph capture replays the direct call's bits. Bad arguments are refused before any launch.
@@ -211,6 +213,9 @@ static void test_matmul(void **state) {
             free(run_case(e, &p, 5, QN_QUANT_PATH_MMVQ, 0));
             free(run_case(e, &p, 70, QN_QUANT_PATH_GEMV, 0));
             free(run_case(e, &p, 5, QN_QUANT_PATH_DEQUANT_CUBLAS, 0));
+            /* act-order at K = 4224 unsplit: 16 tokens' columns overflow the CTA's gather buffer, a gather kernel
+             * runs first (elsewhere each CTA gathers its columns itself) */
+            free(run_case(e, &p, 16, QN_QUANT_PATH_MMVQ, 1));
             for (int s = 1; s <= 16; s *= 2) {
                 float *a = run_case(e, &p, s == 1 ? 1 : s == 2 ? 7 : 16, QN_QUANT_PATH_MMVQ, s);
                 float *b = run_case(e, &p, s == 1 ? 1 : s == 2 ? 7 : 16, QN_QUANT_PATH_MMVQ, s);
