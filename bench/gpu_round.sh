@@ -187,7 +187,7 @@ m2)
     wait
     grep -h "build: rc" "$W/check-l0/check.log"
     for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
-        for b in "$B" build-gpu-l0 "$B"; do
+        for b in "$B" build-gpu-l0; do
             echo "== $ty $b" >>"$W/bench.md"
             timeout 200 "$b/quern" bench --device cuda -m /tmp/l8b-$ty -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
         done
