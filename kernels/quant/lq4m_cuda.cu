@@ -350,11 +350,21 @@ static size_t lq4m_xs_bytes(int64_t K, int64_t take, lq4m_plan p) {
 }
 #define LQ4M_XS_MAX ((size_t)48 * 1024) /* the default dynamic shared memory limit */
 
+/* Activations a CTA gathers itself at most (tokens x its columns); beyond, a gather kernel (PDL) runs first. Each
+ * CTA gathers its columns again (every strip of the range), scattered 2-byte reads that need x in L1, which the
+ * gather buffer itself shrinks: measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md) with no limit but the
+ * 48 KB, act-order at n = 1 cost +32% over the plain weights on the 8B shapes and at n = 4 up to 11x (down). */
+#ifndef QN_LQ4M_XS_MAX_ELEMS
+#define QN_LQ4M_XS_MAX_ELEMS 2048
+#endif
+
 /* Whether every launch of an n-token call gathers x itself (else a gather kernel runs first). */
 static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t n, int forced) {
     for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
         const int64_t take = n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS;
-        if (lq4m_xs_bytes(K, take, lq4m_make_plan(ctx, N, K, take, forced)) > LQ4M_XS_MAX) return false;
+        const lq4m_plan p = lq4m_make_plan(ctx, N, K, take, forced);
+        const int64_t nch = K / QN_LQ4M_COLS, cols = (nch + p.split - 1) / p.split * QN_LQ4M_COLS;
+        if (lq4m_xs_bytes(K, take, p) > LQ4M_XS_MAX || take * cols > QN_LQ4M_XS_MAX_ELEMS) return false;
     }
     return true;
 }
@@ -418,7 +428,7 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const
     const void *xk = x;
     if (perm) {
         void *xp = (uint8_t *)workspace + lq4m_x_offset(inner);
-        const qn_status st = qn_lutq_gather_cuda(x, perm, n, K, xp, stream);
+        const qn_status st = qn_lutq_gather_cuda_ex(x, perm, n, K, xp, ctx->sm >= 90, stream);
         if (st != QN_OK) return st;
         xk = xp;
     }

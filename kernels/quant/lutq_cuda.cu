@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/device_util.cuh"
 #include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/lq4m.h"
 #include "kernels/quant/lutq_gpu.h"
@@ -35,6 +36,8 @@ __global__ void lq_gather_kernel(const __half *__restrict__ x, /* [n][k] */
                                  const int32_t *__restrict__ perm, /* [k] */
                                  __half *__restrict__ xp,       /* [n][k] */
                                  int64_t k) {
+    qn_pdl_trigger(); /* launched as a PDL dependent (qn_lutq_gather_cuda_ex): the matmul after may start */
+    qn_pdl_wait();    /* x is the kernel before's output; xp may still be read by it */
     const int64_t t = blockIdx.y;
     const int64_t j = 2 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x);
     if (j >= k) return;
@@ -55,6 +58,8 @@ __global__ void __launch_bounds__(256) lq_gather_smem_kernel(const __half *__res
                                                              __half *__restrict__ xp,          /* [n][k] */
                                                              int64_t k) {
     extern __shared__ uint4 lq_sx[]; /* [k / 8] */
+    qn_pdl_trigger();
+    qn_pdl_wait();
     const int64_t t = blockIdx.x;
     const uint4 *xr = reinterpret_cast<const uint4 *>(x + t * k);
     for (int64_t i = threadIdx.x; i < k / 8; i += blockDim.x) lq_sx[i] = xr[i];
@@ -72,22 +77,25 @@ __global__ void __launch_bounds__(256) lq_gather_smem_kernel(const __half *__res
 }
 
 qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, void *stream) {
+    return qn_lutq_gather_cuda_ex(x, perm, n, k, x_perm, 0, stream);
+}
+
+qn_status qn_lutq_gather_cuda_ex(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, int pdl,
+                                 void *stream) {
     if (n < 0 || k < 0 || k % 2) return QN_ERR_SHAPE;
     if (n == 0 || k == 0) return QN_OK;
     if (!x || !perm || !x_perm || ((uintptr_t)x_perm & 3u)) return QN_ERR_INVALID_ARG;
     if (k % 8 == 0 && k <= LQ_GATHER_SMEM_MAX && n <= 0x7fffffff && !((uintptr_t)x & 15u) && !((uintptr_t)perm & 7u)) {
-        lq_gather_smem_kernel<<<(unsigned)n, 256, (size_t)k * sizeof(__half), (cudaStream_t)stream>>>(
-            (const __half *)x, perm, (__half *)x_perm, k);
-        QN_CUDA_TRY_LAUNCH();
+        QN_CUDA_TRY(qn_launch(lq_gather_smem_kernel, dim3((unsigned)n), dim3(256), (size_t)k * sizeof(__half),
+                              (cudaStream_t)stream, pdl != 0, (const __half *)x, perm, (__half *)x_perm, k));
         return QN_OK;
     }
     if (n > 65535) return QN_ERR_SHAPE; /* gridDim.y */
     const int threads = 256;
     const int64_t bx = (k / 2 + threads - 1) / threads;
     if (bx > 0x7fffffff) return QN_ERR_SHAPE;
-    lq_gather_kernel<<<dim3((unsigned)bx, (unsigned)n, 1), threads, 0, (cudaStream_t)stream>>>(
-        (const __half *)x, perm, (__half *)x_perm, k);
-    QN_CUDA_TRY_LAUNCH();
+    QN_CUDA_TRY(qn_launch(lq_gather_kernel, dim3((unsigned)bx, (unsigned)n, 1), dim3(threads), 0, (cudaStream_t)stream,
+                          pdl != 0, (const __half *)x, perm, (__half *)x_perm, k));
     return QN_OK;
 }
 

@@ -176,6 +176,10 @@ qn_status qn_lutq_quantize_x_cuda(const qn_quant_cuda_ctx *ctx, const qn_lutq_gp
 
 /* x_perm[t][j] = x[t][perm[j]], t < n, j < k (fp16; x_perm 16-byte aligned, not overlapping x). */
 qn_status qn_lutq_gather_cuda(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, void *stream);
+/* The same, launched as a PDL dependent when pdl (sm_90: it starts while the kernel before finishes and lets the
+ * matmul after it start, which must then wait for it: lq4m_cuda.cu). */
+qn_status qn_lutq_gather_cuda_ex(const void *x, const int32_t *perm, int64_t n, int64_t k, void *x_perm, int pdl,
+                                 void *stream);
 
 #ifdef __cplusplus
 }
