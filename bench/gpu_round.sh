@@ -168,7 +168,7 @@ m1)
         --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
     echo "bench lutq rc=$?"
     cat "$W/bench_lutq.txt"
-    for s in 1 2 4 8 16; do
+    for s in ${QN_M1_SPLITS-1 2 4 8 16}; do
         timeout 60 "$B/bench/bench_gpu_lutq" --fmt lq4m --n 1,16 --split $s --json "$W/split$s.jsonl" >"$W/split$s.txt" 2>&1
         echo "split $s rc=$?"
         grep -E "^lq4m " "$W/split$s.txt"
