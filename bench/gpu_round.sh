@@ -178,6 +178,7 @@ m1)
 m2)
     W=/tmp/round-m2 && rm -rf "$W" && mkdir -p "$W"
     V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
+    ninja -C "$B" quern >"$W/rebuild.log" 2>&1 || echo "rebuild failed"
     L0="-DQN_LUTQ_LQ4M=0"
     QN_GPU_BUILD=build-gpu-l0 QN_C_FLAGS="$L0" QN_GPU_CHECK_STEPS="build" OUT=$W/check-l0 bench/gpu_check.sh >/dev/null 2>&1 &
     for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do

@@ -53,6 +53,7 @@ __global__ void lq_gather_kernel(const __half *__restrict__ x, /* [n][k] */
  * costs about one read and one write of it. For rows of up to LQ_GATHER_SMEM_MAX columns, x 16-byte and
  * perm 8-byte aligned, k a multiple of 8. */
 #define LQ_GATHER_SMEM_MAX 24576 /* 48 KB of fp16: the default dynamic shared memory limit */
+#define LQ_GATHER_SMEM_MIN_ROWS 16
 __global__ void __launch_bounds__(256) lq_gather_smem_kernel(const __half *__restrict__ x,       /* [n][k] */
                                                              const int32_t *__restrict__ perm, /* [k] */
                                                              __half *__restrict__ xp,          /* [n][k] */
@@ -85,7 +86,11 @@ qn_status qn_lutq_gather_cuda_ex(const void *x, const int32_t *perm, int64_t n, 
     if (n < 0 || k < 0 || k % 2) return QN_ERR_SHAPE;
     if (n == 0 || k == 0) return QN_OK;
     if (!x || !perm || !x_perm || ((uintptr_t)x_perm & 3u)) return QN_ERR_INVALID_ARG;
-    if (k % 8 == 0 && k <= LQ_GATHER_SMEM_MAX && n <= 0x7fffffff && !((uintptr_t)x & 15u) && !((uintptr_t)perm & 7u)) {
+    /* the shared-memory kernel from LQ_GATHER_SMEM_MIN_ROWS rows: below, its one CTA per row leaves the GPU idle
+     * (H100, bench/results/gpu-lq4m-2026-12-06.md: one row of 14336 took the LQ4M act-order down projection from
+     * +17% to +48% over the plain weights) */
+    if (n >= LQ_GATHER_SMEM_MIN_ROWS && k % 8 == 0 && k <= LQ_GATHER_SMEM_MAX && n <= 0x7fffffff &&
+        !((uintptr_t)x & 15u) && !((uintptr_t)perm & 7u)) {
         QN_CUDA_TRY(qn_launch(lq_gather_smem_kernel, dim3((unsigned)n), dim3(256), (size_t)k * sizeof(__half),
                               (cudaStream_t)stream, pdl != 0, (const __half *)x, perm, (__half *)x_perm, k));
         return QN_OK;

@@ -466,12 +466,14 @@ static void check_gather(int64_t n, int64_t k, uint64_t seed) {
     free(x), free(got), free(perm);
 }
 
-/* The gather alone against a host gather (the shared-memory kernel: k a multiple of 8 up to 24576; the
- * plain one: other even k and longer rows), and the workspace check of the act-order path. */
+/* The gather alone against a host gather (the shared-memory kernel: 16 rows or more of k a multiple of 8 up to
+ * 24576; the plain one: fewer rows, other even k, longer rows), and the workspace check of the act-order path. */
 static void test_gather(void **state) {
     env *e = *state;
     check_gather(7, 1056, 5);
     check_gather(3, 14336, 6);
+    check_gather(16, 1056, 9);
+    check_gather(17, 14336, 10);
     check_gather(5, 1058, 7);
     check_gather(2, 24578, 8);
     const int64_t n = 7, k = 1056; /* the refusals below launch nothing: any device buffers serve */
