@@ -22,7 +22,7 @@
 #   m1  LQ4M (kernels/quant/lq4m.h): build, test_quant_lq4m, test_gpu_quant_lq4m (+ compute-sanitizer memcheck and
 #       racecheck, quick), test_gpu_quant_lutq, test_gpu_quant; bench_gpu_lutq lq4 / lq4m / f16 at 1..512 tokens and
 #       the lq4m K split forced to 1..16 at n = 1, 16. Carry .gpudeps.
-#   m2  (after m1, same machine) 8B-shape GPTQ-4 g128 (plain and act-order) through `quern bench`, LQ4M against a
+#   m2  (after m1, same machine, else it builds) the lq4m GPU tests and kernel bench again, 8B-shape GPTQ-4 g128 (plain and act-order) through `quern bench`, LQ4M against a
 #       twin build that keeps LQ4 (-DQN_LUTQ_LQ4M=0, build-gpu-l0), and a 2-layer one's logits GPU against CPU.
 #       Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1 and m2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
@@ -178,7 +178,17 @@ m1)
 m2)
     W=/tmp/round-m2 && rm -rf "$W" && mkdir -p "$W"
     V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
-    ninja -C "$B" quern >"$W/rebuild.log" 2>&1 || echo "rebuild failed"
+    if [ -f "$B/build.ninja" ]; then # m1's build on this machine: bring it up to date
+        ninja -C "$B" >"$W/rebuild.log" 2>&1 || echo "rebuild failed"
+    else
+        QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1
+    fi
+    for t in test_gpu_quant_lq4m test_gpu_quant_lutq; do
+        timeout 100 "$B/tests/$t" >"$W/$t.txt" 2>&1
+        echo "$t rc=$?"
+    done
+    timeout 60 "$B/bench/bench_gpu_lutq" --fmt lq4m,lq4m-act --n 1,2,16 >"$W/bench_lutq.txt" 2>&1
+    grep -E "^lq4m" "$W/bench_lutq.txt"
     L0="-DQN_LUTQ_LQ4M=0"
     QN_GPU_BUILD=build-gpu-l0 QN_C_FLAGS="$L0" QN_GPU_CHECK_STEPS="build" OUT=$W/check-l0 bench/gpu_check.sh >/dev/null 2>&1 &
     for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
