@@ -69,6 +69,16 @@ struct qn_quant_matmul_opts;
 size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path /* qn_quant_path */, int64_t N, int64_t K,
                               bool act_order, int64_t n);
 
+/* The same for 1..3 weights of width K on one x (q, k, v; gate, up; one act-order perm or none) in one launch per
+ * 16 tokens: their CTAs share the grid (and x is gathered once); the workspace of qn_lq4m_workspace_size_group
+ * over their widths. mats[i].y [n][mats[i].N]; qn_quant_mat is quant.h's. */
+size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, const int64_t *N, int n_mat, int64_t K,
+                                    bool act_order, int64_t n);
+struct qn_quant_mat;
+qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, const struct qn_quant_mat *mats, int n_mat, int64_t K,
+                                    const int32_t *perm, const void *x, int64_t n, void *workspace, size_t ws_bytes,
+                                    void *stream, const struct qn_quant_matmul_opts *opts);
+
 /* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
  * W the LQ4M chunks at w (device, 16-byte aligned). opts: NULL / AUTO, or path MMVQ / GEMV (the mma kernel,
  * any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2, 4, 8, 16; 0 = auto).

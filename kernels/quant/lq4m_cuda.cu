@@ -70,6 +70,23 @@ __device__ __forceinline__ lq4m_chunk lq4m_load(const uint4 *ch, int lane, int g
     return c;
 }
 
+/* The weights of one launch: 1..LQ4M_MAX_MATS matrices on the same x (q, k, v; gate, up), their tiles numbered
+ * one after another over the grid. y [n][N[i]] each. */
+#define LQ4M_MAX_MATS 3
+struct lq4m_mats {
+    const uint4 *w[LQ4M_MAX_MATS]; /* [N[i]/16][K/128] chunks */
+    float *y[LQ4M_MAX_MATS];
+    int64_t N[LQ4M_MAX_MATS];
+    int64_t tile0[LQ4M_MAX_MATS]; /* first tile of matrix i */
+    int nm;
+};
+
+/* a[i] without a dynamic index into the parameter space (which would copy it to local memory) */
+template <typename T>
+__device__ __forceinline__ T lq4m_pick(const T (&a)[LQ4M_MAX_MATS], int i) {
+    return i == 0 ? a[0] : i == 1 ? a[1] : a[2];
+}
+
 /* NG groups of 8 tokens (n <= 8 NG), R strips per CTA (and per warp: each B fragment serves R A fragments, which
  * halves the activation loads per weight byte at R = 2). y [n][N] f32; with gridDim.y > 1, part
  * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1).
@@ -78,17 +95,23 @@ __device__ __forceinline__ lq4m_chunk lq4m_load(const uint4 *ch, int lane, int g
  * of a gather kernel before it; the B fragments then come from there. */
 template <int NG, int R, bool G>
 __global__ void __launch_bounds__(LQ4M_THREADS)
-    lq4m_mma_kernel(const uint4 *__restrict__ w,      /* [N/16][K/128] chunks */
-                    const __half *__restrict__ x,      /* [n][K] kernel column order (G: original order) */
-                    const int32_t *__restrict__ perm,  /* G: [K] original column of kernel column j */
-                    float *__restrict__ y,             /* [n][N] */
-                    int n, int64_t N, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    lq4m_mma_kernel(const lq4m_mats mats,
+                    const __half *__restrict__ x,     /* [n][K] kernel column order (G: original order) */
+                    const int32_t *__restrict__ perm, /* G: [K] original column of kernel column j */
+                    int n, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
     extern __shared__ uint4 lq4m_xs[];
     constexpr int NV = R * NG * 128;                          /* outputs of a CTA's tile, 4 per lane per mma tile */
     constexpr int PER = (NV + LQ4M_THREADS - 1) / LQ4M_THREADS; /* of them per thread */
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int64_t tile = blockIdx.x, strip0 = tile * R;
+    const int64_t tile = blockIdx.x; /* over all matrices: partial tiles and counters */
+    int mi = 0;
+#pragma unroll
+    for (int i = 1; i < LQ4M_MAX_MATS; i++)
+        if (i < mats.nm && tile >= mats.tile0[i]) mi = i;
+    const uint4 *__restrict__ w = lq4m_pick(mats.w, mi);
+    float *__restrict__ y = lq4m_pick(mats.y, mi);
+    const int64_t N = lq4m_pick(mats.N, mi), strip0 = (tile - lq4m_pick(mats.tile0, mi)) * R;
     const int nch = (int)(K / QN_LQ4M_COLS);
     const int c0 = (int)blockIdx.y * cps, c1 = min(c0 + cps, nch);
     const uint4 *ws = w + (size_t)strip0 * (size_t)nch * LQ4M_U4; /* strip r at ws + r * nch * LQ4M_U4 */
@@ -266,24 +289,46 @@ int qn_lq4m_ctas_per_sm(void) {
     return b < 1 ? 1 : b;
 }
 
+/* One call: 1..LQ4M_MAX_MATS matrices of width K on the same x. */
+typedef struct lq4m_call {
+    int nm;
+    const void *w[LQ4M_MAX_MATS];
+    int64_t N[LQ4M_MAX_MATS];
+    float *y[LQ4M_MAX_MATS];
+    int64_t strips; /* over all matrices */
+    bool even;      /* every matrix's strips pair up */
+} lq4m_call;
+
+static lq4m_call lq4m_call_of(int nm, const int64_t *N) {
+    lq4m_call c = {};
+    c.nm = nm, c.even = true;
+    for (int i = 0; i < nm; i++) {
+        c.N[i] = N[i];
+        c.strips += N[i] / QN_LQ4M_ROWS;
+        c.even = c.even && (N[i] / QN_LQ4M_ROWS) % 2 == 0;
+    }
+    return c;
+}
+
 /* One launch: token groups, strips per CTA, K split. */
 typedef struct lq4m_plan {
     int ng, r, split;
 } lq4m_plan;
 
-/* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when the strips
- * pair up). The K split: the smallest that fills one wave of CTA slots (SMs x resident CTAs of the heaviest
- * instance), keeping at least two chunks per warp; a forced split as given. Measured on an H100 at n = 1 (8B
- * shapes, bench/results/gpu-lq4m-2026-12-06.md): q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1, down
- * 4096x14336 at 4. Strips past the 64 KB of counters: no split. */
-static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t take, int forced) {
-    const int64_t strips = N / QN_LQ4M_ROWS, nch = K / QN_LQ4M_COLS;
-    lq4m_plan p = {take <= 8 ? 1 : 2, take > 8 && strips % 2 == 0 ? 2 : 1, 1};
-    const int64_t tiles = strips / p.r;
+/* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when every
+ * matrix's strips pair up). The K split: the smallest that gives every slot (SMs x resident CTAs of the heaviest
+ * instance) a strip, keeping at least two chunks per warp; a forced split as given. Measured on an H100 (8B shapes,
+ * bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1,
+ * down 4096x14336 at 4, as this rule picks. Tiles past the 64 KB of counters: no split. */
+static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t take, int forced) {
+    const int64_t nch = K / QN_LQ4M_COLS;
+    lq4m_plan p = {take <= 8 ? 1 : 2, take > 8 && c->even ? 2 : 1, 1};
+    const int64_t tiles = c->strips / p.r;
     if (forced > 0) p.split = forced;
     else {
         const int64_t slots = (int64_t)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
-        while (p.split < LQ4M_MAX_SPLIT && strips * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS) p.split *= 2;
+        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS)
+            p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
     const int64_t cps = (nch + p.split - 1) / p.split;
@@ -292,16 +337,15 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t
     return p;
 }
 
-static size_t lq4m_part_bytes(int64_t N, lq4m_plan p) {
-    return p.split > 1 ? (size_t)(N / QN_LQ4M_ROWS / p.r) * (size_t)p.split * (size_t)(p.r * p.ng * 128) * sizeof(float)
-                       : 0;
+static size_t lq4m_part_bytes(const lq4m_call *c, lq4m_plan p) {
+    return p.split > 1 ? (size_t)(c->strips / p.r) * (size_t)p.split * (size_t)(p.r * p.ng * 128) * sizeof(float) : 0;
 }
 
 /* partial tiles of every launch of an n-token call: launches of 16, then the rest */
-static size_t lq4m_parts_for(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t n, int forced) {
-    size_t b = lq4m_part_bytes(N, lq4m_make_plan(ctx, N, K, n < LQ4M_TOKENS ? n : LQ4M_TOKENS, forced));
+static size_t lq4m_parts_for(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t n, int forced) {
+    size_t b = lq4m_part_bytes(c, lq4m_make_plan(ctx, c, K, n < LQ4M_TOKENS ? n : LQ4M_TOKENS, forced));
     if (n > LQ4M_TOKENS && n % LQ4M_TOKENS) {
-        const size_t r = lq4m_part_bytes(N, lq4m_make_plan(ctx, N, K, n % LQ4M_TOKENS, forced));
+        const size_t r = lq4m_part_bytes(c, lq4m_make_plan(ctx, c, K, n % LQ4M_TOKENS, forced));
         if (r > b) b = r;
     }
     return b;
@@ -314,21 +358,40 @@ static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int6
     return path != QN_QUANT_PATH_DEQUANT_CUBLAS;
 }
 
-static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int64_t N, int64_t K, int64_t n,
-                              int split) {
-    if (!lq4m_mma_path(ctx, path, n)) return LQ4M_WS_COUNTERS + align256((size_t)N * (size_t)K * sizeof(__half));
-    const size_t pb = lq4m_parts_for(ctx, N, K, n, split);
+/* the path's workspace: split-K counters and partial tiles, or (dequant + cuBLAS, one matrix after the other) the
+ * largest matrix in fp16 */
+static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
+                              int64_t n, int split) {
+    if (!lq4m_mma_path(ctx, path, n)) {
+        int64_t most = 0;
+        for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
+        return LQ4M_WS_COUNTERS + align256((size_t)most * (size_t)K * sizeof(__half));
+    }
+    const size_t pb = lq4m_parts_for(ctx, c, K, n, split);
     return pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
 }
 
 /* with a perm, the gathered x behind the path's workspace, never over the counters (lutq_cuda.cu's rule) */
 static size_t lq4m_x_offset(size_t inner) { return align256(inner > LQ4M_WS_COUNTERS ? inner : LQ4M_WS_COUNTERS); }
 
-size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path, int64_t N, int64_t K, bool act_order, int64_t n) {
-    if (!ctx || n <= 0 || N <= 0 || !lq4m_shape_ok(N, K)) return 0;
-    const size_t inner = lq4m_inner_size(ctx, (qn_quant_path)path, N, K, n, 0);
+static size_t lq4m_ws_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
+                           bool act_order, int64_t n, int split) {
+    const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);
     if (!act_order) return inner;
     return lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half));
+}
+
+size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, const int64_t *N, int n_mat, int64_t K,
+                                    bool act_order, int64_t n) {
+    if (!ctx || !N || n <= 0 || n_mat < 1 || n_mat > LQ4M_MAX_MATS) return 0;
+    for (int i = 0; i < n_mat; i++)
+        if (N[i] <= 0 || !lq4m_shape_ok(N[i], K)) return 0;
+    const lq4m_call c = lq4m_call_of(n_mat, N);
+    return lq4m_ws_size(ctx, (qn_quant_path)path, &c, K, act_order, n, 0);
+}
+
+size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path, int64_t N, int64_t K, bool act_order, int64_t n) {
+    return qn_lq4m_workspace_size_group(ctx, path, &N, 1, K, act_order, n);
 }
 
 qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, void *stream) {
@@ -359,47 +422,92 @@ static size_t lq4m_xs_bytes(int64_t K, int64_t take, lq4m_plan p) {
 #endif
 
 /* Whether every launch of an n-token call gathers x itself (else a gather kernel runs first). */
-static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, int64_t N, int64_t K, int64_t n, int forced) {
+static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t n, int forced) {
     for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
         const int64_t take = n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS;
-        const lq4m_plan p = lq4m_make_plan(ctx, N, K, take, forced);
+        const lq4m_plan p = lq4m_make_plan(ctx, c, K, take, forced);
         const int64_t nch = K / QN_LQ4M_COLS, cols = (nch + p.split - 1) / p.split * QN_LQ4M_COLS;
         if (lq4m_xs_bytes(K, take, p) > LQ4M_XS_MAX || take * cols > QN_LQ4M_XS_MAX_ELEMS) return false;
     }
     return true;
 }
 
-typedef void (*lq4m_fn)(const uint4 *, const __half *, const int32_t *, float *, int, int64_t, int64_t, int, float *,
-                        unsigned *);
+typedef void (*lq4m_fn)(const lq4m_mats, const __half *, const int32_t *, int, int64_t, int, float *, unsigned *);
 
 /* x: kernel column order, or the original one with perm (every launch then gathers: lq4m_fused_gather). */
-static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const void *w, int64_t N, int64_t K, const __half *x,
-                          const int32_t *perm, int64_t n, float *y, int forced, void *ws, size_t ws_bytes, cudaStream_t s) {
+static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, const __half *x,
+                          const int32_t *perm, int64_t n, int forced, void *ws, size_t ws_bytes, cudaStream_t s) {
     const int64_t nch = K / QN_LQ4M_COLS;
-    if (N / QN_LQ4M_ROWS > 0x7fffffff) return QN_ERR_SHAPE;
+    if (c->strips > 0x7fffffff) return QN_ERR_SHAPE;
     for (int64_t t0 = 0; t0 < n; t0 += LQ4M_TOKENS) {
         const int take = (int)(n - t0 < LQ4M_TOKENS ? n - t0 : LQ4M_TOKENS);
-        const lq4m_plan p = lq4m_make_plan(ctx, N, K, take, forced);
+        const lq4m_plan p = lq4m_make_plan(ctx, c, K, take, forced);
         unsigned *cnt = NULL;
         float *part = NULL;
         if (p.split > 1) {
-            if (!ws || ws_bytes < LQ4M_WS_COUNTERS + lq4m_part_bytes(N, p)) return QN_ERR_INVALID_ARG;
+            if (!ws || ws_bytes < LQ4M_WS_COUNTERS + lq4m_part_bytes(c, p)) return QN_ERR_INVALID_ARG;
             cnt = (unsigned *)ws;
             part = (float *)((uint8_t *)ws + LQ4M_WS_COUNTERS);
         }
+        lq4m_mats m = {};
+        m.nm = c->nm;
+        for (int i = 0, tile = 0; i < c->nm; i++) {
+            m.w[i] = (const uint4 *)c->w[i], m.y[i] = c->y[i] + t0 * c->N[i], m.N[i] = c->N[i], m.tile0[i] = tile;
+            tile += (int)(c->N[i] / QN_LQ4M_ROWS / p.r);
+        }
         const int cps = (int)((nch + p.split - 1) / p.split);
-        const dim3 grid((unsigned)(N / QN_LQ4M_ROWS / p.r), (unsigned)p.split, 1);
-        const __half *xt = x + t0 * K;
-        float *yt = y + t0 * N;
-        const uint4 *w4 = (const uint4 *)w;
+        const dim3 grid((unsigned)(c->strips / p.r), (unsigned)p.split, 1);
         const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn = perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true> : p.r == 1 ? lq4m_mma_kernel<2, 1, true>
                                                                                     : lq4m_mma_kernel<2, 2, true>)
                                 : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, false>
                                                                                      : lq4m_mma_kernel<2, 2, false>);
-        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, w4, xt, perm, yt, take, N, K, cps, part,
-                              cnt));
+        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
+                              part, cnt));
+    }
+    return QN_OK;
+}
+
+/* The call on c (weights, outputs and shapes checked by the caller). */
+static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, const int32_t *perm,
+                          const void *x, int64_t n, void *workspace, size_t ws_bytes, void *stream,
+                          const qn_quant_matmul_opts *opts) {
+    if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
+    if (!x || !aligned16(x) || (workspace && !aligned16(workspace))) return QN_ERR_INVALID_ARG;
+    const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    const int split = opts ? opts->split : 0;
+    if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
+    const bool mma = lq4m_mma_path(ctx, path, n);
+    if (!mma && !ctx->cublas) return QN_ERR_INVALID_ARG;
+    const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);
+    const size_t need = lq4m_ws_size(ctx, path, c, K, perm != NULL, n, split);
+    if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
+    const cudaStream_t s = (cudaStream_t)stream;
+    if (mma && perm && aligned16(perm) && lq4m_fused_gather(ctx, c, K, n, split))
+        return lq4m_mma(ctx, c, K, (const __half *)x, perm, n, split, workspace, inner, s);
+    const void *xk = x;
+    if (perm) { /* once for all matrices */
+        void *xp = (uint8_t *)workspace + lq4m_x_offset(inner);
+        const qn_status st = qn_lutq_gather_cuda_ex(x, perm, n, K, xp, ctx->sm >= 90, stream);
+        if (st != QN_OK) return st;
+        xk = xp;
+    }
+    if (mma) return lq4m_mma(ctx, c, K, (const __half *)xk, NULL, n, split, workspace, inner, s);
+    /* dequant + cuBLAS, matrix by matrix: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace */
+    if (n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
+    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
+    const float alpha = 1.0f, beta = 0.0f;
+    QN_CUBLAS_TRY(cublasSetStream(h, s));
+    if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
+    void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
+    for (int i = 0; i < c->nm; i++) {
+        if (c->N[i] > INT32_MAX) return QN_ERR_SHAPE;
+        const qn_status st = qn_lq4m_dequant_cuda(c->w[i], c->N[i], K, w16, stream);
+        if (st != QN_OK) return st;
+        QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)c->N[i], (int)n, (int)K, &alpha, w16, CUDA_R_16F,
+                                   (int)K, xk, CUDA_R_16F, (int)K, &beta, c->y[i], CUDA_R_32F, (int)c->N[i],
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     return QN_OK;
 }
@@ -408,42 +516,32 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const
                               const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream,
                               const qn_quant_matmul_opts *opts) {
     if (!ctx) return QN_ERR_INVALID_ARG;
-    if (!lq4m_shape_ok(N, K)) return QN_ERR_SHAPE;
-    if (n < 0) return QN_ERR_SHAPE;
+    if (!lq4m_shape_ok(N, K) || n < 0) return QN_ERR_SHAPE;
     if (n == 0 || N == 0) return QN_OK;
-    if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
-    if (!w || !x || !y || !aligned16(w) || !aligned16(x) || (workspace && !aligned16(workspace)))
-        return QN_ERR_INVALID_ARG;
-    const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
-    const int split = opts ? opts->split : 0;
-    if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
-    const bool mma = lq4m_mma_path(ctx, path, n);
-    if (!mma && !ctx->cublas) return QN_ERR_INVALID_ARG;
-    const size_t inner = lq4m_inner_size(ctx, path, N, K, n, split);
-    const size_t need = perm ? lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half)) : inner;
-    if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
-    const cudaStream_t s = (cudaStream_t)stream;
-    if (mma && perm && aligned16(perm) && lq4m_fused_gather(ctx, N, K, n, split))
-        return lq4m_mma(ctx, w, N, K, (const __half *)x, perm, n, y, split, workspace, inner, s);
-    const void *xk = x;
-    if (perm) {
-        void *xp = (uint8_t *)workspace + lq4m_x_offset(inner);
-        const qn_status st = qn_lutq_gather_cuda_ex(x, perm, n, K, xp, ctx->sm >= 90, stream);
-        if (st != QN_OK) return st;
-        xk = xp;
+    if (!w || !y || !aligned16(w)) return QN_ERR_INVALID_ARG;
+    lq4m_call c = lq4m_call_of(1, &N);
+    c.w[0] = w, c.y[0] = y;
+    return lq4m_run(ctx, &c, K, perm, x, n, workspace, ws_bytes, stream, opts);
+}
+
+qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, const qn_quant_mat *mats, int n_mat, int64_t K,
+                                    const int32_t *perm, const void *x, int64_t n, void *workspace, size_t ws_bytes,
+                                    void *stream, const qn_quant_matmul_opts *opts) {
+    if (!ctx || !mats || n_mat < 1 || n_mat > LQ4M_MAX_MATS) return QN_ERR_INVALID_ARG;
+    if (n < 0) return QN_ERR_SHAPE;
+    int64_t N[LQ4M_MAX_MATS];
+    int nm = 0;
+    lq4m_call c;
+    const void *w[LQ4M_MAX_MATS];
+    float *y[LQ4M_MAX_MATS];
+    for (int i = 0; i < n_mat; i++) {
+        if (!lq4m_shape_ok(mats[i].N, K)) return QN_ERR_SHAPE;
+        if (mats[i].N == 0) continue; /* nothing to compute */
+        if (!mats[i].w || !mats[i].y || !aligned16(mats[i].w)) return QN_ERR_INVALID_ARG;
+        N[nm] = mats[i].N, w[nm] = mats[i].w, y[nm] = mats[i].y, nm++;
     }
-    if (mma)
-        return lq4m_mma(ctx, w, N, K, (const __half *)xk, NULL, n, y, split, workspace, inner, s);
-    /* dequant + cuBLAS: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace (quant.h's path) */
-    if (N > INT32_MAX || n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
-    void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
-    qn_status st = qn_lq4m_dequant_cuda(w, N, K, w16, stream);
-    if (st != QN_OK) return st;
-    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
-    const float alpha = 1.0f, beta = 0.0f;
-    QN_CUBLAS_TRY(cublasSetStream(h, s));
-    if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
-    QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, w16, CUDA_R_16F, (int)K, xk,
-                               CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return QN_OK;
+    if (n == 0 || nm == 0) return QN_OK;
+    c = lq4m_call_of(nm, N);
+    for (int i = 0; i < nm; i++) c.w[i] = w[i], c.y[i] = y[i];
+    return lq4m_run(ctx, &c, K, perm, x, n, workspace, ws_bytes, stream, opts);
 }

@@ -678,6 +678,23 @@ static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t
     return b > best ? b : best;
 }
 
+/* The grouped LQ4M call on ws (q, k, v; gate, up: mm_group) needs the split-K tiles of all of them at once. 0 when
+ * they are not all LQ4M of one width and act-order. */
+static size_t mm_group_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *const *ws, int nw, int64_t n_max) {
+    int64_t N[QN_QUANT_MAX_GROUP];
+    for (int i = 0; i < nw; i++) {
+        if (ws[i]->fmt != QN_QFORMAT_LQ4M || ws[i]->k != ws[0]->k || ws[i]->act != ws[0]->act) return 0;
+        N[i] = ws[i]->n;
+    }
+    size_t best = 0;
+    for (int64_t n = 1; n <= n_max; n = n < QN_QUANT_GEMV_MAX_TOKENS ? n + 1 : n * 2) {
+        const size_t b = qn_lq4m_workspace_size_group(q, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n);
+        if (b > best) best = b;
+    }
+    const size_t b = qn_lq4m_workspace_size_group(q, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n_max);
+    return b > best ? b : best;
+}
+
 static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q, act_plan *a) {
     const qn_model_config *c = &f->cfg;
     const int64_t T = f->p.max_tokens, S = f->p.max_seqs, E = c->n_embd;
@@ -702,6 +719,9 @@ static void plan_activations(const qn_llama_cuda *f, const qn_quant_cuda_ctx *q,
             const size_t b = mm_ws_for(q, ws[i], T);
             if (b > mm) mm = b;
         }
+        const size_t bq = mm_group_ws_for(q, ws, 3, T), bg = mm_group_ws_for(q, ws + 4, 2, T); /* q, k, v; gate, up */
+        if (bq > mm) mm = bq;
+        if (bg > mm) mm = bg;
     }
     const size_t bo = mm_ws_for(q, &f->output, T);
     a->mm_ws = align_up(bo > mm ? bo : mm);
@@ -1024,6 +1044,16 @@ static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw,
                ws[j]->perm == ws[i]->perm)
             j++;
         const bool q8 = mm_takes_q8(f, ws[i], n);
+        if (j - i > 1 && ws[i]->fmt == QN_QFORMAT_LQ4M) { /* one launch (x gathered once with a perm), lq4m.h */
+            qn_quant_mat mats[QN_QUANT_MAX_GROUP];
+            for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};
+            const qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
+            KS(qn_lq4m_matmul_group_cuda(&f->qctx, mats, j - i, ws[i]->k, ws[i]->perm, x, n, f->mm_ws, f->mm_ws_bytes,
+                                         f->stream, &o));
+            f->q8_x = NULL; /* no int8 activations written */
+            i = j;
+            continue;
+        }
         if (j - i > 1 && (!ws[i]->perm || q8)) {
             qn_quant_mat mats[QN_QUANT_MAX_GROUP];
             for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};

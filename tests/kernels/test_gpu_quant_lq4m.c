@@ -68,6 +68,26 @@ typedef struct problem {
     size_t ws_bytes;
 } problem;
 
+/* p->yref, p->yabs for the activations x [nmax][K] (original column order) */
+static void problem_ref(problem *p, const uint16_t *x) {
+    const int64_t N = p->N, K = p->K;
+    float *W = malloc(sizeof(float) * (size_t)(N * K));
+    assert_non_null(W);
+    qn_lutq_weight wf = p->w;
+    wf.round = QN_LUTQ_ROUND_F16;
+    qn_lutq_dequant_ref(&wf, W);
+    for (int64_t t = 0; t < p->nmax; t++)
+        for (int64_t r = 0; r < N; r++) {
+            double sum = 0, sa = 0;
+            for (int64_t k = 0; k < K; k++) {
+                const double v = (double)W[r * K + k] * (double)qn_f16_to_f32(x[t * K + k]);
+                sum += v, sa += fabs(v);
+            }
+            p->yref[t * N + r] = sum, p->yabs[t * N + r] = sa;
+        }
+    free(W);
+}
+
 static void problem_init(problem *p, env *e, const qn_ref_lutq_synth *s, int64_t N, int64_t K, int64_t nmax,
                          uint64_t seed) {
     memset(p, 0, sizeof *p);
@@ -88,20 +108,9 @@ static void problem_init(problem *p, env *e, const qn_ref_lutq_synth *s, int64_t
     float *W = malloc(sizeof(float) * (size_t)(N * K));
     assert_true(p->chunks && p->x && p->yref && p->yabs && W);
     assert_int_equal(qn_lutq_gpu_repack(&p->w, QN_QFORMAT_LQ4M, p->chunks), QN_OK);
-    qn_lutq_weight wf = p->w;
-    wf.round = QN_LUTQ_ROUND_F16;
-    qn_lutq_dequant_ref(&wf, W);
     for (int64_t i = 0; i < nmax * K; i++) p->x[i] = qn_f32_to_f16(qn_rng_normal(&rng));
-    for (int64_t t = 0; t < nmax; t++)
-        for (int64_t r = 0; r < N; r++) {
-            double sum = 0, sa = 0;
-            for (int64_t k = 0; k < K; k++) {
-                const double v = (double)W[r * K + k] * (double)qn_f16_to_f32(p->x[t * K + k]);
-                sum += v, sa += fabs(v);
-            }
-            p->yref[t * N + r] = sum, p->yabs[t * N + r] = sa;
-        }
     free(W);
+    problem_ref(p, p->x);
     p->dw = (qn_lutq_gpu_weight){QN_QFORMAT_LQ4M, N, K, dev_upload(p->chunks, wb),
                                  p->w.perm ? dev_upload(p->w.perm, sizeof(int32_t) * (size_t)K) : NULL};
     p->dx = dev_upload(p->x, 2 * (size_t)(nmax * K));
@@ -161,6 +170,25 @@ static float *run_case(env *e, problem *p, int64_t n, qn_quant_path path, int sp
         fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-10), worst |d|/tol %.3g, %zu words past n written",
                  what, bad, ny, nmse, worst, nall + GUARD - ny - untouched);
     return y;
+}
+
+/* y [n][p->N] (device, poisoned before) against p's reference; fails with what on a difference */
+static void check_outputs(problem *p, const float *dy, int64_t n, const char *what) {
+    const size_t ny = (size_t)(n * p->N);
+    float *y = malloc(sizeof(float) * ny);
+    assert_non_null(y);
+    dev_fetch(y, dy, sizeof(float) * ny, 0, what);
+    size_t bad = 0;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double d = fabs((double)y[i] - p->yref[i]), tol = ldexp(1, -13) * p->yabs[i] + 1e-30;
+        if (!(d <= tol) && bad++ < 5)
+            fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g\n", what, i / (size_t)p->N, i % (size_t)p->N, y[i],
+                    p->yref[i]);
+        num += d * d, den += p->yref[i] * p->yref[i];
+    }
+    free(y);
+    if (bad || !(num <= 1e-10 * den)) fail_msg("%s: %zu/%zu over tolerance, nmse %.3g", what, bad, ny, num / den);
 }
 
 static void check_counters_zero(problem *p) {
@@ -256,6 +284,70 @@ static void test_graph(void **state) {
     problem_free(&p);
 }
 
+/* Grouped calls (q, k, v; gate, up): three or two weights of one width on one x (a's, through a's perm with
+ * act-order: the others' blocks read through it are other weights, their references follow) in one launch per 16
+ * tokens; strips 4 + 2 + 3 (odd: one strip per CTA) and 4 + 2 (pairs at n > 8); n = 1, 5, 16, 20 (two launches),
+ * 60 (dequant + cuBLAS matrix by matrix). Each output against its reference; the guard past each stays poison. */
+static void test_group(void **state) {
+    env *e = *state;
+    for (int act = 0; act < 2; act++)
+        for (int nm = 2; nm <= 3; nm++) {
+            problem p[3];
+            const int64_t Ns[3] = {64, 32, 48};
+            for (int i = 0; i < nm; i++)
+                problem_init(&p[i], e, &CASES[act ? 0 : 1], Ns[i], 1024, 60, 700 + 10 * (uint64_t)act + (uint64_t)i);
+            for (int i = 1; i < nm; i++) { /* a's x and perm */
+                if (act) p[i].w.perm = p[0].w.perm;
+                problem_ref(&p[i], p[0].x);
+            }
+            int64_t N[3];
+            for (int i = 0; i < nm; i++) N[i] = p[i].N;
+            const int64_t ns[] = {1, 5, 16, 20, 60};
+            size_t wsb = 0;
+            for (int k = 0; k < 5; k++) {
+                const size_t b = qn_lq4m_workspace_size_group(&e->ctx, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
+                wsb = b > wsb ? b : wsb;
+            }
+            /* dequant + cuBLAS at n = 60: the largest matrix in fp16; act-order: the gathered x */
+            assert_true(wsb >= 65536 + (size_t)64 * 1024 * 2 + (act ? (size_t)60 * 1024 * 2 : 0));
+            void *dws;
+            CK(cudaMalloc(&dws, wsb));
+            CK(cudaMemset(dws, 0, wsb));
+            for (int k = 0; k < 5; k++) {
+                qn_quant_mat mats[3];
+                for (int i = 0; i < nm; i++) {
+                    CK(cudaMemset(p[i].dy, 0xFF, sizeof(float) * (size_t)(p[i].nmax * p[i].N + GUARD)));
+                    mats[i] = (qn_quant_mat){p[i].dw.blocks, p[i].N, p[i].dy};
+                }
+                const size_t need = qn_lq4m_workspace_size_group(&e->ctx, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
+                const int32_t *perm = act ? p[0].dw.perm : NULL;
+                if (need)
+                    assert_int_equal(qn_lq4m_matmul_group_cuda(&e->ctx, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need - 1,
+                                                               g_stream, NULL),
+                                     QN_ERR_INVALID_ARG);
+                assert_int_equal(
+                    qn_lq4m_matmul_group_cuda(&e->ctx, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need, g_stream, NULL),
+                    QN_OK);
+                for (int i = 0; i < nm; i++) {
+                    char what[160];
+                    snprintf(what, sizeof what, "group of %d%s: matrix %d (N=%lld) n=%lld", nm, act ? " act" : "", i,
+                             (long long)p[i].N, (long long)ns[k]);
+                    check_outputs(&p[i], p[i].dy, ns[k], what);
+                    uint32_t guard[GUARD];
+                    CK(cudaMemcpy(guard, p[i].dy + ns[k] * p[i].N, sizeof guard, cudaMemcpyDeviceToHost));
+                    for (int g = 0; g < GUARD; g++)
+                        if (guard[g] != 0xFFFFFFFFu) fail_msg("%s: wrote past its outputs", what);
+                }
+            }
+            uint32_t cnt[1024];
+            CK(cudaMemcpy(cnt, dws, sizeof cnt, cudaMemcpyDeviceToHost));
+            for (int c = 0; c < 1024; c++)
+                if (cnt[c]) fail_msg("group of %d: split-K counter %d left at %u", nm, c, cnt[c]);
+            cudaFree(dws);
+            for (int i = 0; i < nm; i++) problem_free(&p[i]);
+        }
+}
+
 /* Refusals before any launch. */
 static void test_bad_args(void **state) {
     env *e = *state;
@@ -294,6 +386,7 @@ int main(void) {
         cmocka_unit_test(test_bad_args),
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_graph),
+        cmocka_unit_test(test_group),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
