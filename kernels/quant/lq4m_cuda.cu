@@ -1,17 +1,19 @@
-/* lq4m_cuda.cu — the GPU entry points of lq4m.h: the tensor-core matmul over LQ4M chunks for few tokens, the
- * dequant to fp16 (+ cuBLAS for many tokens), the act-order gather in front (lutq_gpu.h). Holds no state.
+/* lq4m_cuda.cu — the GPU entry points of lq4m.h: the tensor-core matmul over LQ4M chunks for few tokens (one
+ * weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for many tokens), the
+ * act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
  *
- * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps takes one 16-row strip and a run
- * of its 128-column chunks (split-K over gridDim.y); warp w takes chunks w, w + WARPS, ... of the run. Per
- * chunk a lane makes two 16-byte streaming loads of codes (its A fragments of 8 tiles) and two 4-byte scale
- * loads, prefetched one chunk ahead; per 32-column block and group of 8 tokens one 16-byte load of x (its B
- * fragments of two tiles: lq4m.h maps the k slots so). A fragment register = (code pair | 0x6400) as half2
- * (1024 + q), minus (1024 + z), times d: exact before its one rounding, the host twin's bits. mma.sync
- * m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up to 16 per launch in two groups). The
- * warps' tiles are summed in shared memory in warp order; with a split, each CTA writes its tile to the
- * workspace and the last CTA of the strip (arrival counter) sums the split's tiles in order: deterministic.
- * On sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights stream in while the kernel
- * before finishes; x is read, and anything written, only after the wait. */
+ * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps takes one 16-row strip (two at n > 8,
+ * so that each B fragment feeds two A fragments) and a run of its 128-column chunks (split-K over gridDim.y);
+ * warp w takes chunks w, w + WARPS, ... of the run. Per chunk a lane makes two 16-byte streaming loads of codes
+ * per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks ahead; per 32-column
+ * block and group of 8 tokens one 16-byte load of x (its B fragments of two tiles: lq4m.h maps the k slots so).
+ * A fragment register = (code pair | 0x6400) as half2 (1024 + q), minus (1024 + z), times d: exact before its
+ * one rounding, the host twin's bits. mma.sync m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up
+ * to 16 per launch in two groups). The warps' tiles are summed in shared memory in warp order; with a split,
+ * each CTA writes its tile to the workspace and the last CTA of the tile (arrival counter) sums the split's
+ * tiles in order: deterministic. On sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights
+ * stream in while the kernel before finishes; x is read, and anything written, only after the wait.
+ * Measured: bench/results/gpu-lq4m-2026-12-06.md. */
 #include <stdint.h>
 
 #include <cublas_v2.h>

@@ -327,17 +327,23 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #define QN_Q80_GROUP 1
 #endif
 
-/* 1 (default): 4-bit GPTQ/AWQ weights that fit go to the device as LQ4M (lq4m.h: the mma decode kernel, 4.25 bits
- * per weight) instead of LQ4; 0 keeps LQ4 (an A/B knob: -D). */
+/* Which 4-bit GPTQ/AWQ weights go to the device as LQ4M (lq4m.h: the mma decode kernel, 4.25 bits per weight)
+ * instead of LQ4 (5.0 bits, the int8 decode kernel) where they fit: 0 none, 1 those without act-order, 2 all (an
+ * A/B knob: -D). Measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md, Llama-3-8B-shape GPTQ-4 g128 through
+ * `quern bench`): plain weights tg128 392.2 t/s against LQ4's 386.0 (+1.6%), pp512 +0.8%; act-order tg128 355.4
+ * against 378.6 (-6.1%: LQ4's decode quantizes x through perm in the launch it needs anyway, LQ4M gathers x in
+ * one of its own), pp512 +4.4%. 2 trades that decode speed for 15% less weight memory. */
 #ifndef QN_LUTQ_LQ4M
 #define QN_LUTQ_LQ4M 1
 #endif
 
-/* The format a matmul weight takes on the device: dev_format_stored, LQ4 as LQ4M where it fits, Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
+/* The format a matmul weight takes on the device: dev_format_stored, LQ4 as LQ4M where it fits (QN_LUTQ_LQ4M), Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
  * Q8_0P where its K allows. */
 static qn_qformat dev_format(const qn_weight *w) {
     const qn_qformat f = dev_format_stored(w);
-    if (QN_LUTQ_LQ4M && f == QN_QFORMAT_LQ4 && qn_lq4m_takes(w->lutq, NULL, 0)) return QN_QFORMAT_LQ4M;
+    if (f == QN_QFORMAT_LQ4 && (QN_LUTQ_LQ4M >= 2 || (QN_LUTQ_LQ4M == 1 && !w->lutq->perm)) &&
+        qn_lq4m_takes(w->lutq, NULL, 0))
+        return QN_QFORMAT_LQ4M;
     if (QN_Q6K_PAD && f == QN_QFORMAT_Q6_K) return QN_QFORMAT_Q6_KP;
     if (QN_Q3K_PAD && f == QN_QFORMAT_Q3_K) return QN_QFORMAT_Q3_KP;
     if (QN_Q80_GROUP && f == QN_QFORMAT_Q8_0 && qn_quant_check_shape(QN_QFORMAT_Q8_0P, w->n, w->k) == QN_OK)
