@@ -35,6 +35,26 @@ PARTS=$HOME/.cache/quern/parts
 B=${QN_GPU_BUILD:-build-gpu}
 mkdir -p "$PARTS"
 stash() { for f in .gpumodel/*/*; do [ -f "$f" ] && cp "$f" "$PARTS/"; done; }
+# logits_gpu_cpu MODEL W TOKEN...: one token's logits on the GPU and the CPU, compared (NMSE, top-1) into W/logits.log
+logits_gpu_cpu() {
+    local g=$1 w=$2
+    shift 2
+    for tok in "$@"; do
+        for dev in cuda cpu; do
+            timeout 120 "$B/quern" logits -m "$g" --tokens $tok --device $dev -t 16 -o "$w/logits-$tok-$dev.f32" \
+                >>"$w/logits.log" 2>&1
+        done
+        python3 - "$w/logits-$tok-cuda.f32" "$w/logits-$tok-cpu.f32" <<'PY' | tee -a "$w/logits.log"
+import struct, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+x, y = (struct.unpack("<%df" % (len(v) // 4), v) for v in (a, b))
+num = sum((u - v) ** 2 for u, v in zip(x, y)); den = sum(v * v for v in y)
+top = lambda z: max(range(len(z)), key=z.__getitem__)
+print("%s: %d logits, nmse %.3g, top-1 gpu %d cpu %d, max |d| %.3g" % (sys.argv[1].split("/")[-1], len(x), num / den,
+      top(x), top(y), max(abs(u - v) for u, v in zip(x, y))))
+PY
+    done
+}
 case "${1:-}" in
 a)
     stash
@@ -127,21 +147,7 @@ f2)
     cat "$W/bench.md"
     g=/tmp/llama3-8b-F16-2l.gguf
     "$B/quern" synth --preset llama3-8b --type F16 --layers 2 -t 16 -o "$g" -q >>"$W/synth.log" 2>&1
-    for tok in 1000 51234 128000; do
-        for dev in cuda cpu; do
-            timeout 120 "$B/quern" logits -m "$g" --tokens $tok --device $dev -t 16 -o "$W/logits-$tok-$dev.f32" \
-                >>"$W/logits.log" 2>&1
-        done
-        python3 - "$W/logits-$tok-cuda.f32" "$W/logits-$tok-cpu.f32" <<'PY' | tee -a "$W/logits.log"
-import struct, sys
-a, b = (open(p, "rb").read() for p in sys.argv[1:3])
-x, y = (struct.unpack("<%df" % (len(v) // 4), v) for v in (a, b))
-num = sum((u - v) ** 2 for u, v in zip(x, y)); den = sum(v * v for v in y)
-top = lambda z: max(range(len(z)), key=z.__getitem__)
-print("%s: %d logits, nmse %.3g, top-1 gpu %d cpu %d, max |d| %.3g" % (sys.argv[1].split("/")[-1], len(x), num / den,
-      top(x), top(y), max(abs(u - v) for u, v in zip(x, y))))
-PY
-    done
+    logits_gpu_cpu "$g" "$W" 1000 51234 128000
     rm -f "$g" "$W"/*.f32
     tar -C "$W" -czf "$OUT/round-f2.tgz" .
     ;;
@@ -205,21 +211,7 @@ m2)
     done
     cat "$W/bench.md"
     g=/tmp/l8b2-gptq4-act
-    for tok in 1000 51234; do
-        for dev in cuda cpu; do
-            timeout 120 "$B/quern" logits -m "$g" --tokens $tok --device $dev -t 16 -o "$W/logits-$tok-$dev.f32" \
-                >>"$W/logits.log" 2>&1
-        done
-        python3 - "$W/logits-$tok-cuda.f32" "$W/logits-$tok-cpu.f32" <<'PY' | tee -a "$W/logits.log"
-import struct, sys
-a, b = (open(p, "rb").read() for p in sys.argv[1:3])
-x, y = (struct.unpack("<%df" % (len(v) // 4), v) for v in (a, b))
-num = sum((u - v) ** 2 for u, v in zip(x, y)); den = sum(v * v for v in y)
-top = lambda z: max(range(len(z)), key=z.__getitem__)
-print("%s: %d logits, nmse %.3g, top-1 gpu %d cpu %d, max |d| %.3g" % (sys.argv[1].split("/")[-1], len(x), num / den,
-      top(x), top(y), max(abs(u - v) for u, v in zip(x, y))))
-PY
-    done
+    logits_gpu_cpu "$g" "$W" 1000 51234
     grep -i "lq4\|format\|device" "$W/logits.log" | head -8
     rm -f "$W"/*.f32
     tar -C "$W" -czf "$OUT/round-m2.tgz" .

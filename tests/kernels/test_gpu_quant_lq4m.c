@@ -25,6 +25,7 @@
 #include <cuda_runtime_api.h>
 
 #include "gpu_test.h"
+#include "gpu_quant_env.h"
 #include "kernels/common/half.h"
 #include "kernels/quant/lq4m.h"
 #include "kernels/quant/lutq_gpu.h"
@@ -33,25 +34,7 @@
 
 #define GUARD 64
 
-typedef struct env {
-    qn_quant_cuda_ctx ctx;
-    cublasHandle_t blas;
-} env;
-
-static int setup(void **state) {
-    static env e;
-    if (qn_gpu_test_setup(state) != 0) return -1;
-    if (cublasCreate(&e.blas) != CUBLAS_STATUS_SUCCESS) return -1;
-    if (qn_quant_cuda_ctx_init(&e.ctx, 0, e.blas) != QN_OK) return -1;
-    *state = &e;
-    return 0;
-}
-
-static int teardown(void **state) {
-    env *e = *state;
-    cublasDestroy(e->blas);
-    return qn_gpu_test_teardown(state);
-}
+typedef qn_gpu_quant_env env;
 
 typedef struct problem {
     char name[96];
@@ -388,5 +371,5 @@ int main(void) {
         cmocka_unit_test(test_graph),
         cmocka_unit_test(test_group),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, qn_gpu_quant_setup, qn_gpu_quant_teardown);
 }
