@@ -17,6 +17,7 @@
  *               that differs only in the sign of a zero entry is taken: its zero weights may then come
  *               out as -0 where the peer has +0, or the reverse)
  * The scale is stored per 32-block (repeated across a group): simplest for every group size and act-order.
+ * LQ4M (lq4m.h) holds LQ4's values in 16-row chunks for its own tensor-core kernel (4.25 bits per weight).
  * Memory, bits per weight: LQ4 5.0 (GPTQ-4 g128 4.16, so +20%; GPTQ 2/3-bit codes widen to 4 bits: 5.0
  * against 2.1/3.1), LQ8 9.0, LNF4/LFP4 5.0 (bnb 4.5, 4.13 with double quant); fp16 is 16.
  * When the peer's dtype is bf16 (lutq round BF16), the device still rounds to fp16 (the kernels' type):

@@ -8,6 +8,7 @@
  * so every product is exact and only the f32 sums round (mma accumulation, the warps' and the split's tiles):
  *   |y - ref| <= 2^-13 sum_k |W x| per output, NMSE <= 1e-10 per case (expected ~1e-14); one code, nibble
  *   position, scale, zero or permutation wrong moves the NMSE of its case to 1e-6 or more.
+ * Grouped calls (two or three weights on one x in one launch) check each output against its own reference.
  * Act-order runs both ways of gathering x: in each CTA (its columns into shared memory) and, where that does not
  * fit (16 tokens of 4224 columns unsplit), a gather kernel first.
  * Outputs are poisoned (NaN) with a guard behind them; tokens past n must stay untouched; split-K counters
