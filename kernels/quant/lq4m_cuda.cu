@@ -16,7 +16,6 @@
  * Measured: bench/results/gpu-lq4m-2026-12-06.md. */
 #include <stdint.h>
 
-#include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -29,7 +28,7 @@
 #define LQ4M_WARPS 4
 #define LQ4M_THREADS (LQ4M_WARPS * 32)
 #define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
-#define LQ4M_WS_COUNTERS ((size_t)64 * 1024) /* quant.h: split-K arrival counters first, zero between calls */
+#define LQ4M_WS_COUNTERS QN_QUANT_WS_COUNTERS /* split-K arrival counters first, zero between calls */
 #define LQ4M_MAX_SPLIT 16
 #define LQ4M_TOKENS 16 /* per launch: two groups of 8 */
 
@@ -376,11 +375,9 @@ static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, 
 /* with a perm, the gathered x behind the path's workspace, never over the counters (lutq_cuda.cu's rule) */
 static size_t lq4m_x_offset(size_t inner) { return align256(inner > LQ4M_WS_COUNTERS ? inner : LQ4M_WS_COUNTERS); }
 
-static size_t lq4m_ws_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
-                           bool act_order, int64_t n, int split) {
-    const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);
-    if (!act_order) return inner;
-    return lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half));
+/* the whole workspace: the path's, then with act-order the gathered x [n][K] */
+static size_t lq4m_ws_need(size_t inner, bool act_order, int64_t n, int64_t K) {
+    return act_order ? lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half)) : inner;
 }
 
 size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, const int64_t *N, int n_mat, int64_t K,
@@ -389,7 +386,7 @@ size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, cons
     for (int i = 0; i < n_mat; i++)
         if (N[i] <= 0 || !lq4m_shape_ok(N[i], K)) return 0;
     const lq4m_call c = lq4m_call_of(n_mat, N);
-    return lq4m_ws_size(ctx, (qn_quant_path)path, &c, K, act_order, n, 0);
+    return lq4m_ws_need(lq4m_inner_size(ctx, (qn_quant_path)path, &c, K, n, 0), act_order, n, K);
 }
 
 size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path, int64_t N, int64_t K, bool act_order, int64_t n) {
@@ -483,7 +480,7 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
     const bool mma = lq4m_mma_path(ctx, path, n);
     if (!mma && !ctx->cublas) return QN_ERR_INVALID_ARG;
     const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);
-    const size_t need = lq4m_ws_size(ctx, path, c, K, perm != NULL, n, split);
+    const size_t need = lq4m_ws_need(inner, perm != NULL, n, K);
     if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
     const cudaStream_t s = (cudaStream_t)stream;
     if (mma && perm && aligned16(perm) && lq4m_fused_gather(ctx, c, K, n, split))
@@ -496,20 +493,12 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         xk = xp;
     }
     if (mma) return lq4m_mma(ctx, c, K, (const __half *)xk, NULL, n, split, workspace, inner, s);
-    /* dequant + cuBLAS, matrix by matrix: y^T (N x n, col-major) = W . x^T with W [N][K] fp16 in the workspace */
-    if (n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
-    cublasHandle_t h = (cublasHandle_t)ctx->cublas;
-    const float alpha = 1.0f, beta = 0.0f;
-    QN_CUBLAS_TRY(cublasSetStream(h, s));
-    if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
+    /* dequant + cuBLAS, matrix by matrix, through the workspace */
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
     for (int i = 0; i < c->nm; i++) {
-        if (c->N[i] > INT32_MAX) return QN_ERR_SHAPE;
-        const qn_status st = qn_lq4m_dequant_cuda(c->w[i], c->N[i], K, w16, stream);
+        qn_status st = qn_lq4m_dequant_cuda(c->w[i], c->N[i], K, w16, stream);
+        if (st == QN_OK) st = qn_quant_gemm_f16_cuda(ctx, w16, c->N[i], K, xk, n, c->y[i], stream);
         if (st != QN_OK) return st;
-        QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)c->N[i], (int)n, (int)K, &alpha, w16, CUDA_R_16F,
-                                   (int)K, xk, CUDA_R_16F, (int)K, &beta, c->y[i], CUDA_R_32F, (int)c->N[i],
-                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     }
     return QN_OK;
 }

@@ -14,7 +14,7 @@
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 
-#define LQ_WS_COUNTERS ((size_t)64 * 1024) /* quant.h: the first 64 KB of a workspace are split-K counters */
+#define LQ_WS_COUNTERS QN_QUANT_WS_COUNTERS
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 

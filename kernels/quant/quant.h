@@ -217,6 +217,9 @@ typedef struct qn_quant_q8_x {
  * positive multiple of 32. No CUDA calls. */
 bool qn_quant_q8_x_in_workspace(void *workspace, size_t ws_bytes, int64_t n, int64_t K, qn_quant_q8_x *out);
 
+/* The split-K arrival counters at the start of every matmul workspace (this header's, lutq_gpu.h's, lq4m.h's). */
+#define QN_QUANT_WS_COUNTERS ((size_t)64 * 1024)
+
 /* Workspace bytes the call needs at its best: GEMV/MMA: split-K counters + partial tiles (0 when it
  * would not split); DEQUANT_CUBLAS: counters + N*K fp16; MMVQ: counters + the q8 activations
  * (qn_mmvq_x_bytes: ~1.25 n*K; under AUTO a short workspace falls back to GEMV). path: as in opts.
@@ -264,6 +267,11 @@ qn_status qn_quant_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fm
 
 /* out[N][K] fp16 (16-byte aligned) = the same fp16 weights the matmul paths use, bit for bit.
  * Runs QN_QUANT_DEQUANT_FAST. */
+/* y^T (N x n, col-major) = W . x^T by cuBLAS fp16 with f32 accumulation and output, on stream: w16 [N][K] fp16,
+ * x [n][K] fp16, y [n][N] f32 (device). The GEMM of the DEQUANT_CUBLAS paths; ctx->cublas must be set. */
+qn_status qn_quant_gemm_f16_cuda(const qn_quant_cuda_ctx *ctx, const void *w16, int64_t N, int64_t K, const void *x,
+                                 int64_t n, float *y, void *stream);
+
 qn_status qn_quant_dequant_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N,
                                 int64_t K, void *out /* [N][K] fp16 */, void *stream);
 

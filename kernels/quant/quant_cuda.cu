@@ -51,7 +51,7 @@ static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
 /* Workspace layout: [0, 64 KB) split-K arrival counters (zero between launches), then either the
  * split-K partial tiles or (DEQUANT_CUBLAS) the fp16 weights. */
-#define KQ_WS_COUNTERS ((size_t)64 * 1024)
+#define KQ_WS_COUNTERS QN_QUANT_WS_COUNTERS
 
 /* --- launching one kq_kernel instance --- */
 
@@ -310,9 +310,16 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         if (st != QN_OK) return st;
         w16 = dq;
     }
+    return qn_quant_gemm_f16_cuda(ctx, w16, N, K, x, n, y, stream);
+}
+
+qn_status qn_quant_gemm_f16_cuda(const qn_quant_cuda_ctx *ctx, const void *w16, int64_t N, int64_t K, const void *x,
+                                 int64_t n, float *y, void *stream) {
+    if (!ctx || !ctx->cublas) return QN_ERR_INVALID_ARG;
+    if (N > INT32_MAX || n > INT32_MAX || K > INT32_MAX) return QN_ERR_SHAPE;
     cublasHandle_t h = (cublasHandle_t)ctx->cublas;
     const float alpha = 1.0f, beta = 0.0f;
-    QN_CUBLAS_TRY(cublasSetStream(h, s));
+    QN_CUBLAS_TRY(cublasSetStream(h, (cudaStream_t)stream));
     if (ctx->blas_ws) QN_CUBLAS_TRY(cublasSetWorkspace(h, ctx->blas_ws, ctx->blas_ws_bytes));
     QN_CUBLAS_TRY(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)n, (int)K, &alpha, w16, CUDA_R_16F,
                                (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,

@@ -5,6 +5,7 @@
 #ifndef QN_GPU_TEST_H
 #define QN_GPU_TEST_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -68,6 +69,17 @@ static inline void dev_fetch(void *dst, const void *d, size_t bytes, size_t guar
     for (size_t i = 0; i < guard_bytes; i++) hit += g[i] != 0xFF;
     free(g);
     if (hit) fail_msg("%s: %zu guard bytes overwritten", what, hit);
+}
+
+/* Fails when any 32-bit word of the device region d [bytes] is not zero (e.g. split-K counters left behind). */
+static inline void dev_check_zero(const void *d, size_t bytes, const char *what) {
+    uint32_t *c = malloc(bytes ? bytes : 4);
+    assert_non_null(c);
+    CK(cudaMemcpy(c, d, bytes, cudaMemcpyDeviceToHost));
+    size_t nz = 0;
+    for (size_t i = 0; i < bytes / 4; i++) nz += c[i] != 0;
+    free(c);
+    if (nz) fail_msg("%s: %zu split-K counters left non-zero", what, nz);
 }
 
 #endif /* QN_GPU_TEST_H */

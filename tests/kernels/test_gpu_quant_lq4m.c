@@ -121,6 +121,25 @@ static const char *path_name(qn_quant_path p) {
            : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : "auto";
 }
 
+/* y [n][p->N] (host) against p's reference: |d| <= 2^-13 sum|Wx| each, NMSE <= 1e-10; fails naming what */
+static void check_y(const problem *p, const float *y, int64_t n, const char *what) {
+    const size_t ny = (size_t)(n * p->N);
+    size_t bad = 0;
+    double num = 0, den = 0, worst = 0;
+    const double rel = ldexp(1, -13);
+    for (size_t i = 0; i < ny; i++) {
+        const double d = fabs((double)y[i] - p->yref[i]), tol = rel * p->yabs[i] + 1e-30;
+        if (!(d <= tol) && bad++ < 5)
+            fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what, i / (size_t)p->N,
+                    i % (size_t)p->N, y[i], p->yref[i], d, tol);
+        if (d / tol > worst) worst = d / tol;
+        num += d * d, den += p->yref[i] * p->yref[i];
+    }
+    const double nmse = den > 0 ? num / den : num;
+    if (bad || !(nmse <= 1e-10))
+        fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-10), worst |d|/tol %.3g", what, bad, ny, nmse, worst);
+}
+
 /* Runs one case, checks it and returns the outputs [n][N] (caller frees). */
 static float *run_case(env *e, problem *p, int64_t n, qn_quant_path path, int split) {
     const size_t ny = (size_t)(n * p->N), nall = (size_t)(p->nmax * p->N);
@@ -133,56 +152,28 @@ static float *run_case(env *e, problem *p, int64_t n, qn_quant_path path, int sp
     snprintf(what, sizeof what, "%s n=%lld %s split=%d", p->name, (long long)n, path_name(path), split);
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
     dev_fetch(y, p->dy, sizeof(float) * (nall + GUARD), 0, what);
-    size_t bad = 0, untouched = 0;
-    double num = 0, den = 0, worst = 0;
-    const double rel = ldexp(1, -13);
-    for (size_t i = 0; i < ny; i++) {
-        const double d = fabs((double)y[i] - p->yref[i]), tol = rel * p->yabs[i] + 1e-30;
-        if (!(d <= tol) && bad++ < 5)
-            fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g |d| %.3g tol %.3g\n", what, i / (size_t)p->N,
-                    i % (size_t)p->N, y[i], p->yref[i], d, tol);
-        if (d / tol > worst) worst = d / tol;
-        num += d * d, den += p->yref[i] * p->yref[i];
-    }
+    check_y(p, y, n, what);
+    size_t untouched = 0;
     for (size_t i = ny; i < nall + GUARD; i++) { /* later tokens' rows and the guard: still poison */
         uint32_t u;
         memcpy(&u, &y[i], 4);
         untouched += u == 0xFFFFFFFFu;
     }
-    const double nmse = den > 0 ? num / den : num;
-    if (bad || !(nmse <= 1e-10) || untouched != nall + GUARD - ny)
-        fail_msg("%s: %zu/%zu over tolerance, nmse %.3g (limit 1e-10), worst |d|/tol %.3g, %zu words past n written",
-                 what, bad, ny, nmse, worst, nall + GUARD - ny - untouched);
+    if (untouched != nall + GUARD - ny) fail_msg("%s: %zu words past n written", what, nall + GUARD - ny - untouched);
     return y;
 }
 
-/* y [n][p->N] (device, poisoned before) against p's reference; fails with what on a difference */
+/* y [n][p->N] (device) against p's reference (check_y) */
 static void check_outputs(problem *p, const float *dy, int64_t n, const char *what) {
-    const size_t ny = (size_t)(n * p->N);
-    float *y = malloc(sizeof(float) * ny);
+    float *y = malloc(sizeof(float) * (size_t)(n * p->N));
     assert_non_null(y);
-    dev_fetch(y, dy, sizeof(float) * ny, 0, what);
-    size_t bad = 0;
-    double num = 0, den = 0;
-    for (size_t i = 0; i < ny; i++) {
-        const double d = fabs((double)y[i] - p->yref[i]), tol = ldexp(1, -13) * p->yabs[i] + 1e-30;
-        if (!(d <= tol) && bad++ < 5)
-            fprintf(stderr, "  %s: y[t=%zu][r=%zu] got %.9g ref %.9g\n", what, i / (size_t)p->N, i % (size_t)p->N, y[i],
-                    p->yref[i]);
-        num += d * d, den += p->yref[i] * p->yref[i];
-    }
+    dev_fetch(y, dy, sizeof(float) * (size_t)(n * p->N), 0, what);
+    check_y(p, y, n, what);
     free(y);
-    if (bad || !(num <= 1e-10 * den)) fail_msg("%s: %zu/%zu over tolerance, nmse %.3g", what, bad, ny, num / den);
 }
 
 static void check_counters_zero(problem *p) {
-    uint32_t *c = malloc(65536);
-    assert_non_null(c);
-    CK(cudaMemcpy(c, p->dws, 65536, cudaMemcpyDeviceToHost));
-    size_t nz = 0;
-    for (size_t i = 0; i < 65536 / 4; i++) nz += c[i] != 0;
-    free(c);
-    if (nz) fail_msg("%s: %zu split-K counters left non-zero", p->name, nz);
+    dev_check_zero(p->dws, 65536, p->name);
 }
 
 /* The dequant kernel equals the host twin bit for bit (kernel column order). */
@@ -323,10 +314,7 @@ static void test_group(void **state) {
                         if (guard[g] != 0xFFFFFFFFu) fail_msg("%s: wrote past its outputs", what);
                 }
             }
-            uint32_t cnt[1024];
-            CK(cudaMemcpy(cnt, dws, sizeof cnt, cudaMemcpyDeviceToHost));
-            for (int c = 0; c < 1024; c++)
-                if (cnt[c]) fail_msg("group of %d: split-K counter %d left at %u", nm, c, cnt[c]);
+            dev_check_zero(dws, 65536, "group");
             cudaFree(dws);
             for (int i = 0; i < nm; i++) problem_free(&p[i]);
         }

@@ -227,13 +227,7 @@ static void run_decode_case(env *e, problem *p, int64_t n, int split) {
 }
 
 static void check_counters_zero(problem *p) {
-    uint32_t *c = malloc(65536);
-    assert_non_null(c);
-    CK(cudaMemcpy(c, p->dws, 65536, cudaMemcpyDeviceToHost));
-    size_t nz = 0;
-    for (size_t i = 0; i < 65536 / 4; i++) nz += c[i] != 0;
-    free(c);
-    if (nz) fail_msg("%s: %zu split-K counters left non-zero", p->name, nz);
+    dev_check_zero(p->dws, 65536, p->name);
 }
 
 /* Dequant: every variant equals the host twin bit for bit (kernel column order). */
