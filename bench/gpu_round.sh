@@ -19,12 +19,14 @@
 #   f2  (after f1, same machine) 8B F16: quern bench new / old / new / llama-bench, and a 2-layer F16 model's
 #       one-token logits (the decode kernel, LM head included) on the GPU against the CPU. Carry .gpudeps and
 #       .gpumodel/v.
-#   m1  LQ4M (kernels/quant/lq4m.h): build, test_quant_lq4m, test_gpu_quant_lq4m (+ compute-sanitizer memcheck and
-#       racecheck, quick), test_gpu_quant_lutq, test_gpu_quant; bench_gpu_lutq lq4 / lq4m / f16 at 1..512 tokens and
-#       the lq4m K split forced to 1..16 at n = 1, 16. Carry .gpudeps.
-#   m2  (after m1, same machine, else it builds) the lq4m GPU tests and kernel bench again, 8B-shape GPTQ-4 g128 (plain and act-order) through `quern bench`, LQ4M against a
-#       twin build that keeps LQ4 (-DQN_LUTQ_LQ4M=0, build-gpu-l0), and a 2-layer one's logits GPU against CPU.
-#       Carry .gpudeps and .gpumodel/v.
+#   m1  the M forms (kernels/quant/lq4m.h): build, test_quant_lq4m, test_gpu_quant_lq4m (+ compute-sanitizer memcheck
+#       and racecheck, quick), test_gpu_quant_lutq, test_gpu_quant (QN_M1_TESTS); bench_gpu_lutq (QN_M1_FMT, default
+#       lq4 / lq4m / f16) at 1..512 tokens and the K split forced to 1..16 at n = 1, 16 (QN_M1_SPLITS, "" for none;
+#       format QN_M1_SPLIT_FMT, default lq4m). Carry .gpudeps.
+#   m2  (after m1, same machine, else it builds) the lq4m GPU tests and kernel bench again (QN_M2_FMT), 8B-shape models
+#       (QN_M2_TYPES, default GPTQ-4 g128 plain and act-order) through `quern bench` against a twin build
+#       (QN_M2_TWIN, default -DQN_LUTQ_LQ4M=0: LQ4 kept; build-gpu-l0), and a 2-layer one's (QN_M2_LOGITS, default
+#       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1 and m2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -175,9 +177,9 @@ m1)
     echo "bench lutq rc=$?"
     cat "$W/bench_lutq.txt"
     for s in ${QN_M1_SPLITS-1 2 4 8 16}; do
-        timeout 60 "$B/bench/bench_gpu_lutq" --fmt lq4m --n 1,16 --split $s --json "$W/split$s.jsonl" >"$W/split$s.txt" 2>&1
+        timeout 60 "$B/bench/bench_gpu_lutq" --fmt ${QN_M1_SPLIT_FMT:-lq4m} --n 1,16 --split $s --json "$W/split$s.jsonl" >"$W/split$s.txt" 2>&1
         echo "split $s rc=$?"
-        grep -E "^lq4m " "$W/split$s.txt"
+        grep -E "^${QN_M1_SPLIT_FMT:-lq4m} " "$W/split$s.txt"
     done
     tar -C "$W" -czf "$OUT/round-m1.tgz" .
     ;;
@@ -193,14 +195,15 @@ m2)
         timeout 100 "$B/tests/$t" >"$W/$t.txt" 2>&1
         echo "$t rc=$?"
     done
-    timeout 60 "$B/bench/bench_gpu_lutq" --fmt lq4m,lq4m-act --n 1,2,16 >"$W/bench_lutq.txt" 2>&1
-    grep -E "^lq4m" "$W/bench_lutq.txt"
-    L0="-DQN_LUTQ_LQ4M=0"
+    timeout 60 "$B/bench/bench_gpu_lutq" --fmt ${QN_M2_FMT:-lq4m,lq4m-act} --n 1,2,16 >"$W/bench_lutq.txt" 2>&1
+    grep -E "^l" "$W/bench_lutq.txt"
+    L0=${QN_M2_TWIN:--DQN_LUTQ_LQ4M=0}
     QN_GPU_BUILD=build-gpu-l0 QN_C_FLAGS="$L0" QN_GPU_CHECK_STEPS="build" OUT=$W/check-l0 bench/gpu_check.sh >/dev/null 2>&1 &
     for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
         [ -d /tmp/l8b-$ty ] || "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1
     done
-    "$B/quern" synth --preset llama3-8b --type gptq4-act --layers 2 -t 16 -o /tmp/l8b2-gptq4-act -q >>"$W/synth.log" 2>&1
+    LT=${QN_M2_LOGITS:-gptq4-act}
+    "$B/quern" synth --preset llama3-8b --type $LT --layers 2 -t 16 -o /tmp/l8b2-$LT -q >>"$W/synth.log" 2>&1
     wait
     grep -h "build: rc" "$W/check-l0/check.log"
     for ty in ${QN_M2_TYPES:-gptq4 gptq4-act}; do
@@ -210,7 +213,7 @@ m2)
         done
     done
     cat "$W/bench.md"
-    g=/tmp/l8b2-gptq4-act
+    g=/tmp/l8b2-$LT
     logits_gpu_cpu "$g" "$W" 1000 51234
     grep -i "lq4\|format\|device" "$W/logits.log" | head -8
     rm -f "$W"/*.f32

@@ -1,5 +1,6 @@
 /* bench_gpu_lutq.cu — GPTQ/AWQ/bnb device block formats (kernels/quant/lutq_gpu.h) on the GPU beside cuBLAS
  * fp16: LQ4 (GPTQ-4/AWQ), LQ4M (the same values in lq4m.h's layout, its own mma kernel), LQ8 (GPTQ-8), LNF4, LFP4,
+ * LNF4M, LFP4M (NF4 / FP4 in lq4m.h's chunks, the same mma kernel with a table lookup),
  * LQ4/LQ4M/LQ8 also with act-order (x quantized through perm on the decode path, gathered first on the others), on
  * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
  * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
@@ -8,8 +9,8 @@
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
- * LQ4M runs one path per n (AUTO: the mma kernel up to QN_LQ4M_MMA_MAX_TOKENS, else dequant + cuBLAS); --split S
- * forces its K split (A/B runs of lq4m_pick_split).
+ * The M forms run one path per n (AUTO: the mma kernel up to QN_LQ4M_MMA_MAX_TOKENS, else dequant + cuBLAS);
+ * --split S forces their K split (A/B runs of lq4m_make_plan).
  * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--split S] [--json FILE] */
 #include <math.h>
 #include <stdint.h>
@@ -40,6 +41,7 @@ static const variant VARIANTS[] = {
     {"lq4", QN_QFORMAT_LQ4, false}, {"lq4-act", QN_QFORMAT_LQ4, true}, {"lq4m", QN_QFORMAT_LQ4M, false},
     {"lq4m-act", QN_QFORMAT_LQ4M, true}, {"lq8", QN_QFORMAT_LQ8, false},
     {"lq8-act", QN_QFORMAT_LQ8, true}, {"lnf4", QN_QFORMAT_LNF4, false}, {"lfp4", QN_QFORMAT_LFP4, false},
+    {"lnf4m", QN_QFORMAT_LNF4M, false}, {"lfp4m", QN_QFORMAT_LFP4M, false},
     {"f16", QN_QFORMAT_F16, false}, /* the cuBLAS fp16 baseline */
 };
 struct shape { int64_t N, K; const char *name; };
@@ -61,10 +63,15 @@ static void make_blocks(qn_qformat f, size_t bytes, uint8_t *w) {
         for (size_t i = 0; i < bytes / 2; i++) h[i] = qn_f32_to_f16(0.05f * (rnd_unit() - 0.5f));
         return;
     }
-    if (f == QN_QFORMAT_LQ4M) { /* per chunk: 1024 code bytes, then 16 scale words d | (0x6400 + z) << 16 */
+    if (qn_lq4m_is_format(f)) { /* per chunk: 1024 code bytes, then 16 scale words d | (0x6400 + z) << 16 (LQ4M)
+                                   * or two fp16 absmax (tables) */
+        const bool lut = qn_lq4m_is_lut(f);
         for (size_t c = 0; c + QN_LQ4M_CHUNK_BYTES <= bytes; c += QN_LQ4M_CHUNK_BYTES)
             for (int r = 0; r < 16; r++) {
-                const uint32_t d = qn_f32_to_f16(exp2f(-10.0f + 5.0f * rnd_unit())), sc = d | (0x6400u + rnd() % 16) << 16;
+                const uint32_t d = qn_f32_to_f16(exp2f(-10.0f + 5.0f * rnd_unit()));
+                const uint32_t sc = lut ? (uint32_t)qn_f32_to_f16(0.01f + 0.09f * rnd_unit()) |
+                                              (uint32_t)qn_f32_to_f16(0.01f + 0.09f * rnd_unit()) << 16
+                                        : d | (0x6400u + rnd() % 16) << 16;
                 memcpy(w + c + 1024 + 4 * r, &sc, 4);
             }
         return;
@@ -208,7 +215,7 @@ int main(int argc, char **argv) {
                 if (!n_in_list(n_list ? n_list : "1,2,4,8,16,512", n)) continue;
                 c->n = n;
                 const bool lutq = v.fmt != QN_QFORMAT_F16;
-                const bool m4 = v.fmt == QN_QFORMAT_LQ4M;
+                const bool m4 = qn_lq4m_is_format(v.fmt);
                 const bool both = lutq && !m4 && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
                 const qn_quant_path auto_path = m4 ? (n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA : QN_QUANT_PATH_DEQUANT_CUBLAS)
                                                 : qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ

@@ -1,13 +1,17 @@
 /* lq4m.h — LQ4M, the Marlin-style GPU layout of 4-bit GPTQ/AWQ weights (lutq_gpu.h's LQ4 values, another
- * byte order): every thread of a warp reads its tensor-core A fragments with one 16-byte load per 64 columns
- * of a 16-row strip, and the scales cost 0.25 bit per weight instead of LQ4's 1.0 (4.25 bits per weight,
- * LQ4 5.0, fp16 16). Owns: the layout, which weights take it, the host repack and host twin, the GPU entry
- * points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many).
- * Not: the values (lutq_gpu.h: w = fp16(d · (q − z)), d fp16, q − z an exact small integer), the CPU layout.
+ * byte order), and LNF4M / LFP4M, the same chunks for bitsandbytes NF4 / FP4 codes: every thread of a warp reads
+ * its tensor-core A fragments with one 16-byte load per 64 columns of a 16-row strip, and the scales cost 0.25
+ * bit per weight instead of LQ4's / LNF4's 1.0 (4.25 bits per weight, LQ4 and LNF4 5.0, bnb NF4 4.5 or 4.13 with
+ * double quant, fp16 16). Owns: the layouts, which weights take them, the host repack and host twin, the GPU
+ * entry points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many).
+ * Not: the integer values (lutq_gpu.h: w = fp16(d · (q − z)), d fp16, q − z an exact small integer), the tables
+ * (lutq_gpu.h: qn_lutq_gpu_map), the CPU layout.
  *
- * Takes a 4-bit identity-table lutq weight whose LQ4 form exists (qn_lutq_gpu_format gives LQ4) when
- * n % 16 == 0, k % 128 == 0 and every group starts on a multiple of 128 in kernel column order (group 128,
- * per-channel, act-order with group 128): then one (d, z) pair holds per row and 128-column chunk.
+ * The "M forms" (qn_lq4m_is_format): LQ4M of a weight qn_lutq_gpu_format gives LQ4, LNF4M of LNF4, LFP4M of LFP4
+ * (qn_lq4m_form_of), where qn_lq4m_takes: n % 16 == 0, k % 128 == 0, every group starting on a multiple of 128
+ * (LQ4M: group 128, per-channel, act-order with group 128; one (d, z) per row and chunk) or of 64 (LNF4M / LFP4M:
+ * bnb blocksize 64, 128, ...; one absmax per row and 64-column half chunk, no act-order perm, every absmax 0 or in
+ * fp16's normal range).
  *
  * Layout: strips of 16 rows, each K/128 chunks of QN_LQ4M_CHUNK_BYTES (1088) bytes, strip-major:
  *   chunk (s, c) at byte (s · K/128 + c) · 1088 covers rows 16s..16s+15, kernel columns 128c..128c+127:
@@ -15,12 +19,17 @@
  *                Word (h, lane, i) is the A fragment of lane (g = lane / 4, t = lane % 4) for the 16x16 tile
  *                j = i % 2 of column pair-block p = 2h + i / 2, whose k slots map to kernel columns
  *                k_m = 128c + 32p + 8t + 4j + m (m < 4; the mma's B fragment of lane t is then x[8t .. 8t+7]
- *                of that 32-column block, one 16-byte load). Its nibbles hold:
+ *                of that 32-column block, one 16-byte load). The fragment's registers: a0 = row g (k_0, k_1),
+ *                a1 = row g+8 (k_0, k_1), a2 = row g (k_2, k_3), a3 = row g+8 (k_2, k_3). LQ4M's nibbles:
  *                  nibble 0: row g, k_0    nibble 1: row g+8, k_0    nibble 2: row g, k_2    nibble 3: row g+8, k_2
  *                  nibble 4: row g, k_1    nibble 5: row g+8, k_1    nibble 6: row g, k_3    nibble 7: row g+8, k_3
- *                so (word >> 4e) & 0x000F000F | 0x64006400 is the half2 (1024 + q, 1024 + q') of register e of
- *                the fragment (a0: row g k_0 k_1, a1: row g+8 k_0 k_1, a2: row g k_2 k_3, a3: row g+8 k_2 k_3).
- *   [1024, 1088) scales: u32 per strip row r < 16: fp16 bits of d (low half) | (0x6400 + z) << 16 (high).
+ *                so (word >> 4e) & 0x000F000F | 0x64006400 is the half2 (1024 + q, 1024 + q') of register e.
+ *                LNF4M / LFP4M: byte e holds register e's two codes (low nibble the first, k_0 or k_2), so
+ *                one table lookup per byte gives the half2 of table values (lq4m_cuda.cu: a 256-entry table).
+ *   [1024, 1088) scales: u32 per strip row r < 16. LQ4M: fp16 bits of d (low half) | (0x6400 + z) << 16 (high).
+ *                LNF4M / LFP4M: fp16 of the absmax of columns 0..63 (low half) | of columns 64..127 << 16, so
+ *                w = fp16(fp16(map[q]) · fp16(absmax)) (one HMUL2; within 2^-9 relative of LNF4's
+ *                fp16(absmax · map[q]), test_quant_lq4m).
  * Row bytes (qn_qformat_row_bytes): K / 128 · 68. */
 #ifndef QN_LQ4M_H
 #define QN_LQ4M_H
@@ -41,17 +50,32 @@ extern "C" {
 #define QN_LQ4M_COLS 128         /* columns per chunk (and per scale) */
 #define QN_LQ4M_CHUNK_BYTES 1088 /* 1024 code bytes + 16 scales */
 
-/* Whether w (already taken by LQ4: qn_lutq_gpu_format) fits LQ4M; why says what does not (may be NULL). */
-bool qn_lq4m_takes(const qn_lutq_weight *w, char *why, size_t why_cap);
+static inline bool qn_lq4m_is_format(qn_qformat f) {
+    return f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M;
+}
+/* table formats: codes looked up in a 16-entry table, one absmax per 64 columns */
+static inline bool qn_lq4m_is_lut(qn_qformat f) { return f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M; }
+/* The M form of a lutq_gpu.h block format (LQ4 -> LQ4M, LNF4 -> LNF4M, LFP4 -> LFP4M), else f itself. */
+static inline qn_qformat qn_lq4m_form_of(qn_qformat f) {
+    return f == QN_QFORMAT_LQ4 ? QN_QFORMAT_LQ4M : f == QN_QFORMAT_LNF4 ? QN_QFORMAT_LNF4M
+           : f == QN_QFORMAT_LFP4 ? QN_QFORMAT_LFP4M : f;
+}
 
-/* Writes rows [r0, r1) of w (r0, r1 multiples of 16, or r1 == w->n) as LQ4M to out = their strips, the same
- * bytes as that slice of the whole repack (rows back to back at qn_qformat_row_bytes(LQ4M, k) per row).
+/* Whether w fits the M form fmt (its block format, qn_lutq_gpu_format, has that M form, and the shape, groups,
+ * perm and scales fit); why says what does not (may be NULL). */
+bool qn_lq4m_takes(const qn_lutq_weight *w, qn_qformat fmt, char *why, size_t why_cap);
+
+/* Writes rows [r0, r1) of w (r0, r1 multiples of 16, or r1 == w->n) in the M form fmt to out = their strips, the
+ * same bytes as that slice of the whole repack (rows back to back at qn_qformat_row_bytes(fmt, k) per row).
  * QN_ERR_INVALID_ARG for unaligned rows, QN_ERR_UNSUPPORTED for a weight qn_lq4m_takes refuses. */
-qn_status qn_lq4m_repack_rows(const qn_lutq_weight *w, int64_t r0, int64_t r1, void *out);
+qn_status qn_lq4m_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out);
 
 /* The host twin of the device decode: out [n][k] fp16 bits in kernel column order, from the chunks alone
- * (equal to qn_lutq_gpu_dequant_host of the LQ4 blocks of the same weight). */
-void qn_lq4m_dequant_host(const void *chunks, int64_t n, int64_t k, uint16_t *out);
+ * (LQ4M: equal to qn_lutq_gpu_dequant_host of the LQ4 blocks of the same weight). */
+void qn_lq4m_dequant_host(qn_qformat fmt, const void *chunks, int64_t n, int64_t k, uint16_t *out);
+
+/* The fp16 bits of a table format's 16 values (qn_lutq_gpu_map rounded to fp16); zeros for LQ4M. */
+void qn_lq4m_map16(qn_qformat fmt, uint16_t map16[16]);
 
 /* --- GPU (definitions only with QN_HAVE_CUDA) --- */
 
@@ -68,32 +92,32 @@ struct qn_quant_matmul_opts;
 /* Workspace bytes of qn_lq4m_matmul_cuda for n tokens on path (AUTO, MMVQ / GEMV = the mma kernel,
  * DEQUANT_CUBLAS) of an N x K weight: the split-K counters (64 KB, zero between calls) and partial tiles, or the
  * fp16 weights; with act_order, the gathered x [n][K] fp16 behind them. 0 for a shape LQ4M does not take. */
-size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path /* qn_quant_path */, int64_t N, int64_t K,
-                              bool act_order, int64_t n);
+size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path /* qn_quant_path */, int64_t N,
+                              int64_t K, bool act_order, int64_t n);
 
 /* The same for 1..3 weights of width K on one x (q, k, v; gate, up; one act-order perm or none) in one launch per
  * 16 tokens: their CTAs share the grid (and x is gathered once); the workspace of qn_lq4m_workspace_size_group
  * over their widths. mats[i].y [n][mats[i].N]; qn_quant_mat is quant.h's. */
-size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, const int64_t *N, int n_mat, int64_t K,
-                                    bool act_order, int64_t n);
+size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path, const int64_t *N, int n_mat,
+                                    int64_t K, bool act_order, int64_t n);
 struct qn_quant_mat;
-qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, const struct qn_quant_mat *mats, int n_mat, int64_t K,
-                                    const int32_t *perm, const void *x, int64_t n, void *workspace, size_t ws_bytes,
-                                    void *stream, const struct qn_quant_matmul_opts *opts);
+qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const struct qn_quant_mat *mats,
+                                    int n_mat, int64_t K, const int32_t *perm, const void *x, int64_t n, void *workspace,
+                                    size_t ws_bytes, void *stream, const struct qn_quant_matmul_opts *opts);
 
 /* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
- * W the LQ4M chunks at w (device, 16-byte aligned). opts: NULL / AUTO, or path MMVQ / GEMV (the mma kernel,
+ * W the chunks of M form fmt at w (device, 16-byte aligned; a table format takes no perm). opts: NULL / AUTO, or path MMVQ / GEMV (the mma kernel,
  * any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2, 4, 8, 16; 0 = auto).
  * Deterministic; no allocation or synchronisation (CUDA-graph capturable). */
-qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const int32_t *perm, int64_t N, int64_t K,
-                              const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream,
-                              const struct qn_quant_matmul_opts *opts);
+qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, const int32_t *perm, int64_t N,
+                              int64_t K, const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes,
+                              void *stream, const struct qn_quant_matmul_opts *opts);
 
-/* CTAs of the mma kernel resident per SM on the current device (qn_quant_cuda_ctx.lq4m_ctas), at least 1. */
-int qn_lq4m_ctas_per_sm(void);
+/* CTAs of fmt's mma kernel resident per SM on the current device (qn_quant_cuda_ctx.lq4m_ctas, lnf4m_ctas), >= 1. */
+int qn_lq4m_ctas_per_sm(qn_qformat fmt);
 
 /* out [N][K] fp16 (kernel column order) = the weights, as qn_lq4m_dequant_host. */
-qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, void *stream);
+qn_status qn_lq4m_dequant_cuda(qn_qformat fmt, const void *w, int64_t N, int64_t K, void *out, void *stream);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
-/* lq4m_cuda.cu — the GPU entry points of lq4m.h: the tensor-core matmul over LQ4M chunks for few tokens (one
- * weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for many tokens), the
- * act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
+/* lq4m_cuda.cu — the GPU entry points of lq4m.h: the tensor-core matmul over the chunks of an M form (LQ4M, LNF4M,
+ * LFP4M) for few tokens (one weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for
+ * many tokens), the act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
  *
  * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps takes one 16-row strip (two at n > 8,
  * so that each B fragment feeds two A fragments) and a run of its 128-column chunks (split-K over gridDim.y);
@@ -8,7 +8,9 @@
  * per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks ahead; per 32-column
  * block and group of 8 tokens one 16-byte load of x (its B fragments of two tiles: lq4m.h maps the k slots so).
  * A fragment register = (code pair | 0x6400) as half2 (1024 + q), minus (1024 + z), times d: exact before its
- * one rounding, the host twin's bits. mma.sync m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up
+ * one rounding, the host twin's bits. The table formats look the register's code byte up in a 256-entry table of
+ * half2 (map[lo], map[hi]) in shared memory, one copy per lane (entry b of lane l at word 32 b + l: every lane on
+ * its own bank, 32 KB, written by each CTA while its first weights load), times the row's fp16 absmax. mma.sync m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up
  * to 16 per launch in two groups). The warps' tiles are summed in shared memory in warp order; with a split,
  * each CTA writes its tile to the workspace and the last CTA of the tile (arrival counter) sums the split's
  * tiles in order: deterministic. On sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights
@@ -56,6 +58,35 @@ __device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh
     }
 }
 
+/* The same for a table format: register e's code byte looked up in tl (the lane's column of the table, entry b at
+ * tl[32 b]), times the absmax of rows g, g+8 in the chunk's half hi (columns 64..127). */
+__device__ __forceinline__ void lq4m_decode_lut(uint32_t v, uint32_t sg, uint32_t sh, bool hi,
+                                                const uint32_t *__restrict__ tl, uint32_t a[4]) {
+    const __half2 ag = qn_bits_h2(__byte_perm(sg, 0, hi ? 0x3232 : 0x1010));
+    const __half2 ah = qn_bits_h2(__byte_perm(sh, 0, hi ? 0x3232 : 0x1010));
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const uint32_t b = __byte_perm(v, 0, 0x4440 + e); /* byte e */
+        a[e] = qn_h2_bits(__hmul2(qn_bits_h2(tl[b << 5]), (e & 1) ? ah : ag));
+    }
+}
+
+/* The table of a table format: word 32 b + l = half2 (map16[b & 15], map16[b >> 4]) for every lane l. 128 threads,
+ * 16 16-byte stores each; map: the 16 fp16 values, two per word. */
+#define LQ4M_LUT_BYTES (256 * 32 * 4)
+__device__ __forceinline__ void lq4m_fill_lut(uint4 *tab, const uint32_t (&map)[8], int tid) {
+    const int lo_i = tid >> 3; /* entry b = lo_i + 16 it of uint4 tid + 128 it: b & 15 = lo_i, b >> 4 = it */
+    uint32_t lo = 0;
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        if (lo_i == i) lo = (map[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
+#pragma unroll
+    for (int it = 0; it < 16; it++) {
+        const uint32_t v = lo | (map[it / 2] >> (16 * (it & 1))) << 16;
+        tab[tid + 128 * it] = make_uint4(v, v, v, v);
+    }
+}
+
 struct lq4m_chunk {
     uint4 q0, q1;    /* code words (h = 0, 1) */
     uint32_t sg, sh; /* scale words of rows g, g + 8 */
@@ -80,6 +111,7 @@ struct lq4m_mats {
     int64_t N[LQ4M_MAX_MATS];
     int64_t tile0[LQ4M_MAX_MATS]; /* first tile of matrix i */
     int nm;
+    uint32_t map[8]; /* table formats: the 16 fp16 table values, two per word (low half the even code) */
 };
 
 /* a[i] without a dynamic index into the parameter space (which would copy it to local memory) */
@@ -93,8 +125,9 @@ __device__ __forceinline__ T lq4m_pick(const T (&a)[LQ4M_MAX_MATS], int i) {
  * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1).
  * G (act-order): x is in the original column order and the CTA first gathers its columns of it through perm into
  * shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps eight tokens' rows on distinct banks), instead
- * of a gather kernel before it; the B fragments then come from there. */
-template <int NG, int R, bool G>
+ * of a gather kernel before it; the B fragments then come from there. L (table formats, never with G): the
+ * dynamic shared memory holds the lookup table (LQ4M_LUT_BYTES, lq4m_fill_lut). */
+template <int NG, int R, bool G, bool L>
 __global__ void __launch_bounds__(LQ4M_THREADS)
     lq4m_mma_kernel(const lq4m_mats mats,
                     const __half *__restrict__ x,     /* [n][K] kernel column order (G: original order) */
@@ -140,6 +173,11 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         if (c < c1) b0[r] = lq4m_load(ws + ((size_t)r * nch + c) * LQ4M_U4, lane, g);
         if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
     }
+    const uint32_t *tl = reinterpret_cast<const uint32_t *>(lq4m_xs) + lane;
+    if constexpr (L) {
+        lq4m_fill_lut(lq4m_xs, mats.map, (int)threadIdx.x);
+        __syncthreads();
+    }
     qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
     if constexpr (G) { /* xs[t][j - c0 128] = x[t][perm[j]] over the CTA's columns, four per thread and step */
         __half *xs = reinterpret_cast<__half *>(lq4m_xs);
@@ -180,7 +218,8 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
                 const uint32_t word = i < 4 ? (i == 0 ? cur[r].q0.x : i == 1 ? cur[r].q0.y : i == 2 ? cur[r].q0.z : cur[r].q0.w)
                                             : (i == 4 ? cur[r].q1.x : i == 5 ? cur[r].q1.y : i == 6 ? cur[r].q1.z : cur[r].q1.w);
                 uint32_t a[4];
-                lq4m_decode(word, cur[r].sg, cur[r].sh, a);
+                if constexpr (L) lq4m_decode_lut(word, cur[r].sg, cur[r].sh, i >= 4, tl, a);
+                else lq4m_decode(word, cur[r].sg, cur[r].sh, a);
 #pragma unroll
                 for (int ng = 0; ng < NG; ng++) {
                     const uint4 b = xb[ng][i / 2];
@@ -249,13 +288,35 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     }
 }
 
-/* One warp per chunk: its 16 x 128 weights as fp16, two 16-byte stores per row pair and 32-column block. */
+/* lq4m_decode_lut without a table in shared memory: lane l holds map16[l % 16] in m, and the lanes exchange the
+ * values (two shuffles per register; the dequant kernel's rate is not the decode's). */
+__device__ __forceinline__ void lq4m_decode_shfl(uint32_t v, uint32_t sg, uint32_t sh, bool hi, uint32_t m,
+                                                 uint32_t a[4]) {
+    const __half2 ag = qn_bits_h2(__byte_perm(sg, 0, hi ? 0x3232 : 0x1010));
+    const __half2 ah = qn_bits_h2(__byte_perm(sh, 0, hi ? 0x3232 : 0x1010));
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const uint32_t b = (v >> (8 * e)) & 0xFFu;
+        const uint32_t lo = __shfl_sync(0xffffffffu, m, (int)(b & 15)), hi16 = __shfl_sync(0xffffffffu, m, (int)(b >> 4));
+        a[e] = qn_h2_bits(__hmul2(qn_bits_h2(lo | hi16 << 16), (e & 1) ? ah : ag));
+    }
+}
+
+/* One warp per chunk: its 16 x 128 weights as fp16, two 16-byte stores per row pair and 32-column block. L: a table
+ * format (map as lq4m_mats.map). */
+template <bool L>
 __global__ void __launch_bounds__(256) lq4m_dequant_kernel(const uint4 *__restrict__ w, /* [N/16][K/128] chunks */
                                                            __half *__restrict__ out,    /* [N][K] */
-                                                           int64_t n_chunks, int64_t K) {
+                                                           int64_t n_chunks, int64_t K, const lq4m_mats mp) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t chunk = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    if (chunk >= n_chunks) return;
+    if (chunk >= n_chunks) return; /* whole warps: the shuffles below see all 32 lanes */
+    uint32_t m = 0;
+    if constexpr (L) {
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            if ((lane & 15) == i) m = (mp.map[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
+    }
     const int64_t nch = K / QN_LQ4M_COLS, strip = chunk / nch, c = chunk % nch;
     const lq4m_chunk ch = lq4m_load(w + (size_t)chunk * LQ4M_U4, lane, g);
     __half *rg = out + (size_t)(strip * QN_LQ4M_ROWS + g) * (size_t)K + (size_t)c * QN_LQ4M_COLS + 8 * t;
@@ -264,8 +325,13 @@ __global__ void __launch_bounds__(256) lq4m_dequant_kernel(const uint4 *__restri
 #pragma unroll
     for (int p = 0; p < 4; p++) {
         uint32_t a0[4], a1[4]; /* tiles j = 0, 1: columns 8t + 4j + (0..3) of block p */
-        lq4m_decode(words[2 * p], ch.sg, ch.sh, a0);
-        lq4m_decode(words[2 * p + 1], ch.sg, ch.sh, a1);
+        if constexpr (L) {
+            lq4m_decode_shfl(words[2 * p], ch.sg, ch.sh, p >= 2, m, a0);
+            lq4m_decode_shfl(words[2 * p + 1], ch.sg, ch.sh, p >= 2, m, a1);
+        } else {
+            lq4m_decode(words[2 * p], ch.sg, ch.sh, a0);
+            lq4m_decode(words[2 * p + 1], ch.sg, ch.sh, a1);
+        }
         qn_stg128(rg + 32 * p, make_uint4(a0[0], a0[2], a1[0], a1[2]));
         qn_stg128(rh + 32 * p, make_uint4(a0[1], a0[3], a1[1], a1[3]));
     }
@@ -280,10 +346,13 @@ static bool lq4m_shape_ok(int64_t N, int64_t K) {
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-/* CTAs of the heaviest instance (NG = 2, R = 2) resident per SM */
-int qn_lq4m_ctas_per_sm(void) {
+/* CTAs of the heaviest instance (NG = 2, R = 2) of fmt resident per SM */
+int qn_lq4m_ctas_per_sm(qn_qformat fmt) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false>, LQ4M_THREADS, 0) != cudaSuccess) {
+    const cudaError_t e = qn_lq4m_is_lut(fmt)
+        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true>, LQ4M_THREADS, LQ4M_LUT_BYTES)
+        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false>, LQ4M_THREADS, 0);
+    if (e != cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
     }
@@ -292,6 +361,7 @@ int qn_lq4m_ctas_per_sm(void) {
 
 /* One call: 1..LQ4M_MAX_MATS matrices of width K on the same x. */
 typedef struct lq4m_call {
+    qn_qformat fmt; /* LQ4M, LNF4M, LFP4M */
     int nm;
     const void *w[LQ4M_MAX_MATS];
     int64_t N[LQ4M_MAX_MATS];
@@ -300,9 +370,9 @@ typedef struct lq4m_call {
     bool even;      /* every matrix's strips pair up */
 } lq4m_call;
 
-static lq4m_call lq4m_call_of(int nm, const int64_t *N) {
+static lq4m_call lq4m_call_of(qn_qformat fmt, int nm, const int64_t *N) {
     lq4m_call c = {};
-    c.nm = nm, c.even = true;
+    c.fmt = fmt, c.nm = nm, c.even = true;
     for (int i = 0; i < nm; i++) {
         c.N[i] = N[i];
         c.strips += N[i] / QN_LQ4M_ROWS;
@@ -327,7 +397,8 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c
     const int64_t tiles = c->strips / p.r;
     if (forced > 0) p.split = forced;
     else {
-        const int64_t slots = (int64_t)ctx->n_sm * (ctx->lq4m_ctas > 0 ? ctx->lq4m_ctas : qn_lq4m_ctas_per_sm());
+        const int ctas = qn_lq4m_is_lut(c->fmt) ? ctx->lnf4m_ctas : ctx->lq4m_ctas;
+        const int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt));
         while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS)
             p.split *= 2;
     }
@@ -380,27 +451,42 @@ static size_t lq4m_ws_need(size_t inner, bool act_order, int64_t n, int64_t K) {
     return act_order ? lq4m_x_offset(inner) + align256((size_t)n * (size_t)K * sizeof(__half)) : inner;
 }
 
-size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, int path, const int64_t *N, int n_mat, int64_t K,
-                                    bool act_order, int64_t n) {
-    if (!ctx || !N || n <= 0 || n_mat < 1 || n_mat > LQ4M_MAX_MATS) return 0;
+size_t qn_lq4m_workspace_size_group(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path, const int64_t *N, int n_mat,
+                                    int64_t K, bool act_order, int64_t n) {
+    if (!ctx || !N || n <= 0 || n_mat < 1 || n_mat > LQ4M_MAX_MATS || !qn_lq4m_is_format(fmt)) return 0;
+    if (act_order && qn_lq4m_is_lut(fmt)) return 0;
     for (int i = 0; i < n_mat; i++)
         if (N[i] <= 0 || !lq4m_shape_ok(N[i], K)) return 0;
-    const lq4m_call c = lq4m_call_of(n_mat, N);
+    const lq4m_call c = lq4m_call_of(fmt, n_mat, N);
     return lq4m_ws_need(lq4m_inner_size(ctx, (qn_quant_path)path, &c, K, n, 0), act_order, n, K);
 }
 
-size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, int path, int64_t N, int64_t K, bool act_order, int64_t n) {
-    return qn_lq4m_workspace_size_group(ctx, path, &N, 1, K, act_order, n);
+size_t qn_lq4m_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path, int64_t N, int64_t K,
+                              bool act_order, int64_t n) {
+    return qn_lq4m_workspace_size_group(ctx, fmt, path, &N, 1, K, act_order, n);
 }
 
-qn_status qn_lq4m_dequant_cuda(const void *w, int64_t N, int64_t K, void *out, void *stream) {
+/* the table of fmt into m.map (zeros for LQ4M) */
+static void lq4m_set_map(qn_qformat fmt, lq4m_mats *m) {
+    uint16_t map16[16];
+    qn_lq4m_map16(fmt, map16);
+    for (int i = 0; i < 8; i++) m->map[i] = (uint32_t)map16[2 * i] | (uint32_t)map16[2 * i + 1] << 16;
+}
+
+qn_status qn_lq4m_dequant_cuda(qn_qformat fmt, const void *w, int64_t N, int64_t K, void *out, void *stream) {
+    if (!qn_lq4m_is_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (!lq4m_shape_ok(N, K)) return QN_ERR_SHAPE;
     if (!w || !out || !aligned16(w) || !aligned16(out)) return QN_ERR_INVALID_ARG;
     const int64_t chunks = N / QN_LQ4M_ROWS * (K / QN_LQ4M_COLS);
     if (chunks == 0) return QN_OK;
     const int64_t blocks = (chunks + 7) / 8;
     if (blocks > 0x7fffffff) return QN_ERR_SHAPE;
-    lq4m_dequant_kernel<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>((const uint4 *)w, (__half *)out, chunks, K);
+    lq4m_mats m = {};
+    lq4m_set_map(fmt, &m);
+    if (qn_lq4m_is_lut(fmt))
+        lq4m_dequant_kernel<true><<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>((const uint4 *)w, (__half *)out, chunks, K, m);
+    else
+        lq4m_dequant_kernel<false><<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>((const uint4 *)w, (__half *)out, chunks, K, m);
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }
@@ -450,18 +536,24 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         }
         lq4m_mats m = {};
         m.nm = c->nm;
+        lq4m_set_map(c->fmt, &m);
         for (int i = 0, tile = 0; i < c->nm; i++) {
             m.w[i] = (const uint4 *)c->w[i], m.y[i] = c->y[i] + t0 * c->N[i], m.N[i] = c->N[i], m.tile0[i] = tile;
             tile += (int)(c->N[i] / QN_LQ4M_ROWS / p.r);
         }
         const int cps = (int)((nch + p.split - 1) / p.split);
         const dim3 grid((unsigned)(c->strips / p.r), (unsigned)p.split, 1);
-        const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : 0;
+        const bool lut = qn_lq4m_is_lut(c->fmt);
+        if (lut && perm) return QN_ERR_INTERNAL; /* refused by lq4m_run */
+        const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
-        const lq4m_fn fn = perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true> : p.r == 1 ? lq4m_mma_kernel<2, 1, true>
-                                                                                    : lq4m_mma_kernel<2, 2, true>)
-                                : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, false>
-                                                                                     : lq4m_mma_kernel<2, 2, false>);
+        const lq4m_fn fn =
+            lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true> : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true>
+                                                                               : lq4m_mma_kernel<2, 2, false, true>)
+            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false>
+                                                                               : lq4m_mma_kernel<2, 2, true, false>)
+                   : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false>
+                                                                                : lq4m_mma_kernel<2, 2, false, false>);
         QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
                               part, cnt));
     }
@@ -474,6 +566,7 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
                           const qn_quant_matmul_opts *opts) {
     if (ctx->sm < 80) return QN_ERR_UNSUPPORTED;
     if (!x || !aligned16(x) || (workspace && !aligned16(workspace))) return QN_ERR_INVALID_ARG;
+    if (perm && qn_lq4m_is_lut(c->fmt)) return QN_ERR_UNSUPPORTED; /* qn_lq4m_takes refuses such weights */
     const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
     const int split = opts ? opts->split : 0;
     if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
@@ -496,29 +589,31 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
     /* dequant + cuBLAS, matrix by matrix, through the workspace */
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
     for (int i = 0; i < c->nm; i++) {
-        qn_status st = qn_lq4m_dequant_cuda(c->w[i], c->N[i], K, w16, stream);
+        qn_status st = qn_lq4m_dequant_cuda(c->fmt, c->w[i], c->N[i], K, w16, stream);
         if (st == QN_OK) st = qn_quant_gemm_f16_cuda(ctx, w16, c->N[i], K, xk, n, c->y[i], stream);
         if (st != QN_OK) return st;
     }
     return QN_OK;
 }
 
-qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, const void *w, const int32_t *perm, int64_t N, int64_t K,
-                              const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes, void *stream,
-                              const qn_quant_matmul_opts *opts) {
+qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, const int32_t *perm, int64_t N,
+                              int64_t K, const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes,
+                              void *stream, const qn_quant_matmul_opts *opts) {
     if (!ctx) return QN_ERR_INVALID_ARG;
+    if (!qn_lq4m_is_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (!lq4m_shape_ok(N, K) || n < 0) return QN_ERR_SHAPE;
     if (n == 0 || N == 0) return QN_OK;
     if (!w || !y || !aligned16(w)) return QN_ERR_INVALID_ARG;
-    lq4m_call c = lq4m_call_of(1, &N);
+    lq4m_call c = lq4m_call_of(fmt, 1, &N);
     c.w[0] = w, c.y[0] = y;
     return lq4m_run(ctx, &c, K, perm, x, n, workspace, ws_bytes, stream, opts);
 }
 
-qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, const qn_quant_mat *mats, int n_mat, int64_t K,
-                                    const int32_t *perm, const void *x, int64_t n, void *workspace, size_t ws_bytes,
-                                    void *stream, const qn_quant_matmul_opts *opts) {
+qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const qn_quant_mat *mats, int n_mat,
+                                    int64_t K, const int32_t *perm, const void *x, int64_t n, void *workspace,
+                                    size_t ws_bytes, void *stream, const qn_quant_matmul_opts *opts) {
     if (!ctx || !mats || n_mat < 1 || n_mat > LQ4M_MAX_MATS) return QN_ERR_INVALID_ARG;
+    if (!qn_lq4m_is_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (n < 0) return QN_ERR_SHAPE;
     int64_t N[LQ4M_MAX_MATS];
     int nm = 0;
@@ -532,7 +627,7 @@ qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, const qn_quant
         N[nm] = mats[i].N, w[nm] = mats[i].w, y[nm] = mats[i].y, nm++;
     }
     if (n == 0 || nm == 0) return QN_OK;
-    c = lq4m_call_of(nm, N);
+    c = lq4m_call_of(fmt, nm, N);
     for (int i = 0; i < nm; i++) c.w[i] = w[i], c.y[i] = y[i];
     return lq4m_run(ctx, &c, K, perm, x, n, workspace, ws_bytes, stream, opts);
 }

@@ -140,7 +140,7 @@ static size_t lq_ws_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_
 
 size_t qn_lutq_matmul_workspace_size_path(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int path, int64_t N, int64_t K,
                                           bool act_order, int64_t n) {
-    if (fmt == QN_QFORMAT_LQ4M) return qn_lq4m_workspace_size(ctx, path, N, K, act_order, n);
+    if (qn_lq4m_is_format(fmt)) return qn_lq4m_workspace_size(ctx, fmt, path, N, K, act_order, n);
     if (!ctx || n <= 0 || N <= 0 || !qn_lutq_gpu_is_format(fmt) || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
     return lq_ws_size(ctx, fmt, (qn_quant_path)path, N, K, act_order, n);
 }
@@ -181,8 +181,9 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
                                  const qn_quant_matmul_opts *opts) {
     if (!ctx || !w) return QN_ERR_INVALID_ARG;
     if (!qn_lutq_gpu_is_format(w->fmt)) return QN_ERR_UNSUPPORTED;
-    if (w->fmt == QN_QFORMAT_LQ4M) /* its own kernels (lq4m_cuda.cu) */
-        return qn_lq4m_matmul_cuda(ctx, w->blocks, w->perm, w->n, w->k, x, n, y, workspace, ws_bytes, stream, opts);
+    if (qn_lq4m_is_format(w->fmt)) /* their own kernels (lq4m_cuda.cu) */
+        return qn_lq4m_matmul_cuda(ctx, w->fmt, w->blocks, w->perm, w->n, w->k, x, n, y, workspace, ws_bytes, stream,
+                                   opts);
     if (n < 0) return QN_ERR_SHAPE;
     const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
     const bool decode = lq_decode(ctx, w->fmt, path, n);

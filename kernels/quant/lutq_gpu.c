@@ -26,6 +26,12 @@ static bool same_table(const float *lut, const float *map) {
     return true;
 }
 
+const float *qn_lutq_gpu_map(qn_qformat f) {
+    return f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LNF4M   ? QN_BNB4_NF4_MAP
+           : f == QN_QFORMAT_LFP4 || f == QN_QFORMAT_LFP4M ? LQ_FP4_MAP
+                                                           : NULL;
+}
+
 static bool exact_f16(float s) { return isfinite(s) && qn_f16_to_f32(qn_f32_to_f16(s)) == s; }
 
 qn_status qn_lutq_gpu_format(const qn_lutq_weight *w, qn_qformat *fmt, char *why, size_t why_cap) {
@@ -88,7 +94,7 @@ qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out)
 }
 
 qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out) {
-    if (fmt == QN_QFORMAT_LQ4M) return qn_lq4m_repack_rows(w, r0, r1, out);
+    if (qn_lq4m_is_format(fmt)) return qn_lq4m_repack_rows(w, fmt, r0, r1, out);
     if (!qn_lutq_gpu_is_format(fmt) || w->k % QN_LUTQ_GPU_BLOCK || r0 < 0 || r1 < r0 || r1 > w->n)
         return QN_ERR_INVALID_ARG;
     const int64_t nb = w->k / QN_LUTQ_GPU_BLOCK;
@@ -125,8 +131,8 @@ qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64
 /* --- host twin --- */
 
 void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int64_t k, uint16_t *out) {
-    if (fmt == QN_QFORMAT_LQ4M) {
-        qn_lq4m_dequant_host(blocks, n, k, out);
+    if (qn_lq4m_is_format(fmt)) {
+        qn_lq4m_dequant_host(fmt, blocks, n, k, out);
         return;
     }
     const int64_t nb = n * (k / QN_LUTQ_GPU_BLOCK);

@@ -17,7 +17,8 @@
  *               that differs only in the sign of a zero entry is taken: its zero weights may then come
  *               out as -0 where the peer has +0, or the reverse)
  * The scale is stored per 32-block (repeated across a group): simplest for every group size and act-order.
- * LQ4M (lq4m.h) holds LQ4's values in 16-row chunks for its own tensor-core kernel (4.25 bits per weight).
+ * LQ4M (lq4m.h) holds LQ4's values in 16-row chunks for its own tensor-core kernel (4.25 bits per weight), LNF4M /
+ * LFP4M the NF4 / FP4 codes in the same chunks with fp16 absmax per 64 columns (values within 2^-9 of LNF4's).
  * Memory, bits per weight: LQ4 5.0 (GPTQ-4 g128 4.16, so +20%; GPTQ 2/3-bit codes widen to 4 bits: 5.0
  * against 2.1/3.1), LQ8 9.0, LNF4/LFP4 5.0 (bnb 4.5, 4.13 with double quant); fp16 is 16.
  * When the peer's dtype is bf16 (lutq round BF16), the device still rounds to fp16 (the kernels' type):
@@ -73,24 +74,28 @@ static_assert(sizeof(qn_block_lnf4) == 20, "lnf4 block size");
 
 static inline bool qn_lutq_gpu_is_format(qn_qformat f) {
     return f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4 ||
-           f == QN_QFORMAT_LQ4M; /* LQ4M: 16-row chunks, no 32-column blocks (lq4m.h) */
+           f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M; /* M forms: 16-row chunks (lq4m.h) */
 }
-/* bytes of one 32-column block; 0 for LQ4M (chunks of 16 rows, lq4m.h) and other formats */
+/* bytes of one 32-column block; 0 for the M forms (chunks of 16 rows, lq4m.h) and other formats */
 static inline size_t qn_lutq_gpu_block_bytes(qn_qformat f) {
     return f == QN_QFORMAT_LQ8 ? sizeof(qn_block_lq8)
            : f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4 ? sizeof(qn_block_lq4) : 0;
 }
 static inline const char *qn_lutq_gpu_format_name(qn_qformat f) {
     return f == QN_QFORMAT_LQ4 ? "lq4" : f == QN_QFORMAT_LQ8 ? "lq8" : f == QN_QFORMAT_LNF4 ? "lnf4"
-           : f == QN_QFORMAT_LFP4 ? "lfp4" : f == QN_QFORMAT_LQ4M ? "lq4m" : "?";
+           : f == QN_QFORMAT_LFP4 ? "lfp4" : f == QN_QFORMAT_LQ4M ? "lq4m" : f == QN_QFORMAT_LNF4M ? "lnf4m"
+           : f == QN_QFORMAT_LFP4M ? "lfp4m" : "?";
 }
+/* The 16-entry table of LNF4 / LNF4M (bitsandbytes NF4) or LFP4 / LFP4M (FP4, code 8 = +0); NULL for the others. */
+const float *qn_lutq_gpu_map(qn_qformat f);
 
 /* --- host: format choice, repack, twin --- */
 
 /* The device format w repacks into; QN_ERR_UNSUPPORTED (reason in why) when none fits: K or a group start
  * not on a 32-column block, a scale not exact in fp16 (bf16 scales below fp16's normal range), a zero
  * point that is not an integer code, a table other than identity / NF4 / FP4, a weight that overflows fp16.
- * Gives LQ4 for 4-bit integer codes; the caller may take LQ4M instead where qn_lq4m_takes (lq4m.h). */
+ * Gives LQ4 for 4-bit integer codes, LNF4 / LFP4 for the tables; the caller may take their M form (LQ4M, LNF4M,
+ * LFP4M) instead where qn_lq4m_takes (lq4m.h). */
 qn_status qn_lutq_gpu_format(const qn_lutq_weight *w, qn_qformat *fmt, char *why, size_t why_cap);
 
 /* Bytes of w's blocks in fmt: n * (k / 32) blocks (rows back to back, qn_qformat_row_bytes(fmt, k) each). */
@@ -104,8 +109,10 @@ qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out)
  * LQ4M (lq4m.h): r0 and r1 on 16-row strips (qn_lutq_gpu_row_unit), else QN_ERR_INVALID_ARG. */
 qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out);
 
-/* Rows a repack_rows range must start on: 16 for LQ4M, else 1. */
-static inline int64_t qn_lutq_gpu_row_unit(qn_qformat f) { return f == QN_QFORMAT_LQ4M ? 16 : 1; }
+/* Rows a repack_rows range must start on: 16 for the M forms, else 1. */
+static inline int64_t qn_lutq_gpu_row_unit(qn_qformat f) {
+    return f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M ? 16 : 1;
+}
 
 /* The host twin of the device decode: out [n][k] fp16 bits in kernel column order (what
  * qn_quant_dequant_cuda(ctx, fmt, ...) writes for the same blocks), from the blocks alone. */
@@ -121,7 +128,8 @@ void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int
  * to n = 8; LNF4/LFP4 up to n = 2 (even at 4, slower at 8: 16.9 vs 14.1 us on 4096x4096). */
 static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
     if (f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) return 2;
-    if (f == QN_QFORMAT_LQ4M) return 0; /* its own mma kernel at every n up to QN_LQ4M_MMA_MAX_TOKENS (lq4m.h) */
+    if (f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M)
+        return 0; /* their own mma kernel at every n up to QN_LQ4M_MMA_MAX_TOKENS (lq4m.h) */
     return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
 }
 static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {

@@ -100,7 +100,7 @@ size_t qn_qformat_row_bytes(qn_qformat fmt, int64_t n) {
     if (fmt == QN_QFORMAT_Q3_KP) return n >= 0 && n % QN_QK_K == 0 ? (size_t)(n / QN_QK_K) * QN_Q3KP_BLOCK_BYTES : 0;
     if (fmt == QN_QFORMAT_Q8_0P)
         return n >= 0 && n % QN_Q8_0P_BLOCK_ELEMS == 0 ? (size_t)(n / QN_Q8_0P_BLOCK_ELEMS) * QN_Q8_0P_BLOCK_BYTES : 0;
-    if (fmt == QN_QFORMAT_LQ4M)
+    if (qn_lq4m_is_format(fmt))
         return n >= 0 && n % QN_LQ4M_COLS == 0 ? (size_t)(n / QN_LQ4M_COLS) * (QN_LQ4M_CHUNK_BYTES / QN_LQ4M_ROWS) : 0;
     if (qn_lutq_gpu_is_format(fmt)) return n >= 0 && n % 32 == 0 ? (size_t)(n / 32) * qn_lutq_gpu_block_bytes(fmt) : 0;
     if ((unsigned)fmt >= QN_QFORMAT_COUNT || n < 0) return 0;

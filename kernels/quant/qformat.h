@@ -40,6 +40,8 @@ typedef enum qn_qformat {
     QN_QFORMAT_LNF4,     /* 32 x 4-bit NF4 codes, f32 absmax: fp16(absmax * nf4[q]) (bitsandbytes) */
     QN_QFORMAT_LFP4,     /* the same with the bitsandbytes FP4 table */
     QN_QFORMAT_LQ4M,     /* LQ4's values in 16-row x 128-column chunks for the tensor-core decode kernel (lq4m.h) */
+    QN_QFORMAT_LNF4M,    /* NF4 codes in LQ4M's chunks, fp16 absmax per 64 columns (lq4m.h) */
+    QN_QFORMAT_LFP4M,    /* the same with the bitsandbytes FP4 table */
     /* Device-only, GGUF (gguf/q6kp.h): a Q6_K block padded to 224 bytes, so that every block and field of it is
      * 16-byte aligned for the decode kernel's vector loads. Made at upload from Q6_K matmul weights. */
     QN_QFORMAT_Q6_KP = 80,

@@ -155,6 +155,7 @@ typedef struct qn_quant_cuda_ctx {
                            * on an H200: 8B F16 decode graphs captured before any eager step, 4.7% slower) */
     size_t blas_ws_bytes; /* QN_QUANT_BLAS_WS_BYTES */
     int lq4m_ctas;        /* CTAs of the LQ4M mma kernel resident per SM (lq4m.h; sizes its K split), 0 = ask CUDA per call */
+    int lnf4m_ctas;       /* the same for its table-lookup instance (LNF4M, LFP4M) */
 } qn_quant_cuda_ctx;
 /* cuBLAS's recommended workspace on Hopper (32 MiB; 4 MiB suffices before it). */
 #define QN_QUANT_BLAS_WS_BYTES ((size_t)32 << 20)

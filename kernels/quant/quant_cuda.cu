@@ -30,7 +30,8 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->n_sm = n_sm;
     ctx->cublas = cublas_handle;
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
-    ctx->lq4m_ctas = qn_lq4m_ctas_per_sm();
+    ctx->lq4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LQ4M);
+    ctx->lnf4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LNF4M);
     return QN_OK;
 }
 

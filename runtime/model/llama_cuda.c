@@ -336,14 +336,24 @@ static qn_qformat dev_format_stored(const qn_weight *w) {
 #ifndef QN_LUTQ_LQ4M
 #define QN_LUTQ_LQ4M 1
 #endif
+/* Whether bitsandbytes NF4 / FP4 weights go to the device as LNF4M / LFP4M (lq4m.h: the same mma kernel with a
+ * table lookup, 4.25 bits per weight) instead of LNF4 / LFP4 (5.0 bits, the fp16 table GEMV) where they fit: 1 yes,
+ * 0 no (an A/B knob: -D). */
+#ifndef QN_LUTQ_LNF4M
+#define QN_LUTQ_LNF4M 1
+#endif
 
-/* The format a matmul weight takes on the device: dev_format_stored, LQ4 as LQ4M where it fits (QN_LUTQ_LQ4M), Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
+/* The format a matmul weight takes on the device: dev_format_stored, LQ4 as LQ4M where it fits (QN_LUTQ_LQ4M),
+ * LNF4 / LFP4 as LNF4M / LFP4M (QN_LUTQ_LNF4M), Q3_K, Q6_K padded to Q3_KP, Q6_KP, Q8_0 regrouped to
  * Q8_0P where its K allows. */
 static qn_qformat dev_format(const qn_weight *w) {
     const qn_qformat f = dev_format_stored(w);
     if (f == QN_QFORMAT_LQ4 && (QN_LUTQ_LQ4M >= 2 || (QN_LUTQ_LQ4M == 1 && !w->lutq->perm)) &&
-        qn_lq4m_takes(w->lutq, NULL, 0))
+        qn_lq4m_takes(w->lutq, QN_QFORMAT_LQ4M, NULL, 0))
         return QN_QFORMAT_LQ4M;
+    if ((f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) && QN_LUTQ_LNF4M &&
+        qn_lq4m_takes(w->lutq, qn_lq4m_form_of(f), NULL, 0))
+        return qn_lq4m_form_of(f);
     if (QN_Q6K_PAD && f == QN_QFORMAT_Q6_K) return QN_QFORMAT_Q6_KP;
     if (QN_Q3K_PAD && f == QN_QFORMAT_Q3_K) return QN_QFORMAT_Q3_KP;
     if (QN_Q80_GROUP && f == QN_QFORMAT_Q8_0 && qn_quant_check_shape(QN_QFORMAT_Q8_0P, w->n, w->k) == QN_OK)
@@ -689,15 +699,17 @@ static size_t mm_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *w, int64_t
 static size_t mm_group_ws_for(const qn_quant_cuda_ctx *q, const dev_weight *const *ws, int nw, int64_t n_max) {
     int64_t N[QN_QUANT_MAX_GROUP];
     for (int i = 0; i < nw; i++) {
-        if (ws[i]->fmt != QN_QFORMAT_LQ4M || ws[i]->k != ws[0]->k || ws[i]->act != ws[0]->act) return 0;
+        if (!qn_lq4m_is_format(ws[i]->fmt) || ws[i]->fmt != ws[0]->fmt || ws[i]->k != ws[0]->k ||
+            ws[i]->act != ws[0]->act)
+            return 0;
         N[i] = ws[i]->n;
     }
     size_t best = 0;
     for (int64_t n = 1; n <= n_max; n = n < QN_QUANT_GEMV_MAX_TOKENS ? n + 1 : n * 2) {
-        const size_t b = qn_lq4m_workspace_size_group(q, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n);
+        const size_t b = qn_lq4m_workspace_size_group(q, ws[0]->fmt, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n);
         if (b > best) best = b;
     }
-    const size_t b = qn_lq4m_workspace_size_group(q, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n_max);
+    const size_t b = qn_lq4m_workspace_size_group(q, ws[0]->fmt, QN_QUANT_PATH_AUTO, N, nw, ws[0]->k, ws[0]->act, n_max);
     return b > best ? b : best;
 }
 
@@ -1050,11 +1062,11 @@ static qn_status mm_group(qn_llama_cuda *f, const dev_weight *const *ws, int nw,
                ws[j]->perm == ws[i]->perm)
             j++;
         const bool q8 = mm_takes_q8(f, ws[i], n);
-        if (j - i > 1 && ws[i]->fmt == QN_QFORMAT_LQ4M) { /* one launch (x gathered once with a perm), lq4m.h */
+        if (j - i > 1 && qn_lq4m_is_format(ws[i]->fmt)) { /* one launch (x gathered once with a perm), lq4m.h */
             qn_quant_mat mats[QN_QUANT_MAX_GROUP];
             for (int t = i; t < j; t++) mats[t - i] = (qn_quant_mat){ws[t]->d, ws[t]->n, ys[t]};
             const qn_quant_matmul_opts o = {.path = QN_QUANT_PATH_AUTO};
-            KS(qn_lq4m_matmul_group_cuda(&f->qctx, mats, j - i, ws[i]->k, ws[i]->perm, x, n, f->mm_ws, f->mm_ws_bytes,
+            KS(qn_lq4m_matmul_group_cuda(&f->qctx, ws[i]->fmt, mats, j - i, ws[i]->k, ws[i]->perm, x, n, f->mm_ws, f->mm_ws_bytes,
                                          f->stream, &o));
             f->q8_x = NULL; /* no int8 activations written */
             i = j;

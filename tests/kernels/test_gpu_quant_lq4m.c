@@ -1,8 +1,10 @@
-/* test_gpu_quant_lq4m.c — LQ4M (kernels/quant/lq4m.h) on the GPU: the tensor-core mma kernel (n = 1..48 under
- * AUTO, in launches of up to 16 tokens; any n on an explicit path; every K split 1..16) and dequant + cuBLAS
- * (n = 49, 100, and an explicit small n), with and without act-order, against a double-precision reference.
+/* test_gpu_quant_lq4m.c — the M forms (kernels/quant/lq4m.h: LQ4M, LNF4M, LFP4M) on the GPU: the tensor-core mma
+ * kernel (n = 1..48 under AUTO, in launches of up to 16 tokens; any n on an explicit path; every K split 1..16) and
+ * dequant + cuBLAS (n = 49, 100, and an explicit small n), LQ4M with and without act-order, against a
+ * double-precision reference.
  *
- * Reference: W = qn_lutq_dequant_ref with round = F16 (= the LQ4M host twin, test_quant_lq4m.c), y[t][r] =
+ * Reference: W = qn_lutq_dequant_ref with round = F16 (LQ4M: = its host twin, test_quant_lq4m.c), or for the table
+ * formats fp16(fp16(map[q]) * fp16(absmax)) from the weight itself (= their host twin, test_quant_lq4m.c), y[t][r] =
  * sum_k W[r][k] x[t][k] in double over the original column order (act-order checks the gather). The device
  * weights equal W exactly (checked below: the dequant kernel against the host twin, bit for bit), x is fp16,
  * so every product is exact and only the f32 sums round (mma accumulation, the warps' and the split's tiles):
@@ -42,7 +44,8 @@ typedef struct problem {
     qn_lutq_weight w;
     void *wbuf;
     int64_t N, K, nmax;
-    uint8_t *chunks;       /* host LQ4M */
+    qn_qformat fmt;        /* the weight's M form */
+    uint8_t *chunks;       /* host chunks in fmt */
     uint16_t *x;           /* [nmax][K] fp16, original column order */
     double *yref, *yabs;   /* [nmax][N] */
     qn_lutq_gpu_weight dw; /* device description */
@@ -60,6 +63,15 @@ static void problem_ref(problem *p, const uint16_t *x) {
     qn_lutq_weight wf = p->w;
     wf.round = QN_LUTQ_ROUND_F16;
     qn_lutq_dequant_ref(&wf, W);
+    if (qn_lq4m_is_lut(p->fmt)) /* the device's product (no perm with a table) */
+        for (int64_t r = 0; r < N; r++) {
+            int64_t g = 0;
+            for (int64_t k = 0; k < K; k++) {
+                while (g + 1 < wf.n_groups && wf.gstart[g + 1] <= k) g++;
+                const float mq = qn_f16_to_f32(qn_f32_to_f16(qn_lutq_gpu_map(p->fmt)[qn_lutq_code(&wf, r, k)]));
+                W[r * K + k] = qn_f16_to_f32(qn_f32_to_f16(mq * qn_f16_to_f32(qn_f32_to_f16(wf.scale[r * wf.n_groups + g]))));
+            }
+        }
     for (int64_t t = 0; t < p->nmax; t++)
         for (int64_t r = 0; r < N; r++) {
             double sum = 0, sa = 0;
@@ -80,30 +92,33 @@ static void problem_init(problem *p, env *e, const qn_ref_lutq_synth *s, int64_t
     p->wbuf = qn_ref_lutq_synth_make(s, K, N, &rng, &p->w);
     assert_non_null(p->wbuf);
     char why[256];
-    if (!qn_lq4m_takes(&p->w, why, sizeof why)) fail_msg("refused: %s", why);
-    snprintf(p->name, sizeof p->name, "lq4m %d-bit g%d%s N=%lld K=%lld", s->value_bits, s->group, s->act ? " act" : "",
-             (long long)N, (long long)K);
+    qn_qformat bf;
+    assert_int_equal(qn_lutq_gpu_format(&p->w, &bf, why, sizeof why), QN_OK);
+    p->fmt = qn_lq4m_form_of(bf);
+    if (!qn_lq4m_takes(&p->w, p->fmt, why, sizeof why)) fail_msg("refused: %s", why);
+    snprintf(p->name, sizeof p->name, "%s %d-bit g%d%s N=%lld K=%lld", qn_qformat_name(p->fmt), s->value_bits, s->group,
+             s->act ? " act" : "", (long long)N, (long long)K);
     p->N = N, p->K = K, p->nmax = nmax;
-    const size_t wb = qn_lutq_gpu_bytes(&p->w, QN_QFORMAT_LQ4M);
+    const size_t wb = qn_lutq_gpu_bytes(&p->w, p->fmt);
     p->chunks = malloc(wb);
     p->x = malloc(2 * (size_t)(nmax * K));
     p->yref = malloc(sizeof(double) * (size_t)(nmax * N));
     p->yabs = malloc(sizeof(double) * (size_t)(nmax * N));
     float *W = malloc(sizeof(float) * (size_t)(N * K));
     assert_true(p->chunks && p->x && p->yref && p->yabs && W);
-    assert_int_equal(qn_lutq_gpu_repack(&p->w, QN_QFORMAT_LQ4M, p->chunks), QN_OK);
+    assert_int_equal(qn_lutq_gpu_repack(&p->w, p->fmt, p->chunks), QN_OK);
     for (int64_t i = 0; i < nmax * K; i++) p->x[i] = qn_f32_to_f16(qn_rng_normal(&rng));
     free(W);
     problem_ref(p, p->x);
-    p->dw = (qn_lutq_gpu_weight){QN_QFORMAT_LQ4M, N, K, dev_upload(p->chunks, wb),
+    p->dw = (qn_lutq_gpu_weight){p->fmt, N, K, dev_upload(p->chunks, wb),
                                  p->w.perm ? dev_upload(p->w.perm, sizeof(int32_t) * (size_t)K) : NULL};
     p->dx = dev_upload(p->x, 2 * (size_t)(nmax * K));
     CK(cudaMalloc((void **)&p->dy, sizeof(float) * (size_t)(nmax * N + GUARD)));
     /* room for every path and split: the largest partial tiles (split 16, two token groups) or fp16 weights,
      * then the gathered x */
     const bool act = p->w.perm != NULL;
-    size_t most = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, N, K, act, nmax);
-    const size_t cub = qn_lq4m_workspace_size(&e->ctx, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, act, nmax);
+    size_t most = qn_lutq_matmul_workspace_size(&e->ctx, p->fmt, N, K, act, nmax);
+    const size_t cub = qn_lq4m_workspace_size(&e->ctx, p->fmt, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, act, nmax);
     const size_t parts = 65536 + (size_t)(N / 16) * 16 * 256 * 4 + 256 + 2 * (size_t)(nmax * K) + 256;
     most = most > cub ? most : cub;
     p->ws_bytes = most > parts ? most : parts;
@@ -181,9 +196,9 @@ static void check_dequant(problem *p) {
     const size_t ob = 2 * (size_t)(p->N * p->K);
     uint16_t *twin = malloc(ob), *got = malloc(ob);
     assert_true(twin && got);
-    qn_lutq_gpu_dequant_host(QN_QFORMAT_LQ4M, p->chunks, p->N, p->K, twin);
+    qn_lutq_gpu_dequant_host(p->fmt, p->chunks, p->N, p->K, twin);
     void *dout = dev_poisoned(ob, 256);
-    assert_int_equal(qn_lq4m_dequant_cuda(p->dw.blocks, p->N, p->K, dout, g_stream), QN_OK);
+    assert_int_equal(qn_lq4m_dequant_cuda(p->fmt, p->dw.blocks, p->N, p->K, dout, g_stream), QN_OK);
     dev_fetch(got, dout, ob, 256, "lq4m dequant");
     cudaFree(dout);
     size_t bad = 0;
@@ -195,20 +210,24 @@ static void check_dequant(problem *p) {
     if (bad) fail_msg("dequant %s: %zu weights differ from the host twin", p->name, bad);
 }
 
-/* 4-bit g128 act-order (GPTQ), g128 plain (AWQ / GPTQ), 3-bit per-channel, 2-bit g128 act-order */
+/* 4-bit g128 act-order (GPTQ), g128 plain (AWQ / GPTQ), 3-bit per-channel, 2-bit g128 act-order; NF4 blocksize
+ * 64 (LNF4M), FP4 blocksize 128 (LFP4M) */
 static const qn_ref_lutq_synth CASES[] = {
     {4, 4, 128, true, 0, QN_LUTQ_ROUND_F16},
     {4, 4, 128, false, 0, QN_LUTQ_ROUND_F16},
     {4, 3, 0, false, 0, QN_LUTQ_ROUND_F16},
     {4, 2, 128, true, 0, QN_LUTQ_ROUND_BF16},
+    {4, 4, 64, false, 1, QN_LUTQ_ROUND_F16},
+    {4, 4, 128, false, 2, QN_LUTQ_ROUND_BF16},
 };
+#define CASE_NF4 4
 
 static void test_matmul(void **state) {
     env *e = *state;
     const int64_t Ns[] = {48, 1040}, Ks[] = {384, 4224}; /* 3 strips x 3 chunks; 65 strips x 33 chunks */
     for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++)
         for (int si = 0; si < 2; si++) {
-            if (qn_gpu_test_quick() && ci > 1) break;
+            if (qn_gpu_test_quick() && ci > 1 && ci != CASE_NF4) continue;
             problem p;
             problem_init(&p, e, &CASES[ci], Ns[si], Ks[si], 100, 500 + 7 * ci + (uint64_t)si);
             const int64_t ns[] = {1, 2, 3, 8, 9, 16, 17, 33, 48, 49, 100};
@@ -232,11 +251,13 @@ static void test_matmul(void **state) {
         }
 }
 
-/* A decode call (gather + mma with a split) captured in a CUDA graph and replayed: the direct call's bits. */
+/* A decode call (gather + mma with a split; the table kernel with a split) captured in a CUDA graph and replayed:
+ * the direct call's bits. */
 static void test_graph(void **state) {
     env *e = *state;
+    for (int ci = 0; ci <= CASE_NF4; ci += CASE_NF4) {
     problem p;
-    problem_init(&p, e, &CASES[0], 1040, 4224, 4, 91);
+    problem_init(&p, e, &CASES[ci], 1040, 4224, 4, 91 + (uint64_t)ci);
     const int64_t n = 3;
     const size_t ny = (size_t)(n * p.N);
     float *y0 = run_case(e, &p, n, QN_QUANT_PATH_AUTO, 0), *y1 = malloc(4 * ny);
@@ -257,6 +278,7 @@ static void test_graph(void **state) {
     check_counters_zero(&p);
     free(y0), free(y1);
     problem_free(&p);
+    }
 }
 
 /* Grouped calls (q, k, v; gate, up): three or two weights of one width on one x (a's, through a's perm with
@@ -265,12 +287,15 @@ static void test_graph(void **state) {
  * 60 (dequant + cuBLAS matrix by matrix). Each output against its reference; the guard past each stays poison. */
 static void test_group(void **state) {
     env *e = *state;
-    for (int act = 0; act < 2; act++)
+    for (int kind = 0; kind < 3; kind++) /* plain, act-order, NF4 */
         for (int nm = 2; nm <= 3; nm++) {
+            const int act = kind == 1;
             problem p[3];
             const int64_t Ns[3] = {64, 32, 48};
             for (int i = 0; i < nm; i++)
-                problem_init(&p[i], e, &CASES[act ? 0 : 1], Ns[i], 1024, 60, 700 + 10 * (uint64_t)act + (uint64_t)i);
+                problem_init(&p[i], e, &CASES[kind == 2 ? CASE_NF4 : act ? 0 : 1], Ns[i], 1024, 60,
+                             700 + 10 * (uint64_t)kind + (uint64_t)i);
+            const qn_qformat fmt = p[0].fmt;
             for (int i = 1; i < nm; i++) { /* a's x and perm */
                 if (act) p[i].w.perm = p[0].w.perm;
                 problem_ref(&p[i], p[0].x);
@@ -280,7 +305,7 @@ static void test_group(void **state) {
             const int64_t ns[] = {1, 5, 16, 20, 60};
             size_t wsb = 0;
             for (int k = 0; k < 5; k++) {
-                const size_t b = qn_lq4m_workspace_size_group(&e->ctx, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
+                const size_t b = qn_lq4m_workspace_size_group(&e->ctx, fmt, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
                 wsb = b > wsb ? b : wsb;
             }
             /* dequant + cuBLAS at n = 60: the largest matrix in fp16; act-order: the gathered x */
@@ -294,19 +319,19 @@ static void test_group(void **state) {
                     CK(cudaMemset(p[i].dy, 0xFF, sizeof(float) * (size_t)(p[i].nmax * p[i].N + GUARD)));
                     mats[i] = (qn_quant_mat){p[i].dw.blocks, p[i].N, p[i].dy};
                 }
-                const size_t need = qn_lq4m_workspace_size_group(&e->ctx, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
+                const size_t need = qn_lq4m_workspace_size_group(&e->ctx, fmt, QN_QUANT_PATH_AUTO, N, nm, 1024, act, ns[k]);
                 const int32_t *perm = act ? p[0].dw.perm : NULL;
                 if (need)
-                    assert_int_equal(qn_lq4m_matmul_group_cuda(&e->ctx, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need - 1,
+                    assert_int_equal(qn_lq4m_matmul_group_cuda(&e->ctx, fmt, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need - 1,
                                                                g_stream, NULL),
                                      QN_ERR_INVALID_ARG);
                 assert_int_equal(
-                    qn_lq4m_matmul_group_cuda(&e->ctx, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need, g_stream, NULL),
+                    qn_lq4m_matmul_group_cuda(&e->ctx, fmt, mats, nm, 1024, perm, p[0].dx, ns[k], dws, need, g_stream, NULL),
                     QN_OK);
                 for (int i = 0; i < nm; i++) {
                     char what[160];
-                    snprintf(what, sizeof what, "group of %d%s: matrix %d (N=%lld) n=%lld", nm, act ? " act" : "", i,
-                             (long long)p[i].N, (long long)ns[k]);
+                    snprintf(what, sizeof what, "%s group of %d%s: matrix %d (N=%lld) n=%lld", qn_qformat_name(fmt), nm,
+                             act ? " act" : "", i, (long long)p[i].N, (long long)ns[k]);
                     check_outputs(&p[i], p[i].dy, ns[k], what);
                     uint32_t guard[GUARD];
                     CK(cudaMemcpy(guard, p[i].dy + ns[k] * p[i].N, sizeof guard, cudaMemcpyDeviceToHost));
@@ -341,7 +366,16 @@ static void test_bad_args(void **state) {
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &odd, p.dx, 1, p.dy, p.dws, p.ws_bytes, g_stream), QN_ERR_SHAPE);
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, -1, p.dy, p.dws, p.ws_bytes, g_stream), QN_ERR_SHAPE);
     assert_int_equal(qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, 40, 384, false, 1), 0);
-    assert_int_equal(qn_lq4m_dequant_cuda(p.dw.blocks, 48, 320, p.dws, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_lq4m_dequant_cuda(QN_QFORMAT_LQ4M, p.dw.blocks, 48, 320, p.dws, g_stream), QN_ERR_SHAPE);
+    assert_int_equal(qn_lq4m_dequant_cuda(QN_QFORMAT_LQ4, p.dw.blocks, 48, 384, p.dws, g_stream), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_lq4m_matmul_cuda(&e->ctx, QN_QFORMAT_LNF4, p.dw.blocks, NULL, 48, 384, p.dx, 1, p.dy, p.dws,
+                                         p.ws_bytes, g_stream, NULL),
+                     QN_ERR_UNSUPPORTED);
+    /* a table format takes no perm (qn_lq4m_takes refuses such weights): no workspace for it, and refused */
+    assert_int_equal(qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LNF4M, 48, 384, true, 1), 0);
+    assert_int_equal(qn_lq4m_matmul_cuda(&e->ctx, QN_QFORMAT_LNF4M, p.dw.blocks, p.dw.perm, 48, 384, p.dx, 1, p.dy,
+                                         p.dws, p.ws_bytes, g_stream, NULL),
+                     QN_ERR_UNSUPPORTED);
     /* not taken by the int8 decode kernels: no q8 of x to write, no grouped launch */
     assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &p.dw, p.dx, 1, p.dws, p.ws_bytes, g_stream), QN_ERR_UNSUPPORTED);
     const qn_quant_mat mats[1] = {{p.dw.blocks, 48, p.dy}};
