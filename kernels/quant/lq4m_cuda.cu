@@ -59,15 +59,16 @@ __device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh
 }
 
 /* The same for a table format: register e's code byte looked up in tl (the lane's column of the table, entry b at
- * tl[32 b]), times the absmax of rows g, g+8 in the chunk's half hi (columns 64..127). */
+ * byte 128 b: one PRMT and one LEA per lookup), times the absmax of rows g, g+8 in the chunk's half hi (columns
+ * 64..127). */
 __device__ __forceinline__ void lq4m_decode_lut(uint32_t v, uint32_t sg, uint32_t sh, bool hi,
-                                                const uint32_t *__restrict__ tl, uint32_t a[4]) {
+                                                const uint8_t *__restrict__ tl, uint32_t a[4]) {
     const __half2 ag = qn_bits_h2(__byte_perm(sg, 0, hi ? 0x3232 : 0x1010));
     const __half2 ah = qn_bits_h2(__byte_perm(sh, 0, hi ? 0x3232 : 0x1010));
 #pragma unroll
     for (int e = 0; e < 4; e++) {
         const uint32_t b = __byte_perm(v, 0, 0x4440 + e); /* byte e */
-        a[e] = qn_h2_bits(__hmul2(qn_bits_h2(tl[b << 5]), (e & 1) ? ah : ag));
+        a[e] = qn_h2_bits(__hmul2(qn_bits_h2(*reinterpret_cast<const uint32_t *>(tl + (b << 7))), (e & 1) ? ah : ag));
     }
 }
 
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         if (c < c1) b0[r] = lq4m_load(ws + ((size_t)r * nch + c) * LQ4M_U4, lane, g);
         if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
     }
-    const uint32_t *tl = reinterpret_cast<const uint32_t *>(lq4m_xs) + lane;
+    const uint8_t *tl = reinterpret_cast<const uint8_t *>(lq4m_xs) + 4 * lane;
     if constexpr (L) {
         lq4m_fill_lut(lq4m_xs, mats.map, (int)threadIdx.x);
         __syncthreads();
@@ -388,7 +389,9 @@ typedef struct lq4m_plan {
 
 /* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when every
  * matrix's strips pair up). The K split: the smallest that gives every slot (SMs x resident CTAs of the heaviest
- * instance) a strip, keeping at least two chunks per warp; a forced split as given. Measured on an H100 (8B shapes,
+ * instance) a strip, keeping at least two chunks per warp (table formats: four strip-chunks per warp, R strips
+ * each, against the 32 KB table every CTA writes; measured on q/o at n = 1, split 2 7.69 us against 8.87 at split
+ * 4, at n = 16 split 4 9.74 against 12.66); a forced split as given. Measured on an H100 (8B shapes,
  * bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1,
  * down 4096x14336 at 4, as this rule picks. Tiles past the 64 KB of counters: no split. */
 static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t take, int forced) {
@@ -399,7 +402,8 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c
     else {
         const int ctas = qn_lq4m_is_lut(c->fmt) ? ctx->lnf4m_ctas : ctx->lq4m_ctas;
         const int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt));
-        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * LQ4M_WARPS)
+        const int64_t per_warp = qn_lq4m_is_lut(c->fmt) ? 4 / p.r : 2;
+        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= per_warp * LQ4M_WARPS)
             p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
