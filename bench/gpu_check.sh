@@ -11,7 +11,7 @@
 # 12 packages, see docs in bench/results/gpu-kernels-*.md); the binaries find it by RPATH.
 # Env: QN_COMMIT (commit id for the JSON), QN_GPU_CHECK_STEPS (default "build test sanitize sass
 # bench"), QN_BENCH_ARGS (extra bench_gpu_quant flags), QN_CUDA_ARCHS (default 90),
-# QN_GPU_BUILD (build dir, default build-gpu), QN_CMAKE_ARGS (extra cmake flags, e.g. an A/B variant;
+# QN_GPU_BUILD (build dir, default build-gpu), QN_BUILD_TARGETS (build only these), QN_CMAKE_ARGS (extra cmake flags, e.g. an A/B variant;
 # QN_CUDA_FLAGS / QN_C_FLAGS: CMAKE_CUDA_FLAGS / CMAKE_C_FLAGS, spaces kept, e.g. "-DA=1 -DB=2"),
 # QN_STEP_TIMEOUT (seconds per step, default 400), QN_SANITIZE_TESTS (test binaries to sanitize, default
 # every test_gpu_*), QN_SANITIZE_TOOLS (default "memcheck racecheck synccheck").
@@ -92,6 +92,7 @@ if want build; then
     targets=$(ninja -C "$BUILD" -t targets all 2>/dev/null | grep -oE '^(test_gpu_[a-z0-9_]+|bench_gpu_[a-z0-9_]+):' |
         tr -d ':' | sort -u | tr '\n' ' ')
     targets="$targets quern"
+    [ -n "${QN_BUILD_TARGETS:-}" ] && targets=$QN_BUILD_TARGETS # a twin build of only what an A/B runs
     say "build targets: $targets"
     # shellcheck disable=SC2086
     run_step build "$OUT/build.log" ninja -C "$BUILD" $targets

@@ -27,7 +27,11 @@
 #       (QN_M2_TYPES, default GPTQ-4 g128 plain and act-order) through `quern bench` against a twin build
 #       (QN_M2_TWIN, default -DQN_LUTQ_LQ4M=0: LQ4 kept; build-gpu-l0), and a 2-layer one's (QN_M2_LOGITS, default
 #       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
-#   p, s, f1, f2, m1 and m2 pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
+#   d   the lq4m kernel's prefetch depth at <= 8 tokens (QN_LQ4M_DEPTH1): the build and twins at QN_D_DEPTHS (default
+#       2 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m; bench_gpu_lutq lq4m / lnf4m at 1..8
+#       tokens per build, the default twice; 8B-shape gptq4 and nf4 through `quern bench` on the build and the first
+#       twin. Carry .gpudeps and .gpumodel/v.
+#   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -219,8 +223,40 @@ m2)
     rm -f "$W"/*.f32
     tar -C "$W" -czf "$OUT/round-m2.tgz" .
     ;;
+d)
+    W=/tmp/round-d && rm -rf "$W" && mkdir -p "$W"
+    V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
+    QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1 &
+    DS=${QN_D_DEPTHS:-2 4}
+    for dd in $DS; do
+        QN_GPU_BUILD=build-gpu-d$dd QN_BUILD_TARGETS="bench_gpu_lutq quern" QN_CUDA_FLAGS="-DQN_LQ4M_DEPTH1=$dd" \
+            QN_GPU_CHECK_STEPS="build" OUT=$W/check-d$dd bench/gpu_check.sh >/dev/null 2>&1 &
+    done
+    wait
+    grep -h "build: rc" "$W"/check*/check.log
+    for ty in gptq4 nf4; do
+        [ -d /tmp/l8b-$ty ] || "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
+    done
+    timeout 100 "$B/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m.txt" 2>&1
+    echo "test_gpu_quant_lq4m rc=$?"
+    wait
+    for b in "$B" $(for dd in $DS; do echo build-gpu-d$dd; done) "$B"; do
+        echo "== $b" >>"$W/bench_lutq.txt"
+        timeout 60 "$b/bench/bench_gpu_lutq" --fmt lq4m,lnf4m --n 1,2,4,8 >>"$W/bench_lutq.txt" 2>&1
+    done
+    grep -E "^(==|lq4m|lnf4m) " "$W/bench_lutq.txt"
+    d1=build-gpu-d${DS%% *}
+    for ty in gptq4 nf4; do
+        for b in "$B" "$d1"; do
+            echo "== $ty $b" >>"$W/bench.md"
+            timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
+        done
+    done
+    grep -E "^==|tg128|pp512" "$W/bench.md"
+    tar -C "$W" -czf "$OUT/round-d.tgz" .
+    ;;
 *)
-    echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2|m1|m2" >&2
+    echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2|m1|m2|d" >&2
     exit 2
     ;;
 esac

@@ -127,8 +127,9 @@ __device__ __forceinline__ T lq4m_pick(const T (&a)[LQ4M_MAX_MATS], int i) {
  * G (act-order): x is in the original column order and the CTA first gathers its columns of it through perm into
  * shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps eight tokens' rows on distinct banks), instead
  * of a gather kernel before it; the B fragments then come from there. L (table formats, never with G): the
- * dynamic shared memory holds the lookup table (LQ4M_LUT_BYTES, lq4m_fill_lut). */
-template <int NG, int R, bool G, bool L>
+ * dynamic shared memory holds the lookup table (LQ4M_LUT_BYTES, lq4m_fill_lut). D: chunks in flight per strip and warp
+ * (the one in use included: D - 1 ahead). */
+template <int NG, int R, bool G, bool L, int D>
 __global__ void __launch_bounds__(LQ4M_THREADS)
     lq4m_mma_kernel(const lq4m_mats mats,
                     const __half *__restrict__ x,     /* [n][K] kernel column order (G: original order) */
@@ -166,14 +167,14 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
 #pragma unroll
         for (int ng = 0; ng < NG; ng++) acc[r][ng][0] = acc[r][ng][1] = acc[r][ng][2] = acc[r][ng][3] = 0.f;
 
-    /* chunks c, c + WARPS (two in flight per strip besides the one being used) */
-    lq4m_chunk b0[R] = {}, b1[R] = {};
+    /* chunks c, c + WARPS, ..., c + (D - 1) WARPS in flight */
+    lq4m_chunk buf[D][R] = {};
     int c = c0 + warp;
 #pragma unroll
-    for (int r = 0; r < R; r++) {
-        if (c < c1) b0[r] = lq4m_load(ws + ((size_t)r * nch + c) * LQ4M_U4, lane, g);
-        if (c + LQ4M_WARPS < c1) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + LQ4M_WARPS) * LQ4M_U4, lane, g);
-    }
+    for (int d = 0; d < D; d++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (c + d * LQ4M_WARPS < c1) buf[d][r] = lq4m_load(ws + ((size_t)r * nch + c + d * LQ4M_WARPS) * LQ4M_U4, lane, g);
     const uint8_t *tl = reinterpret_cast<const uint8_t *>(lq4m_xs) + 4 * lane;
     if constexpr (L) {
         lq4m_fill_lut(lq4m_xs, mats.map, (int)threadIdx.x);
@@ -198,11 +199,13 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     }
     for (; c < c1; c += LQ4M_WARPS) {
         lq4m_chunk cur[R];
-        const bool more = c + 2 * LQ4M_WARPS < c1;
+        const bool more = c + D * LQ4M_WARPS < c1;
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            cur[r] = b0[r], b0[r] = b1[r];
-            if (more) b1[r] = lq4m_load(ws + ((size_t)r * nch + c + 2 * LQ4M_WARPS) * LQ4M_U4, lane, g);
+            cur[r] = buf[0][r];
+#pragma unroll
+            for (int d = 0; d + 1 < D; d++) buf[d][r] = buf[d + 1][r];
+            if (more) buf[D - 1][r] = lq4m_load(ws + ((size_t)r * nch + c + D * LQ4M_WARPS) * LQ4M_U4, lane, g);
         }
         uint4 xb[NG][4];
 #pragma unroll
@@ -351,8 +354,8 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 int qn_lq4m_ctas_per_sm(qn_qformat fmt) {
     int b = 0;
     const cudaError_t e = qn_lq4m_is_lut(fmt)
-        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true>, LQ4M_THREADS, LQ4M_LUT_BYTES)
-        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false>, LQ4M_THREADS, 0);
+        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true, 2>, LQ4M_THREADS, LQ4M_LUT_BYTES)
+        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false, 2>, LQ4M_THREADS, 0);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
@@ -521,6 +524,12 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
     return true;
 }
 
+/* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA, 56 registers at 2: room for a third);
+ * the larger instances keep 2. An A/B knob (-D). */
+#ifndef QN_LQ4M_DEPTH1
+#define QN_LQ4M_DEPTH1 3
+#endif
+
 typedef void (*lq4m_fn)(const lq4m_mats, const __half *, const int32_t *, int, int64_t, int, float *, unsigned *);
 
 /* x: kernel column order, or the original one with perm (every launch then gathers: lq4m_fused_gather). */
@@ -552,12 +561,12 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
-            lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true> : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true>
-                                                                               : lq4m_mma_kernel<2, 2, false, true>)
-            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false>
-                                                                               : lq4m_mma_kernel<2, 2, true, false>)
-                   : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false> : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false>
-                                                                                : lq4m_mma_kernel<2, 2, false, false>);
+            lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2> : lq4m_mma_kernel<2, 2, false, true, 2>)
+            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false, 2> : lq4m_mma_kernel<2, 2, true, false, 2>)
+                   : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false, QN_LQ4M_DEPTH1>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false, 2> : lq4m_mma_kernel<2, 2, false, false, 2>);
         QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
                               part, cnt));
     }
