@@ -27,9 +27,10 @@
 #       (QN_M2_TYPES, default GPTQ-4 g128 plain and act-order) through `quern bench` against a twin build
 #       (QN_M2_TWIN, default -DQN_LUTQ_LQ4M=0: LQ4 kept; build-gpu-l0), and a 2-layer one's (QN_M2_LOGITS, default
 #       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
-#   d   the lq4m kernel's prefetch depth at <= 8 tokens (QN_LQ4M_DEPTH1): the build and twins at QN_D_DEPTHS (default
-#       2 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m; bench_gpu_lutq lq4m / lnf4m at 1..8
-#       tokens per build, the default twice; 8B-shape gptq4 and nf4 through `quern bench` on the build and the first
+#   d   an A/B of lq4m compile-time knobs: the build and twins (QN_D_TWINS "name:-DFLAG=V ...", default the prefetch
+#       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
+#       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
+#       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
 #       twin. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
@@ -227,27 +228,35 @@ d)
     W=/tmp/round-d && rm -rf "$W" && mkdir -p "$W"
     V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
     QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1 &
-    DS=${QN_D_DEPTHS:-2 4}
-    for dd in $DS; do
-        QN_GPU_BUILD=build-gpu-d$dd QN_BUILD_TARGETS="bench_gpu_lutq quern" QN_CUDA_FLAGS="-DQN_LQ4M_DEPTH1=$dd" \
-            QN_GPU_CHECK_STEPS="build" OUT=$W/check-d$dd bench/gpu_check.sh >/dev/null 2>&1 &
+    TW=${QN_D_TWINS:-d2:-DQN_LQ4M_DEPTH1=2 d4:-DQN_LQ4M_DEPTH1=4}
+    for t in $TW; do
+        QN_GPU_BUILD=build-gpu-${t%%:*} QN_BUILD_TARGETS="bench_gpu_lutq quern" QN_CUDA_FLAGS="${t#*:}" \
+            QN_GPU_CHECK_STEPS="build" OUT=$W/check-${t%%:*} bench/gpu_check.sh >/dev/null 2>&1 &
     done
     wait
     grep -h "build: rc" "$W"/check*/check.log
-    for ty in gptq4 nf4; do
+    TY=${QN_D_TYPES:-gptq4 nf4}
+    for ty in $TY; do
         [ -d /tmp/l8b-$ty ] || "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
     done
     timeout 100 "$B/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m.txt" 2>&1
     echo "test_gpu_quant_lq4m rc=$?"
-    wait
-    for b in "$B" $(for dd in $DS; do echo build-gpu-d$dd; done) "$B"; do
-        echo "== $b" >>"$W/bench_lutq.txt"
-        timeout 60 "$b/bench/bench_gpu_lutq" --fmt lq4m,lnf4m --n 1,2,4,8 >>"$W/bench_lutq.txt" 2>&1
+    for tool in ${QN_D_SANITIZE:-}; do
+        QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
+            >"$W/$tool.txt" 2>&1
+        echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$W/$tool.txt"
+        grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
     done
-    grep -E "^(==|lq4m|lnf4m) " "$W/bench_lutq.txt"
-    d1=build-gpu-d${DS%% *}
-    for ty in gptq4 nf4; do
-        for b in "$B" "$d1"; do
+    wait
+    for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done) "$B"; do
+        echo "== $b" >>"$W/bench_lutq.txt"
+        timeout 80 "$b/bench/bench_gpu_lutq" --fmt ${QN_D_FMT:-lq4m,lnf4m} --n ${QN_D_N:-1,2,4,8} >>"$W/bench_lutq.txt" 2>&1
+    done
+    grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
+    t1=${TW%% *}
+    for ty in $TY; do
+        for b in "$B" "build-gpu-${t1%%:*}"; do
             echo "== $ty $b" >>"$W/bench.md"
             timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
         done

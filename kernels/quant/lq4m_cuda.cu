@@ -2,7 +2,7 @@
  * LFP4M) for few tokens (one weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for
  * many tokens), the act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
  *
- * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps takes one 16-row strip (two at n > 8,
+ * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps (QN_LQ4M_LUT_WARPS for the tables) takes one 16-row strip (two at n > 8,
  * so that each B fragment feeds two A fragments) and a run of its 128-column chunks (split-K over gridDim.y);
  * warp w takes chunks w, w + WARPS, ... of the run. Per chunk a lane makes two 16-byte streaming loads of codes
  * per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks ahead; per 32-column
@@ -27,8 +27,13 @@
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 
-#define LQ4M_WARPS 4
+#define LQ4M_WARPS 4 /* per CTA: LQ4M */
+/* per CTA of the table formats: their 32 KB table, written by every CTA, is shared by twice the warps (an A/B knob) */
+#ifndef QN_LQ4M_LUT_WARPS
+#define QN_LQ4M_LUT_WARPS 8
+#endif
 #define LQ4M_THREADS (LQ4M_WARPS * 32)
+static int lq4m_warps(qn_qformat fmt) { return qn_lq4m_is_lut(fmt) ? QN_LQ4M_LUT_WARPS : LQ4M_WARPS; }
 #define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
 #define LQ4M_WS_COUNTERS QN_QUANT_WS_COUNTERS /* split-K arrival counters first, zero between calls */
 #define LQ4M_MAX_SPLIT 16
@@ -72,19 +77,26 @@ __device__ __forceinline__ void lq4m_decode_lut(uint32_t v, uint32_t sg, uint32_
     }
 }
 
-/* The table of a table format: word 32 b + l = half2 (map16[b & 15], map16[b >> 4]) for every lane l. 128 threads,
- * 16 16-byte stores each; map: the 16 fp16 values, two per word. */
+/* map16[i] of the 16 fp16 table values, two per word, without a dynamic index into the parameters */
+__device__ __forceinline__ uint32_t lq4m_map_at(const uint32_t (&map)[8], int i) {
+    uint32_t v = 0;
+#pragma unroll
+    for (int j = 0; j < 16; j++)
+        if (i == j) v = (map[j / 2] >> (16 * (j & 1))) & 0xFFFFu;
+    return v;
+}
+
+/* The table of a table format: word 32 b + l = half2 (map16[b & 15], map16[b >> 4]) for every lane l, written by
+ * T threads (16-byte stores: uint4 q holds entry q / 8). */
 #define LQ4M_LUT_BYTES (256 * 32 * 4)
+template <int T>
 __device__ __forceinline__ void lq4m_fill_lut(uint4 *tab, const uint32_t (&map)[8], int tid) {
-    const int lo_i = tid >> 3; /* entry b = lo_i + 16 it of uint4 tid + 128 it: b & 15 = lo_i, b >> 4 = it */
-    uint32_t lo = 0;
+    const uint32_t lo = lq4m_map_at(map, (tid >> 3) & 15); /* entry b of uint4 tid + T it: b & 15 = (tid / 8) % 16 */
 #pragma unroll
-    for (int i = 0; i < 16; i++)
-        if (lo_i == i) lo = (map[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
-#pragma unroll
-    for (int it = 0; it < 16; it++) {
-        const uint32_t v = lo | (map[it / 2] >> (16 * (it & 1))) << 16;
-        tab[tid + 128 * it] = make_uint4(v, v, v, v);
+    for (int it = 0; it < LQ4M_LUT_BYTES / 16 / T; it++) {
+        const int b = (tid + T * it) >> 3;
+        const uint32_t v = lo | lq4m_map_at(map, b >> 4) << 16;
+        tab[tid + T * it] = make_uint4(v, v, v, v);
     }
 }
 
@@ -128,16 +140,16 @@ __device__ __forceinline__ T lq4m_pick(const T (&a)[LQ4M_MAX_MATS], int i) {
  * shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps eight tokens' rows on distinct banks), instead
  * of a gather kernel before it; the B fragments then come from there. L (table formats, never with G): the
  * dynamic shared memory holds the lookup table (LQ4M_LUT_BYTES, lq4m_fill_lut). D: chunks in flight per strip and warp
- * (the one in use included: D - 1 ahead). */
-template <int NG, int R, bool G, bool L, int D>
-__global__ void __launch_bounds__(LQ4M_THREADS)
+ * (the one in use included: D - 1 ahead). W: warps per CTA. */
+template <int NG, int R, bool G, bool L, int D, int W>
+__global__ void __launch_bounds__(W * 32)
     lq4m_mma_kernel(const lq4m_mats mats,
                     const __half *__restrict__ x,     /* [n][K] kernel column order (G: original order) */
                     const int32_t *__restrict__ perm, /* G: [K] original column of kernel column j */
                     int n, int64_t K, int cps, float *__restrict__ part, unsigned *__restrict__ cnt) {
     extern __shared__ uint4 lq4m_xs[];
     constexpr int NV = R * NG * 128;                          /* outputs of a CTA's tile, 4 per lane per mma tile */
-    constexpr int PER = (NV + LQ4M_THREADS - 1) / LQ4M_THREADS; /* of them per thread */
+    constexpr int PER = (NV + (W * 32) - 1) / (W * 32); /* of them per thread */
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int64_t tile = blockIdx.x; /* over all matrices: partial tiles and counters */
@@ -174,10 +186,10 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     for (int d = 0; d < D; d++)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            if (c + d * LQ4M_WARPS < c1) buf[d][r] = lq4m_load(ws + ((size_t)r * nch + c + d * LQ4M_WARPS) * LQ4M_U4, lane, g);
+            if (c + d * W < c1) buf[d][r] = lq4m_load(ws + ((size_t)r * nch + c + d * W) * LQ4M_U4, lane, g);
     const uint8_t *tl = reinterpret_cast<const uint8_t *>(lq4m_xs) + 4 * lane;
     if constexpr (L) {
-        lq4m_fill_lut(lq4m_xs, mats.map, (int)threadIdx.x);
+        lq4m_fill_lut<W * 32>(lq4m_xs, mats.map, (int)threadIdx.x);
         __syncthreads();
     }
     qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
@@ -185,7 +197,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         __half *xs = reinterpret_cast<__half *>(lq4m_xs);
         const int j0 = c0 * QN_LQ4M_COLS, cols = (c1 - c0) * QN_LQ4M_COLS, stride = cps * QN_LQ4M_COLS + 8;
 #pragma unroll 2
-        for (int q = 4 * (int)threadIdx.x; q < cols; q += 4 * LQ4M_THREADS) {
+        for (int q = 4 * (int)threadIdx.x; q < cols; q += 4 * (W * 32)) {
             const int4 pj = __ldg(reinterpret_cast<const int4 *>(perm + j0 + q));
             for (int tok = 0; tok < n; tok++) {
                 const __half *xt = x + (size_t)tok * (size_t)K;
@@ -197,15 +209,15 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         }
         __syncthreads();
     }
-    for (; c < c1; c += LQ4M_WARPS) {
+    for (; c < c1; c += W) {
         lq4m_chunk cur[R];
-        const bool more = c + D * LQ4M_WARPS < c1;
+        const bool more = c + D * W < c1;
 #pragma unroll
         for (int r = 0; r < R; r++) {
             cur[r] = buf[0][r];
 #pragma unroll
             for (int d = 0; d + 1 < D; d++) buf[d][r] = buf[d + 1][r];
-            if (more) buf[D - 1][r] = lq4m_load(ws + ((size_t)r * nch + c + D * LQ4M_WARPS) * LQ4M_U4, lane, g);
+            if (more) buf[D - 1][r] = lq4m_load(ws + ((size_t)r * nch + c + D * W) * LQ4M_U4, lane, g);
         }
         uint4 xb[NG][4];
 #pragma unroll
@@ -233,7 +245,13 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     }
 
     /* the warps' tiles, summed in warp order; value v = (register ri = v / 32 = (r NG + ng) 4 + e, lane v % 32) */
-    __shared__ float red[LQ4M_WARPS][R * NG * 4][32];
+    __shared__ float red_s[L ? 1 : W][R * NG * 4][32];
+    float(*red)[R * NG * 4][32] = red_s;
+    if constexpr (L) { /* the table's memory, once every warp is done with it (static + dynamic stays <= 48 KB) */
+        static_assert(W * R * NG * 4 * 32 * sizeof(float) <= LQ4M_LUT_BYTES, "the warps' tiles fit the table");
+        __syncthreads();
+        red = reinterpret_cast<float(*)[R * NG * 4][32]>(lq4m_xs);
+    }
     __shared__ bool last;
 #pragma unroll
     for (int r = 0; r < R; r++)
@@ -246,18 +264,18 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     float sum[PER];
 #pragma unroll
     for (int u = 0; u < PER; u++) {
-        const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+        const int v = (int)threadIdx.x + u * (W * 32);
         float s = 0.f;
         if (v < NV)
 #pragma unroll
-            for (int wp = 0; wp < LQ4M_WARPS; wp++) s += red[wp][v / 32][v % 32];
+            for (int wp = 0; wp < W; wp++) s += red[wp][v / 32][v % 32];
         sum[u] = s;
     }
     if (split > 1) {
         float *mine = part + ((size_t)tile * (size_t)split + blockIdx.y) * NV;
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+            const int v = (int)threadIdx.x + u * (W * 32);
             if (v < NV) mine[v] = sum[u];
         }
         __threadfence();
@@ -273,7 +291,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
         const float *all = part + (size_t)tile * (size_t)split * NV;
 #pragma unroll
         for (int u = 0; u < PER; u++) {
-            const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+            const int v = (int)threadIdx.x + u * (W * 32);
             float s = 0.f;
             if (v < NV)
                 for (int k = 0; k < split; k++) s += __ldcg(all + (size_t)k * NV + v);
@@ -282,7 +300,7 @@ __global__ void __launch_bounds__(LQ4M_THREADS)
     }
 #pragma unroll
     for (int u = 0; u < PER; u++) {
-        const int v = (int)threadIdx.x + u * LQ4M_THREADS;
+        const int v = (int)threadIdx.x + u * (W * 32);
         if (v >= NV) continue;
         /* c0, c1: row g, tokens 2t, 2t+1; c2, c3: row g + 8 */
         const int ri = v / 32, ln = v % 32, e = ri % 4, ng = (ri / 4) % NG, r = ri / (4 * NG);
@@ -354,8 +372,9 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 int qn_lq4m_ctas_per_sm(qn_qformat fmt) {
     int b = 0;
     const cudaError_t e = qn_lq4m_is_lut(fmt)
-        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true, 2>, LQ4M_THREADS, LQ4M_LUT_BYTES)
-        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false, 2>, LQ4M_THREADS, 0);
+        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true, 2, QN_LQ4M_LUT_WARPS>,
+                                                        QN_LQ4M_LUT_WARPS * 32, LQ4M_LUT_BYTES)
+        : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false, 2, LQ4M_WARPS>, LQ4M_THREADS, 0);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
@@ -392,9 +411,8 @@ typedef struct lq4m_plan {
 
 /* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when every
  * matrix's strips pair up). The K split: the smallest that gives every slot (SMs x resident CTAs of the heaviest
- * instance) a strip, keeping at least two chunks per warp (table formats: four strip-chunks per warp, R strips
- * each, against the 32 KB table every CTA writes; measured on q/o at n = 1, split 2 7.69 us against 8.87 at split
- * 4, at n = 16 split 4 9.74 against 12.66); a forced split as given. Measured on an H100 (8B shapes,
+ * instance) a strip, keeping at least two chunks per warp (table formats: CTAs of QN_LQ4M_LUT_WARPS warps, so that the
+ * 32 KB table every CTA writes serves more chunks); a forced split as given. Measured on an H100 (8B shapes,
  * bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1,
  * down 4096x14336 at 4, as this rule picks. Tiles past the 64 KB of counters: no split. */
 static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t take, int forced) {
@@ -405,8 +423,7 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c
     else {
         const int ctas = qn_lq4m_is_lut(c->fmt) ? ctx->lnf4m_ctas : ctx->lq4m_ctas;
         const int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt));
-        const int64_t per_warp = qn_lq4m_is_lut(c->fmt) ? 4 / p.r : 2;
-        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= per_warp * LQ4M_WARPS)
+        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * lq4m_warps(c->fmt))
             p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
@@ -524,10 +541,11 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
     return true;
 }
 
-/* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA, 56 registers at 2: room for a third);
- * the larger instances keep 2. An A/B knob (-D). */
+/* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA; 56 registers at 2, 64 at 3); the
+ * larger instances keep 2. An A/B knob (-D): measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md, 688dd63)
+ * 3 and 4 lost to 2 (gate/up n = 1 LQ4M 15.6 and 18.6 us against 14.9; 8B GPTQ-4 tg128 376.6 against 387.7 t/s). */
 #ifndef QN_LQ4M_DEPTH1
-#define QN_LQ4M_DEPTH1 3
+#define QN_LQ4M_DEPTH1 2
 #endif
 
 typedef void (*lq4m_fn)(const lq4m_mats, const __half *, const int32_t *, int, int64_t, int, float *, unsigned *);
@@ -561,13 +579,15 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
-            lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1>
-                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2> : lq4m_mma_kernel<2, 2, false, true, 2>)
-            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1>
-                      : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false, 2> : lq4m_mma_kernel<2, 2, true, false, 2>)
-                   : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false, QN_LQ4M_DEPTH1>
-                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false, 2> : lq4m_mma_kernel<2, 2, false, false, 2>);
-        QN_CUDA_TRY(qn_launch(fn, grid, dim3(LQ4M_THREADS), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
+            lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1, QN_LQ4M_LUT_WARPS>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2, QN_LQ4M_LUT_WARPS>
+                                 : lq4m_mma_kernel<2, 2, false, true, 2, QN_LQ4M_LUT_WARPS>)
+            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false, 2, LQ4M_WARPS> : lq4m_mma_kernel<2, 2, true, false, 2, LQ4M_WARPS>)
+                   : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false, 2, LQ4M_WARPS>
+                                 : lq4m_mma_kernel<2, 2, false, false, 2, LQ4M_WARPS>);
+        QN_CUDA_TRY(qn_launch(fn, grid, dim3(32 * lq4m_warps(c->fmt)), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
                               part, cnt));
     }
     return QN_OK;
