@@ -3,7 +3,9 @@
 # one per call, each call carrying its part and .gpudeps; the machine must stay warm between calls):
 #   a   stash part a (+ alice29.txt, lcet10.txt); build + ctest -L gpu (bench/gpu_check.sh "build test"; the
 #       script tests there need the venv, absent on the GPU machine: "Not Run")
-#   b   stash part b; `quern bench kernels --quick` (through bench/gpu_kernels_vs_ggml.sh, beside ggml's MUL_MAT,
+#       (QN_A_TWIN "name:-DFLAG=V": also a twin build of bench_gpu_lutq, in parallel, for phase b)
+#   b   stash part b; with QN_B_LUTQ_AB "fmts:ns" only bench_gpu_lutq on the build, a's twin and the build again; else
+#       `quern bench kernels --quick` (through bench/gpu_kernels_vs_ggml.sh, beside ggml's MUL_MAT,
 #       when llama.cpp's test-backend-ops is already built on the machine), bench_gpu_lutq
 #   c   gather the parts; bench/gpu_e2e.sh (QN_E2E_STEPS, default "model forward run ppl bench"), then
 #       test_gpu_engine and the GPU HF-quant e2e test (tests/e2e/test_gpu_hf_quant.py, system python3)
@@ -65,12 +67,27 @@ PY
 case "${1:-}" in
 a)
     stash
+    if [ -n "${QN_A_TWIN:-}" ]; then # "name:-DFLAG=V": a twin of bench_gpu_lutq for phase b's A/B, built alongside
+        QN_GPU_BUILD=build-gpu-${QN_A_TWIN%%:*} QN_BUILD_TARGETS="bench_gpu_lutq" QN_CUDA_FLAGS="${QN_A_TWIN#*:}" \
+            QN_GPU_CHECK_STEPS="build" OUT=$OUT/check-twin bench/gpu_check.sh >/dev/null 2>&1 &
+    fi
     QN_GPU_CHECK_STEPS="build test" OUT=$OUT bench/gpu_check.sh >/dev/null 2>&1
+    wait
     tail -8 "$OUT/check.log"
+    grep -h "build: rc" "$OUT"/check-twin/check.log 2>/dev/null
     grep -E "Test +#|tests passed" "$OUT/ctest.log"
     ;;
 b)
     stash
+    if [ -n "${QN_B_LUTQ_AB:-}" ]; then # "fmt,...:n,...": bench_gpu_lutq on the build, phase a's twin, the build again
+        for b in "$B" build-gpu-${QN_A_TWIN%%:*} "$B"; do
+            echo "== $b" >>"$OUT/bench_lutq_ab.txt"
+            timeout 60 "$b/bench/bench_gpu_lutq" --fmt "${QN_B_LUTQ_AB%%:*}" --n "${QN_B_LUTQ_AB#*:}" \
+                >>"$OUT/bench_lutq_ab.txt" 2>&1
+        done
+        grep -E "^(==|l[a-z0-9]+|f16) " "$OUT/bench_lutq_ab.txt"
+        exit 0
+    fi
     if [ -x /tmp/llama.cpp/build-cuda/bin/test-backend-ops ]; then # quern bench kernels --quick beside ggml's MUL_MAT
         QN_QUERN_TIMEOUT=120 QN_GGML_TIMEOUT=100 OUT=$OUT timeout 240 bench/gpu_kernels_vs_ggml.sh >"$OUT/vs_ggml.log" 2>&1
         echo "vs ggml rc=$?"
