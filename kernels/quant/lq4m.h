@@ -106,8 +106,9 @@ qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt
                                     size_t ws_bytes, void *stream, const struct qn_quant_matmul_opts *opts);
 
 /* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
- * W the chunks of M form fmt at w (device, 16-byte aligned; a table format takes no perm). opts: NULL / AUTO, or path MMVQ / GEMV (the mma kernel,
- * any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2, 4, 8, 16; 0 = auto).
+ * W the chunks of M form fmt at w (device, 16-byte aligned; a table format takes no perm). opts: NULL / AUTO, or
+ * path MMVQ / GEMV (the mma kernel, any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2,
+ * 4, 8, 16; 0 = auto).
  * Deterministic; no allocation or synchronisation (CUDA-graph capturable). */
 qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, const int32_t *perm, int64_t N,
                               int64_t K, const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes,

@@ -2,20 +2,21 @@
  * LFP4M) for few tokens (one weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for
  * many tokens), the act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
  *
- * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps (QN_LQ4M_LUT_WARPS for the tables) takes one 16-row strip (two at n > 8,
- * so that each B fragment feeds two A fragments) and a run of its 128-column chunks (split-K over gridDim.y);
- * warp w takes chunks w, w + WARPS, ... of the run. Per chunk a lane makes two 16-byte streaming loads of codes
- * per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks ahead; per 32-column
- * block and group of 8 tokens one 16-byte load of x (its B fragments of two tiles: lq4m.h maps the k slots so).
- * A fragment register = (code pair | 0x6400) as half2 (1024 + q), minus (1024 + z), times d: exact before its
- * one rounding, the host twin's bits. The table formats look the register's code byte up in a 256-entry table of
- * half2 (map[lo], map[hi]) in shared memory, one copy per lane (entry b of lane l at word 32 b + l: every lane on
- * its own bank, 32 KB, written by each CTA while its first weights load), times the row's fp16 absmax. mma.sync m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up
- * to 16 per launch in two groups). The warps' tiles are summed in shared memory in warp order; with a split,
- * each CTA writes its tile to the workspace and the last CTA of the tile (arrival counter) sums the split's
- * tiles in order: deterministic. On sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights
- * stream in while the kernel before finishes; x is read, and anything written, only after the wait.
- * Measured: bench/results/gpu-lq4m-2026-12-06.md. */
+ * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps (QN_LQ4M_LUT_WARPS for the tables) takes
+ * one 16-row strip (two at n > 8, so that each B fragment feeds two A fragments) and a run of its 128-column chunks
+ * (split-K over gridDim.y); warp w takes chunks w, w + WARPS, ... of the run. Per chunk a lane makes two 16-byte
+ * streaming loads of codes per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks
+ * ahead; per 32-column block and group of 8 tokens one 16-byte load of x (its B fragments of two tiles: lq4m.h
+ * maps the k slots so). A fragment register = (code pair | 0x6400) as half2 (1024 + q), minus (1024 + z), times d:
+ * exact before its one rounding, the host twin's bits. The table formats look the register's code byte up in a
+ * 256-entry table of half2 (map[lo], map[hi]) in shared memory, one copy per lane (entry b of lane l at word
+ * 32 b + l: every lane on its own bank, 32 KB, written by each CTA while its first weights load), times the row's
+ * fp16 absmax. mma.sync m16n8k16 accumulates in f32 (tokens are the n = 8 dimension: up to 16 per launch in two
+ * groups). The warps' tiles are summed in shared memory in warp order; with a split, each CTA writes its tile to
+ * the workspace and the last CTA of the tile (arrival counter) sums the split's tiles in order: deterministic. On
+ * sm_90 it is launched as a PDL dependent (device_util.cuh): its first weights stream in while the kernel before
+ * finishes; x is read, and anything written, only after the wait.
+ * Measured: bench/results/gpu-lq4m-2026-12-06.md, gpu-lnf4m-2026-12-06.md. */
 #include <stdint.h>
 
 #include <cuda_fp16.h>
@@ -64,7 +65,7 @@ __device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh
 }
 
 /* The same for a table format: register e's code byte looked up in tl (the lane's column of the table, entry b at
- * byte 128 b: one PRMT and one LEA per lookup), times the absmax of rows g, g+8 in the chunk's half hi (columns
+ * byte 128 b: one PRMT and one IMAD per lookup), times the absmax of rows g, g+8 in the chunk's half hi (columns
  * 64..127). */
 __device__ __forceinline__ void lq4m_decode_lut(uint32_t v, uint32_t sg, uint32_t sh, bool hi,
                                                 const uint8_t *__restrict__ tl, uint32_t a[4]) {
@@ -333,12 +334,7 @@ __global__ void __launch_bounds__(256) lq4m_dequant_kernel(const uint4 *__restri
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int64_t chunk = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
     if (chunk >= n_chunks) return; /* whole warps: the shuffles below see all 32 lanes */
-    uint32_t m = 0;
-    if constexpr (L) {
-#pragma unroll
-        for (int i = 0; i < 16; i++)
-            if ((lane & 15) == i) m = (mp.map[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
-    }
+    const uint32_t m = L ? lq4m_map_at(mp.map, lane & 15) : 0;
     const int64_t nch = K / QN_LQ4M_COLS, strip = chunk / nch, c = chunk % nch;
     const lq4m_chunk ch = lq4m_load(w + (size_t)chunk * LQ4M_U4, lane, g);
     __half *rg = out + (size_t)(strip * QN_LQ4M_ROWS + g) * (size_t)K + (size_t)c * QN_LQ4M_COLS + 8 * t;

@@ -4,8 +4,9 @@
  * checked against the plain lutq dequantizer by test_quant_lutq_gpu.c) and fp16 of that dequantizer (kernel
  * column j = original column perm[j]); tolerance zero.
  * LNF4M / LFP4M: the twin must equal, bit for bit, fp16(fp16(map[q]) * fp16(absmax)) computed here from the lutq
- * weight itself (code, group; map the device table, whose FP4 zero is +0), and lie within 2^-9 relative (+ 2^-24 absolute, fp16's subnormal step) of
- * the LNF4 / LFP4 twin, which is fp16 of the plain dequantizer: three roundings of 2^-11 against one.
+ * weight itself (code, group; map the device table, whose FP4 zero is +0), and lie within 2^-9 relative (+ 2^-24
+ * absolute, fp16's subnormal step) of the LNF4 / LFP4 twin, which is fp16 of the plain dequantizer: three roundings
+ * of 2^-11 against one.
  * Weights: synthetic 2/3/4-bit values, group 128, per-channel and act-order g128, fp16 and bf16 scales; NF4 and FP4
  * at blocksize 64, 128 and per-channel; N = 48 (three strips) and K = 384 (three chunks); plus every peer-packed
  * fixture that fits. Row slices on strip boundaries give the whole repack's bytes; a slice off them and the
