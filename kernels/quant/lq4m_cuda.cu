@@ -2,7 +2,7 @@
  * LFP4M) for few tokens (one weight, or up to three on the same x in one launch), the dequant to fp16 (+ cuBLAS for
  * many tokens), the act-order gather (lutq_gpu.h's kernel, or each CTA's own). Holds no state.
  *
- * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps (QN_LQ4M_LUT_WARPS for the tables) takes
+ * The mma kernel (Marlin's scheme, our layout): a CTA of LQ4M_WARPS warps (tables at <= 8 tokens: QN_LQ4M_LUT_WARPS) takes
  * one 16-row strip (two at n > 8, so that each B fragment feeds two A fragments) and a run of its 128-column chunks
  * (split-K over gridDim.y); warp w takes chunks w, w + WARPS, ... of the run. Per chunk a lane makes two 16-byte
  * streaming loads of codes per strip (its A fragments of 8 tiles) and two 4-byte scale loads, prefetched two chunks
@@ -29,12 +29,16 @@
 #include "kernels/quant/quant.h"
 
 #define LQ4M_WARPS 4 /* per CTA: LQ4M */
-/* per CTA of the table formats: their 32 KB table, written by every CTA, is shared by twice the warps (an A/B knob) */
+/* per CTA of the table formats at <= 8 tokens: their 32 KB table, written by every CTA, serves twice the warps (an
+ * A/B knob). Measured on an H100 (bench/results/gpu-lnf4m-2026-12-06.md, 0c3e5e5) against 4 in the same call: LNF4M
+ * n = 1 q/o 7.08 / gate/up 14.92 / down 14.99 us against 11.07 / 17.91 / 20.00 (LQ4M's times); at n = 16 (two strips
+ * per CTA, 128 registers) gate/up 21.94 against 18.00, so the 16-token launches keep 4. */
 #ifndef QN_LQ4M_LUT_WARPS
 #define QN_LQ4M_LUT_WARPS 8
 #endif
 #define LQ4M_THREADS (LQ4M_WARPS * 32)
-static int lq4m_warps(qn_qformat fmt) { return qn_lq4m_is_lut(fmt) ? QN_LQ4M_LUT_WARPS : LQ4M_WARPS; }
+/* warps per CTA of a launch with ng token groups */
+static int lq4m_warps(qn_qformat fmt, int ng) { return qn_lq4m_is_lut(fmt) && ng == 1 ? QN_LQ4M_LUT_WARPS : LQ4M_WARPS; }
 #define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
 #define LQ4M_WS_COUNTERS QN_QUANT_WS_COUNTERS /* split-K arrival counters first, zero between calls */
 #define LQ4M_MAX_SPLIT 16
@@ -368,8 +372,8 @@ static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 int qn_lq4m_ctas_per_sm(qn_qformat fmt) {
     int b = 0;
     const cudaError_t e = qn_lq4m_is_lut(fmt)
-        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true, 2, QN_LQ4M_LUT_WARPS>,
-                                                        QN_LQ4M_LUT_WARPS * 32, LQ4M_LUT_BYTES)
+        ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, true, 2, LQ4M_WARPS>,
+                                                        LQ4M_THREADS, LQ4M_LUT_BYTES)
         : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, lq4m_mma_kernel<2, 2, false, false, 2, LQ4M_WARPS>, LQ4M_THREADS, 0);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
@@ -407,7 +411,7 @@ typedef struct lq4m_plan {
 
 /* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when every
  * matrix's strips pair up). The K split: the smallest that gives every slot (SMs x resident CTAs of the heaviest
- * instance) a strip, keeping at least two chunks per warp (table formats: CTAs of QN_LQ4M_LUT_WARPS warps, so that the
+ * instance) a strip, keeping at least two chunks per warp (table formats at <= 8 tokens: CTAs of QN_LQ4M_LUT_WARPS, so that the
  * 32 KB table every CTA writes serves more chunks); a forced split as given. Measured on an H100 (8B shapes,
  * bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1,
  * down 4096x14336 at 4, as this rule picks. Tiles past the 64 KB of counters: no split. */
@@ -419,7 +423,7 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c
     else {
         const int ctas = qn_lq4m_is_lut(c->fmt) ? ctx->lnf4m_ctas : ctx->lq4m_ctas;
         const int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt));
-        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * lq4m_warps(c->fmt))
+        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * lq4m_warps(c->fmt, p.ng))
             p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
@@ -576,14 +580,14 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
             lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1, QN_LQ4M_LUT_WARPS>
-                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2, QN_LQ4M_LUT_WARPS>
-                                 : lq4m_mma_kernel<2, 2, false, true, 2, QN_LQ4M_LUT_WARPS>)
+                      : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2, LQ4M_WARPS>
+                                 : lq4m_mma_kernel<2, 2, false, true, 2, LQ4M_WARPS>)
             : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
                       : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false, 2, LQ4M_WARPS> : lq4m_mma_kernel<2, 2, true, false, 2, LQ4M_WARPS>)
                    : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
                       : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false, 2, LQ4M_WARPS>
                                  : lq4m_mma_kernel<2, 2, false, false, 2, LQ4M_WARPS>);
-        QN_CUDA_TRY(qn_launch(fn, grid, dim3(32 * lq4m_warps(c->fmt)), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
+        QN_CUDA_TRY(qn_launch(fn, grid, dim3(32 * lq4m_warps(c->fmt, p.ng)), xs, s, ctx->sm >= 90, m, x + t0 * K, perm, take, K, cps,
                               part, cnt));
     }
     return QN_OK;
