@@ -411,10 +411,12 @@ typedef struct lq4m_plan {
 
 /* For a launch of `take` tokens (<= 16): one group up to 8 tokens, else two and two strips per CTA (when every
  * matrix's strips pair up). The K split: the smallest that gives every slot (SMs x resident CTAs of the heaviest
- * instance) a strip, keeping at least two chunks per warp (table formats at <= 8 tokens: CTAs of QN_LQ4M_LUT_WARPS, so that the
- * 32 KB table every CTA writes serves more chunks); a forced split as given. Measured on an H100 (8B shapes,
- * bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best at split 4, gate/up 14336x4096 at 1,
- * down 4096x14336 at 4, as this rule picks. Tiles past the 64 KB of counters: no split. */
+ * instance, counted in CTAs of the launch's warps) a strip, keeping at least two chunks per warp; a forced split as
+ * given. Measured on an H100 (8B shapes, bench/results/gpu-lq4m-2026-12-06.md) at n = 1 and 16: q/o 4096x4096 best
+ * at split 4, gate/up 14336x4096 at 1, down 4096x14336 at 4, as this rule picks. The table formats at <= 8 tokens
+ * (CTAs of QN_LQ4M_LUT_WARPS): half the slots, so the splits of their measurement (gpu-lnf4m-2026-12-06.md, n = 1:
+ * q/o 2, gate/up 1, down 2; with 4-warp slots down took split 4, 18.25 us against 14.99). Tiles past the 64 KB of
+ * counters: no split. */
 static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t take, int forced) {
     const int64_t nch = K / QN_LQ4M_COLS;
     lq4m_plan p = {take <= 8 ? 1 : 2, take > 8 && c->even ? 2 : 1, 1};
@@ -422,9 +424,12 @@ static lq4m_plan lq4m_make_plan(const qn_quant_cuda_ctx *ctx, const lq4m_call *c
     if (forced > 0) p.split = forced;
     else {
         const int ctas = qn_lq4m_is_lut(c->fmt) ? ctx->lnf4m_ctas : ctx->lq4m_ctas;
-        const int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt));
-        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * lq4m_warps(c->fmt, p.ng))
-            p.split *= 2;
+        /* slots of this launch's CTAs: the resident count is of LQ4M_WARPS-warp CTAs */
+        int64_t slots = (int64_t)ctx->n_sm * (ctas > 0 ? ctas : qn_lq4m_ctas_per_sm(c->fmt)) * LQ4M_WARPS /
+                        lq4m_warps(c->fmt, p.ng);
+        if (slots < ctx->n_sm) slots = ctx->n_sm;
+        const int64_t warps = lq4m_warps(c->fmt, p.ng);
+        while (p.split < LQ4M_MAX_SPLIT && c->strips * p.split < slots && nch / (2 * p.split) >= 2 * warps) p.split *= 2;
     }
     if (p.split > nch) p.split = (int)nch;
     const int64_t cps = (nch + p.split - 1) / p.split;
