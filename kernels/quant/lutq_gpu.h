@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/quant/lq4m.h"
 #include "kernels/quant/lutq.h"
 #include "kernels/quant/qformat.h"
 #include "quern.h"
@@ -74,7 +75,7 @@ static_assert(sizeof(qn_block_lnf4) == 20, "lnf4 block size");
 
 static inline bool qn_lutq_gpu_is_format(qn_qformat f) {
     return f == QN_QFORMAT_LQ4 || f == QN_QFORMAT_LQ8 || f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4 ||
-           f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M; /* M forms: 16-row chunks (lq4m.h) */
+           qn_lq4m_is_format(f); /* the M forms: 16-row chunks (lq4m.h) */
 }
 /* bytes of one 32-column block; 0 for the M forms (chunks of 16 rows, lq4m.h) and other formats */
 static inline size_t qn_lutq_gpu_block_bytes(qn_qformat f) {
@@ -110,9 +111,7 @@ qn_status qn_lutq_gpu_repack(const qn_lutq_weight *w, qn_qformat fmt, void *out)
 qn_status qn_lutq_gpu_repack_rows(const qn_lutq_weight *w, qn_qformat fmt, int64_t r0, int64_t r1, void *out);
 
 /* Rows a repack_rows range must start on: 16 for the M forms, else 1. */
-static inline int64_t qn_lutq_gpu_row_unit(qn_qformat f) {
-    return f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M ? 16 : 1;
-}
+static inline int64_t qn_lutq_gpu_row_unit(qn_qformat f) { return qn_lq4m_is_format(f) ? QN_LQ4M_ROWS : 1; }
 
 /* The host twin of the device decode: out [n][k] fp16 bits in kernel column order (what
  * qn_quant_dequant_cuda(ctx, fmt, ...) writes for the same blocks), from the blocks alone. */
@@ -128,8 +127,7 @@ void qn_lutq_gpu_dequant_host(qn_qformat fmt, const void *blocks, int64_t n, int
  * to n = 8; LNF4/LFP4 up to n = 2 (even at 4, slower at 8: 16.9 vs 14.1 us on 4096x4096). */
 static inline int qn_lutq_decode_auto_max_tokens(qn_qformat f) {
     if (f == QN_QFORMAT_LNF4 || f == QN_QFORMAT_LFP4) return 2;
-    if (f == QN_QFORMAT_LQ4M || f == QN_QFORMAT_LNF4M || f == QN_QFORMAT_LFP4M)
-        return 0; /* their own mma kernel at every n up to QN_LQ4M_MMA_MAX_TOKENS (lq4m.h) */
+    if (qn_lq4m_is_format(f)) return 0; /* their own mma kernel at every n up to QN_LQ4M_MMA_MAX_TOKENS (lq4m.h) */
     return qn_lutq_gpu_is_format(f) ? QN_LUTQ_DECODE_MAX_TOKENS : 0;
 }
 static inline bool qn_lutq_use_decode(qn_qformat f, int sm, int64_t n_tokens) {
