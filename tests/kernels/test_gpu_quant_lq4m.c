@@ -256,28 +256,28 @@ static void test_matmul(void **state) {
 static void test_graph(void **state) {
     env *e = *state;
     for (int ci = 0; ci <= CASE_NF4; ci += CASE_NF4) {
-    problem p;
-    problem_init(&p, e, &CASES[ci], 1040, 4224, 4, 91 + (uint64_t)ci);
-    const int64_t n = 3;
-    const size_t ny = (size_t)(n * p.N);
-    float *y0 = run_case(e, &p, n, QN_QUANT_PATH_AUTO, 0), *y1 = malloc(4 * ny);
-    assert_non_null(y1);
-    CK(cudaMemset(p.dy, 0xFF, 4 * ny));
-    cudaGraph_t g;
-    cudaGraphExec_t ge;
-    CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
-    const qn_status st = qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, n, p.dy, p.dws, p.ws_bytes, g_stream);
-    CK(cudaStreamEndCapture(g_stream, &g));
-    assert_int_equal(st, QN_OK);
-    CK(cudaGraphInstantiate(&ge, g, 0));
-    for (int rep = 0; rep < 2; rep++) CK(cudaGraphLaunch(ge, g_stream));
-    CK(cudaStreamSynchronize(g_stream));
-    CK(cudaMemcpy(y1, p.dy, 4 * ny, cudaMemcpyDeviceToHost));
-    assert_memory_equal(y0, y1, 4 * ny);
-    cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
-    check_counters_zero(&p);
-    free(y0), free(y1);
-    problem_free(&p);
+        problem p;
+        problem_init(&p, e, &CASES[ci], 1040, 4224, 4, 91 + (uint64_t)ci);
+        const int64_t n = 3;
+        const size_t ny = (size_t)(n * p.N);
+        float *y0 = run_case(e, &p, n, QN_QUANT_PATH_AUTO, 0), *y1 = malloc(4 * ny);
+        assert_non_null(y1);
+        CK(cudaMemset(p.dy, 0xFF, 4 * ny));
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CK(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeThreadLocal));
+        const qn_status st = qn_lutq_matmul_cuda(&e->ctx, &p.dw, p.dx, n, p.dy, p.dws, p.ws_bytes, g_stream);
+        CK(cudaStreamEndCapture(g_stream, &g));
+        assert_int_equal(st, QN_OK);
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        for (int rep = 0; rep < 2; rep++) CK(cudaGraphLaunch(ge, g_stream));
+        CK(cudaStreamSynchronize(g_stream));
+        CK(cudaMemcpy(y1, p.dy, 4 * ny, cudaMemcpyDeviceToHost));
+        assert_memory_equal(y0, y1, 4 * ny);
+        cudaGraphExecDestroy(ge), cudaGraphDestroy(g);
+        check_counters_zero(&p);
+        free(y0), free(y1);
+        problem_free(&p);
     }
 }
 
