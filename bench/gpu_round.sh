@@ -23,7 +23,7 @@
 #       .gpumodel/v.
 #   m1  the M forms (kernels/quant/lq4m.h): build, test_quant_lq4m, test_gpu_quant_lq4m (+ compute-sanitizer memcheck
 #       and racecheck, quick), test_gpu_quant_lutq, test_gpu_quant (QN_M1_TESTS); bench_gpu_lutq (QN_M1_FMT, default
-#       lq4 / lq4m / f16) at 1..512 tokens and the K split forced to 1..16 at n = 1, 16 (QN_M1_SPLITS, "" for none;
+#       lq4 / lq4m / f16) at 1..512 tokens (QN_M1_N) and the K split forced to 1..16 at n = 1, 16 (QN_M1_SPLITS, "" for none;
 #       format QN_M1_SPLIT_FMT, default lq4m). Carry .gpudeps.
 #   m2  (after m1, same machine, else it builds) the lq4m GPU tests and kernel bench again (QN_M2_FMT), 8B-shape models
 #       (QN_M2_TYPES, default GPTQ-4 g128 plain and act-order) through `quern bench` against a twin build
@@ -194,7 +194,7 @@ m1)
         grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
     done
     cuobjdump -sass "$B/bench/bench_gpu_lutq" 2>/dev/null | awk '/Function : .*lq4m/{f=1} /Function : /&&!/lq4m/{f=0} f' >"$W/lq4m.sass"
-    timeout 150 "$B/bench/bench_gpu_lutq" --fmt ${QN_M1_FMT:-lq4,lq4-act,lq4m,lq4m-act,f16} --n 1,2,4,8,16,32,48,64,512 \
+    timeout 150 "$B/bench/bench_gpu_lutq" --fmt ${QN_M1_FMT:-lq4,lq4-act,lq4m,lq4m-act,f16} --n ${QN_M1_N:-1,2,4,8,16,32,48,64,512} \
         --json "$W/bench_lutq.jsonl" >"$W/bench_lutq.txt" 2>&1
     echo "bench lutq rc=$?"
     cat "$W/bench_lutq.txt"

@@ -5,12 +5,14 @@
  * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
  * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
  * LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4; lutq_mmvq.cu) and "gemv" (tensor cores); "auto" marks
- * which one qn_lutq_matmul_cuda picks. n = 512: the AUTO path (dequant + cuBLAS). Times are CUDA-graph replays of back-to-back
+ * which one qn_lutq_matmul_cuda picks. n = 512: the AUTO path (dequant + cuBLAS; for the M forms also the tensor-core
+ * GEMM, path TC, where it takes them: both side by side past the mma kernel's tokens). Times are CUDA-graph replays of back-to-back
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
  * The M forms run one path per n (AUTO: the mma kernel up to QN_LQ4M_MMA_MAX_TOKENS, else dequant + cuBLAS);
  * --split S forces their K split (A/B runs of lq4m_make_plan).
+ * Activations are random (uniform in [-1, 1), fp16). Other n from 1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512, 1024, 4096 by --n.
  * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--split S] [--json FILE] */
 #include <math.h>
 #include <stdint.h>
@@ -46,7 +48,7 @@ static const variant VARIANTS[] = {
 };
 struct shape { int64_t N, K; const char *name; };
 static const shape SHAPES[] = {{4096, 4096, "q/o"}, {14336, 4096, "gate/up"}, {4096, 14336, "down"}};
-static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 48, 64, 128, 512}; /* without --n: 1, 2, 4, 8, 16, 512 */
+static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512, 1024, 4096}; /* without --n: 1, 2, 4, 8, 16, 512 */
 
 static uint64_t g_s = 0x2545F4914F6CDD1Dull;
 static inline uint64_t rnd() {
@@ -205,10 +207,18 @@ int main(int argc, char **argv) {
                 c->w[r] = qn_lutq_gpu_weight{v.fmt, sh.N, sh.K, d, dperm};
             }
             free(h), free(perm);
-            const int64_t nmax = NS[sizeof NS / sizeof NS[0] - 1];
+            int64_t nmax = 1; /* the largest n of this run */
+            for (int64_t n : NS)
+                if (n_in_list(n_list ? n_list : "1,2,4,8,16,512", n)) nmax = n;
             void *x;
             CK(cudaMalloc(&x, 2 * (size_t)(nmax * sh.K)));
-            CK(cudaMemset(x, 0, 2 * (size_t)(nmax * sh.K)));
+            { /* random activations (uniform in [-1, 1), fp16): the tensor cores' power, so the clocks, depend on the data */
+                const size_t nx = (size_t)(nmax * sh.K);
+                uint16_t *hx = (uint16_t *)malloc(2 * nx);
+                for (size_t i = 0; i < nx; i++) hx[i] = qn_f32_to_f16(2.f * rnd_unit() - 1.f);
+                CK(cudaMemcpy(x, hx, 2 * nx, cudaMemcpyHostToDevice));
+                free(hx);
+            }
             CK(cudaMalloc((void **)&c->y, sizeof(float) * (size_t)(nmax * sh.N)));
             c->x = x;
             for (int64_t n : NS) {
@@ -217,11 +227,16 @@ int main(int argc, char **argv) {
                 const bool lutq = v.fmt != QN_QFORMAT_F16;
                 const bool m4 = qn_lq4m_is_format(v.fmt);
                 const bool both = lutq && !m4 && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
-                const qn_quant_path auto_path = m4 ? (n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA : QN_QUANT_PATH_DEQUANT_CUBLAS)
-                                                : qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
-                                                                                      : qn_quant_select_path(v.fmt, qc.sm, n);
-                const qn_quant_path paths[2] = {both ? QN_QUANT_PATH_MMVQ : QN_QUANT_PATH_AUTO, QN_QUANT_PATH_GEMV};
-                for (int pi = 0; pi < (both ? 2 : 1); pi++) {
+                /* the M forms past the mma kernel: the tensor-core GEMM beside dequant + cuBLAS where it takes them */
+                const bool tc = m4 && n > QN_LQ4M_MMA_MAX_TOKENS && qn_lq4m_tc_takes(qc.sm, v.fmt, sh.N, sh.K);
+                const qn_quant_path auto_path =
+                    m4 ? (n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA
+                          : tc && n >= QN_LQ4M_TC_MIN_TOKENS ? QN_QUANT_PATH_TC : QN_QUANT_PATH_DEQUANT_CUBLAS)
+                       : qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
+                                                             : qn_quant_select_path(v.fmt, qc.sm, n);
+                const qn_quant_path paths[2] = {both ? QN_QUANT_PATH_MMVQ : tc ? QN_QUANT_PATH_TC : QN_QUANT_PATH_AUTO,
+                                                tc ? QN_QUANT_PATH_DEQUANT_CUBLAS : QN_QUANT_PATH_GEMV};
+                for (int pi = 0; pi < (both || tc ? 2 : 1); pi++) {
                     c->path = paths[pi];
                     c->ws_bytes = lutq ? qn_lutq_matmul_workspace_size_path(&qc, v.fmt, c->path, sh.N, sh.K, v.act, n) : 0;
                     if (m4 && split > 0) /* a forced split's partial tiles (at most 256 floats per strip and split) */
@@ -233,9 +248,10 @@ int main(int argc, char **argv) {
                     }
                     const qn_quant_path path = c->path == QN_QUANT_PATH_AUTO ? auto_path : c->path;
                     const char *pname = !lutq ? "cublas" : path == QN_QUANT_PATH_MMVQ ? "decode"
-                                        : path == QN_QUANT_PATH_GEMV ? "gemv" : path == QN_QUANT_PATH_MMA ? "mma" : "dq+blas";
+                                        : path == QN_QUANT_PATH_GEMV ? "gemv" : path == QN_QUANT_PATH_MMA ? "mma"
+                                        : path == QN_QUANT_PATH_TC ? "tc" : "dq+blas";
                     char label[16];
-                    snprintf(label, sizeof label, "%s%s", pname, lutq && path == auto_path && both ? "*" : "");
+                    snprintf(label, sizeof label, "%s%s", pname, lutq && path == auto_path && (both || tc) ? "*" : "");
                     qn_bench_op_fn fn = lutq ? op_lutq : op_cublas;
                     qn_bench_stats s0, s;
                     const int ok = qn_bench_time_ops(fn, c, st, c->rot < 4 ? 4 : c->rot, 1, 1, &s0) == 0 &&

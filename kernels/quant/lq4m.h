@@ -107,7 +107,7 @@ qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt
 
 /* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
  * W the chunks of M form fmt at w (device, 16-byte aligned; a table format takes no perm). opts: NULL / AUTO, or
- * path MMVQ / GEMV (the mma kernel, any n), DEQUANT_CUBLAS; opts->split forces the K split of the mma kernel (1, 2,
+ * path MMVQ / GEMV (the mma kernel, any n), DEQUANT_CUBLAS, TC (qn_lq4m_tc_cuda); opts->split forces the K split of the mma kernel (1, 2,
  * 4, 8, 16; 0 = auto).
  * Deterministic; no allocation or synchronisation (CUDA-graph capturable). */
 qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, const int32_t *perm, int64_t N,
@@ -116,6 +116,18 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, cons
 
 /* CTAs of fmt's mma kernel resident per SM on the current device (qn_quant_cuda_ctx.lq4m_ctas, lnf4m_ctas), >= 1. */
 int qn_lq4m_ctas_per_sm(qn_qformat fmt);
+
+/* The tensor-core GEMM for many tokens (lq4m_tc_sm90a.cu: wgmma, the dequant in the tile loads, no fp16 copy of
+ * the weights; path QN_QUANT_PATH_TC): whether it takes fmt (LQ4M) at N x K on a device of compute capability sm
+ * (sm_90 with the build's sm_90a code), and y[n][N] f32 = x[n][K] fp16 (kernel column order) . W^T. No workspace;
+ * QN_ERR_UNSUPPORTED where it does not take the weight. Deterministic, no allocation or synchronisation. */
+bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
+qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *x, int64_t n, float *y,
+                          void *stream);
+/* n >= this under AUTO (beyond QN_LQ4M_MMA_MAX_TOKENS): the tensor-core GEMM where it takes the weights. */
+#ifndef QN_LQ4M_TC_MIN_TOKENS
+#define QN_LQ4M_TC_MIN_TOKENS 64
+#endif
 
 /* out [N][K] fp16 (kernel column order) = the weights, as qn_lq4m_dequant_host. */
 qn_status qn_lq4m_dequant_cuda(qn_qformat fmt, const void *w, int64_t N, int64_t K, void *out, void *stream);

@@ -25,6 +25,7 @@
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_util.cuh"
 #include "kernels/quant/lq4m.h"
+#include "kernels/quant/lq4m_frag.cuh"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/quant.h"
 
@@ -39,36 +40,13 @@
 #define LQ4M_THREADS (LQ4M_WARPS * 32)
 /* warps per CTA of a launch with ng token groups */
 static int lq4m_warps(qn_qformat fmt, int ng) { return qn_lq4m_is_lut(fmt) && ng == 1 ? QN_LQ4M_LUT_WARPS : LQ4M_WARPS; }
-#define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
 #define LQ4M_WS_COUNTERS QN_QUANT_WS_COUNTERS /* split-K arrival counters first, zero between calls */
 #define LQ4M_MAX_SPLIT 16
 #define LQ4M_TOKENS 16 /* per launch: two groups of 8 */
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
 
-/* 16 code bytes that this kernel reads once: not kept in L1. volatile: kept in program order with the PDL wait
- * (the first chunks are requested before it). */
-__device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
-/* One code word (lq4m.h) to the four A-fragment registers, with row g's scale word sg and row g+8's sh
- * (d | (0x6400 + z) << 16). */
-__device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh, uint32_t a[4]) {
-    const __half2 zg = qn_bits_h2(__byte_perm(sg, 0, 0x3232)), dg = qn_bits_h2(__byte_perm(sg, 0, 0x1010));
-    const __half2 zh = qn_bits_h2(__byte_perm(sh, 0, 0x3232)), dh = qn_bits_h2(__byte_perm(sh, 0, 0x1010));
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        const __half2 q = qn_bits_h2(((v >> (4 * e)) & 0x000F000Fu) | 0x64006400u); /* (1024 + q, 1024 + q') */
-        a[e] = qn_h2_bits(__hmul2(__hsub2(q, (e & 1) ? zh : zg), (e & 1) ? dh : dg));
-    }
-}
-
-/* The same for a table format: register e's code byte looked up in tl (the lane's column of the table, entry b at
+/* lq4m_decode (lq4m_frag.cuh) for a table format: register e's code byte looked up in tl (the lane's column of the table, entry b at
  * byte 128 b: one PRMT and one IMAD per lookup), times the absmax of rows g, g+8 in the chunk's half hi (columns
  * 64..127). */
 __device__ __forceinline__ void lq4m_decode_lut(uint32_t v, uint32_t sg, uint32_t sh, bool hi,
@@ -456,13 +434,33 @@ static size_t lq4m_parts_for(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, i
  * a cuBLAS handle) */
 static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int64_t n) {
     if (path == QN_QUANT_PATH_AUTO) return n <= QN_LQ4M_MMA_MAX_TOKENS || !ctx->cublas;
-    return path != QN_QUANT_PATH_DEQUANT_CUBLAS;
+    return path != QN_QUANT_PATH_DEQUANT_CUBLAS && path != QN_QUANT_PATH_TC;
+}
+
+#ifndef QN_HAVE_SM90A /* no sm_90a code in this build (CMakeLists.txt): no tensor-core GEMM */
+bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
+qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *x, int64_t n, float *y,
+                          void *stream) {
+    return QN_ERR_UNSUPPORTED;
+}
+#endif
+
+/* the tensor-core GEMM for (path, n): path TC, or AUTO from QN_LQ4M_TC_MIN_TOKENS (and past the mma kernel's), where
+ * it takes every matrix of the call */
+static bool lq4m_tc_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K, int64_t n) {
+    if (path != QN_QUANT_PATH_TC &&
+        (path != QN_QUANT_PATH_AUTO || n < QN_LQ4M_TC_MIN_TOKENS || n <= QN_LQ4M_MMA_MAX_TOKENS))
+        return false;
+    for (int i = 0; i < c->nm; i++)
+        if (!qn_lq4m_tc_takes(ctx->sm, c->fmt, c->N[i], K)) return false;
+    return true;
 }
 
 /* the path's workspace: split-K counters and partial tiles, or (dequant + cuBLAS, one matrix after the other) the
- * largest matrix in fp16 */
+ * largest matrix in fp16 (AUTO keeps that size where it takes the tensor-core GEMM, which needs none) */
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
                               int64_t n, int split) {
+    if (path == QN_QUANT_PATH_TC) return 0;
     if (!lq4m_mma_path(ctx, path, n)) {
         int64_t most = 0;
         for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
@@ -608,8 +606,9 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
     const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
     const int split = opts ? opts->split : 0;
     if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
-    const bool mma = lq4m_mma_path(ctx, path, n);
-    if (!mma && !ctx->cublas) return QN_ERR_INVALID_ARG;
+    const bool mma = lq4m_mma_path(ctx, path, n), tc = !mma && lq4m_tc_path(ctx, path, c, K, n);
+    if (path == QN_QUANT_PATH_TC && !tc) return QN_ERR_UNSUPPORTED;
+    if (!mma && !tc && !ctx->cublas) return QN_ERR_INVALID_ARG;
     const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);
     const size_t need = lq4m_ws_need(inner, perm != NULL, n, K);
     if (need && (!workspace || ws_bytes < need)) return QN_ERR_INVALID_ARG;
@@ -624,6 +623,13 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         xk = xp;
     }
     if (mma) return lq4m_mma(ctx, c, K, (const __half *)xk, NULL, n, split, workspace, inner, s);
+    if (tc) {
+        for (int i = 0; i < c->nm; i++) {
+            const qn_status st = qn_lq4m_tc_cuda(ctx->sm, c->fmt, c->w[i], c->N[i], K, xk, n, c->y[i], stream);
+            if (st != QN_OK) return st;
+        }
+        return QN_OK;
+    }
     /* dequant + cuBLAS, matrix by matrix, through the workspace */
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
     for (int i = 0; i < c->nm; i++) {

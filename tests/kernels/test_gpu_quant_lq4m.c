@@ -133,7 +133,7 @@ static void problem_free(problem *p) {
 
 static const char *path_name(qn_quant_path p) {
     return p == QN_QUANT_PATH_MMVQ ? "mma(decode)" : p == QN_QUANT_PATH_GEMV ? "mma(gemv)"
-           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : "auto";
+           : p == QN_QUANT_PATH_DEQUANT_CUBLAS ? "dequant+cublas" : p == QN_QUANT_PATH_TC ? "tc" : "auto";
 }
 
 /* y [n][p->N] (host) against p's reference: |d| <= 2^-13 sum|Wx| each, NMSE <= 1e-10; fails naming what */
@@ -247,6 +247,45 @@ static void test_matmul(void **state) {
             }
             check_counters_zero(&p);
             check_dequant(&p);
+            problem_free(&p);
+        }
+}
+
+/* The tensor-core GEMM (path TC; lq4m_tc_sm90a.cu) where the device and build have it: 4-bit plain and act-order
+ * (gathered first), 3-bit per-channel, on partial tiles of rows (3 and 65 strips of 8 per CTA) and of tokens (1, 7,
+ * 129, 300 of 128 per CTA), K of 3 to 33 chunks; a repeat gives the same bits, a graph replay the direct call's;
+ * AUTO takes it from QN_LQ4M_TC_MIN_TOKENS (n = 100 in test_matmul). Elsewhere, and for the table formats, TC is
+ * refused (QN_ERR_UNSUPPORTED). */
+static void test_tc(void **state) {
+    env *e = *state;
+    const int cases[] = {1, 0, 2, CASE_NF4};
+    const int64_t Ns[] = {48, 1040, 256}, Ks[] = {384, 4224, 1024};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        for (int si = 0; si < 3; si++) {
+            if (qn_gpu_test_quick() && si == 1 && ci > 0) continue;
+            problem p;
+            problem_init(&p, e, &CASES[cases[ci]], Ns[si], Ks[si], 300, 900 + 7 * (uint64_t)ci + (uint64_t)si);
+            const bool takes = qn_lq4m_tc_takes(e->ctx.sm, p.fmt, p.N, p.K);
+            if (!takes) {
+                const qn_quant_matmul_opts o = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+                assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &p.dw, p.dx, 200, p.dy, p.dws, p.ws_bytes, g_stream, &o),
+                                 QN_ERR_UNSUPPORTED);
+                if (!qn_lq4m_is_lut(p.fmt))
+                    fprintf(stderr, "  %s: no tensor-core GEMM on sm_%d with this build (refused, as it should)\n",
+                            p.name, e->ctx.sm);
+                problem_free(&p);
+                continue;
+            }
+            assert_false(qn_lq4m_is_lut(p.fmt));
+            const int64_t ns[] = {1, 7, 128, 129, 300};
+            for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) free(run_case(e, &p, ns[i], QN_QUANT_PATH_TC, 0));
+            float *a = run_case(e, &p, 300, QN_QUANT_PATH_TC, 0), *b = run_case(e, &p, 300, QN_QUANT_PATH_TC, 0);
+            if (memcmp(a, b, sizeof(float) * (size_t)(300 * p.N))) fail_msg("%s tc: a repeat gave other bits", p.name);
+            CK(cudaMemset(p.dy, 0xFF, sizeof(float) * (size_t)(300 * p.N)));
+            qn_gpu_quant_graph_replay(e, &p.dw, p.dx, 300, p.dy, p.dws, p.ws_bytes, 2); /* AUTO at 300: TC */
+            dev_fetch(b, p.dy, sizeof(float) * (size_t)(300 * p.N), 0, "tc graph");
+            if (memcmp(a, b, sizeof(float) * (size_t)(300 * p.N))) fail_msg("%s tc: the graph replay gave other bits", p.name);
+            free(a), free(b);
             problem_free(&p);
         }
 }
@@ -384,6 +423,7 @@ int main(void) {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_graph),
         cmocka_unit_test(test_group),
+        cmocka_unit_test(test_tc),
     };
     return cmocka_run_group_tests(tests, qn_gpu_quant_setup, qn_gpu_quant_teardown);
 }

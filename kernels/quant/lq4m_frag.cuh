@@ -1,0 +1,38 @@
+/* lq4m_frag.cuh — what both LQ4M kernel files read a chunk with (lq4m.h's layout): the streaming 16-byte code
+ * load and the decode of one code word into the four f16x2 registers of a tensor-core A fragment (mma.sync
+ * m16n8k16 and wgmma's register A of one warp have the same fragment). CUDA C++ only, header-only, no state. */
+#ifndef QN_LQ4M_FRAG_CUH
+#define QN_LQ4M_FRAG_CUH
+
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+
+#include "kernels/common/device_util.cuh"
+#include "kernels/quant/lq4m.h"
+
+#define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
+
+/* 16 code bytes that a kernel reads once per CTA: not kept in L1. volatile: kept in program order with the PDL
+ * wait (the mma kernel requests its first chunks before it). */
+__device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+/* One LQ4M code word to the four A-fragment registers, with row g's scale word sg and row g+8's sh
+ * (d | (0x6400 + z) << 16): (q | 0x6400) as half2 (1024 + q), minus (1024 + z), exact, times d (one rounding). */
+__device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh, uint32_t a[4]) {
+    const __half2 zg = qn_bits_h2(__byte_perm(sg, 0, 0x3232)), dg = qn_bits_h2(__byte_perm(sg, 0, 0x1010));
+    const __half2 zh = qn_bits_h2(__byte_perm(sh, 0, 0x3232)), dh = qn_bits_h2(__byte_perm(sh, 0, 0x1010));
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const __half2 q = qn_bits_h2(((v >> (4 * e)) & 0x000F000Fu) | 0x64006400u); /* (1024 + q, 1024 + q') */
+        a[e] = qn_h2_bits(__hmul2(__hsub2(q, (e & 1) ? zh : zg), (e & 1) ? dh : dg));
+    }
+}
+
+#endif /* QN_LQ4M_FRAG_CUH */
