@@ -119,10 +119,13 @@ int qn_lq4m_ctas_per_sm(qn_qformat fmt);
 
 /* The tensor-core GEMM for many tokens (lq4m_tc_sm90a.cu: wgmma, the dequant in the tile loads, no fp16 copy of
  * the weights; path QN_QUANT_PATH_TC): whether it takes fmt (LQ4M) at N x K on a device of compute capability sm
- * (sm_90 with the build's sm_90a code), and y[n][N] f32 = x[n][K] fp16 (kernel column order) . W^T. No workspace;
- * QN_ERR_UNSUPPORTED where it does not take the weight. Deterministic, no allocation or synchronisation. */
+ * (sm_90 with the build's sm_90a code); xt [n][K] = x [n][K] fp16 (kernel column order) with its k slots in the
+ * GEMM's order (qn_lq4m_tc_prepare_x, 16-byte aligned; once for the matrices of a grouped call); and
+ * y[n][N] f32 = x . W^T from it. QN_ERR_UNSUPPORTED where it does not take the weight. Deterministic, no
+ * allocation or synchronisation (capturable). */
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *x, int64_t n, float *y,
+qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
+qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
                           void *stream);
 /* n >= this under AUTO (beyond QN_LQ4M_MMA_MAX_TOKENS): the tensor-core GEMM where it takes the weights. */
 #ifndef QN_LQ4M_TC_MIN_TOKENS

@@ -439,7 +439,8 @@ static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int6
 
 #ifndef QN_HAVE_SM90A /* no sm_90a code in this build (CMakeLists.txt): no tensor-core GEMM */
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *x, int64_t n, float *y,
+qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
+qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
                           void *stream) {
     return QN_ERR_UNSUPPORTED;
 }
@@ -457,12 +458,13 @@ static bool lq4m_tc_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const
 }
 
 /* the path's workspace: split-K counters and partial tiles, or (dequant + cuBLAS, one matrix after the other) the
- * largest matrix in fp16 (AUTO keeps that size where it takes the tensor-core GEMM, which needs none) */
+ * largest matrix in fp16, or (tensor-core GEMM) the prepared x [n][K] fp16; AUTO where it may take the tensor-core
+ * GEMM: the larger of the last two */
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
                               int64_t n, int split) {
-    if (path == QN_QUANT_PATH_TC) return 0;
+    if (path == QN_QUANT_PATH_TC) return LQ4M_WS_COUNTERS + align256((size_t)n * (size_t)K * sizeof(__half));
     if (!lq4m_mma_path(ctx, path, n)) {
-        int64_t most = 0;
+        int64_t most = lq4m_tc_path(ctx, path, c, K, n) ? n : 0;
         for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
         return LQ4M_WS_COUNTERS + align256((size_t)most * (size_t)K * sizeof(__half));
     }
@@ -623,12 +625,12 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         xk = xp;
     }
     if (mma) return lq4m_mma(ctx, c, K, (const __half *)xk, NULL, n, split, workspace, inner, s);
-    if (tc) {
-        for (int i = 0; i < c->nm; i++) {
-            const qn_status st = qn_lq4m_tc_cuda(ctx->sm, c->fmt, c->w[i], c->N[i], K, xk, n, c->y[i], stream);
-            if (st != QN_OK) return st;
-        }
-        return QN_OK;
+    if (tc) { /* x in the GEMM's k order once, behind the counters; then matrix by matrix */
+        void *xt = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
+        qn_status st = qn_lq4m_tc_prepare_x(xk, n, K, xt, stream);
+        for (int i = 0; i < c->nm && st == QN_OK; i++)
+            st = qn_lq4m_tc_cuda(ctx->sm, c->fmt, c->w[i], c->N[i], K, xt, n, c->y[i], stream);
+        return st;
     }
     /* dequant + cuBLAS, matrix by matrix, through the workspace */
     void *w16 = (uint8_t *)workspace + LQ4M_WS_COUNTERS;

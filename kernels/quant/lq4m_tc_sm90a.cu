@@ -1,26 +1,32 @@
 /* lq4m_tc_sm90a.cu — the tensor-core GEMM of LQ4M weights for many tokens on Hopper (sm_90a: wgmma), the dequant
  * in the tile loads: y[n][N] f32 = x[n][K] fp16 . W^T with W the LQ4M chunks (lq4m.h), no fp16 copy of W. Built
  * only for sm_90a (CMakeLists.txt: its own object library; wgmma has no sm_90 form); lq4m_cuda.cu calls it for
- * path TC and, under AUTO, where qn_lq4m_tc_takes says. Holds no state.
+ * path TC and, under AUTO, from QN_LQ4M_TC_MIN_TOKENS. Holds no state.
+ *
+ * x first goes through qn_lq4m_tc_prepare_x: within each 32-column block its 16 32-bit words W (column pairs) are
+ * reordered W0 W4 W8 W12 W1 W5 W9 W13 | W2 W6 W10 W14 W3 W7 W11 W15, so that the k slots of each 16-column slice
+ * are those of LQ4M's A fragments (lq4m.h: slot 2t + m of slice (p, j) is column 32p + 8t + 4j + m, slot 2t + 8 + m
+ * column 32p + 8t + 4j + 2 + m): slice j of the block is the 32 bytes at 32 j. One pass over x (shared by the
+ * matrices of a grouped call), after which x tiles move by the copy engine.
  *
  * CTA: 256 threads, two warpgroups, a tile of 128 weight rows (warp w: strip 8 blockIdx.y + w, the 16 rows of its
- * A fragments) by LQ4M_TC_BN = 128 tokens (blockIdx.x), K in steps of 64 columns (half a chunk). Per step:
- *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, three steps ahead, and
- *    the chunk's two scale words) into the A fragments of four k16 slices, registers as lq4m_decode gives them:
- *    the same fp16 values as the host twin and the dequant kernel, bit for bit.
- *  - B: x's [128 tokens][64 columns] in shared memory, K-major with the 128-byte swizzle (16-byte unit u of row r
- *    at unit u ^ (r % 8)), three stages; each thread loads one token's 32 columns (4 x 16 bytes, one step ahead,
- *    in registers) and stores them with the k slots in LQ4M's order: slot 2t + m of slice (p, j) is column
- *    32 p + 8 t + 4 j + m, slot 2t + 8 + m column 32 p + 8 t + 4 j + 2 + m (lq4m.h), so slice j of a 32-column
- *    block is the 32-bit words (W[2j], W[4+2j], W[8+2j], W[12+2j], W[2j+1], ...) of the 16 words W of the block:
- *    a 4 x 4 transpose of the four loads' words, no arithmetic.
+ * A fragments) by TC_BN = 128 tokens (blockIdx.x), K in steps of 64 columns (half a chunk). Per step:
+ *  - B: the [128 tokens][64 columns] tile of the prepared x, brought by the copy engine (a 2-D tensor map with the
+ *    128-byte swizzle: 16-byte unit u of row r at unit u ^ (r % 8), K-major as wgmma reads it) into one of
+ *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's mbarrier; tokens past n
+ *    arrive as zeros.
+ *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD steps ahead, and
+ *    the chunk's two scale words) into the A fragments of four k16 slices, as lq4m_decode gives them: the host
+ *    twin's fp16 values, bit for bit. The fragments are double-buffered: a step's registers are rewritten only
+ *    after the wgmma group that read them has completed (wgmma reads A registers asynchronously).
  *  - four wgmma.m64n128k16 (f32 accumulators, 64 per thread) per warpgroup, one commit group per step; the group
- *    of the step before is waited for before the CTA barrier, so a stage is rewritten only after both warpgroups'
- *    reads of it have completed, and one group is always queued behind the running one.
- * Epilogue: the accumulators straight to y (row g, g + 8 of the warp's strip; tokens 8 i + 2 t, + 1).
- * Strips past N/16 compute on strip 0's weights and store nothing; tokens past n read zeros and store nothing. */
+ *    of the step before is waited for before the CTA barrier, after which thread 0 refills that step's stage.
+ * Epilogue: the accumulators straight to y (rows g, g + 8 of the warp's strip; tokens 8 i + 2 t, + 1).
+ * Strips past N/16 compute on strip 0's weights and store nothing; tokens past n store nothing. */
 #include <stdint.h>
 
+#include <cuda.h> /* CUtensorMap (the driver's entry point is fetched through the runtime: no libcuda link) */
+#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -30,12 +36,12 @@
 #include "kernels/quant/lq4m_frag.cuh"
 
 #define TC_THREADS 256
-#define TC_BM 128                           /* weight rows per CTA: 8 warps x 16 */
-#define TC_BN 128                           /* tokens per CTA */
-#define TC_BK 64                            /* columns per step */
-#define TC_STAGES 3                         /* x tiles in shared memory */
-#define TC_STAGE_BYTES (TC_BN * TC_BK * 2)  /* 16 KB: 128 rows of 128 bytes */
-#define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024) /* + the 1024-byte alignment of the swizzle */
+#define TC_BN 128                          /* tokens per CTA */
+#define TC_BK 64                           /* columns per step */
+#define TC_STAGES 4                        /* x tiles in shared memory */
+#define TC_WD 4                            /* steps of code words in flight per lane (the one in use included) */
+#define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
+#define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TC_ARCH 1
@@ -53,10 +59,16 @@ __device__ __forceinline__ void tc_fence() { asm volatile("wgmma.fence.sync.alig
 __device__ __forceinline__ void tc_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void tc_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-/* keeps the compiler from moving accumulator accesses across the asynchronous wgmma (its operands in registers) */
+/* keeps the compiler from moving accesses of these registers across the asynchronous wgmma that reads them */
 __device__ __forceinline__ void tc_pin(float (&d)[64]) {
 #pragma unroll
     for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void tc_pin(uint32_t (&a)[4][4]) {
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[s][i])::"memory");
 }
 /* d[64 x 128] (this warpgroup's accumulators) += A (registers a, rows of the four warps) . B (descriptor) */
 __device__ __forceinline__ void tc_wgmma(float (&d)[64], const uint32_t (&a)[4], uint64_t desc) {
@@ -86,6 +98,13 @@ __device__ __forceinline__ void tc_wgmma(float (&d)[64], const uint32_t (&a)[4],
                  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
 }
+
+/* the [TC_BN rows from row][TC_BK columns from col] box of the tensor map into shared memory at sdst, on bar */
+__device__ __forceinline__ void tc_tma(uint32_t sdst, const CUtensorMap *map, int col, int row, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+                 ::"r"(sdst), "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
+                 : "memory");
+}
 #endif
 
 struct tc_code {
@@ -93,84 +112,100 @@ struct tc_code {
     uint32_t sg, sh; /* scale words of rows g, g + 8 */
 };
 
+#ifdef TC_ARCH
+/* One step kt with the A registers a (the other buffer, ao, was read by the group of step kt - 1). */
+__device__ __forceinline__ void tc_step(int kt, int KT, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
+                                        uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64], uint32_t sbase,
+                                        uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    const int st = kt % TC_STAGES;
+    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(kt / TC_STAGES) & 1u);
+    lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]);
+    lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
+    lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
+    lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
+#pragma unroll
+    for (int d = 0; d + 1 < TC_WD; d++) cb[d] = cb[d + 1];
+    const int kn = kt + TC_WD;
+    cb[TC_WD - 1] = tc_code{};
+    if (kn < KT) {
+        const uint4 *ch = wst + (size_t)(kn >> 1) * LQ4M_U4;
+        cb[TC_WD - 1].q = lq4m_ld_stream(ch + (kn & 1) * 32 + lane);
+        const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
+        cb[TC_WD - 1].sg = __ldg(sc + g);
+        cb[TC_WD - 1].sh = __ldg(sc + g + 8);
+    }
+    const uint32_t sb = sbase + (uint32_t)(st * TC_STAGE_BYTES);
+    tc_fence();
+    tc_pin(acc);
+    tc_pin(a);
+#pragma unroll
+    for (int s = 0; s < 4; s++) tc_wgmma(acc, a[s], tc_desc(sb + 32u * (uint32_t)s));
+    tc_commit();
+    tc_pin(acc);
+    tc_wait<1>(); /* step kt - 1's group: its A registers (ao) and its stage are free */
+    tc_pin(ao);
+    __syncthreads(); /* both warpgroups past it: step kt - 1's stage may be refilled */
+    const int kf = kt + TC_STAGES - 1;
+    if (threadIdx.x == 0 && kf < KT) {
+        const int sf = kf % TC_STAGES;
+        qn_mbar_arrive_tx(bars + 8u * (uint32_t)sf, TC_STAGE_BYTES);
+        tc_tma(sbase + (uint32_t)(sf * TC_STAGE_BYTES), map, kf * TC_BK, (int)tok0, bars + 8u * (uint32_t)sf);
+    }
+}
+#endif
+
 __global__ void __launch_bounds__(TC_THREADS, 1)
-    lq4m_tc_kernel(const uint4 *__restrict__ w,   /* [N/16][K/128] LQ4M chunks */
-                   const __half *__restrict__ x,  /* [n][K] kernel column order */
-                   float *__restrict__ y,         /* [n][N] */
+    lq4m_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
+                   const uint4 *__restrict__ w,            /* [N/16][K/128] LQ4M chunks */
+                   float *__restrict__ y,                  /* [n][N] */
                    int64_t N, int64_t K, int64_t n) {
 #ifdef TC_ARCH
     extern __shared__ uint8_t tc_raw[];
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(tc_raw);
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
-    uint8_t *const gbase = tc_raw + (sbase - sraw);
+    const uint32_t bars = sbase + TC_STAGES * TC_STAGE_BYTES; /* TC_STAGES mbarriers, 8 bytes each */
     const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int64_t nch = K / QN_LQ4M_COLS;
     const int KT = (int)(K / TC_BK);
     const int64_t strip = (int64_t)blockIdx.y * 8 + warp;
     const bool sv = strip < N / QN_LQ4M_ROWS;
-    const uint4 *const wst = w + (size_t)(sv ? strip : 0) * (size_t)nch * LQ4M_U4;
+    const uint4 *const wst = w + (size_t)(sv ? strip : 0) * (size_t)(K / QN_LQ4M_COLS) * LQ4M_U4;
     const int64_t tok0 = (int64_t)blockIdx.x * TC_BN;
 
-    /* x: this thread's token row xr and 32-column block xp of each step */
-    const int xr = tid & (TC_BN - 1), xp = tid >> 7;
-    const bool xv = tok0 + xr < n;
-    const uint4 *const xg = reinterpret_cast<const uint4 *>(x + (size_t)(xv ? tok0 + xr : 0) * (size_t)K) + 4 * xp;
-    uint4 xs[4];
-    auto xload = [&](int kt) {
+    tc_code cb[TC_WD];
 #pragma unroll
-        for (int i = 0; i < 4; i++) xs[i] = xv ? __ldg(xg + (size_t)kt * (TC_BK / 8) + i) : make_uint4(0, 0, 0, 0);
-    };
-    auto xstore = [&](int stage) {
-        uint8_t *row = gbase + stage * TC_STAGE_BYTES + xr * 128;
-        const int sw = xr & 7, u0 = 4 * xp; /* slices 2 xp (j = 0) and 2 xp + 1 (j = 1), two units each */
-        *reinterpret_cast<uint4 *>(row + (((u0 + 0) ^ sw) << 4)) = make_uint4(xs[0].x, xs[1].x, xs[2].x, xs[3].x);
-        *reinterpret_cast<uint4 *>(row + (((u0 + 1) ^ sw) << 4)) = make_uint4(xs[0].y, xs[1].y, xs[2].y, xs[3].y);
-        *reinterpret_cast<uint4 *>(row + (((u0 + 2) ^ sw) << 4)) = make_uint4(xs[0].z, xs[1].z, xs[2].z, xs[3].z);
-        *reinterpret_cast<uint4 *>(row + (((u0 + 3) ^ sw) << 4)) = make_uint4(xs[0].w, xs[1].w, xs[2].w, xs[3].w);
-    };
-    auto wload = [&](int kt) {
-        tc_code c = {};
-        if (kt < KT) {
-            const uint4 *ch = wst + (size_t)(kt >> 1) * LQ4M_U4;
-            c.q = lq4m_ld_stream(ch + (kt & 1) * 32 + lane);
+    for (int d = 0; d < TC_WD; d++) {
+        cb[d] = tc_code{};
+        if (d < KT) {
+            const uint4 *ch = wst + (size_t)(d >> 1) * LQ4M_U4;
+            cb[d].q = lq4m_ld_stream(ch + (d & 1) * 32 + lane);
             const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
-            c.sg = __ldg(sc + g);
-            c.sh = __ldg(sc + g + 8);
+            cb[d].sg = __ldg(sc + g);
+            cb[d].sh = __ldg(sc + g + 8);
         }
-        return c;
-    };
-
+    }
+    if (tid == 0) {
+        for (int s = 0; s < TC_STAGES; s++) qn_mbar_init(bars + 8u * (uint32_t)s, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (tid == 0)
+        for (int s = 0; s < TC_STAGES - 1 && s < KT; s++) {
+            qn_mbar_arrive_tx(bars + 8u * (uint32_t)s, TC_STAGE_BYTES);
+            tc_tma(sbase + (uint32_t)(s * TC_STAGE_BYTES), &map, s * TC_BK, (int)tok0, bars + 8u * (uint32_t)s);
+        }
     float acc[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = 0.f;
-    tc_code c0 = wload(0), c1 = wload(1), c2 = wload(2);
-    xload(0);
-    xstore(0);
-    if (KT > 1) xload(1);
-    qn_fence_proxy_async();
-    __syncthreads();
-    for (int kt = 0; kt < KT; kt++) {
-        uint32_t a[4][4];
-        lq4m_decode(c0.q.x, c0.sg, c0.sh, a[0]);
-        lq4m_decode(c0.q.y, c0.sg, c0.sh, a[1]);
-        lq4m_decode(c0.q.z, c0.sg, c0.sh, a[2]);
-        lq4m_decode(c0.q.w, c0.sg, c0.sh, a[3]);
-        c0 = c1, c1 = c2, c2 = wload(kt + 3);
-        if (kt + 1 < KT) xstore((kt + 1) % TC_STAGES); /* its stage's last reader, step kt - 2, has completed */
-        if (kt + 2 < KT) xload(kt + 2);
-        const uint32_t sb = sbase + (uint32_t)((kt % TC_STAGES) * TC_STAGE_BYTES);
-        tc_fence();
-        tc_pin(acc);
+    uint32_t a0[4][4], a1[4][4];
 #pragma unroll
-        for (int s = 0; s < 4; s++) tc_wgmma(acc, a[s], tc_desc(sb + 32u * (uint32_t)s));
-        tc_commit();
-        tc_pin(acc);
-        qn_fence_proxy_async(); /* the x stores above, before the wgmma of step kt + 1 reads them */
-        tc_wait<1>();           /* step kt - 1's group: done before anyone passes the barrier */
-        __syncthreads();
+    for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
+    for (int kt = 0; kt < KT; kt += 2) { /* K / 64 is even (K % 128 == 0) */
+        tc_step(kt, KT, cb, wst, lane, g, a0, a1, acc, sbase, bars, &map, tok0);
+        tc_step(kt + 1, KT, cb, wst, lane, g, a1, a0, acc, sbase, bars, &map, tok0);
     }
     tc_wait<0>();
     tc_pin(acc);
+    tc_pin(a1);
     if (!sv) return;
     const int64_t r0 = strip * QN_LQ4M_ROWS + g;
 #pragma unroll
@@ -183,9 +218,22 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
 #endif
 }
 
+/* xt = x with each 32-column block's words reordered (the file comment); one thread per block */
+__global__ void lq4m_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16, 2 uint4 per 16 columns */
+                                       uint4 *__restrict__ xt,      /* [n][K] */
+                                       int64_t blocks) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= blocks) return;
+    const uint4 v0 = __ldg(x + 4 * i), v1 = __ldg(x + 4 * i + 1), v2 = __ldg(x + 4 * i + 2), v3 = __ldg(x + 4 * i + 3);
+    xt[4 * i + 0] = make_uint4(v0.x, v1.x, v2.x, v3.x);
+    xt[4 * i + 1] = make_uint4(v0.y, v1.y, v2.y, v3.y);
+    xt[4 * i + 2] = make_uint4(v0.z, v1.z, v2.z, v3.z);
+    xt[4 * i + 3] = make_uint4(v0.w, v1.w, v2.w, v3.w);
+}
+
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
     if (sm != 90 || fmt != QN_QFORMAT_LQ4M || N <= 0 || K <= 0 || N % QN_LQ4M_ROWS || K % QN_LQ4M_COLS) return false;
-    if ((N / QN_LQ4M_ROWS + 7) / 8 > 65535) return false;
+    if ((N / QN_LQ4M_ROWS + 7) / 8 > 65535 || K > ((int64_t)1 << 31)) return false;
     cudaFuncAttributes fa;
     if (cudaFuncGetAttributes(&fa, lq4m_tc_kernel) != cudaSuccess) { /* no sm_90a code for this device */
         (void)cudaGetLastError();
@@ -194,17 +242,44 @@ bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
     return true;
 }
 
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *x, int64_t n, float *y,
+qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) {
+    if (n < 0 || K <= 0 || K % QN_LQ4M_COLS) return QN_ERR_SHAPE;
+    if (!x || !xt || ((uintptr_t)x & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
+    const int64_t blocks = n * (K / 32);
+    if (blocks == 0) return QN_OK;
+    if ((blocks + 255) / 256 > 0x7fffffff) return QN_ERR_SHAPE;
+    lq4m_tc_prepare_kernel<<<(unsigned)((blocks + 255) / 256), 256, 0, (cudaStream_t)stream>>>((const uint4 *)x, (uint4 *)xt,
+                                                                                             blocks);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
                           void *stream) {
     if (!qn_lq4m_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
     if (n < 0) return QN_ERR_SHAPE;
-    if (!w || !x || !y || ((uintptr_t)w & 15u) || ((uintptr_t)x & 15u)) return QN_ERR_INVALID_ARG;
+    if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
     if (n == 0) return QN_OK;
     const int64_t bx = (n + TC_BN - 1) / TC_BN;
-    if (bx > 0x7fffffff) return QN_ERR_SHAPE;
+    if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess || !fn) {
+        (void)cudaGetLastError();
+        return QN_ERR_UNSUPPORTED;
+    }
+    CUtensorMap map;
+    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)n}, strides[1] = {(cuuint64_t)K * 2};
+    const cuuint32_t box[2] = {TC_BK, TC_BN}, es[2] = {1, 1};
+    const CUresult r = ((PFN_cuTensorMapEncodeTiled_v12000)fn)(
+        &map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void *>(xt), dims, strides, box, es,
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return QN_ERR_INVALID_ARG;
     QN_CUDA_TRY(cudaFuncSetAttribute(lq4m_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
     const dim3 grid((unsigned)bx, (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), 1);
-    lq4m_tc_kernel<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>((const uint4 *)w, (const __half *)x, y, N, K, n);
+    lq4m_tc_kernel<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint4 *)w, y, N, K, n);
     QN_CUDA_TRY_LAUNCH();
     return QN_OK;
 }

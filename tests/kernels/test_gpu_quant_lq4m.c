@@ -120,7 +120,9 @@ static void problem_init(problem *p, env *e, const qn_ref_lutq_synth *s, int64_t
     size_t most = qn_lutq_matmul_workspace_size(&e->ctx, p->fmt, N, K, act, nmax);
     const size_t cub = qn_lq4m_workspace_size(&e->ctx, p->fmt, QN_QUANT_PATH_DEQUANT_CUBLAS, N, K, act, nmax);
     const size_t parts = 65536 + (size_t)(N / 16) * 16 * 256 * 4 + 256 + 2 * (size_t)(nmax * K) + 256;
+    const size_t tcb = qn_lq4m_workspace_size(&e->ctx, p->fmt, QN_QUANT_PATH_TC, N, K, act, nmax);
     most = most > cub ? most : cub;
+    most = most > tcb ? most : tcb;
     p->ws_bytes = most > parts ? most : parts;
     CK(cudaMalloc(&p->dws, p->ws_bytes));
     CK(cudaMemset(p->dws, 0, p->ws_bytes));
