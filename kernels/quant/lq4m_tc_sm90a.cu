@@ -13,9 +13,9 @@
  * A fragments) by TC_BN = 128 tokens (blockIdx.x), K in steps of 64 columns (half a chunk). Per step:
  *  - B: the [128 tokens][64 columns] tile of the prepared x, brought by the copy engine (a 2-D tensor map with the
  *    128-byte swizzle: 16-byte unit u of row r at unit u ^ (r % 8), K-major as wgmma reads it) into one of
- *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's mbarrier; tokens past n
+ *    TC_STAGES (QN_LQ4M_TC_STAGES) shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's mbarrier; tokens past n
  *    arrive as zeros.
- *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD steps ahead, and
+ *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD (QN_LQ4M_TC_WD) steps ahead, and
  *    the chunk's two scale words) into the A fragments of four k16 slices, as lq4m_decode gives them: the host
  *    twin's fp16 values, bit for bit. The fragments are double-buffered: a step's registers are rewritten only
  *    after the wgmma group that read them has completed (wgmma reads A registers asynchronously).
@@ -38,8 +38,16 @@
 #define TC_THREADS 256
 #define TC_BN 128                          /* tokens per CTA */
 #define TC_BK 64                           /* columns per step */
-#define TC_STAGES 4                        /* x tiles in shared memory */
-#define TC_WD 4                            /* steps of code words in flight per lane (the one in use included) */
+/* x tiles in shared memory (TC_STAGES - 1 in flight), and steps of code words in flight per lane (the one in use
+ * included): A/B knobs (-D) */
+#ifndef QN_LQ4M_TC_STAGES
+#define QN_LQ4M_TC_STAGES 4
+#endif
+#ifndef QN_LQ4M_TC_WD
+#define QN_LQ4M_TC_WD 8
+#endif
+#define TC_STAGES QN_LQ4M_TC_STAGES
+#define TC_WD QN_LQ4M_TC_WD
 #define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
 
@@ -118,11 +126,11 @@ __device__ __forceinline__ void tc_step(int kt, int KT, tc_code (&cb)[TC_WD], co
                                         uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64], uint32_t sbase,
                                         uint32_t bars, const CUtensorMap *map, int64_t tok0) {
     const int st = kt % TC_STAGES;
-    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(kt / TC_STAGES) & 1u);
-    lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]);
+    lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]); /* the weights do not wait for x */
     lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
     lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
     lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
+    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(kt / TC_STAGES) & 1u);
 #pragma unroll
     for (int d = 0; d + 1 < TC_WD; d++) cb[d] = cb[d + 1];
     const int kn = kt + TC_WD;
