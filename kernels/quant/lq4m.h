@@ -125,8 +125,11 @@ int qn_lq4m_ctas_per_sm(qn_qformat fmt);
  * allocation or synchronisation (capturable). */
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
 qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
-                          void *stream);
+/* part: the K split's partial sums where the tiles leave SMs idle (n_sm multiprocessors), part_bytes >=
+ * qn_lq4m_tc_part_bytes (0 where it does not split), 16-byte aligned. */
+size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
+qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
+                          float *y, void *part, size_t part_bytes, void *stream);
 /* n >= this under AUTO (beyond QN_LQ4M_MMA_MAX_TOKENS): the tensor-core GEMM where it takes the weights. */
 #ifndef QN_LQ4M_TC_MIN_TOKENS
 #define QN_LQ4M_TC_MIN_TOKENS 64

@@ -440,8 +440,9 @@ static bool lq4m_mma_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, int6
 #ifndef QN_HAVE_SM90A /* no sm_90a code in this build (CMakeLists.txt): no tensor-core GEMM */
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
 qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
-                          void *stream) {
+size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) { return 0; }
+qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
+                          float *y, void *part, size_t part_bytes, void *stream) {
     return QN_ERR_UNSUPPORTED;
 }
 #endif
@@ -457,16 +458,28 @@ static bool lq4m_tc_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const
     return true;
 }
 
+/* the tensor-core GEMM's workspace: the counters' room, the prepared x [n][K] fp16, the largest K split's sums */
+static size_t lq4m_tc_size(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int64_t K, int64_t n) {
+    size_t part = 0;
+    for (int i = 0; i < c->nm; i++) {
+        const size_t b = qn_lq4m_tc_part_bytes(ctx->n_sm, c->N[i], K, n);
+        part = b > part ? b : part;
+    }
+    return LQ4M_WS_COUNTERS + align256((size_t)n * (size_t)K * sizeof(__half)) + align256(part);
+}
+
 /* the path's workspace: split-K counters and partial tiles, or (dequant + cuBLAS, one matrix after the other) the
  * largest matrix in fp16, or (tensor-core GEMM) the prepared x [n][K] fp16; AUTO where it may take the tensor-core
  * GEMM: the larger of the last two */
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
                               int64_t n, int split) {
-    if (path == QN_QUANT_PATH_TC) return LQ4M_WS_COUNTERS + align256((size_t)n * (size_t)K * sizeof(__half));
+    if (path == QN_QUANT_PATH_TC) return lq4m_tc_size(ctx, c, K, n);
     if (!lq4m_mma_path(ctx, path, n)) {
-        int64_t most = lq4m_tc_path(ctx, path, c, K, n) ? n : 0;
+        int64_t most = 0;
         for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
-        return LQ4M_WS_COUNTERS + align256((size_t)most * (size_t)K * sizeof(__half));
+        const size_t dq = LQ4M_WS_COUNTERS + align256((size_t)most * (size_t)K * sizeof(__half));
+        const size_t tc = lq4m_tc_path(ctx, path, c, K, n) ? lq4m_tc_size(ctx, c, K, n) : 0;
+        return dq > tc ? dq : tc;
     }
     const size_t pb = lq4m_parts_for(ctx, c, K, n, split);
     return pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
@@ -625,11 +638,14 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         xk = xp;
     }
     if (mma) return lq4m_mma(ctx, c, K, (const __half *)xk, NULL, n, split, workspace, inner, s);
-    if (tc) { /* x in the GEMM's k order once, behind the counters; then matrix by matrix */
+    if (tc) { /* x in the GEMM's k order once, behind the counters, then the split's sums; matrix by matrix */
         void *xt = (uint8_t *)workspace + LQ4M_WS_COUNTERS;
+        const size_t xb = align256((size_t)n * (size_t)K * sizeof(__half));
+        void *part = (uint8_t *)xt + xb;
+        const size_t part_bytes = inner - LQ4M_WS_COUNTERS - xb;
         qn_status st = qn_lq4m_tc_prepare_x(xk, n, K, xt, stream);
         for (int i = 0; i < c->nm && st == QN_OK; i++)
-            st = qn_lq4m_tc_cuda(ctx->sm, c->fmt, c->w[i], c->N[i], K, xt, n, c->y[i], stream);
+            st = qn_lq4m_tc_cuda(ctx->sm, ctx->n_sm, c->fmt, c->w[i], c->N[i], K, xt, n, c->y[i], part, part_bytes, stream);
         return st;
     }
     /* dequant + cuBLAS, matrix by matrix, through the workspace */

@@ -22,6 +22,8 @@
  *  - four wgmma.m64n128k16 (f32 accumulators, 64 per thread) per warpgroup, one commit group per step; the group
  *    of the step before is waited for before the CTA barrier, after which thread 0 refills that step's stage.
  * Epilogue: the accumulators straight to y (rows g, g + 8 of the warp's strip; tokens 8 i + 2 t, + 1).
+ * Where the tiles leave SMs idle (tc_split), K is split over gridDim.z: each split's sums go to the workspace and a
+ * second kernel adds them in split order (deterministic).
  * Strips past N/16 compute on strip 0's weights and store nothing; tokens past n store nothing. */
 #include <stdint.h>
 
@@ -121,21 +123,22 @@ struct tc_code {
 };
 
 #ifdef TC_ARCH
-/* One step kt with the A registers a (the other buffer, ao, was read by the group of step kt - 1). */
-__device__ __forceinline__ void tc_step(int kt, int KT, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
+/* Local step i of L (the CTA's steps k0 .. k0 + L - 1) with the A registers a (the other buffer, ao, was read by the
+ * group of step i - 1). */
+__device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
                                         uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64], uint32_t sbase,
                                         uint32_t bars, const CUtensorMap *map, int64_t tok0) {
-    const int st = kt % TC_STAGES;
+    const int st = i % TC_STAGES;
     lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]); /* the weights do not wait for x */
     lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
     lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
     lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
-    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(kt / TC_STAGES) & 1u);
+    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(i / TC_STAGES) & 1u);
 #pragma unroll
     for (int d = 0; d + 1 < TC_WD; d++) cb[d] = cb[d + 1];
-    const int kn = kt + TC_WD;
     cb[TC_WD - 1] = tc_code{};
-    if (kn < KT) {
+    if (i + TC_WD < L) {
+        const int kn = k0 + i + TC_WD;
         const uint4 *ch = wst + (size_t)(kn >> 1) * LQ4M_U4;
         cb[TC_WD - 1].q = lq4m_ld_stream(ch + (kn & 1) * 32 + lane);
         const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
@@ -150,14 +153,14 @@ __device__ __forceinline__ void tc_step(int kt, int KT, tc_code (&cb)[TC_WD], co
     for (int s = 0; s < 4; s++) tc_wgmma(acc, a[s], tc_desc(sb + 32u * (uint32_t)s));
     tc_commit();
     tc_pin(acc);
-    tc_wait<1>(); /* step kt - 1's group: its A registers (ao) and its stage are free */
+    tc_wait<1>(); /* step i - 1's group: its A registers (ao) and its stage are free */
     tc_pin(ao);
-    __syncthreads(); /* both warpgroups past it: step kt - 1's stage may be refilled */
-    const int kf = kt + TC_STAGES - 1;
-    if (threadIdx.x == 0 && kf < KT) {
+    __syncthreads(); /* both warpgroups past it: step i - 1's stage may be refilled */
+    const int kf = i + TC_STAGES - 1;
+    if (threadIdx.x == 0 && kf < L) {
         const int sf = kf % TC_STAGES;
         qn_mbar_arrive_tx(bars + 8u * (uint32_t)sf, TC_STAGE_BYTES);
-        tc_tma(sbase + (uint32_t)(sf * TC_STAGE_BYTES), map, kf * TC_BK, (int)tok0, bars + 8u * (uint32_t)sf);
+        tc_tma(sbase + (uint32_t)(sf * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * (uint32_t)sf);
     }
 }
 #endif
@@ -165,15 +168,16 @@ __device__ __forceinline__ void tc_step(int kt, int KT, tc_code (&cb)[TC_WD], co
 __global__ void __launch_bounds__(TC_THREADS, 1)
     lq4m_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
                    const uint4 *__restrict__ w,            /* [N/16][K/128] LQ4M chunks */
-                   float *__restrict__ y,                  /* [n][N] */
-                   int64_t N, int64_t K, int64_t n) {
+                   float *__restrict__ y,                  /* [n][N], or with a K split (gridDim.z > 1) part */
+                   float *__restrict__ part,               /* [gridDim.z][n][N]: split z's sums, or NULL */
+                   int64_t N, int64_t K, int64_t n, int cps /* steps per split, even */) {
 #ifdef TC_ARCH
     extern __shared__ uint8_t tc_raw[];
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(tc_raw);
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
     const uint32_t bars = sbase + TC_STAGES * TC_STAGE_BYTES; /* TC_STAGES mbarriers, 8 bytes each */
     const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
-    const int KT = (int)(K / TC_BK);
+    const int KT = (int)(K / TC_BK), k0 = (int)blockIdx.z * cps, L = min(cps, KT - k0); /* L even */
     const int64_t strip = (int64_t)blockIdx.y * 8 + warp;
     const bool sv = strip < N / QN_LQ4M_ROWS;
     const uint4 *const wst = w + (size_t)(sv ? strip : 0) * (size_t)(K / QN_LQ4M_COLS) * LQ4M_U4;
@@ -183,9 +187,9 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
 #pragma unroll
     for (int d = 0; d < TC_WD; d++) {
         cb[d] = tc_code{};
-        if (d < KT) {
-            const uint4 *ch = wst + (size_t)(d >> 1) * LQ4M_U4;
-            cb[d].q = lq4m_ld_stream(ch + (d & 1) * 32 + lane);
+        if (d < L) {
+            const uint4 *ch = wst + (size_t)((k0 + d) >> 1) * LQ4M_U4;
+            cb[d].q = lq4m_ld_stream(ch + ((k0 + d) & 1) * 32 + lane);
             const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
             cb[d].sg = __ldg(sc + g);
             cb[d].sh = __ldg(sc + g + 8);
@@ -197,9 +201,9 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     }
     __syncthreads();
     if (tid == 0)
-        for (int s = 0; s < TC_STAGES - 1 && s < KT; s++) {
+        for (int s = 0; s < TC_STAGES - 1 && s < L; s++) {
             qn_mbar_arrive_tx(bars + 8u * (uint32_t)s, TC_STAGE_BYTES);
-            tc_tma(sbase + (uint32_t)(s * TC_STAGE_BYTES), &map, s * TC_BK, (int)tok0, bars + 8u * (uint32_t)s);
+            tc_tma(sbase + (uint32_t)(s * TC_STAGE_BYTES), &map, (k0 + s) * TC_BK, (int)tok0, bars + 8u * (uint32_t)s);
         }
     float acc[64];
 #pragma unroll
@@ -207,19 +211,20 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     uint32_t a0[4][4], a1[4][4];
 #pragma unroll
     for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
-    for (int kt = 0; kt < KT; kt += 2) { /* K / 64 is even (K % 128 == 0) */
-        tc_step(kt, KT, cb, wst, lane, g, a0, a1, acc, sbase, bars, &map, tok0);
-        tc_step(kt + 1, KT, cb, wst, lane, g, a1, a0, acc, sbase, bars, &map, tok0);
+    for (int i = 0; i < L; i += 2) {
+        tc_step(i, L, k0, cb, wst, lane, g, a0, a1, acc, sbase, bars, &map, tok0);
+        tc_step(i + 1, L, k0, cb, wst, lane, g, a1, a0, acc, sbase, bars, &map, tok0);
     }
     tc_wait<0>();
     tc_pin(acc);
     tc_pin(a1);
     if (!sv) return;
     const int64_t r0 = strip * QN_LQ4M_ROWS + g;
+    float *const dst = part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y;
 #pragma unroll
     for (int i = 0; i < 64; i++) {
         const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-        if (tok < n) y[(size_t)tok * (size_t)N + (size_t)(r0 + 8 * ((i >> 1) & 1))] = acc[i];
+        if (tok < n) dst[(size_t)tok * (size_t)N + (size_t)(r0 + 8 * ((i >> 1) & 1))] = acc[i];
     }
 #else
     __trap(); /* built for sm_90a only (CMakeLists.txt) */
@@ -237,6 +242,37 @@ __global__ void lq4m_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp
     xt[4 * i + 1] = make_uint4(v0.y, v1.y, v2.y, v3.y);
     xt[4 * i + 2] = make_uint4(v0.z, v1.z, v2.z, v3.z);
     xt[4 * i + 3] = make_uint4(v0.w, v1.w, v2.w, v3.w);
+}
+
+/* y = the split's sums in split order (deterministic) */
+__global__ void lq4m_tc_reduce_kernel(const float *__restrict__ part, /* [split][total] */
+                                      float *__restrict__ y,          /* [total] */
+                                      int64_t total, int split) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float s = __ldcs(part + i);
+    for (int z = 1; z < split; z++) s += __ldcs(part + (size_t)z * (size_t)total + i);
+    y[i] = s;
+}
+
+/* The K split of an N x K call on n tokens: none where the tiles fill the SMs (one CTA each), else as many as the
+ * idle SMs allow (at most 8, at least 16 steps of 64 columns per split). Steps per split (even): *cps. */
+static int tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    const int64_t KT = K / TC_BK, ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
+    int64_t s = ctas >= n_sm ? 1 : n_sm / ctas;
+    if (s > 8) s = 8;
+    while (s > 1 && KT / s < 16) s--;
+    int64_t c = (KT + s - 1) / s;
+    c += c & 1;
+    *cps = (int)c;
+    return (int)((KT + c - 1) / c);
+}
+
+size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
+    if (N <= 0 || K <= 0 || n <= 0 || K % QN_LQ4M_COLS || N % QN_LQ4M_ROWS) return 0;
+    int cps;
+    const int split = tc_split(n_sm, N, K, n, &cps);
+    return split > 1 ? (size_t)split * (size_t)n * (size_t)N * sizeof(float) : 0;
 }
 
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
@@ -262,12 +298,16 @@ qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, vo
     return QN_OK;
 }
 
-qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
-                          void *stream) {
+qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
+                          float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_lq4m_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
-    if (n < 0) return QN_ERR_SHAPE;
+    if (n < 0 || n_sm < 1) return QN_ERR_SHAPE;
     if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
     if (n == 0) return QN_OK;
+    int cps;
+    const int split = tc_split(n_sm, N, K, n, &cps);
+    if (split > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < qn_lq4m_tc_part_bytes(n_sm, N, K, n)))
+        return QN_ERR_INVALID_ARG;
     const int64_t bx = (n + TC_BN - 1) / TC_BN;
     if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
     void *fn = NULL;
@@ -286,8 +326,15 @@ qn_status qn_lq4m_tc_cuda(int sm, qn_qformat fmt, const void *w, int64_t N, int6
         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return QN_ERR_INVALID_ARG;
     QN_CUDA_TRY(cudaFuncSetAttribute(lq4m_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
-    const dim3 grid((unsigned)bx, (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), 1);
-    lq4m_tc_kernel<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint4 *)w, y, N, K, n);
+    const dim3 grid((unsigned)bx, (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), (unsigned)split);
+    float *const pp = split > 1 ? (float *)part : NULL;
+    lq4m_tc_kernel<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint4 *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();
+    if (split > 1) {
+        const int64_t total = n * N;
+        if ((total + 255) / 256 > 0x7fffffff) return QN_ERR_SHAPE;
+        lq4m_tc_reduce_kernel<<<(unsigned)((total + 255) / 256), 256, 0, (cudaStream_t)stream>>>(pp, y, total, split);
+        QN_CUDA_TRY_LAUNCH();
+    }
     return QN_OK;
 }
