@@ -118,7 +118,7 @@ qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, cons
 int qn_lq4m_ctas_per_sm(qn_qformat fmt);
 
 /* The tensor-core GEMM for many tokens (lq4m_tc_sm90a.cu: wgmma, the dequant in the tile loads, no fp16 copy of
- * the weights; path QN_QUANT_PATH_TC): whether it takes fmt (LQ4M) at N x K on a device of compute capability sm
+ * the weights; path QN_QUANT_PATH_TC): whether it takes fmt (an M form) at N x K on a device of compute capability sm
  * (sm_90 with the build's sm_90a code); xt [n][K] = x [n][K] fp16 (kernel column order) with its k slots in the
  * GEMM's order (qn_lq4m_tc_prepare_x, 16-byte aligned; once for the matrices of a grouped call); and
  * y[n][N] f32 = x . W^T from it. QN_ERR_UNSUPPORTED where it does not take the weight. Deterministic, no

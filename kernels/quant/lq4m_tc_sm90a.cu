@@ -1,5 +1,6 @@
-/* lq4m_tc_sm90a.cu — the tensor-core GEMM of LQ4M weights for many tokens on Hopper (sm_90a: wgmma), the dequant
- * in the tile loads: y[n][N] f32 = x[n][K] fp16 . W^T with W the LQ4M chunks (lq4m.h), no fp16 copy of W. Built
+/* lq4m_tc_sm90a.cu — the tensor-core GEMM of the M forms (LQ4M, LNF4M, LFP4M) for many tokens on Hopper (sm_90a:
+ * wgmma), the dequant in the tile loads: y[n][N] f32 = x[n][K] fp16 . W^T with W the chunks (lq4m.h), no fp16 copy
+ * of W. Built
  * only for sm_90a (CMakeLists.txt: its own object library; wgmma has no sm_90 form); lq4m_cuda.cu calls it for
  * path TC and, under AUTO, from QN_LQ4M_TC_MIN_TOKENS. Holds no state.
  *
@@ -13,12 +14,14 @@
  * A fragments) by TC_BN = 128 tokens (blockIdx.x), K in steps of 64 columns (half a chunk). Per step:
  *  - B: the [128 tokens][64 columns] tile of the prepared x, brought by the copy engine (a 2-D tensor map with the
  *    128-byte swizzle: 16-byte unit u of row r at unit u ^ (r % 8), K-major as wgmma reads it) into one of
- *    TC_STAGES (QN_LQ4M_TC_STAGES) shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's mbarrier; tokens past n
- *    arrive as zeros.
- *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD (QN_LQ4M_TC_WD) steps ahead, and
- *    the chunk's two scale words) into the A fragments of four k16 slices, as lq4m_decode gives them: the host
- *    twin's fp16 values, bit for bit. The fragments are double-buffered: a step's registers are rewritten only
- *    after the wgmma group that read them has completed (wgmma reads A registers asynchronously).
+ *    TC_STAGES = QN_LQ4M_TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's
+ *    mbarrier; tokens past n arrive as zeros.
+ *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD = QN_LQ4M_TC_WD
+ *    steps ahead, and the chunk's two scale words) into the A fragments of four k16 slices: LQ4M as lq4m_decode
+ *    gives them, the table formats through the per-lane table of lq4m_frag.cuh (in shared memory, filled by each
+ *    CTA) times the step's absmax; the host twin's fp16 values, bit for bit. The fragments are double-buffered: a
+ *    step's registers are rewritten only after the wgmma group that read them has completed (wgmma reads A
+ *    registers asynchronously).
  *  - four wgmma.m64n128k16 (f32 accumulators, 64 per thread) per warpgroup, one commit group per step; the group
  *    of the step before is waited for before the CTA barrier, after which thread 0 refills that step's stage.
  * Epilogue: the accumulators straight to y (rows g, g + 8 of the warp's strip; tokens 8 i + 2 t, + 1).
@@ -52,6 +55,12 @@
 #define TC_WD QN_LQ4M_TC_WD
 #define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
+#define TC_SMEM_LUT (TC_SMEM + LQ4M_LUT_BYTES)          /* + the table formats' lookup table (lq4m_frag.cuh) */
+
+/* the 16 fp16 values of a table format, two per word (lq4m_map_at) */
+struct tc_map {
+    uint32_t v[8];
+};
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TC_ARCH 1
@@ -125,14 +134,22 @@ struct tc_code {
 #ifdef TC_ARCH
 /* Local step i of L (the CTA's steps k0 .. k0 + L - 1) with the A registers a (the other buffer, ao, was read by the
  * group of step i - 1). */
+template <bool LUT, bool HI>
 __device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
-                                        uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64], uint32_t sbase,
-                                        uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+                                        const uint8_t *tl, uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64],
+                                        uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
     const int st = i % TC_STAGES;
-    lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]); /* the weights do not wait for x */
-    lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
-    lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
-    lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
+    if constexpr (LUT) { /* HI: the step is the chunk's columns 64..127 (its absmax is the high half) */
+        lq4m_decode_lut(cb[0].q.x, cb[0].sg, cb[0].sh, HI, tl, a[0]);
+        lq4m_decode_lut(cb[0].q.y, cb[0].sg, cb[0].sh, HI, tl, a[1]);
+        lq4m_decode_lut(cb[0].q.z, cb[0].sg, cb[0].sh, HI, tl, a[2]);
+        lq4m_decode_lut(cb[0].q.w, cb[0].sg, cb[0].sh, HI, tl, a[3]);
+    } else {
+        lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]); /* the weights do not wait for x */
+        lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
+        lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
+        lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
+    }
     qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(i / TC_STAGES) & 1u);
 #pragma unroll
     for (int d = 0; d + 1 < TC_WD; d++) cb[d] = cb[d + 1];
@@ -165,8 +182,11 @@ __device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_W
 }
 #endif
 
+/* LUT: a table format (LNF4M, LFP4M; tab its values), else LQ4M */
+template <bool LUT>
 __global__ void __launch_bounds__(TC_THREADS, 1)
     lq4m_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
+                   const tc_map tab,
                    const uint4 *__restrict__ w,            /* [N/16][K/128] LQ4M chunks */
                    float *__restrict__ y,                  /* [n][N], or with a K split (gridDim.z > 1) part */
                    float *__restrict__ part,               /* [gridDim.z][n][N]: split z's sums, or NULL */
@@ -195,6 +215,9 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
             cb[d].sh = __ldg(sc + g + 8);
         }
     }
+    uint8_t *const lut = tc_raw + (sbase - sraw) + TC_STAGES * TC_STAGE_BYTES + 64; /* LUT: the table */
+    if constexpr (LUT) lq4m_fill_lut<TC_THREADS>(reinterpret_cast<uint4 *>(lut), tab.v, tid);
+    const uint8_t *const tl = lut + 4 * lane;
     if (tid == 0) {
         for (int s = 0; s < TC_STAGES; s++) qn_mbar_init(bars + 8u * (uint32_t)s, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -212,8 +235,8 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
 #pragma unroll
     for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
     for (int i = 0; i < L; i += 2) {
-        tc_step(i, L, k0, cb, wst, lane, g, a0, a1, acc, sbase, bars, &map, tok0);
-        tc_step(i + 1, L, k0, cb, wst, lane, g, a1, a0, acc, sbase, bars, &map, tok0);
+        tc_step<LUT, false>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0); /* k0 is even */
+        tc_step<LUT, true>(i + 1, L, k0, cb, wst, lane, g, tl, a1, a0, acc, sbase, bars, &map, tok0);
     }
     tc_wait<0>();
     tc_pin(acc);
@@ -276,10 +299,10 @@ size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
 }
 
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
-    if (sm != 90 || fmt != QN_QFORMAT_LQ4M || N <= 0 || K <= 0 || N % QN_LQ4M_ROWS || K % QN_LQ4M_COLS) return false;
+    if (sm != 90 || !qn_lq4m_is_format(fmt) || N <= 0 || K <= 0 || N % QN_LQ4M_ROWS || K % QN_LQ4M_COLS) return false;
     if ((N / QN_LQ4M_ROWS + 7) / 8 > 65535 || K > ((int64_t)1 << 31)) return false;
     cudaFuncAttributes fa;
-    if (cudaFuncGetAttributes(&fa, lq4m_tc_kernel) != cudaSuccess) { /* no sm_90a code for this device */
+    if (cudaFuncGetAttributes(&fa, lq4m_tc_kernel<false>) != cudaSuccess) { /* no sm_90a code for this device */
         (void)cudaGetLastError();
         return false;
     }
@@ -325,10 +348,20 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
         CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
         CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     if (r != CUDA_SUCCESS) return QN_ERR_INVALID_ARG;
-    QN_CUDA_TRY(cudaFuncSetAttribute(lq4m_tc_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
+    const bool lut = qn_lq4m_is_lut(fmt);
+    tc_map tab = {};
+    if (lut) {
+        uint16_t map16[16];
+        qn_lq4m_map16(fmt, map16);
+        for (int i = 0; i < 8; i++) tab.v[i] = (uint32_t)map16[2 * i] | (uint32_t)map16[2 * i + 1] << 16;
+    }
+    void (*kern)(const CUtensorMap, const tc_map, const uint4 *, float *, float *, int64_t, int64_t, int64_t, int) =
+        lut ? lq4m_tc_kernel<true> : lq4m_tc_kernel<false>;
+    const int smem = lut ? TC_SMEM_LUT : TC_SMEM;
+    QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     const dim3 grid((unsigned)bx, (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), (unsigned)split);
     float *const pp = split > 1 ? (float *)part : NULL;
-    lq4m_tc_kernel<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint4 *)w, y, pp, N, K, n, cps);
+    kern<<<grid, TC_THREADS, smem, (cudaStream_t)stream>>>(map, tab, (const uint4 *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();
     if (split > 1) {
         const int64_t total = n * N;

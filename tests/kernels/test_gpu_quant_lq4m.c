@@ -254,13 +254,13 @@ static void test_matmul(void **state) {
 }
 
 /* The tensor-core GEMM (path TC; lq4m_tc_sm90a.cu) where the device and build have it: 4-bit plain and act-order
- * (gathered first), 3-bit per-channel, on partial tiles of rows (3 and 65 strips of 8 per CTA) and of tokens (1, 7,
- * 129, 300 of 128 per CTA), K of 3 to 33 chunks; a repeat gives the same bits, a graph replay the direct call's;
- * AUTO takes it from QN_LQ4M_TC_MIN_TOKENS (n = 100 in test_matmul). Elsewhere, and for the table formats, TC is
- * refused (QN_ERR_UNSUPPORTED). */
+ * (gathered first), 3-bit per-channel, NF4 (LNF4M) and FP4 (LFP4M), on partial tiles of rows (3 and 65 strips of 8
+ * per CTA) and of tokens (1, 7, 129, 300 of 128 per CTA), K of 3 to 33 chunks, with and without a K split (K = 4224
+ * at up to 27 tiles: split 4); a repeat gives the same bits, a graph replay the direct call's; AUTO takes it from
+ * QN_LQ4M_TC_MIN_TOKENS (n = 100 in test_matmul). Elsewhere TC is refused (QN_ERR_UNSUPPORTED). */
 static void test_tc(void **state) {
     env *e = *state;
-    const int cases[] = {1, 0, 2, CASE_NF4};
+    const int cases[] = {1, 0, 2, CASE_NF4, CASE_NF4 + 1};
     const int64_t Ns[] = {48, 1040, 256}, Ks[] = {384, 4224, 1024};
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
         for (int si = 0; si < 3; si++) {
@@ -272,13 +272,11 @@ static void test_tc(void **state) {
                 const qn_quant_matmul_opts o = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
                 assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &p.dw, p.dx, 200, p.dy, p.dws, p.ws_bytes, g_stream, &o),
                                  QN_ERR_UNSUPPORTED);
-                if (!qn_lq4m_is_lut(p.fmt))
-                    fprintf(stderr, "  %s: no tensor-core GEMM on sm_%d with this build (refused, as it should)\n",
-                            p.name, e->ctx.sm);
+                fprintf(stderr, "  %s: no tensor-core GEMM on sm_%d with this build (refused, as it should)\n", p.name,
+                        e->ctx.sm);
                 problem_free(&p);
                 continue;
             }
-            assert_false(qn_lq4m_is_lut(p.fmt));
             const int64_t ns[] = {1, 7, 128, 129, 300};
             for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) free(run_case(e, &p, ns[i], QN_QUANT_PATH_TC, 0));
             float *a = run_case(e, &p, 300, QN_QUANT_PATH_TC, 0), *b = run_case(e, &p, 300, QN_QUANT_PATH_TC, 0);
