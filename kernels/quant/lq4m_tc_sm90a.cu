@@ -291,11 +291,20 @@ static int tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
     return (int)((KT + c - 1) / c);
 }
 
+/* the split's sums of any call of at most n tokens (a size that grows with n, as callers sizing a workspace for
+ * their largest n expect; the split itself does not) */
 size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
-    if (N <= 0 || K <= 0 || n <= 0 || K % QN_LQ4M_COLS || N % QN_LQ4M_ROWS) return 0;
-    int cps;
-    const int split = tc_split(n_sm, N, K, n, &cps);
-    return split > 1 ? (size_t)split * (size_t)n * (size_t)N * sizeof(float) : 0;
+    if (N <= 0 || K <= 0 || n <= 0 || K % QN_LQ4M_COLS || N % QN_LQ4M_ROWS || n_sm < 1) return 0;
+    size_t most = 0;
+    for (int64_t tiles = 1; (tiles - 1) * TC_BN < n; tiles++) { /* the most tokens with this many token tiles */
+        const int64_t m = tiles * TC_BN < n ? tiles * TC_BN : n;
+        int cps;
+        const int split = tc_split(n_sm, N, K, m, &cps);
+        if (split == 1) break; /* more tiles never split more */
+        const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
+        most = b > most ? b : most;
+    }
+    return most;
 }
 
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {

@@ -39,8 +39,9 @@ typedef enum qn_quant_path {
     QN_QUANT_PATH_MMVQ,               /* the decode kernel, n in launches of <= 8 (kq_mmvq.cuh): int8 activations
                                        * (q8, in the workspace) x weight codes by __dp4a; F16/BF16 (and LNF4/LFP4)
                                        * take x in fp16 as it is (qn_quant_mmvq_f16_x) */
-    QN_QUANT_PATH_TC,                 /* tensor-core GEMM with the dequant in its tile loads, many tokens (LQ4M on
-                                       * sm_90a: lq4m.h's qn_lq4m_tc_cuda); QN_ERR_UNSUPPORTED elsewhere */
+    QN_QUANT_PATH_TC,                 /* tensor-core GEMM with the dequant in its tile loads, many tokens (the M
+                                       * forms LQ4M / LNF4M / LFP4M on sm_90a: lq4m.h's qn_lq4m_tc_cuda);
+                                       * QN_ERR_UNSUPPORTED elsewhere */
 } qn_quant_path;
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */
