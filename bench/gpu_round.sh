@@ -33,7 +33,7 @@
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
 #       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
 #       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
-#       twin. Carry .gpudeps and .gpumodel/v.
+#       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -275,10 +275,11 @@ d)
     for ty in $TY; do
         for b in "$B" "build-gpu-${t1%%:*}"; do
             echo "== $ty $b" >>"$W/bench.md"
-            timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty -p 512 -n 128 -r 3 -o md >>"$W/bench.md" 2>>"$W/bench.err"
+            timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty ${QN_D_BENCH_ARGS:--p 512 -n 128 -r 3} -o md \
+                >>"$W/bench.md" 2>>"$W/bench.err"
         done
     done
-    grep -E "^==|tg128|pp512" "$W/bench.md"
+    grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
     tar -C "$W" -czf "$OUT/round-d.tgz" .
     ;;
 *)

@@ -229,9 +229,10 @@ int main(int argc, char **argv) {
                 const bool both = lutq && !m4 && n <= QN_QUANT_GEMV_MAX_TOKENS; /* decode and gemv side by side */
                 /* the M forms past the mma kernel: the tensor-core GEMM beside dequant + cuBLAS where it takes them */
                 const bool tc = m4 && n > QN_LQ4M_MMA_MAX_TOKENS && qn_lq4m_tc_takes(qc.sm, v.fmt, sh.N, sh.K);
+                const bool tc_auto = m4 && qn_lq4m_tc_auto(n) && qn_lq4m_tc_takes(qc.sm, v.fmt, sh.N, sh.K);
                 const qn_quant_path auto_path =
-                    m4 ? (n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA
-                          : tc && n >= QN_LQ4M_TC_MIN_TOKENS ? QN_QUANT_PATH_TC : QN_QUANT_PATH_DEQUANT_CUBLAS)
+                    m4 ? (tc_auto ? QN_QUANT_PATH_TC
+                          : n <= QN_LQ4M_MMA_MAX_TOKENS ? QN_QUANT_PATH_MMA : QN_QUANT_PATH_DEQUANT_CUBLAS)
                        : qn_lutq_use_decode(v.fmt, qc.sm, n) ? QN_QUANT_PATH_MMVQ
                                                              : qn_quant_select_path(v.fmt, qc.sm, n);
                 const qn_quant_path paths[2] = {both ? QN_QUANT_PATH_MMVQ : tc ? QN_QUANT_PATH_TC : QN_QUANT_PATH_AUTO,

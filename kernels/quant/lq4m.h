@@ -130,10 +130,19 @@ qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, vo
 size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
 qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
                           float *y, void *part, size_t part_bytes, void *stream);
-/* n >= this under AUTO (beyond QN_LQ4M_MMA_MAX_TOKENS): the tensor-core GEMM where it takes the weights. */
+/* QN_LQ4M_TC_MIN_TOKENS <= n <= QN_LQ4M_TC_MAX_TOKENS under AUTO: the tensor-core GEMM where it takes the weights
+ * (before the mma kernel and dequant + cuBLAS). Measured on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md): one
+ * 128-token tile costs the same from 1 to 128 tokens, 16.6 / 43.6 / 40.0 us on the 8B q/o, gate/up, down shapes at
+ * n = 64 against 23.7 / 101.0 / 103.8 for dequant + cuBLAS and 25.1 / 48.7 / 53.5 for the mma kernel at 48 (17.1 /
+ * 32.5 / 36.0 at 32); at n = 512 it is even with dequant + cuBLAS (41.5 / 154 / 145 against 41.1 / 151 / 135), at
+ * 1024 behind (84 / 281 / 306 against 64 / 220 / 211). */
 #ifndef QN_LQ4M_TC_MIN_TOKENS
-#define QN_LQ4M_TC_MIN_TOKENS 64
+#define QN_LQ4M_TC_MIN_TOKENS 33
 #endif
+#ifndef QN_LQ4M_TC_MAX_TOKENS
+#define QN_LQ4M_TC_MAX_TOKENS 384
+#endif
+static inline bool qn_lq4m_tc_auto(int64_t n) { return n >= QN_LQ4M_TC_MIN_TOKENS && n <= QN_LQ4M_TC_MAX_TOKENS; }
 
 /* out [N][K] fp16 (kernel column order) = the weights, as qn_lq4m_dequant_host. */
 qn_status qn_lq4m_dequant_cuda(qn_qformat fmt, const void *w, int64_t N, int64_t K, void *out, void *stream);

@@ -410,12 +410,10 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
 }
 #endif
 
-/* the tensor-core GEMM for (path, n): path TC, or AUTO from QN_LQ4M_TC_MIN_TOKENS (and past the mma kernel's), where
- * it takes every matrix of the call */
+/* the tensor-core GEMM for (path, n): path TC, or AUTO in its window (qn_lq4m_tc_auto; ahead of the mma kernel and
+ * dequant + cuBLAS), where it takes every matrix of the call */
 static bool lq4m_tc_path(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K, int64_t n) {
-    if (path != QN_QUANT_PATH_TC &&
-        (path != QN_QUANT_PATH_AUTO || n < QN_LQ4M_TC_MIN_TOKENS || n <= QN_LQ4M_MMA_MAX_TOKENS))
-        return false;
+    if (path != QN_QUANT_PATH_TC && (path != QN_QUANT_PATH_AUTO || !qn_lq4m_tc_auto(n))) return false;
     for (int i = 0; i < c->nm; i++)
         if (!qn_lq4m_tc_takes(ctx->sm, c->fmt, c->N[i], K)) return false;
     return true;
@@ -437,15 +435,15 @@ static size_t lq4m_tc_size(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
                               int64_t n, int split) {
     if (path == QN_QUANT_PATH_TC) return lq4m_tc_size(ctx, c, K, n);
+    const size_t tc = lq4m_tc_path(ctx, path, c, K, n) ? lq4m_tc_size(ctx, c, K, n) : 0;
     if (!lq4m_mma_path(ctx, path, n)) {
         int64_t most = 0;
         for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
         const size_t dq = LQ4M_WS_COUNTERS + align256((size_t)most * (size_t)K * sizeof(__half));
-        const size_t tc = lq4m_tc_path(ctx, path, c, K, n) ? lq4m_tc_size(ctx, c, K, n) : 0;
         return dq > tc ? dq : tc;
     }
-    const size_t pb = lq4m_parts_for(ctx, c, K, n, split);
-    return pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
+    const size_t pb = lq4m_parts_for(ctx, c, K, n, split), mma = pb ? LQ4M_WS_COUNTERS + align256(pb) : 0;
+    return mma > tc ? mma : tc;
 }
 
 /* with a perm, the gathered x behind the path's workspace, never over the counters (lutq_cuda.cu's rule) */
@@ -584,7 +582,7 @@ static qn_status lq4m_run(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
     const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
     const int split = opts ? opts->split : 0;
     if (split < 0 || split > LQ4M_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;
-    const bool mma = lq4m_mma_path(ctx, path, n), tc = !mma && lq4m_tc_path(ctx, path, c, K, n);
+    const bool tc = lq4m_tc_path(ctx, path, c, K, n), mma = !tc && lq4m_mma_path(ctx, path, n);
     if (path == QN_QUANT_PATH_TC && !tc) return QN_ERR_UNSUPPORTED;
     if (!mma && !tc && !ctx->cublas) return QN_ERR_INVALID_ARG;
     const size_t inner = lq4m_inner_size(ctx, path, c, K, n, split);

@@ -49,7 +49,10 @@
 #define QN_LQ4M_TC_STAGES 4
 #endif
 #ifndef QN_LQ4M_TC_WD
-#define QN_LQ4M_TC_WD 8
+#define QN_LQ4M_TC_WD 4 /* 8 measured 1-5% slower on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md) */
+#endif
+#ifndef QN_LQ4M_TC_NODEC
+#define QN_LQ4M_TC_NODEC 0 /* 1: a timing probe without the decode (wrong results; A/B builds only) */
 #endif
 #define TC_STAGES QN_LQ4M_TC_STAGES
 #define TC_WD QN_LQ4M_TC_WD
@@ -139,7 +142,15 @@ __device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_W
                                         const uint8_t *tl, uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64],
                                         uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
     const int st = i % TC_STAGES;
+#if QN_LQ4M_TC_NODEC /* a timing probe (wrong results): the code words as the fragments, no decode */
+    for (int s = 0; s < 4; s++) {
+        const uint32_t v = s == 0 ? cb[0].q.x : s == 1 ? cb[0].q.y : s == 2 ? cb[0].q.z : cb[0].q.w;
+        a[s][0] = a[s][1] = a[s][2] = a[s][3] = v;
+    }
+    if (false) {
+#else
     if constexpr (LUT) { /* HI: the step is the chunk's columns 64..127 (its absmax is the high half) */
+#endif
         lq4m_decode_lut(cb[0].q.x, cb[0].sg, cb[0].sh, HI, tl, a[0]);
         lq4m_decode_lut(cb[0].q.y, cb[0].sg, cb[0].sh, HI, tl, a[1]);
         lq4m_decode_lut(cb[0].q.z, cb[0].sg, cb[0].sh, HI, tl, a[2]);
