@@ -10,7 +10,8 @@
  * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
  * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
  * point ("bench":"gpu_lutq"), a table on stderr.
- * The M forms run one path per n (AUTO: the mma kernel up to QN_LQ4M_MMA_MAX_TOKENS, else dequant + cuBLAS);
+ * The M forms run one path per n up to QN_LQ4M_MMA_MAX_TOKENS (AUTO: the mma kernel, or the tensor-core GEMM in
+ * qn_lq4m_tc_auto's window), the GEMM and dequant + cuBLAS side by side beyond;
  * --split S forces their K split (A/B runs of lq4m_make_plan).
  * Activations are random (uniform in [-1, 1), fp16). Other n from 1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512, 1024, 4096 by --n.
  * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--split S] [--json FILE] */

@@ -3,7 +3,8 @@
  * its tensor-core A fragments with one 16-byte load per 64 columns of a 16-row strip, and the scales cost 0.25
  * bit per weight instead of LQ4's / LNF4's 1.0 (4.25 bits per weight, LQ4 and LNF4 5.0, bnb NF4 4.5 or 4.13 with
  * double quant, fp16 16). Owns: the layouts, which weights take them, the host repack and host twin, the GPU
- * entry points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many).
+ * entry points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many; in
+ * lq4m_tc_sm90a.cu: the wgmma GEMM for 33..384 tokens on Hopper).
  * Not: the integer values (lutq_gpu.h: w = fp16(d · (q − z)), d fp16, q − z an exact small integer), the tables
  * (lutq_gpu.h: qn_lutq_gpu_map), the CPU layout.
  *
@@ -82,7 +83,8 @@ void qn_lq4m_map16(qn_qformat fmt, uint16_t map16[16]);
 typedef struct qn_quant_cuda_ctx qn_quant_cuda_ctx;
 struct qn_quant_matmul_opts;
 
-/* n <= this under AUTO: the mma kernel (in launches of up to 16 tokens); beyond, dequant to fp16 + cuBLAS. Measured
+/* n <= this under AUTO: the mma kernel (in launches of up to 16 tokens; on sm_90a builds and devices the tensor-core
+ * GEMM below takes n >= QN_LQ4M_TC_MIN_TOKENS first); beyond, dequant to fp16 + cuBLAS. Measured
  * on an H100 (bench/results/gpu-lq4m-2026-12-06.md): at n = 48 the mma kernel takes 48.7 / 53.5 us on the 8B MLP
  * shapes against ~100 for dequant + cuBLAS, and is even with it on 4096x4096 (25.1 against 24.9). */
 #ifndef QN_LQ4M_MMA_MAX_TOKENS

@@ -1,7 +1,8 @@
 /* test_gpu_quant_lq4m.c — the M forms (kernels/quant/lq4m.h: LQ4M, LNF4M, LFP4M) on the GPU: the tensor-core mma
- * kernel (n = 1..48 under AUTO, in launches of up to 16 tokens; any n on an explicit path; every K split 1..16) and
- * dequant + cuBLAS (n = 49, 100, and an explicit small n), LQ4M with and without act-order, against a
- * double-precision reference.
+ * kernel (n = 1..48 under AUTO, in launches of up to 16 tokens; any n on an explicit path; every K split 1..16),
+ * dequant + cuBLAS (n = 49, 100, and an explicit small n) and, on Hopper, the wgmma GEMM (path TC, and AUTO from 33
+ * tokens, which then takes n = 33..100 above), LQ4M with and without act-order, against a double-precision
+ * reference.
  *
  * Reference: W = qn_lutq_dequant_ref with round = F16 (LQ4M: = its host twin, test_quant_lq4m.c), or for the table
  * formats fp16(fp16(map[q]) * fp16(absmax)) from the weight itself (= their host twin, test_quant_lq4m.c), y[t][r] =
