@@ -430,12 +430,14 @@ static size_t lq4m_tc_size(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int
 }
 
 /* the path's workspace: split-K counters and partial tiles, or (dequant + cuBLAS, one matrix after the other) the
- * largest matrix in fp16, or (tensor-core GEMM) the prepared x [n][K] fp16; AUTO where it may take the tensor-core
- * GEMM: the larger of the last two */
+ * largest matrix in fp16, or (tensor-core GEMM) the prepared x [n][K] fp16 and the split's sums; AUTO where it takes
+ * the tensor-core GEMM from QN_LQ4M_TC_MIN_TOKENS on: at least the GEMM's room for min(n, QN_LQ4M_TC_MAX_TOKENS)
+ * tokens, so that a size asked for the largest n serves every n below it */
 static size_t lq4m_inner_size(const qn_quant_cuda_ctx *ctx, qn_quant_path path, const lq4m_call *c, int64_t K,
                               int64_t n, int split) {
     if (path == QN_QUANT_PATH_TC) return lq4m_tc_size(ctx, c, K, n);
-    const size_t tc = lq4m_tc_path(ctx, path, c, K, n) ? lq4m_tc_size(ctx, c, K, n) : 0;
+    const int64_t nt = n < QN_LQ4M_TC_MAX_TOKENS ? n : QN_LQ4M_TC_MAX_TOKENS;
+    const size_t tc = lq4m_tc_path(ctx, path, c, K, nt) ? lq4m_tc_size(ctx, c, K, nt) : 0;
     if (!lq4m_mma_path(ctx, path, n)) {
         int64_t most = 0;
         for (int i = 0; i < c->nm; i++) most = c->N[i] > most ? c->N[i] : most;
