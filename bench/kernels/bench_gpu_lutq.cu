@@ -5,15 +5,16 @@
  * Llama-3-8B shapes (N x K = 4096x4096, 14336x4096, 4096x14336) at n = 1, 2, 4, 8, 16, 512 tokens. For
  * n <= 16 both decode paths run side by side, by explicit opts: "decode" (QN_QUANT_PATH_MMVQ: int8 for
  * LQ4/LQ8, the fp16 table GEMV for LNF4/LFP4; lutq_mmvq.cu) and "gemv" (tensor cores); "auto" marks
- * which one qn_lutq_matmul_cuda picks. n = 512: the AUTO path (dequant + cuBLAS; for the M forms also the tensor-core
- * GEMM, path TC, where it takes them: both side by side past the mma kernel's tokens). Times are CUDA-graph replays of back-to-back
- * calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant; GB/s counts weight blocks
- * (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One JSON line per
- * point ("bench":"gpu_lutq"), a table on stderr.
+ * which one qn_lutq_matmul_cuda picks. n = 512: the AUTO path (dequant + cuBLAS; for the M forms also the
+ * tensor-core GEMM, path TC, where it takes them: both side by side past the mma kernel's tokens). Times are
+ * CUDA-graph replays of back-to-back calls over rotating weight copies (> 3x L2), median of 15, as bench_gpu_quant;
+ * GB/s counts weight blocks (+ perm) + x + y once, % is of the device-to-device copy bandwidth of the same run. One
+ * JSON line per point ("bench":"gpu_lutq"), a table on stderr.
  * The M forms run one path per n up to QN_LQ4M_MMA_MAX_TOKENS (AUTO: the mma kernel, or the tensor-core GEMM in
  * qn_lq4m_tc_auto's window), the GEMM and dequant + cuBLAS side by side beyond;
  * --split S forces their K split (A/B runs of lq4m_make_plan).
- * Activations are random (uniform in [-1, 1), fp16). Other n from 1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512, 1024, 4096 by --n.
+ * Activations are random (uniform in [-1, 1), fp16). Other n from 1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512, 1024,
+ * 4096 by --n.
  * Usage: bench_gpu_lutq [--fmt lq4,lq4-act,...] [--n 1,2,4,8,16,512] [--split S] [--json FILE] */
 #include <math.h>
 #include <stdint.h>

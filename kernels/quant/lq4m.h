@@ -109,8 +109,8 @@ qn_status qn_lq4m_matmul_group_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt
 
 /* y[n][N] f32 = x[n][K] fp16 (original column order, gathered through perm first when perm != NULL) . W^T,
  * W the chunks of M form fmt at w (device, 16-byte aligned; a table format takes no perm). opts: NULL / AUTO, or
- * path MMVQ / GEMV (the mma kernel, any n), DEQUANT_CUBLAS, TC (qn_lq4m_tc_cuda); opts->split forces the K split of the mma kernel (1, 2,
- * 4, 8, 16; 0 = auto).
+ * path MMVQ / GEMV (the mma kernel, any n), DEQUANT_CUBLAS, TC (qn_lq4m_tc_cuda; QN_ERR_UNSUPPORTED where it does
+ * not take the weights); opts->split forces the K split of the mma kernel (1, 2, 4, 8, 16; 0 = auto).
  * Deterministic; no allocation or synchronisation (CUDA-graph capturable). */
 qn_status qn_lq4m_matmul_cuda(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, const int32_t *perm, int64_t N,
                               int64_t K, const void *x, int64_t n, float *y, void *workspace, size_t ws_bytes,
@@ -134,10 +134,10 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
                           float *y, void *part, size_t part_bytes, void *stream);
 /* QN_LQ4M_TC_MIN_TOKENS <= n <= QN_LQ4M_TC_MAX_TOKENS under AUTO: the tensor-core GEMM where it takes the weights
  * (before the mma kernel and dequant + cuBLAS). Measured on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md): one
- * 128-token tile costs the same from 1 to 128 tokens, 16.6 / 43.6 / 40.0 us on the 8B q/o, gate/up, down shapes at
- * n = 64 against 23.7 / 101.0 / 103.8 for dequant + cuBLAS and 25.1 / 48.7 / 53.5 for the mma kernel at 48 (17.1 /
- * 32.5 / 36.0 at 32); at n = 512 it is even with dequant + cuBLAS (41.5 / 154 / 145 against 41.1 / 151 / 135), at
- * 1024 behind (84 / 281 / 306 against 64 / 220 / 211). */
+ * 128-token tile costs the same from 1 to 128 tokens, 16.8 / 42.8 / 39.1 us on the 8B q/o, gate/up, down shapes at
+ * n = 64 against 23.6 / 101.0 / 103.9 for dequant + cuBLAS and 25.1 / 48.7 / 53.5 for the mma kernel at 48 (17.1 /
+ * 32.5 / 36.0 at 32); at n = 512 it is even with dequant + cuBLAS (40.8 / 149.7 / 141.8 against 41.0 / 149.0 /
+ * 135.0), at 1024 behind (82.0 / 275.7 / 295.0 against 64.1 / 221.0 / 211.1). */
 #ifndef QN_LQ4M_TC_MIN_TOKENS
 #define QN_LQ4M_TC_MIN_TOKENS 33
 #endif

@@ -186,6 +186,7 @@ qn_status qn_lutq_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, const qn_lutq_gpu
                                    opts);
     if (n < 0) return QN_ERR_SHAPE;
     const qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    if (path == QN_QUANT_PATH_TC) return QN_ERR_UNSUPPORTED; /* the M forms' only */
     const bool decode = lq_decode(ctx, w->fmt, path, n);
     if (!decode && (!w->perm || n == 0 || w->n == 0))
         return qn_quant_matmul_cuda_ex(ctx, w->fmt, w->blocks, w->n, w->k, x, n, y, workspace, ws_bytes, stream, opts);

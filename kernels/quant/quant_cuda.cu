@@ -257,6 +257,7 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (!w || !x || !y) return QN_ERR_INVALID_ARG;
     if (!is_aligned16(w) || !is_aligned16(x)) return QN_ERR_INVALID_ARG;
     qn_quant_path path = opts ? opts->path : QN_QUANT_PATH_AUTO;
+    if (path == QN_QUANT_PATH_TC) return QN_ERR_UNSUPPORTED; /* the M forms' only (lq4m.h) */
     const int split = opts ? opts->split : 0;
     const qn_quant_split_mode mode = opts ? opts->split_mode : QN_QUANT_SPLIT_AUTO;
     if (split < 0 || split > KQ_MAX_SPLIT || (split & (split - 1)) != 0) return QN_ERR_INVALID_ARG;

@@ -407,6 +407,12 @@ static void test_bad_args(void **state) {
     assert_int_equal(qn_lq4m_matmul_cuda(&e->ctx, QN_QFORMAT_LNF4M, p.dw.blocks, p.dw.perm, 48, 384, p.dx, 1, p.dy,
                                          p.dws, p.ws_bytes, g_stream, NULL),
                      QN_ERR_UNSUPPORTED);
+    /* path TC is the M forms' only: LQ4 blocks refuse it before any launch */
+    qn_lutq_gpu_weight lq4 = p.dw;
+    lq4.fmt = QN_QFORMAT_LQ4;
+    const qn_quant_matmul_opts tc = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+    assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &lq4, p.dx, 4, p.dy, p.dws, p.ws_bytes, g_stream, &tc),
+                     QN_ERR_UNSUPPORTED);
     /* not taken by the int8 decode kernels: no q8 of x to write, no grouped launch */
     assert_int_equal(qn_lutq_quantize_x_cuda(&e->ctx, &p.dw, p.dx, 1, p.dws, p.ws_bytes, g_stream), QN_ERR_UNSUPPORTED);
     const qn_quant_mat mats[1] = {{p.dw.blocks, 48, p.dy}};
