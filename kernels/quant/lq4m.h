@@ -130,6 +130,9 @@ qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, vo
 /* part: the K split's partial sums where the tiles leave SMs idle (n_sm multiprocessors), part_bytes >=
  * qn_lq4m_tc_part_bytes (0 where it does not split), 16-byte aligned. */
 size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
+/* The K split of an N x K call on n tokens over n_sm multiprocessors (1..8; steps of 64 columns per split in *cps,
+ * even): none where the 128 x 128 tiles fill the SMs, at least 16 steps per split. Host code, no CUDA calls. */
+int qn_lq4m_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
 qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
                           float *y, void *part, size_t part_bytes, void *stream);
 /* QN_LQ4M_TC_MIN_TOKENS <= n <= QN_LQ4M_TC_MAX_TOKENS under AUTO: the tensor-core GEMM where it takes the weights

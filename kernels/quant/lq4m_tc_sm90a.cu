@@ -24,8 +24,8 @@
  *  - four wgmma.m64n128k16 (f32 accumulators, 64 per thread) per warpgroup, one commit group per step; the group
  *    of the step before is waited for before the CTA barrier, after which thread 0 refills that step's stage.
  * Epilogue: the accumulators straight to y (rows g, g + 8 of the warp's strip; tokens 8 i + 2 t, + 1).
- * Where the tiles leave SMs idle (tc_split), K is split over gridDim.z: each split's sums go to the workspace and a
- * second kernel adds them in split order (deterministic).
+ * Where the tiles leave SMs idle (qn_lq4m_tc_split), K is split over gridDim.z: each split's sums go to the
+ * workspace and a second kernel adds them in split order (deterministic).
  * Strips past N/16 compute on strip 0's weights and store nothing; tokens past n store nothing. */
 #include <stdint.h>
 
@@ -290,7 +290,7 @@ __global__ void lq4m_tc_reduce_kernel(const float *__restrict__ part, /* [split]
 
 /* The K split of an N x K call on n tokens: none where the tiles fill the SMs (one CTA each), else as many as the
  * idle SMs allow (at most 8, at least 16 steps of 64 columns per split). Steps per split (even): *cps. */
-static int tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+int qn_lq4m_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
     const int64_t KT = K / TC_BK, ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
     int64_t s = ctas >= n_sm ? 1 : n_sm / ctas;
     if (s > 8) s = 8;
@@ -309,7 +309,7 @@ size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     for (int64_t tiles = 1; (tiles - 1) * TC_BN < n; tiles++) { /* the most tokens with this many token tiles */
         const int64_t m = tiles * TC_BN < n ? tiles * TC_BN : n;
         int cps;
-        const int split = tc_split(n_sm, N, K, m, &cps);
+        const int split = qn_lq4m_tc_split(n_sm, N, K, m, &cps);
         if (split == 1) break; /* more tiles never split more */
         const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
         most = b > most ? b : most;
@@ -347,7 +347,7 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
     if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
     if (n == 0) return QN_OK;
     int cps;
-    const int split = tc_split(n_sm, N, K, n, &cps);
+    const int split = qn_lq4m_tc_split(n_sm, N, K, n, &cps);
     if (split > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < qn_lq4m_tc_part_bytes(n_sm, N, K, n)))
         return QN_ERR_INVALID_ARG;
     const int64_t bx = (n + TC_BN - 1) / TC_BN;
