@@ -159,32 +159,43 @@ static void test_peer_weights(void **state) {
     printf("%d peer fixtures in an M form\n", count);
 }
 
+/* One pinned word: the weight s (K x N, seed) repacked to fmt; code word `word` (u32 index in the chunk) of chunk
+ * `chunk` must hold the codes of (rows[e], cols[e]) at nibble e; returns scale word `srow` of that chunk and the
+ * weight (w, its buffer in *buf: the caller frees it). */
+static uint32_t pinned_word(const qn_ref_lutq_synth *s, int64_t K, int64_t N, uint64_t seed, qn_qformat fmt, int chunk,
+                            int word, const int rows[8], const int cols[8], int srow, qn_lutq_weight *w, void **buf) {
+    qn_rng rng;
+    qn_rng_seed(&rng, seed);
+    *buf = qn_ref_lutq_synth_make(s, K, N, &rng, w);
+    assert_non_null(*buf);
+    uint8_t *m = malloc(qn_lutq_gpu_bytes(w, fmt));
+    assert_non_null(m);
+    assert_int_equal(qn_lutq_gpu_repack(w, fmt, m), QN_OK);
+    const uint8_t *ch = m + (size_t)chunk * QN_LQ4M_CHUNK_BYTES;
+    uint32_t got, sc, want = 0;
+    memcpy(&got, ch + 4 * word, 4);
+    for (int e = 0; e < 8; e++) want |= qn_lutq_code(w, rows[e], cols[e]) << (4 * e);
+    assert_int_equal(got, want);
+    memcpy(&sc, ch + 1024 + 4 * srow, 4);
+    free(m);
+    return sc;
+}
+
 /* The positions of lq4m.h, spelled out by hand for one word: chunk (strip 1, chunk 2) of a 32 x 384 weight,
  * word (h = 1, lane = 6, i = 3): g = 1, t = 2, block p = 2h + i/2 = 3, tile j = 1, so k_m = 256 + 96 + 16 + 4 + m
  * = 372 + m; nibbles: (row 17, 372) (row 25, 372) (17, 374) (25, 374) (17, 373) (25, 373) (17, 375) (25, 375).
  * Scale word of strip row 5: d | (0x6400 + z) << 16 of row 21's group. */
 static void test_layout_pinned(void **state) {
     (void)state;
-    qn_rng rng;
-    qn_rng_seed(&rng, 7);
     const qn_ref_lutq_synth s = {4, 4, 128, false, 0, QN_LUTQ_ROUND_F16};
-    qn_lutq_weight w;
-    void *buf = qn_ref_lutq_synth_make(&s, 384, 32, &rng, &w);
-    assert_non_null(buf);
-    uint8_t *m = malloc(qn_lutq_gpu_bytes(&w, QN_QFORMAT_LQ4M));
-    assert_non_null(m);
-    assert_int_equal(qn_lutq_gpu_repack(&w, QN_QFORMAT_LQ4M, m), QN_OK);
-    const uint8_t *ch = m + (size_t)(1 * 3 + 2) * QN_LQ4M_CHUNK_BYTES;
-    uint32_t word, sc;
-    memcpy(&word, ch + 4 * ((1 * 32 + 6) * 4 + 3), 4);
     const int rows[8] = {17, 25, 17, 25, 17, 25, 17, 25}, cols[8] = {372, 372, 374, 374, 373, 373, 375, 375};
-    uint32_t want = 0;
-    for (int e = 0; e < 8; e++) want |= qn_lutq_code(&w, rows[e], cols[e]) << (4 * e);
-    assert_int_equal(word, want);
-    memcpy(&sc, ch + 1024 + 4 * 5, 4);
+    qn_lutq_weight w;
+    void *buf;
+    const uint32_t sc = pinned_word(&s, 384, 32, 7, QN_QFORMAT_LQ4M, 1 * 3 + 2, (1 * 32 + 6) * 4 + 3, rows, cols, 5, &w,
+                                    &buf);
     const int64_t gi = 21 * w.n_groups + 2;
     assert_int_equal(sc, (uint32_t)qn_f32_to_f16(w.scale[gi]) | (0x6400u + (uint32_t)w.zero[gi]) << 16);
-    free(m), free(buf);
+    free(buf);
 }
 
 /* The same for LNF4M: word (h = 0, lane = 13, i = 1) of chunk (strip 0, chunk 1) of a 16 x 256 NF4 weight
@@ -193,26 +204,14 @@ static void test_layout_pinned(void **state) {
  * 9: fp16 absmax of row 9's columns 128..191 (block 2) | of 192..255 (block 3) << 16. */
 static void test_layout_pinned_lut(void **state) {
     (void)state;
-    qn_rng rng;
-    qn_rng_seed(&rng, 8);
     const qn_ref_lutq_synth s = {4, 4, 64, false, 1, QN_LUTQ_ROUND_F16};
-    qn_lutq_weight w;
-    void *buf = qn_ref_lutq_synth_make(&s, 256, 16, &rng, &w);
-    assert_non_null(buf);
-    uint8_t *m = malloc(qn_lutq_gpu_bytes(&w, QN_QFORMAT_LNF4M));
-    assert_non_null(m);
-    assert_int_equal(qn_lutq_gpu_repack(&w, QN_QFORMAT_LNF4M, m), QN_OK);
-    const uint8_t *ch = m + (size_t)1 * QN_LQ4M_CHUNK_BYTES;
-    uint32_t word, sc;
-    memcpy(&word, ch + 4 * ((0 * 32 + 13) * 4 + 1), 4);
     const int rows[8] = {3, 3, 11, 11, 3, 3, 11, 11}, cols[8] = {140, 141, 140, 141, 142, 143, 142, 143};
-    uint32_t want = 0;
-    for (int e = 0; e < 8; e++) want |= qn_lutq_code(&w, rows[e], cols[e]) << (4 * e);
-    assert_int_equal(word, want);
-    memcpy(&sc, ch + 1024 + 4 * 9, 4);
+    qn_lutq_weight w;
+    void *buf;
+    const uint32_t sc = pinned_word(&s, 256, 16, 8, QN_QFORMAT_LNF4M, 1, (0 * 32 + 13) * 4 + 1, rows, cols, 9, &w, &buf);
     assert_int_equal(w.n_groups, 4);
     assert_int_equal(sc, (uint32_t)qn_f32_to_f16(w.scale[9 * 4 + 2]) | (uint32_t)qn_f32_to_f16(w.scale[9 * 4 + 3]) << 16);
-    free(m), free(buf);
+    free(buf);
 }
 
 static void expect_refused(const char *what, const qn_ref_lutq_synth *s, int64_t K, int64_t N) {
