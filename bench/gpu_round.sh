@@ -33,7 +33,9 @@
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
 #       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
 #       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
-#       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). Carry .gpudeps and .gpumodel/v.
+#       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
+#       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
+#       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -252,6 +254,11 @@ d)
     done
     wait
     grep -h "build: rc" "$W"/check*/check.log
+    if [ -n "${QN_D_CTEST:-}" ]; then # the whole GPU suite first, before the synth models load the CPUs
+        timeout 240 ctest --test-dir "$B" -L gpu --output-on-failure --timeout 200 >"$W/ctest.log" 2>&1
+        echo "ctest -L gpu rc=$?"
+        grep -E "tests passed|tests failed|\*\*\*Failed|Not Run|Timeout" "$W/ctest.log" | head -12
+    fi
     TY=${QN_D_TYPES:-gptq4 nf4}
     for ty in $TY; do
         [ -d /tmp/l8b-$ty ] || "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
@@ -271,6 +278,21 @@ d)
         timeout 80 "$b/bench/bench_gpu_lutq" --fmt ${QN_D_FMT:-lq4m,lnf4m} --n ${QN_D_N:-1,2,4,8} >>"$W/bench_lutq.txt" 2>&1
     done
     grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
+    if [ -n "${QN_D_NCU:-}" ]; then # "fmt:n": Nsight Compute on the tensor-core GEMM's first launch (q/o), per build
+        NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+        for b in "$B" $(for t in ${QN_D_NCU_TWINS:-}; do echo build-gpu-$t; done); do
+            nb=$(basename "$b")
+            timeout 150 "$NCU" --clock-control none --kernel-name regex:lq4m_tc_kernel --launch-count 1 \
+                --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+                --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+                --section SourceCounters -o "$W/ncu-$nb" "$b/bench/bench_gpu_lutq" --fmt "${QN_D_NCU%%:*}" \
+                --n "${QN_D_NCU#*:}" >"$W/ncu-$nb.log" 2>&1
+            echo "ncu $nb rc=$?"
+            "$NCU" --import "$W/ncu-$nb.ncu-rep" --print-details all >"$W/ncu-$nb.txt" 2>&1
+            "$NCU" --import "$W/ncu-$nb.ncu-rep" --page source --print-source sass --csv >"$W/ncu-$nb-sass.csv" 2>&1
+            grep -E "Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall|Tensor|Executed Ipc|Achieved Occ" "$W/ncu-$nb.txt" | head -24
+        done
+    fi
     t1=${TW%% *}
     for ty in $TY; do
         for b in "$B" "build-gpu-${t1%%:*}"; do
