@@ -55,6 +55,9 @@
 #endif
 #define TC_STAGES QN_LQ4M_TC_STAGES
 #define TC_WD QN_LQ4M_TC_WD
+#if TC_WD < 2 || TC_WD % 2
+#error "QN_LQ4M_TC_WD: an even number of steps (the A fragments alternate between two buffers)"
+#endif
 #define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
 #define TC_SMEM_LUT (TC_SMEM + LQ4M_LUT_BYTES)          /* + the table formats' lookup table (lq4m_frag.cuh) */
@@ -134,44 +137,44 @@ struct tc_code {
 };
 
 #ifdef TC_ARCH
-/* Local step i of L (the CTA's steps k0 .. k0 + L - 1) with the A registers a (the other buffer, ao, was read by the
- * group of step i - 1). */
-template <bool LUT, bool HI>
+/* Local step i of L (the CTA's steps k0 .. k0 + L - 1; i % TC_WD == R, so the step's code word is in slot R of the
+ * ring cb and the one TC_WD steps on goes there: fixed registers, no copies, which would wait for their loads) with
+ * the A registers a (the other buffer, ao, was read by the group of step i - 1). HI: i is odd (k0 is even). */
+template <bool LUT, int R>
 __device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
                                         const uint8_t *tl, uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64],
                                         uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    constexpr bool HI = R & 1;
     const int st = i % TC_STAGES;
+    tc_code &c = cb[R];
 #if QN_LQ4M_TC_NODEC /* a timing probe (wrong results): the code words as the fragments, no decode */
     for (int s = 0; s < 4; s++) {
-        const uint32_t v = s == 0 ? cb[0].q.x : s == 1 ? cb[0].q.y : s == 2 ? cb[0].q.z : cb[0].q.w;
+        const uint32_t v = s == 0 ? c.q.x : s == 1 ? c.q.y : s == 2 ? c.q.z : c.q.w;
         a[s][0] = a[s][1] = a[s][2] = a[s][3] = v;
     }
     if (false) {
 #else
     if constexpr (LUT) { /* HI: the step is the chunk's columns 64..127 (its absmax is the high half) */
 #endif
-        lq4m_decode_lut(cb[0].q.x, cb[0].sg, cb[0].sh, HI, tl, a[0]);
-        lq4m_decode_lut(cb[0].q.y, cb[0].sg, cb[0].sh, HI, tl, a[1]);
-        lq4m_decode_lut(cb[0].q.z, cb[0].sg, cb[0].sh, HI, tl, a[2]);
-        lq4m_decode_lut(cb[0].q.w, cb[0].sg, cb[0].sh, HI, tl, a[3]);
+        lq4m_decode_lut(c.q.x, c.sg, c.sh, HI, tl, a[0]);
+        lq4m_decode_lut(c.q.y, c.sg, c.sh, HI, tl, a[1]);
+        lq4m_decode_lut(c.q.z, c.sg, c.sh, HI, tl, a[2]);
+        lq4m_decode_lut(c.q.w, c.sg, c.sh, HI, tl, a[3]);
     } else {
-        lq4m_decode(cb[0].q.x, cb[0].sg, cb[0].sh, a[0]); /* the weights do not wait for x */
-        lq4m_decode(cb[0].q.y, cb[0].sg, cb[0].sh, a[1]);
-        lq4m_decode(cb[0].q.z, cb[0].sg, cb[0].sh, a[2]);
-        lq4m_decode(cb[0].q.w, cb[0].sg, cb[0].sh, a[3]);
+        lq4m_decode(c.q.x, c.sg, c.sh, a[0]); /* the weights do not wait for x */
+        lq4m_decode(c.q.y, c.sg, c.sh, a[1]);
+        lq4m_decode(c.q.z, c.sg, c.sh, a[2]);
+        lq4m_decode(c.q.w, c.sg, c.sh, a[3]);
     }
-    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(i / TC_STAGES) & 1u);
-#pragma unroll
-    for (int d = 0; d + 1 < TC_WD; d++) cb[d] = cb[d + 1];
-    cb[TC_WD - 1] = tc_code{};
-    if (i + TC_WD < L) {
+    if (i + TC_WD < L) { /* slot R is free: the code word TC_WD steps on */
         const int kn = k0 + i + TC_WD;
         const uint4 *ch = wst + (size_t)(kn >> 1) * LQ4M_U4;
-        cb[TC_WD - 1].q = lq4m_ld_stream(ch + (kn & 1) * 32 + lane);
+        c.q = lq4m_ld_stream(ch + (kn & 1) * 32 + lane);
         const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
-        cb[TC_WD - 1].sg = __ldg(sc + g);
-        cb[TC_WD - 1].sh = __ldg(sc + g + 8);
+        c.sg = __ldg(sc + g);
+        c.sh = __ldg(sc + g + 8);
     }
+    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(i / TC_STAGES) & 1u);
     const uint32_t sb = sbase + (uint32_t)(st * TC_STAGE_BYTES);
     tc_fence();
     tc_pin(acc);
@@ -188,6 +191,34 @@ __device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_W
         const int sf = kf % TC_STAGES;
         qn_mbar_arrive_tx(bars + 8u * (uint32_t)sf, TC_STAGE_BYTES);
         tc_tma(sbase + (uint32_t)(sf * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * (uint32_t)sf);
+    }
+}
+
+/* steps i + R .. i + E - 1 (slots R .. E - 1; even steps decode into a0, odd into a1) */
+template <bool LUT, int R, int E>
+__device__ __forceinline__ void tc_steps(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
+                                         const uint8_t *tl, uint32_t (&a0)[4][4], uint32_t (&a1)[4][4], float (&acc)[64],
+                                         uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    if constexpr (R < E) {
+        if constexpr (R & 1)
+            tc_step<LUT, R>(i + R, L, k0, cb, wst, lane, g, tl, a1, a0, acc, sbase, bars, map, tok0);
+        else
+            tc_step<LUT, R>(i + R, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+        tc_steps<LUT, R + 1, E>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+    }
+}
+
+/* the last steps of a CTA, rem < TC_WD of them (even), from slot R on */
+template <bool LUT, int R>
+__device__ __forceinline__ void tc_tail(int i, int rem, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane,
+                                        int g, const uint8_t *tl, uint32_t (&a0)[4][4], uint32_t (&a1)[4][4],
+                                        float (&acc)[64], uint32_t sbase, uint32_t bars, const CUtensorMap *map,
+                                        int64_t tok0) {
+    if constexpr (R + 2 <= TC_WD) {
+        if (R < rem) {
+            tc_steps<LUT, R, R + 2>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+            tc_tail<LUT, R + 2>(i, rem, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+        }
     }
 }
 #endif
@@ -244,10 +275,10 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     uint32_t a0[4][4], a1[4][4];
 #pragma unroll
     for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
-    for (int i = 0; i < L; i += 2) {
-        tc_step<LUT, false>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0); /* k0 is even */
-        tc_step<LUT, true>(i + 1, L, k0, cb, wst, lane, g, tl, a1, a0, acc, sbase, bars, &map, tok0);
-    }
+    int i = 0;
+    for (; i + TC_WD <= L; i += TC_WD) /* TC_WD steps per pass: each code word stays in its ring slot */
+        tc_steps<LUT, 0, TC_WD>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0);
+    tc_tail<LUT, 0>(i, L - i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0); /* L is even */
     tc_wait<0>();
     tc_pin(acc);
     tc_pin(a1);
