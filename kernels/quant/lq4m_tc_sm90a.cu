@@ -47,8 +47,15 @@
 #ifndef QN_LQ4M_TC_STAGES
 #define QN_LQ4M_TC_STAGES 4
 #endif
+#ifndef QN_LQ4M_TC_CTAS
+#define QN_LQ4M_TC_CTAS 1 /* CTAs per SM (launch bounds; the K split counts CTA slots): 2 needs <= 128 registers */
+#endif
 #ifndef QN_LQ4M_TC_WD
+#if QN_LQ4M_TC_CTAS > 1
+#define QN_LQ4M_TC_WD 2 /* 128 registers */
+#else
 #define QN_LQ4M_TC_WD 4 /* 8 measured 1-5% slower on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md) */
+#endif
 #endif
 #ifndef QN_LQ4M_TC_NODEC
 #define QN_LQ4M_TC_NODEC 0 /* 1: a timing probe without the decode (wrong results; A/B builds only) */
@@ -225,7 +232,7 @@ __device__ __forceinline__ void tc_tail(int i, int rem, int L, int k0, tc_code (
 
 /* LUT: a table format (LNF4M, LFP4M; tab its values), else LQ4M */
 template <bool LUT>
-__global__ void __launch_bounds__(TC_THREADS, 1)
+__global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     lq4m_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
                    const tc_map tab,
                    const uint4 *__restrict__ w,            /* [N/16][K/128] LQ4M chunks */
@@ -319,11 +326,13 @@ __global__ void lq4m_tc_reduce_kernel(const float *__restrict__ part, /* [split]
     y[i] = s;
 }
 
-/* The K split of an N x K call on n tokens: none where the tiles fill the SMs (one CTA each), else as many as the
- * idle SMs allow (at most 8, at least 16 steps of 64 columns per split). Steps per split (even): *cps. */
+/* The K split of an N x K call on n tokens: none where the tiles fill the SMs' CTA slots (QN_LQ4M_TC_CTAS each),
+ * else as many as the idle slots allow (at most 8, at least 16 steps of 64 columns per split). Steps per split
+ * (even): *cps. */
 int qn_lq4m_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
     const int64_t KT = K / TC_BK, ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
-    int64_t s = ctas >= n_sm ? 1 : n_sm / ctas;
+    const int64_t slots = (int64_t)n_sm * QN_LQ4M_TC_CTAS;
+    int64_t s = ctas >= slots ? 1 : slots / ctas;
     if (s > 8) s = 8;
     while (s > 1 && KT / s < 16) s--;
     int64_t c = (KT + s - 1) / s;
