@@ -155,41 +155,40 @@ __global__ void __launch_bounds__(W * 32)
         }
         __syncthreads();
     }
-    /* D chunks per pass, chunk c + d W in slot d of buf, refilled there once read: fixed registers (a ring shifted
-     * by copies would make each copy wait for the load it copies, leaving one chunk of prefetch whatever D is) */
-    for (; c < c1; c += D * W)
+    for (; c < c1; c += W) {
+        lq4m_chunk cur[R];
+        const bool more = c + D * W < c1;
 #pragma unroll
-        for (int d = 0; d < D; d++) {
-            const int cd = c + d * W;
-            if (cd >= c1) break;
-            uint4 xb[NG][4];
+        for (int r = 0; r < R; r++) {
+            cur[r] = buf[0][r];
 #pragma unroll
-            for (int ng = 0; ng < NG; ng++)
-#pragma unroll
-                for (int p = 0; p < 4; p++)
-                    xb[ng][p] = !xv[ng] ? make_uint4(0, 0, 0, 0)
-                                : G ? qn_lds128(xr[ng] + (size_t)cd * QN_LQ4M_COLS + 32 * p)
-                                    : qn_ldg128(xr[ng] + (size_t)cd * QN_LQ4M_COLS + 32 * p);
-#pragma unroll
-            for (int i = 0; i < 8; i++) /* block p = i / 2, tile j = i % 2 */
-#pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const lq4m_chunk &cur = buf[d][r];
-                    const uint32_t word = i < 4 ? (i == 0 ? cur.q0.x : i == 1 ? cur.q0.y : i == 2 ? cur.q0.z : cur.q0.w)
-                                                : (i == 4 ? cur.q1.x : i == 5 ? cur.q1.y : i == 6 ? cur.q1.z : cur.q1.w);
-                    uint32_t a[4];
-                    if constexpr (L) lq4m_decode_lut(word, cur.sg, cur.sh, i >= 4, tl, a);
-                    else lq4m_decode(word, cur.sg, cur.sh, a);
-#pragma unroll
-                    for (int ng = 0; ng < NG; ng++) {
-                        const uint4 b = xb[ng][i / 2];
-                        qn_mma_16816(acc[r][ng], a[0], a[1], a[2], a[3], (i & 1) ? b.z : b.x, (i & 1) ? b.w : b.y);
-                    }
-                }
-            if (cd + D * W < c1) /* slot d is free once its words are decoded: the chunk D W on */
-#pragma unroll
-                for (int r = 0; r < R; r++) buf[d][r] = lq4m_load(ws + ((size_t)r * nch + cd + D * W) * LQ4M_U4, lane, g);
+            for (int d = 0; d + 1 < D; d++) buf[d][r] = buf[d + 1][r];
+            if (more) buf[D - 1][r] = lq4m_load(ws + ((size_t)r * nch + c + D * W) * LQ4M_U4, lane, g);
         }
+        uint4 xb[NG][4];
+#pragma unroll
+        for (int ng = 0; ng < NG; ng++)
+#pragma unroll
+            for (int p = 0; p < 4; p++)
+                xb[ng][p] = !xv[ng] ? make_uint4(0, 0, 0, 0)
+                            : G ? qn_lds128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p)
+                                : qn_ldg128(xr[ng] + (size_t)c * QN_LQ4M_COLS + 32 * p);
+#pragma unroll
+        for (int i = 0; i < 8; i++) /* block p = i / 2, tile j = i % 2 */
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const uint32_t word = i < 4 ? (i == 0 ? cur[r].q0.x : i == 1 ? cur[r].q0.y : i == 2 ? cur[r].q0.z : cur[r].q0.w)
+                                            : (i == 4 ? cur[r].q1.x : i == 5 ? cur[r].q1.y : i == 6 ? cur[r].q1.z : cur[r].q1.w);
+                uint32_t a[4];
+                if constexpr (L) lq4m_decode_lut(word, cur[r].sg, cur[r].sh, i >= 4, tl, a);
+                else lq4m_decode(word, cur[r].sg, cur[r].sh, a);
+#pragma unroll
+                for (int ng = 0; ng < NG; ng++) {
+                    const uint4 b = xb[ng][i / 2];
+                    qn_mma_16816(acc[r][ng], a[0], a[1], a[2], a[3], (i & 1) ? b.z : b.x, (i & 1) ? b.w : b.y);
+                }
+            }
+    }
 
     /* the warps' tiles, summed in warp order; value v = (register ri = v / 32 = (r NG + ng) 4 + e, lane v % 32) */
     __shared__ float red_s[L ? 1 : W][R * NG * 4][32];
