@@ -35,7 +35,8 @@
 #       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
 #       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
 #       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
-#       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS. Carry .gpudeps and .gpumodel/v.
+#       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first
+#       twin also builds and runs test_gpu_quant_lq4m. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -249,8 +250,11 @@ d)
     V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
     QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1 &
     TW=${QN_D_TWINS:-d2:-DQN_LQ4M_DEPTH1=2 d4:-DQN_LQ4M_DEPTH1=4}
+    t1=${TW%% *}
     for t in $TW; do
-        QN_GPU_BUILD=build-gpu-${t%%:*} QN_BUILD_TARGETS="bench_gpu_lutq quern" QN_CUDA_FLAGS="${t#*:}" \
+        tt="bench_gpu_lutq quern"
+        [ -n "${QN_D_TWIN_TEST:-}" ] && [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m"
+        QN_GPU_BUILD=build-gpu-${t%%:*} QN_BUILD_TARGETS="$tt" QN_CUDA_FLAGS="${t#*:}" \
             QN_GPU_CHECK_STEPS="build" OUT=$W/check-${t%%:*} bench/gpu_check.sh >/dev/null 2>&1 &
     done
     wait
@@ -267,6 +271,10 @@ d)
     if [ -z "${QN_D_CTEST:-}" ]; then
         timeout 100 "$B/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m.txt" 2>&1
         echo "test_gpu_quant_lq4m rc=$?"
+    fi
+    if [ -n "${QN_D_TWIN_TEST:-}" ]; then # the first twin's own test_gpu_quant_lq4m (its flags may move AUTO's paths)
+        timeout 100 "build-gpu-${t1%%:*}/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m-${t1%%:*}.txt" 2>&1
+        echo "test_gpu_quant_lq4m (${t1%%:*}) rc=$?"
     fi
     for tool in ${QN_D_SANITIZE:-}; do
         QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
@@ -296,7 +304,6 @@ d)
             grep -E "Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall|Tensor|Executed Ipc|Achieved Occ" "$W/ncu-$nb.txt" | head -24
         done
     fi
-    t1=${TW%% *}
     for ty in $TY; do
         for b in "$B" "build-gpu-${t1%%:*}"; do
             echo "== $ty $b" >>"$W/bench.md"
