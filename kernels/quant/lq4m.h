@@ -139,8 +139,10 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
  * (before the mma kernel and dequant + cuBLAS). Measured on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md): one
  * 128-token tile costs the same from 1 to 128 tokens, 16.8 / 42.8 / 39.1 us on the 8B q/o, gate/up, down shapes at
  * n = 64 against 23.6 / 101.0 / 103.9 for dequant + cuBLAS and 25.1 / 48.7 / 53.5 for the mma kernel at 48 (17.1 /
- * 32.5 / 36.0 at 32); at n = 512 it is even with dequant + cuBLAS (40.8 / 149.7 / 141.8 against 41.0 / 149.0 /
- * 135.0), at 1024 behind (82.0 / 275.7 / 295.0 against 64.1 / 221.0 / 211.1). */
+ * 32.5 / 36.0 at 32); at n = 512 it was even with dequant + cuBLAS (40.8 / 149.7 / 141.8 against 41.0 / 149.0 /
+ * 135.0), at 1024 behind (82.0 / 275.7 / 295.0 against 64.1 / 221.0 / 211.1). Since the code-word ring keeps its
+ * slots (352b282; r4 in the same file) it is ahead at 512 (36.7 / 132.9 / 124.7 against 40.1 / 148.9 / 134.2), not
+ * yet measured end to end there: the window stays until an A/B of the 8B prefill says otherwise. */
 #ifndef QN_LQ4M_TC_MIN_TOKENS
 #define QN_LQ4M_TC_MIN_TOKENS 33
 #endif
