@@ -267,8 +267,7 @@ d)
         timeout 240 ctest --test-dir "$B" -L gpu --output-on-failure --timeout 200 >"$W/ctest.log" 2>&1
         echo "ctest -L gpu rc=$?"
         grep -E "tests passed|tests failed|\*\*\*Failed|Not Run|Timeout" "$W/ctest.log" | head -12
-    fi
-    if [ -z "${QN_D_CTEST:-}" ]; then
+    else
         timeout 100 "$B/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m.txt" 2>&1
         echo "test_gpu_quant_lq4m rc=$?"
     fi

@@ -54,7 +54,7 @@
 #if QN_LQ4M_TC_CTAS > 1
 #define QN_LQ4M_TC_WD 2 /* 128 registers */
 #else
-#define QN_LQ4M_TC_WD 4 /* 8 measured 1-5% slower on an H100 (bench/results/gpu-lq4m-tc-2026-12-06.md) */
+#define QN_LQ4M_TC_WD 4 /* tested; 8 was 5-8% faster at n = 512 as an untested twin (gpu-lq4m-tc-2026-12-06.md, r4) */
 #endif
 #endif
 #ifndef QN_LQ4M_TC_NODEC
