@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # setup_venv.sh — the Python venv used only by tests and tools that compare against peers:
 # gguf-py, numpy, llama-cpp-python (built from its sdist, CPU), openai, litellm, transformers + sentencepiece
-# (llama.cpp's HF converter as a peer).
+# (llama.cpp's HF converter as a peer), NVIDIA's cuobjdump and nvdisasm (the wgmma SASS check, tests/kernels/test_wgmma_sass.py:
+# the CUDA toolkit here ships nvcc without it).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 if [ ! -x "$QN_VENV/bin/python" ]; then
@@ -11,6 +12,8 @@ py="$QN_VENV/bin/python"
 "$py" -m pip install -q --upgrade pip >/dev/null
 "$py" -c "import gguf, numpy" 2>/dev/null || "$py" -m pip install -q gguf numpy
 "$py" -c "import openai, litellm, aiohttp" 2>/dev/null || "$py" -m pip install -q openai litellm aiohttp
+ls "$QN_VENV"/lib/python3*/site-packages/nvidia/*/bin/nvdisasm >/dev/null 2>&1 ||
+  "$py" -m pip install -q "nvidia-cuda-cuobjdump==13.5.37" "nvidia-cuda-nvdisasm==13.5.37" # -sass runs nvdisasm
 # llama.cpp's convert_hf_to_gguf.py as the peer of `quern convert` (tests/e2e/test_convert_*.py): the
 # transformers version its requirements pin, sentencepiece (imported before the BPE path), the HF
 # tokenizers library (reads our tokenizer.json); torch is replaced by tests/fixtures/torch_stub
