@@ -36,7 +36,7 @@
 #       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
 #       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
 #       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first
-#       twin also builds and runs test_gpu_quant_lq4m. Carry .gpudeps and .gpumodel/v.
+#       twin also builds and runs test_gpu_quant_lq4m. Every build's sm_90a SASS goes through test_wgmma_sass. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -259,6 +259,10 @@ d)
     done
     wait
     grep -h "build: rc" "$W"/check*/check.log
+    for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done); do # each build's wgmma SASS (CPU-side check)
+        QN_BUILD_DIR=$b python3 tests/kernels/test_wgmma_sass.py >"$W/wgmma-sass-$(basename "$b").txt" 2>&1
+        echo "wgmma SASS $(basename "$b") rc=$?"
+    done
     TY=${QN_D_TYPES:-gptq4 nf4}
     for ty in $TY; do
         [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
