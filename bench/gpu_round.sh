@@ -36,7 +36,8 @@
 #       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
 #       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
 #       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first
-#       twin also builds and runs test_gpu_quant_lq4m. Every build's sm_90a SASS goes through test_wgmma_sass. Carry .gpudeps and .gpumodel/v.
+#       twin also builds and runs test_gpu_quant_lq4m. Every build's sm_90a SASS goes through test_wgmma_sass.
+#       Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
