@@ -37,7 +37,8 @@
 #       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
 #       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first
 #       twin also builds and runs test_gpu_quant_lq4m. Every build's sm_90a SASS goes through test_wgmma_sass.
-#       Carry .gpudeps and .gpumodel/v.
+#       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
+#       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -253,10 +254,18 @@ d)
     TW=${QN_D_TWINS:-d2:-DQN_LQ4M_DEPTH1=2 d4:-DQN_LQ4M_DEPTH1=4}
     t1=${TW%% *}
     for t in $TW; do
-        tt="bench_gpu_lutq quern"
+        tn=${t%%:*} tf=${t#*:} tt="bench_gpu_lutq quern"
         [ -n "${QN_D_TWIN_TEST:-}" ] && [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m"
-        QN_GPU_BUILD=build-gpu-${t%%:*} QN_BUILD_TARGETS="$tt" QN_CUDA_FLAGS="${t#*:}" \
-            QN_GPU_CHECK_STEPS="build" OUT=$W/check-${t%%:*} bench/gpu_check.sh >/dev/null 2>&1 &
+        if [ "${tf#@}" != "$tf" ]; then # "name:@DIR": the tree with DIR's files laid over it (an A/B of sources)
+            S=/tmp/src-$tn && rm -rf "$S" && mkdir -p "$S"
+            tar -C . --exclude='./build*' --exclude=./.git -cf - . | tar -C "$S" -xf - && cp -r "${tf#@}"/. "$S"/
+            rm -rf "build-gpu-$tn" && ln -s "$S/build-gpu" "build-gpu-$tn"
+            (cd "$S" && QN_BUILD_TARGETS="$tt" QN_GPU_CHECK_STEPS="build" OUT=$W/check-$tn bench/gpu_check.sh) \
+                >/dev/null 2>&1 &
+        else
+            QN_GPU_BUILD=build-gpu-$tn QN_BUILD_TARGETS="$tt" QN_CUDA_FLAGS="$tf" \
+                QN_GPU_CHECK_STEPS="build" OUT=$W/check-$tn bench/gpu_check.sh >/dev/null 2>&1 &
+        fi
     done
     wait
     grep -h "build: rc" "$W"/check*/check.log
