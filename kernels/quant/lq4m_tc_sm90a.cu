@@ -1,7 +1,7 @@
 /* lq4m_tc_sm90a.cu — the tensor-core GEMM of the M forms (LQ4M, LNF4M, LFP4M) for many tokens on Hopper (sm_90a:
  * wgmma), the dequant in the tile loads: y[n][N] f32 = x[n][K] fp16 . W^T with W the chunks (lq4m.h), no fp16 copy
  * of W. Built only for sm_90a (CMakeLists.txt: its own object library; wgmma has no sm_90 form); lq4m_cuda.cu calls
- * it for path TC and, under AUTO, in qn_lq4m_tc_auto's window (33..384 tokens). Holds no state.
+ * it for path TC and, under AUTO, in qn_lq4m_tc_auto's window (33..512 tokens). Holds no state.
  *
  * x first goes through qn_lq4m_tc_prepare_x: within each 32-column block its 16 32-bit words W (column pairs) are
  * reordered W0 W4 W8 W12 W1 W5 W9 W13 | W2 W6 W10 W14 W3 W7 W11 W15, so that the k slots of each 16-column slice
@@ -16,7 +16,9 @@
  *    TC_STAGES = QN_LQ4M_TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead, completing on the stage's
  *    mbarrier; tokens past n arrive as zeros.
  *  - A: each warp decodes its code word of the step (one 16-byte streaming load per lane, TC_WD = QN_LQ4M_TC_WD
- *    steps ahead, and the chunk's two scale words) into the A fragments of four k16 slices: LQ4M as lq4m_decode
+ *    steps ahead, and the chunk's two scale words, once per chunk) into the A fragments of four k16 slices (the
+ *    loop runs passes of TC_U steps, so that every ring slot, stage, mbarrier and descriptor offset is a
+ *    constant and a slot's registers are reloaded in place): LQ4M as lq4m_decode
  *    gives them, the table formats through the per-lane table of lq4m_frag.cuh (in shared memory, filled by each
  *    CTA) times the step's absmax; the host twin's fp16 values, bit for bit. The fragments are double-buffered: a
  *    step's registers are rewritten only after the wgmma group that read them has completed (wgmma reads A
@@ -54,7 +56,7 @@
 #if QN_LQ4M_TC_CTAS > 1
 #define QN_LQ4M_TC_WD 2 /* 128 registers */
 #else
-#define QN_LQ4M_TC_WD 4 /* tested; 8 was 5-8% faster at n = 512 as an untested twin (gpu-lq4m-tc-2026-12-06.md, r4) */
+#define QN_LQ4M_TC_WD 8 /* 4-8% faster than 4 at n = 512 on an H100 once the ring kept its slots (352b282) */
 #endif
 #endif
 #ifndef QN_LQ4M_TC_NODEC
@@ -63,8 +65,12 @@
 #define TC_STAGES QN_LQ4M_TC_STAGES
 #define TC_WD QN_LQ4M_TC_WD
 #if TC_WD < 2 || TC_WD % 2
-#error "QN_LQ4M_TC_WD: an even number of steps (the A fragments alternate between two buffers)"
+#error "QN_LQ4M_TC_WD: an even number of steps (a chunk is two steps; the A fragments alternate between two buffers)"
 #endif
+#if TC_WD % TC_STAGES && TC_STAGES % TC_WD
+#error "QN_LQ4M_TC_WD and QN_LQ4M_TC_STAGES: one a multiple of the other (a pass covers both rings)"
+#endif
+#define TC_U (TC_WD > TC_STAGES ? TC_WD : TC_STAGES) /* steps per pass */
 #define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
 #define TC_SMEM_LUT (TC_SMEM + LQ4M_LUT_BYTES)          /* + the table formats' lookup table (lq4m_frag.cuh) */
@@ -138,95 +144,112 @@ __device__ __forceinline__ void tc_tma(uint32_t sdst, const CUtensorMap *map, in
 }
 #endif
 
-struct tc_code {
-    uint4 q;         /* the lane's code word of the step */
+struct tc_scale {
     uint32_t sg, sh; /* scale words of rows g, g + 8 */
 };
 
 #ifdef TC_ARCH
-/* Local step i of L (the CTA's steps k0 .. k0 + L - 1; i % TC_WD == R, so the step's code word is in slot R of the
- * ring cb and the one TC_WD steps on goes there: fixed registers, no copies, which would wait for their loads) with
- * the A registers a (the other buffer, ao, was read by the group of step i - 1). HI: i is odd (k0 is even). */
+/* A pass: TC_U steps from local step i0 (a multiple of TC_U), whose chunks start at wp (the lane's code words at
+ * wl = wp + lane, its scale words at ws = the chunk's + g); step i0 + R keeps its code word in ring slot R % TC_WD,
+ * its chunk's scale words in slot (R % TC_WD) / 2 and its x tile in stage R % TC_STAGES: all fixed registers and
+ * compile-time offsets (a ring shifted by copies made each copy wait for the load it copied). */
+struct tc_pass {
+    const uint4 *wl;    /* wp + lane */
+    const uint32_t *ws; /* (const uint32_t *)(wp + 64) + g */
+    int i0;             /* local step of R = 0 */
+    uint32_t ph;        /* mbarrier parity of stage 0 in this pass */
+};
+
+/* Step i0 + R of L (the CTA's steps k0 .. k0 + L - 1; k0 and i0 are even, so R odd is a chunk's columns 64..127)
+ * with the A registers a (the other buffer, ao, was read by the group of the step before). */
 template <bool LUT, int R>
-__device__ __forceinline__ void tc_step(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
+__device__ __forceinline__ void tc_step(const tc_pass &ps, int L, int k0, uint4 (&cq)[TC_WD], tc_scale (&cs)[TC_WD / 2],
                                         const uint8_t *tl, uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64],
-                                        uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+                                        uint32_t dlo, uint32_t dhi, uint32_t sbase, uint32_t bars,
+                                        const CUtensorMap *map, int64_t tok0) {
+    constexpr int SL = R % TC_WD, SC = SL / 2, ST = R % TC_STAGES, SF = (R + TC_STAGES - 1) % TC_STAGES;
     constexpr bool HI = R & 1;
-    const int st = i % TC_STAGES;
-    tc_code &c = cb[R];
+    const int i = ps.i0 + R;
+    const uint4 c = cq[SL];
+    const tc_scale sc = cs[SC];
 #if QN_LQ4M_TC_NODEC /* a timing probe (wrong results): the code words as the fragments, no decode */
     for (int s = 0; s < 4; s++) {
-        const uint32_t v = s == 0 ? c.q.x : s == 1 ? c.q.y : s == 2 ? c.q.z : c.q.w;
-        a[s][0] = a[s][1] = a[s][2] = a[s][3] = v;
+        const uint32_t v = s == 0 ? c.x : s == 1 ? c.y : s == 2 ? c.z : c.w;
+        a[s][0] = a[s][1] = a[s][2] = a[s][3] = v ^ sc.sg;
     }
     if (false) {
 #else
-    if constexpr (LUT) { /* HI: the step is the chunk's columns 64..127 (its absmax is the high half) */
+    if constexpr (LUT) { /* HI: the chunk's columns 64..127 (its absmax is the high half) */
 #endif
-        lq4m_decode_lut(c.q.x, c.sg, c.sh, HI, tl, a[0]);
-        lq4m_decode_lut(c.q.y, c.sg, c.sh, HI, tl, a[1]);
-        lq4m_decode_lut(c.q.z, c.sg, c.sh, HI, tl, a[2]);
-        lq4m_decode_lut(c.q.w, c.sg, c.sh, HI, tl, a[3]);
+        lq4m_decode_lut(c.x, sc.sg, sc.sh, HI, tl, a[0]);
+        lq4m_decode_lut(c.y, sc.sg, sc.sh, HI, tl, a[1]);
+        lq4m_decode_lut(c.z, sc.sg, sc.sh, HI, tl, a[2]);
+        lq4m_decode_lut(c.w, sc.sg, sc.sh, HI, tl, a[3]);
     } else {
-        lq4m_decode(c.q.x, c.sg, c.sh, a[0]); /* the weights do not wait for x */
-        lq4m_decode(c.q.y, c.sg, c.sh, a[1]);
-        lq4m_decode(c.q.z, c.sg, c.sh, a[2]);
-        lq4m_decode(c.q.w, c.sg, c.sh, a[3]);
+        lq4m_decode(c.x, sc.sg, sc.sh, a[0]); /* the weights do not wait for x */
+        lq4m_decode(c.y, sc.sg, sc.sh, a[1]);
+        lq4m_decode(c.z, sc.sg, sc.sh, a[2]);
+        lq4m_decode(c.w, sc.sg, sc.sh, a[3]);
     }
-    if (i + TC_WD < L) { /* slot R is free: the code word TC_WD steps on */
-        const int kn = k0 + i + TC_WD;
-        const uint4 *ch = wst + (size_t)(kn >> 1) * LQ4M_U4;
-        c.q = lq4m_ld_stream(ch + (kn & 1) * 32 + lane);
-        const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
-        c.sg = __ldg(sc + g);
-        c.sh = __ldg(sc + g + 8);
+    if (i + TC_WD < L) { /* slot SL is free: the code word TC_WD steps on (chunk R / 2 + TC_WD / 2 of the pass) */
+        constexpr int CH = (R / 2 + TC_WD / 2) * LQ4M_U4;
+        cq[SL] = lq4m_ld_stream(ps.wl + CH + (HI ? 32 : 0));
+        if constexpr (HI) { /* the chunk's scale words, once both of its steps have read the slot */
+            cs[SC].sg = __ldg(ps.ws + CH * 4);
+            cs[SC].sh = __ldg(ps.ws + CH * 4 + 8);
+        }
     }
-    qn_mbar_wait(bars + 8u * (uint32_t)st, (uint32_t)(i / TC_STAGES) & 1u);
-    const uint32_t sb = sbase + (uint32_t)(st * TC_STAGE_BYTES);
+    qn_mbar_wait(bars + 8u * ST, ps.ph ^ (uint32_t)((R / TC_STAGES) & 1));
     tc_fence();
     tc_pin(acc);
     tc_pin(a);
 #pragma unroll
-    for (int s = 0; s < 4; s++) tc_wgmma(acc, a[s], tc_desc(sb + 32u * (uint32_t)s));
+    for (int s = 0; s < 4; s++) /* the descriptor of stage ST's k16 slice s (no carry out of the address field) */
+        tc_wgmma(acc, a[s], (uint64_t)dhi << 32 | (dlo + (uint32_t)((ST * TC_STAGE_BYTES + 32 * s) >> 4)));
     tc_commit();
     tc_pin(acc);
-    tc_wait<1>(); /* step i - 1's group: its A registers (ao) and its stage are free */
+    tc_wait<1>(); /* the step before's group: its A registers (ao) and its stage are free */
     tc_pin(ao);
-    __syncthreads(); /* both warpgroups past it: step i - 1's stage may be refilled */
+    __syncthreads(); /* both warpgroups past it: the step before's stage may be refilled */
     const int kf = i + TC_STAGES - 1;
     if (threadIdx.x == 0 && kf < L) {
-        const int sf = kf % TC_STAGES;
-        qn_mbar_arrive_tx(bars + 8u * (uint32_t)sf, TC_STAGE_BYTES);
-        tc_tma(sbase + (uint32_t)(sf * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * (uint32_t)sf);
+        qn_mbar_arrive_tx(bars + 8u * SF, TC_STAGE_BYTES);
+        tc_tma(sbase + (uint32_t)(SF * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * SF);
     }
 }
 
-/* steps i + R .. i + E - 1 (slots R .. E - 1; even steps decode into a0, odd into a1) */
+/* steps R .. E - 1 of the pass (even steps decode into a0, odd into a1) */
 template <bool LUT, int R, int E>
-__device__ __forceinline__ void tc_steps(int i, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane, int g,
-                                         const uint8_t *tl, uint32_t (&a0)[4][4], uint32_t (&a1)[4][4], float (&acc)[64],
+__device__ __forceinline__ void tc_steps(const tc_pass &ps, int L, int k0, uint4 (&cq)[TC_WD],
+                                         tc_scale (&cs)[TC_WD / 2], const uint8_t *tl, uint32_t (&a0)[4][4],
+                                         uint32_t (&a1)[4][4], float (&acc)[64], uint32_t dlo, uint32_t dhi,
                                          uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
     if constexpr (R < E) {
         if constexpr (R & 1)
-            tc_step<LUT, R>(i + R, L, k0, cb, wst, lane, g, tl, a1, a0, acc, sbase, bars, map, tok0);
+            tc_step<LUT, R>(ps, L, k0, cq, cs, tl, a1, a0, acc, dlo, dhi, sbase, bars, map, tok0);
         else
-            tc_step<LUT, R>(i + R, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
-        tc_steps<LUT, R + 1, E>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+            tc_step<LUT, R>(ps, L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
+        tc_steps<LUT, R + 1, E>(ps, L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
     }
 }
 
-/* the last steps of a CTA, rem < TC_WD of them (even), from slot R on */
+/* the last rem < TC_U steps of a CTA (rem even), from step R of the pass on */
 template <bool LUT, int R>
-__device__ __forceinline__ void tc_tail(int i, int rem, int L, int k0, tc_code (&cb)[TC_WD], const uint4 *wst, int lane,
-                                        int g, const uint8_t *tl, uint32_t (&a0)[4][4], uint32_t (&a1)[4][4],
-                                        float (&acc)[64], uint32_t sbase, uint32_t bars, const CUtensorMap *map,
-                                        int64_t tok0) {
-    if constexpr (R + 2 <= TC_WD) {
+__device__ __forceinline__ void tc_tail(const tc_pass &ps, int rem, int L, int k0, uint4 (&cq)[TC_WD],
+                                        tc_scale (&cs)[TC_WD / 2], const uint8_t *tl, uint32_t (&a0)[4][4],
+                                        uint32_t (&a1)[4][4], float (&acc)[64], uint32_t dlo, uint32_t dhi,
+                                        uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    if constexpr (R + 2 <= TC_U) {
         if (R < rem) {
-            tc_steps<LUT, R, R + 2>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
-            tc_tail<LUT, R + 2>(i, rem, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, map, tok0);
+            tc_steps<LUT, R, R + 2>(ps, L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
+            tc_tail<LUT, R + 2>(ps, rem, L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
         }
     }
+}
+
+__device__ __forceinline__ tc_pass tc_pass_at(const uint4 *wst, int k0, int i0, int lane, int g) {
+    const uint4 *wp = wst + (size_t)((k0 + i0) >> 1) * LQ4M_U4;
+    return tc_pass{wp + lane, reinterpret_cast<const uint32_t *>(wp + 64) + g, i0, (uint32_t)(i0 / TC_STAGES) & 1u};
 }
 #endif
 
@@ -251,16 +274,19 @@ __global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     const uint4 *const wst = w + (size_t)(sv ? strip : 0) * (size_t)(K / QN_LQ4M_COLS) * LQ4M_U4;
     const int64_t tok0 = (int64_t)blockIdx.x * TC_BN;
 
-    tc_code cb[TC_WD];
+    uint4 cq[TC_WD]; /* the code words of steps 0 .. TC_WD - 1, then of a pass's R + TC_WD */
+    tc_scale cs[TC_WD / 2];
+    {
+        const tc_pass p0 = tc_pass_at(wst, k0, 0, lane, g);
 #pragma unroll
-    for (int d = 0; d < TC_WD; d++) {
-        cb[d] = tc_code{};
-        if (d < L) {
-            const uint4 *ch = wst + (size_t)((k0 + d) >> 1) * LQ4M_U4;
-            cb[d].q = lq4m_ld_stream(ch + ((k0 + d) & 1) * 32 + lane);
-            const uint32_t *sc = reinterpret_cast<const uint32_t *>(ch + 64);
-            cb[d].sg = __ldg(sc + g);
-            cb[d].sh = __ldg(sc + g + 8);
+        for (int d = 0; d < TC_WD; d++) {
+            cq[d] = make_uint4(0, 0, 0, 0);
+            if (d < L) cq[d] = lq4m_ld_stream(p0.wl + (d / 2) * LQ4M_U4 + (d & 1) * 32);
+        }
+#pragma unroll
+        for (int d = 0; d < TC_WD / 2; d++) {
+            cs[d] = tc_scale{0, 0};
+            if (2 * d < L) cs[d] = tc_scale{__ldg(p0.ws + d * LQ4M_U4 * 4), __ldg(p0.ws + d * LQ4M_U4 * 4 + 8)};
         }
     }
     uint8_t *const lut = tc_raw + (sbase - sraw) + TC_STAGES * TC_STAGE_BYTES + 64; /* LUT: the table */
@@ -282,10 +308,14 @@ __global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     uint32_t a0[4][4], a1[4][4];
 #pragma unroll
     for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
+    const uint64_t d0 = tc_desc(sbase);
+    const uint32_t dlo = (uint32_t)d0, dhi = (uint32_t)(d0 >> 32);
     int i = 0;
-    for (; i + TC_WD <= L; i += TC_WD) /* TC_WD steps per pass: each code word stays in its ring slot */
-        tc_steps<LUT, 0, TC_WD>(i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0);
-    tc_tail<LUT, 0>(i, L - i, L, k0, cb, wst, lane, g, tl, a0, a1, acc, sbase, bars, &map, tok0); /* L is even */
+    for (; i + TC_U <= L; i += TC_U) /* passes of TC_U steps: every slot and stage index a constant */
+        tc_steps<LUT, 0, TC_U>(tc_pass_at(wst, k0, i, lane, g), L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars,
+                               &map, tok0);
+    tc_tail<LUT, 0>(tc_pass_at(wst, k0, i, lane, g), L - i, L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars,
+                    &map, tok0); /* L is even */
     tc_wait<0>();
     tc_pin(acc);
     tc_pin(a1);
