@@ -34,9 +34,11 @@
 #       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
 #       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
 #       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
-#       QN_D_NCU "fmt:n": Nsight Compute sections and per-instruction stall samples of the tensor-core GEMM's first
-#       launch in bench_gpu_lutq, on the build and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first
-#       twin also builds and runs test_gpu_quant_lq4m. Every build's sm_90a SASS goes through test_wgmma_sass.
+#       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
+#       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
+#       and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first twin also builds and runs
+#       test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build. Every build's sm_90a SASS
+#       goes through test_wgmma_sass.
 #       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
 #       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
@@ -302,21 +304,30 @@ d)
         timeout 80 "$b/bench/bench_gpu_lutq" --fmt ${QN_D_FMT:-lq4m,lnf4m} --n ${QN_D_N:-1,2,4,8} >>"$W/bench_lutq.txt" 2>&1
     done
     grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
-    if [ -n "${QN_D_NCU:-}" ]; then # "fmt:n": Nsight Compute on the tensor-core GEMM's first launch (q/o), per build
+    if [ -n "${QN_D_KERNELS:-}" ]; then # `quern bench kernels ARGS` (the GGUF paths) per build
+        for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done); do
+            echo "== $b" >>"$W/kernels.md"
+            timeout 120 "$b/quern" bench kernels $QN_D_KERNELS >>"$W/kernels.md" 2>>"$W/kernels.err"
+        done
+        grep -E "^==|^\| [a-zA-Z0-9_]+ \|" "$W/kernels.md" | head -80
+    fi
+    for nc in ${QN_D_NCU:-}; do # "fmt:n ...": Nsight Compute on the first launch (q/o) of lq4m's kernel at n tokens, per build
         NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+        nn=${nc#*:} kn=lq4m_tc_kernel
+        [ "$nn" -le 32 ] && kn=lq4m_mma_kernel # the mma kernel below the GEMM's window
         for b in "$B" $(for t in ${QN_D_NCU_TWINS:-}; do echo build-gpu-$t; done); do
-            nb=$(basename "$b")
-            timeout 150 "$NCU" --clock-control none --kernel-name regex:lq4m_tc_kernel --launch-count 1 \
+            nb=$(basename "$b")-${nc/:/-}
+            timeout 150 "$NCU" --clock-control none --kernel-name regex:$kn --launch-count 1 \
                 --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
                 --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-                --section SourceCounters -o "$W/ncu-$nb" "$b/bench/bench_gpu_lutq" --fmt "${QN_D_NCU%%:*}" \
-                --n "${QN_D_NCU#*:}" >"$W/ncu-$nb.log" 2>&1
+                --section SourceCounters -o "$W/ncu-$nb" "$b/bench/bench_gpu_lutq" --fmt "${nc%%:*}" \
+                --n "$nn" >"$W/ncu-$nb.log" 2>&1
             echo "ncu $nb rc=$?"
             "$NCU" --import "$W/ncu-$nb.ncu-rep" --print-details all >"$W/ncu-$nb.txt" 2>&1
             "$NCU" --import "$W/ncu-$nb.ncu-rep" --page source --print-source sass --csv >"$W/ncu-$nb-sass.csv" 2>&1
-            grep -E "Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall|Tensor|Executed Ipc|Achieved Occ" "$W/ncu-$nb.txt" | head -24
+            grep -E "Duration|DRAM Throughput|Memory Throughput|Warp Cycles Per Issued|Issue Slots Busy|Stall|Tensor|Executed Ipc|Achieved Occ|Waves Per SM|Registers Per" "$W/ncu-$nb.txt" | head -30
         done
-    fi
+    done
     for ty in $TY; do
         for b in "$B" "build-gpu-${t1%%:*}"; do
             echo "== $ty $b" >>"$W/bench.md"
