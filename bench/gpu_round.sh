@@ -32,13 +32,14 @@
 #   d   an A/B of lq4m compile-time knobs: the build and twins (QN_D_TWINS "name:-DFLAG=V ...", default the prefetch
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
 #       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
-#       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the first
-#       twin (QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"). QN_D_CTEST=1: ctest -L gpu on the build first;
+#       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the
+#       first twin (or those in QN_D_BENCH_TWINS; QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
+#       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
-#       and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1: the first twin also builds and runs
-#       test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build. Every build's sm_90a SASS
-#       goes through test_wgmma_sass.
+#       and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
+#       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build. Every
+#       build's sm_90a SASS goes through test_wgmma_sass.
 #       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
 #       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
@@ -257,7 +258,7 @@ d)
     t1=${TW%% *}
     for t in $TW; do
         tn=${t%%:*} tf=${t#*:} tt="bench_gpu_lutq quern"
-        [ -n "${QN_D_TWIN_TEST:-}" ] && [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m"
+        case " ${QN_D_TWIN_TEST:-} " in *" $tn "*) tt="$tt test_gpu_quant_lq4m" ;; " 1 ") [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m" ;; esac
         if [ "${tf#@}" != "$tf" ]; then # "name:@DIR": the tree with DIR's files laid over it (an A/B of sources)
             S=/tmp/src-$tn && rm -rf "$S" && mkdir -p "$S"
             tar -C . --exclude='./build*' --exclude=./.git -cf - . | tar -C "$S" -xf - && cp -r "${tf#@}"/. "$S"/
@@ -280,17 +281,18 @@ d)
         [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
     done
     if [ -n "${QN_D_CTEST:-}" ]; then # the whole GPU suite (the synth models are made meanwhile, niced)
-        timeout 240 ctest --test-dir "$B" -L gpu --output-on-failure --timeout 200 >"$W/ctest.log" 2>&1
+        timeout 240 ctest --test-dir "$B" -L gpu ${QN_D_CTEST#1} --output-on-failure --timeout 200 >"$W/ctest.log" 2>&1
         echo "ctest -L gpu rc=$?"
         grep -E "tests passed|tests failed|\*\*\*Failed|Not Run|Timeout" "$W/ctest.log" | head -12
     else
         timeout 100 "$B/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m.txt" 2>&1
         echo "test_gpu_quant_lq4m rc=$?"
     fi
-    if [ -n "${QN_D_TWIN_TEST:-}" ]; then # the first twin's own test_gpu_quant_lq4m (its flags may move AUTO's paths)
-        timeout 100 "build-gpu-${t1%%:*}/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m-${t1%%:*}.txt" 2>&1
-        echo "test_gpu_quant_lq4m (${t1%%:*}) rc=$?"
-    fi
+    for tn in $(for t in $TW; do echo ${t%%:*}; done); do # the twins' own test_gpu_quant_lq4m (flags move paths)
+        [ -x "build-gpu-$tn/tests/test_gpu_quant_lq4m" ] || continue
+        timeout 100 "build-gpu-$tn/tests/test_gpu_quant_lq4m" >"$W/test_gpu_quant_lq4m-$tn.txt" 2>&1
+        echo "test_gpu_quant_lq4m ($tn) rc=$?"
+    done
     for tool in ${QN_D_SANITIZE:-}; do
         QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
             >"$W/$tool.txt" 2>&1
@@ -329,7 +331,7 @@ d)
         done
     done
     for ty in $TY; do
-        for b in "$B" "build-gpu-${t1%%:*}"; do
+        for b in "$B" $(for tn in ${QN_D_BENCH_TWINS:-${t1%%:*}}; do echo build-gpu-$tn; done); do
             echo "== $ty $b" >>"$W/bench.md"
             timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty ${QN_D_BENCH_ARGS:--p 512 -n 128 -r 3} -o md \
                 >>"$W/bench.md" 2>>"$W/bench.err"

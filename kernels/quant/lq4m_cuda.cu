@@ -82,9 +82,10 @@ __device__ __forceinline__ T lq4m_pick(const T (&a)[LQ4M_MAX_MATS], int i) {
 /* NG groups of 8 tokens (n <= 8 NG), R strips per CTA (and per warp: each B fragment serves R A fragments, which
  * halves the activation loads per weight byte at R = 2). y [n][N] f32; with gridDim.y > 1, part
  * [tiles][split][R * NG * 128] f32 and cnt [tiles] (tile = blockIdx.x, strips R tile .. R tile + R - 1).
- * G (act-order): x is in the original column order and the CTA first gathers its columns of it through perm into
- * shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps eight tokens' rows on distinct banks), instead
- * of a gather kernel before it; the B fragments then come from there. L (table formats, never with G): the
+ * G: the CTA first copies its columns of x into shared memory, lq4m_xs [n][cps * 128 + 8] fp16 (the pad keeps
+ * eight tokens' rows on distinct banks), and the B fragments come from there: with perm (act-order; x in the
+ * original column order) gathered through it, instead of a gather kernel before; without, staged as they are
+ * (QN_LQ4M_STAGE_X_ELEMS: each chunk's x then waits on no load in the loop). L (table formats, never with G): the
  * dynamic shared memory holds the lookup table (LQ4M_LUT_BYTES, lq4m_fill_lut). D: chunks in flight per strip and warp
  * (the one in use included: D - 1 ahead). W: warps per CTA. */
 template <int NG, int R, bool G, bool L, int D, int W>
@@ -139,11 +140,16 @@ __global__ void __launch_bounds__(W * 32)
         __syncthreads();
     }
     qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
-    if constexpr (G) { /* xs[t][j - c0 128] = x[t][perm[j]] over the CTA's columns, four per thread and step */
+    if constexpr (G) { /* xs[t][j - c0 128] = x[t][perm[j]] (x[t][j] without perm) over the CTA's columns */
         __half *xs = reinterpret_cast<__half *>(lq4m_xs);
         const int j0 = c0 * QN_LQ4M_COLS, cols = (c1 - c0) * QN_LQ4M_COLS, stride = cps * QN_LQ4M_COLS + 8;
+        if (!perm) /* staged: eight per thread and step, 16-byte loads */
+            for (int tok = 0; tok < n; tok++)
 #pragma unroll 2
-        for (int q = 4 * (int)threadIdx.x; q < cols; q += 4 * (W * 32)) {
+                for (int q = 8 * (int)threadIdx.x; q < cols; q += 8 * (W * 32))
+                    qn_stg128(xs + (size_t)tok * stride + q, qn_ldg128(x + (size_t)tok * (size_t)K + j0 + q));
+#pragma unroll 2
+        for (int q = 4 * (int)threadIdx.x; perm && q < cols; q += 4 * (W * 32)) { /* gathered: four per step */
             const int4 pj = __ldg(reinterpret_cast<const int4 *>(perm + j0 + q));
             for (int tok = 0; tok < n; tok++) {
                 const __half *xt = x + (size_t)tok * (size_t)K;
@@ -516,6 +522,14 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
     return true;
 }
 
+/* Activations a CTA of a one-group launch without perm stages in shared memory at most (tokens x its columns; 0:
+ * never): its chunks then read x there instead of issuing global loads in the loop, each a wait of an L2 round trip
+ * (Nsight Compute put 15% of the n = 1 kernel's stall samples on the first mma after them, q/o; r5 in
+ * bench/results/gpu-lq4m-tc-2026-12-06.md). An A/B knob (-D). */
+#ifndef QN_LQ4M_STAGE_X_ELEMS
+#define QN_LQ4M_STAGE_X_ELEMS 4096
+#endif
+
 /* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA; 56 registers at 2, 64 at 3); the
  * larger instances keep 2. An A/B knob (-D): measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md, 688dd63)
  * 3 and 4 lost to 2 (gate/up n = 1 LQ4M 15.6 and 18.6 us against 14.9; 8B GPTQ-4 tg128 376.6 against 387.7 t/s). */
@@ -551,13 +565,14 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         const dim3 grid((unsigned)(c->strips / p.r), (unsigned)p.split, 1);
         const bool lut = qn_lq4m_is_lut(c->fmt);
         if (lut && perm) return QN_ERR_INTERNAL; /* refused by lq4m_run */
-        const size_t xs = perm ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
+        const bool stage = !perm && !lut && p.ng == 1 && (int64_t)take * cps * QN_LQ4M_COLS <= QN_LQ4M_STAGE_X_ELEMS;
+        const size_t xs = perm || stage ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
             lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1, QN_LQ4M_LUT_WARPS>
                       : p.r == 1 ? lq4m_mma_kernel<2, 1, false, true, 2, LQ4M_WARPS>
                                  : lq4m_mma_kernel<2, 2, false, true, 2, LQ4M_WARPS>)
-            : perm ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
+            : perm || stage ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, true, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
                       : p.r == 1 ? lq4m_mma_kernel<2, 1, true, false, 2, LQ4M_WARPS> : lq4m_mma_kernel<2, 2, true, false, 2, LQ4M_WARPS>)
                    : (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, false, QN_LQ4M_DEPTH1, LQ4M_WARPS>
                       : p.r == 1 ? lq4m_mma_kernel<2, 1, false, false, 2, LQ4M_WARPS>
