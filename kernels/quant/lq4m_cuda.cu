@@ -204,6 +204,7 @@ __global__ void __launch_bounds__(W * 32)
         __syncthreads();
         red = reinterpret_cast<float(*)[R * NG * 4][32]>(lq4m_xs);
     }
+    __shared__ bool last;
 #pragma unroll
     for (int r = 0; r < R; r++)
 #pragma unroll
@@ -229,7 +230,16 @@ __global__ void __launch_bounds__(W * 32)
             const int v = (int)threadIdx.x + u * (W * 32);
             if (v < NV) mine[v] = sum[u];
         }
-        if (!qn_split_arrive(&cnt[tile], (unsigned)split)) return; /* the last CTA of the tile sums the split */
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            const unsigned prev = atomicAdd(&cnt[tile], 1u);
+            last = prev == (unsigned)split - 1;
+            if (last) cnt[tile] = 0; /* every CTA of the tile has arrived: ready for the next call */
+        }
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
         const float *all = part + (size_t)tile * (size_t)split * NV;
 #pragma unroll
         for (int u = 0; u < PER; u++) {
