@@ -293,7 +293,11 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             mine[t0 * KQ_ROWS + lrc + 8] = acc[0][t][2];
             mine[(t0 + 1) * KQ_ROWS + lrc + 8] = acc[0][t][3];
         }
-        if (!qn_split_arrive(&a.cnt[blockIdx.x], (unsigned)S)) return; /* the last CTA of the row tile sums all S */
+        __threadfence(); /* this thread's part of the tile is visible device-wide... */
+        __syncthreads(); /* ...for every thread, before thread 0 moves the counter */
+        const int last = __syncthreads_or(tid == 0 && atomicAdd(&a.cnt[blockIdx.x], 1u) == (unsigned)(S - 1));
+        if (!last) return;
+        __threadfence();
         const int ntok = (int)min(a.n, (int64_t)(8 * NA));
         for (int idx = tid; idx < ntok * KQ_ROWS; idx += KQ_THREADS) {
             const int t = idx / KQ_ROWS, r = idx - t * KQ_ROWS;
@@ -301,6 +305,7 @@ __global__ void __launch_bounds__(KQ_THREADS, kq_cfg<F, NT>::MIN_BLOCKS) kq_kern
             for (int j = 0; j < S; j++) sum += __ldcg(tile + (int64_t)j * (8 * NA * KQ_ROWS) + t * KQ_ROWS + r);
             if (row0 + r < a.N) a.y[t * a.N + row0 + r] = sum;
         }
+        if (tid == 0) a.cnt[blockIdx.x] = 0u; /* ready for the next launch */
         return;
     }
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
