@@ -4,7 +4,7 @@
  * bit per weight instead of LQ4's / LNF4's 1.0 (4.25 bits per weight, LQ4 and LNF4 5.0, bnb NF4 4.5 or 4.13 with
  * double quant, fp16 16). Owns: the layouts, which weights take them, the host repack and host twin, the GPU
  * entry points (definitions in lq4m_cuda.cu: the mma matmul for few tokens, dequant to fp16 + cuBLAS for many; in
- * lq4m_tc_sm90a.cu: the wgmma GEMM for 33..512 tokens on Hopper).
+ * lq4m_tc_sm90a.cu: the wgmma GEMM for 33..1024 tokens on Hopper).
  * Not: the integer values (lutq_gpu.h: w = fp16(d · (q − z)), d fp16, q − z an exact small integer), the tables
  * (lutq_gpu.h: qn_lutq_gpu_map), the CPU layout.
  *
@@ -140,15 +140,15 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
  * 128-token tile costs the same from 1 to 128 tokens, 16.8 / 42.8 / 39.1 us on the 8B q/o, gate/up, down shapes at
  * n = 64 against 23.6 / 101.0 / 103.9 for dequant + cuBLAS and 25.1 / 48.7 / 53.5 for the mma kernel at 48 (17.1 /
  * 32.5 / 36.0 at 32). With the lean step (11d497e; r5, same call): at n = 512 31.6 / 114.8 / 108.9 against 39.2 /
- * 150.2 / 135.3 for dequant + cuBLAS (cuBLAS on fp16 weights 27.2 / 95.5 / 85.7: 78-86% of its rate), at 1024
- * 63.5 / 206.8 / 229.2 against 64.6 / 228.5 / 219.7 (69-82%; dequant + cuBLAS 72-76%). The 8B prefill at 512 tokens
- * ran 1.17-1.22x faster with the window up to 1024 than up to 384; 512 is the largest n measured ahead on every
- * shape. */
+ * 150.2 / 135.3 for dequant + cuBLAS (cuBLAS on fp16 weights 27.2 / 95.5 / 85.7: 78-86% of its rate). At 1024
+ * (r5, r6) the GEMM and dequant + cuBLAS are within 5% of each other (q/o and down either way, gate/up 4-10% the
+ * GEMM's), 72-79% of cuBLAS for the GEMM in r6. The 8B prefill with the window up to 1024 against 512 (r6, same
+ * call): pp1024 28892 against 27825 t/s (+3.8%), pp512 and pp2048 even; against 384 (r5) pp512 1.17-1.22x. */
 #ifndef QN_LQ4M_TC_MIN_TOKENS
 #define QN_LQ4M_TC_MIN_TOKENS 33
 #endif
 #ifndef QN_LQ4M_TC_MAX_TOKENS
-#define QN_LQ4M_TC_MAX_TOKENS 512
+#define QN_LQ4M_TC_MAX_TOKENS 1024
 #endif
 static inline bool qn_lq4m_tc_auto(int64_t n) { return n >= QN_LQ4M_TC_MIN_TOKENS && n <= QN_LQ4M_TC_MAX_TOKENS; }
 

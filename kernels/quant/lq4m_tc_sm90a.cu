@@ -1,7 +1,7 @@
 /* lq4m_tc_sm90a.cu — the tensor-core GEMM of the M forms (LQ4M, LNF4M, LFP4M) for many tokens on Hopper (sm_90a:
  * wgmma), the dequant in the tile loads: y[n][N] f32 = x[n][K] fp16 . W^T with W the chunks (lq4m.h), no fp16 copy
  * of W. Built only for sm_90a (CMakeLists.txt: its own object library; wgmma has no sm_90 form); lq4m_cuda.cu calls
- * it for path TC and, under AUTO, in qn_lq4m_tc_auto's window (33..512 tokens). Holds no state.
+ * it for path TC and, under AUTO, in qn_lq4m_tc_auto's window (33..1024 tokens). Holds no state.
  *
  * x first goes through qn_lq4m_tc_prepare_x: within each 32-column block its 16 32-bit words W (column pairs) are
  * reordered W0 W4 W8 W12 W1 W5 W9 W13 | W2 W6 W10 W14 W3 W7 W11 W15, so that the k slots of each 16-column slice
