@@ -535,8 +535,9 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
 /* Activations a CTA of a one-group launch without perm stages in shared memory at most (tokens x its columns; 0:
  * never): its chunks then read x there instead of issuing global loads in the loop, each a wait of an L2 round trip
  * (Nsight Compute put 15% of the n = 1 kernel's stall samples on the first mma after them, q/o). Measured on an H100
- * against 0 in the same call (bench/results/gpu-lq4m-tc-2026-12-06.md, r6): n = 1 q/o 6.67 / gate/up 13.38 / down
- * 13.44 us against 7.12 / 15.07 / 16.01, 8B GPTQ-4 tg64 412 against 377 t/s. An A/B knob (-D). */
+ * (bench/results/gpu-lq4m-tc-2026-12-06.md, r6, same call): n = 1 q/o 6.67 / gate/up 13.38 / down 13.44 us against
+ * 7.12 / 15.07 / 16.01 at 0 and 7.18 / 14.12 / 14.89 for the code before it; 8B GPTQ-4 tg64 412 against 377 and 397
+ * t/s. An A/B knob (-D). */
 #ifndef QN_LQ4M_STAGE_X_ELEMS
 #define QN_LQ4M_STAGE_X_ELEMS 4096
 #endif
