@@ -541,6 +541,11 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
 #ifndef QN_LQ4M_STAGE_X_ELEMS
 #define QN_LQ4M_STAGE_X_ELEMS 4096
 #endif
+/* The same for the two-group launches (9..16 tokens, the act-order instances), 0: never. Not yet measured: an A/B
+ * knob (16384 stages q/o at n = 16 in 32 KB). */
+#ifndef QN_LQ4M_STAGE_X2_ELEMS
+#define QN_LQ4M_STAGE_X2_ELEMS 0
+#endif
 
 /* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA; 56 registers at 2, 64 at 3); the
  * larger instances keep 2. An A/B knob (-D): measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md, 688dd63)
@@ -577,7 +582,8 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         const dim3 grid((unsigned)(c->strips / p.r), (unsigned)p.split, 1);
         const bool lut = qn_lq4m_is_lut(c->fmt);
         if (lut && perm) return QN_ERR_INTERNAL; /* refused by lq4m_run */
-        const bool stage = !perm && !lut && p.ng == 1 && (int64_t)take * cps * QN_LQ4M_COLS <= QN_LQ4M_STAGE_X_ELEMS;
+        const int64_t xcols = (int64_t)take * cps * QN_LQ4M_COLS;
+        const bool stage = !perm && !lut && xcols <= (p.ng == 1 ? QN_LQ4M_STAGE_X_ELEMS : QN_LQ4M_STAGE_X2_ELEMS);
         const size_t xs = perm || stage ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
