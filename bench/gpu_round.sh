@@ -258,7 +258,10 @@ d)
     t1=${TW%% *}
     for t in $TW; do
         tn=${t%%:*} tf=${t#*:} tt="bench_gpu_lutq quern"
-        case " ${QN_D_TWIN_TEST:-} " in *" $tn "*) tt="$tt test_gpu_quant_lq4m" ;; " 1 ") [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m" ;; esac
+        case " ${QN_D_TWIN_TEST:-} " in # "1": the first twin; else the twins named
+        *" $tn "*) tt="$tt test_gpu_quant_lq4m" ;;
+        " 1 ") [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m" ;;
+        esac
         if [ "${tf#@}" != "$tf" ]; then # "name:@DIR": the tree with DIR's files laid over it (an A/B of sources)
             S=/tmp/src-$tn && rm -rf "$S" && mkdir -p "$S"
             tar -C . --exclude='./build*' --exclude=./.git -cf - . | tar -C "$S" -xf - && cp -r "${tf#@}"/. "$S"/

@@ -582,10 +582,11 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         const dim3 grid((unsigned)(c->strips / p.r), (unsigned)p.split, 1);
         const bool lut = qn_lq4m_is_lut(c->fmt);
         if (lut && perm) return QN_ERR_INTERNAL; /* refused by lq4m_run */
+        const size_t xcopy = lq4m_xs_bytes(K, take, p); /* x in shared memory, gathered or staged */
         const int64_t xcols = (int64_t)take * cps * QN_LQ4M_COLS;
         const bool stage = !perm && !lut && xcols <= (p.ng == 1 ? QN_LQ4M_STAGE_X_ELEMS : QN_LQ4M_STAGE_X2_ELEMS) &&
-                           lq4m_xs_bytes(K, take, p) <= LQ4M_XS_MAX; /* a knob set past the limit stages less */
-        const size_t xs = perm || stage ? lq4m_xs_bytes(K, take, p) : lut ? LQ4M_LUT_BYTES : 0;
+                           xcopy <= LQ4M_XS_MAX; /* a knob set past the limit stages less */
+        const size_t xs = perm || stage ? xcopy : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
         const lq4m_fn fn =
             lut    ? (p.ng == 1 ? lq4m_mma_kernel<1, 1, false, true, QN_LQ4M_DEPTH1, QN_LQ4M_LUT_WARPS>
