@@ -31,7 +31,7 @@
 #       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
 #   d   an A/B of lq4m compile-time knobs: the build and twins (QN_D_TWINS "name:-DFLAG=V ...", default the prefetch
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
-#       compute-sanitizer tools in QN_D_SANITIZE, quick); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
+#       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
 #       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the
 #       first twin (or those in QN_D_BENCH_TWINS; QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
 #       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
@@ -302,6 +302,12 @@ d)
         echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$W/$tool.txt"
         grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
+        [ -n "${QN_D_SANITIZE_GGUF:-}" ] || continue # "PATTERN": test_gpu_quant's tests of that name too
+        QN_TEST_QUICK=1 QN_TEST_FILTER="$QN_D_SANITIZE_GGUF" timeout 150 compute-sanitizer --tool $tool \
+            --error-exitcode 9 "$B/tests/test_gpu_quant" >"$W/$tool-gguf.txt" 2>&1
+        echo "$tool test_gpu_quant $QN_D_SANITIZE_GGUF (quick) rc=$?"
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$W/$tool-gguf.txt" | head -4
+        grep -E "Race reported|Internal|illegal" "$W/$tool-gguf.txt" | grep -v nvjet | head -5
     done
     wait
     for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done) "$B"; do

@@ -144,4 +144,12 @@ __device__ __forceinline__ void qn_mma_16816(float c[4], uint32_t a0, uint32_t a
 __device__ __forceinline__ uint32_t qn_h2_bits(__half2 h) { return *reinterpret_cast<uint32_t *>(&h); }
 __device__ __forceinline__ __half2 qn_bits_h2(uint32_t u) { return *reinterpret_cast<__half2 *>(&u); }
 
+/* (v & 0x000F000F) | 0x64006400 as one LOP3 (the C form gives two: SASS has one immediate per LOP3): the nibbles
+ * at bits 0 and 16 as the half2 (1024 + q, 1024 + q') */
+__device__ __forceinline__ uint32_t qn_nib_h2(uint32_t v) {
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(v), "n"(0x000F000F), "r"(0x64006400u));
+    return r;
+}
+
 #endif /* QN_DEVICE_UTIL_CUH */

@@ -24,13 +24,6 @@ __device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
     return v;
 }
 
-/* (v & 0x000F000F) | 0x64006400 as one LOP3 (the C form gives two: SASS has one immediate per LOP3) */
-__device__ __forceinline__ uint32_t lq4m_nib_or(uint32_t v) {
-    uint32_t r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(v), "n"(0x000F000F), "r"(0x64006400u));
-    return r;
-}
-
 /* One LQ4M code word to the four A-fragment registers, with row g's scale word sg and row g+8's sh
  * (d | (0x6400 + z) << 16): (q | 0x6400) as half2 (1024 + q), minus (1024 + z), exact, times d (one rounding). */
 __device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh, uint32_t a[4]) {
@@ -38,7 +31,7 @@ __device__ __forceinline__ void lq4m_decode(uint32_t v, uint32_t sg, uint32_t sh
     const __half2 zh = qn_bits_h2(__byte_perm(sh, 0, 0x3232)), dh = qn_bits_h2(__byte_perm(sh, 0, 0x1010));
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        const __half2 q = qn_bits_h2(lq4m_nib_or(v >> (4 * e))); /* (1024 + q, 1024 + q') */
+        const __half2 q = qn_bits_h2(qn_nib_h2(v >> (4 * e))); /* (1024 + q, 1024 + q') */
         a[e] = qn_h2_bits(__hmul2(__hsub2(q, (e & 1) ? zh : zg), (e & 1) ? dh : dg));
     }
 }

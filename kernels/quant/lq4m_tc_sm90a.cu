@@ -31,13 +31,12 @@
  * Strips past N/16 compute on strip 0's weights and store nothing; tokens past n store nothing. */
 #include <stdint.h>
 
-#include <cuda.h> /* CUtensorMap (the driver's entry point is fetched through the runtime: no libcuda link) */
-#include <cudaTypedefs.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_util.cuh"
+#include "kernels/common/wgmma_sm90a.cuh"
 #include "kernels/quant/lq4m.h"
 #include "kernels/quant/lq4m_frag.cuh"
 
@@ -79,70 +78,6 @@
 struct tc_map {
     uint32_t v[8];
 };
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define TC_ARCH 1
-#endif
-
-/* The shared-memory matrix descriptor of a K-major B tile with the 128-byte swizzle: start address (bits 0-13,
- * in 16-byte units), leading offset unused (1), stride 1024 bytes between 8-row groups (bits 32-45), swizzle
- * mode 1 (bits 62-63). A k16 slice s of the 64-column tile starts 32 s bytes in. */
-__device__ __forceinline__ uint64_t tc_desc(uint32_t saddr) {
-    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
-}
-
-#ifdef TC_ARCH
-__device__ __forceinline__ void tc_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void tc_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void tc_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
-/* keeps the compiler from moving accesses of these registers across the asynchronous wgmma that reads them */
-__device__ __forceinline__ void tc_pin(float (&d)[64]) {
-#pragma unroll
-    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
-}
-__device__ __forceinline__ void tc_pin(uint32_t (&a)[4][4]) {
-#pragma unroll
-    for (int s = 0; s < 4; s++)
-#pragma unroll
-        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[s][i])::"memory");
-}
-/* d[64 x 128] (this warpgroup's accumulators) += A (registers a, rows of the four warps) . B (descriptor) */
-__device__ __forceinline__ void tc_wgmma(float (&d)[64], const uint32_t (&a)[4], uint64_t desc) {
-    asm volatile("{\n"
-                 ".reg .pred p;\n"
-                 "setp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
-                 "{"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, "
-                 "%8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, "
-                 "%24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, "
-                 "%40, %41, %42, %43, %44, %45, %46, %47, "
-                 "%48, %49, %50, %51, %52, %53, %54, %55, "
-                 "%56, %57, %58, %59, %60, %61, %62, %63 "
-                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
-                 "}\n"
-                 :
-                 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
-}
-
-/* the [TC_BN rows from row][TC_BK columns from col] box of the tensor map into shared memory at sdst, on bar */
-__device__ __forceinline__ void tc_tma(uint32_t sdst, const CUtensorMap *map, int col, int row, uint32_t bar) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
-                 ::"r"(sdst), "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
-                 : "memory");
-}
-#endif
 
 struct tc_scale {
     uint32_t sg, sh; /* scale words of rows g, g + 8 */
@@ -345,30 +280,12 @@ __global__ void lq4m_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp
     xt[4 * i + 3] = make_uint4(v0.w, v1.w, v2.w, v3.w);
 }
 
-/* y = the split's sums in split order (deterministic) */
-__global__ void lq4m_tc_reduce_kernel(const float *__restrict__ part, /* [split][total] */
-                                      float *__restrict__ y,          /* [total] */
-                                      int64_t total, int split) {
-    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    float s = __ldcs(part + i);
-    for (int z = 1; z < split; z++) s += __ldcs(part + (size_t)z * (size_t)total + i);
-    y[i] = s;
-}
-
 /* The K split of an N x K call on n tokens: none where the tiles fill the SMs' CTA slots (QN_LQ4M_TC_CTAS each),
  * else as many as the idle slots allow (at most 8, at least 16 steps of 64 columns per split). Steps per split
  * (even): *cps. */
 int qn_lq4m_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    const int64_t KT = K / TC_BK, ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
-    const int64_t slots = (int64_t)n_sm * QN_LQ4M_TC_CTAS;
-    int64_t s = ctas >= slots ? 1 : slots / ctas;
-    if (s > 8) s = 8;
-    while (s > 1 && KT / s < 16) s--;
-    int64_t c = (KT + s - 1) / s;
-    c += c & 1;
-    *cps = (int)c;
-    return (int)((KT + c - 1) / c);
+    const int64_t ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
+    return tc_split(ctas, (int64_t)n_sm * QN_LQ4M_TC_CTAS, K / TC_BK, 2, cps);
 }
 
 /* the split's sums of any call of at most n tokens (a size that grows with n, as callers sizing a workspace for
@@ -422,21 +339,9 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
         return QN_ERR_INVALID_ARG;
     const int64_t bx = (n + TC_BN - 1) / TC_BN;
     if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
-    void *fn = NULL;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess || !fn) {
-        (void)cudaGetLastError();
-        return QN_ERR_UNSUPPORTED;
-    }
     CUtensorMap map;
-    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)n}, strides[1] = {(cuuint64_t)K * 2};
-    const cuuint32_t box[2] = {TC_BK, TC_BN}, es[2] = {1, 1};
-    const CUresult r = ((PFN_cuTensorMapEncodeTiled_v12000)fn)(
-        &map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void *>(xt), dims, strides, box, es,
-        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) return QN_ERR_INVALID_ARG;
+    const qn_status ms = tc_x_map(&map, xt, K, n, TC_BK, TC_BN);
+    if (ms != QN_OK) return ms;
     const bool lut = qn_lq4m_is_lut(fmt);
     tc_map tab = {};
     if (lut) {
@@ -452,11 +357,5 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
     float *const pp = split > 1 ? (float *)part : NULL;
     kern<<<grid, TC_THREADS, smem, (cudaStream_t)stream>>>(map, tab, (const uint4 *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();
-    if (split > 1) {
-        const int64_t total = n * N;
-        if ((total + 255) / 256 > 0x7fffffff) return QN_ERR_SHAPE;
-        lq4m_tc_reduce_kernel<<<(unsigned)((total + 255) / 256), 256, 0, (cudaStream_t)stream>>>(pp, y, total, split);
-        QN_CUDA_TRY_LAUNCH();
-    }
-    return QN_OK;
+    return split > 1 ? tc_reduce(pp, y, n * N, split, (cudaStream_t)stream) : QN_OK;
 }

@@ -1,0 +1,134 @@
+/* wgmma_sm90a.cuh — what the Hopper tensor-core GEMMs (*_sm90a.cu: the M forms' lq4m_tc_sm90a.cu, Q4_K's
+ * gguf/q4k_tc_sm90a.cu) share: wgmma m64n128k16 with A in registers and B a 128-byte-swizzled K-major shared tile,
+ * its fences and commit groups, the 2-D TMA box load, the split-K sum kernel and the tensor map of an fp16 [n][K]
+ * x in boxes of [128 tokens][64 columns]. Header-only, no state; include from sm_90a-only files. */
+#ifndef QN_WGMMA_SM90A_CUH
+#define QN_WGMMA_SM90A_CUH
+
+#include <stdint.h>
+
+#include <cuda.h> /* CUtensorMap (the driver's entry point is fetched through the runtime: no libcuda link) */
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.h"
+#include "quern.h"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define TC_ARCH 1
+#endif
+
+/* The shared-memory matrix descriptor of a K-major B tile with the 128-byte swizzle: start address (bits 0-13,
+ * in 16-byte units), leading offset unused (1), stride 1024 bytes between 8-row groups (bits 32-45), swizzle
+ * mode 1 (bits 62-63). A k16 slice s of the 64-column tile starts 32 s bytes in. */
+__device__ __forceinline__ uint64_t tc_desc(uint32_t saddr) {
+    return (uint64_t)((saddr & 0x3FFFFu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+
+#ifdef TC_ARCH
+__device__ __forceinline__ void tc_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void tc_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void tc_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+/* keeps the compiler from moving accesses of these registers across the asynchronous wgmma that reads them */
+__device__ __forceinline__ void tc_pin(float (&d)[64]) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+__device__ __forceinline__ void tc_pin(uint32_t (&a)[4][4]) {
+#pragma unroll
+    for (int s = 0; s < 4; s++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) asm volatile("" : "+r"(a[s][i])::"memory");
+}
+/* d[64 x 128] (this warpgroup's accumulators) += A (registers a, rows of the four warps) . B (descriptor) */
+__device__ __forceinline__ void tc_wgmma(float (&d)[64], const uint32_t (&a)[4], uint64_t desc) {
+    asm volatile("{\n"
+                 ".reg .pred p;\n"
+                 "setp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+                 "{"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, "
+                 "%8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, "
+                 "%24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, "
+                 "%40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, "
+                 "%56, %57, %58, %59, %60, %61, %62, %63 "
+                 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+                 "}\n"
+                 :
+                 "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(1));
+}
+
+/* the [TC_BN rows from row][TC_BK columns from col] box of the tensor map into shared memory at sdst, on bar */
+__device__ __forceinline__ void tc_tma(uint32_t sdst, const CUtensorMap *map, int col, int row, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+                 ::"r"(sdst), "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
+                 : "memory");
+}
+#endif
+
+
+/* y = the split's sums in split order (deterministic) */
+static __global__ void tc_reduce_kernel(const float *__restrict__ part, /* [split][total] */
+                                      float *__restrict__ y,          /* [total] */
+                                      int64_t total, int split) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    float s = __ldcs(part + i);
+    for (int z = 1; z < split; z++) s += __ldcs(part + (size_t)z * (size_t)total + i);
+    y[i] = s;
+}
+
+/* The tensor map of x [n][K] fp16 (row stride K, 16-byte aligned) in boxes of [box_rows tokens][box_cols columns]
+ * with the 128-byte swizzle (box_cols = 64: one 128-byte row per token), tokens past n read as zeros.
+ * QN_ERR_UNSUPPORTED without the driver's encoder, QN_ERR_INVALID_ARG where it refuses the map. */
+static inline qn_status tc_x_map(CUtensorMap *map, const void *x, int64_t K, int64_t n, int box_cols, int box_rows) {
+    void *fn = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess || !fn) {
+        (void)cudaGetLastError();
+        return QN_ERR_UNSUPPORTED;
+    }
+    const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)n}, strides[1] = {(cuuint64_t)K * 2};
+    const cuuint32_t box[2] = {(cuuint32_t)box_cols, (cuuint32_t)box_rows}, es[2] = {1, 1};
+    const CUresult r = ((PFN_cuTensorMapEncodeTiled_v12000)fn)(
+        map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<void *>(x), dims, strides, box, es,
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    return r == CUDA_SUCCESS ? QN_OK : QN_ERR_INVALID_ARG;
+}
+
+/* The K split of a GEMM of ctas CTAs over kt steps where slots CTAs fit the GPU at once: none where they fill the
+ * slots, else as many as the idle slots allow (at most 8, at least 16 steps per split); steps per split (a
+ * multiple of align) in *cps. Returns the number of splits. */
+static inline int tc_split(int64_t ctas, int64_t slots, int64_t kt, int align, int *cps) {
+    int64_t s = ctas >= slots ? 1 : slots / ctas;
+    if (s > 8) s = 8;
+    while (s > 1 && kt / s < 16) s--;
+    int64_t c = (kt + s - 1) / s;
+    c = (c + align - 1) / align * align;
+    *cps = (int)c;
+    return (int)((kt + c - 1) / c);
+}
+
+/* y[i] = the sum over the split's parts in split order, after the GEMM (same stream) */
+static inline qn_status tc_reduce(const float *part, float *y, int64_t total, int split, cudaStream_t stream) {
+    if ((total + 255) / 256 > 0x7fffffff) return QN_ERR_SHAPE;
+    tc_reduce_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(part, y, total, split);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+#endif /* QN_WGMMA_SM90A_CUH */
