@@ -12,7 +12,14 @@
 #include <cuda_runtime.h>
 
 #include "kernels/common/cuda_check.h"
+#include "kernels/common/device_util.cuh"
 #include "quern.h"
+
+/* The tile every such GEMM uses: TC_TILE_BN tokens by TC_TILE_BK columns of x per step, one stage of
+ * TC_TILE_BYTES in shared memory (128 rows of 128 bytes, the 128-byte swizzle). */
+#define TC_TILE_BN 128
+#define TC_TILE_BK 64
+#define TC_TILE_BYTES (TC_TILE_BN * TC_TILE_BK * 2)
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define TC_ARCH 1
@@ -75,6 +82,61 @@ __device__ __forceinline__ void tc_tma(uint32_t sdst, const CUtensorMap *map, in
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
                  ::"r"(sdst), "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar)
                  : "memory");
+}
+/* Thread 0 sets up the STAGES mbarriers at bars (8 bytes each), the CTA waits for it, and thread 0 sends the x
+ * tiles of the first STAGES - 1 of the L steps from step k0 to the stages at sbase (tokens from tok0). */
+template <int STAGES>
+__device__ __forceinline__ void tc_start(uint32_t bars, uint32_t sbase, const CUtensorMap *map, int k0, int L,
+                                         int64_t tok0) {
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; s++) qn_mbar_init(bars + 8u * (uint32_t)s, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+        for (int s = 0; s < STAGES - 1 && s < L; s++) {
+            qn_mbar_arrive_tx(bars + 8u * (uint32_t)s, TC_TILE_BYTES);
+            tc_tma(sbase + (uint32_t)(s * TC_TILE_BYTES), map, (k0 + s) * TC_TILE_BK, (int)tok0, bars + 8u * (uint32_t)s);
+        }
+}
+
+/* The tensor-core half of step i (pass-local R) of L: wait for its x tile (stage R % STAGES, parity par of the
+ * pass's first use of stage 0), four wgmma on the A registers a (k16 slices) into acc, one commit group; then
+ * wait for the step before's group (its A registers ao and its stage are free), and once both warpgroups are
+ * past it thread 0 refills that stage with the tile STAGES - 1 steps on. */
+template <int STAGES, int R>
+__device__ __forceinline__ void tc_mma_step(float (&acc)[64], uint32_t (&a)[4][4], uint32_t (&ao)[4][4], uint32_t par,
+                                            int i, int L, int k0, uint32_t dlo, uint32_t dhi, uint32_t sbase,
+                                            uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    constexpr int ST = R % STAGES, SF = (R + STAGES - 1) % STAGES;
+    qn_mbar_wait(bars + 8u * ST, par ^ (uint32_t)((R / STAGES) & 1));
+    tc_fence();
+    tc_pin(acc);
+    tc_pin(a);
+#pragma unroll
+    for (int s = 0; s < 4; s++) /* the descriptor of stage ST's k16 slice s (no carry out of the address field) */
+        tc_wgmma(acc, a[s], (uint64_t)dhi << 32 | (dlo + (uint32_t)((ST * TC_TILE_BYTES + 32 * s) >> 4)));
+    tc_commit();
+    tc_pin(acc);
+    tc_wait<1>(); /* the step before's group: its A registers (ao) and its stage are free */
+    tc_pin(ao);
+    __syncthreads(); /* both warpgroups past it: the step before's stage may be refilled */
+    const int kf = i + STAGES - 1;
+    if (threadIdx.x == 0 && kf < L) {
+        qn_mbar_arrive_tx(bars + 8u * SF, TC_TILE_BYTES);
+        tc_tma(sbase + (uint32_t)(SF * TC_TILE_BYTES), map, (k0 + kf) * TC_TILE_BK, (int)tok0, bars + 8u * SF);
+    }
+}
+
+/* A warp's accumulators to dst [n][N]: rows r0 (= its strip's first row + g) and r0 + 8, tokens tok0 + 8 (i / 4)
+ * + 2 t + (i & 1); tokens past n store nothing. */
+__device__ __forceinline__ void tc_store(const float (&acc)[64], float *dst, int64_t n, int64_t N, int64_t tok0,
+                                         int64_t r0, int t) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+        const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+        if (tok < n) dst[(size_t)tok * (size_t)N + (size_t)(r0 + 8 * ((i >> 1) & 1))] = acc[i];
+    }
 }
 #endif
 

@@ -41,8 +41,8 @@
 #include "kernels/quant/lq4m_frag.cuh"
 
 #define TC_THREADS 256
-#define TC_BN 128                          /* tokens per CTA */
-#define TC_BK 64                           /* columns per step */
+#define TC_BN TC_TILE_BN                   /* tokens per CTA */
+#define TC_BK TC_TILE_BK                   /* columns per step */
 /* x tiles in shared memory (TC_STAGES - 1 in flight), and steps of code words in flight per lane (the one in use
  * included): A/B knobs (-D) */
 #ifndef QN_LQ4M_TC_STAGES
@@ -70,7 +70,7 @@
 #error "QN_LQ4M_TC_WD and QN_LQ4M_TC_STAGES: one a multiple of the other (a pass covers both rings)"
 #endif
 #define TC_U (TC_WD > TC_STAGES ? TC_WD : TC_STAGES) /* steps per pass */
-#define TC_STAGE_BYTES (TC_BN * TC_BK * 2) /* 16 KB: 128 rows of 128 bytes */
+#define TC_STAGE_BYTES TC_TILE_BYTES       /* 16 KB: 128 rows of 128 bytes */
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64) /* + the swizzle's 1024-byte alignment, the mbarriers */
 #define TC_SMEM_LUT (TC_SMEM + LQ4M_LUT_BYTES)          /* + the table formats' lookup table (lq4m_frag.cuh) */
 
@@ -102,7 +102,7 @@ __device__ __forceinline__ void tc_step(const tc_pass &ps, int L, int k0, uint4 
                                         const uint8_t *tl, uint32_t (&a)[4][4], uint32_t (&ao)[4][4], float (&acc)[64],
                                         uint32_t dlo, uint32_t dhi, uint32_t sbase, uint32_t bars,
                                         const CUtensorMap *map, int64_t tok0) {
-    constexpr int SL = R % TC_WD, SC = SL / 2, ST = R % TC_STAGES, SF = (R + TC_STAGES - 1) % TC_STAGES;
+    constexpr int SL = R % TC_WD, SC = SL / 2;
     constexpr bool HI = R & 1;
     const int i = ps.i0 + R;
     const uint4 c = cq[SL];
@@ -134,23 +134,7 @@ __device__ __forceinline__ void tc_step(const tc_pass &ps, int L, int k0, uint4 
             cs[SC].sh = __ldg(ps.ws + CH * 4 + 8);
         }
     }
-    qn_mbar_wait(bars + 8u * ST, ps.ph ^ (uint32_t)((R / TC_STAGES) & 1));
-    tc_fence();
-    tc_pin(acc);
-    tc_pin(a);
-#pragma unroll
-    for (int s = 0; s < 4; s++) /* the descriptor of stage ST's k16 slice s (no carry out of the address field) */
-        tc_wgmma(acc, a[s], (uint64_t)dhi << 32 | (dlo + (uint32_t)((ST * TC_STAGE_BYTES + 32 * s) >> 4)));
-    tc_commit();
-    tc_pin(acc);
-    tc_wait<1>(); /* the step before's group: its A registers (ao) and its stage are free */
-    tc_pin(ao);
-    __syncthreads(); /* both warpgroups past it: the step before's stage may be refilled */
-    const int kf = i + TC_STAGES - 1;
-    if (threadIdx.x == 0 && kf < L) {
-        qn_mbar_arrive_tx(bars + 8u * SF, TC_STAGE_BYTES);
-        tc_tma(sbase + (uint32_t)(SF * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * SF);
-    }
+    tc_mma_step<TC_STAGES, R>(acc, a, ao, ps.ph, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
 }
 
 /* steps R .. E - 1 of the pass (even steps decode into a0, odd into a1) */
@@ -227,16 +211,7 @@ __global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     uint8_t *const lut = tc_raw + (sbase - sraw) + TC_STAGES * TC_STAGE_BYTES + 64; /* LUT: the table */
     if constexpr (LUT) lq4m_fill_lut<TC_THREADS>(reinterpret_cast<uint4 *>(lut), tab.v, tid);
     const uint8_t *const tl = lut + 4 * lane;
-    if (tid == 0) {
-        for (int s = 0; s < TC_STAGES; s++) qn_mbar_init(bars + 8u * (uint32_t)s, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-    if (tid == 0)
-        for (int s = 0; s < TC_STAGES - 1 && s < L; s++) {
-            qn_mbar_arrive_tx(bars + 8u * (uint32_t)s, TC_STAGE_BYTES);
-            tc_tma(sbase + (uint32_t)(s * TC_STAGE_BYTES), &map, (k0 + s) * TC_BK, (int)tok0, bars + 8u * (uint32_t)s);
-        }
+    tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
     float acc[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = 0.f;
@@ -256,12 +231,7 @@ __global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     tc_pin(a1);
     if (!sv) return;
     const int64_t r0 = strip * QN_LQ4M_ROWS + g;
-    float *const dst = part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y;
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-        const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-        if (tok < n) dst[(size_t)tok * (size_t)N + (size_t)(r0 + 8 * ((i >> 1) & 1))] = acc[i];
-    }
+    tc_store(acc, part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y, n, N, tok0, r0, t);
 #else
     __trap(); /* built for sm_90a only (CMakeLists.txt) */
 #endif

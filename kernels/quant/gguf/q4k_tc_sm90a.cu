@@ -30,13 +30,13 @@
 #include "kernels/quant/gguf/q4k_tc.h"
 
 #define TC_THREADS 256
-#define TC_BN 128 /* tokens per CTA */
-#define TC_BK 64  /* columns per step */
+#define TC_BN TC_TILE_BN /* tokens per CTA */
+#define TC_BK TC_TILE_BK /* columns per step */
 #define TC_ROWS 128
 #define TC_STAGES 4
 #define TC_WD 8                       /* steps of code words in flight per lane (two blocks) */
 #define TC_U 8                        /* steps per pass: every ring slot, stage and group a constant */
-#define TC_STAGE_BYTES (TC_BN * TC_BK * 2)
+#define TC_STAGE_BYTES TC_TILE_BYTES
 #define TC_SMEM (TC_STAGES * TC_STAGE_BYTES + 1024 + 64)
 #define Q4K_BYTES 144 /* a block of 256 weights: d, dmin, 12 scale bytes, 128 code bytes */
 #define Q4K_STEPS 4   /* steps per block */
@@ -110,7 +110,6 @@ __device__ __forceinline__ void q4k_step(const q4k_pass &ps, int L, int k0, int 
                                          uint32_t dhi, uint32_t sbase, uint32_t bars, const CUtensorMap *map,
                                          int64_t tok0) {
     constexpr int SL = R % TC_WD, J = R % Q4K_STEPS, SH = (R / Q4K_STEPS) % (TC_WD / Q4K_STEPS);
-    constexpr int ST = R % TC_STAGES, SF = (R + TC_STAGES - 1) % TC_STAGES;
     const int i = ps.i0 + R;
     if constexpr (J == 0) { /* a new block: its heads, loaded TC_WD steps ago */
         hg = q4k_unpack(hd[SH][0]);
@@ -134,23 +133,7 @@ __device__ __forceinline__ void q4k_step(const q4k_pass &ps, int L, int k0, int 
             hd[SH][1] = __ldg(reinterpret_cast<const uint4 *>(ps.ph + HOFF));
         }
     }
-    qn_mbar_wait(bars + 8u * ST, ps.par ^ (uint32_t)((R / TC_STAGES) & 1));
-    tc_fence();
-    tc_pin(acc);
-    tc_pin(a);
-#pragma unroll
-    for (int s = 0; s < 4; s++) /* the descriptor of stage ST's k16 slice s */
-        tc_wgmma(acc, a[s], (uint64_t)dhi << 32 | (dlo + (uint32_t)((ST * TC_STAGE_BYTES + 32 * s) >> 4)));
-    tc_commit();
-    tc_pin(acc);
-    tc_wait<1>(); /* the step before's group: its A registers (ao) and its stage are free */
-    tc_pin(ao);
-    __syncthreads(); /* both warpgroups past it: the step before's stage may be refilled */
-    const int kf = i + TC_STAGES - 1;
-    if (threadIdx.x == 0 && kf < L) {
-        qn_mbar_arrive_tx(bars + 8u * SF, TC_STAGE_BYTES);
-        tc_tma(sbase + (uint32_t)(SF * TC_STAGE_BYTES), map, (k0 + kf) * TC_BK, (int)tok0, bars + 8u * SF);
-    }
+    tc_mma_step<TC_STAGES, R>(acc, a, ao, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
 }
 
 /* steps R .. E - 1 of the pass (even steps decode into a0, odd into a1) */
@@ -216,16 +199,7 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
             }
         }
     }
-    if (tid == 0) {
-        for (int s = 0; s < TC_STAGES; s++) qn_mbar_init(bars + 8u * (uint32_t)s, 1);
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    __syncthreads();
-    if (tid == 0)
-        for (int s = 0; s < TC_STAGES - 1 && s < L; s++) {
-            qn_mbar_arrive_tx(bars + 8u * (uint32_t)s, TC_STAGE_BYTES);
-            tc_tma(sbase + (uint32_t)(s * TC_STAGE_BYTES), &map, (k0 + s) * TC_BK, (int)tok0, bars + 8u * (uint32_t)s);
-        }
+    tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
     float acc[64];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc[i] = 0.f;
@@ -246,13 +220,7 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     tc_pin(acc);
     tc_pin(a1);
     if (!sv) return;
-    const int64_t r0 = strip * 16 + g;
-    float *const dst = part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y;
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-        const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-        if (tok < n) dst[(size_t)tok * (size_t)N + (size_t)(r0 + 8 * ((i >> 1) & 1))] = acc[i];
-    }
+    tc_store(acc, part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y, n, N, tok0, strip * 16 + g, t);
 #else
     __trap(); /* built for sm_90a only (CMakeLists.txt) */
 #endif
