@@ -31,14 +31,16 @@
 #       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
 #   d   an A/B of lq4m compile-time knobs: the build and twins (QN_D_TWINS "name:-DFLAG=V ...", default the prefetch
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
-#       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names); bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the
-#       default twice; 8B-shape models (QN_D_TYPES, default gptq4 nf4) through `quern bench` on the build and the
-#       first twin (or those in QN_D_BENCH_TWINS; QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
+#       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names);
+#       bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the default twice; 8B-shape models (QN_D_TYPES,
+#       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS; QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
 #       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
 #       and the twins named in QN_D_NCU_TWINS; QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
-#       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build. Every
+#       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build; QN_D_SERVE
+#       "TYPE ...": `quern serve` of those QN_D_TYPES models and `quern bench serve` at QN_D_SERVE_CONC (256)
+#       concurrent 512-in / 128-out requests (2x as many prompts) on the build and the bench twins. Every
 #       build's sm_90a SASS goes through test_wgmma_sass.
 #       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
 #       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
@@ -347,6 +349,23 @@ d)
         done
     done
     grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
+    for ty in ${QN_D_SERVE:-}; do # the serving issue's workload (512 in / 128 out) on the build and the bench twins
+        c=${QN_D_SERVE_CONC:-256}
+        for b in "$B" $(for tn in ${QN_D_BENCH_TWINS:-${t1%%:*}}; do echo build-gpu-$tn; done); do
+            nb=$(basename "$b")
+            "$b/quern" serve /tmp/l8b-$ty --device cuda --port 8765 --max-model-len 2048 >"$W/serve-$ty-$nb.log" 2>&1 &
+            sp=$!
+            for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
+            timeout 200 "$b/quern" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
+                --num-prompts $((c * 2)) --max-concurrency $c --save-result --result-dir "$W" \
+                --label "serve-$ty-$nb-c$c" >"$W/serve-bench-$ty-$nb.txt" 2>&1
+            echo "serve $ty $nb c$c rc=$?"
+            kill $sp; wait $sp 2>/dev/null
+            grep -E "Output token throughput|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Successful|Failed" \
+                "$W/serve-bench-$ty-$nb.txt"
+            grep "engine:" "$W/serve-$ty-$nb.log" | tail -1
+        done
+    done
     ;;
 *)
     echo "usage: bench/gpu_round.sh a|b|c|p|s|f1|f2|m1|m2|d" >&2
