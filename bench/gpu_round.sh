@@ -33,7 +33,8 @@
 #       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
 #       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names);
 #       bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the default twice; 8B-shape models (QN_D_TYPES,
-#       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS; QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
+#       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS;
+#       QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
 #       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
