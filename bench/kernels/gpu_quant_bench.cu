@@ -5,7 +5,8 @@
  * 4096x14336; --shape all adds the 128256x4096 LM head) x n = 1, 2, 4, 8, 16, 32, 64, 128, 512, 4096
  * tokens. Each point runs on the path qn_quant_select_path picks (AUTO) and, unless --quick, on the other
  * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA and
- * dequant + cuBLAS (Q4_K in its tensor-core GEMM's window: AUTO is that GEMM, dequant + cuBLAS beside it). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
+ * dequant + cuBLAS (Q4_K and Q6_KP in the K-quant tensor-core GEMM's window: AUTO is that GEMM, dequant + cuBLAS
+ * beside it). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
  * device-to-device copy bandwidth measured in the same run, and cuBLAS fp16 on the same shape and n.
  * Times are CUDA-graph replays of back-to-back calls over rotating weight copies (together >= 3x L2, and
  * every graph holds a whole number of rotations, so no copy is met again before the others have passed
@@ -28,7 +29,7 @@
 #include "bench.h"
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
-#include "kernels/quant/gguf/q4k_tc.h"
+#include "kernels/quant/gguf/kq_tc.h"
 #include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/lutq_gpu.h"
 #include "kernels/quant/qformat.h"
@@ -532,8 +533,8 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
             for (int ni = 0; ni < N_NS; ni++) {
                 const int64_t n = NS[ni];
                 if (!n_wanted(n_list, n)) continue;
-                /* AUTO: what quant_cuda.cu runs (Q4_K's tensor-core GEMM in its window: the workspace has room) */
-                const qn_quant_path chosen = f == QN_QFORMAT_Q4_K && qn_q4k_tc_auto(n) && qn_q4k_tc_takes(qc.sm, sh.N, sh.K)
+                /* AUTO: what quant_cuda.cu runs (the K-quant tensor-core GEMM in its window: the workspace has room) */
+                const qn_quant_path chosen = qn_kq_tc_auto(n) && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K)
                                                  ? QN_QUANT_PATH_TC
                                                  : qn_quant_select_path(f, qc.sm, n);
                 qn_quant_path paths[4];

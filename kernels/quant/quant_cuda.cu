@@ -11,7 +11,7 @@
 #include "kernels/quant/gguf/kq_dequant.h"
 #include "kernels/quant/gguf/kq_kernel.cuh"
 #include "kernels/quant/gguf/kq_mmvq.h"
-#include "kernels/quant/gguf/q4k_tc.h"
+#include "kernels/quant/gguf/kq_tc.h"
 #include "kernels/quant/lq4m.h"
 #include "kernels/quant/quant.h"
 
@@ -155,32 +155,32 @@ static qn_status kq_make_plan(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_q
     return QN_OK;
 }
 
-#ifndef QN_HAVE_SM90A /* no sm_90a code in this build (CMakeLists.txt): no Q4_K tensor-core GEMM */
-bool qn_q4k_tc_takes(int sm, int64_t N, int64_t K) { return false; }
-qn_status qn_q4k_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
-size_t qn_q4k_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) { return 0; }
-qn_status qn_q4k_tc_cuda(int sm, int n_sm, const void *w, int64_t N, int64_t K, const void *xt, int64_t n, float *y,
-                         void *part, size_t part_bytes, void *stream) {
+#ifndef QN_HAVE_SM90A /* no sm_90a code in this build (CMakeLists.txt): no K-quant tensor-core GEMM */
+bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
+qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
+size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) { return 0; }
+qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
+                        int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
     return QN_ERR_UNSUPPORTED;
 }
 #endif
 
-/* The Q4_K tensor-core GEMM's workspace: after the fused kernels' counters (kept zero), the prepared x [n][K] fp16,
- * then the split-K sums. 0 where the format or device has no such GEMM. */
-static size_t q4k_tc_ws(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, int64_t n) {
-    if (fmt != QN_QFORMAT_Q4_K || ctx->sm != 90 || N % 16 || K % 256) return 0;
+/* The K-quant tensor-core GEMM's workspace: after the fused kernels' counters (kept zero), the prepared x [n][K]
+ * fp16, then the split-K sums. 0 where the format or device has no such GEMM. */
+static size_t kq_tc_ws(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, int64_t n) {
+    if (!qn_kq_tc_has_format(fmt) || ctx->sm != 90 || N % 16 || K % 256) return 0;
     return KQ_WS_COUNTERS + align256((size_t)n * (size_t)K * sizeof(__half)) +
-           align256(qn_q4k_tc_part_bytes(ctx->n_sm, N, K, n));
+           align256(qn_kq_tc_part_bytes(ctx->n_sm, N, K, n));
 }
 
 size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_quant_path path,
                                       int64_t N, int64_t K, int64_t n) {
     if (!ctx || N <= 0 || K <= 0 || n <= 0 || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
-    if (path == QN_QUANT_PATH_TC) return q4k_tc_ws(ctx, fmt, N, K, n);
-    const bool tc = path == QN_QUANT_PATH_AUTO && qn_q4k_tc_auto(n); /* AUTO may take either: room for both */
+    if (path == QN_QUANT_PATH_TC) return kq_tc_ws(ctx, fmt, N, K, n);
+    const bool tc = path == QN_QUANT_PATH_AUTO && qn_kq_tc_auto(n); /* AUTO may take either: room for both */
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (tc && path == QN_QUANT_PATH_DEQUANT_CUBLAS) {
-        const size_t a = q4k_tc_ws(ctx, fmt, N, K, n), b = qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n);
+        const size_t a = kq_tc_ws(ctx, fmt, N, K, n), b = qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n);
         return a > b ? a : b;
     }
     if (path == QN_QUANT_PATH_DEQUANT_CUBLAS) /* F16: cuBLAS reads the weights themselves */
@@ -294,19 +294,19 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && !ctx->cublas && n <= QN_QUANT_MMA_MAX_TOKENS)
         path = n <= QN_QUANT_GEMV_MAX_TOKENS ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_MMA;
     const cudaStream_t s = (cudaStream_t)stream;
-    /* Q4_K on Hopper: the tensor-core GEMM (asked for, or AUTO in its window where the workspace has its room) */
-    const size_t tc_ws = q4k_tc_ws(ctx, fmt, N, K, n);
-    if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && qn_q4k_tc_auto(n) && tc_ws && workspace &&
-        ws_bytes >= tc_ws && qn_q4k_tc_takes(ctx->sm, N, K))
+    /* Q4_K / Q6_KP on Hopper: the tensor-core GEMM (asked for, or AUTO in its window where the workspace has its room) */
+    const size_t tc_ws = kq_tc_ws(ctx, fmt, N, K, n);
+    if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && qn_kq_tc_auto(n) && tc_ws && workspace &&
+        ws_bytes >= tc_ws && qn_kq_tc_takes(ctx->sm, fmt, N, K))
         path = QN_QUANT_PATH_TC;
     if (path == QN_QUANT_PATH_TC) {
-        if (!tc_ws || !qn_q4k_tc_takes(ctx->sm, N, K)) return QN_ERR_UNSUPPORTED;
+        if (!tc_ws || !qn_kq_tc_takes(ctx->sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
         if (!workspace || ws_bytes < tc_ws) return QN_ERR_INVALID_ARG;
         uint8_t *const xt = (uint8_t *)workspace + KQ_WS_COUNTERS;
         const size_t xb = align256((size_t)n * (size_t)K * sizeof(__half));
-        st = qn_q4k_tc_prepare_x(x, n, K, xt, stream);
+        st = qn_kq_tc_prepare_x(x, n, K, xt, stream);
         if (st != QN_OK) return st;
-        return qn_q4k_tc_cuda(ctx->sm, ctx->n_sm, w, N, K, xt, n, y, xt + xb, tc_ws - KQ_WS_COUNTERS - xb, stream);
+        return qn_kq_tc_cuda(ctx->sm, ctx->n_sm, fmt, w, N, K, xt, n, y, xt + xb, tc_ws - KQ_WS_COUNTERS - xb, stream);
     }
 
     if (path == QN_QUANT_PATH_MMVQ && qn_quant_mmvq_f16_x(fmt)) { /* F16/BF16: x as it is; split = warps per row */

@@ -41,7 +41,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/gguf/q3kp.h"
-#include "kernels/quant/gguf/q4k_tc.h"
+#include "kernels/quant/gguf/kq_tc.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 #include "kernels/quant/qformat.h"
@@ -366,7 +366,7 @@ static void problem_init(problem *p, gpu_env *e, qn_qformat fmt, int64_t N, int6
     if (ws_gemv > p->ws_bytes) p->ws_bytes = ws_gemv;
     const size_t ws_mmvq = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_MMVQ, N, K, nmax);
     if (ws_mmvq > p->ws_bytes) p->ws_bytes = ws_mmvq;
-    const size_t ws_tc = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_TC, N, K, nmax); /* Q4_K */
+    const size_t ws_tc = qn_quant_matmul_workspace_size(&e->ctx, fmt, QN_QUANT_PATH_TC, N, K, nmax); /* kq_tc.h */
     if (ws_tc > p->ws_bytes) p->ws_bytes = ws_tc;
     if (p->ws_bytes < 65536) p->ws_bytes = 65536; /* the counters check reads 64 KB (F16 may need none) */
     CK(cudaMalloc(&p->dws, p->ws_bytes));
@@ -1128,19 +1128,19 @@ static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_
 static void test_q3kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q3_K, QN_QFORMAT_Q3_KP); }
 static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
 
-/* Q4_K's tensor-core GEMM (gguf/q4k_tc.h; Hopper builds with sm_90a code, else skipped): its x order against the
+/* The K-quant tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q6_KP; Hopper builds with sm_90a code, else skipped): its x order against the
  * host permutation bit for bit; then per case, on NaN-poisoned outputs with guards, against the exact weights
  * (run_case: the fp16 reference and tolerance of every path), against its host twin's values within the f32
  * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Shapes: a K split of
  * 4 with one row CTA (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), AUTO in its
  * window, token tiles cut short. */
-static void test_q4k_tc(void **state) {
+static void test_kq_tc(void **state) {
     gpu_env *e = *state;
-    if (!qn_q4k_tc_takes(e->ctx.sm, 16, 256)) {
+    if (!qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256)) {
         assert_int_equal(qn_quant_matmul_workspace_size(&e->ctx, QN_QFORMAT_Q4_0, QN_QUANT_PATH_TC, 64, 256, 64), 0);
         skip();
     }
-    { /* the prepared x: column c of each 64-column group from column qn_q4k_tc_x_col(c) */
+    { /* the prepared x: column c of each 64-column group from column qn_kq_tc_x_col(c) */
         const int64_t n = 3, K = 512;
         uint16_t *x = malloc(2 * (size_t)(n * K)), *xt = malloc(2 * (size_t)(n * K));
         void *dx, *dxt;
@@ -1150,25 +1150,27 @@ static void test_q4k_tc(void **state) {
         CK(cudaMalloc(&dxt, 2 * (size_t)(n * K)));
         CK(cudaMemcpy(dx, x, 2 * (size_t)(n * K), cudaMemcpyHostToDevice));
         CK(cudaMemset(dxt, 0xFF, 2 * (size_t)(n * K)));
-        assert_int_equal(qn_q4k_tc_prepare_x(dx, n, K, dxt, e->stream), QN_OK);
+        assert_int_equal(qn_kq_tc_prepare_x(dx, n, K, dxt, e->stream), QN_OK);
         CK(cudaStreamSynchronize(e->stream));
         CK(cudaMemcpy(xt, dxt, 2 * (size_t)(n * K), cudaMemcpyDeviceToHost));
         for (int64_t i = 0; i < n * K; i++)
-            if (xt[i] != x[i / 64 * 64 + qn_q4k_tc_x_col((int)(i % 64))])
-                fail_msg("q4k_tc prepare: column %lld of token %lld", (long long)(i % K), (long long)(i / K));
+            if (xt[i] != x[i / 64 * 64 + qn_kq_tc_x_col((int)(i % 64))])
+                fail_msg("kq_tc prepare: column %lld of token %lld", (long long)(i % K), (long long)(i / K));
         cudaFree(dx), cudaFree(dxt), free(x), free(xt);
     }
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
         {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}}};
-    for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
+    for (size_t ci = 0; ci < 2 * sizeof cs / sizeof cs[0]; ci++) {
+        const qn_qformat f = fmts[ci % 2];
         problem p;
-        problem_init(&p, e, QN_QFORMAT_Q4_K, cs[ci].N, cs[ci].K, cs[ci].nmax, 7100 + ci);
+        problem_init(&p, e, f, cs[ci / 2].N, cs[ci / 2].K, cs[ci / 2].nmax, 7100 + ci);
         const int64_t N = p.N, K = p.K;
         /* the twin's reference: its weights, exact products, the f32 accumulation bound */
         uint16_t *tw = malloc(2 * (size_t)(N * K));
         double *yt = malloc(sizeof(double) * (size_t)(p.nmax * N)), *tt = malloc(sizeof(double) * (size_t)(p.nmax * N));
         assert_true(tw && yt && tt);
-        assert_int_equal(qn_q4k_tc_dequant_host(p.w, N, K, tw), QN_OK);
+        assert_int_equal(qn_kq_tc_dequant_host(f, p.w, N, K, tw), QN_OK);
         size_t differ = 0;
         for (int64_t i = 0; i < N * K; i++) differ += qn_f16_to_f32(tw[i]) != qn_f16_to_f32(qn_f32_to_f16(p.wref[i]));
         for (int64_t t = 0; t < p.nmax; t++)
@@ -1181,15 +1183,16 @@ static void test_q4k_tc(void **state) {
                 yt[t * N + i] = sum, tt[t * N + i] = ldexp(sa, -16) + 1e-30;
             }
         for (int j = 0; j < 3; j++) {
-            const int64_t n = cs[ci].ns[j];
+            const int64_t n = cs[ci / 2].ns[j];
             float *y = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
             char what[96];
-            snprintf(what, sizeof what, "Q4_K tc N=%lld K=%lld n=%lld", (long long)N, (long long)K, (long long)n);
+            snprintf(what, sizeof what, "%s tc N=%lld K=%lld n=%lld", qn_qformat_name(f), (long long)N, (long long)K,
+                     (long long)n);
             if (check_outputs(what, "host twin", y, (size_t)(n * N), yt, tt, 1e-10)) fail_msg("%s: against the twin", what);
             float *y2 = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
             if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
             free(y2);
-            if (qn_q4k_tc_auto(n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
+            if (qn_kq_tc_auto(n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
                 y2 = run_case_full(e, &p, n, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO, 0);
                 if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: AUTO differs from TC", what);
                 free(y2);
@@ -1239,7 +1242,7 @@ static void test_bad_args(void **state) {
                          QN_ERR_UNSUPPORTED);
         assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_K, k.dw, 16, 256, k.dx, 2, k.dy, NULL, 0,
                                                  e->stream, &tc),
-                         qn_q4k_tc_takes(e->ctx.sm, 16, 256) ? QN_ERR_INVALID_ARG : QN_ERR_UNSUPPORTED);
+                         qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256) ? QN_ERR_INVALID_ARG : QN_ERR_UNSUPPORTED);
         problem_free(&k);
     }
     /* MMVQ: asked for without room for the q8 activations, or with 8 warps per row (F16 too): refused;
@@ -1277,7 +1280,7 @@ int main(void) {
         return 77;
     }
     const struct CMUnitTest gpu_tests[] = {
-        cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant), cmocka_unit_test(test_q4k_tc),
+        cmocka_unit_test(test_bad_args),   cmocka_unit_test(test_dequant), cmocka_unit_test(test_kq_tc),
         cmocka_unit_test(test_dequant_variants),
         cmocka_unit_test(test_mmvq_quantize), cmocka_unit_test(test_mmvq_graph),
         cmocka_unit_test(test_mmvq_x_ready), cmocka_unit_test(test_mmvq_group),

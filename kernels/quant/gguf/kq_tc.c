@@ -1,0 +1,60 @@
+/* kq_tc.c — the host twin of the K-quant tensor-core GEMM's weight values (kq_tc.h). */
+#include "kernels/quant/gguf/kq_tc.h"
+
+#include <math.h>
+
+#include "kernels/common/half.h"
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_dequant.h"
+#include "kernels/quant/gguf/q6kp.h"
+
+/* v rounded to fp16 bits, to nearest even, once (v in fp16's range or rounding to infinity) */
+static uint16_t f64_to_f16(double v) {
+    const double a = fabs(v);
+    int e;
+    (void)frexp(a, &e); /* a = m 2^e, m in [0.5, 1) */
+    const double quantum = ldexp(1.0, (e - 1 >= -14 ? e - 1 : -14) - 10);
+    const double r = nearbyint(a / quantum) * quantum; /* exact in float and fp16 (or past fp16's range) */
+    return qn_f32_to_f16((float)(signbit(v) ? -r : r)); /* -0 stays -0, as the GPU's f16 arithmetic gives it */
+}
+
+static void q4k_rows(const qn_block_q4_k *b, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K) {
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(b[ib].scales, sc, mn);
+        const float d = qn_f16_to_f32(b[ib].d), dmin = qn_f16_to_f32(b[ib].dmin);
+        for (int j = 0; j < 8; j++) { /* sub-block j: columns 32 j .. 32 j + 31 */
+            const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)sc[j]));      /* exact product, one rounding */
+            const double B = qn_f16_to_f32(qn_f32_to_f16(-(dmin * (float)mn[j])));
+            for (int c = 0; c < 32; c++) {
+                const uint8_t byte = b[ib].qs[32 * (j / 2) + c];
+                const int q = j & 1 ? byte >> 4 : byte & 15;
+                out[32 * j + c] = f64_to_f16(S * q + B); /* S q + B exact in double: the FMA's one rounding */
+            }
+        }
+    }
+}
+
+/* Q6_KP: the Q6_K block in the first 210 of 224 bytes (q6kp.h) */
+static void q6kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K, b += QN_Q6KP_BLOCK_BYTES) {
+        const qn_block_q6_k *x = (const qn_block_q6_k *)b;
+        const float d = qn_f16_to_f32(x->d);
+        for (int e = 0; e < QN_QK_K; e++) { /* column e = 128 h + 32 k + l */
+            const int h = e / 128, k = e % 128 / 32, l = e % 32;
+            const uint8_t lb = x->ql[64 * h + 32 * (k & 1) + l];
+            const int q = ((k < 2 ? lb & 15 : lb >> 4) | ((x->qh[32 * h + l] >> (2 * k)) & 3) << 4) - 32;
+            const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)x->scales[e / 16]));
+            out[e] = f64_to_f16(S * q);
+        }
+    }
+}
+
+qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_t k, uint16_t *out) {
+    if (!qn_kq_tc_has_format(fmt)) return QN_ERR_UNSUPPORTED;
+    if (n < 0 || k <= 0 || k % QN_QK_K) return QN_ERR_SHAPE;
+    if (n > 0 && (!w || !out)) return QN_ERR_INVALID_ARG;
+    if (fmt == QN_QFORMAT_Q4_K) q4k_rows((const qn_block_q4_k *)w, n * (k / QN_QK_K), out);
+    else q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
+    return QN_OK;
+}

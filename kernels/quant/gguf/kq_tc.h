@@ -1,0 +1,75 @@
+/* kq_tc.h — the tensor-core GEMM of K-quant weights (Q4_K, and Q6_KP: Q6_K as the runtime uploads it, q6kp.h) for
+ * many tokens on Hopper (kq_tc_sm90a.cu: wgmma, the dequant in the tile loads, the weights read in their own
+ * blocks: no fp16 copy), and its host twin. quant_cuda.cu calls it for path TC and, under AUTO, in qn_kq_tc_auto's
+ * window instead of dequant + cuBLAS.
+ *
+ * Values: Q4_K  w = fp16(S · q + B), S = fp16(d · sc), B = fp16(−dmin · m) (one f16x2 FMA on exact integers q);
+ *         Q6_KP w = fp16(S · (q − 32)), S = fp16(d · sc).
+ * ggml's fp16 dequant rounds d · sc · q − dmin · m (d · sc · (q − 32)) once, so the two differ by at most ~1.5
+ * fp16 ulp of max(|S q|, |B|) (qn_kq_tc_dequant_host gives the GEMM's values bit for bit).
+ *
+ * x order: the GEMM reads x with the columns of each 64-column group permuted so that the k slots of its
+ * tensor-core A fragments are the nibbles a lane loads in 8 bytes. Q4_K: a group is one "j" group of a block
+ * (32 code bytes per row, low nibbles its columns 0..31, high 32..63); Q6_K: the low (or high) nibbles of one half
+ * block's ql[64] (ql[0..31] columns 0..31, ql[32..63] columns 32..63, the top bits from qh[32]). In both, slot kk of
+ * k16 slice s (0..3) of a group is column
+ *   32 (s & 1) + 8 t + 4 (s >> 1) + 2 (kk & 1) + (kk >> 3),  t = (kk & 7) >> 1
+ * (qn_kq_tc_x_col). qn_kq_tc_prepare_x writes that order (once per x, shared by the matrices on one x). */
+#ifndef QN_KQ_TC_H
+#define QN_KQ_TC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/qformat.h"
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on sm_90a (above the mma kernel's
+ * range, quant.h QN_QUANT_MMA_MAX_TOKENS); beyond, dequant + cuBLAS. */
+#ifndef QN_KQ_TC_MIN_TOKENS
+#define QN_KQ_TC_MIN_TOKENS 33
+#endif
+#ifndef QN_KQ_TC_MAX_TOKENS
+#define QN_KQ_TC_MAX_TOKENS 4096
+#endif
+static inline bool qn_kq_tc_auto(int64_t n) { return n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS; }
+
+/* The formats the GEMM reads. */
+static inline bool qn_kq_tc_has_format(qn_qformat f) { return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP; }
+
+/* The source column (0..63) of the prepared x's column c (0..63) within a 64-column group (the header comment). */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int qn_kq_tc_x_col(int c) {
+    const int s = c >> 4, kk = c & 15, t = (kk & 7) >> 1;
+    return 32 * (s & 1) + 8 * t + 4 * (s >> 1) + 2 * (kk & 1) + (kk >> 3);
+}
+
+/* Host twin: out [n][k] fp16 bits of the GEMM's weight values, in natural column order, from rows w [n][k / 256]
+ * of fmt's blocks. QN_ERR_SHAPE unless k is a positive multiple of 256; QN_ERR_UNSUPPORTED for another fmt. */
+qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_t k, uint16_t *out);
+
+/* --- GPU (definitions in kq_tc_sm90a.cu; stubs that refuse in builds without sm_90a code) --- */
+
+/* Whether the GEMM runs N x K weights of fmt on this device (sm 90 with sm_90a code; N % 16 == 0, K % 256 == 0). */
+bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
+/* xt [n][K] fp16 = x [n][K] fp16 in the GEMM's column order; both 16-byte aligned. */
+qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
+/* Bytes of split-K sums any call of at most n tokens needs (0 where none splits). */
+size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
+/* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x; part: the
+ * split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it is 0). Deterministic; no allocation or
+ * synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where !qn_kq_tc_takes. */
+qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
+                        int64_t n, float *y, void *part, size_t part_bytes, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_KQ_TC_H */

@@ -1,0 +1,414 @@
+/* kq_tc_sm90a.cu — the tensor-core GEMM of K-quant weights (Q4_K, Q6_KP) for many tokens on Hopper (sm_90a: wgmma),
+ * the dequant in the tile loads, the weights in their blocks (kq_tc.h): y[n][N] f32 = x[n][K] fp16 . W^T. Built
+ * only for sm_90a (CMakeLists.txt); quant_cuda.cu calls it. Holds no state. lq4m_tc_sm90a.cu is its sibling for the
+ * M forms: the same CTA tile, x tiles and wgmma (kernels/common/wgmma_sm90a.cuh), another A side.
+ *
+ * CTA: 256 threads, two warpgroups, 128 weight rows (warp w: the 16 rows 16 (8 blockIdx.y + w) ..; lane (g, t),
+ * g = lane / 4, t = lane % 4, holds rows g and g + 8 of them) by TC_BN = 128 tokens (blockIdx.x), K in steps of 64
+ * columns (a block of 256 columns is 4 steps). Per step:
+ *  - B: the [128 tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
+ *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead (as lq4m_tc_sm90a.cu).
+ *  - A: the format's A side (a_q4k, a_q6k below) decodes each lane's code bytes of rows g and g + 8, loaded TC_WD
+ *    steps ahead with 8-byte streaming loads, into the A fragments of four k16 slices: slice s takes word s >> 1
+ *    of the lane's 8 bytes and nibble half (Q4_K) or ql half (Q6_K) s & 1; ((word >> sh) & 0x000F000F) | 0x64006400
+ *    is the half2 (1024 + q, 1024 + q') of slots 2t, 2t + 1 and (word >> (sh + 8)) that of slots 2t + 8, 2t + 9;
+ *    the scales come from the block's head, loaded ahead too.
+ *  - four wgmma.m64n128k16 per warpgroup, one commit group per step; A double-buffered as in the sibling.
+ * Epilogue and K split (gridDim.z, steps per split a multiple of 4 so that every step's place in its block is a
+ * constant) as the sibling. Strips past N/16 compute on strip 0 and store nothing; tokens past n store nothing. */
+#include <stdint.h>
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_util.cuh"
+#include "kernels/common/wgmma_sm90a.cuh"
+#include "kernels/quant/gguf/kq_tc.h"
+#include "kernels/quant/gguf/q6kp.h"
+
+#define TC_THREADS 256
+#define TC_BN TC_TILE_BN /* tokens per CTA */
+#define TC_BK TC_TILE_BK /* columns per step */
+#define TC_STAGES 4
+#define TC_WD 8 /* steps of code bytes in flight per lane (two blocks) */
+#define TC_U 8  /* steps per pass: every ring slot, stage and place in a block a constant */
+#define TC_SMEM (TC_STAGES * TC_TILE_BYTES + 1024 + 64)
+#define KQ_STEPS 4 /* steps per block */
+
+/* 8 code bytes a CTA reads once: not kept in L1 */
+__device__ __forceinline__ uint2 kq_ld_stream(const uint8_t *p) {
+    uint2 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(p));
+    return v;
+}
+
+/* rows g and g + 8's 8 bytes at off as one uint4 (g: x, y; g + 8: z, w) */
+__device__ __forceinline__ uint4 kq_ld_rows(const uint8_t *pg, const uint8_t *ph, int off) {
+    const uint2 vg = kq_ld_stream(pg + off), vh = kq_ld_stream(ph + off);
+    return make_uint4(vg.x, vg.y, vh.x, vh.y);
+}
+
+/* --- Q4_K (144-byte blocks: d, dmin, 12 scale bytes, qs[128]; group j of a block is step j) --- */
+
+/* a block's scales and mins of one row, unpacked (gguf_dequant.h qn_q4_k_scale_words: one 0..63 value per byte)
+ * with its d and -dmin as half2 pairs */
+struct q4k_head {
+    uint32_t sc_lo, sc_hi, mn_lo, mn_hi; /* sub-blocks 0..3, 4..7 */
+    uint32_t d2, nm2;                    /* (d, d), (-dmin, -dmin) */
+};
+
+__device__ __forceinline__ q4k_head q4k_unpack(uint4 h) {
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    q4k_head r;
+    r.sc_lo = h.y & m6;
+    r.sc_hi = (h.w & m4) | ((h.y >> 6) & m2) << 4;
+    r.mn_lo = h.z & m6;
+    r.mn_hi = ((h.w >> 4) & m4) | ((h.z >> 6) & m2) << 4;
+    r.d2 = __byte_perm(h.x, 0, 0x1010);
+    r.nm2 = __byte_perm(h.x, 0, 0x3232) ^ 0x80008000u;
+    return r;
+}
+
+/* the (S, B) pairs of sub-blocks 2j, 2j + 1 (j: the step's group in its block) of one row: S = fp16(d sc),
+ * B = fp16(-dmin m), each pair (value of 2j, value of 2j + 1) */
+template <int J>
+__device__ __forceinline__ void q4k_pairs(const q4k_head &h, __half2 &s, __half2 &b) {
+    constexpr uint32_t sel = (uint32_t)(0x4040 | ((J & 1) * 2) | ((J & 1) * 2 + 1) << 8);
+    const uint32_t sc = J < 2 ? h.sc_lo : h.sc_hi, mn = J < 2 ? h.mn_lo : h.mn_hi;
+    const __half2 k1024 = qn_bits_h2(0x64006400u);
+    s = __hmul2(__hsub2(qn_bits_h2(__byte_perm(sc, 0x64, sel)), k1024), qn_bits_h2(h.d2));
+    b = __hmul2(__hsub2(qn_bits_h2(__byte_perm(mn, 0x64, sel)), k1024), qn_bits_h2(h.nm2));
+}
+
+/* the four A registers of k16 slice s from row g's word wg and row g + 8's wh (nibble half HH = s & 1), with the
+ * pairs of rows g (sg, bg) and g + 8 (sh, bh) */
+template <int HH>
+__device__ __forceinline__ void q4k_decode(uint32_t wg, uint32_t wh, __half2 sg, __half2 bg, __half2 sh, __half2 bh,
+                                           uint32_t a[4]) {
+    const __half2 k1024 = qn_bits_h2(0x64006400u);
+    const __half2 Sg = HH ? __high2half2(sg) : __low2half2(sg), Bg = HH ? __high2half2(bg) : __low2half2(bg);
+    const __half2 Sh = HH ? __high2half2(sh) : __low2half2(sh), Bh = HH ? __high2half2(bh) : __low2half2(bh);
+    a[0] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wg >> (4 * HH))), k1024), Sg, Bg));
+    a[1] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wh >> (4 * HH))), k1024), Sh, Bh));
+    a[2] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wg >> (4 * HH + 8))), k1024), Sg, Bg));
+    a[3] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wh >> (4 * HH + 8))), k1024), Sh, Bh));
+}
+
+/* Q4_K's A side of a lane: the code bytes of TC_WD steps (8 of each row: bytes 8t.. of the group's 32), the heads
+ * (the 16 bytes before qs) of their two blocks, the current block's unpacked */
+struct a_q4k {
+    static constexpr int BYTES = 144;
+    uint4 cq[TC_WD];
+    uint4 hd[TC_WD / KQ_STEPS][2];
+    q4k_head hg, hh;
+
+    /* steps 0 .. TC_WD - 1 of L from the block at pg, ph */
+    __device__ __forceinline__ void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
+#pragma unroll
+        for (int d = 0; d < TC_WD; d++) {
+            cq[d] = make_uint4(0, 0, 0, 0);
+            if (d < L) cq[d] = kq_ld_rows(pg, ph, (d / KQ_STEPS) * BYTES + 16 + 32 * (d % KQ_STEPS) + 8 * t);
+        }
+#pragma unroll
+        for (int b = 0; b < TC_WD / KQ_STEPS; b++) {
+            hd[b][0] = hd[b][1] = make_uint4(0, 0, 0, 0);
+            if (b * KQ_STEPS < L) {
+                hd[b][0] = __ldg(reinterpret_cast<const uint4 *>(pg + b * BYTES));
+                hd[b][1] = __ldg(reinterpret_cast<const uint4 *>(ph + b * BYTES));
+            }
+        }
+    }
+    /* pass step R's A registers, then its slots refilled with step R + TC_WD's bytes (i: its CTA step; pg, ph: the
+     * pass's first block) */
+    template <int R>
+    __device__ __forceinline__ void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
+                                         int L) {
+        constexpr int SL = R % TC_WD, J = R % KQ_STEPS, SH = (R / KQ_STEPS) % (TC_WD / KQ_STEPS);
+        if constexpr (J == 0) { /* a new block: its heads, loaded TC_WD steps ago */
+            hg = q4k_unpack(hd[SH][0]);
+            hh = q4k_unpack(hd[SH][1]);
+        }
+        __half2 sg, bg, sh, bh;
+        q4k_pairs<J>(hg, sg, bg);
+        q4k_pairs<J>(hh, sh, bh);
+        const uint4 c = cq[SL];
+        q4k_decode<0>(c.x, c.z, sg, bg, sh, bh, a[0]);
+        q4k_decode<1>(c.x, c.z, sg, bg, sh, bh, a[1]);
+        q4k_decode<0>(c.y, c.w, sg, bg, sh, bh, a[2]);
+        q4k_decode<1>(c.y, c.w, sg, bg, sh, bh, a[3]);
+        if (i + TC_WD < L) { /* slot SL is free: the bytes TC_WD steps on (block R / 4 + TC_WD / 4 of the pass) */
+            constexpr int B = (R / KQ_STEPS + TC_WD / KQ_STEPS) * BYTES;
+            cq[SL] = kq_ld_rows(pg, ph, B + 16 + 32 * J + 8 * t);
+            if constexpr (J == 0) { /* the heads of that block (this block's were unpacked above) */
+                hd[SH][0] = __ldg(reinterpret_cast<const uint4 *>(pg + B));
+                hd[SH][1] = __ldg(reinterpret_cast<const uint4 *>(ph + B));
+            }
+        }
+    }
+};
+
+/* --- Q6_KP (224-byte blocks: ql[128], qh[64], int8 scales[16], d, pad; q6kp.h). Half block h (columns 128 h ..)
+ * is steps 2h (ql's low nibbles: columns 0..63 of the half) and 2h + 1 (high nibbles: 64..127); a lane reads
+ * ql[64 h + 8t ..] (columns l = 8t.., + 64), ql[64 h + 32 + 8t ..] (columns 32 + l, 96 + l) and qh[32 h + 8t ..]
+ * (their top bits) once for both steps. Value: (q - 32) times S = fp16(d sc) of the column's 16-column scale. --- */
+
+/* the half2 (1024 + q, 1024 + q') of the nibbles at bits 0, 16 of lo and the 2-bit pairs at bits 0, 16 of hi */
+__device__ __forceinline__ uint32_t q6k_h2(uint32_t lo, uint32_t hi) {
+    return qn_nib_h2(lo) | ((hi << 4) & 0x00300030u);
+}
+
+/* Q6_KP's A side of a lane: the code bytes of TC_WD / 2 half blocks (ql low part, ql high part, qh: one uint4
+ * each, rows g, g + 8), the scales (16 int8) and d of their two blocks */
+struct a_q6k {
+    static constexpr int BYTES = QN_Q6KP_BLOCK_BYTES;
+    uint4 cq[TC_WD / 2][3];
+    uint4 hs[TC_WD / KQ_STEPS][2];
+    uint32_t hd[TC_WD / KQ_STEPS][2];
+    uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + 128 + sc) halves */
+
+    __device__ __forceinline__ void half(int s, const uint8_t *pg, const uint8_t *ph, int off, int t) {
+        cq[s][0] = kq_ld_rows(pg, ph, off + 8 * t);
+        cq[s][1] = kq_ld_rows(pg, ph, off + 32 + 8 * t);
+    }
+    __device__ __forceinline__ void head(int b, const uint8_t *pg, const uint8_t *ph, int off) {
+        hs[b][0] = __ldg(reinterpret_cast<const uint4 *>(pg + off + 192));
+        hs[b][1] = __ldg(reinterpret_cast<const uint4 *>(ph + off + 192));
+        hd[b][0] = __ldg(reinterpret_cast<const uint32_t *>(pg + off + 208));
+        hd[b][1] = __ldg(reinterpret_cast<const uint32_t *>(ph + off + 208));
+    }
+    /* the bytes of half block hb (of the pass) into slot s: ql at 64 (hb % 2), qh at 128 + 32 (hb % 2) */
+    __device__ __forceinline__ void fetch_half(int s, const uint8_t *pg, const uint8_t *ph, int hb, int t) {
+        const int off = (hb / 2) * BYTES + 64 * (hb % 2);
+        half(s, pg, ph, off, t);
+        cq[s][2] = kq_ld_rows(pg, ph, (hb / 2) * BYTES + 128 + 32 * (hb % 2) + 8 * t);
+    }
+    __device__ __forceinline__ void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
+        const uint32_t b = (uint32_t)(t >> 1);
+        sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
+#pragma unroll
+        for (int h = 0; h < TC_WD / 2; h++) {
+            cq[h][0] = cq[h][1] = cq[h][2] = make_uint4(0, 0, 0, 0);
+            if (2 * h < L) fetch_half(h, pg, ph, h, t);
+        }
+#pragma unroll
+        for (int b = 0; b < TC_WD / KQ_STEPS; b++) {
+            hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
+            hd[b][0] = hd[b][1] = 0;
+            if (b * KQ_STEPS < L) head(b, pg, ph, b * BYTES);
+        }
+    }
+    /* this lane's (S of k = 2 nib, S of k = 2 nib + 1) of step J's columns from a row's scales sw and (d, d) */
+    template <int J>
+    __device__ __forceinline__ __half2 scales(const uint4 &sw, uint32_t dw) const {
+        const uint32_t w = J == 0 ? sw.x : J == 1 ? sw.y : J == 2 ? sw.z : sw.w; /* scale bytes 4J .. 4J + 3 */
+        const __half2 sc = __hsub2(qn_bits_h2(__byte_perm(w, 0x64, sel) ^ 0x00800080u), qn_bits_h2(0x64806480u));
+        return __hmul2(sc, qn_bits_h2(__byte_perm(dw, 0, 0x1010)));
+    }
+    template <int R>
+    __device__ __forceinline__ void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
+                                         int L) {
+        constexpr int J = R % KQ_STEPS, NIB = J & 1, HS = (R / 2) % (TC_WD / 2), SB = (R / KQ_STEPS) % (TC_WD / KQ_STEPS);
+        const __half2 s2g = scales<J>(hs[SB][0], hd[SB][0]), s2h = scales<J>(hs[SB][1], hd[SB][1]);
+        const __half2 k1056 = qn_bits_h2(0x64206420u);
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const int src = s & 1, w = s >> 1, k = 2 * NIB + src; /* ql part src, word w, 2-bit field k of qh */
+            const uint4 &c = cq[HS][src], &q = cq[HS][2];
+            const uint32_t lg = w ? c.y : c.x, lh = w ? c.w : c.z, qg = w ? q.y : q.x, qh = w ? q.w : q.z;
+            const __half2 Sg = src ? __high2half2(s2g) : __low2half2(s2g), Sh = src ? __high2half2(s2h) : __low2half2(s2h);
+            a[s][0] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lg >> (4 * NIB), qg >> (2 * k))), k1056), Sg));
+            a[s][1] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lh >> (4 * NIB), qh >> (2 * k))), k1056), Sh));
+            a[s][2] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lg >> (4 * NIB + 8), qg >> (2 * k + 8))), k1056), Sg));
+            a[s][3] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lh >> (4 * NIB + 8), qh >> (2 * k + 8))), k1056), Sh));
+        }
+        /* after the half's second step its slot is free: the half TC_WD steps on */
+        if constexpr (NIB == 1)
+            if (i - 1 + TC_WD < L) fetch_half(HS, pg, ph, (R - 1 + TC_WD) / 2, t);
+        /* after the block's last step its heads' slot is free: the block TC_WD steps on */
+        if constexpr (J == KQ_STEPS - 1)
+            if (i - 3 + TC_WD < L) head(SB, pg, ph, ((R - 3 + TC_WD) / KQ_STEPS) * BYTES);
+    }
+};
+
+/* --- the GEMM --- */
+
+#ifdef TC_ARCH
+
+/* A pass: TC_U steps from local step i0 (a multiple of TC_U) of the CTA's steps k0 .. k0 + L - 1 (k0 a multiple of
+ * 4): rows g and g + 8 at the block of the pass's first step */
+struct kq_pass {
+    const uint8_t *pg, *ph;
+    int i0;
+    uint32_t par; /* mbarrier parity of stage 0 in this pass */
+};
+
+/* steps R .. E - 1 of the pass (even steps decode into a0, odd into a1) */
+template <class A, int R, int E>
+__device__ __forceinline__ void kq_steps(A &as, const kq_pass &ps, int L, int k0, int t, uint32_t (&a0)[4][4],
+                                         uint32_t (&a1)[4][4], float (&acc)[64], uint32_t dlo, uint32_t dhi,
+                                         uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
+    if constexpr (R < E) {
+        const int i = ps.i0 + R;
+        if constexpr (R & 1) {
+            as.template step<R>(a1, ps.pg, ps.ph, t, i, L);
+            tc_mma_step<TC_STAGES, R>(acc, a1, a0, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
+        } else {
+            as.template step<R>(a0, ps.pg, ps.ph, t, i, L);
+            tc_mma_step<TC_STAGES, R>(acc, a0, a1, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
+        }
+        kq_steps<A, R + 1, E>(as, ps, L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
+    }
+}
+
+template <class A>
+__device__ __forceinline__ kq_pass kq_pass_at(const uint8_t *rg, const uint8_t *rh, int k0, int i0) {
+    const size_t off = (size_t)((k0 + i0) / KQ_STEPS) * A::BYTES;
+    return kq_pass{rg + off, rh + off, i0, (uint32_t)(i0 / TC_STAGES) & 1u};
+}
+#endif
+
+/* A: the format's A side (a_q4k, a_q6k) */
+template <class A>
+__global__ void __launch_bounds__(TC_THREADS, 1)
+    kq_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
+                 const uint8_t *__restrict__ w,           /* [N][K/256] blocks of A::BYTES */
+                 float *__restrict__ y,                   /* [n][N], or with a K split (gridDim.z > 1) part */
+                 float *__restrict__ part,                /* [gridDim.z][n][N]: split z's sums, or NULL */
+                 int64_t N, int64_t K, int64_t n, int cps /* steps per split, a multiple of 4 */) {
+#ifdef TC_ARCH
+    extern __shared__ uint8_t tc_raw[];
+    const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(tc_raw);
+    const uint32_t sbase = (sraw + 1023u) & ~1023u;
+    const uint32_t bars = sbase + TC_STAGES * TC_TILE_BYTES;
+    const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int KT = (int)(K / TC_BK), k0 = (int)blockIdx.z * cps, L = min(cps, KT - k0); /* L a multiple of 4 */
+    const int64_t strip = (int64_t)blockIdx.y * 8 + warp;
+    const bool sv = strip < N / 16;
+    const size_t rb = (size_t)(K / 256) * A::BYTES;
+    const uint8_t *const rg = w + (size_t)((sv ? strip : 0) * 16 + g) * rb, *const rh = rg + 8 * rb;
+    const int64_t tok0 = (int64_t)blockIdx.x * TC_BN;
+
+    A as;
+    {
+        const kq_pass p0 = kq_pass_at<A>(rg, rh, k0, 0);
+        as.init(p0.pg, p0.ph, L, t);
+    }
+    tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0.f;
+    uint32_t a0[4][4], a1[4][4];
+#pragma unroll
+    for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
+    const uint64_t d0 = tc_desc(sbase);
+    const uint32_t dlo = (uint32_t)d0, dhi = (uint32_t)(d0 >> 32);
+    int i = 0;
+    for (; i + TC_U <= L; i += TC_U)
+        kq_steps<A, 0, TC_U>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map, tok0);
+    if (i < L) /* one block left (L is a multiple of 4, TC_U = 8) */
+        kq_steps<A, 0, KQ_STEPS>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map,
+                                 tok0);
+    tc_wait<0>();
+    tc_pin(acc);
+    tc_pin(a1);
+    if (!sv) return;
+    tc_store(acc, part ? part + (size_t)blockIdx.z * (size_t)n * (size_t)N : y, n, N, tok0, strip * 16 + g, t);
+#else
+    __trap(); /* built for sm_90a only (CMakeLists.txt) */
+#endif
+}
+
+/* xt = x with each 64-column group in the GEMM's order (kq_tc.h); one thread per group of one token */
+__global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16: 8 uint4 per group */
+                                     uint4 *__restrict__ xt,      /* [n][K] */
+                                     int64_t groups) {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= groups) return;
+    uint32_t v[32], o[32]; /* column pairs */
+#pragma unroll
+    for (int u = 0; u < 8; u++) {
+        const uint4 q = __ldg(x + 8 * i + u);
+        v[4 * u] = q.x, v[4 * u + 1] = q.y, v[4 * u + 2] = q.z, v[4 * u + 3] = q.w;
+    }
+#pragma unroll
+    for (int c = 0; c < 64; c += 2) { /* output columns c, c + 1 from source columns a, b (constants) */
+        const int a = qn_kq_tc_x_col(c), b = qn_kq_tc_x_col(c + 1);
+        o[c / 2] = __byte_perm(v[a / 2], v[b / 2], (a & 1 ? 0x0032 : 0x0010) | (b & 1 ? 0x7600 : 0x5400));
+    }
+#pragma unroll
+    for (int u = 0; u < 8; u++) xt[8 * i + u] = make_uint4(o[4 * u], o[4 * u + 1], o[4 * u + 2], o[4 * u + 3]);
+}
+
+static int kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    const int64_t ctas = (n + TC_BN - 1) / TC_BN * ((N / 16 + 7) / 8);
+    return tc_split(ctas, n_sm, K / TC_BK, KQ_STEPS, cps);
+}
+
+size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
+    if (N <= 0 || K <= 0 || n <= 0 || K % 256 || N % 16 || n_sm < 1) return 0;
+    size_t most = 0;
+    for (int64_t tiles = 1; (tiles - 1) * TC_BN < n; tiles++) { /* the most tokens with this many token tiles */
+        const int64_t m = tiles * TC_BN < n ? tiles * TC_BN : n;
+        int cps;
+        const int split = kq_tc_split(n_sm, N, K, m, &cps);
+        if (split == 1) break; /* more tiles never split more */
+        const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+typedef void (*kq_tc_fn)(const CUtensorMap, const uint8_t *, float *, float *, int64_t, int64_t, int64_t, int);
+
+static kq_tc_fn kq_tc_kernel_of(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q4_K ? kq_tc_kernel<a_q4k> : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k> : NULL;
+}
+
+bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
+    const kq_tc_fn fn = kq_tc_kernel_of(fmt);
+    if (!fn || sm != 90 || N <= 0 || K <= 0 || N % 16 || K % 256) return false;
+    if ((N / 16 + 7) / 8 > 65535 || K > ((int64_t)1 << 31)) return false;
+    cudaFuncAttributes fa;
+    if (cudaFuncGetAttributes(&fa, fn) != cudaSuccess) { /* no sm_90a code for this device */
+        (void)cudaGetLastError();
+        return false;
+    }
+    return true;
+}
+
+qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) {
+    if (n < 0 || K <= 0 || K % 256) return QN_ERR_SHAPE;
+    if (!x || !xt || ((uintptr_t)x & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
+    const int64_t groups = n * (K / 64);
+    if (groups == 0) return QN_OK;
+    if ((groups + 127) / 128 > 0x7fffffff) return QN_ERR_SHAPE;
+    kq_tc_prepare_kernel<<<(unsigned)((groups + 127) / 128), 128, 0, (cudaStream_t)stream>>>((const uint4 *)x,
+                                                                                            (uint4 *)xt, groups);
+    QN_CUDA_TRY_LAUNCH();
+    return QN_OK;
+}
+
+qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
+                        int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
+    if (!qn_kq_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
+    if (n < 0 || n_sm < 1) return QN_ERR_SHAPE;
+    if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
+    if (n == 0) return QN_OK;
+    int cps;
+    const int split = kq_tc_split(n_sm, N, K, n, &cps);
+    if (split > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < qn_kq_tc_part_bytes(n_sm, N, K, n)))
+        return QN_ERR_INVALID_ARG;
+    const int64_t bx = (n + TC_BN - 1) / TC_BN;
+    if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
+    CUtensorMap map;
+    const qn_status ms = tc_x_map(&map, xt, K, n, TC_BK, TC_BN);
+    if (ms != QN_OK) return ms;
+    const kq_tc_fn kern = kq_tc_kernel_of(fmt);
+    QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
+    const dim3 grid((unsigned)bx, (unsigned)((N / 16 + 7) / 8), (unsigned)split);
+    float *const pp = split > 1 ? (float *)part : NULL;
+    kern<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint8_t *)w, y, pp, N, K, n, cps);
+    QN_CUDA_TRY_LAUNCH();
+    return split > 1 ? tc_reduce(pp, y, n * N, split, (cudaStream_t)stream) : QN_OK;
+}

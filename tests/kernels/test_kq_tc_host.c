@@ -1,0 +1,128 @@
+/* test_kq_tc_host.c — the host side of the K-quant tensor-core GEMM (kernels/quant/gguf/kq_tc.h), no GPU needed:
+ * - the x order (qn_kq_tc_x_col) is a permutation of each 64-column group;
+ * - the host twin's values (S = fp16(d sc), B = fp16(-dmin m), fp16(S q + B) once) against ggml's exact dequant
+ *   (qn_dequant_q4_k_impl, f32) on random blocks: within 2^-11 (|d sc q| + |dmin m| + |w|) + 2^-24 (the two
+ *   rounded factors and the final rounding), some weights not equal to fp16(w) (the twin is not the plain dequant),
+ *   and equal to fp16(w) wherever the block's mins are zero and sc q is exact in fp16;
+ * - the same for Q6_KP (fp16(S (q - 32)), S = fp16(d sc)) against qn_dequant_q6_k_impl: within
+ *   2^-11 |d sc (q - 32)| 2 + 2^-24, equal to fp16(w) wherever d sc is exact in fp16 (and ggml's f32 w exact);
+ * - shape and format refusals. */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/common/half.h"
+#include "kernels/quant/gguf/gguf_blocks.h"
+#include "kernels/quant/gguf/gguf_dequant.h"
+#include "kernels/quant/gguf/kq_tc.h"
+#include "kernels/quant/gguf/q6kp.h"
+
+static void test_x_order(void **state) {
+    (void)state;
+    int seen[64] = {0};
+    for (int c = 0; c < 64; c++) {
+        const int s = qn_kq_tc_x_col(c);
+        assert_true(s >= 0 && s < 64);
+        seen[s]++;
+    }
+    for (int c = 0; c < 64; c++) assert_int_equal(seen[c], 1);
+    /* slice 0, lane 0: slots 0, 1 are bytes 0, 2 of the lane's first word (low nibbles); slot 8 is byte 1 */
+    assert_int_equal(qn_kq_tc_x_col(0), 0);
+    assert_int_equal(qn_kq_tc_x_col(1), 2);
+    assert_int_equal(qn_kq_tc_x_col(8), 1);
+    assert_int_equal(qn_kq_tc_x_col(16), 32); /* slice 1: the high nibbles */
+    assert_int_equal(qn_kq_tc_x_col(2), 8);   /* lane 1: bytes 8.. */
+}
+
+static void test_twin(void **state) {
+    (void)state;
+    const int64_t rows = 24, k = 1024, nb = rows * k / QN_QK_K;
+    qn_rng r;
+    qn_rng_seed(&r, 4242);
+    qn_block_q4_k *b = malloc(sizeof *b * (size_t)nb);
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && ref && tw);
+    qn_rng_fill_bytes(&r, b, sizeof *b * (size_t)nb);
+    for (int64_t i = 0; i < nb; i++) { /* scales spread over 2^-14 .. 2^-2; every fourth block without mins */
+        b[i].d = qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -2 - (int)(qn_rng_u64(&r) % 13)));
+        b[i].dmin = i % 4 == 3 ? 0 : qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -2 - (int)(qn_rng_u64(&r) % 13)));
+    }
+    qn_dequant_q4_k_impl(b, ref, rows * k);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_K, b, rows, k, tw), QN_OK);
+    size_t differ = 0, nomin_same = 0, nomin_exact = 0;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const qn_block_q4_k *blk = &b[i / QN_QK_K];
+        const int col = (int)(i % QN_QK_K), j = col / 32;
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(blk->scales, sc, mn);
+        const uint8_t byte = blk->qs[32 * (j / 2) + col % 32];
+        const int q = j & 1 ? byte >> 4 : byte & 15;
+        const double d = qn_f16_to_f32(blk->d), dmin = qn_f16_to_f32(blk->dmin);
+        const double a = fabs(d * sc[j] * q), m = fabs(dmin * mn[j]), w = ref[i];
+        const double got = qn_f16_to_f32(tw[i]);
+        if (!(fabs(got - w) <= ldexp(a + m + fabs(w), -11) + ldexp(1.0, -24)))
+            fail_msg("weight %lld: twin %.9g, exact %.9g (d sc q %.3g, dmin m %.3g)", (long long)i, got, w, a, m);
+        differ += tw[i] != qn_f32_to_f16(ref[i]);
+        if (blk->dmin == 0 && d * sc[j] == qn_f16_to_f32(qn_f32_to_f16((float)(d * sc[j])))) {
+            nomin_exact++;
+            nomin_same += tw[i] == qn_f32_to_f16(ref[i]);
+        }
+    }
+    assert_true(differ > 0);
+    assert_true(nomin_exact > 0);
+    assert_int_equal(nomin_same, nomin_exact);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_K, b, rows, 1000, tw), QN_ERR_SHAPE);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_K, b, -1, k, tw), QN_ERR_SHAPE);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_K, NULL, rows, k, tw), QN_ERR_INVALID_ARG);
+    free(b), free(ref), free(tw);
+}
+
+static void test_twin_q6kp(void **state) {
+    (void)state;
+    const int64_t rows = 16, k = 768, nb = rows * k / QN_QK_K;
+    qn_rng r;
+    qn_rng_seed(&r, 4343);
+    qn_block_q6_k *b = malloc(sizeof *b * (size_t)nb);
+    uint8_t *bp = malloc((size_t)(nb * QN_Q6KP_BLOCK_BYTES));
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && bp && ref && tw);
+    qn_rng_fill_bytes(&r, b, sizeof *b * (size_t)nb);
+    for (int64_t i = 0; i < nb; i++)
+        b[i].d = qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -4 - (int)(qn_rng_u64(&r) % 13)));
+    assert_int_equal(qn_q6kp_repack(b, bp, rows, k), QN_OK);
+    qn_dequant_q6_k_impl(b, ref, rows * k);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q6_KP, bp, rows, k, tw), QN_OK);
+    size_t differ = 0, exact = 0, exact_same = 0;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const qn_block_q6_k *blk = &b[i / QN_QK_K];
+        const double ds = (double)qn_f16_to_f32(blk->d) * blk->scales[i % QN_QK_K / 16];
+        const double w = ref[i], got = qn_f16_to_f32(tw[i]);
+        if (!(fabs(got - w) <= ldexp(2 * fabs(w), -11) + ldexp(1.0, -24)))
+            fail_msg("weight %lld: twin %.9g, exact %.9g (d sc %.3g)", (long long)i, got, w, ds);
+        differ += tw[i] != qn_f32_to_f16(ref[i]);
+        const int e = (int)(i % QN_QK_K), h = e / 128, kq = e % 128 / 32, l = e % 32;
+        const uint8_t lb = blk->ql[64 * h + 32 * (kq & 1) + l];
+        const double pe = ds * (((kq < 2 ? lb & 15 : lb >> 4) | ((blk->qh[32 * h + l] >> (2 * kq)) & 3) << 4) - 32);
+        /* d sc exact in fp16 and ggml's f32 d sc (q - 32) exact (a 25-bit product may round twice there) */
+        if (ds == qn_f16_to_f32(qn_f32_to_f16((float)ds)) && (double)w == pe) {
+            exact++;
+            exact_same += tw[i] == qn_f32_to_f16(ref[i]);
+        }
+    }
+    assert_true(differ > 0);
+    assert_true(exact > 0);
+    assert_int_equal(exact_same, exact);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q6_K, b, rows, k, tw), QN_ERR_UNSUPPORTED);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_0, bp, rows, k, tw), QN_ERR_UNSUPPORTED);
+    free(b), free(bp), free(ref), free(tw);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_x_order), cmocka_unit_test(test_twin),
+                                       cmocka_unit_test(test_twin_q6kp)};
+    return cmocka_run_group_tests_name("kq_tc_host", tests, NULL, NULL);
+}
