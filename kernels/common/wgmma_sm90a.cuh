@@ -185,6 +185,45 @@ static inline int tc_split(int64_t ctas, int64_t slots, int64_t kt, int align, i
     return (int)((kt + c - 1) / c);
 }
 
+/* tc_split of an N x K GEMM on n tokens in CTAs of 128 rows (8 strips of 16) by TC_TILE_BN tokens */
+static inline int tc_split_nk(int64_t slots, int64_t N, int64_t K, int64_t n, int align, int *cps) {
+    const int64_t ctas = (n + TC_TILE_BN - 1) / TC_TILE_BN * ((N / 16 + 7) / 8);
+    return tc_split(ctas, slots, K / TC_TILE_BK, align, cps);
+}
+
+/* The split's sums (f32) of any call of at most n tokens: a size that grows with n, as callers sizing a workspace
+ * for their largest n expect (the split itself does not) */
+static inline size_t tc_part_bytes(int64_t slots, int64_t N, int64_t K, int64_t n, int align) {
+    size_t most = 0;
+    for (int64_t tiles = 1; (tiles - 1) * TC_TILE_BN < n; tiles++) { /* the most tokens with this many token tiles */
+        const int64_t m = tiles * TC_TILE_BN < n ? tiles * TC_TILE_BN : n;
+        int cps;
+        const int split = tc_split_nk(slots, N, K, m, align, &cps);
+        if (split == 1) break; /* more tiles never split more */
+        const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+/* A launch's checks and plan: QN_OK with the split (*split, *cps: tc_split_nk) and the map of xt, or the status to
+ * return (n == 0: QN_OK with *split = 0, nothing to launch). */
+static inline qn_status tc_plan(int64_t slots, int align, const void *w, int64_t N, int64_t K, const void *xt,
+                                int64_t n, const float *y, const void *part, size_t part_bytes, int *split, int *cps,
+                                CUtensorMap *map) {
+    *split = 0;
+    if (n < 0 || slots < 1) return QN_ERR_SHAPE;
+    if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
+    if (n == 0) return QN_OK;
+    const int s = tc_split_nk(slots, N, K, n, align, cps);
+    if (s > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < tc_part_bytes(slots, N, K, n, align)))
+        return QN_ERR_INVALID_ARG;
+    if ((n + TC_TILE_BN - 1) / TC_TILE_BN > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
+    const qn_status ms = tc_x_map(map, xt, K, n, TC_TILE_BK, TC_TILE_BN);
+    if (ms == QN_OK) *split = s;
+    return ms;
+}
+
 /* y[i] = the sum over the split's parts in split order, after the GEMM (same stream) */
 static inline qn_status tc_reduce(const float *part, float *y, int64_t total, int split, cudaStream_t stream) {
     if ((total + 255) / 256 > 0x7fffffff) return QN_ERR_SHAPE;

@@ -254,24 +254,12 @@ __global__ void lq4m_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp
  * else as many as the idle slots allow (at most 8, at least 16 steps of 64 columns per split). Steps per split
  * (even): *cps. */
 int qn_lq4m_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    const int64_t ctas = (n + TC_BN - 1) / TC_BN * ((N / QN_LQ4M_ROWS + 7) / 8);
-    return tc_split(ctas, (int64_t)n_sm * QN_LQ4M_TC_CTAS, K / TC_BK, 2, cps);
+    return tc_split_nk((int64_t)n_sm * QN_LQ4M_TC_CTAS, N, K, n, 2, cps);
 }
 
-/* the split's sums of any call of at most n tokens (a size that grows with n, as callers sizing a workspace for
- * their largest n expect; the split itself does not) */
 size_t qn_lq4m_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     if (N <= 0 || K <= 0 || n <= 0 || K % QN_LQ4M_COLS || N % QN_LQ4M_ROWS || n_sm < 1) return 0;
-    size_t most = 0;
-    for (int64_t tiles = 1; (tiles - 1) * TC_BN < n; tiles++) { /* the most tokens with this many token tiles */
-        const int64_t m = tiles * TC_BN < n ? tiles * TC_BN : n;
-        int cps;
-        const int split = qn_lq4m_tc_split(n_sm, N, K, m, &cps);
-        if (split == 1) break; /* more tiles never split more */
-        const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
-        most = b > most ? b : most;
-    }
-    return most;
+    return tc_part_bytes((int64_t)n_sm * QN_LQ4M_TC_CTAS, N, K, n, 2);
 }
 
 bool qn_lq4m_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
@@ -300,18 +288,11 @@ qn_status qn_lq4m_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, vo
 qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt, int64_t n,
                           float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_lq4m_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
-    if (n < 0 || n_sm < 1) return QN_ERR_SHAPE;
-    if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
-    if (n == 0) return QN_OK;
-    int cps;
-    const int split = qn_lq4m_tc_split(n_sm, N, K, n, &cps);
-    if (split > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < qn_lq4m_tc_part_bytes(n_sm, N, K, n)))
-        return QN_ERR_INVALID_ARG;
-    const int64_t bx = (n + TC_BN - 1) / TC_BN;
-    if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
+    int split, cps;
     CUtensorMap map;
-    const qn_status ms = tc_x_map(&map, xt, K, n, TC_BK, TC_BN);
-    if (ms != QN_OK) return ms;
+    const qn_status ps = tc_plan((int64_t)n_sm * QN_LQ4M_TC_CTAS, 2, w, N, K, xt, n, y, part, part_bytes, &split, &cps,
+                                 &map);
+    if (ps != QN_OK || split == 0) return ps;
     const bool lut = qn_lq4m_is_lut(fmt);
     tc_map tab = {};
     if (lut) {
@@ -323,7 +304,7 @@ qn_status qn_lq4m_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64
         lut ? lq4m_tc_kernel<true> : lq4m_tc_kernel<false>;
     const int smem = lut ? TC_SMEM_LUT : TC_SMEM;
     QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    const dim3 grid((unsigned)bx, (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), (unsigned)split);
+    const dim3 grid((unsigned)((n + TC_BN - 1) / TC_BN), (unsigned)((N / QN_LQ4M_ROWS + 7) / 8), (unsigned)split);
     float *const pp = split > 1 ? (float *)part : NULL;
     kern<<<grid, TC_THREADS, smem, (cudaStream_t)stream>>>(map, tab, (const uint4 *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();

@@ -340,23 +340,9 @@ __global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16
     for (int u = 0; u < 8; u++) xt[8 * i + u] = make_uint4(o[4 * u], o[4 * u + 1], o[4 * u + 2], o[4 * u + 3]);
 }
 
-static int kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    const int64_t ctas = (n + TC_BN - 1) / TC_BN * ((N / 16 + 7) / 8);
-    return tc_split(ctas, n_sm, K / TC_BK, KQ_STEPS, cps);
-}
-
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     if (N <= 0 || K <= 0 || n <= 0 || K % 256 || N % 16 || n_sm < 1) return 0;
-    size_t most = 0;
-    for (int64_t tiles = 1; (tiles - 1) * TC_BN < n; tiles++) { /* the most tokens with this many token tiles */
-        const int64_t m = tiles * TC_BN < n ? tiles * TC_BN : n;
-        int cps;
-        const int split = kq_tc_split(n_sm, N, K, m, &cps);
-        if (split == 1) break; /* more tiles never split more */
-        const size_t b = (size_t)split * (size_t)m * (size_t)N * sizeof(float);
-        most = b > most ? b : most;
-    }
-    return most;
+    return tc_part_bytes(n_sm, N, K, n, KQ_STEPS);
 }
 
 typedef void (*kq_tc_fn)(const CUtensorMap, const uint8_t *, float *, float *, int64_t, int64_t, int64_t, int);
@@ -392,21 +378,13 @@ qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
                         int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_kq_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
-    if (n < 0 || n_sm < 1) return QN_ERR_SHAPE;
-    if (!w || !xt || !y || ((uintptr_t)w & 15u) || ((uintptr_t)xt & 15u)) return QN_ERR_INVALID_ARG;
-    if (n == 0) return QN_OK;
-    int cps;
-    const int split = kq_tc_split(n_sm, N, K, n, &cps);
-    if (split > 1 && (!part || ((uintptr_t)part & 15u) || part_bytes < qn_kq_tc_part_bytes(n_sm, N, K, n)))
-        return QN_ERR_INVALID_ARG;
-    const int64_t bx = (n + TC_BN - 1) / TC_BN;
-    if (bx > 0x7fffffff || n > 0xffffffffLL) return QN_ERR_SHAPE;
+    int split, cps;
     CUtensorMap map;
-    const qn_status ms = tc_x_map(&map, xt, K, n, TC_BK, TC_BN);
-    if (ms != QN_OK) return ms;
+    const qn_status ps = tc_plan(n_sm, KQ_STEPS, w, N, K, xt, n, y, part, part_bytes, &split, &cps, &map);
+    if (ps != QN_OK || split == 0) return ps;
     const kq_tc_fn kern = kq_tc_kernel_of(fmt);
     QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
-    const dim3 grid((unsigned)bx, (unsigned)((N / 16 + 7) / 8), (unsigned)split);
+    const dim3 grid((unsigned)((n + TC_BN - 1) / TC_BN), (unsigned)((N / 16 + 7) / 8), (unsigned)split);
     float *const pp = split > 1 ? (float *)part : NULL;
     kern<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint8_t *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();
