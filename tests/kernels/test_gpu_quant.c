@@ -1132,8 +1132,8 @@ static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8
  * host permutation bit for bit; then per case, on NaN-poisoned outputs with guards, against the exact weights
  * (run_case: the fp16 reference and tolerance of every path), against its host twin's values within the f32
  * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Shapes: a K split of
- * 4 with one row CTA (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), AUTO in its
- * window, token tiles cut short. */
+ * 4 with one row CTA (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), token tiles
+ * cut short, and AUTO in its window (4096 rows). */
 static void test_kq_tc(void **state) {
     gpu_env *e = *state;
     if (!qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256)) {
@@ -1159,8 +1159,10 @@ static void test_kq_tc(void **state) {
         cudaFree(dx), cudaFree(dxt), free(x), free(xt);
     }
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
-        {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}}};
+        {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}},
+        {4096, 512, 64, {64, 40, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
     const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
+    int autos = 0; /* AUTO cases run (each format's last shape) */
     for (size_t ci = 0; ci < 2 * sizeof cs / sizeof cs[0]; ci++) {
         const qn_qformat f = fmts[ci % 2];
         problem p;
@@ -1192,7 +1194,8 @@ static void test_kq_tc(void **state) {
             float *y2 = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
             if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
             free(y2);
-            if (qn_kq_tc_auto(n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
+            if (qn_kq_tc_auto(N, n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
+                autos++;
                 y2 = run_case_full(e, &p, n, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO, 0);
                 if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: AUTO differs from TC", what);
                 free(y2);
@@ -1205,6 +1208,7 @@ static void test_kq_tc(void **state) {
         free(tw), free(yt), free(tt);
         problem_free(&p);
     }
+    assert_int_equal(autos, 6);
 }
 
 /* Argument checks: they must fail cleanly, without launching. */

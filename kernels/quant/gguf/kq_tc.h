@@ -29,15 +29,24 @@
 extern "C" {
 #endif
 
-/* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on sm_90a (above the mma kernel's
- * range, quant.h QN_QUANT_MMA_MAX_TOKENS); beyond, dequant + cuBLAS. */
+/* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on weights of at least QN_KQ_TC_MIN_ROWS
+ * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS); elsewhere dequant + cuBLAS.
+ * Measured on an H100 (bench/results/gpu-kq-tc-2026-12-06.md, `quern bench kernels`, Llama-3-8B shapes), GEMM
+ * against dequant + cuBLAS: n = 64 and 128 2.5-3.0x faster on 4096- and 14336-row weights (1.1-1.3x cuBLAS fp16
+ * itself on the MLP shapes), n = 512 1.00-1.11x, n = 4096 0.60-0.70x; on 1024 x 4096 (k, v) slower at every n
+ * (0.67-0.82x: too few row tiles to fill the GPU). */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
 #ifndef QN_KQ_TC_MAX_TOKENS
-#define QN_KQ_TC_MAX_TOKENS 4096
+#define QN_KQ_TC_MAX_TOKENS 512
 #endif
-static inline bool qn_kq_tc_auto(int64_t n) { return n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS; }
+#ifndef QN_KQ_TC_MIN_ROWS
+#define QN_KQ_TC_MIN_ROWS 4096
+#endif
+static inline bool qn_kq_tc_auto(int64_t N, int64_t n) {
+    return N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
+}
 
 /* The formats the GEMM reads. */
 static inline bool qn_kq_tc_has_format(qn_qformat f) { return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP; }
