@@ -32,9 +32,9 @@ extern "C" {
 /* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on weights of at least QN_KQ_TC_MIN_ROWS
  * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS); elsewhere dequant + cuBLAS.
  * Measured on an H100 (bench/results/gpu-kq-tc-2026-12-06.md, `quern bench kernels`, Llama-3-8B shapes), GEMM
- * against dequant + cuBLAS: n = 64 and 128 2.5-3.0x faster on 4096- and 14336-row weights (1.1-1.3x cuBLAS fp16
- * itself on the MLP shapes), n = 512 1.00-1.11x, n = 4096 0.60-0.70x; on 1024 x 4096 (k, v) slower at every n
- * (0.67-0.82x: too few row tiles to fill the GPU). */
+ * against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes (1.1-1.3x cuBLAS fp16 itself there),
+ * 1.3-1.5x on 4096 x 4096; n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower at every n
+ * (0.41-0.78x: too few row tiles to fill the GPU). */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
