@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include <cuda/atomic>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -87,6 +88,27 @@ __device__ __forceinline__ void qn_bulk_g2s(uint32_t sdst, const void *gsrc, uin
 /* Orders this thread's earlier generic-proxy shared accesses before its later async-proxy ones. */
 __device__ __forceinline__ void qn_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 #endif
+
+/* Serial split-K arrival. Every thread of a 1-D CTA calls it once its part of the tile is written: it returns true,
+ * in every thread, in the CTA of the tile that arrives last, which may then read the others' parts through L2
+ * (__ldcg); that CTA's call also sets the counter back to 0 for the next launch. One release-acquire add by thread
+ * 0, ordered after the other threads' writes (and before their later reads) by the CTA barriers: the PTX model's
+ * release and acquire are cumulative over a barrier (CUTLASS's semaphore does the same). It replaces a
+ * __threadfence() in every thread on both sides (MEMBAR.SC + L1 invalidate), 12% of the stall samples of lq4m's
+ * n = 1 kernel on q/o (split 4; bench/results/gpu-lq4m-tc-2026-12-06.md, r5). */
+__device__ __forceinline__ bool qn_split_arrive(unsigned *cnt, /* one counter of the tile, 0 between launches */
+                                                unsigned split) {
+    __shared__ unsigned qn_split_last;
+    __syncthreads(); /* every thread's part is written */
+    if (threadIdx.x == 0) {
+        cuda::atomic_ref<unsigned, cuda::thread_scope_device> c(*cnt);
+        const bool last = c.fetch_add(1u, cuda::memory_order_acq_rel) == split - 1;
+        if (last) c.store(0u, cuda::memory_order_relaxed); /* every CTA of the tile has arrived */
+        qn_split_last = last;
+    }
+    __syncthreads();
+    return qn_split_last != 0;
+}
 
 /* --- programmatic dependent launch (sm_90; no-ops below) ---
  * A kernel launched with cudaLaunchAttributeProgrammaticStreamSerialization may start while the kernel

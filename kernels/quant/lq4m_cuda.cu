@@ -230,16 +230,20 @@ __global__ void __launch_bounds__(W * 32)
             const int v = (int)threadIdx.x + u * (W * 32);
             if (v < NV) mine[v] = sum[u];
         }
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            const unsigned prev = atomicAdd(&cnt[tile], 1u);
-            last = prev == (unsigned)split - 1;
-            if (last) cnt[tile] = 0; /* every CTA of the tile has arrived: ready for the next call */
+        if constexpr (G) { /* the instance with x in shared memory (gathered, or staged: n = 1 on the 8B shapes) */
+            if (!qn_split_arrive(&cnt[tile], (unsigned)split)) return; /* the last CTA of the tile sums the split */
+        } else { /* a fence in every thread: the release-acquire arrival moved this instance's x loads (d49854c) */
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                const unsigned prev = atomicAdd(&cnt[tile], 1u);
+                last = prev == (unsigned)split - 1;
+                if (last) cnt[tile] = 0; /* every CTA of the tile has arrived: ready for the next call */
+            }
+            __syncthreads();
+            if (!last) return;
+            __threadfence();
         }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
         const float *all = part + (size_t)tile * (size_t)split * NV;
 #pragma unroll
         for (int u = 0; u < PER; u++) {
