@@ -70,6 +70,10 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
 /* xt [n][K] fp16 = x [n][K] fp16 in the GEMM's column order; both 16-byte aligned. */
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
+/* The K split of a call on n tokens: none where its 128 x 128 tiles fill the SMs, else as many as the idle SMs allow
+ * (at most 8, at least 16 steps of 64 columns per split); steps per split, a multiple of 4, in *cps. Returns the
+ * number of splits. */
+int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
 /* Bytes of split-K sums any call of at most n tokens needs (0 where none splits). */
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
 /* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x; part: the

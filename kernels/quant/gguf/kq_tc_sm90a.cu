@@ -340,6 +340,10 @@ __global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16
     for (int u = 0; u < 8; u++) xt[8 * i + u] = make_uint4(o[4 * u], o[4 * u + 1], o[4 * u + 2], o[4 * u + 3]);
 }
 
+int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps);
+}
+
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     if (N <= 0 || K <= 0 || n <= 0 || K % 256 || N % 16 || n_sm < 1) return 0;
     return tc_part_bytes(n_sm, N, K, n, KQ_STEPS);
