@@ -100,6 +100,17 @@ __device__ __forceinline__ void tc_start(uint32_t bars, uint32_t sbase, const CU
         }
 }
 
+/* A CTA's zeroed accumulators and A buffers, and the two halves of the B descriptor of the stages at sbase */
+__device__ __forceinline__ void tc_begin(float (&acc)[64], uint32_t (&a0)[4][4], uint32_t (&a1)[4][4], uint32_t sbase,
+                                         uint32_t &dlo, uint32_t &dhi) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc[i] = 0.f;
+#pragma unroll
+    for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
+    const uint64_t d0 = tc_desc(sbase);
+    dlo = (uint32_t)d0, dhi = (uint32_t)(d0 >> 32);
+}
+
 /* The tensor-core half of step i (pass-local R) of L: wait for its x tile (stage R % STAGES, parity par of the
  * pass's first use of stage 0), four wgmma on the A registers a (k16 slices) into acc, one commit group; then
  * wait for the step before's group (its A registers ao and its stage are free), and once both warpgroups are

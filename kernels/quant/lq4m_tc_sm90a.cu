@@ -213,13 +213,8 @@ __global__ void __launch_bounds__(TC_THREADS, QN_LQ4M_TC_CTAS)
     const uint8_t *const tl = lut + 4 * lane;
     tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
     float acc[64];
-#pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.f;
-    uint32_t a0[4][4], a1[4][4];
-#pragma unroll
-    for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
-    const uint64_t d0 = tc_desc(sbase);
-    const uint32_t dlo = (uint32_t)d0, dhi = (uint32_t)(d0 >> 32);
+    uint32_t a0[4][4], a1[4][4], dlo, dhi;
+    tc_begin(acc, a0, a1, sbase, dlo, dhi);
     int i = 0;
     for (; i + TC_U <= L; i += TC_U) /* passes of TC_U steps: every slot and stage index a constant */
         tc_steps<LUT, 0, TC_U>(tc_pass_at(wst, k0, i, lane, g), L, k0, cq, cs, tl, a0, a1, acc, dlo, dhi, sbase, bars,

@@ -296,13 +296,8 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     }
     tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
     float acc[64];
-#pragma unroll
-    for (int i = 0; i < 64; i++) acc[i] = 0.f;
-    uint32_t a0[4][4], a1[4][4];
-#pragma unroll
-    for (int s = 0; s < 4; s++) a0[s][0] = a0[s][1] = a0[s][2] = a0[s][3] = a1[s][0] = a1[s][1] = a1[s][2] = a1[s][3] = 0;
-    const uint64_t d0 = tc_desc(sbase);
-    const uint32_t dlo = (uint32_t)d0, dhi = (uint32_t)(d0 >> 32);
+    uint32_t a0[4][4], a1[4][4], dlo, dhi;
+    tc_begin(acc, a0, a1, sbase, dlo, dhi);
     int i = 0;
     for (; i + TC_U <= L; i += TC_U)
         kq_steps<A, 0, TC_U>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map, tok0);
