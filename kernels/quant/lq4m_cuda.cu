@@ -545,11 +545,6 @@ static bool lq4m_fused_gather(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, 
 #ifndef QN_LQ4M_STAGE_X_ELEMS
 #define QN_LQ4M_STAGE_X_ELEMS 4096
 #endif
-/* The same for the two-group launches (9..16 tokens, the act-order instances), 0: never. Not yet measured: an A/B
- * knob (16384 stages q/o at n = 16 in 32 KB). */
-#ifndef QN_LQ4M_STAGE_X2_ELEMS
-#define QN_LQ4M_STAGE_X2_ELEMS 0
-#endif
 
 /* Chunks in flight per warp for launches of up to 8 tokens (one strip per CTA; 56 registers at 2, 64 at 3); the
  * larger instances keep 2. An A/B knob (-D): measured on an H100 (bench/results/gpu-lq4m-2026-12-06.md, 688dd63)
@@ -588,7 +583,9 @@ static qn_status lq4m_mma(const qn_quant_cuda_ctx *ctx, const lq4m_call *c, int6
         if (lut && perm) return QN_ERR_INTERNAL; /* refused by lq4m_run */
         const size_t xcopy = lq4m_xs_bytes(K, take, p); /* x in shared memory, gathered or staged */
         const int64_t xcols = (int64_t)take * cps * QN_LQ4M_COLS;
-        const bool stage = !perm && !lut && xcols <= (p.ng == 1 ? QN_LQ4M_STAGE_X_ELEMS : QN_LQ4M_STAGE_X2_ELEMS) &&
+        /* one-group launches only: staging the two-group ones (9..16 tokens) made q/o at n = 16 slower on an H100
+         * (12.36 against 9.01 us, bench/results/gpu-kq-tc-2026-12-06.md) */
+        const bool stage = !perm && !lut && p.ng == 1 && xcols <= QN_LQ4M_STAGE_X_ELEMS &&
                            xcopy <= LQ4M_XS_MAX; /* a knob set past the limit stages less */
         const size_t xs = perm || stage ? xcopy : lut ? LQ4M_LUT_BYTES : 0;
         if (xs > LQ4M_XS_MAX) return QN_ERR_INTERNAL; /* the caller gathers first (lq4m_fused_gather) */
