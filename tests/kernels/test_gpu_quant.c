@@ -1131,9 +1131,10 @@ static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8
 /* The K-quant tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q6_KP; Hopper builds with sm_90a code, else skipped): its x order against the
  * host permutation bit for bit; then per case, on NaN-poisoned outputs with guards, against the exact weights
  * (run_case: the fp16 reference and tolerance of every path), against its host twin's values within the f32
- * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Shapes: a K split of
- * 4 with one row CTA (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), token tiles
- * cut short, and AUTO in its window (4096 rows). */
+ * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Both tiles (128 tokens,
+ * 256 from QN_KQ_TC_WIDE_MIN_TOKENS = 129: n = 130, 160, 200, 257, 300). Shapes: a K split of 4 with one row CTA
+ * (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), token tiles cut short, and AUTO
+ * in its window (4096 rows). */
 static void test_kq_tc(void **state) {
     gpu_env *e = *state;
     if (!qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256)) {
@@ -1160,7 +1161,7 @@ static void test_kq_tc(void **state) {
     }
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
         {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}},
-        {4096, 512, 64, {64, 40, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
+        {4096, 512, 160, {64, 160, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
     const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
     int autos = 0; /* AUTO cases run (each format's last shape) */
     for (size_t ci = 0; ci < 2 * sizeof cs / sizeof cs[0]; ci++) {

@@ -4,7 +4,8 @@
  * the 8B shapes and odd ones, 132 / 114 / 78 / 16 multiprocessors, n = 1..2048.
  * - the split covers K exactly once: 1 <= split <= 8, steps per split a multiple of 2 (M forms: a chunk) or 4
  *   (K-quants: a block, whose steps the kernel unrolls by their place in it), (split - 1) cps < K / 64 <= split cps;
- *   at least 16 steps per split when it splits; none where the 128 x 128 tiles fill the SMs;
+ *   at least 16 steps per split when it splits; none where the tiles (128 rows by 128 tokens, the K-quants 256 from
+ *   QN_KQ_TC_WIDE_MIN_TOKENS) fill the SMs;
  * - the workspace holds the split's sums (split x n x N f32) and never shrinks as n grows (the runtime asks for it
  *   at sampled n, its largest included, and calls with any n below: llama_cuda.c's mm_ws_for);
  * - refusals: a shape the GEMM cannot take asks for nothing.
@@ -19,9 +20,15 @@
 #ifdef QN_HAVE_SM90A
 typedef int (*split_fn)(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
 typedef size_t (*part_fn)(int n_sm, int64_t N, int64_t K, int64_t n);
+typedef int (*tile_fn)(int64_t n); /* tokens per CTA tile of a call on n tokens */
+
+static int tile_128(int64_t n) {
+    (void)n;
+    return 128;
+}
 
 /* The split's and workspace's invariants over the shapes whose K is a multiple of kmod (the others are refused). */
-static void check_plan(const char *name, split_fn split_of, part_fn part_of, int align, int64_t kmod) {
+static void check_plan(const char *name, split_fn split_of, part_fn part_of, tile_fn tile_of, int align, int64_t kmod) {
     const int64_t shapes[][2] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {1024, 4096},  {48, 384},
                                  {1040, 4224}, {256, 1024},   {128256, 4096}, {144, 1280}, {16, 256}};
     const int sms[] = {132, 114, 78, 16};
@@ -38,7 +45,7 @@ static void check_plan(const char *name, split_fn split_of, part_fn part_of, int
             for (int64_t n = 1; n <= 2048; n++) {
                 int cps = -1;
                 const int split = split_of(sms[mi], N, K, n, &cps);
-                const int64_t ctas = (n + 127) / 128 * ((N / 16 + 7) / 8);
+                const int64_t bn = tile_of(n), ctas = (n + bn - 1) / bn * ((N / 16 + 7) / 8);
                 if (split < 1 || split > 8 || cps < align || cps % align || (int64_t)(split - 1) * cps >= KT ||
                     (int64_t)split * cps < KT)
                     fail_msg("%s N=%lld K=%lld sms=%d n=%lld: split %d x %d steps does not cover %lld steps once", name,
@@ -62,7 +69,7 @@ static void check_plan(const char *name, split_fn split_of, part_fn part_of, int
 
 static void test_split_and_workspace(void **state) {
     (void)state;
-    check_plan("lq4m", qn_lq4m_tc_split, qn_lq4m_tc_part_bytes, 2, 128);
+    check_plan("lq4m", qn_lq4m_tc_split, qn_lq4m_tc_part_bytes, tile_128, 2, 128);
     /* the 8B shapes on an H100 (132 SMs), as measured in bench/results/gpu-lq4m-tc-2026-12-06.md */
     int cps;
     assert_int_equal(qn_lq4m_tc_split(132, 4096, 4096, 64, &cps), 4);     /* q/o: 32 tiles */
@@ -75,16 +82,30 @@ static void test_split_and_workspace(void **state) {
     assert_int_equal(qn_lq4m_tc_split(132, 48, 384, 1, &cps), 1);         /* 6 steps: too few to split */
 }
 
-/* The K-quant GEMM: steps per split a multiple of 4 (every step's place in its 256-column block a constant) */
+static int kq_tile(int64_t n) { return qn_kq_tc_tile_tokens(n); }
+
+/* The K-quant GEMM: steps per split a multiple of 4 (every step's place in its 256-column block a constant); tiles
+ * of 128 tokens, of 256 from QN_KQ_TC_WIDE_MIN_TOKENS on */
 static void test_kq_split_and_workspace(void **state) {
     (void)state;
-    check_plan("kq", qn_kq_tc_split, qn_kq_tc_part_bytes, 4, 256);
+    check_plan("kq", qn_kq_tc_split, qn_kq_tc_part_bytes, kq_tile, 4, 256);
+    assert_int_equal(qn_kq_tc_tile_tokens(1), 128);
+    assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS - 1), 128);
+    assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS), 256);
+    assert_int_equal(qn_kq_tc_tile_tokens(4096), 256);
     int cps;
     assert_int_equal(qn_kq_tc_split(132, 144, 4096, 33, &cps), 4); /* test_gpu_quant's split case: 2 tiles */
     assert_int_equal(cps, 16);
+    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 130, &cps), 4); /* the same with the wide tile: 2 tiles */
+    assert_int_equal(cps, 16);
     assert_int_equal(qn_kq_tc_split(132, 256, 1280, 200, &cps), 1); /* 20 steps: too few to split */
     assert_int_equal(cps, 20);
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, &cps), 1);
+    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 128, &cps), 4); /* 32 tiles of 128 tokens */
+    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, &cps), 2); /* 64 tiles of 256 tokens */
+    assert_int_equal(cps, 32);
+    assert_int_equal(qn_kq_tc_split(132, 14336, 4096, 512, &cps), 1); /* 224 tiles */
+    /* the workspace: the wide tile's split sums at 512 tokens on q/o (2 x 512 x 4096 f32) */
+    assert_true(qn_kq_tc_part_bytes(132, 4096, 4096, 512) >= (size_t)2 * 512 * 4096 * 4);
     assert_int_equal(qn_kq_tc_part_bytes(132, 40, 4096, 64), 0);   /* N % 16 */
     assert_int_equal(qn_kq_tc_part_bytes(132, 4096, 4224, 64), 0); /* K % 256 */
     assert_false(qn_kq_tc_takes(80, QN_QFORMAT_Q4_K, 4096, 4096));  /* an A100: no wgmma */

@@ -48,6 +48,13 @@ static inline bool qn_kq_tc_auto(int64_t N, int64_t n) {
     return N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
 }
 
+/* The GEMM's CTA tile covers 128 tokens, or 256 from QN_KQ_TC_WIDE_MIN_TOKENS tokens on (the same rows: each
+ * weight decoded once for twice the tokens; kq_tc_sm90a.cu). The tokens of a call's tile: */
+#ifndef QN_KQ_TC_WIDE_MIN_TOKENS
+#define QN_KQ_TC_WIDE_MIN_TOKENS 129
+#endif
+static inline int qn_kq_tc_tile_tokens(int64_t n) { return n >= QN_KQ_TC_WIDE_MIN_TOKENS ? 256 : 128; }
+
 /* The formats the GEMM reads. */
 static inline bool qn_kq_tc_has_format(qn_qformat f) { return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP; }
 
@@ -70,9 +77,9 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
 /* xt [n][K] fp16 = x [n][K] fp16 in the GEMM's column order; both 16-byte aligned. */
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
-/* The K split of a call on n tokens: none where its 128 x 128 tiles fill the SMs, else as many as the idle SMs allow
- * (at most 8, at least 16 steps of 64 columns per split); steps per split, a multiple of 4, in *cps. Returns the
- * number of splits. */
+/* The K split of a call on n tokens: none where its tiles (128 rows x qn_kq_tc_tile_tokens(n)) fill the SMs, else as
+ * many as the idle SMs allow (at most 8, at least 16 steps of 64 columns per split); steps per split, a multiple of
+ * 4, in *cps. Returns the number of splits. */
 int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
 /* Bytes of split-K sums any call of at most n tokens needs (0 where none splits). */
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);

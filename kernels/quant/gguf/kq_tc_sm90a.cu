@@ -4,16 +4,17 @@
  * M forms: the same CTA tile, x tiles and wgmma (kernels/common/wgmma_sm90a.cuh), another A side.
  *
  * CTA: 256 threads, two warpgroups, 128 weight rows (warp w: the 16 rows 16 (8 blockIdx.y + w) ..; lane (g, t),
- * g = lane / 4, t = lane % 4, holds rows g and g + 8 of them) by TC_BN = 128 tokens (blockIdx.x), K in steps of 64
- * columns (a block of 256 columns is 4 steps). Per step:
- *  - B: the [128 tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
+ * g = lane / 4, t = lane % 4, holds rows g and g + 8 of them) by BN = 128 or, from QN_KQ_TC_WIDE_MIN_TOKENS
+ * tokens, 256 tokens (blockIdx.x; kq_tile), K in steps of 64 columns (a block of 256 columns is 4 steps). Per step:
+ *  - B: the [BN tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
  *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead (as lq4m_tc_sm90a.cu).
- *  - A: the format's A side (a_q4k, a_q6k below) decodes each lane's code bytes of rows g and g + 8, loaded TC_WD
+ *  - A: the format's A side (a_q4k, a_q6k below) decodes each lane's code bytes of rows g and g + 8, loaded WD
  *    steps ahead with 8-byte streaming loads, into the A fragments of four k16 slices: slice s takes word s >> 1
  *    of the lane's 8 bytes and nibble half (Q4_K) or ql half (Q6_K) s & 1; ((word >> sh) & 0x000F000F) | 0x64006400
  *    is the half2 (1024 + q, 1024 + q') of slots 2t, 2t + 1 and (word >> (sh + 8)) that of slots 2t + 8, 2t + 9;
  *    the scales come from the block's head, loaded ahead too.
- *  - four wgmma.m64n128k16 per warpgroup, one commit group per step; A double-buffered as in the sibling.
+ *  - four wgmma.m64nBNk16 per warpgroup, one commit group per step; A double-buffered as in the sibling. The wide
+ *    tile decodes each weight once for 256 tokens: half the decode work per FLOP of the 128-token one.
  * Epilogue and K split (gridDim.z, steps per split a multiple of 4 so that every step's place in its block is a
  * constant) as the sibling. Strips past N/16 compute on strip 0 and store nothing; tokens past n store nothing. */
 #include <stdint.h>
@@ -28,13 +29,19 @@
 #include "kernels/quant/gguf/q6kp.h"
 
 #define TC_THREADS 256
-#define TC_BN TC_TILE_BN /* tokens per CTA */
 #define TC_BK TC_TILE_BK /* columns per step */
 #define TC_STAGES 4
-#define TC_WD 8 /* steps of code bytes in flight per lane (two blocks) */
-#define TC_U 8  /* steps per pass: every ring slot, stage and place in a block a constant */
-#define TC_SMEM (TC_STAGES * TC_TILE_BYTES + 1024 + 64)
+#define TC_U 8 /* steps per pass: every ring slot, stage and place in a block a constant */
 #define KQ_STEPS 4 /* steps per block */
+/* the CTA's tile of BN tokens (TC_TILE_BN, or TC_WIDE_BN from QN_KQ_TC_WIDE_MIN_TOKENS tokens: kq_tc.h) and the
+ * steps of code bytes in flight per lane: two blocks with 128 tokens, one with 256 (each step four times the
+ * tensor work of a 128-token one at 128 accumulators a thread: the registers for the ring are not there) */
+template <int BN>
+struct kq_tile {
+    static_assert(BN == TC_TILE_BN || BN == TC_WIDE_BN, "kq_tc: a tile of 128 or 256 tokens");
+    static constexpr int WD = BN == TC_TILE_BN ? 8 : 4;
+    static constexpr int SMEM = TC_STAGES * tc_stage_bytes(BN) + 1024 + 64; /* + the swizzle's alignment, mbarriers */
+};
 
 /* 8 code bytes a CTA reads once: not kept in L1 */
 __device__ __forceinline__ uint2 kq_ld_stream(const uint8_t *p) {
@@ -95,23 +102,24 @@ __device__ __forceinline__ void q4k_decode(uint32_t wg, uint32_t wh, __half2 sg,
     a[3] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wh >> (4 * HH + 8))), k1024), Sh, Bh));
 }
 
-/* Q4_K's A side of a lane: the code bytes of TC_WD steps (8 of each row: bytes 8t.. of the group's 32), the heads
- * (the 16 bytes before qs) of their two blocks, the current block's unpacked */
+/* Q4_K's A side of a lane: the code bytes of WD steps (8 of each row: bytes 8t.. of the group's 32; WD 4 or 8),
+ * the heads (the 16 bytes before qs) of their WD / 4 blocks, the current block's unpacked */
+template <int WD>
 struct a_q4k {
     static constexpr int BYTES = 144;
-    uint4 cq[TC_WD];
-    uint4 hd[TC_WD / KQ_STEPS][2];
+    uint4 cq[WD];
+    uint4 hd[WD / KQ_STEPS][2];
     q4k_head hg, hh;
 
-    /* steps 0 .. TC_WD - 1 of L from the block at pg, ph */
+    /* steps 0 .. WD - 1 of L from the block at pg, ph */
     __device__ __forceinline__ void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
 #pragma unroll
-        for (int d = 0; d < TC_WD; d++) {
+        for (int d = 0; d < WD; d++) {
             cq[d] = make_uint4(0, 0, 0, 0);
             if (d < L) cq[d] = kq_ld_rows(pg, ph, (d / KQ_STEPS) * BYTES + 16 + 32 * (d % KQ_STEPS) + 8 * t);
         }
 #pragma unroll
-        for (int b = 0; b < TC_WD / KQ_STEPS; b++) {
+        for (int b = 0; b < WD / KQ_STEPS; b++) {
             hd[b][0] = hd[b][1] = make_uint4(0, 0, 0, 0);
             if (b * KQ_STEPS < L) {
                 hd[b][0] = __ldg(reinterpret_cast<const uint4 *>(pg + b * BYTES));
@@ -119,13 +127,13 @@ struct a_q4k {
             }
         }
     }
-    /* pass step R's A registers, then its slots refilled with step R + TC_WD's bytes (i: its CTA step; pg, ph: the
+    /* pass step R's A registers, then its slots refilled with step R + WD's bytes (i: its CTA step; pg, ph: the
      * pass's first block) */
     template <int R>
     __device__ __forceinline__ void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
                                          int L) {
-        constexpr int SL = R % TC_WD, J = R % KQ_STEPS, SH = (R / KQ_STEPS) % (TC_WD / KQ_STEPS);
-        if constexpr (J == 0) { /* a new block: its heads, loaded TC_WD steps ago */
+        constexpr int SL = R % WD, J = R % KQ_STEPS, SH = (R / KQ_STEPS) % (WD / KQ_STEPS);
+        if constexpr (J == 0) { /* a new block: its heads, loaded WD steps ago */
             hg = q4k_unpack(hd[SH][0]);
             hh = q4k_unpack(hd[SH][1]);
         }
@@ -137,8 +145,8 @@ struct a_q4k {
         q4k_decode<1>(c.x, c.z, sg, bg, sh, bh, a[1]);
         q4k_decode<0>(c.y, c.w, sg, bg, sh, bh, a[2]);
         q4k_decode<1>(c.y, c.w, sg, bg, sh, bh, a[3]);
-        if (i + TC_WD < L) { /* slot SL is free: the bytes TC_WD steps on (block R / 4 + TC_WD / 4 of the pass) */
-            constexpr int B = (R / KQ_STEPS + TC_WD / KQ_STEPS) * BYTES;
+        if (i + WD < L) { /* slot SL is free: the bytes WD steps on (block R / 4 + WD / 4 of the pass) */
+            constexpr int B = (R / KQ_STEPS + WD / KQ_STEPS) * BYTES;
             cq[SL] = kq_ld_rows(pg, ph, B + 16 + 32 * J + 8 * t);
             if constexpr (J == 0) { /* the heads of that block (this block's were unpacked above) */
                 hd[SH][0] = __ldg(reinterpret_cast<const uint4 *>(pg + B));
@@ -158,13 +166,15 @@ __device__ __forceinline__ uint32_t q6k_h2(uint32_t lo, uint32_t hi) {
     return qn_nib_h2(lo) | ((hi << 4) & 0x00300030u);
 }
 
-/* Q6_KP's A side of a lane: the code bytes of TC_WD / 2 half blocks (ql low part, ql high part, qh: one uint4
- * each, rows g, g + 8), the scales (16 int8) and d of their two blocks */
+/* Q6_KP's A side of a lane: the code bytes of WD / 2 half blocks (ql low part, ql high part, qh: one uint4
+ * each, rows g, g + 8; WD 4 or 8), the scales (16 int8) and d of two blocks: with WD = 8 block b + 2's are loaded
+ * after block b's last step, with WD = 4 block b + 1's at its first */
+template <int WD>
 struct a_q6k {
-    static constexpr int BYTES = QN_Q6KP_BLOCK_BYTES;
-    uint4 cq[TC_WD / 2][3];
-    uint4 hs[TC_WD / KQ_STEPS][2];
-    uint32_t hd[TC_WD / KQ_STEPS][2];
+    static constexpr int BYTES = QN_Q6KP_BLOCK_BYTES, NS = 2; /* head slots */
+    uint4 cq[WD / 2][3];
+    uint4 hs[NS][2];
+    uint32_t hd[NS][2];
     uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + 128 + sc) halves */
 
     __device__ __forceinline__ void half(int s, const uint8_t *pg, const uint8_t *ph, int off, int t) {
@@ -187,15 +197,15 @@ struct a_q6k {
         const uint32_t b = (uint32_t)(t >> 1);
         sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
 #pragma unroll
-        for (int h = 0; h < TC_WD / 2; h++) {
+        for (int h = 0; h < WD / 2; h++) {
             cq[h][0] = cq[h][1] = cq[h][2] = make_uint4(0, 0, 0, 0);
             if (2 * h < L) fetch_half(h, pg, ph, h, t);
         }
 #pragma unroll
-        for (int b = 0; b < TC_WD / KQ_STEPS; b++) {
+        for (int b = 0; b < NS; b++) {
             hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
             hd[b][0] = hd[b][1] = 0;
-            if (b * KQ_STEPS < L) head(b, pg, ph, b * BYTES);
+            if (b < WD / KQ_STEPS && b * KQ_STEPS < L) head(b, pg, ph, b * BYTES);
         }
     }
     /* this lane's (S of k = 2 nib, S of k = 2 nib + 1) of step J's columns from a row's scales sw and (d, d) */
@@ -208,7 +218,10 @@ struct a_q6k {
     template <int R>
     __device__ __forceinline__ void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
                                          int L) {
-        constexpr int J = R % KQ_STEPS, NIB = J & 1, HS = (R / 2) % (TC_WD / 2), SB = (R / KQ_STEPS) % (TC_WD / KQ_STEPS);
+        constexpr int J = R % KQ_STEPS, NIB = J & 1, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
+        static_assert(WD == 4 || WD == 8, "a_q6k: the head slots hold two blocks");
+        if constexpr (WD == 4 && J == 0) /* the next block's heads into the other slot, a block ahead */
+            if (i + KQ_STEPS < L) head(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES);
         const __half2 s2g = scales<J>(hs[SB][0], hd[SB][0]), s2h = scales<J>(hs[SB][1], hd[SB][1]);
         const __half2 k1056 = qn_bits_h2(0x64206420u);
 #pragma unroll
@@ -222,12 +235,12 @@ struct a_q6k {
             a[s][2] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lg >> (4 * NIB + 8), qg >> (2 * k + 8))), k1056), Sg));
             a[s][3] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q6k_h2(lh >> (4 * NIB + 8), qh >> (2 * k + 8))), k1056), Sh));
         }
-        /* after the half's second step its slot is free: the half TC_WD steps on */
+        /* after the half's second step its slot is free: the half WD steps on */
         if constexpr (NIB == 1)
-            if (i - 1 + TC_WD < L) fetch_half(HS, pg, ph, (R - 1 + TC_WD) / 2, t);
-        /* after the block's last step its heads' slot is free: the block TC_WD steps on */
-        if constexpr (J == KQ_STEPS - 1)
-            if (i - 3 + TC_WD < L) head(SB, pg, ph, ((R - 3 + TC_WD) / KQ_STEPS) * BYTES);
+            if (i - 1 + WD < L) fetch_half(HS, pg, ph, (R - 1 + WD) / 2, t);
+        /* after the block's last step its heads' slot is free: the block WD steps on */
+        if constexpr (WD == 8 && J == KQ_STEPS - 1)
+            if (i - 3 + WD < L) head(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES);
     }
 };
 
@@ -244,20 +257,20 @@ struct kq_pass {
 };
 
 /* steps R .. E - 1 of the pass (even steps decode into a0, odd into a1) */
-template <class A, int R, int E>
+template <class A, int BN, int R, int E>
 __device__ __forceinline__ void kq_steps(A &as, const kq_pass &ps, int L, int k0, int t, uint32_t (&a0)[4][4],
-                                         uint32_t (&a1)[4][4], float (&acc)[64], uint32_t dlo, uint32_t dhi,
+                                         uint32_t (&a1)[4][4], float (&acc)[BN / 2], uint32_t dlo, uint32_t dhi,
                                          uint32_t sbase, uint32_t bars, const CUtensorMap *map, int64_t tok0) {
     if constexpr (R < E) {
         const int i = ps.i0 + R;
         if constexpr (R & 1) {
             as.template step<R>(a1, ps.pg, ps.ph, t, i, L);
-            tc_mma_step<TC_STAGES, R>(acc, a1, a0, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
+            tc_mma_step<TC_STAGES, R, BN>(acc, a1, a0, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
         } else {
             as.template step<R>(a0, ps.pg, ps.ph, t, i, L);
-            tc_mma_step<TC_STAGES, R>(acc, a0, a1, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
+            tc_mma_step<TC_STAGES, R, BN>(acc, a0, a1, ps.par, i, L, k0, dlo, dhi, sbase, bars, map, tok0);
         }
-        kq_steps<A, R + 1, E>(as, ps, L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
+        kq_steps<A, BN, R + 1, E>(as, ps, L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, map, tok0);
     }
 }
 
@@ -268,10 +281,10 @@ __device__ __forceinline__ kq_pass kq_pass_at(const uint8_t *rg, const uint8_t *
 }
 #endif
 
-/* A: the format's A side (a_q4k, a_q6k) */
-template <class A>
+/* A: the format's A side (a_q4k, a_q6k, with kq_tile<BN>::WD steps in flight); BN: tokens per CTA */
+template <class A, int BN>
 __global__ void __launch_bounds__(TC_THREADS, 1)
-    kq_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [TC_BN][TC_BK] */
+    kq_tc_kernel(const __grid_constant__ CUtensorMap map, /* the prepared x [n][K] fp16, boxes [BN][TC_BK] */
                  const uint8_t *__restrict__ w,           /* [N][K/256] blocks of A::BYTES */
                  float *__restrict__ y,                   /* [n][N], or with a K split (gridDim.z > 1) part */
                  float *__restrict__ part,                /* [gridDim.z][n][N]: split z's sums, or NULL */
@@ -280,30 +293,31 @@ __global__ void __launch_bounds__(TC_THREADS, 1)
     extern __shared__ uint8_t tc_raw[];
     const uint32_t sraw = (uint32_t)__cvta_generic_to_shared(tc_raw);
     const uint32_t sbase = (sraw + 1023u) & ~1023u;
-    const uint32_t bars = sbase + TC_STAGES * TC_TILE_BYTES;
+    const uint32_t bars = sbase + TC_STAGES * tc_stage_bytes(BN);
     const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int KT = (int)(K / TC_BK), k0 = (int)blockIdx.z * cps, L = min(cps, KT - k0); /* L a multiple of 4 */
     const int64_t strip = (int64_t)blockIdx.y * 8 + warp;
     const bool sv = strip < N / 16;
     const size_t rb = (size_t)(K / 256) * A::BYTES;
     const uint8_t *const rg = w + (size_t)((sv ? strip : 0) * 16 + g) * rb, *const rh = rg + 8 * rb;
-    const int64_t tok0 = (int64_t)blockIdx.x * TC_BN;
+    const int64_t tok0 = (int64_t)blockIdx.x * BN;
 
     A as;
     {
         const kq_pass p0 = kq_pass_at<A>(rg, rh, k0, 0);
         as.init(p0.pg, p0.ph, L, t);
     }
-    tc_start<TC_STAGES>(bars, sbase, &map, k0, L, tok0);
-    float acc[64];
+    tc_start<TC_STAGES, BN>(bars, sbase, &map, k0, L, tok0);
+    float acc[BN / 2];
     uint32_t a0[4][4], a1[4][4], dlo, dhi;
     tc_begin(acc, a0, a1, sbase, dlo, dhi);
     int i = 0;
     for (; i + TC_U <= L; i += TC_U)
-        kq_steps<A, 0, TC_U>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map, tok0);
-    if (i < L) /* one block left (L is a multiple of 4, TC_U = 8) */
-        kq_steps<A, 0, KQ_STEPS>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map,
+        kq_steps<A, BN, 0, TC_U>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars, &map,
                                  tok0);
+    if (i < L) /* one block left (L is a multiple of 4, TC_U = 8) */
+        kq_steps<A, BN, 0, KQ_STEPS>(as, kq_pass_at<A>(rg, rh, k0, i), L, k0, t, a0, a1, acc, dlo, dhi, sbase, bars,
+                                     &map, tok0);
     tc_wait<0>();
     tc_pin(acc);
     tc_pin(a1);
@@ -336,22 +350,34 @@ __global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16
 }
 
 int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps);
+    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps, qn_kq_tc_tile_tokens(n));
 }
 
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     if (N <= 0 || K <= 0 || n <= 0 || K % 256 || N % 16 || n_sm < 1) return 0;
-    return tc_part_bytes(n_sm, N, K, n, KQ_STEPS);
+    /* the narrow tile's calls below the wide one's first n, the wide one's (all n up to n: more than it needs) */
+    const int64_t w = QN_KQ_TC_WIDE_MIN_TOKENS;
+    const size_t nb = tc_part_bytes(n_sm, N, K, n < w ? n : w - 1, KQ_STEPS, TC_TILE_BN);
+    const size_t wb = n >= w ? tc_part_bytes(n_sm, N, K, n, KQ_STEPS, TC_WIDE_BN) : 0;
+    return nb > wb ? nb : wb;
 }
 
 typedef void (*kq_tc_fn)(const CUtensorMap, const uint8_t *, float *, float *, int64_t, int64_t, int64_t, int);
 
-static kq_tc_fn kq_tc_kernel_of(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q4_K ? kq_tc_kernel<a_q4k> : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k> : NULL;
+template <int BN>
+static kq_tc_fn kq_tc_kernel_bn(qn_qformat fmt) {
+    constexpr int WD = kq_tile<BN>::WD;
+    return fmt == QN_QFORMAT_Q4_K    ? kq_tc_kernel<a_q4k<WD>, BN>
+           : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k<WD>, BN>
+                                     : NULL;
+}
+
+static kq_tc_fn kq_tc_kernel_of(qn_qformat fmt, int bn) {
+    return bn == TC_WIDE_BN ? kq_tc_kernel_bn<TC_WIDE_BN>(fmt) : kq_tc_kernel_bn<TC_TILE_BN>(fmt);
 }
 
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) {
-    const kq_tc_fn fn = kq_tc_kernel_of(fmt);
+    const kq_tc_fn fn = kq_tc_kernel_of(fmt, TC_TILE_BN);
     if (!fn || sm != 90 || N <= 0 || K <= 0 || N % 16 || K % 256) return false;
     if ((N / 16 + 7) / 8 > 65535 || K > ((int64_t)1 << 31)) return false;
     cudaFuncAttributes fa;
@@ -377,15 +403,17 @@ qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
                         int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_kq_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
+    const int bn = qn_kq_tc_tile_tokens(n);
     int split, cps;
     CUtensorMap map;
-    const qn_status ps = tc_plan(n_sm, KQ_STEPS, w, N, K, xt, n, y, part, part_bytes, &split, &cps, &map);
+    const qn_status ps = tc_plan(n_sm, KQ_STEPS, w, N, K, xt, n, y, part, part_bytes, &split, &cps, &map, bn);
     if (ps != QN_OK || split == 0) return ps;
-    const kq_tc_fn kern = kq_tc_kernel_of(fmt);
-    QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, TC_SMEM));
-    const dim3 grid((unsigned)((n + TC_BN - 1) / TC_BN), (unsigned)((N / 16 + 7) / 8), (unsigned)split);
+    const kq_tc_fn kern = kq_tc_kernel_of(fmt, bn);
+    const int smem = bn == TC_WIDE_BN ? kq_tile<TC_WIDE_BN>::SMEM : kq_tile<TC_TILE_BN>::SMEM;
+    QN_CUDA_TRY(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const dim3 grid((unsigned)((n + bn - 1) / bn), (unsigned)((N / 16 + 7) / 8), (unsigned)split);
     float *const pp = split > 1 ? (float *)part : NULL;
-    kern<<<grid, TC_THREADS, TC_SMEM, (cudaStream_t)stream>>>(map, (const uint8_t *)w, y, pp, N, K, n, cps);
+    kern<<<grid, TC_THREADS, smem, (cudaStream_t)stream>>>(map, (const uint8_t *)w, y, pp, N, K, n, cps);
     QN_CUDA_TRY_LAUNCH();
     return split > 1 ? tc_reduce(pp, y, n * N, split, (cudaStream_t)stream) : QN_OK;
 }
