@@ -40,9 +40,10 @@
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
 #       and the twins named in QN_D_NCU_TWINS (QN_D_NCU_KQ "fmt:n:NxK ...": the K-quant GEMM in `quern bench kernels`,
 #       on the build); QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
-#       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build; QN_D_SERVE
-#       "TYPE ...": `quern serve` of those QN_D_TYPES models and `quern bench serve` at QN_D_SERVE_CONC (256)
-#       concurrent 512-in / 128-out requests (2x as many prompts) on the build and the bench twins. Every
+#       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build (or on the
+#       twins named in QN_D_KERNEL_BUILDS only); QN_D_SERVE "TYPE ...": `quern serve` of those QN_D_TYPES models and
+#       `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
+#       build and the bench twins (or the twins named in QN_D_SERVE_TWINS). Every
 #       build's sm_90a SASS goes through test_wgmma_sass.
 #       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
 #       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
@@ -320,7 +321,9 @@ d)
     done
     grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
     if [ -n "${QN_D_KERNELS:-}" ]; then # `quern bench kernels ARGS` (the GGUF paths) per build
-        for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done); do
+        KB="$B $(for t in $TW; do echo build-gpu-${t%%:*}; done)"
+        [ -n "${QN_D_KERNEL_BUILDS:-}" ] && KB=$(for t in $QN_D_KERNEL_BUILDS; do echo build-gpu-$t; done)
+        for b in $KB; do
             echo "== $b" >>"$W/kernels.md"
             timeout 120 "$b/quern" bench kernels $QN_D_KERNELS >>"$W/kernels.md" 2>>"$W/kernels.err"
         done
@@ -368,7 +371,7 @@ d)
     grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
     for ty in ${QN_D_SERVE:-}; do # the serving issue's workload (512 in / 128 out) on the build and the bench twins
         c=${QN_D_SERVE_CONC:-256}
-        for b in "$B" $(for tn in ${QN_D_BENCH_TWINS:-${t1%%:*}}; do echo build-gpu-$tn; done); do
+        for b in "$B" $(for tn in ${QN_D_SERVE_TWINS:-${QN_D_BENCH_TWINS:-${t1%%:*}}}; do echo build-gpu-$tn; done); do
             nb=$(basename "$b")
             "$b/quern" serve /tmp/l8b-$ty --device cuda --port 8765 --max-model-len 2048 >"$W/serve-$ty-$nb.log" 2>&1 &
             sp=$!
