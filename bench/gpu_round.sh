@@ -45,8 +45,9 @@
 #       `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
 #       build and the bench twins (or the twins named in QN_D_SERVE_TWINS). Every
 #       build's sm_90a SASS goes through test_wgmma_sass.
-#       A twin "name:@DIR" is the tree with the files under DIR (same paths) laid over it, built in /tmp/src-name:
-#       an A/B of two versions of a source in one call. Carry .gpudeps and .gpumodel/v.
+#       A flag twin may set several flags, comma-separated ("name:-DA=1,-DB=2"). A twin "name:@DIR" is the tree
+#       with the files under DIR (same paths) laid over it, built in /tmp/src-name: an A/B of two versions of a
+#       source in one call. Carry .gpudeps and .gpumodel/v.
 #   p, s, f1, f2, m1, m2 and d pack their logs into $OUT/round-PHASE.tgz (the device returns at most 8 files).
 # Everything lands in $OUT. QN_COMMIT names the commit in the builds and JSON.
 set -uo pipefail
@@ -263,6 +264,7 @@ d)
     t1=${TW%% *}
     for t in $TW; do
         tn=${t%%:*} tf=${t#*:} tt="bench_gpu_lutq quern"
+        tf=${tf//,/ } # "name:-DA=1,-DB=2": several flags
         case " ${QN_D_TWIN_TEST:-} " in # "1": the first twin; else the twins named
         *" $tn "*) tt="$tt test_gpu_quant_lq4m" ;;
         " 1 ") [ "$t" = "$t1" ] && tt="$tt test_gpu_quant_lq4m" ;;
