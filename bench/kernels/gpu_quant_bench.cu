@@ -5,7 +5,7 @@
  * 4096x14336; --shape all adds the 128256x4096 LM head) x n = 1, 2, 4, 8, 16, 32, 64, 128, 512, 4096
  * tokens. Each point runs on the path qn_quant_select_path picks (AUTO) and, unless --quick, on the other
  * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA and
- * dequant + cuBLAS (Q4_K and Q6_KP in the K-quant tensor-core GEMM's window: AUTO is that GEMM, dequant + cuBLAS
+ * dequant + cuBLAS (Q4_K, Q6_KP and Q8_0P in the GGUF tensor-core GEMM's window: AUTO is that GEMM, dequant + cuBLAS
  * beside it). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
  * device-to-device copy bandwidth measured in the same run, and cuBLAS fp16 on the same shape and n.
  * Times are CUDA-graph replays of back-to-back calls over rotating weight copies (together >= 3x L2, and

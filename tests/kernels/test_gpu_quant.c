@@ -1128,7 +1128,7 @@ static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_
 static void test_q3kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q3_K, QN_QFORMAT_Q3_KP); }
 static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
 
-/* The K-quant tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q6_KP; Hopper builds with sm_90a code, else skipped): its x order against the
+/* The GGUF tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q6_KP, Q8_0P; Hopper builds with sm_90a code, else skipped): its x order against the
  * host permutation bit for bit; then per case, on NaN-poisoned outputs with guards, against the exact weights
  * (run_case: the fp16 reference and tolerance of every path), against its host twin's values within the f32
  * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Both tiles (128 tokens,
@@ -1162,12 +1162,13 @@ static void test_kq_tc(void **state) {
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
         {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}},
         {4096, 512, 160, {64, 160, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q8_0P};
+    const size_t nf = sizeof fmts / sizeof fmts[0];
     int autos = 0; /* AUTO cases run (each format's last shape) */
-    for (size_t ci = 0; ci < 2 * sizeof cs / sizeof cs[0]; ci++) {
-        const qn_qformat f = fmts[ci % 2];
+    for (size_t ci = 0; ci < nf * (sizeof cs / sizeof cs[0]); ci++) {
+        const qn_qformat f = fmts[ci % nf];
         problem p;
-        problem_init(&p, e, f, cs[ci / 2].N, cs[ci / 2].K, cs[ci / 2].nmax, 7100 + ci);
+        problem_init(&p, e, f, cs[ci / nf].N, cs[ci / nf].K, cs[ci / nf].nmax, 7100 + ci);
         const int64_t N = p.N, K = p.K;
         /* the twin's reference: its weights, exact products, the f32 accumulation bound */
         uint16_t *tw = malloc(2 * (size_t)(N * K));
@@ -1186,7 +1187,7 @@ static void test_kq_tc(void **state) {
                 yt[t * N + i] = sum, tt[t * N + i] = ldexp(sa, -16) + 1e-30;
             }
         for (int j = 0; j < 3; j++) {
-            const int64_t n = cs[ci / 2].ns[j];
+            const int64_t n = cs[ci / nf].ns[j];
             float *y = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
             char what[96];
             snprintf(what, sizeof what, "%s tc N=%lld K=%lld n=%lld", qn_qformat_name(f), (long long)N, (long long)K,
@@ -1203,13 +1204,15 @@ static void test_kq_tc(void **state) {
             }
             free(y);
         }
-        /* the twin is not ggml's dequant (S and B rounded first): some weights differ, by little (run_case) */
-        assert_true(differ > 0);
+        /* the K-quants' twin is not ggml's dequant (S and B rounded first): some weights differ, by little
+         * (run_case); Q8_0's is, bit for bit */
+        if (f == QN_QFORMAT_Q8_0P) assert_int_equal(differ, 0);
+        else assert_true(differ > 0);
         check_counters_zero(&p);
         free(tw), free(yt), free(tt);
         problem_free(&p);
     }
-    assert_int_equal(autos, 6);
+    assert_int_equal(autos, 9);
 }
 
 /* Argument checks: they must fail cleanly, without launching. */

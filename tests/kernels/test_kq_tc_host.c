@@ -1,4 +1,4 @@
-/* test_kq_tc_host.c — the host side of the K-quant tensor-core GEMM (kernels/quant/gguf/kq_tc.h), no GPU needed:
+/* test_kq_tc_host.c — the host side of the GGUF tensor-core GEMM (kernels/quant/gguf/kq_tc.h), no GPU needed:
  * - the x order (qn_kq_tc_x_col) is a permutation of each 64-column group;
  * - the host twin's values (S = fp16(d sc), B = fp16(-dmin m), fp16(S q + B) once) against ggml's exact dequant
  *   (qn_dequant_q4_k_impl, f32) on random blocks: within 2^-11 (|d sc q| + |dmin m| + |w|) + 2^-24 (the two
@@ -6,6 +6,7 @@
  *   and equal to fp16(w) wherever the block's mins are zero and sc q is exact in fp16;
  * - the same for Q6_KP (fp16(S (q - 32)), S = fp16(d sc)) against qn_dequant_q6_k_impl: within
  *   2^-11 |d sc (q - 32)| 2 + 2^-24, equal to fp16(w) wherever d sc is exact in fp16 (and ggml's f32 w exact);
+ * - Q8_0P's (fp16(d q)) equal to fp16 of ggml's dequant (qn_dequant_q8_0_impl) at every weight, subnormals included;
  * - shape and format refusals. */
 #include "harness.h"
 
@@ -18,6 +19,7 @@
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/kq_tc.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 
 static void test_x_order(void **state) {
     (void)state;
@@ -121,8 +123,41 @@ static void test_twin_q6kp(void **state) {
     free(b), free(bp), free(ref), free(tw);
 }
 
+/* Q8_0P: fp16(d q), one rounding of an exact product: ggml's fp16 dequant bit for bit, every weight (scales down
+ * to fp16's subnormal products, negative ones, codes -128..127) */
+static void test_twin_q8_0p(void **state) {
+    (void)state;
+    const int64_t rows = 16, k = 1280, nb = rows * k / 32;
+    qn_rng r;
+    qn_rng_seed(&r, 4444);
+    qn_block_q8_0 *b = malloc(sizeof *b * (size_t)nb);
+    uint8_t *bp = malloc((size_t)(rows * k / QN_Q8_0P_BLOCK_ELEMS * QN_Q8_0P_BLOCK_BYTES));
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && bp && ref && tw);
+    qn_rng_fill_bytes(&r, b, sizeof *b * (size_t)nb);
+    size_t sub = 0; /* weights whose fp16 value is subnormal */
+    for (int64_t i = 0; i < nb; i++) {
+        const float m = ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -6 - (int)(qn_rng_u64(&r) % 16));
+        b[i].d = qn_f32_to_f16(i % 5 == 2 ? -m : m);
+    }
+    assert_int_equal(qn_q8_0p_repack(b, bp, rows, k), QN_OK);
+    qn_dequant_q8_0_impl(b, ref, rows * k);
+    memset(tw, 0xFF, 2 * (size_t)(rows * k));
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q8_0P, bp, rows, k, tw), QN_OK);
+    for (int64_t i = 0; i < rows * k; i++) {
+        if (tw[i] != qn_f32_to_f16(ref[i]))
+            fail_msg("weight %lld: twin %#06x, ggml's fp16 %#06x (%.9g)", (long long)i, tw[i], qn_f32_to_f16(ref[i]),
+                     ref[i]);
+        sub += ref[i] != 0 && fabsf(ref[i]) < ldexpf(1.f, -14);
+    }
+    assert_true(sub > 0);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q8_0, b, rows, k, tw), QN_ERR_UNSUPPORTED);
+    free(b), free(bp), free(ref), free(tw);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_x_order), cmocka_unit_test(test_twin),
-                                       cmocka_unit_test(test_twin_q6kp)};
+                                       cmocka_unit_test(test_twin_q6kp), cmocka_unit_test(test_twin_q8_0p)};
     return cmocka_run_group_tests_name("kq_tc_host", tests, NULL, NULL);
 }

@@ -7,6 +7,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 
 /* v rounded to fp16 bits, to nearest even, once (v in fp16's range or rounding to infinity) */
 static uint16_t f64_to_f16(double v) {
@@ -50,11 +51,21 @@ static void q6kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
     }
 }
 
+/* Q8_0P: d[8] then qs[8][32] (q8_0p.h) */
+static void q8_0p_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_Q8_0P_BLOCK_ELEMS, b += QN_Q8_0P_BLOCK_BYTES)
+        for (int e = 0; e < QN_Q8_0P_BLOCK_ELEMS; e++) {
+            const uint16_t dh = (uint16_t)(b[2 * (e / 32)] | b[2 * (e / 32) + 1] << 8);
+            out[e] = f64_to_f16((double)qn_f16_to_f32(dh) * (int8_t)b[16 + e]); /* exact product, one rounding */
+        }
+}
+
 qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_t k, uint16_t *out) {
     if (!qn_kq_tc_has_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (n < 0 || k <= 0 || k % QN_QK_K) return QN_ERR_SHAPE;
     if (n > 0 && (!w || !out)) return QN_ERR_INVALID_ARG;
     if (fmt == QN_QFORMAT_Q4_K) q4k_rows((const qn_block_q4_k *)w, n * (k / QN_QK_K), out);
-    else q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
+    else if (fmt == QN_QFORMAT_Q6_KP) q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
+    else q8_0p_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     return QN_OK;
 }

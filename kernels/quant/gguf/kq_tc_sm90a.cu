@@ -27,6 +27,7 @@
 #include "kernels/common/wgmma_sm90a.cuh"
 #include "kernels/quant/gguf/kq_tc.h"
 #include "kernels/quant/gguf/q6kp.h"
+#include "kernels/quant/gguf/q8_0p.h"
 
 #define TC_THREADS 256
 #define TC_BK TC_TILE_BK /* columns per step */
@@ -244,6 +245,74 @@ struct a_q6k {
     }
 };
 
+/* --- Q8_0P (272-byte blocks: d f16[8], qs int8[8][32]; q8_0p.h). Step j of a block is its Q8_0 blocks 2j
+ * (columns 0..31 of the step: slices 0, 2) and 2j + 1 (32..63: slices 1, 3); a lane reads bytes 8t.. of each
+ * (the x order's columns 8t.., 32 + 8t..: kq_tc.h), slice s taking word s >> 1 of them: bytes 0, 2 the pair of slots
+ * 2t, 2t + 1, bytes 1, 3 that of 2t + 8, 2t + 9. Value: fp16(d q), exact q times d rounded once (ggml's dequant
+ * to fp16 gives the same bits). --- */
+
+/* the half2 (1152 + q, 1152 + q') of the int8 at bytes P & 3 and P >> 8 & 3 of w (the bytes flipped by 0x80 to
+ * q + 128 in 0..255 first) */
+template <int P>
+__device__ __forceinline__ uint32_t q8_h2(uint32_t w) {
+    return __byte_perm(w ^ 0x80808080u, 0x64646464u, (uint32_t)(P | 0x4040));
+}
+
+/* Q8_0P's A side of a lane: the code bytes of WD steps (Q8_0 blocks 2j and 2j + 1, 8 bytes of each of rows g and
+ * g + 8: two uint4; WD 2 or 4), the scales of two blocks (d[8] of rows g, g + 8), block b + 1's loaded at block
+ * b's first step */
+template <int WD>
+struct a_q8 {
+    static constexpr int BYTES = QN_Q8_0P_BLOCK_BYTES, NS = 2;
+    uint4 cq[WD][2];
+    uint4 hs[NS][2];
+
+    /* the bytes of pass step r (block r / 4, step r % 4 of it) into slot sl */
+    __device__ __forceinline__ void fetch(int sl, const uint8_t *pg, const uint8_t *ph, int r, int t) {
+        const int off = (r / KQ_STEPS) * BYTES + 16 + 64 * (r % KQ_STEPS) + 8 * t;
+        cq[sl][0] = kq_ld_rows(pg, ph, off);
+        cq[sl][1] = kq_ld_rows(pg, ph, off + 32);
+    }
+    __device__ __forceinline__ void head(int sb, const uint8_t *pg, const uint8_t *ph, int off) {
+        hs[sb][0] = __ldg(reinterpret_cast<const uint4 *>(pg + off));
+        hs[sb][1] = __ldg(reinterpret_cast<const uint4 *>(ph + off));
+    }
+    __device__ __forceinline__ void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
+#pragma unroll
+        for (int d = 0; d < WD; d++) {
+            cq[d][0] = cq[d][1] = make_uint4(0, 0, 0, 0);
+            if (d < L) fetch(d, pg, ph, d, t);
+        }
+        hs[1][0] = hs[1][1] = make_uint4(0, 0, 0, 0);
+        head(0, pg, ph, 0);
+    }
+    template <int R>
+    __device__ __forceinline__ void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
+                                         int L) {
+        static_assert(WD == 2 || WD == 4, "a_q8: 2 or 4 steps in flight");
+        constexpr int J = R % KQ_STEPS, SL = R % WD, SB = (R / KQ_STEPS) % NS;
+        if constexpr (J == 0) /* the next block's scales into the other slot, a block ahead */
+            if (i + KQ_STEPS < L) head(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES);
+        const uint4 &hg = hs[SB][0], &hh = hs[SB][1];
+        const uint32_t wg = J == 0 ? hg.x : J == 1 ? hg.y : J == 2 ? hg.z : hg.w; /* d[2J], d[2J + 1] */
+        const uint32_t wh = J == 0 ? hh.x : J == 1 ? hh.y : J == 2 ? hh.z : hh.w;
+        const __half2 k1152 = qn_bits_h2(0x64806480u);
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const int src = s & 1, w = s >> 1; /* Q8_0 block 2J + src, word w of the lane's 8 bytes */
+            const uint4 &c = cq[SL][src];
+            const uint32_t cg = w ? c.y : c.x, ch = w ? c.w : c.z;
+            const __half2 Dg = qn_bits_h2(__byte_perm(wg, 0, src ? 0x3232 : 0x1010));
+            const __half2 Dh = qn_bits_h2(__byte_perm(wh, 0, src ? 0x3232 : 0x1010));
+            a[s][0] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q8_h2<0x200>(cg)), k1152), Dg));
+            a[s][1] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q8_h2<0x200>(ch)), k1152), Dh));
+            a[s][2] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q8_h2<0x301>(cg)), k1152), Dg));
+            a[s][3] = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(q8_h2<0x301>(ch)), k1152), Dh));
+        }
+        if (i + WD < L) fetch(SL, pg, ph, R + WD, t); /* slot SL is free: the step WD on */
+    }
+};
+
 /* --- the GEMM --- */
 
 #ifdef TC_ARCH
@@ -369,6 +438,7 @@ static kq_tc_fn kq_tc_kernel_bn(qn_qformat fmt) {
     constexpr int WD = kq_tile<BN>::WD;
     return fmt == QN_QFORMAT_Q4_K    ? kq_tc_kernel<a_q4k<WD>, BN>
            : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k<WD>, BN>
+           : fmt == QN_QFORMAT_Q8_0P ? kq_tc_kernel<a_q8<WD / 2>, BN> /* two uint4 of code bytes a step */
                                      : NULL;
 }
 
