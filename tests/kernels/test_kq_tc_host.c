@@ -6,6 +6,7 @@
  *   and equal to fp16(w) wherever the block's mins are zero and sc q is exact in fp16;
  * - the same for Q6_KP (fp16(S (q - 32)), S = fp16(d sc)) against qn_dequant_q6_k_impl: within
  *   2^-11 |d sc (q - 32)| 2 + 2^-24, equal to fp16(w) wherever d sc is exact in fp16 (and ggml's f32 w exact);
+ * - Q5_K's (Q4_K's with the fifth bit) against qn_dequant_q5_k_impl the same way;
  * - Q8_0P's (fp16(d q)) equal to fp16 of ggml's dequant (qn_dequant_q8_0_impl) at every weight, subnormals included;
  * - shape and format refusals. */
 #include "harness.h"
@@ -123,6 +124,49 @@ static void test_twin_q6kp(void **state) {
     free(b), free(bp), free(ref), free(tw);
 }
 
+/* Q5_K: the Q4_K twin with q's fifth bit from qh (bit j of qh[c] in sub-block j): within the same bound of ggml's
+ * exact dequant (qn_dequant_q5_k_impl), equal to fp16(w) wherever the block has no mins and d sc is exact in fp16,
+ * and some weights have the fifth bit (q >= 16) */
+static void test_twin_q5k(void **state) {
+    (void)state;
+    const int64_t rows = 16, k = 768, nb = rows * k / QN_QK_K;
+    qn_rng r;
+    qn_rng_seed(&r, 4545);
+    qn_block_q5_k *b = malloc(sizeof *b * (size_t)nb);
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && ref && tw);
+    qn_rng_fill_bytes(&r, b, sizeof *b * (size_t)nb);
+    for (int64_t i = 0; i < nb; i++) {
+        b[i].d = qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -3 - (int)(qn_rng_u64(&r) % 12)));
+        b[i].dmin = i % 3 == 1 ? 0 : qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -3 - (int)(qn_rng_u64(&r) % 12)));
+    }
+    qn_dequant_q5_k_impl(b, ref, rows * k);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q5_K, b, rows, k, tw), QN_OK);
+    size_t high = 0, nomin_exact = 0, nomin_same = 0;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const qn_block_q5_k *blk = &b[i / QN_QK_K];
+        const int col = (int)(i % QN_QK_K), j = col / 32, c = col % 32;
+        uint8_t sc[8], mn[8];
+        qn_q4_k_scales(blk->scales, sc, mn);
+        const uint8_t byte = blk->qs[32 * (j / 2) + c];
+        const int q = (j & 1 ? byte >> 4 : byte & 15) | (blk->qh[c] >> j & 1) << 4;
+        const double d = qn_f16_to_f32(blk->d), dmin = qn_f16_to_f32(blk->dmin);
+        const double a = fabs(d * sc[j] * q), m = fabs(dmin * mn[j]), w = ref[i], got = qn_f16_to_f32(tw[i]);
+        if (!(fabs(got - w) <= ldexp(a + m + fabs(w), -11) + ldexp(1.0, -24)))
+            fail_msg("weight %lld: twin %.9g, exact %.9g (q %d)", (long long)i, got, w, q);
+        high += q >= 16;
+        if (blk->dmin == 0 && d * sc[j] == qn_f16_to_f32(qn_f32_to_f16((float)(d * sc[j])))) {
+            nomin_exact++;
+            nomin_same += tw[i] == qn_f32_to_f16(ref[i]);
+        }
+    }
+    assert_true(high > 0);
+    assert_true(nomin_exact > 0);
+    assert_int_equal(nomin_same, nomin_exact);
+    free(b), free(ref), free(tw);
+}
+
 /* Q8_0P: fp16(d q), one rounding of an exact product: ggml's fp16 dequant bit for bit, every weight (scales down
  * to fp16's subnormal products, negative ones, codes -128..127) */
 static void test_twin_q8_0p(void **state) {
@@ -158,6 +202,7 @@ static void test_twin_q8_0p(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_x_order), cmocka_unit_test(test_twin),
-                                       cmocka_unit_test(test_twin_q6kp), cmocka_unit_test(test_twin_q8_0p)};
+                                       cmocka_unit_test(test_twin_q6kp), cmocka_unit_test(test_twin_q5k),
+                                       cmocka_unit_test(test_twin_q8_0p)};
     return cmocka_run_group_tests_name("kq_tc_host", tests, NULL, NULL);
 }

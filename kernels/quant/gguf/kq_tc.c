@@ -19,19 +19,20 @@ static uint16_t f64_to_f16(double v) {
     return qn_f32_to_f16((float)(signbit(v) ? -r : r)); /* -0 stays -0, as the GPU's f16 arithmetic gives it */
 }
 
-static void q4k_rows(const qn_block_q4_k *b, int64_t nb, uint16_t *out) {
-    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K) {
-        uint8_t sc[8], mn[8];
-        qn_q4_k_scales(b[ib].scales, sc, mn);
-        const float d = qn_f16_to_f32(b[ib].d), dmin = qn_f16_to_f32(b[ib].dmin);
-        for (int j = 0; j < 8; j++) { /* sub-block j: columns 32 j .. 32 j + 31 */
-            const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)sc[j]));      /* exact product, one rounding */
-            const double B = qn_f16_to_f32(qn_f32_to_f16(-(dmin * (float)mn[j])));
-            for (int c = 0; c < 32; c++) {
-                const uint8_t byte = b[ib].qs[32 * (j / 2) + c];
-                const int q = j & 1 ? byte >> 4 : byte & 15;
-                out[32 * j + c] = f64_to_f16(S * q + B); /* S q + B exact in double: the FMA's one rounding */
-            }
+/* Q4_K (qh NULL) and Q5_K (qh: the block's qh[32], bit j of byte c q's bit 4 in sub-block j): d, dmin, the packed
+ * scales and qs of one block */
+static void q4k_block(uint16_t dh, uint16_t dminh, const uint8_t *scales, const uint8_t *qh, const uint8_t *qs,
+                      uint16_t *out) {
+    uint8_t sc[8], mn[8];
+    qn_q4_k_scales(scales, sc, mn);
+    const float d = qn_f16_to_f32(dh), dmin = qn_f16_to_f32(dminh);
+    for (int j = 0; j < 8; j++) { /* sub-block j: columns 32 j .. 32 j + 31 */
+        const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)sc[j]));      /* exact product, one rounding */
+        const double B = qn_f16_to_f32(qn_f32_to_f16(-(dmin * (float)mn[j])));
+        for (int c = 0; c < 32; c++) {
+            const uint8_t byte = qs[32 * (j / 2) + c];
+            const int q = (j & 1 ? byte >> 4 : byte & 15) | (qh ? (qh[c] >> j & 1) << 4 : 0);
+            out[32 * j + c] = f64_to_f16(S * q + B); /* S q + B exact in double: the FMA's one rounding */
         }
     }
 }
@@ -60,11 +61,22 @@ static void q8_0p_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
         }
 }
 
+static void q45k_rows(qn_qformat fmt, const void *w, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K)
+        if (fmt == QN_QFORMAT_Q4_K) {
+            const qn_block_q4_k *b = (const qn_block_q4_k *)w + ib;
+            q4k_block(b->d, b->dmin, b->scales, NULL, b->qs, out);
+        } else {
+            const qn_block_q5_k *b = (const qn_block_q5_k *)w + ib;
+            q4k_block(b->d, b->dmin, b->scales, b->qh, b->qs, out);
+        }
+}
+
 qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_t k, uint16_t *out) {
     if (!qn_kq_tc_has_format(fmt)) return QN_ERR_UNSUPPORTED;
     if (n < 0 || k <= 0 || k % QN_QK_K) return QN_ERR_SHAPE;
     if (n > 0 && (!w || !out)) return QN_ERR_INVALID_ARG;
-    if (fmt == QN_QFORMAT_Q4_K) q4k_rows((const qn_block_q4_k *)w, n * (k / QN_QK_K), out);
+    if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K) q45k_rows(fmt, w, n * (k / QN_QK_K), out);
     else if (fmt == QN_QFORMAT_Q6_KP) q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     else q8_0p_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     return QN_OK;

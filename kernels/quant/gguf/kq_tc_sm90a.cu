@@ -1,5 +1,5 @@
-/* kq_tc_sm90a.cu — the tensor-core GEMM of K-quant weights (Q4_K, Q6_KP) for many tokens on Hopper (sm_90a: wgmma),
- * the dequant in the tile loads, the weights in their blocks (kq_tc.h): y[n][N] f32 = x[n][K] fp16 . W^T. Built
+/* kq_tc_sm90a.cu — the tensor-core GEMM of GGUF weights (Q4_K, Q5_K, Q6_KP, Q8_0P) for many tokens on Hopper (sm_90a:
+ * wgmma), the dequant in the tile loads, the weights in their blocks (kq_tc.h): y[n][N] f32 = x[n][K] fp16 . W^T. Built
  * only for sm_90a (CMakeLists.txt); quant_cuda.cu calls it. Holds no state. lq4m_tc_sm90a.cu is its sibling for the
  * M forms: the same CTA tile, x tiles and wgmma (kernels/common/wgmma_sm90a.cuh), another A side.
  *
@@ -8,11 +8,12 @@
  * tokens, 256 tokens (blockIdx.x; kq_tile), K in steps of 64 columns (a block of 256 columns is 4 steps). Per step:
  *  - B: the [BN tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
  *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead (as lq4m_tc_sm90a.cu).
- *  - A: the format's A side (a_q4k, a_q6k below) decodes each lane's code bytes of rows g and g + 8, loaded WD
- *    steps ahead with 8-byte streaming loads, into the A fragments of four k16 slices: slice s takes word s >> 1
- *    of the lane's 8 bytes and nibble half (Q4_K) or ql half (Q6_K) s & 1; ((word >> sh) & 0x000F000F) | 0x64006400
- *    is the half2 (1024 + q, 1024 + q') of slots 2t, 2t + 1 and (word >> (sh + 8)) that of slots 2t + 8, 2t + 9;
- *    the scales come from the block's head, loaded ahead too.
+ *  - A: the format's A side (a_q4k for Q4_K and Q5_K, a_q6k, a_q8 below) decodes each lane's code bytes of rows g
+ *    and g + 8, loaded WD steps ahead with 8-byte streaming loads, into the A fragments of four k16 slices: slice s
+ *    takes word s >> 1 of the lane's 8 bytes and nibble half (Q4_K, Q5_K) or ql half (Q6_K) or Q8_0 block (Q8_0)
+ *    s & 1; ((word >> sh) & 0x000F000F) | 0x64006400 is the half2 (1024 + q, 1024 + q') of slots 2t, 2t + 1 and
+ *    (word >> (sh + 8)) that of slots 2t + 8, 2t + 9 (Q8_0: bytes 0, 2 and 1, 3 of the word); the scales come from
+ *    the block's head, loaded ahead too.
  *  - four wgmma.m64nBNk16 per warpgroup, one commit group per step; A double-buffered as in the sibling. The wide
  *    tile decodes each weight once for 256 tokens: half the decode work per FLOP of the 128-token one.
  * Epilogue and K split (gridDim.z, steps per split a multiple of 4 so that every step's place in its block is a
@@ -89,43 +90,63 @@ __device__ __forceinline__ void q4k_pairs(const q4k_head &h, __half2 &s, __half2
     b = __hmul2(__hsub2(qn_bits_h2(__byte_perm(mn, 0x64, sel)), k1024), qn_bits_h2(h.nm2));
 }
 
+/* the half2 (1024 + q, 1024 + q') of the nibbles at bits SH, SH + 16 of w, with (Q5_K: XS >= 0) the fifth bits
+ * at bits XS, XS + 16 of x (qh's bytes of the same columns) */
+template <int SH, int XS>
+__device__ __forceinline__ uint32_t q5k_h2(uint32_t w, uint32_t x) {
+    if constexpr (XS < 0) return qn_nib_h2(w >> SH);
+    else return qn_nib_h2(w >> SH) | ((x >> XS) & 0x00010001u) << 4;
+}
+
 /* the four A registers of k16 slice s from row g's word wg and row g + 8's wh (nibble half HH = s & 1), with the
- * pairs of rows g (sg, bg) and g + 8 (sh, bh) */
-template <int HH>
-__device__ __forceinline__ void q4k_decode(uint32_t wg, uint32_t wh, __half2 sg, __half2 bg, __half2 sh, __half2 bh,
-                                           uint32_t a[4]) {
+ * pairs of rows g (sg, bg) and g + 8 (sh, bh); Q5_K (BIT = the step's group 2 j + HH, else -1): the fifth bits from
+ * the rows' qh words xg, xh of the same bytes */
+template <int HH, int BIT>
+__device__ __forceinline__ void q4k_decode(uint32_t wg, uint32_t wh, uint32_t xg, uint32_t xh, __half2 sg, __half2 bg,
+                                           __half2 sh, __half2 bh, uint32_t a[4]) {
     const __half2 k1024 = qn_bits_h2(0x64006400u);
     const __half2 Sg = HH ? __high2half2(sg) : __low2half2(sg), Bg = HH ? __high2half2(bg) : __low2half2(bg);
     const __half2 Sh = HH ? __high2half2(sh) : __low2half2(sh), Bh = HH ? __high2half2(bh) : __low2half2(bh);
-    a[0] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wg >> (4 * HH))), k1024), Sg, Bg));
-    a[1] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wh >> (4 * HH))), k1024), Sh, Bh));
-    a[2] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wg >> (4 * HH + 8))), k1024), Sg, Bg));
-    a[3] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(wh >> (4 * HH + 8))), k1024), Sh, Bh));
+    constexpr int X0 = BIT, X1 = BIT < 0 ? -1 : BIT + 8; /* bytes 0, 2 and bytes 1, 3 of the words */
+    a[0] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(q5k_h2<4 * HH, X0>(wg, xg)), k1024), Sg, Bg));
+    a[1] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(q5k_h2<4 * HH, X0>(wh, xh)), k1024), Sh, Bh));
+    a[2] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(q5k_h2<4 * HH + 8, X1>(wg, xg)), k1024), Sg, Bg));
+    a[3] = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(q5k_h2<4 * HH + 8, X1>(wh, xh)), k1024), Sh, Bh));
 }
 
-/* Q4_K's A side of a lane: the code bytes of WD steps (8 of each row: bytes 8t.. of the group's 32; WD 4 or 8),
- * the heads (the 16 bytes before qs) of their WD / 4 blocks, the current block's unpacked */
-template <int WD>
+/* Q4_K's (Q5: Q5_K's) A side of a lane: the code bytes of WD steps (8 of each row: bytes 8t.. of the group's 32 in
+ * qs; WD 4 or 8), the heads (the 16 bytes before qh: d, dmin, scales) of their WD / 4 blocks, the current block's
+ * unpacked; Q5_K also the lane's 8 qh bytes of each row (bytes 8t..: the fifth bits of the same columns in every
+ * group, bit 2 j + nibble half) with the heads, the current block's apart. Q5_K: 176-byte blocks, d, dmin,
+ * scales[12], qh[32], qs[128]. */
+template <int WD, bool Q5 = false>
 struct a_q4k {
-    static constexpr int BYTES = 144;
+    static constexpr int BYTES = Q5 ? 176 : 144, QS = Q5 ? 48 : 16; /* block, qs's offset */
+    static constexpr int NH = Q5 ? WD / KQ_STEPS : 1;             /* qh slots (one unused for Q4_K) */
     uint4 cq[WD];
     uint4 hd[WD / KQ_STEPS][2];
+    uint4 xq[NH]; /* Q5_K: qh bytes 8t.. of rows g (x, y) and g + 8 (z, w) */
+    uint4 xc;     /* Q5_K: the current block's */
     q4k_head hg, hh;
+
+    __device__ __forceinline__ void heads(int sl, const uint8_t *pg, const uint8_t *ph, int off, int t) {
+        hd[sl][0] = __ldg(reinterpret_cast<const uint4 *>(pg + off));
+        hd[sl][1] = __ldg(reinterpret_cast<const uint4 *>(ph + off));
+        if constexpr (Q5) xq[sl] = kq_ld_rows(pg, ph, off + 16 + 8 * t);
+    }
 
     /* steps 0 .. WD - 1 of L from the block at pg, ph */
     __device__ __forceinline__ void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
 #pragma unroll
         for (int d = 0; d < WD; d++) {
             cq[d] = make_uint4(0, 0, 0, 0);
-            if (d < L) cq[d] = kq_ld_rows(pg, ph, (d / KQ_STEPS) * BYTES + 16 + 32 * (d % KQ_STEPS) + 8 * t);
+            if (d < L) cq[d] = kq_ld_rows(pg, ph, (d / KQ_STEPS) * BYTES + QS + 32 * (d % KQ_STEPS) + 8 * t);
         }
 #pragma unroll
         for (int b = 0; b < WD / KQ_STEPS; b++) {
             hd[b][0] = hd[b][1] = make_uint4(0, 0, 0, 0);
-            if (b * KQ_STEPS < L) {
-                hd[b][0] = __ldg(reinterpret_cast<const uint4 *>(pg + b * BYTES));
-                hd[b][1] = __ldg(reinterpret_cast<const uint4 *>(ph + b * BYTES));
-            }
+            if constexpr (Q5) xq[b] = make_uint4(0, 0, 0, 0);
+            if (b * KQ_STEPS < L) heads(b, pg, ph, b * BYTES, t);
         }
     }
     /* pass step R's A registers, then its slots refilled with step R + WD's bytes (i: its CTA step; pg, ph: the
@@ -137,22 +158,21 @@ struct a_q4k {
         if constexpr (J == 0) { /* a new block: its heads, loaded WD steps ago */
             hg = q4k_unpack(hd[SH][0]);
             hh = q4k_unpack(hd[SH][1]);
+            if constexpr (Q5) xc = xq[SH];
         }
         __half2 sg, bg, sh, bh;
         q4k_pairs<J>(hg, sg, bg);
         q4k_pairs<J>(hh, sh, bh);
         const uint4 c = cq[SL];
-        q4k_decode<0>(c.x, c.z, sg, bg, sh, bh, a[0]);
-        q4k_decode<1>(c.x, c.z, sg, bg, sh, bh, a[1]);
-        q4k_decode<0>(c.y, c.w, sg, bg, sh, bh, a[2]);
-        q4k_decode<1>(c.y, c.w, sg, bg, sh, bh, a[3]);
+        constexpr int B0 = Q5 ? 2 * J : -1, B1 = Q5 ? 2 * J + 1 : -1; /* the fifth bit of each nibble half */
+        q4k_decode<0, B0>(c.x, c.z, xc.x, xc.z, sg, bg, sh, bh, a[0]);
+        q4k_decode<1, B1>(c.x, c.z, xc.x, xc.z, sg, bg, sh, bh, a[1]);
+        q4k_decode<0, B0>(c.y, c.w, xc.y, xc.w, sg, bg, sh, bh, a[2]);
+        q4k_decode<1, B1>(c.y, c.w, xc.y, xc.w, sg, bg, sh, bh, a[3]);
         if (i + WD < L) { /* slot SL is free: the bytes WD steps on (block R / 4 + WD / 4 of the pass) */
             constexpr int B = (R / KQ_STEPS + WD / KQ_STEPS) * BYTES;
-            cq[SL] = kq_ld_rows(pg, ph, B + 16 + 32 * J + 8 * t);
-            if constexpr (J == 0) { /* the heads of that block (this block's were unpacked above) */
-                hd[SH][0] = __ldg(reinterpret_cast<const uint4 *>(pg + B));
-                hd[SH][1] = __ldg(reinterpret_cast<const uint4 *>(ph + B));
-            }
+            cq[SL] = kq_ld_rows(pg, ph, B + QS + 32 * J + 8 * t);
+            if constexpr (J == 0) heads(SH, pg, ph, B, t); /* that block's (this block's were unpacked above) */
         }
     }
 };
@@ -437,6 +457,7 @@ template <int BN>
 static kq_tc_fn kq_tc_kernel_bn(qn_qformat fmt) {
     constexpr int WD = kq_tile<BN>::WD;
     return fmt == QN_QFORMAT_Q4_K    ? kq_tc_kernel<a_q4k<WD>, BN>
+           : fmt == QN_QFORMAT_Q5_K  ? kq_tc_kernel<a_q4k<WD, true>, BN>
            : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k<WD>, BN>
            : fmt == QN_QFORMAT_Q8_0P ? kq_tc_kernel<a_q8<WD / 2>, BN> /* two uint4 of code bytes a step */
                                      : NULL;
