@@ -36,6 +36,8 @@
 #       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS;
 #       QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
 #       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
+#       QN_D_SANITIZE "TOOL ...": compute-sanitizer on test_gpu_quant_lq4m (QN_D_SANITIZE_LQ4M=0: not) and on
+#       test_gpu_quant's tests matching QN_D_SANITIZE_GGUF;
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
 #       and the twins named in QN_D_NCU_TWINS (QN_D_NCU_KQ "fmt:n:NxK ...": the K-quant GEMM in `quern bench kernels`,
@@ -304,11 +306,13 @@ d)
         echo "test_gpu_quant_lq4m ($tn) rc=$?"
     done
     for tool in ${QN_D_SANITIZE:-}; do
-        QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$B/tests/test_gpu_quant_lq4m" \
-            >"$W/$tool.txt" 2>&1
-        echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
-        grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$W/$tool.txt"
-        grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
+        if [ "${QN_D_SANITIZE_LQ4M:-1}" = 1 ]; then # 0: only the GGUF tests below
+            QN_TEST_QUICK=1 timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 \
+                "$B/tests/test_gpu_quant_lq4m" >"$W/$tool.txt" 2>&1
+            echo "$tool test_gpu_quant_lq4m (quick) rc=$?"
+            grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$W/$tool.txt"
+            grep -E "Race reported|Internal|illegal" "$W/$tool.txt" | grep -v nvjet | head -5
+        fi
         [ -n "${QN_D_SANITIZE_GGUF:-}" ] || continue # "PATTERN": test_gpu_quant's tests of that name too
         QN_TEST_QUICK=1 QN_TEST_FILTER="$QN_D_SANITIZE_GGUF" timeout 150 compute-sanitizer --tool $tool \
             --error-exitcode 9 "$B/tests/test_gpu_quant" >"$W/$tool-gguf.txt" 2>&1
