@@ -534,7 +534,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                 const int64_t n = NS[ni];
                 if (!n_wanted(n_list, n)) continue;
                 /* AUTO: what quant_cuda.cu runs (the K-quant tensor-core GEMM in its window: the workspace has room) */
-                const qn_quant_path chosen = qn_kq_tc_auto(sh.N, n) && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K)
+                const qn_quant_path chosen = qn_kq_tc_auto(f, sh.N, n) && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K)
                                                  ? QN_QUANT_PATH_TC
                                                  : qn_quant_select_path(f, qc.sm, n);
                 qn_quant_path paths[4];

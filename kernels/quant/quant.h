@@ -40,9 +40,9 @@ typedef enum qn_quant_path {
                                        * (q8, in the workspace) x weight codes by __dp4a; F16/BF16 (and LNF4/LFP4)
                                        * take x in fp16 as it is (qn_quant_mmvq_f16_x) */
     QN_QUANT_PATH_TC,                 /* tensor-core GEMM with the dequant in its tile loads, many tokens (the M
-                                       * forms LQ4M / LNF4M / LFP4M on sm_90a: lq4m.h's qn_lq4m_tc_cuda; Q4_K, Q6_KP
-                                       * on sm_90a: gguf/kq_tc.h, which AUTO takes in qn_kq_tc_auto's window where
-                                       * the workspace has its room); QN_ERR_UNSUPPORTED elsewhere */
+                                       * forms LQ4M / LNF4M / LFP4M on sm_90a: lq4m.h's qn_lq4m_tc_cuda; Q4_K, Q5_K,
+                                       * Q6_KP, Q8_0P on sm_90a: gguf/kq_tc.h, which AUTO takes in qn_kq_tc_auto's
+                                       * window where the workspace has its room); QN_ERR_UNSUPPORTED elsewhere */
 } qn_quant_path;
 
 /* n <= 16: weights stream once at memory bandwidth for all tokens (bench/results/gpu-kernels-*.md). */

@@ -181,7 +181,7 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
                                       int64_t N, int64_t K, int64_t n) {
     if (!ctx || N <= 0 || K <= 0 || n <= 0 || qn_quant_check_shape(fmt, N, K) != QN_OK) return 0;
     if (path == QN_QUANT_PATH_TC) return kq_tc_ws(ctx, fmt, N, K, n);
-    const bool tc = path == QN_QUANT_PATH_AUTO && qn_kq_tc_auto(N, n); /* AUTO may take either: room for both */
+    const bool tc = path == QN_QUANT_PATH_AUTO && qn_kq_tc_auto(fmt, N, n); /* AUTO may take either: room for both */
     if (path == QN_QUANT_PATH_AUTO) path = qn_quant_select_path(fmt, ctx->sm, n);
     if (tc && path == QN_QUANT_PATH_DEQUANT_CUBLAS) {
         const size_t a = kq_tc_ws(ctx, fmt, N, K, n), b = qn_quant_matmul_workspace_size(ctx, fmt, path, N, K, n);
@@ -298,9 +298,10 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && !ctx->cublas && n <= QN_QUANT_MMA_MAX_TOKENS)
         path = n <= QN_QUANT_GEMV_MAX_TOKENS ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_MMA;
     const cudaStream_t s = (cudaStream_t)stream;
-    /* Q4_K / Q6_KP on Hopper: the tensor-core GEMM (asked for, or AUTO in its window where the workspace has its room) */
+    /* Q4_K, Q5_K, Q6_KP, Q8_0P on Hopper: the tensor-core GEMM (asked for, or AUTO in its window where the workspace has
+     * its room) */
     const size_t tc_ws = kq_tc_ws(ctx, fmt, N, K, n);
-    if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && qn_kq_tc_auto(N, n) && tc_ws && workspace &&
+    if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && qn_kq_tc_auto(fmt, N, n) && tc_ws && workspace &&
         ws_bytes >= tc_ws && qn_kq_tc_takes(ctx->sm, fmt, N, K))
         path = QN_QUANT_PATH_TC;
     if (path == QN_QUANT_PATH_TC) {

@@ -1196,7 +1196,7 @@ static void test_kq_tc(void **state) {
             float *y2 = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
             if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
             free(y2);
-            if (qn_kq_tc_auto(N, n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
+            if (qn_kq_tc_auto(f, N, n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
                 autos++;
                 y2 = run_case_full(e, &p, n, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO, 0);
                 if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: AUTO differs from TC", what);
@@ -1212,7 +1212,9 @@ static void test_kq_tc(void **state) {
         free(tw), free(yt), free(tt);
         problem_free(&p);
     }
-    assert_int_equal(autos, 12);
+    /* AUTO's window and formats as built by default (kq_tc.h): Q4_K and Q6_KP at n = 64 and 33 on the 4096 rows;
+     * n = 160 is past the window, Q5_K and Q8_0P are not AUTO's yet */
+    assert_int_equal(autos, 4);
 }
 
 /* Argument checks: they must fail cleanly, without launching. */

@@ -33,22 +33,36 @@ extern "C" {
 #endif
 
 /* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on weights of at least QN_KQ_TC_MIN_ROWS
- * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS); elsewhere dequant + cuBLAS.
- * Measured on an H100 (bench/results/gpu-kq-tc-2026-12-06.md, `quern bench kernels`, Llama-3-8B shapes), GEMM
- * against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes (1.1-1.3x cuBLAS fp16 itself there),
- * 1.3-1.5x on 4096 x 4096; n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower at every n
- * (0.41-0.78x: too few row tiles to fill the GPU). */
+ * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS), for the formats that have run on a
+ * GPU (qn_kq_tc_auto_format); elsewhere dequant + cuBLAS.
+ * Measured on an H100 (bench/results/gpu-kq-tc-2026-12-06.md, `quern bench kernels`, Llama-3-8B shapes, the
+ * 128-token tile), GEMM against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes (1.1-1.3x cuBLAS
+ * fp16 itself there), 1.3-1.5x on 4096 x 4096; n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower
+ * at every n (0.41-0.78x: too few row tiles to fill the GPU).
+ * The window ends at 128 tokens, the 128-token tile's own range: past it a call takes the 256-token tile, which has
+ * not yet run on a GPU (built, its SASS checked, its twin tested on the CPU; test_kq_tc runs it on the next GPU
+ * call). The 128-token tile at 129..512 was 0.97-1.12x dequant + cuBLAS, so AUTO gives up little meanwhile.
+ * Builds with -DQN_KQ_TC_MAX_TOKENS=N (bench/gpu_round.sh d's twins) measure it. */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
 #ifndef QN_KQ_TC_MAX_TOKENS
-#define QN_KQ_TC_MAX_TOKENS 512
+#define QN_KQ_TC_MAX_TOKENS 128
 #endif
 #ifndef QN_KQ_TC_MIN_ROWS
 #define QN_KQ_TC_MIN_ROWS 4096
 #endif
-static inline bool qn_kq_tc_auto(int64_t N, int64_t n) {
-    return N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
+/* Q5_K's and Q8_0P's A sides have not run on a GPU yet either: AUTO leaves them to dequant + cuBLAS unless built
+ * with -DQN_KQ_TC_AUTO_ALL_FORMATS=1 (path TC runs them whenever asked: test_kq_tc, `quern bench kernels`). */
+#ifndef QN_KQ_TC_AUTO_ALL_FORMATS
+#define QN_KQ_TC_AUTO_ALL_FORMATS 0
+#endif
+static inline bool qn_kq_tc_auto_format(qn_qformat f) {
+    return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP ||
+           (QN_KQ_TC_AUTO_ALL_FORMATS && (f == QN_QFORMAT_Q5_K || f == QN_QFORMAT_Q8_0P));
+}
+static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
+    return qn_kq_tc_auto_format(f) && N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
 }
 
 /* The GEMM's CTA tile covers 128 tokens, or 256 from QN_KQ_TC_WIDE_MIN_TOKENS tokens on (the same rows: each
