@@ -4,9 +4,9 @@
  * lq4/lq8/lnf4/lfp4) x the Llama-3-8B projection shapes (N x K = 4096x4096, 1024x4096, 14336x4096,
  * 4096x14336; --shape all adds the 128256x4096 LM head) x n = 1, 2, 4, 8, 16, 32, 64, 128, 512, 4096
  * tokens. Each point runs on the path qn_quant_select_path picks (AUTO) and, unless --quick, on the other
- * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA and
- * dequant + cuBLAS (Q4_K, Q6_KP and Q8_0P in the GGUF tensor-core GEMM's window: AUTO is that GEMM, dequant + cuBLAS
- * beside it). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
+ * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA, from 32 on
+ * dequant + cuBLAS and, for the formats it takes (Q4_K, Q5_K, Q6_KP, Q8_0P on sm_90a), the GGUF tensor-core GEMM
+ * (path tc, its 256-token tile from 129 tokens; AUTO takes it in qn_kq_tc_auto's window only). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
  * device-to-device copy bandwidth measured in the same run, and cuBLAS fp16 on the same shape and n.
  * Times are CUDA-graph replays of back-to-back calls over rotating weight copies (together >= 3x L2, and
  * every graph holds a whole number of rotations, so no copy is met again before the others have passed
@@ -547,6 +547,9 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                     /* the crossover candidates beside the chosen path */
                     if (n >= 32 && n <= 512 && chosen != QN_QUANT_PATH_MMA) paths[np++] = QN_QUANT_PATH_MMA;
                     if (n >= 32 && chosen != QN_QUANT_PATH_DEQUANT_CUBLAS) paths[np++] = QN_QUANT_PATH_DEQUANT_CUBLAS;
+                    /* the K-quant tensor-core GEMM past AUTO's window too (both of its tiles: kq_tc.h) */
+                    if (n >= 32 && chosen != QN_QUANT_PATH_TC && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K))
+                        paths[np++] = QN_QUANT_PATH_TC;
                 }
                 int splits[8] = {0};
                 int n_split = 1;
