@@ -43,8 +43,8 @@
 #       and the twins named in QN_D_NCU_TWINS (QN_D_NCU_KQ "fmt:n:NxK ...": the K-quant GEMM in `quern bench kernels`,
 #       on the build); QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
 #       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build (or on the
-#       twins named in QN_D_KERNEL_BUILDS only); QN_D_SERVE "TYPE ...": `quern serve` of those QN_D_TYPES models and
-#       `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
+#       twins named in QN_D_KERNEL_BUILDS only, "." the build itself); QN_D_SERVE "TYPE ...": `quern serve` of
+#       those QN_D_TYPES models and `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
 #       build and the bench twins (or the twins named in QN_D_SERVE_TWINS). Every
 #       build's sm_90a SASS goes through test_wgmma_sass.
 #       A flag twin may set several flags, comma-separated ("name:-DA=1,-DB=2"). A twin "name:@DIR" is the tree
@@ -328,7 +328,9 @@ d)
     grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
     if [ -n "${QN_D_KERNELS:-}" ]; then # `quern bench kernels ARGS` (the GGUF paths) per build
         KB="$B $(for t in $TW; do echo build-gpu-${t%%:*}; done)"
-        [ -n "${QN_D_KERNEL_BUILDS:-}" ] && KB=$(for t in $QN_D_KERNEL_BUILDS; do echo build-gpu-$t; done)
+        [ -n "${QN_D_KERNEL_BUILDS:-}" ] && KB=$(for t in $QN_D_KERNEL_BUILDS; do # "." is the build itself
+            [ "$t" = . ] && echo "$B" || echo build-gpu-$t
+        done)
         for b in $KB; do
             echo "== $b" >>"$W/kernels.md"
             timeout 120 "$b/quern" bench kernels $QN_D_KERNELS >>"$W/kernels.md" 2>>"$W/kernels.err"

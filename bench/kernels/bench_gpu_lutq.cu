@@ -111,7 +111,7 @@ struct op_ctx {
 
 static int op_lutq(void *vctx, int i, void *stream) {
     op_ctx *c = (op_ctx *)vctx;
-    const qn_quant_matmul_opts o = {c->path, c->split, QN_QUANT_SPLIT_AUTO, false, c->stage};
+    const qn_quant_matmul_opts o = {c->path, c->split, QN_QUANT_SPLIT_AUTO, false, c->stage, 0};
     return qn_lutq_matmul_cuda_ex(c->qc, &c->w[i % c->rot], c->x, c->n, c->y, c->ws, c->ws_bytes, stream, &o) == QN_OK
                ? 0 : -1;
 }

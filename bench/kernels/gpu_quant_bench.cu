@@ -6,7 +6,8 @@
  * tokens. Each point runs on the path qn_quant_select_path picks (AUTO) and, unless --quick, on the other
  * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA, from 32 on
  * dequant + cuBLAS and, for the formats it takes (Q4_K, Q5_K, Q6_KP, Q8_0P on sm_90a), the GGUF tensor-core GEMM
- * (path tc, its 256-token tile from 129 tokens; AUTO takes it in qn_kq_tc_auto's window only). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
+ * on each of its tiles (128 and 256 tokens; AUTO takes the default tile in qn_kq_tc_auto's window only; a stderr
+ * line per tile, "tile" in the JSON). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
  * device-to-device copy bandwidth measured in the same run, and cuBLAS fp16 on the same shape and n.
  * Times are CUDA-graph replays of back-to-back calls over rotating weight copies (together >= 3x L2, and
  * every graph holds a whole number of rotations, so no copy is met again before the others have passed
@@ -537,7 +538,8 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                 const qn_quant_path chosen = qn_kq_tc_auto(f, sh.N, n) && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K)
                                                  ? QN_QUANT_PATH_TC
                                                  : qn_quant_select_path(f, qc.sm, n);
-                qn_quant_path paths[4];
+                qn_quant_path paths[6];
+                int tiles[6] = {0}; /* TC on GGUF weights: the CTA tile named (0: the default) */
                 int np = 0;
                 paths[np++] = chosen;
                 if (!quick) {
@@ -547,9 +549,11 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                     /* the crossover candidates beside the chosen path */
                     if (n >= 32 && n <= 512 && chosen != QN_QUANT_PATH_MMA) paths[np++] = QN_QUANT_PATH_MMA;
                     if (n >= 32 && chosen != QN_QUANT_PATH_DEQUANT_CUBLAS) paths[np++] = QN_QUANT_PATH_DEQUANT_CUBLAS;
-                    /* the K-quant tensor-core GEMM past AUTO's window too (both of its tiles: kq_tc.h) */
-                    if (n >= 32 && chosen != QN_QUANT_PATH_TC && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K))
-                        paths[np++] = QN_QUANT_PATH_TC;
+                    /* the K-quant tensor-core GEMM past AUTO's window too, each of its tiles named (kq_tc.h) */
+                    if (n >= 32 && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K))
+                        for (int tile = 128; tile <= 256; tile *= 2)
+                            if (chosen != QN_QUANT_PATH_TC || tile != qn_kq_tc_tile_tokens(n))
+                                tiles[np] = tile, paths[np++] = QN_QUANT_PATH_TC;
                 }
                 int splits[8] = {0};
                 int n_split = 1;
@@ -557,11 +561,14 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                 for (int pi = 0; pi < np; pi++)
                     for (int si = 0; si < (pi == 0 ? n_split : 1); si++) {
                         if (paths[pi] == QN_QUANT_PATH_MMVQ && splits[si] > 4) continue; /* warps per row: 1, 2, 4 */
-                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode, false, mmvq_stage}};
+                        op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode, false, mmvq_stage, tiles[pi]}};
                         qn_bench_stats s;
+                        /* TC on GGUF weights: the tile it ran (named, or the default) */
+                        const int tile = paths[pi] == QN_QUANT_PATH_TC && qn_kq_tc_has_format(f)
+                                             ? qn_kq_tc_tile_of(tiles[pi], n) : 0;
                         if (time_rotating(op_quant, &c, rot, st, quick, &s) != 0) {
-                            fprintf(stderr, "  %s %s n=%lld %s split %d: failed\n", fmt_name(f), sname,
-                                    (long long)n, path_name(paths[pi]), splits[si]);
+                            fprintf(stderr, "  %s %s n=%lld %s split %d tile %d: failed\n", fmt_name(f), sname,
+                                    (long long)n, path_name(paths[pi]), splits[si], tile);
                             continue;
                         }
                         const bool is_auto = pi == 0 && splits[si] == 0;
@@ -569,17 +576,21 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                         if (is_auto) print_row(fmt_name(f), sname, n, path_name(paths[pi]), p, &cub[ni]);
                         if (js) {
                             fprintf(js, "{\"bench\":\"gpu_quant\",\"fmt\":\"%s\",\"N\":%lld,\"K\":%lld,\"n\":%lld,\"path\":\"%s\","
-                                        "\"chosen\":%s,\"split\":%d,\"weight_bytes\":%zu,\"rot\":%d,\"us\":%.3f,\"us_min\":%.3f,"
+                                        "\"chosen\":%s,\"split\":%d,\"tile\":%d,\"weight_bytes\":%zu,\"rot\":%d,\"us\":%.3f,\"us_min\":%.3f,"
                                         "\"us_max\":%.3f,\"gbs\":%.1f,\"pct_copy\":%.1f,\"tflops\":%.2f,\"cublas_us\":%.3f,"
                                         "\"vs_cublas\":%.3f,\"mmvq_stage\":\"%s\",",
                                     fmt_name(f), (long long)sh.N, (long long)sh.K, (long long)n, path_name(paths[pi]),
-                                    is_auto ? "true" : "false", splits[si], wb, rot, p.us, p.us_min, p.us_max, p.gbs,
+                                    is_auto ? "true" : "false", splits[si], tile, wb, rot, p.us, p.us_min, p.us_max, p.gbs,
                                     p.pct, p.tflops, cub[ni].us, cub[ni].us > 0 ? cub[ni].us / p.us : 0.0,
                                     mmvq_stage > 0 ? "staged" : mmvq_stage < 0 ? "direct" : "auto");
                             qn_bench_json_env(js, &env);
                             fprintf(js, "}\n");
                             fflush(js);
                         }
+                        if (tile && !quick) /* the GEMM's tiles side by side, past AUTO's window too */
+                            fprintf(stderr, "  %-5s %-12s n=%-4lld tc%d%s %9.2f us %7.1f TFLOP/s %5.2fx cuBLAS fp16\n",
+                                    fmt_name(f), sname, (long long)n, tile, is_auto ? " (AUTO)" : "", p.us, p.tflops,
+                                    cub[ni].us > 0 ? cub[ni].us / p.us : 0.0);
                         if (is_auto) {
                             if (n == 1) row.us1 = p.us, row.pct1 = p.pct, row.cub1 = cub[ni].us, row.p1 = paths[pi];
                             if (n == 16) row.us16 = p.us;

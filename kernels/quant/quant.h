@@ -197,6 +197,8 @@ typedef struct qn_quant_matmul_opts {
                                      * (kq_mmvq_stages), 2 = the same, persistent where one warp takes a row
                                      * (in a build where kq_mmvq_persists),
                                      * -1 = read them directly; bit-identical outputs */
+    int tc_tile;                    /* path TC on GGUF weights only (gguf/kq_tc.h): the CTA tile's tokens, 128 or
+                                     * 256; 0 = qn_kq_tc_tile_tokens(n), as AUTO takes */
 } qn_quant_matmul_opts;
 
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the

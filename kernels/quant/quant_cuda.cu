@@ -159,12 +159,12 @@ static qn_status kq_make_plan(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_q
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) { return 0; }
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
     *cps = (int)(K / 64);
     return 1;
 }
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
-                        int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
+                        int64_t n, int tile, float *y, void *part, size_t part_bytes, void *stream) {
     return QN_ERR_UNSUPPORTED;
 }
 #endif
@@ -306,12 +306,14 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         path = QN_QUANT_PATH_TC;
     if (path == QN_QUANT_PATH_TC) {
         if (!tc_ws || !qn_kq_tc_takes(ctx->sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
-        if (!workspace || ws_bytes < tc_ws) return QN_ERR_INVALID_ARG;
+        const int tile = automatic || !opts ? 0 : opts->tc_tile;
+        if (!workspace || ws_bytes < tc_ws || !qn_kq_tc_tile_valid(tile)) return QN_ERR_INVALID_ARG;
         uint8_t *const xt = (uint8_t *)workspace + KQ_WS_COUNTERS;
         const size_t xb = align256((size_t)n * (size_t)K * sizeof(__half));
         st = qn_kq_tc_prepare_x(x, n, K, xt, stream);
         if (st != QN_OK) return st;
-        return qn_kq_tc_cuda(ctx->sm, ctx->n_sm, fmt, w, N, K, xt, n, y, xt + xb, tc_ws - KQ_WS_COUNTERS - xb, stream);
+        return qn_kq_tc_cuda(ctx->sm, ctx->n_sm, fmt, w, N, K, xt, n, tile, y, xt + xb, tc_ws - KQ_WS_COUNTERS - xb,
+                             stream);
     }
 
     if (path == QN_QUANT_PATH_MMVQ && qn_quant_mmvq_f16_x(fmt)) { /* F16/BF16: x as it is; split = warps per row */

@@ -421,10 +421,11 @@ static int check_outputs(const char *what, const char *ref_name, const float *y,
     return 0;
 }
 
-/* Runs y = x[:n] . W^T through `path` with `split`, checks against the reference: the fp16 one, and
- * for MMVQ (asked for, or what AUTO picks) the q8 one first. */
-static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
-                            int stage) {
+/* Runs y = x[:n] . W^T through `path` with `split` (TC on GGUF weights: in CTA tiles of `tile` tokens, 0 = the
+ * default), checks against the reference: the fp16 one, and for MMVQ (asked for, or what AUTO picks) the q8 one
+ * first. */
+static float *run_case_tile(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
+                            int stage, int tile) {
     const size_t ny = (size_t)(n * p->N);
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
@@ -437,14 +438,14 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
     if (qn_quant_q8_x_in_workspace(p->dws, p->ws_bytes, n, p->K, &q8) &&
         (uint8_t *)q8.qs + qn_mmvq_x_bytes(n, p->K) <= (uint8_t *)p->dws + p->ws_bytes)
         CK(cudaMemsetAsync(q8.qs, 0x7F, qn_mmvq_x_bytes(n, p->K), e->stream));
-    const qn_quant_matmul_opts o = {path, split, mode, false, stage};
+    const qn_quant_matmul_opts o = {path, split, mode, false, stage, tile};
     const qn_status st = qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, p->N, p->K, p->dx, n, p->dy, p->dws,
                                                  p->ws_bytes, e->stream, &o);
     const qn_quant_path ran = path == QN_QUANT_PATH_AUTO ? qn_quant_select_path(p->fmt, e->ctx.sm, n) : path;
-    char what[160];
-    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d%s%s", qn_qformat_name(p->fmt),
+    char what[176];
+    snprintf(what, sizeof what, "%s N=%lld K=%lld n=%lld %s%s%s split=%d tile=%d%s%s", qn_qformat_name(p->fmt),
              (long long)p->N, (long long)p->K, (long long)n, path_name(path), path == ran ? "" : "->",
-             path == ran ? "" : path_name(ran), split,
+             path == ran ? "" : path_name(ran), split, tile,
              mode == QN_QUANT_SPLIT_CLUSTER ? " cluster" : mode == QN_QUANT_SPLIT_WORKSPACE ? " workspace" : "",
              ran == QN_QUANT_PATH_MMVQ && stage > 0 && kq_mmvq_stages(p->fmt, p->K, n < 8 ? (int)n : 8) ? " staged" : "");
     if (st != QN_OK) fail_msg("%s: status %s", what, qn_status_str(st));
@@ -469,6 +470,11 @@ static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path pat
     }
     if (failed || guard_hit) fail_msg("%s: over tolerance (above) or %zu guard words written", what, guard_hit);
     return y;
+}
+
+static float *run_case_full(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode,
+                            int stage) {
+    return run_case_tile(e, p, n, path, split, mode, stage, 0);
 }
 
 static void run_case_mode(gpu_env *e, problem *p, int64_t n, qn_quant_path path, int split, qn_quant_split_mode mode) {
@@ -640,7 +646,7 @@ static size_t check_fused_weights(gpu_env *e, problem *p, const uint16_t *w16) {
             memset(onehot, 0, 2 * (size_t)(n * K));
             for (int64_t t = 0; t < n; t++) onehot[t * K + c + t] = 0x3C00; /* fp16 1.0 */
             CK(cudaMemcpy(dx1, onehot, 2 * (size_t)(n * K), cudaMemcpyHostToDevice));
-            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+            const qn_quant_matmul_opts o = {path, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0};
             assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, p->fmt, p->dw, N, K, dx1, n, p->dy, p->dws, p->ws_bytes,
                                                      e->stream, &o),
                              QN_OK);
@@ -897,8 +903,8 @@ static void test_mmvq_x_ready(void **state) {
     const size_t ny = (size_t)(n * b.N);
     float *want = malloc(4 * ny), *got = malloc(4 * ny), *other = malloc(4 * ny);
     assert_true(want && got && other);
-    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0},
-                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, true, 0};
+    const qn_quant_matmul_opts q = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0},
+                               r = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, true, 0, 0};
 #define MM(P, X, O) \
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, P.fmt, P.dw, P.N, P.K, X, n, P.dy, a.dws, a.ws_bytes, e->stream, &O), QN_OK)
     MM(b, a.dx, q); /* b's weights on a's x, quantized by the call */
@@ -945,9 +951,9 @@ static void test_mmvq_group(void **state) {
                 continue;
             }
             for (int split = 1; split <= 4; split *= 2) {
-                const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false, -1},
-                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, -1},
-                                           gso = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 1};
+                const qn_quant_matmul_opts so = {QN_QUANT_PATH_MMVQ, split, QN_QUANT_SPLIT_AUTO, false, -1, 0},
+                                           go = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, -1, 0},
+                                           gso = {QN_QUANT_PATH_AUTO, split, QN_QUANT_SPLIT_AUTO, false, 1, 0};
                 const qn_quant_mat mats[3] = {{p[0].dw, p[0].N, p[0].dy}, {p[1].dw, 0, dy_empty}, {p[2].dw, p[2].N, p[2].dy}};
                 for (int i = 0; i < 3; i++) CK(cudaMemset(p[i].dy, 0xFF, 4 * (size_t)(n * p[i].N)));
                 assert_int_equal(qn_quant_matmul_group_cuda(&e->ctx, fmts[fi], mats, 3, 1280, p[0].dx, n, p[0].dws,
@@ -1131,8 +1137,8 @@ static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8
 /* The GGUF tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q5_K, Q6_KP, Q8_0P; Hopper builds with sm_90a code, else skipped): its x order against the
  * host permutation bit for bit; then per case, on NaN-poisoned outputs with guards, against the exact weights
  * (run_case: the fp16 reference and tolerance of every path), against its host twin's values within the f32
- * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order). Both tiles (128 tokens,
- * 256 from QN_KQ_TC_WIDE_MIN_TOKENS = 129: n = 130, 160, 200, 257, 300). Shapes: a K split of 4 with one row CTA
+ * accumulation bound, and bit-identical on a second run (the K split sums in a fixed order), on each tile (128 and
+ * 256 tokens, named); the default tile (tile 0) and AUTO give the same bits as the tile they take. Shapes: a K split of 4 with one row CTA
  * (N = 144: strips past N/16 idle), five blocks (two passes and a one-block tail), token tiles cut short, and AUTO
  * in its window (4096 rows). */
 static void test_kq_tc(void **state) {
@@ -1188,21 +1194,35 @@ static void test_kq_tc(void **state) {
             }
         for (int j = 0; j < 3; j++) {
             const int64_t n = cs[ci / nf].ns[j];
-            float *y = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
+            float *yd = NULL; /* the default tile's output */
+            for (int tile = 128; tile <= 256; tile *= 2) { /* each tile named */
+                float *y = run_case_tile(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0, tile);
+                char what[112];
+                snprintf(what, sizeof what, "%s tc N=%lld K=%lld n=%lld tile=%d", qn_qformat_name(f), (long long)N,
+                         (long long)K, (long long)n, tile);
+                if (check_outputs(what, "host twin", y, (size_t)(n * N), yt, tt, 1e-10))
+                    fail_msg("%s: against the twin", what);
+                float *y2 = run_case_tile(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0, tile);
+                if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
+                free(y2);
+                if (tile == qn_kq_tc_tile_tokens(n)) yd = y;
+                else free(y);
+            }
+            assert_non_null(yd);
             char what[96];
             snprintf(what, sizeof what, "%s tc N=%lld K=%lld n=%lld", qn_qformat_name(f), (long long)N, (long long)K,
                      (long long)n);
-            if (check_outputs(what, "host twin", y, (size_t)(n * N), yt, tt, 1e-10)) fail_msg("%s: against the twin", what);
+            /* tile 0 is the default tile: the same bits */
             float *y2 = run_case_full(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0);
-            if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
+            if (memcmp(yd, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: tile 0 is not the default tile", what);
             free(y2);
             if (qn_kq_tc_auto(f, N, n)) { /* AUTO takes it in its window (the workspace has room): the same bits */
                 autos++;
                 y2 = run_case_full(e, &p, n, QN_QUANT_PATH_AUTO, 0, QN_QUANT_SPLIT_AUTO, 0);
-                if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: AUTO differs from TC", what);
+                if (memcmp(yd, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: AUTO differs from TC", what);
                 free(y2);
             }
-            free(y);
+            free(yd);
         }
         /* the K-quants' twin is not ggml's dequant (S and B rounded first): some weights differ, by little
          * (run_case); Q8_0's is, bit for bit */
@@ -1212,9 +1232,9 @@ static void test_kq_tc(void **state) {
         free(tw), free(yt), free(tt);
         problem_free(&p);
     }
-    /* AUTO's window and formats as built by default (kq_tc.h): Q4_K and Q6_KP at n = 64 and 33 on the 4096 rows;
-     * n = 160 is past the window, Q5_K and Q8_0P are not AUTO's yet */
-    assert_int_equal(autos, 4);
+    /* AUTO's window and formats as built by default (kq_tc.h): Q4_K and Q6_KP at n = 64, 160 and 33 on the 4096
+     * rows; Q5_K and Q8_0P are not AUTO's yet */
+    assert_int_equal(autos, 6);
 }
 
 /* Argument checks: they must fail cleanly, without launching. */
@@ -1222,8 +1242,8 @@ static void test_bad_args(void **state) {
     gpu_env *e = *state;
     problem p;
     problem_init(&p, e, QN_QFORMAT_Q4_0, 3, 64, 2, 5);
-    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, false, 0},
-                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts cub = {QN_QUANT_PATH_DEQUANT_CUBLAS, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0},
+                               odd = {QN_QUANT_PATH_GEMV, 3, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, (uint8_t *)p.dw + 2, 3, 64, p.dx, 1, p.dy, NULL,
                                           0, e->stream),
                      QN_ERR_INVALID_ARG);
@@ -1240,7 +1260,7 @@ static void test_bad_args(void **state) {
     assert_int_equal(qn_quant_matmul_cuda(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 0, p.dy, NULL, 0, e->stream),
                      QN_OK);
     /* TC: no such GEMM for Q4_0; Q4_K's needs N % 16 == 0 (else refused) and its workspace */
-    const qn_quant_matmul_opts tc = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts tc = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, p.dws, p.ws_bytes,
                                              e->stream, &tc),
                      QN_ERR_UNSUPPORTED);
@@ -1253,12 +1273,17 @@ static void test_bad_args(void **state) {
         assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_K, k.dw, 16, 256, k.dx, 2, k.dy, NULL, 0,
                                                  e->stream, &tc),
                          qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256) ? QN_ERR_INVALID_ARG : QN_ERR_UNSUPPORTED);
+        /* a tile other than 0, 128 or 256 */
+        const qn_quant_matmul_opts tc64 = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0, 64};
+        assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_K, k.dw, 16, 256, k.dx, 2, k.dy, k.dws,
+                                                 k.ws_bytes, e->stream, &tc64),
+                         qn_kq_tc_takes(e->ctx.sm, QN_QFORMAT_Q4_K, 16, 256) ? QN_ERR_INVALID_ARG : QN_ERR_UNSUPPORTED);
         problem_free(&k);
     }
     /* MMVQ: asked for without room for the q8 activations, or with 8 warps per row (F16 too): refused;
      * under AUTO without room it falls back to the GEMV */
-    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0},
-                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts mq = {QN_QUANT_PATH_MMVQ, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0},
+                               mq8 = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_quant_matmul_cuda_ex(&e->ctx, QN_QFORMAT_Q4_0, p.dw, 3, 64, p.dx, 1, p.dy, NULL, 0,
                                              e->stream, &mq),
                      QN_ERR_INVALID_ARG);

@@ -164,7 +164,7 @@ static float *run_case(env *e, problem *p, int64_t n, qn_quant_path path, int sp
     float *y = malloc(sizeof(float) * (nall + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (nall + GUARD)));
-    const qn_quant_matmul_opts o = {path, split, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts o = {path, split, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     const qn_status st = qn_lutq_matmul_cuda_ex(&e->ctx, &p->dw, p->dx, n, p->dy, p->dws, p->ws_bytes, g_stream, &o);
     char what[200];
     snprintf(what, sizeof what, "%s n=%lld %s split=%d", p->name, (long long)n, path_name(path), split);
@@ -270,7 +270,7 @@ static void test_tc(void **state) {
             problem_init(&p, e, &CASES[cases[ci]], Ns[si], Ks[si], 300, 900 + 7 * (uint64_t)ci + (uint64_t)si);
             const bool takes = qn_lq4m_tc_takes(e->ctx.sm, p.fmt, p.N, p.K);
             if (!takes) {
-                const qn_quant_matmul_opts o = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+                const qn_quant_matmul_opts o = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0};
                 assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &p.dw, p.dx, 200, p.dy, p.dws, p.ws_bytes, g_stream, &o),
                                  QN_ERR_UNSUPPORTED);
                 fprintf(stderr, "  %s: no tensor-core GEMM on sm_%d with this build (refused, as it should)\n", p.name,
@@ -381,7 +381,7 @@ static void test_bad_args(void **state) {
     env *e = *state;
     problem p;
     problem_init(&p, e, &CASES[0], 48, 384, 4, 13);
-    const qn_quant_matmul_opts split3 = {QN_QUANT_PATH_MMVQ, 3, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts split3 = {QN_QUANT_PATH_MMVQ, 3, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &p.dw, p.dx, 1, p.dy, p.dws, p.ws_bytes, g_stream, &split3),
                      QN_ERR_INVALID_ARG);
     const size_t need = qn_lutq_matmul_workspace_size(&e->ctx, QN_QFORMAT_LQ4M, 48, 384, true, 4);
@@ -410,7 +410,7 @@ static void test_bad_args(void **state) {
     /* path TC is the M forms' only: LQ4 blocks refuse it before any launch */
     qn_lutq_gpu_weight lq4 = p.dw;
     lq4.fmt = QN_QFORMAT_LQ4;
-    const qn_quant_matmul_opts tc = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts tc = {QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &lq4, p.dx, 4, p.dy, p.dws, p.ws_bytes, g_stream, &tc),
                      QN_ERR_UNSUPPORTED);
     /* not taken by the int8 decode kernels: no q8 of x to write, no grouped launch */

@@ -176,7 +176,7 @@ static float *run_case_stage(env *e, problem *p, int64_t n, qn_quant_path path, 
     float *y = malloc(sizeof(float) * (ny + GUARD));
     assert_non_null(y);
     CK(cudaMemset(p->dy, 0xFF, sizeof(float) * (size_t)(p->nmax * p->N + GUARD)));
-    const qn_quant_matmul_opts o = {path, split, mode, false, stage};
+    const qn_quant_matmul_opts o = {path, split, mode, false, stage, 0};
     const qn_status st = qn_lutq_matmul_cuda_ex(&e->ctx, &p->dw, p->dx, n, p->dy, p->dws, p->ws_bytes, g_stream, &o);
     char what[200];
     snprintf(what, sizeof what, "%s n=%lld %s split=%d%s%s", p->name, (long long)n, path_name(path), split,
@@ -379,8 +379,8 @@ static void test_decode_shared_perm(void **state) {
         const size_t na = (size_t)(n * a.N), nb = (size_t)(n * b.N);
         float *ya = malloc(4 * na), *yb = malloc(4 * nb), *ga = malloc(4 * na), *gb = malloc(4 * nb);
         assert_true(ya && yb && ga && gb);
-        const qn_quant_matmul_opts one = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, false, 0};
-        const qn_quant_matmul_opts ready = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, true, 0};
+        const qn_quant_matmul_opts one = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, false, 0, 0};
+        const qn_quant_matmul_opts ready = {QN_QUANT_PATH_AUTO, 1, QN_QUANT_SPLIT_AUTO, true, 0, 0};
         assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &a.dw, a.dx, n, a.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
         assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &bw, a.dx, n, b.dy, a.dws, a.ws_bytes, g_stream, &one), QN_OK);
         dev_fetch(ya, a.dy, 4 * na, 0, "single a");
@@ -450,7 +450,7 @@ static void test_gather(void **state) {
     /* a workspace one byte short of the act-order need is refused before any launch: the tensor-core GEMV
      * gathers x into the workspace; the decode path quantizes through perm and needs no more than without */
     const qn_lutq_gpu_weight w = {QN_QFORMAT_LQ4, 64, k, dx /* any 16-aligned device pointer */, dp};
-    const qn_quant_matmul_opts gemv = {QN_QUANT_PATH_GEMV, 0, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts gemv = {QN_QUANT_PATH_GEMV, 0, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     const size_t need = qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LQ4, QN_QUANT_PATH_GEMV, 64, k, true, n);
     assert_true(need >= 65536 + 2 * (size_t)(n * k));
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &w, dx, n, (float *)dxp, dxp, need - 1, g_stream, &gemv),
@@ -464,7 +464,7 @@ static void test_gather(void **state) {
     assert_true(need4 >= 65536 + qn_mmvq_x_bytes(n, k));
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &w4, dx, n, (float *)dxp, dxp, need4 - 1, g_stream), QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_workspace_size_path(&e->ctx, QN_QFORMAT_LNF4, QN_QUANT_PATH_MMVQ, 64, k, false, n), 0);
-    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0};
+    const qn_quant_matmul_opts bad_split = {QN_QUANT_PATH_MMVQ, 8, QN_QUANT_SPLIT_AUTO, false, 0, 0};
     assert_int_equal(qn_lutq_matmul_cuda_ex(&e->ctx, &wf, dx, n, (float *)dxp, NULL, 0, g_stream, &bad_split),
                      QN_ERR_INVALID_ARG);
     assert_int_equal(qn_lutq_matmul_cuda(&e->ctx, &wf, (const uint8_t *)dx + 2, n, (float *)dxp, NULL, 0, g_stream),

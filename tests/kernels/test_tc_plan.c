@@ -4,8 +4,8 @@
  * the 8B shapes and odd ones, 132 / 114 / 78 / 16 multiprocessors, n = 1..2048.
  * - the split covers K exactly once: 1 <= split <= 8, steps per split a multiple of 2 (M forms: a chunk) or 4
  *   (K-quants: a block, whose steps the kernel unrolls by their place in it), (split - 1) cps < K / 64 <= split cps;
- *   at least 16 steps per split when it splits; none where the tiles (128 rows by 128 tokens, the K-quants 256 from
- *   QN_KQ_TC_WIDE_MIN_TOKENS) fill the SMs;
+ *   at least 16 steps per split when it splits; none where the tiles (128 rows by 128 tokens, the K-quants 128 or
+ *   256: the tile a call names or the default) fill the SMs;
  * - the workspace holds the split's sums (split x n x N f32) and never shrinks as n grows (the runtime asks for it
  *   at sampled n, its largest included, and calls with any n below: llama_cuda.c's mm_ws_for);
  * - refusals: a shape the GEMM cannot take asks for nothing.
@@ -82,28 +82,54 @@ static void test_split_and_workspace(void **state) {
     assert_int_equal(qn_lq4m_tc_split(132, 48, 384, 1, &cps), 1);         /* 6 steps: too few to split */
 }
 
+/* the K-quant GEMM's split with its tile: the default (tile 0), or each tile named */
+static int kq_split_default(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return qn_kq_tc_split(n_sm, N, K, n, 0, cps);
+}
+static int kq_split_128(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return qn_kq_tc_split(n_sm, N, K, n, 128, cps);
+}
+static int kq_split_256(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return qn_kq_tc_split(n_sm, N, K, n, 256, cps);
+}
 static int kq_tile(int64_t n) { return qn_kq_tc_tile_tokens(n); }
+static int tile_256(int64_t n) {
+    (void)n;
+    return 256;
+}
 
 /* The K-quant GEMM: steps per split a multiple of 4 (every step's place in its 256-column block a constant); tiles
- * of 128 tokens, of 256 from QN_KQ_TC_WIDE_MIN_TOKENS on */
+ * of 128 or 256 tokens, named by the call or the default (kq_tc.h: 128, or 256 from QN_KQ_TC_WIDE_MIN_TOKENS on where
+ * that is > 0); the workspace serves either */
 static void test_kq_split_and_workspace(void **state) {
     (void)state;
-    check_plan("kq", qn_kq_tc_split, qn_kq_tc_part_bytes, kq_tile, 4, 256);
+    check_plan("kq", kq_split_default, qn_kq_tc_part_bytes, kq_tile, 4, 256);
+    check_plan("kq128", kq_split_128, qn_kq_tc_part_bytes, tile_128, 4, 256);
+    check_plan("kq256", kq_split_256, qn_kq_tc_part_bytes, tile_256, 4, 256);
     assert_int_equal(qn_kq_tc_tile_tokens(1), 128);
+#if QN_KQ_TC_WIDE_MIN_TOKENS > 0
     assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS - 1), 128);
     assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS), 256);
-    assert_int_equal(qn_kq_tc_tile_tokens(4096), 256);
+#else
+    assert_int_equal(qn_kq_tc_tile_tokens(4096), 128); /* the default: 128 always */
+#endif
+    assert_int_equal(qn_kq_tc_tile_of(0, 4096), qn_kq_tc_tile_tokens(4096));
+    assert_int_equal(qn_kq_tc_tile_of(256, 1), 256);
+    assert_int_equal(qn_kq_tc_tile_of(128, 4096), 128);
+    assert_true(qn_kq_tc_tile_valid(0) && qn_kq_tc_tile_valid(128) && qn_kq_tc_tile_valid(256));
+    assert_false(qn_kq_tc_tile_valid(64) || qn_kq_tc_tile_valid(512) || qn_kq_tc_tile_valid(-128));
     int cps;
-    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 33, &cps), 4); /* test_gpu_quant's split case: 2 tiles */
+    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 33, 128, &cps), 4); /* test_gpu_quant's split case: 2 tiles */
     assert_int_equal(cps, 16);
-    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 130, &cps), 4); /* the same with the wide tile: 2 tiles */
+    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 130, 256, &cps), 4); /* the same with the wide tile: 2 tiles */
     assert_int_equal(cps, 16);
-    assert_int_equal(qn_kq_tc_split(132, 256, 1280, 200, &cps), 1); /* 20 steps: too few to split */
+    assert_int_equal(qn_kq_tc_split(132, 256, 1280, 200, 256, &cps), 1); /* 20 steps: too few to split */
     assert_int_equal(cps, 20);
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 128, &cps), 4); /* 32 tiles of 128 tokens */
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, &cps), 2); /* 64 tiles of 256 tokens */
+    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 128, 128, &cps), 4); /* 32 tiles of 128 tokens */
+    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, 128, &cps), 1); /* 128 tiles of 128 tokens */
+    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, 256, &cps), 2); /* 64 tiles of 256 tokens */
     assert_int_equal(cps, 32);
-    assert_int_equal(qn_kq_tc_split(132, 14336, 4096, 512, &cps), 1); /* 224 tiles */
+    assert_int_equal(qn_kq_tc_split(132, 14336, 4096, 512, 256, &cps), 1); /* 224 tiles */
     /* the workspace: the wide tile's split sums at 512 tokens on q/o (2 x 512 x 4096 f32) */
     assert_true(qn_kq_tc_part_bytes(132, 4096, 4096, 512) >= (size_t)2 * 512 * 4096 * 4);
     assert_int_equal(qn_kq_tc_part_bytes(132, 40, 4096, 64), 0);   /* N % 16 */

@@ -39,15 +39,12 @@ extern "C" {
  * 128-token tile), GEMM against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes (1.1-1.3x cuBLAS
  * fp16 itself there), 1.3-1.5x on 4096 x 4096; n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower
  * at every n (0.41-0.78x: too few row tiles to fill the GPU).
- * The window ends at 128 tokens, the 128-token tile's own range: past it a call takes the 256-token tile, which has
- * not yet run on a GPU (built, its SASS checked, its twin tested on the CPU; test_kq_tc runs it on the next GPU
- * call). The 128-token tile at 129..512 was 0.97-1.12x dequant + cuBLAS, so AUTO gives up little meanwhile.
- * Builds with -DQN_KQ_TC_MAX_TOKENS=N (bench/gpu_round.sh d's twins) measure it. */
+ * AUTO's calls take the tile measured there, 128 tokens (qn_kq_tc_tile_tokens, below); hence the window. */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
 #ifndef QN_KQ_TC_MAX_TOKENS
-#define QN_KQ_TC_MAX_TOKENS 128
+#define QN_KQ_TC_MAX_TOKENS 512
 #endif
 #ifndef QN_KQ_TC_MIN_ROWS
 #define QN_KQ_TC_MIN_ROWS 4096
@@ -65,12 +62,20 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
     return qn_kq_tc_auto_format(f) && N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
 }
 
-/* The GEMM's CTA tile covers 128 tokens, or 256 from QN_KQ_TC_WIDE_MIN_TOKENS tokens on (the same rows: each
- * weight decoded once for twice the tokens; kq_tc_sm90a.cu). The tokens of a call's tile: */
+/* The GEMM's CTA tile: 128 weight rows by 128 tokens, or by 256 (each weight decoded once for twice the tokens;
+ * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens(n) (tile 0, as AUTO does): 256
+ * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0. It is 0 by default (128 always): the 256-token tile has
+ * not run on a GPU yet (built, its SASS checked, its values twinned on the CPU; test_kq_tc runs both tiles at every
+ * n, `quern bench kernels` times both). -DQN_KQ_TC_WIDE_MIN_TOKENS=129 builds the twin that measures it in AUTO. */
 #ifndef QN_KQ_TC_WIDE_MIN_TOKENS
-#define QN_KQ_TC_WIDE_MIN_TOKENS 129
+#define QN_KQ_TC_WIDE_MIN_TOKENS 0
 #endif
-static inline int qn_kq_tc_tile_tokens(int64_t n) { return n >= QN_KQ_TC_WIDE_MIN_TOKENS ? 256 : 128; }
+static inline int qn_kq_tc_tile_tokens(int64_t n) {
+    return QN_KQ_TC_WIDE_MIN_TOKENS > 0 && n >= QN_KQ_TC_WIDE_MIN_TOKENS ? 256 : 128;
+}
+/* the tile of a call that names tile (0: qn_kq_tc_tile_tokens(n)); a tile is 0, 128 or 256 */
+static inline bool qn_kq_tc_tile_valid(int tile) { return tile == 0 || tile == 128 || tile == 256; }
+static inline int qn_kq_tc_tile_of(int tile, int64_t n) { return tile ? tile : qn_kq_tc_tile_tokens(n); }
 
 /* The formats the GEMM reads. */
 static inline bool qn_kq_tc_has_format(qn_qformat f) {
@@ -96,17 +101,18 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
 /* xt [n][K] fp16 = x [n][K] fp16 in the GEMM's column order; both 16-byte aligned. */
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
-/* The K split of a call on n tokens: none where its tiles (128 rows x qn_kq_tc_tile_tokens(n)) fill the SMs, else as
- * many as the idle SMs allow (at most 8, at least 16 steps of 64 columns per split); steps per split, a multiple of
- * 4, in *cps. Returns the number of splits. */
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
-/* Bytes of split-K sums any call of at most n tokens needs (0 where none splits). */
+/* The K split of a call on n tokens in tiles of qn_kq_tc_tile_of(tile, n) (a valid tile): none where its tiles fill
+ * the SMs, else as many as the idle SMs allow (at most 8, at least 16 steps of 64 columns per split); steps per
+ * split, a multiple of 4, in *cps. Returns the number of splits. */
+int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps);
+/* Bytes of split-K sums any call of at most n tokens needs, on either tile (0 where none splits). */
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
-/* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x; part: the
- * split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it is 0). Deterministic; no allocation or
- * synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where !qn_kq_tc_takes. */
+/* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x, in CTA tiles
+ * of qn_kq_tc_tile_of(tile, n) tokens; part: the split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it
+ * is 0). Deterministic; no allocation or synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where
+ * !qn_kq_tc_takes; QN_ERR_INVALID_ARG for another tile. */
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
-                        int64_t n, float *y, void *part, size_t part_bytes, void *stream);
+                        int64_t n, int tile, float *y, void *part, size_t part_bytes, void *stream);
 
 #ifdef __cplusplus
 }

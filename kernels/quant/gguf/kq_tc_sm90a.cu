@@ -4,8 +4,8 @@
  * M forms: the same CTA tile, x tiles and wgmma (kernels/common/wgmma_sm90a.cuh), another A side.
  *
  * CTA: 256 threads, two warpgroups, 128 weight rows (warp w: the 16 rows 16 (8 blockIdx.y + w) ..; lane (g, t),
- * g = lane / 4, t = lane % 4, holds rows g and g + 8 of them) by BN = 128 or, from QN_KQ_TC_WIDE_MIN_TOKENS
- * tokens, 256 tokens (blockIdx.x; kq_tile), K in steps of 64 columns (a block of 256 columns is 4 steps). Per step:
+ * g = lane / 4, t = lane % 4, holds rows g and g + 8 of them) by BN = 128 or 256 tokens (blockIdx.x; kq_tile: the
+ * call's tile, kq_tc.h qn_kq_tc_tile_of), K in steps of 64 columns (a block of 256 columns is 4 steps). Per step:
  *  - B: the [BN tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
  *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead (as lq4m_tc_sm90a.cu).
  *  - A: the format's A side (a_q4k for Q4_K and Q5_K, a_q6k, a_q8 below) decodes each lane's code bytes of rows g
@@ -35,7 +35,7 @@
 #define TC_STAGES 4
 #define TC_U 8 /* steps per pass: every ring slot, stage and place in a block a constant */
 #define KQ_STEPS 4 /* steps per block */
-/* the CTA's tile of BN tokens (TC_TILE_BN, or TC_WIDE_BN from QN_KQ_TC_WIDE_MIN_TOKENS tokens: kq_tc.h) and the
+/* the CTA's tile of BN tokens (TC_TILE_BN or TC_WIDE_BN: the call's, kq_tc.h qn_kq_tc_tile_of) and the
  * steps of code bytes in flight per lane: two blocks with 128 tokens, one with 256 (each step four times the
  * tensor work of a 128-token one at 128 accumulators a thread: the registers for the ring are not there) */
 template <int BN>
@@ -438,16 +438,15 @@ __global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16
     for (int u = 0; u < 8; u++) xt[8 * i + u] = make_uint4(o[4 * u], o[4 * u + 1], o[4 * u + 2], o[4 * u + 3]);
 }
 
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps, qn_kq_tc_tile_tokens(n));
+int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
+    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps, qn_kq_tc_tile_of(tile, n));
 }
 
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
     if (N <= 0 || K <= 0 || n <= 0 || K % 256 || N % 16 || n_sm < 1) return 0;
-    /* the narrow tile's calls below the wide one's first n, the wide one's (all n up to n: more than it needs) */
-    const int64_t w = QN_KQ_TC_WIDE_MIN_TOKENS;
-    const size_t nb = tc_part_bytes(n_sm, N, K, n < w ? n : w - 1, KQ_STEPS, TC_TILE_BN);
-    const size_t wb = n >= w ? tc_part_bytes(n_sm, N, K, n, KQ_STEPS, TC_WIDE_BN) : 0;
+    /* a call may name either tile (kq_tc.h): the larger of their needs */
+    const size_t nb = tc_part_bytes(n_sm, N, K, n, KQ_STEPS, TC_TILE_BN);
+    const size_t wb = tc_part_bytes(n_sm, N, K, n, KQ_STEPS, TC_WIDE_BN);
     return nb > wb ? nb : wb;
 }
 
@@ -492,9 +491,10 @@ qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void
 }
 
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
-                        int64_t n, float *y, void *part, size_t part_bytes, void *stream) {
+                        int64_t n, int tile, float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_kq_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
-    const int bn = qn_kq_tc_tile_tokens(n);
+    if (!qn_kq_tc_tile_valid(tile)) return QN_ERR_INVALID_ARG;
+    const int bn = qn_kq_tc_tile_of(tile, n);
     int split, cps;
     CUtensorMap map;
     const qn_status ps = tc_plan(n_sm, KQ_STEPS, w, N, K, xt, n, y, part, part_bytes, &split, &cps, &map, bn);
