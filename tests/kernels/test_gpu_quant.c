@@ -1202,9 +1202,11 @@ static void test_kq_tc(void **state) {
                          (long long)K, (long long)n, tile);
                 if (check_outputs(what, "host twin", y, (size_t)(n * N), yt, tt, 1e-10))
                     fail_msg("%s: against the twin", what);
-                float *y2 = run_case_tile(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0, tile);
-                if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
-                free(y2);
+                if (!g_quick || tile == qn_kq_tc_tile_tokens(n)) { /* quick (compute-sanitizer): the default's */
+                    float *y2 = run_case_tile(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0, tile);
+                    if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
+                    free(y2);
+                }
                 if (tile == qn_kq_tc_tile_tokens(n)) yd = y;
                 else free(y);
             }
