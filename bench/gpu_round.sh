@@ -30,7 +30,7 @@
 #       (QN_M2_TWIN, default -DQN_LUTQ_LQ4M=0: LQ4 kept; build-gpu-l0), and a 2-layer one's (QN_M2_LOGITS, default
 #       gptq4-act) logits GPU against CPU. Carry .gpudeps and .gpumodel/v.
 #   d   an A/B of lq4m compile-time knobs: the build and twins (QN_D_TWINS "name:-DFLAG=V ...", default the prefetch
-#       depth QN_LQ4M_DEPTH1 at 2 and 4; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
+#       depth QN_LQ4M_DEPTH1 at 2 and 4, "none" the build alone; bench_gpu_lutq and quern only) in parallel; test_gpu_quant_lq4m (+ the
 #       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names);
 #       bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the default twice; 8B-shape models (QN_D_TYPES,
 #       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS;
@@ -263,6 +263,7 @@ d)
     V=$HOME/.cache/quern/llama.cpp/models && mkdir -p "$V" && cp .gpumodel/v/ggml-vocab-llama-bpe.gguf "$V/"
     QN_GPU_CHECK_STEPS="build" OUT=$W/check bench/gpu_check.sh >/dev/null 2>&1 &
     TW=${QN_D_TWINS:-d2:-DQN_LQ4M_DEPTH1=2 d4:-DQN_LQ4M_DEPTH1=4}
+    [ "$TW" = none ] && TW= # the build alone (the shortest call)
     t1=${TW%% *}
     for t in $TW; do
         tn=${t%%:*} tf=${t#*:} tt="bench_gpu_lutq quern"
