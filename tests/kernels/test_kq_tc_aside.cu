@@ -1,16 +1,17 @@
 /* test_kq_tc_aside.cu — the A sides of the GGUF tensor-core GEMM (kernels/quant/gguf/kq_tc_aside.cuh, the code the
  * kernel runs, included here with KQ_ASIDE_HOST and host primitives) run on the CPU, lane by lane, in the kernel's
  * order of passes and steps (kq_tc_sm90a.cu: passes of 8 steps from the split's first block, then one block), for
- * every format (Q4_K, Q5_K, Q6_KP, Q8_0P) at both depths the tiles use (WD = 8 for 128 tokens, 4 for 256; Q8_0P half
- * that). Each lane's A fragments of each step are placed back in the weight matrix by the x order (the fragment
- * slots 2t, 2t + 1, 2t + 8, 2t + 9 of rows g, g + 8 of k16 slice s are columns qn_kq_tc_x_col(16 s + slot) of the
- * step's 64), and the matrix must equal the host twin (qn_kq_tc_dequant_host) bit for bit and be written exactly
- * once over the split's columns; every load must stay within the split's blocks of the lane's two rows and be
- * aligned as the GPU's loads need (16 bytes for the heads' uint4, 8 for the code bytes). Splits: the whole K, one
+ * every format (Q4_K, Q5_K, Q6_KP, Q3_KP, Q8_0P) at both depths the tiles use (WD = 8 for 128 tokens, 4 for 256;
+ * Q8_0P half that). Each lane's A fragments of each step are placed back in the weight matrix by the x order (the
+ * fragment slots 2t, 2t + 1, 2t + 8, 2t + 9 of rows g, g + 8 of k16 slice s are columns qn_kq_tc_x_col(16 s + slot)
+ * of the step's 64), and the matrix must equal the host twin (qn_kq_tc_dequant_host) bit for bit and be written
+ * exactly once over the split's columns; every load must stay within the split's blocks of the lane's two rows and
+ * be aligned as the GPU's loads need (16 bytes for the heads' uint4, 8 for the code bytes). Splits: the whole K, one
  * pass, a pass and a block, a block alone, from an odd block. A flipped weight byte must show as a mismatch.
  * Host code only (nvcc compiles it; no GPU). The fp16 arithmetic is emulated exactly: each operation's exact
  * result (in double: products of fp16 values and small integers) rounded once to nearest even. */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ extern "C" {
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/kq_tc.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 
@@ -153,7 +155,9 @@ static uint8_t *make_rows(qn_qformat fmt, int64_t K, uint64_t seed, int64_t *rb)
     const int64_t rows = 16, nb = rows * K / QN_QK_K;
     qn_rng r;
     qn_rng_seed(&r, seed);
-    const auto scale = [&r]() { return qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -2 - (int)(qn_rng_u64(&r) % 13))); };
+    const auto scale = [&r]() {
+        return qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -2 - (int)(qn_rng_u64(&r) % 13)));
+    };
     uint8_t *out = NULL;
     if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K) {
         const size_t bs = fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k) : sizeof(qn_block_q5_k);
@@ -165,27 +169,26 @@ static uint8_t *make_rows(qn_qformat fmt, int64_t K, uint64_t seed, int64_t *rb)
             d[0] = scale(), d[1] = i % 4 == 3 ? 0 : scale();
         }
         *rb = K / QN_QK_K * (int64_t)bs;
-    } else if (fmt == QN_QFORMAT_Q6_KP) {
-        qn_block_q6_k *src = (qn_block_q6_k *)malloc(sizeof *src * (size_t)nb);
-        assert_non_null(src);
-        qn_rng_fill_bytes(&r, src, sizeof *src * (size_t)nb);
-        for (int64_t i = 0; i < nb; i++) src[i].d = scale();
-        out = (uint8_t *)aligned_alloc(256, (size_t)nb * QN_Q6KP_BLOCK_BYTES);
-        assert_non_null(out);
-        assert_int_equal(qn_q6kp_repack(src, out, rows, K), QN_OK);
+    } else { /* the uploaded forms: random source blocks (their fp16 d set), repacked */
+        const bool q3 = fmt == QN_QFORMAT_Q3_KP, q6 = fmt == QN_QFORMAT_Q6_KP;
+        const size_t sb = q3 ? sizeof(qn_block_q3_k) : q6 ? sizeof(qn_block_q6_k) : sizeof(qn_block_q8_0);
+        const size_t doff = q3 ? offsetof(qn_block_q3_k, d) : q6 ? offsetof(qn_block_q6_k, d) : offsetof(qn_block_q8_0, d);
+        const int64_t ns = rows * K / (q3 || q6 ? QN_QK_K : 32); /* source blocks */
+        const int64_t bb = q3 ? QN_Q3KP_BLOCK_BYTES : q6 ? QN_Q6KP_BLOCK_BYTES : QN_Q8_0P_BLOCK_BYTES;
+        uint8_t *src = (uint8_t *)malloc(sb * (size_t)ns);
+        out = (uint8_t *)aligned_alloc(256, (size_t)(nb * bb));
+        assert_true(src && out);
+        qn_rng_fill_bytes(&r, src, sb * (size_t)ns);
+        for (int64_t i = 0; i < ns; i++) {
+            const uint16_t d = scale();
+            memcpy(src + (size_t)i * sb + doff, &d, 2);
+        }
+        assert_int_equal(q3 ? qn_q3kp_repack(src, out, rows, K)
+                         : q6 ? qn_q6kp_repack(src, out, rows, K)
+                              : qn_q8_0p_repack(src, out, rows, K),
+                         QN_OK);
         free(src);
-        *rb = K / QN_QK_K * QN_Q6KP_BLOCK_BYTES;
-    } else {
-        const int64_t n32 = rows * K / 32;
-        qn_block_q8_0 *src = (qn_block_q8_0 *)malloc(sizeof *src * (size_t)n32);
-        assert_non_null(src);
-        qn_rng_fill_bytes(&r, src, sizeof *src * (size_t)n32);
-        for (int64_t i = 0; i < n32; i++) src[i].d = scale();
-        out = (uint8_t *)aligned_alloc(256, (size_t)nb * QN_Q8_0P_BLOCK_BYTES);
-        assert_non_null(out);
-        assert_int_equal(qn_q8_0p_repack(src, out, rows, K), QN_OK);
-        free(src);
-        *rb = K / QN_QK_K * QN_Q8_0P_BLOCK_BYTES;
+        *rb = K / QN_QK_K * bb;
     }
     return out;
 }
@@ -244,6 +247,11 @@ static void test_q6kp(void **state) {
     check_format<a_q6k<8>>(QN_QFORMAT_Q6_KP, "q6_KP WD 8", 500, false);
     check_format<a_q6k<4>>(QN_QFORMAT_Q6_KP, "q6_KP WD 4", 600, false);
 }
+static void test_q3kp(void **state) {
+    (void)state;
+    check_format<a_q3k<8>>(QN_QFORMAT_Q3_KP, "q3_KP WD 8", 650, false);
+    check_format<a_q3k<4>>(QN_QFORMAT_Q3_KP, "q3_KP WD 4", 660, false);
+}
 static void test_q8_0p(void **state) {
     (void)state;
     check_format<a_q8<4>>(QN_QFORMAT_Q8_0P, "q8_0P WD 4", 700, false);
@@ -259,8 +267,8 @@ static void test_flip_is_seen(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_q4k),  cmocka_unit_test(test_q5k),          cmocka_unit_test(test_q6kp),
-        cmocka_unit_test(test_q8_0p), cmocka_unit_test(test_flip_is_seen),
+        cmocka_unit_test(test_q4k),   cmocka_unit_test(test_q5k),  cmocka_unit_test(test_q6kp),
+        cmocka_unit_test(test_q3kp),  cmocka_unit_test(test_q8_0p), cmocka_unit_test(test_flip_is_seen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

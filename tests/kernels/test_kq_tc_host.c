@@ -7,11 +7,13 @@
  * - the same for Q6_KP (fp16(S (q - 32)), S = fp16(d sc)) against qn_dequant_q6_k_impl: within
  *   2^-11 |d sc (q - 32)| 2 + 2^-24, equal to fp16(w) wherever d sc is exact in fp16 (and ggml's f32 w exact);
  * - Q5_K's (Q4_K's with the fifth bit) against qn_dequant_q5_k_impl the same way;
+ * - Q3_KP's (fp16(S (q - 4)), S = fp16(d (sc - 32))) against qn_dequant_q3_k_impl the same way as Q6_KP's;
  * - Q8_0P's (fp16(d q)) equal to fp16 of ggml's dequant (qn_dequant_q8_0_impl) at every weight, subnormals included;
  * - shape and format refusals. */
 #include "harness.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,7 @@
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_dequant.h"
 #include "kernels/quant/gguf/kq_tc.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 
@@ -83,6 +86,15 @@ static void test_twin(void **state) {
     free(b), free(ref), free(tw);
 }
 
+/* nb random blocks of bs bytes at b, each with a random fp16 scale (2^-17 .. 2^-3) at doff */
+static void fill_blocks(qn_rng *r, void *b, size_t bs, int64_t nb, size_t doff) {
+    qn_rng_fill_bytes(r, b, bs * (size_t)nb);
+    for (int64_t i = 0; i < nb; i++) {
+        const uint16_t d = qn_f32_to_f16(ldexpf(qn_rng_uniform(r, 1.f, 2.f), -4 - (int)(qn_rng_u64(r) % 13)));
+        memcpy((uint8_t *)b + (size_t)i * bs + doff, &d, 2);
+    }
+}
+
 static void test_twin_q6kp(void **state) {
     (void)state;
     const int64_t rows = 16, k = 768, nb = rows * k / QN_QK_K;
@@ -93,9 +105,7 @@ static void test_twin_q6kp(void **state) {
     float *ref = malloc(sizeof(float) * (size_t)(rows * k));
     uint16_t *tw = malloc(2 * (size_t)(rows * k));
     assert_true(b && bp && ref && tw);
-    qn_rng_fill_bytes(&r, b, sizeof *b * (size_t)nb);
-    for (int64_t i = 0; i < nb; i++)
-        b[i].d = qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -4 - (int)(qn_rng_u64(&r) % 13)));
+    fill_blocks(&r, b, sizeof *b, nb, offsetof(qn_block_q6_k, d));
     assert_int_equal(qn_q6kp_repack(b, bp, rows, k), QN_OK);
     qn_dequant_q6_k_impl(b, ref, rows * k);
     assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q6_KP, bp, rows, k, tw), QN_OK);
@@ -121,6 +131,50 @@ static void test_twin_q6kp(void **state) {
     assert_int_equal(exact_same, exact);
     assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q6_K, b, rows, k, tw), QN_ERR_UNSUPPORTED);
     assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q4_0, bp, rows, k, tw), QN_ERR_UNSUPPORTED);
+    free(b), free(bp), free(ref), free(tw);
+}
+
+/* Q3_KP: fp16(S (q - 4)), S = fp16(d (sc - 32)), against ggml's exact dequant (qn_dequant_q3_k_impl) within
+ * 2^-11 |w| 2 + 2^-24, equal to fp16(w) wherever d (sc - 32) is exact in fp16 (and ggml's f32 w exact), some
+ * weights not */
+static void test_twin_q3kp(void **state) {
+    (void)state;
+    const int64_t rows = 16, k = 768, nb = rows * k / QN_QK_K;
+    qn_rng r;
+    qn_rng_seed(&r, 4545);
+    qn_block_q3_k *b = malloc(sizeof *b * (size_t)nb);
+    uint8_t *bp = malloc((size_t)(nb * QN_Q3KP_BLOCK_BYTES));
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && bp && ref && tw);
+    fill_blocks(&r, b, sizeof *b, nb, offsetof(qn_block_q3_k, d));
+    assert_int_equal(qn_q3kp_repack(b, bp, rows, k), QN_OK);
+    qn_dequant_q3_k_impl(b, ref, rows * k);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q3_KP, bp, rows, k, tw), QN_OK);
+    size_t differ = 0, exact = 0, exact_same = 0, high = 0;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const qn_block_q3_k *blk = &b[i / QN_QK_K];
+        uint8_t sc[16];
+        qn_q3_k_scales(blk->scales, sc);
+        const int e = (int)(i % QN_QK_K), h = e / 128, j = e % 128 / 32, l = e % 32;
+        const double ds = (double)qn_f16_to_f32(blk->d) * (sc[e / 16] - 32);
+        const double w = ref[i], got = qn_f16_to_f32(tw[i]);
+        if (!(fabs(got - w) <= ldexp(2 * fabs(w), -11) + ldexp(1.0, -24)))
+            fail_msg("weight %lld: twin %.9g, exact %.9g (d (sc - 32) %.3g)", (long long)i, got, w, ds);
+        differ += tw[i] != qn_f32_to_f16(ref[i]);
+        const int hb = (blk->hmask[l] >> (4 * h + j)) & 1;
+        high += hb;
+        const double pe = ds * ((((blk->qs[32 * h + l] >> (2 * j)) & 3) | hb << 2) - 4);
+        if (ds == qn_f16_to_f32(qn_f32_to_f16((float)ds)) && (double)w == pe) {
+            exact++;
+            exact_same += tw[i] == qn_f32_to_f16(ref[i]);
+        }
+    }
+    assert_true(differ > 0);
+    assert_true(high > 0 && high < (size_t)(rows * k));
+    assert_true(exact > 0);
+    assert_int_equal(exact_same, exact);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q3_K, b, rows, k, tw), QN_ERR_UNSUPPORTED);
     free(b), free(bp), free(ref), free(tw);
 }
 
@@ -203,6 +257,6 @@ static void test_twin_q8_0p(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_x_order), cmocka_unit_test(test_twin),
                                        cmocka_unit_test(test_twin_q6kp), cmocka_unit_test(test_twin_q5k),
-                                       cmocka_unit_test(test_twin_q8_0p)};
+                                       cmocka_unit_test(test_twin_q8_0p), cmocka_unit_test(test_twin_q3kp)};
     return cmocka_run_group_tests_name("kq_tc_host", tests, NULL, NULL);
 }

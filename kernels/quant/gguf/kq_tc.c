@@ -6,6 +6,7 @@
 #include "kernels/common/half.h"
 #include "kernels/quant/gguf/gguf_blocks.h"
 #include "kernels/quant/gguf/gguf_dequant.h"
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 
@@ -52,6 +53,22 @@ static void q6kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
     }
 }
 
+/* Q3_KP: the Q3_K block in the first 110 of 112 bytes (q3kp.h) */
+static void q3kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K, b += QN_Q3KP_BLOCK_BYTES) {
+        const qn_block_q3_k *x = (const qn_block_q3_k *)b;
+        const float d = qn_f16_to_f32(x->d);
+        uint8_t sc[16];
+        qn_q3_k_scales(x->scales, sc);
+        for (int e = 0; e < QN_QK_K; e++) { /* column e = 128 h + 32 j + l */
+            const int h = e / 128, j = e % 128 / 32, l = e % 32;
+            const int q = ((x->qs[32 * h + l] >> (2 * j)) & 3) | ((x->hmask[l] >> (4 * h + j)) & 1) << 2;
+            const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)(sc[e / 16] - 32))); /* exact, one rounding */
+            out[e] = f64_to_f16(S * (q - 4));
+        }
+    }
+}
+
 /* Q8_0P: d[8] then qs[8][32] (q8_0p.h) */
 static void q8_0p_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
     for (int64_t ib = 0; ib < nb; ib++, out += QN_Q8_0P_BLOCK_ELEMS, b += QN_Q8_0P_BLOCK_BYTES)
@@ -78,6 +95,7 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
     if (n > 0 && (!w || !out)) return QN_ERR_INVALID_ARG;
     if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K) q45k_rows(fmt, w, n * (k / QN_QK_K), out);
     else if (fmt == QN_QFORMAT_Q6_KP) q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
+    else if (fmt == QN_QFORMAT_Q3_KP) q3kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     else q8_0p_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     return QN_OK;
 }

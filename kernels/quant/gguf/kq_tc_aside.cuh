@@ -1,7 +1,7 @@
 /* kq_tc_aside.cuh — the A sides of the GGUF tensor-core GEMM (kq_tc_sm90a.cu): per format, how a lane loads its
  * code bytes and block heads ahead and decodes them into the A fragments of a step's four k16 slices (a_q4k for
- * Q4_K and Q5_K, a_q6k for Q6_KP, a_q8 for Q8_0P; WD steps in flight). Included by kq_tc_sm90a.cu, where KQ_FN is
- * __device__ __forceinline__ and the kq_* primitives below are the CUDA intrinsics; and by its host twin
+ * Q4_K and Q5_K, a_q6k for Q6_KP, a_q3k for Q3_KP, a_q8 for Q8_0P; WD steps in flight). Included by kq_tc_sm90a.cu,
+ * where KQ_FN is __device__ __forceinline__ and the kq_* primitives below are the CUDA intrinsics; and by its host twin
  * (tests/kernels/test_kq_tc_aside.cu, KQ_ASIDE_HOST defined), which supplies host kq_* primitives (kq_h2, kq_ldg,
  * kq_perm, kq_hmul2, kq_hsub2, kq_hfma2, kq_low2, kq_high2, kq_bits_h2, kq_h2_bits, kq_nib_h2, kq_host_ld8) and runs
  * the same code on the CPU. */
@@ -30,6 +30,7 @@ KQ_FN uint32_t kq_h2_bits(kq_h2 h) { return qn_h2_bits(h); }
 KQ_FN uint32_t kq_nib_h2(uint32_t v) { return qn_nib_h2(v); }
 #endif
 
+#include "kernels/quant/gguf/q3kp.h"
 #include "kernels/quant/gguf/q6kp.h"
 #include "kernels/quant/gguf/q8_0p.h"
 
@@ -146,8 +147,7 @@ struct a_q4k {
     /* pass step R's A registers, then its slots refilled with step R + WD's bytes (i: its CTA step; pg, ph: the
      * pass's first block) */
     template <int R>
-    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
-                                         int L) {
+    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
         constexpr int SL = R % WD, J = R % KQ_STEPS, SH = (R / KQ_STEPS) % (WD / KQ_STEPS);
         if constexpr (J == 0) { /* a new block: its heads, loaded WD steps ago */
             hg = q4k_unpack(hd[SH][0]);
@@ -231,8 +231,7 @@ struct a_q6k {
         return kq_hmul2(sc, kq_bits_h2(kq_perm(dw, 0, 0x1010)));
     }
     template <int R>
-    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
-                                         int L) {
+    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
         constexpr int J = R % KQ_STEPS, NIB = J & 1, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
         static_assert(WD == 4 || WD == 8, "a_q6k: the head slots hold two blocks");
         if constexpr (WD == 4 && J == 0) /* the next block's heads into the other slot, a block ahead */
@@ -247,8 +246,10 @@ struct a_q6k {
             const kq_h2 Sg = src ? kq_high2(s2g) : kq_low2(s2g), Sh = src ? kq_high2(s2h) : kq_low2(s2h);
             a[s][0] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lg >> (4 * NIB), qg >> (2 * k))), k1056), Sg));
             a[s][1] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lh >> (4 * NIB), qh >> (2 * k))), k1056), Sh));
-            a[s][2] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lg >> (4 * NIB + 8), qg >> (2 * k + 8))), k1056), Sg));
-            a[s][3] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lh >> (4 * NIB + 8), qh >> (2 * k + 8))), k1056), Sh));
+            a[s][2] =
+                kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lg >> (4 * NIB + 8), qg >> (2 * k + 8))), k1056), Sg));
+            a[s][3] =
+                kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q6k_h2(lh >> (4 * NIB + 8), qh >> (2 * k + 8))), k1056), Sh));
         }
         /* after the half's second step its slot is free: the half WD steps on */
         if constexpr (NIB == 1)
@@ -256,6 +257,95 @@ struct a_q6k {
         /* after the block's last step its heads' slot is free: the block WD steps on */
         if constexpr (WD == 8 && J == KQ_STEPS - 1)
             if (i - 3 + WD < L) head(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES);
+    }
+};
+
+/* --- Q3_KP (112-byte blocks: hmask[32], qs[64], scales[12], d, pad; q3kp.h). Half block n (columns 128 n ..) is
+ * steps 2n (groups j = 0, 1: bits 0-1 and 2-3 of qs[32 n ..], columns 0..31 and 32..63 of the half) and 2n + 1
+ * (j = 2, 3: bits 4-5, 6-7); a lane reads qs[32 n + 8t ..] (columns l = 8t.. of each group) once for both steps, and
+ * hmask[8t ..] (bit 4 n + j: the third bit of column l of group j) once per block, with the head (scales and d).
+ * Value: (q - 4) times S = fp16(d (sc - 32)) of the column's 16-column scale (ggml: q = the two bits, minus 4 where
+ * the hmask bit is clear). --- */
+
+/* the half2 (1024 + q, 1024 + q') of the 2-bit fields at bits sh, sh + 16 of w with bits hb, hb + 16 of x as their
+ * bit 2 */
+KQ_FN uint32_t q3k_h2(uint32_t w, uint32_t x, int sh, int hb) {
+    return ((w >> sh) & 0x00030003u) | ((x >> hb) & 0x00010001u) << 2 | 0x64006400u;
+}
+
+/* Q3_KP's A side of a lane: the qs bytes of WD / 2 half blocks (one uint4: rows g, g + 8; WD 4 or 8) and, of two
+ * blocks, the hmask bytes 8t.. (one uint4) and the heads (scales and d, 16 bytes a row): with WD = 8 block b + 2's
+ * loaded after block b's last step, with WD = 4 block b + 1's at its first */
+template <int WD>
+struct a_q3k {
+    static constexpr int BYTES = QN_Q3KP_BLOCK_BYTES, NS = 2; /* block slots */
+    uint4 cq[WD / 2];
+    uint4 hm[NS];
+    uint4 hs[NS][2];
+    uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + sc) halves */
+
+    /* block data of the block at off: hmask bytes 8t.. of both rows, the heads (bytes 96..111: scales, d, pad) */
+    KQ_FN void block(int b, const uint8_t *pg, const uint8_t *ph, int off, int t) {
+        hm[b] = kq_ld_rows(pg, ph, off + 8 * t);
+        hs[b][0] = kq_ldg(reinterpret_cast<const uint4 *>(pg + off + 96));
+        hs[b][1] = kq_ldg(reinterpret_cast<const uint4 *>(ph + off + 96));
+    }
+    /* the qs bytes of half block hb (of the pass) into slot s */
+    KQ_FN void fetch_half(int s, const uint8_t *pg, const uint8_t *ph, int hb, int t) {
+        cq[s] = kq_ld_rows(pg, ph, (hb / 2) * BYTES + 32 + 32 * (hb % 2) + 8 * t);
+    }
+    KQ_FN void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
+        const uint32_t b = (uint32_t)(t >> 1);
+        sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
+#pragma unroll
+        for (int h = 0; h < WD / 2; h++) {
+            cq[h] = make_uint4(0, 0, 0, 0);
+            if (2 * h < L) fetch_half(h, pg, ph, h, t);
+        }
+#pragma unroll
+        for (int b = 0; b < NS; b++) {
+            hm[b] = hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
+            if (b < WD / KQ_STEPS && b * KQ_STEPS < L) block(b, pg, ph, b * BYTES, t);
+        }
+    }
+    /* this lane's (S of group 2 (J & 1), S of group 2 (J & 1) + 1) of step J's columns from a row's head: scale word J
+     * (sub-blocks 4J .. 4J + 3, 0..63, gguf_dequant.h qn_q3_k_scale_words) and d */
+    template <int J>
+    KQ_FN kq_h2 scales(const uint4 &hw) const {
+        constexpr uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+        const uint32_t w = J == 0   ? (hw.x & m4) | (hw.z & m2) << 4
+                           : J == 1 ? (hw.y & m4) | ((hw.z >> 2) & m2) << 4
+                           : J == 2 ? ((hw.x >> 4) & m4) | ((hw.z >> 4) & m2) << 4
+                                    : ((hw.y >> 4) & m4) | ((hw.z >> 6) & m2) << 4;
+        const kq_h2 sc = kq_hsub2(kq_bits_h2(kq_perm(w, 0x64, sel)), kq_bits_h2(0x64206420u)); /* sc - 32 */
+        return kq_hmul2(sc, kq_bits_h2(kq_perm(hw.w, 0, 0x1010)));
+    }
+    template <int R>
+    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
+        constexpr int J = R % KQ_STEPS, N = J >> 1, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
+        static_assert(WD == 4 || WD == 8, "a_q3k: the block slots hold two blocks");
+        if constexpr (WD == 4 && J == 0) /* the next block's data into the other slot, a block ahead */
+            if (i + KQ_STEPS < L) block(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES, t);
+        const kq_h2 s2g = scales<J>(hs[SB][0]), s2h = scales<J>(hs[SB][1]);
+        const kq_h2 k1028 = kq_bits_h2(0x64046404u);
+        const uint4 &c = cq[HS], &x = hm[SB];
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const int src = s & 1, w = s >> 1, j = 2 * (J & 1) + src; /* group j, word w of the lane's 8 bytes */
+            const uint32_t lg = w ? c.y : c.x, lh = w ? c.w : c.z, xg = w ? x.y : x.x, xh = w ? x.w : x.z;
+            const kq_h2 Sg = src ? kq_high2(s2g) : kq_low2(s2g), Sh = src ? kq_high2(s2h) : kq_low2(s2h);
+            const int sh = 2 * j, hb = 4 * N + j;
+            a[s][0] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lg, xg, sh, hb)), k1028), Sg));
+            a[s][1] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lh, xh, sh, hb)), k1028), Sh));
+            a[s][2] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lg, xg, sh + 8, hb + 8)), k1028), Sg));
+            a[s][3] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lh, xh, sh + 8, hb + 8)), k1028), Sh));
+        }
+        /* after the half's second step its slot is free: the half WD steps on */
+        if constexpr ((J & 1) == 1)
+            if (i - 1 + WD < L) fetch_half(HS, pg, ph, (R - 1 + WD) / 2, t);
+        /* after the block's last step its slot is free: the block WD steps on */
+        if constexpr (WD == 8 && J == KQ_STEPS - 1)
+            if (i - 3 + WD < L) block(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES, t);
     }
 };
 
@@ -301,8 +391,7 @@ struct a_q8 {
         head(0, pg, ph, 0);
     }
     template <int R>
-    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i,
-                                         int L) {
+    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
         static_assert(WD == 2 || WD == 4, "a_q8: 2 or 4 steps in flight");
         constexpr int J = R % KQ_STEPS, SL = R % WD, SB = (R / KQ_STEPS) % NS;
         if constexpr (J == 0) /* the next block's scales into the other slot, a block ahead */
