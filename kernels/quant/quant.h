@@ -41,7 +41,7 @@ typedef enum qn_quant_path {
                                        * take x in fp16 as it is (qn_quant_mmvq_f16_x) */
     QN_QUANT_PATH_TC,                 /* tensor-core GEMM with the dequant in its tile loads, many tokens (the M
                                        * forms LQ4M / LNF4M / LFP4M on sm_90a: lq4m.h's qn_lq4m_tc_cuda; Q4_K, Q5_K,
-                                       * Q6_KP, Q8_0P on sm_90a: gguf/kq_tc.h, which AUTO takes in qn_kq_tc_auto's
+                                       * Q3_KP, Q6_KP, Q8_0P on sm_90a: gguf/kq_tc.h, which AUTO takes in qn_kq_tc_auto's
                                        * window where the workspace has its room); QN_ERR_UNSUPPORTED elsewhere */
 } qn_quant_path;
 

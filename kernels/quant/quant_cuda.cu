@@ -298,8 +298,8 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
     if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && !ctx->cublas && n <= QN_QUANT_MMA_MAX_TOKENS)
         path = n <= QN_QUANT_GEMV_MAX_TOKENS ? QN_QUANT_PATH_GEMV : QN_QUANT_PATH_MMA;
     const cudaStream_t s = (cudaStream_t)stream;
-    /* Q4_K, Q5_K, Q6_KP, Q8_0P on Hopper: the tensor-core GEMM (asked for, or AUTO in its window where the workspace has
-     * its room) */
+    /* Q4_K, Q5_K, Q3_KP, Q6_KP, Q8_0P on Hopper: the tensor-core GEMM (asked for, in the tile asked for, or AUTO in its
+     * window where the workspace has its room) */
     const size_t tc_ws = kq_tc_ws(ctx, fmt, N, K, n);
     if (automatic && path == QN_QUANT_PATH_DEQUANT_CUBLAS && qn_kq_tc_auto(fmt, N, n) && tc_ws && workspace &&
         ws_bytes >= tc_ws && qn_kq_tc_takes(ctx->sm, fmt, N, K))

@@ -136,6 +136,7 @@ static void test_kq_split_and_workspace(void **state) {
     assert_int_equal(qn_kq_tc_part_bytes(132, 4096, 4224, 64), 0); /* K % 256 */
     assert_false(qn_kq_tc_takes(80, QN_QFORMAT_Q4_K, 4096, 4096));  /* an A100: no wgmma */
     assert_false(qn_kq_tc_takes(90, QN_QFORMAT_Q6_K, 4096, 4096));  /* unpadded Q6_K: 2-byte aligned blocks */
+    assert_false(qn_kq_tc_takes(90, QN_QFORMAT_Q3_K, 4096, 4096));  /* unpadded Q3_K: the same */
     assert_false(qn_kq_tc_takes(90, QN_QFORMAT_Q4_0, 4096, 4096));
     assert_false(qn_kq_tc_takes(90, QN_QFORMAT_Q4_K, 40, 4096));
 }
