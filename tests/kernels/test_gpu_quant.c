@@ -1134,8 +1134,8 @@ static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_
 static void test_q3kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q3_K, QN_QFORMAT_Q3_KP); }
 static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
 
-/* The GGUF tensor-core GEMM (gguf/kq_tc.h: Q4_K, Q5_K, Q6_KP, Q3_KP, Q8_0P; Hopper builds with sm_90a code, else
- * skipped): its x order against the host permutation bit for bit; then per case, on NaN-poisoned outputs with
+/* The GGUF tensor-core GEMM (gguf/kq_tc.h: Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P; Hopper builds with sm_90a code,
+ * else skipped): its x order against the host permutation bit for bit; then per case, on NaN-poisoned outputs with
  * guards, against the exact weights (run_case: the fp16 reference and tolerance of every path), against its host
  * twin's values within the f32 accumulation bound, and bit-identical on a second run (the K split sums in a fixed
  * order), on each tile (128 and 256 tokens, named); the default tile (tile 0) and AUTO give the same bits as the
@@ -1168,7 +1168,8 @@ static void test_kq_tc(void **state) {
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
         {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}},
         {4096, 512, 160, {64, 160, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
-    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q3_KP, QN_QFORMAT_Q8_0P};
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K,  QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_KP,
+                               QN_QFORMAT_Q3_KP, QN_QFORMAT_Q2_K, QN_QFORMAT_Q8_0P};
     const size_t nf = sizeof fmts / sizeof fmts[0];
     int autos = 0; /* AUTO cases run (each format's last shape) */
     for (size_t ci = 0; ci < nf * (sizeof cs / sizeof cs[0]); ci++) {

@@ -1,13 +1,14 @@
 /* test_kq_tc_aside.cu — the A sides of the GGUF tensor-core GEMM (kernels/quant/gguf/kq_tc_aside.cuh, the code the
  * kernel runs, included here with KQ_ASIDE_HOST and host primitives) run on the CPU, lane by lane, in the kernel's
  * order of passes and steps (kq_tc_sm90a.cu: passes of 8 steps from the split's first block, then one block), for
- * every format (Q4_K, Q5_K, Q6_KP, Q3_KP, Q8_0P) at both depths the tiles use (WD = 8 for 128 tokens, 4 for 256;
+ * every format (Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P) at both depths the tiles use (WD = 8 for 128 tokens, 4 for 256;
  * Q8_0P half that). Each lane's A fragments of each step are placed back in the weight matrix by the x order (the
  * fragment slots 2t, 2t + 1, 2t + 8, 2t + 9 of rows g, g + 8 of k16 slice s are columns qn_kq_tc_x_col(16 s + slot)
  * of the step's 64), and the matrix must equal the host twin (qn_kq_tc_dequant_host) bit for bit and be written
  * exactly once over the split's columns; every load must stay within the split's blocks of the lane's two rows and
- * be aligned as the GPU's loads need (16 bytes for the heads' uint4, 8 for the code bytes). Splits: the whole K, one
- * pass, a pass and a block, a block alone, from an odd block. A flipped weight byte must show as a mismatch.
+ * be aligned as the GPU's loads need (16 bytes for the heads' uint4, 8 for the code bytes; 4 for Q2_K's). Splits:
+ * the whole K, one pass, a pass and a block, a block alone, from an odd block. A flipped weight byte must show as a
+ * mismatch.
  * Host code only (nvcc compiles it; no GPU). The fp16 arithmetic is emulated exactly: each operation's exact
  * result (in double: products of fp16 values and small integers) rounded once to nearest even. */
 #include <math.h>
@@ -51,6 +52,12 @@ static uint4 kq_ldg(const uint4 *p) {
     return v;
 }
 static uint32_t kq_ldg(const uint32_t *p) {
+    host_read(p, 4, 4);
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static uint32_t kq_host_ld4(const uint8_t *p) {
     host_read(p, 4, 4);
     uint32_t v;
     memcpy(&v, p, 4);
@@ -159,14 +166,17 @@ static uint8_t *make_rows(qn_qformat fmt, int64_t K, uint64_t seed, int64_t *rb)
         return qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -2 - (int)(qn_rng_u64(&r) % 13)));
     };
     uint8_t *out = NULL;
-    if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K) {
-        const size_t bs = fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k) : sizeof(qn_block_q5_k);
+    if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K || fmt == QN_QFORMAT_Q2_K) {
+        const size_t bs = fmt == QN_QFORMAT_Q4_K ? sizeof(qn_block_q4_k)
+                          : fmt == QN_QFORMAT_Q5_K ? sizeof(qn_block_q5_k)
+                                                   : sizeof(qn_block_q2_k);
+        const size_t doff = fmt == QN_QFORMAT_Q2_K ? offsetof(qn_block_q2_k, d) : 0; /* d, dmin */
         out = (uint8_t *)aligned_alloc(256, (size_t)nb * bs);
         assert_non_null(out);
         qn_rng_fill_bytes(&r, out, (size_t)nb * bs);
-        for (int64_t i = 0; i < nb; i++) { /* d, dmin first in both */
-            uint16_t *d = (uint16_t *)(out + (size_t)i * bs);
-            d[0] = scale(), d[1] = i % 4 == 3 ? 0 : scale();
+        for (int64_t i = 0; i < nb; i++) { /* d, dmin (every fourth block without mins) */
+            const uint16_t d[2] = {scale(), (uint16_t)(i % 4 == 3 ? 0 : scale())};
+            memcpy(out + (size_t)i * bs + doff, d, 4);
         }
         *rb = K / QN_QK_K * (int64_t)bs;
     } else { /* the uploaded forms: random source blocks (their fp16 d set), repacked */
@@ -252,6 +262,11 @@ static void test_q3kp(void **state) {
     check_format<a_q3k<8>>(QN_QFORMAT_Q3_KP, "q3_KP WD 8", 650, false);
     check_format<a_q3k<4>>(QN_QFORMAT_Q3_KP, "q3_KP WD 4", 660, false);
 }
+static void test_q2k(void **state) {
+    (void)state;
+    check_format<a_q2k<8>>(QN_QFORMAT_Q2_K, "q2_K WD 8", 670, false);
+    check_format<a_q2k<4>>(QN_QFORMAT_Q2_K, "q2_K WD 4", 680, false);
+}
 static void test_q8_0p(void **state) {
     (void)state;
     check_format<a_q8<4>>(QN_QFORMAT_Q8_0P, "q8_0P WD 4", 700, false);
@@ -268,7 +283,8 @@ static void test_flip_is_seen(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_q4k),   cmocka_unit_test(test_q5k),  cmocka_unit_test(test_q6kp),
-        cmocka_unit_test(test_q3kp),  cmocka_unit_test(test_q8_0p), cmocka_unit_test(test_flip_is_seen),
+        cmocka_unit_test(test_q3kp),  cmocka_unit_test(test_q2k),   cmocka_unit_test(test_q8_0p),
+        cmocka_unit_test(test_flip_is_seen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
  *   2^-11 |d sc (q - 32)| 2 + 2^-24, equal to fp16(w) wherever d sc is exact in fp16 (and ggml's f32 w exact);
  * - Q5_K's (Q4_K's with the fifth bit) against qn_dequant_q5_k_impl the same way;
  * - Q3_KP's (fp16(S (q - 4)), S = fp16(d (sc - 32))) against qn_dequant_q3_k_impl the same way as Q6_KP's;
+ * - Q2_K's (fp16(S q + B) as Q4_K's, 2-bit q) against qn_dequant_q2_k_impl the same way as Q4_K's;
  * - Q8_0P's (fp16(d q)) equal to fp16 of ggml's dequant (qn_dequant_q8_0_impl) at every weight, subnormals included;
  * - shape and format refusals. */
 #include "harness.h"
@@ -134,6 +135,45 @@ static void test_twin_q6kp(void **state) {
     free(b), free(bp), free(ref), free(tw);
 }
 
+/* Q2_K: fp16(S q + B), S = fp16(d sc), B = fp16(-dmin m) of the column's 16-column sub-block (q: bits 2j.. of
+ * qs[32 h + l]), against ggml's exact dequant (qn_dequant_q2_k_impl) within the Q4_K bound, equal to fp16(w) wherever
+ * the block has no mins and d sc is exact in fp16, some weights not */
+static void test_twin_q2k(void **state) {
+    (void)state;
+    const int64_t rows = 16, k = 768, nb = rows * k / QN_QK_K;
+    qn_rng r;
+    qn_rng_seed(&r, 4646);
+    qn_block_q2_k *b = malloc(sizeof *b * (size_t)nb);
+    float *ref = malloc(sizeof(float) * (size_t)(rows * k));
+    uint16_t *tw = malloc(2 * (size_t)(rows * k));
+    assert_true(b && ref && tw);
+    fill_blocks(&r, b, sizeof *b, nb, offsetof(qn_block_q2_k, d));
+    for (int64_t i = 0; i < nb; i++) /* dmin as d, every fourth block without mins */
+        b[i].dmin = i % 4 == 0 ? 0 : qn_f32_to_f16(ldexpf(qn_rng_uniform(&r, 1.f, 2.f), -4 - (int)(qn_rng_u64(&r) % 13)));
+    qn_dequant_q2_k_impl(b, ref, rows * k);
+    assert_int_equal(qn_kq_tc_dequant_host(QN_QFORMAT_Q2_K, b, rows, k, tw), QN_OK);
+    size_t differ = 0, nomin_same = 0, nomin_exact = 0;
+    for (int64_t i = 0; i < rows * k; i++) {
+        const qn_block_q2_k *blk = &b[i / QN_QK_K];
+        const int e = (int)(i % QN_QK_K), h = e / 128, j = e % 128 / 32, l = e % 32, sb = blk->scales[e / 16];
+        const int q = (blk->qs[32 * h + l] >> (2 * j)) & 3;
+        const double d = qn_f16_to_f32(blk->d), dmin = qn_f16_to_f32(blk->dmin);
+        const double a = fabs(d * (sb & 15) * q), m = fabs(dmin * (sb >> 4)), w = ref[i];
+        const double got = qn_f16_to_f32(tw[i]);
+        if (!(fabs(got - w) <= ldexp(a + m + fabs(w), -11) + ldexp(1.0, -24)))
+            fail_msg("weight %lld: twin %.9g, exact %.9g (d sc q %.3g, dmin m %.3g)", (long long)i, got, w, a, m);
+        differ += tw[i] != qn_f32_to_f16(ref[i]);
+        if (blk->dmin == 0 && d * (sb & 15) == qn_f16_to_f32(qn_f32_to_f16((float)(d * (sb & 15))))) {
+            nomin_exact++;
+            nomin_same += tw[i] == qn_f32_to_f16(ref[i]);
+        }
+    }
+    assert_true(differ > 0);
+    assert_true(nomin_exact > 0);
+    assert_int_equal(nomin_same, nomin_exact);
+    free(b), free(ref), free(tw);
+}
+
 /* Q3_KP: fp16(S (q - 4)), S = fp16(d (sc - 32)), against ggml's exact dequant (qn_dequant_q3_k_impl) within
  * 2^-11 |w| 2 + 2^-24, equal to fp16(w) wherever d (sc - 32) is exact in fp16 (and ggml's f32 w exact), some
  * weights not */
@@ -257,6 +297,7 @@ static void test_twin_q8_0p(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_x_order), cmocka_unit_test(test_twin),
                                        cmocka_unit_test(test_twin_q6kp), cmocka_unit_test(test_twin_q5k),
-                                       cmocka_unit_test(test_twin_q8_0p), cmocka_unit_test(test_twin_q3kp)};
+                                       cmocka_unit_test(test_twin_q8_0p), cmocka_unit_test(test_twin_q3kp),
+                                       cmocka_unit_test(test_twin_q2k)};
     return cmocka_run_group_tests_name("kq_tc_host", tests, NULL, NULL);
 }

@@ -53,6 +53,19 @@ static void q6kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
     }
 }
 
+/* Q2_K (gguf_blocks.h): column e = 128 h + 32 j + l of a block is bits 2j.. of qs[32 h + l], sub-block e / 16 */
+static void q2k_rows(const qn_block_q2_k *x, int64_t nb, uint16_t *out) {
+    for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K, x++) {
+        const float d = qn_f16_to_f32(x->d), dmin = qn_f16_to_f32(x->dmin);
+        for (int e = 0; e < QN_QK_K; e++) {
+            const int h = e / 128, j = e % 128 / 32, l = e % 32, sb = x->scales[e / 16];
+            const double S = qn_f16_to_f32(qn_f32_to_f16(d * (float)(sb & 15))); /* exact products, one rounding */
+            const double B = qn_f16_to_f32(qn_f32_to_f16(-(dmin * (float)(sb >> 4))));
+            out[e] = f64_to_f16(S * ((x->qs[32 * h + l] >> (2 * j)) & 3) + B); /* exact in double: the FMA's rounding */
+        }
+    }
+}
+
 /* Q3_KP: the Q3_K block in the first 110 of 112 bytes (q3kp.h) */
 static void q3kp_rows(const uint8_t *b, int64_t nb, uint16_t *out) {
     for (int64_t ib = 0; ib < nb; ib++, out += QN_QK_K, b += QN_Q3KP_BLOCK_BYTES) {
@@ -96,6 +109,7 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
     if (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q5_K) q45k_rows(fmt, w, n * (k / QN_QK_K), out);
     else if (fmt == QN_QFORMAT_Q6_KP) q6kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     else if (fmt == QN_QFORMAT_Q3_KP) q3kp_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
+    else if (fmt == QN_QFORMAT_Q2_K) q2k_rows((const qn_block_q2_k *)w, n * (k / QN_QK_K), out);
     else q8_0p_rows((const uint8_t *)w, n * (k / QN_QK_K), out);
     return QN_OK;
 }

@@ -1,12 +1,12 @@
-/* kq_tc.h — the tensor-core GEMM of GGUF weights (Q4_K, Q5_K; Q3_KP, Q6_KP and Q8_0P: Q3_K, Q6_K and Q8_0 as the
+/* kq_tc.h — the tensor-core GEMM of GGUF weights (Q2_K, Q4_K, Q5_K; Q3_KP, Q6_KP, Q8_0P: Q3_K, Q6_K, Q8_0 as the
  * runtime uploads them, q3kp.h, q6kp.h, q8_0p.h) for many tokens on Hopper (kq_tc_sm90a.cu: wgmma, the dequant in
  * the tile loads, the weights read in their own blocks: no fp16 copy), and its host twin. quant_cuda.cu calls it
  * for path TC and, under AUTO, in qn_kq_tc_auto's window instead of dequant + cuBLAS.
  *
- * Values: Q4_K, Q5_K  w = fp16(S · q + B), S = fp16(d · sc), B = fp16(−dmin · m) (one f16x2 FMA on exact q);
- *         Q6_KP       w = fp16(S · (q − 32)), S = fp16(d · sc);
- *         Q3_KP       w = fp16(S · (q − 4)), S = fp16(d · (sc − 32)), q the two bits and the hmask bit as bit 2;
- *         Q8_0P       w = fp16(d · q).
+ * Values: Q2_K, Q4_K, Q5_K  w = fp16(S · q + B), S = fp16(d · sc), B = fp16(−dmin · m) (one f16x2 FMA on exact q);
+ *         Q6_KP             w = fp16(S · (q − 32)), S = fp16(d · sc);
+ *         Q3_KP             w = fp16(S · (q − 4)), S = fp16(d · (sc − 32)), q the two bits and the hmask bit as bit 2;
+ *         Q8_0P             w = fp16(d · q).
  * ggml's fp16 dequant rounds d · sc · q − dmin · m (d · sc · (q − 32), d · (sc − 32) · (q − 4)) once, so for the
  * K-quants the two differ by at most ~1.5 fp16 ulp of max(|S q|, |B|); Q8_0's are ggml's bit for bit
  * (qn_kq_tc_dequant_host gives the GEMM's values bit for bit).
@@ -15,9 +15,9 @@
  * tensor-core A fragments are the codes a lane loads in 8 bytes (of each half of the group). Q4_K: a group is one
  * "j" group of a block (32 code bytes per row, low nibbles its columns 0..31, high 32..63); Q5_K the same, the
  * fifth bits from qh[32] (the same bytes in every group); Q6_K: the low (or high) nibbles of one half block's
- * ql[64] (ql[0..31] columns 0..31, ql[32..63] columns 32..63, the top bits from qh[32]); Q3_KP: two 2-bit groups
- * of one half block's qs[32] (the first columns 0..31, the third bits from hmask[32]); Q8_0P: two Q8_0 blocks (the
- * first columns 0..31). In all, slot kk of k16 slice s (0..3) of a group is column
+ * ql[64] (ql[0..31] columns 0..31, ql[32..63] columns 32..63, the top bits from qh[32]); Q3_KP (Q2_K): two 2-bit
+ * groups of one half block's qs[32] (the first columns 0..31; Q3_K's third bits from hmask[32]); Q8_0P: two Q8_0
+ * blocks (the first columns 0..31). In all, slot kk of k16 slice s (0..3) of a group is column
  *   32 (s & 1) + 8 t + 4 (s >> 1) + 2 (kk & 1) + (kk >> 3),  t = (kk & 7) >> 1
  * (qn_kq_tc_x_col). qn_kq_tc_prepare_x writes that order (once per x, shared by the matrices on one x). */
 #ifndef QN_KQ_TC_H
@@ -51,14 +51,15 @@ extern "C" {
 #ifndef QN_KQ_TC_MIN_ROWS
 #define QN_KQ_TC_MIN_ROWS 4096
 #endif
-/* Q5_K's, Q3_KP's and Q8_0P's A sides have not run on a GPU yet: AUTO leaves them to dequant + cuBLAS unless built
- * with -DQN_KQ_TC_AUTO_ALL_FORMATS=1 (path TC runs them whenever asked: test_kq_tc, `quern bench kernels`). */
+/* Q2_K's, Q5_K's, Q3_KP's and Q8_0P's A sides have not run on a GPU yet: AUTO leaves them to dequant + cuBLAS unless
+ * built with -DQN_KQ_TC_AUTO_ALL_FORMATS=1 (path TC runs them whenever asked: test_kq_tc, `quern bench kernels`). */
 #ifndef QN_KQ_TC_AUTO_ALL_FORMATS
 #define QN_KQ_TC_AUTO_ALL_FORMATS 0
 #endif
 static inline bool qn_kq_tc_auto_format(qn_qformat f) {
     return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP ||
-           (QN_KQ_TC_AUTO_ALL_FORMATS && (f == QN_QFORMAT_Q5_K || f == QN_QFORMAT_Q3_KP || f == QN_QFORMAT_Q8_0P));
+           (QN_KQ_TC_AUTO_ALL_FORMATS && (f == QN_QFORMAT_Q2_K || f == QN_QFORMAT_Q5_K || f == QN_QFORMAT_Q3_KP ||
+                                          f == QN_QFORMAT_Q8_0P));
 }
 static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
     return qn_kq_tc_auto_format(f) && N >= QN_KQ_TC_MIN_ROWS && n >= QN_KQ_TC_MIN_TOKENS && n <= QN_KQ_TC_MAX_TOKENS;
@@ -81,8 +82,8 @@ static inline int qn_kq_tc_tile_of(int tile, int64_t n) { return tile ? tile : q
 
 /* The formats the GEMM reads. */
 static inline bool qn_kq_tc_has_format(qn_qformat f) {
-    return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q5_K || f == QN_QFORMAT_Q6_KP || f == QN_QFORMAT_Q3_KP ||
-           f == QN_QFORMAT_Q8_0P;
+    return f == QN_QFORMAT_Q2_K || f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q5_K || f == QN_QFORMAT_Q6_KP ||
+           f == QN_QFORMAT_Q3_KP || f == QN_QFORMAT_Q8_0P;
 }
 
 /* The source column (0..63) of the prepared x's column c (0..63) within a 64-column group (the header comment). */

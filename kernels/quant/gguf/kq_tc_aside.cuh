@@ -1,10 +1,10 @@
 /* kq_tc_aside.cuh — the A sides of the GGUF tensor-core GEMM (kq_tc_sm90a.cu): per format, how a lane loads its
  * code bytes and block heads ahead and decodes them into the A fragments of a step's four k16 slices (a_q4k for
- * Q4_K and Q5_K, a_q6k for Q6_KP, a_q3k for Q3_KP, a_q8 for Q8_0P; WD steps in flight). Included by kq_tc_sm90a.cu,
- * where KQ_FN is __device__ __forceinline__ and the kq_* primitives below are the CUDA intrinsics; and by its host twin
- * (tests/kernels/test_kq_tc_aside.cu, KQ_ASIDE_HOST defined), which supplies host kq_* primitives (kq_h2, kq_ldg,
- * kq_perm, kq_hmul2, kq_hsub2, kq_hfma2, kq_low2, kq_high2, kq_bits_h2, kq_h2_bits, kq_nib_h2, kq_host_ld8) and runs
- * the same code on the CPU. */
+ * Q4_K and Q5_K, a_q6k for Q6_KP, a_q3k for Q3_KP, a_q2k for Q2_K, a_q8 for Q8_0P; WD steps in flight). Included by
+ * kq_tc_sm90a.cu, where KQ_FN is __device__ __forceinline__ and the kq_* primitives below are the CUDA intrinsics;
+ * and by its host twin (tests/kernels/test_kq_tc_aside.cu, KQ_ASIDE_HOST defined), which supplies host kq_*
+ * primitives (kq_h2, kq_ldg, kq_perm, kq_hmul2, kq_hsub2, kq_hfma2, kq_low2, kq_high2, kq_bits_h2, kq_h2_bits,
+ * kq_nib_h2, kq_host_ld8, kq_host_ld4) and runs the same code on the CPU. */
 #ifndef QN_KQ_TC_ASIDE_CUH
 #define QN_KQ_TC_ASIDE_CUH
 
@@ -51,6 +51,23 @@ KQ_FN uint2 kq_ld_stream(const uint8_t *p) {
 KQ_FN uint4 kq_ld_rows(const uint8_t *pg, const uint8_t *ph, int off) {
     const uint2 vg = kq_ld_stream(pg + off), vh = kq_ld_stream(ph + off);
     return make_uint4(vg.x, vg.y, vh.x, vh.y);
+}
+
+/* 4 code bytes at a 4-byte aligned address (Q2_K's 84-byte blocks), read once: not kept in L1 */
+KQ_FN uint32_t kq_ld_stream4(const uint8_t *p) {
+#ifdef KQ_ASIDE_HOST
+    return kq_host_ld4(p);
+#else
+    uint32_t v;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+#endif
+}
+
+/* kq_ld_rows at a 4-byte aligned offset: two 4-byte loads a row */
+KQ_FN uint4 kq_ld_rows4(const uint8_t *pg, const uint8_t *ph, int off) {
+    return make_uint4(kq_ld_stream4(pg + off), kq_ld_stream4(pg + off + 4), kq_ld_stream4(ph + off),
+                      kq_ld_stream4(ph + off + 4));
 }
 
 /* --- Q4_K (144-byte blocks: d, dmin, 12 scale bytes, qs[128]; group j of a block is step j) --- */
@@ -346,6 +363,93 @@ struct a_q3k {
         /* after the block's last step its slot is free: the block WD steps on */
         if constexpr (WD == 8 && J == KQ_STEPS - 1)
             if (i - 3 + WD < L) block(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES, t);
+    }
+};
+
+/* --- Q2_K (84-byte blocks: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin; 4-byte aligned, so
+ * 4-byte loads). Half block n is steps 2n (groups j = 0, 1: bits 0-1 and 2-3 of qs[32 n ..]) and 2n + 1 (j = 2, 3),
+ * as Q3_K's without the third bit; a lane reads qs[32 n + 8t ..] once for both steps and a block's scales and
+ * (d, dmin) with its data. Value: fp16(S q + B), S = fp16(d sc), B = fp16(-dmin m) of the column's 16-column
+ * sub-block (one f16x2 FMA on exact q, as Q4_K). --- */
+
+/* Q2_K's A side of a lane: the qs bytes of WD / 2 half blocks (one uint4: rows g, g + 8; WD 4 or 8) and, of two
+ * blocks, the scales (16 bytes a row) and (d, dmin): with WD = 8 block b + 2's loaded after block b's last step,
+ * with WD = 4 block b + 1's at its first */
+template <int WD>
+struct a_q2k {
+    static constexpr int BYTES = 84, NS = 2; /* gguf_blocks.h qn_block_q2_k; block slots */
+    uint4 cq[WD / 2];
+    uint4 hs[NS][2];
+    uint32_t hd[NS][2];
+    uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + v) halves */
+
+    KQ_FN void block(int b, const uint8_t *pg, const uint8_t *ph, int off) {
+        const uint32_t *g = reinterpret_cast<const uint32_t *>(pg + off);
+        const uint32_t *h = reinterpret_cast<const uint32_t *>(ph + off);
+        hs[b][0] = make_uint4(kq_ldg(g), kq_ldg(g + 1), kq_ldg(g + 2), kq_ldg(g + 3));
+        hs[b][1] = make_uint4(kq_ldg(h), kq_ldg(h + 1), kq_ldg(h + 2), kq_ldg(h + 3));
+        hd[b][0] = kq_ldg(g + 20); /* bytes 80..83: d, dmin */
+        hd[b][1] = kq_ldg(h + 20);
+    }
+    /* the qs bytes of half block hb (of the pass) into slot s */
+    KQ_FN void fetch_half(int s, const uint8_t *pg, const uint8_t *ph, int hb, int t) {
+        cq[s] = kq_ld_rows4(pg, ph, (hb / 2) * BYTES + 16 + 32 * (hb % 2) + 8 * t);
+    }
+    KQ_FN void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
+        const uint32_t b = (uint32_t)(t >> 1);
+        sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
+#pragma unroll
+        for (int h = 0; h < WD / 2; h++) {
+            cq[h] = make_uint4(0, 0, 0, 0);
+            if (2 * h < L) fetch_half(h, pg, ph, h, t);
+        }
+#pragma unroll
+        for (int b = 0; b < NS; b++) {
+            hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
+            hd[b][0] = hd[b][1] = 0;
+            if (b < WD / KQ_STEPS && b * KQ_STEPS < L) block(b, pg, ph, b * BYTES);
+        }
+    }
+    /* this lane's (S, B) pairs (groups 2 (J & 1) and 2 (J & 1) + 1) of step J's columns from a row's scale word J
+     * (sub-blocks 4J .. 4J + 3) and (d, dmin) */
+    template <int J>
+    KQ_FN void pairs(const uint4 &sw, uint32_t dw, kq_h2 &S, kq_h2 &B) const {
+        const uint32_t w = J == 0 ? sw.x : J == 1 ? sw.y : J == 2 ? sw.z : sw.w;
+        const kq_h2 k1024 = kq_bits_h2(0x64006400u);
+        S = kq_hmul2(kq_hsub2(kq_bits_h2(kq_perm(w & 0x0f0f0f0fu, 0x64, sel)), k1024),
+                     kq_bits_h2(kq_perm(dw, 0, 0x1010))); /* (d, d) */
+        B = kq_hmul2(kq_hsub2(kq_bits_h2(kq_perm((w >> 4) & 0x0f0f0f0fu, 0x64, sel)), k1024),
+                     kq_bits_h2(kq_perm(dw, 0, 0x3232) ^ 0x80008000u)); /* (-dmin, -dmin) */
+    }
+    template <int R>
+    KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
+        constexpr int J = R % KQ_STEPS, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
+        static_assert(WD == 4 || WD == 8, "a_q2k: the block slots hold two blocks");
+        if constexpr (WD == 4 && J == 0) /* the next block's data into the other slot, a block ahead */
+            if (i + KQ_STEPS < L) block(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES);
+        kq_h2 s2g, b2g, s2h, b2h;
+        pairs<J>(hs[SB][0], hd[SB][0], s2g, b2g);
+        pairs<J>(hs[SB][1], hd[SB][1], s2h, b2h);
+        const kq_h2 k1024 = kq_bits_h2(0x64006400u);
+        const uint4 &c = cq[HS];
+#pragma unroll
+        for (int s = 0; s < 4; s++) {
+            const int src = s & 1, w = s >> 1, sh = 4 * (J & 1) + 2 * src; /* group 2 (J & 1) + src: bits sh.. */
+            const uint32_t lg = w ? c.y : c.x, lh = w ? c.w : c.z;
+            const kq_h2 Sg = src ? kq_high2(s2g) : kq_low2(s2g), Bg = src ? kq_high2(b2g) : kq_low2(b2g);
+            const kq_h2 Sh = src ? kq_high2(s2h) : kq_low2(s2h), Bh = src ? kq_high2(b2h) : kq_low2(b2h);
+            const uint32_t m = 0x00030003u, o = 0x64006400u;
+            a[s][0] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lg >> sh) & m) | o), k1024), Sg, Bg));
+            a[s][1] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lh >> sh) & m) | o), k1024), Sh, Bh));
+            a[s][2] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lg >> (sh + 8)) & m) | o), k1024), Sg, Bg));
+            a[s][3] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lh >> (sh + 8)) & m) | o), k1024), Sh, Bh));
+        }
+        /* after the half's second step its slot is free: the half WD steps on */
+        if constexpr ((J & 1) == 1)
+            if (i - 1 + WD < L) fetch_half(HS, pg, ph, (R - 1 + WD) / 2, t);
+        /* after the block's last step its slot is free: the block WD steps on */
+        if constexpr (WD == 8 && J == KQ_STEPS - 1)
+            if (i - 3 + WD < L) block(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES);
     }
 };
 

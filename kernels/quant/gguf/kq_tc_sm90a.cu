@@ -1,6 +1,6 @@
-/* kq_tc_sm90a.cu — the tensor-core GEMM of GGUF weights (Q4_K, Q5_K, Q6_KP, Q3_KP, Q8_0P) for many tokens on Hopper
- * (sm_90a: wgmma), the dequant in the tile loads, the weights in their blocks (kq_tc.h): y[n][N] f32 = x[n][K] fp16 .
- * W^T. Built only for sm_90a (CMakeLists.txt); quant_cuda.cu calls it. Holds no state. lq4m_tc_sm90a.cu is its
+/* kq_tc_sm90a.cu — the tensor-core GEMM of GGUF weights (Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P) for many tokens on
+ * Hopper (sm_90a: wgmma), the dequant in the tile loads, the weights in their blocks (kq_tc.h): y[n][N] f32 =
+ * x[n][K] fp16 . W^T. Built only for sm_90a (CMakeLists.txt); quant_cuda.cu calls it. Holds no state. lq4m_tc_sm90a.cu is its
  * sibling for the M forms: the same CTA tile, x tiles and wgmma (kernels/common/wgmma_sm90a.cuh), another A side.
  *
  * CTA: 256 threads, two warpgroups, 128 weight rows (warp w: the 16 rows 16 (8 blockIdx.y + w) ..; lane (g, t),
@@ -8,10 +8,10 @@
  * call's tile, kq_tc.h qn_kq_tc_tile_of), K in steps of 64 columns (a block of 256 columns is 4 steps). Per step:
  *  - B: the [BN tokens][64 columns] tile of the prepared x (kq_tc.h's order) by the copy engine into one of
  *    TC_STAGES shared-memory stages, TC_STAGES - 1 steps ahead (as lq4m_tc_sm90a.cu).
- *  - A: the format's A side (a_q4k for Q4_K and Q5_K, a_q6k, a_q3k, a_q8: kq_tc_aside.cuh) decodes each lane's
+ *  - A: the format's A side (a_q4k for Q4_K and Q5_K, a_q6k, a_q3k, a_q2k, a_q8: kq_tc_aside.cuh) decodes each lane's
  *    code bytes of rows g and g + 8, loaded WD steps ahead with 8-byte streaming loads, into the A fragments of four
  *    k16 slices: slice s takes word s >> 1 of the lane's 8 bytes and nibble half (Q4_K, Q5_K) or ql half (Q6_K) or
- *    2-bit group (Q3_K) or Q8_0 block (Q8_0) s & 1; ((word >> sh) & 0x000F000F) | 0x64006400 is the half2
+ *    2-bit group (Q2_K, Q3_K) or Q8_0 block (Q8_0) s & 1; ((word >> sh) & 0x000F000F) | 0x64006400 is the half2
  *    (1024 + q, 1024 + q') of slots 2t, 2t + 1 and (word >> (sh + 8)) that of slots 2t + 8, 2t + 9 (Q8_0: bytes 0,
  *    2 and 1, 3 of the word); the scales come from the block's head, loaded ahead too.
  *  - four wgmma.m64nBNk16 per warpgroup, one commit group per step; A double-buffered as in the sibling. The wide
@@ -172,6 +172,7 @@ static kq_tc_fn kq_tc_kernel_bn(qn_qformat fmt) {
            : fmt == QN_QFORMAT_Q5_K  ? kq_tc_kernel<a_q4k<WD, true>, BN>
            : fmt == QN_QFORMAT_Q6_KP ? kq_tc_kernel<a_q6k<WD>, BN>
            : fmt == QN_QFORMAT_Q3_KP ? kq_tc_kernel<a_q3k<WD>, BN>
+           : fmt == QN_QFORMAT_Q2_K  ? kq_tc_kernel<a_q2k<WD>, BN>
            : fmt == QN_QFORMAT_Q8_0P ? kq_tc_kernel<a_q8<WD / 2>, BN> /* two uint4 of code bytes a step */
                                      : NULL;
 }
