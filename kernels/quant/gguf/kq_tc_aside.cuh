@@ -290,17 +290,61 @@ KQ_FN uint32_t q3k_h2(uint32_t w, uint32_t x, int sh, int hb) {
     return ((w >> sh) & 0x00030003u) | ((x >> hb) & 0x00010001u) << 2 | 0x64006400u;
 }
 
+/* The schedule of the A sides that read a half block's code bytes once for both of its steps and keep two blocks'
+ * data (a_q3k, a_q2k): WD / 2 half slots, refilled after a half's second step with the half WD steps on, and two
+ * block slots, block b + 1's data loaded at block b's first step (WD = 4) or block b + 2's after block b's last
+ * (WD = 8). A provides BYTES, clear(), fetch_half(slot, pg, ph, half of the pass, t) and block(slot, pg, ph, offset
+ * in the pass, t). (a_q6k keeps the same schedule written out: its SASS is the one the H100 ran.) */
+template <int WD>
+struct kq_halves {
+    static_assert(WD == 4 || WD == 8, "kq_halves: the block slots hold two blocks");
+    template <int R>
+    static constexpr int half_slot = (R / 2) % (WD / 2);
+    template <int R>
+    static constexpr int block_slot = (R / KQ_STEPS) % 2;
+    /* steps 0 .. WD - 1 of L from the block at pg, ph */
+    template <class A>
+    static KQ_FN void init(A &a, const uint8_t *pg, const uint8_t *ph, int L, int t) {
+        a.clear();
+#pragma unroll
+        for (int h = 0; h < WD / 2; h++)
+            if (2 * h < L) a.fetch_half(h, pg, ph, h, t);
+#pragma unroll
+        for (int b = 0; b < WD / KQ_STEPS; b++)
+            if (b * KQ_STEPS < L) a.block(b, pg, ph, b * A::BYTES, t);
+    }
+    /* before pass step R (CTA step i): WD = 4, a block's first step: the next block's data into the other slot */
+    template <int R, class A>
+    static KQ_FN void ahead(A &a, const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
+        if constexpr (WD == 4 && R % KQ_STEPS == 0)
+            if (i + KQ_STEPS < L) a.block(block_slot<R> ^ 1, pg, ph, (R / KQ_STEPS + 1) * A::BYTES, t);
+    }
+    /* after pass step R: the slots it freed refilled WD steps on */
+    template <int R, class A>
+    static KQ_FN void refill(A &a, const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
+        if constexpr (R % 2 == 1)
+            if (i - 1 + WD < L) a.fetch_half(half_slot<R>, pg, ph, (R - 1 + WD) / 2, t);
+        if constexpr (WD == 8 && R % KQ_STEPS == KQ_STEPS - 1)
+            if (i - 3 + WD < L) a.block(block_slot<R>, pg, ph, ((R - 3 + WD) / KQ_STEPS) * A::BYTES, t);
+    }
+};
+
 /* Q3_KP's A side of a lane: the qs bytes of WD / 2 half blocks (one uint4: rows g, g + 8; WD 4 or 8) and, of two
- * blocks, the hmask bytes 8t.. (one uint4) and the heads (scales and d, 16 bytes a row): with WD = 8 block b + 2's
- * loaded after block b's last step, with WD = 4 block b + 1's at its first */
+ * blocks, the hmask bytes 8t.. (one uint4) and the heads (scales and d, 16 bytes a row), on kq_halves' schedule */
 template <int WD>
 struct a_q3k {
-    static constexpr int BYTES = QN_Q3KP_BLOCK_BYTES, NS = 2; /* block slots */
+    static constexpr int BYTES = QN_Q3KP_BLOCK_BYTES;
     uint4 cq[WD / 2];
-    uint4 hm[NS];
-    uint4 hs[NS][2];
+    uint4 hm[2];
+    uint4 hs[2][2];
     uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + sc) halves */
 
+    KQ_FN void clear() {
+#pragma unroll
+        for (int h = 0; h < WD / 2; h++) cq[h] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int b = 0; b < 2; b++) hm[b] = hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
+    }
     /* block data of the block at off: hmask bytes 8t.. of both rows, the heads (bytes 96..111: scales, d, pad) */
     KQ_FN void block(int b, const uint8_t *pg, const uint8_t *ph, int off, int t) {
         hm[b] = kq_ld_rows(pg, ph, off + 8 * t);
@@ -314,16 +358,7 @@ struct a_q3k {
     KQ_FN void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
         const uint32_t b = (uint32_t)(t >> 1);
         sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
-#pragma unroll
-        for (int h = 0; h < WD / 2; h++) {
-            cq[h] = make_uint4(0, 0, 0, 0);
-            if (2 * h < L) fetch_half(h, pg, ph, h, t);
-        }
-#pragma unroll
-        for (int b = 0; b < NS; b++) {
-            hm[b] = hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
-            if (b < WD / KQ_STEPS && b * KQ_STEPS < L) block(b, pg, ph, b * BYTES, t);
-        }
+        kq_halves<WD>::init(*this, pg, ph, L, t);
     }
     /* this lane's (S of group 2 (J & 1), S of group 2 (J & 1) + 1) of step J's columns from a row's head: scale word J
      * (sub-blocks 4J .. 4J + 3, 0..63, gguf_dequant.h qn_q3_k_scale_words) and d */
@@ -339,10 +374,9 @@ struct a_q3k {
     }
     template <int R>
     KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
-        constexpr int J = R % KQ_STEPS, N = J >> 1, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
-        static_assert(WD == 4 || WD == 8, "a_q3k: the block slots hold two blocks");
-        if constexpr (WD == 4 && J == 0) /* the next block's data into the other slot, a block ahead */
-            if (i + KQ_STEPS < L) block(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES, t);
+        constexpr int J = R % KQ_STEPS, N = J >> 1, HS = kq_halves<WD>::template half_slot<R>,
+                      SB = kq_halves<WD>::template block_slot<R>;
+        kq_halves<WD>::template ahead<R>(*this, pg, ph, t, i, L);
         const kq_h2 s2g = scales<J>(hs[SB][0]), s2h = scales<J>(hs[SB][1]);
         const kq_h2 k1028 = kq_bits_h2(0x64046404u);
         const uint4 &c = cq[HS], &x = hm[SB];
@@ -357,12 +391,7 @@ struct a_q3k {
             a[s][2] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lg, xg, sh + 8, hb + 8)), k1028), Sg));
             a[s][3] = kq_h2_bits(kq_hmul2(kq_hsub2(kq_bits_h2(q3k_h2(lh, xh, sh + 8, hb + 8)), k1028), Sh));
         }
-        /* after the half's second step its slot is free: the half WD steps on */
-        if constexpr ((J & 1) == 1)
-            if (i - 1 + WD < L) fetch_half(HS, pg, ph, (R - 1 + WD) / 2, t);
-        /* after the block's last step its slot is free: the block WD steps on */
-        if constexpr (WD == 8 && J == KQ_STEPS - 1)
-            if (i - 3 + WD < L) block(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES, t);
+        kq_halves<WD>::template refill<R>(*this, pg, ph, t, i, L);
     }
 };
 
@@ -373,17 +402,25 @@ struct a_q3k {
  * sub-block (one f16x2 FMA on exact q, as Q4_K). --- */
 
 /* Q2_K's A side of a lane: the qs bytes of WD / 2 half blocks (one uint4: rows g, g + 8; WD 4 or 8) and, of two
- * blocks, the scales (16 bytes a row) and (d, dmin): with WD = 8 block b + 2's loaded after block b's last step,
- * with WD = 4 block b + 1's at its first */
+ * blocks, the scales (16 bytes a row) and (d, dmin), on kq_halves' schedule */
 template <int WD>
 struct a_q2k {
-    static constexpr int BYTES = 84, NS = 2; /* gguf_blocks.h qn_block_q2_k; block slots */
+    static constexpr int BYTES = 84; /* gguf_blocks.h qn_block_q2_k */
     uint4 cq[WD / 2];
-    uint4 hs[NS][2];
-    uint32_t hd[NS][2];
+    uint4 hs[2][2];
+    uint32_t hd[2][2];
     uint32_t sel; /* this lane's scale bytes of a 4-byte word (t / 2, t / 2 + 2) as (1024 + v) halves */
 
-    KQ_FN void block(int b, const uint8_t *pg, const uint8_t *ph, int off) {
+    KQ_FN void clear() {
+#pragma unroll
+        for (int h = 0; h < WD / 2; h++) cq[h] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
+            hd[b][0] = hd[b][1] = 0;
+        }
+    }
+    KQ_FN void block(int b, const uint8_t *pg, const uint8_t *ph, int off, int t) {
         const uint32_t *g = reinterpret_cast<const uint32_t *>(pg + off);
         const uint32_t *h = reinterpret_cast<const uint32_t *>(ph + off);
         hs[b][0] = make_uint4(kq_ldg(g), kq_ldg(g + 1), kq_ldg(g + 2), kq_ldg(g + 3));
@@ -398,17 +435,7 @@ struct a_q2k {
     KQ_FN void init(const uint8_t *pg, const uint8_t *ph, int L, int t) {
         const uint32_t b = (uint32_t)(t >> 1);
         sel = b | 0x40u | (b + 2) << 8 | 0x4000u;
-#pragma unroll
-        for (int h = 0; h < WD / 2; h++) {
-            cq[h] = make_uint4(0, 0, 0, 0);
-            if (2 * h < L) fetch_half(h, pg, ph, h, t);
-        }
-#pragma unroll
-        for (int b = 0; b < NS; b++) {
-            hs[b][0] = hs[b][1] = make_uint4(0, 0, 0, 0);
-            hd[b][0] = hd[b][1] = 0;
-            if (b < WD / KQ_STEPS && b * KQ_STEPS < L) block(b, pg, ph, b * BYTES);
-        }
+        kq_halves<WD>::init(*this, pg, ph, L, t);
     }
     /* this lane's (S, B) pairs (groups 2 (J & 1) and 2 (J & 1) + 1) of step J's columns from a row's scale word J
      * (sub-blocks 4J .. 4J + 3) and (d, dmin) */
@@ -423,10 +450,9 @@ struct a_q2k {
     }
     template <int R>
     KQ_FN void step(uint32_t (&a)[4][4], const uint8_t *pg, const uint8_t *ph, int t, int i, int L) {
-        constexpr int J = R % KQ_STEPS, HS = (R / 2) % (WD / 2), SB = (R / KQ_STEPS) % NS;
-        static_assert(WD == 4 || WD == 8, "a_q2k: the block slots hold two blocks");
-        if constexpr (WD == 4 && J == 0) /* the next block's data into the other slot, a block ahead */
-            if (i + KQ_STEPS < L) block(SB ^ 1, pg, ph, (R / KQ_STEPS + 1) * BYTES);
+        constexpr int J = R % KQ_STEPS, HS = kq_halves<WD>::template half_slot<R>,
+                      SB = kq_halves<WD>::template block_slot<R>;
+        kq_halves<WD>::template ahead<R>(*this, pg, ph, t, i, L);
         kq_h2 s2g, b2g, s2h, b2h;
         pairs<J>(hs[SB][0], hd[SB][0], s2g, b2g);
         pairs<J>(hs[SB][1], hd[SB][1], s2h, b2h);
@@ -444,12 +470,7 @@ struct a_q2k {
             a[s][2] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lg >> (sh + 8)) & m) | o), k1024), Sg, Bg));
             a[s][3] = kq_h2_bits(kq_hfma2(kq_hsub2(kq_bits_h2(((lh >> (sh + 8)) & m) | o), k1024), Sh, Bh));
         }
-        /* after the half's second step its slot is free: the half WD steps on */
-        if constexpr ((J & 1) == 1)
-            if (i - 1 + WD < L) fetch_half(HS, pg, ph, (R - 1 + WD) / 2, t);
-        /* after the block's last step its slot is free: the block WD steps on */
-        if constexpr (WD == 8 && J == KQ_STEPS - 1)
-            if (i - 3 + WD < L) block(SB, pg, ph, ((R - 3 + WD) / KQ_STEPS) * BYTES);
+        kq_halves<WD>::template refill<R>(*this, pg, ph, t, i, L);
     }
 };
 
