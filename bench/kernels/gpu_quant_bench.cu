@@ -5,10 +5,9 @@
  * 4096x14336; --shape all adds the 128256x4096 LM head) x n = 1, 2, 4, 8, 16, 32, 64, 128, 512, 4096
  * tokens. Each point runs on the path qn_quant_select_path picks (AUTO) and, unless --quick, on the other
  * candidates: at n <= 16 the int8 MMVQ path and the tensor-core GEMV side by side, at n = 32..512 MMA, from 32 on
- * dequant + cuBLAS and, for the formats it takes (Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P on
- * sm_90a), the GGUF tensor-core GEMM
- * on each of its tiles (128 and 256 tokens; AUTO takes the default tile in qn_kq_tc_auto's window only; a stderr
- * line per tile, "tile" in the JSON). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
+ * dequant + cuBLAS and, for the formats it takes (Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P on sm_90a), the GGUF
+ * tensor-core GEMM on each of its tiles (128 and 256 tokens; AUTO takes the default tile in qn_kq_tc_auto's window
+ * only; a stderr line per tile, "tile" in the JSON). Every row: µs, GB/s (weights + x + y once), TFLOP/s (2 N K n), % of the
  * device-to-device copy bandwidth measured in the same run, and cuBLAS fp16 on the same shape and n.
  * Times are CUDA-graph replays of back-to-back calls over rotating weight copies (together >= 3x L2, and
  * every graph holds a whole number of rotations, so no copy is met again before the others have passed
