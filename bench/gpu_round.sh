@@ -40,8 +40,8 @@
 #       test_gpu_quant's tests matching QN_D_SANITIZE_GGUF;
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
 #       kernel at n tokens (the mma kernel at n <= 32, else the tensor-core GEMM) in bench_gpu_lutq, on the build
-#       and the twins named in QN_D_NCU_TWINS (QN_D_NCU_KQ "fmt:n:NxK ...": the K-quant GEMM in `quern bench kernels`,
-#       on the build); QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
+#       and the twins named in QN_D_NCU_TWINS (QN_D_NCU_KQ "fmt:n:NxK[:twin] ...": the K-quant GEMM in `quern bench
+#       kernels --quick`, on the build or the twin named); QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
 #       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build (or on the
 #       twins named in QN_D_KERNEL_BUILDS only, "." the build itself); QN_D_SERVE "TYPE ...": `quern serve` of
 #       those QN_D_TYPES models and `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
@@ -357,12 +357,14 @@ d)
     done
     for nc in ${QN_D_NCU_KQ:-}; do # "fmt:n:NxK ...": Nsight Compute, first K-quant GEMM of `quern bench kernels`
         NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-        IFS=: read -r kf kn ks <<<"$nc"
+        IFS=: read -r kf kn ks kt <<<"$nc"
+        kb=$B
         nb=kq-$kf-$kn-$ks
+        [ -n "$kt" ] && { kb=build-gpu-$kt; nb=$nb-$kt; }
         timeout 150 "$NCU" --clock-control none --kernel-name regex:kq_tc_kernel --launch-count 1 \
             --section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
             --section InstructionStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-            --section SourceCounters -o "$W/ncu-$nb" "$B/quern" bench kernels --quick --fmt "$kf" --n "$kn" \
+            --section SourceCounters -o "$W/ncu-$nb" "$kb/quern" bench kernels --quick --fmt "$kf" --n "$kn" \
             --shape "$ks" >"$W/ncu-$nb.log" 2>&1
         echo "ncu $nb rc=$?"
         "$NCU" --import "$W/ncu-$nb.ncu-rep" --print-details all >"$W/ncu-$nb.txt" 2>&1
