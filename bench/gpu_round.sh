@@ -34,7 +34,7 @@
 #       compute-sanitizer tools in QN_D_SANITIZE, quick; and on test_gpu_quant's tests QN_D_SANITIZE_GGUF names);
 #       bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the default twice; 8B-shape models (QN_D_TYPES,
 #       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS;
-#       QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3").
+#       QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"; "none": no `quern bench`, the models for QN_D_SERVE only).
 #       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
 #       QN_D_SANITIZE "TOOL ...": compute-sanitizer on test_gpu_quant_lq4m (QN_D_SANITIZE_LQ4M=0: not) and on
 #       test_gpu_quant's tests matching QN_D_SANITIZE_GGUF;
@@ -373,6 +373,7 @@ d)
             "$W/ncu-$nb.txt" | head -30
     done
     for ty in $TY; do
+        [ "${QN_D_BENCH_ARGS:-}" = none ] && break # the models for QN_D_SERVE only
         for b in "$B" $(for tn in ${QN_D_BENCH_TWINS:-${t1%%:*}}; do echo build-gpu-$tn; done); do
             echo "== $ty $b" >>"$W/bench.md"
             timeout 100 "$b/quern" bench --device cuda -m /tmp/l8b-$ty ${QN_D_BENCH_ARGS:--p 512 -n 128 -r 3} -o md \
