@@ -79,6 +79,7 @@ static inline int64_t slot_of(const qn_attn_cpu_args *a, int32_t j) {
     return (int64_t)a->block_table[j / a->block_size] * a->block_size + j % a->block_size;
 }
 
+#if defined(QN_SIMD_X86) && !defined(QN_SIMD_X86_512) /* the AVX2 tile's (below); unused elsewhere */
 /* The slots of consecutive keys from key j, one division in all. */
 typedef struct kv_cursor {
     const int32_t *table;
@@ -94,6 +95,7 @@ static inline int64_t kv_cursor_next(kv_cursor *c) {
     if (++c->off == c->bs) c->off = 0, c->blk++;
     return slot;
 }
+#endif
 
 /* Heads [h0, h1) all read KV head kvh (h1 - h0 <= QN_ATTN_MAX_GROUP). */
 static void attn_group(const qn_attn_cpu_args *a, int kvh, int h0, int h1) {
