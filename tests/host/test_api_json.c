@@ -3,10 +3,13 @@
  * QN_TEST_LABELS: cpu */
 #include "harness.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "host/api_json.h"
+#include "tests/fuzz/api_contract.h"
 
 static int parse(qn_api_kind k, const char *body, qn_api_request *r, qn_api_error *e) {
     return qn_api_parse_request(k, body, strlen(body), NULL, r, e);
@@ -533,6 +536,109 @@ static void test_fuzz_parsers(void **state) {
     }
 }
 
+/* One fuzz-corpus input (tests/fuzz/corpus_api/, fuzz_api_json.c's form) through its parser; fails the test if
+ * api_contract.h breaks. Returns the parser's rc. */
+static int replay_api(const uint8_t *in, size_t size) {
+    int rc;
+    const char *bad = qn_api_contract_run(in, size, &rc);
+    if (bad) fail_msg("input '%.*s' (parser %d): %s", (int)(size < 300 ? size : 300), (const char *)in, in[0] % 6, bad);
+    return rc;
+}
+
+/* The end of the JSON value that starts at s[i] (a string, an array or object with what it nests, or a scalar). */
+static size_t json_value_end(const uint8_t *s, size_t len, size_t i) {
+    int depth = 0;
+    bool str = false;
+    for (; i < len; i++) {
+        const uint8_t c = s[i];
+        if (str) {
+            if (c == '\\') i++;
+            else if (c == '"') {
+                str = false;
+                if (depth == 0) return i + 1;
+            }
+        } else if (c == '"') {
+            str = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if (c == ']' || c == '}') {
+            if (depth == 0) return i; /* a scalar ends at its container's close */
+            if (--depth == 0) return i + 1;
+        } else if (depth == 0 && c == ',') {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* The fuzz seeds (every one a valid request) and seeded mutations of them: byte flips, truncations and JSON values
+ * of another type or out of range spliced in at random places; every answer keeps api_contract.h. */
+static void test_api_corpus(void **state) {
+    (void)state;
+    static const char *const splices[] = {"null", "-1", "0", "1e308", "-1e308", "2.5", "9223372036854775808",
+                                          "4294967296", "[]", "{}", "[[]]", "\"\"", "\"\\u0000\"", "true",
+                                          "[-1]", "{\"type\":1}", "[\"\"]", "[null]", "-0.0", "1e-320"};
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_api", qn_test_source_dir());
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n_files = 0, n_refused = 0;
+    long n_runs = 0;
+    qn_rng rng;
+    qn_rng_seed(&rng, 777);
+    struct dirent *ent;
+    while ((ent = readdir(d))) {
+        if (ent->d_name[0] == '.') continue;
+        char path[1300];
+        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+        size_t len = 0;
+        uint8_t *seed = (uint8_t *)qn_test_read_file(path, &len);
+        assert_non_null(seed);
+        assert_true(len >= 2);
+        n_files++;
+        if (replay_api(seed, len) != 0) fail_msg("seed %s refused", ent->d_name);
+        uint8_t *buf = malloc(len + 64);
+        assert_non_null(buf);
+        for (int k = 0; k < 400; k++) {
+            const size_t at = 1 + (size_t)(qn_rng_u64(&rng) % (len - 1));
+            memcpy(buf, seed, len);
+            size_t m = len;
+            switch (k % 4) {
+            case 0: buf[at] = (uint8_t)qn_rng_u64(&rng); break;       /* a byte flipped */
+            case 1: m = at; break;                                   /* truncated */
+            case 2: {                                                /* a whole field's value replaced */
+                const uint8_t *colon = memchr(seed + at, ':', len - at);
+                if (!colon) colon = memchr(seed + 1, ':', len - 1);
+                if (!colon) break;
+                const size_t v0 = (size_t)(colon - seed) + 1, v1 = json_value_end(seed, len, v0);
+                const char *v = splices[qn_rng_u64(&rng) % (sizeof splices / sizeof *splices)];
+                const size_t vl = strlen(v);
+                memcpy(buf + v0, v, vl);
+                memcpy(buf + v0 + vl, seed + v1, len - v1);
+                m = v0 + vl + (len - v1);
+                break;
+            }
+            default: {                                               /* a value spliced over a few bytes */
+                const char *v = splices[qn_rng_u64(&rng) % (sizeof splices / sizeof *splices)];
+                const size_t vl = strlen(v), cut = (size_t)(qn_rng_u64(&rng) % 8);
+                const size_t tail = at + cut < len ? len - (at + cut) : 0;
+                memcpy(buf + at, v, vl);
+                memcpy(buf + at + vl, seed + len - tail, tail);
+                m = at + vl + tail;
+            }
+            }
+            n_refused += replay_api(buf, m) != 0;
+            n_runs++;
+        }
+        free(buf);
+        free(seed);
+    }
+    closedir(d);
+    print_message("%d seeds, %ld mutations, %d refused\n", n_files, n_runs, n_refused);
+    assert_true(n_files >= 15);
+    assert_true(n_refused > n_runs / 4 && n_refused < n_runs * 9 / 10); /* the mutations reach both answers */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_fields),      cmocka_unit_test(test_chat_errors),
@@ -540,6 +646,7 @@ int main(void) {
         cmocka_unit_test(test_tokenize_shapes),  cmocka_unit_test(test_chunks),
         cmocka_unit_test(test_error_envelope),   cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_fuzz_parsers),     cmocka_unit_test(test_nul_in_strings),
+        cmocka_unit_test(test_api_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
