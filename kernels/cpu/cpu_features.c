@@ -45,13 +45,15 @@ const char *qn_cpu_isa_name(qn_cpu_isa isa) {
     return (unsigned)isa < QN_CPU_ISA_COUNT ? QN_CPU_ISA_NAMES[isa] : "?";
 }
 
-#if defined(__x86_64__) || defined(__i386__)
 /* F16C (CPUID leaf 1, ECX bit 29) read directly: clang 14's __builtin_cpu_supports has no "f16c". */
-static int qn_cpu_has_f16c(void) {
+bool qn_cpu_has_f16c(void) {
+#if defined(__x86_64__) || defined(__i386__)
     unsigned a = 0, b = 0, c = 0, d = 0;
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
-}
+#else
+    return false;
 #endif
+}
 
 /* The filler for isa when both this build and this CPU have it, else NULL. */
 static qn_cpu_fill_fn qn_cpu_isa_filler(qn_cpu_isa isa) {

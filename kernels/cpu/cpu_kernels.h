@@ -81,6 +81,8 @@ typedef struct qn_cpu_kernels {
     qn_silu_mul_fn silu_mul;
 } qn_cpu_kernels;
 
+/* Whether this CPU has F16C (false off x86). */
+bool qn_cpu_has_f16c(void);
 /* Best ISA this CPU supports and this build compiled. */
 qn_cpu_isa qn_cpu_isa_detect(void);
 const char *qn_cpu_isa_name(qn_cpu_isa isa);

@@ -7,9 +7,9 @@
 
 #include "core/threadpool.h"
 #include "kernels/common/half.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -80,8 +80,7 @@ __attribute__((target("avx2,f16c"))) static void fake_group_avx2(const float *w,
 
 static bool have_avx2(void) {
 #if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0; /* F16C from CPUID leaf 1 (clang 14's __builtin_cpu_supports lacks it) */
-    return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+    return __builtin_cpu_supports("avx2") && qn_cpu_has_f16c();
 #else
     return false;
 #endif
