@@ -60,7 +60,9 @@ static const shape SHAPES[] = {
     {4096, 4096, "q/o", false}, {1024, 4096, "k/v", false}, {14336, 4096, "gate/up", false},
     {4096, 14336, "down", false}, {128256, 4096, "lm_head", true},
 };
-static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 64, 128, 512, 4096};
+/* the token counts it can time; without --n, those of DEFAULT_NS */
+static const int64_t NS[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+#define DEFAULT_NS "1,2,4,8,16,32,64,128,512,4096"
 #define N_NS ((int)(sizeof NS / sizeof NS[0]))
 
 /* --- random weights on the host (random bytes, realistic finite fp16 scales) --- */
@@ -375,7 +377,7 @@ static void usage(FILE *f, const char *prog) {
             "  GPU matmul kernels (every format the GPU takes) x Llama-3-8B shapes x n, beside cuBLAS fp16:\n"
             "  us, GB/s, TFLOP/s, %% of measured copy bandwidth; weights rotate through > 3x L2.\n"
             "  --fmt     formats, e.g. q4_K,q8_0,lq4 (default: all with a GPU kernel)\n"
-            "  --n       token counts (default 1,2,4,8,16,32,64,128,512,4096)\n"
+            "  --n       token counts of " "1,2,4,8,16,32,64,128,256,512,1024,2048,4096 (default " DEFAULT_NS ")\n"
             "  --shape   4096x4096,1024x4096,14336x4096,4096x14336 (default); 'all' adds 128256x4096 (LM head)\n"
             "  --json    one JSON line per point to FILE ('-' = stdout)\n"
             "  --quick   the AUTO path and cuBLAS only, no dequant table, fewer replays (about a minute on an H200)\n"
@@ -414,6 +416,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
             return 2;
         }
     }
+    if (!n_list) n_list = DEFAULT_NS;
 
     int n_dev = 0;
     const cudaError_t de = cudaGetDeviceCount(&n_dev);

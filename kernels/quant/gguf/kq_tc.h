@@ -35,13 +35,15 @@ extern "C" {
 #endif
 
 /* AUTO takes the GEMM for QN_KQ_TC_MIN_TOKENS..QN_KQ_TC_MAX_TOKENS tokens on weights of at least QN_KQ_TC_MIN_ROWS
- * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS), for the formats that have run on a
- * GPU (qn_kq_tc_auto_format); elsewhere dequant + cuBLAS.
- * Measured on an H100 (bench/results/gpu-kq-tc-2026-12-06.md, `quern bench kernels`, Llama-3-8B shapes, the
- * 128-token tile), GEMM against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes (1.1-1.3x cuBLAS
- * fp16 itself there), 1.3-1.5x on 4096 x 4096; n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower
- * at every n (0.41-0.78x: too few row tiles to fill the GPU).
- * AUTO's calls take the tile measured there, 128 tokens (qn_kq_tc_tile_tokens, below); hence the window. */
+ * rows on sm_90a (above the mma kernel's range, quant.h QN_QUANT_MMA_MAX_TOKENS), for every format it reads
+ * (qn_kq_tc_auto_format); elsewhere dequant + cuBLAS.
+ * Measured (`quern bench kernels`, Llama-3-8B shapes): H100 (bench/results/gpu-kq-tc-2026-12-06.md, the 128-token
+ * tile), GEMM against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes, 1.3-1.5x on 4096 x 4096;
+ * n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower at every n (too few row tiles).
+ * H200 (bench/results/gpu-kq-tc-2026-12-07.md, 397ad7c): at n = 128 the 128-token tile is 1.2-1.5x dequant + cuBLAS
+ * for all six formats (0.61-0.95x cuBLAS fp16); at n = 512 the 256-token tile 1.3-1.6x the 128-token one on the MLP
+ * shapes (0.63-0.99x cuBLAS fp16), within 0.92-1.24x of it on 4096 x 4096; Llama-3-8B Q4_K_M pp512 +9.6% with the
+ * wide tile in AUTO, pp1024 and pp2048 -4% and -6% with the GEMM up to 2048 tokens: hence the window's 512. */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
@@ -51,10 +53,11 @@ extern "C" {
 #ifndef QN_KQ_TC_MIN_ROWS
 #define QN_KQ_TC_MIN_ROWS 4096
 #endif
-/* Q2_K's, Q5_K's, Q3_KP's and Q8_0P's A sides have not run on a GPU yet: AUTO leaves them to dequant + cuBLAS unless
- * built with -DQN_KQ_TC_AUTO_ALL_FORMATS=1 (path TC runs them whenever asked: test_kq_tc, `quern bench kernels`). */
+/* Every format's A side has run on a GPU (test_kq_tc on an H200, 397ad7c: both tiles, against the exact weights and
+ * the twin; compute-sanitizer clean); -DQN_KQ_TC_AUTO_ALL_FORMATS=0 builds the twin that keeps Q2_K, Q5_K, Q3_KP and
+ * Q8_0P on dequant + cuBLAS (the A/B measure). */
 #ifndef QN_KQ_TC_AUTO_ALL_FORMATS
-#define QN_KQ_TC_AUTO_ALL_FORMATS 0
+#define QN_KQ_TC_AUTO_ALL_FORMATS 1
 #endif
 static inline bool qn_kq_tc_auto_format(qn_qformat f) {
     return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q6_KP ||
@@ -67,11 +70,11 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
 
 /* The GEMM's CTA tile: 128 weight rows by 128 tokens, or by 256 (each weight decoded once for twice the tokens;
  * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens(n) (tile 0, as AUTO does): 256
- * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0. It is 0 by default (128 always): the 256-token tile has
- * not run on a GPU yet (built, its SASS checked, its values twinned on the CPU; test_kq_tc runs both tiles at every
- * n, `quern bench kernels` times both). -DQN_KQ_TC_WIDE_MIN_TOKENS=129 builds the twin that measures it in AUTO. */
+ * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0, else 128. 129 by default (H200 figures above: 128 wins
+ * at 128 tokens, 256 at 512); -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both
+ * tiles at every n, `quern bench kernels` times both. */
 #ifndef QN_KQ_TC_WIDE_MIN_TOKENS
-#define QN_KQ_TC_WIDE_MIN_TOKENS 0
+#define QN_KQ_TC_WIDE_MIN_TOKENS 129
 #endif
 static inline int qn_kq_tc_tile_tokens(int64_t n) {
     return QN_KQ_TC_WIDE_MIN_TOKENS > 0 && n >= QN_KQ_TC_WIDE_MIN_TOKENS ? 256 : 128;
