@@ -35,7 +35,8 @@
 #       bench_gpu_lutq (QN_D_FMT at QN_D_N tokens) per build, the default twice; 8B-shape models (QN_D_TYPES,
 #       default gptq4 nf4) through `quern bench` on the build and the first twin (or those in QN_D_BENCH_TWINS;
 #       QN_D_BENCH_ARGS, default "-p 512 -n 128 -r 3"; "none": no `quern bench`, the models for QN_D_SERVE only).
-#       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it);
+#       QN_D_CTEST=1: ctest -L gpu on the build first (QN_D_CTEST="-R REGEX": those tests of it; "none": no GPU
+#       test, not even test_gpu_quant_lq4m); QN_D_SANITIZE, QN_D_FMT and QN_D_KERNELS "none": that step left out;
 #       QN_D_SANITIZE "TOOL ...": compute-sanitizer on test_gpu_quant_lq4m (QN_D_SANITIZE_LQ4M=0: not) and on
 #       test_gpu_quant's tests matching QN_D_SANITIZE_GGUF;
 #       QN_D_NCU "fmt:n ...": Nsight Compute sections and per-instruction stall samples of the first launch of lq4m's
@@ -293,7 +294,11 @@ d)
     for ty in $TY; do
         [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
     done
-    if [ -n "${QN_D_CTEST:-}" ]; then # the whole GPU suite (the synth models are made meanwhile, niced)
+    [ "${QN_D_SANITIZE:-}" = none ] && QN_D_SANITIZE= # "none" leaves a step out (each call's device time counts)
+    [ "${QN_D_KERNELS:-}" = none ] && QN_D_KERNELS=
+    if [ "${QN_D_CTEST:-}" = none ]; then # no GPU test at all
+        :
+    elif [ -n "${QN_D_CTEST:-}" ]; then # the whole GPU suite (the synth models are made meanwhile, niced)
         timeout 240 ctest --test-dir "$B" -L gpu ${QN_D_CTEST#1} --output-on-failure --timeout 200 >"$W/ctest.log" 2>&1
         echo "ctest -L gpu rc=$?"
         grep -E "tests passed|tests failed|\*\*\*Failed|Not Run|Timeout" "$W/ctest.log" | head -12
@@ -323,10 +328,11 @@ d)
     done
     wait
     for b in "$B" $(for t in $TW; do echo build-gpu-${t%%:*}; done) "$B"; do
+        [ "${QN_D_FMT:-}" = none ] && break # no bench_gpu_lutq
         echo "== $b" >>"$W/bench_lutq.txt"
         timeout 80 "$b/bench/bench_gpu_lutq" --fmt ${QN_D_FMT:-lq4m,lnf4m} --n ${QN_D_N:-1,2,4,8} >>"$W/bench_lutq.txt" 2>&1
     done
-    grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
+    [ -f "$W/bench_lutq.txt" ] && grep -E "^(==|l[a-z0-9]+) " "$W/bench_lutq.txt"
     if [ -n "${QN_D_KERNELS:-}" ]; then # `quern bench kernels ARGS` (the GGUF paths) per build
         KB="$B $(for t in $TW; do echo build-gpu-${t%%:*}; done)"
         [ -n "${QN_D_KERNEL_BUILDS:-}" ] && KB=$(for t in $QN_D_KERNEL_BUILDS; do # "." is the build itself
@@ -380,7 +386,7 @@ d)
                 >>"$W/bench.md" 2>>"$W/bench.err"
         done
     done
-    grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
+    [ -f "$W/bench.md" ] && grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
     for ty in ${QN_D_SERVE:-}; do # the serving issue's workload (512 in / 128 out) on the build and the bench twins
         c=${QN_D_SERVE_CONC:-256}
         for b in "$B" $(for tn in ${QN_D_SERVE_TWINS:-${QN_D_BENCH_TWINS:-${t1%%:*}}}; do echo build-gpu-$tn; done); do
