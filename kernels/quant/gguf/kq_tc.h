@@ -40,10 +40,11 @@ extern "C" {
  * Measured (`quern bench kernels`, Llama-3-8B shapes): H100 (bench/results/gpu-kq-tc-2026-12-06.md, the 128-token
  * tile), GEMM against dequant + cuBLAS: n = 64 and 128 2.4-2.9x faster on the MLP shapes, 1.3-1.5x on 4096 x 4096;
  * n = 512 0.97-1.12x; n = 4096 0.59-0.71x; on 1024 x 4096 (k, v) slower at every n (too few row tiles).
- * H200 (bench/results/gpu-kq-tc-2026-12-07.md, 397ad7c): at n = 128 the 128-token tile is 1.2-1.5x dequant + cuBLAS
- * for all six formats (0.61-0.95x cuBLAS fp16); at n = 512 the 256-token tile 1.3-1.6x the 128-token one on the MLP
- * shapes (0.63-0.99x cuBLAS fp16), within 0.92-1.24x of it on 4096 x 4096; Llama-3-8B Q4_K_M pp512 +9.6% with the
- * wide tile in AUTO, pp1024 and pp2048 -4% and -6% with the GEMM up to 2048 tokens: hence the window's 512. */
+ * H200 (bench/results/gpu-kq-tc-2026-12-07.md, 397ad7c): at n = 128 the 128-token tile is 1.3-2.1x dequant + cuBLAS
+ * for all six formats (0.62-0.94x cuBLAS fp16); at n = 512 the 256-token tile 1.0-1.7x the 128-token one on the MLP
+ * shapes (0.63-0.92x cuBLAS fp16), 0.89-1.22x of it on 4096 x 4096; Llama-3-8B Q4_K_M pp512 +7.8% over dequant +
+ * cuBLAS with the wide tile in AUTO, pp1024 and pp2048 -4% and -6% with the GEMM up to 2048 tokens: hence the
+ * window's 512. */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
