@@ -1,6 +1,7 @@
 /* harness.c — implementation of tests/harness.h. */
 #include "harness.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,4 +147,38 @@ int qn_test_write_file(const char *path, const void *data, size_t len) {
     if (!f) return -1;
     size_t w = fwrite(data, 1, len, f);
     return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+struct qn_test_corpus {
+    DIR *d;
+    char dir[1024];
+    char path[1300];
+};
+
+qn_test_corpus *qn_test_corpus_open(const char *name) {
+    qn_test_corpus *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    snprintf(c->dir, sizeof c->dir, "%s/tests/fuzz/%s", qn_test_source_dir(), name);
+    if (!(c->d = opendir(c->dir))) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+uint8_t *qn_test_corpus_next(qn_test_corpus *c, size_t *len, const char **name) {
+    *name = NULL;
+    for (struct dirent *ent; (ent = readdir(c->d));) {
+        if (ent->d_name[0] == '.') continue;
+        snprintf(c->path, sizeof c->path, "%s/%s", c->dir, ent->d_name);
+        *name = c->path + strlen(c->dir) + 1;
+        return (uint8_t *)qn_test_read_file(c->path, len);
+    }
+    return NULL;
+}
+
+void qn_test_corpus_close(qn_test_corpus *c) {
+    if (!c) return;
+    closedir(c->d);
+    free(c);
 }

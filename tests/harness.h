@@ -47,5 +47,13 @@ void qn_test_tmp_path(char *buf, size_t cap, const char *name);
 char *qn_test_read_file(const char *path, size_t *len);
 /* Writes bytes to path; returns 0 on success. */
 int qn_test_write_file(const char *path, const void *data, size_t len);
+/* The seed files of a fuzz corpus, tests/fuzz/<name>/ under the source dir (names not starting with '.'), in
+ * directory order: open gives NULL where the directory cannot be opened; next gives the next file's bytes
+ * (qn_test_read_file's, the caller frees them) with its length and name (valid until the next call), NULL at the end
+ * or on a file it cannot read (*name then set to that file's, else NULL). */
+typedef struct qn_test_corpus qn_test_corpus;
+qn_test_corpus *qn_test_corpus_open(const char *name);
+uint8_t *qn_test_corpus_next(qn_test_corpus *c, size_t *len, const char **name);
+void qn_test_corpus_close(qn_test_corpus *c);
 
 #endif

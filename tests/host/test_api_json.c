@@ -3,7 +3,6 @@
  * QN_TEST_LABELS: cpu */
 #include "harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,25 +577,21 @@ static void test_api_corpus(void **state) {
     static const char *const splices[] = {"null", "-1", "0", "1e308", "-1e308", "2.5", "9223372036854775808",
                                           "4294967296", "[]", "{}", "[[]]", "\"\"", "\"\\u0000\"", "true",
                                           "[-1]", "{\"type\":1}", "[\"\"]", "[null]", "-0.0", "1e-320"};
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_api", qn_test_source_dir());
-    DIR *d = opendir(dir);
-    assert_non_null(d);
+    qn_test_corpus *corpus = qn_test_corpus_open("corpus_api");
+    assert_non_null(corpus);
     int n_files = 0, n_refused = 0;
     long n_runs = 0;
     qn_rng rng;
     qn_rng_seed(&rng, 777);
-    struct dirent *ent;
-    while ((ent = readdir(d))) {
-        if (ent->d_name[0] == '.') continue;
-        char path[1300];
-        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+    for (;;) {
         size_t len = 0;
-        uint8_t *seed = (uint8_t *)qn_test_read_file(path, &len);
+        const char *name;
+        uint8_t *seed = qn_test_corpus_next(corpus, &len, &name);
+        if (!name) break;
         assert_non_null(seed);
         assert_true(len >= 2);
         n_files++;
-        if (replay_api(seed, len) != 0) fail_msg("seed %s refused", ent->d_name);
+        if (replay_api(seed, len) != 0) fail_msg("seed %s refused", name);
         uint8_t *buf = malloc(len + 64);
         assert_non_null(buf);
         for (int k = 0; k < 400; k++) {
@@ -633,7 +628,7 @@ static void test_api_corpus(void **state) {
         free(buf);
         free(seed);
     }
-    closedir(d);
+    qn_test_corpus_close(corpus);
     print_message("%d seeds, %ld mutations, %d refused\n", n_files, n_runs, n_refused);
     assert_true(n_files >= 15);
     assert_true(n_refused > n_runs / 4 && n_refused < n_runs * 9 / 10); /* the mutations reach both answers */

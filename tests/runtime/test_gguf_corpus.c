@@ -3,7 +3,6 @@
  * libFuzzer. Every input must either parse or fail with a message naming the label. */
 #include "harness.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,23 +42,20 @@ static qn_status replay(const uint8_t *buf, size_t len) {
 }
 
 static void test_corpus(void **state) {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus_gguf", qn_test_source_dir());
-    DIR *d = opendir(dir);
-    if (!d) {
-        print_message("no corpus at %s\n", dir);
+    (void)state;
+    qn_test_corpus *corpus = qn_test_corpus_open("corpus_gguf");
+    if (!corpus) {
+        print_message("no corpus at %s/tests/fuzz/corpus_gguf\n", qn_test_source_dir());
         skip();
     }
     int n_files = 0, n_ok = 0;
     qn_rng rng;
     qn_rng_seed(&rng, 1234);
-    struct dirent *ent;
-    while ((ent = readdir(d))) {
-        if (ent->d_name[0] == '.') continue;
-        char path[1300];
-        snprintf(path, sizeof path, "%s/%s", dir, ent->d_name);
+    for (;;) {
         size_t len = 0;
-        uint8_t *buf = (uint8_t *)qn_test_read_file(path, &len);
+        const char *name;
+        uint8_t *buf = qn_test_corpus_next(corpus, &len, &name);
+        if (!name) break;
         assert_non_null(buf);
         n_files++;
         n_ok += replay(buf, len) == QN_OK;
@@ -74,7 +70,7 @@ static void test_corpus(void **state) {
         }
         free(buf);
     }
-    closedir(d);
+    qn_test_corpus_close(corpus);
     print_message("%d corpus files, %d parse\n", n_files, n_ok);
     assert_true(n_files >= 3);
     assert_true(n_ok >= 2);
