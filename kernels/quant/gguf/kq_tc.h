@@ -44,7 +44,8 @@ extern "C" {
  * for all six formats (0.62-0.94x cuBLAS fp16); at n = 512 the 256-token tile 1.0-1.7x the 128-token one on the MLP
  * shapes (0.63-0.92x cuBLAS fp16), 0.89-1.22x of it on 4096 x 4096; Llama-3-8B Q4_K_M pp512 +7.8% over dequant +
  * cuBLAS with the wide tile in AUTO, pp1024 and pp2048 -4% and -6% with the GEMM up to 2048 tokens: hence the
- * window's 512. */
+ * window's 512. H100 (same file, round 2, 151ac4f): at n = 1024 the 256-token tile runs at 0.79-1.03x dequant +
+ * cuBLAS (which is 0.71-0.79x cuBLAS fp16 there). */
 #ifndef QN_KQ_TC_MIN_TOKENS
 #define QN_KQ_TC_MIN_TOKENS 33
 #endif
@@ -72,7 +73,7 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
 /* The GEMM's CTA tile: 128 weight rows by 128 tokens, or by 256 (each weight decoded once for twice the tokens;
  * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens(n) (tile 0, as AUTO does): 256
  * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0, else 128. 129 by default (H200 figures above: 128 wins
- * at 128 tokens, 256 at 512); -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both
+ * at 128 tokens, 256 at 512; H100, round 2 of the same file: 8B pp192 and pp256 1.07-1.31x the build with 257); -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both
  * tiles at every n, `quern bench kernels` times both. */
 #ifndef QN_KQ_TC_WIDE_MIN_TOKENS
 #define QN_KQ_TC_WIDE_MIN_TOKENS 129
