@@ -73,8 +73,9 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
 /* The GEMM's CTA tile: 128 weight rows by 128 tokens, or by 256 (each weight decoded once for twice the tokens;
  * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens(n) (tile 0, as AUTO does): 256
  * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0, else 128. 129 by default (H200 figures above: 128 wins
- * at 128 tokens, 256 at 512; H100, round 2 of the same file: 8B pp192 and pp256 1.07-1.31x the build with 257); -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both
- * tiles at every n, `quern bench kernels` times both. */
+ * at 128 tokens, 256 at 512; H100, round 2 of the same file: 8B pp192 and pp256 1.07-1.31x the build with 257);
+ * -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both tiles at every n,
+ * `quern bench kernels` times both. */
 #ifndef QN_KQ_TC_WIDE_MIN_TOKENS
 #define QN_KQ_TC_WIDE_MIN_TOKENS 129
 #endif
