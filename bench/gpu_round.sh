@@ -45,9 +45,9 @@
 #       kernels --quick`, on the build or the twin named); QN_D_TWIN_TEST=1 (or "name ..."): the first twin (those named) also
 #       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build (or on the
 #       twins named in QN_D_KERNEL_BUILDS only, "." the build itself); QN_D_SERVE "TYPE ...": `quern serve` of
-#       those QN_D_TYPES models and `quern bench serve` at QN_D_SERVE_CONC (256) concurrent 512-in / 128-out requests (2x as many prompts) on the
-#       build and the bench twins (or the twins named in QN_D_SERVE_TWINS). Every
-#       build's sm_90a SASS goes through test_wgmma_sass.
+#       those QN_D_TYPES models and `quern bench serve` at each QN_D_SERVE_CONC ("256"; a list runs each)
+#       concurrent 512-in / 128-out requests (2x as many prompts) on the build and the bench twins (or the twins
+#       named in QN_D_SERVE_TWINS). Every build's sm_90a SASS goes through test_wgmma_sass.
 #       A flag twin may set several flags, comma-separated ("name:-DA=1,-DB=2"). A twin "name:@DIR" is the tree
 #       with the files under DIR (same paths) laid over it, built in /tmp/src-name: an A/B of two versions of a
 #       source in one call. Carry .gpudeps and .gpumodel/v.
@@ -388,20 +388,21 @@ d)
     done
     [ -f "$W/bench.md" ] && grep -E "^==|tg[0-9]|pp[0-9]" "$W/bench.md"
     for ty in ${QN_D_SERVE:-}; do # the serving issue's workload (512 in / 128 out) on the build and the bench twins
-        c=${QN_D_SERVE_CONC:-256}
+        for c in ${QN_D_SERVE_CONC:-256}; do
         for b in "$B" $(for tn in ${QN_D_SERVE_TWINS:-${QN_D_BENCH_TWINS:-${t1%%:*}}}; do echo build-gpu-$tn; done); do
-            nb=$(basename "$b")
-            "$b/quern" serve /tmp/l8b-$ty --device cuda --port 8765 --max-model-len 2048 >"$W/serve-$ty-$nb.log" 2>&1 &
+            nb=$(basename "$b") f=$ty-$(basename "$b")-c$c
+            "$b/quern" serve /tmp/l8b-$ty --device cuda --port 8765 --max-model-len 2048 >"$W/serve-$f.log" 2>&1 &
             sp=$!
             for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
             timeout 200 "$b/quern" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
                 --num-prompts $((c * 2)) --max-concurrency $c --save-result --result-dir "$W" \
-                --label "serve-$ty-$nb-c$c" >"$W/serve-bench-$ty-$nb.txt" 2>&1
+                --label "serve-$f" >"$W/serve-bench-$f.txt" 2>&1
             echo "serve $ty $nb c$c rc=$?"
             kill $sp; wait $sp 2>/dev/null
             grep -E "Output token throughput|Mean TTFT|Median TTFT|P99 TTFT|Mean TPOT|Successful|Failed" \
-                "$W/serve-bench-$ty-$nb.txt"
-            grep "engine:" "$W/serve-$ty-$nb.log" | tail -1
+                "$W/serve-bench-$f.txt"
+            grep "engine:" "$W/serve-$f.log" | tail -1
+        done
         done
     done
     ;;
