@@ -47,7 +47,8 @@
 #       twins named in QN_D_KERNEL_BUILDS only, "." the build itself); QN_D_SERVE "TYPE ...": `quern serve` of
 #       those QN_D_TYPES models and `quern bench serve` at each QN_D_SERVE_CONC ("256"; a list runs each)
 #       concurrent 512-in / 128-out requests (2x as many prompts) on the build and the bench twins (or the twins
-#       named in QN_D_SERVE_TWINS). Every build's sm_90a SASS goes through test_wgmma_sass.
+#       named in QN_D_SERVE_TWINS); QN_D_SYNTH_LAYERS=L: those models with L layers (an A/B in less device time).
+#       Every build's sm_90a SASS goes through test_wgmma_sass.
 #       A flag twin may set several flags, comma-separated ("name:-DA=1,-DB=2"). A twin "name:@DIR" is the tree
 #       with the files under DIR (same paths) laid over it, built in /tmp/src-name: an A/B of two versions of a
 #       source in one call. Carry .gpudeps and .gpumodel/v.
@@ -292,7 +293,8 @@ d)
     done
     TY=${QN_D_TYPES:-gptq4 nf4}
     for ty in $TY; do
-        [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
+        [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty ${QN_D_SYNTH_LAYERS:+--layers $QN_D_SYNTH_LAYERS} \
+            -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
     done
     [ "${QN_D_SANITIZE:-}" = none ] && QN_D_SANITIZE= # "none" leaves a step out (each call's device time counts)
     [ "${QN_D_KERNELS:-}" = none ] && QN_D_KERNELS=

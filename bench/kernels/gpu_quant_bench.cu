@@ -555,7 +555,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                     /* the K-quant tensor-core GEMM past AUTO's window too, each of its tiles named (kq_tc.h) */
                     if (n >= 32 && qn_kq_tc_takes(qc.sm, f, sh.N, sh.K))
                         for (int tile = 128; tile <= 256; tile *= 2)
-                            if (chosen != QN_QUANT_PATH_TC || tile != qn_kq_tc_tile_tokens(n))
+                            if (chosen != QN_QUANT_PATH_TC || tile != qn_kq_tc_tile_tokens(f, sh.N, n))
                                 tiles[np] = tile, paths[np++] = QN_QUANT_PATH_TC;
                 }
                 int splits[8] = {0};
@@ -568,7 +568,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                         qn_bench_stats s;
                         /* TC on GGUF weights: the tile it ran (named, or the default) */
                         const int tile = paths[pi] == QN_QUANT_PATH_TC && qn_kq_tc_has_format(f)
-                                             ? qn_kq_tc_tile_of(tiles[pi], n) : 0;
+                                             ? qn_kq_tc_tile_of(tiles[pi], f, sh.N, n) : 0;
                         if (time_rotating(op_quant, &c, rot, st, quick, &s) != 0) {
                             fprintf(stderr, "  %s %s n=%lld %s split %d tile %d: failed\n", fmt_name(f), sname,
                                     (long long)n, path_name(paths[pi]), splits[si], tile);

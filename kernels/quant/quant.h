@@ -198,7 +198,7 @@ typedef struct qn_quant_matmul_opts {
                                      * (in a build where kq_mmvq_persists),
                                      * -1 = read them directly; bit-identical outputs */
     int tc_tile;                    /* path TC on GGUF weights only (gguf/kq_tc.h): the CTA tile's tokens, 128 or
-                                     * 256; 0 = qn_kq_tc_tile_tokens(n), as AUTO takes */
+                                     * 256; 0 = qn_kq_tc_tile_tokens(fmt, N, n), as AUTO takes */
 } qn_quant_matmul_opts;
 
 /* Whether a call on (fmt, n) under AUTO runs the int8 path on q8 activations that it writes to the

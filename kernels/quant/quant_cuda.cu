@@ -159,7 +159,7 @@ static qn_status kq_make_plan(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, qn_q
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K) { return false; }
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream) { return QN_ERR_UNSUPPORTED; }
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) { return 0; }
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
+int qn_kq_tc_split(int n_sm, qn_qformat fmt, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
     *cps = (int)(K / 64);
     return 1;
 }

@@ -1165,13 +1165,15 @@ static void test_kq_tc(void **state) {
                 fail_msg("kq_tc prepare: column %lld of token %lld", (long long)(i % K), (long long)(i / K));
         cudaFree(dx), cudaFree(dxt), free(x), free(xt);
     }
+    /* the last two: AUTO's rows (qn_kq_tc_auto), below and at QN_KQ_TC_WIDE_MIN_ROWS (Q4_K's and Q5_K's default
+     * tile: kq_tc.h) */
     const struct { int64_t N, K, nmax; int64_t ns[3]; } cs[] = {
         {144, 4096, 130, {33, 130, 1}}, {256, 1280, 300, {1, 200, 300}}, {512, 2048, 257, {257, 64, 128}},
-        {4096, 512, 160, {64, 160, 33}}}; /* the last: AUTO's rows (qn_kq_tc_auto) */
+        {4096, 512, 160, {64, 160, 33}}, {8192, 256, 160, {160, 130, 33}}};
     const qn_qformat fmts[] = {QN_QFORMAT_Q4_K,  QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_KP,
                                QN_QFORMAT_Q3_KP, QN_QFORMAT_Q2_K, QN_QFORMAT_Q8_0P};
     const size_t nf = sizeof fmts / sizeof fmts[0];
-    int autos = 0; /* AUTO cases run (each format's last shape) */
+    int autos = 0; /* AUTO cases run (each format's last two shapes) */
     for (size_t ci = 0; ci < nf * (sizeof cs / sizeof cs[0]); ci++) {
         const qn_qformat f = fmts[ci % nf];
         problem p;
@@ -1203,12 +1205,12 @@ static void test_kq_tc(void **state) {
                          (long long)K, (long long)n, tile);
                 if (check_outputs(what, "host twin", y, (size_t)(n * N), yt, tt, 1e-10))
                     fail_msg("%s: against the twin", what);
-                if (!g_quick || tile == qn_kq_tc_tile_tokens(n)) { /* quick (compute-sanitizer): the default's */
+                if (!g_quick || tile == qn_kq_tc_tile_tokens(f, N, n)) { /* quick (compute-sanitizer): the default's */
                     float *y2 = run_case_tile(e, &p, n, QN_QUANT_PATH_TC, 0, QN_QUANT_SPLIT_AUTO, 0, tile);
                     if (memcmp(y, y2, sizeof(float) * (size_t)(n * N))) fail_msg("%s: two runs differ", what);
                     free(y2);
                 }
-                if (tile == qn_kq_tc_tile_tokens(n)) yd = y;
+                if (tile == qn_kq_tc_tile_tokens(f, N, n)) yd = y;
                 else free(y);
             }
             assert_non_null(yd);
@@ -1235,9 +1237,9 @@ static void test_kq_tc(void **state) {
         free(tw), free(yt), free(tt);
         problem_free(&p);
     }
-    /* AUTO's window and formats as built (kq_tc.h): n = 64, 160 and 33 on the 4096 rows, all six formats by default,
-     * Q4_K and Q6_KP only where built with QN_KQ_TC_AUTO_ALL_FORMATS=0 */
-    assert_int_equal(autos, QN_KQ_TC_AUTO_ALL_FORMATS ? 18 : 6);
+    /* AUTO's window and formats as built (kq_tc.h): n = 64, 160 and 33 on the 4096 rows, 160, 130 and 33 on the 8192,
+     * all six formats by default, Q4_K and Q6_KP only where built with QN_KQ_TC_AUTO_ALL_FORMATS=0 */
+    assert_int_equal(autos, QN_KQ_TC_AUTO_ALL_FORMATS ? 36 : 12);
 }
 
 /* Argument checks: they must fail cleanly, without launching. */

@@ -20,10 +20,10 @@
 #ifdef QN_HAVE_SM90A
 typedef int (*split_fn)(int n_sm, int64_t N, int64_t K, int64_t n, int *cps);
 typedef size_t (*part_fn)(int n_sm, int64_t N, int64_t K, int64_t n);
-typedef int (*tile_fn)(int64_t n); /* tokens per CTA tile of a call on n tokens */
+typedef int (*tile_fn)(int64_t N, int64_t n); /* tokens per CTA tile of a call on n tokens of N rows */
 
-static int tile_128(int64_t n) {
-    (void)n;
+static int tile_128(int64_t N, int64_t n) {
+    (void)N, (void)n;
     return 128;
 }
 
@@ -45,7 +45,7 @@ static void check_plan(const char *name, split_fn split_of, part_fn part_of, til
             for (int64_t n = 1; n <= 2048; n++) {
                 int cps = -1;
                 const int split = split_of(sms[mi], N, K, n, &cps);
-                const int64_t bn = tile_of(n), ctas = (n + bn - 1) / bn * ((N / 16 + 7) / 8);
+                const int64_t bn = tile_of(N, n), ctas = (n + bn - 1) / bn * ((N / 16 + 7) / 8);
                 if (split < 1 || split > 8 || cps < align || cps % align || (int64_t)(split - 1) * cps >= KT ||
                     (int64_t)split * cps < KT)
                     fail_msg("%s N=%lld K=%lld sms=%d n=%lld: split %d x %d steps does not cover %lld steps once", name,
@@ -82,19 +82,24 @@ static void test_split_and_workspace(void **state) {
     assert_int_equal(qn_lq4m_tc_split(132, 48, 384, 1, &cps), 1);         /* 6 steps: too few to split */
 }
 
-/* the K-quant GEMM's split with its tile: the default (tile 0), or each tile named */
-static int kq_split_default(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    return qn_kq_tc_split(n_sm, N, K, n, 0, cps);
+/* the K-quant GEMM's split with its tile: the default (tile 0) of Q4_K (the 128-token tile below
+ * QN_KQ_TC_WIDE_MIN_ROWS rows) and of Q8_0P (the wide tile on any rows), or each tile named */
+static int kq_split_q4k(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return qn_kq_tc_split(n_sm, QN_QFORMAT_Q4_K, N, K, n, 0, cps);
+}
+static int kq_split_q8(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
+    return qn_kq_tc_split(n_sm, QN_QFORMAT_Q8_0P, N, K, n, 0, cps);
 }
 static int kq_split_128(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    return qn_kq_tc_split(n_sm, N, K, n, 128, cps);
+    return qn_kq_tc_split(n_sm, QN_QFORMAT_Q4_K, N, K, n, 128, cps);
 }
 static int kq_split_256(int n_sm, int64_t N, int64_t K, int64_t n, int *cps) {
-    return qn_kq_tc_split(n_sm, N, K, n, 256, cps);
+    return qn_kq_tc_split(n_sm, QN_QFORMAT_Q4_K, N, K, n, 256, cps);
 }
-static int kq_tile(int64_t n) { return qn_kq_tc_tile_tokens(n); }
-static int tile_256(int64_t n) {
-    (void)n;
+static int kq_tile_q4k(int64_t N, int64_t n) { return qn_kq_tc_tile_tokens(QN_QFORMAT_Q4_K, N, n); }
+static int kq_tile_q8(int64_t N, int64_t n) { return qn_kq_tc_tile_tokens(QN_QFORMAT_Q8_0P, N, n); }
+static int tile_256(int64_t N, int64_t n) {
+    (void)N, (void)n;
     return 256;
 }
 
@@ -103,33 +108,51 @@ static int tile_256(int64_t n) {
  * that is > 0); the workspace serves either */
 static void test_kq_split_and_workspace(void **state) {
     (void)state;
-    check_plan("kq", kq_split_default, qn_kq_tc_part_bytes, kq_tile, 4, 256);
+    check_plan("kq q4_K", kq_split_q4k, qn_kq_tc_part_bytes, kq_tile_q4k, 4, 256);
+    check_plan("kq q8_0p", kq_split_q8, qn_kq_tc_part_bytes, kq_tile_q8, 4, 256);
     check_plan("kq128", kq_split_128, qn_kq_tc_part_bytes, tile_128, 4, 256);
     check_plan("kq256", kq_split_256, qn_kq_tc_part_bytes, tile_256, 4, 256);
-    assert_int_equal(qn_kq_tc_tile_tokens(1), 128);
+    const qn_qformat fmts[] = {QN_QFORMAT_Q4_K,  QN_QFORMAT_Q5_K, QN_QFORMAT_Q6_KP,
+                               QN_QFORMAT_Q3_KP, QN_QFORMAT_Q2_K, QN_QFORMAT_Q8_0P};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        const qn_qformat f = fmts[i];
+        const bool narrow = f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q5_K; /* kq_tc.h's a_q4k formats */
+        assert_int_equal(qn_kq_tc_narrow_below_rows(f), narrow);
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 14336, 1), 128);
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 4096, 1), 128);
 #if QN_KQ_TC_WIDE_MIN_TOKENS > 0
-    assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS - 1), 128);
-    assert_int_equal(qn_kq_tc_tile_tokens(QN_KQ_TC_WIDE_MIN_TOKENS), 256);
+        const int64_t wn = QN_KQ_TC_WIDE_MIN_TOKENS;
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 14336, wn - 1), 128);
+        const int64_t at = QN_KQ_TC_WIDE_MIN_ROWS > 16 ? QN_KQ_TC_WIDE_MIN_ROWS : 16, below = at > 32 ? at - 16 : 16;
+        assert_int_equal(qn_kq_tc_tile_tokens(f, at, wn), 256);
+        /* below the rows: the 128-token tile for Q4_K and Q5_K at every n, the wide one for the others */
+        assert_int_equal(qn_kq_tc_tile_tokens(f, below, wn), narrow && below < QN_KQ_TC_WIDE_MIN_ROWS ? 128 : 256);
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 4096, 512), narrow && QN_KQ_TC_WIDE_MIN_ROWS > 4096 ? 128 : 256);
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 14336, 512), QN_KQ_TC_WIDE_MIN_ROWS > 14336 && narrow ? 128 : 256);
 #else
-    assert_int_equal(qn_kq_tc_tile_tokens(4096), 128); /* the default: 128 always */
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 14336, 4096), 128); /* the default: 128 always */
+        assert_int_equal(qn_kq_tc_tile_tokens(f, 4096, 4096), 128);
 #endif
-    assert_int_equal(qn_kq_tc_tile_of(0, 4096), qn_kq_tc_tile_tokens(4096));
-    assert_int_equal(qn_kq_tc_tile_of(256, 1), 256);
-    assert_int_equal(qn_kq_tc_tile_of(128, 4096), 128);
+        assert_int_equal(qn_kq_tc_tile_of(0, f, 4096, 4096), qn_kq_tc_tile_tokens(f, 4096, 4096));
+        assert_int_equal(qn_kq_tc_tile_of(0, f, 14336, 300), qn_kq_tc_tile_tokens(f, 14336, 300));
+        assert_int_equal(qn_kq_tc_tile_of(256, f, 4096, 1), 256);
+        assert_int_equal(qn_kq_tc_tile_of(128, f, 14336, 4096), 128);
+    }
     assert_true(qn_kq_tc_tile_valid(0) && qn_kq_tc_tile_valid(128) && qn_kq_tc_tile_valid(256));
     assert_false(qn_kq_tc_tile_valid(64) || qn_kq_tc_tile_valid(512) || qn_kq_tc_tile_valid(-128));
     int cps;
-    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 33, 128, &cps), 4); /* test_gpu_quant's split case: 2 tiles */
+    const qn_qformat q4k = QN_QFORMAT_Q4_K;
+    assert_int_equal(qn_kq_tc_split(132, q4k, 144, 4096, 33, 128, &cps), 4); /* test_gpu_quant's split case: 2 tiles */
     assert_int_equal(cps, 16);
-    assert_int_equal(qn_kq_tc_split(132, 144, 4096, 130, 256, &cps), 4); /* the same with the wide tile: 2 tiles */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 144, 4096, 130, 256, &cps), 4); /* the same with the wide tile: 2 tiles */
     assert_int_equal(cps, 16);
-    assert_int_equal(qn_kq_tc_split(132, 256, 1280, 200, 256, &cps), 1); /* 20 steps: too few to split */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 256, 1280, 200, 256, &cps), 1); /* 20 steps: too few to split */
     assert_int_equal(cps, 20);
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 128, 128, &cps), 4); /* 32 tiles of 128 tokens */
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, 128, &cps), 1); /* 128 tiles of 128 tokens */
-    assert_int_equal(qn_kq_tc_split(132, 4096, 4096, 512, 256, &cps), 2); /* 64 tiles of 256 tokens */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 4096, 4096, 128, 128, &cps), 4); /* 32 tiles of 128 tokens */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 4096, 4096, 512, 128, &cps), 1); /* 128 tiles of 128 tokens */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 4096, 4096, 512, 256, &cps), 2); /* 64 tiles of 256 tokens */
     assert_int_equal(cps, 32);
-    assert_int_equal(qn_kq_tc_split(132, 14336, 4096, 512, 256, &cps), 1); /* 224 tiles */
+    assert_int_equal(qn_kq_tc_split(132, q4k, 14336, 4096, 512, 256, &cps), 1); /* 224 tiles */
     /* the workspace: the wide tile's split sums at 512 tokens on q/o (2 x 512 x 4096 f32) */
     assert_true(qn_kq_tc_part_bytes(132, 4096, 4096, 512) >= (size_t)2 * 512 * 4096 * 4);
     assert_int_equal(qn_kq_tc_part_bytes(132, 40, 4096, 64), 0);   /* N % 16 */

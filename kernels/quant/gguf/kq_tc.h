@@ -71,7 +71,7 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
 }
 
 /* The GEMM's CTA tile: 128 weight rows by 128 tokens, or by 256 (each weight decoded once for twice the tokens;
- * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens(n) (tile 0, as AUTO does): 256
+ * kq_tc_sm90a.cu). A call names one (tile 128 or 256) or takes qn_kq_tc_tile_tokens (tile 0, as AUTO does): 256
  * from QN_KQ_TC_WIDE_MIN_TOKENS tokens on where that is > 0, else 128. 129 by default (H200 figures above: 128 wins
  * at 128 tokens, 256 at 512; H100, round 2 of the same file: 8B pp192 and pp256 1.07-1.31x the build with 257);
  * -DQN_KQ_TC_WIDE_MIN_TOKENS=0 builds the twin with 128 always. test_kq_tc runs both tiles at every n,
@@ -79,12 +79,26 @@ static inline bool qn_kq_tc_auto(qn_qformat f, int64_t N, int64_t n) {
 #ifndef QN_KQ_TC_WIDE_MIN_TOKENS
 #define QN_KQ_TC_WIDE_MIN_TOKENS 129
 #endif
-static inline int qn_kq_tc_tile_tokens(int64_t n) {
-    return QN_KQ_TC_WIDE_MIN_TOKENS > 0 && n >= QN_KQ_TC_WIDE_MIN_TOKENS ? 256 : 128;
+/* Q4_K and Q5_K (one A side, kq_tc_sm90a.cu's a_q4k) keep the 128-token tile on weights of fewer than
+ * QN_KQ_TC_WIDE_MIN_ROWS rows (the 8B q/o 4096 x 4096), the other formats take the wide tile on any. H100
+ * (bench/results/gpu-kq-tc-2026-12-07.md, rounds 2 and 3), 4096 x 4096, 128-token tile against 256: at n = 256 Q4_K
+ * 26.1 against 28.5 us, Q5_K 27.2 / 30.9; at 512 37.9 / 42.5 and 41.2 / 46.2 (H200, round 1: 0.90x and 0.89x at
+ * 512); the others within 2.5% either way but Q8_0P (29.6 / 33.5 us at 256 on the wide tile). On 14336 rows the wide
+ * tile wins for every format. 0 builds the twin with the wide tile on every N. */
+#ifndef QN_KQ_TC_WIDE_MIN_ROWS
+#define QN_KQ_TC_WIDE_MIN_ROWS 8192
+#endif
+static inline bool qn_kq_tc_narrow_below_rows(qn_qformat f) { return f == QN_QFORMAT_Q4_K || f == QN_QFORMAT_Q5_K; }
+/* the default tile of a call on n tokens of N x K weights of fmt f */
+static inline int qn_kq_tc_tile_tokens(qn_qformat f, int64_t N, int64_t n) {
+    if (QN_KQ_TC_WIDE_MIN_TOKENS <= 0 || n < QN_KQ_TC_WIDE_MIN_TOKENS) return 128;
+    return N < QN_KQ_TC_WIDE_MIN_ROWS && qn_kq_tc_narrow_below_rows(f) ? 128 : 256;
 }
-/* the tile of a call that names tile (0: qn_kq_tc_tile_tokens(n)); a tile is 0, 128 or 256 */
+/* the tile of a call that names tile (0: the default, qn_kq_tc_tile_tokens); a tile is 0, 128 or 256 */
 static inline bool qn_kq_tc_tile_valid(int tile) { return tile == 0 || tile == 128 || tile == 256; }
-static inline int qn_kq_tc_tile_of(int tile, int64_t n) { return tile ? tile : qn_kq_tc_tile_tokens(n); }
+static inline int qn_kq_tc_tile_of(int tile, qn_qformat f, int64_t N, int64_t n) {
+    return tile ? tile : qn_kq_tc_tile_tokens(f, N, n);
+}
 
 /* The formats the GEMM reads. */
 static inline bool qn_kq_tc_has_format(qn_qformat f) {
@@ -111,14 +125,14 @@ qn_status qn_kq_tc_dequant_host(qn_qformat fmt, const void *w, int64_t n, int64_
 bool qn_kq_tc_takes(int sm, qn_qformat fmt, int64_t N, int64_t K);
 /* xt [n][K] fp16 = x [n][K] fp16 in the GEMM's column order; both 16-byte aligned. */
 qn_status qn_kq_tc_prepare_x(const void *x, int64_t n, int64_t K, void *xt, void *stream);
-/* The K split of a call on n tokens in tiles of qn_kq_tc_tile_of(tile, n) (a valid tile): none where its tiles fill
- * the SMs, else as many as the idle SMs allow (at most 8, at least 16 steps of 64 columns per split); steps per
- * split, a multiple of 4, in *cps. Returns the number of splits. */
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps);
+/* The K split of a call on n tokens of fmt in tiles of qn_kq_tc_tile_of(tile, fmt, N, n) (a valid tile): none where
+ * its tiles fill the SMs, else as many as the idle SMs allow (at most 8, at least 16 steps of 64 columns per split);
+ * steps per split, a multiple of 4, in *cps. Returns the number of splits. */
+int qn_kq_tc_split(int n_sm, qn_qformat fmt, int64_t N, int64_t K, int64_t n, int tile, int *cps);
 /* Bytes of split-K sums any call of at most n tokens needs, on either tile (0 where none splits). */
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
 /* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x, in CTA tiles
- * of qn_kq_tc_tile_of(tile, n) tokens; part: the split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it
+ * of qn_kq_tc_tile_of(tile, fmt, N, n) tokens; part: the split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it
  * is 0). Deterministic; no allocation or synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where
  * !qn_kq_tc_takes; QN_ERR_INVALID_ARG for another tile. */
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,

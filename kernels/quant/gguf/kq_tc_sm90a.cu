@@ -151,8 +151,8 @@ __global__ void kq_tc_prepare_kernel(const uint4 *__restrict__ x, /* [n][K] fp16
     for (int u = 0; u < 8; u++) xt[8 * i + u] = make_uint4(o[4 * u], o[4 * u + 1], o[4 * u + 2], o[4 * u + 3]);
 }
 
-int qn_kq_tc_split(int n_sm, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
-    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps, qn_kq_tc_tile_of(tile, n));
+int qn_kq_tc_split(int n_sm, qn_qformat fmt, int64_t N, int64_t K, int64_t n, int tile, int *cps) {
+    return tc_split_nk(n_sm, N, K, n, KQ_STEPS, cps, qn_kq_tc_tile_of(tile, fmt, N, n));
 }
 
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n) {
@@ -209,7 +209,7 @@ qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t
                         int64_t n, int tile, float *y, void *part, size_t part_bytes, void *stream) {
     if (!qn_kq_tc_takes(sm, fmt, N, K)) return QN_ERR_UNSUPPORTED;
     if (!qn_kq_tc_tile_valid(tile)) return QN_ERR_INVALID_ARG;
-    const int bn = qn_kq_tc_tile_of(tile, n);
+    const int bn = qn_kq_tc_tile_of(tile, fmt, N, n);
     int split, cps;
     CUtensorMap map;
     const qn_status ps = tc_plan(n_sm, KQ_STEPS, w, N, K, xt, n, y, part, part_bytes, &split, &cps, &map, bn);
