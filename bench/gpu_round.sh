@@ -293,8 +293,8 @@ d)
     done
     TY=${QN_D_TYPES:-gptq4 nf4}
     for ty in $TY; do
-        [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty ${QN_D_SYNTH_LAYERS:+--layers $QN_D_SYNTH_LAYERS} \
-            -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
+        [ -d /tmp/l8b-$ty ] || nice "$B/quern" synth --preset llama3-8b --type $ty \
+            ${QN_D_SYNTH_LAYERS:+--layers $QN_D_SYNTH_LAYERS} -t 16 -o /tmp/l8b-$ty -q >>"$W/synth.log" 2>&1 &
     done
     [ "${QN_D_SANITIZE:-}" = none ] && QN_D_SANITIZE= # "none" leaves a step out (each call's device time counts)
     [ "${QN_D_KERNELS:-}" = none ] && QN_D_KERNELS=

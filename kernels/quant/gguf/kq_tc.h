@@ -132,8 +132,8 @@ int qn_kq_tc_split(int n_sm, qn_qformat fmt, int64_t N, int64_t K, int64_t n, in
 /* Bytes of split-K sums any call of at most n tokens needs, on either tile (0 where none splits). */
 size_t qn_kq_tc_part_bytes(int n_sm, int64_t N, int64_t K, int64_t n);
 /* y[n][N] f32 = x . W^T, W [N][K / 256] blocks of fmt (device, 16-byte aligned rows), xt the prepared x, in CTA tiles
- * of qn_kq_tc_tile_of(tile, fmt, N, n) tokens; part: the split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL where it
- * is 0). Deterministic; no allocation or synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where
+ * of qn_kq_tc_tile_of(tile, fmt, N, n) tokens; part: the split-K sums (qn_kq_tc_part_bytes, 16-byte aligned; NULL
+ * where it is 0). Deterministic; no allocation or synchronisation (CUDA-graph capturable). QN_ERR_UNSUPPORTED where
  * !qn_kq_tc_takes; QN_ERR_INVALID_ARG for another tile. */
 qn_status qn_kq_tc_cuda(int sm, int n_sm, qn_qformat fmt, const void *w, int64_t N, int64_t K, const void *xt,
                         int64_t n, int tile, float *y, void *part, size_t part_bytes, void *stream);
