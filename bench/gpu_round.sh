@@ -392,7 +392,8 @@ d)
     for ty in ${QN_D_SERVE:-}; do # the serving issue's workload (512 in / 128 out) on the build and the bench twins
         for c in ${QN_D_SERVE_CONC:-256}; do
         for b in "$B" $(for tn in ${QN_D_SERVE_TWINS:-${QN_D_BENCH_TWINS:-${t1%%:*}}}; do echo build-gpu-$tn; done); do
-            nb=$(basename "$b") f=$ty-$(basename "$b")-c$c
+            nb=$(basename "$b")
+            f=$ty-$nb-c$c # this run's files
             "$b/quern" serve /tmp/l8b-$ty --device cuda --port 8765 --max-model-len 2048 >"$W/serve-$f.log" 2>&1 &
             sp=$!
             for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
