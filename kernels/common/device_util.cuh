@@ -38,6 +38,15 @@ __device__ __forceinline__ uint4 qn_lds128(const void *p) { return *reinterpret_
  * activations through .nc after griddepcontrol.wait (bench/results/gpu-staged-2026-12-03.md). */
 __device__ __forceinline__ uint4 qn_ldca128(const void *p) { return __ldca(reinterpret_cast<const uint4 *>(p)); }
 __device__ __forceinline__ void qn_stg128(void *p, uint4 v) { *reinterpret_cast<uint4 *>(p) = v; }
+/* 16 bytes that a kernel reads once per CTA (weights): not kept in L1. volatile: kept in program order with a PDL
+ * wait (a kernel may request its first weights before it). */
+__device__ __forceinline__ uint4 qn_ldg_stream128(const void *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
 
 /* --- cp.async: global -> shared without a register round trip (sm_80+) ---
  * Copies src_bytes (0..16) from src and zero-fills the rest of the 16-byte destination. Both

@@ -14,15 +14,9 @@
 
 #define LQ4M_U4 (QN_LQ4M_CHUNK_BYTES / 16) /* 68 uint4 per chunk: 64 of codes, 4 of scales */
 
-/* 16 code bytes that a kernel reads once per CTA: not kept in L1. volatile: kept in program order with the PDL
- * wait (the mma kernel requests its first chunks before it). */
-__device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
+/* 16 code bytes that a kernel reads once per CTA (qn_ldg_stream128: not kept in L1, in program order with the PDL
+ * wait: the mma kernel requests its first chunks before it). */
+__device__ __forceinline__ uint4 lq4m_ld_stream(const uint4 *p) { return qn_ldg_stream128(p); }
 
 /* One LQ4M code word to the four A-fragment registers, with row g's scale word sg and row g+8's sh
  * (d | (0x6400 + z) << 16): (q | 0x6400) as half2 (1024 + q), minus (1024 + z), exact, times d (one rounding). */

@@ -9,6 +9,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/quant/gguf/kq_dequant.h"
+#include "kernels/quant/gguf/kq_frag.h"
 #include "kernels/quant/gguf/kq_kernel.cuh"
 #include "kernels/quant/gguf/kq_mmvq.h"
 #include "kernels/quant/gguf/kq_tc.h"
@@ -33,6 +34,7 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
     ctx->lq4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LQ4M);
     ctx->lnf4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LNF4M);
+    ctx->kq_frag_ctas = qn_kq_frag_takes(QN_QFORMAT_Q4_K, ctx->sm) ? kq_frag_ctas_per_sm() : 0;
     return QN_OK;
 }
 
@@ -200,7 +202,13 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
         return 0;
     }
     /* partial tiles for the worst split any launch of this call may pick (at most 16) */
-    const size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
+    size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
+    if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm)) { /* the fragment-direct GEMV's, or the cluster's */
+        const int64_t take = n < QN_KQ_FRAG_MAX_TOKENS ? n : QN_KQ_FRAG_MAX_TOKENS;
+        const int ctas = ctx->kq_frag_ctas > 0 ? ctx->kq_frag_ctas : kq_frag_ctas_per_sm();
+        const size_t f = kq_frag_split(ctx->n_sm, ctas, N, K, take) > 1 ? kq_frag_part_bytes(N, n, QN_KQ_FRAG_MAX_SPLIT) : 0;
+        worst = f > worst ? f : worst;
+    }
     return worst ? KQ_WS_COUNTERS + align256(worst) : 0;
 }
 
@@ -338,6 +346,10 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         }
     }
 
+    /* Q4_K: the fragment-direct GEMV (gguf/kq_frag.h); a split through a cluster is the staged kernel's */
+    if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm) && mode != QN_QUANT_SPLIT_CLUSTER)
+        return kq_frag_matmul(ctx, fmt, w, N, K, x, n, y, split, mode == QN_QUANT_SPLIT_WORKSPACE, workspace, ws_bytes,
+                              stream);
     if (path == QN_QUANT_PATH_GEMV || path == QN_QUANT_PATH_MMA)
         return kq_matmul_fused(ctx, fmt, path, w, N, K, (const __half *)x, n, y, split, mode, workspace, ws_bytes, s);
 

@@ -1,0 +1,62 @@
+/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K weights in their GGUF layout read straight from global
+ * memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
+ * Owns: which calls it takes, its split rule and partial-tile sizing. Not: shape/alignment checks, path choice
+ * (quant_cuda.cu, quant.h), the block layout (gguf_blocks.h, formats.md §2.2).
+ *
+ * Why: the staged GEMV (kq_kernel.cuh) copies every weight through shared memory and decodes it from there; at 16
+ * tokens it ran at 2.0-2.3x its one-token time on an H100 (bench/results/gpu-kq-tc-2026-12-07.md). This kernel
+ * keeps lq4m_cuda.cu's scheme (a lane's 16-byte loads are its A fragments; x comes in as B fragments with 16-byte
+ * loads) on the GGUF bytes themselves: the k order of each mma is a permutation of the block's elements that makes
+ * both sides contiguous (kq_frag.cu's comment), so no repack and no second copy of the weights.
+ * The weights it decodes are the dequant kernels' fp16 values bit for bit (fp16(d sc), fp16(-dmin m), one HFMA2). */
+#ifndef QN_KQ_FRAG_H
+#define QN_KQ_FRAG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant/qformat.h"
+#include "kernels/quant/quant.h"
+#include "quern.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A build knob (-DQN_KQ_FRAG=0): the GEMV path keeps the staged kernel for every format (the A/B twin). */
+#ifndef QN_KQ_FRAG
+#define QN_KQ_FRAG 1
+#endif
+
+#define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
+#define QN_KQ_FRAG_MAX_SPLIT 16
+
+/* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K on sm_80+ (its rows are 144-byte blocks, so every row
+ * and block header starts 16-byte aligned), in a build with QN_KQ_FRAG. */
+static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
+    return QN_KQ_FRAG && fmt == QN_QFORMAT_Q4_K && sm >= 80;
+}
+
+/* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
+size_t kq_frag_part_bytes(int64_t N, int64_t n, int split);
+
+/* CTAs of the heaviest instance resident per SM on the current device (>= 1): sizes the split. */
+int kq_frag_ctas_per_sm(void);
+
+/* The K split it takes for a launch of `take` tokens (1..16) without a forced one: the smallest power of two that
+ * gives every resident CTA slot a tile, keeping two 256-blocks per warp at least. ctas: kq_frag_ctas_per_sm(). */
+int kq_frag_split(int n_sm, int ctas, int64_t N, int64_t K, int64_t take);
+
+/* y [n][N] f32 = x [n][K] fp16 . W^T for W [N][K] Q4_K blocks (16-byte aligned, K a multiple of 256), in launches
+ * of 16 tokens. split: 0 = kq_frag_split, else 1..16 (a power of two, as the GEMV path's; capped at K/256); a split
+ * > 1 sums through ws (the split-K counters, then kq_frag_part_bytes), and without room there falls back to 1
+ * unless `must` (QN_ERR_INVALID_ARG then). Deterministic: a fixed summation order at every split. Launched as a PDL
+ * dependent on sm_90 (device_util.cuh). stream: cudaStream_t. */
+qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N, int64_t K,
+                         const void *x, int64_t n, float *y, int split, int must, void *ws, size_t ws_bytes,
+                         void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QN_KQ_FRAG_H */
