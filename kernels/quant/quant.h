@@ -33,8 +33,8 @@ extern "C" {
 typedef enum qn_quant_path {
     QN_QUANT_PATH_NONE = -1,          /* no GPU kernel for this format/device */
     QN_QUANT_PATH_AUTO = 0,           /* qn_quant_select_path() */
-    QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 (Q4_K: the fragment-direct
-                                       * kernel, gguf/kq_frag.h, but in split mode CLUSTER) */
+    QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 (Q4_K, Q6_KP: the fragment-
+                                       * direct kernel, gguf/kq_frag.h, but in split mode CLUSTER) */
     QN_QUANT_PATH_MMA,                /* the same kernel with 4-8 token tiles, n in chunks of 64 */
     QN_QUANT_PATH_DEQUANT_CUBLAS,     /* dequant to an fp16 workspace + cuBLAS fp16 GEMM */
     QN_QUANT_PATH_MMVQ,               /* the decode kernel, n in launches of <= 8 (kq_mmvq.cuh): int8 activations
@@ -161,7 +161,8 @@ typedef struct qn_quant_cuda_ctx {
     size_t blas_ws_bytes; /* QN_QUANT_BLAS_WS_BYTES */
     int lq4m_ctas;        /* CTAs of the LQ4M mma kernel resident per SM (lq4m.h; sizes its K split), 0 = ask CUDA per call */
     int lnf4m_ctas;       /* the same for its table-lookup instance (LNF4M, LFP4M) */
-    int kq_frag_ctas;     /* CTAs of the Q4_K fragment-direct GEMV resident per SM (gguf/kq_frag.h), 0 = ask CUDA per call */
+    int kq_frag_ctas[2];  /* CTAs of the fragment-direct GEMV (gguf/kq_frag.h) resident per SM, Q4_K and Q6_KP; 0 = ask
+                           * CUDA per call */
 } qn_quant_cuda_ctx;
 /* cuBLAS's recommended workspace on Hopper (32 MiB; 4 MiB suffices before it). */
 #define QN_QUANT_BLAS_WS_BYTES ((size_t)32 << 20)

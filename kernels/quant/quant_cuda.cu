@@ -34,7 +34,8 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
     ctx->lq4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LQ4M);
     ctx->lnf4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LNF4M);
-    ctx->kq_frag_ctas = qn_kq_frag_takes(QN_QFORMAT_Q4_K, ctx->sm) ? kq_frag_ctas_per_sm() : 0;
+    ctx->kq_frag_ctas[0] = qn_kq_frag_takes(QN_QFORMAT_Q4_K, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q4_K) : 0;
+    ctx->kq_frag_ctas[1] = qn_kq_frag_takes(QN_QFORMAT_Q6_KP, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q6_KP) : 0;
     return QN_OK;
 }
 
@@ -205,8 +206,8 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
     if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm)) { /* the fragment-direct GEMV's, or the cluster's */
         const int64_t take = n < QN_KQ_FRAG_MAX_TOKENS ? n : QN_KQ_FRAG_MAX_TOKENS;
-        const int ctas = ctx->kq_frag_ctas > 0 ? ctx->kq_frag_ctas : kq_frag_ctas_per_sm();
-        const size_t f = kq_frag_split(ctx->n_sm, ctas, N, K, take) > 1 ? kq_frag_part_bytes(N, n, QN_KQ_FRAG_MAX_SPLIT) : 0;
+        const size_t f = kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt), N, K, take) > 1
+                             ? kq_frag_part_bytes(N, n, QN_KQ_FRAG_MAX_SPLIT) : 0;
         worst = f > worst ? f : worst;
     }
     return worst ? KQ_WS_COUNTERS + align256(worst) : 0;

@@ -35,62 +35,123 @@
 #define KF_WARPS 4
 #define KF_THREADS (32 * KF_WARPS)
 #define KF_BE 256 /* elements per block */
-#define KF_BB 144 /* bytes per block */
 #define KF_ROWS 16
 #define KF_WS_COUNTERS QN_QUANT_WS_COUNTERS
 
-/* One block of a strip as lane (g, t) holds it. */
-struct kf_blk {
-    uint4 hg, hh;     /* headers (d, dmin, scales[12]) of rows g, g + 8 */
-    uint4 g0, g1;     /* qs pieces t, t + 4 of row g */
-    uint4 h0, h1;     /* of row g + 8 */
-};
-
-__device__ __forceinline__ kf_blk kf_load(const uint8_t *bg, const uint8_t *bh, int t) {
-    kf_blk k;
-    k.hg = qn_ldg_stream128(bg);
-    k.hh = qn_ldg_stream128(bh);
-    k.g0 = qn_ldg_stream128(bg + 16 + 16 * t);
-    k.g1 = qn_ldg_stream128(bg + 80 + 16 * t);
-    k.h0 = qn_ldg_stream128(bh + 16 + 16 * t);
-    k.h1 = qn_ldg_stream128(bh + 80 + 16 * t);
-    return k;
-}
-
-/* A header's (fp16(d sc_j), fp16(-dmin m_j)) as half2 pairs for the lane's sub-blocks of pieces t + 4s, j = 2 (t / 2)
- * + 4s + c (c = 0, 1: low, high nibbles): get_scale_min_k4 on the bytes 2 (t / 2), 2 (t / 2) + 1 of the scale words. */
-__device__ __forceinline__ void kf_scales(uint4 h, int t, int s, __half2 hs[2], __half2 hm[2]) {
-    const float d = __low2float(qn_bits_h2(h.x)), dmin = __high2float(qn_bits_h2(h.x));
-    const int sh = 16 * (t >> 1);
-    const uint32_t y = h.y >> sh, z = h.z >> sh, w = h.w >> sh; /* scales[0..3], [4..7], [8..11] from byte 2 (t / 2) */
-#pragma unroll
-    for (int c = 0; c < 2; c++) {
-        const int sc = s == 0 ? (int)((y >> (8 * c)) & 63) : (int)(((w >> (8 * c)) & 0xF) | ((y >> (8 * c + 2)) & 0x30));
-        const int mn = s == 0 ? (int)((z >> (8 * c)) & 63) : (int)(((w >> (8 * c + 4)) & 0xF) | ((z >> (8 * c + 2)) & 0x30));
-        hs[c] = __float2half2_rn(d * (float)sc);
-        hm[c] = __float2half2_rn(-dmin * (float)mn);
-    }
-}
-
-/* nibble pair at bits 0 and 16 -> the fp16 weights (q - 0) fp16(d sc) + fp16(-dmin m), one rounding */
-__device__ __forceinline__ uint32_t kf_weight(uint32_t v, __half2 hs, __half2 hm) {
-    return qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(v)), qn_bits_h2(0x64006400u)), hs, hm));
-}
-
 __device__ __forceinline__ uint32_t kf_word(uint4 v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
 
-/* NG groups of 8 tokens (n <= 8 NG), R strips per CTA, D blocks loaded ahead per strip and warp (beside the one in
- * use). w [N][K/256] blocks; x [n][K] fp16; y [n][N] f32; with gridDim.y > 1, part [tiles][split][R NG 128] f32
- * and cnt [tiles] (tile = blockIdx.x: strips R tile .. R tile + R - 1). bps: blocks per split. */
-template <int NG, int R, int D>
+/* 4 bytes read once per CTA: as qn_ldg_stream128 */
+__device__ __forceinline__ uint32_t qn_ldg_stream32(const void *p) {
+    uint32_t v;
+    asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+    return v;
+}
+
+/* --- formats: what lane (g, t) loads of one row's block, its scales for pieces t + 4s, the A-fragment registers
+ * of word i, nibble class c (lo: elements m = 0, 1, for k slots 2t, 2t + 1; hi: m = 2, 3, for 2t + 8, 2t + 9), and
+ * where the 16 elements of (s, c) start in the block (xoff: the B fragments' x). --- */
+template <qn_qformat F>
+struct kf_fmt;
+
+/* Q4_K (144 bytes: d, dmin, scales[12], qs[128]); element E = 64 (t / 2 + 2s) + 16 (t % 2) + 32c + 4i + m, sub-block
+ * j = 2 (t / 2) + 4s + c. */
+template <>
+struct kf_fmt<QN_QFORMAT_Q4_K> {
+    static constexpr int BB = 144;
+    static constexpr bool R2 = true; /* two strips per CTA fit the registers (248) */
+    struct row {
+        uint4 h;      /* d, dmin, scales[12] */
+        uint4 p0, p1; /* qs pieces t, t + 4 */
+    };
+    struct scl {
+        __half2 s[2], m[2]; /* [c]: fp16(d sc_j), fp16(-dmin m_j) */
+    };
+    __device__ static row load(const uint8_t *b, int t) {
+        return row{qn_ldg_stream128(b), qn_ldg_stream128(b + 16 + 16 * t), qn_ldg_stream128(b + 80 + 16 * t)};
+    }
+    __device__ static int xoff(int t, int s, int c) { return 64 * (t >> 1) + 16 * (t & 1) + 128 * s + 32 * c; }
+    /* get_scale_min_k4 (j = 2 (t / 2) + 4s + c) on the bytes 2 (t / 2), 2 (t / 2) + 1 of the scale words */
+    __device__ static scl scales(const row &r, int t, int s) {
+        const float d = __low2float(qn_bits_h2(r.h.x)), dmin = __high2float(qn_bits_h2(r.h.x));
+        const int sh = 16 * (t >> 1);
+        const uint32_t y = r.h.y >> sh, z = r.h.z >> sh, w = r.h.w >> sh; /* scales[0..3], [4..7], [8..11] */
+        scl k;
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const int sc = s == 0 ? (int)((y >> (8 * c)) & 63) : (int)(((w >> (8 * c)) & 0xF) | ((y >> (8 * c + 2)) & 0x30));
+            const int mn = s == 0 ? (int)((z >> (8 * c)) & 63) : (int)(((w >> (8 * c + 4)) & 0xF) | ((z >> (8 * c + 2)) & 0x30));
+            k.s[c] = __float2half2_rn(d * (float)sc);
+            k.m[c] = __float2half2_rn(-dmin * (float)mn);
+        }
+        return k;
+    }
+    /* the nibble pairs (PRMT, shift, one LOP3: (1024 + q, 1024 + q')), minus 1024 (exact), one HFMA2 */
+    __device__ static void decode(const row &r, const scl &k, int t, int s, int i, int c, uint32_t &lo, uint32_t &hi) {
+        const uint32_t v = kf_word(s ? r.p1 : r.p0, i);
+        const __half2 m1024 = qn_bits_h2(0x64006400u);
+        lo = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4140) >> (4 * c))), m1024), k.s[c], k.m[c]));
+        hi = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4342) >> (4 * c))), m1024), k.s[c], k.m[c]));
+    }
+};
+
+/* Q6_KP (q6kp.h: the Q6_K block, ql[128] | qh[64] | scales i8[16] | d, in 224 bytes); ql piece P = t + 4s is half s,
+ * ql bytes 16t + j; with k = t / 2 + 2c: element E = 128s + 32k + 16 (t % 2) + 4i + m, low bits nibble c, high bits
+ * (qh[32s + 16 (t % 2) + j] >> 2k) & 3, scale scales[8s + 2k + t % 2] = scales[8s + 4c + t]. */
+template <>
+struct kf_fmt<QN_QFORMAT_Q6_KP> {
+    static constexpr int BB = 224;
+    static constexpr bool R2 = false; /* 21 registers per row and block: two strips would spill */
+    struct row {
+        uint4 l0, l1; /* ql pieces t, t + 4 */
+        uint4 q0, q1; /* the qh bytes of halves 0, 1 for this lane's ql bytes */
+        uint4 sc;     /* scales[16] */
+        uint32_t d;   /* d (low half) */
+    };
+    struct scl {
+        __half2 s[2]; /* [c]: fp16(d scales[8s + 4c + t]) */
+    };
+    __device__ static row load(const uint8_t *b, int t) {
+        return row{qn_ldg_stream128(b + 16 * t), qn_ldg_stream128(b + 64 + 16 * t),
+                   qn_ldg_stream128(b + 128 + 16 * (t & 1)), qn_ldg_stream128(b + 160 + 16 * (t & 1)),
+                   qn_ldg_stream128(b + 192), qn_ldg_stream32(b + 208)};
+    }
+    __device__ static int xoff(int t, int s, int c) { return 128 * s + 64 * c + 32 * (t >> 1) + 16 * (t & 1); }
+    __device__ static scl scales(const row &r, int t, int s) {
+        const float d = __low2float(qn_bits_h2(r.d));
+        scl k;
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+            const int8_t sc = (int8_t)(kf_word(r.sc, 2 * s + c) >> (8 * t));
+            k.s[c] = __float2half2_rn(d * (float)sc);
+        }
+        return k;
+    }
+    /* the 6-bit codes (nibble | 2 high bits << 4) as pairs (1024 + q), minus 1056 (exact: q - 32), one HMUL2 */
+    __device__ static void decode(const row &r, const scl &k, int s, int i, int c, int t, uint32_t &lo, uint32_t &hi) {
+        const uint32_t v = kf_word(s ? r.l1 : r.l0, i), u = kf_word(s ? r.q1 : r.q0, i);
+        const int kk = (t >> 1) + 2 * c;
+        const uint32_t q = ((v >> (4 * c)) & 0x0F0F0F0Fu) | (((u >> (2 * kk)) & 0x03030303u) << 4);
+        const __half2 m1056 = qn_bits_h2(0x64206420u);
+        lo = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(__byte_perm(q, 0, 0x4140) | 0x64006400u), m1056), k.s[c]));
+        hi = qn_h2_bits(__hmul2(__hsub2(qn_bits_h2(__byte_perm(q, 0, 0x4342) | 0x64006400u), m1056), k.s[c]));
+    }
+};
+
+/* Format F, NG groups of 8 tokens (n <= 8 NG), R strips per CTA, D blocks loaded ahead per strip and warp (beside
+ * the one in use). w [N][K/256] blocks; x [n][K] fp16; y [n][N] f32; with gridDim.y > 1, part [tiles][split][R NG 128]
+ * f32 and cnt [tiles] (tile = blockIdx.x: strips R tile .. R tile + R - 1). bps: blocks per split. */
+template <qn_qformat F, int NG, int R, int D>
 __global__ void __launch_bounds__(KF_THREADS)
-    kq_frag_q4k_kernel(const uint8_t *__restrict__ w, int64_t N, int64_t K, const __half *__restrict__ x, int n,
-                       int bps, float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    kq_frag_kernel(const uint8_t *__restrict__ w, int64_t N, int64_t K, const __half *__restrict__ x, int n, int bps,
+                   float *__restrict__ y, float *__restrict__ part, unsigned *__restrict__ cnt) {
+    using FT = kf_fmt<F>;
+    using row_t = typename FT::row;
+    using scl_t = typename FT::scl;
     constexpr int NV = qn_tile_shape<KF_WARPS, R * NG>::NV;   /* outputs of a CTA's tile */
     constexpr int PER = qn_tile_shape<KF_WARPS, R * NG>::PER; /* of them per thread */
     qn_pdl_trigger(); /* the next kernel (launched with PDL) may start streaming its own weights */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int64_t tile = blockIdx.x, row_bytes = K / KF_BE * KF_BB;
+    const int64_t tile = blockIdx.x, row_bytes = K / KF_BE * FT::BB;
     const int nb = (int)(K / KF_BE);
     const int b0 = (int)blockIdx.y * bps, b1 = min(b0 + bps, nb);
     const uint8_t *rg[R], *rh[R]; /* rows g, g + 8 of each strip (clamped to N - 1: their outputs are not stored) */
@@ -101,74 +162,68 @@ __global__ void __launch_bounds__(KF_THREADS)
         rh[r] = w + (rb < N ? rb : N - 1) * row_bytes;
     }
     float acc[R][NG][4] = {};
-    kf_blk buf[D][R] = {}; /* blocks b + d KF_WARPS of each strip */
+    row_t bg[D][R] = {}, bh[D][R] = {}; /* blocks b + d KF_WARPS of each strip, rows g and g + 8 */
     int b = b0 + warp;
 #pragma unroll
     for (int d = 0; d < D; d++)
 #pragma unroll
         for (int r = 0; r < R; r++)
-            if (b + d * KF_WARPS < b1)
-                buf[d][r] = kf_load(rg[r] + (size_t)(b + d * KF_WARPS) * KF_BB, rh[r] + (size_t)(b + d * KF_WARPS) * KF_BB, t);
+            if (b + d * KF_WARPS < b1) {
+                bg[d][r] = FT::load(rg[r] + (size_t)(b + d * KF_WARPS) * FT::BB, t);
+                bh[d][r] = FT::load(rh[r] + (size_t)(b + d * KF_WARPS) * FT::BB, t);
+            }
     qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
 
-    const __half *xr[NG]; /* token 8 ng + g's x, at this lane's element offset 64 (t / 2) + 16 (t % 2) */
+    const __half *xr[NG]; /* token 8 ng + g's x */
     bool xv[NG];
 #pragma unroll
     for (int ng = 0; ng < NG; ng++) {
         const int tok = 8 * ng + g;
         xv[ng] = tok < n;
-        xr[ng] = x + (size_t)(xv[ng] ? tok : 0) * (size_t)K + 64 * (t >> 1) + 16 * (t & 1);
+        xr[ng] = x + (size_t)(xv[ng] ? tok : 0) * (size_t)K;
     }
     for (; b < b1; b += KF_WARPS) {
-        kf_blk cur[R];
+        row_t cg[R], ch[R];
         const bool more = b + D * KF_WARPS < b1;
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            cur[r] = buf[0][r];
+            cg[r] = bg[0][r], ch[r] = bh[0][r];
 #pragma unroll
-            for (int d = 0; d + 1 < D; d++) buf[d][r] = buf[d + 1][r];
-            if (more)
-                buf[D - 1][r] = kf_load(rg[r] + (size_t)(b + D * KF_WARPS) * KF_BB,
-                                        rh[r] + (size_t)(b + D * KF_WARPS) * KF_BB, t);
+            for (int d = 0; d + 1 < D; d++) bg[d][r] = bg[d + 1][r], bh[d][r] = bh[d + 1][r];
+            if (more) {
+                bg[D - 1][r] = FT::load(rg[r] + (size_t)(b + D * KF_WARPS) * FT::BB, t);
+                bh[D - 1][r] = FT::load(rh[r] + (size_t)(b + D * KF_WARPS) * FT::BB, t);
+            }
         }
 #pragma unroll
         for (int s = 0; s < 2; s++) {
-            __half2 sg[R][2], mg[R][2], sh[R][2], mh[R][2]; /* [strip][c] of rows g, g + 8 */
+            scl_t kg[R], kh[R]; /* scales of pieces t + 4s, rows g and g + 8 */
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                kf_scales(cur[r].hg, t, s, sg[r], mg[r]);
-                kf_scales(cur[r].hh, t, s, sh[r], mh[r]);
-            }
-            uint4 xb[NG][2][2]; /* [group][c][half]: x[tok][E0 .. E0 + 15], E0 = this lane's offset + 128 s + 32 c */
+            for (int r = 0; r < R; r++) kg[r] = FT::scales(cg[r], t, s), kh[r] = FT::scales(ch[r], t, s);
+            uint4 xb[NG][2][2]; /* [group][c][half]: x[tok][E0 .. E0 + 15], E0 = b 256 + xoff(t, s, c) */
 #pragma unroll
             for (int ng = 0; ng < NG; ng++)
 #pragma unroll
                 for (int c = 0; c < 2; c++)
 #pragma unroll
                     for (int hf = 0; hf < 2; hf++)
-                        xb[ng][c][hf] = xv[ng] ? qn_ldca128(xr[ng] + (size_t)b * KF_BE + 128 * s + 32 * c + 8 * hf)
+                        xb[ng][c][hf] = xv[ng] ? qn_ldca128(xr[ng] + (size_t)b * KF_BE + FT::xoff(t, s, c) + 8 * hf)
                                                : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int i = 0; i < 4; i++)
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    const uint32_t vg = kf_word(s ? cur[r].g1 : cur[r].g0, i), vh = kf_word(s ? cur[r].h1 : cur[r].h0, i);
-                    const uint32_t g01 = __byte_perm(vg, 0, 0x4140), g23 = __byte_perm(vg, 0, 0x4342);
-                    const uint32_t h01 = __byte_perm(vh, 0, 0x4140), h23 = __byte_perm(vh, 0, 0x4342);
+                for (int r = 0; r < R; r++)
 #pragma unroll
                     for (int c = 0; c < 2; c++) {
-                        const int sft = 4 * c;
-                        const uint32_t a0 = kf_weight(g01 >> sft, sg[r][c], mg[r][c]);
-                        const uint32_t a1 = kf_weight(h01 >> sft, sh[r][c], mh[r][c]);
-                        const uint32_t a2 = kf_weight(g23 >> sft, sg[r][c], mg[r][c]);
-                        const uint32_t a3 = kf_weight(h23 >> sft, sh[r][c], mh[r][c]);
+                        uint32_t a0, a1, a2, a3; /* rows g, g + 8 at k slots 2t, 2t + 1 (a0, a1) and 2t + 8, 2t + 9 */
+                        FT::decode(cg[r], kg[r], t, s, i, c, a0, a2);
+                        FT::decode(ch[r], kh[r], t, s, i, c, a1, a3);
 #pragma unroll
                         for (int ng = 0; ng < NG; ng++) {
                             const uint4 bx = xb[ng][c][i >> 1];
                             qn_mma_16816(acc[r][ng], a0, a1, a2, a3, (i & 1) ? bx.z : bx.x, (i & 1) ? bx.w : bx.y);
                         }
                     }
-                }
         }
     }
 
@@ -193,20 +248,26 @@ __global__ void __launch_bounds__(KF_THREADS)
 
 typedef void (*kf_fn)(const uint8_t *, int64_t, int64_t, const __half *, int, int, float *, float *, unsigned *);
 
-#ifndef QN_KQ_FRAG_DEPTH /* blocks ahead per warp at <= 8 tokens (an A/B knob, -D) */
+#ifndef QN_KQ_FRAG_DEPTH /* Q4_K: blocks ahead per warp at <= 8 tokens (an A/B knob, -D) */
 #define QN_KQ_FRAG_DEPTH 2
 #endif
 
-/* One group: QN_KQ_FRAG_DEPTH blocks ahead; two groups on one strip: 2; on two strips: 1 (two strips' blocks already
- * in flight, and the registers of a third set would spill). */
-static kf_fn kf_pick(int ng, int r) {
-    return ng == 1 ? kq_frag_q4k_kernel<1, 1, QN_KQ_FRAG_DEPTH>
-           : r == 1 ? kq_frag_q4k_kernel<2, 1, 2> : kq_frag_q4k_kernel<2, 2, 1>;
+/* Q4_K, one group: QN_KQ_FRAG_DEPTH blocks ahead; two groups on one strip: 2; on two strips: 1 (two strips' blocks
+ * already in flight, and the registers of a third set would spill). Q6_KP (21 registers a row and block): 1, one
+ * strip. */
+static kf_fn kf_pick(qn_qformat fmt, int ng, int r) {
+    if (fmt == QN_QFORMAT_Q6_KP)
+        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, 1> : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
+    return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 1, 1, QN_KQ_FRAG_DEPTH>
+           : r == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 1, 2> : kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 2, 1>;
 }
 
-int kq_frag_ctas_per_sm(void) {
+static bool kf_r2(qn_qformat fmt) { return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2; }
+
+int kq_frag_ctas_per_sm(qn_qformat fmt) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(2, 2), KF_THREADS, 0) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(fmt, 2, kf_r2(fmt) ? 2 : 1), KF_THREADS, 0) !=
+        cudaSuccess) {
         (void)cudaGetLastError();
         b = 1;
     }
@@ -218,10 +279,13 @@ static int kf_groups(int64_t take) { return take <= 8 ? 1 : 2; }
 #ifndef QN_KQ_FRAG_R2 /* two strips per CTA at 9..16 tokens where they pair up (an A/B knob, -D: 0 = always one) */
 #define QN_KQ_FRAG_R2 1
 #endif
-static int kf_r(int64_t N, int64_t take) { return QN_KQ_FRAG_R2 && take > 8 && kf_strips(N) % 2 == 0 ? 2 : 1; }
+static int kf_r(qn_qformat fmt, int64_t N, int64_t take) {
+    return QN_KQ_FRAG_R2 && kf_r2(fmt) && take > 8 && kf_strips(N) % 2 == 0 ? 2 : 1;
+}
 
-int kq_frag_split(int n_sm, int ctas, int64_t N, int64_t K, int64_t take) {
-    const int64_t nb = K / KF_BE, tiles = kf_strips(N) / kf_r(N, take), slots = (int64_t)n_sm * (ctas > 0 ? ctas : 1);
+int kq_frag_split(qn_qformat fmt, int n_sm, int ctas, int64_t N, int64_t K, int64_t take) {
+    const int64_t nb = K / KF_BE, tiles = kf_strips(N) / kf_r(fmt, N, take);
+    const int64_t slots = (int64_t)n_sm * (ctas > 0 ? ctas : 1);
     int s = 1;
     while (s < QN_KQ_FRAG_MAX_SPLIT && tiles * s < slots && nb / (2 * s) >= 2 * KF_WARPS) s *= 2;
     return s;
@@ -234,6 +298,11 @@ size_t kq_frag_part_bytes(int64_t N, int64_t n, int split) {
     return (size_t)kf_strips(N) * (size_t)split * (size_t)kf_groups(take) * 128 * sizeof(float);
 }
 
+int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt) {
+    const int c = fmt == QN_QFORMAT_Q6_KP ? ctx->kq_frag_ctas[1] : ctx->kq_frag_ctas[0];
+    return c > 0 ? c : kq_frag_ctas_per_sm(fmt);
+}
+
 qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N, int64_t K,
                          const void *x, int64_t n, float *y, int split, int must, void *ws, size_t ws_bytes,
                          void *stream) {
@@ -243,9 +312,9 @@ qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const voi
     const cudaStream_t s = (cudaStream_t)stream;
     for (int64_t t0 = 0; t0 < n; t0 += QN_KQ_FRAG_MAX_TOKENS) {
         const int take = (int)(n - t0 < QN_KQ_FRAG_MAX_TOKENS ? n - t0 : QN_KQ_FRAG_MAX_TOKENS);
-        const int ng = kf_groups(take), r = kf_r(N, take);
+        const int ng = kf_groups(take), r = kf_r(fmt, N, take);
         const int64_t tiles = strips / r;
-        int sp = split > 0 ? split : kq_frag_split(ctx->n_sm, ctx->kq_frag_ctas > 0 ? ctx->kq_frag_ctas : kq_frag_ctas_per_sm(), N, K, take);
+        int sp = split > 0 ? split : kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt), N, K, take);
         if (sp > nb) sp = (int)nb;
         const int bps = (int)((nb + sp - 1) / sp);
         sp = (int)((nb + bps - 1) / bps); /* no empty CTAs */
@@ -261,7 +330,7 @@ qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const voi
             else sp = 1;
         }
         const int b_per = sp > 1 ? bps : (int)nb;
-        QN_CUDA_TRY(qn_launch(kf_pick(ng, r), dim3((unsigned)tiles, (unsigned)sp, 1), dim3(KF_THREADS), 0, s,
+        QN_CUDA_TRY(qn_launch(kf_pick(fmt, ng, r), dim3((unsigned)tiles, (unsigned)sp, 1), dim3(KF_THREADS), 0, s,
                               ctx->sm >= 90, (const uint8_t *)w, N, K, (const __half *)x + t0 * K, take, b_per,
                               y + t0 * N, part, cnt));
     }

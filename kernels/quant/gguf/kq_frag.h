@@ -1,4 +1,4 @@
-/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K weights in their GGUF layout read straight from global
+/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K (and Q6_KP) weights in their GGUF layout read straight from global
  * memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
  * Owns: which calls it takes, its split rule and partial-tile sizing. Not: shape/alignment checks, path choice
  * (quant_cuda.cu, quant.h), the block layout (gguf_blocks.h, formats.md §2.2).
@@ -31,23 +31,25 @@ extern "C" {
 #define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
 #define QN_KQ_FRAG_MAX_SPLIT 16
 
-/* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K on sm_80+ (its rows are 144-byte blocks, so every row
- * and block header starts 16-byte aligned), in a build with QN_KQ_FRAG. */
+/* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K and Q6_KP on sm_80+ (their blocks of 144 and 224 bytes
+ * keep every row and block 16-byte aligned), in a build with QN_KQ_FRAG. */
 static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
-    return QN_KQ_FRAG && fmt == QN_QFORMAT_Q4_K && sm >= 80;
+    return QN_KQ_FRAG && (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q6_KP) && sm >= 80;
 }
 
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
 size_t kq_frag_part_bytes(int64_t N, int64_t n, int split);
 
-/* CTAs of the heaviest instance resident per SM on the current device (>= 1): sizes the split. */
-int kq_frag_ctas_per_sm(void);
+/* CTAs of fmt's heaviest instance resident per SM on the current device (>= 1): sizes the split
+ * (qn_quant_cuda_ctx.kq_frag_ctas[0] for Q4_K, [1] for Q6_KP). kq_frag_ctas: the ctx's count, else this. */
+int kq_frag_ctas_per_sm(qn_qformat fmt);
+int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt);
 
 /* The K split it takes for a launch of `take` tokens (1..16) without a forced one: the smallest power of two that
- * gives every resident CTA slot a tile, keeping two 256-blocks per warp at least. ctas: kq_frag_ctas_per_sm(). */
-int kq_frag_split(int n_sm, int ctas, int64_t N, int64_t K, int64_t take);
+ * gives every resident CTA slot a tile, keeping two 256-blocks per warp at least. ctas: kq_frag_ctas(). */
+int kq_frag_split(qn_qformat fmt, int n_sm, int ctas, int64_t N, int64_t K, int64_t take);
 
-/* y [n][N] f32 = x [n][K] fp16 . W^T for W [N][K] Q4_K blocks (16-byte aligned, K a multiple of 256), in launches
+/* y [n][N] f32 = x [n][K] fp16 . W^T for W [N][K] blocks of fmt (16-byte aligned, K a multiple of 256), in launches
  * of 16 tokens. split: 0 = kq_frag_split, else 1..16 (a power of two, as the GEMV path's; capped at K/256); a split
  * > 1 sums through ws (the split-K counters, then kq_frag_part_bytes), and without room there falls back to 1
  * unless `must` (QN_ERR_INVALID_ARG then). Deterministic: a fixed summation order at every split. Launched as a PDL
