@@ -23,9 +23,11 @@
 extern "C" {
 #endif
 
-/* A build knob (-DQN_KQ_FRAG=0): the GEMV path keeps the staged kernel for every format (the A/B twin). */
+/* A build knob, for C and CUDA alike (-DQN_KQ_FRAG=1 in CMAKE_C_FLAGS and CMAKE_CUDA_FLAGS): the GEMV path of Q4_K
+ * and Q6_KP takes this kernel. Off (the staged kernel for every format) until a GPU run has tested and measured it:
+ * bench/gpu_frag_ab.sh builds both. */
 #ifndef QN_KQ_FRAG
-#define QN_KQ_FRAG 1
+#define QN_KQ_FRAG 0
 #endif
 
 #define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
