@@ -3,7 +3,8 @@
 # it (-DQN_KQ_FRAG=1, C and CUDA; quern and the GGUF GPU tests only) in build-gpu-f1 and, in parallel, without it (the
 # build knob's default: the staged GEMV for every format) in build-gpu; runs, on the first, test_gpu_quant's tests
 # named in QN_FRAG_TESTS one by one and test_gpu_quant_lq4m (the tile sum it shares, tile_reduce.cuh); then `quern
-# bench kernels` (QN_FRAG_KERNELS) on both builds, build-gpu-f1 first and again last. Everything lands in $OUT (logs, the bench tables and JSON lines). Carry .gpudeps.
+# bench kernels` (QN_FRAG_KERNELS) on both builds, build-gpu-f1 first and again last. Everything lands in $OUT (logs,
+# the bench tables and JSON lines). Carry .gpudeps.
 # QN_COMMIT names the commit in the JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."

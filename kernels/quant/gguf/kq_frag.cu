@@ -78,8 +78,10 @@ struct kf_fmt<QN_QFORMAT_Q4_K> {
         scl k;
 #pragma unroll
         for (int c = 0; c < 2; c++) {
-            const int sc = s == 0 ? (int)((y >> (8 * c)) & 63) : (int)(((w >> (8 * c)) & 0xF) | ((y >> (8 * c + 2)) & 0x30));
-            const int mn = s == 0 ? (int)((z >> (8 * c)) & 63) : (int)(((w >> (8 * c + 4)) & 0xF) | ((z >> (8 * c + 2)) & 0x30));
+            const int hi2 = 8 * c + 2; /* j >= 4: bits 6, 7 of scales[j - 4], scales[j] to bits 4, 5 */
+            const int sc = s == 0 ? (int)((y >> (8 * c)) & 63) : (int)(((w >> (8 * c)) & 0xF) | ((y >> hi2) & 0x30));
+            const int mn =
+                s == 0 ? (int)((z >> (8 * c)) & 63) : (int)(((w >> (8 * c + 4)) & 0xF) | ((z >> hi2) & 0x30));
             k.s[c] = __float2half2_rn(d * (float)sc);
             k.m[c] = __float2half2_rn(-dmin * (float)mn);
         }
@@ -89,8 +91,10 @@ struct kf_fmt<QN_QFORMAT_Q4_K> {
     __device__ static void decode(const row &r, const scl &k, int t, int s, int i, int c, uint32_t &lo, uint32_t &hi) {
         const uint32_t v = kf_word(s ? r.p1 : r.p0, i);
         const __half2 m1024 = qn_bits_h2(0x64006400u);
-        lo = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4140) >> (4 * c))), m1024), k.s[c], k.m[c]));
-        hi = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4342) >> (4 * c))), m1024), k.s[c], k.m[c]));
+        const __half2 q01 = qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4140) >> (4 * c)));
+        const __half2 q23 = qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4342) >> (4 * c)));
+        lo = qn_h2_bits(__hfma2(__hsub2(q01, m1024), k.s[c], k.m[c]));
+        hi = qn_h2_bits(__hfma2(__hsub2(q23, m1024), k.s[c], k.m[c]));
     }
 };
 
@@ -172,7 +176,7 @@ __global__ void __launch_bounds__(KF_THREADS)
                 bg[d][r] = FT::load(rg[r] + (size_t)(b + d * KF_WARPS) * FT::BB, t);
                 bh[d][r] = FT::load(rh[r] + (size_t)(b + d * KF_WARPS) * FT::BB, t);
             }
-    qn_pdl_wait(); /* x is the kernel before's output, and no write comes before it has completed; the weights were not */
+    qn_pdl_wait(); /* x is the kernel before's output, and nothing is written before it has completed; weights may be */
 
     const __half *xr[NG]; /* token 8 ng + g's x */
     bool xv[NG];
@@ -262,7 +266,9 @@ static kf_fn kf_pick(qn_qformat fmt, int ng, int r) {
            : r == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 1, 2> : kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 2, 1>;
 }
 
-static bool kf_r2(qn_qformat fmt) { return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2; }
+static bool kf_r2(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2;
+}
 
 int kq_frag_ctas_per_sm(qn_qformat fmt) {
     int b = 0;

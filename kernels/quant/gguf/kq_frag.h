@@ -1,5 +1,5 @@
-/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K (and Q6_KP) weights in their GGUF layout read straight from global
- * memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
+/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K (and Q6_KP) weights in their GGUF layout read straight from
+ * global memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
  * Owns: which calls it takes, its split rule and partial-tile sizing. Not: shape/alignment checks, path choice
  * (quant_cuda.cu, quant.h), the block layout (gguf_blocks.h, formats.md §2.2).
  *
