@@ -2,16 +2,15 @@
 # gpu_frag_ab.sh — one device call for the fragment-direct GEMV (kernels/quant/gguf/kq_frag.h): builds the tree with
 # it (-DQN_KQ_FRAG=1, C and CUDA; quern and the GGUF GPU tests only) in build-gpu-f1 and, in parallel, without it (the
 # build knob's default: the staged GEMV for every format) in build-gpu; runs, on the first, test_gpu_quant's tests
-# named in QN_FRAG_TESTS one by one and test_gpu_quant_lq4m (the tile sum it shares, tile_reduce.cuh); then `quern
-# bench kernels` (QN_FRAG_KERNELS) on both builds, build-gpu-f1 first and again last. Everything lands in $OUT (logs,
-# the bench tables and JSON lines). Carry .gpudeps.
+# named in QN_FRAG_TESTS one by one; then `quern bench kernels` (QN_FRAG_KERNELS) on both builds, build-gpu-f1
+# first and again last. Everything lands in $OUT (logs, the bench tables and JSON lines). Carry .gpudeps.
 # QN_COMMIT names the commit in the JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-frag-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-QN_GPU_BUILD=build-gpu-f1 QN_BUILD_TARGETS="quern test_gpu_quant test_gpu_quant_lq4m" QN_CUDA_FLAGS="-DQN_KQ_FRAG=1" \
+QN_GPU_BUILD=build-gpu-f1 QN_BUILD_TARGETS="quern test_gpu_quant" QN_CUDA_FLAGS="-DQN_KQ_FRAG=1" \
     QN_C_FLAGS="-DQN_KQ_FRAG=1" QN_GPU_CHECK_STEPS=build OUT=$OUT/check-f1 bench/gpu_check.sh >/dev/null 2>&1 &
 QN_BUILD_TARGETS=quern QN_GPU_CHECK_STEPS=build OUT=$OUT/check bench/gpu_check.sh >/dev/null 2>&1 &
 wait
@@ -21,9 +20,6 @@ for f in ${QN_FRAG_TESTS:-test_matmul_Q4_K test_matmul_Q6_KP test_q6kp_same_bits
     echo "$f rc=$?"
     grep -E "PASSED|FAILED|over tolerance|differs" "$OUT/test-$f.txt" | head -4
 done
-timeout 100 build-gpu-f1/tests/test_gpu_quant_lq4m >"$OUT/test-lq4m.txt" 2>&1
-echo "test_gpu_quant_lq4m rc=$?"
-grep -E "PASSED|FAILED" "$OUT/test-lq4m.txt" | head -3
 KA=${QN_FRAG_KERNELS:---fmt q4_k,q6_kp --n 1,2,4,8,16 --shape 4096x4096,14336x4096,4096x14336}
 for b in build-gpu-f1 build-gpu build-gpu-f1; do
     i=$((${i:-0} + 1))

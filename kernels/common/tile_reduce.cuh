@@ -1,7 +1,8 @@
 /* tile_reduce.cuh — the end of a split-K mma kernel whose warps each hold a partial of the same output tile (the
- * M-form kernel, lq4m_cuda.cu; the fragment-direct GEMV, gguf/kq_frag.cu): the warps' accumulators summed in warp
- * order through shared memory, then, with gridDim.y > 1, the CTAs of the split summed in blockIdx.y order through
- * the workspace by the last CTA of the tile to arrive. Deterministic at every split. CUDA C++, header-only. */
+ * fragment-direct GEMV, gguf/kq_frag.cu): the warps' accumulators summed in warp order through shared memory, then,
+ * with gridDim.y > 1, the CTAs of the split summed in blockIdx.y order through the workspace by the last CTA of the
+ * tile to arrive. Deterministic at every split. CUDA C++, header-only. The same steps as the end of lq4m_cuda.cu's
+ * mma kernel, which keeps its own copy until a GPU run has tested it on this one. */
 #ifndef QN_TILE_REDUCE_CUH
 #define QN_TILE_REDUCE_CUH
 
