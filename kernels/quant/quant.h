@@ -33,8 +33,9 @@ extern "C" {
 typedef enum qn_quant_path {
     QN_QUANT_PATH_NONE = -1,          /* no GPU kernel for this format/device */
     QN_QUANT_PATH_AUTO = 0,           /* qn_quant_select_path() */
-    QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 (Q4_K, Q6_KP: the fragment-
-                                       * direct kernel, gguf/kq_frag.h, but in split mode CLUSTER) */
+    QN_QUANT_PATH_GEMV,               /* fused dequant + tensor-core "gemv", n <= 16 (with the build knob
+                                       * QN_KQ_FRAG, Q4_K and Q6_KP take the fragment-direct kernel, gguf/kq_frag.h,
+                                       * but in split mode CLUSTER) */
     QN_QUANT_PATH_MMA,                /* the same kernel with 4-8 token tiles, n in chunks of 64 */
     QN_QUANT_PATH_DEQUANT_CUBLAS,     /* dequant to an fp16 workspace + cuBLAS fp16 GEMM */
     QN_QUANT_PATH_MMVQ,               /* the decode kernel, n in launches of <= 8 (kq_mmvq.cuh): int8 activations

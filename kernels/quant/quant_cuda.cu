@@ -204,7 +204,7 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     }
     /* partial tiles for the worst split any launch of this call may pick (at most 16) */
     size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
-    if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm)) { /* the fragment-direct GEMV's, or the cluster's */
+    if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm)) { /* kq_frag's parts, or the staged kernel's */
         const int64_t take = n < QN_KQ_FRAG_MAX_TOKENS ? n : QN_KQ_FRAG_MAX_TOKENS;
         const size_t f = kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt), N, K, take) > 1
                              ? kq_frag_part_bytes(N, n, QN_KQ_FRAG_MAX_SPLIT) : 0;
@@ -347,7 +347,7 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         }
     }
 
-    /* Q4_K: the fragment-direct GEMV (gguf/kq_frag.h); a split through a cluster is the staged kernel's */
+    /* Q4_K, Q6_KP with QN_KQ_FRAG: the fragment-direct GEMV (gguf/kq_frag.h); a cluster split is the staged kernel's */
     if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm) && mode != QN_QUANT_SPLIT_CLUSTER)
         return kq_frag_matmul(ctx, fmt, w, N, K, x, n, y, split, mode == QN_QUANT_SPLIT_WORKSPACE, workspace, ws_bytes,
                               stream);

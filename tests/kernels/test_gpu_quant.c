@@ -541,7 +541,7 @@ static void run_format(void **state, qn_qformat fmt) {
         problem_init(&p, e, fmt, 118, kb, 33, seed++);
         run_case(e, &p, 3, QN_QUANT_PATH_AUTO, 0);
         run_case(e, &p, 3, QN_QUANT_PATH_GEMV, 0);
-        run_case(e, &p, 16, QN_QUANT_PATH_GEMV, 0); /* Q4_K: the fragment-direct GEMV with two strips per CTA */
+        run_case(e, &p, 16, QN_QUANT_PATH_GEMV, 0); /* QN_KQ_FRAG: Q4_K's kq_frag on two strips a CTA */
         run_case(e, &p, 33, QN_QUANT_PATH_AUTO, 0);
         run_mmvq(e, &p, false);
         for (int s = 2; s <= 16; s *= 4) {

@@ -21,7 +21,7 @@
  * shared memory in warp order; with a split the last CTA of the tile (arrival counter) sums the split's tiles in
  * order: deterministic. On sm_90 a PDL dependent: its first weights stream in while the kernel before finishes; x is
  * read (coherent loads) and anything written only after the wait.
- * Measured: bench/results/gpu-kq-frag-*.md. */
+ * Not yet run on a GPU: off by default (kq_frag.h's QN_KQ_FRAG); bench/gpu_frag_ab.sh tests and measures it. */
 #include <stdint.h>
 
 #include <cuda_fp16.h>
