@@ -131,7 +131,7 @@ struct kf_fmt<QN_QFORMAT_Q6_KP> {
         return k;
     }
     /* the 6-bit codes (nibble | 2 high bits << 4) as pairs (1024 + q), minus 1056 (exact: q - 32), one HMUL2 */
-    __device__ static void decode(const row &r, const scl &k, int s, int i, int c, int t, uint32_t &lo, uint32_t &hi) {
+    __device__ static void decode(const row &r, const scl &k, int t, int s, int i, int c, uint32_t &lo, uint32_t &hi) {
         const uint32_t v = kf_word(s ? r.l1 : r.l0, i), u = kf_word(s ? r.q1 : r.q0, i);
         const int kk = (t >> 1) + 2 * c;
         const uint32_t q = ((v >> (4 * c)) & 0x0F0F0F0Fu) | (((u >> (2 * kk)) & 0x03030303u) << 4);
@@ -231,11 +231,10 @@ __global__ void __launch_bounds__(KF_THREADS)
         }
     }
 
-    /* the warps' tiles, summed in warp order, then over the split (a fence in every thread, as lq4m's instance that
-     * reads x from global memory in its loop) */
+    /* the warps' tiles, summed in warp order, then over the split */
     __shared__ float red[KF_WARPS][R * NG * 4][32];
     float sum[PER];
-    if (!qn_tile_reduce<KF_WARPS, R * NG, false>(&acc[0][0][0], red, part, cnt, tile, sum)) return;
+    if (!qn_tile_reduce<KF_WARPS, R * NG>(&acc[0][0][0], red, part, cnt, tile, sum)) return;
 #pragma unroll
     for (int u = 0; u < PER; u++) {
         const int v = (int)threadIdx.x + u * KF_THREADS;
@@ -270,14 +269,19 @@ static bool kf_r2(qn_qformat fmt) {
     return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2;
 }
 
+/* the fewest resident CTAs of fmt's instances (the register counts decide which is heaviest) */
 int kq_frag_ctas_per_sm(qn_qformat fmt) {
-    int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(fmt, 2, kf_r2(fmt) ? 2 : 1), KF_THREADS, 0) !=
-        cudaSuccess) {
-        (void)cudaGetLastError();
-        b = 1;
-    }
-    return b < 1 ? 1 : b;
+    int most = 0x7fffffff;
+    for (int ng = 1; ng <= 2; ng++)
+        for (int r = 1; r <= (ng == 2 && kf_r2(fmt) ? 2 : 1); r++) {
+            int b = 0;
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(fmt, ng, r), KF_THREADS, 0) != cudaSuccess) {
+                (void)cudaGetLastError();
+                b = 1;
+            }
+            most = b < most ? b : most;
+        }
+    return most < 1 ? 1 : most;
 }
 
 static int64_t kf_strips(int64_t N) { return (N + KF_ROWS - 1) / KF_ROWS; }

@@ -42,7 +42,7 @@ static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
 size_t kq_frag_part_bytes(int64_t N, int64_t n, int split);
 
-/* CTAs of fmt's heaviest instance resident per SM on the current device (>= 1): sizes the split
+/* The fewest CTAs of any of fmt's instances resident per SM on the current device (>= 1): sizes the split
  * (qn_quant_cuda_ctx.kq_frag_ctas[0] for Q4_K, [1] for Q6_KP). kq_frag_ctas: the ctx's count, else this. */
 int kq_frag_ctas_per_sm(qn_qformat fmt);
 int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt);
