@@ -3,7 +3,7 @@
 # it (-DQN_KQ_FRAG=1, C and CUDA; quern and the GGUF GPU tests only) in build-gpu-f1 and, in parallel, without it (the
 # build knob's default: the staged GEMV for every format) in build-gpu; runs, on the first, test_gpu_quant's tests
 # named in QN_FRAG_TESTS one by one; then `quern bench kernels` (QN_FRAG_KERNELS) on both builds, build-gpu-f1
-# first and again last. Everything lands in $OUT (logs, the bench tables and JSON lines). Carry .gpudeps.
+# first and again last; then compute-sanitizer memcheck/racecheck/synccheck on the quick Q4_K and Q6_KP tests. Everything lands in $OUT (logs, the bench tables and JSON lines). Carry .gpudeps.
 # QN_COMMIT names the commit in the JSON.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +29,14 @@ for b in build-gpu-f1 build-gpu build-gpu-f1; do
     echo "kernels $i $b rc=$?"
 done
 grep -E "^\| q" "$OUT"/kernels-*.md | sed "s|$OUT/||" | head -60
+# compute-sanitizer on the fragment kernel's tests (quick cases; QN_FRAG_SANITIZE=0 skips it)
+if [ "${QN_FRAG_SANITIZE:-1}" != 0 ]; then
+    for tool in memcheck racecheck synccheck; do
+        for f in test_matmul_Q4_K test_matmul_Q6_KP; do
+            QN_TEST_QUICK=1 QN_TEST_FILTER=$f timeout 150 compute-sanitizer --tool $tool --error-exitcode 99 \
+                build-gpu-f1/tests/test_gpu_quant >"$OUT/san-$tool-$f.txt" 2>&1
+            echo "sanitizer $tool $f rc=$?"
+            grep -E "ERROR SUMMARY|RACECHECK SUMMARY|FAILED" "$OUT/san-$tool-$f.txt" | head -2
+        done
+    done
+fi
