@@ -562,7 +562,7 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                 int n_split = 1;
                 if (sweep && n <= 16) n_split = 6, splits[1] = 1, splits[2] = 2, splits[3] = 4, splits[4] = 8, splits[5] = 16;
                 for (int pi = 0; pi < np; pi++)
-                    for (int si = 0; si < (pi == 0 ? n_split : 1); si++) {
+                    for (int si = 0; si < (pi == 0 || paths[pi] == QN_QUANT_PATH_GEMV ? n_split : 1); si++) {
                         if (paths[pi] == QN_QUANT_PATH_MMVQ && splits[si] > 4) continue; /* warps per row: 1, 2, 4 */
                         op_ctx c = {&qc, blas, f, w, rot, sh.N, sh.K, n, dx, dy, ws, ws_bytes, {paths[pi], splits[si], split_mode, false, mmvq_stage, tiles[pi]}};
                         qn_bench_stats s;
@@ -603,8 +603,8 @@ extern "C" int qn_bench_kernels_main(int argc, char **argv) {
                             fprintf(stderr, "  %-5s %-12s n=%-3lld %-5s %9.2f us %7.0f GB/s %5.1f%% of copy\n", fmt_name(f),
                                     sname, (long long)n, path_name(paths[pi]), p.us, p.gbs, p.pct);
                         if (sweep && n <= 16)
-                            fprintf(stderr, "  sweep %s %s n=%lld split %2d: %8.2f us %5.1f%%\n", fmt_name(f), sname,
-                                    (long long)n, splits[si], p.us, p.pct);
+                            fprintf(stderr, "  sweep %s %s n=%lld %s split %2d: %8.2f us %5.1f%%\n", fmt_name(f), sname,
+                                    (long long)n, path_name(paths[pi]), splits[si], p.us, p.pct);
                     }
                 if (chosen == QN_QUANT_PATH_MMVQ && n <= 8 && kq_mmvq_has_format(f)) {
                     /* the kernel alone, x quantized once (fp16 x itself for the formats that take it) */

@@ -255,12 +255,16 @@ typedef void (*kf_fn)(const uint8_t *, int64_t, int64_t, const __half *, int, in
 #define QN_KQ_FRAG_DEPTH 2
 #endif
 
+#ifndef QN_KQ_FRAG_DEPTH6 /* Q6_KP: blocks ahead per warp at <= 8 tokens (an A/B knob, -D) */
+#define QN_KQ_FRAG_DEPTH6 1
+#endif
+
 /* Q4_K, one group: QN_KQ_FRAG_DEPTH blocks ahead; two groups on one strip: 2; on two strips: 1 (two strips' blocks
- * already in flight, and the registers of a third set would spill). Q6_KP (21 registers a row and block): 1, one
- * strip. */
+ * already in flight, and the registers of a third set would spill). Q6_KP (21 registers a row and block): one
+ * strip, QN_KQ_FRAG_DEPTH6 blocks ahead with one group, 1 with two. */
 static kf_fn kf_pick(qn_qformat fmt, int ng, int r) {
     if (fmt == QN_QFORMAT_Q6_KP)
-        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, 1> : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
+        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, QN_KQ_FRAG_DEPTH6> : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
     return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 1, 1, QN_KQ_FRAG_DEPTH>
            : r == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 1, 2> : kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 2, 1>;
 }
