@@ -341,7 +341,7 @@ d)
             [ "$t" = . ] && echo "$B" || echo build-gpu-$t
         done)
         for b in $KB; do
-            echo "== $b" >>"$W/kernels.md"
+            echo "== $b" | tee -a "$W/kernels.md" >>"$W/kernels.err"
             timeout 120 "$b/quern" bench kernels $QN_D_KERNELS >>"$W/kernels.md" 2>>"$W/kernels.err"
         done
         grep -E "^==|^\| [a-zA-Z0-9_]+ \|" "$W/kernels.md" | head -80

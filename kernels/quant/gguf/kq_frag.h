@@ -23,20 +23,21 @@
 extern "C" {
 #endif
 
-/* A build knob, for C and CUDA alike (-DQN_KQ_FRAG=1 in CMAKE_C_FLAGS and CMAKE_CUDA_FLAGS): the GEMV path of Q4_K
- * and Q6_KP takes this kernel. Off (the staged kernel for every format) until a GPU run has tested and measured it:
- * bench/gpu_frag_ab.sh builds both. */
+/* A build knob, for C and CUDA alike (-DQN_KQ_FRAG=N in CMAKE_C_FLAGS and CMAKE_CUDA_FLAGS): the formats whose GEMV
+ * path takes this kernel, bit 0 Q4_K, bit 1 Q6_KP; 0 = the staged kernel for every format. Default 1 (Q4_K): on an
+ * H100 it ran 5-19% under the staged kernel at 16 tokens, where Q6_KP's ran 3-7% over it
+ * (bench/results/gpu-kq-frag-2026-12-07.md); bench/gpu_frag_ab.sh builds 3 and 0 side by side. */
 #ifndef QN_KQ_FRAG
-#define QN_KQ_FRAG 0
+#define QN_KQ_FRAG 1
 #endif
 
 #define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
 #define QN_KQ_FRAG_MAX_SPLIT 16
 
 /* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K and Q6_KP on sm_80+ (their blocks of 144 and 224 bytes
- * keep every row and block 16-byte aligned), in a build with QN_KQ_FRAG. */
+ * keep every row and block 16-byte aligned), as QN_KQ_FRAG names them. */
 static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
-    return QN_KQ_FRAG && (fmt == QN_QFORMAT_Q4_K || fmt == QN_QFORMAT_Q6_KP) && sm >= 80;
+    return sm >= 80 && ((fmt == QN_QFORMAT_Q4_K && (QN_KQ_FRAG & 1)) || (fmt == QN_QFORMAT_Q6_KP && (QN_KQ_FRAG & 2)));
 }
 
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
