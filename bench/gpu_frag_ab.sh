@@ -16,7 +16,7 @@ QN_GPU_BUILD=build-gpu-f0 QN_BUILD_TARGETS=quern QN_CUDA_FLAGS="-DQN_KQ_FRAG=0" 
     QN_GPU_CHECK_STEPS=build OUT=$OUT/check bench/gpu_check.sh >/dev/null 2>&1 &
 wait
 grep -h "build: rc" "$OUT"/check*/check.log
-for f in ${QN_FRAG_TESTS:-test_matmul_Q4_K test_matmul_Q6_KP test_q6kp_same_bits}; do
+for f in ${QN_FRAG_TESTS:-test_matmul_Q4_K test_matmul_Q6_KP test_q6kp_same_bits test_kq_frag_policy}; do
     QN_TEST_FILTER=$f timeout 120 build-gpu-f1/tests/test_gpu_quant >"$OUT/test-$f.txt" 2>&1
     echo "$f rc=$?"
     grep -E "PASSED|FAILED|over tolerance|differs" "$OUT/test-$f.txt" | head -4

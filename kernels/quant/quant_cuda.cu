@@ -34,8 +34,10 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
     ctx->lq4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LQ4M);
     ctx->lnf4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LNF4M);
-    ctx->kq_frag_ctas[0] = qn_kq_frag_takes(QN_QFORMAT_Q4_K, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q4_K) : 0;
-    ctx->kq_frag_ctas[1] = qn_kq_frag_takes(QN_QFORMAT_Q6_KP, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q6_KP) : 0;
+    for (int ng = 1; ng <= 2; ng++) {
+        ctx->kq_frag_ctas[0][ng - 1] = qn_kq_frag_takes(QN_QFORMAT_Q4_K, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q4_K, ng) : 0;
+        ctx->kq_frag_ctas[1][ng - 1] = qn_kq_frag_takes(QN_QFORMAT_Q6_KP, ctx->sm) ? kq_frag_ctas_per_sm(QN_QFORMAT_Q6_KP, ng) : 0;
+    }
     return QN_OK;
 }
 
@@ -206,7 +208,7 @@ size_t qn_quant_matmul_workspace_size(const qn_quant_cuda_ctx *ctx, qn_qformat f
     size_t worst = kq_part_bytes(N, p.ki.nt, p.split > 1 ? KQ_MAX_SPLIT : 1);
     if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm)) { /* kq_frag's parts, or the staged kernel's */
         const int64_t take = n < QN_KQ_FRAG_MAX_TOKENS ? n : QN_KQ_FRAG_MAX_TOKENS;
-        const size_t f = kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt), N, K, take) > 1
+        const size_t f = kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt, take), N, K, take) > 1
                              ? kq_frag_part_bytes(N, n, QN_KQ_FRAG_MAX_SPLIT) : 0;
         worst = f > worst ? f : worst;
     }
@@ -347,8 +349,9 @@ qn_status qn_quant_matmul_cuda_ex(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, 
         }
     }
 
-    /* Q4_K, Q6_KP with QN_KQ_FRAG: the fragment-direct GEMV (gguf/kq_frag.h); a cluster split is the staged kernel's */
-    if (path == QN_QUANT_PATH_GEMV && qn_kq_frag_takes(fmt, ctx->sm) && mode != QN_QUANT_SPLIT_CLUSTER)
+    /* Q4_K, Q6_KP with QN_KQ_FRAG: the fragment-direct GEMV where it wants the call (gguf/kq_frag.h); a cluster split
+     * is the staged kernel's */
+    if (path == QN_QUANT_PATH_GEMV && mode != QN_QUANT_SPLIT_CLUSTER && kq_frag_wants(ctx, fmt, N, K, n))
         return kq_frag_matmul(ctx, fmt, w, N, K, x, n, y, split, mode == QN_QUANT_SPLIT_WORKSPACE, workspace, ws_bytes,
                               stream);
     if (path == QN_QUANT_PATH_GEMV || path == QN_QUANT_PATH_MMA)

@@ -1106,9 +1106,10 @@ static void test_mmvq_persist(void **state) {
  * order, so every path gives the very bits of the Q6_K (Q8_0) call on the same blocks (problem_init makes the same
  * blocks and x for both from one seed): the int8 path at n = 1..8 with each warps-per-row choice, direct and
  * staged, the tensor-core GEMV and MMA paths and dequant + cuBLAS. An odd N, K with a partial staging chunk, an 8B
- * shape. Q6_KP's GEMV path is the fragment-direct kernel (gguf/kq_frag.h: another summation order, checked against
- * the reference by run_case and bit-identical on a second run here); the staged GEMV both formats share is compared
- * in split mode CLUSTER (sm_90; on sm_80 a cluster split does not exist, and that comparison is left out). */
+ * shape. Where kq_frag_wants the call, Q6_KP's GEMV path is the fragment-direct kernel (gguf/kq_frag.h: another
+ * summation order, checked against the reference by run_case and bit-identical on a second run here); there the
+ * staged GEMV both formats share is compared in split mode CLUSTER (sm_90; on sm_80 a cluster split does not exist,
+ * and that comparison is left out). */
 static void same_bits(gpu_env *e, qn_qformat base, qn_qformat dev) {
     const int64_t shapes[][2] = {{118, 1280}, {37, 14336}, {1024, 4096}};
     for (int si = 0; si < (g_quick ? 2 : 3); si++) {
@@ -1122,10 +1123,9 @@ static void same_bits(gpu_env *e, qn_qformat base, qn_qformat dev) {
             {2, QN_QUANT_PATH_MMVQ, 4, -1}, {5, QN_QUANT_PATH_MMVQ, 0, -1},  {8, QN_QUANT_PATH_MMVQ, 2, 1},
             {3, QN_QUANT_PATH_GEMV, 0, 0},  {16, QN_QUANT_PATH_GEMV, 0, 0},  {33, QN_QUANT_PATH_MMA, 0, 0},
             {100, QN_QUANT_PATH_DEQUANT_CUBLAS, 0, 0}, {1, QN_QUANT_PATH_AUTO, 0, 0}};
-        const bool frag = qn_kq_frag_takes(dev, e->ctx.sm);
         for (size_t ci = 0; ci < sizeof cs / sizeof cs[0]; ci++) {
             qn_quant_split_mode mode = QN_QUANT_SPLIT_AUTO;
-            if (frag && cs[ci].path == QN_QUANT_PATH_GEMV) {
+            if (cs[ci].path == QN_QUANT_PATH_GEMV && kq_frag_wants(&e->ctx, dev, b.N, b.K, cs[ci].n)) {
                 float *y1 = run_case_full(e, &b, cs[ci].n, cs[ci].path, cs[ci].split, mode, cs[ci].stage);
                 float *y2 = run_case_full(e, &b, cs[ci].n, cs[ci].path, cs[ci].split, mode, cs[ci].stage);
                 if (memcmp(y1, y2, sizeof(float) * (size_t)(cs[ci].n * b.N)) != 0)
@@ -1149,6 +1149,43 @@ static void same_bits(gpu_env *e, qn_qformat base, qn_qformat dev) {
 static void test_q6kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q6_K, QN_QFORMAT_Q6_KP); }
 static void test_q3kp_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q3_K, QN_QFORMAT_Q3_KP); }
 static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8_0, QN_QFORMAT_Q8_0P); }
+
+/* The fragment-direct GEMV's choices (gguf/kq_frag.h) on this device: its K split fills the resident CTA slots in one
+ * wave at most (none once the tiles fill them; a one-strip matrix takes the largest split its blocks allow), Q4_K
+ * takes every GEMV call, Q6_KP only those whose tiles fit one wave; and a Q6_KP matrix past that (the staged GEMV
+ * there) is right at 8 and 16 tokens. */
+static void test_kq_frag_policy(void **state) {
+    gpu_env *e = *state;
+    const qn_qformat fs[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
+    for (int fi = 0; fi < 2; fi++) {
+        const qn_qformat f = fs[fi];
+        if (!qn_kq_frag_takes(f, e->ctx.sm)) {
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 4096, 4096, 8), 0);
+            continue;
+        }
+        for (int64_t take = 1; take <= 16; take += 15) {
+            const int64_t slots = (int64_t)e->ctx.n_sm * kq_frag_ctas(&e->ctx, f, take);
+            assert_true(slots >= e->ctx.n_sm);
+            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, kq_frag_ctas(&e->ctx, f, take), 32 * slots, 4096, take), 1);
+            int want = 1; /* one strip, 64 blocks: the largest power of two <= slots, <= 16, a block a warp at least */
+            while (2 * want <= 16 && 2 * want <= slots && 64 / (2 * want) >= 4) want *= 2;
+            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, kq_frag_ctas(&e->ctx, f, take), 16, 64 * 256, take), want);
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 16, 4096, take), 1);
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots, 4096, take), 1);
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots + 16, 4096, take), f == QN_QFORMAT_Q4_K);
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 16, 4096 + 32, take), 0); /* K not a multiple of 256 */
+        }
+    }
+    if (!qn_kq_frag_takes(QN_QFORMAT_Q6_KP, e->ctx.sm)) return;
+    const int64_t slots = (int64_t)e->ctx.n_sm * kq_frag_ctas(&e->ctx, QN_QFORMAT_Q6_KP, 1), N = 16 * slots + 21;
+    assert_int_equal(kq_frag_wants(&e->ctx, QN_QFORMAT_Q6_KP, N, 512, 8), 0);
+    problem p;
+    problem_init(&p, e, QN_QFORMAT_Q6_KP, N, 512, 16, 6061);
+    run_case(e, &p, 8, QN_QUANT_PATH_GEMV, 0);
+    run_case(e, &p, 16, QN_QUANT_PATH_GEMV, 0);
+    check_counters_zero(&p);
+    problem_free(&p);
+}
 
 /* The GGUF tensor-core GEMM (gguf/kq_tc.h: Q2_K, Q3_KP, Q4_K, Q5_K, Q6_KP, Q8_0P; Hopper builds with sm_90a code,
  * else skipped): its x order against the host permutation bit for bit; then per case, on NaN-poisoned outputs with
@@ -1348,6 +1385,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_Q3_K), cmocka_unit_test(test_matmul_Q4_K),
         cmocka_unit_test(test_matmul_Q5_K), cmocka_unit_test(test_matmul_Q6_K),
         cmocka_unit_test(test_matmul_Q6_KP), cmocka_unit_test(test_q6kp_same_bits),
+        cmocka_unit_test(test_kq_frag_policy),
         cmocka_unit_test(test_matmul_Q3_KP), cmocka_unit_test(test_q3kp_same_bits),
         cmocka_unit_test(test_matmul_Q8_0P), cmocka_unit_test(test_q8_0p_same_bits),
     };

@@ -255,8 +255,8 @@ typedef void (*kf_fn)(const uint8_t *, int64_t, int64_t, const __half *, int, in
 #define QN_KQ_FRAG_DEPTH 2
 #endif
 
-#ifndef QN_KQ_FRAG_DEPTH6 /* Q6_KP: blocks ahead per warp at <= 8 tokens (an A/B knob, -D) */
-#define QN_KQ_FRAG_DEPTH6 1
+#ifndef QN_KQ_FRAG_DEPTH6 /* Q6_KP: blocks ahead per warp at <= 8 tokens (an A/B knob, -D; 2 ran 30-40% under 1 on an H100) */
+#define QN_KQ_FRAG_DEPTH6 2
 #endif
 
 /* Q4_K, one group: QN_KQ_FRAG_DEPTH blocks ahead; two groups on one strip: 2; on two strips: 1 (two strips' blocks
@@ -273,18 +273,17 @@ static bool kf_r2(qn_qformat fmt) {
     return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2;
 }
 
-/* the fewest resident CTAs of fmt's instances (the register counts decide which is heaviest) */
-int kq_frag_ctas_per_sm(qn_qformat fmt) {
+/* the fewest resident CTAs of fmt's instances for ng groups (the register counts decide which is heaviest) */
+int kq_frag_ctas_per_sm(qn_qformat fmt, int ng) {
     int most = 0x7fffffff;
-    for (int ng = 1; ng <= 2; ng++)
-        for (int r = 1; r <= (ng == 2 && kf_r2(fmt) ? 2 : 1); r++) {
-            int b = 0;
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(fmt, ng, r), KF_THREADS, 0) != cudaSuccess) {
-                (void)cudaGetLastError();
-                b = 1;
-            }
-            most = b < most ? b : most;
+    for (int r = 1; r <= (ng == 2 && kf_r2(fmt) ? 2 : 1); r++) {
+        int b = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kf_pick(fmt, ng, r), KF_THREADS, 0) != cudaSuccess) {
+            (void)cudaGetLastError();
+            b = 1;
         }
+        most = b < most ? b : most;
+    }
     return most < 1 ? 1 : most;
 }
 
@@ -297,12 +296,20 @@ static int kf_r(qn_qformat fmt, int64_t N, int64_t take) {
     return QN_KQ_FRAG_R2 && kf_r2(fmt) && take > 8 && kf_strips(N) % 2 == 0 ? 2 : 1;
 }
 
+static int64_t kf_slots(int n_sm, int ctas) { return (int64_t)n_sm * (ctas > 0 ? ctas : 1); }
+
 int kq_frag_split(qn_qformat fmt, int n_sm, int ctas, int64_t N, int64_t K, int64_t take) {
-    const int64_t nb = K / KF_BE, tiles = kf_strips(N) / kf_r(fmt, N, take);
-    const int64_t slots = (int64_t)n_sm * (ctas > 0 ? ctas : 1);
+    const int64_t nb = K / KF_BE, tiles = kf_strips(N) / kf_r(fmt, N, take), slots = kf_slots(n_sm, ctas);
     int s = 1;
-    while (s < QN_KQ_FRAG_MAX_SPLIT && tiles * s < slots && nb / (2 * s) >= 2 * KF_WARPS) s *= 2;
+    while (2 * s <= QN_KQ_FRAG_MAX_SPLIT && tiles * 2 * s <= slots && nb / (2 * s) >= KF_WARPS) s *= 2;
     return s;
+}
+
+int kq_frag_wants(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, int64_t n) {
+    if (!qn_kq_frag_takes(fmt, ctx->sm) || K % KF_BE || n < 1) return 0;
+    if (fmt != QN_QFORMAT_Q6_KP) return 1;
+    const int64_t take = n < QN_KQ_FRAG_MAX_TOKENS ? n : QN_KQ_FRAG_MAX_TOKENS;
+    return kf_strips(N) / kf_r(fmt, N, take) <= kf_slots(ctx->n_sm, kq_frag_ctas(ctx, fmt, take));
 }
 
 size_t kq_frag_part_bytes(int64_t N, int64_t n, int split) {
@@ -312,9 +319,10 @@ size_t kq_frag_part_bytes(int64_t N, int64_t n, int split) {
     return (size_t)kf_strips(N) * (size_t)split * (size_t)kf_groups(take) * 128 * sizeof(float);
 }
 
-int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt) {
-    const int c = fmt == QN_QFORMAT_Q6_KP ? ctx->kq_frag_ctas[1] : ctx->kq_frag_ctas[0];
-    return c > 0 ? c : kq_frag_ctas_per_sm(fmt);
+int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t take) {
+    const int ng = kf_groups(take);
+    const int c = ctx->kq_frag_ctas[fmt == QN_QFORMAT_Q6_KP][ng - 1];
+    return c > 0 ? c : kq_frag_ctas_per_sm(fmt, ng);
 }
 
 qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const void *w, int64_t N, int64_t K,
@@ -328,7 +336,7 @@ qn_status kq_frag_matmul(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, const voi
         const int take = (int)(n - t0 < QN_KQ_FRAG_MAX_TOKENS ? n - t0 : QN_KQ_FRAG_MAX_TOKENS);
         const int ng = kf_groups(take), r = kf_r(fmt, N, take);
         const int64_t tiles = strips / r;
-        int sp = split > 0 ? split : kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt), N, K, take);
+        int sp = split > 0 ? split : kq_frag_split(fmt, ctx->n_sm, kq_frag_ctas(ctx, fmt, take), N, K, take);
         if (sp > nb) sp = (int)nb;
         const int bps = (int)((nb + sp - 1) / sp);
         sp = (int)((nb + bps - 1) / bps); /* no empty CTAs */

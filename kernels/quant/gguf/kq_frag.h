@@ -24,11 +24,11 @@ extern "C" {
 #endif
 
 /* A build knob, for C and CUDA alike (-DQN_KQ_FRAG=N in CMAKE_C_FLAGS and CMAKE_CUDA_FLAGS): the formats whose GEMV
- * path takes this kernel, bit 0 Q4_K, bit 1 Q6_KP; 0 = the staged kernel for every format. Default 1 (Q4_K): on an
- * H100 it ran 5-19% under the staged kernel at 16 tokens, where Q6_KP's ran 3-7% over it
- * (bench/results/gpu-kq-frag-2026-12-07.md); bench/gpu_frag_ab.sh builds 3 and 0 side by side. */
+ * path may take this kernel, bit 0 Q4_K, bit 1 Q6_KP; 0 = the staged kernel for every format. Default 3: both, as
+ * kq_frag_wants() picks the calls (bench/results/gpu-kq-frag-2026-12-07.md); bench/gpu_frag_ab.sh builds 3 and 0
+ * side by side. */
 #ifndef QN_KQ_FRAG
-#define QN_KQ_FRAG 1
+#define QN_KQ_FRAG 3
 #endif
 
 #define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
@@ -43,14 +43,22 @@ static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
 size_t kq_frag_part_bytes(int64_t N, int64_t n, int split);
 
-/* The fewest CTAs of any of fmt's instances resident per SM on the current device (>= 1): sizes the split
- * (qn_quant_cuda_ctx.kq_frag_ctas[0] for Q4_K, [1] for Q6_KP). kq_frag_ctas: the ctx's count, else this. */
-int kq_frag_ctas_per_sm(qn_qformat fmt);
-int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt);
+/* The fewest CTAs resident per SM on the current device (>= 1) of fmt's instances for ng groups of 8 tokens (1, 2):
+ * sizes the split (qn_quant_cuda_ctx.kq_frag_ctas[Q4_K 0, Q6_KP 1][ng - 1]). kq_frag_ctas: the ctx's count for a
+ * launch of `take` tokens (1..16), else this. */
+int kq_frag_ctas_per_sm(qn_qformat fmt, int ng);
+int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t take);
 
-/* The K split it takes for a launch of `take` tokens (1..16) without a forced one: the smallest power of two that
- * gives every resident CTA slot a tile, keeping two 256-blocks per warp at least. ctas: kq_frag_ctas(). */
+/* The K split it takes for a launch of `take` tokens (1..16) without a forced one: the largest power of two whose
+ * grid (tiles x split) still fits the resident CTA slots (n_sm x ctas) in one wave, a block per warp at least. On an
+ * H100 that was the fastest split of 1..16 at 4, 8 and 16 tokens on 4096x4096, 14336x4096 and 4096x14336, for both
+ * formats; a second wave, or a split past one wave, cost 15-40%. ctas: kq_frag_ctas(). */
 int kq_frag_split(qn_qformat fmt, int n_sm, int ctas, int64_t N, int64_t K, int64_t take);
+
+/* Whether quant_cuda.cu's GEMV path runs this kernel on y [n][N] = x [n][K] . W^T: qn_kq_frag_takes, K a multiple of
+ * 256, and for Q6_KP only where one launch's tiles fit the resident CTA slots in one wave: on an H100 its kernel ran
+ * 2-32% under the staged one there (4096x4096, 4096x14336) and 7-10% over it on 14336x4096 (3.4 waves). */
+int kq_frag_wants(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, int64_t n);
 
 /* y [n][N] f32 = x [n][K] fp16 . W^T for W [N][K] blocks of fmt (16-byte aligned, K a multiple of 256), in launches
  * of 16 tokens. split: 0 = kq_frag_split, else 1..16 (a power of two, as the GEMV path's; capped at K/256); a split
