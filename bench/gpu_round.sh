@@ -46,7 +46,7 @@
 #       builds and runs test_gpu_quant_lq4m; QN_D_KERNELS "ARGS": `quern bench kernels ARGS` per build (or on the
 #       twins named in QN_D_KERNEL_BUILDS only, "." the build itself); QN_D_SERVE "TYPE ...": `quern serve` of
 #       those QN_D_TYPES models and `quern bench serve` at each QN_D_SERVE_CONC ("256"; a list runs each)
-#       concurrent 512-in / 128-out requests (2x as many prompts) on the build and the bench twins (or the twins
+#       concurrent 512-in / 128-out requests (2x as many prompts, or QN_D_SERVE_PROMPTS) on the build and the bench twins (or the twins
 #       named in QN_D_SERVE_TWINS); QN_D_SYNTH_LAYERS=L: those models with L layers (an A/B in less device time).
 #       Every build's sm_90a SASS goes through test_wgmma_sass.
 #       A flag twin may set several flags, comma-separated ("name:-DA=1,-DB=2"). A twin "name:@DIR" is the tree
@@ -398,7 +398,7 @@ d)
             sp=$!
             for _ in $(seq 300); do curl -sf localhost:8765/health >/dev/null 2>&1 && break; sleep 0.2; done
             timeout 200 "$b/quern" bench serve --port 8765 --random-input-len 512 --random-output-len 128 \
-                --num-prompts $((c * 2)) --max-concurrency $c --save-result --result-dir "$W" \
+                --num-prompts ${QN_D_SERVE_PROMPTS:-$((c * 2))} --max-concurrency $c --save-result --result-dir "$W" \
                 --label "serve-$f" >"$W/serve-bench-$f.txt" 2>&1
             echo "serve $ty $nb c$c rc=$?"
             kill $sp; wait $sp 2>/dev/null
