@@ -21,7 +21,8 @@
  * shared memory in warp order; with a split the last CTA of the tile (arrival counter) sums the split's tiles in
  * order: deterministic. On sm_90 a PDL dependent: its first weights stream in while the kernel before finishes; x is
  * read (coherent loads) and anything written only after the wait.
- * Not yet run on a GPU: off by default (kq_frag.h's QN_KQ_FRAG); bench/gpu_frag_ab.sh tests and measures it. */
+ * First run on an H100 2026-12-07 (bench/results/gpu-kq-frag-2026-12-07.md); bench/gpu_frag_ab.sh tests and
+ * measures it. */
 #include <stdint.h>
 
 #include <cuda_fp16.h>
@@ -255,7 +256,9 @@ typedef void (*kf_fn)(const uint8_t *, int64_t, int64_t, const __half *, int, in
 #define QN_KQ_FRAG_DEPTH 2
 #endif
 
-#ifndef QN_KQ_FRAG_DEPTH6 /* Q6_KP: blocks ahead per warp at <= 8 tokens (an A/B knob, -D; 2 ran 30-40% under 1 on an H100) */
+/* Q6_KP: blocks ahead per warp at <= 8 tokens (an A/B knob, -D; 2 is what the H100 measured with the one-wave
+ * split, bench/results/gpu-kq-frag-2026-12-07.md: 1 was measured only with the earlier split rule) */
+#ifndef QN_KQ_FRAG_DEPTH6
 #define QN_KQ_FRAG_DEPTH6 2
 #endif
 
@@ -264,7 +267,8 @@ typedef void (*kf_fn)(const uint8_t *, int64_t, int64_t, const __half *, int, in
  * strip, QN_KQ_FRAG_DEPTH6 blocks ahead with one group, 1 with two. */
 static kf_fn kf_pick(qn_qformat fmt, int ng, int r) {
     if (fmt == QN_QFORMAT_Q6_KP)
-        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, QN_KQ_FRAG_DEPTH6> : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
+        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, QN_KQ_FRAG_DEPTH6>
+                       : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
     return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 1, 1, QN_KQ_FRAG_DEPTH>
            : r == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 1, 2> : kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 2, 1>;
 }
