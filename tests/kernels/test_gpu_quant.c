@@ -1164,12 +1164,13 @@ static void test_kq_frag_policy(void **state) {
             continue;
         }
         for (int64_t take = 1; take <= 16; take += 15) {
-            const int64_t slots = (int64_t)e->ctx.n_sm * kq_frag_ctas(&e->ctx, f, take);
+            const int ctas = kq_frag_ctas(&e->ctx, f, take);
+            const int64_t slots = (int64_t)e->ctx.n_sm * ctas;
             assert_true(slots >= e->ctx.n_sm);
-            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, kq_frag_ctas(&e->ctx, f, take), 32 * slots, 4096, take), 1);
+            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, ctas, 32 * slots, 4096, take), 1);
             int want = 1; /* one strip, 64 blocks: the largest power of two <= slots, <= 16, a block a warp at least */
             while (2 * want <= 16 && 2 * want <= slots && 64 / (2 * want) >= 4) want *= 2;
-            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, kq_frag_ctas(&e->ctx, f, take), 16, 64 * 256, take), want);
+            assert_int_equal(kq_frag_split(f, e->ctx.n_sm, ctas, 16, 64 * 256, take), want);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16, 4096, take), 1);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots, 4096, take), 1);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots + 16, 4096, take), f == QN_QFORMAT_Q4_K);

@@ -37,7 +37,8 @@ extern "C" {
 /* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K and Q6_KP on sm_80+ (their blocks of 144 and 224 bytes
  * keep every row and block 16-byte aligned), as QN_KQ_FRAG names them. */
 static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
-    return sm >= 80 && ((fmt == QN_QFORMAT_Q4_K && (QN_KQ_FRAG & 1)) || (fmt == QN_QFORMAT_Q6_KP && (QN_KQ_FRAG & 2)));
+    return sm >= 80 &&
+           ((fmt == QN_QFORMAT_Q4_K && (QN_KQ_FRAG & 1)) || (fmt == QN_QFORMAT_Q6_KP && (QN_KQ_FRAG & 2)));
 }
 
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
