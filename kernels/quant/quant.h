@@ -162,8 +162,8 @@ typedef struct qn_quant_cuda_ctx {
     size_t blas_ws_bytes; /* QN_QUANT_BLAS_WS_BYTES */
     int lq4m_ctas;        /* CTAs of the LQ4M mma kernel resident per SM (lq4m.h; sizes its K split), 0 = ask CUDA per call */
     int lnf4m_ctas;       /* the same for its table-lookup instance (LNF4M, LFP4M) */
-    int kq_frag_ctas[2][2]; /* CTAs of the fragment-direct GEMV (gguf/kq_frag.h) resident per SM: [Q4_K, Q6_KP]
-                             * [one group of 8 tokens, two]; 0 = ask CUDA per call */
+    int kq_frag_ctas[3][2]; /* CTAs of the fragment-direct GEMV (gguf/kq_frag.h) resident per SM: [Q4_K, Q6_KP, Q5_K]
+                             * (qn_kq_frag_index) [one group of 8 tokens, two]; 0 = ask CUDA per call */
 } qn_quant_cuda_ctx;
 /* cuBLAS's recommended workspace on Hopper (32 MiB; 4 MiB suffices before it). */
 #define QN_QUANT_BLAS_WS_BYTES ((size_t)32 << 20)

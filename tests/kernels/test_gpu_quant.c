@@ -1152,12 +1152,12 @@ static void test_q8_0p_same_bits(void **state) { same_bits(*state, QN_QFORMAT_Q8
 
 /* The fragment-direct GEMV's choices (gguf/kq_frag.h) on this device: its K split fills the resident CTA slots in one
  * wave at most (none once the tiles fill them; a one-strip matrix takes the largest split its blocks allow), Q4_K
- * takes every GEMV call, Q6_KP only those whose tiles fit one wave; and a Q6_KP matrix past that (the staged GEMV
- * there) is right at 8 and 16 tokens. */
+ * and Q5_K take every GEMV call, Q6_KP only those whose tiles fit one wave (a format QN_KQ_FRAG leaves out, none);
+ * and a Q6_KP matrix past that (the staged GEMV there) is right at 8 and 16 tokens. */
 static void test_kq_frag_policy(void **state) {
     gpu_env *e = *state;
-    const qn_qformat fs[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP};
-    for (int fi = 0; fi < 2; fi++) {
+    const qn_qformat fs[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q5_K};
+    for (int fi = 0; fi < 3; fi++) {
         const qn_qformat f = fs[fi];
         if (!qn_kq_frag_takes(f, e->ctx.sm)) {
             assert_int_equal(kq_frag_wants(&e->ctx, f, 4096, 4096, 8), 0);
@@ -1173,7 +1173,7 @@ static void test_kq_frag_policy(void **state) {
             assert_int_equal(kq_frag_split(f, e->ctx.n_sm, ctas, 16, 64 * 256, take), want);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16, 4096, take), 1);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots, 4096, take), 1);
-            assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots + 16, 4096, take), f == QN_QFORMAT_Q4_K);
+            assert_int_equal(kq_frag_wants(&e->ctx, f, 16 * slots + 16, 4096, take), f != QN_QFORMAT_Q6_KP);
             assert_int_equal(kq_frag_wants(&e->ctx, f, 16, 4096 + 32, take), 0); /* K not a multiple of 256 */
         }
     }

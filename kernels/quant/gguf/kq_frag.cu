@@ -1,5 +1,5 @@
-/* kq_frag.cu — the fragment-direct GEMV of kq_frag.h: Q4_K blocks straight from global memory into mma.sync A
- * fragments, 1..16 tokens per launch. Holds no state.
+/* kq_frag.cu — the fragment-direct GEMV of kq_frag.h: Q4_K (Q6_KP, Q5_K: their kf_fmt below) blocks straight from
+ * global memory into mma.sync A fragments, 1..16 tokens per launch. Holds no state.
  *
  * The k order. A Q4_K block (formats.md §2.2) is d, dmin (fp16), 12 bytes of 6-bit scales/mins, then qs[128]:
  * byte 32p + l holds element 64p + l (low nibble, sub-block 2p) and 64p + 32 + l (high nibble, sub-block 2p + 1).
@@ -71,11 +71,13 @@ struct kf_fmt<QN_QFORMAT_Q4_K> {
         return row{qn_ldg_stream128(b), qn_ldg_stream128(b + 16 + 16 * t), qn_ldg_stream128(b + 80 + 16 * t)};
     }
     __device__ static int xoff(int t, int s, int c) { return 64 * (t >> 1) + 16 * (t & 1) + 128 * s + 32 * c; }
-    /* get_scale_min_k4 (j = 2 (t / 2) + 4s + c) on the bytes 2 (t / 2), 2 (t / 2) + 1 of the scale words */
-    __device__ static scl scales(const row &r, int t, int s) {
-        const float d = __low2float(qn_bits_h2(r.h.x)), dmin = __high2float(qn_bits_h2(r.h.x));
+    __device__ static scl scales(const row &r, int t, int s) { return header_scales(r.h, t, s); }
+    /* get_scale_min_k4 (j = 2 (t / 2) + 4s + c) on the bytes 2 (t / 2), 2 (t / 2) + 1 of the scale words of the
+     * 16-byte header h (d, dmin, scales[12]: Q4_K's and Q5_K's) */
+    __device__ static scl header_scales(uint4 h, int t, int s) {
+        const float d = __low2float(qn_bits_h2(h.x)), dmin = __high2float(qn_bits_h2(h.x));
         const int sh = 16 * (t >> 1);
-        const uint32_t y = r.h.y >> sh, z = r.h.z >> sh, w = r.h.w >> sh; /* scales[0..3], [4..7], [8..11] */
+        const uint32_t y = h.y >> sh, z = h.z >> sh, w = h.w >> sh; /* scales[0..3], [4..7], [8..11] */
         scl k;
 #pragma unroll
         for (int c = 0; c < 2; c++) {
@@ -96,6 +98,37 @@ struct kf_fmt<QN_QFORMAT_Q4_K> {
         const __half2 q23 = qn_bits_h2(qn_nib_h2(__byte_perm(v, 0, 0x4342) >> (4 * c)));
         lo = qn_h2_bits(__hfma2(__hsub2(q01, m1024), k.s[c], k.m[c]));
         hi = qn_h2_bits(__hfma2(__hsub2(q23, m1024), k.s[c], k.m[c]));
+    }
+};
+
+/* Q5_K (176 bytes: d, dmin, scales[12], qh[32], qs[128]): Q4_K's elements, pieces and scales, and the fifth bit of
+ * element 64p + 32c + l (p = t / 2 + 2s, l = 16 (t % 2) + 4i + m) is bit 2p + c of qh[l]: the lane loads the qh
+ * half t % 2, whose word i holds l = 16 (t % 2) + 4i + m in byte m. Decode as kq_decode.cuh's Q5_K: the code
+ * nibble | bit << 4 as (1024 + q), minus 1024, one HFMA2 with Q4_K's fp16(d sc), fp16(-dmin m). */
+template <>
+struct kf_fmt<QN_QFORMAT_Q5_K> {
+    using Q4 = kf_fmt<QN_QFORMAT_Q4_K>;
+    static constexpr int BB = 176;
+    static constexpr bool R2 = false; /* 16 registers a row and block: two strips would spill */
+    struct row {
+        uint4 h;      /* d, dmin, scales[12] */
+        uint4 q;      /* qh[16 (t % 2) .. 16 (t % 2) + 15] */
+        uint4 p0, p1; /* qs pieces t, t + 4 */
+    };
+    using scl = Q4::scl;
+    __device__ static row load(const uint8_t *b, int t) {
+        return row{qn_ldg_stream128(b), qn_ldg_stream128(b + 16 + 16 * (t & 1)), qn_ldg_stream128(b + 48 + 16 * t),
+                   qn_ldg_stream128(b + 112 + 16 * t)};
+    }
+    __device__ static int xoff(int t, int s, int c) { return Q4::xoff(t, s, c); }
+    __device__ static scl scales(const row &r, int t, int s) { return Q4::header_scales(r.h, t, s); }
+    __device__ static void decode(const row &r, const scl &k, int t, int s, int i, int c, uint32_t &lo, uint32_t &hi) {
+        const uint32_t v = kf_word(s ? r.p1 : r.p0, i), u = kf_word(r.q, i);
+        const int hb = 2 * ((t >> 1) + 2 * s) + c;
+        const uint32_t q = ((v >> (4 * c)) & 0x0F0F0F0Fu) | (((u >> hb) & 0x01010101u) << 4);
+        const __half2 m1024 = qn_bits_h2(0x64006400u);
+        lo = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(__byte_perm(q, 0, 0x4140) | 0x64006400u), m1024), k.s[c], k.m[c]));
+        hi = qn_h2_bits(__hfma2(__hsub2(qn_bits_h2(__byte_perm(q, 0, 0x4342) | 0x64006400u), m1024), k.s[c], k.m[c]));
     }
 };
 
@@ -269,12 +302,17 @@ static kf_fn kf_pick(qn_qformat fmt, int ng, int r) {
     if (fmt == QN_QFORMAT_Q6_KP)
         return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q6_KP, 1, 1, QN_KQ_FRAG_DEPTH6>
                        : kq_frag_kernel<QN_QFORMAT_Q6_KP, 2, 1, 1>;
+    if (fmt == QN_QFORMAT_Q5_K)
+        return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q5_K, 1, 1, QN_KQ_FRAG_DEPTH>
+                       : kq_frag_kernel<QN_QFORMAT_Q5_K, 2, 1, 2>;
     return ng == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 1, 1, QN_KQ_FRAG_DEPTH>
            : r == 1 ? kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 1, 2> : kq_frag_kernel<QN_QFORMAT_Q4_K, 2, 2, 1>;
 }
 
 static bool kf_r2(qn_qformat fmt) {
-    return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2 : kf_fmt<QN_QFORMAT_Q4_K>::R2;
+    return fmt == QN_QFORMAT_Q6_KP ? kf_fmt<QN_QFORMAT_Q6_KP>::R2
+           : fmt == QN_QFORMAT_Q5_K ? kf_fmt<QN_QFORMAT_Q5_K>::R2
+                                    : kf_fmt<QN_QFORMAT_Q4_K>::R2;
 }
 
 /* the fewest resident CTAs of fmt's instances for ng groups (the register counts decide which is heaviest) */
@@ -325,7 +363,7 @@ size_t kq_frag_part_bytes(int64_t N, int64_t n, int split) {
 
 int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t take) {
     const int ng = kf_groups(take);
-    const int c = ctx->kq_frag_ctas[fmt == QN_QFORMAT_Q6_KP][ng - 1];
+    const int i = qn_kq_frag_index(fmt), c = i >= 0 ? ctx->kq_frag_ctas[i][ng - 1] : 0;
     return c > 0 ? c : kq_frag_ctas_per_sm(fmt, ng);
 }
 

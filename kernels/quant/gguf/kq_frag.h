@@ -1,5 +1,5 @@
-/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K (and Q6_KP) weights in their GGUF layout read straight from
- * global memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
+/* kq_frag.h — the fragment-direct GEMV (kq_frag.cu): Q4_K, Q6_KP and Q5_K weights in their GGUF layout read straight
+ * from global memory into tensor-core A fragments, for 1..16 tokens, for quant_cuda.cu (its GEMV path) and the tests.
  * Owns: which calls it takes, its split rule and partial-tile sizing. Not: shape/alignment checks, path choice
  * (quant_cuda.cu, quant.h), the block layout (gguf_blocks.h, formats.md §2.2).
  *
@@ -24,9 +24,9 @@ extern "C" {
 #endif
 
 /* A build knob, for C and CUDA alike (-DQN_KQ_FRAG=N in CMAKE_C_FLAGS and CMAKE_CUDA_FLAGS): the formats whose GEMV
- * path may take this kernel, bit 0 Q4_K, bit 1 Q6_KP; 0 = the staged kernel for every format. Default 3: both, as
- * kq_frag_wants() picks the calls (bench/results/gpu-kq-frag-2026-12-07.md); bench/gpu_frag_ab.sh builds 3 and 0
- * side by side. */
+ * path may take this kernel, bit 0 Q4_K, bit 1 Q6_KP, bit 2 Q5_K; 0 = the staged kernel for every format. Default 3:
+ * Q4_K and Q6_KP, as kq_frag_wants() picks the calls (bench/results/gpu-kq-frag-2026-12-07.md). Q5_K (written
+ * 2026-12-07, not yet run on a GPU) is off until a GPU run tests it: bench/gpu_frag_ab.sh builds 7 against 0. */
 #ifndef QN_KQ_FRAG
 #define QN_KQ_FRAG 3
 #endif
@@ -34,18 +34,24 @@ extern "C" {
 #define QN_KQ_FRAG_MAX_TOKENS 16 /* per launch: two groups of 8 tokens */
 #define QN_KQ_FRAG_MAX_SPLIT 16
 
-/* Whether the GEMV path of (fmt, sm) runs this kernel: Q4_K and Q6_KP on sm_80+ (their blocks of 144 and 224 bytes
- * keep every row and block 16-byte aligned), as QN_KQ_FRAG names them. */
+/* Its formats' rows of qn_quant_cuda_ctx.kq_frag_ctas (and their QN_KQ_FRAG bits): Q4_K 0, Q6_KP 1, Q5_K 2; -1 for
+ * any other format. */
+static inline int qn_kq_frag_index(qn_qformat fmt) {
+    return fmt == QN_QFORMAT_Q4_K ? 0 : fmt == QN_QFORMAT_Q6_KP ? 1 : fmt == QN_QFORMAT_Q5_K ? 2 : -1;
+}
+
+/* Whether the GEMV path of (fmt, sm) may run this kernel: Q4_K, Q6_KP and Q5_K on sm_80+ (their blocks of 144, 224
+ * and 176 bytes keep every row and block 16-byte aligned), as QN_KQ_FRAG names them. */
 static inline int qn_kq_frag_takes(qn_qformat fmt, int sm) {
-    return sm >= 80 &&
-           ((fmt == QN_QFORMAT_Q4_K && (QN_KQ_FRAG & 1)) || (fmt == QN_QFORMAT_Q6_KP && (QN_KQ_FRAG & 2)));
+    const int i = qn_kq_frag_index(fmt);
+    return sm >= 80 && i >= 0 && ((QN_KQ_FRAG >> i) & 1);
 }
 
 /* Partial-tile bytes (after the split-K counters) of a call on n tokens at K split `split` (1 = none). */
 size_t kq_frag_part_bytes(int64_t N, int64_t n, int split);
 
 /* The fewest CTAs resident per SM on the current device (>= 1) of fmt's instances for ng groups of 8 tokens (1, 2):
- * sizes the split (qn_quant_cuda_ctx.kq_frag_ctas[Q4_K 0, Q6_KP 1][ng - 1]). kq_frag_ctas: the ctx's count for a
+ * sizes the split (qn_quant_cuda_ctx.kq_frag_ctas[qn_kq_frag_index][ng - 1]). kq_frag_ctas: the ctx's count for a
  * launch of `take` tokens (1..16), else this. */
 int kq_frag_ctas_per_sm(qn_qformat fmt, int ng);
 int kq_frag_ctas(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t take);
@@ -58,7 +64,8 @@ int kq_frag_split(qn_qformat fmt, int n_sm, int ctas, int64_t N, int64_t K, int6
 
 /* Whether quant_cuda.cu's GEMV path runs this kernel on y [n][N] = x [n][K] . W^T: qn_kq_frag_takes, K a multiple of
  * 256, and for Q6_KP only where one launch's tiles fit the resident CTA slots in one wave: on an H100 its kernel ran
- * 2-32% under the staged one there (4096x4096, 4096x14336) and 7-10% over it on 14336x4096 (3.4 waves). */
+ * 2-32% under the staged one there (4096x4096, 4096x14336) and 7-10% over it on 14336x4096 (3.4 waves). Q5_K, as
+ * Q4_K (unmeasured). */
 int kq_frag_wants(const qn_quant_cuda_ctx *ctx, qn_qformat fmt, int64_t N, int64_t K, int64_t n);
 
 /* y [n][N] f32 = x [n][K] fp16 . W^T for W [N][K] blocks of fmt (16-byte aligned, K a multiple of 256), in launches
