@@ -2,7 +2,7 @@
 # (sass_wgmma.py): first the checker on hand-written SASS (each hazard it must report, and the same code made safe),
 # then every *_sm90a object of the build (cuobjdump from the venv's nvidia-cuda-cuobjdump, setup_venv.sh; skips where
 # the build has no sm_90a objects or no cuobjdump is found). Needs no GPU.
-# QN_TEST_LABELS: cpu
+# QN_TEST_LABELS: cpu cuda_build
 import glob
 import os
 import shutil
