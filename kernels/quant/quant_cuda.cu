@@ -34,10 +34,10 @@ qn_status qn_quant_cuda_ctx_init(qn_quant_cuda_ctx *ctx, int device, void *cubla
     ctx->blas_ws = NULL, ctx->blas_ws_bytes = 0;
     ctx->lq4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LQ4M);
     ctx->lnf4m_ctas = qn_lq4m_ctas_per_sm(QN_QFORMAT_LNF4M);
-    const qn_qformat frag_fmt[3] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q5_K}; /* qn_kq_frag_index */
-    for (int f = 0; f < 3; f++)
+    const qn_qformat frag_fmt[] = {QN_QFORMAT_Q4_K, QN_QFORMAT_Q6_KP, QN_QFORMAT_Q5_K}; /* rows: qn_kq_frag_index */
+    for (int f = 0; f < (int)(sizeof frag_fmt / sizeof frag_fmt[0]); f++)
         for (int ng = 1; ng <= 2; ng++)
-            ctx->kq_frag_ctas[f][ng - 1] =
+            ctx->kq_frag_ctas[qn_kq_frag_index(frag_fmt[f])][ng - 1] =
                 qn_kq_frag_takes(frag_fmt[f], ctx->sm) ? kq_frag_ctas_per_sm(frag_fmt[f], ng) : 0;
     return QN_OK;
 }
