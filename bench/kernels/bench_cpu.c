@@ -8,8 +8,9 @@
  * activations gathered through a random perm), awq4 (zero points, g128), nf4 (16-entry table, blocks of 64)
  * and gptq8; GB/s there counts codes + scales (+ zeros).
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
- * [--tokens N] [--min-ms MS] [--no-amx] (--no-amx: the AVX-512 table's lutq rows on its fp32 kernel, as on an
- * AVX-512 CPU without AMX-BF16, Zen 4 say). */
+ * [--tokens N] [--min-ms MS] [--no-amx] [--lutq-path rows|gemm] (--no-amx: the AVX-512 table's lutq rows on its fp32
+ * kernel, as on an AVX-512 CPU without AMX-BF16, Zen 4 say; --lutq-path: x86, that kernel's row path or panel GEMM at
+ * every token count, the A/B of its QN_LUTQ_GEMM_MIN_TOKENS switch). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,10 +24,18 @@
 #include "kernels/quant/lutq.h"
 
 #if defined(__x86_64__)
-/* the AVX-512 table's fp32 lutq kernel (kernels/cpu/isa.h; the table puts lutq_amx_cpu.c's in front where AMX-BF16 is
- * usable) */
-void qn_cpu_lutq_matmul_f32_avx512(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
-                                   int64_t ldy, int64_t row_begin, int64_t row_end);
+/* the x86 tables' fp32 lutq kernels (kernels/cpu/isa.h): the table's (the AVX-512 table puts lutq_amx_cpu.c's in front
+ * where AMX-BF16 is usable), and its two paths by name, lutq_cpu.c's row kernel and lutq_gemm_cpu.c's panel GEMM */
+#define QN_BENCH_LUTQ_FNS(isa)                                                                                          \
+    void qn_cpu_lutq_matmul_f32_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y, \
+                                      int64_t ldy, int64_t row_begin, int64_t row_end);                               \
+    void qn_cpu_lutq_rows_f32_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,   \
+                                    int64_t ldy, int64_t row_begin, int64_t row_end);                                 \
+    void qn_cpu_lutq_gemm_f32_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,   \
+                                    int64_t ldy, int64_t row_begin, int64_t row_end);
+QN_BENCH_LUTQ_FNS(avx2)
+QN_BENCH_LUTQ_FNS(avx512)
+#undef QN_BENCH_LUTQ_FNS
 #endif
 
 typedef struct bench_shape { const char *model, *name; int64_t rows, k; } bench_shape;
@@ -150,6 +159,7 @@ int main(int argc, char **argv) {
     int64_t want_tokens = 0;
     double min_s = 0.3;
     bool x8_only = false, no_amx = false;
+    const char *lutq_path = NULL; /* x86: "rows" or "gemm", that path of the lutq kernel at any token count */
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && !strcmp(argv[i], "--isa")) want_isa = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--type")) want_type = argv[++i];
@@ -158,12 +168,17 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--min-ms")) min_s = atof(argv[++i]) * 1e-3;
         else if (!strcmp(argv[i], "--x8-only")) x8_only = true;
         else if (!strcmp(argv[i], "--no-amx")) no_amx = true;
+        else if (i + 1 < argc && !strcmp(argv[i], "--lutq-path") &&
+                 (!strcmp(argv[i + 1], "rows") || !strcmp(argv[i + 1], "gemm")))
+            lutq_path = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K|gptq4|gptq4a|awq4|nf4|gptq8] [--shape 4096x4096] "
-                            "[--tokens N] [--min-ms MS] [--x8-only] [--no-amx]\n"
+                            "[--tokens N] [--min-ms MS] [--x8-only] [--no-amx] [--lutq-path rows|gemm]\n"
                             "  --shape: a row of the table, or any ROWSxK (ROWS a multiple of 8 for the x8 rows)\n"
                             "  --x8-only: only the load-time repack's rows\n"
-                            "  --no-amx: the AVX-512 lutq rows without AMX-BF16 (its fp32 kernel)\n", argv[0]);
+                            "  --no-amx: the AVX-512 lutq rows without AMX-BF16 (its fp32 kernel)\n"
+                            "  --lutq-path: x86, the lutq rows on that path of the fp32 kernel at every token count (row kernel\n"
+                            "    or panel GEMM; the table switches at QN_LUTQ_GEMM_MIN_TOKENS)\n", argv[0]);
             return 2;
         }
     }
@@ -193,6 +208,10 @@ int main(int argc, char **argv) {
         if (qn_cpu_kernels_select((qn_cpu_isa)isa, &kern) != QN_OK) continue;
 #if defined(__x86_64__)
         if (no_amx && isa == QN_CPU_ISA_AVX512) kern.lutq_matmul = qn_cpu_lutq_matmul_f32_avx512;
+        const bool rows = lutq_path && !strcmp(lutq_path, "rows");
+        if (lutq_path && isa == QN_CPU_ISA_AVX2) kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx2 : qn_cpu_lutq_gemm_f32_avx2;
+        if (lutq_path && isa == QN_CPU_ISA_AVX512)
+            kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx512 : qn_cpu_lutq_gemm_f32_avx512;
 #endif
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;

@@ -73,9 +73,14 @@ void QN_ISA_FN(qn_cpu_fill_attention)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_dequant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_lutq_amx)(qn_cpu_kernels *k); /* after fill_lutq: AMX-BF16 where usable */
-/* lutq_cpu.c's fp32 kernel, which lutq_amx_cpu.c hands what its tiles do not take */
+/* lutq_cpu.c's fp32 kernel, which lutq_amx_cpu.c hands what its tiles do not take: on x86 lutq_gemm_cpu.c's panel
+ * GEMM from QN_LUTQ_GEMM_MIN_TOKENS tokens on, else lutq_cpu.c's row kernel (both also called by name by bench_cpu) */
 void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                        int64_t ldy, int64_t row_begin, int64_t row_end);
+void QN_ISA_FN(qn_cpu_lutq_rows_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
+                                     int64_t ldy, int64_t row_begin, int64_t row_end);
+void QN_ISA_FN(qn_cpu_lutq_gemm_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
+                                     int64_t ldy, int64_t row_begin, int64_t row_end);
 void QN_ISA_FN(qn_cpu_fill_vexp)(qn_cpu_kernels *k);
 
 #endif

@@ -4,7 +4,9 @@
  * tests/kernels/test_quant_lutq.c). Loop nest: QN_LUTQ_TB tokens (8 on x86, else 4) × a chunk of kernel columns
  * (QN_LUTQ_TB·1024 / tokens of the pass, gathered through perm for act-order, so every group is contiguous) × the
  * caller's rows; each decoded code vector feeds every token of the pass. On AMX-BF16 machines lutq_amx_cpu.c takes
- * whole 16 × 16 tiles first and hands the rest to this kernel (qn_cpu_lutq_matmul_f32).
+ * whole 16 × 16 tiles first and hands the rest to this kernel (qn_cpu_lutq_matmul_f32). On x86 that entry sends
+ * QN_LUTQ_GEMM_MIN_TOKENS tokens and more to lutq_gemm_cpu.c's panel GEMM (dequantized panels, register-blocked
+ * fp32 micro-kernel) and fewer to the row kernel here (qn_cpu_lutq_rows_f32).
  * x86 (rows_x86, one body for both widths, R rows × NT tokens per call: at 1-4 tokens 2 or 4 rows at once, so that
  * enough FMA chains are in flight and the rows share each activation load): AVX-512 widens a 32-column pair of
  * 4-bit blocks (16 bytes) to 16 lanes in one vpmovzxbd and reads values with vpermps (identity tables included),
@@ -22,6 +24,9 @@
 
 #include "kernels/cpu/isa.h"
 #include "kernels/quant/lutq.h"
+#if defined(QN_SIMD_X86)
+#include "kernels/quant/lutq_x86.h"
+#endif
 
 #if defined(QN_SIMD_X86)
 #define QN_LUTQ_TB 8 /* tokens per pass: each decoded code vector feeds this many */
@@ -35,6 +40,12 @@
  * (0.92-1.16x); at 1-3 tokens the pieces are long and it was slower (0.6-0.8x), so it is off there. */
 #ifndef QN_LUTQ_PF
 #define QN_LUTQ_PF 4
+#endif
+/* x86: from this many tokens on, lutq_gemm_cpu.c's panel GEMM takes the call (a compile-time knob; bench_cpu
+ * --lutq-path times either path at any count). AVX2, 8B q/o gptq4, same binary: 8 tokens equal (28.5 GFLOP/s both),
+ * 9-10 tokens the GEMM 1.4-1.7x, 12 1.5x, 16 1.35x. AVX-512: the same switch, its crossover not measured. */
+#ifndef QN_LUTQ_GEMM_MIN_TOKENS
+#define QN_LUTQ_GEMM_MIN_TOKENS 9
 #endif
 
 typedef struct lutq_seg {
@@ -136,27 +147,15 @@ QN_INLINE float qv_sum(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-typedef struct qv_lut {
-    __m256 lo, hi; /* a 16-entry table's values 0..7, 8..15 */
-    int ident;
-} qv_lut;
-QN_INLINE qv_lut qv_lut_load(const float *lut) { return (qv_lut){_mm256_loadu_ps(lut), _mm256_loadu_ps(lut + 8), 0}; }
-/* 8 4-bit codes -> values: identity tables convert, others two permutevar8x32 and a blend (c < 8: the low half) */
-QN_INLINE __m256 qv_lut16(__m256i ci, const qv_lut *k) {
-    if (k->ident) return _mm256_cvtepi32_ps(ci);
-    const __m256 lo = _mm256_permutevar8x32_ps(k->lo, ci), hi = _mm256_permutevar8x32_ps(k->hi, ci);
-    return _mm256_blendv_ps(hi, lo, _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(8), ci)));
-}
+typedef lq256_lut qv_lut; /* lutq_x86.h */
+QN_INLINE qv_lut qv_lut_load(const float *lut) { return lq256_lut_load(lut, 0); }
 /* 4-bit codes of the 16-column block at j -> columns 0..7 (va) and 8..15 (vb) */
 QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, qv *va, qv *vb) {
-    const __m256i b = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + (j >> 4) * 8)));
-    *va = qv_lut16(_mm256_and_si256(b, _mm256_set1_epi32(15)), k);
-    *vb = qv_lut16(_mm256_srli_epi32(b, 4), k);
+    lq256_dec4(codes + (j >> 4) * 8, k, va, vb);
 }
 /* 8-bit codes of columns [j, j + 8) -> values (identity: a conversion; else a gather) */
 QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
-    const __m256i c = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + j)));
-    return ident ? _mm256_cvtepi32_ps(c) : _mm256_i32gather_ps(lut, c, 4);
+    return lq256_dec8(codes + j, ident, lut);
 }
 #endif
 #define QN_QV_STEP (2 * QN_QV_W)
@@ -424,8 +423,8 @@ static void row_neon(const qn_lutq_weight *w, const uint8_t *codes, const lutq_s
 }
 #endif
 
-void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens,
-                                       float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+void QN_ISA_FN(qn_cpu_lutq_rows_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens,
+                                     float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
     float xs[QN_LUTQ_TB * QN_LUTQ_CHUNK]; /* act-order: the chunk's gathered activations, token t at t·cw */
     float gsum[QN_LUTQ_TB][QN_LUTQ_CHUNK];
     lutq_seg seg[QN_LUTQ_CHUNK];
@@ -529,6 +528,18 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
 #endif
         }
     }
+}
+
+/* the table's kernel: x86 from QN_LUTQ_GEMM_MIN_TOKENS tokens on lutq_gemm_cpu.c's panel GEMM, else the row kernel */
+void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens,
+                                       float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
+#if defined(QN_SIMD_X86)
+    if (n_tokens >= QN_LUTQ_GEMM_MIN_TOKENS) {
+        QN_ISA_FN(qn_cpu_lutq_gemm_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end);
+        return;
+    }
+#endif
+    QN_ISA_FN(qn_cpu_lutq_rows_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end);
 }
 
 void QN_ISA_FN(qn_cpu_fill_lutq)(qn_cpu_kernels *k) { k->lutq_matmul = QN_ISA_FN(qn_cpu_lutq_matmul_f32); }

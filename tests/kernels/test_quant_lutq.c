@@ -17,7 +17,8 @@
 #include "kernels/quant/lutq.h"
 #include "ref/ref_lutq_fixtures.h"
 
-static const int64_t TOKENS[] = {1, 2, 3, 4, 5, 8, 12, 17}; /* every row-group kernel of each ISA, tails of 4 and 8 */
+/* every row-group kernel of each ISA, tails of 4 and 8 (x86: 12 and 17 on lutq_gemm_cpu.c's panel GEMM) */
+static const int64_t TOKENS[] = {1, 2, 3, 4, 5, 8, 12, 17};
 
 /* Σ_k scale·(|lut[c]| + |zero|)·|x[t][k]|: the magnitude the kernel's fp32 sums actually carry (with a zero
  * point the kernel forms Σ lut·x and zero·Σx separately, so cancellation there is real) */
@@ -149,10 +150,11 @@ static void test_synthetic_geometry(void **state) {
 /* Shapes the AMX-BF16 tiles take (lutq_amx_cpu.c, on CPUs that have them; elsewhere the fp32 kernels again):
  * groups on multiples of 32 columns, one across a 512-column chunk edge, 16-row blocks plus 5 rows, whole 16-token
  * tiles plus leftovers, 1-8 tiles per pass and a second pass; identity tables (GPTQ/AWQ) and general ones (bnb),
- * with and without zero points and act-order, 4- and 8-bit. */
+ * with and without zero points and act-order, 4- and 8-bit. On x86 the same token counts (and 200, two of its
+ * token blocks) run lutq_gemm_cpu.c's panel GEMM (16 tokens and more): rows cut short of its panels, chunk tails. */
 static void test_tile_geometry(void **state) {
     (void)state;
-    static const int64_t T_TILES[] = {16, 17, 33, 80, 144};
+    static const int64_t T_TILES[] = {16, 17, 33, 80, 144}, T_LONG[] = {200};
     static const int64_t SIZES[] = {64, 32, 96, 128, 352, 96, 32, 160, 128, 448}; /* 352: columns 352..704 */
     const int64_t K = 1536, N = 37, G = (int64_t)(sizeof SIZES / sizeof SIZES[0]);
     qn_rng rng;
@@ -170,9 +172,41 @@ static void test_tile_geometry(void **state) {
         snprintf(what, sizeof what, "tiles %d-bit%s%s%s", bits, has_zero ? " zero" : "", has_perm ? " perm" : "",
                  table ? " table" : "");
         check_isas_tokens(what, &w, T_TILES, sizeof T_TILES / sizeof T_TILES[0]);
+        if (variant == 2 || variant == 13) /* past lutq_gemm_cpu.c's 192-token block: 4-bit zero, 8-bit perm table */
+            check_isas_tokens(what, &w, T_LONG, 1);
         free(buf);
     }
     printf("max |y - ref| / sum s(|lut|+|z|)|x| seen: %.3g\n", max_rel_seen);
+}
+
+/* Every token strip of lutq_gemm_cpu.c's micro-kernel (x86: 1..6 tokens on AVX2, 1..12 on AVX-512, after whole
+ * strips) and the switch from the row kernel (9 tokens): 8..33 tokens on a small weight with odd groups, a perm, zero
+ * points and a general table, 4- and 8-bit (K = 300: a 44-column chunk tail); then 1600 rows, past its row
+ * super-blocks. */
+static void test_gemm_strips(void **state) {
+    (void)state;
+    static const int64_t SIZES[] = {7, 64, 33, 100, 96};
+    const int64_t K = 300, N = 37, G = (int64_t)(sizeof SIZES / sizeof SIZES[0]);
+    int64_t tokens[26];
+    for (int i = 0; i < 26; i++) tokens[i] = 8 + i;
+    qn_rng rng;
+    qn_rng_seed(&rng, 79);
+    for (int bits = 4; bits <= 8; bits += 4) {
+        qn_lutq_weight w;
+        void *buf = random_weight(&rng, K, N, G, SIZES, bits, true, true, &w);
+        w.lut_identity = false;
+        for (int i = 0; i < 256; i++) w.lut[i] = qn_rng_uniform(&rng, -1.0f, 1.0f);
+        check_isas_tokens(bits == 4 ? "strips 4-bit" : "strips 8-bit", &w, tokens, 26);
+        free(buf);
+    }
+    /* 1600 rows: the second call's 1067 rows take more than one of its row super-blocks (256 rows, 1024 with a perm) */
+    static const int64_t T_TALL[] = {9, 23};
+    for (int perm = 0; perm < 2; perm++) {
+        qn_lutq_weight w;
+        void *buf = random_weight(&rng, K, 1600, G, SIZES, 4, perm, perm, &w);
+        check_isas_tokens(perm ? "tall 4-bit zero perm" : "tall 4-bit", &w, T_TALL, 2);
+        free(buf);
+    }
 }
 
 int main(void) {
@@ -180,6 +214,7 @@ int main(void) {
         cmocka_unit_test(test_peer_weights),
         cmocka_unit_test(test_synthetic_geometry),
         cmocka_unit_test(test_tile_geometry),
+        cmocka_unit_test(test_gemm_strips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
