@@ -2,17 +2,18 @@
  * register-blocked fp32 GEMM over dequantized weight panels. Compiled once per ISA; only the AVX2 and AVX-512 objects
  * have a body, and lutq_cpu.c calls it from QN_LUTQ_GEMM_MIN_TOKENS tokens on (prefill, perplexity, batches).
  *
- * Why: lutq_cpu.c's kernel decodes a code vector once per pass of at most 8 tokens and feeds every FMA one activation
- * load, so it is bound by loads at about a third of the FMA peak (8B q/o, 64 tokens, AVX2: ~32 GFLOP/s). Here a panel
+ * Why: lutq_cpu.c's row kernel decodes a code vector once per pass of at most 8 tokens and feeds every FMA one
+ * activation load, so it is bound by loads at about a third of the FMA peak (19-32 GFLOP/s on an AVX2 Zen). Here a panel
  * of LG_NR rows × LG_KC kernel columns is dequantized once per block of up to LG_TB tokens into P[LG_KC][LG_NR]
  * (column-major: each column's LG_NR rows in two vectors), and the micro-kernel keeps LG_MR tokens × LG_NR rows of
  * sums in registers: per column, 2 vector loads of P and LG_MR broadcasts of x feed 2·LG_MR FMAs (AVX2 6 tokens × 16
- * rows: 12 FMAs for 8 loads, 14 of 16 registers; AVX-512 12 × 32: 24 FMAs for 14 loads, 26 of 32).
+ * rows: 12 FMAs for 8 loads, 15 of 16 registers; AVX-512 12 × 32: 24 FMAs for 14 loads, 27 of 32).
  *
- * Loop nest: blocks of LG_TB tokens × chunks of LG_KC kernel columns (act-order: the block's activations gathered
- * through perm once per chunk) × panels of LG_NR rows (the panel filled: codes decoded row by row with lutq_x86.h,
- * scaled per group segment, then 8×8 transposes) × strips of LG_MR tokens (the micro-kernel, written into y at the
- * first chunk and added at the later ones). A panel's weights are dequantized ceil(tokens / LG_TB) times in all.
+ * Loop nest: blocks of LG_TB tokens × super-blocks of LG_RS rows × chunks of LG_KC kernel columns (act-order: the
+ * block's activations gathered through perm once per super-block and chunk) × panels of LG_NR rows (the panel filled:
+ * codes decoded row by row with lutq_x86.h, scaled per group segment, then 8×8 transposes; the next panel's codes
+ * prefetched) × strips of LG_MR tokens (the micro-kernel, written into y at the first chunk and added at the later
+ * ones). A panel's weights are dequantized ceil(tokens / LG_TB) times in all.
  *
  * Roundings: each weight is scale·(lut[c] − zero), one fp32 product, as qn_lutq_dequant_ref computes it without the
  * peers' fp16 rounding; each (token, row) sums its chunk's columns in one fp32 chain, and the chunks' sums are added
