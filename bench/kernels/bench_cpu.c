@@ -32,7 +32,16 @@
     void qn_cpu_lutq_rows_f32_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,   \
                                     int64_t ldy, int64_t row_begin, int64_t row_end);                                 \
     void qn_cpu_lutq_gemm_f32_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,   \
-                                    int64_t ldy, int64_t row_begin, int64_t row_end);
+                                    int64_t ldy, int64_t row_begin, int64_t row_end, float *xp);                      \
+    /* the GEMM at any token count, with its act-order scratch per call as lutq_cpu.c's entry gives it */              \
+    static void lutq_gemm_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,      \
+                                int64_t ldy, int64_t row_begin, int64_t row_end) {                                    \
+        const int64_t tb = n_tokens < QN_LUTQ_GEMM_TOKEN_BLOCK ? n_tokens : QN_LUTQ_GEMM_TOKEN_BLOCK;                 \
+        float *xp = w->perm ? malloc(sizeof(float) * (size_t)(tb * w->k)) : NULL;                                      \
+        if (w->perm && !xp) abort();                                                                                   \
+        qn_cpu_lutq_gemm_f32_##isa(w, x, ldx, n_tokens, y, ldy, row_begin, row_end, xp);                               \
+        free(xp);                                                                                                      \
+    }
 QN_BENCH_LUTQ_FNS(avx2)
 QN_BENCH_LUTQ_FNS(avx512)
 #undef QN_BENCH_LUTQ_FNS
@@ -209,9 +218,9 @@ int main(int argc, char **argv) {
 #if defined(__x86_64__)
         if (no_amx && isa == QN_CPU_ISA_AVX512) kern.lutq_matmul = qn_cpu_lutq_matmul_f32_avx512;
         const bool rows = lutq_path && !strcmp(lutq_path, "rows");
-        if (lutq_path && isa == QN_CPU_ISA_AVX2) kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx2 : qn_cpu_lutq_gemm_f32_avx2;
+        if (lutq_path && isa == QN_CPU_ISA_AVX2) kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx2 : lutq_gemm_avx2;
         if (lutq_path && isa == QN_CPU_ISA_AVX512)
-            kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx512 : qn_cpu_lutq_gemm_f32_avx512;
+            kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx512 : lutq_gemm_avx512;
 #endif
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;

@@ -48,6 +48,7 @@ typedef void (*qn_matmul_x8_fn)(int64_t n, const void *w8, int64_t n_groups, con
  * (lutq.h); x: [n_tokens][ldx] fp32 in the checkpoint's column order; y: [n_tokens][ldy]. */
 typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                   int64_t ldy, int64_t row_begin, int64_t row_end);
+#define QN_LUTQ_GEMM_TOKEN_BLOCK 192 /* x86 lutq_gemm_cpu.c's tokens per block (its act-order scratch: this many rows) */
 
 /* y[i] = e^(x[i] - shift), i < n, in the table's exp form (vexp.h); x, y: [n] (may alias). */
 typedef void (*qn_exp_row_fn)(int64_t n, float *y, const float *x, float shift);

@@ -79,8 +79,10 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                                        int64_t ldy, int64_t row_begin, int64_t row_end);
 void QN_ISA_FN(qn_cpu_lutq_rows_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                      int64_t ldy, int64_t row_begin, int64_t row_end);
+/* xp: with act-order (w->perm), scratch for the gathered activations, [min(n_tokens, QN_LUTQ_GEMM_TOKEN_BLOCK)][w->k]
+ * floats; else unused (NULL) */
 void QN_ISA_FN(qn_cpu_lutq_gemm_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
-                                     int64_t ldy, int64_t row_begin, int64_t row_end);
+                                     int64_t ldy, int64_t row_begin, int64_t row_end, float *xp);
 void QN_ISA_FN(qn_cpu_fill_vexp)(qn_cpu_kernels *k);
 
 #endif

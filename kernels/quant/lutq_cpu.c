@@ -20,6 +20,7 @@
  * AVX2 35 -> 44 GFLOP/s, AVX-512 without AMX 63-72 -> 76.
  * NEON decodes a 16-column block the same way from one 8-byte load (& 15 / >> 4, then widening conversions,
  * or TBL over the 16-entry table's 64 bytes), 4 lanes per vector. The scalar build runs a plain loop. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -89,34 +90,26 @@ static inline void seg_scalar_terms(float *sacc, const float *hs, float sg, floa
 #endif
 
 #if defined(QN_SIMD_X86)
-/* x86: one row-group kernel for both widths. A step covers 2·QN_QV_W columns (AVX-512: a 32-column pair of 4-bit
+/* x86: one row-group kernel for both widths. A step covers 2·LV_W columns (AVX-512: a 32-column pair of 4-bit
  * blocks, 16 bytes widened to 16 lanes by one vpmovzxbd, & 15 giving columns 0..7 and 16..23, >> 4 columns 8..15
  * and 24..31, the activations stored once per chunk in that lane order, "pair order"; AVX2: one 16-column block
- * from one 8-byte load, & 15 columns 0..7, >> 4 columns 8..15, natural order) or 2·QN_QV_W 8-bit codes. */
+ * from one 8-byte load, & 15 columns 0..7, >> 4 columns 8..15, natural order) or 2·LV_W 8-bit codes. */
 #if defined(QN_SIMD_X86_512)
-#define QN_QV_W 16
 #define QN_QV_PB 4 /* R·NT up to which each (row, token) keeps two FMA chains (registers allow it) */
 #define QN_QV_PRE(R, NT) ((R) * (NT) >= 16) /* values scaled by the group scale before the FMAs (no partials) */
-#define qv_mul _mm512_mul_ps
-typedef __m512 qv;
-#define qv_zero _mm512_setzero_ps
-#define qv_fma _mm512_fmadd_ps
-#define qv_add _mm512_add_ps
-#define qv_set1 _mm512_set1_ps
-#define qv_loadu _mm512_loadu_ps
 #define qv_sum _mm512_reduce_add_ps
 typedef struct qv_lut {
     __m512 v; /* the first 16 values (a 16-entry table; identity tables too: lut[c] = c) */
 } qv_lut;
 QN_INLINE qv_lut qv_lut_load(const float *lut) { return (qv_lut){_mm512_loadu_ps(lut)}; }
 /* 4-bit codes of columns [j, j + 32) -> the values at pair-order positions 0..15 (va) and 16..31 (vb) */
-QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, qv *va, qv *vb) {
+QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, lv *va, lv *vb) {
     const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + (j >> 4) * 8)));
     *va = _mm512_permutexvar_ps(b, k->v); /* vpermps reads the index's low 4 bits */
     *vb = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), k->v);
 }
 /* 8-bit codes of columns [j, j + 16) -> values (identity: a conversion; else a gather) */
-QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
+QN_INLINE lv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
     const __m512i c = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + j)));
     return ident ? _mm512_cvtepi32_ps(c) : _mm512_i32gather_ps(c, lut, 4);
 }
@@ -131,16 +124,8 @@ static void pair_order(const float *x, int64_t n, float *xp) {
     }
 }
 #else
-#define QN_QV_W 8
 #define QN_QV_PB 2
 #define QN_QV_PRE(R, NT) ((NT) >= 4) /* 16 registers: 4..8 tokens' accumulators and partials would not fit */
-#define qv_mul _mm256_mul_ps
-typedef __m256 qv;
-#define qv_zero _mm256_setzero_ps
-#define qv_fma _mm256_fmadd_ps
-#define qv_add _mm256_add_ps
-#define qv_set1 _mm256_set1_ps
-#define qv_loadu _mm256_loadu_ps
 QN_INLINE float qv_sum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -150,22 +135,22 @@ QN_INLINE float qv_sum(__m256 v) {
 typedef lq256_lut qv_lut; /* lutq_x86.h */
 QN_INLINE qv_lut qv_lut_load(const float *lut) { return lq256_lut_load(lut, 0); }
 /* 4-bit codes of the 16-column block at j -> columns 0..7 (va) and 8..15 (vb) */
-QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, qv *va, qv *vb) {
+QN_INLINE void qv_dec4(const uint8_t *codes, int64_t j, const qv_lut *k, lv *va, lv *vb) {
     lq256_dec4(codes + (j >> 4) * 8, k, va, vb);
 }
 /* 8-bit codes of columns [j, j + 8) -> values (identity: a conversion; else a gather) */
-QN_INLINE qv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
+QN_INLINE lv qv_dec8(const uint8_t *codes, int64_t j, int ident, const float *lut) {
     return lq256_dec8(codes + j, ident, lut);
 }
 #endif
-#define QN_QV_STEP (2 * QN_QV_W)
+#define QN_QV_STEP (2 * LV_W)
 
 /* acc[t] += va·xv[t][o .. o + W) + vb·xv[t][o + W .. o + 2W) for t < nt: a step of prescaled values (QN_QV_PRE) */
-QN_INLINE void fma_step_pre(qv va, qv vb, const float *const *xv, int64_t o, const int nt, qv *acc) {
+QN_INLINE void fma_step_pre(lv va, lv vb, const float *const *xv, int64_t o, const int nt, lv *acc) {
 #pragma GCC unroll 8
     for (int t = 0; t < nt; t++) {
-        acc[t] = qv_fma(va, qv_loadu(xv[t] + o), acc[t]);
-        acc[t] = qv_fma(vb, qv_loadu(xv[t] + o + QN_QV_W), acc[t]);
+        acc[t] = lv_fma(va, lv_loadu(xv[t] + o), acc[t]);
+        acc[t] = lv_fma(vb, lv_loadu(xv[t] + o + LV_W), acc[t]);
     }
 }
 
@@ -186,25 +171,25 @@ static inline __attribute__((always_inline)) void rows_x86(
 #if !defined(QN_SIMD_X86_512)
     k.ident = ident;
 #endif
-    qv acc[4][QN_LUTQ_TB];
+    lv acc[4][QN_LUTQ_TB];
     float sacc[4][QN_LUTQ_TB] = {{0}};
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-        for (int t = 0; t < NT; t++) acc[r][t] = qv_zero();
+        for (int t = 0; t < NT; t++) acc[r][t] = lv_zero();
     for (int s = 0; s < n_seg; s++) {
         const int64_t j1 = seg[s].j1, g = seg[s].g;
         int64_t j = seg[s].j0, jv;
         float hs[4][QN_LUTQ_TB]; /* the scalar columns' sums, where the segment has any (scal) */
         int scal = 0;
-        qv pa[4][QN_LUTQ_TB], pb[4][QN_LUTQ_TB];
-        qv vsr[4]; /* PRE: the rows' group scales */
+        lv pa[4][QN_LUTQ_TB], pb[4][QN_LUTQ_TB];
+        lv vsr[4]; /* PRE: the rows' group scales */
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) vsr[r] = qv_set1(PRE ? sc[r][g] : 0.0f);
+        for (int r = 0; r < R; r++) vsr[r] = lv_set1(PRE ? sc[r][g] : 0.0f);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
 #pragma GCC unroll 8
-            for (int t = 0; t < NT; t++) pa[r][t] = pb[r][t] = qv_zero();
+            for (int t = 0; t < NT; t++) pa[r][t] = pb[r][t] = lv_zero();
         if (bits4) {
             const int64_t next = (j + QN_QV_STEP - 1) & ~(int64_t)(QN_QV_STEP - 1), jb = next < j1 ? next : j1;
             if (jb > j) {
@@ -216,50 +201,50 @@ static inline __attribute__((always_inline)) void rows_x86(
             for (jv = jb; jv + QN_QV_STEP <= j1; jv += QN_QV_STEP)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    qv va, vb;
+                    lv va, vb;
                     qv_dec4(codes[r], jv, &k, &va, &vb);
                     if (PRE) {
-                        fma_step_pre(qv_mul(va, vsr[r]), qv_mul(vb, vsr[r]), x4, jv - c0, NT, acc[r]);
+                        fma_step_pre(lv_mul(va, vsr[r]), lv_mul(vb, vsr[r]), x4, jv - c0, NT, acc[r]);
                         continue;
                     }
 #pragma GCC unroll 8
                     for (int t = 0; t < NT; t++) {
-                        pa[r][t] = qv_fma(va, qv_loadu(x4[t] + (jv - c0)), pa[r][t]);
+                        pa[r][t] = lv_fma(va, lv_loadu(x4[t] + (jv - c0)), pa[r][t]);
                         if (R * NT <= QN_QV_PB) /* else R·NT chains are enough, and the registers are not */
-                            pb[r][t] = qv_fma(vb, qv_loadu(x4[t] + (jv - c0) + QN_QV_W), pb[r][t]);
+                            pb[r][t] = lv_fma(vb, lv_loadu(x4[t] + (jv - c0) + LV_W), pb[r][t]);
                         else
-                            pa[r][t] = qv_fma(vb, qv_loadu(x4[t] + (jv - c0) + QN_QV_W), pa[r][t]);
+                            pa[r][t] = lv_fma(vb, lv_loadu(x4[t] + (jv - c0) + LV_W), pa[r][t]);
                     }
                 }
         } else {
             for (jv = j; jv + QN_QV_STEP <= j1; jv += QN_QV_STEP)
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    const qv va = qv_dec8(codes[r], jv, ident, lut), vb = qv_dec8(codes[r], jv + QN_QV_W, ident, lut);
+                    const lv va = qv_dec8(codes[r], jv, ident, lut), vb = qv_dec8(codes[r], jv + LV_W, ident, lut);
                     if (PRE) {
-                        fma_step_pre(qv_mul(va, vsr[r]), qv_mul(vb, vsr[r]), xc, jv - c0, NT, acc[r]);
+                        fma_step_pre(lv_mul(va, vsr[r]), lv_mul(vb, vsr[r]), xc, jv - c0, NT, acc[r]);
                         continue;
                     }
 #pragma GCC unroll 8
                     for (int t = 0; t < NT; t++) {
-                        pa[r][t] = qv_fma(va, qv_loadu(xc[t] + (jv - c0)), pa[r][t]);
-                        pb[r][t] = qv_fma(vb, qv_loadu(xc[t] + (jv - c0) + QN_QV_W), pb[r][t]);
+                        pa[r][t] = lv_fma(va, lv_loadu(xc[t] + (jv - c0)), pa[r][t]);
+                        pb[r][t] = lv_fma(vb, lv_loadu(xc[t] + (jv - c0) + LV_W), pb[r][t]);
                     }
                 }
-            if (jv + QN_QV_W <= j1) {
+            if (jv + LV_W <= j1) {
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    const qv va = qv_dec8(codes[r], jv, ident, lut);
+                    const lv va = qv_dec8(codes[r], jv, ident, lut);
                     if (PRE) {
-                        const qv vq = qv_mul(va, vsr[r]);
+                        const lv vq = lv_mul(va, vsr[r]);
 #pragma GCC unroll 8
-                        for (int t = 0; t < NT; t++) acc[r][t] = qv_fma(vq, qv_loadu(xc[t] + (jv - c0)), acc[r][t]);
+                        for (int t = 0; t < NT; t++) acc[r][t] = lv_fma(vq, lv_loadu(xc[t] + (jv - c0)), acc[r][t]);
                         continue;
                     }
 #pragma GCC unroll 8
-                    for (int t = 0; t < NT; t++) pa[r][t] = qv_fma(va, qv_loadu(xc[t] + (jv - c0)), pa[r][t]);
+                    for (int t = 0; t < NT; t++) pa[r][t] = lv_fma(va, lv_loadu(xc[t] + (jv - c0)), pa[r][t]);
                 }
-                jv += QN_QV_W;
+                jv += LV_W;
             }
         }
         if (jv < j1) {
@@ -271,10 +256,10 @@ static inline __attribute__((always_inline)) void rows_x86(
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const float sg = sc[r][g];
-            const qv vs = qv_set1(sg);
+            const lv vs = lv_set1(sg);
 #pragma GCC unroll 8
             for (int t = 0; t < NT; t++)
-                if (!PRE) acc[r][t] = qv_fma(qv_add(pa[r][t], pb[r][t]), vs, acc[r][t]);
+                if (!PRE) acc[r][t] = lv_fma(lv_add(pa[r][t], pb[r][t]), vs, acc[r][t]);
             if (scal) seg_scalar_terms(sacc[r], hs[r], sg, zr[r] ? zr[r][g] : 0.0f, gsum, s, NT);
             else if (zr[r]) /* seg_scalar_terms with hs = 0 */
 #pragma GCC unroll 8
@@ -535,8 +520,14 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                                        float *y, int64_t ldy, int64_t row_begin, int64_t row_end) {
 #if defined(QN_SIMD_X86)
     if (n_tokens >= QN_LUTQ_GEMM_MIN_TOKENS) {
-        QN_ISA_FN(qn_cpu_lutq_gemm_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end);
-        return;
+        /* act-order: the block's activations gathered once, in kernel order, for every row of the call */
+        const int64_t tb = n_tokens < QN_LUTQ_GEMM_TOKEN_BLOCK ? n_tokens : QN_LUTQ_GEMM_TOKEN_BLOCK;
+        float *xp = w->perm ? malloc(sizeof(float) * (size_t)(tb * w->k)) : NULL;
+        if (!w->perm || xp) {
+            QN_ISA_FN(qn_cpu_lutq_gemm_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end, xp);
+            free(xp);
+            return;
+        } /* no memory for it: the row kernel, which gathers per chunk */
     }
 #endif
     QN_ISA_FN(qn_cpu_lutq_rows_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end);

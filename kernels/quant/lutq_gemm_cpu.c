@@ -9,8 +9,9 @@
  * sums in registers: per column, 2 vector loads of P and LG_MR broadcasts of x feed 2·LG_MR FMAs (AVX2 6 tokens × 16
  * rows: 12 FMAs for 8 loads, 15 of 16 registers; AVX-512 12 × 32: 24 FMAs for 14 loads, 27 of 32).
  *
- * Loop nest: blocks of LG_TB tokens × super-blocks of LG_RS rows × chunks of LG_KC kernel columns (act-order: the
- * block's activations gathered through perm once per super-block and chunk) × panels of LG_NR rows (the panel filled:
+ * Loop nest: blocks of LG_TB tokens (act-order: the block's activations first gathered through perm into the caller's
+ * scratch, in kernel order) × super-blocks of LG_RS rows × chunks of LG_KC kernel columns × panels of LG_NR rows (the
+ * panel filled:
  * codes decoded row by row with lutq_x86.h, scaled per group segment, then 8×8 transposes; the next panel's codes
  * prefetched) × strips of LG_MR tokens (the micro-kernel, written into y at the first chunk and added at the later
  * ones). A panel's weights are dequantized ceil(tokens / LG_TB) times in all.
@@ -27,40 +28,16 @@
 #include "kernels/quant/lutq_x86.h"
 
 #define LG_KC 128 /* kernel columns per chunk: a multiple of 16, so every chunk starts on a 4-bit block */
-#define LG_TB 192 /* tokens per block: the panel's reuse, and the act-order gather buffer (LG_TB·LG_KC floats) */
+#define LG_TB QN_LUTQ_GEMM_TOKEN_BLOCK /* tokens per block (192): the panel's reuse */
 /* rows per super-block: its sums (LG_TB·LG_RS floats, 192 KB) stay in L2 across the chunks (8B gate/up, 64-512
- * tokens, AVX2: all the rows of the call at once, 14336, 29-36 GFLOP/s; 256 rows 49-59). Act-order gathers the
- * block's activations once per super-block and chunk, random columns of rows K floats long (a miss each, the 8B down
- * projection), so it takes LG_RS_PERM rows at a time, fewer gathers for sums in L3 (gptq4a 8B down, 512 tokens:
- * 256 rows 25-32 GFLOP/s, 1024 rows 38-42) */
+ * tokens, AVX2: all the rows of the call at once, 14336, 29-36 GFLOP/s; 256 rows 49-59) */
 #define LG_RS 256
-#define LG_RS_PERM 1024
 #if defined(QN_SIMD_X86_512)
-#define LG_W 16
 #define LG_MR 12
-typedef __m512 lg_v;
-#define lg_zero _mm512_setzero_ps
-#define lg_fma _mm512_fmadd_ps
-#define lg_add _mm512_add_ps
-#define lg_set1 _mm512_set1_ps
-#define lg_load _mm512_load_ps
-#define lg_loadu _mm512_loadu_ps
-#define lg_store _mm512_store_ps
-#define lg_storeu _mm512_storeu_ps
 #else
-#define LG_W 8
 #define LG_MR 6
-typedef __m256 lg_v;
-#define lg_zero _mm256_setzero_ps
-#define lg_fma _mm256_fmadd_ps
-#define lg_add _mm256_add_ps
-#define lg_set1 _mm256_set1_ps
-#define lg_load _mm256_load_ps
-#define lg_loadu _mm256_loadu_ps
-#define lg_store _mm256_store_ps
-#define lg_storeu _mm256_storeu_ps
 #endif
-#define LG_NR (2 * LG_W) /* rows per panel: two vectors */
+#define LG_NR (2 * LV_W) /* rows per panel: two vectors */
 
 /* r[i] <- column i of the 8×8 block whose rows are r[0..8) */
 QN_INLINE void tr8x8(__m256 r[8]) {
@@ -126,26 +103,26 @@ static void fill_panel(const qn_lutq_weight *w, int64_t r0, int nr, int64_t c0, 
 /* y[m·ldy + i] (=, or += where add) Σ_{kk < kc} P[kk][i]·x[m·ldx + kk] for m < M tokens, i < nr rows */
 QN_INLINE void micro(const float (*P)[LG_NR], int kc, const float *x, int64_t ldx, const int M, float *y, int64_t ldy,
                      int nr, int add) {
-    lg_v acc[LG_MR][2];
+    lv acc[LG_MR][2];
 #pragma GCC unroll 12
-    for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = lg_zero();
+    for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = lv_zero();
     for (int kk = 0; kk < kc; kk++) {
-        const lg_v p0 = lg_load(P[kk]), p1 = lg_load(P[kk] + LG_W);
+        const lv p0 = lv_load(P[kk]), p1 = lv_load(P[kk] + LV_W);
 #pragma GCC unroll 12
         for (int m = 0; m < M; m++) {
-            const lg_v xb = lg_set1(x[m * ldx + kk]);
-            acc[m][0] = lg_fma(p0, xb, acc[m][0]);
-            acc[m][1] = lg_fma(p1, xb, acc[m][1]);
+            const lv xb = lv_set1(x[m * ldx + kk]);
+            acc[m][0] = lv_fma(p0, xb, acc[m][0]);
+            acc[m][1] = lv_fma(p1, xb, acc[m][1]);
         }
     }
 #pragma GCC unroll 12
     for (int m = 0; m < M; m++) {
         float *yr = y + m * ldy;
         if (nr == LG_NR) {
-            for (int v = 0; v < 2; v++) lg_storeu(yr + v * LG_W, add ? lg_add(acc[m][v], lg_loadu(yr + v * LG_W)) : acc[m][v]);
+            for (int v = 0; v < 2; v++) lv_storeu(yr + v * LV_W, add ? lv_add(acc[m][v], lv_loadu(yr + v * LV_W)) : acc[m][v]);
         } else { /* a panel cut short by the row range */
             _Alignas(64) float t[LG_NR];
-            lg_store(t, acc[m][0]), lg_store(t + LG_W, acc[m][1]);
+            lv_store(t, acc[m][0]), lv_store(t + LV_W, acc[m][1]);
             for (int i = 0; i < nr; i++) yr[i] = add ? yr[i] + t[i] : t[i];
         }
     }
@@ -181,27 +158,30 @@ static const micro_fn MICRO[LG_MR] = { /* [M - 1] */
 };
 
 void QN_ISA_FN(qn_cpu_lutq_gemm_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
-                                     int64_t ldy, int64_t row_begin, int64_t row_end) {
+                                     int64_t ldy, int64_t row_begin, int64_t row_end, float *xp /* [≤ LG_TB][K] */) {
     _Alignas(64) float P[LG_KC][LG_NR];
     _Alignas(64) float Q[LG_NR][LG_KC];
-    float xs[LG_TB * LG_KC]; /* act-order: the block's activations of the chunk in kernel order, token t at t·LG_KC */
     const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
     for (int64_t t0 = 0; t0 < n_tokens; t0 += LG_TB) {
         const int64_t tb = n_tokens - t0 < LG_TB ? n_tokens - t0 : LG_TB;
-        const int64_t RS = w->perm ? LG_RS_PERM : LG_RS;
-        for (int64_t rs = row_begin; rs < row_end; rs += RS) {
-            const int64_t re = rs + RS < row_end ? rs + RS : row_end;
+        const float *xb = x + t0 * ldx; /* the block's token t, kernel column j at xb[t·ld + j] */
+        int64_t ld = ldx;
+        if (w->perm) { /* one token's row at a time, in cache while gathered (per chunk and super-block, the same
+                        * gathers missed: gptq4a 8B down, 512 tokens, AVX2: 45-47 GFLOP/s against gptq4's 53-59) */
+            for (int64_t t = 0; t < tb; t++) {
+                const float *xr = xb + t * ldx;
+                float *d = xp + t * K;
+                for (int64_t j = 0; j < K; j++) d[j] = xr[w->perm[j]];
+            }
+            xb = xp, ld = K;
+        }
+        for (int64_t rs = row_begin; rs < row_end; rs += LG_RS) {
+            const int64_t re = rs + LG_RS < row_end ? rs + LG_RS : row_end;
             int64_t g = 0;
             for (int64_t c0 = 0; c0 < K; c0 += LG_KC) {
                 const int kc = (int)(K - c0 < LG_KC ? K - c0 : LG_KC);
                 while (g < G && w->gstart[g + 1] <= c0) g++;
-                const float *xc = x + t0 * ldx + c0; /* token t's column c0 + kk at xc[t·ld + kk] */
-                int64_t ld = ldx;
-                if (w->perm) {
-                    for (int64_t t = 0; t < tb; t++)
-                        for (int kk = 0; kk < kc; kk++) xs[t * LG_KC + kk] = x[(t0 + t) * ldx + w->perm[c0 + kk]];
-                    xc = xs, ld = LG_KC;
-                }
+                const float *xc = xb + c0; /* token t's column c0 + kk at xc[t·ld + kk] */
                 for (int64_t r0 = rs; r0 < re; r0 += LG_NR) {
                     const int nr = (int)(re - r0 < LG_NR ? re - r0 : LG_NR);
                     /* the next panel's codes (the super-block's first at the next chunk after its last), while this
