@@ -36,7 +36,7 @@
     /* the GEMM at any token count, with its act-order scratch per call as lutq_cpu.c's entry gives it */              \
     static void lutq_gemm_##isa(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,      \
                                 int64_t ldy, int64_t row_begin, int64_t row_end) {                                    \
-        const int64_t tb = n_tokens < QN_LUTQ_GEMM_TOKEN_BLOCK ? n_tokens : QN_LUTQ_GEMM_TOKEN_BLOCK;                 \
+        const int64_t tb = n_tokens < QN_PANEL_TOKEN_BLOCK ? n_tokens : QN_PANEL_TOKEN_BLOCK;                 \
         float *xp = w->perm ? malloc(sizeof(float) * (size_t)(tb * w->k)) : NULL;                                      \
         if (w->perm && !xp) abort();                                                                                   \
         qn_cpu_lutq_gemm_f32_##isa(w, x, ldx, n_tokens, y, ldy, row_begin, row_end, xp);                               \

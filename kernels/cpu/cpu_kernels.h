@@ -48,7 +48,15 @@ typedef void (*qn_matmul_x8_fn)(int64_t n, const void *w8, int64_t n_groups, con
  * (lutq.h); x: [n_tokens][ldx] fp32 in the checkpoint's column order; y: [n_tokens][ldy]. */
 typedef void (*qn_lutq_matmul_fn)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                   int64_t ldy, int64_t row_begin, int64_t row_end);
-#define QN_LUTQ_GEMM_TOKEN_BLOCK 192 /* x86 lutq_gemm_cpu.c's tokens per block (its act-order scratch: this many rows) */
+
+/* y[t * ldy + r] = Σ_k W[r][k]·a[t][k] for r in [row_begin, row_end), t < n_tok; w: [rows][w_stride bytes] in fmt
+ * (F16, BF16, F32), a: [n_tok][a_stride bytes] in vec_dot_type(fmt) (the same type). x86's panel GEMM
+ * (float_gemm_cpu.c): fp32 sums in another order than vec_dot's (not bit-identical). QN_ERR_NOMEM: no memory for its
+ * scratch (the caller takes the dot path). */
+typedef qn_status (*qn_float_gemm_fn)(int64_t k, const void *w, size_t w_stride, const void *a, size_t a_stride,
+                                      int64_t n_tok, float *y, int64_t ldy, int64_t row_begin, int64_t row_end);
+/* x86 panel GEMMs (kernels/cpu/panel_x86.h): tokens per block, the rows of their activation scratch */
+#define QN_PANEL_TOKEN_BLOCK 192
 
 /* y[i] = e^(x[i] - shift), i < n, in the table's exp form (vexp.h); x, y: [n] (may alias). */
 typedef void (*qn_exp_row_fn)(int64_t n, float *y, const float *x, float shift);
@@ -68,6 +76,8 @@ typedef struct qn_cpu_kernels {
                                                     * per call amortizes that over them) */
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
+    qn_float_gemm_fn float_gemm[QN_QFORMAT_COUNT]; /* F16 / BF16 / F32 from float_gemm_min_tokens tokens (NULL: none) */
+    int32_t float_gemm_min_tokens;
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */
     qn_attn_paged_fn attn_paged;                   /* paged attention of n_q query tokens (AVX2: in tiles) */
     qn_attn_paged_fn attn_paged_tokens;            /* the same one query token at a time: attn_paged's twin */

@@ -27,6 +27,35 @@
 #if defined(QN_ISA_AVX512)
 #define QN_SIMD_X86_512 1
 #endif
+#if defined(QN_SIMD_X86)
+/* x86: the object's fp32 vector (lv_*), 16 lanes in the AVX-512 objects, 8 in the AVX2 ones (lutq_cpu.c's row kernel
+ * and kernels/cpu/panel_x86.h are each written once over it) */
+#if defined(QN_SIMD_X86_512)
+#define LV_W 16
+typedef __m512 lv;
+#define lv_zero _mm512_setzero_ps
+#define lv_mul _mm512_mul_ps
+#define lv_fma _mm512_fmadd_ps
+#define lv_add _mm512_add_ps
+#define lv_set1 _mm512_set1_ps
+#define lv_load _mm512_load_ps
+#define lv_loadu _mm512_loadu_ps
+#define lv_store _mm512_store_ps
+#define lv_storeu _mm512_storeu_ps
+#else
+#define LV_W 8
+typedef __m256 lv;
+#define lv_zero _mm256_setzero_ps
+#define lv_mul _mm256_mul_ps
+#define lv_fma _mm256_fmadd_ps
+#define lv_add _mm256_add_ps
+#define lv_set1 _mm256_set1_ps
+#define lv_load _mm256_load_ps
+#define lv_loadu _mm256_loadu_ps
+#define lv_store _mm256_store_ps
+#define lv_storeu _mm256_storeu_ps
+#endif
+#endif
 #if (defined(QN_ISA_NEON) || defined(QN_ISA_NEON_DOTPROD)) && defined(__ARM_NEON)
 #define QN_SIMD_NEON 1
 #include <arm_neon.h>
@@ -66,6 +95,7 @@ static inline int32x4_t qn_neon_dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t 
 
 /* Per-family fillers (one per *_cpu.c family), each writing its entries of the table. */
 void QN_ISA_FN(qn_cpu_fill_float)(qn_cpu_kernels *k);
+void QN_ISA_FN(qn_cpu_fill_float_gemm)(qn_cpu_kernels *k); /* x86 only: F16 / BF16 / F32 panel GEMM */
 void QN_ISA_FN(qn_cpu_fill_legacy)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_kquant)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_fill_kquant_x512)(qn_cpu_kernels *k);
@@ -79,7 +109,7 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
                                        int64_t ldy, int64_t row_begin, int64_t row_end);
 void QN_ISA_FN(qn_cpu_lutq_rows_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                      int64_t ldy, int64_t row_begin, int64_t row_end);
-/* xp: with act-order (w->perm), scratch for the gathered activations, [min(n_tokens, QN_LUTQ_GEMM_TOKEN_BLOCK)][w->k]
+/* xp: with act-order (w->perm), scratch for the gathered activations, [min(n_tokens, QN_PANEL_TOKEN_BLOCK)][w->k]
  * floats; else unused (NULL) */
 void QN_ISA_FN(qn_cpu_lutq_gemm_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                      int64_t ldy, int64_t row_begin, int64_t row_end, float *xp);

@@ -10,6 +10,7 @@ void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k);
 void QN_ISA_FN(qn_cpu_kernels_fill)(qn_cpu_kernels *k) {
     QN_ISA_FN(qn_cpu_fill_dequant)(k);
     QN_ISA_FN(qn_cpu_fill_float)(k);
+    QN_ISA_FN(qn_cpu_fill_float_gemm)(k);
     QN_ISA_FN(qn_cpu_fill_legacy)(k);
     QN_ISA_FN(qn_cpu_fill_kquant)(k);
     QN_ISA_FN(qn_cpu_fill_kquant_x512)(k);

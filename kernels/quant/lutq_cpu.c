@@ -521,7 +521,7 @@ void QN_ISA_FN(qn_cpu_lutq_matmul_f32)(const qn_lutq_weight *w, const float *x, 
 #if defined(QN_SIMD_X86)
     if (n_tokens >= QN_LUTQ_GEMM_MIN_TOKENS) {
         /* act-order: the block's activations gathered once, in kernel order, for every row of the call */
-        const int64_t tb = n_tokens < QN_LUTQ_GEMM_TOKEN_BLOCK ? n_tokens : QN_LUTQ_GEMM_TOKEN_BLOCK;
+        const int64_t tb = n_tokens < QN_PANEL_TOKEN_BLOCK ? n_tokens : QN_PANEL_TOKEN_BLOCK;
         float *xp = w->perm ? malloc(sizeof(float) * (size_t)(tb * w->k)) : NULL;
         if (!w->perm || xp) {
             QN_ISA_FN(qn_cpu_lutq_gemm_f32)(w, x, ldx, n_tokens, y, ldy, row_begin, row_end, xp);

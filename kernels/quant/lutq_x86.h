@@ -1,39 +1,11 @@
-/* lutq_x86.h — the fp32 vector of the object's width (lv_*) and 256-bit code decoding of the repacked GPTQ / AWQ /
- * bnb layout (lutq.h), shared by lutq_cpu.c's row kernel (its AVX2 decode) and lutq_gemm_cpu.c's panel GEMM (AVX2 and
- * AVX-512 objects: both are built with -mavx2 -mfma). For the *_cpu.c files of x86 ISAs only (after isa.h). */
+/* lutq_x86.h — 256-bit code decoding of the repacked GPTQ / AWQ / bnb layout (lutq.h), shared by lutq_cpu.c's AVX2
+ * kernel and lutq_gemm_cpu.c's panel fill (AVX2 and AVX-512 objects: both are built with -mavx2 -mfma). For the
+ * *_cpu.c files of x86 ISAs only (after isa.h). */
 #ifndef QN_LUTQ_X86_H
 #define QN_LUTQ_X86_H
 
 #if !defined(QN_SIMD_X86)
 #error "lutq_x86.h is for the x86 ISA objects"
-#endif
-
-/* The object's fp32 vector (lv_*): 16 lanes in the AVX-512 objects, 8 in the AVX2 ones; the row kernel and the
- * panel GEMM are each written once over it. */
-#if defined(QN_SIMD_X86_512)
-#define LV_W 16
-typedef __m512 lv;
-#define lv_zero _mm512_setzero_ps
-#define lv_mul _mm512_mul_ps
-#define lv_fma _mm512_fmadd_ps
-#define lv_add _mm512_add_ps
-#define lv_set1 _mm512_set1_ps
-#define lv_load _mm512_load_ps
-#define lv_loadu _mm512_loadu_ps
-#define lv_store _mm512_store_ps
-#define lv_storeu _mm512_storeu_ps
-#else
-#define LV_W 8
-typedef __m256 lv;
-#define lv_zero _mm256_setzero_ps
-#define lv_mul _mm256_mul_ps
-#define lv_fma _mm256_fmadd_ps
-#define lv_add _mm256_add_ps
-#define lv_set1 _mm256_set1_ps
-#define lv_load _mm256_load_ps
-#define lv_loadu _mm256_loadu_ps
-#define lv_store _mm256_store_ps
-#define lv_storeu _mm256_storeu_ps
 #endif
 
 typedef struct lq256_lut {

@@ -5,7 +5,8 @@
  * activations, stays in L2) × 4 tokens at a time through vec_dot_x4, so every weight byte comes
  * from DRAM once and each decoded block is reused for 4 tokens. Where the format has a register
  * tile (vec_dot_tile: several rows × 4 tokens), the row tile is a whole number of its rows and each
- * (row tile, token chunk) goes to it in one call. */
+ * (row tile, token chunk) goes to it in one call. F16 / BF16 / F32 weights go to the table's float_gemm (x86: a
+ * panel GEMM) from float_gemm_min_tokens tokens on. */
 #include "kernels/cpu/cpu_kernels.h"
 
 #if !defined(QN_ISA) || defined(QN_ISA_SCALAR)
@@ -30,6 +31,11 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
     if (!wrb || !arb) return QN_ERR_SHAPE;
 
     const uint8_t *wb = w, *xb = xq;
+    const qn_float_gemm_fn gemm = kern->float_gemm[wfmt];
+    if (gemm && n_tokens >= kern->float_gemm_min_tokens) { /* no memory for its scratch: the dot path below */
+        const qn_status st = gemm(k, w, wrb, xq, arb, n_tokens, y, ldy, row_begin, row_end);
+        if (st != QN_ERR_NOMEM) return st;
+    }
     int64_t row_tile = (int64_t)(QN_MM_ROW_TILE_BYTES / wrb), tok_chunk = (int64_t)(QN_MM_TOK_CHUNK_BYTES / arb);
     if (tile) { /* whole register tiles */
         const int64_t tr = kern->vec_dot_tile_rows[wfmt] > 0 ? kern->vec_dot_tile_rows[wfmt] : 1;

@@ -9,7 +9,8 @@
  *               vs the scalar ISA: K-quants bit-exact (same integers, same fp32 finish), legacy and
  *               float types |Δ| <= TOL_ISA·Σ|w·a| (8-lane vs sequential fp32 accumulation);
  *   vec_dot_x4  bit-exact with vec_dot per token;
- *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN;
+ *   matmul_rows bit-exact with vec_dot, n_tokens 1/3/17, odd row ranges, untouched rows stay NaN (the dot path:
+ *               the float formats' x86 panel GEMM from 9 tokens is test_float_gemm.c's);
  *   vec_dot_tile bit-exact with vec_dot over more blocks than one scale pass, more tokens than one
  *               run of the token-scale buffer, leftover rows and tokens, and k past the tile's limit;
  *   matmul_x8   (the load-time repack, Q2_K×8 .. Q6_K×8, Q4_0×8, Q5_0×8, Q5_1×8, Q8_0×8) the repack's inverse gives the rows back; qn_cpu_matmul_x8 bit-exact
@@ -276,6 +277,10 @@ static void test_matmul_rows(void **state) {
     int failures = 0;
     for (int i = 0; i < g_ntabs; i++)
         for (int f = 0; f < N_WFMTS; f++) {
+            /* the dot path of every format at every token count: the float formats' panel GEMM (x86, from
+             * float_gemm_min_tokens tokens) sums in another order and has its own test, test_float_gemm.c */
+            qn_cpu_kernels tab = g_tabs[i];
+            memset(tab.float_gemm, 0, sizeof tab.float_gemm);
             const qn_qformat wf = WFMTS[f], af = QN_QFORMATS[wf].vec_dot_type;
             const int be = QN_QFORMATS[wf].block_elems;
             const int64_t k = be == 1 ? 37 : be * 3;
@@ -292,7 +297,7 @@ static void test_matmul_rows(void **state) {
                 for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++) {
                     const int64_t nt = toks[ti], r0 = ranges[ri][0], r1 = ranges[ri][1];
                     for (int j = 0; j < LDY * 17; j++) y[j] = NAN;
-                    assert_int_equal(qn_cpu_matmul_rows(&g_tabs[i], wf, w, k, a, nt, y, LDY, r0, r1), QN_OK);
+                    assert_int_equal(qn_cpu_matmul_rows(&tab, wf, w, k, a, nt, y, LDY, r0, r1), QN_OK);
                     for (int64_t t = 0; t < 17; t++)
                         for (int64_t r = 0; r < LDY; r++) {
                             const float v = y[t * LDY + r];
