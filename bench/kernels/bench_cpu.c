@@ -10,7 +10,8 @@
  * Self-contained (no bench.h). Usage: bench_cpu [--isa NAME] [--type NAME] [--shape ROWSxK]
  * [--tokens N] [--min-ms MS] [--no-amx] [--lutq-path rows|gemm] (--no-amx: the AVX-512 table's lutq rows on its fp32
  * kernel, as on an AVX-512 CPU without AMX-BF16, Zen 4 say; --lutq-path: x86, that kernel's row path or panel GEMM at
- * every token count, the A/B of its QN_LUTQ_GEMM_MIN_TOKENS switch). */
+ * every token count, the A/B of its QN_LUTQ_GEMM_MIN_TOKENS switch) [--float-path dot|gemm] (F16 / BF16 / F32 on the dot
+ * kernels or, x86, the panel GEMM at every token count). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,6 +170,7 @@ int main(int argc, char **argv) {
     double min_s = 0.3;
     bool x8_only = false, no_amx = false;
     const char *lutq_path = NULL; /* x86: "rows" or "gemm", that path of the lutq kernel at any token count */
+    const char *float_path = NULL; /* "dot" or "gemm": that path of F16 / BF16 / F32 at any token count */
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && !strcmp(argv[i], "--isa")) want_isa = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--type")) want_type = argv[++i];
@@ -180,14 +182,19 @@ int main(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--lutq-path") &&
                  (!strcmp(argv[i + 1], "rows") || !strcmp(argv[i + 1], "gemm")))
             lutq_path = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--float-path") &&
+                 (!strcmp(argv[i + 1], "dot") || !strcmp(argv[i + 1], "gemm")))
+            float_path = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--isa scalar|avx2|avx512|neon] [--type q4_K|gptq4|gptq4a|awq4|nf4|gptq8] [--shape 4096x4096] "
-                            "[--tokens N] [--min-ms MS] [--x8-only] [--no-amx] [--lutq-path rows|gemm]\n"
+                            "[--tokens N] [--min-ms MS] [--x8-only] [--no-amx] [--lutq-path rows|gemm] [--float-path dot|gemm]\n"
                             "  --shape: a row of the table, or any ROWSxK (ROWS a multiple of 8 for the x8 rows)\n"
                             "  --x8-only: only the load-time repack's rows\n"
                             "  --no-amx: the AVX-512 lutq rows without AMX-BF16 (its fp32 kernel)\n"
                             "  --lutq-path: x86, the lutq rows on that path of the fp32 kernel at every token count (row kernel\n"
-                            "    or panel GEMM; the table switches at QN_LUTQ_GEMM_MIN_TOKENS)\n", argv[0]);
+                            "    or panel GEMM; the table switches at QN_LUTQ_GEMM_MIN_TOKENS)\n"
+                            "  --float-path: f16, bf16, f32 on the dot kernels or (x86) the panel GEMM at every token count (the\n"
+                            "    table switches at its float_gemm_min_tokens)\n", argv[0]);
             return 2;
         }
     }
@@ -222,6 +229,8 @@ int main(int argc, char **argv) {
         if (lutq_path && isa == QN_CPU_ISA_AVX512)
             kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx512 : lutq_gemm_avx512;
 #endif
+        if (float_path && !strcmp(float_path, "dot")) memset(kern.float_gemm, 0, sizeof kern.float_gemm);
+        if (float_path && !strcmp(float_path, "gemm")) kern.float_gemm_min_tokens = 1;
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;
             const qn_qformat af = QN_QFORMATS[f].vec_dot_type;
