@@ -230,7 +230,8 @@ int main(int argc, char **argv) {
             kern.lutq_matmul = rows ? qn_cpu_lutq_rows_f32_avx512 : lutq_gemm_avx512;
 #endif
         if (float_path && !strcmp(float_path, "dot")) memset(kern.float_gemm, 0, sizeof kern.float_gemm);
-        if (float_path && !strcmp(float_path, "gemm")) kern.float_gemm_min_tokens = 1;
+        if (float_path && !strcmp(float_path, "gemm"))
+            for (int f = 0; f < QN_QFORMAT_COUNT; f++) kern.float_gemm_min_tokens[f] = 1;
         for (int f = 0; f < QN_QFORMAT_COUNT; f++) {
             if (!kern.vec_dot[f] || (want_type && strcmp(want_type, QN_QFORMATS[f].name))) continue;
             const qn_qformat af = QN_QFORMATS[f].vec_dot_type;

@@ -77,7 +77,7 @@ typedef struct qn_cpu_kernels {
     qn_quantize_row_fn from_float[QN_QFORMAT_COUNT]; /* activation quantizers (Q8_0, Q8_1, Q8_K, F16, BF16, F32) */
     qn_dequant_row_fn dequant[QN_QFORMAT_COUNT];   /* fast dequantizers (same results as the ref) */
     qn_float_gemm_fn float_gemm[QN_QFORMAT_COUNT]; /* F16 / BF16 / F32 from float_gemm_min_tokens tokens (NULL: none) */
-    int32_t float_gemm_min_tokens;
+    int32_t float_gemm_min_tokens[QN_QFORMAT_COUNT];
     qn_lutq_matmul_fn lutq_matmul;                 /* GPTQ / AWQ / bnb-4bit weights after the load-time repack */
     qn_attn_paged_fn attn_paged;                   /* paged attention of n_q query tokens (AVX2: in tiles) */
     qn_attn_paged_fn attn_paged_tokens;            /* the same one query token at a time: attn_paged's twin */

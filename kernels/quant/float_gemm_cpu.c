@@ -2,7 +2,7 @@
  * kernels/cpu/panel_x86.h's panel GEMM, the weight converted to fp32 a panel at a time (F16C vcvtph2ps; BF16 a 16-bit
  * shift), the activations (vec_dot_type rows: F16 / BF16 / F32, as the dot path takes them) converted once per token
  * block into the scratch (exact: every fp16 and bf16 value is an fp32 value). Compiled once per ISA; only the AVX2
- * and AVX-512 objects have a body. qn_cpu_matmul_rows hands it the call from float_gemm_min_tokens tokens on.
+ * and AVX-512 objects have a body. qn_cpu_matmul_rows hands it the call from float_gemm_min_tokens[fmt] tokens on.
  *
  * Why: the dot path (float_cpu.c, 1 row × 1 token) reads every weight row once per token and every FMA takes two
  * loads: 17-29 GFLOP/s on an AVX2 Zen at 64 tokens (F32, BF16, F16), whatever the token count.
@@ -18,9 +18,18 @@
 #if defined(QN_SIMD_X86)
 #include "kernels/cpu/panel_x86.h"
 
-/* y from 9 tokens on (AVX2, 8B q/o F16: the same threshold as lutq's; measured in bench_cpu) */
-#ifndef QN_FLOAT_GEMM_MIN_TOKENS
-#define QN_FLOAT_GEMM_MIN_TOKENS 9
+/* From these many tokens on the GEMM takes the call. bench_cpu --float-path dot|gemm, AVX2 Zen, 8B q/o, two rounds
+ * (GFLOP/s dot -> GEMM): F16 12 tokens 30.4/23.7 -> 30.3/30.9, 16 27.6/27.5 -> 39.6/36.3, 9 30.3/30.0 -> 25.5/28.5;
+ * BF16 4 15/15 -> 14/14, 6 17/17 -> 20/21; F32 6 14.5/13.6 -> 15.4/12.9, 8 15/15 -> 19/19 (the dot kernels
+ * convert F16 with one vcvtph2ps per 8 products, BF16 with a shift, and read F32 at twice the bytes). */
+#ifndef QN_FLOAT_GEMM_MIN_TOKENS_F16
+#define QN_FLOAT_GEMM_MIN_TOKENS_F16 16
+#endif
+#ifndef QN_FLOAT_GEMM_MIN_TOKENS_BF16
+#define QN_FLOAT_GEMM_MIN_TOKENS_BF16 6
+#endif
+#ifndef QN_FLOAT_GEMM_MIN_TOKENS_F32
+#define QN_FLOAT_GEMM_MIN_TOKENS_F32 8
 #endif
 
 typedef struct fg_ctx {
@@ -128,7 +137,9 @@ void QN_ISA_FN(qn_cpu_fill_float_gemm)(qn_cpu_kernels *k) {
     k->float_gemm[QN_QFORMAT_F32] = gemm_f32;
     k->float_gemm[QN_QFORMAT_F16] = gemm_f16;
     k->float_gemm[QN_QFORMAT_BF16] = gemm_bf16;
-    k->float_gemm_min_tokens = QN_FLOAT_GEMM_MIN_TOKENS;
+    k->float_gemm_min_tokens[QN_QFORMAT_F32] = QN_FLOAT_GEMM_MIN_TOKENS_F32;
+    k->float_gemm_min_tokens[QN_QFORMAT_F16] = QN_FLOAT_GEMM_MIN_TOKENS_F16;
+    k->float_gemm_min_tokens[QN_QFORMAT_BF16] = QN_FLOAT_GEMM_MIN_TOKENS_BF16;
 #else
     (void)k;
 #endif

@@ -32,7 +32,7 @@ qn_status qn_cpu_matmul_rows(const qn_cpu_kernels *kern, qn_qformat wfmt, const 
 
     const uint8_t *wb = w, *xb = xq;
     const qn_float_gemm_fn gemm = kern->float_gemm[wfmt];
-    if (gemm && n_tokens >= kern->float_gemm_min_tokens) { /* no memory for its scratch: the dot path below */
+    if (gemm && n_tokens >= kern->float_gemm_min_tokens[wfmt]) { /* no memory for its scratch: the dot path below */
         const qn_status st = gemm(k, w, wrb, xq, arb, n_tokens, y, ldy, row_begin, row_end);
         if (st != QN_ERR_NOMEM) return st;
     }

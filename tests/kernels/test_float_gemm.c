@@ -1,7 +1,8 @@
 /* test_float_gemm.c — the F16 / BF16 / F32 panel GEMM (kernels/quant/float_gemm_cpu.c over kernels/cpu/panel_x86.h)
  * of every compiled x86 table the CPU runs, through qn_cpu_matmul_rows, against a double-precision reference on seeded
  * random weights and activations (the activations rounded to the format as the runtime does: from_float).
- * Shapes: every micro-kernel strip (9..33 tokens: 1..6 on AVX2, 1..12 on AVX-512, after whole strips), 200 tokens
+ * Shapes: every micro-kernel strip (1..33 tokens with the GEMM forced: 1..6 on AVX2, 1..12 on AVX-512, alone and
+ * after whole strips; and 2..33 where the table's switch, float_gemm_min_tokens, sends them), 200 tokens
  * (past the 192-token block), K = 37, 300 and 1100 (column tails of 5, 44 and 76 past whole 8-column steps and
  * 128-column chunks), 300 rows (past a 256-row super-block) split in two calls at row 101 (panels cut short on both
  * sides), rows outside the range and tokens past n poisoned (NaN) and checked untouched.
@@ -12,6 +13,7 @@
 #include "harness.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +38,9 @@ static double elem(qn_qformat fmt, const uint8_t *row, int64_t i) {
 static double g_worst; /* max |y − ref| / Σ|w·a| seen */
 static int g_checked;  /* GEMM calls checked */
 
-/* one weight (rows × k) and nt tokens through every table's GEMM */
-static void check_shape(qn_qformat fmt, int64_t rows, int64_t k, int64_t nt, uint64_t seed) {
+/* one weight (rows × k) and nt tokens through every table's GEMM (force: at any token count; else where the table
+ * takes it) */
+static void check_shape(qn_qformat fmt, int64_t rows, int64_t k, int64_t nt, uint64_t seed, bool force) {
     const size_t wrb = qn_qformat_row_bytes(fmt, k), arb = qn_qformat_row_bytes(fmt, k);
     const int64_t ldy = rows + 3, split = rows > 101 ? 101 : rows / 2;
     uint8_t *w = malloc(wrb * (size_t)rows), *a = malloc(arb * (size_t)nt);
@@ -68,7 +71,9 @@ static void check_shape(qn_qformat fmt, int64_t rows, int64_t k, int64_t nt, uin
     for (int isa = QN_CPU_ISA_SCALAR; isa < QN_CPU_ISA_COUNT; isa++) {
         qn_cpu_kernels kern;
         if (qn_cpu_kernels_select((qn_cpu_isa)isa, &kern) != QN_OK || !kern.float_gemm[fmt]) continue;
-        assert_true(kern.float_gemm_min_tokens >= 2 && kern.float_gemm_min_tokens <= 9);
+        assert_true(kern.float_gemm_min_tokens[fmt] >= 2 && kern.float_gemm_min_tokens[fmt] <= 16);
+        if (force) kern.float_gemm_min_tokens[fmt] = 1; /* the GEMM at any token count */
+        else if (nt < kern.float_gemm_min_tokens[fmt]) continue; /* the dot path: test_simd's */
         for (int64_t i = 0; i < ldy * (nt + 1); i++) y[i] = NAN;
         /* two row ranges, as two threads would split them */
         assert_int_equal(qn_cpu_matmul_rows(&kern, fmt, w, k, a, nt, y, ldy, 0, split), QN_OK);
@@ -97,20 +102,24 @@ static void check_shape(qn_qformat fmt, int64_t rows, int64_t k, int64_t nt, uin
     free(w), free(a), free(x), free(y), free(ref), free(mag);
 }
 
-/* 9..33 tokens (every strip and the switch) on a small weight with a column tail */
+/* 1..33 tokens on the GEMM (every strip, whole strips after it or not) and 2..33 as the table switches, on a small
+ * weight with a column tail */
 static void test_strips(void **state) {
     (void)state;
     for (size_t f = 0; f < sizeof FMTS / sizeof FMTS[0]; f++)
-        for (int64_t nt = 9; nt <= 33; nt++) check_shape(FMTS[f], 37, 300, nt, 100 + (uint64_t)(f * 64 + nt));
+        for (int64_t nt = 1; nt <= 33; nt++) {
+            check_shape(FMTS[f], 37, 300, nt, 100 + (uint64_t)(f * 64 + nt), true);
+            if (nt >= 2) check_shape(FMTS[f], 37, 300, nt, 200 + (uint64_t)(f * 64 + nt), false);
+        }
 }
 
 /* long rows (chunk and step tails), tall weights (super-blocks), 200 tokens (two token blocks) */
 static void test_blocks(void **state) {
     (void)state;
-    static const int64_t SHAPES[][3] = {{300, 37, 12}, {300, 1100, 17}, {19, 1100, 200}, {300, 300, 200}};
+    static const int64_t SHAPES[][3] = {{300, 37, 20}, {300, 1100, 17}, {19, 1100, 200}, {300, 300, 200}};
     for (size_t f = 0; f < sizeof FMTS / sizeof FMTS[0]; f++)
         for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
-            check_shape(FMTS[f], SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 900 + (uint64_t)(f * 8 + i));
+            check_shape(FMTS[f], SHAPES[i][0], SHAPES[i][1], SHAPES[i][2], 900 + (uint64_t)(f * 8 + i), false);
     fprintf(stderr, "GEMM calls checked: %d, worst |y - ref| / sum|w a|: %.3g\n", g_checked, g_worst);
 #if defined(__x86_64__)
     /* every x86 table this CPU runs has it (the AVX2 one on any x86-64 CPU these tests run on) */
