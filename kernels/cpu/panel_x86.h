@@ -1,7 +1,8 @@
-/* panel_x86.h — the fp32 core of the x86 panel GEMMs (kernels/quant/lutq_gemm_cpu.c: GPTQ / AWQ / bnb;
- * kernels/quant/float_gemm_cpu.c: F16 / BF16 / F32): y[t][r] = Σ_k W[r][k]·x[t][k], the weight turned into fp32
- * panels by the caller's fill, the activations of a token block given in fp32 by the caller's block_x. For the
- * *_cpu.c files of the x86 ISAs only, after isa.h (its lv_* vector of the object's width).
+/* panel_x86.h — the fp32 core of the x86 panel GEMMs: y[t][r] = Σ_k W[r][k]·x[t][k], the weight turned into fp32
+ * panels by the caller's fill, the activations of a token block given in fp32 by the caller's block_x (px_gemm:
+ * kernels/quant/float_gemm_cpu.c, F16 / BF16 / F32; kernels/quant/lutq_gemm_cpu.c, GPTQ / AWQ / bnb, takes the
+ * geometry, micro-kernel and transposes and writes the same loop nest out, see there). For the *_cpu.c files of the
+ * x86 ISAs only, after isa.h (its lv_* vector of the object's width).
  *
  * A panel of PX_NR rows × PX_KC columns is filled once per block of up to PX_TB tokens into P[PX_KC][PX_NR]
  * (column-major: each column's PX_NR rows in two vectors), and the micro-kernel keeps PX_MR tokens × PX_NR rows of
@@ -121,7 +122,7 @@ static const px_micro_fn PX_MICROS[PX_MR] = { /* [M - 1] */
 
 /* y[t·ldy + r] = Σ_k W[r][k]·x[t][k] for r in [row_begin, row_end), t < n_tokens; y: [n_tokens][ldy]. scratch: what
  * s->block_x needs ([min(n_tokens, PX_TB)][s->k] floats, or NULL where it returns x itself). */
-static void px_gemm(const px_src *s, int64_t n_tokens, float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
+__attribute__((unused)) static void px_gemm(const px_src *s, int64_t n_tokens, float *y, int64_t ldy, int64_t row_begin, int64_t row_end,
                     float *scratch) {
     _Alignas(64) float P[PX_KC][PX_NR];
     const int64_t K = s->k;

@@ -1,21 +1,24 @@
-/* lutq_gemm_cpu.c — the many-token path of the repacked GPTQ / AWQ / bnb layout (lutq.h) on x86: y = x·Wᵀ through
- * kernels/cpu/panel_x86.h's panel GEMM, the weight dequantized a panel at a time. Compiled once per ISA; only the
- * AVX2 and AVX-512 objects have a body, and lutq_cpu.c calls it from QN_LUTQ_GEMM_MIN_TOKENS tokens on (prefill,
- * perplexity, batches).
+/* lutq_gemm_cpu.c — the many-token path of the repacked GPTQ / AWQ / bnb layout (lutq.h) on x86: y = x·Wᵀ as a
+ * register-blocked fp32 GEMM over dequantized weight panels, on kernels/cpu/panel_x86.h's micro-kernel and transposes
+ * (its geometry: PX_NR rows × PX_KC columns per panel, PX_MR tokens per strip, PX_TB per block, PX_RS rows per
+ * super-block). Compiled once per ISA; only the AVX2 and AVX-512 objects have a body, and lutq_cpu.c calls it from
+ * QN_LUTQ_GEMM_MIN_TOKENS tokens on (prefill, perplexity, batches).
  *
  * Why: lutq_cpu.c's row kernel decodes a code vector once per pass of at most 8 tokens and feeds every FMA one
- * activation load, so it is bound by loads at about a third of the FMA peak (19-32 GFLOP/s on an AVX2 Zen); here a
- * panel of 16 × 128 weights (32 rows on AVX-512) is dequantized once per block of up to 192 tokens and the
- * micro-kernel keeps 6 × 16 sums in registers (AVX-512 12 × 32).
+ * activation load, so it is bound by loads at about a third of the FMA peak (19-32 GFLOP/s on an AVX2 Zen).
  *
- * The panel fill: codes decoded row by row with lutq_x86.h, scaled per group segment, then 8×8 transposes; the
- * prefetch: the codes of the next panel. Act-order: each token block's activations gathered through perm into the
- * caller's scratch once, in kernel order, one token's row at a time (in cache while gathered; per chunk and row
- * super-block, the same gathers missed: gptq4a 8B down, 512 tokens, AVX2: 38-41 GFLOP/s against 49-53 now).
+ * Loop nest: blocks of PX_TB tokens (act-order: the block's activations first gathered through perm into the caller's
+ * scratch, in kernel order, one token's row at a time: per chunk and super-block the same gathers missed, gptq4a 8B
+ * down at 512 tokens 38-41 GFLOP/s against 49-53) × super-blocks of PX_RS rows × chunks of PX_KC kernel columns (the
+ * chunk's first group found once) × panels of PX_NR rows (the next panel's codes prefetched; the panel filled: codes
+ * decoded row by row with lutq_x86.h, scaled per group segment, then 8×8 transposes) × strips of PX_MR tokens (the
+ * micro-kernel, written into y at the first chunk and added at the later ones). It is px_gemm's nest written out:
+ * through px_gemm's callbacks (the group found per panel) gptq4 8B down at 64 tokens ran at 0.8-0.85x in alternating
+ * pairs on the AVX2 VM, cause not found; nf4 did not slow down.
  *
  * Roundings: each weight is scale·(lut[c] − zero), one fp32 product, as qn_lutq_dequant_ref computes it without the
- * peers' fp16 rounding; the sums are panel_x86.h's. Within tests/kernels/test_quant_lutq.c's tolerance (2e-6 of
- * Σ|w·x| at the table's magnitudes). */
+ * peers' fp16 rounding; each (token, row) sums its chunk's columns in one fp32 chain, and the chunks' sums are added
+ * into y in order. Within tests/kernels/test_quant_lutq.c's tolerance (2e-6 of Σ|w·x| at the table's magnitudes). */
 #include <string.h>
 
 #include "kernels/cpu/isa.h"
@@ -23,26 +26,14 @@
 
 #if defined(QN_SIMD_X86)
 #include "kernels/quant/lutq_x86.h"
+
 #include "kernels/cpu/panel_x86.h"
 
-typedef struct lg_ctx {
-    const qn_lutq_weight *w;
-    const float *x; /* [n_tokens][ldx], the checkpoint's column order */
-    int64_t ldx;
-} lg_ctx;
-
-/* px_src.fill: P[kk][i] = W[r0 + i][c0 + kk] (kernel-column order) for i < nr, kk < kc; rows nr..PX_NR zero;
- * columns kc..kcp (kcp: kc rounded up to 8) hold values the micro-kernel never reads */
-static void lg_fill(const void *ctx, int64_t r0, int nr, int64_t c0, int kc, float (*P)[PX_NR] /* [PX_KC][PX_NR] */) {
-    const qn_lutq_weight *w = ((const lg_ctx *)ctx)->w;
-    _Alignas(64) float Q[PX_NR][PX_KC]; /* the panel row-major */
-    int64_t glo = 0, ghi = w->n_groups - 1; /* g: the group that holds column c0 (gstart[g] <= c0 < gstart[g + 1]) */
-    while (glo < ghi) {
-        const int64_t mid = (glo + ghi + 1) / 2;
-        if (w->gstart[mid] <= c0) glo = mid;
-        else ghi = mid - 1;
-    }
-    const int64_t g = glo;
+/* P[kk][i] = W[r0 + i][c0 + kk] (kernel-column order) for i < nr, kk < kc; rows nr..PX_NR zero; columns kc..kcp
+ * (kcp: kc rounded up to 8) hold values the micro-kernel never reads. g: the first group that holds column c0.
+ * Q: scratch, the panel row-major. */
+static void fill_panel(const qn_lutq_weight *w, int64_t r0, int nr, int64_t c0, int kc, int64_t g,
+                       float (*Q)[PX_KC] /* [PX_NR][PX_KC] */, float (*P)[PX_NR] /* [PX_KC][PX_NR] */) {
     const int bits4 = w->code_bits == 4, ident = w->lut_identity, kcp = (kc + 7) & ~7;
     const int64_t G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits), c1 = c0 + kc;
     const float *lut = w->lut;
@@ -83,33 +74,52 @@ static void lg_fill(const void *ctx, int64_t r0, int nr, int64_t c0, int kc, flo
         }
 }
 
-/* px_src.prefetch: the panel's codes (a row's piece of a chunk is one or two cache lines) */
-static void lg_prefetch(const void *ctx, int64_t r0, int nr, int64_t c0, int kc) {
-    const qn_lutq_weight *w = ((const lg_ctx *)ctx)->w;
-    const int64_t row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
-    const int64_t b0 = qn_lutq_row_bytes(c0, w->code_bits) & ~(int64_t)63, b1 = qn_lutq_row_bytes(c0 + kc, w->code_bits);
-    for (int64_t i = r0; i < r0 + nr; i++)
-        for (int64_t o = b0; o < b1; o += 64) _mm_prefetch((const char *)(w->codes + i * row_bytes + o), _MM_HINT_T0);
-}
-
-/* px_src.block_x: the activations as they are, or (act-order) gathered into kernel order */
-static const float *lg_block_x(const void *ctx, int64_t t0, int64_t tb, float *xp, int64_t *ld) {
-    const lg_ctx *c = ctx;
-    const float *xb = c->x + t0 * c->ldx;
-    if (!c->w->perm) return *ld = c->ldx, xb;
-    const int64_t K = c->w->k;
-    for (int64_t t = 0; t < tb; t++) {
-        const float *xr = xb + t * c->ldx;
-        float *d = xp + t * K;
-        for (int64_t j = 0; j < K; j++) d[j] = xr[c->w->perm[j]];
-    }
-    return *ld = K, xp;
-}
-
 void QN_ISA_FN(qn_cpu_lutq_gemm_f32)(const qn_lutq_weight *w, const float *x, int64_t ldx, int64_t n_tokens, float *y,
                                      int64_t ldy, int64_t row_begin, int64_t row_end, float *xp /* [≤ PX_TB][K] */) {
-    const lg_ctx c = {w, x, ldx};
-    const px_src s = {&c, w->k, lg_fill, lg_prefetch, lg_block_x};
-    px_gemm(&s, n_tokens, y, ldy, row_begin, row_end, xp);
+    _Alignas(64) float P[PX_KC][PX_NR];
+    _Alignas(64) float Q[PX_NR][PX_KC];
+    const int64_t K = w->k, G = w->n_groups, row_bytes = qn_lutq_row_bytes(w->k, w->code_bits);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += PX_TB) {
+        const int64_t tb = n_tokens - t0 < PX_TB ? n_tokens - t0 : PX_TB;
+        const float *xb = x + t0 * ldx; /* the block's token t, kernel column j at xb[t·ld + j] */
+        int64_t ld = ldx;
+        if (w->perm) { /* one token's row at a time, in cache while gathered (per chunk and super-block, the same
+                        * gathers missed: gptq4a 8B down, 512 tokens, AVX2: 45-47 GFLOP/s against gptq4's 53-59) */
+            for (int64_t t = 0; t < tb; t++) {
+                const float *xr = xb + t * ldx;
+                float *d = xp + t * K;
+                for (int64_t j = 0; j < K; j++) d[j] = xr[w->perm[j]];
+            }
+            xb = xp, ld = K;
+        }
+        for (int64_t rs = row_begin; rs < row_end; rs += PX_RS) {
+            const int64_t re = rs + PX_RS < row_end ? rs + PX_RS : row_end;
+            int64_t g = 0;
+            for (int64_t c0 = 0; c0 < K; c0 += PX_KC) {
+                const int kc = (int)(K - c0 < PX_KC ? K - c0 : PX_KC);
+                while (g < G && w->gstart[g + 1] <= c0) g++;
+                const float *xc = xb + c0; /* token t's column c0 + kk at xc[t·ld + kk] */
+                for (int64_t r0 = rs; r0 < re; r0 += PX_NR) {
+                    const int nr = (int)(re - r0 < PX_NR ? re - r0 : PX_NR);
+                    /* the next panel's codes (the super-block's first at the next chunk after its last), while this
+                     * one computes: a row's piece of a chunk is one or two cache lines, rows apart, which the
+                     * hardware prefetchers do not follow (without: 78% of the fill's samples on the code loads, the
+                     * fill 35% of the time; 8B q/o, 64 tokens, AVX2) */
+                    const int64_t pr = r0 + PX_NR < re ? r0 + PX_NR : rs, pc = r0 + PX_NR < re ? c0 : c0 + PX_KC;
+                    const int64_t pb0 = qn_lutq_row_bytes(pc, w->code_bits) & ~(int64_t)63;
+                    const int64_t pb1 = qn_lutq_row_bytes(pc + PX_KC < K ? pc + PX_KC : K, w->code_bits);
+                    for (int64_t i = pr; i < pr + PX_NR && i < re; i++)
+                        for (int64_t o = pb0; o < pb1; o += 64)
+                            _mm_prefetch((const char *)(w->codes + i * row_bytes + o), _MM_HINT_T0);
+                    fill_panel(w, r0, nr, c0, kc, g, Q, P);
+                    for (int64_t m0 = 0; m0 < tb; m0 += PX_MR) {
+                        const int M = (int)(tb - m0 < PX_MR ? tb - m0 : PX_MR);
+                        PX_MICROS[M - 1]((const float(*)[PX_NR])P, kc, xc + m0 * ld, ld, y + (t0 + m0) * ldy + r0, ldy,
+                                     nr, c0 > 0);
+                    }
+                }
+            }
+        }
+    }
 }
 #endif
