@@ -199,7 +199,7 @@ static void test_gemm_strips(void **state) {
         check_isas_tokens(bits == 4 ? "strips 4-bit" : "strips 8-bit", &w, tokens, 26);
         free(buf);
     }
-    /* 1600 rows: the second call's 1067 rows take more than one of its row super-blocks (256 rows, 1024 with a perm) */
+    /* 1600 rows: the second call's 1067 rows take more than one of its row super-blocks (256 rows) */
     static const int64_t T_TALL[] = {9, 23};
     for (int perm = 0; perm < 2; perm++) {
         qn_lutq_weight w;
