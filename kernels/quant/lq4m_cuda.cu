@@ -24,6 +24,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_util.cuh"
+#include "kernels/common/tile_reduce.cuh"
 #include "kernels/quant/lq4m.h"
 #include "kernels/quant/lq4m_frag.cuh"
 #include "kernels/quant/lutq_gpu.h"
@@ -204,56 +205,11 @@ __global__ void __launch_bounds__(W * 32)
         __syncthreads();
         red = reinterpret_cast<float(*)[R * NG * 4][32]>(lq4m_xs);
     }
-    __shared__ bool last;
-#pragma unroll
-    for (int r = 0; r < R; r++)
-#pragma unroll
-        for (int ng = 0; ng < NG; ng++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) red[warp][(r * NG + ng) * 4 + e][lane] = acc[r][ng][e];
-    __syncthreads();
-    const int split = (int)gridDim.y;
+    /* G: x in shared memory (gathered, or staged: n = 1 on the 8B shapes), the release-acquire arrival; else a fence
+     * in every thread (the release-acquire arrival moved this instance's x loads, d49854c) */
     float sum[PER];
-#pragma unroll
-    for (int u = 0; u < PER; u++) {
-        const int v = (int)threadIdx.x + u * (W * 32);
-        float s = 0.f;
-        if (v < NV)
-#pragma unroll
-            for (int wp = 0; wp < W; wp++) s += red[wp][v / 32][v % 32];
-        sum[u] = s;
-    }
-    if (split > 1) {
-        float *mine = part + ((size_t)tile * (size_t)split + blockIdx.y) * NV;
-#pragma unroll
-        for (int u = 0; u < PER; u++) {
-            const int v = (int)threadIdx.x + u * (W * 32);
-            if (v < NV) mine[v] = sum[u];
-        }
-        if constexpr (G) { /* the instance with x in shared memory (gathered, or staged: n = 1 on the 8B shapes) */
-            if (!qn_split_arrive(&cnt[tile], (unsigned)split)) return; /* the last CTA of the tile sums the split */
-        } else { /* a fence in every thread: the release-acquire arrival moved this instance's x loads (d49854c) */
-            __threadfence();
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                const unsigned prev = atomicAdd(&cnt[tile], 1u);
-                last = prev == (unsigned)split - 1;
-                if (last) cnt[tile] = 0; /* every CTA of the tile has arrived: ready for the next call */
-            }
-            __syncthreads();
-            if (!last) return;
-            __threadfence();
-        }
-        const float *all = part + (size_t)tile * (size_t)split * NV;
-#pragma unroll
-        for (int u = 0; u < PER; u++) {
-            const int v = (int)threadIdx.x + u * (W * 32);
-            float s = 0.f;
-            if (v < NV)
-                for (int k = 0; k < split; k++) s += __ldcg(all + (size_t)k * NV + v);
-            sum[u] = s;
-        }
-    }
+    static_assert(qn_tile_shape<W, R * NG>::PER == PER && qn_tile_shape<W, R * NG>::NV == NV, "tile_reduce's layout");
+    if (!qn_tile_reduce<W, R * NG, G>(&acc[0][0][0], red, part, cnt, tile, sum)) return; /* not the tile's last CTA */
 #pragma unroll
     for (int u = 0; u < PER; u++) {
         const int v = (int)threadIdx.x + u * (W * 32);
